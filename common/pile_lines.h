@@ -1,0 +1,67 @@
+/* Streaming line reader for .jsonl and .jsonl.zst (zstd streaming
+ * decompression, never a whole file in memory). Hands out one line at a time
+ * with the padding simdjson wants after it, so the JSON parser copies nothing.
+ * An opaque reader is used by one thread at a time. */
+#ifndef PILE_LINES_H
+#define PILE_LINES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pile_error.h"
+
+/* Writable bytes guaranteed after line->data[line->len] (>= SIMDJSON_PADDING). */
+#define PILE_LINES_PADDING 64
+
+/* Default cap on one line; a longer line is skipped (streamed past with
+ * bounded memory) and reported as PILE_LINE_TOO_LONG. */
+#define PILE_LINES_DEFAULT_MAX (64u << 20)
+
+typedef enum pile_line_status {
+    PILE_LINE_COMPLETE = 0,  /* a whole line (terminated by '\n', or the last line of a file without one) */
+    PILE_LINE_TOO_LONG = 1,  /* longer than max_line: data is NULL, len is the true length */
+    PILE_LINE_CUT = 2,       /* the partial last line of a truncated .zst stream: data holds what arrived */
+} pile_line_status;
+
+/* Bit flags in pile_line.flags */
+#define PILE_LINE_HAD_BOM 1u /* a UTF-8 BOM at the start of the file was removed from this (first) line */
+
+typedef struct pile_line {
+    char *data;         /* the line without its '\n' ('\r' is kept); writable; valid until the next call */
+    size_t len;
+    uint64_t lineno;    /* 1-based line number in the file */
+    uint64_t offset;    /* byte offset of the line's start in the decompressed stream */
+    pile_line_status status;
+    unsigned flags;
+} pile_line;
+
+typedef struct pile_lines_opts {
+    size_t max_line;    /* 0: PILE_LINES_DEFAULT_MAX */
+} pile_lines_opts;
+
+typedef struct pile_lines pile_lines;
+
+/* Opens path; zstd is detected by its magic number, not by the name.
+ * opts may be NULL. On failure *out is NULL and err says why. */
+int pile_lines_open(pile_lines **out, const char *path, const pile_lines_opts *opts, pile_err *err);
+
+/* Frees; accepts NULL. */
+void pile_lines_close(pile_lines *r);
+
+/* Next line: returns 1 with *line filled, 0 at the end of the file, or a
+ * negative PILE_E* (an I/O error, or corrupt zstd data other than a clean cut,
+ * with the byte offset in err). A truncated zstd stream is not an error: every
+ * complete line is returned, then the cut tail as PILE_LINE_CUT (if non-empty),
+ * then 0, and pile_lines_truncated() turns true. */
+int pile_lines_next(pile_lines *r, pile_line *line, pile_err *err);
+
+/* Bytes of the file consumed so far (compressed bytes for .zst): for progress. */
+uint64_t pile_lines_bytes_read(const pile_lines *r);
+
+/* Size of the file on disk. */
+uint64_t pile_lines_file_size(const pile_lines *r);
+
+/* After pile_lines_next returned 0: nonzero when the zstd stream ended mid-frame. */
+int pile_lines_truncated(const pile_lines *r);
+
+#endif

@@ -1,0 +1,93 @@
+/* A tiny TAP test helper (after libuv's test/task.h): each ASSERT prints
+ * both sides with file:line on failure. A test program calls TEST(name) for
+ * each case and ends with TEST_DONE(), which prints the TAP plan and returns
+ * the exit code. Skips: pile_test_skip_all("why") exits 77. */
+#ifndef PILE_TEST_H
+#define PILE_TEST_H
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int pile_test_n = 0;
+static int pile_test_failed = 0;
+static int pile_test_cur_failed = 0;
+static const char *pile_test_cur = NULL;
+
+static inline void pile_test_end_case(void)
+{
+    if (!pile_test_cur) return;
+    printf("%s %d - %s\n", pile_test_cur_failed ? "not ok" : "ok", pile_test_n, pile_test_cur);
+    fflush(stdout);
+    if (pile_test_cur_failed) pile_test_failed++;
+    pile_test_cur = NULL;
+}
+
+#define TEST(name)                 \
+    do {                           \
+        pile_test_end_case();      \
+        pile_test_n++;             \
+        pile_test_cur = (name);    \
+        pile_test_cur_failed = 0;  \
+    } while (0)
+
+#define TEST_DONE()                                  \
+    (pile_test_end_case(), printf("1..%d\n", pile_test_n), pile_test_failed ? 1 : 0)
+
+#define PILE_FAIL_(...)                                          \
+    do {                                                         \
+        printf("# %s:%d: ", __FILE__, __LINE__);                 \
+        printf(__VA_ARGS__);                                     \
+        printf("\n");                                            \
+        pile_test_cur_failed = 1;                                \
+    } while (0)
+
+#define ASSERT(cond)                                   \
+    do {                                               \
+        if (!(cond)) PILE_FAIL_("assertion failed: %s", #cond); \
+    } while (0)
+
+#define ASSERT_EQ(a, b)                                                                            \
+    do {                                                                                           \
+        long long pile_a_ = (long long)(a), pile_b_ = (long long)(b);                              \
+        if (pile_a_ != pile_b_) PILE_FAIL_("%s == %s: %lld != %lld", #a, #b, pile_a_, pile_b_);    \
+    } while (0)
+
+#define ASSERT_STR_EQ(a, b)                                                                        \
+    do {                                                                                           \
+        const char *pile_a_ = (a), *pile_b_ = (b);                                                 \
+        if (!pile_a_ || !pile_b_ || strcmp(pile_a_, pile_b_) != 0)                                 \
+            PILE_FAIL_("%s == %s: \"%s\" != \"%s\"", #a, #b, pile_a_ ? pile_a_ : "(null)",          \
+                       pile_b_ ? pile_b_ : "(null)");                                              \
+    } while (0)
+
+#define ASSERT_MEM_EQ(a, b, n)                                                 \
+    do {                                                                       \
+        if (memcmp((a), (b), (n)) != 0) PILE_FAIL_("%s and %s differ in %zu bytes", #a, #b, (size_t)(n)); \
+    } while (0)
+
+/* Fails the case and returns from the enclosing function (for setup errors). */
+#define ASSERT_OK(expr, errp)                                                              \
+    do {                                                                                   \
+        int pile_rc_ = (expr);                                                             \
+        if (pile_rc_ < 0) {                                                                \
+            PILE_FAIL_("%s returned %d: %s", #expr, pile_rc_, (errp) ? (errp)->msg : "");  \
+        }                                                                                  \
+    } while (0)
+
+static inline void pile_test_skip_all(const char *why)
+{
+    printf("1..0 # SKIP %s\n", why);
+    fflush(stdout);
+    exit(77);
+}
+
+/* The shared corpus folder (PILE_SHARED, else ../shared). */
+static inline const char *pile_test_shared(void)
+{
+    const char *s = getenv("PILE_SHARED");
+    return s && *s ? s : "../shared";
+}
+
+#endif

@@ -1,0 +1,77 @@
+/* The tokenizer interface used by pile-prep, pile-dump, pile-tok and the
+ * trainer. Backends: a byte-level tokenizer (256 byte ids plus end-of-text)
+ * and byte-level BPE (GPT-2 / tiktoken / Hugging Face tokenizer.json).
+ *
+ * Threading: a pile_tokenizer is immutable after open and may be shared by
+ * any number of threads. Encoding state (scratch, caches) lives in a
+ * pile_encoder, one per thread. */
+#ifndef PILE_TOKENIZER_H
+#define PILE_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pile_buf.h"
+#include "pile_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PILE_TOKENIZER_FP_BYTES 16
+
+typedef struct pile_tokenizer pile_tokenizer;
+typedef struct pile_encoder pile_encoder;
+
+/* Opens a tokenizer. spec:
+ *   NULL or "bytes"            the byte-level tokenizer (ids 0-255 are bytes, 256 is <|endoftext|>)
+ *   a tokenizer.json           Hugging Face BPE
+ *   a folder                   with encoder.json + vocab.bpe (GPT-2's files)
+ *   a *.tiktoken file          tiktoken ranks; the pattern is chosen by the file
+ *                              name (r50k_base, p50k_base, cl100k_base, o200k_base)
+ * A file it cannot use is an error that says why, never a fall-back. */
+int pile_tokenizer_open(pile_tokenizer **out, const char *spec, pile_err *err);
+
+/* Frees; accepts NULL. Encoders made from it must be freed first. */
+void pile_tokenizer_close(pile_tokenizer *tok);
+
+/* Number of ids (every id is < this). */
+uint32_t pile_tokenizer_vocab_size(const pile_tokenizer *tok);
+
+/* The end-of-text id placed between documents. */
+uint32_t pile_tokenizer_eot_id(const pile_tokenizer *tok);
+
+/* A short kind name: "bytes", "bpe". */
+const char *pile_tokenizer_kind(const pile_tokenizer *tok);
+
+/* A stable fingerprint of everything that decides the ids (vocabulary,
+ * merges, pattern, special tokens, normaliser): equal fingerprints mean
+ * identical encodings. */
+void pile_tokenizer_fingerprint(const pile_tokenizer *tok, uint8_t fp[PILE_TOKENIZER_FP_BYTES]);
+
+/* Appends the bytes of ids[0..n) to out (special tokens as their text).
+ * An id out of range is PILE_EINVAL. Thread-safe. */
+int pile_tokenizer_decode(const pile_tokenizer *tok, const uint32_t *ids, size_t n, pile_buf *out, pile_err *err);
+
+/* Special tokens: count, and the i-th one's text and id. */
+size_t pile_tokenizer_special_count(const pile_tokenizer *tok);
+const char *pile_tokenizer_special(const pile_tokenizer *tok, size_t i, uint32_t *id);
+
+/* The pre-tokenization pattern ("" if none), for `pile-tok info`. */
+const char *pile_tokenizer_pattern(const pile_tokenizer *tok);
+
+/* An encoder for one thread. NULL on OOM. The tokenizer must outlive it. */
+pile_encoder *pile_encoder_create(const pile_tokenizer *tok);
+void pile_encoder_free(pile_encoder *enc);
+
+/* Appends the ids of text[0..len) to out. The text is always ordinary text:
+ * a literal "<|endoftext|>" in it is encoded as the characters it is, never
+ * as the special id. text must be valid UTF-8 (pile_utf8_repair first);
+ * returns 0, PILE_ENOMEM, or PILE_EINVAL with a message. */
+int pile_encoder_encode(pile_encoder *enc, const char *text, size_t len, pile_ids *out, pile_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
