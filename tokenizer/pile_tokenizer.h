@@ -70,6 +70,25 @@ void pile_encoder_free(pile_encoder *enc);
  * returns 0, PILE_ENOMEM, or PILE_EINVAL with a message. */
 int pile_encoder_encode(pile_encoder *enc, const char *text, size_t len, pile_ids *out, pile_err *err);
 
+
+/* ------------------------------------------------------------- training */
+
+/* Options of the byte-level BPE trainer (GPT-2 pre-tokenization). */
+typedef struct pile_bpe_train_opts {
+    uint32_t vocab_size;             /* total, including the 256 byte tokens and the specials */
+    uint32_t min_frequency;          /* a pair seen fewer times is never merged (default 2 when 0) */
+    const char *const *specials;     /* special tokens; NULL: just "<|endoftext|>" */
+    size_t n_specials;
+    int threads;                     /* 0: all cores */
+    int progress;                    /* nonzero: progress on stderr */
+} pile_bpe_train_opts;
+
+/* Trains on the `text` of every line of the given .jsonl / .jsonl.zst
+ * files (streamed) and writes a Hugging Face tokenizer.json (BPE model,
+ * ByteLevel pre-tokenizer and decoder) to out_path, atomically. */
+int pile_bpe_train(const char *const *inputs, size_t n_inputs, const pile_bpe_train_opts *opts,
+                   const char *out_path, pile_err *err);
+
 #ifdef __cplusplus
 }
 #endif
