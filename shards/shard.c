@@ -1,0 +1,950 @@
+/* The shard writer (streams rows to "<path>.tmp", tables kept in memory,
+ * header last, then fsync + rename), the mmap reader (cheap structural checks
+ * at open) and verification (checksums and every invariant, first failure named).
+ *
+ * Byte layout, version 1 (shards/FORMAT.md has the full field tables).
+ * Every integer is LITTLE-ENDIAN; the header stores the byte-order mark
+ * 0x01020304 and this file refuses to compile on a big-endian host, so the
+ * structs below are the bytes on disk.
+ *
+ *   0      +--------------------------------------------------------------+
+ *          | header (256 B): "PILESHRD" version header_size byte_order    |
+ *          |   flags token_bytes max_length vocab_size eot_id pad_id      |
+ *          |   pack split row_count doc_count token_count subset_count    |
+ *          |   tokenizer_fp[16] {data,rows,docs,subsets}{offset,size}     |
+ *          |   {data,rows,docs,subsets}_xxh3 reserved header_xxh3         |
+ *   256    +--------------------------------------------------------------+
+ *          | zeros                                                        |
+ *   4096   +--------------------------------------------------------------+
+ *          | token data: row i at 4096 + i*max_length*W, W = 2 or 4;      |
+ *          |   length(i) true ids then pad_id                             |
+ *          +--------------------------------------------------------------+
+ *          | zeros to a multiple of 8                                     |
+ *   rows   +--------------------------------------------------------------+
+ *          | row table: {u64 first_doc, u32 length, u16 lead_subset,      |
+ *          |             u16 flags} x row_count                           |
+ *   docs   +--------------------------------------------------------------+
+ *          | doc table: {u32 offset, u16 subset, u16 flags} x doc_count   |
+ *   subs   +--------------------------------------------------------------+
+ *          | subset table: u32 count, {u16 len, len bytes UTF-8} x count  |
+ *   end    +--------------------------------------------------------------+
+ */
+#include "pile_shards.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "pile_buf.h"
+#include "pile_fs.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "pile shards are little-endian and this build reads them in place: port the reader first"
+#endif
+
+#define SHARD_MAGIC "PILESHRD"
+#define SHARD_HEADER_SIZE 256u
+#define SHARD_DATA_OFFSET 4096u
+#define SHARD_BYTE_ORDER 0x01020304u
+#define ROW_CONTINUES 1u
+#define ROW_KNOWN_FLAGS ROW_CONTINUES
+#define DOC_KNOWN_FLAGS PILE_DOC_CONTINUED
+#define WRITE_BUF_BYTES (1u << 20)
+
+typedef struct shard_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint32_t byte_order;
+    uint32_t flags;
+    uint32_t token_bytes;
+    uint32_t max_length;
+    uint32_t vocab_size;
+    uint32_t eot_id;
+    uint32_t pad_id;
+    uint16_t pack;
+    uint16_t split;
+    uint64_t row_count;
+    uint64_t doc_count;
+    uint64_t token_count;
+    uint32_t subset_count;
+    uint32_t reserved0;
+    uint8_t tokenizer_fp[PILE_SHARD_FP_BYTES];
+    uint64_t data_offset, data_size;
+    uint64_t rows_offset, rows_size;
+    uint64_t docs_offset, docs_size;
+    uint64_t subsets_offset, subsets_size;
+    uint64_t data_xxh3, rows_xxh3, docs_xxh3, subsets_xxh3;
+    uint8_t reserved1[56];
+    uint64_t header_xxh3;
+} shard_header;
+
+typedef struct shard_row {
+    uint64_t first_doc;
+    uint32_t length;
+    uint16_t lead_subset;
+    uint16_t flags;
+} shard_row;
+
+_Static_assert(sizeof(shard_header) == SHARD_HEADER_SIZE, "header is 256 bytes on disk");
+_Static_assert(offsetof(shard_header, tokenizer_fp) == 80, "header layout");
+_Static_assert(offsetof(shard_header, data_offset) == 96, "header layout");
+_Static_assert(offsetof(shard_header, data_xxh3) == 160, "header layout");
+_Static_assert(offsetof(shard_header, header_xxh3) == 248, "header layout");
+_Static_assert(sizeof(shard_row) == 16, "row entry is 16 bytes on disk");
+_Static_assert(sizeof(pile_shard_doc) == 8, "doc entry is 8 bytes on disk");
+_Static_assert(offsetof(pile_shard_doc, subset) == 4 && offsetof(pile_shard_doc, flags) == 6, "doc layout");
+
+static uint64_t header_checksum(const shard_header *h)
+{
+    return XXH3_64bits(h, offsetof(shard_header, header_xxh3));
+}
+
+/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF) for
+ * subset names; kept here so the shard library needs nothing beyond the
+ * error, buffer and file helpers of common/. */
+static int utf8_ok(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else {
+            return 0;
+        }
+        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (size_t k = 2; k < len; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+        i += len;
+    }
+    return 1;
+}
+
+static uint32_t width_for_vocab(uint32_t vocab_size)
+{
+    return vocab_size <= 65536u ? 2u : 4u;
+}
+
+static uint64_t align_up(uint64_t x, uint64_t a)
+{
+    return (x + a - 1) / a * a;
+}
+
+/* ================================================================ writer */
+
+struct pile_shard_writer {
+    char *path;
+    char *tmp_path;
+    int fd;
+    int finished;
+    int failed; /* a write failed: the file is incomplete, only close is useful */
+    pile_shard_params params;
+    uint32_t width;
+    uint64_t file_pos; /* bytes handed to write() so far */
+    uint64_t token_count;
+    XXH3_state_t *data_hash;
+    unsigned char *buf;
+    size_t buf_len;
+    shard_row *rows;
+    size_t nrows, rows_cap;
+    pile_shard_doc *docs;
+    size_t ndocs, docs_cap;
+    char **subsets;
+    uint16_t *subset_lens;
+    uint32_t nsubsets;
+};
+
+static int write_all(int fd, const void *data, size_t len, const char *path, pile_err *err)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return pile_err_sys(err, PILE_EIO, errno, "cannot write '%s'", path);
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static int writer_flush(pile_shard_writer *w, pile_err *err)
+{
+    if (!w->buf_len) return 0;
+    int rc = write_all(w->fd, w->buf, w->buf_len, w->tmp_path, err);
+    if (rc) {
+        w->failed = 1;
+        return rc;
+    }
+    w->file_pos += w->buf_len;
+    w->buf_len = 0;
+    return 0;
+}
+
+static int writer_put(pile_shard_writer *w, const void *data, size_t len, pile_err *err)
+{
+    const unsigned char *p = data;
+    while (len) {
+        if (w->buf_len == WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush(w, err));
+        size_t n = WRITE_BUF_BYTES - w->buf_len;
+        if (n > len) n = len;
+        memcpy(w->buf + w->buf_len, p, n);
+        w->buf_len += n;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void writer_free(pile_shard_writer *w)
+{
+    for (uint32_t i = 0; i < w->nsubsets; i++) free(w->subsets[i]);
+    free(w->subsets);
+    free(w->subset_lens);
+    free(w->rows);
+    free(w->docs);
+    free(w->buf);
+    if (w->data_hash) XXH3_freeState(w->data_hash);
+    free(w->path);
+    free(w->tmp_path);
+    free(w);
+}
+
+int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile_shard_params *params,
+                           pile_err *err)
+{
+    *out = NULL;
+    if (!params || !path)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard: no path or parameters given");
+    if (params->max_length == 0)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': max_length is 0", path);
+    if (params->vocab_size == 0)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': vocab_size is 0", path);
+    if (params->eot_id >= params->vocab_size)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': eot_id %" PRIu32 " >= vocab_size %" PRIu32,
+                            path, params->eot_id, params->vocab_size);
+    uint32_t width = width_for_vocab(params->vocab_size);
+    if (width == 2 && params->pad_id > 0xFFFFu)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': pad_id %" PRIu32 " does not fit 2-byte tokens",
+                            path, params->pad_id);
+    if (params->pack != PILE_PACK_CONCAT && params->pack != PILE_PACK_BEST_FIT)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': unknown pack mode %d", path, (int)params->pack);
+    if (params->split != PILE_SPLIT_TRAIN && params->split != PILE_SPLIT_VAL && params->split != PILE_SPLIT_TEST)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': unknown split %d", path, (int)params->split);
+
+    pile_shard_writer *w = calloc(1, sizeof *w);
+    if (!w) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    w->fd = -1;
+    w->params = *params;
+    w->width = width;
+    size_t plen = strlen(path);
+    w->path = strdup(path);
+    w->tmp_path = malloc(plen + 5);
+    w->buf = malloc(WRITE_BUF_BYTES);
+    w->data_hash = XXH3_createState();
+    if (!w->path || !w->tmp_path || !w->buf || !w->data_hash) {
+        writer_free(w);
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
+    memcpy(w->tmp_path, path, plen);
+    memcpy(w->tmp_path + plen, ".tmp", 5);
+    XXH3_64bits_reset(w->data_hash);
+
+    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        int rc = pile_err_sys(err, PILE_EIO, errno, "cannot create '%s'", w->tmp_path);
+        writer_free(w);
+        return rc;
+    }
+    /* Room for the header, which is written last. */
+    memset(w->buf, 0, SHARD_DATA_OFFSET);
+    w->buf_len = SHARD_DATA_OFFSET;
+    *out = w;
+    return 0;
+}
+
+int pile_shard_writer_subset(pile_shard_writer *w, const char *name, size_t len, uint16_t *id, pile_err *err)
+{
+    for (uint32_t i = 0; i < w->nsubsets; i++) {
+        if (w->subset_lens[i] == len && memcmp(w->subsets[i], name, len) == 0) {
+            *id = (uint16_t)i;
+            return 0;
+        }
+    }
+    if (len == 0 || len > 0xFFFFu)
+        return pile_err_set(err, PILE_EINVAL, "cannot add subset to '%s': name length %zu is not in 1..65535",
+                            w->path, len);
+    if (!utf8_ok(name, len) || memchr(name, '\0', len))
+        return pile_err_set(err, PILE_EINVAL, "cannot add subset to '%s': name is not valid UTF-8 or holds a NUL",
+                            w->path);
+    if (w->nsubsets == 65536u)
+        return pile_err_set(err, PILE_ELIMIT, "cannot add subset to '%s': 65536 subsets already", w->path);
+    char **names = realloc(w->subsets, (w->nsubsets + 1) * sizeof *names);
+    if (!names) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    w->subsets = names;
+    uint16_t *lens = realloc(w->subset_lens, (w->nsubsets + 1) * sizeof *lens);
+    if (!lens) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    w->subset_lens = lens;
+    char *copy = malloc(len + 1);
+    if (!copy) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    memcpy(copy, name, len);
+    copy[len] = '\0';
+    w->subsets[w->nsubsets] = copy;
+    w->subset_lens[w->nsubsets] = (uint16_t)len;
+    *id = (uint16_t)w->nsubsets++;
+    return 0;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    size_t n = *cap ? *cap * 2 : 1024;
+    while (n < need) n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q) return PILE_ENOMEM;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint32_t len,
+                              const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset, pile_err *err)
+{
+    const pile_shard_params *p = &w->params;
+    uint64_t row = w->nrows;
+    if (w->finished || w->failed)
+        return pile_err_set(err, PILE_EINVAL, "cannot add a row to '%s': the writer is %s", w->path,
+                            w->finished ? "finished" : "in a failed state");
+    if (len > p->max_length)
+        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': length %" PRIu32
+                            " exceeds max_length %" PRIu32, row, w->path, len, p->max_length);
+    if (len == 0 && (ndocs || lead_subset))
+        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': an empty row has document starts"
+                            " or a lead subset", row, w->path);
+    if (len > 0 && lead_subset >= w->nsubsets)
+        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': lead subset %u is not registered"
+                            " (%" PRIu32 " subsets)", row, w->path, lead_subset, w->nsubsets);
+    for (uint32_t d = 0; d < ndocs; d++) {
+        if (docs[d].offset >= len || (d > 0 && docs[d].offset <= docs[d - 1].offset))
+            return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': document start %" PRIu32
+                                " at offset %" PRIu32 " is out of order or past the length %" PRIu32,
+                                row, w->path, d, docs[d].offset, len);
+        if (docs[d].subset >= w->nsubsets)
+            return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': document start %" PRIu32
+                                " has unregistered subset %u", row, w->path, d, docs[d].subset);
+        if (docs[d].flags & ~DOC_KNOWN_FLAGS)
+            return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': document start %" PRIu32
+                                " has unknown flags 0x%x", row, w->path, d, docs[d].flags);
+    }
+    int starts_doc = ndocs > 0 && docs[0].offset == 0;
+    if (starts_doc && docs[0].subset != lead_subset)
+        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': lead subset %u differs from the"
+                            " subset %u of the document starting at 0", row, w->path, lead_subset, docs[0].subset);
+    if (len > 0 && !starts_doc && p->pack == PILE_PACK_BEST_FIT)
+        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a best-fit row must begin with"
+                            " a segment start", row, w->path);
+    for (uint32_t t = 0; t < len; t++) {
+        if (tokens[t] >= p->vocab_size)
+            return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': token id %" PRIu32
+                                " at position %" PRIu32 " is >= vocab_size %" PRIu32,
+                                row, w->path, tokens[t], t, p->vocab_size);
+    }
+    if (grow((void **)&w->rows, &w->rows_cap, w->nrows + 1, sizeof *w->rows) ||
+        grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs))
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+
+    /* Rows go out in chunks through the write buffer, narrowed to the width. */
+    uint32_t pos = 0;
+    while (pos < p->max_length) {
+        if (w->buf_len + w->width > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush(w, err));
+        size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
+        uint32_t n = p->max_length - pos;
+        if (n > room) n = (uint32_t)room;
+        unsigned char *dst = w->buf + w->buf_len;
+        if (w->width == 2) {
+            uint16_t v;
+            for (uint32_t k = 0; k < n; k++) {
+                v = (uint16_t)(pos + k < len ? tokens[pos + k] : p->pad_id);
+                memcpy(dst + 2 * (size_t)k, &v, 2);
+            }
+        } else {
+            uint32_t v;
+            for (uint32_t k = 0; k < n; k++) {
+                v = pos + k < len ? tokens[pos + k] : p->pad_id;
+                memcpy(dst + 4 * (size_t)k, &v, 4);
+            }
+        }
+        XXH3_64bits_update(w->data_hash, dst, (size_t)n * w->width);
+        w->buf_len += (size_t)n * w->width;
+        pos += n;
+    }
+
+    shard_row *r = &w->rows[w->nrows++];
+    r->first_doc = w->ndocs;
+    r->length = len;
+    r->lead_subset = lead_subset;
+    r->flags = (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0);
+    if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
+    w->ndocs += ndocs;
+    w->token_count += len;
+    return 0;
+}
+
+uint64_t pile_shard_writer_rows(const pile_shard_writer *w)
+{
+    return w->nrows;
+}
+
+static void info_from_header(pile_shard_info *info, const shard_header *h, uint64_t file_size)
+{
+    memset(info, 0, sizeof *info);
+    info->version = h->version;
+    info->token_bytes = h->token_bytes;
+    info->max_length = h->max_length;
+    info->vocab_size = h->vocab_size;
+    info->eot_id = h->eot_id;
+    info->pad_id = h->pad_id;
+    info->pack = (pile_pack)h->pack;
+    info->split = (pile_split)h->split;
+    info->row_count = h->row_count;
+    info->doc_count = h->doc_count;
+    info->token_count = h->token_count;
+    info->subset_count = h->subset_count;
+    info->data_checksum = h->data_xxh3;
+    info->file_size = file_size;
+    memcpy(info->tokenizer_fp, h->tokenizer_fp, PILE_SHARD_FP_BYTES);
+}
+
+int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_err *err)
+{
+    if (w->finished) return pile_err_set(err, PILE_EINVAL, "cannot finish '%s' twice", w->path);
+    if (w->failed) return pile_err_set(err, PILE_EIO, "cannot finish '%s': an earlier write failed", w->path);
+    const pile_shard_params *p = &w->params;
+    shard_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, SHARD_MAGIC, 8);
+    h.version = PILE_SHARD_VERSION;
+    h.header_size = SHARD_HEADER_SIZE;
+    h.byte_order = SHARD_BYTE_ORDER;
+    h.token_bytes = w->width;
+    h.max_length = p->max_length;
+    h.vocab_size = p->vocab_size;
+    h.eot_id = p->eot_id;
+    h.pad_id = p->pad_id;
+    h.pack = (uint16_t)p->pack;
+    h.split = (uint16_t)p->split;
+    h.row_count = w->nrows;
+    h.doc_count = w->ndocs;
+    h.token_count = w->token_count;
+    h.subset_count = w->nsubsets;
+    memcpy(h.tokenizer_fp, p->tokenizer_fp, PILE_SHARD_FP_BYTES);
+    h.data_offset = SHARD_DATA_OFFSET;
+    h.data_size = (uint64_t)w->nrows * p->max_length * w->width;
+    h.rows_offset = align_up(h.data_offset + h.data_size, 8);
+    h.rows_size = (uint64_t)w->nrows * sizeof(shard_row);
+    h.docs_offset = h.rows_offset + h.rows_size;
+    h.docs_size = (uint64_t)w->ndocs * sizeof(pile_shard_doc);
+    h.subsets_offset = h.docs_offset + h.docs_size;
+    h.data_xxh3 = XXH3_64bits_digest(w->data_hash);
+    h.rows_xxh3 = XXH3_64bits(w->rows, h.rows_size);
+    h.docs_xxh3 = XXH3_64bits(w->docs, h.docs_size);
+
+    static const unsigned char zeros[8];
+    int rc = writer_put(w, zeros, (size_t)(h.rows_offset - h.data_offset - h.data_size), err);
+    if (!rc && h.rows_size) rc = writer_put(w, w->rows, h.rows_size, err);
+    if (!rc && h.docs_size) rc = writer_put(w, w->docs, h.docs_size, err);
+    /* The subset table is hashed as it is written. */
+    XXH3_state_t *sh = XXH3_createState();
+    if (!sh) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    if (!rc) {
+        XXH3_64bits_reset(sh);
+        uint32_t count = w->nsubsets;
+        XXH3_64bits_update(sh, &count, 4);
+        rc = writer_put(w, &count, 4, err);
+        h.subsets_size = 4;
+        for (uint32_t i = 0; !rc && i < w->nsubsets; i++) {
+            uint16_t len = w->subset_lens[i];
+            XXH3_64bits_update(sh, &len, 2);
+            XXH3_64bits_update(sh, w->subsets[i], len);
+            rc = writer_put(w, &len, 2, err);
+            if (!rc) rc = writer_put(w, w->subsets[i], len, err);
+            h.subsets_size += 2u + len;
+        }
+        h.subsets_xxh3 = XXH3_64bits_digest(sh);
+    }
+    XXH3_freeState(sh);
+    if (!rc) rc = writer_flush(w, err);
+    if (rc) {
+        w->failed = 1;
+        return rc;
+    }
+    h.header_xxh3 = header_checksum(&h);
+
+    ssize_t n;
+    do {
+        n = pwrite(w->fd, &h, sizeof h, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof h) {
+        w->failed = 1;
+        return pile_err_sys(err, PILE_EIO, n < 0 ? errno : EIO, "cannot write the header of '%s'", w->tmp_path);
+    }
+    if (fsync(w->fd) != 0) {
+        w->failed = 1;
+        return pile_err_sys(err, PILE_EIO, errno, "cannot fsync '%s'", w->tmp_path);
+    }
+    int fd = w->fd;
+    w->fd = -1;
+    if (close(fd) != 0) {
+        w->failed = 1;
+        return pile_err_sys(err, PILE_EIO, errno, "cannot close '%s'", w->tmp_path);
+    }
+    if (rename(w->tmp_path, w->path) != 0) {
+        w->failed = 1;
+        return pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", w->tmp_path, w->path);
+    }
+    w->finished = 1;
+    PILE_FORWARD_IF_ERR(pile_fs_fsync_dir(w->path, err));
+    if (info) info_from_header(info, &h, h.subsets_offset + h.subsets_size);
+    return 0;
+}
+
+void pile_shard_writer_close(pile_shard_writer *w)
+{
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    if (!w->finished) unlink(w->tmp_path);
+    writer_free(w);
+}
+
+/* ================================================================ reader */
+
+struct pile_shard {
+    char *path;
+    const unsigned char *map;
+    size_t map_len;
+    const shard_header *h;
+    const unsigned char *data;
+    const shard_row *rows;
+    const pile_shard_doc *docs;
+    char **subset_names;
+    uint16_t *subset_lens;
+    pile_shard_info info;
+    size_t row_bytes;
+};
+
+static void shard_free(pile_shard *s)
+{
+    if (s->map) munmap((void *)s->map, s->map_len);
+    if (s->subset_names) {
+        for (uint32_t i = 0; i < s->info.subset_count; i++) free(s->subset_names[i]);
+        free(s->subset_names);
+    }
+    free(s->subset_lens);
+    free(s->path);
+    free(s);
+}
+
+void pile_shard_close(pile_shard *s)
+{
+    if (s) shard_free(s);
+}
+
+/* a * b, refusing overflow. */
+static int mul_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a && b > UINT64_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static int check_header(const shard_header *h, uint64_t size, const char *path, pile_err *err)
+{
+    if (h->byte_order != SHARD_BYTE_ORDER)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has byte-order mark 0x%08" PRIx32 ", not 0x%08x"
+                            " (shards are little-endian)", path, h->byte_order, SHARD_BYTE_ORDER);
+    if (h->header_size != SHARD_HEADER_SIZE)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has header size %" PRIu32 ", version 1 has %u", path,
+                            h->header_size, SHARD_HEADER_SIZE);
+    uint64_t sum = header_checksum(h);
+    if (sum != h->header_xxh3)
+        return pile_err_set(err, PILE_ECORRUPT, "'%s' has a corrupt header: checksum %016" PRIx64
+                            " does not match the stored %016" PRIx64, path, sum, h->header_xxh3);
+    if (h->flags)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has unknown header flags 0x%" PRIx32, path, h->flags);
+    if (h->max_length == 0) return pile_err_set(err, PILE_EFORMAT, "'%s' has max_length 0", path);
+    if (h->vocab_size == 0) return pile_err_set(err, PILE_EFORMAT, "'%s' has vocab_size 0", path);
+    if (h->token_bytes != width_for_vocab(h->vocab_size))
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has %" PRIu32 "-byte tokens, vocab_size %" PRIu32
+                            " needs %" PRIu32, path, h->token_bytes, h->vocab_size, width_for_vocab(h->vocab_size));
+    if (h->eot_id >= h->vocab_size)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has eot_id %" PRIu32 " >= vocab_size %" PRIu32, path,
+                            h->eot_id, h->vocab_size);
+    if (h->token_bytes == 2 && h->pad_id > 0xFFFFu)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has pad_id %" PRIu32 " wider than its 2-byte tokens", path,
+                            h->pad_id);
+    if (h->pack > PILE_PACK_BEST_FIT)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has unknown pack mode %u", path, h->pack);
+    if (h->split > PILE_SPLIT_TEST)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has unknown split %u", path, h->split);
+    if (h->subset_count > 65536u)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has %" PRIu32 " subsets, more than 65536", path,
+                            h->subset_count);
+
+    uint64_t data_size, rows_size, docs_size;
+    if (!mul_ok(h->row_count, (uint64_t)h->max_length * h->token_bytes, &data_size) ||
+        !mul_ok(h->row_count, sizeof(shard_row), &rows_size) ||
+        !mul_ok(h->doc_count, sizeof(pile_shard_doc), &docs_size) || data_size > UINT64_MAX / 2 ||
+        rows_size > UINT64_MAX / 4 || docs_size > UINT64_MAX / 4)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has impossible counts (%" PRIu64 " rows, %" PRIu64 " documents)",
+                            path, h->row_count, h->doc_count);
+    if (h->data_offset != SHARD_DATA_OFFSET || h->data_size != data_size)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad data section (offset %" PRIu64 ", size %" PRIu64
+                            "; expected %u, %" PRIu64 ")", path, h->data_offset, h->data_size, SHARD_DATA_OFFSET,
+                            data_size);
+    uint64_t rows_offset = align_up(h->data_offset + data_size, 8);
+    if (h->rows_offset != rows_offset || h->rows_size != rows_size)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad row table (offset %" PRIu64 ", size %" PRIu64
+                            "; expected %" PRIu64 ", %" PRIu64 ")", path, h->rows_offset, h->rows_size, rows_offset,
+                            rows_size);
+    if (h->docs_offset != rows_offset + rows_size || h->docs_size != docs_size)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad document table (offset %" PRIu64 ", size %" PRIu64
+                            "; expected %" PRIu64 ", %" PRIu64 ")", path, h->docs_offset, h->docs_size,
+                            rows_offset + rows_size, docs_size);
+    if (h->subsets_offset != h->docs_offset + docs_size || h->subsets_size < 4 || h->subsets_size > (1u << 30))
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad subset table (offset %" PRIu64 ", size %" PRIu64 ")",
+                            path, h->subsets_offset, h->subsets_size);
+    uint64_t end = h->subsets_offset + h->subsets_size;
+    if (size < end)
+        return pile_err_set(err, PILE_ETRUNC, "'%s' is truncated: %" PRIu64 " bytes, header says %" PRIu64, path,
+                            size, end);
+    if (size > end)
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has %" PRIu64 " unexpected bytes after its last section"
+                            " (%" PRIu64 " bytes, header says %" PRIu64 ")", path, size - end, size, end);
+    return 0;
+}
+
+static int parse_subsets(pile_shard *s, pile_err *err)
+{
+    const shard_header *h = s->h;
+    const unsigned char *p = s->map + h->subsets_offset;
+    uint64_t left = h->subsets_size;
+    uint32_t count;
+    memcpy(&count, p, 4);
+    p += 4;
+    left -= 4;
+    if (count != h->subset_count)
+        return pile_err_set(err, PILE_EFORMAT, "'%s': subset table holds %" PRIu32 " names, header says %" PRIu32,
+                            s->path, count, h->subset_count);
+    s->subset_names = calloc(count ? count : 1, sizeof *s->subset_names);
+    s->subset_lens = calloc(count ? count : 1, sizeof *s->subset_lens);
+    if (!s->subset_names || !s->subset_lens) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < count; i++) {
+        uint16_t len;
+        if (left < 2)
+            return pile_err_set(err, PILE_EFORMAT, "'%s': subset table ends inside the length of name %" PRIu32,
+                                s->path, i);
+        memcpy(&len, p, 2);
+        p += 2;
+        left -= 2;
+        if (left < len)
+            return pile_err_set(err, PILE_EFORMAT, "'%s': subset name %" PRIu32 " (%u bytes) runs past the table",
+                                s->path, i, len);
+        s->subset_names[i] = malloc((size_t)len + 1);
+        if (!s->subset_names[i]) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        memcpy(s->subset_names[i], p, len);
+        s->subset_names[i][len] = '\0';
+        s->subset_lens[i] = len;
+        p += len;
+        left -= len;
+    }
+    if (left)
+        return pile_err_set(err, PILE_EFORMAT, "'%s': subset table has %" PRIu64 " bytes after its last name",
+                            s->path, left);
+    return 0;
+}
+
+int pile_shard_open(pile_shard **out, const char *path, pile_err *err)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot open '%s'", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int rc = pile_err_sys(err, PILE_EIO, errno, "cannot stat '%s'", path);
+        close(fd);
+        return rc;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return pile_err_set(err, PILE_EFORMAT, "'%s' is not a pile shard (not a regular file)", path);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+
+    /* The magic and version are read with pread so that a short file that is
+     * not a shard says so instead of being "truncated". */
+    unsigned char head[SHARD_HEADER_SIZE];
+    size_t want = size < sizeof head ? (size_t)size : sizeof head, got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, head + got, want - got, (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int rc = pile_err_sys(err, PILE_EIO, n < 0 ? errno : EIO, "cannot read '%s'", path);
+            close(fd);
+            return rc;
+        }
+        got += (size_t)n;
+    }
+    size_t cmp = got < 8 ? got : 8;
+    if (memcmp(head, SHARD_MAGIC, cmp) != 0) {
+        close(fd);
+        return pile_err_set(err, PILE_EFORMAT, "'%s' is not a pile shard (no \"%s\" magic)", path, SHARD_MAGIC);
+    }
+    if (got >= 12) {
+        uint32_t version;
+        memcpy(&version, head + 8, 4);
+        if (version > PILE_SHARD_VERSION) {
+            close(fd);
+            return pile_err_set(err, PILE_EVERSION, "'%s': shard version %" PRIu32 " is newer than this build reads (%d)",
+                                path, version, PILE_SHARD_VERSION);
+        }
+        if (version == 0) {
+            close(fd);
+            return pile_err_set(err, PILE_EFORMAT, "'%s' has shard version 0, which does not exist", path);
+        }
+    }
+    if (size < SHARD_HEADER_SIZE) {
+        close(fd);
+        return pile_err_set(err, PILE_ETRUNC, "'%s' is truncated: %" PRIu64 " bytes, the header alone is %u", path,
+                            size, SHARD_HEADER_SIZE);
+    }
+    shard_header h;
+    memcpy(&h, head, sizeof h);
+    int rc = check_header(&h, size, path, err);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+
+    pile_shard *s = calloc(1, sizeof *s);
+    if (!s || !(s->path = strdup(path))) {
+        free(s);
+        close(fd);
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    int map_errno = errno;
+    close(fd);
+    if (map == MAP_FAILED) {
+        shard_free(s);
+        return pile_err_sys(err, PILE_EIO, map_errno, "cannot map '%s'", path);
+    }
+    s->map = map;
+    s->map_len = (size_t)size;
+    s->h = (const shard_header *)s->map;
+    /* Use the header checked above, not the mapped one (the file could change). */
+    s->data = s->map + h.data_offset;
+    s->rows = (const shard_row *)(s->map + h.rows_offset);
+    s->docs = (const pile_shard_doc *)(s->map + h.docs_offset);
+    s->row_bytes = (size_t)h.max_length * h.token_bytes;
+    info_from_header(&s->info, &h, size);
+    rc = parse_subsets(s, err);
+    if (rc) {
+        shard_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+const pile_shard_info *pile_shard_get_info(const pile_shard *s)
+{
+    return &s->info;
+}
+
+const void *pile_shard_row_data(const pile_shard *s, uint64_t i)
+{
+    return s->data + (size_t)i * s->row_bytes;
+}
+
+/* Lengths and document ranges are clamped so that a corrupt (unverified) table
+ * can give wrong answers but never reads outside the map. */
+uint32_t pile_shard_row_length(const pile_shard *s, uint64_t i)
+{
+    uint32_t len = s->rows[i].length;
+    return len <= s->info.max_length ? len : s->info.max_length;
+}
+
+uint16_t pile_shard_row_lead_subset(const pile_shard *s, uint64_t i)
+{
+    return s->rows[i].lead_subset;
+}
+
+uint32_t pile_shard_row_tokens(const pile_shard *s, uint64_t i, uint32_t *out)
+{
+    const unsigned char *src = pile_shard_row_data(s, i);
+    uint32_t n = s->info.max_length;
+    if (s->info.token_bytes == 2) {
+        const uint16_t *p = (const uint16_t *)src;
+        for (uint32_t k = 0; k < n; k++) out[k] = p[k];
+    } else {
+        memcpy(out, src, (size_t)n * 4);
+    }
+    return pile_shard_row_length(s, i);
+}
+
+uint32_t pile_shard_row_docs(const pile_shard *s, uint64_t i, const pile_shard_doc **docs)
+{
+    uint64_t first = s->rows[i].first_doc;
+    uint64_t end = i + 1 < s->info.row_count ? s->rows[i + 1].first_doc : s->info.doc_count;
+    if (first > s->info.doc_count) first = s->info.doc_count;
+    if (end > s->info.doc_count) end = s->info.doc_count;
+    if (end < first) end = first;
+    if (end - first > s->info.max_length) end = first + s->info.max_length;
+    *docs = s->docs + first;
+    return (uint32_t)(end - first);
+}
+
+const char *pile_shard_subset_name(const pile_shard *s, uint32_t id)
+{
+    return id < s->info.subset_count ? s->subset_names[id] : NULL;
+}
+
+/* ================================================================ verify */
+
+static int check_sum(const pile_shard *s, const char *what, uint64_t off, uint64_t size, uint64_t stored,
+                     pile_err *err)
+{
+    uint64_t sum = XXH3_64bits(s->map + off, (size_t)size);
+    if (sum != stored)
+        return pile_err_set(err, PILE_ECORRUPT, "'%s': %s checksum mismatch (computed %016" PRIx64 ", header says %016"
+                            PRIx64 "; bytes %" PRIu64 "..%" PRIu64 ")", s->path, what, sum, stored, off, off + size);
+    return 0;
+}
+
+static int verify_row_tokens(const pile_shard *s, uint64_t r, uint32_t len, pile_err *err)
+{
+    const pile_shard_info *in = &s->info;
+    const void *row = pile_shard_row_data(s, r);
+    for (uint32_t k = 0; k < in->max_length; k++) {
+        uint32_t v;
+        if (in->token_bytes == 2)
+            v = ((const uint16_t *)row)[k];
+        else
+            v = ((const uint32_t *)row)[k];
+        if (k < len && v >= in->vocab_size)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 " position %" PRIu32 ": token id %" PRIu32
+                                " >= vocab_size %" PRIu32, s->path, r, k, v, in->vocab_size);
+        if (k >= len && v != in->pad_id)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 " position %" PRIu32 " (padding after length %"
+                                PRIu32 "): id %" PRIu32 " is not pad_id %" PRIu32, s->path, r, k, len, v, in->pad_id);
+    }
+    return 0;
+}
+
+int pile_shard_verify(const pile_shard *s, pile_err *err)
+{
+    const shard_header *h = s->h;
+    const pile_shard_info *in = &s->info;
+    /* The map could differ from the header checked at open if the file changed since. */
+    if (header_checksum(h) != h->header_xxh3 || h->row_count != in->row_count || h->doc_count != in->doc_count)
+        return pile_err_set(err, PILE_ECORRUPT, "'%s': header changed since the shard was opened", s->path);
+    PILE_FORWARD_IF_ERR(check_sum(s, "row table", h->rows_offset, h->rows_size, h->rows_xxh3, err));
+    PILE_FORWARD_IF_ERR(check_sum(s, "document table", h->docs_offset, h->docs_size, h->docs_xxh3, err));
+    PILE_FORWARD_IF_ERR(check_sum(s, "subset table", h->subsets_offset, h->subsets_size, h->subsets_xxh3, err));
+
+    for (uint32_t i = 0; i < in->subset_count; i++) {
+        const char *name = s->subset_names[i];
+        size_t len = strlen(name);
+        if (len == 0 || len != s->subset_lens[i] || !utf8_ok(name, len))
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': subset %" PRIu32 " has an empty name, a NUL byte in it, or invalid UTF-8",
+                                s->path, i);
+        for (uint32_t j = 0; j < i; j++)
+            if (strcmp(s->subset_names[j], name) == 0)
+                return pile_err_set(err, PILE_ECORRUPT, "'%s': subsets %" PRIu32 " and %" PRIu32 " share the name '%s'",
+                                    s->path, j, i, name);
+    }
+
+    uint64_t tokens = 0;
+    for (uint64_t r = 0; r < in->row_count; r++) {
+        const shard_row *row = &s->rows[r];
+        uint64_t end = r + 1 < in->row_count ? s->rows[r + 1].first_doc : in->doc_count;
+        if (r == 0 && row->first_doc != 0)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row 0: first document index is %" PRIu64 ", not 0", s->path,
+                                row->first_doc);
+        if (end < row->first_doc || end > in->doc_count)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": document range %" PRIu64 "..%" PRIu64
+                                " is out of order or past the %" PRIu64 " documents", s->path, r, row->first_doc,
+                                end, in->doc_count);
+        uint32_t len = row->length;
+        if (len > in->max_length)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": length %" PRIu32 " > max_length %" PRIu32,
+                                s->path, r, len, in->max_length);
+        if (row->flags & ~ROW_KNOWN_FLAGS)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": unknown flags 0x%x", s->path, r,
+                                row->flags);
+        uint64_t ndocs = end - row->first_doc;
+        if (len == 0 && (ndocs || row->lead_subset || row->flags))
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 " is empty but has documents, a lead subset"
+                                " or flags", s->path, r);
+        if (len > 0 && row->lead_subset >= in->subset_count)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": lead subset %u >= subset count %" PRIu32,
+                                s->path, r, row->lead_subset, in->subset_count);
+        const pile_shard_doc *d = s->docs + row->first_doc;
+        for (uint64_t k = 0; k < ndocs; k++) {
+            if (d[k].offset >= len || (k > 0 && d[k].offset <= d[k - 1].offset))
+                return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 " document entry %" PRIu64 ": offset %"
+                                    PRIu32 " is out of order or not below the length %" PRIu32, s->path, r,
+                                    row->first_doc + k, d[k].offset, len);
+            if (d[k].subset >= in->subset_count)
+                return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 " document entry %" PRIu64 ": subset %u >="
+                                    " subset count %" PRIu32, s->path, r, row->first_doc + k, d[k].subset,
+                                    in->subset_count);
+            if (d[k].flags & ~DOC_KNOWN_FLAGS)
+                return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 " document entry %" PRIu64 ": unknown flags"
+                                    " 0x%x", s->path, r, row->first_doc + k, d[k].flags);
+        }
+        int starts = ndocs > 0 && d[0].offset == 0;
+        if (starts && d[0].subset != row->lead_subset)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": lead subset %u differs from subset %u of the"
+                                " document starting at 0", s->path, r, row->lead_subset, d[0].subset);
+        int continues = len > 0 && !starts;
+        if (continues != !!(row->flags & ROW_CONTINUES))
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": continuation flag is %s but the row %s",
+                                s->path, r, continues ? "clear" : "set",
+                                continues ? "continues a document" : "does not continue a document");
+        if (continues && in->pack == PILE_PACK_BEST_FIT)
+            return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": a best-fit row does not begin with a"
+                                " segment", s->path, r);
+        PILE_FORWARD_IF_ERR(verify_row_tokens(s, r, len, err));
+        tokens += len;
+    }
+    if (tokens != in->token_count)
+        return pile_err_set(err, PILE_ECORRUPT, "'%s': rows hold %" PRIu64 " tokens, header says %" PRIu64, s->path,
+                            tokens, in->token_count);
+    PILE_FORWARD_IF_ERR(check_sum(s, "data section", h->data_offset, h->data_size, h->data_xxh3, err));
+    return 0;
+}
