@@ -16,6 +16,10 @@ extern "C" {
 /* 1 if s[0..n) is valid UTF-8 (no surrogates, nothing above U+10FFFF). */
 int pile_utf8_valid(const char *s, size_t n);
 
+/* Length of the longest valid prefix of s[0..n) that ends on a character
+ * boundary: n when the whole is valid, else the offset of the first bad byte. */
+size_t pile_utf8_valid_prefix(const char *s, size_t n);
+
 /* Appends a repaired copy of s[0..n) to out. Returns the number of U+FFFD
  * substitutions made (0 means out got an exact copy), or PILE_ENOMEM. */
 long pile_utf8_repair(const char *s, size_t n, pile_buf *out);

@@ -1,0 +1,884 @@
+/* Tests of the common I/O and JSON layer: the line reader on the real corpus
+ * (plain, zstd, truncated, over-long lines), the JSON-lines parser against the
+ * reference outcomes in ref/bad.r50k.jsonl, UTF-8 repair on the Unicode
+ * standard's own examples, the tree and writer, and seeded random inputs
+ * checked against the independent validator in json_internal.h. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "json_internal.h"
+#include "pile_buf.h"
+#include "pile_fs.h"
+#include "pile_json.h"
+#include "pile_lines.h"
+#include "pile_test.h"
+#include "pile_utf8.h"
+
+#define REQUIRE_OK(expr, errp)                                                 \
+    do {                                                                       \
+        int req_rc_ = (expr);                                                  \
+        if (req_rc_ < 0) {                                                     \
+            PILE_FAIL_("%s returned %d: %s", #expr, req_rc_, (errp)->msg);     \
+            return;                                                            \
+        }                                                                      \
+    } while (0)
+
+#define REQUIRE(cond)                                                          \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            PILE_FAIL_("required: %s", #cond);                                 \
+            return;                                                            \
+        }                                                                      \
+    } while (0)
+
+static char tmpdir[256];
+static int have_corpus;
+
+static const char *corpus(const char *name, pile_buf *b)
+{
+    b->len = 0;
+    pile_buf_printf(b, "%s/corpus/%s", pile_test_shared(), name);
+    return b->data;
+}
+
+static const char *tmp_path(const char *name, pile_buf *b)
+{
+    b->len = 0;
+    pile_buf_printf(b, "%s/%s", tmpdir, name);
+    return b->data;
+}
+
+static uint64_t rng_state;
+
+static uint64_t rng(void)
+{
+    /* splitmix64: seeded, so a failure reproduces */
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Every line of a file, copied out: the test's own view, independent of the
+ * reader's buffer lifetime. */
+typedef struct line_rec {
+    char *data; /* NULL for TOO_LONG */
+    size_t len;
+    uint64_t lineno, offset;
+    int status;
+    unsigned flags;
+} line_rec;
+
+typedef struct line_list {
+    line_rec *v;
+    size_t n, cap;
+    int rc;        /* last pile_lines_next result (0, or negative) */
+    int truncated;
+    pile_err err;
+} line_list;
+
+static void lines_free(line_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].data);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+/* Reads the whole file; returns the open error or 0. */
+static int read_lines(const char *path, size_t max_line, line_list *out)
+{
+    memset(out, 0, sizeof *out);
+    pile_lines_opts opts = {max_line};
+    pile_lines *r;
+    int rc = pile_lines_open(&r, path, &opts, &out->err);
+    if (rc < 0) return rc;
+    pile_line ln;
+    while ((rc = pile_lines_next(r, &ln, &out->err)) == 1) {
+        if (out->n == out->cap) {
+            out->cap = out->cap ? out->cap * 2 : 256;
+            out->v = realloc(out->v, out->cap * sizeof *out->v);
+        }
+        line_rec *x = &out->v[out->n++];
+        x->data = NULL;
+        if (ln.data) {
+            x->data = malloc(ln.len + 1);
+            memcpy(x->data, ln.data, ln.len);
+            x->data[ln.len] = 0;
+        }
+        x->len = ln.len;
+        x->lineno = ln.lineno;
+        x->offset = ln.offset;
+        x->status = (int)ln.status;
+        x->flags = ln.flags;
+    }
+    out->rc = rc;
+    out->truncated = pile_lines_truncated(r);
+    pile_lines_close(r);
+    return 0;
+}
+
+static int write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, n, f);
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+/* zstd-compresses src into out as `frames` concatenated frames, with a
+ * checksum so that any damaged byte is detected. */
+static void zstd_frames(const char *src, size_t n, int frames, pile_buf *out)
+{
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    out->len = 0;
+    size_t done = 0;
+    for (int f = 0; f < frames; f++) {
+        size_t part = f == frames - 1 ? n - done : n / (size_t)frames;
+        size_t bound = ZSTD_compressBound(part);
+        pile_buf_reserve(out, bound);
+        size_t k = ZSTD_compress2(c, out->data + out->len, bound, src + done, part);
+        if (ZSTD_isError(k)) abort();
+        out->len += k;
+        done += part;
+    }
+    ZSTD_freeCCtx(c);
+}
+
+/* Copies a line into a buffer with the padding the parser may use. */
+static char *padded(const char *s, size_t n, pile_buf *b)
+{
+    b->len = 0;
+    pile_buf_reserve(b, n + PILE_LINES_PADDING);
+    if (n) memcpy(b->data, s, n);
+    memset(b->data + n, 'x', PILE_LINES_PADDING);
+    return b->data;
+}
+
+/* ------------------------------------------------------------- utf8 */
+
+static void expect_repair(const char *in, size_t n, const char *want, long subs)
+{
+    pile_buf out = {0};
+    long got = pile_utf8_repair(in, n, &out);
+    ASSERT_EQ(got, subs);
+    ASSERT_EQ(out.len, strlen(want));
+    if (out.len && out.len == strlen(want)) ASSERT_MEM_EQ(out.data, want, out.len);
+    ASSERT(pile_utf8_valid(out.data, out.len));
+    ASSERT_EQ(pile_utf8_valid(in, n), subs == 0);
+    pile_buf_free(&out);
+}
+
+#define R "\xEF\xBF\xBD"
+
+static void test_utf8(void)
+{
+    TEST("utf8: repair follows Unicode 15 Table 3-8 and section 3.9 examples");
+    /* Table 3-8: 61 F1 80 80 E1 80 C2 62 80 63 80 BF 64 */
+    expect_repair("a\xF1\x80\x80\xE1\x80\xC2" "b\x80" "c\x80\xBF" "d", 13, "a" R R R "b" R "c" R R "d", 6);
+    /* the section's other examples: non-shortest forms, surrogates, beyond U+10FFFF */
+    expect_repair("\xC0\xAF", 2, R R, 2);
+    expect_repair("\xE0\x80\xAF", 3, R R R, 3);
+    expect_repair("\xED\xA0\x80", 3, R R R, 3);
+    expect_repair("\xF4\x90\x80\x80", 4, R R R R, 4);
+    expect_repair("\xF8\x88\x80\x80\x80", 5, R R R R R, 5);
+    /* truncated sequences: one U+FFFD for the whole maximal subpart */
+    expect_repair("\xF0\x9F\x98", 3, R, 1);
+    expect_repair("\xE2\x82X", 3, R "X", 1);
+    expect_repair("\xF0\x9F\x98\xF0\x9F\x98\x80", 7, R "\xF0\x9F\x98\x80", 1);
+    expect_repair("\xFF\xFE", 2, R R, 2);
+    expect_repair("caf\xE9 na\xEFve", 10, "caf" R " na" R "ve", 2);
+    /* valid input, including the boundaries of each length */
+    expect_repair("plain ascii that is long enough for the 8-byte path", 51,
+                  "plain ascii that is long enough for the 8-byte path", 0);
+    expect_repair("\x7F\xC2\x80\xDF\xBF\xE0\xA0\x80\xED\x9F\xBF\xEE\x80\x80\xEF\xBF\xBF\xF0\x90\x80\x80\xF4\x8F\xBF\xBF",
+                  25, "\x7F\xC2\x80\xDF\xBF\xE0\xA0\x80\xED\x9F\xBF\xEE\x80\x80\xEF\xBF\xBF\xF0\x90\x80\x80\xF4\x8F\xBF\xBF",
+                  0);
+    expect_repair("", 0, "", 0);
+    ASSERT_EQ(pile_utf8_valid_prefix("abc\xC3\xA9\xC3", 6), 5);
+    ASSERT_EQ(pile_utf8_valid_prefix("abcdefghij\x80", 11), 10);
+
+    TEST("utf8: encode and decode round trip every boundary code point");
+    static const unsigned cps[] = {0, 0x7F, 0x80, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFD, 0xFFFF, 0x10000, 0x10FFFF};
+    for (size_t i = 0; i < sizeof cps / sizeof cps[0]; i++) {
+        char b[4];
+        size_t k = pile_utf8_encode(cps[i], b);
+        ASSERT(pile_utf8_valid(b, k));
+        unsigned back = 0;
+        ASSERT_EQ(pile_utf8_decode(b, k, &back), k);
+        ASSERT_EQ(back, cps[i]);
+    }
+}
+
+/* ------------------------------------------------------------- lines */
+
+static void test_lines_plain_vs_zstd(void)
+{
+    TEST("lines: plain and multi-frame .zst of the same bytes give identical lines");
+    if (!have_corpus) return;
+    pile_buf p = {0}, a = {0}, z = {0}, q = {0};
+    pile_err err;
+    /* bad.jsonl starts with a BOM and ends without '\n'; tricky.jsonl is appended after a '\n' */
+    REQUIRE_OK(pile_fs_read_file(corpus("bad.jsonl", &p), &a, &err), &err);
+    pile_buf_append(&a, "\n", 1);
+    REQUIRE_OK(pile_fs_read_file(corpus("tricky.jsonl", &p), &a, &err), &err);
+    zstd_frames(a.data, a.len, 3, &z);
+    /* a skippable frame in front: still zstd, detected by magic, not by name */
+    static const unsigned char skip[12] = {0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4};
+    pile_buf_append(&q, skip, sizeof skip);
+    pile_buf_append(&q, z.data, z.len);
+    REQUIRE(write_file(tmp_path("mix.jsonl", &p), a.data, a.len) == 0);
+    REQUIRE(write_file(tmp_path("mix.bin", &p), q.data, q.len) == 0);
+    line_list l1, l2;
+    REQUIRE_OK(read_lines(tmp_path("mix.jsonl", &p), 0, &l1), &l1.err);
+    REQUIRE_OK(read_lines(tmp_path("mix.bin", &p), 0, &l2), &l2.err);
+    ASSERT_EQ(l1.rc, 0);
+    ASSERT_EQ(l2.rc, 0);
+    ASSERT_EQ(l1.n, 48 + 200);
+    ASSERT_EQ(l1.n, l2.n);
+    ASSERT_EQ(l1.truncated, 0);
+    ASSERT_EQ(l2.truncated, 0);
+    /* the lines re-joined with '\n' are the input minus its BOM */
+    pile_buf join = {0};
+    for (size_t i = 0; i < l1.n && i < l2.n; i++) {
+        line_rec *x = &l1.v[i], *y = &l2.v[i];
+        ASSERT_EQ(x->len, y->len);
+        ASSERT_EQ(x->lineno, i + 1);
+        ASSERT_EQ(y->lineno, i + 1);
+        ASSERT_EQ(x->offset, y->offset);
+        ASSERT_EQ(x->flags, y->flags);
+        ASSERT_EQ(x->status, PILE_LINE_COMPLETE);
+        ASSERT_EQ(y->status, PILE_LINE_COMPLETE);
+        if (x->len == y->len) ASSERT_MEM_EQ(x->data, y->data, x->len);
+        ASSERT_EQ(x->offset, join.len + 3);
+        pile_buf_append(&join, x->data, x->len);
+        if (i + 1 < l1.n) pile_buf_append(&join, "\n", 1);
+    }
+    ASSERT_EQ(l1.v[0].flags, PILE_LINE_HAD_BOM);
+    ASSERT_EQ(l1.v[1].flags, 0);
+    ASSERT_EQ(join.len + 4, a.len); /* BOM and the final '\n' of tricky.jsonl */
+    ASSERT_MEM_EQ(join.data, a.data + 3, join.len);
+    ASSERT(l1.v[45].len > 0 && l1.v[45].data[l1.v[45].len - 1] == '\r'); /* CRLF line keeps its '\r' */
+    ASSERT_EQ(l1.v[46].len, 5156858);
+    lines_free(&l1);
+    lines_free(&l2);
+
+    pile_lines *r;
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("mix.bin", &p), NULL, &err), &err);
+    ASSERT_EQ(pile_lines_file_size(r), q.len);
+    pile_line ln;
+    while (pile_lines_next(r, &ln, &err) == 1) {
+        ASSERT(pile_lines_bytes_read(r) <= q.len);
+    }
+    ASSERT_EQ(pile_lines_bytes_read(r), q.len);
+    pile_lines_close(r);
+
+    TEST("lines: empty file, lone newline, no final newline, missing file");
+    REQUIRE(write_file(tmp_path("empty", &p), "", 0) == 0);
+    REQUIRE_OK(read_lines(tmp_path("empty", &p), 0, &l1), &l1.err);
+    ASSERT_EQ(l1.n, 0);
+    ASSERT_EQ(l1.rc, 0);
+    lines_free(&l1);
+    REQUIRE(write_file(tmp_path("nl", &p), "\n\nab\n", 5) == 0);
+    REQUIRE_OK(read_lines(tmp_path("nl", &p), 0, &l1), &l1.err);
+    ASSERT_EQ(l1.n, 3);
+    if (l1.n == 3) {
+        ASSERT_EQ(l1.v[0].len, 0);
+        ASSERT_EQ(l1.v[1].len, 0);
+        ASSERT_STR_EQ(l1.v[2].data, "ab");
+        ASSERT_EQ(l1.v[2].offset, 2);
+    }
+    lines_free(&l1);
+    REQUIRE(write_file(tmp_path("bom-only", &p), "\xEF\xBB\xBF", 3) == 0);
+    REQUIRE_OK(read_lines(tmp_path("bom-only", &p), 0, &l1), &l1.err);
+    ASSERT_EQ(l1.n, 0);
+    lines_free(&l1);
+    pile_lines *none = NULL;
+    int rc = pile_lines_open(&none, tmp_path("does-not-exist.jsonl", &p), NULL, &err);
+    ASSERT_EQ(rc, PILE_ENOENT);
+    ASSERT(none == NULL);
+    ASSERT(strstr(err.msg, "cannot open '") == err.msg);
+    ASSERT(strstr(err.msg, "does-not-exist.jsonl") != NULL);
+    pile_buf_free(&p);
+    pile_buf_free(&a);
+    pile_buf_free(&z);
+    pile_buf_free(&q);
+    pile_buf_free(&join);
+}
+
+static void test_lines_max_line(void)
+{
+    TEST("lines: lines over max_line are reported with their true length and skipped");
+    pile_buf p = {0}, a = {0}, z = {0};
+    /* a 10 MB line is larger than the reader's window, so it is streamed past */
+    size_t sizes[] = {5, 999, 1000, 1001, 10u << 20, 3, 2500};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        pile_buf_reserve(&a, sizes[i] + 1);
+        for (size_t k = 0; k < sizes[i]; k++) a.data[a.len + k] = (char)('a' + (i + k) % 26);
+        a.len += sizes[i];
+        if (i + 1 < sizeof sizes / sizeof sizes[0]) pile_buf_append(&a, "\n", 1);
+    }
+    REQUIRE(write_file(tmp_path("long.jsonl", &p), a.data, a.len) == 0);
+    zstd_frames(a.data, a.len, 2, &z);
+    REQUIRE(write_file(tmp_path("long.jsonl.zst", &p), z.data, z.len) == 0);
+    const char *names[] = {"long.jsonl", "long.jsonl.zst"};
+    for (int f = 0; f < 2; f++) {
+        line_list l;
+        REQUIRE_OK(read_lines(tmp_path(names[f], &p), 1000, &l), &l.err);
+        ASSERT_EQ(l.rc, 0);
+        ASSERT_EQ(l.n, 7);
+        uint64_t off = 0;
+        for (size_t i = 0; i < l.n && i < 7; i++) {
+            ASSERT_EQ(l.v[i].len, sizes[i]);
+            ASSERT_EQ(l.v[i].lineno, i + 1);
+            ASSERT_EQ(l.v[i].offset, off);
+            int over = sizes[i] > 1000;
+            ASSERT_EQ(l.v[i].status, over ? PILE_LINE_TOO_LONG : PILE_LINE_COMPLETE);
+            ASSERT_EQ(l.v[i].data == NULL, over);
+            if (!over) ASSERT_MEM_EQ(l.v[i].data, a.data + off, sizes[i]);
+            off += sizes[i] + 1;
+        }
+        lines_free(&l);
+    }
+
+    TEST("lines: bad.jsonl's 5 MB line is too long for a 1000-byte cap, the rest still reads");
+    if (have_corpus) {
+        line_list l;
+        REQUIRE_OK(read_lines(corpus("bad.jsonl", &p), 1000, &l), &l.err);
+        ASSERT_EQ(l.n, 48);
+        for (size_t i = 0; i < l.n; i++) {
+            int over = i == 41 || i == 42 || i == 46; /* deep nesting, huge number, 5 MB */
+            ASSERT_EQ(l.v[i].status, over ? PILE_LINE_TOO_LONG : PILE_LINE_COMPLETE);
+        }
+        if (l.n == 48) {
+            ASSERT_EQ(l.v[46].len, 5156858);
+            ASSERT_EQ(l.v[41].len, 200047);
+            ASSERT_EQ(l.v[47].len, 115);
+        }
+        lines_free(&l);
+    }
+    pile_buf_free(&p);
+    pile_buf_free(&a);
+    pile_buf_free(&z);
+}
+
+static void test_lines_truncated(void)
+{
+    pile_buf p = {0}, a = {0}, z = {0}, tmp = {0};
+    pile_err err;
+    /* The file is val.jsonl.zst cut at byte 84078, inside the frame's third
+     * block. zstd blocks decode whole, so 2 x 128 KiB come out: 12 complete
+     * lines and 1791 bytes of the 13th (the `zstd -d` CLI recovers the same).
+     * The corpus README's "187 complete lines" does not match the file. */
+    TEST("lines: truncated.jsonl.zst gives the complete lines of val.jsonl.zst, then its cut tail");
+    if (have_corpus) {
+        line_list l, val;
+        REQUIRE_OK(read_lines(corpus("truncated.jsonl.zst", &p), 0, &l), &l.err);
+        REQUIRE_OK(read_lines(corpus("val.jsonl.zst", &p), 0, &val), &val.err);
+        ASSERT_EQ(l.rc, 0);
+        ASSERT(l.truncated);
+        ASSERT_EQ(val.truncated, 0);
+        size_t complete = 0;
+        while (complete < l.n && l.v[complete].status == PILE_LINE_COMPLETE) complete++;
+        ASSERT_EQ(complete, 12);
+        ASSERT_EQ(l.n, complete + 1);
+        REQUIRE(l.n <= val.n && l.n == complete + 1);
+        for (size_t i = 0; i < l.n; i++) {
+            ASSERT_EQ(l.v[i].offset, val.v[i].offset);
+            ASSERT(l.v[i].len <= val.v[i].len);
+            ASSERT_MEM_EQ(l.v[i].data, val.v[i].data, l.v[i].len);
+        }
+        line_rec *cut = &l.v[complete];
+        ASSERT_EQ(cut->status, PILE_LINE_CUT);
+        ASSERT_EQ(cut->len, 1791);
+        ASSERT_EQ(cut->offset + cut->len, 262144);
+        ASSERT(cut->len < val.v[complete].len);
+        pile_jsonl_parser *jp = pile_jsonl_parser_create();
+        for (size_t i = 0; i < l.n; i++) {
+            pile_jsonl_doc d;
+            int rc = pile_jsonl_parse(jp, padded(l.v[i].data, l.v[i].len, &tmp), l.v[i].len, &d, NULL, 0);
+            ASSERT_EQ(rc, i < complete ? PILE_SKIP_NONE : PILE_SKIP_BAD_JSON);
+        }
+        pile_jsonl_parser_free(jp);
+        lines_free(&l);
+        lines_free(&val);
+    }
+
+    TEST("lines: a .zst cut anywhere returns a prefix of its lines and is marked truncated");
+    for (int i = 0; i < 3000; i++) pile_buf_printf(&a, "{\"text\": \"line %d %llx\"}\n", i, (unsigned long long)rng());
+    zstd_frames(a.data, a.len, 3, &z);
+    size_t cuts[24];
+    size_t ncut = 0;
+    cuts[ncut++] = 4;
+    cuts[ncut++] = 5;
+    cuts[ncut++] = 9;
+    cuts[ncut++] = z.len - 1;
+    cuts[ncut++] = z.len - 4; /* inside the checksum */
+    while (ncut < 24) cuts[ncut++] = 4 + (size_t)(rng() % (z.len - 4));
+    for (size_t c = 0; c < ncut; c++) {
+        REQUIRE(write_file(tmp_path("cut.zst", &p), z.data, cuts[c]) == 0);
+        line_list l;
+        REQUIRE_OK(read_lines(tmp_path("cut.zst", &p), 0, &l), &l.err);
+        if (l.rc != 0) PILE_FAIL_("cut at %zu of %zu: %s", cuts[c], z.len, l.err.msg);
+        ASSERT(l.truncated);
+        size_t off = 0;
+        for (size_t i = 0; i < l.n; i++) {
+            ASSERT_EQ(l.v[i].offset, off);
+            ASSERT(off + l.v[i].len <= a.len);
+            ASSERT_MEM_EQ(l.v[i].data, a.data + off, l.v[i].len);
+            int last = i + 1 == l.n;
+            if (!last || l.v[i].status == PILE_LINE_COMPLETE) {
+                ASSERT_EQ(l.v[i].status, PILE_LINE_COMPLETE);
+                ASSERT_EQ(a.data[off + l.v[i].len], '\n');
+            } else {
+                ASSERT_EQ(l.v[i].status, PILE_LINE_CUT);
+                ASSERT(l.v[i].len > 0);
+                ASSERT(a.data[off + l.v[i].len] != '\n');
+            }
+            off += l.v[i].len + 1;
+        }
+        lines_free(&l);
+    }
+    /* the whole stream is not truncated */
+    REQUIRE(write_file(tmp_path("cut.zst", &p), z.data, z.len) == 0);
+    line_list full;
+    REQUIRE_OK(read_lines(tmp_path("cut.zst", &p), 0, &full), &full.err);
+    ASSERT_EQ(full.n, 3000);
+    ASSERT_EQ(full.truncated, 0);
+    lines_free(&full);
+
+    TEST("lines: a damaged byte inside a frame is an error naming the file and offset");
+    size_t bad_at = z.len / 2;
+    z.data[bad_at] ^= 0x5A;
+    REQUIRE(write_file(tmp_path("damaged.zst", &p), z.data, z.len) == 0);
+    pile_lines *r;
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("damaged.zst", &p), NULL, &err), &err);
+    pile_line ln;
+    int rc;
+    while ((rc = pile_lines_next(r, &ln, &err)) == 1) {
+    }
+    ASSERT_EQ(rc, PILE_ECORRUPT);
+    ASSERT(strstr(err.msg, "damaged.zst") != NULL);
+    ASSERT(strstr(err.msg, "compressed byte") != NULL);
+    pile_lines_close(r);
+    pile_buf_free(&p);
+    pile_buf_free(&a);
+    pile_buf_free(&z);
+    pile_buf_free(&tmp);
+}
+
+/* ------------------------------------------------------------- jsonl */
+
+/* The skip reason each bad-cases.tsv case must give (NONE: a document). */
+static int expected_reason(const char *c)
+{
+    static const struct {
+        const char *prefix;
+        int reason;
+    } map[] = {
+        {"blank", PILE_SKIP_BLANK},          {"whitespace-only", PILE_SKIP_BLANK},
+        {"truncated-", PILE_SKIP_BAD_JSON},  {"missing-text", PILE_SKIP_NO_TEXT},
+        {"text-", PILE_SKIP_TEXT_NOT_STRING}, {"top-level-", PILE_SKIP_NOT_OBJECT},
+        {"bad-escape-", PILE_SKIP_BAD_JSON}, {"raw-", PILE_SKIP_BAD_JSON},
+        {"nul-after-object", PILE_SKIP_BAD_JSON}, {"trailing-", PILE_SKIP_BAD_JSON},
+        {"two-objects", PILE_SKIP_BAD_JSON}, {"single-quotes", PILE_SKIP_BAD_JSON},
+        {"unquoted-key", PILE_SKIP_BAD_JSON}, {"nan-in-meta", PILE_SKIP_BAD_JSON},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strncmp(c, map[i].prefix, strlen(map[i].prefix)) == 0) return map[i].reason;
+    return PILE_SKIP_NONE;
+}
+
+/* The repaired texts, decoded from the reference ids of ref/bad.r50k.jsonl. */
+static const char *expected_text(const char *c)
+{
+    static const struct {
+        const char *name, *text;
+    } map[] = {
+        {"bom-first-line", "a UTF-8 BOM precedes this first object"},
+        {"invalid-utf8-ff", "bad byte " R R " here"},
+        {"invalid-utf8-overlong", "overlong slash " R R " and nul " R R},
+        {"invalid-utf8-truncated-seq", "cut euro " R " then text"},
+        {"invalid-utf8-cesu-surrogates", "cesu-8 smiley " R R R R R R},
+        {"invalid-utf8-latin1", "latin-1 caf" R " na" R "ve"},
+        {"invalid-utf8-beyond-10ffff", "code point 0x110000 " R R R R " and F5 " R R R R},
+        {"lone-high-surrogate", "lone " R " high"},
+        {"lone-low-surrogate", "lone " R " low"},
+        {"high-then-non-low", "high then A " R "A"},
+        {"reversed-pair", "reversed " R R},
+        {"high-at-end", "ends with high " R},
+        {"high-then-raw-char", "high then raw " R "x"},
+        {"duplicate-text-key", "second"},
+        {"deep-nesting", "deeply nested meta"},
+        {"huge-number", "huge number in meta"},
+        {"meta-not-object", "meta is a string"},
+        {"no-meta", "no meta at all"},
+        {"crlf", "line ends with CRLF"},
+        {"no-final-newline", "final line without a trailing newline"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(c, map[i].name) == 0) return map[i].text;
+    return NULL;
+}
+
+static void test_jsonl_bad(void)
+{
+    TEST("jsonl: every line of bad.jsonl gives the reference's document/null outcome and the expected reason");
+    if (!have_corpus) return;
+    pile_buf p = {0}, tsv = {0};
+    pile_err err;
+    line_list bad, ref;
+    REQUIRE_OK(read_lines(corpus("bad.jsonl", &p), 0, &bad), &bad.err);
+    REQUIRE_OK(read_lines(corpus("ref/bad.r50k.jsonl", &p), 0, &ref), &ref.err);
+    REQUIRE_OK(pile_fs_read_file(corpus("bad-cases.tsv", &p), &tsv, &err), &err);
+    pile_buf_append(&tsv, "", 1);
+    REQUIRE(bad.n == 48 && ref.n == 48);
+    char *cases[49] = {0};
+    for (char *save = NULL, *row = strtok_r(tsv.data, "\n", &save); row; row = strtok_r(NULL, "\n", &save)) {
+        int no = atoi(row);
+        char *t = strchr(row, '\t');
+        if (no >= 1 && no <= 48 && t) {
+            cases[no] = t + 1;
+            *strchr(t + 1, '\t') = 0;
+        }
+    }
+    pile_jsonl_parser *jp = pile_jsonl_parser_create();
+    REQUIRE(jp != NULL);
+    for (size_t i = 0; i < 48; i++) {
+        const char *c = cases[i + 1];
+        REQUIRE(c != NULL);
+        pile_jsonl_doc d;
+        char detail[160];
+        /* the reader's own buffer: its padding contract is part of what is tested */
+        int rc = pile_jsonl_parse(jp, bad.v[i].data, bad.v[i].len, &d, detail, sizeof detail);
+        int ref_doc = strcmp(ref.v[i].data, "null") != 0;
+        if (i == 0) ref_doc = 1; /* the reference kept the BOM; pile_lines strips it */
+        if ((rc == PILE_SKIP_NONE) != ref_doc)
+            PILE_FAIL_("line %zu (%s): got %s (%s), reference has %s", i + 1, c, pile_skip_name(rc), detail,
+                       ref_doc ? "ids" : "null");
+        if (rc != expected_reason(c))
+            PILE_FAIL_("line %zu (%s): reason %s, want %s", i + 1, c, pile_skip_name(rc),
+                       pile_skip_name(expected_reason(c)));
+        if (rc != PILE_SKIP_NONE) {
+            ASSERT(detail[0] != 0);
+            continue;
+        }
+        ASSERT(pile_utf8_valid(d.text, d.text_len));
+        const char *want = expected_text(c);
+        if (want && (d.text_len != strlen(want) || memcmp(d.text, want, d.text_len) != 0))
+            PILE_FAIL_("line %zu (%s): text \"%.*s\", want \"%s\"", i + 1, c, (int)d.text_len, d.text, want);
+        unsigned rep = strncmp(c, "invalid-utf8", 12) == 0 ? PILE_REPAIR_UTF8 : 0;
+        if (i >= 21 && i <= 26) rep = PILE_REPAIR_SURROGATE;
+        ASSERT_EQ(d.repairs, rep);
+        int meta_subset = strcmp(c, "meta-not-object") != 0 && strcmp(c, "no-meta") != 0 &&
+                          strcmp(c, "deep-nesting") != 0 && strcmp(c, "huge-number") != 0 &&
+                          strcmp(c, "five-mb-line") != 0;
+        if (meta_subset) {
+            ASSERT(d.subset != NULL && d.subset_len == 7 && memcmp(d.subset, "Pile-CC", 7) == 0);
+        }
+        if (strcmp(c, "meta-not-object") == 0 || strcmp(c, "no-meta") == 0) ASSERT(d.subset == NULL);
+        if (strcmp(c, "five-mb-line") == 0) ASSERT(d.text_len > 4000000);
+    }
+    pile_jsonl_parser_free(jp);
+
+    TEST("jsonl: skip details name the problem and its byte offset");
+    jp = pile_jsonl_parser_create();
+    struct {
+        const char *line, *detail;
+    } dt[] = {
+        {"{\"text\": \"a\tb\"}", "unescaped control character in string at byte 11"},
+        {"{\"text\": \"x\"} trailing", "unexpected data after the JSON value at byte 14"},
+        {"{\"text\": \"x\",}", "expected a string key at byte 13"},
+        {"{\"text\": \"\\x41\"}", "invalid escape in string at byte 10"},
+        {"[1, 2]", "top-level value is an array, not an object"},
+        {"{\"text\": 5}", "\"text\" is a number, not a string"},
+        {"{\"meta\": {}}", "no \"text\" member"},
+        {" \t\r", "blank line"},
+    };
+    for (size_t i = 0; i < sizeof dt / sizeof dt[0]; i++) {
+        pile_jsonl_doc d;
+        char detail[160];
+        size_t n = strlen(dt[i].line);
+        int rc = pile_jsonl_parse(jp, padded(dt[i].line, n, &p), n, &d, detail, sizeof detail);
+        ASSERT(rc > 0);
+        ASSERT_STR_EQ(detail, dt[i].detail);
+    }
+    pile_jsonl_parser_free(jp);
+    lines_free(&bad);
+    lines_free(&ref);
+    pile_buf_free(&p);
+    pile_buf_free(&tsv);
+}
+
+static void test_jsonl_more(void)
+{
+    TEST("jsonl: lenient numbers, unlimited depth, escapes, key spellings");
+    pile_jsonl_parser *jp = pile_jsonl_parser_create();
+    pile_buf p = {0}, big = {0};
+    struct {
+        const char *line;
+        int rc;
+        const char *text;
+    } cases[] = {
+        {"{\"text\": \"a\", \"n\": [1e999999, -1e-999999, 123456789012345678901234567890, -0, 0.5E+3]}", 0, "a"},
+        {"{\"text\": \"a\", \"n\": 01}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"text\": \"a\", \"n\": 1.}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"text\": \"a\", \"n\": -}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"text\": \"a\", \"n\": 1e999999 2}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"text\": \"a\", \"n\": [1e999999, NaN]}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"text\": \"a\", \"n\": [1e999999, \"\\x\"]}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"text\": \"pair \\ud83d\\ude00 ok\"}", 0, "pair \xF0\x9F\x98\x80 ok"},
+        {"{\"text\": \"\\\\ud800 is text\"}", 0, "\\ud800 is text"},
+        {"{\"text\": \"\\ud800\\ud800\\udc00\"}", 0, R "\xF0\x90\x80\x80"},
+        {"{\"text\": \"\\ud800\", \"n\": 1e999}", 0, R},
+        {"{\"text\": \"\\ud800\\x\"}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"te\\u0078t\": \"escaped key\"}", 0, "escaped key"},
+        {"{\"text\": \"nul \\u0000 inside\"}", 0, NULL},
+        {"{\"text\": \"\xFF\", \"n\": 1e999, \"s\": \"\\udc00\"}", 0, R},
+        {"\xEF\xBB\xBF{\"text\": \"a BOM inside the line is not JSON\"}", PILE_SKIP_BAD_JSON, NULL},
+        {"{\"text\": \"a\"}\r", 0, "a"},
+        {"{\"Text\": \"a\"}", PILE_SKIP_NO_TEXT, NULL},
+        {"{\"text\": \"a\", \"meta\": {\"pile_set_name\": \"A\", \"pile_set_name\": 3}}", 0, "a"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pile_jsonl_doc d;
+        char detail[160];
+        size_t n = strlen(cases[i].line);
+        int rc = pile_jsonl_parse(jp, padded(cases[i].line, n, &p), n, &d, detail, sizeof detail);
+        if (rc != cases[i].rc) PILE_FAIL_("case %zu: %s (%s)", i, pile_skip_name(rc), detail);
+        if (rc == 0 && cases[i].text) {
+            if (d.text_len != strlen(cases[i].text) || memcmp(d.text, cases[i].text, d.text_len) != 0)
+                PILE_FAIL_("case %zu: text \"%.*s\"", i, (int)d.text_len, d.text);
+        }
+        if (i == 13 && rc == 0) ASSERT_EQ(d.text_len, 12);
+        if (i == 18 && rc == 0) ASSERT(d.subset == NULL);
+    }
+    /* 1,000,000 nested arrays (the header promises at least that) and the parser still
+     * works on a small line afterwards */
+    size_t depth = 1000000;
+    pile_buf_append_str(&big, "{\"text\": \"deep\", \"meta\": ");
+    pile_buf_reserve(&big, 2 * depth + 64);
+    memset(big.data + big.len, '[', depth);
+    big.len += depth;
+    memset(big.data + big.len, ']', depth);
+    big.len += depth;
+    pile_buf_append_str(&big, "}");
+    pile_jsonl_doc d;
+    size_t n = big.len;
+    int rc = pile_jsonl_parse(jp, padded(big.data, n, &p), n, &d, NULL, 0);
+    ASSERT_EQ(rc, 0);
+    if (rc == 0) ASSERT(d.text_len == 4 && memcmp(d.text, "deep", 4) == 0);
+    big.data[big.len - 2] = ' '; /* one ']' short */
+    rc = pile_jsonl_parse(jp, padded(big.data, n, &p), n, &d, NULL, 0);
+    ASSERT_EQ(rc, PILE_SKIP_BAD_JSON);
+    rc = pile_jsonl_parse(jp, padded("{\"text\":\"ok\"}", 13, &p), 13, &d, NULL, 0);
+    ASSERT_EQ(rc, 0);
+    pile_jsonl_parser_free(jp);
+    pile_buf_free(&p);
+    pile_buf_free(&big);
+}
+
+static void test_jsonl_corpus(void)
+{
+    TEST("jsonl: every line of tricky.jsonl is a document with valid UTF-8 text");
+    if (!have_corpus) return;
+    pile_buf p = {0};
+    line_list l;
+    REQUIRE_OK(read_lines(corpus("tricky.jsonl", &p), 0, &l), &l.err);
+    ASSERT_EQ(l.n, 200);
+    pile_jsonl_parser *jp = pile_jsonl_parser_create();
+    pile_buf tmp = {0};
+    for (size_t i = 0; i < l.n; i++) {
+        pile_jsonl_doc d;
+        char detail[160];
+        int rc = pile_jsonl_parse(jp, padded(l.v[i].data, l.v[i].len, &tmp), l.v[i].len, &d, detail, sizeof detail);
+        if (rc != 0) PILE_FAIL_("tricky line %zu: %s (%s)", i + 1, pile_skip_name(rc), detail);
+        else {
+            ASSERT(pile_utf8_valid(d.text, d.text_len));
+            ASSERT_EQ(d.repairs, 0);
+        }
+    }
+    lines_free(&l);
+
+    TEST("jsonl: val.jsonl.zst and its \\u-escaped twin give identical texts and subsets");
+    pile_lines *ra, *rb;
+    pile_err err;
+    REQUIRE_OK(pile_lines_open(&ra, corpus("val.jsonl.zst", &p), NULL, &err), &err);
+    REQUIRE_OK(pile_lines_open(&rb, corpus("val.ascii.jsonl.zst", &p), NULL, &err), &err);
+    pile_jsonl_parser *jb = pile_jsonl_parser_create();
+    size_t docs = 0, nonascii = 0;
+    for (;;) {
+        pile_line la, lb;
+        int a = pile_lines_next(ra, &la, &err);
+        int b = pile_lines_next(rb, &lb, &err);
+        ASSERT_EQ(a, b);
+        if (a != 1 || b != 1) break;
+        pile_jsonl_doc da, db;
+        int x = pile_jsonl_parse(jp, la.data, la.len, &da, NULL, 0);
+        int y = pile_jsonl_parse(jb, lb.data, lb.len, &db, NULL, 0);
+        ASSERT_EQ(x, 0);
+        ASSERT_EQ(y, 0);
+        if (x || y) break;
+        docs++;
+        ASSERT_EQ(da.text_len, db.text_len);
+        if (da.text_len == db.text_len) ASSERT_MEM_EQ(da.text, db.text, da.text_len);
+        ASSERT(da.subset && db.subset && da.subset_len == db.subset_len &&
+               memcmp(da.subset, db.subset, da.subset_len) == 0);
+        for (size_t k = 0; k < lb.len; k++) ASSERT((unsigned char)lb.data[k] < 0x80);
+        if (!pile_utf8_valid(da.text, da.text_len)) PILE_FAIL_("invalid UTF-8 in doc %zu", docs);
+        for (size_t k = 0; k < da.text_len; k++)
+            if ((unsigned char)da.text[k] >= 0x80) {
+                nonascii++;
+                break;
+            }
+    }
+    ASSERT(docs > 10);
+    ASSERT(nonascii > 0); /* otherwise the escaped twin proves nothing */
+    printf("# val: %zu documents, %zu with non-ASCII text\n", docs, nonascii);
+    pile_lines_close(ra);
+    pile_lines_close(rb);
+    pile_jsonl_parser_free(jp);
+    pile_jsonl_parser_free(jb);
+    pile_buf_free(&p);
+    pile_buf_free(&tmp);
+}
+
+/* ------------------------------------------------------------- random */
+
+static void mutate(pile_buf *b)
+{
+    static const char *frags[] = {"\\ud800", "\\udc00", "\\u", "\\", "\"", "{", "}", "[", "]", ",", ":",
+                                  "1e999", "-", "0", "null", "\xFF", "\xE2\x82", "\xF0\x9F\x98\x80", "\t",
+                                  " ", "\\\\", "\\n", "\x00", "\"text\": \"", "NaN", "1.5e+3"};
+    int muts = 1 + (int)(rng() % 4);
+    for (int m = 0; m < muts; m++) {
+        size_t at = b->len ? (size_t)(rng() % (b->len + 1)) : 0;
+        switch (rng() % 5) {
+        case 0: /* flip a byte */
+            if (b->len) b->data[at % b->len] = (char)rng();
+            break;
+        case 1: { /* insert a fragment */
+            const char *f = frags[rng() % (sizeof frags / sizeof frags[0])];
+            size_t fl = *f ? strlen(f) : 1;
+            pile_buf_reserve(b, fl);
+            memmove(b->data + at + fl, b->data + at, b->len - at);
+            memcpy(b->data + at, f, fl);
+            b->len += fl;
+            break;
+        }
+        case 2: { /* delete a span */
+            size_t k = (size_t)(rng() % 8);
+            if (at + k > b->len) k = b->len - at;
+            memmove(b->data + at, b->data + at + k, b->len - at - k);
+            b->len -= k;
+            break;
+        }
+        case 3: /* truncate */
+            b->len = at;
+            break;
+        default: /* random bytes */
+            for (int k = 0; k < 4 && b->len; k++) b->data[rng() % b->len] = (char)(rng() % 128);
+            break;
+        }
+    }
+}
+
+static void test_random(void)
+{
+    TEST("random: mutated real lines and random bytes agree with the independent validator");
+    rng_state = 20240607;
+    pile_buf p = {0}, src = {0}, b = {0}, rep = {0}, line = {0};
+    pile_err err;
+    (void)err;
+    line_list l = {0};
+    if (have_corpus) {
+        REQUIRE_OK(read_lines(corpus("tricky.jsonl", &p), 0, &l), &l.err);
+    }
+    pile_jsonl_parser *jp = pile_jsonl_parser_create();
+    int docs = 0, bad = 0, mismatches = 0;
+    for (int it = 0; it < 6000; it++) {
+        b.len = 0;
+        if (l.n && it % 4 != 0) {
+            line_rec *x = &l.v[rng() % l.n];
+            if (x->len < 4000) pile_buf_append(&b, x->data, x->len);
+            mutate(&b);
+        } else {
+            size_t n = (size_t)(rng() % 64);
+            static const char alpha[] = "{}[]\":,\\ u0a1e-tx\xFF\xC3\xA9" "d8";
+            for (size_t k = 0; k < n; k++) pile_buf_append(&b, &alpha[rng() % (sizeof alpha - 1)], 1);
+        }
+        /* the oracle: valid JSON after the documented UTF-8 repair, lone surrogates allowed */
+        rep.len = 0;
+        pile_utf8_repair(b.data, b.len, &rep);
+        size_t off;
+        const char *why;
+        int valid = pile__json_validate(rep.data, rep.len, 1, &off, &why);
+        pile_jsonl_doc d;
+        int rc = pile_jsonl_parse(jp, padded(b.data, b.len, &line), b.len, &d, NULL, 0);
+        ASSERT(rc >= 0);
+        int parsed = rc != PILE_SKIP_BAD_JSON && rc != PILE_SKIP_BLANK;
+        if (parsed != valid && mismatches++ < 5)
+            PILE_FAIL_("iteration %d: parser %s, validator %s (%s at %zu): %.*s", it, pile_skip_name(rc),
+                       valid ? "valid" : "invalid", valid ? "" : why, valid ? 0 : off, (int)(b.len < 200 ? b.len : 200),
+                       b.data);
+        if (rc == PILE_SKIP_NONE) {
+            docs++;
+            ASSERT(pile_utf8_valid(d.text, d.text_len));
+        } else {
+            bad++;
+        }
+#ifndef NO_TREE
+        /* the tree is strict: no repairs, so invalid UTF-8 and lone surrogates fail */
+        pile_json *root = NULL;
+        int strict = pile_utf8_valid(b.data, b.len) && pile__json_validate(b.data, b.len, 0, &off, &why);
+        int trc = pile_json_parse(b.data, b.len, "random", &root, &err);
+        if ((trc == 0) != strict && mismatches++ < 10)
+            PILE_FAIL_("iteration %d: tree %d (%s), validator %d: %.*s", it, trc, trc ? err.msg : "", strict,
+                       (int)(b.len < 200 ? b.len : 200), b.data);
+        pile_json_free(root);
+#endif
+    }
+    printf("# random: %d documents, %d skipped\n", docs, bad);
+    ASSERT(docs > 100 && bad > 100);
+    pile_jsonl_parser_free(jp);
+    lines_free(&l);
+    pile_buf_free(&p);
+    pile_buf_free(&src);
+    pile_buf_free(&b);
+    pile_buf_free(&rep);
+    pile_buf_free(&line);
+}
+
+int main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/pile-test-common-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        printf("1..0 # SKIP cannot create a temporary folder\n");
+        return 77;
+    }
+    pile_buf p = {0};
+    struct stat st;
+    have_corpus = stat(corpus("bad.jsonl", &p), &st) == 0;
+    if (!have_corpus) printf("# corpus absent under '%s': corpus cases are skipped\n", pile_test_shared());
+    pile_buf_free(&p);
+
+    test_utf8();
+    test_lines_plain_vs_zstd();
+    test_lines_max_line();
+    test_lines_truncated();
+    test_jsonl_bad();
+    test_jsonl_more();
+    test_jsonl_corpus();
+    test_random();
+
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) printf("# could not remove %s\n", tmpdir);
+    return TEST_DONE();
+}
