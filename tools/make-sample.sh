@@ -60,8 +60,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   # apt's download sandbox user must be able to write here
   chmod 777 "$WORK/debs" 2>/dev/null || true
-  (cd "$WORK/debs" && apt-get download -qq "${missing[@]}" 2>&1 |
-     grep -v 'Download is performed unsandboxed' >&2 || true)
+  (cd "$WORK/debs" && apt-get download -qq "${missing[@]}") 2>&1 |
+    { grep -v 'Download is performed unsandboxed' >&2 || true; }
 fi
 
 : > "$WORK/versions.txt"

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# install-deps.sh: install what building and testing pile needs on Debian 12.
+#
+#   tools/install-deps.sh [--no-python]
+#
+# Debian packages (apt-get, as root or through sudo) for the build, then the
+# Python packages the tests use as independent references (numpy, tiktoken,
+# tokenizers from PyPI, into whichever python3 is first on PATH).
+# --no-python skips the Python part: the tools themselves never need Python.
+# Idempotent, and silent when everything is already there (then it needs
+# neither root nor a network).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-python) PYTHON=0; shift ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "install-deps: $*" >&2; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
+  else log "need root (or sudo) for: $*"; return 1
+  fi
+}
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+
+APT_PKGS=(meson ninja-build pkg-config gcc g++ clang
+          libzstd-dev libsimdjson-dev libuv1-dev libxxhash-dev libpcre2-dev libutf8proc-dev
+          libopenblas-dev zstd python3)
+PY_MODULES=(numpy tiktoken tokenizers)
+
+missing=()
+for p in "${APT_PKGS[@]}"; do installed "$p" || missing+=("$p"); done
+
+# pip for the python3 on PATH: Debian's own needs python3-pip; a pyenv or
+# virtualenv python3 brings its own.
+py_ok() { command -v python3 >/dev/null && python3 -c "import $(IFS=,; echo "${PY_MODULES[*]}")" 2>/dev/null; }
+py_missing=0
+if [ $PYTHON = 1 ] && ! py_ok; then
+  py_missing=1
+  if ! python3 -m pip --version >/dev/null 2>&1 && ! installed python3-pip; then
+    missing+=(python3-pip)
+  fi
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ $py_missing = 1 ] && ! py_ok; then
+  flags=(--quiet --disable-pip-version-check)
+  # Debian marks its system Python externally managed (PEP 668); a venv or
+  # pyenv Python is not, and must not be given the override.
+  if python3 - <<'EOF'
+import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)
+EOF
+  then flags+=(--break-system-packages); fi
+  if ! python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.access(sysconfig.get_paths()["purelib"], os.W_OK) else 1)'; then
+    flags+=(--user)
+  fi
+  log "pip installing ${PY_MODULES[*]} for $(command -v python3)"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" "${PY_MODULES[@]}"
+  py_ok || { log "python3 still cannot import ${PY_MODULES[*]}"; exit 1; }
+fi

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# test.sh: install, build and run the whole test suite twice: a
+# debugoptimized build in build/, then an AddressSanitizer + UBSan build in
+# build-asan/ (without the 'slow' suite).  Ends with one line
+# "N passed, N failed, N skipped" over both runs; exits non-zero on any
+# failure.
+#
+#   tools/test.sh [--quick] [--suite NAME] [--build-dir DIR] [--no-deps]
+#
+#   --quick          no sanitizer pass
+#   --suite NAME     only this meson test suite (unit, cli, slow, ...)
+#   --build-dir DIR  build folder (default build; the sanitizer one is DIR-asan)
+#   --no-deps        do not run tools/install-deps.sh first
+#
+# PILE_SHARED=/path/to/shared points the tests at the shared corpus and
+# fixtures (default: ../shared beside the repository).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+QUICK=0
+SUITE=
+BUILD=build
+DEPS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; shift ;;
+    --suite) SUITE=$2; shift 2 ;;
+    --suite=*) SUITE=${1#--suite=}; shift ;;
+    --build-dir) BUILD=$2; shift 2 ;;
+    --no-deps) DEPS=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+T0=$SECONDS
+say() { echo "== test.sh [$((SECONDS - T0))s] $*"; }
+
+if [ $DEPS = 1 ] && ! tools/install-deps.sh; then
+  say "warning: tools/install-deps.sh failed; carrying on with what is installed"
+fi
+
+SHARED=${PILE_SHARED:-}
+if [ -n "$SHARED" ]; then
+  [ -d "$SHARED" ] || { echo "test.sh: PILE_SHARED='$SHARED' is not a folder" >&2; exit 2; }
+  SHARED=$(cd "$SHARED" && pwd)
+  say "shared corpus: $SHARED"
+elif [ -d ../shared ]; then
+  say "shared corpus: $(cd ../shared && pwd)"
+else
+  say "no ../shared beside the repository and no PILE_SHARED: tests that need the corpus will skip"
+fi
+
+# setup DIR ARGS...: configure DIR, or reconfigure it when it already exists
+# so that options (shared_dir above all) follow this run's settings.
+setup() {
+  local dir=$1; shift
+  if [ -f "$dir/meson-private/coredata.dat" ]; then
+    meson setup --reconfigure "$dir" -Dshared_dir="$SHARED" "$@"
+  else
+    rm -rf "$dir"
+    meson setup "$dir" -Dshared_dir="$SHARED" "$@"
+  fi
+}
+
+build_failures=0
+# pass DIR SETUP-ARGS... -- TEST-ARGS...: build DIR and run its tests.
+pass() {
+  local dir=$1; shift
+  local sargs=() targs=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do sargs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  targs=("$@")
+  rm -f "$dir/meson-logs/testlog.json"
+  say "configuring $dir"
+  local log
+  log=$(mktemp)
+  if ! setup "$dir" "${sargs[@]}" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    say "FAILED: meson setup $dir"
+    build_failures=$((build_failures + 1))
+    return 0
+  fi
+  rm -f "$log"
+  say "building $dir"
+  if ! meson compile -C "$dir"; then
+    say "FAILED: build of $dir"
+    build_failures=$((build_failures + 1))
+    return 0
+  fi
+  say "testing $dir"
+  meson test -C "$dir" --print-errorlogs "${targs[@]}" || true
+}
+
+suite_args=()
+[ -n "$SUITE" ] && suite_args=(--suite "$SUITE")
+
+pass "$BUILD" --buildtype=debugoptimized -- "${suite_args[@]}"
+
+if [ $QUICK = 0 ]; then
+  export ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:strict_string_checks=1
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  # LeakSanitizer cannot run where ptrace is forbidden (some containers):
+  # find out on a two-line program rather than fail every test for it.
+  probe=$(mktemp -d)
+  printf '#include <stdlib.h>\nint main(void) { free(malloc(1)); return 0; }\n' >"$probe/p.c"
+  if cc -fsanitize=address "$probe/p.c" -o "$probe/p" 2>/dev/null && ! "$probe/p" 2>/dev/null; then
+    export ASAN_OPTIONS=${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0}
+    say "note: LeakSanitizer does not work here; leak checks are off"
+  fi
+  rm -rf "$probe"
+  no_slow=()
+  [ "$SUITE" = slow ] || no_slow=(--no-suite slow --no-suite bench)
+  pass "$BUILD-asan" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+    -- "${suite_args[@]}" "${no_slow[@]}"
+fi
+
+dirs=("$BUILD")
+[ $QUICK = 0 ] && dirs+=("$BUILD-asan")
+python3 - "$build_failures" "${dirs[@]}" <<'EOF'
+import json, os, sys
+
+passed = failed = skipped = 0
+failures = []
+for d in sys.argv[2:]:
+    log = os.path.join(d, "meson-logs", "testlog.json")
+    if not os.path.exists(log):
+        continue
+    with open(log, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            t = json.loads(line)
+            r = t.get("result", "")
+            if r in ("OK", "EXPECTEDFAIL"):
+                passed += 1
+            elif r == "SKIP":
+                skipped += 1
+            else:  # FAIL, UNEXPECTEDPASS, TIMEOUT, ERROR, INTERRUPT, ...
+                failed += 1
+                failures.append("%s: %s (%s)" % (d, t.get("name", "?"), r))
+builds = int(sys.argv[1])
+for f in failures:
+    print("  failed: " + f)
+if builds:
+    print("  failed: %d build step(s), see above" % builds)
+failed += builds
+print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+sys.exit(1 if failed else 0)
+EOF
