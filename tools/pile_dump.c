@@ -1,0 +1,534 @@
+/* pile-dump: what is in a shard or a folder of shards (header fields, counts,
+ * per-split and per-subset statistics, document lengths), --verify for every
+ * checksum and invariant, --decode N for one row as ids and text. Only main
+ * prints and exits; the rest returns codes like the libraries it drives. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "pile_buf.h"
+#include "pile_fs.h"
+#include "pile_json.h"
+#include "pile_shards.h"
+#include "pile_tokenizer.h"
+
+#define HIST_BUCKETS 40
+#define NSPLITS 3
+
+static const char *const split_names[NSPLITS] = {"train", "val", "test"};
+
+static const char *usage_text =
+    "usage: pile-dump [options] PATH\n"
+    "\n"
+    "PATH is a shard or a folder of *.shard files (read in name order).\n"
+    "\n"
+    "  --json            print a JSON summary for scripts\n"
+    "  --verify          check every checksum and invariant of every shard (exit 1 on failure)\n"
+    "  --decode N        print row N (counted across the sorted shards) as ids and as text\n"
+    "  --shard FILE      with --decode: row N of this shard (PATH may then be left out)\n"
+    "  --tokenizer SPEC  tokenizer for --decode (default: the one in PATH's manifest.json, else bytes)\n"
+    "  -h, --help        show this help\n";
+
+typedef struct shard_entry {
+    char *path;
+    const char *name; /* base name, inside path */
+    pile_shard *s;
+    uint64_t docs;     /* starts that begin a document (not PILE_DOC_CONTINUED) */
+    uint64_t first_row; /* global index of its row 0 */
+} shard_entry;
+
+typedef struct split_stats {
+    uint64_t shards, rows, docs, segments, tokens, padding;
+    uint64_t hist[HIST_BUCKETS];
+    uint64_t seqs, seq_max;
+    /* the document being rebuilt across rows and shards */
+    uint64_t cur;
+    int open;
+    int best_fit;
+} split_stats;
+
+typedef struct subset_stats {
+    char *name;
+    uint64_t docs, tokens;
+} subset_stats;
+
+typedef struct dump {
+    shard_entry *shards;
+    size_t n;
+    split_stats splits[NSPLITS];
+    subset_stats *subsets;
+    size_t nsubsets;
+} dump;
+
+static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pile-dump: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The shard files named by PATH: itself, or the folder's *.shard sorted by name. */
+static char **list_shards(const char *path, size_t *count)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) die(1, "cannot open '%s': %s", path, strerror(errno));
+    char **list = NULL;
+    size_t n = 0;
+    if (!S_ISDIR(st.st_mode)) {
+        list = malloc(sizeof *list);
+        if (!list || !(list[0] = strdup(path))) die(1, "out of memory");
+        *count = 1;
+        return list;
+    }
+    DIR *d = opendir(path);
+    if (!d) die(1, "cannot open '%s': %s", path, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!ends_with(e->d_name, ".shard") || e->d_name[0] == '.') continue;
+        char **l = realloc(list, (n + 1) * sizeof *l);
+        pile_buf p = {0};
+        if (!l || pile_fs_join(&p, path, e->d_name)) die(1, "out of memory");
+        list = l;
+        list[n++] = p.data;
+    }
+    closedir(d);
+    if (n == 0) die(1, "no shards in '%s' (no *.shard files)", path);
+    qsort(list, n, sizeof *list, cmp_str);
+    *count = n;
+    return list;
+}
+
+/* Index of a subset by name in the global table (an index: the table moves as it grows). */
+static size_t subset_get(dump *d, const char *name)
+{
+    for (size_t i = 0; i < d->nsubsets; i++)
+        if (strcmp(d->subsets[i].name, name) == 0) return i;
+    subset_stats *s = realloc(d->subsets, (d->nsubsets + 1) * sizeof *s);
+    if (!s) die(1, "out of memory");
+    d->subsets = s;
+    s = &d->subsets[d->nsubsets];
+    memset(s, 0, sizeof *s);
+    if (!(s->name = strdup(name))) die(1, "out of memory");
+    return d->nsubsets++;
+}
+
+static int bucket_of(uint64_t len)
+{
+    int b = 0;
+    while (b + 1 < HIST_BUCKETS && len >= (2ull << b)) b++;
+    return b;
+}
+
+static void seq_close(split_stats *sp)
+{
+    if (!sp->open) return;
+    sp->open = 0;
+    sp->hist[bucket_of(sp->cur)]++;
+    sp->seqs++;
+    if (sp->cur > sp->seq_max) sp->seq_max = sp->cur;
+    sp->cur = 0;
+}
+
+static void seq_add(split_stats *sp, uint64_t n)
+{
+    sp->open = 1;
+    sp->cur += n;
+}
+
+/* One pass over a shard's row and document tables (the token data is not read). */
+static void scan_shard(dump *d, shard_entry *e)
+{
+    const pile_shard_info *in = pile_shard_get_info(e->s);
+    split_stats *sp = &d->splits[in->split];
+    sp->best_fit = in->pack == PILE_PACK_BEST_FIT;
+    sp->shards++;
+    sp->rows += in->row_count;
+    sp->tokens += in->token_count;
+    sp->padding += in->row_count * in->max_length - in->token_count;
+    sp->segments += in->doc_count;
+    /* map this shard's subset ids to the global table */
+    size_t *local = calloc(in->subset_count ? in->subset_count : 1, sizeof *local);
+    if (!local) die(1, "out of memory");
+    for (uint32_t i = 0; i < in->subset_count; i++) local[i] = subset_get(d, pile_shard_subset_name(e->s, i));
+    for (uint64_t r = 0; r < in->row_count; r++) {
+        uint32_t len = pile_shard_row_length(e->s, r);
+        const pile_shard_doc *docs;
+        uint32_t nd = pile_shard_row_docs(e->s, r, &docs);
+        uint32_t pos = 0;
+        uint16_t sub = pile_shard_row_lead_subset(e->s, r);
+        for (uint32_t k = 0; k <= nd; k++) {
+            uint32_t end = k < nd ? docs[k].offset : len;
+            if (end > len) end = len;
+            if (end > pos) {
+                if (sub < in->subset_count) d->subsets[local[sub]].tokens += end - pos;
+                seq_add(sp, end - pos);
+                pos = end;
+            }
+            if (k < nd) {
+                seq_close(sp);
+                sp->open = 1;
+                sub = docs[k].subset;
+                if (!(docs[k].flags & PILE_DOC_CONTINUED)) {
+                    e->docs++;
+                    if (sub < in->subset_count) d->subsets[local[sub]].docs++;
+                }
+            }
+        }
+        if (sp->best_fit) seq_close(sp);
+    }
+    sp->docs += e->docs;
+    free(local);
+}
+
+static void hex(char *out, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+static double frac(uint64_t a, uint64_t b)
+{
+    return b ? (double)a / (double)b : 0.0;
+}
+
+static const char *pack_name(pile_pack p)
+{
+    return p == PILE_PACK_BEST_FIT ? "best-fit" : "concat";
+}
+
+/* A JSON string literal; names come from shard files, so escape everything JSON requires. */
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void print_text(const dump *d, const char *path, int verified)
+{
+    uint64_t rows = 0, docs = 0, tokens = 0, padding = 0;
+    printf("%zu shard%s in '%s'\n\n", d->n, d->n == 1 ? "" : "s", path);
+    for (size_t i = 0; i < d->n; i++) {
+        const pile_shard_info *in = pile_shard_get_info(d->shards[i].s);
+        char fp[2 * PILE_SHARD_FP_BYTES + 1];
+        hex(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
+        printf("%s: version %" PRIu32 ", %s, %s packing, %" PRIu32 "-byte tokens, max_length %" PRIu32 "\n",
+               d->shards[i].name, in->version, split_names[in->split], pack_name(in->pack), in->token_bytes,
+               in->max_length);
+        printf("  vocab_size %" PRIu32 ", eot_id %" PRIu32 ", pad_id %" PRIu32 ", tokenizer %s\n", in->vocab_size,
+               in->eot_id, in->pad_id, fp);
+        printf("  %" PRIu64 " rows, %" PRIu64 " documents, %" PRIu64 " document starts, %" PRIu64 " tokens, %" PRIu64
+               " padding tokens, %" PRIu32 " subsets, %" PRIu64 " bytes\n",
+               in->row_count, d->shards[i].docs, in->doc_count, in->token_count,
+               in->row_count * in->max_length - in->token_count, in->subset_count, in->file_size);
+    }
+    for (int s = 0; s < NSPLITS; s++) {
+        const split_stats *sp = &d->splits[s];
+        if (!sp->shards) continue;
+        rows += sp->rows;
+        docs += sp->docs;
+        tokens += sp->tokens;
+        padding += sp->padding;
+        printf("\nsplit %s: %" PRIu64 " shard%s, %" PRIu64 " rows, %" PRIu64 " documents", split_names[s], sp->shards,
+               sp->shards == 1 ? "" : "s", sp->rows, sp->docs);
+        if (sp->best_fit) printf(" in %" PRIu64 " segments", sp->segments);
+        printf(", %" PRIu64 " tokens, %" PRIu64 " padding tokens (%.2f%%)\n", sp->tokens, sp->padding,
+               100.0 * frac(sp->padding, sp->rows ? sp->tokens + sp->padding : 0));
+        printf("  %s lengths in tokens (%" PRIu64 ", longest %" PRIu64 "):\n",
+               sp->best_fit ? "segment" : "document", sp->seqs, sp->seq_max);
+        int lo = HIST_BUCKETS, hi = -1;
+        for (int b = 0; b < HIST_BUCKETS; b++)
+            if (sp->hist[b]) {
+                if (b < lo) lo = b;
+                hi = b;
+            }
+        for (int b = lo; b <= hi; b++)
+            printf("  %10llu-%-10llu %10" PRIu64 "\n", 1ull << b, (2ull << b) - 1, sp->hist[b]);
+    }
+    printf("\nsubsets:\n");
+    for (size_t i = 0; i < d->nsubsets; i++)
+        printf("  %-28s %10" PRIu64 " documents %14" PRIu64 " tokens\n", d->subsets[i].name, d->subsets[i].docs,
+               d->subsets[i].tokens);
+    printf("\ntotal: %" PRIu64 " rows, %" PRIu64 " documents, %" PRIu64 " tokens, %" PRIu64
+           " padding tokens (%.2f%%)\n", rows, docs, tokens, padding, 100.0 * frac(padding, tokens + padding));
+    if (verified) printf("verify: ok (%zu shard%s)\n", d->n, d->n == 1 ? "" : "s");
+}
+
+static void print_json(const dump *d, int verified)
+{
+    uint64_t rows = 0, docs = 0, tokens = 0, padding = 0, segments = 0;
+    for (int s = 0; s < NSPLITS; s++) {
+        rows += d->splits[s].rows;
+        docs += d->splits[s].docs;
+        tokens += d->splits[s].tokens;
+        padding += d->splits[s].padding;
+        segments += d->splits[s].segments;
+    }
+    printf("{\n  \"totals\": {\"shards\": %zu, \"rows\": %" PRIu64 ", \"documents\": %" PRIu64 ", \"document_starts\": %"
+           PRIu64 ", \"tokens\": %" PRIu64 ", \"padding_tokens\": %" PRIu64 ", \"padding_fraction\": %.6f},\n",
+           d->n, rows, docs, segments, tokens, padding, frac(padding, tokens + padding));
+    printf("  \"splits\": {");
+    int first = 1;
+    for (int s = 0; s < NSPLITS; s++) {
+        const split_stats *sp = &d->splits[s];
+        if (!sp->shards) continue;
+        printf("%s\n    \"%s\": {\"shards\": %" PRIu64 ", \"rows\": %" PRIu64 ", \"documents\": %" PRIu64
+               ", \"segments\": %" PRIu64 ", \"tokens\": %" PRIu64 ", \"padding_tokens\": %" PRIu64
+               ", \"lengths_of\": \"%s\", \"length_histogram\": [",
+               first ? "" : ",", split_names[s], sp->shards, sp->rows, sp->docs, sp->segments, sp->tokens, sp->padding,
+               sp->best_fit ? "segments" : "documents");
+        first = 0;
+        int f2 = 1;
+        for (int b = 0; b < HIST_BUCKETS; b++) {
+            if (!sp->hist[b]) continue;
+            printf("%s{\"min\": %llu, \"max\": %llu, \"count\": %" PRIu64 "}", f2 ? "" : ", ", 1ull << b,
+                   (2ull << b) - 1, sp->hist[b]);
+            f2 = 0;
+        }
+        printf("]}");
+    }
+    printf("\n  },\n  \"subsets\": {");
+    for (size_t i = 0; i < d->nsubsets; i++) {
+        printf("%s\n    ", i ? "," : "");
+        json_str(stdout, d->subsets[i].name);
+        printf(": {\"documents\": %" PRIu64 ", \"tokens\": %" PRIu64 "}", d->subsets[i].docs, d->subsets[i].tokens);
+    }
+    printf("\n  },\n  \"shards\": [");
+    for (size_t i = 0; i < d->n; i++) {
+        const pile_shard_info *in = pile_shard_get_info(d->shards[i].s);
+        char fp[2 * PILE_SHARD_FP_BYTES + 1];
+        hex(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
+        printf("%s\n    {\"name\": ", i ? "," : "");
+        json_str(stdout, d->shards[i].name);
+        printf(", \"path\": ");
+        json_str(stdout, d->shards[i].path);
+        printf(", \"version\": %" PRIu32 ", \"split\": \"%s\", \"pack\": \"%s\", \"token_bytes\": %" PRIu32
+               ", \"max_length\": %" PRIu32 ", \"vocab_size\": %" PRIu32 ", \"eot_id\": %" PRIu32 ", \"pad_id\": %" PRIu32
+               ", \"tokenizer_fingerprint\": \"%s\", \"rows\": %" PRIu64 ", \"documents\": %" PRIu64
+               ", \"document_starts\": %" PRIu64 ", \"tokens\": %" PRIu64 ", \"padding_tokens\": %" PRIu64
+               ", \"subsets\": %" PRIu32 ", \"bytes\": %" PRIu64 ", \"first_row\": %" PRIu64 "}",
+               in->version, split_names[in->split], pack_name(in->pack), in->token_bytes, in->max_length,
+               in->vocab_size, in->eot_id, in->pad_id, fp, in->row_count, d->shards[i].docs, in->doc_count,
+               in->token_count, in->row_count * in->max_length - in->token_count, in->subset_count, in->file_size,
+               d->shards[i].first_row);
+    }
+    printf("\n  ]");
+    if (verified) printf(",\n  \"verify\": \"ok\"");
+    printf("\n}\n");
+}
+
+/* The tokenizer recorded in manifest.json beside the shards, if any
+ * (a relative path is taken from the manifest's folder when it exists there). */
+static char *manifest_tokenizer(const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy) die(1, "out of memory");
+    const char *folder = pile_fs_is_dir(path) ? copy : dirname(copy);
+    pile_buf mpath = {0}, spec = {0};
+    char *result = NULL;
+    if (pile_fs_join(&mpath, folder, "manifest.json")) die(1, "out of memory");
+    struct stat st;
+    if (stat(mpath.data, &st) == 0) {
+        pile_err err = {0};
+        pile_json *root = NULL;
+        if (pile_json_parse_file(mpath.data, &root, &err)) die(1, "cannot read '%s': %s", mpath.data, err.msg);
+        const pile_json *t = pile_json_get(root, "tokenizer");
+        if (t && pile_json_type_of(t) == PILE_JSON_STRING) {
+            const char *s = pile_json_str(t, NULL);
+            if (strcmp(s, "bytes") != 0 && s[0] != '/' && stat(s, &st) != 0) {
+                if (pile_fs_join(&spec, folder, s)) die(1, "out of memory");
+                if (stat(spec.data, &st) == 0) result = strdup(spec.data);
+            }
+            if (!result) result = strdup(s);
+        }
+        pile_json_free(root);
+    }
+    pile_buf_free(&mpath);
+    pile_buf_free(&spec);
+    free(copy);
+    return result;
+}
+
+static void decode_row(shard_entry *e, uint64_t r, uint64_t global, const char *spec)
+{
+    const pile_shard_info *in = pile_shard_get_info(e->s);
+    pile_err err = {0};
+    pile_tokenizer *tok;
+    if (pile_tokenizer_open(&tok, spec, &err)) die(1, "cannot open tokenizer '%s': %s", spec ? spec : "bytes", err.msg);
+    uint8_t fp[PILE_TOKENIZER_FP_BYTES];
+    pile_tokenizer_fingerprint(tok, fp);
+    if (memcmp(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES) != 0) {
+        char a[2 * PILE_SHARD_FP_BYTES + 1], b[2 * PILE_SHARD_FP_BYTES + 1];
+        hex(a, fp, PILE_SHARD_FP_BYTES);
+        hex(b, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
+        die(1, "tokenizer '%s' (fingerprint %s) is not the one '%s' was made with (fingerprint %s); pass the right"
+            " one with --tokenizer", spec ? spec : "bytes", a, e->path, b);
+    }
+    uint32_t *ids = malloc((size_t)in->max_length * sizeof *ids);
+    if (!ids) die(1, "out of memory");
+    uint32_t len = pile_shard_row_tokens(e->s, r, ids);
+    const pile_shard_doc *docs;
+    uint32_t nd = pile_shard_row_docs(e->s, r, &docs);
+    printf("row %" PRIu64 " ('%s' row %" PRIu64 "): length %" PRIu32 " of %" PRIu32 ", %" PRIu32
+           " document start%s, lead subset %s\n",
+           global, e->name, r, len, in->max_length, nd, nd == 1 ? "" : "s",
+           pile_shard_subset_name(e->s, pile_shard_row_lead_subset(e->s, r)) ? pile_shard_subset_name(e->s, pile_shard_row_lead_subset(e->s, r)) : "?");
+    for (uint32_t k = 0; k < nd; k++) {
+        const char *nm = pile_shard_subset_name(e->s, docs[k].subset);
+        printf("  start at %" PRIu32 ": %s%s\n", docs[k].offset, nm ? nm : "?",
+               docs[k].flags & PILE_DOC_CONTINUED ? " (continued segment)" : "");
+    }
+    printf("ids:");
+    for (uint32_t k = 0; k < len; k++) printf(" %" PRIu32, ids[k]);
+    if (len < in->max_length) printf(" + %" PRIu32 " x pad %" PRIu32, in->max_length - len, in->pad_id);
+    printf("\ntext:\n");
+    pile_buf text = {0};
+    if (pile_tokenizer_decode(tok, ids, len, &text, &err)) die(1, "cannot decode row %" PRIu64 ": %s", global, err.msg);
+    fwrite(text.data, 1, text.len, stdout);
+    printf("\n");
+    pile_buf_free(&text);
+    free(ids);
+    pile_tokenizer_close(tok);
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_JSON = 256, OPT_VERIFY, OPT_DECODE, OPT_SHARD, OPT_TOKENIZER };
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, OPT_JSON},
+        {"verify", no_argument, NULL, OPT_VERIFY},
+        {"decode", required_argument, NULL, OPT_DECODE},
+        {"shard", required_argument, NULL, OPT_SHARD},
+        {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int json = 0, verify = 0, decode = 0;
+    uint64_t decode_row_n = 0;
+    const char *shard_opt = NULL, *tokenizer = NULL;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_JSON: json = 1; break;
+        case OPT_VERIFY: verify = 1; break;
+        case OPT_DECODE: {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-')
+                die(2, "--decode wants a row number, not '%s'", optarg);
+            decode = 1;
+            decode_row_n = v;
+            break;
+        }
+        case OPT_SHARD: shard_opt = optarg; break;
+        case OPT_TOKENIZER: tokenizer = optarg; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default:
+            fprintf(stderr, "pile-dump: unknown option '%s'\n%s", argv[optind - 1], usage_text);
+            return 2;
+        }
+    }
+    const char *path = NULL;
+    if (optind < argc) path = argv[optind++];
+    if (optind < argc) die(2, "one PATH only, got also '%s'\n%s", argv[optind], usage_text);
+    if (shard_opt && !decode) die(2, "--shard goes with --decode");
+    if (shard_opt) path = shard_opt;
+    if (!path) {
+        fprintf(stderr, "pile-dump: no PATH given\n%s", usage_text);
+        return 2;
+    }
+
+    dump d = {0};
+    char **paths = list_shards(path, &d.n);
+    d.shards = calloc(d.n, sizeof *d.shards);
+    if (!d.shards) die(1, "out of memory");
+    uint64_t row_base = 0;
+    for (size_t i = 0; i < d.n; i++) {
+        pile_err err = {0};
+        shard_entry *e = &d.shards[i];
+        e->path = paths[i];
+        const char *slash = strrchr(e->path, '/');
+        e->name = slash ? slash + 1 : e->path;
+        /* the library's messages name the file already */
+        if (pile_shard_open(&e->s, e->path, &err)) die(1, "%s", err.msg);
+        e->first_row = row_base;
+        row_base += pile_shard_get_info(e->s)->row_count;
+    }
+
+    if (decode) {
+        for (size_t i = 0; i < d.n; i++) {
+            const pile_shard_info *in = pile_shard_get_info(d.shards[i].s);
+            if (decode_row_n < d.shards[i].first_row + in->row_count) {
+                char *spec = tokenizer ? strdup(tokenizer) : manifest_tokenizer(path);
+                decode_row(&d.shards[i], decode_row_n - d.shards[i].first_row, decode_row_n, spec);
+                free(spec);
+                goto done;
+            }
+        }
+        die(1, "no row %" PRIu64 " in '%s': it has %" PRIu64 " rows", decode_row_n, path, row_base);
+    }
+
+    if (verify) {
+        const pile_shard_info *first = pile_shard_get_info(d.shards[0].s);
+        for (size_t i = 0; i < d.n; i++) {
+            pile_err err = {0};
+            const pile_shard_info *in = pile_shard_get_info(d.shards[i].s);
+            if (pile_shard_verify(d.shards[i].s, &err)) die(1, "verify failed: %s", err.msg);
+            if (memcmp(in->tokenizer_fp, first->tokenizer_fp, PILE_SHARD_FP_BYTES) != 0 ||
+                in->vocab_size != first->vocab_size)
+                die(1, "verify failed: '%s' and '%s' were made with different tokenizers", d.shards[0].path,
+                    d.shards[i].path);
+        }
+    }
+    for (size_t i = 0; i < d.n; i++) scan_shard(&d, &d.shards[i]);
+    for (int s = 0; s < NSPLITS; s++) seq_close(&d.splits[s]);
+    if (json)
+        print_json(&d, verify);
+    else
+        print_text(&d, path, verify);
+
+done:
+    for (size_t i = 0; i < d.n; i++) {
+        pile_shard_close(d.shards[i].s);
+        free(d.shards[i].path);
+    }
+    for (size_t i = 0; i < d.nsubsets; i++) free(d.subsets[i].name);
+    free(d.subsets);
+    free(d.shards);
+    free(paths);
+    if (fflush(stdout) != 0 || ferror(stdout)) die(1, "cannot write the output: %s", strerror(errno));
+    return 0;
+}
