@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# demo.sh: the main job end to end, from raw .jsonl.zst to verified shards.
+#
+#   tools/demo.sh [--data DIR] [--tokenizer SPEC] [--out DIR] [--fresh] [--no-deps]
+#
+#   --data DIR        a folder in The Pile's layout (train/*.jsonl.zst, val.jsonl.zst);
+#                     default /workspace/pile_data/ when it exists, else data/sample/
+#   --tokenizer SPEC  what pile-prep --tokenizer takes (bytes, a tokenizer.json,
+#                     a GPT-2 folder, a .tiktoken file); default: train an
+#                     8192-token BPE on the train files into OUT/tokenizer.json
+#   --out DIR         where everything goes (default out/)
+#   --fresh           remove OUT first (otherwise a rerun reuses OUT/tokenizer.json
+#                     and pile-prep resumes or confirms the finished run)
+#   --no-deps         do not run tools/install-deps.sh first
+#
+# Steps: install the Debian packages (no Python), build (release, in
+# build-release/), [train the tokenizer], pile-prep, pile-dump (summary,
+# --verify, --decode 0).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DATA=
+TOKENIZER=
+OUT=out
+FRESH=0
+DEPS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data) DATA=$2; shift 2 ;;
+    --tokenizer) TOKENIZER=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --fresh) FRESH=1; shift ;;
+    --no-deps) DEPS=0; shift ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "demo.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+T0=$SECONDS
+step() { echo; echo "== demo [$((SECONDS - T0))s] $*"; }
+note() { echo "   $*"; }
+
+if [ -z "$DATA" ]; then
+  if [ -d /workspace/pile_data ]; then DATA=/workspace/pile_data; else DATA=data/sample; fi
+fi
+[ -d "$DATA" ] || { echo "demo.sh: no data folder '$DATA'" >&2; exit 2; }
+mapfile -t TRAIN < <(find "$DATA/train" -maxdepth 1 -type f \( -name '*.jsonl' -o -name '*.jsonl.zst' \) 2>/dev/null | LC_ALL=C sort)
+[ ${#TRAIN[@]} -gt 0 ] || { echo "demo.sh: no train/*.jsonl[.zst] in '$DATA'" >&2; exit 2; }
+
+# ---------------------------------------------------------------- 1. deps
+if [ $DEPS = 1 ]; then
+  step "checking the Debian packages (tools/install-deps.sh --no-python)"
+  tools/install-deps.sh --no-python
+fi
+
+# ---------------------------------------------------------------- 2. build
+BUILD=build-release
+step "building (release) in $BUILD/"
+if [ -f "$BUILD/meson-private/coredata.dat" ]; then
+  meson setup --reconfigure "$BUILD" --buildtype=release -Dwerror=false >/dev/null
+else
+  meson setup "$BUILD" --buildtype=release -Dwerror=false >/dev/null
+fi
+targets=(preprocess/pile-prep tools/pile-dump)
+ninja -C "$BUILD" -t targets all | grep -q '^tools/pile-tok:' && targets+=(tools/pile-tok)
+ninja -C "$BUILD" "${targets[@]}" | grep -v '^ninja: Entering' | tail -n 1
+PREP=$BUILD/preprocess/pile-prep
+DUMP=$BUILD/tools/pile-dump
+TOK=$BUILD/tools/pile-tok
+
+[ $FRESH = 1 ] && rm -rf "$OUT"
+mkdir -p "$OUT"
+note "data: $DATA (${#TRAIN[@]} train files); output: $OUT/"
+
+# ---------------------------------------------------------------- 3. tokenizer
+if [ -z "$TOKENIZER" ]; then
+  TOKENIZER=$OUT/tokenizer.json
+  if [ -f "$TOKENIZER" ]; then
+    step "tokenizer: reusing $TOKENIZER (--fresh trains a new one)"
+  elif [ -x "$TOK" ] && "$TOK" train --help >/dev/null 2>&1; then
+    tok_inputs=("${TRAIN[@]}")
+    # A demo tokenizer needs megabytes, not the Pile: on anything bigger than
+    # the bundled sample, learn from the first train file only.
+    [ "$DATA" = data/sample ] || tok_inputs=("${TRAIN[0]}")
+    step "training an 8192-token BPE tokenizer on ${#tok_inputs[@]} file(s)"
+    "$TOK" train --vocab-size 8192 -o "$TOKENIZER" "${tok_inputs[@]}"
+    "$TOK" info "$TOKENIZER" 2>/dev/null | head -n 8 || true
+  else
+    TOKENIZER=bytes
+    step "tokenizer: bytes"
+    note "pile-tok (or its 'train' command) is not built yet, so this run uses the"
+    note "byte-level tokenizer; pass --tokenizer SPEC to use another one."
+  fi
+else
+  step "tokenizer: $TOKENIZER"
+fi
+
+# ---------------------------------------------------------------- 4. shards
+step "pile-prep: tokenizing and packing $DATA into $OUT/shards"
+"$PREP" --tokenizer "$TOKENIZER" -o "$OUT/shards" --progress "$DATA"
+
+# ---------------------------------------------------------------- 5. inspect
+step "pile-dump: summary of $OUT/shards"
+"$DUMP" "$OUT/shards"
+
+step "pile-dump --verify: every checksum and invariant"
+"$DUMP" --verify "$OUT/shards"
+
+step "pile-dump --decode 0: the first row, as ids and text (first lines)"
+"$DUMP" --decode 0 --tokenizer "$TOKENIZER" "$OUT/shards" > "$OUT/row0.txt"
+head -n 20 "$OUT/row0.txt" | cut -c1-200
+note "(the whole row: $OUT/row0.txt)"
+
+# ---------------------------------------------------------------- 6. train
+# The trainer step goes here: it reads $OUT/shards (and $TOKENIZER) and
+# writes checkpoints under $OUT/.
+
+step "done: shards in $OUT/shards, tokenizer $TOKENIZER"
