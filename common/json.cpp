@@ -5,8 +5,10 @@
  * range, deep nesting) are fixed on the error path only and parsed again, so
  * well-formed lines cost one DOM parse. No exception crosses into C. */
 #include "json_internal.h"
-#include "pile_fs.h"
 #include "pile_json.h"
+extern "C" {
+#include "pile_fs.h" /* a C header without C++ guards */
+}
 #include "pile_lines.h"
 #include "pile_utf8.h"
 
@@ -283,7 +285,7 @@ bool validate(const char *s, size_t n, bool allow_lone, size_t *off, const char 
                 if (!scan_string(s, n, &i, allow_lone, &w)) goto fail;
             } else if (c == '-' || is_digit((unsigned char)c)) {
                 size_t e = number_end(s, i, n);
-                if (!e) {
+                if (!e || (e < n && number_char((unsigned char)s[e]))) {
                     w = "invalid number";
                     goto fail;
                 }
@@ -403,6 +405,337 @@ error_code grow_depth(dom::parser &dp, size_t n)
     if (want <= dp.max_depth()) return simdjson::DEPTH_ERROR;
     size_t capacity = dp.capacity() > n ? dp.capacity() : n;
     return dp.allocate(capacity, want);
+}
+
+} /* namespace */
+
+namespace {
+
+/* ------------------------------------------------------------------ tree */
+
+} /* namespace */
+
+struct pile_json_key {
+    const char *s;
+    size_t n;
+};
+
+struct pile_json {
+    pile_json_type type;
+    bool b;
+    bool is_int;
+    int64_t i;
+    double num;
+    size_t n;          /* string length, or number of elements / members */
+    const char *s;     /* string, NUL-terminated */
+    pile_json *kids;   /* n elements, or the n member values */
+    pile_json_key *keys; /* objects: the n member keys, in document order */
+};
+
+namespace {
+
+/* The tree's memory: a chain of blocks, freed together.
+ *
+ *   block: [arena_block header | tree_holder (first block only) | nodes, keys, strings ...]
+ *
+ * The first block is sized from the input so that a config file usually
+ * fits in one allocation; later blocks double. */
+struct arena_block {
+    arena_block *next;
+    size_t cap, used;
+};
+
+struct arena {
+    arena_block *head = nullptr;
+    size_t next_cap = 0;
+};
+
+constexpr size_t kBlockHeader = (sizeof(arena_block) + 15) & ~size_t(15);
+
+void *arena_alloc(arena *a, size_t n)
+{
+    n = (n + 7) & ~size_t(7);
+    arena_block *b = a->head;
+    if (!b || b->cap - b->used < n) {
+        size_t cap = a->next_cap > n ? a->next_cap : n;
+        b = static_cast<arena_block *>(malloc(kBlockHeader + cap));
+        if (!b) return nullptr;
+        b->cap = cap;
+        b->used = 0;
+        b->next = a->head;
+        a->head = b;
+        a->next_cap = cap * 2;
+    }
+    void *p = reinterpret_cast<char *>(b) + kBlockHeader + b->used;
+    b->used += n;
+    return p;
+}
+
+void arena_release(arena *a)
+{
+    for (arena_block *b = a->head; b;) {
+        arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->head = nullptr;
+}
+
+/* root is the first member, so pile_json_free can find the arena from it */
+struct tree_holder {
+    pile_json root;
+    arena mem;
+};
+
+const char *arena_str(arena *a, std::string_view v)
+{
+    char *p = static_cast<char *>(arena_alloc(a, v.size() + 1));
+    if (!p) return nullptr;
+    if (!v.empty()) memcpy(p, v.data(), v.size());
+    p[v.size()] = '\0';
+    return p;
+}
+
+struct conv_frame {
+    pile_json *node;
+    size_t i, n;
+    bool is_obj;
+    dom::array::iterator ai;
+    dom::object::iterator oi;
+};
+
+/* Number tokens of the original text, used when simdjson could not convert
+ * them (see neutralize_numbers): the k-th number in document order. */
+struct number_tokens {
+    const char *src = nullptr;
+    std::vector<std::pair<size_t, size_t>> tok;
+    size_t next = 0;
+};
+
+void set_int_from_double(pile_json *v)
+{
+    double d = v->num;
+    if (std::isfinite(d) && d == std::floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+        v->is_int = true;
+        v->i = static_cast<int64_t>(d);
+    }
+}
+
+void number_from_token(pile_json *v, number_tokens *nt)
+{
+    v->type = PILE_JSON_NUMBER;
+    if (nt->next >= nt->tok.size()) return;
+    auto t = nt->tok[nt->next++];
+    char tmp[64];
+    std::vector<char> big;
+    char *z = tmp;
+    if (t.second + 1 > sizeof tmp) {
+        big.resize(t.second + 1);
+        z = big.data();
+    }
+    memcpy(z, nt->src + t.first, t.second);
+    z[t.second] = '\0';
+    v->num = strtod(z, nullptr);
+    if (!strpbrk(z, ".eE")) {
+        errno = 0;
+        long long ll = strtoll(z, nullptr, 10);
+        if (errno == 0) {
+            v->is_int = true;
+            v->i = ll;
+        }
+    } else {
+        set_int_from_double(v);
+    }
+}
+
+/* Fills dst from e; containers get their child arrays and a frame to fill
+ * them later, so the conversion never recurses. */
+bool convert_one(dom::element e, pile_json *dst, arena *a, std::vector<conv_frame> *stack, number_tokens *nt)
+{
+    memset(static_cast<void *>(dst), 0, sizeof *dst);
+    switch (e.type()) {
+    case dom::element_type::ARRAY: {
+        dom::array arr = e.get_array().value_unsafe();
+        size_t n = arr.size();
+        if (n >= 0xFFFFFF) { /* the tape's count saturates: count by walking */
+            n = 0;
+            for (auto it = arr.begin(); it != arr.end(); ++it) n++;
+        }
+        dst->type = PILE_JSON_ARRAY;
+        dst->n = n;
+        if (n) {
+            dst->kids = static_cast<pile_json *>(arena_alloc(a, n * sizeof(pile_json)));
+            if (!dst->kids) return false;
+            stack->push_back(conv_frame{dst, 0, n, false, arr.begin(), dom::object::iterator()});
+        }
+        return true;
+    }
+    case dom::element_type::OBJECT: {
+        dom::object obj = e.get_object().value_unsafe();
+        size_t n = obj.size();
+        if (n >= 0xFFFFFF) {
+            n = 0;
+            for (auto it = obj.begin(); it != obj.end(); ++it) n++;
+        }
+        dst->type = PILE_JSON_OBJECT;
+        dst->n = n;
+        if (n) {
+            dst->kids = static_cast<pile_json *>(arena_alloc(a, n * sizeof(pile_json)));
+            dst->keys = static_cast<pile_json_key *>(arena_alloc(a, n * sizeof(pile_json_key)));
+            if (!dst->kids || !dst->keys) return false;
+            stack->push_back(conv_frame{dst, 0, n, true, dom::array::iterator(), obj.begin()});
+        }
+        return true;
+    }
+    case dom::element_type::STRING: {
+        std::string_view v = e.get_string().value_unsafe();
+        dst->type = PILE_JSON_STRING;
+        dst->s = arena_str(a, v);
+        dst->n = v.size();
+        return dst->s != nullptr;
+    }
+    case dom::element_type::INT64:
+        if (nt->src) {
+            number_from_token(dst, nt);
+            return true;
+        }
+        dst->type = PILE_JSON_NUMBER;
+        dst->i = e.get_int64().value_unsafe();
+        dst->num = static_cast<double>(dst->i);
+        dst->is_int = true;
+        return true;
+    case dom::element_type::UINT64: {
+        if (nt->src) {
+            number_from_token(dst, nt);
+            return true;
+        }
+        uint64_t u = e.get_uint64().value_unsafe();
+        dst->type = PILE_JSON_NUMBER;
+        dst->num = static_cast<double>(u);
+        if (u <= static_cast<uint64_t>(INT64_MAX)) {
+            dst->is_int = true;
+            dst->i = static_cast<int64_t>(u);
+        }
+        return true;
+    }
+    case dom::element_type::DOUBLE:
+        if (nt->src) {
+            number_from_token(dst, nt);
+            return true;
+        }
+        dst->type = PILE_JSON_NUMBER;
+        dst->num = e.get_double().value_unsafe();
+        set_int_from_double(dst);
+        return true;
+    case dom::element_type::BOOL:
+        dst->type = PILE_JSON_BOOL;
+        dst->b = e.get_bool().value_unsafe();
+        return true;
+    default:
+        dst->type = PILE_JSON_NULL;
+        return true;
+    }
+}
+
+bool convert(dom::element root, pile_json *dst, arena *a, number_tokens *nt)
+{
+    std::vector<conv_frame> stack;
+    if (!convert_one(root, dst, a, &stack, nt)) return false;
+    while (!stack.empty()) {
+        conv_frame &f = stack.back();
+        if (f.i == f.n) {
+            stack.pop_back();
+            continue;
+        }
+        pile_json *node = f.node;
+        size_t i = f.i++;
+        dom::element child;
+        if (f.is_obj) {
+            dom::key_value_pair kv = *f.oi;
+            ++f.oi;
+            node->keys[i].s = arena_str(a, kv.key);
+            node->keys[i].n = kv.key.size();
+            if (!node->keys[i].s) return false;
+            child = kv.value;
+        } else {
+            child = *f.ai;
+            ++f.ai;
+        }
+        /* may grow the stack: f is not used after this */
+        if (!convert_one(child, &node->kids[i], a, &stack, nt)) return false;
+    }
+    return true;
+}
+
+void line_col(const char *s, size_t off, size_t *line, size_t *col)
+{
+    size_t l = 1, last = 0;
+    for (size_t i = 0; i < off; i++) {
+        if (s[i] == '\n') {
+            l++;
+            last = i + 1;
+        }
+    }
+    *line = l;
+    *col = off - last + 1;
+}
+
+int tree_parse(const char *data, size_t len, const char *name, pile_json **out, pile_err *err)
+{
+    std::vector<char> buf(len + kPad, ' ');
+    if (len) memcpy(buf.data(), data, len);
+    dom::parser parser;
+    if (parser.allocate(len > 64 ? len : 64, kDefaultDepth) != simdjson::SUCCESS)
+        return pile_err_set(err, PILE_ENOMEM, "out of memory parsing '%s'", name);
+    number_tokens nt;
+    bool numbers = false, depth = false;
+    dom::element root;
+    for (;;) {
+        error_code e = parser.parse(reinterpret_cast<const uint8_t *>(buf.data()), len, false).get(root);
+        if (e == simdjson::SUCCESS) break;
+        if (e == simdjson::MEMALLOC) return pile_err_set(err, PILE_ENOMEM, "out of memory parsing '%s'", name);
+        if (e == simdjson::NUMBER_ERROR && !numbers) {
+            numbers = true;
+            if (neutralize_numbers(buf.data(), len, &nt.tok)) {
+                nt.src = data;
+                continue;
+            }
+        }
+        if (e == simdjson::DEPTH_ERROR && !depth) {
+            depth = true;
+            error_code a = grow_depth(parser, len);
+            if (a == simdjson::MEMALLOC) return pile_err_set(err, PILE_ENOMEM, "out of memory parsing '%s'", name);
+            if (a == simdjson::SUCCESS) continue;
+        }
+        size_t off, line, col;
+        const char *why;
+        if (!pile_utf8_valid(data, len)) {
+            off = pile_utf8_valid_prefix(data, len);
+            line_col(data, off, &line, &col);
+            return pile_err_set(err, PILE_EFORMAT, "cannot parse '%s': invalid UTF-8 at line %zu, column %zu", name,
+                                line, col);
+        }
+        if (!validate(data, len, false, &off, &why)) {
+            line_col(data, off, &line, &col);
+            return pile_err_set(err, PILE_EFORMAT, "cannot parse '%s': %s at line %zu, column %zu", name, why, line,
+                                col);
+        }
+        return pile_err_set(err, PILE_EFORMAT, "cannot parse '%s': %s", name, simdjson_why(e));
+    }
+
+    arena a;
+    a.next_cap = len * 3 + 4096;
+    void *hm = arena_alloc(&a, sizeof(tree_holder));
+    if (!hm) return pile_err_set(err, PILE_ENOMEM, "out of memory parsing '%s'", name);
+    tree_holder *h = new (hm) tree_holder();
+    bool ok = convert(root, &h->root, &a, &nt);
+    h->mem = a; /* from here the holder owns every block, itself included */
+    if (!ok) {
+        pile_json_free(&h->root);
+        return pile_err_set(err, PILE_ENOMEM, "out of memory parsing '%s'", name);
+    }
+    *out = &h->root;
+    return 0;
 }
 
 } /* namespace */
@@ -583,6 +916,122 @@ try {
 } catch (...) {
     if (err_off) *err_off = 0;
     if (why) *why = "out of memory";
+    return 0;
+}
+
+int pile_json_parse(const char *data, size_t len, const char *name, pile_json **root, pile_err *err)
+try {
+    *root = nullptr;
+    return tree_parse(data, len, name ? name : "<json>", root, err);
+} catch (...) {
+    return pile_err_set(err, PILE_ENOMEM, "out of memory parsing '%s'", name ? name : "<json>");
+}
+
+int pile_json_parse_file(const char *path, pile_json **root, pile_err *err)
+{
+    *root = nullptr;
+    pile_buf b{};
+    int rc = pile_fs_read_file(path, &b, err);
+    if (rc == 0) rc = pile_json_parse(b.data ? b.data : "", b.len, path, root, err);
+    pile_buf_free(&b);
+    return rc;
+}
+
+void pile_json_free(pile_json *root)
+{
+    if (!root) return;
+    tree_holder *h = reinterpret_cast<tree_holder *>(root);
+    arena a = h->mem;
+    arena_release(&a);
+}
+
+pile_json_type pile_json_type_of(const pile_json *v)
+{
+    return v ? v->type : PILE_JSON_NULL;
+}
+
+const pile_json *pile_json_get(const pile_json *obj, const char *key)
+{
+    if (!obj || obj->type != PILE_JSON_OBJECT) return nullptr;
+    size_t kn = strlen(key);
+    for (size_t i = obj->n; i-- > 0;) {
+        if (obj->keys[i].n == kn && memcmp(obj->keys[i].s, key, kn) == 0) return &obj->kids[i];
+    }
+    return nullptr;
+}
+
+size_t pile_json_size(const pile_json *v)
+{
+    return v && (v->type == PILE_JSON_ARRAY || v->type == PILE_JSON_OBJECT) ? v->n : 0;
+}
+
+const pile_json *pile_json_at(const pile_json *v, size_t i)
+{
+    if (!v || (v->type != PILE_JSON_ARRAY && v->type != PILE_JSON_OBJECT) || i >= v->n) return nullptr;
+    return &v->kids[i];
+}
+
+const char *pile_json_key_at(const pile_json *obj, size_t i, size_t *len)
+{
+    if (!obj || obj->type != PILE_JSON_OBJECT || i >= obj->n) return nullptr;
+    if (len) *len = obj->keys[i].n;
+    return obj->keys[i].s;
+}
+
+const char *pile_json_str(const pile_json *v, size_t *len)
+{
+    if (!v || v->type != PILE_JSON_STRING) return nullptr;
+    if (len) *len = v->n;
+    return v->s;
+}
+
+double pile_json_num(const pile_json *v)
+{
+    return v && v->type == PILE_JSON_NUMBER ? v->num : 0.0;
+}
+
+int pile_json_int(const pile_json *v, int64_t *out)
+{
+    if (!v || v->type != PILE_JSON_NUMBER || !v->is_int) return 0;
+    if (out) *out = v->i;
+    return 1;
+}
+
+int pile_json_bool(const pile_json *v)
+{
+    return v && v->type == PILE_JSON_BOOL && v->b;
+}
+
+int pile_json_write_string(pile_buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (pile_buf_reserve(out, n + 2)) return PILE_ENOMEM;
+    out->data[out->len++] = '"';
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (pile_buf_append(out, s + run, i - run)) return PILE_ENOMEM;
+        run = i + 1;
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        size_t k = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            k = 6;
+        }
+        if (pile_buf_append(out, esc, k)) return PILE_ENOMEM;
+    }
+    if (pile_buf_append(out, s + run, n - run) || pile_buf_append(out, "\"", 1)) return PILE_ENOMEM;
     return 0;
 }
 

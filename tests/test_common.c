@@ -748,6 +748,153 @@ static void test_jsonl_corpus(void)
     pile_buf_free(&tmp);
 }
 
+/* ------------------------------------------------------------- tree */
+
+static const pile_json *path_get(const pile_json *v, const char *a, const char *b)
+{
+    v = pile_json_get(v, a);
+    return b ? pile_json_get(v, b) : v;
+}
+
+static void test_tree(void)
+{
+    TEST("tree: nested values, duplicate keys, escapes, numbers of every size");
+    static const char doc[] =
+        "{\"name\": \"caf\\u00e9 \\ud83d\\ude00 \\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t\", \"n\": {\"i\": -42, \"u\": 18446744073709551615,"
+        " \"f\": 1.5, \"big\": 1e999, \"neg\": -1e999, \"tiny\": 1e-999, \"zero\": -0, \"two\": 2.0},"
+        " \"list\": [true, false, null, [], {}, [[1]], \"\"], \"dup\": 1, \"dup\": \"last\", \"nul\\u0000key\": \"a\\u0000b\"}";
+    pile_json *root = NULL;
+    pile_err err;
+    REQUIRE_OK(pile_json_parse(doc, sizeof doc - 1, "doc", &root, &err), &err);
+    ASSERT_EQ(pile_json_type_of(root), PILE_JSON_OBJECT);
+    ASSERT_EQ(pile_json_size(root), 6);
+    size_t len = 0;
+    ASSERT_STR_EQ(pile_json_str(pile_json_get(root, "name"), &len),
+                  "caf\xC3\xA9 \xF0\x9F\x98\x80 \"q\" \\ / \b\f\n\r\t");
+    ASSERT_EQ(len, strlen("caf\xC3\xA9 \xF0\x9F\x98\x80 \"q\" \\ / \b\f\n\r\t"));
+    int64_t iv = 0;
+    ASSERT(pile_json_int(path_get(root, "n", "i"), &iv) && iv == -42);
+    ASSERT(!pile_json_int(path_get(root, "n", "u"), &iv));
+    ASSERT(pile_json_num(path_get(root, "n", "u")) == 18446744073709551615.0);
+    ASSERT(pile_json_num(path_get(root, "n", "f")) == 1.5);
+    ASSERT(!pile_json_int(path_get(root, "n", "f"), &iv));
+    ASSERT(pile_json_num(path_get(root, "n", "big")) > 1e308);
+    ASSERT(pile_json_num(path_get(root, "n", "neg")) < -1e308);
+    ASSERT(pile_json_num(path_get(root, "n", "tiny")) == 0.0);
+    ASSERT(pile_json_int(path_get(root, "n", "two"), &iv) && iv == 2);
+    ASSERT(pile_json_int(path_get(root, "n", "zero"), &iv) && iv == 0);
+    const pile_json *list = pile_json_get(root, "list");
+    ASSERT_EQ(pile_json_size(list), 7);
+    ASSERT(pile_json_bool(pile_json_at(list, 0)) == 1);
+    ASSERT(pile_json_type_of(pile_json_at(list, 1)) == PILE_JSON_BOOL && !pile_json_bool(pile_json_at(list, 1)));
+    ASSERT_EQ(pile_json_type_of(pile_json_at(list, 2)), PILE_JSON_NULL);
+    ASSERT_EQ(pile_json_type_of(pile_json_at(list, 3)), PILE_JSON_ARRAY);
+    ASSERT_EQ(pile_json_size(pile_json_at(list, 4)), 0);
+    ASSERT(pile_json_int(pile_json_at(pile_json_at(pile_json_at(list, 5), 0), 0), &iv) && iv == 1);
+    ASSERT(pile_json_str(pile_json_at(list, 6), &len) && len == 0);
+    ASSERT(pile_json_at(list, 7) == NULL);
+    ASSERT_STR_EQ(pile_json_str(pile_json_get(root, "dup"), NULL), "last");
+    ASSERT_STR_EQ(pile_json_key_at(root, 3, &len), "dup");
+    ASSERT(pile_json_int(pile_json_at(root, 3), &iv) && iv == 1); /* both members are kept in order */
+    ASSERT(pile_json_key_at(root, 5, &len) && len == 7);
+    ASSERT(pile_json_str(pile_json_at(root, 5), &len) && len == 3);
+    ASSERT(pile_json_get(root, "missing") == NULL);
+    ASSERT(pile_json_get(list, "x") == NULL);
+    pile_json_free(root);
+    pile_json_free(NULL);
+
+    TEST("tree: a number beyond double range is kept as inf, huge integers as doubles");
+    root = NULL;
+    static const char nums[] = "[123456789012345678901234567890, 1e400, -9223372036854775808, 9223372036854775807, 0.1]";
+    REQUIRE_OK(pile_json_parse(nums, sizeof nums - 1, "nums", &root, &err), &err);
+    ASSERT(!pile_json_int(pile_json_at(root, 0), &iv));
+    ASSERT(pile_json_num(pile_json_at(root, 0)) > 1.2e29 && pile_json_num(pile_json_at(root, 0)) < 1.3e29);
+    ASSERT(pile_json_num(pile_json_at(root, 1)) > 1e308);
+    ASSERT(pile_json_int(pile_json_at(root, 2), &iv) && iv == INT64_MIN);
+    ASSERT(pile_json_int(pile_json_at(root, 3), &iv) && iv == INT64_MAX);
+    ASSERT(pile_json_num(pile_json_at(root, 4)) == 0.1);
+    pile_json_free(root);
+
+    TEST("tree: errors name the file, the problem, its line and column");
+    struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"{\n  \"a\": 1,\n  \"b\": [1, 2,]\n}", "cannot parse 'cfg.json': unexpected character, expected a value at line 3, column 14"},
+        {"{\"a\": 1} x", "cannot parse 'cfg.json': unexpected data after the JSON value at line 1, column 10"},
+        {"", "cannot parse 'cfg.json': unexpected end of input, expected a value at line 1, column 1"},
+        {"[\"\xC3(\"]", "cannot parse 'cfg.json': invalid UTF-8 at line 1, column 3"},
+        {"\n\n[\"\\ud800\"]", "cannot parse 'cfg.json': lone surrogate escape in string at line 3, column 3"},
+        {"{\"a\" 1}", "cannot parse 'cfg.json': expected ':' after a key at line 1, column 6"},
+        {"[01]", "cannot parse 'cfg.json': invalid number at line 1, column 2"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        root = NULL;
+        int rc = pile_json_parse(bad[i].text, strlen(bad[i].text), "cfg.json", &root, &err);
+        ASSERT_EQ(rc, PILE_EFORMAT);
+        ASSERT(root == NULL);
+        ASSERT_STR_EQ(err.msg, bad[i].msg);
+    }
+    pile_buf p = {0};
+    root = NULL;
+    ASSERT(pile_json_parse_file(tmp_path("no-such.json", &p), &root, &err) < 0);
+    ASSERT(strstr(err.msg, "no-such.json") != NULL);
+
+    TEST("tree: deep nesting converts without recursion");
+    pile_buf deep = {0};
+    size_t depth = 200000;
+    pile_buf_reserve(&deep, 2 * depth);
+    memset(deep.data, '[', depth);
+    memset(deep.data + depth, ']', depth);
+    deep.len = 2 * depth;
+    root = NULL;
+    REQUIRE_OK(pile_json_parse(deep.data, deep.len, "deep", &root, &err), &err);
+    const pile_json *v = root;
+    size_t d = 1;
+    while (pile_json_size(v) == 1) {
+        v = pile_json_at(v, 0);
+        d++;
+    }
+    ASSERT_EQ(d, depth);
+    pile_json_free(root);
+    pile_buf_free(&deep);
+
+    TEST("tree: GPT-2's encoder.json (50,257 entries) loads");
+    p.len = 0;
+    pile_buf_printf(&p, "%s/fixtures/gpt2/encoder.json", pile_test_shared());
+    struct stat st;
+    if (stat(p.data, &st) == 0) {
+        root = NULL;
+        REQUIRE_OK(pile_json_parse_file(p.data, &root, &err), &err);
+        ASSERT_EQ(pile_json_size(root), 50257);
+        ASSERT(pile_json_int(pile_json_get(root, "<|endoftext|>"), &iv) && iv == 50256);
+        ASSERT(pile_json_int(pile_json_get(root, "!"), &iv) && iv == 0);
+        pile_json_free(root);
+    }
+
+    TEST("writer: escapes round trip through the parser byte for byte");
+    pile_buf s = {0}, w = {0};
+    for (int c = 0; c < 128; c++) pile_buf_append(&s, (char[]){(char)c}, 1);
+    pile_buf_append_str(&s, "caf\xC3\xA9 \xF0\x9F\x98\x80 \xE2\x80\xA8");
+    ASSERT_EQ(pile_json_write_string(&w, s.data, s.len), 0);
+    for (size_t k = 0; k < w.len; k++) ASSERT((unsigned char)w.data[k] >= 0x20);
+    ASSERT(strstr(w.data, "\\u0000\\u0001") != NULL);
+    ASSERT(memmem(w.data, w.len, "\\b\\t\\n\\u000b\\f\\r", 16) != NULL);
+    ASSERT(memmem(w.data, w.len, "!\\\"#", 4) != NULL);
+    ASSERT(memmem(w.data, w.len, "[\\\\]", 4) != NULL);
+    root = NULL;
+    REQUIRE_OK(pile_json_parse(w.data, w.len, "written", &root, &err), &err);
+    const char *back = pile_json_str(root, &len);
+    ASSERT_EQ(len, s.len);
+    if (back && len == s.len) ASSERT_MEM_EQ(back, s.data, len);
+    pile_json_free(root);
+    w.len = 0;
+    ASSERT_EQ(pile_json_write_string(&w, "", 0), 0);
+    ASSERT(w.len == 2 && memcmp(w.data, "\"\"", 2) == 0);
+    pile_buf_free(&s);
+    pile_buf_free(&w);
+    pile_buf_free(&p);
+}
+
 /* ------------------------------------------------------------- random */
 
 static void mutate(pile_buf *b)
@@ -794,7 +941,6 @@ static void test_random(void)
     rng_state = 20240607;
     pile_buf p = {0}, src = {0}, b = {0}, rep = {0}, line = {0};
     pile_err err;
-    (void)err;
     line_list l = {0};
     if (have_corpus) {
         REQUIRE_OK(read_lines(corpus("tricky.jsonl", &p), 0, &l), &l.err);
@@ -832,7 +978,6 @@ static void test_random(void)
         } else {
             bad++;
         }
-#ifndef NO_TREE
         /* the tree is strict: no repairs, so invalid UTF-8 and lone surrogates fail */
         pile_json *root = NULL;
         int strict = pile_utf8_valid(b.data, b.len) && pile__json_validate(b.data, b.len, 0, &off, &why);
@@ -841,7 +986,6 @@ static void test_random(void)
             PILE_FAIL_("iteration %d: tree %d (%s), validator %d: %.*s", it, trc, trc ? err.msg : "", strict,
                        (int)(b.len < 200 ? b.len : 200), b.data);
         pile_json_free(root);
-#endif
     }
     printf("# random: %d documents, %d skipped\n", docs, bad);
     ASSERT(docs > 100 && bad > 100);
@@ -875,6 +1019,7 @@ int main(void)
     test_jsonl_bad();
     test_jsonl_more();
     test_jsonl_corpus();
+    test_tree();
     test_random();
 
     char cmd[300];
