@@ -18,7 +18,7 @@
 # --verify, --decode 0).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=
 TOKENIZER=
 OUT=out
@@ -35,6 +35,12 @@ while [ $# -gt 0 ]; do
     *) echo "demo.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
+
+# paths given on the command line are relative to where the user stands
+[ -z "$DATA" ] || DATA=$(realpath -m -- "$DATA")
+OUT=$(realpath -m -- "$OUT")
+if [ -n "$TOKENIZER" ] && [ -e "$TOKENIZER" ]; then TOKENIZER=$(realpath -- "$TOKENIZER"); fi
+cd "$ROOT"
 
 T0=$SECONDS
 step() { echo; echo "== demo [$((SECONDS - T0))s] $*"; }
@@ -61,9 +67,19 @@ if [ -f "$BUILD/meson-private/coredata.dat" ]; then
 else
   meson setup "$BUILD" --buildtype=release -Dwerror=false >/dev/null
 fi
+known=$(ninja -C "$BUILD" -t targets all | cut -d: -f1)
+has() { grep -qx "$1" <<<"$known"; }
+for t in preprocess/pile-prep tools/pile-dump; do
+  has "$t" || { echo "demo.sh: this tree does not build '$t' yet" >&2; exit 1; }
+done
 targets=(preprocess/pile-prep tools/pile-dump)
-ninja -C "$BUILD" -t targets all | grep -q '^tools/pile-tok:' && targets+=(tools/pile-tok)
-ninja -C "$BUILD" "${targets[@]}" | grep -v '^ninja: Entering' | tail -n 1
+if has tools/pile-tok; then targets+=(tools/pile-tok); fi
+if ! ninja -C "$BUILD" "${targets[@]}" > "$BUILD/demo-build.log" 2>&1; then
+  cat "$BUILD/demo-build.log" >&2
+  echo "demo.sh: the build failed (above)" >&2
+  exit 1
+fi
+note "built ${targets[*]}"
 PREP=$BUILD/preprocess/pile-prep
 DUMP=$BUILD/tools/pile-dump
 TOK=$BUILD/tools/pile-tok
@@ -79,9 +95,10 @@ if [ -z "$TOKENIZER" ]; then
     step "tokenizer: reusing $TOKENIZER (--fresh trains a new one)"
   elif [ -x "$TOK" ] && "$TOK" train --help >/dev/null 2>&1; then
     tok_inputs=("${TRAIN[@]}")
-    # A demo tokenizer needs megabytes, not the Pile: on anything bigger than
-    # the bundled sample, learn from the first train file only.
-    [ "$DATA" = data/sample ] || tok_inputs=("${TRAIN[0]}")
+    # A demo tokenizer needs megabytes, not the Pile: when the train files
+    # pass 256 MB (compressed), learn from the first one only.
+    train_bytes=$(du -cbL "${TRAIN[@]}" | tail -n 1 | cut -f1)
+    [ "$train_bytes" -le $((256 << 20)) ] || tok_inputs=("${TRAIN[0]}")
     step "training an 8192-token BPE tokenizer on ${#tok_inputs[@]} file(s)"
     "$TOK" train --vocab-size 8192 -o "$TOKENIZER" "${tok_inputs[@]}"
     "$TOK" info "$TOKENIZER" 2>/dev/null | head -n 8 || true

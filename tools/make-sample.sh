@@ -15,8 +15,8 @@
 # in WORK.  Same package versions + same zstd => the same bytes.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-OUT=data/sample
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$ROOT/data/sample
 WORK=/var/tmp/pile-sample-work
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -26,6 +26,10 @@ while [ $# -gt 0 ]; do
     *) echo "make-sample: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
+
+OUT=$(realpath -m -- "$OUT")
+WORK=$(realpath -m -- "$WORK")
+cd "$ROOT"
 
 log() { echo "make-sample: $*" >&2; }
 as_root() {

@@ -9,14 +9,15 @@
 #
 #   --quick          no sanitizer pass
 #   --suite NAME     only this meson test suite (unit, cli, slow, ...)
-#   --build-dir DIR  build folder (default build; the sanitizer one is DIR-asan)
+#   --build-dir DIR  build folder in the repository (default build; the
+#                    sanitizer one is DIR-asan)
 #   --no-deps        do not run tools/install-deps.sh first
 #
 # PILE_SHARED=/path/to/shared points the tests at the shared corpus and
 # fixtures (default: ../shared beside the repository).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=0
 SUITE=
 BUILD=build
@@ -28,10 +29,15 @@ while [ $# -gt 0 ]; do
     --suite=*) SUITE=${1#--suite=}; shift ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --no-deps) DEPS=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
+
+# PILE_SHARED is relative to where the user stands, --build-dir to the repository
+SHARED=${PILE_SHARED:-}
+[ -z "$SHARED" ] || SHARED=$(realpath -m -- "$SHARED")
+cd "$ROOT"
 
 T0=$SECONDS
 say() { echo "== test.sh [$((SECONDS - T0))s] $*"; }
@@ -40,10 +46,8 @@ if [ $DEPS = 1 ] && ! tools/install-deps.sh; then
   say "warning: tools/install-deps.sh failed; carrying on with what is installed"
 fi
 
-SHARED=${PILE_SHARED:-}
 if [ -n "$SHARED" ]; then
   [ -d "$SHARED" ] || { echo "test.sh: PILE_SHARED='$SHARED' is not a folder" >&2; exit 2; }
-  SHARED=$(cd "$SHARED" && pwd)
   say "shared corpus: $SHARED"
 elif [ -d ../shared ]; then
   say "shared corpus: $(cd ../shared && pwd)"
