@@ -105,6 +105,7 @@ pass "$BUILD" --buildtype=debugoptimized -- "${suite_args[@]}"
 if [ $QUICK = 0 ]; then
   export ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:strict_string_checks=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  # (sanitized code runs several times slower: hence the timeout multiplier)
   # LeakSanitizer cannot run where ptrace is forbidden (some containers):
   # find out on a two-line program rather than fail every test for it.
   probe=$(mktemp -d)
@@ -117,7 +118,7 @@ if [ $QUICK = 0 ]; then
   no_slow=()
   [ "$SUITE" = slow ] || no_slow=(--no-suite slow --no-suite bench)
   pass "$BUILD-asan" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
-    -- "${suite_args[@]}" "${no_slow[@]}"
+    -- --timeout-multiplier 4 "${suite_args[@]}" "${no_slow[@]}"
 fi
 
 dirs=("$BUILD")
