@@ -77,7 +77,8 @@ typedef struct model {
     model_row *rows;
     size_t nrows;
     uint64_t ndocs, ntokens;
-    pile_ids stream; /* every true token in row order */
+    pile_ids stream;   /* every true token in row order */
+    pile_ids doc_lens; /* concat: each document's length */
     const char *subsets[3];
 } model;
 
@@ -86,6 +87,7 @@ static void model_free(model *m)
     for (size_t i = 0; i < m->nrows; i++) free(m->rows[i].tokens);
     free(m->rows);
     pile_ids_free(&m->stream);
+    pile_ids_free(&m->doc_lens);
     memset(m, 0, sizeof *m);
 }
 
@@ -119,6 +121,7 @@ static void model_concat(model *m, uint32_t vocab, uint32_t max_length, int ndoc
     for (int d = 0; d < ndocs; d++) {
         uint32_t dlen = 1 + rnd(rnd(4) == 0 ? 3 * max_length : max_length / 2);
         uint16_t subset = (uint16_t)rnd(3);
+        pile_ids_push(&m->doc_lens, dlen);
         for (uint32_t t = 0; t < dlen; t++) {
             if (!r || r->len == max_length) {
                 r = model_new_row(m);
@@ -532,6 +535,90 @@ static void test_damage(void)
     pile_buf_free(&bad);
 }
 
+static void test_megatron(void)
+{
+    pile_buf pb = {0}, idx = {0}, bin = {0}, p2 = {0};
+    pile_err err = {0};
+    model m;
+    model_concat(&m, 100000, 64, 120);
+    /* the same documents cut into two shards: a document crosses the cut */
+    size_t cut = m.nrows / 2;
+    while (cut < m.nrows && m.rows[cut].ndocs && m.rows[cut].docs[0].offset == 0) cut++;
+    ASSERT(cut < m.nrows);
+    model a = m, b = m;
+    a.nrows = cut;
+    b.rows = m.rows + cut;
+    b.nrows = m.nrows - cut;
+    char *pa = strdup(tpath(&pb, "mega-a.shard")), *pbp = strdup(tpath(&pb, "mega-b.shard"));
+    char *prefix = strdup(tpath(&pb, "mega"));
+    CHECK_OK(model_write(&a, pa, NULL, &err), &err);
+    CHECK_OK(model_write(&b, pbp, NULL, &err), &err);
+    const char *paths[2] = {pa, pbp};
+    int rc = pile_megatron_export(paths, 2, prefix, &err);
+    CHECK_OK(rc, &err);
+    pile_buf_printf(&p2, "%s.idx", prefix);
+    if (rc == 0 && pile_fs_read_file(p2.data, &idx, &err) == 0) {
+        p2.len = 0;
+        pile_buf_printf(&p2, "%s.bin", prefix);
+        CHECK_OK(pile_fs_read_file(p2.data, &bin, &err), &err);
+        /* the .idx as shards/FORMAT.md lays it out */
+        const char *x = idx.data;
+        size_t S = m.doc_lens.len;
+        ASSERT_MEM_EQ(x, "MMIDIDX\0\0", 9);
+        ASSERT_EQ(get_u64(x, 9), 1);
+        ASSERT_EQ((unsigned char)x[17], 4); /* int32: 4-byte tokens */
+        ASSERT_EQ(get_u64(x, 18), S);
+        ASSERT_EQ(get_u64(x, 26), S + 1);
+        ASSERT_EQ(idx.len, 34 + 4 * S + 8 * S + 8 * (S + 1));
+        ASSERT_EQ(bin.len, 4 * m.stream.len);
+        if (idx.len == 34 + 20 * S + 8 && bin.len == 4 * m.stream.len) {
+            int64_t ptr = 0;
+            for (size_t i = 0; i < S; i++) {
+                int32_t len;
+                memcpy(&len, x + 34 + 4 * i, 4);
+                if ((uint32_t)len != m.doc_lens.data[i] || (int64_t)get_u64(x, 34 + 4 * S + 8 * i) != ptr ||
+                    get_u64(x, 34 + 12 * S + 8 * i) != i) {
+                    PILE_FAIL_("sequence %zu: length %d (want %u) or pointer or document index is wrong", i, len,
+                               m.doc_lens.data[i]);
+                    break;
+                }
+                ptr += 4 * (int64_t)len;
+            }
+            ASSERT_EQ(get_u64(x, 34 + 12 * S + 8 * S), S);
+            ASSERT_MEM_EQ(bin.data, m.stream.data, bin.len); /* little-endian int32 == the ids */
+        }
+    }
+
+    /* shards of another tokenizer are refused, and nothing is left behind */
+    model c;
+    model_concat(&c, 100000, 64, 5);
+    char *pc = strdup(tpath(&pb, "other.shard"));
+    CHECK_OK(model_write(&c, pc, NULL, &err), &err);
+    char *prefix2 = strdup(tpath(&pb, "mega2"));
+    const char *mixed[2] = {pa, pc};
+    ASSERT_EQ(pile_megatron_export(mixed, 2, prefix2, &err), PILE_EMISMATCH);
+    ASSERT(strstr(err.msg, "different tokenizers") != NULL);
+    const char *exts[4] = {".bin", ".idx", ".bin.tmp", ".idx.tmp"};
+    for (int i = 0; i < 4; i++) {
+        p2.len = 0;
+        pile_buf_printf(&p2, "%s%s", prefix2, exts[i]);
+        if (file_exists(p2.data)) PILE_FAIL_("'%s' was left behind", p2.data);
+    }
+    const char *missing[1] = {tpath(&pb, "no-such.shard")};
+    ASSERT_EQ(pile_megatron_export(missing, 1, prefix2, &err), PILE_ENOENT);
+    free(pa);
+    free(pbp);
+    free(pc);
+    free(prefix);
+    free(prefix2);
+    model_free(&m);
+    model_free(&c);
+    pile_buf_free(&pb);
+    pile_buf_free(&p2);
+    pile_buf_free(&idx);
+    pile_buf_free(&bin);
+}
+
 int main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -551,6 +638,8 @@ int main(void)
     TEST("writer: .tmp while writing, refused rows, abandoned writer leaves nothing");
     test_tmp_and_abandon();
     test_damage();
+    TEST("megatron export: 4-byte ids as int32, documents across two shards, refusals");
+    test_megatron();
 
     int rc = TEST_DONE();
     if (rc == 0) {
