@@ -1,0 +1,110 @@
+/* pile-prep as a library: raw Pile .jsonl / .jsonl.zst files to packed,
+ * memory-mappable shards (shards/pile_shards.h), in parallel, deterministic
+ * (the output never depends on the thread count) and resumable after a crash
+ * (OUT/manifest.json records the finished shards and where to go on).
+ *
+ * The library never prints: warnings go through a caller-supplied callback,
+ * the progress line to a caller-supplied FILE (or nowhere). */
+#ifndef PILE_PREP_H
+#define PILE_PREP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "pile_buf.h"
+#include "pile_error.h"
+#include "pile_shards.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PILE_PREP_VERSION "0.1.0"
+/* Version of OUT/manifest.json; a manifest of another version is not resumed. */
+#define PILE_PREP_MANIFEST_VERSION 1
+
+/* ---------------------------------------------------------------- inputs */
+
+/* One input file. */
+typedef struct pile_prep_input {
+    char *path;       /* as given, or as found under a folder given (owned) */
+    pile_split split; /* by file name: val.jsonl[.zst] -> val, test.jsonl[.zst] -> test, else train */
+    uint64_t size;    /* bytes on disk */
+    int64_t mtime_ns; /* modification time, nanoseconds since the epoch */
+} pile_prep_input;
+
+/* A list of inputs; zero-initialise, free with pile_prep_inputs_free. */
+typedef struct pile_prep_inputs {
+    pile_prep_input *v;
+    size_t n, cap;
+} pile_prep_inputs;
+
+/* Adds `path`: a file is added as it is (whatever its name); a folder is
+ * walked recursively and its *.jsonl and *.jsonl.zst files are added sorted
+ * by path (byte order), so the order never depends on the file system.
+ * A missing path is PILE_ENOENT ("cannot open 'x': No such file or directory");
+ * a folder without any input file is PILE_ENOENT too. */
+int pile_prep_inputs_add(pile_prep_inputs *list, const char *path, pile_err *err);
+void pile_prep_inputs_free(pile_prep_inputs *list);
+
+/* The split a file name belongs to (only the last path component counts). */
+pile_split pile_prep_split_of(const char *path);
+/* "train", "val", "test". */
+const char *pile_prep_split_name(pile_split split);
+
+/* --------------------------------------------------------------- running */
+
+/* Receives one warning line (no trailing newline): skipped or repaired lines
+ * (the first few), truncated files, resume notes. Called from the thread that
+ * called pile_prep_run. */
+typedef void (*pile_prep_log_fn)(void *ctx, const char *msg);
+
+typedef struct pile_prep_opts {
+    const pile_prep_input *inputs; /* processed in split order (train, val, test), each split in list order */
+    size_t n_inputs;
+    const char *output_dir;     /* created if absent */
+    const char *tokenizer_spec; /* anything pile_tokenizer_open takes; NULL: "bytes" */
+    uint32_t max_length;        /* tokens per row; 0: 2048 */
+    pile_pack pack;
+    uint64_t shard_bytes;       /* target token-data bytes per shard; 0: 256 MiB */
+    uint32_t window_rows;       /* best-fit: a window holds window_rows * max_length tokens; 0: 1024 */
+    size_t max_line_bytes;      /* longer lines are skipped; 0: 64 MiB */
+    int threads;                /* worker threads (parse + tokenize); <= 0: all cores */
+    int strict;                 /* the first skipped line (or truncated file) is an error */
+    int megatron;               /* also write OUT/<split>.bin/.idx at the end */
+    int force;                  /* ignore (and remove) an earlier run's output instead of resuming */
+    FILE *progress;             /* where to draw the progress line; NULL: no progress */
+    pile_prep_log_fn log;       /* warnings; NULL: dropped */
+    void *log_ctx;
+    uint64_t stop_after_shards; /* for tests: fail with PILE_ELIMIT once this run has finished this many
+                                   shards, leaving the output as a crash would; 0: never */
+} pile_prep_opts;
+
+/* What a run did. Free with pile_prep_result_free. */
+typedef struct pile_prep_result {
+    int already_complete;      /* the manifest said the output was complete: nothing was done */
+    int resumed;               /* an interrupted run was continued */
+    uint64_t shards_kept;      /* shards from the interrupted run that were kept */
+    uint64_t lines, documents, skipped, tokens, rows, truncated_inputs;
+    uint64_t input_bytes;      /* bytes on disk of the inputs read in this run */
+    double wall_s;             /* this run's wall time */
+    /* thread-seconds spent in each stage (sums over threads) */
+    double read_s, parse_s, tokenize_s, pack_s;
+    pile_buf summary;          /* the closing summary, several lines, for a person */
+} pile_prep_result;
+
+void pile_prep_result_free(pile_prep_result *res);
+
+/* Runs the whole job. If OUT/manifest.json exists: with the same options and
+ * inputs the run resumes (or, if complete, sets already_complete and returns
+ * 0); with other options or inputs it fails with PILE_EMISMATCH unless
+ * opts->force. res may be NULL. Returns 0 or a negative PILE_E* with err
+ * filled (a --strict failure is PILE_EFORMAT naming file:line and why). */
+int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res, pile_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,427 @@
+/* OUT/manifest.json: what pile-prep has finished and where it goes on. It is
+ * rewritten atomically after every finished shard, holds no timing and
+ * nothing else that varies between runs, so that a run that was killed and
+ * resumed ends with exactly the same bytes as one that was not. */
+#include "prep_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "pile_fs.h"
+
+#define MANIFEST_FORMAT "pile-prep manifest"
+
+static const char *pack_name(pile_pack p)
+{
+    return p == PILE_PACK_BEST_FIT ? "best-fit" : "concat";
+}
+
+static void put_str(pile_buf *b, const char *s)
+{
+    pile_json_write_string(b, s, strlen(s));
+}
+
+static void put_u64(pile_buf *b, const char *indent, const char *key, uint64_t v, int comma)
+{
+    pile_buf_printf(b, "%s\"%s\": %" PRIu64 "%s\n", indent, key, v, comma ? "," : "");
+}
+
+/* The options that decide the output, as one JSON object: also how a
+ * resumed run compares itself with the manifest. */
+static void write_options(pile_buf *b, const prep_state *st)
+{
+    char fp[2 * PILE_TOKENIZER_FP_BYTES + 1];
+    for (int i = 0; i < PILE_TOKENIZER_FP_BYTES; i++) snprintf(fp + 2 * i, 3, "%02x", st->tok_fp[i]);
+    pile_buf_printf(b, "{\n    \"tokenizer\": ");
+    put_str(b, st->tok_spec);
+    pile_buf_printf(b, ",\n    \"tokenizer_kind\": ");
+    put_str(b, st->tok_kind);
+    pile_buf_printf(b, ",\n    \"tokenizer_fingerprint\": \"%s\",\n", fp);
+    put_u64(b, "    ", "vocab_size", st->vocab_size, 1);
+    put_u64(b, "    ", "eot_id", st->eot_id, 1);
+    put_u64(b, "    ", "pad_id", st->eot_id, 1);
+    put_u64(b, "    ", "max_length", st->max_length, 1);
+    pile_buf_printf(b, "    \"pack\": \"%s\",\n", pack_name(st->pack));
+    put_u64(b, "    ", "shard_bytes", st->shard_bytes, 1);
+    put_u64(b, "    ", "rows_per_shard", st->rows_per_shard, 1);
+    put_u64(b, "    ", "window_rows", st->pack == PILE_PACK_BEST_FIT ? st->window_rows : 0, 1);
+    put_u64(b, "    ", "window_tokens",
+            st->pack == PILE_PACK_BEST_FIT ? (uint64_t)st->window_rows * st->max_length : 0, 1);
+    put_u64(b, "    ", "max_line_bytes", st->max_line_bytes, 1);
+    pile_buf_printf(b, "    \"megatron\": %s\n  }", st->megatron ? "true" : "false");
+}
+
+static void write_split_stats(pile_buf *b, const prep_split_stats *ss, const prep_names *names, const uint32_t *ids,
+                              uint32_t max_length, const char *in)
+{
+    uint64_t sk = 0;
+    for (int k = 1; k < PILE_SKIP_COUNT; k++) sk += ss->skipped[k];
+    put_u64(b, in, "lines", ss->lines, 1);
+    put_u64(b, in, "documents", ss->docs, 1);
+    put_u64(b, in, "skipped", sk, 1);
+    pile_buf_printf(b, "%s\"skipped_by_reason\": {", in);
+    for (int k = 1; k < PILE_SKIP_COUNT; k++)
+        pile_buf_printf(b, "%s\"%s\": %" PRIu64, k > 1 ? ", " : "", pile_skip_name((pile_skip)k), ss->skipped[k]);
+    pile_buf_printf(b, "},\n");
+    pile_buf_printf(b, "%s\"repaired_by_kind\": {\"utf8\": %" PRIu64 ", \"surrogate\": %" PRIu64 "},\n", in,
+                    ss->repaired_utf8, ss->repaired_surrogate);
+    put_u64(b, in, "tokens", ss->tokens, 1);
+    put_u64(b, in, "rows", ss->rows, 1);
+    put_u64(b, in, "padding_tokens", ss->pad_tokens, 1);
+    uint64_t slots = ss->rows * max_length;
+    pile_buf_printf(b, "%s\"padding_fraction\": %.6f", in, slots ? (double)ss->pad_tokens / (double)slots : 0.0);
+    if (!names) {
+        pile_buf_printf(b, "\n");
+        return;
+    }
+    pile_buf_printf(b, ",\n%s\"subsets\": {", in);
+    int first = 1;
+    for (size_t k = 0; k < names->n; k++) {
+        uint32_t id = ids[k];
+        if (id >= ss->n_subsets || !ss->subsets[id].docs) continue;
+        pile_buf_printf(b, "%s\n%s  ", first ? "" : ",", in);
+        pile_json_write_string(b, names->names[id], names->lens[id]);
+        pile_buf_printf(b, ": {\"documents\": %" PRIu64 ", \"tokens\": %" PRIu64 "}", ss->subsets[id].docs,
+                        ss->subsets[id].tokens);
+        first = 0;
+    }
+    if (first) pile_buf_printf(b, "}\n");
+    else pile_buf_printf(b, "\n%s}\n", in);
+}
+
+static int manifest_text(const prep_state *st, pile_buf *b)
+{
+    const prep_stats *s = &st->stats;
+    uint32_t *ids = pile__prep_subsets_sorted(&s->subsets);
+    if (!ids) return PILE_ENOMEM;
+    pile_buf_printf(b, "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"tool\": \"pile-prep %s\",\n",
+                    MANIFEST_FORMAT, PILE_PREP_MANIFEST_VERSION, PILE_PREP_VERSION);
+    pile_buf_printf(b, "  \"complete\": %s,\n  \"options\": ", st->complete ? "true" : "false");
+    write_options(b, st);
+    pile_buf_printf(b, ",\n  \"inputs\": [");
+    for (size_t i = 0; i < st->n_inputs; i++) {
+        const pile_prep_input *in = st->order[i];
+        pile_buf_printf(b, "%s\n    {\"path\": ", i ? "," : "");
+        put_str(b, in->path);
+        pile_buf_printf(b,
+                        ", \"split\": \"%s\", \"size\": %" PRIu64 ", \"mtime_ns\": %" PRId64
+                        ", \"lines_done\": %" PRIu64 ", \"done\": %s, \"truncated\": %s}",
+                        pile_prep_split_name(in->split), in->size, in->mtime_ns, s->input_lines[i],
+                        s->input_done[i] ? "true" : "false", s->input_truncated[i] ? "true" : "false");
+    }
+    pile_buf_printf(b, "\n  ],\n  \"shards\": [");
+    for (size_t i = 0; i < st->n_shards; i++) {
+        const prep_shard_rec *r = &st->shards[i];
+        pile_buf_printf(b,
+                        "%s\n    {\"file\": \"%s\", \"split\": \"%s\", \"rows\": %" PRIu64 ", \"documents\": %" PRIu64
+                        ", \"tokens\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"data_xxh3\": \"%016" PRIx64 "\"}",
+                        i ? "," : "", r->file, pile_prep_split_name(r->split), r->rows, r->docs, r->tokens, r->size,
+                        r->checksum);
+    }
+    pile_buf_printf(b, "%s],\n", st->n_shards ? "\n  " : "");
+    pile_buf_printf(b,
+                    "  \"resume\": {\"input\": %" PRIu64 ", \"line\": %" PRIu64 ", \"token_offset\": %" PRIu64
+                    "},\n",
+                    st->resume.input, st->resume.line, st->resume.tok_off);
+    prep_split_stats tot;
+    pile__prep_stats_total(s, &tot);
+    uint64_t ntrunc = 0;
+    for (size_t i = 0; i < s->n_inputs; i++) ntrunc += s->input_truncated[i];
+    pile_buf_printf(b, "  \"stats\": {\n");
+    put_u64(b, "    ", "inputs", st->n_inputs, 1);
+    put_u64(b, "    ", "truncated_inputs", ntrunc, 1);
+    write_split_stats(b, &tot, NULL, NULL, st->max_length, "    ");
+    b->len--; /* the newline: a comma follows */
+    pile_buf_printf(b, ",\n    \"splits\": {");
+    int first = 1;
+    for (int sp = 0; sp < PREP_NSPLITS; sp++) {
+        int present = 0;
+        for (size_t i = 0; i < st->n_inputs; i++) present |= st->order[i]->split == (pile_split)sp;
+        if (!present) continue;
+        pile_buf_printf(b, "%s\n      \"%s\": {\n", first ? "" : ",", pile_prep_split_name((pile_split)sp));
+        write_split_stats(b, &s->split[sp], &s->subsets, ids, st->max_length, "        ");
+        pile_buf_printf(b, "      }");
+        first = 0;
+    }
+    pile_buf_printf(b, "\n    }\n  }\n}\n");
+    free(ids);
+    return b->data ? 0 : PILE_ENOMEM;
+}
+
+int pile__prep_manifest_write(const prep_state *st, pile_err *err)
+{
+    pile_buf text = {0}, path = {0};
+    int rc = manifest_text(st, &text);
+    if (!rc && pile_fs_join(&path, st->opts->output_dir, "manifest.json")) rc = PILE_ENOMEM;
+    if (rc) {
+        pile_buf_free(&text);
+        pile_buf_free(&path);
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
+    rc = pile_fs_write_atomic(path.data, text.data, text.len, err);
+    pile_buf_free(&text);
+    pile_buf_free(&path);
+    return rc;
+}
+
+int pile__prep_state_add_shard(prep_state *st, const char *file, pile_split split, const pile_shard_info *info,
+                               pile_err *err)
+{
+    if (st->n_shards == st->cap_shards) {
+        size_t cap = st->cap_shards ? st->cap_shards * 2 : 16;
+        prep_shard_rec *v = realloc(st->shards, cap * sizeof *v);
+        if (!v) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        st->shards = v;
+        st->cap_shards = cap;
+    }
+    prep_shard_rec *r = &st->shards[st->n_shards];
+    r->file = strdup(file);
+    if (!r->file) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    r->split = split;
+    r->rows = info->row_count;
+    r->docs = info->doc_count;
+    r->tokens = info->token_count;
+    r->checksum = info->data_checksum;
+    r->size = info->file_size;
+    st->n_shards++;
+    return 0;
+}
+
+void pile__prep_state_free(prep_state *st)
+{
+    for (size_t i = 0; i < st->n_shards; i++) free(st->shards[i].file);
+    free(st->shards);
+    st->shards = NULL;
+    st->n_shards = st->cap_shards = 0;
+    pile__prep_stats_free(&st->stats);
+}
+
+/* ------------------------------------------------------------- reading */
+
+static int json_equal(const pile_json *a, const pile_json *b)
+{
+    pile_json_type t = pile_json_type_of(a);
+    if (t != pile_json_type_of(b)) return 0;
+    switch (t) {
+    case PILE_JSON_NULL: return 1;
+    case PILE_JSON_BOOL: return pile_json_bool(a) == pile_json_bool(b);
+    case PILE_JSON_NUMBER: {
+        int64_t x, y;
+        if (pile_json_int(a, &x) && pile_json_int(b, &y)) return x == y;
+        return pile_json_num(a) == pile_json_num(b);
+    }
+    case PILE_JSON_STRING: {
+        size_t la, lb;
+        const char *sa = pile_json_str(a, &la), *sb = pile_json_str(b, &lb);
+        return la == lb && memcmp(sa, sb, la) == 0;
+    }
+    case PILE_JSON_ARRAY:
+    case PILE_JSON_OBJECT: {
+        size_t n = pile_json_size(a);
+        if (n != pile_json_size(b)) return 0;
+        for (size_t i = 0; i < n; i++) {
+            if (t == PILE_JSON_OBJECT && strcmp(pile_json_key_at(a, i, NULL), pile_json_key_at(b, i, NULL)))
+                return 0;
+            if (!json_equal(pile_json_at(a, i), pile_json_at(b, i))) return 0;
+        }
+        return 1;
+    }
+    }
+    return 0;
+}
+
+static int get_u64(const pile_json *obj, const char *key, uint64_t *out)
+{
+    const pile_json *v = obj ? pile_json_get(obj, key) : NULL;
+    int64_t x;
+    if (!v || !pile_json_int(v, &x) || x < 0) return -1;
+    *out = (uint64_t)x;
+    return 0;
+}
+
+static const char *get_str(const pile_json *obj, const char *key)
+{
+    const pile_json *v = obj ? pile_json_get(obj, key) : NULL;
+    return v && pile_json_type_of(v) == PILE_JSON_STRING ? pile_json_str(v, NULL) : NULL;
+}
+
+static int get_bool(const pile_json *obj, const char *key)
+{
+    const pile_json *v = obj ? pile_json_get(obj, key) : NULL;
+    return v && pile_json_type_of(v) == PILE_JSON_BOOL && pile_json_bool(v);
+}
+
+static int restore_split(prep_state *st, pile_split sp, const pile_json *o, const char *path, pile_err *err)
+{
+    prep_split_stats *ss = &st->stats.split[sp];
+    const pile_json *sk = pile_json_get(o, "skipped_by_reason");
+    const pile_json *rp = pile_json_get(o, "repaired_by_kind");
+    if (get_u64(o, "lines", &ss->lines) || get_u64(o, "documents", &ss->docs) || get_u64(o, "tokens", &ss->tokens) ||
+        get_u64(o, "rows", &ss->rows) || get_u64(o, "padding_tokens", &ss->pad_tokens) || !sk || !rp ||
+        get_u64(rp, "utf8", &ss->repaired_utf8) || get_u64(rp, "surrogate", &ss->repaired_surrogate))
+        return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': bad statistics of split '%s'", path,
+                            pile_prep_split_name(sp));
+    for (int k = 1; k < PILE_SKIP_COUNT; k++)
+        if (get_u64(sk, pile_skip_name((pile_skip)k), &ss->skipped[k]))
+            return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': no count of '%s' lines", path,
+                                pile_skip_name((pile_skip)k));
+    const pile_json *subs = pile_json_get(o, "subsets");
+    size_t n = subs ? pile_json_size(subs) : 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *name = pile_json_key_at(subs, i, &len);
+        const pile_json *c = pile_json_at(subs, i);
+        uint32_t id;
+        uint64_t docs, toks;
+        if (get_u64(c, "documents", &docs) || get_u64(c, "tokens", &toks))
+            return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': bad subset counts", path);
+        if (pile__prep_names_intern(&st->stats.subsets, name, len, &id) ||
+            pile__prep_stats_doc(&st->stats, sp, 0, id, 0, 0, 0))
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        ss->subsets[id].docs = docs;
+        ss->subsets[id].tokens = toks;
+    }
+    return 0;
+}
+
+static int mismatch(pile_err *err, const char *out, const char *what)
+{
+    return pile_err_set(err, PILE_EMISMATCH,
+                        "cannot resume in '%s': %s differ from the interrupted run's; "
+                        "use a new output folder, or --force to start over",
+                        out, what);
+}
+
+static int restore(prep_state *st, const pile_json *root, const char *path, pile_err *err)
+{
+    const char *out = st->opts->output_dir;
+    const char *fmt = get_str(root, "format");
+    uint64_t ver;
+    if (!fmt || strcmp(fmt, MANIFEST_FORMAT) || get_u64(root, "version", &ver))
+        return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': not a pile-prep manifest", path);
+    if (ver != PILE_PREP_MANIFEST_VERSION)
+        return pile_err_set(err, PILE_EVERSION,
+                            "cannot resume from '%s': manifest version %" PRIu64 ", this pile-prep writes %d; "
+                            "use a new output folder or --force",
+                            path, ver, PILE_PREP_MANIFEST_VERSION);
+
+    /* options: compare with ours, serialised and parsed the same way */
+    pile_buf mine = {0};
+    write_options(&mine, st);
+    if (!mine.data) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    pile_json *mine_tree = NULL;
+    int rc = pile_json_parse(mine.data, mine.len, "options", &mine_tree, err);
+    pile_buf_free(&mine);
+    if (rc) return rc;
+    const pile_json *theirs = pile_json_get(root, "options");
+    int same = theirs && json_equal(theirs, mine_tree);
+    if (!same && theirs && pile_json_type_of(theirs) == PILE_JSON_OBJECT) {
+        /* name the first option that differs */
+        for (size_t i = 0; i < pile_json_size(mine_tree); i++) {
+            const char *k = pile_json_key_at(mine_tree, i, NULL);
+            const pile_json *t = pile_json_get(theirs, k);
+            if (!t || !json_equal(t, pile_json_at(mine_tree, i))) {
+                char what[160];
+                snprintf(what, sizeof what, "the options ('%s')", k);
+                pile_json_free(mine_tree);
+                return mismatch(err, out, what);
+            }
+        }
+    }
+    pile_json_free(mine_tree);
+    if (!same) return mismatch(err, out, "the options");
+
+    /* inputs: same files, same order, unchanged */
+    const pile_json *ins = pile_json_get(root, "inputs");
+    if (!ins || pile_json_size(ins) != st->n_inputs) return mismatch(err, out, "the inputs");
+    for (size_t i = 0; i < st->n_inputs; i++) {
+        const pile_json *o = pile_json_at(ins, i);
+        const pile_prep_input *in = st->order[i];
+        const char *p = get_str(o, "path"), *sp = get_str(o, "split");
+        uint64_t size, mt, lines;
+        if (!p || strcmp(p, in->path) || !sp || strcmp(sp, pile_prep_split_name(in->split)) ||
+            get_u64(o, "size", &size) || size != in->size || get_u64(o, "mtime_ns", &mt) ||
+            (int64_t)mt != in->mtime_ns || get_u64(o, "lines_done", &lines)) {
+            char what[PILE_ERR_MSG_MAX / 2];
+            snprintf(what, sizeof what, "the inputs ('%s')", in->path);
+            return mismatch(err, out, what);
+        }
+        st->stats.input_lines[i] = lines;
+        st->stats.input_done[i] = (uint8_t)get_bool(o, "done");
+        st->stats.input_truncated[i] = (uint8_t)get_bool(o, "truncated");
+    }
+
+    /* finished shards: each must still be there, whole */
+    const pile_json *shards = pile_json_get(root, "shards");
+    size_t ns = shards ? pile_json_size(shards) : 0;
+    pile_buf fp = {0};
+    for (size_t i = 0; i < ns; i++) {
+        const pile_json *o = pile_json_at(shards, i);
+        const char *file = get_str(o, "file"), *sp = get_str(o, "split"), *ck = get_str(o, "data_xxh3");
+        pile_shard_info info;
+        memset(&info, 0, sizeof info);
+        if (!file || !sp || !ck || get_u64(o, "rows", &info.row_count) || get_u64(o, "documents", &info.doc_count) ||
+            get_u64(o, "tokens", &info.token_count) || get_u64(o, "bytes", &info.file_size)) {
+            pile_buf_free(&fp);
+            return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': bad shard entry %zu", path, i);
+        }
+        info.data_checksum = strtoull(ck, NULL, 16);
+        pile_split split = !strcmp(sp, "val") ? PILE_SPLIT_VAL : !strcmp(sp, "test") ? PILE_SPLIT_TEST : PILE_SPLIT_TRAIN;
+        char expect[64];
+        snprintf(expect, sizeof expect, "%s-%05u.shard", pile_prep_split_name(split), st->next_shard[split]);
+        if (strcmp(expect, file)) {
+            pile_buf_free(&fp);
+            return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': shard '%s' out of order", path, file);
+        }
+        uint64_t size = 0;
+        pile_fs_join(&fp, out, file);
+        if (!fp.data || pile_fs_size(fp.data, &size, NULL) || size != info.file_size) {
+            int r = pile_err_set(err, PILE_ECORRUPT,
+                                 "cannot resume in '%s': shard '%s' is missing or changed; use --force to start over",
+                                 out, file);
+            pile_buf_free(&fp);
+            return r;
+        }
+        if (pile__prep_state_add_shard(st, file, split, &info, err)) {
+            pile_buf_free(&fp);
+            return PILE_ENOMEM;
+        }
+        st->next_shard[split]++;
+    }
+    pile_buf_free(&fp);
+
+    const pile_json *rs = pile_json_get(root, "resume");
+    if (get_u64(rs, "input", &st->resume.input) || get_u64(rs, "line", &st->resume.line) ||
+        get_u64(rs, "token_offset", &st->resume.tok_off) || st->resume.input > st->n_inputs || st->resume.line < 1)
+        return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': bad resume point", path);
+    const pile_json *splits = pile_json_get(pile_json_get(root, "stats"), "splits");
+    if (!splits) return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': no statistics", path);
+    for (int sp = 0; sp < PREP_NSPLITS; sp++) {
+        const pile_json *o = pile_json_get(splits, pile_prep_split_name((pile_split)sp));
+        if (o) PILE_FORWARD_IF_ERR(restore_split(st, (pile_split)sp, o, path, err));
+    }
+    st->complete = get_bool(root, "complete");
+    return 1;
+}
+
+int pile__prep_manifest_load(prep_state *st, pile_err *err)
+{
+    pile_buf path = {0};
+    if (pile_fs_join(&path, st->opts->output_dir, "manifest.json")) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    struct stat sb;
+    if (stat(path.data, &sb) != 0) {
+        int e = errno;
+        int rc = e == ENOENT ? 0 : pile_err_sys(err, PILE_EIO, e, "cannot open '%s'", path.data);
+        pile_buf_free(&path);
+        return rc;
+    }
+    pile_json *root = NULL;
+    int rc = pile_json_parse_file(path.data, &root, err);
+    if (rc == 0) rc = restore(st, root, path.data, err);
+    pile_json_free(root);
+    pile_buf_free(&path);
+    return rc;
+}

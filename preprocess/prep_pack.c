@@ -1,0 +1,459 @@
+/* The packer: turns the ordered stream of documents (tokens + end-of-text)
+ * into rows and shards, concat or best-fit, and records after each finished
+ * shard where the next one starts, so that a killed run can be resumed to
+ * exactly the same bytes. It runs in one thread and sees documents strictly
+ * in input order, which is what makes the output independent of threads. */
+#include "prep_internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pile_fs.h"
+
+/* ------------------------------------------------------------ best-fit */
+
+/* The segment tree counts open bins by remaining room: leaf c holds how many
+ * bins have exactly c tokens of room, inner nodes hold sums, so "the least
+ * room >= len" is one descent. Bins with the same room form a LIFO list. */
+struct prep_bfd {
+    uint32_t cap;
+    size_t size;     /* leaves: a power of two > cap */
+    uint32_t *tree;  /* 2 * size */
+    uint32_t *head;  /* cap + 1: bin id + 1 of the list of bins with that room, 0 = none */
+    uint32_t *next;  /* per bin: the next bin id + 1 in its list */
+    uint32_t *count; /* cap + 2: counting-sort buckets */
+    size_t bins_cap;
+};
+
+prep_bfd *pile__prep_bfd_create(uint32_t cap)
+{
+    prep_bfd *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->cap = cap;
+    b->size = 1;
+    while (b->size <= cap) b->size *= 2;
+    b->tree = calloc(2 * b->size, sizeof *b->tree);
+    b->head = calloc((size_t)cap + 1, sizeof *b->head);
+    b->count = calloc((size_t)cap + 2, sizeof *b->count);
+    if (!b->tree || !b->head || !b->count) {
+        pile__prep_bfd_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void pile__prep_bfd_free(prep_bfd *b)
+{
+    if (!b) return;
+    free(b->tree);
+    free(b->head);
+    free(b->next);
+    free(b->count);
+    free(b);
+}
+
+static void seg_add(prep_bfd *b, uint32_t c, int d)
+{
+    for (size_t i = b->size + c; i >= 1; i /= 2) b->tree[i] += (uint32_t)d;
+}
+
+/* Leftmost leaf >= lo with a nonzero count under node (covering [nlo, nhi]), or -1. */
+static long seg_first(const prep_bfd *b, size_t node, size_t nlo, size_t nhi, size_t lo)
+{
+    if (nhi < lo || b->tree[node] == 0) return -1;
+    if (nlo == nhi) return (long)nlo;
+    size_t mid = nlo + (nhi - nlo) / 2;
+    long r = seg_first(b, 2 * node, nlo, mid, lo);
+    return r >= 0 ? r : seg_first(b, 2 * node + 1, mid + 1, nhi, lo);
+}
+
+long pile__prep_bfd_pack(prep_bfd *b, const uint32_t *len, size_t n, uint32_t *bin_of, size_t *order_out)
+{
+    /* Decreasing length, ties in input order: a stable counting sort. */
+    size_t *order = order_out ? order_out : malloc((n ? n : 1) * sizeof *order);
+    if (!order) return PILE_ENOMEM;
+    memset(b->count, 0, ((size_t)b->cap + 2) * sizeof *b->count);
+    for (size_t i = 0; i < n; i++) b->count[b->cap - len[i]]++;
+    size_t acc = 0;
+    for (size_t k = 0; k <= b->cap; k++) {
+        size_t c = b->count[k];
+        b->count[k] = (uint32_t)acc;
+        acc += c;
+    }
+    for (size_t i = 0; i < n; i++) order[b->count[b->cap - len[i]]++] = i;
+
+    memset(b->tree, 0, 2 * b->size * sizeof *b->tree);
+    memset(b->head, 0, ((size_t)b->cap + 1) * sizeof *b->head);
+    size_t nbins = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
+        uint32_t l = len[i], room;
+        uint32_t bin;
+        long c = l <= b->cap ? seg_first(b, 1, 0, b->size - 1, l) : -1;
+        if (c < 0) {
+            if (nbins == b->bins_cap) {
+                size_t cap = b->bins_cap ? b->bins_cap * 2 : 1024;
+                uint32_t *nx = realloc(b->next, cap * sizeof *nx);
+                if (!nx) {
+                    if (!order_out) free(order);
+                    return PILE_ENOMEM;
+                }
+                b->next = nx;
+                b->bins_cap = cap;
+            }
+            bin = (uint32_t)nbins++;
+            room = b->cap - l;
+        } else {
+            bin = b->head[c] - 1;
+            b->head[c] = b->next[bin];
+            seg_add(b, (uint32_t)c, -1);
+            room = (uint32_t)c - l;
+        }
+        bin_of[i] = bin;
+        if (room > 0) {
+            b->next[bin] = b->head[room];
+            b->head[room] = bin + 1;
+            seg_add(b, room, +1);
+        }
+    }
+    if (!order_out) free(order);
+    return (long)nbins;
+}
+
+/* --------------------------------------------------------------- packer */
+
+typedef struct win_doc {
+    uint64_t tok_off; /* into win_tokens */
+    uint32_t len;
+    uint32_t gid;
+} win_doc;
+
+struct prep_packer {
+    prep_state *st;
+    uint32_t L;
+    /* the open shard */
+    pile_shard_writer *w;
+    pile_split w_split;
+    char w_name[64];
+    uint64_t w_rows;
+    uint32_t *sub_map; /* global subset id -> local id + 1 in the open shard */
+    size_t sub_map_n;
+    /* the row being filled (concat) */
+    uint32_t *row;
+    uint32_t row_len, ndocs, lead;
+    uint32_t *doc_off, *doc_gid;
+    uint16_t *doc_flags;
+    pile_shard_doc *docs_scratch;
+    /* the window being filled (best-fit) */
+    pile_ids win_tokens;
+    win_doc *win;
+    size_t n_win, cap_win;
+    prep_bfd *bfd;
+    uint32_t *p_len, *p_bin, *p_doc, *p_start, *bin_head, *bin_tail, *p_next;
+    size_t *p_order;
+    size_t p_cap, bin_cap;
+};
+
+int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err)
+{
+    *out = NULL;
+    prep_packer *pk = calloc(1, sizeof *pk);
+    if (!pk) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    pk->st = st;
+    pk->L = st->max_length;
+    size_t L = pk->L;
+    pk->row = malloc(L * sizeof *pk->row);
+    pk->doc_off = malloc(L * sizeof *pk->doc_off);
+    pk->doc_gid = malloc(L * sizeof *pk->doc_gid);
+    pk->doc_flags = malloc(L * sizeof *pk->doc_flags);
+    pk->docs_scratch = malloc(L * sizeof *pk->docs_scratch);
+    if (st->pack == PILE_PACK_BEST_FIT) pk->bfd = pile__prep_bfd_create(pk->L);
+    if (!pk->row || !pk->doc_off || !pk->doc_gid || !pk->doc_flags || !pk->docs_scratch ||
+        (st->pack == PILE_PACK_BEST_FIT && !pk->bfd)) {
+        pile__prep_packer_free(pk);
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
+    *out = pk;
+    return 0;
+}
+
+void pile__prep_packer_free(prep_packer *pk)
+{
+    if (!pk) return;
+    pile_shard_writer_close(pk->w);
+    free(pk->sub_map);
+    free(pk->row);
+    free(pk->doc_off);
+    free(pk->doc_gid);
+    free(pk->doc_flags);
+    free(pk->docs_scratch);
+    pile_ids_free(&pk->win_tokens);
+    free(pk->win);
+    pile__prep_bfd_free(pk->bfd);
+    free(pk->p_len);
+    free(pk->p_bin);
+    free(pk->p_doc);
+    free(pk->p_start);
+    free(pk->p_next);
+    free(pk->p_order);
+    free(pk->bin_head);
+    free(pk->bin_tail);
+    free(pk);
+}
+
+static int open_shard(prep_packer *pk, pile_split split, pile_err *err)
+{
+    prep_state *st = pk->st;
+    snprintf(pk->w_name, sizeof pk->w_name, "%s-%05u.shard", pile_prep_split_name(split), st->next_shard[split]);
+    pile_buf path = {0};
+    if (pile_fs_join(&path, st->opts->output_dir, pk->w_name)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    pile_shard_params prm;
+    memset(&prm, 0, sizeof prm);
+    prm.max_length = pk->L;
+    prm.vocab_size = st->vocab_size;
+    prm.eot_id = st->eot_id;
+    prm.pad_id = st->eot_id;
+    prm.pack = st->pack;
+    prm.split = split;
+    memcpy(prm.tokenizer_fp, st->tok_fp,
+           PILE_SHARD_FP_BYTES < PILE_TOKENIZER_FP_BYTES ? PILE_SHARD_FP_BYTES : PILE_TOKENIZER_FP_BYTES);
+    int rc = pile_shard_writer_open(&pk->w, path.data, &prm, err);
+    pile_buf_free(&path);
+    if (rc) return rc;
+    pk->w_split = split;
+    pk->w_rows = 0;
+    if (pk->sub_map) memset(pk->sub_map, 0, pk->sub_map_n * sizeof *pk->sub_map);
+    return 0;
+}
+
+static int local_subset(prep_packer *pk, uint32_t gid, uint16_t *out, pile_err *err)
+{
+    if (gid >= pk->sub_map_n) {
+        size_t n = pk->st->stats.subsets.n > (size_t)gid + 1 ? pk->st->stats.subsets.n : (size_t)gid + 1;
+        uint32_t *m = realloc(pk->sub_map, n * sizeof *m);
+        if (!m) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        memset(m + pk->sub_map_n, 0, (n - pk->sub_map_n) * sizeof *m);
+        pk->sub_map = m;
+        pk->sub_map_n = n;
+    }
+    if (!pk->sub_map[gid]) {
+        uint16_t id;
+        const prep_names *t = &pk->st->stats.subsets;
+        PILE_FORWARD_IF_ERR(pile_shard_writer_subset(pk->w, t->names[gid], t->lens[gid], &id, err));
+        pk->sub_map[gid] = (uint32_t)id + 1;
+    }
+    *out = (uint16_t)(pk->sub_map[gid] - 1);
+    return 0;
+}
+
+static int emit_row(prep_packer *pk, pile_split split, const uint32_t *tokens, uint32_t len, const uint32_t *off,
+                    const uint32_t *gid, const uint16_t *flags, uint32_t ndocs, uint32_t lead, pile_err *err)
+{
+    if (!pk->w) PILE_FORWARD_IF_ERR(open_shard(pk, split, err));
+    for (uint32_t i = 0; i < ndocs; i++) {
+        pk->docs_scratch[i].offset = off[i];
+        pk->docs_scratch[i].flags = flags[i];
+        PILE_FORWARD_IF_ERR(local_subset(pk, gid[i], &pk->docs_scratch[i].subset, err));
+    }
+    uint16_t lead_local;
+    PILE_FORWARD_IF_ERR(local_subset(pk, lead, &lead_local, err));
+    PILE_FORWARD_IF_ERR(pile_shard_writer_add_row(pk->w, tokens, len, pk->docs_scratch, ndocs, lead_local, err));
+    pk->w_rows++;
+    pk->st->stats.split[split].rows++;
+    pk->st->stats.split[split].pad_tokens += pk->L - len;
+    return 0;
+}
+
+/* Finishes the open shard and records it with resume point r. When the
+ * resume point lies inside a document (partial != NULL), that document is
+ * taken out of the statistics for the manifest: a resumed run counts it
+ * again when it re-reads it. */
+typedef struct partial_doc {
+    pile_split split;
+    size_t input;
+    uint32_t gid;
+    uint64_t ntok;
+    unsigned repairs;
+} partial_doc;
+
+static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *partial, pile_err *err)
+{
+    prep_state *st = pk->st;
+    pile_shard_info info;
+    int rc = pile_shard_writer_finish(pk->w, &info, err);
+    pile_shard_writer_close(pk->w);
+    pk->w = NULL;
+    if (rc) return rc;
+    PILE_FORWARD_IF_ERR(pile__prep_state_add_shard(st, pk->w_name, pk->w_split, &info, err));
+    st->next_shard[pk->w_split]++;
+    st->resume = r;
+    if (partial) pile__prep_stats_doc(&st->stats, partial->split, partial->input, partial->gid, partial->ntok,
+                                      partial->repairs, -1);
+    rc = pile__prep_manifest_write(st, err);
+    if (partial) pile__prep_stats_doc(&st->stats, partial->split, partial->input, partial->gid, partial->ntok,
+                                      partial->repairs, +1);
+    if (!rc && ++st->shards_this_run == st->opts->stop_after_shards)
+        rc = pile_err_set(err, PILE_ELIMIT, "stopped after %" PRIu64 " shards (test hook)", st->shards_this_run);
+    return rc;
+}
+
+static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
+                      size_t n, uint64_t pos, uint32_t gid, unsigned repairs, pile_err *err)
+{
+    const uint32_t L = pk->L;
+    if (pos == 0) {
+        pk->doc_off[pk->ndocs] = pk->row_len;
+        pk->doc_gid[pk->ndocs] = gid;
+        pk->doc_flags[pk->ndocs] = 0;
+        pk->ndocs++;
+    }
+    while (pos < n) {
+        if (pk->row_len == 0) pk->lead = gid;
+        size_t take = n - pos < (size_t)(L - pk->row_len) ? n - pos : (size_t)(L - pk->row_len);
+        memcpy(pk->row + pk->row_len, tokens + pos, take * sizeof *tokens);
+        pos += take;
+        pk->row_len += (uint32_t)take;
+        if (pk->row_len < L) break;
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row, L, pk->doc_off, pk->doc_gid, pk->doc_flags, pk->ndocs,
+                                     pk->lead, err));
+        pk->row_len = 0;
+        pk->ndocs = 0;
+        if (pk->w_rows >= pk->st->rows_per_shard) {
+            if (pos < n) {
+                partial_doc pd = {split, input, gid, n, repairs};
+                prep_resume r = {input, lineno, pos};
+                PILE_FORWARD_IF_ERR(finish_shard(pk, r, &pd, err));
+            } else {
+                prep_resume r = {input, lineno + 1, 0};
+                PILE_FORWARD_IF_ERR(finish_shard(pk, r, NULL, err));
+            }
+        }
+    }
+    return 0;
+}
+
+static int grow_u32(uint32_t **p, size_t n)
+{
+    uint32_t *v = realloc(*p, n * sizeof **p);
+    if (!v) return PILE_ENOMEM;
+    *p = v;
+    return 0;
+}
+
+/* Packs the window's documents into rows with Best-Fit-Decreasing and emits
+ * them in the order the rows were opened. A document longer than a row is
+ * cut into row-long pieces and a remainder first; nothing shorter than a row
+ * is ever cut. */
+static int close_window(prep_packer *pk, pile_split split, int may_finish, prep_resume r, pile_err *err)
+{
+    if (pk->n_win == 0) return 0;
+    const uint32_t L = pk->L;
+    size_t np = 0;
+    for (size_t d = 0; d < pk->n_win; d++) np += (pk->win[d].len + L - 1) / L;
+    if (np > pk->p_cap) {
+        size_t *o = realloc(pk->p_order, np * sizeof *o);
+        if (!o || grow_u32(&pk->p_len, np) || grow_u32(&pk->p_bin, np) || grow_u32(&pk->p_doc, np) ||
+            grow_u32(&pk->p_start, np) || grow_u32(&pk->p_next, np)) {
+            if (o) pk->p_order = o;
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        }
+        pk->p_order = o;
+        pk->p_cap = np;
+    }
+    size_t k = 0;
+    for (size_t d = 0; d < pk->n_win; d++)
+        for (uint32_t s = 0; s < pk->win[d].len; s += L) {
+            pk->p_doc[k] = (uint32_t)d;
+            pk->p_start[k] = s;
+            pk->p_len[k] = pk->win[d].len - s < L ? pk->win[d].len - s : L;
+            k++;
+        }
+    long nb = pile__prep_bfd_pack(pk->bfd, pk->p_len, np, pk->p_bin, pk->p_order);
+    if (nb < 0) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    size_t nbins = (size_t)nb;
+    if (nbins > pk->bin_cap) {
+        if (grow_u32(&pk->bin_head, nbins) || grow_u32(&pk->bin_tail, nbins))
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        pk->bin_cap = nbins;
+    }
+    /* each row's pieces, in the order they were placed */
+    memset(pk->bin_head, 0, nbins * sizeof *pk->bin_head);
+    for (size_t j = 0; j < np; j++) {
+        size_t i = pk->p_order[j];
+        uint32_t b = pk->p_bin[i];
+        pk->p_next[i] = 0;
+        if (!pk->bin_head[b]) pk->bin_head[b] = (uint32_t)i + 1;
+        else pk->p_next[pk->bin_tail[b]] = (uint32_t)i + 1;
+        pk->bin_tail[b] = (uint32_t)i;
+    }
+    for (size_t b = 0; b < nbins; b++) {
+        uint32_t len = 0, nd = 0;
+        for (uint32_t i1 = pk->bin_head[b]; i1; i1 = pk->p_next[i1 - 1]) {
+            uint32_t i = i1 - 1;
+            const win_doc *wd = &pk->win[pk->p_doc[i]];
+            memcpy(pk->row + len, pk->win_tokens.data + wd->tok_off + pk->p_start[i], pk->p_len[i] * sizeof(uint32_t));
+            pk->doc_off[nd] = len;
+            pk->doc_gid[nd] = wd->gid;
+            pk->doc_flags[nd] = pk->p_start[i] ? PILE_DOC_CONTINUED : 0;
+            nd++;
+            len += pk->p_len[i];
+        }
+        PILE_FORWARD_IF_ERR(
+            emit_row(pk, split, pk->row, len, pk->doc_off, pk->doc_gid, pk->doc_flags, nd, pk->doc_gid[0], err));
+    }
+    pk->n_win = 0;
+    pk->win_tokens.len = 0;
+    if (may_finish && pk->w && pk->w_rows >= pk->st->rows_per_shard) PILE_FORWARD_IF_ERR(finish_shard(pk, r, NULL, err));
+    return 0;
+}
+
+static int bestfit_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
+                       size_t n, uint32_t gid, pile_err *err)
+{
+    if (n > UINT32_MAX) return pile_err_set(err, PILE_ELIMIT, "document of %zu tokens is too long for best-fit", n);
+    if (pk->n_win == pk->cap_win) {
+        size_t cap = pk->cap_win ? pk->cap_win * 2 : 1024;
+        win_doc *v = realloc(pk->win, cap * sizeof *v);
+        if (!v) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        pk->win = v;
+        pk->cap_win = cap;
+    }
+    pk->win[pk->n_win].tok_off = pk->win_tokens.len;
+    pk->win[pk->n_win].len = (uint32_t)n;
+    pk->win[pk->n_win].gid = gid;
+    pk->n_win++;
+    if (pile_ids_append(&pk->win_tokens, tokens, n)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    if (pk->win_tokens.len >= (uint64_t)pk->st->window_rows * pk->L) {
+        prep_resume r = {input, lineno + 1, 0};
+        return close_window(pk, split, 1, r, err);
+    }
+    return 0;
+}
+
+int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
+                          size_t n, uint64_t tok_off, uint32_t subset, unsigned repairs, pile_err *err)
+{
+    if (pk->st->pack == PILE_PACK_BEST_FIT) {
+        (void)repairs;
+        /* best-fit resume points are window starts: never inside a document */
+        if (tok_off) return pile_err_set(err, PILE_ECORRUPT, "best-fit resume point inside a document");
+        return bestfit_doc(pk, split, input, lineno, tokens, n, subset, err);
+    }
+    return concat_doc(pk, split, input, lineno, tokens, n, tok_off, subset, repairs, err);
+}
+
+int pile__prep_packer_end_split(prep_packer *pk, pile_split split, size_t next_input, pile_err *err)
+{
+    prep_resume r = {next_input, 1, 0};
+    if (pk->st->pack == PILE_PACK_BEST_FIT) {
+        PILE_FORWARD_IF_ERR(close_window(pk, split, 0, r, err));
+    } else if (pk->row_len) {
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row, pk->row_len, pk->doc_off, pk->doc_gid, pk->doc_flags,
+                                     pk->ndocs, pk->lead, err));
+        pk->row_len = 0;
+        pk->ndocs = 0;
+    }
+    if (pk->w) PILE_FORWARD_IF_ERR(finish_shard(pk, r, NULL, err));
+    return 0;
+}

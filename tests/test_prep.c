@@ -1,0 +1,976 @@
+/* Tests of pile-prep's pipeline (preprocess/pile_prep.h) on the real corpus:
+ * packing invariants checked against an independent re-reading of the input
+ * (JSON tree parser + byte tokens, or tiktoken's reference GPT-2 ids), bad
+ * input counted by reason against corpus/bad-cases.tsv and the reference
+ * file, resume at every shard boundary, and Best-Fit-Decreasing against a
+ * naive implementation. */
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "pile_fs.h"
+#include "pile_json.h"
+#include "pile_lines.h"
+#include "pile_prep.h"
+#include "pile_shards.h"
+#include "pile_tokenizer.h"
+#include "pile_test.h"
+#include "prep_internal.h"
+
+static char g_corpus[4096];
+
+/* ---------------------------------------------------------------- helpers */
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void rm_rf(const char *path)
+{
+    nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *make_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/pile-test-prep-XXXXXX", base && *base ? base : "/tmp");
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+static char *path2(const char *a, const char *b)
+{
+    pile_buf p = {0};
+    pile_fs_join(&p, a, b);
+    return p.data;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    pile_buf b = {0};
+    pile_err err_s, *err = &err_s;
+    if (pile_fs_read_file(from, &b, err)) return -1;
+    FILE *f = fopen(to, "wb");
+    if (!f) {
+        pile_buf_free(&b);
+        return -1;
+    }
+    size_t w = fwrite(b.data, 1, b.len, f);
+    int rc = (w == b.len && fclose(f) == 0) ? 0 : -1;
+    pile_buf_free(&b);
+    return rc;
+}
+
+/* Byte-equal files? */
+static int same_file(const char *a, const char *b)
+{
+    pile_buf x = {0}, y = {0};
+    pile_err err_s, *err = &err_s;
+    int ok = pile_fs_read_file(a, &x, err) == 0 && pile_fs_read_file(b, &y, err) == 0 && x.len == y.len &&
+             (x.len == 0 || memcmp(x.data, y.data, x.len) == 0);
+    pile_buf_free(&x);
+    pile_buf_free(&y);
+    return ok;
+}
+
+/* Every file of folder a equals its namesake in b, and b has no others. */
+static int same_folder(const char *a, const char *b, char *why, size_t whylen)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        const char *x = pass ? b : a, *y = pass ? a : b;
+        char cmd[8192];
+        snprintf(cmd, sizeof cmd, "ls -1 '%s'", x);
+        FILE *ls = popen(cmd, "r");
+        if (!ls) return 0;
+        char name[1024];
+        while (fgets(name, sizeof name, ls)) {
+            name[strcspn(name, "\n")] = '\0';
+            char *px = path2(x, name), *py = path2(y, name);
+            int ok = same_file(px, py);
+            free(px);
+            free(py);
+            if (!ok) {
+                snprintf(why, whylen, "'%s' differs between '%s' and '%s'", name, a, b);
+                pclose(ls);
+                return 0;
+            }
+        }
+        pclose(ls);
+    }
+    return 1;
+}
+
+static int contains(const char *hay, const char *needle)
+{
+    return hay && strstr(hay, needle) != NULL;
+}
+
+/* --------------------------------------------------- independent reading */
+
+typedef struct exp_doc {
+    uint32_t *tok; /* tokens + end-of-text */
+    size_t n;
+    char *subset;
+} exp_doc;
+
+typedef struct exp_docs {
+    exp_doc *v;
+    size_t n, cap;
+} exp_docs;
+
+static void exp_free(exp_docs *e)
+{
+    for (size_t i = 0; i < e->n; i++) {
+        free(e->v[i].tok);
+        free(e->v[i].subset);
+    }
+    free(e->v);
+    memset(e, 0, sizeof *e);
+}
+
+static exp_doc *exp_push(exp_docs *e)
+{
+    if (e->n == e->cap) {
+        e->cap = e->cap ? e->cap * 2 : 256;
+        e->v = realloc(e->v, e->cap * sizeof *e->v);
+    }
+    exp_doc *d = &e->v[e->n++];
+    memset(d, 0, sizeof *d);
+    return d;
+}
+
+static char *subset_of(const pile_json *root)
+{
+    const pile_json *meta = pile_json_get(root, "meta");
+    const pile_json *name = meta && pile_json_type_of(meta) == PILE_JSON_OBJECT ? pile_json_get(meta, "pile_set_name") : NULL;
+    if (name && pile_json_type_of(name) == PILE_JSON_STRING) return strdup(pile_json_str(name, NULL));
+    return strdup("unknown");
+}
+
+/* Documents of a clean input file, by the JSON tree parser (not the
+ * JSON-lines fast path pile-prep uses). ref: a file of reference ids, one
+ * JSON array per line (NULL: byte tokens, the text's UTF-8 bytes). */
+static int read_expected(const char *path, const char *ref, uint32_t eot, exp_docs *out)
+{
+    pile_lines *lr;
+    pile_err err_s, *err = &err_s;
+    if (pile_lines_open(&lr, path, NULL, err)) return -1;
+    FILE *rf = ref ? fopen(ref, "r") : NULL;
+    if (ref && !rf) {
+        pile_lines_close(lr);
+        return -1;
+    }
+    char *rline = NULL;
+    size_t rcap = 0;
+    pile_line ln;
+    int rc = 0;
+    while (pile_lines_next(lr, &ln, err) == 1) {
+        pile_json *root = NULL;
+        if (rf && getline(&rline, &rcap, rf) < 0) {
+            rc = -1;
+            break;
+        }
+        if (pile_json_parse(ln.data, ln.len, path, &root, err)) {
+            rc = -1;
+            break;
+        }
+        const pile_json *text = pile_json_get(root, "text");
+        if (!text || pile_json_type_of(text) != PILE_JSON_STRING) {
+            pile_json_free(root);
+            rc = -1;
+            break;
+        }
+        exp_doc *d = exp_push(out);
+        d->subset = subset_of(root);
+        if (rf) {
+            pile_json *ids = NULL;
+            if (pile_json_parse(rline, strlen(rline), ref, &ids, err) || pile_json_type_of(ids) != PILE_JSON_ARRAY) {
+                pile_json_free(ids);
+                pile_json_free(root);
+                rc = -1;
+                break;
+            }
+            d->n = pile_json_size(ids) + 1;
+            d->tok = malloc(d->n * sizeof *d->tok);
+            for (size_t k = 0; k + 1 < d->n; k++) {
+                int64_t v = 0;
+                pile_json_int(pile_json_at(ids, k), &v);
+                d->tok[k] = (uint32_t)v;
+            }
+            pile_json_free(ids);
+        } else {
+            size_t len;
+            const char *s = pile_json_str(text, &len);
+            d->n = len + 1;
+            d->tok = malloc(d->n * sizeof *d->tok);
+            for (size_t k = 0; k < len; k++) d->tok[k] = (unsigned char)s[k];
+        }
+        d->tok[d->n - 1] = eot;
+        pile_json_free(root);
+    }
+    free(rline);
+    if (rf) fclose(rf);
+    pile_lines_close(lr);
+    return rc;
+}
+
+/* ------------------------------------------------------------ shard reading */
+
+typedef struct shard_list {
+    pile_shard **v;
+    size_t n;
+} shard_list;
+
+static int open_split(const char *out, pile_split sp, shard_list *sl)
+{
+    memset(sl, 0, sizeof *sl);
+    for (unsigned k = 0;; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s-%05u.shard", pile_prep_split_name(sp), k);
+        char *p = path2(out, name);
+        struct stat st;
+        if (stat(p, &st) != 0) {
+            free(p);
+            break;
+        }
+        pile_shard *s;
+        pile_err err_s, *err = &err_s;
+        int rc = pile_shard_open(&s, p, err);
+        if (!rc) rc = pile_shard_verify(s, err);
+        if (rc) {
+            printf("# %s: %s\n", p, err->msg);
+            free(p);
+            return -1;
+        }
+        free(p);
+        sl->v = realloc(sl->v, (sl->n + 1) * sizeof *sl->v);
+        sl->v[sl->n++] = s;
+    }
+    return 0;
+}
+
+static void close_split(shard_list *sl)
+{
+    for (size_t i = 0; i < sl->n; i++) pile_shard_close(sl->v[i]);
+    free(sl->v);
+    memset(sl, 0, sizeof *sl);
+}
+
+/* Concat: the rows' true tokens, in order, are the documents' tokens in
+ * order; every document start is where it must be; every row but the last
+ * is full; padding is pad_id. */
+static void check_concat(const char *out, pile_split sp, const exp_docs *e, uint32_t L, uint32_t eot)
+{
+    shard_list sl;
+    ASSERT_EQ(open_split(out, sp, &sl), 0);
+    ASSERT(sl.n > 0);
+    size_t total = 0;
+    for (size_t k = 0; k < e->n; k++) total += e->v[k].n;
+    uint32_t *flat = malloc((total ? total : 1) * sizeof *flat);
+    size_t *start = malloc((e->n ? e->n : 1) * sizeof *start);
+    size_t pos = 0;
+    for (size_t k = 0; k < e->n; k++) {
+        start[k] = pos;
+        memcpy(flat + pos, e->v[k].tok, e->v[k].n * sizeof *flat);
+        pos += e->v[k].n;
+    }
+    uint32_t *row = malloc(L * sizeof *row);
+    size_t at = 0, next_doc = 0, cur_doc = 0, nrows = 0, bad = 0;
+    uint32_t last_len = 0;
+    for (size_t s = 0; s < sl.n && !bad; s++) {
+        const pile_shard_info *info = pile_shard_get_info(sl.v[s]);
+        ASSERT_EQ(info->max_length, L);
+        ASSERT_EQ(info->pack, PILE_PACK_CONCAT);
+        ASSERT_EQ(info->pad_id, eot);
+        for (uint64_t r = 0; r < info->row_count && !bad; r++, nrows++) {
+            if (nrows && last_len != L) {
+                PILE_FAIL_("row %zu is not the last but has length %u", nrows - 1, last_len);
+                bad = 1;
+            }
+            uint32_t len = pile_shard_row_tokens(sl.v[s], r, row);
+            last_len = len;
+            if (at + len > total || memcmp(row, flat + at, len * sizeof *row) != 0) {
+                PILE_FAIL_("row %zu (shard %zu row %" PRIu64 ") differs from the documents' tokens", nrows, s, r);
+                bad = 1;
+                break;
+            }
+            for (uint32_t k = len; k < L; k++)
+                if (row[k] != eot) {
+                    PILE_FAIL_("row %zu: padding at %u is %u, not %u", nrows, k, row[k], eot);
+                    bad = 1;
+                    break;
+                }
+            while (cur_doc + 1 < e->n && start[cur_doc + 1] <= at) cur_doc++;
+            const char *lead = pile_shard_subset_name(sl.v[s], pile_shard_row_lead_subset(sl.v[s], r));
+            if (!lead || strcmp(lead, e->v[cur_doc].subset)) {
+                PILE_FAIL_("row %zu: lead subset '%s', expected '%s'", nrows, lead ? lead : "(null)", e->v[cur_doc].subset);
+                bad = 1;
+            }
+            const pile_shard_doc *docs;
+            uint32_t nd = pile_shard_row_docs(sl.v[s], r, &docs);
+            uint32_t j = 0;
+            for (; next_doc < e->n && start[next_doc] < at + len; next_doc++, j++) {
+                const char *name = j < nd ? pile_shard_subset_name(sl.v[s], docs[j].subset) : NULL;
+                if (j >= nd || docs[j].offset != start[next_doc] - at || docs[j].flags != 0 || !name ||
+                    strcmp(name, e->v[next_doc].subset)) {
+                    PILE_FAIL_("row %zu: document %zu should start at offset %zu ('%s')", nrows, next_doc,
+                               start[next_doc] - at, e->v[next_doc].subset);
+                    bad = 1;
+                    break;
+                }
+            }
+            if (!bad && j != nd) {
+                PILE_FAIL_("row %zu has %u document starts, expected %u", nrows, nd, j);
+                bad = 1;
+            }
+            at += len;
+        }
+    }
+    if (!bad) {
+        ASSERT_EQ(at, total);
+        ASSERT_EQ(next_doc, e->n);
+        ASSERT_EQ(nrows, (total + L - 1) / L);
+        ASSERT_EQ(last_len, total - (nrows - 1) * (size_t)L);
+    }
+    free(row);
+    free(flat);
+    free(start);
+    close_split(&sl);
+}
+
+typedef struct piece {
+    uint64_t hash;
+    uint32_t len;
+    uint16_t flags;
+    const char *subset;
+} piece;
+
+static int cmp_piece(const void *a, const void *b)
+{
+    const piece *x = a, *y = b;
+    if (x->hash != y->hash) return x->hash < y->hash ? -1 : 1;
+    if (x->len != y->len) return x->len < y->len ? -1 : 1;
+    if (x->flags != y->flags) return x->flags < y->flags ? -1 : 1;
+    return strcmp(x->subset, y->subset);
+}
+
+/* Best-fit: every document is in the rows exactly once, whole if shorter
+ * than a row, else as row-long pieces plus a remainder (pieces after the
+ * first flagged continued); no row is over max_length. Returns the padding
+ * fraction. */
+static double check_bestfit(const char *out, pile_split sp, const exp_docs *e, uint32_t L, uint32_t eot)
+{
+    shard_list sl;
+    ASSERT_EQ(open_split(out, sp, &sl), 0);
+    ASSERT(sl.n > 0);
+    size_t ne = 0, ncap = 1024, na = 0, acap = 1024;
+    piece *want = malloc(ncap * sizeof *want), *got = malloc(acap * sizeof *got);
+    for (size_t k = 0; k < e->n; k++)
+        for (size_t s = 0; s < e->v[k].n; s += L) {
+            if (ne == ncap) want = realloc(want, (ncap *= 2) * sizeof *want);
+            uint32_t len = (uint32_t)(e->v[k].n - s < L ? e->v[k].n - s : L);
+            want[ne++] = (piece){XXH3_64bits(e->v[k].tok + s, len * sizeof(uint32_t)), len,
+                                 (uint16_t)(s ? PILE_DOC_CONTINUED : 0), e->v[k].subset};
+        }
+    uint32_t *row = malloc(L * sizeof *row);
+    uint64_t rows = 0, pad = 0;
+    int bad = 0;
+    for (size_t s = 0; s < sl.n && !bad; s++) {
+        const pile_shard_info *info = pile_shard_get_info(sl.v[s]);
+        ASSERT_EQ(info->pack, PILE_PACK_BEST_FIT);
+        for (uint64_t r = 0; r < info->row_count && !bad; r++) {
+            uint32_t len = pile_shard_row_tokens(sl.v[s], r, row);
+            rows++;
+            pad += L - len;
+            const pile_shard_doc *docs;
+            uint32_t nd = pile_shard_row_docs(sl.v[s], r, &docs);
+            if (len == 0 || len > L || nd == 0 || docs[0].offset != 0) {
+                PILE_FAIL_("shard %zu row %" PRIu64 ": length %u, %u pieces, first at %u", s, r, len, nd,
+                           nd ? docs[0].offset : 0);
+                bad = 1;
+                break;
+            }
+            for (uint32_t k = len; k < L; k++)
+                if (row[k] != eot) {
+                    PILE_FAIL_("shard %zu row %" PRIu64 ": padding is not pad_id", s, r);
+                    bad = 1;
+                    break;
+                }
+            const char *lead = pile_shard_subset_name(sl.v[s], pile_shard_row_lead_subset(sl.v[s], r));
+            const char *first = pile_shard_subset_name(sl.v[s], docs[0].subset);
+            if (!lead || !first || strcmp(lead, first)) {
+                PILE_FAIL_("shard %zu row %" PRIu64 ": lead subset is not the first piece's", s, r);
+                bad = 1;
+            }
+            for (uint32_t j = 0; j < nd; j++) {
+                uint32_t end = j + 1 < nd ? docs[j + 1].offset : len;
+                if (na == acap) got = realloc(got, (acap *= 2) * sizeof *got);
+                got[na++] = (piece){XXH3_64bits(row + docs[j].offset, (end - docs[j].offset) * sizeof(uint32_t)),
+                                    end - docs[j].offset, docs[j].flags,
+                                    pile_shard_subset_name(sl.v[s], docs[j].subset)};
+            }
+        }
+    }
+    ASSERT_EQ(na, ne);
+    if (na == ne) {
+        qsort(want, ne, sizeof *want, cmp_piece);
+        qsort(got, na, sizeof *got, cmp_piece);
+        size_t diff = 0;
+        for (size_t k = 0; k < ne; k++) diff += cmp_piece(&want[k], &got[k]) != 0;
+        ASSERT_EQ(diff, 0);
+    }
+    /* the rows hold exactly the documents' tokens, so no row can be dropped */
+    size_t total = 0;
+    for (size_t k = 0; k < e->n; k++) total += e->v[k].n;
+    ASSERT_EQ(rows * L - pad, total);
+    free(row);
+    free(want);
+    free(got);
+    close_split(&sl);
+    return rows ? (double)pad / (double)(rows * L) : 0;
+}
+
+/* ---------------------------------------------------------------- manifest */
+
+static int64_t jget(const pile_json *root, const char *dotted)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", dotted);
+    const pile_json *v = root;
+    for (char *tok = strtok(buf, "."); tok && v; tok = strtok(NULL, ".")) v = pile_json_get(v, tok);
+    int64_t x = -1;
+    if (!v) return -1;
+    if (pile_json_type_of(v) == PILE_JSON_BOOL) return pile_json_bool(v);
+    if (!pile_json_int(v, &x)) return -1;
+    return x;
+}
+
+static pile_json *load_manifest(const char *out)
+{
+    char *p = path2(out, "manifest.json");
+    pile_json *root = NULL;
+    pile_err err_s, *err = &err_s;
+    if (pile_json_parse_file(p, &root, err)) printf("# %s\n", err->msg);
+    free(p);
+    return root;
+}
+
+/* ------------------------------------------------------------------ cases */
+
+static pile_prep_opts base_opts(const pile_prep_inputs *in, const char *out)
+{
+    pile_prep_opts o;
+    memset(&o, 0, sizeof o);
+    o.inputs = in->v;
+    o.n_inputs = in->n;
+    o.output_dir = out;
+    o.threads = 2;
+    return o;
+}
+
+static void test_pack(const char *tmp, const char *spec, pile_pack pack)
+{
+    /* byte tokens: a train file and the val split; BPE: the inputs that have reference ids */
+    char *a = NULL, *b = NULL, *ra = NULL, *rb = NULL;
+    if (spec) {
+        a = path2(g_corpus, "tricky.jsonl");
+        ra = path2(g_corpus, "ref/tricky.r50k.jsonl");
+        rb = path2(g_corpus, "ref/val.r50k.jsonl");
+    } else {
+        a = path2(g_corpus, "train/00.jsonl.zst");
+    }
+    b = path2(g_corpus, "val.jsonl.zst");
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, b, err), err); /* given first, packed after train */
+    ASSERT_OK(pile_prep_inputs_add(&in, a, err), err);
+    char *out = path2(tmp, pack == PILE_PACK_CONCAT ? (spec ? "concat-bpe" : "concat") : (spec ? "bf-bpe" : "bf"));
+    pile_prep_opts o = base_opts(&in, out);
+    o.tokenizer_spec = spec;
+    o.max_length = pack == PILE_PACK_CONCAT ? 509 : 1021;
+    o.pack = pack;
+    o.window_rows = 48;
+    o.shard_bytes = 150 * 1024;
+    pile_prep_result res;
+    int rc = pile_prep_run(&o, &res, err);
+    ASSERT_OK(rc, err);
+    uint32_t eot = 256;
+    if (spec) {
+        pile_tokenizer *tok;
+        if (pile_tokenizer_open(&tok, spec, err) == 0) {
+            eot = pile_tokenizer_eot_id(tok);
+            pile_tokenizer_close(tok);
+        }
+    }
+    if (rc == 0) {
+        exp_docs ea = {0}, eb = {0};
+        ASSERT_EQ(read_expected(a, ra, eot, &ea), 0);
+        ASSERT_EQ(read_expected(b, rb, eot, &eb), 0);
+        ASSERT_EQ(res.documents, ea.n + eb.n);
+        ASSERT_EQ(res.skipped, 0);
+        ASSERT(res.rows > 2);
+        if (pack == PILE_PACK_CONCAT) {
+            check_concat(out, PILE_SPLIT_TRAIN, &ea, o.max_length, eot);
+            check_concat(out, PILE_SPLIT_VAL, &eb, o.max_length, eot);
+        } else {
+            double f1 = check_bestfit(out, PILE_SPLIT_TRAIN, &ea, o.max_length, eot);
+            double f2 = check_bestfit(out, PILE_SPLIT_VAL, &eb, o.max_length, eot);
+            printf("# best-fit padding fraction: train %.4f, val %.4f\n", f1, f2);
+        }
+        pile_json *m = load_manifest(out);
+        ASSERT(m != NULL);
+        ASSERT_EQ(jget(m, "complete"), 1);
+        ASSERT_EQ(jget(m, "stats.documents"), (int64_t)(ea.n + eb.n));
+        ASSERT_EQ(jget(m, "stats.splits.val.documents"), (int64_t)eb.n);
+        ASSERT_EQ(jget(m, "options.window_rows"), pack == PILE_PACK_BEST_FIT ? 48 : 0);
+        pile_json_free(m);
+        exp_free(&ea);
+        exp_free(&eb);
+    }
+    pile_prep_result_free(&res);
+    pile_prep_inputs_free(&in);
+    free(a);
+    free(b);
+    free(ra);
+    free(rb);
+    free(out);
+}
+
+/* Expected per-reason counts of corpus/bad.jsonl, from bad-cases.tsv (what
+ * each line is) and the reference ids (null where a strict reader finds no
+ * document). pile_lines drops the BOM of line 1, its only defect. */
+typedef struct bad_expect {
+    int64_t lines, docs, skip[PILE_SKIP_COUNT], utf8, surrogate, first_skip_line;
+} bad_expect;
+
+static int expect_bad(bad_expect *x)
+{
+    memset(x, 0, sizeof *x);
+    char *tsv = path2(g_corpus, "bad-cases.tsv"), *ref = path2(g_corpus, "ref/bad.r50k.jsonl");
+    FILE *ft = fopen(tsv, "r"), *fr = fopen(ref, "r");
+    free(tsv);
+    free(ref);
+    if (!ft || !fr) return -1;
+    char *tl = NULL, *rl = NULL;
+    size_t tc = 0, rc = 0;
+    if (getline(&tl, &tc, ft) < 0) return -1; /* header */
+    while (getline(&tl, &tc, ft) > 0) {
+        if (getline(&rl, &rc, fr) < 0) return -1;
+        char *save, *f_line = strtok_r(tl, "\t", &save), *f_case = strtok_r(NULL, "\t", &save),
+                    *f_valid = strtok_r(NULL, "\t", &save);
+        if (!f_line || !f_case || !f_valid) return -1;
+        long line = atol(f_line);
+        x->lines++;
+        int is_null = strncmp(rl, "null", 4) == 0;
+        int skip = PILE_SKIP_NONE;
+        if (is_null && strcmp(f_case, "bom-first-line") != 0) {
+            if (!strcmp(f_case, "blank") || !strcmp(f_case, "whitespace-only")) skip = PILE_SKIP_BLANK;
+            else if (!strncmp(f_case, "top-level-", 10)) skip = PILE_SKIP_NOT_OBJECT;
+            else if (!strcmp(f_case, "missing-text")) skip = PILE_SKIP_NO_TEXT;
+            else if (!strncmp(f_case, "text-", 5)) skip = PILE_SKIP_TEXT_NOT_STRING;
+            else skip = PILE_SKIP_BAD_JSON;
+        }
+        if (skip) {
+            x->skip[skip]++;
+            if (!x->first_skip_line) x->first_skip_line = line;
+            continue;
+        }
+        x->docs++;
+        if (!strncmp(f_case, "invalid-utf8-", 13)) x->utf8++;
+        if (!strncmp(f_valid, "grammar yes, Unicode no", 23)) x->surrogate++;
+    }
+    free(tl);
+    free(rl);
+    fclose(ft);
+    fclose(fr);
+    return 0;
+}
+
+typedef struct log_capture {
+    pile_buf text;
+} log_capture;
+
+static void capture(void *ctx, const char *msg)
+{
+    log_capture *c = ctx;
+    pile_buf_printf(&c->text, "%s\n", msg);
+}
+
+static void test_bad(const char *tmp)
+{
+    bad_expect x;
+    ASSERT_EQ(expect_bad(&x), 0);
+    ASSERT_EQ(x.lines, 48);
+    char *dir = path2(tmp, "badin"), *src = path2(g_corpus, "bad.jsonl"), *dst = path2(dir, "bad.jsonl");
+    mkdir(dir, 0755);
+    ASSERT_EQ(copy_file(src, dst), 0);
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    ASSERT_EQ(in.n, 1);
+
+    TEST("bad.jsonl: lines skipped by reason and repaired by kind");
+    char *out = path2(tmp, "bad-out");
+    pile_prep_opts o = base_opts(&in, out);
+    o.max_length = 128;
+    log_capture lc = {{0}};
+    o.log = capture;
+    o.log_ctx = &lc;
+    pile_prep_result res;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    pile_json *m = load_manifest(out);
+    ASSERT(m != NULL);
+    int64_t skipped = 0;
+    for (int k = 1; k < PILE_SKIP_COUNT; k++) {
+        char key[96];
+        snprintf(key, sizeof key, "stats.skipped_by_reason.%s", pile_skip_name((pile_skip)k));
+        if (jget(m, key) != x.skip[k]) PILE_FAIL_("%s: %" PRId64 " != %" PRId64, key, jget(m, key), x.skip[k]);
+        skipped += x.skip[k];
+    }
+    ASSERT_EQ(x.skip[PILE_SKIP_BLANK], 2);
+    ASSERT_EQ(jget(m, "stats.lines"), 48);
+    ASSERT_EQ(jget(m, "stats.documents"), 48 - skipped);
+    ASSERT_EQ(jget(m, "stats.documents"), x.docs);
+    ASSERT_EQ(jget(m, "stats.skipped"), skipped);
+    ASSERT_EQ(jget(m, "stats.repaired_by_kind.utf8"), x.utf8);
+    ASSERT_EQ(jget(m, "stats.repaired_by_kind.surrogate"), x.surrogate);
+    ASSERT_EQ(x.utf8, 6);
+    ASSERT_EQ(x.surrogate, 6);
+    ASSERT_EQ(res.documents, (uint64_t)x.docs);
+    ASSERT(contains(lc.text.data, "bad.jsonl:2'"));
+    ASSERT(contains(lc.text.data, "bad.jsonl:3'"));
+    pile_json_free(m);
+    pile_prep_result_free(&res);
+    free(out);
+
+    TEST("bad.jsonl: --strict fails at the first bad line");
+    out = path2(tmp, "bad-strict");
+    o.output_dir = out;
+    o.strict = 1;
+    int rc = pile_prep_run(&o, &res, err);
+    ASSERT_EQ(rc, PILE_EFORMAT);
+    char want[64];
+    snprintf(want, sizeof want, "bad.jsonl:%" PRId64 "'", x.first_skip_line);
+    ASSERT(contains(err->msg, want));
+    ASSERT(contains(err->msg, "blank"));
+    pile_prep_result_free(&res);
+    free(out);
+
+    TEST("bad.jsonl: a line over --max-line-bytes is skipped as too_long");
+    out = path2(tmp, "bad-long");
+    o.output_dir = out;
+    o.strict = 0;
+    o.max_line_bytes = 1 << 20; /* under the 5 MB line, over every other */
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    m = load_manifest(out);
+    ASSERT_EQ(jget(m, "stats.skipped_by_reason.too_long"), 1);
+    ASSERT_EQ(jget(m, "stats.documents"), x.docs - 1);
+    ASSERT_EQ(jget(m, "stats.lines"), 48);
+    pile_json_free(m);
+    pile_prep_result_free(&res);
+    free(out);
+
+    pile_buf_free(&lc.text);
+    pile_prep_inputs_free(&in);
+    free(dir);
+    free(src);
+    free(dst);
+}
+
+/* Complete lines and the partial tail of a truncated .zst, by plain libzstd. */
+static int zst_lines(const char *path, int64_t *complete, int64_t *docs, int *tail)
+{
+    pile_buf raw = {0}, outb = {0};
+    pile_err err_s, *err = &err_s;
+    if (pile_fs_read_file(path, &raw, err)) return -1;
+    ZSTD_DStream *ds = ZSTD_createDStream();
+    ZSTD_inBuffer ib = {raw.data, raw.len, 0};
+    char buf[1 << 16];
+    while (ib.pos < ib.size) {
+        ZSTD_outBuffer ob = {buf, sizeof buf, 0};
+        size_t r = ZSTD_decompressStream(ds, &ob, &ib);
+        pile_buf_append(&outb, buf, ob.pos);
+        if (ZSTD_isError(r)) break;
+        if (ob.pos == 0 && ib.pos == ib.size) break;
+    }
+    for (;;) { /* flush what is buffered */
+        ZSTD_outBuffer ob = {buf, sizeof buf, 0};
+        ZSTD_inBuffer none = {NULL, 0, 0};
+        size_t r = ZSTD_decompressStream(ds, &ob, &none);
+        pile_buf_append(&outb, buf, ob.pos);
+        if (ZSTD_isError(r) || ob.pos == 0) break;
+    }
+    ZSTD_freeDStream(ds);
+    *complete = *docs = 0;
+    size_t s = 0;
+    for (size_t i = 0; i < outb.len; i++)
+        if (outb.data[i] == '\n') {
+            (*complete)++;
+            pile_json *root = NULL;
+            if (pile_json_parse(outb.data + s, i - s, path, &root, err) == 0) {
+                const pile_json *t = pile_json_get(root, "text");
+                if (t && pile_json_type_of(t) == PILE_JSON_STRING) (*docs)++;
+            }
+            pile_json_free(root);
+            s = i + 1;
+        }
+    *tail = s < outb.len;
+    pile_buf_free(&raw);
+    pile_buf_free(&outb);
+    return 0;
+}
+
+static void test_truncated(const char *tmp)
+{
+    TEST("truncated.jsonl.zst: complete lines kept, file reported as truncated");
+    char *src = path2(g_corpus, "truncated.jsonl.zst");
+    int64_t complete = -1, docs = -1;
+    int tail = -1;
+    ASSERT_EQ(zst_lines(src, &complete, &docs, &tail), 0);
+    /* corpus/README.md counts 187 lines in the prefix that was compressed, but a
+     * zstd block cut short cannot be decoded: what libzstd yields is the truth */
+    ASSERT(complete > 0);
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, src, err), err);
+    char *out = path2(tmp, "trunc");
+    pile_prep_opts o = base_opts(&in, out);
+    o.max_length = 100;
+    pile_prep_result res;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    ASSERT_EQ(res.truncated_inputs, 1);
+    pile_json *m = load_manifest(out);
+    ASSERT(m != NULL);
+    ASSERT_EQ(jget(m, "stats.truncated_inputs"), 1);
+    ASSERT_EQ(jget(m, "stats.documents"), docs);
+    ASSERT_EQ(jget(m, "stats.lines"), complete + tail);
+    ASSERT_EQ(jget(m, "stats.skipped_by_reason.cut"), tail);
+    const pile_json *ins = pile_json_get(m, "inputs");
+    ASSERT(ins && pile_json_size(ins) == 1 && jget(pile_json_at(ins, 0), "truncated") == 1);
+    pile_json_free(m);
+    pile_prep_result_free(&res);
+    free(out);
+
+    TEST("truncated.jsonl.zst: --strict is an error");
+    out = path2(tmp, "trunc-strict");
+    o.output_dir = out;
+    o.strict = 1;
+    int rc = pile_prep_run(&o, &res, err);
+    ASSERT(rc < 0);
+    ASSERT(contains(err->msg, "truncated.jsonl.zst"));
+    pile_prep_result_free(&res);
+    free(out);
+    free(src);
+    pile_prep_inputs_free(&in);
+}
+
+/* A run stopped right after each shard (as a crash there would leave it),
+ * then resumed, ends with exactly the bytes of an uninterrupted run. */
+static void test_resume(const char *tmp, pile_pack pack)
+{
+    char *a = path2(g_corpus, "train/01.jsonl.zst"), *b = path2(g_corpus, "val.jsonl.zst");
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, a, err), err);
+    ASSERT_OK(pile_prep_inputs_add(&in, b, err), err);
+    const char *tag = pack == PILE_PACK_CONCAT ? "concat" : "bf";
+    char name[64];
+    snprintf(name, sizeof name, "resume-ref-%s", tag);
+    char *ref = path2(tmp, name);
+    pile_prep_opts o = base_opts(&in, ref);
+    o.max_length = 300;
+    o.pack = pack;
+    o.window_rows = 100;
+    o.shard_bytes = 1000 * 1024; /* about 10 shards */
+    pile_prep_result res;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    pile_prep_result_free(&res);
+    pile_json *m = load_manifest(ref);
+    int64_t nshards = m ? (int64_t)pile_json_size(pile_json_get(m, "shards")) : 0;
+    pile_json_free(m);
+    ASSERT(nshards >= 5);
+    int all_same = 1;
+    for (int64_t k = 1; k <= nshards && all_same; k++) {
+        snprintf(name, sizeof name, "resume-%s-%" PRId64, tag, k);
+        char *out = path2(tmp, name);
+        o.output_dir = out;
+        o.stop_after_shards = (uint64_t)k;
+        o.threads = 1 + (int)(k % 3);
+        int rc = pile_prep_run(&o, &res, err);
+        pile_prep_result_free(&res);
+        ASSERT_EQ(rc, PILE_ELIMIT);
+        o.stop_after_shards = 0;
+        rc = pile_prep_run(&o, &res, err);
+        ASSERT_OK(rc, err);
+        ASSERT_EQ(res.resumed, 1);
+        ASSERT_EQ(res.shards_kept, (uint64_t)k);
+        pile_prep_result_free(&res);
+        char why[4096 + 64];
+        if (!same_folder(ref, out, why, sizeof why)) {
+            PILE_FAIL_("stopped after shard %" PRId64 ", resumed: %s", k, why);
+            all_same = 0;
+        }
+        rm_rf(out);
+        free(out);
+    }
+    /* and a rerun of a finished job does nothing */
+    o.output_dir = ref;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    ASSERT_EQ(res.already_complete, 1);
+    pile_prep_result_free(&res);
+    /* other options are refused */
+    o.max_length = 301;
+    ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_EMISMATCH);
+    ASSERT(contains(err->msg, "--force"));
+    ASSERT(contains(err->msg, "max_length"));
+    pile_prep_result_free(&res);
+    free(ref);
+    free(a);
+    free(b);
+    pile_prep_inputs_free(&in);
+}
+
+/* Best-Fit-Decreasing against the obvious O(n * bins) version: the same
+ * number of bins (ties between bins with equal room do not change the
+ * multiset of rooms, hence not the count), no bin over capacity. */
+static void test_bfd(void)
+{
+    TEST("best-fit-decreasing matches a naive implementation");
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (int round = 0; round < 40; round++) {
+        uint32_t cap = 1 + (uint32_t)(round * 37 % 300);
+        size_t n = 1 + (size_t)(round * 53 % 700);
+        uint32_t *len = malloc(n * sizeof *len), *bin = malloc(n * sizeof *bin);
+        for (size_t i = 0; i < n; i++) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            len[i] = 1 + (uint32_t)(seed % cap);
+            if (round % 4 == 0 && i % 3 == 0) len[i] = cap; /* some full rows */
+        }
+        prep_bfd *b = pile__prep_bfd_create(cap);
+        long nb = pile__prep_bfd_pack(b, len, n, bin, NULL);
+        /* naive */
+        size_t *ord = malloc(n * sizeof *ord);
+        for (size_t i = 0; i < n; i++) ord[i] = i;
+        for (size_t i = 1; i < n; i++) /* stable insertion sort, decreasing */
+            for (size_t j = i; j > 0 && len[ord[j - 1]] < len[ord[j]]; j--) {
+                size_t t = ord[j];
+                ord[j] = ord[j - 1];
+                ord[j - 1] = t;
+            }
+        uint32_t *room = malloc(n * sizeof *room);
+        size_t nbins = 0;
+        for (size_t k = 0; k < n; k++) {
+            uint32_t l = len[ord[k]];
+            size_t best = SIZE_MAX;
+            for (size_t j = 0; j < nbins; j++)
+                if (room[j] >= l && (best == SIZE_MAX || room[j] < room[best])) best = j;
+            if (best == SIZE_MAX) room[best = nbins++] = cap;
+            room[best] -= l;
+        }
+        ASSERT_EQ(nb, (long)nbins);
+        uint64_t *fill = calloc((size_t)(nb > 0 ? nb : 1), sizeof *fill);
+        for (size_t i = 0; i < n && nb > 0; i++) {
+            ASSERT(bin[i] < (uint32_t)nb);
+            if (bin[i] < (uint32_t)nb) fill[bin[i]] += len[i];
+        }
+        for (long j = 0; j < nb; j++) ASSERT(fill[j] <= cap);
+        free(fill);
+        free(room);
+        free(ord);
+        pile__prep_bfd_free(b);
+        free(len);
+        free(bin);
+    }
+}
+
+static void test_inputs(const char *tmp)
+{
+    TEST("inputs: folders walked and sorted, split by file name, missing path named");
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, g_corpus, err), err);
+    /* every *.jsonl[.zst] under the corpus, in byte order of the path */
+    ASSERT(in.n >= 9);
+    for (size_t i = 1; i < in.n; i++) ASSERT(strcmp(in.v[i - 1].path, in.v[i].path) < 0);
+    size_t nval = 0;
+    for (size_t i = 0; i < in.n; i++) {
+        const char *base = strrchr(in.v[i].path, '/') + 1;
+        ASSERT(strstr(base, ".jsonl") != NULL);
+        nval += in.v[i].split == PILE_SPLIT_VAL;
+        if (!strcmp(base, "val.jsonl.zst")) ASSERT_EQ(in.v[i].split, PILE_SPLIT_VAL);
+        if (!strcmp(base, "val.ascii.jsonl.zst")) ASSERT_EQ(in.v[i].split, PILE_SPLIT_TRAIN);
+    }
+    ASSERT_EQ(nval, 1);
+    ASSERT_EQ(pile_prep_split_of("x/test.jsonl"), PILE_SPLIT_TEST);
+    ASSERT_EQ(pile_prep_split_of("x/train/00.jsonl.zst"), PILE_SPLIT_TRAIN);
+    char *missing = path2(tmp, "nope.jsonl.zst");
+    ASSERT_EQ(pile_prep_inputs_add(&in, missing, err), PILE_ENOENT);
+    ASSERT(contains(err->msg, "cannot open '"));
+    ASSERT(contains(err->msg, "nope.jsonl.zst': No such file or directory"));
+    free(missing);
+    pile_prep_inputs_free(&in);
+}
+
+int main(void)
+{
+    snprintf(g_corpus, sizeof g_corpus, "%s/corpus", pile_test_shared());
+    struct stat st;
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/train/00.jsonl.zst", g_corpus);
+    if (stat(probe, &st) != 0) pile_test_skip_all("the corpus is absent (set PILE_SHARED)");
+    char *tmp = make_tmpdir();
+    if (!tmp) {
+        printf("Bail out! cannot create a temporary folder\n");
+        return 1;
+    }
+
+    test_bfd();
+    test_inputs(tmp);
+
+    TEST("concat, byte tokens: rows are the documents in order");
+    test_pack(tmp, NULL, PILE_PACK_CONCAT);
+    TEST("best-fit, byte tokens: documents kept whole, rows <= max_length");
+    test_pack(tmp, NULL, PILE_PACK_BEST_FIT);
+
+    char gpt2[4200];
+    snprintf(gpt2, sizeof gpt2, "%s/fixtures/gpt2", pile_test_shared());
+    pile_tokenizer *tok = NULL;
+    pile_err err_s, *err = &err_s;
+    int have_bpe = stat(gpt2, &st) == 0 && pile_tokenizer_open(&tok, gpt2, err) == 0;
+    pile_tokenizer_close(tok);
+    if (have_bpe) {
+        TEST("concat, GPT-2: rows are tiktoken's reference ids in order");
+        test_pack(tmp, gpt2, PILE_PACK_CONCAT);
+        TEST("best-fit, GPT-2: documents kept whole, rows <= max_length");
+        test_pack(tmp, gpt2, PILE_PACK_BEST_FIT);
+    } else {
+        TEST("GPT-2 packing # SKIP GPT-2 tokenizer not available");
+    }
+
+    test_bad(tmp);
+    test_truncated(tmp);
+
+    TEST("resume after every shard (concat) gives the same bytes");
+    test_resume(tmp, PILE_PACK_CONCAT);
+    TEST("resume after every shard (best-fit) gives the same bytes");
+    test_resume(tmp, PILE_PACK_BEST_FIT);
+
+    rm_rf(tmp);
+    free(tmp);
+    return TEST_DONE();
+}
