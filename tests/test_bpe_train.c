@@ -387,8 +387,68 @@ static void test_real(const char *tmp)
     ASSERT_EQ(pile_bpe_train(in, 0, &o, c, &err), PILE_EINVAL);
 }
 
-int main(void)
+/* Tool mode, for tests/tok_train_ref.py (which compares with Hugging Face):
+ *   test_bpe_train train OUT VOCAB THREADS INPUT...    pile_bpe_train
+ *   test_bpe_train encode TOKENIZER INPUT              one line per input line:
+ *       {"text": "...", "ids": [...]} for a document, null for a skipped line */
+static int tool(int argc, char **argv)
 {
+    pile_err err;
+    if (argc >= 6 && strcmp(argv[1], "train") == 0) {
+        pile_bpe_train_opts o = {.vocab_size = (uint32_t)atoi(argv[3]), .threads = atoi(argv[4])};
+        if (pile_bpe_train((const char *const *)argv + 5, (size_t)(argc - 5), &o, argv[2], &err) < 0) {
+            fprintf(stderr, "error: %s\n", err.msg);
+            return 1;
+        }
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "encode") == 0) {
+        pile_tokenizer *tok = NULL;
+        pile_lines *r = NULL;
+        if (pile_tokenizer_open(&tok, argv[2], &err) < 0 || pile_lines_open(&r, argv[3], NULL, &err) < 0) {
+            fprintf(stderr, "error: %s\n", err.msg);
+            pile_tokenizer_close(tok);
+            return 1;
+        }
+        pile_encoder *enc = pile_encoder_create(tok);
+        pile_jsonl_parser *p = pile_jsonl_parser_create();
+        pile_line line;
+        pile_ids ids = {0};
+        pile_buf out = {0};
+        int rc = 0;
+        while ((rc = pile_lines_next(r, &line, &err)) == 1) {
+            pile_jsonl_doc doc;
+            out.len = 0;
+            if (line.status != PILE_LINE_COMPLETE ||
+                pile_jsonl_parse(p, line.data, line.len, &doc, NULL, 0) != PILE_SKIP_NONE) {
+                puts("null");
+                continue;
+            }
+            ids.len = 0;
+            if ((rc = pile_encoder_encode(enc, doc.text, doc.text_len, &ids, &err)) < 0) break;
+            pile_buf_append_str(&out, "{\"text\": ");
+            pile_json_write_string(&out, doc.text, doc.text_len);
+            pile_buf_append_str(&out, ", \"ids\": [");
+            for (size_t i = 0; i < ids.len; i++) pile_buf_printf(&out, i ? ",%u" : "%u", ids.data[i]);
+            pile_buf_append_str(&out, "]}\n");
+            fwrite(out.data, 1, out.len, stdout);
+        }
+        if (rc < 0) fprintf(stderr, "error: %s\n", err.msg);
+        pile_ids_free(&ids);
+        pile_buf_free(&out);
+        pile_jsonl_parser_free(p);
+        pile_encoder_free(enc);
+        pile_lines_close(r);
+        pile_tokenizer_close(tok);
+        return rc < 0;
+    }
+    fprintf(stderr, "usage: test_bpe_train [train OUT VOCAB THREADS INPUT... | encode TOKENIZER INPUT]\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) return tool(argc, argv);
     test_hf_example();
     test_overlaps_and_min_frequency();
     test_special_alias();
