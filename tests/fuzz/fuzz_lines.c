@@ -1,0 +1,105 @@
+/* libFuzzer target for the line reader over plain and zstd input: the input
+ * is written to a memfd and read through /proc/self/fd, once as is (usually
+ * plain, or zstd when it starts with the magic) and once zstd-compressed and
+ * cut at a fuzzer-chosen point; lines must match the input bytes and a cut
+ * must read as a truncation, never as an error.
+ *
+ * Build and run (clang only, Linux):
+ *   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true \
+ *       -Db_sanitize=address,undefined -Db_lundef=false
+ *   ninja -C build-fuzz tests/fuzz/fuzz_lines
+ *   mkdir -p corpus-lines && head -c 4000 ../shared/corpus/bad.jsonl > corpus-lines/bad
+ *   ./build-fuzz/tests/fuzz/fuzz_lines corpus-lines -max_len=65536 -max_total_time=300 */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include "pile_lines.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int as_file(const void *p, size_t n, char *path, size_t cap)
+{
+    int fd = memfd_create("fuzz_lines", MFD_CLOEXEC);
+    if (fd < 0) abort();
+    if (n && write(fd, p, n) != (ssize_t)n) abort();
+    snprintf(path, cap, "/proc/self/fd/%d", fd);
+    return fd;
+}
+
+/* Reads every line; lines of a plain input must re-join to the input. */
+static void read_all(const char *path, const uint8_t *plain, size_t plain_n, int expect_cut)
+{
+    pile_lines_opts opts = {256}; /* small, so the too-long path is reached */
+    pile_lines *r;
+    pile_err err;
+    if (pile_lines_open(&r, path, &opts, &err) < 0) abort();
+    pile_line ln;
+    int rc;
+    size_t pos = 0;
+    int bom = plain_n >= 3 && memcmp(plain, "\xEF\xBB\xBF", 3) == 0;
+    while ((rc = pile_lines_next(r, &ln, &err)) == 1) {
+        /* a cut stream may end inside the BOM: then it is data, not a BOM */
+        if (ln.lineno == 1 && (ln.flags & PILE_LINE_HAD_BOM)) {
+            if (!bom) abort();
+            pos = 3;
+        }
+        if (ln.lineno == 1 && bom && ln.status == PILE_LINE_COMPLETE && !(ln.flags & PILE_LINE_HAD_BOM)) abort();
+        if (ln.offset != pos) abort();
+        if (pos + ln.len > plain_n) abort();
+        if (ln.status == PILE_LINE_TOO_LONG) {
+            if (ln.data || ln.len <= 256) abort();
+        } else {
+            if (ln.len > 256) abort();
+            if (memcmp(ln.data, plain + pos, ln.len) != 0) abort();
+            memset(ln.data + ln.len, 0x55, PILE_LINES_PADDING); /* the padding is writable */
+        }
+        pos += ln.len + 1;
+    }
+    if (rc < 0) abort();
+    if (pile_lines_truncated(r) != expect_cut) abort();
+    pile_lines_close(r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char path[64];
+    int fd = as_file(data, size, path, sizeof path);
+    int zstd_magic = size >= 4 && ((data[0] == 0x28 && data[1] == 0xB5 && data[2] == 0x2F && data[3] == 0xFD) ||
+                                   (data[1] == 0x2A && data[2] == 0x4D && data[3] == 0x18 && (data[0] & 0xF0) == 0x50));
+    /* raw input: plain lines must match; zstd garbage may error but not crash */
+    pile_lines_opts opts = {256};
+    pile_lines *r;
+    pile_err err;
+    if (zstd_magic) {
+        if (pile_lines_open(&r, path, &opts, &err) == 0) {
+            pile_line ln;
+            while (pile_lines_next(r, &ln, &err) == 1) {
+            }
+            pile_lines_close(r);
+        }
+    } else {
+        read_all(path, data, size, 0);
+    }
+    close(fd);
+
+    /* compressed and cut: every line read must match the input; any cut short
+     * of the whole is a truncation, not an error */
+    size_t bound = ZSTD_compressBound(size);
+    uint8_t *z = malloc(bound);
+    if (!z) return 0;
+    size_t zn = ZSTD_compress(z, bound, data, size, 1);
+    if (ZSTD_isError(zn)) abort();
+    size_t cut = size ? zn - data[0] % (zn - 3) : zn; /* in (3, zn]: the magic survives */
+    if (!zstd_magic) {
+        fd = as_file(z, cut, path, sizeof path);
+        read_all(path, data, size, cut < zn ? 1 : 0);
+        close(fd);
+    }
+    free(z);
+    return 0;
+}
