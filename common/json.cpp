@@ -392,6 +392,8 @@ struct parse_state {
 
 } /* namespace */
 
+/* One reused DOM parser (its buffers grow to the longest line seen) and a
+ * scratch copy for lines whose UTF-8 had to be repaired. */
 struct pile_jsonl_parser {
     dom::parser dom;
     pile_buf scratch{};
@@ -409,11 +411,7 @@ error_code grow_depth(dom::parser &dp, size_t n)
 
 } /* namespace */
 
-namespace {
-
 /* ------------------------------------------------------------------ tree */
-
-} /* namespace */
 
 struct pile_json_key {
     const char *s;
