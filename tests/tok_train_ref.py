@@ -10,7 +10,9 @@
    <|endoftext|>): our merges and vocabulary must be identical, since our
    tie-breaking is HF's (count, then the smaller pair of ids).
 
-argv[1]: the test_bpe_train binary (its `train` and `encode` tool modes).
+argv[1]: the test_bpe_train binary (its `train` and `encode` tool modes);
+argv[2], when given: pile-tok, which then does the training (`pile-tok train`)
+and must encode to the same ids (`pile-tok encode`).
 """
 import json
 import os
@@ -32,6 +34,7 @@ except ImportError:
     skip("python module 'tokenizers' is not installed")
 
 binary = sys.argv[1]
+pile_tok = sys.argv[2] if len(sys.argv) > 2 else None
 shared = os.environ.get("PILE_SHARED", "../shared")
 val = os.path.join(shared, "corpus", "val.jsonl.zst")
 train00 = os.path.join(shared, "corpus", "train", "00.jsonl.zst")
@@ -55,8 +58,8 @@ def ok(cond, name, detail=""):
     sys.stdout.flush()
 
 
-def run(*args):
-    return subprocess.run([binary, *args], check=True, stdout=subprocess.PIPE).stdout.decode("utf-8")
+def run(*args, prog=None):
+    return subprocess.run([prog or binary, *args], check=True, stdout=subprocess.PIPE).stdout.decode("utf-8")
 
 
 def encode_ours(tok, path):
@@ -73,7 +76,11 @@ def encode_ours(tok, path):
 
 with tempfile.TemporaryDirectory() as tmp:
     ours_path = os.path.join(tmp, "ours.json")
-    run("train", ours_path, str(VOCAB), "0", val, train00)
+    if pile_tok:
+        run("train", "--vocab-size", str(VOCAB), "-o", ours_path, val, train00, prog=pile_tok)
+    else:
+        print("# pile-tok is not built: training through test_bpe_train")
+        run("train", ours_path, str(VOCAB), "0", val, train00)
     ours = json.load(open(ours_path, encoding="utf-8"))
     ok(len(ours["model"]["vocab"]) == VOCAB, "our tokenizer.json has %d tokens" % VOCAB)
     as_is = Tokenizer.from_file(ours_path)
@@ -95,6 +102,10 @@ with tempfile.TemporaryDirectory() as tmp:
                 bad.append("doc %d: %r...: ours %s... hf %s..." % (i, text[:40], ids[:12], theirs[:12]))
         ok(docs and not bad, "HF encodes %s (%d docs) with our file to our ids" % (os.path.basename(path), len(docs)),
            "\n".join(bad[:5]) + ("\n%d documents differ" % len(bad) if bad else ""))
+        if pile_tok:
+            cli = [json.loads(l) for l in run("encode", "--tokenizer", ours_path, path, prog=pile_tok).split("\n") if l]
+            cli = [ids for ids in cli if ids is not None]
+            ok(cli == [ids for _, ids in docs], "pile-tok encode gives the same ids for %s" % os.path.basename(path))
 
     # 2. HF's own trainer on the same documents
     texts = [t for p in (val, train00) for t, _ in encode_ours(ours_path, p)]
