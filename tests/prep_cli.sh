@@ -1,0 +1,108 @@
+#!/bin/sh
+# pile-prep's command line on the real corpus: exit codes and messages, the
+# same bytes whatever --threads is, --strict, truncated input, rerun of a
+# finished job, refusal of other options, --force, the default input.
+#   prep_cli.sh PILE_PREP
+# Speaks TAP; exits 77 when the corpus is absent.
+set -u
+PREP=$1
+case $PREP in /*) ;; *) PREP=$(pwd)/$PREP ;; esac
+CORPUS=${PILE_SHARED:-../shared}/corpus
+if [ ! -f "$CORPUS/train/02.jsonl.zst" ]; then
+    echo "1..0 # SKIP the corpus is absent (set PILE_SHARED)"
+    exit 77
+fi
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-prep-cli-XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+check() { # check NAME COND...
+    name=$1; shift
+    if "$@"; then ok "$name"; else not_ok "$name" "failed: $*"; fi
+}
+has() { grep -q -- "$2" "$1"; }
+# same_dir A B: same file names, every file byte-identical
+same_dir() {
+    [ "$(ls "$1")" = "$(ls "$2")" ] || { echo "# file lists differ: $(ls "$1" | tr '\n' ' ') / $(ls "$2" | tr '\n' ' ')"; return 1; }
+    for f in $(ls "$1"); do cmp -s "$1/$f" "$2/$f" || { echo "# $f differs"; return 1; }; done
+    return 0
+}
+
+cd "$TMP" || exit 1
+
+# --- usage
+"$PREP" --help >out 2>err; rc=$?
+check "--help exits 0 and prints the usage" test $rc -eq 0 -a -s out
+check "--help names every option" sh -c "grep -q -- --tokenizer out && grep -q -- --pack out && grep -q -- --strict out && grep -q -- --megatron out"
+"$PREP" --version >out 2>err; rc=$?
+check "--version" sh -c "test $rc -eq 0 && grep -q '^pile-prep [0-9]' out"
+"$PREP" --no-such-option >out 2>err; rc=$?
+check "an unknown option is a usage error (exit 2)" sh -c "test $rc -eq 2 && grep -q \"unknown option '--no-such-option'\" err"
+"$PREP" --max-length abc "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "a bad number is a usage error (exit 2)" sh -c "test $rc -eq 2 && grep -q \"bad --max-length 'abc'\" err"
+"$PREP" --pack zigzag "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "a bad --pack is a usage error (exit 2)" test $rc -eq 2
+"$PREP" -o o-missing nope.jsonl.zst >out 2>err; rc=$?
+check "a missing input: exit 1, named with strerror" sh -c \
+    "test $rc -eq 1 && grep -qx \"pile-prep: cannot open 'nope.jsonl.zst': No such file or directory\" err"
+
+# --- threads: the same bytes
+IN="$CORPUS/train/02.jsonl.zst $CORPUS/val.jsonl.zst"
+for pack in concat best-fit; do
+    for j in 1 2 3; do
+        "$PREP" -q -o "t-$pack-$j" -j $j -L 333 --shard-size 0.5 --pack $pack --window-rows 64 $IN 2>err-$j || echo "# rc $? $(cat err-$j)"
+    done
+    if test -f t-$pack-1/manifest.json && same_dir t-$pack-1 t-$pack-2 && same_dir t-$pack-1 t-$pack-3; then
+        ok "$pack: --threads 1, 2, 3 write the same bytes"
+    else
+        not_ok "$pack: --threads 1, 2, 3 write the same bytes"
+    fi
+done
+nshards=$(ls t-concat-1 | grep -c '\.shard$')
+check "small --shard-size gives many shards ($nshards)" test "$nshards" -ge 5
+
+# --- summary
+"$PREP" -o s1 -L 512 "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+docs=$(grep -m1 '^    "documents": ' s1/manifest.json | tr -dc 0-9)
+check "summary: the reconciliation line" sh -c "test $rc -eq 0 && grep -q 'lines read $docs = documents $docs + skipped 0' err"
+check "summary: per-subset counts, padding, speed" sh -c "grep -q 'padding' err && grep -q 'Github' err && grep -q 'MB/s' err"
+"$PREP" -o s1 -L 512 "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "rerun of a finished job: says so, exit 0" sh -c "test $rc -eq 0 && grep -q 'already complete' err"
+"$PREP" -o s1 -L 256 "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "rerun with other options: refused, suggests --force" sh -c "test $rc -eq 1 && grep -q -- '--force' err && grep -q max_length err"
+"$PREP" -o s1 -L 512 "$CORPUS/val.jsonl.zst" "$CORPUS/tricky.jsonl" >out 2>err; rc=$?
+check "rerun with other inputs: refused" sh -c "test $rc -eq 1 && grep -q 'inputs' err"
+"$PREP" -q -o s1 -L 256 --force "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "--force starts over (and --quiet is quiet)" sh -c \
+    "test $rc -eq 0 && test ! -s err && grep -q '\"max_length\": 256' s1/manifest.json"
+mkdir stray && cp s1/val-00000.shard stray/
+"$PREP" -o stray "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "shards without a manifest are not overwritten" sh -c "test $rc -eq 1 && grep -q 'no manifest.json' err"
+
+# --- bad input
+mkdir bad && cp "$CORPUS/bad.jsonl" bad/
+"$PREP" --strict -o b1 bad/bad.jsonl >out 2>err; rc=$?
+check "--strict: the first bad line is an error naming bad.jsonl:2" sh -c "test $rc -eq 1 && grep -q \"bad.jsonl:2'\" err"
+"$PREP" -o b2 bad/bad.jsonl >out 2>err; rc=$?
+check "bad lines: warnings name file:line, exit 0" sh -c "test $rc -eq 0 && grep -q \"warning: skipped 'bad/bad.jsonl:2': blank\" err"
+check "bad lines: only the first 10 are reported" test "$(grep -c 'warning: skipped' err)" -eq 10
+"$PREP" -o tr1 "$CORPUS/truncated.jsonl.zst" >out 2>err; rc=$?
+check "a truncated .zst: warning, exit 0" sh -c "test $rc -eq 0 && grep -q 'truncated.jsonl.zst.* is truncated' err"
+"$PREP" --strict -o tr2 "$CORPUS/truncated.jsonl.zst" >out 2>err; rc=$?
+check "a truncated .zst with --strict: exit 1" test $rc -eq 1
+
+# --- default input: the bundled sample (only where /workspace/pile_data is absent)
+if [ -d /workspace/pile_data ]; then
+    ok "default input # SKIP /workspace/pile_data exists (too big for a test)"
+elif [ ! -d "${PILE_SOURCE_ROOT:-.}/data/sample" ]; then
+    ok "default input # SKIP data/sample is absent"
+else
+    "$PREP" -q -o def -L 2048 >out 2>err; rc=$?
+    check "no input: the bundled data/sample is packed" sh -c \
+        "test $rc -eq 0 && grep -q 'data/sample/' def/manifest.json && ls def | grep -q '^train-00000.shard$'"
+fi
+
+echo "1..$n"
+[ $failed -eq 0 ]
