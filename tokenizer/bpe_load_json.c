@@ -241,6 +241,53 @@ static int escape_literal(const char *s, size_t n, pile_buf *out)
     return 0;
 }
 
+/* Oniguruma (under Hugging Face tokenizers) reads X{n,m}+ as (?:X{n,m})+, a
+ * repetition, where PCRE2 and tiktoken read a possessive quantifier. With
+ * n == 1 that is X+; other counts are refused rather than matched
+ * differently. Writes the PCRE2 spelling to out; -1 when unsupported. */
+static int onig_intervals(const char *p, size_t n, pile_buf *out)
+{
+    int in_class = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c == '\\' && i + 1 < n) {
+            size_t k = i + 2;
+            if ((p[i + 1] == 'p' || p[i + 1] == 'P' || p[i + 1] == 'x') && k < n && p[k] == '{') {
+                while (k < n && p[k] != '}') k++;
+                if (k < n) k++;
+            }
+            if (pile_buf_append(out, p + i, k - i)) return PILE_ENOMEM;
+            i = k - 1;
+            continue;
+        }
+        if (in_class) {
+            if (c == ']') in_class = 0;
+        } else if (c == '[') {
+            in_class = 1;
+            if (pile_buf_append(out, p + i, 1)) return PILE_ENOMEM;
+            if (i + 1 < n && p[i + 1] == '^' && pile_buf_append(out, p + ++i, 1)) return PILE_ENOMEM;
+            if (i + 1 < n && p[i + 1] == ']' && pile_buf_append(out, p + ++i, 1)) return PILE_ENOMEM;
+            continue;
+        } else if (c == '{') {
+            size_t k = i + 1, lo_start = k;
+            while (k < n && p[k] >= '0' && p[k] <= '9') k++;
+            size_t lo_len = k - lo_start;
+            if (k < n && p[k] == ',') {
+                k++;
+                while (k < n && p[k] >= '0' && p[k] <= '9') k++;
+            }
+            if (lo_len && k + 1 < n && p[k] == '}' && p[k + 1] == '+') {
+                if (lo_len != 1 || p[lo_start] != '1') return -1;
+                if (pile_buf_append(out, "+", 1)) return PILE_ENOMEM;
+                i = k + 1;
+                continue;
+            }
+        }
+        if (pile_buf_append(out, p + i, 1)) return PILE_ENOMEM;
+    }
+    return 0;
+}
+
 static int load_pretok(pile__bpe *b, const pile_json *p, int *byte_level, const char *name, pile_err *err)
 {
     const char *type = p ? json_str_or(p, "type", NULL) : NULL;
@@ -281,7 +328,19 @@ static int load_pretok(pile__bpe *b, const pile_json *p, int *byte_level, const 
                                 "unsupported tokenizer '%s': Split needs a Regex or String pattern, behavior Isolated, "
                                 "Removed, MergedWithPrevious or MergedWithNext, and invert false",
                                 name);
-        if (re) return pile__bpe_add_stage(b, PILE__SPLIT_REGEX, re, plen, behavior, 0, name, err);
+        if (re) {
+            pile_buf fixed = {0};
+            int o = onig_intervals(re, plen, &fixed);
+            int rc = o == PILE_ENOMEM ? pile_err_set(err, PILE_ENOMEM, "out of memory")
+                     : o < 0 ? pile_err_set(err, PILE_EFORMAT,
+                                            "unsupported tokenizer '%s': pattern '%s' has X{n,m}+ with n != 1, which "
+                                            "Oniguruma reads as a repetition",
+                                            name, re)
+                             : pile__bpe_add_stage(b, PILE__SPLIT_REGEX, fixed.data ? fixed.data : "", fixed.len,
+                                                   behavior, 0, name, err);
+            pile_buf_free(&fixed);
+            return rc;
+        }
         pile_buf esc = {0};
         if (escape_literal(lit, plen, &esc)) {
             pile_buf_free(&esc);

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""pile-tok against the reference tokenizers, on the whole shared corpus.
+
+1. GPT-2: `pile-tok encode` (tokenizer = encoder.json + vocab.bpe, and the
+   r50k_base.tiktoken file) on every document of corpus/train/*.jsonl.zst and
+   val.jsonl.zst must equal tiktoken (built offline from r50k_base.tiktoken,
+   encode_ordinary) and Hugging Face tokenizers (built from encoder.json +
+   vocab.bpe), line by line.
+2. The general path: a small BPE trained here with Hugging Face tokenizers,
+   with an NFC normalizer, a Split pre-tokenizer on tiktoken's cl100k_base
+   pattern (PCRE2 on our side, Oniguruma on theirs) + ByteLevel without its
+   regex, array-form merges, a special token and NeoX-style non-special
+   added tokens made of runs of spaces; and the same file with "a b" merges.
+   Our ids on tricky.jsonl and val must equal HF's with special tokens
+   treated as text (pile encodes document text as ordinary text).
+
+Usage: tok_ref.py PILE_TOK. TAP output; exit 77 when tiktoken / tokenizers
+or the shared corpus are missing.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+CL100K_PAT = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+              r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+
+n_tests = 0
+n_failed = 0
+
+
+def report(ok, name, notes=()):
+    global n_tests, n_failed
+    n_tests += 1
+    for line in notes:
+        print("# " + line)
+    print(("ok" if ok else "not ok") + " %d - %s" % (n_tests, name))
+    sys.stdout.flush()
+    if not ok:
+        n_failed += 1
+
+
+def skip_all(why):
+    print("1..0 # SKIP " + why)
+    sys.exit(77)
+
+
+def read_lines(path):
+    if path.endswith(".zst"):
+        data = subprocess.run(["zstd", "-dc", path], check=True, capture_output=True).stdout
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def texts_of(path):
+    out = []
+    for raw in read_lines(path):
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            out.append(None)
+            continue
+        t = doc.get("text") if isinstance(doc, dict) else None
+        out.append(t if isinstance(t, str) else None)
+    return out
+
+
+def pile_ids(pile_tok, spec, path):
+    r = subprocess.run([pile_tok, "encode", "--tokenizer", spec, path], capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError("pile-tok failed: " + r.stderr.decode(errors="replace"))
+    return [json.loads(line) for line in r.stdout.decode().split("\n")[:-1]]
+
+
+def compare(name, ours, texts, ref_fn):
+    notes = []
+    bad = 0
+    if len(ours) != len(texts):
+        report(False, name, ["%d lines out, %d in" % (len(ours), len(texts))])
+        return
+    refs = ref_fn([t if t is not None else "" for t in texts])
+    for i, (a, t, b) in enumerate(zip(ours, texts, refs)):
+        want = None if t is None else list(b)
+        if a != want:
+            bad += 1
+            if bad <= 3:
+                k = 0
+                while a and want and k < min(len(a), len(want)) and a[k] == want[k]:
+                    k += 1
+                notes.append("line %d differs at id %d" % (i + 1, k))
+    notes.append("%d lines, %d differ" % (len(texts), bad))
+    report(bad == 0, name, notes)
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: tok_ref.py PILE_TOK", file=sys.stderr)
+        return 2
+    pile_tok = sys.argv[1]
+    try:
+        import tiktoken
+        import tiktoken.load
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers, Regex
+    except ImportError as e:
+        skip_all("python tiktoken / tokenizers not importable (%s)" % e)
+    shared = os.environ.get("PILE_SHARED", "../shared")
+    gpt2 = os.path.join(shared, "fixtures", "gpt2")
+    corpus = os.path.join(shared, "corpus")
+    if not os.path.isfile(os.path.join(gpt2, "vocab.bpe")) or not os.path.isdir(os.path.join(corpus, "train")):
+        skip_all("no shared corpus and GPT-2 fixtures (set PILE_SHARED)")
+
+    tk = tiktoken.Encoding("r50k_base", pat_str=GPT2_PAT,
+                           mergeable_ranks=tiktoken.load.load_tiktoken_bpe(os.path.join(gpt2, "r50k_base.tiktoken")),
+                           special_tokens={"<|endoftext|>": 50256})
+    hf = Tokenizer(models.BPE.from_file(os.path.join(gpt2, "encoder.json"), os.path.join(gpt2, "vocab.bpe")))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+
+    def tk_ref(texts):
+        return tk.encode_ordinary_batch(texts, num_threads=2)
+
+    def hf_ref(texts):
+        return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+
+    files = sorted(os.path.join(corpus, "train", f) for f in os.listdir(os.path.join(corpus, "train"))
+                   if f.endswith(".jsonl.zst"))
+    files.append(os.path.join(corpus, "val.jsonl.zst"))
+    for path in files:
+        texts = texts_of(path)
+        name = os.path.relpath(path, shared)
+        ours = pile_ids(pile_tok, gpt2, path)
+        compare("gpt2 folder == tiktoken r50k_base on " + name, ours, texts, tk_ref)
+        compare("gpt2 folder == HF tokenizers on " + name, ours, texts, hf_ref)
+        ours_tk = pile_ids(pile_tok, os.path.join(gpt2, "r50k_base.tiktoken"), path)
+        report(ours_tk == ours, "r50k_base.tiktoken == gpt2 folder on " + name)
+
+    # The general path: Split(cl100k) + ByteLevel(use_regex=False), NFC, added tokens.
+    with tempfile.TemporaryDirectory() as tmp:
+        train_texts = [t for t in texts_of(os.path.join(corpus, "sample.jsonl")) if t][:200]
+        tok = Tokenizer(models.BPE())
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(CL100K_PAT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=2000, min_frequency=2, special_tokens=["<|endoftext|>"],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train_from_iterator(train_texts, trainer=trainer)
+        tok.add_tokens([" " * k for k in (2, 4, 8, 16)])  # GPT-NeoX style: non-special runs of spaces
+        tok.encode_special_tokens = True  # specials in text are text, as in pile
+        arr_path = os.path.join(tmp, "cl100k-arrays.json")
+        tok.save(arr_path)
+        with open(arr_path) as f:
+            spec = json.load(f)
+        merges = spec["model"]["merges"]
+        form = "arrays" if merges and isinstance(merges[0], list) else "strings"
+        spec["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m for m in merges]
+        str_path = os.path.join(tmp, "cl100k-strings.json")
+        with open(str_path, "w") as f:
+            json.dump(spec, f)
+
+        def hf_small(texts):
+            return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+        for name in ("tricky.jsonl", "val.jsonl.zst"):
+            path = os.path.join(corpus, name)
+            texts = texts_of(path)
+            compare("Split(cl100k)+ByteLevel, NFC, added space runs, merges as %s: %s" % (form, name),
+                    pile_ids(pile_tok, arr_path, path), texts, hf_small)
+            compare("the same with \"a b\" merges: " + name, pile_ids(pile_tok, str_path, path), texts, hf_small)
+
+    print("1..%d" % n_tests)
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
