@@ -100,8 +100,8 @@ if [ -z "$TOKENIZER" ]; then
     train_bytes=$(du -cbL "${TRAIN[@]}" | tail -n 1 | cut -f1)
     [ "$train_bytes" -le $((256 << 20)) ] || tok_inputs=("${TRAIN[0]}")
     step "training an 8192-token BPE tokenizer on ${#tok_inputs[@]} file(s)"
-    "$TOK" train --vocab-size 8192 -o "$TOKENIZER" "${tok_inputs[@]}"
-    "$TOK" info "$TOKENIZER" 2>/dev/null | head -n 8 || true
+    "$TOK" train --vocab-size 8192 --progress -o "$TOKENIZER" "${tok_inputs[@]}"
+    "$TOK" info --tokenizer "$TOKENIZER" || true
   else
     TOKENIZER=bytes
     step "tokenizer: bytes"
@@ -121,7 +121,9 @@ step "pile-dump: summary of $OUT/shards"
 "$DUMP" "$OUT/shards"
 
 step "pile-dump --verify: every checksum and invariant"
-"$DUMP" --verify "$OUT/shards"
+# (it repeats the summary above before its verdict: show the verdict)
+"$DUMP" --verify "$OUT/shards" > "$OUT/verify.txt"
+grep -i 'verif' "$OUT/verify.txt" || tail -n 3 "$OUT/verify.txt"
 
 step "pile-dump --decode 0: the first row, as ids and text (first lines)"
 "$DUMP" --decode 0 --tokenizer "$TOKENIZER" "$OUT/shards" > "$OUT/row0.txt"
