@@ -326,6 +326,32 @@ static void test_real(const char *tmp)
     free(db);
     free(da);
 
+    TEST("with pruning (64 KB epochs, a 3000-piece cap): the same bytes for 1, 2, 3 threads");
+    pile__bpe_limits lim = {.epoch_bytes = 64 << 10, .piece_cap = 3000};
+    char *d1 = NULL;
+    size_t l1 = 0;
+    for (int th = 1; th <= 3; th++) {
+        o.threads = th;
+        CHECK_OK(pile__bpe_train_limits(in, 1, &o, &lim, c, &err), err);
+        size_t lc = 0;
+        char *dc = slurp(c, &lc);
+        ASSERT(dc != NULL);
+        if (th == 1) {
+            d1 = dc, l1 = lc;
+            size_t nm = 0;
+            check_file(c, 1000, &nm);
+            /* pieces seen once were dropped, so some pair counts differ */
+            size_t lu = 0;
+            char *du = slurp(a, &lu);
+            ASSERT(du && (lu != lc || memcmp(du, dc, lc) != 0));
+            free(du);
+        } else {
+            ASSERT(d1 && dc && l1 == lc && memcmp(d1, dc, lc) == 0);
+            free(dc);
+        }
+    }
+    free(d1);
+
     TEST("a high min_frequency stops merging early");
     o.min_frequency = 2000;
     CHECK_OK(pile_bpe_train(in, 1, &o, c, &err), err);

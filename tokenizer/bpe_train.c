@@ -26,7 +26,7 @@
 
 #define BATCH_BYTES (1u << 20)
 #define EPOCH_BYTES ((uint64_t)64 << 20)
-#define PIECE_CAP ((size_t)8 << 20)
+#define PIECE_CAP ((size_t)8 << 20) /* at most ~0.5 GB of map, and as much again while learning */
 #define MAX_THREADS 64
 
 typedef struct batch {
@@ -52,6 +52,7 @@ typedef struct trainer {
     int failed;           /* a counting thread ran out of memory */
     pile__bpe_counts **local;
     int n_workers;
+    pile__bpe_limits lim;
 } trainer;
 
 typedef struct worker_arg {
@@ -151,8 +152,9 @@ static int batch_add(batch *b, const char *s, size_t n)
 static int end_epoch(trainer *t, pile__bpe_counts *global)
 {
     for (int k = 0; k < t->n_workers; k++) PILE_FORWARD_IF_ERR(pile__bpe_counts_absorb(global, t->local[k]));
-    if (pile__bpe_counts_size(global) > PIECE_CAP)
-        for (uint64_t below = 2; pile__bpe_counts_size(global) > PIECE_CAP * 3 / 4; below *= 2) {
+    size_t cap = t->lim.piece_cap;
+    if (pile__bpe_counts_size(global) > cap)
+        for (uint64_t below = 2; pile__bpe_counts_size(global) > cap / 4 * 3; below *= 2) {
             long long r = pile__bpe_counts_prune(global, below);
             if (r < 0) return (int)r;
         }
@@ -204,7 +206,7 @@ static int read_inputs(trainer *t, const char *const *inputs, size_t n_inputs, p
             }
             docs++;
             epoch += doc.text_len;
-            if (b->text.len >= BATCH_BYTES || epoch >= EPOCH_BYTES) {
+            if (b->text.len >= BATCH_BYTES || epoch >= t->lim.epoch_bytes) {
                 if ((cur = hand_over(t, (size_t)cur)) < 0) {
                     rc = oom(err);
                     goto out;
@@ -212,7 +214,7 @@ static int read_inputs(trainer *t, const char *const *inputs, size_t n_inputs, p
                 t->batches[cur].text.len = 0;
                 t->batches[cur].n_docs = 0;
             }
-            if (epoch >= EPOCH_BYTES) {
+            if (epoch >= t->lim.epoch_bytes) {
                 epoch = 0;
                 if (drain(t) || end_epoch(t, global) < 0) {
                     rc = oom(err);
@@ -243,6 +245,13 @@ out:
 int pile_bpe_train(const char *const *inputs, size_t n_inputs, const pile_bpe_train_opts *opts,
                    const char *out_path, pile_err *err)
 {
+    pile__bpe_limits lim = {.epoch_bytes = EPOCH_BYTES, .piece_cap = PIECE_CAP};
+    return pile__bpe_train_limits(inputs, n_inputs, opts, &lim, out_path, err);
+}
+
+int pile__bpe_train_limits(const char *const *inputs, size_t n_inputs, const pile_bpe_train_opts *opts,
+                           const pile__bpe_limits *lim, const char *out_path, pile_err *err)
+{
     PILE_RETURN_IF(!n_inputs, err, PILE_EINVAL, "cannot train BPE: no input files");
     int n_workers = opts->threads;
     if (n_workers <= 0) {
@@ -259,6 +268,7 @@ int pile_bpe_train(const char *const *inputs, size_t n_inputs, const pile_bpe_tr
     pile__bpe_model model = {0};
     pile_buf json = {0};
     t.n_workers = n_workers;
+    t.lim = *lim;
     t.n_batches = 2 * (size_t)n_workers + 1;
     t.batches = calloc(t.n_batches, sizeof(batch));
     t.local = calloc((size_t)n_workers, sizeof(*t.local));

@@ -69,6 +69,18 @@ int pile__bpe_model_json(const pile__bpe_model *m, pile_buf *out);
 /* Frees the model's arrays; accepts a zeroed or freed model. */
 void pile__bpe_model_free(pile__bpe_model *m);
 
+/* ----------------------------------------------------------------- train */
+
+/* The memory bounds of pile_bpe_train (which uses 64 MB epochs and a cap of
+ * 8M pieces); tests set small ones to exercise pruning. */
+typedef struct pile__bpe_limits {
+    uint64_t epoch_bytes;  /* text between two sums of the threads' maps */
+    size_t piece_cap;      /* more distinct pieces than this at an epoch's end: prune */
+} pile__bpe_limits;
+
+int pile__bpe_train_limits(const char *const *inputs, size_t n_inputs, const pile_bpe_train_opts *opts,
+                           const pile__bpe_limits *lim, const char *out_path, pile_err *err);
+
 /* GPT-2's bytes_to_unicode: the code point that stands for byte b. */
 uint32_t pile__bpe_byte_char(uint8_t b);
 
