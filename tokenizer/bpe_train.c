@@ -252,6 +252,7 @@ int pile_bpe_train(const char *const *inputs, size_t n_inputs, const pile_bpe_tr
 int pile__bpe_train_limits(const char *const *inputs, size_t n_inputs, const pile_bpe_train_opts *opts,
                            const pile__bpe_limits *lim, const char *out_path, pile_err *err)
 {
+    PILE_RETURN_IF(!opts || !out_path, err, PILE_EINVAL, "cannot train BPE: no options or no output path");
     PILE_RETURN_IF(!n_inputs, err, PILE_EINVAL, "cannot train BPE: no input files");
     int n_workers = opts->threads;
     if (n_workers <= 0) {
