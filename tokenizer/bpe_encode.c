@@ -36,6 +36,19 @@ typedef struct cslot {
     uint32_t ids[CACHE_INLINE_IDS];
 } cslot;
 
+/* A small direct-mapped cache in front of everything, sized to stay in L2:
+ * pieces of up to 8 bytes that encode to up to 5 ids. A few thousand short
+ * pieces make most of any text, so most pieces end here. */
+#define HOT_SLOTS 8192u
+#define HOT_IDS 5
+typedef struct hslot {
+    uint64_t pfx;
+    uint8_t len; /* 0: empty */
+    uint8_t nids;
+    uint16_t pad;
+    uint32_t ids[HOT_IDS];
+} hslot;
+
 typedef struct bpe_enc {
     pile_encoder h;
     const pile__bpe *b;
@@ -48,6 +61,7 @@ typedef struct bpe_enc {
     pcre2_match_data *md[PILE__BPE_MAX_STAGES];
     pcre2_match_context *mctx;
     pcre2_jit_stack *jstack;
+    hslot *hot;
     cslot *cache;
     unsigned char *ckeys;
     uint32_t *cids;
@@ -209,12 +223,9 @@ static inline int cslot_inline(size_t klen, size_t nids)
     return klen <= 8 && nids <= CACHE_INLINE_IDS;
 }
 
-static int encode_piece(bpe_enc *e, const unsigned char *p, size_t n, pile_ids *out)
+static int encode_piece_slow(bpe_enc *e, const unsigned char *p, size_t n, uint64_t pfx, uint64_t h, pile_ids *out)
 {
     const pile__bpe *b = e->b;
-    if (out->cap - out->len < n && pile_ids_reserve(out, n)) return PILE_ENOMEM;
-    uint64_t pfx = pile__bpe_pfx(p, n);
-    uint64_t h = pile__bpe_hash(pfx, p, n);
     uint16_t l16 = n >= 0xFFFF ? 0xFFFF : (uint16_t)n;
     for (uint32_t i = (uint32_t)h & b->vmask;; i = (i + 1) & b->vmask) {
         const pile__vslot *s = &b->vtab[i];
@@ -271,6 +282,30 @@ static int encode_piece(bpe_enc *e, const unsigned char *p, size_t n, pile_ids *
             e->ci_used += k;
         }
         e->c_count++;
+    }
+    return 0;
+}
+
+static inline int encode_piece(bpe_enc *e, const unsigned char *p, size_t n, pile_ids *out)
+{
+    if (out->cap - out->len < n + HOT_IDS && pile_ids_reserve(out, n + HOT_IDS)) return PILE_ENOMEM;
+    uint64_t pfx = pile__bpe_pfx(p, n);
+    uint64_t h = pile__bpe_hash(pfx, p, n);
+    if (n > 8) return encode_piece_slow(e, p, n, pfx, h, out);
+    hslot *hs = &e->hot[(h >> 20) & (HOT_SLOTS - 1)];
+    if (hs->pfx == pfx && hs->len == n) {
+        memcpy(out->data + out->len, hs->ids, HOT_IDS * sizeof(uint32_t));
+        out->len += hs->nids;
+        return 0;
+    }
+    size_t before = out->len;
+    if (encode_piece_slow(e, p, n, pfx, h, out)) return PILE_ENOMEM;
+    size_t k = out->len - before;
+    if (k <= HOT_IDS) {
+        hs->pfx = pfx;
+        hs->len = (uint8_t)n;
+        hs->nids = (uint8_t)k;
+        memcpy(hs->ids, out->data + before, k * sizeof(uint32_t));
     }
     return 0;
 }
@@ -428,6 +463,7 @@ static void enc_free(pile_encoder *enc)
     }
     pcre2_match_context_free(e->mctx);
     pcre2_jit_stack_free(e->jstack);
+    free(e->hot);
     free(e->cache);
     free(e->ckeys);
     free(e->cids);
@@ -440,10 +476,11 @@ static bpe_enc *enc_new(const pile__bpe *b)
     if (!e) return NULL;
     e->h.tok = &b->h;
     e->b = b;
+    e->hot = calloc(HOT_SLOTS, sizeof *e->hot);
     e->cache = calloc(CACHE_SLOTS, sizeof *e->cache);
     e->ckeys = malloc(CACHE_KEY_BYTES);
     e->cids = malloc(CACHE_IDS * sizeof *e->cids);
-    int ok = e->cache && e->ckeys && e->cids && scratch(e, 256) == 0;
+    int ok = e->hot && e->cache && e->ckeys && e->cids && scratch(e, 256) == 0;
     for (size_t i = 0; ok && i < b->n_stages; i++) {
         if (b->stages[i].kind != PILE__SPLIT_REGEX) continue;
         e->md[i] = pcre2_match_data_create_from_pattern(b->stages[i].re, NULL);
