@@ -8,7 +8,7 @@
 #   --tokenizer SPEC  what pile-prep --tokenizer takes (bytes, a tokenizer.json,
 #                     a GPT-2 folder, a .tiktoken file); default: train an
 #                     8192-token BPE on the train files into OUT/tokenizer.json
-#   --out DIR         where everything goes (default out/)
+#   --out DIR         where everything goes (default out/ in the repository)
 #   --fresh           remove OUT first (otherwise a rerun reuses OUT/tokenizer.json
 #                     and pile-prep resumes or confirms the finished run)
 #   --no-deps         do not run tools/install-deps.sh first
@@ -21,7 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DATA=
 TOKENIZER=
-OUT=out
+OUT=$ROOT/out
 FRESH=0
 DEPS=1
 while [ $# -gt 0 ]; do
