@@ -88,6 +88,7 @@ typedef struct pile_prep_result {
     uint64_t shards_kept;      /* shards from the interrupted run that were kept */
     uint64_t lines, documents, skipped, tokens, rows, truncated_inputs;
     uint64_t input_bytes;      /* bytes on disk of the inputs read in this run */
+    uint64_t jsonl_bytes;      /* decompressed JSONL bytes read in this run */
     double wall_s;             /* this run's wall time */
     /* thread-seconds spent in each stage (sums over threads) */
     double read_s, parse_s, tokenize_s, pack_s;

@@ -72,6 +72,7 @@ typedef struct pipe {
     size_t in_flight; /* line bytes in [next_pack, next_read) */
     int reader_done, abort;
     double t_read, t_parse, t_tok;
+    uint64_t jsonl_bytes; /* decompressed line bytes read (reader thread only) */
 } pipe_t;
 
 static void chunk_free(chunk *c)
@@ -170,6 +171,7 @@ static void *reader_main(void *arg)
             }
             seen = ln.lineno;
             if (ln.lineno < skip_below) continue;
+            p->jsonl_bytes += ln.len + 1;
             if (chunk_add_line(c, &ln)) {
                 rc = pile_err_set(&lerr, PILE_ENOMEM, "out of memory");
                 break;
@@ -663,6 +665,7 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     }
     pile_progress_free(prog);
     res->read_s = p.t_read;
+    res->jsonl_bytes = p.jsonl_bytes;
     res->parse_s = p.t_parse;
     res->tokenize_s = p.t_tok;
     res->pack_s = t_pack;
@@ -773,9 +776,11 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
         res->wall_s = pile_now() - t_start;
         pile__prep_stats_format(&st, &res->summary);
         double w = res->wall_s > 0 ? res->wall_s : 1e-9;
-        pile_buf_printf(&res->summary, "shards %zu (%" PRIu64 " kept from an earlier run), wall time %.2f s, %.1f MB/s of input, %.3gM tokens/s\n",
-                        st.n_shards, res->shards_kept, res->wall_s, (double)res->input_bytes / 1e6 / w,
-                        (double)res->tokens / 1e6 / w);
+        pile_buf_printf(&res->summary,
+                        "shards %zu (%" PRIu64 " kept from an earlier run); wall time %.2f s; "
+                        "%.1f MB/s of JSONL (%.1f MB/s on disk); %.3gM tokens/s\n",
+                        st.n_shards, res->shards_kept, res->wall_s, (double)res->jsonl_bytes / 1e6 / w,
+                        (double)res->input_bytes / 1e6 / w, (double)res->tokens / 1e6 / w);
         double outside = res->read_s + res->parse_s + res->pack_s;
         pile_buf_printf(&res->summary,
                         "stage time (thread-seconds): read %.2f, parse %.2f, tokenize %.2f, pack+write %.2f "
