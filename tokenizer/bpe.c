@@ -254,6 +254,17 @@ static uint64_t pow2_at_least(uint64_t n)
     return p;
 }
 
+/* 64 - log2(size): the shift that takes a 64-bit hash to a slot. */
+static unsigned shift_for(uint64_t size)
+{
+    unsigned s = 64;
+    while (size > 1) {
+        size >>= 1;
+        s--;
+    }
+    return s;
+}
+
 static uint32_t vfind_all(const pile__bpe *b, const void *p, size_t n)
 {
     const pile__vslot *s = pile__bpe_vfind(b, p, n);
@@ -270,6 +281,7 @@ static int build_vtab(pile__bpe *b, const char *name, pile_err *err)
     memset(b->vtab, 0, size * sizeof *b->vtab);
     for (uint64_t i = 0; i < size; i++) b->vtab[i].id = UINT32_MAX;
     b->vmask = (uint32_t)(size - 1);
+    b->vshift = shift_for(size);
     for (uint32_t id = 0; id < n; id++) {
         if ((b->flags[id] & (PILE__TOK_MODEL | PILE__TOK_SPECIAL)) != PILE__TOK_MODEL) continue;
         const char *p = b->bytes.data + b->off[id];
@@ -280,7 +292,7 @@ static int build_vtab(pile__bpe *b, const char *name, pile_err *err)
             return pile_err_set(err, PILE_EFORMAT, "invalid tokenizer '%s': tokens %u and %u have the same bytes", name,
                                 other, id);
         uint64_t pfx = pile__bpe_pfx((const unsigned char *)p, len);
-        uint32_t i = (uint32_t)pile__bpe_hash(pfx, (const unsigned char *)p, len) & b->vmask;
+        uint32_t i = (uint32_t)(pile__bpe_hash(pfx, (const unsigned char *)p, len) >> b->vshift);
         while (b->vtab[i].id != UINT32_MAX) i = (i + 1) & b->vmask;
         b->vtab[i].pfx = pfx;
         b->vtab[i].len = len >= 0xFFFF ? 0xFFFF : (uint16_t)len;
@@ -297,15 +309,10 @@ static int build_vtab(pile__bpe *b, const char *name, pile_err *err)
     return 0;
 }
 
-static inline uint64_t pair_hash(uint64_t key)
-{
-    return (key * 0x9E3779B97F4A7C15ull) >> 20;
-}
-
 static void ptab_put(pile__bpe *b, uint32_t l, uint32_t r, uint32_t rank, uint32_t merged, int keep_first)
 {
     uint64_t key = (uint64_t)l << 32 | r;
-    for (uint32_t i = (uint32_t)pair_hash(key) & b->pmask;; i = (i + 1) & b->pmask) {
+    for (uint32_t i = pile__bpe_pair_slot(key, b->pshift);; i = (i + 1) & b->pmask) {
         pile__pslot *s = &b->ptab[i];
         if (s->key == UINT64_MAX || s->key == key) {
             if (s->key == key && keep_first) return;
@@ -374,6 +381,7 @@ static int build_ptab(pile__bpe *b, const char *name, pile_err *err)
     if (!b->ptab) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     memset(b->ptab, 0xFF, size * sizeof *b->ptab);
     b->pmask = (uint32_t)(size - 1);
+    b->pshift = shift_for(size);
     return each_pair(b, ptab_put, name, err);
 }
 

@@ -1,9 +1,12 @@
-/* BPE encoding and decoding. Per piece: one hash lookup of the whole piece
- * (most pieces are one token), then a bounded per-encoder cache of recent
- * multi-token pieces, then the merges themselves: a rescan of a small rank
- * array for short pieces, a heap over a linked list (O(n log n)) for long
- * ones. Both pick the leftmost pair of lowest rank, as tiktoken and Hugging
- * Face do. All scratch is in the encoder, so encoders on different threads
+/* BPE encoding and decoding. Per piece: a direct-mapped cache of short
+ * pieces (a few thousand short pieces make most of any text), then one hash
+ * lookup of the whole piece (most pieces are one token), then a
+ * direct-mapped cache of longer multi-token pieces, then the merges
+ * themselves: a rescan of a small rank array for short pieces, a heap over a
+ * linked list (O(n log n)) for long ones. Both pick the leftmost pair of
+ * lowest rank, as tiktoken and Hugging Face do. A cache miss overwrites one
+ * slot, so an encoder's memory is fixed (about 1.3 MB) however large the
+ * corpus; all scratch is in the encoder, so encoders on different threads
  * share only the read-only tokenizer. */
 #include "bpe_internal.h"
 #include "pretok.h"
@@ -12,34 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 
 #define NONE UINT32_MAX
-#define SHORT_MAX 48         /* longer pieces use the heap */
-#define CACHE_SLOTS (1u << 16)
-#define CACHE_MAX_PIECE 64   /* bytes; longer pieces are not cached */
-#define CACHE_INLINE_IDS 4
-#define CACHE_KEY_BYTES (CACHE_SLOTS * 16u)
-#define CACHE_IDS (CACHE_SLOTS * 8u)
+#define NOPAIR UINT64_MAX
+#define SHORT_MAX 48 /* longer pieces use the heap */
 
-/* Cache layout: an open-addressing table of 32-byte slots. A piece of up to
- * 8 bytes with up to 4 ids lives wholly in its slot (one cache line per
- * lookup); a longer one keeps its bytes and ids in two arenas, found by
- * ids[0] and ids[1]. When the table is 3/4 full or an arena is, everything is
- * dropped at once: memory stays fixed however large the corpus. */
-typedef struct cslot {
-    uint64_t pfx;
-    uint32_t tag;  /* low half of the hash */
-    uint16_t klen; /* 0: empty */
-    uint16_t nids;
-    uint32_t ids[CACHE_INLINE_IDS];
-} cslot;
+/* Room left in the output beyond a piece's own length: a cache hit copies
+ * a whole slot's ids, however many of them are used. */
+#define SLACK 8
 
-/* A small direct-mapped cache in front of everything, sized to stay in L2:
- * pieces of up to 8 bytes that encode to up to 5 ids. A few thousand short
- * pieces make most of any text, so most pieces end here. */
-#define HOT_SLOTS 8192u
+/* Short pieces (up to 8 bytes) with up to 5 ids: 32-byte slots, 256 KB, so
+ * that the cache stays in L2 beside the tables. */
+#define HOT_BITS 13
 #define HOT_IDS 5
 typedef struct hslot {
     uint64_t pfx;
@@ -49,10 +36,28 @@ typedef struct hslot {
     uint32_t ids[HOT_IDS];
 } hslot;
 
+/* Multi-token pieces of up to 32 bytes with up to 7 ids: one 64-byte slot
+ * (a cache line) each, 1 MB. Longer pieces are rare and merged each time. */
+#define LONG_BITS 14
+#define LONG_KEY 32
+#define LONG_IDS 7
+typedef struct lslot {
+    unsigned char key[LONG_KEY];
+    uint32_t ids[LONG_IDS];
+    uint8_t len; /* 0: empty */
+    uint8_t nids;
+    uint16_t pad;
+} lslot;
+
+_Static_assert(sizeof(hslot) == 32, "a hot slot is half a cache line");
+_Static_assert(sizeof(lslot) == 64, "a long slot is a cache line");
+_Static_assert(HOT_IDS <= SLACK && LONG_IDS <= SLACK, "a slot's ids fit in the slack");
+
 typedef struct bpe_enc {
     pile_encoder h;
     const pile__bpe *b;
-    uint32_t *ids, *rk, *mg, *nx, *pv; /* merge scratch, cap entries each */
+    uint32_t *ids, *nx, *pv; /* merge scratch, cap entries each */
+    uint64_t *rm;            /* rank << 32 | merged id of the pair at i, cap entries */
     size_t cap;
     uint64_t *heap;
     size_t heap_cap;
@@ -62,22 +67,18 @@ typedef struct bpe_enc {
     pcre2_match_context *mctx;
     pcre2_jit_stack *jstack;
     hslot *hot;
-    cslot *cache;
-    unsigned char *ckeys;
-    uint32_t *cids;
-    size_t ck_used, ci_used, c_count;
+    lslot *lcache;
 } bpe_enc;
 
-static inline uint32_t pair_rank(const pile__bpe *b, uint32_t l, uint32_t r, uint32_t *merged)
+/* The pair (l, r) as rank << 32 | merged id, or NOPAIR. Ranks are unique per
+ * merged id, so the smallest value is the lowest rank and ties are equal. */
+static inline uint64_t pair_rm(const pile__bpe *b, uint32_t l, uint32_t r)
 {
     uint64_t key = (uint64_t)l << 32 | r;
-    for (uint32_t i = (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & b->pmask;; i = (i + 1) & b->pmask) {
+    for (uint32_t i = pile__bpe_pair_slot(key, b->pshift);; i = (i + 1) & b->pmask) {
         const pile__pslot *s = &b->ptab[i];
-        if (s->key == key) {
-            *merged = s->merged;
-            return s->rank;
-        }
-        if (s->key == UINT64_MAX) return NONE;
+        if (s->key == key) return (uint64_t)s->rank << 32 | s->merged;
+        if (s->key == UINT64_MAX) return NOPAIR;
     }
 }
 
@@ -86,39 +87,40 @@ static int scratch(bpe_enc *e, size_t n)
     if (n <= e->cap) return 0;
     size_t cap = e->cap ? e->cap : 256;
     while (cap < n) cap *= 2;
-    uint32_t **arr[] = {&e->ids, &e->rk, &e->mg, &e->nx, &e->pv};
+    uint32_t **arr[] = {&e->ids, &e->nx, &e->pv};
     for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) {
         uint32_t *p = realloc(*arr[i], cap * sizeof *p);
         if (!p) return PILE_ENOMEM;
         *arr[i] = p;
     }
+    uint64_t *rm = realloc(e->rm, cap * sizeof *rm);
+    if (!rm) return PILE_ENOMEM;
+    e->rm = rm;
     e->cap = cap;
     return 0;
 }
 
-/* Leftmost lowest-rank merge until none applies; ids[0..n) in place. */
-static size_t merge_short(const pile__bpe *b, uint32_t *ids, uint32_t *rk, uint32_t *mg, size_t n)
+/* Leftmost lowest-rank merge until none applies; ids[0..n) in place. The
+ * arrays are short, so shifting them beats keeping links. */
+static size_t merge_short(const pile__bpe *b, uint32_t *ids, uint64_t *rm, size_t n)
 {
-    for (size_t i = 0; i + 1 < n; i++) rk[i] = pair_rank(b, ids[i], ids[i + 1], &mg[i]);
+    for (size_t i = 0; i + 1 < n; i++) rm[i] = pair_rm(b, ids[i], ids[i + 1]);
     while (n > 1) {
-        uint32_t best = NONE;
+        uint64_t best = rm[0];
         size_t bi = 0;
-        for (size_t i = 0; i + 1 < n; i++) {
-            if (rk[i] < best) {
-                best = rk[i];
+        for (size_t i = 1; i + 1 < n; i++) {
+            if (rm[i] < best) {
+                best = rm[i];
                 bi = i;
             }
         }
-        if (best == NONE) break;
-        ids[bi] = mg[bi];
+        if (best == NOPAIR) break;
+        ids[bi] = (uint32_t)best;
         n--;
-        memmove(ids + bi + 1, ids + bi + 2, (n - bi - 1) * sizeof *ids);
-        if (bi + 1 < n) {
-            memmove(rk + bi + 1, rk + bi + 2, (n - bi - 2) * sizeof *rk);
-            memmove(mg + bi + 1, mg + bi + 2, (n - bi - 2) * sizeof *mg);
-            rk[bi] = pair_rank(b, ids[bi], ids[bi + 1], &mg[bi]);
-        }
-        if (bi > 0) rk[bi - 1] = pair_rank(b, ids[bi - 1], ids[bi], &mg[bi - 1]);
+        for (size_t i = bi + 1; i < n; i++) ids[i] = ids[i + 1];
+        for (size_t i = bi + 1; i + 1 < n; i++) rm[i] = rm[i + 1];
+        if (bi + 1 < n) rm[bi] = pair_rm(b, ids[bi], ids[bi + 1]);
+        if (bi > 0) rm[bi - 1] = pair_rm(b, ids[bi - 1], ids[bi]);
     }
     return n;
 }
@@ -160,18 +162,18 @@ static uint64_t heap_pop(bpe_enc *e, size_t *hn)
     return top;
 }
 
-static int merge_long(bpe_enc *e, size_t n, size_t *out_n)
+static int merge_long(bpe_enc *e, uint32_t *ids, size_t n, size_t *out_n)
 {
     const pile__bpe *b = e->b;
-    uint32_t *ids = e->ids, *nx = e->nx, *pv = e->pv, m = 0;
+    uint32_t *nx = e->nx, *pv = e->pv;
     size_t hn = 0;
     for (size_t i = 0; i < n; i++) {
         nx[i] = (uint32_t)(i + 1);
         pv[i] = i ? (uint32_t)(i - 1) : NONE;
     }
     for (size_t i = 0; i + 1 < n; i++) {
-        uint32_t r = pair_rank(b, ids[i], ids[i + 1], &m);
-        if (r != NONE && heap_push(e, &hn, (uint64_t)r << 32 | i)) return PILE_ENOMEM;
+        uint64_t r = pair_rm(b, ids[i], ids[i + 1]);
+        if (r != NOPAIR && heap_push(e, &hn, (r & ~0xFFFFFFFFull) | i)) return PILE_ENOMEM;
     }
     while (hn) {
         uint64_t top = heap_pop(e, &hn);
@@ -179,18 +181,20 @@ static int merge_long(bpe_enc *e, size_t n, size_t *out_n)
         if (ids[i] == NONE || nx[i] >= n) continue;
         uint32_t j = nx[i];
         /* A stale entry: the pair at i changed since it was pushed. */
-        if (pair_rank(b, ids[i], ids[j], &m) != rank) continue;
-        ids[i] = m;
+        uint64_t m = pair_rm(b, ids[i], ids[j]);
+        if (m == NOPAIR || (uint32_t)(m >> 32) != rank) continue;
+        ids[i] = (uint32_t)m;
         ids[j] = NONE;
         nx[i] = nx[j];
         if (nx[j] < n) pv[nx[j]] = i;
         if (pv[i] != NONE) {
-            uint32_t k = pv[i], r = pair_rank(b, ids[k], ids[i], &m);
-            if (r != NONE && heap_push(e, &hn, (uint64_t)r << 32 | k)) return PILE_ENOMEM;
+            uint32_t k = pv[i];
+            uint64_t r = pair_rm(b, ids[k], ids[i]);
+            if (r != NOPAIR && heap_push(e, &hn, (r & ~0xFFFFFFFFull) | k)) return PILE_ENOMEM;
         }
         if (nx[i] < n) {
-            uint32_t r = pair_rank(b, ids[i], ids[nx[i]], &m);
-            if (r != NONE && heap_push(e, &hn, (uint64_t)r << 32 | i)) return PILE_ENOMEM;
+            uint64_t r = pair_rm(b, ids[i], ids[nx[i]]);
+            if (r != NOPAIR && heap_push(e, &hn, (r & ~0xFFFFFFFFull) | i)) return PILE_ENOMEM;
         }
     }
     size_t k = 0;
@@ -199,115 +203,88 @@ static int merge_long(bpe_enc *e, size_t n, size_t *out_n)
     return 0;
 }
 
-/* The merges of one piece, no shortcuts; the result is in e->ids[0..*k). */
-static int bpe_merge(bpe_enc *e, const unsigned char *p, size_t n, size_t *k)
+/* The merges of one piece, no shortcuts: ids[0..*k), where ids has room
+ * for n. */
+static int bpe_merge(bpe_enc *e, const unsigned char *p, size_t n, uint32_t *ids, size_t *k)
 {
     if (scratch(e, n)) return PILE_ENOMEM;
     const uint32_t *byte_id = e->b->byte_id;
-    for (size_t i = 0; i < n; i++) e->ids[i] = byte_id[p[i]];
+    for (size_t i = 0; i < n; i++) ids[i] = byte_id[p[i]];
     if (n <= SHORT_MAX) {
-        *k = merge_short(e->b, e->ids, e->rk, e->mg, n);
+        *k = merge_short(e->b, ids, e->rm, n);
         return 0;
     }
-    return merge_long(e, n, k);
+    return merge_long(e, ids, n, k);
 }
 
-static void cache_clear(bpe_enc *e)
-{
-    memset(e->cache, 0, CACHE_SLOTS * sizeof *e->cache);
-    e->ck_used = e->ci_used = e->c_count = 0;
-}
-
-static inline int cslot_inline(size_t klen, size_t nids)
-{
-    return klen <= 8 && nids <= CACHE_INLINE_IDS;
-}
-
-static int encode_piece_slow(bpe_enc *e, const unsigned char *p, size_t n, uint64_t pfx, uint64_t h, pile_ids *out)
+/* A piece the hot cache did not have: the vocabulary, the long cache, the
+ * merges; then both caches learn it where it fits. */
+static __attribute__((noinline)) int encode_miss(bpe_enc *e, const unsigned char *p, size_t n, uint64_t pfx,
+                                                 uint64_t h, pile_ids *out)
 {
     const pile__bpe *b = e->b;
+    uint32_t *dst = out->data + out->len;
+    size_t k = 0;
     uint16_t l16 = n >= 0xFFFF ? 0xFFFF : (uint16_t)n;
-    for (uint32_t i = (uint32_t)h & b->vmask;; i = (i + 1) & b->vmask) {
+    for (uint32_t i = (uint32_t)(h >> b->vshift);; i = (i + 1) & b->vmask) {
         const pile__vslot *s = &b->vtab[i];
         if (s->id == NONE) break;
         if (s->pfx != pfx || s->len != l16) continue;
         if (n > 8 && (b->len[s->id] != n || memcmp(b->bytes.data + b->off[s->id] + 8, p + 8, n - 8) != 0)) continue;
         if (s->whole) {
-            out->data[out->len++] = s->id;
-            return 0;
+            dst[0] = s->id;
+            k = 1;
         }
         break;
     }
-    cslot *slot = NULL;
-    uint32_t tag = (uint32_t)h;
-    if (n <= CACHE_MAX_PIECE) {
-        uint32_t i = (uint32_t)(h >> 40) & (CACHE_SLOTS - 1);
-        for (;; i = (i + 1) & (CACHE_SLOTS - 1)) {
-            cslot *s = &e->cache[i];
-            if (s->klen == 0) break;
-            if (s->tag != tag || s->pfx != pfx || s->klen != n) continue;
-            if (cslot_inline(n, s->nids)) {
-                memcpy(out->data + out->len, s->ids, s->nids * sizeof(uint32_t));
-            } else {
-                if (memcmp(e->ckeys + s->ids[0], p, n) != 0) continue;
-                memcpy(out->data + out->len, e->cids + s->ids[1], s->nids * sizeof(uint32_t));
+    if (!k) {
+        lslot *ls = NULL;
+        if (n <= LONG_KEY) {
+            ls = &e->lcache[h >> (64 - LONG_BITS)];
+            if (ls->len == n && memcmp(ls->key, p, n) == 0) {
+                memcpy(dst, ls->ids, sizeof ls->ids);
+                k = ls->nids;
+                ls = NULL;
             }
-            out->len += s->nids;
-            return 0;
         }
-        slot = &e->cache[i];
-    }
-    size_t k;
-    if (bpe_merge(e, p, n, &k)) return PILE_ENOMEM;
-    memcpy(out->data + out->len, e->ids, k * sizeof(uint32_t));
-    out->len += k;
-    if (slot && k <= UINT16_MAX) {
-        int inl = cslot_inline(n, k);
-        if (e->c_count >= CACHE_SLOTS / 4 * 3 || (!inl && (e->ck_used + n > CACHE_KEY_BYTES || e->ci_used + k > CACHE_IDS))) {
-            cache_clear(e);
-            slot = &e->cache[(uint32_t)(h >> 40) & (CACHE_SLOTS - 1)];
+        if (!k) {
+            if (bpe_merge(e, p, n, dst, &k)) return PILE_ENOMEM;
+            if (ls && k <= LONG_IDS) {
+                memset(ls->key, 0, sizeof ls->key);
+                memcpy(ls->key, p, n);
+                memcpy(ls->ids, dst, k * sizeof *dst);
+                ls->len = (uint8_t)n;
+                ls->nids = (uint8_t)k;
+            }
         }
-        slot->pfx = pfx;
-        slot->tag = tag;
-        slot->klen = (uint16_t)n;
-        slot->nids = (uint16_t)k;
-        if (inl) {
-            memcpy(slot->ids, e->ids, k * sizeof(uint32_t));
-        } else {
-            slot->ids[0] = (uint32_t)e->ck_used;
-            slot->ids[1] = (uint32_t)e->ci_used;
-            memcpy(e->ckeys + e->ck_used, p, n);
-            memcpy(e->cids + e->ci_used, e->ids, k * sizeof(uint32_t));
-            e->ck_used += n;
-            e->ci_used += k;
-        }
-        e->c_count++;
     }
-    return 0;
-}
-
-static inline int encode_piece(bpe_enc *e, const unsigned char *p, size_t n, pile_ids *out)
-{
-    if (out->cap - out->len < n + HOT_IDS && pile_ids_reserve(out, n + HOT_IDS)) return PILE_ENOMEM;
-    uint64_t pfx = pile__bpe_pfx(p, n);
-    uint64_t h = pile__bpe_hash(pfx, p, n);
-    if (n > 8) return encode_piece_slow(e, p, n, pfx, h, out);
-    hslot *hs = &e->hot[(h >> 20) & (HOT_SLOTS - 1)];
-    if (hs->pfx == pfx && hs->len == n) {
-        memcpy(out->data + out->len, hs->ids, HOT_IDS * sizeof(uint32_t));
-        out->len += hs->nids;
-        return 0;
-    }
-    size_t before = out->len;
-    if (encode_piece_slow(e, p, n, pfx, h, out)) return PILE_ENOMEM;
-    size_t k = out->len - before;
-    if (k <= HOT_IDS) {
+    if (n <= 8 && k <= HOT_IDS) {
+        hslot *hs = &e->hot[h >> (64 - HOT_BITS)];
         hs->pfx = pfx;
         hs->len = (uint8_t)n;
         hs->nids = (uint8_t)k;
-        memcpy(hs->ids, out->data + before, k * sizeof(uint32_t));
+        memcpy(hs->ids, dst, k * sizeof *dst);
     }
+    out->len += k;
     return 0;
+}
+
+/* Appends the ids of the piece p[0..n); bytes up to end may be read, and
+ * the output must have room for n + SLACK more ids. */
+static inline int encode_piece(bpe_enc *e, const unsigned char *p, size_t n, const unsigned char *end, pile_ids *out)
+{
+    uint64_t pfx = pile__bpe_word(p, n, end);
+    if (n <= 8) {
+        uint64_t h = (pfx ^ ((uint64_t)n << 58 | (uint64_t)n)) * PILE__BPE_MUL; /* pile__bpe_hash for n <= 8 */
+        const hslot *hs = &e->hot[h >> (64 - HOT_BITS)];
+        if (hs->pfx == pfx && hs->len == n) {
+            memcpy(out->data + out->len, hs->ids, sizeof hs->ids);
+            out->len += hs->nids;
+            return 0;
+        }
+        return encode_miss(e, p, n, pfx, h, out);
+    }
+    return encode_miss(e, p, n, pfx, pile__bpe_hash_end(pfx, p, n, end), out);
 }
 
 /* --------------------------------------------------- pre-tokenization */
@@ -366,7 +343,8 @@ static int run_stage(bpe_enc *e, size_t k, const char *s, size_t n, pile_ids *ou
     const pile__bpe *b = e->b;
     if (n == 0) return 0;
     if (k == b->n_stages) {
-        if (encode_piece(e, (const unsigned char *)s, n, out)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        if (pile_ids_reserve(out, n + SLACK) || encode_piece(e, (const unsigned char *)s, n, (const unsigned char *)s + n, out))
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
         return 0;
     }
     const pile__split *st = &b->stages[k];
@@ -380,16 +358,18 @@ static int run_stage(bpe_enc *e, size_t k, const char *s, size_t n, pile_ids *ou
     }
     if (st->kind == PILE__SPLIT_REGEX) return regex_stage(e, k, s, n, out, err);
     if (k + 1 == b->n_stages) {
+        /* A piece of m bytes has at most m ids: one reserve covers the text. */
+        if (pile_ids_reserve(out, n + SLACK)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        const unsigned char *u = (const unsigned char *)s;
         for (size_t p = 0; p < n;) {
-            size_t q = pile__pretok_gpt2_next(s, n, p);
-            if (encode_piece(e, (const unsigned char *)s + p, q - p, out))
-                return pile_err_set(err, PILE_ENOMEM, "out of memory");
+            size_t q = pile__pretok_gpt2_scan(u, n, p);
+            if (encode_piece(e, u + p, q - p, u + n, out)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
             p = q;
         }
         return 0;
     }
     for (size_t p = 0; p < n;) {
-        size_t q = pile__pretok_gpt2_next(s, n, p);
+        size_t q = pile__pretok_gpt2_scan((const unsigned char *)s, n, p);
         PILE_FORWARD_IF_ERR(run_stage(e, k + 1, s + p, q - p, out, err));
         p = q;
     }
@@ -451,8 +431,7 @@ static void enc_free(pile_encoder *enc)
     bpe_enc *e = (bpe_enc *)enc;
     if (!e) return;
     free(e->ids);
-    free(e->rk);
-    free(e->mg);
+    free(e->rm);
     free(e->nx);
     free(e->pv);
     free(e->heap);
@@ -464,23 +443,25 @@ static void enc_free(pile_encoder *enc)
     pcre2_match_context_free(e->mctx);
     pcre2_jit_stack_free(e->jstack);
     free(e->hot);
-    free(e->cache);
-    free(e->ckeys);
-    free(e->cids);
+    free(e->lcache);
     free(e);
 }
 
 static bpe_enc *enc_new(const pile__bpe *b)
 {
-    bpe_enc *e = calloc(1, sizeof *e);
+    /* Cache-line aligned, whole lines: nothing an encoder writes shares a
+     * line with another thread's encoder. */
+    size_t esize = (sizeof(bpe_enc) + 63) / 64 * 64;
+    bpe_enc *e = aligned_alloc(64, esize);
     if (!e) return NULL;
+    memset(e, 0, esize);
     e->h.tok = &b->h;
     e->b = b;
-    e->hot = calloc(HOT_SLOTS, sizeof *e->hot);
-    e->cache = calloc(CACHE_SLOTS, sizeof *e->cache);
-    e->ckeys = malloc(CACHE_KEY_BYTES);
-    e->cids = malloc(CACHE_IDS * sizeof *e->cids);
-    int ok = e->hot && e->cache && e->ckeys && e->cids && scratch(e, 256) == 0;
+    e->hot = aligned_alloc(64, sizeof(hslot) << HOT_BITS);
+    e->lcache = aligned_alloc(64, sizeof(lslot) << LONG_BITS);
+    if (e->hot) memset(e->hot, 0, sizeof(hslot) << HOT_BITS);
+    if (e->lcache) memset(e->lcache, 0, sizeof(lslot) << LONG_BITS);
+    int ok = e->hot && e->lcache && scratch(e, 256) == 0;
     for (size_t i = 0; ok && i < b->n_stages; i++) {
         if (b->stages[i].kind != PILE__SPLIT_REGEX) continue;
         e->md[i] = pcre2_match_data_create_from_pattern(b->stages[i].re, NULL);
@@ -518,7 +499,8 @@ int pile__bpe_mark_whole(pile__bpe *b, pile_err *err)
          * the whole-piece shortcut is taken only where they do. */
         if (!e && !(e = enc_new(b))) return pile_err_set(err, PILE_ENOMEM, "out of memory");
         size_t k;
-        if (bpe_merge(e, (const unsigned char *)b->bytes.data + b->off[id], b->len[id], &k)) {
+        if (scratch(e, b->len[id]) ||
+            bpe_merge(e, (const unsigned char *)b->bytes.data + b->off[id], b->len[id], e->ids, &k)) {
             enc_free(&e->h);
             return pile_err_set(err, PILE_ENOMEM, "out of memory");
         }

@@ -9,7 +9,6 @@
 #include <pcre2.h>
 
 #include <string.h>
-#include <xxhash.h>
 
 #include "tokenizer_internal.h"
 
@@ -76,8 +75,10 @@ typedef struct pile__bpe {
     /* Tables built by pile__bpe_finish. */
     pile__vslot *vtab; /* bytes -> id over MODEL tokens that are not SPECIAL */
     uint32_t vmask;
+    unsigned vshift;   /* slot = hash >> vshift */
     pile__pslot *ptab; /* (left, right) -> (rank, merged) */
     uint32_t pmask;
+    unsigned pshift;
 
     /* Pre-tokenization. */
     int nfc;
@@ -96,14 +97,46 @@ static inline uint64_t pile__bpe_pfx(const unsigned char *p, size_t n)
     return x;
 }
 
-/* The hash of a piece given its prefix (splitmix64's finaliser; XXH3 for the tail). */
+/* The same, where the bytes up to end may be read: on a little-endian
+ * machine one 8-byte load and a mask instead of a variable-length copy. */
+static inline uint64_t pile__bpe_word(const unsigned char *p, size_t n, const unsigned char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        return n >= 8 ? x : x & ((1ull << (8 * n)) - 1);
+    }
+#else
+    (void)end;
+#endif
+    return pile__bpe_pfx(p, n);
+}
+
+#define PILE__BPE_MUL 0x9E3779B97F4A7C15ull
+
+/* The hash of a piece given its prefix: a multiply per 8 bytes, read from
+ * the top bits (tables index with h >> shift), which a multiply mixes well
+ * and which costs a few instructions on the path most pieces take. */
+static inline uint64_t pile__bpe_hash_end(uint64_t pfx, const unsigned char *p, size_t n, const unsigned char *end)
+{
+    uint64_t h = (pfx ^ ((uint64_t)n << 58 | (uint64_t)n)) * PILE__BPE_MUL;
+    for (size_t i = 8; i < n; i += 8) {
+        uint64_t w = pile__bpe_word(p + i, n - i, end);
+        h = ((h << 29 | h >> 35) ^ w) * 0xBF58476D1CE4E5B9ull;
+    }
+    return h;
+}
+
 static inline uint64_t pile__bpe_hash(uint64_t pfx, const unsigned char *p, size_t n)
 {
-    uint64_t h = pfx ^ ((uint64_t)n * 0x9E3779B97F4A7C15ull);
-    if (n > 8) h ^= XXH3_64bits(p + 8, n - 8);
-    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
-    h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
-    return h ^ (h >> 31);
+    return pile__bpe_hash_end(pfx, p, n, p + n);
+}
+
+/* The slot of a pair (left << 32 | right) in ptab: top bits of a multiply. */
+static inline uint32_t pile__bpe_pair_slot(uint64_t key, unsigned shift)
+{
+    return (uint32_t)((key * 0xBF58476D1CE4E5B9ull) >> shift);
 }
 
 /* The slot of the token whose bytes are p[0..n), or NULL. */
@@ -145,7 +178,7 @@ static inline const pile__vslot *pile__bpe_vfind(const pile__bpe *b, const unsig
 {
     uint64_t pfx = pile__bpe_pfx(p, n);
     uint16_t l16 = n >= 0xFFFF ? 0xFFFF : (uint16_t)n;
-    for (uint32_t i = (uint32_t)pile__bpe_hash(pfx, p, n) & b->vmask;; i = (i + 1) & b->vmask) {
+    for (uint32_t i = (uint32_t)(pile__bpe_hash(pfx, p, n) >> b->vshift);; i = (i + 1) & b->vmask) {
         const pile__vslot *s = &b->vtab[i];
         if (s->id == UINT32_MAX) return NULL;
         if (s->pfx != pfx || s->len != l16) continue;

@@ -3,19 +3,24 @@
  * as a direct scan with a byte table for ASCII and utf8proc categories above
  * it, because this runs once per piece and a regex engine costs more than
  * the BPE that follows. \s is Unicode White_Space, as in the Rust regex crate
- * tiktoken uses and in Oniguruma under Hugging Face tokenizers. */
+ * tiktoken uses and in Oniguruma under Hugging Face tokenizers. The scanner
+ * is inline in pretok_internal.h; this file holds its tables and the
+ * out-of-line parts (non-ASCII characters). */
 #include "pretok.h"
 #include "pretok_internal.h"
 
 #include <stdint.h>
 #include <utf8proc.h>
 
-/* ASCII classes: letters, digits, the six White_Space characters, all else other. */
+/* ASCII classes: letters, digits, the six White_Space characters, all else
+ * other; bytes >= 0x80 start or continue a multi-byte character. */
 #define O PILE__CLS_OTHER
 #define L PILE__CLS_LETTER
 #define N PILE__CLS_NUMBER
 #define W PILE__CLS_SPACE
-const unsigned char pile__pretok_ascii_cls[128] = {
+#define M PILE__CLS_MULTI
+#define M16 M, M, M, M, M, M, M, M, M, M, M, M, M, M, M, M
+const unsigned char pile__pretok_byte_cls[256] = {
     O, O, O, O, O, O, O, O, O, W, W, W, W, W, O, O, /* 0x00 */
     O, O, O, O, O, O, O, O, O, O, O, O, O, O, O, O, /* 0x10 */
     W, O, O, O, O, O, O, O, O, O, O, O, O, O, O, O, /* 0x20 */
@@ -24,15 +29,18 @@ const unsigned char pile__pretok_ascii_cls[128] = {
     L, L, L, L, L, L, L, L, L, L, L, O, O, O, O, O, /* 0x50 */
     O, L, L, L, L, L, L, L, L, L, L, L, L, L, L, L, /* 0x60 */
     L, L, L, L, L, L, L, L, L, L, L, O, O, O, O, O, /* 0x70 */
+    M16, M16, M16, M16, M16, M16, M16, M16,
 };
 #undef O
 #undef L
 #undef N
 #undef W
+#undef M
+#undef M16
 
 int pile__pretok_class(uint32_t cp)
 {
-    if (cp < 128) return pile__pretok_ascii_cls[cp];
+    if (cp < 128) return pile__pretok_byte_cls[cp];
     switch (cp) {
     case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
         return PILE__CLS_SPACE;
@@ -78,66 +86,14 @@ size_t pile__utf8_next(const unsigned char *s, size_t n, size_t i, uint32_t *cp)
     return len;
 }
 
-/* Class of the character at s[i] and its length. */
-static inline int cls_at(const unsigned char *s, size_t n, size_t i, size_t *len)
+int pile__pretok_class_at(const unsigned char *s, size_t n, size_t i, size_t *len)
 {
-    if (s[i] < 0x80) {
-        *len = 1;
-        return pile__pretok_ascii_cls[s[i]];
-    }
     uint32_t cp;
     *len = pile__utf8_next(s, n, i, &cp);
     return pile__pretok_class(cp);
 }
 
-/* End of the run of class c starting at i. */
-static inline size_t run_end(const unsigned char *s, size_t n, size_t i, int c)
-{
-    while (i < n) {
-        if (s[i] < 0x80) {
-            if (pile__pretok_ascii_cls[s[i]] != c) break;
-            i++;
-        } else {
-            size_t l;
-            if (cls_at(s, n, i, &l) != c) break;
-            i += l;
-        }
-    }
-    return i;
-}
-
 size_t pile__pretok_gpt2_next(const char *text, size_t n, size_t pos)
 {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t l;
-    int c = cls_at(s, n, pos, &l);
-    size_t i = pos + l;
-
-    if (s[pos] == '\'' && i < n) {
-        unsigned d = s[i];
-        if (d == 's' || d == 't' || d == 'm' || d == 'd') return i + 1;
-        if (i + 1 < n) {
-            unsigned e = s[i + 1];
-            if ((d == 'r' && e == 'e') || (d == 'v' && e == 'e') || (d == 'l' && e == 'l')) return i + 2;
-        }
-    }
-    if (s[pos] == ' ' && i < n) {
-        size_t l2;
-        int c2 = cls_at(s, n, i, &l2);
-        /* ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: the space joins the run after it. */
-        if (c2 != PILE__CLS_SPACE) return run_end(s, n, i + l2, c2);
-    }
-    if (c != PILE__CLS_SPACE) return run_end(s, n, i, c);
-
-    /* `\s+(?!\S)|\s+`: a run that ends the text is one piece; a run of two or
-     * more before a non-space leaves its last character to the next piece. */
-    size_t last = pos;
-    while (i < n) {
-        size_t l3;
-        if (cls_at(s, n, i, &l3) != PILE__CLS_SPACE) break;
-        last = i;
-        i += l3;
-    }
-    if (i == n || last == pos) return i;
-    return last;
+    return pile__pretok_gpt2_scan((const unsigned char *)text, n, pos);
 }
