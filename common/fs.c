@@ -3,29 +3,39 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The PILE_E* code for a failed system call's errno. */
+static int code_of(int errnum)
+{
+    return errnum == ENOENT ? PILE_ENOENT : errnum == ENOMEM ? PILE_ENOMEM : PILE_EIO;
+}
+
 int pile_fs_fsync_dir(const char *path, pile_err *err)
 {
-    char *copy = strdup(path);
-    if (!copy) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    const char *dir = pile_fs_is_dir(path) ? copy : dirname(copy);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) {
-        int rc = pile_err_sys(err, PILE_EIO, errno, "cannot open folder '%s'", dir);
-        free(copy);
-        return rc;
+    /* No allocation here: callers fsync the folder after a rename, when a
+     * failure could only mislead (the file is already in place). */
+    char dir[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof dir) return pile_err_set(err, PILE_EINVAL, "path too long: '%s'", path);
+    memcpy(dir, path, n + 1);
+    if (!pile_fs_is_dir(path)) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) strcpy(dir, ".");
+        else if (slash == dir) dir[1] = '\0';
+        else *slash = '\0';
     }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return pile_err_sys(err, code_of(errno), errno, "cannot open folder '%s'", dir);
     int rc = 0;
     if (fsync(fd) != 0 && errno != EINVAL)
         rc = pile_err_sys(err, PILE_EIO, errno, "cannot fsync folder '%s'", dir);
     close(fd);
-    free(copy);
     return rc;
 }
 
@@ -89,7 +99,7 @@ int pile_fs_read_file(const char *path, pile_buf *out, pile_err *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot open '%s'", path);
+        return pile_err_sys(err, code_of(errno), errno, "cannot open '%s'", path);
     int rc = 0;
     char chunk[65536];
     size_t n;
@@ -108,7 +118,7 @@ int pile_fs_size(const char *path, uint64_t *size, pile_err *err)
 {
     struct stat st;
     if (stat(path, &st) != 0)
-        return pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot stat '%s'", path);
+        return pile_err_sys(err, code_of(errno), errno, "cannot stat '%s'", path);
     *size = (uint64_t)st.st_size;
     return 0;
 }

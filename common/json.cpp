@@ -726,7 +726,12 @@ int tree_parse(const char *data, size_t len, const char *name, pile_json **out, 
     void *hm = arena_alloc(&a, sizeof(tree_holder));
     if (!hm) return pile_err_set(err, PILE_ENOMEM, "out of memory parsing '%s'", name);
     tree_holder *h = new (hm) tree_holder();
-    bool ok = convert(root, &h->root, &a, &nt);
+    bool ok;
+    try {
+        ok = convert(root, &h->root, &a, &nt);
+    } catch (...) { /* std::bad_alloc from the conversion stack: the arena must still be freed */
+        ok = false;
+    }
     h->mem = a; /* from here the holder owns every block, itself included */
     if (!ok) {
         pile_json_free(&h->root);

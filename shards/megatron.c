@@ -212,8 +212,10 @@ int pile_megatron_export(const char *const *shard_paths, size_t n, const char *p
             if (in->token_bytes == 4 && in->vocab_size > (uint32_t)INT32_MAX + 1u)
                 rc = pile_err_set(err, PILE_ELIMIT, "cannot export '%s': vocab_size %" PRIu32 " does not fit Megatron's"
                                   " int32 tokens", shard_paths[i], in->vocab_size);
-            if (!rc) rc = out_open(&bin, prefix, ".bin", err);
-            bin_open = 1;
+            if (!rc) {
+                rc = out_open(&bin, prefix, ".bin", err);
+                bin_open = 1; /* out_open leaves bin safe to discard even when it fails */
+            }
         } else if (memcmp(in->tokenizer_fp, first.tokenizer_fp, PILE_SHARD_FP_BYTES) != 0 ||
                    in->vocab_size != first.vocab_size || in->token_bytes != first.token_bytes) {
             rc = pile_err_set(err, PILE_EMISMATCH, "cannot export '%s' with '%s': they were made with different"
