@@ -256,7 +256,7 @@ static int emit_row(prep_packer *pk, pile_split split, const uint32_t *tokens, u
         pk->docs_scratch[i].flags = flags[i];
         PILE_FORWARD_IF_ERR(local_subset(pk, gid[i], &pk->docs_scratch[i].subset, err));
     }
-    uint16_t lead_local;
+    uint16_t lead_local = 0;
     PILE_FORWARD_IF_ERR(local_subset(pk, lead, &lead_local, err));
     PILE_FORWARD_IF_ERR(pile_shard_writer_add_row(pk->w, tokens, len, pk->docs_scratch, ndocs, lead_local, err));
     pk->w_rows++;
@@ -298,6 +298,21 @@ static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *parti
     return rc;
 }
 
+/* After a full row: finish the shard if it is full, with the resume point
+ * inside the current document (pos of its n tokens emitted) or after it. */
+static int row_done(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, size_t n, uint64_t pos,
+                    uint32_t gid, unsigned repairs, pile_err *err)
+{
+    if (pk->w_rows < pk->st->rows_per_shard) return 0;
+    if (pos < n) {
+        partial_doc pd = {split, input, gid, n, repairs};
+        prep_resume r = {input, lineno, pos};
+        return finish_shard(pk, r, &pd, err);
+    }
+    prep_resume r = {input, lineno + 1, 0};
+    return finish_shard(pk, r, NULL, err);
+}
+
 static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
                       size_t n, uint64_t pos, uint32_t gid, unsigned repairs, pile_err *err)
 {
@@ -310,6 +325,15 @@ static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t 
     }
     while (pos < n) {
         if (pk->row_len == 0) pk->lead = gid;
+        if (pk->row_len == 0 && n - pos >= L) {
+            /* a whole row inside this document: hand it over without copying */
+            PILE_FORWARD_IF_ERR(emit_row(pk, split, tokens + pos, L, pk->doc_off, pk->doc_gid, pk->doc_flags,
+                                         pk->ndocs, gid, err));
+            pos += L;
+            pk->ndocs = 0;
+            PILE_FORWARD_IF_ERR(row_done(pk, split, input, lineno, n, pos, gid, repairs, err));
+            continue;
+        }
         size_t take = n - pos < (size_t)(L - pk->row_len) ? n - pos : (size_t)(L - pk->row_len);
         memcpy(pk->row + pk->row_len, tokens + pos, take * sizeof *tokens);
         pos += take;
@@ -319,16 +343,7 @@ static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t 
                                      pk->lead, err));
         pk->row_len = 0;
         pk->ndocs = 0;
-        if (pk->w_rows >= pk->st->rows_per_shard) {
-            if (pos < n) {
-                partial_doc pd = {split, input, gid, n, repairs};
-                prep_resume r = {input, lineno, pos};
-                PILE_FORWARD_IF_ERR(finish_shard(pk, r, &pd, err));
-            } else {
-                prep_resume r = {input, lineno + 1, 0};
-                PILE_FORWARD_IF_ERR(finish_shard(pk, r, NULL, err));
-            }
-        }
+        PILE_FORWARD_IF_ERR(row_done(pk, split, input, lineno, n, pos, gid, repairs, err));
     }
     return 0;
 }
