@@ -71,6 +71,7 @@ void pile__bpe_destroy(pile__bpe *b)
     free(b->merges);
     free(b->vtab);
     free(b->ptab);
+    free(b->byte_pair);
     for (size_t i = 0; i < b->n_stages; i++) {
         free(b->stages[i].pattern);
         pcre2_code_free(b->stages[i].re);
@@ -385,6 +386,25 @@ static int build_ptab(pile__bpe *b, const char *name, pile_err *err)
     return each_pair(b, ptab_put, name, err);
 }
 
+/* Every merge starts from byte tokens: their pairs get a direct table. */
+static int build_byte_pairs(pile__bpe *b, pile_err *err)
+{
+    b->byte_pair = malloc(256 * 256 * sizeof *b->byte_pair);
+    if (!b->byte_pair) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    for (unsigned x = 0; x < 256; x++) {
+        for (unsigned y = 0; y < 256; y++) {
+            uint64_t key = (uint64_t)b->byte_id[x] << 32 | b->byte_id[y], v = UINT64_MAX;
+            for (uint32_t i = pile__bpe_pair_slot(key, b->pshift);; i = (i + 1) & b->pmask) {
+                const pile__pslot *s = &b->ptab[i];
+                if (s->key == key) v = (uint64_t)s->rank << 32 | s->merged;
+                if (s->key == key || s->key == UINT64_MAX) break;
+            }
+            b->byte_pair[x << 8 | y] = v;
+        }
+    }
+    return 0;
+}
+
 static int cmp_added(const void *a, const void *b, void *ctx)
 {
     const pile__bpe *t = ctx;
@@ -500,6 +520,7 @@ int pile__bpe_finish(pile__bpe *b, const char *name, pile_err *err)
                             name);
     PILE_FORWARD_IF_ERR(build_vtab(b, name, err));
     PILE_FORWARD_IF_ERR(build_ptab(b, name, err));
+    PILE_FORWARD_IF_ERR(build_byte_pairs(b, err));
     PILE_FORWARD_IF_ERR(build_added(b, name, err));
     PILE_FORWARD_IF_ERR(pick_eot(b, name, err));
     PILE_FORWARD_IF_ERR(pile__bpe_mark_whole(b, err));

@@ -18,11 +18,11 @@
 
 #define NONE UINT32_MAX
 #define NOPAIR UINT64_MAX
-#define SHORT_MAX 48 /* longer pieces use the heap */
+#define SHORT_MAX 64 /* longer pieces use the heap */
 
 /* Room left in the output beyond a piece's own length: a cache hit copies
  * a whole slot's ids, however many of them are used. */
-#define SLACK 8
+#define SLACK 24
 
 /* Short pieces (up to 8 bytes) with up to 5 ids: 32-byte slots, 256 KB, so
  * that the cache stays in L2 beside the tables. */
@@ -36,11 +36,13 @@ typedef struct hslot {
     uint32_t ids[HOT_IDS];
 } hslot;
 
-/* Multi-token pieces of up to 32 bytes with up to 7 ids: one 64-byte slot
- * (a cache line) each, 1 MB. Longer pieces are rare and merged each time. */
-#define LONG_BITS 14
-#define LONG_KEY 32
-#define LONG_IDS 7
+/* Multi-token pieces of up to 48 bytes with up to 19 ids (CJK text and
+ * symbol runs take more ids than bytes / 4): 128-byte slots (two cache
+ * lines), in sets of two (the two slots a hash picks), 1 MB. Longer pieces
+ * are rare and merged each time. */
+#define LONG_BITS 13
+#define LONG_KEY 48
+#define LONG_IDS 19
 typedef struct lslot {
     unsigned char key[LONG_KEY];
     uint32_t ids[LONG_IDS];
@@ -50,7 +52,7 @@ typedef struct lslot {
 } lslot;
 
 _Static_assert(sizeof(hslot) == 32, "a hot slot is half a cache line");
-_Static_assert(sizeof(lslot) == 64, "a long slot is a cache line");
+_Static_assert(sizeof(lslot) == 128, "a long slot is two cache lines");
 _Static_assert(HOT_IDS <= SLACK && LONG_IDS <= SLACK, "a slot's ids fit in the slack");
 
 typedef struct bpe_enc {
@@ -100,12 +102,15 @@ static int scratch(bpe_enc *e, size_t n)
     return 0;
 }
 
-/* Leftmost lowest-rank merge until none applies; ids[0..n) in place. The
- * arrays are short, so shifting them beats keeping links. */
-static size_t merge_short(const pile__bpe *b, uint32_t *ids, uint64_t *rm, size_t n)
+/* Leftmost lowest-rank merge until none applies, for n <= 64: pairs stay
+ * where they started (rm[i] is the pair from i to the next live position,
+ * NOPAIR at a dead one), a bit mask says which positions live, so a merge
+ * moves nothing. ids[0..n) holds the byte tokens of p and ends compacted. */
+static size_t merge_short(const pile__bpe *b, const unsigned char *p, uint32_t *ids, uint64_t *rm, size_t n)
 {
-    for (size_t i = 0; i + 1 < n; i++) rm[i] = pair_rm(b, ids[i], ids[i + 1]);
-    while (n > 1) {
+    for (size_t i = 0; i + 1 < n; i++) rm[i] = b->byte_pair[(unsigned)p[i] << 8 | p[i + 1]];
+    uint64_t live = n == 64 ? ~0ull : (1ull << n) - 1;
+    for (size_t m = n; m > 1; m--) {
         uint64_t best = rm[0];
         size_t bi = 0;
         for (size_t i = 1; i + 1 < n; i++) {
@@ -115,14 +120,23 @@ static size_t merge_short(const pile__bpe *b, uint32_t *ids, uint64_t *rm, size_
             }
         }
         if (best == NOPAIR) break;
+        /* bi <= n - 2 <= 62, and a pair at bi means a live position after it. */
+        uint64_t above = ~((2ull << bi) - 1);
+        size_t j = (size_t)__builtin_ctzll(live & above);
+        live &= ~(1ull << j);
+        rm[j] = NOPAIR;
         ids[bi] = (uint32_t)best;
-        n--;
-        for (size_t i = bi + 1; i < n; i++) ids[i] = ids[i + 1];
-        for (size_t i = bi + 1; i + 1 < n; i++) rm[i] = rm[i + 1];
-        if (bi + 1 < n) rm[bi] = pair_rm(b, ids[bi], ids[bi + 1]);
-        if (bi > 0) rm[bi - 1] = pair_rm(b, ids[bi - 1], ids[bi]);
+        uint64_t next = live & above;
+        rm[bi] = next ? pair_rm(b, ids[bi], ids[__builtin_ctzll(next)]) : NOPAIR;
+        uint64_t below = live & ((1ull << bi) - 1);
+        if (below) {
+            size_t a = 63 - (size_t)__builtin_clzll(below);
+            rm[a] = pair_rm(b, ids[a], ids[bi]);
+        }
     }
-    return n;
+    size_t k = 0;
+    for (; live; live &= live - 1) ids[k++] = ids[__builtin_ctzll(live)];
+    return k;
 }
 
 /* Binary min-heap of (rank << 32 | position): position order is text order,
@@ -211,7 +225,7 @@ static int bpe_merge(bpe_enc *e, const unsigned char *p, size_t n, uint32_t *ids
     const uint32_t *byte_id = e->b->byte_id;
     for (size_t i = 0; i < n; i++) ids[i] = byte_id[p[i]];
     if (n <= SHORT_MAX) {
-        *k = merge_short(e->b, ids, e->rm, n);
+        *k = merge_short(e->b, p, ids, e->rm, n);
         return 0;
     }
     return merge_long(e, ids, n, k);
@@ -238,23 +252,28 @@ static __attribute__((noinline)) int encode_miss(bpe_enc *e, const unsigned char
         break;
     }
     if (!k) {
-        lslot *ls = NULL;
+        lslot *set = NULL;
         if (n <= LONG_KEY) {
-            ls = &e->lcache[h >> (64 - LONG_BITS)];
-            if (ls->len == n && memcmp(ls->key, p, n) == 0) {
-                memcpy(dst, ls->ids, sizeof ls->ids);
-                k = ls->nids;
-                ls = NULL;
+            set = &e->lcache[(h >> (64 - LONG_BITS)) & ~(uint64_t)1];
+            for (int w = 0; w < 2; w++) {
+                if (set[w].len == n && memcmp(set[w].key, p, n) == 0) {
+                    memcpy(dst, set[w].ids, sizeof set[w].ids);
+                    k = set[w].nids;
+                    set = NULL;
+                    break;
+                }
             }
         }
         if (!k) {
             if (bpe_merge(e, p, n, dst, &k)) return PILE_ENOMEM;
-            if (ls && k <= LONG_IDS) {
-                memset(ls->key, 0, sizeof ls->key);
-                memcpy(ls->key, p, n);
-                memcpy(ls->ids, dst, k * sizeof *dst);
-                ls->len = (uint8_t)n;
-                ls->nids = (uint8_t)k;
+            if (set && k <= LONG_IDS) {
+                /* Two ways, newest first: the older entry of the set goes. */
+                set[1] = set[0];
+                memset(set[0].key, 0, sizeof set[0].key);
+                memcpy(set[0].key, p, n);
+                memcpy(set[0].ids, dst, k * sizeof *dst);
+                set[0].len = (uint8_t)n;
+                set[0].nids = (uint8_t)k;
             }
         }
     }

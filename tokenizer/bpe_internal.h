@@ -79,6 +79,7 @@ typedef struct pile__bpe {
     pile__pslot *ptab; /* (left, right) -> (rank, merged) */
     uint32_t pmask;
     unsigned pshift;
+    uint64_t *byte_pair; /* [x << 8 | y]: the pair of byte tokens x, y as rank << 32 | merged, or UINT64_MAX */
 
     /* Pre-tokenization. */
     int nfc;
