@@ -5,7 +5,7 @@
  * themselves: a rescan of a small rank array for short pieces, a heap over a
  * linked list (O(n log n)) for long ones. Both pick the leftmost pair of
  * lowest rank, as tiktoken and Hugging Face do. A cache miss overwrites one
- * slot, so an encoder's memory is fixed (about 1.3 MB) however large the
+ * slot, so an encoder's memory is fixed (about 1.5 MB) however large the
  * corpus; all scratch is in the encoder, so encoders on different threads
  * share only the read-only tokenizer. */
 #include "bpe_internal.h"
@@ -18,15 +18,16 @@
 
 #define NONE UINT32_MAX
 #define NOPAIR UINT64_MAX
-#define SHORT_MAX 64 /* longer pieces use the heap */
+#define SHORT_MAX 32 /* longer pieces use the heap */
 
 /* Room left in the output beyond a piece's own length: a cache hit copies
  * a whole slot's ids, however many of them are used. */
 #define SLACK 24
 
-/* Short pieces (up to 8 bytes) with up to 5 ids: 32-byte slots, 256 KB, so
- * that the cache stays in L2 beside the tables. */
-#define HOT_BITS 13
+/* Short pieces (up to 8 bytes) with up to 5 ids: 32-byte slots, 512 KB,
+ * about an L2. Misses here are mostly first sightings, not conflicts (two
+ * ways instead of one barely changed their number). */
+#define HOT_BITS 14
 #define HOT_IDS 5
 typedef struct hslot {
     uint64_t pfx;
@@ -234,10 +235,9 @@ static int bpe_merge(bpe_enc *e, const unsigned char *p, size_t n, uint32_t *ids
 /* A piece the hot cache did not have: the vocabulary, the long cache, the
  * merges; then both caches learn it where it fits. */
 static __attribute__((noinline)) int encode_miss(bpe_enc *e, const unsigned char *p, size_t n, uint64_t pfx,
-                                                 uint64_t h, pile_ids *out)
+                                                 uint64_t h, uint32_t *dst, size_t *out_k)
 {
     const pile__bpe *b = e->b;
-    uint32_t *dst = out->data + out->len;
     size_t k = 0;
     uint16_t l16 = n >= 0xFFFF ? 0xFFFF : (uint16_t)n;
     for (uint32_t i = (uint32_t)(h >> b->vshift);; i = (i + 1) & b->vmask) {
@@ -284,26 +284,62 @@ static __attribute__((noinline)) int encode_miss(bpe_enc *e, const unsigned char
         hs->nids = (uint8_t)k;
         memcpy(hs->ids, dst, k * sizeof *dst);
     }
-    out->len += k;
+    *out_k = k;
     return 0;
 }
 
-/* Appends the ids of the piece p[0..n); bytes up to end may be read, and
- * the output must have room for n + SLACK more ids. */
-static inline int encode_piece(bpe_enc *e, const unsigned char *p, size_t n, const unsigned char *end, pile_ids *out)
+static const uint64_t low_bytes[9] = {0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFF, 0xFFFFFFFFFFFF,
+                                       0xFFFFFFFFFFFFFF, UINT64_MAX};
+
+/* Writes the ids of the piece p[0..n) at *dst and moves *dst past them;
+ * word is the 8 bytes at p (zero-padded past the text's end); the bytes up
+ * to end may be read, and dst must have room for n + SLACK ids. */
+static inline int encode_piece(bpe_enc *e, const unsigned char *p, size_t n, uint64_t word, const unsigned char *end,
+                               uint32_t **dst)
 {
-    uint64_t pfx = pile__bpe_word(p, n, end);
+    size_t k;
     if (n <= 8) {
+        uint64_t pfx = word & low_bytes[n];
         uint64_t h = (pfx ^ ((uint64_t)n << 58 | (uint64_t)n)) * PILE__BPE_MUL; /* pile__bpe_hash for n <= 8 */
         const hslot *hs = &e->hot[h >> (64 - HOT_BITS)];
         if (hs->pfx == pfx && hs->len == n) {
-            memcpy(out->data + out->len, hs->ids, sizeof hs->ids);
-            out->len += hs->nids;
+            memcpy(*dst, hs->ids, sizeof hs->ids);
+            *dst += hs->nids;
             return 0;
         }
-        return encode_miss(e, p, n, pfx, h, out);
+        if (encode_miss(e, p, n, pfx, h, *dst, &k)) return PILE_ENOMEM;
+    } else if (encode_miss(e, p, n, word, pile__bpe_hash_end(word, p, n, end), *dst, &k)) {
+        return PILE_ENOMEM;
     }
-    return encode_miss(e, p, n, pfx, pile__bpe_hash_end(pfx, p, n, end), out);
+    *dst += k;
+    return 0;
+}
+
+/* Appends the ids of the GPT-2 pieces of s[0..n), or of s[0..n) as one
+ * piece. Inlined into each caller so that the scanner is inlined too. */
+static inline __attribute__((always_inline)) int encode_pieces(bpe_enc *e, const unsigned char *s, size_t n,
+                                                               pile_ids *out, int gpt2)
+{
+    /* A piece of m bytes has at most m ids: one reserve covers the text. */
+    if (pile_ids_reserve(out, n + SLACK)) return PILE_ENOMEM;
+    uint32_t *dst = out->data + out->len;
+    size_t p = 0;
+    int rc = 0;
+    /* The 8 bytes at p are read at once while the text has them. */
+    while (rc == 0 && p + 8 <= n) {
+        uint64_t word;
+        memcpy(&word, s + p, 8);
+        size_t q = gpt2 ? pile__pretok_gpt2_scan(s, n, p) : n;
+        rc = encode_piece(e, s + p, q - p, word, s + n, &dst);
+        p = q;
+    }
+    while (rc == 0 && p < n) {
+        size_t q = gpt2 ? pile__pretok_gpt2_scan(s, n, p) : n;
+        rc = encode_piece(e, s + p, q - p, pile__bpe_pfx(s + p, n - p), s + n, &dst);
+        p = q;
+    }
+    out->len = (size_t)(dst - out->data);
+    return rc;
 }
 
 /* --------------------------------------------------- pre-tokenization */
@@ -362,7 +398,7 @@ static int run_stage(bpe_enc *e, size_t k, const char *s, size_t n, pile_ids *ou
     const pile__bpe *b = e->b;
     if (n == 0) return 0;
     if (k == b->n_stages) {
-        if (pile_ids_reserve(out, n + SLACK) || encode_piece(e, (const unsigned char *)s, n, (const unsigned char *)s + n, out))
+        if (encode_pieces(e, (const unsigned char *)s, n, out, 0))
             return pile_err_set(err, PILE_ENOMEM, "out of memory");
         return 0;
     }
@@ -377,14 +413,8 @@ static int run_stage(bpe_enc *e, size_t k, const char *s, size_t n, pile_ids *ou
     }
     if (st->kind == PILE__SPLIT_REGEX) return regex_stage(e, k, s, n, out, err);
     if (k + 1 == b->n_stages) {
-        /* A piece of m bytes has at most m ids: one reserve covers the text. */
-        if (pile_ids_reserve(out, n + SLACK)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-        const unsigned char *u = (const unsigned char *)s;
-        for (size_t p = 0; p < n;) {
-            size_t q = pile__pretok_gpt2_scan(u, n, p);
-            if (encode_piece(e, u + p, q - p, u + n, out)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-            p = q;
-        }
+        if (encode_pieces(e, (const unsigned char *)s, n, out, 1))
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
         return 0;
     }
     for (size_t p = 0; p < n;) {
