@@ -56,7 +56,13 @@
 #define ROW_CONTINUES 1u
 #define ROW_KNOWN_FLAGS ROW_CONTINUES
 #define DOC_KNOWN_FLAGS PILE_DOC_CONTINUED
-#define WRITE_BUF_BYTES (1u << 20)
+/* Token data leaves in large aligned blocks so that the file can be opened
+ * O_DIRECT: the blocks go from the buffer to the disk without being copied
+ * into the page cache (the copy and its writeback cost more CPU than the
+ * rest of the writer). The tail of the file, whose size is not a multiple
+ * of the block, is written through the page cache. */
+#define WRITE_BUF_BYTES (4u << 20)
+#define DIRECT_ALIGN 4096u
 
 typedef struct shard_header {
     char magic[8];
@@ -158,6 +164,7 @@ struct pile_shard_writer {
     char *path;
     char *tmp_path;
     int fd;
+    int direct; /* fd is O_DIRECT: only whole DIRECT_ALIGN blocks from an aligned buffer */
     int finished;
     int failed; /* a write failed: the file is incomplete, only close is useful */
     pile_shard_params params;
@@ -191,17 +198,60 @@ static int write_all(int fd, const void *data, size_t len, const char *path, pil
     return 0;
 }
 
-static int writer_flush(pile_shard_writer *w, pile_err *err)
+/* Back to writes through the page cache (a file system that turned a direct
+ * write down, or the unaligned tail of the file). */
+static int writer_undirect(pile_shard_writer *w, pile_err *err)
 {
-    if (!w->buf_len) return 0;
-    int rc = write_all(w->fd, w->buf, w->buf_len, w->tmp_path, err);
+    if (!w->direct) return 0;
+#ifdef O_DIRECT
+    int fl = fcntl(w->fd, F_GETFL);
+    if (fl < 0 || fcntl(w->fd, F_SETFL, fl & ~O_DIRECT) != 0)
+        return pile_err_sys(err, PILE_EIO, errno, "cannot write '%s'", w->tmp_path);
+#endif
+    w->direct = 0;
+    return 0;
+}
+
+/* Writes the buffer out. With `all` == 0 an O_DIRECT writer writes only the
+ * whole blocks and moves the tail (less than a block) to the front of the
+ * buffer, so that every direct write stays aligned. */
+static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
+{
+    size_t len = w->buf_len;
+    if (!all && w->direct) len -= len % DIRECT_ALIGN;
+    if (!len) return 0;
+    int rc = 0;
+    size_t done = 0;
+    if (len % DIRECT_ALIGN) rc = writer_undirect(w, err);
+    while (!rc && w->direct && done < len) {
+        ssize_t k = write(w->fd, w->buf + done, len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k > 0 && (size_t)k % DIRECT_ALIGN == 0) {
+            done += (size_t)k;
+            continue;
+        }
+        if (k < 0 && errno != EINVAL) {
+            rc = pile_err_sys(err, PILE_EIO, errno, "cannot write '%s'", w->tmp_path);
+            break;
+        }
+        /* turned down, or a short write that left the offset unaligned */
+        if (k > 0) done += (size_t)k;
+        rc = writer_undirect(w, err);
+    }
+    if (!rc && done < len) rc = write_all(w->fd, w->buf + done, len - done, w->tmp_path, err);
     if (rc) {
         w->failed = 1;
         return rc;
     }
-    w->file_pos += w->buf_len;
-    w->buf_len = 0;
+    w->file_pos += len;
+    w->buf_len -= len;
+    if (w->buf_len) memmove(w->buf, w->buf + len, w->buf_len);
     return 0;
+}
+
+static int writer_flush(pile_shard_writer *w, pile_err *err)
+{
+    return writer_flush_some(w, 1, err);
 }
 
 static int writer_put(pile_shard_writer *w, const void *data, size_t len, pile_err *err)
@@ -263,7 +313,8 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
     size_t plen = strlen(path);
     w->path = strdup(path);
     w->tmp_path = malloc(plen + 5);
-    w->buf = malloc(WRITE_BUF_BYTES);
+    void *buf = NULL;
+    if (posix_memalign(&buf, DIRECT_ALIGN, WRITE_BUF_BYTES) == 0) w->buf = buf;
     w->data_hash = XXH3_createState();
     if (!w->path || !w->tmp_path || !w->buf || !w->data_hash) {
         writer_free(w);
@@ -273,7 +324,11 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
     memcpy(w->tmp_path + plen, ".tmp", 5);
     XXH3_64bits_reset(w->data_hash);
 
-    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+#ifdef O_DIRECT
+    w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+    w->direct = w->fd >= 0;
+#endif
+    if (w->fd < 0) w->fd = open(w->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         int rc = pile_err_sys(err, PILE_EIO, errno, "cannot create '%s'", w->tmp_path);
         writer_free(w);
@@ -330,6 +385,15 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+static int bad_token(const pile_shard_writer *w, uint64_t row, const uint32_t *tokens, uint32_t len, pile_err *err)
+{
+    uint32_t t = 0;
+    while (t + 1 < len && tokens[t] < w->params.vocab_size) t++;
+    return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': token id %" PRIu32
+                        " at position %" PRIu32 " is >= vocab_size %" PRIu32,
+                        row, w->path, tokens[t], t, w->params.vocab_size);
+}
+
 int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint32_t len,
                               const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset, pile_err *err)
 {
@@ -366,40 +430,62 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
     if (len > 0 && !starts_doc && p->pack == PILE_PACK_BEST_FIT)
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a best-fit row must begin with"
                             " a segment start", row, w->path);
-    for (uint32_t t = 0; t < len; t++) {
-        if (tokens[t] >= p->vocab_size)
-            return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': token id %" PRIu32
-                                " at position %" PRIu32 " is >= vocab_size %" PRIu32,
-                                row, w->path, tokens[t], t, p->vocab_size);
-    }
     if (grow((void **)&w->rows, &w->rows_cap, w->nrows + 1, sizeof *w->rows) ||
         grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs))
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
-
-    /* Rows go out in chunks through the write buffer, narrowed to the width. */
-    uint32_t pos = 0;
-    while (pos < p->max_length) {
-        if (w->buf_len + w->width > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush(w, err));
-        size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
-        uint32_t n = p->max_length - pos;
-        if (n > room) n = (uint32_t)room;
+    size_t row_bytes = (size_t)p->max_length * w->width;
+    if (row_bytes <= WRITE_BUF_BYTES - DIRECT_ALIGN) {
+        /* The usual case: the whole row goes into the buffer in one pass that
+         * narrows the ids and finds the largest; it only counts once checked. */
+        if (w->buf_len + row_bytes > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
         unsigned char *dst = w->buf + w->buf_len;
+        uint32_t top = 0;
         if (w->width == 2) {
-            uint16_t v;
-            for (uint32_t k = 0; k < n; k++) {
-                v = (uint16_t)(pos + k < len ? tokens[pos + k] : p->pad_id);
-                memcpy(dst + 2 * (size_t)k, &v, 2);
+            /* buf is aligned and buf_len even while rows are written */
+            uint16_t *d = (uint16_t *)(void *)dst;
+            for (uint32_t k = 0; k < len; k++) {
+                uint32_t v = tokens[k];
+                top = v > top ? v : top;
+                d[k] = (uint16_t)v;
             }
+            for (uint32_t k = len; k < p->max_length; k++) d[k] = (uint16_t)p->pad_id;
         } else {
-            uint32_t v;
-            for (uint32_t k = 0; k < n; k++) {
-                v = pos + k < len ? tokens[pos + k] : p->pad_id;
-                memcpy(dst + 4 * (size_t)k, &v, 4);
+            uint32_t *d = (uint32_t *)(void *)dst;
+            for (uint32_t k = 0; k < len; k++) {
+                uint32_t v = tokens[k];
+                top = v > top ? v : top;
+                d[k] = v;
             }
+            for (uint32_t k = len; k < p->max_length; k++) d[k] = p->pad_id;
         }
-        XXH3_64bits_update(w->data_hash, dst, (size_t)n * w->width);
-        w->buf_len += (size_t)n * w->width;
-        pos += n;
+        if (len && top >= p->vocab_size) return bad_token(w, row, tokens, len, err);
+        XXH3_64bits_update(w->data_hash, dst, row_bytes);
+        w->buf_len += row_bytes;
+    } else {
+        uint32_t top = 0;
+        for (uint32_t t = 0; t < len; t++) top = tokens[t] > top ? tokens[t] : top;
+        if (len && top >= p->vocab_size) return bad_token(w, row, tokens, len, err);
+        /* Rows larger than the buffer go out in pieces, narrowed to the width. */
+        uint32_t pos = 0;
+        while (pos < p->max_length) {
+            if (w->buf_len + w->width > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
+            size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
+            uint32_t n = p->max_length - pos;
+            if (n > room) n = (uint32_t)room;
+            unsigned char *dst = w->buf + w->buf_len;
+            for (uint32_t k = 0; k < n; k++) {
+                uint32_t v = pos + k < len ? tokens[pos + k] : p->pad_id;
+                if (w->width == 2) {
+                    uint16_t v16 = (uint16_t)v;
+                    memcpy(dst + 2 * (size_t)k, &v16, 2);
+                } else {
+                    memcpy(dst + 4 * (size_t)k, &v, 4);
+                }
+            }
+            XXH3_64bits_update(w->data_hash, dst, (size_t)n * w->width);
+            w->buf_len += (size_t)n * w->width;
+            pos += n;
+        }
     }
 
     shard_row *r = &w->rows[w->nrows++];
