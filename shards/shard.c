@@ -108,6 +108,25 @@ _Static_assert(sizeof(shard_row) == 16, "row entry is 16 bytes on disk");
 _Static_assert(sizeof(pile_shard_doc) == 8, "doc entry is 8 bytes on disk");
 _Static_assert(offsetof(pile_shard_doc, subset) == 4 && offsetof(pile_shard_doc, flags) == 6, "doc layout");
 
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__)
+/* libxxhash's own AVX2 / AVX-512 dispatch (xxh_x86dispatch.h), where the
+ * library was built with it: the same hash as XXH3_64bits_update, about twice
+ * as fast as its SSE2 baseline. Weak, so a library without it still links. */
+XXH_errorcode XXH3_64bits_update_dispatch(XXH3_state_t *state, const void *input, size_t len) __attribute__((weak));
+#define DATA_HASH_DISPATCH 1
+#endif
+
+static void data_hash_update(XXH3_state_t *state, const void *p, size_t n)
+{
+#ifdef DATA_HASH_DISPATCH
+    if (XXH3_64bits_update_dispatch) {
+        XXH3_64bits_update_dispatch(state, p, n);
+        return;
+    }
+#endif
+    XXH3_64bits_update(state, p, n);
+}
+
 static uint64_t header_checksum(const shard_header *h)
 {
     return XXH3_64bits(h, offsetof(shard_header, header_xxh3));
@@ -459,7 +478,7 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
             for (uint32_t k = len; k < p->max_length; k++) d[k] = p->pad_id;
         }
         if (len && top >= p->vocab_size) return bad_token(w, row, tokens, len, err);
-        XXH3_64bits_update(w->data_hash, dst, row_bytes);
+        data_hash_update(w->data_hash, dst, row_bytes);
         w->buf_len += row_bytes;
     } else {
         uint32_t top = 0;
@@ -482,7 +501,7 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
                     memcpy(dst + 4 * (size_t)k, &v, 4);
                 }
             }
-            XXH3_64bits_update(w->data_hash, dst, (size_t)n * w->width);
+            data_hash_update(w->data_hash, dst, (size_t)n * w->width);
             w->buf_len += (size_t)n * w->width;
             pos += n;
         }
