@@ -8,7 +8,10 @@
 #   bench/prep.sh [BUILD_DIR]      (default: build-bench-prep beside the sources)
 # Env: PILE_SHARED (default ../shared), PILE_BENCH_CORPUS (default
 # /var/tmp/pile-corpus-300, built with make-corpus.sh --size-mb 300 if absent),
-# PILE_BENCH_THREADS (default "1 2"), PILE_BENCH_TMP (output folder, default under /var/tmp).
+# PILE_BENCH_THREADS (default "1 2"), PILE_BENCH_TMP (output folder, default under /var/tmp),
+# PILE_BENCH_PERF=1: also profile one GPT-2 run at --threads 1 on the large corpus with
+# `perf record --call-graph dwarf` and print each stage's share of the CPU samples
+# (a sample counts as tokenizer when any frame of its stack is a tokenizer function).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build-bench-prep}
@@ -74,3 +77,49 @@ for corpus in "$SHARED/corpus" "$BIG"; do
         done
     done
 done
+
+[ "${PILE_BENCH_PERF:-0}" = 1 ] || exit 0
+command -v perf >/dev/null || { echo "bench/prep.sh: PILE_BENCH_PERF=1 needs perf" >&2; exit 1; }
+rm -rf "$TMP/out"
+perf record -q -F 400 --call-graph dwarf,16384 -o "$TMP/perf.data" "$PREP" --force -o "$TMP/out" -j 1 \
+    -t "$SHARED/fixtures/gpt2" "$BIG/train" "$BIG/val.jsonl.zst" >/dev/null 2>&1
+nm --defined-only "$BUILD/tokenizer/libpile_tokenizer.a" 2>/dev/null | awk 'NF == 3 && ($2 == "t" || $2 == "T") {print $3}' \
+    >"$TMP/toksyms"
+echo
+echo "CPU samples, GPT-2, --threads 1, $(basename "$BIG") (perf, dwarf stacks):"
+echo
+perf script -i "$TMP/perf.data" -F tid,ip,sym,dso 2>/dev/null | python3 -c '
+import collections, re, sys
+tok = set(open(sys.argv[1]).read().split()) | {"pile_encoder_encode"}
+STAGES = [  # first match over the whole stack wins
+    ("tokenizer", lambda s, d: s in tok or "utf8proc" in d or "pcre2" in d),
+    ("JSON parse (simdjson)", lambda s, d: "simdjson" in d or s.startswith("pile_jsonl_parse")),
+    ("zstd decompression", lambda s, d: "libzstd" in d),
+    ("shard writer", lambda s, d: s.startswith(("pile_shard_writer", "writer_")) or "xxhash" in d),
+    ("packer", lambda s, d: s.startswith(("pile__prep_packer", "concat_doc", "emit_row", "close_window", "pack_chunk"))),
+    ("line reader + chunks", lambda s, d: s.startswith(("pile_lines", "reader_main", "chunk_add_line"))),
+]
+cnt = collections.Counter()
+frames = []
+def flush():
+    if not frames: return
+    for name, hit in STAGES:
+        if any(hit(s, d) for s, d in frames):
+            cnt[name] += 1
+            break
+    else:
+        cnt["other" + (" (kernel)" if "kernel" in frames[0][1] else "")] += 1
+    frames.clear()
+for line in sys.stdin:
+    m = re.match(r"\s+[0-9a-f]+\s+(.*?)(\+0x[0-9a-f]+)?\s+\((.*)\)$", line)
+    if m: frames.append((m.group(1), m.group(3)))
+    else: flush()
+flush()
+tot = sum(cnt.values()) or 1
+t = cnt["tokenizer"] or 1
+print("| stage | share of samples | share of the tokenizer |\n|---|---|---|")
+for k, v in cnt.most_common():
+    print(f"| {k} | {100 * v / tot:.1f}% | {100 * v / t:.1f}% |")
+rest = tot - cnt["tokenizer"]
+print(f"| everything but the tokenizer | {100 * rest / tot:.1f}% | {100 * rest / t:.1f}% |")
+' "$TMP/toksyms"
