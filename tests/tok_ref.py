@@ -13,6 +13,8 @@
    added tokens made of runs of spaces; and the same file with "a b" merges.
    Our ids on tricky.jsonl and val must equal HF's with special tokens
    treated as text (pile encodes document text as ordinary text).
+3. tiktoken's p50k / cl100k / o200k patterns: GPT-2's ranks saved under each
+   name must encode as tiktoken does with that name's pattern.
 
 Usage: tok_ref.py PILE_TOK. TAP output; exit 77 when tiktoken / tokenizers
 or the shared corpus are missing.
@@ -176,6 +178,36 @@ def main():
             compare("Split(cl100k)+ByteLevel, NFC, added space runs, merges as %s: %s" % (form, name),
                     pile_ids(pile_tok, arr_path, path), texts, hf_small)
             compare("the same with \"a b\" merges: " + name, pile_ids(pile_tok, str_path, path), texts, hf_small)
+
+    # tiktoken's other patterns (PCRE2 on our side): our .tiktoken loader picks
+    # the pattern by file name, so r50k's ranks saved under each name must
+    # encode exactly as tiktoken's own Encoding built from that name's
+    # constructor (its pat_str, read from tiktoken_ext, with the ranks swapped
+    # for the offline r50k ones; the real cl100k/o200k files are not here).
+    import tiktoken_ext.openai_public as openai_public
+    r50k_ranks = tiktoken.load.load_tiktoken_bpe(os.path.join(gpt2, "r50k_base.tiktoken"))
+    real_load = openai_public.load_tiktoken_bpe
+    openai_public.load_tiktoken_bpe = lambda *a, **k: r50k_ranks
+    try:
+        ctors = {name: getattr(openai_public, name)() for name in ("p50k_base", "cl100k_base", "o200k_base")
+                 if hasattr(openai_public, name)}
+    finally:
+        openai_public.load_tiktoken_bpe = real_load
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, ctor in sorted(ctors.items()):
+            enc = tiktoken.Encoding(name + "-r50k-ranks", pat_str=ctor["pat_str"], mergeable_ranks=r50k_ranks,
+                                    special_tokens={})
+            path = os.path.join(tmp, name + ".tiktoken")
+            with open(os.path.join(gpt2, "r50k_base.tiktoken"), "rb") as src, open(path, "wb") as dst:
+                dst.write(src.read())
+
+            def tk_pat(texts, enc=enc):
+                return enc.encode_ordinary_batch(texts, num_threads=2)
+
+            for doc in ("tricky.jsonl", "val.jsonl.zst"):
+                src_path = os.path.join(corpus, doc)
+                compare("%s pattern (r50k ranks) == tiktoken on %s" % (name, doc), pile_ids(pile_tok, path, src_path),
+                        texts_of(src_path), tk_pat)
 
     print("1..%d" % n_tests)
     return 1 if n_failed else 0
