@@ -363,7 +363,10 @@ static char *manifest_tokenizer(const char *path)
         pile_err err = {0};
         pile_json *root = NULL;
         if (pile_json_parse_file(mpath.data, &root, &err)) die(1, "cannot read '%s': %s", mpath.data, err.msg);
-        const pile_json *t = pile_json_get(root, "tokenizer");
+        /* pile-prep records it under "options"; a bare top-level key is accepted too */
+        const pile_json *opts = pile_json_get(root, "options");
+        const pile_json *t = opts ? pile_json_get(opts, "tokenizer") : NULL;
+        if (!t) t = pile_json_get(root, "tokenizer");
         if (t && pile_json_type_of(t) == PILE_JSON_STRING) {
             const char *s = pile_json_str(t, NULL);
             if (strcmp(s, "bytes") != 0 && s[0] != '/' && stat(s, &st) != 0) {
