@@ -1,13 +1,14 @@
 /* BPE encoding and decoding. Per piece: a direct-mapped cache of short
  * pieces (a few thousand short pieces make most of any text), then one hash
- * lookup of the whole piece (most pieces are one token), then a
- * direct-mapped cache of longer multi-token pieces, then the merges
- * themselves: a rescan of a small rank array for short pieces, a heap over a
- * linked list (O(n log n)) for long ones. Both pick the leftmost pair of
- * lowest rank, as tiktoken and Hugging Face do. A cache miss overwrites one
- * slot, so an encoder's memory is fixed (about 1.5 MB) however large the
- * corpus; all scratch is in the encoder, so encoders on different threads
- * share only the read-only tokenizer. */
+ * lookup of the whole piece (most pieces are one token), then a two-way
+ * cache of multi-token pieces, then the merges themselves: pair ranks
+ * rescanned in place (a bit mask of live positions, nothing moves) for short
+ * pieces, a heap over a linked list (O(n log n)) for long ones. Both pick
+ * the leftmost pair of lowest rank, as tiktoken and Hugging Face do. A cache
+ * miss overwrites one slot, so the caches stay at 1.5 MB however large the
+ * corpus (the merge scratch grows only with the longest piece); all of it
+ * is in the encoder, so encoders on different threads share only the
+ * read-only tokenizer. */
 #include "bpe_internal.h"
 #include "pretok.h"
 #include "pretok_internal.h"
