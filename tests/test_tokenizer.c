@@ -388,6 +388,12 @@ static void test_errors(const char *dir)
     ASSERT(pile_tokenizer_open(&tok, dir, err) < 0);
     ASSERT(strstr(err->msg, "encoder.json"));
 
+    /* a tiny file naming a huge id must be refused, not make us allocate gigabytes (found by fuzz_tokfile) */
+    snprintf(path, sizeof path, "%s/r50k_base.tiktoken", dir);
+    ASSERT_EQ(write_text(path, "Jg== 588888888\n"), 0);
+    ASSERT_EQ(pile_tokenizer_open(&tok, path, err), PILE_ELIMIT);
+    ASSERT(strstr(err->msg, "r50k_base.tiktoken") && strstr(err->msg, "588888888"));
+
     snprintf(path, sizeof path, "%s/absent.json", dir);
     ASSERT(pile_tokenizer_open(&tok, path, err) < 0);
     ASSERT(strstr(err->msg, "absent.json"));

@@ -80,10 +80,16 @@ void pile__bpe_destroy(pile__bpe *b)
     free(b);
 }
 
-static int grow_ids(pile__bpe *b, uint32_t id, pile_err *err)
+#define BPE_MAX_IDS (1u << 22)
+
+static int grow_ids(pile__bpe *b, uint32_t id, const char *name, pile_err *err)
 {
     if (id < b->cap_ids) return 0;
-    if (id >= UINT32_MAX - 1) return pile_err_set(err, PILE_EFORMAT, "token id %u is too large", id);
+    /* Ids index dense per-id arrays, so a file naming one huge id would make
+     * us allocate gigabytes: the largest real vocabularies have ~262k ids. */
+    if (id >= BPE_MAX_IDS)
+        return pile_err_set(err, PILE_ELIMIT, "invalid tokenizer '%s': token id %u is too large (ids must be below %u)",
+                            name, id, BPE_MAX_IDS);
     uint32_t cap = b->cap_ids ? b->cap_ids : 1024;
     while (cap <= id) cap = cap > UINT32_MAX / 2 ? UINT32_MAX - 1 : cap * 2;
     uint32_t *off = realloc(b->off, cap * sizeof *off);
@@ -114,7 +120,7 @@ static int set_bytes(pile__bpe *b, uint32_t id, const void *bytes, size_t len, p
 int pile__bpe_add_token(pile__bpe *b, uint32_t id, const void *bytes, size_t len, unsigned flags, const char *name,
                         pile_err *err)
 {
-    PILE_FORWARD_IF_ERR(grow_ids(b, id, err));
+    PILE_FORWARD_IF_ERR(grow_ids(b, id, name, err));
     if (b->flags[id] & PILE__TOK_PRESENT) {
         /* An added token may name an id the model vocabulary already has:
          * it keeps the model's place and decodes as the added text. */
