@@ -9,11 +9,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include "pile_fs.h"
 #include "pile_lines.h"
@@ -64,10 +64,11 @@ typedef struct chunk {
 typedef struct pipe {
     prep_state *st;
     const pile_tokenizer *tok;
+    prep_resume start; /* where this run starts reading: the packer moves st->resume on while the reader runs */
     chunk *slots;
     size_t nslots;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    uv_mutex_t mu;
+    uv_cond_t cv;
     uint64_t next_read, next_work, next_pack;
     size_t in_flight; /* line bytes in [next_pack, next_read) */
     int reader_done, abort;
@@ -87,13 +88,13 @@ static void chunk_free(chunk *c)
 /* Takes the next slot for the reader; NULL when the job is aborted. */
 static chunk *acquire(pipe_t *p)
 {
-    pthread_mutex_lock(&p->mu);
+    uv_mutex_lock(&p->mu);
     while (!p->abort && (p->next_read - p->next_pack >= p->nslots ||
                          (p->in_flight >= IN_FLIGHT_BYTES && p->next_read > p->next_pack)))
-        pthread_cond_wait(&p->cv, &p->mu);
+        uv_cond_wait(&p->cv, &p->mu);
     chunk *c = p->abort ? NULL : &p->slots[p->next_read % p->nslots];
     if (c) c->seq = p->next_read;
-    pthread_mutex_unlock(&p->mu);
+    uv_mutex_unlock(&p->mu);
     if (!c) return NULL;
     if (c->text.cap > SLOT_KEEP_BYTES) pile_buf_free(&c->text);
     if (c->tokens.cap > SLOT_KEEP_BYTES) pile_ids_free(&c->tokens);
@@ -107,12 +108,12 @@ static chunk *acquire(pipe_t *p)
 
 static void submit(pipe_t *p, chunk *c)
 {
-    pthread_mutex_lock(&p->mu);
+    uv_mutex_lock(&p->mu);
     c->state = SLOT_READ;
     p->in_flight += c->text.len;
     p->next_read++;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
+    uv_cond_broadcast(&p->cv);
+    uv_mutex_unlock(&p->mu);
 }
 
 static int chunk_add_line(chunk *c, const pile_line *ln)
@@ -143,19 +144,19 @@ static int chunk_add_line(chunk *c, const pile_line *ln)
 
 /* ----------------------------------------------------------------- reader */
 
-static void *reader_main(void *arg)
+static void reader_main(void *arg)
 {
     pipe_t *p = arg;
     prep_state *st = p->st;
     pile_lines_opts lo = {.max_line = st->max_line_bytes};
     uint64_t done_before = 0;
-    for (size_t i = 0; i < st->resume.input && i < st->n_inputs; i++) done_before += st->order[i]->size;
-    for (size_t i = st->resume.input; i < st->n_inputs; i++) {
+    for (size_t i = 0; i < p->start.input && i < st->n_inputs; i++) done_before += st->order[i]->size;
+    for (size_t i = p->start.input; i < st->n_inputs; i++) {
         chunk *c = acquire(p);
         if (!c) break;
         c->input = i;
         const char *path = st->order[i]->path;
-        uint64_t skip_below = i == st->resume.input ? st->resume.line : 1;
+        uint64_t skip_below = i == p->start.input ? p->start.line : 1;
         pile_lines *lr = NULL;
         pile_err lerr;
         pile_err_clear(&lerr);
@@ -206,11 +207,10 @@ static void *reader_main(void *arg)
         submit(p, c);
         if (rc) break;
     }
-    pthread_mutex_lock(&p->mu);
+    uv_mutex_lock(&p->mu);
     p->reader_done = 1;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
+    uv_cond_broadcast(&p->cv);
+    uv_mutex_unlock(&p->mu);
 }
 
 /* ---------------------------------------------------------------- workers */
@@ -284,24 +284,24 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
 
 typedef struct worker {
     pipe_t *p;
-    pthread_t th;
+    uv_thread_t th;
     int rc;
 } worker;
 
-static void *worker_main(void *arg)
+static void worker_main(void *arg)
 {
     worker *w = arg;
     pipe_t *p = w->p;
     pile_jsonl_parser *parser = pile_jsonl_parser_create();
     pile_encoder *enc = pile_encoder_create(p->tok);
     double tp = 0, tt = 0;
-    pthread_mutex_lock(&p->mu);
+    uv_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->abort && p->next_work == p->next_read && !p->reader_done) pthread_cond_wait(&p->cv, &p->mu);
+        while (!p->abort && p->next_work == p->next_read && !p->reader_done) uv_cond_wait(&p->cv, &p->mu);
         if (p->abort || p->next_work == p->next_read) break;
         chunk *c = &p->slots[p->next_work % p->nslots];
         p->next_work++;
-        pthread_mutex_unlock(&p->mu);
+        uv_mutex_unlock(&p->mu);
         if (!parser || !enc) {
             if (!c->rc) c->rc = pile_err_set(&c->err, PILE_ENOMEM, "out of memory");
         } else if (!c->rc) {
@@ -309,16 +309,15 @@ static void *worker_main(void *arg)
         }
         tp += c->t_parse;
         tt += c->t_tok;
-        pthread_mutex_lock(&p->mu);
+        uv_mutex_lock(&p->mu);
         c->state = SLOT_DONE;
-        pthread_cond_broadcast(&p->cv);
+        uv_cond_broadcast(&p->cv);
     }
     p->t_parse += tp;
     p->t_tok += tt;
-    pthread_mutex_unlock(&p->mu);
+    uv_mutex_unlock(&p->mu);
     pile_encoder_free(enc);
     pile_jsonl_parser_free(parser);
-    return NULL;
 }
 
 /* ----------------------------------------------------------------- packing */
@@ -573,13 +572,16 @@ void pile_prep_result_free(pile_prep_result *res)
 static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_result *res, pile_err *err)
 {
     const pile_prep_opts *o = st->opts;
-    int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    /* by default the CPUs this process may run on (affinity, cgroup quota), not all the machine has */
+    unsigned avail = uv_available_parallelism();
+    int threads = o->threads > 0 ? o->threads : avail < 256 ? (int)avail : 256;
     if (threads < 1) threads = 1;
     if (threads > 256) threads = 256;
     pipe_t p;
     memset(&p, 0, sizeof p);
     p.st = st;
     p.tok = tok;
+    p.start = st->resume;
     p.nslots = (size_t)threads * 2 + 2;
     if (p.nslots > 64) p.nslots = 64;
     p.slots = calloc(p.nslots, sizeof *p.slots);
@@ -588,13 +590,15 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     int rc = 0;
     if (!p.slots || !ws) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
     if (!rc) rc = pile__prep_packer_create(&pk, st, err);
+    int r = 0;
+    if (!rc && (r = uv_mutex_init(&p.mu)) == 0 && (r = uv_cond_init(&p.cv)) < 0) uv_mutex_destroy(&p.mu);
+    if (r < 0) rc = pile_err_set(err, PILE_EIO, "cannot create the pipeline's lock: %s", uv_strerror(r));
     if (rc) {
+        pile__prep_packer_free(pk);
         free(p.slots);
         free(ws);
         return rc;
     }
-    pthread_mutex_init(&p.mu, NULL);
-    pthread_cond_init(&p.cv, NULL);
 
     uint64_t total = 0, before = 0;
     for (size_t i = 0; i < st->n_inputs; i++) {
@@ -613,14 +617,14 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     if (st->resume.tok_off && st->pack != PILE_PACK_CONCAT)
         rc = pile_err_set(err, PILE_ECORRUPT, "bad resume point in the manifest");
 
-    pthread_t reader;
+    uv_thread_t reader;
     int nstarted = 0, reader_started = 0;
-    if (!rc && pthread_create(&reader, NULL, reader_main, &p) == 0) reader_started = 1;
-    else if (!rc) rc = pile_err_set(err, PILE_EIO, "cannot start the reader thread");
+    if (!rc && (r = uv_thread_create(&reader, reader_main, &p)) == 0) reader_started = 1;
+    else if (!rc) rc = pile_err_set(err, PILE_EIO, "cannot start the reader thread: %s", uv_strerror(r));
     for (int t = 0; t < threads && !rc; t++) {
         ws[t].p = &p;
-        if (pthread_create(&ws[t].th, NULL, worker_main, &ws[t]) != 0) {
-            if (nstarted == 0) rc = pile_err_set(err, PILE_EIO, "cannot start worker threads");
+        if ((r = uv_thread_create(&ws[t].th, worker_main, &ws[t])) < 0) {
+            if (nstarted == 0) rc = pile_err_set(err, PILE_EIO, "cannot start worker threads: %s", uv_strerror(r));
             break;
         }
         nstarted++;
@@ -629,12 +633,12 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     double t_pack = 0;
     uint64_t docs_base = tot0.docs, toks_base = tot0.tokens;
     for (uint64_t seq = 0; !rc; seq++) {
-        pthread_mutex_lock(&p.mu);
+        uv_mutex_lock(&p.mu);
         chunk *c = &p.slots[seq % p.nslots];
         while (!(seq < p.next_read && c->state == SLOT_DONE) && !(p.reader_done && seq == p.next_read))
-            pthread_cond_wait(&p.cv, &p.mu);
+            uv_cond_wait(&p.cv, &p.mu);
         int end = seq >= p.next_read;
-        pthread_mutex_unlock(&p.mu);
+        uv_mutex_unlock(&p.mu);
         if (end) break;
         double t0 = pile_now();
         rc = pack_chunk(&x, c, err);
@@ -644,19 +648,19 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
             pile__prep_stats_total(&st->stats, &tot);
             pile_progress_update(prog, c->bytes_done, tot.docs - docs_base, tot.tokens - toks_base, 0);
         }
-        pthread_mutex_lock(&p.mu);
+        uv_mutex_lock(&p.mu);
         c->state = SLOT_FREE;
         p.in_flight -= c->text.len;
         p.next_pack = seq + 1;
-        pthread_cond_broadcast(&p.cv);
-        pthread_mutex_unlock(&p.mu);
+        uv_cond_broadcast(&p.cv);
+        uv_mutex_unlock(&p.mu);
     }
-    pthread_mutex_lock(&p.mu);
+    uv_mutex_lock(&p.mu);
     p.abort = 1;
-    pthread_cond_broadcast(&p.cv);
-    pthread_mutex_unlock(&p.mu);
-    if (reader_started) pthread_join(reader, NULL);
-    for (int t = 0; t < nstarted; t++) pthread_join(ws[t].th, NULL);
+    uv_cond_broadcast(&p.cv);
+    uv_mutex_unlock(&p.mu);
+    if (reader_started) uv_thread_join(&reader);
+    for (int t = 0; t < nstarted; t++) uv_thread_join(&ws[t].th);
     if (prog) {
         prep_split_stats tot;
         pile__prep_stats_total(&st->stats, &tot);
@@ -674,8 +678,8 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     for (size_t s = 0; s < p.nslots; s++) chunk_free(&p.slots[s]);
     free(p.slots);
     free(ws);
-    pthread_mutex_destroy(&p.mu);
-    pthread_cond_destroy(&p.cv);
+    uv_mutex_destroy(&p.mu);
+    uv_cond_destroy(&p.cv);
     return rc;
 }
 

@@ -12,10 +12,9 @@
  * pieces add little to any pair's count; this is the usual approximation of
  * large-corpus trainers. Epochs end at fixed points of the text, so pruning,
  * too, is the same for any number of threads. */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <uv.h>
 
 #include "bpe_train_internal.h"
 #include "pile_fs.h"
@@ -41,9 +40,9 @@ typedef struct ring {
 } ring;
 
 typedef struct trainer {
-    pthread_mutex_t mu;
-    pthread_cond_t work;  /* a full batch is queued, or the input ended */
-    pthread_cond_t back;  /* a batch came back empty */
+    uv_mutex_t mu;
+    uv_cond_t work;       /* a full batch is queued, or the input ended */
+    uv_cond_t back;       /* a batch came back empty */
     batch *batches;
     size_t n_batches;
     ring full, empty;
@@ -88,49 +87,48 @@ static int count_batch(const batch *b, pile__bpe_counts *c)
     return 0;
 }
 
-static void *worker(void *arg)
+static void worker(void *arg)
 {
     trainer *t = ((worker_arg *)arg)->t;
     int k = ((worker_arg *)arg)->k;
-    pthread_mutex_lock(&t->mu);
+    uv_mutex_lock(&t->mu);
     for (;;) {
-        while (!t->full.n && !t->done && !t->failed) pthread_cond_wait(&t->work, &t->mu);
+        while (!t->full.n && !t->done && !t->failed) uv_cond_wait(&t->work, &t->mu);
         if (!t->full.n || t->failed) break;
         size_t i = ring_pop(&t->full);
         t->busy++;
-        pthread_mutex_unlock(&t->mu);
+        uv_mutex_unlock(&t->mu);
         int rc = count_batch(&t->batches[i], t->local[k]);
-        pthread_mutex_lock(&t->mu);
+        uv_mutex_lock(&t->mu);
         t->busy--;
         if (rc < 0) t->failed = 1;
         ring_push(&t->empty, i);
-        pthread_cond_broadcast(&t->back);
-        if (t->failed) pthread_cond_broadcast(&t->work);
+        uv_cond_broadcast(&t->back);
+        if (t->failed) uv_cond_broadcast(&t->work);
     }
-    pthread_mutex_unlock(&t->mu);
-    return NULL;
+    uv_mutex_unlock(&t->mu);
 }
 
 /* Queues batch i for counting; returns the index of an empty batch to fill
  * next, or -1 when a counting thread failed. */
 static long hand_over(trainer *t, size_t i)
 {
-    pthread_mutex_lock(&t->mu);
+    uv_mutex_lock(&t->mu);
     ring_push(&t->full, i);
-    pthread_cond_signal(&t->work);
-    while (!t->empty.n && !t->failed) pthread_cond_wait(&t->back, &t->mu);
+    uv_cond_signal(&t->work);
+    while (!t->empty.n && !t->failed) uv_cond_wait(&t->back, &t->mu);
     long next = t->failed ? -1 : (long)ring_pop(&t->empty);
-    pthread_mutex_unlock(&t->mu);
+    uv_mutex_unlock(&t->mu);
     return next;
 }
 
 /* Waits until every queued batch is counted; nonzero when one failed. */
 static int drain(trainer *t)
 {
-    pthread_mutex_lock(&t->mu);
-    while ((t->full.n || t->busy) && !t->failed) pthread_cond_wait(&t->back, &t->mu);
+    uv_mutex_lock(&t->mu);
+    while ((t->full.n || t->busy) && !t->failed) uv_cond_wait(&t->back, &t->mu);
     int failed = t->failed;
-    pthread_mutex_unlock(&t->mu);
+    uv_mutex_unlock(&t->mu);
     return failed;
 }
 
@@ -183,9 +181,9 @@ static int read_inputs(trainer *t, const char *const *inputs, size_t n_inputs, p
         rc = oom(err);
         goto out;
     }
-    pthread_mutex_lock(&t->mu);
+    uv_mutex_lock(&t->mu);
     long cur = (long)ring_pop(&t->empty);
-    pthread_mutex_unlock(&t->mu);
+    uv_mutex_unlock(&t->mu);
     for (size_t f = 0; f < n_inputs; f++) {
         rc = pile_lines_open(&lr, inputs[f], NULL, err);
         if (rc < 0) goto out;
@@ -255,14 +253,15 @@ int pile__bpe_train_limits(const char *const *inputs, size_t n_inputs, const pil
     PILE_RETURN_IF(!opts || !out_path, err, PILE_EINVAL, "cannot train BPE: no options or no output path");
     PILE_RETURN_IF(!n_inputs, err, PILE_EINVAL, "cannot train BPE: no input files");
     int n_workers = opts->threads;
+    /* the CPUs this process may run on (affinity, cgroup quota), not all the machine has */
     if (n_workers <= 0) {
-        long nc = sysconf(_SC_NPROCESSORS_ONLN);
-        n_workers = nc > 0 ? (int)nc : 1;
+        unsigned nc = uv_available_parallelism();
+        n_workers = nc < MAX_THREADS ? (int)nc : MAX_THREADS;
     }
     if (n_workers > MAX_THREADS) n_workers = MAX_THREADS;
 
     trainer t = {0};
-    pthread_t tids[MAX_THREADS];
+    uv_thread_t tids[MAX_THREADS];
     worker_arg args[MAX_THREADS];
     int started = 0, rc = 0;
     pile__bpe_counts *global = pile__bpe_counts_create();
@@ -286,25 +285,32 @@ int pile__bpe_train_limits(const char *const *inputs, size_t n_inputs, const pil
             rc = oom(err);
             goto out;
         }
-    pthread_mutex_init(&t.mu, NULL);
-    pthread_cond_init(&t.work, NULL);
-    pthread_cond_init(&t.back, NULL);
+    int r = uv_mutex_init(&t.mu);
+    if (r == 0 && (r = uv_cond_init(&t.work)) < 0) uv_mutex_destroy(&t.mu);
+    if (r == 0 && (r = uv_cond_init(&t.back)) < 0) {
+        uv_cond_destroy(&t.work);
+        uv_mutex_destroy(&t.mu);
+    }
+    if (r < 0) {
+        rc = pile_err_set(err, PILE_EIO, "cannot train BPE: cannot create a lock: %s", uv_strerror(r));
+        goto out;
+    }
     for (; started < n_workers; started++) {
         args[started] = (worker_arg){.t = &t, .k = started};
-        if (pthread_create(&tids[started], NULL, worker, &args[started]) != 0) {
-            rc = pile_err_set(err, PILE_EIO, "cannot train BPE: cannot start a thread");
+        if ((r = uv_thread_create(&tids[started], worker, &args[started])) < 0) {
+            rc = pile_err_set(err, PILE_EIO, "cannot train BPE: cannot start a thread: %s", uv_strerror(r));
             break;
         }
     }
     if (rc == 0) rc = read_inputs(&t, inputs, n_inputs, global, opts->progress, err);
-    pthread_mutex_lock(&t.mu);
+    uv_mutex_lock(&t.mu);
     t.done = 1;
-    pthread_cond_broadcast(&t.work);
-    pthread_mutex_unlock(&t.mu);
-    for (int k = 0; k < started; k++) pthread_join(tids[k], NULL);
-    pthread_cond_destroy(&t.back);
-    pthread_cond_destroy(&t.work);
-    pthread_mutex_destroy(&t.mu);
+    uv_cond_broadcast(&t.work);
+    uv_mutex_unlock(&t.mu);
+    for (int k = 0; k < started; k++) uv_thread_join(&tids[k]);
+    uv_cond_destroy(&t.back);
+    uv_cond_destroy(&t.work);
+    uv_mutex_destroy(&t.mu);
     if (rc < 0) goto out;
     /* the per-thread maps and batches are no longer needed: free them before learning */
     for (int k = 0; k < n_workers; k++) pile__bpe_counts_free(t.local[k]), t.local[k] = NULL;

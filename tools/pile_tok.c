@@ -6,11 +6,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #include "pile_buf.h"
 #include "pile_fs.h"
@@ -173,7 +173,7 @@ typedef struct batch_line {
 } batch_line;
 
 typedef struct worker {
-    pthread_t th;
+    uv_thread_t th;
     const pile_tokenizer *tok;
     pile_encoder *enc;
     pile_jsonl_parser *jp;
@@ -186,7 +186,7 @@ typedef struct worker {
     pile_err err;
 } worker;
 
-static void *encode_chunk(void *arg)
+static void encode_chunk(void *arg)
 {
     worker *w = arg;
     w->out.len = 0;
@@ -196,17 +196,16 @@ static void *encode_chunk(void *arg)
         int sk = l->usable ? pile_jsonl_parse(w->jp, w->arena + l->off, l->len, &doc, NULL, 0) : (int)PILE_SKIP_CUT;
         if (sk < 0) {
             w->rc = pile_err_set(&w->err, sk, "out of memory");
-            return NULL;
+            return;
         }
         if (sk != PILE_SKIP_NONE) {
             if (pile_buf_append(&w->out, "null\n", 5)) oom();
             continue;
         }
         w->ids.len = 0;
-        if ((w->rc = pile_encoder_encode(w->enc, doc.text, doc.text_len, &w->ids, &w->err)) < 0) return NULL;
+        if ((w->rc = pile_encoder_encode(w->enc, doc.text, doc.text_len, &w->ids, &w->err)) < 0) return;
         put_ids(&w->out, w->ids.data, w->ids.len);
     }
-    return NULL;
 }
 
 static int cmd_encode_text(pile_tokenizer *tok, const char *path)
@@ -313,7 +312,7 @@ static int cmd_encode(int argc, char **argv)
         }
         if (!n_lines) break;
         size_t per = (n_lines + (size_t)threads - 1) / (size_t)threads, first = 0;
-        int used = 0;
+        int used = 0, rc;
         for (int i = 0; i < threads && first < n_lines; i++, used++) {
             w[i].arena = arena.data;
             w[i].lines = lines;
@@ -321,10 +320,11 @@ static int cmd_encode(int argc, char **argv)
             w[i].count = n_lines - first < per ? n_lines - first : per;
             first += w[i].count;
             if (threads == 1) encode_chunk(&w[i]);
-            else if (pthread_create(&w[i].th, NULL, encode_chunk, &w[i]) != 0) die(1, "cannot start a thread");
+            else if ((rc = uv_thread_create(&w[i].th, encode_chunk, &w[i])) < 0)
+                die(1, "cannot start a thread: %s", uv_strerror(rc));
         }
         for (int i = 0; i < used; i++) {
-            if (threads > 1) pthread_join(w[i].th, NULL);
+            if (threads > 1) uv_thread_join(&w[i].th);
             if (w[i].rc < 0) die(1, "%s", w[i].err.msg);
             write_all(stdout, &w[i].out);
         }
@@ -507,7 +507,7 @@ static int cmd_info(int argc, char **argv)
 /* ----------------------------------------------------------------- bench */
 
 typedef struct bench_job {
-    pthread_t th;
+    uv_thread_t th;
     const pile_tokenizer *tok;
     const pile_buf *texts;
     const size_t *offs; /* text i is texts->data[offs[i]..offs[i+1]) */
@@ -517,7 +517,7 @@ typedef struct bench_job {
     pile_err err;
 } bench_job;
 
-static void *bench_run(void *arg)
+static void bench_run(void *arg)
 {
     bench_job *j = arg;
     pile_encoder *enc = pile_encoder_create(j->tok);
@@ -525,7 +525,7 @@ static void *bench_run(void *arg)
     j->tokens = 0;
     if (!enc) {
         j->rc = PILE_ENOMEM;
-        return NULL;
+        return;
     }
     for (size_t i = j->first; i < j->first + j->count; i++) {
         ids.len = 0;
@@ -535,7 +535,6 @@ static void *bench_run(void *arg)
     }
     pile_ids_free(&ids);
     pile_encoder_free(enc);
-    return NULL;
 }
 
 static int cmd_bench(int argc, char **argv)
@@ -617,13 +616,15 @@ static int cmd_bench(int argc, char **argv)
             jobs[k] = (bench_job){.tok = tok, .texts = &texts, .offs = offs, .first = start, .count = i - start};
         }
         double t0 = pile_now();
+        int rc;
         for (int k = 0; k < threads; k++) {
             if (threads == 1) bench_run(&jobs[k]);
-            else if (pthread_create(&jobs[k].th, NULL, bench_run, &jobs[k]) != 0) die(1, "cannot start a thread");
+            else if ((rc = uv_thread_create(&jobs[k].th, bench_run, &jobs[k])) < 0)
+                die(1, "cannot start a thread: %s", uv_strerror(rc));
         }
         tokens = 0;
         for (int k = 0; k < threads; k++) {
-            if (threads > 1) pthread_join(jobs[k].th, NULL);
+            if (threads > 1) uv_thread_join(&jobs[k].th);
             if (jobs[k].rc < 0) die(1, "%s", jobs[k].err.msg);
             tokens += jobs[k].tokens;
         }
