@@ -24,10 +24,14 @@ static int grow(void **data, size_t *cap, size_t need, size_t elem)
 
 int pile_buf_reserve(pile_buf *b, size_t extra)
 {
-    if (extra > SIZE_MAX - b->len) return PILE_ENOMEM;
+    if (b->failed || extra > SIZE_MAX - b->len) {
+        b->failed = 1;
+        return PILE_ENOMEM;
+    }
     void *d = b->data;
     int rc = grow(&d, &b->cap, b->len + extra, 1);
     b->data = d;
+    if (rc) b->failed = 1;
     return rc;
 }
 
@@ -64,6 +68,7 @@ void pile_buf_free(pile_buf *b)
     free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
+    b->failed = 0;
 }
 
 int pile_ids_reserve(pile_ids *v, size_t extra)

@@ -15,6 +15,8 @@ typedef struct pile_buf {
     char *data;
     size_t len;
     size_t cap;
+    int failed; /* an append ran out of memory: later ones fail too, so a
+                 * builder can append freely and check once at the end */
 } pile_buf;
 
 typedef struct pile_ids {
@@ -23,7 +25,8 @@ typedef struct pile_ids {
     size_t cap;
 } pile_ids;
 
-/* Ensure room for `extra` more bytes beyond len. 0 or PILE_ENOMEM. */
+/* Ensure room for `extra` more bytes beyond len. 0 or PILE_ENOMEM (also
+ * for every call after one failed, until pile_buf_free). */
 int pile_buf_reserve(pile_buf *b, size_t extra);
 int pile_buf_append(pile_buf *b, const void *src, size_t n);
 int pile_buf_append_str(pile_buf *b, const char *s);

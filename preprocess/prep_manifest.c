@@ -134,7 +134,7 @@ static int manifest_text(const prep_state *st, pile_buf *b)
     put_u64(b, "    ", "inputs", st->n_inputs, 1);
     put_u64(b, "    ", "truncated_inputs", ntrunc, 1);
     write_split_stats(b, &tot, NULL, NULL, st->max_length, "    ");
-    b->len--; /* the newline: a comma follows */
+    if (b->len) b->len--; /* the newline: a comma follows */
     pile_buf_printf(b, ",\n    \"splits\": {");
     int first = 1;
     for (int sp = 0; sp < PREP_NSPLITS; sp++) {
@@ -148,7 +148,7 @@ static int manifest_text(const prep_state *st, pile_buf *b)
     }
     pile_buf_printf(b, "\n    }\n  }\n}\n");
     free(ids);
-    return b->data ? 0 : PILE_ENOMEM;
+    return b->failed ? PILE_ENOMEM : 0;
 }
 
 int pile__prep_manifest_write(const prep_state *st, pile_err *err)

@@ -998,6 +998,23 @@ static void test_random(void)
     pile_buf_free(&line);
 }
 
+static void test_buf(void)
+{
+    TEST("buf: after one failed append every later one fails, until free");
+    pile_buf b = {0};
+    ASSERT_EQ(pile_buf_append_str(&b, "ok"), 0);
+    ASSERT_EQ(pile_buf_reserve(&b, SIZE_MAX), PILE_ENOMEM);
+    ASSERT(b.failed);
+    ASSERT_EQ(pile_buf_append_str(&b, "x"), PILE_ENOMEM);
+    ASSERT_EQ(pile_buf_printf(&b, "%d", 1), PILE_ENOMEM);
+    ASSERT_EQ(b.len, 2);
+    pile_buf_free(&b);
+    ASSERT(!b.failed);
+    ASSERT_EQ(pile_buf_append_str(&b, "again"), 0);
+    ASSERT_EQ(b.len, 5);
+    pile_buf_free(&b);
+}
+
 int main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -1012,6 +1029,7 @@ int main(void)
     if (!have_corpus) printf("# corpus absent under '%s': corpus cases are skipped\n", pile_test_shared());
     pile_buf_free(&p);
 
+    test_buf();
     test_utf8();
     test_lines_plain_vs_zstd();
     test_lines_max_line();
