@@ -67,13 +67,7 @@ if [ -f "$BUILD/meson-private/coredata.dat" ]; then
 else
   meson setup "$BUILD" --buildtype=release -Dwerror=false >/dev/null
 fi
-known=$(ninja -C "$BUILD" -t targets all | cut -d: -f1)
-has() { grep -qx "$1" <<<"$known"; }
-for t in preprocess/pile-prep tools/pile-dump; do
-  has "$t" || { echo "demo.sh: this tree does not build '$t' yet" >&2; exit 1; }
-done
-targets=(preprocess/pile-prep tools/pile-dump)
-if has tools/pile-tok; then targets+=(tools/pile-tok); fi
+targets=(preprocess/pile-prep tools/pile-dump tools/pile-tok)
 if ! ninja -C "$BUILD" "${targets[@]}" > "$BUILD/demo-build.log" 2>&1; then
   cat "$BUILD/demo-build.log" >&2
   echo "demo.sh: the build failed (above)" >&2
@@ -93,7 +87,7 @@ if [ -z "$TOKENIZER" ]; then
   TOKENIZER=$OUT/tokenizer.json
   if [ -f "$TOKENIZER" ]; then
     step "tokenizer: reusing $TOKENIZER (--fresh trains a new one)"
-  elif [ -x "$TOK" ] && "$TOK" train --help >/dev/null 2>&1; then
+  else
     tok_inputs=("${TRAIN[@]}")
     # A demo tokenizer needs megabytes, not the Pile: when the train files
     # pass 256 MB (compressed), learn from the first one only.
@@ -101,12 +95,7 @@ if [ -z "$TOKENIZER" ]; then
     [ "$train_bytes" -le $((256 << 20)) ] || tok_inputs=("${TRAIN[0]}")
     step "training an 8192-token BPE tokenizer on ${#tok_inputs[@]} file(s)"
     "$TOK" train --vocab-size 8192 --progress -o "$TOKENIZER" "${tok_inputs[@]}"
-    "$TOK" info --tokenizer "$TOKENIZER" || true
-  else
-    TOKENIZER=bytes
-    step "tokenizer: bytes"
-    note "pile-tok (or its 'train' command) is not built yet, so this run uses the"
-    note "byte-level tokenizer; pass --tokenizer SPEC to use another one."
+    "$TOK" info --tokenizer "$TOKENIZER"
   fi
 else
   step "tokenizer: $TOKENIZER"
