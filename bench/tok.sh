@@ -3,6 +3,8 @@
 # and Hugging Face tokenizers on the same texts (the shared corpus train
 # files, GPT-2 r50k), side by side from one run, with the ratios. Texts are
 # loaded into memory before timing; each figure is the best of --repeat runs.
+# Then pile-prep's scaling from 1 to 2 worker threads on the same files
+# (whole job: zstd, JSON, tokenizer, packing, shard writing).
 # usage: bench/tok.sh [BUILD_DIR]   (default: build-bench, set up as release)
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,8 +12,9 @@ SHARED=${PILE_SHARED:-$ROOT/../shared}
 BUILD=${1:-$ROOT/build-bench}
 REPEAT=${REPEAT:-3}
 [ -d "$BUILD" ] || meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
-ninja -C "$BUILD" tools/pile-tok >/dev/null
+ninja -C "$BUILD" tools/pile-tok preprocess/pile-prep >/dev/null
 TOK="$BUILD/tools/pile-tok"
+PREP="$BUILD/preprocess/pile-prep"
 GPT2="$SHARED/fixtures/gpt2"
 set -- "$SHARED"/corpus/train/*.jsonl.zst
 
@@ -88,4 +91,38 @@ print()
 print("bytes: %s, tokens: %s (same token count from all three: %s)" % (o1["bytes"], o1["tokens"], "yes" if same else "NO"))
 print("pile-tok / tiktoken, 1 thread: %.1fx; pile-tok / HF, 1 thread: %.1fx" % (rows[0][2] / rows[2][2], rows[0][2] / rows[3][2]))
 print("pile-tok / tiktoken, 2 threads: %.1fx; pile-tok / HF, 2 threads: %.1fx" % (rows[4][2] / rows[5][2], rows[4][2] / rows[6][2]))
+PY
+
+# pile-prep, whole job, 1 and 2 workers: best wall time of REPEAT runs each.
+PREPTMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-bench-tok-XXXXXX")
+trap 'rm -rf "$PREPTMP"' EXIT
+prep_best() { # threads files...
+    nt=$1
+    shift
+    best=
+    i=0
+    while [ $i -lt "$REPEAT" ]; do
+        t0=$(date +%s.%N)
+        "$PREP" -q --force -j "$nt" -t "$GPT2" -o "$PREPTMP/out" "$@" >/dev/null
+        t1=$(date +%s.%N)
+        best=$(python3 -c "import sys; a=float(sys.argv[1])-float(sys.argv[2]); b=sys.argv[3]; print(a if not b or a < float(b) else b)" "$t1" "$t0" "$best")
+        i=$((i + 1))
+    done
+    echo "$best"
+}
+jsonl=$(for f in "$@"; do zstd -dc "$f"; done | wc -c)
+p1=$(prep_best 1 "$@")
+p2=$(prep_best 2 "$@")
+python3 - "$jsonl" "$p1" "$p2" "$ours1" "$ours2" <<'PY'
+import sys
+jsonl, p1, p2 = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+def kv(s): return dict(l.split(": ", 1) for l in s.strip().split("\n"))
+o1, o2 = kv(sys.argv[4]), kv(sys.argv[5])
+e1 = int(o1["bytes"]) / float(o1["seconds"]) / 1e6
+e2 = int(o2["bytes"]) / float(o2["seconds"]) / 1e6
+print()
+print("| job | 1 thread MB/s | 2 threads MB/s | 2 / 1 |")
+print("|---|---:|---:|---:|")
+print("| pile-tok encode (text in memory) | %.2f | %.2f | %.2fx |" % (e1, e2, e2 / e1))
+print("| pile-prep, whole job (JSONL from .zst to shards) | %.2f | %.2f | %.2fx |" % (jsonl / p1 / 1e6, jsonl / p2 / 1e6, p1 / p2))
 PY
