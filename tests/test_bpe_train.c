@@ -154,6 +154,45 @@ static void test_special_alias(void)
     pile__bpe_counts_free(c);
 }
 
+static void test_special_alias_nonascii(void)
+{
+    /* The special "Ġab" stands for the bytes " ab", not for its UTF-8 text:
+     * a later merge that extends it makes " abc" (Hugging Face's trainer, on
+     * the same words: merges a+b, Ġ+ab, Ġab+c and the token "Ġabc" = 258). */
+    TEST("merge loop: a merge that extends a special uses the bytes it stands for");
+    const char *w[] = {" ab", " abc"};
+    const uint64_t n[] = {10, 5};
+    pile__bpe_counts *c = counts_of(w, n, 2);
+    const char *sp[] = {"\xc4\xa0" "ab"};
+    pile_bpe_train_opts o = {.vocab_size = 400, .specials = sp, .n_specials = 1};
+    pile__bpe_model m;
+    pile_err err;
+    CHECK_OK(pile__bpe_learn(c, &o, &m, &err), err);
+    ASSERT_EQ(m.n_merges, 3);
+    ASSERT_EQ(m.n_tokens, 1 + 256 + 2);
+    if (m.n_merges == 3 && m.n_tokens == 259) {
+        ASSERT_EQ(m.merge_ids[1], 0);   /* (' ', ab) -> the special */
+        ASSERT_EQ(m.merge_ids[2], 258); /* (special, c) -> " abc" */
+        size_t len = (size_t)(m.str_off[259] - m.str_off[258]);
+        ASSERT_EQ(len, 4);
+        if (len == 4) ASSERT_MEM_EQ(m.strs.data + m.str_off[258], " abc", 4);
+    }
+    pile_buf js = {0};
+    CHECK_OK(pile__bpe_model_json(&m, &js), no_err);
+    pile_json *root = NULL;
+    CHECK_OK(pile_json_parse(js.data, js.len, "model", &root, &err), err);
+    if (root) {
+        const pile_json *vocab = pile_json_get(pile_json_get(root, "model"), "vocab");
+        int64_t id = -1;
+        ASSERT(pile_json_int(pile_json_get(vocab, "\xc4\xa0" "abc"), &id));
+        ASSERT_EQ(id, 258);
+        pile_json_free(root);
+    }
+    pile_buf_free(&js);
+    pile__bpe_model_free(&m);
+    pile__bpe_counts_free(c);
+}
+
 static void test_prune(void)
 {
     TEST("piece map: counts, absorb, prune");
@@ -478,6 +517,7 @@ int main(int argc, char **argv)
     test_hf_example();
     test_overlaps_and_min_frequency();
     test_special_alias();
+    test_special_alias_nonascii();
     test_prune();
 
     char tmp[] = "/tmp/pile-bpe-train-XXXXXX";

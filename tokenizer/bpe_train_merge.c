@@ -88,6 +88,10 @@ typedef struct learner {
     tslot *tmap;
     size_t tmap_cap, tmap_n;
     pile_buf keys;
+    /* where each special's bytes sit in keys (len 0: its text is not
+     * byte-level, so no merge can make it) */
+    uint64_t *sp_off;
+    uint32_t *sp_len;
 } learner;
 
 static uint64_t pkey(uint32_t a, uint32_t b)
@@ -128,8 +132,9 @@ static uint32_t pair_get(learner *L, uint32_t a, uint32_t b)
         if (L->pmap[j].key == key) return L->pmap[j].idx;
     if (L->n_pairs == L->cap_pairs) {
         size_t nc = L->cap_pairs ? L->cap_pairs * 2 : 1u << 14;
+        if (nc >= NONE) return NONE; /* pair indices are 32-bit */
         pair *np = realloc(L->pairs, nc * sizeof(pair));
-        if (!np || nc >= NONE) return NONE;
+        if (!np) return NONE;
         L->pairs = np;
         L->cap_pairs = nc;
     }
@@ -251,6 +256,18 @@ static const char *tok_bytes(const pile__bpe_model *m, uint32_t id, size_t *len)
 {
     *len = (size_t)(m->str_off[id + 1] - m->str_off[id]);
     return m->strs.data + m->str_off[id];
+}
+
+/* The bytes token id stands for: a special's are the bytes its text
+ * decodes to (its model entry holds the text, for the JSON), the others'
+ * are their model entry. */
+static const char *merge_part(const learner *L, const pile__bpe_model *m, uint32_t id, size_t *len)
+{
+    if (id < m->n_specials) {
+        *len = L->sp_len[id];
+        return L->keys.data + L->sp_off[id];
+    }
+    return tok_bytes(m, id, len);
 }
 
 /* The bytes a slot stands for live in L->keys (not in the model: a special
@@ -413,6 +430,8 @@ static void learner_free(learner *L)
     free(L->isnew);
     free(L->tmap);
     pile_buf_free(&L->keys);
+    free(L->sp_off);
+    free(L->sp_len);
 }
 
 /* Decodes a special token's text from byte-level characters into bytes;
@@ -490,6 +509,9 @@ int pile__bpe_learn(const pile__bpe_counts *c, const pile_bpe_train_opts *opts, 
     /* A special whose text reads as byte-level characters names those bytes,
      * as in HF (its vocabulary is keyed by that text): a merge that makes
      * them gets the special's id. */
+    L.sp_off = calloc(n_specials ? n_specials : 1, sizeof *L.sp_off);
+    L.sp_len = calloc(n_specials ? n_specials : 1, sizeof *L.sp_len);
+    if (!L.sp_off || !L.sp_len) goto nomem;
     for (size_t i = 0; i < n_specials; i++) {
         tmp.len = 0;
         int r = special_bytes(specials[i], &tmp);
@@ -500,6 +522,8 @@ int pile__bpe_learn(const pile__bpe_counts *c, const pile_bpe_train_opts *opts, 
                               specials[i]);
             goto fail;
         }
+        L.sp_off[i] = L.keys.len; /* specials differ, so each adds its key */
+        L.sp_len[i] = (uint32_t)tmp.len;
         if (tmap_get(&L, tmp.data, tmp.len, (uint32_t)i) == NONE) goto nomem;
     }
 
@@ -552,7 +576,7 @@ int pile__bpe_learn(const pile__bpe_counts *c, const pile_bpe_train_opts *opts, 
 
         /* the new token's bytes, or the existing token with those bytes */
         size_t la, lb;
-        const char *sa = tok_bytes(m, a, &la), *sb = tok_bytes(m, b, &lb);
+        const char *sa = merge_part(&L, m, a, &la), *sb = merge_part(&L, m, b, &lb);
         tmp.len = 0;
         if (pile_buf_append(&tmp, sa, la) < 0 || pile_buf_append(&tmp, sb, lb) < 0) goto nomem;
         uint32_t z = tmap_get(&L, tmp.data, tmp.len, m->n_tokens);
