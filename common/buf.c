@@ -54,7 +54,10 @@ int pile_buf_printf(pile_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0) return PILE_EINVAL;
+    if (n < 0) { /* an encoding error or over INT_MAX: the text has a hole like a failed append */
+        b->failed = 1;
+        return PILE_EINVAL;
+    }
     if (pile_buf_reserve(b, (size_t)n + 1)) return PILE_ENOMEM;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);

@@ -74,6 +74,7 @@ out:
 
 int pile_fs_mkdirs(const char *path, pile_err *err)
 {
+    if (!*path) return pile_err_set(err, PILE_EINVAL, "cannot create folder '': empty path");
     char *copy = strdup(path);
     if (!copy) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     int rc = 0;
@@ -134,7 +135,9 @@ int pile_fs_join(pile_buf *out, const char *a, const char *b)
     out->len = 0;
     size_t la = strlen(a);
     while (la > 1 && a[la - 1] == '/') la--;
-    if (pile_buf_append(out, a, la) || pile_buf_append(out, "/", 1) || pile_buf_append_str(out, b) ||
+    /* "" joins to b itself (the current folder), never to "/b"; "/" needs no second slash */
+    int slash = la > 0 && a[la - 1] != '/';
+    if (pile_buf_append(out, a, la) || pile_buf_append(out, "/", (size_t)slash) || pile_buf_append_str(out, b) ||
         pile_buf_reserve(out, 1))
         return PILE_ENOMEM;
     out->data[out->len] = '\0';

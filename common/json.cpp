@@ -5,10 +5,8 @@
  * range, deep nesting) are fixed on the error path only and parsed again, so
  * well-formed lines cost one DOM parse. No exception crosses into C. */
 #include "json_internal.h"
+#include "pile_fs.h"
 #include "pile_json.h"
-extern "C" {
-#include "pile_fs.h" /* a C header without C++ guards */
-}
 #include "pile_lines.h"
 #include "pile_utf8.h"
 
@@ -183,8 +181,10 @@ size_t fix_surrogates(char *s, size_t n)
 }
 
 /* Offset of the first error inside the string whose opening quote is s[i],
- * or the offset just past its closing quote. */
-bool scan_string(const char *s, size_t n, size_t *pi, bool allow_lone, const char **why)
+ * or the offset just past its closing quote. With any_bytes, bytes >= 0x80
+ * are taken as they are (to locate other errors in a line before its UTF-8
+ * repair, in the caller's byte offsets). */
+bool scan_string(const char *s, size_t n, size_t *pi, bool allow_lone, bool any_bytes, const char **why)
 {
     size_t i = *pi + 1;
     for (;;) {
@@ -202,6 +202,10 @@ bool scan_string(const char *s, size_t n, size_t *pi, bool allow_lone, const cha
             *pi = i;
             *why = "unescaped control character in string";
             return false;
+        }
+        if (c >= 0x80 && any_bytes) {
+            i++;
+            continue;
         }
         if (c >= 0x80) {
             size_t k = i;
@@ -255,7 +259,7 @@ inline size_t skip_ws(const char *s, size_t i, size_t n)
     return i;
 }
 
-bool validate(const char *s, size_t n, bool allow_lone, size_t *off, const char **why)
+bool validate(const char *s, size_t n, bool allow_lone, bool any_bytes, size_t *off, const char **why)
 {
     std::vector<char> stack; /* '[' or '{' per open container: no recursion */
     size_t i = 0;
@@ -282,7 +286,7 @@ bool validate(const char *s, size_t n, bool allow_lone, size_t *off, const char 
                 continue;
             }
             if (c == '"') {
-                if (!scan_string(s, n, &i, allow_lone, &w)) goto fail;
+                if (!scan_string(s, n, &i, allow_lone, any_bytes, &w)) goto fail;
             } else if (c == '-' || is_digit((unsigned char)c)) {
                 size_t e = number_end(s, i, n);
                 if (!e || (e < n && number_char((unsigned char)s[e]))) {
@@ -306,7 +310,7 @@ bool validate(const char *s, size_t n, bool allow_lone, size_t *off, const char 
                 w = "expected a string key";
                 goto fail;
             }
-            if (!scan_string(s, n, &i, allow_lone, &w)) goto fail;
+            if (!scan_string(s, n, &i, allow_lone, any_bytes, &w)) goto fail;
             i = skip_ws(s, i, n);
             if (i >= n || s[i] != ':') {
                 w = "expected ':' after a key";
@@ -713,7 +717,7 @@ int tree_parse(const char *data, size_t len, const char *name, pile_json **out, 
             return pile_err_set(err, PILE_EFORMAT, "cannot parse '%s': invalid UTF-8 at line %zu, column %zu", name,
                                 line, col);
         }
-        if (!validate(data, len, false, &off, &why)) {
+        if (!validate(data, len, false, false, &off, &why)) {
             line_col(data, off, &line, &col);
             return pile_err_set(err, PILE_EFORMAT, "cannot parse '%s': %s at line %zu, column %zu", name, why, line,
                                 col);
@@ -846,9 +850,13 @@ try {
         }
         if (retry) continue;
         if (detail && detail_cap) {
+            /* After a UTF-8 repair buf is the repaired copy, whose offsets
+             * drift by up to 2 bytes per U+FFFD: locate the error in the
+             * caller's line instead, which repair left untouched. */
+            bool repaired = buf != line;
             size_t off;
             const char *why;
-            if (!validate(buf, n, true, &off, &why))
+            if (!validate(repaired ? line : buf, repaired ? len : n, true, repaired, &off, &why))
                 set_detail(detail, detail_cap, "%s at byte %zu", why, off);
             else
                 set_detail(detail, detail_cap, "%s", simdjson_why(e));
@@ -910,7 +918,7 @@ int pile__json_validate(const char *s, size_t n, int allow_lone_surrogates, size
 try {
     size_t off = 0;
     const char *w = nullptr;
-    bool ok = validate(s, n, allow_lone_surrogates != 0, &off, &w);
+    bool ok = validate(s, n, allow_lone_surrogates != 0, false, &off, &w);
     if (!ok) {
         if (err_off) *err_off = off;
         if (why) *why = w;

@@ -10,6 +10,10 @@
 #include "pile_buf.h"
 #include "pile_error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Writes data to `path` atomically (path.tmp, fsync, rename, fsync folder). */
 int pile_fs_write_atomic(const char *path, const void *data, size_t len, pile_err *err);
 
@@ -28,7 +32,12 @@ int pile_fs_size(const char *path, uint64_t *size, pile_err *err);
 /* 1 if path is a folder, 0 if not (or absent). */
 int pile_fs_is_dir(const char *path);
 
-/* Joins a and b with one '/', into out (cleared first). */
+/* Joins a and b with one '/', into out (cleared first, NUL-terminated);
+ * an empty a gives b unchanged. 0 or PILE_ENOMEM. */
 int pile_fs_join(pile_buf *out, const char *a, const char *b);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -10,6 +10,10 @@
 
 #include "pile_error.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Writable bytes guaranteed after line->data[line->len] (>= SIMDJSON_PADDING). */
 #define PILE_LINES_PADDING 64
 
@@ -63,5 +67,9 @@ uint64_t pile_lines_file_size(const pile_lines *r);
 
 /* After pile_lines_next returned 0: nonzero when the zstd stream ended mid-frame. */
 int pile_lines_truncated(const pile_lines *r);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

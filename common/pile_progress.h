@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct pile_progress pile_progress;
 
 /* out: where to draw (usually stderr); enabled == 0 makes every call a no-op.
@@ -23,5 +27,9 @@ void pile_progress_finish(pile_progress *p);
 
 /* Monotonic seconds, for wall-time summaries. */
 double pile_now(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -599,6 +599,9 @@ static void test_jsonl_bad(void)
         {"{\"text\": 5}", "\"text\" is a number, not a string"},
         {"{\"meta\": {}}", "no \"text\" member"},
         {" \t\r", "blank line"},
+        /* offsets count the caller's bytes, not those of the UTF-8-repaired copy */
+        {"{\"text\": \"\xFF\xFF\xFF\xFF\", \"x\": tru}", "unexpected character, expected a value at byte 22"},
+        {"{\"text\": \"\xE2\x82\", \"x\": 1,}", "expected a string key at byte 22"},
     };
     for (size_t i = 0; i < sizeof dt / sizeof dt[0]; i++) {
         pile_jsonl_doc d;
@@ -1013,6 +1016,55 @@ static void test_buf(void)
     ASSERT_EQ(pile_buf_append_str(&b, "again"), 0);
     ASSERT_EQ(b.len, 5);
     pile_buf_free(&b);
+
+    TEST("buf: a printf that cannot format fails later appends too");
+    /* U+0100 has no encoding in the C locale the tests run in: vsnprintf fails */
+    ASSERT_EQ(pile_buf_append_str(&b, "a"), 0);
+    ASSERT(pile_buf_printf(&b, "%ls", L"\x100") < 0);
+    ASSERT(b.failed);
+    ASSERT(pile_buf_append_str(&b, "b") < 0);
+    ASSERT_EQ(b.len, 1);
+    pile_buf_free(&b);
+}
+
+static void test_fs(void)
+{
+    pile_buf p = {0}, j = {0}, got = {0};
+    pile_err err;
+    TEST("fs: join puts exactly one '/' between non-empty parts and none after an empty one");
+    static const char *cases[][3] = {
+        {"a", "b", "a/b"}, {"a/", "b", "a/b"}, {"a//", "b", "a/b"}, {"/", "b", "/b"}, {"", "b", "b"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ASSERT_EQ(pile_fs_join(&j, cases[i][0], cases[i][1]), 0);
+        ASSERT_STR_EQ(j.data, cases[i][2]);
+    }
+
+    TEST("fs: mkdirs makes nested folders, refuses an empty path and a file in the way");
+    REQUIRE_OK(pile_fs_mkdirs(tmp_path("m/n/o/", &p), &err), &err);
+    ASSERT(pile_fs_is_dir(tmp_path("m/n/o", &p)));
+    REQUIRE_OK(pile_fs_mkdirs(tmp_path("m/n", &p), &err), &err); /* already there */
+    ASSERT_EQ(pile_fs_mkdirs("", &err), PILE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "cannot create folder '': empty path");
+    REQUIRE(write_file(tmp_path("m/file", &p), "x", 1) == 0);
+    ASSERT(pile_fs_mkdirs(tmp_path("m/file/sub", &p), &err) < 0);
+    ASSERT(strstr(err.msg, "cannot create folder '") == err.msg);
+
+    TEST("fs: write_atomic replaces a file whole and leaves no temporary behind");
+    REQUIRE_OK(pile_fs_write_atomic(tmp_path("m/out", &p), "first", 5, &err), &err);
+    REQUIRE_OK(pile_fs_write_atomic(tmp_path("m/out", &p), "second", 6, &err), &err);
+    REQUIRE_OK(pile_fs_read_file(tmp_path("m/out", &p), &got, &err), &err);
+    ASSERT(got.len == 6 && memcmp(got.data, "second", 6) == 0);
+    struct stat st;
+    ASSERT(stat(tmp_path("m/out.tmp", &p), &st) != 0);
+    uint64_t size = 0;
+    REQUIRE_OK(pile_fs_size(tmp_path("m/out", &p), &size, &err), &err);
+    ASSERT_EQ(size, 6);
+    ASSERT(pile_fs_write_atomic(tmp_path("no/such/folder/out", &p), "x", 1, &err) < 0);
+    ASSERT(strstr(err.msg, "cannot create '") == err.msg);
+    pile_buf_free(&p);
+    pile_buf_free(&j);
+    pile_buf_free(&got);
 }
 
 int main(void)
@@ -1030,6 +1082,7 @@ int main(void)
     pile_buf_free(&p);
 
     test_buf();
+    test_fs();
     test_utf8();
     test_lines_plain_vs_zstd();
     test_lines_max_line();
