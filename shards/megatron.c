@@ -122,16 +122,18 @@ static int seq_close(export_state *st, pile_err *err)
 }
 
 /* Appends row tokens [from, to) to the .bin in the output dtype. */
-static int put_tokens(outfile *bin, const pile_shard *s, uint64_t r, uint32_t from, uint32_t to, pile_err *err)
+static int put_tokens(outfile *bin, const pile_shard *s, const export_state *st, uint32_t from, uint32_t to,
+                      pile_err *err)
 {
     const pile_shard_info *in = pile_shard_get_info(s);
-    const unsigned char *row = pile_shard_row_data(s, r);
+    const unsigned char *row = pile_shard_row_data(s, st->row);
     for (uint32_t k = from; k < to; k++) {
         uint32_t v = in->token_bytes == 2 ? ((const uint16_t *)(const void *)row)[k]
                                           : ((const uint32_t *)(const void *)row)[k];
         if (v >= in->vocab_size)
-            return pile_err_set(err, PILE_ECORRUPT, "cannot export: row %" PRIu64 " position %" PRIu32 " holds id %"
-                                PRIu32 " >= vocab_size %" PRIu32 " (run pile-dump --verify)", r, k, v, in->vocab_size);
+            return pile_err_set(err, PILE_ECORRUPT, "cannot export '%s': row %" PRIu64 " position %" PRIu32
+                                " holds id %" PRIu32 " >= vocab_size %" PRIu32 " (run pile-dump --verify)", st->shard,
+                                st->row, k, v, in->vocab_size);
     }
     return out_put(bin, row + (size_t)from * in->token_bytes, (size_t)(to - from) * in->token_bytes, err);
 }
@@ -150,7 +152,7 @@ static int export_shard(const pile_shard *s, outfile *bin, export_state *st, pil
             if (end > len) end = len;
             if (end > pos) {
                 /* tokens before the first start continue the open sequence (or open an orphan one) */
-                PILE_FORWARD_IF_ERR(put_tokens(bin, s, r, pos, end, err));
+                PILE_FORWARD_IF_ERR(put_tokens(bin, s, st, pos, end, err));
                 st->open = 1;
                 st->cur += end - pos;
                 pos = end;
@@ -223,12 +225,6 @@ int pile_megatron_export(const char *const *shard_paths, size_t n, const char *p
         }
         st.shard = shard_paths[i];
         if (!rc) rc = export_shard(s, &bin, &st, err);
-        /* name the shard in messages that come from deep inside */
-        if (rc == PILE_ECORRUPT && !strstr(err->msg, shard_paths[i])) {
-            char msg[PILE_ERR_MSG_MAX];
-            snprintf(msg, sizeof msg, "%s", err->msg);
-            pile_err_set(err, rc, "'%s': %s", shard_paths[i], msg);
-        }
         pile_shard_close(s);
     }
     if (!rc) rc = seq_close(&st, err);

@@ -42,8 +42,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "pile_buf.h"
 #include "pile_fs.h"
+#include "pile_utf8.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "pile shards are little-endian and this build reads them in place: port the reader first"
@@ -53,6 +53,11 @@
 #define SHARD_HEADER_SIZE 256u
 #define SHARD_DATA_OFFSET 4096u
 #define SHARD_BYTE_ORDER 0x01020304u
+/* A bound on each section's size: far beyond any real shard, and small enough
+ * that the section ends summed from the sizes stay below 2^63 (no wrap-around). */
+#define SECTION_MAX (UINT64_C(1) << 61)
+/* The largest subset table a writer makes: a count and 65536 names of 65535 bytes. */
+#define SUBSETS_SIZE_MAX (4u + UINT64_C(65536) * (2u + 65535u))
 #define ROW_CONTINUES 1u
 #define ROW_KNOWN_FLAGS ROW_CONTINUES
 #define DOC_KNOWN_FLAGS PILE_DOC_CONTINUED
@@ -132,41 +137,6 @@ static uint64_t header_checksum(const shard_header *h)
     return XXH3_64bits(h, offsetof(shard_header, header_xxh3));
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF) for
- * subset names; kept here so the shard library needs nothing beyond the
- * error, buffer and file helpers of common/. */
-static int utf8_ok(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            return 0;
-        }
-        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return 0;
-        for (size_t k = 2; k < len; k++)
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
-        i += len;
-    }
-    return 1;
-}
-
 static uint32_t width_for_vocab(uint32_t vocab_size)
 {
     return vocab_size <= 65536u ? 2u : 4u;
@@ -188,7 +158,6 @@ struct pile_shard_writer {
     int failed; /* a write failed: the file is incomplete, only close is useful */
     pile_shard_params params;
     uint32_t width;
-    uint64_t file_pos; /* bytes handed to write() so far */
     uint64_t token_count;
     XXH3_state_t *data_hash;
     unsigned char *buf;
@@ -262,7 +231,6 @@ static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
         w->failed = 1;
         return rc;
     }
-    w->file_pos += len;
     w->buf_len -= len;
     if (w->buf_len) memmove(w->buf, w->buf + len, w->buf_len);
     return 0;
@@ -371,7 +339,7 @@ int pile_shard_writer_subset(pile_shard_writer *w, const char *name, size_t len,
     if (len == 0 || len > 0xFFFFu)
         return pile_err_set(err, PILE_EINVAL, "cannot add subset to '%s': name length %zu is not in 1..65535",
                             w->path, len);
-    if (!utf8_ok(name, len) || memchr(name, '\0', len))
+    if (!pile_utf8_valid(name, len) || memchr(name, '\0', len))
         return pile_err_set(err, PILE_EINVAL, "cannot add subset to '%s': name is not valid UTF-8 or holds a NUL",
                             w->path);
     if (w->nsubsets == 65536u)
@@ -602,6 +570,9 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
     }
     XXH3_freeState(sh);
     if (!rc) rc = writer_flush(w, err);
+    /* A file whose size is a multiple of the block leaves the fd direct, and
+     * the 256-byte header below is no whole block. */
+    if (!rc) rc = writer_undirect(w, err);
     if (rc) {
         w->failed = 1;
         return rc;
@@ -650,7 +621,7 @@ struct pile_shard {
     char *path;
     const unsigned char *map;
     size_t map_len;
-    const shard_header *h;
+    shard_header h; /* as checked at open: the map may change under a reader */
     const unsigned char *data;
     const shard_row *rows;
     const pile_shard_doc *docs;
@@ -721,8 +692,8 @@ static int check_header(const shard_header *h, uint64_t size, const char *path, 
     uint64_t data_size, rows_size, docs_size;
     if (!mul_ok(h->row_count, (uint64_t)h->max_length * h->token_bytes, &data_size) ||
         !mul_ok(h->row_count, sizeof(shard_row), &rows_size) ||
-        !mul_ok(h->doc_count, sizeof(pile_shard_doc), &docs_size) || data_size > UINT64_MAX / 2 ||
-        rows_size > UINT64_MAX / 4 || docs_size > UINT64_MAX / 4)
+        !mul_ok(h->doc_count, sizeof(pile_shard_doc), &docs_size) || data_size > SECTION_MAX ||
+        rows_size > SECTION_MAX || docs_size > SECTION_MAX)
         return pile_err_set(err, PILE_EFORMAT, "'%s' has impossible counts (%" PRIu64 " rows, %" PRIu64 " documents)",
                             path, h->row_count, h->doc_count);
     if (h->data_offset != SHARD_DATA_OFFSET || h->data_size != data_size)
@@ -738,7 +709,8 @@ static int check_header(const shard_header *h, uint64_t size, const char *path, 
         return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad document table (offset %" PRIu64 ", size %" PRIu64
                             "; expected %" PRIu64 ", %" PRIu64 ")", path, h->docs_offset, h->docs_size,
                             rows_offset + rows_size, docs_size);
-    if (h->subsets_offset != h->docs_offset + docs_size || h->subsets_size < 4 || h->subsets_size > (1u << 30))
+    if (h->subsets_offset != h->docs_offset + docs_size || h->subsets_size < 4 ||
+        h->subsets_size > SUBSETS_SIZE_MAX)
         return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad subset table (offset %" PRIu64 ", size %" PRIu64 ")",
                             path, h->subsets_offset, h->subsets_size);
     uint64_t end = h->subsets_offset + h->subsets_size;
@@ -753,7 +725,7 @@ static int check_header(const shard_header *h, uint64_t size, const char *path, 
 
 static int parse_subsets(pile_shard *s, pile_err *err)
 {
-    const shard_header *h = s->h;
+    const shard_header *h = &s->h;
     const unsigned char *p = s->map + h->subsets_offset;
     uint64_t left = h->subsets_size;
     uint32_t count;
@@ -869,8 +841,7 @@ int pile_shard_open(pile_shard **out, const char *path, pile_err *err)
     }
     s->map = map;
     s->map_len = (size_t)size;
-    s->h = (const shard_header *)s->map;
-    /* Use the header checked above, not the mapped one (the file could change). */
+    s->h = h;
     s->data = s->map + h.data_offset;
     s->rows = (const shard_row *)(s->map + h.rows_offset);
     s->docs = (const pile_shard_doc *)(s->map + h.docs_offset);
@@ -972,10 +943,11 @@ static int verify_row_tokens(const pile_shard *s, uint64_t r, uint32_t len, pile
 
 int pile_shard_verify(const pile_shard *s, pile_err *err)
 {
-    const shard_header *h = s->h;
+    const shard_header *h = &s->h;
     const pile_shard_info *in = &s->info;
-    /* The map could differ from the header checked at open if the file changed since. */
-    if (header_checksum(h) != h->header_xxh3 || h->row_count != in->row_count || h->doc_count != in->doc_count)
+    /* Sections are read where the header checked at open puts them; a file
+     * rewritten since could put them anywhere. */
+    if (memcmp(s->map, h, sizeof *h) != 0)
         return pile_err_set(err, PILE_ECORRUPT, "'%s': header changed since the shard was opened", s->path);
     PILE_FORWARD_IF_ERR(check_sum(s, "row table", h->rows_offset, h->rows_size, h->rows_xxh3, err));
     PILE_FORWARD_IF_ERR(check_sum(s, "document table", h->docs_offset, h->docs_size, h->docs_xxh3, err));
@@ -984,7 +956,7 @@ int pile_shard_verify(const pile_shard *s, pile_err *err)
     for (uint32_t i = 0; i < in->subset_count; i++) {
         const char *name = s->subset_names[i];
         size_t len = strlen(name);
-        if (len == 0 || len != s->subset_lens[i] || !utf8_ok(name, len))
+        if (len == 0 || len != s->subset_lens[i] || !pile_utf8_valid(name, len))
             return pile_err_set(err, PILE_ECORRUPT, "'%s': subset %" PRIu32 " has an empty name, a NUL byte in it, or invalid UTF-8",
                                 s->path, i);
         for (uint32_t j = 0; j < i; j++)

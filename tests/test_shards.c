@@ -379,6 +379,8 @@ static void put_u64(char *b, size_t off, uint64_t v)
 enum {
     H_VERSION = 8, H_ROW_COUNT = 48, H_DATA_OFF = 96, H_ROWS_OFF = 112, H_DOCS_OFF = 128, H_SUBS_OFF = 144,
     H_DATA_SUM = 160, H_ROWS_SUM = 168, H_HEADER_SUM = 248, H_MAX_LENGTH = 28,
+    H_TOKEN_BYTES = 24, H_VOCAB = 32, H_DOC_COUNT = 56, H_TOKEN_COUNT = 64, H_SUBSET_COUNT = 72,
+    H_DATA_SIZE = 104, H_ROWS_SIZE = 120, H_DOCS_SIZE = 136, H_SUBS_SIZE = 152,
 };
 
 static void reseal_header(char *b)
@@ -528,11 +530,123 @@ static void test_damage(void)
     reseal_header(bad.data);
     expect_verify_fails(dpath, bad.data, n, "row 1: length 65", "row too long");
 
+    TEST("open refuses section sizes whose ends wrap around 2^64");
+    {
+        /* 2^58-1 rows of 16 2-byte tokens and 2^59-1 documents: each size passes
+         * a per-section bound of 2^62, but the subset table's offset wraps to
+         * 4040, so a 4044-byte file would match the header and map nothing. */
+        char h[4044];
+        memset(h, 0, sizeof h);
+        memcpy(h, b, 256);
+        uint64_t rows = (UINT64_C(1) << 58) - 1, docs = (UINT64_C(1) << 59) - 1;
+        uint32_t ml16 = 16, zero = 0;
+        memcpy(h + H_MAX_LENGTH, &ml16, 4);
+        put_u64(h, H_ROW_COUNT, rows);
+        put_u64(h, H_DOC_COUNT, docs);
+        put_u64(h, H_TOKEN_COUNT, 0);
+        memcpy(h + H_SUBSET_COUNT, &zero, 4);
+        uint64_t data_size = rows * 32, rows_off2 = 4096 + data_size, docs_off2 = rows_off2 + rows * 16;
+        put_u64(h, H_DATA_SIZE, data_size);
+        put_u64(h, H_ROWS_OFF, rows_off2);
+        put_u64(h, H_ROWS_SIZE, rows * 16);
+        put_u64(h, H_DOCS_OFF, docs_off2);
+        put_u64(h, H_DOCS_SIZE, docs * 8);
+        put_u64(h, H_SUBS_OFF, docs_off2 + docs * 8); /* wraps to 4040 */
+        put_u64(h, H_SUBS_SIZE, 4);
+        ASSERT_EQ(docs_off2 + docs * 8, 4040);
+        reseal_header(h);
+        expect_open_fails(dpath, h, sizeof h, PILE_EFORMAT, "impossible counts", "wrapping section ends");
+    }
+
+    TEST("open takes subset tables as large as a writer makes (over 1 GiB)");
+    memcpy(bad.data, b, n);
+    put_u64(bad.data, H_SUBS_SIZE, (UINT64_C(1) << 30) + 6);
+    reseal_header(bad.data);
+    /* the table is not there, so the file is short: truncated, not malformed */
+    expect_open_fails(dpath, bad.data, n, PILE_ETRUNC, "is truncated", "1 GiB subset table");
+
+    TEST("verify refuses a header rewritten after open, and reads nothing it names");
+    if (write_bytes(dpath, b, n) == 0) {
+        pile_shard *s = NULL;
+        int orc = pile_shard_open(&s, dpath, &err);
+        CHECK_OK(orc, &err);
+        if (orc == 0) {
+            /* a valid header whose row table lies far outside the map */
+            memcpy(bad.data, b, 256);
+            put_u64(bad.data, H_ROWS_OFF, UINT64_C(1) << 40);
+            reseal_header(bad.data);
+            FILE *f = fopen(dpath, "r+b");
+            ASSERT(f && fwrite(bad.data, 1, 256, f) == 256);
+            if (f) fclose(f);
+            ASSERT_EQ(pile_shard_verify(s, &err), PILE_ECORRUPT);
+            ASSERT(strstr(err.msg, "header changed") != NULL);
+            pile_shard_close(s);
+        }
+    }
+
     free(dpath);
     model_free(&m);
     pile_buf_free(&pb);
     pile_buf_free(&file);
     pile_buf_free(&bad);
+}
+
+/* The writer streams token data through O_DIRECT in whole 4 KiB blocks; a
+ * file that ends on a block boundary must still get its 256-byte header. */
+static void test_block_sized_file(void)
+{
+    pile_buf pb = {0};
+    pile_err err = {0};
+    pile_shard_params p;
+    memset(&p, 0, sizeof p);
+    p.max_length = 2048;
+    p.vocab_size = 50257;
+    p.eot_id = 50256;
+    p.pad_id = 50256;
+    /* 4096 header block + 4096 data + 16 row + 8 doc + 4 count + 2 + 4066 name bytes = 12288 */
+    char name[4066];
+    memset(name, 'x', sizeof name);
+    uint32_t tokens[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 50256};
+    pile_shard_doc doc = {0, 0, 0};
+    const char *path = tpath(&pb, "blocks.shard");
+    pile_shard_writer *w;
+    int rc = pile_shard_writer_open(&w, path, &p, &err);
+    CHECK_OK(rc, &err);
+    if (rc) return;
+    uint16_t id;
+    pile_shard_info info;
+    rc = pile_shard_writer_subset(w, name, sizeof name, &id, &err);
+    if (!rc) rc = pile_shard_writer_add_row(w, tokens, 10, &doc, 1, id, &err);
+    if (!rc) rc = pile_shard_writer_finish(w, &info, &err);
+    CHECK_OK(rc, &err);
+    pile_shard_writer_close(w);
+    if (rc == 0) {
+        ASSERT_EQ(info.file_size, 12288);
+        pile_shard *s;
+        rc = pile_shard_open(&s, path, &err);
+        CHECK_OK(rc, &err);
+        if (rc == 0) {
+            CHECK_OK(pile_shard_verify(s, &err), &err);
+            ASSERT_EQ(pile_shard_row_length(s, 0), 10);
+            pile_shard_close(s);
+        }
+    }
+    pile_buf_free(&pb);
+}
+
+/* No rows at all is a valid shard (a split that got no documents). */
+static void test_empty_shard(void)
+{
+    pile_buf pb = {0};
+    pile_err err = {0};
+    model m;
+    model_concat(&m, 50257, 64, 0);
+    const char *path = tpath(&pb, "empty.shard");
+    int rc = model_write(&m, path, NULL, &err);
+    CHECK_OK(rc, &err);
+    if (rc == 0) check_read_back(&m, path);
+    model_free(&m);
+    pile_buf_free(&pb);
 }
 
 static void test_megatron(void)
@@ -606,6 +720,28 @@ static void test_megatron(void)
     }
     const char *missing[1] = {tpath(&pb, "no-such.shard")};
     ASSERT_EQ(pile_megatron_export(missing, 1, prefix2, &err), PILE_ENOENT);
+
+    /* an id past vocab_size (open does not read token data): refused with the
+     * shard's name, also when the caller passes no error record */
+    pile_buf raw = {0};
+    if (pile_fs_read_file(pa, &raw, &err) == 0) {
+        uint32_t big = 100000;
+        memcpy(raw.data + 4096 + (2 * 64 + 5) * 4, &big, 4);
+        char *pbad = strdup(tpath(&pb, "mega-bad.shard"));
+        ASSERT_EQ(write_bytes(pbad, raw.data, raw.len), 0);
+        const char *badp[1] = {pbad};
+        ASSERT_EQ(pile_megatron_export(badp, 1, prefix2, &err), PILE_ECORRUPT);
+        ASSERT(strstr(err.msg, pbad) != NULL);
+        ASSERT(strstr(err.msg, "row 2 position 5 holds id 100000") != NULL);
+        ASSERT_EQ(pile_megatron_export(badp, 1, prefix2, NULL), PILE_ECORRUPT);
+        for (int i = 0; i < 4; i++) {
+            p2.len = 0;
+            pile_buf_printf(&p2, "%s%s", prefix2, exts[i]);
+            if (file_exists(p2.data)) PILE_FAIL_("'%s' was left behind", p2.data);
+        }
+        free(pbad);
+    }
+    pile_buf_free(&raw);
     free(pa);
     free(pbp);
     free(pc);
@@ -638,7 +774,11 @@ int main(void)
     TEST("writer: .tmp while writing, refused rows, abandoned writer leaves nothing");
     test_tmp_and_abandon();
     test_damage();
-    TEST("megatron export: 4-byte ids as int32, documents across two shards, refusals");
+    TEST("writer: a file that ends on a 4 KiB block boundary");
+    test_block_sized_file();
+    TEST("round trip, a shard with no rows");
+    test_empty_shard();
+    TEST("megatron export: 4-byte ids as int32, documents across two shards, refusals, corrupt ids");
     test_megatron();
 
     int rc = TEST_DONE();
