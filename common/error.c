@@ -5,10 +5,14 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Formats through a copy so that the old message may be an argument
+ * ("cannot export 'x': %s", err->msg): vsnprintf into its own source is UB. */
 static void vset(pile_err *err, int code, const char *fmt, va_list ap)
 {
+    char msg[PILE_ERR_MSG_MAX];
+    vsnprintf(msg, sizeof msg, fmt, ap);
     err->code = code;
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    memcpy(err->msg, msg, sizeof msg);
 }
 
 int pile_err_set(pile_err *err, int code, const char *fmt, ...)

@@ -22,7 +22,7 @@ int pile_fs_fsync_dir(const char *path, pile_err *err)
      * failure could only mislead (the file is already in place). */
     char dir[PATH_MAX];
     size_t n = strlen(path);
-    if (n >= sizeof dir) return pile_err_set(err, PILE_EINVAL, "path too long: '%s'", path);
+    if (n >= sizeof dir) return pile_err_set(err, PILE_EINVAL, "cannot fsync the folder of '%s': path too long", path);
     memcpy(dir, path, n + 1);
     if (!pile_fs_is_dir(path)) {
         char *slash = strrchr(dir, '/');

@@ -35,7 +35,8 @@ typedef struct pile_err {
 
 /* Sets the record (err may be NULL) and returns code, so that error paths read
  * `return pile_err_set(err, PILE_EFORMAT, "bad magic in '%s'", path);`.
- * Messages follow git's style: lowercase, the failure first, subjects quoted. */
+ * Messages follow git's style: lowercase, the failure first, subjects quoted.
+ * err->msg may itself be an argument, to add context to an inner error. */
 int pile_err_set(pile_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

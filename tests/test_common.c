@@ -4,6 +4,7 @@
  * standard's own examples, the tree and writer, and seeded random inputs
  * checked against the independent validator in json_internal.h. */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1027,6 +1028,25 @@ static void test_buf(void)
     pile_buf_free(&b);
 }
 
+static void test_err(void)
+{
+    TEST("err: a message can wrap the record's own previous message");
+    pile_err e;
+    pile_err_set(&e, PILE_EFORMAT, "bad magic at byte %d", 7);
+    ASSERT_EQ(pile_err_set(&e, PILE_ECORRUPT, "cannot open 'a.bin': %s", e.msg), PILE_ECORRUPT);
+    ASSERT_EQ(e.code, PILE_ECORRUPT);
+    ASSERT_STR_EQ(e.msg, "cannot open 'a.bin': bad magic at byte 7");
+    pile_err_sys(&e, PILE_EIO, ENOENT, "cannot read 'x': %s", e.msg);
+    ASSERT_STR_EQ(e.msg, "cannot read 'x': cannot open 'a.bin': bad magic at byte 7: No such file or directory");
+    /* a long message is cut, never overrun */
+    char big[3 * PILE_ERR_MSG_MAX];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    pile_err_set(&e, PILE_EIO, "%s", big);
+    ASSERT_EQ(strlen(e.msg), PILE_ERR_MSG_MAX - 1);
+    ASSERT_EQ(pile_err_set(NULL, PILE_EINVAL, "no record"), PILE_EINVAL);
+}
+
 static void test_fs(void)
 {
     pile_buf p = {0}, j = {0}, got = {0};
@@ -1062,6 +1082,11 @@ static void test_fs(void)
     ASSERT_EQ(size, 6);
     ASSERT(pile_fs_write_atomic(tmp_path("no/such/folder/out", &p), "x", 1, &err) < 0);
     ASSERT(strstr(err.msg, "cannot create '") == err.msg);
+    char longp[PATH_MAX + 16];
+    memset(longp, 'a', sizeof longp - 1);
+    longp[sizeof longp - 1] = 0;
+    ASSERT_EQ(pile_fs_fsync_dir(longp, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "cannot fsync the folder of 'aaa") == err.msg);
     pile_buf_free(&p);
     pile_buf_free(&j);
     pile_buf_free(&got);
@@ -1082,6 +1107,7 @@ int main(void)
     pile_buf_free(&p);
 
     test_buf();
+    test_err();
     test_fs();
     test_utf8();
     test_lines_plain_vs_zstd();
