@@ -130,6 +130,10 @@ run "$DUMP" --no-such-option "$D"
 expect "an unknown option is a usage error" 2 "usage: pile-dump"
 run "$DUMP"
 expect "no PATH is a usage error" 2 "usage: pile-dump"
+run "$DUMP" "$D" --decode
+expect "an option without its value says so" 2 "^pile-dump: option '--decode' needs a value"
+run "$DUMP" --verify=yes "$D"
+expect "a value for a flag says so" 2 "^pile-dump: option '--verify' takes no value"
 run "$DUMP" --decode x "$D"
 expect "a bad row number is a usage error" 2 "--decode wants a row number"
 run "$DUMP" --help

@@ -15,7 +15,7 @@
 
 #include "pile_buf.h"
 #include "pile_fs.h"
-#include "pile_json.h" /* the JSON-lines parser */
+#include "pile_json.h" /* the JSON-lines parser and string escaper */
 #include "pile_lines.h"
 #include "pile_shards.h"
 #include "pile_tokenizer.h"
@@ -82,22 +82,6 @@ static int write_rows(const char *path, const row *rows, size_t from, size_t to,
     if (!rc) rc = pile_shard_writer_finish(w, NULL, err);
     pile_shard_writer_close(w);
     return rc;
-}
-
-/* A JSON string literal (UTF-8 passed through). */
-static void json_str(pile_buf *j, const char *s, size_t n)
-{
-    pile_buf_append_str(j, "\"");
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            pile_buf_printf(j, "\\%c", c);
-        else if (c < 0x20)
-            pile_buf_printf(j, "\\u%04x", c);
-        else
-            pile_buf_append(j, &s[i], 1);
-    }
-    pile_buf_append_str(j, "\"");
 }
 
 static void json_ids(pile_buf *j, const uint32_t *ids, uint32_t n)
@@ -260,7 +244,7 @@ int main(int argc, char **argv)
     }
     uint64_t tr_rows = val_first, va_rows = nrows - val_first;
     pile_buf_printf(&j, "{\"max_length\": %d, \"cut_row\": %zu, \"row0_head\": ", MAX_LENGTH, cut);
-    json_str(&j, docs[0].head, strlen(docs[0].head));
+    pile_json_write_string(&j, docs[0].head, strlen(docs[0].head));
     pile_buf_printf(&j, ",\n \"splits\": {\"train\": {\"rows\": %" PRIu64 ", \"tokens\": %" PRIu64
                     ", \"documents\": %d, \"padding_tokens\": %" PRIu64 "},\n"
                     "  \"val\": {\"rows\": %" PRIu64 ", \"tokens\": %" PRIu64 ", \"documents\": %d, \"segments\": %zu,"
@@ -272,7 +256,7 @@ int main(int argc, char **argv)
                     (uint64_t)nrows, tr_tokens + va_tokens, ndocs, nrows * (uint64_t)MAX_LENGTH - tr_tokens - va_tokens);
     for (int i = 0; i < nnames; i++) {
         pile_buf_append_str(&j, i ? ", " : "");
-        json_str(&j, names[i], strlen(names[i]));
+        pile_json_write_string(&j, names[i], strlen(names[i]));
         pile_buf_printf(&j, ": {\"documents\": %" PRIu64 ", \"tokens\": %" PRIu64 "}", sub_docs[i], sub_tokens[i]);
     }
     pile_buf_append_str(&j, "},\n \"megatron\": {\"megatron-train\": {\"dtype\": \"uint16\", \"sequences\": [");

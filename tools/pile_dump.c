@@ -219,20 +219,14 @@ static const char *pack_name(pile_pack p)
     return p == PILE_PACK_BEST_FIT ? "best-fit" : "concat";
 }
 
-/* A JSON string literal; names come from shard files, so escape everything JSON requires. */
-static void json_str(FILE *f, const char *s)
+/* A JSON string literal; names come from shard files, so they go through the
+ * escaper every JSON writer here uses. */
+static void json_str(const char *s)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
+    pile_buf b = {0};
+    if (pile_json_write_string(&b, s, strlen(s))) die(1, "out of memory");
+    fwrite(b.data, 1, b.len, stdout);
+    pile_buf_free(&b);
 }
 
 static void print_text(const dump *d, const char *path, int verified)
@@ -321,7 +315,7 @@ static void print_json(const dump *d, int verified)
     printf("\n  },\n  \"subsets\": {");
     for (size_t i = 0; i < d->nsubsets; i++) {
         printf("%s\n    ", i ? "," : "");
-        json_str(stdout, d->subsets[i].name);
+        json_str(d->subsets[i].name);
         printf(": {\"documents\": %" PRIu64 ", \"tokens\": %" PRIu64 "}", d->subsets[i].docs, d->subsets[i].tokens);
     }
     printf("\n  },\n  \"shards\": [");
@@ -330,9 +324,9 @@ static void print_json(const dump *d, int verified)
         char fp[2 * PILE_SHARD_FP_BYTES + 1];
         hex(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
         printf("%s\n    {\"name\": ", i ? "," : "");
-        json_str(stdout, d->shards[i].name);
+        json_str(d->shards[i].name);
         printf(", \"path\": ");
-        json_str(stdout, d->shards[i].path);
+        json_str(d->shards[i].path);
         printf(", \"version\": %" PRIu32 ", \"split\": \"%s\", \"pack\": \"%s\", \"token_bytes\": %" PRIu32
                ", \"max_length\": %" PRIu32 ", \"vocab_size\": %" PRIu32 ", \"eot_id\": %" PRIu32 ", \"pad_id\": %" PRIu32
                ", \"tokenizer_fingerprint\": \"%s\", \"rows\": %" PRIu64 ", \"documents\": %" PRIu64
@@ -460,6 +454,11 @@ int main(int argc, char **argv)
         case OPT_TOKENIZER: tokenizer = optarg; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
+            /* getopt leaves in optopt the option it took, or 0 for an unknown long one */
+            for (const struct option *o = opts; o->name; o++)
+                if (optopt && o->val == optopt)
+                    die(2, "option '--%s' %s\n%s", o->name, o->has_arg ? "needs a value" : "takes no value",
+                        usage_text);
             fprintf(stderr, "pile-dump: unknown option '%s'\n%s", argv[optind - 1], usage_text);
             return 2;
         }
