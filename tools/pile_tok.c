@@ -84,18 +84,23 @@ static const char *help_info =
     "usage: pile-tok info --tokenizer SPEC\n"
     "\n"
     "Prints the kind, vocabulary size, end-of-text id, special tokens, pre-tokenization\n"
-    "pattern and fingerprint (XXH3-128 of everything that decides the ids).\n";
+    "pattern and fingerprint (XXH3-128 of everything that decides the ids).\n"
+    "\n"
+    "  --tokenizer SPEC  the tokenizer (also accepted as the only argument)\n"
+    "  -h, --help        this help\n";
 
 static const char *help_bench =
-    "usage: pile-tok bench --tokenizer SPEC [--threads N] [--repeat N] INPUT...\n"
+    "usage: pile-tok bench --tokenizer SPEC [--threads N] [--repeat N] [--text] INPUT...\n"
     "\n"
     "Loads the texts of every line of the .jsonl(.zst) INPUTs into memory (--text: the\n"
     "whole files as texts), then times encoding them all: bytes/s and tokens/s on one\n"
     "thread, or on N threads with one encoder each. I/O is not timed.\n"
     "\n"
-    "  --threads N   encoding threads (default 1)\n"
-    "  --repeat N    encode everything N times and report the best pass (default 1)\n"
-    "  --text        inputs are plain text files\n";
+    "  --tokenizer SPEC  the tokenizer\n"
+    "  --threads N       encoding threads (default 1)\n"
+    "  --repeat N        encode everything N times and report the best pass (default 1)\n"
+    "  --text            inputs are plain text files\n"
+    "  -h, --help        this help\n";
 
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
@@ -131,6 +136,20 @@ static pile_tokenizer *open_tok(const char *spec)
     pile_err err;
     if (pile_tokenizer_open(&tok, spec, &err) < 0) die(1, "%s", err.msg);
     return tok;
+}
+
+/* A getopt failure (main sets opterr to 0): which option, then the command's
+ * help. getopt leaves in optopt the option it took, or 0 for an unknown long one. */
+static int bad_option(char **argv, const struct option *opts, const char *help)
+{
+    for (const struct option *o = opts; o->name; o++)
+        if (optopt && o->val == optopt) {
+            fprintf(stderr, "pile-tok: option '--%s' %s\n%s", o->name, o->has_arg ? "needs a value" : "takes no value",
+                    help);
+            return 2;
+        }
+    fprintf(stderr, "pile-tok: unknown option '%s'\n%s", argv[optind - 1], help);
+    return 2;
 }
 
 static const char *input_path(const char *p)
@@ -217,6 +236,7 @@ static int cmd_encode_text(pile_tokenizer *tok, const char *path)
         size_t n;
         while ((n = fread(buf, 1, sizeof buf, stdin)) > 0)
             if (pile_buf_append(&raw, buf, n)) oom();
+        if (ferror(stdin)) die(1, "cannot read standard input: %s", strerror(errno));
     } else if (pile_fs_read_file(path, &raw, &err) < 0) {
         die(1, "%s", err.msg);
     }
@@ -252,8 +272,7 @@ static int cmd_encode(int argc, char **argv)
             fputs(help_encode, stdout);
             return 0;
         } else {
-            fputs(help_encode, stderr);
-            return 2;
+            return bad_option(argv, opts, help_encode);
         }
     }
     if (argc - optind > 1) die(2, "encode takes one INPUT (see pile-tok encode --help)");
@@ -361,8 +380,7 @@ static int cmd_decode(int argc, char **argv)
             fputs(help_decode, stdout);
             return 0;
         } else {
-            fputs(help_decode, stderr);
-            return 2;
+            return bad_option(argv, opts, help_decode);
         }
     }
     if (argc - optind > 1) die(2, "decode takes one IDS input (see pile-tok decode --help)");
@@ -451,8 +469,8 @@ static int cmd_train(int argc, char **argv)
             free(specials);
             return 0;
         } else {
-            fputs(help_train, stderr);
-            return 2;
+            free(specials);
+            return bad_option(argv, opts, help_train);
         }
     }
     if (!o.vocab_size) die(2, "missing --vocab-size (see pile-tok train --help)");
@@ -481,8 +499,7 @@ static int cmd_info(int argc, char **argv)
             fputs(help_info, stdout);
             return 0;
         } else {
-            fputs(help_info, stderr);
-            return 2;
+            return bad_option(argv, opts, help_info);
         }
     }
     if (!spec && optind < argc) spec = argv[optind];
@@ -556,8 +573,7 @@ static int cmd_bench(int argc, char **argv)
             fputs(help_bench, stdout);
             return 0;
         } else {
-            fputs(help_bench, stderr);
-            return 2;
+            return bad_option(argv, opts, help_bench);
         }
     }
     if (optind >= argc) die(2, "no INPUT files (see pile-tok bench --help)");
@@ -655,6 +671,7 @@ int main(int argc, char **argv)
     }
     argc--;
     argv++;
+    opterr = 0; /* bad_option says it in pile-tok's words */
     if (strcmp(cmd, "encode") == 0) return cmd_encode(argc, argv);
     if (strcmp(cmd, "decode") == 0) return cmd_decode(argc, argv);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc, argv);
