@@ -172,9 +172,13 @@ static void check_all_corpus(pile_tokenizer *tok, const char *how, int full)
     }
 }
 
+#define BYTELEVEL_PRETOK \
+    "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}"
+
 /* Writes a Hugging Face tokenizer.json for GPT-2 from encoder.json and
- * vocab.bpe, with merges as ["a", "b"] arrays. */
-static int write_hf_json(const char *path, pile_err *err)
+ * vocab.bpe, with merges as ["a", "b"] arrays, and the given pre_tokenizer
+ * (JSON; BYTELEVEL_PRETOK is GPT-2's). */
+static int write_hf_json(const char *path, const char *pretok, pile_err *err)
 {
     pile_json *enc = NULL;
     pile_buf bpe = {0}, out = {0};
@@ -187,9 +191,9 @@ static int write_hf_json(const char *path, pile_err *err)
     }
     pile_buf_append_str(&out, "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[{\"id\":50256,"
                               "\"content\":\"<|endoftext|>\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
-                              "\"normalized\":true,\"special\":true}],\"normalizer\":null,\"pre_tokenizer\":{\"type\":"
-                              "\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true},"
-                              "\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\","
+                              "\"normalized\":true,\"special\":true}],\"normalizer\":null,\"pre_tokenizer\":");
+    pile_buf_append_str(&out, pretok);
+    pile_buf_append_str(&out, ",\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\","
                               "\"dropout\":null,\"unk_token\":null,\"continuing_subword_prefix\":\"\",\"end_of_word_suffix\":"
                               "\"\",\"fuse_unk\":false,\"byte_fallback\":false,\"vocab\":{");
     for (size_t i = 0; i < pile_json_size(enc); i++) {
@@ -394,10 +398,99 @@ static void test_errors(const char *dir)
     ASSERT_EQ(pile_tokenizer_open(&tok, path, err), PILE_ELIMIT);
     ASSERT(strstr(err->msg, "r50k_base.tiktoken") && strstr(err->msg, "588888888"));
 
+    /* Sequences nested without end must be refused, not recurse off the stack */
+    static const char *const seq[][3] = {
+        {"\"pre_tokenizer\":", "{\"type\":\"Sequence\",\"pretokenizers\":[", "{\"type\":\"ByteLevel\"}"},
+        {"\"normalizer\":", "{\"type\":\"Sequence\",\"normalizers\":[", "{\"type\":\"NFC\"}"},
+    };
+    snprintf(path, sizeof path, "%s/deep.json", dir);
+    for (size_t k = 0; k < 2; k++) {
+        pile_buf deep = {0};
+        pile_buf_append_str(&deep, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},");
+        pile_buf_append_str(&deep, seq[k][0]);
+        for (int i = 0; i < 200000; i++) pile_buf_append_str(&deep, seq[k][1]);
+        pile_buf_append_str(&deep, seq[k][2]);
+        for (int i = 0; i < 200000; i++) pile_buf_append_str(&deep, "]}");
+        if (k == 1) pile_buf_append_str(&deep, ",\"pre_tokenizer\":{\"type\":\"ByteLevel\"}");
+        pile_buf_append_str(&deep, "}");
+        ASSERT(!deep.failed);
+        ASSERT_OK(pile_fs_write_atomic(path, deep.data, deep.len, err), err);
+        pile_buf_free(&deep);
+        ASSERT_EQ(pile_tokenizer_open(&tok, path, err), PILE_ELIMIT);
+        ASSERT(strstr(err->msg, "deep.json") && strstr(err->msg, "nested"));
+    }
+
     snprintf(path, sizeof path, "%s/absent.json", dir);
     ASSERT(pile_tokenizer_open(&tok, path, err) < 0);
     ASSERT(strstr(err->msg, "absent.json"));
     ASSERT(tok == NULL);
+}
+
+/* Hugging Face Split stages where Oniguruma and PCRE2 read the same
+ * pattern differently: the pieces are what tokenizers'
+ * pre_tokenizers.Split(...).pre_tokenize_str gives (0.19); the ids must be
+ * GPT-2's ids of each piece in turn. */
+static void test_split(const char *dir, pile_tokenizer *gpt2)
+{
+    static const struct {
+        const char *pattern, *behavior, *text;
+        const char *pieces[4];
+    } cases[] = {
+        /* an empty match splits (lookahead) */
+        {"{\"Regex\":\"(?=b)\"}", "Isolated", "ab cab", {"a", "b ca", "b"}},
+        /* $ is an end of line; one at the end of the text reads nothing past it */
+        {"{\"Regex\":\"$\"}", "Isolated", "out\n\nlines", {"out", "\n", "\nlines"}},
+        {"{\"Regex\":\"x$\"}", "Isolated", "ax\nbx", {"a", "x", "\nb", "x"}},
+        /* ^ is a start of line */
+        {"{\"Regex\":\"^b\"}", "Isolated", "ab\nba", {"ab\n", "b", "a"}},
+        /* no empty match where the previous match ended */
+        {"{\"Regex\":\"x*\"}", "MergedWithNext", "xxa bx", {"xxa", " ", "b", "x"}},
+        {"{\"Regex\":\"x*\"}", "MergedWithPrevious", "axxb", {"axx", "b"}},
+        /* an empty String splits between characters (and compiles) */
+        {"{\"String\":\"\"}", "Isolated", "ab", {"a", "b"}},
+    };
+    pile_err errbuf, *err = &errbuf;
+    char path[4096], pretok[512], name[256];
+    snprintf(path, sizeof path, "%s/split.json", dir);
+    pile_encoder *ref = gpt2 ? pile_encoder_create(gpt2) : NULL;
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        snprintf(name, sizeof name, "hf Split %s, %s: the pieces Hugging Face makes", cases[c].pattern,
+                 cases[c].behavior);
+        TEST(test_name(name));
+        if (!ref) {
+            PILE_FAIL_("no GPT-2 tokenizer");
+            continue;
+        }
+        snprintf(pretok, sizeof pretok,
+                 "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":%s,\"behavior\":"
+                 "\"%s\",\"invert\":false}," BYTELEVEL_PRETOK "]}",
+                 cases[c].pattern, cases[c].behavior);
+        pile_tokenizer *tok = NULL;
+        ASSERT_OK(write_hf_json(path, pretok, err), err);
+        ASSERT_OK(pile_tokenizer_open(&tok, path, err), err);
+        if (!tok) continue;
+        pile_encoder *enc = pile_encoder_create(tok);
+        pile_ids got = {0}, want = {0};
+        /* exactly the text's bytes, so that a read past them is caught under ASan */
+        size_t n = strlen(cases[c].text);
+        char *text = malloc(n);
+        ASSERT(enc && text);
+        if (enc && text) {
+            memcpy(text, cases[c].text, n);
+            ASSERT_OK(pile_encoder_encode(enc, text, n, &got, err), err);
+            for (size_t k = 0; k < 4 && cases[c].pieces[k]; k++)
+                ASSERT_OK(pile_encoder_encode(ref, cases[c].pieces[k], strlen(cases[c].pieces[k]), &want, err), err);
+            ASSERT_EQ(got.len, want.len);
+            if (got.len == want.len) ASSERT_MEM_EQ(got.data, want.data, got.len * sizeof *got.data);
+        }
+        free(text);
+        pile_ids_free(&got);
+        pile_ids_free(&want);
+        pile_encoder_free(enc);
+        pile_tokenizer_close(tok);
+    }
+    pile_encoder_free(ref);
+    unlink(path);
 }
 
 static void test_bytes(void)
@@ -446,7 +539,7 @@ int main(void)
     ASSERT_OK(pile_tokenizer_open(&folder, sp("fixtures/gpt2"), err), err);
     char hf_path[4200];
     snprintf(hf_path, sizeof hf_path, "%s/tokenizer.json", d ? d : ".");
-    ASSERT_OK(write_hf_json(hf_path, err), err);
+    ASSERT_OK(write_hf_json(hf_path, BYTELEVEL_PRETOK, err), err);
     ASSERT_OK(pile_tokenizer_open(&hf, hf_path, err), err);
     pile_tokenizer *all[] = {tk, folder, hf};
     for (int i = 0; i < 3; i++) {
@@ -487,6 +580,7 @@ int main(void)
     check_all_corpus(folder, "encoder.json + vocab.bpe", 1);
     check_all_corpus(hf, "tokenizer.json", 0);
     test_random(tk, folder, "tiktoken and folder loaders");
+    if (d) test_split(d, folder);
     if (d) test_errors(d);
 
     pile_tokenizer_close(tk);
@@ -495,7 +589,7 @@ int main(void)
     if (d) {
         char p[4300];
         static const char *const names[] = {"tokenizer.json", "mystery.tiktoken", "r50k_base.tiktoken",
-                                            "wordpiece.json", "nomerges.json"};
+                                            "wordpiece.json", "nomerges.json", "deep.json"};
         for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
             snprintf(p, sizeof p, "%s/%s", d, names[i]);
             unlink(p);

@@ -13,7 +13,9 @@
    added tokens made of runs of spaces; and the same file with "a b" merges.
    Our ids on tricky.jsonl and val must equal HF's with special tokens
    treated as text (pile encodes document text as ordinary text).
-3. tiktoken's p50k / cl100k / o200k patterns: GPT-2's ranks saved under each
+3. Split patterns Oniguruma reads differently from PCRE2's default (empty
+   matches, ^ and $ at line breaks), every behavior, against HF.
+4. tiktoken's p50k / cl100k / o200k patterns: GPT-2's ranks saved under each
    name must encode as tiktoken does with that name's pattern.
 
 Usage: tok_ref.py PILE_TOK. TAP output; exit 77 when tiktoken / tokenizers
@@ -178,6 +180,40 @@ def main():
             compare("Split(cl100k)+ByteLevel, NFC, added space runs, merges as %s: %s" % (form, name),
                     pile_ids(pile_tok, arr_path, path), texts, hf_small)
             compare("the same with \"a b\" merges: " + name, pile_ids(pile_tok, str_path, path), texts, hf_small)
+
+    # Split patterns where Oniguruma's reading differs from PCRE2's default:
+    # empty matches split (except where the last match ended) and ^ / $ are
+    # line anchors. GPT-2's vocabulary and merges, ByteLevel without its regex
+    # (the Split's pieces go to BPE whole), every behavior.
+    with open(os.path.join(gpt2, "encoder.json")) as f:
+        gpt2_vocab = json.load(f)
+    with open(os.path.join(gpt2, "vocab.bpe"), encoding="utf-8") as f:
+        gpt2_merges = [m for m in f.read().split("\n")[1:] if m]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(corpus, "tricky.jsonl")
+        texts = texts_of(path)
+        for pattern in ({"Regex": "(?=\\s)"}, {"Regex": "x*"}, {"Regex": "^\\s*|\\s*$"}, {"String": ""}):
+            for behavior in ("Isolated", "Removed", "MergedWithPrevious", "MergedWithNext"):
+                spec = {"version": "1.0", "normalizer": None, "post_processor": None, "decoder": None,
+                        "added_tokens": [{"id": 50256, "content": "<|endoftext|>", "special": True,
+                                          "single_word": False, "lstrip": False, "rstrip": False,
+                                          "normalized": False}],
+                        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                            {"type": "Split", "pattern": pattern, "behavior": behavior, "invert": False},
+                            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                             "use_regex": False}]},
+                        "model": {"type": "BPE", "vocab": gpt2_vocab, "merges": gpt2_merges}}
+                spec_path = os.path.join(tmp, "split.json")
+                with open(spec_path, "w") as f:
+                    json.dump(spec, f)
+                split_tok = Tokenizer.from_file(spec_path)
+                split_tok.encode_special_tokens = True
+
+                def hf_split(texts, t=split_tok):
+                    return [e.ids for e in t.encode_batch(texts, add_special_tokens=False)]
+
+                compare("Split %s %s == HF on tricky.jsonl" % (json.dumps(pattern), behavior),
+                        pile_ids(pile_tok, spec_path, path), texts, hf_split)
 
     # tiktoken's other patterns (PCRE2 on our side): our .tiktoken loader picks
     # the pattern by file name, so r50k's ranks saved under each name must

@@ -210,8 +210,18 @@ static int rewrite_ws(const char *p, size_t n, pile_buf *out)
     return 0;
 }
 
+/* 1 if pattern has a '$', or a '^' that does not open a negated class:
+ * the anchors whose meaning Oniguruma's Ruby syntax changes (over-counting
+ * only costs a fingerprint change). */
+static int has_line_anchor(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == '$' || (p[i] == '^' && !(i > 0 && p[i - 1] == '['))) return 1;
+    return 0;
+}
+
 int pile__bpe_add_stage(pile__bpe *b, int kind, const char *pattern, size_t pattern_len, int behavior, int prefix_space,
-                        const char *name, pile_err *err)
+                        int onig, const char *name, pile_err *err)
 {
     if (b->n_stages == PILE__BPE_MAX_STAGES)
         return pile_err_set(err, PILE_ELIMIT, "unsupported tokenizer '%s': more than %d pre-tokenizers", name,
@@ -223,6 +233,7 @@ int pile__bpe_add_stage(pile__bpe *b, int kind, const char *pattern, size_t patt
     st->kind = kind;
     st->behavior = behavior;
     st->prefix_space = prefix_space;
+    st->onig = kind == PILE__SPLIT_REGEX && onig;
     const char *show = kind == PILE__SPLIT_GPT2 && !pattern ? gpt2_pattern : pattern;
     size_t show_len = kind == PILE__SPLIT_GPT2 && !pattern ? sizeof gpt2_pattern - 1 : pattern_len;
     st->pattern = malloc(show_len + 1);
@@ -239,13 +250,22 @@ int pile__bpe_add_stage(pile__bpe *b, int kind, const char *pattern, size_t patt
     }
     int ecode;
     PCRE2_SIZE eoff;
-    st->re = pcre2_compile((PCRE2_SPTR)rw.data, rw.len, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &ecode, &eoff, NULL);
+    /* Oniguruma (Ruby syntax, under Hugging Face) anchors ^ and $ at line
+     * breaks; tiktoken's Rust regex at the ends of the text. */
+    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | (st->onig ? PCRE2_MULTILINE : 0);
+    /* An empty pattern leaves rw.data NULL, which PCRE2 refuses even with length 0. */
+    st->re = pcre2_compile((PCRE2_SPTR)(rw.data ? rw.data : ""), rw.len, opts, &ecode, &eoff, NULL);
     pile_buf_free(&rw);
     if (!st->re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ecode, msg, sizeof msg);
         return pile_err_set(err, PILE_EFORMAT, "invalid tokenizer '%s': cannot compile pattern '%s': %s", name,
                             st->pattern, (const char *)msg);
+    }
+    if (st->onig) {
+        uint32_t minlen = 1;
+        pcre2_pattern_info(st->re, PCRE2_INFO_MINLENGTH, &minlen);
+        st->onig_differs = minlen == 0 || has_line_anchor(pattern, pattern_len);
     }
     /* Without JIT (a build without it) pcre2_match interprets: slower, same result. */
     (void)pcre2_jit_compile(st->re, PCRE2_JIT_COMPLETE);
@@ -502,6 +522,10 @@ static int fingerprint(pile__bpe *b, pile_err *err)
         fp_u32(st, (uint32_t)s->prefix_space);
         if (s->kind == PILE__SPLIT_GPT2) fp_bytes(st, "gpt2", 4);
         else fp_bytes(st, s->pattern, strlen(s->pattern));
+        /* Such a stage split otherwise before line anchors and empty
+         * matches were read as Hugging Face does: a new value, so that
+         * shards made then are not resumed as if the same. */
+        if (s->onig_differs) fp_bytes(st, "onig-split", 10);
     }
     qsort(b->h.specials, b->h.n_specials, sizeof *b->h.specials, cmp_special);
     fp_u32(st, (uint32_t)b->h.n_specials);

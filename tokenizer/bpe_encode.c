@@ -351,7 +351,7 @@ static int regex_stage(bpe_enc *e, size_t k, const char *s, size_t n, pile_ids *
 {
     const pile__split *st = &e->b->stages[k];
     pcre2_match_data *md = e->md[k];
-    size_t pos = 0, last = 0;
+    size_t pos = 0, last = 0, prev_end = SIZE_MAX; /* end of the last match used */
     while (pos < n) {
         int rc = pcre2_match(st->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, e->mctx);
         if (rc == PCRE2_ERROR_NOMATCH) break;
@@ -364,11 +364,18 @@ static int regex_stage(bpe_enc *e, size_t k, const char *s, size_t n, pile_ids *
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t ms = ov[0], me = ov[1];
         if (me == ms) {
-            /* An empty match splits nothing; step over one character. */
+            /* Oniguruma's find_iter (under Hugging Face) yields an empty
+             * match, which splits there, except where the last match ended;
+             * either way the search goes on one character later. One at the
+             * end splits nothing. */
+            if (ms >= n) break;
             uint32_t cp;
             pos = ms + pile__utf8_next((const unsigned char *)s, n, ms, &cp);
-            continue;
+            if (ms == prev_end) continue;
+        } else {
+            pos = me;
         }
+        prev_end = me;
         switch (st->behavior) {
         case PILE__BEH_ISOLATED:
             if (ms > last) PILE_FORWARD_IF_ERR(run_stage(e, k + 1, s + last, ms - last, out, err));
@@ -388,7 +395,6 @@ static int regex_stage(bpe_enc *e, size_t k, const char *s, size_t n, pile_ids *
             last = ms;
             break;
         }
-        pos = me;
     }
     if (last < n) PILE_FORWARD_IF_ERR(run_stage(e, k + 1, s + last, n - last, out, err));
     return 0;

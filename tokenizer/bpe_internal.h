@@ -36,6 +36,8 @@ typedef struct pile__split {
     int kind;
     int behavior;
     int prefix_space; /* ByteLevel add_prefix_space: a piece not starting with ' ' gets one */
+    int onig;         /* a Hugging Face Split regex, read as Oniguruma's Ruby syntax does: ^ and $ at line breaks */
+    int onig_differs; /* ... and that reading or the splitting at empty matches may change its pieces */
     char *pattern;    /* as the file gave it */
     pcre2_code *re;   /* REGEX only */
 } pile__split;
@@ -151,9 +153,10 @@ int pile__bpe_add_token(pile__bpe *b, uint32_t id, const void *bytes, size_t len
 /* Marks id special (never matched in text) with its text; adds it if absent. */
 int pile__bpe_add_special(pile__bpe *b, const char *text, size_t len, uint32_t id, const char *name, pile_err *err);
 int pile__bpe_add_merge(pile__bpe *b, uint32_t left, uint32_t right, pile_err *err);
-/* Appends a pre-tokenization stage; pattern is ignored for GPT2 (NULL ok). */
+/* Appends a pre-tokenization stage; pattern is ignored for GPT2 (NULL ok).
+ * onig: the pattern is a Hugging Face Split regex (Oniguruma's dialect). */
 int pile__bpe_add_stage(pile__bpe *b, int kind, const char *pattern, size_t pattern_len, int behavior, int prefix_space,
-                        const char *name, pile_err *err);
+                        int onig, const char *name, pile_err *err);
 /* Checks and builds the tables, picks the end-of-text id, computes the fingerprint. */
 int pile__bpe_finish(pile__bpe *b, const char *name, pile_err *err);
 

@@ -131,7 +131,7 @@ int pile__bpe_load_tiktoken(pile__bpe **out, const char *path, pile_err *err)
                                    err);
     if (rc == 0)
         rc = pile__bpe_add_stage(b, enc->pattern ? PILE__SPLIT_REGEX : PILE__SPLIT_GPT2, enc->pattern,
-                                 enc->pattern ? strlen(enc->pattern) : 0, PILE__BEH_ISOLATED, 0, path, err);
+                                 enc->pattern ? strlen(enc->pattern) : 0, PILE__BEH_ISOLATED, 0, 0, path, err);
     if (rc == 0) rc = pile__bpe_finish(b, path, err);
     pile_buf_free(&data);
     pile_buf_free(&tokb);

@@ -180,7 +180,7 @@ int pile__bpe_load_gpt2_dir(pile__bpe **out, const char *dir, pile_err *err)
         rc = add_merge_strs(b, &map, line, (size_t)(sp - line), sp + 1, n - (size_t)(sp + 1 - line), b->n_merges,
                             bpe_path.data, err);
     }
-    if (rc == 0) rc = pile__bpe_add_stage(b, PILE__SPLIT_GPT2, NULL, 0, PILE__BEH_ISOLATED, 0, dir, err);
+    if (rc == 0) rc = pile__bpe_add_stage(b, PILE__SPLIT_GPT2, NULL, 0, PILE__BEH_ISOLATED, 0, 0, dir, err);
     if (rc == 0) rc = pile__bpe_finish(b, dir, err);
     strmap_free(&map);
     pile_json_free(root);
@@ -212,9 +212,16 @@ static int json_bool_or(const pile_json *obj, const char *key, int dflt)
     return pile_json_bool(v);
 }
 
-static int load_normalizer(pile__bpe *b, const pile_json *n, const char *name, pile_err *err)
+/* Sequences nest; real files nest one or two deep. A bound keeps a crafted
+ * file from recursing through the stack (the JSON parser allows any depth). */
+#define MAX_NESTING 32
+
+static int load_normalizer(pile__bpe *b, const pile_json *n, int depth, const char *name, pile_err *err)
 {
     if (!n || pile_json_type_of(n) == PILE_JSON_NULL) return 0;
+    if (depth > MAX_NESTING)
+        return pile_err_set(err, PILE_ELIMIT, "unsupported tokenizer '%s': normalizers nested more than %d deep", name,
+                            MAX_NESTING);
     const char *type = json_str_or(n, "type", NULL);
     if (type && strcmp(type, "NFC") == 0) {
         b->nfc = 1;
@@ -224,7 +231,7 @@ static int load_normalizer(pile__bpe *b, const pile_json *n, const char *name, p
         const pile_json *list = pile_json_get(n, "normalizers");
         if (list && pile_json_type_of(list) == PILE_JSON_ARRAY) {
             for (size_t i = 0; i < pile_json_size(list); i++)
-                PILE_FORWARD_IF_ERR(load_normalizer(b, pile_json_at(list, i), name, err));
+                PILE_FORWARD_IF_ERR(load_normalizer(b, pile_json_at(list, i), depth + 1, name, err));
             return 0;
         }
     }
@@ -288,10 +295,13 @@ static int onig_intervals(const char *p, size_t n, pile_buf *out)
     return 0;
 }
 
-static int load_pretok(pile__bpe *b, const pile_json *p, int *byte_level, const char *name, pile_err *err)
+static int load_pretok(pile__bpe *b, const pile_json *p, int depth, int *byte_level, const char *name, pile_err *err)
 {
     const char *type = p ? json_str_or(p, "type", NULL) : NULL;
     if (!type) return pile_err_set(err, PILE_EFORMAT, "unsupported tokenizer '%s': no pre-tokenizer (byte-level BPE expected)", name);
+    if (depth > MAX_NESTING)
+        return pile_err_set(err, PILE_ELIMIT, "unsupported tokenizer '%s': pre-tokenizers nested more than %d deep",
+                            name, MAX_NESTING);
     if (*byte_level)
         return pile_err_set(err, PILE_EFORMAT, "unsupported tokenizer '%s': pre-tokenizer '%s' after ByteLevel", name, type);
     if (strcmp(type, "Sequence") == 0) {
@@ -299,17 +309,17 @@ static int load_pretok(pile__bpe *b, const pile_json *p, int *byte_level, const 
         if (!list || pile_json_type_of(list) != PILE_JSON_ARRAY)
             return pile_err_set(err, PILE_EFORMAT, "invalid tokenizer '%s': Sequence without pretokenizers", name);
         for (size_t i = 0; i < pile_json_size(list); i++)
-            PILE_FORWARD_IF_ERR(load_pretok(b, pile_json_at(list, i), byte_level, name, err));
+            PILE_FORWARD_IF_ERR(load_pretok(b, pile_json_at(list, i), depth + 1, byte_level, name, err));
         return 0;
     }
     if (strcmp(type, "ByteLevel") == 0) {
         *byte_level = 1;
         /* Defaults as in tokenizers' ByteLevel::default(). */
         int prefix = json_bool_or(p, "add_prefix_space", 1), regex = json_bool_or(p, "use_regex", 1);
-        if (regex) return pile__bpe_add_stage(b, PILE__SPLIT_GPT2, NULL, 0, PILE__BEH_ISOLATED, prefix, name, err);
+        if (regex) return pile__bpe_add_stage(b, PILE__SPLIT_GPT2, NULL, 0, PILE__BEH_ISOLATED, prefix, 0, name, err);
         if (prefix) {
             /* The prefix space without a split: a stage that splits nothing. */
-            return pile__bpe_add_stage(b, PILE__SPLIT_REGEX, "(?!)", 4, PILE__BEH_ISOLATED, 1, name, err);
+            return pile__bpe_add_stage(b, PILE__SPLIT_REGEX, "(?!)", 4, PILE__BEH_ISOLATED, 1, 0, name, err);
         }
         return 0;
     }
@@ -337,7 +347,7 @@ static int load_pretok(pile__bpe *b, const pile_json *p, int *byte_level, const 
                                             "Oniguruma reads as a repetition",
                                             name, re)
                              : pile__bpe_add_stage(b, PILE__SPLIT_REGEX, fixed.data ? fixed.data : "", fixed.len,
-                                                   behavior, 0, name, err);
+                                                   behavior, 0, 1, name, err);
             pile_buf_free(&fixed);
             return rc;
         }
@@ -346,7 +356,7 @@ static int load_pretok(pile__bpe *b, const pile_json *p, int *byte_level, const 
             pile_buf_free(&esc);
             return pile_err_set(err, PILE_ENOMEM, "out of memory");
         }
-        int rc = pile__bpe_add_stage(b, PILE__SPLIT_REGEX, esc.data ? esc.data : "", esc.len, behavior, 0, name, err);
+        int rc = pile__bpe_add_stage(b, PILE__SPLIT_REGEX, esc.data ? esc.data : "", esc.len, behavior, 0, 0, name, err);
         pile_buf_free(&esc);
         return rc;
     }
@@ -440,15 +450,15 @@ static int load_hf(pile__bpe **out, const pile_json *root, const char *name, pil
         }
         rc = pile__bpe_add_token(b, added_ids[i], content, len, PILE__TOK_ADDED, name, err);
     }
-    if (rc == 0) rc = load_normalizer(b, pile_json_get(root, "normalizer"), name, err);
+    if (rc == 0) rc = load_normalizer(b, pile_json_get(root, "normalizer"), 0, name, err);
     int byte_level = 0;
-    if (rc == 0) rc = load_pretok(b, pile_json_get(root, "pre_tokenizer"), &byte_level, name, err);
+    if (rc == 0) rc = load_pretok(b, pile_json_get(root, "pre_tokenizer"), 0, &byte_level, name, err);
     if (rc == 0 && !byte_level)
         rc = pile_err_set(err, PILE_EFORMAT, "unsupported tokenizer '%s': no ByteLevel pre-tokenizer (byte-level BPE expected)",
                           name);
     if (rc == 0 && b->n_stages == 0) {
         /* ByteLevel without its regex and nothing before it: the whole text is one piece. */
-        rc = pile__bpe_add_stage(b, PILE__SPLIT_REGEX, "(?!)", 4, PILE__BEH_ISOLATED, 0, name, err);
+        rc = pile__bpe_add_stage(b, PILE__SPLIT_REGEX, "(?!)", 4, PILE__BEH_ISOLATED, 0, 0, name, err);
     }
     if (rc == 0) rc = pile__bpe_finish(b, name, err);
     strmap_free(&map);
