@@ -48,6 +48,7 @@ static void bytes_encoder_free(pile_encoder *enc)
 static int bytes_encode(pile_encoder *enc, const char *text, size_t len, pile_ids *out, pile_err *err)
 {
     (void)enc;
+    if (len == 0) return 0; /* out->data may still be NULL: no pointer arithmetic on it */
     if (pile_ids_reserve(out, len)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     const unsigned char *s = (const unsigned char *)text;
     uint32_t *d = out->data + out->len;
