@@ -61,7 +61,8 @@ static int usage_error(const char *fmt, const char *arg)
 
 static int parse_u64(const char *s, uint64_t *out, int suffixes)
 {
-    if (!s || !*s || *s == '-') return -1;
+    /* strtoull skips blanks and takes a sign, so " -18446744073709551615" would be 1 */
+    if (!s || *s < '0' || *s > '9') return -1;
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
@@ -187,7 +188,16 @@ int main(int argc, char **argv)
         case 'h': fputs(usage_text, stdout); return 0;
         case 'V': printf("pile-prep %s\n", PILE_PREP_VERSION); return 0;
         case ':': return usage_error("option '%s' needs a value", argv[optind - 1]);
-        default: return usage_error("unknown option '%s'", argv[optind - 1]);
+        default:
+            /* An unknown letter inside "-Zq" leaves optind on that word, so
+             * argv[optind - 1] is the word before it: name the letter. A long
+             * option (unknown, or given a value it does not take) has moved
+             * optind past itself. */
+            if (optopt > 0 && optopt < 256 && !strchr("ojLtqhV", optopt)) {
+                char letter[3] = {'-', (char)optopt, '\0'};
+                return usage_error("unknown option '%s'", letter);
+            }
+            return usage_error("unknown option '%s'", argv[optind - 1]);
         }
     }
 

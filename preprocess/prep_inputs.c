@@ -81,8 +81,17 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The folders from the root down to the one being walked, to recognise a
+ * link back to one of them: followed, two such links make the walk
+ * exponential. */
+typedef struct walk_up {
+    dev_t dev;
+    ino_t ino;
+    const struct walk_up *up;
+} walk_up;
+
 /* Collects every input file under dir into nv (unsorted). */
-static int walk(const char *dir, name_vec *nv, int depth, pile_err *err)
+static int walk(const char *dir, const walk_up *self, name_vec *nv, int depth, pile_err *err)
 {
     if (depth > 64) return pile_err_set(err, PILE_ELIMIT, "cannot walk '%s': folders nested too deep", dir);
     DIR *d = opendir(dir);
@@ -99,7 +108,11 @@ static int walk(const char *dir, name_vec *nv, int depth, pile_err *err)
         struct stat st;
         if (stat(p.data, &st) != 0) continue; /* a dangling link is not an input */
         if (S_ISDIR(st.st_mode)) {
-            rc = walk(p.data, nv, depth + 1, err);
+            int loop = 0;
+            for (const walk_up *a = self; a && !loop; a = a->up) loop = a->dev == st.st_dev && a->ino == st.st_ino;
+            if (loop) continue; /* its files are already being collected */
+            walk_up below = {st.st_dev, st.st_ino, self};
+            rc = walk(p.data, &below, nv, depth + 1, err);
             if (rc) break;
         } else if (S_ISREG(st.st_mode) && is_input_name(e->d_name)) {
             char *s = strdup(p.data);
@@ -123,7 +136,8 @@ int pile_prep_inputs_add(pile_prep_inputs *list, const char *path, pile_err *err
     if (!S_ISDIR(st.st_mode)) return push_file(list, path, &st, err);
 
     name_vec nv = {0};
-    int rc = walk(path, &nv, 0, err);
+    walk_up root = {st.st_dev, st.st_ino, NULL};
+    int rc = walk(path, &root, &nv, 0, err);
     if (!rc && nv.n == 0)
         rc = pile_err_set(err, PILE_ENOENT, "cannot find any *.jsonl or *.jsonl.zst file in '%s'", path);
     if (!rc) {

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "pile_fs.h"
+#include "pile_utf8.h"
 
 #define MANIFEST_FORMAT "pile-prep manifest"
 
@@ -19,9 +20,26 @@ static const char *pack_name(pile_pack p)
     return p == PILE_PACK_BEST_FIT ? "best-fit" : "concat";
 }
 
+/* Paths and tokenizer specs are bytes, JSON text is UTF-8: an invalid byte
+ * is written as U+FFFD (else the manifest could not be read back), and a
+ * resumed run compares its own paths spelled the same way. */
+static int utf8_spelling(const char *s, pile_buf *out)
+{
+    out->len = 0;
+    return pile_utf8_repair(s, strlen(s), out) < 0 ? PILE_ENOMEM : 0;
+}
+
 static void put_str(pile_buf *b, const char *s)
 {
-    pile_json_write_string(b, s, strlen(s));
+    size_t n = strlen(s);
+    if (pile_utf8_valid(s, n)) {
+        pile_json_write_string(b, s, n);
+        return;
+    }
+    pile_buf fixed = {0};
+    if (utf8_spelling(s, &fixed)) b->failed = 1;
+    else pile_json_write_string(b, fixed.data, fixed.len);
+    pile_buf_free(&fixed);
 }
 
 static void put_u64(pile_buf *b, const char *indent, const char *key, uint64_t v, int comma)
@@ -311,7 +329,10 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
     /* options: compare with ours, serialised and parsed the same way */
     pile_buf mine = {0};
     write_options(&mine, st);
-    if (!mine.data) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    if (mine.failed || !mine.data) {
+        pile_buf_free(&mine);
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
     pile_json *mine_tree = NULL;
     int rc = pile_json_parse(mine.data, mine.len, "options", &mine_tree, err);
     pile_buf_free(&mine);
@@ -337,14 +358,22 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
     /* inputs: same files, same order, unchanged */
     const pile_json *ins = pile_json_get(root, "inputs");
     if (!ins || pile_json_size(ins) != st->n_inputs) return mismatch(err, out, "the inputs");
+    pile_buf spelled = {0};
     for (size_t i = 0; i < st->n_inputs; i++) {
         const pile_json *o = pile_json_at(ins, i);
         const pile_prep_input *in = st->order[i];
         const char *p = get_str(o, "path"), *sp = get_str(o, "split");
-        uint64_t size, mt, lines;
-        if (!p || strcmp(p, in->path) || !sp || strcmp(sp, pile_prep_split_name(in->split)) ||
-            get_u64(o, "size", &size) || size != in->size || get_u64(o, "mtime_ns", &mt) ||
-            (int64_t)mt != in->mtime_ns || get_u64(o, "lines_done", &lines)) {
+        const pile_json *mtj = o ? pile_json_get(o, "mtime_ns") : NULL;
+        uint64_t size, lines;
+        int64_t mt; /* signed: a file may date from before 1970 */
+        if (utf8_spelling(in->path, &spelled)) {
+            pile_buf_free(&spelled);
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        }
+        if (!p || strlen(p) != spelled.len || (spelled.len && memcmp(p, spelled.data, spelled.len)) || !sp ||
+            strcmp(sp, pile_prep_split_name(in->split)) || get_u64(o, "size", &size) || size != in->size || !mtj ||
+            !pile_json_int(mtj, &mt) || mt != in->mtime_ns || get_u64(o, "lines_done", &lines)) {
+            pile_buf_free(&spelled);
             char what[PILE_ERR_MSG_MAX / 2];
             snprintf(what, sizeof what, "the inputs ('%s')", in->path);
             return mismatch(err, out, what);
@@ -353,6 +382,7 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
         st->stats.input_done[i] = (uint8_t)get_bool(o, "done");
         st->stats.input_truncated[i] = (uint8_t)get_bool(o, "truncated");
     }
+    pile_buf_free(&spelled);
 
     /* finished shards: each must still be there, whole */
     const pile_json *shards = pile_json_get(root, "shards");

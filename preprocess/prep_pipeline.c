@@ -97,7 +97,8 @@ static chunk *acquire(pipe_t *p)
     uv_mutex_unlock(&p->mu);
     if (!c) return NULL;
     if (c->text.cap > SLOT_KEEP_BYTES) pile_buf_free(&c->text);
-    if (c->tokens.cap > SLOT_KEEP_BYTES) pile_ids_free(&c->tokens);
+    if (c->strs.cap > SLOT_KEEP_BYTES) pile_buf_free(&c->strs); /* a huge subset name */
+    if (c->tokens.cap > SLOT_KEEP_BYTES / sizeof *c->tokens.data) pile_ids_free(&c->tokens);
     c->text.len = c->strs.len = c->tokens.len = 0;
     c->n = 0;
     c->last = c->truncated = c->rc = 0;
@@ -227,6 +228,7 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
 {
     prep_state *st = p->st;
     uint32_t eot = st->eot_id;
+    const char *path = st->order[c->input]->path;
     char detail[DETAIL_MAX];
     for (size_t j = 0; j < c->n && !c->rc; j++) {
         const line_rec *l = &c->lines[j];
@@ -250,7 +252,7 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
             double t1 = pile_now();
             c->t_parse += t1 - t0;
             if (r < 0) {
-                c->rc = pile_err_set(&c->err, r, "out of memory parsing line %" PRIu64, l->lineno);
+                c->rc = pile_err_set(&c->err, r, "out of memory parsing '%s:%" PRIu64 "'", path, l->lineno);
                 break;
             }
             if (r > 0) {
@@ -264,10 +266,11 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
                 }
                 it->tok_off = c->tokens.len;
                 pile_err eerr;
+                pile_err_clear(&eerr);
                 int e = pile_encoder_encode(enc, doc.text, doc.text_len, &c->tokens, &eerr);
                 if (!e && pile_ids_push(&c->tokens, eot)) e = pile_err_set(&eerr, PILE_ENOMEM, "out of memory");
                 if (e) {
-                    c->rc = pile_err_set(&c->err, e, "cannot tokenize line %" PRIu64 ": %s", l->lineno, eerr.msg);
+                    c->rc = pile_err_set(&c->err, e, "cannot tokenize '%s:%" PRIu64 "': %s", path, l->lineno, eerr.msg);
                     break;
                 }
                 it->tok_len = c->tokens.len - it->tok_off;
@@ -508,7 +511,10 @@ static int megatron_export(prep_state *st, pile_err *err)
         for (size_t i = 0; i < st->n_shards; i++) n += st->shards[i].split == (pile_split)sp;
         if (!n) continue;
         char **paths = calloc(n, sizeof *paths);
-        if (!paths) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        if (!paths) {
+            rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+            break;
+        }
         size_t k = 0;
         for (size_t i = 0; i < st->n_shards && !rc; i++) {
             if (st->shards[i].split != (pile_split)sp) continue;

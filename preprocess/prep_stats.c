@@ -203,5 +203,5 @@ int pile__prep_stats_format(const prep_state *st, pile_buf *out)
         }
     }
     free(ids);
-    return out->data || out->len == 0 ? 0 : PILE_ENOMEM;
+    return out->failed ? PILE_ENOMEM : 0;
 }

@@ -48,6 +48,30 @@ check "a bad --pack is a usage error (exit 2)" test $rc -eq 2
 check "a missing input: exit 1, named with strerror" sh -c \
     "test $rc -eq 1 && grep -qx \"pile-prep: cannot open 'nope.jsonl.zst': No such file or directory\" err"
 
+"$PREP" -qZ "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "an unknown letter in a group of short options is named" sh -c "test $rc -eq 2 && grep -q \"unknown option '-Z'\" err"
+"$PREP" -Zq "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "an unknown first letter of a group is named, not the word before it" sh -c \
+    "test $rc -eq 2 && grep -q \"unknown option '-Z'\" err"
+"$PREP" -o o-neg -L ' -18446744073709551615' "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "a negative number behind a blank is refused (strtoull would wrap it to 1)" sh -c \
+    "test $rc -eq 2 && grep -q 'bad --max-length' err && test ! -e o-neg"
+"$PREP" -o o-big --max-line-bytes 99999999999999999999 "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "an overflowing number is refused" sh -c "test $rc -eq 2 && grep -q 'bad --max-line-bytes' err"
+"$PREP" "$CORPUS/val.jsonl.zst" -o >out 2>err; rc=$?
+check "a missing value is a usage error" sh -c "test $rc -eq 2 && grep -q \"option '-o' needs a value\" err"
+touch afile
+"$PREP" -o afile/sub "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "an output folder that cannot be made: exit 1, named" sh -c "test $rc -eq 1 && grep -q \"cannot create folder 'afile\" err"
+# A write error in the middle of a run (the file size limit, with SIGXFSZ
+# ignored so that write() fails with EFBIG) stops every thread: exit 1 with
+# the message, no hang, no temporary file left.
+(trap '' XFSZ; ulimit -f 200 && exec "$PREP" -q -o wfail -j 3 -L 333 --shard-size 0.5 "$CORPUS/train/02.jsonl.zst") >out 2>err
+rc=$?
+check "a write error mid-run: exit 1, the message names the file" sh -c \
+    "test $rc -eq 1 && grep -q \"cannot write 'wfail/train-00000.shard\" err && grep -q 'File too large' err"
+check "a write error mid-run: no temporary file left" sh -c "test -f wfail/manifest.json && ! ls wfail | grep -q '\\.tmp\$'"
+
 # --- threads: the same bytes
 IN="$CORPUS/train/02.jsonl.zst $CORPUS/val.jsonl.zst"
 for pack in concat best-fit; do

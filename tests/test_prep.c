@@ -5,6 +5,7 @@
  * file, resume at every shard boundary, and Best-Fit-Decreasing against a
  * naive implementation. */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -23,6 +24,7 @@
 #include "pile_shards.h"
 #include "pile_tokenizer.h"
 #include "pile_test.h"
+#include "pile_utf8.h"
 #include "prep_internal.h"
 
 static char g_corpus[4096];
@@ -924,6 +926,144 @@ static void test_inputs(const char *tmp)
     ASSERT(contains(err->msg, "nope.jsonl.zst': No such file or directory"));
     free(missing);
     pile_prep_inputs_free(&in);
+
+    TEST("inputs: links back to a parent folder are not followed");
+    char *dir = path2(tmp, "loops"), *sub = path2(dir, "sub"), *file = path2(sub, "x.jsonl");
+    char *src = path2(g_corpus, "tricky.jsonl"), *up = path2(sub, "up");
+    mkdir(dir, 0755);
+    mkdir(sub, 0755);
+    ASSERT_EQ(copy_file(src, file), 0);
+    /* followed, this link ended the walk as "nested too deep" (two such
+     * links made it exponential: not tried here, it would not end) */
+    ASSERT_EQ(symlink("..", up), 0);
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    ASSERT_EQ(in.n, 1);
+    if (in.n == 1) ASSERT(contains(in.v[0].path, "loops/sub/x.jsonl"));
+    pile_prep_inputs_free(&in);
+    free(dir);
+    free(sub);
+    free(file);
+    free(src);
+    free(up);
+}
+
+/* An input whose path is not UTF-8 (file names are bytes), or whose mtime
+ * is before 1970 (negative): the manifest must still read back and match,
+ * so the run resumes and a finished one is recognised. */
+static void test_odd_input(const char *tmp, const char *name, int before_1970)
+{
+    char *dir = path2(tmp, name), *file = path2(dir, "val.jsonl.zst"), *src = path2(g_corpus, "val.jsonl.zst");
+    char out_name[64];
+    snprintf(out_name, sizeof out_name, "odd-out-%d", before_1970);
+    char *out = path2(tmp, out_name);
+    mkdir(dir, 0755);
+    ASSERT_EQ(copy_file(src, file), 0);
+    if (before_1970) {
+        struct timespec when[2] = {{-315619200, 500000000}, {-315619200, 500000000}};
+        ASSERT_EQ(utimensat(AT_FDCWD, file, when, 0), 0);
+    }
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    ASSERT_EQ(in.n, 1);
+    if (before_1970) ASSERT(in.n == 1 && in.v[0].mtime_ns < 0);
+    pile_prep_opts o = base_opts(&in, out);
+    o.max_length = 256;
+    o.shard_bytes = 64 * 1024;
+    o.stop_after_shards = 1;
+    pile_prep_result res;
+    ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_ELIMIT);
+    pile_prep_result_free(&res);
+    o.stop_after_shards = 0;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    ASSERT_EQ(res.resumed, 1);
+    ASSERT_EQ(res.shards_kept, 1);
+    pile_prep_result_free(&res);
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    ASSERT_EQ(res.already_complete, 1);
+    pile_prep_result_free(&res);
+    pile_prep_inputs_free(&in);
+    free(dir);
+    free(file);
+    free(src);
+    free(out);
+}
+
+/* GPT-2's byte-to-character map (the byte-level alphabet of tokenizer.json). */
+static unsigned byte_char(unsigned b)
+{
+    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return b;
+    unsigned n = 0;
+    for (unsigned k = 0; k < b; k++)
+        if (!((k >= '!' && k <= '~') || (k >= 0xA1 && k <= 0xAC) || (k >= 0xAE && k <= 0xFF))) n++;
+    return 256 + n;
+}
+
+/* A worker's error (here the tokenizer's: its split pattern runs out of
+ * stack on one long line, after several chunks and shards) stops every
+ * thread and comes back as the run's error, naming the line; the folder
+ * stays resumable. */
+static void test_worker_error(const char *tmp)
+{
+    TEST("a tokenizer error in a worker stops the run with its message");
+    char *tokp = path2(tmp, "split-tok.json"), *dir = path2(tmp, "tokerr"), *a = path2(dir, "a.jsonl.zst"),
+         *b = path2(dir, "b.jsonl"), *src = path2(g_corpus, "train/00.jsonl.zst");
+    mkdir(dir, 0755);
+    ASSERT_EQ(copy_file(src, a), 0);
+    pile_buf t = {0};
+    pile_buf_append_str(&t, "{\"added_tokens\":[{\"id\":256,\"content\":\"<|endoftext|>\",\"special\":true}],"
+                            "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+                            "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?:a|b)*c\"},\"behavior\":\"Isolated\","
+                            "\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]},"
+                            "\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
+    for (unsigned k = 0; k < 256; k++) {
+        char u[4];
+        size_t ul = pile_utf8_encode(byte_char(k), u);
+        if (k) pile_buf_append_str(&t, ",");
+        pile_json_write_string(&t, u, ul);
+        pile_buf_printf(&t, ":%u", k);
+    }
+    pile_buf_append_str(&t, ",\"<|endoftext|>\":256}}}");
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_fs_write_atomic(tokp, t.data, t.len, err), err);
+    t.len = 0;
+    for (int k = 0; k < 2000; k++) pile_buf_printf(&t, "{\"text\":\"line %d\"}\n", k);
+    pile_buf_append_str(&t, "{\"text\":\"");
+    for (int k = 0; k < 3000000; k++) pile_buf_append_str(&t, "ab");
+    pile_buf_append_str(&t, "d\"}\n{\"text\":\"after\"}\n");
+    ASSERT_OK(pile_fs_write_atomic(b, t.data, t.len, err), err);
+    pile_buf_free(&t);
+
+    pile_prep_inputs in = {0};
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    char *out = path2(tmp, "tokerr-out");
+    pile_prep_opts o = base_opts(&in, out);
+    o.tokenizer_spec = tokp;
+    o.max_length = 512;
+    o.shard_bytes = 256 * 1024;
+    for (int threads = 1; threads <= 4; threads += 3) {
+        o.threads = threads;
+        pile_prep_result res;
+        int rc = pile_prep_run(&o, &res, err);
+        pile_prep_result_free(&res);
+        ASSERT(rc < 0 && rc != PILE_ELIMIT);
+        ASSERT(contains(err->msg, "cannot tokenize '"));
+        ASSERT(contains(err->msg, "tokerr/b.jsonl:2001'"));
+        ASSERT(contains(err->msg, "(?:a|b)*c"));
+        /* the shards of a.jsonl.zst were finished and recorded before the error */
+        pile_json *m = load_manifest(out);
+        ASSERT(m != NULL);
+        ASSERT(m && pile_json_size(pile_json_get(m, "shards")) >= 2);
+        ASSERT_EQ(jget(m, "complete"), 0);
+        pile_json_free(m);
+    }
+    pile_prep_inputs_free(&in);
+    free(out);
+    free(tokp);
+    free(dir);
+    free(a);
+    free(b);
+    free(src);
 }
 
 int main(void)
@@ -964,6 +1104,11 @@ int main(void)
 
     test_bad(tmp);
     test_truncated(tmp);
+    TEST("resume: an input path that is not UTF-8");
+    test_odd_input(tmp, "odd\xff\xfename", 0);
+    TEST("resume: an input modified before 1970");
+    test_odd_input(tmp, "old-mtime", 1);
+    test_worker_error(tmp);
 
     TEST("resume after every shard (concat) gives the same bytes");
     test_resume(tmp, PILE_PACK_CONCAT);
