@@ -5,6 +5,7 @@
 #   e2e_cli.sh PILE_PREP PILE_DUMP PILE_TOK PYTHON3
 # Speaks TAP; exits 77 when the corpus or GPT-2 fixtures are absent.
 set -u
+. "$(dirname "$0")/tap.sh"
 PREP=$1 DUMP=$2 TOK=$3 PY=$4
 for v in PREP DUMP TOK; do
     eval "p=\$$v"
@@ -14,20 +15,9 @@ SHARED=${PILE_SHARED:-../shared}
 case $SHARED in /*) ;; *) SHARED=$(pwd)/$SHARED ;; esac
 VAL=$SHARED/corpus/val.jsonl.zst
 GPT2=$SHARED/fixtures/gpt2
-if [ ! -f "$VAL" ] || [ ! -f "$GPT2/vocab.bpe" ]; then
-    echo "1..0 # SKIP the shared corpus or GPT-2 fixtures are absent (set PILE_SHARED)"
-    exit 77
-fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-e2e-XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+tap_skip_unless "the shared corpus or GPT-2 fixtures are absent (set PILE_SHARED)" "$VAL" "$GPT2/vocab.bpe"
+tap_tmpdir e2e
 cd "$TMP" || exit 1
-n=0
-failed=0
-check() { # check NAME CMD...
-    name=$1; shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $name"; else failed=$((failed + 1)); echo "not ok $n - $name"; fi
-}
 
 "$PREP" -q -o out -L 512 --tokenizer "$GPT2" "$VAL" 2>err
 check "pile-prep with the GPT-2 folder succeeds" test $? -eq 0
@@ -63,5 +53,4 @@ PY
 rc=$?
 check "pile-dump totals equal pile-tok's documents and tokens (+1 end-of-text each): $(cat totals)" test $rc -eq 0
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tap_done

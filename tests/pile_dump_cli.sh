@@ -4,11 +4,11 @@
 #   pile_dump_cli.sh PILE_DUMP SHARDS_FIXTURE PYTHON3
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
+. "$(dirname "$0")/tap.sh"
 DUMP=$1
 FIXTURE=$2
 PY=$3
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-dump-cli-XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
+tap_tmpdir dump-cli
 D=$TMP/shards
 
 "$FIXTURE" "$D" > "$TMP/fixture.out" 2>&1
@@ -22,16 +22,6 @@ if [ $rc -ne 0 ]; then
     exit 1
 fi
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-fail() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$TMP/out" "$TMP/err" 2>/dev/null | head -20; }
-# run CMD...: stdout to $TMP/out, stderr to $TMP/err, status to $st
-run() { "$@" > "$TMP/out" 2> "$TMP/err"; st=$?; }
-# expect NAME STATUS PATTERN (grep -E over stdout+stderr)
-expect() {
-    if [ "$st" -eq "$2" ] && cat "$TMP/out" "$TMP/err" | grep -Eq -- "$3"; then ok "$1"; else fail "$1 (status $st)"; fi
-}
 want() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))$1)" "$D/expected.json"; }
 
 ROWS=$(want "['totals']['rows']")
@@ -139,5 +129,4 @@ expect "a bad row number is a usage error" 2 "--decode wants a row number"
 run "$DUMP" --help
 expect "--help" 0 "^usage: pile-dump"
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tap_done

@@ -5,6 +5,7 @@
 #ifndef PILE_TEST_H
 #define PILE_TEST_H
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,20 @@ static inline void pile_test_skip_all(const char *why)
     printf("1..0 # SKIP %s\n", why);
     fflush(stdout);
     exit(77);
+}
+
+/* Makes a fresh folder $TMPDIR/pile-test-<name>-XXXXXX (TMPDIR defaults to
+ * /tmp) in buf and returns buf, or NULL with errno set: each test decides
+ * itself whether that skips, fails or falls back. */
+static inline char *pile_test_tmpdir(char *buf, size_t cap, const char *name)
+{
+    const char *base = getenv("TMPDIR");
+    int len = snprintf(buf, cap, "%s/pile-test-%s-XXXXXX", base && *base ? base : "/tmp", name);
+    if (len < 0 || (size_t)len >= cap) {
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    return mkdtemp(buf);
 }
 
 /* The shared corpus folder (PILE_SHARED, else ../shared). */

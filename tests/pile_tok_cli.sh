@@ -5,26 +5,12 @@
 #   pile_tok_cli.sh PILE_TOK PYTHON3
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
+. "$(dirname "$0")/tap.sh"
 TOK=$1
 PY=$2
 SAMPLE=${PILE_SHARED:-../shared}/corpus/sample.jsonl
-if [ ! -f "$SAMPLE" ]; then
-    echo "1..0 # SKIP no corpus at $SAMPLE"
-    exit 77
-fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-tok-cli-XXXXXX") || exit 1
-trap 'rm -rf "$TMP"' EXIT
-
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-fail() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$TMP/out" "$TMP/err" 2>/dev/null | head -20; }
-# run CMD...: stdout to $TMP/out, stderr to $TMP/err, status to $st
-run() { "$@" > "$TMP/out" 2> "$TMP/err"; st=$?; }
-# expect NAME STATUS PATTERN (grep -E over stdout+stderr)
-expect() {
-    if [ "$st" -eq "$2" ] && cat "$TMP/out" "$TMP/err" | grep -Eq -- "$3"; then ok "$1"; else fail "$1 (status $st)"; fi
-}
+tap_skip_unless "no corpus at $SAMPLE" "$SAMPLE"
+tap_tmpdir tok-cli
 
 # Real documents: the first 20 lines of the corpus sample.
 head -n 20 "$SAMPLE" > "$TMP/docs.jsonl"
@@ -66,5 +52,4 @@ expect "info --help lists its options" 0 "^  -h, --help"
 run "$TOK" --help
 expect "--help" 0 "^usage: pile-tok COMMAND"
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tap_done

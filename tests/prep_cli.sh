@@ -5,23 +5,12 @@
 #   prep_cli.sh PILE_PREP
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
+. "$(dirname "$0")/tap.sh"
 PREP=$1
 case $PREP in /*) ;; *) PREP=$(pwd)/$PREP ;; esac
 CORPUS=${PILE_SHARED:-../shared}/corpus
-if [ ! -f "$CORPUS/train/02.jsonl.zst" ]; then
-    echo "1..0 # SKIP the corpus is absent (set PILE_SHARED)"
-    exit 77
-fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-prep-cli-XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
-check() { # check NAME COND...
-    name=$1; shift
-    if "$@"; then ok "$name"; else not_ok "$name" "failed: $*"; fi
-}
+tap_skip_unless "the corpus is absent (set PILE_SHARED)" "$CORPUS/train/02.jsonl.zst"
+tap_tmpdir prep-cli
 has() { grep -q -- "$2" "$1"; }
 # same_dir A B: same file names, every file byte-identical
 same_dir() {
@@ -128,5 +117,4 @@ else
         "test $rc -eq 0 && grep -q 'data/sample/' def/manifest.json && ls def | grep -q '^train-00000.shard$'"
 fi
 
-echo "1..$n"
-[ $failed -eq 0 ]
+tap_done

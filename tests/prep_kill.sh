@@ -6,20 +6,13 @@
 #   prep_kill.sh PILE_PREP
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
+. "$(dirname "$0")/tap.sh"
 PREP=$1
 case $PREP in /*) ;; *) PREP=$(pwd)/$PREP ;; esac
 SHARED=${PILE_SHARED:-../shared}
 CORPUS=$SHARED/corpus
-if [ ! -f "$CORPUS/train/00.jsonl.zst" ]; then
-    echo "1..0 # SKIP the corpus is absent (set PILE_SHARED)"
-    exit 77
-fi
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-prep-kill-XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
+tap_skip_unless "the corpus is absent (set PILE_SHARED)" "$CORPUS/train/00.jsonl.zst"
+tap_tmpdir prep-kill
 same_dir() {
     [ "$(ls "$1")" = "$(ls "$2")" ] || { echo "# file lists differ: [$(ls "$1" | tr '\n' ' ')] [$(ls "$2" | tr '\n' ' ')]"; return 1; }
     for f in $(ls "$1"); do cmp -s "$1/$f" "$2/$f" || { echo "# $f differs"; return 1; }; done
@@ -78,5 +71,4 @@ for PACK in concat best-fit; do
     done
 done
 if [ $failed -ne 0 ] && [ -s "$TMP/log" ]; then sed 's/^/# /' "$TMP/log" | tail -20; fi
-echo "1..$n"
-[ $failed -eq 0 ]
+tap_done

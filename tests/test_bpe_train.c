@@ -520,13 +520,13 @@ int main(int argc, char **argv)
     test_special_alias_nonascii();
     test_prune();
 
-    char tmp[] = "/tmp/pile-bpe-train-XXXXXX";
-    if (!mkdtemp(tmp)) {
+    char tmp[4096];
+    if (!pile_test_tmpdir(tmp, sizeof tmp, "bpe-train")) {
         TEST("make a temporary folder");
         ASSERT(0);
     } else {
         test_real(tmp);
-        char cmd[128];
+        char cmd[sizeof tmp + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
         if (system(cmd) != 0) printf("# could not remove %s\n", tmp);
     }

@@ -1094,9 +1094,7 @@ static void test_fs(void)
 
 int main(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/pile-test-common-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(tmpdir)) {
+    if (!pile_test_tmpdir(tmpdir, sizeof tmpdir, "common")) {
         printf("1..0 # SKIP cannot create a temporary folder\n");
         return 77;
     }

@@ -402,8 +402,8 @@ static int run_fault_cases(void)
     if (set_path(&c, "corpus/val.jsonl.zst")) run_faults("lines val.jsonl.zst", op_lines, &c);
     else printf("# corpus/val.jsonl.zst absent\n");
 
-    char dir[] = "/tmp/pile-faults-XXXXXX";
-    if (!mkdtemp(dir)) {
+    char dir[256];
+    if (!pile_test_tmpdir(dir, sizeof dir, "faults")) {
         perror("mkdtemp");
         return 1;
     }
@@ -526,8 +526,8 @@ int main(void)
            "failed on purpose (run the plain build, and valgrind for leaks)\n", pile_test_n);
     pile_test_cur = NULL;
 #endif
-    char dir[] = "/tmp/pile-faults-XXXXXX";
-    if (!mkdtemp(dir)) {
+    char dir[256];
+    if (!pile_test_tmpdir(dir, sizeof dir, "faults")) {
         perror("mkdtemp");
         return 1;
     }

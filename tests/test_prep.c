@@ -46,10 +46,8 @@ static void rm_rf(const char *path)
 
 static char *make_tmpdir(void)
 {
-    const char *base = getenv("TMPDIR");
     char tmpl[4096];
-    snprintf(tmpl, sizeof tmpl, "%s/pile-test-prep-XXXXXX", base && *base ? base : "/tmp");
-    char *d = mkdtemp(tmpl);
+    char *d = pile_test_tmpdir(tmpl, sizeof tmpl, "prep");
     return d ? strdup(d) : NULL;
 }
 

@@ -757,9 +757,7 @@ static void test_megatron(void)
 
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/pile-test-shards-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
+    if (!pile_test_tmpdir(tmpdir, sizeof tmpdir, "shards")) {
         printf("# cannot create a temporary folder: %s\n", strerror(errno));
         return 1;
     }

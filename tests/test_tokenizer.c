@@ -527,10 +527,8 @@ int main(void)
     test_bytes();
     pile_err errbuf, *err = &errbuf;
     char dir[] = "/tmp/pile-test-tok-XXXXXX";
-    const char *tmp = getenv("TMPDIR");
     char dirbuf[4096];
-    snprintf(dirbuf, sizeof dirbuf, "%s/pile-test-tok-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    char *d = mkdtemp(dirbuf);
+    char *d = pile_test_tmpdir(dirbuf, sizeof dirbuf, "tok");
     if (!d) d = mkdtemp(dir);
 
     pile_tokenizer *tk = NULL, *folder = NULL, *hf = NULL;

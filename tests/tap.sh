@@ -1,0 +1,39 @@
+# TAP helpers shared by the shell tests, sourced as `. "$(dirname "$0")/tap.sh"`
+# (meson passes each script by absolute path, so dirname finds this file).
+# POSIX sh; the caller's `set -u` applies. End a script with `tap_done`.
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+# not_ok NAME [LINE...]: each LINE becomes a TAP comment
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+check() { # check NAME CMD...
+    name=$1; shift
+    if "$@"; then ok "$name"; else not_ok "$name" "failed: $*"; fi
+}
+# fail NAME: not ok, followed by what the last `run` printed
+fail() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$TMP/out" "$TMP/err" 2>/dev/null | head -20; }
+# run CMD...: stdout to $TMP/out, stderr to $TMP/err, status to $st
+run() { "$@" > "$TMP/out" 2> "$TMP/err"; st=$?; }
+# expect NAME STATUS PATTERN (grep -E over stdout+stderr)
+expect() {
+    if [ "$st" -eq "$2" ] && cat "$TMP/out" "$TMP/err" | grep -Eq -- "$3"; then ok "$1"; else fail "$1 (status $st)"; fi
+}
+# tap_skip_unless WHY FILE...: skip the whole script (exit 77) unless every FILE exists
+tap_skip_unless() {
+    why=$1; shift
+    for f in "$@"; do
+        if [ ! -f "$f" ]; then
+            echo "1..0 # SKIP $why"
+            exit 77
+        fi
+    done
+}
+# tap_tmpdir NAME: TMP becomes a fresh $TMPDIR/pile-NAME-XXXXXX, removed on exit
+tap_tmpdir() {
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-$1-XXXXXX") || exit 1
+    trap 'rm -rf "$TMP"' EXIT
+}
+tap_done() {
+    echo "1..$n"
+    [ $failed -eq 0 ]
+}
