@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,19 @@ static inline const char *pile_test_shared(void)
 {
     const char *s = getenv("PILE_SHARED");
     return s && *s ? s : "../shared";
+}
+
+
+/* A seeded generator for randomised tests (splitmix64), so a failure
+ * reproduces: set pile_test_rng_state, then draw with pile_test_rng(). */
+static uint64_t pile_test_rng_state;
+
+static inline uint64_t pile_test_rng(void)
+{
+    uint64_t z = (pile_test_rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 
 #endif

@@ -54,16 +54,6 @@ static const char *tmp_path(const char *name, pile_buf *b)
     return b->data;
 }
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-    /* splitmix64: seeded, so a failure reproduces */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* Every line of a file, copied out: the test's own view, independent of the
  * reader's buffer lifetime. */
@@ -411,7 +401,7 @@ static void test_lines_truncated(void)
     }
 
     TEST("lines: a .zst cut anywhere returns a prefix of its lines and is marked truncated");
-    for (int i = 0; i < 3000; i++) pile_buf_printf(&a, "{\"text\": \"line %d %llx\"}\n", i, (unsigned long long)rng());
+    for (int i = 0; i < 3000; i++) pile_buf_printf(&a, "{\"text\": \"line %d %llx\"}\n", i, (unsigned long long)pile_test_rng());
     zstd_frames(a.data, a.len, 3, &z);
     size_t cuts[24];
     size_t ncut = 0;
@@ -420,7 +410,7 @@ static void test_lines_truncated(void)
     cuts[ncut++] = 9;
     cuts[ncut++] = z.len - 1;
     cuts[ncut++] = z.len - 4; /* inside the checksum */
-    while (ncut < 24) cuts[ncut++] = 4 + (size_t)(rng() % (z.len - 4));
+    while (ncut < 24) cuts[ncut++] = 4 + (size_t)(pile_test_rng() % (z.len - 4));
     for (size_t c = 0; c < ncut; c++) {
         REQUIRE(write_file(tmp_path("cut.zst", &p), z.data, cuts[c]) == 0);
         line_list l;
@@ -906,15 +896,15 @@ static void mutate(pile_buf *b)
     static const char *frags[] = {"\\ud800", "\\udc00", "\\u", "\\", "\"", "{", "}", "[", "]", ",", ":",
                                   "1e999", "-", "0", "null", "\xFF", "\xE2\x82", "\xF0\x9F\x98\x80", "\t",
                                   " ", "\\\\", "\\n", "\x00", "\"text\": \"", "NaN", "1.5e+3"};
-    int muts = 1 + (int)(rng() % 4);
+    int muts = 1 + (int)(pile_test_rng() % 4);
     for (int m = 0; m < muts; m++) {
-        size_t at = b->len ? (size_t)(rng() % (b->len + 1)) : 0;
-        switch (rng() % 5) {
+        size_t at = b->len ? (size_t)(pile_test_rng() % (b->len + 1)) : 0;
+        switch (pile_test_rng() % 5) {
         case 0: /* flip a byte */
-            if (b->len) b->data[at % b->len] = (char)rng();
+            if (b->len) b->data[at % b->len] = (char)pile_test_rng();
             break;
         case 1: { /* insert a fragment */
-            const char *f = frags[rng() % (sizeof frags / sizeof frags[0])];
+            const char *f = frags[pile_test_rng() % (sizeof frags / sizeof frags[0])];
             size_t fl = *f ? strlen(f) : 1;
             pile_buf_reserve(b, fl);
             memmove(b->data + at + fl, b->data + at, b->len - at);
@@ -923,7 +913,7 @@ static void mutate(pile_buf *b)
             break;
         }
         case 2: { /* delete a span */
-            size_t k = (size_t)(rng() % 8);
+            size_t k = (size_t)(pile_test_rng() % 8);
             if (at + k > b->len) k = b->len - at;
             memmove(b->data + at, b->data + at + k, b->len - at - k);
             b->len -= k;
@@ -933,7 +923,7 @@ static void mutate(pile_buf *b)
             b->len = at;
             break;
         default: /* random bytes */
-            for (int k = 0; k < 4 && b->len; k++) b->data[rng() % b->len] = (char)(rng() % 128);
+            for (int k = 0; k < 4 && b->len; k++) b->data[pile_test_rng() % b->len] = (char)(pile_test_rng() % 128);
             break;
         }
     }
@@ -942,7 +932,7 @@ static void mutate(pile_buf *b)
 static void test_random(void)
 {
     TEST("random: mutated real lines and random bytes agree with the independent validator");
-    rng_state = 20240607;
+    pile_test_rng_state = 20240607;
     pile_buf p = {0}, src = {0}, b = {0}, rep = {0}, line = {0};
     pile_err err;
     line_list l = {0};
@@ -954,13 +944,13 @@ static void test_random(void)
     for (int it = 0; it < 6000; it++) {
         b.len = 0;
         if (l.n && it % 4 != 0) {
-            line_rec *x = &l.v[rng() % l.n];
+            line_rec *x = &l.v[pile_test_rng() % l.n];
             if (x->len < 4000) pile_buf_append(&b, x->data, x->len);
             mutate(&b);
         } else {
-            size_t n = (size_t)(rng() % 64);
+            size_t n = (size_t)(pile_test_rng() % 64);
             static const char alpha[] = "{}[]\":,\\ u0a1e-tx\xFF\xC3\xA9" "d8";
-            for (size_t k = 0; k < n; k++) pile_buf_append(&b, &alpha[rng() % (sizeof alpha - 1)], 1);
+            for (size_t k = 0; k < n; k++) pile_buf_append(&b, &alpha[pile_test_rng() % (sizeof alpha - 1)], 1);
         }
         /* the oracle: valid JSON after the documented UTF-8 repair, lone surrogates allowed */
         rep.len = 0;

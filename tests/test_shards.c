@@ -30,20 +30,10 @@
         if (chk_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, chk_rc_, (errp)->msg);    \
     } while (0)
 
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-    /* splitmix64: seeded, so a failure reproduces */
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static uint32_t rnd(uint32_t n)
 {
-    return (uint32_t)(rng() % n);
+    return (uint32_t)(pile_test_rng() % n);
 }
 
 static char tmpdir[4096];
@@ -112,7 +102,7 @@ static void model_concat(model *m, uint32_t vocab, uint32_t max_length, int ndoc
     m->params.pad_id = vocab - 1;
     m->params.pack = PILE_PACK_CONCAT;
     m->params.split = PILE_SPLIT_TRAIN;
-    for (int i = 0; i < PILE_SHARD_FP_BYTES; i++) m->params.tokenizer_fp[i] = (uint8_t)rng();
+    for (int i = 0; i < PILE_SHARD_FP_BYTES; i++) m->params.tokenizer_fp[i] = (uint8_t)pile_test_rng();
     m->subsets[0] = "Pile-CC";
     m->subsets[1] = "Github";
     m->subsets[2] = "Ubuntu IRC \xc3\xa9"; /* a non-ASCII name */
@@ -761,7 +751,7 @@ int main(void)
         printf("# cannot create a temporary folder: %s\n", strerror(errno));
         return 1;
     }
-    rng_state = 20240601;
+    pile_test_rng_state = 20240601;
 
     TEST("round trip, 2-byte tokens (vocab 50257)");
     test_round_trip(50257, "w2.shard");
