@@ -1,0 +1,120 @@
+/* The GPT-2 family decoder-only transformer, written once over the backend
+ * interface (backend.h): learned positions, pre-LayerNorm blocks, GELU
+ * (tanh), causal attention (optionally within documents), tied input and
+ * output embeddings, dropout on the embedding and on each residual branch.
+ *
+ * Parameters, gradients and optimizer moments are each one backend
+ * allocation carved into tensors in Hugging Face GPT-2 order and layout
+ * (the tensor table below), so a checkpoint is a copy of the table. The
+ * vocabulary is padded to a multiple of 64 rows for speed; padded rows start
+ * at zero, are never predicted (pile_backend_softmax_ce ignores them) and so
+ * never receive a gradient, and are not saved.
+ *
+ * Activations for up to max_batch x seq_len positions are allocated at
+ * create; a forward may use any B <= max_batch and T <= seq_len. */
+#ifndef PILE_MODEL_H
+#define PILE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "pile_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pile_model_config {
+    int vocab_size;   /* real vocabulary (from the shards' tokenizer) */
+    int n_positions;  /* context length the position table covers */
+    int n_layer;
+    int n_head;
+    int n_embd;       /* multiple of n_head */
+    float dropout;    /* embedding and residual dropout; 0 = none */
+} pile_model_config;
+
+/* Fills dims from a preset name: "tiny" (2 layers, 2 heads, 64), "small"
+ * (~10M parameters with a 8k vocabulary: 6 layers, 6 heads, 384), "gpt2"
+ * (12/12/768), "gpt2-medium" (24/16/1024), "gpt2-large" (36/20/1280),
+ * "gpt2-xl" (48/25/1600). Leaves vocab_size, n_positions, dropout alone.
+ * PILE_EINVAL for an unknown name (the message lists the presets). */
+int pile_model_preset(pile_model_config *cfg, const char *name, pile_err *err);
+/* The vocabulary rounded up to the multiple of 64 the model allocates. */
+int pile_model_padded_vocab(int vocab_size);
+
+typedef struct pile_model pile_model;
+
+/* One parameter tensor: its Hugging Face GPT-2 name ("wte.weight",
+ * "h.0.attn.c_attn.weight", ...), shape, and place in the flat buffers. */
+typedef struct pile_tensor_info {
+    const char *name;
+    int ndim;          /* 1 or 2 */
+    int64_t shape[2];  /* as saved: wte is [vocab_size, C] (padding not included) */
+    size_t offset;     /* in floats, into params / grads / moments */
+    size_t numel;      /* as allocated (wte: padded rows included) */
+    size_t saved_numel;/* as saved (wte: vocab_size * C) */
+    int decay;         /* 1: matrices other than embeddings (weight decay applies by default) */
+    int is_embedding;  /* wte, wpe */
+} pile_tensor_info;
+
+int pile_model_create(pile_model **out, pile_backend *be, const pile_model_config *cfg, int max_batch,
+                      int seq_len, pile_err *err);
+void pile_model_free(pile_model *m); /* accepts NULL */
+const pile_model_config *pile_model_get_config(const pile_model *m);
+pile_backend *pile_model_backend(const pile_model *m);
+
+/* GPT-2 initialisation from seed: weights N(0, 0.02), the two c_proj
+ * weights of each block N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm
+ * weights 1 and biases 0, padded wte rows 0. Deterministic in seed. */
+void pile_model_init(pile_model *m, uint64_t seed);
+
+size_t pile_model_tensor_count(const pile_model *m);
+const pile_tensor_info *pile_model_tensor(const pile_model *m, size_t i);
+/* Number of parameters counted as saved (padding excluded). */
+size_t pile_model_param_count(const pile_model *m);
+/* Total floats of each flat buffer (padding included). */
+size_t pile_model_flat_size(const pile_model *m);
+/* The flat buffers, in backend memory. */
+float *pile_model_params(pile_model *m);
+float *pile_model_grads(pile_model *m);
+
+/* One batch in host memory. tokens and targets are [B*T]; targets[i] < 0
+ * means no loss at i. doc_start is NULL (plain causal attention) or [B*T]
+ * (see pile_backend_attention_fwd). */
+typedef struct pile_batch {
+    int B, T;
+    const int32_t *tokens;
+    const int32_t *targets;
+    const int32_t *doc_start;
+} pile_batch;
+
+/* What a forward measured, over the positions with a target. */
+typedef struct pile_fwd_stats {
+    double loss_sum;  /* sum of per-position cross-entropy (nats) */
+    int64_t n_tokens; /* positions with a target */
+    int64_t n_correct;/* positions whose argmax equals the target */
+} pile_fwd_stats;
+
+/* Forward pass. training != 0 applies dropout with masks drawn from
+ * dropout_seed (distinct per micro-step; the caller derives it from the
+ * run seed and the step). grad_scale != 0 also prepares the backward:
+ * the next pile_model_backward computes the gradient of
+ * grad_scale * loss_sum. grad_scale == 0 is an evaluation forward (no
+ * backward may follow). The logits stay readable until the next forward
+ * when grad_scale == 0. */
+int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uint64_t dropout_seed,
+                       float grad_scale, pile_fwd_stats *stats, pile_err *err);
+/* Accumulates (+=) the gradient of the last forward into the grads buffer. */
+int pile_model_backward(pile_model *m, pile_err *err);
+void pile_model_zero_grad(pile_model *m);
+
+/* Copies the logits of batch row b, position t of the last evaluation
+ * forward (V = vocab_size floats, padding excluded) to host memory. */
+void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

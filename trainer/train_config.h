@@ -1,0 +1,127 @@
+/* pile-trainer's settings: one plain struct, filled in this order, each
+ * step overriding the one before: built-in defaults, the preset named by
+ * `model`, a JSON config file (--config, keys named as the struct fields
+ * below, the names Python training scripts use), a DeepSpeed ds_config.json
+ * (--deepspeed), then command-line flags (--batch_size / --batch-size).
+ * Everything read that the trainer does not do yet (fp16 on the CPU, ZeRO
+ * stages, offload, unknown keys) is named in a warning, never dropped in
+ * silence. pile_train_config_print shows the resolved values and where
+ * each came from. */
+#ifndef PILE_TRAIN_CONFIG_H
+#define PILE_TRAIN_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pile_buf.h"
+#include "pile_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum pile_precision {
+    PILE_PRECISION_FP32 = 0,
+    PILE_PRECISION_BF16 = 1,
+    PILE_PRECISION_FP16 = 2,
+} pile_precision;
+
+typedef struct pile_train_config {
+    /* paths */
+    char data[1024];           /* "./shards" */
+    char checkpoint_dir[1024]; /* "./checkpoints": checkpoints, metrics.jsonl, TensorBoard events */
+    char config_file[1024];    /* --config, "" if none */
+    char deepspeed_file[1024]; /* --deepspeed, "" if none */
+    char tokenizer[1024];      /* override of the tokenizer the shards' manifest names; "" = manifest */
+
+    /* model */
+    char model[64];            /* preset: "tiny" by default */
+    int n_layer, n_head, n_embd; /* 0 = from the preset */
+    float dropout;             /* 0 */
+    int max_length;            /* 0 = the shards' max_length; else <= it */
+    int doc_mask;              /* no attention across document starts */
+    int doc_mask_loss;         /* also no loss on the first token of a document (needs doc_mask) */
+
+    /* optimisation */
+    int batch_size;            /* micro-batch rows: 8 */
+    int accumulation_steps;    /* 1 */
+    double learning_rate;      /* 6e-4 */
+    double min_lr;             /* < 0 = learning_rate / 10 */
+    int epochs;                /* 1 */
+    int64_t max_steps;         /* > 0: stop after this many optimizer steps (and schedule over them) */
+    double warmup_ratio;       /* 0.0 */
+    double weight_decay;       /* 0.01 */
+    int decay_all;             /* weight decay on biases, norms and embeddings too */
+    double adam_beta1, adam_beta2, adam_epsilon; /* 0.9, 0.999, 1e-8 */
+    double gradient_clipping;  /* 1.0; <= 0 = none */
+    uint64_t seed;             /* 42 */
+
+    /* evaluation, logging, checkpoints */
+    int64_t eval_interval;     /* optimizer steps between validations; 0 = only at epoch ends */
+    int64_t eval_rows;         /* cap on validation rows; 0 = all */
+    double val_fraction;       /* held-out share of train rows when there are no val shards: 0.01 */
+    int64_t log_interval;      /* steps between progress lines and metrics: 1 */
+    int64_t save_interval;     /* steps between step-NNNNNNN checkpoints; 0 = only epochs */
+    int resume;                /* continue from the newest checkpoint in checkpoint_dir */
+
+    /* execution */
+    char backend[32];          /* "cpu" */
+    int threads;               /* 0 = every usable core */
+    pile_precision precision;  /* fp32 on the CPU */
+    int world_size;            /* from the launcher; 1 */
+
+    /* read from ds_config.json, kept for the backends that will use them */
+    int zero_stage;            /* 0 */
+    int offload_optimizer;     /* 0 */
+    double loss_scale;         /* fp16: 0 = dynamic */
+    int initial_scale_power;   /* 16 */
+    int loss_scale_window;     /* 1000 */
+    int hysteresis;            /* 2 */
+    double min_loss_scale;     /* 1 */
+} pile_train_config;
+
+void pile_train_config_defaults(pile_train_config *c);
+
+/* Applies a JSON config file. Unknown keys: a warning each in *warnings
+ * (one line per warning). Wrong types or out-of-range values: PILE_EINVAL
+ * naming the file and key. */
+int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err);
+/* Applies a DeepSpeed config: train_micro_batch_size_per_gpu,
+ * gradient_accumulation_steps, train_batch_size (checked: micro x
+ * accumulation x world size; "auto" resolved from the others),
+ * gradient_clipping, optimizer {type, params: lr, betas, eps,
+ * weight_decay}, scheduler {WarmupLR, WarmupDecayLR, WarmupCosineLR:
+ * warmup_num_steps / total_num_steps mapped, the rest warned},
+ * fp16 {enabled, loss_scale, initial_scale_power, loss_scale_window,
+ * hysteresis, min_loss_scale}, bf16 {enabled}, zero_optimization {stage,
+ * offload_optimizer, offload_param}, steps_per_print, seed. "auto" leaves
+ * the current value. */
+int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err);
+/* Applies command-line flags argv[first..argc). Returns the index of the
+ * first argument that is not a recognised flag (argc when all were),
+ * or a negative PILE_E* with the flag named. Flags: --NAME VALUE or
+ * --NAME=VALUE for every field above (dashes or underscores), booleans as
+ * --doc-mask / --no-doc-mask. --config and --deepspeed are applied by
+ * pile_train_config_resolve, not here. */
+int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, int first, pile_err *err);
+
+/* The whole resolution for `pile-trainer train ARGS`: defaults, then the
+ * --config and --deepspeed files found in argv, then every flag. Checks
+ * the result (positive sizes, n_embd divisible by n_head, ratios in [0,1],
+ * doc_mask_loss needs doc_mask). */
+int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int first, pile_buf *warnings,
+                              pile_err *err);
+/* Checks the invariants above; PILE_EINVAL naming the field. */
+int pile_train_config_check(const pile_train_config *c, pile_err *err);
+
+/* Appends the resolved configuration as JSON (one key per line, sorted as
+ * the struct), the form --config reads back. */
+int pile_train_config_to_json(const pile_train_config *c, pile_buf *out);
+/* Help text for the flags (one line each, with the default). */
+void pile_train_config_help(pile_buf *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,63 @@
+/* The trainer's view of a folder of shards (pile-prep's output): the train
+ * rows and the validation rows, memory-mapped, as fixed-length samples.
+ *
+ * A sample is a window of T = seq_len tokens of one row (a row of
+ * max_length L gives ceil(L / T) windows; T == L is one window per row).
+ * Inputs are the window's tokens; the target at position t is the token at
+ * t + 1 of the same row, or none (-1) past the row's true length, at the
+ * row's last position, and (with doc_mask_loss) where t + 1 starts a new
+ * document. With doc_mask, doc_start[t] is the window position of the
+ * start of t's document (0 when it began before the window).
+ *
+ * Every shard must share the format version, tokenizer fingerprint, token
+ * width, vocabulary and max_length; a shard that differs is refused with
+ * a message naming both files and the difference. Validation rows come from
+ * the val-*.shard files, or, when there are none, from the last
+ * val_fraction of the train samples (kept out of training). */
+#ifndef PILE_TRAIN_DATA_H
+#define PILE_TRAIN_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pile_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pile_data pile_data;
+
+typedef struct pile_data_info {
+    uint32_t vocab_size, eot_id, pad_id, max_length;
+    uint8_t tokenizer_fp[16];
+    char tokenizer_spec[1024]; /* from manifest.json's options ("" if no manifest) */
+    uint64_t train_samples, val_samples;
+    uint64_t train_tokens, val_tokens; /* true tokens of the rows used */
+    size_t train_shards, val_shards;
+    int val_held_out;          /* 1 when validation is a held-out share of train */
+} pile_data_info;
+
+/* Opens every <split>-NNNNN.shard in dir (manifest.json optional). seq_len
+ * <= 0 means the shards' max_length. */
+int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fraction, pile_err *err);
+void pile_data_close(pile_data *d); /* accepts NULL */
+const pile_data_info *pile_data_get_info(const pile_data *d);
+int pile_data_seq_len(const pile_data *d);
+
+/* Fills perm[0..train_samples) with epoch `epoch`'s visiting order: a
+ * Fisher-Yates shuffle from a generator seeded with (seed, epoch), the
+ * same on every machine. */
+void pile_data_epoch_order(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t *perm);
+
+/* Sample i of the train (val = 0) or validation (val = 1) set into
+ * tokens/targets/doc_start[0..seq_len) (doc_start may be NULL). Returns
+ * the number of positions with a target. */
+int pile_data_sample(const pile_data *d, int val, uint64_t i, int doc_mask_loss, int32_t *tokens,
+                     int32_t *targets, int32_t *doc_start);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

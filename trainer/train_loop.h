@@ -1,0 +1,53 @@
+/* pile-trainer's three jobs, over the modules beside this header:
+ *  - train: data (train_data.h) -> model (model.h) -> AdamW (optim.h), with
+ *    gradient accumulation, warmup + cosine schedule, clipping, validation
+ *    every eval_interval steps and at each epoch's end, checkpoints
+ *    (checkpoint.h) per epoch / best / on SIGINT and SIGTERM, metrics
+ *    (metrics.h), and --resume that continues bit for bit;
+ *  - eval: a checkpoint's validation loss, accuracy and perplexity;
+ *  - sample: text from a checkpoint and a prompt.
+ * pile_trainer.c is only the command line around these. */
+#ifndef PILE_TRAIN_LOOP_H
+#define PILE_TRAIN_LOOP_H
+
+#include <stdint.h>
+
+#include "pile_error.h"
+#include "train_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Trains with a resolved configuration. Returns 0 when training finished
+ * or stopped cleanly on a signal (a checkpoint written), else PILE_E*. */
+int pile_trainer_train(const pile_train_config *cfg, pile_err *err);
+
+typedef struct pile_eval_result {
+    double loss, accuracy, perplexity;
+    int64_t tokens;
+} pile_eval_result;
+
+/* Evaluates checkpoint folder ckpt on the validation samples of data_dir
+ * (the shards the checkpoint was trained on when data_dir is NULL or "").
+ * rows caps the samples (0 = all). */
+int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int batch_size, int threads,
+                      pile_eval_result *res, pile_err *err);
+
+typedef struct pile_sample_opts {
+    const char *prompt;
+    int max_new_tokens; /* 200 */
+    double temperature; /* 1.0; 0 = greedy */
+    int top_k;          /* 0 = whole vocabulary */
+    uint64_t seed;
+    int threads;
+} pile_sample_opts;
+
+/* Writes the prompt's continuation to stdout as it is generated. */
+int pile_trainer_sample(const char *ckpt, const pile_sample_opts *opts, pile_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
