@@ -5,7 +5,11 @@
 #
 # Debian packages (apt-get, as root or through sudo) for the build, then the
 # Python packages the tests use as independent references (numpy, tiktoken,
-# tokenizers from PyPI, into whichever python3 is first on PATH).
+# tokenizers from PyPI, into whichever python3 is first on PATH), then the
+# trainer's reference set (torch, transformers, safetensors, tensorboard):
+# about 1.3 GB of wheels, ~40 s to download and ~20 s to unpack on a CI
+# machine. Failing to install that set is only a warning: the 'reference'
+# tests then skip and say why.
 # --no-python skips the Python part: the tools themselves never need Python.
 # Idempotent, and silent when everything is already there (then it needs
 # neither root nor a network).
@@ -16,7 +20,7 @@ PYTHON=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-python) PYTHON=0; shift ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -56,7 +60,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ $py_missing = 1 ] && ! py_ok; then
+# pip_flags: the flags pip install needs for the python3 on PATH.
+pip_flags() {
   flags=(--quiet --disable-pip-version-check)
   # Debian marks its system Python externally managed (PEP 668); a venv or
   # pyenv Python is not, and must not be given the override.
@@ -69,7 +74,37 @@ EOF
   if ! python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.access(sysconfig.get_paths()["purelib"], os.W_OK) else 1)'; then
     flags+=(--user)
   fi
+}
+
+if [ $py_missing = 1 ] && ! py_ok; then
+  pip_flags
   log "pip installing ${PY_MODULES[*]} for $(command -v python3)"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" "${PY_MODULES[@]}"
   py_ok || { log "python3 still cannot import ${PY_MODULES[*]}"; exit 1; }
+fi
+
+# The trainer's references (tests/reference, bench/train-cpu.sh). PyPI's
+# torch is the CUDA build; on a machine without a GPU it imports only with
+# these CUDA wheels beside it, so torch and they go in with --no-deps (the
+# rest of its CUDA libraries come from /usr/local/cuda on CI machines),
+# then torch's pure-Python dependencies, then the others with theirs.
+TORCH_PKGS=(torch==2.15.0 nvidia-cufile nvidia-cusparselt-cu13 nvidia-nvshmem-cu13 nvidia-nccl-cu13)
+TORCH_PY_DEPS=(filelock fsspec jinja2 networkx sympy typing-extensions setuptools)
+REF_PKGS=(transformers safetensors tensorboard)
+ref_ok() { python3 -c 'import torch, transformers, safetensors, tensorboard' 2>/dev/null; }
+if [ $PYTHON = 1 ] && ! ref_ok; then
+  pip_flags
+  log "pip installing the reference set (torch, transformers, safetensors, tensorboard; ~1.3 GB)"
+  if ! python3 -c 'import torch' 2>/dev/null; then
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" --no-deps "${TORCH_PKGS[@]}" ||
+      log "warning: torch did not install"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" "${TORCH_PY_DEPS[@]}" ||
+      log "warning: torch's Python dependencies did not install"
+  fi
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" "${REF_PKGS[@]}" ||
+    log "warning: ${REF_PKGS[*]} did not install"
+  if ! ref_ok; then
+    log "warning: python3 cannot import the reference set; the 'reference' tests will skip:"
+    python3 -c 'import torch, transformers, safetensors, tensorboard' 2>&1 | tail -1 | sed 's/^/install-deps:   /' >&2
+  fi
 fi

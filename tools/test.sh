@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh: install, build and run the whole test suite twice: a
 # debugoptimized build in build/, then an AddressSanitizer + UBSan build in
-# build-asan/ (without the 'slow' suite).  Ends with one line
+# build-asan/ (without the 'slow' and 'reference' suites).  Ends with one line
 # "N passed, N failed, N skipped" over both runs; exits non-zero on any
 # failure.
 #
@@ -115,8 +115,10 @@ if [ $QUICK = 0 ]; then
     say "note: LeakSanitizer does not work here; leak checks are off"
   fi
   rm -rf "$probe"
+  # (the 'reference' suite compares with PyTorch: minutes unsanitized)
   no_slow=()
   [ "$SUITE" = slow ] || no_slow=(--no-suite slow --no-suite bench)
+  [ "$SUITE" = reference ] || no_slow+=(--no-suite reference)
   pass "$BUILD-asan" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
     -- --timeout-multiplier 4 "${suite_args[@]}" "${no_slow[@]}"
 fi
