@@ -1,3 +1,965 @@
-/* placeholder: being written */
-#include <stdio.h>
-int main(void) { puts("1..0 # SKIP not written yet"); return 77; }
+/* Tests of the CPU backend (trainer/backend_cpu.c): each forward against a
+ * naive double-precision loop, each backward against central finite
+ * differences of L = sum(out * w) (w fixed random) taken on that double
+ * forward, bit-identical reruns, the cross-entropy, AdamW and dropout
+ * contracts, and the allocator's bookkeeping.
+ * Tolerances: forward |got - ref| <= 2e-5 * (1 + |ref|); gradients
+ * |got - fd| <= 1e-4 * (1 + |fd|) with h = 1e-3 (fd's own error is ~1e-6). */
+#include <math.h>
+#include <time.h>
+
+#include "backend.h"
+#include "pile_test.h"
+
+#define FWD_TOL 2e-5
+#define GRAD_TOL 1e-4
+#define FD_H 1e-3
+
+static pile_backend *be;
+
+static double urand(void) /* [-1, 1) */
+{
+    return (double)(pile_test_rng() >> 11) * (2.0 / 9007199254740992.0) - 1.0;
+}
+
+static float *hrand(size_t n, double amp)
+{
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = (float)(amp * urand());
+    return h;
+}
+
+static double *todouble(const float *f, size_t n)
+{
+    double *d = malloc((n ? n : 1) * sizeof *d);
+    for (size_t i = 0; i < n; i++) d[i] = f[i];
+    return d;
+}
+
+static void *dput(const void *h, size_t bytes)
+{
+    void *d = pile_backend_alloc(be, bytes);
+    if (d && h) pile_backend_upload(be, d, h, bytes);
+    return d;
+}
+
+static float *dget(const void *d, size_t n)
+{
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    pile_backend_download(be, h, d, n * sizeof *h);
+    return h;
+}
+
+/* Compares got[n] with ref[n]; prints the worst error; returns 0 if within tol. */
+static int close_to(const char *what, const float *got, const double *ref, size_t n, double tol)
+{
+    double worst = 0.0;
+    size_t wi = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]) / (1.0 + fabs(ref[i]));
+        if (!(e <= tol)) bad = 1; /* NaN fails too */
+        if (!(e <= worst)) {
+            worst = e;
+            wi = i;
+        }
+    }
+    if (bad) printf("# %s: element %zu got %.9g want %.9g\n", what, wi, (double)got[wi], ref[wi]);
+    printf("# %s: worst relative error %.3g over %zu values\n", what, worst, n);
+    return bad;
+}
+
+/* --------------------------------------------------- naive references */
+
+static void ref_embed(double *out, const int32_t *tok, const double *wte, const double *wpe, int B, int T, int C)
+{
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++)
+                out[((size_t)b * T + t) * C + c] = wte[(size_t)tok[b * T + t] * C + c] + wpe[(size_t)t * C + c];
+}
+
+static void ref_layernorm(double *out, double *mean, double *rstd, const double *x, const double *w,
+                          const double *b, int N, int C)
+{
+    for (int i = 0; i < N; i++) {
+        const double *r = x + (size_t)i * C;
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++) m += r[c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (r[c] - m) * (r[c] - m);
+        v /= C;
+        double rs = 1.0 / sqrt(v + 1e-5);
+        for (int c = 0; c < C; c++) out[(size_t)i * C + c] = (r[c] - m) * rs * w[c] + b[c];
+        if (mean) mean[i] = m;
+        if (rstd) rstd[i] = rs;
+    }
+}
+
+static void ref_matmul(double *out, const double *x, const double *W, const double *bias, int N, int IC, int OC)
+{
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (int k = 0; k < IC; k++) s += x[(size_t)i * IC + k] * W[(size_t)k * OC + o];
+            out[(size_t)i * OC + o] = s;
+        }
+}
+
+static void ref_logits(double *out, const double *x, const double *wte, int N, int C, int Vp)
+{
+    for (int i = 0; i < N; i++)
+        for (int v = 0; v < Vp; v++) {
+            double s = 0;
+            for (int c = 0; c < C; c++) s += x[(size_t)i * C + c] * wte[(size_t)v * C + c];
+            out[(size_t)i * Vp + v] = s;
+        }
+}
+
+static void ref_attention(double *out, double *att, const double *qkv, const int32_t *ds, int B, int T, int C,
+                          int NH)
+{
+    int hs = C / NH;
+    double scale = 1.0 / sqrt((double)hs);
+    double *row = malloc((size_t)T * sizeof *row);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                int lo = ds ? ds[b * T + t] : 0;
+                const double *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                double mx = -INFINITY, sum = 0;
+                for (int s = 0; s < T; s++) {
+                    row[s] = 0;
+                    if (s < lo || s > t) continue;
+                    const double *k = qkv + ((size_t)b * T + s) * 3 * C + C + h * hs;
+                    double d = 0;
+                    for (int i = 0; i < hs; i++) d += q[i] * k[i];
+                    row[s] = d * scale;
+                    if (row[s] > mx) mx = row[s];
+                }
+                for (int s = lo; s <= t; s++) {
+                    row[s] = exp(row[s] - mx);
+                    sum += row[s];
+                }
+                for (int s = lo; s <= t; s++) row[s] /= sum;
+                if (att) memcpy(att + (((size_t)b * NH + h) * T + t) * T, row, (size_t)T * sizeof *row);
+                for (int i = 0; i < hs; i++) {
+                    double o = 0;
+                    for (int s = lo; s <= t; s++) o += row[s] * qkv[((size_t)b * T + s) * 3 * C + 2 * C + h * hs + i];
+                    out[((size_t)b * T + t) * C + h * hs + i] = o;
+                }
+            }
+    free(row);
+}
+
+static double ref_gelu1(double x)
+{
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+/* Returns the loss of row i (0 when ignored), sets *am to the argmax. */
+static double ref_ce_row(const double *x, int tgt, int V, int *am)
+{
+    double mx = x[0];
+    *am = 0;
+    for (int j = 1; j < V; j++)
+        if (x[j] > mx) {
+            mx = x[j];
+            *am = j;
+        }
+    if (tgt < 0) return 0.0;
+    double s = 0;
+    for (int j = 0; j < V; j++) s += exp(x[j] - mx);
+    return log(s) + mx - x[tgt];
+}
+
+/* ------------------------------------------------- finite differences */
+
+/* The objective under test: reads the perturbed double inputs in G. */
+static struct fdctx {
+    int B, T, C, NH, N, IC, OC, V, Vp;
+    const int32_t *tok, *ds, *tgt;
+    double *x0, *x1, *x2; /* the differentiable inputs */
+    const double *w;      /* output weights */
+    double *out;          /* scratch for the forward */
+    size_t nout;
+    double gscale;
+} G;
+
+typedef void (*fwd_fn)(void);
+
+static double objective(fwd_fn f)
+{
+    f();
+    double s = 0;
+    for (size_t i = 0; i < G.nout; i++) s += G.out[i] * G.w[i];
+    return s;
+}
+
+/* Checks grad[j] (the backend's, minus what was there before) against the
+ * central difference for every j, or `sample` random j when n is larger. */
+static int fd_check(const char *what, fwd_fn f, double *x, size_t n, const float *after, const float *before,
+                    size_t sample)
+{
+    double worst = 0.0;
+    int bad = 0;
+    size_t count = n <= sample ? n : sample;
+    for (size_t c = 0; c < count; c++) {
+        size_t j = n <= sample ? c : (size_t)(pile_test_rng() % n);
+        double keep = x[j];
+        x[j] = keep + FD_H;
+        double fp = objective(f);
+        x[j] = keep - FD_H;
+        double fm = objective(f);
+        x[j] = keep;
+        double fd = (fp - fm) / (2 * FD_H);
+        double got = (double)after[j] - (before ? (double)before[j] : 0.0);
+        double e = fabs(got - fd) / (1.0 + fabs(fd));
+        if (!(e <= GRAD_TOL)) {
+            if (!bad) printf("# %s: d/dx[%zu] got %.9g, finite difference %.9g\n", what, j, got, fd);
+            bad = 1;
+        }
+        if (e > worst) worst = e;
+    }
+    printf("# %s: worst gradient error %.3g over %zu checked\n", what, worst, count);
+    return bad;
+}
+
+/* ---------------------------------------------------------- embedding */
+
+static void fwd_embed(void)
+{
+    ref_embed(G.out, G.tok, G.x0, G.x1, G.B, G.T, G.C);
+}
+
+static void test_embed(int B, int T, int C, int Vp)
+{
+    size_t n = (size_t)B * T * C;
+    int32_t *tok = malloc((size_t)B * T * sizeof *tok);
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(pile_test_rng() % (uint64_t)(Vp > 3 ? 3 : Vp)) * (Vp / 3);
+    float *wte = hrand((size_t)Vp * C, 1), *wpe = hrand((size_t)T * C, 1), *w = hrand(n, 1);
+    float *g0 = hrand((size_t)Vp * C, 1), *g1 = hrand((size_t)T * C, 1);
+    int32_t *dtok = dput(tok, (size_t)B * T * 4);
+    float *dwte = dput(wte, (size_t)Vp * C * 4), *dwpe = dput(wpe, (size_t)T * C * 4), *dout = dput(NULL, n * 4);
+    float *dgw = dput(g0, (size_t)Vp * C * 4), *dgp = dput(g1, (size_t)T * C * 4), *dw = dput(w, n * 4);
+    pile_backend_embed_fwd(be, dout, dtok, dwte, dwpe, B, T, C);
+    pile_backend_embed_bwd(be, dgw, dgp, dw, dtok, B, T, C);
+    G = (struct fdctx){.B = B, .T = T, .C = C, .tok = tok, .x0 = todouble(wte, (size_t)Vp * C),
+                    .x1 = todouble(wpe, (size_t)T * C), .w = todouble(w, n), .out = malloc(n * 8), .nout = n};
+    fwd_embed();
+    float *out = dget(dout, n), *gw = dget(dgw, (size_t)Vp * C), *gp = dget(dgp, (size_t)T * C);
+    ASSERT(!close_to("embed fwd", out, G.out, n, FWD_TOL));
+    ASSERT(!fd_check("embed dwte", fwd_embed, G.x0, (size_t)Vp * C, gw, g0, 400));
+    ASSERT(!fd_check("embed dwpe", fwd_embed, G.x1, (size_t)T * C, gp, g1, 400));
+    free(out), free(gw), free(gp), free(G.x0), free(G.x1), free((void *)G.w), free(G.out);
+    free(tok), free(wte), free(wpe), free(w), free(g0), free(g1);
+    pile_backend_free(be, dtok), pile_backend_free(be, dwte), pile_backend_free(be, dwpe);
+    pile_backend_free(be, dout), pile_backend_free(be, dgw), pile_backend_free(be, dgp), pile_backend_free(be, dw);
+}
+
+/* ---------------------------------------------------------- layernorm */
+
+static void fwd_ln(void)
+{
+    ref_layernorm(G.out, NULL, NULL, G.x0, G.x1, G.x2, G.N, G.C);
+}
+
+static void test_layernorm(int N, int C)
+{
+    size_t n = (size_t)N * C;
+    float *x = hrand(n, 2), *wt = hrand((size_t)C, 1), *bs = hrand((size_t)C, 1), *w = hrand(n, 1);
+    for (int i = 0; i < N; i++) /* offset rows: the variance must not cancel */
+        for (int c = 0; c < C; c++) x[(size_t)i * C + c] += (float)(3 * i);
+    float *g0 = hrand(n, 1), *g1 = hrand((size_t)C, 1), *g2 = hrand((size_t)C, 1);
+    float *dx = dput(x, n * 4), *dwt = dput(wt, (size_t)C * 4), *dbs = dput(bs, (size_t)C * 4);
+    float *dout = dput(NULL, n * 4), *dm = dput(NULL, (size_t)N * 4), *dr = dput(NULL, (size_t)N * 4);
+    float *dgx = dput(g0, n * 4), *dgw = dput(g1, (size_t)C * 4), *dgb = dput(g2, (size_t)C * 4), *dw = dput(w, n * 4);
+    pile_backend_layernorm_fwd(be, dout, dm, dr, dx, dwt, dbs, N, C);
+    pile_backend_layernorm_bwd(be, dgx, dgw, dgb, dw, dx, dwt, dm, dr, N, C);
+    G = (struct fdctx){.N = N, .C = C, .x0 = todouble(x, n), .x1 = todouble(wt, (size_t)C), .x2 = todouble(bs, (size_t)C),
+                    .w = todouble(w, n), .out = malloc(n * 8), .nout = n};
+    double *rm = malloc((size_t)N * 8), *rr = malloc((size_t)N * 8);
+    ref_layernorm(G.out, rm, rr, G.x0, G.x1, G.x2, N, C);
+    float *out = dget(dout, n), *m = dget(dm, (size_t)N), *r = dget(dr, (size_t)N);
+    float *gx = dget(dgx, n), *gw = dget(dgw, (size_t)C), *gb = dget(dgb, (size_t)C);
+    ASSERT(!close_to("layernorm fwd", out, G.out, n, FWD_TOL));
+    ASSERT(!close_to("layernorm mean", m, rm, (size_t)N, FWD_TOL));
+    ASSERT(!close_to("layernorm rstd", r, rr, (size_t)N, FWD_TOL));
+    ASSERT(!fd_check("layernorm dinp", fwd_ln, G.x0, n, gx, g0, 300));
+    ASSERT(!fd_check("layernorm dw", fwd_ln, G.x1, (size_t)C, gw, g1, 300));
+    ASSERT(!fd_check("layernorm db", fwd_ln, G.x2, (size_t)C, gb, g2, 300));
+    free(out), free(m), free(r), free(gx), free(gw), free(gb), free(rm), free(rr);
+    free(G.x0), free(G.x1), free(G.x2), free((void *)G.w), free(G.out);
+    free(x), free(wt), free(bs), free(w), free(g0), free(g1), free(g2);
+    float *ds[] = {dx, dwt, dbs, dout, dm, dr, dgx, dgw, dgb, dw};
+    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(be, ds[i]);
+}
+
+/* ------------------------------------------------------------- matmul */
+
+static void fwd_mm(void)
+{
+    ref_matmul(G.out, G.x0, G.x1, G.x2, G.N, G.IC, G.OC);
+}
+
+/* with_bias: bias in the forward and dbias in the backward; with_dinp:
+ * dinp != NULL. */
+static void test_matmul(int N, int IC, int OC, int with_bias, int with_dinp)
+{
+    size_t ni = (size_t)N * IC, nw = (size_t)IC * OC, no = (size_t)N * OC;
+    float *x = hrand(ni, 1), *W = hrand(nw, 1), *bs = hrand((size_t)OC, 1), *w = hrand(no, 1);
+    float *g0 = hrand(ni, 1), *g1 = hrand(nw, 1), *g2 = hrand((size_t)OC, 1);
+    float *dx = dput(x, ni * 4), *dW = dput(W, nw * 4), *db = dput(bs, (size_t)OC * 4), *dout = dput(NULL, no * 4);
+    float *dgx = dput(g0, ni * 4), *dgW = dput(g1, nw * 4), *dgb = dput(g2, (size_t)OC * 4), *dw = dput(w, no * 4);
+    pile_backend_matmul_fwd(be, dout, dx, dW, with_bias ? db : NULL, N, IC, OC);
+    pile_backend_matmul_bwd(be, with_dinp ? dgx : NULL, dgW, with_bias ? dgb : NULL, dw, dx, dW, N, IC, OC);
+    G = (struct fdctx){.N = N, .IC = IC, .OC = OC, .x0 = todouble(x, ni), .x1 = todouble(W, nw),
+                    .x2 = with_bias ? todouble(bs, (size_t)OC) : NULL, .w = todouble(w, no), .out = malloc(no * 8),
+                    .nout = no};
+    fwd_mm();
+    float *out = dget(dout, no), *gx = dget(dgx, ni), *gW = dget(dgW, nw), *gb = dget(dgb, (size_t)OC);
+    ASSERT(!close_to("matmul fwd", out, G.out, no, FWD_TOL));
+    if (with_dinp)
+        ASSERT(!fd_check("matmul dinp", fwd_mm, G.x0, ni, gx, g0, 300));
+    else
+        ASSERT_MEM_EQ(gx, g0, ni * 4); /* NULL dinp: nothing written anywhere */
+    ASSERT(!fd_check("matmul dW", fwd_mm, G.x1, nw, gW, g1, 300));
+    if (with_bias)
+        ASSERT(!fd_check("matmul dbias", fwd_mm, G.x2, (size_t)OC, gb, g2, 300));
+    else
+        ASSERT_MEM_EQ(gb, g2, (size_t)OC * 4);
+    free(out), free(gx), free(gW), free(gb), free(G.x0), free(G.x1), free(G.x2), free((void *)G.w), free(G.out);
+    free(x), free(W), free(bs), free(w), free(g0), free(g1), free(g2);
+    float *ds[] = {dx, dW, db, dout, dgx, dgW, dgb, dw};
+    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(be, ds[i]);
+}
+
+static void fwd_logits(void)
+{
+    ref_logits(G.out, G.x0, G.x1, G.N, G.C, G.Vp);
+}
+
+static void test_logits(int N, int C, int Vp)
+{
+    size_t ni = (size_t)N * C, nw = (size_t)Vp * C, no = (size_t)N * Vp;
+    float *x = hrand(ni, 1), *wte = hrand(nw, 1), *w = hrand(no, 1), *g0 = hrand(ni, 1), *g1 = hrand(nw, 1);
+    float *dx = dput(x, ni * 4), *dwte = dput(wte, nw * 4), *dout = dput(NULL, no * 4);
+    float *dgx = dput(g0, ni * 4), *dgw = dput(g1, nw * 4), *dw = dput(w, no * 4);
+    pile_backend_logits_fwd(be, dout, dx, dwte, N, C, Vp);
+    pile_backend_logits_bwd(be, dgx, dgw, dw, dx, dwte, N, C, Vp);
+    G = (struct fdctx){.N = N, .C = C, .Vp = Vp, .x0 = todouble(x, ni), .x1 = todouble(wte, nw), .w = todouble(w, no),
+                    .out = malloc(no * 8), .nout = no};
+    fwd_logits();
+    float *out = dget(dout, no), *gx = dget(dgx, ni), *gw = dget(dgw, nw);
+    ASSERT(!close_to("logits fwd", out, G.out, no, FWD_TOL));
+    ASSERT(!fd_check("logits dinp", fwd_logits, G.x0, ni, gx, g0, 300));
+    ASSERT(!fd_check("logits dwte", fwd_logits, G.x1, nw, gw, g1, 300));
+    free(out), free(gx), free(gw), free(G.x0), free(G.x1), free((void *)G.w), free(G.out);
+    free(x), free(wte), free(w), free(g0), free(g1);
+    float *ds[] = {dx, dwte, dout, dgx, dgw, dw};
+    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(be, ds[i]);
+}
+
+/* ---------------------------------------------------------- attention */
+
+static void fwd_att(void)
+{
+    ref_attention(G.out, NULL, G.x0, G.ds, G.B, G.T, G.C, G.NH);
+}
+
+/* Several documents per row: starts at 0 and at random later positions. */
+static int32_t *make_doc_start(int B, int T)
+{
+    int32_t *ds = malloc((size_t)B * T * sizeof *ds);
+    for (int b = 0; b < B; b++) {
+        int cur = 0;
+        for (int t = 0; t < T; t++) {
+            if (t > 0 && pile_test_rng() % 5 == 0) cur = t;
+            ds[b * T + t] = cur;
+        }
+    }
+    return ds;
+}
+
+static void test_attention(int B, int T, int C, int NH, int docs, size_t sample)
+{
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    float *qkv = hrand(nq, 1.5), *w = hrand(no, 1), *g0 = hrand(nq, 1);
+    int32_t *ds = docs ? make_doc_start(B, T) : NULL;
+    float *dq = dput(qkv, nq * 4), *dout = dput(NULL, no * 4), *datt = dput(NULL, na * 4);
+    float *dscr = dput(NULL, na * 4), *dg = dput(g0, nq * 4), *dw = dput(w, no * 4);
+    int32_t *dds = ds ? dput(ds, (size_t)B * T * 4) : NULL;
+    /* stale values in att and the scratch must not leak into the results */
+    float *junk = hrand(na, 9);
+    pile_backend_upload(be, datt, junk, na * 4);
+    pile_backend_upload(be, dscr, junk, na * 4);
+    pile_backend_attention_fwd(be, dout, datt, dq, dds, B, T, C, NH);
+    pile_backend_attention_bwd(be, dg, dscr, dw, dq, datt, dds, B, T, C, NH);
+    G = (struct fdctx){.B = B, .T = T, .C = C, .NH = NH, .ds = ds, .x0 = todouble(qkv, nq), .w = todouble(w, no),
+                    .out = malloc(no * 8), .nout = no};
+    double *ratt = malloc(na * 8);
+    ref_attention(G.out, ratt, G.x0, ds, B, T, C, NH);
+    float *out = dget(dout, no), *att = dget(datt, na), *g = dget(dg, nq);
+    ASSERT(!close_to("attention fwd", out, G.out, no, FWD_TOL));
+    ASSERT(!close_to("attention probabilities", att, ratt, na, FWD_TOL));
+    size_t masked_nonzero = 0;
+    for (size_t i = 0; i < na; i++) masked_nonzero += ratt[i] == 0.0 && att[i] != 0.0f;
+    ASSERT_EQ(masked_nonzero, 0);
+    ASSERT(!fd_check("attention dqkv", fwd_att, G.x0, nq, g, g0, sample));
+    free(out), free(att), free(g), free(ratt), free(G.x0), free((void *)G.w), free(G.out);
+    free(qkv), free(w), free(g0), free(ds), free(junk);
+    pile_backend_free(be, dq), pile_backend_free(be, dout), pile_backend_free(be, datt);
+    pile_backend_free(be, dscr), pile_backend_free(be, dg), pile_backend_free(be, dw), pile_backend_free(be, dds);
+}
+
+/* ---------------------------------------------------- elementwise ops */
+
+static void fwd_gelu(void)
+{
+    for (size_t i = 0; i < G.nout; i++) G.out[i] = ref_gelu1(G.x0[i]);
+}
+
+static void test_gelu(size_t n)
+{
+    float *x = hrand(n, 5), *w = hrand(n, 1), *g0 = hrand(n, 1);
+    float *dx = dput(x, n * 4), *dout = dput(NULL, n * 4), *dg = dput(g0, n * 4), *dw = dput(w, n * 4);
+    pile_backend_gelu_fwd(be, dout, dx, n);
+    pile_backend_gelu_bwd(be, dg, dx, dw, n);
+    G = (struct fdctx){.x0 = todouble(x, n), .w = todouble(w, n), .out = malloc(n * 8), .nout = n};
+    fwd_gelu();
+    float *out = dget(dout, n), *g = dget(dg, n);
+    ASSERT(!close_to("gelu fwd", out, G.out, n, FWD_TOL));
+    /* L = sum w gelu(x) is separable: a perturbation moves one term, so
+     * the full objective is cheap enough for every element */
+    ASSERT(!fd_check("gelu dinp", fwd_gelu, G.x0, n, g, g0, 200));
+    free(out), free(g), free(G.x0), free((void *)G.w), free(G.out), free(x), free(w), free(g0);
+    pile_backend_free(be, dx), pile_backend_free(be, dout), pile_backend_free(be, dg), pile_backend_free(be, dw);
+}
+
+static void test_add(size_t n)
+{
+    float *a = hrand(n, 1), *b = hrand(n, 1);
+    float *da = dput(a, n * 4), *db = dput(b, n * 4), *dout = dput(NULL, n * 4);
+    pile_backend_add(be, dout, da, db, n);
+    pile_backend_add(be, da, da, db, n); /* aliased */
+    float *out = dget(dout, n), *al = dget(da, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += out[i] != a[i] + b[i] || al[i] != a[i] + b[i];
+    ASSERT_EQ(bad, 0);
+    free(a), free(b), free(out), free(al);
+    pile_backend_free(be, da), pile_backend_free(be, db), pile_backend_free(be, dout);
+}
+
+static void test_dropout(void)
+{
+    size_t n = 100003;
+    float *x = hrand(n, 1);
+    for (size_t i = 0; i < n; i++)
+        if (x[i] == 0.0f) x[i] = 0.5f; /* a zero would look dropped */
+    float *d = dput(x, n * 4);
+    pile_backend_dropout(be, d, n, 0.0f, 42);
+    float *h = dget(d, n);
+    ASSERT_MEM_EQ(h, x, n * 4);
+    free(h);
+
+    pile_backend_dropout(be, d, n, 0.5f, 42);
+    float *m1 = dget(d, n);
+    size_t kept = 0, badscale = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m1[i] != 0.0f) {
+            kept++;
+            badscale += m1[i] != x[i] * 2.0f;
+        }
+    }
+    /* binomial(n, 0.5): sd ~158, so +-1000 is > 6 sd */
+    printf("# dropout p=0.5 kept %zu of %zu\n", kept, n);
+    ASSERT(kept > n / 2 - 1000 && kept < n / 2 + 1000);
+    ASSERT_EQ(badscale, 0);
+
+    /* same seed: same mask; the backward applies it to a gradient */
+    pile_backend_upload(be, d, x, n * 4);
+    pile_backend_dropout(be, d, n, 0.5f, 42);
+    float *m2 = dget(d, n);
+    ASSERT_MEM_EQ(m1, m2, n * 4);
+    /* another seed: another mask */
+    pile_backend_upload(be, d, x, n * 4);
+    pile_backend_dropout(be, d, n, 0.5f, 43);
+    float *m3 = dget(d, n);
+    ASSERT(memcmp(m1, m3, n * 4) != 0);
+    size_t both = 0;
+    for (size_t i = 0; i < n; i++) both += m1[i] != 0.0f && m3[i] != 0.0f;
+    ASSERT(both > n / 4 - 1000 && both < n / 4 + 1000); /* independent masks */
+
+    /* p = 0.1: rate and scale 1/0.9 */
+    pile_backend_upload(be, d, x, n * 4);
+    pile_backend_dropout(be, d, n, 0.1f, 7);
+    float *m4 = dget(d, n);
+    kept = 0, badscale = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m4[i] != 0.0f) {
+            kept++;
+            badscale += m4[i] != x[i] * (1.0f / 0.9f);
+        }
+    printf("# dropout p=0.1 kept %zu of %zu\n", kept, n);
+    ASSERT(kept > n * 9 / 10 - 600 && kept < n * 9 / 10 + 600); /* sd ~95 */
+    ASSERT_EQ(badscale, 0);
+    /* a prefix of the array draws the prefix of the mask (pure in (seed, i)) */
+    pile_backend_upload(be, d, x, n * 4);
+    pile_backend_dropout(be, d, 1000, 0.1f, 7);
+    float *m5 = dget(d, 1000);
+    ASSERT_MEM_EQ(m5, m4, 1000 * 4);
+    free(x), free(m1), free(m2), free(m3), free(m4), free(m5);
+    pile_backend_free(be, d);
+}
+
+/* ---------------------------------------------------------- softmax CE */
+
+static void fwd_ce(void)
+{
+    for (int i = 0; i < G.N; i++) {
+        int am;
+        G.out[i] = G.gscale * ref_ce_row(G.x0 + (size_t)i * G.Vp, G.tgt[i], G.V, &am);
+    }
+}
+
+static void test_softmax_ce(int N, int V, int Vp)
+{
+    size_t n = (size_t)N * Vp;
+    float *x = hrand(n, 4);
+    for (size_t i = 0; i < n; i++)
+        if ((int)(i % Vp) >= V) x[i] = 50.0f; /* padded columns: large, must be ignored */
+    int32_t *tgt = malloc((size_t)N * 4);
+    for (int i = 0; i < N; i++) tgt[i] = (int32_t)(pile_test_rng() % (uint64_t)V);
+    tgt[1] = -1;
+    tgt[N - 1] = -100;
+    /* row 2: a tie for the max between columns 3 and 5, target 5: wrong;
+     * row 3: the same tie, target 3: right */
+    x[2 * (size_t)Vp + 3] = x[2 * (size_t)Vp + 5] = 9.0f;
+    x[3 * (size_t)Vp + 3] = x[3 * (size_t)Vp + 5] = 9.0f;
+    tgt[2] = 5;
+    tgt[3] = 3;
+    /* row 0: target is the argmax */
+    x[tgt[0]] = 8.0f;
+    float gs = 0.37f;
+    float *dx = dput(x, n * 4), *dl = dput(NULL, (size_t)N * 4);
+    int32_t *dc = dput(NULL, (size_t)N * 4), *dt = dput(tgt, (size_t)N * 4);
+    /* without the gradient: logits untouched */
+    pile_backend_softmax_ce(be, dx, dl, dc, dt, N, V, Vp, 0.0f);
+    float *x1 = dget(dx, n), *l1 = dget(dl, (size_t)N);
+    ASSERT_MEM_EQ(x1, x, n * 4);
+    pile_backend_softmax_ce(be, dx, dl, dc, dt, N, V, Vp, gs);
+    float *g = dget(dx, n), *l2 = dget(dl, (size_t)N);
+    int32_t *corr = malloc((size_t)N * 4);
+    pile_backend_download(be, corr, dc, (size_t)N * 4);
+    ASSERT_MEM_EQ(l1, l2, (size_t)N * 4);
+
+    G = (struct fdctx){.N = N, .V = V, .Vp = Vp, .tgt = tgt, .x0 = todouble(x, n), .gscale = gs, .out = malloc((size_t)N * 8),
+                    .nout = (size_t)N};
+    double *ones = malloc((size_t)N * 8), *rl = malloc((size_t)N * 8);
+    for (int i = 0; i < N; i++) ones[i] = 1.0;
+    G.w = ones;
+    size_t badc = 0;
+    for (int i = 0; i < N; i++) {
+        int am;
+        rl[i] = ref_ce_row(G.x0 + (size_t)i * Vp, tgt[i], V, &am);
+        badc += corr[i] != (tgt[i] >= 0 && am == tgt[i]);
+    }
+    ASSERT(!close_to("softmax_ce losses", l2, rl, (size_t)N, FWD_TOL));
+    ASSERT_EQ(badc, 0);
+    ASSERT_EQ(corr[0], 1);
+    ASSERT_EQ(corr[2], 0);
+    ASSERT_EQ(corr[3], 1);
+    ASSERT_EQ(corr[1], 0);
+    ASSERT(l2[1] == 0.0f && l2[N - 1] == 0.0f);
+    size_t nonzero = 0;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < Vp; j++)
+            if ((j >= V || tgt[i] < 0) && g[(size_t)i * Vp + j] != 0.0f) nonzero++;
+    ASSERT_EQ(nonzero, 0); /* padded columns and ignored rows */
+    ASSERT(!fd_check("softmax_ce dlogits", fwd_ce, G.x0, n, g, NULL, 400));
+    free(x), free(tgt), free(x1), free(l1), free(g), free(l2), free(corr), free(ones), free(rl);
+    free(G.x0), free(G.out);
+    pile_backend_free(be, dx), pile_backend_free(be, dl), pile_backend_free(be, dc), pile_backend_free(be, dt);
+}
+
+/* ---------------------------------------------------------- optimizer */
+
+static void test_optimizer(void)
+{
+    size_t n = 10007;
+    float *x = hrand(n, 3);
+    float *d = dput(x, n * 4);
+    double ref = 0;
+    for (size_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
+    double got = pile_backend_sumsq(be, d, n);
+    printf("# sumsq %.17g ref %.17g\n", got, ref);
+    ASSERT(fabs(got - ref) <= 1e-12 * ref);
+    ASSERT(pile_backend_sumsq(be, d, 0) == 0.0);
+    pile_backend_scale(be, d, n, 0.5f);
+    float *h = dget(d, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += h[i] != x[i] * 0.5f;
+    ASSERT_EQ(bad, 0);
+    free(h), free(x);
+    pile_backend_free(be, d);
+
+    /* AdamW: two steps against the formula of backend.h in double */
+    size_t m = 1001;
+    float *p = hrand(m, 1), *g1 = hrand(m, 1), *g2 = hrand(m, 0.01);
+    float *dp = dput(p, m * 4), *dg = dput(g1, m * 4), *dm = dput(NULL, m * 4), *dv = dput(NULL, m * 4);
+    double lr = 3e-4, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+    double *rp = todouble(p, m), *rm = calloc(m, 8), *rv = calloc(m, 8);
+    for (int t = 1; t <= 2; t++) {
+        const float *gg = t == 1 ? g1 : g2;
+        if (t == 2) pile_backend_upload(be, dg, g2, m * 4);
+        pile_backend_adamw(be, dp, dg, dm, dv, m, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, t);
+        for (size_t i = 0; i < m; i++) {
+            rp[i] -= lr * wd * rp[i];
+            rm[i] = b1 * rm[i] + (1 - b1) * gg[i];
+            rv[i] = b2 * rv[i] + (1 - b2) * (double)gg[i] * gg[i];
+            rp[i] -= lr * (rm[i] / (1 - pow(b1, t))) / (sqrt(rv[i] / (1 - pow(b2, t))) + eps);
+        }
+    }
+    float *hp = dget(dp, m), *hm = dget(dm, m), *hv = dget(dv, m);
+    /* the update is ~lr per element: compare the step p - p0 to 1e-3 of lr */
+    double worst = 0;
+    for (size_t i = 0; i < m; i++) {
+        double e = fabs((double)hp[i] - rp[i]) / lr;
+        if (e > worst) worst = e;
+    }
+    printf("# adamw: worst parameter error %.3g lr\n", worst);
+    ASSERT(worst < 1e-3);
+    ASSERT(!close_to("adamw m", hm, rm, m, 1e-6));
+    ASSERT(!close_to("adamw v", hv, rv, m, 1e-6));
+    /* a hand-computed first step: g = 1, p = 1, m = v = 0: m = 0.1, v = 0.001,
+     * mhat = 1, vhat = 1, p = (1 - lr wd) - lr / (1 + eps) */
+    float one = 1.0f, pp = 1.0f, zero = 0.0f;
+    pile_backend_upload(be, dp, &pp, 4);
+    pile_backend_upload(be, dg, &one, 4);
+    pile_backend_upload(be, dm, &zero, 4);
+    pile_backend_upload(be, dv, &zero, 4);
+    pile_backend_adamw(be, dp, dg, dm, dv, 1, 0.01f, 0.9f, 0.999f, 1e-8f, 0.5f, 1);
+    pile_backend_download(be, &pp, dp, 4);
+    printf("# adamw hand step: %.9g (want %.9g)\n", (double)pp, 1.0 - 0.005 - 0.01 / (1 + 1e-8));
+    ASSERT(fabs(pp - (1.0 - 0.005 - 0.01 / (1 + 1e-8))) < 1e-6);
+    free(p), free(g1), free(g2), free(rp), free(rm), free(rv), free(hp), free(hm), free(hv);
+    pile_backend_free(be, dp), pile_backend_free(be, dg), pile_backend_free(be, dm), pile_backend_free(be, dv);
+}
+
+/* --------------------------------------------------------- determinism */
+
+/* Runs every op on one set of inputs and returns the concatenated outputs
+ * (forward results and accumulated gradients), *len floats. */
+static size_t seg_off[40];
+static int nseg;
+
+static float *run_all(pile_backend *b, const float *host, size_t *len)
+{
+    enum { B = 2, T = 150, C = 96, NH = 4, Vp = 192, V = 180 };
+    size_t nbt = (size_t)B * T, n = nbt * C, na = (size_t)B * NH * T * T;
+    pile_backend *save = be;
+    be = b;
+    size_t out_len = 0, cap = 40 * n + 2 * na;
+    float *res = malloc(cap * sizeof *res);
+#define OUT(ptr, cnt)                                                          \
+    do {                                                                       \
+        seg_off[nseg++] = out_len;                                             \
+        pile_backend_download(be, res + out_len, (ptr), (size_t)(cnt) * 4);    \
+        out_len += (size_t)(cnt);                                              \
+    } while (0)
+    int32_t tok[B * T], tgt[B * T];
+    for (size_t i = 0; i < nbt; i++) {
+        tok[i] = (int32_t)(i * 7 % 5); /* heavy repeats */
+        tgt[i] = i % 11 == 0 ? -1 : (int32_t)(i * 13 % V);
+    }
+    int32_t ds[B * T];
+    for (int bb = 0; bb < B; bb++)
+        for (int t = 0; t < T; t++) ds[bb * T + t] = t < 40 ? 0 : t < 100 ? 40 : 100;
+    int32_t *dtok = dput(tok, sizeof tok), *dtgt = dput(tgt, sizeof tgt), *dds = dput(ds, sizeof ds);
+    float *wte = dput(host, (size_t)Vp * C * 4), *wpe = dput(host + 1000, (size_t)T * C * 4);
+    float *x = dput(NULL, n * 4), *y = dput(NULL, n * 4), *qkv = dput(NULL, 3 * n * 4), *mean = dput(NULL, nbt * 4);
+    float *rstd = dput(NULL, nbt * 4), *W = dput(host + 7, (size_t)C * 3 * C * 4), *bias = dput(host + 3, 3 * (size_t)C * 4);
+    float *att = dput(NULL, na * 4), *scr = dput(NULL, na * 4), *lg = dput(NULL, nbt * Vp * 4);
+    float *dwte = dput(host + 11, (size_t)Vp * C * 4), *dwpe = dput(NULL, (size_t)T * C * 4), *dx = dput(NULL, n * 4);
+    float *dqkv = dput(host + 5, 3 * n * 4), *dW = dput(NULL, (size_t)C * 3 * C * 4), *db = dput(NULL, 3 * (size_t)C * 4);
+    float *ln_w = dput(host + 13, (size_t)C * 4), *ln_b = dput(host + 17, (size_t)C * 4);
+    float *dlnw = dput(NULL, (size_t)C * 4), *dlnb = dput(NULL, (size_t)C * 4), *loss = dput(NULL, nbt * 4);
+    int32_t *corr = dput(NULL, nbt * 4);
+    pile_backend_embed_fwd(be, x, dtok, wte, wpe, B, T, C);
+    OUT(x, n);
+    pile_backend_layernorm_fwd(be, y, mean, rstd, x, ln_w, ln_b, (int)nbt, C);
+    OUT(y, n);
+    pile_backend_matmul_fwd(be, qkv, y, W, bias, (int)nbt, C, 3 * C);
+    OUT(qkv, 3 * n);
+    pile_backend_attention_fwd(be, x, att, qkv, dds, B, T, C, NH);
+    OUT(x, n);
+    OUT(att, na);
+    pile_backend_gelu_fwd(be, y, x, n);
+    pile_backend_dropout(be, y, n, 0.3f, 99);
+    OUT(y, n);
+    pile_backend_logits_fwd(be, lg, y, wte, (int)nbt, C, Vp);
+    pile_backend_softmax_ce(be, lg, loss, corr, dtgt, (int)nbt, V, Vp, 1.0f / 300);
+    OUT(loss, nbt);
+    OUT(lg, nbt * Vp);
+    pile_backend_logits_bwd(be, dx, dwte, lg, y, wte, (int)nbt, C, Vp);
+    OUT(dx, n);
+    OUT(dwte, (size_t)Vp * C);
+    pile_backend_gelu_bwd(be, dx, x, y, n);
+    OUT(dx, n);
+    pile_backend_attention_bwd(be, dqkv, scr, dx, qkv, att, dds, B, T, C, NH);
+    OUT(dqkv, 3 * n);
+    pile_backend_matmul_bwd(be, dx, dW, db, dqkv, y, W, (int)nbt, C, 3 * C);
+    OUT(dx, n);
+    OUT(dW, (size_t)C * 3 * C);
+    OUT(db, 3 * (size_t)C);
+    pile_backend_layernorm_bwd(be, dx, dlnw, dlnb, y, x, ln_w, mean, rstd, (int)nbt, C);
+    OUT(dx, n);
+    OUT(dlnw, C);
+    OUT(dlnb, C);
+    pile_backend_embed_bwd(be, dwte, dwpe, dx, dtok, B, T, C);
+    OUT(dwte, (size_t)Vp * C);
+    OUT(dwpe, (size_t)T * C);
+    seg_off[nseg++] = out_len;
+    res[out_len++] = (float)pile_backend_sumsq(be, dW, (size_t)C * 3 * C);
+    float *am = dput(NULL, (size_t)C * 3 * C * 4), *av = dput(NULL, (size_t)C * 3 * C * 4);
+    pile_backend_adamw(be, W, dW, am, av, (size_t)C * 3 * C, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
+    pile_backend_free(be, am), pile_backend_free(be, av);
+    OUT(W, (size_t)C * 3 * C);
+#undef OUT
+    void *all[] = {dtok, dtgt, dds, wte, wpe, x, y, qkv, mean, rstd, W, bias, att, scr, lg, dwte, dwpe,
+                   dx, dqkv, dW, db, ln_w, ln_b, dlnw, dlnb, loss, corr};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(be, all[i]);
+    be = save;
+    seg_off[nseg] = out_len;
+    *len = out_len;
+    return res;
+}
+
+static void test_determinism(void)
+{
+    size_t nh = 200000;
+    float *host = hrand(nh, 1);
+    pile_err err, *ep = &err;
+    pile_backend *b3 = NULL, *b1 = NULL;
+    ASSERT_OK(pile_backend_open(&b3, "cpu", 3, &err), ep);
+    ASSERT_OK(pile_backend_open(&b1, "cpu", 1, &err), ep);
+    if (!b3 || !b1) return;
+    size_t l1, l2, l3;
+    nseg = 0;
+    float *r1 = run_all(b3, host, &l1);
+    nseg = 0;
+    float *r2 = run_all(b3, host, &l2);
+    nseg = 0;
+    float *r3 = run_all(b1, host, &l3);
+    ASSERT_EQ(l1, l2);
+    ASSERT_MEM_EQ(r1, r2, l1 * 4);
+    size_t nan = 0;
+    for (size_t i = 0; i < l1; i++) nan += !isfinite(r1[i]);
+    ASSERT_EQ(nan, 0);
+    /* 1 thread against 3: OpenBLAS may round differently, nothing more:
+     * each difference within 1e-5 of the largest value of its output */
+    ASSERT_EQ(l1, l3);
+    size_t same = 0;
+    double worst = 0;
+    for (int k = 0; k < nseg; k++) {
+        double mx = 0;
+        for (size_t i = seg_off[k]; i < seg_off[k + 1]; i++) mx = fmax(mx, fabs((double)r1[i]));
+        for (size_t i = seg_off[k]; i < seg_off[k + 1]; i++) {
+            same += r1[i] == r3[i];
+            worst = fmax(worst, fabs((double)r1[i] - r3[i]) / (mx > 0 ? mx : 1));
+        }
+    }
+    printf("# 1 vs 3 threads: %zu of %zu values identical, worst difference %.3g of its output's largest\n", same,
+           l1, worst);
+    ASSERT(worst < 1e-5);
+    free(r1), free(r2), free(r3), free(host);
+    pile_backend_close(b3);
+    pile_backend_close(b1);
+}
+
+/* Ops implemented without BLAS give the same bits with any thread count. */
+static void test_thread_independence(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *b1 = NULL, *b4 = NULL;
+    ASSERT_OK(pile_backend_open(&b1, "cpu", 1, &err), ep);
+    ASSERT_OK(pile_backend_open(&b4, "cpu", 4, &err), ep);
+    if (!b1 || !b4) return;
+    enum { N = 300, C = 200, Vp = 64 };
+    size_t n = (size_t)N * C;
+    float *x = hrand(n, 2), *w = hrand(C, 1), *bb = hrand(C, 1), *dout = hrand(n, 1);
+    int32_t tok[N];
+    for (int i = 0; i < N; i++) tok[i] = i % 3;
+    float *res[2];
+    pile_backend *bs[2] = {b1, b4};
+    for (int k = 0; k < 2; k++) {
+        pile_backend *b = bs[k];
+        float *dx = pile_backend_alloc(b, n * 4), *dw = pile_backend_alloc(b, C * 4), *db = pile_backend_alloc(b, C * 4);
+        float *dd = pile_backend_alloc(b, n * 4), *o = pile_backend_alloc(b, n * 4), *m = pile_backend_alloc(b, N * 4);
+        float *r = pile_backend_alloc(b, N * 4), *gx = pile_backend_alloc(b, n * 4), *gw = pile_backend_alloc(b, C * 4);
+        float *gb = pile_backend_alloc(b, C * 4), *gwte = pile_backend_alloc(b, (size_t)Vp * C * 4);
+        float *gwpe = pile_backend_alloc(b, n * 4);
+        int32_t *dt = pile_backend_alloc(b, sizeof tok);
+        pile_backend_upload(b, dx, x, n * 4), pile_backend_upload(b, dw, w, C * 4);
+        pile_backend_upload(b, db, bb, C * 4), pile_backend_upload(b, dd, dout, n * 4);
+        pile_backend_upload(b, dt, tok, sizeof tok);
+        pile_backend_layernorm_fwd(b, o, m, r, dx, dw, db, N, C);
+        pile_backend_layernorm_bwd(b, gx, gw, gb, dd, dx, dw, m, r, N, C);
+        pile_backend_embed_bwd(b, gwte, gwpe, dd, dt, 1, N, C);
+        float *sW = pile_backend_alloc(b, (size_t)C * C * 4);
+        pile_backend_matmul_bwd(b, NULL, sW, gb, dd, dx, sW, N, C, C); /* dbias into gb */
+        pile_backend_free(b, sW);
+        float *h = malloc((2 * n + 2 * C + (size_t)Vp * C + n + 2) * 4);
+        pile_backend_download(b, h, o, n * 4);
+        pile_backend_download(b, h + n, gx, n * 4);
+        pile_backend_download(b, h + 2 * n, gw, C * 4);
+        pile_backend_download(b, h + 2 * n + C, gb, C * 4);
+        pile_backend_download(b, h + 2 * n + 2 * C, gwte, (size_t)Vp * C * 4);
+        pile_backend_download(b, h + 2 * n + 2 * C + (size_t)Vp * C, gwpe, n * 4);
+        double s = pile_backend_sumsq(b, dd, n);
+        memcpy(h + 3 * n + 2 * C + (size_t)Vp * C, &s, 8);
+        res[k] = h;
+        void *all[] = {dx, dw, db, dd, o, m, r, gx, gw, gb, gwte, gwpe, dt};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(b, all[i]);
+    }
+    ASSERT_MEM_EQ(res[0], res[1], (3 * n + 2 * C + (size_t)Vp * C + 2) * 4);
+    free(res[0]), free(res[1]), free(x), free(w), free(bb), free(dout);
+    pile_backend_close(b1);
+    pile_backend_close(b4);
+}
+
+/* --------------------------------------------------------------- misc */
+
+static void test_open_alloc(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *b = (pile_backend *)&err;
+    int rc = pile_backend_open(&b, "cuda-nope", 0, &err);
+    ASSERT_EQ(rc, PILE_EINVAL);
+    ASSERT(b == NULL);
+    ASSERT(strstr(err.msg, "cuda-nope") && strstr(err.msg, "cpu"));
+    printf("# %s\n", err.msg);
+    pile_backend_close(NULL);
+    ASSERT_OK(pile_backend_open(&b, "cpu", 0, &err), ep);
+    if (!b) return;
+    ASSERT(pile_backend_threads(b) >= 1);
+    ASSERT_STR_EQ(pile_backend_name(b), "cpu");
+    ASSERT_EQ(pile_backend_world_size(b), 1);
+    ASSERT_EQ(pile_backend_rank(b), 0);
+    ASSERT_EQ(pile_backend_bytes_in_use(b), 0);
+    unsigned char *p = pile_backend_alloc(b, 1000), *q = pile_backend_alloc(b, 3);
+    ASSERT(p && q);
+    ASSERT_EQ((uintptr_t)p % 64, 0);
+    ASSERT_EQ((uintptr_t)q % 64, 0);
+    ASSERT_EQ(pile_backend_bytes_in_use(b), 1003);
+    size_t nz = 0;
+    for (int i = 0; i < 1000; i++) nz += p[i] != 0;
+    ASSERT_EQ(nz, 0);
+    ASSERT(pile_backend_alloc(b, SIZE_MAX - 10) == NULL);
+    ASSERT_EQ(pile_backend_bytes_in_use(b), 1003);
+    memset(p, 7, 1000);
+    pile_backend_zero(b, p + 10, 20);
+    ASSERT(p[9] == 7 && p[10] == 0 && p[29] == 0 && p[30] == 7);
+    pile_backend_free(b, p);
+    ASSERT_EQ(pile_backend_bytes_in_use(b), 3);
+    pile_backend_free(b, q);
+    pile_backend_free(b, NULL);
+    ASSERT_EQ(pile_backend_bytes_in_use(b), 0);
+    float f[3] = {1, 2, 3};
+    ASSERT_EQ(pile_backend_allreduce_sum(b, f, 3, &err), 0);
+    ASSERT(f[0] == 1 && f[1] == 2 && f[2] == 3);
+    printf("# cpu backend: %d threads\n", pile_backend_threads(b));
+    pile_backend_close(b);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A throughput note for the log (no timing is asserted). */
+static void probe(void)
+{
+    int N = 512, C = 768, T = 256, NH = 12, B = N / T;
+    size_t na = (size_t)B * NH * T * T;
+    float *x = pile_backend_alloc(be, (size_t)N * 4 * C * 4), *W = pile_backend_alloc(be, (size_t)C * 4 * C * 4);
+    float *o = pile_backend_alloc(be, (size_t)N * 4 * C * 4), *att = pile_backend_alloc(be, na * 4);
+    float *scr = pile_backend_alloc(be, na * 4), *dq = pile_backend_alloc(be, (size_t)N * 3 * C * 4);
+    if (!x || !W || !o || !att || !scr || !dq) {
+        printf("# probe: no memory\n");
+    } else {
+        double t0 = now();
+        pile_backend_matmul_fwd(be, o, x, W, NULL, N, C, 4 * C);
+        double t1 = now();
+        pile_backend_attention_fwd(be, o, att, x, NULL, B, T, C, NH);
+        double t2 = now();
+        pile_backend_attention_bwd(be, dq, scr, o, x, att, NULL, B, T, C, NH);
+        double t3 = now();
+        double mmf = 2.0 * N * C * 4 * C, atf = 2.0 * 2 * B * NH * (double)T * T / 2 * (C / NH);
+        printf("# probe (%d threads): matmul %dx%dx%d %.1f GFLOP/s; attention B=%d T=%d C=%d fwd %.1f ms "
+               "(%.1f GFLOP/s causal), bwd %.1f ms\n",
+               pile_backend_threads(be), N, C, 4 * C, mmf / (t1 - t0) * 1e-9, B, T, C, (t2 - t1) * 1e3,
+               atf / (t2 - t1) * 1e-9, (t3 - t2) * 1e3);
+    }
+    pile_backend_free(be, x), pile_backend_free(be, W), pile_backend_free(be, o);
+    pile_backend_free(be, att), pile_backend_free(be, scr), pile_backend_free(be, dq);
+}
+
+int main(void)
+{
+    pile_err err;
+    pile_test_rng_state = 20240607;
+    TEST("open, alloc, free, bytes in use, unknown name");
+    test_open_alloc();
+    if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
+        printf("Bail out! cannot open the cpu backend: %s\n", err.msg);
+        return 1;
+    }
+    TEST("embedding forward and backward (repeated tokens)");
+    test_embed(2, 5, 7, 13);
+    test_embed(3, 11, 33, 64);
+    TEST("layernorm forward and backward");
+    test_layernorm(5, 13);
+    test_layernorm(9, 67);
+    TEST("matmul forward and backward, with and without bias and dinp");
+    test_matmul(7, 13, 9, 1, 1);
+    test_matmul(5, 17, 31, 0, 1);
+    test_matmul(3, 8, 5, 1, 0);
+    test_matmul(33, 65, 70, 1, 1);
+    TEST("logits forward and backward");
+    test_logits(5, 11, 16);
+    test_logits(13, 24, 67);
+    TEST("attention, causal only");
+    test_attention(2, 7, 12, 3, 0, 100000);
+    test_attention(1, 13, 8, 1, 0, 100000);
+    TEST("attention with doc_start, several documents per row");
+    test_attention(2, 11, 12, 3, 1, 100000);
+    TEST("attention across row blocks (T = 300), doc_start");
+    test_attention(2, 300, 16, 2, 1, 60);
+    TEST("attention across row blocks (T = 257), causal");
+    test_attention(1, 257, 8, 2, 0, 60);
+    TEST("gelu forward and backward");
+    test_gelu(1001);
+    test_gelu(20000);
+    TEST("add");
+    test_add(5);
+    test_add(100001);
+    TEST("dropout");
+    test_dropout();
+    TEST("softmax cross-entropy: losses, argmax ties, ignored rows, padded columns");
+    test_softmax_ce(7, 11, 16);
+    test_softmax_ce(40, 100, 128);
+    TEST("sumsq, scale, adamw");
+    test_optimizer();
+    TEST("determinism: same bits on rerun");
+    test_determinism();
+    TEST("determinism: non-BLAS ops identical for 1 and 4 threads");
+    test_thread_independence();
+    TEST("all memory returned");
+    ASSERT_EQ(pile_backend_bytes_in_use(be), 0);
+    probe();
+    pile_backend_close(be);
+    return TEST_DONE();
+}

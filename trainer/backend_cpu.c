@@ -1,2 +1,595 @@
-/* placeholder: being written */
+/* The CPU fp32 reference backend (backend.h): matmuls and the two batched
+ * products inside attention go to OpenBLAS's sgemm (runtime-dispatched to
+ * the CPU's widest vectors), everything else is OpenMP loops over rows or
+ * elements. Every reduction this file does itself (bias, LayerNorm weight,
+ * embedding and sum-of-squares sums) runs in an order that depends on
+ * neither the schedule nor the thread count, so these ops give the same bits
+ * with any number of threads; only sgemm's results may depend on it. */
+#include <math.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
 #include "backend.h"
+
+#define ALIGN 64
+/* Loops shorter than this run on the calling thread: an OpenMP fork costs
+ * more than it saves, and the result is the same either way. */
+#define PAR_MIN 4096
+/* Channel block of the column reductions: one thread owns 32 consecutive
+ * channels (two cache lines) and walks all rows in order. */
+#define CBLK 32
+/* Row block of attention's sgemm calls: the causal triangle is covered by
+ * T/ATT_RB rectangles, so about half the masked products are skipped. */
+#define ATT_RB 128
+
+struct pile_backend {
+    int threads;
+    size_t bytes_in_use;
+};
+
+/* Each allocation carries its size in a 64-byte header so that free can
+ * keep bytes_in_use exact. */
+typedef struct {
+    size_t bytes;
+} alloc_head;
+
+static int usable_cores(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    int n = omp_get_num_procs();
+    return n > 0 ? n : 1;
+}
+
+int pile_backend_open(pile_backend **out, const char *name, int threads, pile_err *err)
+{
+    *out = NULL;
+    PILE_RETURN_IF(!name || strcmp(name, "cpu") != 0, err, PILE_EINVAL,
+                   "unknown backend '%s' (available: cpu)", name ? name : "(null)");
+    pile_backend *be = calloc(1, sizeof *be);
+    PILE_RETURN_IF(!be, err, PILE_ENOMEM, "cannot allocate the cpu backend");
+    be->threads = threads > 0 ? threads : usable_cores();
+    omp_set_num_threads(be->threads);
+    openblas_set_num_threads(be->threads);
+    *out = be;
+    return 0;
+}
+
+void pile_backend_close(pile_backend *be)
+{
+    free(be);
+}
+
+const char *pile_backend_name(const pile_backend *be)
+{
+    (void)be;
+    return "cpu";
+}
+
+int pile_backend_threads(const pile_backend *be)
+{
+    return be->threads;
+}
+
+int pile_backend_world_size(const pile_backend *be)
+{
+    (void)be;
+    return 1;
+}
+
+int pile_backend_rank(const pile_backend *be)
+{
+    (void)be;
+    return 0;
+}
+
+/* ------------------------------------------------------------- memory */
+
+void *pile_backend_alloc(pile_backend *be, size_t bytes)
+{
+    if (bytes > SIZE_MAX - 2 * ALIGN) return NULL;
+    size_t total = (bytes + ALIGN + ALIGN - 1) / ALIGN * ALIGN; /* aligned_alloc wants a multiple */
+    unsigned char *base = aligned_alloc(ALIGN, total);
+    if (!base) return NULL;
+    memset(base, 0, total);
+    ((alloc_head *)base)->bytes = bytes;
+    be->bytes_in_use += bytes;
+    return base + ALIGN;
+}
+
+void pile_backend_free(pile_backend *be, void *p)
+{
+    if (!p) return;
+    unsigned char *base = (unsigned char *)p - ALIGN;
+    be->bytes_in_use -= ((alloc_head *)base)->bytes;
+    free(base);
+}
+
+void pile_backend_upload(pile_backend *be, void *dst, const void *host_src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memcpy(dst, host_src, bytes);
+}
+
+void pile_backend_download(pile_backend *be, void *host_dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memcpy(host_dst, src, bytes);
+}
+
+void pile_backend_zero(pile_backend *be, void *p, size_t bytes)
+{
+    (void)be;
+    if (bytes) memset(p, 0, bytes);
+}
+
+size_t pile_backend_bytes_in_use(const pile_backend *be)
+{
+    return be->bytes_in_use;
+}
+
+/* --------------------------------------------------------- embeddings */
+
+void pile_backend_embed_fwd(pile_backend *be, float *out, const int32_t *tokens, const float *wte,
+                            const float *wpe, int B, int T, int C)
+{
+    long rows = (long)B * T;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (rows * C >= PAR_MIN)
+    for (long r = 0; r < rows; r++) {
+        float *o = out + r * C;
+        const float *e = wte + (size_t)tokens[r] * C;
+        const float *p = wpe + (r % T) * C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+    }
+}
+
+void pile_backend_embed_bwd(pile_backend *be, float *dwte, float *dwpe, const float *dout,
+                            const int32_t *tokens, int B, int T, int C)
+{
+    /* A token may repeat, so rows of dwte collide: each thread owns a block
+     * of channels and adds the positions in order, which makes the sums
+     * independent of the thread count without atomics. */
+    long rows = (long)B * T;
+    int nblk = (C + CBLK - 1) / CBLK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (rows * C >= PAR_MIN)
+    for (int k = 0; k < nblk; k++) {
+        int c0 = k * CBLK, c1 = c0 + CBLK < C ? c0 + CBLK : C;
+        for (long r = 0; r < rows; r++) {
+            float *w = dwte + (size_t)tokens[r] * C;
+            float *p = dwpe + (r % T) * C;
+            const float *d = dout + r * C;
+#pragma omp simd
+            for (int c = c0; c < c1; c++) {
+                w[c] += d[c];
+                p[c] += d[c];
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------- layernorm */
+
+void pile_backend_layernorm_fwd(pile_backend *be, float *out, float *mean, float *rstd, const float *inp,
+                                const float *w, const float *b, int N, int C)
+{
+#pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * C >= PAR_MIN)
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *o = out + (size_t)i * C;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int c = 0; c < C; c++) s += x[c];
+        float m = s / C;
+        /* two passes: the centred sum of squares does not cancel */
+        float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        float rs = 1.0f / sqrtf(v / C + 1e-5f);
+#pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * rs * w[c] + b[c];
+        mean[i] = m;
+        rstd[i] = rs;
+    }
+}
+
+void pile_backend_layernorm_bwd(pile_backend *be, float *dinp, float *dw, float *db, const float *dout,
+                                const float *inp, const float *w, const float *mean, const float *rstd, int N,
+                                int C)
+{
+    int par = (long)N * C >= PAR_MIN;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (par)
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
+        float *dx = dinp + (size_t)i * C;
+        float m = mean[i], rs = rstd[i];
+        float sd = 0.0f, sdn = 0.0f;
+#pragma omp simd reduction(+ : sd, sdn)
+        for (int c = 0; c < C; c++) {
+            float dn = d[c] * w[c];
+            sd += dn;
+            sdn += dn * (x[c] - m) * rs;
+        }
+        sd /= C;
+        sdn /= C;
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float n = (x[c] - m) * rs;
+            dx[c] += (d[c] * w[c] - sd - n * sdn) * rs;
+        }
+    }
+    /* dw, db: column sums over rows, one channel block per thread */
+    int nblk = (C + CBLK - 1) / CBLK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (par)
+    for (int k = 0; k < nblk; k++) {
+        int c0 = k * CBLK, c1 = c0 + CBLK < C ? c0 + CBLK : C;
+        float aw[CBLK] = {0}, ab[CBLK] = {0};
+        for (int i = 0; i < N; i++) {
+            const float *x = inp + (size_t)i * C + c0, *d = dout + (size_t)i * C + c0;
+            float m = mean[i], rs = rstd[i];
+#pragma omp simd
+            for (int c = 0; c < c1 - c0; c++) {
+                aw[c] += d[c] * (x[c] - m) * rs;
+                ab[c] += d[c];
+            }
+        }
+        for (int c = 0; c < c1 - c0; c++) {
+            dw[c0 + c] += aw[c];
+            db[c0 + c] += ab[c];
+        }
+    }
+}
+
+/* ------------------------------------------------------------ matmuls */
+
+/* OpenBLAS's thread count is process-wide: restore this backend's before
+ * its sgemm calls, in case another backend object changed it. */
+static void blas_threads(const pile_backend *be)
+{
+    if (openblas_get_num_threads() != be->threads) openblas_set_num_threads(be->threads);
+}
+
+void pile_backend_matmul_fwd(pile_backend *be, float *out, const float *inp, const float *W, const float *bias,
+                             int N, int IC, int OC)
+{
+    blas_threads(be);
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * OC >= PAR_MIN)
+        for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, bias, (size_t)OC * sizeof *out);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, inp, IC, W, OC, beta, out, OC);
+}
+
+/* Column sums of x[N, C] added to acc[C], rows in order. */
+static void colsum_add(pile_backend *be, float *acc, const float *x, int N, int C)
+{
+    int nblk = (C + CBLK - 1) / CBLK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * C >= PAR_MIN)
+    for (int k = 0; k < nblk; k++) {
+        int c0 = k * CBLK, c1 = c0 + CBLK < C ? c0 + CBLK : C;
+        float a[CBLK] = {0};
+        for (int i = 0; i < N; i++) {
+            const float *r = x + (size_t)i * C + c0;
+#pragma omp simd
+            for (int c = 0; c < c1 - c0; c++) a[c] += r[c];
+        }
+        for (int c = 0; c < c1 - c0; c++) acc[c0 + c] += a[c];
+    }
+}
+
+void pile_backend_matmul_bwd(pile_backend *be, float *dinp, float *dW, float *dbias, const float *dout,
+                             const float *inp, const float *W, int N, int IC, int OC)
+{
+    blas_threads(be);
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC, 1.0f, dout, OC, W, OC, 1.0f, dinp, IC);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N, 1.0f, inp, IC, dout, OC, 1.0f, dW, OC);
+    if (dbias) colsum_add(be, dbias, dout, N, OC);
+}
+
+void pile_backend_logits_fwd(pile_backend *be, float *out, const float *inp, const float *wte, int N, int C,
+                             int Vp)
+{
+    blas_threads(be);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Vp, C, 1.0f, inp, C, wte, C, 0.0f, out, Vp);
+}
+
+void pile_backend_logits_bwd(pile_backend *be, float *dinp, float *dwte, const float *dout, const float *inp,
+                             const float *wte, int N, int C, int Vp)
+{
+    blas_threads(be);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, Vp, 1.0f, dout, Vp, wte, C, 1.0f, dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Vp, C, N, 1.0f, dout, Vp, inp, C, 1.0f, dwte, C);
+}
+
+/* ---------------------------------------------------------- attention
+ * Per (b, h) the products are sgemm calls on strided views of qkv (row
+ * stride 3C): S = scale Q K^T, P = softmax(S) row-wise under the mask,
+ * O = P V. Rows go in blocks of ATT_RB so a block only multiplies the key
+ * columns before its end; the softmax then zeroes what the mask hides. The
+ * sgemm calls run one after another (each uses OpenBLAS's threads) and the
+ * softmax is one OpenMP loop over all B*NH*T rows. */
+
+static inline int att_lo(const int32_t *doc_start, int b, int T, int t)
+{
+    if (!doc_start) return 0;
+    int lo = doc_start[(size_t)b * T + t];
+    return lo < 0 ? 0 : lo > t ? t : lo;
+}
+
+void pile_backend_attention_fwd(pile_backend *be, float *out, float *att, const float *qkv,
+                                const int32_t *doc_start, int B, int T, int C, int NH)
+{
+    blas_threads(be);
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)3 * C, TT = (size_t)T * T;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
+            const float *k = q + C;
+            float *a = att + ((size_t)b * NH + h) * TT;
+            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, scale, q + r0 * C3, (int)C3,
+                            k, (int)C3, 0.0f, a + (size_t)r0 * T, T);
+            }
+        }
+    long rows = (long)B * NH * T;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (rows * T >= PAR_MIN)
+    for (long r = 0; r < rows; r++) {
+        int t = (int)(r % T), b = (int)(r / ((long)NH * T));
+        int lo = att_lo(doc_start, b, T, t);
+        float *a = att + (size_t)r * T;
+        float mx = -INFINITY;
+        for (int s = lo; s <= t; s++) mx = a[s] > mx ? a[s] : mx;
+        float sum = 0.0f;
+        for (int s = lo; s <= t; s++) {
+            a[s] = expf(a[s] - mx);
+            sum += a[s];
+        }
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int s = lo; s <= t; s++) a[s] *= inv;
+        for (int s = 0; s < lo; s++) a[s] = 0.0f;
+        for (int s = t + 1; s < T; s++) a[s] = 0.0f;
+    }
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *v = qkv + (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * hs;
+            const float *a = att + ((size_t)b * NH + h) * TT;
+            float *o = out + (size_t)b * T * C + (size_t)h * hs;
+            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, 1.0f, a + (size_t)r0 * T, T,
+                            v, (int)C3, 0.0f, o + (size_t)r0 * C, C);
+            }
+        }
+}
+
+void pile_backend_attention_bwd(pile_backend *be, float *dqkv, float *datt, const float *dout, const float *qkv,
+                                const float *att, const int32_t *doc_start, int B, int T, int C, int NH)
+{
+    blas_threads(be);
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t C3 = (size_t)3 * C, TT = (size_t)T * T;
+    /* dP = dO V^T (rows t, key columns up to the block's end) and
+     * dV += P^T dO (rows s take every t >= the block's start). */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * hs;
+            const float *v = qkv + off;
+            float *dv = dqkv + off;
+            const float *a = att + ((size_t)b * NH + h) * TT;
+            float *da = datt + ((size_t)b * NH + h) * TT;
+            const float *d = dout + (size_t)b * T * C + (size_t)h * hs;
+            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, 1.0f, d + (size_t)r0 * C, C,
+                            v, (int)C3, 0.0f, da + (size_t)r0 * T, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, 1.0f,
+                            a + (size_t)r0 * T + r0, T, d + (size_t)r0 * C, C, 1.0f, dv + (size_t)r0 * C3, (int)C3);
+            }
+        }
+    /* softmax backward in place: dS = P * (dP - sum(P * dP)); zero where
+     * masked, which the sgemm calls below rely on */
+    long rows = (long)B * NH * T;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (rows * T >= PAR_MIN)
+    for (long r = 0; r < rows; r++) {
+        int t = (int)(r % T), b = (int)(r / ((long)NH * T));
+        int lo = att_lo(doc_start, b, T, t);
+        const float *a = att + (size_t)r * T;
+        float *da = datt + (size_t)r * T;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int s = lo; s <= t; s++) dot += a[s] * da[s];
+#pragma omp simd
+        for (int s = lo; s <= t; s++) da[s] = a[s] * (da[s] - dot);
+        for (int s = 0; s < lo; s++) da[s] = 0.0f;
+        for (int s = t + 1; s < T; s++) da[s] = 0.0f;
+    }
+    /* dQ += scale dS K, dK += scale dS^T Q */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = (size_t)b * T * C3 + (size_t)h * hs;
+            const float *q = qkv + off, *k = q + C;
+            float *dq = dqkv + off, *dk = dq + C;
+            const float *da = datt + ((size_t)b * NH + h) * TT;
+            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, scale, da + (size_t)r0 * T, T,
+                            k, (int)C3, 1.0f, dq + (size_t)r0 * C3, (int)C3);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, scale,
+                            da + (size_t)r0 * T + r0, T, q + (size_t)r0 * C3, (int)C3, 1.0f, dk + (size_t)r0 * C3,
+                            (int)C3);
+            }
+        }
+}
+
+/* --------------------------------------------------------------- GELU */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_A 0.044715f
+
+void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_A * x * x * x)));
+    }
+}
+
+void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, const float *dout, size_t n)
+{
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float th = tanhf(GELU_K * (x + GELU_A * x * x * x));
+        float sech2 = 1.0f - th * th;
+        float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        dinp[i] += g * dout[i];
+    }
+}
+
+void pile_backend_add(pile_backend *be, float *out, const float *a, const float *b, size_t n)
+{
+#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* ------------------------------------------------------------ dropout */
+
+/* splitmix64's output for counter i of stream `seed`: a stateless hash,
+ * so any element's mask can be recomputed in any order. */
+static inline uint64_t mix64(uint64_t seed, uint64_t i)
+{
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void pile_backend_dropout(pile_backend *be, float *x, size_t n, float p, uint64_t seed)
+{
+    if (!(p > 0.0f)) return;
+    if (p >= 1.0f) {
+        memset(x, 0, n * sizeof *x);
+        return;
+    }
+    /* keep when a uniform 24-bit draw u/2^24 >= p */
+    uint32_t thresh = (uint32_t)ceil((double)p * 16777216.0);
+    float s = 1.0f / (1.0f - p);
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)(mix64(seed, i) >> 40);
+        x[i] = u >= thresh ? x[i] * s : 0.0f;
+    }
+}
+
+/* --------------------------------------------------------- cross-entropy */
+
+void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int32_t *correct,
+                             const int32_t *targets, int N, int V, int Vp, float grad_scale)
+{
+#pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * Vp >= PAR_MIN)
+    for (int i = 0; i < N; i++) {
+        float *x = logits + (size_t)i * Vp;
+        int tgt = targets[i];
+        /* a target outside [0, V) cannot be scored: treat it as ignored */
+        int use = tgt >= 0 && tgt < V;
+        float mx = x[0];
+        int am = 0;
+        for (int j = 1; j < V; j++)
+            if (x[j] > mx) { /* strict: the lowest id wins a tie */
+                mx = x[j];
+                am = j;
+            }
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += expf(x[j] - mx);
+        losses[i] = use ? (float)(log(sum) + (double)mx - (double)x[tgt]) : 0.0f;
+        correct[i] = use && am == tgt;
+        if (grad_scale == 0.0f) continue;
+        if (!use) {
+            memset(x, 0, (size_t)Vp * sizeof *x);
+            continue;
+        }
+        float k = (float)(1.0 / sum);
+        for (int j = 0; j < V; j++) x[j] = expf(x[j] - mx) * k * grad_scale;
+        x[tgt] -= grad_scale;
+        for (int j = V; j < Vp; j++) x[j] = 0.0f;
+    }
+}
+
+/* ------------------------------------------------------------ optimizer */
+
+/* sumsq splits x into at most SUMSQ_CHUNKS fixed chunks (by n alone), adds
+ * the chunk partials in order: the same bits with any thread count. */
+#define SUMSQ_CHUNKS 256
+
+double pile_backend_sumsq(pile_backend *be, const float *x, size_t n)
+{
+    double part[SUMSQ_CHUNKS];
+    size_t len = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
+    if (len < 1024) len = 1024;
+    int nch = (int)((n + len - 1) / len);
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (int k = 0; k < nch; k++) {
+        size_t i0 = k * len, i1 = i0 + len < n ? i0 + len : n;
+        double s = 0.0;
+#pragma omp simd reduction(+ : s)
+        for (size_t i = i0; i < i1; i++) s += (double)x[i] * x[i];
+        part[k] = s;
+    }
+    double s = 0.0;
+    for (int k = 0; k < nch; k++) s += part[k];
+    return s;
+}
+
+void pile_backend_scale(pile_backend *be, float *x, size_t n, float s)
+{
+#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+void pile_backend_adamw(pile_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                        float beta1, float beta2, float eps, float wd, int64_t t)
+{
+    /* the scalars as torch's single-tensor AdamW forms them: in double,
+     * rounded to float when they meet the tensors */
+    double bc1 = 1.0 - pow((double)beta1, (double)t);
+    double bc2 = 1.0 - pow((double)beta2, (double)t);
+    float decay = (float)(1.0 - (double)lr * wd);
+    float step = (float)((double)lr / bc1);
+    float bc2s = (float)sqrt(bc2);
+    float w1 = 1.0f - beta1, w2 = 1.0f - beta2;
+#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float pi = p[i] * decay;
+        float mi = m[i] + w1 * (gi - m[i]); /* torch's lerp */
+        float vi = v[i] * beta2 + w2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step * (mi / (sqrtf(vi) / bc2s + eps));
+    }
+}
+
+int pile_backend_allreduce_sum(pile_backend *be, float *x, size_t n, pile_err *err)
+{
+    (void)be;
+    (void)x;
+    (void)n;
+    (void)err;
+    return 0;
+}
