@@ -1,3 +1,618 @@
-/* placeholder: being written */
-#include <stdio.h>
-int main(void) { puts("1..0 # SKIP not written yet"); return 77; }
+/* The model and the optimizer on a tiny GPT-2 (V=61 so the vocabulary is
+ * padded to 64): every parameter tensor's gradient against central finite
+ * differences (plain causal, within documents, through dropout), GPT-2
+ * initialisation, evaluation vs training forwards, determinism, AdamW's
+ * decay flags and bias correction, clipping, and the schedule. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "model.h"
+#include "optim.h"
+#include "pile_test.h"
+
+#define V 61
+#define NPOS 16
+#define NL 2
+#define NH 2
+#define C 16
+#define MAXB 3
+#define SEQ 12
+#define B 2
+#define T 11
+
+static pile_backend *be;
+static pile_err err_rec, *E = &err_rec; /* a pointer, as ASSERT_OK tests it */
+static int32_t tokens[B * T], targets[B * T], docs[B * T];
+
+static pile_model_config tiny_cfg(float dropout)
+{
+    pile_model_config cfg = {V, NPOS, NL, NH, C, dropout};
+    return cfg;
+}
+
+static pile_model *make_model(float dropout)
+{
+    pile_model_config cfg = tiny_cfg(dropout);
+    pile_model *m = NULL;
+    int rc = pile_model_create(&m, be, &cfg, MAXB, SEQ, E);
+    if (rc < 0) {
+        printf("# pile_model_create: %s\n", E->msg);
+        return NULL;
+    }
+    return m;
+}
+
+/* A batch with ignored targets (the end of row 1 and one inside row 0) and,
+ * for the doc_start cases, documents starting at 0, 5 (row 0) and 0, 3, 8 (row 1). */
+static void make_batch(void)
+{
+    pile_test_rng_state = 7;
+    for (int i = 0; i < B * T; i++) tokens[i] = (int32_t)(pile_test_rng() % V);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int i = b * T + t;
+            targets[i] = t + 1 < T ? tokens[i + 1] : (b == 0 ? (int32_t)(pile_test_rng() % V) : -1);
+            docs[i] = b == 0 ? (t >= 5 ? 5 : 0) : (t >= 8 ? 8 : t >= 3 ? 3 : 0);
+        }
+    targets[3] = -1;
+}
+
+static float *download_params(pile_model *m)
+{
+    size_t n = pile_model_flat_size(m);
+    float *h = malloc(n * sizeof *h);
+    if (h) pile_backend_download(be, h, pile_model_params(m), n * sizeof *h);
+    return h;
+}
+
+static float *download_grads(pile_model *m)
+{
+    size_t n = pile_model_flat_size(m);
+    float *h = malloc(n * sizeof *h);
+    if (h) pile_backend_download(be, h, pile_model_grads(m), n * sizeof *h);
+    return h;
+}
+
+/* Larger-than-GPT-2 random parameters so every gradient is well above the
+ * fp32 noise of the finite differences; padded wte rows stay zero. */
+static void randomize(pile_model *m, uint64_t seed)
+{
+    float *h = download_params(m);
+    if (!h) return;
+    pile_test_rng_state = seed;
+    for (size_t i = 0; i < pile_model_tensor_count(m); i++) {
+        const pile_tensor_info *ti = pile_model_tensor(m, i);
+        int is_ln_w = strstr(ti->name, "ln_") && strstr(ti->name, ".weight");
+        for (size_t j = 0; j < ti->saved_numel; j++) {
+            double u = ((double)(pile_test_rng() >> 11) * 0x1.0p-53) * 2.0 - 1.0;
+            h[ti->offset + j] = (float)(is_ln_w ? 1.0 + 0.3 * u : 0.5 * u);
+        }
+    }
+    pile_backend_upload(be, pile_model_params(m), h, pile_model_flat_size(m) * sizeof *h);
+    free(h);
+}
+
+static double loss_of(pile_model *m, const pile_batch *bt, int training, uint64_t seed)
+{
+    pile_fwd_stats st;
+    if (pile_model_forward(m, bt, training, seed, 0.0f, &st, E) < 0) {
+        printf("# forward: %s\n", E->msg);
+        return NAN;
+    }
+    return st.loss_sum;
+}
+
+static void set_param(pile_model *m, size_t at, float value)
+{
+    pile_backend_upload(be, pile_model_params(m) + at, &value, sizeof value);
+}
+
+/* Central differences on loss_sum for ~20 entries of every tensor. */
+static void gradcheck(int use_docs, float dropout)
+{
+    pile_model *m = make_model(dropout);
+    ASSERT(m != NULL);
+    if (!m) return;
+    randomize(m, 11);
+    pile_batch bt = {B, T, tokens, targets, use_docs ? docs : NULL};
+    const int training = 1;
+    const uint64_t seed = 1234;
+    pile_model_zero_grad(m);
+    pile_fwd_stats st;
+    ASSERT_OK(pile_model_forward(m, &bt, training, seed, 1.0f, &st, E), E);
+    ASSERT_OK(pile_model_backward(m, E), E);
+    ASSERT_EQ(st.n_tokens, B * T - 2);
+    float *g = download_grads(m), *p = download_params(m);
+    ASSERT(g && p);
+    if (!g || !p) goto out;
+
+    /* padded wte rows: never predicted, never embedded */
+    const pile_tensor_info *wte = pile_model_tensor(m, 0);
+    int pad_nonzero = 0;
+    for (size_t j = wte->saved_numel; j < wte->numel; j++) pad_nonzero += g[wte->offset + j] != 0.0f;
+    ASSERT_EQ(pad_nonzero, 0);
+
+    pile_test_rng_state = 99;
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < pile_model_tensor_count(m); i++) {
+        const pile_tensor_info *ti = pile_model_tensor(m, i);
+        double gmax = 0.0;
+        for (size_t j = 0; j < ti->saved_numel; j++) gmax = fmax(gmax, fabs(g[ti->offset + j]));
+        /* every tensor takes part in the loss */
+        if (!(gmax > 1e-3)) PILE_FAIL_("%s: gradient is all (near) zero (max %g)", ti->name, gmax);
+        int bad = 0;
+        for (int k = 0; k < 20; k++) {
+            size_t at = ti->offset + (size_t)(pile_test_rng() % ti->saved_numel);
+            float orig = p[at], eps = 1e-2f;
+            float up = orig + eps, dn = orig - eps;
+            set_param(m, at, up);
+            double lp = loss_of(m, &bt, training, seed);
+            set_param(m, at, dn);
+            double lm = loss_of(m, &bt, training, seed);
+            set_param(m, at, orig);
+            double fd = (lp - lm) / ((double)up - (double)dn), an = g[at];
+            /* fp32 loss noise ~1e-5 over 2e-2 of step, plus O(eps^2) curvature */
+            double tol = 2e-2 * fmax(fabs(fd), fabs(an)) + 2e-3 * gmax + 1e-3;
+            double rel = fabs(fd - an) / (2e-2 * fmax(fabs(fd), fabs(an)) + 2e-3 * gmax + 1e-3);
+            if (rel > worst) {
+                worst = rel;
+                worst_name = ti->name;
+            }
+            if (fabs(fd - an) > tol && bad++ < 3)
+                PILE_FAIL_("%s[%zu]: finite difference %.6g, backward %.6g", ti->name, at - ti->offset, fd, an);
+        }
+    }
+    printf("# docs=%d dropout=%g: worst error / tolerance %.3f (%s)\n", use_docs, (double)dropout, worst,
+           worst_name);
+out:
+    free(g);
+    free(p);
+    pile_model_free(m);
+}
+
+static void test_table(void)
+{
+    TEST("tensor table, presets, padding");
+    ASSERT_EQ(pile_model_padded_vocab(61), 64);
+    ASSERT_EQ(pile_model_padded_vocab(64), 64);
+    ASSERT_EQ(pile_model_padded_vocab(50257), 50304);
+    pile_model_config cfg = tiny_cfg(0.0f);
+    ASSERT_OK(pile_model_preset(&cfg, "small", E), E);
+    ASSERT_EQ(cfg.n_layer, 6);
+    ASSERT_EQ(cfg.n_head, 6);
+    ASSERT_EQ(cfg.n_embd, 384);
+    ASSERT_EQ(cfg.vocab_size, V);
+    ASSERT_OK(pile_model_preset(&cfg, "gpt2-xl", E), E);
+    ASSERT_EQ(cfg.n_layer * 10000 + cfg.n_head * 1000 + cfg.n_embd, 48 * 10000 + 25 * 1000 + 1600);
+    ASSERT_EQ(pile_model_preset(&cfg, "gpt3", E), PILE_EINVAL);
+    ASSERT(strstr(E->msg, "gpt3") && strstr(E->msg, "gpt2-medium"));
+
+    pile_model *m = make_model(0.0f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    ASSERT_EQ(pile_model_tensor_count(m), 2 + 12 * NL + 2);
+    size_t expect = (size_t)V * C + (size_t)NPOS * C + (size_t)NL * (12 * C * C + 13 * C) + 2 * C;
+    ASSERT_EQ(pile_model_param_count(m), expect);
+    ASSERT_EQ(pile_model_flat_size(m), expect + (size_t)(64 - V) * C);
+    const pile_tensor_info *t0 = pile_model_tensor(m, 0), *t2 = pile_model_tensor(m, 2);
+    const pile_tensor_info *t4 = pile_model_tensor(m, 4), *t13 = pile_model_tensor(m, 13);
+    const pile_tensor_info *tl = pile_model_tensor(m, pile_model_tensor_count(m) - 1);
+    ASSERT_STR_EQ(t0->name, "wte.weight");
+    ASSERT_EQ(t0->shape[0], V);
+    ASSERT_EQ(t0->numel, 64 * C);
+    ASSERT_EQ(t0->saved_numel, V * C);
+    ASSERT(t0->is_embedding && !t0->decay);
+    ASSERT_STR_EQ(pile_model_tensor(m, 1)->name, "wpe.weight");
+    ASSERT_EQ(pile_model_tensor(m, 1)->offset, 64 * C);
+    ASSERT_STR_EQ(t2->name, "h.0.ln_1.weight");
+    ASSERT(!t2->decay && t2->ndim == 1);
+    ASSERT_STR_EQ(t4->name, "h.0.attn.c_attn.weight");
+    ASSERT(t4->decay && t4->ndim == 2 && t4->shape[0] == C && t4->shape[1] == 3 * C);
+    ASSERT_STR_EQ(pile_model_tensor(m, 5)->name, "h.0.attn.c_attn.bias");
+    ASSERT_STR_EQ(t13->name, "h.0.mlp.c_proj.bias");
+    ASSERT_STR_EQ(pile_model_tensor(m, 12)->name, "h.0.mlp.c_proj.weight");
+    ASSERT(pile_model_tensor(m, 12)->shape[0] == 4 * C && pile_model_tensor(m, 12)->shape[1] == C);
+    ASSERT_STR_EQ(pile_model_tensor(m, 14)->name, "h.1.ln_1.weight");
+    ASSERT_STR_EQ(tl->name, "ln_f.bias");
+    ASSERT_EQ(tl->offset + tl->numel, pile_model_flat_size(m));
+    ASSERT(pile_model_tensor(m, pile_model_tensor_count(m)) == NULL);
+    pile_model_free(m);
+    pile_model_free(NULL);
+
+    pile_model *bad = NULL;
+    cfg = tiny_cfg(0.0f);
+    ASSERT_EQ(pile_model_create(&bad, be, &cfg, 1, NPOS + 1, E), PILE_EINVAL);
+    ASSERT(bad == NULL && strstr(E->msg, "n_positions"));
+    cfg.n_embd = 15;
+    ASSERT_EQ(pile_model_create(&bad, be, &cfg, 1, 4, E), PILE_EINVAL);
+}
+
+static void test_init(void)
+{
+    TEST("GPT-2 initialisation and the loss at init");
+    pile_model *m = make_model(0.0f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    pile_model_init(m, 42);
+    float *a = download_params(m);
+    pile_model_init(m, 42);
+    float *b = download_params(m);
+    pile_model_init(m, 43);
+    float *c = download_params(m);
+    ASSERT(a && b && c);
+    if (a && b && c) {
+        size_t n = pile_model_flat_size(m);
+        ASSERT_MEM_EQ(a, b, n * sizeof *a);
+        ASSERT(memcmp(a, c, n * sizeof *a) != 0);
+        for (size_t i = 0; i < pile_model_tensor_count(m); i++) {
+            const pile_tensor_info *ti = pile_model_tensor(m, i);
+            double s = 0.0, s2 = 0.0;
+            for (size_t j = 0; j < ti->saved_numel; j++) {
+                s += a[ti->offset + j];
+                s2 += (double)a[ti->offset + j] * a[ti->offset + j];
+            }
+            double mean = s / (double)ti->saved_numel;
+            double sd = sqrt(s2 / (double)ti->saved_numel - mean * mean);
+            double want_sd = strstr(ti->name, "c_proj.weight") ? 0.02 / sqrt(2.0 * NL)
+                             : ti->ndim == 2                   ? 0.02
+                                                               : 0.0;
+            double want_mean = strstr(ti->name, "ln_") && strstr(ti->name, ".weight") ? 1.0 : 0.0;
+            if (want_sd == 0.0) {
+                if (!(mean == want_mean && sd == 0.0)) PILE_FAIL_("%s: mean %g sd %g", ti->name, mean, sd);
+            } else if (!(fabs(mean) < 0.2 * want_sd && fabs(sd - want_sd) < 0.12 * want_sd)) {
+                PILE_FAIL_("%s: mean %g sd %g, want sd %g", ti->name, mean, sd, want_sd);
+            }
+        }
+        const pile_tensor_info *wte = pile_model_tensor(m, 0);
+        int pad = 0;
+        for (size_t j = wte->saved_numel; j < wte->numel; j++) pad += a[wte->offset + j] != 0.0f;
+        ASSERT_EQ(pad, 0);
+    }
+    free(a);
+    free(b);
+    free(c);
+
+    pile_batch bt = {B, T, tokens, targets, NULL};
+    pile_fwd_stats st;
+    ASSERT_OK(pile_model_forward(m, &bt, 0, 0, 0.0f, &st, E), E);
+    double mean = st.loss_sum / (double)st.n_tokens;
+    if (!(fabs(mean - log((double)V)) < 0.05)) PILE_FAIL_("loss at init %g, ln(V) %g", mean, log((double)V));
+    pile_model_free(m);
+}
+
+static void test_forwards(void)
+{
+    TEST("evaluation forward: same loss as training forward, logits, counts, errors");
+    pile_model *m = make_model(0.0f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    randomize(m, 5);
+    pile_batch bt = {B, T, tokens, targets, docs};
+    pile_fwd_stats tr, ev;
+    ASSERT_OK(pile_model_forward(m, &bt, 1, 9, 1.0f / 20, &tr, E), E);
+    ASSERT_OK(pile_model_forward(m, &bt, 0, 0, 0.0f, &ev, E), E);
+    ASSERT(tr.loss_sum == ev.loss_sum);
+    ASSERT_EQ(tr.n_tokens, ev.n_tokens);
+    ASSERT_EQ(tr.n_correct, ev.n_correct);
+    ASSERT_EQ(ev.n_tokens, B * T - 2);
+
+    /* cross-entropy and argmax on the host from the copied logits */
+    double host_loss = 0.0;
+    int64_t host_correct = 0;
+    float row[V];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int y = targets[b * T + t];
+            if (y < 0) continue;
+            pile_model_copy_logits(m, b, t, row);
+            double mx = row[0], s = 0.0;
+            int am = 0;
+            for (int j = 1; j < V; j++)
+                if (row[j] > mx) mx = row[am = j];
+            for (int j = 0; j < V; j++) s += exp(row[j] - mx);
+            host_loss += log(s) + mx - row[y];
+            host_correct += am == y;
+        }
+    if (!(fabs(host_loss - ev.loss_sum) < 1e-5 * fabs(host_loss)))
+        PILE_FAIL_("host loss %.9g, model %.9g", host_loss, ev.loss_sum);
+    ASSERT_EQ(host_correct, ev.n_correct);
+
+    /* documents change what attends to what, so the loss */
+    pile_batch plain = {B, T, tokens, targets, NULL};
+    ASSERT(loss_of(m, &plain, 0, 0) != ev.loss_sum);
+    /* a shorter batch than the model was made for */
+    pile_batch small = {1, 5, tokens, targets, NULL};
+    ASSERT_OK(pile_model_forward(m, &small, 0, 0, 0.0f, &ev, E), E);
+    ASSERT_EQ(ev.n_tokens, 4);
+
+    ASSERT_EQ(pile_model_backward(m, E), PILE_EINVAL);
+    pile_batch big = {MAXB + 1, T, tokens, targets, NULL};
+    ASSERT_EQ(pile_model_forward(m, &big, 0, 0, 0.0f, &ev, E), PILE_EINVAL);
+    pile_batch longer = {1, SEQ + 1, tokens, targets, NULL};
+    ASSERT_EQ(pile_model_forward(m, &longer, 0, 0, 0.0f, &ev, E), PILE_EINVAL);
+    int32_t badtok[B * T];
+    memcpy(badtok, tokens, sizeof badtok);
+    badtok[7] = V;
+    pile_batch bad = {B, T, badtok, targets, NULL};
+    ASSERT_EQ(pile_model_forward(m, &bad, 0, 0, 0.0f, &ev, E), PILE_EINVAL);
+    ASSERT(strstr(E->msg, "61") != NULL);
+    int32_t baddoc[B * T];
+    memcpy(baddoc, docs, sizeof baddoc);
+    baddoc[2] = 3;
+    pile_batch bad2 = {B, T, tokens, targets, baddoc};
+    ASSERT_EQ(pile_model_forward(m, &bad2, 0, 0, 0.0f, &ev, E), PILE_EINVAL);
+    pile_model_free(m);
+}
+
+static void test_determinism(void)
+{
+    TEST("two forward+backward passes give identical bits; gradients accumulate");
+    pile_model *m = make_model(0.1f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    randomize(m, 3);
+    pile_batch bt = {B, T, tokens, targets, docs};
+    pile_fwd_stats s1, s2;
+    pile_model_zero_grad(m);
+    ASSERT_OK(pile_model_forward(m, &bt, 1, 77, 0.05f, &s1, E), E);
+    ASSERT_OK(pile_model_backward(m, E), E);
+    float *g1 = download_grads(m);
+    pile_model_zero_grad(m);
+    ASSERT_OK(pile_model_forward(m, &bt, 1, 77, 0.05f, &s2, E), E);
+    ASSERT_OK(pile_model_backward(m, E), E);
+    float *g2 = download_grads(m);
+    /* a second micro-batch adds to what is there */
+    ASSERT_OK(pile_model_forward(m, &bt, 1, 77, 0.05f, &s2, E), E);
+    ASSERT_OK(pile_model_backward(m, E), E);
+    float *g3 = download_grads(m);
+    ASSERT(g1 && g2 && g3);
+    if (g1 && g2 && g3) {
+        size_t n = pile_model_flat_size(m);
+        ASSERT(memcmp(&s1.loss_sum, &s2.loss_sum, sizeof s1.loss_sum) == 0);
+        ASSERT_MEM_EQ(g1, g2, n * sizeof *g1);
+        size_t off = 0;
+        for (size_t i = 0; i < n; i++) off += fabsf(g3[i] - 2.0f * g1[i]) > 1e-6f * (1.0f + fabsf(g3[i]));
+        ASSERT_EQ(off, 0);
+    }
+    free(g1);
+    free(g2);
+    free(g3);
+    pile_model_free(m);
+}
+
+static void test_dropout(void)
+{
+    TEST("dropout: changes the training loss by seed, never the evaluation loss");
+    pile_model *m0 = make_model(0.0f), *m1 = make_model(0.1f);
+    ASSERT(m0 && m1);
+    if (m0 && m1) {
+        randomize(m0, 8);
+        randomize(m1, 8);
+        pile_batch bt = {B, T, tokens, targets, NULL};
+        double plain = loss_of(m0, &bt, 1, 5);
+        ASSERT(loss_of(m0, &bt, 1, 6) == plain); /* p == 0: seeds do nothing */
+        ASSERT(loss_of(m1, &bt, 0, 5) == plain);
+        double a = loss_of(m1, &bt, 1, 5), b = loss_of(m1, &bt, 1, 5), c = loss_of(m1, &bt, 1, 6);
+        ASSERT(a == b);
+        ASSERT(a != plain);
+        ASSERT(a != c);
+        ASSERT(isfinite(a) && isfinite(c));
+    }
+    pile_model_free(m0);
+    pile_model_free(m1);
+}
+
+static void test_adamw_trains(void)
+{
+    TEST("AdamW steps on a fixed batch reduce the loss; padded rows stay zero");
+    pile_model *m = make_model(0.0f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    pile_model_init(m, 1);
+    pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0};
+    pile_optim *o = NULL;
+    ASSERT_OK(pile_optim_create(&o, m, &ac, E), E);
+    if (!o) {
+        pile_model_free(m);
+        return;
+    }
+    pile_batch bt = {B, T, tokens, targets, docs};
+    double first = 0.0, last = 0.0;
+    for (int s = 0; s < 30; s++) {
+        pile_fwd_stats st;
+        pile_model_zero_grad(m);
+        ASSERT_OK(pile_model_forward(m, &bt, 1, (uint64_t)s, 1.0f / (B * T - 2), &st, E), E);
+        ASSERT_OK(pile_model_backward(m, E), E);
+        double norm = pile_optim_grad_norm(o);
+        ASSERT(isfinite(norm) && norm > 0.0);
+        pile_optim_step(o, norm, 1.0f, 1e-2f);
+        if (s == 0) first = st.loss_sum / (double)st.n_tokens;
+        last = st.loss_sum / (double)st.n_tokens;
+    }
+    printf("# mean loss %.4f -> %.4f after 30 steps\n", first, last);
+    ASSERT(last < first - 1.0);
+    ASSERT_EQ(pile_optim_steps(o), 30);
+    float *p = download_params(m);
+    if (p) {
+        const pile_tensor_info *wte = pile_model_tensor(m, 0);
+        int pad = 0;
+        for (size_t j = wte->saved_numel; j < wte->numel; j++) pad += p[wte->offset + j] != 0.0f;
+        ASSERT_EQ(pad, 0);
+    }
+    free(p);
+    pile_optim_free(o);
+    pile_optim_free(NULL);
+    pile_model_free(m);
+}
+
+static void test_adamw_exact(void)
+{
+    TEST("AdamW: decay only where flagged (or decay_all), bias correction from the step count");
+    pile_model *m = make_model(0.0f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    for (int all = 0; all < 2; all++) {
+        randomize(m, 21);
+        float *p0 = download_params(m);
+        pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.1f, all};
+        pile_optim *o = NULL;
+        ASSERT_OK(pile_optim_create(&o, m, &ac, E), E);
+        if (!o || !p0) {
+            free(p0);
+            pile_optim_free(o);
+            break;
+        }
+        /* zero gradients: Adam's update is exactly 0, only decay moves p */
+        pile_model_zero_grad(m);
+        pile_optim_step(o, 0.0, 1.0f, 0.5f);
+        float *p1 = download_params(m);
+        int wrong = 0;
+        for (size_t i = 0; p1 && i < pile_model_tensor_count(m); i++) {
+            const pile_tensor_info *ti = pile_model_tensor(m, i);
+            int decays = all || ti->decay;
+            for (size_t j = 0; j < ti->numel; j++) {
+                float a = p0[ti->offset + j], b = p1[ti->offset + j];
+                float want = decays && j < ti->saved_numel ? a * (1.0f - 0.05f) : a;
+                if (fabsf(b - want) > 1e-6f * fabsf(a) && wrong++ < 3)
+                    PILE_FAIL_("decay_all=%d %s[%zu]: %g -> %g, want %g", all, ti->name, j, a, b, want);
+            }
+        }
+        ASSERT_EQ(wrong, 0);
+        free(p0);
+        free(p1);
+        pile_optim_free(o);
+    }
+
+    /* one step at t = 6 from zero moments, no decay, against the formula */
+    randomize(m, 22);
+    pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.0f, 0};
+    pile_optim *o = NULL;
+    ASSERT_OK(pile_optim_create(&o, m, &ac, E), E);
+    size_t n = pile_model_flat_size(m);
+    float *g = malloc(n * sizeof *g), *p0 = download_params(m);
+    if (o && g && p0) {
+        pile_test_rng_state = 4;
+        for (size_t i = 0; i < n; i++) g[i] = (float)((double)(pile_test_rng() >> 11) * 0x1.0p-53 - 0.5);
+        const pile_tensor_info *wte = pile_model_tensor(m, 0);
+        for (size_t j = wte->saved_numel; j < wte->numel; j++) g[wte->offset + j] = 0.0f;
+        pile_backend_upload(be, pile_model_grads(m), g, n * sizeof *g);
+        pile_optim_set_steps(o, 5);
+        pile_optim_step(o, 1.0, 0.0f, 1e-3f);
+        ASSERT_EQ(pile_optim_steps(o), 6);
+        float *p1 = download_params(m);
+        int wrong = 0;
+        for (size_t i = 0; p1 && i < n; i++) {
+            double mh = 0.1 * g[i] / (1.0 - pow(0.9, 6)), vh = 0.05 * (double)g[i] * g[i] / (1.0 - pow(0.95, 6));
+            double want = p0[i] - 1e-3 * mh / (sqrt(vh) + 1e-8);
+            if (fabs(p1[i] - want) > 1e-6 * (fabs(want) + 1e-3) && wrong++ < 3)
+                PILE_FAIL_("p[%zu]: %.9g, want %.9g", i, p1[i], want);
+        }
+        ASSERT_EQ(wrong, 0);
+        free(p1);
+    }
+    free(g);
+    free(p0);
+    pile_optim_free(o);
+    pile_model_free(m);
+}
+
+static void test_clip(void)
+{
+    TEST("clipping: the global norm, scaled by max_norm / (norm + 1e-6) only when below 1");
+    pile_model *m = make_model(0.0f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.0f, 0};
+    pile_optim *o = NULL;
+    ASSERT_OK(pile_optim_create(&o, m, &ac, E), E);
+    size_t n = pile_model_flat_size(m);
+    float *g = malloc(n * sizeof *g);
+    if (o && g) {
+        pile_test_rng_state = 17;
+        double ss = 0.0;
+        const pile_tensor_info *wte = pile_model_tensor(m, 0);
+        for (size_t i = 0; i < n; i++) {
+            int pad = i >= wte->saved_numel && i < wte->numel;
+            g[i] = pad ? 0.0f : (float)((double)(pile_test_rng() >> 11) * 0x1.0p-53 - 0.5);
+            ss += (double)g[i] * g[i];
+        }
+        pile_backend_upload(be, pile_model_grads(m), g, n * sizeof *g);
+        double norm = pile_optim_grad_norm(o);
+        if (!(fabs(norm - sqrt(ss)) < 1e-12 * sqrt(ss))) PILE_FAIL_("norm %.17g, want %.17g", norm, sqrt(ss));
+
+        float *h = malloc(n * sizeof *h);
+        float maxes[3] = {(float)(norm / 4), (float)(norm * 2), 0.0f};
+        for (int k = 0; h && k < 3; k++) {
+            pile_backend_upload(be, pile_model_grads(m), g, n * sizeof *g);
+            pile_optim_step(o, norm, maxes[k], 0.0f); /* lr 0: only the clipping shows */
+            pile_backend_download(be, h, pile_model_grads(m), n * sizeof *h);
+            float coef = maxes[k] / ((float)norm + 1e-6f);
+            int wrong = 0;
+            for (size_t i = 0; i < n; i++) {
+                float want = k == 0 ? g[i] * coef : g[i];
+                wrong += memcmp(&h[i], &want, sizeof want) != 0;
+            }
+            if (wrong) PILE_FAIL_("max_norm %g: %d gradients not scaled exactly", (double)maxes[k], wrong);
+        }
+        free(h);
+    }
+    free(g);
+    pile_optim_free(o);
+    pile_model_free(m);
+}
+
+static int near(double a, double b) { return fabs(a - b) <= 1e-12 * fmax(fabs(a), fabs(b)) + 1e-18; }
+
+static void test_schedule(void)
+{
+    TEST("schedule: linear warmup from 0, cosine to min_lr; warmup steps");
+    double lr = 1e-3, mn = 1e-4;
+    ASSERT(pile_lr_at(0, 100, 10, lr, mn) == 0.0);
+    ASSERT(near(pile_lr_at(1, 100, 10, lr, mn), 1e-4));
+    ASSERT(near(pile_lr_at(5, 100, 10, lr, mn), 5e-4));
+    ASSERT(near(pile_lr_at(10, 100, 10, lr, mn), 1e-3));
+    ASSERT(near(pile_lr_at(55, 100, 10, lr, mn), 5.5e-4));
+    ASSERT(near(pile_lr_at(100, 100, 10, lr, mn), 1e-4));
+    /* step 40 of 90 after warmup: min + (lr - min) * 0.5 * (1 + cos(pi/3)) */
+    ASSERT(near(pile_lr_at(40, 100, 10, lr, mn), 1e-4 + 9e-4 * 0.5 * (1.0 + cos(M_PI * 30.0 / 90.0))));
+    ASSERT(near(pile_lr_at(0, 50, 0, lr, 0.0), 1e-3));
+    ASSERT(near(pile_lr_at(25, 50, 0, lr, 0.0), 5e-4));
+    ASSERT(pile_lr_at(50, 50, 0, lr, 0.0) < 1e-18);
+    ASSERT(near(pile_lr_at(3, 3, 3, lr, mn), lr));
+    ASSERT(pile_lr_at(7, 100, 10, 0.0, 0.0) == 0.0);
+    ASSERT_EQ(pile_warmup_steps(0.1, 95), 10);
+    ASSERT_EQ(pile_warmup_steps(0.1, 100), 10);
+    ASSERT_EQ(pile_warmup_steps(0.05, 30), 2);
+    ASSERT_EQ(pile_warmup_steps(0.0, 100), 0);
+    ASSERT_EQ(pile_warmup_steps(1.0, 7), 7);
+}
+
+int main(void)
+{
+    if (pile_backend_open(&be, "cpu", 2, E) < 0) {
+        printf("# %s\n", E->msg);
+        printf("not ok 1 - open the cpu backend\n1..1\n");
+        return 1;
+    }
+    make_batch();
+    test_table();
+    test_init();
+    test_forwards();
+    TEST("gradients against finite differences, causal");
+    gradcheck(0, 0.0f);
+    TEST("gradients against finite differences, within documents");
+    gradcheck(1, 0.0f);
+    TEST("gradients against finite differences, through dropout");
+    gradcheck(1, 0.2f);
+    test_determinism();
+    test_dropout();
+    test_adamw_trains();
+    test_adamw_exact();
+    test_clip();
+    test_schedule();
+    pile_backend_close(be);
+    return TEST_DONE();
+}

@@ -1,2 +1,578 @@
-/* placeholder: being written */
+/* The GPT-2 family model over backend.h: the tensor table (Hugging Face
+ * names and Conv1D layouts), GPT-2 initialisation, the forward pass with
+ * its loss, and the backward in reverse. Every float operation goes through
+ * pile_backend_*, so the same file drives the CPU reference and a device
+ * backend; model.c itself only touches host copies of integers and stats. */
 #include "model.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Per-layer tensors, in Hugging Face order after wte and wpe. */
+enum {
+    T_LN1_W,
+    T_LN1_B,
+    T_ATTN_W,
+    T_ATTN_B,
+    T_ATTN_PROJ_W,
+    T_ATTN_PROJ_B,
+    T_LN2_W,
+    T_LN2_B,
+    T_FC_W,
+    T_FC_B,
+    T_FC_PROJ_W,
+    T_FC_PROJ_B,
+    T_PER_LAYER
+};
+
+#define T_WTE 0
+#define T_WPE 1
+#define T_LAYER0 2
+#define NAME_MAX_LEN 48
+
+/* Dropout sites beside the per-layer ones; the seed of a site mixes these in. */
+#define SITE_EMBED 0
+#define SITE_ATTN 1
+#define SITE_MLP 2
+
+/* One layer's saved activations (see the layout in pile_model_create). */
+typedef struct layer_acts {
+    float *ln1, *ln1_mean, *ln1_rstd;
+    float *qkv;
+    float *atty;
+    float *att;
+    float *attproj;
+    float *resid2;
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fch, *fch_gelu;
+    float *fcproj;
+    float *resid3;
+} layer_acts;
+
+struct pile_model {
+    pile_backend *be;
+    pile_model_config cfg;
+    int Vp;
+    int max_batch, seq_len;
+
+    pile_tensor_info *tensors;
+    size_t n_tensors;
+    char *names;
+    size_t flat;
+    size_t param_count;
+    float *params, *grads;
+
+    void *acts;
+    float *encoded;
+    layer_acts *layers;
+    float *lnf, *lnf_mean, *lnf_rstd;
+    float *logits;
+    float *losses;
+    float *dresid, *dbranch, *dsmall, *dwide, *dwide2, *datt;
+    int32_t *tokens, *targets, *doc_start, *correct;
+
+    /* host mirrors for the per-row stats of a forward */
+    float *host_losses;
+    int32_t *host_correct;
+
+    /* the last forward */
+    int last_B, last_T;
+    int last_has_doc;
+    int last_dropout;     /* dropout masks were applied */
+    uint64_t last_seed;
+    int bwd_ready;        /* logits hold dlogits; a backward may follow */
+    int logits_valid;     /* logits hold logits (evaluation forward) */
+};
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* A distinct, well-mixed seed per (layer, site), so no two dropout sites
+ * of one forward share a mask. */
+static uint64_t site_seed(uint64_t seed, int layer, int site)
+{
+    uint64_t s = seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(layer * 4 + site + 1));
+    splitmix64(&s);
+    return splitmix64(&s);
+}
+
+int pile_model_padded_vocab(int vocab_size)
+{
+    if (vocab_size <= 0) return 0;
+    return (int)(((int64_t)vocab_size + 63) / 64 * 64);
+}
+
+static const struct {
+    const char *name;
+    int n_layer, n_head, n_embd;
+} presets[] = {
+    {"tiny", 2, 2, 64},
+    {"small", 6, 6, 384},
+    {"gpt2", 12, 12, 768},
+    {"gpt2-medium", 24, 16, 1024},
+    {"gpt2-large", 36, 20, 1280},
+    {"gpt2-xl", 48, 25, 1600},
+};
+
+int pile_model_preset(pile_model_config *cfg, const char *name, pile_err *err)
+{
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        if (name && strcmp(name, presets[i].name) == 0) {
+            cfg->n_layer = presets[i].n_layer;
+            cfg->n_head = presets[i].n_head;
+            cfg->n_embd = presets[i].n_embd;
+            return 0;
+        }
+    }
+    return pile_err_set(err, PILE_EINVAL,
+                        "unknown model preset '%s' (presets: tiny, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl)",
+                        name ? name : "");
+}
+
+/* ------------------------------------------------------- tensor table */
+
+static void add_tensor(pile_model *m, char **name_at, const char *name, int ndim, int64_t d0, int64_t d1,
+                       size_t numel, int decay, int is_embedding)
+{
+    pile_tensor_info *t = &m->tensors[m->n_tensors++];
+    snprintf(*name_at, NAME_MAX_LEN, "%s", name);
+    t->name = *name_at;
+    *name_at += NAME_MAX_LEN;
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim == 2 ? d1 : 0;
+    t->saved_numel = (size_t)d0 * (size_t)(ndim == 2 ? d1 : 1);
+    t->numel = numel ? numel : t->saved_numel;
+    t->offset = m->flat;
+    t->decay = decay;
+    t->is_embedding = is_embedding;
+    m->flat += t->numel;
+    m->param_count += t->saved_numel;
+}
+
+static int build_table(pile_model *m)
+{
+    const int L = m->cfg.n_layer, C = m->cfg.n_embd;
+    size_t n = 2 + (size_t)L * T_PER_LAYER + 2;
+    m->tensors = calloc(n, sizeof *m->tensors);
+    m->names = calloc(n, NAME_MAX_LEN);
+    if (!m->tensors || !m->names) return PILE_ENOMEM;
+    char *at = m->names;
+    char name[NAME_MAX_LEN];
+    add_tensor(m, &at, "wte.weight", 2, m->cfg.vocab_size, C, (size_t)m->Vp * (size_t)C, 0, 1);
+    add_tensor(m, &at, "wpe.weight", 2, m->cfg.n_positions, C, 0, 0, 1);
+    static const struct {
+        const char *suffix;
+        int rows, cols; /* in units of C; cols 0: a vector */
+    } per_layer[T_PER_LAYER] = {
+        {"ln_1.weight", 1, 0},      {"ln_1.bias", 1, 0},       {"attn.c_attn.weight", 1, 3},
+        {"attn.c_attn.bias", 3, 0}, {"attn.c_proj.weight", 1, 1}, {"attn.c_proj.bias", 1, 0},
+        {"ln_2.weight", 1, 0},      {"ln_2.bias", 1, 0},       {"mlp.c_fc.weight", 1, 4},
+        {"mlp.c_fc.bias", 4, 0},    {"mlp.c_proj.weight", 4, 1}, {"mlp.c_proj.bias", 1, 0},
+    };
+    for (int l = 0; l < L; l++) {
+        for (int k = 0; k < T_PER_LAYER; k++) {
+            snprintf(name, sizeof name, "h.%d.%s", l, per_layer[k].suffix);
+            int two = per_layer[k].cols != 0;
+            add_tensor(m, &at, name, two ? 2 : 1, (int64_t)per_layer[k].rows * C,
+                       two ? (int64_t)per_layer[k].cols * C : 0, 0, two, 0);
+        }
+    }
+    add_tensor(m, &at, "ln_f.weight", 1, C, 0, 0, 0, 0);
+    add_tensor(m, &at, "ln_f.bias", 1, C, 0, 0, 0, 0);
+    return 0;
+}
+
+static float *param(pile_model *m, int idx) { return m->params + m->tensors[idx].offset; }
+static float *grad(pile_model *m, int idx) { return m->grads + m->tensors[idx].offset; }
+static int lt(int l, int k) { return T_LAYER0 + l * T_PER_LAYER + k; }
+
+/* ------------------------------------------------------------ create */
+
+/* Carves the activation allocation. With base == NULL it only measures;
+ * each region starts on a 64-byte boundary. */
+static size_t carve(pile_model *m, char *base)
+{
+    const size_t N = (size_t)m->max_batch * (size_t)m->seq_len;
+    const size_t C = (size_t)m->cfg.n_embd, NH = (size_t)m->cfg.n_head;
+    const size_t att = (size_t)m->max_batch * NH * (size_t)m->seq_len * (size_t)m->seq_len;
+    size_t at = 0;
+#define REGION(ptr, type, count)                                   \
+    do {                                                           \
+        if (base) (ptr) = (type *)(void *)(base + at);             \
+        at += ((count) * sizeof(type) + 63) / 64 * 64;             \
+    } while (0)
+    REGION(m->encoded, float, N * C);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        layer_acts dummy, *a = base ? &m->layers[l] : &dummy;
+        REGION(a->ln1, float, N * C);
+        REGION(a->ln1_mean, float, N);
+        REGION(a->ln1_rstd, float, N);
+        REGION(a->qkv, float, N * 3 * C);
+        REGION(a->atty, float, N * C);
+        REGION(a->att, float, att);
+        REGION(a->attproj, float, N * C);
+        REGION(a->resid2, float, N * C);
+        REGION(a->ln2, float, N * C);
+        REGION(a->ln2_mean, float, N);
+        REGION(a->ln2_rstd, float, N);
+        REGION(a->fch, float, N * 4 * C);
+        REGION(a->fch_gelu, float, N * 4 * C);
+        REGION(a->fcproj, float, N * C);
+        REGION(a->resid3, float, N * C);
+    }
+    REGION(m->lnf, float, N * C);
+    REGION(m->lnf_mean, float, N);
+    REGION(m->lnf_rstd, float, N);
+    REGION(m->logits, float, N * (size_t)m->Vp);
+    REGION(m->losses, float, N);
+    REGION(m->dresid, float, N * C);
+    REGION(m->dbranch, float, N * C);
+    REGION(m->dsmall, float, N * C);
+    REGION(m->dwide, float, N * 4 * C);
+    REGION(m->dwide2, float, N * 4 * C);
+    REGION(m->datt, float, att);
+    REGION(m->tokens, int32_t, N);
+    REGION(m->targets, int32_t, N);
+    REGION(m->doc_start, int32_t, N);
+    REGION(m->correct, int32_t, N);
+#undef REGION
+    return at;
+}
+
+static int check_config(const pile_model_config *c, int max_batch, int seq_len, pile_err *err)
+{
+    PILE_RETURN_IF(c->vocab_size < 1 || c->vocab_size > INT_MAX - 63, err, PILE_EINVAL,
+                   "invalid vocab_size %d", c->vocab_size);
+    PILE_RETURN_IF(c->n_positions < 1, err, PILE_EINVAL, "invalid n_positions %d", c->n_positions);
+    PILE_RETURN_IF(c->n_layer < 1, err, PILE_EINVAL, "invalid n_layer %d", c->n_layer);
+    PILE_RETURN_IF(c->n_head < 1, err, PILE_EINVAL, "invalid n_head %d", c->n_head);
+    PILE_RETURN_IF(c->n_embd < 1 || c->n_embd % c->n_head != 0 || c->n_embd > INT_MAX / 4, err, PILE_EINVAL,
+                   "invalid n_embd %d: must be a positive multiple of n_head %d", c->n_embd, c->n_head);
+    PILE_RETURN_IF(!(c->dropout >= 0.0f && c->dropout < 1.0f), err, PILE_EINVAL,
+                   "invalid dropout %g: must be in [0, 1)", (double)c->dropout);
+    PILE_RETURN_IF(max_batch < 1, err, PILE_EINVAL, "invalid batch size %d", max_batch);
+    PILE_RETURN_IF(seq_len < 1, err, PILE_EINVAL, "invalid sequence length %d", seq_len);
+    PILE_RETURN_IF(seq_len > c->n_positions, err, PILE_EINVAL,
+                   "sequence length %d exceeds the model's n_positions %d", seq_len, c->n_positions);
+    PILE_RETURN_IF((int64_t)max_batch * seq_len > INT_MAX / 4, err, PILE_EINVAL,
+                   "batch size %d x sequence length %d is too large", max_batch, seq_len);
+    return 0;
+}
+
+int pile_model_create(pile_model **out, pile_backend *be, const pile_model_config *cfg, int max_batch,
+                      int seq_len, pile_err *err)
+{
+    *out = NULL;
+    PILE_FORWARD_IF_ERR(check_config(cfg, max_batch, seq_len, err));
+    pile_model *m = calloc(1, sizeof *m);
+    if (!m) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the model");
+    m->be = be;
+    m->cfg = *cfg;
+    m->Vp = pile_model_padded_vocab(cfg->vocab_size);
+    m->max_batch = max_batch;
+    m->seq_len = seq_len;
+    const size_t N = (size_t)max_batch * (size_t)seq_len;
+    int rc = build_table(m);
+    if (rc < 0) goto oom;
+    m->layers = calloc((size_t)cfg->n_layer, sizeof *m->layers);
+    m->host_losses = malloc(N * sizeof *m->host_losses);
+    m->host_correct = malloc(N * sizeof *m->host_correct);
+    if (!m->layers || !m->host_losses || !m->host_correct) goto oom;
+    m->params = pile_backend_alloc(be, m->flat * sizeof(float));
+    if (!m->params) goto oom_params;
+    m->grads = pile_backend_alloc(be, m->flat * sizeof(float));
+    if (!m->grads) goto oom_params;
+    size_t act_bytes = carve(m, NULL);
+    m->acts = pile_backend_alloc(be, act_bytes);
+    if (!m->acts) {
+        pile_model_free(m);
+        return pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu bytes of activations for batch %d x %d",
+                            act_bytes, max_batch, seq_len);
+    }
+    carve(m, m->acts);
+    *out = m;
+    return 0;
+oom_params: {
+    size_t flat = m->flat;
+    pile_model_free(m);
+    return pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu parameters (and their gradients)", flat);
+}
+oom:
+    pile_model_free(m);
+    return pile_err_set(err, PILE_ENOMEM, "cannot allocate the model's tables");
+}
+
+void pile_model_free(pile_model *m)
+{
+    if (!m) return;
+    pile_backend_free(m->be, m->acts);
+    pile_backend_free(m->be, m->grads);
+    pile_backend_free(m->be, m->params);
+    free(m->host_correct);
+    free(m->host_losses);
+    free(m->layers);
+    free(m->names);
+    free(m->tensors);
+    free(m);
+}
+
+const pile_model_config *pile_model_get_config(const pile_model *m) { return &m->cfg; }
+pile_backend *pile_model_backend(const pile_model *m) { return m->be; }
+size_t pile_model_tensor_count(const pile_model *m) { return m->n_tensors; }
+
+const pile_tensor_info *pile_model_tensor(const pile_model *m, size_t i)
+{
+    return i < m->n_tensors ? &m->tensors[i] : NULL;
+}
+
+size_t pile_model_param_count(const pile_model *m) { return m->param_count; }
+size_t pile_model_flat_size(const pile_model *m) { return m->flat; }
+float *pile_model_params(pile_model *m) { return m->params; }
+float *pile_model_grads(pile_model *m) { return m->grads; }
+
+void pile_model_zero_grad(pile_model *m) { pile_backend_zero(m->be, m->grads, m->flat * sizeof(float)); }
+
+/* -------------------------------------------------------------- init */
+
+/* Normal draws by Box-Muller over splitmix64, one stream per tensor so a
+ * tensor's values do not depend on the sizes of those before it. Written in
+ * fixed chunks so init needs no allocation (it cannot fail). */
+#define INIT_CHUNK 4096
+
+static void init_tensor(pile_model *m, size_t idx, uint64_t seed, double mean, double std, size_t n)
+{
+    float chunk[INIT_CHUNK];
+    uint64_t state = seed ^ (0xA0761D6478BD642Full * (uint64_t)(idx + 1));
+    float *dst = m->params + m->tensors[idx].offset;
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < INIT_CHUNK ? n - done : INIT_CHUNK;
+        for (size_t i = 0; i < k; i += 2) {
+            if (std == 0.0) {
+                chunk[i] = (float)mean;
+                if (i + 1 < k) chunk[i + 1] = (float)mean;
+                continue;
+            }
+            /* u1 in (0, 1] so log() is finite; 53-bit uniforms. */
+            double u1 = ((double)(splitmix64(&state) >> 11) + 1.0) * 0x1.0p-53;
+            double u2 = (double)(splitmix64(&state) >> 11) * 0x1.0p-53;
+            double r = sqrt(-2.0 * log(u1));
+            chunk[i] = (float)(mean + std * r * cos(2.0 * M_PI * u2));
+            if (i + 1 < k) chunk[i + 1] = (float)(mean + std * r * sin(2.0 * M_PI * u2));
+        }
+        pile_backend_upload(m->be, dst + done, chunk, k * sizeof(float));
+        done += k;
+    }
+}
+
+void pile_model_init(pile_model *m, uint64_t seed)
+{
+    const double std = 0.02, proj_std = 0.02 / sqrt(2.0 * m->cfg.n_layer);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const pile_tensor_info *t = &m->tensors[i];
+        size_t k = i >= T_LAYER0 && i < T_LAYER0 + (size_t)m->cfg.n_layer * T_PER_LAYER
+                       ? (i - T_LAYER0) % T_PER_LAYER
+                       : (size_t)-1;
+        double mu = 0.0, sd = 0.0;
+        if (i == T_WTE || i == T_WPE || k == T_ATTN_W || k == T_FC_W) {
+            sd = std;
+        } else if (k == T_ATTN_PROJ_W || k == T_FC_PROJ_W) {
+            sd = proj_std;
+        } else if (k == T_LN1_W || k == T_LN2_W || i == m->n_tensors - 2) {
+            mu = 1.0;
+        }
+        init_tensor(m, i, seed, mu, sd, t->saved_numel);
+        if (t->numel > t->saved_numel)
+            pile_backend_zero(m->be, m->params + t->offset + t->saved_numel,
+                              (t->numel - t->saved_numel) * sizeof(float));
+    }
+}
+
+/* ----------------------------------------------------------- forward */
+
+static int check_batch(const pile_model *m, const pile_batch *b, pile_err *err)
+{
+    PILE_RETURN_IF(b->B < 1 || b->B > m->max_batch, err, PILE_EINVAL,
+                   "batch of %d rows outside the model's 1..%d", b->B, m->max_batch);
+    PILE_RETURN_IF(b->T < 1 || b->T > m->seq_len, err, PILE_EINVAL,
+                   "batch of %d positions outside the model's 1..%d", b->T, m->seq_len);
+    PILE_RETURN_IF(!b->tokens || !b->targets, err, PILE_EINVAL, "batch without tokens or targets");
+    const int V = m->cfg.vocab_size;
+    for (int r = 0; r < b->B; r++) {
+        for (int t = 0; t < b->T; t++) {
+            size_t i = (size_t)r * (size_t)b->T + (size_t)t;
+            PILE_RETURN_IF(b->tokens[i] < 0 || b->tokens[i] >= V, err, PILE_EINVAL,
+                           "token %d at row %d position %d outside the vocabulary of %d", (int)b->tokens[i], r,
+                           t, V);
+            PILE_RETURN_IF(b->targets[i] >= V, err, PILE_EINVAL,
+                           "target %d at row %d position %d outside the vocabulary of %d", (int)b->targets[i],
+                           r, t, V);
+            PILE_RETURN_IF(b->doc_start && (b->doc_start[i] < 0 || b->doc_start[i] > t), err, PILE_EINVAL,
+                           "document start %d at row %d position %d is not in 0..%d", (int)b->doc_start[i], r,
+                           t, t);
+        }
+    }
+    return 0;
+}
+
+int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uint64_t dropout_seed,
+                       float grad_scale, pile_fwd_stats *stats, pile_err *err)
+{
+    pile_backend *be = m->be;
+    m->bwd_ready = 0;
+    m->logits_valid = 0;
+    PILE_FORWARD_IF_ERR(check_batch(m, batch, err));
+    const int B = batch->B, T = batch->T, C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer;
+    const int N = B * T, V = m->cfg.vocab_size, Vp = m->Vp;
+    const size_t NC = (size_t)N * (size_t)C;
+    const float p = m->cfg.dropout;
+    const int drop = training && p > 0.0f;
+
+    pile_backend_upload(be, m->tokens, batch->tokens, (size_t)N * sizeof(int32_t));
+    pile_backend_upload(be, m->targets, batch->targets, (size_t)N * sizeof(int32_t));
+    const int32_t *doc = NULL;
+    if (batch->doc_start) {
+        pile_backend_upload(be, m->doc_start, batch->doc_start, (size_t)N * sizeof(int32_t));
+        doc = m->doc_start;
+    }
+
+    pile_backend_embed_fwd(be, m->encoded, m->tokens, param(m, T_WTE), param(m, T_WPE), B, T, C);
+    if (drop) pile_backend_dropout(be, m->encoded, NC, p, site_seed(dropout_seed, -1, SITE_EMBED));
+    const float *x = m->encoded;
+    for (int l = 0; l < L; l++) {
+        layer_acts *a = &m->layers[l];
+        pile_backend_layernorm_fwd(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, param(m, lt(l, T_LN1_W)),
+                                   param(m, lt(l, T_LN1_B)), N, C);
+        pile_backend_matmul_fwd(be, a->qkv, a->ln1, param(m, lt(l, T_ATTN_W)), param(m, lt(l, T_ATTN_B)), N, C,
+                                3 * C);
+        pile_backend_attention_fwd(be, a->atty, a->att, a->qkv, doc, B, T, C, NH);
+        pile_backend_matmul_fwd(be, a->attproj, a->atty, param(m, lt(l, T_ATTN_PROJ_W)),
+                                param(m, lt(l, T_ATTN_PROJ_B)), N, C, C);
+        if (drop) pile_backend_dropout(be, a->attproj, NC, p, site_seed(dropout_seed, l, SITE_ATTN));
+        pile_backend_add(be, a->resid2, x, a->attproj, NC);
+        pile_backend_layernorm_fwd(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid2, param(m, lt(l, T_LN2_W)),
+                                   param(m, lt(l, T_LN2_B)), N, C);
+        pile_backend_matmul_fwd(be, a->fch, a->ln2, param(m, lt(l, T_FC_W)), param(m, lt(l, T_FC_B)), N, C,
+                                4 * C);
+        pile_backend_gelu_fwd(be, a->fch_gelu, a->fch, 4 * NC);
+        pile_backend_matmul_fwd(be, a->fcproj, a->fch_gelu, param(m, lt(l, T_FC_PROJ_W)),
+                                param(m, lt(l, T_FC_PROJ_B)), N, 4 * C, C);
+        if (drop) pile_backend_dropout(be, a->fcproj, NC, p, site_seed(dropout_seed, l, SITE_MLP));
+        pile_backend_add(be, a->resid3, a->resid2, a->fcproj, NC);
+        x = a->resid3;
+    }
+    const size_t nt = m->n_tensors;
+    pile_backend_layernorm_fwd(be, m->lnf, m->lnf_mean, m->lnf_rstd, x, param(m, (int)nt - 2),
+                               param(m, (int)nt - 1), N, C);
+    pile_backend_logits_fwd(be, m->logits, m->lnf, param(m, T_WTE), N, C, Vp);
+    pile_backend_softmax_ce(be, m->logits, m->losses, m->correct, m->targets, N, V, Vp, grad_scale);
+
+    pile_backend_download(be, m->host_losses, m->losses, (size_t)N * sizeof(float));
+    pile_backend_download(be, m->host_correct, m->correct, (size_t)N * sizeof(int32_t));
+    pile_fwd_stats s = {0.0, 0, 0};
+    for (int i = 0; i < N; i++) {
+        if (batch->targets[i] < 0) continue;
+        s.loss_sum += (double)m->host_losses[i];
+        s.n_tokens++;
+        s.n_correct += m->host_correct[i] != 0;
+    }
+    if (stats) *stats = s;
+
+    m->last_B = B;
+    m->last_T = T;
+    m->last_has_doc = doc != NULL;
+    m->last_dropout = drop;
+    m->last_seed = dropout_seed;
+    m->bwd_ready = grad_scale != 0.0f;
+    m->logits_valid = grad_scale == 0.0f;
+    return 0;
+}
+
+/* ---------------------------------------------------------- backward */
+
+/* The gradient a dropout site passes back: the residual gradient through
+ * the same mask. Without dropout the residual gradient itself serves, so
+ * no copy is made. */
+static const float *branch_grad(pile_model *m, const float *dresid, size_t n, int l, int site)
+{
+    if (!m->last_dropout) return dresid;
+    pile_backend_zero(m->be, m->dbranch, n * sizeof(float));
+    pile_backend_add(m->be, m->dbranch, m->dbranch, dresid, n);
+    pile_backend_dropout(m->be, m->dbranch, n, m->cfg.dropout, site_seed(m->last_seed, l, site));
+    return m->dbranch;
+}
+
+int pile_model_backward(pile_model *m, pile_err *err)
+{
+    PILE_RETURN_IF(!m->bwd_ready, err, PILE_EINVAL,
+                   "cannot run the backward: the last forward was not a training forward (grad_scale 0)");
+    pile_backend *be = m->be;
+    const int B = m->last_B, T = m->last_T, C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer;
+    const int N = B * T, Vp = m->Vp;
+    const size_t NC = (size_t)N * (size_t)C, nt = m->n_tensors;
+    const int32_t *doc = m->last_has_doc ? m->doc_start : NULL;
+    float *dres = m->dresid;
+
+    /* logits hold dlogits (softmax_ce wrote them); dres starts the sum
+     * over the residual stream at the last block's output. */
+    pile_backend_zero(be, m->dsmall, NC * sizeof(float));
+    pile_backend_logits_bwd(be, m->dsmall, grad(m, T_WTE), m->logits, m->lnf, param(m, T_WTE), N, C, Vp);
+    pile_backend_zero(be, dres, NC * sizeof(float));
+    const float *last = L > 0 ? m->layers[L - 1].resid3 : m->encoded;
+    pile_backend_layernorm_bwd(be, dres, grad(m, (int)nt - 2), grad(m, (int)nt - 1), m->dsmall, last,
+                               param(m, (int)nt - 2), m->lnf_mean, m->lnf_rstd, N, C);
+
+    for (int l = L - 1; l >= 0; l--) {
+        layer_acts *a = &m->layers[l];
+        const float *x = l > 0 ? m->layers[l - 1].resid3 : m->encoded;
+        /* MLP branch: resid3 = resid2 + dropout(c_proj(gelu(c_fc(ln_2(resid2))))) */
+        const float *dproj = branch_grad(m, dres, NC, l, SITE_MLP);
+        pile_backend_zero(be, m->dwide, 4 * NC * sizeof(float));
+        pile_backend_matmul_bwd(be, m->dwide, grad(m, lt(l, T_FC_PROJ_W)), grad(m, lt(l, T_FC_PROJ_B)), dproj,
+                                a->fch_gelu, param(m, lt(l, T_FC_PROJ_W)), N, 4 * C, C);
+        pile_backend_zero(be, m->dwide2, 4 * NC * sizeof(float));
+        pile_backend_gelu_bwd(be, m->dwide2, a->fch, m->dwide, 4 * NC);
+        pile_backend_zero(be, m->dsmall, NC * sizeof(float));
+        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_FC_W)), grad(m, lt(l, T_FC_B)), m->dwide2, a->ln2,
+                                param(m, lt(l, T_FC_W)), N, C, 4 * C);
+        pile_backend_layernorm_bwd(be, dres, grad(m, lt(l, T_LN2_W)), grad(m, lt(l, T_LN2_B)), m->dsmall,
+                                   a->resid2, param(m, lt(l, T_LN2_W)), a->ln2_mean, a->ln2_rstd, N, C);
+        /* attention branch: resid2 = x + dropout(c_proj(attn(c_attn(ln_1(x))))) */
+        dproj = branch_grad(m, dres, NC, l, SITE_ATTN);
+        pile_backend_zero(be, m->dsmall, NC * sizeof(float));
+        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_ATTN_PROJ_W)), grad(m, lt(l, T_ATTN_PROJ_B)),
+                                dproj, a->atty, param(m, lt(l, T_ATTN_PROJ_W)), N, C, C);
+        float *dqkv = m->dwide; /* [N, 3C] fits in the [N, 4C] scratch */
+        pile_backend_zero(be, dqkv, 3 * NC * sizeof(float));
+        pile_backend_attention_bwd(be, dqkv, m->datt, m->dsmall, a->qkv, a->att, doc, B, T, C, NH);
+        pile_backend_zero(be, m->dsmall, NC * sizeof(float));
+        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_ATTN_W)), grad(m, lt(l, T_ATTN_B)), dqkv, a->ln1,
+                                param(m, lt(l, T_ATTN_W)), N, C, 3 * C);
+        pile_backend_layernorm_bwd(be, dres, grad(m, lt(l, T_LN1_W)), grad(m, lt(l, T_LN1_B)), m->dsmall, x,
+                                   param(m, lt(l, T_LN1_W)), a->ln1_mean, a->ln1_rstd, N, C);
+    }
+    /* embedding: encoded = dropout(wte[tok] + wpe[t]); dres is free to mask in place */
+    if (m->last_dropout) pile_backend_dropout(be, dres, NC, m->cfg.dropout, site_seed(m->last_seed, -1, SITE_EMBED));
+    pile_backend_embed_bwd(be, grad(m, T_WTE), grad(m, T_WPE), dres, m->tokens, B, T, C);
+    return 0;
+}
+
+void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out)
+{
+    const int V = m->cfg.vocab_size;
+    if (!m->logits_valid || b < 0 || b >= m->last_B || t < 0 || t >= m->last_T) {
+        /* no logits to give: make misuse visible rather than return stale data */
+        for (int i = 0; i < V; i++) host_out[i] = NAN;
+        return;
+    }
+    size_t row = (size_t)b * (size_t)m->last_T + (size_t)t;
+    pile_backend_download(m->be, host_out, m->logits + row * (size_t)m->Vp, (size_t)V * sizeof(float));
+}
