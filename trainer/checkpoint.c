@@ -1,2 +1,805 @@
-/* placeholder: being written */
+/* Checkpoint folders (checkpoint.h): weights and moments as safetensors, a
+ * transformers-readable config.json, trainer_state.json, the tokenizer's
+ * files; written into "<dir>.tmp" and renamed into place so that a crash
+ * leaves one whole checkpoint or the other. */
 #include "checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pile_fs.h"
+#include "pile_json.h"
+#include "pile_tokenizer.h"
+
+#define OOM(err) pile_err_set((err), PILE_ENOMEM, "out of memory")
+
+/* ------------------------------------------------------------ helpers */
+
+static int path_of(pile_buf *out, const char *dir, const char *name, pile_err *err)
+{
+    if (pile_fs_join(out, dir, name)) return OOM(err);
+    return 0;
+}
+
+static int is_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* rm -r without following links. */
+static int rm_tree(const char *path, pile_err *err)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : pile_err_sys(err, PILE_EIO, errno, "cannot stat '%s'", path);
+    if (nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return pile_err_sys(err, PILE_EIO, errno, "cannot remove '%s'", path);
+    return 0;
+}
+
+static void hex16(char out[33], const uint8_t fp[16])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = digits[fp[i] >> 4];
+        out[2 * i + 1] = digits[fp[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+static int unhex16(uint8_t fp[16], const char *s)
+{
+    if (!s || strlen(s) != 32) return -1;
+    for (int i = 0; i < 32; i++) {
+        int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0) return -1;
+        if (i % 2 == 0) fp[i / 2] = (uint8_t)(v << 4);
+        else fp[i / 2] |= (uint8_t)v;
+    }
+    return 0;
+}
+
+/* The shortest decimal that reads back as the same float (0.1f prints as
+ * 0.1, not 0.10000000149011612), for config.json's human readers. */
+static void append_float(pile_buf *b, float v)
+{
+    char tmp[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, (double)v);
+        if (strtof(tmp, NULL) == v) break;
+    }
+    pile_buf_append_str(b, tmp);
+}
+
+/* A double that round-trips exactly; JSON has no infinity, so non-finite
+ * values are null (read back as INFINITY). */
+static void append_double(pile_buf *b, double v)
+{
+    if (isfinite(v)) pile_buf_printf(b, "%.17g", v);
+    else pile_buf_append_str(b, "null");
+}
+
+static int copy_file(const char *src, const char *dst, pile_err *err)
+{
+    pile_buf data = {0};
+    int rc = pile_fs_read_file(src, &data, err);
+    if (!rc) rc = pile_fs_write_atomic(dst, data.data ? data.data : "", data.len, err);
+    pile_buf_free(&data);
+    return rc;
+}
+
+static int is_builtin_spec(const char *spec)
+{
+    return !spec[0] || strcmp(spec, "bytes") == 0;
+}
+
+/* ----------------------------------------------------- JSON serializer */
+
+/* Writes a parsed tree back as JSON (integers as integers, other numbers
+ * with 17 digits, so every value reads back identical). */
+static void json_dump(pile_buf *b, const pile_json *v)
+{
+    size_t n;
+    const char *s;
+    int64_t i;
+    switch (pile_json_type_of(v)) {
+    case PILE_JSON_NULL: pile_buf_append_str(b, "null"); break;
+    case PILE_JSON_BOOL: pile_buf_append_str(b, pile_json_bool(v) ? "true" : "false"); break;
+    case PILE_JSON_NUMBER:
+        if (pile_json_int(v, &i)) pile_buf_printf(b, "%lld", (long long)i);
+        else append_double(b, pile_json_num(v));
+        break;
+    case PILE_JSON_STRING:
+        s = pile_json_str(v, &n);
+        pile_json_write_string(b, s, n);
+        break;
+    case PILE_JSON_ARRAY:
+        pile_buf_append_str(b, "[");
+        for (size_t k = 0; k < pile_json_size(v); k++) {
+            if (k) pile_buf_append_str(b, ", ");
+            json_dump(b, pile_json_at(v, k));
+        }
+        pile_buf_append_str(b, "]");
+        break;
+    case PILE_JSON_OBJECT:
+        pile_buf_append_str(b, "{");
+        for (size_t k = 0; k < pile_json_size(v); k++) {
+            pile_buf_append_str(b, k ? ",\n  " : "\n  ");
+            s = pile_json_key_at(v, k, &n);
+            pile_json_write_string(b, s, n);
+            pile_buf_append_str(b, ": ");
+            json_dump(b, pile_json_at(v, k));
+        }
+        pile_buf_append_str(b, pile_json_size(v) ? "\n}" : "}");
+        break;
+    }
+}
+
+/* ------------------------------------------------------------- writing */
+
+/* The model's tensors (or a moment buffer's) in host memory: one download
+ * of the flat buffer, then tensors pointing into it. */
+static int download_flat(pile_model *m, const float *src, float **host, pile_err *err)
+{
+    size_t n = pile_model_flat_size(m);
+    *host = malloc((n ? n : 1) * sizeof(float));
+    if (!*host) return pile_err_set(err, PILE_ENOMEM, "out of memory for a host copy of %zu floats", n);
+    pile_backend_download(pile_model_backend(m), *host, src, n * sizeof(float));
+    return 0;
+}
+
+static void fill_table(pile_model *m, const float *host, pile_st_tensor *t, const char **names)
+{
+    size_t n = pile_model_tensor_count(m);
+    for (size_t i = 0; i < n; i++) {
+        const pile_tensor_info *ti = pile_model_tensor(m, i);
+        t[i].name = names ? names[i] : ti->name;
+        t[i].ndim = ti->ndim;
+        t[i].shape[0] = ti->shape[0];
+        t[i].shape[1] = ti->shape[1];
+        t[i].data = host + ti->offset;
+    }
+}
+
+static int write_weights(const char *tmp, pile_model *m, pile_err *err)
+{
+    pile_buf path = {0};
+    float *host = NULL;
+    size_t n = pile_model_tensor_count(m);
+    pile_st_tensor *t = calloc(n ? n : 1, sizeof *t);
+    int rc = t ? path_of(&path, tmp, "model.safetensors", err) : OOM(err);
+    if (!rc) rc = download_flat(m, pile_model_params(m), &host, err);
+    if (!rc) {
+        fill_table(m, host, t, NULL);
+        /* transformers refuses a safetensors file without format "pt" */
+        static const char *const meta[] = {"format", "pt", NULL};
+        rc = pile_st_write(path.data, t, n, meta, err);
+    }
+    free(host);
+    free(t);
+    pile_buf_free(&path);
+    return rc;
+}
+
+static int write_moments(const char *tmp, pile_model *m, pile_optim *opt, pile_err *err)
+{
+    size_t n = pile_model_tensor_count(m);
+    pile_buf path = {0}, names = {0}, step = {0};
+    float *hm = NULL, *hv = NULL;
+    pile_st_tensor *t = calloc(2 * n + 1, sizeof *t);
+    const char **nm = calloc(2 * n + 1, sizeof *nm);
+    int rc = t && nm ? path_of(&path, tmp, "optimizer.safetensors", err) : OOM(err);
+    if (rc) goto out;
+    /* names back to back in one buffer; pointers taken once it stops growing */
+    size_t *at = calloc(2 * n + 1, sizeof *at);
+    if (!at) {
+        rc = OOM(err);
+        goto out;
+    }
+    for (size_t i = 0; i < 2 * n; i++) {
+        at[i] = names.len;
+        pile_buf_printf(&names, "%s.%s", i < n ? "m" : "v", pile_model_tensor(m, i % n)->name);
+        pile_buf_append(&names, "", 1);
+    }
+    pile_buf_printf(&step, "%lld", (long long)pile_optim_steps(opt));
+    if (names.failed || step.failed) rc = OOM(err);
+    for (size_t i = 0; !rc && i < 2 * n; i++) nm[i] = names.data + at[i];
+    free(at);
+    if (!rc) rc = download_flat(m, pile_optim_m(opt), &hm, err);
+    if (!rc) rc = download_flat(m, pile_optim_v(opt), &hv, err);
+    if (rc) goto out;
+    fill_table(m, hm, t, nm);
+    fill_table(m, hv, t + n, nm + n);
+    const char *meta[] = {"format", "pt", "step", step.data, NULL};
+    rc = pile_st_write(path.data, t, 2 * n, meta, err);
+out:
+    free(hm);
+    free(hv);
+    free(t);
+    free(nm);
+    pile_buf_free(&path);
+    pile_buf_free(&names);
+    pile_buf_free(&step);
+    return rc;
+}
+
+/* The end-of-text id, when the tokenizer can be opened and the id is in
+ * the model's vocabulary; -1 otherwise (config.json then says null). */
+static long eot_id(const pile_train_state *st, int vocab_size)
+{
+    pile_tokenizer *tok = NULL;
+    pile_err ignored;
+    const char *spec = is_builtin_spec(st->tokenizer_spec) ? "bytes" : st->tokenizer_spec;
+    if (pile_tokenizer_open(&tok, spec, &ignored) != 0) return -1;
+    long id = (long)pile_tokenizer_eot_id(tok);
+    pile_tokenizer_close(tok);
+    return id < vocab_size ? id : -1;
+}
+
+static int write_config(const char *tmp, pile_model *m, const pile_train_state *st, pile_err *err)
+{
+    const pile_model_config *c = pile_model_get_config(m);
+    char fp[33];
+    hex16(fp, st->tokenizer_fp);
+    long eot = eot_id(st, c->vocab_size);
+    pile_buf b = {0}, path = {0};
+    pile_buf_append_str(&b, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n");
+    pile_buf_printf(&b, "  \"vocab_size\": %d,\n  \"n_positions\": %d,\n  \"n_ctx\": %d,\n", c->vocab_size,
+                    c->n_positions, c->n_positions);
+    pile_buf_printf(&b, "  \"n_embd\": %d,\n  \"n_layer\": %d,\n  \"n_head\": %d,\n  \"n_inner\": null,\n", c->n_embd,
+                    c->n_layer, c->n_head);
+    pile_buf_append_str(&b, "  \"activation_function\": \"gelu_new\",\n  \"resid_pdrop\": ");
+    append_float(&b, c->dropout);
+    pile_buf_append_str(&b, ",\n  \"embd_pdrop\": ");
+    append_float(&b, c->dropout);
+    pile_buf_append_str(&b, ",\n  \"attn_pdrop\": 0.0,\n  \"layer_norm_epsilon\": 1e-05,\n"
+                            "  \"initializer_range\": 0.02,\n  \"scale_attn_weights\": true,\n"
+                            "  \"use_cache\": true,\n");
+    if (eot >= 0) pile_buf_printf(&b, "  \"bos_token_id\": %ld,\n  \"eos_token_id\": %ld,\n", eot, eot);
+    else pile_buf_append_str(&b, "  \"bos_token_id\": null,\n  \"eos_token_id\": null,\n");
+    pile_buf_append_str(&b, "  \"tie_word_embeddings\": true,\n  \"torch_dtype\": \"float32\",\n");
+    pile_buf_printf(&b, "  \"pile\": {\n    \"format\": 1,\n    \"padded_vocab\": %d,\n", pile_model_padded_vocab(c->vocab_size));
+    pile_buf_printf(&b, "    \"tokenizer_fingerprint\": \"%s\",\n    \"tokenizer_spec\": ", fp);
+    const char *spec = is_builtin_spec(st->tokenizer_spec) ? "bytes" : st->tokenizer_spec;
+    pile_json_write_string(&b, spec, strlen(spec));
+    pile_buf_append_str(&b, "\n  }\n}\n");
+    int rc = b.failed ? OOM(err) : path_of(&path, tmp, "config.json", err);
+    if (!rc) rc = pile_fs_write_atomic(path.data, b.data, b.len, err);
+    pile_buf_free(&b);
+    pile_buf_free(&path);
+    return rc;
+}
+
+static void append_u64(pile_buf *b, uint64_t v)
+{
+    /* pile_json_int reads int64: larger values go as decimal strings */
+    if (v <= (uint64_t)INT64_MAX) pile_buf_printf(b, "%llu", (unsigned long long)v);
+    else pile_buf_printf(b, "\"%llu\"", (unsigned long long)v);
+}
+
+static int write_state(const char *tmp, const pile_train_state *st, const char *config_json, pile_err *err)
+{
+    pile_json *cfg = NULL;
+    if (config_json) {
+        PILE_FORWARD_IF_ERR(pile_json_parse(config_json, strlen(config_json), "the resolved configuration", &cfg, err));
+        int obj = pile_json_type_of(cfg) == PILE_JSON_OBJECT;
+        pile_json_free(cfg);
+        if (!obj) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: the configuration is not a JSON object");
+    }
+    char fp[33];
+    hex16(fp, st->tokenizer_fp);
+    pile_buf b = {0}, path = {0};
+    pile_buf_printf(&b, "{\n  \"format\": 1,\n  \"step\": %lld,\n  \"epoch\": %lld,\n  \"position\": ",
+                    (long long)st->step, (long long)st->epoch);
+    append_u64(&b, st->position);
+    pile_buf_printf(&b, ",\n  \"total_steps\": %lld,\n  \"best_val_loss\": ", (long long)st->total_steps);
+    append_double(&b, st->best_val_loss);
+    pile_buf_append_str(&b, ",\n  \"loss_scale\": ");
+    append_double(&b, st->loss_scale);
+    pile_buf_append_str(&b, ",\n  \"seed\": ");
+    append_u64(&b, st->seed);
+    pile_buf_append_str(&b, ",\n  \"tokens_seen\": ");
+    append_u64(&b, st->tokens_seen);
+    pile_buf_printf(&b, ",\n  \"tokenizer_fingerprint\": \"%s\",\n  \"tokenizer_spec\": ", fp);
+    size_t sl = strnlen(st->tokenizer_spec, sizeof st->tokenizer_spec);
+    pile_json_write_string(&b, st->tokenizer_spec, sl);
+    pile_buf_append_str(&b, ",\n  \"config\": ");
+    pile_buf_append_str(&b, config_json ? config_json : "null");
+    pile_buf_append_str(&b, "\n}\n");
+    int rc = b.failed ? OOM(err) : path_of(&path, tmp, "trainer_state.json", err);
+    if (!rc) rc = pile_fs_write_atomic(path.data, b.data, b.len, err);
+    pile_buf_free(&b);
+    pile_buf_free(&path);
+    return rc;
+}
+
+/* tokenizer/: a copy of the tokenizer's file(s) so that the checkpoint
+ * decodes without the original path, and tokenizer_spec.txt. */
+static int write_tokenizer(const char *tmp, const pile_train_state *st, pile_err *err)
+{
+    pile_buf dir = {0}, src = {0}, dst = {0}, txt = {0};
+    const char *spec = st->tokenizer_spec;
+    int rc = path_of(&dir, tmp, "tokenizer", err);
+    if (!rc) rc = pile_fs_mkdirs(dir.data, err);
+    if (rc) goto out;
+    if (!is_builtin_spec(spec)) {
+        if (pile_fs_is_dir(spec)) {
+            static const char *const files[] = {"encoder.json", "vocab.bpe"};
+            for (int i = 0; i < 2 && !rc; i++) {
+                rc = path_of(&src, spec, files[i], err);
+                if (!rc) rc = path_of(&dst, dir.data, files[i], err);
+                if (!rc) rc = copy_file(src.data, dst.data, err);
+            }
+        } else if (is_file(spec)) {
+            const char *base = strrchr(spec, '/');
+            base = base ? base + 1 : spec;
+            if (strcmp(base, "tokenizer_spec.txt") == 0) base = "tokenizer.json";
+            rc = path_of(&dst, dir.data, base, err);
+            if (!rc) rc = copy_file(spec, dst.data, err);
+        } else {
+            rc = pile_err_set(err, PILE_ENOENT, "cannot copy tokenizer '%s' into the checkpoint: no such file or folder",
+                              spec);
+        }
+        if (rc) goto out;
+    }
+    char fp[33];
+    hex16(fp, st->tokenizer_fp);
+    pile_buf_printf(&txt, "spec: %s\nfingerprint: %s\n", is_builtin_spec(spec) ? "bytes" : spec, fp);
+    rc = txt.failed ? OOM(err) : path_of(&dst, dir.data, "tokenizer_spec.txt", err);
+    if (!rc) rc = pile_fs_write_atomic(dst.data, txt.data, txt.len, err);
+out:
+    pile_buf_free(&dir);
+    pile_buf_free(&src);
+    pile_buf_free(&dst);
+    pile_buf_free(&txt);
+    return rc;
+}
+
+int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
+                         const char *config_json, pile_err *err)
+{
+    pile_buf tmp = {0}, old = {0};
+    int rc = 0;
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    if (!dl) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: empty folder name");
+    if (pile_buf_printf(&tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(&old, "%.*s.old", (int)dl, dir)) {
+        rc = OOM(err);
+        goto out;
+    }
+    /* A crash between the two renames below leaves only <dir>.old: it is
+     * the last whole checkpoint, so it comes back before anything else. */
+    if (!pile_fs_is_dir(dir) && pile_fs_is_dir(old.data) && rename(old.data, dir) != 0) {
+        rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", old.data, dir);
+        goto out;
+    }
+    if ((rc = rm_tree(tmp.data, err)) || (rc = rm_tree(old.data, err))) goto out;
+    if ((rc = pile_fs_mkdirs(tmp.data, err))) goto out;
+    if ((rc = write_weights(tmp.data, m, err))) goto out;
+    if (opt && (rc = write_moments(tmp.data, m, opt, err))) goto out;
+    if ((rc = write_config(tmp.data, m, st, err))) goto out;
+    if ((rc = write_state(tmp.data, st, config_json, err))) goto out;
+    if ((rc = write_tokenizer(tmp.data, st, err))) goto out;
+    if ((rc = pile_fs_fsync_dir(tmp.data, err))) goto out;
+    int had_old = pile_fs_is_dir(dir);
+    if (had_old && rename(dir, old.data) != 0) {
+        rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", dir, old.data);
+        goto out;
+    }
+    if (rename(tmp.data, dir) != 0) {
+        rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", tmp.data, dir);
+        if (had_old) rename(old.data, dir);
+        goto out;
+    }
+    /* tmp no longer exists, so this syncs the folder holding it: the parent */
+    if ((rc = pile_fs_fsync_dir(tmp.data, err))) goto out;
+    if (had_old) rc = rm_tree(old.data, err);
+out:
+    if (rc) {
+        pile_err keep = err ? *err : (pile_err){0};
+        rm_tree(tmp.data, NULL);
+        if (err) *err = keep;
+    }
+    pile_buf_free(&tmp);
+    pile_buf_free(&old);
+    return rc;
+}
+
+int pile_checkpoint_set_latest(const char *checkpoint_dir, const char *name, pile_err *err)
+{
+    if (!*name || strchr(name, '/') || strchr(name, '\n'))
+        return pile_err_set(err, PILE_EINVAL, "cannot name '%s' the latest checkpoint: not a folder name", name);
+    pile_buf path = {0}, line = {0};
+    int rc = path_of(&path, checkpoint_dir, "latest", err);
+    if (!rc && pile_buf_printf(&line, "%s\n", name)) rc = OOM(err);
+    if (!rc) rc = pile_fs_write_atomic(path.data, line.data, line.len, err);
+    pile_buf_free(&path);
+    pile_buf_free(&line);
+    return rc;
+}
+
+/* ------------------------------------------------------------- reading */
+
+static int read_json(const char *dir, const char *name, pile_json **root, pile_err *err)
+{
+    pile_buf path = {0};
+    int rc = path_of(&path, dir, name, err);
+    if (!rc) rc = pile_json_parse_file(path.data, root, err);
+    pile_buf_free(&path);
+    return rc;
+}
+
+static int get_int(const pile_json *obj, const char *key, int64_t *out)
+{
+    return pile_json_int(pile_json_get(obj, key), out);
+}
+
+static int get_u64(const pile_json *obj, const char *key, uint64_t *out)
+{
+    const pile_json *v = pile_json_get(obj, key);
+    int64_t i;
+    if (pile_json_int(v, &i)) {
+        if (i < 0) return 0;
+        *out = (uint64_t)i;
+        return 1;
+    }
+    const char *s = pile_json_str(v, NULL);
+    if (!s || !*s || *s == '-') return 0;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (*end || errno) return 0;
+    *out = x;
+    return 1;
+}
+
+int pile_checkpoint_read_model_config(const char *dir, pile_model_config *cfg, pile_err *err)
+{
+    pile_json *j = NULL;
+    PILE_FORWARD_IF_ERR(read_json(dir, "config.json", &j, err));
+    int rc = 0;
+    static const char *const keys[] = {"vocab_size", "n_positions", "n_layer", "n_head", "n_embd"};
+    int64_t v[5];
+    for (int i = 0; i < 5 && !rc; i++)
+        if (!get_int(j, keys[i], &v[i]) || v[i] <= 0 || v[i] > (1 << 30))
+            rc = pile_err_set(err, PILE_EFORMAT, "bad config.json in '%s': '%s' is not a positive integer", dir, keys[i]);
+    const char *act = pile_json_str(pile_json_get(j, "activation_function"), NULL);
+    const pile_json *inner = pile_json_get(j, "n_inner");
+    int64_t ni;
+    if (!rc && act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
+        rc = pile_err_set(err, PILE_EFORMAT, "unsupported activation '%s' in the config.json of '%s': only gelu_new", act,
+                          dir);
+    if (!rc && inner && pile_json_type_of(inner) != PILE_JSON_NULL && !(pile_json_int(inner, &ni) && ni == 4 * v[4]))
+        rc = pile_err_set(err, PILE_EFORMAT, "unsupported n_inner in the config.json of '%s': only 4 * n_embd", dir);
+    const pile_json *tie = pile_json_get(j, "tie_word_embeddings");
+    if (!rc && tie && !pile_json_bool(tie))
+        rc = pile_err_set(err, PILE_EFORMAT, "unsupported untied embeddings in the config.json of '%s'", dir);
+    if (!rc) {
+        memset(cfg, 0, sizeof *cfg);
+        cfg->vocab_size = (int)v[0];
+        cfg->n_positions = (int)v[1];
+        cfg->n_layer = (int)v[2];
+        cfg->n_head = (int)v[3];
+        cfg->n_embd = (int)v[4];
+        const pile_json *d = pile_json_get(j, "resid_pdrop");
+        /* transformers' GPT2Config default when absent */
+        cfg->dropout = pile_json_type_of(d) == PILE_JSON_NUMBER ? (float)pile_json_num(d) : 0.1f;
+    }
+    pile_json_free(j);
+    return rc;
+}
+
+static int parse_state(const char *dir, const pile_json *j, pile_train_state *st, pile_err *err)
+{
+    memset(st, 0, sizeof *st);
+    int64_t step, epoch, total;
+    if (!get_int(j, "step", &step) || step < 0 || !get_int(j, "epoch", &epoch) || epoch < 0 ||
+        !get_int(j, "total_steps", &total) || !get_u64(j, "position", &st->position) ||
+        !get_u64(j, "seed", &st->seed) || !get_u64(j, "tokens_seen", &st->tokens_seen))
+        return pile_err_set(err, PILE_EFORMAT,
+                            "bad trainer_state.json in '%s': step, epoch, position, total_steps, seed or tokens_seen "
+                            "missing or not a non-negative integer",
+                            dir);
+    st->step = step;
+    st->epoch = epoch;
+    st->total_steps = total;
+    const pile_json *b = pile_json_get(j, "best_val_loss");
+    st->best_val_loss = pile_json_type_of(b) == PILE_JSON_NUMBER ? pile_json_num(b) : INFINITY;
+    const pile_json *ls = pile_json_get(j, "loss_scale");
+    st->loss_scale = pile_json_type_of(ls) == PILE_JSON_NUMBER ? pile_json_num(ls) : 1.0;
+    if (unhex16(st->tokenizer_fp, pile_json_str(pile_json_get(j, "tokenizer_fingerprint"), NULL)))
+        return pile_err_set(err, PILE_EFORMAT, "bad trainer_state.json in '%s': tokenizer_fingerprint is not 32 hex digits",
+                            dir);
+    size_t n;
+    const char *spec = pile_json_str(pile_json_get(j, "tokenizer_spec"), &n);
+    if (!spec || n >= sizeof st->tokenizer_spec || strlen(spec) != n)
+        return pile_err_set(err, PILE_EFORMAT, "bad trainer_state.json in '%s': tokenizer_spec missing or too long", dir);
+    memcpy(st->tokenizer_spec, spec, n + 1);
+    return 0;
+}
+
+static int read_state(const char *dir, pile_train_state *st, pile_err *err)
+{
+    pile_json *j = NULL;
+    PILE_FORWARD_IF_ERR(read_json(dir, "trainer_state.json", &j, err));
+    int rc = parse_state(dir, j, st, err);
+    pile_json_free(j);
+    return rc;
+}
+
+/* HF's checkpoints carry buffers and the tied head that we neither save
+ * nor need; they are not "extra" tensors. */
+static int ignorable(const char *name)
+{
+    size_t n = strlen(name);
+    static const char *const tails[] = {".attn.bias", ".attn.masked_bias"};
+    for (int i = 0; i < 2; i++) {
+        size_t t = strlen(tails[i]);
+        if (n > t && strcmp(name + n - t, tails[i]) == 0) return 1;
+    }
+    return strcmp(name, "lm_head.weight") == 0;
+}
+
+/* Finds prefix+name, also under transformers' "transformer." prefix. */
+static const pile_st_tensor *find_tensor(const pile_st_file *f, const char *prefix, const char *name, pile_buf *tmp)
+{
+    tmp->len = 0;
+    if (pile_buf_printf(tmp, "%s%s", prefix, name)) return NULL;
+    const pile_st_tensor *t = pile_st_find(f, tmp->data);
+    if (t) return t;
+    tmp->len = 0;
+    if (pile_buf_printf(tmp, "%stransformer.%s", prefix, name)) return NULL;
+    return pile_st_find(f, tmp->data);
+}
+
+/* Checks a file against the model's table (under the name prefix "" or
+ * "m." / "v."), then uploads each tensor to dst + its offset, the padded
+ * rows of wte zero. Nothing is uploaded unless everything matches. */
+static int load_table(const char *dir, const char *file, pile_model *m, const char *const *prefixes, float *const *dsts,
+                      int nbuf, pile_err *err)
+{
+    pile_buf path = {0}, tmp = {0};
+    pile_st_file *f = NULL;
+    size_t n = pile_model_tensor_count(m);
+    const pile_st_tensor **found = calloc((size_t)nbuf * n + 1, sizeof *found);
+    float *pad = NULL;
+    int rc = found ? path_of(&path, dir, file, err) : OOM(err);
+    if (!rc) rc = pile_st_open(&f, path.data, err);
+    if (rc) goto out;
+    for (int b = 0; b < nbuf && !rc; b++) {
+        for (size_t i = 0; i < n && !rc; i++) {
+            const pile_tensor_info *ti = pile_model_tensor(m, i);
+            const pile_st_tensor *t = find_tensor(f, prefixes[b], ti->name, &tmp);
+            if (tmp.failed) {
+                rc = OOM(err);
+                break;
+            }
+            if (!t) {
+                rc = pile_err_set(err, PILE_EMISMATCH, "missing tensor '%s%s' in '%s'", prefixes[b], ti->name, path.data);
+                break;
+            }
+            int same = t->ndim == ti->ndim;
+            for (int d = 0; same && d < ti->ndim; d++) same = t->shape[d] == ti->shape[d];
+            if (!same) {
+                char want[64], got[96];
+                int k = 0;
+                for (int d = 0; d < ti->ndim; d++)
+                    k += snprintf(want + k, sizeof want - (size_t)k, "%s%lld", d ? ", " : "", (long long)ti->shape[d]);
+                k = 0;
+                got[0] = '\0';
+                for (int d = 0; d < t->ndim; d++)
+                    k += snprintf(got + k, sizeof got - (size_t)k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+                rc = pile_err_set(err, PILE_EMISMATCH, "tensor '%s' in '%s' has shape [%s], the model needs [%s]", t->name,
+                                  path.data, got, want);
+                break;
+            }
+            found[(size_t)b * n + i] = t;
+        }
+    }
+    for (size_t i = 0; !rc && i < pile_st_count(f); i++) {
+        const pile_st_tensor *t = pile_st_at(f, i);
+        int used = 0;
+        for (size_t k = 0; k < (size_t)nbuf * n && !used; k++) used = found[k] == t;
+        if (!used && !ignorable(t->name))
+            rc = pile_err_set(err, PILE_EMISMATCH, "unexpected tensor '%s' in '%s'", t->name, path.data);
+    }
+    if (rc) goto out;
+    pile_backend *be = pile_model_backend(m);
+    for (int b = 0; b < nbuf; b++) {
+        for (size_t i = 0; i < n; i++) {
+            const pile_tensor_info *ti = pile_model_tensor(m, i);
+            const pile_st_tensor *t = found[(size_t)b * n + i];
+            float *dst = dsts[b] + ti->offset;
+            if (ti->numel == ti->saved_numel) {
+                pile_backend_upload(be, dst, t->data, ti->saved_numel * sizeof(float));
+                continue;
+            }
+            /* wte: the saved rows, then zeros for the padding */
+            free(pad);
+            pad = calloc(ti->numel, sizeof(float));
+            if (!pad) {
+                rc = OOM(err);
+                goto out;
+            }
+            memcpy(pad, t->data, ti->saved_numel * sizeof(float));
+            pile_backend_upload(be, dst, pad, ti->numel * sizeof(float));
+        }
+    }
+out:
+    free(pad);
+    free(found);
+    pile_st_close(f);
+    pile_buf_free(&path);
+    pile_buf_free(&tmp);
+    return rc;
+}
+
+int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_train_state *st, pile_err *err)
+{
+    pile_train_state state = {0};
+    if (opt || st) PILE_FORWARD_IF_ERR(read_state(dir, &state, err));
+    static const char *const model_prefix[] = {""};
+    float *params[] = {pile_model_params(m)};
+    PILE_FORWARD_IF_ERR(load_table(dir, "model.safetensors", m, model_prefix, params, 1, err));
+    if (opt) {
+        static const char *const moment_prefix[] = {"m.", "v."};
+        float *moments[] = {pile_optim_m(opt), pile_optim_v(opt)};
+        PILE_FORWARD_IF_ERR(load_table(dir, "optimizer.safetensors", m, moment_prefix, moments, 2, err));
+        pile_optim_set_steps(opt, state.step);
+    }
+    if (st) *st = state;
+    return 0;
+}
+
+int pile_checkpoint_read_config_json(const char *dir, pile_buf *out, pile_err *err)
+{
+    pile_json *j = NULL;
+    PILE_FORWARD_IF_ERR(read_json(dir, "trainer_state.json", &j, err));
+    const pile_json *c = pile_json_get(j, "config");
+    int rc = 0;
+    if (pile_json_type_of(c) != PILE_JSON_OBJECT) {
+        rc = pile_err_set(err, PILE_ENOENT, "no configuration in the trainer_state.json of '%s'", dir);
+    } else {
+        json_dump(out, c);
+        pile_buf_append(out, "\n", 1);
+        if (out->failed || pile_buf_reserve(out, 1)) rc = OOM(err);
+        else out->data[out->len] = '\0';
+    }
+    pile_json_free(j);
+    return rc;
+}
+
+int pile_checkpoint_tokenizer_spec(const char *dir, pile_buf *out, pile_err *err)
+{
+    pile_buf tdir = {0}, p = {0};
+    int rc = path_of(&tdir, dir, "tokenizer", err);
+    if (rc) return rc;
+    int found = 0;
+    if (!path_of(&p, tdir.data, "encoder.json", err) && is_file(p.data) && !path_of(&p, tdir.data, "vocab.bpe", err) &&
+        is_file(p.data)) {
+        found = 1;
+        rc = pile_buf_append(out, tdir.data, tdir.len);
+    }
+    DIR *d = found ? NULL : opendir(tdir.data);
+    if (d) {
+        struct dirent *e;
+        while (!found && (e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.' || strcmp(e->d_name, "tokenizer_spec.txt") == 0) continue;
+            if (path_of(&p, tdir.data, e->d_name, err)) break;
+            if (is_file(p.data) && !strstr(e->d_name, ".tmp")) {
+                found = 1;
+                rc = pile_buf_append(out, p.data, p.len);
+            }
+        }
+        closedir(d);
+    }
+    if (!found) {
+        pile_train_state st;
+        rc = read_state(dir, &st, err);
+        if (!rc) rc = pile_buf_append_str(out, is_builtin_spec(st.tokenizer_spec) ? "bytes" : st.tokenizer_spec);
+    }
+    if (!rc && (out->failed || pile_buf_reserve(out, 1))) rc = PILE_ENOMEM;
+    if (rc == PILE_ENOMEM) rc = OOM(err);
+    if (!rc) out->data[out->len] = '\0';
+    pile_buf_free(&tdir);
+    pile_buf_free(&p);
+    return rc;
+}
+
+/* ------------------------------------------------------------- latest */
+
+/* The step recorded in a checkpoint folder, or -1 if it is not one. */
+static int64_t folder_step(const char *path)
+{
+    pile_json *j = NULL;
+    pile_err ignored;
+    int64_t step = -1;
+    if (read_json(path, "trainer_state.json", &j, &ignored) == 0 && (!get_int(j, "step", &step) || step < 0)) step = -1;
+    pile_json_free(j);
+    return step;
+}
+
+static int numbered(const char *name)
+{
+    const char *digits = strncmp(name, "epoch-", 6) == 0 ? name + 6 : strncmp(name, "step-", 5) == 0 ? name + 5 : NULL;
+    if (!digits || !*digits) return 0;
+    for (; *digits; digits++)
+        if (*digits < '0' || *digits > '9') return 0;
+    return 1;
+}
+
+int pile_checkpoint_find_latest(const char *checkpoint_dir, pile_buf *out, pile_err *err)
+{
+    pile_buf path = {0}, line = {0}, best = {0};
+    int rc = path_of(&path, checkpoint_dir, "latest", err);
+    if (rc) return rc;
+    pile_err ignored;
+    if (pile_fs_read_file(path.data, &line, &ignored) == 0) {
+        while (line.len && (line.data[line.len - 1] == '\n' || line.data[line.len - 1] == '\r' ||
+                            line.data[line.len - 1] == ' '))
+            line.len--;
+        if (line.len && !memchr(line.data, '/', line.len) && !memchr(line.data, '\0', line.len) &&
+            !pile_buf_append(&line, "", 1) && strcmp(line.data, ".") && strcmp(line.data, "..") &&
+            !path_of(&path, checkpoint_dir, line.data, err) && folder_step(path.data) >= 0) {
+            rc = pile_buf_append(out, path.data, path.len + 1) ? OOM(err) : 0;
+            if (!rc) out->len--;
+            goto out;
+        }
+    }
+    /* "latest" missing or stale: the highest step among epoch-* and step-*
+     * (ties to the greater name, so the choice does not depend on readdir) */
+    DIR *d = opendir(checkpoint_dir);
+    if (!d) {
+        rc = pile_err_sys(err, PILE_ENOENT, errno, "no checkpoint in '%s'", checkpoint_dir);
+        goto out;
+    }
+    int64_t best_step = -1;
+    pile_buf best_name = {0};
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!numbered(e->d_name)) continue;
+        if (path_of(&path, checkpoint_dir, e->d_name, err)) {
+            rc = PILE_ENOMEM;
+            break;
+        }
+        int64_t s = folder_step(path.data);
+        if (s < 0) continue;
+        if (s > best_step || (s == best_step && strcmp(e->d_name, best_name.data) > 0)) {
+            best_step = s;
+            best_name.len = 0;
+            best.len = 0;
+            if (pile_buf_append(&best_name, e->d_name, strlen(e->d_name) + 1) ||
+                pile_buf_append(&best, path.data, path.len + 1)) {
+                rc = OOM(err);
+                break;
+            }
+        }
+    }
+    closedir(d);
+    pile_buf_free(&best_name);
+    if (rc) goto out;
+    if (best_step < 0) {
+        rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s'", checkpoint_dir);
+        goto out;
+    }
+    rc = pile_buf_append(out, best.data, best.len) ? OOM(err) : 0;
+    if (!rc) out->len--;
+out:
+    pile_buf_free(&path);
+    pile_buf_free(&line);
+    pile_buf_free(&best);
+    return rc;
+}
