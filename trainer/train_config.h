@@ -50,6 +50,7 @@ typedef struct pile_train_config {
     int epochs;                /* 1 */
     int64_t max_steps;         /* > 0: stop after this many optimizer steps (and schedule over them) */
     double warmup_ratio;       /* 0.0 */
+    int64_t warmup_steps;      /* > 0: warmup steps, winning over warmup_ratio (DeepSpeed warmup_num_steps) */
     double weight_decay;       /* 0.01 */
     int decay_all;             /* weight decay on biases, norms and embeddings too */
     double adam_beta1, adam_beta2, adam_epsilon; /* 0.9, 0.999, 1e-8 */
@@ -108,7 +109,8 @@ int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, in
 /* The whole resolution for `pile-trainer train ARGS`: defaults, then the
  * --config and --deepspeed files found in argv, then every flag. Checks
  * the result (positive sizes, n_embd divisible by n_head, ratios in [0,1],
- * doc_mask_loss needs doc_mask). */
+ * doc_mask_loss needs doc_mask). An argument that is not a flag is
+ * PILE_EINVAL ("unknown option '--x'"). */
 int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int first, pile_buf *warnings,
                               pile_err *err);
 /* Checks the invariants above; PILE_EINVAL naming the field. */

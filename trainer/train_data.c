@@ -1,2 +1,466 @@
-/* placeholder: being written */
+/* The trainer's data: a folder of pile shards as numbered samples (windows
+ * of seq_len tokens of a row), the per-epoch visiting order, and the held-out
+ * validation share.
+ *
+ * Sample indexing. Only windows that hold at least one target are samples:
+ * row r of true length len gives w(r) = ceil((len - 1) / T) windows (none
+ * for len < 2), so a micro-batch never consists of padding alone. Every
+ * full row (len == max_length) has the same count W, and in pile-prep's
+ * output nearly every row is full (concat packing leaves one short row per
+ * split), so only the rows with w(r) != W are stored, sorted, each with the
+ * number of samples before it: sample i -> (row, window) is a binary search
+ * over those exceptions and then arithmetic, O(log n), with memory for the
+ * exceptional rows only. Shards whose token count says every row is full
+ * are not even scanned. */
 #include "train_data.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pile_buf.h"
+#include "pile_fs.h"
+#include "pile_json.h"
+#include "pile_shards.h"
+
+/* A row whose window count differs from a full row's. */
+typedef struct short_row {
+    uint64_t row;    /* index over the split's rows (all shards in order) */
+    uint64_t start;  /* samples before this row */
+    uint32_t windows;
+} short_row;
+
+typedef struct split_set {
+    pile_shard **shards;
+    char **names;
+    size_t n;
+    uint64_t *row_base; /* n + 1 prefix row counts */
+    short_row *ex;
+    size_t n_ex, cap_ex;
+    uint64_t samples; /* every sample of the split's rows */
+    uint64_t tokens;  /* true tokens of rows with at least one sample */
+} split_set;
+
+struct pile_data {
+    pile_data_info info;
+    int seq_len;
+    uint32_t full_windows; /* W: windows of a full row */
+    split_set split[2];    /* train, val */
+};
+
+static uint32_t windows_of(uint32_t len, uint32_t T)
+{
+    return len < 2 ? 0 : (len - 1 + T - 1) / T;
+}
+
+static void split_free(split_set *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        pile_shard_close(s->shards[i]);
+        free(s->names[i]);
+    }
+    free(s->shards);
+    free(s->names);
+    free(s->row_base);
+    free(s->ex);
+    memset(s, 0, sizeof *s);
+}
+
+void pile_data_close(pile_data *d)
+{
+    if (!d) return;
+    split_free(&d->split[0]);
+    split_free(&d->split[1]);
+    free(d);
+}
+
+/* train-NNNNN.shard / val-NNNNN.shard (one or more digits): 0, 1, or -1 */
+static int split_of_name(const char *name)
+{
+    const char *p;
+    int split;
+    if (!strncmp(name, "train-", 6)) p = name + 6, split = 0;
+    else if (!strncmp(name, "val-", 4)) p = name + 4, split = 1;
+    else return -1;
+    const char *digits = p;
+    while (*p >= '0' && *p <= '9') p++;
+    if (p == digits || strcmp(p, ".shard")) return -1;
+    return split;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int list_names(const char *dir, char ***names, size_t *n, pile_err *err)
+{
+    DIR *dp = opendir(dir);
+    if (!dp) return pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot open '%s'", dir);
+    size_t cap = 0;
+    *names = NULL;
+    *n = 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(dp))) {
+        if (split_of_name(e->d_name) < 0) continue;
+        if (*n == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            char **nn = realloc(*names, ncap * sizeof *nn);
+            if (!nn) {
+                rc = pile_err_set(err, PILE_ENOMEM, "out of memory listing '%s'", dir);
+                break;
+            }
+            *names = nn;
+            cap = ncap;
+        }
+        if (!((*names)[*n] = strdup(e->d_name))) {
+            rc = pile_err_set(err, PILE_ENOMEM, "out of memory listing '%s'", dir);
+            break;
+        }
+        (*n)++;
+    }
+    closedir(dp);
+    if (rc == 0) qsort(*names, *n, sizeof **names, cmp_str);
+    return rc;
+}
+
+static const char *differs(const pile_shard_info *a, const pile_shard_info *b, char *what, size_t cap)
+{
+    if (a->version != b->version) snprintf(what, cap, "format version (%u vs %u)", b->version, a->version);
+    else if (memcmp(a->tokenizer_fp, b->tokenizer_fp, PILE_SHARD_FP_BYTES))
+        snprintf(what, cap, "tokenizer fingerprint");
+    else if (a->token_bytes != b->token_bytes)
+        snprintf(what, cap, "token width (%u vs %u bytes)", b->token_bytes, a->token_bytes);
+    else if (a->vocab_size != b->vocab_size)
+        snprintf(what, cap, "vocab_size (%u vs %u)", b->vocab_size, a->vocab_size);
+    else if (a->max_length != b->max_length)
+        snprintf(what, cap, "max_length (%u vs %u)", b->max_length, a->max_length);
+    else if (a->eot_id != b->eot_id) snprintf(what, cap, "eot_id (%u vs %u)", b->eot_id, a->eot_id);
+    else return NULL;
+    return what;
+}
+
+static int push_short(split_set *s, uint64_t row, uint32_t windows)
+{
+    if (s->n_ex == s->cap_ex) {
+        size_t ncap = s->cap_ex ? 2 * s->cap_ex : 64;
+        short_row *nx = realloc(s->ex, ncap * sizeof *nx);
+        if (!nx) return PILE_ENOMEM;
+        s->ex = nx;
+        s->cap_ex = ncap;
+    }
+    s->ex[s->n_ex++] = (short_row){row, 0, windows};
+    return 0;
+}
+
+/* Row counts, the exceptional rows and the sample count of one split. */
+static int index_split(split_set *s, uint32_t L, uint32_t T, uint32_t W, pile_err *err)
+{
+    s->row_base = calloc(s->n + 1, sizeof *s->row_base);
+    if (!s->row_base) return pile_err_set(err, PILE_ENOMEM, "out of memory indexing shards");
+    for (size_t k = 0; k < s->n; k++) {
+        const pile_shard_info *in = pile_shard_get_info(s->shards[k]);
+        uint64_t base = s->row_base[k];
+        s->row_base[k + 1] = base + in->row_count;
+        s->tokens += in->token_count;
+        if (in->token_count == in->row_count * (uint64_t)L) continue; /* every row full */
+        for (uint64_t r = 0; r < in->row_count; r++) {
+            uint32_t len = pile_shard_row_length(s->shards[k], r);
+            uint32_t w = windows_of(len, T);
+            if (w == W) continue;
+            if (w == 0) s->tokens -= len;
+            if (push_short(s, base + r, w)) return pile_err_set(err, PILE_ENOMEM, "out of memory indexing shards");
+        }
+    }
+    uint64_t deficit = 0;
+    for (size_t e = 0; e < s->n_ex; e++) {
+        s->ex[e].start = s->ex[e].row * W - deficit;
+        deficit += W - s->ex[e].windows;
+    }
+    s->samples = s->row_base[s->n] * W - deficit;
+    return 0;
+}
+
+/* Sample i of a split -> (shard, row in shard, window). */
+static void locate(const pile_data *d, const split_set *s, uint64_t i, size_t *shard, uint64_t *row, uint32_t *win)
+{
+    uint64_t W = d->full_windows, r;
+    /* the last exception starting at or before i */
+    size_t lo = 0, hi = s->n_ex;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->ex[mid].start <= i) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == 0) {
+        r = i / W;
+        *win = (uint32_t)(i % W);
+    } else {
+        const short_row *e = &s->ex[lo - 1];
+        uint64_t j = i - e->start;
+        if (j < e->windows) {
+            r = e->row;
+            *win = (uint32_t)j;
+        } else {
+            j -= e->windows;
+            r = e->row + 1 + j / W;
+            *win = (uint32_t)(j % W);
+        }
+    }
+    lo = 0, hi = s->n;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->row_base[mid] <= r) lo = mid;
+        else hi = mid;
+    }
+    *shard = lo;
+    *row = r - s->row_base[lo];
+}
+
+static int read_manifest(pile_data *d, const char *dir, const char *first_shard, pile_err *err)
+{
+    pile_buf path = {0};
+    if (pile_fs_join(&path, dir, "manifest.json")) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    FILE *f = fopen(path.data, "rb");
+    if (!f) {
+        pile_buf_free(&path);
+        return 0; /* optional */
+    }
+    fclose(f);
+    pile_json *root;
+    int rc = pile_json_parse_file(path.data, &root, err);
+    if (rc < 0) {
+        pile_buf_free(&path);
+        return rc;
+    }
+    const pile_json *opts = pile_json_get(root, "options");
+    const pile_json *tok = opts ? pile_json_get(opts, "tokenizer") : NULL;
+    const pile_json *fp = opts ? pile_json_get(opts, "tokenizer_fingerprint") : NULL;
+    if (tok && pile_json_type_of(tok) == PILE_JSON_STRING) {
+        size_t n;
+        const char *s = pile_json_str(tok, &n);
+        if (n < sizeof d->info.tokenizer_spec) memcpy(d->info.tokenizer_spec, s, n + 1);
+    }
+    if (fp && pile_json_type_of(fp) == PILE_JSON_STRING) {
+        char hex[2 * PILE_SHARD_FP_BYTES + 1];
+        for (int i = 0; i < PILE_SHARD_FP_BYTES; i++) snprintf(hex + 2 * i, 3, "%02x", d->info.tokenizer_fp[i]);
+        if (strcmp(hex, pile_json_str(fp, NULL)))
+            rc = pile_err_set(err, PILE_EMISMATCH, "'%s' names tokenizer fingerprint %s but '%s' has %s", path.data,
+                              pile_json_str(fp, NULL), first_shard, hex);
+    }
+    pile_json_free(root);
+    pile_buf_free(&path);
+    return rc;
+}
+
+int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fraction, pile_err *err)
+{
+    *out = NULL;
+    if (!(val_fraction >= 0 && val_fraction < 1))
+        return pile_err_set(err, PILE_EINVAL, "val_fraction must be in [0, 1), not %g", val_fraction);
+    pile_data *d = calloc(1, sizeof *d);
+    if (!d) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    char **names = NULL;
+    size_t n = 0;
+    pile_buf path = {0}, first = {0};
+    const pile_shard_info *ref = NULL;
+    int rc = list_names(dir, &names, &n, err);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int sp = split_of_name(names[i]);
+        split_set *s = &d->split[sp];
+        if (pile_fs_join(&path, dir, names[i])) {
+            rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+            break;
+        }
+        if (!s->shards) {
+            s->shards = calloc(n, sizeof *s->shards);
+            s->names = calloc(n, sizeof *s->names);
+            if (!s->shards || !s->names) {
+                rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+                break;
+            }
+        }
+        pile_shard *sh;
+        if ((rc = pile_shard_open(&sh, path.data, err)) < 0) break;
+        s->shards[s->n] = sh;
+        s->names[s->n] = names[i];
+        names[i] = NULL;
+        s->n++;
+        const pile_shard_info *in = pile_shard_get_info(sh);
+        char what[96];
+        if (!ref) {
+            ref = in;
+            if (pile_buf_append_str(&first, path.data) || pile_buf_append(&first, "", 1))
+                rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        } else if (differs(ref, in, what, sizeof what)) {
+            rc = pile_err_set(err, PILE_EMISMATCH, "shard '%s' differs from '%s' in %s", path.data, first.data, what);
+        }
+    }
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+    if (rc == 0 && d->split[0].n == 0)
+        rc = pile_err_set(err, PILE_ENOENT, "no train-*.shard in '%s' (run pile-prep first)", dir);
+    if (rc == 0) {
+        pile_data_info *info = &d->info;
+        info->vocab_size = ref->vocab_size;
+        info->eot_id = ref->eot_id;
+        info->pad_id = ref->pad_id;
+        info->max_length = ref->max_length;
+        memcpy(info->tokenizer_fp, ref->tokenizer_fp, PILE_SHARD_FP_BYTES);
+        info->train_shards = d->split[0].n;
+        info->val_shards = d->split[1].n;
+        if (seq_len <= 0) seq_len = (int)ref->max_length;
+        if ((uint32_t)seq_len > ref->max_length)
+            rc = pile_err_set(err, PILE_EINVAL, "max_length %d exceeds the shards' max_length %u in '%s'", seq_len,
+                              ref->max_length, dir);
+        if (ref->max_length < 2)
+            rc = pile_err_set(err, PILE_EINVAL, "shards in '%s' have max_length %u: too short to train on", dir,
+                              ref->max_length);
+    }
+    if (rc == 0) rc = read_manifest(d, dir, first.data, err);
+    if (rc == 0) {
+        d->seq_len = seq_len;
+        d->full_windows = windows_of(d->info.max_length, (uint32_t)seq_len);
+        for (int sp = 0; sp < 2 && rc == 0; sp++)
+            rc = index_split(&d->split[sp], d->info.max_length, (uint32_t)seq_len, d->full_windows, err);
+    }
+    if (rc == 0) {
+        pile_data_info *info = &d->info;
+        split_set *tr = &d->split[0];
+        info->train_samples = tr->samples;
+        info->train_tokens = tr->tokens;
+        if (d->split[1].n) {
+            info->val_samples = d->split[1].samples;
+            info->val_tokens = d->split[1].tokens;
+        } else if (val_fraction > 0) {
+            /* the held-out share: the last samples by index, so it is the
+             * same whatever the seed, and never visited in training */
+            double want = val_fraction * (double)tr->samples;
+            uint64_t nval = (uint64_t)want;
+            if ((double)nval < want) nval++;
+            if (nval >= tr->samples)
+                rc = pile_err_set(err, PILE_EINVAL,
+                                  "cannot hold out %g of %llu train samples in '%s' for validation: none would be left",
+                                  val_fraction, (unsigned long long)tr->samples, dir);
+            info->val_held_out = 1;
+            info->val_samples = nval;
+            info->train_samples = tr->samples - nval;
+            for (uint64_t i = info->train_samples; rc == 0 && i < tr->samples; i++) {
+                size_t k;
+                uint64_t row;
+                uint32_t win;
+                locate(d, tr, i, &k, &row, &win);
+                uint32_t len = pile_shard_row_length(tr->shards[k], row), start = win * (uint32_t)seq_len;
+                uint32_t t = len - start < (uint32_t)seq_len ? len - start : (uint32_t)seq_len;
+                info->val_tokens += t;
+                info->train_tokens -= t;
+            }
+        }
+        if (rc == 0 && info->train_samples == 0)
+            rc = pile_err_set(err, PILE_EINVAL, "no train samples in '%s': every row is shorter than 2 tokens", dir);
+    }
+    pile_buf_free(&path);
+    pile_buf_free(&first);
+    if (rc < 0) {
+        pile_data_close(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+const pile_data_info *pile_data_get_info(const pile_data *d) { return &d->info; }
+
+int pile_data_seq_len(const pile_data *d) { return d->seq_len; }
+
+/* splitmix64 (Steele, Lea, Flood 2014) to seed xoshiro256** (Blackman,
+ * Vigna 2018): fixed arithmetic, so the order is the same on every machine. */
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t xoshiro(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+/* Uniform in [0, n) without modulo bias: draws below 2^64 mod n are redrawn. */
+static uint64_t below(uint64_t s[4], uint64_t n)
+{
+    uint64_t threshold = (0 - n) % n;
+    for (;;) {
+        uint64_t r = xoshiro(s);
+        if (r >= threshold) return r % n;
+    }
+}
+
+void pile_data_epoch_order(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t *perm)
+{
+    uint64_t n = d->info.train_samples;
+    uint64_t x = seed, s[4];
+    /* (seed, epoch) mixed so that neighbouring seeds and epochs share nothing */
+    x = splitmix64(&x) ^ epoch;
+    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
+    for (uint64_t i = 0; i < n; i++) perm[i] = i;
+    for (uint64_t i = n; i > 1; i--) {
+        uint64_t j = below(s, i), t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+}
+
+int pile_data_sample(const pile_data *d, int val, uint64_t i, int doc_mask_loss, int32_t *tokens, int32_t *targets,
+                     int32_t *doc_start)
+{
+    const split_set *s = &d->split[val && !d->info.val_held_out ? 1 : 0];
+    if (val && d->info.val_held_out) i += d->info.train_samples;
+    size_t k;
+    uint64_t row;
+    uint32_t win;
+    locate(d, s, i, &k, &row, &win);
+    const pile_shard *sh = s->shards[k];
+    const pile_shard_info *in = pile_shard_get_info(sh);
+    const void *data = pile_shard_row_data(sh, row);
+    uint32_t L = in->max_length, len = pile_shard_row_length(sh, row);
+    uint32_t T = (uint32_t)d->seq_len, start = win * T;
+    const pile_shard_doc *docs;
+    uint32_t ndocs = pile_shard_row_docs(sh, row, &docs);
+    /* the documents starting at or before the window, then walked along it */
+    uint32_t di = 0, cur = 0; /* cur: row offset of the current document (0 when none started in the row) */
+    while (di < ndocs && docs[di].offset <= start) cur = docs[di++].offset;
+    int count = 0;
+    for (uint32_t t = 0; t < T; t++) {
+        uint32_t p = start + t;
+        int32_t tok;
+        if (p < L) tok = in->token_bytes == 2 ? ((const uint16_t *)data)[p] : (int32_t)((const uint32_t *)data)[p];
+        else tok = (int32_t)in->pad_id;
+        tokens[t] = tok;
+        while (di < ndocs && docs[di].offset <= p) cur = docs[di++].offset;
+        if (doc_start) doc_start[t] = cur > start ? (int32_t)(cur - start) : 0;
+        int32_t target = -1;
+        if (p + 1 < len) {
+            target = in->token_bytes == 2 ? ((const uint16_t *)data)[p + 1] : (int32_t)((const uint32_t *)data)[p + 1];
+            /* docs[di] is the next document start after p */
+            if (doc_mask_loss && di < ndocs && docs[di].offset == p + 1) target = -1;
+        }
+        targets[t] = target;
+        count += target >= 0;
+    }
+    return count;
+}
