@@ -1,3 +1,341 @@
-/* placeholder: being written */
+/* pile-trainer: the command line over train_loop.h (train, eval, sample).
+ * Only this file exits: 0 on success, 1 on a runtime failure, 2 on a usage
+ * error. Flags take --NAME VALUE or --NAME=VALUE, with dashes or
+ * underscores, like the training settings. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
-int main(void) { fputs("pile-trainer: not built yet\n", stderr); return 1; }
+#include <stdlib.h>
+#include <string.h>
+
+#include "pile_buf.h"
+#include "train_config.h"
+#include "train_loop.h"
+
+#define PILE_TRAINER_VERSION "0.1.0"
+
+static const char usage_text[] =
+    "usage: pile-trainer [train] [options]\n"
+    "       pile-trainer eval --checkpoint DIR [options]\n"
+    "       pile-trainer sample --checkpoint DIR --prompt TEXT [options]\n"
+    "\n"
+    "Trains a GPT-2 family model on pile-prep shards (fp32 on the CPU), evaluates\n"
+    "a checkpoint, or samples text from one. `pile-trainer COMMAND --help` for each.\n";
+
+static const char train_intro[] =
+    "usage: pile-trainer [train] [options]\n"
+    "\n"
+    "Trains a GPT-2 family model on the shards in --data: AdamW, warmup + cosine\n"
+    "schedule, gradient clipping and accumulation, validation every --eval_interval\n"
+    "steps and at each epoch's end. Checkpoints (epoch-NNN/, step-NNNNNNN/,\n"
+    "best_model/, readable by Hugging Face transformers), metrics.jsonl and a\n"
+    "TensorBoard event file go to --checkpoint_dir. SIGINT or SIGTERM finishes the\n"
+    "step, writes a checkpoint and stops; --resume continues bit for bit.\n"
+    "Settings come from the defaults, the --model preset, --config FILE (JSON, keys\n"
+    "as the flags), --deepspeed FILE (ds_config.json), then the flags, in that order.\n"
+    "Flags take a value as --name VALUE or --name=VALUE; dashes or underscores.\n"
+    "\n";
+
+static const char train_tail[] =
+    "  --print-config          print the resolved settings as JSON (the form --config reads) and exit\n"
+    "  -h, --help              this help\n"
+    "  --version               the version\n";
+
+static const char eval_help[] =
+    "usage: pile-trainer eval --checkpoint DIR [options]\n"
+    "\n"
+    "Loss, accuracy and perplexity of a checkpoint's model on the validation\n"
+    "samples of the shards it was trained on (or --data), in order, as training's\n"
+    "validation computes them.\n"
+    "\n"
+    "  --checkpoint DIR    a checkpoint folder (epoch-001, best_model, ...)\n"
+    "  --data DIR          shards folder (default: the one recorded in the checkpoint)\n"
+    "  --eval_rows N       evaluate the first N validation samples (default 0: all)\n"
+    "  --batch_size N      rows per forward (default: the checkpoint's batch_size)\n"
+    "  --threads N         CPU threads (default 0: every usable core)\n"
+    "  --json              one JSON object instead of text\n"
+    "  -h, --help          this help\n";
+
+static const char sample_help[] =
+    "usage: pile-trainer sample --checkpoint DIR --prompt TEXT [options]\n"
+    "\n"
+    "Prints the prompt, then the model's continuation as it is generated (stops at\n"
+    "end-of-text). The tokenizer is the checkpoint's. A context longer than the\n"
+    "model's keeps its last n_positions tokens.\n"
+    "\n"
+    "  --checkpoint DIR      a checkpoint folder\n"
+    "  --prompt TEXT         the text to continue ('' starts a new document)\n"
+    "  --max_new_tokens N    tokens to generate (default 200)\n"
+    "  --temperature T       softmax temperature (default 1.0; 0 = greedy)\n"
+    "  --top_k K             sample among the K likeliest tokens (default 0: all)\n"
+    "  --seed S              sampling seed (default 42): the same seed, the same text\n"
+    "  --threads N           CPU threads (default 0: every usable core)\n"
+    "  -h, --help            this help\n";
+
+static int usage_error(const char *cmd, const char *fmt, const char *arg)
+{
+    fputs("pile-trainer: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'pile-trainer %s--help' for more information.\n", cmd);
+    return 2;
+}
+
+/* ------------------------------------------------------------- options */
+
+/* One option word of eval / sample: "--name", "--name=value" or "-h". The
+ * name is given with dashes ("max-new-tokens") whatever the user typed. */
+typedef struct opt_word {
+    char name[64];
+    const char *value; /* after '=', or NULL */
+} opt_word;
+
+static int split_option(const char *arg, opt_word *w)
+{
+    if (strcmp(arg, "-h") == 0) arg = "--help";
+    if (strncmp(arg, "--", 2) != 0 || !arg[2]) return -1;
+    const char *s = arg + 2, *eq = strchr(s, '=');
+    size_t n = eq ? (size_t)(eq - s) : strlen(s);
+    if (n >= sizeof w->name) return -1;
+    for (size_t i = 0; i < n; i++) w->name[i] = s[i] == '_' ? '-' : s[i];
+    w->name[n] = '\0';
+    w->value = eq ? eq + 1 : NULL;
+    return 0;
+}
+
+/* The option's value: after '=' or the next word. */
+static const char *take_value(const opt_word *w, int argc, char **argv, int *i)
+{
+    if (w->value) return w->value;
+    if (*i + 1 >= argc) return NULL;
+    return argv[++*i];
+}
+
+static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- train */
+
+static int is_own_train_flag(const char *a, const char *name)
+{
+    opt_word w;
+    return split_option(a, &w) == 0 && !w.value && strcmp(w.name, name) == 0;
+}
+
+static int cmd_train(int argc, char **argv, int first)
+{
+    int print_config = 0;
+    /* --help, --version and --print-config are the command line's, not the
+     * configuration's: take them out before resolving the rest. */
+    char **args = malloc(((size_t)argc + 1) * sizeof *args);
+    if (!args) {
+        fputs("pile-trainer: out of memory\n", stderr);
+        return 1;
+    }
+    int n = 0;
+    args[n++] = argv[0];
+    for (int i = first; i < argc; i++) {
+        if (is_own_train_flag(argv[i], "help")) {
+            pile_buf h = {0};
+            pile_train_config_help(&h);
+            fputs(train_intro, stdout);
+            if (h.len) fwrite(h.data, 1, h.len, stdout);
+            fputs(train_tail, stdout);
+            pile_buf_free(&h);
+            free(args);
+            return 0;
+        }
+        if (is_own_train_flag(argv[i], "version")) {
+            printf("pile-trainer %s\n", PILE_TRAINER_VERSION);
+            free(args);
+            return 0;
+        }
+        if (is_own_train_flag(argv[i], "print-config")) print_config = 1;
+        else args[n++] = argv[i];
+    }
+    args[n] = NULL;
+
+    pile_train_config cfg;
+    pile_buf warnings = {0};
+    pile_err err;
+    pile_err_clear(&err);
+    int rc = pile_train_config_resolve(&cfg, n, args, 1, &warnings, &err);
+    for (size_t at = 0; at < warnings.len;) {
+        const char *line = warnings.data + at;
+        const char *nl = memchr(line, '\n', warnings.len - at);
+        size_t len = nl ? (size_t)(nl - line) : warnings.len - at;
+        if (len) fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)len, line);
+        at += len + 1;
+    }
+    pile_buf_free(&warnings);
+    int status = 0;
+    if (rc < 0) {
+        /* a bad flag or value is the user's to fix (2); a file that cannot be read is a failure (1) */
+        fprintf(stderr, "pile-trainer: %s\n", err.msg);
+        if (rc == PILE_EINVAL) fputs("Try 'pile-trainer --help' for more information.\n", stderr);
+        status = rc == PILE_EINVAL ? 2 : 1;
+    } else if (rc > 0 && rc < n) {
+        status = usage_error("", args[rc][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'", args[rc]);
+    } else if (print_config) {
+        pile_buf js = {0};
+        if (pile_train_config_to_json(&cfg, &js) < 0 || js.failed) {
+            fputs("pile-trainer: out of memory\n", stderr);
+            status = 1;
+        } else {
+            fwrite(js.data, 1, js.len, stdout);
+            if (js.len && js.data[js.len - 1] != '\n') fputc('\n', stdout);
+        }
+        pile_buf_free(&js);
+    } else if (pile_trainer_train(&cfg, &err) < 0) {
+        fprintf(stderr, "pile-trainer: %s\n", err.msg);
+        status = 1;
+    }
+    free(args);
+    return status;
+}
+
+/* ----------------------------------------------------------------- eval */
+
+static int cmd_eval(int argc, char **argv)
+{
+    const char *ckpt = NULL, *data = NULL;
+    int64_t rows = 0, batch = 0, threads = 0;
+    int json = 0;
+    for (int i = 2; i < argc; i++) {
+        opt_word w;
+        if (split_option(argv[i], &w) < 0)
+            return usage_error("eval ", argv[i][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'",
+                               argv[i]);
+        if (!strcmp(w.name, "help") && !w.value) {
+            fputs(eval_help, stdout);
+            return 0;
+        }
+        if (!strcmp(w.name, "json") && !w.value) {
+            json = 1;
+            continue;
+        }
+        int64_t *num = !strcmp(w.name, "eval-rows")    ? &rows
+                       : !strcmp(w.name, "batch-size") ? &batch
+                       : !strcmp(w.name, "threads")    ? &threads
+                                                       : NULL;
+        const char **str = !strcmp(w.name, "checkpoint") ? &ckpt : !strcmp(w.name, "data") ? &data : NULL;
+        if (!num && !str) return usage_error("eval ", "unknown option '%s'", argv[i]);
+        const char *opt = argv[i];
+        const char *v = take_value(&w, argc, argv, &i);
+        if (!v) return usage_error("eval ", "option '%s' needs a value", opt);
+        if (str) *str = v;
+        else if (parse_i64(v, 0, num == &rows ? INT64_MAX : 65536, num) < 0)
+            return usage_error("eval ", "bad number '%s'", v);
+    }
+    if (!ckpt) return usage_error("eval ", "%smissing --checkpoint DIR", "");
+    pile_eval_result r;
+    pile_err err;
+    if (pile_trainer_eval(ckpt, data, rows, (int)batch, (int)threads, &r, &err) < 0) {
+        fprintf(stderr, "pile-trainer: %s\n", err.msg);
+        return 1;
+    }
+    if (json)
+        printf("{\"loss\": %.17g, \"accuracy\": %.17g, \"perplexity\": %.17g, \"tokens\": %" PRId64 "}\n", r.loss,
+               r.accuracy, r.perplexity, r.tokens);
+    else
+        printf("val loss %.6f accuracy %.6f perplexity %.4f tokens %" PRId64 "\n", r.loss, r.accuracy, r.perplexity,
+               r.tokens);
+    return 0;
+}
+
+/* --------------------------------------------------------------- sample */
+
+static int cmd_sample(int argc, char **argv)
+{
+    const char *ckpt = NULL;
+    pile_sample_opts o = {NULL, 200, 1.0, 0, 42, 0};
+    for (int i = 2; i < argc; i++) {
+        opt_word w;
+        if (split_option(argv[i], &w) < 0)
+            return usage_error("sample ", argv[i][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'",
+                               argv[i]);
+        if (!strcmp(w.name, "help") && !w.value) {
+            fputs(sample_help, stdout);
+            return 0;
+        }
+        static const char *const known[] = {"checkpoint", "prompt", "max-new-tokens", "temperature",
+                                            "top-k",      "seed",   "threads"};
+        size_t k = 0;
+        while (k < sizeof known / sizeof known[0] && strcmp(known[k], w.name)) k++;
+        if (k == sizeof known / sizeof known[0]) return usage_error("sample ", "unknown option '%s'", argv[i]);
+        const char *opt = argv[i];
+        const char *v = take_value(&w, argc, argv, &i);
+        if (!v) return usage_error("sample ", "option '%s' needs a value", opt);
+        int64_t x;
+        char *end;
+        switch (k) {
+        case 0: ckpt = v; break;
+        case 1: o.prompt = v; break;
+        case 2:
+            if (parse_i64(v, 0, 1 << 24, &x) < 0) return usage_error("sample ", "bad --max_new_tokens '%s'", v);
+            o.max_new_tokens = (int)x;
+            break;
+        case 3:
+            errno = 0;
+            o.temperature = strtod(v, &end);
+            if (errno || end == v || *end || !(o.temperature >= 0) || !isfinite(o.temperature))
+                return usage_error("sample ", "bad --temperature '%s' (a number >= 0)", v);
+            break;
+        case 4:
+            if (parse_i64(v, 0, INT32_MAX, &x) < 0) return usage_error("sample ", "bad --top_k '%s'", v);
+            o.top_k = (int)x;
+            break;
+        case 5:
+            if (parse_u64(v, &o.seed) < 0) return usage_error("sample ", "bad --seed '%s'", v);
+            break;
+        default:
+            if (parse_i64(v, 0, 4096, &x) < 0) return usage_error("sample ", "bad --threads '%s'", v);
+            o.threads = (int)x;
+            break;
+        }
+    }
+    if (!ckpt) return usage_error("sample ", "%smissing --checkpoint DIR", "");
+    if (!o.prompt) return usage_error("sample ", "%smissing --prompt TEXT", "");
+    pile_err err;
+    if (pile_trainer_sample(ckpt, &o, &err) < 0) {
+        fflush(stdout);
+        fprintf(stderr, "pile-trainer: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "train")) return cmd_train(argc, argv, 2);
+    if (argc >= 2 && argv[1][0] != '-') {
+        fprintf(stderr, "pile-trainer: unknown command '%s'\n%s", argv[1], usage_text);
+        return 2;
+    }
+    if (argc >= 2 && (is_own_train_flag(argv[1], "help"))) {
+        fputs(usage_text, stdout);
+        fputc('\n', stdout);
+    }
+    return cmd_train(argc, argv, 1);
+}

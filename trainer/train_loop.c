@@ -1,2 +1,975 @@
-/* placeholder: being written */
+/* pile-trainer's jobs over the trainer modules (train_loop.h): the training
+ * loop (accumulation, schedule, clipping, validation, checkpoints, metrics,
+ * signals, bit-exact resume), checkpoint evaluation, and sampling.
+ *
+ * The loop prints: a progress line per log_interval and the validation
+ * lines on stderr, the final summary on stdout; sampling writes its text to
+ * stdout. Everything else returns a pile_err like the other modules.
+ *
+ * Bit-exact resume rests on one rule: the state after step k (parameters,
+ * moments, step, epoch, position in the epoch's seeded order) decides step
+ * k + 1 entirely. Dropout seeds are a hash of (seed, step, micro-batch), the
+ * epoch order a function of (seed, epoch), and nothing else carries over. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "checkpoint.h"
+#include "metrics.h"
+#include "model.h"
+#include "optim.h"
+#include "pile_buf.h"
+#include "pile_fs.h"
+#include "pile_json.h"
+#include "pile_progress.h"
+#include "pile_tokenizer.h"
+#include "pile_utf8.h"
+#include "train_data.h"
 #include "train_loop.h"
+
+/* The module's single piece of global state: the signal that asked training
+ * to stop (0 = none). A signal handler may only store to a volatile
+ * sig_atomic_t; the loop reads it between optimizer steps, and a second
+ * signal while a checkpoint is being written just stores it again. */
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    g_stop_signal = sig;
+}
+
+/* splitmix64's finaliser: a bijective mix, so distinct inputs stay distinct. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* The dropout seed of one micro-batch: a pure function of (seed, step,
+ * micro), so a resumed run draws the masks the uninterrupted one drew. */
+static uint64_t dropout_seed(uint64_t seed, int64_t step, int micro)
+{
+    return mix64(mix64(mix64(seed ^ 0x64726F706F7574ull) + (uint64_t)step) + (uint64_t)micro);
+}
+
+/* A pile_buf's text as a C string (pile_buf keeps no terminator); NULL on OOM. */
+static const char *cstr(pile_buf *b)
+{
+    if (pile_buf_reserve(b, 1)) return NULL;
+    b->data[b->len] = '\0';
+    return b->data;
+}
+
+/* ------------------------------------------------------------ host batch */
+
+typedef struct host_batch {
+    int32_t *tokens, *targets, *doc_start;
+    size_t rows;
+    int T;
+} host_batch;
+
+static int host_batch_alloc(host_batch *hb, size_t rows, int T, pile_err *err)
+{
+    memset(hb, 0, sizeof *hb);
+    size_t n = rows * (size_t)T;
+    hb->tokens = malloc(n * sizeof(int32_t));
+    hb->targets = malloc(n * sizeof(int32_t));
+    hb->doc_start = malloc(n * sizeof(int32_t));
+    hb->rows = rows;
+    hb->T = T;
+    if (!hb->tokens || !hb->targets || !hb->doc_start)
+        return pile_err_set(err, PILE_ENOMEM, "out of memory for a batch of %zu x %d tokens", rows, T);
+    return 0;
+}
+
+static void host_batch_free(host_batch *hb)
+{
+    free(hb->tokens);
+    free(hb->targets);
+    free(hb->doc_start);
+    memset(hb, 0, sizeof *hb);
+}
+
+/* -------------------------------------------------------------- evaluate */
+
+/* Loss, accuracy and perplexity over the first `rows` validation samples
+ * (0 = all), in order, in batches of B. The same code serves training's
+ * validation and `pile-trainer eval`, so equal settings give equal bits. */
+static int evaluate(pile_model *m, const pile_data *d, int64_t rows, int B, int doc_mask, int doc_mask_loss,
+                    host_batch *hb, pile_eval_result *res, pile_err *err)
+{
+    const pile_data_info *info = pile_data_get_info(d);
+    uint64_t n = info->val_samples;
+    if (rows > 0 && (uint64_t)rows < n) n = (uint64_t)rows;
+    const int T = hb->T;
+    double loss_sum = 0;
+    int64_t tokens = 0, correct = 0;
+    for (uint64_t i = 0; i < n; i += (uint64_t)B) {
+        int b = n - i < (uint64_t)B ? (int)(n - i) : B;
+        for (int r = 0; r < b; r++) {
+            size_t o = (size_t)r * (size_t)T;
+            pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
+                             doc_mask ? hb->doc_start + o : NULL);
+        }
+        pile_batch batch = {b, T, hb->tokens, hb->targets, doc_mask ? hb->doc_start : NULL};
+        pile_fwd_stats st;
+        PILE_FORWARD_IF_ERR(pile_model_forward(m, &batch, 0, 0, 0.0f, &st, err));
+        loss_sum += st.loss_sum;
+        tokens += st.n_tokens;
+        correct += st.n_correct;
+    }
+    PILE_RETURN_IF(tokens == 0, err, PILE_EINVAL, "no validation tokens to evaluate on");
+    res->loss = loss_sum / (double)tokens;
+    res->accuracy = (double)correct / (double)tokens;
+    res->perplexity = exp(res->loss);
+    res->tokens = tokens;
+    return 0;
+}
+
+/* ------------------------------------------------------ stored settings */
+
+/* A number from the stored configuration: JSON number, boolean or numeric
+ * string. 1 when found. */
+static int json_number(const pile_json *root, const char *key, double *out)
+{
+    const pile_json *v = root ? pile_json_get(root, key) : NULL;
+    if (!v) return 0;
+    switch (pile_json_type_of(v)) {
+    case PILE_JSON_NUMBER: *out = pile_json_num(v); return 1;
+    case PILE_JSON_BOOL: *out = pile_json_bool(v) ? 1 : 0; return 1;
+    case PILE_JSON_STRING: {
+        char *end;
+        const char *s = pile_json_str(v, NULL);
+        double x = strtod(s, &end);
+        if (end == s || *end) return 0;
+        *out = x;
+        return 1;
+    }
+    default: return 0;
+    }
+}
+
+static const char *json_string(const pile_json *root, const char *key)
+{
+    const pile_json *v = root ? pile_json_get(root, key) : NULL;
+    return v && pile_json_type_of(v) == PILE_JSON_STRING ? pile_json_str(v, NULL) : NULL;
+}
+
+/* The resolved configuration a checkpoint was written with, parsed. */
+static int read_stored_config(const char *ckpt, pile_json **root, pile_err *err)
+{
+    pile_buf js = {0};
+    int rc = pile_checkpoint_read_config_json(ckpt, &js, err);
+    if (rc == 0) rc = pile_json_parse(js.data ? js.data : "", js.len, "trainer_state.json", root, err);
+    pile_buf_free(&js);
+    return rc;
+}
+
+static void hex16(char out[33], const uint8_t fp[16])
+{
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", fp[i]);
+}
+
+/* ------------------------------------------------------------- printing */
+
+/* 12345678 -> "12,345,678". */
+static const char *thousands(char *buf, size_t cap, uint64_t v)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
+    size_t o = 0;
+    for (int i = 0; i < n && o + 2 < cap; i++) {
+        if (i && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static const char *duration(char *buf, size_t cap, double s)
+{
+    if (!(s >= 0) || s > 1e9) snprintf(buf, cap, "?");
+    else if (s < 60) snprintf(buf, cap, "%.0fs", s);
+    else if (s < 3600) snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    return buf;
+}
+
+/* ---------------------------------------------------------------- train */
+
+typedef struct trainer {
+    const pile_train_config *cfg;
+    pile_backend *be;
+    pile_data *data;
+    const pile_data_info *info;
+    int T;
+    pile_model *model;
+    pile_optim *opt;
+    pile_metrics *metrics;
+    pile_train_state st;
+    pile_buf config_json;
+    uint64_t *perm;
+    int64_t perm_epoch;
+    host_batch step_batch; /* accumulation_steps x batch_size rows */
+    host_batch val_batch;  /* batch_size rows */
+    int64_t steps_per_epoch, total_steps, warmup_steps, total_epochs;
+    double min_lr;
+    int tty, line_open;
+    int64_t last_val_step, last_save_step;
+    char last_saved[64];
+} trainer;
+
+static void end_progress_line(trainer *t)
+{
+    if (t->line_open) fputc('\n', stderr);
+    t->line_open = 0;
+}
+
+static int save_checkpoint(trainer *t, const char *name, int with_optimizer, int set_latest, pile_err *err)
+{
+    pile_buf path = {0};
+    if (pile_fs_join(&path, t->cfg->checkpoint_dir, name))
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    int rc = pile_checkpoint_save(path.data, t->model, with_optimizer ? t->opt : NULL, &t->st,
+                                  t->config_json.data, err);
+    if (rc == 0 && set_latest) rc = pile_checkpoint_set_latest(t->cfg->checkpoint_dir, name, err);
+    pile_buf_free(&path);
+    if (rc == 0 && set_latest) {
+        snprintf(t->last_saved, sizeof t->last_saved, "%s", name);
+        t->last_save_step = t->st.step;
+    }
+    return rc;
+}
+
+static int save_step_checkpoint(trainer *t, pile_err *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "step-%07" PRId64, t->st.step);
+    return save_checkpoint(t, name, 1, 1, err);
+}
+
+static int validate(trainer *t, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    if (t->info->val_samples == 0) return 0;
+    pile_eval_result r;
+    PILE_FORWARD_IF_ERR(evaluate(t->model, t->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
+                                 &t->val_batch, &r, err));
+    t->last_val_step = t->st.step;
+    end_progress_line(t);
+    fprintf(stderr, "val: step %" PRId64 " loss %.4f acc %.4f ppl %.2f\n", t->st.step, r.loss, r.accuracy,
+            r.perplexity);
+    static const char *const tags[] = {"val/loss", "val/accuracy", "val/perplexity"};
+    const double vals[] = {r.loss, r.accuracy, r.perplexity};
+    PILE_FORWARD_IF_ERR(pile_metrics_write(t->metrics, t->st.step, tags, vals, 3, err));
+    if (r.loss < t->st.best_val_loss) {
+        t->st.best_val_loss = r.loss;
+        /* weights only: best_model/ is for use, the resumable state is in epoch-* and step-* */
+        PILE_FORWARD_IF_ERR(save_checkpoint(t, "best_model", 0, 0, err));
+    }
+    return 0;
+}
+
+/* The model's dimensions must not change under --resume. */
+static int check_resume_model(const char *ckpt, const pile_model_config *now, const pile_train_config *c,
+                              pile_err *err)
+{
+    pile_model_config was;
+    PILE_FORWARD_IF_ERR(pile_checkpoint_read_model_config(ckpt, &was, err));
+    if (was.vocab_size != now->vocab_size)
+        return pile_err_set(err, PILE_EMISMATCH,
+                            "cannot resume from '%s': the shards in '%s' have another tokenizer (vocabulary %d, "
+                            "the checkpoint's %d)",
+                            ckpt, c->data, now->vocab_size, was.vocab_size);
+    const struct {
+        const char *name;
+        int was, now;
+    } dims[] = {
+        {"n_layer", was.n_layer, now->n_layer},
+        {"n_head", was.n_head, now->n_head},
+        {"n_embd", was.n_embd, now->n_embd},
+        {"max_length (context)", was.n_positions, now->n_positions},
+    };
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].was != dims[i].now)
+            return pile_err_set(err, PILE_EMISMATCH,
+                                "cannot resume from '%s': %s is %d there and %d now (a run keeps its model; "
+                                "start a new --checkpoint-dir to change it)",
+                                ckpt, dims[i].name, dims[i].was, dims[i].now);
+    return 0;
+}
+
+/* Settings that decide which rows a step sees: changing them would make
+ * the resumed run a different run. */
+static int check_resume_settings(const char *ckpt, const pile_train_config *c, pile_err *err)
+{
+    pile_json *root = NULL;
+    PILE_FORWARD_IF_ERR(read_stored_config(ckpt, &root, err));
+    const struct {
+        const char *key;
+        double now;
+    } keys[] = {
+        {"batch_size", c->batch_size},
+        {"accumulation_steps", c->accumulation_steps},
+        {"max_length", c->max_length},
+        {"doc_mask", c->doc_mask},
+        {"doc_mask_loss", c->doc_mask_loss},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++) {
+        double was;
+        if (json_number(root, keys[i].key, &was) && was != keys[i].now)
+            rc = pile_err_set(err, PILE_EMISMATCH,
+                              "cannot resume from '%s': %s was %g and is %g now (it must stay the same; start a "
+                              "new --checkpoint-dir to change it)",
+                              ckpt, keys[i].key, was, keys[i].now);
+    }
+    pile_json_free(root);
+    return rc;
+}
+
+static int check_resume_state(const char *ckpt, const pile_train_state *st, const pile_train_config *c,
+                              const pile_data_info *info, pile_err *err)
+{
+    if (st->seed != c->seed)
+        return pile_err_set(err, PILE_EMISMATCH,
+                            "cannot resume from '%s': seed was %" PRIu64 " and is %" PRIu64
+                            " now (it must stay the same)",
+                            ckpt, st->seed, c->seed);
+    if (memcmp(st->tokenizer_fp, info->tokenizer_fp, 16) != 0) {
+        char a[33], b[33];
+        hex16(a, st->tokenizer_fp);
+        hex16(b, info->tokenizer_fp);
+        return pile_err_set(err, PILE_EMISMATCH,
+                            "cannot resume from '%s': the shards in '%s' were made with another tokenizer "
+                            "(fingerprint %s, the checkpoint's %s)",
+                            ckpt, c->data, b, a);
+    }
+    return 0;
+}
+
+/* cfg->tokenizer names the tokenizer to record; it must be the one that made the shards. */
+static int check_tokenizer_override(const pile_train_config *c, const pile_data_info *info, pile_err *err)
+{
+    pile_tokenizer *tok = NULL;
+    int rc = pile_tokenizer_open(&tok, c->tokenizer, err);
+    if (rc) return rc;
+    uint8_t fp[PILE_TOKENIZER_FP_BYTES];
+    pile_tokenizer_fingerprint(tok, fp);
+    pile_tokenizer_close(tok);
+    if (memcmp(fp, info->tokenizer_fp, 16) != 0) {
+        char a[33], b[33];
+        hex16(a, fp);
+        hex16(b, info->tokenizer_fp);
+        return pile_err_set(err, PILE_EMISMATCH,
+                            "tokenizer '%s' is not the one that made the shards in '%s' (fingerprint %s, the "
+                            "shards' %s)",
+                            c->tokenizer, c->data, a, b);
+    }
+    return 0;
+}
+
+static void log_progress(trainer *t, double loss, double lr, double gnorm, double tok_per_s, double eta_s)
+{
+    char tps[32], eta[32];
+    thousands(tps, sizeof tps, (uint64_t)(tok_per_s + 0.5));
+    duration(eta, sizeof eta, eta_s);
+    double rss = (double)pile_rss_bytes() / (1024.0 * 1024.0);
+    fprintf(stderr,
+            "%sepoch %" PRId64 "/%" PRId64 " step %" PRId64 "/%" PRId64
+            " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s",
+            t->tty ? "\r\033[K" : "", t->st.epoch + 1,
+            t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, eta, rss, t->tty ? "" : "\n");
+    t->line_open = t->tty;
+    fflush(stderr);
+}
+
+/* One optimizer step at (epoch, position): gathers its micro-batches,
+ * counts their target tokens, and accumulates gradients scaled by
+ * 1 / tokens so the step's loss is the token mean over the whole step. */
+static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *lr_out, int64_t *tokens_out,
+                      pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    const uint64_t N = t->info->train_samples;
+    const int T = t->T;
+    if (t->perm_epoch != t->st.epoch) {
+        pile_data_epoch_order(t->data, c->seed, (uint64_t)t->st.epoch, t->perm);
+        t->perm_epoch = t->st.epoch;
+    }
+    int micro_rows[1024];
+    int n_micro = 0;
+    uint64_t pos = t->st.position;
+    int64_t tokens = 0;
+    size_t row = 0;
+    for (int mi = 0; mi < c->accumulation_steps && pos < N; mi++) {
+        int b = N - pos < (uint64_t)c->batch_size ? (int)(N - pos) : c->batch_size;
+        for (int r = 0; r < b; r++, row++) {
+            size_t o = row * (size_t)T;
+            tokens += pile_data_sample(t->data, 0, t->perm[pos + (uint64_t)r], c->doc_mask_loss,
+                                       t->step_batch.tokens + o, t->step_batch.targets + o,
+                                       c->doc_mask ? t->step_batch.doc_start + o : NULL);
+        }
+        micro_rows[n_micro++] = b;
+        pos += (uint64_t)b;
+    }
+    pile_model_zero_grad(t->model);
+    double loss_sum = 0;
+    if (tokens > 0) {
+        const float scale = (float)(1.0 / (double)tokens);
+        row = 0;
+        for (int mi = 0; mi < n_micro; mi++) {
+            size_t o = row * (size_t)T;
+            pile_batch batch = {micro_rows[mi], T, t->step_batch.tokens + o, t->step_batch.targets + o,
+                                c->doc_mask ? t->step_batch.doc_start + o : NULL};
+            pile_fwd_stats fs;
+            PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, mi),
+                                                   scale, &fs, err));
+            PILE_FORWARD_IF_ERR(pile_model_backward(t->model, err));
+            loss_sum += fs.loss_sum;
+            row += (size_t)micro_rows[mi];
+        }
+    }
+    PILE_FORWARD_IF_ERR(pile_backend_allreduce_sum(t->be, pile_model_grads(t->model), pile_model_flat_size(t->model),
+                                                   err));
+    double gnorm = pile_optim_grad_norm(t->opt);
+    double loss = tokens > 0 ? loss_sum / (double)tokens : 0.0;
+    if (!isfinite(loss) || !isfinite(gnorm))
+        return pile_err_set(err, PILE_ECORRUPT,
+                            "training diverged at step %" PRId64 ": loss %g, gradient norm %g (nothing was written "
+                            "for this step; resume from the last checkpoint with a lower --learning_rate)",
+                            t->st.step + 1, loss, gnorm);
+    double lr = pile_lr_at(t->st.step, t->total_steps, t->warmup_steps, c->learning_rate, t->min_lr);
+    pile_optim_step(t->opt, gnorm, (float)c->gradient_clipping, (float)lr);
+    t->st.step++;
+    t->st.position = pos;
+    t->st.tokens_seen += (uint64_t)tokens;
+    *loss_out = loss;
+    *gnorm_out = gnorm;
+    *lr_out = lr;
+    *tokens_out = tokens;
+    return 0;
+}
+
+static void trainer_close(trainer *t)
+{
+    pile_metrics_close(t->metrics);
+    pile_optim_free(t->opt);
+    pile_model_free(t->model);
+    pile_data_close(t->data);
+    pile_backend_close(t->be);
+    host_batch_free(&t->step_batch);
+    host_batch_free(&t->val_batch);
+    free(t->perm);
+    pile_buf_free(&t->config_json);
+}
+
+/* Sets up everything but the loop: data, model, optimizer, schedule, the
+ * checkpoint folder (fresh or resumed). */
+static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed_from, pile_err *err)
+{
+    t->cfg = c;
+    t->perm_epoch = -1;
+    t->last_val_step = -1;
+    t->last_save_step = -1;
+    *resumed_from = -1;
+    PILE_RETURN_IF(c->accumulation_steps < 1 || c->accumulation_steps > 1024, err, PILE_EINVAL,
+                   "accumulation_steps %d is out of range (1 to 1024)", c->accumulation_steps);
+    PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
+    PILE_FORWARD_IF_ERR(pile_data_open(&t->data, c->data, c->max_length, c->val_fraction, err));
+    t->info = pile_data_get_info(t->data);
+    t->T = pile_data_seq_len(t->data);
+    const pile_data_info *info = t->info;
+    PILE_RETURN_IF(info->vocab_size == 0 || info->vocab_size > (uint32_t)INT32_MAX - 64, err, PILE_ELIMIT,
+                   "the shards in '%s' have a vocabulary of %" PRIu32 " ids; the trainer takes 1 to %d",
+                   c->data, info->vocab_size, INT32_MAX - 64);
+    PILE_RETURN_IF(info->train_samples == 0, err, PILE_EINVAL, "no train samples in '%s'", c->data);
+    if (c->tokenizer[0]) PILE_FORWARD_IF_ERR(check_tokenizer_override(c, info, err));
+
+    pile_model_config mc;
+    memset(&mc, 0, sizeof mc);
+    PILE_FORWARD_IF_ERR(pile_model_preset(&mc, c->model, err));
+    if (c->n_layer > 0) mc.n_layer = c->n_layer;
+    if (c->n_head > 0) mc.n_head = c->n_head;
+    if (c->n_embd > 0) mc.n_embd = c->n_embd;
+    PILE_RETURN_IF(mc.n_head <= 0 || mc.n_embd % mc.n_head != 0, err, PILE_EINVAL,
+                   "n_embd %d is not a multiple of n_head %d", mc.n_embd, mc.n_head);
+    mc.vocab_size = (int)info->vocab_size;
+    mc.n_positions = t->T;
+    mc.dropout = c->dropout;
+
+    /* schedule */
+    uint64_t per_step = (uint64_t)c->batch_size * (uint64_t)c->accumulation_steps;
+    t->steps_per_epoch = (int64_t)((info->train_samples + per_step - 1) / per_step);
+    t->total_steps = c->max_steps > 0 ? c->max_steps : (int64_t)c->epochs * t->steps_per_epoch;
+    t->total_epochs = (t->total_steps + t->steps_per_epoch - 1) / t->steps_per_epoch;
+    t->warmup_steps = c->warmup_steps > 0 ? c->warmup_steps : pile_warmup_steps(c->warmup_ratio, t->total_steps);
+    t->min_lr = c->min_lr < 0 ? c->learning_rate / 10 : c->min_lr;
+
+    pile_buf ckpt = {0};
+    int rc = pile_checkpoint_find_latest(c->checkpoint_dir, &ckpt, err);
+    if (rc < 0 && rc != PILE_ENOENT) goto out;
+    if (rc == 0 && !cstr(&ckpt)) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto out;
+    }
+    int have_ckpt = rc == 0;
+    rc = 0;
+    if (c->resume && !have_ckpt) {
+        rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s' to resume from", c->checkpoint_dir);
+        goto out;
+    }
+    if (!c->resume && have_ckpt) {
+        rc = pile_err_set(err, PILE_EINVAL,
+                          "'%s' already holds a run (latest checkpoint '%s'); continue it with --resume, or "
+                          "choose another --checkpoint-dir",
+                          c->checkpoint_dir, ckpt.data);
+        goto out;
+    }
+    if (c->resume && (rc = check_resume_model(ckpt.data, &mc, c, err)) < 0) goto out;
+    if (c->resume && (rc = check_resume_settings(ckpt.data, c, err)) < 0) goto out;
+
+    pile_adamw_config ac = {(float)c->adam_beta1, (float)c->adam_beta2, (float)c->adam_epsilon,
+                            (float)c->weight_decay, c->decay_all};
+    if ((rc = pile_model_create(&t->model, t->be, &mc, c->batch_size, t->T, err)) < 0) goto out;
+    if ((rc = pile_optim_create(&t->opt, t->model, &ac, err)) < 0) goto out;
+
+    memset(&t->st, 0, sizeof t->st);
+    if (c->resume) {
+        if ((rc = pile_checkpoint_load(ckpt.data, t->model, t->opt, &t->st, err)) < 0) goto out;
+        if ((rc = check_resume_state(ckpt.data, &t->st, c, info, err)) < 0) goto out;
+        pile_optim_set_steps(t->opt, t->st.step);
+        if (t->st.position > info->train_samples) {
+            rc = pile_err_set(err, PILE_EMISMATCH,
+                              "cannot resume from '%s': it stopped at sample %" PRIu64 " of an epoch of %" PRIu64
+                              " (were the shards in '%s' changed?)",
+                              ckpt.data, t->st.position, info->train_samples, c->data);
+            goto out;
+        }
+        if (t->st.total_steps != t->total_steps)
+            fprintf(stderr, "pile-trainer: warning: the schedule changes from %" PRId64 " to %" PRId64
+                            " steps (epochs or max_steps differ from the checkpoint's run)\n",
+                    t->st.total_steps, t->total_steps);
+        *resumed_from = t->st.step;
+        t->last_save_step = t->st.step;
+    } else {
+        pile_model_init(t->model, c->seed);
+        t->st.best_val_loss = INFINITY;
+        t->st.loss_scale = 1.0;
+        t->st.seed = c->seed;
+    }
+    t->st.total_steps = t->total_steps;
+    memcpy(t->st.tokenizer_fp, info->tokenizer_fp, 16);
+    snprintf(t->st.tokenizer_spec, sizeof t->st.tokenizer_spec, "%s",
+             c->tokenizer[0] ? c->tokenizer : info->tokenizer_spec);
+
+    if ((rc = pile_train_config_to_json(c, &t->config_json)) < 0 || !cstr(&t->config_json)) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = pile_fs_mkdirs(c->checkpoint_dir, err)) < 0) goto out;
+    /* a fresh run in a folder without a checkpoint starts its metrics over (step 0) */
+    if ((rc = pile_metrics_open(&t->metrics, c->checkpoint_dir, c->resume ? t->st.step : 0, err)) < 0) goto out;
+
+    t->perm = malloc((size_t)info->train_samples * sizeof(uint64_t));
+    if (!t->perm) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory for the order of %" PRIu64 " samples",
+                          info->train_samples);
+        goto out;
+    }
+    if ((rc = host_batch_alloc(&t->step_batch, per_step, t->T, err)) < 0) goto out;
+    if ((rc = host_batch_alloc(&t->val_batch, (size_t)c->batch_size, t->T, err)) < 0) goto out;
+out:
+    pile_buf_free(&ckpt);
+    return rc;
+}
+
+int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
+{
+    pile_err_clear(err);
+    trainer t;
+    memset(&t, 0, sizeof t);
+    int64_t resumed_from;
+    int rc = trainer_open(&t, cfg, &resumed_from, err);
+    if (rc < 0) {
+        trainer_close(&t);
+        return rc;
+    }
+    const pile_train_config *c = cfg;
+    const pile_model_config *mc = pile_model_get_config(t.model);
+    t.tty = isatty(STDERR_FILENO);
+
+    /* Signals: the handler only sets g_stop_signal; SA_RESTART keeps the
+     * checkpoint writes' system calls from failing with EINTR. An inherited
+     * SIG_IGN for SIGINT (a background job) stays. */
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    g_stop_signal = 0;
+    sigaction(SIGINT, NULL, &old_int);
+    if (old_int.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, &old_term);
+
+    char n1[32], n2[32], n3[32], n4[32];
+    fprintf(stderr,
+            "pile-trainer: model %s (%d layers, %d heads, %d wide, %s parameters), vocabulary %d, context %d\n"
+            "pile-trainer: %s train samples, %s val; %" PRId64 " steps (%s per epoch), warmup %" PRId64
+            ", batch %d x %d\n",
+            c->model, mc->n_layer, mc->n_head, mc->n_embd, thousands(n1, sizeof n1, pile_model_param_count(t.model)),
+            mc->vocab_size, t.T, thousands(n2, sizeof n2, t.info->train_samples),
+            thousands(n3, sizeof n3, t.info->val_samples), t.total_steps,
+            thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch), t.warmup_steps,
+            c->batch_size, c->accumulation_steps);
+    if (resumed_from >= 0)
+        fprintf(stderr, "pile-trainer: resuming at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")\n",
+                t.st.step, t.st.epoch + 1, t.st.position);
+    if (t.info->val_samples == 0)
+        fprintf(stderr, "pile-trainer: warning: no validation samples in '%s'; no validation\n", c->data);
+
+    const double t0 = pile_now();
+    double step_time = 0, interval_time = 0, last_loss = NAN;
+    int64_t interval_tokens = 0, steps_run = 0;
+    int interrupted = 0;
+    while (t.st.step < t.total_steps) {
+        double loss = 0, gnorm = 0, lr = 0;
+        int64_t tokens = 0;
+        double ts = pile_now();
+        if ((rc = train_step(&t, &loss, &gnorm, &lr, &tokens, err)) < 0) break;
+        double dt = pile_now() - ts;
+        step_time += dt;
+        interval_time += dt;
+        interval_tokens += tokens;
+        steps_run++;
+        last_loss = loss;
+        int epoch_end = t.st.position >= t.info->train_samples;
+        if (t.st.step % c->log_interval == 0 || t.st.step == t.total_steps) {
+            double tps = interval_time > 0 ? (double)interval_tokens / interval_time : 0;
+            double eta = (double)(t.total_steps - t.st.step) * (step_time / (double)steps_run);
+            double epoch_f = (double)t.st.epoch + (double)t.st.position / (double)t.info->train_samples;
+            log_progress(&t, loss, lr, gnorm, tps, eta);
+            static const char *const tags[] = {"train/loss",  "train/lr",    "train/grad_norm",
+                                               "train/tokens_per_sec", "train/epoch", "mem/rss_mib"};
+            const double vals[] = {loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0)};
+            if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, 6, err)) < 0) break;
+            interval_time = 0;
+            interval_tokens = 0;
+        }
+        if (epoch_end) {
+            t.st.epoch++;
+            t.st.position = 0;
+        }
+        if ((epoch_end || (c->eval_interval > 0 && t.st.step % c->eval_interval == 0)) &&
+            (rc = validate(&t, err)) < 0)
+            break;
+        if (epoch_end) {
+            char name[64];
+            snprintf(name, sizeof name, "epoch-%03" PRId64, t.st.epoch);
+            if ((rc = save_checkpoint(&t, name, 1, 1, err)) < 0) break;
+        }
+        if (c->save_interval > 0 && t.st.step % c->save_interval == 0 && t.last_save_step != t.st.step &&
+            (rc = save_step_checkpoint(&t, err)) < 0)
+            break;
+        if (g_stop_signal) {
+            if (t.last_save_step != t.st.step && (rc = save_step_checkpoint(&t, err)) < 0) break;
+            end_progress_line(&t);
+            pile_buf p = {0};
+            pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
+            fprintf(stderr, "interrupted at step %" PRId64 ": checkpoint '%s' written; continue with --resume\n",
+                    t.st.step, p.data ? p.data : t.last_saved);
+            pile_buf_free(&p);
+            interrupted = 1;
+            break;
+        }
+    }
+    if (rc == 0 && !interrupted && steps_run > 0) {
+        /* a run that stops inside an epoch (max_steps) still ends validated and saved */
+        if (t.last_val_step != t.st.step) rc = validate(&t, err);
+        if (rc == 0 && t.last_save_step != t.st.step) rc = save_step_checkpoint(&t, err);
+    }
+    end_progress_line(&t);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+
+    if (rc == 0) {
+        char tok[32], el[32];
+        double elapsed = pile_now() - t0;
+        printf("trained %" PRId64 " of %" PRId64 " steps (%" PRId64 " in this run, %s)%s\n", t.st.step,
+               t.total_steps, steps_run, duration(el, sizeof el, elapsed), interrupted ? ", interrupted" : "");
+        printf("tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
+        if (steps_run > 0) printf("final train loss: %.4f\n", last_loss);
+        if (isfinite(t.st.best_val_loss)) printf("best val loss: %.4f (best_model/)\n", t.st.best_val_loss);
+        printf("checkpoints: %s (latest %s)\n", c->checkpoint_dir, t.last_saved[0] ? t.last_saved : "unchanged");
+        fflush(stdout);
+    }
+    trainer_close(&t);
+    return rc;
+}
+
+/* ------------------------------------------------------ eval and sample */
+
+/* A checkpoint's model, weights loaded, for up to max_batch rows. */
+static int open_checkpoint_model(const char *ckpt, const char *backend, int threads, int max_batch,
+                                 pile_backend **be, pile_model **m, pile_train_state *st, pile_err *err)
+{
+    pile_model_config mc;
+    PILE_FORWARD_IF_ERR(pile_checkpoint_read_model_config(ckpt, &mc, err));
+    PILE_FORWARD_IF_ERR(pile_backend_open(be, backend, threads, err));
+    PILE_FORWARD_IF_ERR(pile_model_create(m, *be, &mc, max_batch, mc.n_positions, err));
+    return pile_checkpoint_load(ckpt, *m, NULL, st, err);
+}
+
+int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int batch_size, int threads,
+                      pile_eval_result *res, pile_err *err)
+{
+    pile_err_clear(err);
+    pile_json *cfg = NULL;
+    pile_backend *be = NULL;
+    pile_model *m = NULL;
+    pile_data *d = NULL;
+    host_batch hb;
+    memset(&hb, 0, sizeof hb);
+    int rc = read_stored_config(ckpt, &cfg, err);
+    if (rc < 0) goto out;
+    if (!data_dir || !data_dir[0]) data_dir = json_string(cfg, "data");
+    if (!data_dir || !data_dir[0]) {
+        rc = pile_err_set(err, PILE_EINVAL, "checkpoint '%s' does not record its data folder; give --data", ckpt);
+        goto out;
+    }
+    double v;
+    if (batch_size <= 0) batch_size = json_number(cfg, "batch_size", &v) && v >= 1 && v <= 65536 ? (int)v : 8;
+    double val_fraction = json_number(cfg, "val_fraction", &v) ? v : 0.01;
+    int doc_mask = json_number(cfg, "doc_mask", &v) && v != 0;
+    int doc_mask_loss = json_number(cfg, "doc_mask_loss", &v) && v != 0;
+    const char *backend = json_string(cfg, "backend");
+    pile_train_state st;
+    memset(&st, 0, sizeof st);
+    if ((rc = open_checkpoint_model(ckpt, backend && backend[0] ? backend : "cpu", threads, batch_size, &be, &m, &st,
+                                    err)) < 0)
+        goto out;
+    const pile_model_config *mc = pile_model_get_config(m);
+    if ((rc = pile_data_open(&d, data_dir, mc->n_positions, val_fraction, err)) < 0) goto out;
+    const pile_data_info *info = pile_data_get_info(d);
+    if (memcmp(info->tokenizer_fp, st.tokenizer_fp, 16) != 0 || (int)info->vocab_size != mc->vocab_size) {
+        rc = pile_err_set(err, PILE_EMISMATCH, "the shards in '%s' were made with another tokenizer than checkpoint '%s'",
+                          data_dir, ckpt);
+        goto out;
+    }
+    if (info->val_samples == 0) {
+        rc = pile_err_set(err, PILE_EINVAL, "no validation samples in '%s'", data_dir);
+        goto out;
+    }
+    if ((rc = host_batch_alloc(&hb, (size_t)batch_size, pile_data_seq_len(d), err)) < 0) goto out;
+    rc = evaluate(m, d, rows, batch_size, doc_mask, doc_mask_loss, &hb, res, err);
+out:
+    host_batch_free(&hb);
+    pile_data_close(d);
+    pile_model_free(m);
+    pile_backend_close(be);
+    pile_json_free(cfg);
+    return rc;
+}
+
+/* xoshiro256** (Blackman and Vigna), seeded through splitmix64: the
+ * sampler's only randomness, so a seed repeats a sample. */
+typedef struct rng {
+    uint64_t s[4];
+} rng;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static void rng_seed(rng *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) r->s[i] = seed = mix64(seed + (uint64_t)i);
+}
+
+static double rng_uniform(rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return (double)(out >> 11) * 0x1.0p-53;
+}
+
+typedef struct scored {
+    float logit;
+    int id;
+} scored;
+
+static int by_logit_desc(const void *a, const void *b)
+{
+    const scored *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
+    return x->id - y->id;
+}
+
+/* Next id from logits[0..V): greedy at temperature 0, else softmax of
+ * logits / temperature over the top_k largest (all when top_k <= 0). */
+static int pick_token(const float *logits, int V, double temperature, int top_k, scored *tmp, rng *r)
+{
+    if (temperature <= 0) {
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    for (int i = 0; i < V; i++) tmp[i] = (scored){logits[i], i};
+    int k = V;
+    if (top_k > 0 && top_k < V) {
+        qsort(tmp, (size_t)V, sizeof *tmp, by_logit_desc);
+        k = top_k;
+    }
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < k; i++)
+        if (tmp[i].logit > mx) mx = tmp[i].logit;
+    for (int i = 0; i < k; i++) sum += exp(((double)tmp[i].logit - mx) / temperature);
+    double u = rng_uniform(r) * sum, acc = 0;
+    for (int i = 0; i < k; i++) {
+        acc += exp(((double)tmp[i].logit - mx) / temperature);
+        if (u < acc) return tmp[i].id;
+    }
+    return tmp[k - 1].id;
+}
+
+/* How many bytes at the end of s[0..n) are the start of a UTF-8 character
+ * that later bytes may still complete (0 to 3). */
+static size_t incomplete_tail(const unsigned char *s, size_t n)
+{
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        unsigned char c = s[n - back];
+        if ((c & 0xC0) == 0x80) continue; /* continuation byte: look further back */
+        size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 1;
+        return need > back ? back : 0;
+    }
+    return 0;
+}
+
+/* Writes decoded[*printed..upto) with invalid UTF-8 repaired to U+FFFD. */
+static void emit_text(const pile_buf *decoded, size_t *printed, size_t upto)
+{
+    if (upto <= *printed) return;
+    pile_buf fixed = {0};
+    if (pile_utf8_repair(decoded->data + *printed, upto - *printed, &fixed) >= 0 && fixed.len)
+        fwrite(fixed.data, 1, fixed.len, stdout);
+    pile_buf_free(&fixed);
+    *printed = upto;
+    fflush(stdout);
+}
+
+int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *err)
+{
+    pile_err_clear(err);
+    pile_buf spec = {0}, decoded = {0}, prompt_fixed = {0};
+    pile_tokenizer *tok = NULL;
+    pile_encoder *enc = NULL;
+    pile_backend *be = NULL;
+    pile_model *m = NULL;
+    pile_ids ids = {0};
+    int32_t *tokens = NULL, *targets = NULL;
+    float *logits = NULL;
+    scored *tmp = NULL;
+    int rc = pile_checkpoint_tokenizer_spec(ckpt, &spec, err);
+    if (rc < 0) goto out;
+    if (!cstr(&spec)) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = pile_tokenizer_open(&tok, spec.data[0] ? spec.data : "bytes", err)) < 0) goto out;
+    pile_train_state st;
+    memset(&st, 0, sizeof st);
+    if ((rc = open_checkpoint_model(ckpt, "cpu", o->threads, 1, &be, &m, &st, err)) < 0) goto out;
+    const pile_model_config *mc = pile_model_get_config(m);
+    if ((int64_t)pile_tokenizer_vocab_size(tok) != mc->vocab_size) {
+        rc = pile_err_set(err, PILE_EMISMATCH,
+                          "tokenizer '%s' has %" PRIu32 " ids and checkpoint '%s' a vocabulary of %d",
+                          spec.data, pile_tokenizer_vocab_size(tok), ckpt, mc->vocab_size);
+        goto out;
+    }
+    const char *prompt = o->prompt ? o->prompt : "";
+    if (pile_utf8_repair(prompt, strlen(prompt), &prompt_fixed) < 0 || pile_buf_append(&prompt_fixed, "", 1)) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (!(enc = pile_encoder_create(tok))) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = pile_encoder_encode(enc, prompt_fixed.data, prompt_fixed.len - 1, &ids, err)) < 0) goto out;
+    /* an empty prompt starts a document, as one after end-of-text does */
+    if (ids.len == 0 && pile_ids_push(&ids, pile_tokenizer_eot_id(tok))) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto out;
+    }
+    const size_t prompt_ids = ids.len;
+    const int P = mc->n_positions, V = mc->vocab_size;
+    tokens = malloc((size_t)P * sizeof *tokens);
+    targets = malloc((size_t)P * sizeof *targets);
+    logits = malloc((size_t)V * sizeof *logits);
+    tmp = malloc((size_t)V * sizeof *tmp);
+    if (!tokens || !targets || !logits || !tmp) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < P; i++) targets[i] = -1;
+    fputs(prompt, stdout);
+    fflush(stdout);
+    rng r;
+    rng_seed(&r, o->seed);
+    const uint32_t eot = pile_tokenizer_eot_id(tok);
+    size_t printed = 0;
+    for (int n = 0; n < o->max_new_tokens; n++) {
+        /* the context is the last n_positions ids (no cache: each token reruns the window) */
+        size_t start = ids.len > (size_t)P ? ids.len - (size_t)P : 0;
+        int T = (int)(ids.len - start);
+        for (int i = 0; i < T; i++) tokens[i] = (int32_t)ids.data[start + (size_t)i];
+        pile_batch batch = {1, T, tokens, targets, NULL};
+        pile_fwd_stats fs;
+        if ((rc = pile_model_forward(m, &batch, 0, 0, 0.0f, &fs, err)) < 0) goto out;
+        pile_model_copy_logits(m, 0, T - 1, logits);
+        int id = pick_token(logits, V, o->temperature, o->top_k, tmp, &r);
+        if ((uint32_t)id == eot) break;
+        if (pile_ids_push(&ids, (uint32_t)id)) {
+            rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+            goto out;
+        }
+        /* decode the whole continuation: a character may span tokens */
+        decoded.len = 0;
+        if ((rc = pile_tokenizer_decode(tok, ids.data + prompt_ids, ids.len - prompt_ids, &decoded, err)) < 0)
+            goto out;
+        emit_text(&decoded, &printed, decoded.len - incomplete_tail((const unsigned char *)decoded.data, decoded.len));
+    }
+    emit_text(&decoded, &printed, decoded.len);
+    fputc('\n', stdout);
+    fflush(stdout);
+out:
+    free(tokens);
+    free(targets);
+    free(logits);
+    free(tmp);
+    pile_ids_free(&ids);
+    pile_encoder_free(enc);
+    pile_model_free(m);
+    pile_backend_close(be);
+    pile_tokenizer_close(tok);
+    pile_buf_free(&spec);
+    pile_buf_free(&decoded);
+    pile_buf_free(&prompt_fixed);
+    return rc;
+}

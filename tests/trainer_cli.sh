@@ -1,0 +1,180 @@
+#!/bin/sh
+# pile-trainer's command line on shards of the bundled sample (bytes
+# tokenizer, 64-token rows): help and exit codes, configuration resolution,
+# a short training run's checkpoints and metrics, bit-exact resume after
+# SIGTERM, refusals (no checkpoint, a used folder, changed settings, another
+# tokenizer, divergence), eval against the run's own validation, sampling.
+#   trainer_cli.sh PILE_TRAINER PILE_PREP PILE_TOK
+# Speaks TAP; exits 77 when the sample data is absent.
+set -u
+. "$(dirname "$0")/tap.sh"
+abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
+TR=$(abs "$1")
+PREP=$(abs "$2")
+TOK=$(abs "$3")
+SRC=${PILE_SOURCE_ROOT:-.}/data/sample
+tap_skip_unless "no sample data at $SRC" "$SRC/val.jsonl.zst" "$SRC/train/00.jsonl.zst"
+SRC=$(abs "$SRC")
+tap_tmpdir trainer-cli
+cd "$TMP" || exit 1
+
+if ! "$PREP" -q -o shards -L 64 "$SRC" > out 2> err; then
+    echo "Bail out! pile-prep failed: $(cat err)"
+    exit 1
+fi
+
+# train/loss of each step of a run's metrics.jsonl, as written: "STEP VALUE" lines
+losses() {
+    awk '/"train\/loss"/ {
+        if (!match($0, /"step": *[0-9]+/)) next
+        s = substr($0, RSTART, RLENGTH); sub(/.*: */, "", s)
+        if (!match($0, /"train\/loss": *[^,}]+/)) next
+        v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v)
+        print s, v }' "$1" | sort -n
+}
+# the value of "KEY" in the val record of step STEP
+val_at() {
+    awk -v step="$2" -v key="$3" '{
+        if (!match($0, /"step": *[0-9]+/)) next
+        s = substr($0, RSTART, RLENGTH); sub(/.*: */, "", s)
+        if (s != step || !match($0, "\"" key "\": *[^,}]+")) next
+        v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v); print v }' "$1" | tail -n 1
+}
+
+# --- usage
+run "$TR" --help
+expect "--help exits 0 and lists the training flags" 0 "--batch[_-]size"
+run "$TR" train --help
+expect "train --help lists --print-config" 0 "--print-config"
+run "$TR" eval --help
+expect "eval --help lists --checkpoint" 0 "--checkpoint DIR"
+run "$TR" sample --help
+expect "sample --help lists --prompt" 0 "--prompt TEXT"
+run "$TR" --version
+expect "--version" 0 "^pile-trainer [0-9]"
+run "$TR" --no-such-flag 3
+expect "an unknown training flag: exit 2, named" 2 "no[-_]such[-_]flag"
+run "$TR" eval --checkpoint x --bogus
+expect "an unknown eval option: exit 2, named" 2 "unknown option '--bogus'"
+run "$TR" sample --checkpoint x
+expect "sample without --prompt: exit 2" 2 "missing --prompt"
+run "$TR" frobnicate
+expect "an unknown command: exit 2" 2 "unknown command 'frobnicate'"
+
+# --- configuration
+printf '{"epochs": 3, "batch_size": 6}\n' > cfg.json
+run "$TR" --config cfg.json --batch-size 5 --print-config
+expect "--print-config shows a flag over the --config file" 0 '"batch_size": *5'
+expect "... and the --config file's own value" 0 '"epochs": *3'
+printf '{"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true}}\n' > ds.json
+run "$TR" --deepspeed ds.json --print-config
+expect "a ds_config with fp16 gives a warning" 0 "pile-trainer: warning: .*fp16"
+
+# --- a short run
+COMMON="--data shards --model tiny --max_steps 12 --batch_size 4 --threads 1 --eval_rows 64 --seed 7"
+run "$TR" $COMMON --eval_interval 5 --save_interval 4 --checkpoint_dir A
+expect "12 steps: exit 0, the summary on stdout" 0 "trained 12 of 12 steps"
+if grep -q "^epoch .*step" out; then fail "progress lines stay off stdout"; else ok "progress lines stay off stdout"; fi
+check "progress lines on stderr" grep -q "^epoch 1/1 step 12/12 loss" err
+check "val lines on stderr" grep -q "^val: step 5 loss" err
+losses A/metrics.jsonl > a.loss
+check "metrics.jsonl: 12 train records" test "$(wc -l < a.loss)" -eq 12
+check "metrics.jsonl: val records at steps 5 and 10" sh -c \
+    "test -n \"$(val_at A/metrics.jsonl 5 val/loss)\" && test -n \"$(val_at A/metrics.jsonl 10 val/loss)\""
+for d in step-0000004 step-0000008 step-0000012 best_model; do
+    check "$d/ holds model.safetensors and config.json" test -s A/$d/model.safetensors -a -s A/$d/config.json
+done
+check "latest names step-0000012" grep -qx "step-0000012" A/latest
+if awk 'NR <= 3 { a += $2 } NR >= 10 { b += $2 } END { exit !(b < a - 0.05) }' a.loss; then
+    ok "the train loss falls"
+else
+    not_ok "the train loss falls" "$(tr '\n' ' ' < a.loss)"
+fi
+
+# --- bit-exact resume after SIGTERM: run B validates every step (slow
+# steps, so the signal lands mid-run; validation does not touch the
+# training state) and is stopped once step-0000004 exists.
+"$TR" $COMMON --eval_interval 1 --eval_rows 200 --save_interval 4 --checkpoint_dir B > b.out 2> b.err &
+pid=$!
+i=0
+while [ ! -e B/step-0000004/model.safetensors ] && [ $i -lt 1200 ] && kill -0 $pid 2> /dev/null; do
+    sleep 0.05
+    i=$((i + 1))
+done
+kill -TERM $pid 2> /dev/null
+wait $pid
+st=$?
+k=$(sed -n 's/^interrupted at step \([0-9]*\):.*/\1/p' b.err)
+if [ $st -eq 0 ] && [ -n "$k" ] && grep -q "continue with --resume" b.err; then
+    ok "SIGTERM: exit 0, interrupted at step $k, checkpoint written"
+else
+    not_ok "SIGTERM: exit 0 and the interrupted message (status $st)" "$(tail -n 3 b.err)"
+fi
+kk=$(printf 'step-%07d' "${k:-0}")
+check "the interrupt's checkpoint is latest" grep -qx "$kk" B/latest
+check "it stopped before the end (step ${k:-?} < 12)" test "${k:-12}" -lt 12
+run "$TR" $COMMON --eval_interval 5 --save_interval 4 --checkpoint_dir B --resume
+expect "--resume runs to step 12" 0 "trained 12 of 12 steps"
+losses B/metrics.jsonl > b.loss
+if cmp -s a.loss b.loss; then
+    ok "resumed run: every step's train/loss equals the uninterrupted run's, bit for bit"
+else
+    not_ok "resumed run: train/loss equals the uninterrupted run's" "$(diff a.loss b.loss | head -n 6 | tr '\n' '|')"
+fi
+
+# --- refusals
+run "$TR" $COMMON --checkpoint_dir empty --resume
+expect "--resume without a checkpoint: exit 1" 1 "no checkpoint in 'empty' to resume from"
+run "$TR" $COMMON --checkpoint_dir A
+expect "a used checkpoint folder without --resume is refused" 1 "already holds a run.*--resume"
+check "... and left as it was" grep -qx "step-0000012" A/latest
+run "$TR" $COMMON --checkpoint_dir A --resume --batch_size 8 --max_steps 13
+expect "--resume with another batch_size is refused, naming it" 1 "batch_size"
+run "$TR" $COMMON --checkpoint_dir A --resume --n_embd 128 --max_steps 13
+expect "--resume with another model is refused, naming the dimension" 1 "n_embd"
+mkdir other && cp "$SRC/val.jsonl.zst" other/part.jsonl.zst
+if "$TOK" train --vocab-size 300 -o tok.json other/part.jsonl.zst > out 2> err &&
+    "$PREP" -q -o shards2 -L 64 -t tok.json other > out 2> err; then
+    run "$TR" $COMMON --checkpoint_dir A --resume --data shards2 --max_steps 13
+    expect "--resume on shards of another tokenizer is refused" 1 "tokenizer"
+    run "$TR" eval --checkpoint A/best_model --data shards2 --threads 1
+    expect "eval on shards of another tokenizer is refused" 1 "tokenizer"
+    run "$TR" $COMMON --checkpoint_dir C --tokenizer tok.json
+    expect "--tokenizer other than the shards' is refused" 1 "tokenizer"
+else
+    fail "make shards with another tokenizer"
+fi
+run "$TR" --data shards --model tiny --max_steps 4 --batch_size 4 --threads 1 --eval_rows 16 \
+    --learning_rate 1e30 --gradient_clipping 0 --checkpoint_dir D
+expect "a diverging run stops with an error naming the step" 1 "diverged at step [0-9]"
+
+# --- eval: the best model's loss is the validation the run recorded for it
+best=$(grep -o '"step": *[0-9]*' A/best_model/trainer_state.json | head -n 1 | sed 's/.*: *//')
+want=$(val_at A/metrics.jsonl "${best:-x}" val/loss)
+run "$TR" eval --checkpoint A/best_model --eval_rows 64 --threads 1 --json
+got=$(sed -n 's/.*"loss": *\([^,}]*\).*/\1/p' "$TMP/out")
+if [ $st -eq 0 ] && [ -n "$want" ] && [ -n "$got" ] &&
+    awk -v a="$want" -v b="$got" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-12 * (a < 0 ? -a : a)) }'; then
+    ok "eval --json on best_model (step $best): loss $got, as recorded"
+else
+    fail "eval --json on best_model: loss '$got', recorded '$want' at step '${best:-?}'"
+fi
+run "$TR" eval --checkpoint A/best_model --eval_rows 64 --threads 1
+expect "eval prints loss, accuracy, perplexity and tokens" 0 "loss [0-9.]+ accuracy [0-9.]+ perplexity [0-9.]+ tokens [0-9]+"
+run "$TR" eval --checkpoint nowhere
+expect "eval of a missing checkpoint: exit 1" 1 "nowhere"
+
+# --- sample
+run "$TR" sample --checkpoint A/step-0000012 --prompt "In the beginning" --max_new_tokens 24 --seed 3 --threads 1
+cp out s1
+if [ $st -eq 0 ] && grep -q "^In the beginning" s1 && [ "$(wc -c < s1)" -gt 18 ]; then
+    ok "sample prints the prompt and a continuation"
+else
+    fail "sample prints the prompt and a continuation"
+fi
+run "$TR" sample --checkpoint A/step-0000012 --prompt "In the beginning" --max_new_tokens 24 --seed 3 --threads 1
+check "the same seed gives the same text" cmp -s s1 out
+run "$TR" sample --checkpoint A/step-0000012 --prompt "x" --max_new_tokens 5 --temperature 0 --threads 1
+expect "greedy sampling (--temperature 0)" 0 "^x"
+
+tap_done
