@@ -419,9 +419,9 @@ static void fwd_gelu(void)
     for (size_t i = 0; i < G.nout; i++) G.out[i] = ref_gelu1(G.x0[i]);
 }
 
-static void test_gelu(size_t n)
+static void test_gelu(size_t n, double amp)
 {
-    float *x = hrand(n, 5), *w = hrand(n, 1), *g0 = hrand(n, 1);
+    float *x = hrand(n, amp), *w = hrand(n, 1), *g0 = hrand(n, 1);
     float *dx = dput(x, n * 4), *dout = dput(NULL, n * 4), *dg = dput(g0, n * 4), *dw = dput(w, n * 4);
     pile_backend_gelu_fwd(be, dout, dx, n);
     pile_backend_gelu_bwd(be, dg, dx, dw, n);
@@ -538,6 +538,9 @@ static void test_softmax_ce(int N, int V, int Vp)
     x[3 * (size_t)Vp + 3] = x[3 * (size_t)Vp + 5] = 9.0f;
     tgt[2] = 5;
     tgt[3] = 3;
+    /* row 4: a spread of 300 (the target's exponential underflows) */
+    x[4 * (size_t)Vp + (tgt[4] + 1) % V] = 150.0f;
+    x[4 * (size_t)Vp + tgt[4]] = -150.0f;
     /* row 0: target is the argmax */
     x[tgt[0]] = 8.0f;
     float gs = 0.37f;
@@ -941,8 +944,8 @@ int main(void)
     TEST("attention across row blocks (T = 257), causal");
     test_attention(1, 257, 8, 2, 0, 60);
     TEST("gelu forward and backward");
-    test_gelu(1001);
-    test_gelu(20000);
+    test_gelu(1001, 5);
+    test_gelu(20000, 40); /* far tails: exp over- and underflow */
     TEST("add");
     test_add(5);
     test_add(100001);

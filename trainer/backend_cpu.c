@@ -24,7 +24,9 @@
 #define CBLK 32
 /* Row block of attention's sgemm calls: the causal triangle is covered by
  * T/ATT_RB rectangles, so about half the masked products are skipped. */
+#ifndef ATT_RB
 #define ATT_RB 128
+#endif
 
 struct pile_backend {
     int threads;
@@ -36,6 +38,35 @@ struct pile_backend {
 typedef struct {
     size_t bytes;
 } alloc_head;
+
+/* exp(x) for float as Cephes' expf computes it (range reduction by ln 2
+ * split in two parts, degree-6 polynomial, 2^n built in the exponent
+ * bits; within 2 ulp), written in plain arithmetic so that `omp simd` loops
+ * vectorise it: libm's expf is a scalar call, and the softmaxes and GELU
+ * spend most of their time in it. Inputs are clamped to [-87, 88]. */
+static inline float vexpf(float x)
+{
+    /* the clamps as arithmetic: a conditional here stops the vectoriser
+     * (non-finite x gives NaN, which finite logits never reach) */
+    x += (float)(x < -87.0f) * (-87.0f - x);
+    x += (float)(x > 88.0f) * (88.0f - x);
+    /* round to nearest by the 1.5 * 2^23 trick (no SSE4.1 roundps needed) */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } e;
+    e.i = ((int32_t)n + 127) << 23;
+    return y * e.f;
+}
 
 static int usable_cores(void)
 {
@@ -312,12 +343,15 @@ void pile_backend_logits_bwd(pile_backend *be, float *dinp, float *dwte, const f
 }
 
 /* ---------------------------------------------------------- attention
- * Per (b, h) the products are sgemm calls on strided views of qkv (row
+ * One task per (b, h), spread over the OpenMP threads; inside a task the
+ * products are single-threaded sgemm calls on strided views of qkv (row
  * stride 3C): S = scale Q K^T, P = softmax(S) row-wise under the mask,
- * O = P V. Rows go in blocks of ATT_RB so a block only multiplies the key
- * columns before its end; the softmax then zeroes what the mask hides. The
- * sgemm calls run one after another (each uses OpenBLAS's threads) and the
- * softmax is one OpenMP loop over all B*NH*T rows. */
+ * O = P V. A task's T x T block stays hot in cache between the products,
+ * no thread pool is woken per small product, and every value comes from
+ * one thread, so the result does not depend on the thread count. Rows go
+ * in blocks of ATT_RB so that a block only multiplies the key columns
+ * before its end (the causal triangle costs ~(1/2 + ATT_RB/2T) of the
+ * square); the softmax then zeroes what the mask hides. */
 
 static inline int att_lo(const int32_t *doc_start, int b, int T, int t)
 {
@@ -326,114 +360,111 @@ static inline int att_lo(const int32_t *doc_start, int b, int T, int t)
     return lo < 0 ? 0 : lo > t ? t : lo;
 }
 
+/* OpenBLAS (the pthread build) runs single-threaded calls on the calling
+ * thread, so OpenMP threads may call it side by side. */
+static void blas_serial_begin(void)
+{
+    openblas_set_num_threads(1);
+}
+
+static void att_fwd_task(float *out, float *a, const float *qkv, const int32_t *doc_start, int b, int h, int T,
+                         int C, int hs)
+{
+    size_t C3 = (size_t)3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * (size_t)C;
+    float *o = out + (size_t)b * T * C + (size_t)h * hs;
+    for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+        int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, scale, q + r0 * C3, (int)C3, k,
+                    (int)C3, 0.0f, a + (size_t)r0 * T, T);
+        for (int t = r0; t < r1; t++) {
+            int lo = att_lo(doc_start, b, T, t);
+            float *r = a + (size_t)t * T;
+            float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+            for (int s = lo; s <= t; s++) mx = r[s] > mx ? r[s] : mx;
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int s = lo; s <= t; s++) {
+                r[s] = vexpf(r[s] - mx);
+                sum += r[s];
+            }
+            float inv = 1.0f / sum;
+#pragma omp simd
+            for (int s = lo; s <= t; s++) r[s] *= inv;
+            for (int s = 0; s < lo; s++) r[s] = 0.0f;
+            for (int s = t + 1; s < T; s++) r[s] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, 1.0f, a + (size_t)r0 * T, T, v,
+                    (int)C3, 0.0f, o + (size_t)r0 * C, C);
+    }
+}
+
 void pile_backend_attention_fwd(pile_backend *be, float *out, float *att, const float *qkv,
                                 const int32_t *doc_start, int B, int T, int C, int NH)
 {
-    blas_threads(be);
-    int hs = C / NH;
+    int hs = C / NH, tasks = B * NH;
+    size_t TT = (size_t)T * T;
+    blas_serial_begin();
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (tasks > 1)
+    for (int i = 0; i < tasks; i++) att_fwd_task(out, att + (size_t)i * TT, qkv, doc_start, i / NH, i % NH, T, C, hs);
+    openblas_set_num_threads(be->threads);
+}
+
+static void att_bwd_task(float *dqkv, float *da, const float *dout, const float *qkv, const float *a,
+                         const int32_t *doc_start, int b, int h, int T, int C, int hs)
+{
+    size_t C3 = (size_t)3 * C, off = (size_t)b * T * C3 + (size_t)h * hs;
     float scale = 1.0f / sqrtf((float)hs);
-    size_t C3 = (size_t)3 * C, TT = (size_t)T * T;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            const float *k = q + C;
-            float *a = att + ((size_t)b * NH + h) * TT;
-            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
-                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, scale, q + r0 * C3, (int)C3,
-                            k, (int)C3, 0.0f, a + (size_t)r0 * T, T);
-            }
-        }
-    long rows = (long)B * NH * T;
-#pragma omp parallel for num_threads(be->threads) schedule(static) if (rows * T >= PAR_MIN)
-    for (long r = 0; r < rows; r++) {
-        int t = (int)(r % T), b = (int)(r / ((long)NH * T));
-        int lo = att_lo(doc_start, b, T, t);
-        float *a = att + (size_t)r * T;
-        float mx = -INFINITY;
-        for (int s = lo; s <= t; s++) mx = a[s] > mx ? a[s] : mx;
-        float sum = 0.0f;
-        for (int s = lo; s <= t; s++) {
-            a[s] = expf(a[s] - mx);
-            sum += a[s];
-        }
-        float inv = 1.0f / sum;
+    const float *q = qkv + off, *k = q + C, *v = q + 2 * (size_t)C;
+    float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * (size_t)C;
+    const float *d = dout + (size_t)b * T * C + (size_t)h * hs;
+    for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+        int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
+        /* dP = dO V^T over the key columns before the block's end */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, 1.0f, d + (size_t)r0 * C, C, v,
+                    (int)C3, 0.0f, da + (size_t)r0 * T, T);
+        /* dS = P * (dP - sum(P * dP)), zero where masked (the products
+         * below read those zeros) */
+        for (int t = r0; t < r1; t++) {
+            int lo = att_lo(doc_start, b, T, t);
+            const float *p = a + (size_t)t * T;
+            float *r = da + (size_t)t * T;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int s = lo; s <= t; s++) dot += p[s] * r[s];
 #pragma omp simd
-        for (int s = lo; s <= t; s++) a[s] *= inv;
-        for (int s = 0; s < lo; s++) a[s] = 0.0f;
-        for (int s = t + 1; s < T; s++) a[s] = 0.0f;
-    }
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *v = qkv + (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * hs;
-            const float *a = att + ((size_t)b * NH + h) * TT;
-            float *o = out + (size_t)b * T * C + (size_t)h * hs;
-            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
-                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, 1.0f, a + (size_t)r0 * T, T,
-                            v, (int)C3, 0.0f, o + (size_t)r0 * C, C);
-            }
+            for (int s = lo; s <= t; s++) r[s] = p[s] * (r[s] - dot);
+            for (int s = 0; s < lo; s++) r[s] = 0.0f;
+            for (int s = t + 1; s < T; s++) r[s] = 0.0f;
         }
+        /* dQ += scale dS K */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, scale, da + (size_t)r0 * T, T, k,
+                    (int)C3, 1.0f, dq + (size_t)r0 * C3, (int)C3);
+    }
+    /* dK += scale dS^T Q and dV += P^T dO: key rows s take every query
+     * row t >= their block's start (all of whose dS rows are done now) */
+    for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+        int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, scale, da + (size_t)r0 * T + r0, T,
+                    q + (size_t)r0 * C3, (int)C3, 1.0f, dk + (size_t)r0 * C3, (int)C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, 1.0f, a + (size_t)r0 * T + r0, T,
+                    d + (size_t)r0 * C, C, 1.0f, dv + (size_t)r0 * C3, (int)C3);
+    }
 }
 
 void pile_backend_attention_bwd(pile_backend *be, float *dqkv, float *datt, const float *dout, const float *qkv,
                                 const float *att, const int32_t *doc_start, int B, int T, int C, int NH)
 {
-    blas_threads(be);
-    int hs = C / NH;
-    float scale = 1.0f / sqrtf((float)hs);
-    size_t C3 = (size_t)3 * C, TT = (size_t)T * T;
-    /* dP = dO V^T (rows t, key columns up to the block's end) and
-     * dV += P^T dO (rows s take every t >= the block's start). */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t off = (size_t)b * T * C3 + 2 * (size_t)C + (size_t)h * hs;
-            const float *v = qkv + off;
-            float *dv = dqkv + off;
-            const float *a = att + ((size_t)b * NH + h) * TT;
-            float *da = datt + ((size_t)b * NH + h) * TT;
-            const float *d = dout + (size_t)b * T * C + (size_t)h * hs;
-            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
-                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, 1.0f, d + (size_t)r0 * C, C,
-                            v, (int)C3, 0.0f, da + (size_t)r0 * T, T);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, 1.0f,
-                            a + (size_t)r0 * T + r0, T, d + (size_t)r0 * C, C, 1.0f, dv + (size_t)r0 * C3, (int)C3);
-            }
-        }
-    /* softmax backward in place: dS = P * (dP - sum(P * dP)); zero where
-     * masked, which the sgemm calls below rely on */
-    long rows = (long)B * NH * T;
-#pragma omp parallel for num_threads(be->threads) schedule(static) if (rows * T >= PAR_MIN)
-    for (long r = 0; r < rows; r++) {
-        int t = (int)(r % T), b = (int)(r / ((long)NH * T));
-        int lo = att_lo(doc_start, b, T, t);
-        const float *a = att + (size_t)r * T;
-        float *da = datt + (size_t)r * T;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int s = lo; s <= t; s++) dot += a[s] * da[s];
-#pragma omp simd
-        for (int s = lo; s <= t; s++) da[s] = a[s] * (da[s] - dot);
-        for (int s = 0; s < lo; s++) da[s] = 0.0f;
-        for (int s = t + 1; s < T; s++) da[s] = 0.0f;
-    }
-    /* dQ += scale dS K, dK += scale dS^T Q */
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            size_t off = (size_t)b * T * C3 + (size_t)h * hs;
-            const float *q = qkv + off, *k = q + C;
-            float *dq = dqkv + off, *dk = dq + C;
-            const float *da = datt + ((size_t)b * NH + h) * TT;
-            for (int r0 = 0; r0 < T; r0 += ATT_RB) {
-                int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, scale, da + (size_t)r0 * T, T,
-                            k, (int)C3, 1.0f, dq + (size_t)r0 * C3, (int)C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, scale,
-                            da + (size_t)r0 * T + r0, T, q + (size_t)r0 * C3, (int)C3, 1.0f, dk + (size_t)r0 * C3,
-                            (int)C3);
-            }
-        }
+    int hs = C / NH, tasks = B * NH;
+    size_t TT = (size_t)T * T;
+    blas_serial_begin();
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (tasks > 1)
+    for (int i = 0; i < tasks; i++)
+        att_bwd_task(dqkv, datt + (size_t)i * TT, dout, qkv, att + (size_t)i * TT, doc_start, i / NH, i % NH, T, C,
+                     hs);
+    openblas_set_num_threads(be->threads);
 }
 
 /* --------------------------------------------------------------- GELU */
@@ -441,23 +472,28 @@ void pile_backend_attention_bwd(pile_backend *be, float *dqkv, float *datt, cons
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
 
+/* HF gelu_new, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3),
+ * evaluated as x * sigmoid(2u), the same function: one vexpf and no
+ * cancellation for either sign of x (libm's tanhf is slow and scalar). */
 void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_A * x * x * x)));
+        float u = GELU_K * (x + GELU_A * x * x * x);
+        out[i] = x / (1.0f + vexpf(-2.0f * u));
     }
 }
 
 void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, const float *dout, size_t n)
 {
-#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        float th = tanhf(GELU_K * (x + GELU_A * x * x * x));
-        float sech2 = 1.0f - th * th;
-        float g = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        float u = GELU_K * (x + GELU_A * x * x * x);
+        float sg = 1.0f / (1.0f + vexpf(-2.0f * u)); /* (1 + tanh u) / 2 */
+        float sech2 = 4.0f * sg * (1.0f - sg);       /* 1 - tanh^2 u */
+        float g = sg + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
         dinp[i] += g * dout[i];
     }
 }
@@ -515,17 +551,36 @@ void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int
                 mx = x[j];
                 am = j;
             }
+        /* the exponentials go into the row when it becomes the gradient;
+         * partial sums of 256 in float, added in double */
+        int keep = grad_scale != 0.0f && use;
+        float xt = use ? x[tgt] : 0.0f;
         double sum = 0.0;
-        for (int j = 0; j < V; j++) sum += expf(x[j] - mx);
-        losses[i] = use ? (float)(log(sum) + (double)mx - (double)x[tgt]) : 0.0f;
+        for (int j0 = 0; j0 < V; j0 += 256) {
+            int j1 = j0 + 256 < V ? j0 + 256 : V;
+            float ps = 0.0f;
+            if (keep) {
+#pragma omp simd reduction(+ : ps)
+                for (int j = j0; j < j1; j++) {
+                    x[j] = vexpf(x[j] - mx);
+                    ps += x[j];
+                }
+            } else {
+#pragma omp simd reduction(+ : ps)
+                for (int j = j0; j < j1; j++) ps += vexpf(x[j] - mx);
+            }
+            sum += ps;
+        }
+        losses[i] = use ? (float)(log(sum) + (double)mx - (double)xt) : 0.0f;
         correct[i] = use && am == tgt;
         if (grad_scale == 0.0f) continue;
         if (!use) {
             memset(x, 0, (size_t)Vp * sizeof *x);
             continue;
         }
-        float k = (float)(1.0 / sum);
-        for (int j = 0; j < V; j++) x[j] = expf(x[j] - mx) * k * grad_scale;
+        float k = (float)(1.0 / sum) * grad_scale;
+#pragma omp simd
+        for (int j = 0; j < V; j++) x[j] *= k;
         x[tgt] -= grad_scale;
         for (int j = V; j < Vp; j++) x[j] = 0.0f;
     }
