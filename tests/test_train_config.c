@@ -341,6 +341,18 @@ static void test_flags(void)
     ASSERT(has(&w, "unknown key 'bogus' ignored"));
     ASSERT(has(&w, "train_batch_size 16 overridden by the flags"));
     w.len = 0;
+    /* TrainingArguments' "deepspeed" in a config file names the DeepSpeed file */
+    char hf[900];
+    snprintf(hf, sizeof hf, "{\"deepspeed\": \"%s\", \"num_train_epochs\": 4}", ds);
+    cfg = write_file("hf_run.json", hf);
+    char *argv14[] = {"train", "--config", (char *)cfg};
+    w.len = 0;
+    OK(pile_train_config_resolve(&c, 3, argv14, 1, &w, &err), &err);
+    ASSERT_EQ(c.epochs, 4);
+    ASSERT_EQ(c.batch_size, 4);
+    ASSERT_EQ(c.accumulation_steps, 4);
+    ASSERT(c.gradient_clipping == 2.0);
+    ASSERT_EQ(w.len, 0);
     char *argv11[] = {"train", "--epochs", "2", "positional"};
     ASSERT_EQ(pile_train_config_resolve(&c, 4, argv11, 1, &w, &err), PILE_EINVAL);
     ASSERT_STR_EQ(err.msg, "unknown option 'positional'");
@@ -608,9 +620,9 @@ static void test_data_windows(const char *dir)
     static const int Ts[] = {4, 5, 3, 1, 15};
     for (size_t k = 0; k < sizeof Ts / sizeof Ts[0]; k++) {
         int T = Ts[k];
-        char name[80];
-        snprintf(name, sizeof name, "data: windows of %d tokens against the reference", T);
-        TEST(name);
+        static char names[5][80]; /* TEST keeps the pointer until the case ends */
+        snprintf(names[k], sizeof names[k], "data: windows of %d tokens against the reference", T);
+        TEST(names[k]);
         d = NULL;
         OK(pile_data_open(&d, dir, T, 0.0, &err), &err);
         if (!d) continue;
@@ -739,6 +751,22 @@ static void test_data_refusals(void)
     ASSERT_EQ(pile_data_open(&d, dir, 0, 0.01, &err), PILE_EMISMATCH);
     ASSERT(strstr(err.msg, "train-00000.shard") && strstr(err.msg, "val-00000.shard") &&
            strstr(err.msg, "max_length (15 vs 16)"));
+
+    TEST("data: manifest.json names the tokenizer; one of another fingerprint refused");
+    OK(write_shard(dir, "val-00000.shard", shard1, 4, 5, 0, L, &err), &err);
+    write_file("mixed/manifest.json", "{\"options\": {\"tokenizer\": \"gpt2\",\n"
+                                      " \"tokenizer_fingerprint\": \"000102030405060708090a0b0c0d0e0f\"}}");
+    OK(pile_data_open(&d, dir, 0, 0.3, &err), &err);
+    if (d) ASSERT_STR_EQ(pile_data_get_info(d)->tokenizer_spec, "gpt2");
+    pile_data_close(d);
+    d = NULL;
+    write_file("mixed/manifest.json", "{\"options\": {\"tokenizer\": \"gpt2\",\n"
+                                      " \"tokenizer_fingerprint\": \"ff0102030405060708090a0b0c0d0e0f\"}}");
+    ASSERT_EQ(pile_data_open(&d, dir, 0, 0.3, &err), PILE_EMISMATCH);
+    ASSERT(strstr(err.msg, "manifest.json") && strstr(err.msg, "train-00000.shard"));
+    ASSERT(d == NULL);
+    snprintf(want, sizeof want, "%s/manifest.json", dir);
+    unlink(want);
 
     TEST("data: val shards used as validation");
     OK(write_shard(dir, "val-00000.shard", shard1, 4, 5, 0, L, &err), &err);

@@ -615,11 +615,12 @@ static int ds_batch(ds_ctx *x, const pile_json *tbs, const pile_json *micro, con
     int has_micro = micro && !is_auto(micro), has_accum = accum && !is_auto(accum);
     int64_t m = c->batch_size, a = c->accumulation_steps, w = c->world_size;
     if (has_micro && has_accum) {
-        if (m * a * w != total)
+        /* each factor is an int, so m * a fits; the third may not */
+        if (m * a > INT64_MAX / w || m * a * w != total)
             return pile_err_set(x->err, PILE_EINVAL,
                                 "'%s': train_batch_size %" PRId64 " is not train_micro_batch_size_per_gpu %" PRId64
-                                " x gradient_accumulation_steps %" PRId64 " x world_size %" PRId64 " = %" PRId64,
-                                x->path, total, m, a, w, m * a * w);
+                                " x gradient_accumulation_steps %" PRId64 " x world_size %" PRId64,
+                                x->path, total, m, a, w);
         return 0;
     }
     if (has_micro) {
@@ -778,7 +779,8 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
     if (ds[0]) {
         snprintf(c->deepspeed_file, sizeof c->deepspeed_file, "%s", ds);
         int64_t total = ds_total_batch(ds);
-        int64_t have = (int64_t)c->batch_size * c->accumulation_steps * c->world_size;
+        int64_t ma = (int64_t)c->batch_size * c->accumulation_steps;
+        int64_t have = ma > INT64_MAX / c->world_size ? INT64_MAX : ma * c->world_size;
         if (total > 0 && total != have)
             warn(warnings,
                  "'%s': train_batch_size %" PRId64 " overridden by the flags: %d x %d x world_size %d = %" PRId64, ds,

@@ -123,7 +123,7 @@ static int list_names(const char *dir, char ***names, size_t *n, pile_err *err)
         (*n)++;
     }
     closedir(dp);
-    if (rc == 0) qsort(*names, *n, sizeof **names, cmp_str);
+    if (rc == 0 && *n > 1) qsort(*names, *n, sizeof **names, cmp_str);
     return rc;
 }
 
