@@ -45,6 +45,16 @@ int pile_backend_threads(const pile_backend *be);
 int pile_backend_world_size(const pile_backend *be);
 int pile_backend_rank(const pile_backend *be);
 
+/* The BLAS kernel family to ask for, or NULL when the one loaded is fine.
+ * OpenBLAS picks its kernels when the library loads, by CPU model, and a
+ * release older than the CPU falls back to its pre-AVX "Prescott" kernels
+ * (OpenBLAS 0.3.21 on Xeon 5th generation: 5-10x slower sgemm). The
+ * choice cannot be changed once loaded, so a program's main may set
+ * OPENBLAS_CORETYPE to this value and restart itself, when the user has not
+ * set it. Decided from the CPU's features (AVX-512 -> SKYLAKEX, AVX2 ->
+ * HASWELL). */
+const char *pile_backend_blas_coretype_hint(void);
+
 /* ------------------------------------------------------------- memory */
 
 /* Zeroed memory of `bytes` in the backend, aligned to 64 bytes; NULL on

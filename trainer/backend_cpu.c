@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <strings.h>
 
 #include "backend.h"
 
@@ -91,6 +92,18 @@ int pile_backend_open(pile_backend **out, const char *name, int threads, pile_er
     openblas_set_num_threads(be->threads);
     *out = be;
     return 0;
+}
+
+const char *pile_backend_blas_coretype_hint(void)
+{
+    const char *core = openblas_get_corename();
+    if (!core || strcasecmp(core, "prescott") != 0) return NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return "SKYLAKEX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "HASWELL";
+    return NULL;
 }
 
 void pile_backend_close(pile_backend *be)
