@@ -308,7 +308,8 @@ static int check_resume_model(const char *ckpt, const pile_model_config *now, co
 }
 
 /* Settings that decide which rows a step sees: changing them would make
- * the resumed run a different run. */
+ * the resumed run a different run. (max_length is checked as the model's
+ * context, the value it resolved to, by check_resume_model.) */
 static int check_resume_settings(const char *ckpt, const pile_train_config *c, pile_err *err)
 {
     pile_json *root = NULL;
@@ -319,7 +320,6 @@ static int check_resume_settings(const char *ckpt, const pile_train_config *c, p
     } keys[] = {
         {"batch_size", c->batch_size},
         {"accumulation_steps", c->accumulation_steps},
-        {"max_length", c->max_length},
         {"doc_mask", c->doc_mask},
         {"doc_mask_loss", c->doc_mask_loss},
     };
