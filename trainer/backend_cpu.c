@@ -51,8 +51,17 @@ static inline float vexpf(float x)
      * (non-finite x gives NaN, which finite logits never reach) */
     x += (float)(x < -87.0f) * (-87.0f - x);
     x += (float)(x > 88.0f) * (88.0f - x);
-    /* round to nearest by the 1.5 * 2^23 trick (no SSE4.1 roundps needed) */
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    /* round to nearest by the 1.5 * 2^23 trick (no SSE4.1 roundps needed);
+     * the integer is then the low mantissa bits of the shifted sum, read
+     * through a union rather than converted: a NaN x must give NaN, not
+     * the undefined behaviour of converting NaN to int */
+    union {
+        float f;
+        int32_t i;
+    } t;
+    t.f = x * 1.44269504088896341f + 12582912.0f;
+    float n = t.f - 12582912.0f;
+    int32_t ni = t.i - 0x4B400000;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -62,10 +71,10 @@ static inline float vexpf(float x)
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
     union {
-        int32_t i;
+        uint32_t u;
         float f;
     } e;
-    e.i = ((int32_t)n + 127) << 23;
+    e.u = (uint32_t)(ni + 127) << 23;
     return y * e.f;
 }
 

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "backend.h"
 #include "pile_buf.h"
 #include "train_config.h"
 #include "train_loop.h"
@@ -324,8 +326,23 @@ static int cmd_sample(int argc, char **argv)
     return 0;
 }
 
+/* OpenBLAS chooses its kernels when it loads, and a release older than the
+ * CPU falls back to pre-AVX ones (see pile_backend_blas_coretype_hint).
+ * Unless the user chose (OPENBLAS_CORETYPE set), name the right family and
+ * start this program again, once: the variable is then set. */
+static void restart_with_fast_blas(char **argv)
+{
+    const char *hint = pile_backend_blas_coretype_hint();
+    if (!hint || getenv("OPENBLAS_CORETYPE")) return;
+    if (setenv("OPENBLAS_CORETYPE", hint, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    /* not fatal: the slower kernels give the same results */
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
 int main(int argc, char **argv)
 {
+    restart_with_fast_blas(argv);
     if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "train")) return cmd_train(argc, argv, 2);

@@ -6,7 +6,9 @@
  *    (metrics.h), and --resume that continues bit for bit;
  *  - eval: a checkpoint's validation loss, accuracy and perplexity;
  *  - sample: text from a checkpoint and a prompt.
- * pile_trainer.c is only the command line around these. */
+ * pile_trainer.c is only the command line around these. They print:
+ * progress, warnings and validation lines to stderr, the final summary
+ * (train), the result (eval) and the generated text (sample) to stdout. */
 #ifndef PILE_TRAIN_LOOP_H
 #define PILE_TRAIN_LOOP_H
 
