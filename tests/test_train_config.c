@@ -643,16 +643,150 @@ static void test_data_windows(const char *dir)
     ASSERT(strstr(err.msg, "17") && strstr(err.msg, "16"));
 }
 
-static int is_permutation(const uint64_t *perm, uint64_t n)
+/* Whether epoch `epoch`'s order of d's n train samples is a permutation;
+ * the order into order[0..n) when order is not NULL. */
+static int is_permutation(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t n, uint64_t *order)
 {
     unsigned char *seen = calloc(n ? n : 1, 1);
     int ok = seen != NULL;
     for (uint64_t i = 0; ok && i < n; i++) {
-        if (perm[i] >= n || seen[perm[i]]) ok = 0;
-        else seen[perm[i]] = 1;
+        uint64_t s = pile_data_epoch_sample(d, seed, epoch, i);
+        if (order) order[i] = s;
+        if (s >= n || seen[s]) ok = 0;
+        else seen[s] = 1;
     }
     free(seen);
     return ok;
+}
+
+/* A folder of one train shard of `rows` rows of `len` tokens (max_length
+ * len), opened with windows of T: rows x ceil((len - 1) / T) samples. */
+static pile_data *open_rows(const char *dir, uint64_t rows, uint32_t len, int T)
+{
+    pile_err err;
+    pile_data *d = NULL;
+    row_spec *spec = malloc(rows * sizeof *spec);
+    if (!spec) {
+        PILE_FAIL_("out of memory");
+        return NULL;
+    }
+    for (uint64_t r = 0; r < rows; r++) spec[r] = (row_spec){len, 1, {0}};
+    OK(write_shard(dir, "train-00000.shard", spec, rows, 0, 0, len, &err), &err);
+    free(spec);
+    OK(pile_data_open(&d, dir, T, 0.0, &err), &err);
+    return d;
+}
+
+/* Pearson's chi-square of counts against a uniform expectation. */
+static double chi_square(const uint64_t *count, size_t cells, double expect)
+{
+    double x = 0;
+    for (size_t i = 0; i < cells; i++) x += ((double)count[i] - expect) * ((double)count[i] - expect) / expect;
+    return x;
+}
+
+static void test_data_epoch_order(void)
+{
+    char dir[700];
+    snprintf(dir, sizeof dir, "%s/orders", tmp);
+    if (mkdir(dir, 0755) != 0) PILE_FAIL_("cannot mkdir '%s'", dir);
+
+    TEST("data: epoch order a permutation for every size");
+    uint64_t sizes[12] = {1, 2, 3, 4, 5, 16, 17, 64, 1000, 4097};
+    pile_test_rng_state = 20240611;
+    sizes[10] = 6 + pile_test_rng() % 3000;
+    sizes[11] = 4097 + pile_test_rng() % 20000;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        pile_data *d = open_rows(dir, sizes[k], 2, 0);
+        if (!d) continue;
+        ASSERT_EQ(pile_data_get_info(d)->train_samples, sizes[k]);
+        for (uint64_t e = 0; e < 4; e++)
+            if (!is_permutation(d, 42 + e / 2, e, sizes[k], NULL))
+                PILE_FAIL_("n=%" PRIu64 " seed %" PRIu64 " epoch %" PRIu64 ": not a permutation", sizes[k],
+                           42 + e / 2, e);
+        pile_data_close(d);
+    }
+    /* 1,050,000 samples: just above a power of four, the longest cycle walks */
+    pile_data *big = open_rows(dir, 70000, 16, 1);
+    if (big) {
+        ASSERT_EQ(pile_data_get_info(big)->train_samples, 1050000);
+        ASSERT(is_permutation(big, 42, 3, 1050000, NULL));
+        /* pinned: a checkpoint's data position must mean the same sample in
+         * every build (values from an independent Python reading of the
+         * construction described in train_data.c) */
+        static const uint64_t want[4] = {100187, 49638, 818610, 525424};
+        for (uint64_t i = 0; i < 4; i++) ASSERT_EQ(pile_data_epoch_sample(big, 42, 3, i), want[i]);
+        pile_data_close(big);
+    }
+
+    TEST("data: epoch order depends on seed and epoch, only on them");
+    pile_data *d = open_rows(dir, 1000, 2, 0);
+    if (!d) return;
+    const uint64_t n = 1000;
+    uint64_t *o[12];
+    int alloc_ok = 1;
+    for (int k = 0; k < 12; k++) alloc_ok &= (o[k] = malloc(n * sizeof *o[k])) != NULL;
+    if (!alloc_ok) {
+        PILE_FAIL_("out of memory");
+    } else {
+        for (int e = 0; e < 10; e++) ASSERT(is_permutation(d, 42, (uint64_t)e, n, o[e]));
+        ASSERT(is_permutation(d, 43, 0, n, o[10]));
+        ASSERT(is_permutation(d, 42, 0, n, o[11]));
+        ASSERT_MEM_EQ(o[0], o[11], n * sizeof *o[0]);
+        static const uint64_t want[6] = {762, 86, 533, 84, 741, 192};
+        for (int i = 0; i < 6; i++) ASSERT_EQ(o[0][i], want[i]);
+        /* any two orders agree at about one position in n, never at many */
+        for (int a = 0; a < 11; a++)
+            for (int b = a + 1; b < 11; b++) {
+                uint64_t same = 0;
+                for (uint64_t i = 0; i < n; i++) same += o[a][i] == o[b][i];
+                if (same > 20) PILE_FAIL_("orders %d and %d agree at %" PRIu64 " of %" PRIu64, a, b, same, n);
+            }
+        /* not a stride: the steps between neighbours take many values (a
+         * random order: about n (1 - 1/e) distinct ones) */
+        unsigned char *step = calloc(n, 1);
+        uint64_t distinct = 0;
+        for (uint64_t i = 0; step && i + 1 < n; i++) {
+            uint64_t s = (o[0][i + 1] + n - o[0][i]) % n;
+            distinct += !step[s];
+            step[s] = 1;
+        }
+        free(step);
+        ASSERT(distinct > n / 2);
+    }
+    for (int k = 0; k < 12; k++) free(o[k]);
+
+    TEST("data: epoch order statistically uniform");
+    /* fixed points over 2000 epochs: one per order on average (Poisson) */
+    uint64_t fixed = 0;
+    for (uint64_t e = 0; e < 2000; e++)
+        for (uint64_t i = 0; i < n; i++) fixed += pile_data_epoch_sample(d, 7, e, i) == i;
+    if (fixed < 1400 || fixed > 2600) PILE_FAIL_("%" PRIu64 " fixed points in 2000 orders", fixed);
+    pile_data_close(d);
+    /* where samples 0 and 1 land over 6400 epochs of 64 samples: each
+     * position about 100 times, and the gap between them spread too
+     * (chi-square, 63 degrees of freedom: mean 63, sd 11; 150 is far out) */
+    d = open_rows(dir, 64, 2, 0);
+    if (!d) return;
+    uint64_t at0[64] = {0}, gap[64] = {0}, first[64] = {0};
+    for (uint64_t e = 0; e < 6400; e++) {
+        uint64_t p0 = 0, p1 = 0;
+        for (uint64_t i = 0; i < 64; i++) {
+            uint64_t s = pile_data_epoch_sample(d, 11, e, i);
+            if (s == 0) p0 = i;
+            if (s == 1) p1 = i;
+            if (i == 0) first[s]++;
+        }
+        at0[p0]++;
+        gap[(p1 + 64 - p0) % 64]++;
+    }
+    ASSERT_EQ(gap[0], 0);
+    double x0 = chi_square(at0, 64, 100), xf = chi_square(first, 64, 100), xg = chi_square(gap + 1, 63, 6400.0 / 63);
+    printf("# chi-square (63 df): position of sample 0 %.1f, first sample %.1f, gap 0 -> 1 %.1f\n", x0, xf, xg);
+    ASSERT(x0 < 150);
+    ASSERT(xf < 150);
+    ASSERT(xg < 150);
+    pile_data_close(d);
 }
 
 static void test_data_order_and_split(const char *dir)
@@ -660,27 +794,9 @@ static void test_data_order_and_split(const char *dir)
     pile_err err;
     pile_data *all = NULL, *d = NULL;
 
-    TEST("data: epoch order a seeded permutation");
     OK(pile_data_open(&all, dir, 3, 0.0, &err), &err);
     if (!all) return;
     uint64_t n = pile_data_get_info(all)->train_samples;
-    uint64_t *p0 = malloc(n * sizeof *p0), *p1 = malloc(n * sizeof *p1), *p2 = malloc(n * sizeof *p2);
-    if (!p0 || !p1 || !p2) {
-        PILE_FAIL_("out of memory");
-        return;
-    }
-    pile_data_epoch_order(all, 42, 0, p0);
-    pile_data_epoch_order(all, 42, 1, p1);
-    ASSERT(is_permutation(p0, n));
-    ASSERT(is_permutation(p1, n));
-    ASSERT(memcmp(p0, p1, n * sizeof *p0) != 0);
-    pile_data_epoch_order(all, 42, 0, p2);
-    ASSERT_MEM_EQ(p0, p2, n * sizeof *p0);
-    pile_data_epoch_order(all, 43, 0, p2);
-    ASSERT(memcmp(p0, p2, n * sizeof *p0) != 0);
-    uint64_t fixed = 0;
-    for (uint64_t i = 0; i < n; i++) fixed += p0[i] == i;
-    ASSERT(fixed < n / 2);
 
     TEST("data: held-out validation is the tail of the samples, out of training");
     OK(pile_data_open(&d, dir, 3, 0.2, &err), &err);
@@ -706,15 +822,12 @@ static void test_data_order_and_split(const char *dir)
             pile_data_sample(all, 0, j, 0, b, bt, bd);
             ASSERT_MEM_EQ(a, b, sizeof a);
         }
-        pile_data_epoch_order(d, 42, 0, p2);
-        ASSERT(is_permutation(p2, in->train_samples));
+        /* the order visits the train samples only, never the held-out tail */
+        ASSERT(is_permutation(d, 42, 0, in->train_samples, NULL));
         pile_data_close(d);
     }
     d = NULL;
     ASSERT_EQ(pile_data_open(&d, dir, 3, 1.0, &err), PILE_EINVAL);
-    free(p0);
-    free(p1);
-    free(p2);
     pile_data_close(all);
 }
 
@@ -884,6 +997,7 @@ static void test_data(void)
     test_data_windows(dir);
     test_data_order_and_split(dir);
     test_data_refusals();
+    test_data_epoch_order();
     test_data_prep();
 }
 

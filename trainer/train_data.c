@@ -376,53 +376,59 @@ const pile_data_info *pile_data_get_info(const pile_data *d) { return &d->info; 
 
 int pile_data_seq_len(const pile_data *d) { return d->seq_len; }
 
-/* splitmix64 (Steele, Lea, Flood 2014) to seed xoshiro256** (Blackman,
- * Vigna 2018): fixed arithmetic, so the order is the same on every machine. */
-static uint64_t splitmix64(uint64_t *x)
+/* The epoch order as a keyed pseudo-random permutation evaluated one index
+ * at a time, so that it costs O(1) memory whatever the number of samples
+ * (a stored order of 8 bytes a sample is gigabytes on the whole Pile).
+ *
+ * Construction: a balanced Feistel network (Luby, Rackoff 1988) on the
+ * 2h-bit domain [0, 4^h), 4^h the smallest power of four >= n, with
+ * FEISTEL_ROUNDS rounds; restricted to [0, n) by cycle walking (Black,
+ * Rogaway, "Ciphers with arbitrary finite domains", CT-RSA 2002): the
+ * network is applied again until the value falls inside [0, n), which is
+ * a bijection on [0, n) because it follows each cycle of the network's
+ * permutation to the next element inside the range. As 4^h < 4n, a walk
+ * takes under four applications on average.
+ *
+ * One round on x = (L, R), halves of h bits: (L, R) -> (R, L ^ F_r(R)),
+ * F_r(R) = mix(R ^ k_r) masked to h bits, mix the splitmix64 finaliser
+ * (Steele, Lea, Flood 2014; constants of Stafford's variant 13), a
+ * bijection on 64 bits. The round keys:
+ *   base = mix(mix(seed + G) ^ epoch),  k_r = mix(base + (r + 1) * G),
+ *   G = 0x9E3779B97F4A7C15,
+ * so that for one seed no two epochs share a key (mix is a bijection).
+ * Only fixed-width integer arithmetic: the order is the same on every
+ * machine. (A Feistel network only ever yields even permutations of its
+ * domain, immaterial past the smallest n.) */
+#define FEISTEL_ROUNDS 8
+#define GOLDEN 0x9E3779B97F4A7C15ull
+
+static uint64_t mix64(uint64_t z)
 {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t xoshiro(uint64_t s[4])
-{
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
-/* Uniform in [0, n) without modulo bias: draws below 2^64 mod n are redrawn. */
-static uint64_t below(uint64_t s[4], uint64_t n)
-{
-    uint64_t threshold = (0 - n) % n;
-    for (;;) {
-        uint64_t r = xoshiro(s);
-        if (r >= threshold) return r % n;
-    }
-}
-
-void pile_data_epoch_order(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t *perm)
+uint64_t pile_data_epoch_sample(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t position)
 {
     uint64_t n = d->info.train_samples;
-    uint64_t x = seed, s[4];
-    /* (seed, epoch) mixed so that neighbouring seeds and epochs share nothing */
-    x = splitmix64(&x) ^ epoch;
-    for (int i = 0; i < 4; i++) s[i] = splitmix64(&x);
-    for (uint64_t i = 0; i < n; i++) perm[i] = i;
-    for (uint64_t i = n; i > 1; i--) {
-        uint64_t j = below(s, i), t = perm[i - 1];
-        perm[i - 1] = perm[j];
-        perm[j] = t;
-    }
+    if (n <= 1 || position >= n) return position;
+    unsigned h = 1; /* half width: the smallest with 4^h >= n */
+    while (h < 32 && (n - 1) >> (2 * h)) h++;
+    const uint64_t mask = h == 32 ? UINT64_MAX >> 32 : (1ull << h) - 1;
+    uint64_t k[FEISTEL_ROUNDS], base = mix64(mix64(seed + GOLDEN) ^ epoch);
+    for (int r = 0; r < FEISTEL_ROUNDS; r++) k[r] = mix64(base + (uint64_t)(r + 1) * GOLDEN);
+    uint64_t x = position;
+    do {
+        uint64_t l = x >> h, rt = x & mask;
+        for (int r = 0; r < FEISTEL_ROUNDS; r++) {
+            uint64_t t = l ^ (mix64(rt ^ k[r]) & mask);
+            l = rt;
+            rt = t;
+        }
+        x = l << h | rt;
+    } while (x >= n);
+    return x;
 }
 
 int pile_data_sample(const pile_data *d, int val, uint64_t i, int doc_mask_loss, int32_t *tokens, int32_t *targets,

@@ -45,10 +45,12 @@ void pile_data_close(pile_data *d); /* accepts NULL */
 const pile_data_info *pile_data_get_info(const pile_data *d);
 int pile_data_seq_len(const pile_data *d);
 
-/* Fills perm[0..train_samples) with epoch `epoch`'s visiting order: a
- * Fisher-Yates shuffle from a generator seeded with (seed, epoch), the
- * same on every machine. */
-void pile_data_epoch_order(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t *perm);
+/* The train sample at `position` (< train_samples) of epoch `epoch`'s
+ * visiting order: a seeded pseudo-random permutation of the train samples
+ * computed per position in O(1) memory (a keyed Feistel network with cycle
+ * walking, see train_data.c), depending on (seed, epoch) only and the same
+ * on every machine. */
+uint64_t pile_data_epoch_sample(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t position);
 
 /* Sample i of the train (val = 0) or validation (val = 1) set into
  * tokens/targets/doc_start[0..seq_len) (doc_start may be NULL). Returns

@@ -216,8 +216,6 @@ typedef struct trainer {
     pile_metrics *metrics;
     pile_train_state st;
     pile_buf config_json;
-    uint64_t *perm;
-    int64_t perm_epoch;
     host_batch step_batch; /* accumulation_steps x batch_size rows */
     host_batch val_batch;  /* batch_size rows */
     int64_t steps_per_epoch, total_steps, warmup_steps, total_epochs;
@@ -401,10 +399,6 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     const pile_train_config *c = t->cfg;
     const uint64_t N = t->info->train_samples;
     const int T = t->T;
-    if (t->perm_epoch != t->st.epoch) {
-        pile_data_epoch_order(t->data, c->seed, (uint64_t)t->st.epoch, t->perm);
-        t->perm_epoch = t->st.epoch;
-    }
     int micro_rows[1024];
     int n_micro = 0;
     uint64_t pos = t->st.position;
@@ -414,7 +408,10 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
         int b = N - pos < (uint64_t)c->batch_size ? (int)(N - pos) : c->batch_size;
         for (int r = 0; r < b; r++, row++) {
             size_t o = row * (size_t)T;
-            tokens += pile_data_sample(t->data, 0, t->perm[pos + (uint64_t)r], c->doc_mask_loss,
+            tokens += pile_data_sample(t->data, 0,
+                                       pile_data_epoch_sample(t->data, c->seed, (uint64_t)t->st.epoch,
+                                                              pos + (uint64_t)r),
+                                       c->doc_mask_loss,
                                        t->step_batch.tokens + o, t->step_batch.targets + o,
                                        c->doc_mask ? t->step_batch.doc_start + o : NULL);
         }
@@ -468,7 +465,6 @@ static void trainer_close(trainer *t)
     pile_backend_close(t->be);
     host_batch_free(&t->step_batch);
     host_batch_free(&t->val_batch);
-    free(t->perm);
     pile_buf_free(&t->config_json);
 }
 
@@ -477,7 +473,6 @@ static void trainer_close(trainer *t)
 static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed_from, pile_err *err)
 {
     t->cfg = c;
-    t->perm_epoch = -1;
     t->last_val_step = -1;
     t->last_save_step = -1;
     *resumed_from = -1;
@@ -579,12 +574,6 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     /* a fresh run in a folder without a checkpoint starts its metrics over (step 0) */
     if ((rc = pile_metrics_open(&t->metrics, c->checkpoint_dir, c->resume ? t->st.step : 0, err)) < 0) goto out;
 
-    t->perm = malloc((size_t)info->train_samples * sizeof(uint64_t));
-    if (!t->perm) {
-        rc = pile_err_set(err, PILE_ENOMEM, "out of memory for the order of %" PRIu64 " samples",
-                          info->train_samples);
-        goto out;
-    }
     if ((rc = host_batch_alloc(&t->step_batch, per_step, t->T, err)) < 0) goto out;
     if ((rc = host_batch_alloc(&t->val_batch, (size_t)c->batch_size, t->T, err)) < 0) goto out;
 out:
