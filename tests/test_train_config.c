@@ -268,6 +268,23 @@ static void test_deepspeed(void)
     ASSERT(c.min_lr == 0);
     ASSERT_EQ(c.warmup_steps, 0);
     ASSERT(has(&w, "decays linearly"));
+
+    TEST("DeepSpeed: warmup_max_lr is the peak whatever the key order");
+    /* DeepSpeed's WarmupLR and WarmupDecayLR set the optimizer's rate themselves */
+    pile_train_config_defaults(&c);
+    p = write_file("ds.json", "{\"scheduler\": {\"type\": \"WarmupLR\", \"params\": {\"warmup_max_lr\": 0.001}},\n"
+                              " \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 0.01}}}");
+    OK(pile_train_config_load_deepspeed(&c, p, &w, &err), &err);
+    ASSERT(c.learning_rate == 0.001);
+    w.len = 0;
+
+    TEST("DeepSpeed: a derived accumulation past an int refused naming the file");
+    pile_train_config_defaults(&c);
+    p = write_file("ds.json", "{\"train_batch_size\": 4294967296, \"train_micro_batch_size_per_gpu\": 1}");
+    ASSERT_EQ(pile_train_config_load_deepspeed(&c, p, &w, &err), PILE_EINVAL);
+    snprintf(want, sizeof want, "'%s': train_batch_size 4294967296 is too large", p);
+    ASSERT_STR_EQ(err.msg, want);
+    ASSERT_EQ(c.accumulation_steps, 1);
     pile_buf_free(&w);
 }
 
@@ -353,6 +370,29 @@ static void test_flags(void)
     ASSERT_EQ(c.accumulation_steps, 4);
     ASSERT(c.gradient_clipping == 2.0);
     ASSERT_EQ(w.len, 0);
+    /* DeepSpeed derives with the world size the flags give */
+    ds = write_file("ws_ds.json", "{\"train_batch_size\": 32, \"train_micro_batch_size_per_gpu\": 4,"
+                                  " \"zero_optimization\": {\"stage\": 1}}");
+    snprintf(dsflag, sizeof dsflag, "--deepspeed=%s", ds);
+    char *argv15[] = {"train", dsflag, "--world-size", "2"};
+    w.len = 0;
+    OK(pile_train_config_resolve(&c, 4, argv15, 1, &w, &err), &err);
+    ASSERT_EQ(c.world_size, 2);
+    ASSERT_EQ(c.batch_size, 4);
+    ASSERT_EQ(c.accumulation_steps, 4);
+    ASSERT(!has(&w, "overridden"));
+    ASSERT(!has(&w, "no effect with one process"));
+    /* cos_min_ratio is a share of the final peak rate, a flag's included */
+    ds = write_file("cos_ds.json", "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": \"auto\"}},\n"
+                                   " \"scheduler\": {\"type\": \"WarmupCosineLR\", \"params\": {\"cos_min_ratio\": 0.1}}}");
+    snprintf(dsflag, sizeof dsflag, "--deepspeed=%s", ds);
+    char *argv16[] = {"train", dsflag, "--learning-rate", "0.002"};
+    OK(pile_train_config_resolve(&c, 4, argv16, 1, &w, &err), &err);
+    ASSERT(c.learning_rate == 0.002);
+    ASSERT(c.min_lr > 0.00019999 && c.min_lr < 0.00020001);
+    char *argv17[] = {"train", dsflag, "--learning-rate", "0.002", "--min-lr", "0.00005"};
+    OK(pile_train_config_resolve(&c, 6, argv17, 1, &w, &err), &err);
+    ASSERT(c.min_lr == 0.00005);
     char *argv11[] = {"train", "--epochs", "2", "positional"};
     ASSERT_EQ(pile_train_config_resolve(&c, 4, argv11, 1, &w, &err), PILE_EINVAL);
     ASSERT_STR_EQ(err.msg, "unknown option 'positional'");
@@ -880,6 +920,44 @@ static void test_data_refusals(void)
     ASSERT(d == NULL);
     snprintf(want, sizeof want, "%s/manifest.json", dir);
     unlink(want);
+
+    TEST("data: a manifest tokenizer too long to keep refused, not dropped");
+    {
+        char text[1400], name[1100];
+        memset(name, 'x', 1030);
+        name[1030] = '\0';
+        snprintf(text, sizeof text, "{\"options\": {\"tokenizer\": \"%s\"}}", name);
+        write_file("mixed/manifest.json", text);
+        ASSERT_EQ(pile_data_open(&d, dir, 0, 0.3, &err), PILE_EINVAL);
+        ASSERT(strstr(err.msg, "manifest.json") && strstr(err.msg, "options.tokenizer"));
+        ASSERT(d == NULL);
+        pile_data_close(d);
+        d = NULL;
+        snprintf(want, sizeof want, "%s/manifest.json", dir);
+        unlink(want);
+    }
+
+    TEST("data: val shards without a sample: the held-out share instead");
+    {
+        static const row_spec tiny[] = {{1, 1, {0}}, {1, 1, {0}}};
+        OK(write_shard(dir, "val-00000.shard", tiny, 2, 5, 0, L, &err), &err);
+        OK(pile_data_open(&d, dir, 0, 0.3, &err), &err);
+        if (d) {
+            const pile_data_info *in = pile_data_get_info(d);
+            ASSERT_EQ(in->val_held_out, 1);
+            ASSERT_EQ(in->val_samples, 2); /* ceil(0.3 x 4) */
+            ASSERT_EQ(in->train_samples, 2);
+            ASSERT(in->val_tokens > 0);
+            int32_t tok[L], tgt[L];
+            ASSERT(pile_data_sample(d, 1, 0, 0, tok, tgt, NULL) > 0);
+            pile_data_close(d);
+            d = NULL;
+        }
+        OK(pile_data_open(&d, dir, 0, 0.0, &err), &err);
+        if (d) ASSERT_EQ(pile_data_get_info(d)->val_samples, 0);
+        pile_data_close(d);
+        d = NULL;
+    }
 
     TEST("data: val shards used as validation");
     OK(write_shard(dir, "val-00000.shard", shard1, 4, 5, 0, L, &err), &err);

@@ -451,7 +451,7 @@ static int ds_optimizer(ds_ctx *x, const pile_json *opt)
     return 0;
 }
 
-static int ds_scheduler(ds_ctx *x, const pile_json *sch, const pile_json **cos_min_ratio)
+static int ds_scheduler(ds_ctx *x, const pile_json *sch, const pile_json **cos_min_ratio, const pile_json **max_lr)
 {
     PILE_FORWARD_IF_ERR(ds_object(x, sch, "scheduler"));
     const pile_json *tv = pile_json_get(sch, "type");
@@ -487,7 +487,11 @@ static int ds_scheduler(ds_ctx *x, const pile_json *sch, const pile_json **cos_m
             } else if (!strcmp(pk, "total_num_steps")) {
                 PILE_FORWARD_IF_ERR(ds_set(x, "max_steps", pv, "scheduler.params.total_num_steps"));
             } else if (!strcmp(pk, "warmup_max_lr")) {
-                PILE_FORWARD_IF_ERR(ds_set(x, "learning_rate", pv, "scheduler.params.warmup_max_lr"));
+                /* the scheduler sets the optimizer's rate: applied after optimizer.params.lr */
+                pile_train_config scratch = *x->c;
+                PILE_FORWARD_IF_ERR(set_from_json(&scratch, field_by_name("learning_rate"), pv, x->path,
+                                                  "scheduler.params.warmup_max_lr", 1, x->err));
+                if (!is_auto(pv)) *max_lr = pv;
             } else if (!strcmp(pk, "warmup_min_lr")) {
                 PILE_FORWARD_IF_ERR(ds_set(x, "min_lr", pv, "scheduler.params.warmup_min_lr"));
             } else if (!strcmp(pk, "cos_min_ratio")) {
@@ -628,6 +632,8 @@ static int ds_batch(ds_ctx *x, const pile_json *tbs, const pile_json *micro, con
             return pile_err_set(x->err, PILE_EINVAL,
                                 "'%s': train_batch_size %" PRId64 " is not a multiple of train_micro_batch_size_per_gpu %"
                                 PRId64 " x world_size %" PRId64, x->path, total, m, w);
+        if (total / (m * w) > INT_MAX)
+            return pile_err_set(x->err, PILE_EINVAL, "'%s': train_batch_size %" PRId64 " is too large", x->path, total);
         c->accumulation_steps = (int)(total / (m * w));
         return 0;
     }
@@ -649,7 +655,7 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
     if (rc < 0) return rc;
     pile_train_config t = *c;
     ds_ctx x = {&t, path, warnings, err};
-    const pile_json *tbs = NULL, *micro = NULL, *accum = NULL, *cos_min_ratio = NULL;
+    const pile_json *tbs = NULL, *micro = NULL, *accum = NULL, *cos_min_ratio = NULL, *max_lr = NULL;
     int fp16 = -1, bf16 = -1;
     for (size_t i = 0; i < pile_json_size(root) && rc == 0; i++) {
         const char *k = pile_json_key_at(root, i, NULL);
@@ -671,7 +677,7 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
         } else if (!strcmp(k, "optimizer")) {
             rc = ds_optimizer(&x, v);
         } else if (!strcmp(k, "scheduler")) {
-            rc = ds_scheduler(&x, v, &cos_min_ratio);
+            rc = ds_scheduler(&x, v, &cos_min_ratio, &max_lr);
         } else if (!strcmp(k, "fp16")) {
             rc = ds_fp16(&x, v, &fp16);
         } else if (!strcmp(k, "bf16") || !strcmp(k, "bfloat16")) {
@@ -693,6 +699,7 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
         rc = pile_err_set(err, PILE_EINVAL, "'%s': fp16 and bf16 are both enabled", path);
     if (rc == 0) rc = ds_batch(&x, tbs, micro, accum);
     if (rc == 0) {
+        if (max_lr) t.learning_rate = pile_json_num(max_lr);
         if (cos_min_ratio) t.min_lr = pile_json_num(cos_min_ratio) * t.learning_rate;
         if (fp16 == 1) t.precision = PILE_PRECISION_FP16;
         if (bf16 == 1) t.precision = PILE_PRECISION_BF16;
@@ -757,19 +764,47 @@ static int64_t ds_total_batch(const char *path)
     return total;
 }
 
+/* scheduler.params.cos_min_ratio of a ds_config.json that
+ * pile_train_config_load_deepspeed applied: 1 and *ratio when there is one. */
+static int ds_cos_min_ratio(const char *path, double *ratio)
+{
+    pile_json *root;
+    pile_err ignored;
+    int found = 0;
+    if (open_object(path, &root, &ignored) < 0) return 0;
+    const pile_json *sch = pile_json_get(root, "scheduler");
+    const pile_json *tv = sch && pile_json_type_of(sch) == PILE_JSON_OBJECT ? pile_json_get(sch, "type") : NULL;
+    const char *type = tv && pile_json_type_of(tv) == PILE_JSON_STRING ? pile_json_str(tv, NULL) : "";
+    const pile_json *prm = sch && pile_json_type_of(sch) == PILE_JSON_OBJECT ? pile_json_get(sch, "params") : NULL;
+    const pile_json *v = prm && pile_json_type_of(prm) == PILE_JSON_OBJECT ? pile_json_get(prm, "cos_min_ratio") : NULL;
+    int known = !tv || !strcmp(type, "WarmupLR") || !strcmp(type, "WarmupDecayLR") ||
+                !strcmp(type, "WarmupCosineLR") || !strcmp(type, "auto");
+    if (known && v && pile_json_type_of(v) == PILE_JSON_NUMBER) {
+        *ratio = pile_json_num(v);
+        found = 1;
+    }
+    pile_json_free(root);
+    return found;
+}
+
 int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int first, pile_buf *warnings,
                               pile_err *err)
 {
     /* a first pass finds --config and --deepspeed (and refuses bad flags
-     * before any file is read); the second makes the flags win */
+     * before any file is read); the second makes the flags win. Sentinels
+     * no flag can set tell which of world_size and min_lr the flags give. */
     pile_train_config flags;
     pile_train_config_defaults(&flags);
+    flags.world_size = 0;
+    flags.min_lr = NAN;
     int rc = pile_train_config_parse_args(&flags, argc, argv, first, err);
     if (rc < 0) return rc;
     if (rc < argc) return pile_err_set(err, PILE_EINVAL, "unknown option '%s'", argv[rc]);
 
     pile_train_config_defaults(c);
     if (flags.config_file[0]) PILE_FORWARD_IF_ERR(pile_train_config_load_json(c, flags.config_file, warnings, err));
+    /* DeepSpeed's batch arithmetic needs the final world size (the launcher's) */
+    if (flags.world_size > 0) c->world_size = flags.world_size;
     char ds[sizeof c->deepspeed_file];
     /* a config file may name the DeepSpeed file (TrainingArguments' "deepspeed") */
     memcpy(ds, flags.deepspeed_file[0] ? flags.deepspeed_file : c->deepspeed_file, sizeof ds);
@@ -785,6 +820,9 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
             warn(warnings,
                  "'%s': train_batch_size %" PRId64 " overridden by the flags: %d x %d x world_size %d = %" PRId64, ds,
                  total, c->batch_size, c->accumulation_steps, c->world_size, have);
+        /* a share of the peak rate, which a flag may have set after the file */
+        double ratio;
+        if (isnan(flags.min_lr) && ds_cos_min_ratio(ds, &ratio)) c->min_lr = ratio * c->learning_rate;
     }
     if (c->precision != PILE_PRECISION_FP32 && !strcmp(c->backend, "cpu") &&
         !(warnings && warnings->data && memmem(warnings->data, warnings->len, "the cpu backend", 15)))

@@ -242,9 +242,13 @@ static int read_manifest(pile_data *d, const char *dir, const char *first_shard,
     if (tok && pile_json_type_of(tok) == PILE_JSON_STRING) {
         size_t n;
         const char *s = pile_json_str(tok, &n);
+        /* a spec cut short would name another tokenizer: refused, not dropped */
         if (n < sizeof d->info.tokenizer_spec) memcpy(d->info.tokenizer_spec, s, n + 1);
+        else
+            rc = pile_err_set(err, PILE_EINVAL, "'%s': 'options.tokenizer' is longer than %zu bytes", path.data,
+                              sizeof d->info.tokenizer_spec - 1);
     }
-    if (fp && pile_json_type_of(fp) == PILE_JSON_STRING) {
+    if (rc == 0 && fp && pile_json_type_of(fp) == PILE_JSON_STRING) {
         char hex[2 * PILE_SHARD_FP_BYTES + 1];
         for (int i = 0; i < PILE_SHARD_FP_BYTES; i++) snprintf(hex + 2 * i, 3, "%02x", d->info.tokenizer_fp[i]);
         if (strcmp(hex, pile_json_str(fp, NULL)))
@@ -332,7 +336,8 @@ int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fra
         split_set *tr = &d->split[0];
         info->train_samples = tr->samples;
         info->train_tokens = tr->tokens;
-        if (d->split[1].n) {
+        /* val shards without a single sample count as none */
+        if (d->split[1].samples > 0) {
             info->val_samples = d->split[1].samples;
             info->val_tokens = d->split[1].tokens;
         } else if (val_fraction > 0) {

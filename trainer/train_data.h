@@ -1,8 +1,9 @@
 /* The trainer's view of a folder of shards (pile-prep's output): the train
  * rows and the validation rows, memory-mapped, as fixed-length samples.
  *
- * A sample is a window of T = seq_len tokens of one row (a row of
- * max_length L gives ceil(L / T) windows; T == L is one window per row).
+ * A sample is a window of T = seq_len tokens of one row that holds at
+ * least one target (a row of len tokens gives ceil((len - 1) / T) windows;
+ * T == max_length is one window per row).
  * Inputs are the window's tokens; the target at position t is the token at
  * t + 1 of the same row, or none (-1) past the row's true length, at the
  * row's last position, and (with doc_mask_loss) where t + 1 starts a new
@@ -12,8 +13,8 @@
  * Every shard must share the format version, tokenizer fingerprint, token
  * width, vocabulary and max_length; a shard that differs is refused with
  * a message naming both files and the difference. Validation rows come from
- * the val-*.shard files, or, when there are none, from the last
- * val_fraction of the train samples (kept out of training). */
+ * the val-*.shard files, or, when there are none or they hold no sample,
+ * from the last val_fraction of the train samples (kept out of training). */
 #ifndef PILE_TRAIN_DATA_H
 #define PILE_TRAIN_DATA_H
 
