@@ -122,6 +122,60 @@ else
     not_ok "resumed run: train/loss equals the uninterrupted run's" "$(diff a.loss b.loss | head -n 6 | tr '\n' '|')"
 fi
 
+# --- a second signal quits at once: both arrive while the process is
+# stopped, so the handler sees them in turn whatever the timing. SIGINT is
+# ignored in a background job of a non-interactive shell; env restores it.
+if env --default-signal=INT true 2> /dev/null; then
+    env --default-signal=INT "$TR" $COMMON --max_steps 100000 --save_interval 1 --checkpoint_dir S2 \
+        > s2.out 2> s2.err &
+    pid=$!
+    i=0
+    while [ ! -e S2/step-0000002/model.safetensors ] && [ $i -lt 1200 ] && kill -0 $pid 2> /dev/null; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+    kill -STOP $pid 2> /dev/null
+    kill -TERM $pid 2> /dev/null
+    kill -INT $pid 2> /dev/null
+    kill -CONT $pid 2> /dev/null
+    wait $pid
+    st=$?
+    if { [ $st -eq 130 ] || [ $st -eq 143 ]; } && grep -q "second signal: quitting without a checkpoint" s2.err &&
+        ! grep -q "^interrupted at step" s2.err; then
+        ok "a second signal quits at once (status $st), without writing a checkpoint"
+    else
+        not_ok "a second signal quits at once (status $st)" "$(tail -n 3 s2.err)"
+    fi
+    l=$(cat S2/latest 2> /dev/null)
+    check "... the latest checkpoint is whole ($l)" test -n "$l" -a -s "S2/$l/model.safetensors" -a -s "S2/$l/trainer_state.json"
+    run "$TR" $COMMON --max_steps 100000 --checkpoint_dir S2 --resume --max_steps 20
+    expect "... and --resume continues from it" 0 "trained 20 of 20 steps"
+else
+    ok "# SKIP env --default-signal is missing: the two-signal check"
+fi
+
+# --- a signal during validation skips the validation, not the checkpoint:
+# a whole val set per step makes validation most of the run's time, and the
+# signal is sent as soon as step 1's progress line is out.
+"$TR" $COMMON --eval_interval 1 --eval_rows 0 --checkpoint_dir V > v.out 2> v.err &
+pid=$!
+i=0
+while ! grep -q "step 1/12" v.err 2> /dev/null && [ $i -lt 1200 ] && kill -0 $pid 2> /dev/null; do
+    sleep 0.05
+    i=$((i + 1))
+done
+kill -TERM $pid 2> /dev/null
+wait $pid
+st=$?
+if [ $st -eq 0 ] && grep -q "^val: step 1 skipped (stopping)" v.err && grep -q "^interrupted at step 1:" v.err &&
+    grep -q "stopping after this step" v.err; then
+    ok "SIGTERM during validation: acknowledged, validation skipped, checkpoint of step 1 written"
+else
+    not_ok "SIGTERM during validation: validation skipped, checkpoint written (status $st)" "$(tail -n 4 v.err)"
+fi
+check "... step-0000001 is latest" grep -qx "step-0000001" V/latest
+if grep -q '"val/loss"' V/metrics.jsonl; then fail "... and no val record for it"; else ok "... and no val record for it"; fi
+
 # --- refusals
 run "$TR" $COMMON --checkpoint_dir empty --resume
 expect "--resume without a checkpoint: exit 1" 1 "no checkpoint in 'empty' to resume from"
@@ -148,6 +202,27 @@ run "$TR" --data shards --model tiny --max_steps 4 --batch_size 4 --threads 1 --
     --learning_rate 1e30 --gradient_clipping 0 --checkpoint_dir D
 expect "a diverging run stops with an error naming the step" 1 "diverged at step [0-9]"
 
+# --- resuming with another learning rate is allowed and said
+cp -r A A2
+run "$TR" $COMMON --checkpoint_dir A2 --resume --learning_rate 1e-3 --max_steps 13
+expect "--resume with another learning_rate: warned, naming both values" 0 \
+    "warning: resuming with learning_rate 0.001, where the checkpoint's run had 0.0006"
+expect "... and it trains on" 0 "trained 13 of 13 steps"
+check "... on stderr, not stdout" sh -c "grep -q 'resuming with' '$TMP/err' && ! grep -q 'resuming with' '$TMP/out'"
+run "$TR" $COMMON --checkpoint_dir A2 --resume --learning_rate 1e-3 --max_steps 14
+if grep -q "warning: resuming with" "$TMP/err"; then fail "no such warning when nothing changed"; else ok "no such warning when nothing changed"; fi
+
+# --- a damaged shard (ids past the vocabulary, the token data overwritten
+# with 0xff) stops training with a message naming the folder
+mkdir bad && cp shards/train-*.shard shards/manifest.json bad/
+for f in bad/train-*.shard; do
+    blocks=$(($(wc -c < "$f") * 8 / 10 / 4096))
+    head -c $((blocks * 4096)) /dev/zero | tr '\000' '\377' | dd of="$f" bs=4096 seek=1 conv=notrunc 2> /dev/null
+done
+run "$TR" $COMMON --data bad --checkpoint_dir BAD
+expect "a damaged shard: exit 1, the id, the folder and pile-dump --verify named" 1 \
+    "token id 65535 in train sample [0-9]+ .*outside the vocabulary of 257: the shards in 'bad' are damaged.*pile-dump --verify"
+
 # --- eval: the best model's loss is the validation the run recorded for it
 best=$(grep -o '"step": *[0-9]*' A/best_model/trainer_state.json | head -n 1 | sed 's/.*: *//')
 want=$(val_at A/metrics.jsonl "${best:-x}" val/loss)
@@ -161,6 +236,15 @@ else
 fi
 run "$TR" eval --checkpoint A/best_model --eval_rows 64 --threads 1
 expect "eval prints loss, accuracy, perplexity and tokens" 0 "loss [0-9.]+ accuracy [0-9.]+ perplexity [0-9.]+ tokens [0-9]+"
+# the checkpoint records its data folder as an absolute path: eval works from anywhere
+(cd / && "$TR" eval --checkpoint "$TMP/A/best_model" --eval_rows 64 --threads 1 --json) > out 2> err
+st=$?
+got2=$(sed -n 's/.*"loss": *\([^,}]*\).*/\1/p' out)
+if [ $st -eq 0 ] && [ "$got2" = "$got" ]; then
+    ok "eval from another folder finds the shards through the checkpoint"
+else
+    fail "eval from another folder finds the shards through the checkpoint (status $st)"
+fi
 run "$TR" eval --checkpoint nowhere
 expect "eval of a missing checkpoint: exit 1" 1 "nowhere"
 

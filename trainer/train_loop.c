@@ -35,13 +35,28 @@
 
 /* The module's single piece of global state: the signal that asked training
  * to stop (0 = none). A signal handler may only store to a volatile
- * sig_atomic_t; the loop reads it between optimizer steps, and a second
- * signal while a checkpoint is being written just stores it again. */
+ * sig_atomic_t and call async-signal-safe functions (write, _exit); the
+ * loop reads the flag between optimizer steps and between validation
+ * batches. The first signal is acknowledged at once, since a step of a
+ * large model can take minutes; a second one is the user insisting (the
+ * second Ctrl-C of Python tools) and ends the process without a checkpoint,
+ * which the atomic checkpoint writes make safe: the last finished one
+ * stays whole. */
 static volatile sig_atomic_t g_stop_signal;
 
 static void on_stop_signal(int sig)
 {
+    static const char first[] = "\npile-trainer: stopping after this step, then writing a checkpoint (signal "
+                                "again to quit at once without one)\n";
+    static const char second[] = "\npile-trainer: second signal: quitting without a checkpoint\n";
+    if (g_stop_signal) {
+        ssize_t w = write(STDERR_FILENO, second, sizeof second - 1);
+        (void)w;
+        _exit(128 + sig);
+    }
     g_stop_signal = sig;
+    ssize_t w = write(STDERR_FILENO, first, sizeof first - 1);
+    (void)w;
 }
 
 /* splitmix64's finaliser: a bijective mix, so distinct inputs stay distinct. */
@@ -98,13 +113,40 @@ static void host_batch_free(host_batch *hb)
     memset(hb, 0, sizeof *hb);
 }
 
+/* ------------------------------------------------------------ samples */
+
+/* The ids of one sample, checked against the vocabulary: a shard damaged
+ * after pile-prep wrote it (pile-prep never writes such an id) would
+ * otherwise stop training with a message about a batch row, naming no
+ * file. The check costs T compares against a forward pass of T x params. */
+static int check_sample_ids(const int32_t *tokens, const int32_t *targets, int T, const pile_data *d, int val,
+                            uint64_t i, const char *dir, pile_err *err)
+{
+    const int64_t V = pile_data_get_info(d)->vocab_size;
+    for (int t = 0; t < T; t++) {
+        /* ids are read as unsigned: a negative one here was above INT32_MAX; a target of -1 is "none" */
+        int tok_bad = tokens[t] < 0 || tokens[t] >= V, tgt_bad = targets[t] < -1 || targets[t] >= V;
+        if (tok_bad || tgt_bad)
+            return pile_err_set(err, PILE_ECORRUPT,
+                                "token id %" PRIu32 " in %s sample %" PRIu64 " (position %d) is outside the "
+                                "vocabulary of %" PRId64 ": the shards in '%s' are damaged (`pile-dump --verify "
+                                "%s` names the row); make them again with pile-prep",
+                                (uint32_t)(tok_bad ? tokens[t] : targets[t]), val ? "validation" : "train", i,
+                                tok_bad ? t : t + 1, V, dir, dir);
+    }
+    return 0;
+}
+
 /* -------------------------------------------------------------- evaluate */
 
 /* Loss, accuracy and perplexity over the first `rows` validation samples
  * (0 = all), in order, in batches of B. The same code serves training's
- * validation and `pile-trainer eval`, so equal settings give equal bits. */
-static int evaluate(pile_model *m, const pile_data *d, int64_t rows, int B, int doc_mask, int doc_mask_loss,
-                    host_batch *hb, pile_eval_result *res, pile_err *err)
+ * validation and `pile-trainer eval`, so equal settings give equal bits.
+ * Returns 1, with nothing in *res, when a stop signal arrived meanwhile:
+ * validating the whole Pile val set takes long, and a job being preempted
+ * has seconds to write its checkpoint, which comes first. */
+static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t rows, int B, int doc_mask,
+                    int doc_mask_loss, host_batch *hb, pile_eval_result *res, pile_err *err)
 {
     const pile_data_info *info = pile_data_get_info(d);
     uint64_t n = info->val_samples;
@@ -113,11 +155,13 @@ static int evaluate(pile_model *m, const pile_data *d, int64_t rows, int B, int 
     double loss_sum = 0;
     int64_t tokens = 0, correct = 0;
     for (uint64_t i = 0; i < n; i += (uint64_t)B) {
+        if (g_stop_signal) return 1;
         int b = n - i < (uint64_t)B ? (int)(n - i) : B;
         for (int r = 0; r < b; r++) {
             size_t o = (size_t)r * (size_t)T;
             pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
                              doc_mask ? hb->doc_start + o : NULL);
+            PILE_FORWARD_IF_ERR(check_sample_ids(hb->tokens + o, hb->targets + o, T, d, 1, i + (uint64_t)r, dir, err));
         }
         pile_batch batch = {b, T, hb->tokens, hb->targets, doc_mask ? hb->doc_start : NULL};
         pile_fwd_stats st;
@@ -259,10 +303,15 @@ static int validate(trainer *t, pile_err *err)
     const pile_train_config *c = t->cfg;
     if (t->info->val_samples == 0) return 0;
     pile_eval_result r;
-    PILE_FORWARD_IF_ERR(evaluate(t->model, t->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
-                                 &t->val_batch, &r, err));
-    t->last_val_step = t->st.step;
+    int rc = evaluate(t->model, t->data, c->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
+                      &t->val_batch, &r, err);
+    if (rc < 0) return rc;
     end_progress_line(t);
+    if (rc > 0) {
+        fprintf(stderr, "val: step %" PRId64 " skipped (stopping)\n", t->st.step);
+        return 0;
+    }
+    t->last_val_step = t->st.step;
     fprintf(stderr, "val: step %" PRId64 " loss %.4f acc %.4f ppl %.2f\n", t->st.step, r.loss, r.accuracy,
             r.perplexity);
     static const char *const tags[] = {"val/loss", "val/accuracy", "val/perplexity"};
@@ -329,6 +378,32 @@ static int check_resume_settings(const char *ckpt, const pile_train_config *c, p
                               "cannot resume from '%s': %s was %g and is %g now (it must stay the same; start a "
                               "new --checkpoint-dir to change it)",
                               ckpt, keys[i].key, was, keys[i].now);
+    }
+    /* Settings a user may mean to change when continuing (a lower rate
+     * after a loss spike, as with HF Trainer's resume): taken, but said, as
+     * the run is then no longer the one that was stopped. Compared in the
+     * field's own precision so that a float read back is not a change. */
+    const struct {
+        const char *key;
+        double now;
+        int is_float;
+    } soft[] = {
+        {"learning_rate", c->learning_rate, 0},   {"min_lr", c->min_lr, 0},
+        {"warmup_ratio", c->warmup_ratio, 0},     {"warmup_steps", (double)c->warmup_steps, 0},
+        {"weight_decay", c->weight_decay, 0},     {"decay_all", c->decay_all, 0},
+        {"adam_beta1", c->adam_beta1, 0},         {"adam_beta2", c->adam_beta2, 0},
+        {"adam_epsilon", c->adam_epsilon, 0},     {"gradient_clipping", c->gradient_clipping, 0},
+        {"dropout", c->dropout, 1},               {"val_fraction", c->val_fraction, 0},
+        {"eval_rows", (double)c->eval_rows, 0},
+    };
+    for (size_t i = 0; i < sizeof soft / sizeof soft[0] && !rc; i++) {
+        double was;
+        if (!json_number(root, soft[i].key, &was)) continue;
+        if (soft[i].is_float ? (float)was == (float)soft[i].now : was == soft[i].now) continue;
+        fprintf(stderr,
+                "pile-trainer: warning: resuming with %s %g, where the checkpoint's run had %g: the run goes on "
+                "with the new value (and is no longer the run that was stopped)\n",
+                soft[i].key, soft[i].now, was);
     }
     pile_json_free(root);
     return rc;
@@ -408,12 +483,11 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
         int b = N - pos < (uint64_t)c->batch_size ? (int)(N - pos) : c->batch_size;
         for (int r = 0; r < b; r++, row++) {
             size_t o = row * (size_t)T;
-            tokens += pile_data_sample(t->data, 0,
-                                       pile_data_epoch_sample(t->data, c->seed, (uint64_t)t->st.epoch,
-                                                              pos + (uint64_t)r),
-                                       c->doc_mask_loss,
-                                       t->step_batch.tokens + o, t->step_batch.targets + o,
-                                       c->doc_mask ? t->step_batch.doc_start + o : NULL);
+            uint64_t i = pile_data_epoch_sample(t->data, c->seed, (uint64_t)t->st.epoch, pos + (uint64_t)r);
+            tokens += pile_data_sample(t->data, 0, i, c->doc_mask_loss, t->step_batch.tokens + o,
+                                       t->step_batch.targets + o, c->doc_mask ? t->step_batch.doc_start + o : NULL);
+            PILE_FORWARD_IF_ERR(check_sample_ids(t->step_batch.tokens + o, t->step_batch.targets + o, T, t->data, 0, i,
+                                                 c->data, err));
         }
         micro_rows[n_micro++] = b;
         pos += (uint64_t)b;
@@ -566,7 +640,13 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     snprintf(t->st.tokenizer_spec, sizeof t->st.tokenizer_spec, "%s",
              c->tokenizer[0] ? c->tokenizer : info->tokenizer_spec);
 
-    if ((rc = pile_train_config_to_json(c, &t->config_json)) < 0 || !cstr(&t->config_json)) {
+    /* The data folder as an absolute path: `pile-trainer eval` finds the
+     * shards through the checkpoint, from whatever folder it is run in. */
+    pile_train_config stored = *c;
+    char *abs_data = realpath(c->data, NULL);
+    if (abs_data && strlen(abs_data) < sizeof stored.data) snprintf(stored.data, sizeof stored.data, "%s", abs_data);
+    free(abs_data);
+    if ((rc = pile_train_config_to_json(&stored, &t->config_json)) < 0 || !cstr(&t->config_json)) {
         rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
         goto out;
     }
@@ -596,29 +676,32 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
     const pile_model_config *mc = pile_model_get_config(t.model);
     t.tty = isatty(STDERR_FILENO);
 
-    /* Signals: the handler only sets g_stop_signal; SA_RESTART keeps the
+    /* Signals: see on_stop_signal; SA_RESTART keeps the
      * checkpoint writes' system calls from failing with EINTR. An inherited
      * SIG_IGN for SIGINT (a background job) stays. */
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
+    /* one handler at a time, so that of two signals at once the second sees the first */
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
     sa.sa_flags = SA_RESTART;
     g_stop_signal = 0;
     sigaction(SIGINT, NULL, &old_int);
     if (old_int.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, &old_term);
 
-    char n1[32], n2[32], n3[32], n4[32];
+    char n1[32], n2[32], n3[32], n4[32], n5[32], n6[32];
     fprintf(stderr,
             "pile-trainer: model %s (%d layers, %d heads, %d wide, %s parameters), vocabulary %d, context %d\n"
-            "pile-trainer: %s train samples, %s val; %" PRId64 " steps (%s per epoch), warmup %" PRId64
-            ", batch %d x %d\n",
+            "pile-trainer: %s train samples, %s val%s; %s steps (%s per epoch), warmup %s, batch %d x %d\n",
             c->model, mc->n_layer, mc->n_head, mc->n_embd, thousands(n1, sizeof n1, pile_model_param_count(t.model)),
             mc->vocab_size, t.T, thousands(n2, sizeof n2, t.info->train_samples),
-            thousands(n3, sizeof n3, t.info->val_samples), t.total_steps,
-            thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch), t.warmup_steps,
-            c->batch_size, c->accumulation_steps);
+            thousands(n3, sizeof n3, t.info->val_samples),
+            t.info->val_held_out ? " (held out from train: no val shards)" : "",
+            thousands(n5, sizeof n5, (uint64_t)t.total_steps), thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
+            thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps);
     if (resumed_from >= 0)
         fprintf(stderr, "pile-trainer: resuming at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")\n",
                 t.st.step, t.st.epoch + 1, t.st.position);
@@ -626,7 +709,7 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         fprintf(stderr, "pile-trainer: warning: no validation samples in '%s'; no validation\n", c->data);
 
     const double t0 = pile_now();
-    double step_time = 0, interval_time = 0, last_loss = NAN;
+    double interval_time = 0, last_loss = NAN;
     int64_t interval_tokens = 0, steps_run = 0;
     int interrupted = 0;
     while (t.st.step < t.total_steps) {
@@ -635,7 +718,6 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         double ts = pile_now();
         if ((rc = train_step(&t, &loss, &gnorm, &lr, &tokens, err)) < 0) break;
         double dt = pile_now() - ts;
-        step_time += dt;
         interval_time += dt;
         interval_tokens += tokens;
         steps_run++;
@@ -643,7 +725,9 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         int epoch_end = t.st.position >= t.info->train_samples;
         if (t.st.step % c->log_interval == 0 || t.st.step == t.total_steps) {
             double tps = interval_time > 0 ? (double)interval_tokens / interval_time : 0;
-            double eta = (double)(t.total_steps - t.st.step) * (step_time / (double)steps_run);
+            /* by the wall clock, so that validation and checkpoint time count: the
+             * steps' time alone promised an end that came later */
+            double eta = (double)(t.total_steps - t.st.step) * ((pile_now() - t0) / (double)steps_run);
             double epoch_f = (double)t.st.epoch + (double)t.st.position / (double)t.info->train_samples;
             log_progress(&t, loss, lr, gnorm, tps, eta);
             static const char *const tags[] = {"train/loss",  "train/lr",    "train/grad_norm",
@@ -758,7 +842,7 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
         goto out;
     }
     if ((rc = host_batch_alloc(&hb, (size_t)batch_size, pile_data_seq_len(d), err)) < 0) goto out;
-    rc = evaluate(m, d, rows, batch_size, doc_mask, doc_mask_loss, &hb, res, err);
+    rc = evaluate(m, d, data_dir, rows, batch_size, doc_mask, doc_mask_loss, &hb, res, err);
 out:
     host_batch_free(&hb);
     pile_data_close(d);
