@@ -70,6 +70,16 @@ printf '{"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true}}\n' > ds
 run "$TR" --deepspeed ds.json --print-config
 expect "a ds_config with fp16 gives a warning" 0 "pile-trainer: warning: .*fp16"
 
+run "$TR" --model gpt5 --print-config
+expect "--print-config refuses an unknown preset (exit 2), listing the presets" 2 "unknown model preset 'gpt5'.*gpt2-xl"
+run "$TR" --model gpt2 --n_head 5 --print-config
+expect "--print-config refuses a preset's n_embd that n_head does not divide" 2 "n_embd 768 is not a multiple of n_head 5"
+presets=$("$TR" --help | sed -n '/Model presets/,/override/p' | grep -o '[a-z][a-z0-9-]* (' | sed 's/ (//' | grep -vx presets)
+bad=""
+for p in $presets; do "$TR" --model "$p" --print-config > /dev/null 2>&1 || bad="$bad $p"; done
+check "every preset --help lists ($(echo $presets | wc -w)) resolves${bad:+; not:$bad}" \
+    test -z "$bad" -a "$(echo $presets | wc -w)" -ge 6
+
 # --- a short run
 COMMON="--data shards --model tiny --max_steps 12 --batch_size 4 --threads 1 --eval_rows 64 --seed 7"
 run "$TR" $COMMON --eval_interval 5 --save_interval 4 --checkpoint_dir A
@@ -174,6 +184,13 @@ else
     not_ok "SIGTERM during validation: validation skipped, checkpoint written (status $st)" "$(tail -n 4 v.err)"
 fi
 check "... step-0000001 is latest" grep -qx "step-0000001" V/latest
+cr=$(printf '\r')
+esc=$(printf '\033')
+if grep -q "[$cr$esc]" v.err || grep -qx "" v.err; then
+    not_ok "stderr off a terminal: no carriage return, escape or blank line" "$(head -n 5 v.err | od -c | head -n 3)"
+else
+    ok "stderr off a terminal: no carriage return, escape or blank line"
+fi
 if grep -q '"val/loss"' V/metrics.jsonl; then fail "... and no val record for it"; else ok "... and no val record for it"; fi
 
 # --- refusals

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "model.h"
 #include "pile_buf.h"
 #include "train_config.h"
 #include "train_loop.h"
@@ -40,6 +41,9 @@ static const char train_intro[] =
     "\n";
 
 static const char train_tail[] =
+    "  Model presets (--model): tiny (2 layers, 2 heads, 64 wide), small (6, 6, 384),\n"
+    "    gpt2 (12, 12, 768: 124M), gpt2-medium (24, 16, 1024), gpt2-large (36, 20, 1280),\n"
+    "    gpt2-xl (48, 25, 1600); --n_layer, --n_head, --n_embd override a preset's.\n"
     "  --print-config          print the resolved settings as JSON (the form --config reads) and exit\n"
     "  -h, --help              this help\n"
     "  --version               the version\n";
@@ -137,6 +141,21 @@ static int parse_u64(const char *s, uint64_t *out)
 
 /* ---------------------------------------------------------------- train */
 
+/* The model the settings name, checked here so that --print-config, the
+ * way to try a configuration, refuses what training would refuse. */
+static int check_model_settings(const pile_train_config *c, pile_err *err)
+{
+    pile_model_config mc;
+    memset(&mc, 0, sizeof mc);
+    PILE_FORWARD_IF_ERR(pile_model_preset(&mc, c->model, err));
+    if (c->n_head > 0) mc.n_head = c->n_head;
+    if (c->n_embd > 0) mc.n_embd = c->n_embd;
+    if (mc.n_head <= 0 || mc.n_embd % mc.n_head != 0)
+        return pile_err_set(err, PILE_EINVAL, "n_embd %d is not a multiple of n_head %d (model '%s'%s)", mc.n_embd,
+                            mc.n_head, c->model, c->n_head > 0 || c->n_embd > 0 ? " with the flags' dimensions" : "");
+    return 0;
+}
+
 static int is_own_train_flag(const char *a, const char *name)
 {
     opt_word w;
@@ -190,6 +209,7 @@ static int cmd_train(int argc, char **argv, int first)
     }
     pile_buf_free(&warnings);
     int status = 0;
+    if (rc == 0) rc = check_model_settings(&cfg, &err);
     if (rc < 0) {
         /* a bad flag or value is the user's to fix (2); a file that cannot be read is a failure (1) */
         fprintf(stderr, "pile-trainer: %s\n", err.msg);

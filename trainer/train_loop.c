@@ -43,19 +43,23 @@
  * which the atomic checkpoint writes make safe: the last finished one
  * stays whole. */
 static volatile sig_atomic_t g_stop_signal;
+/* 1 when stderr is a terminal, whose progress line is left open: the
+ * handler's messages then start on a line of their own. */
+static volatile sig_atomic_t g_signal_newline;
 
 static void on_stop_signal(int sig)
 {
     static const char first[] = "\npile-trainer: stopping after this step, then writing a checkpoint (signal "
                                 "again to quit at once without one)\n";
     static const char second[] = "\npile-trainer: second signal: quitting without a checkpoint\n";
+    const int skip = g_signal_newline ? 0 : 1;
     if (g_stop_signal) {
-        ssize_t w = write(STDERR_FILENO, second, sizeof second - 1);
+        ssize_t w = write(STDERR_FILENO, second + skip, sizeof second - 1 - (size_t)skip);
         (void)w;
         _exit(128 + sig);
     }
     g_stop_signal = sig;
-    ssize_t w = write(STDERR_FILENO, first, sizeof first - 1);
+    ssize_t w = write(STDERR_FILENO, first + skip, sizeof first - 1 - (size_t)skip);
     (void)w;
 }
 
@@ -688,6 +692,7 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
     sigaddset(&sa.sa_mask, SIGTERM);
     sa.sa_flags = SA_RESTART;
     g_stop_signal = 0;
+    g_signal_newline = t.tty;
     sigaction(SIGINT, NULL, &old_int);
     if (old_int.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, &old_term);
