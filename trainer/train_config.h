@@ -5,8 +5,8 @@
  * (--deepspeed), then command-line flags (--batch_size / --batch-size).
  * Everything read that the trainer does not do yet (fp16 on the CPU, ZeRO
  * stages, offload, unknown keys) is named in a warning, never dropped in
- * silence. pile_train_config_print shows the resolved values and where
- * each came from. */
+ * silence. pile_train_config_to_json writes the resolved values (what
+ * --print-config shows), in the form --config reads back. */
 #ifndef PILE_TRAIN_CONFIG_H
 #define PILE_TRAIN_CONFIG_H
 
