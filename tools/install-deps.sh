@@ -36,7 +36,7 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 
 APT_PKGS=(meson ninja-build pkg-config gcc g++ clang
           libzstd-dev libsimdjson-dev libuv1-dev libxxhash-dev libpcre2-dev libutf8proc-dev
-          libopenblas-dev zstd python3)
+          libopenblas-dev libopenblas-openmp-dev zstd python3)
 PY_MODULES=(numpy tiktoken tokenizers)
 
 missing=()
