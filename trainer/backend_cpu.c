@@ -566,13 +566,15 @@ void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int
         int tgt = targets[i];
         /* a target outside [0, V) cannot be scored: treat it as ignored */
         int use = tgt >= 0 && tgt < V;
+        /* the maximum as a vectorised reduction, then its first position
+         * (the lowest id wins a tie): a compare-and-move chain over the
+         * row would be scalar and cost as much as the exponentials */
         float mx = x[0];
+#pragma omp simd reduction(max : mx)
+        for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
         int am = 0;
-        for (int j = 1; j < V; j++)
-            if (x[j] > mx) { /* strict: the lowest id wins a tie */
-                mx = x[j];
-                am = j;
-            }
+        if (use)
+            while (am < V - 1 && !(x[am] == mx)) am++;
         /* the exponentials go into the row when it becomes the gradient;
          * partial sums of 256 in float, added in double */
         int keep = grad_scale != 0.0f && use;
