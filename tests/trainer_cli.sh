@@ -278,4 +278,11 @@ check "the same seed gives the same text" cmp -s s1 out
 run "$TR" sample --checkpoint A/step-0000012 --prompt "x" --max_new_tokens 5 --temperature 0 --threads 1
 expect "greedy sampling (--temperature 0)" 0 "^x"
 
+# --- a step of more micro-batches than any fixed table would hold (the
+# loop once kept their sizes in an array of 1024), ending in the epoch's
+# partial micro-batch
+run "$TR" --data shards --model tiny --max_length 16 --batch_size 3 --accumulation_steps 1500 --max_steps 1 \
+    --eval_rows 8 --threads 1 --checkpoint_dir ACC
+expect "accumulation_steps 1500: one step over the whole epoch" 0 "trained 1 of 1 steps"
+
 tap_done

@@ -478,7 +478,6 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     const pile_train_config *c = t->cfg;
     const uint64_t N = t->info->train_samples;
     const int T = t->T;
-    int micro_rows[1024];
     int n_micro = 0;
     uint64_t pos = t->st.position;
     int64_t tokens = 0;
@@ -493,24 +492,27 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
             PILE_FORWARD_IF_ERR(check_sample_ids(t->step_batch.tokens + o, t->step_batch.targets + o, T, t->data, 0, i,
                                                  c->data, err));
         }
-        micro_rows[n_micro++] = b;
+        n_micro++;
         pos += (uint64_t)b;
     }
     pile_model_zero_grad(t->model);
     double loss_sum = 0;
     if (tokens > 0) {
         const float scale = (float)(1.0 / (double)tokens);
+        /* every micro-batch is full but perhaps the epoch's last */
+        const size_t rows = row;
         row = 0;
         for (int mi = 0; mi < n_micro; mi++) {
             size_t o = row * (size_t)T;
-            pile_batch batch = {micro_rows[mi], T, t->step_batch.tokens + o, t->step_batch.targets + o,
+            int b = rows - row < (size_t)c->batch_size ? (int)(rows - row) : c->batch_size;
+            pile_batch batch = {b, T, t->step_batch.tokens + o, t->step_batch.targets + o,
                                 c->doc_mask ? t->step_batch.doc_start + o : NULL};
             pile_fwd_stats fs;
             PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, mi),
                                                    scale, &fs, err));
             PILE_FORWARD_IF_ERR(pile_model_backward(t->model, err));
             loss_sum += fs.loss_sum;
-            row += (size_t)micro_rows[mi];
+            row += (size_t)b;
         }
     }
     PILE_FORWARD_IF_ERR(pile_backend_allreduce_sum(t->be, pile_model_grads(t->model), pile_model_flat_size(t->model),
@@ -554,8 +556,8 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     t->last_val_step = -1;
     t->last_save_step = -1;
     *resumed_from = -1;
-    PILE_RETURN_IF(c->accumulation_steps < 1 || c->accumulation_steps > 1024, err, PILE_EINVAL,
-                   "accumulation_steps %d is out of range (1 to 1024)", c->accumulation_steps);
+    PILE_RETURN_IF(c->accumulation_steps < 1 || c->batch_size < 1, err, PILE_EINVAL,
+                   "batch_size %d and accumulation_steps %d must be positive", c->batch_size, c->accumulation_steps);
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
     PILE_FORWARD_IF_ERR(pile_data_open(&t->data, c->data, c->max_length, c->val_fraction, err));
     t->info = pile_data_get_info(t->data);
