@@ -19,14 +19,10 @@ import json
 import math
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
-
-def skip(why):
-    print("1..0 # SKIP " + why)
-    sys.exit(77)
+from reftap import done, report, run, skip
 
 
 try:
@@ -47,25 +43,6 @@ TOL = 1e-4
 
 transformers.logging.set_verbosity_error()
 torch.set_num_threads(2)
-n_test = 0
-failed = 0
-
-
-def report(ok, name, *notes):
-    global n_test, failed
-    n_test += 1
-    failed += not ok
-    print("%s %d - %s" % ("ok" if ok else "not ok", n_test, name))
-    for n in notes:
-        print("# " + n)
-    sys.stdout.flush()
-
-
-def run(cmd):
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(map(str, cmd)), p.returncode, p.stderr.strip()[-2000:]))
-    return p.stdout
 
 
 def read_shard(path):
@@ -150,8 +127,7 @@ def main():
         # steps it has learnt little more than those)
         report(hf_loss < entropy - 0.4, "the model learnt: val loss 0.4 nats below the unigram entropy",
                "val loss %.4f, unigram entropy of %d train tokens %.4f nats" % (hf_loss, counts.sum(), entropy))
-    print("1..%d" % n_test)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":
@@ -159,5 +135,4 @@ if __name__ == "__main__":
         sys.exit(main())
     except RuntimeError as e:
         report(False, "pile-prep and pile-trainer ran", str(e))
-        print("1..%d" % n_test)
-        sys.exit(1)
+        sys.exit(done())

@@ -24,17 +24,12 @@ Exits 77 (skip) when torch, transformers, safetensors or numpy are missing.
 """
 import math
 import os
-import subprocess
 import sys
 import tempfile
 
+from reftap import done, report, run as run_cmd, skip
+
 TOL = 1e-4
-
-
-def skip(why):
-    print("1..0 # SKIP " + why)
-    sys.exit(77)
-
 
 try:
     import numpy as np
@@ -53,26 +48,9 @@ transformers.logging.set_verbosity_error()
 torch.set_num_threads(2)
 torch.manual_seed(0)
 
-n_test = 0
-failed = 0
-
-
-def report(ok, name, *notes):
-    global n_test, failed
-    n_test += 1
-    if not ok:
-        failed += 1
-    print("%s %d - %s" % ("ok" if ok else "not ok", n_test, name))
-    for n in notes:
-        print("# " + n)
-    sys.stdout.flush()
-
 
 def run(*args):
-    cmd = [DUMP] + [str(a) for a in args]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stderr.strip()))
+    run_cmd([DUMP] + list(args))
 
 
 def rel(ours, ref):
@@ -331,8 +309,7 @@ def main():
                         fn(tag, tmp, ckpt, batch, tokens, targets, doc_start, **kw)
                     except Exception as e:  # one failing step should not hide the others
                         report(False, "%s: %s" % (tag, fn.__name__), "%s: %s" % (type(e).__name__, e))
-    print("1..%d" % n_test)
-    return 1 if failed else 0
+    return done()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""TAP output for the reference checks in this folder: a plan at the end,
+one `ok`/`not ok` line per check with `#` notes, exit 77 for a skip."""
+
+import subprocess
+import sys
+
+_count = 0
+_failed = 0
+
+
+def skip(why):
+    print("1..0 # SKIP " + why)
+    sys.exit(77)
+
+
+def report(ok, name, *notes):
+    global _count, _failed
+    _count += 1
+    _failed += not ok
+    print("%s %d - %s" % ("ok" if ok else "not ok", _count, name))
+    for n in notes:
+        print("# " + n)
+    sys.stdout.flush()
+
+
+def done():
+    """Prints the plan; the exit status for the checks so far."""
+    print("1..%d" % _count)
+    return 1 if _failed else 0
+
+
+def run(cmd):
+    """Runs cmd; its stdout, or RuntimeError with the tail of its stderr."""
+    cmd = [str(c) for c in cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stderr.strip()[-2000:]))
+    return p.stdout
