@@ -87,8 +87,11 @@ fi
 # torch is the CUDA build; on a machine without a GPU it imports only with
 # these CUDA wheels beside it, so torch and they go in with --no-deps (the
 # rest of its CUDA libraries come from /usr/local/cuda on CI machines),
-# then torch's pure-Python dependencies, then the others with theirs.
-TORCH_PKGS=(torch==2.15.0 nvidia-cufile nvidia-cusparselt-cu13 nvidia-nvshmem-cu13 nvidia-nccl-cu13)
+# then torch's pure-Python dependencies, then the others with theirs. The
+# versions are the ones torch 2.15.0 names (/usr/local/cuda's NCCL 2.28 lacks
+# symbols it needs, hence its own).
+TORCH_PKGS=(torch==2.15.0 nvidia-cufile nvidia-cusparselt-cu13==0.8.1 nvidia-nvshmem-cu13==3.7.2
+            nvidia-nccl-cu13==2.30.7)
 TORCH_PY_DEPS=(filelock fsspec jinja2 networkx sympy typing-extensions setuptools)
 REF_PKGS=(transformers safetensors tensorboard)
 ref_ok() { python3 -c 'import torch, transformers, safetensors, tensorboard' 2>/dev/null; }
