@@ -243,6 +243,22 @@ static void test_table(void)
     ASSERT_EQ(pile_model_create(&bad, be, &cfg, 1, 1, E), PILE_ENOMEM);
     ASSERT(bad == NULL && strstr(E->msg, "cannot allocate"));
     ASSERT_EQ(pile_backend_bytes_in_use(be), before);
+
+    /* a parameter buffer of exactly 2^64 bytes: C = 2^28, 5 layers, and
+     * Vp + n_positions + 13 L + 2 = 2^30 make 4 (C (Vp + npos + 13 L + 2) +
+     * 12 L C^2) = 2^60 + 15 * 2^60. A wrapped size allocated 0 bytes for
+     * 2^62 parameters (heap overflow at init on a machine whose memory
+     * holds the ~100 GB of activations); it must fail on the parameters */
+    cfg = tiny_cfg(0.0f);
+    cfg.vocab_size = 64;
+    cfg.n_layer = 5;
+    cfg.n_head = 1;
+    cfg.n_embd = 1 << 28;
+    cfg.n_positions = (1 << 30) - 64 - 13 * 5 - 2;
+    ASSERT_EQ(pile_model_create(&bad, be, &cfg, 1, 1, E), PILE_ENOMEM);
+    ASSERT(bad == NULL && strstr(E->msg, "parameters"));
+    printf("# %s\n", E->msg);
+    ASSERT_EQ(pile_backend_bytes_in_use(be), before);
 }
 
 static void test_init(void)

@@ -139,6 +139,14 @@ int pile_model_preset(pile_model_config *cfg, const char *name, pile_err *err)
 
 /* ------------------------------------------------------- tensor table */
 
+/* Sizes saturate at SIZE_MAX instead of wrapping: a configuration too big
+ * for the address space (gpt2-xl widths times absurd layer counts, or
+ * B x NH x T x T) then asks pile_backend_alloc for SIZE_MAX bytes and gets
+ * NULL, where a wrapped size could allocate a small buffer and be written
+ * far past its end. */
+static size_t sat_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+static size_t sat_mul(size_t a, size_t b) { return b && a > SIZE_MAX / b ? SIZE_MAX : a * b; }
+
 static void add_tensor(pile_model *m, char **name_at, const char *name, int ndim, int64_t d0, int64_t d1,
                        size_t numel, int decay, int is_embedding)
 {
@@ -154,8 +162,8 @@ static void add_tensor(pile_model *m, char **name_at, const char *name, int ndim
     t->offset = m->flat;
     t->decay = decay;
     t->is_embedding = is_embedding;
-    m->flat += t->numel;
-    m->param_count += t->saved_numel;
+    m->flat = sat_add(m->flat, t->numel);
+    m->param_count = sat_add(m->param_count, t->saved_numel);
 }
 
 static int build_table(pile_model *m)
@@ -203,12 +211,12 @@ static size_t carve(pile_model *m, char *base)
 {
     const size_t N = (size_t)m->max_batch * (size_t)m->seq_len;
     const size_t C = (size_t)m->cfg.n_embd, NH = (size_t)m->cfg.n_head;
-    const size_t att = (size_t)m->max_batch * NH * (size_t)m->seq_len * (size_t)m->seq_len;
+    const size_t att = sat_mul(sat_mul((size_t)m->max_batch, NH), sat_mul((size_t)m->seq_len, (size_t)m->seq_len));
     size_t at = 0;
-#define REGION(ptr, type, count)                                   \
-    do {                                                           \
-        if (base) (ptr) = (type *)(void *)(base + at);             \
-        at += ((count) * sizeof(type) + 63) / 64 * 64;             \
+#define REGION(ptr, type, count)                                          \
+    do {                                                                  \
+        if (base) (ptr) = (type *)(void *)(base + at);                    \
+        at = sat_add(at, sat_add(sat_mul((count), sizeof(type)), 63) / 64 * 64); \
     } while (0)
     REGION(m->encoded, float, N * C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
@@ -287,9 +295,9 @@ int pile_model_create(pile_model **out, pile_backend *be, const pile_model_confi
     m->host_losses = malloc(N * sizeof *m->host_losses);
     m->host_correct = malloc(N * sizeof *m->host_correct);
     if (!m->layers || !m->host_losses || !m->host_correct) goto oom;
-    m->params = pile_backend_alloc(be, m->flat * sizeof(float));
+    m->params = pile_backend_alloc(be, sat_mul(m->flat, sizeof(float)));
     if (!m->params) goto oom_params;
-    m->grads = pile_backend_alloc(be, m->flat * sizeof(float));
+    m->grads = pile_backend_alloc(be, sat_mul(m->flat, sizeof(float)));
     if (!m->grads) goto oom_params;
     size_t act_bytes = carve(m, NULL);
     m->acts = pile_backend_alloc(be, act_bytes);
