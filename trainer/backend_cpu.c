@@ -580,8 +580,9 @@ void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int
         int keep = grad_scale != 0.0f && use;
         float xt = use ? x[tgt] : 0.0f;
         double sum = 0.0;
-        for (int j0 = 0; j0 < V; j0 += 256) {
-            int j1 = j0 + 256 < V ? j0 + 256 : V;
+        /* j0 + 256 would overflow for a vocabulary within 256 of INT_MAX */
+        for (int j0 = 0, j1; j0 < V; j0 = j1) {
+            j1 = V - j0 > 256 ? j0 + 256 : V;
             float ps = 0.0f;
             if (keep) {
 #pragma omp simd reduction(+ : ps)
