@@ -952,6 +952,7 @@ int main(void)
     TEST("gelu forward and backward");
     test_gelu(1001, 5);
     test_gelu(20000, 40); /* far tails: exp over- and underflow */
+    test_gelu(20000, 1e6); /* |2u| past 2^30: the exp clamps must stay exact */
     TEST("add");
     test_add(5);
     test_add(100001);

@@ -47,10 +47,17 @@ typedef struct {
  * spend most of their time in it. Inputs are clamped to [-87, 88]. */
 static inline float vexpf(float x)
 {
-    /* the clamps as arithmetic: a conditional here stops the vectoriser
-     * (non-finite x gives NaN, which finite logits never reach) */
-    x += (float)(x < -87.0f) * (-87.0f - x);
-    x += (float)(x > 88.0f) * (88.0f - x);
+    /* the clamps as a bitwise select on the comparisons' masks: exact
+     * (x + (c - x) rounds far from c once |x| > 2^30: GELU of 1e6 gave
+     * 5e5) and still vectorised (a conditional or a multiply-select here
+     * stops GCC's vectoriser). A NaN x stays NaN. */
+    union {
+        float f;
+        uint32_t u;
+    } cx = {x}, clo = {-87.0f}, chi = {88.0f};
+    uint32_t mlo = 0u - (uint32_t)(x < -87.0f), mhi = 0u - (uint32_t)(x > 88.0f);
+    cx.u = (cx.u & ~(mlo | mhi)) | (clo.u & mlo) | (chi.u & mhi);
+    x = cx.f;
     /* round to nearest by the 1.5 * 2^23 trick (no SSE4.1 roundps needed);
      * the integer is then the low mantissa bits of the shifted sum, read
      * through a union rather than converted: a NaN x must give NaN, not
