@@ -902,6 +902,218 @@ static void test_metrics(void)
 
 /* ------------------------------------------------------------ fixture */
 
+/* ------------------------------------------------------ hostile input */
+
+static void test_st_hostile(void)
+{
+    TEST("safetensors: header lengths near 2^64, NUL in a name, a FIFO or a folder refused");
+    expect_refused("max-header.safetensors", "{}", UINT64_MAX - 1, 0, PILE_EFORMAT, "header length");
+    expect_refused("wrap-header.safetensors", "{}", ((uint64_t)1 << 63) + 8, 0, PILE_EFORMAT, "header length");
+    expect_refused("nul-name.safetensors", "{" ENTRY("wte.weight\\u0000x", "[1]", 0, 4) "}", UINT64_MAX, 4,
+                   PILE_EFORMAT, "NUL");
+    expect_refused("empty-name.safetensors", "{" ENTRY("", "[1]", 0, 4) "}", UINT64_MAX, 4, PILE_EFORMAT, "empty");
+    pile_buf p = {0};
+    pile_err err = {0};
+    pile_st_file *f = NULL;
+    /* a FIFO must not block the open (the alarm fails the test if it does) */
+    tpath(&p, "fifo.safetensors");
+    ASSERT(mkfifo(p.data, 0600) == 0);
+    alarm(20);
+    ASSERT_EQ(pile_st_open(&f, p.data, &err), PILE_EFORMAT);
+    alarm(0);
+    ASSERT(f == NULL && strstr(err.msg, "regular") && strstr(err.msg, "fifo.safetensors"));
+    tpath(&p, "dir.safetensors");
+    ASSERT(mkdir(p.data, 0700) == 0);
+    ASSERT_EQ(pile_st_open(&f, p.data, &err), PILE_EFORMAT);
+    ASSERT(f == NULL && strstr(err.msg, "regular"));
+    pile_buf_free(&p);
+}
+
+/* config.json as transformers 5 writes it for GPT2LMHeadModel, with the
+ * fields the tests vary. */
+static int write_hf_config(const char *dir, int vocab, int n_layer, int n_head, int n_embd, const char *eps,
+                           const char *by_layer, const char *type, const char *resid)
+{
+    pile_buf b = {0}, path = {0};
+    pile_err err = {0};
+    pile_buf_printf(&b,
+                    "{\n  \"activation_function\": \"gelu_new\",\n  \"add_cross_attention\": false,\n"
+                    "  \"architectures\": [\n    \"GPT2LMHeadModel\"\n  ],\n  \"attn_pdrop\": 0.1,\n"
+                    "  \"bos_token_id\": 50256,\n  \"dtype\": \"float32\",\n  \"embd_pdrop\": 0.1,\n"
+                    "  \"eos_token_id\": 50256,\n  \"initializer_range\": 0.02,\n  \"layer_norm_epsilon\": %s,\n"
+                    "  \"model_type\": \"%s\",\n  \"n_embd\": %d,\n  \"n_head\": %d,\n  \"n_inner\": null,\n"
+                    "  \"n_layer\": %d,\n  \"n_positions\": 16,\n  \"pad_token_id\": null,\n"
+                    "  \"reorder_and_upcast_attn\": false,\n  \"resid_pdrop\": %s,\n"
+                    "  \"scale_attn_by_inverse_layer_idx\": %s,\n  \"scale_attn_weights\": true,\n"
+                    "  \"summary_activation\": null,\n  \"summary_first_dropout\": 0.1,\n"
+                    "  \"summary_proj_to_labels\": true,\n  \"summary_type\": \"cls_index\",\n"
+                    "  \"summary_use_proj\": true,\n  \"tie_word_embeddings\": true,\n"
+                    "  \"transformers_version\": \"5.24.0\",\n  \"use_cache\": true,\n  \"vocab_size\": %d\n}\n",
+                    eps, type, n_embd, n_head, n_layer, resid, by_layer, vocab);
+    int rc = pile_fs_join(&path, dir, "config.json");
+    if (!rc && !b.failed) rc = pile_fs_write_atomic(path.data, b.data, b.len, &err);
+    pile_buf_free(&b);
+    pile_buf_free(&path);
+    return rc || b.failed ? -1 : 0;
+}
+
+static void expect_config_refused(const char *dir, int code, const char *word)
+{
+    pile_err err = {0};
+    pile_model_config c;
+    int rc = pile_checkpoint_read_model_config(dir, &c, &err);
+    if (rc != code) printf("# config refused with %d, want %d (%s)\n", rc, code, err.msg);
+    ASSERT_EQ(rc, code);
+    if (!strstr(err.msg, word)) printf("# message '%s' lacks '%s'\n", err.msg, word);
+    ASSERT(strstr(err.msg, word) != NULL);
+}
+
+static void test_hf_folder(void)
+{
+    TEST("checkpoint: a transformers-written folder loads; configs transformers would read otherwise are refused");
+    pile_err err = {0};
+    pile_buf dir = {0}, p = {0}, q = {0};
+    fixture a, b;
+    ASSERT_OK(fixture_make(&a, 32, 11, &err), EP);
+    ASSERT_OK(fixture_make(&b, 32, 12, &err), EP);
+    if (!a.m || !b.m) {
+        fixture_free(&a);
+        fixture_free(&b);
+        return;
+    }
+    pile_train_state st = sample_state(3);
+    tpath(&dir, "hf style");
+    ASSERT_OK(pile_checkpoint_save(dir.data, a.m, a.o, &st, config_json, &err), EP);
+    /* what save_pretrained leaves: "transformer." names, plus (older
+     * versions) the tied head and the attention mask buffers */
+    pile_fs_join(&p, dir.data, "model.safetensors");
+    pile_st_file *f = NULL;
+    ASSERT_OK(pile_st_open(&f, p.data, &err), EP);
+    size_t n = pile_st_count(f);
+    static char names[64][96];
+    static float mask[16 * 16];
+    float zero = 0.0f;
+    pile_st_tensor t[64];
+    ASSERT(n > 0 && n + 4 <= 64);
+    for (size_t i = 0; f && i < n && i + 4 <= 64; i++) {
+        t[i] = *pile_st_at(f, i);
+        snprintf(names[i], sizeof names[i], "transformer.%s", t[i].name);
+        t[i].name = names[i];
+        if (strcmp(names[i], "transformer.wte.weight") == 0) {
+            t[n] = t[i];
+            t[n].name = "lm_head.weight";
+        }
+    }
+    for (int k = 0; k < 16 * 16; k++) mask[k] = (float)(k % 16 <= k / 16);
+    t[n + 1] = (pile_st_tensor){.name = "transformer.h.0.attn.bias", .ndim = 4, .shape = {1, 1, 16, 16}, .data = mask};
+    t[n + 2] = (pile_st_tensor){.name = "transformer.h.1.attn.bias", .ndim = 4, .shape = {1, 1, 16, 16}, .data = mask};
+    t[n + 3] = (pile_st_tensor){.name = "transformer.h.0.attn.masked_bias", .ndim = 0, .data = &zero};
+    const char *meta[] = {"format", "pt", NULL};
+    tpath(&q, "hf.safetensors");
+    ASSERT_OK(pile_st_write(q.data, t, n + 4, meta, &err), EP);
+    pile_st_close(f);
+    ASSERT(rename(q.data, p.data) == 0);
+    pile_fs_join(&q, dir.data, "trainer_state.json");
+    unlink(q.data);
+    pile_fs_join(&q, dir.data, "optimizer.safetensors");
+    unlink(q.data);
+    ASSERT(write_hf_config(dir.data, 300, 2, 2, 32, "1e-05", "false", "gpt2", "0.1") == 0);
+    pile_model_config c;
+    ASSERT_OK(pile_checkpoint_read_model_config(dir.data, &c, &err), EP);
+    ASSERT(c.vocab_size == 300 && c.n_positions == 16 && c.n_layer == 2 && c.n_head == 2 && c.n_embd == 32);
+    ASSERT_OK(pile_checkpoint_load(dir.data, b.m, NULL, NULL, &err), EP);
+    ASSERT(same_buffers(&a, &b, pile_model_params(a.m), pile_model_params(b.m)));
+    /* without a state file, asking for one is an error, not a zeroed state */
+    pile_train_state got;
+    ASSERT(pile_checkpoint_load(dir.data, b.m, NULL, &got, &err) < 0);
+
+    /* refused before a model is allocated for them */
+    ASSERT(write_hf_config(dir.data, 300, 2, 2, 33, "1e-05", "false", "gpt2", "0.1") == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "multiple of n_head");
+    ASSERT(write_hf_config(dir.data, 1 << 30, 1 << 30, 1 << 10, 1 << 30, "1e-05", "false", "gpt2", "0.1") == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "parameters");
+    ASSERT(write_hf_config(dir.data, 50257, 1 << 20, 16, 1024, "1e-05", "false", "gpt2", "0.1") == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "parameters");
+    /* plausible, but not the weights beside it (gpt2-medium's dimensions) */
+    ASSERT(write_hf_config(dir.data, 50257, 24, 16, 1024, "1e-05", "false", "gpt2", "0.1") == 0);
+    expect_config_refused(dir.data, PILE_EMISMATCH, "model.safetensors");
+    /* options that change what the model computes */
+    ASSERT(write_hf_config(dir.data, 300, 2, 2, 32, "1e-06", "false", "gpt2", "0.1") == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "layer_norm_epsilon");
+    ASSERT(write_hf_config(dir.data, 300, 2, 2, 32, "1e-05", "true", "gpt2", "0.1") == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "scale_attn_by_inverse_layer_idx");
+    ASSERT(write_hf_config(dir.data, 300, 2, 2, 32, "1e-05", "false", "gpt_neo", "0.1") == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "gpt_neo");
+    ASSERT(write_hf_config(dir.data, 300, 2, 2, 32, "1e-05", "false", "gpt2", "1.5") == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "resid_pdrop");
+    pile_fs_join(&q, dir.data, "config.json");
+    ASSERT(write_bytes(q.data, "[300, 16]", 9) == 0);
+    expect_config_refused(dir.data, PILE_EFORMAT, "config.json");
+    fixture_free(&a);
+    fixture_free(&b);
+    pile_buf_free(&dir);
+    pile_buf_free(&p);
+    pile_buf_free(&q);
+}
+
+/* Replaces dir's trainer_state.json by a valid one holding `fields` (a
+ * JSON fragment: the total_steps member or its absence), then loads. */
+static int load_state_with(const char *dir, pile_model *m, const char *fields, pile_train_state *st, pile_err *err)
+{
+    pile_buf b = {0}, path = {0};
+    pile_buf_printf(&b,
+                    "{\"format\": 1, \"step\": 5, \"epoch\": 0, \"position\": 2, %s \"best_val_loss\": null,"
+                    " \"loss_scale\": 1, \"seed\": 3, \"tokens_seen\": 4,"
+                    " \"tokenizer_fingerprint\": \"000102030405060708090a0b0c0d0e0f\", \"tokenizer_spec\": \"bytes\","
+                    " \"config\": null}",
+                    fields);
+    int rc = pile_fs_join(&path, dir, "trainer_state.json") ? PILE_ENOMEM : 0;
+    if (!rc) rc = pile_fs_write_atomic(path.data, b.data, b.len, err);
+    pile_buf_free(&b);
+    pile_buf_free(&path);
+    return rc ? rc : pile_checkpoint_load(dir, m, NULL, st, err);
+}
+
+static void test_state_and_latest(void)
+{
+    TEST("checkpoint: trainer_state.json fields checked; latest names read back; folders with spaces");
+    pile_err err = {0};
+    pile_buf run = {0}, dir = {0}, out = {0};
+    fixture a;
+    ASSERT_OK(fixture_make(&a, 32, 13, &err), EP);
+    if (!a.m) return;
+    tpath(&run, "run with spaces");
+    pile_fs_join(&dir, run.data, "step 0000005");
+    pile_train_state st = sample_state(5);
+    ASSERT_OK(pile_checkpoint_save(dir.data, a.m, a.o, &st, config_json, &err), EP);
+    ASSERT_OK(pile_checkpoint_set_latest(run.data, "step 0000005", &err), EP);
+    ASSERT_OK(pile_checkpoint_find_latest(run.data, &out, &err), EP);
+    ASSERT(out.data && strcmp(out.data, dir.data) == 0);
+    pile_train_state got;
+    ASSERT_OK(pile_checkpoint_load(dir.data, a.m, a.o, &got, &err), EP);
+    ASSERT_EQ(got.step, 5);
+    /* names that would not read back as themselves */
+    ASSERT_EQ(pile_checkpoint_set_latest(run.data, "step 0000005 ", &err), PILE_EINVAL);
+    ASSERT_EQ(pile_checkpoint_set_latest(run.data, "a\tb", &err), PILE_EINVAL);
+    ASSERT_EQ(pile_checkpoint_set_latest(run.data, "..", &err), PILE_EINVAL);
+    /* latest naming a folder that is gone, and no numbered folder to fall
+     * back on ("step 0000005" is not one) */
+    ASSERT_OK(pile_checkpoint_set_latest(run.data, "epoch-009", &err), EP);
+    out.len = 0;
+    ASSERT_EQ(pile_checkpoint_find_latest(run.data, &out, &err), PILE_ENOENT);
+    /* trainer_state.json: the fields as written load; missing or negative ones do not */
+    ASSERT_OK(load_state_with(dir.data, a.m, "\"total_steps\": 9,", &got, &err), EP);
+    ASSERT(got.step == 5 && got.total_steps == 9 && got.position == 2 && isinf(got.best_val_loss));
+    ASSERT_EQ(load_state_with(dir.data, a.m, "", &got, &err), PILE_EFORMAT);
+    ASSERT(strstr(err.msg, "total_steps") != NULL);
+    ASSERT_EQ(load_state_with(dir.data, a.m, "\"total_steps\": -1,", &got, &err), PILE_EFORMAT);
+    ASSERT_EQ(load_state_with(dir.data, a.m, "\"total_steps\": \"9\",", &got, &err), PILE_EFORMAT);
+    fixture_free(&a);
+    pile_buf_free(&run);
+    pile_buf_free(&dir);
+    pile_buf_free(&out);
+}
+
 /* Files for tests/reference/check_io.py: a safetensors file of every rank,
  * a checkpoint folder and a run folder of events, plus expected.json with
  * the values written. */
@@ -964,6 +1176,9 @@ int main(int argc, char **argv)
     test_atomic_and_latest();
     test_tokenizer_carry();
     test_metrics();
+    test_st_hostile();
+    test_hf_folder();
+    test_state_and_latest();
     int rc = TEST_DONE();
     if (rc == 0) {
         char cmd[600];

@@ -420,7 +420,12 @@ out:
 
 int pile_checkpoint_set_latest(const char *checkpoint_dir, const char *name, pile_err *err)
 {
-    if (!*name || strchr(name, '/') || strchr(name, '\n'))
+    /* find_latest trims the line's trailing blanks: a name ending in one
+     * (or holding a control character) would not read back */
+    size_t nl = strlen(name);
+    int odd = 0;
+    for (size_t i = 0; i < nl; i++) odd |= (unsigned char)name[i] < 0x20 || name[i] == 0x7f;
+    if (!nl || odd || name[nl - 1] == ' ' || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
         return pile_err_set(err, PILE_EINVAL, "cannot name '%s' the latest checkpoint: not a folder name", name);
     pile_buf path = {0}, line = {0};
     int rc = path_of(&path, checkpoint_dir, "latest", err);
@@ -466,19 +471,67 @@ static int get_u64(const pile_json *obj, const char *key, uint64_t *out)
     return 1;
 }
 
+/* The most parameters a config.json may describe: 8G floats (32 GiB), five
+ * times gpt2-xl, beyond what an fp32 CPU trainer can hold; so that a
+ * corrupt or hostile config is refused here, before the model asks for
+ * its memory. */
+#define MAX_CONFIG_PARAMS 8589934592.0
+
+/* A config.json key transformers reads that changes the model's function:
+ * absent, or the value our model implements. */
+static int key_is(const pile_json *j, const char *key, int want_bool)
+{
+    const pile_json *v = pile_json_get(j, key);
+    return !v || (pile_json_type_of(v) == PILE_JSON_BOOL && pile_json_bool(v) == want_bool);
+}
+
 int pile_checkpoint_read_model_config(const char *dir, pile_model_config *cfg, pile_err *err)
 {
     pile_json *j = NULL;
     PILE_FORWARD_IF_ERR(read_json(dir, "config.json", &j, err));
     int rc = 0;
+    if (pile_json_type_of(j) != PILE_JSON_OBJECT)
+        rc = pile_err_set(err, PILE_EFORMAT, "bad config.json in '%s': not a JSON object", dir);
     static const char *const keys[] = {"vocab_size", "n_positions", "n_layer", "n_head", "n_embd"};
     int64_t v[5];
     for (int i = 0; i < 5 && !rc; i++)
         if (!get_int(j, keys[i], &v[i]) || v[i] <= 0 || v[i] > (1 << 30))
             rc = pile_err_set(err, PILE_EFORMAT, "bad config.json in '%s': '%s' is not a positive integer", dir, keys[i]);
+    if (!rc && v[4] % v[3] != 0)
+        rc = pile_err_set(err, PILE_EFORMAT, "bad config.json in '%s': n_embd %lld is not a multiple of n_head %lld",
+                          dir, (long long)v[4], (long long)v[3]);
+    double params = 0;
+    if (!rc) {
+        /* as the model counts them (wte padded); doubles cannot overflow here */
+        double V = (double)pile_model_padded_vocab((int)v[0]), P = (double)v[1], L = (double)v[2], C = (double)v[4];
+        params = V * C + P * C + L * (12.0 * C * C + 13.0 * C) + 2.0 * C;
+        if (params > MAX_CONFIG_PARAMS)
+            rc = pile_err_set(err, PILE_EFORMAT,
+                              "bad config.json in '%s': %.3g parameters (n_layer %lld, n_embd %lld, vocab_size %lld, "
+                              "n_positions %lld), more than %.3g",
+                              dir, params, (long long)v[2], (long long)v[4], (long long)v[0], (long long)v[1],
+                              MAX_CONFIG_PARAMS);
+    }
+    if (!rc) {
+        /* a model.safetensors smaller than the weights the config describes
+         * cannot be its checkpoint: refuse before the model is allocated */
+        pile_buf w = {0};
+        struct stat sb;
+        double saved = params - (double)(pile_model_padded_vocab((int)v[0]) - v[0]) * (double)v[4];
+        if (pile_fs_join(&w, dir, "model.safetensors")) rc = OOM(err);
+        else if (stat(w.data, &sb) == 0 && S_ISREG(sb.st_mode) && (double)sb.st_size < 4.0 * saved)
+            rc = pile_err_set(err, PILE_EMISMATCH,
+                              "config.json in '%s' describes %.0f parameters but model.safetensors has %lld bytes", dir,
+                              saved, (long long)sb.st_size);
+        pile_buf_free(&w);
+    }
     const char *act = pile_json_str(pile_json_get(j, "activation_function"), NULL);
     const pile_json *inner = pile_json_get(j, "n_inner");
+    const char *type = pile_json_str(pile_json_get(j, "model_type"), NULL);
     int64_t ni;
+    if (!rc && type && strcmp(type, "gpt2") != 0)
+        rc = pile_err_set(err, PILE_EFORMAT, "unsupported model_type '%s' in the config.json of '%s': only gpt2", type,
+                          dir);
     if (!rc && act && strcmp(act, "gelu_new") != 0 && strcmp(act, "gelu_pytorch_tanh") != 0)
         rc = pile_err_set(err, PILE_EFORMAT, "unsupported activation '%s' in the config.json of '%s': only gelu_new", act,
                           dir);
@@ -487,6 +540,23 @@ int pile_checkpoint_read_model_config(const char *dir, pile_model_config *cfg, p
     const pile_json *tie = pile_json_get(j, "tie_word_embeddings");
     if (!rc && tie && !pile_json_bool(tie))
         rc = pile_err_set(err, PILE_EFORMAT, "unsupported untied embeddings in the config.json of '%s'", dir);
+    /* transformers options that change what the model computes: a model
+     * trained with them would load here and silently compute another
+     * function */
+    const pile_json *eps = pile_json_get(j, "layer_norm_epsilon");
+    if (!rc && eps && !(pile_json_type_of(eps) == PILE_JSON_NUMBER && fabs(pile_json_num(eps) - 1e-5) <= 1e-12))
+        rc = pile_err_set(err, PILE_EFORMAT, "unsupported layer_norm_epsilon in the config.json of '%s': only 1e-05",
+                          dir);
+    if (!rc && !key_is(j, "scale_attn_weights", 1))
+        rc = pile_err_set(err, PILE_EFORMAT, "unsupported scale_attn_weights in the config.json of '%s': only true", dir);
+    if (!rc && !key_is(j, "scale_attn_by_inverse_layer_idx", 0))
+        rc = pile_err_set(err, PILE_EFORMAT,
+                          "unsupported scale_attn_by_inverse_layer_idx in the config.json of '%s': only false", dir);
+    const pile_json *d = pile_json_get(j, "resid_pdrop");
+    /* transformers' GPT2Config default when absent */
+    double dropout = pile_json_type_of(d) == PILE_JSON_NUMBER ? pile_json_num(d) : 0.1;
+    if (!rc && !(dropout >= 0.0 && dropout < 1.0))
+        rc = pile_err_set(err, PILE_EFORMAT, "bad config.json in '%s': resid_pdrop %g is not in [0, 1)", dir, dropout);
     if (!rc) {
         memset(cfg, 0, sizeof *cfg);
         cfg->vocab_size = (int)v[0];
@@ -494,9 +564,7 @@ int pile_checkpoint_read_model_config(const char *dir, pile_model_config *cfg, p
         cfg->n_layer = (int)v[2];
         cfg->n_head = (int)v[3];
         cfg->n_embd = (int)v[4];
-        const pile_json *d = pile_json_get(j, "resid_pdrop");
-        /* transformers' GPT2Config default when absent */
-        cfg->dropout = pile_json_type_of(d) == PILE_JSON_NUMBER ? (float)pile_json_num(d) : 0.1f;
+        cfg->dropout = (float)dropout;
     }
     pile_json_free(j);
     return rc;
@@ -507,7 +575,7 @@ static int parse_state(const char *dir, const pile_json *j, pile_train_state *st
     memset(st, 0, sizeof *st);
     int64_t step, epoch, total;
     if (!get_int(j, "step", &step) || step < 0 || !get_int(j, "epoch", &epoch) || epoch < 0 ||
-        !get_int(j, "total_steps", &total) || !get_u64(j, "position", &st->position) ||
+        !get_int(j, "total_steps", &total) || total < 0 || !get_u64(j, "position", &st->position) ||
         !get_u64(j, "seed", &st->seed) || !get_u64(j, "tokens_seen", &st->tokens_seen))
         return pile_err_set(err, PILE_EFORMAT,
                             "bad trainer_state.json in '%s': step, epoch, position, total_steps, seed or tokens_seen "

@@ -306,7 +306,15 @@ static int st_parse(pile_st_file *f, pile_err *err)
     }
     size_t n = 0;
     for (size_t i = 0; i < members && !rc; i++) {
-        const char *k = pile_json_key_at(h, i, NULL);
+        size_t klen;
+        const char *k = pile_json_key_at(h, i, &klen);
+        /* a NUL would make "wte.weight\u0000x" read as wte.weight here, and
+         * as a stranger by every other reader */
+        if (!klen || strlen(k) != klen) {
+            rc = pile_err_set(err, PILE_EFORMAT, "bad safetensors file '%s': tensor name '%s' is empty or holds a NUL",
+                              p, k);
+            break;
+        }
         if (strcmp(k, "__metadata__") == 0) {
             rc = check_metadata(f, pile_json_at(h, i), err);
             continue;
@@ -387,7 +395,8 @@ int pile_st_open(pile_st_file **out, const char *path, pile_err *err)
         return pile_err_set(err, PILE_ENOMEM, "out of memory opening '%s'", path);
     }
     int rc = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in a folder handed to us must not hang the open */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         rc = pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot open '%s'", path);
         goto fail;
@@ -396,6 +405,11 @@ int pile_st_open(pile_st_file **out, const char *path, pile_err *err)
     if (fstat(fd, &st) != 0) {
         rc = pile_err_sys(err, PILE_EIO, errno, "cannot stat '%s'", path);
         close(fd);
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        rc = pile_err_set(err, PILE_EFORMAT, "bad safetensors file '%s': not a regular file", path);
         goto fail;
     }
     if (st.st_size < 8) {
