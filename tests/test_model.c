@@ -595,6 +595,115 @@ static void test_clip(void)
     pile_model_free(m);
 }
 
+/* Incremental decoding against the full forward: the logits of decode
+ * steps 0..NPOS-1 equal the evaluation forward's at each position (up to
+ * fp32 rounding: the products sum in other orders), decode_begin empties
+ * the cache, and a NULL logits pointer changes nothing but the download. */
+static void test_decode(void)
+{
+    TEST("incremental decoding with a key/value cache");
+    pile_model_config cfg = tiny_cfg(0.1f); /* dropout: a decode step must not apply it */
+    pile_model *m = NULL;
+    const size_t before_create = pile_backend_bytes_in_use(be);
+    ASSERT_OK(pile_model_create(&m, be, &cfg, 1, NPOS, E), E);
+    if (!m) return;
+    randomize(m, 23);
+    const size_t without_cache = pile_backend_bytes_in_use(be);
+    int32_t seq[NPOS], other[NPOS], tg[NPOS];
+    pile_test_rng_state = 31;
+    for (int t = 0; t < NPOS; t++) {
+        seq[t] = (int32_t)(pile_test_rng() % V);
+        other[t] = (int32_t)(pile_test_rng() % V);
+        tg[t] = -1;
+    }
+    seq[1] = V - 1; /* the last real row of the padded wte */
+    float *full = malloc((size_t)NPOS * V * sizeof *full);
+    float *dec = malloc((size_t)NPOS * (V + 1) * sizeof *dec);
+    float *again = malloc((size_t)(V + 1) * sizeof *again);
+    ASSERT(full && dec && again);
+    if (!full || !dec || !again) goto out;
+
+    float row[V + 1];
+    ASSERT_EQ(pile_model_decode_step(m, seq[0], 0, row, E), PILE_EINVAL);
+    ASSERT(strstr(E->msg, "pile_model_decode_begin"));
+
+    /* the forward first: its logits must survive the decode steps */
+    pile_batch bt = {1, NPOS, seq, tg, NULL};
+    ASSERT_OK(pile_model_forward(m, &bt, 0, 0, 0.0f, NULL, E), E);
+    ASSERT_OK(pile_model_decode_begin(m, E), E);
+    const size_t with_cache = pile_backend_bytes_in_use(be);
+    ASSERT(with_cache - without_cache >= 2 * sizeof(float) * NL * NPOS * C);
+    for (int t = 0; t < NPOS; t++) {
+        float *r = dec + (size_t)t * (V + 1);
+        r[V] = 12345.0f; /* a sentinel past the V real logits */
+        ASSERT_OK(pile_model_decode_step(m, seq[t], t, r, E), E);
+        ASSERT(r[V] == 12345.0f);
+    }
+    for (int t = 0; t < NPOS; t++) pile_model_copy_logits(m, 0, t, full + (size_t)t * V);
+    double worst = 0.0;
+    int bad = 0;
+    for (int t = 0; t < NPOS; t++) {
+        const float *f = full + (size_t)t * V, *d = dec + (size_t)t * (V + 1);
+        double scale = 0.0;
+        for (int i = 0; i < V; i++) scale = fmax(scale, fabs(f[i]));
+        for (int i = 0; i < V; i++) {
+            double rel = fabs((double)d[i] - (double)f[i]) / fmax(scale, 1e-30);
+            worst = fmax(worst, rel);
+            if (!(rel <= 1e-5) && bad++ < 3)
+                PILE_FAIL_("position %d logit %d: decode %.9g, forward %.9g", t, i, (double)d[i], (double)f[i]);
+        }
+    }
+    ASSERT(bad == 0);
+    printf("# decode vs forward: worst |difference| / row's max |logit| %.3g\n", worst);
+
+    /* errors: out of order, past n_positions, outside the vocabulary */
+    ASSERT_EQ(pile_model_decode_step(m, seq[0], NPOS, row, E), PILE_EINVAL);
+    ASSERT(strstr(E->msg, "position 16"));
+    ASSERT_EQ(pile_model_decode_step(m, V, 3, row, E), PILE_EINVAL);
+    ASSERT_EQ(pile_model_decode_step(m, -1, 3, row, E), PILE_EINVAL);
+    ASSERT_OK(pile_model_decode_begin(m, E), E);
+    ASSERT_EQ(pile_backend_bytes_in_use(be), with_cache); /* allocated once */
+    ASSERT_EQ(pile_model_decode_step(m, seq[0], 1, row, E), PILE_EINVAL); /* begin emptied the cache */
+    ASSERT(strstr(E->msg, "out of order"));
+
+    /* another sequence, then a fresh begin: the first sequence's logits
+     * again, bit for bit, with every other step's logits skipped */
+    for (int t = 0; t < NPOS; t++) ASSERT_OK(pile_model_decode_step(m, other[t], t, row, E), E);
+    ASSERT(memcmp(row, dec + (size_t)(NPOS - 1) * (V + 1), V * sizeof *row) != 0);
+    ASSERT_OK(pile_model_decode_begin(m, E), E);
+    int same = 1;
+    for (int t = 0; t < NPOS; t++) {
+        int want = t % 2 == 1 || t == NPOS - 1;
+        ASSERT_OK(pile_model_decode_step(m, seq[t], t, want ? again : NULL, E), E);
+        if (want) same &= memcmp(again, dec + (size_t)t * (V + 1), V * sizeof *again) == 0;
+    }
+    ASSERT(same);
+
+    /* rewinding: position 5 again with another token, then 6 onward,
+     * equals a forward over the edited sequence */
+    int32_t edited[NPOS];
+    memcpy(edited, seq, sizeof edited);
+    edited[5] = (seq[5] + 1) % V;
+    for (int t = 5; t < NPOS; t++) ASSERT_OK(pile_model_decode_step(m, edited[t], t, NULL, E), E);
+    ASSERT_OK(pile_model_decode_step(m, edited[NPOS - 1], NPOS - 1, again, E), E);
+    bt.tokens = edited;
+    ASSERT_OK(pile_model_forward(m, &bt, 0, 0, 0.0f, NULL, E), E);
+    pile_model_copy_logits(m, 0, NPOS - 1, full);
+    double scale = 0.0, diff = 0.0;
+    for (int i = 0; i < V; i++) {
+        scale = fmax(scale, fabs(full[i]));
+        diff = fmax(diff, fabs((double)again[i] - (double)full[i]));
+    }
+    ASSERT(diff <= 1e-5 * scale);
+    ASSERT(memcmp(again, dec + (size_t)(NPOS - 1) * (V + 1), V * sizeof *again) != 0);
+out:
+    free(full);
+    free(dec);
+    free(again);
+    pile_model_free(m);
+    ASSERT_EQ(pile_backend_bytes_in_use(be), before_create);
+}
+
 static int near(double a, double b) { return fabs(a - b) <= 1e-12 * fmax(fabs(a), fabs(b)) + 1e-18; }
 
 static void test_schedule(void)
@@ -641,6 +750,7 @@ int main(void)
     TEST("gradients against finite differences, through dropout");
     gradcheck(1, 0.2f);
     test_determinism();
+    test_decode();
     test_dropout();
     test_adamw_trains();
     test_adamw_exact();

@@ -113,9 +113,25 @@ void pile_backend_attention_fwd(pile_backend *be, float *out, float *att, const 
 void pile_backend_attention_bwd(pile_backend *be, float *dqkv, float *datt, const float *dout, const float *qkv,
                                 const float *att, const int32_t *doc_start, int B, int T, int C, int NH);
 
+/* One query row against a key/value cache: incremental decoding's
+ * attention, the same function as pile_backend_attention_fwd's row t
+ * without doc_start. q[C] is the query of position t (the first C floats
+ * of c_attn's output row); kcache and vcache are [Tmax, C] with row s
+ * holding position s's key / value, heads concatenated as in qkv (so
+ * appending a position is a copy of C floats of c_attn's output: k at
+ * offset C, v at 2C). Rows 0..t are read and must be filled; Tmax does not
+ * enter (the row stride is C). att[NH, t+1] is scratch that receives the
+ * softmax probabilities; out[C] (heads concatenated). Deterministic, and
+ * independent of the thread count. */
+void pile_backend_attention_decode(pile_backend *be, float *out, float *att, const float *q, const float *kcache,
+                                   const float *vcache, int t, int C, int NH);
+
 /* GELU, tanh approximation (HF "gelu_new"). */
 void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_t n);
 void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, const float *dout, size_t n);
+
+/* dst[0..bytes) = src[0..bytes), both in backend memory, not overlapping. */
+void pile_backend_copy(pile_backend *be, void *dst, const void *src, size_t bytes);
 
 /* out = a + b (out may alias a). */
 void pile_backend_add(pile_backend *be, float *out, const float *a, const float *b, size_t n);

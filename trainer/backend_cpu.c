@@ -184,6 +184,12 @@ void pile_backend_download(pile_backend *be, void *host_dst, const void *src, si
     if (bytes) memcpy(host_dst, src, bytes);
 }
 
+void pile_backend_copy(pile_backend *be, void *dst, const void *src, size_t bytes)
+{
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+}
+
 void pile_backend_zero(pile_backend *be, void *p, size_t bytes)
 {
     (void)be;
@@ -494,6 +500,47 @@ void pile_backend_attention_bwd(pile_backend *be, float *dqkv, float *datt, cons
         att_bwd_task(dqkv, datt + (size_t)i * TT, dout, qkv, att + (size_t)i * TT, doc_start, i / NH, i % NH, T, C,
                      hs);
     openblas_set_num_threads(be->threads);
+}
+
+/* One query row, one task per head: a matrix-vector product each way,
+ * memory-bound, so plain simd loops over the cache rows rather than sgemv
+ * (whose threading would fight the heads' loop). Each head's values come
+ * from one thread in a fixed order: the same bits with any thread count. */
+void pile_backend_attention_decode(pile_backend *be, float *out, float *att, const float *q, const float *kcache,
+                                   const float *vcache, int t, int C, int NH)
+{
+    const int hs = C / NH, n = t + 1;
+    const float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)NH * n * hs >= PAR_MIN)
+    for (int h = 0; h < NH; h++) {
+        const float *qh = q + (size_t)h * hs;
+        float *p = att + (size_t)h * n, *o = out + (size_t)h * hs;
+        float mx = -INFINITY;
+        for (int s = 0; s < n; s++) {
+            const float *k = kcache + (size_t)s * C + (size_t)h * hs;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int i = 0; i < hs; i++) dot += qh[i] * k[i];
+            p[s] = dot * scale;
+            mx = p[s] > mx ? p[s] : mx;
+        }
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int s = 0; s < n; s++) {
+            p[s] = vexpf(p[s] - mx);
+            sum += p[s];
+        }
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int s = 0; s < n; s++) p[s] *= inv;
+        for (int i = 0; i < hs; i++) o[i] = 0.0f;
+        for (int s = 0; s < n; s++) {
+            const float *v = vcache + (size_t)s * C + (size_t)h * hs;
+            const float ps = p[s];
+#pragma omp simd
+            for (int i = 0; i < hs; i++) o[i] += ps * v[i];
+        }
+    }
 }
 
 /* --------------------------------------------------------------- GELU */

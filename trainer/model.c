@@ -85,6 +85,15 @@ struct pile_model {
     uint64_t last_seed;
     int bwd_ready;        /* logits hold dlogits; a backward may follow */
     int logits_valid;     /* logits hold logits (evaluation forward) */
+
+    /* incremental decoding: one allocation made by the first decode_begin
+     * (see carve_decode); dec_filled = positions the cache holds */
+    void *dec;
+    float *dec_k, *dec_v; /* [L, n_positions, C] each */
+    float *dec_x, *dec_ln, *dec_qkv, *dec_atty, *dec_proj, *dec_fch, *dec_fch_gelu;
+    float *dec_mean, *dec_rstd, *dec_att, *dec_logits;
+    int32_t *dec_token;
+    int dec_filled;
 };
 
 static uint64_t splitmix64(uint64_t *state)
@@ -322,6 +331,7 @@ oom:
 void pile_model_free(pile_model *m)
 {
     if (!m) return;
+    pile_backend_free(m->be, m->dec);
     pile_backend_free(m->be, m->acts);
     pile_backend_free(m->be, m->grads);
     pile_backend_free(m->be, m->params);
@@ -583,4 +593,101 @@ void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out)
     }
     size_t row = (size_t)b * (size_t)m->last_T + (size_t)t;
     pile_backend_download(m->be, host_out, m->logits + row * (size_t)m->Vp, (size_t)V * sizeof(float));
+}
+
+/* ---------------------------------------------------------- decoding */
+
+/* Carves the decoding allocation as carve() does the activations: the key
+ * and value caches, then one row of each activation the step needs (the
+ * residual stream dec_x is updated in place), the attention scratch of
+ * NH x n_positions, and the token. With base == NULL it only measures. */
+static size_t carve_decode(pile_model *m, char *base)
+{
+    const size_t C = (size_t)m->cfg.n_embd, P = (size_t)m->cfg.n_positions;
+    const size_t cache = sat_mul(sat_mul((size_t)m->cfg.n_layer, P), C);
+    size_t at = 0;
+#define REGION(ptr, type, count)                                          \
+    do {                                                                  \
+        if (base) (ptr) = (type *)(void *)(base + at);                    \
+        at = sat_add(at, sat_add(sat_mul((count), sizeof(type)), 63) / 64 * 64); \
+    } while (0)
+    REGION(m->dec_k, float, cache);
+    REGION(m->dec_v, float, cache);
+    REGION(m->dec_x, float, C);
+    REGION(m->dec_ln, float, C);
+    REGION(m->dec_qkv, float, 3 * C);
+    REGION(m->dec_atty, float, C);
+    REGION(m->dec_proj, float, C);
+    REGION(m->dec_fch, float, 4 * C);
+    REGION(m->dec_fch_gelu, float, 4 * C);
+    REGION(m->dec_mean, float, 1);
+    REGION(m->dec_rstd, float, 1);
+    REGION(m->dec_att, float, sat_mul((size_t)m->cfg.n_head, P));
+    REGION(m->dec_logits, float, (size_t)m->Vp);
+    REGION(m->dec_token, int32_t, 1);
+#undef REGION
+    return at;
+}
+
+int pile_model_decode_begin(pile_model *m, pile_err *err)
+{
+    if (!m->dec) {
+        size_t bytes = carve_decode(m, NULL);
+        m->dec = pile_backend_alloc(m->be, bytes);
+        PILE_RETURN_IF(!m->dec, err, PILE_ENOMEM,
+                       "cannot allocate %zu bytes for the key/value cache of %d positions", bytes,
+                       m->cfg.n_positions);
+        carve_decode(m, m->dec);
+    }
+    /* stale rows are never read: a step attends only to rows it filled */
+    m->dec_filled = 0;
+    return 0;
+}
+
+int pile_model_decode_step(pile_model *m, int32_t token, int pos, float *host_logits, pile_err *err)
+{
+    PILE_RETURN_IF(!m->dec, err, PILE_EINVAL, "cannot decode a step: pile_model_decode_begin was not called");
+    PILE_RETURN_IF(token < 0 || token >= m->cfg.vocab_size, err, PILE_EINVAL,
+                   "token %d outside the vocabulary of %d", (int)token, m->cfg.vocab_size);
+    PILE_RETURN_IF(pos < 0 || pos >= m->cfg.n_positions, err, PILE_EINVAL,
+                   "position %d outside the model's 0..%d", pos, m->cfg.n_positions - 1);
+    PILE_RETURN_IF(pos > m->dec_filled, err, PILE_EINVAL,
+                   "position %d out of order: the key/value cache holds positions 0..%d", pos, m->dec_filled - 1);
+    pile_backend *be = m->be;
+    const int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer;
+    const size_t cache_layer = (size_t)m->cfg.n_positions * (size_t)C, row = (size_t)pos * (size_t)C;
+    const size_t Cb = (size_t)C * sizeof(float);
+    float *x = m->dec_x;
+
+    pile_backend_upload(be, m->dec_token, &token, sizeof token);
+    pile_backend_embed_fwd(be, x, m->dec_token, param(m, T_WTE), param(m, T_WPE) + row, 1, 1, C);
+    for (int l = 0; l < L; l++) {
+        float *kc = m->dec_k + (size_t)l * cache_layer, *vc = m->dec_v + (size_t)l * cache_layer;
+        pile_backend_layernorm_fwd(be, m->dec_ln, m->dec_mean, m->dec_rstd, x, param(m, lt(l, T_LN1_W)),
+                                   param(m, lt(l, T_LN1_B)), 1, C);
+        pile_backend_matmul_fwd(be, m->dec_qkv, m->dec_ln, param(m, lt(l, T_ATTN_W)), param(m, lt(l, T_ATTN_B)), 1,
+                                C, 3 * C);
+        pile_backend_copy(be, kc + row, m->dec_qkv + C, Cb);
+        pile_backend_copy(be, vc + row, m->dec_qkv + 2 * (size_t)C, Cb);
+        pile_backend_attention_decode(be, m->dec_atty, m->dec_att, m->dec_qkv, kc, vc, pos, C, NH);
+        pile_backend_matmul_fwd(be, m->dec_proj, m->dec_atty, param(m, lt(l, T_ATTN_PROJ_W)),
+                                param(m, lt(l, T_ATTN_PROJ_B)), 1, C, C);
+        pile_backend_add(be, x, x, m->dec_proj, (size_t)C);
+        pile_backend_layernorm_fwd(be, m->dec_ln, m->dec_mean, m->dec_rstd, x, param(m, lt(l, T_LN2_W)),
+                                   param(m, lt(l, T_LN2_B)), 1, C);
+        pile_backend_matmul_fwd(be, m->dec_fch, m->dec_ln, param(m, lt(l, T_FC_W)), param(m, lt(l, T_FC_B)), 1, C,
+                                4 * C);
+        pile_backend_gelu_fwd(be, m->dec_fch_gelu, m->dec_fch, 4 * (size_t)C);
+        pile_backend_matmul_fwd(be, m->dec_proj, m->dec_fch_gelu, param(m, lt(l, T_FC_PROJ_W)),
+                                param(m, lt(l, T_FC_PROJ_B)), 1, 4 * C, C);
+        pile_backend_add(be, x, x, m->dec_proj, (size_t)C);
+    }
+    m->dec_filled = pos + 1;
+    if (!host_logits) return 0;
+    const int nt = (int)m->n_tensors;
+    pile_backend_layernorm_fwd(be, m->dec_ln, m->dec_mean, m->dec_rstd, x, param(m, nt - 2), param(m, nt - 1), 1,
+                               C);
+    pile_backend_logits_fwd(be, m->dec_logits, m->dec_ln, param(m, T_WTE), 1, C, m->Vp);
+    pile_backend_download(be, host_logits, m->dec_logits, (size_t)m->cfg.vocab_size * sizeof(float));
+    return 0;
 }

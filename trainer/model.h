@@ -113,6 +113,28 @@ void pile_model_zero_grad(pile_model *m);
  * forward (V = vocab_size floats, padding excluded) to host memory. */
 void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out);
 
+/* Incremental decoding, one sequence at a time, with a cache of every
+ * layer's keys and values (2 x n_layer x n_positions x n_embd floats,
+ * allocated by the first pile_model_decode_begin, freed by
+ * pile_model_free). Evaluation mode: no dropout. Its buffers are its own,
+ * so it leaves the last forward's logits and backward state alone.
+ *
+ * decode_begin starts a new sequence (the cache is emptied; PILE_ENOMEM
+ * when it cannot be allocated). decode_step runs token at position pos
+ * through the network, appending its keys and values to the cache, and
+ * attends over positions 0..pos: the same function as row pos of a
+ * forward over the sequence's tokens 0..pos (doc_start NULL), equal to
+ * it up to fp32 rounding. pos goes from 0 upward: it must be < n_positions
+ * and at most the number of positions the cache holds (pos below that
+ * rewinds: later positions are forgotten). host_logits receives
+ * vocab_size floats (padding excluded), or is NULL to skip the final
+ * LayerNorm and the logits (a prompt's tokens before its last).
+ * PILE_EINVAL without a decode_begin, for a token outside the vocabulary
+ * or a position out of order. The cache holds the weights' results at the
+ * time: after the parameters change, begin again. */
+int pile_model_decode_begin(pile_model *m, pile_err *err);
+int pile_model_decode_step(pile_model *m, int32_t token, int pos, float *host_logits, pile_err *err);
+
 #ifdef __cplusplus
 }
 #endif
