@@ -818,9 +818,16 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
     pile_data *d = NULL;
     host_batch hb;
     memset(&hb, 0, sizeof hb);
-    int rc = read_stored_config(ckpt, &cfg, err);
-    if (rc < 0) goto out;
-    if (!data_dir || !data_dir[0]) data_dir = json_string(cfg, "data");
+    /* A folder without trainer_state.json is a model from elsewhere (a
+     * transformers save_pretrained of GPT-2): no recorded data, settings or
+     * tokenizer fingerprint, so --data is needed and only the vocabulary
+     * size can be checked. */
+    pile_buf state_path = {0};
+    int rc = pile_fs_join(&state_path, ckpt, "trainer_state.json");
+    const int foreign = rc == 0 && access(state_path.data, F_OK) != 0 && errno == ENOENT;
+    pile_buf_free(&state_path);
+    if (!foreign && (rc = read_stored_config(ckpt, &cfg, err)) < 0) goto out;
+    if ((!data_dir || !data_dir[0]) && cfg) data_dir = json_string(cfg, "data");
     if (!data_dir || !data_dir[0]) {
         rc = pile_err_set(err, PILE_EINVAL, "checkpoint '%s' does not record its data folder; give --data", ckpt);
         goto out;
@@ -833,13 +840,26 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
     const char *backend = json_string(cfg, "backend");
     pile_train_state st;
     memset(&st, 0, sizeof st);
-    if ((rc = open_checkpoint_model(ckpt, backend && backend[0] ? backend : "cpu", threads, batch_size, &be, &m, &st,
-                                    err)) < 0)
+    if ((rc = open_checkpoint_model(ckpt, backend && backend[0] ? backend : "cpu", threads, batch_size, &be, &m,
+                                    foreign ? NULL : &st, err)) < 0)
         goto out;
     const pile_model_config *mc = pile_model_get_config(m);
-    if ((rc = pile_data_open(&d, data_dir, mc->n_positions, val_fraction, err)) < 0) goto out;
+    rc = pile_data_open(&d, data_dir, mc->n_positions, val_fraction, err);
+    if (rc == PILE_EINVAL && foreign) {
+        /* a context longer than the shards' rows: evaluate on whole rows */
+        pile_err_clear(err);
+        rc = pile_data_open(&d, data_dir, 0, val_fraction, err);
+    }
+    if (rc < 0) goto out;
     const pile_data_info *info = pile_data_get_info(d);
-    if (memcmp(info->tokenizer_fp, st.tokenizer_fp, 16) != 0 || (int)info->vocab_size != mc->vocab_size) {
+    if (foreign && (int)info->vocab_size != mc->vocab_size) {
+        rc = pile_err_set(err, PILE_EMISMATCH,
+                          "the shards in '%s' have a vocabulary of %u, checkpoint '%s' one of %d: another tokenizer",
+                          data_dir, info->vocab_size, ckpt, mc->vocab_size);
+        goto out;
+    }
+    if (!foreign &&
+        (memcmp(info->tokenizer_fp, st.tokenizer_fp, 16) != 0 || (int)info->vocab_size != mc->vocab_size)) {
         rc = pile_err_set(err, PILE_EMISMATCH, "the shards in '%s' were made with another tokenizer than checkpoint '%s'",
                           data_dir, ckpt);
         goto out;

@@ -116,6 +116,21 @@ def main():
         report(abs(ours.get("perplexity", 0) - math.exp(ours["loss"])) <= 1e-6 * math.exp(ours["loss"]),
                "perplexity = exp(loss)", "perplexity %s" % ours.get("perplexity"))
 
+        # a model from elsewhere: transformers' own save_pretrained of a
+        # GPT-2 with a context longer than the shards' rows (no
+        # trainer_state.json, no tokenizer record); eval takes --data
+        torch.manual_seed(5)
+        foreign = os.path.join(tmp, "hf-gpt2")
+        transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=257, n_positions=256, n_embd=48, n_layer=2, n_head=3,
+            activation_function="gelu_new")).save_pretrained(foreign)
+        theirs = json.loads(run([TRAINER, "eval", "--checkpoint", foreign, "--data", shards, "--json",
+                                 "--eval_rows", 128, "--threads", 2]))
+        hf_f, _ = hf_val_loss(foreign, rows[:128], lengths[:128])
+        e = abs(theirs["loss"] - hf_f) / hf_f
+        report(e < TOL, "eval of a transformers-saved GPT-2 folder (context 256 > rows of 64) = transformers' loss",
+               "ours %.7f, transformers %.7f (relative %.2g)" % (theirs["loss"], hf_f, e))
+
         train_rows, train_len = read_split(shards, "train")
         mask = np.arange(train_rows.shape[1])[None, :] < train_len[:, None]
         counts = np.bincount(train_rows[mask])
