@@ -1034,15 +1034,28 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *e
     rng_seed(&r, o->seed);
     const uint32_t eot = pile_tokenizer_eot_id(tok);
     size_t printed = 0;
+    /* The context is the last n_positions ids. While they all fit, a
+     * key/value cache runs one position per token (the prompt's ids one by
+     * one, the ids before its last without logits); `cached` counts the ids
+     * it holds. Past n_positions the window slides, which moves every id's
+     * position embedding, so each token reruns the window's full forward:
+     * the same distribution as without a cache. */
+    size_t cached = 0;
     for (int n = 0; n < o->max_new_tokens; n++) {
-        /* the context is the last n_positions ids (no cache: each token reruns the window) */
-        size_t start = ids.len > (size_t)P ? ids.len - (size_t)P : 0;
-        int T = (int)(ids.len - start);
-        for (int i = 0; i < T; i++) tokens[i] = (int32_t)ids.data[start + (size_t)i];
-        pile_batch batch = {1, T, tokens, targets, NULL};
-        pile_fwd_stats fs;
-        if ((rc = pile_model_forward(m, &batch, 0, 0, 0.0f, &fs, err)) < 0) goto out;
-        pile_model_copy_logits(m, 0, T - 1, logits);
+        if (ids.len <= (size_t)P) {
+            if (cached == 0 && (rc = pile_model_decode_begin(m, err)) < 0) goto out;
+            for (; cached < ids.len; cached++)
+                if ((rc = pile_model_decode_step(m, (int32_t)ids.data[cached], (int)cached,
+                                                 cached + 1 == ids.len ? logits : NULL, err)) < 0)
+                    goto out;
+        } else {
+            size_t start = ids.len - (size_t)P;
+            for (int i = 0; i < P; i++) tokens[i] = (int32_t)ids.data[start + (size_t)i];
+            pile_batch batch = {1, P, tokens, targets, NULL};
+            pile_fwd_stats fs;
+            if ((rc = pile_model_forward(m, &batch, 0, 0, 0.0f, &fs, err)) < 0) goto out;
+            pile_model_copy_logits(m, 0, P - 1, logits);
+        }
         int id = pick_token(logits, V, o->temperature, o->top_k, tmp, &r);
         if ((uint32_t)id == eot) break;
         if (pile_ids_push(&ids, (uint32_t)id)) {
