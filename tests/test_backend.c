@@ -414,6 +414,50 @@ static void test_attention(int B, int T, int C, int NH, int docs, size_t sample)
     pile_backend_free(be, dscr), pile_backend_free(be, dg), pile_backend_free(be, dw), pile_backend_free(be, dds);
 }
 
+/* Incremental decoding's attention: row t of the full forward, from
+ * key/value caches, the same bits with 1 and 4 threads. */
+static void test_attention_decode(int T, int C, int NH)
+{
+    pile_err err, *ep = &err;
+    pile_backend *b4 = NULL;
+    ASSERT_OK(pile_backend_open(&b4, "cpu", 4, &err), ep);
+    if (!b4) return;
+    size_t nq = (size_t)T * 3 * C, no = (size_t)T * C, na = (size_t)NH * T * T;
+    float *qkv = hrand(nq, 1.5), *kc = malloc(no * 4), *vc = malloc(no * 4);
+    for (int t = 0; t < T; t++) {
+        memcpy(kc + (size_t)t * C, qkv + (size_t)t * 3 * C + C, (size_t)C * 4);
+        memcpy(vc + (size_t)t * C, qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * 4);
+    }
+    float *dq = dput(qkv, nq * 4), *dout = dput(NULL, no * 4), *datt = dput(NULL, na * 4);
+    pile_backend_attention_fwd(be, dout, datt, dq, NULL, 1, T, C, NH);
+    float *full = dget(dout, no);
+    double *ref = malloc(no * 8);
+    for (size_t i = 0; i < no; i++) ref[i] = full[i];
+    pile_backend *bs[2] = {be, b4};
+    float *rows[2];
+    for (int k = 0; k < 2; k++) {
+        pile_backend *b = bs[k];
+        float *dk = pile_backend_alloc(b, no * 4), *dv = pile_backend_alloc(b, no * 4);
+        float *q = pile_backend_alloc(b, (size_t)C * 4), *o = pile_backend_alloc(b, (size_t)C * 4);
+        float *a = pile_backend_alloc(b, (size_t)NH * T * 4);
+        pile_backend_upload(b, dk, kc, no * 4);
+        pile_backend_upload(b, dv, vc, no * 4);
+        rows[k] = malloc(no * 4);
+        for (int t = 0; t < T; t++) {
+            pile_backend_upload(b, q, qkv + (size_t)t * 3 * C, (size_t)C * 4);
+            pile_backend_attention_decode(b, o, a, q, dk, dv, t, C, NH);
+            pile_backend_download(b, rows[k] + (size_t)t * C, o, (size_t)C * 4);
+        }
+        void *all[] = {dk, dv, q, o, a};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(b, all[i]);
+    }
+    ASSERT(!close_to("attention decode vs forward", rows[0], ref, no, FWD_TOL));
+    ASSERT_MEM_EQ(rows[0], rows[1], no * 4);
+    free(rows[0]), free(rows[1]), free(full), free(ref), free(qkv), free(kc), free(vc);
+    pile_backend_free(be, dq), pile_backend_free(be, dout), pile_backend_free(be, datt);
+    pile_backend_close(b4);
+}
+
 /* ---------------------------------------------------- elementwise ops */
 
 static void fwd_gelu(void)
@@ -949,6 +993,10 @@ int main(void)
     test_attention(2, 300, 16, 2, 1, 60);
     TEST("attention across row blocks (T = 257), causal");
     test_attention(1, 257, 8, 2, 0, 60);
+    TEST("attention decode: rows of the forward from key/value caches, any thread count");
+    test_attention_decode(1, 8, 2);
+    test_attention_decode(37, 48, 6);
+    test_attention_decode(300, 64, 4); /* past the parallel threshold */
     TEST("gelu forward and backward");
     test_gelu(1001, 5);
     test_gelu(20000, 40); /* far tails: exp over- and underflow */
