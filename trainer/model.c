@@ -214,6 +214,14 @@ static int lt(int l, int k) { return T_LAYER0 + l * T_PER_LAYER + k; }
 
 /* ------------------------------------------------------------ create */
 
+/* One region of a carved allocation: with base, point ptr at it; always
+ * advance `at` past it, rounded to 64 bytes, saturating (see sat_add). */
+#define REGION(ptr, type, count)                                          \
+    do {                                                                  \
+        if (base) (ptr) = (type *)(void *)(base + at);                    \
+        at = sat_add(at, sat_add(sat_mul((count), sizeof(type)), 63) / 64 * 64); \
+    } while (0)
+
 /* Carves the activation allocation. With base == NULL it only measures;
  * each region starts on a 64-byte boundary. */
 static size_t carve(pile_model *m, char *base)
@@ -222,11 +230,6 @@ static size_t carve(pile_model *m, char *base)
     const size_t C = (size_t)m->cfg.n_embd, NH = (size_t)m->cfg.n_head;
     const size_t att = sat_mul(sat_mul((size_t)m->max_batch, NH), sat_mul((size_t)m->seq_len, (size_t)m->seq_len));
     size_t at = 0;
-#define REGION(ptr, type, count)                                          \
-    do {                                                                  \
-        if (base) (ptr) = (type *)(void *)(base + at);                    \
-        at = sat_add(at, sat_add(sat_mul((count), sizeof(type)), 63) / 64 * 64); \
-    } while (0)
     REGION(m->encoded, float, N * C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         layer_acts dummy, *a = base ? &m->layers[l] : &dummy;
@@ -261,7 +264,6 @@ static size_t carve(pile_model *m, char *base)
     REGION(m->targets, int32_t, N);
     REGION(m->doc_start, int32_t, N);
     REGION(m->correct, int32_t, N);
-#undef REGION
     return at;
 }
 
@@ -606,11 +608,6 @@ static size_t carve_decode(pile_model *m, char *base)
     const size_t C = (size_t)m->cfg.n_embd, P = (size_t)m->cfg.n_positions;
     const size_t cache = sat_mul(sat_mul((size_t)m->cfg.n_layer, P), C);
     size_t at = 0;
-#define REGION(ptr, type, count)                                          \
-    do {                                                                  \
-        if (base) (ptr) = (type *)(void *)(base + at);                    \
-        at = sat_add(at, sat_add(sat_mul((count), sizeof(type)), 63) / 64 * 64); \
-    } while (0)
     REGION(m->dec_k, float, cache);
     REGION(m->dec_v, float, cache);
     REGION(m->dec_x, float, C);
