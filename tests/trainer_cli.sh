@@ -101,16 +101,21 @@ else
     not_ok "the train loss falls" "$(tr '\n' ' ' < a.loss)"
 fi
 
+# wait_for FILE PID: until FILE exists, PID has exited, or 60 s have passed
+wait_for() {
+    i=0
+    while [ ! -e "$1" ] && [ $i -lt 1200 ] && kill -0 "$2" 2> /dev/null; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+}
+
 # --- bit-exact resume after SIGTERM: run B validates every step (slow
 # steps, so the signal lands mid-run; validation does not touch the
 # training state) and is stopped once step-0000004 exists.
 "$TR" $COMMON --eval_interval 1 --eval_rows 200 --save_interval 4 --checkpoint_dir B > b.out 2> b.err &
 pid=$!
-i=0
-while [ ! -e B/step-0000004/model.safetensors ] && [ $i -lt 1200 ] && kill -0 $pid 2> /dev/null; do
-    sleep 0.05
-    i=$((i + 1))
-done
+wait_for B/step-0000004/model.safetensors $pid
 kill -TERM $pid 2> /dev/null
 wait $pid
 st=$?
@@ -139,11 +144,7 @@ if env --default-signal=INT true 2> /dev/null; then
     env --default-signal=INT "$TR" $COMMON --max_steps 100000 --save_interval 1 --checkpoint_dir S2 \
         > s2.out 2> s2.err &
     pid=$!
-    i=0
-    while [ ! -e S2/step-0000002/model.safetensors ] && [ $i -lt 1200 ] && kill -0 $pid 2> /dev/null; do
-        sleep 0.05
-        i=$((i + 1))
-    done
+    wait_for S2/step-0000002/model.safetensors $pid
     kill -STOP $pid 2> /dev/null
     kill -TERM $pid 2> /dev/null
     kill -INT $pid 2> /dev/null
