@@ -28,6 +28,22 @@
 #ifndef ATT_RB
 #define ATT_RB 128
 #endif
+/* Element-wise ops go to the threads in chunks of this many floats. */
+#define ECHUNK 4096
+
+/* The release build targets baseline x86-64, so its loops are 4-wide SSE:
+ * the hot element-wise and row kernels below are also compiled for AVX2
+ * and AVX-512 and picked at load time (GCC's function multi-versioning).
+ * They are plain functions over a range because OpenMP's outlined loop
+ * bodies would not inherit the attribute. The choice is fixed per machine,
+ * so results stay deterministic there; a reduction's lane count (and so
+ * its last bits) may differ between machines. GCC only: clang builds are
+ * the fuzz targets, where speed does not matter. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
 
 struct pile_backend {
     int threads;
@@ -243,26 +259,67 @@ void pile_backend_embed_bwd(pile_backend *be, float *dwte, float *dwpe, const fl
 
 /* ---------------------------------------------------------- layernorm */
 
+HOT static void ln_fwd_row(float *o, float *mean, float *rstd, const float *x, const float *w, const float *b,
+                           int C)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < C; c++) s += x[c];
+    float m = s / C;
+    /* two passes: the centred sum of squares does not cancel */
+    float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+    float rs = 1.0f / sqrtf(v / C + 1e-5f);
+#pragma omp simd
+    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * rs * w[c] + b[c];
+    *mean = m;
+    *rstd = rs;
+}
+
 void pile_backend_layernorm_fwd(pile_backend *be, float *out, float *mean, float *rstd, const float *inp,
                                 const float *w, const float *b, int N, int C)
 {
 #pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * C >= PAR_MIN)
-    for (int i = 0; i < N; i++) {
-        const float *x = inp + (size_t)i * C;
-        float *o = out + (size_t)i * C;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int c = 0; c < C; c++) s += x[c];
-        float m = s / C;
-        /* two passes: the centred sum of squares does not cancel */
-        float v = 0.0f;
-#pragma omp simd reduction(+ : v)
-        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
-        float rs = 1.0f / sqrtf(v / C + 1e-5f);
+    for (int i = 0; i < N; i++)
+        ln_fwd_row(out + (size_t)i * C, mean + i, rstd + i, inp + (size_t)i * C, w, b, C);
+}
+
+HOT static void ln_bwd_row(float *dx, const float *d, const float *x, const float *w, float m, float rs, int C)
+{
+    float sd = 0.0f, sdn = 0.0f;
+#pragma omp simd reduction(+ : sd, sdn)
+    for (int c = 0; c < C; c++) {
+        float dn = d[c] * w[c];
+        sd += dn;
+        sdn += dn * (x[c] - m) * rs;
+    }
+    sd /= C;
+    sdn /= C;
 #pragma omp simd
-        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * rs * w[c] + b[c];
-        mean[i] = m;
-        rstd[i] = rs;
+    for (int c = 0; c < C; c++) {
+        float n = (x[c] - m) * rs;
+        dx[c] += (d[c] * w[c] - sd - n * sdn) * rs;
+    }
+}
+
+/* dw, db over channels [c0, c1): column sums over all rows in order */
+HOT static void ln_bwd_cols(float *dw, float *db, const float *dout, const float *inp, const float *mean,
+                            const float *rstd, int N, int C, int c0, int c1)
+{
+    float aw[CBLK] = {0}, ab[CBLK] = {0};
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C + c0, *d = dout + (size_t)i * C + c0;
+        float m = mean[i], rs = rstd[i];
+#pragma omp simd
+        for (int c = 0; c < c1 - c0; c++) {
+            aw[c] += d[c] * (x[c] - m) * rs;
+            ab[c] += d[c];
+        }
+    }
+    for (int c = 0; c < c1 - c0; c++) {
+        dw[c0 + c] += aw[c];
+        db[c0 + c] += ab[c];
     }
 }
 
@@ -272,44 +329,14 @@ void pile_backend_layernorm_bwd(pile_backend *be, float *dinp, float *dw, float 
 {
     int par = (long)N * C >= PAR_MIN;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (par)
-    for (int i = 0; i < N; i++) {
-        const float *x = inp + (size_t)i * C, *d = dout + (size_t)i * C;
-        float *dx = dinp + (size_t)i * C;
-        float m = mean[i], rs = rstd[i];
-        float sd = 0.0f, sdn = 0.0f;
-#pragma omp simd reduction(+ : sd, sdn)
-        for (int c = 0; c < C; c++) {
-            float dn = d[c] * w[c];
-            sd += dn;
-            sdn += dn * (x[c] - m) * rs;
-        }
-        sd /= C;
-        sdn /= C;
-#pragma omp simd
-        for (int c = 0; c < C; c++) {
-            float n = (x[c] - m) * rs;
-            dx[c] += (d[c] * w[c] - sd - n * sdn) * rs;
-        }
-    }
+    for (int i = 0; i < N; i++)
+        ln_bwd_row(dinp + (size_t)i * C, dout + (size_t)i * C, inp + (size_t)i * C, w, mean[i], rstd[i], C);
     /* dw, db: column sums over rows, one channel block per thread */
     int nblk = (C + CBLK - 1) / CBLK;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (par)
     for (int k = 0; k < nblk; k++) {
         int c0 = k * CBLK, c1 = c0 + CBLK < C ? c0 + CBLK : C;
-        float aw[CBLK] = {0}, ab[CBLK] = {0};
-        for (int i = 0; i < N; i++) {
-            const float *x = inp + (size_t)i * C + c0, *d = dout + (size_t)i * C + c0;
-            float m = mean[i], rs = rstd[i];
-#pragma omp simd
-            for (int c = 0; c < c1 - c0; c++) {
-                aw[c] += d[c] * (x[c] - m) * rs;
-                ab[c] += d[c];
-            }
-        }
-        for (int c = 0; c < c1 - c0; c++) {
-            dw[c0 + c] += aw[c];
-            db[c0 + c] += ab[c];
-        }
+        ln_bwd_cols(dw, db, dout, inp, mean, rstd, N, C, c0, c1);
     }
 }
 
@@ -335,6 +362,17 @@ void pile_backend_matmul_fwd(pile_backend *be, float *out, const float *inp, con
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, inp, IC, W, OC, beta, out, OC);
 }
 
+HOT static void colsum_cols(float *acc, const float *x, int N, int C, int c0, int c1)
+{
+    float a[CBLK] = {0};
+    for (int i = 0; i < N; i++) {
+        const float *r = x + (size_t)i * C + c0;
+#pragma omp simd
+        for (int c = 0; c < c1 - c0; c++) a[c] += r[c];
+    }
+    for (int c = 0; c < c1 - c0; c++) acc[c0 + c] += a[c];
+}
+
 /* Column sums of x[N, C] added to acc[C], rows in order. */
 static void colsum_add(pile_backend *be, float *acc, const float *x, int N, int C)
 {
@@ -342,13 +380,7 @@ static void colsum_add(pile_backend *be, float *acc, const float *x, int N, int 
 #pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * C >= PAR_MIN)
     for (int k = 0; k < nblk; k++) {
         int c0 = k * CBLK, c1 = c0 + CBLK < C ? c0 + CBLK : C;
-        float a[CBLK] = {0};
-        for (int i = 0; i < N; i++) {
-            const float *r = x + (size_t)i * C + c0;
-#pragma omp simd
-            for (int c = 0; c < c1 - c0; c++) a[c] += r[c];
-        }
-        for (int c = 0; c < c1 - c0; c++) acc[c0 + c] += a[c];
+        colsum_cols(acc, x, N, C, c0, c1);
     }
 }
 
@@ -402,6 +434,47 @@ static void blas_serial_begin(void)
     openblas_set_num_threads(1);
 }
 
+/* rows [r0, r1) of one (b, h) score block, softmax under the mask in place */
+HOT static void att_softmax_rows(float *a, const int32_t *doc_start, int b, int T, int r0, int r1)
+{
+    for (int t = r0; t < r1; t++) {
+        int lo = att_lo(doc_start, b, T, t);
+        float *r = a + (size_t)t * T;
+        float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+        for (int s = lo; s <= t; s++) mx = r[s] > mx ? r[s] : mx;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int s = lo; s <= t; s++) {
+            r[s] = vexpf(r[s] - mx);
+            sum += r[s];
+        }
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int s = lo; s <= t; s++) r[s] *= inv;
+        for (int s = 0; s < lo; s++) r[s] = 0.0f;
+        for (int s = t + 1; s < T; s++) r[s] = 0.0f;
+    }
+}
+
+/* dS = P * (dP - sum(P * dP)) for rows [r0, r1), dP in da, zero where
+ * masked (the products after it read those zeros) */
+HOT static void att_dsoftmax_rows(float *da, const float *a, const int32_t *doc_start, int b, int T, int r0, int r1)
+{
+    for (int t = r0; t < r1; t++) {
+        int lo = att_lo(doc_start, b, T, t);
+        const float *p = a + (size_t)t * T;
+        float *r = da + (size_t)t * T;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int s = lo; s <= t; s++) dot += p[s] * r[s];
+#pragma omp simd
+        for (int s = lo; s <= t; s++) r[s] = p[s] * (r[s] - dot);
+        for (int s = 0; s < lo; s++) r[s] = 0.0f;
+        for (int s = t + 1; s < T; s++) r[s] = 0.0f;
+    }
+}
+
 static void att_fwd_task(float *out, float *a, const float *qkv, const int32_t *doc_start, int b, int h, int T,
                          int C, int hs)
 {
@@ -413,24 +486,7 @@ static void att_fwd_task(float *out, float *a, const float *qkv, const int32_t *
         int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, scale, q + r0 * C3, (int)C3, k,
                     (int)C3, 0.0f, a + (size_t)r0 * T, T);
-        for (int t = r0; t < r1; t++) {
-            int lo = att_lo(doc_start, b, T, t);
-            float *r = a + (size_t)t * T;
-            float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-            for (int s = lo; s <= t; s++) mx = r[s] > mx ? r[s] : mx;
-            float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-            for (int s = lo; s <= t; s++) {
-                r[s] = vexpf(r[s] - mx);
-                sum += r[s];
-            }
-            float inv = 1.0f / sum;
-#pragma omp simd
-            for (int s = lo; s <= t; s++) r[s] *= inv;
-            for (int s = 0; s < lo; s++) r[s] = 0.0f;
-            for (int s = t + 1; s < T; s++) r[s] = 0.0f;
-        }
+        att_softmax_rows(a, doc_start, b, T, r0, r1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, 1.0f, a + (size_t)r0 * T, T, v,
                     (int)C3, 0.0f, o + (size_t)r0 * C, C);
     }
@@ -460,20 +516,7 @@ static void att_bwd_task(float *dqkv, float *da, const float *dout, const float 
         /* dP = dO V^T over the key columns before the block's end */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, 1.0f, d + (size_t)r0 * C, C, v,
                     (int)C3, 0.0f, da + (size_t)r0 * T, T);
-        /* dS = P * (dP - sum(P * dP)), zero where masked (the products
-         * below read those zeros) */
-        for (int t = r0; t < r1; t++) {
-            int lo = att_lo(doc_start, b, T, t);
-            const float *p = a + (size_t)t * T;
-            float *r = da + (size_t)t * T;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int s = lo; s <= t; s++) dot += p[s] * r[s];
-#pragma omp simd
-            for (int s = lo; s <= t; s++) r[s] = p[s] * (r[s] - dot);
-            for (int s = 0; s < lo; s++) r[s] = 0.0f;
-            for (int s = t + 1; s < T; s++) r[s] = 0.0f;
-        }
+        att_dsoftmax_rows(da, a, doc_start, b, T, r0, r1);
         /* dQ += scale dS K */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, scale, da + (size_t)r0 * T, T, k,
                     (int)C3, 1.0f, dq + (size_t)r0 * C3, (int)C3);
@@ -551,9 +594,9 @@ void pile_backend_attention_decode(pile_backend *be, float *out, float *att, con
 /* HF gelu_new, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3),
  * evaluated as x * sigmoid(2u), the same function: one vexpf and no
  * cancellation for either sign of x (libm's tanhf is slow and scalar). */
-void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_t n)
+HOT static void gelu_fwd_range(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + GELU_A * x * x * x);
@@ -561,9 +604,9 @@ void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_
     }
 }
 
-void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, const float *dout, size_t n)
+HOT static void gelu_bwd_range(float *dinp, const float *inp, const float *dout, size_t n)
 {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + GELU_A * x * x * x);
@@ -574,10 +617,47 @@ void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, cons
     }
 }
 
+HOT static void add_range(float *out, const float *a, const float *b, size_t n)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* the length of chunk k of n elements */
+static inline size_t chunk_len(size_t k, size_t n)
+{
+    size_t i0 = k * ECHUNK;
+    return n - i0 < ECHUNK ? n - i0 : ECHUNK;
+}
+
+void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_t n)
+{
+    size_t nch = (n + ECHUNK - 1) / ECHUNK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t k = 0; k < nch; k++) {
+        size_t i0 = k * ECHUNK, len = chunk_len(k, n);
+        gelu_fwd_range(out + i0, inp + i0, len);
+    }
+}
+
+void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, const float *dout, size_t n)
+{
+    size_t nch = (n + ECHUNK - 1) / ECHUNK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t k = 0; k < nch; k++) {
+        size_t i0 = k * ECHUNK, len = chunk_len(k, n);
+        gelu_bwd_range(dinp + i0, inp + i0, dout + i0, len);
+    }
+}
+
 void pile_backend_add(pile_backend *be, float *out, const float *a, const float *b, size_t n)
 {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    size_t nch = (n + ECHUNK - 1) / ECHUNK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t k = 0; k < nch; k++) {
+        size_t i0 = k * ECHUNK, len = chunk_len(k, n);
+        add_range(out + i0, a + i0, b + i0, len);
+    }
 }
 
 /* ------------------------------------------------------------ dropout */
@@ -611,58 +691,61 @@ void pile_backend_dropout(pile_backend *be, float *x, size_t n, float p, uint64_
 
 /* --------------------------------------------------------- cross-entropy */
 
+/* One row's loss, argmax hit and (grad_scale != 0) gradient in place. */
+HOT static void ce_row(float *x, float *loss, int32_t *correct, int tgt, int V, int Vp, float grad_scale)
+{
+    /* a target outside [0, V) cannot be scored: treat it as ignored */
+    int use = tgt >= 0 && tgt < V;
+    /* the maximum as a vectorised reduction, then its first position
+     * (the lowest id wins a tie): a compare-and-move chain over the
+     * row would be scalar and cost as much as the exponentials */
+    float mx = x[0];
+#pragma omp simd reduction(max : mx)
+    for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+    int am = 0;
+    if (use)
+        while (am < V - 1 && !(x[am] == mx)) am++;
+    /* the exponentials go into the row when it becomes the gradient;
+     * partial sums of 256 in float, added in double */
+    int keep = grad_scale != 0.0f && use;
+    float xt = use ? x[tgt] : 0.0f;
+    double sum = 0.0;
+    /* j0 + 256 would overflow for a vocabulary within 256 of INT_MAX */
+    for (int j0 = 0, j1; j0 < V; j0 = j1) {
+        j1 = V - j0 > 256 ? j0 + 256 : V;
+        float ps = 0.0f;
+        if (keep) {
+#pragma omp simd reduction(+ : ps)
+            for (int j = j0; j < j1; j++) {
+                x[j] = vexpf(x[j] - mx);
+                ps += x[j];
+            }
+        } else {
+#pragma omp simd reduction(+ : ps)
+            for (int j = j0; j < j1; j++) ps += vexpf(x[j] - mx);
+        }
+        sum += ps;
+    }
+    *loss = use ? (float)(log(sum) + (double)mx - (double)xt) : 0.0f;
+    *correct = use && am == tgt;
+    if (grad_scale == 0.0f) return;
+    if (!use) {
+        memset(x, 0, (size_t)Vp * sizeof *x);
+        return;
+    }
+    float k = (float)(1.0 / sum) * grad_scale;
+#pragma omp simd
+    for (int j = 0; j < V; j++) x[j] *= k;
+    x[tgt] -= grad_scale;
+    for (int j = V; j < Vp; j++) x[j] = 0.0f;
+}
+
 void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int32_t *correct,
                              const int32_t *targets, int N, int V, int Vp, float grad_scale)
 {
 #pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * Vp >= PAR_MIN)
-    for (int i = 0; i < N; i++) {
-        float *x = logits + (size_t)i * Vp;
-        int tgt = targets[i];
-        /* a target outside [0, V) cannot be scored: treat it as ignored */
-        int use = tgt >= 0 && tgt < V;
-        /* the maximum as a vectorised reduction, then its first position
-         * (the lowest id wins a tie): a compare-and-move chain over the
-         * row would be scalar and cost as much as the exponentials */
-        float mx = x[0];
-#pragma omp simd reduction(max : mx)
-        for (int j = 1; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-        int am = 0;
-        if (use)
-            while (am < V - 1 && !(x[am] == mx)) am++;
-        /* the exponentials go into the row when it becomes the gradient;
-         * partial sums of 256 in float, added in double */
-        int keep = grad_scale != 0.0f && use;
-        float xt = use ? x[tgt] : 0.0f;
-        double sum = 0.0;
-        /* j0 + 256 would overflow for a vocabulary within 256 of INT_MAX */
-        for (int j0 = 0, j1; j0 < V; j0 = j1) {
-            j1 = V - j0 > 256 ? j0 + 256 : V;
-            float ps = 0.0f;
-            if (keep) {
-#pragma omp simd reduction(+ : ps)
-                for (int j = j0; j < j1; j++) {
-                    x[j] = vexpf(x[j] - mx);
-                    ps += x[j];
-                }
-            } else {
-#pragma omp simd reduction(+ : ps)
-                for (int j = j0; j < j1; j++) ps += vexpf(x[j] - mx);
-            }
-            sum += ps;
-        }
-        losses[i] = use ? (float)(log(sum) + (double)mx - (double)xt) : 0.0f;
-        correct[i] = use && am == tgt;
-        if (grad_scale == 0.0f) continue;
-        if (!use) {
-            memset(x, 0, (size_t)Vp * sizeof *x);
-            continue;
-        }
-        float k = (float)(1.0 / sum) * grad_scale;
-#pragma omp simd
-        for (int j = 0; j < V; j++) x[j] *= k;
-        x[tgt] -= grad_scale;
-        for (int j = V; j < Vp; j++) x[j] = 0.0f;
-    }
+    for (int i = 0; i < N; i++)
+        ce_row(logits + (size_t)i * Vp, losses + i, correct + i, targets[i], V, Vp, grad_scale);
 }
 
 /* ------------------------------------------------------------ optimizer */
@@ -690,10 +773,35 @@ double pile_backend_sumsq(pile_backend *be, const float *x, size_t n)
     return s;
 }
 
+HOT static void scale_range(float *x, size_t n, float s)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
 void pile_backend_scale(pile_backend *be, float *x, size_t n, float s)
 {
-#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) x[i] *= s;
+    size_t nch = (n + ECHUNK - 1) / ECHUNK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t k = 0; k < nch; k++) {
+        size_t i0 = k * ECHUNK, len = chunk_len(k, n);
+        scale_range(x + i0, len, s);
+    }
+}
+
+HOT static void adamw_range(float *p, const float *g, float *m, float *v, size_t n, float decay, float step,
+                            float bc2s, float eps, float beta2, float w1, float w2)
+{
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        float pi = p[i] * decay;
+        float mi = m[i] + w1 * (gi - m[i]); /* torch's lerp */
+        float vi = v[i] * beta2 + w2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step * (mi / (sqrtf(vi) / bc2s + eps));
+    }
 }
 
 void pile_backend_adamw(pile_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
@@ -707,15 +815,11 @@ void pile_backend_adamw(pile_backend *be, float *p, const float *g, float *m, fl
     float step = (float)((double)lr / bc1);
     float bc2s = (float)sqrt(bc2);
     float w1 = 1.0f - beta1, w2 = 1.0f - beta2;
-#pragma omp parallel for simd num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
-        float pi = p[i] * decay;
-        float mi = m[i] + w1 * (gi - m[i]); /* torch's lerp */
-        float vi = v[i] * beta2 + w2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi - step * (mi / (sqrtf(vi) / bc2s + eps));
+    size_t nch = (n + ECHUNK - 1) / ECHUNK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t k = 0; k < nch; k++) {
+        size_t i0 = k * ECHUNK, len = chunk_len(k, n);
+        adamw_range(p + i0, g + i0, m + i0, v + i0, len, decay, step, bc2s, eps, beta2, w1, w2);
     }
 }
 
