@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "pile_fs.h"
+#include "pile_hex.h"
 #include "pile_utf8.h"
 
 #define MANIFEST_FORMAT "pile-prep manifest"
@@ -52,7 +53,7 @@ static void put_u64(pile_buf *b, const char *indent, const char *key, uint64_t v
 static void write_options(pile_buf *b, const prep_state *st)
 {
     char fp[2 * PILE_TOKENIZER_FP_BYTES + 1];
-    for (int i = 0; i < PILE_TOKENIZER_FP_BYTES; i++) snprintf(fp + 2 * i, 3, "%02x", st->tok_fp[i]);
+    pile_hex_encode(fp, st->tok_fp, PILE_TOKENIZER_FP_BYTES);
     pile_buf_printf(b, "{\n    \"tokenizer\": ");
     put_str(b, st->tok_spec);
     pile_buf_printf(b, ",\n    \"tokenizer_kind\": ");

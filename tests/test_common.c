@@ -15,6 +15,7 @@
 #include "json_internal.h"
 #include "pile_buf.h"
 #include "pile_fs.h"
+#include "pile_hex.h"
 #include "pile_json.h"
 #include "pile_lines.h"
 #include "pile_test.h"
@@ -1082,6 +1083,25 @@ static void test_fs(void)
     pile_buf_free(&got);
 }
 
+static void test_hex(void)
+{
+    TEST("hex: lowercase encoding and its strict inverse");
+    const unsigned char b[4] = {0x00, 0x9f, 0xa0, 0xff};
+    char h[9];
+    pile_hex_encode(h, b, 4);
+    ASSERT_STR_EQ(h, "009fa0ff");
+    unsigned char back[4] = {1, 1, 1, 1};
+    ASSERT_EQ(pile_hex_decode(back, 4, h), 0);
+    ASSERT_MEM_EQ(back, b, 4);
+    ASSERT_EQ(pile_hex_decode(back, 4, "009FA0FF"), -1); /* uppercase is not what we write */
+    ASSERT_EQ(pile_hex_decode(back, 4, "009fa0f"), -1);
+    ASSERT_EQ(pile_hex_decode(back, 4, "009fa0ff0"), -1);
+    ASSERT_EQ(pile_hex_decode(back, 4, "009fa0fg"), -1);
+    ASSERT_EQ(pile_hex_decode(back, 4, NULL), -1);
+    pile_hex_encode(h, b, 0);
+    ASSERT_STR_EQ(h, "");
+}
+
 int main(void)
 {
     if (!pile_test_tmpdir(tmpdir, sizeof tmpdir, "common")) {
@@ -1097,6 +1117,7 @@ int main(void)
     test_buf();
     test_err();
     test_fs();
+    test_hex();
     test_utf8();
     test_lines_plain_vs_zstd();
     test_lines_max_line();

@@ -15,6 +15,7 @@
 
 #include "pile_buf.h"
 #include "pile_fs.h"
+#include "pile_hex.h"
 #include "pile_json.h"
 #include "pile_shards.h"
 #include "pile_tokenizer.h"
@@ -204,11 +205,6 @@ static void scan_shard(dump *d, shard_entry *e)
     free(local);
 }
 
-static void hex(char *out, const uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", b[i]);
-}
-
 static double frac(uint64_t a, uint64_t b)
 {
     return b ? (double)a / (double)b : 0.0;
@@ -236,7 +232,7 @@ static void print_text(const dump *d, const char *path, int verified)
     for (size_t i = 0; i < d->n; i++) {
         const pile_shard_info *in = pile_shard_get_info(d->shards[i].s);
         char fp[2 * PILE_SHARD_FP_BYTES + 1];
-        hex(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
+        pile_hex_encode(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
         printf("%s: version %" PRIu32 ", %s, %s packing, %" PRIu32 "-byte tokens, max_length %" PRIu32 "\n",
                d->shards[i].name, in->version, split_names[in->split], pack_name(in->pack), in->token_bytes,
                in->max_length);
@@ -322,7 +318,7 @@ static void print_json(const dump *d, int verified)
     for (size_t i = 0; i < d->n; i++) {
         const pile_shard_info *in = pile_shard_get_info(d->shards[i].s);
         char fp[2 * PILE_SHARD_FP_BYTES + 1];
-        hex(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
+        pile_hex_encode(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
         printf("%s\n    {\"name\": ", i ? "," : "");
         json_str(d->shards[i].name);
         printf(", \"path\": ");
@@ -387,8 +383,8 @@ static void decode_row(shard_entry *e, uint64_t r, uint64_t global, const char *
     pile_tokenizer_fingerprint(tok, fp);
     if (memcmp(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES) != 0) {
         char a[2 * PILE_SHARD_FP_BYTES + 1], b[2 * PILE_SHARD_FP_BYTES + 1];
-        hex(a, fp, PILE_SHARD_FP_BYTES);
-        hex(b, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
+        pile_hex_encode(a, fp, PILE_SHARD_FP_BYTES);
+        pile_hex_encode(b, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
         die(1, "tokenizer '%s' (fingerprint %s) is not the one '%s' was made with (fingerprint %s); pass the right"
             " one with --tokenizer", spec ? spec : "bytes", a, e->path, b);
     }

@@ -14,6 +14,7 @@
 
 #include "pile_buf.h"
 #include "pile_fs.h"
+#include "pile_hex.h"
 #include "pile_json.h"
 #include "pile_lines.h"
 #include "pile_progress.h"
@@ -514,9 +515,9 @@ static int cmd_info(int argc, char **argv)
         const char *s = pile_tokenizer_special(tok, i, &id);
         printf("  %u %s\n", id, s);
     }
-    printf("pattern: %s\nfingerprint: ", pile_tokenizer_pattern(tok));
-    for (int i = 0; i < PILE_TOKENIZER_FP_BYTES; i++) printf("%02x", fp[i]);
-    printf("\n");
+    char fp_hex[2 * PILE_TOKENIZER_FP_BYTES + 1];
+    pile_hex_encode(fp_hex, fp, PILE_TOKENIZER_FP_BYTES);
+    printf("pattern: %s\nfingerprint: %s\n", pile_tokenizer_pattern(tok), fp_hex);
     pile_tokenizer_close(tok);
     return 0;
 }

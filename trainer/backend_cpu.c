@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "backend.h"
+#include "trainer_internal.h"
 
 #define ALIGN 64
 /* Loops shorter than this run on the calling thread: an OpenMP fork costs
@@ -666,10 +667,7 @@ void pile_backend_add(pile_backend *be, float *out, const float *a, const float 
  * so any element's mask can be recomputed in any order. */
 static inline uint64_t mix64(uint64_t seed, uint64_t i)
 {
-    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return pile__mix64(seed + (i + 1) * PILE__GOLDEN);
 }
 
 void pile_backend_dropout(pile_backend *be, float *x, size_t n, float p, uint64_t seed)

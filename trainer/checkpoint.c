@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "pile_fs.h"
+#include "pile_hex.h"
 #include "pile_json.h"
 #include "pile_tokenizer.h"
 
@@ -47,28 +48,6 @@ static int rm_tree(const char *path, pile_err *err)
     if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : pile_err_sys(err, PILE_EIO, errno, "cannot stat '%s'", path);
     if (nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
         return pile_err_sys(err, PILE_EIO, errno, "cannot remove '%s'", path);
-    return 0;
-}
-
-static void hex16(char out[33], const uint8_t fp[16])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        out[2 * i] = digits[fp[i] >> 4];
-        out[2 * i + 1] = digits[fp[i] & 15];
-    }
-    out[32] = '\0';
-}
-
-static int unhex16(uint8_t fp[16], const char *s)
-{
-    if (!s || strlen(s) != 32) return -1;
-    for (int i = 0; i < 32; i++) {
-        int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (v < 0) return -1;
-        if (i % 2 == 0) fp[i / 2] = (uint8_t)(v << 4);
-        else fp[i / 2] |= (uint8_t)v;
-    }
     return 0;
 }
 
@@ -253,7 +232,7 @@ static int write_config(const char *tmp, pile_model *m, const pile_train_state *
 {
     const pile_model_config *c = pile_model_get_config(m);
     char fp[33];
-    hex16(fp, st->tokenizer_fp);
+    pile_hex_encode(fp, st->tokenizer_fp, 16);
     long eot = eot_id(st, c->vocab_size);
     pile_buf b = {0}, path = {0};
     pile_buf_append_str(&b, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n");
@@ -300,7 +279,7 @@ static int write_state(const char *tmp, const pile_train_state *st, const char *
         if (!obj) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: the configuration is not a JSON object");
     }
     char fp[33];
-    hex16(fp, st->tokenizer_fp);
+    pile_hex_encode(fp, st->tokenizer_fp, 16);
     pile_buf b = {0}, path = {0};
     pile_buf_printf(&b, "{\n  \"format\": 1,\n  \"step\": %lld,\n  \"epoch\": %lld,\n  \"position\": ",
                     (long long)st->step, (long long)st->epoch);
@@ -356,7 +335,7 @@ static int write_tokenizer(const char *tmp, const pile_train_state *st, pile_err
         if (rc) goto out;
     }
     char fp[33];
-    hex16(fp, st->tokenizer_fp);
+    pile_hex_encode(fp, st->tokenizer_fp, 16);
     pile_buf_printf(&txt, "spec: %s\nfingerprint: %s\n", is_builtin_spec(spec) ? "bytes" : spec, fp);
     rc = txt.failed ? OOM(err) : path_of(&dst, dir.data, "tokenizer_spec.txt", err);
     if (!rc) rc = pile_fs_write_atomic(dst.data, txt.data, txt.len, err);
@@ -588,7 +567,7 @@ static int parse_state(const char *dir, const pile_json *j, pile_train_state *st
     st->best_val_loss = pile_json_type_of(b) == PILE_JSON_NUMBER ? pile_json_num(b) : INFINITY;
     const pile_json *ls = pile_json_get(j, "loss_scale");
     st->loss_scale = pile_json_type_of(ls) == PILE_JSON_NUMBER ? pile_json_num(ls) : 1.0;
-    if (unhex16(st->tokenizer_fp, pile_json_str(pile_json_get(j, "tokenizer_fingerprint"), NULL)))
+    if (pile_hex_decode(st->tokenizer_fp, 16, pile_json_str(pile_json_get(j, "tokenizer_fingerprint"), NULL)))
         return pile_err_set(err, PILE_EFORMAT, "bad trainer_state.json in '%s': tokenizer_fingerprint is not 32 hex digits",
                             dir);
     size_t n;

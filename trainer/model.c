@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trainer_internal.h"
+
 /* Per-layer tensors, in Hugging Face order after wte and wpe. */
 enum {
     T_LN1_W,
@@ -98,10 +100,7 @@ struct pile_model {
 
 static uint64_t splitmix64(uint64_t *state)
 {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return pile__mix64(*state += PILE__GOLDEN);
 }
 
 /* A distinct, well-mixed seed per (layer, site), so no two dropout sites
@@ -524,8 +523,7 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
 static const float *branch_grad(pile_model *m, const float *dresid, size_t n, int l, int site)
 {
     if (!m->last_dropout) return dresid;
-    pile_backend_zero(m->be, m->dbranch, n * sizeof(float));
-    pile_backend_add(m->be, m->dbranch, m->dbranch, dresid, n);
+    pile_backend_copy(m->be, m->dbranch, dresid, n * sizeof(float));
     pile_backend_dropout(m->be, m->dbranch, n, m->cfg.dropout, site_seed(m->last_seed, l, site));
     return m->dbranch;
 }

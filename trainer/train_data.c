@@ -22,8 +22,10 @@
 
 #include "pile_buf.h"
 #include "pile_fs.h"
+#include "pile_hex.h"
 #include "pile_json.h"
 #include "pile_shards.h"
+#include "trainer_internal.h"
 
 /* A row whose window count differs from a full row's. */
 typedef struct short_row {
@@ -250,7 +252,7 @@ static int read_manifest(pile_data *d, const char *dir, const char *first_shard,
     }
     if (rc == 0 && fp && pile_json_type_of(fp) == PILE_JSON_STRING) {
         char hex[2 * PILE_SHARD_FP_BYTES + 1];
-        for (int i = 0; i < PILE_SHARD_FP_BYTES; i++) snprintf(hex + 2 * i, 3, "%02x", d->info.tokenizer_fp[i]);
+        pile_hex_encode(hex, d->info.tokenizer_fp, PILE_SHARD_FP_BYTES);
         if (strcmp(hex, pile_json_str(fp, NULL)))
             rc = pile_err_set(err, PILE_EMISMATCH, "'%s' names tokenizer fingerprint %s but '%s' has %s", path.data,
                               pile_json_str(fp, NULL), first_shard, hex);
@@ -405,14 +407,6 @@ int pile_data_seq_len(const pile_data *d) { return d->seq_len; }
  * machine. (A Feistel network only ever yields even permutations of its
  * domain, immaterial past the smallest n.) */
 #define FEISTEL_ROUNDS 8
-#define GOLDEN 0x9E3779B97F4A7C15ull
-
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 uint64_t pile_data_epoch_sample(const pile_data *d, uint64_t seed, uint64_t epoch, uint64_t position)
 {
@@ -421,13 +415,13 @@ uint64_t pile_data_epoch_sample(const pile_data *d, uint64_t seed, uint64_t epoc
     unsigned h = 1; /* half width: the smallest with 4^h >= n */
     while (h < 32 && (n - 1) >> (2 * h)) h++;
     const uint64_t mask = h == 32 ? UINT64_MAX >> 32 : (1ull << h) - 1;
-    uint64_t k[FEISTEL_ROUNDS], base = mix64(mix64(seed + GOLDEN) ^ epoch);
-    for (int r = 0; r < FEISTEL_ROUNDS; r++) k[r] = mix64(base + (uint64_t)(r + 1) * GOLDEN);
+    uint64_t k[FEISTEL_ROUNDS], base = pile__mix64(pile__mix64(seed + PILE__GOLDEN) ^ epoch);
+    for (int r = 0; r < FEISTEL_ROUNDS; r++) k[r] = pile__mix64(base + (uint64_t)(r + 1) * PILE__GOLDEN);
     uint64_t x = position;
     do {
         uint64_t l = x >> h, rt = x & mask;
         for (int r = 0; r < FEISTEL_ROUNDS; r++) {
-            uint64_t t = l ^ (mix64(rt ^ k[r]) & mask);
+            uint64_t t = l ^ (pile__mix64(rt ^ k[r]) & mask);
             l = rt;
             rt = t;
         }

@@ -26,12 +26,14 @@
 #include "optim.h"
 #include "pile_buf.h"
 #include "pile_fs.h"
+#include "pile_hex.h"
 #include "pile_json.h"
 #include "pile_progress.h"
 #include "pile_tokenizer.h"
 #include "pile_utf8.h"
 #include "train_data.h"
 #include "train_loop.h"
+#include "trainer_internal.h"
 
 /* The module's single piece of global state: the signal that asked training
  * to stop (0 = none). A signal handler may only store to a volatile
@@ -63,13 +65,10 @@ static void on_stop_signal(int sig)
     (void)w;
 }
 
-/* splitmix64's finaliser: a bijective mix, so distinct inputs stay distinct. */
+/* One splitmix64 step: a bijection, so distinct inputs stay distinct. */
 static uint64_t mix64(uint64_t x)
 {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
+    return pile__mix64(x + PILE__GOLDEN);
 }
 
 /* The dropout seed of one micro-batch: a pure function of (seed, step,
@@ -219,11 +218,6 @@ static int read_stored_config(const char *ckpt, pile_json **root, pile_err *err)
     if (rc == 0) rc = pile_json_parse(js.data ? js.data : "", js.len, "trainer_state.json", root, err);
     pile_buf_free(&js);
     return rc;
-}
-
-static void hex16(char out[33], const uint8_t fp[16])
-{
-    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", fp[i]);
 }
 
 /* ------------------------------------------------------------- printing */
@@ -423,8 +417,8 @@ static int check_resume_state(const char *ckpt, const pile_train_state *st, cons
                             ckpt, st->seed, c->seed);
     if (memcmp(st->tokenizer_fp, info->tokenizer_fp, 16) != 0) {
         char a[33], b[33];
-        hex16(a, st->tokenizer_fp);
-        hex16(b, info->tokenizer_fp);
+        pile_hex_encode(a, st->tokenizer_fp, 16);
+        pile_hex_encode(b, info->tokenizer_fp, 16);
         return pile_err_set(err, PILE_EMISMATCH,
                             "cannot resume from '%s': the shards in '%s' were made with another tokenizer "
                             "(fingerprint %s, the checkpoint's %s)",
@@ -444,8 +438,8 @@ static int check_tokenizer_override(const pile_train_config *c, const pile_data_
     pile_tokenizer_close(tok);
     if (memcmp(fp, info->tokenizer_fp, 16) != 0) {
         char a[33], b[33];
-        hex16(a, fp);
-        hex16(b, info->tokenizer_fp);
+        pile_hex_encode(a, fp, 16);
+        pile_hex_encode(b, info->tokenizer_fp, 16);
         return pile_err_set(err, PILE_EMISMATCH,
                             "tokenizer '%s' is not the one that made the shards in '%s' (fingerprint %s, the "
                             "shards' %s)",
