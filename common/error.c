@@ -61,6 +61,7 @@ const char *pile_strerror(int code)
     case PILE_EVERSION: return "unsupported version";
     case PILE_EMISMATCH: return "mismatch";
     case PILE_ELIMIT: return "limit exceeded";
+    case PILE_EBUSY: return "in use";
     default: return "unknown error";
     }
 }

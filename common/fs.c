@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The PILE_E* code for a failed system call's errno. */
@@ -142,4 +144,80 @@ int pile_fs_join(pile_buf *out, const char *a, const char *b)
         return PILE_ENOMEM;
     out->data[out->len] = '\0';
     return 0;
+}
+
+struct pile_fs_lock {
+    int fd;
+};
+
+/* The holder's record, read back for the refusal message: one line, made
+ * printable (the file is ours, but a person may have written into it). */
+static void read_holder(int fd, char *out, size_t cap)
+{
+    char buf[512];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    size_t k = 0;
+    for (ssize_t i = 0; n > 0 && i < n && k + 1 < cap; i++) {
+        unsigned char c = (unsigned char)buf[i];
+        if (c == '\n') break;
+        out[k++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    out[k] = '\0';
+}
+
+int pile_fs_lock_open(pile_fs_lock **out, const char *dir, const char *tool, pile_err *err)
+{
+    *out = NULL;
+    pile_buf path = {0};
+    if (pile_fs_join(&path, dir, PILE_FS_LOCK_NAME)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    int rc = 0;
+    int fd = open(path.data, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        rc = pile_err_sys(err, code_of(errno), errno, "cannot open lock file '%s'", path.data);
+        goto done;
+    }
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR) continue;
+        if (errno == EWOULDBLOCK) {
+            char who[256];
+            read_holder(fd, who, sizeof who);
+            rc = pile_err_set(err, PILE_EBUSY, "folder '%s' is in use by %s (lock file '%s'); wait for it to end, or "
+                              "use another folder", dir, who[0] ? who : "another process (it is starting)", path.data);
+        } else {
+            rc = pile_err_sys(err, PILE_EIO, errno, "cannot lock '%s'", path.data);
+        }
+        close(fd);
+        goto done;
+    }
+    /* Ours now: record who we are for a second process's message. */
+    char host[256] = "unknown host";
+    if (gethostname(host, sizeof host) != 0) strcpy(host, "unknown host");
+    host[sizeof host - 1] = '\0';
+    time_t now = time(NULL);
+    struct tm tm;
+    char when[64] = "unknown time";
+    if (gmtime_r(&now, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    char line[768];
+    int len = snprintf(line, sizeof line, "%s (pid %ld on host %s, since %s)\n", tool, (long)getpid(), host, when);
+    if (len < 0 || (size_t)len >= sizeof line) len = (int)strlen(line);
+    /* The record is informative only: a failure to write it does not stop the run. */
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, line, (size_t)len, 0) < 0) { /* nothing to do */ }
+    pile_fs_lock *l = malloc(sizeof *l);
+    if (!l) {
+        close(fd);
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        goto done;
+    }
+    l->fd = fd;
+    *out = l;
+done:
+    pile_buf_free(&path);
+    return rc;
+}
+
+void pile_fs_lock_close(pile_fs_lock *lock)
+{
+    if (!lock) return;
+    close(lock->fd); /* closing the only descriptor releases the flock */
+    free(lock);
 }

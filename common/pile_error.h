@@ -23,6 +23,7 @@ enum {
     PILE_EVERSION = -8,  /* a format version this build cannot read */
     PILE_EMISMATCH = -9, /* inputs or settings disagree (e.g. resume with other options) */
     PILE_ELIMIT = -10,   /* a configured limit was exceeded */
+    PILE_EBUSY = -11,    /* a resource is held by another process (a folder's lock) */
 };
 
 #define PILE_ERR_MSG_MAX 1024

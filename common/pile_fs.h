@@ -36,6 +36,26 @@ int pile_fs_is_dir(const char *path);
  * an empty a gives b unchanged. 0 or PILE_ENOMEM. */
 int pile_fs_join(pile_buf *out, const char *a, const char *b);
 
+/* One writer per folder: an advisory lock (flock(2)) on <dir>/.pile.lock,
+ * held until pile_fs_lock_close or the process's end (the kernel releases a
+ * dead process's lock, so a lock never outlives its holder and needs no
+ * cleanup). The file records who holds it (tool, pid, host, start time) for
+ * the message a second process gets. The descriptor is close-on-exec.
+ * Advisory: it keeps out other pile tools, not other programs. */
+typedef struct pile_fs_lock pile_fs_lock;
+
+#define PILE_FS_LOCK_NAME ".pile.lock"
+
+/* Takes the lock of folder `dir` (which must exist) for `tool` (a short
+ * name such as "pile-prep"), without waiting. When another process holds
+ * it: PILE_EBUSY with a message naming the folder and the holder ("folder
+ * 'o' is in use by pile-prep (pid 123 on host h, since 2026-12-03
+ * 10:00:00 UTC)"). */
+int pile_fs_lock_open(pile_fs_lock **out, const char *dir, const char *tool, pile_err *err);
+/* Releases the lock (the file stays: removing it would race with a process
+ * that has just opened it). Accepts NULL. */
+void pile_fs_lock_close(pile_fs_lock *lock);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,10 +5,12 @@
  * checked against the independent validator in json_internal.h. */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -1078,6 +1080,44 @@ static void test_fs(void)
     longp[sizeof longp - 1] = 0;
     ASSERT_EQ(pile_fs_fsync_dir(longp, &err), PILE_EINVAL);
     ASSERT(strstr(err.msg, "cannot fsync the folder of 'aaa") == err.msg);
+
+    TEST("fs: a folder's lock refuses a second holder, naming the first, and dies with its process");
+    pile_fs_lock *l1 = NULL, *l2 = NULL;
+    REQUIRE_OK(pile_fs_lock_open(&l1, tmp_path("m", &p), "test-one", &err), &err);
+    ASSERT_EQ(pile_fs_lock_open(&l2, tmp_path("m", &p), "test-two", &err), PILE_EBUSY);
+    ASSERT(l2 == NULL);
+    char pidtxt[64];
+    snprintf(pidtxt, sizeof pidtxt, "test-one (pid %ld on host ", (long)getpid());
+    ASSERT(strstr(err.msg, pidtxt) != NULL);
+    ASSERT(strstr(err.msg, "folder '") == err.msg);
+    pile_fs_lock_close(l1);
+    REQUIRE_OK(pile_fs_lock_open(&l2, tmp_path("m", &p), "test-two", &err), &err);
+    pile_fs_lock_close(l2);
+    pile_fs_lock_close(NULL);
+    /* a holder killed with SIGKILL leaves the file, never the lock */
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        pile_fs_lock *cl = NULL;
+        char c = pile_fs_lock_open(&cl, tmp_path("m", &p), "test-child", NULL) == 0 ? 'y' : 'n';
+        if (write(ready[1], &c, 1) != 1) _exit(1);
+        for (;;) pause();
+    }
+    char c = 0;
+    ASSERT(read(ready[0], &c, 1) == 1 && c == 'y');
+    ASSERT_EQ(pile_fs_lock_open(&l2, tmp_path("m", &p), "test-two", &err), PILE_EBUSY);
+    ASSERT(strstr(err.msg, "test-child (pid ") != NULL);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    close(ready[0]);
+    close(ready[1]);
+    REQUIRE_OK(pile_fs_lock_open(&l2, tmp_path("m", &p), "test-two", &err), &err);
+    pile_fs_lock_close(l2);
+    ASSERT(stat(tmp_path("m/" PILE_FS_LOCK_NAME, &p), &st) == 0);
+    ASSERT(pile_fs_lock_open(&l2, tmp_path("no/such", &p), "test-two", &err) < 0 && l2 == NULL);
+    ASSERT(strstr(err.msg, "cannot open lock file '") == err.msg);
     pile_buf_free(&p);
     pile_buf_free(&j);
     pile_buf_free(&got);
