@@ -212,7 +212,7 @@ static void test_deepspeed(void)
     pile_train_config_defaults(&c);
     p = write_file("ds.json", "{\"fp16\": {\"enabled\": true, \"loss_scale\": 0, \"initial_scale_power\": 12,\n"
                               " \"loss_scale_window\": 500, \"hysteresis\": 3, \"min_loss_scale\": 0.5,"
-                              " \"consecutive_hysteresis\": false}}");
+                              " \"consecutive_hysteresis\": true}}");
     OK(pile_train_config_load_deepspeed(&c, p, &w, &err), &err);
     ASSERT_EQ(c.precision, PILE_PRECISION_FP16);
     ASSERT(c.loss_scale == 0);
@@ -222,7 +222,8 @@ static void test_deepspeed(void)
     ASSERT(c.min_loss_scale == 0.5);
     snprintf(want, sizeof want, "fp16 requested by '%s' but the cpu backend trains in fp32", p);
     ASSERT(has(&w, want));
-    ASSERT(has(&w, "key 'fp16.consecutive_hysteresis' not supported, ignored"));
+    ASSERT_EQ(c.consecutive_hysteresis, 1);
+    ASSERT(!has(&w, "consecutive_hysteresis"));
     w.len = 0;
     pile_train_config_defaults(&c);
     p = write_file("ds.json", "{\"fp16\": {\"enabled\": false, \"initial_scale_power\": 8}, \"bf16\": {\"enabled\": \"auto\"}}");
@@ -465,6 +466,8 @@ static void test_round_trip(void)
     ASSERT(has(&h, "--learning_rate X") && has(&h, "(default 0.0006)"));
     ASSERT(has(&h, "--config S"));
     ASSERT(has(&h, "per_device_train_batch_size (batch_size)"));
+    ASSERT(has(&h, "bf16 and fp16 (true: that precision; --bf16, --fp16)\n"));
+    ASSERT(has(&h, "--[no-]consecutive_hysteresis"));
     pile_buf_free(&h);
 }
 
@@ -492,10 +495,148 @@ static void test_check(void)
     BAD(c.val_fraction = 0.6, "val_fraction");
     BAD(c.max_length = -1, "max_length");
     BAD(c.world_size = 0, "world_size");
+    BAD(c.loss_scale = -1, "loss_scale must be 0 (dynamic) or a positive finite fp32 number, not -1");
+    BAD(c.loss_scale = 1e39, "loss_scale");
+    BAD(c.min_loss_scale = 0, "min_loss_scale must be a positive finite fp32 number, not 0");
+    BAD(c.initial_scale_power = 128, "initial_scale_power must be 0 to 127, not 128");
+    BAD(c.loss_scale_window = 0, "loss_scale_window");
+    BAD(c.hysteresis = 0, "hysteresis");
 #undef BAD
     pile_train_config_defaults(&c);
     c.n_embd = 96, c.n_head = 3, c.doc_mask = c.doc_mask_loss = 1, c.val_fraction = 0.5, c.warmup_ratio = 1;
     ASSERT_EQ(pile_train_config_check(&c, &err), 0);
+}
+
+/* Resolves argv with w cleared; the return code. */
+static int resolve(pile_train_config *c, int argc, char **argv, pile_buf *w, pile_err *err)
+{
+    w->len = 0;
+    return pile_train_config_resolve(c, argc, argv, 1, w, err);
+}
+
+static void test_precision(void)
+{
+    pile_train_config c;
+    pile_err err;
+    pile_buf w = {0};
+    char want[1400];
+    const char *p;
+
+    TEST("precision: Hugging Face's bf16 / fp16 booleans in a config file");
+    pile_train_config_defaults(&c);
+    p = write_file("hf.json", "{\"bf16\": true, \"fp16\": false}");
+    OK(pile_train_config_load_json(&c, p, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_BF16);
+    ASSERT_EQ(w.len, 0);
+    p = write_file("hf.json", "{\"fp16\": true, \"precision\": \"fp16\"}");
+    OK(pile_train_config_load_json(&c, p, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_FP16);
+    /* false is their default: it changes nothing */
+    p = write_file("hf.json", "{\"fp16\": false}");
+    OK(pile_train_config_load_json(&c, p, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_FP16);
+
+    TEST("precision: bf16 and fp16 both enabled refused naming both, wherever they come from");
+    pile_train_config_defaults(&c);
+    p = write_file("hf.json", "{\"bf16\": true, \"batch_size\": 3, \"fp16\": true}");
+    ASSERT_EQ(pile_train_config_load_json(&c, p, &w, &err), PILE_EINVAL);
+    snprintf(want, sizeof want, "'%s': 'bf16' and 'fp16' are both enabled", p);
+    ASSERT_STR_EQ(err.msg, want);
+    ASSERT_EQ(c.batch_size, 8); /* nothing applied */
+    ASSERT_EQ(c.precision, PILE_PRECISION_FP32);
+    p = write_file("hf.json", "{\"precision\": \"fp32\", \"fp16\": true}");
+    ASSERT_EQ(pile_train_config_load_json(&c, p, &w, &err), PILE_EINVAL);
+    snprintf(want, sizeof want, "'%s': 'fp16' is enabled but 'precision' is fp32", p);
+    ASSERT_STR_EQ(err.msg, want);
+    p = write_file("hf.json", "{\"bf16\": 1}");
+    ASSERT_EQ(pile_train_config_load_json(&c, p, &w, &err), PILE_EINVAL);
+    snprintf(want, sizeof want, "'%s': 'bf16' must be true or false", p);
+    ASSERT_STR_EQ(err.msg, want);
+    char *both[] = {"train", "--bf16", "--fp16"};
+    ASSERT_EQ(resolve(&c, 3, both, &w, &err), PILE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "--bf16 and --fp16 are both enabled");
+    char *against[] = {"train", "--fp16", "--precision", "bf16"};
+    ASSERT_EQ(resolve(&c, 4, against, &w, &err), PILE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "--fp16 is enabled but --precision is bf16");
+    char *badval[] = {"train", "--bf16=maybe"};
+    ASSERT_EQ(resolve(&c, 2, badval, &w, &err), PILE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "--bf16: 'maybe' is not true or false");
+    p = write_file("ds.json", "{\"bf16\": {\"enabled\": true}, \"fp16\": {\"enabled\": true}}");
+    ASSERT_EQ(pile_train_config_load_deepspeed(&c, p, &w, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "fp16 and bf16 are both enabled") != NULL);
+
+    TEST("precision: flags, then the cpu backend's warning that it trains in fp32");
+    char *fp16[] = {"train", "--fp16"};
+    OK(resolve(&c, 2, fp16, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_FP16);
+    ASSERT(has(&w, "precision fp16 requested but the cpu backend trains in fp32"));
+    char *off[] = {"train", "--bf16=false", "--precision=bf16"};
+    OK(resolve(&c, 3, off, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_BF16);
+    char *none[] = {"train"};
+    OK(resolve(&c, 1, none, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_FP32);
+    ASSERT(!has(&w, "cpu backend"));
+
+    TEST("precision: ds_config.json's word replaces the config file's, with a warning");
+    const char *cfg = write_file("hf.json", "{\"bf16\": true}");
+    const char *ds = write_file("ds.json", "{\"fp16\": {\"enabled\": true, \"consecutive_hysteresis\": true,"
+                                           " \"min_loss_scale\": 0.25}}");
+    char a1[1100], a2[1100];
+    snprintf(a1, sizeof a1, "--config=%s", cfg);
+    snprintf(a2, sizeof a2, "--deepspeed=%s", ds);
+    char *files[] = {"train", a1, a2};
+    OK(resolve(&c, 3, files, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_FP16);
+    snprintf(want, sizeof want, "'%s': precision bf16 set before replaced by fp16", ds);
+    ASSERT(has(&w, want));
+    ASSERT(has(&w, "fp16 requested by"));
+    ASSERT_EQ(c.consecutive_hysteresis, 1);
+    ds = write_file("ds.json", "{\"fp16\": {\"enabled\": false}}");
+    cfg = write_file("hf.json", "{\"fp16\": true}");
+    OK(resolve(&c, 3, files, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_FP32);
+    snprintf(want, sizeof want, "'%s': precision fp16 set before replaced by fp32", ds);
+    ASSERT(has(&w, want));
+    ASSERT(!has(&w, "cpu backend"));
+    /* a flag still wins, without a second warning of its own */
+    char *flag[] = {"train", a1, a2, "--bf16"};
+    OK(resolve(&c, 4, flag, &w, &err), &err);
+    ASSERT_EQ(c.precision, PILE_PRECISION_BF16);
+
+    TEST("loss scaler settings: from ds_config.json and flags, to the scaler, shown by --print-config");
+    ds = write_file("ds.json", "{\"fp16\": {\"enabled\": true, \"loss_scale\": 0, \"initial_scale_power\": 20,"
+                               " \"loss_scale_window\": 100, \"hysteresis\": 4, \"consecutive_hysteresis\": true,"
+                               " \"min_loss_scale\": 2}}");
+    char *ls[] = {"train", a2, "--hysteresis", "5", "--no-consecutive-hysteresis"};
+    OK(resolve(&c, 5, ls, &w, &err), &err);
+    pile_loss_scaler_config lc;
+    pile_train_config_loss_scaler(&c, &lc);
+    ASSERT(lc.loss_scale == 0);
+    ASSERT_EQ(lc.initial_scale_power, 20);
+    ASSERT_EQ(lc.loss_scale_window, 100);
+    ASSERT_EQ(lc.hysteresis, 5);
+    ASSERT_EQ(lc.consecutive_hysteresis, 0);
+    ASSERT(lc.min_loss_scale == 2);
+    pile_loss_scaler *sc = NULL;
+    OK(pile_loss_scaler_create(&sc, &lc, &err), &err);
+    ASSERT(sc && pile_loss_scaler_scale(sc) == 1048576);
+    pile_loss_scaler_free(sc);
+    pile_buf j = {0};
+    c.consecutive_hysteresis = 1;
+    OK(pile_train_config_to_json(&c, &j), &err);
+    ASSERT(has(&j, "\"precision\": \"fp16\",\n"));
+    ASSERT(has(&j, "\"loss_scale\": 0,\n  \"initial_scale_power\": 20,\n  \"loss_scale_window\": 100,\n"
+                   "  \"hysteresis\": 5,\n  \"consecutive_hysteresis\": true,\n  \"min_loss_scale\": 2\n"));
+    pile_buf_free(&j);
+    ds = write_file("ds.json", "{\"fp16\": {\"enabled\": true, \"min_loss_scale\": -1}}");
+    ASSERT_EQ(resolve(&c, 2, ls, &w, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "min_loss_scale must be a positive") != NULL);
+    ds = write_file("ds.json", "{\"fp16\": {\"consecutive_hysteresis\": \"yes\"}}");
+    ASSERT_EQ(resolve(&c, 2, ls, &w, &err), PILE_EINVAL);
+    snprintf(want, sizeof want, "'%s': 'fp16.consecutive_hysteresis' must be true or false", ds);
+    ASSERT_STR_EQ(err.msg, want);
+    pile_buf_free(&w);
 }
 
 /* ----------------------------------------------------------------- data */
@@ -1088,6 +1229,7 @@ int main(void)
     test_flags();
     test_round_trip();
     test_check();
+    test_precision();
     test_data();
     return TEST_DONE();
 }

@@ -1,6 +1,7 @@
 /* bf16 and fp16 on the CPU (precision.h): integer arithmetic on the bits,
- * written as selects rather than branches so that the array loops
- * vectorise (AVX2 and AVX-512 clones: per-lane shifts and compares).
+ * every case computed and the answer picked by masks, without branches,
+ * so that the array loops vectorise (AVX2 and AVX-512 clones: per-lane
+ * shifts and compares); GCC keeps a chain of ?: as branches there.
  *
  * Round to nearest even at bit k of a magnitude a: add 2^(k-1) - 1 plus
  * the bit that will become the lowest one kept, then drop the k low bits.
@@ -63,6 +64,9 @@ static inline float float_of(uint32_t u)
 /* fp32's exponent bias minus fp16's (127 - 15), in place */
 #define H_REBIAS (112u << 23)
 
+/* all ones when c, else 0 */
+static inline uint32_t mask(int c) { return 0u - (uint32_t)c; }
+
 /* ---------------------------------------------------------------- bf16 */
 
 static inline uint16_t to_bf16(uint32_t u)
@@ -107,11 +111,10 @@ static inline uint16_t to_fp16(uint32_t u)
     nan |= nan == 0x7C00u;
     uint32_t n = a - H_REBIAS;
     uint32_t normal = (n + 0x0FFFu + ((n >> 13) & 1)) >> 13;
-    uint32_t h = a > INF            ? nan
-                 : a >= H_INF_MIN   ? 0x7C00u
-                 : a >= H_NORMAL_MIN ? normal
-                 : a > H_ZERO_MAX    ? fp16_subnormal_units(a)
-                                     : 0;
+    uint32_t is_nan = mask(a > INF), is_inf = mask(a >= H_INF_MIN) & ~is_nan;
+    uint32_t is_normal = mask(a >= H_NORMAL_MIN) & ~mask(a >= H_INF_MIN);
+    uint32_t is_sub = mask(a > H_ZERO_MAX) & ~mask(a >= H_NORMAL_MIN);
+    uint32_t h = (nan & is_nan) | (0x7C00u & is_inf) | (normal & is_normal) | (fp16_subnormal_units(a) & is_sub);
     return (uint16_t)(sign | h);
 }
 
@@ -120,8 +123,10 @@ static inline uint32_t fp16_bits_to_fp32(uint32_t h)
     uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x03FFu;
     /* a subnormal is m * 2^-24: exact in fp32, and a normal fp32 there */
     uint32_t sub = bits_of((float)m * 0x1p-24f);
-    uint32_t r = e == 0x1F ? INF | (m << 13) : e ? ((e + 112) << 23) | (m << 13) : sub;
-    return sign | r;
+    /* exponent 31 (infinity, NaN) becomes 255, others rebias by 112 */
+    uint32_t exp = (e + 112) | (mask(e == 0x1F) & 0xFFu);
+    uint32_t r = ((exp << 23) | (m << 13)) & ~mask(e == 0);
+    return sign | r | (sub & mask(e == 0));
 }
 
 /* to_fp16 then fp16_bits_to_fp32 without leaving the fp32 layout: round
@@ -133,12 +138,10 @@ static inline uint32_t round_fp16(uint32_t u)
     uint32_t nan = (a & 0xFFFFE000u) | ((uint32_t)((a & 0x007FE000u) == 0) << 13);
     uint32_t normal = (a + 0x0FFFu + ((a >> 13) & 1)) & 0xFFFFE000u;
     uint32_t sub = bits_of((float)fp16_subnormal_units(a) * 0x1p-24f);
-    uint32_t r = a > INF            ? nan
-                 : a >= H_INF_MIN   ? INF
-                 : a >= H_NORMAL_MIN ? normal
-                 : a > H_ZERO_MAX    ? sub
-                                     : 0;
-    return sign | r;
+    uint32_t is_nan = mask(a > INF), is_inf = mask(a >= H_INF_MIN) & ~is_nan;
+    uint32_t is_normal = mask(a >= H_NORMAL_MIN) & ~mask(a >= H_INF_MIN);
+    uint32_t is_sub = mask(a > H_ZERO_MAX) & ~mask(a >= H_NORMAL_MIN);
+    return sign | (nan & is_nan) | (INF & is_inf) | (normal & is_normal) | (sub & is_sub);
 }
 
 uint16_t pile_fp32_to_fp16(float x) { return to_fp16(bits_of(x)); }

@@ -71,15 +71,16 @@ static const field fields[] = {
     FIELD(resume, NULL, T_BOOL, R_ANY, "continue from the newest checkpoint in checkpoint_dir"),
     FIELD(backend, NULL, T_STR, R_ANY, "compute backend"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core)"),
-    FIELD(precision, NULL, T_PREC, R_ANY, "fp32, bf16 or fp16 (the cpu backend trains in fp32)"),
+    FIELD(precision, NULL, T_PREC, R_ANY, "fp32, bf16 or fp16 (the cpu backend trains in fp32 for now)"),
     FIELD(world_size, NULL, T_INT, R_POS, "processes training together"),
     FIELD(zero_stage, NULL, T_INT, R_NONNEG, "DeepSpeed ZeRO stage (kept for later backends)"),
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY, "optimizer state offload (kept for later backends)"),
-    FIELD(loss_scale, NULL, T_DBL, R_ANY, "fp16 loss scale (0: dynamic)"),
-    FIELD(initial_scale_power, NULL, T_INT, R_NONNEG, "fp16 dynamic loss scale starts at 2^this"),
-    FIELD(loss_scale_window, NULL, T_INT, R_POS, "fp16 steps without overflow before the scale grows"),
-    FIELD(hysteresis, NULL, T_INT, R_POS, "fp16 overflows tolerated before the scale shrinks"),
-    FIELD(min_loss_scale, NULL, T_DBL, R_ANY, "fp16 smallest loss scale"),
+    FIELD(loss_scale, NULL, T_DBL, R_ANY, "fp16 static loss scale (0: dynamic)"),
+    FIELD(initial_scale_power, NULL, T_INT, R_NONNEG, "fp16 dynamic loss scale starts at 2^this (0 to 127)"),
+    FIELD(loss_scale_window, NULL, T_INT, R_POS, "fp16 steps without overflow before the scale doubles"),
+    FIELD(hysteresis, NULL, T_INT, R_POS, "fp16 overflows tolerated before the scale halves"),
+    FIELD(consecutive_hysteresis, NULL, T_BOOL, R_ANY, "fp16: every step without overflow refills the hysteresis"),
+    FIELD(min_loss_scale, NULL, T_DBL, R_ANY, "fp16 smallest dynamic loss scale"),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 
@@ -98,8 +99,6 @@ static const struct {
     {"logging_steps", "log_interval"},
     {"deepspeed", "deepspeed_file"},
 };
-
-static const char *precision_names[] = {"fp32", "bf16", "fp16"};
 
 static void *fptr(pile_train_config *c, const field *f) { return (char *)c + f->off; }
 static const void *fcptr(const pile_train_config *c, const field *f) { return (const char *)c + f->off; }
@@ -166,23 +165,6 @@ void pile_train_config_defaults(pile_train_config *c)
 }
 
 /* ------------------------------------------------------------ setting */
-
-static int precision_of(const char *s, pile_precision *out)
-{
-    static const struct {
-        const char *name;
-        pile_precision p;
-    } names[] = {
-        {"fp32", PILE_PRECISION_FP32}, {"float32", PILE_PRECISION_FP32}, {"bf16", PILE_PRECISION_BF16},
-        {"bfloat16", PILE_PRECISION_BF16}, {"fp16", PILE_PRECISION_FP16}, {"float16", PILE_PRECISION_FP16},
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strcmp(names[i].name, s) == 0) {
-            *out = names[i].p;
-            return 1;
-        }
-    return 0;
-}
 
 static const char *range_words(int range)
 {
@@ -285,7 +267,7 @@ static int set_from_json(pile_train_config *c, const field *f, const pile_json *
         *(int *)fptr(c, f) = pile_json_bool(v) ? 1 : 0;
         return 0;
     case T_PREC:
-        if (t != PILE_JSON_STRING || !precision_of(pile_json_str(v, NULL), (pile_precision *)fptr(c, f)))
+        if (t != PILE_JSON_STRING || !pile_precision_parse(pile_json_str(v, NULL), (pile_precision *)fptr(c, f)))
             return pile_err_set(err, PILE_EINVAL, "'%s': '%s' must be \"fp32\", \"bf16\" or \"fp16\"", file, key);
         return 0;
     }
@@ -339,7 +321,7 @@ static int set_from_string(pile_train_config *c, const field *f, const char *fla
             return pile_err_set(err, PILE_EINVAL, "%s: '%s' is not true or false", flag, s);
         return 0;
     case T_PREC:
-        if (!precision_of(s, (pile_precision *)fptr(c, f)))
+        if (!pile_precision_parse(s, (pile_precision *)fptr(c, f)))
             return pile_err_set(err, PILE_EINVAL, "%s: '%s' is not fp32, bf16 or fp16", flag, s);
         return 0;
     }
@@ -360,6 +342,32 @@ static int open_object(const char *path, pile_json **root, pile_err *err)
     return 0;
 }
 
+/* Hugging Face's TrainingArguments booleans "bf16" and "fp16" (also flags
+ * --bf16, --fp16): true sets the precision, false is their default and
+ * changes nothing. hf[0] is bf16, hf[1] fp16: 1, 0, or -1 when absent.
+ * `names` spells the two keys and "precision" as the source does; a
+ * precision the same source names otherwise (precision_given) is refused
+ * rather than one of the two silently winning. */
+static int apply_hf_precision(pile_train_config *c, const int hf[2], int precision_given, const char *where,
+                              const char *const names[3], pile_err *err)
+{
+    if (hf[0] == 1 && hf[1] == 1)
+        return pile_err_set(err, PILE_EINVAL, "%s%s and %s are both enabled", where, names[0], names[1]);
+    if (hf[0] != 1 && hf[1] != 1) return 0;
+    pile_precision p = hf[0] == 1 ? PILE_PRECISION_BF16 : PILE_PRECISION_FP16;
+    if (precision_given && c->precision != p)
+        return pile_err_set(err, PILE_EINVAL, "%s%s is enabled but %s is %s", where, names[hf[1] == 1],
+                            names[2], pile_precision_name(c->precision));
+    c->precision = p;
+    return 0;
+}
+
+/* 0 = bf16, 1 = fp16, -1 = neither name */
+static int hf_precision_key(const char *key)
+{
+    return !strcmp(key, "bf16") ? 0 : !strcmp(key, "fp16") ? 1 : -1;
+}
+
 int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err)
 {
     pile_json *root;
@@ -367,16 +375,32 @@ int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf
     if (rc < 0) return rc;
     /* all or nothing: a bad value leaves *c as it was */
     pile_train_config t = *c;
+    int hf[2] = {-1, -1}, precision_given = 0;
     for (size_t i = 0; i < pile_json_size(root) && rc == 0; i++) {
         const char *key = pile_json_key_at(root, i, NULL);
+        const pile_json *v = pile_json_at(root, i);
+        int k = hf_precision_key(key);
+        if (k >= 0) {
+            if (pile_json_type_of(v) != PILE_JSON_BOOL)
+                rc = pile_err_set(err, PILE_EINVAL, "'%s': '%s' must be true or false", path, key);
+            else hf[k] = pile_json_bool(v);
+            continue;
+        }
         const field *f = field_lookup(key, 0);
         if (!f) {
             warn(warnings, "'%s': unknown key '%s' ignored", path, key);
             continue;
         }
-        rc = set_from_json(&t, f, pile_json_at(root, i), path, key, 0, err);
+        precision_given |= f->type == T_PREC;
+        rc = set_from_json(&t, f, v, path, key, 0, err);
     }
     pile_json_free(root);
+    if (rc == 0) {
+        char where[1100];
+        snprintf(where, sizeof where, "'%s': ", path);
+        static const char *const names[3] = {"'bf16'", "'fp16'", "'precision'"};
+        rc = apply_hf_precision(&t, hf, precision_given, where, names, err);
+    }
     if (rc == 0) *c = t;
     return rc;
 }
@@ -534,6 +558,7 @@ static int ds_fp16(ds_ctx *x, const pile_json *blk, int *enabled)
         {"initial_scale_power", "initial_scale_power"},
         {"loss_scale_window", "loss_scale_window"},
         {"hysteresis", "hysteresis"},
+        {"consecutive_hysteresis", "consecutive_hysteresis"},
         {"min_loss_scale", "min_loss_scale"},
     };
     PILE_FORWARD_IF_ERR(ds_object(x, blk, "fp16"));
@@ -701,8 +726,15 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
     if (rc == 0) {
         if (max_lr) t.learning_rate = pile_json_num(max_lr);
         if (cos_min_ratio) t.min_lr = pile_json_num(cos_min_ratio) * t.learning_rate;
+        /* the file's word, enabled or not, wins over what came before */
+        pile_precision before = t.precision;
         if (fp16 == 1) t.precision = PILE_PRECISION_FP16;
-        if (bf16 == 1) t.precision = PILE_PRECISION_BF16;
+        else if (bf16 == 1) t.precision = PILE_PRECISION_BF16;
+        else if ((fp16 == 0 && before == PILE_PRECISION_FP16) || (bf16 == 0 && before == PILE_PRECISION_BF16))
+            t.precision = PILE_PRECISION_FP32;
+        if (t.precision != before && before != PILE_PRECISION_FP32)
+            warn(warnings, "'%s': precision %s set before replaced by %s", path, pile_precision_name(before),
+                 pile_precision_name(t.precision));
         if ((fp16 == 1 || bf16 == 1) && !strcmp(t.backend, "cpu"))
             warn(warnings, "%s requested by '%s' but the cpu backend trains in fp32", fp16 == 1 ? "fp16" : "bf16",
                  path);
@@ -718,16 +750,24 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
 
 int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, int first, pile_err *err)
 {
-    for (int i = first; i < argc; i++) {
+    int hf[2] = {-1, -1}, precision_given = 0, i;
+    for (i = first; i < argc; i++) {
         const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0 || !a[2]) return i;
+        if (strncmp(a, "--", 2) != 0 || !a[2]) break;
         const char *eq = strchr(a + 2, '=');
         size_t n = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
         char name[64], flag[80];
-        if (n >= sizeof name) return i;
+        if (n >= sizeof name) break;
         for (size_t k = 0; k < n; k++) name[k] = a[2 + k] == '-' ? '_' : a[2 + k];
         name[n] = '\0';
         snprintf(flag, sizeof flag, "--%.*s", (int)n, a + 2);
+        int k = hf_precision_key(name);
+        if (k >= 0) {
+            if (eq && !parse_bool(eq + 1, &hf[k]))
+                return pile_err_set(err, PILE_EINVAL, "%s: '%s' is not true or false", flag, eq + 1);
+            if (!eq) hf[k] = 1;
+            continue;
+        }
         int negated = 0;
         const field *f = field_lookup(name, 1);
         if (!f && !strncmp(name, "no_", 3)) {
@@ -735,7 +775,8 @@ int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, in
             if (f && f->type != T_BOOL) f = NULL;
             negated = 1;
         }
-        if (!f) return i;
+        if (!f) break;
+        precision_given |= f->type == T_PREC;
         if (f->type == T_BOOL && !eq) {
             *(int *)fptr(c, f) = !negated;
             continue;
@@ -748,7 +789,9 @@ int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, in
         }
         PILE_FORWARD_IF_ERR(set_from_string(c, f, flag, value, err));
     }
-    return argc;
+    static const char *const names[3] = {"--bf16", "--fp16", "--precision"};
+    PILE_FORWARD_IF_ERR(apply_hf_precision(c, hf, precision_given, "", names, err));
+    return i;
 }
 
 /* The train_batch_size a ds_config.json asks for, or 0 (none, "auto", unreadable). */
@@ -826,7 +869,7 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
     }
     if (c->precision != PILE_PRECISION_FP32 && !strcmp(c->backend, "cpu") &&
         !(warnings && warnings->data && memmem(warnings->data, warnings->len, "the cpu backend", 15)))
-        warn(warnings, "precision %s requested but the cpu backend trains in fp32", precision_names[c->precision]);
+        warn(warnings, "precision %s requested but the cpu backend trains in fp32", pile_precision_name(c->precision));
     return pile_train_config_check(c, err);
 }
 
@@ -868,9 +911,23 @@ int pile_train_config_check(const pile_train_config *c, pile_err *err)
     PILE_RETURN_IF(!(c->adam_epsilon >= 0), err, PILE_EINVAL, "adam_epsilon must not be negative, not %g",
                    c->adam_epsilon);
     PILE_RETURN_IF(c->zero_stage > 3, err, PILE_EINVAL, "zero_stage must be 0 to 3, not %d", c->zero_stage);
+    pile_loss_scaler_config ls;
+    pile_train_config_loss_scaler(c, &ls);
+    PILE_FORWARD_IF_ERR(pile_loss_scaler_config_check(&ls, err));
     PILE_RETURN_IF(!c->data[0], err, PILE_EINVAL, "data must name a folder");
     PILE_RETURN_IF(!c->checkpoint_dir[0], err, PILE_EINVAL, "checkpoint_dir must name a folder");
     return 0;
+}
+
+void pile_train_config_loss_scaler(const pile_train_config *c, pile_loss_scaler_config *out)
+{
+    pile_loss_scaler_config_defaults(out);
+    out->loss_scale = c->loss_scale;
+    out->initial_scale_power = c->initial_scale_power;
+    out->loss_scale_window = c->loss_scale_window;
+    out->hysteresis = c->hysteresis;
+    out->consecutive_hysteresis = c->consecutive_hysteresis;
+    out->min_loss_scale = c->min_loss_scale;
 }
 
 /* ------------------------------------------------------------- writing */
@@ -921,8 +978,7 @@ static void put_value(pile_buf *out, const pile_train_config *c, const field *f,
         pile_buf_append_str(out, *(const int *)p ? "true" : "false");
         return;
     case T_PREC: {
-        unsigned v = (unsigned)*(const pile_precision *)p;
-        const char *s = v <= PILE_PRECISION_FP16 ? precision_names[v] : "?";
+        const char *s = pile_precision_name(*(const pile_precision *)p);
         pile_buf_printf(out, json ? "\"%s\"" : "%s", s);
         return;
     }
@@ -959,6 +1015,6 @@ void pile_train_config_help(pile_buf *out)
     pile_buf_append_str(out, "  Flags take --name VALUE or --name=VALUE, with dashes or underscores.\n"
                              "  Also read (in --config files and as flags), as Hugging Face names them:\n   ");
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
-        pile_buf_printf(out, " %s (%s)%s", aliases[i].alias, aliases[i].name,
-                        i + 1 < sizeof aliases / sizeof aliases[0] ? "," : "\n");
+        pile_buf_printf(out, " %s (%s),", aliases[i].alias, aliases[i].name);
+    pile_buf_append_str(out, " bf16 and fp16 (true: that precision; --bf16, --fp16)\n");
 }

@@ -13,18 +13,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loss_scaler.h"
 #include "pile_buf.h"
 #include "pile_error.h"
+#include "precision.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum pile_precision {
-    PILE_PRECISION_FP32 = 0,
-    PILE_PRECISION_BF16 = 1,
-    PILE_PRECISION_FP16 = 2,
-} pile_precision;
 
 typedef struct pile_train_config {
     /* paths */
@@ -74,16 +70,21 @@ typedef struct pile_train_config {
     /* read from ds_config.json, kept for the backends that will use them */
     int zero_stage;            /* 0 */
     int offload_optimizer;     /* 0 */
-    double loss_scale;         /* fp16: 0 = dynamic */
-    int initial_scale_power;   /* 16 */
+    /* fp16 loss scaling (loss_scaler.h has the rules): ds_config.json's
+     * fp16 block, or flags */
+    double loss_scale;         /* 0 = dynamic; > 0 = this static scale */
+    int initial_scale_power;   /* 16: the dynamic scale starts at 2^16 */
     int loss_scale_window;     /* 1000 */
     int hysteresis;            /* 2 */
+    int consecutive_hysteresis; /* 0 */
     double min_loss_scale;     /* 1 */
 } pile_train_config;
 
 void pile_train_config_defaults(pile_train_config *c);
 
-/* Applies a JSON config file. Unknown keys: a warning each in *warnings
+/* Applies a JSON config file. Hugging Face's booleans "bf16" and "fp16"
+ * set the precision (both true, or one true against another "precision",
+ * is PILE_EINVAL naming both). Unknown keys: a warning each in *warnings
  * (one line per warning). Wrong types or out-of-range values: PILE_EINVAL
  * naming the file and key. */
 int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err);
@@ -94,15 +95,18 @@ int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf
  * weight_decay}, scheduler {WarmupLR, WarmupDecayLR, WarmupCosineLR:
  * warmup_num_steps / total_num_steps mapped, the rest warned},
  * fp16 {enabled, loss_scale, initial_scale_power, loss_scale_window,
- * hysteresis, min_loss_scale}, bf16 {enabled}, zero_optimization {stage,
- * offload_optimizer, offload_param}, steps_per_print, seed. "auto" leaves
- * the current value. */
+ * hysteresis, consecutive_hysteresis, min_loss_scale}, bf16 {enabled}
+ * (both enabled: PILE_EINVAL; an explicit "enabled" replaces the precision
+ * set before, with a warning when that was not fp32), zero_optimization
+ * {stage, offload_optimizer, offload_param}, steps_per_print, seed. "auto"
+ * leaves the current value. */
 int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err);
 /* Applies command-line flags argv[first..argc). Returns the index of the
  * first argument that is not a recognised flag (argc when all were),
  * or a negative PILE_E* with the flag named. Flags: --NAME VALUE or
  * --NAME=VALUE for every field above (dashes or underscores), booleans as
- * --doc-mask / --no-doc-mask. --config and --deepspeed are applied by
+ * --doc-mask / --no-doc-mask; --bf16 and --fp16 (Hugging Face's) set the
+ * precision as in a config file. --config and --deepspeed are applied by
  * pile_train_config_resolve, not here. */
 int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, int first, pile_err *err);
 
@@ -115,6 +119,9 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
                               pile_err *err);
 /* Checks the invariants above; PILE_EINVAL naming the field. */
 int pile_train_config_check(const pile_train_config *c, pile_err *err);
+
+/* The loss scaler's settings (loss_scaler.h) from the resolved ones. */
+void pile_train_config_loss_scaler(const pile_train_config *c, pile_loss_scaler_config *out);
 
 /* Appends the resolved configuration as JSON (one key per line, sorted as
  * the struct), the form --config reads back. */
