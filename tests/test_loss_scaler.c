@@ -205,6 +205,28 @@ static void test_config_checks(void)
         if (strncmp(err.msg, bad[i].name, strlen(bad[i].name)))
             PILE_FAIL_("case %zu: '%s' does not name %s", i, err.msg, bad[i].name);
     }
+    /* a static scale uses none of the dynamic settings (DeepSpeed checks
+     * them only for a dynamic one) */
+    pile_loss_scaler_config c;
+    pile_loss_scaler_config_defaults(&c);
+    c.loss_scale = 8, c.min_loss_scale = 0, c.loss_scale_window = 0, c.hysteresis = 0, c.initial_scale_power = 500;
+    pile_loss_scaler *s = NULL;
+    pile_err err;
+    ASSERT_EQ(pile_loss_scaler_create(&s, &c, &err), 0);
+    ASSERT(s && pile_loss_scaler_scale(s) == 8);
+    if (s) {
+        /* and its state reads back */
+        pile_buf b = {0};
+        pile_json *j = NULL;
+        ASSERT_EQ(pile_loss_scaler_update(s, 1, NULL, &err), 0);
+        ASSERT_EQ(pile_loss_scaler_state_to_json(s, &b), 0);
+        ASSERT_EQ(pile_json_parse(b.data, b.len, "state", &j, &err), 0);
+        ASSERT_EQ(pile_loss_scaler_state_from_json(s, j, "state", &err), 0);
+        ASSERT_EQ(pile_loss_scaler_skipped(s), 1);
+        pile_json_free(j);
+        pile_buf_free(&b);
+    }
+    pile_loss_scaler_free(s);
 }
 
 /* state JSON of s parsed into *j */

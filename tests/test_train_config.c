@@ -495,13 +495,23 @@ static void test_check(void)
     BAD(c.val_fraction = 0.6, "val_fraction");
     BAD(c.max_length = -1, "max_length");
     BAD(c.world_size = 0, "world_size");
-    BAD(c.loss_scale = -1, "loss_scale must be 0 (dynamic) or a positive finite fp32 number, not -1");
-    BAD(c.loss_scale = 1e39, "loss_scale");
-    BAD(c.min_loss_scale = 0, "min_loss_scale must be a positive finite fp32 number, not 0");
-    BAD(c.initial_scale_power = 128, "initial_scale_power must be 0 to 127, not 128");
-    BAD(c.loss_scale_window = 0, "loss_scale_window");
-    BAD(c.hysteresis = 0, "hysteresis");
+    BAD((c.precision = PILE_PRECISION_FP16, c.loss_scale = -1),
+        "loss_scale must be 0 (dynamic) or a positive finite fp32 number, not -1");
+    BAD((c.precision = PILE_PRECISION_FP16, c.loss_scale = 1e39), "loss_scale");
+    BAD((c.precision = PILE_PRECISION_FP16, c.min_loss_scale = 0),
+        "min_loss_scale must be a positive finite fp32 number, not 0");
+    BAD((c.precision = PILE_PRECISION_FP16, c.initial_scale_power = 128),
+        "initial_scale_power must be 0 to 127, not 128");
+    BAD((c.precision = PILE_PRECISION_FP16, c.loss_scale_window = 0), "loss_scale_window");
+    BAD((c.precision = PILE_PRECISION_FP16, c.hysteresis = 0), "hysteresis");
 #undef BAD
+    /* the fp16 settings are not checked for another precision (as DeepSpeed) */
+    pile_train_config_defaults(&c);
+    c.precision = PILE_PRECISION_BF16, c.min_loss_scale = 0;
+    ASSERT_EQ(pile_train_config_check(&c, &err), 0);
+    /* nor, under a static scale, those of the dynamic one */
+    c.precision = PILE_PRECISION_FP16, c.loss_scale = 1024;
+    ASSERT_EQ(pile_train_config_check(&c, &err), 0);
     pile_train_config_defaults(&c);
     c.n_embd = 96, c.n_head = 3, c.doc_mask = c.doc_mask_loss = 1, c.val_fraction = 0.5, c.warmup_ratio = 1;
     ASSERT_EQ(pile_train_config_check(&c, &err), 0);

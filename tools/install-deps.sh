@@ -6,10 +6,10 @@
 # Debian packages (apt-get, as root or through sudo) for the build, then the
 # Python packages the tests use as independent references (numpy, tiktoken,
 # tokenizers from PyPI, into whichever python3 is first on PATH), then the
-# trainer's reference set (torch, transformers, safetensors, tensorboard):
-# about 1.3 GB of wheels, ~40 s to download and ~20 s to unpack on a CI
-# machine. Failing to install that set is only a warning: the 'reference'
-# tests then skip and say why.
+# trainer's reference set (torch, transformers, safetensors, tensorboard,
+# and DeepSpeed for the loss scaler's rules): about 1.3 GB of wheels, ~40 s
+# to download and ~20 s to unpack on a CI machine. Failing to install that
+# set is only a warning: the 'reference' tests then skip and say why.
 # --no-python skips the Python part: the tools themselves never need Python.
 # Idempotent, and silent when everything is already there (then it needs
 # neither root nor a network).
@@ -110,4 +110,25 @@ if [ $PYTHON = 1 ] && ! ref_ok; then
     log "warning: python3 cannot import the reference set; the 'reference' tests will skip:"
     python3 -c 'import torch, transformers, safetensors, tensorboard' 2>&1 | tail -1 | sed 's/^/install-deps:   /' >&2
   fi
+fi
+
+# DeepSpeed, whose DynamicLossScaler tests/reference/loss_scaler_ref.py
+# compares ours with, pinned to the version whose rules trainer/loss_scaler.h
+# follows. Its sdist builds as pure Python; --no-deps, because what it
+# requires besides torch is for its GPU kernels and launcher: on the CPU
+# (DS_ACCELERATOR=cpu) it imports with these few small modules (~5 MB).
+DS_PKGS=(deepspeed==0.19.8)
+DS_PY_DEPS=(psutil hjson einops msgpack pydantic)
+ds_ok() {
+  DS_ACCELERATOR=cpu python3 -c 'import deepspeed, sys
+from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler
+sys.exit(deepspeed.__version__ != "0.19.8")' 2>/dev/null
+}
+if [ $PYTHON = 1 ] && python3 -c 'import torch' 2>/dev/null && ! ds_ok; then
+  pip_flags
+  log "pip installing ${DS_PKGS[*]} (--no-deps) and ${DS_PY_DEPS[*]}"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" --no-deps "${DS_PKGS[@]}" &&
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" "${DS_PY_DEPS[@]}" ||
+    log "warning: deepspeed did not install"
+  ds_ok || log "warning: python3 cannot import deepspeed ${DS_PKGS[*]#deepspeed==}; the loss-scaler-ref test will skip"
 fi

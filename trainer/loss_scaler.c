@@ -39,6 +39,8 @@ int pile_loss_scaler_config_check(const pile_loss_scaler_config *c, pile_err *er
 {
     PILE_RETURN_IF(!(c->loss_scale >= 0 && c->loss_scale <= FLT_MAX), err, PILE_EINVAL,
                    "loss_scale must be 0 (dynamic) or a positive finite fp32 number, not %g", c->loss_scale);
+    /* the rest only matter to a dynamic scale (DeepSpeed checks them then too) */
+    if (c->loss_scale > 0) return 0;
     PILE_RETURN_IF(c->initial_scale_power < 0 || c->initial_scale_power > MAX_POWER, err, PILE_EINVAL,
                    "initial_scale_power must be 0 to %d, not %d", MAX_POWER, c->initial_scale_power);
     PILE_RETURN_IF(c->loss_scale_window < 1, err, PILE_EINVAL, "loss_scale_window must be a positive integer, not %d",
@@ -60,7 +62,8 @@ int pile_loss_scaler_create(pile_loss_scaler **out, const pile_loss_scaler_confi
     s->cfg.consecutive_hysteresis = c->consecutive_hysteresis != 0;
     s->scale = c->loss_scale > 0 ? c->loss_scale : ldexp(1.0, c->initial_scale_power);
     s->last_overflow = -1;
-    s->hysteresis_left = c->hysteresis;
+    /* a static scale has no tolerance to count; 1 keeps the state valid */
+    s->hysteresis_left = c->loss_scale > 0 ? 1 : c->hysteresis;
     *out = s;
     return 0;
 }
@@ -148,7 +151,7 @@ int pile_loss_scaler_state_from_json(pile_loss_scaler *s, const pile_json *state
     PILE_RETURN_IF(pile_json_bool(dyn) != dynamic(s), err, PILE_EMISMATCH,
                    "the loss scaler state in '%s' is %s but the settings ask for %s loss scaling", where,
                    pile_json_bool(dyn) ? "dynamic" : "static", dynamic(s) ? "dynamic" : "static");
-    PILE_RETURN_IF(left > s->cfg.hysteresis, err, PILE_EMISMATCH,
+    PILE_RETURN_IF(dynamic(s) && left > s->cfg.hysteresis, err, PILE_EMISMATCH,
                    "the loss scaler state in '%s' tolerates %" PRId64 " more overflows but hysteresis is %d", where,
                    left, s->cfg.hysteresis);
     if (dynamic(s)) s->scale = scale;

@@ -52,7 +52,8 @@ typedef struct pile_loss_scaler_config {
 
 /* DeepSpeed's defaults, as above. */
 void pile_loss_scaler_config_defaults(pile_loss_scaler_config *c);
-/* The ranges above; PILE_EINVAL naming the setting. */
+/* The ranges above (those of the dynamic settings only with loss_scale
+ * 0); PILE_EINVAL naming the setting. */
 int pile_loss_scaler_config_check(const pile_loss_scaler_config *c, pile_err *err);
 
 typedef struct pile_loss_scaler pile_loss_scaler;

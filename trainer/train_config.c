@@ -911,9 +911,10 @@ int pile_train_config_check(const pile_train_config *c, pile_err *err)
     PILE_RETURN_IF(!(c->adam_epsilon >= 0), err, PILE_EINVAL, "adam_epsilon must not be negative, not %g",
                    c->adam_epsilon);
     PILE_RETURN_IF(c->zero_stage > 3, err, PILE_EINVAL, "zero_stage must be 0 to 3, not %d", c->zero_stage);
+    /* as DeepSpeed, the fp16 block's values only when fp16 is on */
     pile_loss_scaler_config ls;
     pile_train_config_loss_scaler(c, &ls);
-    PILE_FORWARD_IF_ERR(pile_loss_scaler_config_check(&ls, err));
+    if (c->precision == PILE_PRECISION_FP16) PILE_FORWARD_IF_ERR(pile_loss_scaler_config_check(&ls, err));
     PILE_RETURN_IF(!c->data[0], err, PILE_EINVAL, "data must name a folder");
     PILE_RETURN_IF(!c->checkpoint_dir[0], err, PILE_EINVAL, "checkpoint_dir must name a folder");
     return 0;

@@ -17,9 +17,9 @@
  *       scale, skipped (0/1); "error MESSAGE" and stop where the scaler
  *       refuses. RESUME_AT k: after k steps the state goes through JSON
  *       into a new scaler, as a resumed run's would.
- *   mixed_ref_dump bench MIB REPEAT  throughput of the array paths on MIB
- *       MiB of fp32 (one thread), as a Markdown table: GB/s of fp32 read,
- *       best of REPEAT
+ *   mixed_ref_dump bench MIB REPEAT [DATA]  throughput of the array paths
+ *       on MIB MiB of fp32 (one thread), as a Markdown table: GB/s of fp32
+ *       read, best of REPEAT; DATA gets the values, for the peers' turn
  * Exit status 0, or 1 with a message on stderr. */
 #include <math.h>
 #include <stdint.h>
@@ -159,7 +159,7 @@ static double now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static int cmd_bench(long mib, int repeat)
+static int cmd_bench(long mib, int repeat, const char *data)
 {
     size_t n = (size_t)mib << 18;
     float *x = malloc(n * 4), *y = malloc(n * 4);
@@ -170,6 +170,12 @@ static int cmd_bench(long mib, int repeat)
     for (size_t i = 0; i < n; i++) {
         z = z * 6364136223846793005ull + 1442695040888963407ull;
         x[i] = ldexpf((float)(z >> 40) / 16777216.0f - 0.5f, (int)(z >> 20 & 31) - 24);
+    }
+    if (data) {
+        FILE *f = fopen(data, "wb");
+        int bad = !f || fwrite(x, 4, n, f) != n;
+        if (f && fclose(f)) bad = 1;
+        if (bad) return fail("cannot write the bench data");
     }
     const char *names[] = {"memcpy (the floor)", "round in place to bf16", "round in place to fp16",
                            "fp32 -> bf16 array", "fp32 -> fp16 array", "fp16 -> fp32 array"};
@@ -204,8 +210,9 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "decode")) return cmd_decode(argv[2]);
     if ((argc == 4 || argc == 5) && !strcmp(argv[1], "scaler"))
         return cmd_scaler(argv[2], argv[3], argc == 5 ? atol(argv[4]) : -1);
-    if (argc == 4 && !strcmp(argv[1], "bench")) return cmd_bench(atol(argv[2]), atoi(argv[3]));
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench"))
+        return cmd_bench(atol(argv[2]), atoi(argv[3]), argc == 5 ? argv[4] : NULL);
     fprintf(stderr, "usage: mixed_ref_dump convert IN OUT | decode OUT | scaler DS_CONFIG PATTERN [RESUME_AT]"
-                    " | bench MIB REPEAT\n");
+                    " | bench MIB REPEAT [DATA]\n");
     return 2;
 }
