@@ -124,7 +124,7 @@ ds_ok() {
 from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler
 sys.exit(deepspeed.__version__ != "0.19.8")' 2>/dev/null
 }
-if [ $PYTHON = 1 ] && python3 -c 'import torch' 2>/dev/null && ! ds_ok; then
+if [ $PYTHON = 1 ] && ! ds_ok && python3 -c 'import torch' 2>/dev/null; then
   pip_flags
   log "pip installing ${DS_PKGS[*]} (--no-deps) and ${DS_PY_DEPS[*]}"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install "${flags[@]}" --no-deps "${DS_PKGS[@]}" &&

@@ -6,7 +6,8 @@
  *
  * The conversions are integer arithmetic on the bits: the same results
  * under any floating-point environment (rounding mode, flush-to-zero) and
- * on every machine, and what GPUs give for every number:
+ * on every machine, and what GPUs give for every number (NaN payloads
+ * aside: a GPU gives one canonical NaN):
  *  - bf16 (1 sign, 8 exponent, 7 mantissa bits) has fp32's range: a value
  *    past the largest finite bf16 rounds to infinity; subnormals are kept.
  *  - fp16 (1 sign, 5 exponent, 10 mantissa bits) saturates to infinity
