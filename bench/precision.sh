@@ -3,9 +3,10 @@
 # the CPU, one thread each, in one run: the in-place rounding the CPU
 # backend's mixed-precision emulation uses, the fp32 -> 16-bit array
 # conversions and fp16 -> fp32, over the same gradient-like values (many
-# binades, some in fp16's subnormals), with memcpy of the same bytes as the
-# floor. GB/s of fp32 data (best of REPEAT) and ours / theirs. Prints a
-# Markdown table for bench/RESULTS.md.
+# binades, some in fp16's subnormals), with a memcpy of the same bytes for
+# scale. GB/s of fp32 data (best of REPEAT) and ours / theirs (theirs
+# allocate their result; ours writes in place or into a given array).
+# Prints a Markdown table for bench/RESULTS.md.
 #
 #   bench/precision.sh [BUILD_DIR]   (default: build-bench-precision beside the sources)
 # Env: PILE_BENCH_MIB (fp32 data per pass, default 64), PILE_BENCH_REPEAT (7).

@@ -129,19 +129,22 @@ static inline uint32_t fp16_bits_to_fp32(uint32_t h)
     return sign | r | (sub & mask(e == 0));
 }
 
-/* to_fp16 then fp16_bits_to_fp32 without leaving the fp32 layout: round
- * the mantissa at bit 13 in fp16's normal range, to a multiple of 2^-24
- * under it. */
+/* to_fp16 then fp16_bits_to_fp32 without leaving the fp32 layout: drop
+ * the bits under fp16's step, 13 in its normal range and one more per
+ * binade under it (its subnormals' step is 2^-24 throughout). Up to 23
+ * dropped bits the rule above holds; at 23 (exponent 103, [2^-24, 2^-23))
+ * the lowest kept bit is the exponent's, odd as the one kept unit is.
+ * Under 2^-24 a value is one step past half a step, else zero. */
 static inline uint32_t round_fp16(uint32_t u)
 {
-    uint32_t sign = u & SIGN, a = u & ~SIGN;
+    uint32_t sign = u & SIGN, a = u & ~SIGN, e = a >> 23;
+    uint32_t k = e >= 113 ? 13 : e >= 103 ? 126 - e : 23;
+    uint32_t low = (1u << k) - 1;
+    uint32_t r = (a + (low >> 1) + ((a >> k) & 1)) & ~low;
+    uint32_t tiny = a > H_ZERO_MAX ? 0x33800000u : 0;
     uint32_t nan = (a & 0xFFFFE000u) | ((uint32_t)((a & 0x007FE000u) == 0) << 13);
-    uint32_t normal = (a + 0x0FFFu + ((a >> 13) & 1)) & 0xFFFFE000u;
-    uint32_t sub = bits_of((float)fp16_subnormal_units(a) * 0x1p-24f);
-    uint32_t is_nan = mask(a > INF), is_inf = mask(a >= H_INF_MIN) & ~is_nan;
-    uint32_t is_normal = mask(a >= H_NORMAL_MIN) & ~mask(a >= H_INF_MIN);
-    uint32_t is_sub = mask(a > H_ZERO_MAX) & ~mask(a >= H_NORMAL_MIN);
-    return sign | (nan & is_nan) | (INF & is_inf) | (normal & is_normal) | (sub & is_sub);
+    uint32_t is_nan = mask(a > INF), is_inf = mask(a >= H_INF_MIN) & ~is_nan, is_tiny = mask(e < 103);
+    return sign | (nan & is_nan) | (INF & is_inf) | (tiny & is_tiny) | (r & ~(is_nan | is_inf | is_tiny));
 }
 
 uint16_t pile_fp32_to_fp16(float x) { return to_fp16(bits_of(x)); }

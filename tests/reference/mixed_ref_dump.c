@@ -177,7 +177,7 @@ static int cmd_bench(long mib, int repeat, const char *data)
         if (f && fclose(f)) bad = 1;
         if (bad) return fail("cannot write the bench data");
     }
-    const char *names[] = {"memcpy (the floor)", "round in place to bf16", "round in place to fp16",
+    const char *names[] = {"memcpy of the same bytes (for scale)", "round in place to bf16", "round in place to fp16",
                            "fp32 -> bf16 array", "fp32 -> fp16 array", "fp16 -> fp32 array"};
     printf("| operation (%ld MiB of fp32) | GB/s (fp32 bytes) | ns/value |\n|---|---|---|\n", mib);
     for (int op = 0; op < 6; op++) {
