@@ -4,8 +4,8 @@
 # backend's mixed-precision emulation uses, the fp32 -> 16-bit array
 # conversions and fp16 -> fp32, over the same gradient-like values (many
 # binades, some in fp16's subnormals), with a memcpy of the same bytes for
-# scale. GB/s of fp32 data (best of REPEAT) and ours / theirs (theirs
-# allocate their result; ours writes in place or into a given array).
+# scale. GB/s of fp32 data (best of REPEAT) and ours / theirs, every side
+# writing into arrays allocated once.
 # Prints a Markdown table for bench/RESULTS.md.
 #
 #   bench/precision.sh [BUILD_DIR]   (default: build-bench-precision beside the sources)
@@ -43,7 +43,10 @@ n = mib << 18
 x = np.fromfile(sys.argv[3], dtype=np.float32)
 assert x.size == n
 t = torch.from_numpy(x)
+# every peer writes into arrays allocated once, as ours do
 h16 = x.astype(np.float16)
+y = np.empty_like(x)
+tb, th, ty = torch.empty(n, dtype=torch.bfloat16), torch.empty(n, dtype=torch.float16), torch.empty(n)
 
 def best(f):
     b = float("inf")
@@ -51,16 +54,20 @@ def best(f):
         t0 = time.perf_counter(); f(); b = min(b, time.perf_counter() - t0)
     return b
 
+def there_and_back(mid, out):
+    return lambda: (mid.copy_(t), out.copy_(mid))
+
 peers = {
-    "round in place to bf16": ("torch to(bfloat16).to(float32)", lambda: t.to(torch.bfloat16).to(torch.float32)),
-    "round in place to fp16": ("numpy astype(float16).astype(float32)", lambda: x.astype(np.float16).astype(np.float32)),
-    "fp32 -> bf16 array": ("torch to(bfloat16)", lambda: t.to(torch.bfloat16)),
-    "fp32 -> fp16 array": ("numpy astype(float16)", lambda: x.astype(np.float16)),
-    "fp16 -> fp32 array": ("numpy astype(float32)", lambda: h16.astype(np.float32)),
+    "round in place to bf16": ("torch bfloat16 and back", there_and_back(tb, ty)),
+    "round in place to fp16": ("numpy float16 and back",
+                               lambda: (np.copyto(h16, x, casting="same_kind"), np.copyto(y, h16))),
+    "fp32 -> bf16 array": ("torch to bfloat16", lambda: tb.copy_(t)),
+    "fp32 -> fp16 array": ("numpy to float16", lambda: np.copyto(h16, x, casting="same_kind")),
+    "fp16 -> fp32 array": ("numpy float16 to float32", lambda: np.copyto(y, h16)),
 }
 torch16 = {
-    "round in place to fp16": lambda: t.to(torch.float16).to(torch.float32),
-    "fp32 -> fp16 array": lambda: t.to(torch.float16),
+    "round in place to fp16": there_and_back(th, ty),
+    "fp32 -> fp16 array": lambda: th.copy_(t),
 }
 print("| operation | ours GB/s | peer | peer GB/s | ours / peer | torch fp16 GB/s | ours / torch |")
 print("|---|---|---|---|---|---|---|")
