@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* DeepSpeed's factor, fixed there as here. */
 #define FACTOR 2.0
 #define MAX_POWER 127 /* 2^127: the largest power of two that is a finite fp32 */

@@ -134,7 +134,7 @@ static inline uint32_t fp16_bits_to_fp32(uint32_t h)
  * binade under it (its subnormals' step is 2^-24 throughout). Up to 23
  * dropped bits the rule above holds; at 23 (exponent 103, [2^-24, 2^-23))
  * the lowest kept bit is the exponent's, odd as the one kept unit is.
- * Under 2^-24 a value is one step past half a step, else zero. */
+ * Under 2^-24 a value becomes one step when past half a step, else zero. */
 static inline uint32_t round_fp16(uint32_t u)
 {
     uint32_t sign = u & SIGN, a = u & ~SIGN, e = a >> 23;
