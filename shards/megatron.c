@@ -1,5 +1,6 @@
 /* Megatron-LM / GPT-NeoX "MMIDIDX" export: documents are rebuilt from the
- * shards' rows (shards/FORMAT.md, "Documents across rows") and streamed into
+ * shards' rows (shards/FORMAT.md, "Documents across rows"), each row checked
+ * against its checksum (version 2) as it is read, and streamed into
  * <prefix>.bin; only the per-sequence lengths (4 bytes each) stay in memory
  * until <prefix>.idx is written. Both appear atomically (tmp, fsync, rename). */
 #include "pile_shards.h"
@@ -143,6 +144,9 @@ static int export_shard(const pile_shard *s, outfile *bin, export_state *st, pil
     const pile_shard_info *in = pile_shard_get_info(s);
     for (uint64_t r = 0; r < in->row_count; r++) {
         st->row = r;
+        pile_err row_err;
+        if (pile_shard_check_row(s, r, &row_err) < 0)
+            return pile_err_set(err, PILE_ECORRUPT, "cannot export %s", row_err.msg);
         uint32_t len = pile_shard_row_length(s, r);
         const pile_shard_doc *docs;
         uint32_t nd = pile_shard_row_docs(s, r, &docs);

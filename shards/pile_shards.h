@@ -1,10 +1,13 @@
 /* The pile shard: fixed-length rows of token ids, memory-mapped, with the
  * per-row document starts and subset ids a trainer needs to mask across
- * documents. The byte layout is specified in shards/FORMAT.md (version 1)
- * and drawn again at the top of shards/shard.c.
+ * documents, and (from version 2) a checksum per row that the reader checks
+ * as rows are first read. The byte layout is specified in shards/FORMAT.md
+ * (version 2; version 1 is still read) and drawn again at the top of
+ * shards/shard.c.
  *
- * Writer: one thread. Reader: immutable after open; any number of threads
- * may read one pile_shard at once. */
+ * Writer: one thread. Reader: any number of threads may use one pile_shard
+ * at once; its only state that changes after open is the record of rows
+ * already checked (pile_shard_check_row), updated atomically. */
 #ifndef PILE_SHARDS_H
 #define PILE_SHARDS_H
 
@@ -17,7 +20,8 @@
 extern "C" {
 #endif
 
-#define PILE_SHARD_VERSION 1
+#define PILE_SHARD_VERSION 2     /* the version this build writes, and the newest it reads */
+#define PILE_SHARD_VERSION_MIN 1 /* the oldest it reads (no row checksums) */
 #define PILE_SHARD_FP_BYTES 16
 
 typedef enum pile_split {
@@ -50,6 +54,7 @@ typedef struct pile_shard_params {
     pile_pack pack;
     pile_split split;
     uint8_t tokenizer_fp[PILE_SHARD_FP_BYTES];
+    uint32_t version; /* 0: PILE_SHARD_VERSION; 1: version 1, without row checksums (to test readers of old shards) */
 } pile_shard_params;
 
 /* The header values of a shard, as the reader exposes them. */
@@ -66,7 +71,9 @@ typedef struct pile_shard_info {
     uint64_t doc_count;   /* document starts over all rows */
     uint64_t token_count; /* true (non-pad) tokens over all rows */
     uint32_t subset_count;
-    uint64_t data_checksum; /* XXH3-64 of the token data section */
+    uint64_t data_checksum;   /* XXH3-64 of the token data section */
+    uint64_t header_checksum; /* the header's XXH3-64, which covers every section checksum */
+    int row_checksums;        /* 1 when each row has a checksum (version 2); 0 in version 1 */
     uint64_t file_size;
     uint8_t tokenizer_fp[PILE_SHARD_FP_BYTES];
 } pile_shard_info;
@@ -105,8 +112,9 @@ void pile_shard_writer_close(pile_shard_writer *w);
 typedef struct pile_shard pile_shard;
 
 /* Maps path read-only and validates the header and every section's bounds.
- * A file that is not a shard, of another version, or truncated is refused
- * with a message that says which. Does not check checksums (see verify). */
+ * A file that is not a shard, of a newer version, or truncated is refused
+ * with a message that says which. Does not check the sections' checksums
+ * (see verify) nor the rows' (see check_row). */
 int pile_shard_open(pile_shard **out, const char *path, pile_err *err);
 void pile_shard_close(pile_shard *s);
 
@@ -127,9 +135,27 @@ uint32_t pile_shard_row_docs(const pile_shard *s, uint64_t i, const pile_shard_d
 /* Subset table. */
 const char *pile_shard_subset_name(const pile_shard *s, uint32_t id);
 
-/* Checks every checksum and invariant (lengths <= max_length, ids <
- * vocab_size, padding is pad_id, document offsets increasing and inside the
- * row, subset ids in range). 0 or PILE_ECORRUPT naming the first failure. */
+/* Checks row i (< row_count) against the checksum the writer recorded for
+ * it, which covers the row's token data, its row-table entry and its
+ * document starts (FORMAT.md, "Row checksums"): a reader calls it before it
+ * uses the row. The first call for a row hashes it (max_length * W bytes,
+ * at memory speed); a match is remembered, so later calls for that row
+ * cost one atomic load. Returns 0 when the row matches, and always for a
+ * version 1 shard (info.row_checksums == 0: nothing to check against);
+ * PILE_ECORRUPT, with the shard, the row and both checksums in err, when it
+ * does not (again on every later call). Thread-safe. */
+int pile_shard_check_row(const pile_shard *s, uint64_t i, pile_err *err);
+
+/* The number of distinct rows pile_shard_check_row has found corrupt so far
+ * (0 for a version 1 shard). Thread-safe. */
+uint64_t pile_shard_corrupt_rows(const pile_shard *s);
+
+/* Checks every checksum (the header's, each section's and, in version 2,
+ * every row's) and invariant (lengths <= max_length, ids < vocab_size,
+ * padding is pad_id, document offsets increasing and inside the row, subset
+ * ids in range). 0 or PILE_ECORRUPT naming the first failure (a section
+ * checksum's failure names the first damaged row too, in version 2). Reads
+ * the whole file; does not touch pile_shard_check_row's record. */
 int pile_shard_verify(const pile_shard *s, pile_err *err);
 
 /* -------------------------------------------------------------- megatron */
@@ -138,7 +164,9 @@ int pile_shard_verify(const pile_shard *s, pile_err *err);
  * "<prefix>.idx" ("MMIDIDX" version 1, one sequence per document, pads
  * dropped, each document ending with its end-of-text as Megatron's
  * preprocess_data --append-eod writes it) from the given shards in order.
- * All shards must share tokenizer and width. */
+ * All shards must share tokenizer and width. Each row is checked against
+ * its checksum (version 2) before it is exported: a corrupt row stops the
+ * export, naming the shard and the row, and nothing is left behind. */
 int pile_megatron_export(const char *const *shard_paths, size_t n, const char *prefix, pile_err *err);
 
 #ifdef __cplusplus

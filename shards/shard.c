@@ -2,7 +2,8 @@
  * header last, then fsync + rename), the mmap reader (cheap structural checks
  * at open) and verification (checksums and every invariant, first failure named).
  *
- * Byte layout, version 1 (shards/FORMAT.md has the full field tables).
+ * Byte layout, version 2 (shards/FORMAT.md has the full field tables;
+ * version 1, still read, is the same without the row checksum table).
  * Every integer is LITTLE-ENDIAN; the header stores the byte-order mark
  * 0x01020304 and this file refuses to compile on a big-endian host, so the
  * structs below are the bytes on disk.
@@ -12,7 +13,8 @@
  *          |   flags token_bytes max_length vocab_size eot_id pad_id      |
  *          |   pack split row_count doc_count token_count subset_count    |
  *          |   tokenizer_fp[16] {data,rows,docs,subsets}{offset,size}     |
- *          |   {data,rows,docs,subsets}_xxh3 reserved header_xxh3         |
+ *          |   {data,rows,docs,subsets}_xxh3 checks_{offset,size,xxh3}    |
+ *          |   reserved header_xxh3                                       |
  *   256    +--------------------------------------------------------------+
  *          | zeros                                                        |
  *   4096   +--------------------------------------------------------------+
@@ -27,6 +29,11 @@
  *          | doc table: {u32 offset, u16 subset, u16 flags} x doc_count   |
  *   subs   +--------------------------------------------------------------+
  *          | subset table: u32 count, {u16 len, len bytes UTF-8} x count  |
+ *          +--------------------------------------------------------------+
+ *          | zeros to a multiple of 8                                     |
+ *   checks +--------------------------------------------------------------+
+ *          | row checksums: u64 x row_count; row i's is XXH3-64, seed i,  |
+ *          |   of its row entry, its document entries, its token data     |
  *   end    +--------------------------------------------------------------+
  */
 #include "pile_shards.h"
@@ -39,7 +46,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <stdatomic.h>
 #include <unistd.h>
+/* XXH3_state_t's definition, so that a row is hashed with a state on the
+ * reader's stack: no allocation per row, any number of threads at once. */
+#define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
 #include "pile_fs.h"
@@ -93,7 +104,9 @@ typedef struct shard_header {
     uint64_t docs_offset, docs_size;
     uint64_t subsets_offset, subsets_size;
     uint64_t data_xxh3, rows_xxh3, docs_xxh3, subsets_xxh3;
-    uint8_t reserved1[56];
+    /* version 2; reserved (zero, ignored) in version 1 */
+    uint64_t checks_offset, checks_size, checks_xxh3;
+    uint8_t reserved1[32];
     uint64_t header_xxh3;
 } shard_header;
 
@@ -108,6 +121,8 @@ _Static_assert(sizeof(shard_header) == SHARD_HEADER_SIZE, "header is 256 bytes o
 _Static_assert(offsetof(shard_header, tokenizer_fp) == 80, "header layout");
 _Static_assert(offsetof(shard_header, data_offset) == 96, "header layout");
 _Static_assert(offsetof(shard_header, data_xxh3) == 160, "header layout");
+_Static_assert(offsetof(shard_header, checks_offset) == 192 && offsetof(shard_header, checks_xxh3) == 208,
+               "header layout");
 _Static_assert(offsetof(shard_header, header_xxh3) == 248, "header layout");
 _Static_assert(sizeof(shard_row) == 16, "row entry is 16 bytes on disk");
 _Static_assert(sizeof(pile_shard_doc) == 8, "doc entry is 8 bytes on disk");
@@ -118,8 +133,17 @@ _Static_assert(offsetof(pile_shard_doc, subset) == 4 && offsetof(pile_shard_doc,
  * library was built with it: the same hash as XXH3_64bits_update, about twice
  * as fast as its SSE2 baseline. Weak, so a library without it still links. */
 XXH_errorcode XXH3_64bits_update_dispatch(XXH3_state_t *state, const void *input, size_t len) __attribute__((weak));
+XXH64_hash_t XXH3_64bits_dispatch(const void *input, size_t len) __attribute__((weak));
 #define DATA_HASH_DISPATCH 1
 #endif
+
+static uint64_t data_hash(const void *p, size_t n)
+{
+#ifdef DATA_HASH_DISPATCH
+    if (XXH3_64bits_dispatch) return XXH3_64bits_dispatch(p, n);
+#endif
+    return XXH3_64bits(p, n);
+}
 
 static void data_hash_update(XXH3_state_t *state, const void *p, size_t n)
 {
@@ -130,6 +154,18 @@ static void data_hash_update(XXH3_state_t *state, const void *p, size_t n)
     }
 #endif
     XXH3_64bits_update(state, p, n);
+}
+
+/* The start of row i's checksum (FORMAT.md, "Row checksums"): XXH3-64 with
+ * seed i over the row's table entry, its document entries and then its
+ * token data, which the caller adds. The seed ties each row to its place,
+ * so rows that trade places fail too. */
+static void row_hash_begin(XXH3_state_t *st, uint64_t i, const shard_row *row, const pile_shard_doc *docs,
+                           size_t ndocs)
+{
+    XXH3_64bits_reset_withSeed(st, i);
+    XXH3_64bits_update(st, row, sizeof *row);
+    if (ndocs) XXH3_64bits_update(st, docs, ndocs * sizeof *docs);
 }
 
 static uint64_t header_checksum(const shard_header *h)
@@ -157,9 +193,13 @@ struct pile_shard_writer {
     int finished;
     int failed; /* a write failed: the file is incomplete, only close is useful */
     pile_shard_params params;
+    uint32_t version; /* the format written: 1, or 2 with row checksums */
     uint32_t width;
     uint64_t token_count;
     XXH3_state_t *data_hash;
+    XXH3_state_t *row_hash; /* version 2: the row being added */
+    uint64_t *sums;         /* version 2: each row's checksum */
+    size_t sums_cap;
     unsigned char *buf;
     size_t buf_len;
     shard_row *rows;
@@ -263,8 +303,10 @@ static void writer_free(pile_shard_writer *w)
     free(w->subset_lens);
     free(w->rows);
     free(w->docs);
+    free(w->sums);
     free(w->buf);
     if (w->data_hash) XXH3_freeState(w->data_hash);
+    if (w->row_hash) XXH3_freeState(w->row_hash);
     free(w->path);
     free(w->tmp_path);
     free(w);
@@ -291,11 +333,16 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
         return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': unknown pack mode %d", path, (int)params->pack);
     if (params->split != PILE_SPLIT_TRAIN && params->split != PILE_SPLIT_VAL && params->split != PILE_SPLIT_TEST)
         return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': unknown split %d", path, (int)params->split);
+    uint32_t version = params->version ? params->version : PILE_SHARD_VERSION;
+    if (version < PILE_SHARD_VERSION_MIN || version > PILE_SHARD_VERSION)
+        return pile_err_set(err, PILE_EINVAL, "cannot start shard '%s': this build writes versions %d to %d, not %"
+                            PRIu32, path, PILE_SHARD_VERSION_MIN, PILE_SHARD_VERSION, params->version);
 
     pile_shard_writer *w = calloc(1, sizeof *w);
     if (!w) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     w->fd = -1;
     w->params = *params;
+    w->version = version;
     w->width = width;
     size_t plen = strlen(path);
     w->path = strdup(path);
@@ -303,7 +350,8 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
     void *buf = NULL;
     if (posix_memalign(&buf, DIRECT_ALIGN, WRITE_BUF_BYTES) == 0) w->buf = buf;
     w->data_hash = XXH3_createState();
-    if (!w->path || !w->tmp_path || !w->buf || !w->data_hash) {
+    if (version >= 2) w->row_hash = XXH3_createState();
+    if (!w->path || !w->tmp_path || !w->buf || !w->data_hash || (version >= 2 && !w->row_hash)) {
         writer_free(w);
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
     }
@@ -372,6 +420,14 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+/* Token bytes as they go to the file: into the data section's checksum and
+ * (version 2) the row's. */
+static void writer_hash(pile_shard_writer *w, const void *p, size_t n)
+{
+    data_hash_update(w->data_hash, p, n);
+    if (w->version >= 2) data_hash_update(w->row_hash, p, n);
+}
+
 static int bad_token(const pile_shard_writer *w, uint64_t row, const uint32_t *tokens, uint32_t len, pile_err *err)
 {
     uint32_t t = 0;
@@ -418,8 +474,11 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a best-fit row must begin with"
                             " a segment start", row, w->path);
     if (grow((void **)&w->rows, &w->rows_cap, w->nrows + 1, sizeof *w->rows) ||
-        grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs))
+        grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs) ||
+        (w->version >= 2 && grow((void **)&w->sums, &w->sums_cap, w->nrows + 1, sizeof *w->sums)))
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    shard_row entry = {w->ndocs, len, lead_subset, (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0)};
+    if (w->version >= 2) row_hash_begin(w->row_hash, row, &entry, docs, ndocs);
     size_t row_bytes = (size_t)p->max_length * w->width;
     if (row_bytes <= WRITE_BUF_BYTES - DIRECT_ALIGN) {
         /* The usual case: the whole row goes into the buffer in one pass that
@@ -446,7 +505,7 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
             for (uint32_t k = len; k < p->max_length; k++) d[k] = p->pad_id;
         }
         if (len && top >= p->vocab_size) return bad_token(w, row, tokens, len, err);
-        data_hash_update(w->data_hash, dst, row_bytes);
+        writer_hash(w, dst, row_bytes);
         w->buf_len += row_bytes;
     } else {
         uint32_t top = 0;
@@ -469,17 +528,14 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
                     memcpy(dst + 4 * (size_t)k, &v, 4);
                 }
             }
-            data_hash_update(w->data_hash, dst, (size_t)n * w->width);
+            writer_hash(w, dst, (size_t)n * w->width);
             w->buf_len += (size_t)n * w->width;
             pos += n;
         }
     }
 
-    shard_row *r = &w->rows[w->nrows++];
-    r->first_doc = w->ndocs;
-    r->length = len;
-    r->lead_subset = lead_subset;
-    r->flags = (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0);
+    if (w->version >= 2) w->sums[w->nrows] = XXH3_64bits_digest(w->row_hash);
+    w->rows[w->nrows++] = entry;
     if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
     w->ndocs += ndocs;
     w->token_count += len;
@@ -489,6 +545,12 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
 uint64_t pile_shard_writer_rows(const pile_shard_writer *w)
 {
     return w->nrows;
+}
+
+/* Where the file ends: after the row checksums (version 2) or the subset table. */
+static uint64_t shard_end(const shard_header *h)
+{
+    return h->version >= 2 ? h->checks_offset + h->checks_size : h->subsets_offset + h->subsets_size;
 }
 
 static void info_from_header(pile_shard_info *info, const shard_header *h, uint64_t file_size)
@@ -507,6 +569,8 @@ static void info_from_header(pile_shard_info *info, const shard_header *h, uint6
     info->token_count = h->token_count;
     info->subset_count = h->subset_count;
     info->data_checksum = h->data_xxh3;
+    info->header_checksum = h->header_xxh3;
+    info->row_checksums = h->version >= 2;
     info->file_size = file_size;
     memcpy(info->tokenizer_fp, h->tokenizer_fp, PILE_SHARD_FP_BYTES);
 }
@@ -519,7 +583,7 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
     shard_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, SHARD_MAGIC, 8);
-    h.version = PILE_SHARD_VERSION;
+    h.version = w->version;
     h.header_size = SHARD_HEADER_SIZE;
     h.byte_order = SHARD_BYTE_ORDER;
     h.token_bytes = w->width;
@@ -569,6 +633,14 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
         h.subsets_xxh3 = XXH3_64bits_digest(sh);
     }
     XXH3_freeState(sh);
+    if (!rc && w->version >= 2) {
+        uint64_t subsets_end = h.subsets_offset + h.subsets_size;
+        h.checks_offset = align_up(subsets_end, 8);
+        h.checks_size = (uint64_t)w->nrows * sizeof *w->sums;
+        h.checks_xxh3 = XXH3_64bits(w->sums, h.checks_size);
+        rc = writer_put(w, zeros, (size_t)(h.checks_offset - subsets_end), err);
+        if (!rc && h.checks_size) rc = writer_put(w, w->sums, h.checks_size, err);
+    }
     if (!rc) rc = writer_flush(w, err);
     /* A file whose size is a multiple of the block leaves the fd direct, and
      * the 256-byte header below is no whole block. */
@@ -603,7 +675,7 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
     }
     w->finished = 1;
     PILE_FORWARD_IF_ERR(pile_fs_fsync_dir(w->path, err));
-    if (info) info_from_header(info, &h, h.subsets_offset + h.subsets_size);
+    if (info) info_from_header(info, &h, shard_end(&h));
     return 0;
 }
 
@@ -617,6 +689,19 @@ void pile_shard_writer_close(pile_shard_writer *w)
 
 /* ================================================================ reader */
 
+/* What pile_shard_check_row has learnt: two bits a row (MARK_*), set
+ * with atomic OR so that threads checking rows of one shard at once never
+ * lose each other's marks, and the count of rows found corrupt. It is the
+ * reader's only mutable state, allocated apart so that the const reader
+ * API can update it. 2 bits a row: 64 KiB for a 256 MiB shard of 4 KiB rows. */
+#define MARK_GOOD 1u
+#define MARK_BAD 2u
+#define MARKS_PER_WORD 16u
+typedef struct row_marks {
+    _Atomic uint64_t corrupt;
+    _Atomic uint32_t words[];
+} row_marks;
+
 struct pile_shard {
     char *path;
     const unsigned char *map;
@@ -625,6 +710,8 @@ struct pile_shard {
     const unsigned char *data;
     const shard_row *rows;
     const pile_shard_doc *docs;
+    const uint64_t *sums; /* version 2: the row checksums; NULL in version 1 */
+    row_marks *marks;     /* version 2 */
     char **subset_names;
     uint16_t *subset_lens;
     pile_shard_info info;
@@ -639,6 +726,7 @@ static void shard_free(pile_shard *s)
         free(s->subset_names);
     }
     free(s->subset_lens);
+    free(s->marks);
     free(s->path);
     free(s);
 }
@@ -662,8 +750,8 @@ static int check_header(const shard_header *h, uint64_t size, const char *path, 
         return pile_err_set(err, PILE_EFORMAT, "'%s' has byte-order mark 0x%08" PRIx32 ", not 0x%08x"
                             " (shards are little-endian)", path, h->byte_order, SHARD_BYTE_ORDER);
     if (h->header_size != SHARD_HEADER_SIZE)
-        return pile_err_set(err, PILE_EFORMAT, "'%s' has header size %" PRIu32 ", version 1 has %u", path,
-                            h->header_size, SHARD_HEADER_SIZE);
+        return pile_err_set(err, PILE_EFORMAT, "'%s' has header size %" PRIu32 ", version %" PRIu32 " has %u", path,
+                            h->header_size, h->version, SHARD_HEADER_SIZE);
     uint64_t sum = header_checksum(h);
     if (sum != h->header_xxh3)
         return pile_err_set(err, PILE_ECORRUPT, "'%s' has a corrupt header: checksum %016" PRIx64
@@ -714,6 +802,15 @@ static int check_header(const shard_header *h, uint64_t size, const char *path, 
         return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad subset table (offset %" PRIu64 ", size %" PRIu64 ")",
                             path, h->subsets_offset, h->subsets_size);
     uint64_t end = h->subsets_offset + h->subsets_size;
+    if (h->version >= 2) {
+        /* rows_size is at most 2^61, so the table's end stays far below 2^64 */
+        uint64_t checks_offset = align_up(end, 8), checks_size = rows_size / 2;
+        if (h->checks_offset != checks_offset || h->checks_size != checks_size)
+            return pile_err_set(err, PILE_EFORMAT, "'%s' has a bad row checksum table (offset %" PRIu64 ", size %"
+                                PRIu64 "; expected %" PRIu64 ", %" PRIu64 ")", path, h->checks_offset,
+                                h->checks_size, checks_offset, checks_size);
+        end = checks_offset + checks_size;
+    }
     if (size < end)
         return pile_err_set(err, PILE_ETRUNC, "'%s' is truncated: %" PRIu64 " bytes, header says %" PRIu64, path,
                             size, end);
@@ -847,6 +944,16 @@ int pile_shard_open(pile_shard **out, const char *path, pile_err *err)
     s->docs = (const pile_shard_doc *)(s->map + h.docs_offset);
     s->row_bytes = (size_t)h.max_length * h.token_bytes;
     info_from_header(&s->info, &h, size);
+    if (h.version >= 2) {
+        s->sums = (const uint64_t *)(s->map + h.checks_offset);
+        size_t words = (size_t)(h.row_count / MARKS_PER_WORD) + 1;
+        /* zero bytes are unmarked words and a zero count: calloc stands for atomic_init */
+        s->marks = calloc(1, sizeof *s->marks + words * sizeof s->marks->words[0]);
+        if (!s->marks) {
+            shard_free(s);
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        }
+    }
     rc = parse_subsets(s, err);
     if (rc) {
         shard_free(s);
@@ -909,16 +1016,69 @@ const char *pile_shard_subset_name(const pile_shard *s, uint32_t id)
     return id < s->info.subset_count ? s->subset_names[id] : NULL;
 }
 
+/* Row i's checksum as the bytes now in the map say it should be. */
+static uint64_t row_checksum_of(const pile_shard *s, uint64_t i)
+{
+    XXH3_state_t st;
+    const pile_shard_doc *docs;
+    uint32_t nd = pile_shard_row_docs(s, i, &docs);
+    row_hash_begin(&st, i, &s->rows[i], docs, nd);
+    data_hash_update(&st, pile_shard_row_data(s, i), s->row_bytes);
+    return XXH3_64bits_digest(&st);
+}
+
+static int row_mismatch(const pile_shard *s, uint64_t i, uint64_t computed, pile_err *err)
+{
+    return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 " fails its checksum (computed %016" PRIx64
+                        ", the shard records %016" PRIx64 "): its tokens, row entry or document starts are damaged",
+                        s->path, i, computed, s->sums[i]);
+}
+
+int pile_shard_check_row(const pile_shard *s, uint64_t i, pile_err *err)
+{
+    if (!s->sums) return 0;
+    _Atomic uint32_t *word = &s->marks->words[i / MARKS_PER_WORD];
+    const unsigned shift = (unsigned)(i % MARKS_PER_WORD) * 2;
+    /* Relaxed order is enough: a mark guards no other memory, and a thread
+     * that misses another's fresh mark only hashes the row once more. */
+    if ((atomic_load_explicit(word, memory_order_relaxed) >> shift) & MARK_GOOD) return 0;
+    uint64_t sum = row_checksum_of(s, i);
+    if (sum == s->sums[i]) {
+        atomic_fetch_or_explicit(word, MARK_GOOD << shift, memory_order_relaxed);
+        return 0;
+    }
+    uint32_t was = atomic_fetch_or_explicit(word, MARK_BAD << shift, memory_order_relaxed);
+    if (!((was >> shift) & MARK_BAD)) atomic_fetch_add_explicit(&s->marks->corrupt, 1, memory_order_relaxed);
+    return row_mismatch(s, i, sum, err);
+}
+
+uint64_t pile_shard_corrupt_rows(const pile_shard *s)
+{
+    return s->marks ? atomic_load_explicit(&s->marks->corrupt, memory_order_relaxed) : 0;
+}
+
 /* ================================================================ verify */
 
+/* A section's checksum. On a mismatch in a version 2 shard the message also
+ * names the first row whose own checksum fails, which says where the damage
+ * is (none fails when only the section's stored checksum is damaged). */
 static int check_sum(const pile_shard *s, const char *what, uint64_t off, uint64_t size, uint64_t stored,
                      pile_err *err)
 {
-    uint64_t sum = XXH3_64bits(s->map + off, (size_t)size);
-    if (sum != stored)
-        return pile_err_set(err, PILE_ECORRUPT, "'%s': %s checksum mismatch (computed %016" PRIx64 ", header says %016"
-                            PRIx64 "; bytes %" PRIu64 "..%" PRIu64 ")", s->path, what, sum, stored, off, off + size);
-    return 0;
+    uint64_t sum = data_hash(s->map + off, (size_t)size);
+    if (sum == stored) return 0;
+    char where[160] = "";
+    for (uint64_t i = 0; s->sums && i < s->info.row_count; i++) {
+        uint64_t r = row_checksum_of(s, i);
+        if (r != s->sums[i]) {
+            snprintf(where, sizeof where, "; row %" PRIu64 " fails its checksum (computed %016" PRIx64
+                     ", the shard records %016" PRIx64 ")", i, r, s->sums[i]);
+            break;
+        }
+    }
+    return pile_err_set(err, PILE_ECORRUPT, "'%s': %s checksum mismatch (computed %016" PRIx64 ", header says %016"
+                        PRIx64 "; bytes %" PRIu64 "..%" PRIu64 ")%s", s->path, what, sum, stored, off, off + size,
+                        where);
 }
 
 static int verify_row_tokens(const pile_shard *s, uint64_t r, uint32_t len, pile_err *err)
@@ -952,6 +1112,11 @@ int pile_shard_verify(const pile_shard *s, pile_err *err)
     PILE_FORWARD_IF_ERR(check_sum(s, "row table", h->rows_offset, h->rows_size, h->rows_xxh3, err));
     PILE_FORWARD_IF_ERR(check_sum(s, "document table", h->docs_offset, h->docs_size, h->docs_xxh3, err));
     PILE_FORWARD_IF_ERR(check_sum(s, "subset table", h->subsets_offset, h->subsets_size, h->subsets_xxh3, err));
+    if (s->sums)
+        PILE_FORWARD_IF_ERR(check_sum(s, "row checksum table", h->checks_offset, h->checks_size, h->checks_xxh3, err));
+    /* before the rows' own checks: a damaged byte of token data is then
+     * reported against the checksum that pile-prep's manifest records too */
+    PILE_FORWARD_IF_ERR(check_sum(s, "data section", h->data_offset, h->data_size, h->data_xxh3, err));
 
     for (uint32_t i = 0; i < in->subset_count; i++) {
         const char *name = s->subset_names[i];
@@ -1017,11 +1182,14 @@ int pile_shard_verify(const pile_shard *s, pile_err *err)
             return pile_err_set(err, PILE_ECORRUPT, "'%s': row %" PRIu64 ": a best-fit row does not begin with a"
                                 " segment", s->path, r);
         PILE_FORWARD_IF_ERR(verify_row_tokens(s, r, len, err));
+        if (s->sums) {
+            uint64_t sum = row_checksum_of(s, r);
+            if (sum != s->sums[r]) return row_mismatch(s, r, sum, err);
+        }
         tokens += len;
     }
     if (tokens != in->token_count)
         return pile_err_set(err, PILE_ECORRUPT, "'%s': rows hold %" PRIu64 " tokens, header says %" PRIu64, s->path,
                             tokens, in->token_count);
-    PILE_FORWARD_IF_ERR(check_sum(s, "data section", h->data_offset, h->data_size, h->data_xxh3, err));
     return 0;
 }

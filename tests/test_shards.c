@@ -1,12 +1,15 @@
-/* Tests of the shard writer, reader, verification and Megatron export, on
- * seeded random documents packed here the way pile-prep packs them; damaged
- * files are made by editing bytes at the offsets shards/FORMAT.md gives. */
+/* Tests of the shard writer, reader, row checks, verification and Megatron
+ * export, on seeded random documents packed here the way pile-prep packs
+ * them; damaged files are made by editing bytes at the offsets
+ * shards/FORMAT.md gives, and row checksums are recomputed here from that
+ * text alone. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 #include <xxhash.h>
 
 #include "pile_buf.h"
@@ -49,6 +52,76 @@ static int file_exists(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0;
+}
+
+/* ------------------------------------------------- the format, from FORMAT.md */
+
+static uint64_t get_u64(const char *b, size_t off)
+{
+    uint64_t v;
+    memcpy(&v, b + off, 8);
+    return v;
+}
+
+static uint32_t get_u32(const char *b, size_t off)
+{
+    uint32_t v;
+    memcpy(&v, b + off, 4);
+    return v;
+}
+
+static void put_u64(char *b, size_t off, uint64_t v)
+{
+    memcpy(b + off, &v, 8);
+}
+
+/* Offsets from shards/FORMAT.md */
+enum {
+    H_VERSION = 8, H_ROW_COUNT = 48, H_DATA_OFF = 96, H_ROWS_OFF = 112, H_DOCS_OFF = 128, H_SUBS_OFF = 144,
+    H_DATA_SUM = 160, H_ROWS_SUM = 168, H_HEADER_SUM = 248, H_MAX_LENGTH = 28,
+    H_TOKEN_BYTES = 24, H_VOCAB = 32, H_DOC_COUNT = 56, H_TOKEN_COUNT = 64, H_SUBSET_COUNT = 72,
+    H_DATA_SIZE = 104, H_ROWS_SIZE = 120, H_DOCS_SIZE = 136, H_SUBS_SIZE = 152,
+    H_DOCS_SUM = 176, H_SUBS_SUM = 184, H_CHECKS_OFF = 192, H_CHECKS_SIZE = 200, H_CHECKS_SUM = 208,
+};
+
+static void reseal_header(char *b)
+{
+    put_u64(b, H_HEADER_SUM, XXH3_64bits(b, H_HEADER_SUM));
+}
+
+/* Row r's checksum as FORMAT.md defines it: XXH3-64 with seed r of the
+ * row's 16-byte entry, its 8-byte document entries and its token data, here
+ * concatenated and hashed in one call (the library streams the pieces). */
+static uint64_t spec_row_sum(const char *b, uint64_t r)
+{
+    uint64_t rows_off = get_u64(b, H_ROWS_OFF), docs_off = get_u64(b, H_DOCS_OFF), data_off = get_u64(b, H_DATA_OFF);
+    uint64_t nrows = get_u64(b, H_ROW_COUNT), ndocs = get_u64(b, H_DOC_COUNT);
+    size_t row_bytes = (size_t)get_u32(b, H_MAX_LENGTH) * get_u32(b, H_TOKEN_BYTES);
+    uint64_t first = get_u64(b, rows_off + 16 * r), end = r + 1 < nrows ? get_u64(b, rows_off + 16 * (r + 1)) : ndocs;
+    if (end < first || end > ndocs) end = first; /* a damaged table: the sum just will not match */
+    size_t n = 16 + 8 * (size_t)(end - first) + row_bytes;
+    char *buf = malloc(n);
+    if (!buf) return 0;
+    memcpy(buf, b + rows_off + 16 * r, 16);
+    memcpy(buf + 16, b + docs_off + 8 * first, 8 * (size_t)(end - first));
+    memcpy(buf + 16 + 8 * (end - first), b + data_off + r * row_bytes, row_bytes);
+    uint64_t h = XXH3_64bits_withSeed(buf, n, r);
+    free(buf);
+    return h;
+}
+
+/* Recomputes every checksum of a version 2 file in memory, as a writer
+ * would have: row checksums, section checksums, header. */
+static void reseal_all(char *b)
+{
+    uint64_t nrows = get_u64(b, H_ROW_COUNT), checks = get_u64(b, H_CHECKS_OFF);
+    for (uint64_t r = 0; r < nrows; r++) put_u64(b, checks + 8 * r, spec_row_sum(b, r));
+    static const int secs[5][3] = {{H_DATA_OFF, H_DATA_SIZE, H_DATA_SUM},   {H_ROWS_OFF, H_ROWS_SIZE, H_ROWS_SUM},
+                                   {H_DOCS_OFF, H_DOCS_SIZE, H_DOCS_SUM},   {H_SUBS_OFF, H_SUBS_SIZE, H_SUBS_SUM},
+                                   {H_CHECKS_OFF, H_CHECKS_SIZE, H_CHECKS_SUM}};
+    for (int i = 0; i < 5; i++)
+        put_u64(b, (size_t)secs[i][2], XXH3_64bits(b + get_u64(b, (size_t)secs[i][0]), get_u64(b, (size_t)secs[i][1])));
+    reseal_header(b);
 }
 
 /* ------------------------------------------------------------ a model shard */
@@ -185,7 +258,8 @@ static int model_write(const model *m, const char *path, pile_shard_info *info, 
     return rc;
 }
 
-/* Everything the reader says equals what was written. */
+/* Everything the reader says equals what was written; the file's row
+ * checksums are the ones FORMAT.md defines, and every row passes its check. */
 static void check_read_back(const model *m, const char *path)
 {
     pile_err err = {0};
@@ -193,7 +267,10 @@ static void check_read_back(const model *m, const char *path)
     REQUIRE_OK(pile_shard_open(&s, path, &err), &err);
     const pile_shard_info *in = pile_shard_get_info(s);
     uint32_t width = m->params.vocab_size <= 65536 ? 2 : 4;
-    ASSERT_EQ(in->version, 1);
+    uint32_t version = m->params.version ? m->params.version : PILE_SHARD_VERSION;
+    ASSERT_EQ(PILE_SHARD_VERSION, 2);
+    ASSERT_EQ(in->version, version);
+    ASSERT_EQ(in->row_checksums, version >= 2);
     ASSERT_EQ(in->token_bytes, width);
     ASSERT_EQ(in->max_length, m->params.max_length);
     ASSERT_EQ(in->vocab_size, m->params.vocab_size);
@@ -246,14 +323,48 @@ static void check_read_back(const model *m, const char *path)
     }
     free(row);
     CHECK_OK(pile_shard_verify(s, &err), &err);
+
+    pile_buf file = {0};
+    if (pile_fs_read_file(path, &file, &err) == 0) {
+        const char *b = file.data;
+        ASSERT_EQ(get_u64(b, H_HEADER_SUM), in->header_checksum);
+        if (version >= 2) {
+            /* the table sits 8-aligned after the subset table and ends the file */
+            uint64_t subs_end = get_u64(b, H_SUBS_OFF) + get_u64(b, H_SUBS_SIZE), checks = get_u64(b, H_CHECKS_OFF);
+            ASSERT_EQ(checks, (subs_end + 7) / 8 * 8);
+            ASSERT_EQ(get_u64(b, H_CHECKS_SIZE), 8 * m->nrows);
+            ASSERT_EQ(checks + 8 * m->nrows, file.len);
+            for (size_t z = subs_end; z < checks; z++) ASSERT_EQ(b[z], 0);
+            ASSERT_EQ(get_u64(b, H_CHECKS_SUM), XXH3_64bits(b + checks, 8 * m->nrows));
+            int wrong = 0;
+            for (uint64_t r = 0; r < m->nrows; r++)
+                if (get_u64(b, checks + 8 * r) != spec_row_sum(b, r) && !wrong++)
+                    PILE_FAIL_("row %" PRIu64 ": stored checksum %016" PRIx64 ", FORMAT.md gives %016" PRIx64, r,
+                               get_u64(b, checks + 8 * r), spec_row_sum(b, r));
+        } else {
+            /* version 1 ends with the subset table; the later fields are reserved zeros */
+            ASSERT_EQ(get_u64(b, H_SUBS_OFF) + get_u64(b, H_SUBS_SIZE), file.len);
+            for (size_t z = H_CHECKS_OFF; z < H_HEADER_SUM; z++) ASSERT_EQ(b[z], 0);
+        }
+    }
+    pile_buf_free(&file);
+    /* every row passes, twice (the second from the record), in any order */
+    int failed = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t k = 0; k < m->nrows; k++) {
+            size_t i = (k * 7919u + 13u) % m->nrows;
+            if (pile_shard_check_row(s, i, &err) != 0 && !failed++) PILE_FAIL_("row %zu: %s", i, err.msg);
+        }
+    ASSERT_EQ(pile_shard_corrupt_rows(s), 0);
     pile_shard_close(s);
 }
 
-static void test_round_trip(uint32_t vocab, const char *name)
+static void test_round_trip(uint32_t vocab, uint32_t version, const char *name)
 {
     pile_buf pb = {0};
     model m;
     model_concat(&m, vocab, 128, 200);
+    m.params.version = version;
     const char *path = tpath(&pb, name);
     pile_err err = {0};
     pile_shard_info info;
@@ -353,31 +464,6 @@ static int write_bytes(const char *path, const void *data, size_t len)
     return fclose(f) == 0 && n == len ? 0 : -1;
 }
 
-static uint64_t get_u64(const char *b, size_t off)
-{
-    uint64_t v;
-    memcpy(&v, b + off, 8);
-    return v;
-}
-
-static void put_u64(char *b, size_t off, uint64_t v)
-{
-    memcpy(b + off, &v, 8);
-}
-
-/* Offsets from shards/FORMAT.md */
-enum {
-    H_VERSION = 8, H_ROW_COUNT = 48, H_DATA_OFF = 96, H_ROWS_OFF = 112, H_DOCS_OFF = 128, H_SUBS_OFF = 144,
-    H_DATA_SUM = 160, H_ROWS_SUM = 168, H_HEADER_SUM = 248, H_MAX_LENGTH = 28,
-    H_TOKEN_BYTES = 24, H_VOCAB = 32, H_DOC_COUNT = 56, H_TOKEN_COUNT = 64, H_SUBSET_COUNT = 72,
-    H_DATA_SIZE = 104, H_ROWS_SIZE = 120, H_DOCS_SIZE = 136, H_SUBS_SIZE = 152,
-};
-
-static void reseal_header(char *b)
-{
-    put_u64(b, H_HEADER_SUM, XXH3_64bits(b, H_HEADER_SUM));
-}
-
 static void expect_open_fails(const char *path, const void *data, size_t len, int code, const char *needle,
                               const char *what)
 {
@@ -453,9 +539,9 @@ static void test_damage(void)
     expect_open_fails(dpath, bad.data, n, PILE_EFORMAT, "not a pile shard", "magic");
     expect_open_fails(dpath, "hello, world\n", 13, PILE_EFORMAT, "not a pile shard", "text file");
     memcpy(bad.data, b, n);
-    uint32_t v2 = 2;
-    memcpy(bad.data + H_VERSION, &v2, 4);
-    expect_open_fails(dpath, bad.data, n, PILE_EVERSION, "shard version 2 is newer than this build reads (1)",
+    uint32_t v3 = 3;
+    memcpy(bad.data + H_VERSION, &v3, 4);
+    expect_open_fails(dpath, bad.data, n, PILE_EVERSION, "shard version 3 is newer than this build reads (2)",
                       "version");
     memcpy(bad.data, b, n);
     bad.data[H_ROW_COUNT] ^= 1;
@@ -551,6 +637,8 @@ static void test_damage(void)
     TEST("open takes subset tables as large as a writer makes (over 1 GiB)");
     memcpy(bad.data, b, n);
     put_u64(bad.data, H_SUBS_SIZE, (UINT64_C(1) << 30) + 6);
+    /* the row checksum table follows it, 8-aligned */
+    put_u64(bad.data, H_CHECKS_OFF, (subs_off + (UINT64_C(1) << 30) + 6 + 7) / 8 * 8);
     reseal_header(bad.data);
     /* the table is not there, so the file is short: truncated, not malformed */
     expect_open_fails(dpath, bad.data, n, PILE_ETRUNC, "is truncated", "1 GiB subset table");
@@ -574,11 +662,274 @@ static void test_damage(void)
         }
     }
 
+    TEST("verify names the damaged row behind a section checksum (version 2)");
+    uint64_t checks_off = get_u64(b, H_CHECKS_OFF);
+    memcpy(bad.data, b, n);
+    bad.data[data_off + (3 * 64 + t1) * 2] ^= 0x01;
+    expect_verify_fails(dpath, bad.data, n, "data section checksum mismatch", "data byte, row 3");
+    expect_verify_fails(dpath, bad.data, n, "; row 3 fails its checksum (computed ", "data byte, row 3 named");
+    memcpy(bad.data, b, n);
+    bad.data[docs_off + 8 * 3 + 4] ^= 0x02; /* document entry 3's subset */
+    uint64_t doc3_row = 0;
+    while (doc3_row + 1 < m.nrows && get_u64(b, rows_off + 16 * (doc3_row + 1)) <= 3) doc3_row++;
+    char want[96];
+    snprintf(want, sizeof want, "; row %" PRIu64 " fails its checksum", doc3_row);
+    expect_verify_fails(dpath, bad.data, n, want, "document entry, its row named");
+    memcpy(bad.data, b, n);
+    bad.data[checks_off + 8 * 5 + 2] ^= 0x10;
+    expect_verify_fails(dpath, bad.data, n, "row checksum table checksum mismatch", "row checksum table byte");
+    expect_verify_fails(dpath, bad.data, n, "; row 5 fails its checksum", "row checksum table byte, row named");
+    /* the recorded checksum changed and the table's own checksum recomputed:
+     * only the row's check can tell, and verify runs it on every row */
+    put_u64(bad.data, H_CHECKS_SUM, XXH3_64bits(bad.data + checks_off, 8 * m.nrows));
+    reseal_header(bad.data);
+    expect_verify_fails(dpath, bad.data, n, "row 5 fails its checksum", "row checksum, table resealed");
+    /* a checksum recomputed for a changed row passes: the changed row is
+     * then only as wrong as its invariants say (here: nothing) */
+    memcpy(bad.data, b, n);
+    bad.data[data_off + (3 * 64 + t1) * 2] ^= 0x01;
+    reseal_all(bad.data);
+    if (write_bytes(dpath, bad.data, n) == 0) {
+        pile_shard *s = NULL;
+        int orc = pile_shard_open(&s, dpath, &err);
+        CHECK_OK(orc, &err);
+        if (orc == 0) CHECK_OK(pile_shard_verify(s, &err), &err);
+        pile_shard_close(s);
+    }
+
+    TEST("open checks the row checksum table's place and size (version 2)");
+    memcpy(bad.data, b, n);
+    put_u64(bad.data, H_CHECKS_OFF, checks_off + 8);
+    reseal_header(bad.data);
+    expect_open_fails(dpath, bad.data, n, PILE_EFORMAT, "bad row checksum table", "table moved");
+    memcpy(bad.data, b, n);
+    put_u64(bad.data, H_CHECKS_SIZE, 8 * m.nrows - 8);
+    reseal_header(bad.data);
+    expect_open_fails(dpath, bad.data, n, PILE_EFORMAT, "bad row checksum table", "table short");
+    expect_open_fails(dpath, b, (size_t)checks_off + 12, PILE_ETRUNC, "is truncated", "cut in the table");
+    /* the same bytes as a version 1 file: its reserved fields are ignored, and the table is trailing bytes */
+    memcpy(bad.data, b, n);
+    uint32_t v1 = 1;
+    memcpy(bad.data + H_VERSION, &v1, 4);
+    reseal_header(bad.data);
+    expect_open_fails(dpath, bad.data, n, PILE_EFORMAT, "after its last section", "table in a version 1 file");
+
     free(dpath);
     model_free(&m);
     pile_buf_free(&pb);
     pile_buf_free(&file);
     pile_buf_free(&bad);
+}
+
+static void test_writer_versions(void)
+{
+    pile_buf pb = {0};
+    pile_err err = {0};
+    pile_shard_params p;
+    memset(&p, 0, sizeof p);
+    p.max_length = 8;
+    p.vocab_size = 300;
+    p.eot_id = 256;
+    const uint32_t bad[2] = {3, 99};
+    for (int i = 0; i < 2; i++) {
+        pile_shard_writer *w = NULL;
+        p.version = bad[i];
+        ASSERT_EQ(pile_shard_writer_open(&w, tpath(&pb, "ver.shard"), &p, &err), PILE_EINVAL);
+        ASSERT(strstr(err.msg, "writes versions 1 to 2") != NULL);
+        ASSERT(w == NULL);
+    }
+    pile_buf_free(&pb);
+}
+
+/* ---------------------------------------------------------- row checks */
+
+/* A shard on disk with one damaged place; check_row must fail exactly the
+ * rows it names, with the shard, the row and both checksums. */
+static void expect_row_checks(const char *path, const char *data, size_t len, uint64_t nrows, const uint64_t *bad_rows,
+                              size_t nbad, const char *what)
+{
+    pile_err err = {0};
+    pile_shard *s = NULL;
+    if (write_bytes(path, data, len)) {
+        PILE_FAIL_("cannot write '%s'", path);
+        return;
+    }
+    int rc = pile_shard_open(&s, path, &err);
+    if (rc) {
+        PILE_FAIL_("%s: open failed: %s", what, err.msg);
+        return;
+    }
+    uint64_t checks = get_u64(data, H_CHECKS_OFF);
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t r = 0; r < nrows; r++) {
+            int want_bad = 0;
+            for (size_t k = 0; k < nbad; k++) want_bad |= bad_rows[k] == r;
+            rc = pile_shard_check_row(s, r, &err);
+            if (rc != (want_bad ? PILE_ECORRUPT : 0)) {
+                PILE_FAIL_("%s: row %" PRIu64 ": check_row returned %d (%s)", what, r, rc, rc ? err.msg : "");
+                continue;
+            }
+            if (!want_bad) continue;
+            char row[64], sums[2][24];
+            snprintf(row, sizeof row, "row %" PRIu64 " fails its checksum", r);
+            snprintf(sums[0], sizeof sums[0], "%016" PRIx64, spec_row_sum(data, r));
+            snprintf(sums[1], sizeof sums[1], "%016" PRIx64, get_u64(data, checks + 8 * r));
+            if (!strstr(err.msg, path) || !strstr(err.msg, row) || !strstr(err.msg, sums[0]) ||
+                !strstr(err.msg, sums[1]))
+                PILE_FAIL_("%s: the message lacks the shard, '%s', computed %s or recorded %s: %s", what, row,
+                           sums[0], sums[1], err.msg);
+        }
+        /* each damaged row counted once, however often it is read */
+        ASSERT_EQ(pile_shard_corrupt_rows(s), nbad);
+    }
+    pile_shard_close(s);
+}
+
+static void test_row_checks(void)
+{
+    pile_buf pb = {0}, file = {0}, bad = {0};
+    pile_err err = {0};
+    model m;
+    model_concat(&m, 50257, 64, 60);
+    const char *good = tpath(&pb, "rows.shard");
+    int rc = model_write(&m, good, NULL, &err);
+    CHECK_OK(rc, &err);
+    if (rc || pile_fs_read_file(good, &file, &err)) {
+        model_free(&m);
+        pile_buf_free(&pb);
+        return;
+    }
+    char *dpath = strdup(tpath(&pb, "rows-damaged.shard"));
+    const char *b = file.data;
+    size_t n = file.len;
+    uint64_t nrows = m.nrows, data_off = get_u64(b, H_DATA_OFF), rows_off = get_u64(b, H_ROWS_OFF),
+             docs_off = get_u64(b, H_DOCS_OFF), checks = get_u64(b, H_CHECKS_OFF);
+    pile_buf_append(&bad, b, n);
+    ASSERT(nrows > 12);
+
+    TEST("check_row: a flipped bit of a row's tokens fails that row only, naming it and both checksums");
+    uint64_t r7 = 7;
+    bad.data[data_off + r7 * 128 + 11] ^= 0x01; /* a token byte */
+    expect_row_checks(dpath, bad.data, n, nrows, &r7, 1, "token byte");
+    memcpy(bad.data, b, n);
+    bad.data[data_off + 8 * 128 + 127] ^= 0x80; /* the row's last position (padding or a token) */
+    uint64_t r8 = 8;
+    expect_row_checks(dpath, bad.data, n, nrows, &r8, 1, "last position");
+
+    TEST("check_row: a damaged row entry or document start fails its row");
+    memcpy(bad.data, b, n);
+    bad.data[rows_off + 16 * 4 + 12] ^= 0x01; /* row 4's lead subset */
+    uint64_t r4 = 4;
+    expect_row_checks(dpath, bad.data, n, nrows, &r4, 1, "lead subset");
+    /* a document start of a row with at least one */
+    uint64_t rd = 0;
+    while (rd < nrows && m.rows[rd].ndocs == 0) rd++;
+    ASSERT(rd < nrows);
+    memcpy(bad.data, b, n);
+    bad.data[docs_off + 8 * get_u64(b, rows_off + 16 * rd)] ^= 0x01; /* its first start's offset */
+    expect_row_checks(dpath, bad.data, n, nrows, &rd, 1, "document start");
+    /* first_doc of a later row moves a document start from one row to the
+     * other: both rows' document ranges change */
+    uint64_t rf = rd + 1;
+    while (rf < nrows && (m.rows[rf - 1].ndocs == 0 || rf < 2)) rf++;
+    ASSERT(rf < nrows);
+    memcpy(bad.data, b, n);
+    uint64_t fd = get_u64(b, rows_off + 16 * rf);
+    put_u64(bad.data, rows_off + 16 * rf, fd - 1);
+    uint64_t both[2] = {rf - 1, rf};
+    expect_row_checks(dpath, bad.data, n, nrows, both, 2, "first_doc moved");
+
+    TEST("check_row: rows that trade places fail, and so does a damaged recorded checksum");
+    /* two rows inside one long document have equal row entries (the same
+     * first_doc, length, lead subset and flags) and no document starts:
+     * they differ in their tokens and their place only */
+    uint64_t rs = 1;
+    while (rs + 1 < nrows && !(m.rows[rs].ndocs == 0 && m.rows[rs + 1].ndocs == 0 && m.rows[rs + 1].len == 64)) rs++;
+    ASSERT(rs + 1 < nrows);
+    ASSERT_MEM_EQ(b + rows_off + 16 * rs, b + rows_off + 16 * (rs + 1), 16);
+    memcpy(bad.data, b, n);
+    memcpy(bad.data + data_off + rs * 128, b + data_off + (rs + 1) * 128, 128);
+    memcpy(bad.data + data_off + (rs + 1) * 128, b + data_off + rs * 128, 128);
+    memcpy(bad.data + checks + 8 * rs, b + checks + 8 * (rs + 1), 8);
+    memcpy(bad.data + checks + 8 * (rs + 1), b + checks + 8 * rs, 8);
+    uint64_t swapped[2] = {rs, rs + 1};
+    expect_row_checks(dpath, bad.data, n, nrows, swapped, 2, "rows swapped with their checksums");
+    memcpy(bad.data, b, n);
+    bad.data[checks + 8 * 11 + 7] ^= 0x40;
+    uint64_t r11 = 11;
+    expect_row_checks(dpath, bad.data, n, nrows, &r11, 1, "recorded checksum");
+
+    free(dpath);
+    model_free(&m);
+    pile_buf_free(&pb);
+    pile_buf_free(&file);
+    pile_buf_free(&bad);
+}
+
+/* Loader threads check rows of one shard at once: every thread sees the same
+ * answers, and the damaged rows are counted once each. */
+#define CHECK_THREADS 4
+typedef struct check_job {
+    const pile_shard *s;
+    uint64_t nrows;
+    uint64_t start;
+    uint64_t failed, failed_row;
+    int other_error;
+} check_job;
+
+static void check_job_run(void *arg)
+{
+    check_job *j = arg;
+    for (int pass = 0; pass < 3; pass++)
+        for (uint64_t k = 0; k < j->nrows; k++) {
+            uint64_t r = (j->start + k * 5) % j->nrows;
+            pile_err err;
+            int rc = pile_shard_check_row(j->s, r, &err);
+            if (rc == PILE_ECORRUPT) {
+                j->failed++;
+                j->failed_row = r;
+            } else if (rc) {
+                j->other_error = 1;
+            }
+        }
+}
+
+static void test_row_checks_threads(void)
+{
+    pile_buf pb = {0}, file = {0};
+    pile_err err = {0};
+    model m;
+    model_concat(&m, 50257, 64, 400);
+    const char *path = tpath(&pb, "threads.shard");
+    int rc = model_write(&m, path, NULL, &err);
+    CHECK_OK(rc, &err);
+    if (rc == 0 && pile_fs_read_file(path, &file, &err) == 0) {
+        uint64_t nrows = m.nrows, bad_row = nrows / 2;
+        ASSERT(nrows % 5 != 0); /* k * 5 visits every row */
+        file.data[get_u64(file.data, H_DATA_OFF) + bad_row * 128 + 1] ^= 0x04;
+        pile_shard *s = NULL;
+        if (write_bytes(path, file.data, file.len) == 0 && pile_shard_open(&s, path, &err) == 0) {
+            check_job jobs[CHECK_THREADS];
+            uv_thread_t th[CHECK_THREADS];
+            for (int t = 0; t < CHECK_THREADS; t++) {
+                jobs[t] = (check_job){s, nrows, (uint64_t)t * nrows / CHECK_THREADS, 0, 0, 0};
+                ASSERT_EQ(uv_thread_create(&th[t], check_job_run, &jobs[t]), 0);
+            }
+            for (int t = 0; t < CHECK_THREADS; t++) uv_thread_join(&th[t]);
+            for (int t = 0; t < CHECK_THREADS; t++) {
+                ASSERT_EQ(jobs[t].failed, 3);
+                ASSERT_EQ(jobs[t].failed_row, bad_row);
+                ASSERT_EQ(jobs[t].other_error, 0);
+            }
+            ASSERT_EQ(pile_shard_corrupt_rows(s), 1);
+        } else {
+            PILE_FAIL_("cannot reopen '%s': %s", path, err.msg);
+        }
+        pile_shard_close(s);
+    }
+    model_free(&m);
+    pile_buf_free(&pb);
+    pile_buf_free(&file);
 }
 
 /* The writer streams token data through O_DIRECT in whole 4 KiB blocks; a
@@ -593,8 +944,8 @@ static void test_block_sized_file(void)
     p.vocab_size = 50257;
     p.eot_id = 50256;
     p.pad_id = 50256;
-    /* 4096 header block + 4096 data + 16 row + 8 doc + 4 count + 2 + 4066 name bytes = 12288 */
-    char name[4066];
+    /* 4096 header block + 4096 data + 16 row + 8 doc + 4 count + 2 + 4058 name bytes + 8 row checksum = 12288 */
+    char name[4058];
     memset(name, 'x', sizeof name);
     uint32_t tokens[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 50256};
     pile_shard_doc doc = {0, 0, 0};
@@ -693,6 +1044,30 @@ static void test_megatron(void)
         }
     }
 
+    /* the same shards in version 1 (no row checksums) export the same bytes */
+    {
+        model a1 = a, b1 = b;
+        a1.params.version = b1.params.version = 1;
+        char *qa = strdup(tpath(&pb, "mega1-a.shard")), *qb = strdup(tpath(&pb, "mega1-b.shard"));
+        char *prefix1 = strdup(tpath(&pb, "mega1"));
+        CHECK_OK(model_write(&a1, qa, NULL, &err), &err);
+        CHECK_OK(model_write(&b1, qb, NULL, &err), &err);
+        const char *paths1[2] = {qa, qb};
+        CHECK_OK(pile_megatron_export(paths1, 2, prefix1, &err), &err);
+        pile_buf got = {0};
+        p2.len = 0;
+        pile_buf_printf(&p2, "%s.idx", prefix1);
+        if (pile_fs_read_file(p2.data, &got, &err) == 0) ASSERT(got.len == idx.len && !memcmp(got.data, idx.data, got.len));
+        got.len = 0;
+        p2.len = 0;
+        pile_buf_printf(&p2, "%s.bin", prefix1);
+        if (pile_fs_read_file(p2.data, &got, &err) == 0) ASSERT(got.len == bin.len && !memcmp(got.data, bin.data, got.len));
+        pile_buf_free(&got);
+        free(qa);
+        free(qb);
+        free(prefix1);
+    }
+
     /* shards of another tokenizer are refused, and nothing is left behind */
     model c;
     model_concat(&c, 100000, 64, 5);
@@ -711,15 +1086,22 @@ static void test_megatron(void)
     const char *missing[1] = {tpath(&pb, "no-such.shard")};
     ASSERT_EQ(pile_megatron_export(missing, 1, prefix2, &err), PILE_ENOENT);
 
-    /* an id past vocab_size (open does not read token data): refused with the
-     * shard's name, also when the caller passes no error record */
+    /* a changed id (open does not read token data): the row's checksum
+     * fails, refused with the shard's name and the row, also when the caller
+     * passes no error record; with every checksum recomputed, the id past
+     * vocab_size is what refuses it */
     pile_buf raw = {0};
     if (pile_fs_read_file(pa, &raw, &err) == 0) {
         uint32_t big = 100000;
         memcpy(raw.data + 4096 + (2 * 64 + 5) * 4, &big, 4);
         char *pbad = strdup(tpath(&pb, "mega-bad.shard"));
-        ASSERT_EQ(write_bytes(pbad, raw.data, raw.len), 0);
         const char *badp[1] = {pbad};
+        ASSERT_EQ(write_bytes(pbad, raw.data, raw.len), 0);
+        ASSERT_EQ(pile_megatron_export(badp, 1, prefix2, &err), PILE_ECORRUPT);
+        ASSERT(strstr(err.msg, pbad) != NULL);
+        ASSERT(strstr(err.msg, "cannot export") != NULL && strstr(err.msg, "row 2 fails its checksum") != NULL);
+        reseal_all(raw.data);
+        ASSERT_EQ(write_bytes(pbad, raw.data, raw.len), 0);
         ASSERT_EQ(pile_megatron_export(badp, 1, prefix2, &err), PILE_ECORRUPT);
         ASSERT(strstr(err.msg, pbad) != NULL);
         ASSERT(strstr(err.msg, "row 2 position 5 holds id 100000") != NULL);
@@ -753,10 +1135,14 @@ int main(void)
     }
     pile_test_rng_state = 20240601;
 
-    TEST("round trip, 2-byte tokens (vocab 50257)");
-    test_round_trip(50257, "w2.shard");
+    TEST("round trip, 2-byte tokens (vocab 50257), row checksums as FORMAT.md defines them");
+    test_round_trip(50257, 0, "w2.shard");
     TEST("round trip, 4-byte tokens (vocab 100000)");
-    test_round_trip(100000, "w4.shard");
+    test_round_trip(100000, 0, "w4.shard");
+    TEST("round trip, version 1 (no row checksums): still read, every row passes its (empty) check");
+    test_round_trip(50257, 1, "v1.shard");
+    TEST("writer: refuses a format version it does not write");
+    test_writer_versions();
     TEST("round trip, best-fit rows with continued segments");
     test_best_fit();
     TEST("writer: .tmp while writing, refused rows, abandoned writer leaves nothing");
@@ -766,7 +1152,10 @@ int main(void)
     test_block_sized_file();
     TEST("round trip, a shard with no rows");
     test_empty_shard();
-    TEST("megatron export: 4-byte ids as int32, documents across two shards, refusals, corrupt ids");
+    test_row_checks();
+    TEST("check_row from 4 threads at once: the same answers, the damaged row counted once");
+    test_row_checks_threads();
+    TEST("megatron export: 4-byte ids as int32, documents across two shards, version 1 alike, refusals, corrupt rows and ids");
     test_megatron();
 
     int rc = TEST_DONE();
