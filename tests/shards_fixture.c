@@ -7,7 +7,9 @@
  *
  * OUT_DIR gets train-00000.shard and train-00001.shard (concat; a document
  * continues from the first into the second), val-00000.shard (best-fit),
- * manifest.json, megatron-train.{bin,idx}, megatron-val.{bin,idx}, expected.json. */
+ * manifest.json (pile-prep's layout: the shards, their counts and checksums,
+ * "complete": true), megatron-train.{bin,idx}, megatron-val.{bin,idx},
+ * expected.json. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +63,8 @@ static int name_id(const char *s, size_t n)
     return nnames++;
 }
 
-static int write_rows(const char *path, const row *rows, size_t from, size_t to, pile_shard_params *p, pile_err *err)
+static int write_rows(const char *path, const row *rows, size_t from, size_t to, pile_shard_params *p,
+                      pile_shard_info *info, pile_err *err)
 {
     pile_shard_writer *w;
     PILE_FORWARD_IF_ERR(pile_shard_writer_open(&w, path, p, err));
@@ -79,9 +82,19 @@ static int write_rows(const char *path, const row *rows, size_t from, size_t to,
         if (!rc) rc = pile_shard_writer_subset(w, ln, strlen(ln), &lead, err);
         if (!rc) rc = pile_shard_writer_add_row(w, rows[r].ids, rows[r].len, docs, rows[r].ndocs, lead, err);
     }
-    if (!rc) rc = pile_shard_writer_finish(w, NULL, err);
+    if (!rc) rc = pile_shard_writer_finish(w, info, err);
     pile_shard_writer_close(w);
     return rc;
+}
+
+/* The manifest entry pile-prep writes for a finished shard. */
+static void manifest_shard(pile_buf *m, const char *file, const char *split, const pile_shard_info *in, int last)
+{
+    pile_buf_printf(m,
+                    "    {\"file\": \"%s\", \"split\": \"%s\", \"rows\": %" PRIu64 ", \"documents\": %" PRIu64
+                    ", \"tokens\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"data_xxh3\": \"%016" PRIx64 "\"}%s\n",
+                    file, split, in->row_count, in->doc_count, in->token_count, in->file_size, in->data_checksum,
+                    last ? "" : ",");
 }
 
 static void json_ids(pile_buf *j, const uint32_t *ids, uint32_t n)
@@ -219,11 +232,13 @@ int main(int argc, char **argv)
     pile_buf_printf(&t0, "%s/train-00000.shard", out);
     pile_buf_printf(&t1, "%s/train-00001.shard", out);
     pile_buf_printf(&v0, "%s/val-00000.shard", out);
-    if (write_rows(t0.data, rows, 0, cut, &p, &err) || write_rows(t1.data, rows, cut, val_first, &p, &err))
+    pile_shard_info info[3];
+    if (write_rows(t0.data, rows, 0, cut, &p, &info[0], &err) ||
+        write_rows(t1.data, rows, cut, val_first, &p, &info[1], &err))
         return die("writing train shards", &err);
     p.pack = PILE_PACK_BEST_FIT;
     p.split = PILE_SPLIT_VAL;
-    if (write_rows(v0.data, rows, val_first, nrows, &p, &err)) return die("writing val shard", &err);
+    if (write_rows(v0.data, rows, val_first, nrows, &p, &info[2], &err)) return die("writing val shard", &err);
 
     const char *train[2] = {t0.data, t1.data};
     const char *val[1] = {v0.data};
@@ -280,8 +295,15 @@ int main(int argc, char **argv)
     if (pile_fs_write_atomic(jp.data, j.data, j.len, &err)) return die("expected.json", &err);
     jp.len = 0;
     pile_buf_printf(&jp, "%s/manifest.json", out);
-    const char *manifest = "{\"tokenizer\": \"bytes\", \"note\": \"written by shards_fixture\"}\n";
-    if (pile_fs_write_atomic(jp.data, manifest, strlen(manifest), &err)) return die("manifest.json", &err);
+    pile_buf man = {0};
+    pile_buf_printf(&man, "{\n  \"format\": \"pile-prep manifest\",\n  \"version\": 1,\n  \"tool\": \"shards_fixture\",\n"
+                          "  \"complete\": true,\n  \"options\": {\"tokenizer\": \"bytes\"},\n  \"shards\": [\n");
+    manifest_shard(&man, "train-00000.shard", "train", &info[0], 0);
+    manifest_shard(&man, "train-00001.shard", "train", &info[1], 0);
+    manifest_shard(&man, "val-00000.shard", "val", &info[2], 1);
+    pile_buf_printf(&man, "  ]\n}\n");
+    if (man.failed || pile_fs_write_atomic(jp.data, man.data, man.len, &err)) return die("manifest.json", &err);
+    pile_buf_free(&man);
 
     for (int i = 0; i < ndocs; i++) {
         free(docs[i].ids);

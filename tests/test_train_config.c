@@ -665,6 +665,9 @@ static uint32_t tok_at(uint64_t row, uint32_t p)
     return (uint32_t)((row * 37 + p * 11 + 1) % (VOCAB - 1));
 }
 
+/* The format write_shard writes (0: the current one). */
+static uint32_t write_version;
+
 static int write_shard(const char *dir, const char *name, const row_spec *rows, size_t n, uint64_t row0,
                        uint8_t fp0, uint32_t max_length, pile_err *err)
 {
@@ -676,6 +679,7 @@ static int write_shard(const char *dir, const char *name, const row_spec *rows, 
     prm.eot_id = VOCAB - 1;
     prm.pad_id = VOCAB - 1;
     prm.split = name[0] == 'v' ? PILE_SPLIT_VAL : PILE_SPLIT_TRAIN;
+    prm.version = write_version;
     for (int i = 0; i < PILE_SHARD_FP_BYTES; i++) prm.tokenizer_fp[i] = (uint8_t)(fp0 + i);
     pile_shard_writer *w;
     int rc = pile_shard_writer_open(&w, path, &prm, err);
@@ -742,7 +746,7 @@ static void check_against_reference(const pile_data *d, int T, uint64_t expect_s
         for (uint32_t win = 0; win < nwin; win++, i++) {
             for (int dml = 0; dml < 2; dml++) {
                 if (i >= pile_data_get_info(d)->train_samples) break;
-                int n = pile_data_sample(d, 0, i, dml, tok, tgt, ds);
+                int n = pile_data_sample(d, 0, i, dml, tok, tgt, ds, NULL);
                 int rn = ref_sample(&rows[r], win, T, dml, rtok, rtgt, rds);
                 if (n != rn || memcmp(tok, rtok, sizeof(int32_t) * (size_t)T) ||
                     memcmp(tgt, rtgt, sizeof(int32_t) * (size_t)T) || memcmp(ds, rds, sizeof(int32_t) * (size_t)T)) {
@@ -778,7 +782,7 @@ static void test_data_windows(const char *dir)
     ASSERT_EQ(in->tokenizer_fp[3], 3);
     /* row 0 by hand: documents at 0, 5, 11 */
     int32_t tok[L], tgt[L], ds[L];
-    ASSERT_EQ(pile_data_sample(d, 0, 0, 0, tok, tgt, ds), 15);
+    ASSERT_EQ(pile_data_sample(d, 0, 0, 0, tok, tgt, ds, NULL), 15);
     ASSERT_EQ(tok[0], tok_at(0, 0));
     ASSERT_EQ(tgt[0], tok_at(0, 1));
     ASSERT_EQ(tgt[14], tok_at(0, 15));
@@ -789,20 +793,20 @@ static void test_data_windows(const char *dir)
     ASSERT_EQ(ds[10], 5);
     ASSERT_EQ(ds[11], 11);
     ASSERT_EQ(ds[15], 11);
-    ASSERT_EQ(pile_data_sample(d, 0, 0, 1, tok, tgt, NULL), 13);
+    ASSERT_EQ(pile_data_sample(d, 0, 0, 1, tok, tgt, NULL, NULL), 13);
     ASSERT_EQ(tgt[4], -1);
     ASSERT_EQ(tgt[10], -1);
     ASSERT_EQ(tgt[3], tok_at(0, 4));
     /* row 2 (7 tokens): padding and no targets past the length */
-    ASSERT_EQ(pile_data_sample(d, 0, 2, 0, tok, tgt, ds), 6);
+    ASSERT_EQ(pile_data_sample(d, 0, 2, 0, tok, tgt, ds, NULL), 6);
     ASSERT_EQ(tgt[5], tok_at(2, 6));
     ASSERT_EQ(tgt[6], -1);
     ASSERT_EQ(tok[7], VOCAB - 1);
     /* sample 3 is row 4: row 3 (one token) has no sample */
-    ASSERT_EQ(pile_data_sample(d, 0, 3, 0, tok, tgt, ds), 15);
+    ASSERT_EQ(pile_data_sample(d, 0, 3, 0, tok, tgt, ds, NULL), 15);
     ASSERT_EQ(tok[0], tok_at(4, 0));
     /* row 1 begins inside a document: doc_start 0 until offset 3 */
-    pile_data_sample(d, 0, 1, 0, tok, tgt, ds);
+    pile_data_sample(d, 0, 1, 0, tok, tgt, ds, NULL);
     ASSERT_EQ(ds[2], 0);
     ASSERT_EQ(ds[3], 3);
     check_against_reference(d, L, 8);
@@ -1001,16 +1005,16 @@ static void test_data_order_and_split(const char *dir)
         ASSERT(in->val_tokens > 0);
         int32_t a[3], at[3], ad[3], b[3], bt[3], bd[3];
         for (uint64_t j = 0; j < nval; j++) {
-            int na = pile_data_sample(d, 1, j, 1, a, at, ad);
-            int nb = pile_data_sample(all, 0, in->train_samples + j, 1, b, bt, bd);
+            int na = pile_data_sample(d, 1, j, 1, a, at, ad, NULL);
+            int nb = pile_data_sample(all, 0, in->train_samples + j, 1, b, bt, bd, NULL);
             ASSERT_EQ(na, nb);
             ASSERT_MEM_EQ(a, b, sizeof a);
             ASSERT_MEM_EQ(at, bt, sizeof at);
             ASSERT_MEM_EQ(ad, bd, sizeof ad);
         }
         for (uint64_t j = 0; j < in->train_samples; j++) {
-            pile_data_sample(d, 0, j, 0, a, at, ad);
-            pile_data_sample(all, 0, j, 0, b, bt, bd);
+            pile_data_sample(d, 0, j, 0, a, at, ad, NULL);
+            pile_data_sample(all, 0, j, 0, b, bt, bd, NULL);
             ASSERT_MEM_EQ(a, b, sizeof a);
         }
         /* the order visits the train samples only, never the held-out tail */
@@ -1100,7 +1104,7 @@ static void test_data_refusals(void)
             ASSERT_EQ(in->train_samples, 2);
             ASSERT(in->val_tokens > 0);
             int32_t tok[L], tgt[L];
-            ASSERT(pile_data_sample(d, 1, 0, 0, tok, tgt, NULL) > 0);
+            ASSERT(pile_data_sample(d, 1, 0, 0, tok, tgt, NULL, NULL) > 0);
             pile_data_close(d);
             d = NULL;
         }
@@ -1120,11 +1124,81 @@ static void test_data_refusals(void)
         ASSERT_EQ(in->train_samples, 4);
         ASSERT_EQ(in->val_samples, 4);
         int32_t tok[L], tgt[L];
-        ASSERT_EQ(pile_data_sample(d, 1, 1, 0, tok, tgt, NULL), 1);
+        ASSERT_EQ(pile_data_sample(d, 1, 1, 0, tok, tgt, NULL, NULL), 1);
         ASSERT_EQ(tok[0], tok_at(6, 0));
         ASSERT_EQ(tgt[0], tok_at(6, 1));
         pile_data_close(d);
     }
+}
+
+/* Flips one bit of row `row`'s token at position p, in place. */
+static void flip_token_bit(const char *path, uint64_t row, uint32_t p)
+{
+    FILE *f = fopen(path, "r+b");
+    long off = 4096 + (long)(row * L + p) * 2; /* 2-byte tokens, data at 4096 (FORMAT.md) */
+    int c = f && fseek(f, off, SEEK_SET) == 0 ? fgetc(f) : EOF;
+    if (c == EOF || fseek(f, off, SEEK_SET) != 0 || fputc(c ^ 0x01, f) == EOF) PILE_FAIL_("cannot flip a byte of '%s'", path);
+    if (f) fclose(f);
+}
+
+static void test_data_checks(void)
+{
+    pile_err err;
+    pile_data *d = NULL;
+    char dir[700], path[800];
+    snprintf(dir, sizeof dir, "%s/checks", tmp);
+    if (mkdir(dir, 0755) != 0) PILE_FAIL_("cannot mkdir '%s'", dir);
+
+    TEST("data: shards of format versions 1 and 2 mixed: read alike, the version 1 one counted as unverified");
+    write_version = 1;
+    OK(write_shard(dir, "train-00000.shard", shard0, 5, 0, 0, L, &err), &err);
+    write_version = 0;
+    OK(write_shard(dir, "train-00001.shard", shard1, 4, 5, 0, L, &err), &err);
+    OK(pile_data_open(&d, dir, 0, 0.0, &err), &err);
+    if (!d) return;
+    ASSERT_EQ(pile_data_get_info(d)->unverified_shards, 1);
+    check_against_reference(d, L, 8);
+    ASSERT_EQ(pile_data_corrupt_rows(d), 0);
+    pile_data_close(d);
+
+    TEST("data: a flipped bit in a version 2 row: its samples refused, named, masked; counted once");
+    snprintf(path, sizeof path, "%s/train-00001.shard", dir);
+    flip_token_bit(path, 2, 7); /* shard1's row 2: 16 tokens, the 7th sample */
+    /* with seq_len 4 the row has 4 windows: samples 19..22 (train-00000 has 4+4+2+0+4, then 4 and 1) */
+    OK(pile_data_open(&d, dir, 4, 0.0, &err), &err);
+    if (!d) return;
+    int32_t tok[L], tgt[L], ds[L];
+    for (int pass = 0; pass < 2; pass++)
+        for (uint64_t i = 0; i < pile_data_get_info(d)->train_samples; i++) {
+            for (int t = 0; t < 4; t++) tok[t] = tgt[t] = ds[t] = 12345;
+            int n = pile_data_sample(d, 0, i, 0, tok, tgt, ds, &err);
+            int bad = i >= 19 && i < 23;
+            if (!bad) {
+                if (n <= 0) PILE_FAIL_("sample %" PRIu64 ": %d (%s)", i, n, n < 0 ? err.msg : "");
+                continue;
+            }
+            ASSERT_EQ(n, PILE_ECORRUPT);
+            ASSERT(strstr(err.msg, path) != NULL);
+            ASSERT(strstr(err.msg, "row 2 fails its checksum (computed ") != NULL);
+            ASSERT(strstr(err.msg, ", the shard records ") != NULL);
+            for (int t = 0; t < 4; t++) {
+                ASSERT_EQ(tok[t], VOCAB - 1);
+                ASSERT_EQ(tgt[t], -1);
+                ASSERT_EQ(ds[t], 0);
+            }
+        }
+    ASSERT_EQ(pile_data_corrupt_rows(d), 1);
+    pile_data_close(d);
+
+    TEST("data: a flipped bit in a version 1 row is not seen (no checksum to see it by)");
+    snprintf(path, sizeof path, "%s/train-00000.shard", dir);
+    flip_token_bit(path, 0, 3);
+    OK(pile_data_open(&d, dir, 0, 0.0, &err), &err);
+    if (!d) return;
+    ASSERT_EQ(pile_data_sample(d, 0, 0, 0, tok, tgt, ds, &err), 15);
+    ASSERT_EQ((uint32_t)tok[3], tok_at(0, 3) ^ 1);
+    ASSERT_EQ(pile_data_corrupt_rows(d), 0);
+    pile_data_close(d);
 }
 
 static void log_drop(void *ctx, const char *msg)
@@ -1193,8 +1267,8 @@ static void test_data_prep(void)
     uint64_t targets = 0;
     int same = 1, eot_seen = 0;
     for (uint64_t i = 0; i < info->train_samples; i++) {
-        int k = pile_data_sample(d, 0, i, 1, tok, tgt, ds);
-        int kv = pile_data_sample(d, 1, i, 1, vt, vg, vd);
+        int k = pile_data_sample(d, 0, i, 1, tok, tgt, ds, NULL);
+        int kv = pile_data_sample(d, 1, i, 1, vt, vg, vd, NULL);
         targets += (uint64_t)k;
         if (k != kv || memcmp(tok, vt, sizeof tok) || memcmp(tgt, vg, sizeof tgt) || memcmp(ds, vd, sizeof ds)) same = 0;
         for (int t = 0; t + 1 < 32; t++) {
@@ -1226,6 +1300,7 @@ static void test_data(void)
     test_data_windows(dir);
     test_data_order_and_split(dir);
     test_data_refusals();
+    test_data_checks();
     test_data_epoch_order();
     test_data_prep();
 }

@@ -1,7 +1,9 @@
 /* pile-dump: what is in a shard or a folder of shards (header fields, counts,
  * per-split and per-subset statistics, document lengths), --verify for every
- * checksum and invariant, --decode N for one row as ids and text. Only main
- * prints and exits; the rest returns codes like the libraries it drives. */
+ * checksum (each row's too) and invariant and, for a folder, its agreement
+ * with pile-prep's manifest.json, --decode N for one row as ids and text.
+ * Only main prints and exits; the rest returns codes like the libraries it
+ * drives. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -31,7 +33,9 @@ static const char *usage_text =
     "PATH is a shard or a folder of *.shard files (read in name order).\n"
     "\n"
     "  --json            print a JSON summary for scripts\n"
-    "  --verify          check every checksum and invariant of every shard (exit 1 on failure)\n"
+    "  --verify          check every checksum (each row's too) and invariant of every shard and, for a\n"
+    "                    folder, that it holds exactly the shards its manifest.json lists, unchanged,\n"
+    "                    and that the run is complete; each failure is named (exit 1 on any)\n"
     "  --decode N        print row N (counted across the sorted shards) as ids and as text\n"
     "  --shard FILE      with --decode: row N of this shard (PATH may then be left out)\n"
     "  --tokenizer SPEC  tokenizer for --decode (default: the one in PATH's manifest.json, else bytes)\n"
@@ -66,6 +70,8 @@ typedef struct dump {
     split_stats splits[NSPLITS];
     subset_stats *subsets;
     size_t nsubsets;
+    size_t problems; /* --verify failures found (each printed at once) */
+    int complete;    /* the manifest's "complete": 1, 0, or -1 without a pile-prep manifest */
 } dump;
 
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
@@ -79,6 +85,20 @@ static void die(int code, const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     exit(code);
+}
+
+/* One --verify failure: said at once; the run goes on to find the others. */
+static void problem(dump *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void problem(dump *d, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("pile-dump: verify failed: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    d->problems++;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -228,14 +248,17 @@ static void json_str(const char *s)
 static void print_text(const dump *d, const char *path, int verified)
 {
     uint64_t rows = 0, docs = 0, tokens = 0, padding = 0;
-    printf("%zu shard%s in '%s'\n\n", d->n, d->n == 1 ? "" : "s", path);
+    printf("%zu shard%s in '%s'%s\n\n", d->n, d->n == 1 ? "" : "s", path,
+           d->complete == 1   ? " (manifest: complete)"
+           : d->complete == 0 ? " (manifest: NOT complete: the pile-prep run that wrote them did not finish)"
+                              : "");
     for (size_t i = 0; i < d->n; i++) {
         const pile_shard_info *in = pile_shard_get_info(d->shards[i].s);
         char fp[2 * PILE_SHARD_FP_BYTES + 1];
         pile_hex_encode(fp, in->tokenizer_fp, PILE_SHARD_FP_BYTES);
-        printf("%s: version %" PRIu32 ", %s, %s packing, %" PRIu32 "-byte tokens, max_length %" PRIu32 "\n",
-               d->shards[i].name, in->version, split_names[in->split], pack_name(in->pack), in->token_bytes,
-               in->max_length);
+        printf("%s: version %" PRIu32 "%s, %s, %s packing, %" PRIu32 "-byte tokens, max_length %" PRIu32 "\n",
+               d->shards[i].name, in->version, in->row_checksums ? "" : " (no row checksums)",
+               split_names[in->split], pack_name(in->pack), in->token_bytes, in->max_length);
         printf("  vocab_size %" PRIu32 ", eot_id %" PRIu32 ", pad_id %" PRIu32 ", tokenizer %s\n", in->vocab_size,
                in->eot_id, in->pad_id, fp);
         printf("  %" PRIu64 " rows, %" PRIu64 " documents, %" PRIu64 " document starts, %" PRIu64 " tokens, %" PRIu64
@@ -285,7 +308,8 @@ static void print_json(const dump *d, int verified)
         padding += d->splits[s].padding;
         segments += d->splits[s].segments;
     }
-    printf("{\n  \"totals\": {\"shards\": %zu, \"rows\": %" PRIu64 ", \"documents\": %" PRIu64 ", \"document_starts\": %"
+    printf("{\n  \"complete\": %s,\n", d->complete == 1 ? "true" : d->complete == 0 ? "false" : "null");
+    printf("  \"totals\": {\"shards\": %zu, \"rows\": %" PRIu64 ", \"documents\": %" PRIu64 ", \"document_starts\": %"
            PRIu64 ", \"tokens\": %" PRIu64 ", \"padding_tokens\": %" PRIu64 ", \"padding_fraction\": %.6f},\n",
            d->n, rows, docs, segments, tokens, padding, frac(padding, tokens + padding));
     printf("  \"splits\": {");
@@ -327,11 +351,12 @@ static void print_json(const dump *d, int verified)
                ", \"max_length\": %" PRIu32 ", \"vocab_size\": %" PRIu32 ", \"eot_id\": %" PRIu32 ", \"pad_id\": %" PRIu32
                ", \"tokenizer_fingerprint\": \"%s\", \"rows\": %" PRIu64 ", \"documents\": %" PRIu64
                ", \"document_starts\": %" PRIu64 ", \"tokens\": %" PRIu64 ", \"padding_tokens\": %" PRIu64
-               ", \"subsets\": %" PRIu32 ", \"bytes\": %" PRIu64 ", \"first_row\": %" PRIu64 "}",
+               ", \"subsets\": %" PRIu32 ", \"bytes\": %" PRIu64 ", \"first_row\": %" PRIu64
+               ", \"row_checksums\": %s, \"data_xxh3\": \"%016" PRIx64 "\", \"header_xxh3\": \"%016" PRIx64 "\"}",
                in->version, split_names[in->split], pack_name(in->pack), in->token_bytes, in->max_length,
                in->vocab_size, in->eot_id, in->pad_id, fp, in->row_count, d->shards[i].docs, in->doc_count,
                in->token_count, in->row_count * in->max_length - in->token_count, in->subset_count, in->file_size,
-               d->shards[i].first_row);
+               d->shards[i].first_row, in->row_checksums ? "true" : "false", in->data_checksum, in->header_checksum);
     }
     printf("\n  ]");
     if (verified) printf(",\n  \"verify\": \"ok\"");
@@ -371,6 +396,134 @@ static char *manifest_tokenizer(const char *path)
     pile_buf_free(&spec);
     free(copy);
     return result;
+}
+
+/* A string member of a manifest object, or NULL. */
+static const char *json_str_of(const pile_json *o, const char *key)
+{
+    const pile_json *v = o ? pile_json_get(o, key) : NULL;
+    return v && pile_json_type_of(v) == PILE_JSON_STRING ? pile_json_str(v, NULL) : NULL;
+}
+
+/* One number the manifest records for a shard against the shard's own
+ * value; a difference is appended to diffs. */
+static void compare_count(pile_buf *diffs, const pile_json *o, const char *key, uint64_t actual)
+{
+    const pile_json *v = pile_json_get(o, key);
+    int64_t want;
+    if (!v || !pile_json_int(v, &want))
+        pile_buf_printf(diffs, "%sno number \"%s\" in its entry", diffs->len ? ", " : "", key);
+    else if (want < 0 || (uint64_t)want != actual)
+        pile_buf_printf(diffs, "%s%s %" PRIu64 " (the manifest says %" PRId64 ")", diffs->len ? ", " : "", key, actual,
+                        want);
+}
+
+static void compare_checksum(pile_buf *diffs, const pile_json *o, const char *key, uint64_t actual, int required)
+{
+    const char *want = json_str_of(o, key);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016" PRIx64, actual);
+    if (!want) {
+        if (required) pile_buf_printf(diffs, "%sno \"%s\" in its entry", diffs->len ? ", " : "", key);
+    } else if (strcmp(want, hex) != 0) {
+        pile_buf_printf(diffs, "%s%s %s (the manifest says %s)", diffs->len ? ", " : "", key, hex, want);
+    }
+}
+
+/* pile-prep's manifest.json in `folder` against the shards found there:
+ * sets d->complete and, with verify, checks that every shard it lists is
+ * there and is the one it describes (split, counts, size, checksums), that
+ * no other shard is there, and that the run which wrote them finished. A
+ * folder without a manifest, or with one another program wrote, has nothing
+ * to be checked against: said once. */
+static void check_manifest(dump *d, const char *folder, int verify)
+{
+    d->complete = -1;
+    pile_buf mpath = {0};
+    if (pile_fs_join(&mpath, folder, "manifest.json")) die(1, "out of memory");
+    struct stat st;
+    pile_err err = {0};
+    pile_json *root = NULL;
+    char *listed = NULL;
+    if (stat(mpath.data, &st) != 0) {
+        if (verify)
+            fprintf(stderr, "pile-dump: warning: no manifest.json in '%s': each shard is verified, but not whether"
+                            " the folder lacks one\n", folder);
+        goto out;
+    }
+    if (pile_json_parse_file(mpath.data, &root, &err)) {
+        if (verify) problem(d, "cannot read '%s': %s", mpath.data, err.msg);
+        else fprintf(stderr, "pile-dump: warning: cannot read '%s': %s\n", mpath.data, err.msg);
+        goto out;
+    }
+    const char *format = json_str_of(root, "format");
+    if (!format || strcmp(format, "pile-prep manifest") != 0) {
+        if (verify)
+            fprintf(stderr, "pile-dump: warning: '%s' is not pile-prep's manifest: the folder is not checked"
+                            " against it\n", mpath.data);
+        goto out;
+    }
+    const pile_json *c = pile_json_get(root, "complete");
+    int has_complete = c && pile_json_type_of(c) == PILE_JSON_BOOL;
+    d->complete = has_complete && pile_json_bool(c);
+    if (!verify) goto out;
+    if (!has_complete)
+        problem(d, "'%s' has no \"complete\" flag", mpath.data);
+    else if (!d->complete)
+        problem(d, "'%s' says the run that wrote the folder did not finish (\"complete\": false): run the same"
+                   " pile-prep command again to finish it", mpath.data);
+    const pile_json *list = pile_json_get(root, "shards");
+    if (!list || pile_json_type_of(list) != PILE_JSON_ARRAY) {
+        problem(d, "'%s' has no \"shards\" list", mpath.data);
+        goto out;
+    }
+    listed = calloc(d->n ? d->n : 1, 1);
+    if (!listed) die(1, "out of memory");
+    pile_buf fpath = {0}, diffs = {0};
+    for (size_t i = 0; i < pile_json_size(list); i++) {
+        const pile_json *o = pile_json_at(list, i);
+        const char *file = json_str_of(o, "file");
+        if (!file || !file[0] || strchr(file, '/')) {
+            problem(d, "'%s': shard entry %zu has no file name", mpath.data, i);
+            continue;
+        }
+        fpath.len = 0;
+        if (pile_fs_join(&fpath, folder, file)) die(1, "out of memory");
+        size_t k = 0;
+        while (k < d->n && strcmp(d->shards[k].name, file) != 0) k++;
+        if (k == d->n) {
+            problem(d, "'%s' is missing: '%s' lists it", fpath.data, mpath.data);
+            continue;
+        }
+        if (listed[k]++) {
+            problem(d, "'%s' lists '%s' twice", mpath.data, file);
+            continue;
+        }
+        if (!d->shards[k].s) continue; /* it did not open: said already */
+        const pile_shard_info *in = pile_shard_get_info(d->shards[k].s);
+        diffs.len = 0;
+        const char *split = json_str_of(o, "split");
+        if (!split || strcmp(split, split_names[in->split]) != 0)
+            pile_buf_printf(&diffs, "split %s (the manifest says %s)", split_names[in->split], split ? split : "none");
+        compare_count(&diffs, o, "rows", in->row_count);
+        compare_count(&diffs, o, "documents", in->doc_count);
+        compare_count(&diffs, o, "tokens", in->token_count);
+        compare_count(&diffs, o, "bytes", in->file_size);
+        compare_checksum(&diffs, o, "data_xxh3", in->data_checksum, 1);
+        compare_checksum(&diffs, o, "header_xxh3", in->header_checksum, 0);
+        if (diffs.failed) die(1, "out of memory");
+        if (diffs.len)
+            problem(d, "'%s' is not the shard '%s' lists: %.*s", fpath.data, mpath.data, (int)diffs.len, diffs.data);
+    }
+    for (size_t k = 0; k < d->n; k++)
+        if (!listed[k])
+            problem(d, "'%s' is not in '%s' (a shard of another run, or left from one)", d->shards[k].path, mpath.data);
+    pile_buf_free(&fpath);
+    pile_buf_free(&diffs);
+out:
+    free(listed);
+    pile_json_free(root);
+    pile_buf_free(&mpath);
 }
 
 static void decode_row(shard_entry *e, uint64_t r, uint64_t global, const char *spec)
@@ -474,17 +627,29 @@ int main(int argc, char **argv)
     d.shards = calloc(d.n, sizeof *d.shards);
     if (!d.shards) die(1, "out of memory");
     uint64_t row_base = 0;
+    size_t unverified = 0;
+    const char *unverified_name = NULL;
     for (size_t i = 0; i < d.n; i++) {
         pile_err err = {0};
         shard_entry *e = &d.shards[i];
         e->path = paths[i];
         const char *slash = strrchr(e->path, '/');
         e->name = slash ? slash + 1 : e->path;
-        /* the library's messages name the file already */
-        if (pile_shard_open(&e->s, e->path, &err)) die(1, "%s", err.msg);
+        /* the library's messages name the file already; --verify goes on to find the other failures */
+        if (pile_shard_open(&e->s, e->path, &err)) {
+            if (!verify || decode) die(1, "%s", err.msg);
+            problem(&d, "%s", err.msg);
+            continue;
+        }
         e->first_row = row_base;
         row_base += pile_shard_get_info(e->s)->row_count;
+        if (!pile_shard_get_info(e->s)->row_checksums && !unverified++) unverified_name = e->name;
     }
+    if (unverified)
+        fprintf(stderr, "pile-dump: warning: %zu of the %zu shards ('%s'%s) are of format version 1, whose rows carry"
+                        " no checksums: their rows cannot be verified one by one (only whole sections); run pile-prep"
+                        " again (the same command with --force) to make them in version 2\n",
+                unverified, d.n, unverified_name, unverified > 1 ? " and others" : "");
 
     if (decode) {
         for (size_t i = 0; i < d.n; i++) {
@@ -500,17 +665,22 @@ int main(int argc, char **argv)
     }
 
     if (verify) {
-        const pile_shard_info *first = pile_shard_get_info(d.shards[0].s);
+        const shard_entry *first = NULL;
         for (size_t i = 0; i < d.n; i++) {
             pile_err err = {0};
+            if (!d.shards[i].s) continue;
             const pile_shard_info *in = pile_shard_get_info(d.shards[i].s);
-            if (pile_shard_verify(d.shards[i].s, &err)) die(1, "verify failed: %s", err.msg);
-            if (memcmp(in->tokenizer_fp, first->tokenizer_fp, PILE_SHARD_FP_BYTES) != 0 ||
-                in->vocab_size != first->vocab_size)
-                die(1, "verify failed: '%s' and '%s' were made with different tokenizers", d.shards[0].path,
-                    d.shards[i].path);
+            if (pile_shard_verify(d.shards[i].s, &err)) problem(&d, "%s", err.msg);
+            if (!first) first = &d.shards[i];
+            const pile_shard_info *f = pile_shard_get_info(first->s);
+            if (memcmp(in->tokenizer_fp, f->tokenizer_fp, PILE_SHARD_FP_BYTES) != 0 || in->vocab_size != f->vocab_size)
+                problem(&d, "'%s' and '%s' were made with different tokenizers", first->path, d.shards[i].path);
         }
     }
+    d.complete = -1;
+    if (pile_fs_is_dir(path)) check_manifest(&d, path, verify);
+    if (d.problems)
+        die(1, "verify: %zu problem%s in '%s' (each named above)", d.problems, d.problems == 1 ? "" : "s", path);
     for (size_t i = 0; i < d.n; i++) scan_shard(&d, &d.shards[i]);
     for (int s = 0; s < NSPLITS; s++) seq_close(&d.splits[s]);
     if (json)

@@ -66,6 +66,7 @@ static const field fields[] = {
     FIELD(eval_interval, NULL, T_I64, R_NONNEG, "optimizer steps between validations (0: epoch ends only)"),
     FIELD(eval_rows, NULL, T_I64, R_NONNEG, "validation rows at most (0: all)"),
     FIELD(val_fraction, NULL, T_DBL, R_ANY, "share of train samples held out when there are no val shards"),
+    FIELD(skip_corrupt_rows, NULL, T_BOOL, R_ANY, "leave out and count rows that fail their checksum (default: stop)"),
     FIELD(log_interval, NULL, T_I64, R_POS, "steps between progress lines and metrics"),
     FIELD(save_interval, NULL, T_I64, R_NONNEG, "steps between step-NNNNNNN checkpoints (0: epochs only)"),
     FIELD(resume, NULL, T_BOOL, R_ANY, "continue from the newest checkpoint in checkpoint_dir"),

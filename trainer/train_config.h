@@ -57,6 +57,7 @@ typedef struct pile_train_config {
     int64_t eval_interval;     /* optimizer steps between validations; 0 = only at epoch ends */
     int64_t eval_rows;         /* cap on validation rows; 0 = all */
     double val_fraction;       /* held-out share of train rows when there are no val shards: 0.01 */
+    int skip_corrupt_rows;     /* leave out (and count) rows that fail their checksum instead of stopping */
     int64_t log_interval;      /* steps between progress lines and metrics: 1 */
     int64_t save_interval;     /* steps between step-NNNNNNN checkpoints; 0 = only epochs */
     int resume;                /* continue from the newest checkpoint in checkpoint_dir */

@@ -129,10 +129,11 @@ static int list_names(const char *dir, char ***names, size_t *n, pile_err *err)
     return rc;
 }
 
+/* The format version may differ (1 and 2 hold the same rows); what the
+ * rows mean may not. */
 static const char *differs(const pile_shard_info *a, const pile_shard_info *b, char *what, size_t cap)
 {
-    if (a->version != b->version) snprintf(what, cap, "format version (%u vs %u)", b->version, a->version);
-    else if (memcmp(a->tokenizer_fp, b->tokenizer_fp, PILE_SHARD_FP_BYTES))
+    if (memcmp(a->tokenizer_fp, b->tokenizer_fp, PILE_SHARD_FP_BYTES))
         snprintf(what, cap, "tokenizer fingerprint");
     else if (a->token_bytes != b->token_bytes)
         snprintf(what, cap, "token width (%u vs %u bytes)", b->token_bytes, a->token_bytes);
@@ -296,6 +297,7 @@ int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fra
         names[i] = NULL;
         s->n++;
         const pile_shard_info *in = pile_shard_get_info(sh);
+        if (!in->row_checksums) d->info.unverified_shards++;
         char what[96];
         if (!ref) {
             ref = in;
@@ -430,8 +432,16 @@ uint64_t pile_data_epoch_sample(const pile_data *d, uint64_t seed, uint64_t epoc
     return x;
 }
 
+uint64_t pile_data_corrupt_rows(const pile_data *d)
+{
+    uint64_t n = 0;
+    for (int sp = 0; sp < 2; sp++)
+        for (size_t k = 0; k < d->split[sp].n; k++) n += pile_shard_corrupt_rows(d->split[sp].shards[k]);
+    return n;
+}
+
 int pile_data_sample(const pile_data *d, int val, uint64_t i, int doc_mask_loss, int32_t *tokens, int32_t *targets,
-                     int32_t *doc_start)
+                     int32_t *doc_start, pile_err *err)
 {
     const split_set *s = &d->split[val && !d->info.val_held_out ? 1 : 0];
     if (val && d->info.val_held_out) i += d->info.train_samples;
@@ -441,6 +451,15 @@ int pile_data_sample(const pile_data *d, int val, uint64_t i, int doc_mask_loss,
     locate(d, s, i, &k, &row, &win);
     const pile_shard *sh = s->shards[k];
     const pile_shard_info *in = pile_shard_get_info(sh);
+    int rc = pile_shard_check_row(sh, row, err);
+    if (rc < 0) {
+        for (int t = 0; t < d->seq_len; t++) {
+            tokens[t] = (int32_t)in->pad_id;
+            targets[t] = -1;
+            if (doc_start) doc_start[t] = 0;
+        }
+        return rc;
+    }
     const void *data = pile_shard_row_data(sh, row);
     uint32_t L = in->max_length, len = pile_shard_row_length(sh, row);
     uint32_t T = (uint32_t)d->seq_len, start = win * T;

@@ -10,9 +10,13 @@
  * document. With doc_mask, doc_start[t] is the window position of the
  * start of t's document (0 when it began before the window).
  *
- * Every shard must share the format version, tokenizer fingerprint, token
- * width, vocabulary and max_length; a shard that differs is refused with
- * a message naming both files and the difference. Validation rows come from
+ * Every shard must share the tokenizer fingerprint, token width,
+ * vocabulary and max_length; a shard that differs is refused with a
+ * message naming both files and the difference. Shards of format versions
+ * 1 and 2 may be mixed: each row of a version 2 shard is checked against
+ * its checksum before its first use (pile_data_sample), a version 1 row
+ * cannot be (info.unverified_shards counts such shards, for the caller to
+ * say so). Validation rows come from
  * the val-*.shard files, or, when there are none or they hold no sample,
  * from the last val_fraction of the train samples (kept out of training). */
 #ifndef PILE_TRAIN_DATA_H
@@ -36,6 +40,7 @@ typedef struct pile_data_info {
     uint64_t train_samples, val_samples;
     uint64_t train_tokens, val_tokens; /* true tokens of the rows used */
     size_t train_shards, val_shards;
+    size_t unverified_shards;  /* shards of format version 1, whose rows carry no checksum */
     int val_held_out;          /* 1 when validation is a held-out share of train */
 } pile_data_info;
 
@@ -55,9 +60,19 @@ uint64_t pile_data_epoch_sample(const pile_data *d, uint64_t seed, uint64_t epoc
 
 /* Sample i of the train (val = 0) or validation (val = 1) set into
  * tokens/targets/doc_start[0..seq_len) (doc_start may be NULL). Returns
- * the number of positions with a target. */
+ * the number of positions with a target. The sample's row is first checked
+ * against its checksum (pile_shard_check_row: hashed on its first use,
+ * remembered after): when it fails, nothing of the row is used, the
+ * sample comes out as padding without targets (so a caller that skips it
+ * can pass the buffers on as they are) and the return is PILE_ECORRUPT,
+ * with the shard, the row and both checksums in err. Thread-safe: loader
+ * threads may fill samples of one pile_data at once. */
 int pile_data_sample(const pile_data *d, int val, uint64_t i, int doc_mask_loss, int32_t *tokens,
-                     int32_t *targets, int32_t *doc_start);
+                     int32_t *targets, int32_t *doc_start, pile_err *err);
+
+/* The distinct rows found corrupt so far by pile_data_sample, over every
+ * shard of both splits. Thread-safe. */
+uint64_t pile_data_corrupt_rows(const pile_data *d);
 
 #ifdef __cplusplus
 }

@@ -140,6 +140,54 @@ static int check_sample_ids(const int32_t *tokens, const int32_t *targets, int T
     return 0;
 }
 
+/* Samples whose row fails its checksum (pile_data_sample checks each row
+ * before its first use). By default the run stops there, before the row
+ * is used, naming the shard, the row and both checksums; with
+ * --skip_corrupt_rows the sample is left out (pile_data_sample hands it
+ * over as padding without targets) and counted, and each damaged row is
+ * named once on stderr: never dropped in silence. */
+typedef struct corrupt_guard {
+    int skip;            /* --skip_corrupt_rows */
+    int offer_skip;      /* the command takes --skip_corrupt_rows (eval does not) */
+    uint64_t samples;    /* samples left out */
+    uint64_t rows_named; /* damaged rows named on stderr so far */
+    int *line_open;      /* an open progress line to end before a warning; may be NULL */
+} corrupt_guard;
+
+static int guard_sample(corrupt_guard *g, const pile_data *d, const char *dir, int val, uint64_t i, int rc,
+                        pile_err *err)
+{
+    if (rc >= 0) return rc;
+    if (rc != PILE_ECORRUPT || !g->skip)
+        return pile_err_set(err, rc,
+                            "cannot use %s sample %" PRIu64 ": %s; make the shards in '%s' again with pile-prep%s "
+                            "(`pile-dump --verify %s` checks every row)",
+                            val ? "validation" : "train", i, err->msg, dir,
+                            g->offer_skip ? ", or pass --skip_corrupt_rows to leave damaged rows out" : "", dir);
+    g->samples++;
+    uint64_t rows = pile_data_corrupt_rows(d);
+    if (rows > g->rows_named) {
+        g->rows_named = rows;
+        if (g->line_open && *g->line_open) {
+            fputc('\n', stderr);
+            *g->line_open = 0;
+        }
+        fprintf(stderr, "pile-trainer: warning: skipping a corrupt row (%" PRIu64 " so far): %s\n", rows, err->msg);
+    }
+    return 0;
+}
+
+/* The one warning for shards whose rows carry no checksum. */
+static void warn_unverified(const pile_data_info *info, const char *dir)
+{
+    if (!info->unverified_shards) return;
+    fprintf(stderr,
+            "pile-trainer: warning: %zu of the %zu shards in '%s' are of format version 1, whose rows carry no "
+            "checksums: they cannot be verified as they are read; run pile-prep again (the same command with "
+            "--force) to make them in version 2\n",
+            info->unverified_shards, info->train_shards + info->val_shards, dir);
+}
+
 /* -------------------------------------------------------------- evaluate */
 
 /* Loss, accuracy and perplexity over the first `rows` validation samples
@@ -149,7 +197,7 @@ static int check_sample_ids(const int32_t *tokens, const int32_t *targets, int T
  * validating the whole Pile val set takes long, and a job being preempted
  * has seconds to write its checkpoint, which comes first. */
 static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t rows, int B, int doc_mask,
-                    int doc_mask_loss, host_batch *hb, pile_eval_result *res, pile_err *err)
+                    int doc_mask_loss, host_batch *hb, corrupt_guard *guard, pile_eval_result *res, pile_err *err)
 {
     const pile_data_info *info = pile_data_get_info(d);
     uint64_t n = info->val_samples;
@@ -162,8 +210,9 @@ static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t 
         int b = n - i < (uint64_t)B ? (int)(n - i) : B;
         for (int r = 0; r < b; r++) {
             size_t o = (size_t)r * (size_t)T;
-            pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
-                             doc_mask ? hb->doc_start + o : NULL);
+            int n = pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
+                                     doc_mask ? hb->doc_start + o : NULL, err);
+            PILE_FORWARD_IF_ERR(guard_sample(guard, d, dir, 1, i + (uint64_t)r, n, err));
             PILE_FORWARD_IF_ERR(check_sample_ids(hb->tokens + o, hb->targets + o, T, d, 1, i + (uint64_t)r, dir, err));
         }
         pile_batch batch = {b, T, hb->tokens, hb->targets, doc_mask ? hb->doc_start : NULL};
@@ -265,6 +314,7 @@ typedef struct trainer {
     int tty, line_open;
     int64_t last_val_step, last_save_step;
     char last_saved[64];
+    corrupt_guard guard;
 } trainer;
 
 static void end_progress_line(trainer *t)
@@ -302,7 +352,7 @@ static int validate(trainer *t, pile_err *err)
     if (t->info->val_samples == 0) return 0;
     pile_eval_result r;
     int rc = evaluate(t->model, t->data, c->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
-                      &t->val_batch, &r, err);
+                      &t->val_batch, &t->guard, &r, err);
     if (rc < 0) return rc;
     end_progress_line(t);
     if (rc > 0) {
@@ -454,11 +504,14 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
     thousands(tps, sizeof tps, (uint64_t)(tok_per_s + 0.5));
     duration(eta, sizeof eta, eta_s);
     double rss = (double)pile_rss_bytes() / (1024.0 * 1024.0);
+    char corrupt[48] = "";
+    uint64_t ncorrupt = pile_data_corrupt_rows(t->data);
+    if (ncorrupt) snprintf(corrupt, sizeof corrupt, " corrupt rows %" PRIu64, ncorrupt);
     fprintf(stderr,
             "%sepoch %" PRId64 "/%" PRId64 " step %" PRId64 "/%" PRId64
-            " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s",
+            " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s%s",
             t->tty ? "\r\033[K" : "", t->st.epoch + 1,
-            t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, eta, rss, t->tty ? "" : "\n");
+            t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, eta, rss, corrupt, t->tty ? "" : "\n");
     t->line_open = t->tty;
     fflush(stderr);
 }
@@ -481,8 +534,11 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
         for (int r = 0; r < b; r++, row++) {
             size_t o = row * (size_t)T;
             uint64_t i = pile_data_epoch_sample(t->data, c->seed, (uint64_t)t->st.epoch, pos + (uint64_t)r);
-            tokens += pile_data_sample(t->data, 0, i, c->doc_mask_loss, t->step_batch.tokens + o,
-                                       t->step_batch.targets + o, c->doc_mask ? t->step_batch.doc_start + o : NULL);
+            int n = pile_data_sample(t->data, 0, i, c->doc_mask_loss, t->step_batch.tokens + o,
+                                     t->step_batch.targets + o, c->doc_mask ? t->step_batch.doc_start + o : NULL, err);
+            n = guard_sample(&t->guard, t->data, c->data, 0, i, n, err);
+            if (n < 0) return n;
+            tokens += n;
             PILE_FORWARD_IF_ERR(check_sample_ids(t->step_batch.tokens + o, t->step_batch.targets + o, T, t->data, 0, i,
                                                  c->data, err));
         }
@@ -555,6 +611,10 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
     PILE_FORWARD_IF_ERR(pile_data_open(&t->data, c->data, c->max_length, c->val_fraction, err));
     t->info = pile_data_get_info(t->data);
+    warn_unverified(t->info, c->data);
+    t->guard.skip = c->skip_corrupt_rows;
+    t->guard.offer_skip = 1;
+    t->guard.line_open = &t->line_open;
     t->T = pile_data_seq_len(t->data);
     const pile_data_info *info = t->info;
     PILE_RETURN_IF(info->vocab_size == 0 || info->vocab_size > (uint32_t)INT32_MAX - 64, err, PILE_ELIMIT,
@@ -732,9 +792,12 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
             double epoch_f = (double)t.st.epoch + (double)t.st.position / (double)t.info->train_samples;
             log_progress(&t, loss, lr, gnorm, tps, eta);
             static const char *const tags[] = {"train/loss",  "train/lr",    "train/grad_norm",
-                                               "train/tokens_per_sec", "train/epoch", "mem/rss_mib"};
-            const double vals[] = {loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0)};
-            if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, 6, err)) < 0) break;
+                                               "train/tokens_per_sec", "train/epoch", "mem/rss_mib",
+                                               "data/corrupt_rows"};
+            const double vals[] = {loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0),
+                                   (double)pile_data_corrupt_rows(t.data)};
+            /* the corrupt-row count is a curve only where rows may be skipped: elsewhere the first stops the run */
+            if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, c->skip_corrupt_rows ? 7 : 6, err)) < 0) break;
             interval_time = 0;
             interval_tokens = 0;
         }
@@ -782,6 +845,9 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         printf("tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
         if (steps_run > 0) printf("final train loss: %.4f\n", last_loss);
         if (isfinite(t.st.best_val_loss)) printf("best val loss: %.4f (best_model/)\n", t.st.best_val_loss);
+        if (c->skip_corrupt_rows)
+            printf("corrupt rows skipped: %" PRIu64 " (%" PRIu64 " samples left out)\n",
+                   pile_data_corrupt_rows(t.data), t.guard.samples);
         printf("checkpoints: %s (latest %s)\n", c->checkpoint_dir, t.last_saved[0] ? t.last_saved : "unchanged");
         fflush(stdout);
     }
@@ -846,6 +912,7 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
     }
     if (rc < 0) goto out;
     const pile_data_info *info = pile_data_get_info(d);
+    warn_unverified(info, data_dir);
     if (foreign && (int)info->vocab_size != mc->vocab_size) {
         rc = pile_err_set(err, PILE_EMISMATCH,
                           "the shards in '%s' have a vocabulary of %u, checkpoint '%s' one of %d: another tokenizer",
@@ -863,7 +930,8 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
         goto out;
     }
     if ((rc = host_batch_alloc(&hb, (size_t)batch_size, pile_data_seq_len(d), err)) < 0) goto out;
-    rc = evaluate(m, d, data_dir, rows, batch_size, doc_mask, doc_mask_loss, &hb, res, err);
+    corrupt_guard guard = {0};
+    rc = evaluate(m, d, data_dir, rows, batch_size, doc_mask, doc_mask_loss, &hb, &guard, res, err);
 out:
     host_batch_free(&hb);
     pile_data_close(d);
