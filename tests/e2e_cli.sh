@@ -1,13 +1,14 @@
 #!/bin/sh
 # End to end across the tools, on real data with the real GPT-2 tokenizer:
 # pile-prep writes shards, pile-dump reads them back with the tokenizer the
-# manifest names, and pile-tok agrees with the shards' tokens.
-#   e2e_cli.sh PILE_PREP PILE_DUMP PILE_TOK PYTHON3
+# manifest names, and pile-tok agrees with the shards' tokens; the shards are
+# of format version 2 with the row checksums FORMAT.md defines.
+#   e2e_cli.sh PILE_PREP PILE_DUMP PILE_TOK PYTHON3 SHARD_TOOL
 # Speaks TAP; exits 77 when the corpus or GPT-2 fixtures are absent.
 set -u
 . "$(dirname "$0")/tap.sh"
-PREP=$1 DUMP=$2 TOK=$3 PY=$4
-for v in PREP DUMP TOK; do
+PREP=$1 DUMP=$2 TOK=$3 PY=$4 STOOL=$5
+for v in PREP DUMP TOK STOOL; do
     eval "p=\$$v"
     case $p in /*) ;; *) eval "$v=\$(pwd)/\$p" ;; esac
 done
@@ -23,6 +24,9 @@ cd "$TMP" || exit 1
 check "pile-prep with the GPT-2 folder succeeds" test $? -eq 0
 "$DUMP" --verify out >verify 2>&1
 check "pile-dump --verify accepts the shards" test $? -eq 0
+bad=""
+for f in out/*.shard; do "$STOOL" row-sums "$f" >/dev/null 2>&1 || bad="$bad $f"; done
+check "pile-prep writes version 2 shards whose row checksums are FORMAT.md's${bad:+ (not:$bad)}" test -z "$bad"
 
 # The first document's text, and what pile-dump decodes from row 0 with the
 # tokenizer recorded in the manifest (no --tokenizer given).

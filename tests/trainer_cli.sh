@@ -3,8 +3,10 @@
 # tokenizer, 64-token rows): help and exit codes, configuration resolution,
 # a short training run's checkpoints and metrics, bit-exact resume after
 # SIGTERM, refusals (no checkpoint, a used folder, changed settings, another
-# tokenizer, divergence), eval against the run's own validation, sampling.
-#   trainer_cli.sh PILE_TRAINER PILE_PREP PILE_TOK
+# tokenizer, divergence), damaged shards (a row failing its checksum stops
+# the run before its use, or is skipped and counted; version 1 shards),
+# eval against the run's own validation, sampling.
+#   trainer_cli.sh PILE_TRAINER PILE_PREP PILE_TOK SHARD_TOOL
 # Speaks TAP; exits 77 when the sample data is absent.
 set -u
 . "$(dirname "$0")/tap.sh"
@@ -12,6 +14,7 @@ abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 TR=$(abs "$1")
 PREP=$(abs "$2")
 TOK=$(abs "$3")
+STOOL=$(abs "$4")
 SRC=${PILE_SOURCE_ROOT:-.}/data/sample
 tap_skip_unless "no sample data at $SRC" "$SRC/val.jsonl.zst" "$SRC/train/00.jsonl.zst"
 SRC=$(abs "$SRC")
@@ -231,8 +234,10 @@ run "$TR" $COMMON --checkpoint_dir A2 --resume --learning_rate 1e-3 --max_steps 
 if grep -q "warning: resuming with" "$TMP/err"; then fail "no such warning when nothing changed"; else ok "no such warning when nothing changed"; fi
 
 # --- a damaged shard (ids past the vocabulary, the token data overwritten
-# with 0xff) stops training with a message naming the folder
+# with 0xff) stops training with a message naming the folder: in format
+# version 1, which has no row checksums, by the ids themselves
 mkdir bad && cp shards/train-*.shard shards/manifest.json bad/
+"$STOOL" to-v1 bad/train-*.shard
 for f in bad/train-*.shard; do
     blocks=$(($(wc -c < "$f") * 8 / 10 / 4096))
     head -c $((blocks * 4096)) /dev/zero | tr '\000' '\377' | dd of="$f" bs=4096 seek=1 conv=notrunc 2> /dev/null
@@ -240,6 +245,62 @@ done
 run "$TR" $COMMON --data bad --checkpoint_dir BAD
 expect "a damaged shard: exit 1, the id, the folder and pile-dump --verify named" 1 \
     "token id 65535 in train sample [0-9]+ .*outside the vocabulary of 257: the shards in 'bad' are damaged.*pile-dump --verify"
+# in version 2, by the row's checksum, before the ids are looked at
+mkdir bad2 && cp shards/train-*.shard shards/manifest.json bad2/
+for f in bad2/train-*.shard; do
+    blocks=$(($(wc -c < "$f") * 8 / 10 / 4096))
+    head -c $((blocks * 4096)) /dev/zero | tr '\000' '\377' | dd of="$f" bs=4096 seek=1 conv=notrunc 2> /dev/null
+done
+run "$TR" $COMMON --data bad2 --checkpoint_dir BAD2
+expect "a damaged version 2 shard: exit 1, the shard, the row and both checksums named" 1 \
+    "cannot use train sample [0-9]+: 'bad2/train-00000.shard': row [0-9]+ fails its checksum \(computed [0-9a-f]{16}, the shard records [0-9a-f]{16}\)"
+
+# --- every row is checked before its first use. A small folder of real
+# documents whose whole epoch is one step (batch 16 x 64 micro-batches), so
+# that the damaged row is in step 1 whatever the order.
+mkdir small
+zstd -dc "$SRC/train/00.jsonl.zst" | awk 'length($0) < 600' > small/train.jsonl
+zstd -dc "$SRC/val.jsonl.zst" | awk 'length($0) < 800' > small/val.jsonl
+if ! "$PREP" -q -o sm -L 64 small/train.jsonl small/val.jsonl > out 2> err; then
+    echo "Bail out! pile-prep of the small folder failed: $(cat err)"
+    exit 1
+fi
+ONE="--model tiny --batch_size 16 --accumulation_steps 64 --threads 1 --eval_rows 16 --seed 7"
+tokens_of() { sed -n 's/^tokens trained on: //p' "$1" | tr -d ,; }
+run "$TR" $ONE --data sm --max_length 32 --checkpoint_dir R0
+expect "the small folder: one step is the epoch" 0 "trained 1 of 1 steps"
+t0=$(tokens_of "$TMP/out")
+cp -r sm smbad
+# one bit of the token at position 10 of row 5 (64 two-byte tokens a row, data at 4096)
+"$STOOL" flip smbad/train-00000.shard $((4096 + 5 * 128 + 20))
+run "$TR" $ONE --data smbad --checkpoint_dir R1
+expect "a flipped bit in a row: exit 1, naming the shard, the row and both checksums" 1 \
+    "cannot use train sample [0-9]+: 'smbad/train-00000.shard': row 5 fails its checksum \(computed [0-9a-f]{16}, the shard records [0-9a-f]{16}\).*--skip_corrupt_rows"
+if [ ! -e R1/latest ] && ! grep -q '"train/loss"' R1/metrics.jsonl 2> /dev/null; then
+    ok "... before the row was used: no step ran, no checkpoint was written"
+else
+    fail "... before the row was used: no step ran, no checkpoint was written"
+fi
+run "$TR" $ONE --data smbad --max_length 32 --skip_corrupt_rows --checkpoint_dir R2
+expect "--skip_corrupt_rows: the run finishes" 0 "trained 1 of 1 steps"
+expect "... and reports one skipped row (its two 32-token samples)" 0 "^corrupt rows skipped: 1 \(2 samples left out\)"
+expect "... naming it once on stderr" 0 \
+    "warning: skipping a corrupt row \(1 so far\): 'smbad/train-00000.shard': row 5 fails its checksum"
+check "... once" test "$(grep -c "skipping a corrupt row" "$TMP/err")" -eq 1
+t2=$(tokens_of "$TMP/out")
+check "... it trained on every token but the row's 63 targets ($t0 - $t2)" test "$((t0 - t2))" -eq 63
+check "... metrics.jsonl: data/corrupt_rows 1" grep -q '"data/corrupt_rows": *1[,}]' R2/metrics.jsonl
+run "$TR" $ONE --data sm --skip_corrupt_rows --checkpoint_dir R4
+expect "--skip_corrupt_rows on whole shards: nothing skipped, said so" 0 "^corrupt rows skipped: 0 \(0 samples left out\)"
+check "... metrics.jsonl: data/corrupt_rows 0" grep -q '"data/corrupt_rows": *0[,}]' R4/metrics.jsonl
+# format version 1: read, with one warning that its rows cannot be verified
+cp -r sm smv1
+"$STOOL" to-v1 smv1/*.shard
+run "$TR" $ONE --data smv1 --checkpoint_dir R3
+expect "version 1 shards: trained on" 0 "trained 1 of 1 steps"
+expect "... with a warning that their rows cannot be verified, and how to regenerate" 0 \
+    "warning: 2 of the 2 shards in 'smv1' are of format version 1, whose rows carry no checksums: they cannot be verified as they are read; run pile-prep again"
+check "... once" test "$(grep -c "format version 1" "$TMP/err")" -eq 1
 
 # --- eval: the best model's loss is the validation the run recorded for it
 best=$(grep -o '"step": *[0-9]*' A/best_model/trainer_state.json | head -n 1 | sed 's/.*: *//')
