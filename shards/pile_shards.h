@@ -137,7 +137,7 @@ const char *pile_shard_subset_name(const pile_shard *s, uint32_t id);
 
 /* Checks row i (< row_count) against the checksum the writer recorded for
  * it, which covers the row's token data, its row-table entry and its
- * document starts (FORMAT.md, "Row checksums"): a reader calls it before it
+ * document starts (FORMAT.md, "Row checksum table"): a reader calls it before it
  * uses the row. The first call for a row hashes it (max_length * W bytes,
  * at memory speed); a match is remembered, so later calls for that row
  * cost one atomic load. Returns 0 when the row matches, and always for a

@@ -41,12 +41,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <stdatomic.h>
 #include <unistd.h>
 /* XXH3_state_t's definition, so that a row is hashed with a state on the
  * reader's stack: no allocation per row, any number of threads at once. */
@@ -156,7 +156,7 @@ static void data_hash_update(XXH3_state_t *state, const void *p, size_t n)
     XXH3_64bits_update(state, p, n);
 }
 
-/* The start of row i's checksum (FORMAT.md, "Row checksums"): XXH3-64 with
+/* The start of row i's checksum (FORMAT.md, "Row checksum table"): XXH3-64 with
  * seed i over the row's table entry, its document entries and then its
  * token data, which the caller adds. The seed ties each row to its place,
  * so rows that trade places fail too. */

@@ -210,9 +210,9 @@ static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t 
         int b = n - i < (uint64_t)B ? (int)(n - i) : B;
         for (int r = 0; r < b; r++) {
             size_t o = (size_t)r * (size_t)T;
-            int n = pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
-                                     doc_mask ? hb->doc_start + o : NULL, err);
-            PILE_FORWARD_IF_ERR(guard_sample(guard, d, dir, 1, i + (uint64_t)r, n, err));
+            int got = pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
+                                       doc_mask ? hb->doc_start + o : NULL, err);
+            PILE_FORWARD_IF_ERR(guard_sample(guard, d, dir, 1, i + (uint64_t)r, got, err));
             PILE_FORWARD_IF_ERR(check_sample_ids(hb->tokens + o, hb->targets + o, T, d, 1, i + (uint64_t)r, dir, err));
         }
         pile_batch batch = {b, T, hb->tokens, hb->targets, doc_mask ? hb->doc_start : NULL};
@@ -797,7 +797,8 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
             const double vals[] = {loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0),
                                    (double)pile_data_corrupt_rows(t.data)};
             /* the corrupt-row count is a curve only where rows may be skipped: elsewhere the first stops the run */
-            if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, c->skip_corrupt_rows ? 7 : 6, err)) < 0) break;
+            const size_t ntags = c->skip_corrupt_rows ? 7 : 6;
+            if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, ntags, err)) < 0) break;
             interval_time = 0;
             interval_tokens = 0;
         }
