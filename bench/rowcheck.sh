@@ -76,13 +76,7 @@ ours() {
     "$TRAINER" train --data "$1" --checkpoint_dir "$TMP/ck" --model "$2" --batch_size "$BATCH" \
         --max_length "$SEQ" --max_steps "$STEPS" --eval_interval 1000000 --eval_rows 1 --threads "$THREADS" \
         --learning_rate 3e-4 >/dev/null 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
-    python3 - "$TMP/ck/metrics.jsonl" "$WARM" <<'EOF'
-import json, statistics, sys
-t = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-t = [r["time"] for r in t if "train/loss" in r]
-d = [b - a for a, b in zip(t, t[1:])][int(sys.argv[2]):]
-print("%.3f" % (1000 * statistics.median(d)))
-EOF
+    python3 "$ROOT/bench/step_ms.py" "$TMP/ck/metrics.jsonl" "$WARM"
 }
 echo "| model | threads | ms/step, version 2 | ms/step, version 1 | v2 / v1 | checking's share of a step (from the loader) | runs (v2; v1) |"
 echo "|---|---:|---:|---:|---:|---:|---|"

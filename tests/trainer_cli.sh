@@ -236,21 +236,22 @@ if grep -q "warning: resuming with" "$TMP/err"; then fail "no such warning when 
 # --- a damaged shard (ids past the vocabulary, the token data overwritten
 # with 0xff) stops training with a message naming the folder: in format
 # version 1, which has no row checksums, by the ids themselves
+# damage DIR: the first 80% of each train shard's token data (from byte 4096) overwritten with 0xff
+damage() {
+    for f in "$1"/train-*.shard; do
+        blocks=$(($(wc -c < "$f") * 8 / 10 / 4096))
+        head -c $((blocks * 4096)) /dev/zero | tr '\000' '\377' | dd of="$f" bs=4096 seek=1 conv=notrunc 2> /dev/null
+    done
+}
 mkdir bad && cp shards/train-*.shard shards/manifest.json bad/
 "$STOOL" to-v1 bad/train-*.shard
-for f in bad/train-*.shard; do
-    blocks=$(($(wc -c < "$f") * 8 / 10 / 4096))
-    head -c $((blocks * 4096)) /dev/zero | tr '\000' '\377' | dd of="$f" bs=4096 seek=1 conv=notrunc 2> /dev/null
-done
+damage bad
 run "$TR" $COMMON --data bad --checkpoint_dir BAD
 expect "a damaged shard: exit 1, the id, the folder and pile-dump --verify named" 1 \
     "token id 65535 in train sample [0-9]+ .*outside the vocabulary of 257: the shards in 'bad' are damaged.*pile-dump --verify"
 # in version 2, by the row's checksum, before the ids are looked at
 mkdir bad2 && cp shards/train-*.shard shards/manifest.json bad2/
-for f in bad2/train-*.shard; do
-    blocks=$(($(wc -c < "$f") * 8 / 10 / 4096))
-    head -c $((blocks * 4096)) /dev/zero | tr '\000' '\377' | dd of="$f" bs=4096 seek=1 conv=notrunc 2> /dev/null
-done
+damage bad2
 run "$TR" $COMMON --data bad2 --checkpoint_dir BAD2
 expect "a damaged version 2 shard: exit 1, the shard, the row and both checksums named" 1 \
     "cannot use train sample [0-9]+: 'bad2/train-00000.shard': row [0-9]+ fails its checksum \(computed [0-9a-f]{16}, the shard records [0-9a-f]{16}\)"
