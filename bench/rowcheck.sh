@@ -11,7 +11,7 @@
 #     median after WARM of STEPS steps, median of REPEAT runs) on version 2
 #     and version 1 shards, alternating, and the check's share of a step
 #     computed from 2 (samples per step x added ns per sample / ms per step);
-#  4. pile-dump --verify wall time on version 2 vs version 1 (best of 3);
+#  4. pile-dump --verify wall time on version 2 vs version 1 (best of 5);
 #  5. the writer: MB/s of token data, version 2 vs 1 (best of 3, fsync included).
 #
 #   bench/rowcheck.sh [BUILD_DIR]    (default: build-bench-train beside the sources, release)
@@ -94,19 +94,19 @@ for m in $MODELS; do
 done
 echo
 
-best3() { # CMD...: best wall seconds of 3 runs
+best5() { # CMD...: best wall milliseconds of 5 runs, which must succeed
     best=
-    for r in 1 2 3; do
-        s=$(date +%s.%N)
-        "$@" >/dev/null 2>&1 || true
-        e=$(date +%s.%N)
-        best=$(echo "$best $(echo "$e - $s" | bc)" | tr ' ' '\n' | grep . | sort -g | head -1)
+    for r in 1 2 3 4 5; do
+        s=$(date +%s%N)
+        "$@" >/dev/null 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
+        e=$(date +%s%N)
+        best=$(echo "$best $(((e - s) / 1000))" | tr ' ' '\n' | grep . | sort -g | head -1)
     done
-    echo "$best"
+    awk -v us="$best" 'BEGIN { printf "%.1f", us / 1000 }'
 }
 mb=$(du -sm "$TMP/v2-2048" | cut -f1)
-t2=$(best3 "$DUMP" --verify "$TMP/v2-2048")
-t1=$(best3 "$DUMP" --verify "$TMP/v1-2048")
-echo "pile-dump --verify on the max_length 2048 folder ($mb MB): version 2 ${t2} s, version 1 ${t1} s (best of 3)"
+t2=$(best5 "$DUMP" --verify "$TMP/v2-2048")
+t1=$(best5 "$DUMP" --verify "$TMP/v1-2048")
+echo "pile-dump --verify on the max_length 2048 folder ($mb MB): version 2 $t2 ms, version 1 $t1 ms (best of 5)"
 "$BR" write "$TMP" 40000 2048 > "$TMP/w"
 echo "writer, 40000 rows of 2048 tokens (164 MB): version 2 $(val v2_mb_per_s "$TMP/w") MB/s, version 1 $(val v1_mb_per_s "$TMP/w") MB/s (best of 3, fsync included)"
