@@ -4,14 +4,16 @@
  *   bench_rowcheck check SHARD
  *       pile_shard_check_row over every row of SHARD, in order: the first
  *       pass hashes each row, the second answers from the record. Prints
- *       rows, row bytes, seconds, GB/s of row bytes and ns per row.
+ *       rows, row bytes, GB/s of row bytes and ns per row (medians over
+ *       chunks of 64 rows).
  *   bench_rowcheck samples DIR_V2 DIR_V1 SEQ N
- *       the trainer's loader (pile_data_sample) filling N samples of SEQ
- *       tokens in the first epoch's order, from the same shards in version 2
- *       (every row checked at its first use) and version 1 (nothing to
- *       check), alternating runs, best of 5 each. Prints ns per sample of
- *       each and their difference: what checking adds to a sample the first
- *       time its row is read.
+ *       the trainer's loader (pile_data_sample) filling the first N samples
+ *       of SEQ tokens of the first epoch's order, from the same shards in
+ *       version 2 (every row checked at its first use) and version 1
+ *       (nothing to check), 64 samples from one then the same 64 from the
+ *       other. Prints the median ns per sample of each and the median of
+ *       their difference: what checking adds to a sample the first time its
+ *       row is read.
  *   bench_rowcheck write DIR ROWS MAX_LENGTH
  *       the writer: ROWS rows of MAX_LENGTH pseudo-random 2-byte tokens
  *       written to DIR/w.shard in version 2 and in version 1, alternating,
@@ -27,6 +29,23 @@
 #include "pile_shards.h"
 #include "train_data.h"
 
+/* Timings on a shared machine are cut into short chunks, and the median
+ * chunk is kept: a chunk that the scheduler interrupted is an outlier, not
+ * the answer. */
+#define CHUNK 64
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 static int check(const char *path)
 {
     pile_err err;
@@ -36,77 +55,104 @@ static int check(const char *path)
         return 1;
     }
     const pile_shard_info *in = pile_shard_get_info(s);
-    if (!in->row_checksums) {
-        fprintf(stderr, "bench_rowcheck: '%s' has no row checksums (version %u)\n", path, in->version);
+    if (!in->row_checksums || in->row_count < CHUNK) {
+        fprintf(stderr, "bench_rowcheck: '%s' has no row checksums or too few rows\n", path);
         pile_shard_close(s);
         return 1;
     }
     double row_bytes = (double)in->max_length * in->token_bytes;
+    size_t nchunks = (size_t)(in->row_count / CHUNK);
+    double *ns = malloc(nchunks * sizeof *ns);
+    if (!ns) return 1;
     for (int pass = 0; pass < 2; pass++) {
-        double t0 = pile_now();
-        for (uint64_t r = 0; r < in->row_count; r++)
-            if (pile_shard_check_row(s, r, &err)) {
-                fprintf(stderr, "bench_rowcheck: %s\n", err.msg);
-                pile_shard_close(s);
-                return 1;
-            }
-        double dt = pile_now() - t0;
-        printf("%s_rows %" PRIu64 "\n%s_row_bytes %.0f\n%s_seconds %.6f\n%s_gb_per_s %.3f\n%s_ns_per_row %.1f\n",
-               pass ? "again" : "first", in->row_count, pass ? "again" : "first", row_bytes, pass ? "again" : "first",
-               dt, pass ? "again" : "first", (double)in->row_count * row_bytes / dt / 1e9, pass ? "again" : "first",
-               dt / (double)in->row_count * 1e9);
+        const char *key = pass ? "again" : "first";
+        for (size_t c = 0; c < nchunks; c++) {
+            double t0 = pile_now();
+            for (uint64_t r = (uint64_t)c * CHUNK; r < (uint64_t)(c + 1) * CHUNK; r++)
+                if (pile_shard_check_row(s, r, &err)) {
+                    fprintf(stderr, "bench_rowcheck: %s\n", err.msg);
+                    return 1;
+                }
+            ns[c] = (pile_now() - t0) / CHUNK * 1e9;
+        }
+        double m = median(ns, nchunks);
+        printf("%s_rows %" PRIu64 "\n%s_row_bytes %.0f\n%s_gb_per_s %.3f\n%s_ns_per_row %.1f\n", key,
+               (uint64_t)nchunks * CHUNK, key, row_bytes, key, row_bytes / m, key, m);
     }
+    free(ns);
     pile_shard_close(s);
     return 0;
 }
 
-/* ns per sample for the first n samples of epoch 0, on a freshly opened
- * folder (so that version 2 rows are checked here for the first time). */
-static double fill(const char *dir, int seq, uint64_t n, uint64_t *tokens)
+typedef struct loader {
+    pile_data *d;
+    int32_t *tok, *tgt, *ds;
+} loader;
+
+static void loader_open(loader *l, const char *dir, int seq)
 {
     pile_err err;
-    pile_data *d;
-    if (pile_data_open(&d, dir, seq, 0.0, &err)) {
+    if (pile_data_open(&l->d, dir, seq, 0.0, &err)) {
         fprintf(stderr, "bench_rowcheck: %s\n", err.msg);
         exit(1);
     }
-    const pile_data_info *info = pile_data_get_info(d);
-    if (n > info->train_samples) n = info->train_samples;
-    int32_t *tok = malloc((size_t)seq * sizeof *tok), *tgt = malloc((size_t)seq * sizeof *tgt),
-            *ds = malloc((size_t)seq * sizeof *ds);
-    if (!tok || !tgt || !ds) exit(1);
-    uint64_t sum = 0;
+    l->tok = malloc((size_t)seq * sizeof *l->tok);
+    l->tgt = malloc((size_t)seq * sizeof *l->tgt);
+    l->ds = malloc((size_t)seq * sizeof *l->ds);
+    if (!l->tok || !l->tgt || !l->ds) exit(1);
+}
+
+static void loader_close(loader *l)
+{
+    free(l->tok);
+    free(l->tgt);
+    free(l->ds);
+    pile_data_close(l->d);
+}
+
+/* ns per sample for samples [from, from + CHUNK) of epoch 0's order. */
+static double fill(loader *l, uint64_t from, uint64_t *sink)
+{
+    pile_err err;
     double t0 = pile_now();
-    for (uint64_t p = 0; p < n; p++) {
-        uint64_t i = pile_data_epoch_sample(d, 42, 0, p);
-        int k = pile_data_sample(d, 0, i, 0, tok, tgt, ds, &err);
+    for (uint64_t p = from; p < from + CHUNK; p++) {
+        uint64_t i = pile_data_epoch_sample(l->d, 42, 0, p);
+        int k = pile_data_sample(l->d, 0, i, 0, l->tok, l->tgt, l->ds, &err);
         if (k < 0) {
             fprintf(stderr, "bench_rowcheck: %s\n", err.msg);
             exit(1);
         }
-        sum += (uint64_t)k + (uint64_t)tok[seq - 1];
+        *sink += (uint64_t)k + (uint64_t)l->tok[0];
     }
-    double dt = pile_now() - t0;
-    *tokens += sum;
-    free(tok);
-    free(tgt);
-    free(ds);
-    pile_data_close(d);
-    return dt / (double)n * 1e9;
+    return (pile_now() - t0) / CHUNK * 1e9;
 }
 
+/* The same samples from version 2 and version 1 shards, chunk by chunk in
+ * turn, each row read for the first time in each. */
 static int samples(const char *v2, const char *v1, int seq, uint64_t n)
 {
-    double best2 = 1e30, best1 = 1e30;
+    loader a, b;
+    loader_open(&a, v2, seq);
+    loader_open(&b, v1, seq);
+    uint64_t avail = pile_data_get_info(a.d)->train_samples;
+    if (n > avail) n = avail;
+    size_t nchunks = (size_t)(n / CHUNK);
+    double *t2 = malloc(nchunks * sizeof *t2), *t1 = malloc(nchunks * sizeof *t1), *dt = malloc(nchunks * sizeof *dt);
+    if (!t2 || !t1 || !dt || !nchunks) return 1;
     uint64_t sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double a = fill(v2, seq, n, &sink), b = fill(v1, seq, n, &sink);
-        best2 = a < best2 ? a : best2;
-        best1 = b < best1 ? b : best1;
+    for (size_t c = 0; c < nchunks; c++) {
+        t2[c] = fill(&a, (uint64_t)c * CHUNK, &sink);
+        t1[c] = fill(&b, (uint64_t)c * CHUNK, &sink);
+        dt[c] = t2[c] - t1[c];
     }
     printf("seq %d\nsamples %" PRIu64 "\nv2_ns_per_sample %.1f\nv1_ns_per_sample %.1f\ncheck_ns_per_sample %.1f\n"
            "sink %" PRIu64 "\n",
-           seq, n, best2, best1, best2 - best1, sink % 10);
+           seq, (uint64_t)nchunks * CHUNK, median(t2, nchunks), median(t1, nchunks), median(dt, nchunks), sink % 10);
+    free(t2);
+    free(t1);
+    free(dt);
+    loader_close(&a);
+    loader_close(&b);
     return 0;
 }
 
