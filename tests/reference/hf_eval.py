@@ -49,8 +49,9 @@ def read_shard(path):
     """(rows [row_count, max_length] int64, lengths [row_count]) of one shard."""
     with open(path, "rb") as f:
         head = f.read(256)
-    if head[:8] != b"PILESHRD" or struct.unpack_from("<I", head, 8)[0] != 1:
-        raise ValueError("'%s' is not a version 1 pile shard" % path)
+    # versions 1 and 2 lay out the token data and the row table alike (shards/FORMAT.md)
+    if head[:8] != b"PILESHRD" or struct.unpack_from("<I", head, 8)[0] not in (1, 2):
+        raise ValueError("'%s' is not a version 1 or 2 pile shard" % path)
     W, L = struct.unpack_from("<II", head, 24)
     (row_count,) = struct.unpack_from("<Q", head, 48)
     data_offset, _, rows_offset = struct.unpack_from("<QQQ", head, 96)
