@@ -117,7 +117,9 @@ int main(int argc, char **argv)
     pile_err err = {0};
     pile_lines *lines;
     if (pile_lines_open(&lines, path.data, NULL, &err)) {
-        printf("1..0 # SKIP no corpus: %s\n", err.msg);
+        /* freed before returning: a leak report under ASan would turn the skip into a failure */
+        pile_buf_free(&path);
+        printf("1..0 # SKIP no corpus (set PILE_SHARED): %s\n", err.msg);
         return 77;
     }
     pile_tokenizer *tok;
