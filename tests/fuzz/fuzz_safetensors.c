@@ -17,19 +17,11 @@
  *   4  <run>/latest (pile_checkpoint_find_latest over a run folder whose
  *      epoch-001 holds a valid trainer_state.json)
  *
- * Build and run (clang only, Linux):
- *   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true \
- *       -Db_sanitize=address,undefined -Db_lundef=false
- *   ninja -C build-fuzz tests/fuzz/fuzz_safetensors tests/test_trainer_io
- * Seeds: the fixture's files, each prefixed with its mode byte:
- *   ./build-fuzz/tests/test_trainer_io --write-fixture fx && mkdir -p corpus-st
- *   { printf '\0'; cat fx/checkpoint/model.safetensors; } > corpus-st/0-model
- *   { printf '\0'; cat fx/tensors.safetensors; } > corpus-st/0-tensors
- *   { printf '\2'; cat fx/checkpoint/config.json; } > corpus-st/2-config
- *   { printf '\3'; cat fx/checkpoint/trainer_state.json; } > corpus-st/3-state
- *   { printf '\4epoch-001\n'; } > corpus-st/4-latest
- *   ./build-fuzz/tests/fuzz/fuzz_safetensors corpus-st -max_len=262144 -max_total_time=600
- * (a mode-1 seed: '\1', two length bytes, the header bytes of a file.) */
+ * Run: tools/fuzz.sh (seeds: the files test_trainer_io --write-fixture
+ * writes, each prefixed with its mode byte, a mode-1 one with its header
+ * only: in tests/fuzz/corpus/fuzz_safetensors from
+ * tests/fuzz/make_corpus.py, and made afresh by the current writer at every
+ * run). The files live in a temporary folder (fuzz_tmp.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +30,13 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "fuzz_tmp.h"
 #include "pile_fs.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char tmpdir[64];
-static char path_buf[256];
+static const char *tmpdir;
+static char path_buf[1024];
 static pile_backend *be;
 static pile_model *model;
 
@@ -63,15 +56,13 @@ static void put(const char *name, const void *a, size_t na, const void *b, size_
 
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "%s",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm/fuzz_st.XXXXXX" : "/tmp/fuzz_st.XXXXXX");
-    if (!mkdtemp(tmpdir)) abort();
+    tmpdir = fuzz_tmp_dir("fuzz_safetensors");
     pile_err err;
     pile_model_config c = {.vocab_size = 300, .n_positions = 16, .n_layer = 2, .n_head = 2, .n_embd = 32,
                            .dropout = 0.1f};
     if (pile_backend_open(&be, "cpu", 1, &err) || pile_model_create(&model, be, &c, 1, 16, &err)) abort();
     /* epoch-001 of the "latest" mode: a real checkpoint folder's state */
-    char sub[128];
+    char sub[1024];
     snprintf(sub, sizeof sub, "%s/run/epoch-001", tmpdir);
     if (pile_fs_mkdirs(sub, &err)) abort();
     static const char state[] = "{\"step\": 5, \"epoch\": 0, \"position\": 1, \"total_steps\": 9, \"seed\": 1,"
@@ -118,7 +109,7 @@ static void check_safetensors(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!tmpdir[0]) setup();
+    if (!tmpdir) setup();
     if (size < 1) return 0;
     int mode = data[0] % 5;
     data++, size--;

@@ -20,19 +20,12 @@
  *           Bit 2 of the mode byte makes it version 1 (no row checksums),
  *           else version 2.
  *
- * Build and run (clang only, Linux):
- *   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true \
- *       -Db_sanitize=address,undefined -Db_lundef=false
- *   ninja -C build-fuzz tests/fuzz/fuzz_shard
- * Seeds: real (version 2) shards from the fixture, each prefixed with a mode
- * byte (a mode-3 seed is the header plus everything from byte 4096):
- *   ./build-fuzz/tests/shards_fixture fx && mkdir -p corpus-shard
- *   for f in fx/train-00000.shard fx/val-00000.shard; do b=$(basename $f); for m in 0 1 2; do
- *     { printf "\\$m"; cat $f; } > corpus-shard/$m-$b; done
- *     { printf '\3'; head -c 256 $f; tail -c +4097 $f; } > corpus-shard/3-$b; done
- *   ./build-fuzz/tests/fuzz/fuzz_shard corpus-shard -max_len=65536 -max_total_time=300
- * shard.c and megatron.c are compiled into this target (see meson.build) so
- * that libFuzzer sees their coverage. */
+ * Run: tools/fuzz.sh (seeds: real shards, each prefixed with a mode byte,
+ * a mode-3 one the header plus what follows byte 4096: in
+ * tests/fuzz/corpus/fuzz_shard from tests/fuzz/make_corpus.py, and made
+ * afresh by the current writer at every run). The export writes into a
+ * temporary folder (fuzz_tmp.h) that must hold exactly its two files
+ * afterwards, or nothing when it failed. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,8 +33,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <xxhash.h>
 
+#include "fuzz_tmp.h"
 #include "pile_shards.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -189,17 +184,32 @@ static size_t build_structured(const uint8_t *in, size_t n, int version, uint8_t
     return total;
 }
 
-static char tmpdir[64];
+/* After an export into dir: on success exactly m.bin and m.idx, on failure
+ * nothing (no temporary file left behind); then empties dir. */
+static void check_export_left(const char *dir, int ok)
+{
+    DIR *d = opendir(dir);
+    if (!d) abort();
+    int seen = 0;
+    struct dirent *e;
+    char path[600];
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        if (!ok || (strcmp(e->d_name, "m.bin") != 0 && strcmp(e->d_name, "m.idx") != 0)) {
+            fprintf(stderr, "export %s left '%s'\n", ok ? "succeeded but" : "failed and", e->d_name);
+            abort();
+        }
+        seen++;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0) abort();
+    }
+    closedir(d);
+    if (ok && seen != 2) abort();
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0) return 0;
-    if (!tmpdir[0]) {
-        /* /dev/shm keeps the export's fsyncs cheap */
-        snprintf(tmpdir, sizeof tmpdir, "%s", access("/dev/shm", W_OK) == 0 ? "/dev/shm/fuzz_shard.XXXXXX"
-                                                                              : "/tmp/fuzz_shard.XXXXXX");
-        if (!mkdtemp(tmpdir)) abort();
-    }
     int mode = data[0] & 3, version = data[0] & 4 ? 1 : 2;
     data++;
     size--;
@@ -265,10 +275,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (sum == 1) fputc('\0', stderr); /* keeps the reads from being optimised away */
 
         if (mode == 3) {
-            char prefix[96];
-            snprintf(prefix, sizeof prefix, "%s/m", tmpdir);
+            const char *dir = fuzz_tmp_dir("fuzz_shard");
+            char prefix[600];
+            snprintf(prefix, sizeof prefix, "%s/m", dir);
             const char *paths[1] = {path};
-            (void)pile_megatron_export(paths, 1, prefix, &err);
+            check_export_left(dir, pile_megatron_export(paths, 1, prefix, &err) == 0);
         }
     } else if (rc != PILE_EFORMAT && rc != PILE_ETRUNC && rc != PILE_ECORRUPT && rc != PILE_EVERSION) {
         abort(); /* an I/O or memory error on a small memfd is a bug */
