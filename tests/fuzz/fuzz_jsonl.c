@@ -2,12 +2,9 @@
  * against the independent strict validator in json_internal.h (differential,
  * so a wrong verdict is a finding, not only a crash).
  *
- * Build and run (clang only):
- *   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true \
- *       -Db_sanitize=address,undefined -Db_lundef=false
- *   ninja -C build-fuzz tests/fuzz/fuzz_jsonl
- *   mkdir -p corpus-jsonl && cp ../shared/corpus/tricky.jsonl corpus-jsonl/
- *   ./build-fuzz/tests/fuzz/fuzz_jsonl corpus-jsonl -max_len=4096 -max_total_time=300
+ * Run: tools/fuzz.sh (seeds: the lines of corpus/tricky.jsonl and
+ * corpus/bad.jsonl in tests/fuzz/corpus/fuzz_jsonl, from
+ * tests/fuzz/make_corpus.py).
  * Each input is one line (the fuzzer may put '\n' in it: the parser sees it
  * as JSON whitespace, as it would if a caller handed it such a line). */
 #include <stdint.h>

@@ -4,12 +4,8 @@
  * cut at a fuzzer-chosen point; lines must match the input bytes and a cut
  * must read as a truncation, never as an error.
  *
- * Build and run (clang only, Linux):
- *   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true \
- *       -Db_sanitize=address,undefined -Db_lundef=false
- *   ninja -C build-fuzz tests/fuzz/fuzz_lines
- *   mkdir -p corpus-lines && head -c 4000 ../shared/corpus/bad.jsonl > corpus-lines/bad
- *   ./build-fuzz/tests/fuzz/fuzz_lines corpus-lines -max_len=65536 -max_total_time=300 */
+ * Run: tools/fuzz.sh (seeds: pieces of the corpus files in
+ * tests/fuzz/corpus/fuzz_lines, from tests/fuzz/make_corpus.py). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

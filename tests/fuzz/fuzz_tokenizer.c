@@ -4,12 +4,9 @@
  * same ids and decode back to the text. Needs PILE_SHARED (default
  * ../shared) for the GPT-2 files.
  *
- * Build and run (clang only):
- *   CC=clang CXX=clang++ meson setup build-fuzz -Dfuzz=true \
- *       -Db_sanitize=address,undefined -Db_lundef=false
- *   ninja -C build-fuzz tests/fuzz/fuzz_tokenizer
- *   mkdir -p corpus-tok && cp ../shared/corpus/tricky.jsonl corpus-tok/
- *   PILE_SHARED=../shared ./build-fuzz/tests/fuzz/fuzz_tokenizer corpus-tok -max_len=4096 -max_total_time=300 */
+ * Run: tools/fuzz.sh (seeds: the texts of corpus/tricky.jsonl and heads
+ * of sample texts in tests/fuzz/corpus/fuzz_tokenizer, from
+ * tests/fuzz/make_corpus.py). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
