@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # test.sh: install, build and run the whole test suite twice: a
 # debugoptimized build in build/, then an AddressSanitizer + UBSan build in
-# build-asan/ (without the 'slow' and 'reference' suites).  Ends with one line
-# "N passed, N failed, N skipped" over both runs; exits non-zero on any
-# failure.
+# build-asan/ (without the 'slow' and 'reference' suites); then every fuzz
+# target for a short while (tools/fuzz.sh, clang + ASan + UBSan, in
+# build-fuzz/). Ends with one line "N passed, N failed, N skipped" over all
+# three, each fuzz target counted as one test; exits non-zero on any failure.
 #
 #   tools/test.sh [--quick] [--suite NAME] [--build-dir DIR] [--no-deps]
+#                 [--fuzz-seconds N]
 #
-#   --quick          no sanitizer pass
-#   --suite NAME     only this meson test suite (unit, cli, slow, ...)
-#   --build-dir DIR  build folder in the repository (default build; the
-#                    sanitizer one is DIR-asan)
-#   --no-deps        do not run tools/install-deps.sh first
+#   --quick           no sanitizer pass, no fuzzing
+#   --suite NAME      only this meson test suite (unit, cli, slow, ...), or
+#                     only the fuzzing with --suite fuzz
+#   --build-dir DIR   build folder in the repository (default build; the
+#                     sanitizer one is DIR-asan, the fuzzing one DIR-fuzz)
+#   --no-deps         do not run tools/install-deps.sh first
+#   --fuzz-seconds N  how long each fuzz target runs (default 15; 0: none).
+#                     A finding fails the run; its input is left in
+#                     DIR-fuzz/work/crashes/<target>/
 #
 # PILE_SHARED=/path/to/shared points the tests at the shared corpus and
 # fixtures (default: ../shared beside the repository).
@@ -22,6 +28,7 @@ QUICK=0
 SUITE=
 BUILD=build
 DEPS=1
+FUZZ_SECS=15
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
@@ -29,10 +36,13 @@ while [ $# -gt 0 ]; do
     --suite=*) SUITE=${1#--suite=}; shift ;;
     --build-dir) BUILD=$2; shift 2 ;;
     --no-deps) DEPS=0; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --fuzz-seconds) FUZZ_SECS=$2; shift 2 ;;
+    --fuzz-seconds=*) FUZZ_SECS=${1#--fuzz-seconds=}; shift ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
+[[ $FUZZ_SECS =~ ^[0-9]+$ ]] || { echo "test.sh: --fuzz-seconds needs a whole number, not '$FUZZ_SECS'" >&2; exit 2; }
 
 # PILE_SHARED is relative to where the user stands, --build-dir to the repository
 SHARED=${PILE_SHARED:-}
@@ -100,9 +110,11 @@ pass() {
 suite_args=()
 [ -n "$SUITE" ] && suite_args=(--suite "$SUITE")
 
-pass "$BUILD" --buildtype=debugoptimized -- "${suite_args[@]}"
+MESON=1
+[ "$SUITE" = fuzz ] && MESON=0
+[ $MESON = 1 ] && pass "$BUILD" --buildtype=debugoptimized -- "${suite_args[@]}"
 
-if [ $QUICK = 0 ]; then
+if [ $QUICK = 0 ] && [ $MESON = 1 ]; then
   export ASAN_OPTIONS=halt_on_error=1:abort_on_error=0:detect_leaks=1:strict_string_checks=1
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   # (sanitized code runs several times slower: hence the timeout multiplier)
@@ -123,14 +135,48 @@ if [ $QUICK = 0 ]; then
     -- --timeout-multiplier 4 "${suite_args[@]}" "${no_slow[@]}"
 fi
 
-dirs=("$BUILD")
-[ $QUICK = 0 ] && dirs+=("$BUILD-asan")
-python3 - "$build_failures" "${dirs[@]}" <<'EOF'
+# Fuzzing: each target for FUZZ_SECS over its seeds; a crash fails CI.
+fuzz_results=
+if [ $QUICK = 0 ] && [ "$FUZZ_SECS" -gt 0 ] && { [ -z "$SUITE" ] || [ "$SUITE" = fuzz ]; }; then
+  say "fuzzing each target for ${FUZZ_SECS}s (tools/fuzz.sh, in $BUILD-fuzz)"
+  rm -f "$BUILD-fuzz/work/results.tsv"
+  frc=0
+  env ${SHARED:+PILE_SHARED="$SHARED"} tools/fuzz.sh --build-dir "$BUILD-fuzz" --work "$BUILD-fuzz/work" \
+    "$FUZZ_SECS" || frc=$?
+  case $frc in
+    0|1) fuzz_results=$BUILD-fuzz/work/results.tsv ;;
+    77) fuzz_results=skip ;;
+    *) say "FAILED: tools/fuzz.sh (exit $frc)"; build_failures=$((build_failures + 1)) ;;
+  esac
+fi
+
+dirs=()
+[ $MESON = 1 ] && dirs+=("$BUILD")
+[ $QUICK = 0 ] && [ $MESON = 1 ] && dirs+=("$BUILD-asan")
+python3 - "$build_failures" "$fuzz_results" "${dirs[@]}" <<'EOF'
 import json, os, sys
 
 passed = failed = skipped = 0
 failures = []
-for d in sys.argv[2:]:
+fuzz = sys.argv[2]
+if fuzz == "skip":  # tools/fuzz.sh found no clang or libFuzzer, and said so
+    skipped += 1
+elif fuzz and not os.path.exists(fuzz):
+    failed += 1
+    failures.append("fuzz: tools/fuzz.sh stopped before running the targets (see above)")
+elif fuzz:
+    with open(fuzz, encoding="utf-8") as f:
+        for line in f:
+            name, result = line.split("\t")[:2]
+            if result == "OK":
+                passed += 1
+            elif result == "SKIP":
+                skipped += 1
+            else:
+                failed += 1
+                crashes = os.path.join(os.path.dirname(fuzz), "crashes", name)
+                failures.append("fuzz: %s (found something: %s)" % (name, crashes))
+for d in sys.argv[3:]:
     log = os.path.join(d, "meson-logs", "testlog.json")
     if not os.path.exists(log):
         continue
