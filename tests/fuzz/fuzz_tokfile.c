@@ -13,14 +13,13 @@
  *   2  a folder with encoder.json and vocab.bpe, split at the first NUL byte
  *
  * Run: tools/fuzz.sh (seeds in tests/fuzz/corpus/fuzz_tokfile: small real
- * tokenizers cut from the GPT-2 fixture, made by tests/fuzz/make-corpus.sh).
+ * tokenizers cut from the GPT-2 fixture, made by tests/fuzz/make_corpus.py).
  * The files live in a temporary folder (fuzz_tmp.h). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "fuzz_tmp.h"
 #include "pile_buf.h"
