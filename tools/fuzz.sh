@@ -75,6 +75,7 @@ SHARED=$(realpath -m -- "$SHARED")
 WORK=$(realpath -m -- "$WORK")
 cd "$ROOT"
 say() { echo "fuzz.sh: $*"; }
+mkdir -p "$WORK/logs" "$WORK/crashes"
 
 # (max_len per target: the size of its largest sensible input, as in make_corpus.py)
 max_len() {
@@ -103,9 +104,8 @@ if [ $DO_BUILD = 1 ]; then
     meson configure "$BUILD" "${opts[@]}" >/dev/null || die "cannot configure '$BUILD'"
   else
     say "configuring $BUILD (clang, ASan + UBSan, -Dfuzz=true)"
-    CC=clang CXX=clang++ meson setup "$BUILD" --buildtype=debugoptimized "${opts[@]}" >"$BUILD.setup.log" 2>&1 ||
-      { cat "$BUILD.setup.log" >&2; rm -f "$BUILD.setup.log"; die "meson setup $BUILD failed"; }
-    rm -f "$BUILD.setup.log"
+    CC=clang CXX=clang++ meson setup "$BUILD" --buildtype=debugoptimized "${opts[@]}" >"$WORK/logs/setup.log" 2>&1 ||
+      { cat "$WORK/logs/setup.log" >&2; die "meson setup $BUILD failed"; }
   fi
   grep -q 'build tests/fuzz/fuzz_jsonl:' "$BUILD/build.ninja" ||
     die "'$BUILD' builds no fuzz targets: it was set up with another compiler than clang (remove it and rerun)"
@@ -114,12 +114,10 @@ if [ $DO_BUILD = 1 ]; then
   [[ " ${TARGETS[*]} " == *" fuzz_shard "* ]] && ninja_targets+=(preprocess/pile-prep)
   [[ " ${TARGETS[*]} " == *" fuzz_safetensors "* ]] && ninja_targets+=(tests/test_trainer_io)
   say "building ${TARGETS[*]} in $BUILD"
-  ninja -C "$BUILD" "${ninja_targets[@]}" >"$BUILD.ninja.log" 2>&1 ||
-    { tail -50 "$BUILD.ninja.log" >&2; rm -f "$BUILD.ninja.log"; die "build in $BUILD failed"; }
-  rm -f "$BUILD.ninja.log"
+  ninja -C "$BUILD" "${ninja_targets[@]}" >"$WORK/logs/build.log" 2>&1 ||
+    { tail -50 "$WORK/logs/build.log" >&2; die "build in $BUILD failed (log: $WORK/logs/build.log)"; }
 fi
 
-mkdir -p "$WORK/logs" "$WORK/crashes"
 # The targets' temporary folders go in one of ours, removed however they end.
 TMP_BASE=/tmp
 [ -w /dev/shm ] && TMP_BASE=/dev/shm

@@ -57,7 +57,7 @@ typedef struct lossy {
 
 static void scan_pretok(const pile_json *v, int depth, lossy *l)
 {
-    if (!v || depth > 64) return;
+    if (!v || depth > 200) return; /* past the loader's limit (32 Sequences, 64 JSON levels) */
     if (pile_json_type_of(v) == PILE_JSON_OBJECT) {
         size_t n;
         const pile_json *t = pile_json_get(v, "type"), *b = pile_json_get(v, "behavior");
