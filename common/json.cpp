@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -396,14 +397,57 @@ struct parse_state {
 
 } /* namespace */
 
-/* One reused DOM parser (its buffers grow to the longest line seen) and a
- * scratch copy for lines whose UTF-8 had to be repaired. */
+/* One reused DOM parser (its buffers grow to the longest line seen), a
+ * scratch copy for lines whose UTF-8 had to be repaired, and where the text
+ * and the subset name are (dotted paths split into their steps). */
 struct pile_jsonl_parser {
     dom::parser dom;
     pile_buf scratch{};
+    std::vector<std::string> text_path{"text"};
+    std::vector<std::string> subset_path{"meta", "pile_set_name"};
+    std::string text_key{"text"};
 };
 
 namespace {
+
+/* The value at `path` under obj, each step taking the last member of that
+ * name (as Python's json keeps the last of duplicate keys); false when a
+ * step is missing or the value on the way is not an object. */
+bool find_path(dom::object obj, const std::vector<std::string> &path, dom::element *out)
+{
+    for (size_t i = 0; i < path.size(); i++) {
+        dom::element v;
+        bool has = false;
+        for (dom::key_value_pair kv : obj) {
+            if (kv.key == path[i]) {
+                v = kv.value;
+                has = true;
+            }
+        }
+        if (!has) return false;
+        if (i + 1 == path.size()) {
+            *out = v;
+            return true;
+        }
+        if (v.get_object().get(obj) != simdjson::SUCCESS) return false;
+    }
+    return false;
+}
+
+/* "a.b.c" -> {"a", "b", "c"}; false for an empty step. */
+bool split_path(const char *key, std::vector<std::string> *out)
+{
+    out->clear();
+    const char *s = key;
+    for (;;) {
+        const char *dot = strchr(s, '.');
+        size_t n = dot ? (size_t)(dot - s) : strlen(s);
+        if (n == 0) return false;
+        out->emplace_back(s, n);
+        if (!dot) return true;
+        s = dot + 1;
+    }
+}
 
 error_code grow_depth(dom::parser &dp, size_t n)
 {
@@ -779,6 +823,23 @@ pile_jsonl_parser *pile_jsonl_parser_create(void)
     }
 }
 
+int pile_jsonl_parser_set_keys(pile_jsonl_parser *p, const char *text_key, const char *subset_key, pile_err *err)
+try {
+    std::vector<std::string> tp, sp;
+    if (!text_key || !split_path(text_key, &tp))
+        return pile_err_set(err, PILE_EINVAL, "bad text key '%s': a dotted path of member names, none empty",
+                            text_key ? text_key : "");
+    if (subset_key && *subset_key && !split_path(subset_key, &sp))
+        return pile_err_set(err, PILE_EINVAL, "bad subset key '%s': a dotted path of member names, none empty",
+                            subset_key);
+    p->text_path = std::move(tp);
+    p->subset_path = std::move(sp);
+    p->text_key = text_key;
+    return 0;
+} catch (...) {
+    return pile_err_set(err, PILE_ENOMEM, "out of memory");
+}
+
 void pile_jsonl_parser_free(pile_jsonl_parser *p)
 {
     if (!p) return;
@@ -869,45 +930,24 @@ try {
         set_detail(detail, detail_cap, "top-level value is %s, not an object", type_name(root.type()));
         return PILE_SKIP_NOT_OBJECT;
     }
-    /* Python's json keeps the last of duplicate keys: scan every member. */
-    dom::element text, meta;
-    bool has_text = false, has_meta = false;
-    for (dom::key_value_pair kv : obj) {
-        if (kv.key == "text") {
-            text = kv.value;
-            has_text = true;
-        } else if (kv.key == "meta") {
-            meta = kv.value;
-            has_meta = true;
-        }
-    }
-    if (!has_text) {
-        set_detail(detail, detail_cap, "no \"text\" member");
+    dom::element text, name;
+    if (!find_path(obj, p->text_path, &text)) {
+        set_detail(detail, detail_cap, "no \"%s\" member", p->text_key.c_str());
         return PILE_SKIP_NO_TEXT;
     }
     std::string_view tv;
     if (text.get_string().get(tv) != simdjson::SUCCESS) {
-        set_detail(detail, detail_cap, "\"text\" is %s, not a string", type_name(text.type()));
+        set_detail(detail, detail_cap, "\"%s\" is %s, not a string", p->text_key.c_str(), type_name(text.type()));
         return PILE_SKIP_TEXT_NOT_STRING;
     }
     doc->text = tv.data();
     doc->text_len = tv.size();
     doc->repairs = st.repairs;
-    dom::object mo;
-    if (has_meta && meta.get_object().get(mo) == simdjson::SUCCESS) {
-        dom::element name;
-        bool has_name = false;
-        for (dom::key_value_pair kv : mo) {
-            if (kv.key == "pile_set_name") {
-                name = kv.value;
-                has_name = true;
-            }
-        }
-        std::string_view sv;
-        if (has_name && name.get_string().get(sv) == simdjson::SUCCESS) {
-            doc->subset = sv.data();
-            doc->subset_len = sv.size();
-        }
+    std::string_view sv;
+    if (!p->subset_path.empty() && find_path(obj, p->subset_path, &name) &&
+        name.get_string().get(sv) == simdjson::SUCCESS) {
+        doc->subset = sv.data();
+        doc->subset_len = sv.size();
     }
     return PILE_SKIP_NONE;
 } catch (...) {

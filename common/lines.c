@@ -1,5 +1,6 @@
-/* Streaming line reader for .jsonl and .jsonl.zst. One window buffer holds
- * the decompressed bytes; lines are handed out in place (memchr split, no
+/* Streaming line reader for JSON lines, plain, zstd or gzip (the format told
+ * by the magic number, never by the name). One window buffer holds the
+ * decompressed bytes; lines are handed out in place (memchr split, no
  * per-line copy or malloc) with PILE_LINES_PADDING writable bytes after each,
  * made safe by stashing the bytes that padding overlaps and restoring them on
  * the next call. Memory stays bounded by the line cap: a longer line is
@@ -7,16 +8,25 @@
 #include "pile_lines.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #define PLAIN_CHUNK (4u << 20) /* window size for plain files: one read() fills most of it */
-#define ZSTD_CHUNK (1u << 20)  /* decompressed window and compressed read size for .zst */
+#define ZSTD_CHUNK (1u << 20)  /* decompressed window and compressed read size for .zst and .gz */
 #define MIN_READ (64u << 10)   /* make room before reading less than this */
+/* zstd's own limits (zstd.h keeps them behind ZSTD_STATIC_LINKING_ONLY): the
+ * default window a decoder accepts, and the largest a 64-bit one can. */
+#define WINDOW_LOG_DEFAULT 27
+#define WINDOW_LOG_MAX 31
+
+enum { CODEC_PLAIN, CODEC_ZSTD, CODEC_GZIP };
 
 struct pile_lines {
     int fd;
@@ -25,13 +35,21 @@ struct pile_lines {
     uint64_t file_pos; /* bytes read from fd */
     size_t max_line;
 
-    /* zstd input (NULL for a plain file) */
+    /* compressed input */
+    int codec;
     ZSTD_DStream *zds;
+    z_stream gz;
+    int gz_ready;     /* inflateInit2 succeeded: inflateEnd is owed */
+    int gz_member;    /* inside a gzip member (its end not yet seen) */
     char *in;
     size_t in_cap, in_len, in_pos;
     int in_eof;
     size_t zret;      /* last ZSTD_decompressStream hint: 0 at a frame boundary */
     int zstarted;     /* any compressed input was fed */
+    uint64_t frame_at; /* compressed offset where the current zstd frame began */
+    int window_log;   /* ZSTD_d_windowLogMax */
+    const char *window_flag;
+    size_t dec_bytes; /* the most memory the decompressor has held */
 
     /* window: buf[start..end) is decompressed data not yet handed out;
      * buf has cap bytes, of which the last PILE_LINES_PADDING are never filled */
@@ -64,11 +82,126 @@ static ssize_t read_some(int fd, void *p, size_t n)
     }
 }
 
+/* RFC 1952 section 2.3.1: ID1 ID2 and CM = 8 (deflate), the only method. */
+static int is_gzip_magic(const unsigned char *p, size_t n)
+{
+    return n >= 3 && p[0] == 0x1f && p[1] == 0x8b && p[2] == 8;
+}
+
+/* zlib's allocations, counted so that the decoder's memory can be reported. */
+static voidpf gz_alloc(voidpf opaque, uInt items, uInt size)
+{
+    pile_lines *r = opaque;
+    size_t n = (size_t)items * size;
+    void *p = malloc(n ? n : 1);
+    if (p) r->dec_bytes += n;
+    return p;
+}
+
+static void gz_free(voidpf opaque, voidpf p)
+{
+    (void)opaque;
+    free(p);
+}
+
+/* Window size a zstd frame header asks for (RFC 8878 section 3.1.1.1), or 0
+ * when h[0..n) is not a whole zstd frame header. */
+static uint64_t zstd_header_window(const unsigned char *h, size_t n)
+{
+    if (n < 6 || (uint32_t)(h[0] | h[1] << 8 | h[2] << 16 | (uint32_t)h[3] << 24) != ZSTD_MAGICNUMBER) return 0;
+    unsigned fhd = h[4], fcs_flag = fhd >> 6, single = (fhd >> 5) & 1, did_flag = fhd & 3;
+    if (!single) {
+        unsigned wd = h[5], exponent = wd >> 3, mantissa = wd & 7;
+        uint64_t base = (uint64_t)1 << (10 + exponent);
+        return base + base / 8 * mantissa;
+    }
+    /* a single-segment frame's window is its content size */
+    static const unsigned did_bytes[4] = {0, 1, 2, 4}, fcs_bytes[4] = {1, 2, 4, 8};
+    size_t at = 5 + did_bytes[did_flag], k = fcs_bytes[fcs_flag];
+    if (n < at + k) return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < k; i++) v |= (uint64_t)h[at + i] << (8 * i);
+    return fcs_flag == 1 ? v + 256 : v;
+}
+
+static void mib_text(char *out, size_t cap, uint64_t bytes)
+{
+    if (bytes >= (1u << 20)) snprintf(out, cap, "%.0f MiB", (double)bytes / 1048576.0);
+    else snprintf(out, cap, "%.0f KiB", (double)bytes / 1024.0);
+}
+
+/* The message for a frame whose window is over the limit: what it needs,
+ * what is allowed, and (when the caller named one) the flag that allows it.
+ * Never "corrupt": the data is fine, the limit is ours. need 0: unknown. */
+static int window_error(const char *path, uint64_t frame_at, uint64_t need, int window_log, const char *flag,
+                        pile_err *err)
+{
+    char allowed[32], needs[32], hint[96] = "", writer[48] = "";
+    mib_text(allowed, sizeof allowed, (uint64_t)1 << window_log);
+    if (!need)
+        return pile_err_set(err, PILE_ELIMIT,
+                            "cannot read '%s': a zstd frame near byte %llu needs a window over the %s allowed%s%s",
+                            path, (unsigned long long)frame_at, allowed, flag ? "; raise it with " : "",
+                            flag ? flag : "");
+    int log = 10;
+    while (log < 63 && ((uint64_t)1 << log) < need) log++;
+    mib_text(needs, sizeof needs, need);
+    if (log > WINDOW_LOG_DEFAULT) snprintf(writer, sizeof writer, " (as zstd --long=%d writes)", log);
+    if (flag) {
+        uint64_t mb = log >= 20 ? (uint64_t)1 << (log - 20) : 1;
+        snprintf(hint, sizeof hint, "; allow it with %s %llu", flag, (unsigned long long)mb);
+    }
+    return pile_err_set(err, PILE_ELIMIT, "cannot read '%s': its zstd frame at byte %llu needs a %s window%s, over the %s allowed%s",
+                        path, (unsigned long long)frame_at, needs, writer, allowed, hint);
+}
+
+static int window_log_of(const pile_lines_opts *opts)
+{
+    if (!opts || !opts->max_window) return WINDOW_LOG_DEFAULT;
+    int log = 10;
+    while (log < WINDOW_LOG_MAX && ((uint64_t)2 << log) <= opts->max_window) log++;
+    return log;
+}
+
+/* The frame the decoder refused: read its header again to say what it needs. */
+static int frame_window_error(pile_lines *r, pile_err *err)
+{
+    unsigned char h[18];
+    ssize_t k = pread(r->fd, h, sizeof h, (off_t)r->frame_at);
+    uint64_t need = k > 0 ? zstd_header_window(h, (size_t)k) : 0;
+    return window_error(r->path, r->frame_at, need, r->window_log, r->window_flag, err);
+}
+
+int pile_lines_check_window(const char *path, const pile_lines_opts *opts, pile_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot open '%s'", path);
+    int log = window_log_of(opts), rc = 0;
+    uint64_t at = 0;
+    for (int frames = 0; frames < 64; frames++) { /* skippable frames (pzstd's) come first */
+        unsigned char h[18];
+        ssize_t k = pread(fd, h, sizeof h, (off_t)at);
+        if (k < 8) break;
+        uint32_t m = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+        if ((m & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START) {
+            at += 8 + ((uint64_t)h[4] | (uint64_t)h[5] << 8 | (uint64_t)h[6] << 16 | (uint64_t)h[7] << 24);
+            continue;
+        }
+        uint64_t need = zstd_header_window(h, (size_t)k);
+        if (need > (uint64_t)1 << log)
+            rc = window_error(path, at, need, log, opts ? opts->window_flag : NULL, err);
+        break;
+    }
+    close(fd);
+    return rc;
+}
+
 void pile_lines_close(pile_lines *r)
 {
     if (!r) return;
     if (r->fd >= 0) close(r->fd);
     ZSTD_freeDStream(r->zds);
+    if (r->gz_ready) inflateEnd(&r->gz);
     free(r->in);
     free(r->buf);
     free(r->path);
@@ -82,6 +215,8 @@ int pile_lines_open(pile_lines **out, const char *path, const pile_lines_opts *o
     if (!r) return pile_err_set(err, PILE_ENOMEM, "out of memory opening '%s'", path);
     r->fd = -1;
     r->max_line = opts && opts->max_line ? opts->max_line : PILE_LINES_DEFAULT_MAX;
+    r->window_log = window_log_of(opts);
+    r->window_flag = opts ? opts->window_flag : NULL;
     r->path = strdup(path);
     if (!r->path) goto nomem;
     r->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -120,10 +255,28 @@ int pile_lines_open(pile_lines **out, const char *path, const pile_lines_opts *o
     r->in_len = (size_t)k;
     if (k == 0) r->in_eof = 1;
 
-    if (is_zstd_magic((const unsigned char *)r->in, r->in_len)) {
+    const unsigned char *magic = (const unsigned char *)r->in;
+    if (is_zstd_magic(magic, r->in_len)) {
+        r->codec = CODEC_ZSTD;
         r->zds = ZSTD_createDStream();
         if (!r->zds) goto nomem;
         ZSTD_initDStream(r->zds);
+        if (ZSTD_isError(ZSTD_DCtx_setParameter(r->zds, ZSTD_d_windowLogMax, r->window_log))) goto nomem;
+        r->dec_bytes = ZSTD_sizeof_DStream(r->zds);
+    } else if (is_gzip_magic(magic, r->in_len)) {
+        r->codec = CODEC_GZIP;
+        r->gz.zalloc = gz_alloc;
+        r->gz.zfree = gz_free;
+        r->gz.opaque = r;
+        int zr = inflateInit2(&r->gz, 16 + MAX_WBITS); /* 16: the gzip wrapper only */
+        if (zr == Z_MEM_ERROR) goto nomem;
+        if (zr != Z_OK) {
+            pile_lines_close(r);
+            return pile_err_set(err, PILE_EIO, "cannot read '%s': zlib: %s", path, zError(zr));
+        }
+        r->gz_ready = 1;
+    }
+    if (r->codec != CODEC_PLAIN) {
         r->cap = ZSTD_CHUNK + PILE_LINES_PADDING;
         r->buf = malloc(r->cap);
         if (!r->buf) goto nomem;
@@ -200,8 +353,14 @@ static int fill_zstd(pile_lines *r, pile_err *err)
         ZSTD_inBuffer in = {r->in, r->in_len, r->in_pos};
         int starved = r->in_eof && in.pos == in.size;
         if (!starved) r->zstarted = 1;
+        /* after a frame's end (or at the start) the next byte begins a frame */
+        if (r->zret == 0 && !starved) r->frame_at = r->file_pos - (r->in_len - r->in_pos);
         size_t ret = ZSTD_decompressStream(r->zds, &out, &in);
         r->in_pos = in.pos;
+        size_t held = ZSTD_sizeof_DStream(r->zds);
+        if (held > r->dec_bytes) r->dec_bytes = held;
+        if (ZSTD_isError(ret) && ZSTD_getErrorCode(ret) == ZSTD_error_frameParameter_windowTooLarge)
+            return frame_window_error(r, err);
         if (ZSTD_isError(ret)) {
             uint64_t at = r->file_pos - (r->in_len - r->in_pos);
             return pile_err_set(err, PILE_ECORRUPT, "corrupt zstd data in '%s' near compressed byte %llu: %s",
@@ -220,10 +379,64 @@ static int fill_zstd(pile_lines *r, pile_err *err)
     return 0;
 }
 
+/* Inflates into the window until some output arrives or the input ends.
+ * Members follow one another (RFC 1952 section 2.2: concatenated gzip files
+ * are one file, as pigz and bgzip write them); the input ending inside a
+ * member is a clean cut, anything else zlib refuses is corruption. */
+static int fill_gzip(pile_lines *r, pile_err *err)
+{
+    size_t dcap = r->cap - PILE_LINES_PADDING;
+    z_stream *z = &r->gz;
+    z->next_out = (Bytef *)(r->buf + r->end);
+    z->avail_out = (uInt)(dcap - r->end);
+    uInt room = z->avail_out;
+    while (z->avail_out == room) {
+        if (r->in_pos == r->in_len && !r->in_eof) {
+            ssize_t k = read_some(r->fd, r->in, r->in_cap);
+            if (k < 0) return pile_err_sys(err, PILE_EIO, errno, "cannot read '%s'", r->path);
+            r->file_pos += (uint64_t)k;
+            r->in_len = (size_t)k;
+            r->in_pos = 0;
+            if (k == 0) r->in_eof = 1;
+        }
+        if (r->in_pos == r->in_len) {
+            r->eof = 1;
+            r->truncated = r->gz_member;
+            break;
+        }
+        z->next_in = (Bytef *)(r->in + r->in_pos);
+        z->avail_in = (uInt)(r->in_len - r->in_pos);
+        r->gz_member = 1;
+        int zr = inflate(z, Z_NO_FLUSH);
+        r->in_pos = r->in_len - z->avail_in;
+        if (zr == Z_STREAM_END) {
+            r->gz_member = 0;
+            if (inflateReset(z) != Z_OK) return pile_err_set(err, PILE_EIO, "cannot read '%s': zlib reset", r->path);
+        } else if (zr == Z_MEM_ERROR) {
+            return pile_err_set(err, PILE_ENOMEM, "out of memory reading '%s'", r->path);
+        } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
+            uint64_t at = r->file_pos - (r->in_len - r->in_pos);
+            return pile_err_set(err, PILE_ECORRUPT, "corrupt gzip data in '%s' near compressed byte %llu: %s",
+                                r->path, (unsigned long long)at, z->msg ? z->msg : zError(zr));
+        }
+    }
+    r->end += room - z->avail_out;
+    return 0;
+}
+
+static int fill_data(pile_lines *r, pile_err *err)
+{
+    switch (r->codec) {
+    case CODEC_ZSTD: return fill_zstd(r, err);
+    case CODEC_GZIP: return fill_gzip(r, err);
+    default: return fill_plain(r, err);
+    }
+}
+
 static int fill(pile_lines *r, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(make_room(r, err));
-    return r->zds ? fill_zstd(r, err) : fill_plain(r, err);
+    return fill_data(r, err);
 }
 
 static void stash_padding(pile_lines *r, char *after)
@@ -242,7 +455,7 @@ static int skip_long(pile_lines *r, pile_line *line, pile_err *err)
         r->base += r->end;
         r->start = r->end = r->scan = 0;
         if (r->eof) break;
-        PILE_FORWARD_IF_ERR(r->zds ? fill_zstd(r, err) : fill_plain(r, err));
+        PILE_FORWARD_IF_ERR(fill_data(r, err));
         char *nl = memchr(r->buf, '\n', r->end);
         if (nl) {
             size_t k = (size_t)(nl - r->buf);
@@ -319,7 +532,17 @@ int pile_lines_next(pile_lines *r, pile_line *line, pile_err *err)
 
 uint64_t pile_lines_bytes_read(const pile_lines *r)
 {
-    return r->zds ? r->file_pos - (r->in_len - r->in_pos) : r->file_pos;
+    return r->codec != CODEC_PLAIN ? r->file_pos - (r->in_len - r->in_pos) : r->file_pos;
+}
+
+size_t pile_lines_decoder_bytes(const pile_lines *r)
+{
+    return r->dec_bytes;
+}
+
+const char *pile_lines_format(const pile_lines *r)
+{
+    return r->codec == CODEC_ZSTD ? "zstd" : r->codec == CODEC_GZIP ? "gzip" : "plain";
 }
 
 uint64_t pile_lines_file_size(const pile_lines *r)
@@ -330,4 +553,31 @@ uint64_t pile_lines_file_size(const pile_lines *r)
 int pile_lines_truncated(const pile_lines *r)
 {
     return r->truncated;
+}
+
+/* The memory limit of this process's cgroup (v2, else v1), or UINT64_MAX. */
+static uint64_t cgroup_limit(void)
+{
+    static const char *const files[] = {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (!f) continue;
+        unsigned long long v;
+        int got = fscanf(f, "%llu", &v);
+        fclose(f);
+        if (got == 1) return (uint64_t)v;
+    }
+    return UINT64_MAX;
+}
+
+uint64_t pile_lines_window_fit(uint64_t reserved)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    uint64_t mem = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    uint64_t cg = cgroup_limit();
+    if (cg < mem) mem = cg;
+    uint64_t half = mem > reserved ? (mem - reserved) / 2 : 0;
+    int log = WINDOW_LOG_DEFAULT;
+    while (log < WINDOW_LOG_MAX && ((uint64_t)2 << log) <= half) log++;
+    return (uint64_t)1 << log;
 }

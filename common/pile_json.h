@@ -3,7 +3,7 @@
  *
  * Two parts:
  *  - the JSON-lines fast path: one Pile line -> its `text` and
- *    `meta.pile_set_name`, with the lenient repairs pile-prep promises
+ *    `meta.pile_set_name` (or other members named by dotted paths), with the lenient repairs pile-prep promises
  *    (invalid UTF-8 and lone surrogate escapes become U+FFFD) and strict
  *    rejection of everything else;
  *  - a small owned tree for configuration-sized files (manifests,
@@ -29,8 +29,8 @@ typedef enum pile_skip {
     PILE_SKIP_BLANK,           /* empty or whitespace only */
     PILE_SKIP_BAD_JSON,        /* not valid JSON (syntax, bad escape, raw control char, trailing data) */
     PILE_SKIP_NOT_OBJECT,      /* valid JSON but not an object */
-    PILE_SKIP_NO_TEXT,         /* object without a "text" member */
-    PILE_SKIP_TEXT_NOT_STRING, /* "text" is not a string */
+    PILE_SKIP_NO_TEXT,         /* object without a "text" member (or the text key set) */
+    PILE_SKIP_TEXT_NOT_STRING, /* "text" (or the text key set) is not a string */
     PILE_SKIP_TOO_LONG,        /* set by the reader: over the line-length cap */
     PILE_SKIP_CUT,             /* set by the reader: partial line at a truncated stream's end */
     PILE_SKIP_COUNT
@@ -46,7 +46,7 @@ const char *pile_skip_name(pile_skip reason);
 typedef struct pile_jsonl_doc {
     const char *text;      /* valid UTF-8; lives until the next parse call on the same parser */
     size_t text_len;
-    const char *subset;    /* meta.pile_set_name, or NULL if absent / not a string */
+    const char *subset;    /* meta.pile_set_name (or the subset key set), or NULL if absent / not a string */
     size_t subset_len;
     unsigned repairs;      /* PILE_REPAIR_* */
 } pile_jsonl_doc;
@@ -56,6 +56,14 @@ typedef struct pile_jsonl_parser pile_jsonl_parser;
 /* One parser per thread; reuse it for every line. NULL on OOM. */
 pile_jsonl_parser *pile_jsonl_parser_create(void);
 void pile_jsonl_parser_free(pile_jsonl_parser *p);
+
+/* Where the text and the subset name are: dotted paths of member names
+ * ("content", "meta.pile_set_name"; a name holding a '.' cannot be given),
+ * each step taking the last member of that name. The defaults are "text"
+ * and "meta.pile_set_name"; subset_key NULL or "" means no subset. Returns 0,
+ * or PILE_EINVAL (an empty text key or an empty step, as in "a..b") and
+ * PILE_ENOMEM with err filled; on failure the parser keeps its keys. */
+int pile_jsonl_parser_set_keys(pile_jsonl_parser *p, const char *text_key, const char *subset_key, pile_err *err);
 
 /* Parses one line (without '\n'). `line` must have PILE_LINES_PADDING
  * writable bytes after line[len] (the parser may write there and may modify

@@ -1,5 +1,5 @@
-/* Streaming line reader for .jsonl and .jsonl.zst (zstd streaming
- * decompression, never a whole file in memory). Hands out one line at a time
+/* Streaming line reader for JSON lines, plain or compressed with zstd or
+ * gzip (streaming decompression, never a whole file in memory). Hands out one line at a time
  * with the padding simdjson wants after it, so the JSON parser copies nothing.
  * An opaque reader is used by one thread at a time. */
 #ifndef PILE_LINES_H
@@ -24,7 +24,7 @@ extern "C" {
 typedef enum pile_line_status {
     PILE_LINE_COMPLETE = 0,  /* a whole line (terminated by '\n', or the last line of a file without one) */
     PILE_LINE_TOO_LONG = 1,  /* longer than max_line: data is NULL, len is the true length */
-    PILE_LINE_CUT = 2,       /* the partial last line of a truncated .zst stream: data holds what arrived */
+    PILE_LINE_CUT = 2,       /* the partial last line of a truncated .zst / .gz stream: data holds what arrived */
 } pile_line_status;
 
 /* Bit flags in pile_line.flags */
@@ -41,31 +41,57 @@ typedef struct pile_line {
 
 typedef struct pile_lines_opts {
     size_t max_line;    /* 0: PILE_LINES_DEFAULT_MAX */
+    /* Largest zstd window accepted, in bytes, rounded down to a power of two
+     * (1 KiB to 2 GiB; zstd --long=31 writes 2 GiB windows). The decoder
+     * holds about one window. 0: 128 MiB, zstd's own default. A frame asking
+     * for more is PILE_ELIMIT saying what it needs, never corruption. */
+    uint64_t max_window;
+    const char *window_flag; /* the option that raises max_window, named in that message (NULL: none) */
 } pile_lines_opts;
 
 typedef struct pile_lines pile_lines;
 
-/* Opens path; zstd is detected by its magic number, not by the name.
+/* Opens path; zstd and gzip are detected by their magic numbers, not by the
+ * name (a gzip file may hold several members, read as one stream).
  * opts may be NULL. On failure *out is NULL and err says why. */
 int pile_lines_open(pile_lines **out, const char *path, const pile_lines_opts *opts, pile_err *err);
+
+/* Reads the header of the first zstd frame of path (past any skippable
+ * frames) and fails as pile_lines_next would if its window is over
+ * opts->max_window: so a run can refuse before its first step. 0 for a
+ * frame within the bound and for a file that is not zstd. */
+int pile_lines_check_window(const char *path, const pile_lines_opts *opts, pile_err *err);
 
 /* Frees; accepts NULL. */
 void pile_lines_close(pile_lines *r);
 
 /* Next line: returns 1 with *line filled, 0 at the end of the file, or a
- * negative PILE_E* (an I/O error, or corrupt zstd data other than a clean cut,
- * with the byte offset in err). A truncated zstd stream is not an error: every
- * complete line is returned, then the cut tail as PILE_LINE_CUT (if non-empty),
- * then 0, and pile_lines_truncated() turns true. */
+ * negative PILE_E* (an I/O error, corrupt zstd or gzip data other than a
+ * clean cut, with the byte offset in err; PILE_ELIMIT for a zstd window over
+ * opts->max_window). A truncated compressed stream is not an error: every
+ * complete line is returned, then the cut tail as PILE_LINE_CUT (if
+ * non-empty), then 0, and pile_lines_truncated() turns true. */
 int pile_lines_next(pile_lines *r, pile_line *line, pile_err *err);
 
-/* Bytes of the file consumed so far (compressed bytes for .zst): for progress. */
+/* Bytes of the file consumed so far (compressed bytes for .zst / .gz): for progress. */
 uint64_t pile_lines_bytes_read(const pile_lines *r);
+
+/* The most memory the decompressor has held so far (zstd: its window and
+ * buffers, gzip: zlib's state and 32 KiB window; 0 for a plain file). */
+size_t pile_lines_decoder_bytes(const pile_lines *r);
+
+/* "plain", "zstd" or "gzip". */
+const char *pile_lines_format(const pile_lines *r);
+
+/* A zstd window bound that fits this machine: half of the memory it has
+ * (the smaller of physical memory and this process's cgroup limit) less
+ * `reserved` bytes, between 128 MiB and 2 GiB, as a power of two. */
+uint64_t pile_lines_window_fit(uint64_t reserved);
 
 /* Size of the file on disk. */
 uint64_t pile_lines_file_size(const pile_lines *r);
 
-/* After pile_lines_next returned 0: nonzero when the zstd stream ended mid-frame. */
+/* After pile_lines_next returned 0: nonzero when the stream ended inside a zstd frame or gzip member. */
 int pile_lines_truncated(const pile_lines *r);
 
 #ifdef __cplusplus

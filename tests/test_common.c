@@ -87,7 +87,7 @@ static void lines_free(line_list *l)
 static int read_lines(const char *path, size_t max_line, line_list *out)
 {
     memset(out, 0, sizeof *out);
-    pile_lines_opts opts = {max_line};
+    pile_lines_opts opts = {.max_line = max_line};
     pile_lines *r;
     int rc = pile_lines_open(&r, path, &opts, &out->err);
     if (rc < 0) return rc;

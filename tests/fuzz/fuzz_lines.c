@@ -30,7 +30,7 @@ static int as_file(const void *p, size_t n, char *path, size_t cap)
 /* Reads every line; lines of a plain input must re-join to the input. */
 static void read_all(const char *path, const uint8_t *plain, size_t plain_n, int expect_cut)
 {
-    pile_lines_opts opts = {256}; /* small, so the too-long path is reached */
+    pile_lines_opts opts = {.max_line = 256}; /* small, so the too-long path is reached */
     pile_lines *r;
     pile_err err;
     if (pile_lines_open(&r, path, &opts, &err) < 0) abort();
@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int zstd_magic = size >= 4 && ((data[0] == 0x28 && data[1] == 0xB5 && data[2] == 0x2F && data[3] == 0xFD) ||
                                    (data[1] == 0x2A && data[2] == 0x4D && data[3] == 0x18 && (data[0] & 0xF0) == 0x50));
     /* raw input: plain lines must match; zstd garbage may error but not crash */
-    pile_lines_opts opts = {256};
+    pile_lines_opts opts = {.max_line = 256};
     pile_lines *r;
     pile_err err;
     if (zstd_magic) {
