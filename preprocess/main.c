@@ -12,23 +12,36 @@
 #include "pile_prep.h"
 
 #define DEFAULT_DATA "/workspace/pile_data/"
+#define MAX_RULES 64
 
 static const char usage_text[] =
     "usage: pile-prep [options] [INPUT...]\n"
     "\n"
-    "Tokenizes and packs The Pile's .jsonl / .jsonl.zst files into shards.\n"
-    "INPUT is a file or a folder (walked for *.jsonl and *.jsonl.zst, sorted by path).\n"
+    "Tokenizes and packs JSON-lines files (The Pile's .jsonl.zst, or .jsonl, .json,\n"
+    "plain or compressed with zstd or gzip) into shards.\n"
+    "INPUT is a file or a folder (walked for *.jsonl and *.json, plain, .zst, .zstd or\n"
+    ".gz, any case, sorted by path).\n"
     "Without INPUT: " DEFAULT_DATA " if it exists, else the bundled sample data/sample/.\n"
-    "Split by file name: val.jsonl[.zst] -> val, test.jsonl[.zst] -> test, else train.\n"
+    "Splits by name: a file whose name has the word val, valid or validation goes to\n"
+    "val, test to test (words end at _ - . and the name's ends: pile_val.jsonl.zst,\n"
+    "validation-00001.jsonl.gz; or the nearest folder's name below INPUT), else train.\n"
     "\n"
     "  -o, --output DIR        output folder (default ./shards/)\n"
-    "  -j, --threads N         worker threads (default: all cores)\n"
+    "  -j, --threads N         worker threads (default, or 0: all cores)\n"
     "  -L, --max-length N      tokens per row (default 2048)\n"
     "  -t, --tokenizer SPEC    \"bytes\" (default), a tokenizer.json, a GPT-2 folder, a .tiktoken file\n"
     "      --pack MODE         concat (default) or best-fit\n"
     "      --window-rows N     best-fit: rows per packing window (default 1024)\n"
     "      --shard-size MB     token data per shard in MiB (default 256; fractions allowed)\n"
     "      --max-line-bytes N  longer lines are skipped (default 64M; suffixes k, M, G)\n"
+    "      --text-key KEY      the member holding each line's text, a dotted path (default text)\n"
+    "      --subset-key KEY    the member holding its subset name (default meta.pile_set_name;\n"
+    "                          \"\" for none)\n"
+    "      --train PATTERN     inputs in the train split, whatever their names say; PATTERN is\n"
+    "      --val PATTERN       a file or folder (added if not an INPUT already) or a glob over\n"
+    "      --test PATTERN      paths (over file names when it has no /); repeatable\n"
+    "      --zstd-memory MB    largest zstd window to read, in MiB (zstd --long=31 needs 2048;\n"
+    "                          default: what this machine's memory allows, 128 to 2048)\n"
     "      --strict            the first bad line or truncated file is an error\n"
     "      --megatron          also write Megatron OUT/<split>.bin/.idx\n"
     "      --force             start over, removing an earlier run's output in DIR\n"
@@ -112,7 +125,19 @@ enum {
     OPT_MEGATRON,
     OPT_FORCE,
     OPT_PROGRESS,
+    OPT_TEXT_KEY,
+    OPT_SUBSET_KEY,
+    OPT_ZSTD_MEMORY,
+    OPT_TRAIN,
+    OPT_VAL,
+    OPT_TEST,
 };
+
+/* The --train / --val / --test patterns, in the order given. */
+typedef struct split_rule {
+    pile_split split;
+    const char *pattern;
+} split_rule;
 
 int main(int argc, char **argv)
 {
@@ -129,6 +154,12 @@ int main(int argc, char **argv)
         {"megatron", no_argument, NULL, OPT_MEGATRON},
         {"force", no_argument, NULL, OPT_FORCE},
         {"progress", no_argument, NULL, OPT_PROGRESS},
+        {"text-key", required_argument, NULL, OPT_TEXT_KEY},
+        {"subset-key", required_argument, NULL, OPT_SUBSET_KEY},
+        {"zstd-memory", required_argument, NULL, OPT_ZSTD_MEMORY},
+        {"train", required_argument, NULL, OPT_TRAIN},
+        {"val", required_argument, NULL, OPT_VAL},
+        {"test", required_argument, NULL, OPT_TEST},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -139,6 +170,8 @@ int main(int argc, char **argv)
     o.output_dir = "./shards/";
     o.pack = PILE_PACK_CONCAT;
     int quiet = 0, force_progress = 0;
+    split_rule rules[MAX_RULES];
+    size_t n_rules = 0;
     uint64_t v;
     int c;
     opterr = 0;
@@ -146,7 +179,8 @@ int main(int argc, char **argv)
         switch (c) {
         case 'o': o.output_dir = optarg; break;
         case 'j':
-            if (parse_u64(optarg, &v, 0) || v < 1 || v > 256) return usage_error("bad --threads '%s' (1 to 256)", optarg);
+            if (parse_u64(optarg, &v, 0) || v > 256)
+                return usage_error("bad --threads '%s' (0 for all cores, or 1 to 256)", optarg);
             o.threads = (int)v;
             break;
         case 'L':
@@ -179,6 +213,20 @@ int main(int argc, char **argv)
             if (parse_u64(optarg, &v, 1) || v < 1 || v > ((uint64_t)1 << 40))
                 return usage_error("bad --max-line-bytes '%s'", optarg);
             o.max_line_bytes = (size_t)v;
+            break;
+        case OPT_TEXT_KEY: o.text_key = optarg; break;
+        case OPT_SUBSET_KEY: o.subset_key = optarg; break;
+        case OPT_ZSTD_MEMORY:
+            if (parse_u64(optarg, &v, 0) || v < 1 || v > 2048)
+                return usage_error("bad --zstd-memory '%s' (MiB, 1 to 2048)", optarg);
+            o.zstd_memory = v << 20;
+            break;
+        case OPT_TRAIN:
+        case OPT_VAL:
+        case OPT_TEST:
+            if (n_rules == MAX_RULES) return usage_error("more than %s --train, --val and --test patterns", "64");
+            rules[n_rules].split = c == OPT_TRAIN ? PILE_SPLIT_TRAIN : c == OPT_VAL ? PILE_SPLIT_VAL : PILE_SPLIT_TEST;
+            rules[n_rules++].pattern = optarg;
             break;
         case OPT_STRICT: o.strict = 1; break;
         case OPT_MEGATRON: o.megatron = 1; break;
@@ -218,10 +266,19 @@ int main(int argc, char **argv)
         pile_buf_free(&sample);
     }
     for (int i = optind; i < argc && !rc; i++) rc = pile_prep_inputs_add(&inputs, argv[i], &err);
+    for (size_t i = 0; i < n_rules && !rc; i++)
+        rc = pile_prep_inputs_set_split(&inputs, rules[i].split, rules[i].pattern, &err);
     if (rc) {
         fprintf(stderr, "pile-prep: %s\n", err.msg);
         pile_prep_inputs_free(&inputs);
         return 1;
+    }
+    if (!quiet && inputs.n_notes) {
+        for (char *line = inputs.notes.data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1)
+            fprintf(stderr, "pile-prep: note: %.*s\n", (int)(nl - line), line);
+        if (inputs.n_notes > PILE_PREP_NOTES_MAX)
+            fprintf(stderr, "pile-prep: note: ... and %zu more files passed over\n",
+                    inputs.n_notes - PILE_PREP_NOTES_MAX);
     }
 
     log_ctx lc = {quiet, 0};

@@ -28,27 +28,58 @@ extern "C" {
 
 /* One input file. */
 typedef struct pile_prep_input {
-    char *path;       /* as given, or as found under a folder given (owned) */
-    pile_split split; /* by file name: val.jsonl[.zst] -> val, test.jsonl[.zst] -> test, else train */
-    uint64_t size;    /* bytes on disk */
-    int64_t mtime_ns; /* modification time, nanoseconds since the epoch */
+    char *path;           /* as given, or as found under a folder given (owned) */
+    pile_split split;     /* by the words of its name, or by a rule (pile_prep_inputs_set_split) */
+    uint64_t size;        /* bytes on disk */
+    int64_t mtime_ns;     /* modification time, nanoseconds since the epoch */
+    uint64_t dev, ino;    /* what the file is: duplicates and resumes compare these, not the spelling */
+    unsigned name_splits; /* bit 1 << PILE_SPLIT_VAL / _TEST for each split word its name has */
+    char *rule;           /* the rule that set split ("--val 'x*'"), NULL: the name did (owned) */
 } pile_prep_input;
+
+#define PILE_PREP_NOTES_MAX 10 /* passed-over files named in pile_prep_inputs.notes; the rest counted */
 
 /* A list of inputs; zero-initialise, free with pile_prep_inputs_free. */
 typedef struct pile_prep_inputs {
     pile_prep_input *v;
     size_t n, cap;
+    pile_buf notes; /* "passed over 'PATH': why" lines for what a walk did not take (the first PILE_PREP_NOTES_MAX) */
+    size_t n_notes; /* how many there were in all */
 } pile_prep_inputs;
 
 /* Adds `path`: a file is added as it is (whatever its name); a folder is
- * walked recursively and its *.jsonl and *.jsonl.zst files are added sorted
- * by path (byte order), so the order never depends on the file system.
- * A missing path is PILE_ENOENT ("cannot open 'x': No such file or directory");
- * a folder without any input file is PILE_ENOENT too. */
+ * walked recursively and its input files are added sorted by path (byte
+ * order), so the order never depends on the file system. Input files are
+ * *.jsonl and *.json, plain or compressed (.zst, .zstd, .gz), names in any
+ * case. A walk passes over (with a note) a pile-prep output folder, a plain
+ * .json file that holds one JSON document rather than JSON lines, and data
+ * in other compressions (.jsonl.xz). A missing path is PILE_ENOENT ("cannot
+ * open 'x': No such file or directory"); so is a folder without any input
+ * file. An input that cannot be read (no permission, a dangling symbolic
+ * link, a FIFO or another file that is not regular) fails here, before any
+ * work, naming it.
+ *
+ * The split is told by the words of the name (separated by '_', '-', '.',
+ * '/' and the ends, any case): val, valid or validation -> val, test ->
+ * test, else train; for a file found in a folder walk, the words of its
+ * file name, else of the nearest folder between it and the folder given
+ * (validation/part-0.jsonl.gz is val). A name with words of both is left
+ * to a rule: pile_prep_run refuses it otherwise. */
 int pile_prep_inputs_add(pile_prep_inputs *list, const char *path, pile_err *err);
+
+/* Puts every input `pattern` names into `split`, whatever its name says
+ * (the --train / --val / --test options): an existing file names itself
+ * (compared as files: device and inode) and an existing folder every input
+ * under it; a file or folder not among the inputs yet is added first.
+ * Anything else is a glob (fnmatch(3)) over each input's path as found, or
+ * over its file name alone when the pattern has no '/'. Call after adding
+ * the inputs. An input named by rules of two splits is PILE_EINVAL naming
+ * both; a pattern that names no input is PILE_ENOENT. */
+int pile_prep_inputs_set_split(pile_prep_inputs *list, pile_split split, const char *pattern, pile_err *err);
 void pile_prep_inputs_free(pile_prep_inputs *list);
 
-/* The split a file name belongs to (only the last path component counts). */
+/* The split the words of a file name tell (only the last path component
+ * counts): val, test, or train (no split word, or words of both). */
 pile_split pile_prep_split_of(const char *path);
 /* "train", "val", "test". */
 const char *pile_prep_split_name(pile_split split);
@@ -70,6 +101,10 @@ typedef struct pile_prep_opts {
     uint64_t shard_bytes;       /* target token-data bytes per shard; 0: 256 MiB */
     uint32_t window_rows;       /* best-fit: a window holds window_rows * max_length tokens; 0: 1024 */
     size_t max_line_bytes;      /* longer lines are skipped; 0: 64 MiB */
+    const char *text_key;       /* dotted path of each line's text; NULL: "text" */
+    const char *subset_key;     /* dotted path of its subset name; NULL: "meta.pile_set_name"; "": none */
+    uint64_t zstd_memory;       /* largest zstd window read, bytes (rounded down to a power of two);
+                                   0: what fits this machine beside the threads (pile_lines_window_fit) */
     int threads;                /* worker threads (parse + tokenize); <= 0: all cores */
     int strict;                 /* the first skipped line (or truncated file) is an error */
     int megatron;               /* also write OUT/<split>.bin/.idx at the end */
@@ -90,6 +125,10 @@ typedef struct pile_prep_result {
     uint64_t input_bytes;      /* bytes on disk of the inputs read in this run */
     uint64_t jsonl_bytes;      /* decompressed JSONL bytes read in this run */
     double wall_s;             /* this run's wall time */
+    int threads;               /* worker threads used */
+    uint64_t zstd_window_max;  /* the zstd window bound used (opts->zstd_memory or its default) */
+    uint64_t decoder_bytes;    /* the most memory one input's decompressor held (one is open at a time) */
+    uint64_t peak_rss;         /* the process's peak resident memory, bytes */
     /* thread-seconds spent in each stage (sums over threads) */
     double read_s, parse_s, tokenize_s, pack_s;
     pile_buf summary;          /* the closing summary, several lines, for a person */
@@ -100,8 +139,13 @@ void pile_prep_result_free(pile_prep_result *res);
 /* Runs the whole job. If OUT/manifest.json exists: with the same options and
  * inputs the run resumes (or, if complete, sets already_complete and returns
  * 0); with other options or inputs it fails with PILE_EMISMATCH unless
- * opts->force. res may be NULL. Returns 0 or a negative PILE_E* with err
- * filled (a --strict failure is PILE_EFORMAT naming file:line and why). */
+ * opts->force. Inputs are compared as files (device, inode, size, mtime),
+ * not by how their paths are spelled. An input given twice (the same device
+ * and inode: another spelling, a link) is read once, with a warning; in two
+ * splits it is an error, as is a name with words of two splits and no rule.
+ * res may be NULL. Returns 0 or a negative PILE_E* with err filled (a
+ * --strict failure is PILE_EFORMAT naming file:line and why; a run in which
+ * every line was skipped is PILE_EFORMAT with the counts). */
 int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res, pile_err *err);
 
 #ifdef __cplusplus

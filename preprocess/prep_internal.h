@@ -85,7 +85,11 @@ typedef struct prep_state {
     uint32_t vocab_size, eot_id, max_length, window_rows;
     pile_pack pack;
     uint64_t shard_bytes, rows_per_shard, max_line_bytes;
+    const char *text_key, *subset_key; /* resolved ("text", "meta.pile_set_name"; "" for no subset) */
     int megatron;
+    /* how this run reads (not recorded: they never change the output) */
+    int threads;
+    uint64_t zstd_window;
     /* progress */
     prep_stats stats;
     prep_shard_rec *shards;

@@ -70,6 +70,11 @@ static void write_options(pile_buf *b, const prep_state *st)
     put_u64(b, "    ", "window_tokens",
             st->pack == PILE_PACK_BEST_FIT ? (uint64_t)st->window_rows * st->max_length : 0, 1);
     put_u64(b, "    ", "max_line_bytes", st->max_line_bytes, 1);
+    pile_buf_printf(b, "    \"text_key\": ");
+    put_str(b, st->text_key);
+    pile_buf_printf(b, ",\n    \"subset_key\": ");
+    put_str(b, st->subset_key);
+    pile_buf_printf(b, ",\n");
     pile_buf_printf(b, "    \"megatron\": %s\n  }", st->megatron ? "true" : "false");
 }
 
@@ -126,9 +131,9 @@ static int manifest_text(const prep_state *st, pile_buf *b)
         pile_buf_printf(b, "%s\n    {\"path\": ", i ? "," : "");
         put_str(b, in->path);
         pile_buf_printf(b,
-                        ", \"split\": \"%s\", \"size\": %" PRIu64 ", \"mtime_ns\": %" PRId64
-                        ", \"lines_done\": %" PRIu64 ", \"done\": %s, \"truncated\": %s}",
-                        pile_prep_split_name(in->split), in->size, in->mtime_ns, s->input_lines[i],
+                        ", \"split\": \"%s\", \"size\": %" PRIu64 ", \"mtime_ns\": %" PRId64 ", \"dev\": %" PRIu64
+                        ", \"ino\": %" PRIu64 ", \"lines_done\": %" PRIu64 ", \"done\": %s, \"truncated\": %s}",
+                        pile_prep_split_name(in->split), in->size, in->mtime_ns, in->dev, in->ino, s->input_lines[i],
                         s->input_done[i] ? "true" : "false", s->input_truncated[i] ? "true" : "false");
     }
     pile_buf_printf(b, "\n  ],\n  \"shards\": [");
@@ -306,18 +311,43 @@ static int restore_split(prep_state *st, pile_split sp, const pile_json *o, cons
     return 0;
 }
 
-static int mismatch(pile_err *err, const char *out, const char *what)
+/* complete: the folder holds a finished run, not an interrupted one. */
+static int mismatch(pile_err *err, const char *out, const char *what, int complete)
 {
+    if (complete)
+        return pile_err_set(err, PILE_EMISMATCH,
+                            "'%s' holds a finished run whose %s differ from these; "
+                            "use a new output folder, or --force to start over",
+                            out, what);
     return pile_err_set(err, PILE_EMISMATCH,
                         "cannot resume in '%s': %s differ from the interrupted run's; "
                         "use a new output folder, or --force to start over",
                         out, what);
 }
 
+/* Is the manifest's input entry o the file `in` is, unchanged? The same
+ * size and modification time, and the same file: device and inode (an
+ * older manifest without them: the same path). How the path is spelled
+ * ("in", "./in", an absolute path, a link) does not matter. */
+static int same_input(const pile_json *o, const pile_prep_input *in, pile_buf *spelled)
+{
+    const pile_json *mtj = o ? pile_json_get(o, "mtime_ns") : NULL;
+    const char *sp = get_str(o, "split");
+    uint64_t size, dev, ino;
+    int64_t mt; /* signed: a file may date from before 1970 */
+    if (!sp || strcmp(sp, pile_prep_split_name(in->split)) || get_u64(o, "size", &size) || size != in->size ||
+        !mtj || !pile_json_int(mtj, &mt) || mt != in->mtime_ns)
+        return 0;
+    if (!get_u64(o, "dev", &dev) && !get_u64(o, "ino", &ino) && dev == in->dev && ino == in->ino) return 1;
+    const char *p = get_str(o, "path");
+    return p && strlen(p) == spelled->len && (!spelled->len || !memcmp(p, spelled->data, spelled->len));
+}
+
 static int restore(prep_state *st, const pile_json *root, const char *path, pile_err *err)
 {
     const char *out = st->opts->output_dir;
     const char *fmt = get_str(root, "format");
+    int complete = get_bool(root, "complete");
     uint64_t ver;
     if (!fmt || strcmp(fmt, MANIFEST_FORMAT) || get_u64(root, "version", &ver))
         return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': not a pile-prep manifest", path);
@@ -349,35 +379,30 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
                 char what[160];
                 snprintf(what, sizeof what, "the options ('%s')", k);
                 pile_json_free(mine_tree);
-                return mismatch(err, out, what);
+                return mismatch(err, out, what, complete);
             }
         }
     }
     pile_json_free(mine_tree);
-    if (!same) return mismatch(err, out, "the options");
+    if (!same) return mismatch(err, out, "the options", complete);
 
     /* inputs: same files, same order, unchanged */
     const pile_json *ins = pile_json_get(root, "inputs");
-    if (!ins || pile_json_size(ins) != st->n_inputs) return mismatch(err, out, "the inputs");
+    if (!ins || pile_json_size(ins) != st->n_inputs) return mismatch(err, out, "the inputs", complete);
     pile_buf spelled = {0};
     for (size_t i = 0; i < st->n_inputs; i++) {
         const pile_json *o = pile_json_at(ins, i);
         const pile_prep_input *in = st->order[i];
-        const char *p = get_str(o, "path"), *sp = get_str(o, "split");
-        const pile_json *mtj = o ? pile_json_get(o, "mtime_ns") : NULL;
-        uint64_t size, lines;
-        int64_t mt; /* signed: a file may date from before 1970 */
+        uint64_t lines;
         if (utf8_spelling(in->path, &spelled)) {
             pile_buf_free(&spelled);
             return pile_err_set(err, PILE_ENOMEM, "out of memory");
         }
-        if (!p || strlen(p) != spelled.len || (spelled.len && memcmp(p, spelled.data, spelled.len)) || !sp ||
-            strcmp(sp, pile_prep_split_name(in->split)) || get_u64(o, "size", &size) || size != in->size || !mtj ||
-            !pile_json_int(mtj, &mt) || mt != in->mtime_ns || get_u64(o, "lines_done", &lines)) {
+        if (!same_input(o, in, &spelled) || get_u64(o, "lines_done", &lines)) {
             pile_buf_free(&spelled);
             char what[PILE_ERR_MSG_MAX / 2];
             snprintf(what, sizeof what, "the inputs ('%s')", in->path);
-            return mismatch(err, out, what);
+            return mismatch(err, out, what, complete);
         }
         st->stats.input_lines[i] = lines;
         st->stats.input_done[i] = (uint8_t)get_bool(o, "done");
@@ -434,7 +459,7 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
         const pile_json *o = pile_json_get(splits, pile_prep_split_name((pile_split)sp));
         if (o) PILE_FORWARD_IF_ERR(restore_split(st, (pile_split)sp, o, path, err));
     }
-    st->complete = get_bool(root, "complete");
+    st->complete = complete;
     return 1;
 }
 

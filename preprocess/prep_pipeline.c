@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -25,6 +26,7 @@
 #define SLOT_KEEP_BYTES ((size_t)8 << 20)     /* a slot's buffers above this are freed after use */
 #define REPORT_MAX 10                         /* skipped / repaired lines reported one by one */
 #define DETAIL_MAX 160
+#define THREAD_BYTES ((size_t)16 << 20)       /* a worker's parser, encoder and slots, generously */
 
 /* ----------------------------------------------------------------- chunks */
 
@@ -74,6 +76,7 @@ typedef struct pipe {
     int reader_done, abort;
     double t_read, t_parse, t_tok;
     uint64_t jsonl_bytes; /* decompressed line bytes read (reader thread only) */
+    size_t decoder_bytes; /* the most one input's decompressor held (reader thread only) */
 } pipe_t;
 
 static void chunk_free(chunk *c)
@@ -145,11 +148,17 @@ static int chunk_add_line(chunk *c, const pile_line *ln)
 
 /* ----------------------------------------------------------------- reader */
 
+static pile_lines_opts reader_opts(const prep_state *st)
+{
+    return (pile_lines_opts){.max_line = st->max_line_bytes, .max_window = st->zstd_window,
+                             .window_flag = "--zstd-memory"};
+}
+
 static void reader_main(void *arg)
 {
     pipe_t *p = arg;
     prep_state *st = p->st;
-    pile_lines_opts lo = {.max_line = st->max_line_bytes};
+    pile_lines_opts lo = reader_opts(st);
     uint64_t done_before = 0;
     for (size_t i = 0; i < p->start.input && i < st->n_inputs; i++) done_before += st->order[i]->size;
     for (size_t i = p->start.input; i < st->n_inputs; i++) {
@@ -199,6 +208,7 @@ static void reader_main(void *arg)
                               path, seen, skip_below - 1);
         c->last = 1;
         c->truncated = rc == 0 && pile_lines_truncated(lr);
+        if (lr && pile_lines_decoder_bytes(lr) > p->decoder_bytes) p->decoder_bytes = pile_lines_decoder_bytes(lr);
         c->rc = rc;
         if (rc) c->err = lerr;
         done_before += st->order[i]->size;
@@ -297,6 +307,11 @@ static void worker_main(void *arg)
     pipe_t *p = w->p;
     pile_jsonl_parser *parser = pile_jsonl_parser_create();
     pile_encoder *enc = pile_encoder_create(p->tok);
+    /* the keys were checked before the threads started: only memory can fail */
+    if (parser && pile_jsonl_parser_set_keys(parser, p->st->text_key, p->st->subset_key, NULL)) {
+        pile_jsonl_parser_free(parser);
+        parser = NULL;
+    }
     double tp = 0, tt = 0;
     uv_mutex_lock(&p->mu);
     for (;;) {
@@ -578,11 +593,7 @@ void pile_prep_result_free(pile_prep_result *res)
 static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_result *res, pile_err *err)
 {
     const pile_prep_opts *o = st->opts;
-    /* by default the CPUs this process may run on (affinity, cgroup quota), not all the machine has */
-    unsigned avail = uv_available_parallelism();
-    int threads = o->threads > 0 ? o->threads : avail < 256 ? (int)avail : 256;
-    if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
+    int threads = st->threads;
     pipe_t p;
     memset(&p, 0, sizeof p);
     p.st = st;
@@ -676,6 +687,7 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     pile_progress_free(prog);
     res->read_s = p.t_read;
     res->jsonl_bytes = p.jsonl_bytes;
+    res->decoder_bytes = p.decoder_bytes;
     res->parse_s = p.t_parse;
     res->tokenize_s = p.t_tok;
     res->pack_s = t_pack;
@@ -687,6 +699,117 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     uv_mutex_destroy(&p.mu);
     uv_cond_destroy(&p.cv);
     return rc;
+}
+
+/* Worker threads: by default the CPUs this process may run on (affinity,
+ * cgroup quota), not all the machine has. */
+static int resolve_threads(int asked)
+{
+    unsigned avail = uv_available_parallelism();
+    int threads = asked > 0 ? asked : avail < 256 ? (int)avail : 256;
+    if (threads < 1) threads = 1;
+    return threads > 256 ? 256 : threads;
+}
+
+/* The window bound as the decoder applies it: a power of two, 1 KiB to 2 GiB. */
+static uint64_t zstd_window_of(const pile_prep_opts *o, int threads)
+{
+    uint64_t want = o->zstd_memory ? o->zstd_memory
+                                   : pile_lines_window_fit(IN_FLIGHT_BYTES + (uint64_t)threads * THREAD_BYTES);
+    uint64_t w = 1024;
+    while (w < ((uint64_t)1 << 31) && w * 2 <= want) w *= 2;
+    return w;
+}
+
+typedef struct file_id {
+    uint64_t dev, ino;
+    size_t i;
+} file_id;
+
+static int cmp_file_id(const void *a, const void *b)
+{
+    const file_id *x = a, *y = b;
+    if (x->dev != y->dev) return x->dev < y->dev ? -1 : 1;
+    if (x->ino != y->ino) return x->ino < y->ino ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* st->order: every file once (as first given; a later spelling of it is
+ * dropped with a warning), in processing order. Refuses a file in two splits
+ * and a name with words of two splits that no rule settles. */
+static int build_order(prep_state *st, pile_err *err)
+{
+    const pile_prep_opts *o = st->opts;
+    size_t n = o->n_inputs, m = 0;
+    file_id *ids = malloc(n * sizeof *ids);
+    size_t *first = malloc(n * sizeof *first);
+    st->order = malloc(n * sizeof *st->order);
+    int rc = ids && first && st->order ? 0 : pile_err_set(err, PILE_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && !rc; i++) ids[i] = (file_id){o->inputs[i].dev, o->inputs[i].ino, i};
+    if (!rc) qsort(ids, n, sizeof *ids, cmp_file_id);
+    for (size_t k = 0; k < n && !rc; k++) {
+        int dup = k > 0 && (ids[k].dev || ids[k].ino) && ids[k].dev == ids[k - 1].dev && ids[k].ino == ids[k - 1].ino;
+        first[ids[k].i] = dup ? first[ids[k - 1].i] : ids[k].i;
+    }
+    const unsigned both = 1u << PILE_SPLIT_VAL | 1u << PILE_SPLIT_TEST;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const pile_prep_input *in = &o->inputs[i], *f = &o->inputs[first[i]];
+        if ((in->name_splits & both) == both && !in->rule) {
+            rc = pile_err_set(err, PILE_EINVAL,
+                              "'%s' has words of both the val and the test split in its name; "
+                              "say which it is with --train, --val or --test",
+                              in->path);
+        } else if (f != in && f->split != in->split) {
+            rc = pile_err_set(err, PILE_EINVAL, "'%s' and '%s' are the same file, put in the %s and the %s split",
+                              f->path, in->path, pile_prep_split_name(f->split), pile_prep_split_name(in->split));
+        } else if (f != in) {
+            logf_(o, "warning: '%s' is the same file as '%s': read once", in->path, f->path);
+        } else {
+            st->order[m++] = in;
+        }
+    }
+    free(ids);
+    free(first);
+    st->n_inputs = m;
+    if (!rc) qsort(st->order, m, sizeof *st->order, cmp_order);
+    return rc;
+}
+
+/* Before the first step: every zstd input still to read opens with a
+ * window within the bound (a later frame is checked when it comes). */
+static int check_windows(const prep_state *st, pile_err *err)
+{
+    pile_lines_opts lo = reader_opts(st);
+    for (size_t i = st->resume.input; i < st->n_inputs; i++)
+        PILE_FORWARD_IF_ERR(pile_lines_check_window(st->order[i]->path, &lo, err));
+    return 0;
+}
+
+/* A run that found no document at all failed, whatever it skipped; a split
+ * whose every line was skipped is only warned about (it has no shards). */
+static int check_documents(const prep_state *st, pile_err *err)
+{
+    prep_split_stats tot;
+    pile__prep_stats_total(&st->stats, &tot);
+    if (tot.docs) {
+        for (int sp = 0; sp < PREP_NSPLITS; sp++)
+            if (st->stats.split[sp].lines && !st->stats.split[sp].docs)
+                logf_(st->opts, "warning: every line of the %s split was skipped: it has no shards",
+                      pile_prep_split_name((pile_split)sp));
+        return 0;
+    }
+    if (!tot.lines) return pile_err_set(err, PILE_EFORMAT, "no documents: the inputs hold no lines");
+    char counts[256] = "";
+    size_t at = 0;
+    for (int k = 1; k < PILE_SKIP_COUNT && at < sizeof counts; k++)
+        if (tot.skipped[k])
+            at += (size_t)snprintf(counts + at, sizeof counts - at, "%s%s %" PRIu64, at ? ", " : "",
+                                   pile_skip_name((pile_skip)k), tot.skipped[k]);
+    char hint[160] = "";
+    if (tot.skipped[PILE_SKIP_NO_TEXT])
+        snprintf(hint, sizeof hint, "; is the text under another member than '%s'? (--text-key)", st->text_key);
+    return pile_err_set(err, PILE_EFORMAT, "no documents: all %" PRIu64 " lines were skipped (%s)%s", tot.lines,
+                        counts, hint);
 }
 
 int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_err *err)
@@ -711,6 +834,15 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
     st.max_line_bytes = opts->max_line_bytes ? opts->max_line_bytes : PILE_LINES_DEFAULT_MAX;
     st.megatron = opts->megatron;
     st.tok_spec = opts->tokenizer_spec && *opts->tokenizer_spec ? opts->tokenizer_spec : "bytes";
+    st.text_key = opts->text_key ? opts->text_key : "text";
+    st.subset_key = opts->subset_key ? opts->subset_key : "meta.pile_set_name";
+    st.threads = resolve_threads(opts->threads);
+    st.zstd_window = zstd_window_of(opts, st.threads);
+    pile_jsonl_parser *keys = pile_jsonl_parser_create();
+    if (!keys) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    int krc = pile_jsonl_parser_set_keys(keys, st.text_key, st.subset_key, err);
+    pile_jsonl_parser_free(keys);
+    if (krc) return krc;
     if (st.max_length > (1u << 24))
         return pile_err_set(err, PILE_EINVAL, "max length %u is too large (at most %u)", st.max_length, 1u << 24);
     if (st.pack != PILE_PACK_CONCAT && st.pack != PILE_PACK_BEST_FIT)
@@ -727,15 +859,11 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
     st.rows_per_shard = st.shard_bytes / row_bytes;
     if (st.rows_per_shard == 0) st.rows_per_shard = 1;
 
-    st.order = malloc(st.n_inputs * sizeof *st.order);
-    if (!st.order) {
-        pile_tokenizer_close(tok);
-        return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < st.n_inputs; i++) st.order[i] = &opts->inputs[i];
-    qsort(st.order, st.n_inputs, sizeof *st.order, cmp_order);
+    rc = build_order(&st, err);
+    res->threads = st.threads;
+    res->zstd_window_max = st.zstd_window;
     st.resume.line = 1;
-    if (pile__prep_stats_init(&st.stats, st.n_inputs)) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    if (!rc && pile__prep_stats_init(&st.stats, st.n_inputs)) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
 
     if (!rc) rc = pile_fs_mkdirs(opts->output_dir, err);
     int loaded = 0;
@@ -770,9 +898,11 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
             snprintf(where, sizeof where, "the end of the inputs");
         logf_(opts, "resuming in '%s': %zu shards kept, going on from %s", opts->output_dir, st.n_shards, where);
     }
+    if (!rc) rc = check_windows(&st, err);
     if (!rc && !loaded) rc = pile__prep_manifest_write(&st, err);
     if (!rc) rc = run_pipeline(&st, tok, res, err);
     if (!rc) rc = check_reconciliation(&st, err);
+    if (!rc) rc = check_documents(&st, err);
     if (!rc && st.megatron) rc = megatron_export(&st, err);
     if (!rc) {
         st.complete = 1;
@@ -797,6 +927,13 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
                         "(read+parse+pack = %.1f%% of tokenize)\n",
                         res->read_s, res->parse_s, res->tokenize_s, res->pack_s,
                         res->tokenize_s > 0 ? 100.0 * outside / res->tokenize_s : 0.0);
+        struct rusage ru;
+        res->peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024 : 0;
+        pile_buf_printf(&res->summary,
+                        "memory: peak resident %.1f MiB with %d worker threads; the decompressor held up to %.2f MiB "
+                        "(one input at a time; zstd windows up to %.0f MiB allowed, --zstd-memory)\n",
+                        (double)res->peak_rss / 1048576.0, res->threads, (double)res->decoder_bytes / 1048576.0,
+                        (double)res->zstd_window_max / 1048576.0);
     }
 out:
     pile__prep_state_free(&st);

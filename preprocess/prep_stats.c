@@ -8,6 +8,8 @@
 #include <string.h>
 #include <xxhash.h>
 
+#define SPLIT_FILES_SHOWN 5 /* files named per split in the summary, then a count */
+
 /* ----------------------------------------------------------------- names */
 
 static int names_grow_slots(prep_names *t)
@@ -177,6 +179,34 @@ uint32_t *pile__prep_subsets_sorted(const prep_names *t)
     return ids;
 }
 
+/* Which files went to which split, so that a validation file trained on (or
+ * none at all) cannot go unnoticed: each split's files, the first few of a
+ * long list, and what the trainer does without a validation file. */
+static void format_split_files(const prep_state *st, pile_buf *out)
+{
+    for (int sp = 0; sp < PREP_NSPLITS; sp++) {
+        size_t n = 0, shown = 0;
+        for (size_t i = 0; i < st->n_inputs; i++) n += st->order[i]->split == (pile_split)sp;
+        const char *name = pile_prep_split_name((pile_split)sp);
+        if (!n) {
+            if (sp == PILE_SPLIT_VAL)
+                pile_buf_printf(out, "  val: no file (none is named val, valid, validation, nor given with --val): "
+                                     "pile-trainer will hold out --val_fraction (1%%) of train for validation\n");
+            else if (sp == PILE_SPLIT_TEST)
+                pile_buf_printf(out, "  test: no file\n");
+            else
+                pile_buf_printf(out, "  train: no file\n");
+            continue;
+        }
+        pile_buf_printf(out, "  %s: %zu file%s:", name, n, n == 1 ? "" : "s");
+        for (size_t i = 0; i < st->n_inputs && shown < SPLIT_FILES_SHOWN; i++)
+            if (st->order[i]->split == (pile_split)sp)
+                pile_buf_printf(out, "%s %s", shown++ ? "," : "", st->order[i]->path);
+        if (n > shown) pile_buf_printf(out, " and %zu more", n - shown);
+        pile_buf_printf(out, "\n");
+    }
+}
+
 int pile__prep_stats_format(const prep_state *st, pile_buf *out)
 {
     const prep_stats *s = &st->stats;
@@ -185,6 +215,7 @@ int pile__prep_stats_format(const prep_state *st, pile_buf *out)
     size_t ntrunc = 0;
     for (size_t i = 0; i < s->n_inputs; i++) ntrunc += s->input_truncated[i];
     pile_buf_printf(out, "inputs %zu (%zu truncated)\n", st->n_inputs, ntrunc);
+    format_split_files(st, out);
     for (size_t i = 0; i < s->n_inputs; i++)
         if (s->input_truncated[i]) pile_buf_printf(out, "  truncated: %s\n", st->order[i]->path);
     format_block(out, &tot, st->max_length, "");

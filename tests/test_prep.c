@@ -913,9 +913,11 @@ static void test_inputs(const char *tmp)
         ASSERT(strstr(base, ".jsonl") != NULL);
         nval += in.v[i].split == PILE_SPLIT_VAL;
         if (!strcmp(base, "val.jsonl.zst")) ASSERT_EQ(in.v[i].split, PILE_SPLIT_VAL);
-        if (!strcmp(base, "val.ascii.jsonl.zst")) ASSERT_EQ(in.v[i].split, PILE_SPLIT_TRAIN);
+        /* issue 14: "val" as a word of the name is val (it was train when only the exact name was) */
+        if (!strcmp(base, "val.ascii.jsonl.zst")) ASSERT_EQ(in.v[i].split, PILE_SPLIT_VAL);
+        if (!strcmp(base, "val.r50k.jsonl")) ASSERT_EQ(in.v[i].split, PILE_SPLIT_VAL);
     }
-    ASSERT_EQ(nval, 1);
+    ASSERT_EQ(nval, 3);
     ASSERT_EQ(pile_prep_split_of("x/test.jsonl"), PILE_SPLIT_TEST);
     ASSERT_EQ(pile_prep_split_of("x/train/00.jsonl.zst"), PILE_SPLIT_TRAIN);
     char *missing = path2(tmp, "nope.jsonl.zst");

@@ -25,10 +25,10 @@ static const char *usage_text =
     "usage: pile-tok COMMAND [options]\n"
     "\n"
     "commands:\n"
-    "  encode --tokenizer SPEC [--text] [--threads N] [INPUT]\n"
+    "  encode --tokenizer SPEC [--text] [--text-key KEY] [--threads N] [INPUT]\n"
     "                      ids of each line's text as one JSON array per line (null for a\n"
-    "                      line that is not an object with a string \"text\"); --text: INPUT is\n"
-    "                      plain text, one array out\n"
+    "                      line that is not an object with a string \"text\" or KEY); --text:\n"
+    "                      INPUT is plain text, one array out\n"
     "  decode --tokenizer SPEC [--json] [IDS]\n"
     "                      JSON arrays of ids (one per line) back to text\n"
     "  train --vocab-size N [--min-frequency N] [--special TOK]... [--threads N] -o OUT INPUT...\n"
@@ -43,16 +43,19 @@ static const char *usage_text =
     "INPUT or IDS '-' or absent: standard input. `pile-tok COMMAND --help` for more.\n";
 
 static const char *help_encode =
-    "usage: pile-tok encode --tokenizer SPEC [--text] [--threads N] [INPUT]\n"
+    "usage: pile-tok encode --tokenizer SPEC [--text] [--text-key KEY] [--threads N] [INPUT]\n"
     "\n"
-    "Reads INPUT (.jsonl or .jsonl.zst, zstd found by its magic; '-' or absent: stdin)\n"
-    "and writes one JSON array of ids per line, in input order. A line that is not an\n"
-    "object with a string \"text\" gives `null`. Repairs as pile-prep: a BOM at the\n"
+    "Reads INPUT (JSON lines, plain or zstd or gzip, found by the magic number; '-' or\n"
+    "absent: stdin) and writes one JSON array of ids per line, in input order. A line\n"
+    "that is not an object with a string \"text\" (or KEY) gives `null`. Repairs as\n"
+    "pile-prep: a BOM at the\n"
     "file start is dropped, invalid UTF-8 and lone surrogates become U+FFFD. Text is\n"
     "always ordinary: a literal <|endoftext|> is never the special id.\n"
     "\n"
     "  --tokenizer SPEC  the tokenizer (see pile-tok --help)\n"
     "  --text            INPUT is plain UTF-8 text (repaired); write one array\n"
+    "  --text-key KEY    the member holding the text, a dotted path as in pile-prep\n"
+    "                    (default text; meta.body for {\"meta\": {\"body\": ...}})\n"
     "  --threads N       encode on N threads (default 1); output order is kept\n"
     "  -h, --help        this help\n";
 
@@ -260,14 +263,16 @@ static int cmd_encode(int argc, char **argv)
 {
     static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
                                          {"text", no_argument, 0, 'x'},
+                                         {"text-key", required_argument, 0, 'k'},
                                          {"threads", required_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *spec = NULL;
+    const char *spec = NULL, *text_key = "text";
     int as_text = 0, threads = 1, c;
     while ((c = getopt_long(argc, argv, "t:j:h", opts, NULL)) != -1) {
         if (c == 't') spec = optarg;
         else if (c == 'x') as_text = 1;
+        else if (c == 'k') text_key = optarg;
         else if (c == 'j') threads = (int)parse_num("--threads", optarg, 1, 256);
         else if (c == 'h') {
             fputs(help_encode, stdout);
@@ -278,6 +283,11 @@ static int cmd_encode(int argc, char **argv)
     }
     if (argc - optind > 1) die(2, "encode takes one INPUT (see pile-tok encode --help)");
     const char *path = input_path(optind < argc ? argv[optind] : NULL);
+    pile_err err;
+    pile_jsonl_parser *keys = pile_jsonl_parser_create();
+    if (!keys) oom();
+    if (pile_jsonl_parser_set_keys(keys, text_key, NULL, &err) < 0) die(2, "%s (--text-key)", err.msg);
+    pile_jsonl_parser_free(keys);
     pile_tokenizer *tok = open_tok(spec);
     if (as_text) {
         cmd_encode_text(tok, path);
@@ -286,15 +296,15 @@ static int cmd_encode(int argc, char **argv)
     }
 
     pile_lines *lr;
-    pile_err err;
-    if (pile_lines_open(&lr, path, NULL, &err) < 0) die(1, "%s", err.msg);
+    pile_lines_opts lo = {.max_window = pile_lines_window_fit((uint64_t)64 << 20)};
+    if (pile_lines_open(&lr, path, &lo, &err) < 0) die(1, "%s", err.msg);
     worker *w = calloc((size_t)threads, sizeof *w);
     if (!w) oom();
     for (int i = 0; i < threads; i++) {
         w[i].tok = tok;
         w[i].enc = pile_encoder_create(tok);
         w[i].jp = pile_jsonl_parser_create();
-        if (!w[i].enc || !w[i].jp) oom();
+        if (!w[i].enc || !w[i].jp || pile_jsonl_parser_set_keys(w[i].jp, text_key, NULL, &err) < 0) oom();
     }
     /* Batches of lines copied into one arena (each with the parser's
      * padding), then cut into one contiguous chunk per thread. */
