@@ -1,5 +1,6 @@
 /* Tests of the common I/O and JSON layer: the line reader on the real corpus
- * (plain, zstd, truncated, over-long lines), the JSON-lines parser against the
+ * (plain, zstd, gzip, truncated, over-long lines, zstd windows over the
+ * bound), the JSON-lines parser (and its text and subset keys) against the
  * reference outcomes in ref/bad.r50k.jsonl, UTF-8 repair on the Unicode
  * standard's own examples, the tree and writer, and seeded random inputs
  * checked against the independent validator in json_internal.h. */
@@ -12,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include "json_internal.h"
@@ -142,6 +144,30 @@ static void zstd_frames(const char *src, size_t n, int frames, pile_buf *out)
         done += part;
     }
     ZSTD_freeCCtx(c);
+}
+
+/* gzip-compresses src into out as `members` concatenated members (as pigz
+ * and bgzip write them), by zlib's deflate with the gzip wrapper. */
+static void gzip_members(const char *src, size_t n, int members, pile_buf *out)
+{
+    out->len = 0;
+    size_t done = 0;
+    for (int m = 0; m < members; m++) {
+        size_t part = m == members - 1 ? n - done : n / (size_t)members;
+        z_stream z;
+        memset(&z, 0, sizeof z);
+        if (deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+        size_t bound = deflateBound(&z, (uLong)part);
+        pile_buf_reserve(out, bound);
+        z.next_in = (Bytef *)(src + done);
+        z.avail_in = (uInt)part;
+        z.next_out = (Bytef *)(out->data + out->len);
+        z.avail_out = (uInt)bound;
+        if (deflate(&z, Z_FINISH) != Z_STREAM_END) abort();
+        out->len += bound - z.avail_out;
+        deflateEnd(&z);
+        done += part;
+    }
 }
 
 /* Copies a line into a buffer with the padding the parser may use. */
@@ -466,6 +492,190 @@ static void test_lines_truncated(void)
     pile_buf_free(&tmp);
 }
 
+
+static void test_lines_gzip(void)
+{
+    pile_buf p = {0}, a = {0}, g = {0};
+    pile_err err;
+    TEST("lines: a gzip file of two members gives the lines of the plain bytes");
+    for (int i = 0; i < 4000; i++)
+        pile_buf_printf(&a, "{\"text\": \"line %d %llx\"}%s\n", i, (unsigned long long)pile_test_rng(),
+                        i % 7 == 0 ? "\r" : "");
+    gzip_members(a.data, a.len, 2, &g);
+    REQUIRE(write_file(tmp_path("two.jsonl.gz", &p), g.data, g.len) == 0);
+    line_list l;
+    REQUIRE_OK(read_lines(tmp_path("two.jsonl.gz", &p), 0, &l), &l.err);
+    ASSERT_EQ(l.rc, 0);
+    ASSERT_EQ(l.truncated, 0);
+    ASSERT_EQ(l.n, 4000);
+    size_t off = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        ASSERT_EQ(l.v[i].offset, off);
+        ASSERT_EQ(l.v[i].status, PILE_LINE_COMPLETE);
+        ASSERT_MEM_EQ(l.v[i].data, a.data + off, l.v[i].len);
+        off += l.v[i].len + 1;
+    }
+    ASSERT_EQ(off, a.len);
+    lines_free(&l);
+    pile_lines *r;
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("two.jsonl.gz", &p), NULL, &err), &err);
+    ASSERT_STR_EQ(pile_lines_format(r), "gzip");
+    pile_line ln;
+    while (pile_lines_next(r, &ln, &err) == 1) ASSERT(pile_lines_bytes_read(r) <= g.len);
+    ASSERT_EQ(pile_lines_bytes_read(r), g.len);
+    /* zlib's state (7 KiB) and, when a member spans calls, its 32 KiB window */
+    if (pile_lines_decoder_bytes(r) < 4096 || pile_lines_decoder_bytes(r) >= (64u << 10))
+        PILE_FAIL_("gzip decoder bytes %zu", pile_lines_decoder_bytes(r));
+    pile_lines_close(r);
+
+    TEST("lines: a .gz cut anywhere returns a prefix of its lines and is marked truncated");
+    size_t cuts[24];
+    size_t ncut = 0;
+    cuts[ncut++] = 3; /* inside the first header */
+    cuts[ncut++] = 10;
+    cuts[ncut++] = g.len - 1;
+    cuts[ncut++] = g.len - 5; /* inside the second member's CRC and size */
+    while (ncut < 24) cuts[ncut++] = 3 + (size_t)(pile_test_rng() % (g.len - 3));
+    for (size_t c = 0; c < ncut; c++) {
+        REQUIRE(write_file(tmp_path("cut.gz", &p), g.data, cuts[c]) == 0);
+        REQUIRE_OK(read_lines(tmp_path("cut.gz", &p), 0, &l), &l.err);
+        if (l.rc != 0) PILE_FAIL_("cut at %zu of %zu: %s", cuts[c], g.len, l.err.msg);
+        if (!l.truncated) PILE_FAIL_("cut at %zu of %zu: not marked truncated", cuts[c], g.len);
+        off = 0;
+        for (size_t i = 0; i < l.n; i++) {
+            ASSERT_EQ(l.v[i].offset, off);
+            ASSERT(off + l.v[i].len <= a.len);
+            ASSERT_MEM_EQ(l.v[i].data, a.data + off, l.v[i].len);
+            if (i + 1 < l.n || l.v[i].status == PILE_LINE_COMPLETE) ASSERT_EQ(a.data[off + l.v[i].len], '\n');
+            else ASSERT_EQ(l.v[i].status, PILE_LINE_CUT);
+            off += l.v[i].len + 1;
+        }
+        lines_free(&l);
+    }
+
+    TEST("lines: a damaged .gz and bytes after the last member are errors naming the file and offset");
+    pile_buf d = {0};
+    pile_buf_append(&d, g.data, g.len);
+    d.data[g.len / 3] ^= 0x5A;
+    REQUIRE(write_file(tmp_path("damaged.gz", &p), d.data, d.len) == 0);
+    REQUIRE_OK(read_lines(tmp_path("damaged.gz", &p), 0, &l), &l.err);
+    ASSERT_EQ(l.rc, PILE_ECORRUPT);
+    ASSERT(strstr(l.err.msg, "corrupt gzip data in '") != NULL);
+    ASSERT(strstr(l.err.msg, "damaged.gz' near compressed byte") != NULL);
+    lines_free(&l);
+    d.len = 0;
+    pile_buf_append(&d, g.data, g.len);
+    pile_buf_append(&d, "trailing", 8);
+    REQUIRE(write_file(tmp_path("trailing.gz", &p), d.data, d.len) == 0);
+    REQUIRE_OK(read_lines(tmp_path("trailing.gz", &p), 0, &l), &l.err);
+    ASSERT_EQ(l.rc, PILE_ECORRUPT);
+    ASSERT_EQ(l.n, 4000); /* every line before the garbage */
+    lines_free(&l);
+    pile_buf_free(&d);
+    pile_buf_free(&p);
+    pile_buf_free(&a);
+    pile_buf_free(&g);
+}
+
+/* One zstd frame of src with a window of 2^wlog that the header states
+ * (no content size: a stream, as `zstd --long=31 < in` writes it). */
+static void zstd_window_frame(const char *src, size_t n, int wlog, pile_buf *out)
+{
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, wlog);
+    size_t cap = ZSTD_compressBound(n) + 64;
+    pile_buf_reserve(out, out->len + cap);
+    ZSTD_outBuffer ob = {out->data + out->len, cap, 0};
+    ZSTD_inBuffer ib = {src, n, 0};
+    /* ZSTD_e_continue first: given all at once with e_end, zstd would learn
+     * the size and shrink the window to it */
+    if (ZSTD_isError(ZSTD_compressStream2(c, &ob, &ib, ZSTD_e_continue))) abort();
+    size_t left;
+    do {
+        left = ZSTD_compressStream2(c, &ob, &ib, ZSTD_e_end);
+        if (ZSTD_isError(left)) abort();
+    } while (left);
+    out->len += ob.pos;
+    ZSTD_freeCCtx(c);
+}
+
+static void test_lines_window(void)
+{
+    pile_buf p = {0}, a = {0}, z = {0};
+    pile_err err;
+    TEST("lines: a zstd frame over max_window says what it needs and the flag that allows it, never corrupt");
+    for (int i = 0; i < 300; i++) pile_buf_printf(&a, "{\"text\": \"window line %d\"}\n", i);
+    size_t half = a.len / 2;
+    while (a.data[half - 1] != '\n') half++;
+    zstd_window_frame(a.data, half, 20, &z);
+    size_t second = z.len;
+    zstd_window_frame(a.data + half, a.len - half, 28, &z); /* 256 MiB: over zstd's default 128 */
+    REQUIRE(write_file(tmp_path("window.jsonl.zst", &p), z.data, z.len) == 0);
+    pile_lines_opts lo = {.max_window = (uint64_t)100 << 20, .window_flag = "--zstd-memory"};
+    pile_lines *r;
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("window.jsonl.zst", &p), &lo, &err), &err);
+    pile_line ln;
+    int rc, n = 0;
+    while ((rc = pile_lines_next(r, &ln, &err)) == 1) n++;
+    pile_lines_close(r);
+    ASSERT_EQ(rc, PILE_ELIMIT);
+    ASSERT(n > 100 && n < 200); /* the first frame's lines came out */
+    char want[256];
+    snprintf(want, sizeof want, "its zstd frame at byte %zu needs a 256 MiB window (as zstd --long=28 writes), "
+                                "over the 64 MiB allowed; allow it with --zstd-memory 256", second);
+    if (!strstr(err.msg, want)) PILE_FAIL_("message '%s' lacks '%s'", err.msg, want);
+    ASSERT(strstr(err.msg, "corrupt") == NULL);
+    /* zstd's own default bound, and no flag to name */
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("window.jsonl.zst", &p), NULL, &err), &err);
+    while ((rc = pile_lines_next(r, &ln, &err)) == 1) {
+    }
+    pile_lines_close(r);
+    ASSERT_EQ(rc, PILE_ELIMIT);
+    ASSERT(strstr(err.msg, "over the 128 MiB allowed") != NULL && strstr(err.msg, "allow it with") == NULL);
+
+    TEST("lines: within max_window the same frames read whole, the decoder's memory counted");
+    lo.max_window = (uint64_t)256 << 20;
+    line_list l;
+    memset(&l, 0, sizeof l);
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("window.jsonl.zst", &p), &lo, &err), &err);
+    size_t off = 0;
+    n = 0;
+    while ((rc = pile_lines_next(r, &ln, &err)) == 1) {
+        ASSERT_EQ(ln.offset, off);
+        ASSERT_MEM_EQ(ln.data, a.data + off, ln.len);
+        off += ln.len + 1;
+        n++;
+    }
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(n, 300);
+    ASSERT_EQ(off, a.len);
+    /* the content is small, but the decoder holds its buffers for the stated window */
+    ASSERT(pile_lines_decoder_bytes(r) >= ((size_t)256 << 20));
+    pile_lines_close(r);
+
+    TEST("lines: check_window reads the first frame's header, past skippable frames");
+    pile_buf q = {0};
+    static const unsigned char skip[12] = {0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4};
+    pile_buf_append(&q, skip, sizeof skip);
+    zstd_window_frame(a.data, a.len, 28, &q);
+    REQUIRE(write_file(tmp_path("big-first.zst", &p), q.data, q.len) == 0);
+    lo.max_window = (uint64_t)128 << 20;
+    rc = pile_lines_check_window(tmp_path("big-first.zst", &p), &lo, &err);
+    ASSERT_EQ(rc, PILE_ELIMIT);
+    ASSERT(strstr(err.msg, "frame at byte 12 needs a 256 MiB window") != NULL);
+    lo.max_window = (uint64_t)256 << 20;
+    ASSERT_EQ(pile_lines_check_window(tmp_path("big-first.zst", &p), &lo, &err), 0);
+    /* the first frame of window.jsonl.zst is small: the check passes, reading finds the second */
+    lo.max_window = (uint64_t)1 << 20;
+    ASSERT_EQ(pile_lines_check_window(tmp_path("window.jsonl.zst", &p), &lo, &err), 0);
+    ASSERT_EQ(pile_lines_check_window(tmp_path("two.jsonl.gz", &p), &lo, &err), 0);
+    pile_buf_free(&q);
+    pile_buf_free(&p);
+    pile_buf_free(&a);
+    pile_buf_free(&z);
+}
+
 /* ------------------------------------------------------------- jsonl */
 
 /* The skip reason each bad-cases.tsv case must give (NONE: a document). */
@@ -678,6 +888,59 @@ static void test_jsonl_more(void)
     pile_jsonl_parser_free(jp);
     pile_buf_free(&p);
     pile_buf_free(&big);
+}
+
+static void test_jsonl_keys(void)
+{
+    TEST("jsonl: text and subset under other members, dotted paths, the last duplicate wins");
+    pile_jsonl_parser *jp = pile_jsonl_parser_create();
+    pile_buf p = {0};
+    pile_err err;
+    struct {
+        const char *text_key, *subset_key, *line;
+        int rc;
+        const char *text, *subset, *detail;
+    } cases[] = {
+        {"content", "lang", "{\"content\": \"c\", \"text\": \"t\", \"lang\": \"Go\"}", 0, "c", "Go", NULL},
+        {"content", "lang", "{\"text\": \"t\"}", PILE_SKIP_NO_TEXT, NULL, NULL, "no \"content\" member"},
+        {"content", "lang", "{\"content\": 5}", PILE_SKIP_TEXT_NOT_STRING, NULL, NULL, "\"content\" is a number, not a string"},
+        {"doc.body", "doc.meta.set", "{\"doc\": {\"body\": \"b\", \"meta\": {\"set\": \"S\"}}}", 0, "b", "S", NULL},
+        {"doc.body", "doc.meta.set", "{\"doc\": {\"body\": \"old\"}, \"doc\": {\"body\": \"new\"}}", 0, "new", NULL, NULL},
+        {"doc.body", "doc.meta.set", "{\"doc\": \"body\"}", PILE_SKIP_NO_TEXT, NULL, NULL, "no \"doc.body\" member"},
+        {"doc.body", "doc.meta.set", "{\"doc\": {\"body\": \"b\", \"meta\": {\"set\": 7}}}", 0, "b", NULL, NULL},
+        {"text", "", "{\"text\": \"t\", \"meta\": {\"pile_set_name\": \"P\"}}", 0, "t", NULL, NULL},
+        {"text", NULL, "{\"text\": \"t\", \"meta\": {\"pile_set_name\": \"P\"}}", 0, "t", NULL, NULL},
+        {"text", "meta.pile_set_name", "{\"text\": \"t\", \"meta\": {\"pile_set_name\": \"P\"}}", 0, "t", "P", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        REQUIRE_OK(pile_jsonl_parser_set_keys(jp, cases[i].text_key, cases[i].subset_key, &err), &err);
+        pile_jsonl_doc d;
+        char detail[160];
+        size_t n = strlen(cases[i].line);
+        int rc = pile_jsonl_parse(jp, padded(cases[i].line, n, &p), n, &d, detail, sizeof detail);
+        if (rc != cases[i].rc) PILE_FAIL_("case %zu: %s (%s)", i, pile_skip_name(rc), detail);
+        if (rc == 0 && (d.text_len != strlen(cases[i].text) || memcmp(d.text, cases[i].text, d.text_len)))
+            PILE_FAIL_("case %zu: text \"%.*s\"", i, (int)d.text_len, d.text);
+        if (rc == 0 && !cases[i].subset && d.subset) PILE_FAIL_("case %zu: a subset where none is", i);
+        if (rc == 0 && cases[i].subset &&
+            (!d.subset || d.subset_len != strlen(cases[i].subset) || memcmp(d.subset, cases[i].subset, d.subset_len)))
+            PILE_FAIL_("case %zu: subset \"%.*s\"", i, (int)d.subset_len, d.subset ? d.subset : "");
+        if (cases[i].detail && strcmp(detail, cases[i].detail)) PILE_FAIL_("case %zu: detail '%s'", i, detail);
+    }
+
+    TEST("jsonl: an empty key or step is refused and the parser keeps its keys");
+    REQUIRE_OK(pile_jsonl_parser_set_keys(jp, "content", "a.b", &err), &err);
+    const char *bad[][2] = {{"", "x"}, {"a..b", "x"}, {".a", "x"}, {"a.", "x"}, {"t", "m."}, {NULL, "x"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ASSERT_EQ(pile_jsonl_parser_set_keys(jp, bad[i][0], bad[i][1], &err), PILE_EINVAL);
+        ASSERT(strstr(err.msg, "bad ") == err.msg && strstr(err.msg, "key '") != NULL);
+    }
+    pile_jsonl_doc d;
+    const char *line = "{\"content\": \"still\", \"a\": {\"b\": \"set\"}}";
+    ASSERT_EQ(pile_jsonl_parse(jp, padded(line, strlen(line), &p), strlen(line), &d, NULL, 0), 0);
+    ASSERT(d.text_len == 5 && d.subset_len == 3);
+    pile_jsonl_parser_free(jp);
+    pile_buf_free(&p);
 }
 
 static void test_jsonl_corpus(void)
@@ -1162,8 +1425,11 @@ int main(void)
     test_lines_plain_vs_zstd();
     test_lines_max_line();
     test_lines_truncated();
+    test_lines_gzip();
+    test_lines_window();
     test_jsonl_bad();
     test_jsonl_more();
+    test_jsonl_keys();
     test_jsonl_corpus();
     test_tree();
     test_random();

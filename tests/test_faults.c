@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "pile_buf.h"
 #include "pile_json.h"
@@ -387,6 +388,20 @@ static int set_path(ctx *c, const char *rel)
     return access(c->path, R_OK) == 0;
 }
 
+/* A gzip copy of c->path at `to` (zlib's gzwrite), for the gzip reader's paths. */
+static int gzip_copy(const ctx *c, const char *to)
+{
+    FILE *in = fopen(c->path, "rb");
+    gzFile out = gzopen(to, "wb");
+    int ok = in && out;
+    char buf[1 << 16];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0) ok = gzwrite(out, buf, (unsigned)n) == (int)n;
+    if (in) fclose(in);
+    if (out && gzclose(out) != Z_OK) ok = 0;
+    return ok;
+}
+
 static int run_fault_cases(void)
 {
     signal(SIGSEGV, on_crash);
@@ -401,6 +416,18 @@ static int run_fault_cases(void)
     else printf("# corpus/tricky.jsonl absent\n");
     if (set_path(&c, "corpus/val.jsonl.zst")) run_faults("lines val.jsonl.zst", op_lines, &c);
     else printf("# corpus/val.jsonl.zst absent\n");
+    char gzdir[256], gz[300];
+    if (set_path(&c, "corpus/tricky.jsonl") && pile_test_tmpdir(gzdir, sizeof gzdir, "faults-gz")) {
+        snprintf(gz, sizeof gz, "%s/tricky.jsonl.gz", gzdir);
+        if (gzip_copy(&c, gz)) {
+            snprintf(c.path, sizeof c.path, "%s", gz);
+            run_faults("lines tricky.jsonl.gz", op_lines, &c);
+        } else {
+            PILE_FAIL_("cannot write '%s'", gz);
+        }
+        unlink(gz);
+        rmdir(gzdir);
+    }
 
     char dir[256];
     if (!pile_test_tmpdir(dir, sizeof dir, "faults")) {

@@ -1,8 +1,9 @@
-/* libFuzzer target for the line reader over plain and zstd input: the input
- * is written to a memfd and read through /proc/self/fd, once as is (usually
- * plain, or zstd when it starts with the magic) and once zstd-compressed and
- * cut at a fuzzer-chosen point; lines must match the input bytes and a cut
- * must read as a truncation, never as an error.
+/* libFuzzer target for the line reader over plain, zstd and gzip input: the
+ * input is written to a memfd and read through /proc/self/fd, once as is
+ * (usually plain, or zstd / gzip when it starts with a magic number) and
+ * once zstd-compressed and once gzip-compressed, each cut at a fuzzer-chosen
+ * point; lines must match the input bytes and a cut must read as a
+ * truncation, never as an error.
  *
  * Run: tools/fuzz.sh (seeds: pieces of the corpus files in
  * tests/fuzz/corpus/fuzz_lines, from tests/fuzz/make_corpus.py). */
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include "pile_lines.h"
@@ -67,6 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int fd = as_file(data, size, path, sizeof path);
     int zstd_magic = size >= 4 && ((data[0] == 0x28 && data[1] == 0xB5 && data[2] == 0x2F && data[3] == 0xFD) ||
                                    (data[1] == 0x2A && data[2] == 0x4D && data[3] == 0x18 && (data[0] & 0xF0) == 0x50));
+    zstd_magic |= size >= 3 && data[0] == 0x1f && data[1] == 0x8b && data[2] == 8; /* gzip: not plain either */
     /* raw input: plain lines must match; zstd garbage may error but not crash */
     pile_lines_opts opts = {.max_line = 256};
     pile_lines *r;
@@ -97,5 +100,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         close(fd);
     }
     free(z);
+
+    /* the same through gzip, cut past its 10-byte header's magic */
+    uLongf gbound = compressBound((uLong)size) + 64;
+    uint8_t *g = malloc(gbound);
+    if (!g) return 0;
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (deflateInit2(&zs, 1, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK) abort();
+    zs.next_in = (Bytef *)data;
+    zs.avail_in = (uInt)size;
+    zs.next_out = g;
+    zs.avail_out = (uInt)gbound;
+    if (deflate(&zs, Z_FINISH) != Z_STREAM_END) abort();
+    size_t gn = gbound - zs.avail_out;
+    deflateEnd(&zs);
+    size_t gcut = size ? gn - data[size - 1] % (gn - 3) : gn; /* in (3, gn] */
+    if (!zstd_magic) {
+        fd = as_file(g, gcut, path, sizeof path);
+        read_all(path, data, size, gcut < gn ? 1 : 0);
+        close(fd);
+    }
+    free(g);
     return 0;
 }
