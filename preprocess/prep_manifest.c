@@ -316,7 +316,7 @@ static int mismatch(pile_err *err, const char *out, const char *what, int comple
 {
     if (complete)
         return pile_err_set(err, PILE_EMISMATCH,
-                            "'%s' holds a finished run whose %s differ from these; "
+                            "cannot reuse '%s': %s differ from those of the finished run there; "
                             "use a new output folder, or --force to start over",
                             out, what);
     return pile_err_set(err, PILE_EMISMATCH,

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <zlib.h>
 #include <zstd.h>
 
 #include "pile_fs.h"
@@ -1066,6 +1067,661 @@ static void test_worker_error(const char *tmp)
     free(src);
 }
 
+/* ------------------------------------------- inputs as people have them */
+
+static int write_bytes(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = n ? fwrite(data, 1, n, f) : 0;
+    return fclose(f) == 0 && w == n ? 0 : -1;
+}
+
+static int write_gzip(const char *path, const void *data, size_t n)
+{
+    gzFile g = gzopen(path, "wb");
+    if (!g) return -1;
+    int ok = n == 0 || gzwrite(g, data, (unsigned)n) == (int)n;
+    return gzclose(g) == Z_OK && ok ? 0 : -1;
+}
+
+static int write_zstd(const char *path, const void *data, size_t n)
+{
+    size_t cap = ZSTD_compressBound(n);
+    void *z = malloc(cap);
+    size_t k = z ? ZSTD_compress(z, cap, data, n, 3) : 0;
+    int rc = z && !ZSTD_isError(k) ? write_bytes(path, z, k) : -1;
+    free(z);
+    return rc;
+}
+
+/* The decompressed bytes of a corpus file, lines joined by '\n' (each ended by one). */
+static int corpus_text(const char *name, pile_buf *out)
+{
+    char *p = path2(g_corpus, name);
+    pile_lines *r;
+    pile_err err_s, *err = &err_s;
+    int rc = pile_lines_open(&r, p, NULL, err);
+    free(p);
+    if (rc) return rc;
+    pile_line ln;
+    while ((rc = pile_lines_next(r, &ln, err)) == 1) {
+        pile_buf_append(out, ln.data, ln.len);
+        pile_buf_append(out, "\n", 1);
+    }
+    pile_lines_close(r);
+    return rc < 0 ? rc : out->failed ? PILE_ENOMEM : 0;
+}
+
+/* Runs pile-prep on `in` into tmp/out_name with small rows and shards;
+ * returns the run's code, the warnings in *log (may be NULL). */
+static int run_into(const char *tmp, const char *out_name, const pile_prep_inputs *in, const char *text_key,
+                    const char *subset_key, pile_prep_result *res, pile_buf *log, pile_err *err)
+{
+    char *out = path2(tmp, out_name);
+    pile_prep_opts o = base_opts(in, out);
+    o.max_length = 300;
+    o.shard_bytes = 100 * 1024;
+    o.text_key = text_key;
+    o.subset_key = subset_key;
+    log_capture lc = {{0}};
+    o.log = capture;
+    o.log_ctx = &lc;
+    int rc = pile_prep_run(&o, res, err);
+    if (log) pile_buf_append(log, lc.text.data ? lc.text.data : "", lc.text.len);
+    pile_buf_free(&lc.text);
+    free(out);
+    return rc;
+}
+
+/* Same shard files (by name, byte for byte) in two output folders, at least one. */
+static int same_shards(const char *tmp, const char *a, const char *b)
+{
+    char *pa = path2(tmp, a), *pb = path2(tmp, b);
+    int n = 0, ok = 1;
+    for (int sp = 0; sp < 3 && ok; sp++)
+        for (unsigned k = 0; ok; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s-%05u.shard", pile_prep_split_name((pile_split)sp), k);
+            char *fa = path2(pa, name), *fb = path2(pb, name);
+            struct stat sa, sb;
+            int ea = stat(fa, &sa) == 0, eb = stat(fb, &sb) == 0;
+            if (ea != eb || (ea && !same_file(fa, fb))) {
+                printf("# %s differs between '%s' and '%s'\n", name, a, b);
+                ok = 0;
+            }
+            n += ea;
+            free(fa);
+            free(fb);
+            if (!ea || !eb) break;
+        }
+    free(pa);
+    free(pb);
+    return ok && n > 0;
+}
+
+static const pile_prep_input *find_input(const pile_prep_inputs *in, const char *suffix)
+{
+    for (size_t i = 0; i < in->n; i++) {
+        size_t n = strlen(in->v[i].path), m = strlen(suffix);
+        if (n >= m && !strcmp(in->v[i].path + n - m, suffix)) return &in->v[i];
+    }
+    return NULL;
+}
+
+static void expect_split(const pile_prep_inputs *in, const char *suffix, pile_split sp)
+{
+    const pile_prep_input *x = find_input(in, suffix);
+    if (!x) PILE_FAIL_("no input '%s'", suffix);
+    else if (x->split != sp)
+        PILE_FAIL_("'%s' is in %s, expected %s", suffix, pile_prep_split_name(x->split), pile_prep_split_name(sp));
+}
+
+static void test_split_names(const char *tmp)
+{
+    TEST("splits: val, valid, validation and test as words of the name, any case; the nearest folder's otherwise");
+    static const struct {
+        const char *path;
+        pile_split split;
+    } names[] = {
+        {"pile_val.jsonl.zst", PILE_SPLIT_VAL},       {"pile_test.jsonl.zst", PILE_SPLIT_TEST},
+        {"00.jsonl.zst", PILE_SPLIT_TRAIN},           {"validation-00001.jsonl.gz", PILE_SPLIT_VAL},
+        {"Val.jsonl", PILE_SPLIT_VAL},                {"x/VALID.JSONL", PILE_SPLIT_VAL},
+        {"c4-validation.00000-of-00008.json.gz", PILE_SPLIT_VAL}, {"invalid.jsonl", PILE_SPLIT_TRAIN},
+        {"contest.jsonl", PILE_SPLIT_TRAIN},          {"val/00.jsonl", PILE_SPLIT_TRAIN}, /* a folder named alone: no */
+        {"testament.jsonl", PILE_SPLIT_TRAIN},        {"val_test.jsonl", PILE_SPLIT_TRAIN},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (pile_prep_split_of(names[i].path) != names[i].split)
+            PILE_FAIL_("'%s': %s", names[i].path, pile_prep_split_name(pile_prep_split_of(names[i].path)));
+
+    /* the same by a folder walk, where folders below the one given count too */
+    static const char *const files[] = {"pile_val.jsonl.zst", "pile_test.jsonl.zst", "00.jsonl.zst",
+                                        "validation-00001.jsonl.gz", "Val.jsonl", "VALID.JSONL", "invalid.jsonl",
+                                        "test/part-0.json", "test/dev_val.jsonl", "validation/chunk1/x_0.jsonl.zst",
+                                        "train/01.jsonl"};
+    char *root = path2(tmp, "split-words"); /* no split word in the folder given, nor above it */
+    mkdir(root, 0755);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *f = path2(root, files[i]);
+        for (char *sl = strchr(f + strlen(root) + 1, '/'); sl; sl = strchr(sl + 1, '/')) {
+            *sl = '\0';
+            mkdir(f, 0755);
+            *sl = '/';
+        }
+        ASSERT_EQ(write_bytes(f, "{\"text\": \"a\"}\n", 14), 0);
+        free(f);
+    }
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, root, err), err);
+    ASSERT_EQ(in.n, sizeof files / sizeof files[0]);
+    expect_split(&in, "/pile_val.jsonl.zst", PILE_SPLIT_VAL);
+    expect_split(&in, "/pile_test.jsonl.zst", PILE_SPLIT_TEST);
+    expect_split(&in, "/00.jsonl.zst", PILE_SPLIT_TRAIN);
+    expect_split(&in, "/validation-00001.jsonl.gz", PILE_SPLIT_VAL);
+    expect_split(&in, "/Val.jsonl", PILE_SPLIT_VAL);
+    expect_split(&in, "/VALID.JSONL", PILE_SPLIT_VAL);
+    expect_split(&in, "/invalid.jsonl", PILE_SPLIT_TRAIN);
+    expect_split(&in, "/test/part-0.json", PILE_SPLIT_TEST);         /* the folder's word */
+    expect_split(&in, "/test/dev_val.jsonl", PILE_SPLIT_VAL);        /* the file's word first */
+    expect_split(&in, "/validation/chunk1/x_0.jsonl.zst", PILE_SPLIT_VAL); /* the nearest folder with a word */
+    expect_split(&in, "/train/01.jsonl", PILE_SPLIT_TRAIN);
+    pile_prep_inputs_free(&in);
+
+    TEST("splits: a name with words of two splits is refused until a rule says which");
+    char *both = path2(root, "val_test.jsonl");
+    ASSERT_EQ(write_bytes(both, "{\"text\": \"b\"}\n", 14), 0);
+    ASSERT_OK(pile_prep_inputs_add(&in, both, err), err);
+    pile_prep_result res;
+    ASSERT_EQ(run_into(tmp, "both-out", &in, NULL, NULL, &res, NULL, err), PILE_EINVAL);
+    ASSERT(contains(err->msg, "val_test.jsonl' has words of both the val and the test split"));
+    ASSERT(contains(err->msg, "--train, --val or --test"));
+    pile_prep_result_free(&res);
+    ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_TEST, both, err), err);
+    ASSERT_OK(run_into(tmp, "both-out", &in, NULL, NULL, &res, NULL, err), err);
+    ASSERT(contains(res.summary.data, "  test: 1 file: "));
+    pile_prep_result_free(&res);
+    pile_prep_inputs_free(&in);
+    free(both);
+    free(root);
+}
+
+static void test_split_rules(const char *tmp)
+{
+    char *dir = path2(tmp, "rules"), *held = path2(tmp, "held-out.jsonl"), *sub = path2(dir, "more");
+    mkdir(dir, 0755);
+    mkdir(sub, 0755);
+    static const char *const files[] = {"pile_val.jsonl.zst", "pile_test.jsonl.zst", "00.jsonl.zst", "notes.jsonl",
+                                        "more/a.jsonl", "more/b.jsonl"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char *f = path2(dir, files[i]);
+        ASSERT_EQ(write_bytes(f, "{\"text\": \"r\"}\n", 14), 0);
+        free(f);
+    }
+    ASSERT_EQ(write_bytes(held, "{\"text\": \"h\"}\n", 14), 0);
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+
+    TEST("splits: --val, --test and --train rules win over names; a file or folder named is added");
+    ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_VAL, "notes.jsonl", err), err);  /* a glob, no '/' */
+    ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_TRAIN, "pile_test*", err), err); /* name says test */
+    ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_VAL, held, err), err);           /* not an input yet */
+    ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_TEST, sub, err), err);           /* a folder */
+    ASSERT_EQ(in.n, 7);
+    expect_split(&in, "/notes.jsonl", PILE_SPLIT_VAL);
+    expect_split(&in, "/pile_test.jsonl.zst", PILE_SPLIT_TRAIN);
+    expect_split(&in, "/pile_val.jsonl.zst", PILE_SPLIT_VAL);
+    expect_split(&in, "/held-out.jsonl", PILE_SPLIT_VAL);
+    expect_split(&in, "/more/a.jsonl", PILE_SPLIT_TEST);
+    expect_split(&in, "/more/b.jsonl", PILE_SPLIT_TEST);
+    const pile_prep_input *x = find_input(&in, "/pile_test.jsonl.zst");
+    ASSERT(x && x->rule && !strcmp(x->rule, "--train 'pile_test*'"));
+    /* the same rule again, and another of the same split, are fine */
+    ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_VAL, "notes.*", err), err);
+
+    TEST("splits: a file named by rules of two splits is an error naming both; a rule naming nothing too");
+    ASSERT_EQ(pile_prep_inputs_set_split(&in, PILE_SPLIT_TEST, "*.jsonl", err), PILE_EINVAL);
+    ASSERT(contains(err->msg, "notes.jsonl' is named by both --val 'notes.jsonl' and --test '*.jsonl'"));
+    ASSERT_EQ(pile_prep_inputs_set_split(&in, PILE_SPLIT_VAL, "nothing-*.jsonl", err), PILE_ENOENT);
+    ASSERT(contains(err->msg, "--val 'nothing-*.jsonl' names no input"));
+    pile_prep_inputs_free(&in);
+
+    TEST("splits: the summary names each split's files, the first few and a count of a long list");
+    for (int k = 0; k < 8; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "many/%02d.jsonl", k);
+        if (k == 0) {
+            char *m = path2(tmp, "many");
+            mkdir(m, 0755);
+            free(m);
+        }
+        char *f = path2(tmp, name);
+        ASSERT_EQ(write_bytes(f, "{\"text\": \"m\"}\n", 14), 0);
+        free(f);
+    }
+    char *many = path2(tmp, "many");
+    ASSERT_OK(pile_prep_inputs_add(&in, many, err), err);
+    ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_VAL, "07.jsonl", err), err);
+    pile_prep_result res;
+    ASSERT_OK(run_into(tmp, "many-out", &in, NULL, NULL, &res, NULL, err), err);
+    ASSERT(contains(res.summary.data, "  train: 7 files: "));
+    ASSERT(contains(res.summary.data, "many/04.jsonl and 2 more\n"));
+    ASSERT(contains(res.summary.data, "  val: 1 file: "));
+    ASSERT(contains(res.summary.data, "many/07.jsonl\n"));
+    ASSERT(contains(res.summary.data, "  test: no file\n"));
+    pile_prep_result_free(&res);
+    pile_prep_inputs_free(&in);
+    ASSERT_OK(pile_prep_inputs_add(&in, many, err), err);
+    ASSERT_OK(run_into(tmp, "many-noval", &in, NULL, NULL, &res, NULL, err), err);
+    ASSERT(contains(res.summary.data, "  val: no file"));
+    ASSERT(contains(res.summary.data, "pile-trainer will hold out --val_fraction (1%) of train for validation"));
+    pile_prep_result_free(&res);
+    pile_prep_inputs_free(&in);
+    free(many);
+    free(dir);
+    free(held);
+    free(sub);
+}
+
+static void test_walk_names(const char *tmp)
+{
+    TEST("walk: .JSONL, .jsonl.ZST, .jsonl.zstd, .json.gz and JSON-lines .json are read; others passed over with a note");
+    pile_buf text = {0};
+    ASSERT_EQ(corpus_text("val.jsonl.zst", &text), 0);
+    char *dir = path2(tmp, "walk"), *outd = path2(dir, "old-out");
+    mkdir(dir, 0755);
+    mkdir(outd, 0755);
+    static const char *const plain[] = {"a.JSONL", "f.json"};
+    static const char *const zst[] = {"b.jsonl.ZST", "c.jsonl.zstd"};
+    for (size_t i = 0; i < 2; i++) {
+        char *f = path2(dir, plain[i]), *g = path2(dir, zst[i]);
+        ASSERT_EQ(write_bytes(f, text.data, text.len), 0);
+        ASSERT_EQ(write_zstd(g, text.data, text.len), 0);
+        free(f);
+        free(g);
+    }
+    char *gz = path2(dir, "d.Json.Gz"), *pretty = path2(dir, "pretty.json"), *xz = path2(dir, "e.jsonl.xz"),
+         *txt = path2(dir, "readme.txt"), *man = path2(outd, "manifest.json"), *tj = path2(outd, "tokenizer.json");
+    ASSERT_EQ(write_gzip(gz, text.data, text.len), 0);
+    ASSERT_EQ(write_bytes(pretty, "{\n  \"name\": \"x\"\n}\n", 18), 0);
+    ASSERT_EQ(write_bytes(xz, "\xFD" "7zXZ", 5), 0);
+    ASSERT_EQ(write_bytes(txt, "hello\n", 6), 0);
+    static const char manifest[] = "{\n  \"format\": \"pile-prep manifest\",\n  \"version\": 1\n}\n";
+    ASSERT_EQ(write_bytes(man, manifest, sizeof manifest - 1), 0);
+    ASSERT_EQ(write_bytes(tj, "{\"model\": {}}\n", 14), 0);
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    ASSERT_EQ(in.n, 5);
+    ASSERT(find_input(&in, "/a.JSONL") && find_input(&in, "/b.jsonl.ZST") && find_input(&in, "/c.jsonl.zstd") &&
+           find_input(&in, "/d.Json.Gz") && find_input(&in, "/f.json"));
+    ASSERT_EQ(in.n_notes, 3);
+    ASSERT(contains(in.notes.data, "pretty.json': one JSON document, not JSON lines"));
+    ASSERT(contains(in.notes.data, "e.jsonl.xz': pile-prep reads .jsonl and .json files"));
+    ASSERT(contains(in.notes.data, "old-out': a pile-prep output folder"));
+    ASSERT(!contains(in.notes.data, "readme.txt"));
+    /* a pretty-printed .json given by name is taken as it is */
+    ASSERT_OK(pile_prep_inputs_add(&in, pretty, err), err);
+    ASSERT_EQ(in.n, 6);
+    pile_prep_inputs_free(&in);
+
+    TEST("inputs: .jsonl, .jsonl.gz, .json.gz, .jsonl.zst and .JSONL.ZSTD of the same text give byte-identical shards");
+    static const char *const forms[] = {"x.jsonl", "x.jsonl.gz", "x.json.gz", "x.jsonl.zst", "x.JSONL.ZSTD"};
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        char sub[64];
+        snprintf(sub, sizeof sub, "form-%zu", i);
+        char *d = path2(tmp, sub);
+        mkdir(d, 0755);
+        char *f = path2(d, forms[i]);
+        const char *z = strrchr(forms[i], '.');
+        int rc = !strcasecmp(z, ".gz")                                ? write_gzip(f, text.data, text.len)
+                 : !strcasecmp(z, ".zst") || !strcasecmp(z, ".zstd") ? write_zstd(f, text.data, text.len)
+                                                                      : write_bytes(f, text.data, text.len);
+        ASSERT_EQ(rc, 0);
+        ASSERT_OK(pile_prep_inputs_add(&in, d, err), err);
+        ASSERT_EQ(in.n, 1);
+        snprintf(sub, sizeof sub, "form-out-%zu", i);
+        pile_prep_result res;
+        ASSERT_OK(run_into(tmp, sub, &in, NULL, NULL, &res, NULL, err), err);
+        ASSERT_EQ(res.documents, 23);
+        ASSERT_EQ(res.truncated_inputs, 0);
+        pile_prep_result_free(&res);
+        if (i > 0 && !same_shards(tmp, "form-out-0", sub)) PILE_FAIL_("%s: other shards than x.jsonl's", forms[i]);
+        pile_prep_inputs_free(&in);
+        free(f);
+        free(d);
+    }
+
+    TEST("inputs: a truncated .gz is counted and reported as a truncated .zst is");
+    char *td = path2(tmp, "trunc-gz"), *tf = path2(td, "cut.jsonl.gz"), *full = path2(td, "full.gz");
+    mkdir(td, 0755);
+    ASSERT_EQ(write_gzip(full, text.data, text.len), 0);
+    pile_buf g = {0};
+    ASSERT_OK(pile_fs_read_file(full, &g, err), err);
+    unlink(full);
+    ASSERT_EQ(write_bytes(tf, g.data, g.len / 2), 0);
+    /* what zlib itself recovers from the cut file */
+    pile_buf got = {0};
+    gzFile zf = gzopen(tf, "rb");
+    char buf[1 << 16];
+    int k;
+    while (zf && (k = gzread(zf, buf, sizeof buf)) > 0) pile_buf_append(&got, buf, (size_t)k);
+    if (zf) gzclose(zf);
+    int64_t complete = 0;
+    for (size_t i = 0; i < got.len; i++) complete += got.data[i] == '\n';
+    int tail = got.len && got.data[got.len - 1] != '\n';
+    ASSERT(complete > 0 && complete < 23);
+    ASSERT_OK(pile_prep_inputs_add(&in, td, err), err);
+    pile_prep_result res;
+    pile_buf log = {0};
+    ASSERT_OK(run_into(tmp, "trunc-gz-out", &in, NULL, NULL, &res, &log, err), err);
+    ASSERT_EQ(res.truncated_inputs, 1);
+    ASSERT_EQ(res.documents, (uint64_t)complete);
+    ASSERT(contains(log.data, "cut.jsonl.gz' is truncated: kept the complete lines before the cut"));
+    char *tout = path2(tmp, "trunc-gz-out");
+    pile_json *m = load_manifest(tout);
+    ASSERT(m != NULL);
+    ASSERT_EQ(jget(m, "stats.truncated_inputs"), 1);
+    ASSERT_EQ(jget(m, "stats.lines"), complete + tail);
+    ASSERT_EQ(jget(m, "stats.skipped_by_reason.cut"), tail);
+    pile_json_free(m);
+    free(tout);
+    pile_prep_result_free(&res);
+    pile_buf_free(&log);
+    pile_buf_free(&got);
+    pile_buf_free(&g);
+    pile_prep_inputs_free(&in);
+    free(td);
+    free(tf);
+    free(full);
+    free(gz);
+    free(pretty);
+    free(xz);
+    free(txt);
+    free(man);
+    free(tj);
+    free(dir);
+    free(outd);
+    pile_buf_free(&text);
+}
+
+static void test_unreadable(const char *tmp)
+{
+    TEST("inputs: a dangling link or a FIFO named like an input is refused as an unreadable file is");
+    char *dir = path2(tmp, "dangling"), *ok = path2(dir, "ok.jsonl"), *link = path2(dir, "gone.jsonl"),
+         *other = path2(dir, "README");
+    mkdir(dir, 0755);
+    ASSERT_EQ(write_bytes(ok, "{\"text\": \"a\"}\n", 14), 0);
+    ASSERT_EQ(symlink("/nonexistent/disk/gone.jsonl", other), 0); /* not named like an input: no matter */
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    ASSERT_EQ(in.n, 1);
+    pile_prep_inputs_free(&in);
+    ASSERT_EQ(symlink("/nonexistent/disk/gone.jsonl", link), 0);
+    ASSERT_EQ(pile_prep_inputs_add(&in, dir, err), PILE_ENOENT);
+    ASSERT(contains(err->msg, "gone.jsonl' (a symbolic link to '/nonexistent/disk/gone.jsonl'): No such file or directory"));
+    ASSERT_EQ(pile_prep_inputs_add(&in, link, err), PILE_ENOENT); /* given by name */
+    ASSERT(contains(err->msg, "a symbolic link to '/nonexistent/disk/gone.jsonl'"));
+    unlink(link);
+
+    char *fdir = path2(tmp, "fifo"), *fifo = path2(fdir, "pipe.jsonl.zst");
+    mkdir(fdir, 0755);
+    ASSERT_EQ(mkfifo(fifo, 0644), 0);
+    ASSERT_EQ(pile_prep_inputs_add(&in, fdir, err), PILE_EINVAL);
+    ASSERT(contains(err->msg, "cannot read '"));
+    ASSERT(contains(err->msg, "pipe.jsonl.zst': a FIFO, not a regular file"));
+    ASSERT_EQ(pile_prep_inputs_add(&in, fifo, err), PILE_EINVAL);
+    ASSERT_EQ(in.n, 0);
+
+    if (geteuid() == 0) {
+        TEST("inputs: an unreadable file is refused before the run # SKIP running as root, permissions do not apply");
+    } else {
+        TEST("inputs: an unreadable file is refused before the run");
+        ASSERT_EQ(chmod(ok, 0), 0);
+        ASSERT_EQ(pile_prep_inputs_add(&in, dir, err), PILE_EIO);
+        ASSERT(contains(err->msg, "ok.jsonl': Permission denied"));
+        chmod(ok, 0644);
+    }
+    pile_prep_inputs_free(&in);
+    free(dir);
+    free(ok);
+    free(link);
+    free(other);
+    free(fdir);
+    free(fifo);
+}
+
+static void test_duplicates(const char *tmp)
+{
+    TEST("duplicates: one file given by two spellings, a link and its folder is read once, with a warning");
+    char *dir = path2(tmp, "dup"), *a = path2(dir, "a.jsonl.zst"), *src = path2(g_corpus, "train/00.jsonl.zst"),
+         *link = path2(dir, "b.jsonl.zst");
+    mkdir(dir, 0755);
+    ASSERT_EQ(copy_file(src, a), 0);
+    ASSERT_EQ(symlink("a.jsonl.zst", link), 0);
+    char other[4200];
+    snprintf(other, sizeof other, "%s/./a.jsonl.zst", dir);
+    pile_prep_inputs in = {0}, once = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&once, a, err), err);
+    pile_prep_result ref;
+    ASSERT_OK(run_into(tmp, "dup-ref", &once, NULL, NULL, &ref, NULL, err), err);
+    ASSERT_OK(pile_prep_inputs_add(&in, a, err), err);
+    ASSERT_OK(pile_prep_inputs_add(&in, other, err), err);
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err); /* a and the link b again */
+    ASSERT_OK(pile_prep_inputs_add(&in, a, err), err);
+    ASSERT_EQ(in.n, 5);
+    pile_prep_result res;
+    pile_buf log = {0};
+    ASSERT_OK(run_into(tmp, "dup-out", &in, NULL, NULL, &res, &log, err), err);
+    ASSERT_EQ(res.documents, ref.documents);
+    ASSERT_EQ(res.lines, ref.lines);
+    ASSERT(same_shards(tmp, "dup-ref", "dup-out"));
+    char want[4400];
+    snprintf(want, sizeof want, "warning: '%s' is the same file as '%s': read once", other, a);
+    ASSERT(contains(log.data, want));
+    snprintf(want, sizeof want, "warning: '%s' is the same file as '%s': read once", link, a);
+    ASSERT(contains(log.data, want));
+    char *out = path2(tmp, "dup-out");
+    pile_json *m = load_manifest(out);
+    ASSERT(m && pile_json_size(pile_json_get(m, "inputs")) == 1);
+    pile_json_free(m);
+    pile_prep_result_free(&res);
+    pile_prep_result_free(&ref);
+    pile_prep_inputs_free(&in);
+
+    TEST("duplicates: one file in two splits is an error naming both spellings and splits");
+    char *vlink = path2(dir, "val.jsonl.zst");
+    ASSERT_EQ(symlink("a.jsonl.zst", vlink), 0); /* its name says val */
+    ASSERT_OK(pile_prep_inputs_add(&in, a, err), err);
+    ASSERT_OK(pile_prep_inputs_add(&in, vlink, err), err);
+    ASSERT_EQ(run_into(tmp, "dup-splits", &in, NULL, NULL, &res, NULL, err), PILE_EINVAL);
+    snprintf(want, sizeof want, "'%s' and '%s' are the same file, put in the train and the val split", a, vlink);
+    ASSERT(contains(err->msg, want));
+    pile_prep_result_free(&res);
+    pile_prep_inputs_free(&in);
+    pile_buf_free(&log);
+    free(out);
+    free(vlink);
+    free(dir);
+    free(a);
+    free(src);
+    free(link);
+    pile_prep_inputs_free(&once);
+}
+
+static void test_resume_identity(const char *tmp)
+{
+    TEST("resume: inputs are compared as files, not by how their paths are spelled");
+    char *dir = path2(tmp, "ident"), *a = path2(dir, "a.jsonl.zst"), *src = path2(g_corpus, "train/01.jsonl.zst");
+    mkdir(dir, 0755);
+    ASSERT_EQ(copy_file(src, a), 0);
+    char other[4200];
+    snprintf(other, sizeof other, "%s/../ident/./", dir); /* the same folder, spelled otherwise */
+    pile_prep_inputs in = {0}, in2 = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    ASSERT_OK(pile_prep_inputs_add(&in2, other, err), err);
+    ASSERT(in.n == 1 && in2.n == 1 && strcmp(in.v[0].path, in2.v[0].path) != 0);
+    char *ref = path2(tmp, "ident-ref"), *out = path2(tmp, "ident-out");
+    pile_prep_opts o = base_opts(&in, ref);
+    o.max_length = 256;
+    o.shard_bytes = 64 * 1024;
+    pile_prep_result res;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    pile_prep_result_free(&res);
+    o.output_dir = out;
+    o.stop_after_shards = 2;
+    ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_ELIMIT);
+    pile_prep_result_free(&res);
+    pile_prep_opts o2 = base_opts(&in2, out);
+    o2.max_length = 256;
+    o2.shard_bytes = 64 * 1024;
+    ASSERT_OK(pile_prep_run(&o2, &res, err), err);
+    ASSERT_EQ(res.resumed, 1);
+    ASSERT_EQ(res.shards_kept, 2);
+    pile_prep_result_free(&res);
+    ASSERT(same_shards(tmp, "ident-ref", "ident-out"));
+    /* finished: the first spelling is recognised too */
+    o.stop_after_shards = 0;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    ASSERT_EQ(res.already_complete, 1);
+    pile_prep_result_free(&res);
+
+    TEST("resume: a finished run with other options or inputs is not called interrupted");
+    o.max_length = 255;
+    ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_EMISMATCH);
+    ASSERT(contains(err->msg, "the options ('max_length') differ from those of the finished run there"));
+    ASSERT(!contains(err->msg, "interrupted"));
+    pile_prep_result_free(&res);
+    o.max_length = 256;
+    struct timespec when[2] = {{1000000000, 0}, {1000000000, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, a, when, 0), 0); /* the same path, another file now */
+    pile_prep_inputs_free(&in);
+    ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
+    o.inputs = in.v;
+    ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_EMISMATCH);
+    ASSERT(contains(err->msg, "a.jsonl.zst')"));
+    ASSERT(contains(err->msg, "finished run"));
+    ASSERT(!contains(err->msg, "interrupted"));
+    pile_prep_result_free(&res);
+    pile_prep_inputs_free(&in);
+    pile_prep_inputs_free(&in2);
+    free(ref);
+    free(out);
+    free(dir);
+    free(a);
+    free(src);
+}
+
+/* {"text": T, "meta": {"pile_set_name": S}} -> {"id": i, "content": T, "src": {"name": S}} */
+static int rekey(const char *text, pile_buf *out)
+{
+    out->len = 0;
+    pile_err err_s, *err = &err_s;
+    for (const char *l = text, *nl; (nl = strchr(l, '\n')) != NULL; l = nl + 1) {
+        pile_json *root = NULL;
+        if (pile_json_parse(l, (size_t)(nl - l), "line", &root, err)) return -1;
+        size_t tn, sn;
+        const char *t = pile_json_str(pile_json_get(root, "text"), &tn);
+        const char *sub = pile_json_str(pile_json_get(pile_json_get(root, "meta"), "pile_set_name"), &sn);
+        pile_buf_printf(out, "{\"id\": %zu, \"content\": ", out->len);
+        pile_json_write_string(out, t, tn);
+        pile_buf_append_str(out, ", \"src\": {\"name\": ");
+        pile_json_write_string(out, sub, sn);
+        pile_buf_append_str(out, "}}\n");
+        pile_json_free(root);
+    }
+    return out->failed ? -1 : 0;
+}
+
+static void test_text_key(const char *tmp)
+{
+    TEST("--text-key content --subset-key src.name gives the shards of the same text under text and meta.pile_set_name");
+    pile_buf text = {0}, other = {0};
+    ASSERT_EQ(corpus_text("val.jsonl.zst", &text), 0);
+    ASSERT_EQ(rekey(text.data, &other), 0);
+    char *d1 = path2(tmp, "key-text"), *d2 = path2(tmp, "key-content");
+    mkdir(d1, 0755);
+    mkdir(d2, 0755);
+    char *f1 = path2(d1, "x.jsonl"), *f2 = path2(d2, "x.jsonl");
+    ASSERT_EQ(write_bytes(f1, text.data, text.len), 0);
+    ASSERT_EQ(write_bytes(f2, other.data, other.len), 0);
+    pile_prep_inputs i1 = {0}, i2 = {0};
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_prep_inputs_add(&i1, d1, err), err);
+    ASSERT_OK(pile_prep_inputs_add(&i2, d2, err), err);
+    pile_prep_result res;
+    ASSERT_OK(run_into(tmp, "key-out-text", &i1, NULL, NULL, &res, NULL, err), err);
+    uint64_t docs = res.documents;
+    pile_prep_result_free(&res);
+    ASSERT_OK(run_into(tmp, "key-out-content", &i2, "content", "src.name", &res, NULL, err), err);
+    ASSERT_EQ(res.documents, docs);
+    ASSERT_EQ(res.skipped, 0);
+    ASSERT(contains(res.summary.data, "Github"));
+    pile_prep_result_free(&res);
+    ASSERT(same_shards(tmp, "key-out-text", "key-out-content"));
+    char *out = path2(tmp, "key-out-content");
+    pile_json *m = load_manifest(out);
+    const pile_json *opt = m ? pile_json_get(m, "options") : NULL;
+    ASSERT_STR_EQ(pile_json_str(pile_json_get(opt, "text_key"), NULL), "content");
+    ASSERT_STR_EQ(pile_json_str(pile_json_get(opt, "subset_key"), NULL), "src.name");
+    pile_json_free(m);
+
+    TEST("--text-key: another key on the same folder is refused as other options are; a bad key before any work");
+    ASSERT_EQ(run_into(tmp, "key-out-content", &i2, "text", "src.name", &res, NULL, err), PILE_EMISMATCH);
+    ASSERT(contains(err->msg, "('text_key')"));
+    pile_prep_result_free(&res);
+    ASSERT_EQ(run_into(tmp, "key-bad", &i2, "content..x", NULL, &res, NULL, err), PILE_EINVAL);
+    ASSERT(contains(err->msg, "bad text key 'content..x'"));
+    pile_prep_result_free(&res);
+    struct stat st;
+    char *bad = path2(tmp, "key-bad");
+    ASSERT(stat(bad, &st) != 0);
+
+    TEST("a run where every line is skipped is an error with the counts (and the likely key)");
+    pile_buf log = {0};
+    ASSERT_EQ(run_into(tmp, "key-none", &i2, NULL, NULL, &res, NULL, err), PILE_EFORMAT);
+    char want[200];
+    snprintf(want, sizeof want, "no documents: all %" PRIu64 " lines were skipped (no_text %" PRIu64 ")", docs, docs);
+    ASSERT(contains(err->msg, want));
+    ASSERT(contains(err->msg, "is the text under another member than 'text'? (--text-key)"));
+    pile_prep_result_free(&res);
+    char *blank = path2(d2, "blank.jsonl");
+    ASSERT_EQ(write_bytes(blank, "\n  \n", 4), 0);
+    pile_prep_inputs i3 = {0};
+    ASSERT_OK(pile_prep_inputs_add(&i3, blank, err), err);
+    ASSERT_EQ(run_into(tmp, "key-blank", &i3, NULL, NULL, &res, NULL, err), PILE_EFORMAT);
+    ASSERT(contains(err->msg, "no documents: all 2 lines were skipped (blank 2)"));
+    ASSERT(!contains(err->msg, "--text-key"));
+    pile_prep_result_free(&res);
+    /* a split with no document beside one that has some: a warning */
+    char *vb = path2(d1, "val.jsonl");
+    ASSERT_EQ(write_bytes(vb, "{\"x\": 1}\n", 9), 0);
+    pile_prep_inputs_free(&i1);
+    ASSERT_OK(pile_prep_inputs_add(&i1, d1, err), err);
+    ASSERT_OK(run_into(tmp, "key-valnone", &i1, NULL, NULL, &res, &log, err), err);
+    ASSERT(contains(log.data, "warning: every line of the val split was skipped: it has no shards"));
+    pile_prep_result_free(&res);
+    pile_buf_free(&log);
+    pile_prep_inputs_free(&i1);
+    pile_prep_inputs_free(&i2);
+    pile_prep_inputs_free(&i3);
+    pile_buf_free(&text);
+    pile_buf_free(&other);
+    free(d1);
+    free(d2);
+    free(f1);
+    free(f2);
+    free(out);
+    free(bad);
+    free(blank);
+    free(vb);
+}
+
 int main(void)
 {
     snprintf(g_corpus, sizeof g_corpus, "%s/corpus", pile_test_shared());
@@ -1081,6 +1737,13 @@ int main(void)
 
     test_bfd();
     test_inputs(tmp);
+    test_split_names(tmp);
+    test_split_rules(tmp);
+    test_walk_names(tmp);
+    test_unreadable(tmp);
+    test_duplicates(tmp);
+    test_resume_identity(tmp);
+    test_text_key(tmp);
 
     TEST("concat, byte tokens: rows are the documents in order");
     test_pack(tmp, NULL, PILE_PACK_CONCAT);
