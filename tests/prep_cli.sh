@@ -1,7 +1,9 @@
 #!/bin/sh
 # pile-prep's command line on the real corpus: exit codes and messages, the
 # same bytes whatever --threads is, --strict, truncated input, rerun of a
-# finished job, refusal of other options, --force, the default input.
+# finished job, refusal of other options, --force, splits by name and rule,
+# zstd --long=31 and gzip input, other keys, unreadable and duplicate
+# inputs, the default input.
 #   prep_cli.sh PILE_PREP
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
@@ -25,6 +27,7 @@ cd "$TMP" || exit 1
 "$PREP" --help >out 2>err; rc=$?
 check "--help exits 0 and prints the usage" test $rc -eq 0 -a -s out
 check "--help names every option" sh -c "grep -q -- --tokenizer out && grep -q -- --pack out && grep -q -- --strict out && grep -q -- --megatron out"
+check "--help names the input options" sh -c "grep -q -- --text-key out && grep -q -- --subset-key out && grep -q -- --zstd-memory out && grep -q -- '--val PATTERN' out"
 "$PREP" --version >out 2>err; rc=$?
 check "--version" sh -c "test $rc -eq 0 && grep -q '^pile-prep [0-9]' out"
 "$PREP" --no-such-option >out 2>err; rc=$?
@@ -105,6 +108,80 @@ check "bad lines: only the first 10 are reported" test "$(grep -c 'warning: skip
 check "a truncated .zst: warning, exit 0" sh -c "test $rc -eq 0 && grep -q 'truncated.jsonl.zst.* is truncated' err"
 "$PREP" --strict -o tr2 "$CORPUS/truncated.jsonl.zst" >out 2>err; rc=$?
 check "a truncated .zst with --strict: exit 1" test $rc -eq 1
+
+# --- inputs as people have them: splits by name, other formats and keys (issues 14, 15)
+mkdir sp && cp "$CORPUS/val.jsonl.zst" sp/pile_val.jsonl.zst && cp "$CORPUS/val.ascii.jsonl.zst" sp/pile_test.jsonl.zst &&
+    cp "$CORPUS/train/02.jsonl.zst" sp/00.jsonl.zst
+"$PREP" -o sp-out -L 512 sp >out 2>err; rc=$?
+check "pile_val, pile_test and 00 .jsonl.zst give val, test and train shards" sh -c \
+    "test $rc -eq 0 && test -f sp-out/val-00000.shard && test -f sp-out/test-00000.shard && test -f sp-out/train-00000.shard"
+check "the summary names each split's files" sh -c \
+    "grep -qx '  train: 1 file: sp/00.jsonl.zst' err && grep -qx '  val: 1 file: sp/pile_val.jsonl.zst' err &&
+     grep -qx '  test: 1 file: sp/pile_test.jsonl.zst' err"
+"$PREP" -o sp-rules -L 512 --val 'sp/00*' --train pile_val.jsonl.zst sp >out 2>err; rc=$?
+check "--val and --train win over the names" sh -c \
+    "test $rc -eq 0 && grep -qx '  val: 1 file: sp/00.jsonl.zst' err && grep -qx '  train: 1 file: sp/pile_val.jsonl.zst' err"
+"$PREP" -o sp-two --val 'sp/00*' --test '*.zst' sp >out 2>err; rc=$?
+check "a file named by two rules: exit 1, both named" sh -c \
+    "test $rc -eq 1 && grep -qF \"'sp/00.jsonl.zst' is named by both --val 'sp/00*' and --test '*.zst'\" err && test ! -e sp-two"
+"$PREP" -o sp-noval -L 512 sp/00.jsonl.zst >out 2>err; rc=$?
+check "no validation file: the summary says so and what the trainer does instead" sh -c \
+    "test $rc -eq 0 && grep -q '^  val: no file .*pile-trainer will hold out --val_fraction (1%) of train' err"
+if command -v zstd >/dev/null; then
+    zstd -dcq "$CORPUS/val.jsonl.zst" > long.jsonl
+    mkdir long-a long-b
+    zstd -q -c < long.jsonl > long-a/x.jsonl.zst
+    zstd -q --long=31 -c < long.jsonl > long-b/x.jsonl.zst # streamed: the frame asks for a 2 GiB window
+    "$PREP" -q -o long-out-a -L 300 long-a >out 2>&1
+    "$PREP" -q -o long-out-b -L 300 --zstd-memory 2048 long-b >out 2>err; rc=$?
+    check "a zstd --long=31 file gives the shards of the same text compressed normally" sh -c \
+        "test $rc -eq 0 && cmp -s long-out-a/train-00000.shard long-out-b/train-00000.shard"
+    "$PREP" -o long-out-c -L 300 --zstd-memory 64 long-b >out 2>err; rc=$?
+    check "a frame over --zstd-memory: exit 1 before any shard, what it needs and the flag, never 'corrupt'" sh -c \
+        "test $rc -eq 1 && grep -qF 'needs a 2048 MiB window (as zstd --long=31 writes), over the 64 MiB allowed; allow it with --zstd-memory 2048' err &&
+         ! grep -qi corrupt err && test ! -e long-out-c/train-00000.shard"
+    mkdir gz && gzip -c < long.jsonl > gz/x.jsonl.gz
+    "$PREP" -q -o gz-out -L 300 gz >out 2>err; rc=$?
+    check "a .jsonl.gz gives the same shards" sh -c "test $rc -eq 0 && cmp -s long-out-a/train-00000.shard gz-out/train-00000.shard"
+else
+    ok "zstd --long=31 # SKIP the zstd tool is absent"
+fi
+"$PREP" --zstd-memory 4096 "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "--zstd-memory says its range" sh -c "test $rc -eq 2 && grep -qF \"bad --zstd-memory '4096' (MiB, 1 to 2048)\" err"
+"$PREP" -q -o j0 -j 0 -L 512 "$CORPUS/val.jsonl.zst" >out 2>err; rc0=$?
+"$PREP" -q -o j1 -j 1 -L 512 "$CORPUS/val.jsonl.zst" >out 2>err; rc1=$?
+check "-j 0 is all cores, the same bytes" sh -c "test $rc0 -eq 0 && test $rc1 -eq 0 && cmp -s j0/val-00000.shard j1/val-00000.shard"
+"$PREP" -j 257 "$CORPUS/val.jsonl.zst" >out 2>err; rc=$?
+check "a bad -j says the range" sh -c "test $rc -eq 2 && grep -qF \"bad --threads '257' (0 for all cores, or 1 to 256)\" err"
+mkdir fifo && mkfifo fifo/stream.jsonl
+"$PREP" -o fifo-out fifo >out 2>err; rc=$?
+check "a FIFO named like an input: exit 1, named (and no hang)" sh -c \
+    "test $rc -eq 1 && grep -qF \"cannot read 'fifo/stream.jsonl': a FIFO, not a regular file\" err"
+mkdir dl && cp "$CORPUS/val.jsonl.zst" dl/a.jsonl.zst && ln -s /nonexistent/disk/b.jsonl.zst dl/b.jsonl.zst
+"$PREP" -o dl-out dl >out 2>err; rc=$?
+check "a dangling link named like an input: exit 1, named with its target" sh -c \
+    "test $rc -eq 1 && grep -qF \"cannot open 'dl/b.jsonl.zst' (a symbolic link to '/nonexistent/disk/b.jsonl.zst'): No such file or directory\" err"
+rm dl/b.jsonl.zst
+"$PREP" -o dup-out -L 512 dl ./dl/ "$(pwd)/dl/a.jsonl.zst" >out 2>err; rc=$?
+check "one file given three ways is read once, with a warning for each other spelling" sh -c \
+    "test $rc -eq 0 && test \$(grep -c 'is the same file as .dl/a.jsonl.zst.: read once' err) -eq 2 &&
+     grep -q '^inputs 1 ' err && test \$(grep -c '\"path\"' dup-out/manifest.json) -eq 1"
+"$PREP" -o dup-out -L 512 ./dl/ >out 2>err; rc=$?
+check "the same inputs spelled otherwise: the finished run is recognised" sh -c "test $rc -eq 0 && grep -q 'already complete' err"
+"$PREP" -o dup-out -L 256 ./dl/ >out 2>err; rc=$?
+check "other options on a finished run: refused, never called interrupted" sh -c \
+    "test $rc -eq 1 && grep -q 'of the finished run there' err && ! grep -q interrupted err"
+mkdir keys && printf '{"content": "first"}\n{"content": "second"}\n\n' > keys/a.jsonl
+"$PREP" -o keys-out keys >out 2>err; rc=$?
+check "every line skipped: exit 1 with the counts and the likely key" sh -c \
+    "test $rc -eq 1 && grep -qF \"no documents: all 3 lines were skipped (blank 1, no_text 2); is the text under another member than 'text'? (--text-key)\" err"
+"$PREP" -o keys-out2 --text-key content keys >out 2>err; rc=$?
+check "--text-key content reads them, recorded in the manifest" sh -c \
+    "test $rc -eq 0 && grep -q 'documents 2 + skipped 1' err && grep -q '\"text_key\": \"content\"' keys-out2/manifest.json"
+printf '{\n  "pretty": true\n}\n' > keys/info.json
+"$PREP" -o keys-out3 --text-key content keys >out 2>err; rc=$?
+check "a walk passes over a pretty-printed .json with a note" sh -c \
+    "test $rc -eq 0 && grep -qF \"pile-prep: note: passed over 'keys/info.json': one JSON document, not JSON lines\" err"
 
 # --- default input: the bundled sample (only where /workspace/pile_data is absent)
 if [ -d /workspace/pile_data ]; then
