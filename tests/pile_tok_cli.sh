@@ -1,7 +1,8 @@
 #!/bin/sh
 # CLI test of pile-tok's command-line handling: exit codes (0 ok, 1 failure,
-# 2 usage), messages that name the option, help texts, and a bytes-tokenizer
-# round trip of the first real corpus documents through encode and decode.
+# 2 usage), messages that name the option, help texts, a bytes-tokenizer
+# round trip of the first real corpus documents through encode and decode,
+# and encode --text-key on the same documents under another member.
 #   pile_tok_cli.sh PILE_TOK PYTHON3
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
@@ -29,6 +30,19 @@ print(f"{len(docs)} documents, {len(texts)} texts, first difference at {bad[:1]}
 sys.exit(0 if len(texts) == len(docs) and not bad else 1)
 PYEOF
 then ok "decode --json gives back each document's text"; else fail "decode round trip"; fi
+
+# the same documents with their text under another member: --text-key gives the same ids
+"$PY" -c '
+import json, sys
+for l in open(sys.argv[1], encoding="utf-8"):
+    d = json.loads(l)
+    print(json.dumps({"doc": {"body": d.get("text")}, "text": "decoy"}))
+' "$TMP/docs.jsonl" > "$TMP/rekeyed.jsonl"
+run "$TOK" encode --tokenizer bytes --text-key doc.body "$TMP/rekeyed.jsonl"
+if [ $st -eq 0 ] && cmp -s "$TMP/out" "$TMP/ids.jsonl"; then ok "encode --text-key doc.body gives the ids of the same text under text"
+else fail "encode --text-key"; fi
+run "$TOK" encode --tokenizer bytes --text-key 'doc..body' "$TMP/rekeyed.jsonl"
+expect "a bad --text-key is a usage error naming it" 2 "bad text key 'doc..body'"
 
 run "$TOK" encode --tokenizer bytes --text < "$TMP"
 expect "unreadable standard input is an error, not an empty text" 1 "^pile-tok: cannot read standard input"
