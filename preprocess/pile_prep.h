@@ -1,7 +1,8 @@
-/* pile-prep as a library: raw Pile .jsonl / .jsonl.zst files to packed,
- * memory-mappable shards (shards/pile_shards.h), in parallel, deterministic
- * (the output never depends on the thread count) and resumable after a crash
- * (OUT/manifest.json records the finished shards and where to go on).
+/* pile-prep as a library: raw JSON-lines files (the Pile's .jsonl.zst, or
+ * plain, or gzip) to packed, memory-mappable shards (shards/pile_shards.h),
+ * in parallel, deterministic (the output never depends on the thread count)
+ * and resumable after a crash (OUT/manifest.json records the finished shards
+ * and where to go on).
  *
  * The library never prints: warnings go through a caller-supplied callback,
  * the progress line to a caller-supplied FILE (or nowhere). */

@@ -930,7 +930,7 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
         struct rusage ru;
         res->peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024 : 0;
         pile_buf_printf(&res->summary,
-                        "memory: peak resident %.1f MiB with %d worker threads; the decompressor held up to %.2f MiB "
+                        "memory: peak resident %.1f MiB with %d worker threads; the decompressor allocated up to %.2f MiB "
                         "(one input at a time; zstd windows up to %.0f MiB allowed, --zstd-memory)\n",
                         (double)res->peak_rss / 1048576.0, res->threads, (double)res->decoder_bytes / 1048576.0,
                         (double)res->zstd_window_max / 1048576.0);

@@ -38,7 +38,7 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 # tools/fuzz.sh, which --no-install-recommends would leave out; llvm:
 # llvm-symbolizer, for file:line in sanitizer reports)
 APT_PKGS=(meson ninja-build pkg-config gcc g++ clang libclang-rt-dev llvm
-          libzstd-dev libsimdjson-dev libuv1-dev libxxhash-dev libpcre2-dev libutf8proc-dev
+          libzstd-dev zlib1g-dev libsimdjson-dev libuv1-dev libxxhash-dev libpcre2-dev libutf8proc-dev
           libopenblas-dev libopenblas-openmp-dev zstd python3)
 PY_MODULES=(numpy tiktoken tokenizers)
 
