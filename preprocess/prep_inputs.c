@@ -348,13 +348,17 @@ int pile_prep_inputs_add(pile_prep_inputs *list, const char *path, pile_err *err
 
 /* ------------------------------------------------------------------ rules */
 
-/* Is input `in` under folder `dir_real` (a resolved path)? */
+/* Is input `in` under folder `dir_real` (a resolved path)? Its own folder is
+ * resolved, not the file: an input that is a link lives where it was found. */
 static int under_folder(const pile_prep_input *in, const char *dir_real)
 {
-    char *r = realpath(in->path, NULL);
+    const char *slash = strrchr(in->path, '/');
+    char *parent = slash ? strndup(in->path, (size_t)(slash - in->path)) : strdup(".");
+    char *r = parent ? realpath(*parent ? parent : "/", NULL) : NULL;
+    free(parent);
     if (!r) return 0;
     size_t n = strlen(dir_real);
-    int yes = !strncmp(r, dir_real, n) && (r[n] == '/' || (n == 1 && dir_real[0] == '/'));
+    int yes = !strncmp(r, dir_real, n) && (r[n] == '/' || r[n] == '\0' || (n == 1 && dir_real[0] == '/'));
     free(r);
     return yes;
 }
@@ -382,8 +386,10 @@ static long apply_rule(pile_prep_inputs *list, pile_split split, const char *pat
                                 in->rule, pile_prep_split_name(split), pattern);
         if (in->rule) continue;
         pile_buf r = {0};
-        if (pile_buf_printf(&r, "--%s '%s'", pile_prep_split_name(split), pattern) || !r.data)
+        if (pile_buf_printf(&r, "--%s '%s'", pile_prep_split_name(split), pattern) || !r.data) {
+            pile_buf_free(&r);
             return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        }
         in->rule = r.data;
         in->split = split;
     }

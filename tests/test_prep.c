@@ -1260,6 +1260,9 @@ static void test_split_rules(const char *tmp)
         free(f);
     }
     ASSERT_EQ(write_bytes(held, "{\"text\": \"h\"}\n", 14), 0);
+    char *far = path2(tmp, "far-away.jsonl"), *near = path2(sub, "c.jsonl");
+    ASSERT_EQ(write_bytes(far, "{\"text\": \"f\"}\n", 14), 0);
+    ASSERT_EQ(symlink(far, near), 0); /* in the folder, though its file is not */
     pile_prep_inputs in = {0};
     pile_err err_s, *err = &err_s;
     ASSERT_OK(pile_prep_inputs_add(&in, dir, err), err);
@@ -1269,7 +1272,8 @@ static void test_split_rules(const char *tmp)
     ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_TRAIN, "pile_test*", err), err); /* name says test */
     ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_VAL, held, err), err);           /* not an input yet */
     ASSERT_OK(pile_prep_inputs_set_split(&in, PILE_SPLIT_TEST, sub, err), err);           /* a folder */
-    ASSERT_EQ(in.n, 7);
+    ASSERT_EQ(in.n, 8);
+    expect_split(&in, "/more/c.jsonl", PILE_SPLIT_TEST);
     expect_split(&in, "/notes.jsonl", PILE_SPLIT_VAL);
     expect_split(&in, "/pile_test.jsonl.zst", PILE_SPLIT_TRAIN);
     expect_split(&in, "/pile_val.jsonl.zst", PILE_SPLIT_VAL);
@@ -1323,6 +1327,8 @@ static void test_split_rules(const char *tmp)
     free(dir);
     free(held);
     free(sub);
+    free(far);
+    free(near);
 }
 
 static void test_walk_names(const char *tmp)
