@@ -8,8 +8,8 @@
 #include "pile_lines.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -146,6 +146,11 @@ static int window_error(const char *path, uint64_t frame_at, uint64_t need, int 
     int log = 10;
     while (log < 63 && ((uint64_t)1 << log) < need) log++;
     mib_text(needs, sizeof needs, need);
+    if (log > WINDOW_LOG_MAX)
+        return pile_err_set(err, PILE_ELIMIT,
+                            "cannot read '%s': its zstd frame at byte %llu asks for a %s window, more than the 2048 MiB "
+                            "any zstd decoder accepts",
+                            path, (unsigned long long)frame_at, needs);
     if (log > WINDOW_LOG_DEFAULT) snprintf(writer, sizeof writer, " (as zstd --long=%d writes)", log);
     if (flag) {
         uint64_t mb = log >= 20 ? (uint64_t)1 << (log - 20) : 1;

@@ -670,6 +670,16 @@ static void test_lines_window(void)
     lo.max_window = (uint64_t)1 << 20;
     ASSERT_EQ(pile_lines_check_window(tmp_path("window.jsonl.zst", &p), &lo, &err), 0);
     ASSERT_EQ(pile_lines_check_window(tmp_path("two.jsonl.gz", &p), &lo, &err), 0);
+    /* a header asking for 2^41 (the format's largest): no bound allows it, and no flag is offered */
+    static const unsigned char huge[] = {0x28, 0xB5, 0x2F, 0xFD, 0x00, 0xF8, 0, 0, 0, 0, 0, 0};
+    REQUIRE(write_file(tmp_path("huge.zst", &p), huge, sizeof huge) == 0);
+    lo.max_window = (uint64_t)1 << 31;
+    ASSERT_EQ(pile_lines_check_window(tmp_path("huge.zst", &p), &lo, &err), PILE_ELIMIT);
+    ASSERT(strstr(err.msg, "asks for a 2097152 MiB window, more than the 2048 MiB any zstd decoder accepts") != NULL);
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("huge.zst", &p), &lo, &err), &err);
+    ASSERT_EQ(pile_lines_next(r, &ln, &err), PILE_ELIMIT);
+    ASSERT(strstr(err.msg, "more than the 2048 MiB any zstd decoder accepts") != NULL);
+    pile_lines_close(r);
     pile_buf_free(&q);
     pile_buf_free(&p);
     pile_buf_free(&a);

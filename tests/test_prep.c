@@ -1110,6 +1110,7 @@ static int corpus_text(const char *name, pile_buf *out)
         pile_buf_append(out, "\n", 1);
     }
     pile_lines_close(r);
+    pile_buf_printf(out, "%s", ""); /* NUL-terminated, for the string functions */
     return rc < 0 ? rc : out->failed ? PILE_ENOMEM : 0;
 }
 
@@ -1128,7 +1129,7 @@ static int run_into(const char *tmp, const char *out_name, const pile_prep_input
     o.log = capture;
     o.log_ctx = &lc;
     int rc = pile_prep_run(&o, res, err);
-    if (log) pile_buf_append(log, lc.text.data ? lc.text.data : "", lc.text.len);
+    if (log) pile_buf_printf(log, "%s", lc.text.data ? lc.text.data : "");
     pile_buf_free(&lc.text);
     free(out);
     return rc;
@@ -1373,7 +1374,30 @@ static void test_walk_names(const char *tmp)
     ASSERT_EQ(in.n, 6);
     pile_prep_inputs_free(&in);
 
-    TEST("inputs: .jsonl, .jsonl.gz, .json.gz, .jsonl.zst and .JSONL.ZSTD of the same text give byte-identical shards");
+    TEST("walk: a linked folder with nested folders is walked; an empty folder is a clear error");
+    char *nest = path2(tmp, "nest"), *deep = path2(tmp, "nest/a/b/c"), *deepf = path2(tmp, "nest/a/b/c/any name.jsonl"),
+         *via = path2(tmp, "via"), *vlink = path2(tmp, "via/linked"), *empty = path2(tmp, "empty");
+    for (const char *d0 = "nest\0nest/a\0nest/a/b\0nest/a/b/c\0via\0empty\0"; *d0; d0 += strlen(d0) + 1) {
+        char *d = path2(tmp, d0);
+        mkdir(d, 0755);
+        free(d);
+    }
+    ASSERT_EQ(write_bytes(deepf, text.data, text.len), 0);
+    ASSERT_EQ(symlink(nest, vlink), 0);
+    ASSERT_OK(pile_prep_inputs_add(&in, via, err), err);
+    ASSERT_EQ(in.n, 1);
+    ASSERT(find_input(&in, "via/linked/a/b/c/any name.jsonl") != NULL);
+    pile_prep_inputs_free(&in);
+    ASSERT_EQ(pile_prep_inputs_add(&in, empty, err), PILE_ENOENT);
+    ASSERT(contains(err->msg, "cannot find any input file (*.jsonl or *.json, plain, .zst, .zstd or .gz) in '"));
+    free(nest);
+    free(deep);
+    free(deepf);
+    free(via);
+    free(vlink);
+    free(empty);
+
+    TEST("inputs: .jsonl, .jsonl.gz (also resumed), .json.gz, .jsonl.zst and .JSONL.ZSTD of the same text give byte-identical shards");
     static const char *const forms[] = {"x.jsonl", "x.jsonl.gz", "x.json.gz", "x.jsonl.zst", "x.JSONL.ZSTD"};
     for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
         char sub[64];
@@ -1395,6 +1419,22 @@ static void test_walk_names(const char *tmp)
         ASSERT_EQ(res.truncated_inputs, 0);
         pile_prep_result_free(&res);
         if (i > 0 && !same_shards(tmp, "form-out-0", sub)) PILE_FAIL_("%s: other shards than x.jsonl's", forms[i]);
+        if (i == 1) { /* a .gz resumes as a .zst does: stopped after a shard, then the same bytes */
+            char *stopped = path2(tmp, "form-gz-resume");
+            pile_prep_opts o = base_opts(&in, stopped);
+            o.max_length = 300;
+            o.shard_bytes = 100 * 1024;
+            o.stop_after_shards = 3;
+            ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_ELIMIT);
+            pile_prep_result_free(&res);
+            o.stop_after_shards = 0;
+            ASSERT_OK(pile_prep_run(&o, &res, err), err);
+            ASSERT_EQ(res.resumed, 1);
+            ASSERT_EQ(res.shards_kept, 3);
+            pile_prep_result_free(&res);
+            ASSERT(same_shards(tmp, "form-out-0", "form-gz-resume"));
+            free(stopped);
+        }
         pile_prep_inputs_free(&in);
         free(f);
         free(d);
