@@ -339,6 +339,25 @@ static int fill_plain(pile_lines *r, pile_err *err)
     return 0;
 }
 
+/* Reads the next compressed block once the last one is used up. */
+static int refill_input(pile_lines *r, pile_err *err)
+{
+    if (r->in_pos < r->in_len || r->in_eof) return 0;
+    ssize_t k = read_some(r->fd, r->in, r->in_cap);
+    if (k < 0) return pile_err_sys(err, PILE_EIO, errno, "cannot read '%s'", r->path);
+    r->file_pos += (uint64_t)k;
+    r->in_len = (size_t)k;
+    r->in_pos = 0;
+    if (k == 0) r->in_eof = 1;
+    return 0;
+}
+
+/* Offset in the file of the next compressed byte not yet consumed. */
+static uint64_t compressed_at(const pile_lines *r)
+{
+    return r->file_pos - (r->in_len - r->in_pos);
+}
+
 /* Decompresses into the window until some output arrives or the input ends.
  * The end of input with the decoder still inside a frame is a clean cut;
  * a ZSTD error is corruption. */
@@ -347,19 +366,12 @@ static int fill_zstd(pile_lines *r, pile_err *err)
     size_t dcap = r->cap - PILE_LINES_PADDING;
     ZSTD_outBuffer out = {r->buf + r->end, dcap - r->end, 0};
     while (out.pos == 0) {
-        if (r->in_pos == r->in_len && !r->in_eof) {
-            ssize_t k = read_some(r->fd, r->in, r->in_cap);
-            if (k < 0) return pile_err_sys(err, PILE_EIO, errno, "cannot read '%s'", r->path);
-            r->file_pos += (uint64_t)k;
-            r->in_len = (size_t)k;
-            r->in_pos = 0;
-            if (k == 0) r->in_eof = 1;
-        }
+        PILE_FORWARD_IF_ERR(refill_input(r, err));
         ZSTD_inBuffer in = {r->in, r->in_len, r->in_pos};
         int starved = r->in_eof && in.pos == in.size;
         if (!starved) r->zstarted = 1;
         /* after a frame's end (or at the start) the next byte begins a frame */
-        if (r->zret == 0 && !starved) r->frame_at = r->file_pos - (r->in_len - r->in_pos);
+        if (r->zret == 0 && !starved) r->frame_at = compressed_at(r);
         size_t ret = ZSTD_decompressStream(r->zds, &out, &in);
         r->in_pos = in.pos;
         size_t held = ZSTD_sizeof_DStream(r->zds);
@@ -367,9 +379,8 @@ static int fill_zstd(pile_lines *r, pile_err *err)
         if (ZSTD_isError(ret) && ZSTD_getErrorCode(ret) == ZSTD_error_frameParameter_windowTooLarge)
             return frame_window_error(r, err);
         if (ZSTD_isError(ret)) {
-            uint64_t at = r->file_pos - (r->in_len - r->in_pos);
             return pile_err_set(err, PILE_ECORRUPT, "corrupt zstd data in '%s' near compressed byte %llu: %s",
-                                r->path, (unsigned long long)at, ZSTD_getErrorName(ret));
+                                r->path, (unsigned long long)compressed_at(r), ZSTD_getErrorName(ret));
         }
         if (starved && out.pos == 0) {
             /* Nothing left to feed and nothing left to flush. */
@@ -396,14 +407,7 @@ static int fill_gzip(pile_lines *r, pile_err *err)
     z->avail_out = (uInt)(dcap - r->end);
     uInt room = z->avail_out;
     while (z->avail_out == room) {
-        if (r->in_pos == r->in_len && !r->in_eof) {
-            ssize_t k = read_some(r->fd, r->in, r->in_cap);
-            if (k < 0) return pile_err_sys(err, PILE_EIO, errno, "cannot read '%s'", r->path);
-            r->file_pos += (uint64_t)k;
-            r->in_len = (size_t)k;
-            r->in_pos = 0;
-            if (k == 0) r->in_eof = 1;
-        }
+        PILE_FORWARD_IF_ERR(refill_input(r, err));
         if (r->in_pos == r->in_len) {
             r->eof = 1;
             r->truncated = r->gz_member;
@@ -420,9 +424,8 @@ static int fill_gzip(pile_lines *r, pile_err *err)
         } else if (zr == Z_MEM_ERROR) {
             return pile_err_set(err, PILE_ENOMEM, "out of memory reading '%s'", r->path);
         } else if (zr != Z_OK && zr != Z_BUF_ERROR) {
-            uint64_t at = r->file_pos - (r->in_len - r->in_pos);
             return pile_err_set(err, PILE_ECORRUPT, "corrupt gzip data in '%s' near compressed byte %llu: %s",
-                                r->path, (unsigned long long)at, z->msg ? z->msg : zError(zr));
+                                r->path, (unsigned long long)compressed_at(r), z->msg ? z->msg : zError(zr));
         }
     }
     r->end += room - z->avail_out;
@@ -537,7 +540,7 @@ int pile_lines_next(pile_lines *r, pile_line *line, pile_err *err)
 
 uint64_t pile_lines_bytes_read(const pile_lines *r)
 {
-    return r->codec != CODEC_PLAIN ? r->file_pos - (r->in_len - r->in_pos) : r->file_pos;
+    return r->codec != CODEC_PLAIN ? compressed_at(r) : r->file_pos;
 }
 
 size_t pile_lines_decoder_bytes(const pile_lines *r)
