@@ -188,16 +188,12 @@ static void format_split_files(const prep_state *st, pile_buf *out)
         size_t n = 0, shown = 0;
         for (size_t i = 0; i < st->n_inputs; i++) n += st->order[i]->split == (pile_split)sp;
         const char *name = pile_prep_split_name((pile_split)sp);
-        if (!n) {
-            if (sp == PILE_SPLIT_VAL)
-                pile_buf_printf(out, "  val: no file (none is named val, valid, validation, nor given with --val): "
-                                     "pile-trainer will hold out --val_fraction (1%%) of train for validation\n");
-            else if (sp == PILE_SPLIT_TEST)
-                pile_buf_printf(out, "  test: no file\n");
-            else
-                pile_buf_printf(out, "  train: no file\n");
-            continue;
-        }
+        if (!n && sp == PILE_SPLIT_VAL)
+            pile_buf_printf(out, "  val: no file (none is named val, valid, validation, nor given with --val): "
+                                 "pile-trainer will hold out --val_fraction (1%%) of train for validation\n");
+        else if (!n)
+            pile_buf_printf(out, "  %s: no file\n", name);
+        if (!n) continue;
         pile_buf_printf(out, "  %s: %zu file%s:", name, n, n == 1 ? "" : "s");
         for (size_t i = 0; i < st->n_inputs && shown < SPLIT_FILES_SHOWN; i++)
             if (st->order[i]->split == (pile_split)sp)
