@@ -30,6 +30,12 @@ size_t pile_utf8_decode(const char *s, size_t n, unsigned *cp);
 /* Encodes cp (<= 0x10FFFF) into out[0..4); returns the length. */
 size_t pile_utf8_encode(unsigned cp, char out[4]);
 
+/* Appends s[0..n) as a terminal may show it: control characters (C0, DEL,
+ * and C1 as UTF-8) written as \xNN or \u00NN, a backslash as \\, invalid
+ * bytes as \xNN; everything else as it is. With max > 0, at most max bytes
+ * of s are shown, then "...". 0 or PILE_ENOMEM. */
+int pile_utf8_escape(const char *s, size_t n, size_t max, pile_buf *out);
+
 #ifdef __cplusplus
 }
 #endif

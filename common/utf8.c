@@ -149,3 +149,35 @@ size_t pile_utf8_encode(unsigned cp, char out[4])
     out[3] = (char)(0x80 | (cp & 0x3F));
     return 4;
 }
+
+int pile_utf8_escape(const char *s, size_t n, size_t max, pile_buf *out)
+{
+    size_t end = max && n > max ? max : n;
+    size_t i = 0;
+    while (i < end) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = pile_utf8_valid_prefix(s + i, end - i < 4 ? end - i : 4);
+        if (c < 0x20 || c == 0x7f) {
+            pile_buf_printf(out, "\\x%02x", c);
+            i++;
+        } else if (c == '\\') {
+            pile_buf_append(out, "\\\\", 2);
+            i++;
+        } else if (c < 0x80) {
+            pile_buf_append(out, s + i, 1);
+            i++;
+        } else if (k == 0) {
+            pile_buf_printf(out, "\\x%02x", c); /* an invalid byte, or a character cut by max */
+            i++;
+        } else {
+            unsigned cp;
+            size_t len = pile_utf8_decode(s + i, end - i, &cp);
+            if (cp >= 0x80 && cp <= 0x9f) pile_buf_printf(out, "\\u%04x", cp);
+            else pile_buf_append(out, s + i, len);
+            i += len;
+        }
+    }
+    if (end < n) pile_buf_append(out, "...", 3);
+    if (!out->failed && pile_buf_reserve(out, 1) == 0) out->data[out->len] = '\0';
+    return out->failed ? PILE_ENOMEM : 0;
+}

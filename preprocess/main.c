@@ -44,13 +44,16 @@ static const char usage_text[] =
     "                          default: what this machine's memory allows, 128 to 2048)\n"
     "      --strict            the first bad line or truncated file is an error\n"
     "      --megatron          also write Megatron OUT/<split>.bin/.idx\n"
-    "      --force             start over, removing an earlier run's output in DIR\n"
+    "      --force             start over, removing what an earlier run's manifest records in DIR\n"
     "      --progress          show the progress line even when stderr is not a terminal\n"
     "  -q, --quiet             no warnings, no summary\n"
     "  -h, --help              this help\n"
     "  -V, --version           the version\n"
     "\n"
-    "A run that was interrupted is resumed by running the same command again.\n";
+    "A run that was interrupted is resumed by running the same command again; the\n"
+    "shards it kept are checked against their checksums first. DIR holds a copy of\n"
+    "the tokenizer (DIR/tokenizer/), so the folder works wherever it is copied.\n"
+    "Only files the manifest says pile-prep wrote are ever removed or overwritten.\n";
 
 typedef struct log_ctx {
     int quiet;
@@ -196,7 +199,7 @@ int main(int argc, char **argv)
             break;
         case OPT_WINDOW:
             if (parse_u64(optarg, &v, 0) || v < 1 || v > (1u << 24))
-                return usage_error("bad --window-rows '%s'", optarg);
+                return usage_error("bad --window-rows '%s' (1 to 16777216)", optarg);
             o.window_rows = (uint32_t)v;
             break;
         case OPT_SHARD_SIZE: {
@@ -295,7 +298,12 @@ int main(int argc, char **argv)
     if (rc) {
         fprintf(stderr, "pile-prep: %s\n", err.msg);
     } else if (res.already_complete) {
-        if (!quiet) fprintf(stderr, "pile-prep: '%s' is already complete; nothing to do\n", o.output_dir);
+        if (!quiet && res.files_redone)
+            fprintf(stderr, "pile-prep: '%s' is already complete; %llu damaged or missing files written again\n",
+                    o.output_dir, (unsigned long long)res.files_redone);
+        else if (!quiet)
+            fprintf(stderr, "pile-prep: '%s' is already complete; nothing to do (%llu files checked, %.1f MB, in %.2f s)\n",
+                    o.output_dir, (unsigned long long)res.files_checked, (double)res.bytes_checked / 1e6, res.check_s);
     } else if (!quiet && res.summary.data) {
         fprintf(stderr, "%s", res.summary.data);
     }

@@ -122,6 +122,11 @@ typedef struct pile_prep_result {
     int already_complete;      /* the manifest said the output was complete: nothing was done */
     int resumed;               /* an interrupted run was continued */
     uint64_t shards_kept;      /* shards from the interrupted run that were kept */
+    /* the check of kept files (a resumed run, or a rerun of a finished one):
+     * each recorded shard and Megatron file read whole and compared with the
+     * manifest's checksums; damaged or missing ones are written again */
+    uint64_t files_checked, bytes_checked, files_redone;
+    double check_s;
     uint64_t lines, documents, skipped, tokens, rows, truncated_inputs;
     uint64_t input_bytes;      /* bytes on disk of the inputs read in this run */
     uint64_t jsonl_bytes;      /* decompressed JSONL bytes read in this run */
@@ -137,16 +142,24 @@ typedef struct pile_prep_result {
 
 void pile_prep_result_free(pile_prep_result *res);
 
-/* Runs the whole job. If OUT/manifest.json exists: with the same options and
- * inputs the run resumes (or, if complete, sets already_complete and returns
- * 0); with other options or inputs it fails with PILE_EMISMATCH unless
+/* Runs the whole job. OUT is held with pile_fs_lock_open for the whole run
+ * (another run on it: PILE_EBUSY naming the holder). If OUT/manifest.json
+ * exists: with the same options and inputs the run resumes (or, if
+ * complete, sets already_complete), after checking every kept file against
+ * the checksums the manifest records and writing damaged or missing ones
+ * again; with other options or inputs it fails with PILE_EMISMATCH unless
  * opts->force. Inputs are compared as files (device, inode, size, mtime),
  * not by how their paths are spelled. An input given twice (the same device
  * and inode: another spelling, a link) is read once, with a warning; in two
  * splits it is an error, as is a name with words of two splits and no rule.
- * res may be NULL. Returns 0 or a negative PILE_E* with err filled (a
- * --strict failure is PILE_EFORMAT naming file:line and why; a run in which
- * every line was skipped is PILE_EFORMAT with the counts). */
+ * Only files the manifest (or the interrupted run it describes) says
+ * pile-prep wrote are ever removed or overwritten, --force included; a file
+ * of another program where pile-prep would write is refused (PILE_EMISMATCH
+ * naming it). The tokenizer's file(s) are copied into OUT/tokenizer/ and
+ * the manifest records that copy's path, relative to OUT, so the folder is
+ * self-contained. res may be NULL. Returns 0 or a negative PILE_E* with err
+ * filled (a --strict failure is PILE_EFORMAT naming file:line and why; a
+ * run in which every line was skipped is PILE_EFORMAT with the counts). */
 int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res, pile_err *err);
 
 #ifdef __cplusplus

@@ -95,6 +95,10 @@ static void write_split_stats(pile_buf *b, const prep_split_stats *ss, const pre
     put_u64(b, in, "tokens", ss->tokens, 1);
     put_u64(b, in, "rows", ss->rows, 1);
     put_u64(b, in, "padding_tokens", ss->pad_tokens, 1);
+    pile_buf_printf(b, "%s\"subset_names_fixed\": {", in);
+    for (int k = 0; k < PREP_NFIX; k++)
+        pile_buf_printf(b, "%s\"%s\": %" PRIu64, k ? ", " : "", pile__prep_fix_names[k], ss->name_fixed[k]);
+    pile_buf_printf(b, "},\n");
     uint64_t slots = ss->rows * max_length;
     pile_buf_printf(b, "%s\"padding_fraction\": %.6f", in, slots ? (double)ss->pad_tokens / (double)slots : 0.0);
     if (!names) {
@@ -116,6 +120,24 @@ static void write_split_stats(pile_buf *b, const prep_split_stats *ss, const pre
     else pile_buf_printf(b, "\n%s}\n", in);
 }
 
+/* A point in the inputs (a resume point, a shard's start). */
+static void write_point(pile_buf *b, const prep_resume *r)
+{
+    pile_buf_printf(b, "{\"input\": %" PRIu64 ", \"line\": %" PRIu64 ", \"token_offset\": %" PRIu64 "%s}", r->input,
+                    r->line, r->tok_off, r->fallback ? ", \"subset_fallback\": true" : "");
+}
+
+static void write_files(pile_buf *b, const prep_files *f)
+{
+    pile_buf_printf(b, "[");
+    for (size_t i = 0; i < f->n; i++) {
+        pile_buf_printf(b, "%s{\"file\": ", i ? ", " : "");
+        put_str(b, f->v[i].name);
+        pile_buf_printf(b, ", \"bytes\": %" PRIu64 ", \"xxh3\": \"%016" PRIx64 "\"}", f->v[i].size, f->v[i].xxh3);
+    }
+    pile_buf_printf(b, "]");
+}
+
 static int manifest_text(const prep_state *st, pile_buf *b)
 {
     const prep_stats *s = &st->stats;
@@ -125,6 +147,12 @@ static int manifest_text(const prep_state *st, pile_buf *b)
                     MANIFEST_FORMAT, PILE_PREP_MANIFEST_VERSION, PILE_PREP_VERSION);
     pile_buf_printf(b, "  \"complete\": %s,\n  \"options\": ", st->complete ? "true" : "false");
     write_options(b, st);
+    /* where options.tokenizer came from, and the copy it names (relative to this folder) */
+    pile_buf_printf(b, ",\n  \"tokenizer_copy\": {\"source\": ");
+    put_str(b, st->tok_source ? st->tok_source : "bytes");
+    pile_buf_printf(b, ", \"files\": ");
+    write_files(b, &st->tok_files);
+    pile_buf_printf(b, "}");
     pile_buf_printf(b, ",\n  \"inputs\": [");
     for (size_t i = 0; i < st->n_inputs; i++) {
         const pile_prep_input *in = st->order[i];
@@ -141,15 +169,24 @@ static int manifest_text(const prep_state *st, pile_buf *b)
         const prep_shard_rec *r = &st->shards[i];
         pile_buf_printf(b,
                         "%s\n    {\"file\": \"%s\", \"split\": \"%s\", \"rows\": %" PRIu64 ", \"documents\": %" PRIu64
-                        ", \"tokens\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"data_xxh3\": \"%016" PRIx64 "\"}",
+                        ", \"tokens\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"data_xxh3\": \"%016" PRIx64 "\"",
                         i ? "," : "", r->file, pile_prep_split_name(r->split), r->rows, r->docs, r->tokens, r->size,
                         r->checksum);
+        if (r->has_start) {
+            pile_buf_printf(b, ", \"start\": ");
+            write_point(b, &r->start);
+        }
+        pile_buf_printf(b, "}");
     }
     pile_buf_printf(b, "%s],\n", st->n_shards ? "\n  " : "");
-    pile_buf_printf(b,
-                    "  \"resume\": {\"input\": %" PRIu64 ", \"line\": %" PRIu64 ", \"token_offset\": %" PRIu64
-                    "},\n",
-                    st->resume.input, st->resume.line, st->resume.tok_off);
+    if (st->mega_files.n) {
+        pile_buf_printf(b, "  \"megatron_files\": ");
+        write_files(b, &st->mega_files);
+        pile_buf_printf(b, ",\n");
+    }
+    pile_buf_printf(b, "  \"resume\": ");
+    write_point(b, &st->resume);
+    pile_buf_printf(b, ",\n");
     prep_split_stats tot;
     pile__prep_stats_total(s, &tot);
     uint64_t ntrunc = 0;
@@ -191,8 +228,96 @@ int pile__prep_manifest_write(const prep_state *st, pile_err *err)
     return rc;
 }
 
+void pile__prep_snapshot_free(prep_snapshot *sn)
+{
+    for (int sp = 0; sp < PREP_NSPLITS; sp++) free(sn->split[sp].subsets);
+    free(sn->input_lines);
+    free(sn->input_done);
+    free(sn->input_truncated);
+    memset(sn, 0, sizeof *sn);
+}
+
+int pile__prep_snapshot_take(prep_state *st)
+{
+    prep_snapshot *sn = &st->pending;
+    const prep_stats *s = &st->stats;
+    size_t n = s->n_inputs ? s->n_inputs : 1;
+    for (int sp = 0; sp < PREP_NSPLITS; sp++) {
+        const prep_split_stats *from = &s->split[sp];
+        prep_split_stats *to = &sn->split[sp];
+        prep_subset_count *keep = to->subsets;
+        size_t cap = keep ? to->n_subsets : 0;
+        *to = *from;
+        to->subsets = keep;
+        if (from->n_subsets > cap) {
+            prep_subset_count *v = realloc(keep, from->n_subsets * sizeof *v);
+            if (!v) {
+                to->n_subsets = cap;
+                return PILE_ENOMEM;
+            }
+            to->subsets = v;
+        }
+        if (from->n_subsets) memcpy(to->subsets, from->subsets, from->n_subsets * sizeof *from->subsets);
+    }
+    if (!sn->input_lines) {
+        sn->input_lines = malloc(n * sizeof *sn->input_lines);
+        sn->input_done = malloc(n);
+        sn->input_truncated = malloc(n);
+        if (!sn->input_lines || !sn->input_done || !sn->input_truncated) return PILE_ENOMEM;
+    }
+    memcpy(sn->input_lines, s->input_lines, n * sizeof *sn->input_lines);
+    memcpy(sn->input_done, s->input_done, n);
+    memcpy(sn->input_truncated, s->input_truncated, n);
+    sn->resume = st->resume;
+    sn->n_shards = st->n_shards;
+    memcpy(sn->next_shard, st->next_shard, sizeof sn->next_shard);
+    sn->valid = 1;
+    return 0;
+}
+
+/* Swaps the pending snapshot with the live state (twice restores it). */
+static void snapshot_swap(prep_state *st)
+{
+    prep_snapshot *sn = &st->pending;
+    for (int sp = 0; sp < PREP_NSPLITS; sp++) {
+        prep_split_stats t = st->stats.split[sp];
+        st->stats.split[sp] = sn->split[sp];
+        sn->split[sp] = t;
+    }
+    uint64_t *l = st->stats.input_lines;
+    st->stats.input_lines = sn->input_lines;
+    sn->input_lines = l;
+    uint8_t *d = st->stats.input_done;
+    st->stats.input_done = sn->input_done;
+    sn->input_done = d;
+    uint8_t *t = st->stats.input_truncated;
+    st->stats.input_truncated = sn->input_truncated;
+    sn->input_truncated = t;
+    prep_resume r = st->resume;
+    st->resume = sn->resume;
+    sn->resume = r;
+    size_t ns = st->n_shards;
+    st->n_shards = sn->n_shards;
+    sn->n_shards = ns;
+    for (int sp = 0; sp < PREP_NSPLITS; sp++) {
+        uint32_t x = st->next_shard[sp];
+        st->next_shard[sp] = sn->next_shard[sp];
+        sn->next_shard[sp] = x;
+    }
+}
+
+int pile__prep_manifest_write_pending(prep_state *st, pile_err *err)
+{
+    if (!st->pending.valid) return 0;
+    snapshot_swap(st);
+    int rc = pile__prep_manifest_write(st, err);
+    snapshot_swap(st);
+    if (!rc) st->pending.valid = 0;
+    return rc;
+}
+
 int pile__prep_state_add_shard(prep_state *st, const char *file, pile_split split, const pile_shard_info *info,
-                               pile_err *err)
+                               prep_resume start, pile_err *err)
 {
     if (st->n_shards == st->cap_shards) {
         size_t cap = st->cap_shards ? st->cap_shards * 2 : 16;
@@ -210,6 +335,8 @@ int pile__prep_state_add_shard(prep_state *st, const char *file, pile_split spli
     r->tokens = info->token_count;
     r->checksum = info->data_checksum;
     r->size = info->file_size;
+    r->start = start;
+    r->has_start = 1;
     st->n_shards++;
     return 0;
 }
@@ -220,6 +347,9 @@ void pile__prep_state_free(prep_state *st)
     free(st->shards);
     st->shards = NULL;
     st->n_shards = st->cap_shards = 0;
+    pile__prep_files_free(&st->tok_files);
+    pile__prep_files_free(&st->mega_files);
+    pile__prep_snapshot_free(&st->pending);
     pile__prep_stats_free(&st->stats);
 }
 
@@ -288,6 +418,11 @@ static int restore_split(prep_state *st, pile_split sp, const pile_json *o, cons
         get_u64(rp, "utf8", &ss->repaired_utf8) || get_u64(rp, "surrogate", &ss->repaired_surrogate))
         return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': bad statistics of split '%s'", path,
                             pile_prep_split_name(sp));
+    const pile_json *nf = pile_json_get(o, "subset_names_fixed"); /* absent in older manifests: none */
+    for (int k = 0; nf && k < PREP_NFIX; k++)
+        if (get_u64(nf, pile__prep_fix_names[k], &ss->name_fixed[k]))
+            return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': no count of '%s' subset names", path,
+                                pile__prep_fix_names[k]);
     for (int k = 1; k < PILE_SKIP_COUNT; k++)
         if (get_u64(sk, pile_skip_name((pile_skip)k), &ss->skipped[k]))
             return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': no count of '%s' lines", path,
@@ -343,6 +478,101 @@ static int same_input(const pile_json *o, const pile_prep_input *in, pile_buf *s
     return p && strlen(p) == spelled->len && (!spelled->len || !memcmp(p, spelled->data, spelled->len));
 }
 
+/* The files the manifest records: finished shards (in order, each with
+ * where it started), the tokenizer's copy, Megatron files. Whether they are
+ * still there, whole, is the kept files' check's business. */
+static int read_point(const pile_json *o, prep_resume *r)
+{
+    if (get_u64(o, "input", &r->input) || get_u64(o, "line", &r->line) || get_u64(o, "token_offset", &r->tok_off) ||
+        r->line < 1)
+        return -1;
+    r->fallback = get_bool(o, "subset_fallback");
+    return 0;
+}
+
+static int restore_file_list(prep_files *f, const pile_json *arr, const char *path, pile_err *err)
+{
+    size_t n = arr ? pile_json_size(arr) : 0;
+    for (size_t i = 0; i < n; i++) {
+        const pile_json *o = pile_json_at(arr, i);
+        const char *name = get_str(o, "file"), *ck = get_str(o, "xxh3");
+        uint64_t size;
+        /* a recorded name is only ever one pile-prep writes inside OUT */
+        if (!name || !ck || get_u64(o, "bytes", &size) || name[0] == '/' || strstr(name, ".."))
+            return pile_err_set(err, PILE_EFORMAT, "'%s': bad file entry %zu", path, i);
+        if (pile__prep_files_add(f, name, size, strtoull(ck, NULL, 16))) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+static int restore_files(prep_state *st, const pile_json *root, const char *path, pile_err *err)
+{
+    const pile_json *shards = pile_json_get(root, "shards");
+    size_t ns = shards ? pile_json_size(shards) : 0;
+    for (size_t i = 0; i < ns; i++) {
+        const pile_json *o = pile_json_at(shards, i);
+        const char *file = get_str(o, "file"), *sp = get_str(o, "split"), *ck = get_str(o, "data_xxh3");
+        const pile_json *so = pile_json_get(o, "start");
+        pile_shard_info info;
+        memset(&info, 0, sizeof info);
+        prep_resume start = {0, 1, 0, 0};
+        if (!file || !sp || !ck || get_u64(o, "rows", &info.row_count) || get_u64(o, "documents", &info.doc_count) ||
+            get_u64(o, "tokens", &info.token_count) || get_u64(o, "bytes", &info.file_size) ||
+            (so && read_point(so, &start)))
+            return pile_err_set(err, PILE_EFORMAT, "'%s': bad shard entry %zu", path, i);
+        info.data_checksum = strtoull(ck, NULL, 16);
+        pile_split split = !strcmp(sp, "val") ? PILE_SPLIT_VAL : !strcmp(sp, "test") ? PILE_SPLIT_TEST : PILE_SPLIT_TRAIN;
+        char expect[64];
+        snprintf(expect, sizeof expect, "%s-%05u.shard", pile_prep_split_name(split), st->next_shard[split]);
+        if (strcmp(expect, file)) return pile_err_set(err, PILE_EFORMAT, "'%s': shard '%s' out of order", path, file);
+        if (pile__prep_state_add_shard(st, file, split, &info, start, err)) return PILE_ENOMEM;
+        st->shards[st->n_shards - 1].has_start = so != NULL;
+        st->next_shard[split]++;
+    }
+    PILE_FORWARD_IF_ERR(restore_file_list(&st->tok_files, pile_json_get(pile_json_get(root, "tokenizer_copy"), "files"),
+                                          path, err));
+    PILE_FORWARD_IF_ERR(restore_file_list(&st->mega_files, pile_json_get(root, "megatron_files"), path, err));
+    st->complete = get_bool(root, "complete");
+    return 0;
+}
+
+/* Parses OUT/manifest.json into *root (path filled): 1, or 0 when there is
+ * none, or a negative code. */
+static int parse_manifest(const prep_state *st, pile_buf *path, pile_json **root, pile_err *err)
+{
+    *root = NULL;
+    if (pile_fs_join(path, st->opts->output_dir, "manifest.json")) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    struct stat sb;
+    if (stat(path->data, &sb) != 0)
+        return errno == ENOENT ? 0 : pile_err_sys(err, PILE_EIO, errno, "cannot open '%s'", path->data);
+    int rc = pile_json_parse_file(path->data, root, err);
+    return rc < 0 ? rc : 1;
+}
+
+int pile__prep_manifest_files(prep_state *st, pile_err *err)
+{
+    pile_buf path = {0};
+    pile_json *root = NULL;
+    int rc = parse_manifest(st, &path, &root, err);
+    const char *fmt = rc > 0 ? get_str(root, "format") : NULL;
+    if (rc > 0 && (!fmt || strcmp(fmt, MANIFEST_FORMAT)))
+        rc = pile_err_set(err, PILE_EFORMAT, "'%s' is not a pile-prep manifest", path.data);
+    if (rc > 0 && (rc = restore_files(st, root, path.data, err)) == 0) {
+        st->megatron = get_bool(pile_json_get(root, "options"), "megatron");
+        rc = 1;
+    }
+    if (rc < 0 && rc != PILE_ENOMEM) {
+        char why[PILE_ERR_MSG_MAX];
+        memcpy(why, err->msg, sizeof why);
+        rc = pile_err_set(err, rc, "cannot start over in '%s': %s; pile-prep removes only files its manifest records: "
+                          "remove the earlier output yourself, or use a new output folder",
+                          st->opts->output_dir, why);
+    }
+    pile_json_free(root);
+    pile_buf_free(&path);
+    return rc;
+}
+
 static int restore(prep_state *st, const pile_json *root, const char *path, pile_err *err)
 {
     const char *out = st->opts->output_dir;
@@ -369,12 +599,16 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
     pile_buf_free(&mine);
     if (rc) return rc;
     const pile_json *theirs = pile_json_get(root, "options");
-    int same = theirs && json_equal(theirs, mine_tree);
-    if (!same && theirs && pile_json_type_of(theirs) == PILE_JSON_OBJECT) {
+    /* the tokenizer counts by its fingerprint (an option too), not by the
+     * path of its copy or how it was spelled when given */
+    int same = theirs && pile_json_type_of(theirs) == PILE_JSON_OBJECT &&
+               pile_json_size(theirs) == pile_json_size(mine_tree);
+    if (theirs && pile_json_type_of(theirs) == PILE_JSON_OBJECT) {
         /* name the first option that differs */
         for (size_t i = 0; i < pile_json_size(mine_tree); i++) {
             const char *k = pile_json_key_at(mine_tree, i, NULL);
             const pile_json *t = pile_json_get(theirs, k);
+            if (!strcmp(k, "tokenizer") && t) continue;
             if (!t || !json_equal(t, pile_json_at(mine_tree, i))) {
                 char what[160];
                 snprintf(what, sizeof what, "the options ('%s')", k);
@@ -410,48 +644,10 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
     }
     pile_buf_free(&spelled);
 
-    /* finished shards: each must still be there, whole */
-    const pile_json *shards = pile_json_get(root, "shards");
-    size_t ns = shards ? pile_json_size(shards) : 0;
-    pile_buf fp = {0};
-    for (size_t i = 0; i < ns; i++) {
-        const pile_json *o = pile_json_at(shards, i);
-        const char *file = get_str(o, "file"), *sp = get_str(o, "split"), *ck = get_str(o, "data_xxh3");
-        pile_shard_info info;
-        memset(&info, 0, sizeof info);
-        if (!file || !sp || !ck || get_u64(o, "rows", &info.row_count) || get_u64(o, "documents", &info.doc_count) ||
-            get_u64(o, "tokens", &info.token_count) || get_u64(o, "bytes", &info.file_size)) {
-            pile_buf_free(&fp);
-            return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': bad shard entry %zu", path, i);
-        }
-        info.data_checksum = strtoull(ck, NULL, 16);
-        pile_split split = !strcmp(sp, "val") ? PILE_SPLIT_VAL : !strcmp(sp, "test") ? PILE_SPLIT_TEST : PILE_SPLIT_TRAIN;
-        char expect[64];
-        snprintf(expect, sizeof expect, "%s-%05u.shard", pile_prep_split_name(split), st->next_shard[split]);
-        if (strcmp(expect, file)) {
-            pile_buf_free(&fp);
-            return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': shard '%s' out of order", path, file);
-        }
-        uint64_t size = 0;
-        pile_fs_join(&fp, out, file);
-        if (!fp.data || pile_fs_size(fp.data, &size, NULL) || size != info.file_size) {
-            int r = pile_err_set(err, PILE_ECORRUPT,
-                                 "cannot resume in '%s': shard '%s' is missing or changed; use --force to start over",
-                                 out, file);
-            pile_buf_free(&fp);
-            return r;
-        }
-        if (pile__prep_state_add_shard(st, file, split, &info, err)) {
-            pile_buf_free(&fp);
-            return PILE_ENOMEM;
-        }
-        st->next_shard[split]++;
-    }
-    pile_buf_free(&fp);
+    PILE_FORWARD_IF_ERR(restore_files(st, root, path, err));
 
     const pile_json *rs = pile_json_get(root, "resume");
-    if (get_u64(rs, "input", &st->resume.input) || get_u64(rs, "line", &st->resume.line) ||
-        get_u64(rs, "token_offset", &st->resume.tok_off) || st->resume.input > st->n_inputs || st->resume.line < 1)
+    if (!rs || read_point(rs, &st->resume) || st->resume.input > st->n_inputs)
         return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': bad resume point", path);
     const pile_json *splits = pile_json_get(pile_json_get(root, "stats"), "splits");
     if (!splits) return pile_err_set(err, PILE_EFORMAT, "cannot resume from '%s': no statistics", path);
@@ -459,24 +655,15 @@ static int restore(prep_state *st, const pile_json *root, const char *path, pile
         const pile_json *o = pile_json_get(splits, pile_prep_split_name((pile_split)sp));
         if (o) PILE_FORWARD_IF_ERR(restore_split(st, (pile_split)sp, o, path, err));
     }
-    st->complete = complete;
     return 1;
 }
 
 int pile__prep_manifest_load(prep_state *st, pile_err *err)
 {
     pile_buf path = {0};
-    if (pile_fs_join(&path, st->opts->output_dir, "manifest.json")) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    struct stat sb;
-    if (stat(path.data, &sb) != 0) {
-        int e = errno;
-        int rc = e == ENOENT ? 0 : pile_err_sys(err, PILE_EIO, e, "cannot open '%s'", path.data);
-        pile_buf_free(&path);
-        return rc;
-    }
     pile_json *root = NULL;
-    int rc = pile_json_parse_file(path.data, &root, err);
-    if (rc == 0) rc = restore(st, root, path.data, err);
+    int rc = parse_manifest(st, &path, &root, err);
+    if (rc > 0) rc = restore(st, root, path.data, err);
     pile_json_free(root);
     pile_buf_free(&path);
     return rc;

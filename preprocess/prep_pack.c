@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "pile_fs.h"
+#include "pile_progress.h"
 
 /* ------------------------------------------------------------ best-fit */
 
@@ -139,6 +140,13 @@ struct prep_packer {
     uint64_t w_rows;
     uint32_t *sub_map; /* global subset id -> local id + 1 in the open shard */
     size_t sub_map_n;
+    /* the names of the shard documents land in now (the open one, or the
+     * next when none is open): global id -> that shard's sequence + 1 */
+    uint64_t *named_in;
+    size_t named_n;
+    uint64_t shard_seq;
+    uint32_t shard_names;
+    uint32_t fallback_gid; /* UINT32_MAX until interned */
     /* the row being filled (concat) */
     uint32_t *row;
     uint32_t row_len, ndocs, lead;
@@ -162,6 +170,7 @@ int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err)
     if (!pk) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     pk->st = st;
     pk->L = st->max_length;
+    pk->fallback_gid = UINT32_MAX;
     size_t L = pk->L;
     pk->row = malloc(L * sizeof *pk->row);
     pk->doc_off = malloc(L * sizeof *pk->doc_off);
@@ -183,6 +192,7 @@ void pile__prep_packer_free(prep_packer *pk)
     if (!pk) return;
     pile_shard_writer_close(pk->w);
     free(pk->sub_map);
+    free(pk->named_in);
     free(pk->row);
     free(pk->doc_off);
     free(pk->doc_gid);
@@ -227,10 +237,61 @@ static int open_shard(prep_packer *pk, pile_split split, pile_err *err)
     return 0;
 }
 
+/* Registers gid with the shard documents land in now; 1 if it was new there. */
+static int name_shard(prep_packer *pk, uint32_t gid, pile_err *err)
+{
+    if (gid >= pk->named_n) {
+        size_t n = pk->st->stats.subsets.n > (size_t)gid + 1 ? pk->st->stats.subsets.n : (size_t)gid + 1;
+        if (n < 2 * pk->named_n) n = 2 * pk->named_n;
+        uint64_t *m = realloc(pk->named_in, n * sizeof *m);
+        if (!m) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        memset(m + pk->named_n, 0, (n - pk->named_n) * sizeof *m);
+        pk->named_in = m;
+        pk->named_n = n;
+    }
+    if (pk->named_in[gid] == pk->shard_seq + 1) return 0;
+    pk->named_in[gid] = pk->shard_seq + 1;
+    pk->shard_names++;
+    return 1;
+}
+
+static int is_named(const prep_packer *pk, uint32_t gid)
+{
+    return gid < pk->named_n && pk->named_in[gid] == pk->shard_seq + 1;
+}
+
+/* Documents from here on land in a new shard; `cont` (UINT32_MAX: none) is
+ * the subset of a document that continues into it. */
+static int next_shard_names(prep_packer *pk, uint32_t cont, pile_err *err)
+{
+    pk->shard_seq++;
+    pk->shard_names = 0;
+    return cont == UINT32_MAX ? 0 : name_shard(pk, cont, err) < 0 ? PILE_ENOMEM : 0;
+}
+
+int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32_t *out, int *over, pile_err *err)
+{
+    *out = gid;
+    *over = 0;
+    if (!fallback && is_named(pk, gid)) return 0;
+    if (pk->fallback_gid == UINT32_MAX &&
+        pile__prep_names_intern(&pk->st->stats.subsets, PREP_FALLBACK_SUBSET, strlen(PREP_FALLBACK_SUBSET),
+                                &pk->fallback_gid))
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    /* a shard holds 65,536 names; the last place is kept for the fallback */
+    uint32_t room = is_named(pk, pk->fallback_gid) ? 65536u : 65535u;
+    if (fallback || (gid != pk->fallback_gid && pk->shard_names >= room)) {
+        *out = pk->fallback_gid;
+        *over = 1;
+    }
+    return name_shard(pk, *out, err) < 0 ? PILE_ENOMEM : 0;
+}
+
 static int local_subset(prep_packer *pk, uint32_t gid, uint16_t *out, pile_err *err)
 {
     if (gid >= pk->sub_map_n) {
         size_t n = pk->st->stats.subsets.n > (size_t)gid + 1 ? pk->st->stats.subsets.n : (size_t)gid + 1;
+        if (n < 2 * pk->sub_map_n) n = 2 * pk->sub_map_n;
         uint32_t *m = realloc(pk->sub_map, n * sizeof *m);
         if (!m) return pile_err_set(err, PILE_ENOMEM, "out of memory");
         memset(m + pk->sub_map_n, 0, (n - pk->sub_map_n) * sizeof *m);
@@ -277,6 +338,19 @@ typedef struct partial_doc {
     unsigned repairs;
 } partial_doc;
 
+/* A manifest write after a finished shard costs time in proportion to the
+ * shards recorded. It is skipped while the time since the last one is less
+ * than MANIFEST_SPACING times what that one took (manifest writing stays a
+ * small share of the run), and while fewer than 1/MANIFEST_SHARE of the
+ * shards recorded have been finished since, unless MANIFEST_MAX_WAIT
+ * seconds have passed: the writes then grow geometrically with the shards,
+ * so their total work is linear in the shards, not quadratic. A crash
+ * redoes the shards finished since the last write; resume is exact from
+ * any of them. */
+#define MANIFEST_SPACING 20.0
+#define MANIFEST_SHARE 16
+#define MANIFEST_MAX_WAIT 10.0
+
 static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *partial, pile_err *err)
 {
     prep_state *st = pk->st;
@@ -285,15 +359,40 @@ static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *parti
     pile_shard_writer_close(pk->w);
     pk->w = NULL;
     if (rc) return rc;
-    PILE_FORWARD_IF_ERR(pile__prep_state_add_shard(st, pk->w_name, pk->w_split, &info, err));
+    PILE_FORWARD_IF_ERR(next_shard_names(pk, partial ? partial->gid : UINT32_MAX, err));
+    if (st->repair) {
+        /* the one shard a repair regenerates: done */
+        st->repaired = info;
+        st->repair_done = 1;
+        return pile_err_set(err, PILE_ELIMIT, "repair done");
+    }
+    /* st->resume is where this shard began */
+    PILE_FORWARD_IF_ERR(pile__prep_state_add_shard(st, pk->w_name, pk->w_split, &info, st->resume, err));
     st->next_shard[pk->w_split]++;
+    if (partial) r.fallback = (partial->repairs & PREP_NAME_OVER) != 0;
     st->resume = r;
+    int stop = ++st->shards_this_run == st->opts->stop_after_shards;
+    double now = pile_now();
+    double since = now - st->manifest_at;
+    int write = stop || (since >= MANIFEST_SPACING * st->manifest_cost &&
+                         ((st->n_shards - st->manifest_shards) * MANIFEST_SHARE >= st->n_shards ||
+                          since >= MANIFEST_MAX_WAIT));
     if (partial) pile__prep_stats_doc(&st->stats, partial->split, partial->input, partial->gid, partial->ntok,
                                       partial->repairs, -1);
-    rc = pile__prep_manifest_write(st, err);
+    if (write) {
+        rc = pile__prep_manifest_write(st, err);
+        st->pending.valid = 0;
+    } else if (pile__prep_snapshot_take(st)) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
     if (partial) pile__prep_stats_doc(&st->stats, partial->split, partial->input, partial->gid, partial->ntok,
                                       partial->repairs, +1);
-    if (!rc && ++st->shards_this_run == st->opts->stop_after_shards)
+    if (write) {
+        st->manifest_at = pile_now();
+        st->manifest_cost = st->manifest_at - now;
+        st->manifest_shards = st->n_shards;
+    }
+    if (!rc && stop)
         rc = pile_err_set(err, PILE_ELIMIT, "stopped after %" PRIu64 " shards (test hook)", st->shards_this_run);
     return rc;
 }
@@ -306,10 +405,10 @@ static int row_done(prep_packer *pk, pile_split split, size_t input, uint64_t li
     if (pk->w_rows < pk->st->rows_per_shard) return 0;
     if (pos < n) {
         partial_doc pd = {split, input, gid, n, repairs};
-        prep_resume r = {input, lineno, pos};
+        prep_resume r = {input, lineno, pos, 0};
         return finish_shard(pk, r, &pd, err);
     }
-    prep_resume r = {input, lineno + 1, 0};
+    prep_resume r = {input, lineno + 1, 0, 0};
     return finish_shard(pk, r, NULL, err);
 }
 
@@ -440,7 +539,7 @@ static int bestfit_doc(prep_packer *pk, pile_split split, size_t input, uint64_t
     pk->n_win++;
     if (pile_ids_append(&pk->win_tokens, tokens, n)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     if (pk->win_tokens.len >= (uint64_t)pk->st->window_rows * pk->L) {
-        prep_resume r = {input, lineno + 1, 0};
+        prep_resume r = {input, lineno + 1, 0, 0};
         return close_window(pk, split, 1, r, err);
     }
     return 0;
@@ -460,7 +559,7 @@ int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint6
 
 int pile__prep_packer_end_split(prep_packer *pk, pile_split split, size_t next_input, pile_err *err)
 {
-    prep_resume r = {next_input, 1, 0};
+    prep_resume r = {next_input, 1, 0, 0};
     if (pk->st->pack == PILE_PACK_BEST_FIT) {
         PILE_FORWARD_IF_ERR(close_window(pk, split, 0, r, err));
     } else if (pk->row_len) {

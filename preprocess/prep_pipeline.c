@@ -19,6 +19,7 @@
 #include "pile_fs.h"
 #include "pile_lines.h"
 #include "pile_progress.h"
+#include "pile_utf8.h"
 
 #define CHUNK_BYTES ((size_t)1 << 20)         /* line bytes per chunk (a chunk ends at a line end) */
 #define CHUNK_MAX_LINES 16384                 /* and at most this many lines */
@@ -54,6 +55,8 @@ typedef struct chunk {
     pile_err err;
     uint64_t bytes_done; /* input bytes consumed when the chunk was cut (progress) */
     pile_buf text;    /* the lines, each followed by PILE_LINES_PADDING writable bytes */
+    size_t text_bytes; /* text.len when submitted (the text of a huge line is freed once parsed) */
+    size_t longest;    /* the longest line's length */
     line_rec *lines;
     item *items;
     size_t n, cap;
@@ -104,6 +107,7 @@ static chunk *acquire(pipe_t *p)
     if (c->tokens.cap > SLOT_KEEP_BYTES / sizeof *c->tokens.data) pile_ids_free(&c->tokens);
     c->text.len = c->strs.len = c->tokens.len = 0;
     c->n = 0;
+    c->longest = 0;
     c->last = c->truncated = c->rc = 0;
     c->t_parse = c->t_tok = 0;
     pile_err_clear(&c->err);
@@ -114,7 +118,8 @@ static void submit(pipe_t *p, chunk *c)
 {
     uv_mutex_lock(&p->mu);
     c->state = SLOT_READ;
-    p->in_flight += c->text.len;
+    c->text_bytes = c->text.len;
+    p->in_flight += c->text_bytes;
     p->next_read++;
     uv_cond_broadcast(&p->cv);
     uv_mutex_unlock(&p->mu);
@@ -137,6 +142,7 @@ static int chunk_add_line(chunk *c, const pile_line *ln)
     r->status = (uint8_t)ln->status;
     r->len = ln->len;
     r->off = c->text.len;
+    if (ln->len > c->longest) c->longest = ln->len;
     if (ln->status != PILE_LINE_TOO_LONG) {
         if (pile_buf_reserve(&c->text, ln->len + PILE_LINES_PADDING)) return PILE_ENOMEM;
         if (ln->len) memcpy(c->text.data + c->text.len, ln->data, ln->len);
@@ -234,6 +240,41 @@ static int strs_add(chunk *c, const char *s, size_t n, uint32_t *off, uint32_t *
     return pile_buf_append(&c->strs, s, n);
 }
 
+/* The subset name as a shard can hold it (1 to 65,535 bytes of UTF-8
+ * without NUL), into the chunk's strings; *fixes gets PREP_NAME_* for what
+ * was changed. An empty name is left out (the fallback subset). */
+static int add_name(chunk *c, const char *s, size_t n, item *it, unsigned *fixes)
+{
+    if (n == 0) {
+        *fixes |= PREP_NAME_EMPTY;
+        return 0;
+    }
+    if (n <= PREP_NAME_MAX && !memchr(s, '\0', n) && pile_utf8_valid(s, n))
+        return strs_add(c, s, n, &it->sub_off, &it->sub_len);
+    pile_buf a = {0}, b = {0};
+    long subs = pile_utf8_repair(s, n, &a);
+    int rc = subs < 0 ? PILE_ENOMEM : 0;
+    if (subs > 0) *fixes |= PREP_NAME_UTF8;
+    for (size_t i = 0; !rc && i < a.len; i++) {
+        if (a.data[i] != '\0') rc = pile_buf_append(&b, a.data + i, 1);
+        else {
+            rc = pile_buf_append(&b, "\xef\xbf\xbd", 3); /* U+FFFD */
+            *fixes |= PREP_NAME_NUL;
+        }
+    }
+    size_t len = b.len;
+    if (len > PREP_NAME_MAX) {
+        /* cut at a character boundary: back over continuation bytes */
+        len = PREP_NAME_MAX;
+        while (len > 0 && ((unsigned char)b.data[len] & 0xC0) == 0x80) len--;
+        *fixes |= PREP_NAME_LONG;
+    }
+    if (!rc) rc = strs_add(c, b.data, len, &it->sub_off, &it->sub_len);
+    pile_buf_free(&a);
+    pile_buf_free(&b);
+    return rc;
+}
+
 static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_encoder *enc)
 {
     prep_state *st = p->st;
@@ -269,11 +310,16 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
                 it->skip = (uint8_t)r;
                 n = (int)strnlen(detail, sizeof detail);
             } else {
-                it->repairs = (uint8_t)doc.repairs;
-                if (doc.subset && strs_add(c, doc.subset, doc.subset_len, &it->sub_off, &it->sub_len)) {
+                /* The document's text now lives in the parser; the line can
+                 * go before its tokens are made. A line this large is the
+                 * chunk's last (a chunk is cut right after it). */
+                if (j + 1 == c->n && c->text.cap > SLOT_KEEP_BYTES) pile_buf_free(&c->text);
+                unsigned fixes = doc.repairs;
+                if (doc.subset && add_name(c, doc.subset, doc.subset_len, it, &fixes)) {
                     c->rc = pile_err_set(&c->err, PILE_ENOMEM, "out of memory");
                     break;
                 }
+                it->repairs = (uint8_t)fixes;
                 it->tok_off = c->tokens.len;
                 pile_err eerr;
                 pile_err_clear(&eerr);
@@ -324,6 +370,13 @@ static void worker_main(void *arg)
             if (!c->rc) c->rc = pile_err_set(&c->err, PILE_ENOMEM, "out of memory");
         } else if (!c->rc) {
             process_chunk(p, c, parser, enc);
+            if (c->longest > SLOT_KEEP_BYTES) {
+                /* the parser's buffers and the encoder's merge scratch grew to one huge document: give them back */
+                pile_jsonl_parser_free(parser);
+                pile_encoder_free(enc);
+                parser = pile_jsonl_parser_create();
+                enc = pile_encoder_create(p->tok);
+            }
         }
         tp += c->t_parse;
         tt += c->t_tok;
@@ -344,12 +397,11 @@ typedef struct run_ctx {
     prep_state *st;
     prep_packer *pk;
     const pile_prep_opts *opts;
-    uint64_t reported_skips, reported_repairs;
+    uint64_t reported_skips, reported_repairs, reported_names;
     int resume_pending;
 } run_ctx;
 
-static void logf_(const pile_prep_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logf_(const pile_prep_opts *o, const char *fmt, ...)
+void pile__prep_log(const pile_prep_opts *o, const char *fmt, ...)
 {
     if (!o->log) return;
     char msg[PILE_ERR_MSG_MAX];
@@ -358,6 +410,30 @@ static void logf_(const pile_prep_opts *o, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     o->log(o->log_ctx, msg);
+}
+
+/* What was done to a document's subset name, for a warning. */
+static void name_words(unsigned f, char *out, size_t cap)
+{
+    static const struct {
+        unsigned flag;
+        const char *words;
+    } w[] = {
+        {PREP_NAME_EMPTY, "is empty: counted under '" PREP_FALLBACK_SUBSET "'"},
+        {PREP_NAME_UTF8, "is not valid UTF-8: repaired with U+FFFD"},
+        {PREP_NAME_NUL, "holds NUL: replaced by U+FFFD"},
+        {PREP_NAME_LONG, "is longer than 65,535 bytes: cut there"},
+        {PREP_NAME_OVER, "is new to a shard that already holds 65,536 names, the most a shard can: counted under '"
+                         PREP_FALLBACK_SUBSET "'"},
+    };
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+        if (f & w[i].flag) {
+            int k = snprintf(out + n, cap - n, "%s%s", n ? "; " : "", w[i].words);
+            if (k < 0 || (size_t)k >= cap - n) break;
+            n += (size_t)k;
+        }
 }
 
 static const char *repair_words(unsigned r)
@@ -403,26 +479,38 @@ static int pack_chunk(run_ctx *x, chunk *c, pile_err *err)
                 return pile_err_set(err, PILE_EFORMAT, "bad line at '%s:%" PRIu64 "': %s: %.*s (--strict)", in->path,
                                     l->lineno, why, dl, det);
             if (x->reported_skips++ < REPORT_MAX)
-                logf_(x->opts, "warning: skipped '%s:%" PRIu64 "': %s: %.*s%s", in->path, l->lineno, why, dl, det,
+                pile__prep_log(x->opts, "warning: skipped '%s:%" PRIu64 "': %s: %.*s%s", in->path, l->lineno, why, dl, det,
                       x->reported_skips == REPORT_MAX ? " (further skipped lines are only counted)" : "");
             continue;
         }
         uint32_t gid;
-        const char *sub = it->sub_len == UINT32_MAX ? "unknown" : c->strs.data + it->sub_off;
-        size_t sublen = it->sub_len == UINT32_MAX ? 7 : it->sub_len;
-        if (pile__prep_names_intern(&st->stats.subsets, sub, sublen, &gid) ||
-            pile__prep_stats_doc(&st->stats, split, i, gid, it->tok_len, it->repairs, +1))
+        const char *sub = it->sub_len == UINT32_MAX ? PREP_FALLBACK_SUBSET : c->strs.data + it->sub_off;
+        size_t sublen = it->sub_len == UINT32_MAX ? strlen(PREP_FALLBACK_SUBSET) : it->sub_len;
+        unsigned repairs = it->repairs;
+        if (pile__prep_names_intern(&st->stats.subsets, sub, sublen, &gid))
             return pile_err_set(err, PILE_ENOMEM, "out of memory");
-        if (it->repairs && x->reported_repairs++ < REPORT_MAX)
-            logf_(x->opts, "warning: repaired '%s:%" PRIu64 "': %s%s", in->path, l->lineno, repair_words(it->repairs),
-                  x->reported_repairs == REPORT_MAX ? " (further repairs are only counted)" : "");
+        /* a resumed document keeps the name the interrupted run chose for it */
+        int over = 0;
+        PILE_FORWARD_IF_ERR(pile__prep_packer_subset(x->pk, gid, tok_off && st->resume.fallback, &gid, &over, err));
+        if (over) repairs |= PREP_NAME_OVER;
+        if (pile__prep_stats_doc(&st->stats, split, i, gid, it->tok_len, repairs, +1))
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        if ((repairs & (PILE_REPAIR_UTF8 | PILE_REPAIR_SURROGATE)) && x->reported_repairs++ < REPORT_MAX)
+            pile__prep_log(x->opts, "warning: repaired '%s:%" PRIu64 "': %s%s", in->path, l->lineno,
+                           repair_words(repairs), x->reported_repairs == REPORT_MAX ? " (further repairs are only counted)" : "");
+        if ((repairs & PREP_NAME_FIXES) && x->reported_names++ < REPORT_MAX) {
+            char words[400];
+            name_words(repairs, words, sizeof words);
+            pile__prep_log(x->opts, "warning: the subset name of '%s:%" PRIu64 "' %s%s", in->path, l->lineno, words,
+                           x->reported_names == REPORT_MAX ? " (further fixed names are only counted)" : "");
+        }
         if (tok_off >= it->tok_len)
             return pile_err_set(err, PILE_EMISMATCH,
                                 "cannot resume: the document on line %" PRIu64 " of '%s' is shorter than before; "
                                 "use --force to start over",
                                 l->lineno, in->path);
         PILE_FORWARD_IF_ERR(pile__prep_packer_doc(x->pk, split, i, l->lineno, c->tokens.data + it->tok_off,
-                                                  it->tok_len, tok_off, gid, it->repairs, err));
+                                                  it->tok_len, tok_off, gid, repairs, err));
     }
     if (c->last) {
         if (x->resume_pending && i == st->resume.input)
@@ -435,77 +523,12 @@ static int pack_chunk(run_ctx *x, chunk *c, pile_err *err)
             if (x->opts->strict)
                 return pile_err_set(err, PILE_ETRUNC, "input '%s' is truncated after line %" PRIu64 " (--strict)",
                                     in->path, st->stats.input_lines[i]);
-            logf_(x->opts, "warning: '%s' is truncated: kept the complete lines before the cut", in->path);
+            pile__prep_log(x->opts, "warning: '%s' is truncated: kept the complete lines before the cut", in->path);
         }
         if (i + 1 == st->n_inputs || st->order[i + 1]->split != split)
             PILE_FORWARD_IF_ERR(pile__prep_packer_end_split(x->pk, split, i + 1, err));
     }
     return 0;
-}
-
-/* ------------------------------------------------------------ output folder */
-
-static int parse_shard_name(const char *name, pile_split *split, unsigned *num)
-{
-    static const char *const names[] = {"train", "val", "test"};
-    for (int s = 0; s < PREP_NSPLITS; s++) {
-        size_t n = strlen(names[s]);
-        if (strncmp(name, names[s], n) || name[n] != '-') continue;
-        const char *d = name + n + 1;
-        for (int k = 0; k < 5; k++)
-            if (d[k] < '0' || d[k] > '9') return 0;
-        if (strcmp(d + 5, ".shard")) return 0;
-        *split = (pile_split)s;
-        *num = (unsigned)strtoul(d, NULL, 10);
-        return 1;
-    }
-    return 0;
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && !strcmp(s + n - m, suffix);
-}
-
-/* Removes leftovers: *.tmp always; shards beyond the manifest's; with
- * everything != 0, every file an earlier run wrote (--force). Returns the
- * number of shards found that no manifest accounts for (when none was read). */
-static int clean_output(const prep_state *st, int everything, int have_manifest, size_t *stray, pile_err *err)
-{
-    const char *out = st->opts->output_dir;
-    DIR *d = opendir(out);
-    if (!d) return pile_err_sys(err, PILE_EIO, errno, "cannot open folder '%s'", out);
-    pile_buf p = {0};
-    int rc = 0;
-    *stray = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        pile_split sp = PILE_SPLIT_TRAIN;
-        unsigned num = 0;
-        int shard = parse_shard_name(e->d_name, &sp, &num);
-        int del = ends_with(e->d_name, ".tmp");
-        if (everything)
-            del |= shard || !strcmp(e->d_name, "manifest.json") || !strcmp(e->d_name, "train.bin") ||
-                   !strcmp(e->d_name, "train.idx") || !strcmp(e->d_name, "val.bin") || !strcmp(e->d_name, "val.idx") ||
-                   !strcmp(e->d_name, "test.bin") || !strcmp(e->d_name, "test.idx");
-        else if (shard && have_manifest)
-            del |= num >= st->next_shard[sp]; /* finished after the last manifest: will be rewritten */
-        else if (shard)
-            (*stray)++;
-        if (!del) continue;
-        if (pile_fs_join(&p, out, e->d_name)) {
-            rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-            break;
-        }
-        if (unlink(p.data) != 0 && errno != ENOENT) {
-            rc = pile_err_sys(err, PILE_EIO, errno, "cannot remove '%s'", p.data);
-            break;
-        }
-    }
-    closedir(d);
-    pile_buf_free(&p);
-    return rc;
 }
 
 /* -------------------------------------------------------------------- run */
@@ -517,14 +540,34 @@ static int cmp_order(const void *a, const void *b)
     return x < y ? -1 : x > y; /* the given order within a split */
 }
 
-static int megatron_export(prep_state *st, pile_err *err)
+/* Replaces (or adds) the record of OUT/name with the file's present size and checksum. */
+static int record_file(prep_state *st, prep_files *f, const char *name, pile_err *err)
+{
+    pile_buf p = {0};
+    uint64_t h = 0, size = 0;
+    int rc = pile_fs_join(&p, st->opts->output_dir, name) ? pile_err_set(err, PILE_ENOMEM, "out of memory") : 0;
+    if (!rc) rc = pile__prep_file_xxh3(p.data, &h, &size, err);
+    pile_buf_free(&p);
+    for (size_t i = 0; !rc && i < f->n; i++)
+        if (!strcmp(f->v[i].name, name)) {
+            f->v[i].size = size;
+            f->v[i].xxh3 = h;
+            return 0;
+        }
+    if (!rc && pile__prep_files_add(f, name, size, h)) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    return rc;
+}
+
+/* Writes <split>.bin/.idx for the splits in `splits` (a bit per split) and
+ * records each file's checksum (read back from the disk) in the manifest. */
+static int megatron_export(prep_state *st, unsigned splits, pile_err *err)
 {
     int rc = 0;
-    pile_buf prefix = {0};
+    pile_buf prefix = {0}, name = {0};
     for (int sp = 0; sp < PREP_NSPLITS && !rc; sp++) {
         size_t n = 0;
         for (size_t i = 0; i < st->n_shards; i++) n += st->shards[i].split == (pile_split)sp;
-        if (!n) continue;
+        if (!n || !(splits & (1u << sp))) continue;
         char **paths = calloc(n, sizeof *paths);
         if (!paths) {
             rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
@@ -540,10 +583,19 @@ static int megatron_export(prep_state *st, pile_err *err)
         if (!rc && pile_fs_join(&prefix, st->opts->output_dir, pile_prep_split_name((pile_split)sp)))
             rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
         if (!rc) rc = pile_megatron_export((const char *const *)paths, n, prefix.data, err);
+        static const char *const exts[] = {".bin", ".idx"};
+        for (int e = 0; e < 2 && !rc; e++) {
+            name.len = 0;
+            if (pile_buf_printf(&name, "%s%s", pile_prep_split_name((pile_split)sp), exts[e]))
+                rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+            else
+                rc = record_file(st, &st->mega_files, name.data, err);
+        }
         for (size_t i = 0; i < n; i++) free(paths[i]);
         free(paths);
     }
     pile_buf_free(&prefix);
+    pile_buf_free(&name);
     return rc;
 }
 
@@ -590,7 +642,7 @@ void pile_prep_result_free(pile_prep_result *res)
     if (res) pile_buf_free(&res->summary);
 }
 
-static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_result *res, pile_err *err)
+int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_result *res, pile_err *err)
 {
     const pile_prep_opts *o = st->opts;
     int threads = st->threads;
@@ -630,6 +682,7 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     pile__prep_stats_total(&st->stats, &tot0);
     for (int k = 1; k < PILE_SKIP_COUNT; k++) x.reported_skips += tot0.skipped[k];
     x.reported_repairs = tot0.repaired_utf8 + tot0.repaired_surrogate;
+    for (int k = 0; k < PREP_NFIX; k++) x.reported_names += tot0.name_fixed[k];
     /* a resume point inside a document: only concat has them */
     if (st->resume.tok_off && st->pack != PILE_PACK_CONCAT)
         rc = pile_err_set(err, PILE_ECORRUPT, "bad resume point in the manifest");
@@ -667,7 +720,7 @@ static int run_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
         }
         uv_mutex_lock(&p.mu);
         c->state = SLOT_FREE;
-        p.in_flight -= c->text.len;
+        p.in_flight -= c->text_bytes;
         p.next_pack = seq + 1;
         uv_cond_broadcast(&p.cv);
         uv_mutex_unlock(&p.mu);
@@ -763,7 +816,7 @@ static int build_order(prep_state *st, pile_err *err)
             rc = pile_err_set(err, PILE_EINVAL, "'%s' and '%s' are the same file, put in the %s and the %s split",
                               f->path, in->path, pile_prep_split_name(f->split), pile_prep_split_name(in->split));
         } else if (f != in) {
-            logf_(o, "warning: '%s' is the same file as '%s': read once", in->path, f->path);
+            pile__prep_log(o, "warning: '%s' is the same file as '%s': read once", in->path, f->path);
         } else {
             st->order[m++] = in;
         }
@@ -794,7 +847,7 @@ static int check_documents(const prep_state *st, pile_err *err)
     if (tot.docs) {
         for (int sp = 0; sp < PREP_NSPLITS; sp++)
             if (st->stats.split[sp].lines && !st->stats.split[sp].docs)
-                logf_(st->opts, "warning: every line of the %s split was skipped: it has no shards",
+                pile__prep_log(st->opts, "warning: every line of the %s split was skipped: it has no shards",
                       pile_prep_split_name((pile_split)sp));
         return 0;
     }
@@ -810,6 +863,108 @@ static int check_documents(const prep_state *st, pile_err *err)
         snprintf(hint, sizeof hint, "; is the text under another member than '%s'? (--text-key)", st->text_key);
     return pile_err_set(err, PILE_EFORMAT, "no documents: all %" PRIu64 " lines were skipped (%s)%s", tot.lines,
                         counts, hint);
+}
+
+/* Writes kept shard st->shards[idx] again: the packer started at the point
+ * the manifest records for the shard's first token, with statistics of its
+ * own (the run's are already whole), stopped once that one shard is
+ * written. The output is deterministic, so it must come out equal to the
+ * record; if not, the inputs changed. */
+static int repair_shard(const prep_state *st, const pile_tokenizer *tok, size_t idx, pile_err *err)
+{
+    const prep_shard_rec *r = &st->shards[idx];
+    const char *out = st->opts->output_dir;
+    int tmp;
+    pile_split sp;
+    unsigned num;
+    if (!r->has_start || !pile__prep_shard_name(r->file, &tmp, &sp, &num))
+        return pile_err_set(err, PILE_ECORRUPT,
+                            "cannot go on in '%s': kept shard '%s' is damaged or missing, and this manifest (from an "
+                            "older pile-prep) does not record where each shard starts, so it cannot be written again "
+                            "alone; use --force to start over",
+                            out, r->file);
+    pile_prep_opts ro = *st->opts;
+    ro.log = NULL; /* what the shard's lines hold was reported when they were first read */
+    ro.progress = NULL;
+    ro.stop_after_shards = 0;
+    prep_state rs = *st;
+    rs.opts = &ro;
+    rs.shards = NULL;
+    rs.n_shards = rs.cap_shards = 0;
+    memset(&rs.tok_files, 0, sizeof rs.tok_files);
+    memset(&rs.mega_files, 0, sizeof rs.mega_files);
+    memset(&rs.pending, 0, sizeof rs.pending);
+    rs.next_shard[sp] = num;
+    rs.resume = r->start;
+    rs.repair = 1;
+    rs.repair_done = 0;
+    rs.complete = 0;
+    pile_prep_result scratch;
+    memset(&scratch, 0, sizeof scratch);
+    int rc = pile__prep_stats_init(&rs.stats, st->n_inputs) ? pile_err_set(err, PILE_ENOMEM, "out of memory") : 0;
+    if (!rc) rc = pile__prep_pipeline(&rs, tok, &scratch, err);
+    if (rc == PILE_ELIMIT && rs.repair_done) {
+        rc = 0;
+        pile_err_clear(err);
+    } else if (!rc) {
+        rc = pile_err_set(err, PILE_EMISMATCH, "cannot write '%s' again: the inputs end before it does; use --force to "
+                          "start over", r->file);
+    }
+    if (!rc && (rs.repaired.data_checksum != r->checksum || rs.repaired.file_size != r->size ||
+                rs.repaired.row_count != r->rows))
+        rc = pile_err_set(err, PILE_EMISMATCH,
+                          "'%s/%s' written again is not the shard the manifest records (data checksum %016" PRIx64
+                          ", recorded %016" PRIx64 "): have the inputs changed? use --force to start over",
+                          out, r->file, rs.repaired.data_checksum, r->checksum);
+    pile__prep_stats_free(&rs.stats);
+    pile_prep_result_free(&scratch);
+    return rc;
+}
+
+/* The kept files' check: every recorded shard (and, in a finished --megatron
+ * run, each Megatron file) is read whole and compared with the manifest;
+ * what fails is written again. */
+static int check_kept(prep_state *st, const pile_tokenizer *tok, pile_prep_result *res, int *changed, pile_err *err)
+{
+    double t0 = pile_now();
+    size_t *bad = NULL, nbad = 0;
+    uint64_t bytes = 0;
+    unsigned mbad = 0;
+    int rc = pile__prep_check_shards(st, &bad, &nbad, &bytes, err);
+    if (!rc && st->complete && st->megatron) {
+        rc = pile__prep_check_megatron(st, &mbad, &bytes, err);
+        if (!st->mega_files.n) {
+            /* a manifest of an older pile-prep: its Megatron files have no checksums to check */
+            pile__prep_log(st->opts, "note: this manifest records no checksums of the Megatron files: writing them "
+                                     "again to record them");
+            mbad = (1u << PREP_NSPLITS) - 1;
+        }
+    }
+    res->files_checked = st->n_shards + st->mega_files.n;
+    res->bytes_checked = bytes;
+    res->check_s = pile_now() - t0; /* the check alone: writing again is extra */
+    for (size_t i = 0; i < nbad && !rc; i++) {
+        rc = repair_shard(st, tok, bad[i], err);
+        res->files_redone++;
+    }
+    if (!rc && st->complete && st->megatron && mbad) {
+        int older = !st->mega_files.n; /* written again to be recorded, not because they failed */
+        rc = megatron_export(st, mbad, err);
+        for (int sp = 0; sp < PREP_NSPLITS && !older; sp++) res->files_redone += 2 * ((mbad >> sp) & 1);
+        *changed = 1;
+    }
+    free(bad);
+    return rc;
+}
+
+static void summary_check_line(const pile_prep_result *res, pile_buf *out)
+{
+    if (!res->files_checked) return;
+    pile_buf_printf(out,
+                    "kept files: %" PRIu64 " checked against the manifest's checksums (%.1f MB read in %.2f s)%s",
+                    res->files_checked, (double)res->bytes_checked / 1e6, res->check_s,
+                    res->files_redone ? "; damaged or missing ones written again: " : "\n");
+    if (res->files_redone) pile_buf_printf(out, "%" PRIu64 "\n", res->files_redone);
 }
 
 int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_err *err)
@@ -833,7 +988,7 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
     st.window_rows = opts->window_rows ? opts->window_rows : 1024;
     st.max_line_bytes = opts->max_line_bytes ? opts->max_line_bytes : PILE_LINES_DEFAULT_MAX;
     st.megatron = opts->megatron;
-    st.tok_spec = opts->tokenizer_spec && *opts->tokenizer_spec ? opts->tokenizer_spec : "bytes";
+    st.tok_source = opts->tokenizer_spec && *opts->tokenizer_spec ? opts->tokenizer_spec : "bytes";
     st.text_key = opts->text_key ? opts->text_key : "text";
     st.subset_key = opts->subset_key ? opts->subset_key : "meta.pile_set_name";
     st.threads = resolve_threads(opts->threads);
@@ -849,7 +1004,7 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
         return pile_err_set(err, PILE_EINVAL, "unknown packing mode %d", (int)st.pack);
 
     pile_tokenizer *tok = NULL;
-    int rc = pile_tokenizer_open(&tok, st.tok_spec, err);
+    int rc = pile_tokenizer_open(&tok, st.tok_source, err);
     if (rc) return rc;
     st.tok_kind = pile_tokenizer_kind(tok);
     pile_tokenizer_fingerprint(tok, st.tok_fp);
@@ -858,36 +1013,61 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
     uint64_t row_bytes = (uint64_t)st.max_length * (st.vocab_size <= 65536 ? 2 : 4);
     st.rows_per_shard = st.shard_bytes / row_bytes;
     if (st.rows_per_shard == 0) st.rows_per_shard = 1;
+    /* the files of the tokenizer, read now: a copy goes into OUT */
+    prep_tok_source ts;
+    rc = pile__prep_tok_source_read(&ts, st.tok_source, err);
+    if (rc) {
+        pile_tokenizer_close(tok);
+        return rc;
+    }
+    st.tok_spec = ts.spec;
 
+    pile_fs_lock *lock = NULL;
     rc = build_order(&st, err);
     res->threads = st.threads;
     res->zstd_window_max = st.zstd_window;
     st.resume.line = 1;
     if (!rc && pile__prep_stats_init(&st.stats, st.n_inputs)) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
 
+    /* one writer per folder, held before anything in it is read or removed */
     if (!rc) rc = pile_fs_mkdirs(opts->output_dir, err);
-    int loaded = 0;
-    size_t stray = 0;
-    if (!rc && opts->force) rc = clean_output(&st, 1, 0, &stray, err);
-    if (!rc && !opts->force) {
+    if (!rc) rc = pile_fs_lock_open(&lock, opts->output_dir, "pile-prep", err);
+    int loaded = 0, changed = 0;
+    if (!rc && opts->force) {
+        /* what the earlier run's manifest records goes, nothing else, and
+         * only once nothing else is in the way */
+        prep_state prior;
+        memset(&prior, 0, sizeof prior);
+        prior.opts = opts;
+        int have = rc = pile__prep_manifest_files(&prior, err);
+        if (rc >= 0) rc = pile__prep_output_check(&prior, have > 0, st.megatron, &ts, err);
+        if (!rc && have > 0) rc = pile__prep_output_forget(&prior, err);
+        pile__prep_state_free(&prior);
+    } else if (!rc) {
         rc = pile__prep_manifest_load(&st, err);
         if (rc > 0) {
             loaded = 1;
             rc = 0;
         }
+        if (!rc) rc = pile__prep_output_check(&st, loaded, st.megatron, &ts, err);
     }
+    if (!rc && loaded) rc = pile__prep_output_clean(&st, err);
+    if (!rc && loaded) rc = check_kept(&st, tok, res, &changed, err);
     if (!rc && loaded && st.complete) {
-        res->already_complete = 1;
-        fill_result(&st, res);
-        pile__prep_stats_format(&st, &res->summary);
+        /* finished: only the tokenizer's copy may be missing (an older pile-prep wrote none) */
+        int tchanged = 0;
+        rc = pile__prep_output_tokenizer_plan(&st, &ts, &tchanged, err);
+        if (!rc && (changed || tchanged)) rc = pile__prep_manifest_write(&st, err);
+        if (!rc) rc = pile__prep_output_tokenizer_write(&st, &ts, err);
+        if (!rc) {
+            res->already_complete = 1;
+            fill_result(&st, res);
+            pile__prep_stats_format(&st, &res->summary);
+            summary_check_line(res, &res->summary);
+        }
         goto out;
     }
-    if (!rc) rc = clean_output(&st, 0, loaded, &stray, err);
-    if (!rc && stray)
-        rc = pile_err_set(err, PILE_EMISMATCH,
-                          "output folder '%s' holds %zu shards but no manifest.json; "
-                          "use a new output folder, or --force to replace them",
-                          opts->output_dir, stray);
+    if (!rc) rc = pile__prep_output_tokenizer_plan(&st, &ts, &changed, err);
     if (!rc && loaded) {
         res->resumed = 1;
         res->shards_kept = st.n_shards;
@@ -896,19 +1076,27 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
             snprintf(where, sizeof where, "'%s:%" PRIu64 "'", st.order[st.resume.input]->path, st.resume.line);
         else
             snprintf(where, sizeof where, "the end of the inputs");
-        logf_(opts, "resuming in '%s': %zu shards kept, going on from %s", opts->output_dir, st.n_shards, where);
+        pile__prep_log(opts, "resuming in '%s': %zu shards kept, going on from %s", opts->output_dir, st.n_shards,
+                       where);
     }
     if (!rc) rc = check_windows(&st, err);
-    if (!rc && !loaded) rc = pile__prep_manifest_write(&st, err);
-    if (!rc) rc = run_pipeline(&st, tok, res, err);
+    /* the manifest records the tokenizer's copy before it is written */
+    if (!rc) rc = pile__prep_manifest_write(&st, err);
+    if (!rc) rc = pile__prep_output_tokenizer_write(&st, &ts, err);
+    st.manifest_at = pile_now();
+    st.manifest_shards = st.n_shards;
+    if (!rc) {
+        rc = pile__prep_pipeline(&st, tok, res, err);
+        /* a failed run (not a crash) keeps every shard it finished recorded */
+        pile_err ignored;
+        if (rc && st.pending.valid) pile__prep_manifest_write_pending(&st, &ignored);
+    }
     if (!rc) rc = check_reconciliation(&st, err);
     if (!rc) rc = check_documents(&st, err);
-    if (!rc && st.megatron) rc = megatron_export(&st, err);
+    if (!rc && st.megatron) rc = megatron_export(&st, (1u << PREP_NSPLITS) - 1, err);
     if (!rc) {
         st.complete = 1;
-        st.resume.input = st.n_inputs;
-        st.resume.line = 1;
-        st.resume.tok_off = 0;
+        st.resume = (prep_resume){st.n_inputs, 1, 0, 0};
         rc = pile__prep_manifest_write(&st, err);
     }
     if (!rc) {
@@ -921,6 +1109,7 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
                         "%.1f MB/s of JSONL (%.1f MB/s on disk); %.3gM tokens/s\n",
                         st.n_shards, res->shards_kept, res->wall_s, (double)res->jsonl_bytes / 1e6 / w,
                         (double)res->input_bytes / 1e6 / w, (double)res->tokens / 1e6 / w);
+        summary_check_line(res, &res->summary);
         double outside = res->read_s + res->parse_s + res->pack_s;
         pile_buf_printf(&res->summary,
                         "stage time (thread-seconds): read %.2f, parse %.2f, tokenize %.2f, pack+write %.2f "
@@ -938,7 +1127,9 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
 out:
     pile__prep_state_free(&st);
     free(st.order);
+    pile__prep_tok_source_free(&ts);
     pile_tokenizer_close(tok);
+    pile_fs_lock_close(lock);
     if (!res_out) pile_prep_result_free(res);
     return rc;
 }

@@ -8,7 +8,11 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "pile_utf8.h"
+
 #define SPLIT_FILES_SHOWN 5 /* files named per split in the summary, then a count */
+
+const char *const pile__prep_fix_names[PREP_NFIX] = {"empty", "nul", "too_long", "utf8", "over_limit"};
 
 /* ----------------------------------------------------------------- names */
 
@@ -101,6 +105,7 @@ int pile__prep_stats_doc(prep_stats *s, pile_split split, size_t input, uint32_t
     prep_split_stats *ss = &s->split[split];
     if (subset >= ss->n_subsets) {
         size_t n = (size_t)subset + 1 > s->subsets.n ? (size_t)subset + 1 : s->subsets.n;
+        if (n < 2 * ss->n_subsets) n = 2 * ss->n_subsets; /* one name at a time must not cost a copy each */
         prep_subset_count *v = realloc(ss->subsets, n * sizeof *v);
         if (!v) return PILE_ENOMEM;
         memset(v + ss->n_subsets, 0, (n - ss->n_subsets) * sizeof *v);
@@ -115,6 +120,11 @@ int pile__prep_stats_doc(prep_stats *s, pile_split split, size_t input, uint32_t
     ss->subsets[subset].tokens += d * ntok;
     if (repairs & PILE_REPAIR_UTF8) ss->repaired_utf8 += d;
     if (repairs & PILE_REPAIR_SURROGATE) ss->repaired_surrogate += d;
+    if (repairs & PREP_NAME_EMPTY) ss->name_fixed[PREP_FIX_EMPTY] += d;
+    if (repairs & PREP_NAME_NUL) ss->name_fixed[PREP_FIX_NUL] += d;
+    if (repairs & PREP_NAME_LONG) ss->name_fixed[PREP_FIX_LONG] += d;
+    if (repairs & PREP_NAME_UTF8) ss->name_fixed[PREP_FIX_UTF8] += d;
+    if (repairs & PREP_NAME_OVER) ss->name_fixed[PREP_FIX_OVER] += d;
     s->input_lines[input] += d;
     return 0;
 }
@@ -132,6 +142,7 @@ void pile__prep_stats_total(const prep_stats *s, prep_split_stats *out)
         for (int k = 0; k < PILE_SKIP_COUNT; k++) out->skipped[k] += ss->skipped[k];
         out->repaired_utf8 += ss->repaired_utf8;
         out->repaired_surrogate += ss->repaired_surrogate;
+        for (int k = 0; k < PREP_NFIX; k++) out->name_fixed[k] += ss->name_fixed[k];
     }
 }
 
@@ -157,6 +168,15 @@ static void format_block(pile_buf *out, const prep_split_stats *ss, uint32_t max
     if (ss->repaired_utf8 || ss->repaired_surrogate)
         pile_buf_printf(out, "%srepaired (kept): utf8 %llu, surrogate %llu\n", indent,
                         (unsigned long long)ss->repaired_utf8, (unsigned long long)ss->repaired_surrogate);
+    uint64_t nfix = 0;
+    for (int k = 0; k < PREP_NFIX; k++) nfix += ss->name_fixed[k];
+    if (nfix) {
+        pile_buf_printf(out, "%ssubset names fixed (documents):", indent);
+        for (int k = 0; k < PREP_NFIX; k++)
+            if (ss->name_fixed[k])
+                pile_buf_printf(out, " %s %llu", pile__prep_fix_names[k], (unsigned long long)ss->name_fixed[k]);
+        pile_buf_printf(out, "\n");
+    }
     uint64_t slots = ss->rows * max_length;
     pile_buf_printf(out, "%stokens %llu in %llu rows of %u; padding %llu (%.4f%%)\n", indent,
                     (unsigned long long)ss->tokens, (unsigned long long)ss->rows, max_length,
@@ -217,6 +237,7 @@ int pile__prep_stats_format(const prep_state *st, pile_buf *out)
     format_block(out, &tot, st->max_length, "");
     uint32_t *ids = pile__prep_subsets_sorted(&s->subsets);
     if (!ids) return PILE_ENOMEM;
+    pile_buf name = {0};
     for (int sp = 0; sp < PREP_NSPLITS; sp++) {
         const prep_split_stats *ss = &s->split[sp];
         if (!ss->lines && !ss->rows) continue;
@@ -225,10 +246,15 @@ int pile__prep_stats_format(const prep_state *st, pile_buf *out)
         for (size_t k = 0; k < s->subsets.n; k++) {
             uint32_t id = ids[k];
             if (id >= ss->n_subsets || !ss->subsets[id].docs) continue;
-            pile_buf_printf(out, "  %-24s %10llu docs %14llu tokens\n", s->subsets.names[id],
+            /* names come from the input: no control character reaches the terminal raw */
+            name.len = 0;
+            pile_utf8_escape(s->subsets.names[id], s->subsets.lens[id], 80, &name);
+            pile_buf_printf(out, "  %-24s %10llu docs %14llu tokens\n", name.data ? name.data : "",
                             (unsigned long long)ss->subsets[id].docs, (unsigned long long)ss->subsets[id].tokens);
         }
     }
     free(ids);
-    return out->failed ? PILE_ENOMEM : 0;
+    int failed = name.failed;
+    pile_buf_free(&name);
+    return out->failed || failed ? PILE_ENOMEM : 0;
 }

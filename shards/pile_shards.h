@@ -87,8 +87,14 @@ typedef struct pile_shard_writer pile_shard_writer;
 int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile_shard_params *params,
                            pile_err *err);
 
-/* Interns a subset name in this shard's table; *id is its index (stable for the shard). */
+/* Interns a subset name in this shard's table; *id is its index (stable for
+ * the shard). O(1) on average (a hash table). A name must be 1..65535 bytes
+ * of UTF-8 without NUL (else PILE_EINVAL); a 65537th distinct name is
+ * PILE_ELIMIT. */
 int pile_shard_writer_subset(pile_shard_writer *w, const char *name, size_t len, uint16_t *id, pile_err *err);
+
+/* Distinct subset names in this shard's table so far. */
+uint32_t pile_shard_writer_subset_count(const pile_shard_writer *w);
 
 /* Appends one row: tokens[0..len) (len <= max_length; the rest is padded
  * with pad_id and len is recorded), the document starts in it (offsets

@@ -208,7 +208,9 @@ struct pile_shard_writer {
     size_t ndocs, docs_cap;
     char **subsets;
     uint16_t *subset_lens;
-    uint32_t nsubsets;
+    uint32_t nsubsets, subsets_cap;
+    uint32_t *subset_slots; /* open addressing by XXH3 of the name: id + 1, 0 = empty */
+    uint32_t nslots;        /* a power of two, at least twice nsubsets */
 };
 
 static int write_all(int fd, const void *data, size_t len, const char *path, pile_err *err)
@@ -301,6 +303,7 @@ static void writer_free(pile_shard_writer *w)
     for (uint32_t i = 0; i < w->nsubsets; i++) free(w->subsets[i]);
     free(w->subsets);
     free(w->subset_lens);
+    free(w->subset_slots);
     free(w->rows);
     free(w->docs);
     free(w->sums);
@@ -376,36 +379,74 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
     return 0;
 }
 
+/* The slot of `name` in the subset hash, or of the empty slot where it would go. */
+static uint32_t subset_slot(const pile_shard_writer *w, const char *name, size_t len)
+{
+    uint32_t mask = w->nslots - 1, h = (uint32_t)XXH3_64bits(name, len) & mask;
+    for (;;) {
+        uint32_t id1 = w->subset_slots[h];
+        if (!id1 || (w->subset_lens[id1 - 1] == len && memcmp(w->subsets[id1 - 1], name, len) == 0)) return h;
+        h = (h + 1) & mask;
+    }
+}
+
+/* Doubles the hash (rehashing every name) so that it stays at most half full. */
+static int subset_rehash(pile_shard_writer *w)
+{
+    uint32_t n = w->nslots ? w->nslots * 2 : 64;
+    uint32_t *slots = calloc(n, sizeof *slots);
+    if (!slots) return PILE_ENOMEM;
+    free(w->subset_slots);
+    w->subset_slots = slots;
+    w->nslots = n;
+    for (uint32_t i = 0; i < w->nsubsets; i++) slots[subset_slot(w, w->subsets[i], w->subset_lens[i])] = i + 1;
+    return 0;
+}
+
 int pile_shard_writer_subset(pile_shard_writer *w, const char *name, size_t len, uint16_t *id, pile_err *err)
 {
-    for (uint32_t i = 0; i < w->nsubsets; i++) {
-        if (w->subset_lens[i] == len && memcmp(w->subsets[i], name, len) == 0) {
-            *id = (uint16_t)i;
-            return 0;
-        }
-    }
     if (len == 0 || len > 0xFFFFu)
         return pile_err_set(err, PILE_EINVAL, "cannot add subset to '%s': name length %zu is not in 1..65535",
                             w->path, len);
+    if (!w->nslots && subset_rehash(w)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    uint32_t slot = subset_slot(w, name, len);
+    if (w->subset_slots[slot]) {
+        *id = (uint16_t)(w->subset_slots[slot] - 1);
+        return 0;
+    }
     if (!pile_utf8_valid(name, len) || memchr(name, '\0', len))
         return pile_err_set(err, PILE_EINVAL, "cannot add subset to '%s': name is not valid UTF-8 or holds a NUL",
                             w->path);
     if (w->nsubsets == 65536u)
         return pile_err_set(err, PILE_ELIMIT, "cannot add subset to '%s': 65536 subsets already", w->path);
-    char **names = realloc(w->subsets, (w->nsubsets + 1) * sizeof *names);
-    if (!names) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    w->subsets = names;
-    uint16_t *lens = realloc(w->subset_lens, (w->nsubsets + 1) * sizeof *lens);
-    if (!lens) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    w->subset_lens = lens;
+    if (w->nsubsets == w->subsets_cap) {
+        uint32_t cap = w->subsets_cap ? w->subsets_cap * 2 : 16;
+        char **names = realloc(w->subsets, cap * sizeof *names);
+        if (!names) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        w->subsets = names;
+        uint16_t *lens = realloc(w->subset_lens, cap * sizeof *lens);
+        if (!lens) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        w->subset_lens = lens;
+        w->subsets_cap = cap;
+    }
+    if ((w->nsubsets + 1u) * 2u > w->nslots) {
+        if (subset_rehash(w)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        slot = subset_slot(w, name, len);
+    }
     char *copy = malloc(len + 1);
     if (!copy) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     memcpy(copy, name, len);
     copy[len] = '\0';
     w->subsets[w->nsubsets] = copy;
     w->subset_lens[w->nsubsets] = (uint16_t)len;
+    w->subset_slots[slot] = w->nsubsets + 1;
     *id = (uint16_t)w->nsubsets++;
     return 0;
+}
+
+uint32_t pile_shard_writer_subset_count(const pile_shard_writer *w)
+{
+    return w->nsubsets;
 }
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
@@ -1118,17 +1159,31 @@ int pile_shard_verify(const pile_shard *s, pile_err *err)
      * reported against the checksum that pile-prep's manifest records too */
     PILE_FORWARD_IF_ERR(check_sum(s, "data section", h->data_offset, h->data_size, h->data_xxh3, err));
 
-    for (uint32_t i = 0; i < in->subset_count; i++) {
+    /* distinct names: an open-addressing hash of the indices, not all pairs (65,536 names) */
+    uint32_t nslots = 64;
+    while (nslots < 2 * in->subset_count) nslots *= 2;
+    uint32_t *slots = calloc(nslots, sizeof *slots);
+    if (!slots) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; i < in->subset_count && !rc; i++) {
         const char *name = s->subset_names[i];
         size_t len = strlen(name);
-        if (len == 0 || len != s->subset_lens[i] || !pile_utf8_valid(name, len))
-            return pile_err_set(err, PILE_ECORRUPT, "'%s': subset %" PRIu32 " has an empty name, a NUL byte in it, or invalid UTF-8",
-                                s->path, i);
-        for (uint32_t j = 0; j < i; j++)
-            if (strcmp(s->subset_names[j], name) == 0)
-                return pile_err_set(err, PILE_ECORRUPT, "'%s': subsets %" PRIu32 " and %" PRIu32 " share the name '%s'",
-                                    s->path, j, i, name);
+        if (len == 0 || len != s->subset_lens[i] || !pile_utf8_valid(name, len)) {
+            rc = pile_err_set(err, PILE_ECORRUPT, "'%s': subset %" PRIu32 " has an empty name, a NUL byte in it, or invalid UTF-8",
+                              s->path, i);
+            break;
+        }
+        uint32_t k = (uint32_t)XXH3_64bits(name, len) & (nslots - 1);
+        for (; slots[k]; k = (k + 1) & (nslots - 1))
+            if (strcmp(s->subset_names[slots[k] - 1], name) == 0) {
+                rc = pile_err_set(err, PILE_ECORRUPT, "'%s': subsets %" PRIu32 " and %" PRIu32 " share the name '%s'",
+                                  s->path, slots[k] - 1, i, name);
+                break;
+            }
+        slots[k] = i + 1;
     }
+    free(slots);
+    if (rc) return rc;
 
     uint64_t tokens = 0;
     for (uint64_t r = 0; r < in->row_count; r++) {

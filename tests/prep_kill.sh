@@ -13,9 +13,13 @@ SHARED=${PILE_SHARED:-../shared}
 CORPUS=$SHARED/corpus
 tap_skip_unless "the corpus is absent (set PILE_SHARED)" "$CORPUS/train/00.jsonl.zst"
 tap_tmpdir prep-kill
+# the same files, byte for byte, into the tokenizer's copy in tokenizer/
 same_dir() {
     [ "$(ls "$1")" = "$(ls "$2")" ] || { echo "# file lists differ: [$(ls "$1" | tr '\n' ' ')] [$(ls "$2" | tr '\n' ' ')]"; return 1; }
-    for f in $(ls "$1"); do cmp -s "$1/$f" "$2/$f" || { echo "# $f differs"; return 1; }; done
+    for f in $(ls "$1"); do
+        if [ -d "$1/$f" ]; then same_dir "$1/$f" "$2/$f" || return 1
+        else cmp -s "$1/$f" "$2/$f" || { echo "# $f differs"; return 1; }; fi
+    done
 }
 nshards() { ls "$1" 2>/dev/null | grep -c '\.shard$'; }
 rand() { awk -v s="$1" -v m="$2" 'BEGIN { srand(s); printf "%.3f", rand() * m }'; }

@@ -778,24 +778,39 @@ static void test_truncated(const char *tmp)
     pile_prep_inputs_free(&in);
 }
 
-/* A run stopped right after each shard (as a crash there would leave it),
- * then resumed, ends with exactly the bytes of an uninterrupted run. */
-static void test_resume(const char *tmp, pile_pack pack)
+/* The inputs of the resume tests (train/01 and val) into *in; returns the
+ * folder of their uninterrupted run ("resume-ref-concat" or "-bf"). */
+static char *resume_inputs(const char *tmp, pile_pack pack, pile_prep_inputs *in, pile_err *err)
 {
     char *a = path2(g_corpus, "train/01.jsonl.zst"), *b = path2(g_corpus, "val.jsonl.zst");
-    pile_prep_inputs in = {0};
-    pile_err err_s, *err = &err_s;
-    ASSERT_OK(pile_prep_inputs_add(&in, a, err), err);
-    ASSERT_OK(pile_prep_inputs_add(&in, b, err), err);
-    const char *tag = pack == PILE_PACK_CONCAT ? "concat" : "bf";
-    char name[64];
-    snprintf(name, sizeof name, "resume-ref-%s", tag);
-    char *ref = path2(tmp, name);
-    pile_prep_opts o = base_opts(&in, ref);
+    ASSERT_OK(pile_prep_inputs_add(in, a, err), err);
+    ASSERT_OK(pile_prep_inputs_add(in, b, err), err);
+    free(a);
+    free(b);
+    return path2(tmp, pack == PILE_PACK_CONCAT ? "resume-ref-concat" : "resume-ref-bf");
+}
+
+/* The options of the resume tests: about 10 shards of train/01 and val. */
+static pile_prep_opts resume_opts(const pile_prep_inputs *in, const char *out, pile_pack pack)
+{
+    pile_prep_opts o = base_opts(in, out);
     o.max_length = 300;
     o.pack = pack;
     o.window_rows = 100;
     o.shard_bytes = 1000 * 1024; /* about 10 shards */
+    return o;
+}
+
+/* A run stopped right after each shard (as a crash there would leave it),
+ * then resumed, ends with exactly the bytes of an uninterrupted run. */
+static void test_resume(const char *tmp, pile_pack pack)
+{
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    char *ref = resume_inputs(tmp, pack, &in, err);
+    const char *tag = pack == PILE_PACK_CONCAT ? "concat" : "bf";
+    char name[64];
+    pile_prep_opts o = resume_opts(&in, ref, pack);
     pile_prep_result res;
     ASSERT_OK(pile_prep_run(&o, &res, err), err);
     pile_prep_result_free(&res);
@@ -839,8 +854,6 @@ static void test_resume(const char *tmp, pile_pack pack)
     ASSERT(contains(err->msg, "max_length"));
     pile_prep_result_free(&res);
     free(ref);
-    free(a);
-    free(b);
     pile_prep_inputs_free(&in);
 }
 
@@ -1768,6 +1781,91 @@ static void test_text_key(const char *tmp)
     free(vb);
 }
 
+/* Flips one byte of a file in place. */
+static void flip_byte(const char *path, long off)
+{
+    FILE *f = fopen(path, "r+b");
+    if (!f) return;
+    int c = fseek(f, off, SEEK_SET) == 0 ? fgetc(f) : EOF;
+    if (c != EOF && fseek(f, off, SEEK_SET) == 0) fputc(c ^ 0x5a, f);
+    fclose(f);
+}
+
+/* Kept shards are checked on a rerun and the damaged ones written again
+ * from where they started (a concat shard starts inside a document), alone,
+ * to the same bytes: in an interrupted run (damaged and deleted shards) and
+ * in a finished one. A manifest without start points refuses instead. Runs
+ * after test_resume, whose reference it compares with. */
+static void test_repair(const char *tmp, pile_pack pack)
+{
+    pile_prep_inputs in = {0};
+    pile_err err_s, *err = &err_s;
+    char *ref = resume_inputs(tmp, pack, &in, err); /* test_resume's uninterrupted run */
+    char *out = path2(tmp, pack == PILE_PACK_CONCAT ? "repair-concat" : "repair-bf");
+    pile_prep_opts o = resume_opts(&in, out, pack);
+    pile_prep_result res;
+
+    /* interrupted after 4 shards; shard 1 damaged, shard 3 deleted */
+    o.stop_after_shards = 4;
+    ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_ELIMIT);
+    pile_prep_result_free(&res);
+    pile_json *m = load_manifest(out);
+    ASSERT(m && pile_json_size(pile_json_get(m, "shards")) == 4);
+    if (pack == PILE_PACK_CONCAT)
+        ASSERT(m && jget(pile_json_at(pile_json_get(m, "shards"), 1), "start.token_offset") > 0); /* starts inside a document */
+    pile_json_free(m);
+    char *s1 = path2(out, "train-00001.shard"), *s3 = path2(out, "train-00003.shard");
+    flip_byte(s1, 4096 + 7);
+    unlink(s3);
+    o.stop_after_shards = 0;
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    ASSERT_EQ(res.resumed, 1);
+    ASSERT_EQ(res.files_checked, 4);
+    ASSERT_EQ(res.files_redone, 2);
+    ASSERT(res.bytes_checked > 0);
+    pile_prep_result_free(&res);
+    char why[4096 + 64];
+    if (!same_folder(ref, out, why, sizeof why)) PILE_FAIL_("interrupted, two kept shards damaged, resumed: %s", why);
+
+    /* finished: a kept shard damaged again */
+    m = load_manifest(out);
+    int64_t n = m ? (int64_t)pile_json_size(pile_json_get(m, "shards")) : 0;
+    pile_json_free(m);
+    ASSERT(n > 5);
+    flip_byte(s1, 4096 + 300);
+    ASSERT_OK(pile_prep_run(&o, &res, err), err);
+    ASSERT_EQ(res.already_complete, 1);
+    ASSERT_EQ(res.files_checked, (uint64_t)n);
+    ASSERT_EQ(res.files_redone, 1);
+    pile_prep_result_free(&res);
+    if (!same_folder(ref, out, why, sizeof why)) PILE_FAIL_("finished, a shard damaged, rerun: %s", why);
+
+    /* a manifest of an older pile-prep (no start points): refused, naming the shard and --force */
+    char *mp = path2(out, "manifest.json");
+    pile_buf text = {0}, fixed = {0};
+    ASSERT_OK(pile_fs_read_file(mp, &text, err), err);
+    for (size_t i = 0; text.data && i < text.len; i++) {
+        if (!strncmp(text.data + i, ", \"start\": {", 12)) {
+            while (i < text.len && text.data[i] != '}') i++;
+            continue;
+        }
+        pile_buf_append(&fixed, text.data + i, 1);
+    }
+    ASSERT_OK(pile_fs_write_atomic(mp, fixed.data, fixed.len, err), err);
+    flip_byte(s1, 4096 + 9);
+    ASSERT_EQ(pile_prep_run(&o, &res, err), PILE_ECORRUPT);
+    ASSERT(contains(err->msg, "train-00001.shard") && contains(err->msg, "--force"));
+    pile_prep_result_free(&res);
+    pile_buf_free(&text);
+    pile_buf_free(&fixed);
+    free(mp);
+    free(s1);
+    free(s3);
+    free(ref);
+    free(out);
+    pile_prep_inputs_free(&in);
+}
+
 int main(void)
 {
     snprintf(g_corpus, sizeof g_corpus, "%s/corpus", pile_test_shared());
@@ -1823,6 +1921,10 @@ int main(void)
     test_resume(tmp, PILE_PACK_CONCAT);
     TEST("resume after every shard (best-fit) gives the same bytes");
     test_resume(tmp, PILE_PACK_BEST_FIT);
+    TEST("damaged or deleted kept shards are written again alone, same bytes (concat)");
+    test_repair(tmp, PILE_PACK_CONCAT);
+    TEST("damaged or deleted kept shards are written again alone, same bytes (best-fit)");
+    test_repair(tmp, PILE_PACK_BEST_FIT);
 
     rm_rf(tmp);
     free(tmp);

@@ -976,6 +976,56 @@ static void test_block_sized_file(void)
 }
 
 /* No rows at all is a valid shard (a split that got no documents). */
+/* The subset table at its limit: 65,536 distinct names through the
+ * writer's hash (each one found again with its id), the 65,537th refused,
+ * bad names refused, and verify's check of distinct names over all of them. */
+static void test_many_subsets(void)
+{
+    pile_buf pb = {0};
+    model m;
+    model_concat(&m, 300, 16, 4);
+    const char *path = tpath(&pb, "subsets.shard");
+    pile_err err = {0};
+    pile_shard_writer *w;
+    int rc = pile_shard_writer_open(&w, path, &m.params, &err);
+    CHECK_OK(rc, &err);
+    if (rc) return;
+    char name[32];
+    int bad = 0;
+    for (uint32_t i = 0; i < 65536 && !bad; i++) {
+        uint16_t id;
+        int n = snprintf(name, sizeof name, "subset %" PRIu32, i);
+        bad = pile_shard_writer_subset(w, name, (size_t)n, &id, &err) != 0 || id != (uint16_t)i;
+    }
+    ASSERT(!bad);
+    ASSERT_EQ(pile_shard_writer_subset_count(w), 65536);
+    for (uint32_t i = 0; i < 65536 && !bad; i += 4099) {
+        uint16_t id;
+        int n = snprintf(name, sizeof name, "subset %" PRIu32, i);
+        bad = pile_shard_writer_subset(w, name, (size_t)n, &id, &err) != 0 || id != (uint16_t)i;
+    }
+    ASSERT(!bad);
+    uint16_t id;
+    ASSERT_EQ(pile_shard_writer_subset(w, "one more", 8, &id, &err), PILE_ELIMIT);
+    ASSERT_EQ(pile_shard_writer_subset(w, "", 0, &id, &err), PILE_EINVAL);
+    ASSERT_EQ(pile_shard_writer_subset(w, "a\0b", 3, &id, &err), PILE_EINVAL);
+    uint32_t row[16] = {1, 2, 3};
+    pile_shard_doc doc = {0, 65535, 0};
+    CHECK_OK(pile_shard_writer_add_row(w, row, 3, &doc, 1, 65535, &err), &err);
+    CHECK_OK(pile_shard_writer_finish(w, NULL, &err), &err);
+    pile_shard_writer_close(w);
+    pile_shard *s = NULL;
+    rc = pile_shard_open(&s, path, &err);
+    CHECK_OK(rc, &err);
+    if (rc == 0) {
+        CHECK_OK(pile_shard_verify(s, &err), &err);
+        ASSERT_STR_EQ(pile_shard_subset_name(s, 65535), "subset 65535");
+    }
+    pile_shard_close(s);
+    model_free(&m);
+    pile_buf_free(&pb);
+}
+
 static void test_empty_shard(void)
 {
     pile_buf pb = {0};
@@ -1155,6 +1205,8 @@ int main(void)
     test_row_checks();
     TEST("check_row from 4 threads at once: the same answers, the damaged row counted once");
     test_row_checks_threads();
+    TEST("writer: 65,536 distinct subset names by hash, the next refused; verify checks them distinct");
+    test_many_subsets();
     TEST("megatron export: 4-byte ids as int32, documents across two shards, version 1 alike, refusals, corrupt rows and ids");
     test_megatron();
 

@@ -60,7 +60,7 @@ _Static_assert(HOT_IDS <= SLACK && LONG_IDS <= SLACK, "a slot's ids fit in the s
 typedef struct bpe_enc {
     pile_encoder h;
     const pile__bpe *b;
-    uint32_t *ids, *nx, *pv; /* merge scratch, cap entries each */
+    uint32_t *ids; /* merge scratch, cap entries */
     uint64_t *rm;            /* rank << 32 | merged id of the pair at i, cap entries */
     size_t cap;
     uint64_t *heap;
@@ -91,7 +91,7 @@ static int scratch(bpe_enc *e, size_t n)
     if (n <= e->cap) return 0;
     size_t cap = e->cap ? e->cap : 256;
     while (cap < n) cap *= 2;
-    uint32_t **arr[] = {&e->ids, &e->nx, &e->pv};
+    uint32_t **arr[] = {&e->ids};
     for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) {
         uint32_t *p = realloc(*arr[i], cap * sizeof *p);
         if (!p) return PILE_ENOMEM;
@@ -178,15 +178,28 @@ static uint64_t heap_pop(bpe_enc *e, size_t *hn)
     return top;
 }
 
+/* The live positions around i: a merged token's later positions hold NONE,
+ * so a scan crosses at most one token's bytes (the vocabulary's longest),
+ * which keeps a long piece's state to its ids and the heap (a linked list
+ * cost 8 more bytes per byte: a 20 MB single "word" is 20 million positions). */
+static size_t next_live(const uint32_t *ids, size_t i, size_t n)
+{
+    for (i++; i < n && ids[i] == NONE; i++) {
+    }
+    return i;
+}
+
+static size_t prev_live(const uint32_t *ids, size_t i)
+{
+    while (i > 0)
+        if (ids[--i] != NONE) return i;
+    return SIZE_MAX;
+}
+
 static int merge_long(bpe_enc *e, uint32_t *ids, size_t n, size_t *out_n)
 {
     const pile__bpe *b = e->b;
-    uint32_t *nx = e->nx, *pv = e->pv;
     size_t hn = 0;
-    for (size_t i = 0; i < n; i++) {
-        nx[i] = (uint32_t)(i + 1);
-        pv[i] = i ? (uint32_t)(i - 1) : NONE;
-    }
     for (size_t i = 0; i + 1 < n; i++) {
         uint64_t r = pair_rm(b, ids[i], ids[i + 1]);
         if (r != NOPAIR && heap_push(e, &hn, (r & ~0xFFFFFFFFull) | i)) return PILE_ENOMEM;
@@ -194,27 +207,28 @@ static int merge_long(bpe_enc *e, uint32_t *ids, size_t n, size_t *out_n)
     while (hn) {
         uint64_t top = heap_pop(e, &hn);
         uint32_t rank = (uint32_t)(top >> 32), i = (uint32_t)top;
-        if (ids[i] == NONE || nx[i] >= n) continue;
-        uint32_t j = nx[i];
+        if (ids[i] == NONE) continue;
+        size_t j = next_live(ids, i, n);
+        if (j >= n) continue;
         /* A stale entry: the pair at i changed since it was pushed. */
         uint64_t m = pair_rm(b, ids[i], ids[j]);
         if (m == NOPAIR || (uint32_t)(m >> 32) != rank) continue;
         ids[i] = (uint32_t)m;
         ids[j] = NONE;
-        nx[i] = nx[j];
-        if (nx[j] < n) pv[nx[j]] = i;
-        if (pv[i] != NONE) {
-            uint32_t k = pv[i];
+        size_t k = prev_live(ids, i);
+        if (k != SIZE_MAX) {
             uint64_t r = pair_rm(b, ids[k], ids[i]);
             if (r != NOPAIR && heap_push(e, &hn, (r & ~0xFFFFFFFFull) | k)) return PILE_ENOMEM;
         }
-        if (nx[i] < n) {
-            uint64_t r = pair_rm(b, ids[i], ids[nx[i]]);
+        size_t nj = next_live(ids, i, n);
+        if (nj < n) {
+            uint64_t r = pair_rm(b, ids[i], ids[nj]);
             if (r != NOPAIR && heap_push(e, &hn, (r & ~0xFFFFFFFFull) | i)) return PILE_ENOMEM;
         }
     }
     size_t k = 0;
-    for (size_t i = 0; i < n; i = nx[i]) ids[k++] = ids[i];
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] != NONE) ids[k++] = ids[i];
     *out_n = k;
     return 0;
 }
@@ -488,8 +502,6 @@ static void enc_free(pile_encoder *enc)
     if (!e) return;
     free(e->ids);
     free(e->rm);
-    free(e->nx);
-    free(e->pv);
     free(e->heap);
     pile_buf_free(&e->norm);
     for (size_t i = 0; i < PILE__BPE_MAX_STAGES; i++) {

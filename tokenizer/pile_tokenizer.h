@@ -32,6 +32,20 @@ typedef struct pile_encoder pile_encoder;
  * A file it cannot use is an error that says why, never a fall-back. */
 int pile_tokenizer_open(pile_tokenizer **out, const char *spec, pile_err *err);
 
+/* Finds the tokenizer a data folder recorded. `spec` is the spec as written
+ * in a file inside folder `base` (pile-prep's manifest.json): "bytes" and
+ * absolute paths are taken as they are; a relative path is looked for in
+ * `base` first, then from the current folder (older pile-prep manifests
+ * recorded the spec as typed, from wherever pile-prep ran). A candidate is
+ * accepted only if it opens and its fingerprint is `fp`. On success `out`
+ * gets the spec to open from here (a path made absolute, or "bytes"),
+ * NUL-terminated, and *tok (when tok != NULL) the open tokenizer, which the
+ * caller closes. Otherwise PILE_EMISMATCH (a candidate has another
+ * fingerprint) or PILE_ENOENT (none opens), with a message naming what was
+ * tried. */
+int pile_tokenizer_resolve(const char *spec, const char *base, const uint8_t fp[PILE_TOKENIZER_FP_BYTES],
+                           pile_buf *out, pile_tokenizer **tok, pile_err *err);
+
 /* Frees; accepts NULL. Encoders made from it must be freed first. */
 void pile_tokenizer_close(pile_tokenizer *tok);
 

@@ -21,6 +21,7 @@
 #include "pile_json.h"
 #include "pile_shards.h"
 #include "pile_tokenizer.h"
+#include "pile_utf8.h"
 
 #define HIST_BUCKETS 40
 #define NSPLITS 3
@@ -37,7 +38,7 @@ static const char *usage_text =
     "                    folder, that it holds exactly the shards its manifest.json lists, unchanged,\n"
     "                    and that the run is complete; each failure is named (exit 1 on any)\n"
     "  --decode N        print row N (counted across the sorted shards) as ids and as text\n"
-    "  --shard FILE      with --decode: row N of this shard (PATH may then be left out)\n"
+    "  --shard FILE      with --decode: row N of this shard (instead of PATH)\n"
     "  --tokenizer SPEC  tokenizer for --decode (default: the one in PATH's manifest.json, else bytes)\n"
     "  -h, --help        show this help\n";
 
@@ -69,7 +70,9 @@ typedef struct dump {
     size_t n;
     split_stats splits[NSPLITS];
     subset_stats *subsets;
-    size_t nsubsets;
+    size_t nsubsets, cap_subsets;
+    size_t *slots; /* open addressing over the names: index + 1, 0 = empty; a power of two, at most half full */
+    size_t nslots;
     size_t problems; /* --verify failures found (each printed at once) */
     int complete;    /* the manifest's "complete": 1, 0, or -1 without a pile-prep manifest */
 } dump;
@@ -143,18 +146,57 @@ static char **list_shards(const char *path, size_t *count)
     return list;
 }
 
-/* Index of a subset by name in the global table (an index: the table moves as it grows). */
+/* FNV-1a: subset names are few and short, any fair hash does. */
+static size_t name_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return (size_t)h;
+}
+
+/* Index of a subset by name in the global table (an index: the table moves
+ * as it grows). A hash: a shard holds up to 65,536 names. */
 static size_t subset_get(dump *d, const char *name)
 {
-    for (size_t i = 0; i < d->nsubsets; i++)
-        if (strcmp(d->subsets[i].name, name) == 0) return i;
-    subset_stats *s = realloc(d->subsets, (d->nsubsets + 1) * sizeof *s);
-    if (!s) die(1, "out of memory");
-    d->subsets = s;
-    s = &d->subsets[d->nsubsets];
+    if ((d->nsubsets + 1) * 2 > d->nslots) {
+        size_t n = d->nslots ? d->nslots * 2 : 64;
+        size_t *slots = calloc(n, sizeof *slots);
+        if (!slots) die(1, "out of memory");
+        for (size_t i = 0; i < d->nsubsets; i++) {
+            size_t h = name_hash(d->subsets[i].name) & (n - 1);
+            while (slots[h]) h = (h + 1) & (n - 1);
+            slots[h] = i + 1;
+        }
+        free(d->slots);
+        d->slots = slots;
+        d->nslots = n;
+    }
+    size_t h = name_hash(name) & (d->nslots - 1);
+    for (; d->slots[h]; h = (h + 1) & (d->nslots - 1))
+        if (strcmp(d->subsets[d->slots[h] - 1].name, name) == 0) return d->slots[h] - 1;
+    if (d->nsubsets == d->cap_subsets) {
+        size_t cap = d->cap_subsets ? d->cap_subsets * 2 : 64;
+        subset_stats *v = realloc(d->subsets, cap * sizeof *v);
+        if (!v) die(1, "out of memory");
+        d->subsets = v;
+        d->cap_subsets = cap;
+    }
+    subset_stats *s = &d->subsets[d->nsubsets];
     memset(s, 0, sizeof *s);
     if (!(s->name = strdup(name))) die(1, "out of memory");
+    d->slots[h] = d->nsubsets + 1;
     return d->nsubsets++;
+}
+
+/* A subset name as a terminal may show it (names come from the input):
+ * control characters escaped, at most 200 bytes. Valid until the next call. */
+static const char *shown(const char *name)
+{
+    static pile_buf b;
+    b.len = 0;
+    if (!name) return "?";
+    if (pile_utf8_escape(name, strlen(name), 200, &b)) die(1, "out of memory");
+    return b.data ? b.data : "";
 }
 
 static int bucket_of(uint64_t len)
@@ -291,7 +333,7 @@ static void print_text(const dump *d, const char *path, int verified)
     }
     printf("\nsubsets:\n");
     for (size_t i = 0; i < d->nsubsets; i++)
-        printf("  %-28s %10" PRIu64 " documents %14" PRIu64 " tokens\n", d->subsets[i].name, d->subsets[i].docs,
+        printf("  %-28s %10" PRIu64 " documents %14" PRIu64 " tokens\n", shown(d->subsets[i].name), d->subsets[i].docs,
                d->subsets[i].tokens);
     printf("\ntotal: %" PRIu64 " rows, %" PRIu64 " documents, %" PRIu64 " tokens, %" PRIu64
            " padding tokens (%.2f%%)\n", rows, docs, tokens, padding, 100.0 * frac(padding, tokens + padding));
@@ -363,9 +405,11 @@ static void print_json(const dump *d, int verified)
     printf("\n}\n");
 }
 
-/* The tokenizer recorded in manifest.json beside the shards, if any
- * (a relative path is taken from the manifest's folder when it exists there). */
-static char *manifest_tokenizer(const char *path)
+/* The tokenizer recorded in manifest.json beside the shards, found as
+ * pile_tokenizer_resolve finds it (a relative path from the manifest's
+ * folder, then, for older manifests, from here) and only if its fingerprint
+ * is the shard's; NULL when there is no manifest (the bytes tokenizer). */
+static char *manifest_tokenizer(const char *path, const pile_shard_info *in)
 {
     char *copy = strdup(path);
     if (!copy) die(1, "out of memory");
@@ -383,12 +427,9 @@ static char *manifest_tokenizer(const char *path)
         const pile_json *t = opts ? pile_json_get(opts, "tokenizer") : NULL;
         if (!t) t = pile_json_get(root, "tokenizer");
         if (t && pile_json_type_of(t) == PILE_JSON_STRING) {
-            const char *s = pile_json_str(t, NULL);
-            if (strcmp(s, "bytes") != 0 && s[0] != '/' && stat(s, &st) != 0) {
-                if (pile_fs_join(&spec, folder, s)) die(1, "out of memory");
-                if (stat(spec.data, &st) == 0) result = strdup(spec.data);
-            }
-            if (!result) result = strdup(s);
+            if (pile_tokenizer_resolve(pile_json_str(t, NULL), folder, in->tokenizer_fp, &spec, NULL, &err))
+                die(1, "'%s': %s; pass the tokenizer the shards were made with: --tokenizer SPEC", mpath.data, err.msg);
+            result = strdup(spec.data);
         }
         pile_json_free(root);
     }
@@ -549,12 +590,10 @@ static void decode_row(shard_entry *e, uint64_t r, uint64_t global, const char *
     printf("row %" PRIu64 " ('%s' row %" PRIu64 "): length %" PRIu32 " of %" PRIu32 ", %" PRIu32
            " document start%s, lead subset %s\n",
            global, e->name, r, len, in->max_length, nd, nd == 1 ? "" : "s",
-           pile_shard_subset_name(e->s, pile_shard_row_lead_subset(e->s, r)) ? pile_shard_subset_name(e->s, pile_shard_row_lead_subset(e->s, r)) : "?");
-    for (uint32_t k = 0; k < nd; k++) {
-        const char *nm = pile_shard_subset_name(e->s, docs[k].subset);
-        printf("  start at %" PRIu32 ": %s%s\n", docs[k].offset, nm ? nm : "?",
+           shown(pile_shard_subset_name(e->s, pile_shard_row_lead_subset(e->s, r))));
+    for (uint32_t k = 0; k < nd; k++)
+        printf("  start at %" PRIu32 ": %s%s\n", docs[k].offset, shown(pile_shard_subset_name(e->s, docs[k].subset)),
                docs[k].flags & PILE_DOC_CONTINUED ? " (continued segment)" : "");
-    }
     printf("ids:");
     for (uint32_t k = 0; k < len; k++) printf(" %" PRIu32, ids[k]);
     if (len < in->max_length) printf(" + %" PRIu32 " x pad %" PRIu32, in->max_length - len, in->pad_id);
@@ -616,6 +655,9 @@ int main(int argc, char **argv)
     if (optind < argc) path = argv[optind++];
     if (optind < argc) die(2, "one PATH only, got also '%s'\n%s", argv[optind], usage_text);
     if (shard_opt && !decode) die(2, "--shard goes with --decode");
+    if (shard_opt && path)
+        die(2, "--shard '%s' and PATH '%s' both given: --decode N --shard FILE reads row N of FILE; "
+               "--decode N PATH counts rows across PATH's shards; give one", shard_opt, path);
     if (shard_opt) path = shard_opt;
     if (!path) {
         fprintf(stderr, "pile-dump: no PATH given\n%s", usage_text);
@@ -655,7 +697,8 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < d.n; i++) {
             const pile_shard_info *in = pile_shard_get_info(d.shards[i].s);
             if (decode_row_n < d.shards[i].first_row + in->row_count) {
-                char *spec = tokenizer ? strdup(tokenizer) : manifest_tokenizer(path);
+                char *spec = tokenizer ? strdup(tokenizer)
+                                       : manifest_tokenizer(path, pile_shard_get_info(d.shards[i].s));
                 decode_row(&d.shards[i], decode_row_n - d.shards[i].first_row, decode_row_n, spec);
                 free(spec);
                 goto done;
@@ -695,6 +738,7 @@ done:
     }
     for (size_t i = 0; i < d.nsubsets; i++) free(d.subsets[i].name);
     free(d.subsets);
+    free(d.slots);
     free(d.shards);
     free(paths);
     if (fflush(stdout) != 0 || ferror(stdout)) die(1, "cannot write the output: %s", strerror(errno));

@@ -25,6 +25,7 @@
 #include "pile_hex.h"
 #include "pile_json.h"
 #include "pile_shards.h"
+#include "pile_tokenizer.h"
 #include "trainer_internal.h"
 
 /* A row whose window count differs from a full row's. */
@@ -245,11 +246,22 @@ static int read_manifest(pile_data *d, const char *dir, const char *first_shard,
     if (tok && pile_json_type_of(tok) == PILE_JSON_STRING) {
         size_t n;
         const char *s = pile_json_str(tok, &n);
+        pile_buf resolved = {0};
+        pile_err terr;
+        pile_err_clear(&terr);
+        if (pile_tokenizer_resolve(s, dir, d->info.tokenizer_fp, &resolved, NULL, &terr) == 0 &&
+            resolved.len < sizeof d->info.tokenizer_spec) {
+            s = resolved.data;
+            n = resolved.len;
+        } else if (terr.msg[0]) {
+            snprintf(d->info.tokenizer_error, sizeof d->info.tokenizer_error, "'%.300s': %.700s", path.data, terr.msg);
+        }
         /* a spec cut short would name another tokenizer: refused, not dropped */
         if (n < sizeof d->info.tokenizer_spec) memcpy(d->info.tokenizer_spec, s, n + 1);
         else
             rc = pile_err_set(err, PILE_EINVAL, "'%s': 'options.tokenizer' is longer than %zu bytes", path.data,
                               sizeof d->info.tokenizer_spec - 1);
+        pile_buf_free(&resolved);
     }
     if (rc == 0 && fp && pile_json_type_of(fp) == PILE_JSON_STRING) {
         char hex[2 * PILE_SHARD_FP_BYTES + 1];

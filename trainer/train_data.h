@@ -36,7 +36,15 @@ typedef struct pile_data pile_data;
 typedef struct pile_data_info {
     uint32_t vocab_size, eot_id, pad_id, max_length;
     uint8_t tokenizer_fp[16];
-    char tokenizer_spec[1024]; /* from manifest.json's options ("" if no manifest) */
+    /* The tokenizer manifest.json records ("" if no manifest), resolved: a
+     * relative path is taken from the manifest's folder (then, for older
+     * manifests, from the current folder), and used only if its fingerprint
+     * is the shards' (see pile_tokenizer_resolve); spelled absolute so that
+     * it opens from anywhere. When that fails it stays as recorded and
+     * tokenizer_error says why: what needs the tokenizer (checkpoints,
+     * samples) must refuse, or take --tokenizer instead. */
+    char tokenizer_spec[1024];
+    char tokenizer_error[1024];
     uint64_t train_samples, val_samples;
     uint64_t train_tokens, val_tokens; /* true tokens of the rows used */
     size_t train_shards, val_shards;

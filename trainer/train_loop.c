@@ -622,6 +622,9 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
                    c->data, info->vocab_size, INT32_MAX - 64);
     PILE_RETURN_IF(info->train_samples == 0, err, PILE_EINVAL, "no train samples in '%s'", c->data);
     if (c->tokenizer[0]) PILE_FORWARD_IF_ERR(check_tokenizer_override(c, info, err));
+    /* checkpoints copy the tokenizer: one that cannot be found fails now, not at the first save */
+    PILE_RETURN_IF(!c->tokenizer[0] && info->tokenizer_error[0], err, PILE_ENOENT,
+                   "%s; pass --tokenizer SPEC (the tokenizer the shards were made with)", info->tokenizer_error);
 
     pile_model_config mc;
     memset(&mc, 0, sizeof mc);
