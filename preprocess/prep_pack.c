@@ -237,18 +237,26 @@ static int open_shard(prep_packer *pk, pile_split split, pile_err *err)
     return 0;
 }
 
+/* Grows an array indexed by global subset id (*n entries of elem bytes) to
+ * hold gid and every name known, at least doubling (names come one at a
+ * time), the new entries zero. 0 or PILE_ENOMEM. */
+static int by_subset(const prep_packer *pk, void **arr, size_t *n, uint32_t gid, size_t elem)
+{
+    size_t want = pk->st->stats.subsets.n > (size_t)gid + 1 ? pk->st->stats.subsets.n : (size_t)gid + 1;
+    if (want < 2 * *n) want = 2 * *n;
+    unsigned char *m = realloc(*arr, want * elem);
+    if (!m) return PILE_ENOMEM;
+    memset(m + *n * elem, 0, (want - *n) * elem);
+    *arr = m;
+    *n = want;
+    return 0;
+}
+
 /* Registers gid with the shard documents land in now; 1 if it was new there. */
 static int name_shard(prep_packer *pk, uint32_t gid, pile_err *err)
 {
-    if (gid >= pk->named_n) {
-        size_t n = pk->st->stats.subsets.n > (size_t)gid + 1 ? pk->st->stats.subsets.n : (size_t)gid + 1;
-        if (n < 2 * pk->named_n) n = 2 * pk->named_n;
-        uint64_t *m = realloc(pk->named_in, n * sizeof *m);
-        if (!m) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-        memset(m + pk->named_n, 0, (n - pk->named_n) * sizeof *m);
-        pk->named_in = m;
-        pk->named_n = n;
-    }
+    if (gid >= pk->named_n && by_subset(pk, (void **)&pk->named_in, &pk->named_n, gid, sizeof *pk->named_in))
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
     if (pk->named_in[gid] == pk->shard_seq + 1) return 0;
     pk->named_in[gid] = pk->shard_seq + 1;
     pk->shard_names++;
@@ -289,15 +297,8 @@ int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32
 
 static int local_subset(prep_packer *pk, uint32_t gid, uint16_t *out, pile_err *err)
 {
-    if (gid >= pk->sub_map_n) {
-        size_t n = pk->st->stats.subsets.n > (size_t)gid + 1 ? pk->st->stats.subsets.n : (size_t)gid + 1;
-        if (n < 2 * pk->sub_map_n) n = 2 * pk->sub_map_n;
-        uint32_t *m = realloc(pk->sub_map, n * sizeof *m);
-        if (!m) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-        memset(m + pk->sub_map_n, 0, (n - pk->sub_map_n) * sizeof *m);
-        pk->sub_map = m;
-        pk->sub_map_n = n;
-    }
+    if (gid >= pk->sub_map_n && by_subset(pk, (void **)&pk->sub_map, &pk->sub_map_n, gid, sizeof *pk->sub_map))
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
     if (!pk->sub_map[gid]) {
         uint16_t id;
         const prep_names *t = &pk->st->stats.subsets;
