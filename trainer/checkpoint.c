@@ -6,13 +6,17 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "pile_fs.h"
 #include "pile_hex.h"
@@ -69,15 +73,6 @@ static void append_double(pile_buf *b, double v)
 {
     if (isfinite(v)) pile_buf_printf(b, "%.17g", v);
     else pile_buf_append_str(b, "null");
-}
-
-static int copy_file(const char *src, const char *dst, pile_err *err)
-{
-    pile_buf data = {0};
-    int rc = pile_fs_read_file(src, &data, err);
-    if (!rc) rc = pile_fs_write_atomic(dst, data.data ? data.data : "", data.len, err);
-    pile_buf_free(&data);
-    return rc;
 }
 
 static int is_builtin_spec(const char *spec)
@@ -215,16 +210,20 @@ out:
     return rc;
 }
 
-/* The end-of-text id, when the tokenizer can be opened and the id is in
- * the model's vocabulary; -1 otherwise (config.json then says null). */
-static long eot_id(const pile_train_state *st, int vocab_size)
+/* The end-of-text id of the tokenizer a checkpoint folder being written
+ * carries (its tokenizer/ copy, written before config.json, else its
+ * recorded spec), when it opens and the id is in the model's vocabulary;
+ * -1 otherwise (config.json then says null). */
+static long eot_id(const char *tmp, int vocab_size)
 {
     pile_tokenizer *tok = NULL;
     pile_err ignored;
-    const char *spec = is_builtin_spec(st->tokenizer_spec) ? "bytes" : st->tokenizer_spec;
-    if (pile_tokenizer_open(&tok, spec, &ignored) != 0) return -1;
-    long id = (long)pile_tokenizer_eot_id(tok);
+    pile_buf spec = {0};
+    long id = -1;
+    if (pile_checkpoint_tokenizer_spec(tmp, &spec, &ignored) == 0 && pile_tokenizer_open(&tok, spec.data, &ignored) == 0)
+        id = (long)pile_tokenizer_eot_id(tok);
     pile_tokenizer_close(tok);
+    pile_buf_free(&spec);
     return id < vocab_size ? id : -1;
 }
 
@@ -233,7 +232,7 @@ static int write_config(const char *tmp, pile_model *m, const pile_train_state *
     const pile_model_config *c = pile_model_get_config(m);
     char fp[33];
     pile_hex_encode(fp, st->tokenizer_fp, 16);
-    long eot = eot_id(st, c->vocab_size);
+    long eot = eot_id(tmp, c->vocab_size);
     pile_buf b = {0}, path = {0};
     pile_buf_append_str(&b, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n");
     pile_buf_printf(&b, "  \"vocab_size\": %d,\n  \"n_positions\": %d,\n  \"n_ctx\": %d,\n", c->vocab_size,
@@ -269,15 +268,22 @@ static void append_u64(pile_buf *b, uint64_t v)
     else pile_buf_printf(b, "\"%llu\"", (unsigned long long)v);
 }
 
-static int write_state(const char *tmp, const pile_train_state *st, const char *config_json, pile_err *err)
+/* 0 when text is a JSON object; what names it in the error. */
+static int check_object(const char *text, const char *what, pile_err *err)
 {
-    pile_json *cfg = NULL;
-    if (config_json) {
-        PILE_FORWARD_IF_ERR(pile_json_parse(config_json, strlen(config_json), "the resolved configuration", &cfg, err));
-        int obj = pile_json_type_of(cfg) == PILE_JSON_OBJECT;
-        pile_json_free(cfg);
-        if (!obj) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: the configuration is not a JSON object");
-    }
+    pile_json *j = NULL;
+    PILE_FORWARD_IF_ERR(pile_json_parse(text, strlen(text), what, &j, err));
+    int obj = pile_json_type_of(j) == PILE_JSON_OBJECT;
+    pile_json_free(j);
+    if (!obj) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: %s is not a JSON object", what);
+    return 0;
+}
+
+static int write_state(const char *tmp, const pile_train_state *st, const char *config_json, const char *data_json,
+                       pile_err *err)
+{
+    if (config_json) PILE_FORWARD_IF_ERR(check_object(config_json, "the configuration", err));
+    if (data_json) PILE_FORWARD_IF_ERR(check_object(data_json, "the dataset identity", err));
     char fp[33];
     pile_hex_encode(fp, st->tokenizer_fp, 16);
     pile_buf b = {0}, path = {0};
@@ -286,6 +292,8 @@ static int write_state(const char *tmp, const pile_train_state *st, const char *
     append_u64(&b, st->position);
     pile_buf_printf(&b, ",\n  \"total_steps\": %lld,\n  \"best_val_loss\": ", (long long)st->total_steps);
     append_double(&b, st->best_val_loss);
+    pile_buf_printf(&b, ",\n  \"best_step\": %lld,\n  \"pending_validation\": %s", (long long)st->best_step,
+                    st->pending_val ? "true" : "false");
     pile_buf_append_str(&b, ",\n  \"loss_scale\": ");
     append_double(&b, st->loss_scale);
     pile_buf_append_str(&b, ",\n  \"seed\": ");
@@ -295,6 +303,10 @@ static int write_state(const char *tmp, const pile_train_state *st, const char *
     pile_buf_printf(&b, ",\n  \"tokenizer_fingerprint\": \"%s\",\n  \"tokenizer_spec\": ", fp);
     size_t sl = strnlen(st->tokenizer_spec, sizeof st->tokenizer_spec);
     pile_json_write_string(&b, st->tokenizer_spec, sl);
+    if (data_json) {
+        pile_buf_append_str(&b, ",\n  \"data\": ");
+        pile_buf_append_str(&b, data_json);
+    }
     pile_buf_append_str(&b, ",\n  \"config\": ");
     pile_buf_append_str(&b, config_json ? config_json : "null");
     pile_buf_append_str(&b, "\n}\n");
@@ -305,95 +317,457 @@ static int write_state(const char *tmp, const pile_train_state *st, const char *
     return rc;
 }
 
+/* ------------------------------------------------------ tokenizer files */
+
+typedef struct tok_file {
+    char name[256];
+    pile_buf data;
+} tok_file;
+
+struct pile_checkpoint_tokenizer {
+    size_t n;
+    tok_file files[2];
+};
+
+void pile_checkpoint_tokenizer_free(pile_checkpoint_tokenizer *t)
+{
+    if (!t) return;
+    for (size_t i = 0; i < t->n; i++) pile_buf_free(&t->files[i].data);
+    free(t);
+}
+
+uint64_t pile_checkpoint_tokenizer_bytes(const pile_checkpoint_tokenizer *t)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; t && i < t->n; i++) n += t->files[i].data.len;
+    return n;
+}
+
+static int add_tok_file(pile_checkpoint_tokenizer *t, const char *src, const char *name, pile_err *err)
+{
+    tok_file *f = &t->files[t->n];
+    snprintf(f->name, sizeof f->name, "%s", name);
+    PILE_FORWARD_IF_ERR(pile_fs_read_file(src, &f->data, err));
+    t->n++;
+    return 0;
+}
+
+int pile_checkpoint_tokenizer_read(pile_checkpoint_tokenizer **out, const char *spec, pile_err *err)
+{
+    *out = NULL;
+    pile_checkpoint_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return OOM(err);
+    pile_buf src = {0};
+    int rc = 0;
+    if (is_builtin_spec(spec)) {
+        /* nothing to carry: the spec and fingerprint say it all */
+    } else if (pile_fs_is_dir(spec)) {
+        static const char *const files[] = {"encoder.json", "vocab.bpe"};
+        for (int i = 0; i < 2 && !rc; i++) {
+            rc = path_of(&src, spec, files[i], err);
+            if (!rc) rc = add_tok_file(t, src.data, files[i], err);
+        }
+    } else if (is_file(spec)) {
+        const char *base = strrchr(spec, '/');
+        base = base ? base + 1 : spec;
+        if (strcmp(base, "tokenizer_spec.txt") == 0) base = "tokenizer.json";
+        rc = add_tok_file(t, spec, base, err);
+    } else {
+        rc = pile_err_set(err, PILE_ENOENT, "cannot copy tokenizer '%s' into the checkpoint: no such file or folder",
+                          spec);
+    }
+    pile_buf_free(&src);
+    if (rc) {
+        pile_checkpoint_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
 /* tokenizer/: a copy of the tokenizer's file(s) so that the checkpoint
  * decodes without the original path, and tokenizer_spec.txt. */
-static int write_tokenizer(const char *tmp, const pile_train_state *st, pile_err *err)
+static int write_tokenizer(const char *tmp, const pile_train_state *st, const pile_checkpoint_save_opts *o,
+                           pile_err *err)
 {
-    pile_buf dir = {0}, src = {0}, dst = {0}, txt = {0};
+    pile_buf dir = {0}, dst = {0}, txt = {0};
+    pile_checkpoint_tokenizer *own = NULL;
+    const pile_checkpoint_tokenizer *tok = o ? o->tokenizer : NULL;
     const char *spec = st->tokenizer_spec;
     int rc = path_of(&dir, tmp, "tokenizer", err);
     if (!rc) rc = pile_fs_mkdirs(dir.data, err);
-    if (rc) goto out;
-    if (!is_builtin_spec(spec)) {
-        if (pile_fs_is_dir(spec)) {
-            static const char *const files[] = {"encoder.json", "vocab.bpe"};
-            for (int i = 0; i < 2 && !rc; i++) {
-                rc = path_of(&src, spec, files[i], err);
-                if (!rc) rc = path_of(&dst, dir.data, files[i], err);
-                if (!rc) rc = copy_file(src.data, dst.data, err);
-            }
-        } else if (is_file(spec)) {
-            const char *base = strrchr(spec, '/');
-            base = base ? base + 1 : spec;
-            if (strcmp(base, "tokenizer_spec.txt") == 0) base = "tokenizer.json";
-            rc = path_of(&dst, dir.data, base, err);
-            if (!rc) rc = copy_file(spec, dst.data, err);
-        } else {
-            rc = pile_err_set(err, PILE_ENOENT, "cannot copy tokenizer '%s' into the checkpoint: no such file or folder",
-                              spec);
-        }
-        if (rc) goto out;
+    if (!rc && !tok && !(o && o->without_tokenizer)) {
+        rc = pile_checkpoint_tokenizer_read(&own, spec, err);
+        tok = own;
     }
+    for (size_t i = 0; !rc && tok && !(o && o->without_tokenizer) && i < tok->n; i++) {
+        const tok_file *f = &tok->files[i];
+        rc = path_of(&dst, dir.data, f->name, err);
+        if (!rc) rc = pile_fs_write_atomic(dst.data, f->data.data ? f->data.data : "", f->data.len, err);
+    }
+    if (rc) goto out;
     char fp[33];
     pile_hex_encode(fp, st->tokenizer_fp, 16);
     pile_buf_printf(&txt, "spec: %s\nfingerprint: %s\n", is_builtin_spec(spec) ? "bytes" : spec, fp);
     rc = txt.failed ? OOM(err) : path_of(&dst, dir.data, "tokenizer_spec.txt", err);
     if (!rc) rc = pile_fs_write_atomic(dst.data, txt.data, txt.len, err);
 out:
+    pile_checkpoint_tokenizer_free(own);
     pile_buf_free(&dir);
-    pile_buf_free(&src);
     pile_buf_free(&dst);
     pile_buf_free(&txt);
+    return rc;
+}
+
+/* ---------------------------------------------------------- checksums */
+
+#define CHECKSUMS "checksums.json"
+#define CHECKSUMS_FORMAT "pile-checkpoint-checksums"
+
+/* Paths relative to a folder, sorted for a stable checksums.json. */
+typedef struct name_list {
+    char **v;
+    size_t n, cap;
+} name_list;
+
+static void names_free(name_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int names_push(name_list *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v) return PILE_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(s))) return PILE_ENOMEM;
+    l->n++;
+    return 0;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every regular file under root/rel (rel "" for root itself), recursively,
+ * as paths relative to root; links and other kinds are not followed. */
+static int list_files(const char *root, const char *rel, int depth, name_list *out, pile_err *err)
+{
+    pile_buf dir = {0}, sub = {0}, full = {0};
+    int rc = rel[0] ? path_of(&dir, root, rel, err) : (pile_buf_append_str(&dir, root) || pile_buf_append(&dir, "", 1)
+                                                              ? OOM(err)
+                                                              : 0);
+    DIR *d = rc ? NULL : opendir(dir.data);
+    if (!rc && !d) rc = pile_err_sys(err, PILE_EIO, errno, "cannot list folder '%s'", dir.data);
+    struct dirent *e;
+    while (!rc && d && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        sub.len = 0;
+        if ((rel[0] ? pile_buf_printf(&sub, "%s/%s", rel, e->d_name) : pile_buf_append_str(&sub, e->d_name)) ||
+            pile_buf_append(&sub, "", 1) || path_of(&full, root, sub.data, err)) {
+            rc = OOM(err);
+            break;
+        }
+        struct stat sb;
+        if (lstat(full.data, &sb) != 0) {
+            rc = pile_err_sys(err, PILE_EIO, errno, "cannot stat '%s'", full.data);
+        } else if (S_ISREG(sb.st_mode)) {
+            if (names_push(out, sub.data)) rc = OOM(err);
+        } else if (S_ISDIR(sb.st_mode)) {
+            if (depth >= 8) rc = pile_err_set(err, PILE_ELIMIT, "folder '%s' is nested too deep", full.data);
+            else rc = list_files(root, sub.data, depth + 1, out, err);
+        }
+    }
+    if (d) closedir(d);
+    if (!rc && !rel[0] && out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_name);
+    pile_buf_free(&dir);
+    pile_buf_free(&sub);
+    pile_buf_free(&full);
+    return rc;
+}
+
+/* The size and XXH3-128 (canonical bytes, hex) of a file, read in 1 MiB
+ * pieces. */
+static int hash_file(const char *path, uint64_t *size, char hex[33], pile_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot open '%s'", path);
+    enum { CHUNK = 1 << 20 };
+    char *buf = malloc(CHUNK);
+    XXH3_state_t *xs = XXH3_createState();
+    int rc = buf && xs ? 0 : OOM(err);
+    if (!rc) XXH3_128bits_reset(xs);
+    *size = 0;
+    while (!rc) {
+        ssize_t n = read(fd, buf, CHUNK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) rc = pile_err_sys(err, PILE_EIO, errno, "cannot read '%s'", path);
+        if (n <= 0) break;
+        XXH3_128bits_update(xs, buf, (size_t)n);
+        *size += (uint64_t)n;
+    }
+    if (!rc) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+        pile_hex_encode(hex, c.digest, 16);
+    }
+    XXH3_freeState(xs);
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* checksums.json over every other file of folder dir; written last, so
+ * that it covers whatever a save (or a later addition to it) put there. */
+static int write_checksums(const char *dir, pile_err *err)
+{
+    name_list files = {0};
+    pile_buf b = {0}, path = {0};
+    int rc = list_files(dir, "", 0, &files, err);
+    if (!rc)
+        pile_buf_printf(&b, "{\n  \"format\": \"%s\",\n  \"version\": 1,\n  \"algorithm\": \"xxh3-128\",\n"
+                            "  \"files\": [", CHECKSUMS_FORMAT);
+    int first = 1;
+    for (size_t i = 0; !rc && i < files.n; i++) {
+        if (!strcmp(files.v[i], CHECKSUMS)) continue;
+        uint64_t size;
+        char hex[33];
+        if ((rc = path_of(&path, dir, files.v[i], err)) || (rc = hash_file(path.data, &size, hex, err))) break;
+        pile_buf_append_str(&b, first ? "\n    {\"path\": " : ",\n    {\"path\": ");
+        pile_json_write_string(&b, files.v[i], strlen(files.v[i]));
+        pile_buf_printf(&b, ", \"bytes\": %llu, \"xxh3_128\": \"%s\"}", (unsigned long long)size, hex);
+        first = 0;
+    }
+    if (!rc) pile_buf_append_str(&b, first ? "]\n}\n" : "\n  ]\n}\n");
+    if (!rc && b.failed) rc = OOM(err);
+    if (!rc) rc = path_of(&path, dir, CHECKSUMS, err);
+    if (!rc) rc = pile_fs_write_atomic(path.data, b.data, b.len, err);
+    names_free(&files);
+    pile_buf_free(&b);
+    pile_buf_free(&path);
+    return rc;
+}
+
+/* A path checksums.json may name: relative, inside the folder. */
+static int safe_rel_path(const char *p, size_t n)
+{
+    if (!n || n > 4096 || strlen(p) != n || p[0] == '/') return 0;
+    for (const char *c = p; *c;) {
+        const char *slash = strchr(c, '/');
+        size_t len = slash ? (size_t)(slash - c) : strlen(c);
+        if (!len || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.')) return 0;
+        c += len + (slash ? 1 : 0);
+        if (slash && !*c) return 0;
+    }
+    return 1;
+}
+
+int pile_checkpoint_verify(const char *dir, pile_err *err)
+{
+    pile_buf path = {0};
+    pile_json *j = NULL;
+    int rc = path_of(&path, dir, CHECKSUMS, err);
+    if (rc) return rc;
+    if (access(path.data, F_OK) != 0 && errno == ENOENT) {
+        rc = pile_err_set(err, PILE_ENOENT,
+                          "checkpoint '%s' has no " CHECKSUMS " (written by an older pile-trainer or another "
+                          "program): its files cannot be verified",
+                          dir);
+        goto out;
+    }
+    pile_err perr;
+    if (pile_json_parse_file(path.data, &j, &perr) < 0) {
+        rc = pile_err_set(err, PILE_EFORMAT, "checkpoint '%s' is damaged: %s", dir, perr.msg);
+        goto out;
+    }
+    const char *fmt = pile_json_str(pile_json_get(j, "format"), NULL);
+    const pile_json *files = pile_json_get(j, "files");
+    if (!fmt || strcmp(fmt, CHECKSUMS_FORMAT) || pile_json_type_of(files) != PILE_JSON_ARRAY) {
+        rc = pile_err_set(err, PILE_EFORMAT, "checkpoint '%s' is damaged: '%s' is not a checksum list", dir, path.data);
+        goto out;
+    }
+    for (size_t i = 0; !rc && i < pile_json_size(files); i++) {
+        const pile_json *f = pile_json_at(files, i);
+        size_t pn = 0;
+        const char *p = pile_json_str(pile_json_get(f, "path"), &pn);
+        const char *want = pile_json_str(pile_json_get(f, "xxh3_128"), NULL);
+        int64_t bytes;
+        if (!p || !safe_rel_path(p, pn) || !want || strlen(want) != 32 || !pile_json_int(pile_json_get(f, "bytes"), &bytes) ||
+            bytes < 0) {
+            rc = pile_err_set(err, PILE_EFORMAT, "checkpoint '%s' is damaged: entry %zu of its " CHECKSUMS " is malformed",
+                              dir, i + 1);
+            break;
+        }
+        pile_buf fp = {0};
+        struct stat sb;
+        if (path_of(&fp, dir, p, err)) {
+            rc = PILE_ENOMEM;
+        } else if (lstat(fp.data, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            rc = pile_err_set(err, PILE_ETRUNC, "checkpoint '%s' is incomplete: '%s', listed in its " CHECKSUMS
+                              ", is missing", dir, p);
+        } else if ((uint64_t)sb.st_size != (uint64_t)bytes) {
+            rc = pile_err_set(err, PILE_ETRUNC,
+                              "checkpoint '%s' is incomplete: '%s' has %lld bytes, its " CHECKSUMS " lists %lld", dir, p,
+                              (long long)sb.st_size, (long long)bytes);
+        } else {
+            uint64_t size;
+            char got[33];
+            rc = hash_file(fp.data, &size, got, err);
+            if (!rc && strcasecmp(got, want) != 0)
+                rc = pile_err_set(err, PILE_ECORRUPT,
+                                  "checkpoint '%s' is damaged: '%s' has checksum %s, its " CHECKSUMS " lists %s", dir, p,
+                                  got, want);
+        }
+        pile_buf_free(&fp);
+    }
+out:
+    pile_json_free(j);
+    pile_buf_free(&path);
+    return rc;
+}
+
+/* ------------------------------------------------------------ saving */
+
+/* "<dir>.tmp" and "<dir>.old" for dir; then the state a crash may have left
+ * cleared, and an empty "<dir>.tmp" made to write into. */
+static int begin_folder(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
+{
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    if (!dl) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: empty folder name");
+    if (pile_buf_printf(tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(old, "%.*s.old", (int)dl, dir))
+        return OOM(err);
+    /* A crash between the two renames of publish leaves only <dir>.old: it
+     * is the last whole checkpoint, so it comes back before anything else. */
+    if (!pile_fs_is_dir(dir) && pile_fs_is_dir(old->data) && rename(old->data, dir) != 0)
+        return pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", old->data, dir);
+    PILE_FORWARD_IF_ERR(rm_tree(tmp->data, err));
+    PILE_FORWARD_IF_ERR(rm_tree(old->data, err));
+    return pile_fs_mkdirs(tmp->data, err);
+}
+
+/* Seals "<dir>.tmp" (checksums.json, fsync) and renames it over dir: an
+ * existing dir is moved aside first and removed after, and the parent
+ * fsynced, so that a crash leaves one whole folder or the other. */
+static int finish_folder(const char *tmp, const char *dir, const char *old, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(write_checksums(tmp, err));
+    PILE_FORWARD_IF_ERR(pile_fs_fsync_dir(tmp, err));
+    int had_old = pile_fs_is_dir(dir);
+    if (had_old && rename(dir, old) != 0) return pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", dir, old);
+    if (rename(tmp, dir) != 0) {
+        int rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", tmp, dir);
+        if (had_old) rename(old, dir);
+        return rc;
+    }
+    /* tmp no longer exists, so this syncs the folder holding it: the parent */
+    PILE_FORWARD_IF_ERR(pile_fs_fsync_dir(tmp, err));
+    return had_old ? rm_tree(old, err) : 0;
+}
+
+/* After a failure: the partial "<dir>.tmp" goes, the error stays. */
+static void drop_folder(const char *tmp, pile_err *err)
+{
+    pile_err keep = err ? *err : (pile_err){0};
+    rm_tree(tmp, NULL);
+    if (err) *err = keep;
+}
+
+int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
+                            const char *config_json, const pile_checkpoint_save_opts *opts, pile_err *err)
+{
+    pile_buf tmp = {0}, old = {0};
+    int rc = begin_folder(dir, &tmp, &old, err);
+    if (!rc) rc = write_weights(tmp.data, m, err);
+    if (!rc && opt) rc = write_moments(tmp.data, m, opt, err);
+    if (!rc) rc = write_state(tmp.data, st, config_json, opts ? opts->data_json : NULL, err);
+    if (!rc) rc = write_tokenizer(tmp.data, st, opts, err);
+    if (!rc) rc = write_config(tmp.data, m, st, err);
+    if (!rc) rc = finish_folder(tmp.data, dir, old.data, err);
+    if (rc && tmp.data) drop_folder(tmp.data, err);
+    pile_buf_free(&tmp);
+    pile_buf_free(&old);
     return rc;
 }
 
 int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                          const char *config_json, pile_err *err)
 {
-    pile_buf tmp = {0}, old = {0};
-    int rc = 0;
-    size_t dl = strlen(dir);
-    while (dl > 1 && dir[dl - 1] == '/') dl--;
-    if (!dl) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: empty folder name");
-    if (pile_buf_printf(&tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(&old, "%.*s.old", (int)dl, dir)) {
-        rc = OOM(err);
-        goto out;
+    return pile_checkpoint_save_ex(dir, m, opt, st, config_json, NULL, err);
+}
+
+uint64_t pile_checkpoint_size_estimate(const pile_model *m, int with_optimizer, uint64_t tokenizer_bytes)
+{
+    uint64_t saved = 0, n = pile_model_tensor_count(m);
+    for (size_t i = 0; i < n; i++) saved += pile_model_tensor(m, i)->saved_numel;
+    /* safetensors headers: about 128 bytes a tensor; the JSON files: a few KiB */
+    uint64_t weights = saved * sizeof(float) + 128 * n;
+    return weights * (with_optimizer ? 3 : 1) + tokenizer_bytes + 65536;
+}
+
+/* A copy of file src at dst, fsynced, in 1 MiB pieces (a checkpoint's
+ * weights may be gigabytes). */
+static int copy_stream(const char *src, const char *dst, pile_err *err)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return pile_err_sys(err, PILE_EIO, errno, "cannot open '%s'", src);
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    enum { CHUNK = 1 << 20 };
+    char *buf = malloc(CHUNK);
+    int rc = out < 0 ? pile_err_sys(err, PILE_EIO, errno, "cannot create '%s'", dst) : buf ? 0 : OOM(err);
+    while (!rc) {
+        ssize_t n = read(in, buf, CHUNK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) rc = pile_err_sys(err, PILE_EIO, errno, "cannot read '%s'", src);
+        if (n <= 0) break;
+        for (ssize_t at = 0; !rc && at < n;) {
+            ssize_t w = write(out, buf + at, (size_t)(n - at));
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0) rc = pile_err_sys(err, PILE_EIO, errno, "cannot write '%s'", dst);
+            else at += w;
+        }
     }
-    /* A crash between the two renames below leaves only <dir>.old: it is
-     * the last whole checkpoint, so it comes back before anything else. */
-    if (!pile_fs_is_dir(dir) && pile_fs_is_dir(old.data) && rename(old.data, dir) != 0) {
-        rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", old.data, dir);
-        goto out;
+    if (!rc && fsync(out) != 0) rc = pile_err_sys(err, PILE_EIO, errno, "cannot fsync '%s'", dst);
+    if (out >= 0 && close(out) != 0 && !rc) rc = pile_err_sys(err, PILE_EIO, errno, "cannot close '%s'", dst);
+    close(in);
+    free(buf);
+    return rc;
+}
+
+int pile_checkpoint_copy(const char *src, const char *dst, int weights_only, pile_err *err)
+{
+    int rc = pile_checkpoint_verify(src, err);
+    if (rc && rc != PILE_ENOENT) return rc;
+    name_list files = {0};
+    pile_buf tmp = {0}, old = {0}, from = {0}, to = {0};
+    rc = list_files(src, "", 0, &files, err);
+    if (!rc) rc = begin_folder(dst, &tmp, &old, err);
+    for (size_t i = 0; !rc && i < files.n; i++) {
+        const char *f = files.v[i];
+        if (!strcmp(f, CHECKSUMS) || (weights_only && !strcmp(f, "optimizer.safetensors"))) continue;
+        if ((rc = path_of(&from, src, f, err)) || (rc = path_of(&to, tmp.data, f, err))) break;
+        char *slash = strrchr(to.data, '/');
+        if (slash > to.data + tmp.len) {
+            *slash = '\0';
+            rc = pile_fs_mkdirs(to.data, err);
+            *slash = '/';
+        }
+        if (!rc) rc = copy_stream(from.data, to.data, err);
     }
-    if ((rc = rm_tree(tmp.data, err)) || (rc = rm_tree(old.data, err))) goto out;
-    if ((rc = pile_fs_mkdirs(tmp.data, err))) goto out;
-    if ((rc = write_weights(tmp.data, m, err))) goto out;
-    if (opt && (rc = write_moments(tmp.data, m, opt, err))) goto out;
-    if ((rc = write_config(tmp.data, m, st, err))) goto out;
-    if ((rc = write_state(tmp.data, st, config_json, err))) goto out;
-    if ((rc = write_tokenizer(tmp.data, st, err))) goto out;
-    if ((rc = pile_fs_fsync_dir(tmp.data, err))) goto out;
-    int had_old = pile_fs_is_dir(dir);
-    if (had_old && rename(dir, old.data) != 0) {
-        rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", dir, old.data);
-        goto out;
-    }
-    if (rename(tmp.data, dir) != 0) {
-        rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", tmp.data, dir);
-        if (had_old) rename(old.data, dir);
-        goto out;
-    }
-    /* tmp no longer exists, so this syncs the folder holding it: the parent */
-    if ((rc = pile_fs_fsync_dir(tmp.data, err))) goto out;
-    if (had_old) rc = rm_tree(old.data, err);
-out:
-    if (rc) {
-        pile_err keep = err ? *err : (pile_err){0};
-        rm_tree(tmp.data, NULL);
-        if (err) *err = keep;
-    }
+    if (!rc) rc = finish_folder(tmp.data, dst, old.data, err);
+    if (rc && tmp.data) drop_folder(tmp.data, err);
+    names_free(&files);
     pile_buf_free(&tmp);
     pile_buf_free(&old);
+    pile_buf_free(&from);
+    pile_buf_free(&to);
     return rc;
 }
 
@@ -565,6 +939,11 @@ static int parse_state(const char *dir, const pile_json *j, pile_train_state *st
     st->total_steps = total;
     const pile_json *b = pile_json_get(j, "best_val_loss");
     st->best_val_loss = pile_json_type_of(b) == PILE_JSON_NUMBER ? pile_json_num(b) : INFINITY;
+    /* both absent from checkpoints of older versions: no step known, nothing owed */
+    int64_t bs;
+    st->best_step = get_int(j, "best_step", &bs) && bs >= 0 ? bs : -1;
+    const pile_json *pv = pile_json_get(j, "pending_validation");
+    st->pending_val = pile_json_type_of(pv) == PILE_JSON_BOOL && pile_json_bool(pv);
     const pile_json *ls = pile_json_get(j, "loss_scale");
     st->loss_scale = pile_json_type_of(ls) == PILE_JSON_NUMBER ? pile_json_num(ls) : 1.0;
     if (pile_hex_decode(st->tokenizer_fp, 16, pile_json_str(pile_json_get(j, "tokenizer_fingerprint"), NULL)))
@@ -711,14 +1090,23 @@ int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_t
     return 0;
 }
 
-int pile_checkpoint_read_config_json(const char *dir, pile_buf *out, pile_err *err)
+int pile_checkpoint_read_state(const char *dir, pile_train_state *st, pile_err *err)
+{
+    return read_state(dir, st, err);
+}
+
+/* trainer_state.json's `key` as JSON text into out; PILE_ENOENT when
+ * absent, null, or not an object where one is needed. */
+static int state_key_json(const char *dir, const char *key, int need_object, pile_buf *out, pile_err *err)
 {
     pile_json *j = NULL;
     PILE_FORWARD_IF_ERR(read_json(dir, "trainer_state.json", &j, err));
-    const pile_json *c = pile_json_get(j, "config");
+    const pile_json *c = pile_json_get(j, key);
     int rc = 0;
-    if (pile_json_type_of(c) != PILE_JSON_OBJECT) {
-        rc = pile_err_set(err, PILE_ENOENT, "no configuration in the trainer_state.json of '%s'", dir);
+    if (!c || pile_json_type_of(c) == PILE_JSON_NULL || (need_object && pile_json_type_of(c) != PILE_JSON_OBJECT)) {
+        rc = need_object && !strcmp(key, "config")
+                 ? pile_err_set(err, PILE_ENOENT, "no configuration in the trainer_state.json of '%s'", dir)
+                 : pile_err_set(err, PILE_ENOENT, "no '%s' in the trainer_state.json of '%s'", key, dir);
     } else {
         json_dump(out, c);
         pile_buf_append(out, "\n", 1);
@@ -727,6 +1115,16 @@ int pile_checkpoint_read_config_json(const char *dir, pile_buf *out, pile_err *e
     }
     pile_json_free(j);
     return rc;
+}
+
+int pile_checkpoint_read_state_json(const char *dir, const char *key, pile_buf *out, pile_err *err)
+{
+    return state_key_json(dir, key, 0, out, err);
+}
+
+int pile_checkpoint_read_config_json(const char *dir, pile_buf *out, pile_err *err)
+{
+    return state_key_json(dir, "config", 1, out, err);
 }
 
 int pile_checkpoint_tokenizer_spec(const char *dir, pile_buf *out, pile_err *err)
@@ -788,23 +1186,37 @@ static int numbered(const char *name)
     return 1;
 }
 
+/* The folder name "latest" holds, trimmed and checked (no '/', not "." or
+ * ".."), NUL-terminated in name: 1; 0 when there is no usable name. */
+static int read_latest_name(const char *checkpoint_dir, pile_buf *name)
+{
+    pile_buf path = {0};
+    pile_err ignored;
+    int found = 0;
+    name->len = 0;
+    if (!pile_fs_join(&path, checkpoint_dir, "latest") && pile_fs_read_file(path.data, name, &ignored) == 0) {
+        while (name->len && (name->data[name->len - 1] == '\n' || name->data[name->len - 1] == '\r' ||
+                             name->data[name->len - 1] == ' '))
+            name->len--;
+        found = name->len && !memchr(name->data, '/', name->len) && !memchr(name->data, '\0', name->len) &&
+                !pile_buf_append(name, "", 1) && strcmp(name->data, ".") && strcmp(name->data, "..");
+    }
+    pile_buf_free(&path);
+    return found;
+}
+
 int pile_checkpoint_find_latest(const char *checkpoint_dir, pile_buf *out, pile_err *err)
 {
     pile_buf path = {0}, line = {0}, best = {0};
-    int rc = path_of(&path, checkpoint_dir, "latest", err);
-    if (rc) return rc;
-    pile_err ignored;
-    if (pile_fs_read_file(path.data, &line, &ignored) == 0) {
-        while (line.len && (line.data[line.len - 1] == '\n' || line.data[line.len - 1] == '\r' ||
-                            line.data[line.len - 1] == ' '))
-            line.len--;
-        if (line.len && !memchr(line.data, '/', line.len) && !memchr(line.data, '\0', line.len) &&
-            !pile_buf_append(&line, "", 1) && strcmp(line.data, ".") && strcmp(line.data, "..") &&
-            !path_of(&path, checkpoint_dir, line.data, err) && folder_step(path.data) >= 0) {
+    int rc = 0;
+    if (read_latest_name(checkpoint_dir, &line)) {
+        rc = path_of(&path, checkpoint_dir, line.data, err);
+        if (!rc && folder_step(path.data) >= 0) {
             rc = pile_buf_append(out, path.data, path.len + 1) ? OOM(err) : 0;
             if (!rc) out->len--;
             goto out;
         }
+        if (rc) goto out;
     }
     /* "latest" missing or stale: the highest step among epoch-* and step-*
      * (ties to the greater name, so the choice does not depend on readdir) */
@@ -848,5 +1260,254 @@ out:
     pile_buf_free(&path);
     pile_buf_free(&line);
     pile_buf_free(&best);
+    return rc;
+}
+
+/* ------------------------------------------------------------- resume */
+
+static void note(pile_buf *notes, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(pile_buf *notes, const char *fmt, ...)
+{
+    if (!notes) return;
+    char line[PILE_ERR_MSG_MAX + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    pile_buf_append_str(notes, line);
+    pile_buf_append_str(notes, "\n");
+}
+
+typedef struct candidate {
+    char *name;
+    int64_t step;
+} candidate;
+
+/* Newest first: higher step, then the greater name. */
+static int by_step_desc(const void *a, const void *b)
+{
+    const candidate *x = a, *y = b;
+    if (x->step != y->step) return x->step > y->step ? -1 : 1;
+    return -strcmp(x->name, y->name);
+}
+
+int pile_checkpoint_find_resumable(const char *checkpoint_dir, pile_buf *out, pile_buf *notes, pile_err *err)
+{
+    pile_buf latest = {0}, path = {0};
+    candidate *c = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0, have_latest = read_latest_name(checkpoint_dir, &latest);
+    DIR *d = opendir(checkpoint_dir);
+    if (!d) {
+        rc = pile_err_sys(err, PILE_ENOENT, errno, "no checkpoint in '%s'", checkpoint_dir);
+        goto out;
+    }
+    /* Candidates: "latest"'s folder first (step INT64_MAX puts it there),
+     * then every epoch-* and step-* with a readable state, newest first. */
+    int latest_seen = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(d)) != NULL) {
+        int is_latest = have_latest && !strcmp(e->d_name, latest.data);
+        if (!numbered(e->d_name) && !is_latest) continue;
+        if ((rc = path_of(&path, checkpoint_dir, e->d_name, err))) break;
+        if (!pile_fs_is_dir(path.data)) continue;
+        latest_seen |= is_latest;
+        int64_t s = folder_step(path.data);
+        if (s < 0) {
+            note(notes, "'%s' has no readable trainer_state.json (an incomplete folder): skipped", path.data);
+            continue;
+        }
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            candidate *nv = realloc(c, nc * sizeof *nv);
+            if (!nv) {
+                rc = OOM(err);
+                break;
+            }
+            c = nv;
+            cap = nc;
+        }
+        if (!(c[n].name = strdup(e->d_name))) {
+            rc = OOM(err);
+            break;
+        }
+        c[n++].step = is_latest ? INT64_MAX : s;
+    }
+    closedir(d);
+    if (rc) goto out;
+    if (have_latest && !latest_seen)
+        note(notes, "'%s/latest' names '%s', which does not exist: looking for the newest checkpoint instead",
+             checkpoint_dir, latest.data);
+    if (n > 1) qsort(c, n, sizeof *c, by_step_desc);
+    /* after a failure only older steps are candidates: newer ones belong
+     * to a run that a rollback discarded */
+    int64_t limit = INT64_MAX;
+    pile_err first = {0};
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = path_of(&path, checkpoint_dir, c[i].name, err))) goto out;
+        int64_t step = c[i].step == INT64_MAX ? folder_step(path.data) : c[i].step;
+        if (step > limit) continue;
+        pile_err why;
+        int v = pile_checkpoint_verify(path.data, &why);
+        if (v == PILE_ENOMEM) {
+            rc = pile_err_set(err, PILE_ENOMEM, "%s", why.msg);
+            goto out;
+        }
+        if (v == 0 || v == PILE_ENOENT) {
+            if (v == PILE_ENOENT) note(notes, "%s", why.msg);
+            if (failed)
+                note(notes, "resuming from '%s' (step %lld), the newest checkpoint that passes its checks", path.data,
+                     (long long)step);
+            rc = pile_buf_append(out, path.data, path.len + 1) ? OOM(err) : 0;
+            if (!rc) out->len--;
+            goto out;
+        }
+        note(notes, "%s: skipped", why.msg);
+        if (!failed) first = why;
+        failed = 1;
+        if (step < limit) limit = step;
+    }
+    if (failed)
+        rc = pile_err_set(err, first.code, "%s; no older checkpoint in '%s' passes its checks", first.msg,
+                          checkpoint_dir);
+    else rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s'", checkpoint_dir);
+out:
+    for (size_t i = 0; i < n; i++) free(c[i].name);
+    free(c);
+    pile_buf_free(&latest);
+    pile_buf_free(&path);
+    return rc;
+}
+
+int pile_checkpoint_find_step(const char *checkpoint_dir, int64_t step, pile_buf *out, pile_err *err)
+{
+    DIR *d = opendir(checkpoint_dir);
+    if (!d) return pile_err_sys(err, PILE_ENOENT, errno, "cannot list folder '%s'", checkpoint_dir);
+    pile_buf path = {0}, best = {0};
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!numbered(e->d_name)) continue;
+        if ((rc = path_of(&path, checkpoint_dir, e->d_name, err))) break;
+        if (folder_step(path.data) == step && (!best.len || strcmp(path.data, best.data) > 0)) {
+            best.len = 0;
+            if (pile_buf_append(&best, path.data, path.len + 1)) {
+                rc = OOM(err);
+                break;
+            }
+        }
+    }
+    closedir(d);
+    if (!rc && !best.len) rc = pile_err_set(err, PILE_ENOENT, "no checkpoint of step %lld in '%s'", (long long)step,
+                                            checkpoint_dir);
+    if (!rc && pile_buf_append(out, best.data, best.len)) rc = OOM(err);
+    if (!rc) out->len--;
+    pile_buf_free(&path);
+    pile_buf_free(&best);
+    return rc;
+}
+
+/* A folder name a save writes: epoch-N, step-N, best_model. */
+static int ours(const char *name, size_t len)
+{
+    char tmp[64];
+    if (len >= sizeof tmp) return 0;
+    memcpy(tmp, name, len);
+    tmp[len] = '\0';
+    return numbered(tmp) || !strcmp(tmp, "best_model");
+}
+
+static int ends_with(const char *s, const char *tail, size_t *head)
+{
+    size_t n = strlen(s), t = strlen(tail);
+    if (n <= t || strcmp(s + n - t, tail)) return 0;
+    *head = n - t;
+    return 1;
+}
+
+int pile_checkpoint_clean(const char *checkpoint_dir, pile_buf *notes, pile_err *err)
+{
+    DIR *d = opendir(checkpoint_dir);
+    if (!d) return errno == ENOENT ? 0 : pile_err_sys(err, PILE_EIO, errno, "cannot list folder '%s'", checkpoint_dir);
+    pile_buf path = {0}, base = {0};
+    int rc = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(d)) != NULL) {
+        size_t head;
+        int tmp = ends_with(e->d_name, ".tmp", &head);
+        int old = !tmp && ends_with(e->d_name, ".old", &head);
+        if (!((tmp || old) && (ours(e->d_name, head) || (tmp && head == 6 && !strncmp(e->d_name, "latest", 6)))))
+            continue;
+        base.len = 0;
+        if (path_of(&path, checkpoint_dir, e->d_name, err) || pile_buf_printf(&base, "%s", path.data)) {
+            rc = OOM(err);
+            break;
+        }
+        base.data[base.len - 4] = '\0';
+        if (old && !pile_fs_is_dir(base.data)) {
+            if (rename(path.data, base.data) != 0)
+                rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", path.data, base.data);
+            else note(notes, "restored '%s' from '%s', left by a run killed while replacing it", base.data, path.data);
+        } else if ((rc = rm_tree(path.data, err)) == 0) {
+            note(notes, "removed '%s', left by a run killed while %s", path.data,
+                 tmp ? "writing it" : "replacing the folder beside it");
+        }
+    }
+    closedir(d);
+    pile_buf_free(&path);
+    pile_buf_free(&base);
+    return rc;
+}
+
+int pile_checkpoint_prune(const char *checkpoint_dir, int64_t keep, int64_t step, pile_buf *notes, pile_err *err)
+{
+    if (keep < 1) return pile_err_set(err, PILE_EINVAL, "cannot keep %lld checkpoints: at least 1", (long long)keep);
+    DIR *d = opendir(checkpoint_dir);
+    if (!d) return pile_err_sys(err, PILE_EIO, errno, "cannot list folder '%s'", checkpoint_dir);
+    candidate *c = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "step-", 5) || !numbered(e->d_name)) continue;
+        errno = 0;
+        long long s = strtoll(e->d_name + 5, NULL, 10);
+        if (errno || s > step) continue;
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            candidate *nv = realloc(c, nc * sizeof *nv);
+            if (!nv) {
+                rc = OOM(err);
+                break;
+            }
+            c = nv;
+            cap = nc;
+        }
+        if (!(c[n].name = strdup(e->d_name))) rc = OOM(err);
+        else c[n++].step = s;
+    }
+    closedir(d);
+    if (n > 1) qsort(c, n, sizeof *c, by_step_desc);
+    pile_buf path = {0}, gone = {0};
+    for (size_t i = (size_t)keep; !rc && i < n; i++) {
+        gone.len = 0;
+        if ((rc = path_of(&path, checkpoint_dir, c[i].name, err))) break;
+        if (!pile_fs_is_dir(path.data)) continue;
+        if (pile_buf_printf(&gone, "%s.tmp", path.data)) {
+            rc = OOM(err);
+            break;
+        }
+        if ((rc = rm_tree(gone.data, err))) break;
+        if (rename(path.data, gone.data) != 0) {
+            rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", path.data, gone.data);
+            break;
+        }
+        if ((rc = rm_tree(gone.data, err)) == 0) note(notes, "deleted '%s' (save_total_limit %lld)", path.data, (long long)keep);
+    }
+    for (size_t i = 0; i < n; i++) free(c[i].name);
+    free(c);
+    pile_buf_free(&path);
+    pile_buf_free(&gone);
     return rc;
 }

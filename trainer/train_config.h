@@ -26,6 +26,7 @@ typedef struct pile_train_config {
     /* paths */
     char data[1024];           /* "./shards" */
     char checkpoint_dir[1024]; /* "./checkpoints": checkpoints, metrics.jsonl, TensorBoard events */
+    char fallback_dir[1024];   /* where a checkpoint that checkpoint_dir cannot take goes; "" = none */
     char config_file[1024];    /* --config, "" if none */
     char deepspeed_file[1024]; /* --deepspeed, "" if none */
     char tokenizer[1024];      /* override of the tokenizer the shards' manifest names; "" = manifest */
@@ -60,7 +61,9 @@ typedef struct pile_train_config {
     int skip_corrupt_rows;     /* leave out (and count) rows that fail their checksum instead of stopping */
     int64_t log_interval;      /* steps between progress lines and metrics: 1 */
     int64_t save_interval;     /* steps between step-NNNNNNN checkpoints; 0 = only epochs */
+    int64_t save_total_limit;  /* keep the newest N step-NNNNNNN checkpoints; 0 = all */
     int resume;                /* continue from the newest checkpoint in checkpoint_dir */
+    int allow_data_change;     /* --resume on shards other than the checkpoint's */
 
     /* execution */
     char backend[32];          /* "cpu" */

@@ -16,9 +16,11 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "pile_buf.h"
 #include "pile_fs.h"
@@ -240,6 +242,18 @@ static int read_manifest(pile_data *d, const char *dir, const char *first_shard,
         pile_buf_free(&path);
         return rc;
     }
+    /* a killed pile-prep leaves a manifest that says so: its shards are a
+     * prefix of the data, and training on them would go unnoticed */
+    const pile_json *complete = pile_json_get(root, "complete");
+    if (pile_json_type_of(complete) == PILE_JSON_BOOL && !pile_json_bool(complete)) {
+        rc = pile_err_set(err, PILE_EINVAL,
+                          "the shards in '%s' are unfinished: its manifest.json says \"complete\": false (pile-prep "
+                          "was stopped before the end); run the same pile-prep command again to finish them",
+                          dir);
+        pile_json_free(root);
+        pile_buf_free(&path);
+        return rc;
+    }
     const pile_json *opts = pile_json_get(root, "options");
     const pile_json *tok = opts ? pile_json_get(opts, "tokenizer") : NULL;
     const pile_json *fp = opts ? pile_json_get(opts, "tokenizer_fingerprint") : NULL;
@@ -396,6 +410,109 @@ int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fra
 const pile_data_info *pile_data_get_info(const pile_data *d) { return &d->info; }
 
 int pile_data_seq_len(const pile_data *d) { return d->seq_len; }
+
+/* ------------------------------------------------------------ identity */
+
+int pile_data_identity(const pile_data *d, pile_buf *out)
+{
+    XXH3_state_t *xs = XXH3_createState();
+    if (!xs) return PILE_ENOMEM;
+    XXH3_128bits_reset(xs);
+    pile_buf list = {0};
+    int first = 1;
+    for (int sp = 0; sp < 2; sp++) {
+        const split_set *s = &d->split[sp];
+        for (size_t k = 0; k < s->n; k++) {
+            const pile_shard_info *in = pile_shard_get_info(s->shards[k]);
+            /* the name's bytes with its NUL, then the header's numbers: an
+             * unambiguous encoding of the list */
+            uint64_t nums[4] = {(uint64_t)sp, in->row_count, in->token_count, in->data_checksum};
+            XXH3_128bits_update(xs, s->names[k], strlen(s->names[k]) + 1);
+            XXH3_128bits_update(xs, nums, sizeof nums);
+            pile_buf_append_str(&list, first ? "\n    {\"file\": " : ",\n    {\"file\": ");
+            pile_json_write_string(&list, s->names[k], strlen(s->names[k]));
+            pile_buf_printf(&list, ", \"rows\": %" PRIu64 ", \"tokens\": %" PRIu64 ", \"data_xxh3\": \"%016" PRIx64 "\"}",
+                            in->row_count, in->token_count, in->data_checksum);
+            first = 0;
+        }
+    }
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+    XXH3_freeState(xs);
+    char hex[33];
+    pile_hex_encode(hex, c.digest, 16);
+    pile_buf_printf(out, "{\n  \"fingerprint\": \"%s\",\n  \"shards\": [", hex);
+    pile_buf_append(out, list.data ? list.data : "", list.len);
+    pile_buf_append_str(out, first ? "]\n}" : "\n  ]\n}");
+    int rc = list.failed || out->failed || pile_buf_reserve(out, 1) ? PILE_ENOMEM : 0;
+    if (!rc) out->data[out->len] = '\0';
+    pile_buf_free(&list);
+    return rc;
+}
+
+/* The shard named `name` among d's, or NULL. */
+static const pile_shard_info *shard_named(const pile_data *d, const char *name)
+{
+    for (int sp = 0; sp < 2; sp++)
+        for (size_t k = 0; k < d->split[sp].n; k++)
+            if (!strcmp(d->split[sp].names[k], name)) return pile_shard_get_info(d->split[sp].shards[k]);
+    return NULL;
+}
+
+int pile_data_identity_check(const pile_data *d, const char *json, pile_err *err)
+{
+    pile_buf now = {0};
+    pile_json *was = NULL, *is = NULL;
+    int rc = pile_data_identity(d, &now) ? pile_err_set(err, PILE_ENOMEM, "out of memory") : 0;
+    if (!rc) rc = pile_json_parse(json, strlen(json), "the checkpoint's dataset identity", &was, err);
+    if (!rc) rc = pile_json_parse(now.data, now.len, "the dataset identity", &is, err);
+    const pile_json *list = was ? pile_json_get(was, "shards") : NULL;
+    const char *fp_was = was ? pile_json_str(pile_json_get(was, "fingerprint"), NULL) : NULL;
+    if (!rc && (!fp_was || pile_json_type_of(list) != PILE_JSON_ARRAY))
+        rc = pile_err_set(err, PILE_EFORMAT, "the checkpoint's dataset identity has no fingerprint or shard list");
+    if (rc || !strcmp(fp_was, pile_json_str(pile_json_get(is, "fingerprint"), NULL))) goto out;
+    /* they differ: name the first shard that does, in the recorded order */
+    size_t listed = pile_json_size(list);
+    for (size_t i = 0; i < listed && !rc; i++) {
+        const pile_json *e = pile_json_at(list, i);
+        const char *name = pile_json_str(pile_json_get(e, "file"), NULL);
+        const char *ck = pile_json_str(pile_json_get(e, "data_xxh3"), NULL);
+        int64_t rows = -1, tokens = -1;
+        pile_json_int(pile_json_get(e, "rows"), &rows);
+        pile_json_int(pile_json_get(e, "tokens"), &tokens);
+        const pile_shard_info *in = name ? shard_named(d, name) : NULL;
+        char hex[17];
+        if (in) snprintf(hex, sizeof hex, "%016" PRIx64, in->data_checksum);
+        if (!name || !ck)
+            rc = pile_err_set(err, PILE_EFORMAT, "the checkpoint's dataset identity lists a shard without a name");
+        else if (!in)
+            rc = pile_err_set(err, PILE_EMISMATCH, "'%s', one of the checkpoint's %zu shards, is missing", name, listed);
+        else if ((int64_t)in->row_count != rows || (int64_t)in->token_count != tokens || strcmp(hex, ck))
+            rc = pile_err_set(err, PILE_EMISMATCH,
+                              "'%s' has %" PRIu64 " rows, %" PRIu64 " tokens and data checksum %s; the checkpoint's "
+                              "had %lld, %lld and %s",
+                              name, in->row_count, in->token_count, hex, (long long)rows, (long long)tokens, ck);
+    }
+    const pile_json *now_list = pile_json_get(is, "shards");
+    for (size_t i = 0; i < pile_json_size(now_list) && !rc; i++) {
+        const char *name = pile_json_str(pile_json_get(pile_json_at(now_list, i), "file"), NULL);
+        int known = 0;
+        for (size_t k = 0; k < listed && !known; k++) {
+            const char *w = pile_json_str(pile_json_get(pile_json_at(list, k), "file"), NULL);
+            known = w && name && !strcmp(w, name);
+        }
+        if (!known)
+            rc = pile_err_set(err, PILE_EMISMATCH, "'%s' is new: the checkpoint's run had %zu shards, now there are %zu",
+                              name ? name : "?", listed, pile_json_size(now_list));
+    }
+    /* same names and headers in another split or order */
+    if (!rc) rc = pile_err_set(err, PILE_EMISMATCH, "the shards are listed in another order or split");
+out:
+    pile_json_free(was);
+    pile_json_free(is);
+    pile_buf_free(&now);
+    return rc;
+}
 
 /* The epoch order as a keyed pseudo-random permutation evaluated one index
  * at a time, so that it costs O(1) memory whatever the number of samples

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pile_buf.h"
 #include "pile_error.h"
 
 #ifdef __cplusplus
@@ -52,12 +53,25 @@ typedef struct pile_data_info {
     int val_held_out;          /* 1 when validation is a held-out share of train */
 } pile_data_info;
 
-/* Opens every <split>-NNNNN.shard in dir (manifest.json optional). seq_len
- * <= 0 means the shards' max_length. */
+/* Opens every <split>-NNNNN.shard in dir (manifest.json optional; one that
+ * says "complete": false, an interrupted pile-prep run, is refused with
+ * what to run). seq_len <= 0 means the shards' max_length. */
 int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fraction, pile_err *err);
 void pile_data_close(pile_data *d); /* accepts NULL */
 const pile_data_info *pile_data_get_info(const pile_data *d);
 int pile_data_seq_len(const pile_data *d);
+
+/* The shards' identity, for a checkpoint to record and a resumed run to
+ * compare (appended to out as a JSON object, NUL-terminated):
+ * {"fingerprint": XXH3-128 over every shard's split, file name, rows,
+ * tokens and token-data checksum, "shards": [{"file", "rows", "tokens",
+ * "data_xxh3"}, ...]}, all from the shard headers (nothing is read). */
+int pile_data_identity(const pile_data *d, pile_buf *out);
+/* Compares the shards with an identity pile_data_identity wrote: 0 when
+ * they are the same; PILE_EMISMATCH naming the first difference (a shard
+ * added, missing, or changed: its rows, tokens or checksum); PILE_EFORMAT
+ * when json is not such an identity. */
+int pile_data_identity_check(const pile_data *d, const char *json, pile_err *err);
 
 /* The train sample at `position` (< train_samples) of epoch `epoch`'s
  * visiting order: a seeded pseudo-random permutation of the train samples
