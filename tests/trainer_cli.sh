@@ -123,10 +123,10 @@ kill -TERM $pid 2> /dev/null
 wait $pid
 st=$?
 k=$(sed -n 's/^interrupted at step \([0-9]*\):.*/\1/p' b.err)
-if [ $st -eq 0 ] && [ -n "$k" ] && grep -q "continue with --resume" b.err; then
-    ok "SIGTERM: exit 0, interrupted at step $k, checkpoint written"
+if [ $st -eq 75 ] && [ -n "$k" ] && grep -q "continue with --resume" b.err; then
+    ok "SIGTERM: exit 75 (stopped, resumable), interrupted at step $k, checkpoint written"
 else
-    not_ok "SIGTERM: exit 0 and the interrupted message (status $st)" "$(tail -n 3 b.err)"
+    not_ok "SIGTERM: exit 75 and the interrupted message (status $st)" "$(tail -n 3 b.err)"
 fi
 kk=$(printf 'step-%07d' "${k:-0}")
 check "the interrupt's checkpoint is latest" grep -qx "$kk" B/latest
@@ -181,7 +181,7 @@ done
 kill -TERM $pid 2> /dev/null
 wait $pid
 st=$?
-if [ $st -eq 0 ] && grep -q "^val: step 1 skipped (stopping)" v.err && grep -q "^interrupted at step 1:" v.err &&
+if [ $st -eq 75 ] && grep -q "^val: step 1 skipped (stopping)" v.err && grep -q "^interrupted at step 1:" v.err &&
     grep -q "stopping after this step" v.err; then
     ok "SIGTERM during validation: acknowledged, validation skipped, checkpoint of step 1 written"
 else

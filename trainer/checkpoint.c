@@ -1460,6 +1460,18 @@ int pile_checkpoint_clean(const char *checkpoint_dir, pile_buf *notes, pile_err 
     return rc;
 }
 
+int pile_checkpoint_remove(const char *dir, pile_err *err)
+{
+    struct stat sb;
+    if (lstat(dir, &sb) != 0) return errno == ENOENT ? 0 : pile_err_sys(err, PILE_EIO, errno, "cannot stat '%s'", dir);
+    pile_buf gone = {0};
+    int rc = pile_buf_printf(&gone, "%s.tmp", dir) ? OOM(err) : rm_tree(gone.data, err);
+    if (!rc && rename(dir, gone.data) != 0) rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", dir, gone.data);
+    if (!rc) rc = rm_tree(gone.data, err);
+    pile_buf_free(&gone);
+    return rc;
+}
+
 int pile_checkpoint_prune(const char *checkpoint_dir, int64_t keep, int64_t step, pile_buf *notes, pile_err *err)
 {
     if (keep < 1) return pile_err_set(err, PILE_EINVAL, "cannot keep %lld checkpoints: at least 1", (long long)keep);
@@ -1489,25 +1501,14 @@ int pile_checkpoint_prune(const char *checkpoint_dir, int64_t keep, int64_t step
     }
     closedir(d);
     if (n > 1) qsort(c, n, sizeof *c, by_step_desc);
-    pile_buf path = {0}, gone = {0};
+    pile_buf path = {0};
     for (size_t i = (size_t)keep; !rc && i < n; i++) {
-        gone.len = 0;
         if ((rc = path_of(&path, checkpoint_dir, c[i].name, err))) break;
-        if (!pile_fs_is_dir(path.data)) continue;
-        if (pile_buf_printf(&gone, "%s.tmp", path.data)) {
-            rc = OOM(err);
-            break;
-        }
-        if ((rc = rm_tree(gone.data, err))) break;
-        if (rename(path.data, gone.data) != 0) {
-            rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", path.data, gone.data);
-            break;
-        }
-        if ((rc = rm_tree(gone.data, err)) == 0) note(notes, "deleted '%s' (save_total_limit %lld)", path.data, (long long)keep);
+        if (pile_fs_is_dir(path.data) && (rc = pile_checkpoint_remove(path.data, err)) == 0)
+            note(notes, "deleted '%s' (save_total_limit %lld)", path.data, (long long)keep);
     }
     for (size_t i = 0; i < n; i++) free(c[i].name);
     free(c);
     pile_buf_free(&path);
-    pile_buf_free(&gone);
     return rc;
 }

@@ -154,6 +154,11 @@ int pile_checkpoint_find_step(const char *checkpoint_dir, int64_t step, pile_buf
  * in notes. The caller holds the folder's lock. */
 int pile_checkpoint_clean(const char *checkpoint_dir, pile_buf *notes, pile_err *err);
 
+/* Removes checkpoint folder dir (renamed to "<dir>.tmp" first, so that a
+ * crash midway leaves nothing that looks like a checkpoint); 0 when it is
+ * absent. */
+int pile_checkpoint_remove(const char *dir, pile_err *err);
+
 /* --save_total_limit: keeps the `keep` (>= 1) newest step-N folders with N
  * <= step and deletes the older ones (each renamed to step-N.tmp first, so
  * that a crash midway leaves nothing that looks like a checkpoint);

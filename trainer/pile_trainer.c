@@ -1,6 +1,8 @@
 /* pile-trainer: the command line over train_loop.h (train, eval, sample).
  * Only this file exits: 0 on success, 1 on a runtime failure, 2 on a usage
- * error. Flags take --NAME VALUE or --NAME=VALUE, with dashes or
+ * error, 75 (EX_TEMPFAIL of sysexits.h) for a training run stopped by a
+ * signal with its checkpoint written: resumable, so that a scheduler or
+ * wrapper can requeue it. Flags take --NAME VALUE or --NAME=VALUE, with dashes or
  * underscores, like the training settings. */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,6 +19,8 @@
 #include "train_loop.h"
 
 #define PILE_TRAINER_VERSION "0.1.0"
+/* EX_TEMPFAIL: "stopped, resumable" (README, --help) */
+#define EXIT_STOPPED 75
 
 static const char usage_text[] =
     "usage: pile-trainer [train] [options]\n"
@@ -32,9 +36,12 @@ static const char train_intro[] =
     "Trains a GPT-2 family model on the shards in --data: AdamW, warmup + cosine\n"
     "schedule, gradient clipping and accumulation, validation every --eval_interval\n"
     "steps and at each epoch's end. Checkpoints (epoch-NNN/, step-NNNNNNN/,\n"
-    "best_model/, readable by Hugging Face transformers), metrics.jsonl and a\n"
-    "TensorBoard event file go to --checkpoint_dir. SIGINT or SIGTERM finishes the\n"
-    "step, writes a checkpoint and stops; --resume continues bit for bit.\n"
+    "best_model/, readable by Hugging Face transformers, each with checksums.json),\n"
+    "metrics.jsonl and a TensorBoard event file go to --checkpoint_dir, which one run\n"
+    "holds at a time. SIGINT, SIGTERM or SIGHUP finishes the step, writes a checkpoint\n"
+    "and exits with status 75 (stopped, resumable); SIGUSR1 writes a checkpoint and\n"
+    "trains on. --resume continues bit for bit from the newest checkpoint that passes\n"
+    "its checksums. Exit status: 0 done, 1 failed, 2 bad usage, 75 stopped.\n"
     "Settings come from the defaults, the --model preset, --config FILE (JSON, keys\n"
     "as the flags), --deepspeed FILE (ds_config.json), then the flags, in that order.\n"
     "Flags take a value as --name VALUE or --name=VALUE; dashes or underscores.\n"
@@ -227,9 +234,11 @@ static int cmd_train(int argc, char **argv, int first)
             if (js.len && js.data[js.len - 1] != '\n') fputc('\n', stdout);
         }
         pile_buf_free(&js);
-    } else if (pile_trainer_train(&cfg, &err) < 0) {
+    } else if ((rc = pile_trainer_train(&cfg, &err)) < 0) {
         fprintf(stderr, "pile-trainer: %s\n", err.msg);
         status = 1;
+    } else if (rc == PILE_TRAINER_STOPPED) {
+        status = EXIT_STOPPED;
     }
     free(args);
     return status;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -35,16 +36,19 @@
 #include "train_loop.h"
 #include "trainer_internal.h"
 
-/* The module's single piece of global state: the signal that asked training
- * to stop (0 = none). A signal handler may only store to a volatile
- * sig_atomic_t and call async-signal-safe functions (write, _exit); the
- * loop reads the flag between optimizer steps and between validation
- * batches. The first signal is acknowledged at once, since a step of a
- * large model can take minutes; a second one is the user insisting (the
- * second Ctrl-C of Python tools) and ends the process without a checkpoint,
- * which the atomic checkpoint writes make safe: the last finished one
- * stays whole. */
+/* The module's global state: the signals the loop acts on. A signal handler
+ * may only store to a volatile sig_atomic_t and call async-signal-safe
+ * functions (write, _exit); the loop reads the flags between optimizer
+ * steps and between validation batches.
+ * g_stop_signal: SIGINT, SIGTERM or SIGHUP asked training to stop (0 =
+ * none). The first is acknowledged at once, since a step of a large model
+ * can take minutes; a second one is the user insisting (the second Ctrl-C
+ * of Python tools) and ends the process without a checkpoint, which the
+ * atomic checkpoint writes make safe: the last finished one stays whole.
+ * g_save_signal: SIGUSR1 asked for a checkpoint now, training going on
+ * (what Slurm's `--signal=USR1@120` sends before a job's time is up). */
 static volatile sig_atomic_t g_stop_signal;
+static volatile sig_atomic_t g_save_signal;
 /* 1 when stderr is a terminal, whose progress line is left open: the
  * handler's messages then start on a line of their own. */
 static volatile sig_atomic_t g_signal_newline;
@@ -63,6 +67,12 @@ static void on_stop_signal(int sig)
     g_stop_signal = sig;
     ssize_t w = write(STDERR_FILENO, first + skip, sizeof first - 1 - (size_t)skip);
     (void)w;
+}
+
+static void on_save_signal(int sig)
+{
+    (void)sig;
+    g_save_signal = 1;
 }
 
 /* One splitmix64 step: a bijection, so distinct inputs stay distinct. */
@@ -298,6 +308,7 @@ static const char *duration(char *buf, size_t cap, double s)
 
 typedef struct trainer {
     const pile_train_config *cfg;
+    pile_fs_lock *lock; /* checkpoint_dir's, held for the whole run */
     pile_backend *be;
     pile_data *data;
     const pile_data_info *info;
@@ -307,12 +318,15 @@ typedef struct trainer {
     pile_metrics *metrics;
     pile_train_state st;
     pile_buf config_json;
+    pile_buf data_json;                   /* the shards' identity, recorded in each checkpoint */
+    pile_checkpoint_tokenizer *tok_files; /* read at start, carried by each checkpoint */
     host_batch step_batch; /* accumulation_steps x batch_size rows */
     host_batch val_batch;  /* batch_size rows */
     int64_t steps_per_epoch, total_steps, warmup_steps, total_epochs;
     double min_lr;
     int tty, line_open;
     int64_t last_val_step, last_save_step;
+    int best_missing; /* the best's weights were not kept (a rollback past them) */
     char last_saved[64];
     corrupt_guard guard;
 } trainer;
@@ -323,20 +337,95 @@ static void end_progress_line(trainer *t)
     t->line_open = 0;
 }
 
-static int save_checkpoint(trainer *t, const char *name, int with_optimizer, int set_latest, pile_err *err)
+/* Library notes (one per line) as the trainer's messages on stderr. */
+static void print_notes(trainer *t, const pile_buf *notes, const char *prefix)
 {
-    pile_buf path = {0};
-    if (pile_fs_join(&path, t->cfg->checkpoint_dir, name))
-        return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    int rc = pile_checkpoint_save(path.data, t->model, with_optimizer ? t->opt : NULL, &t->st,
-                                  t->config_json.data, err);
-    if (rc == 0 && set_latest) rc = pile_checkpoint_set_latest(t->cfg->checkpoint_dir, name, err);
-    pile_buf_free(&path);
-    if (rc == 0 && set_latest) {
-        snprintf(t->last_saved, sizeof t->last_saved, "%s", name);
+    if (!notes->len) return;
+    if (t) end_progress_line(t);
+    for (size_t at = 0; at < notes->len;) {
+        const char *line = notes->data + at;
+        const char *nl = memchr(line, '\n', notes->len - at);
+        size_t len = nl ? (size_t)(nl - line) : notes->len - at;
+        if (len) fprintf(stderr, "pile-trainer: %s%.*s\n", prefix, (int)len, line);
+        at += len + 1;
+    }
+}
+
+static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, pile_err *err)
+{
+    pile_checkpoint_save_opts o = {t->tok_files, without_tokenizer, t->data_json.data};
+    return pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
+                                   err);
+}
+
+/* After a checkpoint failed to write (disk full, a folder gone, the
+ * tokenizer's copy): the run stops, but not its work. The model and
+ * optimizer state go where they can, each try named in the error with the
+ * first failure's cause: the run folder without the tokenizer's files,
+ * then --fallback_dir (whole, else without the tokenizer). Returns the
+ * failure's code, err saying what was saved where. */
+static int salvage(trainer *t, const char *name, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    pile_err cause = *err, e2 = {PILE_ENOMEM, "out of memory"};
+    char step_name[64];
+    snprintf(step_name, sizeof step_name, "step-%07" PRId64, t->st.step);
+    /* best_model holds no optimizer state: the salvage is a step checkpoint */
+    const char *sname = strcmp(name, "best_model") ? name : step_name;
+    pile_buf path = {0}, tail = {0};
+    int saved = 0;
+    if (!pile_fs_join(&path, c->checkpoint_dir, sname) && write_checkpoint(t, path.data, 1, 1, &e2) == 0 &&
+        pile_checkpoint_set_latest(c->checkpoint_dir, sname, &e2) == 0) {
+        pile_buf_printf(&tail, "the model and optimizer state were saved without the tokenizer's files in '%s': "
+                        "continue with --resume once the cause is fixed", path.data);
+        saved = 1;
+    }
+    if (!saved && c->fallback_dir[0] && !pile_fs_join(&path, c->fallback_dir, sname) &&
+        (write_checkpoint(t, path.data, 1, 0, &e2) == 0 || write_checkpoint(t, path.data, 1, 1, &e2) == 0)) {
+        pile_buf_printf(&tail, "the model and optimizer state were saved in '%s': move that folder into '%s' and "
+                        "name it in '%s/latest' (mv '%s' '%s/' && echo %s > '%s/latest'), then continue with --resume",
+                        path.data, c->checkpoint_dir, c->checkpoint_dir, path.data, c->checkpoint_dir, sname,
+                        c->checkpoint_dir);
+        saved = 1;
+    }
+    if (!saved)
+        pile_buf_printf(&tail, "saving the model and optimizer state elsewhere failed too (%s)%s", e2.msg,
+                        c->fallback_dir[0] ? "" : "; --fallback_dir DIR names a folder for this");
+    if (saved) {
+        snprintf(t->last_saved, sizeof t->last_saved, "%s", sname);
         t->last_save_step = t->st.step;
     }
+    int rc = pile_err_set(err, cause.code, "cannot write checkpoint '%s': %s; %s", name, cause.msg,
+                          cstr(&tail) ? tail.data : "out of memory");
+    pile_buf_free(&path);
+    pile_buf_free(&tail);
     return rc;
+}
+
+static int save_checkpoint(trainer *t, const char *name, int with_optimizer, int set_latest, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    pile_buf path = {0};
+    int rc = pile_fs_join(&path, c->checkpoint_dir, name) ? pile_err_set(err, PILE_ENOMEM, "out of memory")
+                                                          : write_checkpoint(t, path.data, with_optimizer, 0, err);
+    if (rc == 0 && set_latest) rc = pile_checkpoint_set_latest(c->checkpoint_dir, name, err);
+    pile_buf_free(&path);
+    if (rc < 0) return salvage(t, name, err);
+    if (!set_latest) return 0;
+    snprintf(t->last_saved, sizeof t->last_saved, "%s", name);
+    t->last_save_step = t->st.step;
+    /* --save_total_limit: older step checkpoints go only now that the new
+     * one is durable and named by latest; a failure to delete is said, and
+     * does not stop the run */
+    if (c->save_total_limit > 0) {
+        pile_buf notes = {0};
+        pile_err e2;
+        if (pile_checkpoint_prune(c->checkpoint_dir, c->save_total_limit, t->st.step, &notes, &e2) < 0)
+            pile_buf_printf(&notes, "warning: %s\n", e2.msg);
+        print_notes(t, &notes, "");
+        pile_buf_free(&notes);
+    }
+    return 0;
 }
 
 static int save_step_checkpoint(trainer *t, pile_err *err)
@@ -356,9 +445,14 @@ static int validate(trainer *t, pile_err *err)
     if (rc < 0) return rc;
     end_progress_line(t);
     if (rc > 0) {
-        fprintf(stderr, "val: step %" PRId64 " skipped (stopping)\n", t->st.step);
+        /* owed: recorded in the checkpoint that follows (which must then be
+         * written even if one of this step exists), done first on --resume */
+        fprintf(stderr, "val: step %" PRId64 " skipped (stopping); the resumed run does it first\n", t->st.step);
+        t->st.pending_val = 1;
+        t->last_save_step = -1;
         return 0;
     }
+    t->st.pending_val = 0;
     t->last_val_step = t->st.step;
     fprintf(stderr, "val: step %" PRId64 " loss %.4f acc %.4f ppl %.2f\n", t->st.step, r.loss, r.accuracy,
             r.perplexity);
@@ -367,6 +461,8 @@ static int validate(trainer *t, pile_err *err)
     PILE_FORWARD_IF_ERR(pile_metrics_write(t->metrics, t->st.step, tags, vals, 3, err));
     if (r.loss < t->st.best_val_loss) {
         t->st.best_val_loss = r.loss;
+        t->st.best_step = t->st.step;
+        t->best_missing = 0;
         /* weights only: best_model/ is for use, the resumable state is in epoch-* and step-* */
         PILE_FORWARD_IF_ERR(save_checkpoint(t, "best_model", 0, 0, err));
     }
@@ -477,12 +573,23 @@ static int check_resume_state(const char *ckpt, const pile_train_state *st, cons
     return 0;
 }
 
-/* cfg->tokenizer names the tokenizer to record; it must be the one that made the shards. */
-static int check_tokenizer_override(const pile_train_config *c, const pile_data_info *info, pile_err *err)
+/* The tokenizer checkpoints carry and `sample` decodes with: opened now,
+ * checked against the shards' fingerprint, and its files read into
+ * t->tok_files, so that nothing about it can fail after step 1.
+ * cfg->tokenizer overrides the spec the shards' manifest names. */
+static int open_tokenizer(trainer *t, const pile_train_config *c, const pile_data_info *info, pile_err *err)
 {
+    const char *spec = c->tokenizer[0] ? c->tokenizer : info->tokenizer_spec[0] ? info->tokenizer_spec : "bytes";
     pile_tokenizer *tok = NULL;
-    int rc = pile_tokenizer_open(&tok, c->tokenizer, err);
-    if (rc) return rc;
+    int rc = pile_tokenizer_open(&tok, spec, err);
+    if (rc < 0 && !c->tokenizer[0] && info->tokenizer_spec[0]) {
+        pile_err inner = *err;
+        return pile_err_set(err, rc,
+                            "cannot open the tokenizer the manifest of '%s' names (checkpoints carry it): %s; give "
+                            "it with --tokenizer SPEC",
+                            c->data, inner.msg);
+    }
+    if (rc < 0) return rc;
     uint8_t fp[PILE_TOKENIZER_FP_BYTES];
     pile_tokenizer_fingerprint(tok, fp);
     pile_tokenizer_close(tok);
@@ -490,12 +597,170 @@ static int check_tokenizer_override(const pile_train_config *c, const pile_data_
         char a[33], b[33];
         pile_hex_encode(a, fp, 16);
         pile_hex_encode(b, info->tokenizer_fp, 16);
+        if (!c->tokenizer[0] && !info->tokenizer_spec[0])
+            return pile_err_set(err, PILE_EMISMATCH,
+                                "the shards in '%s' name no tokenizer (no manifest.json) and were not made with the "
+                                "byte tokenizer (fingerprint %s): give the one that made them with --tokenizer SPEC",
+                                c->data, b);
         return pile_err_set(err, PILE_EMISMATCH,
-                            "tokenizer '%s' is not the one that made the shards in '%s' (fingerprint %s, the "
-                            "shards' %s)",
-                            c->tokenizer, c->data, a, b);
+                            "tokenizer '%s'%s is not the one that made the shards in '%s' (fingerprint %s, the "
+                            "shards' %s)%s",
+                            spec, c->tokenizer[0] ? "" : ", which their manifest names,", c->data, a, b,
+                            c->tokenizer[0] ? "" : "; give the right one with --tokenizer SPEC");
     }
+    return pile_checkpoint_tokenizer_read(&t->tok_files, spec, err);
+}
+
+/* The run folder, before anything else is opened: created for a fresh run,
+ * locked for the whole run (a second trainer on it is refused at once,
+ * naming the holder; the kernel drops a dead one's lock), and cleared of
+ * what a killed save left. */
+static int open_run_folder(trainer *t, const pile_train_config *c, pile_err *err)
+{
+    if (!pile_fs_is_dir(c->checkpoint_dir)) {
+        PILE_RETURN_IF(c->resume, err, PILE_ENOENT, "no checkpoint in '%s' to resume from", c->checkpoint_dir);
+        PILE_FORWARD_IF_ERR(pile_fs_mkdirs(c->checkpoint_dir, err));
+    }
+    PILE_FORWARD_IF_ERR(pile_fs_lock_open(&t->lock, c->checkpoint_dir, "pile-trainer", err));
+    pile_buf notes = {0};
+    int rc = pile_checkpoint_clean(c->checkpoint_dir, &notes, err);
+    print_notes(NULL, &notes, "");
+    pile_buf_free(&notes);
+    return rc;
+}
+
+/* A folder a checkpoint will be written to: writable now (a probe file
+ * written, fsynced and removed), and with room for one checkpoint, else a
+ * warning with both figures. */
+static int check_room(const char *dir, const char *what, uint64_t need, pile_err *err)
+{
+    pile_buf probe = {0};
+    if (pile_fs_join(&probe, dir, ".pile.probe")) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    int rc = pile_fs_write_atomic(probe.data, "probe\n", 6, err);
+    if (rc < 0) {
+        pile_err inner = *err;
+        rc = pile_err_set(err, rc, "%s '%s' is not writable: %s", what, dir, inner.msg);
+    }
+    unlink(probe.data);
+    pile_buf_free(&probe);
+    struct statvfs vs;
+    if (rc == 0 && statvfs(dir, &vs) == 0) {
+        uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+        if (avail < need)
+            fprintf(stderr,
+                    "pile-trainer: warning: %s '%s' has %.1f MiB free, and one checkpoint of this model (weights "
+                    "and optimizer state) takes about %.1f MiB: saving will fail unless room is made\n",
+                    what, dir, (double)avail / 1048576.0, (double)need / 1048576.0);
+    }
+    return rc;
+}
+
+/* The validation samples the run will evaluate (the first eval_rows, or
+ * all), their ids checked now: a damaged val shard would otherwise stop the
+ * run at its first validation, hours in. */
+static int check_val_data(trainer *t, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    uint64_t n = t->info->val_samples;
+    if (c->eval_rows > 0 && (uint64_t)c->eval_rows < n) n = (uint64_t)c->eval_rows;
+    host_batch *hb = &t->val_batch;
+    /* a copy: what it counts is the validations' to report; a damaged row
+     * it names (with --skip_corrupt_rows) is named once */
+    corrupt_guard g = t->guard;
+    for (uint64_t i = 0; i < n; i++) {
+        int got = pile_data_sample(t->data, 1, i, c->doc_mask_loss, hb->tokens, hb->targets,
+                                   c->doc_mask ? hb->doc_start : NULL, err);
+        PILE_FORWARD_IF_ERR(guard_sample(&g, t->data, c->data, 1, i, got, err));
+        PILE_FORWARD_IF_ERR(check_sample_ids(hb->tokens, hb->targets, t->T, t->data, 1, i, c->data, err));
+    }
+    t->guard.rows_named = g.rows_named;
     return 0;
+}
+
+/* --resume: the checkpoint must have been trained on these shards
+ * (--allow_data_change takes other ones, said). */
+static int check_resume_data(trainer *t, const char *ckpt, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    pile_buf was = {0};
+    pile_err e2;
+    int rc = pile_checkpoint_read_state_json(ckpt, "data", &was, &e2);
+    if (rc == PILE_ENOENT) {
+        fprintf(stderr, "pile-trainer: warning: checkpoint '%s' does not record its shards (written by an older "
+                        "pile-trainer): the shards in '%s' are not checked against them\n", ckpt, c->data);
+        rc = 0;
+    } else if (rc < 0) {
+        *err = e2;
+    } else if ((rc = pile_data_identity_check(t->data, was.data, &e2)) == PILE_EMISMATCH) {
+        if (c->allow_data_change) {
+            fprintf(stderr, "pile-trainer: warning: resuming from '%s' on other shards (--allow_data_change): %s; the "
+                            "data order differs from here on\n", ckpt, e2.msg);
+            rc = 0;
+        } else {
+            rc = pile_err_set(err, PILE_EMISMATCH,
+                              "cannot resume from '%s': the shards in '%s' are not the ones it was trained on: %s "
+                              "(--allow_data_change resumes on them anyway; the data order then differs)",
+                              ckpt, c->data, e2.msg);
+        }
+    } else if (rc < 0) {
+        *err = e2;
+    }
+    pile_buf_free(&was);
+    return rc;
+}
+
+/* --resume: best_model/ must be the best of the run being continued, which
+ * the checkpoint records (best_step, best_val_loss). One written past the
+ * checkpoint (by a run discarded in a rollback) is moved aside to
+ * best_model-discarded/, and the right one rewritten: from the loaded
+ * weights when the best is this step, else copied from the checkpoint of
+ * its step if one is kept; else it comes back at the next improvement. */
+static int check_best_model(trainer *t, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    const pile_train_state *st = &t->st;
+    pile_buf best = {0}, aside = {0}, src = {0};
+    if (pile_fs_join(&best, c->checkpoint_dir, "best_model") || pile_fs_join(&aside, c->checkpoint_dir, "best_model-discarded"))
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    pile_train_state bs;
+    pile_err e2;
+    int have = pile_fs_is_dir(best.data) && pile_checkpoint_read_state(best.data, &bs, &e2) == 0;
+    int rc = 0, want = isfinite(st->best_val_loss);
+    if (have ? want && bs.step <= st->step && bs.best_val_loss == st->best_val_loss &&
+                   (st->best_step < 0 || bs.step == st->best_step)
+             : !want && !pile_fs_is_dir(best.data))
+        goto out;
+    if (pile_fs_is_dir(best.data)) {
+        if ((rc = pile_checkpoint_remove(aside.data, err)) < 0) goto out;
+        if (rename(best.data, aside.data) != 0) {
+            rc = pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", best.data, aside.data);
+            goto out;
+        }
+        char was[96] = "";
+        if (have) snprintf(was, sizeof was, " (step %" PRId64 ", val loss %.4f)", bs.step, bs.best_val_loss);
+        fprintf(stderr, "pile-trainer: warning: '%s'%s is not the best model of the run being continued (a later "
+                        "run's, discarded): moved to '%s'\n", best.data, was, aside.data);
+    }
+    if (!want) goto out;
+    if (st->best_step == st->step) {
+        rc = save_checkpoint(t, "best_model", 0, 0, err);
+    } else if (st->best_step >= 0 && pile_checkpoint_find_step(c->checkpoint_dir, st->best_step, &src, &e2) == 0 &&
+               pile_checkpoint_copy(src.data, best.data, 1, &e2) == 0) {
+        /* copied */
+    } else {
+        t->best_missing = 1;
+        fprintf(stderr, "pile-trainer: warning: no checkpoint of step %" PRId64 " (the best so far, val loss %.4f) is "
+                        "kept: best_model/ comes back at the next improvement\n", st->best_step, st->best_val_loss);
+        goto out;
+    }
+    if (rc == 0)
+        fprintf(stderr, "pile-trainer: best_model/ rewritten with the weights of step %" PRId64 " (val loss %.4f)\n",
+                st->best_step, st->best_val_loss);
+out:
+    pile_buf_free(&best);
+    pile_buf_free(&aside);
+    pile_buf_free(&src);
+    return rc;
 }
 
 static void log_progress(trainer *t, double loss, double lr, double gnorm, double tok_per_s, double eta_s)
@@ -596,10 +861,17 @@ static void trainer_close(trainer *t)
     host_batch_free(&t->step_batch);
     host_batch_free(&t->val_batch);
     pile_buf_free(&t->config_json);
+    pile_buf_free(&t->data_json);
+    pile_checkpoint_tokenizer_free(t->tok_files);
+    /* last: nothing is written into the folder once another run may take it */
+    pile_fs_lock_close(t->lock);
 }
 
-/* Sets up everything but the loop: data, model, optimizer, schedule, the
- * checkpoint folder (fresh or resumed). */
+/* Sets up everything but the loop, and checks everything the run will need
+ * later, so that a run fails before its first step rather than after it:
+ * the run folder (locked, writable, room for a checkpoint), the data, the
+ * tokenizer checkpoints carry, the validation samples, the checkpoint
+ * resumed from (verified, the same settings and shards). */
 static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed_from, pile_err *err)
 {
     t->cfg = c;
@@ -608,6 +880,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     *resumed_from = -1;
     PILE_RETURN_IF(c->accumulation_steps < 1 || c->batch_size < 1, err, PILE_EINVAL,
                    "batch_size %d and accumulation_steps %d must be positive", c->batch_size, c->accumulation_steps);
+    PILE_FORWARD_IF_ERR(open_run_folder(t, c, err));
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
     PILE_FORWARD_IF_ERR(pile_data_open(&t->data, c->data, c->max_length, c->val_fraction, err));
     t->info = pile_data_get_info(t->data);
@@ -621,10 +894,11 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
                    "the shards in '%s' have a vocabulary of %" PRIu32 " ids; the trainer takes 1 to %d",
                    c->data, info->vocab_size, INT32_MAX - 64);
     PILE_RETURN_IF(info->train_samples == 0, err, PILE_EINVAL, "no train samples in '%s'", c->data);
-    if (c->tokenizer[0]) PILE_FORWARD_IF_ERR(check_tokenizer_override(c, info, err));
     /* checkpoints copy the tokenizer: one that cannot be found fails now, not at the first save */
     PILE_RETURN_IF(!c->tokenizer[0] && info->tokenizer_error[0], err, PILE_ENOENT,
                    "%s; pass --tokenizer SPEC (the tokenizer the shards were made with)", info->tokenizer_error);
+    PILE_FORWARD_IF_ERR(open_tokenizer(t, c, info, err));
+    PILE_RETURN_IF(pile_data_identity(t->data, &t->data_json) < 0, err, PILE_ENOMEM, "out of memory");
 
     pile_model_config mc;
     memset(&mc, 0, sizeof mc);
@@ -646,24 +920,24 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     t->warmup_steps = c->warmup_steps > 0 ? c->warmup_steps : pile_warmup_steps(c->warmup_ratio, t->total_steps);
     t->min_lr = c->min_lr < 0 ? c->learning_rate / 10 : c->min_lr;
 
-    pile_buf ckpt = {0};
-    int rc = pile_checkpoint_find_latest(c->checkpoint_dir, &ckpt, err);
-    if (rc < 0 && rc != PILE_ENOENT) goto out;
-    if (rc == 0 && !cstr(&ckpt)) {
-        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-        goto out;
-    }
-    int have_ckpt = rc == 0;
-    rc = 0;
-    if (c->resume && !have_ckpt) {
-        rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s' to resume from", c->checkpoint_dir);
-        goto out;
-    }
-    if (!c->resume && have_ckpt) {
+    pile_buf ckpt = {0}, notes = {0};
+    int rc = 0;
+    if (c->resume) {
+        /* the newest checkpoint that passes its checks; each one passed over is said */
+        rc = pile_checkpoint_find_resumable(c->checkpoint_dir, &ckpt, &notes, err);
+        print_notes(NULL, &notes, "warning: ");
+        if (rc == PILE_ENOENT && !notes.len)
+            rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s' to resume from", c->checkpoint_dir);
+        if (rc < 0) goto out;
+    } else if (pile_checkpoint_find_latest(c->checkpoint_dir, &ckpt, err) == 0) {
         rc = pile_err_set(err, PILE_EINVAL,
                           "'%s' already holds a run (latest checkpoint '%s'); continue it with --resume, or "
                           "choose another --checkpoint-dir",
                           c->checkpoint_dir, ckpt.data);
+        goto out;
+    }
+    if (c->resume && !cstr(&ckpt)) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
         goto out;
     }
     if (c->resume && (rc = check_resume_model(ckpt.data, &mc, c, err)) < 0) goto out;
@@ -678,6 +952,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     if (c->resume) {
         if ((rc = pile_checkpoint_load(ckpt.data, t->model, t->opt, &t->st, err)) < 0) goto out;
         if ((rc = check_resume_state(ckpt.data, &t->st, c, info, err)) < 0) goto out;
+        if ((rc = check_resume_data(t, ckpt.data, err)) < 0) goto out;
         pile_optim_set_steps(t->opt, t->st.step);
         if (t->st.position > info->train_samples) {
             rc = pile_err_set(err, PILE_EMISMATCH,
@@ -692,9 +967,12 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
                     t->st.total_steps, t->total_steps);
         *resumed_from = t->st.step;
         t->last_save_step = t->st.step;
+        const char *base = strrchr(ckpt.data, '/');
+        snprintf(t->last_saved, sizeof t->last_saved, "%s", base ? base + 1 : ckpt.data);
     } else {
         pile_model_init(t->model, c->seed);
         t->st.best_val_loss = INFINITY;
+        t->st.best_step = -1;
         t->st.loss_scale = 1.0;
         t->st.seed = c->seed;
     }
@@ -713,14 +991,22 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
         rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = pile_fs_mkdirs(c->checkpoint_dir, err)) < 0) goto out;
-    /* a fresh run in a folder without a checkpoint starts its metrics over (step 0) */
-    if ((rc = pile_metrics_open(&t->metrics, c->checkpoint_dir, c->resume ? t->st.step : 0, err)) < 0) goto out;
+    /* room for a checkpoint where checkpoints go (the fallback too) */
+    uint64_t need = pile_checkpoint_size_estimate(t->model, 1, pile_checkpoint_tokenizer_bytes(t->tok_files));
+    if ((rc = check_room(c->checkpoint_dir, "checkpoint folder", need, err)) < 0) goto out;
+    if (c->fallback_dir[0] && ((rc = pile_fs_mkdirs(c->fallback_dir, err)) < 0 ||
+                               (rc = check_room(c->fallback_dir, "fallback folder", need, err)) < 0))
+        goto out;
 
     if ((rc = host_batch_alloc(&t->step_batch, per_step, t->T, err)) < 0) goto out;
     if ((rc = host_batch_alloc(&t->val_batch, (size_t)c->batch_size, t->T, err)) < 0) goto out;
+    if ((rc = check_val_data(t, err)) < 0) goto out;
+    /* a fresh run in a folder without a checkpoint starts its metrics over (step 0) */
+    if ((rc = pile_metrics_open(&t->metrics, c->checkpoint_dir, c->resume ? t->st.step : 0, err)) < 0) goto out;
+    if (c->resume) rc = check_best_model(t, err);
 out:
     pile_buf_free(&ckpt);
+    pile_buf_free(&notes);
     return rc;
 }
 
@@ -739,22 +1025,27 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
     const pile_model_config *mc = pile_model_get_config(t.model);
     t.tty = isatty(STDERR_FILENO);
 
-    /* Signals: see on_stop_signal; SA_RESTART keeps the
-     * checkpoint writes' system calls from failing with EINTR. An inherited
-     * SIG_IGN for SIGINT (a background job) stays. */
-    struct sigaction sa, old_int, old_term;
+    /* Signals: see on_stop_signal; SA_RESTART keeps the checkpoint writes'
+     * system calls from failing with EINTR. An inherited SIG_IGN for SIGINT
+     * (a background job) or SIGHUP (nohup) stays. */
+    static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+    struct sigaction sa, save_sa, old_stop[3], old_usr1;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     /* one handler at a time, so that of two signals at once the second sees the first */
-    sigaddset(&sa.sa_mask, SIGINT);
-    sigaddset(&sa.sa_mask, SIGTERM);
+    for (int i = 0; i < 3; i++) sigaddset(&sa.sa_mask, stop_signals[i]);
     sa.sa_flags = SA_RESTART;
+    save_sa = sa;
+    save_sa.sa_handler = on_save_signal;
     g_stop_signal = 0;
+    g_save_signal = 0;
     g_signal_newline = t.tty;
-    sigaction(SIGINT, NULL, &old_int);
-    if (old_int.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, &old_term);
+    for (int i = 0; i < 3; i++) {
+        sigaction(stop_signals[i], NULL, &old_stop[i]);
+        if (stop_signals[i] == SIGTERM || old_stop[i].sa_handler != SIG_IGN) sigaction(stop_signals[i], &sa, NULL);
+    }
+    sigaction(SIGUSR1, &save_sa, &old_usr1);
 
     char n1[32], n2[32], n3[32], n4[32], n5[32], n6[32];
     fprintf(stderr,
@@ -776,7 +1067,24 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
     double interval_time = 0, last_loss = NAN;
     int64_t interval_tokens = 0, steps_run = 0;
     int interrupted = 0;
-    while (t.st.step < t.total_steps) {
+    if (resumed_from >= 0 && t.st.pending_val) {
+        /* the validation a signal skipped when the run stopped: its result
+         * (and best_model) is what the uninterrupted run had. The
+         * checkpoint is written again so that it no longer owes it. */
+        fprintf(stderr, "pile-trainer: step %" PRId64 "'s validation was skipped when the run stopped: doing it first\n",
+                t.st.step);
+        rc = validate(&t, err);
+        if (rc == 0 && !t.st.pending_val) {
+            char name[sizeof t.last_saved];
+            snprintf(name, sizeof name, "%s", t.last_saved);
+            rc = save_checkpoint(&t, name, 1, 1, err);
+        }
+        if (rc == 0 && g_stop_signal) {
+            fprintf(stderr, "interrupted at step %" PRId64 " before training on; continue with --resume\n", t.st.step);
+            interrupted = 1;
+        }
+    }
+    while (rc == 0 && !interrupted && t.st.step < t.total_steps) {
         double loss = 0, gnorm = 0, lr = 0;
         int64_t tokens = 0;
         double ts = pile_now();
@@ -820,6 +1128,17 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         if (c->save_interval > 0 && t.st.step % c->save_interval == 0 && t.last_save_step != t.st.step &&
             (rc = save_step_checkpoint(&t, err)) < 0)
             break;
+        if (g_save_signal) {
+            /* SIGUSR1: a checkpoint now, and training goes on */
+            g_save_signal = 0;
+            if (t.last_save_step != t.st.step && (rc = save_step_checkpoint(&t, err)) < 0) break;
+            end_progress_line(&t);
+            pile_buf p = {0};
+            pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
+            fprintf(stderr, "pile-trainer: checkpoint '%s' written (SIGUSR1); training goes on\n",
+                    p.data ? p.data : t.last_saved);
+            pile_buf_free(&p);
+        }
         if (g_stop_signal) {
             if (t.last_save_step != t.st.step && (rc = save_step_checkpoint(&t, err)) < 0) break;
             end_progress_line(&t);
@@ -833,13 +1152,20 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         }
     }
     if (rc == 0 && !interrupted && steps_run > 0) {
-        /* a run that stops inside an epoch (max_steps) still ends validated and saved */
+        /* a run that stops inside an epoch (max_steps) still ends validated
+         * and saved (a validation a signal skips is owed in the checkpoint) */
         if (t.last_val_step != t.st.step) rc = validate(&t, err);
         if (rc == 0 && t.last_save_step != t.st.step) rc = save_step_checkpoint(&t, err);
+        if (rc == 0 && t.st.pending_val) {
+            end_progress_line(&t);
+            fprintf(stderr, "interrupted at step %" PRId64 " before its validation; continue with --resume\n",
+                    t.st.step);
+            interrupted = 1;
+        }
     }
     end_progress_line(&t);
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old_stop[i], NULL);
+    sigaction(SIGUSR1, &old_usr1, NULL);
 
     if (rc == 0) {
         char tok[32], el[32];
@@ -848,18 +1174,43 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
                t.total_steps, steps_run, duration(el, sizeof el, elapsed), interrupted ? ", interrupted" : "");
         printf("tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
         if (steps_run > 0) printf("final train loss: %.4f\n", last_loss);
-        if (isfinite(t.st.best_val_loss)) printf("best val loss: %.4f (best_model/)\n", t.st.best_val_loss);
+        if (isfinite(t.st.best_val_loss))
+            printf("best val loss: %.4f (%s)\n", t.st.best_val_loss,
+                   t.best_missing ? "its weights were not kept" : "best_model/");
         if (c->skip_corrupt_rows)
             printf("corrupt rows skipped: %" PRIu64 " (%" PRIu64 " samples left out)\n",
                    pile_data_corrupt_rows(t.data), t.guard.samples);
         printf("checkpoints: %s (latest %s)\n", c->checkpoint_dir, t.last_saved[0] ? t.last_saved : "unchanged");
         fflush(stdout);
+        if (interrupted) rc = PILE_TRAINER_STOPPED;
     }
     trainer_close(&t);
     return rc;
 }
 
 /* ------------------------------------------------------ eval and sample */
+
+/* 1 when ckpt has no trainer_state.json: a model from elsewhere (a
+ * transformers save_pretrained of GPT-2). */
+static int is_foreign(const char *ckpt)
+{
+    pile_buf p = {0};
+    int foreign = pile_fs_join(&p, ckpt, "trainer_state.json") == 0 && access(p.data, F_OK) != 0 && errno == ENOENT;
+    pile_buf_free(&p);
+    return foreign;
+}
+
+/* eval and sample read only checkpoints whose files match their
+ * checksums.json; a folder without one (an older pile-trainer's, said; a
+ * foreign one) is read as it is. */
+static int verify_for_reading(const char *ckpt, int foreign, pile_err *err)
+{
+    int rc = pile_checkpoint_verify(ckpt, err);
+    if (rc != PILE_ENOENT || !pile_fs_is_dir(ckpt)) return rc == PILE_ENOENT ? 0 : rc;
+    if (!foreign) fprintf(stderr, "pile-trainer: warning: %s\n", err->msg);
+    pile_err_clear(err);
+    return 0;
+}
 
 /* A checkpoint's model, weights loaded, for up to max_batch rows. */
 static int open_checkpoint_model(const char *ckpt, const char *backend, int threads, int max_batch,
@@ -886,10 +1237,9 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
      * transformers save_pretrained of GPT-2): no recorded data, settings or
      * tokenizer fingerprint, so --data is needed and only the vocabulary
      * size can be checked. */
-    pile_buf state_path = {0};
-    int rc = pile_fs_join(&state_path, ckpt, "trainer_state.json");
-    const int foreign = rc == 0 && access(state_path.data, F_OK) != 0 && errno == ENOENT;
-    pile_buf_free(&state_path);
+    const int foreign = is_foreign(ckpt);
+    int rc = verify_for_reading(ckpt, foreign, err);
+    if (rc < 0) goto out;
     if (!foreign && (rc = read_stored_config(ckpt, &cfg, err)) < 0) goto out;
     if ((!data_dir || !data_dir[0]) && cfg) data_dir = json_string(cfg, "data");
     if (!data_dir || !data_dir[0]) {
@@ -1051,8 +1401,9 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *e
     int32_t *tokens = NULL, *targets = NULL;
     float *logits = NULL;
     scored *tmp = NULL;
-    int rc = pile_checkpoint_tokenizer_spec(ckpt, &spec, err);
+    int rc = verify_for_reading(ckpt, is_foreign(ckpt), err);
     if (rc < 0) goto out;
+    if ((rc = pile_checkpoint_tokenizer_spec(ckpt, &spec, err)) < 0) goto out;
     if (!cstr(&spec)) {
         rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
         goto out;

@@ -21,8 +21,14 @@
 extern "C" {
 #endif
 
-/* Trains with a resolved configuration. Returns 0 when training finished
- * or stopped cleanly on a signal (a checkpoint written), else PILE_E*. */
+/* What pile_trainer_train returns for a run stopped by SIGINT, SIGTERM or
+ * SIGHUP with its checkpoint written: resumable, not finished (the
+ * command line exits 75, EX_TEMPFAIL, for it). */
+#define PILE_TRAINER_STOPPED 1
+
+/* Trains with a resolved configuration. Returns 0 when training finished,
+ * PILE_TRAINER_STOPPED when a signal stopped it cleanly (a checkpoint
+ * written), else PILE_E*. SIGUSR1 writes a checkpoint and goes on. */
 int pile_trainer_train(const pile_train_config *cfg, pile_err *err);
 
 typedef struct pile_eval_result {
