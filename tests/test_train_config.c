@@ -1286,6 +1286,66 @@ static void test_data_prep(void)
     pile_data_close(d);
 }
 
+static void test_data_identity(void)
+{
+    pile_err err;
+    pile_data *d = NULL;
+    pile_buf id = {0};
+    char dir[700], path[800];
+    snprintf(dir, sizeof dir, "%s/ident", tmp);
+    TEST("data: the shards' identity; a shard changed, added or missing named");
+    if (mkdir(dir, 0755) != 0) PILE_FAIL_("cannot mkdir '%s'", dir);
+    OK(write_shard(dir, "train-00000.shard", shard0, 5, 0, 0, L, &err), &err);
+    OK(write_shard(dir, "train-00001.shard", shard1, 4, 5, 0, L, &err), &err);
+    OK(pile_data_open(&d, dir, 0, 0.3, &err), &err);
+    if (!d) return;
+    OK(pile_data_identity(d, &id), &err);
+    ASSERT(id.data && strstr(id.data, "\"fingerprint\": \"") && strstr(id.data, "\"file\": \"train-00001.shard\"") &&
+           strstr(id.data, "\"rows\": 4"));
+    OK(pile_data_identity_check(d, id.data, &err), &err);
+    pile_data_close(d);
+    d = NULL;
+    /* a shard rewritten with other tokens, as many rows */
+    OK(write_shard(dir, "train-00001.shard", shard1, 4, 6, 0, L, &err), &err);
+    OK(pile_data_open(&d, dir, 0, 0.3, &err), &err);
+    if (d) {
+        ASSERT_EQ(pile_data_identity_check(d, id.data, &err), PILE_EMISMATCH);
+        ASSERT(strstr(err.msg, "'train-00001.shard' has 4 rows") && strstr(err.msg, "data checksum"));
+    }
+    pile_data_close(d);
+    d = NULL;
+    OK(write_shard(dir, "train-00001.shard", shard1, 4, 5, 0, L, &err), &err);
+    OK(write_shard(dir, "train-00002.shard", shard1, 2, 9, 0, L, &err), &err);
+    OK(pile_data_open(&d, dir, 0, 0.3, &err), &err);
+    if (d) {
+        ASSERT_EQ(pile_data_identity_check(d, id.data, &err), PILE_EMISMATCH);
+        ASSERT(strstr(err.msg, "'train-00002.shard' is new"));
+    }
+    pile_data_close(d);
+    d = NULL;
+    snprintf(path, sizeof path, "%s/train-00001.shard", dir);
+    unlink(path);
+    OK(pile_data_open(&d, dir, 0, 0.3, &err), &err);
+    if (d) {
+        ASSERT_EQ(pile_data_identity_check(d, id.data, &err), PILE_EMISMATCH);
+        ASSERT(strstr(err.msg, "'train-00001.shard', one of the checkpoint's 2 shards, is missing"));
+        ASSERT_EQ(pile_data_identity_check(d, "{\"shards\": []}", &err), PILE_EFORMAT);
+    }
+    pile_data_close(d);
+    d = NULL;
+
+    TEST("data: a folder pile-prep did not finish (\"complete\": false) refused, saying what to run");
+    write_file("ident/manifest.json", "{\"complete\": false, \"options\": {\"tokenizer\": \"bytes\"}}");
+    ASSERT_EQ(pile_data_open(&d, dir, 0, 0.3, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "unfinished") && strstr(err.msg, "\"complete\": false") &&
+           strstr(err.msg, "run the same pile-prep command again"));
+    ASSERT(d == NULL);
+    write_file("ident/manifest.json", "{\"complete\": true, \"options\": {\"tokenizer\": \"bytes\"}}");
+    OK(pile_data_open(&d, dir, 0, 0.3, &err), &err);
+    pile_data_close(d);
+    pile_buf_free(&id);
+}
+
 static void test_data(void)
 {
     pile_err err;
@@ -1301,6 +1361,7 @@ static void test_data(void)
     test_data_order_and_split(dir);
     test_data_refusals();
     test_data_checks();
+    test_data_identity();
     test_data_epoch_order();
     test_data_prep();
 }

@@ -1,6 +1,8 @@
 /* Tests for the trainer's files: safetensors (round trip, every kind of
  * corruption refused), checkpoint folders (bit-exact round trip, atomic
- * replace, latest, tokenizer carry), metrics.jsonl and TensorBoard events.
+ * replace, latest, tokenizer carry, checksums, the folder --resume takes,
+ * a killed run's leftovers, save_total_limit), metrics.jsonl and
+ * TensorBoard events.
  * With --write-fixture DIR it writes files for tests/reference/check_io.py
  * to read with the Python reference packages. */
 #include <dirent.h>
@@ -1114,6 +1116,330 @@ static void test_state_and_latest(void)
     pile_buf_free(&out);
 }
 
+/* ----------------------------------------------- checksums and resume */
+
+/* Changes one byte of a file, `back` bytes before its end. */
+static int flip_byte(const char *path, long back)
+{
+    FILE *f = fopen(path, "r+b");
+    if (!f) return -1;
+    int c = -1;
+    if (fseek(f, -back, SEEK_END) == 0 && (c = fgetc(f)) != EOF && fseek(f, -1, SEEK_CUR) == 0)
+        c = fputc(c ^ 0x5a, f);
+    return fclose(f) == 0 && c != EOF ? 0 : -1;
+}
+
+static int has_text(const pile_buf *b, const char *s)
+{
+    return b->data && memmem(b->data, b->len, s, strlen(s)) != NULL;
+}
+
+/* Saves a checkpoint of fixture fx at step `step` as run/name. */
+static int save_at(const char *run, const char *name, fixture *fx, int64_t step, pile_err *err)
+{
+    pile_buf dir = {0};
+    pile_fs_join(&dir, run, name);
+    pile_train_state st = sample_state(step);
+    int rc = pile_checkpoint_save(dir.data, fx->m, fx->o, &st, config_json, err);
+    pile_buf_free(&dir);
+    return rc;
+}
+
+static const char *in_run(pile_buf *b, const char *run, const char *name)
+{
+    pile_fs_join(b, run, name);
+    return b->data;
+}
+
+static void test_checksums(void)
+{
+    TEST("checkpoint: checksums.json lists every file; a flipped byte, a cut or missing file found by name");
+    pile_err err = {0};
+    pile_buf run = {0}, dir = {0}, p = {0}, text = {0};
+    fixture a;
+    ASSERT_OK(fixture_make(&a, 32, 31, &err), EP);
+    if (!a.m) return;
+    tpath(&run, "sums");
+    pile_fs_join(&dir, run.data, "step-0000004");
+    ASSERT_OK(save_at(run.data, "step-0000004", &a, 4, &err), EP);
+    ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
+    ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "checksums.json"), &text, &err), EP);
+    static const char *const listed[] = {"\"model.safetensors\"", "\"optimizer.safetensors\"", "\"config.json\"",
+                                         "\"trainer_state.json\"", "\"tokenizer/tokenizer_spec.txt\"", "xxh3-128"};
+    for (int i = 0; i < 6; i++) ASSERT(has_text(&text, listed[i]));
+    ASSERT(!has_text(&text, "\"checksums.json\""));
+    /* a file added later is not listed, and not a failure */
+    ASSERT(write_bytes(in_run(&p, dir.data, "README.md"), "x", 1) == 0);
+    ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
+
+    pile_buf keep = {0};
+    ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "model.safetensors"), &keep, &err), EP);
+    ASSERT(flip_byte(p.data, 100) == 0);
+    ASSERT_EQ(pile_checkpoint_verify(dir.data, &err), PILE_ECORRUPT);
+    ASSERT(strstr(err.msg, "'model.safetensors' has checksum") && strstr(err.msg, "step-0000004"));
+    ASSERT_OK(pile_fs_write_atomic(p.data, keep.data, keep.len, &err), EP);
+    ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
+    ASSERT(truncate(in_run(&p, dir.data, "optimizer.safetensors"), 1000) == 0);
+    ASSERT_EQ(pile_checkpoint_verify(dir.data, &err), PILE_ETRUNC);
+    ASSERT(strstr(err.msg, "incomplete") && strstr(err.msg, "'optimizer.safetensors' has 1000 bytes"));
+    ASSERT(unlink(in_run(&p, dir.data, "optimizer.safetensors")) == 0);
+    ASSERT_EQ(pile_checkpoint_verify(dir.data, &err), PILE_ETRUNC);
+    ASSERT(strstr(err.msg, "'optimizer.safetensors', listed in its checksums.json, is missing"));
+    /* a list naming a file outside the folder is not followed */
+    static const char bad[] = "{\"format\": \"pile-checkpoint-checksums\", \"files\": [{\"path\": \"../x\", "
+                              "\"bytes\": 1, \"xxh3_128\": \"00000000000000000000000000000000\"}]}";
+    ASSERT_OK(pile_fs_write_atomic(in_run(&p, dir.data, "checksums.json"), bad, sizeof bad - 1, &err), EP);
+    ASSERT_EQ(pile_checkpoint_verify(dir.data, &err), PILE_EFORMAT);
+    ASSERT(unlink(p.data) == 0);
+    ASSERT_EQ(pile_checkpoint_verify(dir.data, &err), PILE_ENOENT);
+    ASSERT(strstr(err.msg, "no checksums.json"));
+
+    /* a weights-only copy (best_model's contents) verifies and loads */
+    ASSERT_OK(save_at(run.data, "step-0000008", &a, 8, &err), EP);
+    pile_buf src = {0}, dst = {0};
+    in_run(&src, run.data, "step-0000008");
+    in_run(&dst, run.data, "best_model");
+    ASSERT_OK(pile_checkpoint_copy(src.data, dst.data, 1, &err), EP);
+    ASSERT_OK(pile_checkpoint_verify(dst.data, &err), EP);
+    ASSERT(!exists(in_run(&p, dst.data, "optimizer.safetensors")));
+    ASSERT(same_file(in_run(&p, dst.data, "model.safetensors"), in_run(&text, src.data, "model.safetensors")));
+    pile_train_state got;
+    ASSERT_OK(pile_checkpoint_load(dst.data, a.m, NULL, &got, &err), EP);
+    ASSERT_EQ(got.step, 8);
+    /* a damaged source is not copied */
+    ASSERT(flip_byte(in_run(&p, src.data, "config.json"), 10) == 0);
+    ASSERT_EQ(pile_checkpoint_copy(src.data, dst.data, 1, &err), PILE_ECORRUPT);
+    ASSERT(strstr(err.msg, "config.json"));
+
+    /* the free-space check's figure: at least what a save takes, within 20% */
+    uint64_t total = 0, size;
+    static const char *const files[] = {"model.safetensors", "optimizer.safetensors", "config.json",
+                                        "trainer_state.json", "checksums.json", "tokenizer/tokenizer_spec.txt"};
+    for (int i = 0; i < 6; i++)
+        if (pile_fs_size(in_run(&p, dir.data, files[i]), &size, &err) == 0) total += size;
+    ASSERT_OK(save_at(run.data, "step-0000012", &a, 12, &err), EP);
+    total = 0;
+    in_run(&dir, run.data, "step-0000012");
+    for (int i = 0; i < 6; i++) {
+        ASSERT_OK(pile_fs_size(in_run(&p, dir.data, files[i]), &size, &err), EP);
+        total += size;
+    }
+    uint64_t est = pile_checkpoint_size_estimate(a.m, 1, 0);
+    printf("# checkpoint of %llu bytes, estimated %llu\n", (unsigned long long)total, (unsigned long long)est);
+    ASSERT(est >= total && est <= total + total / 5 + 65536);
+    fixture_free(&a);
+    pile_buf_free(&run);
+    pile_buf_free(&dir);
+    pile_buf_free(&p);
+    pile_buf_free(&text);
+    pile_buf_free(&keep);
+    pile_buf_free(&src);
+    pile_buf_free(&dst);
+}
+
+static void test_resumable(void)
+{
+    TEST("checkpoint: --resume's folder: the newest that passes; each one passed over named, and why");
+    pile_err err = {0};
+    pile_buf run = {0}, out = {0}, notes = {0}, p = {0}, q = {0};
+    fixture a;
+    ASSERT_OK(fixture_make(&a, 32, 41, &err), EP);
+    if (!a.m) return;
+    tpath(&run, "resumable");
+    ASSERT_EQ(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), PILE_ENOENT);
+    for (int s = 4; s <= 12; s += 4) {
+        char name[32];
+        snprintf(name, sizeof name, "step-%07d", s);
+        ASSERT_OK(save_at(run.data, name, &a, s, &err), EP);
+    }
+    ASSERT_OK(pile_checkpoint_set_latest(run.data, "step-0000012", &err), EP);
+    ASSERT_OK(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), EP);
+    ASSERT_STR_EQ(out.data, in_run(&p, run.data, "step-0000012"));
+    ASSERT_EQ(notes.len, 0);
+
+    /* the newest damaged: the one before, both named */
+    ASSERT(flip_byte(in_run(&p, run.data, "step-0000012/model.safetensors"), 64) == 0);
+    out.len = notes.len = 0;
+    ASSERT_OK(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), EP);
+    ASSERT_STR_EQ(out.data, in_run(&p, run.data, "step-0000008"));
+    ASSERT(has_text(&notes, "step-0000012' is damaged: 'model.safetensors'") &&
+           has_text(&notes, "resuming from '") && has_text(&notes, "step-0000008' (step 8)"));
+    ASSERT(flip_byte(in_run(&p, run.data, "step-0000008/optimizer.safetensors"), 64) == 0);
+    out.len = notes.len = 0;
+    ASSERT_OK(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), EP);
+    ASSERT_STR_EQ(out.data, in_run(&p, run.data, "step-0000004"));
+    ASSERT(has_text(&notes, "'optimizer.safetensors'"));
+    /* none passes: refused with the newest's failure */
+    ASSERT(flip_byte(in_run(&p, run.data, "step-0000004/model.safetensors"), 64) == 0);
+    out.len = notes.len = 0;
+    ASSERT_EQ(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), PILE_ECORRUPT);
+    ASSERT(strstr(err.msg, "step-0000012' is damaged: 'model.safetensors'") &&
+           strstr(err.msg, "no older checkpoint"));
+
+    /* "latest" naming a folder that is gone; a newer folder without
+     * trainer_state.json; a folder of an older version (no checksums.json) */
+    tpath(&run, "resumable2");
+    ASSERT_OK(save_at(run.data, "step-0000004", &a, 4, &err), EP);
+    ASSERT_OK(save_at(run.data, "step-0000008", &a, 8, &err), EP);
+    ASSERT_OK(save_at(run.data, "epoch-002", &a, 10, &err), EP);
+    ASSERT(unlink(in_run(&p, run.data, "epoch-002/trainer_state.json")) == 0);
+    ASSERT(unlink(in_run(&p, run.data, "step-0000008/checksums.json")) == 0);
+    ASSERT_OK(pile_checkpoint_set_latest(run.data, "step-0000012", &err), EP);
+    out.len = notes.len = 0;
+    ASSERT_OK(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), EP);
+    ASSERT_STR_EQ(out.data, in_run(&p, run.data, "step-0000008"));
+    ASSERT(has_text(&notes, "latest' names 'step-0000012', which does not exist"));
+    ASSERT(has_text(&notes, "epoch-002' has no readable trainer_state.json"));
+    ASSERT(has_text(&notes, "step-0000008' has no checksums.json"));
+
+    /* after a rollback "latest" names an older step than a folder of the
+     * discarded run: when it fails, only older steps are taken */
+    tpath(&run, "resumable3");
+    for (int s = 4; s <= 12; s += 4) {
+        char name[32];
+        snprintf(name, sizeof name, "step-%07d", s);
+        ASSERT_OK(save_at(run.data, name, &a, s, &err), EP);
+    }
+    ASSERT_OK(pile_checkpoint_set_latest(run.data, "step-0000008", &err), EP);
+    out.len = notes.len = 0;
+    ASSERT_OK(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), EP);
+    ASSERT_STR_EQ(out.data, in_run(&p, run.data, "step-0000008"));
+    ASSERT(flip_byte(in_run(&p, run.data, "step-0000008/trainer_state.json"), 5) == 0);
+    out.len = notes.len = 0;
+    ASSERT_OK(pile_checkpoint_find_resumable(run.data, &out, &notes, &err), EP);
+    ASSERT_STR_EQ(out.data, in_run(&q, run.data, "step-0000004"));
+    fixture_free(&a);
+    pile_buf_free(&run);
+    pile_buf_free(&out);
+    pile_buf_free(&notes);
+    pile_buf_free(&p);
+    pile_buf_free(&q);
+}
+
+static int make_dir_with_file(const char *run, const char *name, pile_buf *p)
+{
+    pile_err err;
+    if (pile_fs_mkdirs(in_run(p, run, name), &err) < 0) return -1;
+    pile_buf f = {0};
+    int rc = write_bytes(in_run(&f, p->data, "f"), "x", 1);
+    pile_buf_free(&f);
+    return rc;
+}
+
+static void test_clean_and_prune(void)
+{
+    TEST("checkpoint: a killed run's .tmp and .old cleared, others' files kept; save_total_limit keeps the newest");
+    pile_err err = {0};
+    pile_buf run = {0}, p = {0}, notes = {0};
+    tpath(&run, "clean");
+    static const char *const dirs[] = {"step-0000003.tmp", "best_model.tmp", "step-0000002.old", "step-0000001",
+                                       "step-0000001.old", "notes.tmp", "photo.old", "step-x.tmp"};
+    for (int i = 0; i < 8; i++) ASSERT(make_dir_with_file(run.data, dirs[i], &p) == 0);
+    ASSERT(write_bytes(in_run(&p, run.data, "latest.tmp"), "step-0000003\n", 13) == 0);
+    ASSERT(write_bytes(in_run(&p, run.data, "thesis.tmp"), "draft", 5) == 0);
+    ASSERT_OK(pile_checkpoint_clean(run.data, &notes, &err), EP);
+    static const char *const gone[] = {"step-0000003.tmp", "best_model.tmp", "step-0000002.old", "step-0000001.old",
+                                       "latest.tmp"};
+    for (int i = 0; i < 5; i++) {
+        ASSERT(!exists(in_run(&p, run.data, gone[i])));
+        ASSERT(has_text(&notes, gone[i]));
+    }
+    static const char *const kept[] = {"step-0000002/f", "step-0000001/f", "notes.tmp/f", "photo.old/f",
+                                       "step-x.tmp/f", "thesis.tmp"};
+    for (int i = 0; i < 6; i++) ASSERT(exists(in_run(&p, run.data, kept[i])));
+    ASSERT(has_text(&notes, "restored"));
+    ASSERT(!has_text(&notes, "thesis") && !has_text(&notes, "photo") && !has_text(&notes, "step-x"));
+
+    tpath(&run, "prune");
+    static const char *const folders[] = {"step-0000001", "step-0000002", "step-0000003", "step-0000004",
+                                          "step-0000005", "epoch-001", "best_model", "step-0000009"};
+    for (int i = 0; i < 8; i++) ASSERT(make_dir_with_file(run.data, folders[i], &p) == 0);
+    notes.len = 0;
+    ASSERT_OK(pile_checkpoint_prune(run.data, 2, 5, &notes, &err), EP);
+    for (int i = 0; i < 8; i++) {
+        int want = !(i < 3);
+        ASSERT_EQ(exists(in_run(&p, run.data, folders[i])), want);
+        ASSERT_EQ(has_text(&notes, folders[i]), !want);
+    }
+    ASSERT_EQ(count_entries_with(run.data, ".tmp"), 0);
+    ASSERT_EQ(pile_checkpoint_prune(run.data, 0, 5, &notes, &err), PILE_EINVAL);
+    pile_buf_free(&run);
+    pile_buf_free(&p);
+    pile_buf_free(&notes);
+}
+
+static void test_tokenizer_late(void)
+{
+    TEST("checkpoint: tokenizer files read at start survive their source; a salvage save without them resumes");
+    pile_err err = {0};
+    pile_buf run = {0}, src = {0}, dir = {0}, p = {0}, spec = {0}, js = {0};
+    fixture a, b;
+    ASSERT_OK(fixture_make(&a, 32, 51, &err), EP);
+    ASSERT_OK(fixture_make(&b, 32, 52, &err), EP);
+    if (!a.m || !b.m) {
+        fixture_free(&a);
+        fixture_free(&b);
+        return;
+    }
+    tpath(&run, "late");
+    ASSERT_OK(pile_fs_mkdirs(run.data, &err), EP);
+    static const char tok_text[] = "{\"model\": {\"type\": \"BPE\"}, \"note\": \"the bytes are copied, not parsed\"}";
+    ASSERT(write_bytes(in_run(&src, run.data, "tok.json"), tok_text, sizeof tok_text - 1) == 0);
+    pile_train_state st = sample_state(6);
+    snprintf(st.tokenizer_spec, sizeof st.tokenizer_spec, "%s", src.data);
+    st.best_step = 5;
+    st.pending_val = 1;
+    pile_checkpoint_tokenizer *tok = NULL;
+    ASSERT_OK(pile_checkpoint_tokenizer_read(&tok, src.data, &err), EP);
+    ASSERT_EQ(pile_checkpoint_tokenizer_bytes(tok), sizeof tok_text - 1);
+    ASSERT(unlink(src.data) == 0);
+
+    /* read before the source went: the checkpoint carries it whole */
+    pile_checkpoint_save_opts o = {tok, 0, "{\"fingerprint\": \"ab\", \"shards\": []}"};
+    ASSERT_OK(pile_checkpoint_save_ex(in_run(&dir, run.data, "step-0000006"), a.m, a.o, &st, config_json, &o, &err), EP);
+    pile_buf got = {0};
+    ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "tokenizer/tok.json"), &got, &err), EP);
+    ASSERT(got.len == sizeof tok_text - 1 && got.data && memcmp(got.data, tok_text, got.len) == 0);
+    pile_buf_free(&got);
+    ASSERT_OK(pile_checkpoint_read_state_json(dir.data, "data", &js, &err), EP);
+    ASSERT(js.data && strstr(js.data, "\"fingerprint\": \"ab\""));
+    js.len = 0;
+    ASSERT_EQ(pile_checkpoint_read_state_json(dir.data, "nothing", &js, &err), PILE_ENOENT);
+    pile_train_state back;
+    ASSERT_OK(pile_checkpoint_read_state(dir.data, &back, &err), EP);
+    ASSERT(back.best_step == 5 && back.pending_val == 1);
+
+    /* read at save time, after the source went: the whole save fails, as before */
+    ASSERT_EQ(pile_checkpoint_save(in_run(&dir, run.data, "step-0000007"), b.m, b.o, &st, config_json, &err),
+              PILE_ENOENT);
+    ASSERT(!exists(dir.data) && strstr(err.msg, "tok.json"));
+    /* the salvage: everything but the tokenizer's files, which resumes */
+    pile_checkpoint_save_opts salvage = {NULL, 1, NULL};
+    st.step = 7;
+    ASSERT_OK(pile_checkpoint_save_ex(dir.data, b.m, b.o, &st, config_json, &salvage, &err), EP);
+    ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
+    ASSERT(exists(in_run(&p, dir.data, "tokenizer/tokenizer_spec.txt")));
+    ASSERT(!exists(in_run(&p, dir.data, "tokenizer/tok.json")));
+    ASSERT_OK(pile_checkpoint_tokenizer_spec(dir.data, &spec, &err), EP);
+    ASSERT_STR_EQ(spec.data, src.data);
+    ASSERT_OK(pile_checkpoint_load(dir.data, a.m, a.o, &back, &err), EP);
+    ASSERT_EQ(back.step, 7);
+    ASSERT(same_buffers(&a, &b, pile_model_params(a.m), pile_model_params(b.m)));
+    ASSERT(same_buffers(&a, &b, pile_optim_m(a.o), pile_optim_m(b.o)));
+    /* a state written before best_step and pending_validation existed */
+    ASSERT_OK(load_state_with(dir.data, a.m, "\"total_steps\": 9,", &back, &err), EP);
+    ASSERT(back.best_step == -1 && back.pending_val == 0);
+    pile_checkpoint_tokenizer_free(tok);
+    fixture_free(&a);
+    fixture_free(&b);
+    pile_buf_free(&run);
+    pile_buf_free(&src);
+    pile_buf_free(&dir);
+    pile_buf_free(&p);
+    pile_buf_free(&spec);
+    pile_buf_free(&js);
+}
+
 /* Files for tests/reference/check_io.py: a safetensors file of every rank,
  * a checkpoint folder and a run folder of events, plus expected.json with
  * the values written. */
@@ -1179,6 +1505,10 @@ int main(int argc, char **argv)
     test_st_hostile();
     test_hf_folder();
     test_state_and_latest();
+    test_checksums();
+    test_resumable();
+    test_clean_and_prune();
+    test_tokenizer_late();
     int rc = TEST_DONE();
     if (rc == 0) {
         char cmd[600];

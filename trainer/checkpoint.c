@@ -1340,8 +1340,12 @@ int pile_checkpoint_find_resumable(const char *checkpoint_dir, pile_buf *out, pi
              checkpoint_dir, latest.data);
     if (n > 1) qsort(c, n, sizeof *c, by_step_desc);
     /* after a failure only older steps are candidates: newer ones belong
-     * to a run that a rollback discarded */
+     * to a run that a rollback discarded (a "latest" that cannot be read
+     * still tells its step by a step-N name) */
     int64_t limit = INT64_MAX;
+    if (have_latest && (n == 0 || c[0].step != INT64_MAX) && !strncmp(latest.data, "step-", 5) &&
+        numbered(latest.data))
+        limit = strtoll(latest.data + 5, NULL, 10);
     pile_err first = {0};
     int failed = 0;
     for (size_t i = 0; i < n; i++) {

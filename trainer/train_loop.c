@@ -1057,9 +1057,13 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
             t.info->val_held_out ? " (held out from train: no val shards)" : "",
             thousands(n5, sizeof n5, (uint64_t)t.total_steps), thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
             thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps);
-    if (resumed_from >= 0)
-        fprintf(stderr, "pile-trainer: resuming at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")\n",
-                t.st.step, t.st.epoch + 1, t.st.position);
+    if (resumed_from >= 0) {
+        pile_buf p = {0};
+        pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
+        fprintf(stderr, "pile-trainer: resuming from '%s' at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")\n",
+                p.data ? p.data : t.last_saved, t.st.step, t.st.epoch + 1, t.st.position);
+        pile_buf_free(&p);
+    }
     if (t.info->val_samples == 0)
         fprintf(stderr, "pile-trainer: warning: no validation samples in '%s'; no validation\n", c->data);
 
