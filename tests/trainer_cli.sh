@@ -5,7 +5,11 @@
 # SIGTERM, refusals (no checkpoint, a used folder, changed settings, another
 # tokenizer, divergence), damaged shards (a row failing its checksum stops
 # the run before its use, or is skipped and counted; version 1 shards),
-# eval against the run's own validation, sampling.
+# eval against the run's own validation, sampling; nothing lost: one run
+# per folder, SIGUSR1/SIGHUP and exit 75, owed validations, damaged
+# checkpoints found by their checksums, resume fallbacks and a rollback's
+# best_model, the shards' identity, save_total_limit, the tokenizer read at
+# start, a checkpoint that fails mid-run saved in --fallback_dir.
 #   trainer_cli.sh PILE_TRAINER PILE_PREP PILE_TOK SHARD_TOOL
 # Speaks TAP; exits 77 when the sample data is absent.
 set -u
@@ -347,5 +351,231 @@ expect "greedy sampling (--temperature 0)" 0 "^x"
 run "$TR" --data shards --model tiny --max_length 16 --batch_size 3 --accumulation_steps 1500 --max_steps 1 \
     --eval_rows 8 --threads 1 --checkpoint_dir ACC
 expect "accumulation_steps 1500: one step over the whole epoch" 0 "trained 1 of 1 steps"
+
+# ===== nothing lost: the run folder, checkpoints' checksums, resume fallbacks,
+# signals (issues 13 and 15)
+
+# flip FILE BACK: changes one byte, BACK bytes before the end of FILE
+flip() {
+    fsz=$(wc -c < "$1")
+    off=$((fsz - $2))
+    b=$(od -An -tu1 -j "$off" -N 1 "$1" | tr -d ' ')
+    printf "\\$(printf %03o $((b ^ 90)))" | dd of="$1" bs=1 seek="$off" conv=notrunc 2> /dev/null
+}
+# wait_line FILE PATTERN PID: until FILE holds a line matching PATTERN (or PID ends, or 60 s)
+wait_line() {
+    i=0
+    while ! grep -q "$2" "$1" 2> /dev/null && [ $i -lt 1200 ] && kill -0 "$3" 2> /dev/null; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+}
+LONG="--data shards --model tiny --max_steps 100000 --batch_size 4 --threads 1 --eval_rows 16 --seed 7"
+
+# --- one run per folder: a second is refused at once, naming the holder;
+# after kill -9 a new run starts as it is, a killed save's leftover removed
+"$TR" $LONG --checkpoint_dir LK > lk.out 2> lk.err &
+pid=$!
+wait_line lk.err "step 1/" $pid
+run "$TR" $COMMON --checkpoint_dir LK
+expect "a second trainer on a folder in use: exit 1, the holder named" 1 \
+    "folder 'LK' is in use by pile-trainer \(pid $pid on host "
+if grep -q "pile-trainer: model" "$TMP/err"; then fail "... refused before opening anything"; else ok "... refused before opening anything"; fi
+kill -KILL $pid 2> /dev/null
+wait $pid 2> /dev/null
+mkdir LK/step-0000003.tmp LK/keep.tmp && echo x > LK/step-0000003.tmp/model.safetensors && echo mine > LK/keep.tmp/f
+run "$TR" $COMMON --max_steps 2 --checkpoint_dir LK
+expect "after kill -9 a new run on the folder starts without cleanup" 0 "trained 2 of 2 steps"
+expect "... a killed save's step-0000003.tmp removed, saying so" 0 "removed 'LK/step-0000003.tmp', left by a run killed"
+check "... gone, and a folder not named as ours (keep.tmp) kept" test ! -e LK/step-0000003.tmp -a -s LK/keep.tmp/f
+
+# --- signals: SIGUSR1 writes a checkpoint and training goes on; SIGHUP stops
+# like SIGTERM; a stopped run exits 75
+"$TR" $LONG --checkpoint_dir H > h.out 2> h.err &
+pid=$!
+wait_line h.err "step 2/" $pid
+kill -USR1 $pid 2> /dev/null
+wait_line h.err "written (SIGUSR1); training goes on" $pid
+u=$(sed -n "s/^pile-trainer: checkpoint 'H\/\(step-[0-9]*\)' written (SIGUSR1).*/\1/p" h.err | head -n 1)
+check "SIGUSR1: a checkpoint ($u), verified by its checksums" sh -c "test -n '$u' && test -s 'H/$u/checksums.json' && \
+    '$TR' eval --checkpoint 'H/$u' --eval_rows 8 --threads 1 > /dev/null"
+check "... and the run goes on" kill -0 $pid
+kill -HUP $pid 2> /dev/null
+wait $pid
+st=$?
+k=$(sed -n 's/^interrupted at step \([0-9]*\):.*/\1/p' h.err)
+check "SIGHUP: exit 75 (stopped, resumable), checkpoint of step ${k:-?} written" \
+    sh -c "test $st -eq 75 && test -n '$k' && grep -qx \"\$(printf 'step-%07d' '${k:-0}')\" H/latest"
+run "$TR" --help
+expect "--help documents exit status 75" 0 "75 \(stopped, resumable\)"
+
+# --- a validation a signal skips is owed: at the last step (the run ends
+# inside an epoch) and at an epoch's end; the resumed run does it first and
+# ends with the uninterrupted run's best_model. E: a small train set (one
+# step per epoch) with the sample's validation shard.
+i=0
+while [ $i -lt 40 ]; do
+    printf '{"text": "Document %d: the quick brown fox jumps over the lazy dog, then runs home to sleep until %d."}\n' $i $i
+    i=$((i + 1))
+done > small.jsonl
+mkdir small && mv small.jsonl small/a.jsonl
+if "$PREP" -q -o Esm -L 64 small > out 2> err; then
+    mkdir E && cp Esm/train-00000.shard Esm/manifest.json E/ && cp shards/val-00000.shard E/
+else
+    fail "pile-prep of a small train set"
+fi
+LAST="--data shards --model tiny --max_steps 2 --batch_size 4 --threads 1 --eval_rows 1000 --seed 7"
+EPOCH="--data E --model tiny --epochs 2 --batch_size 4 --accumulation_steps 32 --threads 1 --eval_rows 1000 --seed 7"
+for kind in last epoch; do
+    if [ $kind = last ]; then opts=$LAST; at=2; else opts=$EPOCH; at=1; fi
+    run "$TR" $opts --checkpoint_dir P$kind-u
+    "$TR" $opts --checkpoint_dir P$kind > p.out 2> p.err &
+    pid=$!
+    wait_line p.err "step $at/2" $pid
+    kill -TERM $pid 2> /dev/null
+    wait $pid
+    st=$?
+    if [ $st -eq 75 ] && grep -q "^val: step $at skipped (stopping); the resumed run does it first" p.err; then
+        ok "SIGTERM during the validation of step $at ($kind): skipped, owed, exit 75"
+    else
+        not_ok "SIGTERM during the validation of step $at ($kind): skipped, owed, exit 75 (status $st)" \
+            "$(tail -n 3 p.err)"
+    fi
+    run "$TR" $opts --checkpoint_dir P$kind --resume
+    expect "... --resume validates step $at first" 0 "step $at's validation was skipped when the run stopped: doing it first"
+    check "... its val/loss is the uninterrupted run's" \
+        test -n "$(val_at P$kind/metrics.jsonl $at val/loss)" -a \
+        "$(val_at P$kind/metrics.jsonl $at val/loss)" = "$(val_at P$kind-u/metrics.jsonl $at val/loss)"
+    check "... and best_model/ is the uninterrupted run's, byte for byte" \
+        cmp -s P$kind/best_model/model.safetensors P$kind-u/best_model/model.safetensors
+done
+b=$(grep -o '"step": *[0-9]*' Plast-u/best_model/trainer_state.json | head -n 1 | sed 's/.*: *//')
+check "(the best of the uninterrupted run is the skipped validation's step 2: step $b)" test "$b" = 2
+
+# --- checksums: a flipped byte in the newest checkpoint's model or optimizer
+# file: --resume names it and continues from the one before, bit for bit
+for f in model optimizer; do
+    rm -rf R && cp -r A R
+    flip R/step-0000012/$f.safetensors 100
+    run "$TR" eval --checkpoint R/step-0000012 --eval_rows 8 --threads 1
+    [ $f = model ] && expect "eval of a checkpoint with a flipped byte: refused, the file named" 1 \
+        "checkpoint 'R/step-0000012' is damaged: 'model.safetensors' has checksum"
+    [ $f = model ] && { run "$TR" sample --checkpoint R/step-0000012 --prompt x --threads 1
+        expect "sample of it: refused, the file named" 1 "'model.safetensors' has checksum"; }
+    run "$TR" $COMMON --eval_interval 5 --save_interval 4 --checkpoint_dir R --resume
+    expect "a flipped byte in the newest $f.safetensors: named" 0 \
+        "warning: checkpoint 'R/step-0000012' is damaged: '$f.safetensors' has checksum [0-9a-f]+, its checksums.json lists"
+    expect "... --resume continues from the one before, saying so" 0 "resuming from 'R/step-0000008' \(step 8\)"
+    losses R/metrics.jsonl > r.loss
+    check "... to step 12, every loss the uninterrupted run's" cmp -s a.loss r.loss
+done
+rm -rf R && mkdir R && cp -r A/step-0000004 R/ && echo step-0000004 > R/latest
+flip R/step-0000004/model.safetensors 100
+run "$TR" $COMMON --checkpoint_dir R --resume
+expect "with only one checkpoint, damaged: --resume refuses, naming the file" 1 \
+    "checkpoint 'R/step-0000004' is damaged: 'model.safetensors' .*; no older checkpoint in 'R' passes its checks"
+
+# --- resume fallbacks said aloud
+rm -rf R && cp -r A R && rm -r R/step-0000012
+run "$TR" $COMMON --eval_interval 5 --save_interval 4 --checkpoint_dir R --resume
+expect "'latest' naming a missing folder: said" 0 "'R/latest' names 'step-0000012', which does not exist"
+expect "... and the folder resumed from named" 0 "resuming from 'R/step-0000008' at step 8"
+rm -rf R && cp -r A R && rm R/step-0000012/trainer_state.json
+run "$TR" $COMMON --eval_interval 5 --save_interval 4 --checkpoint_dir R --resume
+expect "a newest folder without trainer_state.json: said, and the one before taken" 0 \
+    "'R/step-0000012' has no readable trainer_state.json .*skipped"
+# a rollback past the best: best_model/ and the summary's best are the
+# continued run's (here it barely learns, so its best is worse than the
+# discarded run's best_model)
+rm -rf R && cp -r A R && rm -r R/step-0000012 && echo step-0000008 > R/latest
+run "$TR" $COMMON --eval_interval 5 --save_interval 4 --checkpoint_dir R --resume --learning_rate 1e-9
+expect "a rollback: the discarded run's best_model/ moved aside, said" 0 \
+    "'R/best_model' \(step 12, val loss [0-9.]+\) is not the best model of the run being continued"
+best_now=$(grep -o '"best_val_loss": *[^,]*' R/best_model/trainer_state.json | sed 's/.*: *//')
+min_val=$(awk '/"val\/loss"/ { if (match($0, /"val\/loss": *[^,}]+/)) { v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v); if (m == "" || v + 0 < m + 0) m = v } } END { print m }' R/metrics.jsonl)
+check "... best_model/ holds the continued run's best ($best_now = min val/loss $min_val)" \
+    awk -v a="$best_now" -v b="$min_val" 'BEGIN { exit !(a != "" && a + 0 == b + 0) }'
+check "... the summary reports that best" grep -q "best val loss: $(printf '%.4f' "$best_now")" "$TMP/out"
+check "... the discarded one kept in best_model-discarded/" test -s R/best_model-discarded/model.safetensors
+
+# --- the data a run trains on: other shards refused on --resume unless
+# --allow_data_change; an unfinished pile-prep folder refused
+mkdir M && cp shards/* M/ && cp E/train-00000.shard M/train-00001.shard
+rm -rf R && cp -r A R
+run "$TR" $COMMON --checkpoint_dir R --resume --data M
+expect "--resume on other shards: refused, the difference named" 1 \
+    "the shards in 'M' are not the ones it was trained on: 'train-00001.shard' is new.*--allow_data_change"
+run "$TR" $COMMON --checkpoint_dir R --resume --data M --allow_data_change --max_steps 13
+expect "... --allow_data_change resumes on them, warned" 0 "warning: resuming from .* on other shards"
+mkdir INC && cp shards/* INC/ && sed 's/"complete": true/"complete": false/' shards/manifest.json > INC/manifest.json
+run "$TR" $COMMON --data INC --checkpoint_dir INCR
+expect "an unfinished pile-prep folder: refused, saying what to run" 1 \
+    "the shards in 'INC' are unfinished.*run the same pile-prep command again"
+
+# --- --save_total_limit 2 (Hugging Face's name, also in --config): of five
+# step checkpoints the two newest stay, with best_model/ and the epochs'
+printf '{"save_total_limit": 2}\n' > lim.json
+run "$TR" --config lim.json --print-config
+expect "save_total_limit read from --config" 0 '"save_total_limit": *2'
+run "$TR" --data E --model tiny --epochs 2 --batch_size 4 --accumulation_steps 2 --threads 1 --eval_rows 32 \
+    --seed 7 --save_interval 1 --save_total_limit 2 --checkpoint_dir L2
+expect "a run with save_total_limit 2" 0 "trained [0-9]+ of [0-9]+ steps"
+expect "... older step checkpoints deleted, said" 0 "deleted 'L2/step-0000001' \(save_total_limit 2\)"
+steps=$(ls -d L2/step-* | tr '\n' ' ')
+check "... two step checkpoints left ($steps), best_model/ and epoch-001/ epoch-002/ kept" \
+    sh -c "test \$(ls -d L2/step-* | wc -l) -eq 2 && test -d L2/best_model -a -d L2/epoch-001 -a -d L2/epoch-002"
+
+# --- the tokenizer is read at start: its source deleted mid-run, later
+# checkpoints still carry it; and a run whose tokenizer is gone fails before
+# step 1. (The run is stopped meanwhile, so that the checkpoint awaited is
+# written after the deletion.)
+if [ -s tok.json ] && cp tok.json tok3.json && "$PREP" -q -o shards3 -L 64 -t "$TMP/tok3.json" other > out 2> err; then
+    "$TR" --data shards3 --model tiny --max_steps 100000 --batch_size 4 --threads 1 --eval_rows 8 --seed 7 \
+        --save_interval 2 --checkpoint_dir T3 > t3.out 2> t3.err &
+    pid=$!
+    wait_for T3/step-0000002/checksums.json $pid
+    kill -STOP $pid 2> /dev/null
+    rm tok3.json
+    find shards3 -type f ! -name '*.shard' ! -name manifest.json -exec rm {} +
+    # the checkpoint after next: the one being written at the stop may have copied its tokenizer before
+    num=$(sed 's/step-0*//' T3/latest)
+    next=$(printf 'step-%07d' $((num + 4)))
+    kill -CONT $pid 2> /dev/null
+    wait_for T3/$next/checksums.json $pid
+    kill -TERM $pid 2> /dev/null
+    wait $pid
+    check "the tokenizer deleted mid-run: $next still carries it, byte for byte" cmp -s tok.json T3/$next/tokenizer/tok3.json
+    run "$TR" sample --checkpoint T3/$next --prompt "In the" --max_new_tokens 8 --threads 1
+    expect "... and samples with it" 0 "^In the"
+    run "$TR" --data shards3 --model tiny --max_steps 2 --threads 1 --checkpoint_dir T4
+    expect "a run whose tokenizer is gone: refused before step 1, naming it" 1 \
+        "cannot open the tokenizer the manifest of 'shards3' names"
+    if grep -q "step 1/" "$TMP/err"; then fail "... before step 1"; else ok "... before step 1"; fi
+else
+    fail "shards of a tokenizer file (tok3.json)"
+fi
+
+# --- a checkpoint that cannot be written after training began (the run
+# folder gone: a file stands in its place): the state goes to --fallback_dir,
+# the error names the cause and what to do, and --resume continues from it
+"$TR" $LONG --checkpoint_dir FB --fallback_dir FBK > fb.out 2> fb.err &
+pid=$!
+wait_line fb.err "step 2/" $pid
+kill -STOP $pid 2> /dev/null
+mv FB FB.moved && echo "in the way" > FB
+kill -USR1 $pid 2> /dev/null
+kill -CONT $pid 2> /dev/null
+wait $pid
+st=$?
+s=$(sed -n "s/.*saved in 'FBK\/\(step-[0-9]*\)'.*/\1/p" fb.err | head -n 1)
+if [ $st -eq 1 ] && [ -n "$s" ] && grep -q "cannot write checkpoint '$s': cannot .* 'FB/$s.tmp': Not a directory" fb.err; then
+    ok "a checkpoint failing mid-run: exit 1, the cause named, the state saved in 'FBK/$s'"
+else
+    not_ok "a checkpoint failing mid-run: exit 1, the cause named, the state in the fallback (status $st)" "$(tail -n 2 fb.err)"
+fi
+num=$(echo "$s" | sed 's/step-0*//')
+rm FB && mv FB.moved FB && mv "FBK/$s" FB/ && echo "$s" > FB/latest
+run "$TR" $LONG --max_steps $((num + 2)) --checkpoint_dir FB --resume
+expect "... moved back as the error says, --resume continues from it" 0 "resuming from 'FB/$s' at step $num "
 
 tap_done
