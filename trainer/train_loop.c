@@ -438,7 +438,10 @@ static int save_step_checkpoint(trainer *t, pile_err *err)
 static int validate(trainer *t, pile_err *err)
 {
     const pile_train_config *c = t->cfg;
-    if (t->info->val_samples == 0) return 0;
+    if (t->info->val_samples == 0) {
+        t->st.pending_val = 0; /* nothing to validate on: nothing owed */
+        return 0;
+    }
     pile_eval_result r;
     int rc = evaluate(t->model, t->data, c->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
                       &t->val_batch, &t->guard, &r, err);
@@ -744,13 +747,15 @@ static int check_best_model(trainer *t, pile_err *err)
     if (!want) goto out;
     if (st->best_step == st->step) {
         rc = save_checkpoint(t, "best_model", 0, 0, err);
-    } else if (st->best_step >= 0 && pile_checkpoint_find_step(c->checkpoint_dir, st->best_step, &src, &e2) == 0 &&
-               pile_checkpoint_copy(src.data, best.data, 1, &e2) == 0) {
-        /* copied */
-    } else {
+    } else if (st->best_step < 0 || pile_checkpoint_find_step(c->checkpoint_dir, st->best_step, &src, &e2) < 0) {
         t->best_missing = 1;
         fprintf(stderr, "pile-trainer: warning: no checkpoint of step %" PRId64 " (the best so far, val loss %.4f) is "
                         "kept: best_model/ comes back at the next improvement\n", st->best_step, st->best_val_loss);
+        goto out;
+    } else if (pile_checkpoint_copy(src.data, best.data, 1, &e2) < 0) {
+        t->best_missing = 1;
+        fprintf(stderr, "pile-trainer: warning: cannot rewrite best_model/ from '%s' (%s): it comes back at the next "
+                        "improvement\n", src.data, e2.msg);
         goto out;
     }
     if (rc == 0)
