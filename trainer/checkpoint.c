@@ -1412,14 +1412,15 @@ int pile_checkpoint_find_step(const char *checkpoint_dir, int64_t step, pile_buf
     return rc;
 }
 
-/* A folder name a save writes: epoch-N, step-N, best_model. */
+/* A folder name the trainer writes: epoch-N, step-N, best_model,
+ * best_model-discarded. */
 static int ours(const char *name, size_t len)
 {
     char tmp[64];
     if (len >= sizeof tmp) return 0;
     memcpy(tmp, name, len);
     tmp[len] = '\0';
-    return numbered(tmp) || !strcmp(tmp, "best_model");
+    return numbered(tmp) || !strcmp(tmp, "best_model") || !strcmp(tmp, "best_model-discarded");
 }
 
 static int ends_with(const char *s, const char *tail, size_t *head)

@@ -714,7 +714,7 @@ static int check_resume_data(trainer *t, const char *ckpt, pile_err *err)
 
 /* --resume: best_model/ must be the best of the run being continued, which
  * the checkpoint records (best_step, best_val_loss). One written past the
- * checkpoint (by a run discarded in a rollback) is moved aside to
+ * checkpoint (by steps a rollback or a kill discarded) is moved aside to
  * best_model-discarded/, and the right one rewritten: from the loaded
  * weights when the best is this step, else copied from the checkpoint of
  * its step if one is kept; else it comes back at the next improvement. */
@@ -723,7 +723,8 @@ static int check_best_model(trainer *t, pile_err *err)
     const pile_train_config *c = t->cfg;
     const pile_train_state *st = &t->st;
     pile_buf best = {0}, aside = {0}, src = {0};
-    if (pile_fs_join(&best, c->checkpoint_dir, "best_model") || pile_fs_join(&aside, c->checkpoint_dir, "best_model-discarded"))
+    if (pile_fs_join(&best, c->checkpoint_dir, "best_model") ||
+        pile_fs_join(&aside, c->checkpoint_dir, "best_model-discarded"))
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
     pile_train_state bs;
     pile_err e2;
@@ -741,8 +742,9 @@ static int check_best_model(trainer *t, pile_err *err)
         }
         char was[96] = "";
         if (have) snprintf(was, sizeof was, " (step %" PRId64 ", val loss %.4f)", bs.step, bs.best_val_loss);
-        fprintf(stderr, "pile-trainer: warning: '%s'%s is not the best model of the run being continued (a later "
-                        "run's, discarded): moved to '%s'\n", best.data, was, aside.data);
+        fprintf(stderr, "pile-trainer: warning: '%s'%s is not the best model of the run being continued (it comes "
+                        "from steps past step %" PRId64 ", which are trained again): moved to '%s'\n",
+                best.data, was, st->step, aside.data);
     }
     if (!want) goto out;
     if (st->best_step == st->step) {
