@@ -4,10 +4,12 @@
  * a killed run's leftovers, save_total_limit), metrics.jsonl and
  * TensorBoard events.
  * With --write-fixture DIR it writes files for tests/reference/check_io.py
- * to read with the Python reference packages. */
+ * to read with the Python reference packages; --time-verify DIR prints the
+ * seconds pile_checkpoint_verify takes on a folder (bench/checkpoint.sh). */
 #include <dirent.h>
 #include <math.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "checkpoint.h"
@@ -1487,9 +1489,23 @@ static int write_fixture(const char *out)
     return rc ? 1 : 0;
 }
 
+/* For bench/checkpoint.sh: pile_checkpoint_verify of a folder, timed. */
+static int time_verify(const char *dir)
+{
+    pile_err err = {0};
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = pile_checkpoint_verify(dir, &err);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rc < 0) fprintf(stderr, "test_trainer_io: %s\n", err.msg);
+    else printf("%.4f\n", (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec));
+    return rc < 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--write-fixture") == 0) return write_fixture(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--time-verify") == 0) return time_verify(argv[2]);
     if (!pile_test_tmpdir(tmp_root, sizeof tmp_root, "trainer-io")) {
         printf("Bail out! cannot create a temporary folder\n");
         return 1;
