@@ -424,8 +424,8 @@ if "$PREP" -q -o Esm -L 64 small > out 2> err; then
 else
     fail "pile-prep of a small train set"
 fi
-LAST="--data shards --model tiny --max_steps 2 --batch_size 4 --threads 1 --eval_rows 1000 --seed 7"
-EPOCH="--data E --model tiny --epochs 2 --batch_size 4 --accumulation_steps 32 --threads 1 --eval_rows 1000 --seed 7"
+LAST="--data shards --model tiny --max_steps 2 --batch_size 4 --threads 1 --eval_rows 500 --seed 7"
+EPOCH="--data E --model tiny --epochs 2 --batch_size 4 --accumulation_steps 32 --threads 1 --eval_rows 500 --seed 7"
 for kind in last epoch; do
     if [ $kind = last ]; then opts=$LAST; at=2; else opts=$EPOCH; at=1; fi
     run "$TR" $opts --checkpoint_dir P$kind-u

@@ -347,9 +347,10 @@ static int add_tok_file(pile_checkpoint_tokenizer *t, const char *src, const cha
 {
     tok_file *f = &t->files[t->n];
     snprintf(f->name, sizeof f->name, "%s", name);
-    PILE_FORWARD_IF_ERR(pile_fs_read_file(src, &f->data, err));
-    t->n++;
-    return 0;
+    int rc = pile_fs_read_file(src, &f->data, err);
+    if (rc) pile_buf_free(&f->data);
+    else t->n++;
+    return rc;
 }
 
 int pile_checkpoint_tokenizer_read(pile_checkpoint_tokenizer **out, const char *spec, pile_err *err)
@@ -461,9 +462,7 @@ static int cmp_name(const void *a, const void *b)
 static int list_files(const char *root, const char *rel, int depth, name_list *out, pile_err *err)
 {
     pile_buf dir = {0}, sub = {0}, full = {0};
-    int rc = rel[0] ? path_of(&dir, root, rel, err) : (pile_buf_append_str(&dir, root) || pile_buf_append(&dir, "", 1)
-                                                              ? OOM(err)
-                                                              : 0);
+    int rc = path_of(&dir, root, rel, err); /* "root/" for rel "" */
     DIR *d = rc ? NULL : opendir(dir.data);
     if (!rc && !d) rc = pile_err_sys(err, PILE_EIO, errno, "cannot list folder '%s'", dir.data);
     struct dirent *e;
@@ -1283,6 +1282,32 @@ typedef struct candidate {
     int64_t step;
 } candidate;
 
+typedef struct cand_list {
+    candidate *v;
+    size_t n, cap;
+} cand_list;
+
+static int cands_push(cand_list *l, const char *name, int64_t step)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        candidate *v = realloc(l->v, cap * sizeof *v);
+        if (!v) return PILE_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n].name = strdup(name))) return PILE_ENOMEM;
+    l->v[l->n++].step = step;
+    return 0;
+}
+
+static void cands_free(cand_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].name);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
 /* Newest first: higher step, then the greater name. */
 static int by_step_desc(const void *a, const void *b)
 {
@@ -1294,8 +1319,7 @@ static int by_step_desc(const void *a, const void *b)
 int pile_checkpoint_find_resumable(const char *checkpoint_dir, pile_buf *out, pile_buf *notes, pile_err *err)
 {
     pile_buf latest = {0}, path = {0};
-    candidate *c = NULL;
-    size_t n = 0, cap = 0;
+    cand_list cl = {0};
     int rc = 0, have_latest = read_latest_name(checkpoint_dir, &latest);
     DIR *d = opendir(checkpoint_dir);
     if (!d) {
@@ -1317,28 +1341,16 @@ int pile_checkpoint_find_resumable(const char *checkpoint_dir, pile_buf *out, pi
             note(notes, "'%s' has no readable trainer_state.json (an incomplete folder): skipped", path.data);
             continue;
         }
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            candidate *nv = realloc(c, nc * sizeof *nv);
-            if (!nv) {
-                rc = OOM(err);
-                break;
-            }
-            c = nv;
-            cap = nc;
-        }
-        if (!(c[n].name = strdup(e->d_name))) {
-            rc = OOM(err);
-            break;
-        }
-        c[n++].step = is_latest ? INT64_MAX : s;
+        if (cands_push(&cl, e->d_name, is_latest ? INT64_MAX : s)) rc = OOM(err);
     }
     closedir(d);
     if (rc) goto out;
     if (have_latest && !latest_seen)
         note(notes, "'%s/latest' names '%s', which does not exist: looking for the newest checkpoint instead",
              checkpoint_dir, latest.data);
-    if (n > 1) qsort(c, n, sizeof *c, by_step_desc);
+    const candidate *c = cl.v;
+    const size_t n = cl.n;
+    if (n > 1) qsort(cl.v, n, sizeof *cl.v, by_step_desc);
     /* after a failure only older steps are candidates: newer ones belong
      * to a run that a rollback discarded (a "latest" that cannot be read
      * still tells its step by a step-N name) */
@@ -1377,8 +1389,7 @@ int pile_checkpoint_find_resumable(const char *checkpoint_dir, pile_buf *out, pi
                           checkpoint_dir);
     else rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s'", checkpoint_dir);
 out:
-    for (size_t i = 0; i < n; i++) free(c[i].name);
-    free(c);
+    cands_free(&cl);
     pile_buf_free(&latest);
     pile_buf_free(&path);
     return rc;
@@ -1482,38 +1493,24 @@ int pile_checkpoint_prune(const char *checkpoint_dir, int64_t keep, int64_t step
     if (keep < 1) return pile_err_set(err, PILE_EINVAL, "cannot keep %lld checkpoints: at least 1", (long long)keep);
     DIR *d = opendir(checkpoint_dir);
     if (!d) return pile_err_sys(err, PILE_EIO, errno, "cannot list folder '%s'", checkpoint_dir);
-    candidate *c = NULL;
-    size_t n = 0, cap = 0;
+    cand_list cl = {0};
     int rc = 0;
     struct dirent *e;
     while (!rc && (e = readdir(d)) != NULL) {
         if (strncmp(e->d_name, "step-", 5) || !numbered(e->d_name)) continue;
         errno = 0;
         long long s = strtoll(e->d_name + 5, NULL, 10);
-        if (errno || s > step) continue;
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            candidate *nv = realloc(c, nc * sizeof *nv);
-            if (!nv) {
-                rc = OOM(err);
-                break;
-            }
-            c = nv;
-            cap = nc;
-        }
-        if (!(c[n].name = strdup(e->d_name))) rc = OOM(err);
-        else c[n++].step = s;
+        if (!errno && s <= step && cands_push(&cl, e->d_name, s)) rc = OOM(err);
     }
     closedir(d);
-    if (n > 1) qsort(c, n, sizeof *c, by_step_desc);
+    if (cl.n > 1) qsort(cl.v, cl.n, sizeof *cl.v, by_step_desc);
     pile_buf path = {0};
-    for (size_t i = (size_t)keep; !rc && i < n; i++) {
-        if ((rc = path_of(&path, checkpoint_dir, c[i].name, err))) break;
+    for (size_t i = (size_t)keep; !rc && i < cl.n; i++) {
+        if ((rc = path_of(&path, checkpoint_dir, cl.v[i].name, err))) break;
         if (pile_fs_is_dir(path.data) && (rc = pile_checkpoint_remove(path.data, err)) == 0)
             note(notes, "deleted '%s' (save_total_limit %lld)", path.data, (long long)keep);
     }
-    for (size_t i = 0; i < n; i++) free(c[i].name);
-    free(c);
+    cands_free(&cl);
     pile_buf_free(&path);
     return rc;
 }

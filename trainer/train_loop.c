@@ -616,8 +616,8 @@ static int open_tokenizer(trainer *t, const pile_train_config *c, const pile_dat
 
 /* The run folder, before anything else is opened: created for a fresh run,
  * locked for the whole run (a second trainer on it is refused at once,
- * naming the holder; the kernel drops a dead one's lock), and cleared of
- * what a killed save left. */
+ * naming the holder; the kernel drops a dead one's lock; in a multi-rank
+ * run, rank 0's to take), and cleared of what a killed save left. */
 static int open_run_folder(trainer *t, const pile_train_config *c, pile_err *err)
 {
     if (!pile_fs_is_dir(c->checkpoint_dir)) {
