@@ -429,17 +429,18 @@ EPOCH="--data E --model tiny --epochs 2 --batch_size 4 --accumulation_steps 32 -
 for kind in last epoch; do
     if [ $kind = last ]; then opts=$LAST; at=2; else opts=$EPOCH; at=1; fi
     run "$TR" $opts --checkpoint_dir P$kind-u
-    "$TR" $opts --checkpoint_dir P$kind > p.out 2> p.err &
+    # a log of its own: the shell may start watching before the child has created it
+    "$TR" $opts --checkpoint_dir P$kind > p$kind.out 2> p$kind.err &
     pid=$!
-    wait_line p.err "step $at/2" $pid
+    wait_line p$kind.err "step $at/2" $pid
     kill -TERM $pid 2> /dev/null
     wait $pid
     st=$?
-    if [ $st -eq 75 ] && grep -q "^val: step $at skipped (stopping); the resumed run does it first" p.err; then
+    if [ $st -eq 75 ] && grep -q "^val: step $at skipped (stopping); the resumed run does it first" p$kind.err; then
         ok "SIGTERM during the validation of step $at ($kind): skipped, owed, exit 75"
     else
         not_ok "SIGTERM during the validation of step $at ($kind): skipped, owed, exit 75 (status $st)" \
-            "$(tail -n 3 p.err)"
+            "$(tail -n 3 p$kind.err)"
     fi
     run "$TR" $opts --checkpoint_dir P$kind --resume
     expect "... --resume validates step $at first" 0 "step $at's validation was skipped when the run stopped: doing it first"
