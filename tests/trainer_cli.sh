@@ -417,10 +417,10 @@ i=0
 while [ $i -lt 40 ]; do
     printf '{"text": "Document %d: the quick brown fox jumps over the lazy dog, then runs home to sleep until %d."}\n' $i $i
     i=$((i + 1))
-done > small.jsonl
-mkdir small && mv small.jsonl small/a.jsonl
-if "$PREP" -q -o Esm -L 64 small > out 2> err; then
-    mkdir E && cp Esm/train-00000.shard Esm/manifest.json E/ && cp shards/val-00000.shard E/
+done > fox.jsonl
+mkdir fox && mv fox.jsonl fox/a.jsonl
+if "$PREP" -q -o Efox -L 64 fox > out 2> err; then
+    mkdir E && cp Efox/train-00000.shard Efox/manifest.json E/ && cp shards/val-00000.shard E/
 else
     fail "pile-prep of a small train set"
 fi
