@@ -550,7 +550,7 @@ if [ -s tok.json ] && cp tok.json tok3.json && "$PREP" -q -o shards3 -L 64 -t "$
     expect "... and samples with it" 0 "^In the"
     run "$TR" --data shards3 --model tiny --max_steps 2 --threads 1 --checkpoint_dir T4
     expect "a run whose tokenizer is gone: refused before step 1, naming it" 1 \
-        "cannot open the tokenizer the manifest of 'shards3' names"
+        "'shards3/manifest.json': cannot find the recorded tokenizer 'tokenizer/tok3.json'"
     if grep -q "step 1/" "$TMP/err"; then fail "... before step 1"; else ok "... before step 1"; fi
 else
     fail "shards of a tokenizer file (tok3.json)"
