@@ -1,8 +1,9 @@
 /* Training metrics: metrics.jsonl (one flushed JSON object per record) and a
  * TensorBoard event file, TFRecord framing around hand-encoded Event
  * protocol buffers (tensorflow/core/util/event.proto: wall_time = 1, step =
- * 2, file_version = 3, summary = 5, session_log = 6; summary.proto:
- * Summary.value = 1, Value.tag = 1, Value.simple_value = 2). */
+ * 2, file_version = 3, summary = 5, log_message = 6, session_log = 7;
+ * summary.proto: Summary.value = 1, Value.tag = 1, Value.simple_value = 2;
+ * SessionLog.status = 1, START = 1). */
 #include "metrics.h"
 
 #include <errno.h>
@@ -279,8 +280,11 @@ int pile_metrics_open(pile_metrics **out, const char *dir, int64_t resume_step, 
     }
     if ((rc = tfrecord_write(m, &rec, err))) goto fail;
     if (resume_step >= 0) {
-        /* SessionLog START at the first redone step: TensorBoard then drops
-         * the earlier run's points from that step on (its restart purge). */
+        /* SessionLog START at the first redone step, as torch's
+         * SummaryWriter(purge_step=) writes it: TensorBoard then drops the
+         * earlier run's points from that step on (its restart purge). Field
+         * 6 would be the deprecated log_message, which TensorBoard reads
+         * as a log line and purges nothing for. */
         pile_buf sl = {0};
         rec.len = 0;
         pb_key(&sl, 1, 0);
@@ -288,7 +292,7 @@ int pile_metrics_open(pile_metrics **out, const char *dir, int64_t resume_step, 
         pb_double(&rec, 1, now);
         pb_key(&rec, 2, 0);
         pb_varint(&rec, (uint64_t)(resume_step + 1));
-        pb_bytes(&rec, 6, sl.data, sl.len);
+        pb_bytes(&rec, 7, sl.data, sl.len);
         int failed = sl.failed || rec.failed;
         pile_buf_free(&sl);
         if (failed) {

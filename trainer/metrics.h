@@ -26,7 +26,9 @@ typedef struct pile_metrics pile_metrics;
 /* Opens (creating dir if needed) metrics.jsonl for appending and a new
  * event file. With resume_step >= 0, lines of metrics.jsonl whose step is
  * above resume_step are dropped first (they belong to the run after the
- * checkpoint being resumed, which will be redone). */
+ * checkpoint being resumed, which will be redone), and the event file
+ * starts with a SessionLog START at step resume_step + 1, on which
+ * TensorBoard drops the older files' points from that step on. */
 int pile_metrics_open(pile_metrics **out, const char *dir, int64_t resume_step, pile_err *err);
 void pile_metrics_close(pile_metrics *m); /* flushes; accepts NULL */
 
