@@ -332,6 +332,17 @@ fi
 run "$TR" eval --checkpoint nowhere
 expect "eval of a missing checkpoint: exit 1" 1 "nowhere"
 
+# --- --threads past the cores: capped with a warning (32768 once failed in
+# libgomp, 65536 segfaulted)
+run "$TR" $COMMON --max_steps 2 --threads 65536 --checkpoint_dir TH
+expect "--threads 65536: capped, said, and the run trains" 0 \
+    "warning: --threads 65536 is more than the [0-9]+ cores? this process may use; using [0-9]+"
+expect "... to its end" 0 "trained 2 of 2 steps"
+run "$TR" eval --checkpoint A/best_model --eval_rows 8 --threads 65536
+expect "eval --threads 65536: capped, said" 0 "warning: --threads 65536 is more than .*using [0-9]+"
+run "$TR" sample --checkpoint A/step-0000012 --prompt "x" --max_new_tokens 3 --threads 2147483647
+expect "sample --threads 2147483647: capped, said" 0 "warning: --threads 2147483647 is more than .*using [0-9]+"
+
 # --- sample
 run "$TR" sample --checkpoint A/step-0000012 --prompt "In the beginning" --max_new_tokens 24 --seed 3 --threads 1
 cp out s1

@@ -36,9 +36,15 @@ extern "C" {
 
 typedef struct pile_backend pile_backend;
 
-/* Opens a backend by name ("cpu"). threads <= 0: every usable core.
- * world_size/rank describe data-parallel training (1/0 on the CPU). */
+/* Opens a backend by name ("cpu"). threads <= 0: every usable core; more
+ * than pile_backend_usable_cores() are capped at it (threads beyond the
+ * cores only wait on each other, and OpenMP cannot start tens of
+ * thousands). world_size/rank describe data-parallel training (1/0 on the
+ * CPU). */
 int pile_backend_open(pile_backend **out, const char *name, int threads, pile_err *err);
+/* The cores this process may run on (its sched_getaffinity mask, so
+ * taskset and cgroup cpusets count), at least 1. */
+int pile_backend_usable_cores(void);
 void pile_backend_close(pile_backend *be); /* accepts NULL */
 const char *pile_backend_name(const pile_backend *be);
 int pile_backend_threads(const pile_backend *be);

@@ -102,7 +102,7 @@ static inline float vexpf(float x)
     return y * e.f;
 }
 
-static int usable_cores(void)
+int pile_backend_usable_cores(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
@@ -120,7 +120,8 @@ int pile_backend_open(pile_backend **out, const char *name, int threads, pile_er
                    "unknown backend '%s' (available: cpu)", name ? name : "(null)");
     pile_backend *be = calloc(1, sizeof *be);
     PILE_RETURN_IF(!be, err, PILE_ENOMEM, "cannot allocate the cpu backend");
-    be->threads = threads > 0 ? threads : usable_cores();
+    const int cores = pile_backend_usable_cores();
+    be->threads = threads > 0 && threads < cores ? threads : cores;
     omp_set_num_threads(be->threads);
     openblas_set_num_threads(be->threads);
     *out = be;

@@ -67,7 +67,7 @@ static const char eval_help[] =
     "  --data DIR          shards folder (default: the one recorded in the checkpoint)\n"
     "  --eval_rows N       evaluate the first N validation samples (default 0: all)\n"
     "  --batch_size N      rows per forward (default: the checkpoint's batch_size)\n"
-    "  --threads N         CPU threads (default 0: every usable core)\n"
+    "  --threads N         CPU threads (default 0: every usable core; at most that)\n"
     "  --json              one JSON object instead of text\n"
     "  -h, --help          this help\n";
 
@@ -85,7 +85,7 @@ static const char sample_help[] =
     "  --temperature T       softmax temperature (default 1.0; 0 = greedy)\n"
     "  --top_k K             sample among the K likeliest tokens (default 0: all)\n"
     "  --seed S              sampling seed (default 42): the same seed, the same text\n"
-    "  --threads N           CPU threads (default 0: every usable core)\n"
+    "  --threads N           CPU threads (default 0: every usable core; at most that)\n"
     "  -h, --help            this help\n";
 
 static int usage_error(const char *cmd, const char *fmt, const char *arg)
@@ -146,6 +146,18 @@ static int parse_u64(const char *s, uint64_t *out)
     if (errno || *end) return -1;
     *out = v;
     return 0;
+}
+
+/* More threads than cores only wait on each other (ten times slower on a
+ * busy machine), so a larger --threads is said and capped (the backend
+ * would cap it silently). */
+static int capped_threads(int threads)
+{
+    const int cores = pile_backend_usable_cores();
+    if (threads <= cores) return threads;
+    fprintf(stderr, "pile-trainer: warning: --threads %d is more than the %d core%s this process may use; using %d\n",
+            threads, cores, cores == 1 ? "" : "s", cores);
+    return cores;
 }
 
 /* ---------------------------------------------------------------- train */
@@ -219,6 +231,7 @@ static int cmd_train(int argc, char **argv, int first)
     pile_buf_free(&warnings);
     int status = 0;
     if (rc == 0) rc = check_model_settings(&cfg, &err);
+    if (rc == 0) cfg.threads = capped_threads(cfg.threads);
     if (rc < 0) {
         /* a bad flag or value is the user's to fix (2); a file that cannot be read is a failure (1) */
         fprintf(stderr, "pile-trainer: %s\n", err.msg);
@@ -276,10 +289,11 @@ static int cmd_eval(int argc, char **argv)
         const char *v = take_value(&w, argc, argv, &i);
         if (!v) return usage_error("eval ", "option '%s' needs a value", opt);
         if (str) *str = v;
-        else if (parse_i64(v, 0, num == &rows ? INT64_MAX : 65536, num) < 0)
+        else if (parse_i64(v, 0, num == &batch ? 65536 : num == &threads ? INT32_MAX : INT64_MAX, num) < 0)
             return usage_error("eval ", "bad number '%s'", v);
     }
     if (!ckpt) return usage_error("eval ", "%smissing --checkpoint DIR", "");
+    threads = capped_threads((int)threads);
     pile_eval_result r;
     pile_err err;
     if (pile_trainer_eval(ckpt, data, rows, (int)batch, (int)threads, &r, &err) < 0) {
@@ -341,8 +355,8 @@ static int cmd_sample(int argc, char **argv)
             if (parse_u64(v, &o.seed) < 0) return usage_error("sample ", "bad --seed '%s'", v);
             break;
         default:
-            if (parse_i64(v, 0, 4096, &x) < 0) return usage_error("sample ", "bad --threads '%s'", v);
-            o.threads = (int)x;
+            if (parse_i64(v, 0, INT32_MAX, &x) < 0) return usage_error("sample ", "bad --threads '%s'", v);
+            o.threads = capped_threads((int)x);
             break;
         }
     }

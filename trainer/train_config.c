@@ -74,7 +74,7 @@ static const field fields[] = {
     FIELD(resume, NULL, T_BOOL, R_ANY, "continue from the newest checkpoint in checkpoint_dir that passes its checks"),
     FIELD(allow_data_change, NULL, T_BOOL, R_ANY, "let --resume continue on shards other than the checkpoint's"),
     FIELD(backend, NULL, T_STR, R_ANY, "compute backend"),
-    FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core)"),
+    FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
     FIELD(precision, NULL, T_PREC, R_ANY, "fp32, bf16 or fp16 (the cpu backend trains in fp32 for now)"),
     FIELD(world_size, NULL, T_INT, R_POS, "processes training together"),
     FIELD(zero_stage, NULL, T_INT, R_NONNEG, "DeepSpeed ZeRO stage (kept for later backends)"),
