@@ -152,6 +152,30 @@ static void test_json(void)
     ASSERT_EQ(c.save_interval, 20);
     ASSERT_EQ(c.log_interval, 5);
     ASSERT_EQ(w.len, 0);
+
+    TEST("JSON config: max_steps -1 (HF's saved default) is no limit; two keys for one field refused");
+    p = write_file("hf_saved.json", "{\"max_steps\": -1, \"per_device_train_batch_size\": 2}");
+    c.max_steps = 50;
+    OK(pile_train_config_load_json(&c, p, &w, &err), &err);
+    ASSERT_EQ(c.max_steps, 0);
+    ASSERT_EQ(c.batch_size, 2);
+    p = write_file("bad.json", "{\"max_steps\": -2}");
+    ASSERT_EQ(pile_train_config_load_json(&c, p, &w, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "'max_steps' must be a non-negative integer (or -1: no limit), not -2") != NULL);
+    before = c;
+    p = write_file("bad.json", "{\"epochs\": 5, \"batch_size\": 4, \"per_device_train_batch_size\": 8}");
+    ASSERT_EQ(pile_train_config_load_json(&c, p, &w, &err), PILE_EINVAL);
+    snprintf(want, sizeof want, "'%s': 'batch_size' and 'per_device_train_batch_size' both set batch_size; keep one", p);
+    ASSERT_STR_EQ(err.msg, want);
+    ASSERT_EQ(c.batch_size, before.batch_size);
+    ASSERT_EQ(c.epochs, before.epochs);
+    p = write_file("bad.json", "{\"save_steps\": 5, \"save_interval\": 5}");
+    ASSERT_EQ(pile_train_config_load_json(&c, p, &w, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "'save_steps' and 'save_interval' both set save_interval") != NULL);
+    p = write_file("bad.json", "{\"seed\": 1, \"seed\": 2}");
+    ASSERT_EQ(pile_train_config_load_json(&c, p, &w, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "'seed' is given twice; keep one") != NULL);
+    ASSERT_EQ(w.len, 0);
     pile_buf_free(&w);
 }
 
@@ -336,6 +360,10 @@ static void test_flags(void)
     ASSERT_EQ(c.doc_mask, 0);
     ASSERT_EQ(c.decay_all, 1);
     ASSERT(c.min_lr == -1);
+    char *argv21[] = {"--max-steps", "-1"};
+    c.max_steps = 7;
+    ASSERT_EQ(pile_train_config_parse_args(&c, 2, argv21, 0, &err), 2);
+    ASSERT_EQ(c.max_steps, 0);
 
     TEST("resolve: config file, then DeepSpeed file, then flags win");
     const char *cfg = write_file("run.json", "{\"epochs\": 3, \"gradient_clipping\": 0.5, \"batch_size\": 2,"
@@ -394,6 +422,29 @@ static void test_flags(void)
     char *argv17[] = {"train", dsflag, "--learning-rate", "0.002", "--min-lr", "0.00005"};
     OK(pile_train_config_resolve(&c, 6, argv17, 1, &w, &err), &err);
     ASSERT(c.min_lr == 0.00005);
+    /* --config twice: the files apply in order, the later winning; both recorded */
+    const char *cfg_a = write_file("a.json", "{\"epochs\": 3, \"batch_size\": 6, \"seed\": 9}");
+    const char *cfg_b = write_file("b.json", "{\"batch_size\": 7, \"max_steps\": -1}");
+    char cfgflag[700];
+    snprintf(cfgflag, sizeof cfgflag, "--config=%s", cfg_b);
+    char *argv18[] = {"train", "--config", (char *)cfg_a, cfgflag, "--seed", "4"};
+    w.len = 0;
+    OK(pile_train_config_resolve(&c, 6, argv18, 1, &w, &err), &err);
+    ASSERT_EQ(c.epochs, 3);
+    ASSERT_EQ(c.batch_size, 7);
+    ASSERT_EQ(c.max_steps, 0);
+    ASSERT_EQ(c.seed, 4);
+    char both[1500];
+    snprintf(both, sizeof both, "%s, %s", cfg_a, cfg_b);
+    ASSERT_STR_EQ(c.config_file, both);
+    char *argv19[] = {"train", "--config", (char *)cfg_b, "--config", (char *)cfg_a};
+    OK(pile_train_config_resolve(&c, 5, argv19, 1, &w, &err), &err);
+    ASSERT_EQ(c.batch_size, 6);
+    ASSERT_EQ(c.seed, 9);
+    /* --deepspeed twice: refused, both named */
+    char *argv20[] = {"train", "--deepspeed", "x.json", "--deepspeed", "y.json"};
+    ASSERT_EQ(pile_train_config_resolve(&c, 5, argv20, 1, &w, &err), PILE_EINVAL);
+    ASSERT_STR_EQ(err.msg, "--deepspeed is given twice ('x.json', 'y.json'): DeepSpeed takes one ds_config.json");
     char *argv11[] = {"train", "--epochs", "2", "positional"};
     ASSERT_EQ(pile_train_config_resolve(&c, 4, argv11, 1, &w, &err), PILE_EINVAL);
     ASSERT_STR_EQ(err.msg, "unknown option 'positional'");

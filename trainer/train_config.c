@@ -18,8 +18,10 @@
 
 typedef enum ftype { T_STR, T_INT, T_I64, T_U64, T_DBL, T_FLT, T_BOOL, T_PREC } ftype;
 
-/* Range of the integer fields, checked wherever a value comes in. */
-enum { R_ANY = 0, R_POS = 1, R_NONNEG = 2 };
+/* Range of the integer fields, checked wherever a value comes in.
+ * R_LIMIT: non-negative, and -1 (Hugging Face's "no limit", as its saved
+ * TrainingArguments write max_steps) is read as 0. */
+enum { R_ANY = 0, R_POS = 1, R_NONNEG = 2, R_LIMIT = 3 };
 
 typedef struct field {
     const char *name;
@@ -38,7 +40,9 @@ static const field fields[] = {
     FIELD(data, NULL, T_STR, R_ANY, "folder of pile-prep shards"),
     FIELD(checkpoint_dir, NULL, T_STR, R_ANY, "run folder: checkpoints, metrics.jsonl, TensorBoard events"),
     FIELD(fallback_dir, NULL, T_STR, R_ANY, "where a checkpoint goes when checkpoint_dir cannot take it (empty: none)"),
-    FIELD(config_file, "config", T_STR, R_ANY, "JSON config file, applied before the flags"),
+    FIELD(config_file, "config", T_STR, R_ANY,
+          "JSON config file, applied before the flags; given twice or more, the files apply in order, a later one "
+          "winning"),
     FIELD(deepspeed_file, "deepspeed", T_STR, R_ANY, "DeepSpeed ds_config.json, applied after --config"),
     FIELD(tokenizer, NULL, T_STR, R_ANY, "tokenizer spec overriding the shards' manifest (empty: manifest)"),
     FIELD(model, NULL, T_STR, R_ANY, "model preset"),
@@ -54,7 +58,8 @@ static const field fields[] = {
     FIELD(learning_rate, NULL, T_DBL, R_ANY, "peak learning rate"),
     FIELD(min_lr, NULL, T_DBL, R_ANY, "final learning rate of the cosine decay (< 0: learning_rate / 10)"),
     FIELD(epochs, NULL, T_INT, R_POS, "passes over the train samples"),
-    FIELD(max_steps, NULL, T_I64, R_NONNEG, "stop after this many optimizer steps and schedule over them (0: epochs)"),
+    FIELD(max_steps, NULL, T_I64, R_LIMIT,
+          "stop after this many optimizer steps and schedule over them (0 or -1: the epochs decide)"),
     FIELD(warmup_ratio, NULL, T_DBL, R_ANY, "share of the steps spent warming up"),
     FIELD(warmup_steps, NULL, T_I64, R_NONNEG, "warmup steps; > 0 wins over warmup_ratio"),
     FIELD(weight_decay, NULL, T_DBL, R_ANY, "AdamW weight decay"),
@@ -68,7 +73,8 @@ static const field fields[] = {
     FIELD(eval_rows, NULL, T_I64, R_NONNEG, "validation rows at most (0: all)"),
     FIELD(val_fraction, NULL, T_DBL, R_ANY, "share of train samples held out when there are no val shards"),
     FIELD(skip_corrupt_rows, NULL, T_BOOL, R_ANY, "leave out and count rows that fail their checksum (default: stop)"),
-    FIELD(log_interval, NULL, T_I64, R_POS, "steps between progress lines and metrics"),
+    FIELD(log_interval, NULL, T_I64, R_POS,
+          "steps between progress lines and metrics; each logs the mean train loss of its steps, as HF does"),
     FIELD(save_interval, NULL, T_I64, R_NONNEG, "steps between step-NNNNNNN checkpoints (0: epochs only)"),
     FIELD(save_total_limit, NULL, T_I64, R_NONNEG, "keep the newest N step-* checkpoints (0: all; not best_model, epoch-*)"),
     FIELD(resume, NULL, T_BOOL, R_ANY, "continue from the newest checkpoint in checkpoint_dir that passes its checks"),
@@ -172,18 +178,22 @@ void pile_train_config_defaults(pile_train_config *c)
 
 static const char *range_words(int range)
 {
-    return range == R_POS ? "a positive integer" : range == R_NONNEG ? "a non-negative integer" : "an integer";
+    return range == R_POS      ? "a positive integer"
+           : range == R_NONNEG ? "a non-negative integer"
+           : range == R_LIMIT  ? "a non-negative integer (or -1: no limit)"
+                               : "an integer";
 }
 
 static int in_range(int range, int64_t v)
 {
-    return range == R_POS ? v > 0 : range == R_NONNEG ? v >= 0 : 1;
+    return range == R_POS ? v > 0 : range == R_NONNEG ? v >= 0 : range == R_LIMIT ? v >= -1 : 1;
 }
 
 /* Stores an integer already checked against the field's range. 0, or 1
  * when it does not fit the field's C type. */
 static int store_int(pile_train_config *c, const field *f, int64_t v)
 {
+    if (f->range == R_LIMIT && v == -1) v = 0;
     if (f->type == T_INT) {
         if (v < INT_MIN || v > INT_MAX) return 1;
         *(int *)fptr(c, f) = (int)v;
@@ -380,6 +390,9 @@ int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf
     /* all or nothing: a bad value leaves *c as it was */
     pile_train_config t = *c;
     int hf[2] = {-1, -1}, precision_given = 0;
+    /* the key that set each field: a second one (an alias, or the same key
+     * again) would silently win, so the file is refused */
+    const char *set_by[N_FIELDS] = {0};
     for (size_t i = 0; i < pile_json_size(root) && rc == 0; i++) {
         const char *key = pile_json_key_at(root, i, NULL);
         const pile_json *v = pile_json_at(root, i);
@@ -396,7 +409,15 @@ int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf
             continue;
         }
         precision_given |= f->type == T_PREC;
-        rc = set_from_json(&t, f, v, path, key, 0, err);
+        const char **first = &set_by[f - fields];
+        if (*first && !strcmp(*first, key))
+            rc = pile_err_set(err, PILE_EINVAL, "'%s': '%s' is given twice; keep one", path, key);
+        else if (*first)
+            rc = pile_err_set(err, PILE_EINVAL, "'%s': '%s' and '%s' both set %s; keep one", path, *first, key,
+                              f->name);
+        else
+            rc = set_from_json(&t, f, v, path, key, 0, err);
+        *first = key;
     }
     pile_json_free(root);
     if (rc == 0) {
@@ -752,7 +773,10 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
 
 /* --------------------------------------------------------------- flags */
 
-int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, int first, pile_err *err)
+/* The flags' pass; with files != NULL the value of each --config and
+ * --deepspeed is also appended to files[0] and files[1] (NUL after each),
+ * since a path given twice would otherwise keep only the last. */
+static int parse_flags(pile_train_config *c, int argc, char **argv, int first, pile_buf files[2], pile_err *err)
 {
     int hf[2] = {-1, -1}, precision_given = 0, i;
     for (i = first; i < argc; i++) {
@@ -792,10 +816,21 @@ int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, in
             value = argv[++i];
         }
         PILE_FORWARD_IF_ERR(set_from_string(c, f, flag, value, err));
+        pile_buf *list = !files                                ? NULL
+                         : f->off == offsetof(pile_train_config, config_file)    ? &files[0]
+                         : f->off == offsetof(pile_train_config, deepspeed_file) ? &files[1]
+                                                                                 : NULL;
+        if (list && pile_buf_append(list, value, strlen(value) + 1))
+            return pile_err_set(err, PILE_ENOMEM, "out of memory");
     }
     static const char *const names[3] = {"--bf16", "--fp16", "--precision"};
     PILE_FORWARD_IF_ERR(apply_hf_precision(c, hf, precision_given, "", names, err));
     return i;
+}
+
+int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, int first, pile_err *err)
+{
+    return parse_flags(c, argc, argv, first, NULL, err);
 }
 
 /* The train_batch_size a ds_config.json asks for, or 0 (none, "auto", unreadable). */
@@ -834,6 +869,28 @@ static int ds_cos_min_ratio(const char *path, double *ratio)
     return found;
 }
 
+/* 1 when a list of NUL-terminated paths holds more than one. */
+static int several(const pile_buf *list)
+{
+    return list->len > 0 && list->len > strlen(list->data) + 1;
+}
+
+/* config_file records every --config, in order: "a.json, b.json". */
+static int record_config_files(pile_train_config *c, const pile_buf *files, pile_err *err)
+{
+    pile_buf joined = {0};
+    for (size_t at = 0; at < files->len; at += strlen(files->data + at) + 1)
+        pile_buf_printf(&joined, "%s%s", at ? ", " : "", files->data + at);
+    int rc = joined.failed ? pile_err_set(err, PILE_ENOMEM, "out of memory")
+             : joined.len >= sizeof c->config_file
+                 ? pile_err_set(err, PILE_EINVAL, "the --config paths are longer than %zu bytes together",
+                                sizeof c->config_file - 1)
+                 : 0;
+    if (rc == 0) memcpy(c->config_file, joined.data, joined.len + 1);
+    pile_buf_free(&joined);
+    return rc;
+}
+
 int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int first, pile_buf *warnings,
                               pile_err *err)
 {
@@ -844,20 +901,28 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
     pile_train_config_defaults(&flags);
     flags.world_size = 0;
     flags.min_lr = NAN;
-    int rc = pile_train_config_parse_args(&flags, argc, argv, first, err);
-    if (rc < 0) return rc;
-    if (rc < argc) return pile_err_set(err, PILE_EINVAL, "unknown option '%s'", argv[rc]);
+    pile_buf files[2] = {{0}, {0}};
+    char ds[sizeof c->deepspeed_file];
+    int rc = parse_flags(&flags, argc, argv, first, files, err);
+    if (rc >= 0 && rc < argc) rc = pile_err_set(err, PILE_EINVAL, "unknown option '%s'", argv[rc]);
+    /* two ds_config.json have no order to merge in: DeepSpeed takes one */
+    if (rc >= 0 && several(&files[1]))
+        rc = pile_err_set(err, PILE_EINVAL, "--deepspeed is given twice ('%s', '%s'): DeepSpeed takes one ds_config.json",
+                          files[1].data, files[1].data + strlen(files[1].data) + 1);
+    if (rc < 0) goto out;
 
     pile_train_config_defaults(c);
-    if (flags.config_file[0]) PILE_FORWARD_IF_ERR(pile_train_config_load_json(c, flags.config_file, warnings, err));
+    /* --config files apply in order, each over the one before */
+    for (size_t at = 0; rc >= 0 && at < files[0].len; at += strlen(files[0].data + at) + 1)
+        rc = pile_train_config_load_json(c, files[0].data + at, warnings, err);
+    if (rc < 0) goto out;
     /* DeepSpeed's batch arithmetic needs the final world size (the launcher's) */
     if (flags.world_size > 0) c->world_size = flags.world_size;
-    char ds[sizeof c->deepspeed_file];
     /* a config file may name the DeepSpeed file (TrainingArguments' "deepspeed") */
     memcpy(ds, flags.deepspeed_file[0] ? flags.deepspeed_file : c->deepspeed_file, sizeof ds);
-    if (ds[0]) PILE_FORWARD_IF_ERR(pile_train_config_load_deepspeed(c, ds, warnings, err));
-    rc = pile_train_config_parse_args(c, argc, argv, first, err);
-    if (rc < 0) return rc;
+    if (ds[0] && (rc = pile_train_config_load_deepspeed(c, ds, warnings, err)) < 0) goto out;
+    if ((rc = pile_train_config_parse_args(c, argc, argv, first, err)) < 0) goto out;
+    if (several(&files[0]) && (rc = record_config_files(c, &files[0], err)) < 0) goto out;
     if (ds[0]) {
         snprintf(c->deepspeed_file, sizeof c->deepspeed_file, "%s", ds);
         int64_t total = ds_total_batch(ds);
@@ -874,7 +939,11 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
     if (c->precision != PILE_PRECISION_FP32 && !strcmp(c->backend, "cpu") &&
         !(warnings && warnings->data && memmem(warnings->data, warnings->len, "the cpu backend", 15)))
         warn(warnings, "precision %s requested but the cpu backend trains in fp32", pile_precision_name(c->precision));
-    return pile_train_config_check(c, err);
+    rc = pile_train_config_check(c, err);
+out:
+    pile_buf_free(&files[0]);
+    pile_buf_free(&files[1]);
+    return rc;
 }
 
 /* --------------------------------------------------------------- check */
