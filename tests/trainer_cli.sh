@@ -73,6 +73,17 @@ printf '{"epochs": 3, "batch_size": 6}\n' > cfg.json
 run "$TR" --config cfg.json --batch-size 5 --print-config
 expect "--print-config shows a flag over the --config file" 0 '"batch_size": *5'
 expect "... and the --config file's own value" 0 '"epochs": *3'
+printf '{"batch_size": 7, "max_steps": -1}\n' > cfg2.json
+run "$TR" --config cfg.json --config cfg2.json --print-config
+expect "two --config files: the later one's value wins" 0 '"batch_size": *7'
+expect "... the earlier one's other values stay" 0 '"epochs": *3'
+expect "... and max_steps -1 (HF's saved default) reads as no limit" 0 '"max_steps": *0,'
+run "$TR" --help
+expect "--help says how several --config files combine" 0 "several --config files apply in order, a later one winning"
+printf '{"batch_size": 4, "per_device_train_batch_size": 8}\n' > cfg3.json
+run "$TR" --config cfg3.json --print-config
+expect "batch_size and per_device_train_batch_size in one file: refused (exit 2), both named" 2 \
+    "'batch_size' and 'per_device_train_batch_size' both set batch_size"
 printf '{"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true}}\n' > ds.json
 run "$TR" --deepspeed ds.json --print-config
 expect "a ds_config with fp16 gives a warning" 0 "pile-trainer: warning: .*fp16"
@@ -107,6 +118,21 @@ if awk 'NR <= 3 { a += $2 } NR >= 10 { b += $2 } END { exit !(b < a - 0.05) }' a
 else
     not_ok "the train loss falls" "$(tr '\n' ' ' < a.loss)"
 fi
+
+# --log_interval 5: each record's train/loss is the mean of its steps' losses
+# (transformers' logging), here against the per-step losses of run A
+run "$TR" $COMMON --eval_interval 5 --log_interval 5 --checkpoint_dir LOG
+losses LOG/metrics.jsonl > log.loss
+want=$(awk '{ s += $2; k++ } $1 % 5 == 0 || $1 == 12 { printf "%d %.17g\n", $1, s / k; s = 0; k = 0 }' a.loss)
+if [ $st -eq 0 ] && [ "$(cut -d' ' -f1 log.loss | tr '\n' ' ')" = "5 10 12 " ] &&
+    echo "$want" | paste -d' ' - log.loss |
+    awk '{ d = $2 - $4; if (d < 0) d = -d; if (d > 1e-12 * $2) bad = 1 } END { exit bad }'; then
+    ok "--log_interval 5: records at steps 5, 10, 12, each the mean loss of its steps"
+else
+    not_ok "--log_interval 5: each record the mean loss of its steps (status $st)" "want $(echo $want)" \
+        "got $(tr '\n' ' ' < log.loss)"
+fi
+check "--help says the logged loss is the interval's mean" sh -c "'$TR' --help | grep -q 'mean train loss of its steps'"
 
 # wait_for FILE PID: until FILE exists, PID has exited, or 60 s have passed
 wait_for() {

@@ -43,7 +43,8 @@ static const char train_intro[] =
     "trains on. --resume continues bit for bit from the newest checkpoint that passes\n"
     "its checksums. Exit status: 0 done, 1 failed, 2 bad usage, 75 stopped.\n"
     "Settings come from the defaults, the --model preset, --config FILE (JSON, keys\n"
-    "as the flags), --deepspeed FILE (ds_config.json), then the flags, in that order.\n"
+    "as the flags; several --config files apply in order, a later one winning),\n"
+    "--deepspeed FILE (ds_config.json), then the flags, in that order.\n"
     "Flags take a value as --name VALUE or --name=VALUE; dashes or underscores.\n"
     "\n";
 

@@ -1,7 +1,8 @@
 /* pile-trainer's settings: one plain struct, filled in this order, each
  * step overriding the one before: built-in defaults, the preset named by
- * `model`, a JSON config file (--config, keys named as the struct fields
- * below, the names Python training scripts use), a DeepSpeed ds_config.json
+ * `model`, JSON config files (--config, keys named as the struct fields
+ * below, the names Python training scripts use; several apply in order,
+ * and two keys for one field in one file are refused), a DeepSpeed ds_config.json
  * (--deepspeed), then command-line flags (--batch_size / --batch-size).
  * Everything read that the trainer does not do yet (fp16 on the CPU, ZeRO
  * stages, offload, unknown keys) is named in a warning, never dropped in
@@ -89,8 +90,9 @@ void pile_train_config_defaults(pile_train_config *c);
 /* Applies a JSON config file. Hugging Face's booleans "bf16" and "fp16"
  * set the precision (both true, or one true against another "precision",
  * is PILE_EINVAL naming both). Unknown keys: a warning each in *warnings
- * (one line per warning). Wrong types or out-of-range values: PILE_EINVAL
- * naming the file and key. */
+ * (one line per warning). Wrong types or out-of-range values, and two keys
+ * setting one field (a name and its Hugging Face alias, or a key given
+ * twice): PILE_EINVAL naming the file and keys, nothing applied. */
 int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err);
 /* Applies a DeepSpeed config: train_micro_batch_size_per_gpu,
  * gradient_accumulation_steps, train_batch_size (checked: micro x
@@ -115,7 +117,8 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
 int pile_train_config_parse_args(pile_train_config *c, int argc, char **argv, int first, pile_err *err);
 
 /* The whole resolution for `pile-trainer train ARGS`: defaults, then the
- * --config and --deepspeed files found in argv, then every flag. Checks
+ * --config files found in argv (in order) and the --deepspeed file (one),
+ * then every flag. Checks
  * the result (positive sizes, n_embd divisible by n_head, ratios in [0,1],
  * doc_mask_loss needs doc_mask). An argument that is not a flag is
  * PILE_EINVAL ("unknown option '--x'"). */

@@ -1075,8 +1075,10 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         fprintf(stderr, "pile-trainer: warning: no validation samples in '%s'; no validation\n", c->data);
 
     const double t0 = pile_now();
-    double interval_time = 0, last_loss = NAN;
-    int64_t interval_tokens = 0, steps_run = 0;
+    /* a log line's loss is the mean of its interval's step losses, as
+     * transformers' Trainer logs it (not the last step's alone) */
+    double interval_time = 0, interval_loss = 0, last_loss = NAN;
+    int64_t interval_tokens = 0, interval_steps = 0, steps_run = 0;
     int interrupted = 0;
     if (resumed_from >= 0 && t.st.pending_val) {
         /* the validation a signal skipped when the run stopped: its result
@@ -1103,6 +1105,8 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         double dt = pile_now() - ts;
         interval_time += dt;
         interval_tokens += tokens;
+        interval_loss += loss;
+        interval_steps++;
         steps_run++;
         last_loss = loss;
         int epoch_end = t.st.position >= t.info->train_samples;
@@ -1112,17 +1116,20 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
              * steps' time alone promised an end that came later */
             double eta = (double)(t.total_steps - t.st.step) * ((pile_now() - t0) / (double)steps_run);
             double epoch_f = (double)t.st.epoch + (double)t.st.position / (double)t.info->train_samples;
-            log_progress(&t, loss, lr, gnorm, tps, eta);
+            double mean_loss = interval_loss / (double)interval_steps;
+            log_progress(&t, mean_loss, lr, gnorm, tps, eta);
             static const char *const tags[] = {"train/loss",  "train/lr",    "train/grad_norm",
                                                "train/tokens_per_sec", "train/epoch", "mem/rss_mib",
                                                "data/corrupt_rows"};
-            const double vals[] = {loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0),
+            const double vals[] = {mean_loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0),
                                    (double)pile_data_corrupt_rows(t.data)};
             /* the corrupt-row count is a curve only where rows may be skipped: elsewhere the first stops the run */
             const size_t ntags = c->skip_corrupt_rows ? 7 : 6;
             if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, ntags, err)) < 0) break;
             interval_time = 0;
             interval_tokens = 0;
+            interval_loss = 0;
+            interval_steps = 0;
         }
         if (epoch_end) {
             t.st.epoch++;
