@@ -74,6 +74,20 @@ const char *pile_tokenizer_special(const pile_tokenizer *tok, size_t i, uint32_t
 /* The pre-tokenization pattern ("" if none), for `pile-tok info`. */
 const char *pile_tokenizer_pattern(const pile_tokenizer *tok);
 
+/* Appends a Hugging Face tokenizer.json (the `tokenizers` library's format,
+ * what transformers' AutoTokenizer loads) that encodes text as this
+ * tokenizer does, its special tokens as added tokens: the bytes tokenizer
+ * as a BPE of the 256 byte characters without merges; GPT-2's files as
+ * their vocabulary and merges; tiktoken ranks as every split of each token
+ * into two tokens, in the token's rank order, with ignore_merges (two
+ * different splits of one token adjacent at once are the one case that
+ * may order otherwise: by position in tiktoken, by list order here);
+ * another pattern than GPT-2's as a Split spelled for Oniguruma.
+ * PILE_EINVAL for what came from a tokenizer.json and cannot be written
+ * back (non-special added tokens, Oniguruma patterns): that file is the
+ * one to use. Thread-safe. */
+int pile_tokenizer_write_hf_json(const pile_tokenizer *tok, pile_buf *out, pile_err *err);
+
 /* An encoder for one thread. NULL on OOM. The tokenizer must outlive it. */
 pile_encoder *pile_encoder_create(const pile_tokenizer *tok);
 void pile_encoder_free(pile_encoder *enc);
