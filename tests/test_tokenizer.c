@@ -493,6 +493,126 @@ static void test_split(const char *dir, pile_tokenizer *gpt2)
     unlink(path);
 }
 
+/* Documents of corpus file `in` on which a and b give other ids; -1 when
+ * nothing could be compared. */
+static long differ_on_corpus(pile_tokenizer *a, pile_tokenizer *b, const char *in)
+{
+    pile_err errbuf, *err = &errbuf;
+    pile_lines *li = NULL;
+    if (pile_lines_open(&li, sp(in), NULL, err) < 0) return -1;
+    pile_jsonl_parser *jp = pile_jsonl_parser_create();
+    pile_encoder *ea = pile_encoder_create(a), *eb = pile_encoder_create(b);
+    pile_ids ia = {0}, ib = {0};
+    pile_line l;
+    long docs = 0, differ = 0;
+    while (jp && ea && eb && pile_lines_next(li, &l, err) > 0) {
+        pile_jsonl_doc doc;
+        if (l.status != PILE_LINE_COMPLETE || pile_jsonl_parse(jp, l.data, l.len, &doc, NULL, 0) != PILE_SKIP_NONE)
+            continue;
+        ia.len = ib.len = 0;
+        if (pile_encoder_encode(ea, doc.text, doc.text_len, &ia, err) < 0 ||
+            pile_encoder_encode(eb, doc.text, doc.text_len, &ib, err) < 0 || ia.len != ib.len ||
+            memcmp(ia.data, ib.data, ia.len * sizeof *ia.data) != 0)
+            differ++;
+        docs++;
+    }
+    pile_ids_free(&ia);
+    pile_ids_free(&ib);
+    pile_encoder_free(ea);
+    pile_encoder_free(eb);
+    pile_jsonl_parser_free(jp);
+    pile_lines_close(li);
+    return docs ? differ : -1;
+}
+
+/* pile_tokenizer_write_hf_json of each kind read back by our own
+ * tokenizer.json loader (which follows Hugging Face tokenizers, checked in
+ * tok_ref.py) encodes as the original: the tiktoken ranks turned into
+ * merges, the possessive {1,3}+ and $ of cl100k's pattern spelled for
+ * Oniguruma. (transformers' AutoTokenizer on the same files:
+ * tests/reference/trainer_hf.py.) */
+static void test_hf_export(const char *dir)
+{
+    pile_err errbuf, *err = &errbuf;
+    char cl100k[4200], o200k[4200], out[4200];
+    snprintf(cl100k, sizeof cl100k, "%s/cl100k_base.tiktoken", dir);
+    snprintf(o200k, sizeof o200k, "%s/o200k_base.tiktoken", dir);
+    snprintf(out, sizeof out, "%s/exported.json", dir);
+    pile_buf ranks = {0};
+    ASSERT_OK(pile_fs_read_file(sp("fixtures/gpt2/r50k_base.tiktoken"), &ranks, err), err);
+    /* r50k's ranks under the other encodings' names: their patterns and specials */
+    ASSERT_OK(pile_fs_write_atomic(cl100k, ranks.data, ranks.len, err), err);
+    ASSERT_OK(pile_fs_write_atomic(o200k, ranks.data, ranks.len, err), err);
+    pile_buf_free(&ranks);
+    char gpt2[4200], r50k[4200];
+    snprintf(gpt2, sizeof gpt2, "%s", sp("fixtures/gpt2"));
+    snprintf(r50k, sizeof r50k, "%s", sp("fixtures/gpt2/r50k_base.tiktoken"));
+    const char *const specs[] = {"bytes", gpt2, r50k, cl100k, o200k};
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        char name[256];
+        const char *base = strrchr(specs[i], '/') ? strrchr(specs[i], '/') + 1 : specs[i];
+        snprintf(name, sizeof name, "hf export of %s: read back, it encodes tricky.jsonl and val as the original",
+                 base);
+        TEST(test_name(name));
+        pile_tokenizer *orig = NULL, *back = NULL;
+        pile_buf js = {0};
+        ASSERT_OK(pile_tokenizer_open(&orig, specs[i], err), err);
+        if (orig) ASSERT_OK(pile_tokenizer_write_hf_json(orig, &js, err), err);
+        if (js.len) ASSERT_OK(pile_fs_write_atomic(out, js.data, js.len, err), err);
+        if (js.len) ASSERT_OK(pile_tokenizer_open(&back, out, err), err);
+        if (orig && back) {
+            ASSERT_EQ(pile_tokenizer_vocab_size(back), pile_tokenizer_vocab_size(orig));
+            ASSERT_EQ(pile_tokenizer_eot_id(back), pile_tokenizer_eot_id(orig));
+            ASSERT_EQ(pile_tokenizer_special_count(back), pile_tokenizer_special_count(orig));
+            ASSERT_EQ(differ_on_corpus(orig, back, "corpus/tricky.jsonl"), 0);
+            ASSERT_EQ(differ_on_corpus(orig, back, "corpus/val.jsonl.zst"), 0);
+        }
+        if (i == 3) {
+            /* as the file spells them: JSON doubles each backslash */
+            static const char *const spelled[] = {"(?>\\\\p{N}{1,3})", "\\\\s++(?=\\\\n?\\\\z)",
+                                                  "\"ignore_merges\": true"};
+            for (size_t k = 0; k < 3; k++)
+                if (!js.len || !memmem(js.data, js.len, spelled[k], strlen(spelled[k])))
+                    PILE_FAIL_("the exported cl100k tokenizer.json lacks '%s'", spelled[k]);
+            if (orig && back) test_random(orig, back, "cl100k's pattern over r50k ranks and its hf export");
+        }
+        pile_buf_free(&js);
+        pile_tokenizer_close(orig);
+        pile_tokenizer_close(back);
+    }
+
+    TEST("hf export refuses what came from a tokenizer.json and cannot go back: added tokens");
+    char hf_path[4200];
+    snprintf(hf_path, sizeof hf_path, "%s/added.json", dir);
+    ASSERT_OK(write_hf_json(hf_path, BYTELEVEL_PRETOK, err), err);
+    pile_buf txt = {0};
+    ASSERT_OK(pile_fs_read_file(hf_path, &txt, err), err);
+    pile_buf_append(&txt, "", 1);
+    char *at = txt.data ? strstr(txt.data, "\"added_tokens\":[") : NULL;
+    ASSERT(at != NULL);
+    if (at) {
+        pile_buf fixed = {0};
+        size_t head = (size_t)(at - txt.data) + strlen("\"added_tokens\":[");
+        pile_buf_append(&fixed, txt.data, head);
+        pile_buf_append_str(&fixed, "{\"id\":50257,\"content\":\"  \",\"special\":false,\"normalized\":false},");
+        pile_buf_append(&fixed, txt.data + head, txt.len - 1 - head);
+        ASSERT_OK(pile_fs_write_atomic(hf_path, fixed.data, fixed.len, err), err);
+        pile_buf_free(&fixed);
+        pile_tokenizer *tok = NULL;
+        pile_buf js = {0};
+        ASSERT_OK(pile_tokenizer_open(&tok, hf_path, err), err);
+        if (tok) ASSERT_EQ(pile_tokenizer_write_hf_json(tok, &js, err), PILE_EINVAL);
+        if (tok) ASSERT(strstr(err->msg, "added tokens") != NULL);
+        pile_buf_free(&js);
+        pile_tokenizer_close(tok);
+    }
+    pile_buf_free(&txt);
+    unlink(hf_path);
+    unlink(cl100k);
+    unlink(o200k);
+    unlink(out);
+}
+
 static void test_bytes(void)
 {
     TEST("bytes tokenizer: ids are bytes, 256 is end of text, round trip");
@@ -580,6 +700,7 @@ int main(void)
     test_random(tk, folder, "tiktoken and folder loaders");
     if (d) test_split(d, folder);
     if (d) test_errors(d);
+    if (d) test_hf_export(d);
 
     pile_tokenizer_close(tk);
     pile_tokenizer_close(folder);
