@@ -420,6 +420,98 @@ out:
     return rc;
 }
 
+/* A tokenizer.json of the user's, as tokenizer.json: as it is, but for a
+ * post-processor that adds tokens (TemplateProcessing: Llama 3's BOS),
+ * which AutoTokenizer's default encode would add where the shards the
+ * model learnt from have none: that one becomes null. */
+static int copy_hf_json(const char *src, const char *dst, pile_err *err)
+{
+    pile_buf data = {0}, out = {0};
+    pile_json *root = NULL;
+    int rc = pile_fs_read_file(src, &data, err);
+    if (!rc) rc = pile_json_parse(data.data ? data.data : "", data.len, src, &root, err);
+    const pile_json *pp = rc ? NULL : pile_json_get(root, "post_processor");
+    const char *type = pp ? pile_json_str(pile_json_get(pp, "type"), NULL) : NULL;
+    if (!rc && pp && pile_json_type_of(pp) != PILE_JSON_NULL && !(type && !strcmp(type, "ByteLevel"))) {
+        pile_buf_append_str(&out, "{");
+        for (size_t k = 0; k < pile_json_size(root); k++) {
+            size_t n;
+            const char *key = pile_json_key_at(root, k, &n);
+            pile_buf_append_str(&out, k ? ",\n  " : "\n  ");
+            pile_json_write_string(&out, key, n);
+            pile_buf_append_str(&out, ": ");
+            if (!strcmp(key, "post_processor")) pile_buf_append_str(&out, "null");
+            else json_dump(&out, pile_json_at(root, k));
+        }
+        pile_buf_append_str(&out, "\n}\n");
+        rc = out.failed ? OOM(err) : pile_fs_write_atomic(dst, out.data, out.len, err);
+    } else if (!rc) {
+        rc = pile_fs_write_atomic(dst, data.data ? data.data : "", data.len, err);
+    }
+    pile_json_free(root);
+    pile_buf_free(&data);
+    pile_buf_free(&out);
+    return rc;
+}
+
+/* Ends a tokenizer_config.json or special_tokens_map.json: GPT-2's
+ * convention, end-of-text as both. */
+static void put_bos_eos(pile_buf *b, const char *eot)
+{
+    pile_buf_append_str(b, "  \"bos_token\": ");
+    pile_json_write_string(b, eot, strlen(eot));
+    pile_buf_append_str(b, ",\n  \"eos_token\": ");
+    pile_json_write_string(b, eot, strlen(eot));
+    pile_buf_append_str(b, "\n}\n");
+}
+
+/* The Hugging Face files AutoTokenizer.from_pretrained(dir) reads:
+ * tokenizer.json (the spec's own, or written from the tokenizer's tables),
+ * tokenizer_config.json and special_tokens_map.json. split_special_tokens:
+ * document text is ordinary text here, a literal "<|endoftext|>" too. */
+static int write_hf_tokenizer(const char *tmp, pile_model *m, pile_err *err)
+{
+    /* from the folder's own tokenizer/ copy, just written: the source the
+     * run started from may be gone by now */
+    pile_buf specb = {0};
+    int rc = pile_checkpoint_tokenizer_spec(tmp, &specb, err);
+    const char *spec = rc ? "" : specb.data;
+    size_t sl = strlen(spec);
+    pile_tokenizer *tok = NULL;
+    pile_buf path = {0}, b = {0};
+    if (!rc) rc = pile_tokenizer_open(&tok, spec, err);
+    if (!rc) rc = path_of(&path, tmp, "tokenizer.json", err);
+    if (!rc && sl > 5 && !strcmp(spec + sl - 5, ".json")) {
+        rc = copy_hf_json(spec, path.data, err);
+    } else if (!rc) {
+        rc = pile_tokenizer_write_hf_json(tok, &b, err);
+        if (!rc) rc = pile_fs_write_atomic(path.data, b.data, b.len, err);
+    }
+    const char *eot = "";
+    for (size_t i = 0; tok && i < pile_tokenizer_special_count(tok); i++) {
+        uint32_t id;
+        const char *text = pile_tokenizer_special(tok, i, &id);
+        if (id == pile_tokenizer_eot_id(tok)) eot = text;
+    }
+    b.len = 0;
+    pile_buf_append_str(&b, "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n");
+    pile_buf_printf(&b, "  \"model_max_length\": %d,\n", pile_model_get_config(m)->n_positions);
+    pile_buf_append_str(&b, "  \"split_special_tokens\": true,\n  \"clean_up_tokenization_spaces\": false,\n");
+    put_bos_eos(&b, eot);
+    if (!rc) rc = b.failed ? OOM(err) : path_of(&path, tmp, "tokenizer_config.json", err);
+    if (!rc) rc = pile_fs_write_atomic(path.data, b.data, b.len, err);
+    b.len = 0;
+    pile_buf_append_str(&b, "{\n");
+    put_bos_eos(&b, eot);
+    if (!rc) rc = b.failed ? OOM(err) : path_of(&path, tmp, "special_tokens_map.json", err);
+    if (!rc) rc = pile_fs_write_atomic(path.data, b.data, b.len, err);
+    pile_tokenizer_close(tok);
+    pile_buf_free(&path);
+    pile_buf_free(&b);
+    pile_buf_free(&specb);
+    return rc;
+}
+
 /* ---------------------------------------------------------- checksums */
 
 #define CHECKSUMS "checksums.json"
@@ -688,6 +780,7 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
     if (!rc && opt) rc = write_moments(tmp.data, m, opt, err);
     if (!rc) rc = write_state(tmp.data, st, config_json, opts ? opts->data_json : NULL, err);
     if (!rc) rc = write_tokenizer(tmp.data, st, opts, err);
+    if (!rc && !(opts && opts->without_tokenizer)) rc = write_hf_tokenizer(tmp.data, m, err);
     if (!rc) rc = write_config(tmp.data, m, st, err);
     if (!rc) rc = finish_folder(tmp.data, dir, old.data, err);
     if (rc && tmp.data) drop_folder(tmp.data, err);

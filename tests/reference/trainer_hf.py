@@ -6,8 +6,16 @@
 1. TensorBoard: a run resumed from an older checkpoint (the event file of
    the first run holds the steps past it) reads, through tensorboard's
    EventAccumulator, as one point per step, each the resumed run's value.
+2. transformers' AutoTokenizer.from_pretrained(checkpoint) for every kind of
+   tokenizer the trainer takes (the bytes one, a Hugging Face
+   tokenizer.json, one with a post-processor that adds a BOS, GPT-2's
+   encoder.json + vocab.bpe, r50k_base.tiktoken, and r50k's ranks under the
+   cl100k_base and o200k_base names, whose patterns are rewritten for
+   Oniguruma) encodes every document of the shared corpus's val and
+   tricky files as `pile-tok encode` does, a literal <|endoftext|> as text,
+   and decodes them back.
 
-Exits 77 (skip) when tensorboard is missing or the data is absent.
+Exits 77 (skip) when tensorboard or transformers is missing or the data is absent.
 """
 import json
 import logging
@@ -72,19 +80,96 @@ def check_tensorboard(tmp, shards):
            "differ (step, time, value, metrics.jsonl's): %s" % diff[:4])
 
 
+def texts_of(path):
+    """The `text` of each line of a .jsonl[.zst] file (None where there is none)."""
+    import subprocess
+
+    raw = subprocess.run(["zstd", "-dc", path], check=True, capture_output=True).stdout if path.endswith(".zst") \
+        else open(path, "rb").read()
+    out = []
+    for line in raw.split(b"\n"):
+        if not line:
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            out.append(None)
+            continue
+        t = doc.get("text") if isinstance(doc, dict) else None
+        out.append(t if isinstance(t, str) else None)
+    return out
+
+
+def check_autotokenizer(tmp, shared):
+    import transformers
+    from tokenizers import Tokenizer, processors
+
+    transformers.logging.set_verbosity_error()
+    corpus = os.path.join(shared, "corpus")
+    gpt2 = os.path.join(shared, "fixtures", "gpt2")
+    docs = [os.path.join(corpus, "val.jsonl.zst"), os.path.join(corpus, "tricky.jsonl")]
+    # a tokenizer.json of pile-tok's BPE trainer, and the same with a BOS-adding post-processor
+    hf_json = os.path.join(tmp, "bpe.json")
+    run([TOK, "train", "--vocab-size", 600, "-o", hf_json, os.path.join(corpus, "tricky.jsonl")])
+    bos_json = os.path.join(tmp, "bpe-bos.json")
+    t = Tokenizer.from_file(hf_json)
+    t.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[
+        ("<|endoftext|>", t.token_to_id("<|endoftext|>"))])
+    t.save(bos_json)
+    kinds = [("bytes", "bytes"), ("a tokenizer.json", hf_json), ("a tokenizer.json with a BOS post-processor", bos_json),
+             ("GPT-2's encoder.json + vocab.bpe", gpt2), ("r50k_base.tiktoken", os.path.join(gpt2, "r50k_base.tiktoken"))]
+    for name in ("cl100k_base", "o200k_base"):
+        path = os.path.join(tmp, name + ".tiktoken")
+        shutil.copyfile(os.path.join(gpt2, "r50k_base.tiktoken"), path)
+        kinds.append(("r50k's ranks as %s (its pattern and specials)" % name, path))
+    for i, (what, spec) in enumerate(kinds):
+        shards, ck = os.path.join(tmp, "tok-shards-%d" % i), os.path.join(tmp, "tok-ck-%d" % i)
+        run([PREP, "-q", "-o", shards, "-L", 32, "-t", spec, "-j", 2, os.path.join(corpus, "tricky.jsonl")])
+        run([TRAINER, "--data", shards, "--checkpoint_dir", ck, "--max_steps", 1, "--batch_size", 1,
+             "--eval_rows", 1, "--threads", 2])
+        folder = os.path.join(ck, "step-0000001")
+        tok = transformers.AutoTokenizer.from_pretrained(folder)
+        cfg = json.load(open(os.path.join(folder, "config.json")))
+        bad, n, notes = 0, 0, []
+        for path in docs:
+            texts = texts_of(path)
+            ours = [json.loads(l) for l in run([TOK, "encode", "--tokenizer", spec, path]).splitlines()]
+            theirs = tok([t or "" for t in texts])["input_ids"]
+            for k, (t, a, b) in enumerate(zip(texts, ours, theirs)):
+                if t is None:
+                    continue
+                n += 1
+                if a != b or tok.decode(b) != t:
+                    bad += 1
+                    if len(notes) < 3:
+                        j = next((j for j in range(min(len(a), len(b))) if a[j] != b[j]), min(len(a), len(b)))
+                        notes.append("%s line %d: ids differ at %d: ours %s, AutoTokenizer %s" %
+                                     (os.path.basename(path), k + 1, j, a[j:j + 4], b[j:j + 4]))
+        report(bad == 0 and n > 200 and tok.eos_token_id == cfg["eos_token_id"],
+               "AutoTokenizer.from_pretrained(checkpoint), %s: encodes %d documents as pile-tok and decodes them back"
+               % (what, n), "%d differ; eos_token_id %s, config.json's %s" % (bad, tok.eos_token_id, cfg["eos_token_id"]),
+               *notes)
+
+
 def main():
     try:
         import numpy  # noqa: F401
         import tensorboard  # noqa: F401
+        import tokenizers  # noqa: F401
+        import transformers  # noqa: F401
     except ImportError as e:
-        skip("needs numpy and tensorboard (tools/install-deps.sh): %s" % e)
+        skip("needs numpy, tensorboard, tokenizers and transformers (tools/install-deps.sh): %s" % e)
+    shared = os.environ.get("PILE_SHARED", os.path.join(SRC, "..", "shared"))
     if not os.path.isdir(os.path.join(SAMPLE, "train")):
         skip("no sample data at '%s'" % SAMPLE)
+    if not os.path.isfile(os.path.join(shared, "fixtures", "gpt2", "vocab.bpe")):
+        skip("no shared corpus and GPT-2 fixtures at '%s' (set PILE_SHARED)" % shared)
     with tempfile.TemporaryDirectory(prefix="pile-trainer-hf-") as tmp:
         shards = os.path.join(tmp, "shards")
         run([PREP, "-q", "-o", shards, "-L", 64, "-t", "bytes", "-j", 2,
              os.path.join(SAMPLE, "train"), os.path.join(SAMPLE, "val.jsonl.zst")])
         check_tensorboard(tmp, shards)
+        check_autotokenizer(tmp, shared)
     return done()
 
 
