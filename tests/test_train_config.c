@@ -555,6 +555,7 @@ static void test_check(void)
         "initial_scale_power must be 0 to 127, not 128");
     BAD((c.precision = PILE_PRECISION_FP16, c.loss_scale_window = 0), "loss_scale_window");
     BAD((c.precision = PILE_PRECISION_FP16, c.hysteresis = 0), "hysteresis");
+    BAD((c.learning_rate = 1e-3, c.min_lr = 2e-3), "min_lr 0.002 is above learning_rate 0.001");
 #undef BAD
     /* the fp16 settings are not checked for another precision (as DeepSpeed) */
     pile_train_config_defaults(&c);
@@ -565,6 +566,7 @@ static void test_check(void)
     ASSERT_EQ(pile_train_config_check(&c, &err), 0);
     pile_train_config_defaults(&c);
     c.n_embd = 96, c.n_head = 3, c.doc_mask = c.doc_mask_loss = 1, c.val_fraction = 0.5, c.warmup_ratio = 1;
+    c.min_lr = c.learning_rate; /* a constant rate after warmup */
     ASSERT_EQ(pile_train_config_check(&c, &err), 0);
 }
 

@@ -253,6 +253,31 @@ run "$TR" --data shards --model tiny --max_steps 4 --batch_size 4 --threads 1 --
     --learning_rate 1e30 --gradient_clipping 0 --checkpoint_dir D
 expect "a diverging run stops with an error naming the step" 1 "diverged at step [0-9]"
 
+# --- a finished run says so, and trains nothing
+cp -r A FIN
+run "$TR" $COMMON --checkpoint_dir FIN --resume
+expect "--resume of a finished run: exit 0, said finished" 0 \
+    "the run is finished: checkpoint at step 12 of 12 steps; nothing to train"
+expect "... the summary too" 0 "^nothing trained: the run was finished \\(step 12 of 12 steps\\)"
+if grep -q "resuming at step\|trained 12 of 12" "$TMP/err" "$TMP/out"; then
+    fail "... not 'resuming at step' nor 'trained 12 of 12'"
+else
+    ok "... not 'resuming at step' nor 'trained 12 of 12'"
+fi
+run "$TR" $COMMON --checkpoint_dir FIN --resume --max_steps 10
+expect "--resume with max_steps below the checkpoint's step: said past the schedule" 0 \
+    "nothing trained: the run was finished \\(step 12, past the schedule's 10 steps\\)"
+if grep -q "trained 12 of 10" "$TMP/out"; then fail "... never 'trained 12 of 10 steps'"; else ok "... never 'trained 12 of 10 steps'"; fi
+
+# --- nonsense schedules: min_lr above the peak refused, a warmup as long as the run warned
+run "$TR" --learning_rate 0.01 --min_lr 0.1 --print-config
+expect "min_lr above learning_rate: refused (exit 2)" 2 "min_lr 0.1 is above learning_rate 0.01"
+run "$TR" $COMMON --max_steps 3 --warmup_steps 5 --checkpoint_dir WU
+expect "--warmup_steps 5 for a 3-step run: warned" 0 \
+    "warning: the warmup \\(5 steps\\) is not shorter than the run \\(3 steps\\).*never reaches learning_rate"
+run "$TR" $COMMON --max_steps 3 --warmup_steps 2 --checkpoint_dir WU2
+if grep -q "warning: the warmup" "$TMP/err"; then fail "no such warning for a warmup shorter than the run"; else ok "no such warning for a warmup shorter than the run"; fi
+
 # --- resuming with another learning rate is allowed and said
 cp -r A A2
 run "$TR" $COMMON --checkpoint_dir A2 --resume --learning_rate 1e-3 --max_steps 13
@@ -346,6 +371,17 @@ else
 fi
 run "$TR" eval --checkpoint A/best_model --eval_rows 64 --threads 1
 expect "eval prints loss, accuracy, perplexity and tokens" 0 "loss [0-9.]+ accuracy [0-9.]+ perplexity [0-9.]+ tokens [0-9]+"
+expect "... and which val samples: the first 64, as --eval_rows says" 0 "the first 64 of [0-9]+ val samples: --eval_rows"
+# without --eval_rows: the run's own eval_rows (64), so the recorded loss again
+run "$TR" eval --checkpoint A/best_model --threads 1 --json
+got3=$(sed -n 's/.*"loss": *\([^,}]*\).*/\1/p' "$TMP/out")
+if [ $st -eq 0 ] && [ -n "$got3" ] && [ "$got3" = "$got" ] && grep -q '"samples": 64,.*"samples_from": "checkpoint"' "$TMP/out"; then
+    ok "eval without --eval_rows takes the checkpoint's (64): the recorded loss"
+else
+    fail "eval without --eval_rows takes the checkpoint's (64): loss '$got3', recorded '$want'"
+fi
+run "$TR" eval --checkpoint A/best_model --threads 1
+expect "... and says so" 0 "\\(the first 64 of [0-9]+ val samples: the checkpoint's eval_rows\\)"
 # the checkpoint records its data folder as an absolute path: eval works from anywhere
 (cd / && "$TR" eval --checkpoint "$TMP/A/best_model" --eval_rows 64 --threads 1 --json) > out 2> err
 st=$?

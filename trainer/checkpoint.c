@@ -1243,7 +1243,17 @@ int pile_checkpoint_tokenizer_spec(const char *dir, pile_buf *out, pile_err *err
         }
         closedir(d);
     }
-    if (!found) {
+    /* a folder from transformers' save_pretrained: the tokenizer.json
+     * tokenizer.save_pretrained writes beside the model, if any */
+    if (!found && !path_of(&p, dir, "tokenizer.json", err) && is_file(p.data)) {
+        found = 1;
+        rc = pile_buf_append(out, p.data, p.len);
+    }
+    if (!found && !path_of(&p, dir, "trainer_state.json", err) && !is_file(p.data)) {
+        rc = pile_err_set(err, PILE_ENOENT,
+                          "no tokenizer in '%s' (no tokenizer/, tokenizer.json or trainer_state.json): give --tokenizer",
+                          dir);
+    } else if (!found) {
         pile_train_state st;
         rc = read_state(dir, &st, err);
         if (!rc) rc = pile_buf_append_str(out, is_builtin_spec(st.tokenizer_spec) ? "bytes" : st.tokenizer_spec);

@@ -9,6 +9,9 @@
  *   <dir>/tokenizer/             the tokenizer's file(s), copied, plus
  *                                tokenizer_spec.txt; or only its spec and
  *                                fingerprint when it is built in ("bytes")
+ *   <dir>/tokenizer.json,        the same tokenizer for transformers'
+ *   tokenizer_config.json,       AutoTokenizer (pile_tokenizer_write_hf_json,
+ *   special_tokens_map.json      or the spec's own tokenizer.json)
  *   <dir>/checksums.json         written last: the size and XXH3-128 of
  *                                every other file in the folder (whoever
  *                                wrote it), so that a damaged or
@@ -123,7 +126,9 @@ int pile_checkpoint_read_config_json(const char *dir, pile_buf *out, pile_err *e
  * appended to out; PILE_ENOENT when the key is absent or null. */
 int pile_checkpoint_read_state_json(const char *dir, const char *key, pile_buf *out, pile_err *err);
 /* The tokenizer spec to open for this checkpoint: its own tokenizer/ copy
- * if present, else the recorded spec. */
+ * if present, else a tokenizer.json beside the model (a transformers
+ * save_pretrained folder), else the spec trainer_state.json records;
+ * PILE_ENOENT when there is none of them. */
 int pile_checkpoint_tokenizer_spec(const char *dir, pile_buf *out, pile_err *err);
 
 /* Replaces <checkpoint_dir>/latest with `name`. */

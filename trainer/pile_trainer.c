@@ -66,7 +66,8 @@ static const char eval_help[] =
     "\n"
     "  --checkpoint DIR    a checkpoint folder (epoch-001, best_model, ...)\n"
     "  --data DIR          shards folder (default: the one recorded in the checkpoint)\n"
-    "  --eval_rows N       evaluate the first N validation samples (default 0: all)\n"
+    "  --eval_rows N       evaluate the first N validation samples (0: all; default: the\n"
+    "                      checkpoint's eval_rows, so that eval repeats the run's validation)\n"
     "  --batch_size N      rows per forward (default: the checkpoint's batch_size)\n"
     "  --threads N         CPU threads (default 0: every usable core; at most that)\n"
     "  --json              one JSON object instead of text\n"
@@ -80,7 +81,11 @@ static const char sample_help[] =
     "model's keeps its last n_positions tokens. The checkpoint's files are checked\n"
     "against its checksums.json first.\n"
     "\n"
-    "  --checkpoint DIR      a checkpoint folder\n"
+    "  --checkpoint DIR      a checkpoint folder, or a GPT-2 folder from transformers'\n"
+    "                        save_pretrained\n"
+    "  --tokenizer SPEC      the tokenizer (default: the checkpoint's; in a folder from\n"
+    "                        elsewhere, its tokenizer.json): bytes, a tokenizer.json, a\n"
+    "                        folder with encoder.json + vocab.bpe, or a .tiktoken file\n"
     "  --prompt TEXT         the text to continue ('' starts a new document)\n"
     "  --max_new_tokens N    tokens to generate (default 200)\n"
     "  --temperature T       softmax temperature (default 1.0; 0 = greedy)\n"
@@ -265,7 +270,7 @@ static int cmd_train(int argc, char **argv, int first)
 static int cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL;
-    int64_t rows = 0, batch = 0, threads = 0;
+    int64_t rows = -1, batch = 0, threads = 0;
     int json = 0;
     for (int i = 2; i < argc; i++) {
         opt_word w;
@@ -301,12 +306,17 @@ static int cmd_eval(int argc, char **argv)
         fprintf(stderr, "pile-trainer: %s\n", err.msg);
         return 1;
     }
+    static const char *const from_key[] = {"eval_rows", "checkpoint", "all"};
+    static const char *const from_text[] = {"--eval_rows", "the checkpoint's eval_rows", "none recorded: all"};
     if (json)
-        printf("{\"loss\": %.17g, \"accuracy\": %.17g, \"perplexity\": %.17g, \"tokens\": %" PRId64 "}\n", r.loss,
-               r.accuracy, r.perplexity, r.tokens);
+        printf("{\"loss\": %.17g, \"accuracy\": %.17g, \"perplexity\": %.17g, \"tokens\": %" PRId64
+               ", \"samples\": %" PRIu64 ", \"val_samples\": %" PRIu64 ", \"samples_from\": \"%s\"}\n",
+               r.loss, r.accuracy, r.perplexity, r.tokens, r.samples, r.val_samples, from_key[r.rows_from]);
     else
-        printf("val loss %.6f accuracy %.6f perplexity %.4f tokens %" PRId64 "\n", r.loss, r.accuracy, r.perplexity,
-               r.tokens);
+        printf("val loss %.6f accuracy %.6f perplexity %.4f tokens %" PRId64 " (%s %" PRIu64 " of %" PRIu64
+               " val samples: %s)\n",
+               r.loss, r.accuracy, r.perplexity, r.tokens, r.samples < r.val_samples ? "the first" : "all",
+               r.samples, r.val_samples, from_text[r.rows_from]);
     return 0;
 }
 
@@ -315,7 +325,7 @@ static int cmd_eval(int argc, char **argv)
 static int cmd_sample(int argc, char **argv)
 {
     const char *ckpt = NULL;
-    pile_sample_opts o = {NULL, 200, 1.0, 0, 42, 0};
+    pile_sample_opts o = {NULL, NULL, 200, 1.0, 0, 42, 0};
     for (int i = 2; i < argc; i++) {
         opt_word w;
         if (split_option(argv[i], &w) < 0)
@@ -326,7 +336,7 @@ static int cmd_sample(int argc, char **argv)
             return 0;
         }
         static const char *const known[] = {"checkpoint", "prompt", "max-new-tokens", "temperature",
-                                            "top-k",      "seed",   "threads"};
+                                            "top-k",      "seed",   "threads",        "tokenizer"};
         size_t k = 0;
         while (k < sizeof known / sizeof known[0] && strcmp(known[k], w.name)) k++;
         if (k == sizeof known / sizeof known[0]) return usage_error("sample ", "unknown option '%s'", argv[i]);
@@ -355,10 +365,11 @@ static int cmd_sample(int argc, char **argv)
         case 5:
             if (parse_u64(v, &o.seed) < 0) return usage_error("sample ", "bad --seed '%s'", v);
             break;
-        default:
+        case 6:
             if (parse_i64(v, 0, INT32_MAX, &x) < 0) return usage_error("sample ", "bad --threads '%s'", v);
             o.threads = capped_threads((int)x);
             break;
+        default: o.tokenizer = v; break;
         }
     }
     if (!ckpt) return usage_error("sample ", "%smissing --checkpoint DIR", "");

@@ -966,6 +966,10 @@ int pile_train_config_check(const pile_train_config *c, pile_err *err)
     }
     PILE_RETURN_IF(!(c->learning_rate > 0), err, PILE_EINVAL, "learning_rate must be positive, not %g",
                    c->learning_rate);
+    PILE_RETURN_IF(c->min_lr > c->learning_rate, err, PILE_EINVAL,
+                   "min_lr %g is above learning_rate %g: the cosine decay would climb (min_lr is where it ends; "
+                   "< 0: learning_rate / 10)",
+                   c->min_lr, c->learning_rate);
     PILE_RETURN_IF(!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1), err, PILE_EINVAL,
                    "warmup_ratio must be in [0, 1], not %g", c->warmup_ratio);
     PILE_RETURN_IF(!(c->dropout >= 0 && c->dropout < 1), err, PILE_EINVAL, "dropout must be in [0, 1), not %g",

@@ -237,6 +237,9 @@ static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t 
     res->accuracy = (double)correct / (double)tokens;
     res->perplexity = exp(res->loss);
     res->tokens = tokens;
+    res->samples = n;
+    res->val_samples = info->val_samples;
+    res->rows_from = PILE_EVAL_ROWS_GIVEN;
     return 0;
 }
 
@@ -1064,13 +1067,24 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
             t.info->val_held_out ? " (held out from train: no val shards)" : "",
             thousands(n5, sizeof n5, (uint64_t)t.total_steps), thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
             thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps);
-    if (resumed_from >= 0) {
+    /* a resumed run at or past its schedule's end has nothing to train */
+    const int finished = resumed_from >= 0 && t.st.step >= t.total_steps;
+    if (finished) {
+        fprintf(stderr, "pile-trainer: the run is finished: checkpoint at step %" PRId64 "%s %" PRId64
+                        " steps; nothing to train (raise --max_steps or --epochs to go on)\n",
+                t.st.step, t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
+    } else if (resumed_from >= 0) {
         pile_buf p = {0};
         pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
         fprintf(stderr, "pile-trainer: resuming from '%s' at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")\n",
                 p.data ? p.data : t.last_saved, t.st.step, t.st.epoch + 1, t.st.position);
         pile_buf_free(&p);
     }
+    if (!finished && t.warmup_steps >= t.total_steps)
+        fprintf(stderr,
+                "pile-trainer: warning: the warmup (%" PRId64 " steps) is not shorter than the run (%" PRId64
+                " steps): the rate rises all along and never reaches learning_rate %g\n",
+                t.warmup_steps, t.total_steps, c->learning_rate);
     if (t.info->val_samples == 0)
         fprintf(stderr, "pile-trainer: warning: no validation samples in '%s'; no validation\n", c->data);
 
@@ -1188,8 +1202,12 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
     if (rc == 0) {
         char tok[32], el[32];
         double elapsed = pile_now() - t0;
-        printf("trained %" PRId64 " of %" PRId64 " steps (%" PRId64 " in this run, %s)%s\n", t.st.step,
-               t.total_steps, steps_run, duration(el, sizeof el, elapsed), interrupted ? ", interrupted" : "");
+        if (finished && steps_run == 0)
+            printf("nothing trained: the run was finished (step %" PRId64 "%s %" PRId64 " steps)\n", t.st.step,
+                   t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
+        else
+            printf("trained %" PRId64 " of %" PRId64 " steps (%" PRId64 " in this run, %s)%s\n", t.st.step,
+                   t.total_steps, steps_run, duration(el, sizeof el, elapsed), interrupted ? ", interrupted" : "");
         printf("tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
         if (steps_run > 0) printf("final train loss: %.4f\n", last_loss);
         if (isfinite(t.st.best_val_loss))
@@ -1265,6 +1283,11 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
         goto out;
     }
     double v;
+    pile_eval_rows_from rows_from = PILE_EVAL_ROWS_GIVEN;
+    if (rows < 0) {
+        rows_from = json_number(cfg, "eval_rows", &v) && v >= 0 ? PILE_EVAL_ROWS_CHECKPOINT : PILE_EVAL_ROWS_NONE;
+        rows = rows_from == PILE_EVAL_ROWS_CHECKPOINT && v < 9.2e18 ? (int64_t)v : 0;
+    }
     if (batch_size <= 0) batch_size = json_number(cfg, "batch_size", &v) && v >= 1 && v <= 65536 ? (int)v : 8;
     double val_fraction = json_number(cfg, "val_fraction", &v) ? v : 0.01;
     int doc_mask = json_number(cfg, "doc_mask", &v) && v != 0;
@@ -1304,6 +1327,7 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
     if ((rc = host_batch_alloc(&hb, (size_t)batch_size, pile_data_seq_len(d), err)) < 0) goto out;
     corrupt_guard guard = {0};
     rc = evaluate(m, d, data_dir, rows, batch_size, doc_mask, doc_mask_loss, &hb, &guard, res, err);
+    res->rows_from = rows_from;
 out:
     host_batch_free(&hb);
     pile_data_close(d);
@@ -1421,15 +1445,15 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *e
     scored *tmp = NULL;
     int rc = verify_for_reading(ckpt, is_foreign(ckpt), err);
     if (rc < 0) goto out;
-    if ((rc = pile_checkpoint_tokenizer_spec(ckpt, &spec, err)) < 0) goto out;
+    rc = o->tokenizer ? pile_buf_append_str(&spec, o->tokenizer) : pile_checkpoint_tokenizer_spec(ckpt, &spec, err);
+    if (rc < 0) goto out;
     if (!cstr(&spec)) {
         rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
         goto out;
     }
     if ((rc = pile_tokenizer_open(&tok, spec.data[0] ? spec.data : "bytes", err)) < 0) goto out;
-    pile_train_state st;
-    memset(&st, 0, sizeof st);
-    if ((rc = open_checkpoint_model(ckpt, "cpu", o->threads, 1, &be, &m, &st, err)) < 0) goto out;
+    /* weights only: a save_pretrained folder has no trainer_state.json */
+    if ((rc = open_checkpoint_model(ckpt, "cpu", o->threads, 1, &be, &m, NULL, err)) < 0) goto out;
     const pile_model_config *mc = pile_model_get_config(m);
     if ((int64_t)pile_tokenizer_vocab_size(tok) != mc->vocab_size) {
         rc = pile_err_set(err, PILE_EMISMATCH,

@@ -31,19 +31,31 @@ extern "C" {
  * written), else PILE_E*. SIGUSR1 writes a checkpoint and goes on. */
 int pile_trainer_train(const pile_train_config *cfg, pile_err *err);
 
+/* Where the number of validation samples evaluated came from. */
+typedef enum pile_eval_rows_from {
+    PILE_EVAL_ROWS_GIVEN = 0,      /* the caller's rows */
+    PILE_EVAL_ROWS_CHECKPOINT = 1, /* the eval_rows the checkpoint's run validated on */
+    PILE_EVAL_ROWS_NONE = 2,       /* none recorded (a folder from elsewhere): all */
+} pile_eval_rows_from;
+
 typedef struct pile_eval_result {
     double loss, accuracy, perplexity;
     int64_t tokens;
+    uint64_t samples;     /* the first `samples` validation samples were evaluated */
+    uint64_t val_samples; /* of this many */
+    pile_eval_rows_from rows_from;
 } pile_eval_result;
 
 /* Evaluates checkpoint folder ckpt on the validation samples of data_dir
  * (the shards the checkpoint was trained on when data_dir is NULL or "").
- * rows caps the samples (0 = all). */
+ * rows caps the samples (0 = all; < 0 = the eval_rows the checkpoint's run
+ * used, so that eval repeats its validation numbers). */
 int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int batch_size, int threads,
                       pile_eval_result *res, pile_err *err);
 
 typedef struct pile_sample_opts {
     const char *prompt;
+    const char *tokenizer; /* NULL: the checkpoint's (pile_checkpoint_tokenizer_spec) */
     int max_new_tokens; /* 200 */
     double temperature; /* 1.0; 0 = greedy */
     int top_k;          /* 0 = whole vocabulary */
@@ -51,7 +63,9 @@ typedef struct pile_sample_opts {
     int threads;
 } pile_sample_opts;
 
-/* Writes the prompt's continuation to stdout as it is generated. */
+/* Writes the prompt's continuation to stdout as it is generated. ckpt may
+ * also be a folder from transformers' save_pretrained (no
+ * trainer_state.json), with its tokenizer.json or opts->tokenizer. */
 int pile_trainer_sample(const char *ckpt, const pile_sample_opts *opts, pile_err *err);
 
 #ifdef __cplusplus
