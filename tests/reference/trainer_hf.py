@@ -14,6 +14,12 @@
    Oniguruma) encodes every document of the shared corpus's val and
    tricky files as `pile-tok encode` does, a literal <|endoftext|> as text,
    and decodes them back.
+3. `pile-trainer sample` on a GPT-2 folder saved by transformers'
+   save_pretrained (no trainer_state.json): refused without a tokenizer,
+   naming --tokenizer; with --tokenizer bytes, and then with the tokenizer
+   AutoTokenizer loaded from a checkpoint saved beside it by
+   save_pretrained, greedy decoding prints what transformers' generate
+   gives.
 
 Exits 77 (skip) when tensorboard or transformers is missing or the data is absent.
 """
@@ -151,14 +157,60 @@ def check_autotokenizer(tmp, shared):
                *notes)
 
 
+def check_sample_foreign(tmp, shards):
+    import subprocess
+
+    import torch
+    import transformers
+
+    torch.manual_seed(5)
+    foreign = os.path.join(tmp, "hf-gpt2")
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=257, n_positions=64, n_embd=48, n_layer=2, n_head=3, activation_function="gelu_new",
+        bos_token_id=256, eos_token_id=256, initializer_range=0.5))
+    # (weights wide enough that the greedy choice never hangs on float rounding:
+    # at GPT-2's 0.02 the logits of a fresh model are all but equal)
+    model.save_pretrained(foreign)
+    # the reference is the folder as transformers loads it back (a fresh
+    # model's untied lm_head init differs from the tied one saved)
+    model = transformers.GPT2LMHeadModel.from_pretrained(foreign)
+    model.eval()
+    prompt, n_new = "In the beginning", 24
+    sample = [TRAINER, "sample", "--checkpoint", foreign, "--prompt", prompt, "--max_new_tokens", n_new,
+              "--temperature", 0, "--threads", 2]
+    p = subprocess.run([str(c) for c in sample], capture_output=True, text=True)
+    report(p.returncode == 1 and "give --tokenizer" in p.stderr,
+           "sample on a save_pretrained folder without a tokenizer: refused, naming --tokenizer",
+           "status %d: %s" % (p.returncode, p.stderr.strip()))
+    # transformers' greedy continuation of the prompt's bytes (the model's context: 64)
+    ids = torch.tensor([list(prompt.encode())])
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=n_new, do_sample=False, pad_token_id=256)[0, ids.shape[1]:].tolist()
+    if 256 in out:
+        out = out[:out.index(256)]
+    want = prompt + bytes(out).decode("utf-8", errors="replace") + "\n"
+    got = run(sample + ["--tokenizer", "bytes"])
+    report(got == want, "sample --tokenizer bytes on a save_pretrained folder: transformers' greedy text",
+           "ours %r, transformers %r" % (got, want))
+    # the tokenizer of a checkpoint of ours, through AutoTokenizer and its save_pretrained
+    ck = os.path.join(tmp, "ck-for-tok")
+    run([TRAINER, "--data", shards, "--checkpoint_dir", ck, "--max_steps", 1, "--batch_size", 1, "--eval_rows", 1,
+         "--threads", 2])
+    transformers.AutoTokenizer.from_pretrained(os.path.join(ck, "step-0000001")).save_pretrained(foreign)
+    got = run(sample)
+    report(got == want, "... and with the tokenizer.json AutoTokenizer.save_pretrained wrote beside it",
+           "ours %r, transformers %r" % (got, want))
+
+
 def main():
     try:
         import numpy  # noqa: F401
         import tensorboard  # noqa: F401
         import tokenizers  # noqa: F401
+        import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as e:
-        skip("needs numpy, tensorboard, tokenizers and transformers (tools/install-deps.sh): %s" % e)
+        skip("needs numpy, tensorboard, tokenizers, torch and transformers (tools/install-deps.sh): %s" % e)
     shared = os.environ.get("PILE_SHARED", os.path.join(SRC, "..", "shared"))
     if not os.path.isdir(os.path.join(SAMPLE, "train")):
         skip("no sample data at '%s'" % SAMPLE)
@@ -169,6 +221,7 @@ def main():
         run([PREP, "-q", "-o", shards, "-L", 64, "-t", "bytes", "-j", 2,
              os.path.join(SAMPLE, "train"), os.path.join(SAMPLE, "val.jsonl.zst")])
         check_tensorboard(tmp, shards)
+        check_sample_foreign(tmp, shards)
         check_autotokenizer(tmp, shared)
     return done()
 
