@@ -4,7 +4,8 @@
  * or accept it, and an accepted tokenizer must encode fixed texts to ids that
  * decode back to the same bytes (byte-level BPE is lossless; the texts are
  * NFC so an NFC normaliser leaves them alone), but for what the file itself
- * asks to change (see lossy_of).
+ * asks to change (see lossy_of); pile_tokenizer_write_hf_json then writes it
+ * or refuses with PILE_EINVAL and a message.
  *
  * The first input byte picks the layout (the rest is the content):
  *   0  x.json (Hugging Face tokenizer.json)
@@ -182,6 +183,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (pile_tokenizer_vocab_size(tok) == 0 || pile_tokenizer_eot_id(tok) >= pile_tokenizer_vocab_size(tok))
             abort();
         check_round_trip(tok, lossy_of(kind, spec));
+        /* any accepted tokenizer writes as a tokenizer.json or says why not */
+        pile_buf hf = {0};
+        int wr = pile_tokenizer_write_hf_json(tok, &hf, &err);
+        if (wr != 0 && (wr != PILE_EINVAL || !err.msg[0])) abort();
+        pile_buf_free(&hf);
         pile_tokenizer_close(tok);
     } else {
         /* a format error, an unsupported feature or a limit (a token id
