@@ -22,7 +22,7 @@ import struct
 import sys
 import tempfile
 
-from reftap import done, report, run, skip
+from reftap import done, main_of, report, run, skip
 
 
 try:
@@ -147,8 +147,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as e:
-        report(False, "pile-prep and pile-trainer ran", str(e))
-        sys.exit(done())
+    main_of(main, "pile-prep and pile-trainer ran")

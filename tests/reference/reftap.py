@@ -36,3 +36,13 @@ def run(cmd):
     if p.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stderr.strip()[-2000:]))
     return p.stdout
+
+
+def main_of(main, what):
+    """Exits with main()'s status; a tool that failed (RuntimeError from run)
+    is one more failed check, named `what`."""
+    try:
+        sys.exit(main())
+    except RuntimeError as e:
+        report(False, what, str(e))
+        sys.exit(done())

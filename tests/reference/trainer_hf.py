@@ -30,7 +30,10 @@ import shutil
 import sys
 import tempfile
 
-from reftap import done, report, run, skip
+from reftap import done, main_of, report, run, skip
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tok_ref import texts_of  # noqa: E402  (tests/tok_ref.py: the `text` of each line, None where there is none)
 
 if len(sys.argv) != 4:
     sys.exit("usage: trainer_hf.py PILE_TRAINER PILE_PREP PILE_TOK")
@@ -84,26 +87,6 @@ def check_tensorboard(tmp, shards):
     report(not diff and sorted(want) == list(range(1, 13)),
            "... each the point metrics.jsonl holds (the resumed run's from step 5: value and time)",
            "differ (step, time, value, metrics.jsonl's): %s" % diff[:4])
-
-
-def texts_of(path):
-    """The `text` of each line of a .jsonl[.zst] file (None where there is none)."""
-    import subprocess
-
-    raw = subprocess.run(["zstd", "-dc", path], check=True, capture_output=True).stdout if path.endswith(".zst") \
-        else open(path, "rb").read()
-    out = []
-    for line in raw.split(b"\n"):
-        if not line:
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            out.append(None)
-            continue
-        t = doc.get("text") if isinstance(doc, dict) else None
-        out.append(t if isinstance(t, str) else None)
-    return out
 
 
 def check_autotokenizer(tmp, shared):
@@ -227,8 +210,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as e:
-        report(False, "pile-prep and pile-trainer ran", str(e))
-        sys.exit(done())
+    main_of(main, "pile-prep and pile-trainer ran")
