@@ -385,9 +385,11 @@ static void test_checkpoint_roundtrip(void)
     pile_train_state st = sample_state(7);
     tpath(&dir, "run/epoch-001");
     ASSERT_OK(pile_checkpoint_save(dir.data, a.m, a.o, &st, config_json, &err), EP);
-    static const char *const files[] = {"model.safetensors", "optimizer.safetensors", "config.json",
-                                        "trainer_state.json", "tokenizer/tokenizer_spec.txt"};
-    for (int i = 0; i < 5; i++) {
+    static const char *const files[] = {"model.safetensors",     "optimizer.safetensors",
+                                        "config.json",           "trainer_state.json",
+                                        "tokenizer/tokenizer_spec.txt", "tokenizer.json",
+                                        "tokenizer_config.json", "special_tokens_map.json"};
+    for (int i = 0; i < 8; i++) {
         pile_fs_join(&p, dir.data, files[i]);
         if (!exists(p.data)) printf("# missing %s\n", p.data);
         ASSERT(exists(p.data));

@@ -1243,13 +1243,14 @@ int pile_checkpoint_tokenizer_spec(const char *dir, pile_buf *out, pile_err *err
         }
         closedir(d);
     }
-    /* a folder from transformers' save_pretrained: the tokenizer.json
-     * tokenizer.save_pretrained writes beside the model, if any */
-    if (!found && !path_of(&p, dir, "tokenizer.json", err) && is_file(p.data)) {
+    /* a folder from transformers' save_pretrained has no trainer_state.json:
+     * the tokenizer.json tokenizer.save_pretrained writes beside the model */
+    int state = !found && !path_of(&p, dir, "trainer_state.json", err) && is_file(p.data);
+    if (!found && !state && !path_of(&p, dir, "tokenizer.json", err) && is_file(p.data)) {
         found = 1;
         rc = pile_buf_append(out, p.data, p.len);
     }
-    if (!found && !path_of(&p, dir, "trainer_state.json", err) && !is_file(p.data)) {
+    if (!found && !state) {
         rc = pile_err_set(err, PILE_ENOENT,
                           "no tokenizer in '%s' (no tokenizer/, tokenizer.json or trainer_state.json): give --tokenizer",
                           dir);

@@ -126,9 +126,9 @@ int pile_checkpoint_read_config_json(const char *dir, pile_buf *out, pile_err *e
  * appended to out; PILE_ENOENT when the key is absent or null. */
 int pile_checkpoint_read_state_json(const char *dir, const char *key, pile_buf *out, pile_err *err);
 /* The tokenizer spec to open for this checkpoint: its own tokenizer/ copy
- * if present, else a tokenizer.json beside the model (a transformers
- * save_pretrained folder), else the spec trainer_state.json records;
- * PILE_ENOENT when there is none of them. */
+ * if present, else the spec trainer_state.json records, else (a folder
+ * from transformers' save_pretrained, without trainer_state.json) a
+ * tokenizer.json beside the model; PILE_ENOENT when there is none. */
 int pile_checkpoint_tokenizer_spec(const char *dir, pile_buf *out, pile_err *err);
 
 /* Replaces <checkpoint_dir>/latest with `name`. */
