@@ -1445,7 +1445,9 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *e
     scored *tmp = NULL;
     int rc = verify_for_reading(ckpt, is_foreign(ckpt), err);
     if (rc < 0) goto out;
-    rc = o->tokenizer ? pile_buf_append_str(&spec, o->tokenizer) : pile_checkpoint_tokenizer_spec(ckpt, &spec, err);
+    rc = !o->tokenizer                           ? pile_checkpoint_tokenizer_spec(ckpt, &spec, err)
+         : pile_buf_append_str(&spec, o->tokenizer) ? pile_err_set(err, PILE_ENOMEM, "out of memory")
+                                                    : 0;
     if (rc < 0) goto out;
     if (!cstr(&spec)) {
         rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
