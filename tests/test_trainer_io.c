@@ -1387,15 +1387,23 @@ static void test_tokenizer_late(void)
     }
     tpath(&run, "late");
     ASSERT_OK(pile_fs_mkdirs(run.data, &err), EP);
-    static const char tok_text[] = "{\"model\": {\"type\": \"BPE\"}, \"note\": \"the bytes are copied, not parsed\"}";
-    ASSERT(write_bytes(in_run(&src, run.data, "tok.json"), tok_text, sizeof tok_text - 1) == 0);
+    /* a real tokenizer.json (the byte tokenizer's, as exported), since a
+     * save also writes the Hugging Face files from the carried copy */
+    pile_buf tokj = {0};
+    pile_tokenizer *bytes_tok = NULL;
+    ASSERT_OK(pile_tokenizer_open(&bytes_tok, "bytes", &err), EP);
+    ASSERT_OK(pile_tokenizer_write_hf_json(bytes_tok, &tokj, &err), EP);
+    pile_tokenizer_close(bytes_tok);
+    const char *tok_text = tokj.data;
+    const size_t tok_len = tokj.len;
+    ASSERT(write_bytes(in_run(&src, run.data, "tok.json"), tok_text, tok_len) == 0);
     pile_train_state st = sample_state(6);
     snprintf(st.tokenizer_spec, sizeof st.tokenizer_spec, "%s", src.data);
     st.best_step = 5;
     st.pending_val = 1;
     pile_checkpoint_tokenizer *tok = NULL;
     ASSERT_OK(pile_checkpoint_tokenizer_read(&tok, src.data, &err), EP);
-    ASSERT_EQ(pile_checkpoint_tokenizer_bytes(tok), sizeof tok_text - 1);
+    ASSERT_EQ(pile_checkpoint_tokenizer_bytes(tok), tok_len);
     ASSERT(unlink(src.data) == 0);
 
     /* read before the source went: the checkpoint carries it whole */
@@ -1403,7 +1411,7 @@ static void test_tokenizer_late(void)
     ASSERT_OK(pile_checkpoint_save_ex(in_run(&dir, run.data, "step-0000006"), a.m, a.o, &st, config_json, &o, &err), EP);
     pile_buf got = {0};
     ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "tokenizer/tok.json"), &got, &err), EP);
-    ASSERT(got.len == sizeof tok_text - 1 && got.data && memcmp(got.data, tok_text, got.len) == 0);
+    ASSERT(got.len == tok_len && got.data && memcmp(got.data, tok_text, got.len) == 0);
     pile_buf_free(&got);
     ASSERT_OK(pile_checkpoint_read_state_json(dir.data, "data", &js, &err), EP);
     ASSERT(js.data && strstr(js.data, "\"fingerprint\": \"ab\""));
@@ -1442,6 +1450,7 @@ static void test_tokenizer_late(void)
     pile_buf_free(&p);
     pile_buf_free(&spec);
     pile_buf_free(&js);
+    pile_buf_free(&tokj);
 }
 
 /* Files for tests/reference/check_io.py: a safetensors file of every rank,
