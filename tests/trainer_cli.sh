@@ -598,6 +598,14 @@ expect "... older step checkpoints deleted, said" 0 "deleted 'L2/step-0000001' \
 steps=$(ls -d L2/step-* | tr '\n' ' ')
 check "... two step checkpoints left ($steps), best_model/ and epoch-001/ epoch-002/ kept" \
     sh -c "test \$(ls -d L2/step-* | wc -l) -eq 2 && test -d L2/best_model -a -d L2/epoch-001 -a -d L2/epoch-002"
+# eval and sample also take the run folder or its latest file: the newest checkpoint there
+newest=$(cat L2/latest)
+run "$TR" eval --checkpoint L2 --threads 1
+expect "eval --checkpoint RUNFOLDER: the newest checkpoint, named" 0 "checkpoint 'L2/$newest' \(the newest in 'L2'\)"
+run "$TR" sample --checkpoint L2/latest --prompt "The" --max_new_tokens 4 --threads 1
+expect "sample --checkpoint RUNFOLDER/latest: the same" 0 "checkpoint 'L2/$newest' \(the newest in 'L2'\)"
+run "$TR" sample --checkpoint L2/nothing-here --prompt "The" --threads 1
+expect "... a checkpoint that does not exist: said so" 1 "cannot open checkpoint 'L2/nothing-here': No such file"
 
 # --- the tokenizer is read at start: its source deleted mid-run, later
 # checkpoints still carry it; and a run whose tokenizer is gone fails before

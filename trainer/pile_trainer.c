@@ -13,8 +13,10 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "checkpoint.h"
 #include "model.h"
 #include "pile_buf.h"
+#include "pile_fs.h"
 #include "train_config.h"
 #include "train_loop.h"
 
@@ -64,7 +66,8 @@ static const char eval_help[] =
     "validation computes them. The checkpoint's files are checked against its\n"
     "checksums.json first.\n"
     "\n"
-    "  --checkpoint DIR    a checkpoint folder (epoch-001, best_model, ...)\n"
+    "  --checkpoint DIR    a checkpoint folder (epoch-001, best_model, ...), or a run folder\n"
+    "                      (checkpoints/) or its latest file: the newest checkpoint there\n"
     "  --data DIR          shards folder (default: the one recorded in the checkpoint)\n"
     "  --eval_rows N       evaluate the first N validation samples (0: all; default: the\n"
     "                      checkpoint's eval_rows, so that eval repeats the run's validation)\n"
@@ -82,7 +85,8 @@ static const char sample_help[] =
     "against its checksums.json first.\n"
     "\n"
     "  --checkpoint DIR      a checkpoint folder, or a GPT-2 folder from transformers'\n"
-    "                        save_pretrained\n"
+    "                        save_pretrained, or a run folder (checkpoints/) or its latest\n"
+    "                        file: the newest checkpoint there\n"
     "  --tokenizer SPEC      the tokenizer (default: the checkpoint's; in a folder from\n"
     "                        elsewhere, its tokenizer.json): bytes, a tokenizer.json, a\n"
     "                        folder with encoder.json + vocab.bpe, or a .tiktoken file\n"
@@ -265,6 +269,43 @@ static int cmd_train(int argc, char **argv, int first)
     return status;
 }
 
+/* --checkpoint may also name a run folder (checkpoints/) or its `latest`
+ * file: that means the newest checkpoint there, said on stderr. A folder
+ * that is itself a checkpoint (config.json) is taken as it is. */
+static int resolve_checkpoint(const char *arg, pile_buf *out)
+{
+    pile_buf run = {0}, probe = {0};
+    const char *slash = strrchr(arg, '/');
+    const char *base = slash ? slash + 1 : arg;
+    int rc = 0;
+    if (access(arg, F_OK) != 0) {
+        fprintf(stderr, "pile-trainer: cannot open checkpoint '%s': %s\n", arg, strerror(errno));
+        return PILE_ENOENT;
+    }
+    if (!strcmp(base, "latest") && !pile_fs_is_dir(arg)) {
+        if (slash ? pile_buf_append(&run, arg, (size_t)(slash - arg)) : pile_buf_append_str(&run, "."))
+            rc = PILE_ENOMEM;
+    } else if (pile_fs_is_dir(arg) && !pile_fs_join(&probe, arg, "config.json") && access(probe.data, F_OK) != 0 &&
+               !pile_fs_join(&probe, arg, "latest") && access(probe.data, F_OK) == 0) {
+        rc = pile_buf_append_str(&run, arg) ? PILE_ENOMEM : 0;
+    }
+    if (!rc && run.len && !pile_buf_append(&run, "", 1)) {
+        pile_err err;
+        if (pile_checkpoint_find_latest(run.data, out, &err) < 0 || pile_buf_append(out, "", 1)) {
+            fprintf(stderr, "pile-trainer: %s\n", err.msg);
+            rc = PILE_ENOENT;
+        } else {
+            fprintf(stderr, "pile-trainer: checkpoint '%s' (the newest in '%s')\n", out->data, run.data);
+        }
+    } else if (!rc && (pile_buf_append_str(out, arg) || pile_buf_append(out, "", 1))) {
+        rc = PILE_ENOMEM;
+    }
+    pile_buf_free(&run);
+    pile_buf_free(&probe);
+    return rc;
+}
+
+
 /* ----------------------------------------------------------------- eval */
 
 static int cmd_eval(int argc, char **argv)
@@ -302,7 +343,14 @@ static int cmd_eval(int argc, char **argv)
     threads = capped_threads((int)threads);
     pile_eval_result r;
     pile_err err;
-    if (pile_trainer_eval(ckpt, data, rows, (int)batch, (int)threads, &r, &err) < 0) {
+    pile_buf cp = {0};
+    if (resolve_checkpoint(ckpt, &cp) < 0) {
+        pile_buf_free(&cp);
+        return 1;
+    }
+    int erc = pile_trainer_eval(cp.data, data, rows, (int)batch, (int)threads, &r, &err);
+    pile_buf_free(&cp);
+    if (erc < 0) {
         fprintf(stderr, "pile-trainer: %s\n", err.msg);
         return 1;
     }
@@ -319,6 +367,7 @@ static int cmd_eval(int argc, char **argv)
                r.samples, r.val_samples, from_text[r.rows_from]);
     return 0;
 }
+
 
 /* --------------------------------------------------------------- sample */
 
@@ -375,7 +424,14 @@ static int cmd_sample(int argc, char **argv)
     if (!ckpt) return usage_error("sample ", "%smissing --checkpoint DIR", "");
     if (!o.prompt) return usage_error("sample ", "%smissing --prompt TEXT", "");
     pile_err err;
-    if (pile_trainer_sample(ckpt, &o, &err) < 0) {
+    pile_buf cp = {0};
+    if (resolve_checkpoint(ckpt, &cp) < 0) {
+        pile_buf_free(&cp);
+        return 1;
+    }
+    int src = pile_trainer_sample(cp.data, &o, &err);
+    pile_buf_free(&cp);
+    if (src < 0) {
         fflush(stdout);
         fprintf(stderr, "pile-trainer: %s\n", err.msg);
         return 1;
