@@ -154,6 +154,52 @@ static void ref_attention(double *out, double *att, const double *qkv, const int
     free(row);
 }
 
+/* The attention's backward by the chain rule through the softmax, in
+ * double: dq, dk, dv (dqkv[B, T, 3C], overwritten) from dout[B, T, C]. */
+static void ref_attention_bwd(double *dqkv, const double *dout, const double *qkv, const int32_t *ds, int B, int T,
+                              int C, int NH)
+{
+    int hs = C / NH;
+    size_t C3 = (size_t)3 * C;
+    double scale = 1.0 / sqrt((double)hs);
+    double *p = malloc((size_t)T * sizeof *p), *dp = malloc((size_t)T * sizeof *dp);
+    memset(dqkv, 0, (size_t)B * T * C3 * sizeof *dqkv);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                int lo = ds ? ds[b * T + t] : 0;
+                const double *q = qkv + ((size_t)b * T + t) * C3 + h * hs, *d = dout + ((size_t)b * T + t) * C + h * hs;
+                double mx = -INFINITY, sum = 0, dot = 0;
+                for (int s = lo; s <= t; s++) {
+                    const double *k = qkv + ((size_t)b * T + s) * C3 + C + h * hs;
+                    double x = 0;
+                    for (int i = 0; i < hs; i++) x += q[i] * k[i];
+                    p[s] = x * scale;
+                    if (p[s] > mx) mx = p[s];
+                }
+                for (int s = lo; s <= t; s++) sum += (p[s] = exp(p[s] - mx));
+                for (int s = lo; s <= t; s++) {
+                    const double *v = qkv + ((size_t)b * T + s) * C3 + 2 * C + h * hs;
+                    p[s] /= sum;
+                    dp[s] = 0;
+                    for (int i = 0; i < hs; i++) dp[s] += d[i] * v[i];
+                    dot += p[s] * dp[s];
+                }
+                double *dq = dqkv + ((size_t)b * T + t) * C3 + h * hs;
+                for (int s = lo; s <= t; s++) {
+                    double dsc = p[s] * (dp[s] - dot) * scale;
+                    const double *k = qkv + ((size_t)b * T + s) * C3 + C + h * hs;
+                    double *dk = dqkv + ((size_t)b * T + s) * C3 + C + h * hs, *dv = dk + C;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += dsc * k[i];
+                        dk[i] += dsc * q[i];
+                        dv[i] += p[s] * d[i];
+                    }
+                }
+            }
+    free(p), free(dp);
+}
+
 static double ref_gelu1(double x)
 {
     return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
@@ -369,49 +415,130 @@ static void fwd_att(void)
     ref_attention(G.out, NULL, G.x0, G.ds, G.B, G.T, G.C, G.NH);
 }
 
-/* Several documents per row: starts at 0 and at random later positions. */
-static int32_t *make_doc_start(int B, int T)
+/* doc_start for B rows of T: kind 1, documents starting at 0 and then
+ * with probability 1/mean_len at each position; kind 2, any start in
+ * 0..t per position (the contract allows it, no shard makes it). */
+static int32_t *make_doc_start(int B, int T, int kind, int mean_len)
 {
     int32_t *ds = malloc((size_t)B * T * sizeof *ds);
     for (int b = 0; b < B; b++) {
         int cur = 0;
         for (int t = 0; t < T; t++) {
-            if (t > 0 && pile_test_rng() % 5 == 0) cur = t;
+            if (kind == 2) cur = (int)(pile_test_rng() % (uint64_t)(t + 1));
+            else if (t > 0 && pile_test_rng() % (uint64_t)mean_len == 0) cur = t;
             ds[b * T + t] = cur;
         }
     }
     return ds;
 }
 
-static void test_attention(int B, int T, int C, int NH, int docs, size_t sample)
+/* The attention's buffers in backend b for one shape: the output, what
+ * the forward saves, scratch, dqkv. */
+typedef struct att_bufs {
+    float *qkv, *out, *dout, *dqkv;
+    void *saved, *scratch;
+    int32_t *ds;
+} att_bufs;
+
+/* Uploads the inputs and fills saved and scratch with junk: what was there
+ * before must not leak into the results. */
+static att_bufs att_setup(pile_backend *b, const float *qkv, const float *dout, const float *g0, const int32_t *ds,
+                          int B, int T, int C, int NH)
 {
-    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C, na = (size_t)B * NH * T * T;
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    size_t nsv = pile_backend_attention_saved_bytes(b, B, T, C, NH);
+    size_t nsc = pile_backend_attention_scratch_bytes(b, B, T, C, NH);
+    att_bufs a = {0};
+    a.qkv = pile_backend_alloc(b, nq * 4);
+    a.out = pile_backend_alloc(b, no * 4);
+    a.dout = pile_backend_alloc(b, no * 4);
+    a.dqkv = pile_backend_alloc(b, nq * 4);
+    a.saved = pile_backend_alloc(b, nsv);
+    a.scratch = pile_backend_alloc(b, nsc);
+    pile_backend_upload(b, a.qkv, qkv, nq * 4);
+    pile_backend_upload(b, a.dout, dout, no * 4);
+    pile_backend_upload(b, a.dqkv, g0, nq * 4);
+    unsigned char *junk = malloc(nsv > nsc ? nsv : nsc);
+    for (size_t i = 0; i < (nsv > nsc ? nsv : nsc); i++) junk[i] = (unsigned char)(pile_test_rng() >> 56);
+    pile_backend_upload(b, a.saved, junk, nsv);
+    pile_backend_upload(b, a.scratch, junk, nsc);
+    free(junk);
+    if (ds) {
+        a.ds = pile_backend_alloc(b, (size_t)B * T * 4);
+        pile_backend_upload(b, a.ds, ds, (size_t)B * T * 4);
+    }
+    return a;
+}
+
+static void att_run(pile_backend *b, att_bufs *a, int B, int T, int C, int NH)
+{
+    pile_backend_attention_fwd(b, a->out, a->saved, a->scratch, a->qkv, a->ds, B, T, C, NH);
+    pile_backend_attention_bwd(b, a->dqkv, a->scratch, a->dout, a->qkv, a->out, a->saved, a->ds, B, T, C, NH);
+}
+
+static void att_free(pile_backend *b, att_bufs *a)
+{
+    void *all[] = {a->qkv, a->out, a->dout, a->dqkv, a->saved, a->scratch, a->ds};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(b, all[i]);
+}
+
+/* Forward and backward against the double-precision reference on fresh
+ * random inputs (every output and every gradient entry); with sample > 0
+ * also `sample` gradient entries against finite differences of the
+ * reference forward (which checks the reference backward itself). The
+ * backward accumulates into a random dqkv. kind: 0 causal, 1 documents of
+ * mean length mean_len, 2 an arbitrary start per position. */
+static void test_attention(int B, int T, int C, int NH, int kind, int mean_len, size_t sample)
+{
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     float *qkv = hrand(nq, 1.5), *w = hrand(no, 1), *g0 = hrand(nq, 1);
-    int32_t *ds = docs ? make_doc_start(B, T) : NULL;
-    float *dq = dput(qkv, nq * 4), *dout = dput(NULL, no * 4), *datt = dput(NULL, na * 4);
-    float *dscr = dput(NULL, na * 4), *dg = dput(g0, nq * 4), *dw = dput(w, no * 4);
-    int32_t *dds = ds ? dput(ds, (size_t)B * T * 4) : NULL;
-    /* stale values in att and the scratch must not leak into the results */
-    float *junk = hrand(na, 9);
-    pile_backend_upload(be, datt, junk, na * 4);
-    pile_backend_upload(be, dscr, junk, na * 4);
-    pile_backend_attention_fwd(be, dout, datt, dq, dds, B, T, C, NH);
-    pile_backend_attention_bwd(be, dg, dscr, dw, dq, datt, dds, B, T, C, NH);
+    int32_t *ds = kind ? make_doc_start(B, T, kind, mean_len) : NULL;
+    att_bufs a = att_setup(be, qkv, w, g0, ds, B, T, C, NH);
+    att_run(be, &a, B, T, C, NH);
     G = (struct fdctx){.B = B, .T = T, .C = C, .NH = NH, .ds = ds, .x0 = todouble(qkv, nq), .w = todouble(w, no),
-                    .out = malloc(no * 8), .nout = no};
-    double *ratt = malloc(na * 8);
-    ref_attention(G.out, ratt, G.x0, ds, B, T, C, NH);
-    float *out = dget(dout, no), *att = dget(datt, na), *g = dget(dg, nq);
+                       .out = malloc(no * 8), .nout = no};
+    ref_attention(G.out, NULL, G.x0, ds, B, T, C, NH);
+    double *rg = malloc(nq * 8);
+    ref_attention_bwd(rg, G.w, G.x0, ds, B, T, C, NH);
+    float *out = dget(a.out, no), *g = dget(a.dqkv, nq);
+    for (size_t i = 0; i < nq; i++) g[i] -= g0[i];
     ASSERT(!close_to("attention fwd", out, G.out, no, FWD_TOL));
-    ASSERT(!close_to("attention probabilities", att, ratt, na, FWD_TOL));
-    size_t masked_nonzero = 0;
-    for (size_t i = 0; i < na; i++) masked_nonzero += ratt[i] == 0.0 && att[i] != 0.0f;
-    ASSERT_EQ(masked_nonzero, 0);
-    ASSERT(!fd_check("attention dqkv", fwd_att, G.x0, nq, g, g0, sample));
-    free(out), free(att), free(g), free(ratt), free(G.x0), free((void *)G.w), free(G.out);
-    free(qkv), free(w), free(g0), free(ds), free(junk);
-    pile_backend_free(be, dq), pile_backend_free(be, dout), pile_backend_free(be, datt);
-    pile_backend_free(be, dscr), pile_backend_free(be, dg), pile_backend_free(be, dw), pile_backend_free(be, dds);
+    ASSERT(!close_to("attention dqkv vs reference backward", g, rg, nq, GRAD_TOL));
+    if (sample) ASSERT(!fd_check("attention dqkv vs finite differences", fwd_att, G.x0, nq, g, NULL, sample));
+    free(out), free(g), free(rg), free(G.x0), free((void *)G.w), free(G.out);
+    free(qkv), free(w), free(g0), free(ds);
+    att_free(be, &a);
+}
+
+/* The same bits from 1, 3 and 4 threads: every (b, h) is one thread's. */
+static void test_attention_threads(int B, int T, int C, int NH, int kind)
+{
+    pile_err err, *ep = &err;
+    size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    float *qkv = hrand(nq, 1.5), *w = hrand(no, 1), *g0 = hrand(nq, 1);
+    int32_t *ds = kind ? make_doc_start(B, T, kind, 40) : NULL;
+    float *res[3][2] = {{NULL}};
+    int nth[3] = {1, 3, 4};
+    for (int k = 0; k < 3; k++) {
+        pile_backend *b = NULL;
+        ASSERT_OK(pile_backend_open(&b, "cpu", nth[k], &err), ep);
+        if (!b) break;
+        att_bufs a = att_setup(b, qkv, w, g0, ds, B, T, C, NH);
+        att_run(b, &a, B, T, C, NH);
+        res[k][0] = malloc(no * 4);
+        res[k][1] = malloc(nq * 4);
+        pile_backend_download(b, res[k][0], a.out, no * 4);
+        pile_backend_download(b, res[k][1], a.dqkv, nq * 4);
+        att_free(b, &a);
+        pile_backend_close(b);
+    }
+    for (int k = 1; k < 3; k++) {
+        if (!res[0][0] || !res[k][0]) continue;
+        ASSERT_MEM_EQ(res[0][0], res[k][0], no * 4);
+        ASSERT_MEM_EQ(res[0][1], res[k][1], nq * 4);
+    }
+    for (int k = 0; k < 3; k++) free(res[k][0]), free(res[k][1]);
+    free(qkv), free(w), free(g0), free(ds);
 }
 
 /* Incremental decoding's attention: row t of the full forward, from
@@ -422,14 +549,16 @@ static void test_attention_decode(int T, int C, int NH)
     pile_backend *b4 = NULL;
     ASSERT_OK(pile_backend_open(&b4, "cpu", 4, &err), ep);
     if (!b4) return;
-    size_t nq = (size_t)T * 3 * C, no = (size_t)T * C, na = (size_t)NH * T * T;
+    size_t nq = (size_t)T * 3 * C, no = (size_t)T * C;
     float *qkv = hrand(nq, 1.5), *kc = malloc(no * 4), *vc = malloc(no * 4);
     for (int t = 0; t < T; t++) {
         memcpy(kc + (size_t)t * C, qkv + (size_t)t * 3 * C + C, (size_t)C * 4);
         memcpy(vc + (size_t)t * C, qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * 4);
     }
-    float *dq = dput(qkv, nq * 4), *dout = dput(NULL, no * 4), *datt = dput(NULL, na * 4);
-    pile_backend_attention_fwd(be, dout, datt, dq, NULL, 1, T, C, NH);
+    float *dq = dput(qkv, nq * 4), *dout = dput(NULL, no * 4);
+    void *sv = dput(NULL, pile_backend_attention_saved_bytes(be, 1, T, C, NH));
+    void *sc = dput(NULL, pile_backend_attention_scratch_bytes(be, 1, T, C, NH));
+    pile_backend_attention_fwd(be, dout, sv, sc, dq, NULL, 1, T, C, NH);
     float *full = dget(dout, no);
     double *ref = malloc(no * 8);
     for (size_t i = 0; i < no; i++) ref[i] = full[i];
@@ -439,7 +568,7 @@ static void test_attention_decode(int T, int C, int NH)
         pile_backend *b = bs[k];
         float *dk = pile_backend_alloc(b, no * 4), *dv = pile_backend_alloc(b, no * 4);
         float *q = pile_backend_alloc(b, (size_t)C * 4), *o = pile_backend_alloc(b, (size_t)C * 4);
-        float *a = pile_backend_alloc(b, (size_t)NH * T * 4);
+        float *a = pile_backend_alloc(b, (size_t)NH * T * 4); /* decode's [NH, t+1] scratch */
         pile_backend_upload(b, dk, kc, no * 4);
         pile_backend_upload(b, dv, vc, no * 4);
         rows[k] = malloc(no * 4);
@@ -454,7 +583,7 @@ static void test_attention_decode(int T, int C, int NH)
     ASSERT(!close_to("attention decode vs forward", rows[0], ref, no, FWD_TOL));
     ASSERT_MEM_EQ(rows[0], rows[1], no * 4);
     free(rows[0]), free(rows[1]), free(full), free(ref), free(qkv), free(kc), free(vc);
-    pile_backend_free(be, dq), pile_backend_free(be, dout), pile_backend_free(be, datt);
+    pile_backend_free(be, dq), pile_backend_free(be, dout), pile_backend_free(be, sv), pile_backend_free(be, sc);
     pile_backend_close(b4);
 }
 
@@ -705,10 +834,10 @@ static int nseg;
 static float *run_all(pile_backend *b, const float *host, size_t *len)
 {
     enum { B = 2, T = 150, C = 96, NH = 4, Vp = 192, V = 180 };
-    size_t nbt = (size_t)B * T, n = nbt * C, na = (size_t)B * NH * T * T;
+    size_t nbt = (size_t)B * T, n = nbt * C;
     pile_backend *save = be;
     be = b;
-    size_t out_len = 0, cap = 40 * n + 2 * na;
+    size_t out_len = 0, cap = 40 * n;
     float *res = malloc(cap * sizeof *res);
 #define OUT(ptr, cnt)                                                          \
     do {                                                                       \
@@ -728,7 +857,9 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
     float *wte = dput(host, (size_t)Vp * C * 4), *wpe = dput(host + 1000, (size_t)T * C * 4);
     float *x = dput(NULL, n * 4), *y = dput(NULL, n * 4), *qkv = dput(NULL, 3 * n * 4), *mean = dput(NULL, nbt * 4);
     float *rstd = dput(NULL, nbt * 4), *W = dput(host + 7, (size_t)C * 3 * C * 4), *bias = dput(host + 3, 3 * (size_t)C * 4);
-    float *att = dput(NULL, na * 4), *scr = dput(NULL, na * 4), *lg = dput(NULL, nbt * Vp * 4);
+    void *att = dput(NULL, pile_backend_attention_saved_bytes(be, B, T, C, NH));
+    void *scr = dput(NULL, pile_backend_attention_scratch_bytes(be, B, T, C, NH));
+    float *lg = dput(NULL, nbt * Vp * 4);
     float *dwte = dput(host + 11, (size_t)Vp * C * 4), *dwpe = dput(NULL, (size_t)T * C * 4), *dx = dput(NULL, n * 4);
     float *dqkv = dput(host + 5, 3 * n * 4), *dW = dput(NULL, (size_t)C * 3 * C * 4), *db = dput(NULL, 3 * (size_t)C * 4);
     float *ln_w = dput(host + 13, (size_t)C * 4), *ln_b = dput(host + 17, (size_t)C * 4);
@@ -740,9 +871,10 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
     OUT(y, n);
     pile_backend_matmul_fwd(be, qkv, y, W, bias, (int)nbt, C, 3 * C);
     OUT(qkv, 3 * n);
-    pile_backend_attention_fwd(be, x, att, qkv, dds, B, T, C, NH);
+    pile_backend_attention_fwd(be, x, att, scr, qkv, dds, B, T, C, NH);
     OUT(x, n);
-    OUT(att, na);
+    float *atty = dput(NULL, n * 4);
+    pile_backend_copy(be, atty, x, n * 4);
     pile_backend_gelu_fwd(be, y, x, n);
     pile_backend_dropout(be, y, n, 0.3f, 99);
     OUT(y, n);
@@ -755,8 +887,9 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
     OUT(dwte, (size_t)Vp * C);
     pile_backend_gelu_bwd(be, dx, x, y, n);
     OUT(dx, n);
-    pile_backend_attention_bwd(be, dqkv, scr, dx, qkv, att, dds, B, T, C, NH);
+    pile_backend_attention_bwd(be, dqkv, scr, dx, qkv, atty, att, dds, B, T, C, NH);
     OUT(dqkv, 3 * n);
+    pile_backend_free(be, atty);
     pile_backend_matmul_bwd(be, dx, dW, db, dqkv, y, W, (int)nbt, C, 3 * C);
     OUT(dx, n);
     OUT(dW, (size_t)C * 3 * C);
@@ -931,33 +1064,38 @@ static double now(void)
 /* A throughput note for the log (no timing is asserted). */
 static void probe(void)
 {
-    int N = 512, C = 768, T = 256, NH = 12, B = N / T;
-    size_t na = (size_t)B * NH * T * T;
+    int N = 512, C = 768, NH = 12;
     float *x = pile_backend_alloc(be, (size_t)N * 4 * C * 4), *W = pile_backend_alloc(be, (size_t)C * 4 * C * 4);
-    float *o = pile_backend_alloc(be, (size_t)N * 4 * C * 4), *att = pile_backend_alloc(be, na * 4);
-    float *scr = pile_backend_alloc(be, na * 4), *dq = pile_backend_alloc(be, (size_t)N * 3 * C * 4);
-    if (!x || !W || !o || !att || !scr || !dq) {
+    float *o = pile_backend_alloc(be, (size_t)N * 4 * C * 4);
+    if (!x || !W || !o) {
         printf("# probe: no memory\n");
     } else {
         pile_backend_matmul_fwd(be, o, x, W, NULL, N, C, 4 * C); /* warm the thread pools */
         double t0 = now();
         pile_backend_matmul_fwd(be, o, x, W, NULL, N, C, 4 * C);
         double t1 = now();
-        pile_backend_attention_fwd(be, o, att, x, NULL, B, T, C, NH);
-        double t2 = now();
-        pile_backend_attention_bwd(be, dq, scr, o, x, att, NULL, B, T, C, NH);
-        double t3 = now();
-        double mmf = 2.0 * N * C * 4 * C, atf = 2.0 * 2 * B * NH * (double)T * T / 2 * (C / NH);
         /* OpenBLAS 0.3.21 takes CPUs it does not know for a Prescott:
          * OPENBLAS_CORETYPE=SkylakeX (or Haswell) then runs ~4x faster */
         printf("# probe: OpenBLAS kernels for '%s'\n", openblas_get_corename());
-        printf("# probe (%d threads): matmul %dx%dx%d %.1f GFLOP/s; attention B=%d T=%d C=%d fwd %.1f ms "
-               "(%.1f GFLOP/s causal), bwd %.1f ms\n",
-               pile_backend_threads(be), N, C, 4 * C, mmf / (t1 - t0) * 1e-9, B, T, C, (t2 - t1) * 1e3,
-               atf / (t2 - t1) * 1e-9, (t3 - t2) * 1e3);
+        printf("# probe (%d threads): matmul %dx%dx%d %.1f GFLOP/s\n", pile_backend_threads(be), N, C, 4 * C,
+               2.0 * N * C * 4 * C / (t1 - t0) * 1e-9);
+        for (int T = 256; T <= 1024; T *= 4) {
+            int B = N / T > 0 ? N / T : 1;
+            float *dq = pile_backend_alloc(be, (size_t)B * T * 3 * C * 4);
+            void *sv = pile_backend_alloc(be, pile_backend_attention_saved_bytes(be, B, T, C, NH));
+            void *sc = pile_backend_alloc(be, pile_backend_attention_scratch_bytes(be, B, T, C, NH));
+            double t2 = now();
+            pile_backend_attention_fwd(be, o, sv, sc, x, NULL, B, T, C, NH);
+            double t3 = now();
+            pile_backend_attention_bwd(be, dq, sc, o, x, o, sv, NULL, B, T, C, NH);
+            double t4 = now();
+            double f = 2.0 * 2 * B * NH * (double)T * T / 2 * (C / NH);
+            printf("# probe: attention B=%d T=%d C=%d fwd %.1f ms (%.1f GFLOP/s causal), bwd %.1f ms\n", B, T, C,
+                   (t3 - t2) * 1e3, f / (t3 - t2) * 1e-9, (t4 - t3) * 1e3);
+            pile_backend_free(be, dq), pile_backend_free(be, sv), pile_backend_free(be, sc);
+        }
     }
     pile_backend_free(be, x), pile_backend_free(be, W), pile_backend_free(be, o);
-    pile_backend_free(be, att), pile_backend_free(be, scr), pile_backend_free(be, dq);
 }
 
 int main(void)
@@ -985,14 +1123,25 @@ int main(void)
     test_logits(5, 11, 16);
     test_logits(13, 24, 67);
     TEST("attention, causal only");
-    test_attention(2, 7, 12, 3, 0, 100000);
-    test_attention(1, 13, 8, 1, 0, 100000);
+    test_attention(2, 7, 12, 3, 0, 0, 100000);
+    test_attention(1, 13, 8, 1, 0, 0, 100000);
+    test_attention(3, 5, 15, 3, 0, 0, 100000); /* odd head size 5 */
     TEST("attention with doc_start, several documents per row");
-    test_attention(2, 11, 12, 3, 1, 100000);
-    TEST("attention across row blocks (T = 300), doc_start");
-    test_attention(2, 300, 16, 2, 1, 60);
-    TEST("attention across row blocks (T = 257), causal");
-    test_attention(1, 257, 8, 2, 0, 60);
+    test_attention(2, 11, 12, 3, 1, 5, 100000);
+    test_attention(2, 9, 21, 3, 2, 0, 100000); /* any start per position; head size 7 */
+    TEST("attention across query and key blocks (T = 300), doc_start");
+    test_attention(2, 300, 16, 2, 1, 5, 60);
+    test_attention(1, 300, 16, 2, 1, 150, 60);
+    TEST("attention across query and key blocks (T = 257), causal");
+    test_attention(1, 257, 8, 2, 0, 0, 60);
+    TEST("attention, several key blocks per row (online softmax), odd T and head sizes");
+    test_attention(2, 613, 96, 2, 0, 0, 0);   /* head size 48 */
+    test_attention(1, 700, 66, 2, 1, 300, 0); /* head size 33, documents across blocks */
+    test_attention(1, 555, 20, 4, 2, 0, 20);  /* head size 5, any start */
+    test_attention(1, 1030, 64, 1, 1, 90, 0); /* one head of 64, five key blocks */
+    TEST("attention: the same bits with 1, 3 and 4 threads");
+    test_attention_threads(2, 300, 48, 3, 0);
+    test_attention_threads(1, 517, 24, 4, 1);
     TEST("attention decode: rows of the forward from key/value caches, any thread count");
     test_attention_decode(1, 8, 2);
     test_attention_decode(37, 48, 6);

@@ -33,7 +33,7 @@ const char *__asan_default_options(void) { return "allocator_may_return_null=1";
 
 static pile_model_config tiny_cfg(float dropout)
 {
-    pile_model_config cfg = {V, NPOS, NL, NH, C, dropout};
+    pile_model_config cfg = {V, NPOS, NL, NH, C, dropout, PILE_RECOMPUTE_NONE};
     return cfg;
 }
 
@@ -414,6 +414,58 @@ static void test_determinism(void)
     pile_model_free(m);
 }
 
+/* Recomputation changes memory, never results: losses and gradients of
+ * two micro-batches (dropout on, documents, then a shorter batch) are the
+ * same bits in every mode, and each mode keeps less than the one before. */
+static void test_recompute(void)
+{
+    TEST("recompute none, gelu, block: the same loss and gradient bits, less memory");
+    pile_recompute mode;
+    ASSERT_OK(pile_model_recompute_parse("block", &mode, E), E);
+    ASSERT_EQ(mode, PILE_RECOMPUTE_BLOCK);
+    ASSERT_STR_EQ(pile_model_recompute_name(PILE_RECOMPUTE_GELU), "gelu");
+    ASSERT_EQ(pile_model_recompute_parse("all", &mode, E), PILE_EINVAL);
+    ASSERT(strstr(E->msg, "'all'") && strstr(E->msg, "gelu"));
+    float *g[3] = {NULL};
+    double loss[3][2];
+    size_t bytes[3] = {0};
+    pile_batch b1 = {B, T, tokens, targets, docs}, b2 = {1, T - 3, tokens + 2, targets + 2, NULL};
+    for (int r = 0; r < 3; r++) {
+        pile_model_config cfg = tiny_cfg(0.1f);
+        cfg.recompute = (pile_recompute)r;
+        size_t before = pile_backend_bytes_in_use(be);
+        pile_model *m = NULL;
+        ASSERT_OK(pile_model_create(&m, be, &cfg, MAXB, SEQ, E), E);
+        if (!m) break;
+        bytes[r] = pile_backend_bytes_in_use(be) - before;
+        randomize(m, 21);
+        pile_model_zero_grad(m);
+        pile_fwd_stats st;
+        ASSERT_OK(pile_model_forward(m, &b1, 1, 31, 0.5f, &st, E), E);
+        loss[r][0] = st.loss_sum;
+        ASSERT_OK(pile_model_backward(m, E), E);
+        /* the activations are spent: no second backward without a forward */
+        ASSERT_EQ(pile_model_backward(m, E), PILE_EINVAL);
+        ASSERT_OK(pile_model_forward(m, &b2, 1, 32, 0.25f, &st, E), E);
+        loss[r][1] = st.loss_sum;
+        ASSERT_OK(pile_model_backward(m, E), E);
+        g[r] = download_grads(m);
+        if (r > 0 && g[0] && g[r]) {
+            ASSERT(memcmp(loss[0], loss[r], sizeof loss[0]) == 0);
+            ASSERT_MEM_EQ(g[0], g[r], pile_model_flat_size(m) * sizeof(float));
+        }
+        pile_model_free(m);
+    }
+    printf("# bytes in use, model at batch %d x %d: none %zu, gelu %zu, block %zu\n", MAXB, SEQ, bytes[0], bytes[1],
+           bytes[2]);
+    ASSERT(bytes[0] > bytes[1] && bytes[1] > bytes[2]);
+    pile_model_config bad = tiny_cfg(0.0f);
+    bad.recompute = (pile_recompute)7;
+    pile_model *m = NULL;
+    ASSERT_EQ(pile_model_create(&m, be, &bad, MAXB, SEQ, E), PILE_EINVAL);
+    for (int r = 0; r < 3; r++) free(g[r]);
+}
+
 static void test_dropout(void)
 {
     TEST("dropout: changes the training loss by seed, never the evaluation loss");
@@ -750,6 +802,7 @@ int main(void)
     TEST("gradients against finite differences, through dropout");
     gradcheck(1, 0.2f);
     test_determinism();
+    test_recompute();
     test_decode();
     test_dropout();
     test_adamw_trains();

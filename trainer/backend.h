@@ -109,15 +109,28 @@ void pile_backend_logits_bwd(pile_backend *be, float *dinp, float *dwte, const f
 
 /* Causal multi-head self-attention, scale 1/sqrt(C/NH).
  * qkv[B, T, 3C] holds q, k, v in that order (HF c_attn's output).
- * att[B, NH, T, T] receives the softmax probabilities (kept for backward).
  * doc_start: NULL, or [B, T] with the first position each position may
  * attend to (<= t): attention then never crosses a document start.
- * out[B, T, C] (heads concatenated). */
-void pile_backend_attention_fwd(pile_backend *be, float *out, float *att, const float *qkv,
+ * out[B, T, C] (heads concatenated).
+ *
+ * What the forward keeps for the backward is the backend's choice: the
+ * forward fills `saved` (saved_bytes large, backend memory, opaque to the
+ * caller) and the backward reads it, with the same qkv, out, doc_start and
+ * shapes. Both use `scratch` (scratch_bytes large) as transient work space
+ * whose contents do not matter between calls, so one scratch serves every
+ * layer. A caller sizes both once for its largest B and T: the sizes never
+ * decrease as B or T grow, so those buffers serve any smaller call. The CPU
+ * backend saves one log-sum-exp per row ([B, NH, T] floats) and recomputes
+ * the probabilities block by block in the backward (FlashAttention-2), so
+ * nothing of size T x T is ever stored. */
+size_t pile_backend_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH);
+size_t pile_backend_attention_scratch_bytes(const pile_backend *be, int B, int T, int C, int NH);
+void pile_backend_attention_fwd(pile_backend *be, float *out, void *saved, void *scratch, const float *qkv,
                                 const int32_t *doc_start, int B, int T, int C, int NH);
-/* dqkv += d(qkv); datt is scratch [B, NH, T, T] (overwritten). */
-void pile_backend_attention_bwd(pile_backend *be, float *dqkv, float *datt, const float *dout, const float *qkv,
-                                const float *att, const int32_t *doc_start, int B, int T, int C, int NH);
+/* dqkv += d(qkv), given dout = d(out) and the forward's qkv, out and saved. */
+void pile_backend_attention_bwd(pile_backend *be, float *dqkv, void *scratch, const float *dout, const float *qkv,
+                                const float *out, const void *saved, const int32_t *doc_start, int B, int T, int C,
+                                int NH);
 
 /* One query row against a key/value cache: incremental decoding's
  * attention, the same function as pile_backend_attention_fwd's row t
@@ -139,7 +152,7 @@ void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, cons
 /* dst[0..bytes) = src[0..bytes), both in backend memory, not overlapping. */
 void pile_backend_copy(pile_backend *be, void *dst, const void *src, size_t bytes);
 
-/* out = a + b (out may alias a). */
+/* out = a + b (out may alias a or b). */
 void pile_backend_add(pile_backend *be, float *out, const float *a, const float *b, size_t n);
 
 /* Inverted dropout with probability p: x *= keep / (1 - p), where keep is

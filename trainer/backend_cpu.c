@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cblas.h>
 #include <strings.h>
@@ -24,10 +25,13 @@
 /* Channel block of the column reductions: one thread owns 32 consecutive
  * channels (two cache lines) and walks all rows in order. */
 #define CBLK 32
-/* Row block of attention's sgemm calls: the causal triangle is covered by
- * T/ATT_RB rectangles, so about half the masked products are skipped. */
-#ifndef ATT_RB
-#define ATT_RB 128
+/* Attention's blocks (see the attention section): query rows per block
+ * and keys per block. */
+#ifndef ATT_BR
+#define ATT_BR 128
+#endif
+#ifndef ATT_BC
+#define ATT_BC 256
 #endif
 /* Element-wise ops go to the threads in chunks of this many floats. */
 #define ECHUNK 4096
@@ -51,11 +55,23 @@ struct pile_backend {
     size_t bytes_in_use;
 };
 
-/* Each allocation carries its size in a 64-byte header so that free can
- * keep bytes_in_use exact. */
+/* Each allocation carries a 64-byte header: its size, so that free can
+ * keep bytes_in_use exact, and for a mapping its start and length. */
 typedef struct {
     size_t bytes;
+    void *map;      /* NULL: from aligned_alloc */
+    size_t map_len;
 } alloc_head;
+
+/* Allocations from this size up are their own anonymous mapping, aligned to
+ * 2 MiB and marked for transparent huge pages: the kernel hands them out
+ * zeroed (no memset, and no page is touched before its first use), and
+ * where THP is "madvise" (Debian's default) their first touch takes one
+ * fault per 2 MiB instead of one per 4 KiB. GPT-2's parameters, gradients,
+ * moments and activations are gigabytes: at 4 KiB pages their first touch
+ * was a million minor faults and most of a short run's system time. */
+#define BIG_ALLOC ((size_t)4 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
 
 /* exp(x) for float as Cephes' expf computes it (range reduction by ln 2
  * split in two parts, degree-6 polynomial, 2^n built in the exponent
@@ -170,14 +186,36 @@ int pile_backend_rank(const pile_backend *be)
 
 /* ------------------------------------------------------------- memory */
 
+static void *map_big(size_t bytes, alloc_head *head)
+{
+    if (bytes > SIZE_MAX - ALIGN - HUGE_PAGE) return NULL;
+    size_t len = (ALIGN + bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE + HUGE_PAGE;
+    unsigned char *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) return NULL;
+    unsigned char *base = map + ((HUGE_PAGE - (uintptr_t)map % HUGE_PAGE) % HUGE_PAGE);
+#ifdef MADV_HUGEPAGE
+    (void)madvise(base, len - (size_t)(base - map), MADV_HUGEPAGE); /* a hint: without THP, 4 KiB pages */
+#endif
+    head->map = map;
+    head->map_len = len;
+    return base;
+}
+
 void *pile_backend_alloc(pile_backend *be, size_t bytes)
 {
     if (bytes > SIZE_MAX - 2 * ALIGN) return NULL;
-    size_t total = (bytes + ALIGN + ALIGN - 1) / ALIGN * ALIGN; /* aligned_alloc wants a multiple */
-    unsigned char *base = aligned_alloc(ALIGN, total);
-    if (!base) return NULL;
-    memset(base, 0, total);
-    ((alloc_head *)base)->bytes = bytes;
+    alloc_head head = {bytes, NULL, 0};
+    unsigned char *base;
+    if (bytes >= BIG_ALLOC) {
+        base = map_big(bytes, &head);
+        if (!base) return NULL;
+    } else {
+        size_t total = (bytes + ALIGN + ALIGN - 1) / ALIGN * ALIGN; /* aligned_alloc wants a multiple */
+        base = aligned_alloc(ALIGN, total);
+        if (!base) return NULL;
+        memset(base, 0, total);
+    }
+    memcpy(base, &head, sizeof head);
     be->bytes_in_use += bytes;
     return base + ALIGN;
 }
@@ -186,8 +224,11 @@ void pile_backend_free(pile_backend *be, void *p)
 {
     if (!p) return;
     unsigned char *base = (unsigned char *)p - ALIGN;
-    be->bytes_in_use -= ((alloc_head *)base)->bytes;
-    free(base);
+    alloc_head head;
+    memcpy(&head, base, sizeof head);
+    be->bytes_in_use -= head.bytes;
+    if (head.map) munmap(head.map, head.map_len);
+    else free(base);
 }
 
 void pile_backend_upload(pile_backend *be, void *dst, const void *host_src, size_t bytes)
@@ -412,15 +453,64 @@ void pile_backend_logits_bwd(pile_backend *be, float *dinp, float *dwte, const f
 }
 
 /* ---------------------------------------------------------- attention
- * One task per (b, h), spread over the OpenMP threads; inside a task the
- * products are single-threaded sgemm calls on strided views of qkv (row
- * stride 3C): S = scale Q K^T, P = softmax(S) row-wise under the mask,
- * O = P V. A task's T x T block stays hot in cache between the products,
- * no thread pool is woken per small product, and every value comes from
- * one thread, so the result does not depend on the thread count. Rows go
- * in blocks of ATT_RB so that a block only multiplies the key columns
- * before its end (the causal triangle costs ~(1/2 + ATT_RB/2T) of the
- * square); the softmax then zeroes what the mask hides. */
+ * FlashAttention-2 (Dao 2023, arXiv 2307.08691, algorithms 1 and 2) on the
+ * CPU. One task per (b, h), spread over the OpenMP threads with a static
+ * schedule; inside a task, single-threaded sgemm calls on strided views of
+ * qkv (row stride 3C) and of the task's own scratch.
+ *
+ * Forward: for each block of ATT_BR query rows, the key blocks of ATT_BC
+ * columns the rows may see (from the block's lowest document start to its
+ * last row): S = scale Q K^T, then the online softmax keeps per row the
+ * running maximum m and sum l, rescales the unnormalised output by
+ * exp(m_old - m_new) and adds exp(S - m) V. The output is divided by l at
+ * the block's end and only LSE = m + log l is saved.
+ * Backward: D = rowsum(dO * O) per row, then the same blocks again:
+ * P = exp(S - LSE) recomputed from Q and K, dP = dO V^T,
+ * dS = P * (dP - D); dV += P^T dO, dK += scale dS^T Q, dQ += scale dS K,
+ * accumulated into the task's own slice of dqkv in a fixed block order.
+ *
+ * Every value is computed by one thread in an order fixed by the shapes,
+ * so the bits depend neither on the thread count nor on the timing, and no
+ * atomics are needed. Masked entries are set to zero by index (vexpf
+ * clamps, so exp(-inf) would not be 0). ATT_BC covers T <= 256 in one key
+ * block: there the online softmax has nothing to rescale and the forward
+ * does what a plain softmax would; diagonal blocks multiply their masked
+ * half too (about (1/2 + ATT_BR/2T) of the square is computed). */
+
+/* Scratch per thread, in floats: the score / probability block, the dP / dS
+ * block, the output accumulator, and m, l (forward) or D (backward). */
+typedef struct att_shape {
+    int T, C, hs, br, bc;
+    float scale;
+    size_t per_thread; /* bytes, a multiple of 64 */
+} att_shape;
+
+static att_shape att_shape_of(int T, int C, int NH)
+{
+    att_shape s;
+    s.T = T;
+    s.C = C;
+    s.hs = C / NH;
+    s.br = T < ATT_BR ? T : ATT_BR;
+    s.bc = T < ATT_BC ? T : ATT_BC;
+    s.scale = 1.0f / sqrtf((float)s.hs);
+    size_t floats = 2 * (size_t)s.br * (size_t)s.bc + (size_t)s.br * (size_t)s.hs + 2 * (size_t)s.br;
+    s.per_thread = (floats * sizeof(float) + ALIGN - 1) / ALIGN * ALIGN;
+    return s;
+}
+
+size_t pile_backend_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH)
+{
+    (void)be;
+    (void)C;
+    return (size_t)B * (size_t)NH * (size_t)T * sizeof(float);
+}
+
+size_t pile_backend_attention_scratch_bytes(const pile_backend *be, int B, int T, int C, int NH)
+{
+    (void)B;
+    return (size_t)be->threads * att_shape_of(T, C, NH).per_thread;
+}
 
 static inline int att_lo(const int32_t *doc_start, int b, int T, int t)
 {
@@ -429,121 +519,211 @@ static inline int att_lo(const int32_t *doc_start, int b, int T, int t)
     return lo < 0 ? 0 : lo > t ? t : lo;
 }
 
-/* OpenBLAS (the pthread build) runs single-threaded calls on the calling
- * thread, so OpenMP threads may call it side by side. */
+/* The first key any row of [r0, r1) may see. */
+static int att_block_lo(const int32_t *doc_start, int b, int T, int r0, int r1)
+{
+    if (!doc_start) return 0;
+    int lo = r0;
+    for (int t = r0; t < r1; t++) {
+        int l = att_lo(doc_start, b, T, t);
+        lo = l < lo ? l : lo;
+    }
+    return lo;
+}
+
+/* Row t of a block sees keys [*a, *e) of the key block [k0, k1), as
+ * offsets from k0; *a >= *e when it sees none of them. */
+static inline void att_span(const int32_t *doc_start, int b, int T, int t, int k0, int k1, int *a, int *e)
+{
+    int lo = att_lo(doc_start, b, T, t);
+    *a = (lo > k0 ? lo : k0) - k0;
+    *e = (t + 1 < k1 ? t + 1 : k1) - k0;
+}
+
+/* OpenBLAS runs a call made inside an OpenMP parallel region (OpenMP
+ * build) or with one thread (pthreads build) on the calling thread, so the
+ * tasks may call it side by side. */
 static void blas_serial_begin(void)
 {
     openblas_set_num_threads(1);
 }
 
-/* rows [r0, r1) of one (b, h) score block, softmax under the mask in place */
-HOT static void att_softmax_rows(float *a, const int32_t *doc_start, int b, int T, int r0, int r1)
+/* The online softmax over one key block for rows [r0, r1): S (row stride
+ * bc) becomes exp(S - m_new) where seen and 0 elsewhere; m, l and the
+ * accumulator rows are updated. */
+HOT static void att_online_rows(float *S, float *acc, float *m, float *l, const int32_t *doc_start, int b,
+                                const att_shape *sh, int r0, int r1, int k0, int k1)
 {
+    const int nk = k1 - k0, bc = sh->bc, hs = sh->hs;
     for (int t = r0; t < r1; t++) {
-        int lo = att_lo(doc_start, b, T, t);
-        float *r = a + (size_t)t * T;
+        const int i = t - r0;
+        float *s = S + (size_t)i * bc;
+        int a, e;
+        att_span(doc_start, b, sh->T, t, k0, k1, &a, &e);
+        if (a >= e) {
+            memset(s, 0, (size_t)nk * sizeof *s);
+            continue;
+        }
         float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-        for (int s = lo; s <= t; s++) mx = r[s] > mx ? r[s] : mx;
+        for (int j = a; j < e; j++) mx = s[j] > mx ? s[j] : mx;
+        const float mnew = mx > m[i] ? mx : m[i];
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int s = lo; s <= t; s++) {
-            r[s] = vexpf(r[s] - mx);
-            sum += r[s];
+        for (int j = a; j < e; j++) {
+            s[j] = vexpf(s[j] - mnew);
+            sum += s[j];
         }
-        float inv = 1.0f / sum;
+        for (int j = 0; j < a; j++) s[j] = 0.0f;
+        for (int j = e; j < nk; j++) s[j] = 0.0f;
+        if (m[i] == -INFINITY) {
+            l[i] = sum; /* the accumulator row is still zero */
+        } else {
+            const float alpha = vexpf(m[i] - mnew);
+            l[i] = l[i] * alpha + sum;
+            if (alpha != 1.0f) {
+                float *o = acc + (size_t)i * hs;
 #pragma omp simd
-        for (int s = lo; s <= t; s++) r[s] *= inv;
-        for (int s = 0; s < lo; s++) r[s] = 0.0f;
-        for (int s = t + 1; s < T; s++) r[s] = 0.0f;
+                for (int c = 0; c < hs; c++) o[c] *= alpha;
+            }
+        }
+        m[i] = mnew;
     }
 }
 
-/* dS = P * (dP - sum(P * dP)) for rows [r0, r1), dP in da, zero where
- * masked (the products after it read those zeros) */
-HOT static void att_dsoftmax_rows(float *da, const float *a, const int32_t *doc_start, int b, int T, int r0, int r1)
+/* The block's output rows (accumulator / l) and their log-sum-exp. */
+HOT static void att_finish_rows(float *o, float *lse, const float *acc, const float *m, const float *l, int nr,
+                                int C, int hs)
 {
-    for (int t = r0; t < r1; t++) {
-        int lo = att_lo(doc_start, b, T, t);
-        const float *p = a + (size_t)t * T;
-        float *r = da + (size_t)t * T;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int s = lo; s <= t; s++) dot += p[s] * r[s];
+    for (int i = 0; i < nr; i++) {
+        const float inv = 1.0f / l[i];
+        const float *a = acc + (size_t)i * hs;
+        float *r = o + (size_t)i * C;
 #pragma omp simd
-        for (int s = lo; s <= t; s++) r[s] = p[s] * (r[s] - dot);
-        for (int s = 0; s < lo; s++) r[s] = 0.0f;
-        for (int s = t + 1; s < T; s++) r[s] = 0.0f;
+        for (int c = 0; c < hs; c++) r[c] = a[c] * inv;
+        lse[i] = m[i] + logf(l[i]);
     }
 }
 
-static void att_fwd_task(float *out, float *a, const float *qkv, const int32_t *doc_start, int b, int h, int T,
-                         int C, int hs)
+static void att_fwd_task(float *out, float *lse, float *scr, const float *qkv, const int32_t *doc_start, int b,
+                         int h, const att_shape *sh)
 {
-    size_t C3 = (size_t)3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
+    const int T = sh->T, C = sh->C, hs = sh->hs, br = sh->br, bc = sh->bc;
+    const size_t C3 = (size_t)3 * C;
     const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * (size_t)C;
     float *o = out + (size_t)b * T * C + (size_t)h * hs;
-    for (int r0 = 0; r0 < T; r0 += ATT_RB) {
-        int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, scale, q + r0 * C3, (int)C3, k,
-                    (int)C3, 0.0f, a + (size_t)r0 * T, T);
-        att_softmax_rows(a, doc_start, b, T, r0, r1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, 1.0f, a + (size_t)r0 * T, T, v,
-                    (int)C3, 0.0f, o + (size_t)r0 * C, C);
+    float *S = scr, *acc = S + 2 * (size_t)br * bc, *m = acc + (size_t)br * hs, *l = m + br;
+    for (int r0 = 0; r0 < T; r0 += br) {
+        const int r1 = r0 + br < T ? r0 + br : T, nr = r1 - r0;
+        for (int i = 0; i < nr; i++) {
+            m[i] = -INFINITY;
+            l[i] = 0.0f;
+        }
+        memset(acc, 0, (size_t)nr * hs * sizeof *acc);
+        for (int k0 = att_block_lo(doc_start, b, T, r0, r1); k0 < r1; k0 += bc) {
+            const int k1 = k0 + bc < r1 ? k0 + bc : r1, nk = k1 - k0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, sh->scale, q + r0 * C3, (int)C3,
+                        k + k0 * C3, (int)C3, 0.0f, S, bc);
+            att_online_rows(S, acc, m, l, doc_start, b, sh, r0, r1, k0, k1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, 1.0f, S, bc, v + k0 * C3, (int)C3,
+                        1.0f, acc, hs);
+        }
+        att_finish_rows(o + (size_t)r0 * C, lse + r0, acc, m, l, nr, C, hs);
     }
 }
 
-void pile_backend_attention_fwd(pile_backend *be, float *out, float *att, const float *qkv,
+void pile_backend_attention_fwd(pile_backend *be, float *out, void *saved, void *scratch, const float *qkv,
                                 const int32_t *doc_start, int B, int T, int C, int NH)
 {
-    int hs = C / NH, tasks = B * NH;
-    size_t TT = (size_t)T * T;
-    blas_serial_begin();
-#pragma omp parallel for num_threads(be->threads) schedule(static) if (tasks > 1)
-    for (int i = 0; i < tasks; i++) att_fwd_task(out, att + (size_t)i * TT, qkv, doc_start, i / NH, i % NH, T, C, hs);
-    openblas_set_num_threads(be->threads);
-}
-
-static void att_bwd_task(float *dqkv, float *da, const float *dout, const float *qkv, const float *a,
-                         const int32_t *doc_start, int b, int h, int T, int C, int hs)
-{
-    size_t C3 = (size_t)3 * C, off = (size_t)b * T * C3 + (size_t)h * hs;
-    float scale = 1.0f / sqrtf((float)hs);
-    const float *q = qkv + off, *k = q + C, *v = q + 2 * (size_t)C;
-    float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * (size_t)C;
-    const float *d = dout + (size_t)b * T * C + (size_t)h * hs;
-    for (int r0 = 0; r0 < T; r0 += ATT_RB) {
-        int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
-        /* dP = dO V^T over the key columns before the block's end */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, hs, 1.0f, d + (size_t)r0 * C, C, v,
-                    (int)C3, 0.0f, da + (size_t)r0 * T, T);
-        att_dsoftmax_rows(da, a, doc_start, b, T, r0, r1);
-        /* dQ += scale dS K */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, hs, r1, scale, da + (size_t)r0 * T, T, k,
-                    (int)C3, 1.0f, dq + (size_t)r0 * C3, (int)C3);
-    }
-    /* dK += scale dS^T Q and dV += P^T dO: key rows s take every query
-     * row t >= their block's start (all of whose dS rows are done now) */
-    for (int r0 = 0; r0 < T; r0 += ATT_RB) {
-        int r1 = r0 + ATT_RB < T ? r0 + ATT_RB : T;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, scale, da + (size_t)r0 * T + r0, T,
-                    q + (size_t)r0 * C3, (int)C3, 1.0f, dk + (size_t)r0 * C3, (int)C3);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, hs, T - r0, 1.0f, a + (size_t)r0 * T + r0, T,
-                    d + (size_t)r0 * C, C, 1.0f, dv + (size_t)r0 * C3, (int)C3);
-    }
-}
-
-void pile_backend_attention_bwd(pile_backend *be, float *dqkv, float *datt, const float *dout, const float *qkv,
-                                const float *att, const int32_t *doc_start, int B, int T, int C, int NH)
-{
-    int hs = C / NH, tasks = B * NH;
-    size_t TT = (size_t)T * T;
+    const att_shape sh = att_shape_of(T, C, NH);
+    const int tasks = B * NH;
+    float *lse = saved;
+    char *scr = scratch;
     blas_serial_begin();
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (tasks > 1)
     for (int i = 0; i < tasks; i++)
-        att_bwd_task(dqkv, datt + (size_t)i * TT, dout, qkv, att + (size_t)i * TT, doc_start, i / NH, i % NH, T, C,
-                     hs);
+        att_fwd_task(out, lse + (size_t)i * T, (float *)(void *)(scr + (size_t)omp_get_thread_num() * sh.per_thread),
+                     qkv, doc_start, i / NH, i % NH, &sh);
+    openblas_set_num_threads(be->threads);
+}
+
+/* D = rowsum(dO * O) for rows [r0, r1). */
+HOT static void att_rowdot(float *D, const float *dout, const float *out, int r0, int r1, int C, int hs)
+{
+    for (int t = r0; t < r1; t++) {
+        const float *x = dout + (size_t)t * C, *y = out + (size_t)t * C;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int c = 0; c < hs; c++) s += x[c] * y[c];
+        D[t - r0] = s;
+    }
+}
+
+/* P = exp(S - LSE) in place of S, dS = P * (dP - D) in place of dP, both
+ * zero where masked (the products after them read whole rows). */
+HOT static void att_bwd_rows(float *P, float *dS, const float *lse, const float *D, const int32_t *doc_start, int b,
+                             const att_shape *sh, int r0, int r1, int k0, int k1)
+{
+    const int nk = k1 - k0, bc = sh->bc;
+    for (int t = r0; t < r1; t++) {
+        const int i = t - r0;
+        float *p = P + (size_t)i * bc, *d = dS + (size_t)i * bc;
+        int a, e;
+        att_span(doc_start, b, sh->T, t, k0, k1, &a, &e);
+        if (a >= e) a = e = 0;
+        const float L = lse[i], Di = D[i];
+#pragma omp simd
+        for (int j = a; j < e; j++) {
+            p[j] = vexpf(p[j] - L);
+            d[j] = p[j] * (d[j] - Di);
+        }
+        for (int j = 0; j < a; j++) p[j] = d[j] = 0.0f;
+        for (int j = e; j < nk; j++) p[j] = d[j] = 0.0f;
+    }
+}
+
+static void att_bwd_task(float *dqkv, float *scr, const float *dout, const float *qkv, const float *out,
+                         const float *lse, const int32_t *doc_start, int b, int h, const att_shape *sh)
+{
+    const int T = sh->T, C = sh->C, hs = sh->hs, br = sh->br, bc = sh->bc;
+    const size_t C3 = (size_t)3 * C, off = (size_t)b * T * C3 + (size_t)h * hs, ooff = (size_t)b * T * C + (size_t)h * hs;
+    const float *q = qkv + off, *k = q + C, *v = q + 2 * (size_t)C;
+    float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * (size_t)C;
+    const float *o = out + ooff, *dO = dout + ooff;
+    float *P = scr, *dS = P + (size_t)br * bc, *D = dS + (size_t)br * bc + (size_t)br * hs;
+    for (int r0 = 0; r0 < T; r0 += br) {
+        const int r1 = r0 + br < T ? r0 + br : T, nr = r1 - r0;
+        att_rowdot(D, dO, o, r0, r1, C, hs);
+        for (int k0 = att_block_lo(doc_start, b, T, r0, r1); k0 < r1; k0 += bc) {
+            const int k1 = k0 + bc < r1 ? k0 + bc : r1, nk = k1 - k0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, sh->scale, q + r0 * C3, (int)C3,
+                        k + k0 * C3, (int)C3, 0.0f, P, bc);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, nk, hs, 1.0f, dO + (size_t)r0 * C, C,
+                        v + k0 * C3, (int)C3, 0.0f, dS, bc);
+            att_bwd_rows(P, dS, lse + r0, D, doc_start, b, sh, r0, r1, k0, k1);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, 1.0f, P, bc, dO + (size_t)r0 * C, C,
+                        1.0f, dv + k0 * C3, (int)C3);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hs, nr, sh->scale, dS, bc, q + r0 * C3,
+                        (int)C3, 1.0f, dk + k0 * C3, (int)C3);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, hs, nk, sh->scale, dS, bc, k + k0 * C3,
+                        (int)C3, 1.0f, dq + r0 * C3, (int)C3);
+        }
+    }
+}
+
+void pile_backend_attention_bwd(pile_backend *be, float *dqkv, void *scratch, const float *dout, const float *qkv,
+                                const float *out, const void *saved, const int32_t *doc_start, int B, int T, int C,
+                                int NH)
+{
+    const att_shape sh = att_shape_of(T, C, NH);
+    const int tasks = B * NH;
+    const float *lse = saved;
+    char *scr = scratch;
+    blas_serial_begin();
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (tasks > 1)
+    for (int i = 0; i < tasks; i++)
+        att_bwd_task(dqkv, (float *)(void *)(scr + (size_t)omp_get_thread_num() * sh.per_thread), dout, qkv, out,
+                     lse + (size_t)i * T, doc_start, i / NH, i % NH, &sh);
     openblas_set_num_threads(be->threads);
 }
 

@@ -40,17 +40,24 @@ enum {
 #define SITE_ATTN 1
 #define SITE_MLP 2
 
-/* One layer's saved activations (see the layout in pile_model_create). */
+/* One block's activations (carved in carve()). Which of them each layer
+ * owns depends on the recompute mode; the others point into one set that
+ * all layers share and the backward refills:
+ *   none:  every layer owns all of them;
+ *   gelu:  fch and fch_gelu are shared (recomputed from ln2);
+ *   block: only resid3, the block's output, is owned (the block's forward
+ *          is rerun from its input before its backward).
+ * The branches' c_proj outputs are written straight into resid2 / resid3
+ * (then dropout, then the residual add in place): the backward never reads
+ * them. */
 typedef struct layer_acts {
     float *ln1, *ln1_mean, *ln1_rstd;
     float *qkv;
     float *atty;
-    float *att;
-    float *attproj;
+    void *att_saved; /* what the backend's attention keeps for its backward */
     float *resid2;
     float *ln2, *ln2_mean, *ln2_rstd;
     float *fch, *fch_gelu;
-    float *fcproj;
     float *resid3;
 } layer_acts;
 
@@ -73,7 +80,8 @@ struct pile_model {
     float *lnf, *lnf_mean, *lnf_rstd;
     float *logits;
     float *losses;
-    float *dresid, *dbranch, *dsmall, *dwide, *dwide2, *datt;
+    float *dresid, *dbranch, *dsmall, *dwide;
+    void *att_scratch;    /* the attention's work space, shared by all layers */
     int32_t *tokens, *targets, *doc_start, *correct;
 
     /* host mirrors for the per-row stats of a forward */
@@ -85,7 +93,7 @@ struct pile_model {
     int last_has_doc;
     int last_dropout;     /* dropout masks were applied */
     uint64_t last_seed;
-    int bwd_ready;        /* logits hold dlogits; a backward may follow */
+    int bwd_ready;        /* logits hold dlogits and the activations are intact: one backward may follow */
     int logits_valid;     /* logits hold logits (evaluation forward) */
 
     /* incremental decoding: one allocation made by the first decode_begin
@@ -143,6 +151,24 @@ int pile_model_preset(pile_model_config *cfg, const char *name, pile_err *err)
     return pile_err_set(err, PILE_EINVAL,
                         "unknown model preset '%s' (presets: tiny, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl)",
                         name ? name : "");
+}
+
+static const char *const recompute_names[] = {"none", "gelu", "block"};
+
+int pile_model_recompute_parse(const char *name, pile_recompute *out, pile_err *err)
+{
+    for (int i = 0; i < (int)(sizeof recompute_names / sizeof recompute_names[0]); i++) {
+        if (name && strcmp(name, recompute_names[i]) == 0) {
+            *out = (pile_recompute)i;
+            return 0;
+        }
+    }
+    return pile_err_set(err, PILE_EINVAL, "unknown recompute mode '%s' (modes: none, gelu, block)", name ? name : "");
+}
+
+const char *pile_model_recompute_name(pile_recompute r)
+{
+    return (unsigned)r < sizeof recompute_names / sizeof recompute_names[0] ? recompute_names[r] : "?";
 }
 
 /* ------------------------------------------------------- tensor table */
@@ -221,50 +247,82 @@ static int lt(int l, int k) { return T_LAYER0 + l * T_PER_LAYER + k; }
         at = sat_add(at, sat_add(sat_mul((count), sizeof(type)), 63) / 64 * 64); \
     } while (0)
 
+/* One block's regions; own == 0 points them at the shared set instead
+ * (already carved) without advancing. */
+#define LAYER_REGION(ptr, type, count, own, shared) \
+    do {                                                 \
+        if (own) REGION(ptr, type, count);               \
+        else if (base) (ptr) = (shared);                 \
+    } while (0)
+
 /* Carves the activation allocation. With base == NULL it only measures;
- * each region starts on a 64-byte boundary. */
+ * each region starts on a 64-byte boundary. Per layer and position, in
+ * floats: 16 C + 4 + the attention's saved bytes (none), 8 C + 4 + saved
+ * (gelu), C (block); once: the shared set (8 C for gelu, 16 C + 4 + saved
+ * for block), the attention's scratch, the embedding output, final
+ * LayerNorm and logits (C + 2 + Vp), and the backward's gradients (dresid
+ * C, dsmall C, dwide 4 C, and dbranch C when dropout needs a masked copy). */
 static size_t carve(pile_model *m, char *base)
 {
     const size_t N = (size_t)m->max_batch * (size_t)m->seq_len;
-    const size_t C = (size_t)m->cfg.n_embd, NH = (size_t)m->cfg.n_head;
-    const size_t att = sat_mul(sat_mul((size_t)m->max_batch, NH), sat_mul((size_t)m->seq_len, (size_t)m->seq_len));
+    const size_t C = (size_t)m->cfg.n_embd;
+    const int B = m->max_batch, T = m->seq_len, Ci = m->cfg.n_embd, NH = m->cfg.n_head;
+    const size_t saved = pile_backend_attention_saved_bytes(m->be, B, T, Ci, NH);
+    const pile_recompute rc = m->cfg.recompute;
     size_t at = 0;
     REGION(m->encoded, float, N * C);
+    /* the shared set: a whole block's for block, the MLP's two for gelu */
+    layer_acts sh = {0};
+    if (rc == PILE_RECOMPUTE_BLOCK) {
+        REGION(sh.ln1, float, N * C);
+        REGION(sh.ln1_mean, float, N);
+        REGION(sh.ln1_rstd, float, N);
+        REGION(sh.qkv, float, N * 3 * C);
+        REGION(sh.atty, float, N * C);
+        REGION(sh.att_saved, char, saved);
+        REGION(sh.resid2, float, N * C);
+        REGION(sh.ln2, float, N * C);
+        REGION(sh.ln2_mean, float, N);
+        REGION(sh.ln2_rstd, float, N);
+    }
+    if (rc != PILE_RECOMPUTE_NONE) {
+        REGION(sh.fch, float, N * 4 * C);
+        REGION(sh.fch_gelu, float, N * 4 * C);
+    }
+    const int own = rc != PILE_RECOMPUTE_BLOCK, own_mlp = rc == PILE_RECOMPUTE_NONE;
     for (int l = 0; l < m->cfg.n_layer; l++) {
         layer_acts dummy, *a = base ? &m->layers[l] : &dummy;
-        REGION(a->ln1, float, N * C);
-        REGION(a->ln1_mean, float, N);
-        REGION(a->ln1_rstd, float, N);
-        REGION(a->qkv, float, N * 3 * C);
-        REGION(a->atty, float, N * C);
-        REGION(a->att, float, att);
-        REGION(a->attproj, float, N * C);
-        REGION(a->resid2, float, N * C);
-        REGION(a->ln2, float, N * C);
-        REGION(a->ln2_mean, float, N);
-        REGION(a->ln2_rstd, float, N);
-        REGION(a->fch, float, N * 4 * C);
-        REGION(a->fch_gelu, float, N * 4 * C);
-        REGION(a->fcproj, float, N * C);
+        LAYER_REGION(a->ln1, float, N * C, own, sh.ln1);
+        LAYER_REGION(a->ln1_mean, float, N, own, sh.ln1_mean);
+        LAYER_REGION(a->ln1_rstd, float, N, own, sh.ln1_rstd);
+        LAYER_REGION(a->qkv, float, N * 3 * C, own, sh.qkv);
+        LAYER_REGION(a->atty, float, N * C, own, sh.atty);
+        LAYER_REGION(a->att_saved, char, saved, own, sh.att_saved);
+        LAYER_REGION(a->resid2, float, N * C, own, sh.resid2);
+        LAYER_REGION(a->ln2, float, N * C, own, sh.ln2);
+        LAYER_REGION(a->ln2_mean, float, N, own, sh.ln2_mean);
+        LAYER_REGION(a->ln2_rstd, float, N, own, sh.ln2_rstd);
+        LAYER_REGION(a->fch, float, N * 4 * C, own_mlp, sh.fch);
+        LAYER_REGION(a->fch_gelu, float, N * 4 * C, own_mlp, sh.fch_gelu);
         REGION(a->resid3, float, N * C);
     }
+    REGION(m->att_scratch, char, pile_backend_attention_scratch_bytes(m->be, B, T, Ci, NH));
     REGION(m->lnf, float, N * C);
     REGION(m->lnf_mean, float, N);
     REGION(m->lnf_rstd, float, N);
     REGION(m->logits, float, N * (size_t)m->Vp);
     REGION(m->losses, float, N);
     REGION(m->dresid, float, N * C);
-    REGION(m->dbranch, float, N * C);
+    if (m->cfg.dropout > 0.0f) REGION(m->dbranch, float, N * C);
     REGION(m->dsmall, float, N * C);
     REGION(m->dwide, float, N * 4 * C);
-    REGION(m->dwide2, float, N * 4 * C);
-    REGION(m->datt, float, att);
     REGION(m->tokens, int32_t, N);
     REGION(m->targets, int32_t, N);
     REGION(m->doc_start, int32_t, N);
     REGION(m->correct, int32_t, N);
     return at;
 }
+#undef LAYER_REGION
 
 static int check_config(const pile_model_config *c, int max_batch, int seq_len, pile_err *err)
 {
@@ -277,6 +335,8 @@ static int check_config(const pile_model_config *c, int max_batch, int seq_len, 
                    "invalid n_embd %d: must be a positive multiple of n_head %d", c->n_embd, c->n_head);
     PILE_RETURN_IF(!(c->dropout >= 0.0f && c->dropout < 1.0f), err, PILE_EINVAL,
                    "invalid dropout %g: must be in [0, 1)", (double)c->dropout);
+    PILE_RETURN_IF((unsigned)c->recompute > PILE_RECOMPUTE_BLOCK, err, PILE_EINVAL, "invalid recompute mode %d",
+                   (int)c->recompute);
     PILE_RETURN_IF(max_batch < 1, err, PILE_EINVAL, "invalid batch size %d", max_batch);
     PILE_RETURN_IF(seq_len < 1, err, PILE_EINVAL, "invalid sequence length %d", seq_len);
     PILE_RETURN_IF(seq_len > c->n_positions, err, PILE_EINVAL,
@@ -442,6 +502,38 @@ static int check_batch(const pile_model *m, const pile_batch *b, pile_err *err)
     return 0;
 }
 
+/* Block l's forward from its input x into its activations. whole == 0
+ * stops where the backward's needs end, before the MLP's c_proj: the
+ * recomputation of recompute=block, which must leave resid3 alone. The
+ * same calls in the same order as the first time, with the same dropout
+ * seeds, so a recomputation gives the same bits. */
+static void block_fwd(pile_model *m, int l, const float *x, int B, int T, const int32_t *doc, int drop,
+                      uint64_t seed, int whole)
+{
+    pile_backend *be = m->be;
+    layer_acts *a = &m->layers[l];
+    const int C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    const size_t NC = (size_t)N * (size_t)C;
+    const float p = m->cfg.dropout;
+    pile_backend_layernorm_fwd(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, param(m, lt(l, T_LN1_W)),
+                               param(m, lt(l, T_LN1_B)), N, C);
+    pile_backend_matmul_fwd(be, a->qkv, a->ln1, param(m, lt(l, T_ATTN_W)), param(m, lt(l, T_ATTN_B)), N, C, 3 * C);
+    pile_backend_attention_fwd(be, a->atty, a->att_saved, m->att_scratch, a->qkv, doc, B, T, C, NH);
+    pile_backend_matmul_fwd(be, a->resid2, a->atty, param(m, lt(l, T_ATTN_PROJ_W)), param(m, lt(l, T_ATTN_PROJ_B)),
+                            N, C, C);
+    if (drop) pile_backend_dropout(be, a->resid2, NC, p, site_seed(seed, l, SITE_ATTN));
+    pile_backend_add(be, a->resid2, x, a->resid2, NC);
+    pile_backend_layernorm_fwd(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid2, param(m, lt(l, T_LN2_W)),
+                               param(m, lt(l, T_LN2_B)), N, C);
+    pile_backend_matmul_fwd(be, a->fch, a->ln2, param(m, lt(l, T_FC_W)), param(m, lt(l, T_FC_B)), N, C, 4 * C);
+    pile_backend_gelu_fwd(be, a->fch_gelu, a->fch, 4 * NC);
+    if (!whole) return;
+    pile_backend_matmul_fwd(be, a->resid3, a->fch_gelu, param(m, lt(l, T_FC_PROJ_W)), param(m, lt(l, T_FC_PROJ_B)),
+                            N, 4 * C, C);
+    if (drop) pile_backend_dropout(be, a->resid3, NC, p, site_seed(seed, l, SITE_MLP));
+    pile_backend_add(be, a->resid3, a->resid2, a->resid3, NC);
+}
+
 int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uint64_t dropout_seed,
                        float grad_scale, pile_fwd_stats *stats, pile_err *err)
 {
@@ -449,7 +541,7 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
     m->bwd_ready = 0;
     m->logits_valid = 0;
     PILE_FORWARD_IF_ERR(check_batch(m, batch, err));
-    const int B = batch->B, T = batch->T, C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer;
+    const int B = batch->B, T = batch->T, C = m->cfg.n_embd, L = m->cfg.n_layer;
     const int N = B * T, V = m->cfg.vocab_size, Vp = m->Vp;
     const size_t NC = (size_t)N * (size_t)C;
     const float p = m->cfg.dropout;
@@ -467,26 +559,8 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
     if (drop) pile_backend_dropout(be, m->encoded, NC, p, site_seed(dropout_seed, -1, SITE_EMBED));
     const float *x = m->encoded;
     for (int l = 0; l < L; l++) {
-        layer_acts *a = &m->layers[l];
-        pile_backend_layernorm_fwd(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, param(m, lt(l, T_LN1_W)),
-                                   param(m, lt(l, T_LN1_B)), N, C);
-        pile_backend_matmul_fwd(be, a->qkv, a->ln1, param(m, lt(l, T_ATTN_W)), param(m, lt(l, T_ATTN_B)), N, C,
-                                3 * C);
-        pile_backend_attention_fwd(be, a->atty, a->att, a->qkv, doc, B, T, C, NH);
-        pile_backend_matmul_fwd(be, a->attproj, a->atty, param(m, lt(l, T_ATTN_PROJ_W)),
-                                param(m, lt(l, T_ATTN_PROJ_B)), N, C, C);
-        if (drop) pile_backend_dropout(be, a->attproj, NC, p, site_seed(dropout_seed, l, SITE_ATTN));
-        pile_backend_add(be, a->resid2, x, a->attproj, NC);
-        pile_backend_layernorm_fwd(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid2, param(m, lt(l, T_LN2_W)),
-                                   param(m, lt(l, T_LN2_B)), N, C);
-        pile_backend_matmul_fwd(be, a->fch, a->ln2, param(m, lt(l, T_FC_W)), param(m, lt(l, T_FC_B)), N, C,
-                                4 * C);
-        pile_backend_gelu_fwd(be, a->fch_gelu, a->fch, 4 * NC);
-        pile_backend_matmul_fwd(be, a->fcproj, a->fch_gelu, param(m, lt(l, T_FC_PROJ_W)),
-                                param(m, lt(l, T_FC_PROJ_B)), N, 4 * C, C);
-        if (drop) pile_backend_dropout(be, a->fcproj, NC, p, site_seed(dropout_seed, l, SITE_MLP));
-        pile_backend_add(be, a->resid3, a->resid2, a->fcproj, NC);
-        x = a->resid3;
+        block_fwd(m, l, x, B, T, doc, drop, dropout_seed, 1);
+        x = m->layers[l].resid3;
     }
     const size_t nt = m->n_tensors;
     pile_backend_layernorm_fwd(be, m->lnf, m->lnf_mean, m->lnf_rstd, x, param(m, (int)nt - 2),
@@ -551,15 +625,24 @@ int pile_model_backward(pile_model *m, pile_err *err)
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *a = &m->layers[l];
         const float *x = l > 0 ? m->layers[l - 1].resid3 : m->encoded;
+        if (m->cfg.recompute == PILE_RECOMPUTE_BLOCK) {
+            block_fwd(m, l, x, B, T, doc, m->last_dropout, m->last_seed, 0);
+        } else if (m->cfg.recompute == PILE_RECOMPUTE_GELU) {
+            pile_backend_matmul_fwd(be, a->fch, a->ln2, param(m, lt(l, T_FC_W)), param(m, lt(l, T_FC_B)), N, C,
+                                    4 * C);
+            pile_backend_gelu_fwd(be, a->fch_gelu, a->fch, 4 * NC);
+        }
         /* MLP branch: resid3 = resid2 + dropout(c_proj(gelu(c_fc(ln_2(resid2))))) */
         const float *dproj = branch_grad(m, dres, NC, l, SITE_MLP);
         pile_backend_zero(be, m->dwide, 4 * NC * sizeof(float));
         pile_backend_matmul_bwd(be, m->dwide, grad(m, lt(l, T_FC_PROJ_W)), grad(m, lt(l, T_FC_PROJ_B)), dproj,
                                 a->fch_gelu, param(m, lt(l, T_FC_PROJ_W)), N, 4 * C, C);
-        pile_backend_zero(be, m->dwide2, 4 * NC * sizeof(float));
-        pile_backend_gelu_bwd(be, m->dwide2, a->fch, m->dwide, 4 * NC);
+        /* fch_gelu has served: it takes d(fch) */
+        float *dfch = a->fch_gelu;
+        pile_backend_zero(be, dfch, 4 * NC * sizeof(float));
+        pile_backend_gelu_bwd(be, dfch, a->fch, m->dwide, 4 * NC);
         pile_backend_zero(be, m->dsmall, NC * sizeof(float));
-        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_FC_W)), grad(m, lt(l, T_FC_B)), m->dwide2, a->ln2,
+        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_FC_W)), grad(m, lt(l, T_FC_B)), dfch, a->ln2,
                                 param(m, lt(l, T_FC_W)), N, C, 4 * C);
         pile_backend_layernorm_bwd(be, dres, grad(m, lt(l, T_LN2_W)), grad(m, lt(l, T_LN2_B)), m->dsmall,
                                    a->resid2, param(m, lt(l, T_LN2_W)), a->ln2_mean, a->ln2_rstd, N, C);
@@ -570,7 +653,8 @@ int pile_model_backward(pile_model *m, pile_err *err)
                                 dproj, a->atty, param(m, lt(l, T_ATTN_PROJ_W)), N, C, C);
         float *dqkv = m->dwide; /* [N, 3C] fits in the [N, 4C] scratch */
         pile_backend_zero(be, dqkv, 3 * NC * sizeof(float));
-        pile_backend_attention_bwd(be, dqkv, m->datt, m->dsmall, a->qkv, a->att, doc, B, T, C, NH);
+        pile_backend_attention_bwd(be, dqkv, m->att_scratch, m->dsmall, a->qkv, a->atty, a->att_saved, doc, B, T, C,
+                                   NH);
         pile_backend_zero(be, m->dsmall, NC * sizeof(float));
         pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_ATTN_W)), grad(m, lt(l, T_ATTN_B)), dqkv, a->ln1,
                                 param(m, lt(l, T_ATTN_W)), N, C, 3 * C);
@@ -580,6 +664,7 @@ int pile_model_backward(pile_model *m, pile_err *err)
     /* embedding: encoded = dropout(wte[tok] + wpe[t]); dres is free to mask in place */
     if (m->last_dropout) pile_backend_dropout(be, dres, NC, m->cfg.dropout, site_seed(m->last_seed, -1, SITE_EMBED));
     pile_backend_embed_bwd(be, grad(m, T_WTE), grad(m, T_WPE), dres, m->tokens, B, T, C);
+    m->bwd_ready = 0; /* the activations it read are spent (fch_gelu took gradients) */
     return 0;
 }
 

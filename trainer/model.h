@@ -11,7 +11,11 @@
  * never receive a gradient, and are not saved.
  *
  * Activations for up to max_batch x seq_len positions are allocated at
- * create; a forward may use any B <= max_batch and T <= seq_len. */
+ * create; a forward may use any B <= max_batch and T <= seq_len. What the
+ * backward needs is either kept from the forward or recomputed in the
+ * backward (pile_recompute): less memory for more time, with the same loss
+ * and the same gradient bits. Attention keeps only what the backend asks
+ * for (pile_backend_attention_saved_bytes), never [T, T] probabilities. */
 #ifndef PILE_MODEL_H
 #define PILE_MODEL_H
 
@@ -25,6 +29,22 @@
 extern "C" {
 #endif
 
+/* What the backward recomputes instead of keeping from the forward. The
+ * recomputation repeats the forward's calls (dropout masks included), so
+ * losses and gradients are bit for bit those of PILE_RECOMPUTE_NONE.
+ * Activations kept per layer and position, in floats (C = n_embd): */
+typedef enum pile_recompute {
+    PILE_RECOMPUTE_NONE = 0,  /* 16 C + 4 + attention's saved state */
+    PILE_RECOMPUTE_GELU = 1,  /* 8 C + 4 + saved: the MLP's c_fc output and its GELU are recomputed
+                                 from ln_2's output (one [N, C] x [C, 4C] product more per layer) */
+    PILE_RECOMPUTE_BLOCK = 2, /* C: only each block's output; the block's forward (but its last
+                                 product) is rerun from its input before its backward */
+} pile_recompute;
+
+/* "none", "gelu", "block" to the enum: 0, or PILE_EINVAL naming the choices. */
+int pile_model_recompute_parse(const char *name, pile_recompute *out, pile_err *err);
+const char *pile_model_recompute_name(pile_recompute r);
+
 typedef struct pile_model_config {
     int vocab_size;   /* real vocabulary (from the shards' tokenizer) */
     int n_positions;  /* context length the position table covers */
@@ -32,6 +52,7 @@ typedef struct pile_model_config {
     int n_head;
     int n_embd;       /* multiple of n_head */
     float dropout;    /* embedding and residual dropout; 0 = none */
+    pile_recompute recompute; /* memory against time; never changes results */
 } pile_model_config;
 
 /* Fills dims from a preset name: "tiny" (2 layers, 2 heads, 64), "small"
@@ -105,7 +126,9 @@ typedef struct pile_fwd_stats {
  * when grad_scale == 0. */
 int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uint64_t dropout_seed,
                        float grad_scale, pile_fwd_stats *stats, pile_err *err);
-/* Accumulates (+=) the gradient of the last forward into the grads buffer. */
+/* Accumulates (+=) the gradient of the last forward into the grads buffer.
+ * Once per training forward (it consumes activations): a second call
+ * without a new forward is PILE_EINVAL. */
 int pile_model_backward(pile_model *m, pile_err *err);
 void pile_model_zero_grad(pile_model *m);
 
