@@ -556,6 +556,7 @@ static void test_check(void)
     BAD((c.precision = PILE_PRECISION_FP16, c.loss_scale_window = 0), "loss_scale_window");
     BAD((c.precision = PILE_PRECISION_FP16, c.hysteresis = 0), "hysteresis");
     BAD((c.learning_rate = 1e-3, c.min_lr = 2e-3), "min_lr 0.002 is above learning_rate 0.001");
+    BAD(snprintf(c.recompute, sizeof c.recompute, "all"), "recompute mode 'all'");
 #undef BAD
     /* the fp16 settings are not checked for another precision (as DeepSpeed) */
     pile_train_config_defaults(&c);

@@ -2,8 +2,8 @@
 # pile-trainer's command line on shards of the bundled sample (bytes
 # tokenizer, 64-token rows): help and exit codes, configuration resolution,
 # a short training run's checkpoints and metrics, bit-exact resume after
-# SIGTERM, refusals (no checkpoint, a used folder, changed settings, another
-# tokenizer, divergence), damaged shards (a row failing its checksum stops
+# SIGTERM, --recompute giving the same losses, refusals (no checkpoint, a
+# used folder, changed settings, another tokenizer, divergence), damaged shards (a row failing its checksum stops
 # the run before its use, or is skipped and counted; version 1 shards),
 # eval against the run's own validation, sampling; nothing lost: one run
 # per folder, SIGUSR1/SIGHUP and exit 75, owed validations, damaged
@@ -169,6 +169,20 @@ if cmp -s a.loss b.loss; then
 else
     not_ok "resumed run: train/loss equals the uninterrupted run's" "$(diff a.loss b.loss | head -n 6 | tr '\n' '|')"
 fi
+
+# --- --recompute trades time for memory, never results
+run "$TR" $COMMON --eval_interval 5 --recompute block --checkpoint_dir R
+expect "--recompute block: 12 steps" 0 "trained 12 of 12 steps"
+losses R/metrics.jsonl > r.loss
+if cmp -s a.loss r.loss; then
+    ok "--recompute block: every step's train/loss equals the plain run's, bit for bit"
+else
+    not_ok "--recompute block: train/loss equals the plain run's" "$(diff a.loss r.loss | head -n 6 | tr '\n' '|')"
+fi
+check "--recompute block: the same validation loss at step 10" \
+    test "$(val_at R/metrics.jsonl 10 val/loss)" = "$(val_at A/metrics.jsonl 10 val/loss)"
+run "$TR" --recompute all --print-config
+expect "--recompute refuses an unknown mode (exit 2), listing the modes" 2 "unknown recompute mode 'all'.*block"
 
 # --- a second signal quits at once: both arrive while the process is
 # stopped, so the handler sees them in turn whatever the timing. SIGINT is

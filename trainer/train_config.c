@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "model.h"
 #include "pile_json.h"
 
 typedef enum ftype { T_STR, T_INT, T_I64, T_U64, T_DBL, T_FLT, T_BOOL, T_PREC } ftype;
@@ -82,6 +83,9 @@ static const field fields[] = {
     FIELD(backend, NULL, T_STR, R_ANY, "compute backend"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
     FIELD(precision, NULL, T_PREC, R_ANY, "fp32, bf16 or fp16 (the cpu backend trains in fp32 for now)"),
+    FIELD(recompute, NULL, T_STR, R_ANY,
+          "none, gelu (the MLP's c_fc output and GELU) or block (all of a block but its output): recomputed in "
+          "the backward instead of kept; less memory, the same results"),
     FIELD(world_size, NULL, T_INT, R_POS, "processes training together"),
     FIELD(zero_stage, NULL, T_INT, R_NONNEG, "DeepSpeed ZeRO stage (kept for later backends)"),
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY, "optimizer state offload (kept for later backends)"),
@@ -153,6 +157,7 @@ void pile_train_config_defaults(pile_train_config *c)
     snprintf(c->checkpoint_dir, sizeof c->checkpoint_dir, "./checkpoints");
     snprintf(c->model, sizeof c->model, "tiny");
     snprintf(c->backend, sizeof c->backend, "cpu");
+    snprintf(c->recompute, sizeof c->recompute, "none");
     c->batch_size = 8;
     c->accumulation_steps = 1;
     c->learning_rate = 6e-4;
@@ -992,6 +997,9 @@ int pile_train_config_check(const pile_train_config *c, pile_err *err)
     pile_loss_scaler_config ls;
     pile_train_config_loss_scaler(c, &ls);
     if (c->precision == PILE_PRECISION_FP16) PILE_FORWARD_IF_ERR(pile_loss_scaler_config_check(&ls, err));
+    pile_recompute rc;
+    if (memchr(c->recompute, '\0', sizeof c->recompute))
+        PILE_FORWARD_IF_ERR(pile_model_recompute_parse(c->recompute, &rc, err));
     PILE_RETURN_IF(!c->data[0], err, PILE_EINVAL, "data must name a folder");
     PILE_RETURN_IF(!c->checkpoint_dir[0], err, PILE_EINVAL, "checkpoint_dir must name a folder");
     return 0;

@@ -70,6 +70,7 @@ typedef struct pile_train_config {
     char backend[32];          /* "cpu" */
     int threads;               /* 0 = every usable core */
     pile_precision precision;  /* fp32 on the CPU */
+    char recompute[8];         /* "none", "gelu" or "block" (pile_recompute): memory against time */
     int world_size;            /* from the launcher; 1 */
 
     /* read from ds_config.json, kept for the backends that will use them */

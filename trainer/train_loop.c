@@ -921,6 +921,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     mc.vocab_size = (int)info->vocab_size;
     mc.n_positions = t->T;
     mc.dropout = c->dropout;
+    PILE_FORWARD_IF_ERR(pile_model_recompute_parse(c->recompute, &mc.recompute, err));
 
     /* schedule */
     uint64_t per_step = (uint64_t)c->batch_size * (uint64_t)c->accumulation_steps;
