@@ -1042,6 +1042,19 @@ static void test_open_alloc(void)
     memset(p, 7, 1000);
     pile_backend_zero(b, p + 10, 20);
     ASSERT(p[9] == 7 && p[10] == 0 && p[29] == 0 && p[30] == 7);
+    /* a big one (its own mapping on the cpu backend): zeroed, aligned, counted */
+    size_t nbig = ((size_t)5 << 20) + 3;
+    unsigned char *big = pile_backend_alloc(b, nbig);
+    ASSERT(big != NULL);
+    if (big) {
+        ASSERT_EQ((uintptr_t)big % 64, 0);
+        ASSERT_EQ(pile_backend_bytes_in_use(b), 1003 + nbig);
+        size_t bnz = 0;
+        for (size_t i = 0; i < nbig; i += 4093) bnz += big[i] != 0;
+        ASSERT_EQ(bnz + big[nbig - 1], 0);
+        memset(big, 1, nbig);
+        pile_backend_free(b, big);
+    }
     pile_backend_free(b, p);
     ASSERT_EQ(pile_backend_bytes_in_use(b), 3);
     pile_backend_free(b, q);
@@ -1102,7 +1115,7 @@ int main(void)
 {
     pile_err err;
     pile_test_rng_state = 20240607;
-    TEST("open, alloc, free, bytes in use, unknown name");
+    TEST("open, alloc (small and big), free, bytes in use, unknown name");
     test_open_alloc();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);

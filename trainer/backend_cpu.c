@@ -72,6 +72,18 @@ typedef struct {
  * was a million minor faults and most of a short run's system time. */
 #define BIG_ALLOC ((size_t)4 << 20)
 #define HUGE_PAGE ((size_t)2 << 20)
+/* AddressSanitizer checks malloc'ed memory only: keep it all there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define USE_MAP 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define USE_MAP 0
+#endif
+#endif
+#ifndef USE_MAP
+#define USE_MAP 1
+#endif
+_Static_assert(sizeof(alloc_head) <= ALIGN, "the allocation header fits before the 64-byte aligned block");
 
 /* exp(x) for float as Cephes' expf computes it (range reduction by ln 2
  * split in two parts, degree-6 polynomial, 2^n built in the exponent
@@ -206,7 +218,7 @@ void *pile_backend_alloc(pile_backend *be, size_t bytes)
     if (bytes > SIZE_MAX - 2 * ALIGN) return NULL;
     alloc_head head = {bytes, NULL, 0};
     unsigned char *base;
-    if (bytes >= BIG_ALLOC) {
+    if (USE_MAP && bytes >= BIG_ALLOC) {
         base = map_big(bytes, &head);
         if (!base) return NULL;
     } else {
