@@ -8,7 +8,10 @@
 # kept (the machine is shared); within a run, the median step time after
 # the first WARM steps.
 #
-#   bench/train-cpu.sh [BUILD_DIR]     (default: build-bench-train beside the sources)
+#   bench/train-cpu.sh [BUILD_DIR [OLD_BUILD_DIR]]   (default: build-bench-train beside the sources)
+# With OLD_BUILD_DIR (an earlier build's folder, e.g. of the main branch),
+# its pile-trainer runs beside ours in every repeat, for before/after
+# figures from one session.
 # Env: PILE_BENCH_CORPUS (.jsonl(.zst) folder with train/ and val.jsonl.zst;
 # default data/sample), PILE_BENCH_TOK (bpe: a BPE trained by pile-tok with
 # PILE_BENCH_VOCAB tokens, default 8192; or bytes), PILE_BENCH_THREADS (thread
@@ -20,6 +23,7 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build-bench-train}
+OLD=${2:-}
 CORPUS=${PILE_BENCH_CORPUS:-$ROOT/data/sample}
 TOK=${PILE_BENCH_TOK:-bpe}
 VOCAB=${PILE_BENCH_VOCAB:-8192}
@@ -35,6 +39,7 @@ if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
 fi
 ninja -C "$BUILD" preprocess/pile-prep trainer/pile-trainer tools/pile-tok >&2
+[ -z "$OLD" ] || ninja -C "$OLD" trainer/pile-trainer >&2
 PREP=$BUILD/preprocess/pile-prep
 TRAINER=$BUILD/trainer/pile-trainer
 PTOK=$BUILD/tools/pile-tok
@@ -57,10 +62,10 @@ echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $
 echo "tokenizer: $TOK ($spec), batch $BATCH x seq $SEQ, threads $THREADS_LIST, $STEPS steps per run (median after $WARM), median of $REPEAT runs"
 echo
 
-# ours MODEL: median ms/step of one pile-trainer run, from metrics.jsonl's per-step times
+# ours MODEL [TRAINER]: median ms/step of one pile-trainer run, from metrics.jsonl's per-step times
 ours() {
     rm -rf "$TMP/ck"
-    "$TRAINER" train --data "$TMP/shards" --checkpoint_dir "$TMP/ck" --model "$1" --batch_size "$BATCH" \
+    "${2:-$TRAINER}" train --data "$TMP/shards" --checkpoint_dir "$TMP/ck" --model "$1" --batch_size "$BATCH" \
         --max_length "$SEQ" --max_steps "$STEPS" --eval_interval 1000000 --eval_rows 1 --threads "$THREADS" \
         --learning_rate 3e-4 >/dev/null 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
     python3 "$ROOT/bench/step_ms.py" "$TMP/ck/metrics.jsonl" "$WARM"
@@ -106,23 +111,37 @@ EOF
 
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
-echo "| model | params | threads | pile-trainer ms/step | tokens/s | PyTorch ms/step | tokens/s | torch / ours (time) | runs (ours; torch) |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+if [ -n "$OLD" ]; then
+    echo "old: $OLD (the columns \"old\" and \"new / old\")"
+    echo
+    echo "| model | params | threads | old ms/step | pile-trainer ms/step | tokens/s | new / old (time) | PyTorch ms/step | torch / ours (time) | runs (old; ours; torch) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+else
+    echo "| model | params | threads | pile-trainer ms/step | tokens/s | PyTorch ms/step | tokens/s | torch / ours (time) | runs (ours; torch) |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+fi
 for m in $MODELS; do
   for THREADS in $THREADS_LIST; do
-    o= t=
+    o= t= p=
     for r in $(seq "$REPEAT"); do
+        [ -z "$OLD" ] || p="$p $(ours "$m" "$OLD/trainer/pile-trainer")"
         o="$o $(ours "$m")"
         t="$t $(torch_ms "$m")"
     done
-    o=$(echo $o) t=$(echo $t)
+    o=$(echo $o) t=$(echo $t) p=$(echo $p)
     om=$(echo "$o" | median)
     tm=$(echo "$t" | median)
     params=$(python3 -c "
 import json; c = json.load(open('$TMP/ck/step-$(printf %07d "$STEPS")/config.json'))
 V, P, L, C = c['vocab_size'], c['n_positions'], c['n_layer'], c['n_embd']
 print('%.2fM' % ((V * C + P * C + L * (12 * C * C + 13 * C) + 2 * C) / 1e6))" 2>/dev/null || echo '?')
-    awk -v m="$m" -v p="$params" -v th="$THREADS" -v o="$om" -v t="$tm" -v bt=$((BATCH * SEQ)) -v ro="$o" -v rt="$t" 'BEGIN {
-        printf "| %s | %s | %s | %.1f | %.0f | %.1f | %.0f | %.2fx | %s; %s |\n", m, p, th, o, bt / o * 1000, t, bt / t * 1000, t / o, ro, rt }'
+    if [ -n "$OLD" ]; then
+        pm=$(echo "$p" | median)
+        awk -v m="$m" -v p="$params" -v th="$THREADS" -v q="$pm" -v o="$om" -v t="$tm" -v bt=$((BATCH * SEQ)) -v rp="$p" -v ro="$o" -v rt="$t" 'BEGIN {
+            printf "| %s | %s | %s | %.1f | %.1f | %.0f | %.3f | %.1f | %.2fx | %s; %s; %s |\n", m, p, th, q, o, bt / o * 1000, o / q, t, t / o, rp, ro, rt }'
+    else
+        awk -v m="$m" -v p="$params" -v th="$THREADS" -v o="$om" -v t="$tm" -v bt=$((BATCH * SEQ)) -v ro="$o" -v rt="$t" 'BEGIN {
+            printf "| %s | %s | %s | %.1f | %.0f | %.1f | %.0f | %.2fx | %s; %s |\n", m, p, th, o, bt / o * 1000, t, bt / t * 1000, t / o, ro, rt }'
+    fi
   done
 done
