@@ -1,10 +1,11 @@
-/* The CPU fp32 reference backend (backend.h): matmuls and the two batched
+/* The CPU fp32 reference backend (backend.h): matmuls and the block
  * products inside attention go to OpenBLAS's sgemm (runtime-dispatched to
  * the CPU's widest vectors), everything else is OpenMP loops over rows or
  * elements. Every reduction this file does itself (bias, LayerNorm weight,
- * embedding and sum-of-squares sums) runs in an order that depends on
- * neither the schedule nor the thread count, so these ops give the same bits
- * with any number of threads; only sgemm's results may depend on it. */
+ * embedding and sum-of-squares sums, attention's blocks) runs in an order
+ * that depends on neither the schedule nor the thread count, so these ops
+ * give the same bits with any number of threads; only the multithreaded
+ * sgemm calls of the matmuls may depend on it. */
 #include <math.h>
 #include <omp.h>
 #include <sched.h>
@@ -200,7 +201,7 @@ int pile_backend_rank(const pile_backend *be)
 
 static void *map_big(size_t bytes, alloc_head *head)
 {
-    if (bytes > SIZE_MAX - ALIGN - HUGE_PAGE) return NULL;
+    if (bytes > SIZE_MAX / 2) return NULL; /* no address space maps it; len below cannot wrap */
     size_t len = (ALIGN + bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE + HUGE_PAGE;
     unsigned char *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED) return NULL;
