@@ -61,14 +61,9 @@ run() {
     if (ulimit -v "$mem_kb" && /usr/bin/time -v -o "$TMP/time" "$tr" train --data "$sh" --checkpoint_dir "$TMP/ck" \
         --model "$MODEL" --batch_size "$b" --max_length "$t" --max_steps "$STEPS" --doc-mask --eval_rows 8 \
         --threads "$THREADS" $flag >/dev/null 2>"$TMP/err"); then
-        step=$(python3 - "$TMP/ck/metrics.jsonl" <<'EOF'
-import json, statistics, sys
-t = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-t = [r["time"] for r in t if "train/loss" in r]
-d = [b - a for a, b in zip(t, t[1:])]
-print("%.1f" % statistics.median(d) if d else "nan")
-EOF
-)
+        step=nan
+        [ "$STEPS" -lt 2 ] || step=$(python3 "$ROOT/bench/step_ms.py" "$TMP/ck/metrics.jsonl" 0 |
+            awk '{printf "%.1f", $1 / 1000}')
         note=
     else
         step=nan
