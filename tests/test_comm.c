@@ -1,0 +1,449 @@
+/* Tests of pile_comm (trainer/comm/comm.h): the "single" communicator on
+ * every call, shape and element type (values come back bit for bit, NaN
+ * payloads and negative zeros included; copies only where the result
+ * lives elsewhere), counts of 0, and each refusal. A test table standing
+ * for rank 1 of 2 or 3 (comm_internal.h) drives what one rank cannot
+ * show: counts that do not divide over the ranks, a root out of range,
+ * the in-place shares of other ranks, partitions, and that a refused call
+ * never reaches the implementation. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "comm/comm.h"
+#include "comm/comm_internal.h"
+#include "pile_test.h"
+
+#define OK(expr, errp)                                                                 \
+    do {                                                                               \
+        int ok_rc_ = (expr);                                                           \
+        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg); \
+    } while (0)
+
+/* expr fails with PILE_EINVAL and a message holding `word`. */
+#define REFUSED(expr, errp, word)                                                                       \
+    do {                                                                                                \
+        (errp)->msg[0] = '\0';                                                                          \
+        int r_rc_ = (expr);                                                                             \
+        if (r_rc_ != PILE_EINVAL || !strstr((errp)->msg, (word)))                                       \
+            PILE_FAIL_("%s returned %d (%s), want PILE_EINVAL naming '%s'", #expr, r_rc_, (errp)->msg, \
+                       (word));                                                                         \
+    } while (0)
+
+/* Bit patterns no arithmetic would keep: a NaN with a payload, -0, the
+ * infinities, a subnormal. */
+static void fill_f32(float *x, size_t n, uint32_t salt)
+{
+    static const uint32_t special[] = {0x7fc01234u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x00000001u};
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b = i < 5 ? special[i] : (uint32_t)(i * 2654435761u) ^ salt;
+        memcpy(&x[i], &b, 4);
+    }
+}
+
+static void fill_u16(uint16_t *x, size_t n, uint16_t salt)
+{
+    for (size_t i = 0; i < n; i++) x[i] = (uint16_t)(i * 40503u) ^ salt;
+}
+
+/* ------------------------------------------------------------ single */
+
+static void test_open(void)
+{
+    TEST("single: open, name, rank 0 of 1; unknown names refused, naming what there is");
+    pile_err err;
+    pile_comm *c = NULL;
+    OK(pile_comm_open(&c, "single", &err), &err);
+    ASSERT(c != NULL);
+    if (!c) return;
+    ASSERT_STR_EQ(pile_comm_name(c), "single");
+    ASSERT_EQ(pile_comm_rank(c), 0);
+    ASSERT_EQ(pile_comm_world_size(c), 1);
+    pile_comm_close(c);
+    pile_comm_close(NULL);
+
+    pile_comm *bad = (pile_comm *)&err; /* must be reset to NULL */
+    ASSERT_EQ(pile_comm_open(&bad, "nccl", &err), PILE_EINVAL);
+    ASSERT(bad == NULL);
+    ASSERT_STR_EQ(err.msg, "unknown communicator 'nccl' (this build has: single)");
+    bad = (pile_comm *)&err;
+    ASSERT_EQ(pile_comm_open(&bad, NULL, &err), PILE_EINVAL);
+    ASSERT(bad == NULL);
+    REFUSED(pile_comm_open(&bad, "", &err), &err, "unknown communicator ''");
+}
+
+static void test_dtype_and_partition(void)
+{
+    TEST("single: element sizes; the partition of n is [0, n)");
+    ASSERT_EQ(pile_comm_dtype_size(PILE_COMM_F32), 4);
+    ASSERT_EQ(pile_comm_dtype_size(PILE_COMM_BF16), 2);
+    ASSERT_EQ(pile_comm_dtype_size(PILE_COMM_F16), 2);
+    ASSERT_EQ(pile_comm_dtype_size((pile_comm_dtype)7), 0);
+    pile_err err;
+    pile_comm *c = NULL;
+    OK(pile_comm_open(&c, "single", &err), &err);
+    if (!c) return;
+    static const size_t ns[] = {0, 1, 7, 124439808};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        size_t off = 99, cnt = 99;
+        pile_comm_partition(c, ns[i], &off, &cnt);
+        ASSERT_EQ(off, 0);
+        ASSERT_EQ(cnt, ns[i]);
+    }
+    pile_comm_close(c);
+}
+
+static void test_allreduce(void)
+{
+    TEST("single: allreduce sum and max of fp32 leave every bit; scalars too; count 0 takes NULL");
+    pile_err err;
+    pile_comm *c = NULL;
+    OK(pile_comm_open(&c, "single", &err), &err);
+    if (!c) return;
+    static const size_t ns[] = {1, 5, 17, 4096};
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+        float x[4096], want[4096];
+        fill_f32(x, ns[k], (uint32_t)k);
+        memcpy(want, x, ns[k] * sizeof *x);
+        OK(pile_comm_allreduce(c, x, ns[k], PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+        ASSERT_MEM_EQ(x, want, ns[k] * sizeof *x);
+        OK(pile_comm_allreduce(c, x, ns[k], PILE_COMM_F32, PILE_COMM_MAX, NULL, &err), &err);
+        ASSERT_MEM_EQ(x, want, ns[k] * sizeof *x);
+    }
+    OK(pile_comm_allreduce(c, NULL, 0, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+
+    double d[4] = {3.5, -0.0, NAN, INFINITY}, dwant[4];
+    memcpy(dwant, d, sizeof d);
+    OK(pile_comm_allreduce_f64(c, d, 4, PILE_COMM_SUM, &err), &err);
+    OK(pile_comm_allreduce_f64(c, d, 4, PILE_COMM_MAX, &err), &err);
+    ASSERT_MEM_EQ(d, dwant, sizeof d);
+    int64_t v[3] = {INT64_MIN, 0, INT64_MAX}, vwant[3];
+    memcpy(vwant, v, sizeof v);
+    OK(pile_comm_allreduce_i64(c, v, 3, PILE_COMM_SUM, &err), &err);
+    OK(pile_comm_allreduce_i64(c, v, 3, PILE_COMM_MAX, &err), &err);
+    ASSERT_MEM_EQ(v, vwant, sizeof v);
+    OK(pile_comm_allreduce_f64(c, NULL, 0, PILE_COMM_SUM, &err), &err);
+    OK(pile_comm_allreduce_i64(c, NULL, 0, PILE_COMM_MAX, &err), &err);
+    pile_comm_close(c);
+}
+
+static void test_copies(void)
+{
+    TEST("single: reduce-scatter and all-gather copy (any dtype for all-gather), in place leaves the buffer");
+    pile_err err;
+    pile_comm *c = NULL;
+    OK(pile_comm_open(&c, "single", &err), &err);
+    if (!c) return;
+    static const size_t ns[] = {1, 3, 64, 1000};
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+        const size_t n = ns[k];
+        float in[1000], out[1001], keep[1000];
+        fill_f32(in, n, 0x55u + (uint32_t)k);
+        memcpy(keep, in, n * sizeof *in);
+        memset(out, 0xAB, sizeof out);
+        OK(pile_comm_reduce_scatter(c, out, in, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+        ASSERT_MEM_EQ(out, in, n * sizeof *in);
+        ASSERT_MEM_EQ(in, keep, n * sizeof *in);
+        ASSERT_EQ(((unsigned char *)out)[n * sizeof *out], 0xAB); /* nothing past the share */
+        OK(pile_comm_reduce_scatter(c, in, in, n, PILE_COMM_F32, PILE_COMM_MAX, NULL, &err), &err);
+        ASSERT_MEM_EQ(in, keep, n * sizeof *in);
+        memset(out, 0xAB, sizeof out);
+        OK(pile_comm_all_gather(c, out, in, n, PILE_COMM_F32, NULL, &err), &err);
+        ASSERT_MEM_EQ(out, in, n * sizeof *in);
+        ASSERT_EQ(((unsigned char *)out)[n * sizeof *out], 0xAB);
+        OK(pile_comm_all_gather(c, in, in, n, PILE_COMM_F32, NULL, &err), &err);
+        ASSERT_MEM_EQ(in, keep, n * sizeof *in);
+
+        /* 16-bit elements as raw 2-byte values: every pattern kept, NaNs too */
+        const pile_comm_dtype d16[] = {PILE_COMM_BF16, PILE_COMM_F16};
+        for (int t = 0; t < 2; t++) {
+            uint16_t h[1000], hout[1001];
+            fill_u16(h, n, (uint16_t)(0x7e01u + t));
+            memset(hout, 0xAB, sizeof hout);
+            OK(pile_comm_all_gather(c, hout, h, n, d16[t], NULL, &err), &err);
+            ASSERT_MEM_EQ(hout, h, n * sizeof *h);
+            ASSERT_EQ(hout[n], 0xABAB);
+        }
+    }
+    OK(pile_comm_reduce_scatter(c, NULL, NULL, 0, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+    OK(pile_comm_all_gather(c, NULL, NULL, 0, PILE_COMM_BF16, NULL, &err), &err);
+    pile_comm_close(c);
+}
+
+static void test_broadcast(void)
+{
+    TEST("single: broadcast from rank 0 leaves the buffer, every dtype; another root refused");
+    pile_err err;
+    pile_comm *c = NULL;
+    OK(pile_comm_open(&c, "single", &err), &err);
+    if (!c) return;
+    float x[9], keep[9];
+    fill_f32(x, 9, 3);
+    memcpy(keep, x, sizeof x);
+    OK(pile_comm_broadcast(c, x, 9, PILE_COMM_F32, 0, NULL, &err), &err);
+    ASSERT_MEM_EQ(x, keep, sizeof x);
+    uint16_t h[9], hkeep[9];
+    fill_u16(h, 9, 0x7c00u);
+    memcpy(hkeep, h, sizeof h);
+    OK(pile_comm_broadcast(c, h, 9, PILE_COMM_BF16, 0, NULL, &err), &err);
+    OK(pile_comm_broadcast(c, h, 9, PILE_COMM_F16, 0, NULL, &err), &err);
+    ASSERT_MEM_EQ(h, hkeep, sizeof h);
+    OK(pile_comm_broadcast(c, NULL, 0, PILE_COMM_F32, 0, NULL, &err), &err);
+    REFUSED(pile_comm_broadcast(c, x, 9, PILE_COMM_F32, 1, NULL, &err), &err,
+            "cannot broadcast from rank 1: the world has ranks 0 to 0");
+    REFUSED(pile_comm_broadcast(c, x, 9, PILE_COMM_F32, -1, NULL, &err), &err, "from rank -1");
+    ASSERT_MEM_EQ(x, keep, sizeof x);
+    pile_comm_close(c);
+}
+
+static void test_refusals(void)
+{
+    TEST("single: wrong calls refused before anything is touched");
+    pile_err err;
+    pile_comm *c = NULL;
+    OK(pile_comm_open(&c, "single", &err), &err);
+    if (!c) return;
+    float x[8], keep[8], out[8];
+    fill_f32(x, 8, 9);
+    memcpy(keep, x, sizeof x);
+    memset(out, 0, sizeof out);
+    /* 16-bit reductions: gradients are reduced in fp32 */
+    REFUSED(pile_comm_allreduce(c, x, 4, PILE_COMM_BF16, PILE_COMM_SUM, NULL, &err), &err,
+            "cannot allreduce bf16 elements: reductions take fp32");
+    REFUSED(pile_comm_reduce_scatter(c, out, x, 4, PILE_COMM_F16, PILE_COMM_SUM, NULL, &err), &err,
+            "cannot reduce-scatter fp16 elements");
+    /* unknown op and dtype */
+    REFUSED(pile_comm_allreduce(c, x, 8, PILE_COMM_F32, (pile_comm_op)2, NULL, &err), &err, "unknown operation 2");
+    REFUSED(pile_comm_allreduce(c, x, 8, (pile_comm_dtype)9, PILE_COMM_SUM, NULL, &err), &err,
+            "unknown element type 9");
+    REFUSED(pile_comm_all_gather(c, out, x, 8, (pile_comm_dtype)-1, NULL, &err), &err, "unknown element type -1");
+    REFUSED(pile_comm_allreduce_f64(c, (double *)out, 1, (pile_comm_op)-1, &err), &err, "unknown operation -1");
+    REFUSED(pile_comm_allreduce_i64(c, (int64_t *)out, 1, (pile_comm_op)5, &err), &err, "unknown operation 5");
+    /* no buffer */
+    REFUSED(pile_comm_allreduce(c, NULL, 3, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err,
+            "cannot allreduce 3 elements: no buffer");
+    REFUSED(pile_comm_reduce_scatter(c, NULL, x, 8, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err, "no buffer");
+    REFUSED(pile_comm_reduce_scatter(c, out, NULL, 8, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err, "no buffer");
+    REFUSED(pile_comm_all_gather(c, NULL, x, 8, PILE_COMM_F32, NULL, &err), &err, "cannot all-gather 8 elements");
+    REFUSED(pile_comm_broadcast(c, NULL, 2, PILE_COMM_F16, 0, NULL, &err), &err, "cannot broadcast 2 elements");
+    REFUSED(pile_comm_allreduce_f64(c, NULL, 2, PILE_COMM_SUM, &err), &err, "cannot allreduce 2 values: no buffer");
+    REFUSED(pile_comm_allreduce_i64(c, NULL, 1, PILE_COMM_MAX, &err), &err, "no buffer");
+    /* more bytes than a size_t counts */
+    REFUSED(pile_comm_allreduce(c, x, SIZE_MAX / 2, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err,
+            "more bytes than memory holds");
+    /* overlapping, not in place: x and x + 1 share 7 elements */
+    REFUSED(pile_comm_reduce_scatter(c, x + 1, x, 7, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err,
+            "cannot reduce-scatter: the buffers overlap, and not as rank 0's share of the whole (in place)");
+    REFUSED(pile_comm_reduce_scatter(c, x, x + 1, 7, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err, "overlap");
+    REFUSED(pile_comm_all_gather(c, x + 2, x, 4, PILE_COMM_F32, NULL, &err), &err,
+            "cannot all-gather: the buffers overlap");
+    /* adjacent is not overlapping */
+    OK(pile_comm_all_gather(c, x + 4, x, 4, PILE_COMM_F32, NULL, &err), &err);
+    ASSERT_MEM_EQ(x + 4, keep, 4 * sizeof *x);
+    ASSERT_MEM_EQ(x, keep, 4 * sizeof *x);
+    pile_comm_close(c);
+}
+
+/* -------------------------------------------- a rank of a larger world */
+
+/* Stands for rank `rank` of `world`: records the calls that reach it. */
+static int fake_rank = 1, fake_world = 2, fake_calls, fake_closed, fake_open_rc;
+static size_t fake_count;
+
+static int fake_open(void **impl, int *rank, int *world_size, pile_err *err)
+{
+    *impl = &fake_calls;
+    *rank = fake_rank;
+    *world_size = fake_world;
+    if (fake_open_rc < 0) return pile_err_set(err, fake_open_rc, "cannot reach the other ranks");
+    return 0;
+}
+
+static void fake_close(void *impl)
+{
+    if (impl == &fake_calls) fake_closed++;
+}
+
+static int fake_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
+                          pile_err *err)
+{
+    (void)impl, (void)buf, (void)dt, (void)op, (void)stream, (void)err;
+    fake_calls++;
+    fake_count = count;
+    return 0;
+}
+
+static int fake_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
+                               pile_comm_op op, void *stream, pile_err *err)
+{
+    (void)impl, (void)out, (void)in, (void)dt, (void)op, (void)stream, (void)err;
+    fake_calls++;
+    fake_count = count;
+    return 0;
+}
+
+static int fake_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
+                           pile_err *err)
+{
+    (void)impl, (void)out, (void)in, (void)dt, (void)stream, (void)err;
+    fake_calls++;
+    fake_count = count;
+    return 0;
+}
+
+static int fake_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
+                          pile_err *err)
+{
+    (void)impl, (void)buf, (void)dt, (void)root, (void)stream, (void)err;
+    fake_calls++;
+    fake_count = count;
+    return 0;
+}
+
+static int fake_allreduce_f64(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    (void)impl, (void)v, (void)op;
+    /* a failure of the transport comes back as the caller's error */
+    return n == 13 ? pile_err_set(err, PILE_EIO, "rank 0 went away") : (fake_calls++, 0);
+}
+
+static int fake_allreduce_i64(void *impl, int64_t *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    (void)impl, (void)v, (void)n, (void)op, (void)err;
+    fake_calls++;
+    return 0;
+}
+
+static const pile__comm_ops fake_ops = {
+    "fake",          fake_open,       fake_close,         fake_allreduce,     fake_reduce_scatter,
+    fake_all_gather, fake_broadcast, fake_allreduce_f64, fake_allreduce_i64,
+};
+
+static pile_comm *open_fake(int rank, int world, pile_err *err)
+{
+    fake_rank = rank;
+    fake_world = world;
+    fake_open_rc = 0;
+    pile_comm *c = NULL;
+    if (pile__comm_open_ops(&c, &fake_ops, err) < 0) return NULL;
+    return c;
+}
+
+static void test_world(void)
+{
+    TEST("rank 1 of 2: counts that do not divide refused before the implementation; in-place shares; roots");
+    pile_err err;
+    pile_comm *c = open_fake(1, 2, &err);
+    ASSERT(c != NULL);
+    if (!c) return;
+    ASSERT_EQ(pile_comm_rank(c), 1);
+    ASSERT_EQ(pile_comm_world_size(c), 2);
+    ASSERT_STR_EQ(pile_comm_name(c), "fake");
+    float x[10], out[5];
+    memset(x, 0, sizeof x);
+    fake_calls = 0;
+    REFUSED(pile_comm_reduce_scatter(c, out, x, 5, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err,
+            "cannot reduce-scatter 5 elements over 2 ranks: the count must be a multiple of the world size (pad it)");
+    REFUSED(pile_comm_all_gather(c, x, out, 9, PILE_COMM_BF16, NULL, &err), &err,
+            "cannot all-gather 9 elements over 2 ranks");
+    REFUSED(pile_comm_broadcast(c, x, 10, PILE_COMM_F32, 2, NULL, &err), &err,
+            "cannot broadcast from rank 2: the world has ranks 0 to 1");
+    /* rank 1's share of x[0..10) is x[5..10): x itself is rank 0's, and overlaps */
+    REFUSED(pile_comm_reduce_scatter(c, x, x, 10, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err,
+            "not as rank 1's share of the whole");
+    REFUSED(pile_comm_all_gather(c, x, x + 4, 10, PILE_COMM_F32, NULL, &err), &err, "overlap");
+    ASSERT_EQ(fake_calls, 0);
+
+    OK(pile_comm_reduce_scatter(c, x + 5, x, 10, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+    ASSERT_EQ(fake_count, 10);
+    OK(pile_comm_reduce_scatter(c, out, x, 10, PILE_COMM_F32, PILE_COMM_MAX, NULL, &err), &err);
+    OK(pile_comm_all_gather(c, x, x + 5, 10, PILE_COMM_F32, NULL, &err), &err);
+    OK(pile_comm_all_gather(c, x, out, 10, PILE_COMM_F16, NULL, &err), &err);
+    OK(pile_comm_broadcast(c, x, 10, PILE_COMM_F32, 1, NULL, &err), &err);
+    OK(pile_comm_allreduce(c, x, 7, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+    ASSERT_EQ(fake_count, 7);
+    ASSERT_EQ(fake_calls, 6);
+    /* count 0 is nothing to do on any rank: the implementation is not bothered */
+    OK(pile_comm_allreduce(c, NULL, 0, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+    OK(pile_comm_reduce_scatter(c, NULL, NULL, 0, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+    ASSERT_EQ(fake_calls, 6);
+    double d[13] = {0};
+    OK(pile_comm_allreduce_f64(c, d, 2, PILE_COMM_SUM, &err), &err);
+    ASSERT_EQ(fake_calls, 7);
+    ASSERT_EQ(pile_comm_allreduce_f64(c, d, 13, PILE_COMM_SUM, &err), PILE_EIO);
+    ASSERT_STR_EQ(err.msg, "rank 0 went away");
+    pile_comm_close(c);
+    ASSERT_EQ(fake_closed, 1);
+}
+
+static void test_partition(void)
+{
+    TEST("partitions: disjoint ranges of ceil(n / world) covering [0, n), empty ones at the end");
+    pile_err err;
+    static const struct {
+        int world;
+        size_t n;
+        size_t off[4], cnt[4];
+    } cases[] = {
+        {2, 10, {0, 5}, {5, 5}},
+        {3, 7, {0, 3, 6}, {3, 3, 1}},
+        {3, 2, {0, 1, 2}, {1, 1, 0}},
+        {4, 0, {0, 0, 0, 0}, {0, 0, 0, 0}},
+        {4, 1, {0, 1, 1, 1}, {1, 0, 0, 0}},
+        {2, SIZE_MAX, {0, SIZE_MAX / 2 + 1}, {SIZE_MAX / 2 + 1, SIZE_MAX / 2}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        size_t covered = 0;
+        for (int r = 0; r < cases[k].world; r++) {
+            pile_comm *c = open_fake(r, cases[k].world, &err);
+            ASSERT(c != NULL);
+            if (!c) return;
+            size_t off, cnt;
+            pile_comm_partition(c, cases[k].n, &off, &cnt);
+            if (off != cases[k].off[r] || cnt != cases[k].cnt[r])
+                PILE_FAIL_("world %d, n %zu, rank %d: [%zu, +%zu), want [%zu, +%zu)", cases[k].world, cases[k].n, r,
+                           off, cnt, cases[k].off[r], cases[k].cnt[r]);
+            if (cnt) ASSERT_EQ(off, covered); /* each starts where the last ended */
+            covered += cnt;
+            pile_comm_close(c);
+        }
+        ASSERT(covered == cases[k].n);
+    }
+}
+
+static void test_bad_open(void)
+{
+    TEST("an implementation that fails to open, or names an impossible rank, yields no communicator");
+    pile_err err;
+    pile_comm *c = (pile_comm *)&err;
+    fake_closed = 0;
+    fake_rank = 2;
+    fake_world = 2;
+    fake_open_rc = 0;
+    REFUSED(pile__comm_open_ops(&c, &fake_ops, &err), &err, "communicator 'fake' reports rank 2 of world size 2");
+    ASSERT(c == NULL);
+    ASSERT_EQ(fake_closed, 1); /* what it opened is closed again */
+    fake_rank = 0;
+    fake_world = 0;
+    REFUSED(pile__comm_open_ops(&c, &fake_ops, &err), &err, "rank 0 of world size 0");
+    fake_world = 1;
+    fake_open_rc = PILE_EIO;
+    c = (pile_comm *)&err;
+    ASSERT_EQ(pile__comm_open_ops(&c, &fake_ops, &err), PILE_EIO);
+    ASSERT_STR_EQ(err.msg, "cannot reach the other ranks");
+    ASSERT(c == NULL);
+}
+
+int main(void)
+{
+    test_open();
+    test_dtype_and_partition();
+    test_allreduce();
+    test_copies();
+    test_broadcast();
+    test_refusals();
+    test_world();
+    test_partition();
+    test_bad_open();
+    return TEST_DONE();
+}

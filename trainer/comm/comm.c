@@ -1,0 +1,227 @@
+/* pile_comm's front (comm.h): the registry of implementations by name, and
+ * the argument checks every call passes before it reaches one, so that a
+ * wrong call fails the same way whatever the world size (on one rank most
+ * of them would otherwise go unnoticed until the first multi-rank run). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm_internal.h"
+
+struct pile_comm {
+    const pile__comm_ops *ops;
+    void *impl;
+    int rank, world_size;
+};
+
+static const pile__comm_ops *const registry[] = {
+    &pile__comm_single_ops,
+};
+#define N_REGISTRY (sizeof registry / sizeof registry[0])
+
+int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, pile_err *err)
+{
+    *out = NULL;
+    pile_comm *c = calloc(1, sizeof *c);
+    if (!c) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    c->ops = ops;
+    int rc = ops->open(&c->impl, &c->rank, &c->world_size, err);
+    if (rc == 0 && (c->world_size < 1 || c->rank < 0 || c->rank >= c->world_size)) {
+        ops->close(c->impl);
+        rc = pile_err_set(err, PILE_EINVAL, "communicator '%s' reports rank %d of world size %d", ops->name, c->rank,
+                          c->world_size);
+    }
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int pile_comm_open(pile_comm **out, const char *name, pile_err *err)
+{
+    *out = NULL;
+    for (size_t i = 0; i < N_REGISTRY; i++)
+        if (name && strcmp(name, registry[i]->name) == 0) return pile__comm_open_ops(out, registry[i], err);
+    char have[128] = "";
+    size_t at = 0;
+    for (size_t i = 0; i < N_REGISTRY && at < sizeof have; i++)
+        at += (size_t)snprintf(have + at, sizeof have - at, "%s%s", i ? ", " : "", registry[i]->name);
+    return pile_err_set(err, PILE_EINVAL, "unknown communicator '%s' (this build has: %s)", name ? name : "(null)",
+                        have);
+}
+
+void pile_comm_close(pile_comm *c)
+{
+    if (!c) return;
+    c->ops->close(c->impl);
+    free(c);
+}
+
+const char *pile_comm_name(const pile_comm *c)
+{
+    return c->ops->name;
+}
+
+int pile_comm_rank(const pile_comm *c)
+{
+    return c->rank;
+}
+
+int pile_comm_world_size(const pile_comm *c)
+{
+    return c->world_size;
+}
+
+size_t pile_comm_dtype_size(pile_comm_dtype dt)
+{
+    switch (dt) {
+    case PILE_COMM_F32: return 4;
+    case PILE_COMM_BF16:
+    case PILE_COMM_F16: return 2;
+    }
+    return 0;
+}
+
+void pile_comm_partition(const pile_comm *c, size_t n, size_t *offset, size_t *count)
+{
+    const size_t w = (size_t)c->world_size, r = (size_t)c->rank;
+    const size_t chunk = n / w + (n % w != 0);
+    size_t lo = r * chunk < n ? r * chunk : n;
+    size_t hi = n - lo > chunk ? lo + chunk : n;
+    *offset = lo;
+    *count = hi - lo;
+}
+
+/* ------------------------------------------------------------ checks */
+
+static const char *dtype_name(pile_comm_dtype dt)
+{
+    switch (dt) {
+    case PILE_COMM_F32: return "fp32";
+    case PILE_COMM_BF16: return "bf16";
+    case PILE_COMM_F16: return "fp16";
+    }
+    return "?";
+}
+
+/* count elements of dt make a buffer of *bytes (bytes may be NULL; p may
+ * be NULL when count is 0). */
+static int check_buffer(const char *what, const void *p, size_t count, pile_comm_dtype dt, size_t *bytes,
+                        pile_err *err)
+{
+    const size_t es = pile_comm_dtype_size(dt);
+    PILE_RETURN_IF(es == 0, err, PILE_EINVAL, "cannot %s: unknown element type %d", what, (int)dt);
+    PILE_RETURN_IF(count > SIZE_MAX / es, err, PILE_EINVAL, "cannot %s %zu elements: more bytes than memory holds",
+                   what, count);
+    PILE_RETURN_IF(count && !p, err, PILE_EINVAL, "cannot %s %zu elements: no buffer", what, count);
+    if (bytes) *bytes = count * es;
+    return 0;
+}
+
+static int check_reduction(const char *what, pile_comm_dtype dt, pile_comm_op op, pile_err *err)
+{
+    PILE_RETURN_IF(op != PILE_COMM_SUM && op != PILE_COMM_MAX, err, PILE_EINVAL, "cannot %s: unknown operation %d",
+                   what, (int)op);
+    PILE_RETURN_IF(dt != PILE_COMM_F32 && pile_comm_dtype_size(dt) != 0, err, PILE_EINVAL,
+                   "cannot %s %s elements: reductions take fp32 (16-bit values are reduced in fp32)", what,
+                   dtype_name(dt));
+    return 0;
+}
+
+static int check_divides(const pile_comm *c, const char *what, size_t count, pile_err *err)
+{
+    PILE_RETURN_IF(count % (size_t)c->world_size != 0, err, PILE_EINVAL,
+                   "cannot %s %zu elements over %d ranks: the count must be a multiple of the world size (pad it)",
+                   what, count, c->world_size);
+    return 0;
+}
+
+/* The whole buffer `whole` (count elements) and one rank's share `part`
+ * (count / world_size): part is either the rank's own range of whole (in
+ * place) or apart from it. */
+static int check_in_place(const pile_comm *c, const char *what, const void *whole, const void *part,
+                          size_t whole_bytes, pile_err *err)
+{
+    const size_t part_bytes = whole_bytes / (size_t)c->world_size;
+    if (part == (const char *)whole + (size_t)c->rank * part_bytes) return 0;
+    const uintptr_t a = (uintptr_t)whole, b = (uintptr_t)part;
+    PILE_RETURN_IF(a < b + part_bytes && b < a + whole_bytes, err, PILE_EINVAL,
+                   "cannot %s: the buffers overlap, and not as rank %d's share of the whole (in place)", what,
+                   c->rank);
+    return 0;
+}
+
+static int check_scalars(const char *what, const void *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    PILE_RETURN_IF(op != PILE_COMM_SUM && op != PILE_COMM_MAX, err, PILE_EINVAL, "cannot %s: unknown operation %d",
+                   what, (int)op);
+    PILE_RETURN_IF(n && !v, err, PILE_EINVAL, "cannot %s %zu values: no buffer", what, n);
+    return 0;
+}
+
+/* ------------------------------------------------------------- calls */
+
+int pile_comm_allreduce(pile_comm *c, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
+                        pile_err *err)
+{
+    static const char what[] = "allreduce";
+    PILE_FORWARD_IF_ERR(check_reduction(what, dt, op, err));
+    PILE_FORWARD_IF_ERR(check_buffer(what, buf, count, dt, NULL, err));
+    if (count == 0) return 0;
+    return c->ops->allreduce(c->impl, buf, count, dt, op, stream, err);
+}
+
+int pile_comm_reduce_scatter(pile_comm *c, void *out, const void *in, size_t count, pile_comm_dtype dt,
+                             pile_comm_op op, void *stream, pile_err *err)
+{
+    static const char what[] = "reduce-scatter";
+    size_t bytes;
+    PILE_FORWARD_IF_ERR(check_reduction(what, dt, op, err));
+    PILE_FORWARD_IF_ERR(check_divides(c, what, count, err));
+    PILE_FORWARD_IF_ERR(check_buffer(what, in, count, dt, &bytes, err));
+    PILE_FORWARD_IF_ERR(check_buffer(what, out, count / (size_t)c->world_size, dt, NULL, err));
+    if (count == 0) return 0;
+    PILE_FORWARD_IF_ERR(check_in_place(c, what, in, out, bytes, err));
+    return c->ops->reduce_scatter(c->impl, out, in, count, dt, op, stream, err);
+}
+
+int pile_comm_all_gather(pile_comm *c, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
+                         pile_err *err)
+{
+    static const char what[] = "all-gather";
+    size_t bytes;
+    PILE_FORWARD_IF_ERR(check_divides(c, what, count, err));
+    PILE_FORWARD_IF_ERR(check_buffer(what, out, count, dt, &bytes, err));
+    PILE_FORWARD_IF_ERR(check_buffer(what, in, count / (size_t)c->world_size, dt, NULL, err));
+    if (count == 0) return 0;
+    PILE_FORWARD_IF_ERR(check_in_place(c, what, out, in, bytes, err));
+    return c->ops->all_gather(c->impl, out, in, count, dt, stream, err);
+}
+
+int pile_comm_broadcast(pile_comm *c, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
+                        pile_err *err)
+{
+    static const char what[] = "broadcast";
+    PILE_RETURN_IF(root < 0 || root >= c->world_size, err, PILE_EINVAL,
+                   "cannot broadcast from rank %d: the world has ranks 0 to %d", root, c->world_size - 1);
+    PILE_FORWARD_IF_ERR(check_buffer(what, buf, count, dt, NULL, err));
+    if (count == 0) return 0;
+    return c->ops->broadcast(c->impl, buf, count, dt, root, stream, err);
+}
+
+int pile_comm_allreduce_f64(pile_comm *c, double *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(check_scalars("allreduce", v, n, op, err));
+    if (n == 0) return 0;
+    return c->ops->allreduce_f64(c->impl, v, n, op, err);
+}
+
+int pile_comm_allreduce_i64(pile_comm *c, int64_t *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(check_scalars("allreduce", v, n, op, err));
+    if (n == 0) return 0;
+    return c->ops->allreduce_i64(c->impl, v, n, op, err);
+}

@@ -1,0 +1,36 @@
+/* What only trainer/comm/ (and its test) sees: the table of operations an
+ * implementation fills, after ggml's ggml_backend_i. comm.c checks every
+ * call's arguments before it reaches a table, so an implementation gets
+ * only calls that are valid for its rank and world size (count > 0,
+ * buffers non-NULL and not overlapping but in place, the dtype one its
+ * operation takes, counts that divide, a root in range). */
+#ifndef PILE_COMM_INTERNAL_H
+#define PILE_COMM_INTERNAL_H
+
+#include "comm.h"
+
+typedef struct pile__comm_ops {
+    const char *name;
+    /* Opens the implementation's state (*impl, may stay NULL) and says
+     * where this process stands. */
+    int (*open)(void **impl, int *rank, int *world_size, pile_err *err);
+    void (*close)(void *impl); /* accepts NULL */
+    int (*allreduce)(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
+                     pile_err *err);
+    int (*reduce_scatter)(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, pile_comm_op op,
+                          void *stream, pile_err *err);
+    int (*all_gather)(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
+                      pile_err *err);
+    int (*broadcast)(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream, pile_err *err);
+    int (*allreduce_f64)(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err);
+    int (*allreduce_i64)(void *impl, int64_t *v, size_t n, pile_comm_op op, pile_err *err);
+} pile__comm_ops;
+
+extern const pile__comm_ops pile__comm_single_ops;
+
+/* A communicator over `ops`: what pile_comm_open does for a name of its
+ * registry. Tests hand in a table of their own to drive the argument
+ * checks at world sizes above 1. */
+int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, pile_err *err);
+
+#endif
