@@ -1,4 +1,5 @@
 /* pile-trainer: the command line over train_loop.h (train, eval, sample).
+ * It prints what the library reports through its pile_log (log.h).
  * Only this file exits: 0 on success, 1 on a runtime failure, 2 on a usage
  * error, 75 (EX_TEMPFAIL of sysexits.h) for a training run stopped by a
  * signal with its checkpoint written: resumable, so that a scheduler or
@@ -14,6 +15,7 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "log.h"
 #include "model.h"
 #include "pile_buf.h"
 #include "pile_fs.h"
@@ -106,6 +108,45 @@ static int usage_error(const char *cmd, const char *fmt, const char *arg)
     return 2;
 }
 
+/* ------------------------------------------------------------ printing */
+
+/* The library's messages, printed as pile-trainer shows them: the
+ * progress line on stderr, redrawn in place on a terminal; records as
+ * they are, notes and warnings after the program's name, on stderr;
+ * results on stdout. A progress line left open is ended before anything
+ * else is printed. */
+typedef struct printer {
+    int tty;       /* stderr is a terminal */
+    int line_open; /* a progress line is drawn and not ended */
+} printer;
+
+static void end_line(printer *p)
+{
+    if (p->line_open) fputc('\n', stderr);
+    p->line_open = 0;
+}
+
+static void print_message(void *ctx, pile_log_level level, const char *msg, size_t len)
+{
+    printer *p = ctx;
+    if (level == PILE_LOG_PROGRESS && p->tty) {
+        fprintf(stderr, "\r\033[K%s", msg);
+        fflush(stderr);
+        p->line_open = 1;
+        return;
+    }
+    end_line(p);
+    switch (level) {
+    case PILE_LOG_RESULT:
+        fwrite(msg, 1, len, stdout);
+        fflush(stdout);
+        break;
+    case PILE_LOG_INFO: fprintf(stderr, "pile-trainer: %s\n", msg); break;
+    case PILE_LOG_WARN: fprintf(stderr, "pile-trainer: warning: %s\n", msg); break;
+    default: fprintf(stderr, "%s\n", msg); break; /* records; progress off a terminal */
+    }
+}
+
 /* ------------------------------------------------------------- options */
 
 /* One option word of eval / sample: "--name", "--name=value" or "-h". The
@@ -193,7 +234,7 @@ static int is_own_train_flag(const char *a, const char *name)
     return split_option(a, &w) == 0 && !w.value && strcmp(w.name, name) == 0;
 }
 
-static int cmd_train(int argc, char **argv, int first)
+static int cmd_train(int argc, char **argv, int first, const pile_log *log)
 {
     int print_config = 0;
     /* --help, --version and --print-config are the command line's, not the
@@ -259,7 +300,8 @@ static int cmd_train(int argc, char **argv, int first)
             if (js.len && js.data[js.len - 1] != '\n') fputc('\n', stdout);
         }
         pile_buf_free(&js);
-    } else if ((rc = pile_trainer_train(&cfg, &err)) < 0) {
+    } else if ((rc = pile_trainer_train(&cfg, log, &err)) < 0) {
+        end_line(log->ctx);
         fprintf(stderr, "pile-trainer: %s\n", err.msg);
         status = 1;
     } else if (rc == PILE_TRAINER_STOPPED) {
@@ -308,7 +350,7 @@ static int resolve_checkpoint(const char *arg, pile_buf *out)
 
 /* ----------------------------------------------------------------- eval */
 
-static int cmd_eval(int argc, char **argv)
+static int cmd_eval(int argc, char **argv, const pile_log *log)
 {
     const char *ckpt = NULL, *data = NULL;
     int64_t rows = -1, batch = 0, threads = 0;
@@ -348,7 +390,7 @@ static int cmd_eval(int argc, char **argv)
         pile_buf_free(&cp);
         return 1;
     }
-    int erc = pile_trainer_eval(cp.data, data, rows, (int)batch, (int)threads, &r, &err);
+    int erc = pile_trainer_eval(cp.data, data, rows, (int)batch, (int)threads, log, &r, &err);
     pile_buf_free(&cp);
     if (erc < 0) {
         fprintf(stderr, "pile-trainer: %s\n", err.msg);
@@ -371,7 +413,7 @@ static int cmd_eval(int argc, char **argv)
 
 /* --------------------------------------------------------------- sample */
 
-static int cmd_sample(int argc, char **argv)
+static int cmd_sample(int argc, char **argv, const pile_log *log)
 {
     const char *ckpt = NULL;
     pile_sample_opts o = {NULL, NULL, 200, 1.0, 0, 42, 0};
@@ -429,7 +471,7 @@ static int cmd_sample(int argc, char **argv)
         pile_buf_free(&cp);
         return 1;
     }
-    int src = pile_trainer_sample(cp.data, &o, &err);
+    int src = pile_trainer_sample(cp.data, &o, log, &err);
     pile_buf_free(&cp);
     if (src < 0) {
         fflush(stdout);
@@ -456,9 +498,12 @@ static void restart_with_fast_blas(char **argv)
 int main(int argc, char **argv)
 {
     restart_with_fast_blas(argv);
-    if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
-    if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
-    if (argc >= 2 && !strcmp(argv[1], "train")) return cmd_train(argc, argv, 2);
+    printer pr = {isatty(STDERR_FILENO), 0};
+    /* a stop signal's acknowledgment is written from its handler, on stderr */
+    const pile_log log = {print_message, &pr, STDERR_FILENO, pr.tty};
+    if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv, &log);
+    if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv, &log);
+    if (argc >= 2 && !strcmp(argv[1], "train")) return cmd_train(argc, argv, 2, &log);
     if (argc >= 2 && argv[1][0] != '-') {
         fprintf(stderr, "pile-trainer: unknown command '%s'\n%s", argv[1], usage_text);
         return 2;
@@ -467,5 +512,5 @@ int main(int argc, char **argv)
         fputs(usage_text, stdout);
         fputc('\n', stdout);
     }
-    return cmd_train(argc, argv, 1);
+    return cmd_train(argc, argv, 1, &log);
 }

@@ -2,9 +2,10 @@
  * loop (accumulation, schedule, clipping, validation, checkpoints, metrics,
  * signals, bit-exact resume), checkpoint evaluation, and sampling.
  *
- * The loop prints: a progress line per log_interval and the validation
- * lines on stderr, the final summary on stdout; sampling writes its text to
- * stdout. Everything else returns a pile_err like the other modules.
+ * Nothing here prints: the progress line per log_interval, notes,
+ * warnings, validation lines, the final summary and sampled text go to the
+ * caller's pile_log (log.h). Everything else returns a pile_err like the
+ * other modules.
  *
  * Bit-exact resume rests on one rule: the state after step k (parameters,
  * moments, step, epoch, position in the epoch's seeded order) decides step
@@ -22,6 +23,8 @@
 
 #include "backend.h"
 #include "checkpoint.h"
+#include "comm/comm.h"
+#include "log.h"
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
@@ -46,11 +49,14 @@
  * of Python tools) and ends the process without a checkpoint, which the
  * atomic checkpoint writes make safe: the last finished one stays whole.
  * g_save_signal: SIGUSR1 asked for a checkpoint now, training going on
- * (what Slurm's `--signal=USR1@120` sends before a job's time is up). */
+ * (what Slurm's `--signal=USR1@120` sends before a job's time is up).
+ * g_signal_fd, g_signal_newline: where the stop handler writes its
+ * acknowledgment (0: nowhere), and whether it starts on a line of its own
+ * (a progress line left open): the run's pile_log signal_fd and
+ * progress_in_place, since the handler may not call the log's callback. */
 static volatile sig_atomic_t g_stop_signal;
 static volatile sig_atomic_t g_save_signal;
-/* 1 when stderr is a terminal, whose progress line is left open: the
- * handler's messages then start on a line of their own. */
+static volatile sig_atomic_t g_signal_fd;
 static volatile sig_atomic_t g_signal_newline;
 
 static void on_stop_signal(int sig)
@@ -60,13 +66,17 @@ static void on_stop_signal(int sig)
     static const char second[] = "\npile-trainer: second signal: quitting without a checkpoint\n";
     const int skip = g_signal_newline ? 0 : 1;
     if (g_stop_signal) {
-        ssize_t w = write(STDERR_FILENO, second + skip, sizeof second - 1 - (size_t)skip);
-        (void)w;
+        if (g_signal_fd > 0) {
+            ssize_t w = write(g_signal_fd, second + skip, sizeof second - 1 - (size_t)skip);
+            (void)w;
+        }
         _exit(128 + sig);
     }
     g_stop_signal = sig;
-    ssize_t w = write(STDERR_FILENO, first + skip, sizeof first - 1 - (size_t)skip);
-    (void)w;
+    if (g_signal_fd > 0) {
+        ssize_t w = write(g_signal_fd, first + skip, sizeof first - 1 - (size_t)skip);
+        (void)w;
+    }
 }
 
 static void on_save_signal(int sig)
@@ -155,13 +165,13 @@ static int check_sample_ids(const int32_t *tokens, const int32_t *targets, int T
  * is used, naming the shard, the row and both checksums; with
  * --skip_corrupt_rows the sample is left out (pile_data_sample hands it
  * over as padding without targets) and counted, and each damaged row is
- * named once on stderr: never dropped in silence. */
+ * named once in a warning: never dropped in silence. */
 typedef struct corrupt_guard {
     int skip;            /* --skip_corrupt_rows */
     int offer_skip;      /* the command takes --skip_corrupt_rows (eval does not) */
     uint64_t samples;    /* samples left out */
-    uint64_t rows_named; /* damaged rows named on stderr so far */
-    int *line_open;      /* an open progress line to end before a warning; may be NULL */
+    uint64_t rows_named; /* damaged rows named so far */
+    const pile_log *log; /* where they are named */
 } corrupt_guard;
 
 static int guard_sample(corrupt_guard *g, const pile_data *d, const char *dir, int val, uint64_t i, int rc,
@@ -178,24 +188,20 @@ static int guard_sample(corrupt_guard *g, const pile_data *d, const char *dir, i
     uint64_t rows = pile_data_corrupt_rows(d);
     if (rows > g->rows_named) {
         g->rows_named = rows;
-        if (g->line_open && *g->line_open) {
-            fputc('\n', stderr);
-            *g->line_open = 0;
-        }
-        fprintf(stderr, "pile-trainer: warning: skipping a corrupt row (%" PRIu64 " so far): %s\n", rows, err->msg);
+        pile_log_printf(g->log, PILE_LOG_WARN, "skipping a corrupt row (%" PRIu64 " so far): %s", rows, err->msg);
     }
     return 0;
 }
 
 /* The one warning for shards whose rows carry no checksum. */
-static void warn_unverified(const pile_data_info *info, const char *dir)
+static void warn_unverified(const pile_log *log, const pile_data_info *info, const char *dir)
 {
     if (!info->unverified_shards) return;
-    fprintf(stderr,
-            "pile-trainer: warning: %zu of the %zu shards in '%s' are of format version 1, whose rows carry no "
-            "checksums: they cannot be verified as they are read; run pile-prep again (the same command with "
-            "--force) to make them in version 2\n",
-            info->unverified_shards, info->train_shards + info->val_shards, dir);
+    pile_log_printf(log, PILE_LOG_WARN,
+                    "%zu of the %zu shards in '%s' are of format version 1, whose rows carry no checksums: they "
+                    "cannot be verified as they are read; run pile-prep again (the same command with --force) to "
+                    "make them in version 2",
+                    info->unverified_shards, info->train_shards + info->val_shards, dir);
 }
 
 /* -------------------------------------------------------------- evaluate */
@@ -311,8 +317,10 @@ static const char *duration(char *buf, size_t cap, double s)
 
 typedef struct trainer {
     const pile_train_config *cfg;
+    const pile_log *log;
     pile_fs_lock *lock; /* checkpoint_dir's, held for the whole run */
     pile_backend *be;
+    pile_comm *comm; /* the ranks training together ("single": this process alone) */
     pile_data *data;
     const pile_data_info *info;
     int T;
@@ -327,29 +335,20 @@ typedef struct trainer {
     host_batch val_batch;  /* batch_size rows */
     int64_t steps_per_epoch, total_steps, warmup_steps, total_epochs;
     double min_lr;
-    int tty, line_open;
     int64_t last_val_step, last_save_step;
     int best_missing; /* the best's weights were not kept (a rollback past them) */
     char last_saved[64];
     corrupt_guard guard;
 } trainer;
 
-static void end_progress_line(trainer *t)
+/* Library notes (one per line) as messages of `level`. */
+static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_level level)
 {
-    if (t->line_open) fputc('\n', stderr);
-    t->line_open = 0;
-}
-
-/* Library notes (one per line) as the trainer's messages on stderr. */
-static void print_notes(trainer *t, const pile_buf *notes, const char *prefix)
-{
-    if (!notes->len) return;
-    if (t) end_progress_line(t);
     for (size_t at = 0; at < notes->len;) {
         const char *line = notes->data + at;
         const char *nl = memchr(line, '\n', notes->len - at);
         size_t len = nl ? (size_t)(nl - line) : notes->len - at;
-        if (len) fprintf(stderr, "pile-trainer: %s%.*s\n", prefix, (int)len, line);
+        if (len) pile_log_printf(log, level, "%.*s", (int)len, line);
         at += len + 1;
     }
 }
@@ -423,9 +422,9 @@ static int save_checkpoint(trainer *t, const char *name, int with_optimizer, int
     if (c->save_total_limit > 0) {
         pile_buf notes = {0};
         pile_err e2;
-        if (pile_checkpoint_prune(c->checkpoint_dir, c->save_total_limit, t->st.step, &notes, &e2) < 0)
-            pile_buf_printf(&notes, "warning: %s\n", e2.msg);
-        print_notes(t, &notes, "");
+        int prc = pile_checkpoint_prune(c->checkpoint_dir, c->save_total_limit, t->st.step, &notes, &e2);
+        print_notes(t->log, &notes, PILE_LOG_INFO);
+        if (prc < 0) pile_log_printf(t->log, PILE_LOG_WARN, "%s", e2.msg);
         pile_buf_free(&notes);
     }
     return 0;
@@ -449,19 +448,19 @@ static int validate(trainer *t, pile_err *err)
     int rc = evaluate(t->model, t->data, c->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
                       &t->val_batch, &t->guard, &r, err);
     if (rc < 0) return rc;
-    end_progress_line(t);
     if (rc > 0) {
         /* owed: recorded in the checkpoint that follows (which must then be
          * written even if one of this step exists), done first on --resume */
-        fprintf(stderr, "val: step %" PRId64 " skipped (stopping); the resumed run does it first\n", t->st.step);
+        pile_log_printf(t->log, PILE_LOG_RECORD, "val: step %" PRId64 " skipped (stopping); the resumed run does it first",
+                        t->st.step);
         t->st.pending_val = 1;
         t->last_save_step = -1;
         return 0;
     }
     t->st.pending_val = 0;
     t->last_val_step = t->st.step;
-    fprintf(stderr, "val: step %" PRId64 " loss %.4f acc %.4f ppl %.2f\n", t->st.step, r.loss, r.accuracy,
-            r.perplexity);
+    pile_log_printf(t->log, PILE_LOG_RECORD, "val: step %" PRId64 " loss %.4f acc %.4f ppl %.2f", t->st.step, r.loss,
+                    r.accuracy, r.perplexity);
     static const char *const tags[] = {"val/loss", "val/accuracy", "val/perplexity"};
     const double vals[] = {r.loss, r.accuracy, r.perplexity};
     PILE_FORWARD_IF_ERR(pile_metrics_write(t->metrics, t->st.step, tags, vals, 3, err));
@@ -507,7 +506,7 @@ static int check_resume_model(const char *ckpt, const pile_model_config *now, co
 /* Settings that decide which rows a step sees: changing them would make
  * the resumed run a different run. (max_length is checked as the model's
  * context, the value it resolved to, by check_resume_model.) */
-static int check_resume_settings(const char *ckpt, const pile_train_config *c, pile_err *err)
+static int check_resume_settings(const char *ckpt, const pile_train_config *c, const pile_log *log, pile_err *err)
 {
     pile_json *root = NULL;
     PILE_FORWARD_IF_ERR(read_stored_config(ckpt, &root, err));
@@ -550,10 +549,10 @@ static int check_resume_settings(const char *ckpt, const pile_train_config *c, p
         double was;
         if (!json_number(root, soft[i].key, &was)) continue;
         if (soft[i].is_float ? (float)was == (float)soft[i].now : was == soft[i].now) continue;
-        fprintf(stderr,
-                "pile-trainer: warning: resuming with %s %g, where the checkpoint's run had %g: the run goes on "
-                "with the new value (and is no longer the run that was stopped)\n",
-                soft[i].key, soft[i].now, was);
+        pile_log_printf(log, PILE_LOG_WARN,
+                        "resuming with %s %g, where the checkpoint's run had %g: the run goes on with the new value "
+                        "(and is no longer the run that was stopped)",
+                        soft[i].key, soft[i].now, was);
     }
     pile_json_free(root);
     return rc;
@@ -630,7 +629,7 @@ static int open_run_folder(trainer *t, const pile_train_config *c, pile_err *err
     PILE_FORWARD_IF_ERR(pile_fs_lock_open(&t->lock, c->checkpoint_dir, "pile-trainer", err));
     pile_buf notes = {0};
     int rc = pile_checkpoint_clean(c->checkpoint_dir, &notes, err);
-    print_notes(NULL, &notes, "");
+    print_notes(t->log, &notes, PILE_LOG_INFO);
     pile_buf_free(&notes);
     return rc;
 }
@@ -638,7 +637,7 @@ static int open_run_folder(trainer *t, const pile_train_config *c, pile_err *err
 /* A folder a checkpoint will be written to: writable now (a probe file
  * written, fsynced and removed), and with room for one checkpoint, else a
  * warning with both figures. */
-static int check_room(const char *dir, const char *what, uint64_t need, pile_err *err)
+static int check_room(const pile_log *log, const char *dir, const char *what, uint64_t need, pile_err *err)
 {
     pile_buf probe = {0};
     if (pile_fs_join(&probe, dir, ".pile.probe")) return pile_err_set(err, PILE_ENOMEM, "out of memory");
@@ -653,10 +652,10 @@ static int check_room(const char *dir, const char *what, uint64_t need, pile_err
     if (rc == 0 && statvfs(dir, &vs) == 0) {
         uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
         if (avail < need)
-            fprintf(stderr,
-                    "pile-trainer: warning: %s '%s' has %.1f MiB free, and one checkpoint of this model (weights "
-                    "and optimizer state) takes about %.1f MiB: saving will fail unless room is made\n",
-                    what, dir, (double)avail / 1048576.0, (double)need / 1048576.0);
+            pile_log_printf(log, PILE_LOG_WARN,
+                            "%s '%s' has %.1f MiB free, and one checkpoint of this model (weights and optimizer "
+                            "state) takes about %.1f MiB: saving will fail unless room is made",
+                            what, dir, (double)avail / 1048576.0, (double)need / 1048576.0);
     }
     return rc;
 }
@@ -692,15 +691,19 @@ static int check_resume_data(trainer *t, const char *ckpt, pile_err *err)
     pile_err e2;
     int rc = pile_checkpoint_read_state_json(ckpt, "data", &was, &e2);
     if (rc == PILE_ENOENT) {
-        fprintf(stderr, "pile-trainer: warning: checkpoint '%s' does not record its shards (written by an older "
-                        "pile-trainer): the shards in '%s' are not checked against them\n", ckpt, c->data);
+        pile_log_printf(t->log, PILE_LOG_WARN,
+                        "checkpoint '%s' does not record its shards (written by an older pile-trainer): the shards "
+                        "in '%s' are not checked against them",
+                        ckpt, c->data);
         rc = 0;
     } else if (rc < 0) {
         *err = e2;
     } else if ((rc = pile_data_identity_check(t->data, was.data, &e2)) == PILE_EMISMATCH) {
         if (c->allow_data_change) {
-            fprintf(stderr, "pile-trainer: warning: resuming from '%s' on other shards (--allow_data_change): %s; the "
-                            "data order differs from here on\n", ckpt, e2.msg);
+            pile_log_printf(t->log, PILE_LOG_WARN,
+                            "resuming from '%s' on other shards (--allow_data_change): %s; the data order differs "
+                            "from here on",
+                            ckpt, e2.msg);
             rc = 0;
         } else {
             rc = pile_err_set(err, PILE_EMISMATCH,
@@ -745,27 +748,31 @@ static int check_best_model(trainer *t, pile_err *err)
         }
         char was[96] = "";
         if (have) snprintf(was, sizeof was, " (step %" PRId64 ", val loss %.4f)", bs.step, bs.best_val_loss);
-        fprintf(stderr, "pile-trainer: warning: '%s'%s is not the best model of the run being continued (it comes "
-                        "from steps past step %" PRId64 ", which are trained again): moved to '%s'\n",
-                best.data, was, st->step, aside.data);
+        pile_log_printf(t->log, PILE_LOG_WARN,
+                        "'%s'%s is not the best model of the run being continued (it comes from steps past step "
+                        "%" PRId64 ", which are trained again): moved to '%s'",
+                        best.data, was, st->step, aside.data);
     }
     if (!want) goto out;
     if (st->best_step == st->step) {
         rc = save_checkpoint(t, "best_model", 0, 0, err);
     } else if (st->best_step < 0 || pile_checkpoint_find_step(c->checkpoint_dir, st->best_step, &src, &e2) < 0) {
         t->best_missing = 1;
-        fprintf(stderr, "pile-trainer: warning: no checkpoint of step %" PRId64 " (the best so far, val loss %.4f) is "
-                        "kept: best_model/ comes back at the next improvement\n", st->best_step, st->best_val_loss);
+        pile_log_printf(t->log, PILE_LOG_WARN,
+                        "no checkpoint of step %" PRId64 " (the best so far, val loss %.4f) is kept: best_model/ "
+                        "comes back at the next improvement",
+                        st->best_step, st->best_val_loss);
         goto out;
     } else if (pile_checkpoint_copy(src.data, best.data, 1, &e2) < 0) {
         t->best_missing = 1;
-        fprintf(stderr, "pile-trainer: warning: cannot rewrite best_model/ from '%s' (%s): it comes back at the next "
-                        "improvement\n", src.data, e2.msg);
+        pile_log_printf(t->log, PILE_LOG_WARN,
+                        "cannot rewrite best_model/ from '%s' (%s): it comes back at the next improvement", src.data,
+                        e2.msg);
         goto out;
     }
     if (rc == 0)
-        fprintf(stderr, "pile-trainer: best_model/ rewritten with the weights of step %" PRId64 " (val loss %.4f)\n",
-                st->best_step, st->best_val_loss);
+        pile_log_printf(t->log, PILE_LOG_INFO, "best_model/ rewritten with the weights of step %" PRId64
+                        " (val loss %.4f)", st->best_step, st->best_val_loss);
 out:
     pile_buf_free(&best);
     pile_buf_free(&aside);
@@ -782,18 +789,36 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
     char corrupt[48] = "";
     uint64_t ncorrupt = pile_data_corrupt_rows(t->data);
     if (ncorrupt) snprintf(corrupt, sizeof corrupt, " corrupt rows %" PRIu64, ncorrupt);
-    fprintf(stderr,
-            "%sepoch %" PRId64 "/%" PRId64 " step %" PRId64 "/%" PRId64
-            " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s%s",
-            t->tty ? "\r\033[K" : "", t->st.epoch + 1,
-            t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, eta, rss, corrupt, t->tty ? "" : "\n");
-    t->line_open = t->tty;
-    fflush(stderr);
+    pile_log_printf(t->log, PILE_LOG_PROGRESS,
+                    "epoch %" PRId64 "/%" PRId64 " step %" PRId64 "/%" PRId64
+                    " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s",
+                    t->st.epoch + 1, t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, eta, rss,
+                    corrupt);
+}
+
+/* "Reduce gradients": the step's gradient summed over the ranks, and the
+ * sums every rank needs, in one scalar allreduce: the loss sum, and the
+ * squares of the gradient (each rank sums its partition of the whole
+ * gradient, so that the ranks' partial sums add up to the global norm's).
+ * On one rank the allreduces leave everything as it is and the partition
+ * is the whole buffer: the norm is pile_optim_grad_norm's, bit for bit. */
+static int reduce_gradients(trainer *t, double *loss_sum, double *gnorm, pile_err *err)
+{
+    float *g = pile_model_grads(t->model);
+    size_t n = pile_model_flat_size(t->model), off, cnt;
+    PILE_FORWARD_IF_ERR(pile_comm_allreduce(t->comm, g, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+    pile_comm_partition(t->comm, n, &off, &cnt);
+    double sums[2] = {*loss_sum, pile_backend_sumsq(t->be, g + off, cnt)};
+    PILE_FORWARD_IF_ERR(pile_comm_allreduce_f64(t->comm, sums, 2, PILE_COMM_SUM, err));
+    *loss_sum = sums[0];
+    *gnorm = sqrt(sums[1]);
+    return 0;
 }
 
 /* One optimizer step at (epoch, position): gathers its micro-batches,
- * counts their target tokens, and accumulates gradients scaled by
- * 1 / tokens so the step's loss is the token mean over the whole step. */
+ * counts their target tokens (over all ranks), and accumulates gradients
+ * scaled by 1 / tokens so the step's loss is the token mean over the
+ * whole step. */
 static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *lr_out, int64_t *tokens_out,
                       pile_err *err)
 {
@@ -820,6 +845,7 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
         n_micro++;
         pos += (uint64_t)b;
     }
+    PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(t->comm, &tokens, 1, PILE_COMM_SUM, err));
     pile_model_zero_grad(t->model);
     double loss_sum = 0;
     if (tokens > 0) {
@@ -840,9 +866,8 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
             row += (size_t)b;
         }
     }
-    PILE_FORWARD_IF_ERR(pile_backend_allreduce_sum(t->be, pile_model_grads(t->model), pile_model_flat_size(t->model),
-                                                   err));
-    double gnorm = pile_optim_grad_norm(t->opt);
+    double gnorm;
+    PILE_FORWARD_IF_ERR(reduce_gradients(t, &loss_sum, &gnorm, err));
     double loss = tokens > 0 ? loss_sum / (double)tokens : 0.0;
     if (!isfinite(loss) || !isfinite(gnorm))
         return pile_err_set(err, PILE_ECORRUPT,
@@ -868,6 +893,7 @@ static void trainer_close(trainer *t)
     pile_model_free(t->model);
     pile_data_close(t->data);
     pile_backend_close(t->be);
+    pile_comm_close(t->comm);
     host_batch_free(&t->step_batch);
     host_batch_free(&t->val_batch);
     pile_buf_free(&t->config_json);
@@ -882,22 +908,30 @@ static void trainer_close(trainer *t)
  * the run folder (locked, writable, room for a checkpoint), the data, the
  * tokenizer checkpoints carry, the validation samples, the checkpoint
  * resumed from (verified, the same settings and shards). */
-static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed_from, pile_err *err)
+static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *log, int64_t *resumed_from,
+                        pile_err *err)
 {
     t->cfg = c;
+    t->log = log;
     t->last_val_step = -1;
     t->last_save_step = -1;
     *resumed_from = -1;
     PILE_RETURN_IF(c->accumulation_steps < 1 || c->batch_size < 1, err, PILE_EINVAL,
                    "batch_size %d and accumulation_steps %d must be positive", c->batch_size, c->accumulation_steps);
+    /* one process is all there is until a communicator between processes
+     * exists: a larger world_size is refused, not trained as 1 */
+    PILE_FORWARD_IF_ERR(pile_comm_open(&t->comm, "single", err));
+    PILE_RETURN_IF(c->world_size != pile_comm_world_size(t->comm), err, PILE_EINVAL,
+                   "world_size %d: this build trains in one process only (communicator '%s', world size %d)",
+                   c->world_size, pile_comm_name(t->comm), pile_comm_world_size(t->comm));
     PILE_FORWARD_IF_ERR(open_run_folder(t, c, err));
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
     PILE_FORWARD_IF_ERR(pile_data_open(&t->data, c->data, c->max_length, c->val_fraction, err));
     t->info = pile_data_get_info(t->data);
-    warn_unverified(t->info, c->data);
+    warn_unverified(log, t->info, c->data);
     t->guard.skip = c->skip_corrupt_rows;
     t->guard.offer_skip = 1;
-    t->guard.line_open = &t->line_open;
+    t->guard.log = log;
     t->T = pile_data_seq_len(t->data);
     const pile_data_info *info = t->info;
     PILE_RETURN_IF(info->vocab_size == 0 || info->vocab_size > (uint32_t)INT32_MAX - 64, err, PILE_ELIMIT,
@@ -936,7 +970,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     if (c->resume) {
         /* the newest checkpoint that passes its checks; each one passed over is said */
         rc = pile_checkpoint_find_resumable(c->checkpoint_dir, &ckpt, &notes, err);
-        print_notes(NULL, &notes, "warning: ");
+        print_notes(log, &notes, PILE_LOG_WARN);
         if (rc == PILE_ENOENT && !notes.len)
             rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s' to resume from", c->checkpoint_dir);
         if (rc < 0) goto out;
@@ -952,7 +986,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
         goto out;
     }
     if (c->resume && (rc = check_resume_model(ckpt.data, &mc, c, err)) < 0) goto out;
-    if (c->resume && (rc = check_resume_settings(ckpt.data, c, err)) < 0) goto out;
+    if (c->resume && (rc = check_resume_settings(ckpt.data, c, log, err)) < 0) goto out;
 
     pile_adamw_config ac = {(float)c->adam_beta1, (float)c->adam_beta2, (float)c->adam_epsilon,
                             (float)c->weight_decay, c->decay_all};
@@ -973,9 +1007,10 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
             goto out;
         }
         if (t->st.total_steps != t->total_steps)
-            fprintf(stderr, "pile-trainer: warning: the schedule changes from %" PRId64 " to %" PRId64
-                            " steps (epochs or max_steps differ from the checkpoint's run)\n",
-                    t->st.total_steps, t->total_steps);
+            pile_log_printf(log, PILE_LOG_WARN,
+                            "the schedule changes from %" PRId64 " to %" PRId64
+                            " steps (epochs or max_steps differ from the checkpoint's run)",
+                            t->st.total_steps, t->total_steps);
         *resumed_from = t->st.step;
         t->last_save_step = t->st.step;
         const char *base = strrchr(ckpt.data, '/');
@@ -1004,9 +1039,9 @@ static int trainer_open(trainer *t, const pile_train_config *c, int64_t *resumed
     }
     /* room for a checkpoint where checkpoints go (the fallback too) */
     uint64_t need = pile_checkpoint_size_estimate(t->model, 1, pile_checkpoint_tokenizer_bytes(t->tok_files));
-    if ((rc = check_room(c->checkpoint_dir, "checkpoint folder", need, err)) < 0) goto out;
+    if ((rc = check_room(log, c->checkpoint_dir, "checkpoint folder", need, err)) < 0) goto out;
     if (c->fallback_dir[0] && ((rc = pile_fs_mkdirs(c->fallback_dir, err)) < 0 ||
-                               (rc = check_room(c->fallback_dir, "fallback folder", need, err)) < 0))
+                               (rc = check_room(log, c->fallback_dir, "fallback folder", need, err)) < 0))
         goto out;
 
     if ((rc = host_batch_alloc(&t->step_batch, per_step, t->T, err)) < 0) goto out;
@@ -1021,20 +1056,19 @@ out:
     return rc;
 }
 
-int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
+int pile_trainer_train(const pile_train_config *cfg, const pile_log *log, pile_err *err)
 {
     pile_err_clear(err);
     trainer t;
     memset(&t, 0, sizeof t);
     int64_t resumed_from;
-    int rc = trainer_open(&t, cfg, &resumed_from, err);
+    int rc = trainer_open(&t, cfg, log, &resumed_from, err);
     if (rc < 0) {
         trainer_close(&t);
         return rc;
     }
     const pile_train_config *c = cfg;
     const pile_model_config *mc = pile_model_get_config(t.model);
-    t.tty = isatty(STDERR_FILENO);
 
     /* Signals: see on_stop_signal; SA_RESTART keeps the checkpoint writes'
      * system calls from failing with EINTR. An inherited SIG_IGN for SIGINT
@@ -1051,7 +1085,8 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
     save_sa.sa_handler = on_save_signal;
     g_stop_signal = 0;
     g_save_signal = 0;
-    g_signal_newline = t.tty;
+    g_signal_fd = log ? log->signal_fd : 0;
+    g_signal_newline = log && log->progress_in_place;
     for (int i = 0; i < 3; i++) {
         sigaction(stop_signals[i], NULL, &old_stop[i]);
         if (stop_signals[i] == SIGTERM || old_stop[i].sa_handler != SIG_IGN) sigaction(stop_signals[i], &sa, NULL);
@@ -1059,35 +1094,37 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
     sigaction(SIGUSR1, &save_sa, &old_usr1);
 
     char n1[32], n2[32], n3[32], n4[32], n5[32], n6[32];
-    fprintf(stderr,
-            "pile-trainer: model %s (%d layers, %d heads, %d wide, %s parameters), vocabulary %d, context %d\n"
-            "pile-trainer: %s train samples, %s val%s; %s steps (%s per epoch), warmup %s, batch %d x %d\n",
-            c->model, mc->n_layer, mc->n_head, mc->n_embd, thousands(n1, sizeof n1, pile_model_param_count(t.model)),
-            mc->vocab_size, t.T, thousands(n2, sizeof n2, t.info->train_samples),
-            thousands(n3, sizeof n3, t.info->val_samples),
-            t.info->val_held_out ? " (held out from train: no val shards)" : "",
-            thousands(n5, sizeof n5, (uint64_t)t.total_steps), thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
-            thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps);
+    pile_log_printf(log, PILE_LOG_INFO, "model %s (%d layers, %d heads, %d wide, %s parameters), vocabulary %d, context %d",
+                    c->model, mc->n_layer, mc->n_head, mc->n_embd,
+                    thousands(n1, sizeof n1, pile_model_param_count(t.model)), mc->vocab_size, t.T);
+    pile_log_printf(log, PILE_LOG_INFO, "%s train samples, %s val%s; %s steps (%s per epoch), warmup %s, batch %d x %d",
+                    thousands(n2, sizeof n2, t.info->train_samples), thousands(n3, sizeof n3, t.info->val_samples),
+                    t.info->val_held_out ? " (held out from train: no val shards)" : "",
+                    thousands(n5, sizeof n5, (uint64_t)t.total_steps),
+                    thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
+                    thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps);
     /* a resumed run at or past its schedule's end has nothing to train */
     const int finished = resumed_from >= 0 && t.st.step >= t.total_steps;
     if (finished) {
-        fprintf(stderr, "pile-trainer: the run is finished: checkpoint at step %" PRId64 "%s %" PRId64
-                        " steps; nothing to train (raise --max_steps or --epochs to go on)\n",
-                t.st.step, t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
+        pile_log_printf(log, PILE_LOG_INFO,
+                        "the run is finished: checkpoint at step %" PRId64 "%s %" PRId64
+                        " steps; nothing to train (raise --max_steps or --epochs to go on)",
+                        t.st.step, t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
     } else if (resumed_from >= 0) {
         pile_buf p = {0};
         pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
-        fprintf(stderr, "pile-trainer: resuming from '%s' at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")\n",
-                p.data ? p.data : t.last_saved, t.st.step, t.st.epoch + 1, t.st.position);
+        pile_log_printf(log, PILE_LOG_INFO,
+                        "resuming from '%s' at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")",
+                        p.data ? p.data : t.last_saved, t.st.step, t.st.epoch + 1, t.st.position);
         pile_buf_free(&p);
     }
     if (!finished && t.warmup_steps >= t.total_steps)
-        fprintf(stderr,
-                "pile-trainer: warning: the warmup (%" PRId64 " steps) is not shorter than the run (%" PRId64
-                " steps): the rate rises all along and never reaches learning_rate %g\n",
-                t.warmup_steps, t.total_steps, c->learning_rate);
+        pile_log_printf(log, PILE_LOG_WARN,
+                        "the warmup (%" PRId64 " steps) is not shorter than the run (%" PRId64
+                        " steps): the rate rises all along and never reaches learning_rate %g",
+                        t.warmup_steps, t.total_steps, c->learning_rate);
     if (t.info->val_samples == 0)
-        fprintf(stderr, "pile-trainer: warning: no validation samples in '%s'; no validation\n", c->data);
+        pile_log_printf(log, PILE_LOG_WARN, "no validation samples in '%s'; no validation", c->data);
 
     const double t0 = pile_now();
     /* a log line's loss is the mean of its interval's step losses, as
@@ -1099,8 +1136,8 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         /* the validation a signal skipped when the run stopped: its result
          * (and best_model) is what the uninterrupted run had. The
          * checkpoint is written again so that it no longer owes it. */
-        fprintf(stderr, "pile-trainer: step %" PRId64 "'s validation was skipped when the run stopped: doing it first\n",
-                t.st.step);
+        pile_log_printf(log, PILE_LOG_INFO,
+                        "step %" PRId64 "'s validation was skipped when the run stopped: doing it first", t.st.step);
         rc = validate(&t, err);
         if (rc == 0 && !t.st.pending_val) {
             char name[sizeof t.last_saved];
@@ -1108,7 +1145,8 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
             rc = save_checkpoint(&t, name, 1, 1, err);
         }
         if (rc == 0 && g_stop_signal) {
-            fprintf(stderr, "interrupted at step %" PRId64 " before training on; continue with --resume\n", t.st.step);
+            pile_log_printf(log, PILE_LOG_RECORD, "interrupted at step %" PRId64 " before training on; continue with --resume",
+                            t.st.step);
             interrupted = 1;
         }
     }
@@ -1165,20 +1203,19 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
             /* SIGUSR1: a checkpoint now, and training goes on */
             g_save_signal = 0;
             if (t.last_save_step != t.st.step && (rc = save_step_checkpoint(&t, err)) < 0) break;
-            end_progress_line(&t);
             pile_buf p = {0};
             pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
-            fprintf(stderr, "pile-trainer: checkpoint '%s' written (SIGUSR1); training goes on\n",
-                    p.data ? p.data : t.last_saved);
+            pile_log_printf(log, PILE_LOG_INFO, "checkpoint '%s' written (SIGUSR1); training goes on",
+                            p.data ? p.data : t.last_saved);
             pile_buf_free(&p);
         }
         if (g_stop_signal) {
             if (t.last_save_step != t.st.step && (rc = save_step_checkpoint(&t, err)) < 0) break;
-            end_progress_line(&t);
             pile_buf p = {0};
             pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
-            fprintf(stderr, "interrupted at step %" PRId64 ": checkpoint '%s' written; continue with --resume\n",
-                    t.st.step, p.data ? p.data : t.last_saved);
+            pile_log_printf(log, PILE_LOG_RECORD,
+                            "interrupted at step %" PRId64 ": checkpoint '%s' written; continue with --resume",
+                            t.st.step, p.data ? p.data : t.last_saved);
             pile_buf_free(&p);
             interrupted = 1;
             break;
@@ -1190,35 +1227,35 @@ int pile_trainer_train(const pile_train_config *cfg, pile_err *err)
         if (t.last_val_step != t.st.step) rc = validate(&t, err);
         if (rc == 0 && t.last_save_step != t.st.step) rc = save_step_checkpoint(&t, err);
         if (rc == 0 && t.st.pending_val) {
-            end_progress_line(&t);
-            fprintf(stderr, "interrupted at step %" PRId64 " before its validation; continue with --resume\n",
-                    t.st.step);
+            pile_log_printf(log, PILE_LOG_RECORD,
+                            "interrupted at step %" PRId64 " before its validation; continue with --resume", t.st.step);
             interrupted = 1;
         }
     }
-    end_progress_line(&t);
     for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old_stop[i], NULL);
     sigaction(SIGUSR1, &old_usr1, NULL);
 
     if (rc == 0) {
         char tok[32], el[32];
         double elapsed = pile_now() - t0;
+        const pile_log_level R = PILE_LOG_RESULT;
         if (finished && steps_run == 0)
-            printf("nothing trained: the run was finished (step %" PRId64 "%s %" PRId64 " steps)\n", t.st.step,
-                   t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
+            pile_log_printf(log, R, "nothing trained: the run was finished (step %" PRId64 "%s %" PRId64 " steps)\n",
+                            t.st.step, t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
         else
-            printf("trained %" PRId64 " of %" PRId64 " steps (%" PRId64 " in this run, %s)%s\n", t.st.step,
-                   t.total_steps, steps_run, duration(el, sizeof el, elapsed), interrupted ? ", interrupted" : "");
-        printf("tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
-        if (steps_run > 0) printf("final train loss: %.4f\n", last_loss);
+            pile_log_printf(log, R, "trained %" PRId64 " of %" PRId64 " steps (%" PRId64 " in this run, %s)%s\n",
+                            t.st.step, t.total_steps, steps_run, duration(el, sizeof el, elapsed),
+                            interrupted ? ", interrupted" : "");
+        pile_log_printf(log, R, "tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
+        if (steps_run > 0) pile_log_printf(log, R, "final train loss: %.4f\n", last_loss);
         if (isfinite(t.st.best_val_loss))
-            printf("best val loss: %.4f (%s)\n", t.st.best_val_loss,
-                   t.best_missing ? "its weights were not kept" : "best_model/");
+            pile_log_printf(log, R, "best val loss: %.4f (%s)\n", t.st.best_val_loss,
+                            t.best_missing ? "its weights were not kept" : "best_model/");
         if (c->skip_corrupt_rows)
-            printf("corrupt rows skipped: %" PRIu64 " (%" PRIu64 " samples left out)\n",
-                   pile_data_corrupt_rows(t.data), t.guard.samples);
-        printf("checkpoints: %s (latest %s)\n", c->checkpoint_dir, t.last_saved[0] ? t.last_saved : "unchanged");
-        fflush(stdout);
+            pile_log_printf(log, R, "corrupt rows skipped: %" PRIu64 " (%" PRIu64 " samples left out)\n",
+                            pile_data_corrupt_rows(t.data), t.guard.samples);
+        pile_log_printf(log, R, "checkpoints: %s (latest %s)\n", c->checkpoint_dir,
+                        t.last_saved[0] ? t.last_saved : "unchanged");
         if (interrupted) rc = PILE_TRAINER_STOPPED;
     }
     trainer_close(&t);
@@ -1240,11 +1277,11 @@ static int is_foreign(const char *ckpt)
 /* eval and sample read only checkpoints whose files match their
  * checksums.json; a folder without one (an older pile-trainer's, said; a
  * foreign one) is read as it is. */
-static int verify_for_reading(const char *ckpt, int foreign, pile_err *err)
+static int verify_for_reading(const char *ckpt, int foreign, const pile_log *log, pile_err *err)
 {
     int rc = pile_checkpoint_verify(ckpt, err);
     if (rc != PILE_ENOENT || !pile_fs_is_dir(ckpt)) return rc == PILE_ENOENT ? 0 : rc;
-    if (!foreign) fprintf(stderr, "pile-trainer: warning: %s\n", err->msg);
+    if (!foreign) pile_log_printf(log, PILE_LOG_WARN, "%s", err->msg);
     pile_err_clear(err);
     return 0;
 }
@@ -1261,7 +1298,7 @@ static int open_checkpoint_model(const char *ckpt, const char *backend, int thre
 }
 
 int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int batch_size, int threads,
-                      pile_eval_result *res, pile_err *err)
+                      const pile_log *log, pile_eval_result *res, pile_err *err)
 {
     pile_err_clear(err);
     pile_json *cfg = NULL;
@@ -1275,7 +1312,7 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
      * tokenizer fingerprint, so --data is needed and only the vocabulary
      * size can be checked. */
     const int foreign = is_foreign(ckpt);
-    int rc = verify_for_reading(ckpt, foreign, err);
+    int rc = verify_for_reading(ckpt, foreign, log, err);
     if (rc < 0) goto out;
     if (!foreign && (rc = read_stored_config(ckpt, &cfg, err)) < 0) goto out;
     if ((!data_dir || !data_dir[0]) && cfg) data_dir = json_string(cfg, "data");
@@ -1308,7 +1345,7 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
     }
     if (rc < 0) goto out;
     const pile_data_info *info = pile_data_get_info(d);
-    warn_unverified(info, data_dir);
+    warn_unverified(log, info, data_dir);
     if (foreign && (int)info->vocab_size != mc->vocab_size) {
         rc = pile_err_set(err, PILE_EMISMATCH,
                           "the shards in '%s' have a vocabulary of %u, checkpoint '%s' one of %d: another tokenizer",
@@ -1326,7 +1363,7 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
         goto out;
     }
     if ((rc = host_batch_alloc(&hb, (size_t)batch_size, pile_data_seq_len(d), err)) < 0) goto out;
-    corrupt_guard guard = {0};
+    corrupt_guard guard = {0, 0, 0, 0, log};
     rc = evaluate(m, d, data_dir, rows, batch_size, doc_mask, doc_mask_loss, &hb, &guard, res, err);
     res->rows_from = rows_from;
 out:
@@ -1420,19 +1457,18 @@ static size_t incomplete_tail(const unsigned char *s, size_t n)
     return 0;
 }
 
-/* Writes decoded[*printed..upto) with invalid UTF-8 repaired to U+FFFD. */
-static void emit_text(const pile_buf *decoded, size_t *printed, size_t upto)
+/* Hands decoded[*printed..upto) on, invalid UTF-8 repaired to U+FFFD. */
+static void emit_text(const pile_log *log, const pile_buf *decoded, size_t *printed, size_t upto)
 {
     if (upto <= *printed) return;
     pile_buf fixed = {0};
-    if (pile_utf8_repair(decoded->data + *printed, upto - *printed, &fixed) >= 0 && fixed.len)
-        fwrite(fixed.data, 1, fixed.len, stdout);
+    if (pile_utf8_repair(decoded->data + *printed, upto - *printed, &fixed) >= 0 && fixed.len && cstr(&fixed))
+        pile_log_write(log, PILE_LOG_RESULT, fixed.data, fixed.len);
     pile_buf_free(&fixed);
     *printed = upto;
-    fflush(stdout);
 }
 
-int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *err)
+int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, const pile_log *log, pile_err *err)
 {
     pile_err_clear(err);
     pile_buf spec = {0}, decoded = {0}, prompt_fixed = {0};
@@ -1444,7 +1480,7 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *e
     int32_t *tokens = NULL, *targets = NULL;
     float *logits = NULL;
     scored *tmp = NULL;
-    int rc = verify_for_reading(ckpt, is_foreign(ckpt), err);
+    int rc = verify_for_reading(ckpt, is_foreign(ckpt), log, err);
     if (rc < 0) goto out;
     rc = !o->tokenizer                           ? pile_checkpoint_tokenizer_spec(ckpt, &spec, err)
          : pile_buf_append_str(&spec, o->tokenizer) ? pile_err_set(err, PILE_ENOMEM, "out of memory")
@@ -1490,8 +1526,7 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *e
         goto out;
     }
     for (int i = 0; i < P; i++) targets[i] = -1;
-    fputs(prompt, stdout);
-    fflush(stdout);
+    pile_log_write(log, PILE_LOG_RESULT, prompt, strlen(prompt));
     rng r;
     rng_seed(&r, o->seed);
     const uint32_t eot = pile_tokenizer_eot_id(tok);
@@ -1528,11 +1563,11 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, pile_err *e
         decoded.len = 0;
         if ((rc = pile_tokenizer_decode(tok, ids.data + prompt_ids, ids.len - prompt_ids, &decoded, err)) < 0)
             goto out;
-        emit_text(&decoded, &printed, decoded.len - incomplete_tail((const unsigned char *)decoded.data, decoded.len));
+        emit_text(log, &decoded, &printed,
+                  decoded.len - incomplete_tail((const unsigned char *)decoded.data, decoded.len));
     }
-    emit_text(&decoded, &printed, decoded.len);
-    fputc('\n', stdout);
-    fflush(stdout);
+    emit_text(log, &decoded, &printed, decoded.len);
+    pile_log_write(log, PILE_LOG_RESULT, "\n", 1);
 out:
     free(tokens);
     free(targets);

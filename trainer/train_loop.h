@@ -6,14 +6,16 @@
  *    (metrics.h), and --resume that continues bit for bit;
  *  - eval: a checkpoint's validation loss, accuracy and perplexity;
  *  - sample: text from a checkpoint and a prompt.
- * pile_trainer.c is only the command line around these. They print:
- * progress, warnings and validation lines to stderr, the final summary
- * (train), the result (eval) and the generated text (sample) to stdout. */
+ * pile_trainer.c is only the command line around these. They print
+ * nothing: progress, notes, warnings and validation lines, the final
+ * summary (train) and the generated text (sample) go to the caller's
+ * pile_log (log.h; NULL: dropped), the eval result into a struct. */
 #ifndef PILE_TRAIN_LOOP_H
 #define PILE_TRAIN_LOOP_H
 
 #include <stdint.h>
 
+#include "log.h"
 #include "pile_error.h"
 #include "train_config.h"
 
@@ -28,8 +30,10 @@ extern "C" {
 
 /* Trains with a resolved configuration. Returns 0 when training finished,
  * PILE_TRAINER_STOPPED when a signal stopped it cleanly (a checkpoint
- * written), else PILE_E*. SIGUSR1 writes a checkpoint and goes on. */
-int pile_trainer_train(const pile_train_config *cfg, pile_err *err);
+ * written), else PILE_E*. SIGUSR1 writes a checkpoint and goes on. The
+ * summary comes last, as PILE_LOG_RESULT lines. The signal handlers are
+ * the process's while it runs (log->signal_fd is theirs to write to). */
+int pile_trainer_train(const pile_train_config *cfg, const pile_log *log, pile_err *err);
 
 /* Where the number of validation samples evaluated came from. */
 typedef enum pile_eval_rows_from {
@@ -51,7 +55,7 @@ typedef struct pile_eval_result {
  * rows caps the samples (0 = all; < 0 = the eval_rows the checkpoint's run
  * used, so that eval repeats its validation numbers). */
 int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int batch_size, int threads,
-                      pile_eval_result *res, pile_err *err);
+                      const pile_log *log, pile_eval_result *res, pile_err *err);
 
 typedef struct pile_sample_opts {
     const char *prompt;
@@ -63,10 +67,11 @@ typedef struct pile_sample_opts {
     int threads;
 } pile_sample_opts;
 
-/* Writes the prompt's continuation to stdout as it is generated. ckpt may
- * also be a folder from transformers' save_pretrained (no
- * trainer_state.json), with its tokenizer.json or opts->tokenizer. */
-int pile_trainer_sample(const char *ckpt, const pile_sample_opts *opts, pile_err *err);
+/* Hands the prompt, then its continuation as it is generated, then a
+ * newline to log as PILE_LOG_RESULT text. ckpt may also be a folder from
+ * transformers' save_pretrained (no trainer_state.json), with its
+ * tokenizer.json or opts->tokenizer. */
+int pile_trainer_sample(const char *ckpt, const pile_sample_opts *opts, const pile_log *log, pile_err *err);
 
 #ifdef __cplusplus
 }
