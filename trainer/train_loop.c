@@ -1234,6 +1234,9 @@ int pile_trainer_train(const pile_train_config *cfg, const pile_log *log, pile_e
     }
     for (int i = 0; i < 3; i++) sigaction(stop_signals[i], &old_stop[i], NULL);
     sigaction(SIGUSR1, &old_usr1, NULL);
+    /* the flags were this run's: an eval later in the process is not stopped by them */
+    g_stop_signal = 0;
+    g_save_signal = 0;
 
     if (rc == 0) {
         char tok[32], el[32];
