@@ -4,7 +4,7 @@
  * its level; with no log at all they print nothing either. Also
  * pile_log_printf on long messages, and the stop handler's acknowledgment
  * going to the log's signal_fd only. Real data: pile-prep's output of the
- * bundled sample's documents. */
+ * bundled sample. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -157,26 +157,19 @@ static long watch_stop(watch *w)
 
 static char shards[600];
 
-/* pile-prep's output of the bundled sample's val documents, also under a
- * train name. 0, or -1 when the sample is absent (the caller skips). */
+/* pile-prep's output of the bundled sample (a train file and the val
+ * file). 0, or -1 when the sample is absent (the caller skips). */
 static int make_shards(void)
 {
     const char *root = getenv("PILE_SOURCE_ROOT");
-    char src[700], copy[700];
-    snprintf(src, sizeof src, "%s/data/sample/val.jsonl.zst", root && *root ? root : ".");
-    FILE *in = fopen(src, "rb");
-    if (!in) return -1;
-    snprintf(copy, sizeof copy, "%s/docs.jsonl.zst", tmp);
-    FILE *o = fopen(copy, "wb");
-    char buf[65536];
-    size_t n;
-    while (o && (n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, o);
-    fclose(in);
-    if (o) fclose(o);
+    char train[700], val[700];
+    snprintf(train, sizeof train, "%s/data/sample/train/00.jsonl.zst", root && *root ? root : ".");
+    snprintf(val, sizeof val, "%s/data/sample/val.jsonl.zst", root && *root ? root : ".");
+    if (access(train, R_OK) != 0 || access(val, R_OK) != 0) return -1;
     pile_err err;
     pile_prep_inputs inputs = {0};
-    int rc = pile_prep_inputs_add(&inputs, copy, &err);
-    if (rc == 0) rc = pile_prep_inputs_add(&inputs, src, &err);
+    int rc = pile_prep_inputs_add(&inputs, train, &err);
+    if (rc == 0) rc = pile_prep_inputs_add(&inputs, val, &err);
     snprintf(shards, sizeof shards, "%s/shards", tmp);
     pile_prep_opts opts = {0};
     opts.inputs = inputs.v;
@@ -425,7 +418,7 @@ int main(void)
     int have = make_shards();
     if (have == -1) {
         /* the bundled sample is part of the repository: only a stripped copy lacks it */
-        printf("# no data/sample/val.jsonl.zst under PILE_SOURCE_ROOT: the trainer cases are skipped\n");
+        printf("# no data/sample/ under PILE_SOURCE_ROOT: the trainer cases are skipped\n");
     } else if (have < 0) {
         TEST("pile-prep makes the shards");
         ASSERT(0);
