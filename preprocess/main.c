@@ -1,7 +1,9 @@
 /* pile-prep: the command line over the pile_prep library. Only this file
  * prints and exits: 0 on success, 1 on failure, 2 on a usage error. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "pile_fs.h"
 #include "pile_prep.h"
+#include "pile_tokenizer.h"
 
 #define DEFAULT_DATA "/workspace/pile_data/"
 #define MAX_RULES 64
@@ -29,7 +32,13 @@ static const char usage_text[] =
     "  -o, --output DIR        output folder (default ./shards/)\n"
     "  -j, --threads N         worker threads (default, or 0: all cores)\n"
     "  -L, --max-length N      tokens per row (default 2048)\n"
-    "  -t, --tokenizer SPEC    \"bytes\" (default), a tokenizer.json, a GPT-2 folder, a .tiktoken file\n"
+    "  -t, --tokenizer SPEC    \"gpt2\" (GPT-2's, built in), \"bytes\", a tokenizer.json, a GPT-2\n"
+    "                          folder, a .tiktoken file (default: gpt2 when an INPUT folder has\n"
+    "                          the Pile's layout, train/NN.jsonl.zst; else bytes)\n"
+    "      --partition K/N     process only partition K (1 to N) of the inputs, into\n"
+    "                          DIR/part-K-of-N/ (whole files, balanced by size, the same on\n"
+    "                          every machine); in a Slurm array job the default is the task's\n"
+    "                          share (SLURM_ARRAY_TASK_ID, _MIN, _STEP, _COUNT); none: all inputs\n"
     "      --pack MODE         concat (default) or best-fit\n"
     "      --window-rows N     best-fit: rows per packing window (default 1024)\n"
     "      --shard-size MB     token data per shard in MiB (default 256; fractions allowed)\n"
@@ -50,6 +59,8 @@ static const char usage_text[] =
     "  -h, --help              this help\n"
     "  -V, --version           the version\n"
     "\n"
+    "Partitions made on many machines are read as one dataset by pile-trainer --data DIR\n"
+    "and pile-dump DIR.\n"
     "A run that was interrupted is resumed by running the same command again; the\n"
     "shards it kept are checked against their checksums first. DIR holds a copy of\n"
     "the tokenizer (DIR/tokenizer/), so the folder works wherever it is copied.\n"
@@ -119,6 +130,79 @@ static int find_sample(pile_buf *out)
     return -1;
 }
 
+/* Does folder `dir` have the Pile's layout: a train/ folder of NN.jsonl.zst? */
+static int pile_layout(const char *dir)
+{
+    pile_buf p = {0};
+    if (pile_fs_join(&p, dir, "train")) return 0;
+    DIR *d = opendir(p.data);
+    pile_buf_free(&p);
+    if (!d) return 0;
+    int yes = 0;
+    struct dirent *e;
+    while (!yes && (e = readdir(d)))
+        yes = strlen(e->d_name) == 12 && e->d_name[0] >= '0' && e->d_name[0] <= '9' && e->d_name[1] >= '0' &&
+              e->d_name[1] <= '9' && !strcmp(e->d_name + 2, ".jsonl.zst");
+    closedir(d);
+    return yes;
+}
+
+/* "K/N" with 1 <= K <= N <= 65536. */
+static int parse_partition(const char *s, uint32_t *k, uint32_t *n)
+{
+    const char *slash = strchr(s, '/');
+    if (!slash) return -1;
+    char kbuf[24];
+    size_t kl = (size_t)(slash - s);
+    uint64_t kv, nv;
+    if (kl == 0 || kl >= sizeof kbuf) return -1;
+    memcpy(kbuf, s, kl);
+    kbuf[kl] = '\0';
+    if (parse_u64(kbuf, &kv, 0) || parse_u64(slash + 1, &nv, 0) || nv < 1 || nv > 65536 || kv < 1 || kv > nv)
+        return -1;
+    *k = (uint32_t)kv;
+    *n = (uint32_t)nv;
+    return 0;
+}
+
+/* A Slurm array variable as a number; -1 when unset, -2 when not a number. */
+static int64_t slurm_var(const char *name)
+{
+    const char *v = getenv(name);
+    uint64_t x;
+    if (!v || !*v) return -1;
+    if (parse_u64(v, &x, 0) || x > INT32_MAX) return -2;
+    return (int64_t)x;
+}
+
+/* The partition of a Slurm array task: 1 found (k, n and `how` set), 0 not
+ * an array task, -1 an array Slurm describes in a way that gives no
+ * partition (`how` says why). Task ids run MIN, MIN+STEP, ... (--array=0-29,
+ * 1-30, 0-58:2): the task's index among them is the partition. */
+static int slurm_partition(uint32_t *k, uint32_t *n, char *how, size_t cap)
+{
+    int64_t id = slurm_var("SLURM_ARRAY_TASK_ID"), cnt = slurm_var("SLURM_ARRAY_TASK_COUNT");
+    int64_t min = slurm_var("SLURM_ARRAY_TASK_MIN"), step = slurm_var("SLURM_ARRAY_TASK_STEP");
+    if (id == -1) return 0;
+    if (step == -1) step = 1;
+    if (id < 0 || cnt < 1 || min < 0 || step < 1) {
+        snprintf(how, cap, "this is a Slurm array task, but SLURM_ARRAY_TASK_ID, _COUNT and _MIN do not give its "
+                           "partition (unset or not numbers)");
+        return -1;
+    }
+    if (id < min || (id - min) % step || (id - min) / step >= cnt || cnt > 65536) {
+        snprintf(how, cap, "Slurm array task %" PRId64 " is not one of %" PRId64 " ids from %" PRId64 " by %" PRId64
+                           ": partitions need an array of evenly spaced ids (--array=0-29)",
+                 id, cnt, min, step);
+        return -1;
+    }
+    *k = (uint32_t)((id - min) / step + 1);
+    *n = (uint32_t)cnt;
+    snprintf(how, cap, "from the Slurm array: SLURM_ARRAY_TASK_ID=%" PRId64 " (ids from %" PRId64 " by %" PRId64
+                       ", %" PRId64 " tasks)", id, min, step, cnt);
+    return 1;
+}
+
 enum {
     OPT_PACK = 256,
     OPT_WINDOW,
@@ -134,6 +218,7 @@ enum {
     OPT_TRAIN,
     OPT_VAL,
     OPT_TEST,
+    OPT_PARTITION,
 };
 
 /* The --train / --val / --test patterns, in the order given. */
@@ -163,6 +248,7 @@ int main(int argc, char **argv)
         {"train", required_argument, NULL, OPT_TRAIN},
         {"val", required_argument, NULL, OPT_VAL},
         {"test", required_argument, NULL, OPT_TEST},
+        {"partition", required_argument, NULL, OPT_PARTITION},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
@@ -177,6 +263,7 @@ int main(int argc, char **argv)
     size_t n_rules = 0;
     uint64_t v;
     int c;
+    const char *partition_arg = NULL;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:j:L:t:qhV", longopts, NULL)) != -1) {
         switch (c) {
@@ -231,6 +318,13 @@ int main(int argc, char **argv)
             rules[n_rules].split = c == OPT_TRAIN ? PILE_SPLIT_TRAIN : c == OPT_VAL ? PILE_SPLIT_VAL : PILE_SPLIT_TEST;
             rules[n_rules++].pattern = optarg;
             break;
+        case OPT_PARTITION: {
+            uint32_t k, n;
+            if (strcmp(optarg, "none") && parse_partition(optarg, &k, &n))
+                return usage_error("bad --partition '%s' (K/N with 1 <= K <= N <= 65536, or none)", optarg);
+            partition_arg = optarg;
+            break;
+        }
         case OPT_STRICT: o.strict = 1; break;
         case OPT_MEGATRON: o.megatron = 1; break;
         case OPT_FORCE: o.force = 1; break;
@@ -256,6 +350,9 @@ int main(int argc, char **argv)
     pile_err err;
     pile_err_clear(&err);
     int rc = 0;
+    /* which tokenizer, and why: said at the start and in the summary */
+    char tok_why[PATH_MAX + 160];
+    snprintf(tok_why, sizeof tok_why, "%s", o.tokenizer_spec ? "given" : "the default");
     if (optind == argc) {
         pile_buf sample = {0};
         const char *def = pile_fs_is_dir(DEFAULT_DATA) ? DEFAULT_DATA : NULL;
@@ -266,14 +363,56 @@ int main(int argc, char **argv)
             return 1;
         }
         rc = pile_prep_inputs_add(&inputs, def, &err);
+        if (!o.tokenizer_spec && pile_layout(def)) {
+            o.tokenizer_spec = "gpt2";
+            snprintf(tok_why, sizeof tok_why, "the default for the Pile's layout of '%.*s' (train/NN.jsonl.zst)",
+                     PATH_MAX, def);
+        }
         pile_buf_free(&sample);
     }
-    for (int i = optind; i < argc && !rc; i++) rc = pile_prep_inputs_add(&inputs, argv[i], &err);
+    for (int i = optind; i < argc && !rc; i++) {
+        rc = pile_prep_inputs_add(&inputs, argv[i], &err);
+        if (!rc && !o.tokenizer_spec && pile_layout(argv[i])) {
+            o.tokenizer_spec = "gpt2";
+            snprintf(tok_why, sizeof tok_why, "the default for the Pile's layout of '%.*s' (train/NN.jsonl.zst)",
+                     PATH_MAX, argv[i]);
+        }
+    }
     for (size_t i = 0; i < n_rules && !rc; i++)
         rc = pile_prep_inputs_set_split(&inputs, rules[i].split, rules[i].pattern, &err);
+
+    /* the partition: --partition, else a Slurm array task's */
+    uint32_t part_k = 0, part_n = 0;
+    char part_how[256] = "";
+    if (!rc && partition_arg && strcmp(partition_arg, "none")) {
+        parse_partition(partition_arg, &part_k, &part_n);
+        snprintf(part_how, sizeof part_how, "from --partition %s", partition_arg);
+    } else if (!rc && !partition_arg) {
+        int sl = slurm_partition(&part_k, &part_n, part_how, sizeof part_how);
+        if (sl < 0) {
+            fprintf(stderr, "pile-prep: %s; give --partition K/N, or --partition none to process every input\n",
+                    part_how);
+            pile_prep_inputs_free(&inputs);
+            return 1;
+        }
+    }
+    pile_prep_partition part;
+    pile_buf part_dir = {0};
+    if (!rc && part_n) {
+        rc = pile_prep_inputs_partition(&inputs, part_k, part_n, &part, &err);
+        char leaf[64];
+        int w = snprintf(leaf, sizeof leaf, "%u", part_n);
+        snprintf(leaf, sizeof leaf, "part-%0*u-of-%u", w, part_k, part_n);
+        if (!rc && pile_fs_join(&part_dir, o.output_dir, leaf)) rc = pile_err_set(&err, PILE_ENOMEM, "out of memory");
+        if (!rc) {
+            o.output_dir = part_dir.data;
+            o.partition = &part;
+        }
+    }
     if (rc) {
         fprintf(stderr, "pile-prep: %s\n", err.msg);
         pile_prep_inputs_free(&inputs);
+        pile_buf_free(&part_dir);
         return 1;
     }
     if (!quiet && inputs.n_notes) {
@@ -293,6 +432,22 @@ int main(int argc, char **argv)
     o.n_inputs = inputs.n;
     o.log = log_line;
     o.log_ctx = &lc;
+    pile_buf lines = {0};
+    const char *spec = o.tokenizer_spec ? o.tokenizer_spec : "bytes";
+    pile_buf_printf(&lines, "tokenizer: %s%s (%s)\n", spec,
+                    pile_tokenizer_is_builtin(spec) ? ", GPT-2's vocabulary built into pile" : "", tok_why);
+    if (part_n)
+        pile_buf_printf(&lines,
+                        "partition %u of %u (%s): %zu of %zu input files, %.1f of %.1f MB on disk, into '%s'\n",
+                        part.index, part.count, part_how, part.inputs_selected, part.inputs_total,
+                        (double)part.bytes_selected / 1e6, (double)part.bytes_total / 1e6, o.output_dir);
+    if (lines.failed) {
+        fprintf(stderr, "pile-prep: out of memory\n");
+        return 1;
+    }
+    if (!quiet)
+        for (char *line = lines.data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1)
+            fprintf(stderr, "pile-prep: %.*s\n", (int)(nl - line), line);
     pile_prep_result res;
     rc = pile_prep_run(&o, &res, &err);
     if (rc) {
@@ -305,9 +460,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "pile-prep: '%s' is already complete; nothing to do (%llu files checked, %.1f MB, in %.2f s)\n",
                     o.output_dir, (unsigned long long)res.files_checked, (double)res.bytes_checked / 1e6, res.check_s);
     } else if (!quiet && res.summary.data) {
-        fprintf(stderr, "%s", res.summary.data);
+        fprintf(stderr, "%s%s", res.summary.data, lines.data);
     }
     pile_prep_result_free(&res);
     pile_prep_inputs_free(&inputs);
+    pile_buf_free(&lines);
+    pile_buf_free(&part_dir);
     return rc ? 1 : 0;
 }

@@ -79,6 +79,30 @@ int pile_prep_inputs_add(pile_prep_inputs *list, const char *path, pile_err *err
 int pile_prep_inputs_set_split(pile_prep_inputs *list, pile_split split, const char *pattern, pile_err *err);
 void pile_prep_inputs_free(pile_prep_inputs *list);
 
+/* One machine's share of the inputs (--partition K/N, Slurm array jobs). */
+typedef struct pile_prep_partition {
+    uint32_t index, count;          /* partition index (1-based) of count */
+    size_t inputs_total;            /* distinct input files before the selection */
+    size_t inputs_selected;         /* ... and in this partition */
+    uint64_t bytes_total, bytes_selected; /* their sizes on disk */
+    uint64_t inputs_xxh3;           /* XXH3-64 of every input's split, file name and size, in order:
+                                       partitions of one set of inputs share it */
+} pile_prep_partition;
+
+/* Keeps in `list` only the inputs of partition `index` (1 to count) of
+ * `count`, and fills *out. Whole files are dealt out (one zstd frame
+ * decompresses on one core anyway), balanced by size: split by split
+ * (train, val, test), each split's files largest first (ties in list
+ * order) go to the partition with the fewest bytes so far (ties: the
+ * lowest index), so the assignment depends only on the list (names,
+ * order, sizes, splits) and is the same on every machine given the same
+ * command. A file listed twice (another spelling) counts once and stays
+ * with its first spelling. More partitions than distinct files is
+ * PILE_EINVAL (some would be empty), as is an index out of range. Call
+ * after pile_prep_inputs_set_split. */
+int pile_prep_inputs_partition(pile_prep_inputs *list, uint32_t index, uint32_t count, pile_prep_partition *out,
+                               pile_err *err);
+
 /* The split the words of a file name tell (only the last path component
  * counts): val, test, or train (no split word, or words of both). */
 pile_split pile_prep_split_of(const char *path);
@@ -113,6 +137,8 @@ typedef struct pile_prep_opts {
     FILE *progress;             /* where to draw the progress line; NULL: no progress */
     pile_prep_log_fn log;       /* warnings; NULL: dropped */
     void *log_ctx;
+    const pile_prep_partition *partition; /* the inputs are this partition's (recorded in the manifest's
+                                             options); NULL: all inputs */
     uint64_t stop_after_shards; /* for tests: fail with PILE_ELIMIT once this run has finished this many
                                    shards, leaving the output as a crash would; 0: never */
 } pile_prep_opts;

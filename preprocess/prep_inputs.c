@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define SNIFF_BYTES 65536 /* of a plain .json file, to tell JSON lines from one JSON document */
 
@@ -415,6 +416,95 @@ int pile_prep_inputs_set_split(pile_prep_inputs *list, pile_split split, const c
         return pile_err_set(err, PILE_ENOENT, "--%s '%s' names no input (neither a file nor a pattern any input matches)",
                             pile_prep_split_name(split), pattern);
     return 0;
+}
+
+/* -------------------------------------------------------------- partitions */
+
+typedef struct part_item {
+    size_t i;    /* index in the list (the first spelling of the file) */
+    pile_split split;
+    uint64_t size;
+} part_item;
+
+/* Split order, then largest first, then list order: a total order, so qsort's
+ * instability cannot show. */
+static int cmp_part_item(const void *a, const void *b)
+{
+    const part_item *x = a, *y = b;
+    if (x->split != y->split) return x->split < y->split ? -1 : 1;
+    if (x->size != y->size) return x->size > y->size ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+int pile_prep_inputs_partition(pile_prep_inputs *list, uint32_t index, uint32_t count, pile_prep_partition *out,
+                               pile_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (count < 1 || index < 1 || index > count)
+        return pile_err_set(err, PILE_EINVAL, "partition %u of %u does not exist (1 to %u)", index, count, count);
+    size_t n = list->n, m = 0;
+    part_item *items = malloc((n ? n : 1) * sizeof *items);
+    size_t *first = malloc((n ? n : 1) * sizeof *first);   /* the first spelling of each file */
+    uint32_t *part = malloc((n ? n : 1) * sizeof *part);    /* partition of each first spelling */
+    uint64_t *load = calloc(count, sizeof *load);
+    XXH3_state_t *xs = XXH3_createState();
+    int rc = items && first && part && load && xs ? 0 : pile_err_set(err, PILE_ENOMEM, "out of memory");
+    if (!rc) XXH3_64bits_reset(xs);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const pile_prep_input *in = &list->v[i];
+        first[i] = i;
+        /* quadratic, but over files, not lines: the Pile has 32 */
+        for (size_t k = 0; k < i && first[i] == i; k++)
+            if (list->v[k].dev == in->dev && list->v[k].ino == in->ino && (in->dev || in->ino)) first[i] = first[k];
+        if (first[i] != i) continue;
+        items[m++] = (part_item){i, in->split, in->size};
+        /* the name without its folders: the same set of files mounted elsewhere is the same set */
+        const char *base = strrchr(in->path, '/');
+        base = base ? base + 1 : in->path;
+        uint64_t nums[2] = {(uint64_t)in->split, in->size};
+        XXH3_64bits_update(xs, base, strlen(base) + 1);
+        XXH3_64bits_update(xs, nums, sizeof nums);
+        out->bytes_total += in->size;
+    }
+    if (!rc && count > m)
+        rc = pile_err_set(err, PILE_EINVAL,
+                          "cannot make %u partitions of %zu input file%s: partitions are made of whole files, so "
+                          "some would be empty; use at most %zu",
+                          count, m, m == 1 ? "" : "s", m);
+    if (!rc) {
+        qsort(items, m, sizeof *items, cmp_part_item);
+        for (size_t k = 0; k < m; k++) {
+            uint32_t best = 0;
+            for (uint32_t p = 1; p < count; p++)
+                if (load[p] < load[best]) best = p;
+            load[best] += items[k].size;
+            part[items[k].i] = best + 1;
+        }
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (part[first[i]] == index) {
+                if (first[i] == i) {
+                    out->inputs_selected++;
+                    out->bytes_selected += list->v[i].size;
+                }
+                list->v[kept++] = list->v[i];
+            } else {
+                free(list->v[i].path);
+                free(list->v[i].rule);
+            }
+        }
+        list->n = kept;
+        out->index = index;
+        out->count = count;
+        out->inputs_total = m;
+        out->inputs_xxh3 = XXH3_64bits_digest(xs);
+    }
+    free(items);
+    free(first);
+    free(part);
+    free(load);
+    XXH3_freeState(xs);
+    return rc;
 }
 
 void pile_prep_inputs_free(pile_prep_inputs *list)

@@ -75,6 +75,12 @@ static void write_options(pile_buf *b, const prep_state *st)
     pile_buf_printf(b, ",\n    \"subset_key\": ");
     put_str(b, st->subset_key);
     pile_buf_printf(b, ",\n");
+    const pile_prep_partition *pt = st->opts->partition;
+    if (pt)
+        pile_buf_printf(b,
+                        "    \"partition\": {\"index\": %u, \"count\": %u, \"inputs_total\": %zu, "
+                        "\"inputs_xxh3\": \"%016" PRIx64 "\"},\n",
+                        pt->index, pt->count, pt->inputs_total, pt->inputs_xxh3);
     pile_buf_printf(b, "    \"megatron\": %s\n  }", st->megatron ? "true" : "false");
 }
 

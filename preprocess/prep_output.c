@@ -167,6 +167,18 @@ int pile__prep_tok_source_read(prep_tok_source *ts, const char *spec, pile_err *
     int rc = 0;
     if (!spec || !*spec || !strcmp(spec, "bytes")) {
         ts->spec = strdup("bytes");
+    } else if (pile_tokenizer_is_builtin(spec)) {
+        /* GPT-2's files from the library: the copy is a GPT-2 folder like any other */
+        const char *name;
+        const void *data;
+        size_t len;
+        for (size_t i = 0; !rc && i < 2 && pile_tokenizer_builtin_file(spec, i, &name, &data, &len); i++) {
+            ts->name[i] = strdup(name);
+            ts->n++;
+            if (!ts->name[i] || pile_buf_append(&ts->data[i], data, len))
+                rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        }
+        ts->spec = strdup(TOK_DIR);
     } else if (pile_fs_is_dir(spec)) {
         static const char *const gpt2[] = {"encoder.json", "vocab.bpe"};
         for (int i = 0; i < 2 && !rc; i++) {

@@ -696,6 +696,36 @@ int main(void)
 
     check_all_corpus(tk, "r50k_base.tiktoken", 1);
     check_all_corpus(folder, "encoder.json + vocab.bpe", 1);
+
+    TEST("\"gpt2\" opens GPT-2's files built into the library: the same bytes and fingerprint as the folder");
+    pile_tokenizer *builtin = NULL;
+    ASSERT_OK(pile_tokenizer_open(&builtin, "gpt2", err), err);
+    ASSERT(pile_tokenizer_is_builtin("gpt2") && !pile_tokenizer_is_builtin("./gpt2") && !pile_tokenizer_is_builtin("bytes"));
+    if (builtin && folder) {
+        uint8_t a[16], b[16];
+        pile_tokenizer_fingerprint(folder, a);
+        pile_tokenizer_fingerprint(builtin, b);
+        ASSERT_MEM_EQ(a, b, 16);
+        ASSERT_EQ(pile_tokenizer_vocab_size(builtin), 50257);
+        ASSERT_EQ(pile_tokenizer_eot_id(builtin), 50256);
+    }
+    static const char *const gpt2_files[] = {"fixtures/gpt2/encoder.json", "fixtures/gpt2/vocab.bpe"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *name;
+        const void *data;
+        size_t len;
+        pile_buf want = {0};
+        ASSERT_EQ(pile_tokenizer_builtin_file("gpt2", i, &name, &data, &len), 1);
+        ASSERT_OK(pile_fs_read_file(sp(gpt2_files[i]), &want, err), err);
+        ASSERT(strstr(gpt2_files[i], name) != NULL);
+        ASSERT_EQ(len, want.len);
+        if (len == want.len) ASSERT_MEM_EQ(data, want.data, len);
+        pile_buf_free(&want);
+    }
+    ASSERT_EQ(pile_tokenizer_builtin_file("gpt2", 2, NULL, NULL, NULL), 0);
+    ASSERT_EQ(pile_tokenizer_builtin_file("bytes", 0, NULL, NULL, NULL), 0);
+    check_all_corpus(builtin, "gpt2 (built in)", 1);
+    pile_tokenizer_close(builtin);
     check_all_corpus(hf, "tokenizer.json", 0);
     test_random(tk, folder, "tiktoken and folder loaders");
     if (d) test_split(d, folder);

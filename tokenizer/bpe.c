@@ -572,6 +572,15 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+int pile__bpe_open_builtin(pile_tokenizer **out, pile_err *err)
+{
+    *out = NULL;
+    pile__bpe *b = NULL;
+    PILE_FORWARD_IF_ERR(pile__bpe_load_gpt2_builtin(&b, err));
+    *out = &b->h;
+    return 0;
+}
+
 int pile__bpe_open(pile_tokenizer **out, const char *spec, pile_err *err)
 {
     *out = NULL;

@@ -171,6 +171,8 @@ int pile__bpe_is_gpt2_pattern(const char *pattern, size_t len);
 /* ---- loaders (bpe_load.c) ---- */
 int pile__bpe_load_tiktoken(pile__bpe **out, const char *path, pile_err *err);
 int pile__bpe_load_gpt2_dir(pile__bpe **out, const char *dir, pile_err *err);
+/* GPT-2's files built into the library (gpt2_data.c). */
+int pile__bpe_load_gpt2_builtin(pile__bpe **out, pile_err *err);
 int pile__bpe_load_hf_json(pile__bpe **out, const char *path, pile_err *err);
 
 /* The GPT-2 byte <-> printable code point mapping. */

@@ -128,26 +128,21 @@ static int add_merge_strs(pile__bpe *b, strmap *map, const char *l, size_t ln, c
 
 /* ------------------------------------------------------- GPT-2 folder */
 
-int pile__bpe_load_gpt2_dir(pile__bpe **out, const char *dir, pile_err *err)
+/* GPT-2's two files from memory: enc (encoder.json) and bpe (vocab.bpe),
+ * named enc_name and bpe_name in messages, `name` for the whole. */
+static int load_gpt2(pile__bpe **out, const char *enc, size_t enc_len, const char *enc_name, const char *bpe,
+                     size_t bpe_len, const char *bpe_name, const char *name, pile_err *err)
 {
-    pile_buf enc_path = {0}, bpe_path = {0}, data = {0};
     pile_json *root = NULL;
     pile__bpe *b = NULL;
     strmap map = {0};
-    int rc = 0;
-    if (pile_fs_join(&enc_path, dir, "encoder.json") || pile_fs_join(&bpe_path, dir, "vocab.bpe"))
-        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-    uint64_t size;
-    if (rc == 0 && (pile_fs_size(enc_path.data, &size, NULL) < 0 || pile_fs_size(bpe_path.data, &size, NULL) < 0))
-        rc = pile_err_set(err, PILE_ENOENT, "cannot open tokenizer '%s': a tokenizer folder needs encoder.json and vocab.bpe",
-                          dir);
-    if (rc == 0) rc = pile_json_parse_file(enc_path.data, &root, err);
+    int rc = pile_json_parse(enc, enc_len, enc_name, &root, err);
     if (rc == 0) rc = pile__bpe_create(&b, PILE__BPE_MERGES, err);
-    if (rc == 0) rc = add_vocab(b, root, &map, NULL, 0, enc_path.data, err);
+    if (rc == 0) rc = add_vocab(b, root, &map, NULL, 0, enc_name, err);
     /* GPT-2 lists <|endoftext|> in the vocabulary; it is the one special token. */
     uint32_t eot = rc == 0 ? strmap_find(&map, "<|endoftext|>", 13, 0, 0) : UINT32_MAX;
     if (rc == 0 && eot == UINT32_MAX)
-        rc = pile_err_set(err, PILE_EFORMAT, "invalid tokenizer '%s': no <|endoftext|> token", enc_path.data);
+        rc = pile_err_set(err, PILE_EFORMAT, "invalid tokenizer '%s': no <|endoftext|> token", enc_name);
     if (rc == 0) {
         b->flags[eot] &= (uint8_t)~PILE__TOK_MODEL;
         b->flags[eot] |= PILE__TOK_SPECIAL;
@@ -162,37 +157,65 @@ int pile__bpe_load_gpt2_dir(pile__bpe **out, const char *dir, pile_err *err)
             b->h.n_specials = 1;
         }
     }
-    if (rc == 0) rc = pile_fs_read_file(bpe_path.data, &data, err);
     size_t lineno = 0;
-    for (size_t i = 0; rc == 0 && i < data.len; lineno++) {
-        const char *line = data.data + i;
-        const char *nl = memchr(line, '\n', data.len - i);
-        size_t n = nl ? (size_t)(nl - line) : data.len - i;
+    for (size_t i = 0; rc == 0 && i < bpe_len; lineno++) {
+        const char *line = bpe + i;
+        const char *nl = memchr(line, '\n', bpe_len - i);
+        size_t n = nl ? (size_t)(nl - line) : bpe_len - i;
         i += n + 1;
         if (n && line[n - 1] == '\r') n--;
         if (n == 0 || (lineno == 0 && line[0] == '#')) continue;
         const char *sp = memchr(line, ' ', n);
         if (!sp || memchr(sp + 1, ' ', n - (size_t)(sp + 1 - line))) {
             rc = pile_err_set(err, PILE_EFORMAT, "invalid merges file '%s': line %zu is not two tokens separated by a space",
-                              bpe_path.data, lineno + 1);
+                              bpe_name, lineno + 1);
             break;
         }
         rc = add_merge_strs(b, &map, line, (size_t)(sp - line), sp + 1, n - (size_t)(sp + 1 - line), b->n_merges,
-                            bpe_path.data, err);
+                            bpe_name, err);
     }
-    if (rc == 0) rc = pile__bpe_add_stage(b, PILE__SPLIT_GPT2, NULL, 0, PILE__BEH_ISOLATED, 0, 0, dir, err);
-    if (rc == 0) rc = pile__bpe_finish(b, dir, err);
+    if (rc == 0) rc = pile__bpe_add_stage(b, PILE__SPLIT_GPT2, NULL, 0, PILE__BEH_ISOLATED, 0, 0, name, err);
+    if (rc == 0) rc = pile__bpe_finish(b, name, err);
     strmap_free(&map);
     pile_json_free(root);
-    pile_buf_free(&enc_path);
-    pile_buf_free(&bpe_path);
-    pile_buf_free(&data);
     if (rc) {
         pile__bpe_destroy(b);
         return rc;
     }
     *out = b;
     return 0;
+}
+
+int pile__bpe_load_gpt2_dir(pile__bpe **out, const char *dir, pile_err *err)
+{
+    pile_buf enc_path = {0}, bpe_path = {0}, enc = {0}, bpe = {0};
+    int rc = 0;
+    if (pile_fs_join(&enc_path, dir, "encoder.json") || pile_fs_join(&bpe_path, dir, "vocab.bpe"))
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    uint64_t size;
+    if (rc == 0 && (pile_fs_size(enc_path.data, &size, NULL) < 0 || pile_fs_size(bpe_path.data, &size, NULL) < 0))
+        rc = pile_err_set(err, PILE_ENOENT, "cannot open tokenizer '%s': a tokenizer folder needs encoder.json and vocab.bpe",
+                          dir);
+    if (rc == 0) rc = pile_fs_read_file(enc_path.data, &enc, err);
+    if (rc == 0) rc = pile_fs_read_file(bpe_path.data, &bpe, err);
+    if (rc == 0)
+        rc = load_gpt2(out, enc.data ? enc.data : "", enc.len, enc_path.data, bpe.data ? bpe.data : "", bpe.len,
+                       bpe_path.data, dir, err);
+    pile_buf_free(&enc_path);
+    pile_buf_free(&bpe_path);
+    pile_buf_free(&enc);
+    pile_buf_free(&bpe);
+    return rc;
+}
+
+int pile__bpe_load_gpt2_builtin(pile__bpe **out, pile_err *err)
+{
+    const void *enc, *bpe;
+    size_t enc_len, bpe_len;
+    pile_tokenizer_builtin_file("gpt2", 0, NULL, &enc, &enc_len);
+    pile_tokenizer_builtin_file("gpt2", 1, NULL, &bpe, &bpe_len);
+    return load_gpt2(out, enc, enc_len, "gpt2 (built in): encoder.json", bpe, bpe_len, "gpt2 (built in): vocab.bpe",
+                     "gpt2", err);
 }
 
 /* ---------------------------------------------------- tokenizer.json */

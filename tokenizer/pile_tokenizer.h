@@ -25,6 +25,9 @@ typedef struct pile_encoder pile_encoder;
 
 /* Opens a tokenizer. spec:
  *   NULL or "bytes"            the byte-level tokenizer (ids 0-255 are bytes, 256 is <|endoftext|>)
+ *   "gpt2"                     GPT-2's encoder.json + vocab.bpe, built into the library (the
+ *                              same tokenizer, fingerprint included, as a folder of those files;
+ *                              a folder named gpt2 is "./gpt2")
  *   a tokenizer.json           Hugging Face BPE
  *   a folder                   with encoder.json + vocab.bpe (GPT-2's files)
  *   a *.tiktoken file          tiktoken ranks; the pattern is chosen by the file
@@ -32,11 +35,22 @@ typedef struct pile_encoder pile_encoder;
  * A file it cannot use is an error that says why, never a fall-back. */
 int pile_tokenizer_open(pile_tokenizer **out, const char *spec, pile_err *err);
 
+/* 1 when spec names a tokenizer built into the library ("gpt2"), whose
+ * files need no path. */
+int pile_tokenizer_is_builtin(const char *spec);
+
+/* File i (0, 1, ...) of the built-in tokenizer `spec`, for writing a copy
+ * ("gpt2": encoder.json, vocab.bpe): its base name and bytes, static and
+ * read-only. Returns 1, or 0 past the last file or when spec is not a
+ * built-in one. Thread-safe. */
+int pile_tokenizer_builtin_file(const char *spec, size_t i, const char **name, const void **data, size_t *len);
+
 /* Finds the tokenizer a data folder recorded. `spec` is the spec as written
  * in a file inside folder `base` (pile-prep's manifest.json): "bytes" and
  * absolute paths are taken as they are; a relative path is looked for in
  * `base` first, then from the current folder (older pile-prep manifests
- * recorded the spec as typed, from wherever pile-prep ran). A candidate is
+ * recorded the spec as typed, from wherever pile-prep ran); built-in names
+ * ("gpt2") are taken as they are too. A candidate is
  * accepted only if it opens and its fingerprint is `fp`. On success `out`
  * gets the spec to open from here (a path made absolute, or "bytes"),
  * NUL-terminated, and *tok (when tok != NULL) the open tokenizer, which the

@@ -8,6 +8,7 @@ int pile_tokenizer_open(pile_tokenizer **out, const char *spec, pile_err *err)
 {
     *out = NULL;
     if (!spec || !*spec || strcmp(spec, "bytes") == 0) return pile__bytes_open(out, err);
+    if (pile_tokenizer_is_builtin(spec)) return pile__bpe_open_builtin(out, err);
     return pile__bpe_open(out, spec, err);
 }
 

@@ -39,6 +39,8 @@ struct pile_encoder {
 int pile__bytes_open(pile_tokenizer **out, pile_err *err);
 /* Opens the BPE backend from any of its file formats (see pile_tokenizer_open). */
 int pile__bpe_open(pile_tokenizer **out, const char *spec, pile_err *err);
+/* The built-in GPT-2 (gpt2_data.c). */
+int pile__bpe_open_builtin(pile_tokenizer **out, pile_err *err);
 
 /* Frees the fields of the common header (specials, pattern); backends call it from close. */
 void pile__tok_free_header(pile_tokenizer *tok);

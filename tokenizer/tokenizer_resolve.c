@@ -43,7 +43,7 @@ static int try_spec(const char *path, const uint8_t *fp, pile_tokenizer **keep, 
 /* out = path, spelled absolute when it is a path that can be made so. */
 static int set_spec(pile_buf *out, const char *path, pile_err *err)
 {
-    char *abs = strcmp(path, "bytes") ? realpath(path, NULL) : NULL;
+    char *abs = strcmp(path, "bytes") && !pile_tokenizer_is_builtin(path) ? realpath(path, NULL) : NULL;
     out->len = 0;
     int rc = pile_buf_append_str(out, abs ? abs : path);
     free(abs);
@@ -60,7 +60,7 @@ int pile_tokenizer_resolve(const char *spec, const char *base, const uint8_t fp[
     if (!spec || !*spec) spec = "bytes";
     char why1[PILE_ERR_MSG_MAX], why2[PILE_ERR_MSG_MAX];
     why1[0] = why2[0] = '\0';
-    if (!strcmp(spec, "bytes") || spec[0] == '/' || !base || !*base) {
+    if (!strcmp(spec, "bytes") || pile_tokenizer_is_builtin(spec) || spec[0] == '/' || !base || !*base) {
         int r = try_spec(spec, fp, tok, why1, sizeof why1);
         if (r > 0) return set_spec(out, spec, err);
         return pile_err_set(err, r == 0 ? PILE_EMISMATCH : PILE_ENOENT, "cannot use the recorded tokenizer: %s", why1);

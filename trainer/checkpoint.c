@@ -362,6 +362,17 @@ int pile_checkpoint_tokenizer_read(pile_checkpoint_tokenizer **out, const char *
     int rc = 0;
     if (is_builtin_spec(spec)) {
         /* nothing to carry: the spec and fingerprint say it all */
+    } else if (pile_tokenizer_is_builtin(spec)) {
+        /* GPT-2's files from the library, for readers without pile */
+        const char *name;
+        const void *data;
+        size_t len;
+        for (size_t i = 0; !rc && pile_tokenizer_builtin_file(spec, i, &name, &data, &len); i++) {
+            tok_file *f = &t->files[t->n];
+            snprintf(f->name, sizeof f->name, "%s", name);
+            if (pile_buf_append(&f->data, data, len)) rc = OOM(err);
+            else t->n++;
+        }
     } else if (pile_fs_is_dir(spec)) {
         static const char *const files[] = {"encoder.json", "vocab.bpe"};
         for (int i = 0; i < 2 && !rc; i++) {
