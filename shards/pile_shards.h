@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pile_buf.h"
 #include "pile_error.h"
 
 #ifdef __cplusplus
@@ -163,6 +164,47 @@ uint64_t pile_shard_corrupt_rows(const pile_shard *s);
  * checksum's failure names the first damaged row too, in version 2). Reads
  * the whole file; does not touch pile_shard_check_row's record. */
 int pile_shard_verify(const pile_shard *s, pile_err *err);
+
+/* -------------------------------------------------------------- datasets */
+
+/* A dataset: the shard folders pile-trainer and pile-dump read as one,
+ * such as the partitions pile-prep --partition made on many machines. */
+typedef struct pile_dataset_folder {
+    char *path;  /* the folder (owned) */
+    char *label; /* qualifies its shard names within the dataset: "" when the dataset is this one
+                    folder, else the folder's name ("part-02-of-30"; with its parent's name when two
+                    folders share it) (owned) */
+    int has_manifest;         /* a pile-prep manifest.json is there */
+    int complete;             /* its "complete" flag (1 without a manifest) */
+    uint32_t part_index, part_count; /* its pile-prep partition, 0 0 when none */
+    char part_inputs[17];     /* the partitioned input set's XXH3, hex ("" when none) */
+    char tokenizer_fp[33];    /* the manifest's tokenizer fingerprint, hex ("" when none) */
+    uint64_t max_length;      /* the manifest's max_length (0 when none) */
+} pile_dataset_folder;
+
+typedef struct pile_dataset {
+    pile_dataset_folder *v;
+    size_t n;
+    pile_buf notes; /* warnings for the caller to show, one per line ("partition 2 of 3 ... is not in the dataset") */
+} pile_dataset;
+
+/* Lists the folders `spec` names, into ds (zero-initialised; free with
+ * pile_dataset_free, also after a failure). spec: one folder, or several
+ * separated by commas (unless the whole of spec is an existing path). A
+ * folder that holds *.shard files is one folder of the dataset; one that
+ * holds none but has subfolders holding shards or a manifest.json (the
+ * part-K-of-N folders of pile-prep --partition) stands for those, in name
+ * order. When every folder is a partition of one input set, they are put in
+ * partition order. Refused (PILE_EMISMATCH naming both folders and the
+ * values): folders whose manifests record different tokenizers or
+ * max_length; two partitionings of one input set (different counts, or an
+ * index twice, which would give documents twice). PILE_EINVAL: a folder
+ * named twice; PILE_ENOENT: a missing one, or one without shards. Partitions
+ * missing from an input set are not an error (training on part of the data
+ * may be meant) but a line in ds->notes each. Manifests are read, shards
+ * are not opened. */
+int pile_dataset_list(pile_dataset *ds, const char *spec, pile_err *err);
+void pile_dataset_free(pile_dataset *ds);
 
 /* -------------------------------------------------------------- megatron */
 

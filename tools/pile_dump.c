@@ -29,9 +29,12 @@
 static const char *const split_names[NSPLITS] = {"train", "val", "test"};
 
 static const char *usage_text =
-    "usage: pile-dump [options] PATH\n"
+    "usage: pile-dump [options] PATH...\n"
     "\n"
-    "PATH is a shard or a folder of *.shard files (read in name order).\n"
+    "PATH is a shard or a folder of *.shard files (read in name order). Several folders\n"
+    "(several PATHs, or a comma list) are one dataset, as is a folder of partition folders\n"
+    "(pile-prep --partition's part-K-of-N): their tokenizers and row lengths must agree,\n"
+    "and each partition of an input set may be there once.\n"
     "\n"
     "  --json            print a JSON summary for scripts\n"
     "  --verify          check every checksum (each row's too) and invariant of every shard and, for a\n"
@@ -44,7 +47,7 @@ static const char *usage_text =
 
 typedef struct shard_entry {
     char *path;
-    const char *name; /* base name, inside path */
+    char *name;        /* base name, or "<folder label>/<base name>" in a dataset of several folders */
     pile_shard *s;
     uint64_t docs;     /* starts that begin a document (not PILE_DOC_CONTINUED) */
     uint64_t first_row; /* global index of its row 0 */
@@ -531,7 +534,10 @@ static void check_manifest(dump *d, const char *folder, int verify)
         fpath.len = 0;
         if (pile_fs_join(&fpath, folder, file)) die(1, "out of memory");
         size_t k = 0;
-        while (k < d->n && strcmp(d->shards[k].name, file) != 0) k++;
+        /* a dataset of several folders names its shards "<folder>/<file>" */
+        while (k < d->n && strcmp(strrchr(d->shards[k].path, '/') ? strrchr(d->shards[k].path, '/') + 1
+                                                                   : d->shards[k].path, file) != 0)
+            k++;
         if (k == d->n) {
             problem(d, "'%s' is missing: '%s' lists it", fpath.data, mpath.data);
             continue;
@@ -651,9 +657,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* several PATHs are one comma list: one dataset */
+    pile_buf joined = {0};
     const char *path = NULL;
-    if (optind < argc) path = argv[optind++];
-    if (optind < argc) die(2, "one PATH only, got also '%s'\n%s", argv[optind], usage_text);
+    for (int i = optind; i < argc; i++)
+        if (pile_buf_printf(&joined, "%s%s", i > optind ? "," : "", argv[i])) die(1, "out of memory");
+    if (optind < argc) path = joined.data;
     if (shard_opt && !decode) die(2, "--shard goes with --decode");
     if (shard_opt && path)
         die(2, "--shard '%s' and PATH '%s' both given: --decode N --shard FILE reads row N of FILE; "
@@ -664,19 +673,48 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* the folders (one shard file is a dataset of itself) and their shards */
+    pile_dataset ds = {0};
+    struct stat pst;
+    int one_file = stat(path, &pst) == 0 && !S_ISDIR(pst.st_mode);
+    if (!one_file) {
+        pile_err err = {0};
+        if (pile_dataset_list(&ds, path, &err)) die(1, "%s", err.msg);
+        for (const char *line = ds.notes.data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1)
+            fprintf(stderr, "pile-dump: warning: %.*s\n", (int)(nl - line), line);
+    }
+    size_t n_folders = one_file ? 1 : ds.n;
+    size_t *folder_end = calloc(n_folders, sizeof *folder_end); /* each folder's shards end here */
     dump d = {0};
-    char **paths = list_shards(path, &d.n);
+    char **paths = NULL;
+    if (!folder_end) die(1, "out of memory");
+    for (size_t f = 0; f < n_folders; f++) {
+        size_t n;
+        char **more = list_shards(one_file ? path : ds.v[f].path, &n);
+        char **all = realloc(paths, (d.n + n) * sizeof *all);
+        if (!all) die(1, "out of memory");
+        paths = all;
+        memcpy(paths + d.n, more, n * sizeof *more);
+        free(more);
+        d.n += n;
+        folder_end[f] = d.n;
+    }
     d.shards = calloc(d.n, sizeof *d.shards);
     if (!d.shards) die(1, "out of memory");
     uint64_t row_base = 0;
     size_t unverified = 0;
     const char *unverified_name = NULL;
-    for (size_t i = 0; i < d.n; i++) {
+    for (size_t i = 0, f = 0; i < d.n; i++) {
         pile_err err = {0};
         shard_entry *e = &d.shards[i];
         e->path = paths[i];
+        while (i >= folder_end[f]) f++;
         const char *slash = strrchr(e->path, '/');
-        e->name = slash ? slash + 1 : e->path;
+        const char *label = one_file ? "" : ds.v[f].label;
+        pile_buf nm = {0};
+        if (label[0]) pile_buf_printf(&nm, "%s/", label);
+        if (pile_buf_printf(&nm, "%s", slash ? slash + 1 : e->path)) die(1, "out of memory");
+        e->name = nm.data;
         /* the library's messages name the file already; --verify goes on to find the other failures */
         if (pile_shard_open(&e->s, e->path, &err)) {
             if (!verify || decode) die(1, "%s", err.msg);
@@ -698,7 +736,7 @@ int main(int argc, char **argv)
             const pile_shard_info *in = pile_shard_get_info(d.shards[i].s);
             if (decode_row_n < d.shards[i].first_row + in->row_count) {
                 char *spec = tokenizer ? strdup(tokenizer)
-                                       : manifest_tokenizer(path, pile_shard_get_info(d.shards[i].s));
+                                       : manifest_tokenizer(d.shards[i].path, pile_shard_get_info(d.shards[i].s));
                 decode_row(&d.shards[i], decode_row_n - d.shards[i].first_row, decode_row_n, spec);
                 free(spec);
                 goto done;
@@ -720,8 +758,17 @@ int main(int argc, char **argv)
                 problem(&d, "'%s' and '%s' were made with different tokenizers", first->path, d.shards[i].path);
         }
     }
+    /* each folder against its manifest: complete only when every one is */
     d.complete = -1;
-    if (pile_fs_is_dir(path)) check_manifest(&d, path, verify);
+    for (size_t f = 0, from = 0; !one_file && f < n_folders; from = folder_end[f++]) {
+        dump part = d;
+        part.shards = d.shards + from;
+        part.n = folder_end[f] - from;
+        part.problems = 0;
+        check_manifest(&part, ds.v[f].path, verify);
+        d.problems += part.problems;
+        if (f == 0 || part.complete == 0 || (part.complete == -1 && d.complete == 1)) d.complete = part.complete;
+    }
     if (d.problems)
         die(1, "verify: %zu problem%s in '%s' (each named above)", d.problems, d.problems == 1 ? "" : "s", path);
     for (size_t i = 0; i < d.n; i++) scan_shard(&d, &d.shards[i]);
@@ -735,7 +782,11 @@ done:
     for (size_t i = 0; i < d.n; i++) {
         pile_shard_close(d.shards[i].s);
         free(d.shards[i].path);
+        free(d.shards[i].name);
     }
+    free(folder_end);
+    pile_dataset_free(&ds);
+    pile_buf_free(&joined);
     for (size_t i = 0; i < d.nsubsets; i++) free(d.subsets[i].name);
     free(d.subsets);
     free(d.slots);

@@ -38,7 +38,9 @@ typedef struct field {
 
 /* In struct order: to_json writes them in this order. */
 static const field fields[] = {
-    FIELD(data, NULL, T_STR, R_ANY, "folder of pile-prep shards"),
+    FIELD(data, NULL, T_STR, R_ANY,
+          "folder of pile-prep shards; several read as one: a comma list, or a folder of partitions "
+          "(pile-prep --partition)"),
     FIELD(checkpoint_dir, NULL, T_STR, R_ANY, "run folder: checkpoints, metrics.jsonl, TensorBoard events"),
     FIELD(fallback_dir, NULL, T_STR, R_ANY, "where a checkpoint goes when checkpoint_dir cannot take it (empty: none)"),
     FIELD(config_file, "config", T_STR, R_ANY,

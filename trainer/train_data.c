@@ -48,11 +48,22 @@ typedef struct split_set {
     uint64_t tokens;  /* true tokens of rows with at least one sample */
 } split_set;
 
+/* The held-out validation share, taken from the end of each folder's train
+ * samples (so a dataset of partitions validates on every partition): folder
+ * f's samples are [seg_start[f], seg_start[f] + seg_len[f]) of the train
+ * split, its last held[f] held out; train_before / val_before count the
+ * kept / held-out samples of the folders before f (n_seg + 1 entries). */
+typedef struct held_out {
+    size_t n_seg;
+    uint64_t *seg_start, *seg_len, *held, *train_before, *val_before;
+} held_out;
+
 struct pile_data {
     pile_data_info info;
     int seq_len;
     uint32_t full_windows; /* W: windows of a full row */
     split_set split[2];    /* train, val */
+    held_out ho;
 };
 
 static uint32_t windows_of(uint32_t len, uint32_t T)
@@ -78,6 +89,11 @@ void pile_data_close(pile_data *d)
     if (!d) return;
     split_free(&d->split[0]);
     split_free(&d->split[1]);
+    free(d->ho.seg_start);
+    free(d->ho.seg_len);
+    free(d->ho.held);
+    free(d->ho.train_before);
+    free(d->ho.val_before);
     free(d);
 }
 
@@ -257,7 +273,9 @@ static int read_manifest(pile_data *d, const char *dir, const char *first_shard,
     const pile_json *opts = pile_json_get(root, "options");
     const pile_json *tok = opts ? pile_json_get(opts, "tokenizer") : NULL;
     const pile_json *fp = opts ? pile_json_get(opts, "tokenizer_fingerprint") : NULL;
-    if (tok && pile_json_type_of(tok) == PILE_JSON_STRING) {
+    /* in a dataset of several folders, the first folder whose copy resolves names it */
+    int want = !d->info.tokenizer_spec[0] || d->info.tokenizer_error[0];
+    if (want && tok && pile_json_type_of(tok) == PILE_JSON_STRING) {
         size_t n;
         const char *s = pile_json_str(tok, &n);
         pile_buf resolved = {0};
@@ -267,7 +285,8 @@ static int read_manifest(pile_data *d, const char *dir, const char *first_shard,
             resolved.len < sizeof d->info.tokenizer_spec) {
             s = resolved.data;
             n = resolved.len;
-        } else if (terr.msg[0]) {
+            d->info.tokenizer_error[0] = '\0';
+        } else if (terr.msg[0] && !d->info.tokenizer_error[0]) {
             snprintf(d->info.tokenizer_error, sizeof d->info.tokenizer_error, "'%.300s': %.700s", path.data, terr.msg);
         }
         /* a spec cut short would name another tokenizer: refused, not dropped */
@@ -289,54 +308,139 @@ static int read_manifest(pile_data *d, const char *dir, const char *first_shard,
     return rc;
 }
 
-int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fraction, pile_err *err)
+/* Samples of a split before its row R. */
+static uint64_t samples_before_row(const split_set *s, uint64_t W, uint64_t R)
+{
+    size_t lo = 0, hi = s->n_ex; /* exceptions with row < R: [0, lo) */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->ex[mid].row < R) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == 0) return R * W;
+    const short_row *e = &s->ex[lo - 1];
+    return e->start + e->windows + (R - e->row - 1) * W;
+}
+
+/* The share each folder holds out: the last ceil(val_fraction * n) of its
+ * n train samples (one folder: the last share of all, as ever). */
+static int hold_out(pile_data *d, const size_t *first_shard, size_t n_seg, double val_fraction, const char *spec,
+                    pile_err *err)
+{
+    held_out *h = &d->ho;
+    const split_set *tr = &d->split[0];
+    h->n_seg = n_seg;
+    h->seg_start = calloc(n_seg, sizeof *h->seg_start);
+    h->seg_len = calloc(n_seg, sizeof *h->seg_len);
+    h->held = calloc(n_seg, sizeof *h->held);
+    h->train_before = calloc(n_seg + 1, sizeof *h->train_before);
+    h->val_before = calloc(n_seg + 1, sizeof *h->val_before);
+    if (!h->seg_start || !h->seg_len || !h->held || !h->train_before || !h->val_before)
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    for (size_t f = 0; f < n_seg; f++) {
+        uint64_t a = samples_before_row(tr, d->full_windows, tr->row_base[first_shard[f]]);
+        uint64_t b = samples_before_row(tr, d->full_windows, tr->row_base[first_shard[f + 1]]);
+        h->seg_start[f] = a;
+        h->seg_len[f] = b - a;
+        double want = val_fraction * (double)(b - a);
+        uint64_t nval = (uint64_t)want;
+        if ((double)nval < want) nval++;
+        h->held[f] = nval;
+        h->train_before[f + 1] = h->train_before[f] + (b - a) - (nval < b - a ? nval : b - a);
+        h->val_before[f + 1] = h->val_before[f] + nval;
+    }
+    if (h->val_before[n_seg] >= tr->samples)
+        return pile_err_set(err, PILE_EINVAL,
+                            "cannot hold out %g of %llu train samples in '%s' for validation: none would be left",
+                            val_fraction, (unsigned long long)tr->samples, spec);
+    return 0;
+}
+
+/* Train (val = 0) or held-out (val = 1) sample i -> its index in the train split. */
+static uint64_t held_index(const pile_data *d, int val, uint64_t i)
+{
+    const held_out *h = &d->ho;
+    const uint64_t *before = val ? h->val_before : h->train_before;
+    size_t lo = 0, hi = h->n_seg; /* the last folder with before[f] <= i */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (before[mid] <= i) lo = mid;
+        else hi = mid;
+    }
+    return h->seg_start[lo] + (val ? h->seg_len[lo] - h->held[lo] : 0) + (i - before[lo]);
+}
+
+int pile_data_open(pile_data **out, const char *spec, int seq_len, double val_fraction, pile_err *err)
 {
     *out = NULL;
     if (!(val_fraction >= 0 && val_fraction < 1))
         return pile_err_set(err, PILE_EINVAL, "val_fraction must be in [0, 1), not %g", val_fraction);
     pile_data *d = calloc(1, sizeof *d);
     if (!d) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    char **names = NULL;
-    size_t n = 0;
-    pile_buf path = {0}, first = {0};
+    pile_dataset ds;
+    int rc = pile_dataset_list(&ds, spec, err);
+    if (rc == 0 && ds.notes.len) {
+        size_t n = ds.notes.len < sizeof d->info.notes ? ds.notes.len : sizeof d->info.notes - 1;
+        memcpy(d->info.notes, ds.notes.data, n);
+        d->info.notes[n] = '\0';
+    }
+    d->info.folders = ds.n;
+    /* the train shards of folder f are [first_shard[f], first_shard[f + 1]) */
+    size_t *first_shard = calloc(ds.n + 1, sizeof *first_shard);
+    if (!rc && !first_shard) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    pile_buf path = {0}, first = {0}, qual = {0};
     const pile_shard_info *ref = NULL;
-    int rc = list_names(dir, &names, &n, err);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        int sp = split_of_name(names[i]);
-        split_set *s = &d->split[sp];
-        if (pile_fs_join(&path, dir, names[i])) {
-            rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-            break;
-        }
-        if (!s->shards) {
-            s->shards = calloc(n, sizeof *s->shards);
-            s->names = calloc(n, sizeof *s->names);
-            if (!s->shards || !s->names) {
+    for (size_t f = 0; rc == 0 && f < ds.n; f++) {
+        const pile_dataset_folder *fo = &ds.v[f];
+        char **names = NULL;
+        size_t n = 0;
+        first_shard[f] = d->split[0].n;
+        rc = list_names(fo->path, &names, &n, err);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            int sp = split_of_name(names[i]);
+            split_set *s = &d->split[sp];
+            path.len = qual.len = 0;
+            if (pile_fs_join(&path, fo->path, names[i]) ||
+                (fo->label[0] ? pile_fs_join(&qual, fo->label, names[i]) : pile_buf_append_str(&qual, names[i])) ||
+                pile_buf_append(&qual, "", 1)) {
                 rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
                 break;
             }
-        }
-        pile_shard *sh;
-        if ((rc = pile_shard_open(&sh, path.data, err)) < 0) break;
-        s->shards[s->n] = sh;
-        s->names[s->n] = names[i];
-        names[i] = NULL;
-        s->n++;
-        const pile_shard_info *in = pile_shard_get_info(sh);
-        if (!in->row_checksums) d->info.unverified_shards++;
-        char what[96];
-        if (!ref) {
-            ref = in;
-            if (pile_buf_append_str(&first, path.data) || pile_buf_append(&first, "", 1))
+            pile_shard **sh2 = realloc(s->shards, (s->n + 1) * sizeof *sh2);
+            if (sh2) s->shards = sh2;
+            char **nm2 = realloc(s->names, (s->n + 1) * sizeof *nm2);
+            if (nm2) s->names = nm2;
+            if (!sh2 || !nm2) {
                 rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-        } else if (differs(ref, in, what, sizeof what)) {
-            rc = pile_err_set(err, PILE_EMISMATCH, "shard '%s' differs from '%s' in %s", path.data, first.data, what);
+                break;
+            }
+            pile_shard *sh;
+            if ((rc = pile_shard_open(&sh, path.data, err)) < 0) break;
+            s->shards[s->n] = sh;
+            s->names[s->n] = strdup(qual.data);
+            s->n++;
+            if (!s->names[s->n - 1]) {
+                rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+                break;
+            }
+            const pile_shard_info *in = pile_shard_get_info(sh);
+            if (!in->row_checksums) d->info.unverified_shards++;
+            char what[96];
+            if (!ref) {
+                ref = in;
+                if (pile_buf_append_str(&first, path.data) || pile_buf_append(&first, "", 1))
+                    rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+            } else if (differs(ref, in, what, sizeof what)) {
+                rc = pile_err_set(err, PILE_EMISMATCH, "shard '%s' differs from '%s' in %s%s", path.data, first.data,
+                                  what, ds.n > 1 ? ": the folders cannot be read as one dataset" : "");
+            }
         }
+        for (size_t i = 0; i < n; i++) free(names[i]);
+        free(names);
     }
-    for (size_t i = 0; i < n; i++) free(names[i]);
-    free(names);
+    if (first_shard) first_shard[ds.n] = d->split[0].n;
     if (rc == 0 && d->split[0].n == 0)
-        rc = pile_err_set(err, PILE_ENOENT, "no train-*.shard in '%s' (run pile-prep first)", dir);
+        rc = pile_err_set(err, PILE_ENOENT, "no train-*.shard in '%s' (run pile-prep first)", spec);
     if (rc == 0) {
         pile_data_info *info = &d->info;
         info->vocab_size = ref->vocab_size;
@@ -349,12 +453,12 @@ int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fra
         if (seq_len <= 0) seq_len = (int)ref->max_length;
         if ((uint32_t)seq_len > ref->max_length)
             rc = pile_err_set(err, PILE_EINVAL, "max_length %d exceeds the shards' max_length %u in '%s'", seq_len,
-                              ref->max_length, dir);
+                              ref->max_length, spec);
         if (ref->max_length < 2)
-            rc = pile_err_set(err, PILE_EINVAL, "shards in '%s' have max_length %u: too short to train on", dir,
+            rc = pile_err_set(err, PILE_EINVAL, "shards in '%s' have max_length %u: too short to train on", spec,
                               ref->max_length);
     }
-    if (rc == 0) rc = read_manifest(d, dir, first.data, err);
+    for (size_t f = 0; rc == 0 && f < ds.n; f++) rc = read_manifest(d, ds.v[f].path, first.data, err);
     if (rc == 0) {
         d->seq_len = seq_len;
         d->full_windows = windows_of(d->info.max_length, (uint32_t)seq_len);
@@ -371,23 +475,20 @@ int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fra
             info->val_samples = d->split[1].samples;
             info->val_tokens = d->split[1].tokens;
         } else if (val_fraction > 0) {
-            /* the held-out share: the last samples by index, so it is the
-             * same whatever the seed, and never visited in training */
-            double want = val_fraction * (double)tr->samples;
-            uint64_t nval = (uint64_t)want;
-            if ((double)nval < want) nval++;
-            if (nval >= tr->samples)
-                rc = pile_err_set(err, PILE_EINVAL,
-                                  "cannot hold out %g of %llu train samples in '%s' for validation: none would be left",
-                                  val_fraction, (unsigned long long)tr->samples, dir);
-            info->val_held_out = 1;
-            info->val_samples = nval;
-            info->train_samples = tr->samples - nval;
-            for (uint64_t i = info->train_samples; rc == 0 && i < tr->samples; i++) {
+            /* the held-out share: the last samples of each folder by index,
+             * so it is the same whatever the seed, and never visited in
+             * training */
+            rc = hold_out(d, first_shard, ds.n, val_fraction, spec, err);
+            if (rc == 0) {
+                info->val_held_out = 1;
+                info->val_samples = d->ho.val_before[ds.n];
+                info->train_samples = d->ho.train_before[ds.n];
+            }
+            for (uint64_t j = 0; rc == 0 && j < info->val_samples; j++) {
                 size_t k;
                 uint64_t row;
                 uint32_t win;
-                locate(d, tr, i, &k, &row, &win);
+                locate(d, tr, held_index(d, 1, j), &k, &row, &win);
                 uint32_t len = pile_shard_row_length(tr->shards[k], row), start = win * (uint32_t)seq_len;
                 uint32_t t = len - start < (uint32_t)seq_len ? len - start : (uint32_t)seq_len;
                 info->val_tokens += t;
@@ -395,10 +496,13 @@ int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fra
             }
         }
         if (rc == 0 && info->train_samples == 0)
-            rc = pile_err_set(err, PILE_EINVAL, "no train samples in '%s': every row is shorter than 2 tokens", dir);
+            rc = pile_err_set(err, PILE_EINVAL, "no train samples in '%s': every row is shorter than 2 tokens", spec);
     }
     pile_buf_free(&path);
     pile_buf_free(&first);
+    pile_buf_free(&qual);
+    free(first_shard);
+    pile_dataset_free(&ds);
     if (rc < 0) {
         pile_data_close(d);
         return rc;
@@ -573,7 +677,7 @@ int pile_data_sample(const pile_data *d, int val, uint64_t i, int doc_mask_loss,
                      int32_t *doc_start, pile_err *err)
 {
     const split_set *s = &d->split[val && !d->info.val_held_out ? 1 : 0];
-    if (val && d->info.val_held_out) i += d->info.train_samples;
+    if (d->info.val_held_out) i = held_index(d, val, i);
     size_t k;
     uint64_t row;
     uint32_t win;

@@ -18,7 +18,8 @@
  * cannot be (info.unverified_shards counts such shards, for the caller to
  * say so). Validation rows come from
  * the val-*.shard files, or, when there are none or they hold no sample,
- * from the last val_fraction of the train samples (kept out of training). */
+ * from the last val_fraction of each folder's train samples (kept out of
+ * training). */
 #ifndef PILE_TRAIN_DATA_H
 #define PILE_TRAIN_DATA_H
 
@@ -51,12 +52,21 @@ typedef struct pile_data_info {
     size_t train_shards, val_shards;
     size_t unverified_shards;  /* shards of format version 1, whose rows carry no checksum */
     int val_held_out;          /* 1 when validation is a held-out share of train */
+    size_t folders;            /* the dataset's folders (pile_dataset_list) */
+    char notes[1024];          /* warnings about the dataset (partitions missing), one per line, for the caller */
 } pile_data_info;
 
-/* Opens every <split>-NNNNN.shard in dir (manifest.json optional; one that
- * says "complete": false, an interrupted pile-prep run, is refused with
- * what to run). seq_len <= 0 means the shards' max_length. */
-int pile_data_open(pile_data **out, const char *dir, int seq_len, double val_fraction, pile_err *err);
+/* Opens every <split>-NNNNN.shard of the dataset `spec` names: a folder,
+ * several separated by commas, or a folder of partition folders (see
+ * pile_dataset_list, which also refuses folders of different tokenizers or
+ * row lengths and partitions that overlap), read as one in folder order; in
+ * a dataset of several folders each shard is named "<folder label>/<file>"
+ * (its identity below). A manifest.json is optional; one that says
+ * "complete": false, an interrupted pile-prep run, is refused with what to
+ * run. Without val shards, each folder holds out the last val_fraction of
+ * its own train samples, so validation draws on every partition. seq_len
+ * <= 0 means the shards' max_length. */
+int pile_data_open(pile_data **out, const char *spec, int seq_len, double val_fraction, pile_err *err);
 void pile_data_close(pile_data *d); /* accepts NULL */
 const pile_data_info *pile_data_get_info(const pile_data *d);
 int pile_data_seq_len(const pile_data *d);

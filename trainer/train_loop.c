@@ -196,6 +196,9 @@ static int guard_sample(corrupt_guard *g, const pile_data *d, const char *dir, i
 /* The one warning for shards whose rows carry no checksum. */
 static void warn_unverified(const pile_log *log, const pile_data_info *info, const char *dir)
 {
+    /* the dataset's own warnings (partitions missing), one per line */
+    for (const char *line = info->notes, *nl; (nl = strchr(line, '\n')); line = nl + 1)
+        fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)(nl - line), line);
     if (!info->unverified_shards) return;
     pile_log_printf(log, PILE_LOG_WARN,
                     "%zu of the %zu shards in '%s' are of format version 1, whose rows carry no checksums: they "
