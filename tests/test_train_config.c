@@ -1080,6 +1080,61 @@ static void test_data_order_and_split(const char *dir)
     pile_data_close(all);
 }
 
+/* Two folders read as one: each holds out the tail of its own samples
+ * (so validation draws on both), the train samples are the folders'
+ * heads in order, and the shards are named <folder>/<file>. */
+static void test_data_folders(void)
+{
+    pile_err err;
+    char a[700], b[700], both[1500];
+    snprintf(a, sizeof a, "%s/fa", tmp);
+    snprintf(b, sizeof b, "%s/fb", tmp);
+    snprintf(both, sizeof both, "%s,%s", a, b);
+    if (mkdir(a, 0755) != 0 || mkdir(b, 0755) != 0) PILE_FAIL_("cannot mkdir '%s'", a);
+    OK(write_shard(a, "train-00000.shard", shard0, 5, 0, 0, L, &err), &err);
+    OK(write_shard(b, "train-00000.shard", shard1, 4, 5, 0, L, &err), &err);
+    pile_data *da = NULL, *db = NULL, *d = NULL, *all = NULL;
+    OK(pile_data_open(&da, a, 3, 0.2, &err), &err);
+    OK(pile_data_open(&db, b, 3, 0.2, &err), &err);
+    OK(pile_data_open(&all, both, 3, 0.0, &err), &err);
+    TEST("data: two folders as one: each holds out its own tail, the train samples are both heads");
+    OK(pile_data_open(&d, both, 3, 0.2, &err), &err);
+    if (!da || !db || !d || !all) return;
+    const pile_data_info *ia = pile_data_get_info(da), *ib = pile_data_get_info(db), *in = pile_data_get_info(d);
+    ASSERT_EQ(in->folders, 2);
+    ASSERT_EQ(in->val_held_out, 1);
+    ASSERT_EQ(in->val_samples, ia->val_samples + ib->val_samples);
+    ASSERT_EQ(in->train_samples, ia->train_samples + ib->train_samples);
+    ASSERT_EQ(in->train_tokens + in->val_tokens, pile_data_get_info(all)->train_tokens);
+    ASSERT(ia->val_samples > 0 && ib->val_samples > 0);
+    int32_t x[3], xt[3], y[3], yt[3];
+    for (int val = 0; val < 2; val++) {
+        uint64_t na = val ? ia->val_samples : ia->train_samples, nb = val ? ib->val_samples : ib->train_samples;
+        for (uint64_t j = 0; j < na + nb; j++) {
+            int r1 = pile_data_sample(d, val, j, 0, x, xt, NULL, NULL);
+            int r2 = pile_data_sample(j < na ? da : db, val, j < na ? j : j - na, 0, y, yt, NULL, NULL);
+            ASSERT_EQ(r1, r2);
+            ASSERT_MEM_EQ(x, y, sizeof x);
+            ASSERT_MEM_EQ(xt, yt, sizeof xt);
+        }
+    }
+    ASSERT(is_permutation(d, 42, 0, in->train_samples, NULL));
+    pile_buf id = {0};
+    ASSERT_EQ(pile_data_identity(d, &id), 0);
+    ASSERT(id.data && strstr(id.data, "\"fa/train-00000.shard\"") && strstr(id.data, "\"fb/train-00000.shard\""));
+    pile_buf_free(&id);
+    pile_data_close(d);
+    d = NULL;
+
+    TEST("data: a folder given twice refused");
+    snprintf(both, sizeof both, "%s,%s/", a, a);
+    ASSERT_EQ(pile_data_open(&d, both, 3, 0.2, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "are the same folder") != NULL);
+    pile_data_close(da);
+    pile_data_close(db);
+    pile_data_close(all);
+}
+
 static void test_data_refusals(void)
 {
     pile_err err;
@@ -1413,6 +1468,7 @@ static void test_data(void)
     write_file("shards/train-00002.shard.tmp", "ignored");
     test_data_windows(dir);
     test_data_order_and_split(dir);
+    test_data_folders();
     test_data_refusals();
     test_data_checks();
     test_data_identity();
