@@ -26,7 +26,7 @@ TIO=$BUILD/tests/test_trainer_io
 TMP=$(mktemp -d "${PILE_BENCH_TMP:-/var/tmp}/pile-bench-ckpt-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-"$PREP" -q -o "$TMP/shards" -L 64 "$ROOT/data/sample"
+"$PREP" -q -o "$TMP/shards" -L 64 -t bytes "$ROOT/data/sample"
 start=$(date +%s.%N)
 "$TRAINER" --data "$TMP/shards" --model gpt2 --max_steps 1 --batch_size 1 --eval_rows 1 --threads "$THREADS" \
     --checkpoint_dir "$TMP/run" > /dev/null 2> "$TMP/train.err" || { cat "$TMP/train.err" >&2; exit 1; }

@@ -25,7 +25,7 @@ SRC=$(abs "$SRC")
 tap_tmpdir trainer-cli
 cd "$TMP" || exit 1
 
-if ! "$PREP" -q -o shards -L 64 "$SRC" > out 2> err; then
+if ! "$PREP" -q -o shards -L 64 -t bytes "$SRC" > out 2> err; then
     echo "Bail out! pile-prep failed: $(cat err)"
     exit 1
 fi

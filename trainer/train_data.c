@@ -511,6 +511,29 @@ int pile_data_open(pile_data **out, const char *spec, int seq_len, double val_fr
     return 0;
 }
 
+int pile_data_spec_absolute(const char *spec, pile_buf *out)
+{
+    out->len = 0;
+    char *whole = realpath(spec, NULL);
+    if (whole || !strchr(spec, ',')) {
+        pile_buf_append_str(out, whole ? whole : spec);
+    } else {
+        for (const char *p = spec;;) {
+            const char *comma = strchr(p, ',');
+            char *item = strndup(p, comma ? (size_t)(comma - p) : strlen(p));
+            char *abs = item ? realpath(item, NULL) : NULL;
+            if (!item) out->failed = 1;
+            else pile_buf_printf(out, "%s%s", p == spec ? "" : ",", abs ? abs : item);
+            free(abs);
+            free(item);
+            if (!comma) break;
+            p = comma + 1;
+        }
+    }
+    free(whole);
+    return out->failed || pile_buf_append(out, "", 1) ? PILE_ENOMEM : 0;
+}
+
 const pile_data_info *pile_data_get_info(const pile_data *d) { return &d->info; }
 
 int pile_data_seq_len(const pile_data *d) { return d->seq_len; }

@@ -68,6 +68,10 @@ typedef struct pile_data_info {
  * <= 0 means the shards' max_length. */
 int pile_data_open(pile_data **out, const char *spec, int seq_len, double val_fraction, pile_err *err);
 void pile_data_close(pile_data *d); /* accepts NULL */
+/* spec (as pile_data_open takes it) with each folder made absolute, so a
+ * checkpoint finds its data from any folder; a folder that does not
+ * resolve stays as written. NUL-terminated in out. 0 or PILE_ENOMEM. */
+int pile_data_spec_absolute(const char *spec, pile_buf *out);
 const pile_data_info *pile_data_get_info(const pile_data *d);
 int pile_data_seq_len(const pile_data *d);
 

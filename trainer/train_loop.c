@@ -1033,9 +1033,10 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* The data folder as an absolute path: `pile-trainer eval` finds the
      * shards through the checkpoint, from whatever folder it is run in. */
     pile_train_config stored = *c;
-    char *abs_data = realpath(c->data, NULL);
-    if (abs_data && strlen(abs_data) < sizeof stored.data) snprintf(stored.data, sizeof stored.data, "%s", abs_data);
-    free(abs_data);
+    pile_buf abs_data = {0};
+    if (pile_data_spec_absolute(c->data, &abs_data) == 0 && abs_data.len <= sizeof stored.data)
+        memcpy(stored.data, abs_data.data, abs_data.len);
+    pile_buf_free(&abs_data);
     if ((rc = pile_train_config_to_json(&stored, &t->config_json)) < 0 || !cstr(&t->config_json)) {
         rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
         goto out;
