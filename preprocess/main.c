@@ -177,20 +177,30 @@ static int64_t slurm_var(const char *name)
 
 /* The partition of a Slurm array task: 1 found (k, n and `how` set), 0 not
  * an array task, -1 an array Slurm describes in a way that gives no
- * partition (`how` says why). Task ids run MIN, MIN+STEP, ... (--array=0-29,
- * 1-30, 0-58:2): the task's index among them is the partition. */
+ * partition (`how` says why). Task ids run MIN, MIN+STEP, ... MAX
+ * (--array=0-29, 1-30, 0-58:2): the task's index among them is the
+ * partition. A list of ids (--array=1,4,9) has no such index, and an array
+ * of one task is most likely one task of an earlier array run again
+ * (sbatch --array=7): both are refused rather than guessed. */
 static int slurm_partition(uint32_t *k, uint32_t *n, char *how, size_t cap)
 {
     int64_t id = slurm_var("SLURM_ARRAY_TASK_ID"), cnt = slurm_var("SLURM_ARRAY_TASK_COUNT");
     int64_t min = slurm_var("SLURM_ARRAY_TASK_MIN"), step = slurm_var("SLURM_ARRAY_TASK_STEP");
+    int64_t max = slurm_var("SLURM_ARRAY_TASK_MAX");
     if (id == -1) return 0;
     if (step == -1) step = 1;
-    if (id < 0 || cnt < 1 || min < 0 || step < 1) {
+    if (id < 0 || cnt < 1 || min < 0 || step < 1 || max == -2) {
         snprintf(how, cap, "this is a Slurm array task, but SLURM_ARRAY_TASK_ID, _COUNT and _MIN do not give its "
                            "partition (unset or not numbers)");
         return -1;
     }
-    if (id < min || (id - min) % step || (id - min) / step >= cnt || cnt > 65536) {
+    if (cnt == 1) {
+        snprintf(how, cap, "this Slurm array has one task (%" PRId64 "), as when one task of an array is run again, "
+                           "which says nothing of its partition", id);
+        return -1;
+    }
+    if (id < min || (id - min) % step || (id - min) / step >= cnt || cnt > 65536 ||
+        (max >= 0 && max - min != (cnt - 1) * step)) {
         snprintf(how, cap, "Slurm array task %" PRId64 " is not one of %" PRId64 " ids from %" PRId64 " by %" PRId64
                            ": partitions need an array of evenly spaced ids (--array=0-29)",
                  id, cnt, min, step);

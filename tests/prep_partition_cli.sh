@@ -111,6 +111,11 @@ expect "more partitions than input files is refused, saying how many at most" 1 
     "cannot make 9 partitions of 5 input files.*at most 5"
 run env SLURM_ARRAY_TASK_ID=9 SLURM_ARRAY_TASK_MIN=4 SLURM_ARRAY_TASK_COUNT=3 "$PREP" -o x $ARGS
 expect "a Slurm task id outside its array is refused, naming --partition" 1 "Slurm array task 9 is not one of 3 ids.*--partition"
+run env SLURM_ARRAY_TASK_ID=4 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=9 SLURM_ARRAY_TASK_COUNT=3 "$PREP" -o x $ARGS
+expect "a Slurm array of listed ids (--array=1,4,9) is refused" 1 "not one of 3 ids from 1 by 1"
+run env SLURM_ARRAY_TASK_ID=7 SLURM_ARRAY_TASK_MIN=7 SLURM_ARRAY_TASK_MAX=7 SLURM_ARRAY_TASK_COUNT=1 "$PREP" -o x $ARGS
+expect "an array of one task (one task run again) is refused, naming --partition" 1 "has one task \(7\).*--partition K/N"
+if [ ! -e x ]; then ok "... before anything is written"; else fail "refused Slurm runs wrote x"; fi
 
 run "$DUMP" parts/part-1-of-3,parts/part-3-of-3
 expect "a missing partition is warned about, naming it" 0 "warning: only 2 of the 3 partitions .* missing: 2$"
