@@ -38,8 +38,9 @@ static const char *usage_text =
     "  bench --tokenizer SPEC [--threads N] INPUT...\n"
     "                      encode throughput over the texts of the inputs, held in memory\n"
     "\n"
-    "SPEC: \"bytes\", a tokenizer.json, a folder with encoder.json + vocab.bpe, or a\n"
-    "*.tiktoken file (r50k_base, p50k_base, cl100k_base, o200k_base).\n"
+    "SPEC: \"gpt2\" (GPT-2's vocabulary, built in: no file), \"bytes\", a tokenizer.json, a\n"
+    "folder with encoder.json + vocab.bpe (one named gpt2: ./gpt2), or a *.tiktoken file\n"
+    "(r50k_base, p50k_base, cl100k_base, o200k_base).\n"
     "INPUT or IDS '-' or absent: standard input. `pile-tok COMMAND --help` for more.\n";
 
 static const char *help_encode =
