@@ -85,6 +85,8 @@ for s in a["splits"]:
     assert a["splits"][s]["tokens"] == b["splits"][s]["tokens"], s
 names = [s["name"] for s in b["shards"]]
 assert all(n.split("/")[0] in ("part-1-of-3", "part-2-of-3", "part-3-of-3") for n in names), names
+parts = [(f["label"], f["partition"]["index"], f["partition"]["count"]) for f in b["folders"]]
+assert parts == [("part-%d-of-3" % k, k, 3) for k in (1, 2, 3)], parts
 PYEOF
 then ok "pile-dump --json on the folder of partitions: the single run's documents and tokens, per split and subset"
 else fail "partition totals"; fi

@@ -78,6 +78,7 @@ typedef struct dump {
     size_t nslots;
     size_t problems; /* --verify failures found (each printed at once) */
     int complete;    /* the manifest's "complete": 1, 0, or -1 without a pile-prep manifest */
+    const pile_dataset *folders; /* the folders read as one dataset (NULL: one shard file) */
 } dump;
 
 static void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
@@ -404,6 +405,23 @@ static void print_json(const dump *d, int verified)
                d->shards[i].first_row, in->row_checksums ? "true" : "false", in->data_checksum, in->header_checksum);
     }
     printf("\n  ]");
+    if (d->folders) {
+        printf(",\n  \"folders\": [");
+        for (size_t f = 0; f < d->folders->n; f++) {
+            const pile_dataset_folder *fo = &d->folders->v[f];
+            printf("%s\n    {\"path\": ", f ? "," : "");
+            json_str(fo->path);
+            printf(", \"label\": ");
+            json_str(fo->label);
+            if (fo->part_count)
+                printf(", \"partition\": {\"index\": %u, \"count\": %u, \"inputs_xxh3\": \"%s\"}", fo->part_index,
+                       fo->part_count, fo->part_inputs);
+            else
+                printf(", \"partition\": null");
+            printf("}");
+        }
+        printf("\n  ]");
+    }
     if (verified) printf(",\n  \"verify\": \"ok\"");
     printf("\n}\n");
 }
@@ -773,6 +791,7 @@ int main(int argc, char **argv)
         die(1, "verify: %zu problem%s in '%s' (each named above)", d.problems, d.problems == 1 ? "" : "s", path);
     for (size_t i = 0; i < d.n; i++) scan_shard(&d, &d.shards[i]);
     for (int s = 0; s < NSPLITS; s++) seq_close(&d.splits[s]);
+    d.folders = one_file ? NULL : &ds;
     if (json)
         print_json(&d, verify);
     else
