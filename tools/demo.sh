@@ -5,7 +5,7 @@
 #
 #   --data DIR        a folder in The Pile's layout (train/*.jsonl.zst, val.jsonl.zst);
 #                     default /workspace/pile_data/ when it exists, else data/sample/
-#   --tokenizer SPEC  what pile-prep --tokenizer takes (bytes, a tokenizer.json,
+#   --tokenizer SPEC  what pile-prep --tokenizer takes (gpt2, bytes, a tokenizer.json,
 #                     a GPT-2 folder, a .tiktoken file); default: train an
 #                     8192-token BPE on the train files into OUT/tokenizer.json
 #   --out DIR         where everything goes (default out/ in the repository)
