@@ -4,7 +4,9 @@
  * copied, with nothing to install or look up (1.5 MB per binary). C11 has
  * no #embed, and a generated 1.5 MB array literal costs the compiler
  * seconds in every build and sanitizer build; .incbin costs nothing.
- * PILE_GPT2_DATA_DIR is the folder's absolute path, from meson. */
+ * PILE_GPT2_DATA_DIR is the folder's absolute path, from meson. (The
+ * build does not see the files as inputs of this object: they are GPT-2's
+ * and never change.) */
 #include "pile_tokenizer.h"
 
 #include <string.h>
