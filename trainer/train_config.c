@@ -39,8 +39,8 @@ typedef struct field {
 /* In struct order: to_json writes them in this order. */
 static const field fields[] = {
     FIELD(data, NULL, T_STR, R_ANY,
-          "folder of pile-prep shards; several read as one: --data given again, a comma list, or a "
-          "folder of partitions (pile-prep --partition)"),
+          "folder of pile-prep shards; several read as one: a comma list, or a folder of partitions "
+          "(pile-prep --partition)"),
     FIELD(checkpoint_dir, NULL, T_STR, R_ANY, "run folder: checkpoints, metrics.jsonl, TensorBoard events"),
     FIELD(fallback_dir, NULL, T_STR, R_ANY, "where a checkpoint goes when checkpoint_dir cannot take it (empty: none)"),
     FIELD(config_file, "config", T_STR, R_ANY,
@@ -785,7 +785,7 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
  * since a path given twice would otherwise keep only the last. */
 static int parse_flags(pile_train_config *c, int argc, char **argv, int first, pile_buf files[2], pile_err *err)
 {
-    int hf[2] = {-1, -1}, precision_given = 0, data_given = 0, i;
+    int hf[2] = {-1, -1}, precision_given = 0, i;
     for (i = first; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || !a[2]) break;
@@ -821,15 +821,6 @@ static int parse_flags(pile_train_config *c, int argc, char **argv, int first, p
         if (!value) {
             if (i + 1 >= argc) return pile_err_set(err, PILE_EINVAL, "%s needs a value", flag);
             value = argv[++i];
-        }
-        if (f->off == offsetof(pile_train_config, data) && data_given++) {
-            /* --data again: one dataset of all the folders given (pile_data_open's comma list) */
-            size_t have = strlen(c->data);
-            if (have + 1 + strlen(value) >= sizeof c->data)
-                return pile_err_set(err, PILE_EINVAL, "the --data folders are longer than %zu bytes together",
-                                    sizeof c->data - 1);
-            snprintf(c->data + have, sizeof c->data - have, ",%s", value);
-            continue;
         }
         PILE_FORWARD_IF_ERR(set_from_string(c, f, flag, value, err));
         pile_buf *list = !files                                ? NULL
