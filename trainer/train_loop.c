@@ -198,7 +198,7 @@ static void warn_unverified(const pile_log *log, const pile_data_info *info, con
 {
     /* the dataset's own warnings (partitions missing), one per line */
     for (const char *line = info->notes, *nl; (nl = strchr(line, '\n')); line = nl + 1)
-        fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)(nl - line), line);
+        pile_log_printf(log, PILE_LOG_WARN, "%.*s", (int)(nl - line), line);
     if (!info->unverified_shards) return;
     pile_log_printf(log, PILE_LOG_WARN,
                     "%zu of the %zu shards in '%s' are of format version 1, whose rows carry no checksums: they "
