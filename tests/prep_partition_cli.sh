@@ -126,7 +126,8 @@ run "$DUMP" parts/part-1-of-3 halves/part-1-of-2
 expect "partitions of one input set cut two ways are refused" 1 "cut two ways, so documents would be read twice"
 run "$DUMP" parts/part-1-of-3 parts/part-1-of-3/
 expect "a folder given twice is refused" 1 "are the same folder"
-run "$PREP" -o g2 -L 256 --tokenizer gpt2 "$C/val.jsonl.zst"
+cp "$C/val.jsonl.zst" docs.jsonl.zst
+run "$PREP" -o g2 -L 256 --tokenizer gpt2 docs.jsonl.zst
 expect "--tokenizer gpt2 needs no file, and the summary names it" 0 "^tokenizer: gpt2, GPT-2's vocabulary built into pile \(given\)"
 if [ -f g2/tokenizer/encoder.json ] && [ -f g2/tokenizer/vocab.bpe ]; then
     ok "... its files are copied into OUT/tokenizer/ as for a GPT-2 folder"; else fail "gpt2 copy"; fi
@@ -154,6 +155,12 @@ run "$TR" --data parts/part-1-of-3,parts/part-3-of-3 $COMMON --max_steps 1 --che
 expect "partitions without val shards train, each holding out its share" 0 "trained 1 of 1 steps"
 
 # GPT-2 by name
+run "$TR" --data g2 --tokenizer gpt2 $COMMON --max_steps 1 --checkpoint_dir rung2
+if [ $st -eq 0 ] && cmp -s rung2/step-0000001/tokenizer/encoder.json g2/tokenizer/encoder.json &&
+   cmp -s rung2/step-0000001/tokenizer/vocab.bpe g2/tokenizer/vocab.bpe &&
+   grep -q '"tokenizer_spec": "gpt2"' rung2/step-0000001/config.json; then
+    ok "pile-trainer --tokenizer gpt2: the checkpoint carries GPT-2's two files and names gpt2"
+else fail "trainer --tokenizer gpt2"; fi
 run "$TOK" encode --tokenizer gpt2 "$C/val.jsonl.zst"
 if [ $st -eq 0 ] && cmp -s "$TMP/out" "$C/ref/val.r50k.jsonl"; then
     ok "pile-tok --tokenizer gpt2: tiktoken r50k's ids on val.jsonl.zst"; else fail "gpt2 ids on val"; fi
