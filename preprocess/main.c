@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pile_fs.h"
@@ -458,6 +459,11 @@ int main(int argc, char **argv)
     if (!quiet)
         for (char *line = lines.data, *nl; line && (nl = strchr(line, '\n')); line = nl + 1)
             fprintf(stderr, "pile-prep: %.*s\n", (int)(nl - line), line);
+    /* "gpt2" once named a folder here for some: say which is read */
+    struct stat gst;
+    if (!quiet && pile_tokenizer_is_builtin(spec) && stat(spec, &gst) == 0)
+        fprintf(stderr, "pile-prep: note: '%s' is the tokenizer built into pile, not the %s '%s' here (write './%s' "
+                        "for that one)\n", spec, S_ISDIR(gst.st_mode) ? "folder" : "file", spec, spec);
     pile_prep_result res;
     rc = pile_prep_run(&o, &res, &err);
     if (rc) {

@@ -175,6 +175,10 @@ if grep -q '"vocab_size": 50257' pile-out/manifest.json &&
    [ "$(grep -o '"tokenizer_fingerprint": "[0-9a-f]*"' pile-out/manifest.json)" = \
      "$(grep -o '"tokenizer_fingerprint": "[0-9a-f]*"' g2/manifest.json)" ]; then
     ok "... the same tokenizer as --tokenizer gpt2"; else fail "pile layout default"; fi
+mkdir gpt2
+run "$PREP" -o g3 -L 256 --tokenizer gpt2 docs.jsonl.zst
+expect "--tokenizer gpt2 beside a folder named gpt2 says which one is read" 0 \
+    "note: 'gpt2' is the tokenizer built into pile, not the folder 'gpt2' here \(write './gpt2' for that one\)"
 run "$PREP" -o pile-bytes -L 256 pile/train
 expect "a folder without that layout keeps the bytes default" 0 "^tokenizer: bytes \(the default\)"
 
