@@ -38,19 +38,40 @@ static double *todouble(const float *f, size_t n)
     return d;
 }
 
-static void *dput(const void *h, size_t bytes)
+/* Backend tensors by bytes, as the tests size them (their host arrays). */
+static pile_tensor talloc(pile_backend *b, pile_dtype dt, size_t bytes)
 {
-    void *d = pile_backend_alloc(be, bytes);
-    if (d && h) pile_backend_upload(be, d, h, bytes);
+    return pile_backend_alloc(b, dt, bytes / pile_dtype_size(dt));
+}
+
+static void up(pile_backend *b, pile_tensor d, const void *h, size_t bytes)
+{
+    pile_backend_upload(b, d, h, bytes / pile_dtype_size(d.dtype));
+}
+
+static void down(pile_backend *b, void *h, pile_tensor d, size_t bytes)
+{
+    pile_backend_download(b, h, d, bytes / pile_dtype_size(d.dtype));
+}
+
+static pile_tensor dput(const void *h, size_t bytes, pile_dtype dt)
+{
+    pile_tensor d = talloc(be, dt, bytes);
+    if (d.data && h) up(be, d, h, bytes);
     return d;
 }
 
-static float *dget(const void *d, size_t n)
+static float *dget(pile_tensor d, size_t n)
 {
     float *h = malloc((n ? n : 1) * sizeof *h);
-    pile_backend_download(be, h, d, n * sizeof *h);
+    down(be, h, d, n * sizeof *h);
     return h;
 }
+
+#define F32 PILE_DTYPE_F32
+#define I32 PILE_DTYPE_I32
+#define U8 PILE_DTYPE_U8
+#define NONE PILE_NO_TENSOR
 
 /* Compares got[n] with ref[n]; prints the worst error; returns 0 if within tol. */
 static int close_to(const char *what, const float *got, const double *ref, size_t n, double tol)
@@ -287,9 +308,9 @@ static void test_embed(int B, int T, int C, int Vp)
     for (int i = 0; i < B * T; i++) tok[i] = (int32_t)(pile_test_rng() % (uint64_t)(Vp > 3 ? 3 : Vp)) * (Vp / 3);
     float *wte = hrand((size_t)Vp * C, 1), *wpe = hrand((size_t)T * C, 1), *w = hrand(n, 1);
     float *g0 = hrand((size_t)Vp * C, 1), *g1 = hrand((size_t)T * C, 1);
-    int32_t *dtok = dput(tok, (size_t)B * T * 4);
-    float *dwte = dput(wte, (size_t)Vp * C * 4), *dwpe = dput(wpe, (size_t)T * C * 4), *dout = dput(NULL, n * 4);
-    float *dgw = dput(g0, (size_t)Vp * C * 4), *dgp = dput(g1, (size_t)T * C * 4), *dw = dput(w, n * 4);
+    pile_tensor dtok = dput(tok, (size_t)B * T * 4, I32);
+    pile_tensor dwte = dput(wte, (size_t)Vp * C * 4, F32), dwpe = dput(wpe, (size_t)T * C * 4, F32), dout = dput(NULL, n * 4, F32);
+    pile_tensor dgw = dput(g0, (size_t)Vp * C * 4, F32), dgp = dput(g1, (size_t)T * C * 4, F32), dw = dput(w, n * 4, F32);
     pile_backend_embed_fwd(be, dout, dtok, dwte, dwpe, B, T, C);
     pile_backend_embed_bwd(be, dgw, dgp, dw, dtok, B, T, C);
     G = (struct fdctx){.B = B, .T = T, .C = C, .tok = tok, .x0 = todouble(wte, (size_t)Vp * C),
@@ -301,8 +322,8 @@ static void test_embed(int B, int T, int C, int Vp)
     ASSERT(!fd_check("embed dwpe", fwd_embed, G.x1, (size_t)T * C, gp, g1, 400));
     free(out), free(gw), free(gp), free(G.x0), free(G.x1), free((void *)G.w), free(G.out);
     free(tok), free(wte), free(wpe), free(w), free(g0), free(g1);
-    pile_backend_free(be, dtok), pile_backend_free(be, dwte), pile_backend_free(be, dwpe);
-    pile_backend_free(be, dout), pile_backend_free(be, dgw), pile_backend_free(be, dgp), pile_backend_free(be, dw);
+    pile_backend_free(&dtok), pile_backend_free(&dwte), pile_backend_free(&dwpe);
+    pile_backend_free(&dout), pile_backend_free(&dgw), pile_backend_free(&dgp), pile_backend_free(&dw);
 }
 
 /* ---------------------------------------------------------- layernorm */
@@ -319,9 +340,9 @@ static void test_layernorm(int N, int C)
     for (int i = 0; i < N; i++) /* offset rows: the variance must not cancel */
         for (int c = 0; c < C; c++) x[(size_t)i * C + c] += (float)(3 * i);
     float *g0 = hrand(n, 1), *g1 = hrand((size_t)C, 1), *g2 = hrand((size_t)C, 1);
-    float *dx = dput(x, n * 4), *dwt = dput(wt, (size_t)C * 4), *dbs = dput(bs, (size_t)C * 4);
-    float *dout = dput(NULL, n * 4), *dm = dput(NULL, (size_t)N * 4), *dr = dput(NULL, (size_t)N * 4);
-    float *dgx = dput(g0, n * 4), *dgw = dput(g1, (size_t)C * 4), *dgb = dput(g2, (size_t)C * 4), *dw = dput(w, n * 4);
+    pile_tensor dx = dput(x, n * 4, F32), dwt = dput(wt, (size_t)C * 4, F32), dbs = dput(bs, (size_t)C * 4, F32);
+    pile_tensor dout = dput(NULL, n * 4, F32), dm = dput(NULL, (size_t)N * 4, F32), dr = dput(NULL, (size_t)N * 4, F32);
+    pile_tensor dgx = dput(g0, n * 4, F32), dgw = dput(g1, (size_t)C * 4, F32), dgb = dput(g2, (size_t)C * 4, F32), dw = dput(w, n * 4, F32);
     pile_backend_layernorm_fwd(be, dout, dm, dr, dx, dwt, dbs, N, C);
     pile_backend_layernorm_bwd(be, dgx, dgw, dgb, dw, dx, dwt, dm, dr, N, C);
     G = (struct fdctx){.N = N, .C = C, .x0 = todouble(x, n), .x1 = todouble(wt, (size_t)C), .x2 = todouble(bs, (size_t)C),
@@ -339,8 +360,8 @@ static void test_layernorm(int N, int C)
     free(out), free(m), free(r), free(gx), free(gw), free(gb), free(rm), free(rr);
     free(G.x0), free(G.x1), free(G.x2), free((void *)G.w), free(G.out);
     free(x), free(wt), free(bs), free(w), free(g0), free(g1), free(g2);
-    float *ds[] = {dx, dwt, dbs, dout, dm, dr, dgx, dgw, dgb, dw};
-    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(be, ds[i]);
+    pile_tensor ds[] = {dx, dwt, dbs, dout, dm, dr, dgx, dgw, dgb, dw};
+    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(&ds[i]);
 }
 
 /* ------------------------------------------------------------- matmul */
@@ -357,10 +378,10 @@ static void test_matmul(int N, int IC, int OC, int with_bias, int with_dinp)
     size_t ni = (size_t)N * IC, nw = (size_t)IC * OC, no = (size_t)N * OC;
     float *x = hrand(ni, 1), *W = hrand(nw, 1), *bs = hrand((size_t)OC, 1), *w = hrand(no, 1);
     float *g0 = hrand(ni, 1), *g1 = hrand(nw, 1), *g2 = hrand((size_t)OC, 1);
-    float *dx = dput(x, ni * 4), *dW = dput(W, nw * 4), *db = dput(bs, (size_t)OC * 4), *dout = dput(NULL, no * 4);
-    float *dgx = dput(g0, ni * 4), *dgW = dput(g1, nw * 4), *dgb = dput(g2, (size_t)OC * 4), *dw = dput(w, no * 4);
-    pile_backend_matmul_fwd(be, dout, dx, dW, with_bias ? db : NULL, N, IC, OC);
-    pile_backend_matmul_bwd(be, with_dinp ? dgx : NULL, dgW, with_bias ? dgb : NULL, dw, dx, dW, N, IC, OC);
+    pile_tensor dx = dput(x, ni * 4, F32), dW = dput(W, nw * 4, F32), db = dput(bs, (size_t)OC * 4, F32), dout = dput(NULL, no * 4, F32);
+    pile_tensor dgx = dput(g0, ni * 4, F32), dgW = dput(g1, nw * 4, F32), dgb = dput(g2, (size_t)OC * 4, F32), dw = dput(w, no * 4, F32);
+    pile_backend_matmul_fwd(be, dout, dx, dW, with_bias ? db : NONE, N, IC, OC);
+    pile_backend_matmul_bwd(be, with_dinp ? dgx : NONE, dgW, with_bias ? dgb : NONE, dw, dx, dW, N, IC, OC);
     G = (struct fdctx){.N = N, .IC = IC, .OC = OC, .x0 = todouble(x, ni), .x1 = todouble(W, nw),
                     .x2 = with_bias ? todouble(bs, (size_t)OC) : NULL, .w = todouble(w, no), .out = malloc(no * 8),
                     .nout = no};
@@ -378,8 +399,8 @@ static void test_matmul(int N, int IC, int OC, int with_bias, int with_dinp)
         ASSERT_MEM_EQ(gb, g2, (size_t)OC * 4);
     free(out), free(gx), free(gW), free(gb), free(G.x0), free(G.x1), free(G.x2), free((void *)G.w), free(G.out);
     free(x), free(W), free(bs), free(w), free(g0), free(g1), free(g2);
-    float *ds[] = {dx, dW, db, dout, dgx, dgW, dgb, dw};
-    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(be, ds[i]);
+    pile_tensor ds[] = {dx, dW, db, dout, dgx, dgW, dgb, dw};
+    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(&ds[i]);
 }
 
 static void fwd_logits(void)
@@ -391,8 +412,8 @@ static void test_logits(int N, int C, int Vp)
 {
     size_t ni = (size_t)N * C, nw = (size_t)Vp * C, no = (size_t)N * Vp;
     float *x = hrand(ni, 1), *wte = hrand(nw, 1), *w = hrand(no, 1), *g0 = hrand(ni, 1), *g1 = hrand(nw, 1);
-    float *dx = dput(x, ni * 4), *dwte = dput(wte, nw * 4), *dout = dput(NULL, no * 4);
-    float *dgx = dput(g0, ni * 4), *dgw = dput(g1, nw * 4), *dw = dput(w, no * 4);
+    pile_tensor dx = dput(x, ni * 4, F32), dwte = dput(wte, nw * 4, F32), dout = dput(NULL, no * 4, F32);
+    pile_tensor dgx = dput(g0, ni * 4, F32), dgw = dput(g1, nw * 4, F32), dw = dput(w, no * 4, F32);
     pile_backend_logits_fwd(be, dout, dx, dwte, N, C, Vp);
     pile_backend_logits_bwd(be, dgx, dgw, dw, dx, dwte, N, C, Vp);
     G = (struct fdctx){.N = N, .C = C, .Vp = Vp, .x0 = todouble(x, ni), .x1 = todouble(wte, nw), .w = todouble(w, no),
@@ -404,8 +425,8 @@ static void test_logits(int N, int C, int Vp)
     ASSERT(!fd_check("logits dwte", fwd_logits, G.x1, nw, gw, g1, 300));
     free(out), free(gx), free(gw), free(G.x0), free(G.x1), free((void *)G.w), free(G.out);
     free(x), free(wte), free(w), free(g0), free(g1);
-    float *ds[] = {dx, dwte, dout, dgx, dgw, dw};
-    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(be, ds[i]);
+    pile_tensor ds[] = {dx, dwte, dout, dgx, dgw, dw};
+    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) pile_backend_free(&ds[i]);
 }
 
 /* ---------------------------------------------------------- attention */
@@ -435,9 +456,9 @@ static int32_t *make_doc_start(int B, int T, int kind, int mean_len)
 /* The attention's buffers in backend b for one shape: the output, what
  * the forward saves, scratch, dqkv. */
 typedef struct att_bufs {
-    float *qkv, *out, *dout, *dqkv;
-    void *saved, *scratch;
-    int32_t *ds;
+    pile_tensor qkv, out, dout, dqkv;
+    pile_tensor saved, scratch;
+    pile_tensor ds;
 } att_bufs;
 
 /* Uploads the inputs and fills saved and scratch with junk: what was there
@@ -449,23 +470,23 @@ static att_bufs att_setup(pile_backend *b, const float *qkv, const float *dout, 
     size_t nsv = pile_backend_attention_saved_bytes(b, B, T, C, NH);
     size_t nsc = pile_backend_attention_scratch_bytes(b, B, T, C, NH);
     att_bufs a = {0};
-    a.qkv = pile_backend_alloc(b, nq * 4);
-    a.out = pile_backend_alloc(b, no * 4);
-    a.dout = pile_backend_alloc(b, no * 4);
-    a.dqkv = pile_backend_alloc(b, nq * 4);
-    a.saved = pile_backend_alloc(b, nsv);
-    a.scratch = pile_backend_alloc(b, nsc);
-    pile_backend_upload(b, a.qkv, qkv, nq * 4);
-    pile_backend_upload(b, a.dout, dout, no * 4);
-    pile_backend_upload(b, a.dqkv, g0, nq * 4);
+    a.qkv = pile_backend_alloc(b, F32, nq);
+    a.out = pile_backend_alloc(b, F32, no);
+    a.dout = pile_backend_alloc(b, F32, no);
+    a.dqkv = pile_backend_alloc(b, F32, nq);
+    a.saved = pile_backend_alloc(b, U8, nsv);
+    a.scratch = pile_backend_alloc(b, U8, nsc);
+    up(b, a.qkv, qkv, nq * 4);
+    up(b, a.dout, dout, no * 4);
+    up(b, a.dqkv, g0, nq * 4);
     unsigned char *junk = malloc(nsv > nsc ? nsv : nsc);
     for (size_t i = 0; i < (nsv > nsc ? nsv : nsc); i++) junk[i] = (unsigned char)(pile_test_rng() >> 56);
-    pile_backend_upload(b, a.saved, junk, nsv);
-    pile_backend_upload(b, a.scratch, junk, nsc);
+    up(b, a.saved, junk, nsv);
+    up(b, a.scratch, junk, nsc);
     free(junk);
     if (ds) {
-        a.ds = pile_backend_alloc(b, (size_t)B * T * 4);
-        pile_backend_upload(b, a.ds, ds, (size_t)B * T * 4);
+        a.ds = pile_backend_alloc(b, I32, (size_t)B * T);
+        up(b, a.ds, ds, (size_t)B * T * 4);
     }
     return a;
 }
@@ -478,8 +499,9 @@ static void att_run(pile_backend *b, att_bufs *a, int B, int T, int C, int NH)
 
 static void att_free(pile_backend *b, att_bufs *a)
 {
-    void *all[] = {a->qkv, a->out, a->dout, a->dqkv, a->saved, a->scratch, a->ds};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(b, all[i]);
+    (void)b;
+    pile_tensor *all[] = {&a->qkv, &a->out, &a->dout, &a->dqkv, &a->saved, &a->scratch, &a->ds};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(all[i]);
 }
 
 /* Forward and backward against the double-precision reference on fresh
@@ -527,8 +549,8 @@ static void test_attention_threads(int B, int T, int C, int NH, int kind)
         att_run(b, &a, B, T, C, NH);
         res[k][0] = malloc(no * 4);
         res[k][1] = malloc(nq * 4);
-        pile_backend_download(b, res[k][0], a.out, no * 4);
-        pile_backend_download(b, res[k][1], a.dqkv, nq * 4);
+        down(b, res[k][0], a.out, no * 4);
+        down(b, res[k][1], a.dqkv, nq * 4);
         att_free(b, &a);
         pile_backend_close(b);
     }
@@ -555,10 +577,10 @@ static void test_attention_decode(int T, int C, int NH)
         memcpy(kc + (size_t)t * C, qkv + (size_t)t * 3 * C + C, (size_t)C * 4);
         memcpy(vc + (size_t)t * C, qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * 4);
     }
-    float *dq = dput(qkv, nq * 4), *dout = dput(NULL, no * 4);
-    void *sv = dput(NULL, pile_backend_attention_saved_bytes(be, 1, T, C, NH));
-    void *sc = dput(NULL, pile_backend_attention_scratch_bytes(be, 1, T, C, NH));
-    pile_backend_attention_fwd(be, dout, sv, sc, dq, NULL, 1, T, C, NH);
+    pile_tensor dq = dput(qkv, nq * 4, F32), dout = dput(NULL, no * 4, F32);
+    pile_tensor sv = dput(NULL, pile_backend_attention_saved_bytes(be, 1, T, C, NH), U8);
+    pile_tensor sc = dput(NULL, pile_backend_attention_scratch_bytes(be, 1, T, C, NH), U8);
+    pile_backend_attention_fwd(be, dout, sv, sc, dq, NONE, 1, T, C, NH);
     float *full = dget(dout, no);
     double *ref = malloc(no * 8);
     for (size_t i = 0; i < no; i++) ref[i] = full[i];
@@ -566,24 +588,24 @@ static void test_attention_decode(int T, int C, int NH)
     float *rows[2];
     for (int k = 0; k < 2; k++) {
         pile_backend *b = bs[k];
-        float *dk = pile_backend_alloc(b, no * 4), *dv = pile_backend_alloc(b, no * 4);
-        float *q = pile_backend_alloc(b, (size_t)C * 4), *o = pile_backend_alloc(b, (size_t)C * 4);
-        float *a = pile_backend_alloc(b, (size_t)NH * T * 4); /* decode's [NH, t+1] scratch */
-        pile_backend_upload(b, dk, kc, no * 4);
-        pile_backend_upload(b, dv, vc, no * 4);
+        pile_tensor dk = talloc(b, F32, no * 4), dv = talloc(b, F32, no * 4);
+        pile_tensor q = talloc(b, F32, (size_t)C * 4), o = talloc(b, F32, (size_t)C * 4);
+        pile_tensor a = talloc(b, F32, (size_t)NH * T * 4); /* decode's [NH, t+1] scratch */
+        up(b, dk, kc, no * 4);
+        up(b, dv, vc, no * 4);
         rows[k] = malloc(no * 4);
         for (int t = 0; t < T; t++) {
-            pile_backend_upload(b, q, qkv + (size_t)t * 3 * C, (size_t)C * 4);
+            up(b, q, qkv + (size_t)t * 3 * C, (size_t)C * 4);
             pile_backend_attention_decode(b, o, a, q, dk, dv, t, C, NH);
-            pile_backend_download(b, rows[k] + (size_t)t * C, o, (size_t)C * 4);
+            down(b, rows[k] + (size_t)t * C, o, (size_t)C * 4);
         }
-        void *all[] = {dk, dv, q, o, a};
-        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(b, all[i]);
+        pile_tensor all[] = {dk, dv, q, o, a};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(&all[i]);
     }
     ASSERT(!close_to("attention decode vs forward", rows[0], ref, no, FWD_TOL));
     ASSERT_MEM_EQ(rows[0], rows[1], no * 4);
     free(rows[0]), free(rows[1]), free(full), free(ref), free(qkv), free(kc), free(vc);
-    pile_backend_free(be, dq), pile_backend_free(be, dout), pile_backend_free(be, sv), pile_backend_free(be, sc);
+    pile_backend_free(&dq), pile_backend_free(&dout), pile_backend_free(&sv), pile_backend_free(&sc);
     pile_backend_close(b4);
 }
 
@@ -597,7 +619,7 @@ static void fwd_gelu(void)
 static void test_gelu(size_t n, double amp)
 {
     float *x = hrand(n, amp), *w = hrand(n, 1), *g0 = hrand(n, 1);
-    float *dx = dput(x, n * 4), *dout = dput(NULL, n * 4), *dg = dput(g0, n * 4), *dw = dput(w, n * 4);
+    pile_tensor dx = dput(x, n * 4, F32), dout = dput(NULL, n * 4, F32), dg = dput(g0, n * 4, F32), dw = dput(w, n * 4, F32);
     pile_backend_gelu_fwd(be, dout, dx, n);
     pile_backend_gelu_bwd(be, dg, dx, dw, n);
     G = (struct fdctx){.x0 = todouble(x, n), .w = todouble(w, n), .out = malloc(n * 8), .nout = n};
@@ -608,13 +630,13 @@ static void test_gelu(size_t n, double amp)
      * the full objective is cheap enough for every element */
     ASSERT(!fd_check("gelu dinp", fwd_gelu, G.x0, n, g, g0, 200));
     free(out), free(g), free(G.x0), free((void *)G.w), free(G.out), free(x), free(w), free(g0);
-    pile_backend_free(be, dx), pile_backend_free(be, dout), pile_backend_free(be, dg), pile_backend_free(be, dw);
+    pile_backend_free(&dx), pile_backend_free(&dout), pile_backend_free(&dg), pile_backend_free(&dw);
 }
 
 static void test_add(size_t n)
 {
     float *a = hrand(n, 1), *b = hrand(n, 1);
-    float *da = dput(a, n * 4), *db = dput(b, n * 4), *dout = dput(NULL, n * 4);
+    pile_tensor da = dput(a, n * 4, F32), db = dput(b, n * 4, F32), dout = dput(NULL, n * 4, F32);
     pile_backend_add(be, dout, da, db, n);
     pile_backend_add(be, da, da, db, n); /* aliased */
     float *out = dget(dout, n), *al = dget(da, n);
@@ -622,7 +644,7 @@ static void test_add(size_t n)
     for (size_t i = 0; i < n; i++) bad += out[i] != a[i] + b[i] || al[i] != a[i] + b[i];
     ASSERT_EQ(bad, 0);
     free(a), free(b), free(out), free(al);
-    pile_backend_free(be, da), pile_backend_free(be, db), pile_backend_free(be, dout);
+    pile_backend_free(&da), pile_backend_free(&db), pile_backend_free(&dout);
 }
 
 static void test_dropout(void)
@@ -631,7 +653,7 @@ static void test_dropout(void)
     float *x = hrand(n, 1);
     for (size_t i = 0; i < n; i++)
         if (x[i] == 0.0f) x[i] = 0.5f; /* a zero would look dropped */
-    float *d = dput(x, n * 4);
+    pile_tensor d = dput(x, n * 4, F32);
     pile_backend_dropout(be, d, n, 0.0f, 42);
     float *h = dget(d, n);
     ASSERT_MEM_EQ(h, x, n * 4);
@@ -652,12 +674,12 @@ static void test_dropout(void)
     ASSERT_EQ(badscale, 0);
 
     /* same seed: same mask; the backward applies it to a gradient */
-    pile_backend_upload(be, d, x, n * 4);
+    up(be, d, x, n * 4);
     pile_backend_dropout(be, d, n, 0.5f, 42);
     float *m2 = dget(d, n);
     ASSERT_MEM_EQ(m1, m2, n * 4);
     /* another seed: another mask */
-    pile_backend_upload(be, d, x, n * 4);
+    up(be, d, x, n * 4);
     pile_backend_dropout(be, d, n, 0.5f, 43);
     float *m3 = dget(d, n);
     ASSERT(memcmp(m1, m3, n * 4) != 0);
@@ -666,7 +688,7 @@ static void test_dropout(void)
     ASSERT(both > n / 4 - 1000 && both < n / 4 + 1000); /* independent masks */
 
     /* p = 0.1: rate and scale 1/0.9 */
-    pile_backend_upload(be, d, x, n * 4);
+    up(be, d, x, n * 4);
     pile_backend_dropout(be, d, n, 0.1f, 7);
     float *m4 = dget(d, n);
     kept = 0, badscale = 0;
@@ -679,12 +701,12 @@ static void test_dropout(void)
     ASSERT(kept > n * 9 / 10 - 600 && kept < n * 9 / 10 + 600); /* sd ~95 */
     ASSERT_EQ(badscale, 0);
     /* a prefix of the array draws the prefix of the mask (pure in (seed, i)) */
-    pile_backend_upload(be, d, x, n * 4);
+    up(be, d, x, n * 4);
     pile_backend_dropout(be, d, 1000, 0.1f, 7);
     float *m5 = dget(d, 1000);
     ASSERT_MEM_EQ(m5, m4, 1000 * 4);
     free(x), free(m1), free(m2), free(m3), free(m4), free(m5);
-    pile_backend_free(be, d);
+    pile_backend_free(&d);
 }
 
 /* ---------------------------------------------------------- softmax CE */
@@ -719,8 +741,8 @@ static void test_softmax_ce(int N, int V, int Vp)
     /* row 0: target is the argmax */
     x[tgt[0]] = 8.0f;
     float gs = 0.37f;
-    float *dx = dput(x, n * 4), *dl = dput(NULL, (size_t)N * 4);
-    int32_t *dc = dput(NULL, (size_t)N * 4), *dt = dput(tgt, (size_t)N * 4);
+    pile_tensor dx = dput(x, n * 4, F32), dl = dput(NULL, (size_t)N * 4, F32);
+    pile_tensor dc = dput(NULL, (size_t)N * 4, I32), dt = dput(tgt, (size_t)N * 4, I32);
     /* without the gradient: logits untouched */
     pile_backend_softmax_ce(be, dx, dl, dc, dt, N, V, Vp, 0.0f);
     float *x1 = dget(dx, n), *l1 = dget(dl, (size_t)N);
@@ -728,7 +750,7 @@ static void test_softmax_ce(int N, int V, int Vp)
     pile_backend_softmax_ce(be, dx, dl, dc, dt, N, V, Vp, gs);
     float *g = dget(dx, n), *l2 = dget(dl, (size_t)N);
     int32_t *corr = malloc((size_t)N * 4);
-    pile_backend_download(be, corr, dc, (size_t)N * 4);
+    down(be, corr, dc, (size_t)N * 4);
     ASSERT_MEM_EQ(l1, l2, (size_t)N * 4);
 
     G = (struct fdctx){.N = N, .V = V, .Vp = Vp, .tgt = tgt, .x0 = todouble(x, n), .gscale = gs, .out = malloc((size_t)N * 8),
@@ -757,7 +779,7 @@ static void test_softmax_ce(int N, int V, int Vp)
     ASSERT(!fd_check("softmax_ce dlogits", fwd_ce, G.x0, n, g, NULL, 400));
     free(x), free(tgt), free(x1), free(l1), free(g), free(l2), free(corr), free(ones), free(rl);
     free(G.x0), free(G.out);
-    pile_backend_free(be, dx), pile_backend_free(be, dl), pile_backend_free(be, dc), pile_backend_free(be, dt);
+    pile_backend_free(&dx), pile_backend_free(&dl), pile_backend_free(&dc), pile_backend_free(&dt);
 }
 
 /* ---------------------------------------------------------- optimizer */
@@ -766,7 +788,7 @@ static void test_optimizer(void)
 {
     size_t n = 10007;
     float *x = hrand(n, 3);
-    float *d = dput(x, n * 4);
+    pile_tensor d = dput(x, n * 4, F32);
     double ref = 0;
     for (size_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
     double got = pile_backend_sumsq(be, d, n);
@@ -779,17 +801,17 @@ static void test_optimizer(void)
     for (size_t i = 0; i < n; i++) bad += h[i] != x[i] * 0.5f;
     ASSERT_EQ(bad, 0);
     free(h), free(x);
-    pile_backend_free(be, d);
+    pile_backend_free(&d);
 
     /* AdamW: two steps against the formula of backend.h in double */
     size_t m = 1001;
     float *p = hrand(m, 1), *g1 = hrand(m, 1), *g2 = hrand(m, 0.01);
-    float *dp = dput(p, m * 4), *dg = dput(g1, m * 4), *dm = dput(NULL, m * 4), *dv = dput(NULL, m * 4);
+    pile_tensor dp = dput(p, m * 4, F32), dg = dput(g1, m * 4, F32), dm = dput(NULL, m * 4, F32), dv = dput(NULL, m * 4, F32);
     double lr = 3e-4, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
     double *rp = todouble(p, m), *rm = calloc(m, 8), *rv = calloc(m, 8);
     for (int t = 1; t <= 2; t++) {
         const float *gg = t == 1 ? g1 : g2;
-        if (t == 2) pile_backend_upload(be, dg, g2, m * 4);
+        if (t == 2) up(be, dg, g2, m * 4);
         pile_backend_adamw(be, dp, dg, dm, dv, m, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, t);
         for (size_t i = 0; i < m; i++) {
             rp[i] -= lr * wd * rp[i];
@@ -812,16 +834,16 @@ static void test_optimizer(void)
     /* a hand-computed first step: g = 1, p = 1, m = v = 0: m = 0.1, v = 0.001,
      * mhat = 1, vhat = 1, p = (1 - lr wd) - lr / (1 + eps) */
     float one = 1.0f, pp = 1.0f, zero = 0.0f;
-    pile_backend_upload(be, dp, &pp, 4);
-    pile_backend_upload(be, dg, &one, 4);
-    pile_backend_upload(be, dm, &zero, 4);
-    pile_backend_upload(be, dv, &zero, 4);
+    up(be, dp, &pp, 4);
+    up(be, dg, &one, 4);
+    up(be, dm, &zero, 4);
+    up(be, dv, &zero, 4);
     pile_backend_adamw(be, dp, dg, dm, dv, 1, 0.01f, 0.9f, 0.999f, 1e-8f, 0.5f, 1);
-    pile_backend_download(be, &pp, dp, 4);
+    down(be, &pp, dp, 4);
     printf("# adamw hand step: %.9g (want %.9g)\n", (double)pp, 1.0 - 0.005 - 0.01 / (1 + 1e-8));
     ASSERT(fabs(pp - (1.0 - 0.005 - 0.01 / (1 + 1e-8))) < 1e-6);
     free(p), free(g1), free(g2), free(rp), free(rm), free(rv), free(hp), free(hm), free(hv);
-    pile_backend_free(be, dp), pile_backend_free(be, dg), pile_backend_free(be, dm), pile_backend_free(be, dv);
+    pile_backend_free(&dp), pile_backend_free(&dg), pile_backend_free(&dm), pile_backend_free(&dv);
 }
 
 /* --------------------------------------------------------- determinism */
@@ -842,7 +864,7 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
 #define OUT(ptr, cnt)                                                          \
     do {                                                                       \
         seg_off[nseg++] = out_len;                                             \
-        pile_backend_download(be, res + out_len, (ptr), (size_t)(cnt) * 4);    \
+        down(be, res + out_len, (ptr), (size_t)(cnt) * 4);    \
         out_len += (size_t)(cnt);                                              \
     } while (0)
     int32_t tok[B * T], tgt[B * T];
@@ -853,18 +875,18 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
     int32_t ds[B * T];
     for (int bb = 0; bb < B; bb++)
         for (int t = 0; t < T; t++) ds[bb * T + t] = t < 40 ? 0 : t < 100 ? 40 : 100;
-    int32_t *dtok = dput(tok, sizeof tok), *dtgt = dput(tgt, sizeof tgt), *dds = dput(ds, sizeof ds);
-    float *wte = dput(host, (size_t)Vp * C * 4), *wpe = dput(host + 1000, (size_t)T * C * 4);
-    float *x = dput(NULL, n * 4), *y = dput(NULL, n * 4), *qkv = dput(NULL, 3 * n * 4), *mean = dput(NULL, nbt * 4);
-    float *rstd = dput(NULL, nbt * 4), *W = dput(host + 7, (size_t)C * 3 * C * 4), *bias = dput(host + 3, 3 * (size_t)C * 4);
-    void *att = dput(NULL, pile_backend_attention_saved_bytes(be, B, T, C, NH));
-    void *scr = dput(NULL, pile_backend_attention_scratch_bytes(be, B, T, C, NH));
-    float *lg = dput(NULL, nbt * Vp * 4);
-    float *dwte = dput(host + 11, (size_t)Vp * C * 4), *dwpe = dput(NULL, (size_t)T * C * 4), *dx = dput(NULL, n * 4);
-    float *dqkv = dput(host + 5, 3 * n * 4), *dW = dput(NULL, (size_t)C * 3 * C * 4), *db = dput(NULL, 3 * (size_t)C * 4);
-    float *ln_w = dput(host + 13, (size_t)C * 4), *ln_b = dput(host + 17, (size_t)C * 4);
-    float *dlnw = dput(NULL, (size_t)C * 4), *dlnb = dput(NULL, (size_t)C * 4), *loss = dput(NULL, nbt * 4);
-    int32_t *corr = dput(NULL, nbt * 4);
+    pile_tensor dtok = dput(tok, sizeof tok, I32), dtgt = dput(tgt, sizeof tgt, I32), dds = dput(ds, sizeof ds, I32);
+    pile_tensor wte = dput(host, (size_t)Vp * C * 4, F32), wpe = dput(host + 1000, (size_t)T * C * 4, F32);
+    pile_tensor x = dput(NULL, n * 4, F32), y = dput(NULL, n * 4, F32), qkv = dput(NULL, 3 * n * 4, F32), mean = dput(NULL, nbt * 4, F32);
+    pile_tensor rstd = dput(NULL, nbt * 4, F32), W = dput(host + 7, (size_t)C * 3 * C * 4, F32), bias = dput(host + 3, 3 * (size_t)C * 4, F32);
+    pile_tensor att = dput(NULL, pile_backend_attention_saved_bytes(be, B, T, C, NH), U8);
+    pile_tensor scr = dput(NULL, pile_backend_attention_scratch_bytes(be, B, T, C, NH), U8);
+    pile_tensor lg = dput(NULL, nbt * Vp * 4, F32);
+    pile_tensor dwte = dput(host + 11, (size_t)Vp * C * 4, F32), dwpe = dput(NULL, (size_t)T * C * 4, F32), dx = dput(NULL, n * 4, F32);
+    pile_tensor dqkv = dput(host + 5, 3 * n * 4, F32), dW = dput(NULL, (size_t)C * 3 * C * 4, F32), db = dput(NULL, 3 * (size_t)C * 4, F32);
+    pile_tensor ln_w = dput(host + 13, (size_t)C * 4, F32), ln_b = dput(host + 17, (size_t)C * 4, F32);
+    pile_tensor dlnw = dput(NULL, (size_t)C * 4, F32), dlnb = dput(NULL, (size_t)C * 4, F32), loss = dput(NULL, nbt * 4, F32);
+    pile_tensor corr = dput(NULL, nbt * 4, I32);
     pile_backend_embed_fwd(be, x, dtok, wte, wpe, B, T, C);
     OUT(x, n);
     pile_backend_layernorm_fwd(be, y, mean, rstd, x, ln_w, ln_b, (int)nbt, C);
@@ -873,8 +895,8 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
     OUT(qkv, 3 * n);
     pile_backend_attention_fwd(be, x, att, scr, qkv, dds, B, T, C, NH);
     OUT(x, n);
-    float *atty = dput(NULL, n * 4);
-    pile_backend_copy(be, atty, x, n * 4);
+    pile_tensor atty = dput(NULL, n * 4, F32);
+    pile_backend_copy(be, atty, x, n);
     pile_backend_gelu_fwd(be, y, x, n);
     pile_backend_dropout(be, y, n, 0.3f, 99);
     OUT(y, n);
@@ -889,7 +911,7 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
     OUT(dx, n);
     pile_backend_attention_bwd(be, dqkv, scr, dx, qkv, atty, att, dds, B, T, C, NH);
     OUT(dqkv, 3 * n);
-    pile_backend_free(be, atty);
+    pile_backend_free(&atty);
     pile_backend_matmul_bwd(be, dx, dW, db, dqkv, y, W, (int)nbt, C, 3 * C);
     OUT(dx, n);
     OUT(dW, (size_t)C * 3 * C);
@@ -903,14 +925,16 @@ static float *run_all(pile_backend *b, const float *host, size_t *len)
     OUT(dwpe, (size_t)T * C);
     seg_off[nseg++] = out_len;
     res[out_len++] = (float)pile_backend_sumsq(be, dW, (size_t)C * 3 * C);
-    float *am = dput(NULL, (size_t)C * 3 * C * 4), *av = dput(NULL, (size_t)C * 3 * C * 4);
+    pile_tensor am = dput(NULL, (size_t)C * 3 * C * 4, F32), av = dput(NULL, (size_t)C * 3 * C * 4, F32);
     pile_backend_adamw(be, W, dW, am, av, (size_t)C * 3 * C, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
-    pile_backend_free(be, am), pile_backend_free(be, av);
+    pile_backend_free(&am), pile_backend_free(&av);
     OUT(W, (size_t)C * 3 * C);
 #undef OUT
-    void *all[] = {dtok, dtgt, dds, wte, wpe, x, y, qkv, mean, rstd, W, bias, att, scr, lg, dwte, dwpe,
+    pile_tensor all[] = {dtok, dtgt, dds, wte, wpe, x, y, qkv, mean, rstd, W, bias, att, scr, lg, dwte, dwpe,
                    dx, dqkv, dW, db, ln_w, ln_b, dlnw, dlnb, loss, corr};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(be, all[i]);
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(&all[i]);
+    pile_err err, *ep = &err;
+    ASSERT_OK(pile_backend_sync(be, &err), ep); /* no op refused its operands */
     be = save;
     seg_off[nseg] = out_len;
     *len = out_len;
@@ -976,33 +1000,33 @@ static void test_thread_independence(void)
     pile_backend *bs[2] = {b1, b4};
     for (int k = 0; k < 2; k++) {
         pile_backend *b = bs[k];
-        float *dx = pile_backend_alloc(b, n * 4), *dw = pile_backend_alloc(b, C * 4), *db = pile_backend_alloc(b, C * 4);
-        float *dd = pile_backend_alloc(b, n * 4), *o = pile_backend_alloc(b, n * 4), *m = pile_backend_alloc(b, N * 4);
-        float *r = pile_backend_alloc(b, N * 4), *gx = pile_backend_alloc(b, n * 4), *gw = pile_backend_alloc(b, C * 4);
-        float *gb = pile_backend_alloc(b, C * 4), *gwte = pile_backend_alloc(b, (size_t)Vp * C * 4);
-        float *gwpe = pile_backend_alloc(b, n * 4);
-        int32_t *dt = pile_backend_alloc(b, sizeof tok);
-        pile_backend_upload(b, dx, x, n * 4), pile_backend_upload(b, dw, w, C * 4);
-        pile_backend_upload(b, db, bb, C * 4), pile_backend_upload(b, dd, dout, n * 4);
-        pile_backend_upload(b, dt, tok, sizeof tok);
+        pile_tensor dx = talloc(b, F32, n * 4), dw = talloc(b, F32, C * 4), db = talloc(b, F32, C * 4);
+        pile_tensor dd = talloc(b, F32, n * 4), o = talloc(b, F32, n * 4), m = talloc(b, F32, N * 4);
+        pile_tensor r = talloc(b, F32, N * 4), gx = talloc(b, F32, n * 4), gw = talloc(b, F32, C * 4);
+        pile_tensor gb = talloc(b, F32, C * 4), gwte = talloc(b, F32, (size_t)Vp * C * 4);
+        pile_tensor gwpe = talloc(b, F32, n * 4);
+        pile_tensor dt = talloc(b, I32, sizeof tok);
+        up(b, dx, x, n * 4), up(b, dw, w, C * 4);
+        up(b, db, bb, C * 4), up(b, dd, dout, n * 4);
+        up(b, dt, tok, sizeof tok);
         pile_backend_layernorm_fwd(b, o, m, r, dx, dw, db, N, C);
         pile_backend_layernorm_bwd(b, gx, gw, gb, dd, dx, dw, m, r, N, C);
         pile_backend_embed_bwd(b, gwte, gwpe, dd, dt, 1, N, C);
-        float *sW = pile_backend_alloc(b, (size_t)C * C * 4);
-        pile_backend_matmul_bwd(b, NULL, sW, gb, dd, dx, sW, N, C, C); /* dbias into gb */
-        pile_backend_free(b, sW);
+        pile_tensor sW = talloc(b, F32, (size_t)C * C * 4);
+        pile_backend_matmul_bwd(b, NONE, sW, gb, dd, dx, sW, N, C, C); /* dbias into gb */
+        pile_backend_free(&sW);
         float *h = malloc((2 * n + 2 * C + (size_t)Vp * C + n + 2) * 4);
-        pile_backend_download(b, h, o, n * 4);
-        pile_backend_download(b, h + n, gx, n * 4);
-        pile_backend_download(b, h + 2 * n, gw, C * 4);
-        pile_backend_download(b, h + 2 * n + C, gb, C * 4);
-        pile_backend_download(b, h + 2 * n + 2 * C, gwte, (size_t)Vp * C * 4);
-        pile_backend_download(b, h + 2 * n + 2 * C + (size_t)Vp * C, gwpe, n * 4);
+        down(b, h, o, n * 4);
+        down(b, h + n, gx, n * 4);
+        down(b, h + 2 * n, gw, C * 4);
+        down(b, h + 2 * n + C, gb, C * 4);
+        down(b, h + 2 * n + 2 * C, gwte, (size_t)Vp * C * 4);
+        down(b, h + 2 * n + 2 * C + (size_t)Vp * C, gwpe, n * 4);
         double s = pile_backend_sumsq(b, dd, n);
         memcpy(h + 3 * n + 2 * C + (size_t)Vp * C, &s, 8);
         res[k] = h;
-        void *all[] = {dx, dw, db, dd, o, m, r, gx, gw, gb, gwte, gwpe, dt};
-        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(b, all[i]);
+        pile_tensor all[] = {dx, dw, db, dd, o, m, r, gx, gw, gb, gwte, gwpe, dt};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(&all[i]);
     }
     ASSERT_MEM_EQ(res[0], res[1], (3 * n + 2 * C + (size_t)Vp * C + 2) * 4);
     free(res[0]), free(res[1]), free(x), free(w), free(bb), free(dout);
@@ -1026,25 +1050,28 @@ static void test_open_alloc(void)
     if (!b) return;
     ASSERT(pile_backend_threads(b) >= 1);
     ASSERT_STR_EQ(pile_backend_name(b), "cpu");
-    ASSERT_EQ(pile_backend_world_size(b), 1);
-    ASSERT_EQ(pile_backend_rank(b), 0);
+    ASSERT_EQ(pile_backend_host_memory(b), 1);
     ASSERT_EQ(pile_backend_bytes_in_use(b), 0);
-    unsigned char *p = pile_backend_alloc(b, 1000), *q = pile_backend_alloc(b, 3);
+    pile_tensor pt = pile_backend_alloc(b, U8, 1000), qt = pile_backend_alloc(b, U8, 3);
+    unsigned char *p = pt.data, *q = qt.data; /* host memory: readable here */
     ASSERT(p && q);
+    ASSERT(pt.n == 1000 && pt.dtype == U8 && pt.be == b);
     ASSERT_EQ((uintptr_t)p % 64, 0);
     ASSERT_EQ((uintptr_t)q % 64, 0);
     ASSERT_EQ(pile_backend_bytes_in_use(b), 1003);
     size_t nz = 0;
     for (int i = 0; i < 1000; i++) nz += p[i] != 0;
     ASSERT_EQ(nz, 0);
-    ASSERT(pile_backend_alloc(b, SIZE_MAX - 10) == NULL);
+    ASSERT(pile_backend_alloc(b, U8, SIZE_MAX - 10).data == NULL);
+    ASSERT(pile_backend_alloc(b, F32, SIZE_MAX / 2).data == NULL); /* bytes overflow */
     ASSERT_EQ(pile_backend_bytes_in_use(b), 1003);
     memset(p, 7, 1000);
-    pile_backend_zero(b, p + 10, 20);
+    pile_backend_zero(b, pile_tensor_slice(pt, 10, 20), 20);
     ASSERT(p[9] == 7 && p[10] == 0 && p[29] == 0 && p[30] == 7);
     /* a big one (its own mapping on the cpu backend): zeroed, aligned, counted */
     size_t nbig = ((size_t)5 << 20) + 3;
-    unsigned char *big = pile_backend_alloc(b, nbig);
+    pile_tensor bigt = pile_backend_alloc(b, U8, nbig);
+    unsigned char *big = bigt.data;
     ASSERT(big != NULL);
     if (big) {
         ASSERT_EQ((uintptr_t)big % 64, 0);
@@ -1053,18 +1080,193 @@ static void test_open_alloc(void)
         for (size_t i = 0; i < nbig; i += 4093) bnz += big[i] != 0;
         ASSERT_EQ(bnz + big[nbig - 1], 0);
         memset(big, 1, nbig);
-        pile_backend_free(b, big);
+        pile_backend_free(&bigt);
     }
-    pile_backend_free(b, p);
+    pile_backend_free(&pt);
+    ASSERT(pt.data == NULL);
     ASSERT_EQ(pile_backend_bytes_in_use(b), 3);
-    pile_backend_free(b, q);
-    pile_backend_free(b, NULL);
+    pile_backend_free(&qt);
+    pile_tensor none = NONE;
+    pile_backend_free(&none);
     ASSERT_EQ(pile_backend_bytes_in_use(b), 0);
-    float f[3] = {1, 2, 3};
-    ASSERT_EQ(pile_backend_allreduce_sum(b, f, 3, &err), 0);
-    ASSERT(f[0] == 1 && f[1] == 2 && f[2] == 3);
+    ASSERT_OK(pile_backend_sync(b, &err), ep);
     printf("# cpu backend: %d threads\n", pile_backend_threads(b));
     pile_backend_close(b);
+}
+
+/* Choosing by name: "auto" and NULL are the default (cpu in a build without
+ * CUDA), "cuda" in this build says the build has none; two backends live
+ * side by side, each with its own memory count. */
+static void test_names(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *a = NULL, *c = NULL;
+    ASSERT_STR_EQ(pile_backend_default_name(&err), "cpu");
+    ASSERT_EQ(err.code, 0);
+    ASSERT_OK(pile_backend_open(&a, "auto", 1, &err), ep);
+    ASSERT_OK(pile_backend_open(&c, NULL, 2, &err), ep);
+    if (a && c) {
+        ASSERT_STR_EQ(pile_backend_name(a), "cpu");
+        ASSERT_STR_EQ(pile_backend_name(c), "cpu");
+        ASSERT_EQ(pile_backend_threads(a), 1);
+        pile_tensor t = pile_backend_alloc(a, F32, 10);
+        ASSERT_EQ(pile_backend_bytes_in_use(a), 40);
+        ASSERT_EQ(pile_backend_bytes_in_use(c), 0);
+        pile_backend_free(&t);
+    }
+    pile_backend_close(a);
+    pile_backend_close(c);
+    c = (pile_backend *)&err;
+    ASSERT_EQ(pile_backend_open(&c, "cuda", 0, &err), PILE_ENOENT);
+    ASSERT(c == NULL);
+    ASSERT(strstr(err.msg, "'cuda'") && strstr(err.msg, "this build has no CUDA backend"));
+    printf("# %s\n", err.msg);
+    ASSERT_EQ(pile_backend_probe("cuda", &err), PILE_ENOENT);
+    ASSERT_EQ(pile_backend_probe("cpu", &err), 0);
+    ASSERT_EQ(pile_backend_probe("tpu", &err), PILE_EINVAL);
+    ASSERT_STR_EQ(pile_backend_names(), "cpu");
+}
+
+/* The sticky error: an op given what it cannot take records the first
+ * failure, naming the op and the operand, does nothing, and makes every
+ * later op do nothing; pile_backend_sync returns it; it stays. */
+static void test_sticky_error(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *b = NULL, *o = NULL;
+    if (pile_backend_open(&b, "cpu", 1, &err) < 0 || pile_backend_open(&o, "cpu", 1, &err) < 0) {
+        PILE_FAIL_("cannot open: %s", err.msg);
+        pile_backend_close(b);
+        return;
+    }
+    float one[8] = {1, 1, 1, 1, 1, 1, 1, 1}, got[8];
+    pile_tensor x = pile_backend_alloc(b, F32, 8), y = pile_backend_alloc(b, F32, 8);
+    pile_tensor h = pile_backend_alloc(b, PILE_DTYPE_BF16, 8), other = pile_backend_alloc(o, F32, 8);
+    pile_backend_upload(b, x, one, 8);
+    pile_backend_upload(b, y, one, 8);
+    ASSERT_EQ(pile_backend_sync(b, &err), 0);
+    ASSERT(pile_backend_supports(b, PILE_OP_MATMUL_FWD, F32));
+    ASSERT(!pile_backend_supports(b, PILE_OP_MATMUL_FWD, PILE_DTYPE_BF16));
+    ASSERT(pile_backend_supports(b, PILE_OP_CONVERT, PILE_DTYPE_BF16));
+    /* a view outside its tensor is the absent tensor */
+    ASSERT(pile_tensor_slice(x, 4, 5).data == NULL);
+    ASSERT(pile_tensor_slice(x, 4, 4).n == 4);
+    /* convert takes 16-bit dtypes on the cpu: 1.0 is exact in bf16 */
+    pile_backend_convert(b, h, x, 8);
+    pile_backend_convert(b, y, h, 8);
+    ASSERT_EQ(pile_backend_sync(b, &err), 0);
+    /* too small: 9 values of 8 */
+    pile_backend_add(b, y, x, x, 9);
+    ASSERT_EQ(pile_backend_sync(b, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "add") && strstr(err.msg, "'out'") && strstr(err.msg, "9"));
+    printf("# %s\n", err.msg);
+    /* later ops do nothing, and the first error stays */
+    pile_backend_add(b, y, x, x, 8);
+    pile_backend_add(b, y, h, x, 8);
+    ASSERT_EQ(pile_backend_sync(b, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "'out'") && strstr(err.msg, "9"));
+    pile_backend_download(b, got, y, 8); /* memory ops too */
+    ASSERT(isnan(pile_backend_sumsq(b, x, 8)));
+    /* on a fresh backend: another dtype, another backend's memory */
+    pile_backend_free(&x), pile_backend_free(&y), pile_backend_free(&h);
+    ASSERT_EQ(pile_backend_bytes_in_use(b), 0); /* freeing works on a failed backend */
+    pile_backend_close(b);
+    b = NULL;
+    pile_backend_free(&other);
+    ASSERT_OK(pile_backend_open(&b, "cpu", 1, &err), ep);
+    if (b) {
+        pile_tensor p = pile_backend_alloc(b, F32, 8), q = pile_backend_alloc(b, PILE_DTYPE_F16, 8);
+        pile_tensor r = pile_backend_alloc(o, F32, 8);
+        pile_backend_gelu_fwd(b, p, q, 8);
+        ASSERT_EQ(pile_backend_sync(b, &err), PILE_EINVAL);
+        ASSERT(strstr(err.msg, "gelu_fwd") && strstr(err.msg, "f16"));
+        printf("# %s\n", err.msg);
+        pile_backend_gelu_fwd(o, r, p, 8);
+        ASSERT_EQ(pile_backend_sync(o, &err), PILE_EINVAL);
+        ASSERT(strstr(err.msg, "'inp'") && strstr(err.msg, "another backend"));
+        printf("# %s\n", err.msg);
+        pile_backend_free(&p), pile_backend_free(&q), pile_backend_free(&r);
+    }
+    pile_backend_close(b);
+    pile_backend_close(o);
+}
+
+/* bf16 / fp16 emulation: each compute output is the F32 result rounded as
+ * a 16-bit store rounds it (precision.h), bit for bit; F32 outputs (weight
+ * gradients, statistics) and copies are not rounded; convert into F32
+ * rounds (the optimizer's write of the parameters); fp16 saturates. */
+static void test_emulation(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *ref = NULL, *emu = NULL;
+    ASSERT_OK(pile_backend_open(&ref, "cpu", 1, &err), ep);
+    ASSERT_OK(pile_backend_open(&emu, "cpu", 1, &err), ep);
+    if (!ref || !emu) {
+        pile_backend_close(ref);
+        return;
+    }
+    ASSERT_EQ(pile_backend_emulation(emu), F32);
+    ASSERT_EQ(pile_backend_set_emulation(emu, I32, &err), PILE_EINVAL);
+    ASSERT_OK(pile_backend_set_emulation(emu, PILE_DTYPE_BF16, &err), ep);
+    ASSERT_EQ(pile_backend_emulation(emu), PILE_DTYPE_BF16);
+    enum { N = 37, IC = 29, OC = 41 };
+    float *x = hrand((size_t)N * IC, 1), *W = hrand((size_t)IC * OC, 1), *bs = hrand(OC, 1), *g = hrand((size_t)N * OC, 1);
+    float *out[2], *dx[2], *dW[2], *cp[2];
+    pile_backend *bk[2] = {ref, emu};
+    for (int k = 0; k < 2; k++) {
+        pile_backend *b = bk[k];
+        pile_tensor tx = pile_backend_alloc(b, F32, (size_t)N * IC), tW = pile_backend_alloc(b, F32, (size_t)IC * OC);
+        pile_tensor tb = pile_backend_alloc(b, F32, OC), tg = pile_backend_alloc(b, F32, (size_t)N * OC);
+        pile_tensor to = pile_backend_alloc(b, F32, (size_t)N * OC), tdx = pile_backend_alloc(b, F32, (size_t)N * IC);
+        pile_tensor tdW = pile_backend_alloc(b, F32, (size_t)IC * OC), tc = pile_backend_alloc(b, F32, (size_t)N * IC);
+        pile_backend_upload(b, tx, x, (size_t)N * IC);
+        pile_backend_upload(b, tW, W, (size_t)IC * OC);
+        pile_backend_upload(b, tb, bs, OC);
+        pile_backend_upload(b, tg, g, (size_t)N * OC);
+        pile_backend_matmul_fwd(b, to, tx, tW, tb, N, IC, OC);
+        pile_backend_matmul_bwd(b, tdx, tdW, NONE, tg, tx, tW, N, IC, OC);
+        pile_backend_copy(b, tc, tx, (size_t)N * IC);
+        out[k] = malloc((size_t)N * OC * 4), dx[k] = malloc((size_t)N * IC * 4), dW[k] = malloc((size_t)IC * OC * 4);
+        cp[k] = malloc((size_t)N * IC * 4);
+        pile_backend_download(b, out[k], to, (size_t)N * OC);
+        pile_backend_download(b, dx[k], tdx, (size_t)N * IC);
+        pile_backend_download(b, dW[k], tdW, (size_t)IC * OC);
+        pile_backend_download(b, cp[k], tc, (size_t)N * IC);
+        ASSERT_OK(pile_backend_sync(b, &err), ep);
+        pile_tensor all[] = {tx, tW, tb, tg, to, tdx, tdW, tc};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(&all[i]);
+    }
+    pile_precision_round(out[0], (size_t)N * OC, PILE_PRECISION_BF16);
+    pile_precision_round(dx[0], (size_t)N * IC, PILE_PRECISION_BF16);
+    ASSERT_MEM_EQ(out[1], out[0], (size_t)N * OC * 4); /* the output: rounded */
+    ASSERT_MEM_EQ(dx[1], dx[0], (size_t)N * IC * 4);   /* the input's gradient: rounded */
+    ASSERT_MEM_EQ(dW[1], dW[0], (size_t)IC * OC * 4);  /* the weight gradient: F32, untouched */
+    ASSERT_MEM_EQ(cp[1], x, (size_t)N * IC * 4);       /* a copy is not a store of a result */
+    size_t exact = 0;
+    for (size_t i = 0; i < (size_t)IC * OC; i++) exact += dW[1][i] == pile_bf16_to_fp32(pile_fp32_to_bf16(dW[1][i]));
+    ASSERT(exact < (size_t)IC * OC / 2); /* it really was not rounded */
+    /* convert into F32 rounds; fp16 saturates to infinity */
+    float big[4] = {1.0f + 0x1p-12f, 70000.0f, -1e6f, 0.1f}, got[4];
+    pile_tensor a = pile_backend_alloc(emu, F32, 4), c = pile_backend_alloc(emu, F32, 4);
+    pile_backend_upload(emu, a, big, 4);
+    pile_backend_convert(emu, c, a, 4);
+    pile_backend_download(emu, got, c, 4);
+    ASSERT(got[0] == 1.0f && got[3] == pile_bf16_to_fp32(pile_fp32_to_bf16(0.1f)));
+    ASSERT_OK(pile_backend_set_emulation(emu, PILE_DTYPE_F16, &err), ep);
+    pile_backend_add(emu, c, a, a, 4);
+    pile_backend_download(emu, got, c, 4);
+    ASSERT(isinf(got[1]) && got[1] > 0 && isinf(got[2]) && got[2] < 0);
+    ASSERT(got[3] == pile_fp16_to_fp32(pile_fp32_to_fp16(0.2f)));
+    ASSERT_OK(pile_backend_set_emulation(emu, F32, &err), ep);
+    pile_backend_add(emu, c, a, a, 4);
+    pile_backend_download(emu, got, c, 4);
+    ASSERT(got[1] == 140000.0f && got[3] == 0.2f);
+    ASSERT_OK(pile_backend_sync(emu, &err), ep);
+    pile_backend_free(&a), pile_backend_free(&c);
+    for (int k = 0; k < 2; k++) free(out[k]), free(dx[k]), free(dW[k]), free(cp[k]);
+    free(x), free(W), free(bs), free(g);
+    pile_backend_close(ref);
+    pile_backend_close(emu);
 }
 
 static double now(void)
@@ -1078,14 +1280,15 @@ static double now(void)
 static void probe(void)
 {
     int N = 512, C = 768, NH = 12;
-    float *x = pile_backend_alloc(be, (size_t)N * 4 * C * 4), *W = pile_backend_alloc(be, (size_t)C * 4 * C * 4);
-    float *o = pile_backend_alloc(be, (size_t)N * 4 * C * 4);
-    if (!x || !W || !o) {
+    /* x and o serve as attention's qkv and out at B x T = 2 N too */
+    pile_tensor x = talloc(be, F32, (size_t)2 * N * 4 * C * 4), W = talloc(be, F32, (size_t)C * 4 * C * 4);
+    pile_tensor o = talloc(be, F32, (size_t)2 * N * 4 * C * 4);
+    if (!x.data || !W.data || !o.data) {
         printf("# probe: no memory\n");
     } else {
-        pile_backend_matmul_fwd(be, o, x, W, NULL, N, C, 4 * C); /* warm the thread pools */
+        pile_backend_matmul_fwd(be, o, x, W, NONE, N, C, 4 * C); /* warm the thread pools */
         double t0 = now();
-        pile_backend_matmul_fwd(be, o, x, W, NULL, N, C, 4 * C);
+        pile_backend_matmul_fwd(be, o, x, W, NONE, N, C, 4 * C);
         double t1 = now();
         /* OpenBLAS 0.3.21 takes CPUs it does not know for a Prescott:
          * OPENBLAS_CORETYPE=SkylakeX (or Haswell) then runs ~4x faster */
@@ -1094,21 +1297,23 @@ static void probe(void)
                2.0 * N * C * 4 * C / (t1 - t0) * 1e-9);
         for (int T = 256; T <= 1024; T *= 4) {
             int B = N / T > 0 ? N / T : 1;
-            float *dq = pile_backend_alloc(be, (size_t)B * T * 3 * C * 4);
-            void *sv = pile_backend_alloc(be, pile_backend_attention_saved_bytes(be, B, T, C, NH));
-            void *sc = pile_backend_alloc(be, pile_backend_attention_scratch_bytes(be, B, T, C, NH));
+            pile_tensor dq = talloc(be, F32, (size_t)B * T * 3 * C * 4);
+            pile_tensor sv = talloc(be, U8, pile_backend_attention_saved_bytes(be, B, T, C, NH));
+            pile_tensor sc = talloc(be, U8, pile_backend_attention_scratch_bytes(be, B, T, C, NH));
             double t2 = now();
-            pile_backend_attention_fwd(be, o, sv, sc, x, NULL, B, T, C, NH);
+            pile_backend_attention_fwd(be, o, sv, sc, x, NONE, B, T, C, NH);
             double t3 = now();
-            pile_backend_attention_bwd(be, dq, sc, o, x, o, sv, NULL, B, T, C, NH);
+            pile_backend_attention_bwd(be, dq, sc, o, x, o, sv, NONE, B, T, C, NH);
             double t4 = now();
             double f = 2.0 * 2 * B * NH * (double)T * T / 2 * (C / NH);
             printf("# probe: attention B=%d T=%d C=%d fwd %.1f ms (%.1f GFLOP/s causal), bwd %.1f ms\n", B, T, C,
                    (t3 - t2) * 1e3, f / (t3 - t2) * 1e-9, (t4 - t3) * 1e3);
-            pile_backend_free(be, dq), pile_backend_free(be, sv), pile_backend_free(be, sc);
+            pile_backend_free(&dq), pile_backend_free(&sv), pile_backend_free(&sc);
         }
     }
-    pile_backend_free(be, x), pile_backend_free(be, W), pile_backend_free(be, o);
+    pile_backend_free(&x), pile_backend_free(&W), pile_backend_free(&o);
+    pile_err err, *ep = &err;
+    ASSERT_OK(pile_backend_sync(be, &err), ep);
 }
 
 int main(void)
@@ -1117,6 +1322,12 @@ int main(void)
     pile_test_rng_state = 20240607;
     TEST("open, alloc (small and big), free, bytes in use, unknown name");
     test_open_alloc();
+    TEST("backends by name: auto, cpu, two in one process, cuda absent from this build");
+    test_names();
+    TEST("sticky error: the first failure named, later ops skipped, sync returns it");
+    test_sticky_error();
+    TEST("bf16 / fp16 emulation: compute outputs rounded as 16-bit stores, F32 ones not");
+    test_emulation();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);
         return 1;

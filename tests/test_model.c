@@ -25,6 +25,11 @@
 static pile_backend *be;
 static pile_err err_rec, *E = &err_rec; /* a pointer, as ASSERT_OK tests it */
 static int32_t tokens[B * T], targets[B * T], docs[B * T];
+/* The gradients the backward accumulates into: in training the
+ * optimizer's (pile_optim_grads); here the tests' own, sized once in main
+ * for tiny_cfg's layout (every model here has it), so that allocation
+ * counts around a model are the model's alone. */
+static pile_tensor grads;
 
 /* The allocation-failure case asks for more than any address space holds;
  * ASan must then return NULL as malloc does instead of aborting. */
@@ -33,7 +38,7 @@ const char *__asan_default_options(void) { return "allocator_may_return_null=1";
 
 static pile_model_config tiny_cfg(float dropout)
 {
-    pile_model_config cfg = {V, NPOS, NL, NH, C, dropout, PILE_RECOMPUTE_NONE};
+    pile_model_config cfg = {V, NPOS, NL, NH, C, dropout, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
     return cfg;
 }
 
@@ -68,7 +73,7 @@ static float *download_params(pile_model *m)
 {
     size_t n = pile_model_flat_size(m);
     float *h = malloc(n * sizeof *h);
-    if (h) pile_backend_download(be, h, pile_model_params(m), n * sizeof *h);
+    if (h) pile_backend_download(be, h, pile_model_params(m), n);
     return h;
 }
 
@@ -76,8 +81,14 @@ static float *download_grads(pile_model *m)
 {
     size_t n = pile_model_flat_size(m);
     float *h = malloc(n * sizeof *h);
-    if (h) pile_backend_download(be, h, pile_model_grads(m), n * sizeof *h);
+    if (h) pile_backend_download(be, h, grads, n);
     return h;
+}
+
+static void zero_grad(pile_model *m)
+{
+    ASSERT_EQ(grads.n, pile_model_flat_size(m));
+    pile_backend_zero(be, grads, grads.n);
 }
 
 /* Larger-than-GPT-2 random parameters so every gradient is well above the
@@ -95,7 +106,7 @@ static void randomize(pile_model *m, uint64_t seed)
             h[ti->offset + j] = (float)(is_ln_w ? 1.0 + 0.3 * u : 0.5 * u);
         }
     }
-    pile_backend_upload(be, pile_model_params(m), h, pile_model_flat_size(m) * sizeof *h);
+    pile_backend_upload(be, pile_model_params(m), h, pile_model_flat_size(m));
     free(h);
 }
 
@@ -111,7 +122,7 @@ static double loss_of(pile_model *m, const pile_batch *bt, int training, uint64_
 
 static void set_param(pile_model *m, size_t at, float value)
 {
-    pile_backend_upload(be, pile_model_params(m) + at, &value, sizeof value);
+    pile_backend_upload(be, pile_tensor_slice(pile_model_params(m), at, 1), &value, 1);
 }
 
 /* Central differences on loss_sum for ~20 entries of every tensor. */
@@ -124,10 +135,10 @@ static void gradcheck(int use_docs, float dropout)
     pile_batch bt = {B, T, tokens, targets, use_docs ? docs : NULL};
     const int training = 1;
     const uint64_t seed = 1234;
-    pile_model_zero_grad(m);
+    zero_grad(m);
     pile_fwd_stats st;
     ASSERT_OK(pile_model_forward(m, &bt, training, seed, 1.0f, &st, E), E);
-    ASSERT_OK(pile_model_backward(m, E), E);
+    ASSERT_OK(pile_model_backward(m, grads, E), E);
     ASSERT_EQ(st.n_tokens, B * T - 2);
     float *g = download_grads(m), *p = download_params(m);
     ASSERT(g && p);
@@ -359,7 +370,7 @@ static void test_forwards(void)
     ASSERT_OK(pile_model_forward(m, &small, 0, 0, 0.0f, &ev, E), E);
     ASSERT_EQ(ev.n_tokens, 4);
 
-    ASSERT_EQ(pile_model_backward(m, E), PILE_EINVAL);
+    ASSERT_EQ(pile_model_backward(m, grads, E), PILE_EINVAL);
     pile_batch big = {MAXB + 1, T, tokens, targets, NULL};
     ASSERT_EQ(pile_model_forward(m, &big, 0, 0, 0.0f, &ev, E), PILE_EINVAL);
     pile_batch longer = {1, SEQ + 1, tokens, targets, NULL};
@@ -387,17 +398,17 @@ static void test_determinism(void)
     randomize(m, 3);
     pile_batch bt = {B, T, tokens, targets, docs};
     pile_fwd_stats s1, s2;
-    pile_model_zero_grad(m);
+    zero_grad(m);
     ASSERT_OK(pile_model_forward(m, &bt, 1, 77, 0.05f, &s1, E), E);
-    ASSERT_OK(pile_model_backward(m, E), E);
+    ASSERT_OK(pile_model_backward(m, grads, E), E);
     float *g1 = download_grads(m);
-    pile_model_zero_grad(m);
+    zero_grad(m);
     ASSERT_OK(pile_model_forward(m, &bt, 1, 77, 0.05f, &s2, E), E);
-    ASSERT_OK(pile_model_backward(m, E), E);
+    ASSERT_OK(pile_model_backward(m, grads, E), E);
     float *g2 = download_grads(m);
     /* a second micro-batch adds to what is there */
     ASSERT_OK(pile_model_forward(m, &bt, 1, 77, 0.05f, &s2, E), E);
-    ASSERT_OK(pile_model_backward(m, E), E);
+    ASSERT_OK(pile_model_backward(m, grads, E), E);
     float *g3 = download_grads(m);
     ASSERT(g1 && g2 && g3);
     if (g1 && g2 && g3) {
@@ -439,16 +450,16 @@ static void test_recompute(void)
         if (!m) break;
         bytes[r] = pile_backend_bytes_in_use(be) - before;
         randomize(m, 21);
-        pile_model_zero_grad(m);
+        zero_grad(m);
         pile_fwd_stats st;
         ASSERT_OK(pile_model_forward(m, &b1, 1, 31, 0.5f, &st, E), E);
         loss[r][0] = st.loss_sum;
-        ASSERT_OK(pile_model_backward(m, E), E);
+        ASSERT_OK(pile_model_backward(m, grads, E), E);
         /* the activations are spent: no second backward without a forward */
-        ASSERT_EQ(pile_model_backward(m, E), PILE_EINVAL);
+        ASSERT_EQ(pile_model_backward(m, grads, E), PILE_EINVAL);
         ASSERT_OK(pile_model_forward(m, &b2, 1, 32, 0.25f, &st, E), E);
         loss[r][1] = st.loss_sum;
-        ASSERT_OK(pile_model_backward(m, E), E);
+        ASSERT_OK(pile_model_backward(m, grads, E), E);
         g[r] = download_grads(m);
         if (r > 0 && g[0] && g[r]) {
             ASSERT(memcmp(loss[0], loss[r], sizeof loss[0]) == 0);
@@ -463,6 +474,11 @@ static void test_recompute(void)
     bad.recompute = (pile_recompute)7;
     pile_model *m = NULL;
     ASSERT_EQ(pile_model_create(&m, be, &bad, MAXB, SEQ, E), PILE_EINVAL);
+    /* a compute dtype the backend does not compute in */
+    bad = tiny_cfg(0.0f);
+    bad.dtype = PILE_DTYPE_I32;
+    ASSERT_EQ(pile_model_create(&m, be, &bad, MAXB, SEQ, E), PILE_EINVAL);
+    ASSERT(strstr(E->msg, "i32"));
     for (int r = 0; r < 3; r++) free(g[r]);
 }
 
@@ -502,16 +518,20 @@ static void test_adamw_trains(void)
         pile_model_free(m);
         return;
     }
+    /* fp32 on one backend: the master weights are the model's parameters */
+    ASSERT_EQ(pile_optim_master_is_compute(o), 1);
+    ASSERT(pile_optim_master(o).data == pile_model_params(m).data);
+    ASSERT(pile_optim_grads(o).n == pile_model_flat_size(m) && pile_optim_grads(o).dtype == PILE_DTYPE_F32);
     pile_batch bt = {B, T, tokens, targets, docs};
     double first = 0.0, last = 0.0;
     for (int s = 0; s < 30; s++) {
         pile_fwd_stats st;
-        pile_model_zero_grad(m);
+        pile_optim_zero_grad(o);
         ASSERT_OK(pile_model_forward(m, &bt, 1, (uint64_t)s, 1.0f / (B * T - 2), &st, E), E);
-        ASSERT_OK(pile_model_backward(m, E), E);
+        ASSERT_OK(pile_model_backward(m, pile_optim_grads(o), E), E);
         double norm = pile_optim_grad_norm(o);
         ASSERT(isfinite(norm) && norm > 0.0);
-        pile_optim_step(o, norm, 1.0f, 1e-2f);
+        ASSERT_OK(pile_optim_step(o, norm, 1.0f, 1e-2f, E), E);
         if (s == 0) first = st.loss_sum / (double)st.n_tokens;
         last = st.loss_sum / (double)st.n_tokens;
     }
@@ -529,6 +549,70 @@ static void test_adamw_trains(void)
     pile_optim_free(o);
     pile_optim_free(NULL);
     pile_model_free(m);
+}
+
+/* Mixed precision by emulation: on a backend emulating bf16 the optimizer
+ * keeps fp32 master weights apart from the model's parameters, which are
+ * after every step exactly the master weights rounded to bf16; training
+ * learns as fp32 does. */
+static void test_bf16_emulation(void)
+{
+    TEST("bf16 emulation: fp32 master weights, bf16-rounded parameters, learns as fp32 does");
+    pile_backend *emu = NULL;
+    ASSERT_OK(pile_backend_open(&emu, "cpu", 1, E), E);
+    if (!emu) return;
+    ASSERT_OK(pile_backend_set_emulation(emu, PILE_DTYPE_BF16, E), E);
+    double last[2] = {0.0, 0.0}, first[2] = {0.0, 0.0};
+    for (int k = 0; k < 2; k++) {
+        pile_backend *b = k ? emu : be;
+        pile_model_config cfg = tiny_cfg(0.0f);
+        pile_model *m = NULL;
+        pile_optim *o = NULL;
+        pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0};
+        ASSERT_OK(pile_model_create(&m, b, &cfg, MAXB, SEQ, E), E);
+        if (m) pile_model_init(m, 1);
+        if (m) ASSERT_OK(pile_optim_create(&o, m, &ac, E), E);
+        if (!o) {
+            pile_model_free(m);
+            break;
+        }
+        ASSERT_EQ(pile_optim_master_is_compute(o), !k);
+        pile_batch bt = {B, T, tokens, targets, docs};
+        for (int s = 0; s < 30; s++) {
+            pile_fwd_stats st;
+            pile_optim_zero_grad(o);
+            ASSERT_OK(pile_model_forward(m, &bt, 1, (uint64_t)s, 1.0f / (B * T - 2), &st, E), E);
+            ASSERT_OK(pile_model_backward(m, pile_optim_grads(o), E), E);
+            ASSERT_OK(pile_optim_step(o, pile_optim_grad_norm(o), 1.0f, 1e-2f, E), E);
+            if (s == 0) first[k] = st.loss_sum / (double)st.n_tokens;
+            last[k] = st.loss_sum / (double)st.n_tokens;
+        }
+        if (k) {
+            size_t n = pile_model_flat_size(m);
+            float *p = malloc(n * sizeof *p), *w = malloc(n * sizeof *w);
+            if (p && w) {
+                pile_backend_download(b, p, pile_model_params(m), n);
+                pile_backend_download(b, w, pile_optim_master(o), n);
+                size_t off = 0, differ = 0;
+                for (size_t i = 0; i < n; i++) {
+                    off += p[i] != pile_bf16_to_fp32(pile_fp32_to_bf16(w[i]));
+                    differ += p[i] != w[i];
+                }
+                ASSERT_EQ(off, 0);        /* parameters = master rounded to bf16 */
+                ASSERT(differ > n / 2);   /* and the master weights keep what bf16 drops */
+            }
+            free(p);
+            free(w);
+        }
+        pile_optim_free(o);
+        pile_model_free(m);
+    }
+    printf("# mean loss after 30 steps: fp32 %.4f -> %.4f, bf16 emulated %.4f -> %.4f\n", first[0], last[0], first[1],
+           last[1]);
+    ASSERT(fabs(first[1] - first[0]) < 0.01 * first[0]);
+    ASSERT(last[1] < first[1] - 1.0);
+    ASSERT(fabs(last[1] - last[0]) < 0.1 * last[0] + 0.02);
+    pile_backend_close(emu);
 }
 
 static void test_adamw_exact(void)
@@ -549,8 +633,8 @@ static void test_adamw_exact(void)
             break;
         }
         /* zero gradients: Adam's update is exactly 0, only decay moves p */
-        pile_model_zero_grad(m);
-        pile_optim_step(o, 0.0, 1.0f, 0.5f);
+        pile_optim_zero_grad(o);
+        ASSERT_OK(pile_optim_step(o, 0.0, 1.0f, 0.5f, E), E);
         float *p1 = download_params(m);
         int wrong = 0;
         for (size_t i = 0; p1 && i < pile_model_tensor_count(m); i++) {
@@ -581,9 +665,9 @@ static void test_adamw_exact(void)
         for (size_t i = 0; i < n; i++) g[i] = (float)((double)(pile_test_rng() >> 11) * 0x1.0p-53 - 0.5);
         const pile_tensor_info *wte = pile_model_tensor(m, 0);
         for (size_t j = wte->saved_numel; j < wte->numel; j++) g[wte->offset + j] = 0.0f;
-        pile_backend_upload(be, pile_model_grads(m), g, n * sizeof *g);
+        pile_backend_upload(be, pile_optim_grads(o), g, n);
         pile_optim_set_steps(o, 5);
-        pile_optim_step(o, 1.0, 0.0f, 1e-3f);
+        ASSERT_OK(pile_optim_step(o, 1.0, 0.0f, 1e-3f, E), E);
         ASSERT_EQ(pile_optim_steps(o), 6);
         float *p1 = download_params(m);
         int wrong = 0;
@@ -622,16 +706,16 @@ static void test_clip(void)
             g[i] = pad ? 0.0f : (float)((double)(pile_test_rng() >> 11) * 0x1.0p-53 - 0.5);
             ss += (double)g[i] * g[i];
         }
-        pile_backend_upload(be, pile_model_grads(m), g, n * sizeof *g);
+        pile_backend_upload(be, pile_optim_grads(o), g, n);
         double norm = pile_optim_grad_norm(o);
         if (!(fabs(norm - sqrt(ss)) < 1e-12 * sqrt(ss))) PILE_FAIL_("norm %.17g, want %.17g", norm, sqrt(ss));
 
         float *h = malloc(n * sizeof *h);
         float maxes[3] = {(float)(norm / 4), (float)(norm * 2), 0.0f};
         for (int k = 0; h && k < 3; k++) {
-            pile_backend_upload(be, pile_model_grads(m), g, n * sizeof *g);
-            pile_optim_step(o, norm, maxes[k], 0.0f); /* lr 0: only the clipping shows */
-            pile_backend_download(be, h, pile_model_grads(m), n * sizeof *h);
+            pile_backend_upload(be, pile_optim_grads(o), g, n);
+            ASSERT_OK(pile_optim_step(o, norm, maxes[k], 0.0f, E), E); /* lr 0: only the clipping shows */
+            pile_backend_download(be, h, pile_optim_grads(o), n);
             float coef = maxes[k] / ((float)norm + 1e-6f);
             int wrong = 0;
             for (size_t i = 0; i < n; i++) {
@@ -786,11 +870,14 @@ int main(void)
 {
     /* one thread: the model is tiny, and on a loaded machine OpenMP/OpenBLAS
      * barriers spin for seconds (test_backend covers the threaded kernels) */
-    if (pile_backend_open(&be, "cpu", 1, E) < 0) {
+    pile_model *shape = NULL;
+    if (pile_backend_open(&be, "cpu", 1, E) < 0 || (shape = make_model(0.0f)) == NULL ||
+        !(grads = pile_backend_alloc(be, PILE_DTYPE_F32, pile_model_flat_size(shape))).data) {
         printf("# %s\n", E->msg);
         printf("not ok 1 - open the cpu backend\n1..1\n");
         return 1;
     }
+    pile_model_free(shape);
     make_batch();
     test_table();
     test_init();
@@ -806,9 +893,11 @@ int main(void)
     test_decode();
     test_dropout();
     test_adamw_trains();
+    test_bf16_emulation();
     test_adamw_exact();
     test_clip();
     test_schedule();
+    pile_backend_free(&grads);
     pile_backend_close(be);
     return TEST_DONE();
 }

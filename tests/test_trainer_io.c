@@ -304,12 +304,12 @@ static int fixture_make(fixture *fx, int n_embd, uint64_t seed, pile_err *err)
     pile_adamw_config ac = {.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.1f};
     int rc = pile_backend_open(&fx->be, "cpu", 1, err);
     if (!rc) rc = pile_model_create(&fx->m, fx->be, &c, 1, 16, err);
+    if (!rc) pile_model_init(fx->m, seed); /* the optimizer takes these as its master weights */
     if (!rc) rc = pile_optim_create(&fx->o, fx->m, &ac, err);
     if (rc) {
         fixture_free(fx);
         return rc;
     }
-    pile_model_init(fx->m, seed);
     size_t n = pile_model_flat_size(fx->m);
     float *h = calloc(n, sizeof *h);
     if (!h) return PILE_ENOMEM;
@@ -323,22 +323,22 @@ static int fixture_make(fixture *fx, int n_embd, uint64_t seed, pile_err *err)
                 h[t->offset + k] = which ? (float)(u * 1e-3) : (float)(u - 0.5) * 0.01f;
             }
         }
-        pile_backend_upload(fx->be, which ? pile_optim_v(fx->o) : pile_optim_m(fx->o), h, n * sizeof *h);
+        pile_backend_upload(fx->be, which ? pile_optim_v(fx->o) : pile_optim_m(fx->o), h, n);
     }
     free(h);
     pile_optim_set_steps(fx->o, 7);
     return 0;
 }
 
-static float *host_copy(fixture *fx, const float *src)
+static float *host_copy(fixture *fx, pile_tensor src)
 {
     size_t n = pile_model_flat_size(fx->m);
     float *h = malloc(n * sizeof *h);
-    if (h) pile_backend_download(fx->be, h, src, n * sizeof *h);
+    if (h) pile_backend_download(fx->be, h, src, n);
     return h;
 }
 
-static int same_buffers(fixture *a, fixture *b, const float *pa, const float *pb)
+static int same_buffers(fixture *a, fixture *b, pile_tensor pa, pile_tensor pb)
 {
     size_t n = pile_model_flat_size(a->m);
     if (n != pile_model_flat_size(b->m)) return 0;
@@ -402,7 +402,7 @@ static void test_checkpoint_roundtrip(void)
     float *h = host_copy(&b, pile_model_params(b.m));
     if (h) {
         for (size_t k = wte->saved_numel; k < wte->numel; k++) h[wte->offset + k] = 1.0f;
-        pile_backend_upload(b.be, pile_model_params(b.m), h, pile_model_flat_size(b.m) * sizeof *h);
+        pile_backend_upload(b.be, pile_model_params(b.m), h, pile_model_flat_size(b.m));
         free(h);
     }
     ASSERT(!same_buffers(&a, &b, pile_model_params(a.m), pile_model_params(b.m)));

@@ -177,6 +177,37 @@ losses R/metrics.jsonl > r.loss
 check "--recompute block: every step's train/loss equals the plain run's, bit for bit" cmp -s a.loss r.loss
 check "--recompute block: the same validation loss at step 10" \
     test "$(val_at R/metrics.jsonl 10 val/loss)" = "$(val_at A/metrics.jsonl 10 val/loss)"
+# --- --precision bf16: the cpu backend emulates it (fp32 master weights,
+# values rounded where a GPU stores bf16); it learns as fp32 does, and a
+# resumed run continues bit for bit
+run "$TR" $COMMON --eval_interval 5 --save_interval 6 --precision bf16 --checkpoint_dir BF
+expect "--precision bf16: 12 steps on the cpu backend" 0 "trained 12 of 12 steps"
+if grep -q "trains in fp32" err; then fail "--precision bf16: no 'trains in fp32' warning"; else ok "--precision bf16: no 'trains in fp32' warning"; fi
+losses BF/metrics.jsonl > bf.loss
+check "--precision bf16: losses differ from fp32's (the rounding is real)" sh -c '! cmp -s a.loss bf.loss'
+v32=$(val_at A/metrics.jsonl 10 val/loss)
+v16=$(val_at BF/metrics.jsonl 10 val/loss)
+if [ -n "$v32" ] && [ -n "$v16" ] && awk -v a="$v32" -v b="$v16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.03 * a) }'; then
+    ok "--precision bf16: validation loss at step 10 within 3% of fp32's ($v16 against $v32)"
+else
+    not_ok "--precision bf16: validation loss within 3% of fp32's" "bf16 '$v16', fp32 '$v32'"
+fi
+mkdir -p BR && cp -r BF/step-0000006 BR/ && echo step-0000006 > BR/latest
+run "$TR" $COMMON --eval_interval 5 --save_interval 6 --precision bf16 --checkpoint_dir BR --resume
+expect "--precision bf16: --resume from step 6 runs to step 12" 0 "trained 12 of 12 steps"
+losses BR/metrics.jsonl > br.loss
+if [ -s br.loss ] && awk '$1 > 6' bf.loss | cmp -s - br.loss; then
+    ok "--precision bf16: the resumed steps' train/loss equal the uninterrupted run's, bit for bit"
+else
+    not_ok "--precision bf16: resumed train/loss bit for bit" "$(awk '$1 > 6' bf.loss | diff - br.loss | head -n 6 | tr '\n' '|')"
+fi
+
+run "$TR" $COMMON --backend cuda --checkpoint_dir CU
+expect "--backend cuda in a build without CUDA: exit 1, said so" 1 "this build has no CUDA backend"
+check "--backend cuda: no run folder made" test ! -e CU
+run "$TR" $COMMON --backend auto --max_steps 1 --checkpoint_dir AU
+expect "--backend auto trains on the cpu here" 0 "trained 1 of 1 steps"
+
 run "$TR" --recompute all --print-config
 expect "--recompute refuses an unknown mode (exit 2), listing the modes" 2 "unknown recompute mode 'all'.*block"
 

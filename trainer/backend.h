@@ -1,15 +1,38 @@
 /* The trainer's backend interface: every floating-point operation the
- * model and the optimizer perform, behind one opaque object, so that the
- * CPU fp32 reference (backend_cpu.c) and later backends (trainer/cuda/,
- * NCCL collectives) slot in without touching model.c, optim.c or train.c.
+ * model and the optimizer perform, on typed tensors in a backend's memory,
+ * dispatched at run time through a table of operations that each backend
+ * fills (backend_internal.h), so that the CPU reference (trainer/cpu/) and
+ * a device backend (trainer/cuda/) live side by side in one process: tests
+ * run both on the same inputs, and an optimizer may keep its state in
+ * another backend than the model's (CPU offload). A backend is chosen by
+ * name ("cpu", "cuda") or left to pile_backend_default_name. Collectives
+ * are not here: they are a pile_comm's (comm/comm.h).
+ *
+ * What a backend owns: the memory it hands out (pile_backend_alloc), the
+ * work queued on it, and its sticky error. Nothing else: the model owns its
+ * parameters and activations, the optimizer its master weights, gradients
+ * and moments, each in tensors allocated here.
  *
  * Conventions, for every backend:
- *  - Tensors are fp32, row-major, contiguous, and live in the backend's
- *    memory (pile_backend_alloc). On the CPU that is host memory; a device
- *    backend hands out device pointers, so callers never dereference
- *    backend memory except through pile_backend_upload / _download.
+ *  - A pile_tensor names n elements of one dtype in one backend's memory.
+ *    It is a plain value (copy it freely); pile_backend_alloc makes one
+ *    that owns its memory, pile_tensor_slice and pile_tensor_carve make
+ *    views into it. Callers never dereference a tensor's data except
+ *    through pile_backend_upload / _download, unless the backend says its
+ *    memory is the host's (pile_backend_host_memory).
+ *  - Each op states the dtypes it takes. Statistics (LayerNorm's mean and
+ *    rstd, losses), weight gradients (accumulated in fp32 across
+ *    micro-batches, as mixed precision needs) and the optimizer's tensors
+ *    are F32; token ids, targets, document starts and hits are I32;
+ *    attention's saved state and scratch are U8 (bytes, opaque). The other
+ *    float operands (activations and the parameters the forward reads) are
+ *    "compute" tensors: all of one dtype per call, which the backend must
+ *    take (pile_backend_supports). Today every backend computes in F32;
+ *    BF16 and F16 are the dtypes of mixed precision.
  *  - Shapes: B batch rows, T positions, C channels (n_embd), NH heads,
  *    OC output channels, V real vocabulary, Vp padded vocabulary (V <= Vp).
+ *    A tensor may be larger than an op needs (buffers sized for the
+ *    largest batch serve smaller ones); the op uses the leading elements.
  *  - Linear weights are stored as Hugging Face GPT-2 stores its Conv1D
  *    weights: W[in, out], so y = x W + b. model.safetensors is a plain copy.
  *  - Backward functions ACCUMULATE (+=) into every gradient they write,
@@ -20,8 +43,14 @@
  *    same bits (resume is checked bit for bit).
  *  - Not thread-safe: one caller thread per backend object.
  *
- * Functions that cannot fail return void; those that can return 0 or a
- * negative PILE_E* and fill *err. */
+ * Errors. Ops return nothing, since a device runs them later than they are
+ * called. An op that cannot run (a tensor too small, of a dtype the op does
+ * not take or of another backend, an asynchronous device fault) records a
+ * sticky error naming the op, and every later op on that backend does
+ * nothing; pile_backend_sync waits for the queued work and returns that
+ * error. The training loop checks it once per step; the model and the
+ * optimizer check it where they read results back. The error stays: a
+ * failed backend is closed, not reused. */
 #ifndef PILE_BACKEND_H
 #define PILE_BACKEND_H
 
@@ -29,6 +58,7 @@
 #include <stdint.h>
 
 #include "pile_error.h"
+#include "precision.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -36,87 +66,213 @@ extern "C" {
 
 typedef struct pile_backend pile_backend;
 
-/* Opens a backend by name ("cpu"). threads <= 0: every usable core; more
- * than pile_backend_usable_cores() are capped at it (threads beyond the
- * cores only wait on each other, and OpenMP cannot start tens of
- * thousands). world_size/rank describe data-parallel training (1/0 on the
- * CPU). */
+/* ------------------------------------------------------------- tensors */
+
+typedef enum pile_dtype {
+    PILE_DTYPE_F32 = 0,
+    PILE_DTYPE_BF16 = 1, /* bfloat16 (precision.h has its rounding) */
+    PILE_DTYPE_F16 = 2,  /* IEEE binary16 */
+    PILE_DTYPE_I32 = 3,
+    PILE_DTYPE_U8 = 4,   /* bytes: a backend's opaque buffers */
+} pile_dtype;
+#define PILE_DTYPE_COUNT 5
+
+/* Bytes per element (0 outside the enum) and the name ("f32", "bf16",
+ * "f16", "i32", "u8"; "?" outside the enum). */
+size_t pile_dtype_size(pile_dtype dt);
+const char *pile_dtype_name(pile_dtype dt);
+/* The dtype a precision computes in: F32, BF16 or F16. */
+pile_dtype pile_dtype_of_precision(pile_precision p);
+
+typedef struct pile_tensor {
+    void *data;         /* backend memory; NULL: no tensor (an optional operand left out) */
+    size_t n;           /* elements */
+    pile_dtype dtype;
+    pile_backend *be;   /* whose memory it is */
+} pile_tensor;
+
+/* The absent tensor, for optional operands (a matmul without bias). */
+#define PILE_NO_TENSOR ((pile_tensor){NULL, 0, PILE_DTYPE_F32, NULL})
+
+/* Elements [first, first + n) of t, a view; the absent tensor when that
+ * range is not inside t (an op given it then fails with a sticky error). */
+pile_tensor pile_tensor_slice(pile_tensor t, size_t first, size_t n);
+/* n elements of dt at byte `offset` of t (a U8 tensor: one allocation
+ * carved into typed tensors), a view; offset must be a multiple of dt's
+ * size. The absent tensor when it does not fit. */
+pile_tensor pile_tensor_carve(pile_tensor t, size_t offset, pile_dtype dt, size_t n);
+size_t pile_tensor_bytes(pile_tensor t);
+
+/* ------------------------------------------------------------ backends */
+
+/* The backends this build knows, in the order the default is looked for:
+ * "cuda" first when this build has the CUDA backend, then "cpu", as a
+ * comma-separated list ("cpu" here without CUDA). */
+const char *pile_backend_names(void);
+
+/* Whether backend `name` can be opened in this process: 0, or PILE_EINVAL
+ * for a name no build knows, PILE_ENOENT for a backend this build was made
+ * without (err says how to get it), PILE_EIO when its library or device is
+ * not usable here (err says why). */
+int pile_backend_probe(const char *name, pile_err *err);
+
+/* The backend to use when none is named: the first of pile_backend_names
+ * that probes usable ("cuda" with a usable device, else "cpu"). When one
+ * was passed over (a CUDA build without a usable device), *why (may be
+ * NULL) says so, for the notice the caller shows; else why->code is 0. */
+const char *pile_backend_default_name(pile_err *why);
+
+/* Opens a backend by name ("cpu", "cuda"; NULL, "" or "auto": the
+ * default). threads: the host threads it may use; <= 0: every usable
+ * core; more than pile_backend_usable_cores() are capped there (threads
+ * beyond the cores only wait on each other). PILE_EINVAL / PILE_ENOENT /
+ * PILE_EIO as pile_backend_probe, PILE_ENOMEM. */
 int pile_backend_open(pile_backend **out, const char *name, int threads, pile_err *err);
-/* The cores this process may run on (its sched_getaffinity mask, so
- * taskset and cgroup cpusets count), at least 1. */
-int pile_backend_usable_cores(void);
 void pile_backend_close(pile_backend *be); /* accepts NULL */
 const char *pile_backend_name(const pile_backend *be);
 int pile_backend_threads(const pile_backend *be);
-int pile_backend_world_size(const pile_backend *be);
-int pile_backend_rank(const pile_backend *be);
+/* 1 when the backend's memory is host memory (the CPU's): another
+ * backend may then read and write its tensors as host buffers. */
+int pile_backend_host_memory(const pile_backend *be);
+/* The cores this process may run on (its sched_getaffinity mask, so
+ * taskset and cgroup cpusets count), at least 1. */
+int pile_backend_usable_cores(void);
 
-/* The BLAS kernel family to ask for, or NULL when the one loaded is fine.
- * OpenBLAS picks its kernels when the library loads, by CPU model, and a
- * release older than the CPU falls back to its pre-AVX "Prescott" kernels
- * (OpenBLAS 0.3.21 on Xeon 5th generation: 5-10x slower sgemm). The
- * choice cannot be changed once loaded, so a program's main may set
- * OPENBLAS_CORETYPE to this value and restart itself, when the user has not
- * set it. Decided from the CPU's features (AVX-512 -> SKYLAKEX, AVX2 ->
- * HASWELL). */
-const char *pile_backend_blas_coretype_hint(void);
+/* The operations, for pile_backend_supports and error messages. */
+typedef enum pile_op {
+    PILE_OP_EMBED_FWD,
+    PILE_OP_EMBED_BWD,
+    PILE_OP_LAYERNORM_FWD,
+    PILE_OP_LAYERNORM_BWD,
+    PILE_OP_MATMUL_FWD,
+    PILE_OP_MATMUL_BWD,
+    PILE_OP_LOGITS_FWD,
+    PILE_OP_LOGITS_BWD,
+    PILE_OP_ATTENTION_FWD,
+    PILE_OP_ATTENTION_BWD,
+    PILE_OP_ATTENTION_DECODE,
+    PILE_OP_GELU_FWD,
+    PILE_OP_GELU_BWD,
+    PILE_OP_ADD,
+    PILE_OP_DROPOUT,
+    PILE_OP_SOFTMAX_CE,
+    PILE_OP_CONVERT,
+    PILE_OP_SUMSQ,
+    PILE_OP_SCALE,
+    PILE_OP_ADAMW,
+    PILE_OP_COUNT
+} pile_op;
+/* "matmul_fwd", ...; "?" outside the enum. */
+const char *pile_op_name(pile_op op);
+/* 1 when op takes compute tensors of dtype dt on this backend (for
+ * PILE_OP_CONVERT: dt as source or destination). The CPU backend computes
+ * in F32 and converts between F32, BF16 and F16. */
+int pile_backend_supports(const pile_backend *be, pile_op op, pile_dtype dt);
+
+/* Mixed precision by emulation, on a backend that computes in F32 only
+ * (the CPU's): compute tensors stay F32 in memory, but every value an op
+ * writes into one (the operands marked "compute" below that it writes, and
+ * pile_backend_convert's F32 destinations: the parameters the optimizer
+ * writes) is rounded to dt (round to nearest even; F16 saturates to
+ * infinity), as a backend computing in dt stores it. F32 operands
+ * (statistics, losses, weight gradients, the optimizer's tensors) and
+ * copies are never rounded. So the precision policy is tested where no
+ * device exists, and a device backend is checked against the CPU in the
+ * same mode. dt F32 turns it off. PILE_EINVAL for another dtype or a
+ * backend that cannot round. */
+int pile_backend_set_emulation(pile_backend *be, pile_dtype dt, pile_err *err);
+/* F32 (none), BF16 or F16. */
+pile_dtype pile_backend_emulation(const pile_backend *be);
+
+/* Waits for everything queued on the backend and returns its sticky
+ * error: 0, or the PILE_E* of the first op that failed since the backend
+ * was opened, err naming the op and why. */
+int pile_backend_sync(pile_backend *be, pile_err *err);
 
 /* ------------------------------------------------------------- memory */
 
-/* Zeroed memory of `bytes` in the backend, aligned to 64 bytes; NULL on
- * out-of-memory. Freed with pile_backend_free (accepts NULL). */
-void *pile_backend_alloc(pile_backend *be, size_t bytes);
-void pile_backend_free(pile_backend *be, void *p);
-void pile_backend_upload(pile_backend *be, void *dst, const void *host_src, size_t bytes);
-void pile_backend_download(pile_backend *be, void *host_dst, const void *src, size_t bytes);
-void pile_backend_zero(pile_backend *be, void *p, size_t bytes);
+/* A tensor of n zeroed elements of dt in the backend, aligned to 64 bytes;
+ * the absent tensor (data NULL) on out-of-memory. Freed with
+ * pile_backend_free. */
+pile_tensor pile_backend_alloc(pile_backend *be, pile_dtype dt, size_t n);
+/* Frees what pile_backend_alloc returned (not a view), and clears *t;
+ * accepts the absent tensor. */
+void pile_backend_free(pile_tensor *t);
 /* Bytes of memory the backend holds now (its allocations). */
 size_t pile_backend_bytes_in_use(const pile_backend *be);
 
-/* ------------------------------------------------------------- forward
- * and backward ops. Integer arrays (tokens, targets, doc_start) are in
- * backend memory like the floats. */
+/* n elements between host memory and dst / src's first elements. */
+void pile_backend_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t n);
+void pile_backend_download(pile_backend *be, void *host_dst, pile_tensor src, size_t n);
+/* dst[0..n) = src[0..n), one dtype, both in this backend, not overlapping. */
+void pile_backend_copy(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n);
+void pile_backend_zero(pile_backend *be, pile_tensor t, size_t n);
+/* dst[0..n) = src[0..n) converted between float dtypes (F32, BF16, F16),
+ * rounding to nearest even (precision.h's rules; F16 saturates to
+ * infinity); the same dtype copies. Not overlapping. */
+void pile_backend_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n);
 
-/* out[B*T, C] = wte[tokens[b,t]] + wpe[t]. */
-void pile_backend_embed_fwd(pile_backend *be, float *out, const int32_t *tokens, const float *wte,
-                            const float *wpe, int B, int T, int C);
-/* dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]. */
-void pile_backend_embed_bwd(pile_backend *be, float *dwte, float *dwpe, const float *dout,
-                            const int32_t *tokens, int B, int T, int C);
+/* Between backends: dst[0..n) = src[0..n) of one dtype, wherever each
+ * lives (through the host when neither backend's memory is the host's).
+ * Waits for src's backend first. 0, or the sticky error of either
+ * backend, or PILE_ENOMEM for the staging buffer. */
+int pile_tensor_copy(pile_tensor dst, pile_tensor src, size_t n, pile_err *err);
+/* n fp32 values from the host into t, converted to t's float dtype (the
+ * model's initialisation and checkpoints, which are fp32, into 16-bit
+ * parameters), and back. PILE_ENOMEM for a conversion buffer. */
+int pile_tensor_upload_f32(pile_tensor t, const float *host, size_t n, pile_err *err);
+int pile_tensor_download_f32(float *host, pile_tensor t, size_t n, pile_err *err);
+
+/* ------------------------------------------------------------- forward
+ * and backward ops. "compute" marks the operands of the call's compute
+ * dtype; the others are of the dtype named. */
+
+/* out[B*T, C] = wte[tokens[b,t]] + wpe[t]. out, wte, wpe: compute;
+ * tokens: I32 [B*T]. */
+void pile_backend_embed_fwd(pile_backend *be, pile_tensor out, pile_tensor tokens, pile_tensor wte,
+                            pile_tensor wpe, int B, int T, int C);
+/* dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]. dout: compute;
+ * dwte, dwpe: F32. */
+void pile_backend_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, pile_tensor dout,
+                            pile_tensor tokens, int B, int T, int C);
 
 /* LayerNorm over the last dimension, eps 1e-5 (GPT-2's). mean and rstd
- * [N] are saved for the backward. */
-void pile_backend_layernorm_fwd(pile_backend *be, float *out, float *mean, float *rstd, const float *inp,
-                                const float *w, const float *b, int N, int C);
-void pile_backend_layernorm_bwd(pile_backend *be, float *dinp, float *dw, float *db, const float *dout,
-                                const float *inp, const float *w, const float *mean, const float *rstd, int N,
-                                int C);
+ * [N] (F32) are saved for the backward. out, inp, w, b: compute. */
+void pile_backend_layernorm_fwd(pile_backend *be, pile_tensor out, pile_tensor mean, pile_tensor rstd,
+                                pile_tensor inp, pile_tensor w, pile_tensor b, int N, int C);
+/* dinp, dout, inp, w: compute; dw, db, mean, rstd: F32. */
+void pile_backend_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw, pile_tensor db,
+                                pile_tensor dout, pile_tensor inp, pile_tensor w, pile_tensor mean,
+                                pile_tensor rstd, int N, int C);
 
-/* out[N, OC] = inp[N, IC] W[IC, OC] (+ bias[OC] when bias != NULL). */
-void pile_backend_matmul_fwd(pile_backend *be, float *out, const float *inp, const float *W, const float *bias,
-                             int N, int IC, int OC);
+/* out[N, OC] = inp[N, IC] W[IC, OC] (+ bias[OC] unless absent); products
+ * accumulate in fp32. out, inp, W, bias: compute. */
+void pile_backend_matmul_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor W,
+                             pile_tensor bias, int N, int IC, int OC);
 /* dinp += dout W^T; dW += inp^T dout; dbias += column sums of dout
- * (dbias may be NULL; dinp may be NULL when the input needs no gradient). */
-void pile_backend_matmul_bwd(pile_backend *be, float *dinp, float *dW, float *dbias, const float *dout,
-                             const float *inp, const float *W, int N, int IC, int OC);
+ * (dbias may be absent; dinp may be absent when the input needs no
+ * gradient). dinp, dout, inp, W: compute; dW, dbias: F32. */
+void pile_backend_matmul_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dW, pile_tensor dbias,
+                             pile_tensor dout, pile_tensor inp, pile_tensor W, int N, int IC, int OC);
 
-/* Logits over the tied embedding: out[N, Vp] = inp[N, C] wte[Vp, C]^T. */
-void pile_backend_logits_fwd(pile_backend *be, float *out, const float *inp, const float *wte, int N, int C,
+/* Logits over the tied embedding: out[N, Vp] = inp[N, C] wte[Vp, C]^T.
+ * All compute. */
+void pile_backend_logits_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor wte, int N, int C,
                              int Vp);
-/* dinp += dout wte; dwte += dout^T inp. */
-void pile_backend_logits_bwd(pile_backend *be, float *dinp, float *dwte, const float *dout, const float *inp,
-                             const float *wte, int N, int C, int Vp);
+/* dinp += dout wte; dwte += dout^T inp. dwte: F32, the others compute. */
+void pile_backend_logits_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dwte, pile_tensor dout,
+                             pile_tensor inp, pile_tensor wte, int N, int C, int Vp);
 
 /* Causal multi-head self-attention, scale 1/sqrt(C/NH).
  * qkv[B, T, 3C] holds q, k, v in that order (HF c_attn's output).
- * doc_start: NULL, or [B, T] with the first position each position may
- * attend to (<= t): attention then never crosses a document start.
- * out[B, T, C] (heads concatenated).
+ * doc_start: absent, or I32 [B, T] with the first position each position
+ * may attend to (<= t): attention then never crosses a document start.
+ * out[B, T, C] (heads concatenated). qkv, out: compute.
  *
  * What the forward keeps for the backward is the backend's choice: the
- * forward fills `saved` (saved_bytes large, backend memory, opaque to the
- * caller) and the backward reads it, with the same qkv, out, doc_start and
- * shapes. Both use `scratch` (scratch_bytes large) as transient work space
+ * forward fills `saved` (saved_bytes large, U8, opaque to the caller) and
+ * the backward reads it, with the same qkv, out, doc_start and shapes.
+ * Both use `scratch` (scratch_bytes large, U8) as transient work space
  * whose contents do not matter between calls, so one scratch serves every
  * layer. A caller sizes both once for its largest B and T: the sizes never
  * decrease as B or T grow, so those buffers serve any smaller call. The CPU
@@ -125,71 +281,66 @@ void pile_backend_logits_bwd(pile_backend *be, float *dinp, float *dwte, const f
  * nothing of size T x T is ever stored. */
 size_t pile_backend_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH);
 size_t pile_backend_attention_scratch_bytes(const pile_backend *be, int B, int T, int C, int NH);
-void pile_backend_attention_fwd(pile_backend *be, float *out, void *saved, void *scratch, const float *qkv,
-                                const int32_t *doc_start, int B, int T, int C, int NH);
-/* dqkv += d(qkv), given dout = d(out) and the forward's qkv, out and saved. */
-void pile_backend_attention_bwd(pile_backend *be, float *dqkv, void *scratch, const float *dout, const float *qkv,
-                                const float *out, const void *saved, const int32_t *doc_start, int B, int T, int C,
-                                int NH);
+void pile_backend_attention_fwd(pile_backend *be, pile_tensor out, pile_tensor saved, pile_tensor scratch,
+                                pile_tensor qkv, pile_tensor doc_start, int B, int T, int C, int NH);
+/* dqkv += d(qkv), given dout = d(out) and the forward's qkv, out and
+ * saved. dqkv, dout, qkv, out: compute. */
+void pile_backend_attention_bwd(pile_backend *be, pile_tensor dqkv, pile_tensor scratch, pile_tensor dout,
+                                pile_tensor qkv, pile_tensor out, pile_tensor saved, pile_tensor doc_start,
+                                int B, int T, int C, int NH);
 
 /* One query row against a key/value cache: incremental decoding's
  * attention, the same function as pile_backend_attention_fwd's row t
- * without doc_start. q[C] is the query of position t (the first C floats
- * of c_attn's output row); kcache and vcache are [Tmax, C] with row s
- * holding position s's key / value, heads concatenated as in qkv (so
- * appending a position is a copy of C floats of c_attn's output: k at
- * offset C, v at 2C). Rows 0..t are read and must be filled; Tmax does not
- * enter (the row stride is C). att[NH, t+1] is scratch that receives the
- * softmax probabilities; out[C] (heads concatenated). Deterministic, and
- * independent of the thread count. */
-void pile_backend_attention_decode(pile_backend *be, float *out, float *att, const float *q, const float *kcache,
-                                   const float *vcache, int t, int C, int NH);
+ * without doc_start. q[C] is the query of position t (the first C values
+ * of c_attn's output row); kcache and vcache hold at least t + 1 rows of
+ * C, row s holding position s's key / value, heads concatenated as in qkv
+ * (so appending a position is a copy of C values of c_attn's output: k at
+ * offset C, v at 2C). Rows 0..t are read and must be filled. att (F32,
+ * NH * (t+1)) is scratch that receives the softmax probabilities; out[C]
+ * (heads concatenated). out, q, kcache, vcache: compute. Deterministic,
+ * and independent of the thread count. */
+void pile_backend_attention_decode(pile_backend *be, pile_tensor out, pile_tensor att, pile_tensor q,
+                                   pile_tensor kcache, pile_tensor vcache, int t, int C, int NH);
 
-/* GELU, tanh approximation (HF "gelu_new"). */
-void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_t n);
-void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, const float *dout, size_t n);
+/* GELU, tanh approximation (HF "gelu_new"), on n values. All compute. */
+void pile_backend_gelu_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, size_t n);
+void pile_backend_gelu_bwd(pile_backend *be, pile_tensor dinp, pile_tensor inp, pile_tensor dout, size_t n);
 
-/* dst[0..bytes) = src[0..bytes), both in backend memory, not overlapping. */
-void pile_backend_copy(pile_backend *be, void *dst, const void *src, size_t bytes);
+/* out = a + b on n values (out may be a or b). All compute. */
+void pile_backend_add(pile_backend *be, pile_tensor out, pile_tensor a, pile_tensor b, size_t n);
 
-/* out = a + b (out may alias a or b). */
-void pile_backend_add(pile_backend *be, float *out, const float *a, const float *b, size_t n);
-
-/* Inverted dropout with probability p: x *= keep / (1 - p), where keep is
- * a pure function of (seed, i), so no RNG state exists and a resumed run
- * draws the same masks. p == 0 leaves x untouched. The backward applies
- * the same mask to the gradient. */
-void pile_backend_dropout(pile_backend *be, float *x, size_t n, float p, uint64_t seed);
+/* Inverted dropout with probability p on x[0..n) (compute): x *= keep /
+ * (1 - p), where keep is a pure function of (seed, i), so no RNG state
+ * exists and a resumed run draws the same masks. p == 0 leaves x
+ * untouched. The backward applies the same mask to the gradient. */
+void pile_backend_dropout(pile_backend *be, pile_tensor x, size_t n, float p, uint64_t seed);
 
 /* Softmax cross-entropy over the first V of Vp logits per row (the padded
- * columns never get probability). targets[N]: < 0 means no loss there.
- * Per row: losses[i] = -log softmax(logits[i])[targets[i]] (0 where
- * ignored); correct[i] = 1 if argmax over the V columns equals the target
- * (ties: lowest id), else 0.
- * When grad_scale != 0, logits is overwritten with the gradient of
+ * columns never get probability); logits: compute [N, Vp]. targets (I32
+ * [N]): < 0 means no loss there. Per row: losses[i] (F32) =
+ * -log softmax(logits[i])[targets[i]] (0 where ignored); correct[i] (I32)
+ * = 1 if argmax over the V columns equals the target (ties: lowest id),
+ * else 0. When grad_scale != 0, logits is overwritten with the gradient of
  * grad_scale * sum(losses): (softmax - onehot) * grad_scale on real
- * columns, 0 on padded columns and on ignored rows. losses and correct are
- * backend memory of N floats / N int32. */
-void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int32_t *correct,
-                             const int32_t *targets, int N, int V, int Vp, float grad_scale);
+ * columns, 0 on padded columns and on ignored rows. */
+void pile_backend_softmax_ce(pile_backend *be, pile_tensor logits, pile_tensor losses, pile_tensor correct,
+                             pile_tensor targets, int N, int V, int Vp, float grad_scale);
 
-/* ----------------------------------------------------------- optimizer */
+/* ----------------------------------------------------------- optimizer
+ * F32 tensors. */
 
-/* Sum of squares of x[0..n), accumulated in double. */
-double pile_backend_sumsq(pile_backend *be, const float *x, size_t n);
-/* x *= s. */
-void pile_backend_scale(pile_backend *be, float *x, size_t n, float s);
-/* One AdamW step as torch.optim.AdamW computes it (decoupled decay):
+/* Sum of squares of x[0..n), accumulated in double; waits for the
+ * backend. NaN when the backend has failed. */
+double pile_backend_sumsq(pile_backend *be, pile_tensor x, size_t n);
+/* x[0..n) *= s. */
+void pile_backend_scale(pile_backend *be, pile_tensor x, size_t n, float s);
+/* One AdamW step on p[0..n) as torch.optim.AdamW computes it (decoupled
+ * decay):
  *   p -= lr * wd * p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  *   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
  * t is the 1-based step count. */
-void pile_backend_adamw(pile_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
-                        float beta1, float beta2, float eps, float wd, int64_t t);
-
-/* --------------------------------------------------------- collectives */
-
-/* Sums x over all ranks in place (no-op for world size 1). */
-int pile_backend_allreduce_sum(pile_backend *be, float *x, size_t n, pile_err *err);
+void pile_backend_adamw(pile_backend *be, pile_tensor p, pile_tensor g, pile_tensor m, pile_tensor v, size_t n,
+                        float lr, float beta1, float beta2, float eps, float wd, int64_t t);
 
 #ifdef __cplusplus
 }

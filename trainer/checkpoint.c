@@ -124,15 +124,14 @@ static void json_dump(pile_buf *b, const pile_json *v)
 
 /* ------------------------------------------------------------- writing */
 
-/* The model's tensors (or a moment buffer's) in host memory: one download
- * of the flat buffer, then tensors pointing into it. */
-static int download_flat(pile_model *m, const float *src, float **host, pile_err *err)
+/* A flat buffer in the model's layout (weights or a moment) in host memory
+ * as fp32: one download, then tensors pointing into it. */
+static int download_flat(pile_model *m, pile_tensor src, float **host, pile_err *err)
 {
     size_t n = pile_model_flat_size(m);
     *host = malloc((n ? n : 1) * sizeof(float));
     if (!*host) return pile_err_set(err, PILE_ENOMEM, "out of memory for a host copy of %zu floats", n);
-    pile_backend_download(pile_model_backend(m), *host, src, n * sizeof(float));
-    return 0;
+    return pile_tensor_download_f32(*host, src, n, err);
 }
 
 static void fill_table(pile_model *m, const float *host, pile_st_tensor *t, const char **names)
@@ -148,14 +147,16 @@ static void fill_table(pile_model *m, const float *host, pile_st_tensor *t, cons
     }
 }
 
-static int write_weights(const char *tmp, pile_model *m, pile_err *err)
+/* The weights: the optimizer's fp32 master weights when there is one
+ * (exact in mixed precision), else the model's parameters. */
+static int write_weights(const char *tmp, pile_model *m, pile_optim *opt, pile_err *err)
 {
     pile_buf path = {0};
     float *host = NULL;
     size_t n = pile_model_tensor_count(m);
     pile_st_tensor *t = calloc(n ? n : 1, sizeof *t);
     int rc = t ? path_of(&path, tmp, "model.safetensors", err) : OOM(err);
-    if (!rc) rc = download_flat(m, pile_model_params(m), &host, err);
+    if (!rc) rc = download_flat(m, opt ? pile_optim_master(opt) : pile_model_params(m), &host, err);
     if (!rc) {
         fill_table(m, host, t, NULL);
         /* transformers refuses a safetensors file without format "pt" */
@@ -787,7 +788,7 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
 {
     pile_buf tmp = {0}, old = {0};
     int rc = begin_folder(dir, &tmp, &old, err);
-    if (!rc) rc = write_weights(tmp.data, m, err);
+    if (!rc) rc = write_weights(tmp.data, m, opt, err);
     if (!rc && opt) rc = write_moments(tmp.data, m, opt, err);
     if (!rc) rc = write_state(tmp.data, st, config_json, opts ? opts->data_json : NULL, err);
     if (!rc) rc = write_tokenizer(tmp.data, st, opts, err);
@@ -1097,8 +1098,8 @@ static const pile_st_tensor *find_tensor(const pile_st_file *f, const char *pref
 /* Checks a file against the model's table (under the name prefix "" or
  * "m." / "v."), then uploads each tensor to dst + its offset, the padded
  * rows of wte zero. Nothing is uploaded unless everything matches. */
-static int load_table(const char *dir, const char *file, pile_model *m, const char *const *prefixes, float *const *dsts,
-                      int nbuf, pile_err *err)
+static int load_table(const char *dir, const char *file, pile_model *m, const char *const *prefixes,
+                      const pile_tensor *dsts, int nbuf, pile_err *err)
 {
     pile_buf path = {0}, tmp = {0};
     pile_st_file *f = NULL;
@@ -1146,14 +1147,13 @@ static int load_table(const char *dir, const char *file, pile_model *m, const ch
             rc = pile_err_set(err, PILE_EMISMATCH, "unexpected tensor '%s' in '%s'", t->name, path.data);
     }
     if (rc) goto out;
-    pile_backend *be = pile_model_backend(m);
     for (int b = 0; b < nbuf; b++) {
         for (size_t i = 0; i < n; i++) {
             const pile_tensor_info *ti = pile_model_tensor(m, i);
             const pile_st_tensor *t = found[(size_t)b * n + i];
-            float *dst = dsts[b] + ti->offset;
+            const pile_tensor dst = pile_tensor_slice(dsts[b], ti->offset, ti->numel);
             if (ti->numel == ti->saved_numel) {
-                pile_backend_upload(be, dst, t->data, ti->saved_numel * sizeof(float));
+                if ((rc = pile_tensor_upload_f32(dst, t->data, ti->saved_numel, err)) < 0) goto out;
                 continue;
             }
             /* wte: the saved rows, then zeros for the padding */
@@ -1164,7 +1164,7 @@ static int load_table(const char *dir, const char *file, pile_model *m, const ch
                 goto out;
             }
             memcpy(pad, t->data, ti->saved_numel * sizeof(float));
-            pile_backend_upload(be, dst, pad, ti->numel * sizeof(float));
+            if ((rc = pile_tensor_upload_f32(dst, pad, ti->numel, err)) < 0) goto out;
         }
     }
 out:
@@ -1181,12 +1181,15 @@ int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_t
     pile_train_state state = {0};
     if (opt || st) PILE_FORWARD_IF_ERR(read_state(dir, &state, err));
     static const char *const model_prefix[] = {""};
-    float *params[] = {pile_model_params(m)};
+    /* with an optimizer the weights are its master weights, which it then
+     * writes into the model's compute parameters */
+    const pile_tensor params[] = {opt ? pile_optim_master(opt) : pile_model_params(m)};
     PILE_FORWARD_IF_ERR(load_table(dir, "model.safetensors", m, model_prefix, params, 1, err));
     if (opt) {
         static const char *const moment_prefix[] = {"m.", "v."};
-        float *moments[] = {pile_optim_m(opt), pile_optim_v(opt)};
+        const pile_tensor moments[] = {pile_optim_m(opt), pile_optim_v(opt)};
         PILE_FORWARD_IF_ERR(load_table(dir, "optimizer.safetensors", m, moment_prefix, moments, 2, err));
+        PILE_FORWARD_IF_ERR(pile_optim_update_model(opt, err));
         pile_optim_set_steps(opt, state.step);
     }
     if (st) *st = state;

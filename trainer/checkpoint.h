@@ -1,7 +1,8 @@
 /* Checkpoint folders, readable by Hugging Face transformers as they are:
  *
  *   <dir>/model.safetensors      weights, HF GPT-2 names and layouts, fp32
- *                                (wte without the vocabulary padding)
+ *                                (wte without the vocabulary padding): the
+ *                                optimizer's master weights when saved with one
  *   <dir>/config.json            GPT2LMHeadModel config (+ a "pile" block)
  *   <dir>/optimizer.safetensors  AdamW moments "m.<name>" and "v.<name>"
  *   <dir>/trainer_state.json     step, epoch, data position, best val loss,
@@ -82,7 +83,9 @@ typedef struct pile_checkpoint_save_opts {
 /* Writes a checkpoint folder (see above), all of it or nothing: on failure
  * the previous folder at `dir` is left as it was. config_json is the
  * resolved configuration (pile_train_config_to_json), stored in
- * trainer_state.json. opt may be NULL (weights only). opts may be NULL. */
+ * trainer_state.json. opt may be NULL (weights only: the model's
+ * parameters); with it the weights saved are its fp32 master weights. opts
+ * may be NULL. */
 int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                             const char *config_json, const pile_checkpoint_save_opts *opts, pile_err *err);
 /* pile_checkpoint_save_ex with no options. */
@@ -112,7 +115,9 @@ int pile_checkpoint_copy(const char *src, const char *dst, int weights_only, pil
 /* Reads config.json of a checkpoint: the model's dimensions. */
 int pile_checkpoint_read_model_config(const char *dir, pile_model_config *cfg, pile_err *err);
 /* Loads weights (and moments when opt != NULL, and the state when st !=
- * NULL) into a model created with the dimensions read above. Names and
+ * NULL) into a model created with the dimensions read above: into the
+ * optimizer's master weights, which it then writes into the model, when
+ * opt != NULL, else into the model's parameters. Names and
  * shapes are checked against the model's tensor table; a missing, extra
  * or misshapen tensor is PILE_EMISMATCH naming it. */
 int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_train_state *st, pile_err *err);

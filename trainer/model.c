@@ -51,19 +51,25 @@ enum {
  * (then dropout, then the residual add in place): the backward never reads
  * them. */
 typedef struct layer_acts {
-    float *ln1, *ln1_mean, *ln1_rstd;
-    float *qkv;
-    float *atty;
-    void *att_saved; /* what the backend's attention keeps for its backward */
-    float *resid2;
-    float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fch_gelu;
-    float *resid3;
+    pile_tensor ln1, ln1_mean, ln1_rstd;
+    pile_tensor qkv;
+    pile_tensor atty;
+    pile_tensor att_saved; /* U8: what the backend's attention keeps for its backward */
+    pile_tensor resid2;
+    pile_tensor ln2, ln2_mean, ln2_rstd;
+    pile_tensor fch, fch_gelu;
+    pile_tensor resid3;
 } layer_acts;
 
+/* Tensors are views into three allocations: params (the compute dtype,
+ * the tensor table's flat layout), acts (U8, carved by carve() into
+ * tensors of the compute dtype, F32 statistics and I32 ids) and dec
+ * (carve_decode()). The gradients are not the model's: the backward
+ * writes into the caller's (the optimizer's). */
 struct pile_model {
     pile_backend *be;
     pile_model_config cfg;
+    pile_dtype dt;        /* compute dtype: parameters and activations */
     int Vp;
     int max_batch, seq_len;
 
@@ -72,17 +78,17 @@ struct pile_model {
     char *names;
     size_t flat;
     size_t param_count;
-    float *params, *grads;
+    pile_tensor params;
 
-    void *acts;
-    float *encoded;
+    pile_tensor acts;
+    pile_tensor encoded;
     layer_acts *layers;
-    float *lnf, *lnf_mean, *lnf_rstd;
-    float *logits;
-    float *losses;
-    float *dresid, *dbranch, *dsmall, *dwide;
-    void *att_scratch;    /* the attention's work space, shared by all layers */
-    int32_t *tokens, *targets, *doc_start, *correct;
+    pile_tensor lnf, lnf_mean, lnf_rstd;
+    pile_tensor logits;
+    pile_tensor losses;
+    pile_tensor dresid, dbranch, dsmall, dwide;
+    pile_tensor att_scratch; /* the attention's work space, shared by all layers */
+    pile_tensor tokens, targets, doc_start, correct;
 
     /* host mirrors for the per-row stats of a forward */
     float *host_losses;
@@ -98,11 +104,11 @@ struct pile_model {
 
     /* incremental decoding: one allocation made by the first decode_begin
      * (see carve_decode); dec_filled = positions the cache holds */
-    void *dec;
-    float *dec_k, *dec_v; /* [L, n_positions, C] each */
-    float *dec_x, *dec_ln, *dec_qkv, *dec_atty, *dec_proj, *dec_fch, *dec_fch_gelu;
-    float *dec_mean, *dec_rstd, *dec_att, *dec_logits;
-    int32_t *dec_token;
+    pile_tensor dec;
+    pile_tensor dec_k, dec_v; /* [L, n_positions, C] each */
+    pile_tensor dec_x, dec_ln, dec_qkv, dec_atty, dec_proj, dec_fch, dec_fch_gelu;
+    pile_tensor dec_mean, dec_rstd, dec_att, dec_logits;
+    pile_tensor dec_token;
     int dec_filled;
 };
 
@@ -233,93 +239,102 @@ static int build_table(pile_model *m)
     return 0;
 }
 
-static float *param(pile_model *m, int idx) { return m->params + m->tensors[idx].offset; }
-static float *grad(pile_model *m, int idx) { return m->grads + m->tensors[idx].offset; }
+/* Tensor idx of the parameters, and of a gradient buffer in the same
+ * layout. */
+static pile_tensor param(pile_model *m, int idx)
+{
+    return pile_tensor_slice(m->params, m->tensors[idx].offset, m->tensors[idx].numel);
+}
+static pile_tensor grad(pile_model *m, pile_tensor grads, int idx)
+{
+    return pile_tensor_slice(grads, m->tensors[idx].offset, m->tensors[idx].numel);
+}
 static int lt(int l, int k) { return T_LAYER0 + l * T_PER_LAYER + k; }
 
 /* ------------------------------------------------------------ create */
 
 /* One region of a carved allocation: with base, point ptr at it; always
  * advance `at` past it, rounded to 64 bytes, saturating (see sat_add). */
-#define REGION(ptr, type, count)                                          \
-    do {                                                                  \
-        if (base) (ptr) = (type *)(void *)(base + at);                    \
-        at = sat_add(at, sat_add(sat_mul((count), sizeof(type)), 63) / 64 * 64); \
+#define REGION(ptr, dtype, count)                                                      \
+    do {                                                                               \
+        if (base.data) (ptr) = pile_tensor_carve(base, at, (dtype), (count));          \
+        at = sat_add(at, sat_add(sat_mul((count), pile_dtype_size(dtype)), 63) / 64 * 64); \
     } while (0)
 
 /* One block's regions; own == 0 points them at the shared set instead
  * (already carved) without advancing. */
-#define LAYER_REGION(ptr, type, count, own, shared) \
-    do {                                                 \
-        if (own) REGION(ptr, type, count);               \
-        else if (base) (ptr) = (shared);                 \
+#define LAYER_REGION(ptr, dtype, count, own, shared) \
+    do {                                                  \
+        if (own) REGION(ptr, dtype, count);               \
+        else if (base.data) (ptr) = (shared);             \
     } while (0)
 
-/* Carves the activation allocation. With base == NULL it only measures;
+/* Carves the activation allocation. With base absent it only measures;
  * each region starts on a 64-byte boundary. Per layer and position, in
- * floats: 16 C + 4 + the attention's saved bytes (none), 8 C + 4 + saved
+ * values: 16 C + 4 + the attention's saved bytes (none), 8 C + 4 + saved
  * (gelu), C (block); once: the shared set (8 C for gelu, 16 C + 4 + saved
  * for block), the attention's scratch, the embedding output, final
  * LayerNorm and logits (C + 2 + Vp), and the backward's gradients (dresid
  * C, dsmall C, dwide 4 C, and dbranch C when dropout needs a masked copy). */
-static size_t carve(pile_model *m, char *base)
+static size_t carve(pile_model *m, pile_tensor base)
 {
     const size_t N = (size_t)m->max_batch * (size_t)m->seq_len;
     const size_t C = (size_t)m->cfg.n_embd;
     const int B = m->max_batch, T = m->seq_len, Ci = m->cfg.n_embd, NH = m->cfg.n_head;
     const size_t saved = pile_backend_attention_saved_bytes(m->be, B, T, Ci, NH);
     const pile_recompute rc = m->cfg.recompute;
+    const pile_dtype DT = m->dt, F32 = PILE_DTYPE_F32, U8 = PILE_DTYPE_U8, I32 = PILE_DTYPE_I32;
     size_t at = 0;
-    REGION(m->encoded, float, N * C);
+    REGION(m->encoded, DT, N * C);
     /* the shared set: a whole block's for block, the MLP's two for gelu */
     layer_acts sh = {0};
     if (rc == PILE_RECOMPUTE_BLOCK) {
-        REGION(sh.ln1, float, N * C);
-        REGION(sh.ln1_mean, float, N);
-        REGION(sh.ln1_rstd, float, N);
-        REGION(sh.qkv, float, N * 3 * C);
-        REGION(sh.atty, float, N * C);
-        REGION(sh.att_saved, char, saved);
-        REGION(sh.resid2, float, N * C);
-        REGION(sh.ln2, float, N * C);
-        REGION(sh.ln2_mean, float, N);
-        REGION(sh.ln2_rstd, float, N);
+        REGION(sh.ln1, DT, N * C);
+        REGION(sh.ln1_mean, F32, N);
+        REGION(sh.ln1_rstd, F32, N);
+        REGION(sh.qkv, DT, N * 3 * C);
+        REGION(sh.atty, DT, N * C);
+        REGION(sh.att_saved, U8, saved);
+        REGION(sh.resid2, DT, N * C);
+        REGION(sh.ln2, DT, N * C);
+        REGION(sh.ln2_mean, F32, N);
+        REGION(sh.ln2_rstd, F32, N);
     }
     if (rc != PILE_RECOMPUTE_NONE) {
-        REGION(sh.fch, float, N * 4 * C);
-        REGION(sh.fch_gelu, float, N * 4 * C);
+        REGION(sh.fch, DT, N * 4 * C);
+        REGION(sh.fch_gelu, DT, N * 4 * C);
     }
     const int own = rc != PILE_RECOMPUTE_BLOCK, own_mlp = rc == PILE_RECOMPUTE_NONE;
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        layer_acts dummy, *a = base ? &m->layers[l] : &dummy;
-        LAYER_REGION(a->ln1, float, N * C, own, sh.ln1);
-        LAYER_REGION(a->ln1_mean, float, N, own, sh.ln1_mean);
-        LAYER_REGION(a->ln1_rstd, float, N, own, sh.ln1_rstd);
-        LAYER_REGION(a->qkv, float, N * 3 * C, own, sh.qkv);
-        LAYER_REGION(a->atty, float, N * C, own, sh.atty);
-        LAYER_REGION(a->att_saved, char, saved, own, sh.att_saved);
-        LAYER_REGION(a->resid2, float, N * C, own, sh.resid2);
-        LAYER_REGION(a->ln2, float, N * C, own, sh.ln2);
-        LAYER_REGION(a->ln2_mean, float, N, own, sh.ln2_mean);
-        LAYER_REGION(a->ln2_rstd, float, N, own, sh.ln2_rstd);
-        LAYER_REGION(a->fch, float, N * 4 * C, own_mlp, sh.fch);
-        LAYER_REGION(a->fch_gelu, float, N * 4 * C, own_mlp, sh.fch_gelu);
-        REGION(a->resid3, float, N * C);
+        layer_acts dummy, *a = base.data ? &m->layers[l] : &dummy;
+        LAYER_REGION(a->ln1, DT, N * C, own, sh.ln1);
+        LAYER_REGION(a->ln1_mean, F32, N, own, sh.ln1_mean);
+        LAYER_REGION(a->ln1_rstd, F32, N, own, sh.ln1_rstd);
+        LAYER_REGION(a->qkv, DT, N * 3 * C, own, sh.qkv);
+        LAYER_REGION(a->atty, DT, N * C, own, sh.atty);
+        LAYER_REGION(a->att_saved, U8, saved, own, sh.att_saved);
+        LAYER_REGION(a->resid2, DT, N * C, own, sh.resid2);
+        LAYER_REGION(a->ln2, DT, N * C, own, sh.ln2);
+        LAYER_REGION(a->ln2_mean, F32, N, own, sh.ln2_mean);
+        LAYER_REGION(a->ln2_rstd, F32, N, own, sh.ln2_rstd);
+        LAYER_REGION(a->fch, DT, N * 4 * C, own_mlp, sh.fch);
+        LAYER_REGION(a->fch_gelu, DT, N * 4 * C, own_mlp, sh.fch_gelu);
+        REGION(a->resid3, DT, N * C);
     }
-    REGION(m->att_scratch, char, pile_backend_attention_scratch_bytes(m->be, B, T, Ci, NH));
-    REGION(m->lnf, float, N * C);
-    REGION(m->lnf_mean, float, N);
-    REGION(m->lnf_rstd, float, N);
-    REGION(m->logits, float, N * (size_t)m->Vp);
-    REGION(m->losses, float, N);
-    REGION(m->dresid, float, N * C);
-    if (m->cfg.dropout > 0.0f) REGION(m->dbranch, float, N * C);
-    REGION(m->dsmall, float, N * C);
-    REGION(m->dwide, float, N * 4 * C);
-    REGION(m->tokens, int32_t, N);
-    REGION(m->targets, int32_t, N);
-    REGION(m->doc_start, int32_t, N);
-    REGION(m->correct, int32_t, N);
+    REGION(m->att_scratch, U8, pile_backend_attention_scratch_bytes(m->be, B, T, Ci, NH));
+    REGION(m->lnf, DT, N * C);
+    REGION(m->lnf_mean, F32, N);
+    REGION(m->lnf_rstd, F32, N);
+    REGION(m->logits, DT, N * (size_t)m->Vp);
+    REGION(m->losses, F32, N);
+    REGION(m->dresid, DT, N * C);
+    if (m->cfg.dropout > 0.0f) REGION(m->dbranch, DT, N * C);
+    REGION(m->dsmall, DT, N * C);
+    REGION(m->dwide, DT, N * 4 * C);
+    REGION(m->tokens, I32, N);
+    REGION(m->targets, I32, N);
+    REGION(m->doc_start, I32, N);
+    REGION(m->correct, I32, N);
     return at;
 }
 #undef LAYER_REGION
@@ -337,6 +352,8 @@ static int check_config(const pile_model_config *c, int max_batch, int seq_len, 
                    "invalid dropout %g: must be in [0, 1)", (double)c->dropout);
     PILE_RETURN_IF((unsigned)c->recompute > PILE_RECOMPUTE_BLOCK, err, PILE_EINVAL, "invalid recompute mode %d",
                    (int)c->recompute);
+    PILE_RETURN_IF(c->dtype != PILE_DTYPE_F32 && c->dtype != PILE_DTYPE_BF16 && c->dtype != PILE_DTYPE_F16, err,
+                   PILE_EINVAL, "invalid compute dtype '%s': must be f32, bf16 or f16", pile_dtype_name(c->dtype));
     PILE_RETURN_IF(max_batch < 1, err, PILE_EINVAL, "invalid batch size %d", max_batch);
     PILE_RETURN_IF(seq_len < 1, err, PILE_EINVAL, "invalid sequence length %d", seq_len);
     PILE_RETURN_IF(seq_len > c->n_positions, err, PILE_EINVAL,
@@ -351,10 +368,22 @@ int pile_model_create(pile_model **out, pile_backend *be, const pile_model_confi
 {
     *out = NULL;
     PILE_FORWARD_IF_ERR(check_config(cfg, max_batch, seq_len, err));
+    /* every op the model calls with compute tensors */
+    static const pile_op ops[] = {PILE_OP_EMBED_FWD,     PILE_OP_EMBED_BWD,     PILE_OP_LAYERNORM_FWD,
+                                  PILE_OP_LAYERNORM_BWD, PILE_OP_MATMUL_FWD,    PILE_OP_MATMUL_BWD,
+                                  PILE_OP_LOGITS_FWD,    PILE_OP_LOGITS_BWD,    PILE_OP_ATTENTION_FWD,
+                                  PILE_OP_ATTENTION_BWD, PILE_OP_ATTENTION_DECODE, PILE_OP_GELU_FWD,
+                                  PILE_OP_GELU_BWD,      PILE_OP_ADD,           PILE_OP_DROPOUT,
+                                  PILE_OP_SOFTMAX_CE};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        PILE_RETURN_IF(!pile_backend_supports(be, ops[i], cfg->dtype), err, PILE_EINVAL,
+                       "the %s backend cannot compute in %s (its %s)", pile_backend_name(be),
+                       pile_dtype_name(cfg->dtype), pile_op_name(ops[i]));
     pile_model *m = calloc(1, sizeof *m);
     if (!m) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the model");
     m->be = be;
     m->cfg = *cfg;
+    m->dt = cfg->dtype;
     m->Vp = pile_model_padded_vocab(cfg->vocab_size);
     m->max_batch = max_batch;
     m->seq_len = seq_len;
@@ -365,13 +394,11 @@ int pile_model_create(pile_model **out, pile_backend *be, const pile_model_confi
     m->host_losses = malloc(N * sizeof *m->host_losses);
     m->host_correct = malloc(N * sizeof *m->host_correct);
     if (!m->layers || !m->host_losses || !m->host_correct) goto oom;
-    m->params = pile_backend_alloc(be, sat_mul(m->flat, sizeof(float)));
-    if (!m->params) goto oom_params;
-    m->grads = pile_backend_alloc(be, sat_mul(m->flat, sizeof(float)));
-    if (!m->grads) goto oom_params;
-    size_t act_bytes = carve(m, NULL);
-    m->acts = pile_backend_alloc(be, act_bytes);
-    if (!m->acts) {
+    m->params = pile_backend_alloc(be, m->dt, m->flat);
+    if (!m->params.data) goto oom_params;
+    size_t act_bytes = carve(m, PILE_NO_TENSOR);
+    m->acts = pile_backend_alloc(be, PILE_DTYPE_U8, act_bytes);
+    if (!m->acts.data) {
         pile_model_free(m);
         return pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu bytes of activations for batch %d x %d",
                             act_bytes, max_batch, seq_len);
@@ -382,7 +409,7 @@ int pile_model_create(pile_model **out, pile_backend *be, const pile_model_confi
 oom_params: {
     size_t flat = m->flat;
     pile_model_free(m);
-    return pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu parameters (and their gradients)", flat);
+    return pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu parameters", flat);
 }
 oom:
     pile_model_free(m);
@@ -392,10 +419,9 @@ oom:
 void pile_model_free(pile_model *m)
 {
     if (!m) return;
-    pile_backend_free(m->be, m->dec);
-    pile_backend_free(m->be, m->acts);
-    pile_backend_free(m->be, m->grads);
-    pile_backend_free(m->be, m->params);
+    pile_backend_free(&m->dec);
+    pile_backend_free(&m->acts);
+    pile_backend_free(&m->params);
     free(m->host_correct);
     free(m->host_losses);
     free(m->layers);
@@ -415,10 +441,11 @@ const pile_tensor_info *pile_model_tensor(const pile_model *m, size_t i)
 
 size_t pile_model_param_count(const pile_model *m) { return m->param_count; }
 size_t pile_model_flat_size(const pile_model *m) { return m->flat; }
-float *pile_model_params(pile_model *m) { return m->params; }
-float *pile_model_grads(pile_model *m) { return m->grads; }
-
-void pile_model_zero_grad(pile_model *m) { pile_backend_zero(m->be, m->grads, m->flat * sizeof(float)); }
+pile_tensor pile_model_params(pile_model *m) { return m->params; }
+pile_tensor pile_model_param(pile_model *m, size_t i)
+{
+    return i < m->n_tensors ? param(m, (int)i) : PILE_NO_TENSOR;
+}
 
 /* -------------------------------------------------------------- init */
 
@@ -430,8 +457,9 @@ void pile_model_zero_grad(pile_model *m) { pile_backend_zero(m->be, m->grads, m-
 static void init_tensor(pile_model *m, size_t idx, uint64_t seed, double mean, double std, size_t n)
 {
     float chunk[INIT_CHUNK];
+    uint16_t half[INIT_CHUNK];
     uint64_t state = seed ^ (0xA0761D6478BD642Full * (uint64_t)(idx + 1));
-    float *dst = m->params + m->tensors[idx].offset;
+    const pile_tensor dst = param(m, (int)idx);
     for (size_t done = 0; done < n;) {
         size_t k = n - done < INIT_CHUNK ? n - done : INIT_CHUNK;
         for (size_t i = 0; i < k; i += 2) {
@@ -447,7 +475,11 @@ static void init_tensor(pile_model *m, size_t idx, uint64_t seed, double mean, d
             chunk[i] = (float)(mean + std * r * cos(2.0 * M_PI * u2));
             if (i + 1 < k) chunk[i + 1] = (float)(mean + std * r * sin(2.0 * M_PI * u2));
         }
-        pile_backend_upload(m->be, dst + done, chunk, k * sizeof(float));
+        /* 16-bit parameters take the fp32 draws rounded (precision.h) */
+        const void *src = chunk;
+        if (m->dt == PILE_DTYPE_BF16) pile_fp32_to_bf16_array(half, chunk, k), src = half;
+        if (m->dt == PILE_DTYPE_F16) pile_fp32_to_fp16_array(half, chunk, k), src = half;
+        pile_backend_upload(m->be, pile_tensor_slice(dst, done, k), src, k);
         done += k;
     }
 }
@@ -470,8 +502,8 @@ void pile_model_init(pile_model *m, uint64_t seed)
         }
         init_tensor(m, i, seed, mu, sd, t->saved_numel);
         if (t->numel > t->saved_numel)
-            pile_backend_zero(m->be, m->params + t->offset + t->saved_numel,
-                              (t->numel - t->saved_numel) * sizeof(float));
+            pile_backend_zero(m->be, pile_tensor_slice(m->params, t->offset + t->saved_numel, t->numel - t->saved_numel),
+                              t->numel - t->saved_numel);
     }
 }
 
@@ -507,7 +539,7 @@ static int check_batch(const pile_model *m, const pile_batch *b, pile_err *err)
  * recomputation of recompute=block, which must leave resid3 alone. The
  * same calls in the same order as the first time, with the same dropout
  * seeds, so a recomputation gives the same bits. */
-static void block_fwd(pile_model *m, int l, const float *x, int B, int T, const int32_t *doc, int drop,
+static void block_fwd(pile_model *m, int l, pile_tensor x, int B, int T, pile_tensor doc, int drop,
                       uint64_t seed, int whole)
 {
     pile_backend *be = m->be;
@@ -547,17 +579,17 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
     const float p = m->cfg.dropout;
     const int drop = training && p > 0.0f;
 
-    pile_backend_upload(be, m->tokens, batch->tokens, (size_t)N * sizeof(int32_t));
-    pile_backend_upload(be, m->targets, batch->targets, (size_t)N * sizeof(int32_t));
-    const int32_t *doc = NULL;
+    pile_backend_upload(be, m->tokens, batch->tokens, (size_t)N);
+    pile_backend_upload(be, m->targets, batch->targets, (size_t)N);
+    pile_tensor doc = PILE_NO_TENSOR;
     if (batch->doc_start) {
-        pile_backend_upload(be, m->doc_start, batch->doc_start, (size_t)N * sizeof(int32_t));
+        pile_backend_upload(be, m->doc_start, batch->doc_start, (size_t)N);
         doc = m->doc_start;
     }
 
     pile_backend_embed_fwd(be, m->encoded, m->tokens, param(m, T_WTE), param(m, T_WPE), B, T, C);
     if (drop) pile_backend_dropout(be, m->encoded, NC, p, site_seed(dropout_seed, -1, SITE_EMBED));
-    const float *x = m->encoded;
+    pile_tensor x = m->encoded;
     for (int l = 0; l < L; l++) {
         block_fwd(m, l, x, B, T, doc, drop, dropout_seed, 1);
         x = m->layers[l].resid3;
@@ -568,8 +600,10 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
     pile_backend_logits_fwd(be, m->logits, m->lnf, param(m, T_WTE), N, C, Vp);
     pile_backend_softmax_ce(be, m->logits, m->losses, m->correct, m->targets, N, V, Vp, grad_scale);
 
-    pile_backend_download(be, m->host_losses, m->losses, (size_t)N * sizeof(float));
-    pile_backend_download(be, m->host_correct, m->correct, (size_t)N * sizeof(int32_t));
+    pile_backend_download(be, m->host_losses, m->losses, (size_t)N);
+    pile_backend_download(be, m->host_correct, m->correct, (size_t)N);
+    /* the stats are read back here, so this is where a fault shows */
+    PILE_FORWARD_IF_ERR(pile_backend_sync(be, err));
     pile_fwd_stats s = {0.0, 0, 0};
     for (int i = 0; i < N; i++) {
         if (batch->targets[i] < 0) continue;
@@ -581,7 +615,7 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
 
     m->last_B = B;
     m->last_T = T;
-    m->last_has_doc = doc != NULL;
+    m->last_has_doc = doc.data != NULL;
     m->last_dropout = drop;
     m->last_seed = dropout_seed;
     m->bwd_ready = grad_scale != 0.0f;
@@ -594,15 +628,15 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
 /* The gradient a dropout site passes back: the residual gradient through
  * the same mask. Without dropout the residual gradient itself serves, so
  * no copy is made. */
-static const float *branch_grad(pile_model *m, const float *dresid, size_t n, int l, int site)
+static pile_tensor branch_grad(pile_model *m, pile_tensor dresid, size_t n, int l, int site)
 {
     if (!m->last_dropout) return dresid;
-    pile_backend_copy(m->be, m->dbranch, dresid, n * sizeof(float));
+    pile_backend_copy(m->be, m->dbranch, dresid, n);
     pile_backend_dropout(m->be, m->dbranch, n, m->cfg.dropout, site_seed(m->last_seed, l, site));
     return m->dbranch;
 }
 
-int pile_model_backward(pile_model *m, pile_err *err)
+int pile_model_backward(pile_model *m, pile_tensor grads, pile_err *err)
 {
     PILE_RETURN_IF(!m->bwd_ready, err, PILE_EINVAL,
                    "cannot run the backward: the last forward was not a training forward (grad_scale 0)");
@@ -610,21 +644,24 @@ int pile_model_backward(pile_model *m, pile_err *err)
     const int B = m->last_B, T = m->last_T, C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer;
     const int N = B * T, Vp = m->Vp;
     const size_t NC = (size_t)N * (size_t)C, nt = m->n_tensors;
-    const int32_t *doc = m->last_has_doc ? m->doc_start : NULL;
-    float *dres = m->dresid;
+    PILE_RETURN_IF(grads.be != be || grads.dtype != PILE_DTYPE_F32 || grads.n < m->flat, err, PILE_EINVAL,
+                   "cannot run the backward: the gradients must be %zu f32 values in the %s backend", m->flat,
+                   pile_backend_name(be));
+    const pile_tensor doc = m->last_has_doc ? m->doc_start : PILE_NO_TENSOR;
+    const pile_tensor dres = m->dresid;
 
     /* logits hold dlogits (softmax_ce wrote them); dres starts the sum
      * over the residual stream at the last block's output. */
-    pile_backend_zero(be, m->dsmall, NC * sizeof(float));
-    pile_backend_logits_bwd(be, m->dsmall, grad(m, T_WTE), m->logits, m->lnf, param(m, T_WTE), N, C, Vp);
-    pile_backend_zero(be, dres, NC * sizeof(float));
-    const float *last = L > 0 ? m->layers[L - 1].resid3 : m->encoded;
-    pile_backend_layernorm_bwd(be, dres, grad(m, (int)nt - 2), grad(m, (int)nt - 1), m->dsmall, last,
+    pile_backend_zero(be, m->dsmall, NC);
+    pile_backend_logits_bwd(be, m->dsmall, grad(m, grads, T_WTE), m->logits, m->lnf, param(m, T_WTE), N, C, Vp);
+    pile_backend_zero(be, dres, NC);
+    const pile_tensor last = L > 0 ? m->layers[L - 1].resid3 : m->encoded;
+    pile_backend_layernorm_bwd(be, dres, grad(m, grads, (int)nt - 2), grad(m, grads, (int)nt - 1), m->dsmall, last,
                                param(m, (int)nt - 2), m->lnf_mean, m->lnf_rstd, N, C);
 
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *a = &m->layers[l];
-        const float *x = l > 0 ? m->layers[l - 1].resid3 : m->encoded;
+        const pile_tensor x = l > 0 ? m->layers[l - 1].resid3 : m->encoded;
         if (m->cfg.recompute == PILE_RECOMPUTE_BLOCK) {
             block_fwd(m, l, x, B, T, doc, m->last_dropout, m->last_seed, 0);
         } else if (m->cfg.recompute == PILE_RECOMPUTE_GELU) {
@@ -633,37 +670,37 @@ int pile_model_backward(pile_model *m, pile_err *err)
             pile_backend_gelu_fwd(be, a->fch_gelu, a->fch, 4 * NC);
         }
         /* MLP branch: resid3 = resid2 + dropout(c_proj(gelu(c_fc(ln_2(resid2))))) */
-        const float *dproj = branch_grad(m, dres, NC, l, SITE_MLP);
-        pile_backend_zero(be, m->dwide, 4 * NC * sizeof(float));
-        pile_backend_matmul_bwd(be, m->dwide, grad(m, lt(l, T_FC_PROJ_W)), grad(m, lt(l, T_FC_PROJ_B)), dproj,
+        pile_tensor dproj = branch_grad(m, dres, NC, l, SITE_MLP);
+        pile_backend_zero(be, m->dwide, 4 * NC);
+        pile_backend_matmul_bwd(be, m->dwide, grad(m, grads, lt(l, T_FC_PROJ_W)), grad(m, grads, lt(l, T_FC_PROJ_B)), dproj,
                                 a->fch_gelu, param(m, lt(l, T_FC_PROJ_W)), N, 4 * C, C);
         /* fch_gelu has served: it takes d(fch) */
-        float *dfch = a->fch_gelu;
-        pile_backend_zero(be, dfch, 4 * NC * sizeof(float));
+        const pile_tensor dfch = a->fch_gelu;
+        pile_backend_zero(be, dfch, 4 * NC);
         pile_backend_gelu_bwd(be, dfch, a->fch, m->dwide, 4 * NC);
-        pile_backend_zero(be, m->dsmall, NC * sizeof(float));
-        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_FC_W)), grad(m, lt(l, T_FC_B)), dfch, a->ln2,
+        pile_backend_zero(be, m->dsmall, NC);
+        pile_backend_matmul_bwd(be, m->dsmall, grad(m, grads, lt(l, T_FC_W)), grad(m, grads, lt(l, T_FC_B)), dfch, a->ln2,
                                 param(m, lt(l, T_FC_W)), N, C, 4 * C);
-        pile_backend_layernorm_bwd(be, dres, grad(m, lt(l, T_LN2_W)), grad(m, lt(l, T_LN2_B)), m->dsmall,
+        pile_backend_layernorm_bwd(be, dres, grad(m, grads, lt(l, T_LN2_W)), grad(m, grads, lt(l, T_LN2_B)), m->dsmall,
                                    a->resid2, param(m, lt(l, T_LN2_W)), a->ln2_mean, a->ln2_rstd, N, C);
         /* attention branch: resid2 = x + dropout(c_proj(attn(c_attn(ln_1(x))))) */
         dproj = branch_grad(m, dres, NC, l, SITE_ATTN);
-        pile_backend_zero(be, m->dsmall, NC * sizeof(float));
-        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_ATTN_PROJ_W)), grad(m, lt(l, T_ATTN_PROJ_B)),
+        pile_backend_zero(be, m->dsmall, NC);
+        pile_backend_matmul_bwd(be, m->dsmall, grad(m, grads, lt(l, T_ATTN_PROJ_W)), grad(m, grads, lt(l, T_ATTN_PROJ_B)),
                                 dproj, a->atty, param(m, lt(l, T_ATTN_PROJ_W)), N, C, C);
-        float *dqkv = m->dwide; /* [N, 3C] fits in the [N, 4C] scratch */
-        pile_backend_zero(be, dqkv, 3 * NC * sizeof(float));
+        const pile_tensor dqkv = m->dwide; /* [N, 3C] fits in the [N, 4C] scratch */
+        pile_backend_zero(be, dqkv, 3 * NC);
         pile_backend_attention_bwd(be, dqkv, m->att_scratch, m->dsmall, a->qkv, a->atty, a->att_saved, doc, B, T, C,
                                    NH);
-        pile_backend_zero(be, m->dsmall, NC * sizeof(float));
-        pile_backend_matmul_bwd(be, m->dsmall, grad(m, lt(l, T_ATTN_W)), grad(m, lt(l, T_ATTN_B)), dqkv, a->ln1,
+        pile_backend_zero(be, m->dsmall, NC);
+        pile_backend_matmul_bwd(be, m->dsmall, grad(m, grads, lt(l, T_ATTN_W)), grad(m, grads, lt(l, T_ATTN_B)), dqkv, a->ln1,
                                 param(m, lt(l, T_ATTN_W)), N, C, 3 * C);
-        pile_backend_layernorm_bwd(be, dres, grad(m, lt(l, T_LN1_W)), grad(m, lt(l, T_LN1_B)), m->dsmall, x,
+        pile_backend_layernorm_bwd(be, dres, grad(m, grads, lt(l, T_LN1_W)), grad(m, grads, lt(l, T_LN1_B)), m->dsmall, x,
                                    param(m, lt(l, T_LN1_W)), a->ln1_mean, a->ln1_rstd, N, C);
     }
     /* embedding: encoded = dropout(wte[tok] + wpe[t]); dres is free to mask in place */
     if (m->last_dropout) pile_backend_dropout(be, dres, NC, m->cfg.dropout, site_seed(m->last_seed, -1, SITE_EMBED));
-    pile_backend_embed_bwd(be, grad(m, T_WTE), grad(m, T_WPE), dres, m->tokens, B, T, C);
+    pile_backend_embed_bwd(be, grad(m, grads, T_WTE), grad(m, grads, T_WPE), dres, m->tokens, B, T, C);
     m->bwd_ready = 0; /* the activations it read are spent (fch_gelu took gradients) */
     return 0;
 }
@@ -677,7 +714,10 @@ void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out)
         return;
     }
     size_t row = (size_t)b * (size_t)m->last_T + (size_t)t;
-    pile_backend_download(m->be, host_out, m->logits + row * (size_t)m->Vp, (size_t)V * sizeof(float));
+    pile_err e;
+    if (pile_tensor_download_f32(host_out, pile_tensor_slice(m->logits, row * (size_t)m->Vp, (size_t)V), (size_t)V,
+                                 &e) < 0)
+        for (int i = 0; i < V; i++) host_out[i] = NAN;
 }
 
 /* ---------------------------------------------------------- decoding */
@@ -686,35 +726,36 @@ void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out)
  * and value caches, then one row of each activation the step needs (the
  * residual stream dec_x is updated in place), the attention scratch of
  * NH x n_positions, and the token. With base == NULL it only measures. */
-static size_t carve_decode(pile_model *m, char *base)
+static size_t carve_decode(pile_model *m, pile_tensor base)
 {
+    const pile_dtype DT = m->dt, F32 = PILE_DTYPE_F32, I32 = PILE_DTYPE_I32;
     const size_t C = (size_t)m->cfg.n_embd, P = (size_t)m->cfg.n_positions;
     const size_t cache = sat_mul(sat_mul((size_t)m->cfg.n_layer, P), C);
     size_t at = 0;
-    REGION(m->dec_k, float, cache);
-    REGION(m->dec_v, float, cache);
-    REGION(m->dec_x, float, C);
-    REGION(m->dec_ln, float, C);
-    REGION(m->dec_qkv, float, 3 * C);
-    REGION(m->dec_atty, float, C);
-    REGION(m->dec_proj, float, C);
-    REGION(m->dec_fch, float, 4 * C);
-    REGION(m->dec_fch_gelu, float, 4 * C);
-    REGION(m->dec_mean, float, 1);
-    REGION(m->dec_rstd, float, 1);
-    REGION(m->dec_att, float, sat_mul((size_t)m->cfg.n_head, P));
-    REGION(m->dec_logits, float, (size_t)m->Vp);
-    REGION(m->dec_token, int32_t, 1);
+    REGION(m->dec_k, DT, cache);
+    REGION(m->dec_v, DT, cache);
+    REGION(m->dec_x, DT, C);
+    REGION(m->dec_ln, DT, C);
+    REGION(m->dec_qkv, DT, 3 * C);
+    REGION(m->dec_atty, DT, C);
+    REGION(m->dec_proj, DT, C);
+    REGION(m->dec_fch, DT, 4 * C);
+    REGION(m->dec_fch_gelu, DT, 4 * C);
+    REGION(m->dec_mean, F32, 1);
+    REGION(m->dec_rstd, F32, 1);
+    REGION(m->dec_att, F32, sat_mul((size_t)m->cfg.n_head, P));
+    REGION(m->dec_logits, DT, (size_t)m->Vp);
+    REGION(m->dec_token, I32, 1);
 #undef REGION
     return at;
 }
 
 int pile_model_decode_begin(pile_model *m, pile_err *err)
 {
-    if (!m->dec) {
-        size_t bytes = carve_decode(m, NULL);
-        m->dec = pile_backend_alloc(m->be, bytes);
-        PILE_RETURN_IF(!m->dec, err, PILE_ENOMEM,
+    if (!m->dec.data) {
+        size_t bytes = carve_decode(m, PILE_NO_TENSOR);
+        m->dec = pile_backend_alloc(m->be, PILE_DTYPE_U8, bytes);
+        PILE_RETURN_IF(!m->dec.data, err, PILE_ENOMEM,
                        "cannot allocate %zu bytes for the key/value cache of %d positions", bytes,
                        m->cfg.n_positions);
         carve_decode(m, m->dec);
@@ -726,7 +767,7 @@ int pile_model_decode_begin(pile_model *m, pile_err *err)
 
 int pile_model_decode_step(pile_model *m, int32_t token, int pos, float *host_logits, pile_err *err)
 {
-    PILE_RETURN_IF(!m->dec, err, PILE_EINVAL, "cannot decode a step: pile_model_decode_begin was not called");
+    PILE_RETURN_IF(!m->dec.data, err, PILE_EINVAL, "cannot decode a step: pile_model_decode_begin was not called");
     PILE_RETURN_IF(token < 0 || token >= m->cfg.vocab_size, err, PILE_EINVAL,
                    "token %d outside the vocabulary of %d", (int)token, m->cfg.vocab_size);
     PILE_RETURN_IF(pos < 0 || pos >= m->cfg.n_positions, err, PILE_EINVAL,
@@ -736,19 +777,21 @@ int pile_model_decode_step(pile_model *m, int32_t token, int pos, float *host_lo
     pile_backend *be = m->be;
     const int C = m->cfg.n_embd, NH = m->cfg.n_head, L = m->cfg.n_layer;
     const size_t cache_layer = (size_t)m->cfg.n_positions * (size_t)C, row = (size_t)pos * (size_t)C;
-    const size_t Cb = (size_t)C * sizeof(float);
-    float *x = m->dec_x;
+    const size_t Cn = (size_t)C;
+    const pile_tensor x = m->dec_x;
 
-    pile_backend_upload(be, m->dec_token, &token, sizeof token);
-    pile_backend_embed_fwd(be, x, m->dec_token, param(m, T_WTE), param(m, T_WPE) + row, 1, 1, C);
+    pile_backend_upload(be, m->dec_token, &token, 1);
+    pile_backend_embed_fwd(be, x, m->dec_token, param(m, T_WTE),
+                           pile_tensor_slice(param(m, T_WPE), row, Cn), 1, 1, C);
     for (int l = 0; l < L; l++) {
-        float *kc = m->dec_k + (size_t)l * cache_layer, *vc = m->dec_v + (size_t)l * cache_layer;
+        const pile_tensor kc = pile_tensor_slice(m->dec_k, (size_t)l * cache_layer, cache_layer);
+        const pile_tensor vc = pile_tensor_slice(m->dec_v, (size_t)l * cache_layer, cache_layer);
         pile_backend_layernorm_fwd(be, m->dec_ln, m->dec_mean, m->dec_rstd, x, param(m, lt(l, T_LN1_W)),
                                    param(m, lt(l, T_LN1_B)), 1, C);
         pile_backend_matmul_fwd(be, m->dec_qkv, m->dec_ln, param(m, lt(l, T_ATTN_W)), param(m, lt(l, T_ATTN_B)), 1,
                                 C, 3 * C);
-        pile_backend_copy(be, kc + row, m->dec_qkv + C, Cb);
-        pile_backend_copy(be, vc + row, m->dec_qkv + 2 * (size_t)C, Cb);
+        pile_backend_copy(be, pile_tensor_slice(kc, row, Cn), pile_tensor_slice(m->dec_qkv, Cn, Cn), Cn);
+        pile_backend_copy(be, pile_tensor_slice(vc, row, Cn), pile_tensor_slice(m->dec_qkv, 2 * Cn, Cn), Cn);
         pile_backend_attention_decode(be, m->dec_atty, m->dec_att, m->dec_qkv, kc, vc, pos, C, NH);
         pile_backend_matmul_fwd(be, m->dec_proj, m->dec_atty, param(m, lt(l, T_ATTN_PROJ_W)),
                                 param(m, lt(l, T_ATTN_PROJ_B)), 1, C, C);
@@ -763,11 +806,10 @@ int pile_model_decode_step(pile_model *m, int32_t token, int pos, float *host_lo
         pile_backend_add(be, x, x, m->dec_proj, (size_t)C);
     }
     m->dec_filled = pos + 1;
-    if (!host_logits) return 0;
+    if (!host_logits) return pile_backend_sync(be, err);
     const int nt = (int)m->n_tensors;
     pile_backend_layernorm_fwd(be, m->dec_ln, m->dec_mean, m->dec_rstd, x, param(m, nt - 2), param(m, nt - 1), 1,
                                C);
     pile_backend_logits_fwd(be, m->dec_logits, m->dec_ln, param(m, T_WTE), 1, C, m->Vp);
-    pile_backend_download(be, host_logits, m->dec_logits, (size_t)m->cfg.vocab_size * sizeof(float));
-    return 0;
+    return pile_tensor_download_f32(host_logits, m->dec_logits, (size_t)m->cfg.vocab_size, err);
 }

@@ -3,12 +3,23 @@
  * (tanh), causal attention (optionally within documents), tied input and
  * output embeddings, dropout on the embedding and on each residual branch.
  *
- * Parameters, gradients and optimizer moments are each one backend
- * allocation carved into tensors in Hugging Face GPT-2 order and layout
- * (the tensor table below), so a checkpoint is a copy of the table. The
+ * What the model owns: its compute parameters (one backend allocation of
+ * the compute dtype, carved into tensors in Hugging Face GPT-2 order and
+ * layout: the tensor table below) and its activations. What it does not:
+ * the gradients, the fp32 master weights and the moments, which are the
+ * optimizer's (optim.h) in the same flat layout; the backward accumulates
+ * into a gradient tensor its caller passes, and the optimizer writes the
+ * parameters after each step. So a checkpoint is a copy of the table. The
  * vocabulary is padded to a multiple of 64 rows for speed; padded rows start
  * at zero, are never predicted (pile_backend_softmax_ce ignores them) and so
  * never receive a gradient, and are not saved.
+ *
+ * Compute dtype (pile_model_config.dtype): the parameters the forward
+ * reads and every activation are of it; LayerNorm statistics and losses
+ * are F32, and gradients are always F32. A backend must compute in it
+ * (pile_backend_supports). The CPU backend computes in F32 and emulates
+ * bf16 / fp16 (pile_backend_set_emulation): the model is then F32, and
+ * the backend rounds what its ops store.
  *
  * Activations for up to max_batch x seq_len positions are allocated at
  * create; a forward may use any B <= max_batch and T <= seq_len. What the
@@ -53,6 +64,7 @@ typedef struct pile_model_config {
     int n_embd;       /* multiple of n_head */
     float dropout;    /* embedding and residual dropout; 0 = none */
     pile_recompute recompute; /* memory against time; never changes results */
+    pile_dtype dtype; /* compute dtype of parameters and activations: F32 (0, the default), BF16, F16 */
 } pile_model_config;
 
 /* Fills dims from a preset name: "tiny" (2 layers, 2 heads, 64), "small"
@@ -72,13 +84,17 @@ typedef struct pile_tensor_info {
     const char *name;
     int ndim;          /* 1 or 2 */
     int64_t shape[2];  /* as saved: wte is [vocab_size, C] (padding not included) */
-    size_t offset;     /* in floats, into params / grads / moments */
+    size_t offset;     /* in elements, into the flat parameters / gradients / master weights / moments */
     size_t numel;      /* as allocated (wte: padded rows included) */
     size_t saved_numel;/* as saved (wte: vocab_size * C) */
     int decay;         /* 1: matrices other than embeddings (weight decay applies by default) */
     int is_embedding;  /* wte, wpe */
 } pile_tensor_info;
 
+/* The parameters (uninitialised: zero) and activations for batches of up
+ * to max_batch x seq_len in be, which the model uses until it is freed.
+ * PILE_EINVAL for a bad configuration or a compute dtype the backend does
+ * not compute in, PILE_ENOMEM. */
 int pile_model_create(pile_model **out, pile_backend *be, const pile_model_config *cfg, int max_batch,
                       int seq_len, pile_err *err);
 void pile_model_free(pile_model *m); /* accepts NULL */
@@ -87,18 +103,24 @@ pile_backend *pile_model_backend(const pile_model *m);
 
 /* GPT-2 initialisation from seed: weights N(0, 0.02), the two c_proj
  * weights of each block N(0, 0.02 / sqrt(2 n_layer)), biases 0, LayerNorm
- * weights 1 and biases 0, padded wte rows 0. Deterministic in seed. */
+ * weights 1 and biases 0, padded wte rows 0. Deterministic in seed; drawn
+ * in fp32 and rounded to the compute dtype. Into the compute parameters:
+ * an optimizer created afterwards takes them as its master weights. */
 void pile_model_init(pile_model *m, uint64_t seed);
 
 size_t pile_model_tensor_count(const pile_model *m);
 const pile_tensor_info *pile_model_tensor(const pile_model *m, size_t i);
 /* Number of parameters counted as saved (padding excluded). */
 size_t pile_model_param_count(const pile_model *m);
-/* Total floats of each flat buffer (padding included). */
+/* Elements of each flat buffer (padding included): the parameters, and
+ * the gradients, master weights and moments an optimizer keeps. */
 size_t pile_model_flat_size(const pile_model *m);
-/* The flat buffers, in backend memory. */
-float *pile_model_params(pile_model *m);
-float *pile_model_grads(pile_model *m);
+/* The compute parameters (compute dtype, flat_size elements, backend
+ * memory, the model's for its lifetime), and tensor i's view of them. The
+ * optimizer writes them; others read them (or load a checkpoint into them
+ * when no optimizer exists: evaluation, sampling). */
+pile_tensor pile_model_params(pile_model *m);
+pile_tensor pile_model_param(pile_model *m, size_t i);
 
 /* One batch in host memory. tokens and targets are [B*T]; targets[i] < 0
  * means no loss at i. doc_start is NULL (plain causal attention) or [B*T]
@@ -126,14 +148,17 @@ typedef struct pile_fwd_stats {
  * when grad_scale == 0. */
 int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uint64_t dropout_seed,
                        float grad_scale, pile_fwd_stats *stats, pile_err *err);
-/* Accumulates (+=) the gradient of the last forward into the grads buffer.
- * Once per training forward (it consumes activations): a second call
- * without a new forward is PILE_EINVAL. */
-int pile_model_backward(pile_model *m, pile_err *err);
-void pile_model_zero_grad(pile_model *m);
+/* Accumulates (+=) the gradient of the last forward into grads: F32,
+ * flat_size elements in the model's backend, in the tensor table's layout
+ * (the optimizer's, pile_optim_grads). Once per training forward (it
+ * consumes activations): a second call without a new forward is
+ * PILE_EINVAL. The ops are queued: a fault shows at the next
+ * pile_backend_sync (the optimizer's step does one). */
+int pile_model_backward(pile_model *m, pile_tensor grads, pile_err *err);
 
 /* Copies the logits of batch row b, position t of the last evaluation
- * forward (V = vocab_size floats, padding excluded) to host memory. */
+ * forward (V = vocab_size floats, padding excluded) to host memory, as
+ * fp32; NaN when there are none (or the backend has failed). */
 void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out);
 
 /* Incremental decoding, one sequence at a time, with a cache of every

@@ -1,5 +1,6 @@
-/* AdamW, global-norm clipping and the cosine-with-warmup schedule over a
- * pile_model's flat buffers, through the backend only. The arithmetic
+/* The optimizer's state (master weights, gradients, moments), AdamW,
+ * global-norm clipping and the cosine-with-warmup schedule, through the
+ * backend only. The arithmetic
  * follows torch.optim.AdamW, torch.nn.utils.clip_grad_norm_ and
  * transformers' get_cosine_with_min_lr_schedule_with_warmup so that the
  * trainer can be checked against them step for step. */
@@ -12,7 +13,8 @@ struct pile_optim {
     pile_model *model;
     pile_backend *be;
     pile_adamw_config cfg;
-    float *m, *v;
+    pile_tensor master, grads, m, v;
+    int master_is_compute; /* master is the model's parameter buffer, not an allocation of ours */
     int64_t steps;
 };
 
@@ -30,12 +32,33 @@ int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_conf
     o->model = model;
     o->be = pile_model_backend(model);
     o->cfg = *cfg;
-    size_t bytes = pile_model_flat_size(model) * sizeof(float);
-    o->m = pile_backend_alloc(o->be, bytes);
-    o->v = o->m ? pile_backend_alloc(o->be, bytes) : NULL;
-    if (!o->v) {
+    const size_t n = pile_model_flat_size(model);
+    const pile_tensor params = pile_model_params(model);
+    /* one buffer unless the model computes in 16 bits (or emulates it) */
+    o->master_is_compute = params.dtype == PILE_DTYPE_F32 && params.be == o->be &&
+                           pile_backend_emulation(o->be) == PILE_DTYPE_F32;
+    if (o->master_is_compute) {
+        o->master = params;
+    } else {
+        /* the model's values as they are (an emulating backend's F32
+         * parameters are still unrounded here: the master keeps them so) */
+        o->master = pile_backend_alloc(o->be, PILE_DTYPE_F32, n);
+        if (o->master.data && params.dtype == PILE_DTYPE_F32) pile_backend_copy(o->be, o->master, params, n);
+        else if (o->master.data) pile_backend_convert(o->be, o->master, params, n);
+    }
+    o->grads = pile_backend_alloc(o->be, PILE_DTYPE_F32, n);
+    o->m = pile_backend_alloc(o->be, PILE_DTYPE_F32, n);
+    o->v = pile_backend_alloc(o->be, PILE_DTYPE_F32, n);
+    if (!o->master.data || !o->grads.data || !o->m.data || !o->v.data) {
         pile_optim_free(o);
-        return pile_err_set(err, PILE_ENOMEM, "cannot allocate the AdamW moments (2 x %zu bytes)", bytes);
+        return pile_err_set(err, PILE_ENOMEM,
+                            "cannot allocate the optimizer's gradients, moments and master weights (%zu bytes each)",
+                            n * sizeof(float));
+    }
+    int rc = pile_optim_update_model(o, err); /* the compute copy, rounded as it will be after each step */
+    if (rc < 0) {
+        pile_optim_free(o);
+        return rc;
     }
     *out = o;
     return 0;
@@ -44,41 +67,58 @@ int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_conf
 void pile_optim_free(pile_optim *o)
 {
     if (!o) return;
-    pile_backend_free(o->be, o->v);
-    pile_backend_free(o->be, o->m);
+    pile_backend_free(&o->v);
+    pile_backend_free(&o->m);
+    pile_backend_free(&o->grads);
+    if (!o->master_is_compute) pile_backend_free(&o->master);
     free(o);
 }
 
-float *pile_optim_m(pile_optim *o) { return o->m; }
-float *pile_optim_v(pile_optim *o) { return o->v; }
+pile_tensor pile_optim_master(pile_optim *o) { return o->master; }
+pile_tensor pile_optim_grads(pile_optim *o) { return o->grads; }
+pile_tensor pile_optim_m(pile_optim *o) { return o->m; }
+pile_tensor pile_optim_v(pile_optim *o) { return o->v; }
+int pile_optim_master_is_compute(const pile_optim *o) { return o->master_is_compute; }
 int64_t pile_optim_steps(const pile_optim *o) { return o->steps; }
 void pile_optim_set_steps(pile_optim *o, int64_t steps) { o->steps = steps; }
+
+void pile_optim_zero_grad(pile_optim *o) { pile_backend_zero(o->be, o->grads, o->grads.n); }
 
 double pile_optim_grad_norm(pile_optim *o)
 {
     /* padded wte rows hold zero gradients, so the whole buffer serves */
-    double ss = pile_backend_sumsq(o->be, pile_model_grads(o->model), pile_model_flat_size(o->model));
-    return sqrt(ss);
+    return sqrt(pile_backend_sumsq(o->be, o->grads, o->grads.n));
 }
 
-void pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr)
+int pile_optim_update_model(pile_optim *o, pile_err *err)
+{
+    if (!o->master_is_compute) pile_backend_convert(o->be, pile_model_params(o->model), o->master, o->master.n);
+    return pile_backend_sync(o->be, err);
+}
+
+int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, pile_err *err)
 {
     pile_model *model = o->model;
-    float *p = pile_model_params(model), *g = pile_model_grads(model);
+    PILE_RETURN_IF(!isfinite(grad_norm), err, PILE_EINVAL, "cannot take an optimizer step: gradient norm %g",
+                   grad_norm);
     if (max_norm > 0.0f) {
         /* torch computes the coefficient in the gradients' dtype (fp32) */
         float coef = max_norm / ((float)grad_norm + 1e-6f);
-        if (coef < 1.0f) pile_backend_scale(o->be, g, pile_model_flat_size(model), coef);
+        if (coef < 1.0f) pile_backend_scale(o->be, o->grads, o->grads.n, coef);
     }
     int64_t t = o->steps + 1;
     for (size_t i = 0; i < pile_model_tensor_count(model); i++) {
         const pile_tensor_info *ti = pile_model_tensor(model, i);
         float wd = ti->decay || o->cfg.decay_all ? o->cfg.weight_decay : 0.0f;
         /* saved_numel: wte's padded rows come last and stay exactly zero */
-        pile_backend_adamw(o->be, p + ti->offset, g + ti->offset, o->m + ti->offset, o->v + ti->offset,
-                           ti->saved_numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, wd, t);
+        const size_t at = ti->offset, n = ti->saved_numel;
+        pile_backend_adamw(o->be, pile_tensor_slice(o->master, at, n), pile_tensor_slice(o->grads, at, n),
+                           pile_tensor_slice(o->m, at, n), pile_tensor_slice(o->v, at, n), n, lr, o->cfg.beta1,
+                           o->cfg.beta2, o->cfg.eps, wd, t);
     }
+    PILE_FORWARD_IF_ERR(pile_optim_update_model(o, err));
     o->steps = t;
+    return 0;
 }
 
 double pile_lr_at(int64_t step, int64_t total_steps, int64_t warmup_steps, double lr, double min_lr)

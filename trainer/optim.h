@@ -1,5 +1,6 @@
-/* AdamW over a pile_model's flat buffers, global-norm gradient clipping,
- * and the learning-rate schedule. Written to match PyTorch and
+/* The optimizer: the owner of the training state beside the model (fp32
+ * master weights, gradients, AdamW moments), AdamW over it, global-norm
+ * gradient clipping, and the learning-rate schedule. Written to match PyTorch and
  * transformers step for step (tests/reference checks it):
  *  - AdamW as torch.optim.AdamW (decoupled decay, bias correction, eps
  *    outside the square root), weight decay only on tensors whose
@@ -29,22 +30,52 @@ typedef struct pile_adamw_config {
 
 typedef struct pile_optim pile_optim;
 
-/* Moments m and v (zero) in the model's backend, one flat buffer each in
- * the model's tensor layout. */
+/* What the optimizer owns, in its backend (the model's, today), each one
+ * allocation in the model's flat tensor layout (pile_model_flat_size
+ * elements): the fp32 master weights, the gradients (F32, accumulated by
+ * pile_model_backward across micro-batches), and AdamW's moments m and v.
+ * After each step it writes the model's compute parameters from the master
+ * weights (converted to the compute dtype, or rounded to it on a backend
+ * that emulates 16-bit storage: pile_backend_set_emulation). When the
+ * model computes in F32 on the same backend without emulation, the master
+ * weights ARE the model's compute parameters (one buffer, no copy, no
+ * extra memory): nothing then differs from a single parameter buffer,
+ * which fp32 training and its bit-exact checks rely on.
+ *
+ * create takes the model's current parameters as the master weights (init
+ * or load them into the model first) and zero moments and gradients. */
 int pile_optim_create(pile_optim **out, pile_model *m, const pile_adamw_config *cfg, pile_err *err);
 void pile_optim_free(pile_optim *o); /* accepts NULL */
-float *pile_optim_m(pile_optim *o);
-float *pile_optim_v(pile_optim *o);
+/* Its tensors (F32, backend memory, the optimizer's for its lifetime). */
+pile_tensor pile_optim_master(pile_optim *o);
+pile_tensor pile_optim_grads(pile_optim *o);
+pile_tensor pile_optim_m(pile_optim *o);
+pile_tensor pile_optim_v(pile_optim *o);
+/* 1 when the master weights are the model's compute parameters (F32). */
+int pile_optim_master_is_compute(const pile_optim *o);
 /* Optimizer steps taken so far (the t of bias correction is steps + 1). */
 int64_t pile_optim_steps(const pile_optim *o);
 void pile_optim_set_steps(pile_optim *o, int64_t steps);
 
-/* Global L2 norm of the model's gradients (all ranks' gradients must
- * already be reduced). */
+/* Zeroes the gradients: where a step's sum over micro-batches starts. */
+void pile_optim_zero_grad(pile_optim *o);
+
+/* Global L2 norm of the gradients on one rank; NaN when the backend has
+ * failed. (Over several ranks the loop sums each rank's partition through
+ * the communicator, comm/comm.h, instead.) */
 double pile_optim_grad_norm(pile_optim *o);
-/* Clips to max_norm (<= 0: no clipping) given the norm computed above,
- * then applies one AdamW step with learning rate lr and counts it. */
-void pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr);
+
+/* One optimizer step on the gradients, reduced over the ranks already,
+ * given their global norm: clipping to max_norm (<= 0: none), one AdamW
+ * step with learning rate lr on the master weights, counted, then the
+ * model's compute parameters written from them. 0, or the backend's sticky
+ * error; PILE_EINVAL, changing nothing, for a norm that is not finite (the
+ * caller decides whether that ends the run). */
+int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, pile_err *err);
+
+/* Writes the model's compute parameters from the master weights (after a
+ * checkpoint was loaded into them). A no-op when they are one buffer. */
+int pile_optim_update_model(pile_optim *o, pile_err *err);
 
 /* Learning rate of optimizer step `step` (0-based) out of total_steps. */
 double pile_lr_at(int64_t step, int64_t total_steps, int64_t warmup_steps, double lr, double min_lr);

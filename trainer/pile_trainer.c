@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu/backend_cpu.h"
 #include "checkpoint.h"
 #include "log.h"
 #include "model.h"
@@ -482,12 +483,12 @@ static int cmd_sample(int argc, char **argv, const pile_log *log)
 }
 
 /* OpenBLAS chooses its kernels when it loads, and a release older than the
- * CPU falls back to pre-AVX ones (see pile_backend_blas_coretype_hint).
+ * CPU falls back to pre-AVX ones (see pile_cpu_blas_coretype_hint).
  * Unless the user chose (OPENBLAS_CORETYPE set), name the right family and
  * start this program again, once: the variable is then set. */
 static void restart_with_fast_blas(char **argv)
 {
-    const char *hint = pile_backend_blas_coretype_hint();
+    const char *hint = pile_cpu_blas_coretype_hint();
     if (!hint || getenv("OPENBLAS_CORETYPE")) return;
     if (setenv("OPENBLAS_CORETYPE", hint, 1) != 0) return;
     execv("/proc/self/exe", argv);

@@ -82,9 +82,12 @@ static const field fields[] = {
     FIELD(save_total_limit, NULL, T_I64, R_NONNEG, "keep the newest N step-* checkpoints (0: all; not best_model, epoch-*)"),
     FIELD(resume, NULL, T_BOOL, R_ANY, "continue from the newest checkpoint in checkpoint_dir that passes its checks"),
     FIELD(allow_data_change, NULL, T_BOOL, R_ANY, "let --resume continue on shards other than the checkpoint's"),
-    FIELD(backend, NULL, T_STR, R_ANY, "compute backend"),
+    FIELD(backend, NULL, T_STR, R_ANY,
+          "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu)"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
-    FIELD(precision, NULL, T_PREC, R_ANY, "fp32, bf16 or fp16 (the cpu backend trains in fp32 for now)"),
+    FIELD(precision, NULL, T_PREC, R_ANY,
+          "fp32, bf16 or fp16 (the cpu backend emulates bf16: fp32 rounded where a GPU stores 16 bits; fp16 "
+          "trains in fp32 for now)"),
     FIELD(recompute, NULL, T_STR, R_ANY,
           "none, gelu (the MLP's c_fc output and GELU) or block (all of a block but its output): recomputed in "
           "the backward instead of kept; less memory, the same results"),
@@ -139,6 +142,14 @@ static const field *field_lookup(const char *name, int as_flag)
     return NULL;
 }
 
+/* The run will train on the CPU backend: named, or chosen by "auto" (or
+ * left empty) in a process where no other backend is usable. */
+static int on_cpu(const char *backend)
+{
+    if (!backend[0] || !strcmp(backend, "auto")) backend = pile_backend_default_name(NULL);
+    return !strcmp(backend, "cpu");
+}
+
 static void warn(pile_buf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void warn(pile_buf *w, const char *fmt, ...)
 {
@@ -158,7 +169,7 @@ void pile_train_config_defaults(pile_train_config *c)
     snprintf(c->data, sizeof c->data, "./shards");
     snprintf(c->checkpoint_dir, sizeof c->checkpoint_dir, "./checkpoints");
     snprintf(c->model, sizeof c->model, "tiny");
-    snprintf(c->backend, sizeof c->backend, "cpu");
+    snprintf(c->backend, sizeof c->backend, "auto");
     snprintf(c->recompute, sizeof c->recompute, "none");
     c->batch_size = 8;
     c->accumulation_steps = 1;
@@ -767,9 +778,8 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
         if (t.precision != before && before != PILE_PRECISION_FP32)
             warn(warnings, "'%s': precision %s set before replaced by %s", path, pile_precision_name(before),
                  pile_precision_name(t.precision));
-        if ((fp16 == 1 || bf16 == 1) && !strcmp(t.backend, "cpu"))
-            warn(warnings, "%s requested by '%s' but the cpu backend trains in fp32", fp16 == 1 ? "fp16" : "bf16",
-                 path);
+        if (fp16 == 1 && on_cpu(t.backend))
+            warn(warnings, "fp16 requested by '%s' but the cpu backend trains in fp32 (bf16 it emulates)", path);
         if (t.zero_stage > 0 && t.world_size == 1)
             warn(warnings, "'%s': ZeRO stage %d has no effect with one process", path, t.zero_stage);
         *c = t;
@@ -943,9 +953,9 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
         double ratio;
         if (isnan(flags.min_lr) && ds_cos_min_ratio(ds, &ratio)) c->min_lr = ratio * c->learning_rate;
     }
-    if (c->precision != PILE_PRECISION_FP32 && !strcmp(c->backend, "cpu") &&
+    if (c->precision == PILE_PRECISION_FP16 && on_cpu(c->backend) &&
         !(warnings && warnings->data && memmem(warnings->data, warnings->len, "the cpu backend", 15)))
-        warn(warnings, "precision %s requested but the cpu backend trains in fp32", pile_precision_name(c->precision));
+        warn(warnings, "precision fp16 requested but the cpu backend trains in fp32 (bf16 it emulates)");
     rc = pile_train_config_check(c, err);
 out:
     pile_buf_free(&files[0]);

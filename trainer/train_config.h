@@ -67,7 +67,7 @@ typedef struct pile_train_config {
     int allow_data_change;     /* --resume on shards other than the checkpoint's */
 
     /* execution */
-    char backend[32];          /* "cpu" */
+    char backend[32];          /* "auto" (cuda when usable, else cpu), "cpu", "cuda" (pile_backend_open) */
     int threads;               /* 0 = every usable core */
     pile_precision precision;  /* fp32 on the CPU */
     char recompute[8];         /* "none", "gelu" or "block" (pile_recompute): memory against time */

@@ -807,11 +807,17 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
  * is the whole buffer: the norm is pile_optim_grad_norm's, bit for bit. */
 static int reduce_gradients(trainer *t, double *loss_sum, double *gnorm, pile_err *err)
 {
-    float *g = pile_model_grads(t->model);
-    size_t n = pile_model_flat_size(t->model), off, cnt;
-    PILE_FORWARD_IF_ERR(pile_comm_allreduce(t->comm, g, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+    /* the optimizer's gradients; "single" works on host memory, which the
+     * cpu backend's is (a device backend comes with "nccl") */
+    const pile_tensor g = pile_optim_grads(t->opt);
+    size_t n = g.n, off, cnt;
+    PILE_RETURN_IF(!pile_backend_host_memory(t->be), err, PILE_EINVAL,
+                   "the '%s' communicator cannot reduce gradients in the %s backend's memory", pile_comm_name(t->comm),
+                   pile_backend_name(t->be));
+    PILE_FORWARD_IF_ERR(pile_backend_sync(t->be, err)); /* the backward's results, before the host reads them */
+    PILE_FORWARD_IF_ERR(pile_comm_allreduce(t->comm, g.data, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
     pile_comm_partition(t->comm, n, &off, &cnt);
-    double sums[2] = {*loss_sum, pile_backend_sumsq(t->be, g + off, cnt)};
+    double sums[2] = {*loss_sum, pile_backend_sumsq(t->be, pile_tensor_slice(g, off, cnt), cnt)};
     PILE_FORWARD_IF_ERR(pile_comm_allreduce_f64(t->comm, sums, 2, PILE_COMM_SUM, err));
     *loss_sum = sums[0];
     *gnorm = sqrt(sums[1]);
@@ -849,7 +855,7 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
         pos += (uint64_t)b;
     }
     PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(t->comm, &tokens, 1, PILE_COMM_SUM, err));
-    pile_model_zero_grad(t->model);
+    pile_optim_zero_grad(t->opt);
     double loss_sum = 0;
     if (tokens > 0) {
         const float scale = (float)(1.0 / (double)tokens);
@@ -864,12 +870,12 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
             pile_fwd_stats fs;
             PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, mi),
                                                    scale, &fs, err));
-            PILE_FORWARD_IF_ERR(pile_model_backward(t->model, err));
+            PILE_FORWARD_IF_ERR(pile_model_backward(t->model, pile_optim_grads(t->opt), err));
             loss_sum += fs.loss_sum;
             row += (size_t)b;
         }
     }
-    double gnorm;
+    double gnorm = 0.0;
     PILE_FORWARD_IF_ERR(reduce_gradients(t, &loss_sum, &gnorm, err));
     double loss = tokens > 0 ? loss_sum / (double)tokens : 0.0;
     if (!isfinite(loss) || !isfinite(gnorm))
@@ -878,7 +884,9 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
                             "for this step; resume from the last checkpoint with a lower --learning_rate)",
                             t->st.step + 1, loss, gnorm);
     double lr = pile_lr_at(t->st.step, t->total_steps, t->warmup_steps, c->learning_rate, t->min_lr);
-    pile_optim_step(t->opt, gnorm, (float)c->gradient_clipping, (float)lr);
+    PILE_FORWARD_IF_ERR(pile_optim_step(t->opt, gnorm, (float)c->gradient_clipping, (float)lr, err));
+    /* the step's one check of the backend's sticky error */
+    PILE_FORWARD_IF_ERR(pile_backend_sync(t->be, err));
     t->st.step++;
     t->st.position = pos;
     t->st.tokens_seen += (uint64_t)tokens;
@@ -927,8 +935,10 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     PILE_RETURN_IF(c->world_size != pile_comm_world_size(t->comm), err, PILE_EINVAL,
                    "world_size %d: this build trains in one process only (communicator '%s', world size %d)",
                    c->world_size, pile_comm_name(t->comm), pile_comm_world_size(t->comm));
-    PILE_FORWARD_IF_ERR(open_run_folder(t, c, err));
+    /* the backend before the run folder: a name this build lacks ('cuda'
+     * without CUDA) is refused before the folder is made */
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
+    PILE_FORWARD_IF_ERR(open_run_folder(t, c, err));
     PILE_FORWARD_IF_ERR(pile_data_open(&t->data, c->data, c->max_length, c->val_fraction, err));
     t->info = pile_data_get_info(t->data);
     warn_unverified(log, t->info, c->data);
@@ -959,6 +969,15 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     mc.n_positions = t->T;
     mc.dropout = c->dropout;
     PILE_FORWARD_IF_ERR(pile_model_recompute_parse(c->recompute, &mc.recompute, err));
+    /* bf16: 16-bit tensors on a backend that computes in them, else the
+     * backend's emulation (the CPU: F32 rounded where a device stores
+     * 16 bits); the optimizer keeps fp32 master weights either way. fp16
+     * waits for the loss scaler (the settings warn that it trains in fp32) */
+    mc.dtype = PILE_DTYPE_F32;
+    if (c->precision == PILE_PRECISION_BF16) {
+        if (pile_backend_supports(t->be, PILE_OP_MATMUL_FWD, PILE_DTYPE_BF16)) mc.dtype = PILE_DTYPE_BF16;
+        else PILE_FORWARD_IF_ERR(pile_backend_set_emulation(t->be, PILE_DTYPE_BF16, err));
+    }
 
     /* schedule */
     uint64_t per_step = (uint64_t)c->batch_size * (uint64_t)c->accumulation_steps;
@@ -994,6 +1013,9 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     pile_adamw_config ac = {(float)c->adam_beta1, (float)c->adam_beta2, (float)c->adam_epsilon,
                             (float)c->weight_decay, c->decay_all};
     if ((rc = pile_model_create(&t->model, t->be, &mc, c->batch_size, t->T, err)) < 0) goto out;
+    /* the optimizer takes the model's parameters as its master weights: a
+     * new run's initial ones, or (resume) the checkpoint's, loaded into it */
+    if (!c->resume) pile_model_init(t->model, c->seed);
     if ((rc = pile_optim_create(&t->opt, t->model, &ac, err)) < 0) goto out;
 
     memset(&t->st, 0, sizeof t->st);
@@ -1019,7 +1041,6 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
         const char *base = strrchr(ckpt.data, '/');
         snprintf(t->last_saved, sizeof t->last_saved, "%s", base ? base + 1 : ckpt.data);
     } else {
-        pile_model_init(t->model, c->seed);
         t->st.best_val_loss = INFINITY;
         t->st.best_step = -1;
         t->st.loss_scale = 1.0;

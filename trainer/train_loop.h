@@ -6,6 +6,14 @@
  *    (metrics.h), and --resume that continues bit for bit;
  *  - eval: a checkpoint's validation loss, accuracy and perplexity;
  *  - sample: text from a checkpoint and a prompt.
+ * What a run owns and in what order it makes them: the backend (backend.h,
+ * by name), the communicator (comm/comm.h), the run folder (its lock), the
+ * data, the model (compute parameters, activations), the optimizer (master
+ * weights, gradients, moments), the metrics. Per step the loop runs the
+ * micro-batches' forward and backward into the optimizer's gradients, then
+ * only "reduce gradients" (over the ranks, through the communicator) and
+ * "step" (optim.h), and checks the backend's sticky error once
+ * (pile_backend_sync).
  * pile_trainer.c is only the command line around these. They print
  * nothing: progress, notes, warnings and validation lines, the final
  * summary (train) and the generated text (sample) go to the caller's

@@ -214,6 +214,7 @@ static int cmd_grads(const opts *o, pile_err *err)
     pile_backend *be = NULL;
     pile_model *m = NULL;
     float *logits = NULL, *grads = NULL;
+    pile_tensor dgrads = PILE_NO_TENSOR; /* in training the optimizer's */
     pile_st_tensor *ts = NULL;
     char **names = NULL;
     size_t nt = 0;
@@ -239,9 +240,14 @@ static int cmd_grads(const opts *o, pile_err *err)
     int64_t n_tokens = count_targets(&b);
     float scale = n_tokens > 0 ? 1.0f / (float)n_tokens : 0.0f;
     pile_fwd_stats st;
-    pile_model_zero_grad(m);
+    dgrads = pile_backend_alloc(be, PILE_DTYPE_F32, pile_model_flat_size(m));
+    if (!dgrads.data) {
+        rc = pile_err_set(err, PILE_ENOMEM, "out of memory for gradients");
+        goto done;
+    }
     rc = pile_model_forward(m, &pb, 1, 1234, scale, &st, err);
-    if (rc == 0) rc = pile_model_backward(m, err);
+    if (rc == 0) rc = pile_model_backward(m, dgrads, err);
+    if (rc == 0) rc = pile_backend_sync(be, err);
     if (rc < 0) goto done;
     float loss = (float)(st.loss_sum * scale);
 
@@ -254,7 +260,7 @@ static int cmd_grads(const opts *o, pile_err *err)
         rc = pile_err_set(err, PILE_ENOMEM, "out of memory for gradients");
         goto done;
     }
-    pile_backend_download(be, grads, pile_model_grads(m), flat * sizeof(float));
+    pile_backend_download(be, grads, dgrads, flat);
     ts[nt++] = (pile_st_tensor){.name = "logits", .ndim = 3, .shape = {b.B, b.T, V}, .data = logits};
     ts[nt++] = (pile_st_tensor){.name = "loss", .ndim = 1, .shape = {1}, .data = &loss};
     for (size_t i = 0; i < count; i++) {
@@ -284,6 +290,7 @@ done:
     free(ts);
     free(grads);
     free(logits);
+    pile_backend_free(&dgrads);
     pile_model_free(m);
     pile_backend_close(be);
     batch_free(&b);
@@ -320,13 +327,13 @@ static int cmd_train(const opts *o, pile_err *err)
     int64_t total = o->total > 0 ? o->total : o->steps;
     for (int s = 0; s < o->steps; s++) {
         pile_fwd_stats st;
-        pile_model_zero_grad(m);
+        pile_optim_zero_grad(opt);
         rc = pile_model_forward(m, &pb, 1, (uint64_t)s, scale, &st, err);
-        if (rc == 0) rc = pile_model_backward(m, err);
-        if (rc < 0) goto done;
+        if (rc == 0) rc = pile_model_backward(m, pile_optim_grads(opt), err);
         double norm = pile_optim_grad_norm(opt);
         double lr = pile_lr_at(s, total, o->warmup, o->lr, o->min_lr);
-        pile_optim_step(opt, norm, (float)o->clip, (float)lr);
+        if (rc == 0) rc = pile_optim_step(opt, norm, (float)o->clip, (float)lr, err);
+        if (rc < 0) goto done;
         fprintf(log, "%d %.17g %.17g %.17g\n", s, st.loss_sum * scale, norm, lr);
     }
     pile_train_state ts;

@@ -1,14 +1,15 @@
-/* The CPU fp32 reference backend (backend.h): matmuls and the block
+/* The CPU backend (backend.h's ops table, registered as "cpu"): fp32, the
+ * reference every other backend is checked against. Matmuls and the block
  * products inside attention go to OpenBLAS's sgemm (runtime-dispatched to
  * the CPU's widest vectors), everything else is OpenMP loops over rows or
  * elements. Every reduction this file does itself (bias, LayerNorm weight,
  * embedding and sum-of-squares sums, attention's blocks) runs in an order
  * that depends on neither the schedule nor the thread count, so these ops
  * give the same bits with any number of threads; only the multithreaded
- * sgemm calls of the matmuls may depend on it. */
+ * sgemm calls of the matmuls may depend on it. backend.c has checked every
+ * operand (dtype, size, owner) before a function here runs. */
 #include <math.h>
 #include <omp.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -16,7 +17,9 @@
 #include <cblas.h>
 #include <strings.h>
 
-#include "backend.h"
+#include "backend_cpu.h"
+#include "backend_internal.h"
+#include "precision.h"
 #include "trainer_internal.h"
 
 #define ALIGN 64
@@ -51,10 +54,12 @@
 #define HOT
 #endif
 
-struct pile_backend {
-    int threads;
-    size_t bytes_in_use;
-};
+/* the length of chunk k of n elements */
+static inline size_t chunk_len(size_t k, size_t n)
+{
+    size_t i0 = k * ECHUNK;
+    return n - i0 < ECHUNK ? n - i0 : ECHUNK;
+}
 
 /* Each allocation carries a 64-byte header: its size, so that free can
  * keep bytes_in_use exact, and for a mapping its start and length. */
@@ -131,33 +136,37 @@ static inline float vexpf(float x)
     return y * e.f;
 }
 
-int pile_backend_usable_cores(void)
+/* The backend's state beyond the generic struct pile_backend. */
+typedef struct cpu_ctx {
+    size_t bytes_in_use;
+} cpu_ctx;
+
+static cpu_ctx *ctx_of(const pile_backend *be)
 {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        int n = CPU_COUNT(&set);
-        if (n > 0) return n;
-    }
-    int n = omp_get_num_procs();
-    return n > 0 ? n : 1;
+    return be->ctx;
 }
 
-int pile_backend_open(pile_backend **out, const char *name, int threads, pile_err *err)
+static int cpu_probe(pile_err *err)
 {
-    *out = NULL;
-    PILE_RETURN_IF(!name || strcmp(name, "cpu") != 0, err, PILE_EINVAL,
-                   "unknown backend '%s' (available: cpu)", name ? name : "(null)");
-    pile_backend *be = calloc(1, sizeof *be);
-    PILE_RETURN_IF(!be, err, PILE_ENOMEM, "cannot allocate the cpu backend");
-    const int cores = pile_backend_usable_cores();
-    be->threads = threads > 0 && threads < cores ? threads : cores;
-    omp_set_num_threads(be->threads);
-    openblas_set_num_threads(be->threads);
-    *out = be;
+    (void)err;
     return 0;
 }
 
-const char *pile_backend_blas_coretype_hint(void)
+static void cpu_close(pile_backend *be)
+{
+    free(be->ctx);
+}
+
+/* F32 for every op; BF16 and F16 only as a conversion's source or
+ * destination (mixed precision's CPU emulation goes here). */
+static int cpu_supports(const pile_backend *be, pile_op op, pile_dtype dt)
+{
+    (void)be;
+    if (op == PILE_OP_CONVERT) return dt == PILE_DTYPE_F32 || dt == PILE_DTYPE_BF16 || dt == PILE_DTYPE_F16;
+    return dt == PILE_DTYPE_F32;
+}
+
+const char *pile_cpu_blas_coretype_hint(void)
 {
     const char *core = openblas_get_corename();
     if (!core || strcasecmp(core, "prescott") != 0) return NULL;
@@ -167,34 +176,6 @@ const char *pile_backend_blas_coretype_hint(void)
         return "SKYLAKEX";
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "HASWELL";
     return NULL;
-}
-
-void pile_backend_close(pile_backend *be)
-{
-    free(be);
-}
-
-const char *pile_backend_name(const pile_backend *be)
-{
-    (void)be;
-    return "cpu";
-}
-
-int pile_backend_threads(const pile_backend *be)
-{
-    return be->threads;
-}
-
-int pile_backend_world_size(const pile_backend *be)
-{
-    (void)be;
-    return 1;
-}
-
-int pile_backend_rank(const pile_backend *be)
-{
-    (void)be;
-    return 0;
 }
 
 /* ------------------------------------------------------------- memory */
@@ -214,7 +195,7 @@ static void *map_big(size_t bytes, alloc_head *head)
     return base;
 }
 
-void *pile_backend_alloc(pile_backend *be, size_t bytes)
+static void *cpu_alloc(pile_backend *be, size_t bytes)
 {
     if (bytes > SIZE_MAX - 2 * ALIGN) return NULL;
     alloc_head head = {bytes, NULL, 0};
@@ -229,55 +210,99 @@ void *pile_backend_alloc(pile_backend *be, size_t bytes)
         memset(base, 0, total);
     }
     memcpy(base, &head, sizeof head);
-    be->bytes_in_use += bytes;
+    ctx_of(be)->bytes_in_use += bytes;
     return base + ALIGN;
 }
 
-void pile_backend_free(pile_backend *be, void *p)
+static void cpu_free(pile_backend *be, void *p)
 {
     if (!p) return;
     unsigned char *base = (unsigned char *)p - ALIGN;
     alloc_head head;
     memcpy(&head, base, sizeof head);
-    be->bytes_in_use -= head.bytes;
+    ctx_of(be)->bytes_in_use -= head.bytes;
     if (head.map) munmap(head.map, head.map_len);
     else free(base);
 }
 
-void pile_backend_upload(pile_backend *be, void *dst, const void *host_src, size_t bytes)
+static size_t cpu_bytes_in_use(const pile_backend *be)
 {
-    (void)be;
-    if (bytes) memcpy(dst, host_src, bytes);
+    return ctx_of(be)->bytes_in_use;
 }
 
-void pile_backend_download(pile_backend *be, void *host_dst, const void *src, size_t bytes)
+/* Everything runs on the calling thread before an op returns. */
+static void cpu_sync(pile_backend *be)
 {
     (void)be;
-    if (bytes) memcpy(host_dst, src, bytes);
 }
 
-void pile_backend_copy(pile_backend *be, void *dst, const void *src, size_t bytes)
+static void cpu_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes)
 {
     (void)be;
-    if (bytes) memcpy(dst, src, bytes);
+    if (bytes) memcpy(dst.data, host_src, bytes);
 }
 
-void pile_backend_zero(pile_backend *be, void *p, size_t bytes)
+static void cpu_download(pile_backend *be, void *host_dst, pile_tensor src, size_t bytes)
 {
     (void)be;
-    if (bytes) memset(p, 0, bytes);
+    if (bytes) memcpy(host_dst, src.data, bytes);
 }
 
-size_t pile_backend_bytes_in_use(const pile_backend *be)
+static void cpu_copy(pile_backend *be, pile_tensor dst, pile_tensor src, size_t bytes)
 {
-    return be->bytes_in_use;
+    (void)be;
+    if (bytes) memcpy(dst.data, src.data, bytes);
+}
+
+static void cpu_zero(pile_backend *be, pile_tensor t, size_t bytes)
+{
+    (void)be;
+    if (bytes) memset(t.data, 0, bytes);
+}
+
+/* Between float dtypes through fp32, in chunks of ECHUNK over the threads
+ * (precision.h's conversions run on the calling thread). */
+static void convert_range(pile_tensor dst, pile_tensor src, size_t i0, size_t n)
+{
+    float tmp[ECHUNK];
+    const float *f = (const float *)src.data + i0;
+    if (src.dtype == PILE_DTYPE_BF16) pile_bf16_to_fp32_array(tmp, (const uint16_t *)src.data + i0, n), f = tmp;
+    if (src.dtype == PILE_DTYPE_F16) pile_fp16_to_fp32_array(tmp, (const uint16_t *)src.data + i0, n), f = tmp;
+    if (dst.dtype == PILE_DTYPE_F32) memcpy((float *)dst.data + i0, f, n * sizeof *f);
+    if (dst.dtype == PILE_DTYPE_BF16) pile_fp32_to_bf16_array((uint16_t *)dst.data + i0, f, n);
+    if (dst.dtype == PILE_DTYPE_F16) pile_fp32_to_fp16_array((uint16_t *)dst.data + i0, f, n);
+}
+
+static void cpu_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n)
+{
+    if (dst.dtype == src.dtype) {
+        if (n) memcpy(dst.data, src.data, n * pile_dtype_size(dst.dtype));
+        return;
+    }
+    size_t nch = (n + ECHUNK - 1) / ECHUNK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t k = 0; k < nch; k++) convert_range(dst, src, k * ECHUNK, chunk_len(k, n));
+}
+
+/* Mixed precision's emulation: F32 values rounded in place to bf16 /
+ * fp16, in chunks over the threads (precision.h's rounding runs on the
+ * calling thread). */
+static void cpu_round(pile_backend *be, pile_tensor t, size_t n, pile_precision p)
+{
+    float *x = t.data;
+    size_t nch = (n + ECHUNK - 1) / ECHUNK;
+#pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
+    for (size_t k = 0; k < nch; k++) pile_precision_round(x + k * ECHUNK, chunk_len(k, n), p);
 }
 
 /* --------------------------------------------------------- embeddings */
 
-void pile_backend_embed_fwd(pile_backend *be, float *out, const int32_t *tokens, const float *wte,
-                            const float *wpe, int B, int T, int C)
+static void cpu_embed_fwd(pile_backend *be, pile_tensor out_, pile_tensor tokens_, pile_tensor wte_, pile_tensor wpe_,
+                          int B, int T, int C)
 {
+    float *out = out_.data;
+    const int32_t *tokens = tokens_.data;
+    const float *wte = wte_.data, *wpe = wpe_.data;
     long rows = (long)B * T;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (rows * C >= PAR_MIN)
     for (long r = 0; r < rows; r++) {
@@ -289,9 +314,12 @@ void pile_backend_embed_fwd(pile_backend *be, float *out, const int32_t *tokens,
     }
 }
 
-void pile_backend_embed_bwd(pile_backend *be, float *dwte, float *dwpe, const float *dout,
-                            const int32_t *tokens, int B, int T, int C)
+static void cpu_embed_bwd(pile_backend *be, pile_tensor dwte_, pile_tensor dwpe_, pile_tensor dout_,
+                          pile_tensor tokens_, int B, int T, int C)
 {
+    float *dwte = dwte_.data, *dwpe = dwpe_.data;
+    const float *dout = dout_.data;
+    const int32_t *tokens = tokens_.data;
     /* A token may repeat, so rows of dwte collide: each thread owns a block
      * of channels and adds the positions in order, which makes the sums
      * independent of the thread count without atomics. */
@@ -333,9 +361,11 @@ HOT static void ln_fwd_row(float *o, float *mean, float *rstd, const float *x, c
     *rstd = rs;
 }
 
-void pile_backend_layernorm_fwd(pile_backend *be, float *out, float *mean, float *rstd, const float *inp,
-                                const float *w, const float *b, int N, int C)
+static void cpu_layernorm_fwd(pile_backend *be, pile_tensor out_, pile_tensor mean_, pile_tensor rstd_,
+                              pile_tensor inp_, pile_tensor w_, pile_tensor b_, int N, int C)
 {
+    float *out = out_.data, *mean = mean_.data, *rstd = rstd_.data;
+    const float *inp = inp_.data, *w = w_.data, *b = b_.data;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * C >= PAR_MIN)
     for (int i = 0; i < N; i++)
         ln_fwd_row(out + (size_t)i * C, mean + i, rstd + i, inp + (size_t)i * C, w, b, C);
@@ -379,10 +409,12 @@ HOT static void ln_bwd_cols(float *dw, float *db, const float *dout, const float
     }
 }
 
-void pile_backend_layernorm_bwd(pile_backend *be, float *dinp, float *dw, float *db, const float *dout,
-                                const float *inp, const float *w, const float *mean, const float *rstd, int N,
-                                int C)
+static void cpu_layernorm_bwd(pile_backend *be, pile_tensor dinp_, pile_tensor dw_, pile_tensor db_,
+                              pile_tensor dout_, pile_tensor inp_, pile_tensor w_, pile_tensor mean_,
+                              pile_tensor rstd_, int N, int C)
 {
+    float *dinp = dinp_.data, *dw = dw_.data, *db = db_.data;
+    const float *dout = dout_.data, *inp = inp_.data, *w = w_.data, *mean = mean_.data, *rstd = rstd_.data;
     int par = (long)N * C >= PAR_MIN;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (par)
     for (int i = 0; i < N; i++)
@@ -405,9 +437,11 @@ static void blas_threads(const pile_backend *be)
     if (openblas_get_num_threads() != be->threads) openblas_set_num_threads(be->threads);
 }
 
-void pile_backend_matmul_fwd(pile_backend *be, float *out, const float *inp, const float *W, const float *bias,
-                             int N, int IC, int OC)
+static void cpu_matmul_fwd(pile_backend *be, pile_tensor out_, pile_tensor inp_, pile_tensor W_, pile_tensor bias_,
+                           int N, int IC, int OC)
 {
+    float *out = out_.data;
+    const float *inp = inp_.data, *W = W_.data, *bias = bias_.data;
     blas_threads(be);
     float beta = 0.0f;
     if (bias) {
@@ -440,9 +474,11 @@ static void colsum_add(pile_backend *be, float *acc, const float *x, int N, int 
     }
 }
 
-void pile_backend_matmul_bwd(pile_backend *be, float *dinp, float *dW, float *dbias, const float *dout,
-                             const float *inp, const float *W, int N, int IC, int OC)
+static void cpu_matmul_bwd(pile_backend *be, pile_tensor dinp_, pile_tensor dW_, pile_tensor dbias_,
+                           pile_tensor dout_, pile_tensor inp_, pile_tensor W_, int N, int IC, int OC)
 {
+    float *dinp = dinp_.data, *dW = dW_.data, *dbias = dbias_.data;
+    const float *dout = dout_.data, *inp = inp_.data, *W = W_.data;
     blas_threads(be);
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC, 1.0f, dout, OC, W, OC, 1.0f, dinp, IC);
@@ -450,16 +486,20 @@ void pile_backend_matmul_bwd(pile_backend *be, float *dinp, float *dW, float *db
     if (dbias) colsum_add(be, dbias, dout, N, OC);
 }
 
-void pile_backend_logits_fwd(pile_backend *be, float *out, const float *inp, const float *wte, int N, int C,
-                             int Vp)
+static void cpu_logits_fwd(pile_backend *be, pile_tensor out_, pile_tensor inp_, pile_tensor wte_, int N, int C,
+                           int Vp)
 {
+    float *out = out_.data;
+    const float *inp = inp_.data, *wte = wte_.data;
     blas_threads(be);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Vp, C, 1.0f, inp, C, wte, C, 0.0f, out, Vp);
 }
 
-void pile_backend_logits_bwd(pile_backend *be, float *dinp, float *dwte, const float *dout, const float *inp,
-                             const float *wte, int N, int C, int Vp)
+static void cpu_logits_bwd(pile_backend *be, pile_tensor dinp_, pile_tensor dwte_, pile_tensor dout_,
+                           pile_tensor inp_, pile_tensor wte_, int N, int C, int Vp)
 {
+    float *dinp = dinp_.data, *dwte = dwte_.data;
+    const float *dout = dout_.data, *inp = inp_.data, *wte = wte_.data;
     blas_threads(be);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, Vp, 1.0f, dout, Vp, wte, C, 1.0f, dinp, C);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Vp, C, N, 1.0f, dout, Vp, inp, C, 1.0f, dwte, C);
@@ -512,14 +552,14 @@ static att_shape att_shape_of(int T, int C, int NH)
     return s;
 }
 
-size_t pile_backend_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH)
+static size_t cpu_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH)
 {
     (void)be;
     (void)C;
     return (size_t)B * (size_t)NH * (size_t)T * sizeof(float);
 }
 
-size_t pile_backend_attention_scratch_bytes(const pile_backend *be, int B, int T, int C, int NH)
+static size_t cpu_attention_scratch_bytes(const pile_backend *be, int B, int T, int C, int NH)
 {
     (void)B;
     return (size_t)be->threads * att_shape_of(T, C, NH).per_thread;
@@ -645,9 +685,13 @@ static void att_fwd_task(float *out, float *lse, float *scr, const float *qkv, c
     }
 }
 
-void pile_backend_attention_fwd(pile_backend *be, float *out, void *saved, void *scratch, const float *qkv,
-                                const int32_t *doc_start, int B, int T, int C, int NH)
+static void cpu_attention_fwd(pile_backend *be, pile_tensor out_, pile_tensor saved_, pile_tensor scratch_,
+                              pile_tensor qkv_, pile_tensor doc_start_, int B, int T, int C, int NH)
 {
+    float *out = out_.data;
+    void *saved = saved_.data, *scratch = scratch_.data;
+    const float *qkv = qkv_.data;
+    const int32_t *doc_start = doc_start_.data;
     const att_shape sh = att_shape_of(T, C, NH);
     const int tasks = B * NH;
     float *lse = saved;
@@ -724,10 +768,15 @@ static void att_bwd_task(float *dqkv, float *scr, const float *dout, const float
     }
 }
 
-void pile_backend_attention_bwd(pile_backend *be, float *dqkv, void *scratch, const float *dout, const float *qkv,
-                                const float *out, const void *saved, const int32_t *doc_start, int B, int T, int C,
-                                int NH)
+static void cpu_attention_bwd(pile_backend *be, pile_tensor dqkv_, pile_tensor scratch_, pile_tensor dout_,
+                              pile_tensor qkv_, pile_tensor out_, pile_tensor saved_, pile_tensor doc_start_, int B,
+                              int T, int C, int NH)
 {
+    float *dqkv = dqkv_.data;
+    void *scratch = scratch_.data;
+    const void *saved = saved_.data;
+    const float *dout = dout_.data, *qkv = qkv_.data, *out = out_.data;
+    const int32_t *doc_start = doc_start_.data;
     const att_shape sh = att_shape_of(T, C, NH);
     const int tasks = B * NH;
     const float *lse = saved;
@@ -744,9 +793,11 @@ void pile_backend_attention_bwd(pile_backend *be, float *dqkv, void *scratch, co
  * memory-bound, so plain simd loops over the cache rows rather than sgemv
  * (whose threading would fight the heads' loop). Each head's values come
  * from one thread in a fixed order: the same bits with any thread count. */
-void pile_backend_attention_decode(pile_backend *be, float *out, float *att, const float *q, const float *kcache,
-                                   const float *vcache, int t, int C, int NH)
+static void cpu_attention_decode(pile_backend *be, pile_tensor out_, pile_tensor att_, pile_tensor q_,
+                                 pile_tensor kcache_, pile_tensor vcache_, int t, int C, int NH)
 {
+    float *out = out_.data, *att = att_.data;
+    const float *q = q_.data, *kcache = kcache_.data, *vcache = vcache_.data;
     const int hs = C / NH, n = t + 1;
     const float scale = 1.0f / sqrtf((float)hs);
 #pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)NH * n * hs >= PAR_MIN)
@@ -818,15 +869,10 @@ HOT static void add_range(float *out, const float *a, const float *b, size_t n)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-/* the length of chunk k of n elements */
-static inline size_t chunk_len(size_t k, size_t n)
+static void cpu_gelu_fwd(pile_backend *be, pile_tensor out_, pile_tensor inp_, size_t n)
 {
-    size_t i0 = k * ECHUNK;
-    return n - i0 < ECHUNK ? n - i0 : ECHUNK;
-}
-
-void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_t n)
-{
+    float *out = out_.data;
+    const float *inp = inp_.data;
     size_t nch = (n + ECHUNK - 1) / ECHUNK;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
     for (size_t k = 0; k < nch; k++) {
@@ -835,8 +881,10 @@ void pile_backend_gelu_fwd(pile_backend *be, float *out, const float *inp, size_
     }
 }
 
-void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, const float *dout, size_t n)
+static void cpu_gelu_bwd(pile_backend *be, pile_tensor dinp_, pile_tensor inp_, pile_tensor dout_, size_t n)
 {
+    float *dinp = dinp_.data;
+    const float *inp = inp_.data, *dout = dout_.data;
     size_t nch = (n + ECHUNK - 1) / ECHUNK;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
     for (size_t k = 0; k < nch; k++) {
@@ -845,8 +893,10 @@ void pile_backend_gelu_bwd(pile_backend *be, float *dinp, const float *inp, cons
     }
 }
 
-void pile_backend_add(pile_backend *be, float *out, const float *a, const float *b, size_t n)
+static void cpu_add(pile_backend *be, pile_tensor out_, pile_tensor a_, pile_tensor b_, size_t n)
 {
+    float *out = out_.data;
+    const float *a = a_.data, *b = b_.data;
     size_t nch = (n + ECHUNK - 1) / ECHUNK;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
     for (size_t k = 0; k < nch; k++) {
@@ -864,8 +914,9 @@ static inline uint64_t mix64(uint64_t seed, uint64_t i)
     return pile__mix64(seed + (i + 1) * PILE__GOLDEN);
 }
 
-void pile_backend_dropout(pile_backend *be, float *x, size_t n, float p, uint64_t seed)
+static void cpu_dropout(pile_backend *be, pile_tensor x_, size_t n, float p, uint64_t seed)
 {
+    float *x = x_.data;
     if (!(p > 0.0f)) return;
     if (p >= 1.0f) {
         memset(x, 0, n * sizeof *x);
@@ -932,9 +983,12 @@ HOT static void ce_row(float *x, float *loss, int32_t *correct, int tgt, int V, 
     for (int j = V; j < Vp; j++) x[j] = 0.0f;
 }
 
-void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int32_t *correct,
-                             const int32_t *targets, int N, int V, int Vp, float grad_scale)
+static void cpu_softmax_ce(pile_backend *be, pile_tensor logits_, pile_tensor losses_, pile_tensor correct_,
+                           pile_tensor targets_, int N, int V, int Vp, float grad_scale)
 {
+    float *logits = logits_.data, *losses = losses_.data;
+    int32_t *correct = correct_.data;
+    const int32_t *targets = targets_.data;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if ((long)N * Vp >= PAR_MIN)
     for (int i = 0; i < N; i++)
         ce_row(logits + (size_t)i * Vp, losses + i, correct + i, targets[i], V, Vp, grad_scale);
@@ -946,8 +1000,9 @@ void pile_backend_softmax_ce(pile_backend *be, float *logits, float *losses, int
  * the chunk partials in order: the same bits with any thread count. */
 #define SUMSQ_CHUNKS 256
 
-double pile_backend_sumsq(pile_backend *be, const float *x, size_t n)
+static double cpu_sumsq(pile_backend *be, pile_tensor x_, size_t n)
 {
+    const float *x = x_.data;
     double part[SUMSQ_CHUNKS];
     size_t len = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
     if (len < 1024) len = 1024;
@@ -971,8 +1026,9 @@ HOT static void scale_range(float *x, size_t n, float s)
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
-void pile_backend_scale(pile_backend *be, float *x, size_t n, float s)
+static void cpu_scale(pile_backend *be, pile_tensor x_, size_t n, float s)
 {
+    float *x = x_.data;
     size_t nch = (n + ECHUNK - 1) / ECHUNK;
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
     for (size_t k = 0; k < nch; k++) {
@@ -996,9 +1052,11 @@ HOT static void adamw_range(float *p, const float *g, float *m, float *v, size_t
     }
 }
 
-void pile_backend_adamw(pile_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
-                        float beta1, float beta2, float eps, float wd, int64_t t)
+static void cpu_adamw(pile_backend *be, pile_tensor p_, pile_tensor g_, pile_tensor m_, pile_tensor v_, size_t n,
+                      float lr, float beta1, float beta2, float eps, float wd, int64_t t)
 {
+    float *p = p_.data, *m = m_.data, *v = v_.data;
+    const float *g = g_.data;
     /* the scalars as torch's single-tensor AdamW forms them: in double,
      * rounded to float when they meet the tensors */
     double bc1 = 1.0 - pow((double)beta1, (double)t);
@@ -1015,11 +1073,57 @@ void pile_backend_adamw(pile_backend *be, float *p, const float *g, float *m, fl
     }
 }
 
-int pile_backend_allreduce_sum(pile_backend *be, float *x, size_t n, pile_err *err)
+/* ---------------------------------------------------------- the table */
+
+static const pile_backend_i cpu_iface = {
+    .close = cpu_close,
+    .supports = cpu_supports,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .bytes_in_use = cpu_bytes_in_use,
+    .sync = cpu_sync,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .convert = cpu_convert,
+    .round = cpu_round,
+    .embed_fwd = cpu_embed_fwd,
+    .embed_bwd = cpu_embed_bwd,
+    .layernorm_fwd = cpu_layernorm_fwd,
+    .layernorm_bwd = cpu_layernorm_bwd,
+    .matmul_fwd = cpu_matmul_fwd,
+    .matmul_bwd = cpu_matmul_bwd,
+    .logits_fwd = cpu_logits_fwd,
+    .logits_bwd = cpu_logits_bwd,
+    .attention_saved_bytes = cpu_attention_saved_bytes,
+    .attention_scratch_bytes = cpu_attention_scratch_bytes,
+    .attention_fwd = cpu_attention_fwd,
+    .attention_bwd = cpu_attention_bwd,
+    .attention_decode = cpu_attention_decode,
+    .gelu_fwd = cpu_gelu_fwd,
+    .gelu_bwd = cpu_gelu_bwd,
+    .add = cpu_add,
+    .dropout = cpu_dropout,
+    .softmax_ce = cpu_softmax_ce,
+    .sumsq = cpu_sumsq,
+    .scale = cpu_scale,
+    .adamw = cpu_adamw,
+};
+
+static int cpu_open(pile_backend *be, pile_err *err)
 {
-    (void)be;
-    (void)x;
-    (void)n;
-    (void)err;
+    cpu_ctx *c = calloc(1, sizeof *c);
+    PILE_RETURN_IF(!c, err, PILE_ENOMEM, "cannot allocate the cpu backend");
+    be->iface = &cpu_iface;
+    be->ctx = c;
+    be->host_memory = 1;
+    /* OpenMP's and OpenBLAS's thread counts are process-wide: set here for
+     * the first backend, and before each parallel call (num_threads,
+     * blas_threads) for when several backends share the process */
+    omp_set_num_threads(be->threads);
+    openblas_set_num_threads(be->threads);
     return 0;
 }
+
+const pile_backend_reg pile__backend_cpu_reg = {"cpu", cpu_probe, cpu_open};
