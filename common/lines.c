@@ -177,28 +177,43 @@ static int frame_window_error(pile_lines *r, pile_err *err)
     return window_error(r->path, r->frame_at, need, r->window_log, r->window_flag, err);
 }
 
-int pile_lines_check_window(const char *path, const pile_lines_opts *opts, pile_err *err)
+/* The first zstd frame's header (past any skippable frames, as pzstd writes
+ * them): its window into *window (0: not zstd, or no whole header), its
+ * byte offset into *at. */
+static int first_frame(const char *path, uint64_t *window, uint64_t *at, pile_err *err)
 {
+    *window = *at = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return pile_err_sys(err, errno == ENOENT ? PILE_ENOENT : PILE_EIO, errno, "cannot open '%s'", path);
-    int log = window_log_of(opts), rc = 0;
-    uint64_t at = 0;
-    for (int frames = 0; frames < 64; frames++) { /* skippable frames (pzstd's) come first */
+    for (int frames = 0; frames < 64; frames++) {
         unsigned char h[18];
-        ssize_t k = pread(fd, h, sizeof h, (off_t)at);
+        ssize_t k = pread(fd, h, sizeof h, (off_t)*at);
         if (k < 8) break;
         uint32_t m = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
         if ((m & ZSTD_MAGIC_SKIPPABLE_MASK) == ZSTD_MAGIC_SKIPPABLE_START) {
-            at += 8 + ((uint64_t)h[4] | (uint64_t)h[5] << 8 | (uint64_t)h[6] << 16 | (uint64_t)h[7] << 24);
+            *at += 8 + ((uint64_t)h[4] | (uint64_t)h[5] << 8 | (uint64_t)h[6] << 16 | (uint64_t)h[7] << 24);
             continue;
         }
-        uint64_t need = zstd_header_window(h, (size_t)k);
-        if (need > (uint64_t)1 << log)
-            rc = window_error(path, at, need, log, opts ? opts->window_flag : NULL, err);
+        *window = zstd_header_window(h, (size_t)k);
         break;
     }
     close(fd);
-    return rc;
+    return 0;
+}
+
+int pile_lines_first_window(const char *path, uint64_t *window, pile_err *err)
+{
+    uint64_t at;
+    return first_frame(path, window, &at, err);
+}
+
+int pile_lines_check_window(const char *path, const pile_lines_opts *opts, pile_err *err)
+{
+    uint64_t need, at;
+    PILE_FORWARD_IF_ERR(first_frame(path, &need, &at, err));
+    int log = window_log_of(opts);
+    if (need > (uint64_t)1 << log) return window_error(path, at, need, log, opts ? opts->window_flag : NULL, err);
+    return 0;
 }
 
 void pile_lines_close(pile_lines *r)

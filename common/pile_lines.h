@@ -62,6 +62,10 @@ int pile_lines_open(pile_lines **out, const char *path, const pile_lines_opts *o
  * frame within the bound and for a file that is not zstd. */
 int pile_lines_check_window(const char *path, const pile_lines_opts *opts, pile_err *err);
 
+/* The window the first zstd frame of path asks for (past any skippable
+ * frames), in bytes: about what its decoder will hold. 0 for a file that is
+ * not zstd. Fails only when path cannot be opened. */
+int pile_lines_first_window(const char *path, uint64_t *window, pile_err *err);
 /* Frees; accepts NULL. */
 void pile_lines_close(pile_lines *r);
 

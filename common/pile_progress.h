@@ -22,6 +22,9 @@ void pile_progress_free(pile_progress *p);
  * bytes: input bytes done; docs and tokens: counts so far. */
 void pile_progress_update(pile_progress *p, uint64_t bytes, uint64_t docs, uint64_t tokens, int force);
 
+/* A short note shown at the end of the line from the next draw on (copied;
+ * at most 63 bytes kept; NULL or "" for none). */
+void pile_progress_note(pile_progress *p, const char *note);
 /* Ends the line (prints a newline if anything was drawn). */
 void pile_progress_finish(pile_progress *p);
 

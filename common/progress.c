@@ -12,6 +12,7 @@ struct pile_progress {
     uint64_t total;
     double start;
     double last;
+    char note[64];
 };
 
 double pile_now(void)
@@ -35,6 +36,11 @@ pile_progress *pile_progress_create(FILE *out, int enabled, uint64_t total_bytes
 void pile_progress_free(pile_progress *p)
 {
     free(p);
+}
+
+void pile_progress_note(pile_progress *p, const char *note)
+{
+    if (p) snprintf(p->note, sizeof p->note, "%s", note ? note : "");
 }
 
 static void fmt_eta(char *buf, size_t n, double s)
@@ -61,12 +67,12 @@ void pile_progress_update(pile_progress *p, uint64_t bytes, uint64_t docs, uint6
     if (p->total && bytes > 0) fmt_eta(eta, sizeof eta, el * ((double)p->total / (double)bytes - 1.0));
     else snprintf(eta, sizeof eta, "--:--");
     if (p->total)
-        fprintf(p->out, "\r%.1f/%.1f MB (%4.1f%%)  %.1f MB/s  %.0f docs/s  %.2fM tok/s  ETA %s   ",
+        fprintf(p->out, "\r%.1f/%.1f MB (%4.1f%%)  %.1f MB/s  %.0f docs/s  %.2fM tok/s  ETA %s%s%s   ",
                 (double)bytes / 1e6, (double)p->total / 1e6, 100.0 * (double)bytes / (double)p->total, mbs,
-                (double)docs / el, (double)tokens / el / 1e6, eta);
+                (double)docs / el, (double)tokens / el / 1e6, eta, p->note[0] ? "  " : "", p->note);
     else
-        fprintf(p->out, "\r%.1f MB  %.1f MB/s  %.0f docs/s  %.2fM tok/s   ", (double)bytes / 1e6, mbs,
-                (double)docs / el, (double)tokens / el / 1e6);
+        fprintf(p->out, "\r%.1f MB  %.1f MB/s  %.0f docs/s  %.2fM tok/s%s%s   ", (double)bytes / 1e6, mbs,
+                (double)docs / el, (double)tokens / el / 1e6, p->note[0] ? "  " : "", p->note);
     fflush(p->out);
     p->drawn = 1;
 }

@@ -159,10 +159,14 @@ typedef struct pile_prep_result {
     double wall_s;             /* this run's wall time */
     int threads;               /* worker threads used */
     uint64_t zstd_window_max;  /* the zstd window bound used (opts->zstd_memory or its default) */
-    uint64_t decoder_bytes;    /* the most memory one input's decompressor held (one is open at a time) */
+    uint64_t decoder_bytes;    /* the most memory one input's decompressor held (several inputs are read at
+                                  once while their first frames' windows fit zstd_window_max together) */
     uint64_t peak_rss;         /* the process's peak resident memory, bytes */
     /* thread-seconds spent in each stage (sums over threads) */
     double read_s, parse_s, tokenize_s, pack_s;
+    double write_s;            /* the part of pack_s spent in the shard writer (copy, checksums, writes) */
+    int readers;               /* the most inputs read at once (one reader thread each) */
+    double pipeline_s;         /* wall time of reading, tokenizing and packing (the stage shares' base) */
     pile_buf summary;          /* the closing summary, several lines, for a person */
 } pile_prep_result;
 

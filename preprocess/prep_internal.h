@@ -246,6 +246,9 @@ int pile__prep_file_xxh3(const char *path, uint64_t *xxh3, uint64_t *size, pile_
 
 /* A warning line to opts->log (prep_pipeline.c). */
 void pile__prep_log(const pile_prep_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends the summary's line naming the busiest stage and its share of
+ * the wall time, with what that means for more threads (prep_pipeline.c). */
+void pile__prep_stage_line(const pile_prep_result *res, pile_buf *out);
 /* Runs the pipeline over st from st->resume (prep_pipeline.c). */
 int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_result *res, pile_err *err);
 
@@ -256,6 +259,9 @@ typedef struct prep_packer prep_packer;
 int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err);
 void pile__prep_packer_free(prep_packer *pk);
 
+/* Seconds spent in the shard writer so far (part of the packer's time). */
+double pile__prep_packer_write_s(const prep_packer *pk);
+
 /* The subset a document is stored under: `gid` itself, or the fallback
  * subset's id (with *over set) when the shard its start lands in already
  * holds as many names as a shard can, or when `fallback` says so (a resumed
@@ -265,11 +271,12 @@ void pile__prep_packer_free(prep_packer *pk);
 int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32_t *out, int *over, pile_err *err);
 
 /* One document of split `split` from line `lineno` of input `input`:
- * tokens[0..n) ends with the end-of-text id. tok_off tokens at its start
+ * tokens holds n ids at the shards' width (pile_shard_token_bytes), the
+ * last the end-of-text id. tok_off tokens at its start
  * were already emitted by an interrupted run and are dropped. The document
  * must already be counted in st->stats (the packer takes it back while it
  * writes a manifest whose resume point lies inside it). */
-int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
+int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const void *tokens,
                           size_t n, uint64_t tok_off, uint32_t subset, unsigned repairs, pile_err *err);
 
 /* The split's last input is done (next_input: the first input after it):

@@ -2,7 +2,9 @@
  * into rows and shards, concat or best-fit, and records after each finished
  * shard where the next one starts, so that a killed run can be resumed to
  * exactly the same bytes. It runs in one thread and sees documents strictly
- * in input order, which is what makes the output independent of threads. */
+ * in input order, which is what makes the output independent of threads.
+ * The ids come already narrowed to the shards' width by the workers, so
+ * what is left here per token is a copy and the writer's checksums. */
 #include "prep_internal.h"
 
 #include <inttypes.h>
@@ -133,6 +135,8 @@ typedef struct win_doc {
 struct prep_packer {
     prep_state *st;
     uint32_t L;
+    size_t width; /* bytes per id: the shards' width, as the workers narrowed them */
+    double t_write; /* seconds in the shard writer (copy, checksums, writes, finishing) */
     /* the open shard */
     pile_shard_writer *w;
     pile_split w_split;
@@ -148,13 +152,13 @@ struct prep_packer {
     uint32_t shard_names;
     uint32_t fallback_gid; /* UINT32_MAX until interned */
     /* the row being filled (concat) */
-    uint32_t *row;
+    unsigned char *row; /* L ids of `width` bytes */
     uint32_t row_len, ndocs, lead;
     uint32_t *doc_off, *doc_gid;
     uint16_t *doc_flags;
     pile_shard_doc *docs_scratch;
     /* the window being filled (best-fit) */
-    pile_ids win_tokens;
+    pile_buf win_tokens; /* ids of `width` bytes */
     win_doc *win;
     size_t n_win, cap_win;
     prep_bfd *bfd;
@@ -170,9 +174,10 @@ int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err)
     if (!pk) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     pk->st = st;
     pk->L = st->max_length;
+    pk->width = pile_shard_token_bytes(st->vocab_size);
     pk->fallback_gid = UINT32_MAX;
     size_t L = pk->L;
-    pk->row = malloc(L * sizeof *pk->row);
+    pk->row = malloc(L * pk->width);
     pk->doc_off = malloc(L * sizeof *pk->doc_off);
     pk->doc_gid = malloc(L * sizeof *pk->doc_gid);
     pk->doc_flags = malloc(L * sizeof *pk->doc_flags);
@@ -198,7 +203,7 @@ void pile__prep_packer_free(prep_packer *pk)
     free(pk->doc_gid);
     free(pk->doc_flags);
     free(pk->docs_scratch);
-    pile_ids_free(&pk->win_tokens);
+    pile_buf_free(&pk->win_tokens);
     free(pk->win);
     pile__prep_bfd_free(pk->bfd);
     free(pk->p_len);
@@ -277,6 +282,11 @@ static int next_shard_names(prep_packer *pk, uint32_t cont, pile_err *err)
     return cont == UINT32_MAX ? 0 : name_shard(pk, cont, err) < 0 ? PILE_ENOMEM : 0;
 }
 
+double pile__prep_packer_write_s(const prep_packer *pk)
+{
+    return pk->t_write;
+}
+
 int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32_t *out, int *over, pile_err *err)
 {
     *out = gid;
@@ -309,7 +319,7 @@ static int local_subset(prep_packer *pk, uint32_t gid, uint16_t *out, pile_err *
     return 0;
 }
 
-static int emit_row(prep_packer *pk, pile_split split, const uint32_t *tokens, uint32_t len, const uint32_t *off,
+static int emit_row(prep_packer *pk, pile_split split, const unsigned char *tokens, uint32_t len, const uint32_t *off,
                     const uint32_t *gid, const uint16_t *flags, uint32_t ndocs, uint32_t lead, pile_err *err)
 {
     if (!pk->w) PILE_FORWARD_IF_ERR(open_shard(pk, split, err));
@@ -320,7 +330,10 @@ static int emit_row(prep_packer *pk, pile_split split, const uint32_t *tokens, u
     }
     uint16_t lead_local = 0;
     PILE_FORWARD_IF_ERR(local_subset(pk, lead, &lead_local, err));
-    PILE_FORWARD_IF_ERR(pile_shard_writer_add_row(pk->w, tokens, len, pk->docs_scratch, ndocs, lead_local, err));
+    double t0 = pile_now();
+    int rc = pile_shard_writer_add_row_packed(pk->w, tokens, len, pk->docs_scratch, ndocs, lead_local, err);
+    pk->t_write += pile_now() - t0;
+    if (rc) return rc;
     pk->w_rows++;
     pk->st->stats.split[split].rows++;
     pk->st->stats.split[split].pad_tokens += pk->L - len;
@@ -356,7 +369,9 @@ static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *parti
 {
     prep_state *st = pk->st;
     pile_shard_info info;
+    double t0 = pile_now();
     int rc = pile_shard_writer_finish(pk->w, &info, err);
+    pk->t_write += pile_now() - t0;
     pile_shard_writer_close(pk->w);
     pk->w = NULL;
     if (rc) return rc;
@@ -413,10 +428,11 @@ static int row_done(prep_packer *pk, pile_split split, size_t input, uint64_t li
     return finish_shard(pk, r, NULL, err);
 }
 
-static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
+static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const unsigned char *tokens,
                       size_t n, uint64_t pos, uint32_t gid, unsigned repairs, pile_err *err)
 {
     const uint32_t L = pk->L;
+    const size_t wd = pk->width;
     if (pos == 0) {
         pk->doc_off[pk->ndocs] = pk->row_len;
         pk->doc_gid[pk->ndocs] = gid;
@@ -427,7 +443,7 @@ static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t 
         if (pk->row_len == 0) pk->lead = gid;
         if (pk->row_len == 0 && n - pos >= L) {
             /* a whole row inside this document: hand it over without copying */
-            PILE_FORWARD_IF_ERR(emit_row(pk, split, tokens + pos, L, pk->doc_off, pk->doc_gid, pk->doc_flags,
+            PILE_FORWARD_IF_ERR(emit_row(pk, split, tokens + pos * wd, L, pk->doc_off, pk->doc_gid, pk->doc_flags,
                                          pk->ndocs, gid, err));
             pos += L;
             pk->ndocs = 0;
@@ -435,7 +451,7 @@ static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t 
             continue;
         }
         size_t take = n - pos < (size_t)(L - pk->row_len) ? n - pos : (size_t)(L - pk->row_len);
-        memcpy(pk->row + pk->row_len, tokens + pos, take * sizeof *tokens);
+        memcpy(pk->row + pk->row_len * wd, tokens + pos * wd, take * wd);
         pos += take;
         pk->row_len += (uint32_t)take;
         if (pk->row_len < L) break;
@@ -507,7 +523,8 @@ static int close_window(prep_packer *pk, pile_split split, int may_finish, prep_
         for (uint32_t i1 = pk->bin_head[b]; i1; i1 = pk->p_next[i1 - 1]) {
             uint32_t i = i1 - 1;
             const win_doc *wd = &pk->win[pk->p_doc[i]];
-            memcpy(pk->row + len, pk->win_tokens.data + wd->tok_off + pk->p_start[i], pk->p_len[i] * sizeof(uint32_t));
+            memcpy(pk->row + len * pk->width, pk->win_tokens.data + (wd->tok_off + pk->p_start[i]) * pk->width,
+                   pk->p_len[i] * pk->width);
             pk->doc_off[nd] = len;
             pk->doc_gid[nd] = wd->gid;
             pk->doc_flags[nd] = pk->p_start[i] ? PILE_DOC_CONTINUED : 0;
@@ -523,7 +540,7 @@ static int close_window(prep_packer *pk, pile_split split, int may_finish, prep_
     return 0;
 }
 
-static int bestfit_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
+static int bestfit_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const unsigned char *tokens,
                        size_t n, uint32_t gid, pile_err *err)
 {
     if (n > UINT32_MAX) return pile_err_set(err, PILE_ELIMIT, "document of %zu tokens is too long for best-fit", n);
@@ -534,19 +551,19 @@ static int bestfit_doc(prep_packer *pk, pile_split split, size_t input, uint64_t
         pk->win = v;
         pk->cap_win = cap;
     }
-    pk->win[pk->n_win].tok_off = pk->win_tokens.len;
+    pk->win[pk->n_win].tok_off = pk->win_tokens.len / pk->width;
     pk->win[pk->n_win].len = (uint32_t)n;
     pk->win[pk->n_win].gid = gid;
     pk->n_win++;
-    if (pile_ids_append(&pk->win_tokens, tokens, n)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    if (pk->win_tokens.len >= (uint64_t)pk->st->window_rows * pk->L) {
+    if (pile_buf_append(&pk->win_tokens, tokens, n * pk->width)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    if (pk->win_tokens.len / pk->width >= (uint64_t)pk->st->window_rows * pk->L) {
         prep_resume r = {input, lineno + 1, 0, 0};
         return close_window(pk, split, 1, r, err);
     }
     return 0;
 }
 
-int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const uint32_t *tokens,
+int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const void *tokens,
                           size_t n, uint64_t tok_off, uint32_t subset, unsigned repairs, pile_err *err)
 {
     if (pk->st->pack == PILE_PACK_BEST_FIT) {

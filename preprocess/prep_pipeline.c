@@ -1,9 +1,12 @@
-/* pile-prep's pipeline: one reader thread cuts the inputs into numbered
- * chunks of whole lines, N workers parse and tokenize whole chunks (one JSON
- * parser and one encoder each), and the calling thread packs the chunk
- * results strictly in chunk order. Chunks live in a ring of slots, so memory
- * is bounded by the ring whatever the input size, and the output depends
- * only on the order of the lines, never on the number of threads. */
+/* pile-prep's pipeline: reader threads cut the inputs into numbered chunks
+ * of whole lines (several inputs at once, each read by one reader: one
+ * zstd frame decompresses on one core, so the parallelism comes from the
+ * files), N workers parse and tokenize whole chunks (one JSON parser and one
+ * encoder each) and narrow the ids to the shards' width, and the calling
+ * thread packs the chunk results strictly in input order (input, then chunk
+ * within it). Chunks live in a pool of slots, so memory is bounded by the
+ * pool whatever the input size, and the output depends only on the order of
+ * the lines, never on the number of threads or on timing. */
 #include "prep_internal.h"
 
 #include <dirent.h>
@@ -28,6 +31,8 @@
 #define REPORT_MAX 10                         /* skipped / repaired lines reported one by one */
 #define DETAIL_MAX 160
 #define THREAD_BYTES ((size_t)16 << 20)       /* a worker's parser, encoder and slots, generously */
+#define READER_SHARE 4                        /* workers per reader thread */
+#define MAX_SLOTS 96
 
 /* ----------------------------------------------------------------- chunks */
 
@@ -45,11 +50,13 @@ typedef struct item {
     size_t tok_off, tok_len;   /* tokens (with the end-of-text) in the chunk's tokens */
 } item;
 
-enum { SLOT_FREE, SLOT_READ, SLOT_DONE };
+/* A slot is FREE, being FILLed by a reader, READ (waiting for a worker), at
+ * WORK, or DONE (waiting for the packer). */
+enum { SLOT_FREE, SLOT_FILL, SLOT_READ, SLOT_WORK, SLOT_DONE };
 
 typedef struct chunk {
-    uint64_t seq;
     size_t input;
+    uint64_t seq;     /* its place in its input: 0, 1, ... */
     int last, truncated;
     int rc;           /* an error met by the reader or a worker */
     pile_err err;
@@ -60,26 +67,43 @@ typedef struct chunk {
     line_rec *lines;
     item *items;
     size_t n, cap;
-    pile_ids tokens;
+    pile_ids tokens;  /* each document's ids, narrowed in place to the shards' width (see narrow_doc) */
     pile_buf strs;
     int state;
     double t_parse, t_tok;
 } chunk;
 
+/* The pool's rule, which keeps every reader moving without a deadlock: the
+ * reader of the lowest input not yet wholly read (`first_open`, the one the
+ * packer waits for sooner or later) may fill the whole pool; readers of
+ * later inputs (reading ahead) only half of its slots and half of
+ * IN_FLIGHT_BYTES. Inputs are claimed in order, and a new one only while
+ * the first-frame zstd windows of the inputs being read fit the window bound
+ * together (one at a time when they do not), so the decoders' memory stays
+ * within what one file may take. */
 typedef struct pipe {
     prep_state *st;
     const pile_tokenizer *tok;
-    prep_resume start; /* where this run starts reading: the packer moves st->resume on while the reader runs */
+    prep_resume start; /* where this run starts reading: the packer moves st->resume on while the readers run */
+    unsigned width;    /* bytes per id in the shards: 2 or 4 */
     chunk *slots;
     size_t nslots;
     uv_mutex_t mu;
     uv_cond_t cv;
-    uint64_t next_read, next_work, next_pack;
-    size_t in_flight; /* line bytes in [next_pack, next_read) */
-    int reader_done, abort;
+    size_t used;          /* slots not free */
+    size_t ready;         /* slots READ */
+    size_t in_flight;     /* line bytes of chunks read and not yet packed */
+    size_t next_claim;    /* the next input a reader takes */
+    size_t first_open;    /* the lowest input not wholly read */
+    uint8_t *read_done;   /* per input */
+    uint64_t *windows;    /* per input: its first zstd frame's window (0: not zstd) */
+    uint64_t window_open; /* the windows of the inputs being read */
+    int reading, reading_max; /* inputs being read now, and the most at once */
+    int readers_left, stop_claims, abort;
+    /* thread-seconds so far (live, for the progress line) */
     double t_read, t_parse, t_tok;
-    uint64_t jsonl_bytes; /* decompressed line bytes read (reader thread only) */
-    size_t decoder_bytes; /* the most one input's decompressor held (reader thread only) */
+    uint64_t jsonl_bytes; /* decompressed line bytes read */
+    size_t decoder_bytes; /* the most one input's decompressor held */
 } pipe_t;
 
 static void chunk_free(chunk *c)
@@ -91,15 +115,35 @@ static void chunk_free(chunk *c)
     free(c->items);
 }
 
-/* Takes the next slot for the reader; NULL when the job is aborted. */
-static chunk *acquire(pipe_t *p)
+/* 1 if input i has chunks read and not yet packed (called with mu held). */
+static int holds_chunks(const pipe_t *p, size_t i)
+{
+    for (size_t s = 0; s < p->nslots; s++)
+        if (p->slots[s].state != SLOT_FREE && p->slots[s].state != SLOT_FILL && p->slots[s].input == i) return 1;
+    return 0;
+}
+
+/* Takes a free slot for chunk `seq` of input i; NULL when the job is aborted. */
+static chunk *acquire(pipe_t *p, size_t i, uint64_t seq)
 {
     uv_mutex_lock(&p->mu);
-    while (!p->abort && (p->next_read - p->next_pack >= p->nslots ||
-                         (p->in_flight >= IN_FLIGHT_BYTES && p->next_read > p->next_pack)))
+    for (;;) {
+        if (p->abort) break;
+        int first = i == p->first_open;
+        size_t slots = first ? p->nslots : p->nslots / 2;
+        size_t bytes = first ? IN_FLIGHT_BYTES : IN_FLIGHT_BYTES / 2;
+        if (p->used < slots && (p->in_flight < bytes || (first && !holds_chunks(p, i)))) break;
         uv_cond_wait(&p->cv, &p->mu);
-    chunk *c = p->abort ? NULL : &p->slots[p->next_read % p->nslots];
-    if (c) c->seq = p->next_read;
+    }
+    chunk *c = NULL;
+    for (size_t s = 0; !p->abort && s < p->nslots && !c; s++)
+        if (p->slots[s].state == SLOT_FREE) c = &p->slots[s];
+    if (c) {
+        c->state = SLOT_FILL;
+        c->input = i;
+        c->seq = seq;
+        p->used++;
+    }
     uv_mutex_unlock(&p->mu);
     if (!c) return NULL;
     if (c->text.cap > SLOT_KEEP_BYTES) pile_buf_free(&c->text);
@@ -114,13 +158,15 @@ static chunk *acquire(pipe_t *p)
     return c;
 }
 
-static void submit(pipe_t *p, chunk *c)
+/* Hands a filled chunk to the workers; t_read: the reader's time on it. */
+static void submit(pipe_t *p, chunk *c, double t_read)
 {
     uv_mutex_lock(&p->mu);
     c->state = SLOT_READ;
     c->text_bytes = c->text.len;
     p->in_flight += c->text_bytes;
-    p->next_read++;
+    p->ready++;
+    p->t_read += t_read;
     uv_cond_broadcast(&p->cv);
     uv_mutex_unlock(&p->mu);
 }
@@ -152,7 +198,7 @@ static int chunk_add_line(chunk *c, const pile_line *ln)
     return 0;
 }
 
-/* ----------------------------------------------------------------- reader */
+/* ----------------------------------------------------------------- readers */
 
 static pile_lines_opts reader_opts(const prep_state *st)
 {
@@ -160,72 +206,104 @@ static pile_lines_opts reader_opts(const prep_state *st)
                              .window_flag = "--zstd-memory"};
 }
 
+/* What one reader thread counted, added to the pipe's at its end. */
+typedef struct reader_acc {
+    uint64_t jsonl_bytes;
+    size_t decoder_bytes;
+} reader_acc;
+
+/* Reads input i into chunks. Returns 0, 1 when the job was aborted, or the
+ * error it met (which its last chunk carries to the packer). */
+static int read_input(pipe_t *p, size_t i, reader_acc *acc)
+{
+    prep_state *st = p->st;
+    pile_lines_opts lo = reader_opts(st);
+    uint64_t done_before = 0;
+    for (size_t k = 0; k < i; k++) done_before += st->order[k]->size;
+    uint64_t seq = 0;
+    chunk *c = acquire(p, i, seq++);
+    if (!c) return 1;
+    const char *path = st->order[i]->path;
+    uint64_t skip_below = i == p->start.input ? p->start.line : 1;
+    pile_lines *lr = NULL;
+    pile_err lerr;
+    pile_err_clear(&lerr);
+    double t0 = pile_now();
+    int rc = pile_lines_open(&lr, path, &lo, &lerr);
+    uint64_t seen = 0;
+    pile_line ln;
+    while (rc == 0) {
+        int r = pile_lines_next(lr, &ln, &lerr);
+        if (r <= 0) {
+            rc = r;
+            break;
+        }
+        seen = ln.lineno;
+        if (ln.lineno < skip_below) continue;
+        acc->jsonl_bytes += ln.len + 1;
+        if (chunk_add_line(c, &ln)) {
+            rc = pile_err_set(&lerr, PILE_ENOMEM, "out of memory");
+            break;
+        }
+        if (c->text.len >= CHUNK_BYTES || c->n >= CHUNK_MAX_LINES) {
+            c->bytes_done = done_before + pile_lines_bytes_read(lr);
+            submit(p, c, pile_now() - t0);
+            c = acquire(p, i, seq++);
+            t0 = pile_now();
+            if (!c) {
+                pile_lines_close(lr);
+                return 1;
+            }
+        }
+    }
+    if (rc == 0 && seen + 1 < skip_below)
+        rc = pile_err_set(&lerr, PILE_EMISMATCH,
+                          "cannot resume: '%s' has %" PRIu64 " lines, the interrupted run had read %" PRIu64
+                          "; use --force to start over",
+                          path, seen, skip_below - 1);
+    c->last = 1;
+    c->truncated = rc == 0 && pile_lines_truncated(lr);
+    if (lr && pile_lines_decoder_bytes(lr) > acc->decoder_bytes) acc->decoder_bytes = pile_lines_decoder_bytes(lr);
+    c->rc = rc;
+    if (rc) c->err = lerr;
+    c->bytes_done = done_before + st->order[i]->size;
+    pile_lines_close(lr);
+    submit(p, c, pile_now() - t0);
+    return rc;
+}
+
 static void reader_main(void *arg)
 {
     pipe_t *p = arg;
     prep_state *st = p->st;
-    pile_lines_opts lo = reader_opts(st);
-    uint64_t done_before = 0;
-    for (size_t i = 0; i < p->start.input && i < st->n_inputs; i++) done_before += st->order[i]->size;
-    for (size_t i = p->start.input; i < st->n_inputs; i++) {
-        chunk *c = acquire(p);
-        if (!c) break;
-        c->input = i;
-        const char *path = st->order[i]->path;
-        uint64_t skip_below = i == p->start.input ? p->start.line : 1;
-        pile_lines *lr = NULL;
-        pile_err lerr;
-        pile_err_clear(&lerr);
-        double t0 = pile_now();
-        int rc = pile_lines_open(&lr, path, &lo, &lerr);
-        uint64_t seen = 0;
-        pile_line ln;
-        while (rc == 0) {
-            int r = pile_lines_next(lr, &ln, &lerr);
-            if (r <= 0) {
-                rc = r;
-                break;
-            }
-            seen = ln.lineno;
-            if (ln.lineno < skip_below) continue;
-            p->jsonl_bytes += ln.len + 1;
-            if (chunk_add_line(c, &ln)) {
-                rc = pile_err_set(&lerr, PILE_ENOMEM, "out of memory");
-                break;
-            }
-            if (c->text.len >= CHUNK_BYTES || c->n >= CHUNK_MAX_LINES) {
-                c->bytes_done = done_before + pile_lines_bytes_read(lr);
-                p->t_read += pile_now() - t0;
-                submit(p, c);
-                c = acquire(p);
-                t0 = pile_now();
-                if (!c) break;
-                c->input = i;
-            }
-        }
-        if (!c) {
-            pile_lines_close(lr);
+    reader_acc acc = {0, 0};
+    for (;;) {
+        uv_mutex_lock(&p->mu);
+        while (!p->abort && !p->stop_claims && p->next_claim < st->n_inputs && p->window_open &&
+               p->window_open + p->windows[p->next_claim] > st->zstd_window)
+            uv_cond_wait(&p->cv, &p->mu);
+        if (p->abort || p->stop_claims || p->next_claim >= st->n_inputs) {
+            uv_mutex_unlock(&p->mu);
             break;
         }
-        if (rc == 0 && seen + 1 < skip_below)
-            rc = pile_err_set(&lerr, PILE_EMISMATCH,
-                              "cannot resume: '%s' has %" PRIu64 " lines, the interrupted run had read %" PRIu64
-                              "; use --force to start over",
-                              path, seen, skip_below - 1);
-        c->last = 1;
-        c->truncated = rc == 0 && pile_lines_truncated(lr);
-        if (lr && pile_lines_decoder_bytes(lr) > p->decoder_bytes) p->decoder_bytes = pile_lines_decoder_bytes(lr);
-        c->rc = rc;
-        if (rc) c->err = lerr;
-        done_before += st->order[i]->size;
-        c->bytes_done = done_before;
-        pile_lines_close(lr);
-        p->t_read += pile_now() - t0;
-        submit(p, c);
-        if (rc) break;
+        size_t i = p->next_claim++;
+        p->window_open += p->windows[i];
+        if (++p->reading > p->reading_max) p->reading_max = p->reading;
+        uv_mutex_unlock(&p->mu);
+        int rc = read_input(p, i, &acc);
+        uv_mutex_lock(&p->mu);
+        p->window_open -= p->windows[i];
+        p->reading--;
+        p->read_done[i] = 1;
+        while (p->first_open < st->n_inputs && p->read_done[p->first_open]) p->first_open++;
+        if (rc) p->stop_claims = 1; /* the packer stops at this input: reading past it is wasted */
+        uv_cond_broadcast(&p->cv);
+        uv_mutex_unlock(&p->mu);
     }
     uv_mutex_lock(&p->mu);
-    p->reader_done = 1;
+    p->readers_left--;
+    p->jsonl_bytes += acc.jsonl_bytes;
+    if (acc.decoder_bytes > p->decoder_bytes) p->decoder_bytes = acc.decoder_bytes;
     uv_cond_broadcast(&p->cv);
     uv_mutex_unlock(&p->mu);
 }
@@ -273,6 +351,35 @@ static int add_name(chunk *c, const char *s, size_t n, item *it, unsigned *fixes
     pile_buf_free(&a);
     pile_buf_free(&b);
     return rc;
+}
+
+/* Narrows a document's ids in place to the shards' width (2 bytes: into the
+ * first half of their own space) and checks each against the vocabulary;
+ * 0 when one is out of range. This is the packer's per-token work, done
+ * here in every worker while the ids are still in cache, so that the one
+ * packing thread only copies and hashes. A block is narrowed into a local
+ * array and copied down: its bytes land on ids already read (a block is
+ * never longer than the ids before it, but for the first, read whole first). */
+static int narrow_doc(uint32_t *ids, size_t n, unsigned width, uint32_t vocab)
+{
+    enum { BLOCK = 512 };
+    uint32_t top = 0;
+    if (width != 2) {
+        for (size_t j = 0; j < n; j++) top = ids[j] > top ? ids[j] : top;
+        return n == 0 || top < vocab;
+    }
+    uint16_t narrow[BLOCK];
+    unsigned char *out = (unsigned char *)ids;
+    for (size_t at = 0; at < n; at += BLOCK) {
+        size_t k = n - at < BLOCK ? n - at : BLOCK;
+        const uint32_t *in = ids + at;
+        for (size_t j = 0; j < k; j++) {
+            top = in[j] > top ? in[j] : top;
+            narrow[j] = (uint16_t)in[j];
+        }
+        memcpy(out + at * 2, narrow, k * 2);
+    }
+    return n == 0 || top < vocab;
 }
 
 static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_encoder *enc)
@@ -330,6 +437,12 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
                     break;
                 }
                 it->tok_len = c->tokens.len - it->tok_off;
+                if (!narrow_doc(c->tokens.data + it->tok_off, it->tok_len, p->width, st->vocab_size)) {
+                    c->rc = pile_err_set(&c->err, PILE_ECORRUPT,
+                                         "cannot tokenize '%s:%" PRIu64 "': the tokenizer gave an id over its "
+                                         "vocabulary of %" PRIu32, path, l->lineno, st->vocab_size);
+                    break;
+                }
                 c->t_tok += pile_now() - t1;
             }
         }
@@ -358,13 +471,19 @@ static void worker_main(void *arg)
         pile_jsonl_parser_free(parser);
         parser = NULL;
     }
-    double tp = 0, tt = 0;
     uv_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->abort && p->next_work == p->next_read && !p->reader_done) uv_cond_wait(&p->cv, &p->mu);
-        if (p->abort || p->next_work == p->next_read) break;
-        chunk *c = &p->slots[p->next_work % p->nslots];
-        p->next_work++;
+        while (!p->abort && !p->ready && p->readers_left) uv_cond_wait(&p->cv, &p->mu);
+        if (p->abort || !p->ready) break;
+        /* the oldest chunk read: the packer needs it first */
+        chunk *c = NULL;
+        for (size_t s = 0; s < p->nslots; s++) {
+            chunk *x = &p->slots[s];
+            if (x->state == SLOT_READ && (!c || x->input < c->input || (x->input == c->input && x->seq < c->seq)))
+                c = x;
+        }
+        c->state = SLOT_WORK;
+        p->ready--;
         uv_mutex_unlock(&p->mu);
         if (!parser || !enc) {
             if (!c->rc) c->rc = pile_err_set(&c->err, PILE_ENOMEM, "out of memory");
@@ -378,14 +497,12 @@ static void worker_main(void *arg)
                 enc = pile_encoder_create(p->tok);
             }
         }
-        tp += c->t_parse;
-        tt += c->t_tok;
         uv_mutex_lock(&p->mu);
+        p->t_parse += c->t_parse;
+        p->t_tok += c->t_tok;
         c->state = SLOT_DONE;
         uv_cond_broadcast(&p->cv);
     }
-    p->t_parse += tp;
-    p->t_tok += tt;
     uv_mutex_unlock(&p->mu);
     pile_encoder_free(enc);
     pile_jsonl_parser_free(parser);
@@ -509,7 +626,7 @@ static int pack_chunk(run_ctx *x, chunk *c, pile_err *err)
                                 "cannot resume: the document on line %" PRIu64 " of '%s' is shorter than before; "
                                 "use --force to start over",
                                 l->lineno, in->path);
-        PILE_FORWARD_IF_ERR(pile__prep_packer_doc(x->pk, split, i, l->lineno, c->tokens.data + it->tok_off,
+        PILE_FORWARD_IF_ERR(pile__prep_packer_doc(x->pk, split, i, l->lineno, c->tokens.data + it->tok_off /* narrowed */,
                                                   it->tok_len, tok_off, gid, repairs, err));
     }
     if (c->last) {
@@ -642,22 +759,87 @@ void pile_prep_result_free(pile_prep_result *res)
     if (res) pile_buf_free(&res->summary);
 }
 
+/* The busiest stage: each stage's busy thread-seconds over what its threads
+ * had (wall time x threads; readers: the most inputs read at once), so a
+ * user sees whether more cores would help. Fills *name and returns its share. */
+static double busiest(double wall, double read_s, int readers, double work_s, int workers, double pack_s,
+                      const char **name)
+{
+    double w = wall > 1e-9 ? wall : 1e-9;
+    double u_read = read_s / (w * (readers > 0 ? readers : 1)), u_work = work_s / (w * workers), u_pack = pack_s / w;
+    *name = "parse+tokenize";
+    double best = u_work;
+    if (u_read > best) {
+        best = u_read;
+        *name = "read";
+    }
+    if (u_pack > best) {
+        best = u_pack;
+        *name = "pack+write";
+    }
+    return best > 1 ? 1 : best;
+}
+
+void pile__prep_stage_line(const pile_prep_result *res, pile_buf *out)
+{
+    const char *name;
+    double w = res->pipeline_s > 1e-9 ? res->pipeline_s : 1e-9;
+    double share = busiest(res->pipeline_s, res->read_s, res->readers, res->parse_s + res->tokenize_s, res->threads,
+                           res->pack_s, &name);
+    const char *advice = !strcmp(name, "parse+tokenize")
+                             ? "more threads (and cores) would make it faster"
+                         : !strcmp(name, "read")
+                             ? "reading limits it: one file decompresses on one core, so more input files read at "
+                               "once would help, more threads would not"
+                             : "packing and writing limit it: more threads would not help";
+    pile_buf_printf(out,
+                    "busiest stage: %s, %.0f%% of the wall time (read %.0f%% of %d reader%s, parse+tokenize %.0f%% "
+                    "of %d worker%s, pack+write %.0f%% of 1): %s\n",
+                    name, 100 * share, 100 * res->read_s / (w * (res->readers > 0 ? res->readers : 1)), res->readers,
+                    res->readers == 1 ? "" : "s", 100 * (res->parse_s + res->tokenize_s) / (w * res->threads),
+                    res->threads, res->threads == 1 ? "" : "s", 100 * res->pack_s / w, advice);
+}
+
+/* The slot of chunk seq of input i, read or on its way (called with mu
+ * held), or NULL. */
+static chunk *find_chunk(pipe_t *p, size_t i, uint64_t seq)
+{
+    for (size_t s = 0; s < p->nslots; s++)
+        if (p->slots[s].state != SLOT_FREE && p->slots[s].input == i && p->slots[s].seq == seq) return &p->slots[s];
+    return NULL;
+}
+
 int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_result *res, pile_err *err)
 {
     const pile_prep_opts *o = st->opts;
     int threads = st->threads;
+    double t_begin = pile_now();
     pipe_t p;
     memset(&p, 0, sizeof p);
     p.st = st;
     p.tok = tok;
     p.start = st->resume;
-    p.nslots = (size_t)threads * 2 + 2;
-    if (p.nslots > 64) p.nslots = 64;
+    p.width = pile_shard_token_bytes(st->vocab_size);
+    size_t left = st->resume.input < st->n_inputs ? st->n_inputs - st->resume.input : 0;
+    /* one reader for every READER_SHARE workers (a core decompresses zstd
+     * several times as fast as one tokenizes), at most one per input left */
+    int nreaders = 1 + threads / READER_SHARE;
+    if ((size_t)nreaders > left) nreaders = (int)left;
+    p.nslots = (size_t)threads * 2 + 2 + 2 * (size_t)nreaders;
+    if (p.nslots > MAX_SLOTS) p.nslots = MAX_SLOTS;
+    p.first_open = p.next_claim = st->resume.input;
     p.slots = calloc(p.nslots, sizeof *p.slots);
+    p.read_done = calloc(st->n_inputs + 1, 1);
+    p.windows = calloc(st->n_inputs + 1, sizeof *p.windows);
     worker *ws = calloc((size_t)threads, sizeof *ws);
+    uv_thread_t *rs = calloc((size_t)nreaders + 1, sizeof *rs);
     prep_packer *pk = NULL;
     int rc = 0;
-    if (!p.slots || !ws) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    if (!p.slots || !p.read_done || !p.windows || !ws || !rs) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    for (size_t i = st->resume.input; !rc && i < st->n_inputs; i++) {
+        pile_err ignored; /* an input that cannot be opened fails in its reader, with the message */
+        if (pile_lines_first_window(st->order[i]->path, &p.windows[i], &ignored)) p.windows[i] = 0;
+    }
     if (!rc) rc = pile__prep_packer_create(&pk, st, err);
     int r = 0;
     if (!rc && (r = uv_mutex_init(&p.mu)) == 0 && (r = uv_cond_init(&p.cv)) < 0) uv_mutex_destroy(&p.mu);
@@ -665,7 +847,10 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     if (rc) {
         pile__prep_packer_free(pk);
         free(p.slots);
+        free(p.read_done);
+        free(p.windows);
         free(ws);
+        free(rs);
         return rc;
     }
 
@@ -687,10 +872,20 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     if (st->resume.tok_off && st->pack != PILE_PACK_CONCAT)
         rc = pile_err_set(err, PILE_ECORRUPT, "bad resume point in the manifest");
 
-    uv_thread_t reader;
-    int nstarted = 0, reader_started = 0;
-    if (!rc && (r = uv_thread_create(&reader, reader_main, &p)) == 0) reader_started = 1;
-    else if (!rc) rc = pile_err_set(err, PILE_EIO, "cannot start the reader thread: %s", uv_strerror(r));
+    int nstarted = 0, rstarted = 0;
+    for (int t = 0; t < nreaders && !rc; t++) {
+        uv_mutex_lock(&p.mu);
+        p.readers_left++;
+        uv_mutex_unlock(&p.mu);
+        if ((r = uv_thread_create(&rs[t], reader_main, &p)) < 0) {
+            uv_mutex_lock(&p.mu);
+            p.readers_left--;
+            uv_mutex_unlock(&p.mu);
+            if (rstarted == 0) rc = pile_err_set(err, PILE_EIO, "cannot start the reader thread: %s", uv_strerror(r));
+            break;
+        }
+        rstarted++;
+    }
     for (int t = 0; t < threads && !rc; t++) {
         ws[t].p = &p;
         if ((r = uv_thread_create(&ws[t].th, worker_main, &ws[t])) < 0) {
@@ -702,34 +897,50 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
 
     double t_pack = 0;
     uint64_t docs_base = tot0.docs, toks_base = tot0.tokens;
-    for (uint64_t seq = 0; !rc; seq++) {
-        uv_mutex_lock(&p.mu);
-        chunk *c = &p.slots[seq % p.nslots];
-        while (!(seq < p.next_read && c->state == SLOT_DONE) && !(p.reader_done && seq == p.next_read))
-            uv_cond_wait(&p.cv, &p.mu);
-        int end = seq >= p.next_read;
-        uv_mutex_unlock(&p.mu);
-        if (end) break;
-        double t0 = pile_now();
-        rc = pack_chunk(&x, c, err);
-        t_pack += pile_now() - t0;
-        if (prog) {
-            prep_split_stats tot;
-            pile__prep_stats_total(&st->stats, &tot);
-            pile_progress_update(prog, c->bytes_done, tot.docs - docs_base, tot.tokens - toks_base, 0);
+    /* inputs in order, each input's chunks in order */
+    for (size_t i = st->resume.input; i < st->n_inputs && !rc; i++) {
+        int last = 0;
+        for (uint64_t seq = 0; !last && !rc; seq++) {
+            uv_mutex_lock(&p.mu);
+            chunk *c;
+            while (!((c = find_chunk(&p, i, seq)) && c->state == SLOT_DONE) && (c || p.readers_left))
+                uv_cond_wait(&p.cv, &p.mu);
+            uv_mutex_unlock(&p.mu);
+            if (!c) {
+                rc = pile_err_set(err, PILE_ECORRUPT, "internal error: the readers ended before '%s' was read",
+                                  st->order[i]->path);
+                break;
+            }
+            double t0 = pile_now();
+            rc = pack_chunk(&x, c, err);
+            t_pack += pile_now() - t0;
+            last = c->last;
+            if (prog) {
+                prep_split_stats tot;
+                pile__prep_stats_total(&st->stats, &tot);
+                const char *name;
+                uv_mutex_lock(&p.mu);
+                double share = busiest(pile_now() - t_begin, p.t_read, p.reading_max, p.t_parse + p.t_tok, threads,
+                                       t_pack, &name);
+                uv_mutex_unlock(&p.mu);
+                char note[64];
+                snprintf(note, sizeof note, "busiest: %s %.0f%%", name, 100 * share);
+                pile_progress_note(prog, note);
+                pile_progress_update(prog, c->bytes_done, tot.docs - docs_base, tot.tokens - toks_base, 0);
+            }
+            uv_mutex_lock(&p.mu);
+            c->state = SLOT_FREE;
+            p.used--;
+            p.in_flight -= c->text_bytes;
+            uv_cond_broadcast(&p.cv);
+            uv_mutex_unlock(&p.mu);
         }
-        uv_mutex_lock(&p.mu);
-        c->state = SLOT_FREE;
-        p.in_flight -= c->text_bytes;
-        p.next_pack = seq + 1;
-        uv_cond_broadcast(&p.cv);
-        uv_mutex_unlock(&p.mu);
     }
     uv_mutex_lock(&p.mu);
     p.abort = 1;
     uv_cond_broadcast(&p.cv);
     uv_mutex_unlock(&p.mu);
-    if (reader_started) uv_thread_join(&reader);
+    for (int t = 0; t < rstarted; t++) uv_thread_join(&rs[t]);
     for (int t = 0; t < nstarted; t++) uv_thread_join(&ws[t].th);
     if (prog) {
         prep_split_stats tot;
@@ -744,11 +955,17 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     res->parse_s = p.t_parse;
     res->tokenize_s = p.t_tok;
     res->pack_s = t_pack;
+    res->write_s = pile__prep_packer_write_s(pk);
+    res->readers = p.reading_max;
+    res->pipeline_s = pile_now() - t_begin;
 
     pile__prep_packer_free(pk);
     for (size_t s = 0; s < p.nslots; s++) chunk_free(&p.slots[s]);
     free(p.slots);
+    free(p.read_done);
+    free(p.windows);
     free(ws);
+    free(rs);
     uv_mutex_destroy(&p.mu);
     uv_cond_destroy(&p.cv);
     return rc;
@@ -1113,16 +1330,18 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
         double outside = res->read_s + res->parse_s + res->pack_s;
         pile_buf_printf(&res->summary,
                         "stage time (thread-seconds): read %.2f, parse %.2f, tokenize %.2f, pack+write %.2f "
-                        "(read+parse+pack = %.1f%% of tokenize)\n",
-                        res->read_s, res->parse_s, res->tokenize_s, res->pack_s,
+                        "(of which write %.2f) (read+parse+pack = %.1f%% of tokenize)\n",
+                        res->read_s, res->parse_s, res->tokenize_s, res->pack_s, res->write_s,
                         res->tokenize_s > 0 ? 100.0 * outside / res->tokenize_s : 0.0);
+        pile__prep_stage_line(res, &res->summary);
         struct rusage ru;
         res->peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024 : 0;
         pile_buf_printf(&res->summary,
-                        "memory: peak resident %.1f MiB with %d worker threads; the decompressor allocated up to %.2f MiB "
-                        "(one input at a time; zstd windows up to %.0f MiB allowed, --zstd-memory)\n",
+                        "memory: peak resident %.1f MiB with %d worker threads; one input's decompressor allocated up to "
+                        "%.2f MiB (%d input%s read at once at most; zstd windows up to %.0f MiB allowed, "
+                        "--zstd-memory)\n",
                         (double)res->peak_rss / 1048576.0, res->threads, (double)res->decoder_bytes / 1048576.0,
-                        (double)res->zstd_window_max / 1048576.0);
+                        res->readers, res->readers == 1 ? "" : "s", (double)res->zstd_window_max / 1048576.0);
     }
 out:
     pile__prep_state_free(&st);

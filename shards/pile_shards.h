@@ -104,6 +104,20 @@ uint32_t pile_shard_writer_subset_count(const pile_shard_writer *w);
 int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint32_t len,
                               const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset, pile_err *err);
 
+/* The same, with the ids already at the shard's width (pile_shard_token_bytes:
+ * 2 bytes for a vocabulary of up to 65,536 ids, else 4; little-endian):
+ * ids holds len * width bytes, any alignment. The writer copies them and
+ * checks each is below vocab_size (a row that fails leaves the writer in a
+ * failed state: only close is useful). For callers that narrow the ids in
+ * several threads: what is left here is a copy, the range check and the
+ * checksums, over data in cache. */
+int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint32_t len,
+                                     const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
+                                     pile_err *err);
+
+/* Bytes per token id in a shard of this vocabulary size: 2 or 4. */
+uint32_t pile_shard_token_bytes(uint32_t vocab_size);
+
 /* Rows written so far. */
 uint64_t pile_shard_writer_rows(const pile_shard_writer *w);
 

@@ -478,8 +478,10 @@ static int bad_token(const pile_shard_writer *w, uint64_t row, const uint32_t *t
                         row, w->path, tokens[t], t, w->params.vocab_size);
 }
 
-int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint32_t len,
-                              const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset, pile_err *err)
+/* What every row is checked for before its tokens go out; fills *entry and
+ * starts the row's checksum. */
+static int row_begin(pile_shard_writer *w, uint32_t len, const pile_shard_doc *docs, uint32_t ndocs,
+                     uint16_t lead_subset, shard_row *entry, pile_err *err)
 {
     const pile_shard_params *p = &w->params;
     uint64_t row = w->nrows;
@@ -518,8 +520,28 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
         grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs) ||
         (w->version >= 2 && grow((void **)&w->sums, &w->sums_cap, w->nrows + 1, sizeof *w->sums)))
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    shard_row entry = {w->ndocs, len, lead_subset, (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0)};
-    if (w->version >= 2) row_hash_begin(w->row_hash, row, &entry, docs, ndocs);
+    *entry = (shard_row){w->ndocs, len, lead_subset, (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0)};
+    if (w->version >= 2) row_hash_begin(w->row_hash, row, entry, docs, ndocs);
+    return 0;
+}
+
+/* Records the row begun by row_begin, its tokens written. */
+static void row_end(pile_shard_writer *w, const shard_row *entry, const pile_shard_doc *docs, uint32_t ndocs)
+{
+    if (w->version >= 2) w->sums[w->nrows] = XXH3_64bits_digest(w->row_hash);
+    w->rows[w->nrows++] = *entry;
+    if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
+    w->ndocs += ndocs;
+    w->token_count += entry->length;
+}
+
+int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint32_t len,
+                              const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset, pile_err *err)
+{
+    const pile_shard_params *p = &w->params;
+    uint64_t row = w->nrows;
+    shard_row entry;
+    PILE_FORWARD_IF_ERR(row_begin(w, len, docs, ndocs, lead_subset, &entry, err));
     size_t row_bytes = (size_t)p->max_length * w->width;
     if (row_bytes <= WRITE_BUF_BYTES - DIRECT_ALIGN) {
         /* The usual case: the whole row goes into the buffer in one pass that
@@ -575,12 +597,59 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
         }
     }
 
-    if (w->version >= 2) w->sums[w->nrows] = XXH3_64bits_digest(w->row_hash);
-    w->rows[w->nrows++] = entry;
-    if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
-    w->ndocs += ndocs;
-    w->token_count += len;
+    row_end(w, &entry, docs, ndocs);
     return 0;
+}
+
+int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint32_t len,
+                                     const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
+                                     pile_err *err)
+{
+    const pile_shard_params *p = &w->params;
+    shard_row entry;
+    PILE_FORWARD_IF_ERR(row_begin(w, len, docs, ndocs, lead_subset, &entry, err));
+    const unsigned char *src = ids;
+    size_t bytes = (size_t)len * w->width, row_bytes = (size_t)p->max_length * w->width;
+    /* the ids' range, checked over what went into the buffer (in cache): the
+     * caller narrowed them, this keeps the file's promise */
+    uint32_t top = 0;
+    for (uint32_t pos = 0; pos < p->max_length;) {
+        if (w->buf_len + w->width > WRITE_BUF_BYTES || (pos == 0 && w->buf_len + row_bytes > WRITE_BUF_BYTES))
+            PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
+        size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
+        uint32_t n = p->max_length - pos < room ? p->max_length - pos : (uint32_t)room;
+        unsigned char *dst = w->buf + w->buf_len;
+        size_t from = (size_t)pos * w->width, take = from < bytes ? bytes - from : 0;
+        if (take > (size_t)n * w->width) take = (size_t)n * w->width;
+        memcpy(dst, src + from, take);
+        /* buf is aligned and buf_len a multiple of the width while rows are written */
+        if (w->width == 2) {
+            uint16_t *d = (uint16_t *)(void *)dst;
+            uint16_t t16 = 0;
+            for (size_t k = 0; k < take / 2; k++) t16 = d[k] > t16 ? d[k] : t16;
+            top = t16 > top ? t16 : top;
+            for (size_t k = take / 2; k < n; k++) d[k] = (uint16_t)p->pad_id;
+        } else {
+            uint32_t *d = (uint32_t *)(void *)dst;
+            for (size_t k = 0; k < take / 4; k++) top = d[k] > top ? d[k] : top;
+            for (size_t k = take / 4; k < n; k++) d[k] = p->pad_id;
+        }
+        writer_hash(w, dst, (size_t)n * w->width);
+        w->buf_len += (size_t)n * w->width;
+        pos += n;
+    }
+    if (len && top >= p->vocab_size) {
+        w->failed = 1; /* the bytes are in the buffer already */
+        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a token id is >= vocab_size %" PRIu32,
+                            (uint64_t)w->nrows, w->path, p->vocab_size);
+    }
+    row_end(w, &entry, docs, ndocs);
+    return 0;
+}
+
+uint32_t pile_shard_token_bytes(uint32_t vocab_size)
+{
+    return width_for_vocab(vocab_size);
 }
 
 uint64_t pile_shard_writer_rows(const pile_shard_writer *w)
