@@ -64,18 +64,27 @@ check "a write error mid-run: exit 1, the message names the file" sh -c \
     "test $rc -eq 1 && grep -q \"cannot write 'wfail/train-00000.shard\" err && grep -q 'File too large' err"
 check "a write error mid-run: no temporary file left" sh -c "test -f wfail/manifest.json && ! ls wfail | grep -q '\\.tmp\$'"
 
-# --- threads: the same bytes
-IN="$CORPUS/train/02.jsonl.zst $CORPUS/val.jsonl.zst"
+# --- threads: the same bytes (five inputs: with 8 threads three are read at
+# once, more threads than this machine's cores)
+IN="$CORPUS/train $CORPUS/val.jsonl.zst"
 for pack in concat best-fit; do
-    for j in 1 2 3; do
+    for j in 1 2 3 8; do
         "$PREP" -q -o "t-$pack-$j" -j $j -L 333 --shard-size 0.5 --pack $pack --window-rows 64 $IN 2>err-$j || echo "# rc $? $(cat err-$j)"
     done
-    if test -f t-$pack-1/manifest.json && same_dir t-$pack-1 t-$pack-2 && same_dir t-$pack-1 t-$pack-3; then
-        ok "$pack: --threads 1, 2, 3 write the same bytes"
+    if test -f t-$pack-1/manifest.json && same_dir t-$pack-1 t-$pack-2 && same_dir t-$pack-1 t-$pack-3 &&
+        same_dir t-$pack-1 t-$pack-8; then
+        ok "$pack: --threads 1, 2, 3, 8 write the same bytes"
     else
-        not_ok "$pack: --threads 1, 2, 3 write the same bytes"
+        not_ok "$pack: --threads 1, 2, 3, 8 write the same bytes"
     fi
 done
+"$PREP" -o t-sum -j 8 -L 333 --shard-size 0.5 $IN >out 2>err; rc=$?
+check "the summary names the busiest stage and its share of the wall time" sh -c "test $rc -eq 0 && \
+    grep -Eq '^busiest stage: (read|parse\+tokenize|pack\+write), [0-9]+% of the wall time \(read [0-9]+% of [1-3] readers?, parse\+tokenize [0-9]+% of 8 workers, pack\+write [0-9]+% of 1\): ' err"
+check "with 8 threads, several inputs are read at once" grep -Eq '\(([2-3]) inputs read at once at most' err
+"$PREP" --progress -o t-prog -j 2 -L 333 --shard-size 0.5 $IN >out 2>err; rc=$?
+check "the progress line names the busiest stage" sh -c \
+    "test $rc -eq 0 && grep -Eq 'busiest: (read|parse\+tokenize|pack\+write) [0-9]+%' err"
 nshards=$(ls t-concat-1 | grep -c '\.shard$')
 check "small --shard-size gives many shards ($nshards)" test "$nshards" -ge 5
 

@@ -2,7 +2,9 @@
 # Crash safety of pile-prep: kill -9 it at many moments (after the 1st, 3rd,
 # ... shard, at random times, in the final phase, and again while it
 # resumes), rerun the same command, and compare every output file with an
-# uninterrupted run: they must be byte-identical. Concat and best-fit.
+# uninterrupted run: they must be byte-identical. Concat and best-fit; the
+# killed runs use 1, 3 or 8 threads (8: three inputs read at once), the
+# resumed ones another count.
 #   prep_kill.sh PILE_PREP
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
@@ -29,8 +31,9 @@ TOK=""
 [ -f "$SHARED/fixtures/gpt2/encoder.json" ] && TOK="--tokenizer $SHARED/fixtures/gpt2"
 IN="$CORPUS/train $CORPUS/val.jsonl.zst"
 
-# start OUT: runs pile-prep in the background
-start() { "$PREP" -q -j 1 -o "$1" -L 256 --shard-size 0.25 --pack "$PACK" --window-rows 64 --megatron $TOK $IN 2>>"$TMP/log" & pid=$!; }
+# start OUT: runs pile-prep in the background, with $J threads
+J=1
+start() { "$PREP" -q -j $J -o "$1" -L 256 --shard-size 0.25 --pack "$PACK" --window-rows 64 --megatron $TOK $IN 2>>"$TMP/log" & pid=$!; }
 # kill_after_shards OUT K: kill -9 once OUT holds K shards (or the run ended)
 kill_after_shards() {
     while kill -0 $pid 2>/dev/null && [ "$(nshards "$1")" -lt "$2" ]; do sleep 0.005; done
@@ -41,10 +44,11 @@ kill_after_file() {
     kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 }
 kill_after_time() { sleep "$1"; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; }
-finish() { "$PREP" -q -j 2 -o "$1" -L 256 --shard-size 0.25 --pack "$PACK" --window-rows 64 --megatron $TOK $IN 2>>"$TMP/log"; }
+finish() { "$PREP" -q -j $FJ -o "$1" -L 256 --shard-size 0.25 --pack "$PACK" --window-rows 64 --megatron $TOK $IN 2>>"$TMP/log"; }
 
 for PACK in concat best-fit; do
     ref="$TMP/ref-$PACK"
+    J=1
     start "$ref"; wait $pid
     total=$(nshards "$ref")
     if [ "$total" -lt 8 ]; then
@@ -55,6 +59,7 @@ for PACK in concat best-fit; do
     for k in 1 3 $((total / 2)) $((total - 2)) t1 t2 final twice; do
         case_no=$((case_no + 1))
         out="$TMP/$PACK-$case_no"
+        case $((case_no % 3)) in 0) J=8 FJ=3 ;; 1) J=1 FJ=8 ;; *) J=3 FJ=2 ;; esac
         start "$out"
         case $k in
             final) what="in the final phase (after the last shard)"; kill_after_file "$out/val-00000.shard" ;;
@@ -67,9 +72,9 @@ for PACK in concat best-fit; do
         finish "$out"
         rc=$?
         if [ $rc -eq 0 ] && same_dir "$ref" "$out"; then
-            ok "$PACK: killed $what, resumed: identical output"
+            ok "$PACK: killed $what (-j $J), resumed (-j $FJ): identical output"
         else
-            not_ok "$PACK: killed $what, resumed: identical output (rc $rc)"
+            not_ok "$PACK: killed $what (-j $J), resumed (-j $FJ): identical output (rc $rc)"
         fi
         rm -rf "$out"
     done
