@@ -454,6 +454,69 @@ static void test_tmp_and_abandon(void)
     pile_buf_free(&tmp);
 }
 
+/* add_row_packed (ids already at the shard's width, any alignment) writes
+ * the very bytes add_row writes from 32-bit ids, also for rows larger than
+ * the writer's 4 MiB buffer; an id over the vocabulary is refused. */
+static void test_packed(uint32_t vocab, uint32_t max_length, int ndocs, const char *name)
+{
+    pile_buf pb = {0}, pb2 = {0}, a = {0}, b = {0}, row = {0};
+    model m;
+    model_concat(&m, vocab, max_length, ndocs);
+    const char *ref = tpath(&pb, name);
+    pile_buf_printf(&pb2, "%s.packed", ref);
+    pile_err err = {0};
+    CHECK_OK(model_write(&m, ref, NULL, &err), &err);
+    size_t width = pile_shard_token_bytes(vocab);
+    ASSERT_EQ(width, vocab <= 65536 ? 2u : 4u);
+    pile_shard_writer *w;
+    int rc = pile_shard_writer_open(&w, pb2.data, &m.params, &err);
+    CHECK_OK(rc, &err);
+    uint16_t ids[3];
+    for (int i = 0; i < 3 && !rc; i++) rc = pile_shard_writer_subset(w, m.subsets[i], strlen(m.subsets[i]), &ids[i], &err);
+    for (size_t i = 0; i < m.nrows && !rc; i++) {
+        const model_row *r = &m.rows[i];
+        row.len = 0;
+        pile_buf_append(&row, "x", 1); /* odd address: any alignment */
+        for (uint32_t t = 0; t < r->len; t++) {
+            uint16_t v16 = (uint16_t)r->tokens[t];
+            pile_buf_append(&row, width == 2 ? (const void *)&v16 : (const void *)&r->tokens[t], width);
+        }
+        rc = pile_shard_writer_add_row_packed(w, row.data + 1, r->len, r->docs, r->ndocs, r->lead, &err);
+    }
+    CHECK_OK(rc, &err);
+    if (!rc) CHECK_OK(pile_shard_writer_finish(w, NULL, &err), &err);
+    pile_shard_writer_close(w);
+    if (pile_fs_read_file(ref, &a, &err) == 0 && pile_fs_read_file(pb2.data, &b, &err) == 0) {
+        ASSERT_EQ(a.len, b.len);
+        ASSERT(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+    } else {
+        PILE_FAIL_("cannot read back: %s", err.msg);
+    }
+    /* an id at the vocabulary's size: refused, and the writer takes nothing more */
+    rc = pile_shard_writer_open(&w, pb2.data, &m.params, &err);
+    CHECK_OK(rc, &err);
+    if (!rc) {
+        CHECK_OK(pile_shard_writer_subset(w, "Github", 6, &ids[0], &err), &err);
+        uint32_t bad32[4] = {1, 2, vocab, 3};
+        uint16_t bad16[4] = {1, 2, (uint16_t)vocab, 3};
+        if (vocab < 65536) {
+            ASSERT_EQ(pile_shard_writer_add_row_packed(w, width == 2 ? (const void *)bad16 : (const void *)bad32, 4,
+                                                       NULL, 0, 0, &err),
+                      PILE_EINVAL);
+            ASSERT(strstr(err.msg, "vocab_size") != NULL);
+            ASSERT_EQ(pile_shard_writer_add_row_packed(w, bad16, 1, NULL, 0, 0, &err), PILE_EINVAL);
+            ASSERT(strstr(err.msg, "failed state") != NULL);
+        }
+        pile_shard_writer_close(w);
+    }
+    model_free(&m);
+    pile_buf_free(&pb);
+    pile_buf_free(&pb2);
+    pile_buf_free(&a);
+    pile_buf_free(&b);
+    pile_buf_free(&row);
+}
+
 /* ------------------------------------------------------- damaged files */
 
 static int write_bytes(const char *path, const void *data, size_t len)
@@ -1195,6 +1258,11 @@ int main(void)
     test_writer_versions();
     TEST("round trip, best-fit rows with continued segments");
     test_best_fit();
+    TEST("writer: rows of ids already narrowed (add_row_packed) give add_row's bytes, 2- and 4-byte ids, "
+         "rows over the 4 MiB buffer; an id over the vocabulary refused");
+    test_packed(50257, 128, 200, "packed2.shard");
+    test_packed(100000, 96, 150, "packed4.shard");
+    test_packed(50257, 2200000, 3, "packed-big.shard");
     TEST("writer: .tmp while writing, refused rows, abandoned writer leaves nothing");
     test_tmp_and_abandon();
     test_damage();
