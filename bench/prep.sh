@@ -1,23 +1,33 @@
 #!/bin/sh
 # pile-prep throughput and memory: MB/s of JSONL, tokens/s, peak RSS and the
-# stage breakdown (read / parse / tokenize / pack+write, thread-seconds),
+# stage breakdown (read / parse / tokenize / pack / write, thread-seconds),
 # at --threads 1 and 2, byte tokenizer and GPT-2, on the shared corpus and
-# on a larger one made by make-corpus.sh. Prints a Markdown table for
-# bench/RESULTS.md. Release build; run once, on a quiet machine.
+# on a larger one made by make-corpus.sh, each run REPEATS times with the
+# thread counts interleaved (so that a loaded machine slows both alike: the
+# 2-thread speedup is the median of the per-repeat ratios). Then each
+# stage's single-thread throughput from the GPT-2 1-thread runs on the large
+# corpus (decompress from `zstd -dc` alone, split lines = read - decompress)
+# and the ceiling those rates imply for 8, 32 and 128 cores. Prints Markdown
+# for bench/RESULTS.md. Release build.
 #
 #   bench/prep.sh [BUILD_DIR]      (default: build-bench-prep beside the sources)
 # Env: PILE_SHARED (default ../shared), PILE_BENCH_CORPUS (default
-# /var/tmp/pile-corpus-300, built with make-corpus.sh --size-mb 300 if absent),
-# PILE_BENCH_THREADS (default "1 2"), PILE_BENCH_TMP (output folder, default under /var/tmp),
-# PILE_BENCH_PERF=1: also profile one GPT-2 run at --threads 1 on the large corpus with
-# `perf record --call-graph dwarf` and print each stage's share of the CPU samples
-# (a sample counts as tokenizer when any frame of its stack is a tokenizer function).
+# /var/tmp/pile-corpus-300, built with make-corpus.sh --size-mb 300 if absent;
+# it needs train/ and val.jsonl.zst), PILE_BENCH_THREADS (default "1 2"),
+# PILE_BENCH_REPEATS (default 3), PILE_BENCH_FILES (input files of the
+# ceiling's job, default 30: the Pile's train files), PILE_BENCH_TMP (output
+# folder, default under /var/tmp), PILE_BENCH_PERF=1: also profile one GPT-2
+# run at --threads 1 on the large corpus with `perf record --call-graph dwarf`
+# and print each stage's share of the CPU samples (a sample counts as
+# tokenizer when any frame of its stack is a tokenizer function).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build-bench-prep}
 SHARED=${PILE_SHARED:-$ROOT/../shared}
 BIG=${PILE_BENCH_CORPUS:-/var/tmp/pile-corpus-300}
 THREADS=${PILE_BENCH_THREADS:-1 2}
+REPEATS=${PILE_BENCH_REPEATS:-3}
+FILES=${PILE_BENCH_FILES:-30}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
@@ -29,54 +39,134 @@ if [ ! -d "$BIG/train" ]; then
     "$SHARED/tools/make-corpus.sh" --size-mb 300 --out "$BIG" >&2
 fi
 [ -x /usr/bin/time ] || { echo "bench/prep.sh: needs /usr/bin/time (GNU time) for the peak RSS" >&2; exit 1; }
+command -v zstd >/dev/null || { echo "bench/prep.sh: needs the zstd command (decompression alone)" >&2; exit 1; }
 
 TMP=$(mktemp -d "${PILE_BENCH_TMP:-/var/tmp}/pile-bench-prep-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GiB; load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 bt=$(grep -o '"name": "buildtype", "value": "[a-z]*"' "$BUILD/meson-info/intro-buildoptions.json" | sed 's/.*"value": "//; s/"$//')
-echo "pile-prep $("$PREP" --version | cut -d' ' -f2), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $bt build"
-echo
-echo "| corpus | JSONL MB | tokenizer | threads | wall s | JSONL MB/s | Mtok/s | peak RSS MiB | read | parse | tokenize | pack+write | (read+parse+pack)/tokenize |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "pile-prep $("$PREP" --version | cut -d' ' -f2), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $bt build; $REPEATS repeats, thread counts interleaved"
+
+# run CORPUS TOKNAME J REP: one run, one line of runs.tsv:
+# corpus tok j rep jsonl_mb wall mbs mtoks rss read parse tokenize pack write readers busiest share
+run() {
+    corpus=$1 tok=$2 j=$3 rep=$4
+    spec=bytes
+    [ "$tok" = gpt2 ] && spec=$SHARED/fixtures/gpt2
+    rm -rf "$TMP/out"
+    /usr/bin/time -v "$PREP" --force -o "$TMP/out" -j "$j" -t "$spec" "$corpus/train" "$corpus/val.jsonl.zst" \
+        >/dev/null 2>"$TMP/err" || { sed 's/^/# /' "$TMP/err" >&2; exit 1; }
+    # the summary lines: "...; wall time W s; R MB/s of JSONL (D MB/s on disk); T M tokens/s",
+    # "stage time (thread-seconds): read a, parse b, tokenize c, pack+write d (of which write e) (...)",
+    # "busiest stage: NAME, P% of the wall time (...)" and "... (N inputs read at once at most; ..."
+    awk -v name="$(basename "$corpus")" -v tok="$tok" -v j="$j" -v rep="$rep" '
+        /^shards .*wall time/ {
+            for (i = 1; i <= NF; i++) {
+                if ($i == "time") wall = $(i + 1)
+                if ($i == "of" && $(i + 1) == "JSONL") mbs = $(i - 2)
+                if ($i ~ /M$/ && $(i + 1) == "tokens/s") tps = substr($i, 1, length($i) - 1)
+            }
+        }
+        /^stage time/ {
+            gsub(/[,()%]/, "")
+            for (i = 1; i <= NF; i++) {
+                if ($i == "read") rd = $(i + 1)
+                if ($i == "parse") ps = $(i + 1)
+                if ($i == "tokenize" && tk == "") tk = $(i + 1)
+                if ($i == "pack+write") pw = $(i + 1)
+                if ($i == "write") wr = $(i + 1)
+            }
+        }
+        /^busiest stage:/ { bn = $3; sub(/,$/, "", bn); bs = $4 }
+        /inputs? read at once at most/ { for (i = 1; i <= NF; i++) if ($i ~ /^\(?[0-9]+$/ && $(i + 1) ~ /^inputs?$/) { nr = $i; gsub(/\(/, "", nr) } }
+        /Maximum resident set size/ { rss = $NF / 1024 }
+        END {
+            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\n",
+                   name, tok, j, rep, wall * mbs, wall, mbs, tps, rss, rd, ps, tk, pw - wr, wr, nr, bn, bs
+        }' "$TMP/err" >>"$TMP/runs.tsv"
+}
+
+: >"$TMP/runs.tsv"
 for corpus in "$SHARED/corpus" "$BIG"; do
-    name=$(basename "$corpus")
     for tok in bytes gpt2; do
-        spec=bytes
-        [ $tok = gpt2 ] && spec=$SHARED/fixtures/gpt2
-        for j in $THREADS; do
-            out=$TMP/out
-            rm -rf "$out"
-            /usr/bin/time -v "$PREP" --force -o "$out" -j "$j" -t "$spec" "$corpus/train" "$corpus/val.jsonl.zst" \
-                >/dev/null 2>"$TMP/err" || { sed 's/^/# /' "$TMP/err" >&2; exit 1; }
-            # the summary lines: "...; wall time W s; R MB/s of JSONL (D MB/s on disk); T M tokens/s"
-            # and "stage time (thread-seconds): read a, parse b, tokenize c, pack+write d (... = p% of tokenize)"
-            awk -v name="$name" -v tok="$tok" -v j="$j" '
-                /wall time/ {
-                    for (i = 1; i <= NF; i++) {
-                        if ($i == "time") wall = $(i + 1)
-                        if ($i == "of" && $(i + 1) == "JSONL") mbs = $(i - 2)
-                        if ($i ~ /M$/ && $(i + 1) == "tokens/s") tps = substr($i, 1, length($i) - 1)
-                    }
-                }
-                /^stage time/ {
-                    gsub(/[,()%]/, "")
-                    for (i = 1; i <= NF; i++) {
-                        if ($i == "read") rd = $(i + 1)
-                        if ($i == "parse") ps = $(i + 1)
-                        if ($i == "tokenize" && tk == "") tk = $(i + 1)
-                        if ($i == "pack+write") pw = $(i + 1)
-                    }
-                }
-                /Maximum resident set size/ { rss = $NF / 1024 }
-                END {
-                    share = tk > 0 ? (rd + ps + pw) / tk * 100 : 0
-                    printf "| %s | %.0f | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %.1f%% |\n",
-                           name, wall * mbs, tok, j, wall, mbs, tps, rss, rd, ps, tk, pw, share
-                }' "$TMP/err"
+        rep=1
+        while [ $rep -le "$REPEATS" ]; do
+            for j in $THREADS; do run "$corpus" $tok "$j" $rep; done
+            rep=$((rep + 1))
         done
     done
 done
+
+echo
+echo "Each row: the fastest of the repeats (wall time); stage columns are that run's thread-seconds."
+echo
+echo "| corpus | JSONL MB | tokenizer | threads | wall s | JSONL MB/s | Mtok/s | peak RSS MiB | read | parse | tokenize | pack | write | (all but tokenize)/tokenize | readers | busiest stage |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+sort -t"$(printf '\t')" -k1,1 -k2,2 -k3,3n -k6,6g "$TMP/runs.tsv" | awk -F'\t' '
+    { key = $1 FS $2 FS $3; if (key in seen) next; seen[key] = 1
+      share = $12 > 0 ? ($10 + $11 + $13 + $14) / $12 * 100 : 0
+      printf "| %s | %.0f | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %.2f | %s | %.1f%% | %s | %s %s |\n",
+             $1, $5, $2, $3, $6, $7, $8, $9, $10, $11, $12, $13, $14, share, $15, $16, $17 }'
+
+echo
+echo "2 threads against 1, per repeat (wall-time ratio of the two interleaved runs), and the median:"
+echo
+echo "| corpus | tokenizer | ratios | median |"
+echo "|---|---|---|---|"
+awk -F'\t' '$3 == 1 { one[$1 FS $2 FS $4] = $6 } $3 == 2 { two[$1 FS $2 FS $4] = $6 }
+    END { for (k in one) if (k in two) { split(k, f, FS); r = one[k] / two[k]; key = f[1] FS f[2]
+              list[key] = list[key] (list[key] == "" ? "" : " ") sprintf("%.2f", r); n[key]++; v[key, n[key]] = r }
+          for (key in list) { m = n[key]
+              for (i = 1; i <= m; i++) for (k2 = i + 1; k2 <= m; k2++) if (v[key, k2] < v[key, i]) { t = v[key, i]; v[key, i] = v[key, k2]; v[key, k2] = t }
+              med = m % 2 ? v[key, (m + 1) / 2] : (v[key, m / 2] + v[key, m / 2 + 1]) / 2
+              split(key, f, FS); printf "| %s | %s | %s | %.2fx |\n", f[1], f[2], list[key], med } }' "$TMP/runs.tsv" | sort
+
+# --- each stage alone, one thread: GPT-2 on the large corpus
+dec=""
+rep=1
+while [ $rep -le "$REPEATS" ]; do
+    t0=$(date +%s.%N)
+    zstd -dcq "$BIG"/train/* "$BIG/val.jsonl.zst" >/dev/null
+    t1=$(date +%s.%N)
+    d=$(echo "$t1 - $t0" | bc)
+    if [ -z "$dec" ] || [ "$(echo "$d < $dec" | bc)" = 1 ]; then dec=$d; fi
+    rep=$((rep + 1))
+done
+echo
+echo "Stages alone, one thread, GPT-2 on $(basename "$BIG") (each the least over the -j 1 runs; decompress:"
+echo "\`zstd -dc\` of the same files, $(printf '%.2f' "$dec") s at best; split lines = read - decompress: the line reader and the copy into chunks),"
+echo "and the ceilings they imply: one reader per input file read at once (1 + cores/4 of them, at most"
+echo "the job's files), one packing thread, and all stages sharing the cores:"
+echo
+awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
+    $1 == big && $2 == "gpt2" && $3 == 1 {
+        if (mb == "" || $5 > mb) mb = $5
+        if (rd == "" || $10 < rd) rd = $10; if (ps == "" || $11 < ps) ps = $11; if (tk == "" || $12 < tk) tk = $12
+        if (pk == "" || $13 < pk) pk = $13; if (wr == "" || $14 < wr) wr = $14
+    }
+    END {
+        sp = rd - dec; if (sp < 0.001) sp = 0.001
+        n = split("decompress split-lines parse tokenize pack write", name, " ")
+        t[1] = dec; t[2] = sp; t[3] = ps; t[4] = tk; t[5] = pk; t[6] = wr
+        printf "| stage | thread-seconds | MB/s of JSONL on one thread | share of tokenize |\n|---|---|---|---|\n"
+        other = 0
+        for (i = 1; i <= n; i++) {
+            printf "| %s | %.3f | %.0f | %.1f%% |\n", name[i], t[i], mb / t[i], 100 * t[i] / tk
+            if (i != 4) other += t[i]
+        }
+        printf "| everything but tokenize | %.3f | | %.1f%% |\n", other, 100 * other / tk
+        cpu = dec + sp + ps + tk + pk + wr
+        printf "\nTokenizing on 64 cores: %.0f MB/s of JSONL. One packing thread (pack + write): %.0f MB/s; one reader (decompress + split): %.0f MB/s.\n\n", 64 * mb / tk, mb / (pk + wr), mb / (dec + sp)
+        printf "| cores | all stages on the cores | readers (files: %d) | the packing thread | ceiling | limited by |\n|---|---|---|---|---|---|\n", files
+        split("8 32 128", cores, " ")
+        for (c = 1; c <= 3; c++) {
+            N = cores[c]; nr = 1 + int(N / 4); if (nr > files) nr = files
+            a = N * mb / cpu; r = nr * mb / (dec + sp); p = mb / (pk + wr)
+            lim = a; why = "cores (tokenizing)"; if (r < lim) { lim = r; why = "readers" } if (p < lim) { lim = p; why = "packing thread" }
+            printf "| %d | %.0f MB/s | %.0f MB/s (%d) | %.0f MB/s | %.0f MB/s | %s |\n", N, a, r, nr, p, lim, why
+        }
+    }' "$TMP/runs.tsv"
 
 [ "${PILE_BENCH_PERF:-0}" = 1 ] || exit 0
 command -v perf >/dev/null || { echo "bench/prep.sh: PILE_BENCH_PERF=1 needs perf" >&2; exit 1; }
@@ -97,7 +187,7 @@ STAGES = [  # first match over the whole stack wins
     ("zstd decompression", lambda s, d: "libzstd" in d),
     ("shard writer", lambda s, d: s.startswith(("pile_shard_writer", "writer_")) or "xxhash" in d),
     ("packer", lambda s, d: s.startswith(("pile__prep_packer", "concat_doc", "emit_row", "close_window", "pack_chunk"))),
-    ("line reader + chunks", lambda s, d: s.startswith(("pile_lines", "reader_main", "chunk_add_line"))),
+    ("line reader + chunks", lambda s, d: s.startswith(("pile_lines", "reader_main", "read_input", "chunk_add_line"))),
 ]
 cnt = collections.Counter()
 frames = []

@@ -48,6 +48,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 /* XXH3_state_t's definition, so that a row is hashed with a state on the
  * reader's stack: no allocation per row, any number of threads at once. */
 #define XXH_STATIC_LINKING_ONLY
@@ -202,6 +203,21 @@ struct pile_shard_writer {
     size_t sums_cap;
     unsigned char *buf;
     size_t buf_len;
+    /* Background writes: a full buffer is swapped with io_buf and written by
+     * the I/O thread while rows go on into the other, so that the caller
+     * never waits for the disk unless it is slower than the caller. The
+     * thread touches only io_buf, fd and direct, and those only while
+     * io_busy; the caller waits for it before it touches them. Started at
+     * the first full buffer; without it (no memory, no thread) writes are
+     * made in place. */
+    unsigned char *io_buf;
+    size_t io_len;
+    int io_state; /* 0 not started, 1 running, -1 unavailable */
+    int io_busy, io_quit, io_rc;
+    pile_err io_err;
+    uv_thread_t io_thread;
+    uv_mutex_t io_mu;
+    uv_cond_t io_cv;
     shard_row *rows;
     size_t nrows, rows_cap;
     pile_shard_doc *docs;
@@ -242,19 +258,16 @@ static int writer_undirect(pile_shard_writer *w, pile_err *err)
     return 0;
 }
 
-/* Writes the buffer out. With `all` == 0 an O_DIRECT writer writes only the
- * whole blocks and moves the tail (less than a block) to the front of the
- * buffer, so that every direct write stays aligned. */
-static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
+/* Writes data[0..len) at the file's offset: whole blocks directly while the
+ * file is O_DIRECT, the rest (and everything after a refusal) through the
+ * page cache. */
+static int writer_write_out(pile_shard_writer *w, const unsigned char *data, size_t len, pile_err *err)
 {
-    size_t len = w->buf_len;
-    if (!all && w->direct) len -= len % DIRECT_ALIGN;
-    if (!len) return 0;
     int rc = 0;
     size_t done = 0;
     if (len % DIRECT_ALIGN) rc = writer_undirect(w, err);
     while (!rc && w->direct && done < len) {
-        ssize_t k = write(w->fd, w->buf + done, len - done);
+        ssize_t k = write(w->fd, data + done, len - done);
         if (k < 0 && errno == EINTR) continue;
         if (k > 0 && (size_t)k % DIRECT_ALIGN == 0) {
             done += (size_t)k;
@@ -268,7 +281,106 @@ static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
         if (k > 0) done += (size_t)k;
         rc = writer_undirect(w, err);
     }
-    if (!rc && done < len) rc = write_all(w->fd, w->buf + done, len - done, w->tmp_path, err);
+    if (!rc && done < len) rc = write_all(w->fd, data + done, len - done, w->tmp_path, err);
+    return rc;
+}
+
+static void writer_io_main(void *arg)
+{
+    pile_shard_writer *w = arg;
+    uv_mutex_lock(&w->io_mu);
+    for (;;) {
+        while (!w->io_busy && !w->io_quit) uv_cond_wait(&w->io_cv, &w->io_mu);
+        if (!w->io_busy) break;
+        uv_mutex_unlock(&w->io_mu);
+        pile_err e;
+        pile_err_clear(&e);
+        int rc = writer_write_out(w, w->io_buf, w->io_len, &e);
+        uv_mutex_lock(&w->io_mu);
+        if (rc && !w->io_rc) {
+            w->io_rc = rc;
+            w->io_err = e;
+        }
+        w->io_busy = 0;
+        uv_cond_broadcast(&w->io_cv);
+    }
+    uv_mutex_unlock(&w->io_mu);
+}
+
+/* Waits until the I/O thread has written what it was given; its error, if
+ * it met one, is the writer's from then on. */
+static int writer_io_wait(pile_shard_writer *w, pile_err *err)
+{
+    if (w->io_state != 1) return 0;
+    uv_mutex_lock(&w->io_mu);
+    while (w->io_busy) uv_cond_wait(&w->io_cv, &w->io_mu);
+    int rc = w->io_rc;
+    if (rc) *err = w->io_err;
+    uv_mutex_unlock(&w->io_mu);
+    if (rc) w->failed = 1;
+    return rc;
+}
+
+static void writer_io_stop(pile_shard_writer *w)
+{
+    if (w->io_state == 1) {
+        uv_mutex_lock(&w->io_mu);
+        w->io_quit = 1;
+        uv_cond_broadcast(&w->io_cv);
+        uv_mutex_unlock(&w->io_mu);
+        uv_thread_join(&w->io_thread);
+        uv_cond_destroy(&w->io_cv);
+        uv_mutex_destroy(&w->io_mu);
+    }
+    w->io_state = 0;
+}
+
+/* The I/O thread and its buffer, at the first full buffer; 1 when running. */
+static int writer_io_start(pile_shard_writer *w)
+{
+    if (w->io_state) return w->io_state == 1;
+    w->io_state = -1;
+    void *b = NULL;
+    if (posix_memalign(&b, DIRECT_ALIGN, WRITE_BUF_BYTES) != 0) return 0;
+    w->io_buf = b;
+    if (uv_mutex_init(&w->io_mu)) return 0;
+    if (uv_cond_init(&w->io_cv)) {
+        uv_mutex_destroy(&w->io_mu);
+        return 0;
+    }
+    if (uv_thread_create(&w->io_thread, writer_io_main, w)) {
+        uv_cond_destroy(&w->io_cv);
+        uv_mutex_destroy(&w->io_mu);
+        return 0;
+    }
+    w->io_state = 1;
+    return 1;
+}
+
+/* Writes the buffer out. With `all` == 0 the writing goes on in the
+ * background where it can (the buffers are swapped), and an O_DIRECT writer
+ * writes only the whole blocks and moves the tail (less than a block) to the
+ * front of the buffer, so that every direct write stays aligned. */
+static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(writer_io_wait(w, err));
+    size_t len = w->buf_len;
+    if (!all && w->direct) len -= len % DIRECT_ALIGN;
+    if (!len) return 0;
+    if (!all && writer_io_start(w)) {
+        unsigned char *full = w->buf;
+        w->buf = w->io_buf;
+        w->buf_len -= len;
+        if (w->buf_len) memcpy(w->buf, full + len, w->buf_len);
+        uv_mutex_lock(&w->io_mu);
+        w->io_buf = full;
+        w->io_len = len;
+        w->io_busy = 1;
+        uv_cond_broadcast(&w->io_cv);
+        uv_mutex_unlock(&w->io_mu);
+        return 0;
+    }
+    int rc = writer_write_out(w, w->buf, len, err);
     if (rc) {
         w->failed = 1;
         return rc;
@@ -300,6 +412,8 @@ static int writer_put(pile_shard_writer *w, const void *data, size_t len, pile_e
 
 static void writer_free(pile_shard_writer *w)
 {
+    writer_io_stop(w);
+    free(w->io_buf);
     for (uint32_t i = 0; i < w->nsubsets; i++) free(w->subsets[i]);
     free(w->subsets);
     free(w->subset_lens);
@@ -792,6 +906,7 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
 void pile_shard_writer_close(pile_shard_writer *w)
 {
     if (!w) return;
+    writer_io_stop(w); /* before the file it writes to is closed */
     if (w->fd >= 0) close(w->fd);
     if (!w->finished) unlink(w->tmp_path);
     writer_free(w);
