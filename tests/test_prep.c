@@ -296,6 +296,7 @@ static void check_concat(const char *out, pile_split sp, const exp_docs *e, uint
         ASSERT_EQ(info->max_length, L);
         ASSERT_EQ(info->pack, PILE_PACK_CONCAT);
         ASSERT_EQ(info->pad_id, eot);
+        ASSERT_EQ(info->token_bytes, eot >= 65536 ? 4u : 2u);
         for (uint64_t r = 0; r < info->row_count && !bad; r++, nrows++) {
             if (nrows && last_len != L) {
                 PILE_FAIL_("row %zu is not the last but has length %u", nrows - 1, last_len);
@@ -482,11 +483,39 @@ static pile_prep_opts base_opts(const pile_prep_inputs *in, const char *out)
     return o;
 }
 
-static void test_pack(const char *tmp, const char *spec, pile_pack pack)
+static unsigned byte_char(unsigned b);
+
+/* A byte-level tokenizer.json without merges (ids: the bytes) whose
+ * end-of-text is id 70000: a vocabulary over 65,536, so shards hold 4-byte
+ * ids, and the workers' narrowing leaves them wide. Returns its path. */
+static char *wide_bytes_tokenizer(const char *tmp)
 {
-    /* byte tokens: a train file and the val split; BPE: the inputs that have reference ids */
+    char *p = path2(tmp, "wide-tok.json");
+    pile_buf t = {0};
+    pile_buf_append_str(&t, "{\"added_tokens\":[{\"id\":70000,\"content\":\"<|endoftext|>\",\"special\":true}],"
+                            "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+                            "\"use_regex\":true},\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
+    for (unsigned k = 0; k < 256; k++) {
+        char u[4];
+        size_t ul = pile_utf8_encode(byte_char(k), u);
+        if (k) pile_buf_append_str(&t, ",");
+        pile_json_write_string(&t, u, ul);
+        pile_buf_printf(&t, ":%u", k);
+    }
+    pile_buf_append_str(&t, ",\"<|endoftext|>\":70000}}}");
+    pile_err err_s, *err = &err_s;
+    ASSERT_OK(pile_fs_write_atomic(p, t.data, t.len, err), err);
+    pile_buf_free(&t);
+    return p;
+}
+
+static void test_pack(const char *tmp, const char *spec, pile_pack pack, int threads)
+{
+    /* byte tokens (the bytes tokenizer, or wide_bytes_tokenizer's): a train
+     * file and the val split; GPT-2: the inputs that have reference ids */
     char *a = NULL, *b = NULL, *ra = NULL, *rb = NULL;
-    if (spec) {
+    int refs = spec && !contains(spec, "wide");
+    if (refs) {
         a = path2(g_corpus, "tricky.jsonl");
         ra = path2(g_corpus, "ref/tricky.r50k.jsonl");
         rb = path2(g_corpus, "ref/val.r50k.jsonl");
@@ -498,8 +527,12 @@ static void test_pack(const char *tmp, const char *spec, pile_pack pack)
     pile_err err_s, *err = &err_s;
     ASSERT_OK(pile_prep_inputs_add(&in, b, err), err); /* given first, packed after train */
     ASSERT_OK(pile_prep_inputs_add(&in, a, err), err);
-    char *out = path2(tmp, pack == PILE_PACK_CONCAT ? (spec ? "concat-bpe" : "concat") : (spec ? "bf-bpe" : "bf"));
+    char name[64];
+    snprintf(name, sizeof name, "%s-%s-%d", pack == PILE_PACK_CONCAT ? "concat" : "bf",
+             refs ? "bpe" : spec ? "wide" : "bytes", threads);
+    char *out = path2(tmp, name);
     pile_prep_opts o = base_opts(&in, out);
+    o.threads = threads;
     o.tokenizer_spec = spec;
     o.max_length = pack == PILE_PACK_CONCAT ? 509 : 1021;
     o.pack = pack;
@@ -1890,9 +1923,16 @@ int main(void)
     test_text_key(tmp);
 
     TEST("concat, byte tokens: rows are the documents in order");
-    test_pack(tmp, NULL, PILE_PACK_CONCAT);
+    test_pack(tmp, NULL, PILE_PACK_CONCAT, 2);
     TEST("best-fit, byte tokens: documents kept whole, rows <= max_length");
-    test_pack(tmp, NULL, PILE_PACK_BEST_FIT);
+    test_pack(tmp, NULL, PILE_PACK_BEST_FIT, 2);
+    char *wide = wide_bytes_tokenizer(tmp);
+    TEST("concat, a vocabulary over 65,536 (4-byte ids), 1 and 3 threads: rows are the documents in order");
+    test_pack(tmp, wide, PILE_PACK_CONCAT, 1);
+    test_pack(tmp, wide, PILE_PACK_CONCAT, 3);
+    TEST("best-fit, a vocabulary over 65,536 (4-byte ids), 3 threads: documents kept whole");
+    test_pack(tmp, wide, PILE_PACK_BEST_FIT, 3);
+    free(wide);
 
     char gpt2[4200];
     snprintf(gpt2, sizeof gpt2, "%s/fixtures/gpt2", pile_test_shared());
@@ -1902,9 +1942,9 @@ int main(void)
     pile_tokenizer_close(tok);
     if (have_bpe) {
         TEST("concat, GPT-2: rows are tiktoken's reference ids in order");
-        test_pack(tmp, gpt2, PILE_PACK_CONCAT);
+        test_pack(tmp, gpt2, PILE_PACK_CONCAT, 2);
         TEST("best-fit, GPT-2: documents kept whole, rows <= max_length");
-        test_pack(tmp, gpt2, PILE_PACK_BEST_FIT);
+        test_pack(tmp, gpt2, PILE_PACK_BEST_FIT, 2);
     } else {
         TEST("GPT-2 packing # SKIP GPT-2 tokenizer not available");
     }
