@@ -16,7 +16,9 @@
 # it needs train/ and val.jsonl.zst), PILE_BENCH_THREADS (default "1 2"),
 # PILE_BENCH_REPEATS (default 3), PILE_BENCH_FILES (input files of the
 # ceiling's job, default 30: the Pile's train files), PILE_BENCH_TMP (output
-# folder, default under /var/tmp), PILE_BENCH_PERF=1: also profile one GPT-2
+# folder, default under /var/tmp), PILE_BENCH_OLD_PREP (another pile-prep
+# binary, say main's: run beside this one in every repeat, its rows marked
+# "old"), PILE_BENCH_PERF=1: also profile one GPT-2
 # run at --threads 1 on the large corpus with `perf record --call-graph dwarf`
 # and print each stage's share of the CPU samples (a sample counts as
 # tokenizer when any frame of its stack is a tokenizer function).
@@ -48,14 +50,14 @@ echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores, $(grep -m
 bt=$(grep -o '"name": "buildtype", "value": "[a-z]*"' "$BUILD/meson-info/intro-buildoptions.json" | sed 's/.*"value": "//; s/"$//')
 echo "pile-prep $("$PREP" --version | cut -d' ' -f2), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $bt build; $REPEATS repeats, thread counts interleaved"
 
-# run CORPUS TOKNAME J REP: one run, one line of runs.tsv:
+# run CORPUS TOKNAME J REP [BINARY]: one run, one line of runs.tsv:
 # corpus tok j rep jsonl_mb wall mbs mtoks rss read parse tokenize pack write readers busiest share
 run() {
-    corpus=$1 tok=$2 j=$3 rep=$4
+    corpus=$1 tok=$2 j=$3 rep=$4 bin=${5:-$PREP}
     spec=bytes
-    [ "$tok" = gpt2 ] && spec=$SHARED/fixtures/gpt2
+    case $tok in gpt2*) spec=$SHARED/fixtures/gpt2 ;; esac
     rm -rf "$TMP/out"
-    /usr/bin/time -v "$PREP" --force -o "$TMP/out" -j "$j" -t "$spec" "$corpus/train" "$corpus/val.jsonl.zst" \
+    /usr/bin/time -v "$bin" --force -o "$TMP/out" -j "$j" -t "$spec" "$corpus/train" "$corpus/val.jsonl.zst" \
         >/dev/null 2>"$TMP/err" || { sed 's/^/# /' "$TMP/err" >&2; exit 1; }
     # the summary lines: "...; wall time W s; R MB/s of JSONL (D MB/s on disk); T M tokens/s",
     # "stage time (thread-seconds): read a, parse b, tokenize c, pack+write d (of which write e) (...)",
@@ -88,11 +90,22 @@ run() {
 }
 
 : >"$TMP/runs.tsv"
+: >"$TMP/dec"
 for corpus in "$SHARED/corpus" "$BIG"; do
     for tok in bytes gpt2; do
         rep=1
         while [ $rep -le "$REPEATS" ]; do
-            for j in $THREADS; do run "$corpus" $tok "$j" $rep; done
+            if [ "$corpus" = "$BIG" ] && [ $tok = gpt2 ]; then
+                # decompression alone, between the runs it is compared with
+                t0=$(date +%s.%N)
+                zstd -dcq "$BIG"/train/* "$BIG/val.jsonl.zst" >/dev/null
+                t1=$(date +%s.%N)
+                echo "$t1 - $t0" | bc >>"$TMP/dec"
+            fi
+            for j in $THREADS; do
+                run "$corpus" $tok "$j" $rep
+                [ -z "${PILE_BENCH_OLD_PREP:-}" ] || run "$corpus" "$tok-old" "$j" $rep "$PILE_BENCH_OLD_PREP"
+            done
             rep=$((rep + 1))
         done
     done
@@ -122,17 +135,23 @@ awk -F'\t' '$3 == 1 { one[$1 FS $2 FS $4] = $6 } $3 == 2 { two[$1 FS $2 FS $4] =
               med = m % 2 ? v[key, (m + 1) / 2] : (v[key, m / 2] + v[key, m / 2 + 1]) / 2
               split(key, f, FS); printf "| %s | %s | %s | %.2fx |\n", f[1], f[2], list[key], med } }' "$TMP/runs.tsv" | sort
 
+if [ -n "${PILE_BENCH_OLD_PREP:-}" ]; then
+    echo
+    echo "This build against the old one, per repeat (old wall time / new, interleaved runs), and the median:"
+    echo
+    echo "| corpus | tokenizer | threads | ratios | median |"
+    echo "|---|---|---|---|---|"
+    awk -F'\t' '$2 ~ /-old$/ { t = $2; sub(/-old$/, "", t); old[$1 FS t FS $3 FS $4] = $6; next } { new[$1 FS $2 FS $3 FS $4] = $6 }
+        END { for (k in old) if (k in new) { split(k, f, FS); r = old[k] / new[k]; key = f[1] FS f[2] FS f[3]
+                  list[key] = list[key] (list[key] == "" ? "" : " ") sprintf("%.2f", r); n[key]++; v[key, n[key]] = r }
+              for (key in list) { m = n[key]
+                  for (i = 1; i <= m; i++) for (k2 = i + 1; k2 <= m; k2++) if (v[key, k2] < v[key, i]) { t = v[key, i]; v[key, i] = v[key, k2]; v[key, k2] = t }
+                  med = m % 2 ? v[key, (m + 1) / 2] : (v[key, m / 2] + v[key, m / 2 + 1]) / 2
+                  split(key, f, FS); printf "| %s | %s | %s | %s | %.2fx |\n", f[1], f[2], f[3], list[key], med } }' "$TMP/runs.tsv" | sort
+fi
+
 # --- each stage alone, one thread: GPT-2 on the large corpus
-dec=""
-rep=1
-while [ $rep -le "$REPEATS" ]; do
-    t0=$(date +%s.%N)
-    zstd -dcq "$BIG"/train/* "$BIG/val.jsonl.zst" >/dev/null
-    t1=$(date +%s.%N)
-    d=$(echo "$t1 - $t0" | bc)
-    if [ -z "$dec" ] || [ "$(echo "$d < $dec" | bc)" = 1 ]; then dec=$d; fi
-    rep=$((rep + 1))
-done
+dec=$(sort -g "$TMP/dec" | head -1)
 echo
 echo "Stages alone, one thread, GPT-2 on $(basename "$BIG") (each the least over the -j 1 runs; decompress:"
 echo "\`zstd -dc\` of the same files, $(printf '%.2f' "$dec") s at best; split lines = read - decompress: the line reader and the copy into chunks),"
