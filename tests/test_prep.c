@@ -483,18 +483,24 @@ static pile_prep_opts base_opts(const pile_prep_inputs *in, const char *out)
     return o;
 }
 
-static unsigned byte_char(unsigned b);
-
-/* A byte-level tokenizer.json without merges (ids: the bytes) whose
- * end-of-text is id 70000: a vocabulary over 65,536, so shards hold 4-byte
- * ids, and the workers' narrowing leaves them wide. Returns its path. */
-static char *wide_bytes_tokenizer(const char *tmp)
+/* GPT-2's byte-to-character map (the byte-level alphabet of tokenizer.json). */
+static unsigned byte_char(unsigned b)
 {
-    char *p = path2(tmp, "wide-tok.json");
+    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return b;
+    unsigned n = 0;
+    for (unsigned k = 0; k < b; k++)
+        if (!((k >= '!' && k <= '~') || (k >= 0xA1 && k <= 0xAC) || (k >= 0xAE && k <= 0xFF))) n++;
+    return 256 + n;
+}
+
+/* Writes a byte-level tokenizer.json without merges (ids: the bytes), its
+ * end-of-text at id eot, with the pre-tokenizer given as JSON. */
+static void write_byte_tokenizer(const char *path, unsigned eot, const char *pre_tokenizer)
+{
     pile_buf t = {0};
-    pile_buf_append_str(&t, "{\"added_tokens\":[{\"id\":70000,\"content\":\"<|endoftext|>\",\"special\":true}],"
-                            "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
-                            "\"use_regex\":true},\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
+    pile_buf_printf(&t, "{\"added_tokens\":[{\"id\":%u,\"content\":\"<|endoftext|>\",\"special\":true}],"
+                        "\"normalizer\":null,\"pre_tokenizer\":%s,\"model\":{\"type\":\"BPE\",\"merges\":[],"
+                        "\"vocab\":{", eot, pre_tokenizer);
     for (unsigned k = 0; k < 256; k++) {
         char u[4];
         size_t ul = pile_utf8_encode(byte_char(k), u);
@@ -502,10 +508,19 @@ static char *wide_bytes_tokenizer(const char *tmp)
         pile_json_write_string(&t, u, ul);
         pile_buf_printf(&t, ":%u", k);
     }
-    pile_buf_append_str(&t, ",\"<|endoftext|>\":70000}}}");
+    pile_buf_printf(&t, ",\"<|endoftext|>\":%u}}}", eot);
     pile_err err_s, *err = &err_s;
-    ASSERT_OK(pile_fs_write_atomic(p, t.data, t.len, err), err);
+    ASSERT_OK(pile_fs_write_atomic(path, t.data, t.len, err), err);
     pile_buf_free(&t);
+}
+
+/* A byte tokenizer whose end-of-text is id 70000: a vocabulary over
+ * 65,536, so shards hold 4-byte ids, and the workers' narrowing leaves them
+ * wide. Returns its path. */
+static char *wide_bytes_tokenizer(const char *tmp)
+{
+    char *p = path2(tmp, "wide-tok.json");
+    write_byte_tokenizer(p, 70000, "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}");
     return p;
 }
 
@@ -1036,16 +1051,6 @@ static void test_odd_input(const char *tmp, const char *name, int before_1970)
     free(out);
 }
 
-/* GPT-2's byte-to-character map (the byte-level alphabet of tokenizer.json). */
-static unsigned byte_char(unsigned b)
-{
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return b;
-    unsigned n = 0;
-    for (unsigned k = 0; k < b; k++)
-        if (!((k >= '!' && k <= '~') || (k >= 0xA1 && k <= 0xAC) || (k >= 0xAE && k <= 0xFF))) n++;
-    return 256 + n;
-}
-
 /* A worker's error (here the tokenizer's: its split pattern runs out of
  * stack on one long line, after several chunks and shards) stops every
  * thread and comes back as the run's error, naming the line; the folder
@@ -1057,23 +1062,12 @@ static void test_worker_error(const char *tmp)
          *b = path2(dir, "b.jsonl"), *src = path2(g_corpus, "train/00.jsonl.zst");
     mkdir(dir, 0755);
     ASSERT_EQ(copy_file(src, a), 0);
-    pile_buf t = {0};
-    pile_buf_append_str(&t, "{\"added_tokens\":[{\"id\":256,\"content\":\"<|endoftext|>\",\"special\":true}],"
-                            "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
-                            "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?:a|b)*c\"},\"behavior\":\"Isolated\","
-                            "\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]},"
-                            "\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
-    for (unsigned k = 0; k < 256; k++) {
-        char u[4];
-        size_t ul = pile_utf8_encode(byte_char(k), u);
-        if (k) pile_buf_append_str(&t, ",");
-        pile_json_write_string(&t, u, ul);
-        pile_buf_printf(&t, ":%u", k);
-    }
-    pile_buf_append_str(&t, ",\"<|endoftext|>\":256}}}");
+    write_byte_tokenizer(tokp, 256,
+                         "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+                         "\"(?:a|b)*c\"},\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\","
+                         "\"add_prefix_space\":false,\"use_regex\":false}]}");
     pile_err err_s, *err = &err_s;
-    ASSERT_OK(pile_fs_write_atomic(tokp, t.data, t.len, err), err);
-    t.len = 0;
+    pile_buf t = {0};
     for (int k = 0; k < 2000; k++) pile_buf_printf(&t, "{\"text\":\"line %d\"}\n", k);
     pile_buf_append_str(&t, "{\"text\":\"");
     for (int k = 0; k < 3000000; k++) pile_buf_append_str(&t, "ab");
