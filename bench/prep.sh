@@ -52,17 +52,18 @@ echo "pile-prep $("$PREP" --version | cut -d' ' -f2), commit $(git -C "$ROOT" re
 
 # run CORPUS TOKNAME J REP [BINARY]: one run, one line of runs.tsv:
 # corpus tok j rep jsonl_mb wall mbs mtoks rss read parse tokenize pack write readers busiest share
+#   read_cpu parse_cpu tokenize_cpu pack_cpu write_cpu
 run() {
-    corpus=$1 tok=$2 j=$3 rep=$4 bin=${5:-$PREP}
-    spec=bytes
-    case $tok in gpt2*) spec=$SHARED/fixtures/gpt2 ;; esac
+    r_corpus=$1 r_tok=$2 r_j=$3 r_rep=$4 r_bin=${5:-$PREP}
+    r_spec=bytes
+    case $r_tok in gpt2*) r_spec=$SHARED/fixtures/gpt2 ;; esac
     rm -rf "$TMP/out"
-    /usr/bin/time -v "$bin" --force -o "$TMP/out" -j "$j" -t "$spec" "$corpus/train" "$corpus/val.jsonl.zst" \
+    /usr/bin/time -v "$r_bin" --force -o "$TMP/out" -j "$r_j" -t "$r_spec" "$r_corpus/train" "$r_corpus/val.jsonl.zst" \
         >/dev/null 2>"$TMP/err" || { sed 's/^/# /' "$TMP/err" >&2; exit 1; }
     # the summary lines: "...; wall time W s; R MB/s of JSONL (D MB/s on disk); T M tokens/s",
     # "stage time (thread-seconds): read a, parse b, tokenize c, pack+write d (of which write e) (...)",
     # "busiest stage: NAME, P% of the wall time (...)" and "... (N inputs read at once at most; ..."
-    awk -v name="$(basename "$corpus")" -v tok="$tok" -v j="$j" -v rep="$rep" '
+    awk -v name="$(basename "$r_corpus")" -v tok="$r_tok" -v j="$r_j" -v rep="$r_rep" '
         /^shards .*wall time/ {
             for (i = 1; i <= NF; i++) {
                 if ($i == "time") wall = $(i + 1)
@@ -80,12 +81,22 @@ run() {
                 if ($i == "write") wr = $(i + 1)
             }
         }
+        /^stage CPU/ {
+            gsub(/[,()%]/, "")
+            for (i = 1; i <= NF; i++) {
+                if ($i == "read") rc = $(i + 1)
+                if ($i == "parse") pc = $(i + 1)
+                if ($i == "tokenize" && tc == "") tc = $(i + 1)
+                if ($i == "pack") kc = $(i + 1)
+                if ($i == "write") wc = $(i + 1)
+            }
+        }
         /^busiest stage:/ { bn = $3; sub(/,$/, "", bn); bs = $4 }
         /inputs? read at once at most/ { for (i = 1; i <= NF; i++) if ($i ~ /^\(?[0-9]+$/ && $(i + 1) ~ /^inputs?$/) { nr = $i; gsub(/\(/, "", nr) } }
         /Maximum resident set size/ { rss = $NF / 1024 }
         END {
-            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\n",
-                   name, tok, j, rep, wall * mbs, wall, mbs, tps, rss, rd, ps, tk, pw - wr, wr, nr, bn, bs
+            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+                   name, tok, j, rep, wall * mbs, wall, mbs, tps, rss, rd, ps, tk, pw - wr, wr, nr, bn, bs, rc, pc, tc, kc, wc
         }' "$TMP/err" >>"$TMP/runs.tsv"
 }
 
@@ -96,11 +107,9 @@ for corpus in "$SHARED/corpus" "$BIG"; do
         rep=1
         while [ $rep -le "$REPEATS" ]; do
             if [ "$corpus" = "$BIG" ] && [ $tok = gpt2 ]; then
-                # decompression alone, between the runs it is compared with
-                t0=$(date +%s.%N)
-                zstd -dcq "$BIG"/train/* "$BIG/val.jsonl.zst" >/dev/null
-                t1=$(date +%s.%N)
-                echo "$t1 - $t0" | bc >>"$TMP/dec"
+                # decompression alone (its CPU seconds), between the runs it is compared with
+                /usr/bin/time -f "%U %S" -o "$TMP/dtime" zstd -dcq "$BIG"/train/* "$BIG/val.jsonl.zst" >/dev/null
+                awk '{ print $1 + $2 }' "$TMP/dtime" >>"$TMP/dec"
             fi
             for j in $THREADS; do
                 run "$corpus" $tok "$j" $rep
@@ -114,13 +123,14 @@ done
 echo
 echo "Each row: the fastest of the repeats (wall time); stage columns are that run's thread-seconds."
 echo
-echo "| corpus | JSONL MB | tokenizer | threads | wall s | JSONL MB/s | Mtok/s | peak RSS MiB | read | parse | tokenize | pack | write | (all but tokenize)/tokenize | readers | busiest stage |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| corpus | JSONL MB | tokenizer | threads | wall s | JSONL MB/s | Mtok/s | peak RSS MiB | read | parse | tokenize | pack | write | (all but tokenize)/tokenize | same in CPU time | readers | busiest stage |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 sort -t"$(printf '\t')" -k1,1 -k2,2 -k3,3n -k6,6g "$TMP/runs.tsv" | awk -F'\t' '
     { key = $1 FS $2 FS $3; if (key in seen) next; seen[key] = 1
       share = $12 > 0 ? ($10 + $11 + $13 + $14) / $12 * 100 : 0
-      printf "| %s | %.0f | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %.2f | %s | %.1f%% | %s | %s %s |\n",
-             $1, $5, $2, $3, $6, $7, $8, $9, $10, $11, $12, $13, $14, share, $15, $16, $17 }'
+      cpu = $20 > 0 ? sprintf("%.1f%%", ($18 + $19 + $21 + $22) / $20 * 100) : ""
+      printf "| %s | %.0f | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %.2f | %s | %.1f%% | %s | %s | %s %s |\n",
+             $1, $5, $2, $3, $6, $7, $8, $9, $10, $11, $12, $13, $14, share, cpu, $15, $16, $17 }'
 
 echo
 echo "2 threads against 1, per repeat (wall-time ratio of the two interleaved runs), and the median:"
@@ -153,22 +163,26 @@ fi
 # --- each stage alone, one thread: GPT-2 on the large corpus
 dec=$(sort -g "$TMP/dec" | head -1)
 echo
-echo "Stages alone, one thread, GPT-2 on $(basename "$BIG") (each the least over the -j 1 runs; decompress:"
-echo "\`zstd -dc\` of the same files, $(printf '%.2f' "$dec") s at best; split lines = read - decompress: the line reader and the copy into chunks),"
+echo "Stages alone, one thread, GPT-2 on $(basename "$BIG"): CPU seconds of each stage's threads (each the least over"
+echo "the -j 1 runs; CPU time, which a loaded machine does not inflate as it does wall time; decompress: \`zstd -dc\`"
+echo "of the same files, $(printf '%.2f' "$dec") s at best; split lines = read - decompress: the line reader and the copy into"
+echo "chunks; write: the copy into the writer's buffer and the checksums, the disk writes being in the background),"
 echo "and the ceilings they imply: one reader per input file read at once (1 + cores/4 of them, at most"
 echo "the job's files), one packing thread, and all stages sharing the cores:"
 echo
 awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
     $1 == big && $2 == "gpt2" && $3 == 1 {
         if (mb == "" || $5 > mb) mb = $5
-        if (rd == "" || $10 < rd) rd = $10; if (ps == "" || $11 < ps) ps = $11; if (tk == "" || $12 < tk) tk = $12
-        if (pk == "" || $13 < pk) pk = $13; if (wr == "" || $14 < wr) wr = $14
+        if (rd == "" || $18 < rd) rd = $18; if (ps == "" || $19 < ps) ps = $19; if (tk == "" || $20 < tk) tk = $20
+        if (pk == "" || $21 < pk) pk = $21; if (wr == "" || $22 < wr) wr = $22
     }
     END {
         sp = rd - dec; if (sp < 0.001) sp = 0.001
         n = split("decompress split-lines parse tokenize pack write", name, " ")
         t[1] = dec; t[2] = sp; t[3] = ps; t[4] = tk; t[5] = pk; t[6] = wr
-        printf "| stage | thread-seconds | MB/s of JSONL on one thread | share of tokenize |\n|---|---|---|---|\n"
+        for (i = 1; i <= n; i++) if (t[i] < 0.001) t[i] = 0.001 /* below the clock: at most a millisecond */
+        pk = t[5]; wr = t[6]
+        printf "| stage | CPU seconds | MB/s of JSONL on one thread | share of tokenize |\n|---|---|---|---|\n"
         other = 0
         for (i = 1; i <= n; i++) {
             printf "| %s | %.3f | %.0f | %.1f%% |\n", name[i], t[i], mb / t[i], 100 * t[i] / tk

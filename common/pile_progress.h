@@ -30,6 +30,9 @@ void pile_progress_finish(pile_progress *p);
 
 /* Monotonic seconds, for wall-time summaries. */
 double pile_now(void);
+/* CPU seconds the calling thread has used: stage costs that a loaded machine
+ * (time spent descheduled) does not inflate. */
+double pile_cpu_now(void);
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,13 @@ double pile_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+double pile_cpu_now(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 pile_progress *pile_progress_create(FILE *out, int enabled, uint64_t total_bytes)
 {
     pile_progress *p = calloc(1, sizeof *p);

@@ -165,6 +165,9 @@ typedef struct pile_prep_result {
     /* thread-seconds spent in each stage (sums over threads) */
     double read_s, parse_s, tokenize_s, pack_s;
     double write_s;            /* the part of pack_s spent in the shard writer (copy, checksums, writes) */
+    /* CPU seconds of each stage's threads (sums): what a loaded machine does not inflate;
+       pack_cpu excludes write_cpu, and the background disk writes are in neither */
+    double read_cpu, parse_cpu, tokenize_cpu, pack_cpu, write_cpu;
     int readers;               /* the most inputs read at once (one reader thread each) */
     double pipeline_s;         /* wall time of reading, tokenizing and packing (the stage shares' base) */
     pile_buf summary;          /* the closing summary, several lines, for a person */

@@ -70,7 +70,8 @@ typedef struct chunk {
     pile_ids tokens;  /* each document's ids, narrowed in place to the shards' width (see narrow_doc) */
     pile_buf strs;
     int state;
-    double t_parse, t_tok;
+    double t_parse, t_tok;     /* wall seconds */
+    double cpu_parse, cpu_tok; /* the worker's CPU seconds */
 } chunk;
 
 /* The pool's rule, which keeps every reader moving without a deadlock: the
@@ -100,8 +101,9 @@ typedef struct pipe {
     uint64_t window_open; /* the windows of the inputs being read */
     int reading, reading_max; /* inputs being read now, and the most at once */
     int readers_left, stop_claims, abort;
-    /* thread-seconds so far (live, for the progress line) */
+    /* thread-seconds so far (live, for the progress line), and CPU seconds */
     double t_read, t_parse, t_tok;
+    double cpu_read, cpu_parse, cpu_tok;
     uint64_t jsonl_bytes; /* decompressed line bytes read */
     size_t decoder_bytes; /* the most one input's decompressor held */
 } pipe_t;
@@ -153,13 +155,14 @@ static chunk *acquire(pipe_t *p, size_t i, uint64_t seq)
     c->n = 0;
     c->longest = 0;
     c->last = c->truncated = c->rc = 0;
-    c->t_parse = c->t_tok = 0;
+    c->t_parse = c->t_tok = c->cpu_parse = c->cpu_tok = 0;
     pile_err_clear(&c->err);
     return c;
 }
 
-/* Hands a filled chunk to the workers; t_read: the reader's time on it. */
-static void submit(pipe_t *p, chunk *c, double t_read)
+/* Hands a filled chunk to the workers; t_read, cpu_read: the reader's wall
+ * and CPU time on it. */
+static void submit(pipe_t *p, chunk *c, double t_read, double cpu_read)
 {
     uv_mutex_lock(&p->mu);
     c->state = SLOT_READ;
@@ -167,6 +170,7 @@ static void submit(pipe_t *p, chunk *c, double t_read)
     p->in_flight += c->text_bytes;
     p->ready++;
     p->t_read += t_read;
+    p->cpu_read += cpu_read;
     uv_cond_broadcast(&p->cv);
     uv_mutex_unlock(&p->mu);
 }
@@ -228,7 +232,7 @@ static int read_input(pipe_t *p, size_t i, reader_acc *acc)
     pile_lines *lr = NULL;
     pile_err lerr;
     pile_err_clear(&lerr);
-    double t0 = pile_now();
+    double t0 = pile_now(), c0 = pile_cpu_now();
     int rc = pile_lines_open(&lr, path, &lo, &lerr);
     uint64_t seen = 0;
     pile_line ln;
@@ -247,9 +251,10 @@ static int read_input(pipe_t *p, size_t i, reader_acc *acc)
         }
         if (c->text.len >= CHUNK_BYTES || c->n >= CHUNK_MAX_LINES) {
             c->bytes_done = done_before + pile_lines_bytes_read(lr);
-            submit(p, c, pile_now() - t0);
+            submit(p, c, pile_now() - t0, pile_cpu_now() - c0);
             c = acquire(p, i, seq++);
             t0 = pile_now();
+            c0 = pile_cpu_now();
             if (!c) {
                 pile_lines_close(lr);
                 return 1;
@@ -268,7 +273,7 @@ static int read_input(pipe_t *p, size_t i, reader_acc *acc)
     if (rc) c->err = lerr;
     c->bytes_done = done_before + st->order[i]->size;
     pile_lines_close(lr);
-    submit(p, c, pile_now() - t0);
+    submit(p, c, pile_now() - t0, pile_cpu_now() - c0);
     return rc;
 }
 
@@ -405,10 +410,11 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
         } else {
             pile_jsonl_doc doc;
             detail[0] = '\0';
-            double t0 = pile_now();
+            double t0 = pile_now(), c0 = pile_cpu_now();
             int r = pile_jsonl_parse(parser, c->text.data + l->off, l->len, &doc, detail, sizeof detail);
-            double t1 = pile_now();
+            double t1 = pile_now(), c1 = pile_cpu_now();
             c->t_parse += t1 - t0;
+            c->cpu_parse += c1 - c0;
             if (r < 0) {
                 c->rc = pile_err_set(&c->err, r, "out of memory parsing '%s:%" PRIu64 "'", path, l->lineno);
                 break;
@@ -444,6 +450,7 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
                     break;
                 }
                 c->t_tok += pile_now() - t1;
+                c->cpu_tok += pile_cpu_now() - c1;
             }
         }
         if (n >= 0) {
@@ -500,6 +507,8 @@ static void worker_main(void *arg)
         uv_mutex_lock(&p->mu);
         p->t_parse += c->t_parse;
         p->t_tok += c->t_tok;
+        p->cpu_parse += c->cpu_parse;
+        p->cpu_tok += c->cpu_tok;
         c->state = SLOT_DONE;
         uv_cond_broadcast(&p->cv);
     }
@@ -895,7 +904,7 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
         nstarted++;
     }
 
-    double t_pack = 0;
+    double t_pack = 0, cpu_pack = 0;
     uint64_t docs_base = tot0.docs, toks_base = tot0.tokens;
     /* inputs in order, each input's chunks in order */
     for (size_t i = st->resume.input; i < st->n_inputs && !rc; i++) {
@@ -911,9 +920,10 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
                                   st->order[i]->path);
                 break;
             }
-            double t0 = pile_now();
+            double t0 = pile_now(), c0 = pile_cpu_now();
             rc = pack_chunk(&x, c, err);
             t_pack += pile_now() - t0;
+            cpu_pack += pile_cpu_now() - c0;
             last = c->last;
             if (prog) {
                 prep_split_stats tot;
@@ -955,7 +965,11 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     res->parse_s = p.t_parse;
     res->tokenize_s = p.t_tok;
     res->pack_s = t_pack;
-    res->write_s = pile__prep_packer_write_s(pk);
+    res->write_s = pile__prep_packer_write_s(pk, &res->write_cpu);
+    res->read_cpu = p.cpu_read;
+    res->parse_cpu = p.cpu_parse;
+    res->tokenize_cpu = p.cpu_tok;
+    res->pack_cpu = cpu_pack - res->write_cpu;
     res->readers = p.reading_max;
     res->pipeline_s = pile_now() - t_begin;
 
@@ -1333,6 +1347,13 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
                         "(of which write %.2f) (read+parse+pack = %.1f%% of tokenize)\n",
                         res->read_s, res->parse_s, res->tokenize_s, res->pack_s, res->write_s,
                         res->tokenize_s > 0 ? 100.0 * outside / res->tokenize_s : 0.0);
+        pile_buf_printf(&res->summary,
+                        "stage CPU (thread-seconds): read %.3f, parse %.3f, tokenize %.3f, pack %.3f, write %.3f "
+                        "(all but tokenize = %.1f%% of tokenize; the disk writes themselves run in the background)\n",
+                        res->read_cpu, res->parse_cpu, res->tokenize_cpu, res->pack_cpu, res->write_cpu,
+                        res->tokenize_cpu > 0 ? 100.0 * (res->read_cpu + res->parse_cpu + res->pack_cpu +
+                                                         res->write_cpu) / res->tokenize_cpu
+                                              : 0.0);
         pile__prep_stage_line(res, &res->summary);
         struct rusage ru;
         res->peak_rss = getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024 : 0;
