@@ -180,7 +180,7 @@ awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
         sp = rd - dec; if (sp < 0.001) sp = 0.001
         n = split("decompress split-lines parse tokenize pack write", name, " ")
         t[1] = dec; t[2] = sp; t[3] = ps; t[4] = tk; t[5] = pk; t[6] = wr
-        for (i = 1; i <= n; i++) if (t[i] < 0.001) t[i] = 0.001 /* below the clock: at most a millisecond */
+        for (i = 1; i <= n; i++) if (t[i] < 0.001) t[i] = 0.001  # below the clock: at most a millisecond
         pk = t[5]; wr = t[6]
         printf "| stage | CPU seconds | MB/s of JSONL on one thread | share of tokenize |\n|---|---|---|---|\n"
         other = 0

@@ -165,8 +165,10 @@ typedef struct pile_prep_result {
     /* thread-seconds spent in each stage (sums over threads) */
     double read_s, parse_s, tokenize_s, pack_s;
     double write_s;            /* the part of pack_s spent in the shard writer (copy, checksums, writes) */
-    /* CPU seconds of each stage's threads (sums): what a loaded machine does not inflate;
-       pack_cpu excludes write_cpu, and the background disk writes are in neither */
+    /* CPU seconds of each stage's threads (sums): what a loaded machine does not inflate.
+       Read once a chunk: a worker's CPU is shared between parse and tokenize, the packing
+       thread's between pack and write, as their wall times are; the background disk
+       writes are in none */
     double read_cpu, parse_cpu, tokenize_cpu, pack_cpu, write_cpu;
     int readers;               /* the most inputs read at once (one reader thread each) */
     double pipeline_s;         /* wall time of reading, tokenizing and packing (the stage shares' base) */

@@ -259,9 +259,8 @@ typedef struct prep_packer prep_packer;
 int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err);
 void pile__prep_packer_free(prep_packer *pk);
 
-/* Seconds spent in the shard writer so far (part of the packer's time),
- * and the CPU seconds of it into *cpu. */
-double pile__prep_packer_write_s(const prep_packer *pk, double *cpu);
+/* Seconds spent in the shard writer so far (part of the packer's time). */
+double pile__prep_packer_write_s(const prep_packer *pk);
 
 /* The subset a document is stored under: `gid` itself, or the fallback
  * subset's id (with *over set) when the shard its start lands in already

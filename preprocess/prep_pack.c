@@ -136,7 +136,7 @@ struct prep_packer {
     prep_state *st;
     uint32_t L;
     size_t width; /* bytes per id: the shards' width, as the workers narrowed them */
-    double t_write, cpu_write; /* wall and CPU seconds in the shard writer (copy, checksums, writes, finishing) */
+    double t_write; /* seconds in the shard writer (copy, checksums, writes, finishing) */
     /* the open shard */
     pile_shard_writer *w;
     pile_split w_split;
@@ -282,9 +282,8 @@ static int next_shard_names(prep_packer *pk, uint32_t cont, pile_err *err)
     return cont == UINT32_MAX ? 0 : name_shard(pk, cont, err) < 0 ? PILE_ENOMEM : 0;
 }
 
-double pile__prep_packer_write_s(const prep_packer *pk, double *cpu)
+double pile__prep_packer_write_s(const prep_packer *pk)
 {
-    *cpu = pk->cpu_write;
     return pk->t_write;
 }
 
@@ -331,10 +330,9 @@ static int emit_row(prep_packer *pk, pile_split split, const unsigned char *toke
     }
     uint16_t lead_local = 0;
     PILE_FORWARD_IF_ERR(local_subset(pk, lead, &lead_local, err));
-    double t0 = pile_now(), c0 = pile_cpu_now();
+    double t0 = pile_now();
     int rc = pile_shard_writer_add_row_packed(pk->w, tokens, len, pk->docs_scratch, ndocs, lead_local, err);
     pk->t_write += pile_now() - t0;
-    pk->cpu_write += pile_cpu_now() - c0;
     if (rc) return rc;
     pk->w_rows++;
     pk->st->stats.split[split].rows++;
@@ -371,10 +369,9 @@ static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *parti
 {
     prep_state *st = pk->st;
     pile_shard_info info;
-    double t0 = pile_now(), c0 = pile_cpu_now();
+    double t0 = pile_now();
     int rc = pile_shard_writer_finish(pk->w, &info, err);
     pk->t_write += pile_now() - t0;
-    pk->cpu_write += pile_cpu_now() - c0;
     pile_shard_writer_close(pk->w);
     pk->w = NULL;
     if (rc) return rc;

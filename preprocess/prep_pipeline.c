@@ -410,11 +410,10 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
         } else {
             pile_jsonl_doc doc;
             detail[0] = '\0';
-            double t0 = pile_now(), c0 = pile_cpu_now();
+            double t0 = pile_now();
             int r = pile_jsonl_parse(parser, c->text.data + l->off, l->len, &doc, detail, sizeof detail);
-            double t1 = pile_now(), c1 = pile_cpu_now();
+            double t1 = pile_now();
             c->t_parse += t1 - t0;
-            c->cpu_parse += c1 - c0;
             if (r < 0) {
                 c->rc = pile_err_set(&c->err, r, "out of memory parsing '%s:%" PRIu64 "'", path, l->lineno);
                 break;
@@ -450,7 +449,6 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
                     break;
                 }
                 c->t_tok += pile_now() - t1;
-                c->cpu_tok += pile_cpu_now() - c1;
             }
         }
         if (n >= 0) {
@@ -495,7 +493,13 @@ static void worker_main(void *arg)
         if (!parser || !enc) {
             if (!c->rc) c->rc = pile_err_set(&c->err, PILE_ENOMEM, "out of memory");
         } else if (!c->rc) {
+            /* the thread's CPU clock is a system call: read once a chunk, and
+             * shared between parse and tokenize as their wall times are */
+            double c0 = pile_cpu_now();
             process_chunk(p, c, parser, enc);
+            double cpu = pile_cpu_now() - c0, wall = c->t_parse + c->t_tok;
+            c->cpu_parse = wall > 0 ? cpu * c->t_parse / wall : 0;
+            c->cpu_tok = cpu - c->cpu_parse;
             if (c->longest > SLOT_KEEP_BYTES) {
                 /* the parser's buffers and the encoder's merge scratch grew to one huge document: give them back */
                 pile_jsonl_parser_free(parser);
@@ -965,10 +969,12 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     res->parse_s = p.t_parse;
     res->tokenize_s = p.t_tok;
     res->pack_s = t_pack;
-    res->write_s = pile__prep_packer_write_s(pk, &res->write_cpu);
+    res->write_s = pile__prep_packer_write_s(pk);
     res->read_cpu = p.cpu_read;
     res->parse_cpu = p.cpu_parse;
     res->tokenize_cpu = p.cpu_tok;
+    /* the packing thread's CPU, shared between packing and the writer as their wall times are */
+    res->write_cpu = t_pack > 0 ? cpu_pack * res->write_s / t_pack : 0;
     res->pack_cpu = cpu_pack - res->write_cpu;
     res->readers = p.reading_max;
     res->pipeline_s = pile_now() - t_begin;
