@@ -86,8 +86,8 @@ typedef struct pile_shard_writer pile_shard_writer;
 /* Starts a shard that will appear at `path` only when finished: rows go to
  * "<path>.tmp". A writer is used by one thread at a time; once its first
  * 4 MiB buffer is full it starts a thread of its own that writes full
- * buffers while rows go into another (joined by finish's last write and by
- * close); a failed background write is reported by a later call. */
+ * buffers while rows go into another (finish waits for it, close ends it);
+ * a failed background write is reported by a later call. */
 int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile_shard_params *params,
                            pile_err *err);
 
