@@ -149,6 +149,16 @@ if command -v zstd >/dev/null; then
     check "a frame over --zstd-memory: exit 1 before any shard, what it needs and the flag, never 'corrupt'" sh -c \
         "test $rc -eq 1 && grep -qF 'needs a 2048 MiB window (as zstd --long=31 writes), over the 64 MiB allowed; allow it with --zstd-memory 2048' err &&
          ! grep -qi corrupt err && test ! -e long-out-c/train-00000.shard"
+    # files whose windows do not fit --zstd-memory together are read one at a time
+    mkdir long-d
+    for k in 1 2 3; do zstd -q --long=27 -c < long.jsonl > long-d/x$k.jsonl.zst; done # 128 MiB windows
+    "$PREP" -o long-out-d -j 8 -L 300 --zstd-memory 128 long-d >out 2>err; rc=$?
+    "$PREP" -q -o long-out-e -j 1 -L 300 --zstd-memory 128 long-d >out 2>&1
+    if [ $rc -eq 0 ] && grep -q '(1 input read at once at most' err && same_dir long-out-d long-out-e; then
+        ok "inputs whose zstd windows fill --zstd-memory together are read one at a time at 8 threads; the same bytes"
+    else
+        not_ok "inputs whose zstd windows fill --zstd-memory together are read one at a time at 8 threads; the same bytes"
+    fi
     mkdir gz && gzip -c < long.jsonl > gz/x.jsonl.gz
     "$PREP" -q -o gz-out -L 300 gz >out 2>err; rc=$?
     check "a .jsonl.gz gives the same shards" sh -c "test $rc -eq 0 && cmp -s long-out-a/train-00000.shard gz-out/train-00000.shard"
