@@ -178,7 +178,7 @@ int pile_comm_reduce_scatter(pile_comm *c, void *out, const void *in, size_t cou
                              pile_comm_op op, void *stream, pile_err *err)
 {
     static const char what[] = "reduce-scatter";
-    size_t bytes;
+    size_t bytes = 0; /* set by check_buffer; 0 keeps -O3's maybe-uninitialized quiet */
     PILE_FORWARD_IF_ERR(check_reduction(what, dt, op, err));
     PILE_FORWARD_IF_ERR(check_divides(c, what, count, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, in, count, dt, &bytes, err));
@@ -192,7 +192,7 @@ int pile_comm_all_gather(pile_comm *c, void *out, const void *in, size_t count, 
                          pile_err *err)
 {
     static const char what[] = "all-gather";
-    size_t bytes;
+    size_t bytes = 0; /* set by check_buffer; 0 keeps -O3's maybe-uninitialized quiet */
     PILE_FORWARD_IF_ERR(check_divides(c, what, count, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, out, count, dt, &bytes, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, in, count / (size_t)c->world_size, dt, NULL, err));
