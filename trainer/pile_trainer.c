@@ -20,6 +20,7 @@
 #include "model.h"
 #include "pile_buf.h"
 #include "pile_fs.h"
+#include "plan.h"
 #include "train_config.h"
 #include "train_loop.h"
 
@@ -31,9 +32,11 @@ static const char usage_text[] =
     "usage: pile-trainer [train] [options]\n"
     "       pile-trainer eval --checkpoint DIR [options]\n"
     "       pile-trainer sample --checkpoint DIR --prompt TEXT [options]\n"
+    "       pile-trainer plan [options]\n"
     "\n"
     "Trains a GPT-2 family model on pile-prep shards (fp32 on the CPU), evaluates\n"
-    "a checkpoint, or samples text from one. `pile-trainer COMMAND --help` for each.\n";
+    "a checkpoint, samples text from one, or plans a run's memory.\n"
+    "`pile-trainer COMMAND --help` for each.\n";
 
 static const char train_intro[] =
     "usage: pile-trainer [train] [options]\n"
@@ -100,6 +103,38 @@ static const char sample_help[] =
     "  --seed S              sampling seed (default 42): the same seed, the same text\n"
     "  --threads N           CPU threads (default 0: every usable core; at most that)\n"
     "  -h, --help            this help\n";
+
+static const char plan_help[] =
+    "usage: pile-trainer plan [options]\n"
+    "\n"
+    "The memory a training run needs, before it starts: per GPU and per node, the\n"
+    "parameters, gradients, master weights and AdamW moments (as DeepSpeed counts\n"
+    "them, its estimate_zero2/zero3_model_states_mem_needs beside), activations per\n"
+    "layer for each --recompute mode, attention's saved state, logits and\n"
+    "workspaces; whether it fits, and if not what would (recompute, ZeRO stage,\n"
+    "offload, a smaller micro-batch, more nodes). No shards needed: the model comes\n"
+    "from --model and --n_layer/--n_head/--n_embd, the vocabulary from --vocab_size.\n"
+    "The training settings are read as `pile-trainer train` reads them (flags,\n"
+    "--config, --deepspeed: its zero_optimization.stage and offload_optimizer).\n"
+    "Exit status: 0 fits (or not judged), 3 does not fit, 2 bad usage, 1 failed.\n"
+    "\n"
+    "  --gpus N            GPUs per node (default 0: the CPU backend, one process, whose\n"
+    "                      memory is the host's, judged against MemAvailable)\n"
+    "  --nodes N           nodes of --gpus GPUs each (default 1)\n"
+    "  --zero N            DeepSpeed ZeRO stage 0 to 3 (default: the config's, else 0)\n"
+    "  --offload MODE      none, optimizer (fp32 gradients, master weights and moments in\n"
+    "                      host memory; ZeRO 1-3) or all (the 16-bit parameters too; ZeRO 3)\n"
+    "  --gpu-mem GIB       memory of one GPU, GiB (A100 80GB: 80; default: not judged)\n"
+    "  --cpu-mem GIB       host memory of one node, GiB (default: MemAvailable for the\n"
+    "                      CPU backend, not judged for GPUs)\n"
+    "  --vocab_size N      vocabulary (default 50257, GPT-2's; padded to a multiple of 64\n"
+    "                      as the trainer pads it)\n"
+    "  --max_length N      positions per row (default 1024)\n"
+    "  --json              one JSON object instead of text\n"
+    "  --model, --n_layer, --n_head, --n_embd, --batch_size, --accumulation_steps,\n"
+    "  --precision, --recompute, --dropout, --threads, --config, --deepspeed: as in\n"
+    "                      `pile-trainer train --help`\n"
+    "  -h, --help          this help\n";
 
 static int usage_error(const char *cmd, const char *fmt, const char *arg)
 {
@@ -496,6 +531,140 @@ static void restart_with_fast_blas(char **argv)
     unsetenv("OPENBLAS_CORETYPE");
 }
 
+/* ----------------------------------------------------------------- plan */
+
+#define EXIT_DOES_NOT_FIT 3
+
+static int parse_gib(const char *s, uint64_t *out)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !(v > 0) || v > 1e9) return -1;
+    *out = (uint64_t)(v * 1073741824.0);
+    return 0;
+}
+
+static int cmd_plan(int argc, char **argv)
+{
+    /* plan's own flags are taken out; the rest are training settings */
+    char **args = malloc(((size_t)argc + 1) * sizeof *args);
+    if (!args) {
+        fputs("pile-trainer: out of memory\n", stderr);
+        return 1;
+    }
+    int n = 0, json = 0;
+    int64_t gpus = 0, nodes = 1, zero = -1, vocab = 50257;
+    const char *offload = NULL;
+    uint64_t gpu_mem = 0, cpu_mem = 0;
+    args[n++] = argv[0];
+    int status = 0;
+    for (int i = 2; i < argc && !status; i++) {
+        opt_word w;
+        if (split_option(argv[i], &w) < 0) {
+            args[n++] = argv[i];
+            continue;
+        }
+        if (!strcmp(w.name, "help") && !w.value) {
+            fputs(plan_help, stdout);
+            free(args);
+            return 0;
+        }
+        if (!strcmp(w.name, "json") && !w.value) {
+            json = 1;
+            continue;
+        }
+        static const char *const own[] = {"gpus", "nodes", "zero", "offload", "gpu-mem", "cpu-mem", "vocab-size"};
+        size_t k = 0;
+        while (k < sizeof own / sizeof own[0] && strcmp(own[k], w.name)) k++;
+        if (k == sizeof own / sizeof own[0]) {
+            args[n++] = argv[i];
+            continue;
+        }
+        const char *opt = argv[i];
+        const char *v = take_value(&w, argc, argv, &i);
+        if (!v) {
+            status = usage_error("plan ", "option '%s' needs a value", opt);
+            break;
+        }
+        int bad = 0;
+        switch (k) {
+        case 0: bad = parse_i64(v, 0, 1 << 16, &gpus) < 0; break;
+        case 1: bad = parse_i64(v, 1, 1 << 16, &nodes) < 0; break;
+        case 2: bad = parse_i64(v, 0, 3, &zero) < 0; break;
+        case 3: offload = v; break;
+        case 4: bad = parse_gib(v, &gpu_mem) < 0; break;
+        case 5: bad = parse_gib(v, &cpu_mem) < 0; break;
+        default: bad = parse_i64(v, 1, INT32_MAX - 64, &vocab) < 0; break;
+        }
+        if (bad) {
+            static const char *const want[] = {"0 or more", "1 or more", "0 to 3", "", "GiB, a number above 0",
+                                               "GiB, a number above 0", "1 or more"};
+            char msg[160];
+            snprintf(msg, sizeof msg, "bad --%s '%%s' (%s)", own[k], want[k]);
+            status = usage_error("plan ", msg, v);
+        }
+    }
+    args[n] = NULL;
+    pile_train_config cfg;
+    pile_buf warnings = {0}, out = {0};
+    pile_err err;
+    pile_err_clear(&err);
+    pile_plan_settings s;
+    pile_backend *be = NULL;
+    int rc = 0;
+    if (!status) {
+        rc = pile_train_config_resolve(&cfg, n, args, 1, &warnings, &err);
+        for (size_t at = 0; at < warnings.len;) {
+            const char *line = warnings.data + at;
+            const char *nl = memchr(line, '\n', warnings.len - at);
+            size_t len = nl ? (size_t)(nl - line) : warnings.len - at;
+            if (len) fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)len, line);
+            at += len + 1;
+        }
+        if (rc > 0 && rc < n)
+            status = usage_error("plan ", args[rc][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'",
+                                 args[rc]);
+    }
+    if (!status && rc >= 0) {
+        rc = pile_plan_settings_from_config(&cfg, (int)vocab, cfg.max_length > 0 ? cfg.max_length : 1024, &s, &err);
+        if (rc == 0) {
+            s.gpus = (int)gpus;
+            s.nodes = (int)nodes;
+            if (zero >= 0) s.zero_stage = (int)zero;
+            if (offload) rc = pile_plan_offload_parse(offload, &s.offload, &err);
+            s.gpu_mem = gpu_mem;
+            s.cpu_mem = cpu_mem;
+        }
+    }
+    const char *source = cpu_mem ? "--cpu-mem" : NULL;
+    if (!status && rc >= 0 && s.gpus == 0) {
+        /* the CPU backend's own attention sizes; its host's memory */
+        s.threads = capped_threads(s.threads);
+        rc = pile_backend_open(&be, cfg.backend, s.threads, &err);
+        s.backend = be;
+        if (rc == 0 && !cpu_mem) s.cpu_mem = pile_plan_host_available(&source);
+    }
+    pile_plan p;
+    if (!status && rc >= 0) rc = pile_plan_compute(&s, &p, &err);
+    if (!status && rc >= 0) {
+        rc = json ? pile_plan_to_json(&s, &p, &out) : pile_plan_format(&s, &p, source, &out);
+        if (rc == 0) fwrite(out.data, 1, out.len, stdout);
+    }
+    if (!status && rc < 0) {
+        fprintf(stderr, "pile-trainer: %s\n", err.msg);
+        if (rc == PILE_EINVAL) fputs("Try 'pile-trainer plan --help' for more information.\n", stderr);
+        status = rc == PILE_EINVAL ? 2 : 1;
+    }
+    if (!status && p.fits == 0) status = EXIT_DOES_NOT_FIT;
+    pile_backend_close(be);
+    pile_buf_free(&out);
+    pile_buf_free(&warnings);
+    free(args);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     restart_with_fast_blas(argv);
@@ -504,6 +673,7 @@ int main(int argc, char **argv)
     const pile_log log = {print_message, &pr, STDERR_FILENO, pr.tty};
     if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv, &log);
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv, &log);
+    if (argc >= 2 && !strcmp(argv[1], "plan")) return cmd_plan(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "train")) return cmd_train(argc, argv, 2, &log);
     if (argc >= 2 && argv[1][0] != '-') {
         fprintf(stderr, "pile-trainer: unknown command '%s'\n%s", argv[1], usage_text);

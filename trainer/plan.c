@@ -1,32 +1,31 @@
 /* The memory planner (plan.h): the bytes of every buffer a run holds, from
  * its settings alone. The CPU backend's rows repeat model.c's carve()
- * region by region (each rounded to 64 bytes as carve rounds it) and
- * backend_cpu.c's attention sizes; tests/test_plan.c holds them to the
- * backend's own count, so a change there that the plan misses fails a
- * test. The GPU rows follow DeepSpeed's accounting of model states and its
- * estimators' arithmetic (DeepSpeed 0.19.8, runtime/zero/stage_1_and_2.py
- * and stage3.py), written here from the formulas, and the CUDA backend's
- * intended layout for the rest. */
+ * region by region (each rounded to 64 bytes as carve rounds it) and take
+ * attention's sizes from the backend itself (attention_sizes, the one
+ * place that asks it); tests/test_plan.c holds them to the backend's own
+ * count, so a change there that the plan misses fails a test. The GPU
+ * rows follow DeepSpeed's accounting of model states and its estimators'
+ * arithmetic (DeepSpeed 0.19.8, runtime/zero/stage_1_and_2.py and
+ * stage3.py), written here from the formulas
+ * (tests/reference/plan_ref.py compares them with DeepSpeed's functions),
+ * and the CUDA backend's intended layout for the rest. */
 #include "plan.h"
 
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* backend_cpu.c's attention blocks: query rows and keys per block. */
-#define CPU_ATT_BR 128
-#define CPU_ATT_BC 256
 /* What a CPU run holds beyond its buffers: the program, its libraries,
- * OpenMP's threads and OpenBLAS's packing buffers, glibc's arenas.
- * Measured (bench/RESULTS.md, 2026-12 planner entry): the peak resident
- * memory of runs whose buffers are a few MiB, and the rest of GPT-2 runs'
- * peaks beyond their planned buffers. */
-#define CPU_RUNTIME_BASE ((uint64_t)24 << 20)
+ * OpenMP's threads and OpenBLAS's packing buffers, glibc's arenas. An
+ * allowance, not a measurement of this code: tests/trainer_cli.sh's tiny
+ * runs stay well inside it. */
+#define CPU_RUNTIME_BASE ((uint64_t)64 << 20)
 #define CPU_RUNTIME_PER_THREAD ((uint64_t)8 << 20)
-/* A GPU process: cuBLASLt's workspace (32 MiB per stream on Hopper, issue
- * 9) and the CUDA context with its kernels and libraries, an assumed
- * figure (typically 300-600 MiB; no GPU has measured this code). */
+/* A GPU process: cuBLASLt's workspace (32 MiB per stream on Hopper) and
+ * the CUDA context with its kernels and libraries, an assumed figure
+ * (typically 300-600 MiB; no GPU has measured this code). */
 #define GPU_CUBLASLT_WORKSPACE ((uint64_t)32 << 20)
 #define GPU_CONTEXT ((uint64_t)512 << 20)
 /* DeepSpeed's default reduce_bucket_size, in elements. */
@@ -144,6 +143,9 @@ static int check(const pile_plan_settings *s, pile_err *err)
     PILE_RETURN_IF(s->nodes < 1 || s->nodes > 1 << 16, err, PILE_EINVAL, "invalid number of nodes %d", s->nodes);
     if (s->gpus == 0) {
         PILE_RETURN_IF(s->threads < 1, err, PILE_EINVAL, "invalid thread count %d", s->threads);
+        PILE_RETURN_IF(!s->backend, err, PILE_EINVAL, "a plan for the CPU backend needs the backend");
+        PILE_RETURN_IF(s->zero_stage != 0 || s->offload != PILE_OFFLOAD_NONE || s->nodes != 1, err, PILE_EINVAL,
+                       "the CPU backend runs one process: ZeRO, offload and nodes need --gpus");
         return 0;
     }
     PILE_RETURN_IF(s->zero_stage < 0 || s->zero_stage > 3, err, PILE_EINVAL, "ZeRO stage must be 0 to 3, not %d",
@@ -164,15 +166,14 @@ typedef struct layer_parts {
     uint64_t base, mlp, att, out;
 } layer_parts;
 
-static layer_parts layer_parts_of(uint64_t N, uint64_t C, uint64_t NH, uint64_t B, uint64_t T, uint64_t a)
+static layer_parts layer_parts_of(uint64_t N, uint64_t C, uint64_t saved, uint64_t a)
 {
     const uint64_t NC = mul(N, C);
     layer_parts p;
     p.base = add(add(add(region(NC, a), region(N, 4)), add(region(N, 4), region(mul(3, NC), a))),
                  add(add(region(NC, a), region(NC, a)), add(add(region(NC, a), region(N, 4)), region(N, 4))));
     p.mlp = add(region(mul(4, NC), a), region(mul(4, NC), a));
-    /* the CPU backend's and FlashAttention's: one fp32 log-sum-exp per row and head */
-    p.att = region(mul(mul(B, NH), T), 4);
+    p.att = region(saved, 1);
     p.out = region(NC, a);
     return p;
 }
@@ -184,13 +185,18 @@ static void layer_bytes_of(const layer_parts *lp, pile_recompute rc, uint64_t *l
     *shared = add(own ? 0 : add(lp->base, lp->att), rc != PILE_RECOMPUTE_NONE ? lp->mlp : 0);
 }
 
-/* backend_cpu.c's attention scratch per thread: a score block and a dP
- * block of BR x BC, an output accumulator of BR x head size, m and l. */
-static uint64_t cpu_attention_scratch(uint64_t T, uint64_t C, uint64_t NH, uint64_t threads)
+/* What attention keeps for the backward per layer, and its scratch: the
+ * CPU backend's own figures; on GPUs FlashAttention's log-sum-exp, one
+ * fp32 per row and head, its tiles living in shared memory. */
+static void attention_sizes(const pile_plan_settings *s, uint64_t *saved, uint64_t *scratch)
 {
-    const uint64_t br = T < CPU_ATT_BR ? T : CPU_ATT_BR, bc = T < CPU_ATT_BC ? T : CPU_ATT_BC;
-    const uint64_t floats = 2 * br * bc + br * (C / NH) + 2 * br;
-    return mul(threads, (floats * 4 + 63) / 64 * 64);
+    if (s->gpus == 0) {
+        *saved = pile_backend_attention_saved_bytes(s->backend, s->batch_size, s->seq_len, s->n_embd, s->n_head);
+        *scratch = pile_backend_attention_scratch_bytes(s->backend, s->batch_size, s->seq_len, s->n_embd, s->n_head);
+    } else {
+        *saved = mul(mul((uint64_t)s->batch_size, (uint64_t)s->n_head), mul((uint64_t)s->seq_len, 4));
+        *scratch = 0;
+    }
 }
 
 /* The model states on GPUs, in DeepSpeed's accounting. The partitioned
@@ -303,7 +309,7 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
     memset(out, 0, sizeof *out);
     PILE_FORWARD_IF_ERR(check(s, err));
     pile_plan *p = out;
-    const uint64_t C = (uint64_t)s->n_embd, L = (uint64_t)s->n_layer, NH = (uint64_t)s->n_head;
+    const uint64_t C = (uint64_t)s->n_embd, L = (uint64_t)s->n_layer;
     const uint64_t V = (uint64_t)s->vocab_size, Tp = (uint64_t)s->n_positions;
     const uint64_t B = (uint64_t)s->batch_size, T = (uint64_t)s->seq_len, N = B * T, NC = N * C;
     const int gpu = s->gpus > 0;
@@ -325,7 +331,9 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
     p->act_bytes = gpu && s->precision != PILE_PRECISION_FP32 ? 2 : 4;
     const uint64_t a = (uint64_t)p->act_bytes;
 
-    const layer_parts lp = layer_parts_of(N, C, NH, B, T, a);
+    uint64_t att_saved, att_scratch;
+    attention_sizes(s, &att_saved, &att_scratch);
+    const layer_parts lp = layer_parts_of(N, C, att_saved, a);
     for (int r = 0; r < 3; r++) layer_bytes_of(&lp, (pile_recompute)r, &p->layer_bytes[r], &p->shared_bytes[r]);
     const int block = s->recompute == PILE_RECOMPUTE_BLOCK;
     uint64_t *col = gpu ? p->gpu : p->cpu;
@@ -352,7 +360,7 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
         p->cpu[PILE_PLAN_PARAMS] = flat;
         p->cpu[PILE_PLAN_GRADS32] = flat;
         p->cpu[PILE_PLAN_MOMENTS] = mul(2, flat);
-        p->cpu[PILE_PLAN_ATT_SCRATCH] = cpu_attention_scratch(T, C, NH, (uint64_t)s->threads);
+        p->cpu[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
         p->backend_bytes = add(add(mul(4, flat), acts), p->cpu[PILE_PLAN_ATT_SCRATCH]);
         p->cpu[PILE_PLAN_BATCH] = add(p->cpu[PILE_PLAN_BATCH], host_batch);
         /* a checkpoint downloads both moments to the host at once */
@@ -404,4 +412,447 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
     p->close = p->fits == 1 && ((p->fits_gpu == 1 && p->total_gpu > s->gpu_mem / 10 * 9) ||
                                 (p->fits_cpu == 1 && p->total_cpu > s->cpu_mem / 10 * 9));
     return 0;
+}
+
+/* ------------------------------------------------------------ advice */
+
+enum { CH_RECOMPUTE = 1, CH_ZERO = 2, CH_OFFLOAD = 4, CH_BATCH = 8, CH_NODES = 16 };
+
+typedef struct candidate {
+    pile_plan_settings s;
+    unsigned changes;
+    uint64_t total_gpu, total_cpu;
+} candidate;
+
+static int fits_with(const pile_plan_settings *s, pile_plan *p)
+{
+    pile_err e;
+    return pile_plan_compute(s, p, &e) == 0 && p->fits == 1;
+}
+
+/* The fewest nodes in [s->nodes, MAX_NODES] with which s fits (bisection:
+ * more nodes never need more memory per GPU or per node, but the result
+ * is checked all the same); 0 if none. */
+static int nodes_needed(pile_plan_settings s, pile_plan *p)
+{
+    int lo = s.nodes, hi = MAX_NODES;
+    s.nodes = hi;
+    if (!fits_with(&s, p)) return 0;
+    while (lo < hi) {
+        s.nodes = lo + (hi - lo) / 2;
+        if (fits_with(&s, p)) hi = s.nodes;
+        else lo = s.nodes + 1;
+    }
+    s.nodes = lo;
+    return fits_with(&s, p) ? lo : 0;
+}
+
+static int candidate_order(const void *a, const void *b)
+{
+    const candidate *x = a, *y = b;
+    int nx = __builtin_popcount(x->changes), ny = __builtin_popcount(y->changes);
+    if (nx != ny) return nx < ny ? -1 : 1;
+    if (x->s.nodes != y->s.nodes) return x->s.nodes < y->s.nodes ? -1 : 1;
+    if (x->s.batch_size != y->s.batch_size) return x->s.batch_size > y->s.batch_size ? -1 : 1;
+    return x->total_gpu < y->total_gpu ? -1 : x->total_gpu > y->total_gpu;
+}
+
+static void option_flags(const pile_plan_settings *from, const candidate *c, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+#define FLAG(...) n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, __VA_ARGS__)
+    if (c->changes & CH_RECOMPUTE) FLAG("--recompute %s ", pile_model_recompute_name(c->s.recompute));
+    if (c->changes & CH_ZERO) FLAG("--zero %d ", c->s.zero_stage);
+    if (c->changes & CH_OFFLOAD) FLAG("--offload %s ", pile_plan_offload_name(c->s.offload));
+    if (c->changes & CH_BATCH) {
+        FLAG("--batch_size %d ", c->s.batch_size);
+        if (from->accumulation_steps > 0)
+            FLAG("--accumulation_steps %d ",
+                 from->accumulation_steps * (from->batch_size / c->s.batch_size));
+    }
+    if (c->changes & CH_NODES) FLAG("--nodes %d ", c->s.nodes);
+#undef FLAG
+    if (n > 0 && n <= cap) out[n - 1] = '\0';
+}
+
+int pile_plan_advise(const pile_plan_settings *s, pile_plan_option *out, int max)
+{
+    pile_plan p;
+    pile_err e;
+    if (max <= 0 || pile_plan_compute(s, &p, &e) < 0 || p.fits != 0) return 0;
+    /* what may change: the recompute mode, the ZeRO stage and offload (more
+     * sharding only), the micro-batch (halved, the accumulation doubled so
+     * that the global batch stays), and on GPUs the number of nodes */
+    static const struct { int zero; pile_offload off; } zo[] = {
+        {0, PILE_OFFLOAD_NONE},      {1, PILE_OFFLOAD_NONE},      {2, PILE_OFFLOAD_NONE},
+        {3, PILE_OFFLOAD_NONE},      {2, PILE_OFFLOAD_OPTIMIZER}, {3, PILE_OFFLOAD_OPTIMIZER},
+        {3, PILE_OFFLOAD_ALL},
+    };
+    enum { MAX_CANDIDATES = 3 * 7 * 2 * 2 };
+    candidate cands[MAX_CANDIDATES];
+    int nc = 0;
+    const int gpu = s->gpus > 0;
+    for (int r = (int)s->recompute; r <= (int)PILE_RECOMPUTE_BLOCK; r++) {
+        for (size_t k = 0; k < (gpu ? sizeof zo / sizeof zo[0] : 1); k++) {
+            pile_plan_settings t = *s;
+            t.recompute = (pile_recompute)r;
+            unsigned ch = r != (int)s->recompute ? CH_RECOMPUTE : 0;
+            if (gpu) {
+                if (zo[k].zero < s->zero_stage || zo[k].off < s->offload) continue;
+                t.zero_stage = zo[k].zero;
+                t.offload = zo[k].off;
+                ch |= (t.zero_stage != s->zero_stage ? CH_ZERO : 0) | (t.offload != s->offload ? CH_OFFLOAD : 0);
+            }
+            /* the micro-batch as it is, then the largest halving that fits */
+            for (int half = 0; half < 2; half++) {
+                pile_plan_settings u = t;
+                unsigned uch = ch;
+                if (half) {
+                    if (s->batch_size < 2) continue;
+                    u.batch_size = s->batch_size / 2;
+                    while (u.batch_size > 1 && !fits_with(&u, &p)) u.batch_size /= 2;
+                    while (s->batch_size % u.batch_size) u.batch_size--; /* the global batch stays whole */
+                    uch |= CH_BATCH;
+                }
+                if (!fits_with(&u, &p)) {
+                    int need = gpu ? nodes_needed(u, &p) : 0;
+                    if (!need) continue;
+                    u.nodes = need;
+                    uch |= CH_NODES;
+                    fits_with(&u, &p);
+                }
+                if (!uch || nc == MAX_CANDIDATES) continue;
+                cands[nc++] = (candidate){u, uch, p.total_gpu, p.total_cpu};
+            }
+        }
+    }
+    qsort(cands, (size_t)nc, sizeof cands[0], candidate_order);
+    int n = 0;
+    for (int i = 0; i < nc && n < max; i++) {
+        /* leave out an option that only adds changes (or nodes) to one given */
+        int redundant = 0;
+        for (int j = 0; j < n && !redundant; j++) {
+            unsigned cj = out[j].changes;
+            redundant = (cands[i].changes & cj) == cj && cands[i].s.nodes >= out[j].settings.nodes &&
+                        cands[i].s.batch_size <= out[j].settings.batch_size;
+        }
+        if (redundant) continue;
+        pile_plan_option *o = &out[n++];
+        o->settings = cands[i].s;
+        o->changes = cands[i].changes;
+        o->total_gpu = cands[i].total_gpu;
+        o->total_cpu = cands[i].total_cpu;
+        option_flags(s, &cands[i], o->flags, sizeof o->flags);
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------ output */
+
+static const char *const row_labels[PILE_PLAN_ROWS] = {
+    "parameters",
+    "gradients, 16-bit",
+    "gradients, fp32",
+    "master weights, fp32",
+    "AdamW moments, fp32",
+    "largest layer, gathered",
+    "DeepSpeed's host sizing",
+    "activations, all layers",
+    "recomputed layer's set",
+    "attention's saved state",
+    "embeddings, final norm",
+    "logits and losses",
+    "backward's buffers",
+    "attention's scratch",
+    "batches",
+    "ZeRO buckets and gathers",
+    "checkpoint copies",
+    "runtime (allowance)",
+};
+
+/* bytes for a person: "812 MiB", "1.53 GiB", "4.21 TiB"; a struct so that
+ * several may be arguments of one call (C11 6.2.4: the temporary lives
+ * until the end of the full expression) */
+typedef struct hbytes {
+    char s[24];
+} hbytes;
+
+static hbytes human(uint64_t b)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    hbytes h;
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024.0 && u < 6) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0) snprintf(h.s, sizeof h.s, "%" PRIu64 " B", b);
+    else snprintf(h.s, sizeof h.s, v >= 100 ? "%.0f %s" : v >= 10 ? "%.1f %s" : "%.2f %s", v, units[u]);
+    return h;
+}
+
+#define H(x) (human(x).s)
+
+static int verdict(pile_buf *out, const char *side, int fits, uint64_t need, uint64_t have, const char *what)
+{
+    if (fits < 0) return pile_buf_printf(out, "  %-10s not judged (give %s)\n", side, what);
+    if (fits) return pile_buf_printf(out, "  %-10s fits: %s of %s (%.0f%%)\n", side, H(need), H(have),
+                                     100.0 * (double)need / (double)have);
+    return pile_buf_printf(out, "  %-10s DOES NOT FIT: needs %s, has %s (%s short)\n", side, H(need), H(have),
+                           H(need - have));
+}
+
+int pile_plan_format(const pile_plan_settings *s, const pile_plan *p, const char *limit_source, pile_buf *out)
+{
+    const int gpu = s->gpus > 0;
+    pile_buf_printf(out, "model: %d layers, %d heads, %d wide, vocabulary %d (%d allocated), %d positions\n",
+                    s->n_layer, s->n_head, s->n_embd, s->vocab_size, p->vocab_padded, s->n_positions);
+    pile_buf_printf(out, "  %" PRIu64 " parameters (%.2f B), largest layer %" PRIu64 ", one block %" PRIu64 "\n",
+                    p->params, (double)p->params / 1e9, p->largest_layer_params, p->block_params);
+    pile_buf_printf(out, "run: micro-batch %d x %d, %s, recompute %s", s->batch_size, s->seq_len,
+                    pile_precision_name(s->precision), pile_model_recompute_name(s->recompute));
+    if (gpu)
+        pile_buf_printf(out, "; %d GPU%s per node x %d node%s, ZeRO %d, offload %s\n", s->gpus,
+                        s->gpus == 1 ? "" : "s", s->nodes, s->nodes == 1 ? "" : "s", s->zero_stage,
+                        pile_plan_offload_name(s->offload));
+    else
+        pile_buf_printf(out, "; the CPU backend (%d thread%s, fp32 buffers)\n", s->threads,
+                        s->threads == 1 ? "" : "s");
+    pile_buf_printf(out, "\n%-28s %12s %14s\n", "", gpu ? "per GPU" : "", gpu ? "host, per node" : "host");
+    for (int r = 0; r < PILE_PLAN_ROWS; r++) {
+        if (!p->gpu[r] && !p->cpu[r]) continue;
+        if (r == PILE_PLAN_ACTIVATIONS)
+            pile_buf_printf(out, "%-28s %12s %14s\n", "model states", gpu ? H(p->model_states_gpu) : "",
+                            H(p->model_states_cpu));
+        pile_buf_printf(out, "  %-26s %12s %14s\n", row_labels[r], gpu ? H(p->gpu[r]) : "", H(p->cpu[r]));
+    }
+    pile_buf_printf(out, "%-28s %12s %14s\n", "total", gpu ? H(p->total_gpu) : "", H(p->total_cpu));
+    pile_buf_printf(out, "\nactivations of one layer (kept per layer / refilled once), by recompute mode:\n");
+    for (int r = 0; r < 3; r++)
+        pile_buf_printf(out, "  %-6s %12s / %s%s\n", pile_model_recompute_name((pile_recompute)r),
+                        H(p->layer_bytes[r]), H(p->shared_bytes[r]), r == (int)s->recompute ? "   (this run)" : "");
+    if (p->deepspeed_estimator) {
+        const int off = s->offload != PILE_OFFLOAD_NONE, all = s->offload == PILE_OFFLOAD_ALL;
+        pile_buf_printf(out, "\nDeepSpeed %s(total_params=%" PRIu64, p->deepspeed_estimator, p->params);
+        if (s->zero_stage == 3) pile_buf_printf(out, ", largest_layer_params=%" PRIu64, p->largest_layer_params);
+        pile_buf_printf(out, ", num_gpus_per_node=%d, num_nodes=%d, cpu_offload=%s", s->gpus, s->nodes,
+                        off ? "True" : "False");
+        if (s->zero_stage == 3) pile_buf_printf(out, ", cpu_offload_params=%s, zero_init=True", all ? "True" : "False");
+        pile_buf_printf(out, "):\n  per GPU %s (%" PRIu64 "), per node %s (%" PRIu64 ")\n", H(p->deepspeed_gpu),
+                        p->deepspeed_gpu, H(p->deepspeed_cpu), p->deepspeed_cpu);
+        pile_buf_printf(out, "  ours:   per GPU %s (%" PRIu64 ")%s, per node %s (exact states %s + DeepSpeed's sizing)\n",
+                        H(p->model_states_gpu), p->model_states_gpu,
+                        p->model_states_gpu == p->deepspeed_gpu ? ", the same" : ", counted for ZeRO 1, not 2",
+                        H(p->model_states_cpu), H(p->host_states));
+        pile_buf_printf(out, "  its table for this model and these machines:\n"
+                             "    offload_param offload_optimizer zero_init %12s %14s\n", "per GPU", "per node");
+        for (int i = 0; i < p->n_ds_options; i++) {
+            const pile_plan_ds_option *d = &p->ds_options[i];
+            pile_buf_printf(out, "    %-13s %-17s %-9s %12s %14s\n", d->offload_param ? "cpu" : "none",
+                            d->offload_optimizer ? "cpu" : "none", d->zero_init < 0 ? "" : d->zero_init ? "1" : "0",
+                            H(d->gpu), H(d->cpu));
+        }
+    } else if (gpu) {
+        pile_buf_printf(out, "\nDeepSpeed has no estimator for ZeRO 0 (every GPU holds all %" PRIu64
+                             " bytes of model states)\n", p->model_states_gpu);
+    }
+    pile_buf_printf(out, "\n");
+    if (gpu) verdict(out, "GPU:", p->fits_gpu, p->total_gpu, s->gpu_mem, "--gpu-mem GiB");
+    verdict(out, gpu ? "host:" : "memory:", p->fits_cpu, p->total_cpu, s->cpu_mem,
+            gpu ? "--cpu-mem GiB" : "--cpu-mem GiB");
+    if (limit_source) pile_buf_printf(out, "  (memory from %s)\n", limit_source);
+    if (p->fits == 1 && p->close) pile_buf_printf(out, "  close: above 90%% of the memory\n");
+    if (p->fits == 0) {
+        pile_plan_option opts[6];
+        int n = pile_plan_advise(s, opts, 6);
+        if (n == 0) pile_buf_printf(out, "nothing within reach fits (up to %d nodes)\n", MAX_NODES);
+        else pile_buf_printf(out, "what would fit:\n");
+        for (int i = 0; i < n; i++)
+            pile_buf_printf(out, "  %-58s %s per GPU, %s per node\n", opts[i].flags, gpu ? H(opts[i].total_gpu) : "-",
+                            H(opts[i].total_cpu));
+    }
+    pile_buf_printf(out, "verdict: %s\n", p->fits == 1 ? "fits" : p->fits == 0 ? "does not fit" : "not judged");
+    return out->failed ? PILE_ENOMEM : 0;
+}
+#undef H
+
+static void json_u64_or_null(pile_buf *out, const char *key, int have, uint64_t v)
+{
+    if (have) pile_buf_printf(out, "\"%s\": %" PRIu64, key, v);
+    else pile_buf_printf(out, "\"%s\": null", key);
+}
+
+static const char *json_bool(int v) { return v < 0 ? "null" : v ? "true" : "false"; }
+
+static void json_rows(pile_buf *out, const char *key, const uint64_t *rows)
+{
+    pile_buf_printf(out, "\"%s\": {", key);
+    for (int r = 0; r < PILE_PLAN_ROWS; r++)
+        pile_buf_printf(out, "%s\"%s\": %" PRIu64, r ? ", " : "", row_keys[r], rows[r]);
+    pile_buf_printf(out, "}");
+}
+
+int pile_plan_to_json(const pile_plan_settings *s, const pile_plan *p, pile_buf *out)
+{
+    const int gpu = s->gpus > 0;
+    pile_buf_printf(out,
+                    "{\"n_layer\": %d, \"n_head\": %d, \"n_embd\": %d, \"vocab_size\": %d, \"vocab_padded\": %d, "
+                    "\"n_positions\": %d, \"batch_size\": %d, \"max_length\": %d, \"precision\": \"%s\", "
+                    "\"recompute\": \"%s\", \"gpus\": %d, \"nodes\": %d, \"zero_stage\": %d, \"offload\": \"%s\", ",
+                    s->n_layer, s->n_head, s->n_embd, s->vocab_size, p->vocab_padded, s->n_positions,
+                    s->batch_size, s->seq_len, pile_precision_name(s->precision),
+                    pile_model_recompute_name(s->recompute), s->gpus, s->nodes, s->zero_stage,
+                    pile_plan_offload_name(s->offload));
+    pile_buf_printf(out, "\"params\": %" PRIu64 ", \"params_allocated\": %" PRIu64
+                         ", \"largest_layer_params\": %" PRIu64 ", \"block_params\": %" PRIu64 ", ",
+                    p->params, p->params_allocated, p->largest_layer_params, p->block_params);
+    json_u64_or_null(out, "model_states_gpu_bytes", gpu, p->model_states_gpu);
+    pile_buf_printf(out, ", \"model_states_cpu_bytes\": %" PRIu64 ", \"host_states_bytes\": %" PRIu64 ", ",
+                    p->model_states_cpu, p->host_states);
+    if (p->deepspeed_estimator) pile_buf_printf(out, "\"deepspeed_estimator\": \"%s\", ", p->deepspeed_estimator);
+    else pile_buf_printf(out, "\"deepspeed_estimator\": null, ");
+    json_u64_or_null(out, "deepspeed_gpu_bytes", p->deepspeed_estimator != NULL, p->deepspeed_gpu);
+    pile_buf_printf(out, ", ");
+    json_u64_or_null(out, "deepspeed_cpu_bytes", p->deepspeed_estimator != NULL, p->deepspeed_cpu);
+    pile_buf_printf(out, ", ");
+    json_u64_or_null(out, "total_gpu_bytes", gpu, p->total_gpu);
+    pile_buf_printf(out, ", \"total_cpu_bytes\": %" PRIu64 ", ", p->total_cpu);
+    json_u64_or_null(out, "gpu_mem_bytes", gpu && s->gpu_mem, s->gpu_mem);
+    pile_buf_printf(out, ", ");
+    json_u64_or_null(out, "cpu_mem_bytes", s->cpu_mem != 0, s->cpu_mem);
+    pile_buf_printf(out, ", \"fits\": %s, \"fits_gpu\": %s, \"fits_cpu\": %s, ", json_bool(p->fits),
+                    json_bool(p->fits_gpu), json_bool(p->fits_cpu));
+    if (p->backend_bytes) pile_buf_printf(out, "\"backend_bytes\": %" PRIu64 ", ", p->backend_bytes);
+    if (gpu) {
+        json_rows(out, "gpu", p->gpu);
+        pile_buf_printf(out, ", ");
+    }
+    json_rows(out, "cpu", p->cpu);
+    pile_buf_printf(out, ", \"activations_per_layer\": {");
+    for (int r = 0; r < 3; r++)
+        pile_buf_printf(out, "%s\"%s\": %" PRIu64, r ? ", " : "", pile_model_recompute_name((pile_recompute)r),
+                        p->layer_bytes[r]);
+    pile_buf_printf(out, "}, \"activations_once\": {");
+    for (int r = 0; r < 3; r++)
+        pile_buf_printf(out, "%s\"%s\": %" PRIu64, r ? ", " : "", pile_model_recompute_name((pile_recompute)r),
+                        p->shared_bytes[r]);
+    pile_buf_printf(out, "}, \"deepspeed_options\": [");
+    for (int i = 0; i < p->n_ds_options; i++) {
+        const pile_plan_ds_option *d = &p->ds_options[i];
+        pile_buf_printf(out, "%s{\"offload_optimizer\": %s, \"offload_param\": %s, \"zero_init\": %s, "
+                             "\"gpu_bytes\": %" PRIu64 ", \"cpu_bytes\": %" PRIu64 "}",
+                        i ? ", " : "", json_bool(d->offload_optimizer), json_bool(d->offload_param),
+                        json_bool(d->zero_init), d->gpu, d->cpu);
+    }
+    pile_buf_printf(out, "], \"options\": [");
+    pile_plan_option opts[6];
+    int n = pile_plan_advise(s, opts, 6);
+    for (int i = 0; i < n; i++) {
+        pile_buf_printf(out, "%s{\"flags\": \"%s\", ", i ? ", " : "", opts[i].flags);
+        json_u64_or_null(out, "total_gpu_bytes", gpu, opts[i].total_gpu);
+        pile_buf_printf(out, ", \"total_cpu_bytes\": %" PRIu64 "}", opts[i].total_cpu);
+    }
+    pile_buf_printf(out, "]}\n");
+    return out->failed ? PILE_ENOMEM : 0;
+}
+
+/* ------------------------------------------------------------ the run */
+
+int pile_plan_settings_from_config(const pile_train_config *c, int vocab_size, int max_length,
+                                   pile_plan_settings *out, pile_err *err)
+{
+    memset(out, 0, sizeof *out);
+    pile_model_config mc;
+    memset(&mc, 0, sizeof mc);
+    PILE_FORWARD_IF_ERR(pile_model_preset(&mc, c->model, err));
+    out->n_layer = c->n_layer > 0 ? c->n_layer : mc.n_layer;
+    out->n_head = c->n_head > 0 ? c->n_head : mc.n_head;
+    out->n_embd = c->n_embd > 0 ? c->n_embd : mc.n_embd;
+    out->vocab_size = vocab_size;
+    out->n_positions = max_length;
+    out->seq_len = max_length;
+    out->dropout = c->dropout > 0.0f;
+    PILE_FORWARD_IF_ERR(pile_model_recompute_parse(c->recompute, &out->recompute, err));
+    out->precision = c->precision;
+    out->batch_size = c->batch_size;
+    out->accumulation_steps = c->accumulation_steps;
+    out->nodes = 1;
+    out->zero_stage = c->zero_stage;
+    out->offload = c->offload_optimizer ? PILE_OFFLOAD_OPTIMIZER : PILE_OFFLOAD_NONE;
+    out->threads = c->threads > 0 ? c->threads : pile_backend_usable_cores();
+    return 0;
+}
+
+/* The number after `key` in a /proc-style file ("MemAvailable:  123 kB"),
+ * or a lone number ("max" and unreadable: 0). */
+static uint64_t read_number(const char *path, const char *key, uint64_t unit)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t v = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *at = line;
+        if (key) {
+            if (strncmp(line, key, strlen(key))) continue;
+            at += strlen(key);
+        }
+        char *end;
+        unsigned long long x = strtoull(at, &end, 10);
+        if (end != at) v = (uint64_t)x * unit;
+        break;
+    }
+    fclose(f);
+    return v;
+}
+
+uint64_t pile_plan_host_available(const char **source)
+{
+    uint64_t avail = read_number("/proc/meminfo", "MemAvailable:", 1024);
+    *source = "MemAvailable";
+    /* a cgroup v2 limit (a container, a systemd slice) below what the host has */
+    uint64_t max = read_number("/sys/fs/cgroup/memory.max", NULL, 1);
+    uint64_t cur = read_number("/sys/fs/cgroup/memory.current", NULL, 1);
+    if (max && max > cur && (avail == 0 || max - cur < avail)) {
+        avail = max - cur;
+        *source = "cgroup memory.max";
+    }
+    return avail;
+}
+
+int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc, const pile_backend *be, int T,
+                        pile_err *err)
+{
+    if (c->skip_memory_check) return 0;
+    pile_plan_settings s;
+    PILE_FORWARD_IF_ERR(pile_plan_settings_from_config(c, mc->vocab_size, mc->n_positions, &s, err));
+    /* the model as the trainer builds it, on its backend, computing in fp32 */
+    s.n_layer = mc->n_layer;
+    s.n_head = mc->n_head;
+    s.n_embd = mc->n_embd;
+    s.recompute = mc->recompute;
+    s.seq_len = T;
+    s.zero_stage = 0;
+    s.offload = PILE_OFFLOAD_NONE;
+    s.threads = pile_backend_threads(be);
+    s.backend = be;
+    const char *source;
+    s.cpu_mem = pile_plan_host_available(&source);
+    if (!s.cpu_mem) return 0;
+    pile_plan p;
+    PILE_FORWARD_IF_ERR(pile_plan_compute(&s, &p, err));
+    if (p.fits_cpu != 0) return 0;
+    const uint64_t acts = p.cpu[PILE_PLAN_ACTIVATIONS] + p.cpu[PILE_PLAN_RECOMPUTE] + p.cpu[PILE_PLAN_ATTENTION];
+    return pile_err_set(err, PILE_ELIMIT,
+                        "the run does not fit in memory: it needs %s, the host has %s available (%s): parameters "
+                        "%s, gradients %s, AdamW moments %s, activations %s (recompute %s), logits %s, checkpoint "
+                        "copies %s; `pile-trainer plan` with the same flags shows the whole plan and what would "
+                        "fit; --skip_memory_check runs it anyway",
+                        human(p.total_cpu).s, human(s.cpu_mem).s, source,
+                        human(p.cpu[PILE_PLAN_PARAMS]).s, human(p.cpu[PILE_PLAN_GRADS32]).s,
+                        human(p.cpu[PILE_PLAN_MOMENTS]).s, human(acts).s,
+                        pile_model_recompute_name(s.recompute), human(p.cpu[PILE_PLAN_LOGITS]).s,
+                        human(p.cpu[PILE_PLAN_CHECKPOINT]).s);
 }

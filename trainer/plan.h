@@ -6,10 +6,10 @@
  *
  * Two kinds of run are described:
  *  - The CPU backend (gpus == 0): one process, fp32, exactly what
- *    model.c, optim.c and backend_cpu.c allocate (tests/test_plan.c checks
- *    the plan against the backend's own count), plus what a checkpoint
- *    save copies and the runtime's own share; it lands within a few
- *    percent of the measured peak resident memory (bench/RESULTS.md).
+ *    model.c and optim.c allocate in the backend (tests/test_plan.c checks
+ *    the plan against the backend's own count), plus the host's copies
+ *    (batches, a checkpoint's moments) and an allowance for the program,
+ *    its libraries and threads.
  *  - GPUs (gpus >= 1, `nodes` nodes of `gpus` each): the model states in
  *    DeepSpeed's accounting (16-bit parameters 2 bytes, 16-bit gradients
  *    2, fp32 gradients 4, fp32 master weights 4, AdamW moments 8, each
@@ -30,10 +30,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "model.h"
 #include "pile_buf.h"
 #include "pile_error.h"
 #include "precision.h"
+#include "train_config.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -71,7 +73,12 @@ typedef struct pile_plan_settings {
     int nodes;             /* >= 1 */
     int zero_stage;        /* 0..3 (GPUs only) */
     pile_offload offload;  /* GPUs only; optimizer needs ZeRO >= 1, all needs ZeRO 3 */
-    int threads;           /* the CPU backend's threads (attention's scratch is per thread) */
+    int threads;           /* the CPU backend's threads (the runtime's share is per thread) */
+    /* the CPU backend the run uses (gpus == 0): attention's saved state and
+     * scratch are its pile_backend_attention_saved_bytes / _scratch_bytes;
+     * borrowed for the call only. NULL on GPUs (FlashAttention's: one fp32
+     * log-sum-exp per row and head, no scratch beyond its tiles). */
+    const pile_backend *backend;
     /* what there is; 0 = unknown (fits is then not judged on that side) */
     uint64_t gpu_mem;      /* bytes per GPU */
     uint64_t cpu_mem;      /* bytes per node; for the CPU backend, what the process may use */
@@ -167,13 +174,16 @@ void pile_plan_deepspeed_zero3(uint64_t total_params, uint64_t largest_layer_par
 typedef struct pile_plan_option {
     char flags[128];   /* the flags that change, e.g. "--recompute block --nodes 7" */
     pile_plan_settings settings;
+    unsigned changes;  /* which kinds of setting change (a bit each); for ordering */
     uint64_t total_gpu, total_cpu;
 } pile_plan_option;
 
-/* Up to max options that fit (the fewest changes first: recompute, a
- * smaller batch, ZeRO stage, offload, more nodes of the same machine,
- * then pairs of them). 0 when the settings fit, when nothing in reach
- * does, or when fits is not judged. */
+/* Up to max options that fit where s does not, the fewest kinds of change
+ * first (recompute mode, ZeRO stage, offload, a halved micro-batch with the
+ * accumulation doubled, more nodes of the same machines, and their
+ * combinations), an option that only adds to one already given left out.
+ * 0 when s fits, when fits is not judged, or when nothing in reach (up to
+ * 4096 nodes) does. */
 int pile_plan_advise(const pile_plan_settings *s, pile_plan_option *out, int max);
 
 /* The table as text for a person (the rows per GPU and per node, the
@@ -189,6 +199,28 @@ int pile_plan_format(const pile_plan_settings *s, const pile_plan *p, const char
  * (null when not judged), the rows, the per-layer activations, DeepSpeed's
  * option table and the options. 0 or PILE_ENOMEM. */
 int pile_plan_to_json(const pile_plan_settings *s, const pile_plan *p, pile_buf *out);
+
+/* The settings of a training run: the model (preset and --n_layer/
+ * --n_head/--n_embd), batch_size, accumulation_steps, precision, recompute
+ * and the ds_config's zero_stage / offload_optimizer from c; the
+ * vocabulary and max_length given (the shards' on a run). gpus 0, one
+ * node, memory unknown. PILE_EINVAL naming what is wrong. */
+int pile_plan_settings_from_config(const pile_train_config *c, int vocab_size, int max_length,
+                                   pile_plan_settings *out, pile_err *err);
+
+/* What this process may still use of the host's memory: /proc/meminfo's
+ * MemAvailable, less when a cgroup (v2 memory.max) leaves less. 0 when
+ * neither can be read. *source names which one it was ("MemAvailable",
+ * "cgroup memory.max"). Reads files; thread-safe. */
+uint64_t pile_plan_host_available(const char **source);
+
+/* The trainer's check before its first step: plans the run (CPU backend
+ * be, model mc, micro-batch of c's batch_size x T) against what the host
+ * has now. 0 when it fits or the memory cannot be read; PILE_ELIMIT when
+ * it does not, with the planned total, the largest rows and what is
+ * available in the message, and the flag that runs it anyway. */
+int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc, const pile_backend *be, int T,
+                        pile_err *err);
 
 #ifdef __cplusplus
 }

@@ -88,6 +88,8 @@ static const field fields[] = {
     FIELD(precision, NULL, T_PREC, R_ANY,
           "fp32, bf16 or fp16 (the cpu backend emulates bf16: fp32 rounded where a GPU stores 16 bits; fp16 "
           "trains in fp32 for now)"),
+    FIELD(skip_memory_check, NULL, T_BOOL, R_ANY,
+          "start a run the memory planner says does not fit in the host's available memory (default: refuse)"),
     FIELD(recompute, NULL, T_STR, R_ANY,
           "none, gelu (the MLP's c_fc output and GELU) or block (all of a block but its output): recomputed in "
           "the backward instead of kept; less memory, the same results"),

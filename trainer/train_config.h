@@ -71,6 +71,7 @@ typedef struct pile_train_config {
     int threads;               /* 0 = every usable core */
     pile_precision precision;  /* fp32 on the CPU */
     char recompute[8];         /* "none", "gelu" or "block" (pile_recompute): memory against time */
+    int skip_memory_check;     /* start even when plan.h says the run does not fit */
     int world_size;            /* from the launcher; 1 */
 
     /* read from ds_config.json, kept for the backends that will use them */

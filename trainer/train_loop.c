@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
+#include "plan.h"
 #include "pile_buf.h"
 #include "pile_fs.h"
 #include "pile_hex.h"
@@ -1012,6 +1013,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
 
     pile_adamw_config ac = {(float)c->adam_beta1, (float)c->adam_beta2, (float)c->adam_epsilon,
                             (float)c->weight_decay, c->decay_all};
+    if ((rc = pile_plan_check_run(c, &mc, t->be, t->T, err)) < 0) goto out;
     if ((rc = pile_model_create(&t->model, t->be, &mc, c->batch_size, t->T, err)) < 0) goto out;
     /* the optimizer takes the model's parameters as its master weights: a
      * new run's initial ones, or (resume) the checkpoint's, loaded into it */
