@@ -454,6 +454,10 @@ static int candidate_order(const void *a, const void *b)
     if (nx != ny) return nx < ny ? -1 : 1;
     if (x->s.nodes != y->s.nodes) return x->s.nodes < y->s.nodes ? -1 : 1;
     if (x->s.batch_size != y->s.batch_size) return x->s.batch_size > y->s.batch_size ? -1 : 1;
+    /* the least recomputation, then the least sharding: the fastest run */
+    if (x->s.recompute != y->s.recompute) return x->s.recompute < y->s.recompute ? -1 : 1;
+    if (x->s.zero_stage != y->s.zero_stage) return x->s.zero_stage < y->s.zero_stage ? -1 : 1;
+    if (x->s.offload != y->s.offload) return x->s.offload < y->s.offload ? -1 : 1;
     return x->total_gpu < y->total_gpu ? -1 : x->total_gpu > y->total_gpu;
 }
 

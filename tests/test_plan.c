@@ -1,0 +1,315 @@
+/* Tests of the memory planner (trainer/plan.h): the CPU backend's plan
+ * against what the model and the optimizer really allocate in the backend
+ * (pile_backend_bytes_in_use) over shapes, recompute modes and dropout;
+ * the parameter count against the model's; DeepSpeed's estimators on
+ * values DeepSpeed 0.19.8 itself returned; the GPU model states summing to
+ * DeepSpeed's figure; the verdicts; the advice (each option fits, the
+ * settings did not); the refusals. tests/reference/plan_ref.py compares a
+ * table of settings with DeepSpeed's functions. */
+#include <stdint.h>
+#include <string.h>
+
+#include "backend.h"
+#include "model.h"
+#include "optim.h"
+#include "pile_test.h"
+#include "plan.h"
+
+#define OK(expr, errp)                                                                 \
+    do {                                                                               \
+        int ok_rc_ = (expr);                                                           \
+        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg); \
+    } while (0)
+
+static pile_plan_settings cpu_settings(pile_backend *be, int L, int NH, int C, int V, int P, int B, int T)
+{
+    pile_plan_settings s;
+    memset(&s, 0, sizeof s);
+    s.n_layer = L;
+    s.n_head = NH;
+    s.n_embd = C;
+    s.vocab_size = V;
+    s.n_positions = P;
+    s.batch_size = B;
+    s.seq_len = T;
+    s.accumulation_steps = 1;
+    s.nodes = 1;
+    s.threads = pile_backend_threads(be);
+    s.backend = be;
+    return s;
+}
+
+/* The plan's backend bytes against the backend's count once the model and
+ * its optimizer are created, as the trainer creates them. */
+static void check_against_backend(pile_backend *be, pile_plan_settings s, float dropout)
+{
+    pile_err err;
+    pile_plan p;
+    s.dropout = dropout > 0;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    pile_model_config mc = {s.vocab_size, s.n_positions, s.n_layer, s.n_head, s.n_embd, dropout, s.recompute};
+    pile_model *m = NULL;
+    pile_optim *o = NULL;
+    pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0};
+    size_t before = pile_backend_bytes_in_use(be);
+    OK(pile_model_create(&m, be, &mc, s.batch_size, s.seq_len, &err), &err);
+    if (m) OK(pile_optim_create(&o, m, &ac, &err), &err);
+    if (m && o) {
+        ASSERT_EQ(pile_backend_bytes_in_use(be) - before, p.backend_bytes);
+        ASSERT_EQ(pile_model_param_count(m), p.params);
+        ASSERT_EQ(pile_model_flat_size(m), p.params_allocated);
+        /* the rows that hold the backend's bytes are all in the host column */
+        ASSERT(p.total_cpu > p.backend_bytes);
+    }
+    pile_optim_free(o);
+    pile_model_free(m);
+}
+
+static void test_cpu_matches_backend(pile_backend *be)
+{
+    TEST("cpu: the plan equals the backend's allocations (shapes, recompute, dropout)");
+    static const int shapes[][7] = {
+        /* L, NH, C, V, P, B, T */
+        {2, 2, 64, 256, 64, 4, 64},   {3, 3, 48, 1000, 40, 3, 33}, {1, 1, 8, 5, 7, 1, 7},
+        {2, 4, 96, 300, 300, 2, 260}, {4, 2, 32, 97, 129, 5, 129},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *x = shapes[i];
+        for (int r = 0; r < 3; r++) {
+            for (int d = 0; d < 2; d++) {
+                pile_plan_settings s = cpu_settings(be, x[0], x[1], x[2], x[3], x[4], x[5], x[6]);
+                s.recompute = (pile_recompute)r;
+                check_against_backend(be, s, d ? 0.1f : 0.0f);
+            }
+        }
+    }
+}
+
+static void test_gpt2_counts(pile_backend *be)
+{
+    TEST("gpt2: 124M parameters, DeepSpeed's largest layer (wte), activations per recompute mode");
+    pile_err err;
+    pile_plan p;
+    pile_plan_settings s = cpu_settings(be, 12, 12, 768, 50257, 1024, 8, 1024);
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT_EQ(p.params, 124439808);
+    ASSERT_EQ(p.largest_layer_params, 50257ull * 768);
+    ASSERT_EQ(p.vocab_padded, 50304);
+    /* model.h: 16 C + 4 floats per position and layer (and attention's
+     * saved state), 8 C + 4 for gelu, C for block */
+    const uint64_t N = 8 * 1024, att = 8ull * 12 * 1024 * 4;
+    ASSERT_EQ(p.layer_bytes[PILE_RECOMPUTE_NONE], N * (16 * 768 + 4) * 4 + att);
+    ASSERT_EQ(p.layer_bytes[PILE_RECOMPUTE_GELU], N * (8 * 768 + 4) * 4 + att);
+    ASSERT_EQ(p.layer_bytes[PILE_RECOMPUTE_BLOCK], N * 768 * 4);
+    ASSERT(p.total_cpu > p.model_states_cpu);
+    ASSERT_EQ(p.model_states_cpu, 4 * 4 * p.params_allocated);
+}
+
+/* Figures DeepSpeed 0.19.8 returned for these arguments (its
+ * estimate_zero2/zero3_model_states_mem_needs, additional_buffer_factor
+ * 1.5), among them ones whose products are not integers. */
+static void test_deepspeed_formulas(void)
+{
+    TEST("deepspeed: estimators' figures as DeepSpeed 0.19.8 returned them");
+    uint64_t c, g;
+    pile_plan_deepspeed_zero2(124439808, 8, 2, 1, 1.5, &c, &g);
+    ASSERT_EQ(c, 11946221568ull);
+    ASSERT_EQ(g, 248879616ull);
+    pile_plan_deepspeed_zero3(124439808, 38597376, 8, 2, 1, 1, 1, 1.5, &c, &g);
+    ASSERT_EQ(c, 1679937408ull);
+    ASSERT_EQ(g, 154389504ull);
+    static const struct {
+        uint64_t P, LL;
+        int gpn, nodes, off, offp, zi, stage;
+        uint64_t cpu, gpu;
+    } want[] = {
+        {355000001ull, 0ull, 7, 3, 0, 0, 0, 2, 14910000042ull, 1014285717ull},
+        {774030080ull, 0ull, 1, 1, 1, 0, 0, 2, 18576721920ull, 1548060160ull},
+        {235061399552ull, 822140928ull, 8, 1, 1, 1, 1, 3, 6346657787904ull, 3288563712ull},
+        {235061399552ull, 822140928ull, 8, 3, 1, 0, 0, 3, 11282947178496ull, 22877013674ull},
+        {1557611200ull, 81920000ull, 3, 7, 0, 0, 0, 3, 28037001600ull, 1662775314ull},
+        {1557611200ull, 81920000ull, 8, 7, 1, 1, 0, 3, 74765337600ull, 327680000ull},
+        {999999937ull, 12345679ull, 6, 5, 1, 0, 1, 3, 4799999697ull, 116049378ull},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (want[i].stage == 2)
+            pile_plan_deepspeed_zero2(want[i].P, want[i].gpn, want[i].nodes, want[i].off, 1.5, &c, &g);
+        else
+            pile_plan_deepspeed_zero3(want[i].P, want[i].LL, want[i].gpn, want[i].nodes, want[i].off, want[i].offp,
+                                      want[i].zi, 1.5, &c, &g);
+        if (c != want[i].cpu || g != want[i].gpu)
+            PILE_FAIL_("row %zu (P %llu, stage %d, %d x %d, offload %d/%d, zero_init %d): cpu %llu gpu %llu, "
+                       "DeepSpeed %llu %llu",
+                       i, (unsigned long long)want[i].P, want[i].stage, want[i].gpn, want[i].nodes, want[i].off,
+                       want[i].offp, want[i].zi, (unsigned long long)c, (unsigned long long)g,
+                       (unsigned long long)want[i].cpu, (unsigned long long)want[i].gpu);
+    }
+}
+
+static pile_plan_settings gpu_settings(int gpus, int nodes, int zero, pile_offload off)
+{
+    pile_plan_settings s;
+    memset(&s, 0, sizeof s);
+    s.n_layer = 12;
+    s.n_head = 12;
+    s.n_embd = 768;
+    s.vocab_size = 50257;
+    s.n_positions = 1024;
+    s.batch_size = 8;
+    s.seq_len = 1024;
+    s.precision = PILE_PRECISION_BF16;
+    s.gpus = gpus;
+    s.nodes = nodes;
+    s.zero_stage = zero;
+    s.offload = off;
+    return s;
+}
+
+static void test_gpu_states(void)
+{
+    TEST("gpu: model states per GPU and per node are DeepSpeed's for ZeRO 2 and 3, rows summing to them");
+    pile_err err;
+    static const struct { int zero; pile_offload off; } zo[] = {
+        {2, PILE_OFFLOAD_NONE}, {2, PILE_OFFLOAD_OPTIMIZER}, {3, PILE_OFFLOAD_NONE},
+        {3, PILE_OFFLOAD_OPTIMIZER}, {3, PILE_OFFLOAD_ALL},
+    };
+    static const int gn[][2] = {{1, 1}, {8, 1}, {8, 2}, {3, 5}, {7, 3}};
+    for (size_t i = 0; i < sizeof zo / sizeof zo[0]; i++) {
+        for (size_t j = 0; j < sizeof gn / sizeof gn[0]; j++) {
+            pile_plan p;
+            pile_plan_settings s = gpu_settings(gn[j][0], gn[j][1], zo[i].zero, zo[i].off);
+            OK(pile_plan_compute(&s, &p, &err), &err);
+            ASSERT(p.deepspeed_estimator != NULL);
+            ASSERT_EQ(p.model_states_gpu, p.deepspeed_gpu);
+            ASSERT_EQ(p.model_states_cpu, p.deepspeed_cpu);
+            uint64_t sum = 0;
+            for (int r = PILE_PLAN_PARAMS; r <= PILE_PLAN_GATHERED; r++) sum += p.gpu[r];
+            ASSERT_EQ(sum, p.model_states_gpu);
+            /* the host holds exactly 16 (or 18) bytes a parameter across the
+             * nodes when offloaded, give or take rounding */
+            if (zo[i].off != PILE_OFFLOAD_NONE) {
+                uint64_t per = zo[i].off == PILE_OFFLOAD_ALL ? 18 : 16;
+                ASSERT(p.host_states * (uint64_t)s.nodes <= per * p.params);
+                ASSERT(p.host_states * (uint64_t)s.nodes + 64 * (uint64_t)s.nodes >= per * p.params);
+            }
+        }
+    }
+    /* ZeRO 0: every GPU holds all of DeepSpeed's 2 + 18 bytes a parameter
+     * (16-bit parameters and gradients, fp32 gradients, master weights,
+     * moments); no estimator */
+    pile_plan p;
+    pile_plan_settings s = gpu_settings(8, 1, 0, PILE_OFFLOAD_NONE);
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT(p.deepspeed_estimator == NULL);
+    ASSERT_EQ(p.model_states_gpu, 20 * p.params);
+    /* mixed precision keeps 16-bit activations on GPUs: half of fp32's
+     * [N, C] regions, the fp32 statistics and log-sum-exp as they are */
+    pile_plan p32;
+    s.precision = PILE_PRECISION_FP32;
+    OK(pile_plan_compute(&s, &p32, &err), &err);
+    ASSERT(p.layer_bytes[0] < p32.layer_bytes[0] && p.layer_bytes[0] > p32.layer_bytes[0] / 2);
+}
+
+static void test_verdicts_and_advice(void)
+{
+    TEST("fits: judged against --gpu-mem and --cpu-mem; advice that fits");
+    pile_err err;
+    pile_plan p;
+    pile_plan_settings s = gpu_settings(8, 1, 2, PILE_OFFLOAD_NONE);
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT_EQ(p.fits, -1);
+    s.gpu_mem = p.total_gpu;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT_EQ(p.fits, 1);
+    ASSERT_EQ(p.fits_cpu, -1);
+    s.gpu_mem = p.total_gpu - 1;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT_EQ(p.fits, 0);
+    s.gpu_mem = (uint64_t)2 << 30;
+    s.cpu_mem = (uint64_t)64 << 30;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT_EQ(p.fits_gpu, 0);
+    pile_plan_option opts[6];
+    int n = pile_plan_advise(&s, opts, 6);
+    ASSERT(n > 0);
+    for (int i = 0; i < n; i++) {
+        pile_plan q;
+        OK(pile_plan_compute(&opts[i].settings, &q, &err), &err);
+        ASSERT_EQ(q.fits, 1);
+        ASSERT(strlen(opts[i].flags) > 0);
+    }
+    /* nothing to advise for a plan that fits or is not judged */
+    s.gpu_mem = 0;
+    s.cpu_mem = 0;
+    ASSERT_EQ(pile_plan_advise(&s, opts, 6), 0);
+
+    TEST("235B on 8 x 80 GiB with 1 TiB, ZeRO 3, everything offloaded: the GPU fits, the host does not");
+    s = gpu_settings(8, 1, 3, PILE_OFFLOAD_ALL);
+    s.n_layer = 95;
+    s.n_head = 112;
+    s.n_embd = 14336;
+    s.batch_size = 1;
+    s.seq_len = s.n_positions = 2048;
+    s.recompute = PILE_RECOMPUTE_BLOCK;
+    s.gpu_mem = (uint64_t)80 << 30;
+    s.cpu_mem = (uint64_t)1024 << 30;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT(p.params > 234000000000ull && p.params < 236000000000ull);
+    ASSERT_EQ(p.fits_gpu, 1);
+    ASSERT_EQ(p.fits_cpu, 0);
+    n = pile_plan_advise(&s, opts, 6);
+    ASSERT(n > 0);
+    ASSERT(n > 0 && opts[0].settings.nodes > 1);
+}
+
+static void test_refusals(pile_backend *be)
+{
+    TEST("refused: impossible settings, each named");
+    pile_err err;
+    pile_plan p;
+    pile_plan_settings s = gpu_settings(8, 1, 2, PILE_OFFLOAD_ALL);
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "ZeRO stage 3") != NULL);
+    s = gpu_settings(8, 1, 0, PILE_OFFLOAD_OPTIMIZER);
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    s = gpu_settings(8, 1, 4, PILE_OFFLOAD_NONE);
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    s = gpu_settings(8, 0, 2, PILE_OFFLOAD_NONE);
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    s = gpu_settings(8, 1, 2, PILE_OFFLOAD_NONE);
+    s.n_embd = 770;
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "n_head") != NULL);
+    s = gpu_settings(8, 1, 2, PILE_OFFLOAD_NONE);
+    s.seq_len = 2048;
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    s = cpu_settings(be, 2, 2, 64, 256, 64, 4, 64);
+    s.zero_stage = 2;
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    s = cpu_settings(be, 2, 2, 64, 256, 64, 4, 64);
+    s.backend = NULL;
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+    pile_offload o;
+    ASSERT_EQ(pile_plan_offload_parse("param", &o, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "'param'") != NULL);
+    ASSERT_EQ(pile_plan_offload_parse("all", &o, &err), 0);
+    ASSERT_EQ(o, PILE_OFFLOAD_ALL);
+}
+
+int main(void)
+{
+    pile_backend *be = NULL;
+    pile_err err;
+    if (pile_backend_open(&be, "cpu", 2, &err) < 0) {
+        printf("# %s\n", err.msg);
+        return 1;
+    }
+    test_cpu_matches_backend(be);
+    test_gpt2_counts(be);
+    test_deepspeed_formulas();
+    test_gpu_states();
+    test_verdicts_and_advice();
+    test_refusals(be);
+    pile_backend_close(be);
+    return TEST_DONE();
+}
