@@ -22,6 +22,7 @@
 #include "pile_fs.h"
 #include "plan.h"
 #include "train_config.h"
+#include "train_data.h"
 #include "train_loop.h"
 
 #define PILE_TRAINER_VERSION "0.1.0"
@@ -127,9 +128,10 @@ static const char plan_help[] =
     "  --gpu-mem GIB       memory of one GPU, GiB (A100 80GB: 80; default: not judged)\n"
     "  --cpu-mem GIB       host memory of one node, GiB (default: MemAvailable for the\n"
     "                      CPU backend, not judged for GPUs)\n"
-    "  --vocab_size N      vocabulary (default 50257, GPT-2's; padded to a multiple of 64\n"
+    "  --vocab_size N      vocabulary (default: the shards' when --data (default ./shards)\n"
+    "                      holds shards, else 50257, GPT-2's; padded to a multiple of 64\n"
     "                      as the trainer pads it)\n"
-    "  --max_length N      positions per row (default 1024)\n"
+    "  --max_length N      positions per row (default: the shards', else 1024)\n"
     "  --json              one JSON object instead of text\n"
     "  --model, --n_layer, --n_head, --n_embd, --batch_size, --accumulation_steps,\n"
     "  --precision, --recompute, --dropout, --threads, --config, --deepspeed: as in\n"
@@ -554,7 +556,7 @@ static int cmd_plan(int argc, char **argv)
         fputs("pile-trainer: out of memory\n", stderr);
         return 1;
     }
-    int n = 0, json = 0;
+    int n = 0, json = 0, vocab_given = 0;
     int64_t gpus = 0, nodes = 1, zero = -1, vocab = 50257;
     const char *offload = NULL;
     uint64_t gpu_mem = 0, cpu_mem = 0;
@@ -596,7 +598,7 @@ static int cmd_plan(int argc, char **argv)
         case 3: offload = v; break;
         case 4: bad = parse_gib(v, &gpu_mem) < 0; break;
         case 5: bad = parse_gib(v, &cpu_mem) < 0; break;
-        default: bad = parse_i64(v, 1, INT32_MAX - 64, &vocab) < 0; break;
+        default: bad = parse_i64(v, 1, INT32_MAX - 64, &vocab) < 0; vocab_given = 1; break;
         }
         if (bad) {
             static const char *const want[] = {"0 or more", "1 or more", "0 to 3", "", "GiB, a number above 0",
@@ -627,8 +629,22 @@ static int cmd_plan(int argc, char **argv)
             status = usage_error("plan ", args[rc][0] == '-' ? "unknown option '%s'" : "unexpected argument '%s'",
                                  args[rc]);
     }
+    /* the shards' vocabulary and row length, as the run would take them,
+     * when --data names shards (or ./shards exists) and --vocab_size is not given */
+    int max_length = cfg.max_length > 0 ? cfg.max_length : 1024;
+    if (!status && rc >= 0 && !vocab_given && pile_fs_is_dir(cfg.data)) {
+        pile_data *d = NULL;
+        rc = pile_data_open(&d, cfg.data, cfg.max_length, cfg.val_fraction, &err);
+        if (rc == 0) {
+            vocab = (int64_t)pile_data_get_info(d)->vocab_size;
+            max_length = pile_data_seq_len(d);
+            fprintf(stderr, "pile-trainer: the vocabulary (%" PRId64 ") and max_length (%d) of the shards in '%s'\n",
+                    vocab, max_length, cfg.data);
+        }
+        pile_data_close(d);
+    }
     if (!status && rc >= 0) {
-        rc = pile_plan_settings_from_config(&cfg, (int)vocab, cfg.max_length > 0 ? cfg.max_length : 1024, &s, &err);
+        rc = pile_plan_settings_from_config(&cfg, (int)vocab, max_length, &s, &err);
         if (rc == 0) {
             s.gpus = (int)gpus;
             s.nodes = (int)nodes;

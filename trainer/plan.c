@@ -671,7 +671,11 @@ int pile_plan_format(const pile_plan_settings *s, const pile_plan *p, const char
     if (p->fits == 0) {
         pile_plan_option opts[6];
         int n = pile_plan_advise(s, opts, 6);
-        if (n == 0) pile_buf_printf(out, "nothing within reach fits (up to %d nodes)\n", MAX_NODES);
+        if (n == 0 && gpu)
+            pile_buf_printf(out, "nothing fits with recompute, a smaller micro-batch, ZeRO, offload or up to %d nodes\n",
+                            MAX_NODES);
+        else if (n == 0)
+            pile_buf_printf(out, "nothing fits with recompute or a smaller micro-batch\n");
         else pile_buf_printf(out, "what would fit:\n");
         for (int i = 0; i < n; i++)
             pile_buf_printf(out, "  %-58s %s per GPU, %s per node\n", opts[i].flags, gpu ? H(opts[i].total_gpu) : "-",

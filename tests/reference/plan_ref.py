@@ -88,7 +88,7 @@ def deepspeed_says(stage, offload, params, largest, gpus, nodes):
 def hf_counts(p):
     from transformers import GPT2Config, GPT2LMHeadModel
     cfg = GPT2Config(vocab_size=p["vocab_size"], n_positions=p["n_positions"], n_embd=p["n_embd"],
-                     n_layer=p["n_layer"], n_head=p["n_head"])
+                     n_layer=p["n_layer"], n_head=p["n_head"], bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
     return model_to_params(GPT2LMHeadModel(cfg))
 
