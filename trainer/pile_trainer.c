@@ -128,9 +128,8 @@ static const char plan_help[] =
     "  --gpu-mem GIB       memory of one GPU, GiB (A100 80GB: 80; default: not judged)\n"
     "  --cpu-mem GIB       host memory of one node, GiB (default: MemAvailable for the\n"
     "                      CPU backend, not judged for GPUs)\n"
-    "  --vocab_size N      vocabulary (default: the shards' when --data (default ./shards)\n"
-    "                      holds shards, else 50257, GPT-2's; padded to a multiple of 64\n"
-    "                      as the trainer pads it)\n"
+    "  --vocab_size N      vocabulary (default: the shards' when --data is given, else\n"
+    "                      50257, GPT-2's; padded to a multiple of 64 as the trainer pads it)\n"
     "  --max_length N      positions per row (default: the shards', else 1024)\n"
     "  --json              one JSON object instead of text\n"
     "  --model, --n_layer, --n_head, --n_embd, --batch_size, --accumulation_steps,\n"
@@ -622,7 +621,9 @@ static int cmd_plan(int argc, char **argv)
             const char *line = warnings.data + at;
             const char *nl = memchr(line, '\n', warnings.len - at);
             size_t len = nl ? (size_t)(nl - line) : warnings.len - at;
-            if (len) fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)len, line);
+            /* a plan for GPUs is not a CPU run: its precision is what it says */
+            int cpu_only = gpus > 0 && len && memmem(line, len, "the cpu backend trains in fp32", 30);
+            if (len && !cpu_only) fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)len, line);
             at += len + 1;
         }
         if (rc > 0 && rc < n)
@@ -630,9 +631,20 @@ static int cmd_plan(int argc, char **argv)
                                  args[rc]);
     }
     /* the shards' vocabulary and row length, as the run would take them,
-     * when --data names shards (or ./shards exists) and --vocab_size is not given */
+     * when --data (a flag or a --config's) names them and --vocab_size is
+     * not given; never the default ./shards, which may be anything */
     int max_length = cfg.max_length > 0 ? cfg.max_length : 1024;
-    if (!status && rc >= 0 && !vocab_given && pile_fs_is_dir(cfg.data)) {
+    int data_given = 0;
+    if (!status && rc >= 0) {
+        pile_train_config defaults;
+        pile_train_config_defaults(&defaults);
+        data_given = strcmp(cfg.data, defaults.data) != 0;
+        for (int i = 1; i < n && !data_given; i++) {
+            opt_word w;
+            data_given = split_option(args[i], &w) == 0 && !strcmp(w.name, "data");
+        }
+    }
+    if (!status && rc >= 0 && !vocab_given && data_given) {
         pile_data *d = NULL;
         rc = pile_data_open(&d, cfg.data, cfg.max_length, cfg.val_fraction, &err);
         if (rc == 0) {
