@@ -1,8 +1,10 @@
 /* The memory planner: from a run's settings (model, micro-batch, precision,
  * recompute mode; GPUs, nodes, ZeRO stage, offload), what the run holds,
- * where, and whether it fits, before anything is allocated. A pure
- * function from settings to a table: no I/O, no allocation, thread-safe.
- * `pile-trainer plan` prints it, and the trainer checks it at start.
+ * where, and whether it fits, before anything is allocated.
+ * pile_plan_compute is a pure function from settings to a table (no I/O,
+ * no allocation, thread-safe); `pile-trainer plan` prints it, and the
+ * trainer checks its run with it before the first step
+ * (pile_plan_check_run, which reads the host's available memory).
  *
  * Two kinds of run are described:
  *  - The CPU backend (gpus == 0): one process, fp32, exactly what
@@ -96,7 +98,8 @@ typedef enum pile_plan_row {
                                 buffer factor, fp32 copies of what each process loads) */
     PILE_PLAN_ACTIVATIONS,   /* kept for the backward, every layer (attention's saved state apart) */
     PILE_PLAN_RECOMPUTE,     /* gelu / block: one layer's set the backward refills */
-    PILE_PLAN_ATTENTION,     /* attention's saved state: one log-sum-exp per row and head */
+    PILE_PLAN_ATTENTION,     /* attention's saved state, every layer: the backend's figure (the
+                                CPU's and FlashAttention's: one fp32 log-sum-exp per row and head) */
     PILE_PLAN_EMBED,         /* the embedding's output and the final LayerNorm */
     PILE_PLAN_LOGITS,        /* the classifier's [N, Vp] fp32 buffer and the per-row losses */
     PILE_PLAN_BACKWARD,      /* the backward's activation gradients */
@@ -104,7 +107,7 @@ typedef enum pile_plan_row {
     PILE_PLAN_BATCH,         /* tokens, targets, document starts: backend and host copies */
     PILE_PLAN_ZERO_BUFFERS,  /* ZeRO 2/3 reduce bucket; ZeRO 3 whole-block gathers beyond GATHERED */
     PILE_PLAN_CHECKPOINT,    /* the CPU backend: host copies of the moments while a checkpoint is written */
-    PILE_PLAN_RUNTIME,       /* libraries, threads, BLAS buffers (CPU, measured) or the CUDA runtime
+    PILE_PLAN_RUNTIME,       /* libraries, threads, BLAS buffers (CPU, an allowance) or the CUDA runtime
                                 and cuBLASLt's workspace (GPU, assumed) */
     PILE_PLAN_ROWS
 } pile_plan_row;
