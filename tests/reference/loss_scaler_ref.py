@@ -24,33 +24,25 @@ DeepSpeed runs on the CPU here (DS_ACCELERATOR=cpu), installed with
 imported, or is not the version whose rules loss_scaler.h follows.
 """
 import json
-import logging
 import os
 import random
 import sys
 import tempfile
 import types
 
-from reftap import done, report, run, skip
+from reftap import done, need_deepspeed, report, run
 
 DS_VERSION = "0.19.8"  # the rules loss_scaler.h follows; tools/install-deps.sh pins it
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-try:
-    import torch
-    import deepspeed
-    from deepspeed.runtime.fp16 import loss_scaler as ds_loss_scaler
-    from deepspeed.runtime.precision_config import DeepSpeedFP16Config
-except Exception as e:  # ImportError, or a dependency failing at import
-    skip("needs torch and deepspeed (tools/install-deps.sh): %s: %s" % (type(e).__name__, e))
-if deepspeed.__version__ != DS_VERSION:
-    skip("deepspeed %s installed; loss_scaler.h follows %s's rules" % (deepspeed.__version__, DS_VERSION))
+deepspeed = need_deepspeed(DS_VERSION, "loss_scaler.h")
+import torch  # noqa: E402  (after need_deepspeed: it skips without them)
+from deepspeed.runtime.fp16 import loss_scaler as ds_loss_scaler  # noqa: E402
+from deepspeed.runtime.precision_config import DeepSpeedFP16Config  # noqa: E402
 
 if len(sys.argv) != 2:
     sys.exit("usage: loss_scaler_ref.py MIXED_REF_DUMP")
 DUMP = sys.argv[1]
 
-logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 # The scaler asks deepspeed.comm for its rank only to decide whether to log
 # an overflow; without a process group that call fails, so it answers 0.
 ds_loss_scaler.dist = types.SimpleNamespace(get_rank=lambda: 0)

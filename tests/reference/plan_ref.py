@@ -30,29 +30,20 @@ DeepSpeed runs on the CPU here (DS_ACCELERATOR=cpu), installed with
 imported, or is not the version whose formulas plan.c follows.
 """
 import json
-import logging
-import os
 import sys
 
-from reftap import done, main_of, report, run, skip
+from reftap import done, main_of, need_deepspeed, report, run
 
 DS_VERSION = "0.19.8"  # the formulas plan.c follows; tools/install-deps.sh pins it
 
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-try:
-    import torch
-    import deepspeed
-    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
-    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs, model_to_params
-except Exception as e:  # ImportError, or a dependency failing at import
-    skip("needs torch and deepspeed (tools/install-deps.sh): %s: %s" % (type(e).__name__, e))
-if deepspeed.__version__ != DS_VERSION:
-    skip("deepspeed %s installed; plan.c follows %s's formulas" % (deepspeed.__version__, DS_VERSION))
+need_deepspeed(DS_VERSION, "plan.c")
+import torch  # noqa: E402  (after need_deepspeed: it skips without them)
+from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs  # noqa: E402
+from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs, model_to_params  # noqa: E402
 
 if len(sys.argv) != 2:
     sys.exit("usage: plan_ref.py PILE_TRAINER")
 TRAINER = sys.argv[1]
-logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 
 # name, flags, built with transformers for model_to_params
 MODELS = [

@@ -1,6 +1,8 @@
 """TAP output for the reference checks in this folder: a plan at the end,
 one `ok`/`not ok` line per check with `#` notes, exit 77 for a skip."""
 
+import logging
+import os
 import subprocess
 import sys
 
@@ -46,3 +48,20 @@ def main_of(main, what):
     except RuntimeError as e:
         report(False, what, str(e))
         sys.exit(done())
+
+
+def need_deepspeed(version, follows):
+    """Imports torch and deepspeed on the CPU (DS_ACCELERATOR=cpu; installed
+    with --no-deps by tools/install-deps.sh) and returns deepspeed; skips
+    (exit 77) when they cannot be imported, or when deepspeed is not
+    `version`, the one whose rules `follows` (a file of ours) follows."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        import torch  # noqa: F401  (deepspeed needs it; say so if it is what fails)
+        import deepspeed
+    except Exception as e:  # ImportError, or a dependency failing at import
+        skip("needs torch and deepspeed (tools/install-deps.sh): %s: %s" % (type(e).__name__, e))
+    if deepspeed.__version__ != version:
+        skip("deepspeed %s installed; %s follows %s's rules" % (deepspeed.__version__, follows, version))
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    return deepspeed
