@@ -83,6 +83,17 @@ check "... DeepSpeed's estimator beside ours, the same per GPU" \
     grep -Eq "ours: +per GPU .*, the same" out
 check "... more nodes would do" grep -Eq -- "--nodes [0-9]+" out
 
+# ... and the same from the ds_config.json they bring
+cat > ds.json <<'EOF2'
+{"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": true},
+ "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}}}
+EOF2
+run "$TR" plan --n_layer 95 --n_head 112 --n_embd 14336 --max_length 2048 --deepspeed ds.json --gpus 8 --json
+expect "--deepspeed ds_config.json: ZeRO 3, offload all, bf16, micro-batch 1" 0 \
+    '"batch_size": 1, .*"precision": "bf16", .*"zero_stage": 3, "offload": "all"'
+run "$TR" plan --model tiny --deepspeed ds.json --json
+expect "... without --gpus, the CPU backend's plan leaves its ZeRO settings out" 0 '"zero_stage": 0, "offload": "none"'
+
 # --- the CPU backend: judged against --cpu-mem (or MemAvailable)
 run "$TR" plan --model tiny --batch_size 2 --max_length 64 --cpu-mem 0.01
 expect "the CPU backend in 10 MiB: does not fit (exit 3)" 3 "memory: +DOES NOT FIT"

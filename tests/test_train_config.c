@@ -271,6 +271,7 @@ static void test_deepspeed(void)
     OK(pile_train_config_load_deepspeed(&c, p, &w, &err), &err);
     ASSERT_EQ(c.zero_stage, 2);
     ASSERT_EQ(c.offload_optimizer, 1);
+    ASSERT_EQ(c.offload_param, 0);
     ASSERT(c.learning_rate == 0.002);
     ASSERT_EQ(c.warmup_steps, 100);
     ASSERT_EQ(c.max_steps, 1000);

@@ -116,7 +116,9 @@ static const char plan_help[] =
     "offload, a smaller micro-batch, more nodes). No shards needed: the model comes\n"
     "from --model and --n_layer/--n_head/--n_embd, the vocabulary from --vocab_size.\n"
     "The training settings are read as `pile-trainer train` reads them (flags,\n"
-    "--config, --deepspeed: its zero_optimization.stage and offload_optimizer).\n"
+    "--config, --deepspeed: its zero_optimization's stage, offload_optimizer and\n"
+    "offload_param). Without --gpus the ZeRO settings of a config are left out, as\n"
+    "the CPU backend leaves them.\n"
     "Exit status: 0 fits (or not judged), 3 does not fit, 2 bad usage, 1 failed.\n"
     "\n"
     "  --gpus N            GPUs per node (default 0: the CPU backend, one process, whose\n"
@@ -660,6 +662,11 @@ static int cmd_plan(int argc, char **argv)
         if (rc == 0) {
             s.gpus = (int)gpus;
             s.nodes = (int)nodes;
+            if (gpus == 0 && zero < 0 && !offload) {
+                /* a config's ZeRO settings: the CPU backend runs without them */
+                s.zero_stage = 0;
+                s.offload = PILE_OFFLOAD_NONE;
+            }
             if (zero >= 0) s.zero_stage = (int)zero;
             if (offload) rc = pile_plan_offload_parse(offload, &s.offload, &err);
             s.gpu_mem = gpu_mem;

@@ -788,7 +788,12 @@ int pile_plan_settings_from_config(const pile_train_config *c, int vocab_size, i
     out->accumulation_steps = c->accumulation_steps;
     out->nodes = 1;
     out->zero_stage = c->zero_stage;
-    out->offload = c->offload_optimizer ? PILE_OFFLOAD_OPTIMIZER : PILE_OFFLOAD_NONE;
+    /* DeepSpeed offloads parameters only in ZeRO 3 (it ignores
+     * offload_param below), with the optimizer state (its estimator has no
+     * other case) */
+    out->offload = c->offload_param && c->zero_stage == 3 ? PILE_OFFLOAD_ALL
+                   : c->offload_optimizer ? PILE_OFFLOAD_OPTIMIZER
+                                          : PILE_OFFLOAD_NONE;
     out->threads = c->threads > 0 ? c->threads : pile_backend_usable_cores();
     return 0;
 }

@@ -96,6 +96,7 @@ static const field fields[] = {
     FIELD(world_size, NULL, T_INT, R_POS, "processes training together (only 1 for now)"),
     FIELD(zero_stage, NULL, T_INT, R_NONNEG, "DeepSpeed ZeRO stage (kept for later backends)"),
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY, "optimizer state offload (kept for later backends)"),
+    FIELD(offload_param, NULL, T_BOOL, R_ANY, "ZeRO 3 parameter offload (kept for later backends; `plan` uses it)"),
     FIELD(loss_scale, NULL, T_DBL, R_ANY, "fp16 static loss scale (0: dynamic)"),
     FIELD(initial_scale_power, NULL, T_INT, R_NONNEG, "fp16 dynamic loss scale starts at 2^this (0 to 127)"),
     FIELD(loss_scale_window, NULL, T_INT, R_POS, "fp16 steps without overflow before the scale doubles"),
@@ -669,6 +670,7 @@ static int ds_zero(ds_ctx *x, const pile_json *z)
         } else if (!strcmp(k, "offload_param")) {
             int on = 0;
             PILE_FORWARD_IF_ERR(ds_offload(x, v, "offload_param", &on));
+            if (on) x->c->offload_param = 1;
         } else {
             ds_ignored(x, "zero_optimization.", k);
         }

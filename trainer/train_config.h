@@ -77,6 +77,7 @@ typedef struct pile_train_config {
     /* read from ds_config.json, kept for the backends that will use them */
     int zero_stage;            /* 0 */
     int offload_optimizer;     /* 0 */
+    int offload_param;         /* 0 */
     /* fp16 loss scaling (loss_scaler.h has the rules): ds_config.json's
      * fp16 block, or flags */
     double loss_scale;         /* 0 = dynamic; > 0 = this static scale */
