@@ -624,15 +624,19 @@ int pile_plan_format(const pile_plan_settings *s, const pile_plan *p, const char
     else
         pile_buf_printf(out, "; the CPU backend (%d thread%s, fp32 buffers)\n", s->threads,
                         s->threads == 1 ? "" : "s");
-    pile_buf_printf(out, "\n%-28s %12s %14s\n", "", gpu ? "per GPU" : "", gpu ? "host, per node" : "host");
+    /* the CPU backend: one column, the host's */
+    const char *fmt = gpu ? "%-28s %12s %14s\n" : "%-28s%.0s %14s\n";
+    pile_buf_printf(out, "\n");
+    pile_buf_printf(out, fmt, "", "per GPU", gpu ? "host, per node" : "host");
     for (int r = 0; r < PILE_PLAN_ROWS; r++) {
         if (!p->gpu[r] && !p->cpu[r]) continue;
         if (r == PILE_PLAN_ACTIVATIONS)
-            pile_buf_printf(out, "%-28s %12s %14s\n", "model states", gpu ? H(p->model_states_gpu) : "",
-                            H(p->model_states_cpu));
-        pile_buf_printf(out, "  %-26s %12s %14s\n", row_labels[r], gpu ? H(p->gpu[r]) : "", H(p->cpu[r]));
+            pile_buf_printf(out, fmt, "model states", H(p->model_states_gpu), H(p->model_states_cpu));
+        char label[40];
+        snprintf(label, sizeof label, "  %s", row_labels[r]);
+        pile_buf_printf(out, fmt, label, H(p->gpu[r]), H(p->cpu[r]));
     }
-    pile_buf_printf(out, "%-28s %12s %14s\n", "total", gpu ? H(p->total_gpu) : "", H(p->total_cpu));
+    pile_buf_printf(out, fmt, "total", H(p->total_gpu), H(p->total_cpu));
     pile_buf_printf(out, "\nactivations of one layer (kept per layer / refilled once), by recompute mode:\n");
     for (int r = 0; r < 3; r++)
         pile_buf_printf(out, "  %-6s %12s / %s%s\n", pile_model_recompute_name((pile_recompute)r),
