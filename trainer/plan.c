@@ -18,9 +18,9 @@
 #include <string.h>
 
 /* What a CPU run holds beyond its buffers: the program, its libraries,
- * OpenMP's threads and OpenBLAS's packing buffers, glibc's arenas. An
- * allowance, not a measurement of this code: tests/trainer_cli.sh's tiny
- * runs stay well inside it. */
+ * OpenMP's threads and OpenBLAS's packing buffers, glibc's arenas: an
+ * allowance, not measured alone (whole plans of GPT-2 runs land within
+ * 0.1 GiB of their measured peaks: README, "Will it fit?"). */
 #define CPU_RUNTIME_BASE ((uint64_t)64 << 20)
 #define CPU_RUNTIME_PER_THREAD ((uint64_t)8 << 20)
 /* A GPU process: cuBLASLt's workspace (32 MiB per stream on Hopper) and
