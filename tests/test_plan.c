@@ -47,7 +47,8 @@ static void check_against_backend(pile_backend *be, pile_plan_settings s, float 
     pile_plan p;
     s.dropout = dropout > 0;
     OK(pile_plan_compute(&s, &p, &err), &err);
-    pile_model_config mc = {s.vocab_size, s.n_positions, s.n_layer, s.n_head, s.n_embd, dropout, s.recompute};
+    pile_model_config mc = {s.vocab_size,  s.n_positions, s.n_layer, s.n_head,
+                            s.n_embd,      dropout,       s.recompute, PILE_DTYPE_F32};
     pile_model *m = NULL;
     pile_optim *o = NULL;
     pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0};
@@ -306,6 +307,20 @@ int main(void)
     }
     test_cpu_matches_backend(be);
     test_gpt2_counts(be);
+    /* bf16 on the CPU: emulated in fp32 storage, fp32 master weights beside */
+    pile_backend *be16 = NULL;
+    TEST("cpu, bf16 emulated: the plan equals the backend's allocations (master weights beside)");
+    if (pile_backend_open(&be16, "cpu", 2, &err) == 0 && pile_backend_set_emulation(be16, PILE_DTYPE_BF16, &err) == 0) {
+        pile_plan_settings s = cpu_settings(be16, 3, 3, 48, 1000, 40, 3, 33);
+        s.precision = PILE_PRECISION_BF16;
+        for (int r = 0; r < 3; r++) {
+            s.recompute = (pile_recompute)r;
+            check_against_backend(be16, s, 0.0f);
+        }
+    } else {
+        PILE_FAIL_("cannot open an emulating cpu backend: %s", err.msg);
+    }
+    pile_backend_close(be16);
     test_deepspeed_formulas();
     test_gpu_states();
     test_verdicts_and_advice();

@@ -341,7 +341,7 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
     col[PILE_PLAN_ATTENTION] = block ? lp.att : mul(L, lp.att);
     col[PILE_PLAN_RECOMPUTE] = p->shared_bytes[s->recompute] - (block ? lp.att : 0);
     col[PILE_PLAN_EMBED] = add(add(region(NC, a), region(NC, a)), add(region(N, 4), region(N, 4)));
-    col[PILE_PLAN_LOGITS] = add(region(mul(N, Vp), 4), region(N, 4));
+    col[PILE_PLAN_LOGITS] = add(region(mul(N, Vp), a), region(N, 4));
     col[PILE_PLAN_BACKWARD] =
         add(add(region(NC, a), s->dropout ? region(NC, a) : 0), add(region(NC, a), region(mul(4, NC), a)));
     /* tokens, targets, document starts, correct flags (int32) */
@@ -360,8 +360,11 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
         p->cpu[PILE_PLAN_PARAMS] = flat;
         p->cpu[PILE_PLAN_GRADS32] = flat;
         p->cpu[PILE_PLAN_MOMENTS] = mul(2, flat);
+        /* bf16 is emulated in fp32 storage, and the optimizer keeps its
+         * own fp32 master weights beside the rounded compute copy */
+        if (s->precision == PILE_PRECISION_BF16) p->cpu[PILE_PLAN_MASTER] = flat;
         p->cpu[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
-        p->backend_bytes = add(add(mul(4, flat), acts), p->cpu[PILE_PLAN_ATT_SCRATCH]);
+        p->backend_bytes = add(add(add(mul(4, flat), p->cpu[PILE_PLAN_MASTER]), acts), p->cpu[PILE_PLAN_ATT_SCRATCH]);
         p->cpu[PILE_PLAN_BATCH] = add(p->cpu[PILE_PLAN_BATCH], host_batch);
         /* a checkpoint downloads both moments to the host at once */
         p->cpu[PILE_PLAN_CHECKPOINT] = mul(2, flat);

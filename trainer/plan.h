@@ -66,7 +66,8 @@ typedef struct pile_plan_settings {
     int n_positions;       /* rows of the position table: the run's max_length */
     int dropout;           /* nonzero: dropout > 0 (the backward keeps a masked copy) */
     pile_recompute recompute;
-    pile_precision precision; /* the CPU backend computes in fp32 whatever this says */
+    pile_precision precision; /* the CPU backend stores fp32 whatever this says (bf16 emulated, with
+                                 fp32 master weights beside) */
     /* the micro-batch of one process (one GPU) */
     int batch_size, seq_len;
     int accumulation_steps; /* only for advice that keeps the global batch; 0 = not given */
@@ -101,7 +102,7 @@ typedef enum pile_plan_row {
     PILE_PLAN_ATTENTION,     /* attention's saved state, every layer: the backend's figure (the
                                 CPU's and FlashAttention's: one fp32 log-sum-exp per row and head) */
     PILE_PLAN_EMBED,         /* the embedding's output and the final LayerNorm */
-    PILE_PLAN_LOGITS,        /* the classifier's [N, Vp] fp32 buffer and the per-row losses */
+    PILE_PLAN_LOGITS,        /* the classifier's [N, Vp] buffer and the per-row losses */
     PILE_PLAN_BACKWARD,      /* the backward's activation gradients */
     PILE_PLAN_ATT_SCRATCH,   /* attention's work space (the CPU's, per thread) */
     PILE_PLAN_BATCH,         /* tokens, targets, document starts: backend and host copies */
