@@ -197,7 +197,14 @@ struct pile_shard_writer {
     uint32_t version; /* the format written: 1, or 2 with row checksums */
     uint32_t width;
     uint64_t token_count;
+    /* The data section's checksum is taken as bytes leave the buffer (by the
+     * I/O thread for a background write), not as rows come in, so that the
+     * caller's thread does not pay for it. hash_skip: bytes at the front of
+     * the next span to leave that are not data (the header's room);
+     * data_open: 0 once finish has hashed the data's tail. */
     XXH3_state_t *data_hash;
+    size_t hash_skip;
+    int data_open;
     XXH3_state_t *row_hash; /* version 2: the row being added */
     uint64_t *sums;         /* version 2: each row's checksum */
     size_t sums_cap;
@@ -212,6 +219,7 @@ struct pile_shard_writer {
      * made in place. */
     unsigned char *io_buf;
     size_t io_len;
+    size_t io_hash_from; /* io_buf[io_hash_from, io_len) is data to hash (io_len or more: none) */
     int io_state; /* 0 not started, 1 running, -1 unavailable */
     int io_busy, io_quit, io_rc;
     pile_err io_err;
@@ -295,6 +303,8 @@ static void writer_io_main(void *arg)
         uv_mutex_unlock(&w->io_mu);
         pile_err e;
         pile_err_clear(&e);
+        if (w->io_hash_from < w->io_len)
+            data_hash_update(w->data_hash, w->io_buf + w->io_hash_from, w->io_len - w->io_hash_from);
         int rc = writer_write_out(w, w->io_buf, w->io_len, &e);
         uv_mutex_lock(&w->io_mu);
         if (rc && !w->io_rc) {
@@ -357,6 +367,16 @@ static int writer_io_start(pile_shard_writer *w)
     return 1;
 }
 
+/* Where the data in buf[0, len), about to leave the buffer, starts: len or
+ * more when there is none. */
+static size_t data_hash_from(pile_shard_writer *w, size_t len)
+{
+    if (!w->data_open) return SIZE_MAX;
+    size_t skip = w->hash_skip < len ? w->hash_skip : len;
+    w->hash_skip -= skip;
+    return skip;
+}
+
 /* Writes the buffer out. With `all` == 0 the writing goes on in the
  * background where it can (the buffers are swapped), and an O_DIRECT writer
  * writes only the whole blocks and moves the tail (less than a block) to the
@@ -367,6 +387,7 @@ static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
     size_t len = w->buf_len;
     if (!all && w->direct) len -= len % DIRECT_ALIGN;
     if (!len) return 0;
+    size_t hash_from = data_hash_from(w, len);
     if (!all && writer_io_start(w)) {
         unsigned char *full = w->buf;
         w->buf = w->io_buf;
@@ -375,11 +396,13 @@ static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
         uv_mutex_lock(&w->io_mu);
         w->io_buf = full;
         w->io_len = len;
+        w->io_hash_from = hash_from;
         w->io_busy = 1;
         uv_cond_broadcast(&w->io_cv);
         uv_mutex_unlock(&w->io_mu);
         return 0;
     }
+    if (hash_from < len) data_hash_update(w->data_hash, w->buf + hash_from, len - hash_from);
     int rc = writer_write_out(w, w->buf, len, err);
     if (rc) {
         w->failed = 1;
@@ -489,6 +512,8 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
     /* Room for the header, which is written last. */
     memset(w->buf, 0, SHARD_DATA_OFFSET);
     w->buf_len = SHARD_DATA_OFFSET;
+    w->hash_skip = SHARD_DATA_OFFSET;
+    w->data_open = 1;
     *out = w;
     return 0;
 }
@@ -575,11 +600,10 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* Token bytes as they go to the file: into the data section's checksum and
- * (version 2) the row's. */
+/* Token bytes as they go into the buffer: into (version 2) the row's
+ * checksum; the data section's is taken as they leave it. */
 static void writer_hash(pile_shard_writer *w, const void *p, size_t n)
 {
-    data_hash_update(w->data_hash, p, n);
     if (w->version >= 2) data_hash_update(w->row_hash, p, n);
 }
 
@@ -829,6 +853,11 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
     h.docs_offset = h.rows_offset + h.rows_size;
     h.docs_size = (uint64_t)w->ndocs * sizeof(pile_shard_doc);
     h.subsets_offset = h.docs_offset + h.docs_size;
+    /* the data's tail, still in the buffer, after what the I/O thread hashed */
+    PILE_FORWARD_IF_ERR(writer_io_wait(w, err));
+    size_t from = data_hash_from(w, w->buf_len);
+    if (from < w->buf_len) data_hash_update(w->data_hash, w->buf + from, w->buf_len - from);
+    w->data_open = 0;
     h.data_xxh3 = XXH3_64bits_digest(w->data_hash);
     h.rows_xxh3 = XXH3_64bits(w->rows, h.rows_size);
     h.docs_xxh3 = XXH3_64bits(w->docs, h.docs_size);
