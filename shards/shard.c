@@ -197,15 +197,26 @@ struct pile_shard_writer {
     uint32_t version; /* the format written: 1, or 2 with row checksums */
     uint32_t width;
     uint64_t token_count;
-    /* The data section's checksum is taken as bytes leave the buffer (by the
-     * I/O thread for a background write), not as rows come in, so that the
-     * caller's thread does not pay for it. hash_skip: bytes at the front of
-     * the next span to leave that are not data (the header's room);
-     * data_open: 0 once finish has hashed the data's tail. */
+    /* The checksums of the data section and (version 2) of each row are
+     * taken as bytes leave the buffer (by the I/O thread for a background
+     * write), not as rows come in, so that the caller's thread, the one
+     * packing rows, does not pay for them. Spans leave in file order, so
+     * one pass sees every row's bytes in order even when a row is split
+     * between two spans. hash_skip: bytes at the front of the next span that
+     * are not data (the header's room); data_open: 0 once finish has hashed
+     * the data's tail; hash_row: the row whose bytes come next, hash_left of
+     * them still to come (0: it has not begun). The row's table entry and
+     * document starts, which its checksum begins with, are in rows[],
+     * docs[] and row_ndocs[] before its bytes enter the buffer; those arrays
+     * and sums[] are grown only while the I/O thread is idle. */
     XXH3_state_t *data_hash;
     size_t hash_skip;
     int data_open;
-    XXH3_state_t *row_hash; /* version 2: the row being added */
+    uint64_t hash_row;
+    size_t hash_left;
+    uint32_t *row_ndocs; /* version 2: each row's document starts */
+    size_t row_ndocs_cap;
+    XXH3_state_t *row_hash; /* version 2: the row being hashed */
     uint64_t *sums;         /* version 2: each row's checksum */
     size_t sums_cap;
     unsigned char *buf;
@@ -293,6 +304,35 @@ static int writer_write_out(pile_shard_writer *w, const unsigned char *data, siz
     return rc;
 }
 
+/* Adds data bytes p[0, n), the next in the file, to the data section's
+ * checksum and to their rows'; a row's is stored when its last byte is in.
+ * Row by row, so that both passes over a piece find it in cache. */
+static void hash_span(pile_shard_writer *w, const unsigned char *p, size_t n)
+{
+    if (w->version < 2) {
+        data_hash_update(w->data_hash, p, n);
+        return;
+    }
+    size_t row_bytes = (size_t)w->params.max_length * w->width;
+    while (n) {
+        if (!w->hash_left) {
+            const shard_row *e = &w->rows[w->hash_row];
+            row_hash_begin(w->row_hash, w->hash_row, e, w->docs + e->first_doc, w->row_ndocs[w->hash_row]);
+            w->hash_left = row_bytes;
+        }
+        size_t k = n < w->hash_left ? n : w->hash_left;
+        data_hash_update(w->data_hash, p, k);
+        data_hash_update(w->row_hash, p, k);
+        p += k;
+        n -= k;
+        w->hash_left -= k;
+        if (!w->hash_left) {
+            w->sums[w->hash_row] = XXH3_64bits_digest(w->row_hash);
+            w->hash_row++;
+        }
+    }
+}
+
 static void writer_io_main(void *arg)
 {
     pile_shard_writer *w = arg;
@@ -304,7 +344,7 @@ static void writer_io_main(void *arg)
         pile_err e;
         pile_err_clear(&e);
         if (w->io_hash_from < w->io_len)
-            data_hash_update(w->data_hash, w->io_buf + w->io_hash_from, w->io_len - w->io_hash_from);
+            hash_span(w, w->io_buf + w->io_hash_from, w->io_len - w->io_hash_from);
         int rc = writer_write_out(w, w->io_buf, w->io_len, &e);
         uv_mutex_lock(&w->io_mu);
         if (rc && !w->io_rc) {
@@ -402,7 +442,7 @@ static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
         uv_mutex_unlock(&w->io_mu);
         return 0;
     }
-    if (hash_from < len) data_hash_update(w->data_hash, w->buf + hash_from, len - hash_from);
+    if (hash_from < len) hash_span(w, w->buf + hash_from, len - hash_from);
     int rc = writer_write_out(w, w->buf, len, err);
     if (rc) {
         w->failed = 1;
@@ -444,6 +484,7 @@ static void writer_free(pile_shard_writer *w)
     free(w->rows);
     free(w->docs);
     free(w->sums);
+    free(w->row_ndocs);
     free(w->buf);
     if (w->data_hash) XXH3_freeState(w->data_hash);
     if (w->row_hash) XXH3_freeState(w->row_hash);
@@ -600,13 +641,6 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
-/* Token bytes as they go into the buffer: into (version 2) the row's
- * checksum; the data section's is taken as they leave it. */
-static void writer_hash(pile_shard_writer *w, const void *p, size_t n)
-{
-    if (w->version >= 2) data_hash_update(w->row_hash, p, n);
-}
-
 static int bad_token(const pile_shard_writer *w, uint64_t row, const uint32_t *tokens, uint32_t len, pile_err *err)
 {
     uint32_t t = 0;
@@ -654,21 +688,27 @@ static int row_begin(pile_shard_writer *w, uint32_t len, const pile_shard_doc *d
     if (len > 0 && !starts_doc && p->pack == PILE_PACK_BEST_FIT)
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a best-fit row must begin with"
                             " a segment start", row, w->path);
+    /* the I/O thread reads these arrays (hash_span): it must be idle when they move */
+    if ((w->nrows + 1 > w->rows_cap || w->ndocs + ndocs > w->docs_cap ||
+         (w->version >= 2 && (w->nrows + 1 > w->sums_cap || w->nrows + 1 > w->row_ndocs_cap))))
+        PILE_FORWARD_IF_ERR(writer_io_wait(w, err));
     if (grow((void **)&w->rows, &w->rows_cap, w->nrows + 1, sizeof *w->rows) ||
         grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs) ||
-        (w->version >= 2 && grow((void **)&w->sums, &w->sums_cap, w->nrows + 1, sizeof *w->sums)))
+        (w->version >= 2 && (grow((void **)&w->sums, &w->sums_cap, w->nrows + 1, sizeof *w->sums) ||
+                             grow((void **)&w->row_ndocs, &w->row_ndocs_cap, w->nrows + 1, sizeof *w->row_ndocs))))
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
     *entry = (shard_row){w->ndocs, len, lead_subset, (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0)};
-    if (w->version >= 2) row_hash_begin(w->row_hash, row, entry, docs, ndocs);
+    /* in place before the row's bytes can leave the buffer: its checksum begins with them */
+    w->rows[w->nrows] = *entry;
+    if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
+    if (w->version >= 2) w->row_ndocs[w->nrows] = ndocs;
     return 0;
 }
 
-/* Records the row begun by row_begin, its tokens written. */
-static void row_end(pile_shard_writer *w, const shard_row *entry, const pile_shard_doc *docs, uint32_t ndocs)
+/* Counts the row begun by row_begin, its tokens written. */
+static void row_end(pile_shard_writer *w, const shard_row *entry, uint32_t ndocs)
 {
-    if (w->version >= 2) w->sums[w->nrows] = XXH3_64bits_digest(w->row_hash);
-    w->rows[w->nrows++] = *entry;
-    if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
+    w->nrows++;
     w->ndocs += ndocs;
     w->token_count += entry->length;
 }
@@ -706,7 +746,6 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
             for (uint32_t k = len; k < p->max_length; k++) d[k] = p->pad_id;
         }
         if (len && top >= p->vocab_size) return bad_token(w, row, tokens, len, err);
-        writer_hash(w, dst, row_bytes);
         w->buf_len += row_bytes;
     } else {
         uint32_t top = 0;
@@ -729,13 +768,12 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
                     memcpy(dst + 4 * (size_t)k, &v, 4);
                 }
             }
-            writer_hash(w, dst, (size_t)n * w->width);
             w->buf_len += (size_t)n * w->width;
             pos += n;
         }
     }
 
-    row_end(w, &entry, docs, ndocs);
+    row_end(w, &entry, ndocs);
     return 0;
 }
 
@@ -772,7 +810,6 @@ int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint
             for (size_t k = 0; k < take / 4; k++) top = d[k] > top ? d[k] : top;
             for (size_t k = take / 4; k < n; k++) d[k] = p->pad_id;
         }
-        writer_hash(w, dst, (size_t)n * w->width);
         w->buf_len += (size_t)n * w->width;
         pos += n;
     }
@@ -781,7 +818,7 @@ int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a token id is >= vocab_size %" PRIu32,
                             (uint64_t)w->nrows, w->path, p->vocab_size);
     }
-    row_end(w, &entry, docs, ndocs);
+    row_end(w, &entry, ndocs);
     return 0;
 }
 
@@ -856,7 +893,7 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
     /* the data's tail, still in the buffer, after what the I/O thread hashed */
     PILE_FORWARD_IF_ERR(writer_io_wait(w, err));
     size_t from = data_hash_from(w, w->buf_len);
-    if (from < w->buf_len) data_hash_update(w->data_hash, w->buf + from, w->buf_len - from);
+    if (from < w->buf_len) hash_span(w, w->buf + from, w->buf_len - from);
     w->data_open = 0;
     h.data_xxh3 = XXH3_64bits_digest(w->data_hash);
     h.rows_xxh3 = XXH3_64bits(w->rows, h.rows_size);
