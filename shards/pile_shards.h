@@ -85,9 +85,10 @@ typedef struct pile_shard_writer pile_shard_writer;
 
 /* Starts a shard that will appear at `path` only when finished: rows go to
  * "<path>.tmp". A writer is used by one thread at a time; once its first
- * 4 MiB buffer is full it starts a thread of its own that writes full
- * buffers while rows go into another (finish waits for it, close ends it);
- * a failed background write is reported by a later call. */
+ * 4 MiB buffer is full it starts a thread of its own that checksums (the
+ * data section's and each row's) and writes full buffers while rows go into
+ * another (finish waits for it, close ends it); a failed background write is
+ * reported by a later call. */
 int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile_shard_params *params,
                            pile_err *err);
 
@@ -112,8 +113,8 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
  * ids holds len * width bytes, any alignment. The writer copies them and
  * checks each is below vocab_size (a row that fails leaves the writer in a
  * failed state: only close is useful). For callers that narrow the ids in
- * several threads: what is left here is a copy, the range check and the
- * checksums, over data in cache. */
+ * several threads: what is left here is a copy and the range check, over
+ * data in cache (the checksums are the writer's thread's). */
 int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint32_t len,
                                      const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
                                      pile_err *err);
