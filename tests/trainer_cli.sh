@@ -86,7 +86,8 @@ expect "batch_size and per_device_train_batch_size in one file: refused (exit 2)
     "'batch_size' and 'per_device_train_batch_size' both set batch_size"
 printf '{"train_micro_batch_size_per_gpu": 4, "fp16": {"enabled": true}}\n' > ds.json
 run "$TR" --deepspeed ds.json --print-config
-expect "a ds_config with fp16 gives a warning" 0 "pile-trainer: warning: .*fp16"
+expect "a ds_config with fp16 sets precision fp16" 0 '"precision": *"fp16"'
+check "... with no warning (the cpu backend emulates fp16)" sh -c '! grep -q "warning" err'
 
 run "$TR" --model gpt5 --print-config
 expect "--print-config refuses an unknown preset (exit 2), listing the presets" 2 "unknown model preset 'gpt5'.*gpt2-xl"
@@ -200,6 +201,78 @@ if [ -s br.loss ] && awk '$1 > 6' bf.loss | cmp -s - br.loss; then
     ok "--precision bf16: the resumed steps' train/loss equal the uninterrupted run's, bit for bit"
 else
     not_ok "--precision bf16: resumed train/loss bit for bit" "$(awk '$1 > 6' bf.loss | diff - br.loss | head -n 6 | tr '\n' '|')"
+fi
+
+# --- --precision fp16: emulated as bf16 is (values rounded to fp16 where a
+# GPU stores them), with DeepSpeed's dynamic loss scaling; it learns as
+# fp32 does, every step records its loss scale, and a resumed run
+# continues bit for bit
+# "STEP VALUE" of TAG in every record of a metrics.jsonl that has it
+series() {
+    awk -v key="$2" '{
+        if (!match($0, /"step": *[0-9]+/)) next
+        s = substr($0, RSTART, RLENGTH); sub(/.*: */, "", s)
+        if (!match($0, "\"" key "\": *[^,}]+")) next
+        v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v); print s, v }' "$1" | sort -n
+}
+run "$TR" $COMMON --eval_interval 5 --save_interval 6 --precision fp16 --checkpoint_dir FP
+expect "--precision fp16: 12 steps on the cpu backend" 0 "trained 12 of 12 steps"
+if grep -q "trains in fp32" err; then fail "--precision fp16: no 'trains in fp32' warning"; else ok "--precision fp16: no 'trains in fp32' warning"; fi
+losses FP/metrics.jsonl > fp.loss
+check "--precision fp16: losses differ from fp32's and bf16's (the rounding is real)" \
+    sh -c '! cmp -s a.loss fp.loss && ! cmp -s bf.loss fp.loss'
+v16=$(val_at FP/metrics.jsonl 10 val/loss)
+if [ -n "$v32" ] && [ -n "$v16" ] && awk -v a="$v32" -v b="$v16" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 0.03 * a) }'; then
+    ok "--precision fp16: validation loss at step 10 within 3% of fp32's ($v16 against $v32)"
+else
+    not_ok "--precision fp16: validation loss within 3% of fp32's" "fp16 '$v16', fp32 '$v32'"
+fi
+series FP/metrics.jsonl train/loss_scale > fp.scale
+check "--precision fp16: train/loss_scale for each of the 12 steps, 65536 (2^16, DeepSpeed's default start)" \
+    test "$(awk '$2 == 65536' fp.scale | wc -l)" -eq 12 -a "$(wc -l < fp.scale)" -eq 12
+check "--precision fp16: train/skipped_steps for each step, 0 (no overflow)" \
+    test "$(series FP/metrics.jsonl train/skipped_steps | awk '$2 == 0' | wc -l)" -eq 12
+mkdir -p FR && cp -r FP/step-0000006 FR/ && echo step-0000006 > FR/latest
+run "$TR" $COMMON --eval_interval 5 --save_interval 6 --precision fp16 --checkpoint_dir FR --resume
+expect "--precision fp16: --resume from step 6 runs to step 12" 0 "trained 12 of 12 steps"
+losses FR/metrics.jsonl > fr.loss
+if [ -s fr.loss ] && awk '$1 > 6' fp.loss | cmp -s - fr.loss; then
+    ok "--precision fp16: the resumed steps' train/loss equal the uninterrupted run's, bit for bit"
+else
+    not_ok "--precision fp16: resumed train/loss bit for bit" "$(awk '$1 > 6' fp.loss | diff - fr.loss | head -n 6 | tr '\n' '|')"
+fi
+# a forced overflow: 2^28 as the first scale overflows fp16 at once
+# (hysteresis 2: the first overflow keeps the scale, each later halves it)
+printf '{"fp16": {"enabled": true, "initial_scale_power": 28, "hysteresis": 2, "loss_scale_window": 3}}\n' > ds16.json
+run "$TR" $COMMON --max_steps 16 --save_interval 1 --deepspeed ds16.json --checkpoint_dir OV
+expect "fp16 overflow: the run trains to the end" 0 "trained 16 of 16 steps"
+check "fp16 overflow: each skipped step is reported" grep -q "warning: step 1 skipped: fp16 gradient overflow at loss scale 2.68435e+08" err
+series OV/metrics.jsonl train/loss_scale > ov.scale
+series OV/metrics.jsonl train/skipped_steps > ov.skip
+nskip=$(awk '{ print $2 }' ov.skip | tail -n 1)
+# the first clean step: where skipped_steps stops rising
+first=$(awk 'NR == 1 { p = 0 } { if ($2 == p) { print $1; exit } p = $2 }' ov.skip)
+check "fp16 overflow: steps 1 to $((${first:-1} - 1)) skipped, then training (skipped_steps $nskip of 16)" \
+    test -n "$first" -a "${first:-0}" -ge 3 -a "${nskip:-16}" -lt 16
+check "fp16 overflow: the scale starts at 2^28 and is lowered before the first clean step" \
+    test "$(sed -n 1p ov.scale)" = "1 268435456" -a "$(awk -v f="${first:-0}" '$1 == f { print ($2 < 268435456) }' ov.scale)" = 1
+s1=OV/step-0000001; s2=$(printf 'OV/step-%07d' $((${first:-2} - 1))); s3=$(printf 'OV/step-%07d' "${first:-3}")
+check "fp16 overflow: weights and moments after the skipped steps 1 and $((${first:-2} - 1)) are the same, byte for byte" \
+    sh -c "cmp -s $s1/model.safetensors $s2/model.safetensors && cmp -s $s1/optimizer.safetensors $s2/optimizer.safetensors"
+check "fp16 overflow: the first clean step ($first) changes them" sh -c "! cmp -s $s2/model.safetensors $s3/model.safetensors"
+check "fp16 overflow: the scaler's state is in trainer_state.json" \
+    grep -q "\"loss_scaler\": *{\"dynamic\": *true" $s3/trainer_state.json
+mkdir -p OR && cp -r OV/step-0000002 OR/ && echo step-0000002 > OR/latest
+run "$TR" $COMMON --max_steps 16 --save_interval 1 --deepspeed ds16.json --checkpoint_dir OR --resume
+expect "fp16 overflow: --resume from step 2 (in the overflows) runs to step 16" 0 "trained 16 of 16 steps"
+series OR/metrics.jsonl train/loss_scale > or.scale
+losses OV/metrics.jsonl > ov.loss
+losses OR/metrics.jsonl > or.loss
+if [ -s or.loss ] && awk '$1 > 2' ov.loss | cmp -s - or.loss && awk '$1 > 2' ov.scale | cmp -s - or.scale; then
+    ok "fp16 overflow: the resumed run's train/loss and train/loss_scale equal the uninterrupted run's, bit for bit"
+else
+    not_ok "fp16 overflow: resumed train/loss and loss_scale bit for bit" \
+        "$(awk '$1 > 2' ov.scale | diff - or.scale | head -n 6 | tr '\n' '|')"
 fi
 
 run "$TR" $COMMON --backend cuda --checkpoint_dir CU

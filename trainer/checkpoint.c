@@ -280,8 +280,8 @@ static int check_object(const char *text, const char *what, pile_err *err)
     return 0;
 }
 
-static int write_state(const char *tmp, const pile_train_state *st, const char *config_json, const char *data_json,
-                       pile_err *err)
+static int write_state(const char *tmp, const pile_train_state *st, pile_optim *opt, const char *config_json,
+                       const char *data_json, pile_err *err)
 {
     if (config_json) PILE_FORWARD_IF_ERR(check_object(config_json, "the configuration", err));
     if (data_json) PILE_FORWARD_IF_ERR(check_object(data_json, "the dataset identity", err));
@@ -295,8 +295,14 @@ static int write_state(const char *tmp, const pile_train_state *st, const char *
     append_double(&b, st->best_val_loss);
     pile_buf_printf(&b, ",\n  \"best_step\": %lld,\n  \"pending_validation\": %s", (long long)st->best_step,
                     st->pending_val ? "true" : "false");
+    /* fp16: the scaler's whole state, so that a resumed run scales as one never stopped */
+    pile_loss_scaler *ls = opt ? pile_optim_loss_scaler(opt) : NULL;
     pile_buf_append_str(&b, ",\n  \"loss_scale\": ");
-    append_double(&b, st->loss_scale);
+    append_double(&b, ls ? pile_loss_scaler_scale(ls) : st->loss_scale);
+    if (ls) {
+        pile_buf_append_str(&b, ",\n  \"loss_scaler\": ");
+        if (pile_loss_scaler_state_to_json(ls, &b) < 0) b.failed = 1;
+    }
     pile_buf_append_str(&b, ",\n  \"seed\": ");
     append_u64(&b, st->seed);
     pile_buf_append_str(&b, ",\n  \"tokens_seen\": ");
@@ -790,7 +796,7 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
     int rc = begin_folder(dir, &tmp, &old, err);
     if (!rc) rc = write_weights(tmp.data, m, opt, err);
     if (!rc && opt) rc = write_moments(tmp.data, m, opt, err);
-    if (!rc) rc = write_state(tmp.data, st, config_json, opts ? opts->data_json : NULL, err);
+    if (!rc) rc = write_state(tmp.data, st, opt, config_json, opts ? opts->data_json : NULL, err);
     if (!rc) rc = write_tokenizer(tmp.data, st, opts, err);
     if (!rc && !(opts && opts->without_tokenizer)) rc = write_hf_tokenizer(tmp.data, m, err);
     if (!rc) rc = write_config(tmp.data, m, st, err);
@@ -1176,6 +1182,25 @@ out:
     return rc;
 }
 
+/* The fp16 loss scaler's state from trainer_state.json. A checkpoint
+ * without one (written by an fp32 or bf16 run, or an older version)
+ * leaves the scaler as created: the run's configured start. */
+static int load_scaler(const char *dir, pile_loss_scaler *ls, pile_err *err)
+{
+    pile_json *j = NULL;
+    PILE_FORWARD_IF_ERR(read_json(dir, "trainer_state.json", &j, err));
+    const pile_json *state = pile_json_get(j, "loss_scaler");
+    int rc = 0;
+    if (state) {
+        pile_buf where = {0};
+        pile_fs_join(&where, dir, "trainer_state.json");
+        rc = where.data ? pile_loss_scaler_state_from_json(ls, state, where.data, err) : OOM(err);
+        pile_buf_free(&where);
+    }
+    pile_json_free(j);
+    return rc;
+}
+
 int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_train_state *st, pile_err *err)
 {
     pile_train_state state = {0};
@@ -1190,7 +1215,10 @@ int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_t
         const pile_tensor moments[] = {pile_optim_m(opt), pile_optim_v(opt)};
         PILE_FORWARD_IF_ERR(load_table(dir, "optimizer.safetensors", m, moment_prefix, moments, 2, err));
         PILE_FORWARD_IF_ERR(pile_optim_update_model(opt, err));
-        pile_optim_set_steps(opt, state.step);
+        pile_loss_scaler *ls = pile_optim_loss_scaler(opt);
+        if (ls) PILE_FORWARD_IF_ERR(load_scaler(dir, ls, err));
+        /* the steps applied: fp16's skipped steps did not count */
+        pile_optim_set_steps(opt, state.step - (ls ? pile_loss_scaler_skipped(ls) : 0));
     }
     if (st) *st = state;
     return 0;

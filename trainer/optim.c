@@ -16,6 +16,7 @@ struct pile_optim {
     pile_tensor master, grads, m, v;
     int master_is_compute; /* master is the model's parameter buffer, not an allocation of ours */
     int64_t steps;
+    pile_loss_scaler *scaler; /* fp16 only */
 };
 
 int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_config *cfg, pile_err *err)
@@ -67,6 +68,7 @@ int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_conf
 void pile_optim_free(pile_optim *o)
 {
     if (!o) return;
+    pile_loss_scaler_free(o->scaler);
     pile_backend_free(&o->v);
     pile_backend_free(&o->m);
     pile_backend_free(&o->grads);
@@ -118,6 +120,43 @@ int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, p
     }
     PILE_FORWARD_IF_ERR(pile_optim_update_model(o, err));
     o->steps = t;
+    return 0;
+}
+
+int pile_optim_enable_loss_scaling(pile_optim *o, const pile_loss_scaler_config *c, pile_err *err)
+{
+    PILE_RETURN_IF(o->scaler, err, PILE_EINVAL, "the optimizer already has a loss scaler");
+    return pile_loss_scaler_create(&o->scaler, c, err);
+}
+
+pile_loss_scaler *pile_optim_loss_scaler(pile_optim *o) { return o->scaler; }
+double pile_optim_loss_scale(const pile_optim *o) { return o->scaler ? pile_loss_scaler_scale(o->scaler) : 1.0; }
+
+int pile_optim_step_scaled(pile_optim *o, double grad_norm, int overflow, float max_norm, float lr,
+                           double *unscaled_norm, pile_loss_scaler_step *out, pile_err *err)
+{
+    pile_loss_scaler_step ls = {0, 1.0, 1.0, 0};
+    double norm = grad_norm;
+    if (o->scaler) {
+        /* DeepSpeed's order: the overflow check on the scaled gradients
+         * decides the scale first; only a clean step is unscaled */
+        PILE_FORWARD_IF_ERR(pile_loss_scaler_update(o->scaler, overflow || !isfinite(grad_norm), &ls, err));
+        if (out) *out = ls;
+        if (ls.skip) {
+            if (unscaled_norm) *unscaled_norm = grad_norm;
+            return 1;
+        }
+        /* powers of two (and any scale that converts to fp32 exactly):
+         * dividing by the scale is exact where nothing underflows */
+        if (ls.scale != 1.0) {
+            pile_backend_scale(o->be, o->grads, o->grads.n, (float)(1.0 / ls.scale));
+            norm = grad_norm / ls.scale;
+        }
+    } else if (out) {
+        *out = ls;
+    }
+    if (unscaled_norm) *unscaled_norm = norm;
+    PILE_FORWARD_IF_ERR(pile_optim_step(o, norm, max_norm, lr, err));
     return 0;
 }
 

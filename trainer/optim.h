@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loss_scaler.h"
 #include "model.h"
 #include "pile_error.h"
 
@@ -72,6 +73,30 @@ double pile_optim_grad_norm(pile_optim *o);
  * error; PILE_EINVAL, changing nothing, for a norm that is not finite (the
  * caller decides whether that ends the run). */
 int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, pile_err *err);
+
+/* fp16's loss scaling (loss_scaler.h): the optimizer creates and owns a
+ * scaler with these settings (PILE_EINVAL for settings out of range,
+ * PILE_ENOMEM); call once, before the first step. Without it the scale is
+ * 1 and pile_optim_step_scaled behaves as pile_optim_step. */
+int pile_optim_enable_loss_scaling(pile_optim *o, const pile_loss_scaler_config *c, pile_err *err);
+/* The optimizer's scaler (its state goes into checkpoints), or NULL. */
+pile_loss_scaler *pile_optim_loss_scaler(pile_optim *o);
+/* The scale the next backward multiplies the loss by (1 without a scaler). */
+double pile_optim_loss_scale(const pile_optim *o);
+
+/* One step on gradients accumulated with the loss multiplied by
+ * pile_optim_loss_scale: grad_norm is their global norm as accumulated
+ * (scaled), overflow non-zero when any rank saw a non-finite gradient (the
+ * caller reduces the flag with MAX over the ranks). The scaler records the
+ * outcome (*out, may be NULL). An overflowed step is skipped: master
+ * weights, moments, the compute copy and pile_optim_steps stay as they
+ * were, and 1 is returned. Otherwise the gradients are divided by the
+ * scale, then clipped and applied as pile_optim_step does with the
+ * unscaled norm (*unscaled_norm, may be NULL), and 0 is returned. Errors:
+ * the backend's sticky error; PILE_ELIMIT when an overflow would take the
+ * scale under min_loss_scale (loss_scaler.h), nothing changed. */
+int pile_optim_step_scaled(pile_optim *o, double grad_norm, int overflow, float max_norm, float lr,
+                           double *unscaled_norm, pile_loss_scaler_step *out, pile_err *err);
 
 /* Writes the model's compute parameters from the master weights (after a
  * checkpoint was loaded into them). A no-op when they are one buffer. */

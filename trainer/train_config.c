@@ -86,8 +86,8 @@ static const field fields[] = {
           "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu)"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
     FIELD(precision, NULL, T_PREC, R_ANY,
-          "fp32, bf16 or fp16 (the cpu backend emulates bf16: fp32 rounded where a GPU stores 16 bits; fp16 "
-          "trains in fp32 for now)"),
+          "fp32, bf16 or fp16 (the cpu backend emulates both: fp32 rounded where a GPU stores 16 bits; fp16 "
+          "with dynamic loss scaling)"),
     FIELD(skip_memory_check, NULL, T_BOOL, R_ANY,
           "start a run the memory planner says does not fit in the host's available memory (default: refuse)"),
     FIELD(recompute, NULL, T_STR, R_ANY,
@@ -143,14 +143,6 @@ static const field *field_lookup(const char *name, int as_flag)
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         if (strcmp(aliases[i].alias, name) == 0) return field_by_name(aliases[i].name);
     return NULL;
-}
-
-/* The run will train on the CPU backend: named, or chosen by "auto" (or
- * left empty) in a process where no other backend is usable. */
-static int on_cpu(const char *backend)
-{
-    if (!backend[0] || !strcmp(backend, "auto")) backend = pile_backend_default_name(NULL);
-    return !strcmp(backend, "cpu");
 }
 
 static void warn(pile_buf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -782,8 +774,6 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
         if (t.precision != before && before != PILE_PRECISION_FP32)
             warn(warnings, "'%s': precision %s set before replaced by %s", path, pile_precision_name(before),
                  pile_precision_name(t.precision));
-        if (fp16 == 1 && on_cpu(t.backend))
-            warn(warnings, "fp16 requested by '%s' but the cpu backend trains in fp32 (bf16 it emulates)", path);
         if (t.zero_stage > 0 && t.world_size == 1)
             warn(warnings, "'%s': ZeRO stage %d has no effect with one process", path, t.zero_stage);
         *c = t;
@@ -957,9 +947,6 @@ int pile_train_config_resolve(pile_train_config *c, int argc, char **argv, int f
         double ratio;
         if (isnan(flags.min_lr) && ds_cos_min_ratio(ds, &ratio)) c->min_lr = ratio * c->learning_rate;
     }
-    if (c->precision == PILE_PRECISION_FP16 && on_cpu(c->backend) &&
-        !(warnings && warnings->data && memmem(warnings->data, warnings->len, "the cpu backend", 15)))
-        warn(warnings, "precision fp16 requested but the cpu backend trains in fp32 (bf16 it emulates)");
     rc = pile_train_config_check(c, err);
 out:
     pile_buf_free(&files[0]);

@@ -343,6 +343,7 @@ typedef struct trainer {
     int best_missing; /* the best's weights were not kept (a rollback past them) */
     char last_saved[64];
     corrupt_guard guard;
+    double step_scale; /* the loss scale the last step's backward used (1 without fp16) */
 } trainer;
 
 /* Library notes (one per line) as messages of `level`. */
@@ -858,8 +859,12 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(t->comm, &tokens, 1, PILE_COMM_SUM, err));
     pile_optim_zero_grad(t->opt);
     double loss_sum = 0;
+    /* fp16: the loss times the scale, so that small gradients survive in
+     * 16 bits (a power of two: 1 / tokens times it rounds as 1 / tokens) */
+    const double loss_scale = pile_optim_loss_scale(t->opt);
+    t->step_scale = loss_scale;
     if (tokens > 0) {
-        const float scale = (float)(1.0 / (double)tokens);
+        const float scale = (float)(loss_scale / (double)tokens);
         /* every micro-batch is full but perhaps the epoch's last */
         const size_t rows = row;
         row = 0;
@@ -879,13 +884,33 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     double gnorm = 0.0;
     PILE_FORWARD_IF_ERR(reduce_gradients(t, &loss_sum, &gnorm, err));
     double loss = tokens > 0 ? loss_sum / (double)tokens : 0.0;
-    if (!isfinite(loss) || !isfinite(gnorm))
+    pile_loss_scaler *scaler = pile_optim_loss_scaler(t->opt);
+    if (!scaler && (!isfinite(loss) || !isfinite(gnorm)))
         return pile_err_set(err, PILE_ECORRUPT,
                             "training diverged at step %" PRId64 ": loss %g, gradient norm %g (nothing was written "
                             "for this step; resume from the last checkpoint with a lower --learning_rate)",
                             t->st.step + 1, loss, gnorm);
-    double lr = pile_lr_at(t->st.step, t->total_steps, t->warmup_steps, c->learning_rate, t->min_lr);
-    PILE_FORWARD_IF_ERR(pile_optim_step(t->opt, gnorm, (float)c->gradient_clipping, (float)lr, err));
+    /* the schedule follows the steps applied: a skipped step does not
+     * advance it (DeepSpeed's rule); without fp16 they are t->st.step */
+    double lr = pile_lr_at(pile_optim_steps(t->opt), t->total_steps, t->warmup_steps, c->learning_rate, t->min_lr);
+    if (scaler) {
+        /* an overflow on any rank skips the step on every rank */
+        int64_t overflow = !isfinite(gnorm) || !isfinite(loss);
+        PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(t->comm, &overflow, 1, PILE_COMM_MAX, err));
+        pile_loss_scaler_step ls;
+        double unscaled = gnorm;
+        int rc = pile_optim_step_scaled(t->opt, gnorm, (int)overflow, (float)c->gradient_clipping, (float)lr,
+                                        &unscaled, &ls, err);
+        if (rc < 0) return rc;
+        if (rc == 1)
+            pile_log_printf(t->log, PILE_LOG_WARN,
+                            "step %" PRId64 " skipped: fp16 gradient overflow at loss scale %g (next scale %g; %" PRId64
+                            " steps skipped so far)",
+                            t->st.step + 1, ls.scale, ls.next_scale, pile_loss_scaler_skipped(scaler));
+        gnorm = unscaled;
+    } else {
+        PILE_FORWARD_IF_ERR(pile_optim_step(t->opt, gnorm, (float)c->gradient_clipping, (float)lr, err));
+    }
     /* the step's one check of the backend's sticky error */
     PILE_FORWARD_IF_ERR(pile_backend_sync(t->be, err));
     t->st.step++;
@@ -972,12 +997,13 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     PILE_FORWARD_IF_ERR(pile_model_recompute_parse(c->recompute, &mc.recompute, err));
     /* bf16: 16-bit tensors on a backend that computes in them, else the
      * backend's emulation (the CPU: F32 rounded where a device stores
-     * 16 bits); the optimizer keeps fp32 master weights either way. fp16
-     * waits for the loss scaler (the settings warn that it trains in fp32) */
+     * 16 bits); the optimizer keeps fp32 master weights either way, and
+     * for fp16 the loss scaler */
     mc.dtype = PILE_DTYPE_F32;
-    if (c->precision == PILE_PRECISION_BF16) {
-        if (pile_backend_supports(t->be, PILE_OP_MATMUL_FWD, PILE_DTYPE_BF16)) mc.dtype = PILE_DTYPE_BF16;
-        else PILE_FORWARD_IF_ERR(pile_backend_set_emulation(t->be, PILE_DTYPE_BF16, err));
+    if (c->precision != PILE_PRECISION_FP32) {
+        const pile_dtype dt = c->precision == PILE_PRECISION_BF16 ? PILE_DTYPE_BF16 : PILE_DTYPE_F16;
+        if (pile_backend_supports(t->be, PILE_OP_MATMUL_FWD, dt)) mc.dtype = dt;
+        else PILE_FORWARD_IF_ERR(pile_backend_set_emulation(t->be, dt, err));
     }
 
     /* schedule */
@@ -1019,13 +1045,22 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
      * new run's initial ones, or (resume) the checkpoint's, loaded into it */
     if (!c->resume) pile_model_init(t->model, c->seed);
     if ((rc = pile_optim_create(&t->opt, t->model, &ac, err)) < 0) goto out;
+    if (c->precision == PILE_PRECISION_FP16) {
+        pile_loss_scaler_config lsc;
+        pile_train_config_loss_scaler(c, &lsc);
+        if ((rc = pile_optim_enable_loss_scaling(t->opt, &lsc, err)) < 0) goto out;
+    }
+    t->step_scale = pile_optim_loss_scale(t->opt);
 
     memset(&t->st, 0, sizeof t->st);
     if (c->resume) {
         if ((rc = pile_checkpoint_load(ckpt.data, t->model, t->opt, &t->st, err)) < 0) goto out;
         if ((rc = check_resume_state(ckpt.data, &t->st, c, info, err)) < 0) goto out;
         if ((rc = check_resume_data(t, ckpt.data, err)) < 0) goto out;
-        pile_optim_set_steps(t->opt, t->st.step);
+        /* the steps applied: those taken less those fp16 skipped (the
+         * checkpoint's scaler state, loaded with it) */
+        pile_loss_scaler *ls = pile_optim_loss_scaler(t->opt);
+        pile_optim_set_steps(t->opt, t->st.step - (ls ? pile_loss_scaler_skipped(ls) : 0));
         if (t->st.position > info->train_samples) {
             rc = pile_err_set(err, PILE_EMISMATCH,
                               "cannot resume from '%s': it stopped at sample %" PRIu64 " of an epoch of %" PRIu64
@@ -1190,6 +1225,14 @@ int pile_trainer_train(const pile_train_config *cfg, const pile_log *log, pile_e
         steps_run++;
         last_loss = loss;
         int epoch_end = t.st.position >= t.info->train_samples;
+        pile_loss_scaler *scaler = pile_optim_loss_scaler(t.opt);
+        if (scaler) {
+            /* fp16: every step's scale and the skips so far, whatever the
+             * log interval, so that each overflow shows in the curves */
+            static const char *const ls_tags[] = {"train/loss_scale", "train/skipped_steps"};
+            const double ls_vals[] = {t.step_scale, (double)pile_loss_scaler_skipped(scaler)};
+            if ((rc = pile_metrics_write(t.metrics, t.st.step, ls_tags, ls_vals, 2, err)) < 0) break;
+        }
         if (t.st.step % c->log_interval == 0 || t.st.step == t.total_steps) {
             double tps = interval_time > 0 ? (double)interval_tokens / interval_time : 0;
             /* by the wall clock, so that validation and checkpoint time count: the
