@@ -28,50 +28,14 @@ import os
 import random
 import sys
 import tempfile
-import types
 
-from reftap import done, need_deepspeed, report, run
+from reftap import deepspeed_scaler, deepspeed_series, done, report, run
 
-DS_VERSION = "0.19.8"  # the rules loss_scaler.h follows; tools/install-deps.sh pins it
-
-deepspeed = need_deepspeed(DS_VERSION, "loss_scaler.h")
-import torch  # noqa: E402  (after need_deepspeed: it skips without them)
-from deepspeed.runtime.fp16 import loss_scaler as ds_loss_scaler  # noqa: E402
-from deepspeed.runtime.precision_config import DeepSpeedFP16Config  # noqa: E402
+deepspeed_scaler()  # skips (77) without DeepSpeed 0.19.8
 
 if len(sys.argv) != 2:
     sys.exit("usage: loss_scaler_ref.py MIXED_REF_DUMP")
 DUMP = sys.argv[1]
-
-# The scaler asks deepspeed.comm for its rank only to decide whether to log
-# an overflow; without a process group that call fails, so it answers 0.
-ds_loss_scaler.dist = types.SimpleNamespace(get_rank=lambda: 0)
-
-
-FLT_MAX = 3.4028234663852886e38
-
-
-def deepspeed_series(block, pattern):
-    """(used, next, skipped) per step from DeepSpeed's scaler, then
-    ("error", step) if it raised; cut where its scale passes fp32's range,
-    that step as ours must take it (the scale held)."""
-    cfg = DeepSpeedFP16Config(**block)
-    dynamic = cfg.loss_scale == 0
-    s = ds_loss_scaler.CreateLossScaler(torch.half, cfg.loss_scale, dynamic,
-                                        cfg.dynamic_loss_scale_args() if dynamic else None)
-    out = []
-    for c in pattern:
-        used = s.cur_scale
-        try:
-            s.update_scale(c == "1")
-        except Exception:
-            out.append(("error", len(out)))
-            break
-        if s.cur_scale > FLT_MAX:
-            out.append((float(used), float(used), 0))
-            break
-        out.append((float(used), float(s.cur_scale), int(c == "1")))
-    return out
 
 
 def our_series(path, pattern, resume_at=None):

@@ -5,6 +5,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 
 _count = 0
 _failed = 0
@@ -65,3 +66,53 @@ def need_deepspeed(version, follows):
         skip("deepspeed %s installed; %s follows %s's rules" % (deepspeed.__version__, follows, version))
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     return deepspeed
+
+
+DS_VERSION = "0.19.8"  # the rules trainer/loss_scaler.h follows; tools/install-deps.sh pins it
+FLT_MAX = 3.4028234663852886e38
+_ds = None
+
+
+def deepspeed_scaler():
+    """DeepSpeed's fp16 loss scaler on the CPU: a namespace of torch, its
+    loss_scaler module and DeepSpeedFP16Config. Skips (77) as
+    need_deepspeed does."""
+    global _ds
+    if _ds:
+        return _ds
+    need_deepspeed(DS_VERSION, "loss_scaler.h")
+    import torch
+    from deepspeed.runtime.fp16 import loss_scaler
+    from deepspeed.runtime.precision_config import DeepSpeedFP16Config
+
+    # The scaler asks deepspeed.comm for its rank only to decide whether to
+    # log an overflow; without a process group that call fails, so it answers 0.
+    loss_scaler.dist = types.SimpleNamespace(get_rank=lambda: 0)
+    _ds = types.SimpleNamespace(torch=torch, loss_scaler=loss_scaler, DeepSpeedFP16Config=DeepSpeedFP16Config)
+    return _ds
+
+
+def deepspeed_series(block, pattern):
+    """(used, next, skipped) per step from DeepSpeed's DynamicLossScaler,
+    built from a ds_config "fp16" block as its engine builds it, fed the
+    overflow pattern ('1' = that step overflowed); then ("error", step) if
+    it raised; cut where its scale passes fp32's range, that step as ours
+    must take it (the scale held)."""
+    ds = deepspeed_scaler()
+    cfg = ds.DeepSpeedFP16Config(**block)
+    dynamic = cfg.loss_scale == 0
+    s = ds.loss_scaler.CreateLossScaler(ds.torch.half, cfg.loss_scale, dynamic,
+                                        cfg.dynamic_loss_scale_args() if dynamic else None)
+    out = []
+    for c in pattern:
+        used = s.cur_scale
+        try:
+            s.update_scale(c == "1")
+        except Exception:
+            out.append(("error", len(out)))
+            break
+        if s.cur_scale > FLT_MAX:
+            out.append((float(used), float(used), 0))
+            break
+        out.append((float(used), float(s.cur_scale), int(c == "1")))
+    return out
