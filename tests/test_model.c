@@ -615,6 +615,96 @@ static void test_bf16_emulation(void)
     pile_backend_close(emu);
 }
 
+/* One training step of a fresh tiny model on backend b; with `power` >= 0
+ * a dynamic loss scaler starting at 2^power (hysteresis 1). Returns the
+ * step's result (1: skipped), the master weights and moments after it
+ * (malloc'd, n floats each) and the scaler's step. */
+static int scaled_step(pile_backend *b, int power, float **w, float **mv, pile_loss_scaler_step *ls, int64_t *steps)
+{
+    pile_model_config cfg = tiny_cfg(0.0f);
+    pile_model *m = NULL;
+    pile_optim *o = NULL;
+    pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0};
+    int rc = -1;
+    *w = *mv = NULL;
+    ASSERT_OK(pile_model_create(&m, b, &cfg, MAXB, SEQ, E), E);
+    if (m) pile_model_init(m, 1);
+    if (m) ASSERT_OK(pile_optim_create(&o, m, &ac, E), E);
+    if (o && power >= 0) {
+        pile_loss_scaler_config lc;
+        pile_loss_scaler_config_defaults(&lc);
+        lc.initial_scale_power = power;
+        lc.hysteresis = 1;
+        ASSERT_OK(pile_optim_enable_loss_scaling(o, &lc, E), E);
+    }
+    size_t n = m ? pile_model_flat_size(m) : 0;
+    *w = malloc((n ? n : 1) * sizeof **w);
+    *mv = malloc((n ? 2 * n : 1) * sizeof **mv);
+    if (o && *w && *mv) {
+        pile_batch bt = {B, T, tokens, targets, docs};
+        pile_fwd_stats st;
+        pile_optim_zero_grad(o);
+        float scale = (float)(pile_optim_loss_scale(o) / (B * T - 2));
+        ASSERT_OK(pile_model_forward(m, &bt, 1, 0, scale, &st, E), E);
+        ASSERT_OK(pile_model_backward(m, pile_optim_grads(o), E), E);
+        double norm = pile_optim_grad_norm(o);
+        rc = pile_optim_step_scaled(o, norm, !isfinite(norm), 1.0f, 1e-2f, NULL, ls, E);
+        pile_backend_download(b, *w, pile_optim_master(o), n);
+        pile_backend_download(b, *mv, pile_optim_m(o), n);
+        pile_backend_download(b, *mv + n, pile_optim_v(o), n);
+        *steps = pile_optim_steps(o);
+    }
+    pile_optim_free(o);
+    pile_model_free(m);
+    return rc;
+}
+
+/* fp16's loss scaling in the optimizer: a clean step's gradients are
+ * unscaled exactly (a power of two in fp32: the same step as unscaled,
+ * bit for bit), and an overflowed step (fp16 emulation, a scale no fp16
+ * gradient survives) changes no weight, moment or step count. */
+static void test_loss_scaling(void)
+{
+    TEST("fp16 loss scaling: a clean scaled step equals the unscaled one; an overflow skips, changing nothing");
+    float *w0 = NULL, *mv0 = NULL, *w1 = NULL, *mv1 = NULL, *w2 = NULL, *mv2 = NULL;
+    pile_loss_scaler_step ls0, ls1, ls2;
+    int64_t st0 = -1, st1 = -1, st2 = -1;
+    ASSERT_EQ(scaled_step(be, -1, &w0, &mv0, &ls0, &st0), 0);
+    ASSERT_EQ(scaled_step(be, 12, &w1, &mv1, &ls1, &st1), 0);
+    pile_model_config cfg = tiny_cfg(0.0f);
+    pile_model *shape = NULL;
+    ASSERT_OK(pile_model_create(&shape, be, &cfg, MAXB, SEQ, E), E);
+    size_t n = shape ? pile_model_flat_size(shape) : 0;
+    pile_model_free(shape);
+    ASSERT(ls0.scale == 1.0 && ls1.scale == 4096.0 && !ls1.skip && st0 == 1 && st1 == 1);
+    if (n && w0 && w1) {
+        ASSERT(memcmp(w0, w1, n * sizeof *w0) == 0);
+        ASSERT(memcmp(mv0, mv1, 2 * n * sizeof *mv0) == 0);
+    }
+    pile_backend *emu = NULL;
+    ASSERT_OK(pile_backend_open(&emu, "cpu", 1, E), E);
+    if (emu) ASSERT_OK(pile_backend_set_emulation(emu, PILE_DTYPE_F16, E), E);
+    /* 2^40 times any gradient of this loss is far past fp16's 65504 */
+    if (emu) ASSERT_EQ(scaled_step(emu, 40, &w2, &mv2, &ls2, &st2), 1);
+    if (emu && n && w2 && mv2) {
+        ASSERT(ls2.skip && ls2.scale == ldexp(1.0, 40) && ls2.next_scale == ldexp(1.0, 39));
+        ASSERT_EQ(st2, 0);
+        /* the initial weights as the fp32 run had them before its step */
+        pile_model *m = NULL;
+        ASSERT_OK(pile_model_create(&m, be, &cfg, MAXB, SEQ, E), E);
+        if (m) pile_model_init(m, 1);
+        float *init = m ? download_params(m) : NULL;
+        if (init) ASSERT(memcmp(init, w2, n * sizeof *w2) == 0);
+        size_t nonzero = 0;
+        for (size_t i = 0; i < 2 * n; i++) nonzero += mv2[i] != 0.0f;
+        ASSERT_EQ(nonzero, 0);
+        free(init);
+        pile_model_free(m);
+    }
+    pile_backend_close(emu);
+    free(w0), free(mv0), free(w1), free(mv1), free(w2), free(mv2);
+}
+
 static void test_adamw_exact(void)
 {
     TEST("AdamW: decay only where flagged (or decay_all), bias correction from the step count");
@@ -894,6 +984,7 @@ int main(void)
     test_dropout();
     test_adamw_trains();
     test_bf16_emulation();
+    test_loss_scaling();
     test_adamw_exact();
     test_clip();
     test_schedule();
