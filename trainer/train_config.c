@@ -86,8 +86,9 @@ static const field fields[] = {
           "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu)"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
     FIELD(precision, NULL, T_PREC, R_ANY,
-          "fp32, bf16 or fp16 (the cpu backend emulates both: fp32 rounded where a GPU stores 16 bits; fp16 "
-          "with dynamic loss scaling)"),
+          "fp32, bf16 or fp16 (the cpu backend emulates both: fp32 rounded where a GPU stores 16 bits); fp16 "
+          "scales the loss as DeepSpeed does: a step that overflows is skipped, counted by max_steps but not "
+          "by the schedule"),
     FIELD(skip_memory_check, NULL, T_BOOL, R_ANY,
           "start a run the memory planner says does not fit in the host's available memory (default: refuse)"),
     FIELD(recompute, NULL, T_STR, R_ANY,

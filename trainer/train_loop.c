@@ -794,11 +794,16 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
     char corrupt[48] = "";
     uint64_t ncorrupt = pile_data_corrupt_rows(t->data);
     if (ncorrupt) snprintf(corrupt, sizeof corrupt, " corrupt rows %" PRIu64, ncorrupt);
+    char scale[64] = "";
+    const pile_loss_scaler *ls = pile_optim_loss_scaler(t->opt);
+    if (ls)
+        snprintf(scale, sizeof scale, " scale %g skipped %" PRId64, pile_loss_scaler_scale(ls),
+                 pile_loss_scaler_skipped(ls));
     pile_log_printf(t->log, PILE_LOG_PROGRESS,
                     "epoch %" PRId64 "/%" PRId64 " step %" PRId64 "/%" PRId64
-                    " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s",
+                    " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s%s",
                     t->st.epoch + 1, t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, eta, rss,
-                    corrupt);
+                    scale, corrupt);
 }
 
 /* "Reduce gradients": the step's gradient summed over the ranks, and the
