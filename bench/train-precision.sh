@@ -1,9 +1,10 @@
 #!/bin/sh
 # What the CPU backend's mixed-precision emulation costs: pile-trainer's
-# ms/step and tokens/s with --precision fp32 and bf16 (fp32 tensors,
+# ms/step and tokens/s with --precision fp32, bf16 and fp16 (fp32 tensors,
 # every stored activation, activation gradient and parameter rounded to
-# bf16 by precision.h), alternating in every repeat so that both see the
-# same machine. Median of REPEAT runs, each the median step time after the
+# bf16 or fp16 by precision.h; fp16 also scales the loss and unscales the
+# gradients), alternating in every repeat so that all see the same
+# machine. Median of REPEAT runs, each the median step time after the
 # first WARM steps (bench/step_ms.py), and the median CPU time (user +
 # system) of the whole runs, the steadier figure on a shared machine.
 # Prints a Markdown table for bench/RESULTS.md.
@@ -12,7 +13,7 @@
 # Env: PILE_BENCH_CORPUS (default data/sample; bytes tokenizer),
 # PILE_BENCH_MODELS ("tiny small"), PILE_BENCH_THREADS (1), PILE_BENCH_BATCH (8),
 # PILE_BENCH_SEQ (256), PILE_BENCH_STEPS (12), PILE_BENCH_WARM (2),
-# PILE_BENCH_REPEAT (3), PILE_BENCH_PRECISIONS ("fp32 bf16"), PILE_BENCH_TMP.
+# PILE_BENCH_REPEAT (3), PILE_BENCH_PRECISIONS ("fp32 bf16 fp16"), PILE_BENCH_TMP.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build-bench-train}
@@ -24,7 +25,7 @@ SEQ=${PILE_BENCH_SEQ:-256}
 STEPS=${PILE_BENCH_STEPS:-12}
 WARM=${PILE_BENCH_WARM:-2}
 REPEAT=${PILE_BENCH_REPEAT:-3}
-PRECISIONS=${PILE_BENCH_PRECISIONS:-fp32 bf16}
+PRECISIONS=${PILE_BENCH_PRECISIONS:-fp32 bf16 fp16}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
     meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null

@@ -260,6 +260,11 @@ s1=OV/step-0000001; s2=$(printf 'OV/step-%07d' $((${first:-2} - 1))); s3=$(print
 check "fp16 overflow: weights and moments after the skipped steps 1 and $((${first:-2} - 1)) are the same, byte for byte" \
     sh -c "cmp -s $s1/model.safetensors $s2/model.safetensors && cmp -s $s1/optimizer.safetensors $s2/optimizer.safetensors"
 check "fp16 overflow: the first clean step ($first) changes them" sh -c "! cmp -s $s2/model.safetensors $s3/model.safetensors"
+series OV/metrics.jsonl train/lr > ov.lr
+# no warmup: the cosine schedule falls from step 1's rate at every step applied, and not at a skipped one
+check "fp16 overflow: skipped steps do not advance the schedule (train/lr the same through step $first, lower after)" \
+    awk -v f="${first:-0}" 'NR == 1 { lr1 = $2 } $1 <= f && $2 != lr1 { bad = 1 } $1 == f + 1 && $2 >= lr1 { bad = 1 }
+        END { exit bad || NR != 16 || f < 2 }' ov.lr
 check "fp16 overflow: the scaler's state is in trainer_state.json" \
     grep -q "\"loss_scaler\": *{\"dynamic\": *true" $s3/trainer_state.json
 mkdir -p OR && cp -r OV/step-0000002 OR/ && echo step-0000002 > OR/latest
