@@ -5,7 +5,8 @@
  * and two keys for one field in one file are refused), a DeepSpeed ds_config.json
  * (--deepspeed), then command-line flags (--batch_size / --batch-size).
  * Everything read that the trainer does not do yet (ZeRO stages, offload,
- * unknown keys) is named in a warning, never dropped in silence. pile_train_config_to_json writes the resolved values (what
+ * unknown keys) is named in a warning, never dropped in silence.
+ * pile_train_config_to_json writes the resolved values (what
  * --print-config shows), in the form --config reads back. */
 #ifndef PILE_TRAIN_CONFIG_H
 #define PILE_TRAIN_CONFIG_H

@@ -1062,10 +1062,6 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
         if ((rc = pile_checkpoint_load(ckpt.data, t->model, t->opt, &t->st, err)) < 0) goto out;
         if ((rc = check_resume_state(ckpt.data, &t->st, c, info, err)) < 0) goto out;
         if ((rc = check_resume_data(t, ckpt.data, err)) < 0) goto out;
-        /* the steps applied: those taken less those fp16 skipped (the
-         * checkpoint's scaler state, loaded with it) */
-        pile_loss_scaler *ls = pile_optim_loss_scaler(t->opt);
-        pile_optim_set_steps(t->opt, t->st.step - (ls ? pile_loss_scaler_skipped(ls) : 0));
         if (t->st.position > info->train_samples) {
             rc = pile_err_set(err, PILE_EMISMATCH,
                               "cannot resume from '%s': it stopped at sample %" PRIu64 " of an epoch of %" PRIu64
