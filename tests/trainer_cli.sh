@@ -193,15 +193,21 @@ if [ -n "$v32" ] && [ -n "$v16" ] && awk -v a="$v32" -v b="$v16" 'BEGIN { d = a 
 else
     not_ok "--precision bf16: validation loss within 3% of fp32's" "bf16 '$v16', fp32 '$v32'"
 fi
-mkdir -p BR && cp -r BF/step-0000006 BR/ && echo step-0000006 > BR/latest
-run "$TR" $COMMON --eval_interval 5 --save_interval 6 --precision bf16 --checkpoint_dir BR --resume
-expect "--precision bf16: --resume from step 6 runs to step 12" 0 "trained 12 of 12 steps"
-losses BR/metrics.jsonl > br.loss
-if [ -s br.loss ] && awk '$1 > 6' bf.loss | cmp -s - br.loss; then
-    ok "--precision bf16: the resumed steps' train/loss equal the uninterrupted run's, bit for bit"
-else
-    not_ok "--precision bf16: resumed train/loss bit for bit" "$(awk '$1 > 6' bf.loss | diff - br.loss | head -n 6 | tr '\n' '|')"
-fi
+# resumed PREC FROM TO: a --precision PREC run resumed in TO from FROM's
+# step-6 checkpoint runs to step 12 with FROM's train/loss, bit for bit
+resumed() {
+    mkdir -p "$3" && cp -r "$2/step-0000006" "$3/" && echo step-0000006 > "$3/latest"
+    run "$TR" $COMMON --eval_interval 5 --save_interval 6 --precision "$1" --checkpoint_dir "$3" --resume
+    expect "--precision $1: --resume from step 6 runs to step 12" 0 "trained 12 of 12 steps"
+    losses "$2/metrics.jsonl" | awk '$1 > 6' > "$3.want"
+    losses "$3/metrics.jsonl" > "$3.got"
+    if [ -s "$3.got" ] && cmp -s "$3.want" "$3.got"; then
+        ok "--precision $1: the resumed steps' train/loss equal the uninterrupted run's, bit for bit"
+    else
+        not_ok "--precision $1: resumed train/loss bit for bit" "$(diff "$3.want" "$3.got" | head -n 6 | tr '\n' '|')"
+    fi
+}
+resumed bf16 BF BR
 
 # --- --precision fp16: emulated as bf16 is (values rounded to fp16 where a
 # GPU stores them), with DeepSpeed's dynamic loss scaling; it learns as
@@ -232,15 +238,7 @@ check "--precision fp16: train/loss_scale for each of the 12 steps, 65536 (2^16,
     test "$(awk '$2 == 65536' fp.scale | wc -l)" -eq 12 -a "$(wc -l < fp.scale)" -eq 12
 check "--precision fp16: train/skipped_steps for each step, 0 (no overflow)" \
     test "$(series FP/metrics.jsonl train/skipped_steps | awk '$2 == 0' | wc -l)" -eq 12
-mkdir -p FR && cp -r FP/step-0000006 FR/ && echo step-0000006 > FR/latest
-run "$TR" $COMMON --eval_interval 5 --save_interval 6 --precision fp16 --checkpoint_dir FR --resume
-expect "--precision fp16: --resume from step 6 runs to step 12" 0 "trained 12 of 12 steps"
-losses FR/metrics.jsonl > fr.loss
-if [ -s fr.loss ] && awk '$1 > 6' fp.loss | cmp -s - fr.loss; then
-    ok "--precision fp16: the resumed steps' train/loss equal the uninterrupted run's, bit for bit"
-else
-    not_ok "--precision fp16: resumed train/loss bit for bit" "$(awk '$1 > 6' fp.loss | diff - fr.loss | head -n 6 | tr '\n' '|')"
-fi
+resumed fp16 FP FR
 # a forced overflow: 2^28 as the first scale overflows fp16 at once
 # (hysteresis 2: the first overflow keeps the scale, each later halves it)
 printf '{"fp16": {"enabled": true, "initial_scale_power": 28, "hysteresis": 2, "loss_scale_window": 3}}\n' > ds16.json
