@@ -3,17 +3,20 @@
 # debugoptimized build in build/, then an AddressSanitizer + UBSan build in
 # build-asan/ (without the 'slow' and 'reference' suites); then every fuzz
 # target for a short while (tools/fuzz.sh, clang + ASan + UBSan, in
-# build-fuzz/). Ends with one line "N passed, N failed, N skipped" over all
+# build-fuzz/); and the release build that tools/demo.sh makes, compiled
+# only (-O3 warns where -O2 does not, and warnings are errors), in
+# build-release/. Ends with one line "N passed, N failed, N skipped" over all
 # three, each fuzz target counted as one test; exits non-zero on any failure.
 #
 #   tools/test.sh [--quick] [--suite NAME] [--build-dir DIR] [--no-deps]
 #                 [--fuzz-seconds N]
 #
-#   --quick           no sanitizer pass, no fuzzing
+#   --quick           no sanitizer pass, no fuzzing, no release build
 #   --suite NAME      only this meson test suite (unit, cli, slow, ...), or
 #                     only the fuzzing with --suite fuzz
 #   --build-dir DIR   build folder in the repository (default build; the
-#                     sanitizer one is DIR-asan, the fuzzing one DIR-fuzz)
+#                     sanitizer one is DIR-asan, the fuzzing one DIR-fuzz,
+#                     the release one DIR-release)
 #   --no-deps         do not run tools/install-deps.sh first
 #   --fuzz-seconds N  how long each fuzz target runs (default 15; 0: none).
 #                     A finding fails the run; its input is left in
@@ -133,6 +136,18 @@ if [ $QUICK = 0 ] && [ $MESON = 1 ]; then
   [ "$SUITE" = reference ] || no_slow+=(--no-suite reference)
   pass "$BUILD-asan" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
     -- --timeout-multiplier 4 "${suite_args[@]}" "${no_slow[@]}"
+fi
+
+# The release build (demo.sh's): compiled, not tested; its failure counts.
+if [ $QUICK = 0 ] && [ -z "$SUITE" ]; then
+  say "configuring and building $BUILD-release (release: compiled only)"
+  rlog=$(mktemp)
+  if ! { setup "$BUILD-release" --buildtype=release && meson compile -C "$BUILD-release"; } >"$rlog" 2>&1; then
+    tail -n 60 "$rlog" >&2
+    say "FAILED: release build of $BUILD-release"
+    build_failures=$((build_failures + 1))
+  fi
+  rm -f "$rlog"
 fi
 
 # Fuzzing: each target for FUZZ_SECS over its seeds; a crash fails CI.
