@@ -73,6 +73,14 @@ check "--json: params 124439808" grep -Eq '"params": 124439808,' out
 run "$TR" plan --model gpt2 --precision bf16 --gpus 8 --zero 2 --json
 expect "--json, not judged: fits null" 0 '"fits": null'
 
+# --- precision: none given is what the backend defaults to
+run "$TR" plan --model gpt2 --gpus 8 --zero 2 --json
+expect "no precision, GPUs: planned in bf16 (a CUDA run's default)" 0 '"precision": "bf16"'
+run "$TR" plan --model gpt2 --gpus 8 --zero 2 --precision fp32 --json
+expect "--precision fp32 on GPUs stays fp32" 0 '"precision": "fp32"'
+run "$TR" plan --model tiny --json
+expect "no precision, the CPU backend: fp32" 0 '"precision": "fp32"'
+
 # The setting users bring from DeepSpeed: 235B on 8 x A100 80 GB with 1 TB of
 # RAM, ZeRO 3, parameters and optimizer offloaded to the CPU.
 BIG="--n_layer 95 --n_head 112 --n_embd 14336 --max_length 2048 --batch_size 1 --precision bf16"

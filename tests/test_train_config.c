@@ -672,6 +672,66 @@ static void test_precision(void)
     OK(resolve(&c, 4, flag, &w, &err), &err);
     ASSERT_EQ(c.precision, PILE_PRECISION_BF16);
 
+    TEST("precision: none given is the backend's (bf16 on cuda, fp32 on the cpu); given, it stays");
+    {
+        struct {
+            int argc;
+            char *argv[4];
+            const char *config, *ds;
+            int given;
+            pile_precision on_cuda;
+        } cases[] = {
+            {1, {"train"}, NULL, NULL, 0, PILE_PRECISION_BF16},
+            {3, {"train", "--precision", "fp32"}, NULL, NULL, 1, PILE_PRECISION_FP32},
+            {2, {"train", "--fp16"}, NULL, NULL, 1, PILE_PRECISION_FP16},
+            /* false is the Hugging Face booleans' default: it says nothing */
+            {2, {"train", "--bf16=false"}, NULL, NULL, 0, PILE_PRECISION_BF16},
+            {1, {"train"}, "{\"bf16\": false, \"fp16\": false}", NULL, 0, PILE_PRECISION_BF16},
+            {1, {"train"}, "{\"precision\": \"fp32\"}", NULL, 1, PILE_PRECISION_FP32},
+            {1, {"train"}, NULL, "{\"bf16\": {\"enabled\": true}}", 1, PILE_PRECISION_BF16},
+            {1, {"train"}, NULL, "{\"fp16\": {\"enabled\": true}}", 1, PILE_PRECISION_FP16},
+            {1, {"train"}, NULL, "{\"train_micro_batch_size_per_gpu\": 2}", 0, PILE_PRECISION_BF16},
+            /* a disabled block undoing a config's 16 bits names fp32 */
+            {1, {"train"}, "{\"fp16\": true}", "{\"fp16\": {\"enabled\": false}}", 1, PILE_PRECISION_FP32},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            char fa[1100], da[1100];
+            char *argv[6];
+            int argc = 0;
+            for (int k = 0; k < cases[i].argc; k++) argv[argc++] = cases[i].argv[k];
+            if (cases[i].config) {
+                snprintf(fa, sizeof fa, "--config=%s", write_file("prec.json", cases[i].config));
+                argv[argc++] = fa;
+            }
+            if (cases[i].ds) {
+                snprintf(da, sizeof da, "--deepspeed=%s", write_file("prec_ds.json", cases[i].ds));
+                argv[argc++] = da;
+            }
+            pile_train_config_defaults(&c);
+            OK(resolve(&c, argc, argv, &w, &err), &err);
+            if (c.precision_given != cases[i].given) printf("# case %zu\n", i);
+            ASSERT_EQ(c.precision_given, cases[i].given);
+            ASSERT_EQ(pile_train_config_precision(&c, "cuda"), cases[i].on_cuda);
+            ASSERT_EQ(pile_train_config_precision(&c, "cpu"),
+                      cases[i].given ? cases[i].on_cuda : PILE_PRECISION_FP32);
+        }
+        /* a run records what it settled on: its checkpoints' config, read
+         * back on a resume, names the precision */
+        pile_train_config_defaults(&c);
+        c.precision = PILE_PRECISION_BF16;
+        pile_buf j = {0};
+        OK(pile_train_config_to_json(&c, &j), &err);
+        pile_train_config_defaults(&c);
+        p = write_file("settled.json", "");
+        FILE *f = fopen(p, "wb");
+        ASSERT(f && fwrite(j.data, 1, j.len, f) == j.len);
+        if (f) fclose(f);
+        pile_buf_free(&j);
+        OK(pile_train_config_load_json(&c, p, &w, &err), &err);
+        ASSERT_EQ(c.precision_given, 1);
+        ASSERT_EQ(pile_train_config_precision(&c, "cpu"), PILE_PRECISION_BF16);
+    }
+
     TEST("loss scaler settings: from ds_config.json and flags, to the scaler, shown by --print-config");
     ds = write_file("ds.json", "{\"fp16\": {\"enabled\": true, \"loss_scale\": 0, \"initial_scale_power\": 20,"
                                " \"loss_scale_window\": 100, \"hysteresis\": 4, \"consecutive_hysteresis\": true,"

@@ -118,7 +118,8 @@ static const char plan_help[] =
     "The training settings are read as `pile-trainer train` reads them (flags,\n"
     "--config, --deepspeed: its zero_optimization's stage, offload_optimizer and\n"
     "offload_param). Without --gpus the ZeRO settings of a config are left out, as\n"
-    "the CPU backend leaves them.\n"
+    "the CPU backend leaves them. With no precision given, GPUs are planned in bf16\n"
+    "(a CUDA run's default) and the CPU backend in fp32.\n"
     "Exit status: 0 fits (or not judged), 3 does not fit, 2 bad usage, 1 failed.\n"
     "\n"
     "  --gpus N            GPUs per node (default 0: the CPU backend, one process, whose\n"
@@ -662,6 +663,8 @@ static int cmd_plan(int argc, char **argv)
         if (rc == 0) {
             s.gpus = (int)gpus;
             s.nodes = (int)nodes;
+            /* GPUs train in what a CUDA run defaults to */
+            s.precision = pile_train_config_precision(&cfg, gpus > 0 ? "cuda" : "cpu");
             if (gpus == 0 && zero < 0 && !offload) {
                 /* a config's ZeRO settings: the CPU backend runs without them */
                 s.zero_stage = 0;

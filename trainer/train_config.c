@@ -86,7 +86,8 @@ static const field fields[] = {
           "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu)"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
     FIELD(precision, NULL, T_PREC, R_ANY,
-          "fp32, bf16 or fp16 (the cpu backend emulates both: fp32 rounded where a GPU stores 16 bits); fp16 "
+          "fp32, bf16 or fp16 (the cpu backend emulates both 16-bit modes: fp32 rounded where a GPU stores "
+          "16 bits); fp16 "
           "scales the loss as DeepSpeed does: a step that overflows is skipped, counted by max_steps but not "
           "by the schedule"),
     FIELD(skip_memory_check, NULL, T_BOOL, R_ANY,
@@ -297,6 +298,7 @@ static int set_from_json(pile_train_config *c, const field *f, const pile_json *
     case T_PREC:
         if (t != PILE_JSON_STRING || !pile_precision_parse(pile_json_str(v, NULL), (pile_precision *)fptr(c, f)))
             return pile_err_set(err, PILE_EINVAL, "'%s': '%s' must be \"fp32\", \"bf16\" or \"fp16\"", file, key);
+        c->precision_given = 1;
         return 0;
     }
     return 0;
@@ -351,6 +353,7 @@ static int set_from_string(pile_train_config *c, const field *f, const char *fla
     case T_PREC:
         if (!pile_precision_parse(s, (pile_precision *)fptr(c, f)))
             return pile_err_set(err, PILE_EINVAL, "%s: '%s' is not fp32, bf16 or fp16", flag, s);
+        c->precision_given = 1;
         return 0;
     }
     return 0;
@@ -387,6 +390,7 @@ static int apply_hf_precision(pile_train_config *c, const int hf[2], int precisi
         return pile_err_set(err, PILE_EINVAL, "%s%s is enabled but %s is %s", where, names[hf[1] == 1],
                             names[2], pile_precision_name(c->precision));
     c->precision = p;
+    c->precision_given = 1;
     return 0;
 }
 
@@ -772,6 +776,9 @@ int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pil
         else if (bf16 == 1) t.precision = PILE_PRECISION_BF16;
         else if ((fp16 == 0 && before == PILE_PRECISION_FP16) || (bf16 == 0 && before == PILE_PRECISION_BF16))
             t.precision = PILE_PRECISION_FP32;
+        /* an enabled block, or a disabled one undoing a 16-bit precision,
+         * names the precision; absent blocks leave the backend's default */
+        if (fp16 == 1 || bf16 == 1 || t.precision != before) t.precision_given = 1;
         if (t.precision != before && before != PILE_PRECISION_FP32)
             warn(warnings, "'%s': precision %s set before replaced by %s", path, pile_precision_name(before),
                  pile_precision_name(t.precision));
@@ -1098,6 +1105,10 @@ void pile_train_config_help(pile_buf *out)
         static const char *meta[] = {"S", "N", "N", "N", "X", "X", "", "fp32|bf16|fp16"};
         if (f->type == T_BOOL) snprintf(left, sizeof left, "--[no-]%s", name);
         else snprintf(left, sizeof left, "--%s %s", name, meta[f->type]);
+        if (f->type == T_PREC) { /* pile_train_config_precision's rule */
+            pile_buf_printf(out, "  %-28s %s (default: bf16 on cuda, fp32 on the cpu)\n", left, f->help);
+            continue;
+        }
         pile_buf_printf(out, "  %-28s %s (default ", left, f->help);
         put_value(out, &d, f, 0);
         pile_buf_append_str(out, ")\n");
@@ -1107,4 +1118,10 @@ void pile_train_config_help(pile_buf *out)
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         pile_buf_printf(out, " %s (%s),", aliases[i].alias, aliases[i].name);
     pile_buf_append_str(out, " bf16 and fp16 (true: that precision; --bf16, --fp16)\n");
+}
+
+pile_precision pile_train_config_precision(const pile_train_config *c, const char *backend_name)
+{
+    if (c->precision_given) return c->precision;
+    return backend_name && !strcmp(backend_name, "cuda") ? PILE_PRECISION_BF16 : PILE_PRECISION_FP32;
 }

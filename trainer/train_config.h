@@ -69,7 +69,8 @@ typedef struct pile_train_config {
     /* execution */
     char backend[32];          /* "auto" (cuda when usable, else cpu), "cpu", "cuda" (pile_backend_open) */
     int threads;               /* 0 = every usable core */
-    pile_precision precision;  /* fp32 on the CPU */
+    pile_precision precision;  /* what precision_given says; else see pile_train_config_precision */
+    int precision_given;       /* 1 when a flag or file named the precision (bf16/fp16 true counts) */
     char recompute[8];         /* "none", "gelu" or "block" (pile_recompute): memory against time */
     int skip_memory_check;     /* start even when plan.h says the run does not fit */
     int world_size;            /* from the launcher; 1 */
@@ -138,6 +139,13 @@ void pile_train_config_loss_scaler(const pile_train_config *c, pile_loss_scaler_
 int pile_train_config_to_json(const pile_train_config *c, pile_buf *out);
 /* Help text for the flags (one line each, with the default). */
 void pile_train_config_help(pile_buf *out);
+
+/* The precision a run on backend `backend_name` ("cpu", "cuda") trains in:
+ * the one given (precision_given), else bf16 on CUDA and fp32 elsewhere
+ * (the CPU emulates 16-bit storage at some cost and gains no speed from
+ * it). A run resolves it once, before anything depends on it, and records
+ * it in its checkpoints' config, so a resume keeps it. */
+pile_precision pile_train_config_precision(const pile_train_config *c, const char *backend_name);
 
 #ifdef __cplusplus
 }

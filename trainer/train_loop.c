@@ -1119,9 +1119,17 @@ out:
     return rc;
 }
 
-int pile_trainer_train(const pile_train_config *cfg, const pile_log *log, pile_err *err)
+int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile_err *err)
 {
     pile_err_clear(err);
+    /* the precision the backend defaults to, settled before anything reads
+     * it (the memory check, the model, the checkpoints' config) */
+    pile_train_config settled = *given;
+    const char *backend_name = given->backend;
+    if (!backend_name[0] || !strcmp(backend_name, "auto")) backend_name = pile_backend_default_name(NULL);
+    settled.precision = pile_train_config_precision(given, backend_name);
+    settled.precision_given = 1;
+    const pile_train_config *cfg = &settled;
     trainer t;
     memset(&t, 0, sizeof t);
     int64_t resumed_from;
