@@ -20,7 +20,7 @@
 #   --no-deps         do not run tools/install-deps.sh first
 #   --fuzz-seconds N  how long each fuzz target runs (default 15; 0: none).
 #                     A finding fails the run; its input is left in
-#                     DIR-fuzz/work/crashes/<target>/
+#                     DIR-fuzz/run/crashes/<target>/
 #
 # PILE_SHARED=/path/to/shared points the tests at the shared corpus and
 # fixtures (default: ../shared beside the repository).
@@ -154,12 +154,12 @@ fi
 fuzz_results=
 if [ $QUICK = 0 ] && [ "$FUZZ_SECS" -gt 0 ] && { [ -z "$SUITE" ] || [ "$SUITE" = fuzz ]; }; then
   say "fuzzing each target for ${FUZZ_SECS}s (tools/fuzz.sh, in $BUILD-fuzz)"
-  rm -f "$BUILD-fuzz/work/results.tsv"
+  rm -f "$BUILD-fuzz/run/results.tsv"
   frc=0
-  env ${SHARED:+PILE_SHARED="$SHARED"} tools/fuzz.sh --build-dir "$BUILD-fuzz" --work "$BUILD-fuzz/work" \
+  env ${SHARED:+PILE_SHARED="$SHARED"} tools/fuzz.sh --build-dir "$BUILD-fuzz" --work "$BUILD-fuzz/run" \
     "$FUZZ_SECS" || frc=$?
   case $frc in
-    0|1) fuzz_results=$BUILD-fuzz/work/results.tsv ;;
+    0|1) fuzz_results=$BUILD-fuzz/run/results.tsv ;;
     77) fuzz_results=skip ;;
     *) say "FAILED: tools/fuzz.sh (exit $frc)"; build_failures=$((build_failures + 1)) ;;
   esac
