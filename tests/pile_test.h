@@ -78,6 +78,14 @@ static inline void pile_test_end_case(void)
         }                                                                                  \
     } while (0)
 
+/* ASSERT_OK for the address of an error object (&err): without its NULL
+ * test, which -Waddress rejects there. */
+#define OK(expr, errp)                                                                 \
+    do {                                                                               \
+        int ok_rc_ = (expr);                                                           \
+        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg); \
+    } while (0)
+
 static inline void pile_test_skip_all(const char *why)
 {
     printf("1..0 # SKIP %s\n", why);

@@ -14,12 +14,6 @@
 #include "comm/comm_internal.h"
 #include "pile_test.h"
 
-#define OK(expr, errp)                                                                 \
-    do {                                                                               \
-        int ok_rc_ = (expr);                                                           \
-        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg); \
-    } while (0)
-
 /* expr fails with PILE_EINVAL and a message holding `word`. */
 #define REFUSED(expr, errp, word)                                                                       \
     do {                                                                                                \

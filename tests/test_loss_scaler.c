@@ -13,12 +13,6 @@
 #include "loss_scaler.h"
 #include "pile_test.h"
 
-#define OK(expr, errp)                                                                 \
-    do {                                                                               \
-        int ok_rc_ = (expr);                                                           \
-        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg); \
-    } while (0)
-
 /* Feeds pattern ('0' clean, '1' overflow) and checks the scale each
  * backward used and the next one after each update (want[i] is the scale
  * after update i, as a power of two when pow2, else as is). Returns the

@@ -15,12 +15,6 @@
 #include "pile_test.h"
 #include "plan.h"
 
-#define OK(expr, errp)                                                                 \
-    do {                                                                               \
-        int ok_rc_ = (expr);                                                           \
-        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg); \
-    } while (0)
-
 static pile_plan_settings cpu_settings(pile_backend *be, int L, int NH, int C, int V, int P, int B, int T)
 {
     pile_plan_settings s;

@@ -16,13 +16,6 @@
 #include "train_config.h"
 #include "train_data.h"
 
-/* Like ASSERT_OK, without its NULL test (which -Waddress rejects for &err). */
-#define OK(expr, errp)                                                                   \
-    do {                                                                                 \
-        int ok_rc_ = (expr);                                                             \
-        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg);   \
-    } while (0)
-
 static char tmp[512];
 
 /* Writes text to tmp/name; returns the path (static storage, one of four). */

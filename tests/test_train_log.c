@@ -18,12 +18,6 @@
 #include "train_config.h"
 #include "train_loop.h"
 
-#define OK(expr, errp)                                                                 \
-    do {                                                                               \
-        int ok_rc_ = (expr);                                                           \
-        if (ok_rc_ < 0) PILE_FAIL_("%s returned %d: %s", #expr, ok_rc_, (errp)->msg); \
-    } while (0)
-
 static char tmp[512];
 
 /* ------------------------------------------------------------ capture */
