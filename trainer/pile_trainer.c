@@ -624,9 +624,7 @@ static int cmd_plan(int argc, char **argv)
             const char *line = warnings.data + at;
             const char *nl = memchr(line, '\n', warnings.len - at);
             size_t len = nl ? (size_t)(nl - line) : warnings.len - at;
-            /* a plan for GPUs is not a CPU run: its precision is what it says */
-            int cpu_only = gpus > 0 && len && memmem(line, len, "the cpu backend trains in fp32", 30);
-            if (len && !cpu_only) fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)len, line);
+            if (len) fprintf(stderr, "pile-trainer: warning: %.*s\n", (int)len, line);
             at += len + 1;
         }
         if (rc > 0 && rc < n)
