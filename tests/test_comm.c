@@ -14,6 +14,13 @@
 #include "comm/comm_internal.h"
 #include "pile_test.h"
 
+/* The communicators this build has, in comm.c's order. */
+#ifdef PILE_HAVE_MPI
+#define BUILD_HAS "single, mpi"
+#else
+#define BUILD_HAS "single"
+#endif
+
 /* expr fails with PILE_EINVAL and a message holding `word`. */
 #define REFUSED(expr, errp, word)                                                                       \
     do {                                                                                                \
@@ -59,7 +66,7 @@ static void test_open(void)
     pile_comm *bad = (pile_comm *)&err; /* must be reset to NULL */
     ASSERT_EQ(pile_comm_open(&bad, "nccl", &err), PILE_EINVAL);
     ASSERT(bad == NULL);
-    ASSERT_STR_EQ(err.msg, "unknown communicator 'nccl' (this build has: single)");
+    ASSERT_STR_EQ(err.msg, "unknown communicator 'nccl' (this build has: " BUILD_HAS ")");
     bad = (pile_comm *)&err;
     ASSERT_EQ(pile_comm_open(&bad, NULL, &err), PILE_EINVAL);
     ASSERT(bad == NULL);
@@ -244,8 +251,9 @@ static void test_refusals(void)
 static int fake_rank = 1, fake_world = 2, fake_calls, fake_closed, fake_open_rc;
 static size_t fake_count;
 
-static int fake_open(void **impl, int *rank, int *world_size, pile_err *err)
+static int fake_open(void **impl, const pile__comm_setup *setup, int *rank, int *world_size, pile_err *err)
 {
+    (void)setup;
     *impl = &fake_calls;
     *rank = fake_rank;
     *world_size = fake_world;
@@ -308,9 +316,25 @@ static int fake_allreduce_i64(void *impl, int64_t *v, size_t n, pile_comm_op op,
     return 0;
 }
 
+static int fake_broadcast_bytes(void *impl, void *buf, size_t bytes, int root, pile_err *err)
+{
+    (void)impl, (void)buf, (void)root, (void)err;
+    fake_calls++;
+    fake_count = bytes;
+    return 0;
+}
+
+static int fake_barrier(void *impl, pile_err *err)
+{
+    (void)impl, (void)err;
+    fake_calls++;
+    return 0;
+}
+
 static const pile__comm_ops fake_ops = {
-    "fake",          fake_open,       fake_close,         fake_allreduce,     fake_reduce_scatter,
-    fake_all_gather, fake_broadcast, fake_allreduce_f64, fake_allreduce_i64,
+    "fake",          fake_open,      fake_close,         fake_allreduce,     fake_reduce_scatter,
+    fake_all_gather, fake_broadcast, fake_allreduce_f64, fake_allreduce_i64, fake_broadcast_bytes,
+    fake_barrier,
 };
 
 static pile_comm *open_fake(int rank, int world, pile_err *err)
@@ -319,7 +343,7 @@ static pile_comm *open_fake(int rank, int world, pile_err *err)
     fake_world = world;
     fake_open_rc = 0;
     pile_comm *c = NULL;
-    if (pile__comm_open_ops(&c, &fake_ops, err) < 0) return NULL;
+    if (pile__comm_open_ops(&c, &fake_ops, NULL, err) < 0) return NULL;
     return c;
 }
 
@@ -366,6 +390,18 @@ static void test_world(void)
     ASSERT_EQ(fake_calls, 7);
     ASSERT_EQ(pile_comm_allreduce_f64(c, d, 13, PILE_COMM_SUM, &err), PILE_EIO);
     ASSERT_STR_EQ(err.msg, "rank 0 went away");
+    /* opaque bytes (an NCCL unique id): any length, the same root check */
+    fake_calls = 0;
+    unsigned char id[3] = {1, 2, 3};
+    REFUSED(pile_comm_broadcast_bytes(c, id, 3, 2, &err), &err, "cannot broadcast from rank 2");
+    REFUSED(pile_comm_broadcast_bytes(c, id, 3, -1, &err), &err, "cannot broadcast from rank -1");
+    REFUSED(pile_comm_broadcast_bytes(c, NULL, 3, 0, &err), &err, "cannot broadcast 3 bytes: no buffer");
+    OK(pile_comm_broadcast_bytes(c, NULL, 0, 0, &err), &err);
+    ASSERT_EQ(fake_calls, 0);
+    OK(pile_comm_broadcast_bytes(c, id, 3, 1, &err), &err);
+    ASSERT_EQ(fake_count, 3);
+    OK(pile_comm_barrier(c, &err), &err);
+    ASSERT_EQ(fake_calls, 2);
     pile_comm_close(c);
     ASSERT_EQ(fake_closed, 1);
 }
@@ -414,18 +450,207 @@ static void test_bad_open(void)
     fake_rank = 2;
     fake_world = 2;
     fake_open_rc = 0;
-    REFUSED(pile__comm_open_ops(&c, &fake_ops, &err), &err, "communicator 'fake' reports rank 2 of world size 2");
+    REFUSED(pile__comm_open_ops(&c, &fake_ops, NULL, &err), &err, "communicator 'fake' reports rank 2 of world size 2");
     ASSERT(c == NULL);
     ASSERT_EQ(fake_closed, 1); /* what it opened is closed again */
     fake_rank = 0;
     fake_world = 0;
-    REFUSED(pile__comm_open_ops(&c, &fake_ops, &err), &err, "rank 0 of world size 0");
+    REFUSED(pile__comm_open_ops(&c, &fake_ops, NULL, &err), &err, "rank 0 of world size 0");
     fake_world = 1;
     fake_open_rc = PILE_EIO;
     c = (pile_comm *)&err;
-    ASSERT_EQ(pile__comm_open_ops(&c, &fake_ops, &err), PILE_EIO);
+    ASSERT_EQ(pile__comm_open_ops(&c, &fake_ops, NULL, &err), PILE_EIO);
     ASSERT_STR_EQ(err.msg, "cannot reach the other ranks");
     ASSERT(c == NULL);
+}
+
+
+/* ------------------------------------------------------ launchers */
+
+/* The environment parsed from a NULL-terminated list of "NAME=value". */
+static int parse_env(pile_comm_env *env, pile_err *err, const char *const *vars)
+{
+    return pile_comm_env_parse(env, vars, err);
+}
+
+#define ENV(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+static void test_env_launchers(void)
+{
+    TEST("launchers: torchrun, Slurm, Open MPI, PMI and none, each read from its own variables");
+    pile_err err;
+    pile_comm_env e;
+    OK(parse_env(&e, &err, ENV("HOME=/root", "PATH=/bin")), &err);
+    ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_NONE);
+    ASSERT_EQ(e.rank, 0);
+    ASSERT_EQ(e.world_size, 1);
+    ASSERT_EQ(e.local_rank, 0);
+    ASSERT_EQ(e.local_world_size, 1);
+    ASSERT_EQ(e.mpi, 0);
+    ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "single");
+
+    OK(parse_env(&e, &err,
+                 ENV("RANK=5", "WORLD_SIZE=8", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=4", "MASTER_ADDR=node07",
+                     "MASTER_PORT=29400", "RANKS=9")),
+       &err);
+    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "torchrun");
+    ASSERT_EQ(e.rank, 5);
+    ASSERT_EQ(e.world_size, 8);
+    ASSERT_EQ(e.local_rank, 1);
+    ASSERT_EQ(e.local_world_size, 4);
+    ASSERT_STR_EQ(e.master_addr, "node07");
+    ASSERT_EQ(e.master_port, 29400);
+    ASSERT_EQ(e.mpi, 0);
+    ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "tcp");
+    /* without the local pair: one machine */
+    OK(parse_env(&e, &err, ENV("RANK=2", "WORLD_SIZE=3", "MASTER_ADDR=::1", "MASTER_PORT=1")), &err);
+    ASSERT_EQ(e.local_rank, 2);
+    ASSERT_EQ(e.local_world_size, 3);
+
+    OK(parse_env(&e, &err,
+                 ENV("SLURM_PROCID=6", "SLURM_NTASKS=7", "SLURM_LOCALID=2", "SLURM_NODEID=2",
+                     "SLURM_STEP_TASKS_PER_NODE=2(x2),3", "SLURM_JOB_NODELIST=gpu[01-04,07]")),
+       &err);
+    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "slurm");
+    ASSERT_EQ(e.rank, 6);
+    ASSERT_EQ(e.world_size, 7);
+    ASSERT_EQ(e.local_rank, 2);
+    ASSERT_EQ(e.local_world_size, 3);
+    ASSERT_STR_EQ(e.master_addr, "gpu01");
+    ASSERT_EQ(e.master_port, 29500);
+    ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "tcp");
+    /* MASTER_ADDR and MASTER_PORT, where the job script sets them, win */
+    OK(parse_env(&e, &err,
+                 ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_TASKS_PER_NODE=1(x2)",
+                     "SLURM_JOB_NODELIST=a,b", "MASTER_ADDR=10.0.0.5", "MASTER_PORT=4000")),
+       &err);
+    ASSERT_STR_EQ(e.master_addr, "10.0.0.5");
+    ASSERT_EQ(e.master_port, 4000);
+    ASSERT_EQ(e.local_world_size, 1);
+    /* srun --mpi=pmix: MPI's own */
+    OK(parse_env(&e, &err, ENV("SLURM_PROCID=1", "SLURM_NTASKS=2", "SLURM_LOCALID=1", "PMIX_RANK=1")), &err);
+    ASSERT_EQ(e.mpi, 1);
+    ASSERT_EQ(e.local_world_size, 2);
+
+    OK(parse_env(&e, &err,
+                 ENV("OMPI_COMM_WORLD_RANK=3", "OMPI_COMM_WORLD_SIZE=4", "OMPI_COMM_WORLD_LOCAL_RANK=1",
+                     "OMPI_COMM_WORLD_LOCAL_SIZE=2")),
+       &err);
+    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "openmpi");
+    ASSERT_EQ(e.rank, 3);
+    ASSERT_EQ(e.world_size, 4);
+    ASSERT_EQ(e.local_rank, 1);
+    ASSERT_EQ(e.local_world_size, 2);
+    ASSERT_EQ(e.mpi, 1);
+    ASSERT_STR_EQ(e.master_addr, "");
+
+    OK(parse_env(&e, &err, ENV("PMI_RANK=1", "PMI_SIZE=2")), &err);
+    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "pmi");
+    ASSERT_EQ(e.rank, 1);
+    ASSERT_EQ(e.world_size, 2);
+    ASSERT_EQ(e.mpi, 1);
+    ASSERT_STR_EQ(pile_comm_launcher_name((pile_comm_launcher)9), "?");
+}
+
+static void test_env_precedence(void)
+{
+    TEST("launchers: the inner one counts (mpirun in a Slurm job, torchrun under srun)");
+    pile_err err;
+    pile_comm_env e;
+    OK(parse_env(&e, &err,
+                 ENV("SLURM_PROCID=0", "SLURM_NTASKS=1", "SLURM_LOCALID=0", "OMPI_COMM_WORLD_RANK=2",
+                     "OMPI_COMM_WORLD_SIZE=3")),
+       &err);
+    ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_OPENMPI);
+    ASSERT_EQ(e.rank, 2);
+    OK(parse_env(&e, &err,
+                 ENV("SLURM_PROCID=1", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "RANK=9", "WORLD_SIZE=16",
+                     "MASTER_ADDR=h", "MASTER_PORT=5")),
+       &err);
+    ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_TORCHRUN);
+    ASSERT_EQ(e.rank, 9);
+    ASSERT_EQ(e.world_size, 16);
+}
+
+static void test_env_errors(void)
+{
+    TEST("launchers: half-set, malformed and contradictory variables are errors that name them");
+    pile_err err;
+    pile_comm_env e;
+    REFUSED(parse_env(&e, &err, ENV("RANK=0")), &err, "RANK is set in the environment but WORLD_SIZE is not");
+    REFUSED(parse_env(&e, &err, ENV("WORLD_SIZE=2")), &err, "WORLD_SIZE is set in the environment but RANK is not");
+    REFUSED(parse_env(&e, &err, ENV("RANK=2", "WORLD_SIZE=2", "MASTER_ADDR=h", "MASTER_PORT=5")), &err,
+            "bad RANK=2 in the environment (torchrun): WORLD_SIZE=2 makes ranks 0 to 1");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=0")), &err, "bad WORLD_SIZE=0");
+    REFUSED(parse_env(&e, &err, ENV("RANK=x", "WORLD_SIZE=2")), &err, "bad RANK='x' in the environment (torchrun)");
+    REFUSED(parse_env(&e, &err, ENV("RANK=-1", "WORLD_SIZE=2")), &err, "bad RANK='-1'");
+    REFUSED(parse_env(&e, &err, ENV("RANK=1 ", "WORLD_SIZE=2")), &err, "bad RANK='1 '");
+    REFUSED(parse_env(&e, &err, ENV("RANK=", "WORLD_SIZE=2")), &err, "bad RANK=''");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=99999999999")), &err, "bad WORLD_SIZE='99999999999'");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=2", "MASTER_PORT=5")), &err,
+            "RANK and WORLD_SIZE are set in the environment but MASTER_ADDR is not");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=2", "MASTER_ADDR=h")), &err, "but MASTER_PORT is not");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=2", "MASTER_ADDR=h", "MASTER_PORT=65535")), &err,
+            "bad MASTER_PORT=65535 in the environment (torchrun): a port from 1 to 65534");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=2", "MASTER_ADDR=h", "MASTER_PORT=0")), &err,
+            "bad MASTER_PORT=0");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=2", "MASTER_ADDR=", "MASTER_PORT=5")), &err,
+            "bad MASTER_ADDR=''");
+    REFUSED(parse_env(&e, &err, ENV("RANK=0", "WORLD_SIZE=2", "LOCAL_RANK=0", "MASTER_ADDR=h", "MASTER_PORT=5")),
+            &err, "LOCAL_RANK is set in the environment but LOCAL_WORLD_SIZE is not");
+    REFUSED(parse_env(&e, &err,
+                      ENV("RANK=0", "WORLD_SIZE=4", "LOCAL_RANK=2", "LOCAL_WORLD_SIZE=2", "MASTER_ADDR=h",
+                          "MASTER_PORT=5")),
+            &err, "bad LOCAL_RANK=2 in the environment (torchrun): LOCAL_WORLD_SIZE=2 makes ranks 0 to 1");
+    REFUSED(parse_env(&e, &err,
+                      ENV("RANK=0", "WORLD_SIZE=2", "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=3", "MASTER_ADDR=h",
+                          "MASTER_PORT=5")),
+            &err, "3 ranks on this machine but 2 in the whole job");
+    REFUSED(parse_env(&e, &err, ENV("OMPI_COMM_WORLD_RANK=4", "OMPI_COMM_WORLD_SIZE=4")), &err,
+            "bad OMPI_COMM_WORLD_RANK=4 in the environment (openmpi)");
+    REFUSED(parse_env(&e, &err, ENV("PMI_RANK=0")), &err, "PMI_RANK is set in the environment but PMI_SIZE is not");
+    REFUSED(parse_env(&e, &err,
+                      ENV("SLURM_PROCID=0", "SLURM_NTASKS=4", "SLURM_LOCALID=2", "SLURM_TASKS_PER_NODE=2(x2)",
+                          "SLURM_JOB_NODELIST=a")),
+            &err, "bad local rank 2 of 2 in the environment (slurm)");
+    REFUSED(parse_env(&e, &err, ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_JOB_NODELIST=a")), &err,
+            "SLURM_PROCID is set in the environment but SLURM_LOCALID is not");
+    REFUSED(parse_env(&e, &err, ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0")), &err,
+            "neither MASTER_ADDR nor SLURM_JOB_NODELIST is set");
+    REFUSED(parse_env(&e, &err, ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_JOB_NODELIST=a[1-")),
+            &err, "cannot read the node list 'a[1-': bad brackets");
+    /* a world of one under an MPI launcher never needs MPI */
+    OK(parse_env(&e, &err, ENV("OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=1")), &err);
+    ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "single");
+}
+
+static void test_first_host(void)
+{
+    TEST("Slurm node lists: the first host");
+    static const struct {
+        const char *list, *first;
+    } ok[] = {
+        {"gpu[01-04,07]", "gpu01"},
+        {"gpu[07,01-04]", "gpu07"},
+        {"node1", "node1"},
+        {"a1,b2", "a1"},
+        {"gpu[01-04,07],cpu5", "gpu01"},
+        {"rack[1-2]-node[003-004]", "rack1-node003"},
+        {"n[5]", "n5"},
+        {"[3-4]x", "3x"},
+    };
+    char host[64];
+    pile_err err;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        host[0] = '\0';
+        OK(pile__comm_first_host(ok[i].list, host, sizeof host, &err), &err);
+        ASSERT_STR_EQ(host, ok[i].first);
+    }
+    static const char *const bad[] = {"", ",a", "gpu[", "gpu[]", "gpu]1", "a[1-2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        REFUSED(pile__comm_first_host(bad[i], host, sizeof host, &err), &err, "cannot read the node list");
+    REFUSED(pile__comm_first_host("abcdefgh", host, 8, &err), &err, "host name too long");
+    OK(pile__comm_first_host("abcdefg", host, 8, &err), &err);
 }
 
 int main(void)
@@ -439,5 +664,9 @@ int main(void)
     test_world();
     test_partition();
     test_bad_open();
+    test_env_launchers();
+    test_env_precedence();
+    test_env_errors();
+    test_first_host();
     return TEST_DONE();
 }

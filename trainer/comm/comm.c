@@ -17,16 +17,26 @@ struct pile_comm {
 
 static const pile__comm_ops *const registry[] = {
     &pile__comm_single_ops,
+#ifdef PILE_HAVE_MPI
+    &pile__comm_mpi_ops,
+#endif
 };
 #define N_REGISTRY (sizeof registry / sizeof registry[0])
 
-int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, pile_err *err)
+int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, const pile_comm_options *opt, pile_err *err)
 {
     *out = NULL;
+    pile_comm_env env;
+    pile__comm_setup setup = {opt ? opt->env : NULL, opt && opt->timeout_s > 0 ? opt->timeout_s : 0};
+    if (!setup.env) {
+        PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
+        setup.env = &env;
+    }
+    if (setup.timeout_s <= 0) setup.timeout_s = PILE_COMM_TIMEOUT_DEFAULT_S;
     pile_comm *c = calloc(1, sizeof *c);
     if (!c) return pile_err_set(err, PILE_ENOMEM, "out of memory");
     c->ops = ops;
-    int rc = ops->open(&c->impl, &c->rank, &c->world_size, err);
+    int rc = ops->open(&c->impl, &setup, &c->rank, &c->world_size, err);
     if (rc == 0 && (c->world_size < 1 || c->rank < 0 || c->rank >= c->world_size)) {
         ops->close(c->impl);
         rc = pile_err_set(err, PILE_EINVAL, "communicator '%s' reports rank %d of world size %d", ops->name, c->rank,
@@ -40,17 +50,54 @@ int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, pile_err *er
     return 0;
 }
 
-int pile_comm_open(pile_comm **out, const char *name, pile_err *err)
+int pile_comm_open_opts(pile_comm **out, const char *name, const pile_comm_options *opt, pile_err *err)
 {
     *out = NULL;
     for (size_t i = 0; i < N_REGISTRY; i++)
-        if (name && strcmp(name, registry[i]->name) == 0) return pile__comm_open_ops(out, registry[i], err);
+        if (name && strcmp(name, registry[i]->name) == 0) return pile__comm_open_ops(out, registry[i], opt, err);
     char have[128] = "";
     size_t at = 0;
     for (size_t i = 0; i < N_REGISTRY && at < sizeof have; i++)
         at += (size_t)snprintf(have + at, sizeof have - at, "%s%s", i ? ", " : "", registry[i]->name);
     return pile_err_set(err, PILE_EINVAL, "unknown communicator '%s' (this build has: %s)", name ? name : "(null)",
                         have);
+}
+
+int pile_comm_open(pile_comm **out, const char *name, pile_err *err)
+{
+    return pile_comm_open_opts(out, name, NULL, err);
+}
+
+const char *pile_comm_auto_name(const pile_comm_env *env, pile_err *err)
+{
+    if (env->world_size == 1) return "single";
+    if (!env->mpi) return "tcp";
+#ifdef PILE_HAVE_MPI
+    (void)err;
+    return "mpi";
+#else
+    pile_err_set(err, PILE_EINVAL,
+                 "cannot join rank %d of %d: %s started this job with MPI and this build has no MPI (install "
+                 "Open MPI, e.g. apt-get install libopenmpi-dev openmpi-bin, and build again; or launch with "
+                 "torchrun or pile-trainer launch)",
+                 env->rank, env->world_size, pile_comm_launcher_name(env->launcher));
+    return NULL;
+#endif
+}
+
+int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err *err)
+{
+    *out = NULL;
+    pile_comm_env env;
+    pile_comm_options o = {NULL, 0};
+    if (opt) o = *opt;
+    if (!o.env) {
+        PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
+        o.env = &env;
+    }
+    const char *name = pile_comm_auto_name(o.env, err);
+    if (!name) return err ? err->code : PILE_EINVAL;
+    return pile_comm_open_opts(out, name, &o, err);
 }
 
 void pile_comm_close(pile_comm *c)
@@ -154,6 +201,13 @@ static int check_in_place(const pile_comm *c, const char *what, const void *whol
     return 0;
 }
 
+static int check_root(const pile_comm *c, int root, pile_err *err)
+{
+    PILE_RETURN_IF(root < 0 || root >= c->world_size, err, PILE_EINVAL,
+                   "cannot broadcast from rank %d: the world has ranks 0 to %d", root, c->world_size - 1);
+    return 0;
+}
+
 static int check_scalars(const char *what, const void *v, size_t n, pile_comm_op op, pile_err *err)
 {
     PILE_RETURN_IF(op != PILE_COMM_SUM && op != PILE_COMM_MAX, err, PILE_EINVAL, "cannot %s: unknown operation %d",
@@ -205,8 +259,7 @@ int pile_comm_broadcast(pile_comm *c, void *buf, size_t count, pile_comm_dtype d
                         pile_err *err)
 {
     static const char what[] = "broadcast";
-    PILE_RETURN_IF(root < 0 || root >= c->world_size, err, PILE_EINVAL,
-                   "cannot broadcast from rank %d: the world has ranks 0 to %d", root, c->world_size - 1);
+    PILE_FORWARD_IF_ERR(check_root(c, root, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, buf, count, dt, NULL, err));
     if (count == 0) return 0;
     return c->ops->broadcast(c->impl, buf, count, dt, root, stream, err);
@@ -224,4 +277,17 @@ int pile_comm_allreduce_i64(pile_comm *c, int64_t *v, size_t n, pile_comm_op op,
     PILE_FORWARD_IF_ERR(check_scalars("allreduce", v, n, op, err));
     if (n == 0) return 0;
     return c->ops->allreduce_i64(c->impl, v, n, op, err);
+}
+
+int pile_comm_broadcast_bytes(pile_comm *c, void *buf, size_t bytes, int root, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(check_root(c, root, err));
+    PILE_RETURN_IF(bytes && !buf, err, PILE_EINVAL, "cannot broadcast %zu bytes: no buffer", bytes);
+    if (bytes == 0) return 0;
+    return c->ops->broadcast_bytes(c->impl, buf, bytes, root, err);
+}
+
+int pile_comm_barrier(pile_comm *c, pile_err *err)
+{
+    return c->ops->barrier(c->impl, err);
 }

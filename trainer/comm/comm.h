@@ -7,19 +7,31 @@
  * connection to the other ranks. What it does not own: every buffer it is
  * handed (the caller's, before and after each call) and any stream.
  *
- * Implementations, chosen by name at open:
+ * Implementations, chosen by name at open (or by pile_comm_open_auto from
+ * the launcher's environment):
  *  - "single": world size 1, rank 0. Every reduction is the identity and
- *    every gather or scatter a copy (or nothing, in place). The trainer
- *    opens it for world_size 1, which is all there is for now.
- * What sharded training will add behind this same header, each an entry
- * of comm.c's table (comm_internal.h) with no change to callers:
- *  - "mpi": CPU buffers between real processes (Open MPI); rank and world
- *    size from the launcher's environment, and the rendezvous for NCCL.
+ *    every gather or scatter a copy (or nothing, in place).
+ *  - "mpi" (builds with Open MPI): host buffers between the processes of
+ *    an MPI job (mpirun, srun with PMI/PMIx). MPI_Init_thread on the first
+ *    open of the process, MPI_Finalize at the close of the last (MPI
+ *    allows one of each per process: a process cannot open "mpi" again
+ *    after closing its last one). A rank that dies is the launcher's to
+ *    report: mpirun then ends every rank.
+ * What comes later behind this same header, an entry of comm.c's table
+ * (comm_internal.h) with no change to callers:
+ *  - "tcp": host buffers between processes launched without MPI (torchrun,
+ *    srun, `pile-trainer launch`): rank 0 serves a rendezvous on
+ *    MASTER_PORT + 1, the ranks form a ring of sockets, and a peer that
+ *    dies or stops answering for the timeout fails every rank's call with
+ *    a message naming the operation and the peer, instead of a hang.
+ *    Until it exists, pile_comm_open_auto under torchrun or srun without
+ *    MPI says that 'tcp' is unknown to this build.
  *  - "nccl": buffers in GPU memory; each tensor call is enqueued on the
  *    `stream` it is given (a cudaStream_t) and completes in that stream's
  *    order, so that gradient reduction overlaps the backward; a wait on
  *    the stream, and a watchdog that aborts the communicator when a peer
- *    dies, come with it. Opening it will also take the device to use.
+ *    dies, come with it. It bootstraps over "mpi" or "tcp": rank 0's
+ *    unique id goes out by pile_comm_broadcast_bytes.
  *
  * Buffers are plain (pointer, count, dtype) in the memory the
  * implementation works on (host memory for "single" and "mpi", device
@@ -66,9 +78,72 @@ typedef enum pile_comm_op {
     PILE_COMM_MAX = 1, /* flags: an fp16 overflow on any rank is one on every rank */
 } pile_comm_op;
 
-/* Opens the communicator `name` ("single"). An unknown name is
- * PILE_EINVAL naming those this build has. *out is NULL on failure. */
+/* ---------------------------------------------------------- launchers
+ * Where this process stands in the job, from the environment its launcher
+ * set, the way users already launch. */
+
+typedef enum pile_comm_launcher {
+    PILE_COMM_LAUNCHER_NONE = 0, /* no launcher: one rank */
+    PILE_COMM_LAUNCHER_TORCHRUN, /* RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT */
+    PILE_COMM_LAUNCHER_SLURM,    /* srun: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST */
+    PILE_COMM_LAUNCHER_OPENMPI,  /* mpirun: OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE */
+    PILE_COMM_LAUNCHER_PMI,      /* MPICH's hydra (and srun --mpi=pmi2): PMI_RANK, PMI_SIZE */
+} pile_comm_launcher;
+
+/* Plain value struct. */
+typedef struct pile_comm_env {
+    pile_comm_launcher launcher;
+    int rank, world_size;             /* 0 <= rank < world_size */
+    int local_rank, local_world_size; /* on this machine; a GPU rank takes device local_rank */
+    int mpi;                          /* 1: an MPI launcher started the job (mpirun, srun with PMI/PMIx) */
+    /* Where rank 0 is (launchers without MPI): MASTER_ADDR, or under
+     * Slurm the first host of SLURM_JOB_NODELIST; MASTER_PORT, or under
+     * Slurm 29500 (torchrun's default). "" and 0 where there is none. */
+    char master_addr[256];
+    int master_port;
+} pile_comm_env;
+
+/* Reads the launcher's variables from envp (an `environ`-style array of
+ * "NAME=value", NULL-terminated; NULL reads this process's environ).
+ * Launchers are tried in this order, the first whose rank variable is set
+ * winning: Open MPI, PMI, torchrun, Slurm (mpirun inside a Slurm job, or
+ * torchrun started by srun, is the inner launcher that counts); none is
+ * one rank. A launcher's variables that are set but missing their
+ * partners, not whole numbers, or inconsistent (rank >= world size, a
+ * local rank >= the local world size, a port out of range) are
+ * PILE_EINVAL naming the variables. Local rank and size default to rank
+ * and world size (one machine) where a launcher does not give them. */
+int pile_comm_env_parse(pile_comm_env *env, const char *const *envp, pile_err *err);
+
+/* "none", "torchrun", "slurm", "openmpi", "pmi" ("?" outside the enum). */
+const char *pile_comm_launcher_name(pile_comm_launcher l);
+
+/* --dist_timeout's default: how long the "tcp" rendezvous waits for every
+ * rank, and how long a call waits for a peer that makes no progress
+ * (torch.distributed's default, too). */
+#define PILE_COMM_TIMEOUT_DEFAULT_S 600.0
+
+typedef struct pile_comm_options {
+    const pile_comm_env *env; /* NULL: pile_comm_env_parse of this process's environment */
+    double timeout_s;         /* <= 0: PILE_COMM_TIMEOUT_DEFAULT_S */
+} pile_comm_options;
+
+/* Opens the communicator `name` ("single", "mpi", "tcp") for this
+ * process's place in the job (opt may be NULL: the environment and the
+ * default timeout). An unknown name, or one this build lacks, is
+ * PILE_EINVAL naming those it has. *out is NULL on failure. */
+int pile_comm_open_opts(pile_comm **out, const char *name, const pile_comm_options *opt, pile_err *err);
+
+/* pile_comm_open_opts(out, name, NULL, err). */
 int pile_comm_open(pile_comm **out, const char *name, pile_err *err);
+
+/* The communicator the environment asks for: "single" for a world of one
+ * rank, "mpi" under an MPI launcher, "tcp" under torchrun or srun
+ * without MPI. Under an MPI launcher in a build without MPI it is
+ * PILE_EINVAL saying how to get it. pile_comm_auto_name says which,
+ * without opening anything (NULL and *err filled when none can be). */
+int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err *err);
+const char *pile_comm_auto_name(const pile_comm_env *env, pile_err *err);
 void pile_comm_close(pile_comm *c); /* accepts NULL */
 
 const char *pile_comm_name(const pile_comm *c);
@@ -113,6 +188,15 @@ int pile_comm_all_gather(pile_comm *c, void *out, const void *in, size_t count, 
 /* buf[0..count) = rank root's buf, on every rank. Any dtype (a copy). */
 int pile_comm_broadcast(pile_comm *c, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
                         pile_err *err);
+
+/* buf[0..bytes) = rank root's, on every rank: opaque bytes (an NCCL
+ * unique id at bootstrap), host memory in every implementation, finished
+ * when the call returns. */
+int pile_comm_broadcast_bytes(pile_comm *c, void *buf, size_t bytes, int root, pile_err *err);
+
+/* Returns once every rank has called it (a checkpoint complete on every
+ * rank before rank 0 renames its folder). */
+int pile_comm_barrier(pile_comm *c, pile_err *err);
 
 /* ---------------------------------------------------------- scalars
  * v[0..n) = op over all ranks of each rank's v, in place, in host memory,

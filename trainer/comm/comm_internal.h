@@ -9,11 +9,18 @@
 
 #include "comm.h"
 
+/* What an implementation opens with: the launcher's environment (never
+ * NULL here) and the resolved timeout (> 0). */
+typedef struct pile__comm_setup {
+    const pile_comm_env *env;
+    double timeout_s;
+} pile__comm_setup;
+
 typedef struct pile__comm_ops {
     const char *name;
     /* Opens the implementation's state (*impl, may stay NULL) and says
      * where this process stands. */
-    int (*open)(void **impl, int *rank, int *world_size, pile_err *err);
+    int (*open)(void **impl, const pile__comm_setup *setup, int *rank, int *world_size, pile_err *err);
     void (*close)(void *impl); /* accepts NULL */
     int (*allreduce)(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
                      pile_err *err);
@@ -24,13 +31,22 @@ typedef struct pile__comm_ops {
     int (*broadcast)(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream, pile_err *err);
     int (*allreduce_f64)(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err);
     int (*allreduce_i64)(void *impl, int64_t *v, size_t n, pile_comm_op op, pile_err *err);
+    int (*broadcast_bytes)(void *impl, void *buf, size_t bytes, int root, pile_err *err);
+    int (*barrier)(void *impl, pile_err *err);
 } pile__comm_ops;
 
 extern const pile__comm_ops pile__comm_single_ops;
+#ifdef PILE_HAVE_MPI
+extern const pile__comm_ops pile__comm_mpi_ops;
+#endif
+
+/* The first host of a Slurm node list ("gpu[01-04,07],cpu1" -> "gpu01")
+ * into out[0..cap). PILE_EINVAL on a list it cannot read. */
+int pile__comm_first_host(const char *list, char *out, size_t cap, pile_err *err);
 
 /* A communicator over `ops`: what pile_comm_open does for a name of its
  * registry. Tests hand in a table of their own to drive the argument
  * checks at world sizes above 1. */
-int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, pile_err *err);
+int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, const pile_comm_options *opt, pile_err *err);
 
 #endif

@@ -7,9 +7,9 @@
 
 #include "comm_internal.h"
 
-static int single_open(void **impl, int *rank, int *world_size, pile_err *err)
+static int single_open(void **impl, const pile__comm_setup *setup, int *rank, int *world_size, pile_err *err)
 {
-    (void)err;
+    (void)setup, (void)err;
     *impl = NULL;
     *rank = 0;
     *world_size = 1;
@@ -69,6 +69,18 @@ static int single_allreduce_i64(void *impl, int64_t *v, size_t n, pile_comm_op o
     return 0;
 }
 
+static int single_broadcast_bytes(void *impl, void *buf, size_t bytes, int root, pile_err *err)
+{
+    (void)impl, (void)buf, (void)bytes, (void)root, (void)err;
+    return 0;
+}
+
+static int single_barrier(void *impl, pile_err *err)
+{
+    (void)impl, (void)err;
+    return 0;
+}
+
 const pile__comm_ops pile__comm_single_ops = {
     .name = "single",
     .open = single_open,
@@ -79,4 +91,6 @@ const pile__comm_ops pile__comm_single_ops = {
     .broadcast = single_broadcast,
     .allreduce_f64 = single_allreduce_f64,
     .allreduce_i64 = single_allreduce_i64,
+    .broadcast_bytes = single_broadcast_bytes,
+    .barrier = single_barrier,
 };
