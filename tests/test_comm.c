@@ -16,9 +16,9 @@
 
 /* The communicators this build has, in comm.c's order. */
 #ifdef PILE_HAVE_MPI
-#define BUILD_HAS "single, mpi"
+#define BUILD_HAS "single, mpi, tcp"
 #else
-#define BUILD_HAS "single"
+#define BUILD_HAS "single, tcp"
 #endif
 
 /* expr fails with PILE_EINVAL and a message holding `word`. */

@@ -37,11 +37,12 @@ installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok
 # (clang + libclang-rt-dev: libFuzzer and the sanitizer runtimes for
 # tools/fuzz.sh, which --no-install-recommends would leave out; llvm:
 # llvm-symbolizer, for file:line in sanitizer reports; Open MPI: the "mpi"
-# communicator and the mpirun its tests launch)
+# communicator and the mpirun its tests launch; iproute2: `ip netns`, the
+# two "nodes" of tests/comm_netns.sh)
 APT_PKGS=(meson ninja-build pkg-config gcc g++ clang libclang-rt-dev llvm
           libzstd-dev zlib1g-dev libsimdjson-dev libuv1-dev libxxhash-dev libpcre2-dev libutf8proc-dev
           libopenblas-dev libopenblas-openmp-dev zstd python3
-          libopenmpi-dev openmpi-bin)
+          libopenmpi-dev openmpi-bin iproute2)
 PY_MODULES=(numpy tiktoken tokenizers)
 
 missing=()

@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "cpu/backend_cpu.h"
 #include "checkpoint.h"
+#include "launch.h"
 #include "log.h"
 #include "model.h"
 #include "pile_buf.h"
@@ -34,9 +35,11 @@ static const char usage_text[] =
     "       pile-trainer eval --checkpoint DIR [options]\n"
     "       pile-trainer sample --checkpoint DIR --prompt TEXT [options]\n"
     "       pile-trainer plan [options]\n"
+    "       pile-trainer launch --nproc N [train options]\n"
     "\n"
     "Trains a GPT-2 family model on pile-prep shards (fp32 on the CPU), evaluates\n"
-    "a checkpoint, samples text from one, or plans a run's memory.\n"
+    "a checkpoint, samples text from one, plans a run's memory, or starts N ranks\n"
+    "of a training run on this machine.\n"
     "`pile-trainer COMMAND --help` for each.\n";
 
 static const char train_intro[] =
@@ -710,6 +713,7 @@ int main(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv, &log);
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv, &log);
     if (argc >= 2 && !strcmp(argv[1], "plan")) return cmd_plan(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "launch")) return pile_trainer_launch(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "train")) return cmd_train(argc, argv, 2, &log);
     if (argc >= 2 && argv[1][0] != '-') {
         fprintf(stderr, "pile-trainer: unknown command '%s'\n%s", argv[1], usage_text);

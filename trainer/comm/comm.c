@@ -20,6 +20,7 @@ static const pile__comm_ops *const registry[] = {
 #ifdef PILE_HAVE_MPI
     &pile__comm_mpi_ops,
 #endif
+    &pile__comm_tcp_ops,
 };
 #define N_REGISTRY (sizeof registry / sizeof registry[0])
 

@@ -17,15 +17,15 @@
  *    allows one of each per process: a process cannot open "mpi" again
  *    after closing its last one). A rank that dies is the launcher's to
  *    report: mpirun then ends every rank.
- * What comes later behind this same header, an entry of comm.c's table
- * (comm_internal.h) with no change to callers:
  *  - "tcp": host buffers between processes launched without MPI (torchrun,
  *    srun, `pile-trainer launch`): rank 0 serves a rendezvous on
  *    MASTER_PORT + 1, the ranks form a ring of sockets, and a peer that
  *    dies or stops answering for the timeout fails every rank's call with
- *    a message naming the operation and the peer, instead of a hang.
- *    Until it exists, pile_comm_open_auto under torchrun or srun without
- *    MPI says that 'tcp' is unknown to this build.
+ *    a message naming the operation and the peer, instead of a hang
+ *    (comm_tcp.c). Reductions are in one fixed order per element, the
+ *    same bits on every run.
+ * What comes later behind this same header, an entry of comm.c's table
+ * (comm_internal.h) with no change to callers:
  *  - "nccl": buffers in GPU memory; each tensor call is enqueued on the
  *    `stream` it is given (a cudaStream_t) and completes in that stream's
  *    order, so that gradient reduction overlaps the backward; a wait on

@@ -39,6 +39,7 @@ extern const pile__comm_ops pile__comm_single_ops;
 #ifdef PILE_HAVE_MPI
 extern const pile__comm_ops pile__comm_mpi_ops;
 #endif
+extern const pile__comm_ops pile__comm_tcp_ops;
 
 /* The first host of a Slurm node list ("gpu[01-04,07],cpu1" -> "gpu01")
  * into out[0..cap). PILE_EINVAL on a list it cannot read. */
