@@ -96,6 +96,16 @@ else
     fail "launch --nproc 3, rank 1 stopped mid-allreduce (status $st, ${took}s)"
 fi
 
+# ranks that make different calls (rank 0 an allreduce, the others a
+# broadcast): each fails, rank 1 saying how the calls differ
+run timeout $DEADLINE "$TRAINER" launch --nproc 3 --grace 5 --run "$RANKS" mismatch --timeout 30
+if [ $st -eq 0 ] && survivors_say x 3 -1 "cannot (allreduce|broadcast)" &&
+    grep -q "^rank 1: cannot broadcast (rank 1 of 3): rank 0 (previous in the ring) made call 1, allreduce of 10 (0), where this rank made call 1, broadcast of 20 (0): the ranks' calls differ" "$TMP/err"; then
+    ok "launch --nproc 3, rank 0 calls allreduce, the others broadcast: every rank fails, told the calls differ"
+else
+    fail "launch --nproc 3, calls that differ (status $st)"
+fi
+
 # a rendezvous nobody comes to: each side gives up at the timeout and says
 # where it waited
 PORT=$(( 20000 + $$ % 20000 ))

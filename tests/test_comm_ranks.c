@@ -10,6 +10,8 @@
  *   test_comm_ranks die RANK N    allreduces until rank RANK kills itself
  *                                 (SIGKILL) in the Nth, mid-collective
  *   test_comm_ranks hang RANK N   the same, but rank RANK stops (SIGSTOP)
+ *   test_comm_ranks mismatch      rank 0 calls allreduce where the others
+ *                                 call broadcast: every rank must fail
  *
  * Options after the mode: --timeout S (the communicator's).
  * Output: "rank R: ok" at the end, or "rank R: ..." lines naming what
@@ -288,10 +290,26 @@ static int run_fault(int stop, int victim, int at)
     }
 }
 
+/* A bug every rank must be told of: the calls differ. Exit 0 only if
+ * this rank's call failed. */
+static int run_mismatch(void)
+{
+    float x[10] = {0};
+    pile_err err;
+    int rc = g_rank == 0 ? pile_comm_allreduce(g_comm, x, 10, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err)
+                         : pile_comm_broadcast(g_comm, x, 10, PILE_COMM_BF16, 0, NULL, &err);
+    if (rc == 0) {
+        fprintf(stderr, "rank %d: a call that differs from the other ranks' succeeded\n", g_rank);
+        return 1;
+    }
+    fprintf(stderr, "rank %d: %s\n", g_rank, err.msg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: test_comm_ranks check NAME | die RANK N | hang RANK N [--timeout S]\n");
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_comm_ranks check NAME | die RANK N | hang RANK N | mismatch [--timeout S]\n");
         return 2;
     }
     pile_comm_options opt = {NULL, 0};
@@ -305,7 +323,8 @@ int main(int argc, char **argv)
     g_rank = pile_comm_rank(g_comm);
     g_world = pile_comm_world_size(g_comm);
     int rc = 2;
-    if (!strcmp(argv[1], "check")) rc = run_check(argv[2]);
+    if (!strcmp(argv[1], "check") && argc >= 3) rc = run_check(argv[2]);
+    else if (!strcmp(argv[1], "mismatch")) rc = run_mismatch();
     else if ((!strcmp(argv[1], "die") || !strcmp(argv[1], "hang")) && argc >= 4)
         rc = run_fault(!strcmp(argv[1], "hang"), atoi(argv[2]), atoi(argv[3]));
     pile_comm_close(g_comm);
