@@ -508,7 +508,7 @@ static void test_env_launchers(void)
     ASSERT_EQ(e.local_world_size, 3);
 
     OK(parse_env(&e, &err,
-                 ENV("SLURM_PROCID=6", "SLURM_NTASKS=7", "SLURM_LOCALID=2", "SLURM_NODEID=2",
+                 ENV("SLURM_STEP_ID=0", "SLURM_PROCID=6", "SLURM_NTASKS=7", "SLURM_LOCALID=2", "SLURM_NODEID=2",
                      "SLURM_STEP_TASKS_PER_NODE=2(x2),3", "SLURM_JOB_NODELIST=gpu[01-04,07]")),
        &err);
     ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "slurm");
@@ -521,14 +521,14 @@ static void test_env_launchers(void)
     ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "tcp");
     /* MASTER_ADDR and MASTER_PORT, where the job script sets them, win */
     OK(parse_env(&e, &err,
-                 ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_TASKS_PER_NODE=1(x2)",
+                 ENV("SLURM_STEP_ID=0", "SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_TASKS_PER_NODE=1(x2)",
                      "SLURM_JOB_NODELIST=a,b", "MASTER_ADDR=10.0.0.5", "MASTER_PORT=4000")),
        &err);
     ASSERT_STR_EQ(e.master_addr, "10.0.0.5");
     ASSERT_EQ(e.master_port, 4000);
     ASSERT_EQ(e.local_world_size, 1);
     /* srun --mpi=pmix: MPI's own */
-    OK(parse_env(&e, &err, ENV("SLURM_PROCID=1", "SLURM_NTASKS=2", "SLURM_LOCALID=1", "PMIX_RANK=1")), &err);
+    OK(parse_env(&e, &err, ENV("SLURM_STEP_ID=0", "SLURM_PROCID=1", "SLURM_NTASKS=2", "SLURM_LOCALID=1", "PMIX_RANK=1")), &err);
     ASSERT_EQ(e.mpi, 1);
     ASSERT_EQ(e.local_world_size, 2);
 
@@ -558,18 +558,38 @@ static void test_env_precedence(void)
     pile_err err;
     pile_comm_env e;
     OK(parse_env(&e, &err,
-                 ENV("SLURM_PROCID=0", "SLURM_NTASKS=1", "SLURM_LOCALID=0", "OMPI_COMM_WORLD_RANK=2",
+                 ENV("SLURM_STEP_ID=0", "SLURM_PROCID=0", "SLURM_NTASKS=1", "SLURM_LOCALID=0", "OMPI_COMM_WORLD_RANK=2",
                      "OMPI_COMM_WORLD_SIZE=3")),
        &err);
     ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_OPENMPI);
     ASSERT_EQ(e.rank, 2);
     OK(parse_env(&e, &err,
-                 ENV("SLURM_PROCID=1", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "RANK=9", "WORLD_SIZE=16",
+                 ENV("SLURM_STEP_ID=0", "SLURM_PROCID=1", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "RANK=9", "WORLD_SIZE=16",
                      "MASTER_ADDR=h", "MASTER_PORT=5")),
        &err);
     ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_TORCHRUN);
     ASSERT_EQ(e.rank, 9);
     ASSERT_EQ(e.world_size, 16);
+}
+
+static void test_env_batch_script(void)
+{
+    TEST("launchers: an sbatch script (Slurm's variables, no step) is one process");
+    pile_err err;
+    pile_comm_env e;
+    OK(parse_env(&e, &err,
+                 ENV("SLURM_PROCID=0", "SLURM_NTASKS=8", "SLURM_LOCALID=0", "SLURM_JOB_NODELIST=gpu[01-02]",
+                     "SLURM_TASKS_PER_NODE=4(x2)")),
+       &err);
+    ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_NONE);
+    ASSERT_EQ(e.world_size, 1);
+    OK(parse_env(&e, &err,
+                 ENV("SLURM_STEPID=3", "SLURM_PROCID=5", "SLURM_NTASKS=8", "SLURM_LOCALID=1",
+                     "SLURM_JOB_NODELIST=gpu[01-02]", "SLURM_NODEID=1", "SLURM_TASKS_PER_NODE=4(x2)")),
+       &err);
+    ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_SLURM);
+    ASSERT_EQ(e.rank, 5);
+    ASSERT_EQ(e.local_world_size, 4);
 }
 
 static void test_env_errors(void)
@@ -610,14 +630,14 @@ static void test_env_errors(void)
             "bad OMPI_COMM_WORLD_RANK=4 in the environment (openmpi)");
     REFUSED(parse_env(&e, &err, ENV("PMI_RANK=0")), &err, "PMI_RANK is set in the environment but PMI_SIZE is not");
     REFUSED(parse_env(&e, &err,
-                      ENV("SLURM_PROCID=0", "SLURM_NTASKS=4", "SLURM_LOCALID=2", "SLURM_TASKS_PER_NODE=2(x2)",
+                      ENV("SLURM_STEP_ID=0", "SLURM_PROCID=0", "SLURM_NTASKS=4", "SLURM_LOCALID=2", "SLURM_TASKS_PER_NODE=2(x2)",
                           "SLURM_JOB_NODELIST=a")),
             &err, "bad local rank 2 of 2 in the environment (slurm)");
-    REFUSED(parse_env(&e, &err, ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_JOB_NODELIST=a")), &err,
+    REFUSED(parse_env(&e, &err, ENV("SLURM_STEP_ID=0", "SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_JOB_NODELIST=a")), &err,
             "SLURM_PROCID is set in the environment but SLURM_LOCALID is not");
-    REFUSED(parse_env(&e, &err, ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0")), &err,
+    REFUSED(parse_env(&e, &err, ENV("SLURM_STEP_ID=0", "SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0")), &err,
             "neither MASTER_ADDR nor SLURM_JOB_NODELIST is set");
-    REFUSED(parse_env(&e, &err, ENV("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_JOB_NODELIST=a[1-")),
+    REFUSED(parse_env(&e, &err, ENV("SLURM_STEP_ID=0", "SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_JOB_NODELIST=a[1-")),
             &err, "cannot read the node list 'a[1-': bad brackets");
     /* a world of one under an MPI launcher never needs MPI */
     OK(parse_env(&e, &err, ENV("OMPI_COMM_WORLD_RANK=0", "OMPI_COMM_WORLD_SIZE=1")), &err);
@@ -666,6 +686,7 @@ int main(void)
     test_bad_open();
     test_env_launchers();
     test_env_precedence();
+    test_env_batch_script();
     test_env_errors();
     test_first_host();
     return TEST_DONE();

@@ -85,7 +85,7 @@ typedef enum pile_comm_op {
 typedef enum pile_comm_launcher {
     PILE_COMM_LAUNCHER_NONE = 0, /* no launcher: one rank */
     PILE_COMM_LAUNCHER_TORCHRUN, /* RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT */
-    PILE_COMM_LAUNCHER_SLURM,    /* srun: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NODELIST */
+    PILE_COMM_LAUNCHER_SLURM,    /* an srun step (SLURM_STEP_ID): SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, ... */
     PILE_COMM_LAUNCHER_OPENMPI,  /* mpirun: OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE */
     PILE_COMM_LAUNCHER_PMI,      /* MPICH's hydra (and srun --mpi=pmi2): PMI_RANK, PMI_SIZE */
 } pile_comm_launcher;
@@ -108,7 +108,8 @@ typedef struct pile_comm_env {
  * Launchers are tried in this order, the first whose rank variable is set
  * winning: Open MPI, PMI, torchrun, Slurm (mpirun inside a Slurm job, or
  * torchrun started by srun, is the inner launcher that counts); none is
- * one rank. A launcher's variables that are set but missing their
+ * one rank, and so is an sbatch script itself (Slurm's variables without
+ * an srun step's SLURM_STEP_ID). A launcher's variables that are set but missing their
  * partners, not whole numbers, or inconsistent (rank >= world size, a
  * local rank >= the local world size, a port out of range) are
  * PILE_EINVAL naming the variables. Local rank and size default to rank

@@ -169,6 +169,11 @@ int pile_comm_env_parse(pile_comm_env *env, const char *const *envp, pile_err *e
     for (size_t i = 0; i < sizeof launchers / sizeof launchers[0]; i++) {
         const pile_comm_launcher l = launchers[i].l;
         int have = 0;
+        /* an sbatch script sets SLURM_PROCID and SLURM_NTASKS for the job
+         * it will start, but is itself one process: only srun's steps
+         * (which set SLURM_STEP_ID) are ranks */
+        if (l == PILE_COMM_LAUNCHER_SLURM && !env_get(envp, "SLURM_STEP_ID") && !env_get(envp, "SLURM_STEPID"))
+            continue;
         PILE_FORWARD_IF_ERR(env_pair(envp, launchers[i].rank, launchers[i].size, l, &env->rank, &env->world_size,
                                      &have, err));
         if (!have) continue;

@@ -560,7 +560,7 @@ static int xfer(tcp_comm *t, const char *what, const void *sbuf, size_t slen, vo
                              : "rank %d (next in the ring) took nothing for %g s (--dist_timeout): it hangs or died "
                                "without closing its connection",
                         rlen ? prev : next, t->timeout_s);
-        int n = poll(p, 2, (int)(left * 1000) + 1);
+        int n = poll(p, 2, left > 60 ? 60000 : (int)(left * 1000) + 1);
         if (n < 0) {
             if (errno == EINTR) continue;
             return fail(t, err, what, "poll failed: %s", strerror(errno));
