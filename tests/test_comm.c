@@ -475,32 +475,33 @@ static int parse_env(pile_comm_env *env, pile_err *err, const char *const *vars)
 
 #define ENV(...) ((const char *const[]){__VA_ARGS__, NULL})
 
+/* e says: launcher, rank of world, local rank of local world, mpi. */
+#define ASSERT_PLACE(e, l_, r_, w_, lr_, lw_, mpi_)                   \
+    do {                                                             \
+        ASSERT_STR_EQ(pile_comm_launcher_name((e).launcher), l_);    \
+        ASSERT_EQ((e).rank, r_);                                     \
+        ASSERT_EQ((e).world_size, w_);                               \
+        ASSERT_EQ((e).local_rank, lr_);                              \
+        ASSERT_EQ((e).local_world_size, lw_);                        \
+        ASSERT_EQ((e).mpi, mpi_);                                    \
+    } while (0)
+
 static void test_env_launchers(void)
 {
     TEST("launchers: torchrun, Slurm, Open MPI, PMI and none, each read from its own variables");
     pile_err err;
     pile_comm_env e;
     OK(parse_env(&e, &err, ENV("HOME=/root", "PATH=/bin")), &err);
-    ASSERT_EQ(e.launcher, PILE_COMM_LAUNCHER_NONE);
-    ASSERT_EQ(e.rank, 0);
-    ASSERT_EQ(e.world_size, 1);
-    ASSERT_EQ(e.local_rank, 0);
-    ASSERT_EQ(e.local_world_size, 1);
-    ASSERT_EQ(e.mpi, 0);
+    ASSERT_PLACE(e, "none", 0, 1, 0, 1, 0);
     ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "single");
 
     OK(parse_env(&e, &err,
                  ENV("RANK=5", "WORLD_SIZE=8", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=4", "MASTER_ADDR=node07",
                      "MASTER_PORT=29400", "RANKS=9")),
        &err);
-    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "torchrun");
-    ASSERT_EQ(e.rank, 5);
-    ASSERT_EQ(e.world_size, 8);
-    ASSERT_EQ(e.local_rank, 1);
-    ASSERT_EQ(e.local_world_size, 4);
+    ASSERT_PLACE(e, "torchrun", 5, 8, 1, 4, 0);
     ASSERT_STR_EQ(e.master_addr, "node07");
     ASSERT_EQ(e.master_port, 29400);
-    ASSERT_EQ(e.mpi, 0);
     ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "tcp");
     /* without the local pair: one machine */
     OK(parse_env(&e, &err, ENV("RANK=2", "WORLD_SIZE=3", "MASTER_ADDR=::1", "MASTER_PORT=1")), &err);
@@ -511,11 +512,7 @@ static void test_env_launchers(void)
                  ENV("SLURM_STEP_ID=0", "SLURM_PROCID=6", "SLURM_NTASKS=7", "SLURM_LOCALID=2", "SLURM_NODEID=2",
                      "SLURM_STEP_TASKS_PER_NODE=2(x2),3", "SLURM_JOB_NODELIST=gpu[01-04,07]")),
        &err);
-    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "slurm");
-    ASSERT_EQ(e.rank, 6);
-    ASSERT_EQ(e.world_size, 7);
-    ASSERT_EQ(e.local_rank, 2);
-    ASSERT_EQ(e.local_world_size, 3);
+    ASSERT_PLACE(e, "slurm", 6, 7, 2, 3, 0);
     ASSERT_STR_EQ(e.master_addr, "gpu01");
     ASSERT_EQ(e.master_port, 29500);
     ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "tcp");
@@ -536,19 +533,11 @@ static void test_env_launchers(void)
                  ENV("OMPI_COMM_WORLD_RANK=3", "OMPI_COMM_WORLD_SIZE=4", "OMPI_COMM_WORLD_LOCAL_RANK=1",
                      "OMPI_COMM_WORLD_LOCAL_SIZE=2")),
        &err);
-    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "openmpi");
-    ASSERT_EQ(e.rank, 3);
-    ASSERT_EQ(e.world_size, 4);
-    ASSERT_EQ(e.local_rank, 1);
-    ASSERT_EQ(e.local_world_size, 2);
-    ASSERT_EQ(e.mpi, 1);
+    ASSERT_PLACE(e, "openmpi", 3, 4, 1, 2, 1);
     ASSERT_STR_EQ(e.master_addr, "");
 
     OK(parse_env(&e, &err, ENV("PMI_RANK=1", "PMI_SIZE=2")), &err);
-    ASSERT_STR_EQ(pile_comm_launcher_name(e.launcher), "pmi");
-    ASSERT_EQ(e.rank, 1);
-    ASSERT_EQ(e.world_size, 2);
-    ASSERT_EQ(e.mpi, 1);
+    ASSERT_PLACE(e, "pmi", 1, 2, 1, 2, 1);
     ASSERT_STR_EQ(pile_comm_launcher_name((pile_comm_launcher)9), "?");
 }
 

@@ -113,7 +113,7 @@ static void check_allreduce(void)
 }
 
 /* Random values: every rank holds the same bits (rank 0's, broadcast),
- * within 1e-6 of the exact sum. */
+ * the same as a second call's, within 1e-6 of the exact sum. */
 static void check_allreduce_random(void)
 {
     const size_t n = 100003;
@@ -123,6 +123,10 @@ static void check_allreduce_random(void)
     memcpy(r0, x, n * 4);
     CALL(pile_comm_broadcast(g_comm, r0, n, PILE_COMM_F32, 0, NULL, ERR));
     CHECK(memcmp(r0, x, n * 4) == 0, "allreduce of random values: rank %d and rank 0 differ", g_rank);
+    /* and the same bits again: one fixed order of summation */
+    for (size_t i = 0; i < n; i++) r0[i] = random_value(g_rank, i);
+    CALL(pile_comm_allreduce(g_comm, r0, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, ERR));
+    CHECK(memcmp(r0, x, n * 4) == 0, "allreduce of random values: a second call gives other bits");
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         double s = 0;

@@ -631,23 +631,24 @@ static int begin(tcp_comm *t, const char *what, uint32_t kind, size_t count, uin
 
 typedef enum { EL_F32, EL_F64, EL_I64 } elem_kind;
 
-/* acc[i] = acc[i] op mine[i]: the partial sum so far, then this rank's. */
+/* acc[i] = acc[i] op mine[i] for floating-point T: the partial sum so
+ * far, then this rank's. A NaN in either wins a max. */
+#define REDUCE_FLOAT(T)                                                                    \
+    do {                                                                                   \
+        T *a = acc;                                                                        \
+        const T *m = mine;                                                                 \
+        if (op == PILE_COMM_SUM)                                                           \
+            for (size_t i = 0; i < n; i++) a[i] += m[i];                                   \
+        else                                                                               \
+            for (size_t i = 0; i < n; i++) a[i] = isnan(m[i]) || m[i] > a[i] ? m[i] : a[i]; \
+    } while (0)
+
 static void reduce_into(void *acc, const void *mine, size_t n, elem_kind k, pile_comm_op op)
 {
     if (k == EL_F32) {
-        float *a = acc;
-        const float *m = mine;
-        if (op == PILE_COMM_SUM)
-            for (size_t i = 0; i < n; i++) a[i] += m[i];
-        else
-            for (size_t i = 0; i < n; i++) a[i] = isnan(m[i]) || m[i] > a[i] ? m[i] : a[i];
+        REDUCE_FLOAT(float);
     } else if (k == EL_F64) {
-        double *a = acc;
-        const double *m = mine;
-        if (op == PILE_COMM_SUM)
-            for (size_t i = 0; i < n; i++) a[i] += m[i];
-        else
-            for (size_t i = 0; i < n; i++) a[i] = isnan(m[i]) || m[i] > a[i] ? m[i] : a[i];
+        REDUCE_FLOAT(double);
     } else {
         int64_t *a = acc;
         const int64_t *m = mine;
