@@ -125,5 +125,17 @@ run "$TRAINER" launch --nproc 2 --run /nonexistent/program
 expect "launch of a program that does not exist: fails naming it" 127 "cannot start '/nonexistent/program' for rank [01]"
 run "$TRAINER" launch --help
 expect "launch --help" 0 "torchrun --standalone --nproc_per_node N"
+# without --run, each rank is this pile-trainer's `train` with the options
+# after the launcher's (and after `--`, or a `train` of their own)
+run "$TRAINER" launch --nproc 2 -- --help
+# (the two ranks' output interleaves: count the text, not lines)
+if [ $st -eq 0 ] && [ "$(grep -o "usage: pile-trainer \[train\] \[options\]" "$TMP/out" | wc -l)" -eq 2 ]; then
+    ok "launch --nproc 2 -- --help: both ranks run pile-trainer train --help"
+else
+    fail "launch --nproc 2 -- --help (status $st)"
+fi
+run "$TRAINER" launch --nproc 1 train --no-such-option
+expect "launch --nproc 1 train --no-such-option: the rank's own usage error, passed on" 2 \
+    "pile-trainer: unknown option '--no-such-option'"
 
 tap_done

@@ -184,6 +184,7 @@ int pile_trainer_launch(int argc, char **argv)
     if (!run) {
         args[k++] = argv[0];
         args[k++] = "train";
+        if (first < argc && !strcmp(argv[first], "train")) first++; /* `launch --nproc N train ...` too */
     }
     for (int i = first; i < argc; i++) args[k++] = argv[i];
 
