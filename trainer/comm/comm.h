@@ -34,8 +34,8 @@
  *    unique id goes out by pile_comm_broadcast_bytes.
  *
  * Buffers are plain (pointer, count, dtype) in the memory the
- * implementation works on (host memory for "single" and "mpi", device
- * memory for "nccl"): pile_comm depends on no tensor type. Scalars (token
+ * implementation works on (host memory for "single", "mpi" and "tcp",
+ * device memory for "nccl"): pile_comm depends on no tensor type. Scalars (token
  * counts, loss sums, norm partial sums, overflow flags) are host values in
  * every implementation, and their call returns with the result in place.
  *
@@ -46,7 +46,8 @@
  * before anything is read or written, the same way by every
  * implementation. Every rank must make the same calls with the same
  * counts, dtypes and roots in the same order; one that does not is a bug
- * the "single" implementation cannot see.
+ * the "single" implementation cannot see ("tcp" fails every rank's call
+ * saying how the calls differ; MPI's behaviour is undefined).
  *
  * Not thread-safe: one caller thread per pile_comm. */
 #ifndef PILE_COMM_H
@@ -109,10 +110,10 @@ typedef struct pile_comm_env {
  * winning: Open MPI, PMI, torchrun, Slurm (mpirun inside a Slurm job, or
  * torchrun started by srun, is the inner launcher that counts); none is
  * one rank, and so is an sbatch script itself (Slurm's variables without
- * an srun step's SLURM_STEP_ID). A launcher's variables that are set but missing their
- * partners, not whole numbers, or inconsistent (rank >= world size, a
- * local rank >= the local world size, a port out of range) are
- * PILE_EINVAL naming the variables. Local rank and size default to rank
+ * an srun step's SLURM_STEP_ID). A launcher's variables that are set but
+ * missing their partners, not whole numbers, or inconsistent (rank >=
+ * world size, a local rank >= the local world size, a port out of range)
+ * are PILE_EINVAL naming the variables. Local rank and size default to rank
  * and world size (one machine) where a launcher does not give them. */
 int pile_comm_env_parse(pile_comm_env *env, const char *const *envp, pile_err *err);
 
@@ -162,8 +163,8 @@ void pile_comm_partition(const pile_comm *c, size_t n, size_t *offset, size_t *c
 
 /* ---------------------------------------------------------- tensors
  * `stream`: where an implementation with streams enqueues the call
- * ("nccl": a cudaStream_t; NULL, its default). "single" and "mpi" finish
- * before returning and ignore it. */
+ * ("nccl": a cudaStream_t; NULL, its default). "single", "mpi" and "tcp"
+ * finish before returning and ignore it. */
 
 /* buf[0..count) = op over all ranks of each rank's buf, in place. dt must
  * be PILE_COMM_F32. */
@@ -174,8 +175,9 @@ int pile_comm_allreduce(pile_comm *c, void *buf, size_t count, pile_comm_dtype d
  * [r * count / world_size, (r + 1) * count / world_size) in
  * out[0..count / world_size). count must be a multiple of world_size (pad
  * it: pile_comm_partition's ranges are not all equal). out is either in +
- * rank * (count / world_size) (in place) or does not overlap in. dt must
- * be PILE_COMM_F32. */
+ * rank * (count / world_size) (in place; the other ranks' ranges of in
+ * are left as they were) or does not overlap in. dt must be
+ * PILE_COMM_F32. */
 int pile_comm_reduce_scatter(pile_comm *c, void *out, const void *in, size_t count, pile_comm_dtype dt,
                              pile_comm_op op, void *stream, pile_err *err);
 
