@@ -332,7 +332,7 @@ static int serve_rendezvous(tcp_comm *t, int lfd, int port, int ring_port, doubl
             snprintf(refusal, sizeof refusal,
                      hello[HELLO_VERSION] != VERSION ? "a rank from %s runs another version of pile-trainer"
                      : (int)hello[HELLO_WORLD] != w  ? "a rank from %s counts another world size"
-                     : fds[r] >= 0 && r >= 1         ? "two ranks claim the same rank (the second from %s)"
+                     : r >= 1 && r < w               ? "two ranks claim the same rank (the second from %s)"
                                                      : "a rank from %s claims a rank outside the world",
                      who);
             close(fd);
