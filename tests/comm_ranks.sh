@@ -116,6 +116,24 @@ run env RANK=0 WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT timeout $DEA
 expect "rank 0 of 3 alone: fails after the timeout naming the port and the missing ranks" 1 \
     "cannot gather the ranks on port $((PORT + 1)) \(MASTER_PORT \+ 1\): 1 of 3 joined within 1 s .*missing: 1, 2"
 
+# two processes that both say they are rank 1 of 3: rank 0 refuses the
+# roll, and every process fails instead of training with a rank missing
+PORT=$((PORT + 2))
+pids=""
+for r in 0 1 1; do
+    env RANK=$r WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT timeout $DEADLINE "$RANKS" check tcp --timeout 5 \
+        >> "$TMP/dup.out" 2>> "$TMP/dup.err" &
+    pids="$pids $!"
+done
+nfail=0
+for p in $pids; do wait "$p" || nfail=$((nfail + 1)); done
+if [ $nfail -eq 3 ] && grep -q "cannot start the ranks: two ranks claim the same rank (the second from 127.0.0.1:" "$TMP/dup.err" &&
+    grep -q "rank 0 says: two ranks claim the same rank" "$TMP/dup.err"; then
+    ok "two processes claiming rank 1 of 3: rank 0 refuses, naming the second's address, and all three fail"
+else
+    not_ok "two processes claiming rank 1 of 3 ($nfail failed)" "$(head -5 "$TMP/dup.err")"
+fi
+
 # the launcher's own contract
 run "$TRAINER" launch --run "$RANKS" check tcp
 expect "launch without --nproc: usage error" 2 "missing --nproc N"

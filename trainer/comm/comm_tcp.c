@@ -120,10 +120,19 @@ static socklen_t from_wire(const wire_addr *w, struct sockaddr_storage *ss)
     return sizeof *a;
 }
 
-static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap)
+static void addr_text(const struct sockaddr_storage *in, char *out, size_t cap)
 {
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
+    /* an IPv4 peer of a dual-stack socket as people write it, not ::ffff:a.b.c.d */
+    struct sockaddr_storage plain;
+    const struct sockaddr_storage *ss = in;
+    if (in->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)in)->sin6_addr)) {
+        wire_addr w;
+        to_wire(in, ntohs(((const struct sockaddr_in6 *)in)->sin6_port), &w);
+        from_wire(&w, &plain);
+        ss = &plain;
+    }
     if (ss->ss_family == AF_INET) {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, host, sizeof host);
         port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
