@@ -78,7 +78,7 @@ const char *pile_comm_auto_name(const pile_comm_env *env, pile_err *err)
     return "mpi";
 #else
     pile_err_set(err, PILE_EINVAL,
-                 "cannot join rank %d of %d: %s started this job with MPI and this build has no MPI (install "
+                 "cannot run as rank %d of %d: %s started this job with MPI and this build has no MPI (install "
                  "Open MPI, e.g. apt-get install libopenmpi-dev openmpi-bin, and build again; or launch with "
                  "torchrun or pile-trainer launch)",
                  env->rank, env->world_size, pile_comm_launcher_name(env->launcher));
