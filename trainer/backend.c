@@ -109,6 +109,10 @@ void pile_backend_close(pile_backend *be)
 const char *pile_backend_name(const pile_backend *be) { return be->name; }
 int pile_backend_threads(const pile_backend *be) { return be->threads; }
 int pile_backend_host_memory(const pile_backend *be) { return be->host_memory; }
+const char *pile_backend_device_name(const pile_backend *be)
+{
+    return be->iface->device_name ? be->iface->device_name(be) : NULL;
+}
 
 void pile__backend_fail(pile_backend *be, int code, const char *op, const char *fmt, ...)
 {

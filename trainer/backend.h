@@ -134,6 +134,10 @@ int pile_backend_threads(const pile_backend *be);
 /* 1 when the backend's memory is host memory (the CPU's): another
  * backend may then read and write its tensors as host buffers. */
 int pile_backend_host_memory(const pile_backend *be);
+/* The device it computes on, by name ("NVIDIA H100 80GB HBM3": what a
+ * peak-FLOPs table is looked up by); NULL for a backend without one (the
+ * CPU's). Lives as long as the backend. */
+const char *pile_backend_device_name(const pile_backend *be);
 /* The cores this process may run on (its sched_getaffinity mask, so
  * taskset and cgroup cpusets count), at least 1. */
 int pile_backend_usable_cores(void);

@@ -62,6 +62,8 @@ typedef struct pile_backend_i {
     void (*scale)(pile_backend *be, pile_tensor x, size_t n, float s);
     void (*adamw)(pile_backend *be, pile_tensor p, pile_tensor g, pile_tensor m, pile_tensor v, size_t n, float lr, float beta1, float beta2, float eps,
                   float wd, int64_t t);
+    /* pile_backend_device_name; NULL (the entry, or what it returns): no device */
+    const char *(*device_name)(const pile_backend *be);
 } pile_backend_i;
 
 /* The generic part of every backend object (backend.c allocates it). */

@@ -85,6 +85,9 @@ static const field fields[] = {
     FIELD(backend, NULL, T_STR, R_ANY,
           "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu)"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
+    FIELD(peak_tflops, NULL, T_DBL, R_ANY,
+          "the device's peak TFLOP/s for MFU (train/mfu): 0 looks it up by the GPU's name (A100, H100, H200); "
+          "the cpu shows no MFU unless given"),
     FIELD(precision, NULL, T_PREC, R_ANY,
           "fp32, bf16 or fp16 (the cpu backend emulates both 16-bit modes: fp32 rounded where a GPU stores "
           "16 bits); fp16 "
@@ -986,6 +989,8 @@ int pile_train_config_check(const pile_train_config *c, pile_err *err)
                    "min_lr %g is above learning_rate %g: the cosine decay would climb (min_lr is where it ends; "
                    "< 0: learning_rate / 10)",
                    c->min_lr, c->learning_rate);
+    PILE_RETURN_IF(!(c->peak_tflops >= 0), err, PILE_EINVAL, "peak_tflops must be 0 (by the device) or positive, not %g",
+                   c->peak_tflops);
     PILE_RETURN_IF(!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1), err, PILE_EINVAL,
                    "warmup_ratio must be in [0, 1], not %g", c->warmup_ratio);
     PILE_RETURN_IF(!(c->dropout >= 0 && c->dropout < 1), err, PILE_EINVAL, "dropout must be in [0, 1), not %g",

@@ -69,6 +69,7 @@ typedef struct pile_train_config {
     /* execution */
     char backend[32];          /* "auto" (cuda when usable, else cpu), "cpu", "cuda" (pile_backend_open) */
     int threads;               /* 0 = every usable core */
+    double peak_tflops;        /* the device's peak for MFU; 0 = by the GPU's name (mfu.h), none on the CPU */
     pile_precision precision;  /* what precision_given says; else see pile_train_config_precision */
     int precision_given;       /* 1 when a flag or file named the precision (bf16/fp16 true counts) */
     char recompute[8];         /* "none", "gelu" or "block" (pile_recompute): memory against time */

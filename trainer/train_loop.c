@@ -26,6 +26,7 @@
 #include "comm/comm.h"
 #include "log.h"
 #include "metrics.h"
+#include "mfu.h"
 #include "model.h"
 #include "optim.h"
 #include "plan.h"
@@ -344,6 +345,8 @@ typedef struct trainer {
     char last_saved[64];
     corrupt_guard guard;
     double step_scale; /* the loss scale the last step's backward used (1 without fp16) */
+    double flops_per_token, peak_flops; /* MFU (mfu.h); peak 0: none shown */
+    const char *peak_from;               /* the peak's source, for the log */
 } trainer;
 
 /* Library notes (one per line) as messages of `level`. */
@@ -785,6 +788,12 @@ out:
     return rc;
 }
 
+/* The share of the device's peak the tokens/s are worth; 0 without a peak. */
+static double mfu_of(const trainer *t, double tok_per_s)
+{
+    return t->peak_flops > 0 ? tok_per_s * t->flops_per_token / t->peak_flops : 0;
+}
+
 static void log_progress(trainer *t, double loss, double lr, double gnorm, double tok_per_s, double eta_s)
 {
     char tps[32], eta[32];
@@ -799,10 +808,12 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
     if (ls)
         snprintf(scale, sizeof scale, " scale %g skipped %" PRId64, pile_loss_scaler_scale(ls),
                  pile_loss_scaler_skipped(ls));
+    char mfu[24] = "";
+    if (t->peak_flops > 0) snprintf(mfu, sizeof mfu, " mfu %.1f%%", 100.0 * mfu_of(t, tok_per_s));
     pile_log_printf(t->log, PILE_LOG_PROGRESS,
                     "epoch %" PRId64 "/%" PRId64 " step %" PRId64 "/%" PRId64
-                    " loss %.4f lr %.2e gnorm %.3f tok/s %s eta %s rss %.0f MiB%s%s",
-                    t->st.epoch + 1, t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, eta, rss,
+                    " loss %.4f lr %.2e gnorm %.3f tok/s %s%s eta %s rss %.0f MiB%s%s",
+                    t->st.epoch + 1, t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, mfu, eta, rss,
                     scale, corrupt);
 }
 
@@ -1046,6 +1057,14 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
                             (float)c->weight_decay, c->decay_all};
     if ((rc = pile_plan_check_run(c, &mc, t->be, t->T, err)) < 0) goto out;
     if ((rc = pile_model_create(&t->model, t->be, &mc, c->batch_size, t->T, err)) < 0) goto out;
+    /* MFU: the position table is a lookup, the only parameters no product uses */
+    t->flops_per_token = pile_mfu_flops_per_token(
+        (double)pile_model_param_count(t->model) - (double)mc.n_positions * mc.n_embd, mc.n_layer, mc.n_head,
+        mc.n_embd / mc.n_head, t->T);
+    t->peak_flops = c->peak_tflops * 1e12;
+    t->peak_from = "--peak_tflops";
+    if (!(t->peak_flops > 0))
+        t->peak_flops = 1e12 * pile_mfu_peak_tflops(pile_backend_device_name(t->be), c->precision, &t->peak_from);
     /* the optimizer takes the model's parameters as its master weights: a
      * new run's initial ones, or (resume) the checkpoint's, loaded into it */
     if (!c->resume) pile_model_init(t->model, c->seed);
@@ -1174,6 +1193,9 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
                     thousands(n5, sizeof n5, (uint64_t)t.total_steps),
                     thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
                     thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps);
+    if (t.peak_flops > 0)
+        pile_log_printf(log, PILE_LOG_INFO, "mfu: %.3g GFLOP per token (6N + 12LHQT) against a peak of %g TFLOP/s (%s)",
+                        t.flops_per_token * 1e-9, t.peak_flops * 1e-12, t.peak_from);
     /* a resumed run at or past its schedule's end has nothing to train */
     const int finished = resumed_from >= 0 && t.st.step >= t.total_steps;
     if (finished) {
@@ -1250,13 +1272,14 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
             double epoch_f = (double)t.st.epoch + (double)t.st.position / (double)t.info->train_samples;
             double mean_loss = interval_loss / (double)interval_steps;
             log_progress(&t, mean_loss, lr, gnorm, tps, eta);
-            static const char *const tags[] = {"train/loss",  "train/lr",    "train/grad_norm",
-                                               "train/tokens_per_sec", "train/epoch", "mem/rss_mib",
-                                               "data/corrupt_rows"};
-            const double vals[] = {mean_loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0),
-                                   (double)pile_data_corrupt_rows(t.data)};
+            const char *tags[8] = {"train/loss",  "train/lr",    "train/grad_norm",
+                                   "train/tokens_per_sec", "train/epoch", "mem/rss_mib"};
+            double vals[8] = {mean_loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0)};
+            size_t ntags = 6;
             /* the corrupt-row count is a curve only where rows may be skipped: elsewhere the first stops the run */
-            const size_t ntags = c->skip_corrupt_rows ? 7 : 6;
+            if (c->skip_corrupt_rows)
+                tags[ntags] = "data/corrupt_rows", vals[ntags++] = (double)pile_data_corrupt_rows(t.data);
+            if (t.peak_flops > 0) tags[ntags] = "train/mfu", vals[ntags++] = mfu_of(&t, tps);
             if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, ntags, err)) < 0) break;
             interval_time = 0;
             interval_tokens = 0;
