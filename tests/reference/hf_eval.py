@@ -14,6 +14,8 @@ relative; and the model must have learnt something: its validation loss
 0.4 nats below the unigram entropy of the training tokens.
 
 Exits 77 (skip) when torch, transformers or numpy are missing.
+PILE_TEST_BACKEND (tests/gpu: "cuda") trains on that backend instead of
+the default; the evaluations stay on the CPU.
 """
 import json
 import math
@@ -38,6 +40,7 @@ if len(sys.argv) != 3:
 TRAINER, PREP = sys.argv[1], sys.argv[2]
 SRC = os.environ.get("PILE_SOURCE_ROOT", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 SAMPLE = os.path.join(SRC, "data", "sample")
+BACKEND = os.environ.get("PILE_TEST_BACKEND", "")
 EVAL_ROWS = 512   # the first val samples, in both evaluations (eval cost, not accuracy)
 TOL = 1e-4
 
@@ -99,7 +102,8 @@ def main():
              os.path.join(SAMPLE, "train"), os.path.join(SAMPLE, "val.jsonl.zst")])
         run([TRAINER, "train", "--data", shards, "--checkpoint_dir", ck, "--model", "tiny",
              "--max_steps", 100, "--eval_interval", 25, "--eval_rows", EVAL_ROWS, "--batch_size", 32,
-             "--learning_rate", 3e-3, "--warmup_steps", 3, "--threads", 2, "--seed", 42])
+             "--learning_rate", 3e-3, "--warmup_steps", 3, "--threads", 2, "--seed", 42] +
+            (["--backend", BACKEND] if BACKEND else []))
         best = os.path.join(ck, "best_model")
         report(os.path.isfile(os.path.join(best, "model.safetensors")), "training wrote best_model/")
 

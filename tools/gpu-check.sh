@@ -1,0 +1,333 @@
+#!/bin/bash
+# gpu-check.sh: the first command to run on a machine with an NVIDIA GPU.
+# It builds the project with the CUDA backend, runs tests/gpu (every kernel
+# against fp64 references, the trainer on the GPU against the CPU), a short
+# training run, the benchmark (bench/train-gpu.sh, short), the kernel test
+# again under compute-sanitizer (memcheck, racecheck) where the machine
+# supports it, prints the versions of the driver, CUDA, cuBLAS, cuDNN, NCCL
+# and torch, and ends with one table. The full log goes into --out DIR.
+#
+# The GPU machine needs the CUDA toolkit, a C compiler, meson, ninja and
+# Python with torch and transformers, but no package registry: the Debian
+# libraries the project links (zstd, zlib, simdjson, libuv, xxhash, PCRE2,
+# utf8proc, OpenBLAS's OpenMP build with its Fortran runtime) and pkgconf
+# are prepared on the development machine by
+#     tools/gpu-check.sh --prepare
+# into .gpu-deps/ (ignored by git, at most 60 MiB: headers, shared
+# libraries, pkg-config files rewritten to be relocatable), which travels
+# with the working tree; the check builds from it (PKG_CONFIG_LIBDIR only
+# there, the libraries found through an rpath) when it is there, else from
+# the system's packages.
+#
+#   tools/gpu-check.sh [--out DIR] [--deps DIR] [--build-dir DIR] [--no-bench] [--no-sanitizer]
+#   tools/gpu-check.sh --prepare [--deps DIR]
+#   tools/gpu-check.sh --check-prepared [--deps DIR]
+# --check-prepared (development machine, root): builds from the prepared
+# folder with the system's copies of those headers, link names and
+# pkg-config files hidden (a private mount namespace), runs the unit tests
+# that use every library, and checks with ldd that the binaries load the
+# prepared libraries.
+# Exit: 0 every step passed, 1 a step failed, 2 bad usage, 77 no GPU here.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DEPS=$ROOT/.gpu-deps
+OUT=$ROOT/gpu-check-out
+BUILD=$ROOT/build-gpu-check
+MODE=check
+BENCH=1
+SANITIZER=1
+MAX_MIB=60
+usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case $1 in
+    --prepare) MODE=prepare; shift ;;
+    --check-prepared) MODE=check-prepared; shift ;;
+    --out) OUT=$2; shift 2 ;;
+    --deps) DEPS=$2; shift 2 ;;
+    --build-dir) BUILD=$2; shift 2 ;;
+    --no-bench) BENCH=0; shift ;;
+    --no-sanitizer) SANITIZER=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "gpu-check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+case $DEPS in /*) ;; *) DEPS=$(pwd)/$DEPS ;; esac
+case $OUT in /*) ;; *) OUT=$(pwd)/$OUT ;; esac
+case $BUILD in /*) ;; *) BUILD=$(pwd)/$BUILD ;; esac
+MA=x86_64-linux-gnu
+
+# ------------------------------------------------------------ --prepare
+# Debian packages whose headers, shared libraries and .pc files the build
+# needs (meson.build, trainer/cpu/meson.build), and the runtime packages
+# whose libraries those link.
+DEV_PKGS="libzstd-dev zlib1g-dev libsimdjson-dev libuv1-dev libxxhash-dev libpcre2-dev libutf8proc-dev
+libopenblas-openmp-dev"
+RUN_PKGS="libzstd1 zlib1g libsimdjson14 libuv1 libxxhash0 libpcre2-8-0 libutf8proc2 libopenblas0-openmp libgfortran5
+libquadmath0 pkgconf-bin libpkgconf3"
+
+# copy_file F: /usr/X to $DEPS/X; a link to a file in its own folder stays
+# a (relative) link, its target copied beside it; other links are followed
+copy_file() {
+    local f=$1 dst=$DEPS/${1#/usr/}
+    mkdir -p "$(dirname "$dst")"
+    if [ -L "$f" ]; then
+        local real
+        real=$(readlink -f "$f")
+        if [ "$(dirname "$real")" = "$(dirname "$f")" ]; then
+            [ -e "$DEPS/${real#/usr/}" ] || cp "$real" "$DEPS/${real#/usr/}"
+            ln -sf "$(basename "$real")" "$dst"
+            return
+        fi
+    fi
+    cp -L "$f" "$dst"
+}
+
+prepare() {
+    command -v dpkg > /dev/null || { echo "gpu-check.sh --prepare: needs dpkg (a Debian machine: tools/install-deps.sh)" >&2; exit 1; }
+    for p in $DEV_PKGS $RUN_PKGS; do
+        dpkg -s "$p" > /dev/null 2>&1 || { echo "gpu-check.sh --prepare: package $p is not installed (tools/install-deps.sh)" >&2; exit 1; }
+    done
+    rm -rf "$DEPS"
+    mkdir -p "$DEPS"
+    # headers and pkg-config files of the -dev packages; shared libraries
+    # (no static archives, no liblapack/libblas: only libopenblas is linked;
+    # of PCRE2 only the 8-bit library)
+    for f in $(dpkg -L $DEV_PKGS $RUN_PKGS | sed 's#^/lib/#/usr/lib/#' | sort -u); do
+        [ -f "$f" ] || continue
+        case $f in
+        /usr/include/*) copy_file "$f" ;;
+        */pkgconfig/*.pc) copy_file "$f" ;;
+        */libpcre2-16* | */libpcre2-32* | */libpcre2-posix* | */libblas.so* | */liblapack.so*) ;;
+        /usr/lib/$MA/*.so | /usr/lib/$MA/*.so.* | /usr/lib/$MA/openblas-openmp/*.so | /usr/lib/$MA/openblas-openmp/*.so.*) copy_file "$f" ;;
+        /usr/bin/pkgconf) copy_file "$f" ;;
+        esac
+    done
+    rm -f "$DEPS"/lib/$MA/pkgconfig/libpcre2-16.pc "$DEPS"/lib/$MA/pkgconfig/libpcre2-32.pc \
+        "$DEPS"/lib/$MA/pkgconfig/libpcre2-posix.pc "$DEPS"/lib/$MA/openblas-openmp/pkgconfig/blas-openblas.pc \
+        "$DEPS"/lib/$MA/openblas-openmp/pkgconfig/lapack-openblas.pc
+    # relocatable .pc files: /usr becomes the folder, found from the file's
+    # own place; a libdir of plain /usr/lib (zstd's, where the linker's
+    # default path found it) becomes the folder the library is in
+    find "$DEPS" -name '*.pc' | while read -r pc; do
+        rel=$(realpath --relative-to="$(dirname "$pc")" "$DEPS")
+        sed -i -e "s#^prefix=/usr\$#prefix=\${pcfiledir}/$rel#" -e "s#=/usr/#=\${pcfiledir}/$rel/#g" \
+            -e "s# /usr/# \${pcfiledir}/$rel/#g" -e "s#-L/usr/#-L\${pcfiledir}/$rel/#g" -e "s#-I/usr/#-I\${pcfiledir}/$rel/#g" \
+            -e "s#^libdir=\${exec_prefix}/lib\$#libdir=\${exec_prefix}/lib/$MA#" "$pc"
+    done
+    # the OpenMP OpenBLAS's .pc where pkg-config looks (its own folder is not searched)
+    cp "$DEPS/lib/$MA/openblas-openmp/pkgconfig/openblas.pc" "$DEPS/lib/$MA/pkgconfig/openblas.pc"
+    sed -i "s#\${pcfiledir}/[./]*/#\${pcfiledir}/../../../#g" "$DEPS/lib/$MA/pkgconfig/openblas.pc"
+    # pkgconf, run with its library beside it
+    mkdir -p "$DEPS/bin"
+    mv "$DEPS/bin/pkgconf" "$DEPS/bin/pkgconf.bin"
+    cat > "$DEPS/bin/pkg-config" << 'EOF'
+#!/bin/sh
+# Debian's pkgconf with its libpkgconf from this folder
+d=$(cd "$(dirname "$0")/.." && pwd)
+LD_LIBRARY_PATH=$d/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec "$d/bin/pkgconf.bin" "$@"
+EOF
+    chmod +x "$DEPS/bin/pkg-config"
+    {
+        echo "prepared by tools/gpu-check.sh --prepare on $(date -u '+%Y-%m-%d %H:%M UTC'), $(. /etc/os-release && echo "$PRETTY_NAME")"
+        for p in $DEV_PKGS $RUN_PKGS; do dpkg-query -W -f '${Package} ${Version}\n' "$p"; done
+    } > "$DEPS/VERSIONS.txt"
+    # (git ignores it: .gitignore's /.gpu-deps/)
+    mib=$(du -sm "$DEPS" | cut -f1)
+    echo "gpu-check.sh --prepare: $DEPS holds $(find "$DEPS" -type f | wc -l) files, ${mib} MiB (limit $MAX_MIB)"
+    sed 's/^/  /' "$DEPS/VERSIONS.txt"
+    if [ "$mib" -gt $MAX_MIB ]; then
+        echo "gpu-check.sh --prepare: ${mib} MiB is over the $MAX_MIB MiB that may travel with the working tree" >&2
+        exit 1
+    fi
+}
+
+# deps_env: build from the prepared folder (when there): pkg-config sees
+# only it, the binaries find its libraries through an rpath
+SETUP_ARGS=()
+deps_env() {
+    [ -x "$DEPS/bin/pkg-config" ] || return 1
+    export PKG_CONFIG="$DEPS/bin/pkg-config"
+    export PKG_CONFIG_LIBDIR="$DEPS/lib/$MA/pkgconfig"
+    local rp="-Wl,-rpath,$DEPS/lib/$MA:$DEPS/lib/$MA/openblas-openmp"
+    SETUP_ARGS=(-Dc_link_args="$rp" -Dcpp_link_args="$rp")
+    return 0
+}
+
+if [ $MODE = prepare ]; then
+    prepare
+    exit 0
+fi
+
+# --------------------------------------------------------- --check-prepared
+if [ $MODE = check-prepared ]; then
+    deps_env || { echo "gpu-check.sh --check-prepared: no prepared folder at $DEPS (run --prepare first)" >&2; exit 1; }
+    [ "$(id -u)" = 0 ] || { echo "gpu-check.sh --check-prepared: needs root (a private mount namespace)" >&2; exit 1; }
+    B=$ROOT/build-gpu-check-prepared
+    rm -rf "$B"
+    # hide the system's copies of what was prepared: every header, link
+    # name (.so) and .pc file the -dev packages installed, and pkg-config
+    hide=$(dpkg -L $DEV_PKGS pkgconf-bin pkgconf 2> /dev/null | sort -u | while read -r f; do
+        [ -f "$f" ] || [ -L "$f" ] || continue
+        case $f in /usr/include/* | *.so | *.pc | */bin/pkgconf | */bin/pkg-config | */bin/*-pkg-config) echo "$f" ;; esac
+    done)
+    # shellcheck disable=SC2016
+    unshare -m bash -c '
+        set -e
+        for f in $1; do [ -e "$f" ] && mount --bind /dev/null "$f"; done
+        test ! -s /usr/include/zstd.h && test ! -s /usr/include/simdjson.h
+        ! command -v pkgconf > /dev/null || ! pkgconf --version > /dev/null 2>&1
+        meson setup "$2" "$3" "${@:5}" > "$4/setup.log" 2>&1 || { tail -n 20 "$4/setup.log"; exit 1; }
+        nice ninja -C "$2" tests/test_common tests/test_shards tests/test_tokenizer tests/test_backend \
+            tests/gpu/test_gpu_kernels trainer/pile-trainer > "$4/build.log" 2>&1 || { tail -n 20 "$4/build.log"; exit 1; }
+        for t in test_common test_shards test_backend; do
+            "$2/tests/$t" > "$4/$t.log" 2>&1 || { echo "$t failed"; tail -n 5 "$4/$t.log"; exit 1; }
+        done
+        "$2/tests/gpu/test_gpu_kernels" > "$4/gpu_kernels.log" 2>&1; rc=$?
+        [ $rc = 0 ] || [ $rc = 77 ] || { echo "test_gpu_kernels failed"; exit 1; }
+    ' check "$hide" "$B" "$ROOT" "$(mkdir -p "$OUT" && echo "$OUT")" "${SETUP_ARGS[@]}"
+    rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "gpu-check.sh --check-prepared: FAILED (logs in $OUT)"
+        exit 1
+    fi
+    # every prepared library the trainer loads comes from the folder
+    bad=$(ldd "$B/trainer/pile-trainer" | grep -E 'zstd|libz\.|simdjson|libuv|xxhash|pcre2|utf8proc|openblas|gfortran' | grep -v "$DEPS" || true)
+    if [ -n "$bad" ]; then
+        echo "gpu-check.sh --check-prepared: FAILED: pile-trainer loads these from elsewhere:"
+        echo "$bad"
+        exit 1
+    fi
+    echo "gpu-check.sh --check-prepared: built from $DEPS alone (the system's headers, link names and .pc files hidden),"
+    echo "  unit tests passed, pile-trainer loads $(ldd "$B/trainer/pile-trainer" | grep -c "$DEPS") libraries from the folder"
+    exit 0
+fi
+
+# ------------------------------------------------------------- the check
+mkdir -p "$OUT"
+LOG=$OUT/gpu-check.log
+: > "$LOG"
+START=$(date +%s)
+say() { echo "$*" | tee -a "$LOG"; }
+ROWS=()
+FAILED=0
+# step NAME CMD...: runs CMD with its output into the log and $OUT/NAME.log;
+# records status and time for the table
+step() {
+    local name=$1 t0 st
+    shift
+    t0=$(date +%s)
+    say ""
+    say "=== $name: $*"
+    "$@" > "$OUT/$name.log" 2>&1
+    st=$?
+    cat "$OUT/$name.log" >> "$LOG"
+    local dt=$(($(date +%s) - t0)) res
+    case $st in 0) res=passed ;; 77) res=skipped ;; *) res="FAILED ($st)"; FAILED=1 ;; esac
+    ROWS+=("$(printf '| %-22s | %-12s | %5ss | %s |' "$name" "$res" "$dt" "${NOTE:-}")")
+    NOTE=
+    say "--- $name: $res in ${dt}s"
+    return $st
+}
+
+say "gpu-check.sh on $(hostname) at $(date -u '+%Y-%m-%d %H:%M UTC'); commit $(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo '?')"
+if ! command -v nvidia-smi > /dev/null || ! nvidia-smi -L > "$OUT/gpus.txt" 2>&1 || ! grep -q '^GPU' "$OUT/gpus.txt"; then
+    say "gpu-check.sh: no GPU here (nvidia-smi -L: $(head -n 1 "$OUT/gpus.txt" 2> /dev/null || echo 'not found')): nothing to check"
+    exit 77
+fi
+
+# --- versions
+versions() {
+    nvidia-smi
+    echo "driver: $(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n 1)"
+    local cuda
+    cuda=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
+    echo "nvcc: $("$cuda/bin/nvcc" --version 2> /dev/null | tail -n 2 | tr '\n' ' ')"
+    local lt
+    lt=$(ls "$cuda"/lib64/libcublasLt.so.* "$cuda"/targets/*/lib/libcublasLt.so.* 2> /dev/null | sort -V | tail -n 1)
+    echo "cuBLAS(Lt): ${lt:-not found} $(grep -h -E '#define CUBLAS_VER_(MAJOR|MINOR|PATCH) ' "$cuda"/include/cublas_api.h "$cuda"/targets/*/include/cublas_api.h 2> /dev/null | awk '{printf "%s ", $3}')"
+    echo "cuDNN: $(grep -h -E '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' /usr/include/cudnn_version.h "$cuda"/include/cudnn_version.h 2> /dev/null | awk '{printf "%s ", $3}')$(python3 -c 'import torch; print("(torch sees", torch.backends.cudnn.version(), ")")' 2> /dev/null)"
+    echo "NCCL: $(grep -h -E '#define NCCL_(MAJOR|MINOR|PATCH) ' /usr/include/nccl.h "$cuda"/include/nccl.h 2> /dev/null | awk '{printf "%s ", $3}')$(python3 -c 'import torch; print("(torch has", ".".join(map(str, torch.cuda.nccl.version())), ")")' 2> /dev/null)"
+    python3 -c 'import torch, transformers; print("torch", torch.__version__, "CUDA", torch.version.cuda, "device", torch.cuda.get_device_name(0), "; transformers", transformers.__version__)'
+    echo "compute-sanitizer: $(command -v compute-sanitizer || ls "$cuda"/bin/compute-sanitizer 2> /dev/null || echo 'not found')"
+    echo "meson $(meson --version 2> /dev/null), ninja $(ninja --version 2> /dev/null), cc: $(cc --version 2> /dev/null | head -n 1)"
+}
+NOTE="$(head -n 1 "$OUT/gpus.txt" | cut -c1-60)"
+step versions versions
+
+# --- build
+if deps_env; then
+    say "building with the prepared libraries in $DEPS ($(head -n 1 "$DEPS/VERSIONS.txt"))"
+else
+    say "no prepared folder at $DEPS: building with the system's libraries"
+fi
+build() {
+    local opt=()
+    grep -q "option('cuda'" "$ROOT/meson_options.txt" && opt=(-Dcuda=enabled)
+    if [ ! -f "$BUILD/build.ninja" ]; then
+        meson setup "$BUILD" "$ROOT" "${opt[@]}" "${SETUP_ARGS[@]}" || return 1
+    fi
+    ninja -C "$BUILD" || return 1
+    # the CUDA backend must be in the build (the backend opens before the
+    # data, which is missing here on purpose)
+    if "$BUILD/trainer/pile-trainer" --backend cuda --data "$OUT/none" --checkpoint_dir "$OUT/none-ck" 2>&1 |
+        grep "this build has no CUDA backend"; then
+        return 1
+    fi
+}
+NOTE="$(grep -q "option('cuda'" "$ROOT/meson_options.txt" && echo "-Dcuda=enabled" || echo "no cuda option yet")"
+step build build || { say "the build failed: nothing more to check"; }
+
+if [ $FAILED = 0 ]; then
+    # --- tests/gpu
+    NOTE="meson test --suite gpu"
+    step tests-gpu meson test -C "$BUILD" --no-rebuild --print-errorlogs --suite gpu
+    # --- a short training run: GPT-2's tokenizer, the small model, bf16
+    train() {
+        local d=$OUT/train
+        rm -rf "$d" && mkdir -p "$d"
+        "$BUILD/preprocess/pile-prep" -q -o "$d/shards" -L 512 -t gpt2 "$ROOT/data/sample" || return 1
+        "$BUILD/trainer/pile-trainer" --data "$d/shards" --checkpoint_dir "$d/ck" --backend cuda --model small \
+            --batch_size 16 --max_steps 60 --log_interval 10 --eval_interval 30 --learning_rate 1e-3 --warmup_steps 5 || return 1
+        # it learnt: the last validation loss under the first
+        awk '/"val\/loss"/ { match($0, /"val\/loss": *[^,}]+/); v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v)
+             if (first == "") first = v; last = v }
+             END { print "val loss " first " -> " last; exit !(last < first) }' "$d/ck/metrics.jsonl"
+    }
+    NOTE="small model, bf16, 60 steps"
+    step train train
+    # --- the benchmark, short
+    if [ $BENCH = 1 ]; then
+        NOTE="gpt2, 20 steps"
+        step bench env PILE_BENCH_MODELS=gpt2 PILE_BENCH_STEPS=20 PILE_BENCH_WARM=8 "$ROOT/bench/train-gpu.sh" "$BUILD"
+    fi
+    # --- the kernel test under compute-sanitizer (Firecracker machines:
+    # gVisor's refuse the device, said as such)
+    if [ $SANITIZER = 1 ]; then
+        CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2> /dev/null)
+        for tool in memcheck racecheck; do
+            sanitize() {
+                [ -n "$CS" ] || { echo "compute-sanitizer not found"; return 77; }
+                "$CS" --tool "$1" --error-exitcode 3 "$BUILD/tests/gpu/test_gpu_kernels" > "$OUT/sanitizer-$1.txt" 2>&1
+                local st=$?
+                tail -n 30 "$OUT/sanitizer-$1.txt"
+                if grep -qE 'Device not supported|not supported on this|Unable to (find|launch)' "$OUT/sanitizer-$1.txt"; then
+                    echo "compute-sanitizer $1 does not run on this machine (gVisor machines refuse the device)"
+                    return 77
+                fi
+                grep -q 'ERROR SUMMARY: 0 errors' "$OUT/sanitizer-$1.txt" || return 1
+                return $st
+            }
+            NOTE="test_gpu_kernels"
+            step "sanitizer-$tool" sanitize $tool
+        done
+    fi
+fi
+
+# --- the table
+total=$(($(date +%s) - START))
+say ""
+say "| step                   | result       |  time | note |"
+say "|------------------------|--------------|------:|------|"
+for r in "${ROWS[@]}"; do say "$r"; done
+say "total ${total}s; full log: $LOG"
+exit $FAILED
