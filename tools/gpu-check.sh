@@ -164,16 +164,24 @@ if [ $MODE = check-prepared ]; then
     [ "$(id -u)" = 0 ] || { echo "gpu-check.sh --check-prepared: needs root (a private mount namespace)" >&2; exit 1; }
     B=$ROOT/build-gpu-check-prepared
     rm -rf "$B"
-    # hide the system's copies of what was prepared: every header, link
-    # name (.so) and .pc file the -dev packages installed, and pkg-config
-    hide=$(dpkg -L $DEV_PKGS pkgconf-bin pkgconf 2> /dev/null | sort -u | while read -r f; do
-        [ -f "$f" ] || [ -L "$f" ] || continue
-        case $f in /usr/include/* | *.so | *.pc | */bin/pkgconf | */bin/pkg-config | */bin/*-pkg-config) echo "$f" ;; esac
+    # hide the system's copies of what was prepared: every header and .pc
+    # file the -dev packages installed (regular files: a bind mount on a
+    # link would cover its target, the runtime library the system's own
+    # tools load), pkg-config, and OpenBLAS's OpenMP folders, whose
+    # libopenblas.so trainer/cpu/meson.build looks for first (the link
+    # names elsewhere stay: the prepared folder's -L comes first, and ldd
+    # below checks what the binaries load)
+    hide=$(dpkg -L $DEV_PKGS pkgconf-bin 2> /dev/null | sort -u | while read -r f; do
+        [ -f "$f" ] && [ ! -L "$f" ] || continue
+        case $f in /usr/include/* | *.pc | */bin/pkgconf) echo "$f" ;; esac
     done)
     # shellcheck disable=SC2016
     unshare -m bash -c '
         set -e
-        for f in $1; do [ -e "$f" ] && mount --bind /dev/null "$f"; done
+        for f in $1; do mount --bind /dev/null "$f"; done
+        for d in /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/include/x86_64-linux-gnu/openblas-openmp; do
+            mount -t tmpfs none "$d"
+        done
         test ! -s /usr/include/zstd.h && test ! -s /usr/include/simdjson.h
         ! command -v pkgconf > /dev/null || ! pkgconf --version > /dev/null 2>&1
         meson setup "$2" "$3" "${@:5}" > "$4/setup.log" 2>&1 || { tail -n 20 "$4/setup.log"; exit 1; }
@@ -242,12 +250,23 @@ versions() {
     local cuda
     cuda=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
     echo "nvcc: $("$cuda/bin/nvcc" --version 2> /dev/null | tail -n 2 | tr '\n' ' ')"
-    local lt
+    local lt h
     lt=$(ls "$cuda"/lib64/libcublasLt.so.* "$cuda"/targets/*/lib/libcublasLt.so.* 2> /dev/null | sort -V | tail -n 1)
-    echo "cuBLAS(Lt): ${lt:-not found} $(grep -h -E '#define CUBLAS_VER_(MAJOR|MINOR|PATCH) ' "$cuda"/include/cublas_api.h "$cuda"/targets/*/include/cublas_api.h 2> /dev/null | awk '{printf "%s ", $3}')"
-    echo "cuDNN: $(grep -h -E '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' /usr/include/cudnn_version.h "$cuda"/include/cudnn_version.h 2> /dev/null | awk '{printf "%s ", $3}')$(python3 -c 'import torch; print("(torch sees", torch.backends.cudnn.version(), ")")' 2> /dev/null)"
-    echo "NCCL: $(grep -h -E '#define NCCL_(MAJOR|MINOR|PATCH) ' /usr/include/nccl.h "$cuda"/include/nccl.h 2> /dev/null | awk '{printf "%s ", $3}')$(python3 -c 'import torch; print("(torch has", ".".join(map(str, torch.cuda.nccl.version())), ")")' 2> /dev/null)"
-    python3 -c 'import torch, transformers; print("torch", torch.__version__, "CUDA", torch.version.cuda, "device", torch.cuda.get_device_name(0), "; transformers", transformers.__version__)'
+    h=$(ls "$cuda"/include/cublas_api.h "$cuda"/targets/*/include/cublas_api.h 2> /dev/null | head -n 1)
+    echo "cuBLAS(Lt): ${lt:-not found}, header ${h:-not found} $(grep -h -E '#define CUBLAS_VER_(MAJOR|MINOR|PATCH) ' ${h:-/dev/null} | awk '{printf "%s ", $3}')"
+    h=$(ls /usr/include/cudnn_version.h "$cuda"/include/cudnn_version.h 2> /dev/null | head -n 1)
+    echo "cuDNN header: ${h:-not found} $(grep -h -E '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' ${h:-/dev/null} | awk '{printf "%s ", $3}')"
+    h=$(ls /usr/include/nccl.h "$cuda"/include/nccl.h 2> /dev/null | head -n 1)
+    echo "NCCL header: ${h:-not found} $(grep -h -E '#define NCCL_(MAJOR|MINOR|PATCH) ' ${h:-/dev/null} | awk '{printf "%s ", $3}')"
+    python3 - << 'EOF'
+import torch, transformers
+print("torch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version(), "transformers",
+      transformers.__version__)
+try:
+    print("torch's NCCL", ".".join(map(str, torch.cuda.nccl.version())), "device", torch.cuda.get_device_name(0))
+except Exception as e:
+    print("torch sees no device:", e)
+EOF
     echo "compute-sanitizer: $(command -v compute-sanitizer || ls "$cuda"/bin/compute-sanitizer 2> /dev/null || echo 'not found')"
     echo "meson $(meson --version 2> /dev/null), ninja $(ninja --version 2> /dev/null), cc: $(cc --version 2> /dev/null | head -n 1)"
 }
