@@ -21,12 +21,12 @@
 #
 #   tools/gpu-check.sh [--out DIR] [--deps DIR] [--build-dir DIR] [--no-bench] [--no-sanitizer]
 #   tools/gpu-check.sh --prepare [--deps DIR]
-#   tools/gpu-check.sh --check-prepared [--deps DIR]
+#   tools/gpu-check.sh --check-prepared [--deps DIR] [--keep-build]
 # --check-prepared (development machine, root): builds from the prepared
-# folder with the system's copies of those headers, link names and
-# pkg-config files hidden (a private mount namespace), runs the unit tests
-# that use every library, and checks with ldd that the binaries load the
-# prepared libraries.
+# folder with the system's copies of those headers and pkg-config files,
+# pkg-config itself and OpenBLAS's OpenMP folders hidden (a private mount
+# namespace), runs the unit tests that use every library, and checks with
+# ldd that the trainer loads the prepared libraries.
 # Exit: 0 every step passed, 1 a step failed, 2 bad usage, 77 no GPU here.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +47,7 @@ while [ $# -gt 0 ]; do
     --build-dir) BUILD=$2; shift 2 ;;
     --no-bench) BENCH=0; shift ;;
     --no-sanitizer) SANITIZER=0; shift ;;
+    --keep-build) KEEP_BUILD=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "gpu-check.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -148,7 +149,10 @@ deps_env() {
     [ -x "$DEPS/bin/pkg-config" ] || return 1
     export PKG_CONFIG="$DEPS/bin/pkg-config"
     export PKG_CONFIG_LIBDIR="$DEPS/lib/$MA/pkgconfig"
-    local rp="-Wl,-rpath,$DEPS/lib/$MA:$DEPS/lib/$MA/openblas-openmp"
+    # DT_RPATH (--disable-new-dtags), not RUNPATH: it also serves the
+    # libraries' own dependencies (OpenBLAS's libgfortran), which a GPU
+    # machine may not have
+    local rp="-Wl,--disable-new-dtags,-rpath,$DEPS/lib/$MA:$DEPS/lib/$MA/openblas-openmp"
     SETUP_ARGS=(-Dc_link_args="$rp" -Dcpp_link_args="$rp")
     return 0
 }
@@ -162,8 +166,9 @@ fi
 if [ $MODE = check-prepared ]; then
     deps_env || { echo "gpu-check.sh --check-prepared: no prepared folder at $DEPS (run --prepare first)" >&2; exit 1; }
     [ "$(id -u)" = 0 ] || { echo "gpu-check.sh --check-prepared: needs root (a private mount namespace)" >&2; exit 1; }
+    # a build folder of its own, set up afresh (--check-prepared --keep-build: rebuilt in place)
     B=$ROOT/build-gpu-check-prepared
-    rm -rf "$B"
+    [ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$B"
     # hide the system's copies of what was prepared: every header and .pc
     # file the -dev packages installed (regular files: a bind mount on a
     # link would cover its target, the runtime library the system's own
@@ -184,13 +189,14 @@ if [ $MODE = check-prepared ]; then
         done
         test ! -s /usr/include/zstd.h && test ! -s /usr/include/simdjson.h
         ! command -v pkgconf > /dev/null || ! pkgconf --version > /dev/null 2>&1
-        meson setup "$2" "$3" "${@:5}" > "$4/setup.log" 2>&1 || { tail -n 20 "$4/setup.log"; exit 1; }
+        [ -f "$2/build.ninja" ] || meson setup "$2" "$3" "${@:5}" > "$4/setup.log" 2>&1 || { tail -n 20 "$4/setup.log"; exit 1; }
         nice ninja -C "$2" tests/test_common tests/test_shards tests/test_tokenizer tests/test_backend \
             tests/gpu/test_gpu_kernels trainer/pile-trainer > "$4/build.log" 2>&1 || { tail -n 20 "$4/build.log"; exit 1; }
         for t in test_common test_shards test_backend; do
             "$2/tests/$t" > "$4/$t.log" 2>&1 || { echo "$t failed"; tail -n 5 "$4/$t.log"; exit 1; }
         done
-        "$2/tests/gpu/test_gpu_kernels" > "$4/gpu_kernels.log" 2>&1; rc=$?
+        rc=0
+        "$2/tests/gpu/test_gpu_kernels" > "$4/gpu_kernels.log" 2>&1 || rc=$?
         [ $rc = 0 ] || [ $rc = 77 ] || { echo "test_gpu_kernels failed"; exit 1; }
     ' check "$hide" "$B" "$ROOT" "$(mkdir -p "$OUT" && echo "$OUT")" "${SETUP_ARGS[@]}"
     rc=$?
@@ -205,7 +211,8 @@ if [ $MODE = check-prepared ]; then
         echo "$bad"
         exit 1
     fi
-    echo "gpu-check.sh --check-prepared: built from $DEPS alone (the system's headers, link names and .pc files hidden),"
+    echo "gpu-check.sh --check-prepared: built from $DEPS alone (the system's headers, .pc files, pkg-config and"
+    echo "  OpenBLAS's OpenMP folders hidden),"
     echo "  unit tests passed, pile-trainer loads $(ldd "$B/trainer/pile-trainer" | grep -c "$DEPS") libraries from the folder"
     exit 0
 fi
