@@ -272,12 +272,19 @@ int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32
 
 /* One document of split `split` from line `lineno` of input `input`:
  * tokens holds n ids at the shards' width (pile_shard_token_bytes), the
- * last the end-of-text id. tok_off tokens at its start
+ * last the end-of-text id; it must stay valid until pile__prep_packer_release
+ * (a concat row may be handed to the writer from it, and a later document's
+ * ids that follow it in memory extend that row without a copy). tok_off tokens at its start
  * were already emitted by an interrupted run and are dropped. The document
  * must already be counted in st->stats (the packer takes it back while it
  * writes a manifest whose resume point lies inside it). */
 int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const void *tokens,
                           size_t n, uint64_t tok_off, uint32_t subset, unsigned repairs, pile_err *err);
+
+/* The memory of the documents given so far is about to be reused (a chunk
+ * is done): the row being filled, which may still point into it, is copied
+ * into the packer's own. Accepts NULL. */
+void pile__prep_packer_release(prep_packer *pk);
 
 /* The split's last input is done (next_input: the first input after it):
  * flush the last row / window and finish the shard. */

@@ -153,6 +153,7 @@ struct prep_packer {
     uint32_t fallback_gid; /* UINT32_MAX until interned */
     /* the row being filled (concat) */
     unsigned char *row; /* L ids of `width` bytes */
+    const unsigned char *row_src; /* the row's ids so far, where the caller's memory holds them; NULL: in row */
     uint32_t row_len, ndocs, lead;
     uint32_t *doc_off, *doc_gid;
     uint16_t *doc_flags;
@@ -428,6 +429,12 @@ static int row_done(prep_packer *pk, pile_split split, size_t input, uint64_t li
     return finish_shard(pk, r, NULL, err);
 }
 
+/* Concat fills each row from the documents' ids where they lie, in the
+ * chunk the workers narrowed them into: while the row's ids so far are one
+ * run of memory (row_src), nothing is copied, and a row that lies inside
+ * one chunk (most rows, documents short or long) goes to the writer from
+ * there. Only a row that spans two runs (the end of one chunk and the start
+ * of the next, or a resumed document's start) is gathered in pk->row. */
 static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const unsigned char *tokens,
                       size_t n, uint64_t pos, uint32_t gid, unsigned repairs, pile_err *err)
 {
@@ -440,28 +447,36 @@ static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t 
         pk->ndocs++;
     }
     while (pos < n) {
-        if (pk->row_len == 0) pk->lead = gid;
-        if (pk->row_len == 0 && n - pos >= L) {
-            /* a whole row inside this document: hand it over without copying */
-            PILE_FORWARD_IF_ERR(emit_row(pk, split, tokens + pos * wd, L, pk->doc_off, pk->doc_gid, pk->doc_flags,
-                                         pk->ndocs, gid, err));
-            pos += L;
-            pk->ndocs = 0;
-            PILE_FORWARD_IF_ERR(row_done(pk, split, input, lineno, n, pos, gid, repairs, err));
-            continue;
+        const unsigned char *src = tokens + pos * wd;
+        if (pk->row_len == 0) {
+            pk->lead = gid;
+            pk->row_src = src;
         }
         size_t take = n - pos < (size_t)(L - pk->row_len) ? n - pos : (size_t)(L - pk->row_len);
-        memcpy(pk->row + pk->row_len * wd, tokens + pos * wd, take * wd);
+        if (pk->row_src && src != pk->row_src + (size_t)pk->row_len * wd) {
+            /* not where the row's ids so far end: gather it from here on */
+            memcpy(pk->row, pk->row_src, (size_t)pk->row_len * wd);
+            pk->row_src = NULL;
+        }
+        if (!pk->row_src) memcpy(pk->row + pk->row_len * wd, src, take * wd);
         pos += take;
         pk->row_len += (uint32_t)take;
         if (pk->row_len < L) break;
-        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row, L, pk->doc_off, pk->doc_gid, pk->doc_flags, pk->ndocs,
-                                     pk->lead, err));
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row_src ? pk->row_src : pk->row, L, pk->doc_off, pk->doc_gid,
+                                     pk->doc_flags, pk->ndocs, pk->lead, err));
         pk->row_len = 0;
         pk->ndocs = 0;
+        pk->row_src = NULL;
         PILE_FORWARD_IF_ERR(row_done(pk, split, input, lineno, n, pos, gid, repairs, err));
     }
     return 0;
+}
+
+void pile__prep_packer_release(prep_packer *pk)
+{
+    if (!pk || !pk->row_src) return;
+    memcpy(pk->row, pk->row_src, (size_t)pk->row_len * pk->width);
+    pk->row_src = NULL;
 }
 
 static int grow_u32(uint32_t **p, size_t n)
@@ -581,10 +596,11 @@ int pile__prep_packer_end_split(prep_packer *pk, pile_split split, size_t next_i
     if (pk->st->pack == PILE_PACK_BEST_FIT) {
         PILE_FORWARD_IF_ERR(close_window(pk, split, 0, r, err));
     } else if (pk->row_len) {
-        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row, pk->row_len, pk->doc_off, pk->doc_gid, pk->doc_flags,
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row_src ? pk->row_src : pk->row, pk->row_len, pk->doc_off, pk->doc_gid, pk->doc_flags,
                                      pk->ndocs, pk->lead, err));
         pk->row_len = 0;
         pk->ndocs = 0;
+        pk->row_src = NULL;
     }
     if (pk->w) PILE_FORWARD_IF_ERR(finish_shard(pk, r, NULL, err));
     return 0;

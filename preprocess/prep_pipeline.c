@@ -67,7 +67,7 @@ typedef struct chunk {
     line_rec *lines;
     item *items;
     size_t n, cap;
-    pile_ids tokens;  /* each document's ids, narrowed in place to the shards' width (see narrow_doc) */
+    pile_ids tokens;  /* the documents' ids, narrowed in place to one stream at the shards' width (narrow_doc) */
     pile_buf strs;
     int state;
     double t_parse, t_tok;     /* wall seconds */
@@ -358,23 +358,28 @@ static int add_name(chunk *c, const char *s, size_t n, item *it, unsigned *fixes
     return rc;
 }
 
-/* Narrows a document's ids in place to the shards' width (2 bytes: into the
- * first half of their own space) and checks each against the vocabulary;
- * 0 when one is out of range. This is the packer's per-token work, done
- * here in every worker while the ids are still in cache, so that the one
- * packing thread only copies and hashes. A block is narrowed into a local
- * array and copied down: its bytes land on ids already read (a block is
- * never longer than the ids before it, but for the first, read whole first). */
-static int narrow_doc(uint32_t *ids, size_t n, unsigned width, uint32_t vocab)
+/* Narrows a document's ids in place to the shards' width and checks each
+ * against the vocabulary; 0 when one is out of range. `base` ids precede it
+ * in the chunk: its narrowed ids go to byte base * width, right after the
+ * chunk's earlier documents', so that a chunk's documents form one
+ * contiguous stream of ids at the shards' width, as the rows hold them, and
+ * the packer can hand a row that lies inside a chunk to the writer as it
+ * is (no copy of its own). This is the packer's per-token work, done here
+ * in every worker while the ids are still in cache. 2 bytes: a block is
+ * narrowed into a local array and copied down; its bytes end at byte
+ * 2 * (base + at + k), never past 4 * (base + at + k) where the ids not yet
+ * read begin. */
+static int narrow_doc(uint32_t *data, size_t base, size_t n, unsigned width, uint32_t vocab)
 {
     enum { BLOCK = 512 };
     uint32_t top = 0;
+    const uint32_t *ids = data + base;
     if (width != 2) {
         for (size_t j = 0; j < n; j++) top = ids[j] > top ? ids[j] : top;
         return n == 0 || top < vocab;
     }
     uint16_t narrow[BLOCK];
-    unsigned char *out = (unsigned char *)ids;
+    unsigned char *out = (unsigned char *)data + base * 2;
     for (size_t at = 0; at < n; at += BLOCK) {
         size_t k = n - at < BLOCK ? n - at : BLOCK;
         const uint32_t *in = ids + at;
@@ -442,7 +447,7 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
                     break;
                 }
                 it->tok_len = c->tokens.len - it->tok_off;
-                if (!narrow_doc(c->tokens.data + it->tok_off, it->tok_len, p->width, st->vocab_size)) {
+                if (!narrow_doc(c->tokens.data, it->tok_off, it->tok_len, p->width, st->vocab_size)) {
                     c->rc = pile_err_set(&c->err, PILE_ECORRUPT,
                                          "cannot tokenize '%s:%" PRIu64 "': the tokenizer gave an id over its "
                                          "vocabulary of %" PRIu32, path, l->lineno, st->vocab_size);
@@ -527,6 +532,7 @@ typedef struct run_ctx {
     prep_state *st;
     prep_packer *pk;
     const pile_prep_opts *opts;
+    unsigned width; /* bytes per id in the chunks' narrowed stream */
     uint64_t reported_skips, reported_repairs, reported_names;
     int resume_pending;
 } run_ctx;
@@ -639,8 +645,9 @@ static int pack_chunk(run_ctx *x, chunk *c, pile_err *err)
                                 "cannot resume: the document on line %" PRIu64 " of '%s' is shorter than before; "
                                 "use --force to start over",
                                 l->lineno, in->path);
-        PILE_FORWARD_IF_ERR(pile__prep_packer_doc(x->pk, split, i, l->lineno, c->tokens.data + it->tok_off /* narrowed */,
-                                                  it->tok_len, tok_off, gid, repairs, err));
+        const unsigned char *ids = (const unsigned char *)c->tokens.data + it->tok_off * x->width; /* narrowed */
+        PILE_FORWARD_IF_ERR(
+            pile__prep_packer_doc(x->pk, split, i, l->lineno, ids, it->tok_len, tok_off, gid, repairs, err));
     }
     if (c->last) {
         if (x->resume_pending && i == st->resume.input)
@@ -875,7 +882,7 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     res->input_bytes = total - before;
     pile_progress *prog = pile_progress_create(o->progress, o->progress != NULL, total);
 
-    run_ctx x = {.st = st, .pk = pk, .opts = o, .resume_pending = st->resume.tok_off > 0};
+    run_ctx x = {.st = st, .pk = pk, .opts = o, .width = p.width, .resume_pending = st->resume.tok_off > 0};
     prep_split_stats tot0;
     pile__prep_stats_total(&st->stats, &tot0);
     for (int k = 1; k < PILE_SKIP_COUNT; k++) x.reported_skips += tot0.skipped[k];
@@ -926,6 +933,7 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
             }
             double t0 = pile_now(), c0 = pile_cpu_now();
             rc = pack_chunk(&x, c, err);
+            pile__prep_packer_release(pk); /* before the slot is reused */
             t_pack += pile_now() - t0;
             cpu_pack += pile_cpu_now() - c0;
             last = c->last;

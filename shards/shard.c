@@ -797,17 +797,29 @@ int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint
         unsigned char *dst = w->buf + w->buf_len;
         size_t from = (size_t)pos * w->width, take = from < bytes ? bytes - from : 0;
         if (take > (size_t)n * w->width) take = (size_t)n * w->width;
-        memcpy(dst, src + from, take);
-        /* buf is aligned and buf_len a multiple of the width while rows are written */
+        /* buf is aligned and buf_len a multiple of the width while rows are
+         * written; the ids are copied and range-checked in one pass (the
+         * source may be unaligned: memcpy of one id compiles to a load) */
+        const unsigned char *s8 = src + from;
         if (w->width == 2) {
             uint16_t *d = (uint16_t *)(void *)dst;
             uint16_t t16 = 0;
-            for (size_t k = 0; k < take / 2; k++) t16 = d[k] > t16 ? d[k] : t16;
+            for (size_t k = 0; k < take / 2; k++) {
+                uint16_t v;
+                memcpy(&v, s8 + 2 * k, 2);
+                d[k] = v;
+                t16 = v > t16 ? v : t16;
+            }
             top = t16 > top ? t16 : top;
             for (size_t k = take / 2; k < n; k++) d[k] = (uint16_t)p->pad_id;
         } else {
             uint32_t *d = (uint32_t *)(void *)dst;
-            for (size_t k = 0; k < take / 4; k++) top = d[k] > top ? d[k] : top;
+            for (size_t k = 0; k < take / 4; k++) {
+                uint32_t v;
+                memcpy(&v, s8 + 4 * k, 4);
+                d[k] = v;
+                top = v > top ? v : top;
+            }
             for (size_t k = take / 4; k < n; k++) d[k] = p->pad_id;
         }
         w->buf_len += (size_t)n * w->width;
