@@ -167,9 +167,9 @@ typedef struct pile_prep_result {
     double write_s;            /* the part of pack_s spent in the shard writer (copy, checksums, writes) */
     /* CPU seconds of each stage's threads (sums): what a loaded machine does not inflate.
        Read once a chunk: a worker's CPU is shared between parse and tokenize, the packing
-       thread's between pack and write, as their wall times are; the background disk
-       writes are in none */
+       thread's between pack and write, as their wall times are */
     double read_cpu, parse_cpu, tokenize_cpu, pack_cpu, write_cpu;
+    double bg_write_cpu;       /* the shard writers' background threads: checksums and disk writes */
     int readers;               /* the most inputs read at once (one reader thread each) */
     double pipeline_s;         /* wall time of reading, tokenizing and packing (the stage shares' base) */
     pile_buf summary;          /* the closing summary, several lines, for a person */

@@ -261,6 +261,9 @@ void pile__prep_packer_free(prep_packer *pk);
 
 /* Seconds spent in the shard writer so far (part of the packer's time). */
 double pile__prep_packer_write_s(const prep_packer *pk);
+/* CPU seconds the shard writers' background threads (checksums, disk
+ * writes) used for the shards finished so far. */
+double pile__prep_packer_io_cpu(const prep_packer *pk);
 
 /* The subset a document is stored under: `gid` itself, or the fallback
  * subset's id (with *over set) when the shard its start lands in already

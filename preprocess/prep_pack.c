@@ -137,6 +137,7 @@ struct prep_packer {
     uint32_t L;
     size_t width; /* bytes per id: the shards' width, as the workers narrowed them */
     double t_write; /* seconds in the shard writer (copy, checksums, writes, finishing) */
+    double io_cpu;  /* CPU seconds of the finished shards' writers' background threads */
     /* the open shard */
     pile_shard_writer *w;
     pile_split w_split;
@@ -288,6 +289,11 @@ double pile__prep_packer_write_s(const prep_packer *pk)
     return pk->t_write;
 }
 
+double pile__prep_packer_io_cpu(const prep_packer *pk)
+{
+    return pk->io_cpu;
+}
+
 int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32_t *out, int *over, pile_err *err)
 {
     *out = gid;
@@ -373,6 +379,7 @@ static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *parti
     double t0 = pile_now();
     int rc = pile_shard_writer_finish(pk->w, &info, err);
     pk->t_write += pile_now() - t0;
+    pk->io_cpu += pile_shard_writer_io_cpu(pk->w);
     pile_shard_writer_close(pk->w);
     pk->w = NULL;
     if (rc) return rc;

@@ -984,6 +984,7 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     /* the packing thread's CPU, shared between packing and the writer as their wall times are */
     res->write_cpu = t_pack > 0 ? cpu_pack * res->write_s / t_pack : 0;
     res->pack_cpu = cpu_pack - res->write_cpu;
+    res->bg_write_cpu = pile__prep_packer_io_cpu(pk);
     res->readers = p.reading_max;
     res->pipeline_s = pile_now() - t_begin;
 
@@ -1362,11 +1363,13 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
                         res->read_s, res->parse_s, res->tokenize_s, res->pack_s, res->write_s,
                         res->tokenize_s > 0 ? 100.0 * outside / res->tokenize_s : 0.0);
         pile_buf_printf(&res->summary,
-                        "stage CPU (thread-seconds): read %.3f, parse %.3f, tokenize %.3f, pack %.3f, write %.3f "
-                        "(all but tokenize = %.1f%% of tokenize; the disk writes themselves run in the background)\n",
+                        "stage CPU (thread-seconds): read %.3f, parse %.3f, tokenize %.3f, pack %.3f, write %.3f, "
+                        "background-write %.3f (all but tokenize = %.1f%% of tokenize; background-write: the shard "
+                        "writer's own thread, checksums and disk writes)\n",
                         res->read_cpu, res->parse_cpu, res->tokenize_cpu, res->pack_cpu, res->write_cpu,
+                        res->bg_write_cpu,
                         res->tokenize_cpu > 0 ? 100.0 * (res->read_cpu + res->parse_cpu + res->pack_cpu +
-                                                         res->write_cpu) / res->tokenize_cpu
+                                                         res->write_cpu + res->bg_write_cpu) / res->tokenize_cpu
                                               : 0.0);
         pile__prep_stage_line(res, &res->summary);
         struct rusage ru;

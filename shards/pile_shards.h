@@ -125,6 +125,11 @@ uint32_t pile_shard_token_bytes(uint32_t vocab_size);
 /* Rows written so far. */
 uint64_t pile_shard_writer_rows(const pile_shard_writer *w);
 
+/* CPU seconds the writer's background thread used (checksums and disk
+ * writes): final once pile_shard_writer_finish has returned 0 (which ends
+ * the thread), 0 when the thread never started. */
+double pile_shard_writer_io_cpu(const pile_shard_writer *w);
+
 /* Writes the tables and header, fsyncs, renames "<path>.tmp" to path, fsyncs
  * the folder. info (may be NULL) gets the final header values. */
 int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_err *err);

@@ -55,6 +55,7 @@
 #include <xxhash.h>
 
 #include "pile_fs.h"
+#include "pile_progress.h"
 #include "pile_utf8.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -233,6 +234,7 @@ struct pile_shard_writer {
     size_t io_hash_from; /* io_buf[io_hash_from, io_len) is data to hash (io_len or more: none) */
     int io_state; /* 0 not started, 1 running, -1 unavailable */
     int io_busy, io_quit, io_rc;
+    double io_cpu; /* the I/O thread's CPU seconds, set as it ends */
     pile_err io_err;
     uv_thread_t io_thread;
     uv_mutex_t io_mu;
@@ -354,6 +356,7 @@ static void writer_io_main(void *arg)
         w->io_busy = 0;
         uv_cond_broadcast(&w->io_cv);
     }
+    w->io_cpu = pile_cpu_now(); /* this thread's clock: read by the joiner */
     uv_mutex_unlock(&w->io_mu);
 }
 
@@ -839,6 +842,11 @@ uint32_t pile_shard_token_bytes(uint32_t vocab_size)
     return width_for_vocab(vocab_size);
 }
 
+double pile_shard_writer_io_cpu(const pile_shard_writer *w)
+{
+    return w->io_cpu;
+}
+
 uint64_t pile_shard_writer_rows(const pile_shard_writer *w)
 {
     return w->nrows;
@@ -944,6 +952,7 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
         if (!rc && h.checks_size) rc = writer_put(w, w->sums, h.checks_size, err);
     }
     if (!rc) rc = writer_flush(w, err);
+    writer_io_stop(w); /* idle after the flush: its CPU time is final */
     /* A file whose size is a multiple of the block leaves the fd direct, and
      * the 256-byte header below is no whole block. */
     if (!rc) rc = writer_undirect(w, err);
