@@ -164,6 +164,11 @@ typedef struct prep_state {
     pile_shard_info repaired;
 } prep_state;
 
+/* How every manifest pile-prep writes begins: a manifest.json.tmp whose
+ * bytes are a prefix of it (empty too) is one a run killed while writing it
+ * left behind (prep_output.c). */
+#define PREP_MANIFEST_OPENING "{\n  \"format\": \"pile-prep manifest\",\n"
+
 /* Manifest: write (atomically) the state as it is. */
 int pile__prep_manifest_write(const prep_state *st, pile_err *err);
 /* Remembers the state as the manifest would record it now, for

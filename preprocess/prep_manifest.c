@@ -149,8 +149,8 @@ static int manifest_text(const prep_state *st, pile_buf *b)
     const prep_stats *s = &st->stats;
     uint32_t *ids = pile__prep_subsets_sorted(&s->subsets);
     if (!ids) return PILE_ENOMEM;
-    pile_buf_printf(b, "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"tool\": \"pile-prep %s\",\n",
-                    MANIFEST_FORMAT, PILE_PREP_MANIFEST_VERSION, PILE_PREP_VERSION);
+    pile_buf_printf(b, PREP_MANIFEST_OPENING "  \"version\": %d,\n  \"tool\": \"pile-prep %s\",\n",
+                    PILE_PREP_MANIFEST_VERSION, PILE_PREP_VERSION);
     pile_buf_printf(b, "  \"complete\": %s,\n  \"options\": ", st->complete ? "true" : "false");
     write_options(b, st);
     /* where options.tokenizer came from, and the copy it names (relative to this folder) */

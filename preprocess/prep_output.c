@@ -144,12 +144,22 @@ static int same_content(const char *path, const pile_buf *data)
     return same;
 }
 
-/* 1 if the file at path is a pile-prep manifest (a temporary one a killed run left) */
+/* 1 if the file at path is a pile-prep manifest (a temporary one a killed run
+ * left), or the start of one (a run killed while writing it: a prefix of
+ * the opening every manifest has, or longer and beginning with all of it) */
 static int is_our_manifest(const char *path)
 {
     pile_json *root = NULL;
     pile_err ignored;
     int ours = 0;
+    pile_buf head = {0};
+    if (pile_fs_read_file(path, &head, &ignored) == 0) {
+        size_t n = sizeof PREP_MANIFEST_OPENING - 1;
+        if (head.len < n) n = head.len;
+        ours = n == 0 || memcmp(head.data, PREP_MANIFEST_OPENING, n) == 0;
+    }
+    pile_buf_free(&head);
+    if (ours) return 1;
     if (pile_json_parse_file(path, &root, &ignored) == 0) {
         const pile_json *f = pile_json_get(root, "format");
         ours = f && pile_json_type_of(f) == PILE_JSON_STRING && !strcmp(pile_json_str(f, NULL), "pile-prep manifest");

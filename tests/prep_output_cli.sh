@@ -148,6 +148,21 @@ rm tk/tokenizer && mkdir tk/tokenizer && echo mine > tk/tokenizer/tok300.json
 run "$PREP" -q -o tk -L 64 -t tok300.json "$C/val.jsonl.zst"
 expect "a user's file where the tokenizer's copy goes: refused, named" 1 "'tk/tokenizer/tok300.json' is in the way"
 check "... and kept" grep -qx mine tk/tokenizer/tok300.json
+# a manifest.json.tmp that a run killed while writing its first manifest left (no manifest.json
+# yet): the start of one, or empty, is pile-prep's; another content is a user's
+run "$PREP" -q -o mt "$C/val.jsonl.zst"
+mkdir mt1 mt2 mt3
+head -c 200 mt/manifest.json > mt1/manifest.json.tmp
+run "$PREP" -q -o mt1 "$C/val.jsonl.zst"
+check "a manifest.json.tmp cut short by a kill (a manifest's first 200 bytes): the rerun goes on (exit $st)" \
+    test $st -eq 0 -a -f mt1/manifest.json -a ! -e mt1/manifest.json.tmp
+: > mt2/manifest.json.tmp
+run "$PREP" -q -o mt2 "$C/val.jsonl.zst"
+check "... an empty one too (exit $st)" test $st -eq 0 -a -f mt2/manifest.json -a ! -e mt2/manifest.json.tmp
+printf '{\n  "format": "my notes"}\n' > mt3/manifest.json.tmp
+run "$PREP" -q -o mt3 "$C/val.jsonl.zst"
+expect "a user's manifest.json.tmp of another content: refused, named" 1 "'mt3/manifest.json.tmp' is in the way"
+check "... and kept" grep -q "my notes" mt3/manifest.json.tmp
 
 # ======================================================= subset names
 "$PY" - > names.jsonl <<'EOF'
