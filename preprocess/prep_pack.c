@@ -159,6 +159,7 @@ struct prep_packer {
     uint32_t *doc_off, *doc_gid;
     uint16_t *doc_flags;
     pile_shard_doc *docs_scratch;
+    pile_shard_piece *pieces; /* a best-fit row's segments */
     /* the window being filled (best-fit) */
     pile_buf win_tokens; /* ids of `width` bytes */
     win_doc *win;
@@ -184,8 +185,9 @@ int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err)
     pk->doc_gid = malloc(L * sizeof *pk->doc_gid);
     pk->doc_flags = malloc(L * sizeof *pk->doc_flags);
     pk->docs_scratch = malloc(L * sizeof *pk->docs_scratch);
+    pk->pieces = malloc(L * sizeof *pk->pieces);
     if (st->pack == PILE_PACK_BEST_FIT) pk->bfd = pile__prep_bfd_create(pk->L);
-    if (!pk->row || !pk->doc_off || !pk->doc_gid || !pk->doc_flags || !pk->docs_scratch ||
+    if (!pk->row || !pk->doc_off || !pk->doc_gid || !pk->doc_flags || !pk->docs_scratch || !pk->pieces ||
         (st->pack == PILE_PACK_BEST_FIT && !pk->bfd)) {
         pile__prep_packer_free(pk);
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
@@ -205,6 +207,7 @@ void pile__prep_packer_free(prep_packer *pk)
     free(pk->doc_gid);
     free(pk->doc_flags);
     free(pk->docs_scratch);
+    free(pk->pieces);
     pile_buf_free(&pk->win_tokens);
     free(pk->win);
     pile__prep_bfd_free(pk->bfd);
@@ -326,8 +329,11 @@ static int local_subset(prep_packer *pk, uint32_t gid, uint16_t *out, pile_err *
     return 0;
 }
 
-static int emit_row(prep_packer *pk, pile_split split, const unsigned char *tokens, uint32_t len, const uint32_t *off,
-                    const uint32_t *gid, const uint16_t *flags, uint32_t ndocs, uint32_t lead, pile_err *err)
+/* A row of len ids made of the pieces (one run, or best-fit's segments
+ * where the window holds them), with its document starts. */
+static int emit_row(prep_packer *pk, pile_split split, const pile_shard_piece *pieces, uint32_t npieces, uint32_t len,
+                    const uint32_t *off, const uint32_t *gid, const uint16_t *flags, uint32_t ndocs, uint32_t lead,
+                    pile_err *err)
 {
     if (!pk->w) PILE_FORWARD_IF_ERR(open_shard(pk, split, err));
     for (uint32_t i = 0; i < ndocs; i++) {
@@ -338,7 +344,7 @@ static int emit_row(prep_packer *pk, pile_split split, const unsigned char *toke
     uint16_t lead_local = 0;
     PILE_FORWARD_IF_ERR(local_subset(pk, lead, &lead_local, err));
     double t0 = pile_now();
-    int rc = pile_shard_writer_add_row_packed(pk->w, tokens, len, pk->docs_scratch, ndocs, lead_local, err);
+    int rc = pile_shard_writer_add_row_gather(pk->w, pieces, npieces, pk->docs_scratch, ndocs, lead_local, err);
     pk->t_write += pile_now() - t0;
     if (rc) return rc;
     pk->w_rows++;
@@ -469,8 +475,9 @@ static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t 
         pos += take;
         pk->row_len += (uint32_t)take;
         if (pk->row_len < L) break;
-        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row_src ? pk->row_src : pk->row, L, pk->doc_off, pk->doc_gid,
-                                     pk->doc_flags, pk->ndocs, pk->lead, err));
+        pile_shard_piece one = {pk->row_src ? pk->row_src : pk->row, L};
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, &one, 1, L, pk->doc_off, pk->doc_gid, pk->doc_flags, pk->ndocs,
+                                     pk->lead, err));
         pk->row_len = 0;
         pk->ndocs = 0;
         pk->row_src = NULL;
@@ -545,16 +552,17 @@ static int close_window(prep_packer *pk, pile_split split, int may_finish, prep_
         for (uint32_t i1 = pk->bin_head[b]; i1; i1 = pk->p_next[i1 - 1]) {
             uint32_t i = i1 - 1;
             const win_doc *wd = &pk->win[pk->p_doc[i]];
-            memcpy(pk->row + len * pk->width, pk->win_tokens.data + (wd->tok_off + pk->p_start[i]) * pk->width,
-                   pk->p_len[i] * pk->width);
+            /* the writer gathers the row from the window: no copy here */
+            pk->pieces[nd].ids = pk->win_tokens.data + (wd->tok_off + pk->p_start[i]) * pk->width;
+            pk->pieces[nd].len = pk->p_len[i];
             pk->doc_off[nd] = len;
             pk->doc_gid[nd] = wd->gid;
             pk->doc_flags[nd] = pk->p_start[i] ? PILE_DOC_CONTINUED : 0;
             nd++;
             len += pk->p_len[i];
         }
-        PILE_FORWARD_IF_ERR(
-            emit_row(pk, split, pk->row, len, pk->doc_off, pk->doc_gid, pk->doc_flags, nd, pk->doc_gid[0], err));
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->pieces, nd, len, pk->doc_off, pk->doc_gid, pk->doc_flags, nd,
+                                     pk->doc_gid[0], err));
     }
     pk->n_win = 0;
     pk->win_tokens.len = 0;
@@ -603,7 +611,8 @@ int pile__prep_packer_end_split(prep_packer *pk, pile_split split, size_t next_i
     if (pk->st->pack == PILE_PACK_BEST_FIT) {
         PILE_FORWARD_IF_ERR(close_window(pk, split, 0, r, err));
     } else if (pk->row_len) {
-        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->row_src ? pk->row_src : pk->row, pk->row_len, pk->doc_off, pk->doc_gid, pk->doc_flags,
+        pile_shard_piece one = {pk->row_src ? pk->row_src : pk->row, pk->row_len};
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, &one, 1, pk->row_len, pk->doc_off, pk->doc_gid, pk->doc_flags,
                                      pk->ndocs, pk->lead, err));
         pk->row_len = 0;
         pk->ndocs = 0;

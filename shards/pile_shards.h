@@ -119,6 +119,20 @@ int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint
                                      const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
                                      pile_err *err);
 
+/* A run of ids at the shard's width (any alignment, never NULL): a piece of
+ * a row that pile_shard_writer_add_row_gather puts together. */
+typedef struct pile_shard_piece {
+    const void *ids;
+    uint32_t len; /* ids, not bytes */
+} pile_shard_piece;
+
+/* add_row_packed of the row made of the pieces one after the other (their
+ * lengths sum to the row's length): for a caller whose row lies in several
+ * places, without a copy of its own first. */
+int pile_shard_writer_add_row_gather(pile_shard_writer *w, const pile_shard_piece *pieces, uint32_t npieces,
+                                     const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
+                                     pile_err *err);
+
 /* Bytes per token id in a shard of this vocabulary size: 2 or 4. */
 uint32_t pile_shard_token_bytes(uint32_t vocab_size);
 

@@ -780,54 +780,75 @@ int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint
     return 0;
 }
 
-int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint32_t len,
+/* Puts n ids into the buffer, flushing as it fills: from src (width bytes
+ * each, any alignment), range-checked on the way (*top: the largest seen),
+ * or, src NULL, the pad id. buf is aligned and buf_len a multiple of the
+ * width while rows are written; memcpy of one id compiles to a load. */
+static int put_ids(pile_shard_writer *w, const unsigned char *src, size_t n, uint32_t *top, pile_err *err)
+{
+    const uint32_t pad = w->params.pad_id;
+    while (n) {
+        if (w->buf_len + w->width > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
+        size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
+        size_t k = n < room ? n : room;
+        unsigned char *dst = w->buf + w->buf_len;
+        if (w->width == 2) {
+            uint16_t *d = (uint16_t *)(void *)dst;
+            uint16_t t16 = 0;
+            if (!src)
+                for (size_t j = 0; j < k; j++) d[j] = (uint16_t)pad;
+            else
+                for (size_t j = 0; j < k; j++) {
+                    uint16_t v;
+                    memcpy(&v, src + 2 * j, 2);
+                    d[j] = v;
+                    t16 = v > t16 ? v : t16;
+                }
+            *top = t16 > *top ? t16 : *top;
+        } else {
+            uint32_t *d = (uint32_t *)(void *)dst;
+            uint32_t t = *top;
+            if (!src)
+                for (size_t j = 0; j < k; j++) d[j] = pad;
+            else
+                for (size_t j = 0; j < k; j++) {
+                    uint32_t v;
+                    memcpy(&v, src + 4 * j, 4);
+                    d[j] = v;
+                    t = v > t ? v : t;
+                }
+            *top = t;
+        }
+        w->buf_len += k * w->width;
+        n -= k;
+        if (src) src += k * w->width;
+    }
+    return 0;
+}
+
+int pile_shard_writer_add_row_gather(pile_shard_writer *w, const pile_shard_piece *pieces, uint32_t npieces,
                                      const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
                                      pile_err *err)
 {
     const pile_shard_params *p = &w->params;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < npieces; i++) total += pieces[i].len;
+    if (total > p->max_length)
+        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': length %" PRIu64
+                            " exceeds max_length %" PRIu32, (uint64_t)w->nrows, w->path, total, p->max_length);
+    uint32_t len = (uint32_t)total;
     shard_row entry;
     PILE_FORWARD_IF_ERR(row_begin(w, len, docs, ndocs, lead_subset, &entry, err));
-    const unsigned char *src = ids;
-    size_t bytes = (size_t)len * w->width, row_bytes = (size_t)p->max_length * w->width;
-    /* the ids' range, checked over what went into the buffer (in cache): the
-     * caller narrowed them, this keeps the file's promise */
+    /* a row that does not fit what is left of the buffer starts a new one */
+    if (w->buf_len + (size_t)p->max_length * w->width > WRITE_BUF_BYTES)
+        PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
+    /* the ids' range, checked as they go into the buffer: the caller
+     * narrowed them, this keeps the file's promise */
     uint32_t top = 0;
-    for (uint32_t pos = 0; pos < p->max_length;) {
-        if (w->buf_len + w->width > WRITE_BUF_BYTES || (pos == 0 && w->buf_len + row_bytes > WRITE_BUF_BYTES))
-            PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
-        size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
-        uint32_t n = p->max_length - pos < room ? p->max_length - pos : (uint32_t)room;
-        unsigned char *dst = w->buf + w->buf_len;
-        size_t from = (size_t)pos * w->width, take = from < bytes ? bytes - from : 0;
-        if (take > (size_t)n * w->width) take = (size_t)n * w->width;
-        /* buf is aligned and buf_len a multiple of the width while rows are
-         * written; the ids are copied and range-checked in one pass (the
-         * source may be unaligned: memcpy of one id compiles to a load) */
-        const unsigned char *s8 = src + from;
-        if (w->width == 2) {
-            uint16_t *d = (uint16_t *)(void *)dst;
-            uint16_t t16 = 0;
-            for (size_t k = 0; k < take / 2; k++) {
-                uint16_t v;
-                memcpy(&v, s8 + 2 * k, 2);
-                d[k] = v;
-                t16 = v > t16 ? v : t16;
-            }
-            top = t16 > top ? t16 : top;
-            for (size_t k = take / 2; k < n; k++) d[k] = (uint16_t)p->pad_id;
-        } else {
-            uint32_t *d = (uint32_t *)(void *)dst;
-            for (size_t k = 0; k < take / 4; k++) {
-                uint32_t v;
-                memcpy(&v, s8 + 4 * k, 4);
-                d[k] = v;
-                top = v > top ? v : top;
-            }
-            for (size_t k = take / 4; k < n; k++) d[k] = p->pad_id;
-        }
-        w->buf_len += (size_t)n * w->width;
-        pos += n;
-    }
+    for (uint32_t i = 0; i < npieces; i++)
+        if (pieces[i].len) PILE_FORWARD_IF_ERR(put_ids(w, pieces[i].ids, pieces[i].len, &top, err));
+    uint32_t pad_top = 0;
+    PILE_FORWARD_IF_ERR(put_ids(w, NULL, p->max_length - len, &pad_top, err));
     if (len && top >= p->vocab_size) {
         w->failed = 1; /* the bytes are in the buffer already */
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a token id is >= vocab_size %" PRIu32,
@@ -835,6 +856,14 @@ int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint
     }
     row_end(w, &entry, ndocs);
     return 0;
+}
+
+int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint32_t len,
+                                     const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
+                                     pile_err *err)
+{
+    pile_shard_piece one = {ids, len};
+    return pile_shard_writer_add_row_gather(w, &one, 1, docs, ndocs, lead_subset, err);
 }
 
 uint32_t pile_shard_token_bytes(uint32_t vocab_size)

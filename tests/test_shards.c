@@ -502,6 +502,42 @@ static void test_packed(uint32_t vocab, uint32_t max_length, int ndocs, const ch
      * leave its buffer (rows split between two writes), checked against
      * FORMAT.md's definition on their own */
     check_read_back(&m, pb2.data);
+    /* add_row_gather: each row in three pieces (the middle one may be
+     * empty), at odd addresses, gives the same bytes again */
+    pile_buf pb3 = {0}, c = {0};
+    pile_buf_printf(&pb3, "%s.gather", ref);
+    rc = pile_shard_writer_open(&w, pb3.data, &m.params, &err);
+    CHECK_OK(rc, &err);
+    for (int i = 0; i < 3 && !rc; i++) rc = pile_shard_writer_subset(w, m.subsets[i], strlen(m.subsets[i]), &ids[i], &err);
+    for (size_t i = 0; i < m.nrows && !rc; i++) {
+        const model_row *r = &m.rows[i];
+        row.len = 0;
+        pile_buf_append(&row, "x", 1);
+        for (uint32_t t = 0; t < r->len; t++) {
+            uint16_t v16 = (uint16_t)r->tokens[t];
+            pile_buf_append(&row, width == 2 ? (const void *)&v16 : (const void *)&r->tokens[t], width);
+        }
+        uint32_t cut1 = r->len / 3, cut2 = i % 2 ? cut1 : 2 * r->len / 3;
+        pile_shard_piece pieces[3] = {{row.data + 1, cut1},
+                                      {row.data + 1 + (size_t)cut1 * width, cut2 - cut1},
+                                      {row.data + 1 + (size_t)cut2 * width, r->len - cut2}};
+        rc = pile_shard_writer_add_row_gather(w, pieces, 3, r->docs, r->ndocs, r->lead, &err);
+    }
+    CHECK_OK(rc, &err);
+    if (!rc) {
+        /* pieces longer than a row together: refused */
+        pile_shard_piece over[2] = {{row.data + 1, max_length}, {row.data + 1, 1}};
+        ASSERT_EQ(pile_shard_writer_add_row_gather(w, over, 2, NULL, 0, 0, &err), PILE_EINVAL);
+        ASSERT(strstr(err.msg, "exceeds max_length") != NULL);
+        CHECK_OK(pile_shard_writer_finish(w, NULL, &err), &err);
+    }
+    pile_shard_writer_close(w);
+    if (pile_fs_read_file(pb3.data, &c, &err) == 0)
+        ASSERT(a.len == c.len && memcmp(a.data, c.data, a.len) == 0);
+    else
+        PILE_FAIL_("cannot read back: %s", err.msg);
+    pile_buf_free(&pb3);
+    pile_buf_free(&c);
     /* an id at the vocabulary's size: refused, and the writer takes nothing more */
     rc = pile_shard_writer_open(&w, pb2.data, &m.params, &err);
     CHECK_OK(rc, &err);
@@ -1269,8 +1305,8 @@ int main(void)
     TEST("round trip, best-fit rows with continued segments");
     test_best_fit();
     TEST("writer: rows of ids already narrowed (add_row_packed) give add_row's bytes, 2- and 4-byte ids, "
-         "rows over the 4 MiB buffer and rows across its writes; an id over the vocabulary refused; the "
-         "background thread's CPU time counted");
+         "rows over the 4 MiB buffer and rows across its writes, whole or gathered from pieces; an id over the "
+         "vocabulary refused; the background thread's CPU time counted");
     test_packed(50257, 128, 200, "packed2.shard");
     test_packed(100000, 96, 150, "packed4.shard");
     test_packed(50257, 2200000, 3, "packed-big.shard");
