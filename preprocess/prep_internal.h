@@ -280,9 +280,10 @@ int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32
 
 /* One document of split `split` from line `lineno` of input `input`:
  * tokens holds n ids at the shards' width (pile_shard_token_bytes), the
- * last the end-of-text id; it must stay valid until pile__prep_packer_release
- * (a concat row may be handed to the writer from it, and a later document's
- * ids that follow it in memory extend that row without a copy). tok_off tokens at its start
+ * last the end-of-text id. They must stay where they are until
+ * pile__prep_packer_release: a concat row is handed to the writer from
+ * them, and a later document whose ids follow them in memory extends that
+ * row without a copy. tok_off tokens at its start
  * were already emitted by an interrupted run and are dropped. The document
  * must already be counted in st->stats (the packer takes it back while it
  * writes a manifest whose resume point lies inside it). */

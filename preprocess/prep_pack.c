@@ -159,7 +159,7 @@ struct prep_packer {
     uint32_t *doc_off, *doc_gid;
     uint16_t *doc_flags;
     pile_shard_doc *docs_scratch;
-    pile_shard_piece *pieces; /* a best-fit row's segments */
+    pile_shard_piece *pieces; /* a best-fit row's segments (L of them at most) */
     /* the window being filled (best-fit) */
     pile_buf win_tokens; /* ids of `width` bytes */
     win_doc *win;
@@ -185,10 +185,12 @@ int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err)
     pk->doc_gid = malloc(L * sizeof *pk->doc_gid);
     pk->doc_flags = malloc(L * sizeof *pk->doc_flags);
     pk->docs_scratch = malloc(L * sizeof *pk->docs_scratch);
-    pk->pieces = malloc(L * sizeof *pk->pieces);
-    if (st->pack == PILE_PACK_BEST_FIT) pk->bfd = pile__prep_bfd_create(pk->L);
-    if (!pk->row || !pk->doc_off || !pk->doc_gid || !pk->doc_flags || !pk->docs_scratch || !pk->pieces ||
-        (st->pack == PILE_PACK_BEST_FIT && !pk->bfd)) {
+    if (st->pack == PILE_PACK_BEST_FIT) {
+        pk->bfd = pile__prep_bfd_create(pk->L);
+        pk->pieces = malloc(L * sizeof *pk->pieces);
+    }
+    if (!pk->row || !pk->doc_off || !pk->doc_gid || !pk->doc_flags || !pk->docs_scratch ||
+        (st->pack == PILE_PACK_BEST_FIT && (!pk->bfd || !pk->pieces))) {
         pile__prep_packer_free(pk);
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
     }
@@ -446,8 +448,8 @@ static int row_done(prep_packer *pk, pile_split split, size_t input, uint64_t li
  * chunk the workers narrowed them into: while the row's ids so far are one
  * run of memory (row_src), nothing is copied, and a row that lies inside
  * one chunk (most rows, documents short or long) goes to the writer from
- * there. Only a row that spans two runs (the end of one chunk and the start
- * of the next, or a resumed document's start) is gathered in pk->row. */
+ * there. Only a row that spans two chunks (the end of one and the start of
+ * the next) is gathered in pk->row, when the first is released. */
 static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const unsigned char *tokens,
                       size_t n, uint64_t pos, uint32_t gid, unsigned repairs, pile_err *err)
 {
