@@ -1241,6 +1241,47 @@ static void test_checksums(void)
     pile_buf_free(&dst);
 }
 
+static void test_unsealed_and_seal(void)
+{
+    TEST("checkpoint: an unsealed save waits in <dir>.tmp for other ranks' files; seal lists them and renames");
+    pile_err err = {0};
+    pile_buf run = {0}, dir = {0}, tmp = {0}, p = {0}, text = {0};
+    fixture a;
+    ASSERT_OK(fixture_make(&a, 32, 7, &err), EP);
+    if (!a.m) return;
+    tpath(&run, "seal");
+    ASSERT_OK(save_at(run.data, "step-0000002", &a, 2, &err), EP);
+    pile_fs_join(&dir, run.data, "step-0000002");
+    pile_buf_printf(&tmp, "%s.tmp", dir.data);
+    pile_train_state st = sample_state(2);
+    pile_checkpoint_save_opts o = {NULL, 0, NULL, 1};
+    ASSERT_OK(pile_checkpoint_save_ex(dir.data, a.m, a.o, &st, config_json, &o, &err), EP);
+    /* the old folder stays whole until the seal; the new one is not sealed */
+    ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
+    ASSERT(exists(in_run(&p, tmp.data, "model.safetensors")));
+    ASSERT(!exists(in_run(&p, tmp.data, "checksums.json")));
+    /* another rank adds its own file before rank 0 seals */
+    ASSERT(write_bytes(in_run(&p, tmp.data, "optimizer-rank1.safetensors"), "shard", 5) == 0);
+    ASSERT_OK(pile_checkpoint_seal(dir.data, &err), EP);
+    ASSERT(!exists(tmp.data));
+    ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
+    ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "checksums.json"), &text, &err), EP);
+    ASSERT(has_text(&text, "\"optimizer-rank1.safetensors\"") && has_text(&text, "\"model.safetensors\""));
+    /* the other rank's file is held to its checksum like rank 0's */
+    ASSERT(write_bytes(in_run(&p, dir.data, "optimizer-rank1.safetensors"), "shaRd", 5) == 0);
+    ASSERT_EQ(pile_checkpoint_verify(dir.data, &err), PILE_ECORRUPT);
+    ASSERT(strstr(err.msg, "optimizer-rank1.safetensors"));
+    /* nothing to seal */
+    ASSERT_EQ(pile_checkpoint_seal(dir.data, &err), PILE_ENOENT);
+    ASSERT(strstr(err.msg, "is gone") && strstr(err.msg, "step-0000002.tmp"));
+    fixture_free(&a);
+    pile_buf_free(&run);
+    pile_buf_free(&dir);
+    pile_buf_free(&tmp);
+    pile_buf_free(&p);
+    pile_buf_free(&text);
+}
+
 static void test_resumable(void)
 {
     TEST("checkpoint: --resume's folder: the newest that passes; each one passed over named, and why");
@@ -1407,7 +1448,7 @@ static void test_tokenizer_late(void)
     ASSERT(unlink(src.data) == 0);
 
     /* read before the source went: the checkpoint carries it whole */
-    pile_checkpoint_save_opts o = {tok, 0, "{\"fingerprint\": \"ab\", \"shards\": []}"};
+    pile_checkpoint_save_opts o = {tok, 0, "{\"fingerprint\": \"ab\", \"shards\": []}", 0};
     ASSERT_OK(pile_checkpoint_save_ex(in_run(&dir, run.data, "step-0000006"), a.m, a.o, &st, config_json, &o, &err), EP);
     pile_buf got = {0};
     ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "tokenizer/tok.json"), &got, &err), EP);
@@ -1426,7 +1467,7 @@ static void test_tokenizer_late(void)
               PILE_ENOENT);
     ASSERT(!exists(dir.data) && strstr(err.msg, "tok.json"));
     /* the salvage: everything but the tokenizer's files, which resumes */
-    pile_checkpoint_save_opts salvage = {NULL, 1, NULL};
+    pile_checkpoint_save_opts salvage = {NULL, 1, NULL, 0};
     st.step = 7;
     ASSERT_OK(pile_checkpoint_save_ex(dir.data, b.m, b.o, &st, config_json, &salvage, &err), EP);
     ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
@@ -1533,6 +1574,7 @@ int main(int argc, char **argv)
     test_hf_folder();
     test_state_and_latest();
     test_checksums();
+    test_unsealed_and_seal();
     test_resumable();
     test_clean_and_prune();
     test_tokenizer_late();

@@ -800,8 +800,25 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
     if (!rc) rc = write_tokenizer(tmp.data, st, opts, err);
     if (!rc && !(opts && opts->without_tokenizer)) rc = write_hf_tokenizer(tmp.data, m, err);
     if (!rc) rc = write_config(tmp.data, m, st, err);
-    if (!rc) rc = finish_folder(tmp.data, dir, old.data, err);
+    if (!rc && !(opts && opts->unsealed)) rc = finish_folder(tmp.data, dir, old.data, err);
     if (rc && tmp.data) drop_folder(tmp.data, err);
+    pile_buf_free(&tmp);
+    pile_buf_free(&old);
+    return rc;
+}
+
+int pile_checkpoint_seal(const char *dir, pile_err *err)
+{
+    pile_buf tmp = {0}, old = {0};
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    int rc = pile_buf_printf(&tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(&old, "%.*s.old", (int)dl, dir)
+                 ? OOM(err)
+                 : 0;
+    if (!rc && !pile_fs_is_dir(tmp.data))
+        rc = pile_err_set(err, PILE_ENOENT, "cannot finish checkpoint '%s': '%s' is gone", dir, tmp.data);
+    else if (!rc && (rc = finish_folder(tmp.data, dir, old.data, err)) < 0)
+        drop_folder(tmp.data, err);
     pile_buf_free(&tmp);
     pile_buf_free(&old);
     return rc;

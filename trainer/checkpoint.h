@@ -78,6 +78,10 @@ typedef struct pile_checkpoint_save_opts {
     /* a JSON object stored as trainer_state.json's "data" (the dataset's
      * identity, pile_data_identity), or NULL */
     const char *data_json;
+    /* 1: leave the folder unfinished as "<dir>.tmp" (no checksums.json, not
+     * renamed), for the other ranks of a run to add their files to;
+     * pile_checkpoint_seal finishes it once every rank is done */
+    int unsealed;
 } pile_checkpoint_save_opts;
 
 /* Writes a checkpoint folder (see above), all of it or nothing: on failure
@@ -88,6 +92,11 @@ typedef struct pile_checkpoint_save_opts {
  * may be NULL. */
 int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                             const char *config_json, const pile_checkpoint_save_opts *opts, pile_err *err);
+/* Finishes a folder saved with opts->unsealed: checksums.json over every
+ * file in "<dir>.tmp" (whichever rank wrote it), fsync, rename over dir as
+ * a save does. PILE_ENOENT when "<dir>.tmp" does not exist; on failure
+ * "<dir>.tmp" is removed and the previous dir left as it was. */
+int pile_checkpoint_seal(const char *dir, pile_err *err);
 /* pile_checkpoint_save_ex with no options. */
 int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                          const char *config_json, pile_err *err);

@@ -209,39 +209,102 @@ static void warn_unverified(const pile_log *log, const pile_data_info *info, con
                     info->unverified_shards, info->train_shards + info->val_shards, dir);
 }
 
+/* ----------------------------------------------------------------- ranks */
+
+/* Where the ranks of a run meet after work that may fail on some of them
+ * only (a damaged row one rank read, a checkpoint rank 0 could not write):
+ * one collective, made by every rank at the same point whatever happened
+ * to it, so that all go on or all stop, never some waiting forever in the
+ * next collective for one that left. Returns this rank's own rc when it
+ * failed; else an error naming the first rank that failed; else 0. *flag
+ * (may be NULL) is replaced by its maximum over the ranks: a stop signal
+ * one rank received is every rank's. comm NULL: this process alone. */
+static int meet(pile_comm *comm, int rc, int64_t *flag, pile_err *err)
+{
+    if (!comm) return rc;
+    const int W = pile_comm_world_size(comm), r = pile_comm_rank(comm);
+    int64_t v[2] = {rc < 0 ? W - r : 0, flag ? *flag : 0}; /* the maximum of W - r: the lowest failed rank */
+    pile_err e2;
+    int crc = pile_comm_allreduce_i64(comm, v, 2, PILE_COMM_MAX, &e2);
+    if (rc < 0) return rc;
+    if (crc < 0) {
+        *err = e2;
+        return crc;
+    }
+    if (v[0]) return pile_err_set(err, PILE_EIO, "stopping: rank %d of %d failed (its message says why)", W - (int)v[0], W);
+    if (flag) *flag = v[1];
+    return 0;
+}
+
 /* -------------------------------------------------------------- evaluate */
 
+/* One batch of validation samples [i, i + b): its loss sum, tokens and
+ * correct predictions added to the totals. */
+static int evaluate_batch(pile_model *m, const pile_data *d, const char *dir, uint64_t i, int b, int doc_mask,
+                          int doc_mask_loss, host_batch *hb, corrupt_guard *guard, double *loss_sum,
+                          int64_t *tokens, int64_t *correct, pile_err *err)
+{
+    const int T = hb->T;
+    for (int r = 0; r < b; r++) {
+        size_t o = (size_t)r * (size_t)T;
+        int got = pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
+                                   doc_mask ? hb->doc_start + o : NULL, err);
+        PILE_FORWARD_IF_ERR(guard_sample(guard, d, dir, 1, i + (uint64_t)r, got, err));
+        PILE_FORWARD_IF_ERR(check_sample_ids(hb->tokens + o, hb->targets + o, T, d, 1, i + (uint64_t)r, dir, err));
+    }
+    pile_batch batch = {b, T, hb->tokens, hb->targets, doc_mask ? hb->doc_start : NULL};
+    pile_fwd_stats st;
+    PILE_FORWARD_IF_ERR(pile_model_forward(m, &batch, 0, 0, 0.0f, &st, err));
+    *loss_sum += st.loss_sum;
+    *tokens += st.n_tokens;
+    *correct += st.n_correct;
+    return 0;
+}
+
 /* Loss, accuracy and perplexity over the first `rows` validation samples
- * (0 = all), in order, in batches of B. The same code serves training's
- * validation and `pile-trainer eval`, so equal settings give equal bits.
- * Returns 1, with nothing in *res, when a stop signal arrived meanwhile:
- * validating the whole Pile val set takes long, and a job being preempted
- * has seconds to write its checkpoint, which comes first. */
+ * (0 = all), in batches of B. The same code serves training's validation
+ * and `pile-trainer eval`, so equal settings give equal bits. With comm
+ * (NULL: this process alone) the samples are split over the ranks in
+ * pile_comm_partition's ranges, each rank running the same number of
+ * batches (its last ones short or empty) so that they meet after each,
+ * and the sums are reduced: every rank gets the whole result.
+ * Returns 1, with nothing in *res, when a stop signal arrived meanwhile
+ * (on any rank): validating the whole Pile val set takes long, and a job
+ * being preempted has seconds to write its checkpoint, which comes first. */
 static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t rows, int B, int doc_mask,
-                    int doc_mask_loss, host_batch *hb, corrupt_guard *guard, pile_eval_result *res, pile_err *err)
+                    int doc_mask_loss, host_batch *hb, corrupt_guard *guard, pile_comm *comm, pile_eval_result *res,
+                    pile_err *err)
 {
     const pile_data_info *info = pile_data_get_info(d);
     uint64_t n = info->val_samples;
     if (rows > 0 && (uint64_t)rows < n) n = (uint64_t)rows;
-    const int T = hb->T;
+    size_t first = 0, count = (size_t)n;
+    uint64_t span = n; /* the longest rank's share: every rank runs its batches */
+    if (comm) {
+        pile_comm_partition(comm, (size_t)n, &first, &count);
+        const uint64_t W = (uint64_t)pile_comm_world_size(comm);
+        span = n / W + (n % W != 0);
+    }
     double loss_sum = 0;
     int64_t tokens = 0, correct = 0;
-    for (uint64_t i = 0; i < n; i += (uint64_t)B) {
-        if (g_stop_signal) return 1;
-        int b = n - i < (uint64_t)B ? (int)(n - i) : B;
-        for (int r = 0; r < b; r++) {
-            size_t o = (size_t)r * (size_t)T;
-            int got = pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
-                                       doc_mask ? hb->doc_start + o : NULL, err);
-            PILE_FORWARD_IF_ERR(guard_sample(guard, d, dir, 1, i + (uint64_t)r, got, err));
-            PILE_FORWARD_IF_ERR(check_sample_ids(hb->tokens + o, hb->targets + o, T, d, 1, i + (uint64_t)r, dir, err));
+    int rc = 0;
+    for (uint64_t i = 0;; i += (uint64_t)B) {
+        int64_t stop = i < span && g_stop_signal;
+        PILE_FORWARD_IF_ERR(meet(comm, rc, &stop, err));
+        if (i >= span) break;
+        if (stop) return 1;
+        if (i < count) {
+            int b = count - i < (uint64_t)B ? (int)(count - i) : B;
+            rc = evaluate_batch(m, d, dir, first + i, b, doc_mask, doc_mask_loss, hb, guard, &loss_sum, &tokens,
+                                &correct, err);
         }
-        pile_batch batch = {b, T, hb->tokens, hb->targets, doc_mask ? hb->doc_start : NULL};
-        pile_fwd_stats st;
-        PILE_FORWARD_IF_ERR(pile_model_forward(m, &batch, 0, 0, 0.0f, &st, err));
-        loss_sum += st.loss_sum;
-        tokens += st.n_tokens;
-        correct += st.n_correct;
+    }
+    if (comm) {
+        int64_t counts[2] = {tokens, correct};
+        PILE_FORWARD_IF_ERR(pile_comm_allreduce_f64(comm, &loss_sum, 1, PILE_COMM_SUM, err));
+        PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(comm, counts, 2, PILE_COMM_SUM, err));
+        tokens = counts[0];
+        correct = counts[1];
     }
     PILE_RETURN_IF(tokens == 0, err, PILE_EINVAL, "no validation tokens to evaluate on");
     res->loss = loss_sum / (double)tokens;
@@ -326,6 +389,9 @@ typedef struct trainer {
     pile_fs_lock *lock; /* checkpoint_dir's, held for the whole run */
     pile_backend *be;
     pile_comm *comm; /* the ranks training together ("single": this process alone) */
+    int rank, world; /* this process's place among them */
+    pile_log rank_log; /* ranks but 0: what only this rank sees (a damaged row it read), prefixed "rank N: " */
+    const pile_log *user_log; /* the caller's, which rank_log forwards to */
     pile_data *data;
     const pile_data_info *info;
     int T;
@@ -347,7 +413,34 @@ typedef struct trainer {
     double step_scale; /* the loss scale the last step's backward used (1 without fp16) */
     double flops_per_token, peak_flops; /* MFU (mfu.h); peak 0: none shown */
     const char *peak_from;               /* the peak's source, for the log */
+    uint64_t corrupt_rows, corrupt_samples; /* over all ranks, as of the last count_corrupt_rows */
 } trainer;
+
+/* The signals any rank received (sig[0]: stop, sig[1]: save), so that
+ * every rank acts on them at the same step. */
+static int agree_signals(trainer *t, int64_t sig[2], pile_err *err)
+{
+    return pile_comm_allreduce_i64(t->comm, sig, 2, PILE_COMM_MAX, err);
+}
+
+/* The damaged rows found and samples left out, summed over the ranks
+ * (each finds those it reads); a collective only where rows may be
+ * skipped, as elsewhere the first one stops the run. */
+static int count_corrupt_rows(trainer *t, pile_err *err)
+{
+    int64_t v[2] = {(int64_t)pile_data_corrupt_rows(t->data), (int64_t)t->guard.samples};
+    if (t->cfg->skip_corrupt_rows) PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(t->comm, v, 2, PILE_COMM_SUM, err));
+    t->corrupt_rows = (uint64_t)v[0];
+    t->corrupt_samples = (uint64_t)v[1];
+    return 0;
+}
+
+/* What ranks but 0 say (rank_log): a line prefixed with the rank. */
+static void rank_log_fn(void *ctx, pile_log_level level, const char *msg, size_t len)
+{
+    const trainer *t = ctx;
+    pile_log_printf(t->user_log, level, "rank %d: %.*s", t->rank, (int)len, msg);
+}
 
 /* Library notes (one per line) as messages of `level`. */
 static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_level level)
@@ -361,11 +454,19 @@ static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_lev
     }
 }
 
-static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, pile_err *err)
+/* unsealed: left as "<dir>.tmp" for the other ranks' files (pile_checkpoint_seal) */
+static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, int unsealed,
+                            pile_err *err)
 {
-    pile_checkpoint_save_opts o = {t->tok_files, without_tokenizer, t->data_json.data};
+    pile_checkpoint_save_opts o = {t->tok_files, without_tokenizer, t->data_json.data, unsealed};
     return pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
                                    err);
+}
+
+/* The metrics file is rank 0's: the others write nothing. */
+static int write_metrics(trainer *t, const char *const *tags, const double *values, size_t n, pile_err *err)
+{
+    return t->metrics ? pile_metrics_write(t->metrics, t->st.step, tags, values, n, err) : 0;
 }
 
 /* After a checkpoint failed to write (disk full, a folder gone, the
@@ -384,14 +485,14 @@ static int salvage(trainer *t, const char *name, pile_err *err)
     const char *sname = strcmp(name, "best_model") ? name : step_name;
     pile_buf path = {0}, tail = {0};
     int saved = 0;
-    if (!pile_fs_join(&path, c->checkpoint_dir, sname) && write_checkpoint(t, path.data, 1, 1, &e2) == 0 &&
+    if (!pile_fs_join(&path, c->checkpoint_dir, sname) && write_checkpoint(t, path.data, 1, 1, 0, &e2) == 0 &&
         pile_checkpoint_set_latest(c->checkpoint_dir, sname, &e2) == 0) {
         pile_buf_printf(&tail, "the model and optimizer state were saved without the tokenizer's files in '%s': "
                         "continue with --resume once the cause is fixed", path.data);
         saved = 1;
     }
     if (!saved && c->fallback_dir[0] && !pile_fs_join(&path, c->fallback_dir, sname) &&
-        (write_checkpoint(t, path.data, 1, 0, &e2) == 0 || write_checkpoint(t, path.data, 1, 1, &e2) == 0)) {
+        (write_checkpoint(t, path.data, 1, 0, 0, &e2) == 0 || write_checkpoint(t, path.data, 1, 1, 0, &e2) == 0)) {
         pile_buf_printf(&tail, "the model and optimizer state were saved in '%s': move that folder into '%s' and "
                         "name it in '%s/latest' (mv '%s' '%s/' && echo %s > '%s/latest'), then continue with --resume",
                         path.data, c->checkpoint_dir, c->checkpoint_dir, path.data, c->checkpoint_dir, sname,
@@ -412,22 +513,49 @@ static int salvage(trainer *t, const char *name, pile_err *err)
     return rc;
 }
 
-static int save_checkpoint(trainer *t, const char *name, int with_optimizer, int set_latest, pile_err *err)
+/* This rank's own files of checkpoint folder `tmp` (the unsealed
+ * "<dir>.tmp" rank 0 made), written while rank 0 waits to seal it. At ZeRO
+ * stage 0 every rank holds the same state and rank 0 writes all of it:
+ * the others have nothing to add. (The place for a rank's shard of a
+ * partitioned optimizer.) */
+static int write_rank_files(trainer *t, const char *tmp, pile_err *err)
+{
+    (void)t, (void)tmp, (void)err;
+    return 0;
+}
+
+/* A checkpoint with its optimizer state, made by every rank together
+ * (each calls this at the same point): rank 0 writes the model, optimizer
+ * state, configuration and tokenizer into "<dir>.tmp"; every rank adds
+ * its own files; once all have finished (they meet), rank 0 seals the
+ * folder, renames it into place and names it in latest, so that a folder
+ * is complete only when every rank is done. A failure of rank 0's own is
+ * salvaged there (see salvage) and stops every rank. */
+static int save_checkpoint(trainer *t, const char *name, pile_err *err)
 {
     const pile_train_config *c = t->cfg;
-    pile_buf path = {0};
-    int rc = pile_fs_join(&path, c->checkpoint_dir, name) ? pile_err_set(err, PILE_ENOMEM, "out of memory")
-                                                          : write_checkpoint(t, path.data, with_optimizer, 0, err);
-    if (rc == 0 && set_latest) rc = pile_checkpoint_set_latest(c->checkpoint_dir, name, err);
+    pile_buf path = {0}, tmp = {0};
+    int rc = pile_fs_join(&path, c->checkpoint_dir, name) || pile_buf_printf(&tmp, "%s.tmp", path.data)
+                 ? pile_err_set(err, PILE_ENOMEM, "out of memory")
+                 : 0;
+    int own = rc; /* rank 0's own failure (not one it was told of), which it salvages */
+    /* rank 0 first, so that "<dir>.tmp" exists (made afresh) before the others write into it */
+    if (rc == 0 && t->rank == 0) rc = own = write_checkpoint(t, path.data, 1, 0, 1, err);
+    rc = meet(t->comm, rc, NULL, err);
+    if (rc == 0) rc = write_rank_files(t, tmp.data, err);
+    rc = meet(t->comm, rc, NULL, err);
+    if (rc == 0 && t->rank == 0) rc = own = pile_checkpoint_seal(path.data, err);
+    if (rc == 0 && t->rank == 0) rc = own = pile_checkpoint_set_latest(c->checkpoint_dir, name, err);
     pile_buf_free(&path);
-    if (rc < 0) return salvage(t, name, err);
-    if (!set_latest) return 0;
+    pile_buf_free(&tmp);
+    if (own < 0 && t->rank == 0) rc = salvage(t, name, err);
+    PILE_FORWARD_IF_ERR(meet(t->comm, rc, NULL, err));
     snprintf(t->last_saved, sizeof t->last_saved, "%s", name);
     t->last_save_step = t->st.step;
     /* --save_total_limit: older step checkpoints go only now that the new
      * one is durable and named by latest; a failure to delete is said, and
      * does not stop the run */
-    if (c->save_total_limit > 0) {
+    if (c->save_total_limit > 0 && t->rank == 0) {
         pile_buf notes = {0};
         pile_err e2;
         int prc = pile_checkpoint_prune(c->checkpoint_dir, c->save_total_limit, t->st.step, &notes, &e2);
@@ -438,11 +566,24 @@ static int save_checkpoint(trainer *t, const char *name, int with_optimizer, int
     return 0;
 }
 
+/* best_model/: weights only (it is for use; the resumable state is in
+ * epoch-* and step-*), rank 0's alone to write: the caller has the ranks
+ * meet after it. */
+static int save_best_model(trainer *t, pile_err *err)
+{
+    pile_buf path = {0};
+    int rc = pile_fs_join(&path, t->cfg->checkpoint_dir, "best_model")
+                 ? pile_err_set(err, PILE_ENOMEM, "out of memory")
+                 : write_checkpoint(t, path.data, 0, 0, 0, err);
+    pile_buf_free(&path);
+    return rc < 0 ? salvage(t, "best_model", err) : 0;
+}
+
 static int save_step_checkpoint(trainer *t, pile_err *err)
 {
     char name[64];
     snprintf(name, sizeof name, "step-%07" PRId64, t->st.step);
-    return save_checkpoint(t, name, 1, 1, err);
+    return save_checkpoint(t, name, err);
 }
 
 static int validate(trainer *t, pile_err *err)
@@ -454,7 +595,7 @@ static int validate(trainer *t, pile_err *err)
     }
     pile_eval_result r;
     int rc = evaluate(t->model, t->data, c->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
-                      &t->val_batch, &t->guard, &r, err);
+                      &t->val_batch, &t->guard, t->comm, &r, err);
     if (rc < 0) return rc;
     if (rc > 0) {
         /* owed: recorded in the checkpoint that follows (which must then be
@@ -471,13 +612,12 @@ static int validate(trainer *t, pile_err *err)
                     r.accuracy, r.perplexity);
     static const char *const tags[] = {"val/loss", "val/accuracy", "val/perplexity"};
     const double vals[] = {r.loss, r.accuracy, r.perplexity};
-    PILE_FORWARD_IF_ERR(pile_metrics_write(t->metrics, t->st.step, tags, vals, 3, err));
+    PILE_FORWARD_IF_ERR(write_metrics(t, tags, vals, 3, err));
     if (r.loss < t->st.best_val_loss) {
         t->st.best_val_loss = r.loss;
         t->st.best_step = t->st.step;
         t->best_missing = 0;
-        /* weights only: best_model/ is for use, the resumable state is in epoch-* and step-* */
-        PILE_FORWARD_IF_ERR(save_checkpoint(t, "best_model", 0, 0, err));
+        PILE_FORWARD_IF_ERR(meet(t->comm, t->rank == 0 ? save_best_model(t, err) : 0, NULL, err));
     }
     return 0;
 }
@@ -513,8 +653,11 @@ static int check_resume_model(const char *ckpt, const pile_model_config *now, co
 
 /* Settings that decide which rows a step sees: changing them would make
  * the resumed run a different run. (max_length is checked as the model's
- * context, the value it resolved to, by check_resume_model.) */
-static int check_resume_settings(const char *ckpt, const pile_train_config *c, const pile_log *log, pile_err *err)
+ * context, the value it resolved to, by check_resume_model.) The batch
+ * that must stay is the global one, batch_size x accumulation_steps x
+ * world_size: the same rows make each step on any number of ranks. */
+static int check_resume_settings(const char *ckpt, const pile_train_config *c, int world, const pile_log *log,
+                                 pile_err *err)
 {
     pile_json *root = NULL;
     PILE_FORWARD_IF_ERR(read_stored_config(ckpt, &root, err));
@@ -522,12 +665,28 @@ static int check_resume_settings(const char *ckpt, const pile_train_config *c, c
         const char *key;
         double now;
     } keys[] = {
-        {"batch_size", c->batch_size},
-        {"accumulation_steps", c->accumulation_steps},
         {"doc_mask", c->doc_mask},
         {"doc_mask_loss", c->doc_mask_loss},
     };
     int rc = 0;
+    double wb, wa, ww;
+    if (!json_number(root, "world_size", &ww)) ww = 1;
+    const double now = (double)c->batch_size * c->accumulation_steps * world;
+    if (json_number(root, "batch_size", &wb) && json_number(root, "accumulation_steps", &wa)) {
+        if (wb * wa * ww != now)
+            rc = pile_err_set(err, PILE_EMISMATCH,
+                              "cannot resume from '%s': the global batch (batch_size x accumulation_steps x "
+                              "world_size) was %g x %g x %g = %g and is %d x %d x %d = %g now (it must stay the same; "
+                              "start a new --checkpoint-dir to change it)",
+                              ckpt, wb, wa, ww, wb * wa * ww, c->batch_size, c->accumulation_steps, world, now);
+        else if (wb != c->batch_size || wa != c->accumulation_steps || ww != world)
+            pile_log_printf(log, PILE_LOG_WARN,
+                            "resuming with batch_size x accumulation_steps x world_size %d x %d x %d, where the "
+                            "checkpoint's run had %g x %g x %g: the same global batch of %g rows, so the steps are "
+                            "the same but for rounding (the order in which sums are added) and, with dropout, "
+                            "the masks",
+                            c->batch_size, c->accumulation_steps, world, wb, wa, ww, now);
+    }
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++) {
         double was;
         if (json_number(root, keys[i].key, &was) && was != keys[i].now)
@@ -680,7 +839,10 @@ static int check_val_data(trainer *t, pile_err *err)
     /* a copy: what it counts is the validations' to report; a damaged row
      * it names (with --skip_corrupt_rows) is named once */
     corrupt_guard g = t->guard;
-    for (uint64_t i = 0; i < n; i++) {
+    /* each rank the samples it will evaluate (see evaluate) */
+    size_t first, count;
+    pile_comm_partition(t->comm, (size_t)n, &first, &count);
+    for (uint64_t i = first; i < first + count; i++) {
         int got = pile_data_sample(t->data, 1, i, c->doc_mask_loss, hb->tokens, hb->targets,
                                    c->doc_mask ? hb->doc_start : NULL, err);
         PILE_FORWARD_IF_ERR(guard_sample(&g, t->data, c->data, 1, i, got, err));
@@ -763,7 +925,7 @@ static int check_best_model(trainer *t, pile_err *err)
     }
     if (!want) goto out;
     if (st->best_step == st->step) {
-        rc = save_checkpoint(t, "best_model", 0, 0, err);
+        rc = save_best_model(t, err);
     } else if (st->best_step < 0 || pile_checkpoint_find_step(c->checkpoint_dir, st->best_step, &src, &e2) < 0) {
         t->best_missing = 1;
         pile_log_printf(t->log, PILE_LOG_WARN,
@@ -791,7 +953,8 @@ out:
 /* The share of the device's peak the tokens/s are worth; 0 without a peak. */
 static double mfu_of(const trainer *t, double tok_per_s)
 {
-    return t->peak_flops > 0 ? tok_per_s * t->flops_per_token / t->peak_flops : 0;
+    /* tok_per_s counts every rank's tokens; the peak is one device's */
+    return t->peak_flops > 0 ? tok_per_s * t->flops_per_token / (t->peak_flops * (double)t->world) : 0;
 }
 
 static void log_progress(trainer *t, double loss, double lr, double gnorm, double tok_per_s, double eta_s)
@@ -801,7 +964,7 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
     duration(eta, sizeof eta, eta_s);
     double rss = (double)pile_rss_bytes() / (1024.0 * 1024.0);
     char corrupt[48] = "";
-    uint64_t ncorrupt = pile_data_corrupt_rows(t->data);
+    uint64_t ncorrupt = t->corrupt_rows;
     if (ncorrupt) snprintf(corrupt, sizeof corrupt, " corrupt rows %" PRIu64, ncorrupt);
     char scale[64] = "";
     const pile_loss_scaler *ls = pile_optim_loss_scaler(t->opt);
@@ -842,36 +1005,54 @@ static int reduce_gradients(trainer *t, double *loss_sum, double *gnorm, pile_er
     return 0;
 }
 
-/* One optimizer step at (epoch, position): gathers its micro-batches,
- * counts their target tokens (over all ranks), and accumulates gradients
- * scaled by 1 / tokens so the step's loss is the token mean over the
- * whole step. */
+/* Rows [at, end) of the epoch's order into the step batch from row *row
+ * on: their target tokens added to *tokens. */
+static int gather_rows(trainer *t, uint64_t at, uint64_t end, size_t *row, int64_t *tokens, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    const int T = t->T;
+    for (; at < end; at++, (*row)++) {
+        size_t o = *row * (size_t)T;
+        uint64_t i = pile_data_epoch_sample(t->data, c->seed, (uint64_t)t->st.epoch, at);
+        int n = pile_data_sample(t->data, 0, i, c->doc_mask_loss, t->step_batch.tokens + o, t->step_batch.targets + o,
+                                 c->doc_mask ? t->step_batch.doc_start + o : NULL, err);
+        n = guard_sample(&t->guard, t->data, c->data, 0, i, n, err);
+        if (n < 0) return n;
+        *tokens += n;
+        PILE_FORWARD_IF_ERR(
+            check_sample_ids(t->step_batch.tokens + o, t->step_batch.targets + o, T, t->data, 0, i, c->data, err));
+    }
+    return 0;
+}
+
+/* One optimizer step at (epoch, position): the step takes the next
+ * batch_size x accumulation_steps x world_size samples of the epoch's
+ * order (fewer at the epoch's end), and rank r the r-th run of
+ * batch_size x accumulation_steps of them (the last ranks' shorter or
+ * empty at the epoch's end), cut into micro-batches of batch_size: the
+ * very micro-batches one process would run with accumulation_steps x
+ * world_size, and each its dropout masks. The slices depend on nothing
+ * but the rank and the world size. The target tokens are counted over
+ * all ranks, and gradients accumulated scaled by 1 / tokens, so the
+ * step's loss is the token mean over the whole global batch. */
 static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *lr_out, int64_t *tokens_out,
                       pile_err *err)
 {
     const pile_train_config *c = t->cfg;
     const uint64_t N = t->info->train_samples;
     const int T = t->T;
-    int n_micro = 0;
-    uint64_t pos = t->st.position;
+    const uint64_t pos = t->st.position;
+    const uint64_t per_rank = (uint64_t)c->batch_size * (uint64_t)c->accumulation_steps;
+    const uint64_t step_rows = N - pos < per_rank * (uint64_t)t->world ? N - pos : per_rank * (uint64_t)t->world;
+    uint64_t lo = per_rank * (uint64_t)t->rank;
+    if (lo > step_rows) lo = step_rows;
+    const uint64_t hi = step_rows - lo < per_rank ? step_rows : lo + per_rank;
+    const int n_micro = (int)((hi - lo + (uint64_t)c->batch_size - 1) / (uint64_t)c->batch_size);
     int64_t tokens = 0;
     size_t row = 0;
-    for (int mi = 0; mi < c->accumulation_steps && pos < N; mi++) {
-        int b = N - pos < (uint64_t)c->batch_size ? (int)(N - pos) : c->batch_size;
-        for (int r = 0; r < b; r++, row++) {
-            size_t o = row * (size_t)T;
-            uint64_t i = pile_data_epoch_sample(t->data, c->seed, (uint64_t)t->st.epoch, pos + (uint64_t)r);
-            int n = pile_data_sample(t->data, 0, i, c->doc_mask_loss, t->step_batch.tokens + o,
-                                     t->step_batch.targets + o, c->doc_mask ? t->step_batch.doc_start + o : NULL, err);
-            n = guard_sample(&t->guard, t->data, c->data, 0, i, n, err);
-            if (n < 0) return n;
-            tokens += n;
-            PILE_FORWARD_IF_ERR(check_sample_ids(t->step_batch.tokens + o, t->step_batch.targets + o, T, t->data, 0, i,
-                                                 c->data, err));
-        }
-        n_micro++;
-        pos += (uint64_t)b;
-    }
+    int rc = gather_rows(t, pos + lo, pos + hi, &row, &tokens, err);
+    /* a damaged row on one rank stops every rank (each rank's message says which) */
+    PILE_FORWARD_IF_ERR(meet(t->comm, rc, NULL, err));
     PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(t->comm, &tokens, 1, PILE_COMM_SUM, err));
     pile_optim_zero_grad(t->opt);
     double loss_sum = 0;
@@ -890,7 +1071,9 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
             pile_batch batch = {b, T, t->step_batch.tokens + o, t->step_batch.targets + o,
                                 c->doc_mask ? t->step_batch.doc_start + o : NULL};
             pile_fwd_stats fs;
-            PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, mi),
+            /* the micro-batch's number in the global batch: another mask on each rank */
+            const int micro = t->rank * c->accumulation_steps + mi;
+            PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, micro),
                                                    scale, &fs, err));
             PILE_FORWARD_IF_ERR(pile_model_backward(t->model, pile_optim_grads(t->opt), err));
             loss_sum += fs.loss_sum;
@@ -930,7 +1113,7 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     /* the step's one check of the backend's sticky error */
     PILE_FORWARD_IF_ERR(pile_backend_sync(t->be, err));
     t->st.step++;
-    t->st.position = pos;
+    t->st.position = pos + step_rows;
     t->st.tokens_seen += (uint64_t)tokens;
     *loss_out = loss;
     *gnorm_out = gnorm;
@@ -956,37 +1139,27 @@ static void trainer_close(trainer *t)
     pile_fs_lock_close(t->lock);
 }
 
-/* Sets up everything but the loop, and checks everything the run will need
- * later, so that a run fails before its first step rather than after it:
- * the run folder (locked, writable, room for a checkpoint), the data, the
- * tokenizer checkpoints carry, the validation samples, the checkpoint
- * resumed from (verified, the same settings and shards). */
-static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *log, int64_t *resumed_from,
-                        pile_err *err)
+/* The communicator of the ranks this process trains with, and its place
+ * among them. A world_size that the launcher did not start is refused
+ * here, before any folder exists, as is what the communicator cannot do. */
+static int open_comm(trainer *t, const pile_train_config *c, pile_err *err)
 {
-    t->cfg = c;
-    t->log = log;
-    t->last_val_step = -1;
-    t->last_save_step = -1;
-    *resumed_from = -1;
-    PILE_RETURN_IF(c->accumulation_steps < 1 || c->batch_size < 1, err, PILE_EINVAL,
-                   "batch_size %d and accumulation_steps %d must be positive", c->batch_size, c->accumulation_steps);
-    /* one process is all there is until a communicator between processes
-     * exists: a larger world_size is refused, not trained as 1 */
     PILE_FORWARD_IF_ERR(pile_comm_open(&t->comm, "single", err));
-    PILE_RETURN_IF(c->world_size != pile_comm_world_size(t->comm), err, PILE_EINVAL,
+    t->rank = pile_comm_rank(t->comm);
+    t->world = pile_comm_world_size(t->comm);
+    PILE_RETURN_IF(c->world_size != t->world, err, PILE_EINVAL,
                    "world_size %d: this build trains in one process only (communicator '%s', world size %d)",
-                   c->world_size, pile_comm_name(t->comm), pile_comm_world_size(t->comm));
-    /* the backend before the run folder: a name this build lacks ('cuda'
-     * without CUDA) is refused before the folder is made */
-    PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
-    PILE_FORWARD_IF_ERR(open_run_folder(t, c, err));
+                   c->world_size, pile_comm_name(t->comm), t->world);
+    return 0;
+}
+
+/* The data, the tokenizer checkpoints carry, the model's dimensions and
+ * the schedule: every rank's own, read the same way by each. */
+static int open_data(trainer *t, const pile_train_config *c, pile_model_config *mc, pile_err *err)
+{
     PILE_FORWARD_IF_ERR(pile_data_open(&t->data, c->data, c->max_length, c->val_fraction, err));
     t->info = pile_data_get_info(t->data);
-    warn_unverified(log, t->info, c->data);
-    t->guard.skip = c->skip_corrupt_rows;
-    t->guard.offer_skip = 1;
-    t->guard.log = log;
+    warn_unverified(t->log, t->info, c->data);
     t->T = pile_data_seq_len(t->data);
     const pile_data_info *info = t->info;
     PILE_RETURN_IF(info->vocab_size == 0 || info->vocab_size > (uint32_t)INT32_MAX - 64, err, PILE_ELIMIT,
@@ -999,68 +1172,97 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     PILE_FORWARD_IF_ERR(open_tokenizer(t, c, info, err));
     PILE_RETURN_IF(pile_data_identity(t->data, &t->data_json) < 0, err, PILE_ENOMEM, "out of memory");
 
-    pile_model_config mc;
-    memset(&mc, 0, sizeof mc);
-    PILE_FORWARD_IF_ERR(pile_model_preset(&mc, c->model, err));
-    if (c->n_layer > 0) mc.n_layer = c->n_layer;
-    if (c->n_head > 0) mc.n_head = c->n_head;
-    if (c->n_embd > 0) mc.n_embd = c->n_embd;
-    PILE_RETURN_IF(mc.n_head <= 0 || mc.n_embd % mc.n_head != 0, err, PILE_EINVAL,
-                   "n_embd %d is not a multiple of n_head %d", mc.n_embd, mc.n_head);
-    mc.vocab_size = (int)info->vocab_size;
-    mc.n_positions = t->T;
-    mc.dropout = c->dropout;
-    PILE_FORWARD_IF_ERR(pile_model_recompute_parse(c->recompute, &mc.recompute, err));
+    memset(mc, 0, sizeof *mc);
+    PILE_FORWARD_IF_ERR(pile_model_preset(mc, c->model, err));
+    if (c->n_layer > 0) mc->n_layer = c->n_layer;
+    if (c->n_head > 0) mc->n_head = c->n_head;
+    if (c->n_embd > 0) mc->n_embd = c->n_embd;
+    PILE_RETURN_IF(mc->n_head <= 0 || mc->n_embd % mc->n_head != 0, err, PILE_EINVAL,
+                   "n_embd %d is not a multiple of n_head %d", mc->n_embd, mc->n_head);
+    mc->vocab_size = (int)info->vocab_size;
+    mc->n_positions = t->T;
+    mc->dropout = c->dropout;
+    PILE_FORWARD_IF_ERR(pile_model_recompute_parse(c->recompute, &mc->recompute, err));
     /* bf16: 16-bit tensors on a backend that computes in them, else the
      * backend's emulation (the CPU: F32 rounded where a device stores
      * 16 bits); the optimizer keeps fp32 master weights either way, and
      * for fp16 the loss scaler */
-    mc.dtype = PILE_DTYPE_F32;
+    mc->dtype = PILE_DTYPE_F32;
     if (c->precision != PILE_PRECISION_FP32) {
         const pile_dtype dt = c->precision == PILE_PRECISION_BF16 ? PILE_DTYPE_BF16 : PILE_DTYPE_F16;
-        if (pile_backend_supports(t->be, PILE_OP_MATMUL_FWD, dt)) mc.dtype = dt;
+        if (pile_backend_supports(t->be, PILE_OP_MATMUL_FWD, dt)) mc->dtype = dt;
         else PILE_FORWARD_IF_ERR(pile_backend_set_emulation(t->be, dt, err));
     }
 
-    /* schedule */
-    uint64_t per_step = (uint64_t)c->batch_size * (uint64_t)c->accumulation_steps;
+    /* schedule: a step is the global batch, every rank's share of it */
+    uint64_t per_step = (uint64_t)c->batch_size * (uint64_t)c->accumulation_steps * (uint64_t)t->world;
     t->steps_per_epoch = (int64_t)((info->train_samples + per_step - 1) / per_step);
     t->total_steps = c->max_steps > 0 ? c->max_steps : (int64_t)c->epochs * t->steps_per_epoch;
     t->total_epochs = (t->total_steps + t->steps_per_epoch - 1) / t->steps_per_epoch;
     t->warmup_steps = c->warmup_steps > 0 ? c->warmup_steps : pile_warmup_steps(c->warmup_ratio, t->total_steps);
     t->min_lr = c->min_lr < 0 ? c->learning_rate / 10 : c->min_lr;
+    return 0;
+}
 
-    pile_buf ckpt = {0}, notes = {0};
+/* Rank 0's look into the run folder: with --resume the checkpoint to
+ * continue from (the newest that passes its checks; each one passed over
+ * is said), without it none may be there. */
+static int find_checkpoint(trainer *t, const pile_train_config *c, pile_buf *ckpt, pile_err *err)
+{
+    pile_buf notes = {0};
     int rc = 0;
     if (c->resume) {
-        /* the newest checkpoint that passes its checks; each one passed over is said */
-        rc = pile_checkpoint_find_resumable(c->checkpoint_dir, &ckpt, &notes, err);
-        print_notes(log, &notes, PILE_LOG_WARN);
+        rc = pile_checkpoint_find_resumable(c->checkpoint_dir, ckpt, &notes, err);
+        print_notes(t->log, &notes, PILE_LOG_WARN);
         if (rc == PILE_ENOENT && !notes.len)
             rc = pile_err_set(err, PILE_ENOENT, "no checkpoint in '%s' to resume from", c->checkpoint_dir);
-        if (rc < 0) goto out;
-    } else if (pile_checkpoint_find_latest(c->checkpoint_dir, &ckpt, err) == 0) {
+        if (rc == 0 && !cstr(ckpt)) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    } else if (pile_checkpoint_find_latest(c->checkpoint_dir, ckpt, err) == 0) {
         rc = pile_err_set(err, PILE_EINVAL,
                           "'%s' already holds a run (latest checkpoint '%s'); continue it with --resume, or "
                           "choose another --checkpoint-dir",
-                          c->checkpoint_dir, ckpt.data);
-        goto out;
+                          c->checkpoint_dir, ckpt->data);
     }
-    if (c->resume && !cstr(&ckpt)) {
-        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-        goto out;
-    }
-    if (c->resume && (rc = check_resume_model(ckpt.data, &mc, c, err)) < 0) goto out;
-    if (c->resume && (rc = check_resume_settings(ckpt.data, c, log, err)) < 0) goto out;
+    pile_buf_free(&notes);
+    return rc;
+}
 
+/* The checkpoint rank 0 chose, handed to every rank, so that no other
+ * rank reads every candidate's files again to choose the same. pile_comm
+ * moves its bytes as 2-byte elements (a broadcast copies any dtype). */
+static int share_checkpoint_path(trainer *t, pile_buf *ckpt, pile_err *err)
+{
+    char path[4096];
+    memset(path, 0, sizeof path);
+    if (t->rank == 0) memcpy(path, ckpt->data, ckpt->len < sizeof path - 1 ? ckpt->len : sizeof path - 1);
+    PILE_FORWARD_IF_ERR(pile_comm_broadcast(t->comm, path, sizeof path / 2, PILE_COMM_BF16, 0, NULL, err));
+    path[sizeof path - 1] = '\0';
+    ckpt->len = 0;
+    PILE_RETURN_IF(pile_buf_append_str(ckpt, path) || !cstr(ckpt), err, PILE_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* The model and optimizer, new or loaded from checkpoint ckpt (--resume),
+ * and what the loop needs beside them; every rank the same (every rank
+ * starts from the same weights: the same seed's initialisation, or the
+ * same checkpoint). Rank 0 checks the room for checkpoints and opens the
+ * metrics. Each rank checks the validation samples it will evaluate. */
+static int open_state(trainer *t, const pile_train_config *c, const pile_model_config *mc, const char *ckpt,
+                      int64_t *resumed_from, pile_err *err)
+{
+    const pile_data_info *info = t->info;
+    if (c->resume) {
+        PILE_FORWARD_IF_ERR(check_resume_model(ckpt, mc, c, err));
+        PILE_FORWARD_IF_ERR(check_resume_settings(ckpt, c, t->world, t->log, err));
+    }
     pile_adamw_config ac = {(float)c->adam_beta1, (float)c->adam_beta2, (float)c->adam_epsilon,
                             (float)c->weight_decay, c->decay_all};
-    if ((rc = pile_plan_check_run(c, &mc, t->be, t->T, err)) < 0) goto out;
-    if ((rc = pile_model_create(&t->model, t->be, &mc, c->batch_size, t->T, err)) < 0) goto out;
+    PILE_FORWARD_IF_ERR(pile_plan_check_run(c, mc, t->be, t->T, err));
+    PILE_FORWARD_IF_ERR(pile_model_create(&t->model, t->be, mc, c->batch_size, t->T, err));
     /* MFU: the position table is a lookup, the only parameters no product uses */
     t->flops_per_token = pile_mfu_flops_per_token(
-        (double)pile_model_param_count(t->model) - (double)mc.n_positions * mc.n_embd, mc.n_layer, mc.n_head,
-        mc.n_embd / mc.n_head, t->T);
+        (double)pile_model_param_count(t->model) - (double)mc->n_positions * mc->n_embd, mc->n_layer, mc->n_head,
+        mc->n_embd / mc->n_head, t->T);
     t->peak_flops = c->peak_tflops * 1e12;
     t->peak_from = "--peak_tflops";
     if (!(t->peak_flops > 0))
@@ -1068,35 +1270,32 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* the optimizer takes the model's parameters as its master weights: a
      * new run's initial ones, or (resume) the checkpoint's, loaded into it */
     if (!c->resume) pile_model_init(t->model, c->seed);
-    if ((rc = pile_optim_create(&t->opt, t->model, &ac, err)) < 0) goto out;
+    PILE_FORWARD_IF_ERR(pile_optim_create(&t->opt, t->model, &ac, err));
     if (c->precision == PILE_PRECISION_FP16) {
         pile_loss_scaler_config lsc;
         pile_train_config_loss_scaler(c, &lsc);
-        if ((rc = pile_optim_enable_loss_scaling(t->opt, &lsc, err)) < 0) goto out;
+        PILE_FORWARD_IF_ERR(pile_optim_enable_loss_scaling(t->opt, &lsc, err));
     }
     t->step_scale = pile_optim_loss_scale(t->opt);
 
     memset(&t->st, 0, sizeof t->st);
     if (c->resume) {
-        if ((rc = pile_checkpoint_load(ckpt.data, t->model, t->opt, &t->st, err)) < 0) goto out;
-        if ((rc = check_resume_state(ckpt.data, &t->st, c, info, err)) < 0) goto out;
-        if ((rc = check_resume_data(t, ckpt.data, err)) < 0) goto out;
-        if (t->st.position > info->train_samples) {
-            rc = pile_err_set(err, PILE_EMISMATCH,
-                              "cannot resume from '%s': it stopped at sample %" PRIu64 " of an epoch of %" PRIu64
-                              " (were the shards in '%s' changed?)",
-                              ckpt.data, t->st.position, info->train_samples, c->data);
-            goto out;
-        }
+        PILE_FORWARD_IF_ERR(pile_checkpoint_load(ckpt, t->model, t->opt, &t->st, err));
+        PILE_FORWARD_IF_ERR(check_resume_state(ckpt, &t->st, c, info, err));
+        PILE_FORWARD_IF_ERR(check_resume_data(t, ckpt, err));
+        PILE_RETURN_IF(t->st.position > info->train_samples, err, PILE_EMISMATCH,
+                       "cannot resume from '%s': it stopped at sample %" PRIu64 " of an epoch of %" PRIu64
+                       " (were the shards in '%s' changed?)",
+                       ckpt, t->st.position, info->train_samples, c->data);
         if (t->st.total_steps != t->total_steps)
-            pile_log_printf(log, PILE_LOG_WARN,
+            pile_log_printf(t->log, PILE_LOG_WARN,
                             "the schedule changes from %" PRId64 " to %" PRId64
                             " steps (epochs or max_steps differ from the checkpoint's run)",
                             t->st.total_steps, t->total_steps);
         *resumed_from = t->st.step;
         t->last_save_step = t->st.step;
-        const char *base = strrchr(ckpt.data, '/');
-        snprintf(t->last_saved, sizeof t->last_saved, "%s", base ? base + 1 : ckpt.data);
+        const char *base = strrchr(ckpt, '/');
+        snprintf(t->last_saved, sizeof t->last_saved, "%s", base ? base + 1 : ckpt);
     } else {
         t->st.best_val_loss = INFINITY;
         t->st.best_step = -1;
@@ -1115,26 +1314,69 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     if (pile_data_spec_absolute(c->data, &abs_data) == 0 && abs_data.len <= sizeof stored.data)
         memcpy(stored.data, abs_data.data, abs_data.len);
     pile_buf_free(&abs_data);
-    if ((rc = pile_train_config_to_json(&stored, &t->config_json)) < 0 || !cstr(&t->config_json)) {
-        rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-        goto out;
+    PILE_RETURN_IF(pile_train_config_to_json(&stored, &t->config_json) < 0 || !cstr(&t->config_json), err,
+                   PILE_ENOMEM, "out of memory");
+    if (t->rank == 0) {
+        /* room for a checkpoint where checkpoints go (the fallback too) */
+        uint64_t need = pile_checkpoint_size_estimate(t->model, 1, pile_checkpoint_tokenizer_bytes(t->tok_files));
+        PILE_FORWARD_IF_ERR(check_room(t->log, c->checkpoint_dir, "checkpoint folder", need, err));
+        if (c->fallback_dir[0]) {
+            PILE_FORWARD_IF_ERR(pile_fs_mkdirs(c->fallback_dir, err));
+            PILE_FORWARD_IF_ERR(check_room(t->log, c->fallback_dir, "fallback folder", need, err));
+        }
     }
-    /* room for a checkpoint where checkpoints go (the fallback too) */
-    uint64_t need = pile_checkpoint_size_estimate(t->model, 1, pile_checkpoint_tokenizer_bytes(t->tok_files));
-    if ((rc = check_room(log, c->checkpoint_dir, "checkpoint folder", need, err)) < 0) goto out;
-    if (c->fallback_dir[0] && ((rc = pile_fs_mkdirs(c->fallback_dir, err)) < 0 ||
-                               (rc = check_room(log, c->fallback_dir, "fallback folder", need, err)) < 0))
-        goto out;
-
-    if ((rc = host_batch_alloc(&t->step_batch, per_step, t->T, err)) < 0) goto out;
-    if ((rc = host_batch_alloc(&t->val_batch, (size_t)c->batch_size, t->T, err)) < 0) goto out;
-    if ((rc = check_val_data(t, err)) < 0) goto out;
+    const size_t per_rank = (size_t)c->batch_size * (size_t)c->accumulation_steps;
+    PILE_FORWARD_IF_ERR(host_batch_alloc(&t->step_batch, per_rank, t->T, err));
+    PILE_FORWARD_IF_ERR(host_batch_alloc(&t->val_batch, (size_t)c->batch_size, t->T, err));
+    PILE_FORWARD_IF_ERR(check_val_data(t, err));
     /* a fresh run in a folder without a checkpoint starts its metrics over (step 0) */
-    if ((rc = pile_metrics_open(&t->metrics, c->checkpoint_dir, c->resume ? t->st.step : 0, err)) < 0) goto out;
-    if (c->resume) rc = check_best_model(t, err);
-out:
+    if (t->rank == 0)
+        PILE_FORWARD_IF_ERR(pile_metrics_open(&t->metrics, c->checkpoint_dir, c->resume ? t->st.step : 0, err));
+    return 0;
+}
+
+/* Sets up everything but the loop, and checks everything the run will need
+ * later, so that a run fails before its first step rather than after it:
+ * the run folder (locked, writable, room for a checkpoint), the data, the
+ * tokenizer checkpoints carry, the validation samples, the checkpoint
+ * resumed from (verified, the same settings and shards). In a run of
+ * several ranks, rank 0 alone takes the run folder, finds the checkpoint
+ * and speaks (t->log; the others' is NULL); the ranks meet after each
+ * phase, so that whatever fails on one rank stops them all there. */
+static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *log, int64_t *resumed_from,
+                        pile_err *err)
+{
+    t->cfg = c;
+    t->log = log;
+    t->user_log = log;
+    t->last_val_step = -1;
+    t->last_save_step = -1;
+    *resumed_from = -1;
+    PILE_RETURN_IF(c->accumulation_steps < 1 || c->batch_size < 1, err, PILE_EINVAL,
+                   "batch_size %d and accumulation_steps %d must be positive", c->batch_size, c->accumulation_steps);
+    PILE_FORWARD_IF_ERR(open_comm(t, c, err));
+    if (t->rank != 0) {
+        t->rank_log = (pile_log){rank_log_fn, t, 0, 0};
+        t->log = NULL;
+    }
+    t->guard.skip = c->skip_corrupt_rows;
+    t->guard.offer_skip = 1;
+    t->guard.log = t->rank == 0 ? log : &t->rank_log;
+    /* the backend before the run folder: a name this build lacks ('cuda'
+     * without CUDA) is refused before the folder is made */
+    PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
+    pile_model_config mc;
+    pile_buf ckpt = {0};
+    int rc = t->rank == 0 ? open_run_folder(t, c, err) : 0;
+    if (rc == 0) rc = open_data(t, c, &mc, err);
+    if (rc == 0 && t->rank == 0) rc = find_checkpoint(t, c, &ckpt, err);
+    rc = meet(t->comm, rc, NULL, err);
+    if (rc == 0 && c->resume) rc = share_checkpoint_path(t, &ckpt, err);
+    if (rc == 0) rc = open_state(t, c, &mc, ckpt.data, resumed_from, err);
+    rc = meet(t->comm, rc, NULL, err);
+    if (rc == 0 && c->resume && t->rank == 0) rc = check_best_model(t, err);
+    rc = meet(t->comm, rc, NULL, err);
     pile_buf_free(&ckpt);
-    pile_buf_free(&notes);
     return rc;
 }
 
@@ -1175,8 +1417,9 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
     save_sa.sa_handler = on_save_signal;
     g_stop_signal = 0;
     g_save_signal = 0;
-    g_signal_fd = log ? log->signal_fd : 0;
-    g_signal_newline = log && log->progress_in_place;
+    /* rank 0 speaks for all: the others acknowledge nothing */
+    g_signal_fd = t.log ? t.log->signal_fd : 0;
+    g_signal_newline = t.log && t.log->progress_in_place;
     for (int i = 0; i < 3; i++) {
         sigaction(stop_signals[i], NULL, &old_stop[i]);
         if (stop_signals[i] == SIGTERM || old_stop[i].sa_handler != SIG_IGN) sigaction(stop_signals[i], &sa, NULL);
@@ -1184,10 +1427,10 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
     sigaction(SIGUSR1, &save_sa, &old_usr1);
 
     char n1[32], n2[32], n3[32], n4[32], n5[32], n6[32];
-    pile_log_printf(log, PILE_LOG_INFO, "model %s (%d layers, %d heads, %d wide, %s parameters), vocabulary %d, context %d",
+    pile_log_printf(t.log, PILE_LOG_INFO, "model %s (%d layers, %d heads, %d wide, %s parameters), vocabulary %d, context %d",
                     c->model, mc->n_layer, mc->n_head, mc->n_embd,
                     thousands(n1, sizeof n1, pile_model_param_count(t.model)), mc->vocab_size, t.T);
-    pile_log_printf(log, PILE_LOG_INFO, "%s train samples, %s val%s; %s steps (%s per epoch), warmup %s, batch %d x %d",
+    pile_log_printf(t.log, PILE_LOG_INFO, "%s train samples, %s val%s; %s steps (%s per epoch), warmup %s, batch %d x %d",
                     thousands(n2, sizeof n2, t.info->train_samples), thousands(n3, sizeof n3, t.info->val_samples),
                     t.info->val_held_out ? " (held out from train: no val shards)" : "",
                     thousands(n5, sizeof n5, (uint64_t)t.total_steps),
@@ -1199,25 +1442,25 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
     /* a resumed run at or past its schedule's end has nothing to train */
     const int finished = resumed_from >= 0 && t.st.step >= t.total_steps;
     if (finished) {
-        pile_log_printf(log, PILE_LOG_INFO,
+        pile_log_printf(t.log, PILE_LOG_INFO,
                         "the run is finished: checkpoint at step %" PRId64 "%s %" PRId64
                         " steps; nothing to train (raise --max_steps or --epochs to go on)",
                         t.st.step, t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
     } else if (resumed_from >= 0) {
         pile_buf p = {0};
         pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
-        pile_log_printf(log, PILE_LOG_INFO,
+        pile_log_printf(t.log, PILE_LOG_INFO,
                         "resuming from '%s' at step %" PRId64 " (epoch %" PRId64 ", sample %" PRIu64 ")",
                         p.data ? p.data : t.last_saved, t.st.step, t.st.epoch + 1, t.st.position);
         pile_buf_free(&p);
     }
     if (!finished && t.warmup_steps >= t.total_steps)
-        pile_log_printf(log, PILE_LOG_WARN,
+        pile_log_printf(t.log, PILE_LOG_WARN,
                         "the warmup (%" PRId64 " steps) is not shorter than the run (%" PRId64
                         " steps): the rate rises all along and never reaches learning_rate %g",
                         t.warmup_steps, t.total_steps, c->learning_rate);
     if (t.info->val_samples == 0)
-        pile_log_printf(log, PILE_LOG_WARN, "no validation samples in '%s'; no validation", c->data);
+        pile_log_printf(t.log, PILE_LOG_WARN, "no validation samples in '%s'; no validation", c->data);
 
     const double t0 = pile_now();
     /* a log line's loss is the mean of its interval's step losses, as
@@ -1229,17 +1472,19 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
         /* the validation a signal skipped when the run stopped: its result
          * (and best_model) is what the uninterrupted run had. The
          * checkpoint is written again so that it no longer owes it. */
-        pile_log_printf(log, PILE_LOG_INFO,
+        pile_log_printf(t.log, PILE_LOG_INFO,
                         "step %" PRId64 "'s validation was skipped when the run stopped: doing it first", t.st.step);
         rc = validate(&t, err);
         if (rc == 0 && !t.st.pending_val) {
             char name[sizeof t.last_saved];
             snprintf(name, sizeof name, "%s", t.last_saved);
-            rc = save_checkpoint(&t, name, 1, 1, err);
+            rc = save_checkpoint(&t, name, err);
         }
-        if (rc == 0 && g_stop_signal) {
-            pile_log_printf(log, PILE_LOG_RECORD, "interrupted at step %" PRId64 " before training on; continue with --resume",
-                            t.st.step);
+        int64_t sig[2] = {g_stop_signal != 0, 0};
+        if (rc == 0) rc = agree_signals(&t, sig, err);
+        if (rc == 0 && sig[0]) {
+            pile_log_printf(t.log, PILE_LOG_RECORD,
+                            "interrupted at step %" PRId64 " before training on; continue with --resume", t.st.step);
             interrupted = 1;
         }
     }
@@ -1262,7 +1507,7 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
              * log interval, so that each overflow shows in the curves */
             static const char *const ls_tags[] = {"train/loss_scale", "train/skipped_steps"};
             const double ls_vals[] = {t.step_scale, (double)pile_loss_scaler_skipped(scaler)};
-            if ((rc = pile_metrics_write(t.metrics, t.st.step, ls_tags, ls_vals, 2, err)) < 0) break;
+            if ((rc = write_metrics(&t, ls_tags, ls_vals, 2, err)) < 0) break;
         }
         if (t.st.step % c->log_interval == 0 || t.st.step == t.total_steps) {
             double tps = interval_time > 0 ? (double)interval_tokens / interval_time : 0;
@@ -1271,6 +1516,7 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
             double eta = (double)(t.total_steps - t.st.step) * ((pile_now() - t0) / (double)steps_run);
             double epoch_f = (double)t.st.epoch + (double)t.st.position / (double)t.info->train_samples;
             double mean_loss = interval_loss / (double)interval_steps;
+            if ((rc = count_corrupt_rows(&t, err)) < 0) break;
             log_progress(&t, mean_loss, lr, gnorm, tps, eta);
             const char *tags[8] = {"train/loss",  "train/lr",    "train/grad_norm",
                                    "train/tokens_per_sec", "train/epoch", "mem/rss_mib"};
@@ -1278,9 +1524,9 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
             size_t ntags = 6;
             /* the corrupt-row count is a curve only where rows may be skipped: elsewhere the first stops the run */
             if (c->skip_corrupt_rows)
-                tags[ntags] = "data/corrupt_rows", vals[ntags++] = (double)pile_data_corrupt_rows(t.data);
+                tags[ntags] = "data/corrupt_rows", vals[ntags++] = (double)t.corrupt_rows;
             if (t.peak_flops > 0) tags[ntags] = "train/mfu", vals[ntags++] = mfu_of(&t, tps);
-            if ((rc = pile_metrics_write(t.metrics, t.st.step, tags, vals, ntags, err)) < 0) break;
+            if ((rc = write_metrics(&t, tags, vals, ntags, err)) < 0) break;
             interval_time = 0;
             interval_tokens = 0;
             interval_loss = 0;
@@ -1296,26 +1542,29 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
         if (epoch_end) {
             char name[64];
             snprintf(name, sizeof name, "epoch-%03" PRId64, t.st.epoch);
-            if ((rc = save_checkpoint(&t, name, 1, 1, err)) < 0) break;
+            if ((rc = save_checkpoint(&t, name, err)) < 0) break;
         }
         if (c->save_interval > 0 && t.st.step % c->save_interval == 0 && t.last_save_step != t.st.step &&
             (rc = save_step_checkpoint(&t, err)) < 0)
             break;
-        if (g_save_signal) {
+        /* the signals any rank received, acted on by all at this point */
+        int64_t sig[2] = {g_stop_signal != 0, g_save_signal != 0};
+        if ((rc = agree_signals(&t, sig, err)) < 0) break;
+        if (sig[1]) {
             /* SIGUSR1: a checkpoint now, and training goes on */
             g_save_signal = 0;
             if (t.last_save_step != t.st.step && (rc = save_step_checkpoint(&t, err)) < 0) break;
             pile_buf p = {0};
             pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
-            pile_log_printf(log, PILE_LOG_INFO, "checkpoint '%s' written (SIGUSR1); training goes on",
+            pile_log_printf(t.log, PILE_LOG_INFO, "checkpoint '%s' written (SIGUSR1); training goes on",
                             p.data ? p.data : t.last_saved);
             pile_buf_free(&p);
         }
-        if (g_stop_signal) {
+        if (sig[0]) {
             if (t.last_save_step != t.st.step && (rc = save_step_checkpoint(&t, err)) < 0) break;
             pile_buf p = {0};
             pile_fs_join(&p, c->checkpoint_dir, t.last_saved);
-            pile_log_printf(log, PILE_LOG_RECORD,
+            pile_log_printf(t.log, PILE_LOG_RECORD,
                             "interrupted at step %" PRId64 ": checkpoint '%s' written; continue with --resume",
                             t.st.step, p.data ? p.data : t.last_saved);
             pile_buf_free(&p);
@@ -1329,7 +1578,7 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
         if (t.last_val_step != t.st.step) rc = validate(&t, err);
         if (rc == 0 && t.last_save_step != t.st.step) rc = save_step_checkpoint(&t, err);
         if (rc == 0 && t.st.pending_val) {
-            pile_log_printf(log, PILE_LOG_RECORD,
+            pile_log_printf(t.log, PILE_LOG_RECORD,
                             "interrupted at step %" PRId64 " before its validation; continue with --resume", t.st.step);
             interrupted = 1;
         }
@@ -1340,26 +1589,27 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
     g_stop_signal = 0;
     g_save_signal = 0;
 
+    if (rc == 0) rc = count_corrupt_rows(&t, err);
     if (rc == 0) {
         char tok[32], el[32];
         double elapsed = pile_now() - t0;
         const pile_log_level R = PILE_LOG_RESULT;
         if (finished && steps_run == 0)
-            pile_log_printf(log, R, "nothing trained: the run was finished (step %" PRId64 "%s %" PRId64 " steps)\n",
+            pile_log_printf(t.log, R, "nothing trained: the run was finished (step %" PRId64 "%s %" PRId64 " steps)\n",
                             t.st.step, t.st.step > t.total_steps ? ", past the schedule's" : " of", t.total_steps);
         else
-            pile_log_printf(log, R, "trained %" PRId64 " of %" PRId64 " steps (%" PRId64 " in this run, %s)%s\n",
+            pile_log_printf(t.log, R, "trained %" PRId64 " of %" PRId64 " steps (%" PRId64 " in this run, %s)%s\n",
                             t.st.step, t.total_steps, steps_run, duration(el, sizeof el, elapsed),
                             interrupted ? ", interrupted" : "");
-        pile_log_printf(log, R, "tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
-        if (steps_run > 0) pile_log_printf(log, R, "final train loss: %.4f\n", last_loss);
+        pile_log_printf(t.log, R, "tokens trained on: %s\n", thousands(tok, sizeof tok, t.st.tokens_seen));
+        if (steps_run > 0) pile_log_printf(t.log, R, "final train loss: %.4f\n", last_loss);
         if (isfinite(t.st.best_val_loss))
-            pile_log_printf(log, R, "best val loss: %.4f (%s)\n", t.st.best_val_loss,
+            pile_log_printf(t.log, R, "best val loss: %.4f (%s)\n", t.st.best_val_loss,
                             t.best_missing ? "its weights were not kept" : "best_model/");
         if (c->skip_corrupt_rows)
-            pile_log_printf(log, R, "corrupt rows skipped: %" PRIu64 " (%" PRIu64 " samples left out)\n",
-                            pile_data_corrupt_rows(t.data), t.guard.samples);
-        pile_log_printf(log, R, "checkpoints: %s (latest %s)\n", c->checkpoint_dir,
+            pile_log_printf(t.log, R, "corrupt rows skipped: %" PRIu64 " (%" PRIu64 " samples left out)\n",
+                            t.corrupt_rows, t.corrupt_samples);
+        pile_log_printf(t.log, R, "checkpoints: %s (latest %s)\n", c->checkpoint_dir,
                         t.last_saved[0] ? t.last_saved : "unchanged");
         if (interrupted) rc = PILE_TRAINER_STOPPED;
     }
@@ -1469,7 +1719,7 @@ int pile_trainer_eval(const char *ckpt, const char *data_dir, int64_t rows, int 
     }
     if ((rc = host_batch_alloc(&hb, (size_t)batch_size, pile_data_seq_len(d), err)) < 0) goto out;
     corrupt_guard guard = {0, 0, 0, 0, log};
-    rc = evaluate(m, d, data_dir, rows, batch_size, doc_mask, doc_mask_loss, &hb, &guard, res, err);
+    rc = evaluate(m, d, data_dir, rows, batch_size, doc_mask, doc_mask_loss, &hb, &guard, NULL, res, err);
     res->rows_from = rows_from;
 out:
     host_batch_free(&hb);
