@@ -435,6 +435,15 @@ static int count_corrupt_rows(trainer *t, pile_err *err)
     return 0;
 }
 
+/* A failure in a run of several ranks says whose it is: each rank
+ * reports its own. */
+static void name_rank(const trainer *t, pile_err *err)
+{
+    if (t->world <= 1) return;
+    pile_err inner = *err;
+    pile_err_set(err, inner.code, "rank %d: %s", t->rank, inner.msg);
+}
+
 /* What ranks but 0 say (rank_log): a line prefixed with the rank. */
 static void rank_log_fn(void *ctx, pile_log_level level, const char *msg, size_t len)
 {
@@ -1396,6 +1405,7 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
     int64_t resumed_from;
     int rc = trainer_open(&t, cfg, log, &resumed_from, err);
     if (rc < 0) {
+        name_rank(&t, err);
         trainer_close(&t);
         return rc;
     }
@@ -1430,12 +1440,16 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
     pile_log_printf(t.log, PILE_LOG_INFO, "model %s (%d layers, %d heads, %d wide, %s parameters), vocabulary %d, context %d",
                     c->model, mc->n_layer, mc->n_head, mc->n_embd,
                     thousands(n1, sizeof n1, pile_model_param_count(t.model)), mc->vocab_size, t.T);
-    pile_log_printf(t.log, PILE_LOG_INFO, "%s train samples, %s val%s; %s steps (%s per epoch), warmup %s, batch %d x %d",
+    char ranks[96] = "";
+    if (t.world > 1)
+        snprintf(ranks, sizeof ranks, " on each of %d ranks (%s), %d rows a step", t.world, pile_comm_name(t.comm),
+                 c->batch_size * c->accumulation_steps * t.world);
+    pile_log_printf(t.log, PILE_LOG_INFO, "%s train samples, %s val%s; %s steps (%s per epoch), warmup %s, batch %d x %d%s",
                     thousands(n2, sizeof n2, t.info->train_samples), thousands(n3, sizeof n3, t.info->val_samples),
                     t.info->val_held_out ? " (held out from train: no val shards)" : "",
                     thousands(n5, sizeof n5, (uint64_t)t.total_steps),
                     thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
-                    thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps);
+                    thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps, ranks);
     if (t.peak_flops > 0)
         pile_log_printf(log, PILE_LOG_INFO, "mfu: %.3g GFLOP per token (6N + 12LHQT) against a peak of %g TFLOP/s (%s)",
                         t.flops_per_token * 1e-9, t.peak_flops * 1e-12, t.peak_from);
@@ -1613,6 +1627,7 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
                         t.last_saved[0] ? t.last_saved : "unchanged");
         if (interrupted) rc = PILE_TRAINER_STOPPED;
     }
+    if (rc < 0) name_rank(&t, err);
     trainer_close(&t);
     return rc;
 }

@@ -1,0 +1,103 @@
+#!/bin/sh
+# Data parallelism at ZeRO stage 0 with real processes, on shards of the
+# bundled sample (bytes tokenizer, 64-token rows): mpirun --oversubscribe
+# with 2 and 4 ranks trains the tiny model 20 steps (dropout on, so that
+# each micro-batch's mask is checked too) with the global batch of a
+# 1-rank run (2 x 4 = 2 x 2 x 2 ranks = 2 x 1 x 4 ranks); losses and final
+# weights equal the 1-rank run's to 1e-5 (dp_compare.py says how); rank 0
+# alone prints and writes; a 2-rank run resumed from its step-10
+# checkpoint ends bit for bit where the uninterrupted one did; a
+# world_size the launcher did not start is refused before any folder.
+#   trainer_dp.sh PILE_TRAINER PILE_PREP PYTHON
+# Speaks TAP; exits 77 without the sample data, mpirun, numpy, or an MPI
+# build of pile-trainer.
+set -u
+. "$(dirname "$0")/tap.sh"
+abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
+TR=$(abs "$1")
+PREP=$(abs "$2")
+PY=$3
+CMP=$(abs "$(dirname "$0")/dp_compare.py")
+SRC=${PILE_SOURCE_ROOT:-.}/data/sample
+tap_skip_unless "no sample data at $SRC" "$SRC/val.jsonl.zst" "$SRC/train/00.jsonl.zst"
+SRC=$(abs "$SRC")
+if ! command -v mpirun > /dev/null 2>&1; then
+    echo "1..0 # SKIP no mpirun (Open MPI: tools/install-deps.sh installs openmpi-bin)"
+    exit 77
+fi
+if ! "$PY" -c 'import numpy' > /dev/null 2>&1; then
+    echo "1..0 # SKIP numpy cannot be imported (tests/dp_compare.py reads the weights with it)"
+    exit 77
+fi
+# compare NAME RUN_A RUN_B CHECKPOINT TOLERANCE: dp_compare.py's verdict, its figures as a comment
+compare() {
+    if "$PY" "$CMP" "$2" "$3" "$4" "$5" > "$TMP/cmp" 2>&1; then ok "$1"; else not_ok "$1"; fi
+    sed 's/^/# /' "$TMP/cmp"
+}
+tap_tmpdir trainer-dp
+cd "$TMP" || exit 1
+# as root (CI's containers) mpirun wants it said; ranks may outnumber the cores
+MPIRUN="mpirun --oversubscribe --allow-run-as-root"
+# MPI's own allocations at exit are not the trainer's leaks
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
+export ASAN_OPTIONS
+
+if ! "$PREP" -q -o shards -L 64 -t bytes "$SRC" > out 2> err; then
+    echo "Bail out! pile-prep failed: $(cat err)"
+    exit 1
+fi
+COMMON="--data shards --model tiny --max_steps 20 --threads 1 --dropout 0.1 --eval_interval 10 --eval_rows 61
+        --save_interval 10 --log_interval 1 --seed 7"
+
+run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 2 --checkpoint_dir probe --max_steps 1
+if [ "$st" -ne 0 ] && grep -q "unknown communicator\|without MPI\|build has" err; then
+    echo "1..0 # SKIP this pile-trainer has no MPI communicator: $(head -n 1 err)"
+    exit 77
+fi
+rm -rf probe
+
+# shellcheck disable=SC2086
+run "$TR" $COMMON --batch_size 2 --accumulation_steps 4 --checkpoint_dir one
+expect "1 rank, batch 2 x 4: trains" 0 "trained 20 of 20 steps"
+
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 2 --checkpoint_dir two
+expect "2 ranks, batch 2 x 2 each: trains" 0 "trained 20 of 20 steps"
+expect "... and says so, with the global batch" 0 "batch 2 x 2 on each of 2 ranks \(mpi\), 8 rows a step"
+check "... rank 0 alone prints the progress and the summary" \
+    test "$(grep -c 'step 20/20' err)" -eq 1 -a "$(grep -c 'trained 20 of 20' out)" -eq 1
+compare "... the same losses and weights as 1 rank (1e-5)" one two step-0000020 1e-5
+check "... one metrics file, one line per step and validation" test "$(grep -c '"train/loss"' two/metrics.jsonl)" -eq 20
+
+# shellcheck disable=SC2086
+run $MPIRUN -np 4 "$TR" $COMMON --batch_size 2 --accumulation_steps 1 --checkpoint_dir four
+expect "4 ranks, batch 2 x 1 each: trains" 0 "trained 20 of 20 steps"
+compare "... the same losses and weights as 1 rank (1e-5)" one four step-0000020 1e-5
+
+# resume: the step-10 checkpoint of the 2-rank run, continued on 2 ranks
+cp -r two resumed
+rm -rf resumed/step-0000020 resumed/best_model
+echo step-0000010 > resumed/latest
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 2 --checkpoint_dir resumed --resume
+expect "2 ranks resume from step 10" 0 "resuming from .*step-0000010"
+compare "... and end bit for bit where the uninterrupted run did" two resumed step-0000020 0
+# another split of the same global batch is taken, and said
+cp -r two split
+rm -rf split/step-0000020 split/best_model
+echo step-0000010 > split/latest
+# shellcheck disable=SC2086
+run $MPIRUN -np 4 "$TR" $COMMON --batch_size 2 --accumulation_steps 1 --checkpoint_dir split --resume
+expect "4 ranks resume a 2-rank run with the same global batch, saying so" 0 \
+    "resuming with batch_size x accumulation_steps x world_size 2 x 1 x 4, where the checkpoint's run had 2 x 2 x 2"
+compare "... and end where it did, to 1e-5" two split step-0000020 1e-5
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 1 --checkpoint_dir resumed --resume
+expect "another global batch is refused on resume, naming it" 1 "global batch .* was 2 x 2 x 2 = 8 and is 2 x 1 x 2 = 4"
+
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$TR" $COMMON --world_size 3 --checkpoint_dir never
+expect "a world_size the launcher did not start is refused" 1 "world_size 3"
+check "... before any folder exists" test ! -e never
+
+tap_done
