@@ -7,8 +7,10 @@
 # weights equal the 1-rank run's to 1e-5 (dp_compare.py says how); rank 0
 # alone prints and writes; a 2-rank run resumed from its step-10
 # checkpoint ends bit for bit where the uninterrupted one did; a
-# world_size the launcher did not start is refused before any folder.
-#   trainer_dp.sh PILE_TRAINER PILE_PREP PYTHON
+# world_size the launcher did not start is refused before any folder; a
+# damaged row that one rank reads stops every rank, each saying whose it
+# was (or, with --skip_corrupt_rows, is named by that rank and counted).
+#   trainer_dp.sh PILE_TRAINER PILE_PREP PYTHON SHARD_TOOL
 # Speaks TAP; exits 77 without the sample data, mpirun, numpy, or an MPI
 # build of pile-trainer.
 set -u
@@ -17,6 +19,7 @@ abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 TR=$(abs "$1")
 PREP=$(abs "$2")
 PY=$3
+STOOL=$(abs "$4")
 CMP=$(abs "$(dirname "$0")/dp_compare.py")
 SRC=${PILE_SOURCE_ROOT:-.}/data/sample
 tap_skip_unless "no sample data at $SRC" "$SRC/val.jsonl.zst" "$SRC/train/00.jsonl.zst"
@@ -99,5 +102,23 @@ expect "another global batch is refused on resume, naming it" 1 "global batch .*
 run $MPIRUN -np 2 "$TR" $COMMON --world_size 3 --checkpoint_dir never
 expect "a world_size the launcher did not start is refused" 1 "world_size 3"
 check "... before any folder exists" test ! -e never
+
+# a damaged validation row in rank 1's share (2 ranks split the 61 rows
+# evaluated 31 + 30: row 40 is rank 1's); 64 two-byte tokens a row, data at 4096
+cp -r shards bad
+"$STOOL" flip bad/val-00000.shard $((4096 + 40 * 128 + 20))
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$TR" $COMMON --data bad --checkpoint_dir badrun
+expect "a damaged row rank 1 reads: every rank stops before step 1" 1 \
+    "rank 1: cannot use validation sample 40: 'bad/val-00000.shard': row 40 fails its checksum"
+expect "... rank 0 saying which rank failed" 1 "rank 0: stopping: rank 1 of 2 failed"
+check "... no step ran" test ! -e badrun/latest -a ! -s badrun/metrics.jsonl
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$TR" $COMMON --data bad --skip_corrupt_rows --checkpoint_dir skiprun
+expect "--skip_corrupt_rows: the run finishes" 0 "trained 20 of 20 steps"
+expect "... rank 1 names the row" 0 "rank 1: skipping a corrupt row \(1 so far\): 'bad/val-00000.shard': row 40"
+check "... once" test "$(grep -c "skipping a corrupt row" "$TMP/err")" -eq 1
+expect "... and rank 0's summary counts it (left out of both validations)" 0 \
+    "^corrupt rows skipped: 1 \(2 samples left out\)"
 
 tap_done
