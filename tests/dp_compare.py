@@ -3,7 +3,10 @@ train/loss and val/loss in metrics.jsonl, and the weights of one checkpoint
 (model.safetensors). Prints one line of figures; exits 1 when they differ
 by more than the tolerance.
 
-    dp_compare.py RUN_A RUN_B CHECKPOINT TOLERANCE   (0: bit for bit)
+    dp_compare.py RUN_A RUN_B CHECKPOINT TOLERANCE [train]   (0: bit for bit)
+
+With "train" only the train/loss records are compared (runs that
+validated at other steps).
 
 Losses: |a - b| <= tol * |a| each. Weights: the whole model's
 ||a - b|| <= tol * ||a|| (L2 over every tensor), and each element
@@ -18,12 +21,12 @@ import struct
 import sys
 
 
-def losses(run):
+def losses(run, keys):
     out = {}
     with open(run + "/metrics.jsonl") as f:
         for line in f:
             rec = json.loads(line)
-            for key in ("train/loss", "val/loss"):
+            for key in keys:
                 if key in rec:
                     out[(key, rec["step"])] = rec[key]
     return out
@@ -48,7 +51,8 @@ def tensors(path):
 
 def main():
     a, b, ckpt, tol = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    la, lb = losses(a), losses(b)
+    keys = ("train/loss",) if sys.argv[5:] == ["train"] else ("train/loss", "val/loss")
+    la, lb = losses(a, keys), losses(b, keys)
     if not la or la.keys() != lb.keys():
         print("the runs logged other steps: %s against %s" % (sorted(la), sorted(lb)))
         return 1

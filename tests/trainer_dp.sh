@@ -32,9 +32,9 @@ if ! "$PY" -c 'import numpy' > /dev/null 2>&1; then
     echo "1..0 # SKIP numpy cannot be imported (tests/dp_compare.py reads the weights with it)"
     exit 77
 fi
-# compare NAME RUN_A RUN_B CHECKPOINT TOLERANCE: dp_compare.py's verdict, its figures as a comment
+# compare NAME RUN_A RUN_B CHECKPOINT TOLERANCE [train]: dp_compare.py's verdict, its figures as a comment
 compare() {
-    if "$PY" "$CMP" "$2" "$3" "$4" "$5" > "$TMP/cmp" 2>&1; then ok "$1"; else not_ok "$1"; fi
+    if "$PY" "$CMP" "$2" "$3" "$4" "$5" ${6:-} > "$TMP/cmp" 2>&1; then ok "$1"; else not_ok "$1"; fi
     sed 's/^/# /' "$TMP/cmp"
 }
 tap_tmpdir trainer-dp
@@ -97,6 +97,38 @@ compare "... and end where it did, to 1e-5" two split step-0000020 1e-5
 # shellcheck disable=SC2086
 run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 1 --checkpoint_dir resumed --resume
 expect "another global batch is refused on resume, naming it" 1 "global batch .* was 2 x 2 x 2 = 8 and is 2 x 1 x 2 = 4"
+
+# SIGTERM to rank 1 alone: every rank stops after the same step, rank 0
+# writes the checkpoint, exit 75; resumed, the run ends bit for bit where
+# the uninterrupted one did. The run validates every step (slow steps, so
+# that the signal lands mid-run; validation does not touch the training
+# state) and is signalled once step-0000004 exists.
+# shellcheck disable=SC2086
+$MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 2 --eval_interval 1 --eval_rows 400 \
+    --save_interval 4 --checkpoint_dir sig > sig.out 2> sig.err &
+mp=$!
+i=0
+while [ ! -e sig/step-0000004/model.safetensors ] && [ $i -lt 2400 ] && kill -0 $mp 2> /dev/null; do
+    sleep 0.05
+    i=$((i + 1))
+done
+# rank 1: the child of mpirun whose environment says so
+for p in $(ps -o pid= --ppid $mp); do
+    if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=1; then kill -TERM "$p"; fi
+done
+wait $mp
+st=$?
+k=$(sed -n 's/^interrupted at step \([0-9]*\):.*/\1/p' sig.err)
+if [ $st -eq 75 ] && [ -n "$k" ] && [ "$k" -lt 20 ] && [ "$(grep -c '^interrupted at step' sig.err)" -eq 1 ]; then
+    ok "SIGTERM to rank 1: every rank stops at step $k, exit 75, said once"
+else
+    not_ok "SIGTERM to rank 1: every rank stops, exit 75 (status $st)" "$(tail -n 3 sig.err)"
+fi
+check "... the checkpoint of that step is latest" grep -qx "$(printf 'step-%07d' "${k:-0}")" sig/latest
+# shellcheck disable=SC2086
+run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 2 --checkpoint_dir sig --resume
+expect "... resumed, it trains to step 20" 0 "trained 20 of 20 steps"
+compare "... and ends bit for bit where the uninterrupted run did" two sig step-0000020 0 train
 
 # shellcheck disable=SC2086
 run $MPIRUN -np 2 "$TR" $COMMON --world_size 3 --checkpoint_dir never
