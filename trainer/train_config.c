@@ -98,7 +98,8 @@ static const field fields[] = {
     FIELD(recompute, NULL, T_STR, R_ANY,
           "none, gelu (the MLP's c_fc output and GELU) or block (all of a block but its output): recomputed in "
           "the backward instead of kept; less memory, the same results"),
-    FIELD(world_size, NULL, T_INT, R_POS, "processes training together (only 1 for now)"),
+    FIELD(world_size, NULL, T_INT, R_POS,
+          "processes training together: the launcher's (mpirun, srun, torchrun), else 1; another is refused"),
     FIELD(zero_stage, NULL, T_INT, R_NONNEG, "DeepSpeed ZeRO stage (kept for later backends)"),
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY, "optimizer state offload (kept for later backends)"),
     FIELD(offload_param, NULL, T_BOOL, R_ANY, "ZeRO 3 parameter offload (kept for later backends; `plan` uses it)"),

@@ -1374,6 +1374,15 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* the backend before the run folder: a name this build lacks ('cuda'
      * without CUDA) is refused before the folder is made */
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
+    PILE_RETURN_IF(t->world > 1 && !pile_backend_host_memory(t->be), err, PILE_EINVAL,
+                   "%d ranks on the %s backend: the '%s' communicator reduces gradients in host memory, and this "
+                   "build has no communicator for device memory (NCCL)",
+                   t->world, pile_backend_name(t->be), pile_comm_name(t->comm));
+    if (t->world > 1 && (c->zero_stage > 0 || c->offload_optimizer || c->offload_param))
+        pile_log_printf(t->log, PILE_LOG_WARN,
+                        "ZeRO stage %d%s is not in this build: every rank holds the whole optimizer state (stage 0), "
+                        "which trains the same steps with more memory",
+                        c->zero_stage, c->offload_optimizer || c->offload_param ? " with offload" : "");
     pile_model_config mc;
     pile_buf ckpt = {0};
     int rc = t->rank == 0 ? open_run_folder(t, c, err) : 0;
