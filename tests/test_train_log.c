@@ -370,7 +370,7 @@ static void test_eval_sample(void)
 
 static void test_no_log(void)
 {
-    TEST("no log at all: train, eval and sample print nothing; a world_size above 1 refused before any folder");
+    TEST("no log at all: train, eval and sample print nothing; a world_size no launcher started refused before any folder");
     pile_train_config cfg;
     pile_err err;
     OK(config(&cfg, "nolog", &err, "--max_steps", "2", "--warmup_ratio", "1", NULL), &err);
@@ -395,7 +395,8 @@ static void test_no_log(void)
     rc = pile_trainer_train(&cfg, &log, &err);
     ASSERT_EQ(watch_stop(&w), 0);
     ASSERT_EQ(rc, PILE_EINVAL);
-    ASSERT_STR_EQ(err.msg, "world_size 2: this build trains in one process only (communicator 'single', world size 1)");
+    ASSERT_STR_EQ(err.msg, "world_size 2, but no launcher (one process) started 1 rank: start as many with the "
+                           "launcher (mpirun -np, srun --ntasks, torchrun --nproc_per_node), or leave world_size out");
     char dir[700];
     snprintf(dir, sizeof dir, "%s/world2", tmp);
     ASSERT(access(dir, F_OK) != 0);

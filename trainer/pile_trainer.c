@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "cpu/backend_cpu.h"
 #include "checkpoint.h"
+#include "comm/comm.h"
 #include "launch.h"
 #include "log.h"
 #include "model.h"
@@ -282,13 +283,29 @@ static int cmd_train(int argc, char **argv, int first, const pile_log *log)
     int print_config = 0;
     /* --help, --version and --print-config are the command line's, not the
      * configuration's: take them out before resolving the rest. */
-    char **args = malloc(((size_t)argc + 1) * sizeof *args);
+    char **args = malloc(((size_t)argc + 2) * sizeof *args); /* argv, the launcher's world size, NULL */
     if (!args) {
         fputs("pile-trainer: out of memory\n", stderr);
         return 1;
     }
     int n = 0;
     args[n++] = argv[0];
+    /* The launcher's world size, as if given first among the flags: the
+     * value DeepSpeed's batch arithmetic ("auto") resolves with, unless a
+     * --world_size flag says otherwise (which the run then refuses, as it
+     * was not what the launcher started). */
+    pile_comm_env env;
+    pile_err env_err;
+    char world_flag[32];
+    if (pile_comm_env_parse(&env, NULL, &env_err) < 0) {
+        fprintf(stderr, "pile-trainer: %s\n", env_err.msg);
+        free(args);
+        return 2;
+    }
+    if (env.world_size > 1) {
+        snprintf(world_flag, sizeof world_flag, "--world_size=%d", env.world_size);
+        args[n++] = world_flag;
+    }
     for (int i = first; i < argc; i++) {
         if (is_own_train_flag(argv[i], "help")) {
             pile_buf h = {0};

@@ -1148,17 +1148,32 @@ static void trainer_close(trainer *t)
     pile_fs_lock_close(t->lock);
 }
 
-/* The communicator of the ranks this process trains with, and its place
- * among them. A world_size that the launcher did not start is refused
- * here, before any folder exists, as is what the communicator cannot do. */
-static int open_comm(trainer *t, const pile_train_config *c, pile_err *err)
+/* The communicator of the ranks this process trains with, as the
+ * launcher's environment says (pile_comm_open_auto: "single" without a
+ * launcher, "mpi" under mpirun or srun), and its place among them. A
+ * world_size the launcher did not start is refused here, before any
+ * folder exists. *threads: the CPU threads a rank takes when none are
+ * given, its share of the cores with the machine's other ranks. */
+static int open_comm(trainer *t, const pile_train_config *c, int *threads, pile_err *err)
 {
-    PILE_FORWARD_IF_ERR(pile_comm_open(&t->comm, "single", err));
+    pile_comm_env env;
+    PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
+    PILE_RETURN_IF(c->world_size != env.world_size, err, PILE_EINVAL,
+                   "world_size %d, but %s started %d rank%s: start as many with the launcher (mpirun -np, srun "
+                   "--ntasks, torchrun --nproc_per_node), or leave world_size out",
+                   c->world_size,
+                   env.launcher == PILE_COMM_LAUNCHER_NONE ? "no launcher (one process)"
+                                                           : pile_comm_launcher_name(env.launcher),
+                   env.world_size, env.world_size == 1 ? "" : "s");
+    const pile_comm_options o = {&env, 0};
+    PILE_FORWARD_IF_ERR(pile_comm_open_auto(&t->comm, &o, err));
     t->rank = pile_comm_rank(t->comm);
     t->world = pile_comm_world_size(t->comm);
-    PILE_RETURN_IF(c->world_size != t->world, err, PILE_EINVAL,
-                   "world_size %d: this build trains in one process only (communicator '%s', world size %d)",
-                   c->world_size, pile_comm_name(t->comm), t->world);
+    *threads = c->threads;
+    if (*threads == 0 && env.local_world_size > 1) {
+        *threads = pile_backend_usable_cores() / env.local_world_size;
+        if (*threads < 1) *threads = 1;
+    }
     return 0;
 }
 
@@ -1237,14 +1252,13 @@ static int find_checkpoint(trainer *t, const pile_train_config *c, pile_buf *ckp
 }
 
 /* The checkpoint rank 0 chose, handed to every rank, so that no other
- * rank reads every candidate's files again to choose the same. pile_comm
- * moves its bytes as 2-byte elements (a broadcast copies any dtype). */
+ * rank reads every candidate's files again to choose the same. */
 static int share_checkpoint_path(trainer *t, pile_buf *ckpt, pile_err *err)
 {
-    char path[4096];
+    char path[4096]; /* checkpoint_dir (under 1024 bytes), '/', a folder name (under 64) */
     memset(path, 0, sizeof path);
     if (t->rank == 0) memcpy(path, ckpt->data, ckpt->len < sizeof path - 1 ? ckpt->len : sizeof path - 1);
-    PILE_FORWARD_IF_ERR(pile_comm_broadcast(t->comm, path, sizeof path / 2, PILE_COMM_BF16, 0, NULL, err));
+    PILE_FORWARD_IF_ERR(pile_comm_broadcast_bytes(t->comm, path, sizeof path, 0, err));
     path[sizeof path - 1] = '\0';
     ckpt->len = 0;
     PILE_RETURN_IF(pile_buf_append_str(ckpt, path) || !cstr(ckpt), err, PILE_ENOMEM, "out of memory");
@@ -1363,7 +1377,8 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     *resumed_from = -1;
     PILE_RETURN_IF(c->accumulation_steps < 1 || c->batch_size < 1, err, PILE_EINVAL,
                    "batch_size %d and accumulation_steps %d must be positive", c->batch_size, c->accumulation_steps);
-    PILE_FORWARD_IF_ERR(open_comm(t, c, err));
+    int threads = 0; /* set by open_comm; 0 keeps -Wmaybe-uninitialized quiet */
+    PILE_FORWARD_IF_ERR(open_comm(t, c, &threads, err));
     if (t->rank != 0) {
         t->rank_log = (pile_log){rank_log_fn, t, 0, 0};
         t->log = NULL;
@@ -1373,7 +1388,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     t->guard.log = t->rank == 0 ? log : &t->rank_log;
     /* the backend before the run folder: a name this build lacks ('cuda'
      * without CUDA) is refused before the folder is made */
-    PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
+    PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, threads, err));
     PILE_RETURN_IF(t->world > 1 && !pile_backend_host_memory(t->be), err, PILE_EINVAL,
                    "%d ranks on the %s backend: the '%s' communicator reduces gradients in host memory, and this "
                    "build has no communicator for device memory (NCCL)",
@@ -1460,7 +1475,7 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
                     thousands(n4, sizeof n4, (uint64_t)t.steps_per_epoch),
                     thousands(n6, sizeof n6, (uint64_t)t.warmup_steps), c->batch_size, c->accumulation_steps, ranks);
     if (t.peak_flops > 0)
-        pile_log_printf(log, PILE_LOG_INFO, "mfu: %.3g GFLOP per token (6N + 12LHQT) against a peak of %g TFLOP/s (%s)",
+        pile_log_printf(t.log, PILE_LOG_INFO, "mfu: %.3g GFLOP per token (6N + 12LHQT) against a peak of %g TFLOP/s (%s)",
                         t.flops_per_token * 1e-9, t.peak_flops * 1e-12, t.peak_from);
     /* a resumed run at or past its schedule's end has nothing to train */
     const int finished = resumed_from >= 0 && t.st.step >= t.total_steps;
