@@ -125,6 +125,14 @@ run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 2 --checkpoi
 expect "... resumed, it trains to step 20" 0 "trained 20 of 20 steps"
 compare "... and ends bit for bit where the uninterrupted run did" two sig step-0000020 0 train
 
+# DeepSpeed's "auto" resolves with the launcher's world size: 16 rows a
+# step of micro-batches of 2 on 2 ranks is 4 accumulation steps
+printf '{"train_batch_size": 16, "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": "auto"}\n' \
+    > ds.json
+run $MPIRUN -np 2 "$TR" --deepspeed ds.json --print-config
+check "ds_config \"auto\" under mpirun -np 2: accumulation_steps 16 / (2 x 2) = 4, world_size 2 (each rank)" \
+    test "$(grep -c '"accumulation_steps": *4,' "$TMP/out")" -eq 2 -a "$(grep -c '"world_size": *2,' "$TMP/out")" -eq 2
+
 # shellcheck disable=SC2086
 run $MPIRUN -np 2 "$TR" $COMMON --world_size 3 --checkpoint_dir never
 expect "a world_size the launcher did not start is refused" 1 "world_size 3"
