@@ -10,7 +10,7 @@
 # did, and so does one stopped by SIGTERM to rank 1 alone; DeepSpeed's
 # "auto" takes the launcher's world size; a world_size the launcher did not
 # start is refused before any folder; a damaged row that one rank reads
-# stops every rank, each saying whose it was (or, with --skip_corrupt_rows,
+# stops every rank, that rank saying which row (or, with --skip_corrupt_rows,
 # is named by that rank and counted).
 #   trainer_dp.sh PILE_TRAINER PILE_PREP PYTHON SHARD_TOOL HAVE_MPI(1|0)
 # Speaks TAP; exits 77 without the sample data, mpirun, numpy, or an MPI
