@@ -11,7 +11,8 @@
 # "auto" takes the launcher's world size; a world_size the launcher did not
 # start is refused before any folder; a damaged row that one rank reads
 # stops every rank, that rank saying which row (or, with --skip_corrupt_rows,
-# is named by that rank and counted).
+# is named by that rank and counted); `pile-trainer launch --nproc 2` (the
+# tcp communicator) trains as mpirun's ranks do.
 #   trainer_dp.sh PILE_TRAINER PILE_PREP PYTHON SHARD_TOOL HAVE_MPI(1|0)
 # Speaks TAP; exits 77 without the sample data, mpirun, numpy, or an MPI
 # build of pile-trainer.
@@ -177,5 +178,24 @@ expect "... rank 1 names the row" 0 "rank 1: skipping a corrupt row \(1 so far\)
 check "... once" test "$(grep -c "skipping a corrupt row" "$TMP/err")" -eq 1
 expect "... and rank 0's summary counts it (left out of both validations)" 0 \
     "^corrupt rows skipped: 1 \(2 samples left out\)"
+
+# The environment launch (torchrun's variables, no MPI: the tcp
+# communicator), where this pile-trainer has `launch`
+if "$TR" launch --help > /dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    run "$TR" launch --nproc 2 $COMMON --batch_size 2 --accumulation_steps 2 --checkpoint_dir tcp2
+    expect "pile-trainer launch --nproc 2 (tcp): trains" 0 "batch 2 x 2 on each of 2 ranks \(tcp\), 8 rows a step"
+    compare "... the same losses and weights as 1 rank (1e-5)" one tcp2 step-0000020 1e-5
+    # shellcheck disable=SC2086
+    run "$TR" launch --nproc 2 $COMMON --data bad --checkpoint_dir badtcp
+    expect "... a damaged row rank 1 reads: rank 0 stops too, saying which rank failed" 1 \
+        "rank 0: stopping: rank 1 of 2 failed"
+else
+    for c in "pile-trainer launch --nproc 2 (tcp): trains" "... the same losses and weights as 1 rank" \
+        "... a damaged row rank 1 reads: rank 0 stops too"; do
+        n=$((n + 1))
+        echo "ok $n - $c # SKIP this pile-trainer has no launch command"
+    done
+fi
 
 tap_done
