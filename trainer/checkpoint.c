@@ -744,15 +744,23 @@ out:
 
 /* ------------------------------------------------------------ saving */
 
-/* "<dir>.tmp" and "<dir>.old" for dir; then the state a crash may have left
- * cleared, and an empty "<dir>.tmp" made to write into. */
-static int begin_folder(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
+/* "<dir>.tmp" (where a save writes) and "<dir>.old" (where a replaced
+ * folder waits) for dir. */
+static int folder_names(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
 {
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;
     if (!dl) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: empty folder name");
     if (pile_buf_printf(tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(old, "%.*s.old", (int)dl, dir))
         return OOM(err);
+    return 0;
+}
+
+/* folder_names; then the state a crash may have left cleared, and an
+ * empty "<dir>.tmp" made to write into. */
+static int begin_folder(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(folder_names(dir, tmp, old, err));
     /* A crash between the two renames of publish leaves only <dir>.old: it
      * is the last whole checkpoint, so it comes back before anything else. */
     if (!pile_fs_is_dir(dir) && pile_fs_is_dir(old->data) && rename(old->data, dir) != 0)
@@ -810,11 +818,7 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
 int pile_checkpoint_seal(const char *dir, pile_err *err)
 {
     pile_buf tmp = {0}, old = {0};
-    size_t dl = strlen(dir);
-    while (dl > 1 && dir[dl - 1] == '/') dl--;
-    int rc = pile_buf_printf(&tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(&old, "%.*s.old", (int)dl, dir)
-                 ? OOM(err)
-                 : 0;
+    int rc = folder_names(dir, &tmp, &old, err);
     if (!rc && !pile_fs_is_dir(tmp.data))
         rc = pile_err_set(err, PILE_ENOENT, "cannot finish checkpoint '%s': '%s' is gone", dir, tmp.data);
     else if (!rc && (rc = finish_folder(tmp.data, dir, old.data, err)) < 0)
