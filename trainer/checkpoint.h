@@ -21,8 +21,12 @@
  * A folder is written under "<dir>.tmp", every file fsynced, then renamed
  * over <dir> (an existing one is moved aside first and removed after), and
  * the parent fsynced: a crash leaves the old checkpoint or the new one,
- * never a mix. <checkpoint_dir>/latest (one line, a folder name) is
- * replaced atomically after each save and names the newest. */
+ * never a mix. In a run of several ranks rank 0 saves with
+ * opts->unsealed, the other ranks add their own files to "<dir>.tmp", and
+ * rank 0 seals it (pile_checkpoint_seal) once every rank has finished:
+ * checksums.json then covers every rank's files. <checkpoint_dir>/latest
+ * (one line, a folder name) is replaced atomically after each save and
+ * names the newest. */
 #ifndef PILE_CHECKPOINT_H
 #define PILE_CHECKPOINT_H
 
