@@ -213,7 +213,10 @@ pile_tensor pile_backend_alloc(pile_backend *be, pile_dtype dt, size_t n)
     const size_t es = pile_dtype_size(dt);
     if (!es || n > SIZE_MAX / es) return PILE_NO_TENSOR;
     void *p = be->iface->alloc(be, n * es);
-    return p ? (pile_tensor){p, n, dt, be} : PILE_NO_TENSOR;
+    if (!p) return PILE_NO_TENSOR;
+    const size_t used = be->iface->bytes_in_use(be);
+    if (used > be->bytes_peak) be->bytes_peak = used;
+    return (pile_tensor){p, n, dt, be};
 }
 
 void pile_backend_free(pile_tensor *t)
@@ -223,6 +226,12 @@ void pile_backend_free(pile_tensor *t)
 }
 
 size_t pile_backend_bytes_in_use(const pile_backend *be) { return be->iface->bytes_in_use(be); }
+size_t pile_backend_bytes_peak(const pile_backend *be) { return be->bytes_peak; }
+
+int pile_backend_reserve(pile_backend *be, size_t bytes, pile_err *err)
+{
+    return be->iface->reserve ? be->iface->reserve(be, bytes, err) : 0;
+}
 
 /* ---------------------------------------------------- operand checks */
 

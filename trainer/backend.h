@@ -202,8 +202,18 @@ pile_tensor pile_backend_alloc(pile_backend *be, pile_dtype dt, size_t n);
 /* Frees what pile_backend_alloc returned (not a view), and clears *t;
  * accepts the absent tensor. */
 void pile_backend_free(pile_tensor *t);
-/* Bytes of memory the backend holds now (its allocations). */
+/* Bytes of memory the backend holds now (its allocations), and the most
+ * it held since it was opened. */
 size_t pile_backend_bytes_in_use(const pile_backend *be);
+size_t pile_backend_bytes_peak(const pile_backend *be);
+/* Takes `bytes` of the backend's memory up front, once, for the
+ * allocations to come (a device's: the run's planned total, so that a run
+ * that cannot fit fails before its first step, not at an allocation in its
+ * middle; pile_backend_alloc then carves tensors from it). Nothing to do
+ * on the CPU backend. 0; PILE_ENOMEM when the memory is not there (err
+ * says how much was asked and how much the device has free); PILE_EINVAL
+ * when the backend reserved already. */
+int pile_backend_reserve(pile_backend *be, size_t bytes, pile_err *err);
 
 /* n elements between host memory and dst / src's first elements. */
 void pile_backend_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t n);

@@ -23,6 +23,9 @@ typedef struct pile_backend_i {
     void *(*alloc)(pile_backend *be, size_t bytes);
     void (*free)(pile_backend *be, void *p);
     size_t (*bytes_in_use)(const pile_backend *be);
+    /* pile_backend_reserve: takes `bytes` up front for the allocations to
+     * come; NULL where there is nothing to do (the CPU's). */
+    int (*reserve)(pile_backend *be, size_t bytes, pile_err *err);
     /* Waits for the queued work; an asynchronous fault found there is
      * recorded with pile__backend_fail (sync then reports it). */
     void (*sync)(pile_backend *be);
@@ -74,6 +77,7 @@ struct pile_backend {
     int threads;        /* host threads it may use */
     int host_memory;    /* its memory is host memory */
     pile_dtype emulate; /* F32: none; BF16 / F16: compute outputs rounded (pile_backend_set_emulation) */
+    size_t bytes_peak;  /* the most bytes_in_use said after an allocation */
     int failed;         /* the sticky error is set: ops do nothing */
     pile_err error;
 };

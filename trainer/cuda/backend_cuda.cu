@@ -1,0 +1,420 @@
+/* The CUDA backend's registry entry ("cuda"), its state and memory: one
+ * device, a compute stream every op runs on in call order, a copy stream
+ * for the prefetch of the next batch, cuBLASLt's handle and workspace,
+ * the device arena and the ops table. The ops themselves live in
+ * matmul.cu, kernels.cu and attention.cu (cuda_internal.h says which).
+ * Written to be read beside the CPU backend (trainer/cpu/backend_cpu.c):
+ * the same entries, the same contracts (backend.h). Nothing here has run
+ * on a GPU yet (README, "The CUDA backend").
+ *
+ * Memory. pile_backend_reserve takes the run's planned device total in
+ * one cudaMalloc up front, so that a run that cannot fit fails before its
+ * first step, naming what did not fit, rather than at some allocation in
+ * the middle; tensors are then carved from it:
+ *
+ *   arena.base                                          base + arena.size
+ *   | block | block (free) | block |  ...  | block (free, the rest)     |
+ *
+ * Blocks tile the arena in address order, each a multiple of ALIGN bytes,
+ * free or used. alloc takes the first free block large enough (first
+ * fit) and splits off the rest; free marks its block free and merges it
+ * with free neighbours, so two free blocks are never adjacent. Requests
+ * the arena cannot serve (none reserved, or it is full) go to cudaMalloc,
+ * listed apart. Reuse needs no event: every op runs on `stream`, in the
+ * order it was called, so memory freed after an op is only reused by ops
+ * queued after it. Device scratch and cuBLASLt's workspace are their own
+ * cudaMallocs, outside the arena and outside bytes_in_use (which counts
+ * tensors, as the CPU backend's does). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+/* Tensors start on 256 bytes (cudaMalloc's own alignment, more than the
+ * 64 backend.h promises): every vector width and cuBLASLt's best
+ * alignment class. */
+#define ALIGN ((size_t)256)
+#define MIB ((size_t)1 << 20)
+
+typedef struct block {
+    size_t off, size; /* for a cudaMalloc'ed block: off is the address */
+    int used;
+} block;
+
+typedef struct block_list {
+    block *b;
+    size_t n, cap;
+} block_list;
+
+/* The state: pile_cuda_ctx (what the op files see) first, so that
+ * be->ctx points at both. */
+typedef struct cuda_state {
+    pile_cuda_ctx pub;
+    char *arena_base;
+    size_t arena_size;
+    block_list arena;  /* tiles [arena_base, arena_base + arena_size) */
+    block_list direct; /* cudaMalloc'ed one by one, all used */
+} cuda_state;
+
+static cuda_state *state_of(const pile_backend *be) { return (cuda_state *)be->ctx; }
+
+/* -------------------------------------------------------- registry */
+
+static int cuda_probe(pile_err *err)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* not a fault of any later call */
+        return pile_err_set(err, PILE_EIO, "no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+    }
+    PILE_RETURN_IF(n < 1, err, PILE_EIO, "no CUDA device (cudaGetDeviceCount: 0 devices)");
+    return 0;
+}
+
+/* Frees what open made, whatever it got to. */
+static void release(cuda_state *s)
+{
+    if (!s) return;
+    pile_cuda_ctx *c = &s->pub;
+    /* nothing may still run on what is freed below */
+    if (c->stream) (void)cudaStreamSynchronize(c->stream);
+    if (c->copy_stream) (void)cudaStreamSynchronize(c->copy_stream);
+    for (size_t i = 0; i < s->direct.n; i++) (void)cudaFree((void *)(uintptr_t)s->direct.b[i].off);
+    free(s->direct.b);
+    free(s->arena.b);
+    if (s->arena_base) (void)cudaFree(s->arena_base);
+    if (c->scratch) (void)cudaFree(c->scratch);
+    if (c->lt_workspace) (void)cudaFree(c->lt_workspace);
+    if (c->lt) (void)cublasLtDestroy(c->lt);
+    if (c->copy_stream) (void)cudaStreamDestroy(c->copy_stream);
+    if (c->stream) (void)cudaStreamDestroy(c->stream);
+    (void)cudaGetLastError();
+    free(s);
+}
+
+static void cuda_close(pile_backend *be)
+{
+    pile__cuda_matmul_close(be);
+    release(state_of(be));
+    be->ctx = NULL;
+}
+
+static pile_backend_i cuda_iface_table(void);
+
+#define OPEN_CHECK(call, what)                                                                                   \
+    do {                                                                                                         \
+        cudaError_t e_ = (call);                                                                                 \
+        if (e_ != cudaSuccess) {                                                                                 \
+            (void)cudaGetLastError();                                                                            \
+            pile_err_set(err, e_ == cudaErrorMemoryAllocation ? PILE_ENOMEM : PILE_EIO,                          \
+                         "cannot open CUDA device %d: %s: %s", dev, what, cudaGetErrorString(e_));               \
+            release(s);                                                                                          \
+            return err ? err->code : PILE_EIO;                                                                   \
+        }                                                                                                        \
+    } while (0)
+
+static const pile_backend_i cuda_iface = cuda_iface_table();
+
+static int cuda_open(pile_backend *be, pile_err *err)
+{
+    /* The device: 0 for now. Data-parallel training (the sharding issue)
+     * picks LOCAL_RANK's here, one process per GPU. */
+    const int dev = 0;
+    cuda_state *s = (cuda_state *)calloc(1, sizeof *s);
+    PILE_RETURN_IF(!s, err, PILE_ENOMEM, "cannot allocate the cuda backend");
+    pile_cuda_ctx *c = &s->pub;
+    c->device = dev;
+    OPEN_CHECK(cudaSetDevice(dev), "cudaSetDevice");
+    OPEN_CHECK(cudaGetDeviceProperties(&c->prop, dev), "cudaGetDeviceProperties");
+    /* non-blocking: no implicit synchronisation with the legacy default
+     * stream, which libraries may use */
+    OPEN_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    OPEN_CHECK(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    cublasStatus_t st = cublasLtCreate(&c->lt);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        pile_err_set(err, PILE_EIO, "cannot open CUDA device %d: cublasLtCreate: %s", dev, cublasLtGetStatusString(st));
+        release(s);
+        return PILE_EIO;
+    }
+    /* NVIDIA's advice for cuBLASLt's workspace: 32 MiB on Hopper, 4 MiB
+     * before */
+    c->lt_workspace_bytes = (c->prop.major >= 9 ? 32 : 4) * MIB;
+    OPEN_CHECK(cudaMalloc(&c->lt_workspace, c->lt_workspace_bytes), "cuBLASLt's workspace");
+    be->iface = &cuda_iface;
+    be->ctx = s;
+    be->host_memory = 0;
+    return 0;
+}
+
+extern "C" const pile_backend_reg pile__backend_cuda_reg = {"cuda", cuda_probe, cuda_open};
+
+/* -------------------------------------------------- shared helpers */
+
+int pile__cuda_check(pile_backend *be, const char *op)
+{
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) pile__backend_fail(be, PILE_EIO, op, "%s", cudaGetErrorString(e));
+    return be->failed ? -1 : 0;
+}
+
+void *pile__cuda_scratch(pile_backend *be, size_t bytes, const char *op)
+{
+    pile_cuda_ctx *c = pile__cuda_ctx(be);
+    if (be->failed) return NULL;
+    if (bytes <= c->scratch_bytes && c->scratch) return c->scratch;
+    /* cudaFree waits for the device, so queued ops still reading the old
+     * scratch finish first; growth is rare (the first calls at the
+     * largest shapes) */
+    size_t want = (bytes + MIB - 1) / MIB * MIB;
+    if (c->scratch) (void)cudaFree(c->scratch);
+    c->scratch = NULL;
+    c->scratch_bytes = 0;
+    cudaError_t e = cudaMalloc(&c->scratch, want);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        c->scratch = NULL;
+        pile__backend_fail(be, e == cudaErrorMemoryAllocation ? PILE_ENOMEM : PILE_EIO, op,
+                           "cannot allocate %zu MiB of device scratch: %s", want / MIB, cudaGetErrorString(e));
+        return NULL;
+    }
+    c->scratch_bytes = want;
+    return c->scratch;
+}
+
+/* ---------------------------------------------------------- memory */
+
+/* A call's error, as the op's sticky error. */
+static void check_call(pile_backend *be, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess) return;
+    (void)cudaGetLastError();
+    pile__backend_fail(be, PILE_EIO, what, "%s", cudaGetErrorString(e));
+}
+
+
+/* Inserts b at index i; 0 or -1 (out of host memory). */
+static int list_insert(block_list *l, size_t i, block b)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        block *nb = (block *)realloc(l->b, cap * sizeof *nb);
+        if (!nb) return -1;
+        l->b = nb;
+        l->cap = cap;
+    }
+    memmove(l->b + i + 1, l->b + i, (l->n - i) * sizeof *l->b);
+    l->b[i] = b;
+    l->n++;
+    return 0;
+}
+
+static void list_remove(block_list *l, size_t i)
+{
+    memmove(l->b + i, l->b + i + 1, (l->n - i - 1) * sizeof *l->b);
+    l->n--;
+}
+
+static int cuda_reserve(pile_backend *be, size_t bytes, pile_err *err)
+{
+    cuda_state *s = state_of(be);
+    PILE_RETURN_IF(s->arena_base, err, PILE_EINVAL, "the cuda backend's memory is reserved already (%zu MiB)",
+                   s->arena_size / MIB);
+    size_t size = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    if (!size) return 0;
+    size_t free_b = 0, total_b = 0;
+    (void)cudaMemGetInfo(&free_b, &total_b);
+    (void)cudaGetLastError();
+    cudaError_t e = cudaMalloc((void **)&s->arena_base, size);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        s->arena_base = NULL;
+        return pile_err_set(err, e == cudaErrorMemoryAllocation ? PILE_ENOMEM : PILE_EIO,
+                            "cannot reserve %.1f GiB on CUDA device %d (%s: %.1f GiB free of %.1f GiB): %s",
+                            (double)size / (1 << 30), s->pub.device, s->pub.prop.name, (double)free_b / (1 << 30),
+                            (double)total_b / (1 << 30), cudaGetErrorString(e));
+    }
+    if (list_insert(&s->arena, 0, block{0, size, 0}) < 0) {
+        (void)cudaFree(s->arena_base);
+        s->arena_base = NULL;
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
+    s->arena_size = size;
+    return 0;
+}
+
+/* First fit in the arena: the block's address, or NULL. */
+static void *arena_take(cuda_state *s, size_t size)
+{
+    for (size_t i = 0; i < s->arena.n; i++) {
+        block *b = &s->arena.b[i];
+        if (b->used || b->size < size) continue;
+        if (b->size > size) {
+            block rest = {b->off + size, b->size - size, 0};
+            if (list_insert(&s->arena, i + 1, rest) < 0) return NULL;
+            b = &s->arena.b[i]; /* the list may have moved */
+            b->size = size;
+        }
+        b->used = 1;
+        return s->arena_base + b->off;
+    }
+    return NULL;
+}
+
+static void *cuda_alloc(pile_backend *be, size_t bytes)
+{
+    cuda_state *s = state_of(be);
+    pile_cuda_ctx *c = &s->pub;
+    if (bytes > SIZE_MAX - ALIGN) return NULL;
+    size_t size = bytes ? (bytes + ALIGN - 1) / ALIGN * ALIGN : ALIGN;
+    void *p = s->arena_base ? arena_take(s, size) : NULL;
+    if (!p) {
+        if (cudaMalloc(&p, size) != cudaSuccess) {
+            (void)cudaGetLastError(); /* an allocation's failure is not an op's */
+            return NULL;
+        }
+        if (list_insert(&s->direct, s->direct.n, block{(size_t)(uintptr_t)p, size, 1}) < 0) {
+            (void)cudaFree(p);
+            return NULL;
+        }
+    }
+    /* zeroed, in stream order before any op that uses it */
+    check_call(be, cudaMemsetAsync(p, 0, size, c->stream), "alloc");
+    c->bytes_in_use += size;
+    if (c->bytes_in_use > c->bytes_peak) c->bytes_peak = c->bytes_in_use;
+    return p;
+}
+
+static void cuda_free(pile_backend *be, void *p)
+{
+    cuda_state *s = state_of(be);
+    pile_cuda_ctx *c = &s->pub;
+    if (!p) return;
+    char *q = (char *)p;
+    if (s->arena_base && q >= s->arena_base && q < s->arena_base + s->arena_size) {
+        size_t off = (size_t)(q - s->arena_base), lo = 0, hi = s->arena.n;
+        while (hi - lo > 1) { /* the block starting at off: blocks are in address order */
+            size_t mid = (lo + hi) / 2;
+            if (s->arena.b[mid].off <= off) lo = mid;
+            else hi = mid;
+        }
+        block *b = &s->arena.b[lo];
+        if (b->off != off || !b->used) return; /* not a block's start: never handed out */
+        b->used = 0;
+        c->bytes_in_use -= b->size;
+        if (lo + 1 < s->arena.n && !s->arena.b[lo + 1].used) {
+            b->size += s->arena.b[lo + 1].size;
+            list_remove(&s->arena, lo + 1);
+        }
+        if (lo > 0 && !s->arena.b[lo - 1].used) {
+            s->arena.b[lo - 1].size += s->arena.b[lo].size;
+            list_remove(&s->arena, lo);
+        }
+        return;
+    }
+    for (size_t i = 0; i < s->direct.n; i++) {
+        if (s->direct.b[i].off != (size_t)(uintptr_t)p) continue;
+        c->bytes_in_use -= s->direct.b[i].size;
+        list_remove(&s->direct, i);
+        /* cudaFree waits for the device: no queued op still uses it */
+        (void)cudaFree(p);
+        (void)cudaGetLastError();
+        return;
+    }
+}
+
+static size_t cuda_bytes_in_use(const pile_backend *be) { return pile__cuda_ctx((pile_backend *)be)->bytes_in_use; }
+
+/* ------------------------------------------------- copies and sync */
+
+void pile__cuda_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes)
+{
+    /* from pageable memory the call returns once host_src is staged, so
+     * the caller may reuse it at once */
+    check_call(be, cudaMemcpyAsync(dst.data, host_src, bytes, cudaMemcpyHostToDevice, pile__cuda_ctx(be)->stream),
+               "upload");
+}
+
+void pile__cuda_download(pile_backend *be, void *host_dst, pile_tensor src, size_t bytes)
+{
+    pile_cuda_ctx *c = pile__cuda_ctx(be);
+    check_call(be, cudaMemcpyAsync(host_dst, src.data, bytes, cudaMemcpyDeviceToHost, c->stream), "download");
+    /* the caller reads host_dst when this returns */
+    if (!be->failed) check_call(be, cudaStreamSynchronize(c->stream), "download");
+}
+
+void pile__cuda_copy(pile_backend *be, pile_tensor dst, pile_tensor src, size_t bytes)
+{
+    check_call(be, cudaMemcpyAsync(dst.data, src.data, bytes, cudaMemcpyDeviceToDevice, pile__cuda_ctx(be)->stream),
+               "copy");
+}
+
+void pile__cuda_zero(pile_backend *be, pile_tensor t, size_t bytes)
+{
+    check_call(be, cudaMemsetAsync(t.data, 0, bytes, pile__cuda_ctx(be)->stream), "zero");
+}
+
+/* Waits for both streams; a fault of an earlier kernel shows here (the
+ * sticky error of the CUDA context), named "sync" since the op that
+ * caused it is not known. */
+static void cuda_sync(pile_backend *be)
+{
+    pile_cuda_ctx *c = pile__cuda_ctx(be);
+    check_call(be, cudaStreamSynchronize(c->copy_stream), "sync");
+    if (!be->failed) check_call(be, cudaStreamSynchronize(c->stream), "sync");
+    if (!be->failed) pile__cuda_check(be, "sync");
+}
+
+/* Every op in F32, BF16 and F16 (this backend stores real 16-bit values),
+ * and conversions between them. */
+static int cuda_supports(const pile_backend *be, pile_op op, pile_dtype dt)
+{
+    (void)be;
+    (void)op;
+    return dt == PILE_DTYPE_F32 || dt == PILE_DTYPE_BF16 || dt == PILE_DTYPE_F16;
+}
+
+/* ------------------------------------------------------- the table */
+
+static pile_backend_i cuda_iface_table(void)
+{
+    pile_backend_i t;
+    memset(&t, 0, sizeof t);
+    t.close = cuda_close;
+    t.supports = cuda_supports;
+    t.alloc = cuda_alloc;
+    t.free = cuda_free;
+    t.bytes_in_use = cuda_bytes_in_use;
+    t.reserve = cuda_reserve;
+    t.sync = cuda_sync;
+    t.upload = pile__cuda_upload;
+    t.download = pile__cuda_download;
+    t.copy = pile__cuda_copy;
+    t.zero = pile__cuda_zero;
+    t.convert = pile__cuda_convert;
+    t.round = NULL; /* real 16-bit storage: nothing to emulate */
+    t.embed_fwd = pile__cuda_embed_fwd;
+    t.embed_bwd = pile__cuda_embed_bwd;
+    t.layernorm_fwd = pile__cuda_layernorm_fwd;
+    t.layernorm_bwd = pile__cuda_layernorm_bwd;
+    t.matmul_fwd = pile__cuda_matmul_fwd;
+    t.matmul_bwd = pile__cuda_matmul_bwd;
+    t.logits_fwd = pile__cuda_logits_fwd;
+    t.logits_bwd = pile__cuda_logits_bwd;
+    t.attention_saved_bytes = pile__cuda_attention_saved_bytes;
+    t.attention_scratch_bytes = pile__cuda_attention_scratch_bytes;
+    t.attention_fwd = pile__cuda_attention_fwd;
+    t.attention_bwd = pile__cuda_attention_bwd;
+    t.attention_decode = pile__cuda_attention_decode;
+    t.gelu_fwd = pile__cuda_gelu_fwd;
+    t.gelu_bwd = pile__cuda_gelu_bwd;
+    t.add = pile__cuda_add;
+    t.dropout = pile__cuda_dropout;
+    t.softmax_ce = pile__cuda_softmax_ce;
+    t.sumsq = pile__cuda_sumsq;
+    t.scale = pile__cuda_scale;
+    t.adamw = pile__cuda_adamw;
+    return t;
+}
