@@ -84,7 +84,8 @@ int pile_backend_open(pile_backend **out, const char *name, int threads, pile_er
     if (!name || !name[0] || !strcmp(name, "auto")) name = pile_backend_default_name(NULL);
     const pile_backend_reg *r = find_reg(name, err);
     if (!r) return err ? err->code : PILE_EINVAL;
-    PILE_FORWARD_IF_ERR(r->probe(err));
+    pile_err why;
+    if (r->probe(&why) < 0) return pile_err_set(err, why.code, "cannot open backend '%s': %s", r->name, why.msg);
     pile_backend *be = calloc(1, sizeof *be);
     PILE_RETURN_IF(!be, err, PILE_ENOMEM, "cannot allocate the %s backend", r->name);
     be->name = r->name;

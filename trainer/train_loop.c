@@ -1420,7 +1420,12 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
      * it (the memory check, the model, the checkpoints' config) */
     pile_train_config settled = *given;
     const char *backend_name = given->backend;
-    if (!backend_name[0] || !strcmp(backend_name, "auto")) backend_name = pile_backend_default_name(NULL);
+    if (!backend_name[0] || !strcmp(backend_name, "auto")) {
+        /* a CUDA build on a machine without a usable GPU says why it trains on the CPU */
+        pile_err why;
+        backend_name = pile_backend_default_name(&why);
+        if (why.code) pile_log_printf(log, PILE_LOG_INFO, "%s: training on the %s backend", why.msg, backend_name);
+    }
     settled.precision = pile_train_config_precision(given, backend_name);
     settled.precision_given = 1;
     const pile_train_config *cfg = &settled;
