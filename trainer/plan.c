@@ -846,6 +846,7 @@ int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc,
                         pile_err *err)
 {
     if (c->skip_memory_check) return 0;
+    if (!pile_backend_host_memory(be)) return 0; /* a device's: pile_plan_reserve */
     pile_plan_settings s;
     PILE_FORWARD_IF_ERR(pile_plan_settings_from_config(c, mc->vocab_size, mc->n_positions, &s, err));
     /* the model as the trainer builds it, on its backend, computing in fp32 */
@@ -875,4 +876,43 @@ int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc,
                         human(p.cpu[PILE_PLAN_MOMENTS]).s, human(acts).s,
                         pile_model_recompute_name(s.recompute), human(p.cpu[PILE_PLAN_LOGITS]).s,
                         human(p.cpu[PILE_PLAN_CHECKPOINT]).s);
+}
+
+int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, pile_backend *be, int T, pile_err *err)
+{
+    if (c->skip_memory_check || pile_backend_host_memory(be)) return 0;
+    pile_plan_settings s;
+    PILE_FORWARD_IF_ERR(pile_plan_settings_from_config(c, mc->vocab_size, mc->n_positions, &s, err));
+    /* the model as the trainer builds it, on one GPU, all of it there */
+    s.n_layer = mc->n_layer;
+    s.n_head = mc->n_head;
+    s.n_embd = mc->n_embd;
+    s.recompute = mc->recompute;
+    s.seq_len = T;
+    s.gpus = 1;
+    s.nodes = 1;
+    s.zero_stage = 0;
+    s.offload = PILE_OFFLOAD_NONE;
+    s.backend = NULL;
+    pile_plan p;
+    PILE_FORWARD_IF_ERR(pile_plan_compute(&s, &p, err));
+    /* the CUDA context and cuBLASLt's workspace are not the arena's */
+    const uint64_t want = p.total_gpu - p.gpu[PILE_PLAN_RUNTIME];
+    pile_err why;
+    const int rc = want > SIZE_MAX ? PILE_ENOMEM : pile_backend_reserve(be, (size_t)want, &why);
+    if (rc == 0) return 0;
+    if (rc != PILE_ENOMEM) return pile_err_set(err, rc, "%s", why.msg);
+    const uint64_t acts = p.gpu[PILE_PLAN_ACTIVATIONS] + p.gpu[PILE_PLAN_RECOMPUTE] + p.gpu[PILE_PLAN_ATTENTION];
+    const uint64_t grads = p.gpu[PILE_PLAN_GRADS16] + p.gpu[PILE_PLAN_GRADS32];
+    return pile_err_set(err, PILE_ELIMIT,
+                        "the run does not fit on the GPU: it needs %s for parameters %s, gradients %s, master "
+                        "weights %s, AdamW moments %s, activations %s (recompute %s), logits %s and the backward's "
+                        "%s (%s); a smaller batch_size (with more accumulation_steps for the same batch), "
+                        "--recompute gelu or block, or ZeRO sharding over more GPUs needs less: `pile-trainer plan "
+                        "--gpus 1` with the same flags shows the whole plan and what would fit; --skip_memory_check "
+                        "allocates as it goes instead",
+                        human(want).s, human(p.gpu[PILE_PLAN_PARAMS]).s, human(grads).s,
+                        human(p.gpu[PILE_PLAN_MASTER]).s, human(p.gpu[PILE_PLAN_MOMENTS]).s, human(acts).s,
+                        pile_model_recompute_name(s.recompute), human(p.gpu[PILE_PLAN_LOGITS]).s,
+                        human(p.gpu[PILE_PLAN_BACKWARD]).s, why.msg);
 }

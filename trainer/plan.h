@@ -226,6 +226,16 @@ uint64_t pile_plan_host_available(const char **source);
 int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc, const pile_backend *be, int T,
                         pile_err *err);
 
+/* A device backend's memory for the run (be's pile_backend_reserve),
+ * taken before the model is made: the plan of one GPU holding the whole
+ * model (c's batch_size x T), less the CUDA context and cuBLASLt's
+ * workspace, which are not the backend's to hand out. Nothing to do on the
+ * CPU backend or with skip_memory_check. 0; PILE_ELIMIT when the device
+ * has not that much, naming the planned total, its largest rows and what
+ * to change; another error of the backend as it is. */
+int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, pile_backend *be, int T,
+                      pile_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -982,10 +982,14 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
                  pile_loss_scaler_skipped(ls));
     char mfu[24] = "";
     if (t->peak_flops > 0) snprintf(mfu, sizeof mfu, " mfu %.1f%%", 100.0 * mfu_of(t, tok_per_s));
+    char gpu[64] = "";
+    if (!pile_backend_host_memory(t->be)) /* a device's tensors: allocated now / the most so far */
+        snprintf(gpu, sizeof gpu, " gpu %.0f/%.0f MiB", (double)pile_backend_bytes_in_use(t->be) / (1024.0 * 1024.0),
+                 (double)pile_backend_bytes_peak(t->be) / (1024.0 * 1024.0));
     pile_log_printf(t->log, PILE_LOG_PROGRESS,
                     "epoch %" PRId64 "/%" PRId64 " step %" PRId64 "/%" PRId64
-                    " loss %.4f lr %.2e gnorm %.3f tok/s %s%s eta %s rss %.0f MiB%s%s",
-                    t->st.epoch + 1, t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, mfu, eta, rss,
+                    " loss %.4f lr %.2e gnorm %.3f tok/s %s%s eta %s rss %.0f MiB%s%s%s",
+                    t->st.epoch + 1, t->total_epochs, t->st.step, t->total_steps, loss, lr, gnorm, tps, mfu, eta, rss, gpu,
                     scale, corrupt);
 }
 
@@ -1281,6 +1285,7 @@ static int open_state(trainer *t, const pile_train_config *c, const pile_model_c
     pile_adamw_config ac = {(float)c->adam_beta1, (float)c->adam_beta2, (float)c->adam_epsilon,
                             (float)c->weight_decay, c->decay_all};
     PILE_FORWARD_IF_ERR(pile_plan_check_run(c, mc, t->be, t->T, err));
+    PILE_FORWARD_IF_ERR(pile_plan_reserve(c, mc, t->be, t->T, err));
     PILE_FORWARD_IF_ERR(pile_model_create(&t->model, t->be, mc, c->batch_size, t->T, err));
     /* MFU: the position table is a lookup, the only parameters no product uses */
     t->flops_per_token = pile_mfu_flops_per_token(
@@ -1561,14 +1566,20 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
             double mean_loss = interval_loss / (double)interval_steps;
             if ((rc = count_corrupt_rows(&t, err)) < 0) break;
             log_progress(&t, mean_loss, lr, gnorm, tps, eta);
-            const char *tags[8] = {"train/loss",  "train/lr",    "train/grad_norm",
+            const char *tags[10] = {"train/loss",  "train/lr",    "train/grad_norm",
                                    "train/tokens_per_sec", "train/epoch", "mem/rss_mib"};
-            double vals[8] = {mean_loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0)};
+            double vals[10] = {mean_loss, lr, gnorm, tps, epoch_f, (double)pile_rss_bytes() / (1024.0 * 1024.0)};
             size_t ntags = 6;
             /* the corrupt-row count is a curve only where rows may be skipped: elsewhere the first stops the run */
             if (c->skip_corrupt_rows)
                 tags[ntags] = "data/corrupt_rows", vals[ntags++] = (double)t.corrupt_rows;
             if (t.peak_flops > 0) tags[ntags] = "train/mfu", vals[ntags++] = mfu_of(&t, tps);
+            if (!pile_backend_host_memory(t.be)) { /* a device's tensors, now and at most */
+                tags[ntags] = "gpu/mem_allocated_mib";
+                vals[ntags++] = (double)pile_backend_bytes_in_use(t.be) / (1024.0 * 1024.0);
+                tags[ntags] = "gpu/mem_peak_mib";
+                vals[ntags++] = (double)pile_backend_bytes_peak(t.be) / (1024.0 * 1024.0);
+            }
             if ((rc = write_metrics(&t, tags, vals, ntags, err)) < 0) break;
             interval_time = 0;
             interval_tokens = 0;
