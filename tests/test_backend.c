@@ -1181,6 +1181,68 @@ static void test_bytes_peak(void)
     pile_backend_close(b);
 }
 
+/* The CUDA backend's memory, on a device only (a TAP skip elsewhere):
+ * tensors carved from the reserved arena in first-fit order, zeroed,
+ * counted at 256-byte granules, a freed block reused, freed neighbours
+ * merged back into one, what the arena cannot hold taken from cudaMalloc
+ * outside it, a second reserve refused; upload, copy, zero and download
+ * round-trip. */
+static void test_cuda_memory(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *g = NULL;
+    ASSERT_OK(pile_backend_open(&g, "cuda", 1, &err), ep);
+    if (!g) return;
+    const size_t MiB = (size_t)1 << 20;
+    ASSERT_OK(pile_backend_reserve(g, 4 * MiB, &err), ep);
+    ASSERT_EQ(pile_backend_reserve(g, MiB, &err), PILE_EINVAL);
+    pile_tensor a = pile_backend_alloc(g, F32, 1000), b = pile_backend_alloc(g, F32, 1000);
+    if (!a.data || !b.data) {
+        PILE_FAIL_("cannot allocate 2 x 4000 bytes in a 4 MiB arena");
+        pile_backend_close(g);
+        return;
+    }
+    char *const start = a.data;
+    ASSERT_EQ((char *)b.data - start, 4096); /* first fit: right after a's 4000 bytes, rounded */
+    ASSERT_EQ((uintptr_t)start % 64, 0);
+    ASSERT_EQ(pile_backend_bytes_in_use(g), 8192);
+    static float h[1000], back[1000];
+    memset(back, 0xff, sizeof back);
+    pile_backend_download(g, back, a, 1000);
+    int zeroed = 1;
+    for (int i = 0; i < 1000; i++) zeroed &= back[i] == 0.0f;
+    ASSERT(zeroed);
+    for (int i = 0; i < 1000; i++) h[i] = (float)i + 0.5f;
+    pile_backend_upload(g, a, h, 1000);
+    pile_backend_copy(g, b, a, 1000);
+    pile_backend_zero(g, a, 500);
+    pile_backend_download(g, back, b, 1000);
+    ASSERT(!memcmp(back, h, sizeof h));
+    pile_backend_download(g, back, a, 1000);
+    int ok = 1;
+    for (int i = 0; i < 1000; i++) ok &= back[i] == (i < 500 ? 0.0f : h[i]);
+    ASSERT(ok);
+    pile_backend_free(&a);
+    ASSERT_EQ(pile_backend_bytes_in_use(g), 4096);
+    pile_tensor c = pile_backend_alloc(g, F32, 10);
+    ASSERT(c.data == start); /* a's place, first again */
+    pile_backend_free(&b);
+    pile_backend_free(&c);
+    ASSERT_EQ(pile_backend_bytes_in_use(g), 0);
+    /* all merged: the whole arena in one piece */
+    pile_tensor whole = pile_backend_alloc(g, PILE_DTYPE_U8, 4 * MiB);
+    ASSERT(whole.data == start);
+    pile_tensor more = pile_backend_alloc(g, PILE_DTYPE_U8, MiB);
+    ASSERT(more.data && ((char *)more.data < start || (char *)more.data >= start + 4 * MiB));
+    ASSERT_EQ(pile_backend_bytes_in_use(g), 5 * MiB);
+    ASSERT_EQ(pile_backend_bytes_peak(g), 5 * MiB);
+    pile_backend_free(&more);
+    pile_backend_free(&whole);
+    ASSERT_EQ(pile_backend_bytes_in_use(g), 0);
+    ASSERT_OK(pile_backend_sync(g, &err), ep);
+    pile_backend_close(g);
+}
+
 /* The sticky error: an op given what it cannot take records the first
  * failure, naming the op and the operand, does nothing, and makes every
  * later op do nothing; pile_backend_sync returns it; it stays. */
@@ -1380,6 +1442,13 @@ int main(void)
     test_names();
     TEST("bytes in use and their peak; reserving on the cpu");
     test_bytes_peak();
+    pile_err no_cuda;
+    if (pile_backend_probe("cuda", &no_cuda) == 0) {
+        TEST("cuda backend memory: the arena, cudaMalloc beyond it, copies");
+        test_cuda_memory();
+    } else {
+        TEST("cuda backend memory # SKIP no CUDA device or a build without CUDA");
+    }
     TEST("sticky error: the first failure named, later ops skipped, sync returns it");
     test_sticky_error();
     TEST("bf16 / fp16 emulation: compute outputs rounded as 16-bit stores, F32 ones not");

@@ -294,6 +294,8 @@ else
     check "--backend cuda: no run folder made" test ! -e CU
     run "$TR" $COMMON --backend auto --max_steps 1 --checkpoint_dir AU
     expect "--backend auto trains on the cpu here" 0 "trained 1 of 1 steps"
+    check "... its progress line and metrics.jsonl have no gpu memory (a device backend's)" \
+        sh -c 'grep -q "^epoch 1/1 step 1/1 .* rss [0-9]* MiB$" err && ! grep -q " gpu " err && ! grep -q "gpu/" AU/metrics.jsonl'
     if [ "${PILE_HAVE_CUDA:-0}" = 1 ]; then
         expect "--backend auto in a CUDA build without a device: one notice, why and where it trains" 0 \
             "^pile-trainer: no CUDA device \\(cudaGetDeviceCount: .*\\): training on the cpu backend$"
