@@ -7,6 +7,10 @@
 # only (-O3 warns where -O2 does not, and warnings are errors), in
 # build-release/. Ends with one line "N passed, N failed, N skipped" over all
 # three, each fuzz target counted as one test; exits non-zero on any failure.
+# Where nvcc and cuBLASLt are found (meson's -Dcuda=auto), the plain, ASan
+# and release builds compile the CUDA backend (trainer/cuda/) and the fuzz
+# build does not (tools/fuzz.sh: -Dcuda=disabled); without a GPU the tests
+# check its no-device paths.
 #
 #   tools/test.sh [--quick] [--suite NAME] [--build-dir DIR] [--no-deps]
 #                 [--fuzz-seconds N]

@@ -68,6 +68,12 @@ static int cuda_probe(pile_err *err)
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* not a fault of any later call */
+        /* cudart says "driver version is insufficient" when there is no
+         * driver at all: version 0 */
+        int driver = 0;
+        if (e == cudaErrorInsufficientDriver && cudaDriverGetVersion(&driver) == cudaSuccess && driver == 0)
+            return pile_err_set(err, PILE_EIO, "no CUDA device (cudaGetDeviceCount: %s; no CUDA driver is installed)",
+                                cudaGetErrorString(e));
         return pile_err_set(err, PILE_EIO, "no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
     }
     PILE_RETURN_IF(n < 1, err, PILE_EIO, "no CUDA device (cudaGetDeviceCount: 0 devices)");
@@ -168,7 +174,7 @@ void *pile__cuda_scratch(pile_backend *be, size_t bytes, const char *op)
     /* cudaFree waits for the device, so queued ops still reading the old
      * scratch finish first; growth is rare (the first calls at the
      * largest shapes) */
-    size_t want = (bytes + MIB - 1) / MIB * MIB;
+    size_t want = bytes ? (bytes + MIB - 1) / MIB * MIB : MIB;
     if (c->scratch) (void)cudaFree(c->scratch);
     c->scratch = NULL;
     c->scratch_bytes = 0;
