@@ -842,21 +842,30 @@ uint64_t pile_plan_host_available(const char **source)
     return avail;
 }
 
+/* The settings of a run of model mc on one process, all of it there
+ * (no ZeRO, no offload), micro-batches of c's batch_size x T. */
+static int run_settings(const pile_train_config *c, const pile_model_config *mc, int T, pile_plan_settings *s,
+                        pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(pile_plan_settings_from_config(c, mc->vocab_size, mc->n_positions, s, err));
+    s->n_layer = mc->n_layer;
+    s->n_head = mc->n_head;
+    s->n_embd = mc->n_embd;
+    s->recompute = mc->recompute;
+    s->seq_len = T;
+    s->zero_stage = 0;
+    s->offload = PILE_OFFLOAD_NONE;
+    return 0;
+}
+
 int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc, const pile_backend *be, int T,
                         pile_err *err)
 {
     if (c->skip_memory_check) return 0;
     if (!pile_backend_host_memory(be)) return 0; /* a device's: pile_plan_reserve */
     pile_plan_settings s;
-    PILE_FORWARD_IF_ERR(pile_plan_settings_from_config(c, mc->vocab_size, mc->n_positions, &s, err));
     /* the model as the trainer builds it, on its backend, computing in fp32 */
-    s.n_layer = mc->n_layer;
-    s.n_head = mc->n_head;
-    s.n_embd = mc->n_embd;
-    s.recompute = mc->recompute;
-    s.seq_len = T;
-    s.zero_stage = 0;
-    s.offload = PILE_OFFLOAD_NONE;
+    PILE_FORWARD_IF_ERR(run_settings(c, mc, T, &s, err));
     s.threads = pile_backend_threads(be);
     s.backend = be;
     const char *source;
@@ -882,17 +891,10 @@ int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, p
 {
     if (c->skip_memory_check || pile_backend_host_memory(be)) return 0;
     pile_plan_settings s;
-    PILE_FORWARD_IF_ERR(pile_plan_settings_from_config(c, mc->vocab_size, mc->n_positions, &s, err));
-    /* the model as the trainer builds it, on one GPU, all of it there */
-    s.n_layer = mc->n_layer;
-    s.n_head = mc->n_head;
-    s.n_embd = mc->n_embd;
-    s.recompute = mc->recompute;
-    s.seq_len = T;
+    /* the model as the trainer builds it, on one GPU */
+    PILE_FORWARD_IF_ERR(run_settings(c, mc, T, &s, err));
     s.gpus = 1;
     s.nodes = 1;
-    s.zero_stage = 0;
-    s.offload = PILE_OFFLOAD_NONE;
     s.backend = NULL;
     pile_plan p;
     PILE_FORWARD_IF_ERR(pile_plan_compute(&s, &p, err));

@@ -127,31 +127,22 @@ static int plan_make(pile_backend *be, const char *op, const plan_key *key, cons
     const uint64_t ws = c->lt_workspace_bytes;
     const uint32_t schemes = CUBLASLT_REDUCTION_SCHEME_NONE | CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
     const uint32_t al_a = (uint32_t)key->align_a, al_b = (uint32_t)key->align_b, al_d = (uint32_t)key->align_d;
+    const struct {
+        cublasLtMatmulPreferenceAttributes_t attr;
+        const void *value;
+        size_t size;
+    } prefs[] = {
+        {CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws},
+        {CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d},
+    };
     int rc = lt_check(be, cublasLtMatmulPreferenceCreate(&pref), op, "preference");
-    if (!rc)
-        rc = lt_check(be,
-                      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
-                      op, "workspace preference") ||
-             lt_check(be,
-                      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &schemes,
-                                                           sizeof schemes),
-                      op, "reduction preference") ||
-             lt_check(be,
-                      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a,
-                                                           sizeof al_a),
-                      op, "alignment preference") ||
-             lt_check(be,
-                      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b,
-                                                           sizeof al_b),
-                      op, "alignment preference") ||
-             lt_check(be,
-                      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d,
-                                                           sizeof al_d),
-                      op, "alignment preference") ||
-             lt_check(be,
-                      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d,
-                                                           sizeof al_d),
-                      op, "alignment preference");
+    for (size_t i = 0; !rc && i < sizeof prefs / sizeof prefs[0]; i++)
+        rc = lt_check(be, cublasLtMatmulPreferenceSetAttribute(pref, prefs[i].attr, prefs[i].value, prefs[i].size), op,
+                      "preference");
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
     if (!rc)
