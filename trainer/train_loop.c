@@ -388,6 +388,7 @@ typedef struct trainer {
     const pile_log *log;
     pile_fs_lock *lock; /* checkpoint_dir's, held for the whole run */
     pile_backend *be;
+    pile_err backend_why; /* why auto passed a backend over (a CUDA build without a device), for the notice */
     pile_comm *comm; /* the ranks training together ("single": this process alone) */
     int rank, world; /* this process's place among them */
     pile_log rank_log; /* ranks but 0: what only this rank sees (a damaged row it read), prefixed "rank N: " */
@@ -1394,6 +1395,9 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* the backend before the run folder: a name this build lacks ('cuda'
      * without CUDA) is refused before the folder is made */
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, threads, err));
+    if (t->backend_why.code)
+        pile_log_printf(t->log, PILE_LOG_INFO, "%s: training on the %s backend", t->backend_why.msg,
+                        pile_backend_name(t->be));
     PILE_RETURN_IF(t->world > 1 && !pile_backend_host_memory(t->be), err, PILE_EINVAL,
                    "%d ranks on the %s backend: the '%s' communicator reduces gradients in host memory, and this "
                    "build has no communicator for device memory (NCCL)",
@@ -1425,17 +1429,14 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
      * it (the memory check, the model, the checkpoints' config) */
     pile_train_config settled = *given;
     const char *backend_name = given->backend;
-    if (!backend_name[0] || !strcmp(backend_name, "auto")) {
-        /* a CUDA build on a machine without a usable GPU says why it trains on the CPU */
-        pile_err why;
-        backend_name = pile_backend_default_name(&why);
-        if (why.code) pile_log_printf(log, PILE_LOG_INFO, "%s: training on the %s backend", why.msg, backend_name);
-    }
+    trainer t;
+    memset(&t, 0, sizeof t);
+    /* a CUDA build on a machine without a usable GPU says why it trains on
+     * the CPU, once the backend is open (trainer_open) */
+    if (!backend_name[0] || !strcmp(backend_name, "auto")) backend_name = pile_backend_default_name(&t.backend_why);
     settled.precision = pile_train_config_precision(given, backend_name);
     settled.precision_given = 1;
     const pile_train_config *cfg = &settled;
-    trainer t;
-    memset(&t, 0, sizeof t);
     int64_t resumed_from;
     int rc = trainer_open(&t, cfg, log, &resumed_from, err);
     if (rc < 0) {
