@@ -701,7 +701,7 @@ static int cmd_plan(int argc, char **argv)
     if (!status && rc >= 0 && s.gpus == 0) {
         /* the CPU backend's own attention sizes; its host's memory */
         s.threads = capped_threads(s.threads);
-        rc = pile_backend_open(&be, cfg.backend, s.threads, &err);
+        rc = pile_backend_open(&be, "cpu", s.threads, &err); /* not auto's: a GPU machine's would be cuda */
         s.backend = be;
         if (rc == 0 && !cpu_mem) s.cpu_mem = pile_plan_host_available(&source);
     }
