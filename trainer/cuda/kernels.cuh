@@ -108,6 +108,21 @@ __device__ __forceinline__ double pile_warp_sum(double v)
     return v;
 }
 
+/* Sum over a block of blockDim.x threads (a multiple of 32, at most
+ * 1024): each warp's butterfly, then warp 0 adds the warps' sums by the
+ * same butterfly (absent warps add 0). A fixed tree, so the same bits on
+ * every run; the result is valid in thread 0. `shared` holds 32 values. */
+template <typename F> __device__ F pile_block_sum(F v, F *shared)
+{
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    v = pile_warp_sum(v);
+    if (lane == 0) shared[warp] = v;
+    __syncthreads();
+    if (warp == 0) v = pile_warp_sum(lane < (int)(blockDim.x / 32) ? shared[lane] : (F)0);
+    __syncthreads(); /* `shared` may be reused at once */
+    return v;
+}
+
 /* The CPU's running maximum, `mx = x > mx ? x : mx`: a NaN never replaces
  * a number (and one that starts the row stays), as in ce_row. */
 __device__ __forceinline__ float pile_max_step(float mx, float x) { return x > mx ? x : mx; }
