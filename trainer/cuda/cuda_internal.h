@@ -5,8 +5,9 @@
  *  - backend_cuda.cu: the registry entry, the state, memory, copies,
  *    sync, the table itself;
  *  - matmul.cu: matmul and logits through cuBLASLt;
- *  - kernels.cu (and the files it names): embeddings, LayerNorm, GELU,
- *    add, dropout, convert, the classifier, sumsq, scale, AdamW;
+ *  - kernels_*.cu (kernels.cuh holds what they share): element-wise
+ *    (convert, GELU, add, dropout), norm (embeddings, LayerNorm),
+ *    classifier (softmax cross-entropy), optim (sumsq, scale, AdamW);
  *  - attention.cu: causal attention (forward, backward, decode).
  * Every op function has exactly the table's signature and is called only
  * after backend.c checked its operands (dtypes, sizes, owner): it
@@ -66,7 +67,7 @@ void pile__cuda_logits_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, p
 void pile__cuda_logits_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dwte, pile_tensor dout, pile_tensor inp, pile_tensor wte, int N, int C, int Vp);
 void pile__cuda_matmul_close(pile_backend *be); /* frees the plan cache */
 
-/* kernels.cu */
+/* kernels_elementwise.cu, kernels_norm.cu, kernels_classifier.cu, kernels_optim.cu */
 void pile__cuda_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n);
 void pile__cuda_embed_fwd(pile_backend *be, pile_tensor out, pile_tensor tokens, pile_tensor wte, pile_tensor wpe, int B, int T, int C);
 void pile__cuda_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, pile_tensor dout, pile_tensor tokens, int B, int T, int C);

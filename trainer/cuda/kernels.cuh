@@ -1,8 +1,10 @@
 /* What the kernel files (kernels_*.cu) share: 8-element packs loaded and
  * stored with 16-byte accesses where the tensors allow it, grid sizing for
  * grid-stride loops, deterministic warp and block reductions, and device
- * copies of the CPU backend's scalar functions (its expf, the splitmix64
- * finaliser) so that the two backends compute the same function.
+ * copies of the CPU backend's scalar functions (its expf, GELU, the
+ * dropout draw) so that the two backends compute the same function; those
+ * are __host__ __device__, so a host program can check them against the
+ * CPU backend where no GPU exists.
  *
  * Rounding: the CPU backend is C11 compiled by GCC, which in ISO mode does
  * not contract a * b + c into a fused multiply-add; nvcc does unless told
@@ -174,5 +176,32 @@ __host__ __device__ __forceinline__ uint64_t pile_mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 #define PILE_GOLDEN 0x9E3779B97F4A7C15ull
+
+/* backend_cpu.c's dropout draw for element i of stream `seed`: the top 24
+ * bits of splitmix64's output for counter i. */
+__host__ __device__ __forceinline__ uint32_t pile_dropout_draw(uint64_t seed, uint64_t i)
+{
+    return (uint32_t)(pile_mix64(seed + (i + 1) * PILE_GOLDEN) >> 40);
+}
+
+#define PILE_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define PILE_GELU_A 0.044715f
+
+/* backend_cpu.c's gelu_fwd_range: HF gelu_new, 0.5 x (1 + tanh(u)) with
+ * u = sqrt(2/pi) (x + 0.044715 x^3), as x * sigmoid(2u). */
+__host__ __device__ __forceinline__ float pile_gelu(float x)
+{
+    const float u = PILE_GELU_K * (x + PILE_GELU_A * x * x * x);
+    return x / (1.0f + pile_vexpf(-2.0f * u));
+}
+
+/* backend_cpu.c's gelu_bwd_range: d gelu / dx. */
+__host__ __device__ __forceinline__ float pile_gelu_grad(float x)
+{
+    const float u = PILE_GELU_K * (x + PILE_GELU_A * x * x * x);
+    const float sg = 1.0f / (1.0f + pile_vexpf(-2.0f * u)); /* (1 + tanh u) / 2 */
+    const float sech2 = 4.0f * sg * (1.0f - sg);             /* 1 - tanh^2 u */
+    return sg + 0.5f * x * sech2 * PILE_GELU_K * (1.0f + 3.0f * PILE_GELU_A * x * x);
+}
 
 #endif

@@ -41,26 +41,6 @@ void pile__cuda_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size
 
 /* ----------------------------------------------------------------- GELU */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_A 0.044715f
-
-/* backend_cpu.c's gelu_fwd_range: HF gelu_new, 0.5 x (1 + tanh(u)) with
- * u = sqrt(2/pi) (x + 0.044715 x^3), as x * sigmoid(2u). */
-__device__ __forceinline__ float gelu(float x)
-{
-    const float u = GELU_K * (x + GELU_A * x * x * x);
-    return x / (1.0f + pile_vexpf(-2.0f * u));
-}
-
-/* backend_cpu.c's gelu_bwd_range: d gelu / dx. */
-__device__ __forceinline__ float gelu_grad(float x)
-{
-    const float u = GELU_K * (x + GELU_A * x * x * x);
-    const float sg = 1.0f / (1.0f + pile_vexpf(-2.0f * u)); /* (1 + tanh u) / 2 */
-    const float sech2 = 4.0f * sg * (1.0f - sg);             /* 1 - tanh^2 u */
-    return sg + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-}
-
 template <typename T> __global__ void gelu_fwd_kernel(T *out, const T *inp, size_t n, bool vec)
 {
     for (size_t k = pile_first_pack(); k * PILE_PACK < n; k += pile_pack_stride()) {
@@ -68,7 +48,7 @@ template <typename T> __global__ void gelu_fwd_kernel(T *out, const T *inp, size
         float x[PILE_PACK], y[PILE_PACK];
         pile_load_pack(x, inp + i, n - i, vec);
 #pragma unroll
-        for (int e = 0; e < PILE_PACK; e++) y[e] = gelu(x[e]);
+        for (int e = 0; e < PILE_PACK; e++) y[e] = pile_gelu(x[e]);
         pile_store_pack(out + i, y, n - i, vec);
     }
 }
@@ -83,7 +63,7 @@ template <typename T> __global__ void gelu_bwd_kernel(T *dinp, const T *inp, con
         pile_load_pack(d, dout + i, n - i, vec);
         pile_load_pack(acc, dinp + i, n - i, vec);
 #pragma unroll
-        for (int e = 0; e < PILE_PACK; e++) acc[e] += gelu_grad(x[e]) * d[e];
+        for (int e = 0; e < PILE_PACK; e++) acc[e] += pile_gelu_grad(x[e]) * d[e];
         pile_store_pack(dinp + i, acc, n - i, vec);
     }
 }
@@ -140,9 +120,8 @@ void pile__cuda_add(pile_backend *be, pile_tensor out, pile_tensor a, pile_tenso
 
 /* -------------------------------------------------------------- dropout */
 
-/* backend_cpu.c's cpu_dropout: element i is kept when the top 24 bits of
- * splitmix64's output for counter i of stream `seed` are >= thresh, and
- * then scaled by s = 1 / (1 - p); thresh and s come from the host, computed
+/* backend_cpu.c's cpu_dropout: element i is kept when its draw
+ * (kernels.cuh) is >= thresh, and then scaled by s = 1 / (1 - p); thresh and s come from the host, computed
  * there exactly as the CPU computes them. So the mask is the CPU's, bit for
  * bit, for the same seed. */
 template <typename T> __global__ void dropout_kernel(T *x, size_t n, uint32_t thresh, float s, uint64_t seed, bool vec)
@@ -153,8 +132,7 @@ template <typename T> __global__ void dropout_kernel(T *x, size_t n, uint32_t th
         pile_load_pack(v, x + i, n - i, vec);
 #pragma unroll
         for (int e = 0; e < PILE_PACK; e++) {
-            const uint32_t u = (uint32_t)(pile_mix64(seed + (i + e + 1) * PILE_GOLDEN) >> 40);
-            v[e] = u >= thresh ? v[e] * s : 0.0f;
+            v[e] = pile_dropout_draw(seed, i + e) >= thresh ? v[e] * s : 0.0f;
         }
         pile_store_pack(x + i, v, n - i, vec);
     }
