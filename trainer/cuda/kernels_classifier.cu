@@ -18,43 +18,34 @@
 #define CE_THREADS 512 /* 16 warps */
 #define CE_CHUNK 256   /* = 32 lanes x PILE_PACK: one warp's sweep */
 
-/* The block's maximum by the CPU's running step, valid in every thread.
- * Each thread started from x[0], as the CPU does, so a maximum is NaN only
- * when x[0] is, as there; the result is the value thread 0 ends with. */
-__device__ float block_max(float mx, float *sh)
+/* v folded over the block with `op`, valid in every thread: each warp by
+ * a butterfly, then thread 0 folds the warps in order. For the maximum, op
+ * is the CPU's running step, and since each thread started from x[0], as
+ * the CPU does, the maximum is NaN only when x[0] is, as there (the value
+ * taken is thread 0's). */
+template <typename V, typename Op> __device__ V block_fold(V v, V *sh, Op op)
 {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mx = pile_max_step(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if (lane == 0) sh[warp] = mx;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)(blockDim.x / 32); w++) mx = pile_max_step(mx, sh[w]);
-        sh[0] = mx;
-    }
-    __syncthreads();
-    mx = sh[0];
-    __syncthreads(); /* sh may be reused at once */
-    return mx;
-}
-
-/* The block's minimum of an int, valid in every thread. */
-__device__ int block_min(int v, int *sh)
-{
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     if (lane == 0) sh[warp] = v;
     __syncthreads();
     if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)(blockDim.x / 32); w++) v = min(v, sh[w]);
+        for (int w = 1; w < (int)(blockDim.x / 32); w++) v = op(v, sh[w]);
         sh[0] = v;
     }
     __syncthreads();
     v = sh[0];
-    __syncthreads();
+    __syncthreads(); /* sh may be reused at once */
     return v;
 }
+
+struct max_step {
+    __device__ float operator()(float a, float b) const { return pile_max_step(a, b); }
+};
+struct min_int {
+    __device__ int operator()(int a, int b) const { return min(a, b); }
+};
 
 template <typename T>
 __global__ void __launch_bounds__(CE_THREADS)
@@ -80,7 +71,7 @@ __global__ void __launch_bounds__(CE_THREADS)
         for (int e = 0; e < PILE_PACK; e++)
             if (j + e < V) mx = pile_max_step(mx, f[e]);
     }
-    mx = block_max(mx, shf);
+    mx = block_fold(mx, shf, max_step());
 
     /* 2: the first column holding the maximum (ties: the lowest id), and
      * the sum of exp(x - mx), chunk by chunk */
@@ -100,7 +91,7 @@ __global__ void __launch_bounds__(CE_THREADS)
         }
         sum += (double)pile_warp_sum(ps);
     }
-    am = block_min(am, shi);
+    am = block_fold(am, shi, min_int());
     if (am == V) am = V - 1; /* no column equals the maximum (NaN): the CPU's scan ends on the last */
     if (lane == 0) shd[warp] = sum;
     __syncthreads();
