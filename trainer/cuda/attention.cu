@@ -416,29 +416,19 @@ __global__ void __launch_bounds__(DECODE_THREADS)
 using namespace pile_att;
 
 /* Runs BODY with the constexpr int HS set to capacity CAP (head_cap). */
-#define ATT_HS_DISPATCH(CAP, HS, ...)          \
-    switch (CAP) {                             \
-    case 16: {                                 \
-        constexpr int HS = 16;                 \
-        __VA_ARGS__;                           \
-    } break;                                   \
-    case 32: {                                 \
-        constexpr int HS = 32;                 \
-        __VA_ARGS__;                           \
-    } break;                                   \
-    case 64: {                                 \
-        constexpr int HS = 64;                 \
-        __VA_ARGS__;                           \
-    } break;                                   \
-    case 128: {                                \
-        constexpr int HS = 128;                \
-        __VA_ARGS__;                           \
-    } break;                                   \
-    case 256: {                                \
-        constexpr int HS = 256;                \
-        __VA_ARGS__;                           \
-    } break;                                   \
-    default: break;                            \
+#define ATT_HS_CASE(N, HS, ...)  \
+    case N: {                    \
+        constexpr int HS = N;    \
+        __VA_ARGS__;             \
+    } break;
+#define ATT_HS_DISPATCH(CAP, HS, ...)                                                                            \
+    switch (CAP) {                                                                                               \
+        ATT_HS_CASE(16, HS, __VA_ARGS__)                                                                         \
+        ATT_HS_CASE(32, HS, __VA_ARGS__)                                                                         \
+        ATT_HS_CASE(64, HS, __VA_ARGS__)                                                                         \
+        ATT_HS_CASE(128, HS, __VA_ARGS__)                                                                        \
+        ATT_HS_CASE(256, HS, __VA_ARGS__)                                                                        \
+    default: break;                                                                                              \
     }
 
 /* The head size's capacity, or 0 with the sticky error set. */
