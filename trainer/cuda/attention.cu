@@ -118,7 +118,7 @@ __device__ __forceinline__ void load_tile(float (*dst)[HS], const E *base, size_
 /* The lowest first key of rows r0 .. r1-1 (r0 < r1) of batch row b,
  * where a query block's key loop starts (backend_cpu.c's att_block_lo).
  * Warp 0 takes the minimum; the whole block must call it. */
-__device__ int block_first_key(const int32_t *doc_start, int b, int T, int r0, int r1)
+static __device__ int block_first_key(const int32_t *doc_start, int b, int T, int r0, int r1)
 {
     if (!doc_start) return 0;
     __shared__ int first;
