@@ -817,25 +817,18 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
                     scale, corrupt);
 }
 
-/* "Reduce gradients": the step's gradient summed over the ranks, and the
- * sums every rank needs, in one scalar allreduce: the loss sum, and the
- * squares of the gradient (each rank sums its partition of the whole
- * gradient, so that the ranks' partial sums add up to the global norm's).
- * On one rank the allreduces leave everything as it is and the partition
- * is the whole buffer: the norm is pile_optim_grad_norm's, bit for bit. */
+/* "Reduce gradients": the step's gradient summed over the ranks (to
+ * each rank's shard from ZeRO stage 1 on: pile_optim_reduce_gradients),
+ * and the sums every rank needs, in one scalar allreduce: the loss sum,
+ * and the squares of the gradient (each rank sums its partition or shard,
+ * so that the ranks' partial sums add up to the global norm's). On one
+ * rank at stage 0 the allreduces leave everything as it is and the
+ * partition is the whole buffer: the norm is pile_optim_grad_norm's, bit
+ * for bit. */
 static int reduce_gradients(trainer *t, double *loss_sum, double *gnorm, pile_err *err)
 {
-    /* the optimizer's gradients; "single" works on host memory, which the
-     * cpu backend's is (a device backend comes with "nccl") */
-    const pile_tensor g = pile_optim_grads(t->opt);
-    size_t n = g.n, off, cnt;
-    PILE_RETURN_IF(!pile_backend_host_memory(t->be), err, PILE_EINVAL,
-                   "the '%s' communicator cannot reduce gradients in the %s backend's memory", pile_comm_name(t->comm),
-                   pile_backend_name(t->be));
-    PILE_FORWARD_IF_ERR(pile_backend_sync(t->be, err)); /* the backward's results, before the host reads them */
-    PILE_FORWARD_IF_ERR(pile_comm_allreduce(t->comm, g.data, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
-    pile_comm_partition(t->comm, n, &off, &cnt);
-    double sums[2] = {*loss_sum, pile_backend_sumsq(t->be, pile_tensor_slice(g, off, cnt), cnt)};
+    double sums[2] = {*loss_sum, 0.0};
+    PILE_FORWARD_IF_ERR(pile_optim_reduce_gradients(t->opt, &sums[1], err));
     PILE_FORWARD_IF_ERR(pile_comm_allreduce_f64(t->comm, sums, 2, PILE_COMM_SUM, err));
     *loss_sum = sums[0];
     *gnorm = sqrt(sums[1]);
@@ -893,6 +886,7 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
             PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, mi),
                                                    scale, &fs, err));
             PILE_FORWARD_IF_ERR(pile_model_backward(t->model, pile_optim_grads(t->opt), err));
+            PILE_FORWARD_IF_ERR(pile_optim_backward_done(t->opt, err));
             loss_sum += fs.loss_sum;
             row += (size_t)b;
         }

@@ -1,0 +1,527 @@
+/* Tests of the optimizer's ZeRO sharding (optim.h, pile_optim_zero) over
+ * several ranks without MPI: each rank is a thread with its own cpu
+ * backend, model and optimizer, joined by a communicator of this file
+ * (comm_internal.h's table) whose collectives meet at a barrier and sum
+ * in rank order, so every rank computes the same bits and the stages can
+ * be compared exactly where the arithmetic allows it:
+ *  - stage 1 and 2 (one micro-batch per rank), with and without offload
+ *    and in buckets, take the same steps as stage 0 on as many ranks, bit
+ *    for bit (the same sums in the same order, the same norm partials);
+ *  - stage 2 with accumulation sums each micro-batch over the ranks
+ *    first: within 1e-5 of stage 0;
+ *  - on 2 and 4 ranks every stage trains as one rank does on the same
+ *    global batch: losses within 1e-5 relative, weights within 1e-5 in
+ *    norm (the key biases apart: see g_exclude);
+ *  - on one rank (no communicator) stages 1 and 2 are stage 0 bit for bit;
+ *  - bf16 emulation through the offload's staging rounds as stage 0;
+ *  - every rank ends with the same parameters, and the shards cover the
+ *    flat buffer once. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "comm/comm.h"
+#include "comm/comm_internal.h"
+#include "optim.h"
+#include "pile_test.h"
+
+#define V 50
+#define NPOS 16
+#define NL 2
+#define NH 2
+#define C 8
+#define T 12
+#define ROWS 8 /* the global batch */
+#define STEPS 6
+#define MAXW 4
+
+/* ------------------------------------------------- threads communicator */
+
+typedef struct team {
+    int world;
+    uv_barrier_t bar;
+    const void *in[MAXW];
+} team;
+
+static team g_team;
+static _Thread_local int tl_rank;
+
+static int team_open(void **impl, const pile__comm_setup *setup, int *rank, int *world_size, pile_err *err)
+{
+    (void)setup, (void)err;
+    *impl = &g_team;
+    *rank = tl_rank;
+    *world_size = g_team.world;
+    return 0;
+}
+
+static void team_close(void *impl) { (void)impl; }
+
+/* Each rank publishes its buffer; after the first barrier every rank
+ * reads the others'; after the second none reads any more, so a rank
+ * may write its own and publish again. */
+static void publish(team *t, const void *p)
+{
+    t->in[tl_rank] = p;
+    uv_barrier_wait(&t->bar);
+}
+
+static double reduce_at(team *t, int kind, size_t i, pile_comm_op op)
+{
+    double acc = 0.0;
+    for (int q = 0; q < t->world; q++) {
+        double x = kind == 0 ? (double)((const float *)t->in[q])[i]
+                 : kind == 1 ? ((const double *)t->in[q])[i]
+                             : (double)((const int64_t *)t->in[q])[i];
+        if (q == 0) acc = x;
+        else if (op == PILE_COMM_SUM) acc = kind == 0 ? (double)((float)acc + (float)x) : acc + x;
+        else acc = x > acc ? x : acc;
+    }
+    return acc;
+}
+
+/* count values of `kind` (0 f32, 1 f64, 2 i64) from offset `first` of
+ * every rank's buffer, reduced, into out. */
+static int reduce_into(team *t, int kind, void *out, size_t first, size_t count, pile_comm_op op)
+{
+    const size_t es = kind == 0 ? 4 : 8;
+    void *tmp = malloc(count * es + 1);
+    if (!tmp) return PILE_ENOMEM;
+    for (size_t i = 0; i < count; i++) {
+        double r = reduce_at(t, kind, first + i, op);
+        if (kind == 0) ((float *)tmp)[i] = (float)r;
+        else if (kind == 1) ((double *)tmp)[i] = r;
+        else ((int64_t *)tmp)[i] = (int64_t)r;
+    }
+    uv_barrier_wait(&t->bar);
+    memcpy(out, tmp, count * es);
+    free(tmp);
+    return 0;
+}
+
+static int team_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
+                          pile_err *err)
+{
+    (void)dt, (void)stream, (void)err;
+    publish(impl, buf);
+    return reduce_into(impl, 0, buf, 0, count, op);
+}
+
+static int team_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
+                               pile_comm_op op, void *stream, pile_err *err)
+{
+    (void)dt, (void)stream, (void)err;
+    team *t = impl;
+    publish(t, in);
+    const size_t chunk = count / (size_t)t->world;
+    return reduce_into(t, 0, out, (size_t)tl_rank * chunk, chunk, op);
+}
+
+static int team_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
+                           pile_err *err)
+{
+    (void)stream, (void)err;
+    team *t = impl;
+    publish(t, in);
+    const size_t bytes = count / (size_t)t->world * pile_comm_dtype_size(dt);
+    /* a rank writes only its own out, never where another rank's in lies */
+    for (int q = 0; q < t->world; q++) memmove((char *)out + (size_t)q * bytes, t->in[q], bytes);
+    uv_barrier_wait(&t->bar);
+    return 0;
+}
+
+static int team_broadcast_bytes(void *impl, void *buf, size_t bytes, int root, pile_err *err)
+{
+    (void)err;
+    team *t = impl;
+    publish(t, buf);
+    if (tl_rank != root) memcpy(buf, t->in[root], bytes);
+    uv_barrier_wait(&t->bar);
+    return 0;
+}
+
+static int team_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
+                          pile_err *err)
+{
+    (void)stream;
+    return team_broadcast_bytes(impl, buf, count * pile_comm_dtype_size(dt), root, err);
+}
+
+static int team_allreduce_f64(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    (void)err;
+    publish(impl, v);
+    return reduce_into(impl, 1, v, 0, n, op);
+}
+
+static int team_allreduce_i64(void *impl, int64_t *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    (void)err;
+    publish(impl, v);
+    return reduce_into(impl, 2, v, 0, n, op);
+}
+
+static int team_barrier(void *impl, pile_err *err)
+{
+    (void)err;
+    uv_barrier_wait(&((team *)impl)->bar);
+    return 0;
+}
+
+static const pile__comm_ops team_ops = {
+    .name = "threads",
+    .open = team_open,
+    .close = team_close,
+    .allreduce = team_allreduce,
+    .reduce_scatter = team_reduce_scatter,
+    .all_gather = team_all_gather,
+    .broadcast = team_broadcast,
+    .allreduce_f64 = team_allreduce_f64,
+    .allreduce_i64 = team_allreduce_i64,
+    .broadcast_bytes = team_broadcast_bytes,
+    .barrier = team_barrier,
+};
+
+/* ------------------------------------------------------------ a run */
+
+static int32_t g_tokens[ROWS * T], g_targets[ROWS * T];
+/* The key biases (c_attn.bias[C, 2C) of each layer): their gradient is
+ * zero in exact arithmetic (softmax does not change when every key's
+ * score moves by q . b), so what they get is rounding noise, which AdamW
+ * turns into steps of the learning rate's size and of either sign: no two
+ * summation orders agree on them. The bit-for-bit comparisons include
+ * them; the ones between different orders leave them out. */
+static unsigned char *g_exclude;
+
+static int find_key_biases(pile_err *err)
+{
+    pile_backend *be = NULL;
+    pile_model *m = NULL;
+    pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
+    int rc = pile_backend_open(&be, "cpu", 1, err);
+    if (rc == 0) rc = pile_model_create(&m, be, &mc, 1, T, err);
+    if (rc == 0 && !(g_exclude = calloc(pile_model_flat_size(m), 1))) rc = PILE_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < pile_model_tensor_count(m); i++) {
+        const pile_tensor_info *ti = pile_model_tensor(m, i);
+        const char *suffix = strstr(ti->name, ".attn.c_attn.bias");
+        if (suffix && !suffix[17]) memset(g_exclude + ti->offset + C, 1, C);
+    }
+    pile_model_free(m);
+    pile_backend_close(be);
+    return rc;
+}
+
+static void make_data(void)
+{
+    pile_test_rng_state = 11;
+    for (int i = 0; i < ROWS * T; i++) g_tokens[i] = (int32_t)(pile_test_rng() % V);
+    for (int i = 0; i < ROWS * T; i++) g_targets[i] = (i + 1) % T ? g_tokens[i + 1] : (int32_t)(pile_test_rng() % V);
+    g_targets[5] = -1; /* one position without a target */
+}
+
+typedef struct run_cfg {
+    int world;        /* 0: no communicator (one rank) */
+    int stage;
+    int offload;
+    size_t bucket;
+    int micro;        /* micro-batches per rank per step */
+    pile_dtype emulate;
+} run_cfg;
+
+typedef struct rank_out {
+    int rc;
+    pile_err err;
+    double loss[STEPS];
+    float *params;    /* the model's compute parameters at the end, flat */
+    size_t n, lo, shard;
+} rank_out;
+
+typedef struct rank_job {
+    const run_cfg *cfg;
+    int rank;
+    rank_out *out;
+} rank_job;
+
+#define TRY(expr)                             \
+    do {                                      \
+        if ((o->rc = (expr)) < 0) goto done;  \
+    } while (0)
+
+/* One rank's training: its slice of the global batch in cfg->micro
+ * micro-batches, the gradient scaled by one over the global token count,
+ * the loop's reduction (pile_optim_reduce_gradients, then the loss and the
+ * norm's partial sums in one allreduce), AdamW with clipping. */
+static void rank_main(void *arg)
+{
+    rank_job *job = arg;
+    const run_cfg *cfg = job->cfg;
+    rank_out *o = job->out;
+    pile_err *err = &o->err;
+    tl_rank = job->rank;
+    const int W = cfg->world ? cfg->world : 1;
+    pile_comm *comm = NULL;
+    pile_backend *be = NULL, *off = NULL;
+    pile_model *m = NULL;
+    pile_optim *opt = NULL;
+    if (cfg->world) TRY(pile__comm_open_ops(&comm, &team_ops, NULL, err));
+    TRY(pile_backend_open(&be, "cpu", 1, err));
+    if (cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
+    if (cfg->offload) TRY(pile_backend_open(&off, "cpu", 1, err));
+    const int rows = ROWS / W, mb = rows / cfg->micro;
+    pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
+    TRY(pile_model_create(&m, be, &mc, mb, T, err));
+    pile_model_init(m, 3);
+    pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
+    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket};
+    TRY(pile_optim_create_zero(&opt, m, &ac, &z, err));
+    int64_t tokens = 0;
+    for (int i = 0; i < ROWS * T; i++) tokens += g_targets[i] >= 0;
+    for (int s = 0; s < STEPS; s++) {
+        pile_optim_zero_grad(opt);
+        double sums[2] = {0.0, 0.0};
+        for (int k = 0; k < cfg->micro; k++) {
+            const size_t at = ((size_t)job->rank * (size_t)rows + (size_t)k * (size_t)mb) * T;
+            pile_batch b = {mb, T, g_tokens + at, g_targets + at, NULL};
+            pile_fwd_stats st;
+            TRY(pile_model_forward(m, &b, 1, 0, 1.0f / (float)tokens, &st, err));
+            TRY(pile_model_backward(m, pile_optim_grads(opt), err));
+            TRY(pile_optim_backward_done(opt, err));
+            sums[0] += st.loss_sum;
+        }
+        TRY(pile_optim_reduce_gradients(opt, &sums[1], err));
+        if (comm) TRY(pile_comm_allreduce_f64(comm, sums, 2, PILE_COMM_SUM, err));
+        o->loss[s] = sums[0] / (double)tokens;
+        /* a clipping threshold that the first steps' norms exceed */
+        TRY(pile_optim_step(opt, sqrt(sums[1]), 0.5f, 3e-2f, err));
+    }
+    o->n = pile_model_flat_size(m);
+    pile_optim_shard(opt, &o->lo, &o->shard);
+    o->params = malloc(o->n * sizeof *o->params);
+    if (!o->params) o->rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    else pile_backend_download(be, o->params, pile_model_params(m), o->n);
+done:
+    pile_optim_free(opt);
+    pile_model_free(m);
+    pile_backend_close(off);
+    pile_backend_close(be);
+    pile_comm_close(comm);
+}
+
+/* Runs cfg on its ranks (threads); out[0..world) filled. 0 when every
+ * rank succeeded, else the first failure is printed. */
+static int run(const run_cfg *cfg, rank_out out[MAXW])
+{
+    const int W = cfg->world ? cfg->world : 1;
+    memset(out, 0, sizeof(rank_out) * MAXW);
+    g_team.world = W;
+    if (uv_barrier_init(&g_team.bar, (unsigned)W) != 0) return -1;
+    uv_thread_t th[MAXW];
+    rank_job jobs[MAXW];
+    for (int r = 0; r < W; r++) {
+        jobs[r] = (rank_job){cfg, r, &out[r]};
+        if (uv_thread_create(&th[r], rank_main, &jobs[r]) != 0) abort();
+    }
+    for (int r = 0; r < W; r++) uv_thread_join(&th[r]);
+    uv_barrier_destroy(&g_team.bar);
+    for (int r = 0; r < W; r++) {
+        if (out[r].rc < 0) {
+            printf("# rank %d of %d (stage %d): %s\n", r, W, cfg->stage, out[r].err.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void free_out(rank_out out[MAXW])
+{
+    for (int r = 0; r < MAXW; r++) free(out[r].params);
+}
+
+/* How far weights a are from b, the key biases left out: *norm =
+ * ||a - b|| / ||b|| and *elem = the largest |a - b| / max(|a|, |b|,
+ * floor) (the floor keeps values near zero from dividing by nothing). */
+static void weights_rel(const float *a, const float *b, size_t n, double floor, double *norm, double *elem)
+{
+    double worst = 0.0, nb = 0.0, nd = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (g_exclude[i]) continue;
+        double x = a[i], y = b[i], d = fabs(x - y) / fmax(fmax(fabs(x), fabs(y)), floor);
+        nb += y * y;
+        nd += (x - y) * (x - y);
+        if (!(d <= worst)) worst = d;
+    }
+    *norm = sqrt(nd / nb);
+    *elem = worst;
+}
+
+static double loss_rel(const rank_out *a, const rank_out *b)
+{
+    double worst = 0.0;
+    for (int s = 0; s < STEPS; s++) {
+        double d = fabs(a->loss[s] - b->loss[s]) / fabs(b->loss[s]);
+        if (!(d <= worst)) worst = d;
+    }
+    return worst;
+}
+
+/* Every rank of a run holds the same parameters, and the shards cover
+ * [0, n) once: rank r's starts at r x shard, shard = ceil(n / world). */
+static void check_ranks(const rank_out *out, int W)
+{
+    for (int r = 1; r < W; r++) ASSERT_MEM_EQ(out[r].params, out[0].params, out[0].n * sizeof(float));
+    if (out[0].shard == out[0].n) return; /* stage 0: replicated */
+    for (int r = 1; r < W; r++) ASSERT(out[r].lo == out[r - 1].lo + out[r - 1].shard);
+    ASSERT(out[W - 1].lo < out[0].n && out[W - 1].lo + out[W - 1].shard >= out[0].n);
+}
+
+static void exact(const char *name, const run_cfg *cfg, const rank_out *want)
+{
+    TEST(name);
+    rank_out got[MAXW];
+    if (run(cfg, got) == 0) {
+        check_ranks(got, cfg->world ? cfg->world : 1);
+        ASSERT_MEM_EQ(got[0].params, want[0].params, want[0].n * sizeof(float));
+        ASSERT_MEM_EQ(got[0].loss, want[0].loss, sizeof want[0].loss);
+    } else {
+        ASSERT(!"run failed");
+    }
+    free_out(got);
+}
+
+static void close_to(const char *name, const run_cfg *cfg, const rank_out *want)
+{
+    TEST(name);
+    rank_out got[MAXW];
+    if (run(cfg, got) == 0) {
+        check_ranks(got, cfg->world ? cfg->world : 1);
+        /* 1e-5 relative: the losses each, the weights as a whole; AdamW
+         * divides each gradient by its own running size, so an element
+         * whose gradient is small moves by a rounding difference's worth
+         * more: each element within 1e-4 (measured: 3e-5 at most) */
+        double dn, de, dl = loss_rel(&got[0], &want[0]);
+        weights_rel(got[0].params, want[0].params, want[0].n, 1e-2, &dn, &de);
+        printf("# losses within %.2e relative, weights %.2e (each %.2e)\n", dl, dn, de);
+        ASSERT(dl <= 1e-5);
+        ASSERT(dn <= 1e-5);
+        ASSERT(de <= 1e-4);
+    } else {
+        ASSERT(!"run failed");
+    }
+    free_out(got);
+}
+
+/* TEST keeps the name's pointer until the case ends: one buffer each. */
+static char names[64][160];
+static int n_names;
+#define NAME(...) (snprintf(names[n_names % 64], sizeof names[0], __VA_ARGS__), names[n_names++ % 64])
+
+int main(void)
+{
+    make_data();
+    pile_err err0;
+    if (find_key_biases(&err0) < 0) {
+        printf("# %s\nnot ok 1 - the model's tensor table\n1..1\n", err0.msg);
+        return 1;
+    }
+    rank_out ref[MAXW], ref_bf16[MAXW];
+    TEST("one rank, stage 0: the reference trains");
+    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32};
+    int ok = run(&base, ref) == 0;
+    ASSERT(ok);
+    if (ok) ASSERT(ref[0].loss[STEPS - 1] < ref[0].loss[0]);
+    if (!ok) return TEST_DONE();
+
+    /* one rank, no communicator: the sharded code paths equal stage 0 */
+    run_cfg c = base;
+    c.stage = 1;
+    exact("one rank: stage 1 equals stage 0 bit for bit", &c, ref);
+    c.offload = 1;
+    exact("one rank: stage 1 with the optimizer offloaded equals stage 0 bit for bit", &c, ref);
+    c.stage = 2;
+    c.offload = 0;
+    exact("one rank: stage 2 equals stage 0 bit for bit", &c, ref);
+    c.bucket = 100;
+    c.offload = 1;
+    exact("one rank: stage 2 in buckets of 100, offloaded, equals stage 0 bit for bit", &c, ref);
+
+    for (int W = 2; W <= 4; W += 2) {
+        rank_out zero0[MAXW];
+        run_cfg d = base;
+        d.world = W;
+        close_to(NAME("%d ranks, stage 0: as one rank on the same global batch", W), &d, ref);
+        TEST("(the stage 0 run the stages are compared with)");
+        if (run(&d, zero0) < 0) {
+            ASSERT(!"run failed");
+            free_out(zero0);
+            continue;
+        }
+        static const struct {
+            int stage, offload;
+            size_t bucket;
+        } exact_cases[] = {{1, 0, 0}, {1, 1, 0}, {2, 0, 0}, {2, 1, 0}, {2, 0, 37}, {2, 1, 1000}};
+        for (size_t k = 0; k < sizeof exact_cases / sizeof exact_cases[0]; k++) {
+            d.stage = exact_cases[k].stage;
+            d.offload = exact_cases[k].offload;
+            d.bucket = exact_cases[k].bucket;
+            exact(NAME("%d ranks, stage %d%s%s: stage 0's steps bit for bit", W, d.stage,
+                       d.offload ? ", offloaded" : "", d.bucket ? ", in buckets" : ""),
+                  &d, zero0);
+        }
+        /* stage 2 sums each micro-batch over the ranks before the next */
+        d.micro = 2;
+        for (int s = 0; s <= 2; s++) {
+            d.stage = s;
+            d.offload = s > 0;
+            d.bucket = s == 2 ? 64 : 0;
+            close_to(NAME("%d ranks, stage %d%s, 2 micro-batches each: as one rank", W, s, s ? ", offloaded" : ""),
+                     &d, ref);
+        }
+        free_out(zero0);
+    }
+
+    /* bf16 emulation: the offloaded master weights come up unrounded and
+     * are rounded where stage 0 rounds them */
+    TEST("bf16 emulation, 2 ranks, stage 0 (the comparison)");
+    run_cfg e = base;
+    e.world = 2;
+    e.emulate = PILE_DTYPE_BF16;
+    ok = run(&e, ref_bf16) == 0;
+    ASSERT(ok);
+    if (ok) {
+        e.stage = 1;
+        e.offload = 1;
+        exact("bf16 emulation, 2 ranks, stage 1 offloaded: stage 0's steps bit for bit", &e, ref_bf16);
+        e.stage = 2;
+        exact("bf16 emulation, 2 ranks, stage 2 offloaded: stage 0's steps bit for bit", &e, ref_bf16);
+    }
+    free_out(ref_bf16);
+
+    TEST("refusals: stage 3 and offload at stage 0 (not yet / DeepSpeed's rule)");
+    {
+        pile_err err;
+        pile_backend *be = NULL;
+        pile_model *m = NULL;
+        pile_optim *o = (pile_optim *)&err;
+        pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
+        pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
+        if (pile_backend_open(&be, "cpu", 1, &err) == 0 && pile_model_create(&m, be, &mc, 1, T, &err) == 0) {
+            pile_optim_zero z = {3, NULL, NULL, 0};
+            ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
+            ASSERT(o == NULL);
+            ASSERT(strstr(err.msg, "stage 3") != NULL);
+            z.stage = 0;
+            z.offload = be;
+            ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
+            ASSERT(strstr(err.msg, "offload") != NULL);
+        } else {
+            ASSERT(!"setup failed");
+        }
+        pile_model_free(m);
+        pile_backend_close(be);
+    }
+    free_out(ref);
+    free(g_exclude);
+    return TEST_DONE();
+}
