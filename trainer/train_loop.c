@@ -325,6 +325,7 @@ typedef struct trainer {
     const pile_log *log;
     pile_fs_lock *lock; /* checkpoint_dir's, held for the whole run */
     pile_backend *be;
+    pile_backend *offload; /* --offload optimizer: a second cpu backend for the optimizer's tensors, or NULL */
     pile_comm *comm; /* the ranks training together ("single": this process alone) */
     pile_data *data;
     const pile_data_info *info;
@@ -939,6 +940,7 @@ static void trainer_close(trainer *t)
     pile_optim_free(t->opt);
     pile_model_free(t->model);
     pile_data_close(t->data);
+    pile_backend_close(t->offload);
     pile_backend_close(t->be);
     pile_comm_close(t->comm);
     host_batch_free(&t->step_batch);
@@ -971,6 +973,14 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     PILE_RETURN_IF(c->world_size != pile_comm_world_size(t->comm), err, PILE_EINVAL,
                    "world_size %d: this build trains in one process only (communicator '%s', world size %d)",
                    c->world_size, pile_comm_name(t->comm), pile_comm_world_size(t->comm));
+    PILE_RETURN_IF(c->zero_stage == 3, err, PILE_EINVAL,
+                   "ZeRO stage 3 (parameters partitioned) is not implemented yet: use --zero 2 (gradients and "
+                   "optimizer state partitioned)");
+    PILE_RETURN_IF(c->offload_param, err, PILE_EINVAL,
+                   "offload_param (--offload all) needs ZeRO stage 3, which is not implemented yet: use "
+                   "--offload optimizer");
+    PILE_RETURN_IF(c->offload_optimizer && c->zero_stage < 1, err, PILE_EINVAL,
+                   "offload_optimizer (--offload optimizer) needs ZeRO stage 1 or 2 (--zero 1), as in DeepSpeed");
     /* the backend before the run folder: a name this build lacks ('cuda'
      * without CUDA) is refused before the folder is made */
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
@@ -1062,7 +1072,15 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* the optimizer takes the model's parameters as its master weights: a
      * new run's initial ones, or (resume) the checkpoint's, loaded into it */
     if (!c->resume) pile_model_init(t->model, c->seed);
-    if ((rc = pile_optim_create(&t->opt, t->model, &ac, err)) < 0) goto out;
+    /* ZeRO: the collectives of one rank are identities, so the
+     * communicator is handed over only when there are others */
+    pile_optim_zero zc = {c->zero_stage, pile_comm_world_size(t->comm) > 1 ? t->comm : NULL, NULL,
+                          (size_t)c->reduce_bucket_size};
+    if (c->offload_optimizer) {
+        if ((rc = pile_backend_open(&t->offload, "cpu", c->threads, err)) < 0) goto out;
+        zc.offload = t->offload;
+    }
+    if ((rc = pile_optim_create_zero(&t->opt, t->model, &ac, &zc, err)) < 0) goto out;
     if (c->precision == PILE_PRECISION_FP16) {
         pile_loss_scaler_config lsc;
         pile_train_config_loss_scaler(c, &lsc);
