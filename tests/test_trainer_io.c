@@ -1407,7 +1407,7 @@ static void test_tokenizer_late(void)
     ASSERT(unlink(src.data) == 0);
 
     /* read before the source went: the checkpoint carries it whole */
-    pile_checkpoint_save_opts o = {tok, 0, "{\"fingerprint\": \"ab\", \"shards\": []}"};
+    pile_checkpoint_save_opts o = {.tokenizer = tok, .data_json = "{\"fingerprint\": \"ab\", \"shards\": []}"};
     ASSERT_OK(pile_checkpoint_save_ex(in_run(&dir, run.data, "step-0000006"), a.m, a.o, &st, config_json, &o, &err), EP);
     pile_buf got = {0};
     ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "tokenizer/tok.json"), &got, &err), EP);
@@ -1426,7 +1426,7 @@ static void test_tokenizer_late(void)
               PILE_ENOENT);
     ASSERT(!exists(dir.data) && strstr(err.msg, "tok.json"));
     /* the salvage: everything but the tokenizer's files, which resumes */
-    pile_checkpoint_save_opts salvage = {NULL, 1, NULL};
+    pile_checkpoint_save_opts salvage = {.without_tokenizer = 1};
     st.step = 7;
     ASSERT_OK(pile_checkpoint_save_ex(dir.data, b.m, b.o, &st, config_json, &salvage, &err), EP);
     ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);

@@ -20,8 +20,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include "checkpoint.h"
 #include "comm/comm.h"
 #include "comm/comm_internal.h"
 #include "optim.h"
@@ -228,6 +230,9 @@ typedef struct run_cfg {
     size_t bucket;
     int micro;        /* micro-batches per rank per step */
     pile_dtype emulate;
+    int first, end;   /* the steps it runs: [first, end); 0, 0: all */
+    const char *load; /* a checkpoint folder to resume from first, or NULL */
+    const char *save; /* a checkpoint folder to save at the end, or NULL */
 } run_cfg;
 
 typedef struct rank_out {
@@ -248,6 +253,47 @@ typedef struct rank_job {
     do {                                      \
         if ((o->rc = (expr)) < 0) goto done;  \
     } while (0)
+
+/* The folder-writing protocol of a sharded save, as a launcher's ranks
+ * would run it: the master weights gathered (every rank), rank 0 writes
+ * the folder, and before it seals it the other ranks write their shard
+ * files into "<dir>.tmp"; barriers between. */
+static int seal_wait(void *ctx, const char *tmp, pile_err *err)
+{
+    (void)ctx, (void)tmp, (void)err;
+    uv_barrier_wait(&g_team.bar); /* the folder is there: the others write */
+    uv_barrier_wait(&g_team.bar); /* they have */
+    return 0;
+}
+
+static int save_sharded(const char *dir, pile_model *m, pile_optim *opt, int64_t step, pile_err *err)
+{
+    const size_t n = pile_model_flat_size(m);
+    float *master = malloc(n * sizeof *master);
+    if (!master) return PILE_ENOMEM;
+    int rc = pile_optim_gather(opt, PILE_OPTIM_MASTER, master, err);
+    const int sharded = pile_optim_shards(opt) > 1;
+    if (tl_rank == 0) {
+        pile_train_state st;
+        memset(&st, 0, sizeof st);
+        st.step = step;
+        st.loss_scale = 1.0;
+        strcpy(st.tokenizer_spec, "bytes");
+        pile_checkpoint_save_opts so = {.master = master, .before_seal = sharded ? seal_wait : NULL};
+        int sealed_rc = rc ? rc : pile_checkpoint_save_ex(dir, m, opt, &st, "{}", &so, err);
+        rc = sealed_rc;
+    } else if (sharded) {
+        uv_barrier_wait(&g_team.bar);
+        char tmp[512];
+        snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+        int wrc = pile_checkpoint_write_optim_shard(tmp, m, opt, err);
+        uv_barrier_wait(&g_team.bar);
+        if (!rc) rc = wrc;
+    }
+    uv_barrier_wait(&g_team.bar); /* renamed */
+    free(master);
+    return rc;
+}
 
 /* One rank's training: its slice of the global batch in cfg->micro
  * micro-batches, the gradient scaled by one over the global token count,
@@ -278,7 +324,9 @@ static void rank_main(void *arg)
     TRY(pile_optim_create_zero(&opt, m, &ac, &z, err));
     int64_t tokens = 0;
     for (int i = 0; i < ROWS * T; i++) tokens += g_targets[i] >= 0;
-    for (int s = 0; s < STEPS; s++) {
+    if (cfg->load) TRY(pile_checkpoint_load(cfg->load, m, opt, NULL, err));
+    const int end = cfg->end ? cfg->end : STEPS;
+    for (int s = cfg->first; s < end; s++) {
         pile_optim_zero_grad(opt);
         double sums[2] = {0.0, 0.0};
         for (int k = 0; k < cfg->micro; k++) {
@@ -296,6 +344,7 @@ static void rank_main(void *arg)
         /* a clipping threshold that the first steps' norms exceed */
         TRY(pile_optim_step(opt, sqrt(sums[1]), 0.5f, 3e-2f, err));
     }
+    if (cfg->save) TRY(save_sharded(cfg->save, m, opt, end, err));
     o->n = pile_model_flat_size(m);
     pile_optim_shard(opt, &o->lo, &o->shard);
     o->params = malloc(o->n * sizeof *o->params);
@@ -412,6 +461,125 @@ static void close_to(const char *name, const run_cfg *cfg, const rank_out *want)
     free_out(got);
 }
 
+/* Losses of steps [from, STEPS) of got against want. */
+static double tail_loss_rel(const rank_out *got, const rank_out *want, int from)
+{
+    double worst = 0.0;
+    for (int s = from; s < STEPS; s++) {
+        double d = fabs(got->loss[s] - want->loss[s]) / fabs(want->loss[s]);
+        if (!(d <= worst)) worst = d;
+    }
+    return worst;
+}
+
+/* A run of cfg resumed from `load` for the second half of the steps:
+ * every rank's weights and the losses against `want` (an uninterrupted
+ * run), bit for bit or within 1e-5 (losses each, weights in norm). */
+static void resumed(const char *name, run_cfg cfg, const char *load, const rank_out *want, int bits)
+{
+    TEST(name);
+    rank_out got[MAXW];
+    cfg.first = STEPS / 2;
+    cfg.end = 0;
+    cfg.load = load;
+    cfg.save = NULL;
+    if (run(&cfg, got) == 0) {
+        check_ranks(got, cfg.world ? cfg.world : 1);
+        if (bits) {
+            ASSERT_MEM_EQ(got[0].params, want[0].params, want[0].n * sizeof(float));
+            ASSERT_MEM_EQ(got[0].loss + STEPS / 2, want[0].loss + STEPS / 2, sizeof(double) * (STEPS - STEPS / 2));
+        } else {
+            double dn, de, dl = tail_loss_rel(&got[0], &want[0], STEPS / 2);
+            weights_rel(got[0].params, want[0].params, want[0].n, 1e-2, &dn, &de);
+            printf("# losses within %.2e relative, weights %.2e (each %.2e)\n", dl, dn, de);
+            ASSERT(dl <= 1e-5);
+            ASSERT(dn <= 1e-5);
+            ASSERT(de <= 1e-4);
+        }
+    } else {
+        ASSERT(!"run failed");
+    }
+    free_out(got);
+}
+
+/* Checkpoints of sharded runs: the ranks' shard files, written in the
+ * folder before it is sealed, regrouped for another world size or stage
+ * (and a stage-0 checkpoint's consolidated moments cut into shards). */
+static void test_checkpoints(void)
+{
+    char root[256], dir[4][300];
+    TEST("checkpoints: a folder for the runs");
+    if (!pile_test_tmpdir(root, sizeof root, "zero")) {
+        ASSERT(!"mkdtemp");
+        return;
+    }
+    for (int i = 0; i < 4; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
+    rank_out two[MAXW], four[MAXW], part[MAXW];
+    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
+    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
+    int ok = run(&z2, two) == 0 && run(&z1, four) == 0;
+    ASSERT(ok);
+    run_cfg half = z1;
+    half.end = STEPS / 2;
+    half.save = dir[0];
+    TEST("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder");
+    ok = ok && run(&half, part) == 0;
+    ASSERT(ok);
+    free_out(part);
+    char path[400];
+    for (int r = 0; ok && r < 4; r++) {
+        snprintf(path, sizeof path, "%s/optimizer-%05d-of-00004.safetensors", dir[0], r);
+        ASSERT(access(path, F_OK) == 0);
+    }
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir[0]);
+    ASSERT(access(path, F_OK) != 0);
+    pile_err err_rec, *err = &err_rec;
+    ASSERT_OK(pile_checkpoint_verify(dir[0], err), err); /* checksums.json lists the shards */
+    if (ok) {
+        resumed("checkpoints: 4 ranks, stage 1 -> 4 ranks, stage 1: the uninterrupted run bit for bit", z1, dir[0],
+                four, 1);
+        resumed("checkpoints: 4 ranks, stage 1 -> 2 ranks, stage 2, offloaded: the 2-rank run within 1e-5", z2,
+                dir[0], two, 0);
+        half = z2;
+        half.end = STEPS / 2;
+        half.save = dir[1];
+        TEST("checkpoints: 2 ranks at stage 2 save half way");
+        ok = run(&half, part) == 0;
+        ASSERT(ok);
+        free_out(part);
+        resumed("checkpoints: 2 ranks, stage 2 -> 2 ranks, stage 2: the uninterrupted run bit for bit", z2, dir[1],
+                two, 1);
+        resumed("checkpoints: 2 ranks, stage 2 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[1], four,
+                0);
+        /* stage 0 writes optimizer.safetensors whole; 4 shards read it */
+        half = z1;
+        half.stage = 0;
+        half.end = STEPS / 2;
+        half.save = dir[2];
+        TEST("checkpoints: 4 ranks at stage 0 save half way (consolidated moments)");
+        ok = run(&half, part) == 0;
+        ASSERT(ok);
+        free_out(part);
+        resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 1: the 4-rank stage 1 run bit for bit", z1, dir[2],
+                four, 1);
+        /* a shard file missing: refused, named */
+        snprintf(path, sizeof path, "%s/optimizer-00002-of-00004.safetensors", dir[0]);
+        TEST("checkpoints: a missing shard file refused, named");
+        ASSERT(unlink(path) == 0);
+        run_cfg miss = z2;
+        miss.load = dir[0];
+        rank_out got[MAXW];
+        ASSERT(run(&miss, got) < 0);
+        ASSERT(strstr(got[0].err.msg, "optimizer-00002-of-00004.safetensors") != NULL);
+        free_out(got);
+    }
+    free_out(two);
+    free_out(four);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if (system(cmd) != 0) printf("# could not remove %s\n", root);
+}
+
 /* TEST keeps the name's pointer until the case ends: one buffer each. */
 static char names[64][160];
 static int n_names;
@@ -427,7 +595,7 @@ int main(void)
     }
     rank_out ref[MAXW], ref_bf16[MAXW];
     TEST("one rank, stage 0: the reference trains");
-    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32};
+    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
     int ok = run(&base, ref) == 0;
     ASSERT(ok);
     if (ok) ASSERT(ref[0].loss[STEPS - 1] < ref[0].loss[0]);
@@ -497,6 +665,8 @@ int main(void)
         exact("bf16 emulation, 2 ranks, stage 2 offloaded: stage 0's steps bit for bit", &e, ref_bf16);
     }
     free_out(ref_bf16);
+
+    test_checkpoints();
 
     TEST("refusals: stage 3 and offload at stage 0 (not yet / DeepSpeed's rule)");
     {

@@ -233,11 +233,11 @@ check "... its train/loss equal the --zero 2 run's, bit for bit" sh -c 'test -s 
 run "$TR" $COMMON --zero 3 --checkpoint_dir Z3
 expect "--zero 3 refused: not implemented yet, --zero 2 named" 1 "ZeRO stage 3 .* not implemented yet: use --zero 2"
 run "$TR" $COMMON --zero 2 --offload all --checkpoint_dir Z3
-expect "--offload all refused: it needs stage 3" 1 "offload_param (--offload all) needs ZeRO stage 3"
+expect "--offload all refused: it needs stage 3" 1 "offload_param \\(--offload all\\) needs ZeRO stage 3"
 run "$TR" $COMMON --offload optimizer --checkpoint_dir Z3
 expect "--offload optimizer at --zero 0 refused (DeepSpeed's rule)" 1 "needs ZeRO stage 1 or 2"
 run "$TR" $COMMON --offload nvme --checkpoint_dir Z3
-expect "--offload with an unknown word: exit 2, the choices named" 2 "unknown offload 'nvme' (choices: none, optimizer, all)"
+expect "--offload with an unknown word: exit 2, the choices named" 2 "unknown offload 'nvme' \\(choices: none, optimizer, all\\)"
 check "no run folder made by the refusals" test ! -e Z3
 
 # --- --precision fp16: emulated as bf16 is (values rounded to fp16 where a

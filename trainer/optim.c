@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct pile_optim {
     pile_model *model;
@@ -197,6 +198,37 @@ void pile_optim_shard(const pile_optim *o, size_t *offset, size_t *count)
 {
     *offset = o->lo;
     *count = o->shard;
+}
+
+static pile_tensor state_tensor(pile_optim *o, pile_optim_state which)
+{
+    return which == PILE_OPTIM_MASTER ? o->master : which == PILE_OPTIM_M ? o->m : o->v;
+}
+
+int pile_optim_shards(const pile_optim *o) { return o->stage > 0 ? o->world : 1; }
+
+int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err)
+{
+    const pile_tensor t = state_tensor(o, which);
+    if (pile_optim_shards(o) == 1) return pile_tensor_download_f32(host, t, o->n, err);
+    float *all = malloc(o->padded * sizeof *all);
+    if (!all) return pile_err_set(err, PILE_ENOMEM, "out of memory for %zu floats of optimizer state", o->padded);
+    int rc = pile_tensor_download_f32(all + o->lo, t, o->shard, err);
+    if (rc == 0) rc = pile_comm_all_gather(o->comm, all, all + o->lo, o->padded, PILE_COMM_F32, NULL, err);
+    if (rc == 0) memcpy(host, all, o->n * sizeof *host);
+    free(all);
+    return rc;
+}
+
+int pile_optim_put(pile_optim *o, pile_optim_state which, const float *src, size_t first, size_t count,
+                   pile_err *err)
+{
+    const size_t hi = o->lo + o->shard < o->n ? o->lo + o->shard : o->n;
+    const size_t a = first > o->lo ? first : o->lo;
+    const size_t b = first + count < hi ? first + count : hi;
+    if (a >= b) return 0;
+    return pile_tensor_upload_f32(pile_tensor_slice(state_tensor(o, which), a - o->lo, b - a), src + (a - first),
+                                  b - a, err);
 }
 
 void pile_optim_zero_grad(pile_optim *o)

@@ -107,6 +107,30 @@ int pile_optim_master_is_compute(const pile_optim *o);
 int64_t pile_optim_steps(const pile_optim *o);
 void pile_optim_set_steps(pile_optim *o, int64_t steps);
 
+/* Which of the optimizer's fp32 states (the same flat layout each). */
+typedef enum pile_optim_state {
+    PILE_OPTIM_MASTER = 0,
+    PILE_OPTIM_M = 1,
+    PILE_OPTIM_V = 2,
+} pile_optim_state;
+
+/* The whole of state `which` as fp32 in host memory (pile_model_flat_size
+ * floats): the rank's own at stage 0, every rank's shard all-gathered
+ * above (a collective: every rank calls it). What a checkpoint's
+ * consolidated files are written from. PILE_ENOMEM, the backend's or the
+ * communicator's error. */
+int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err);
+/* Puts src[0..count), the values of flat elements [first, first + count)
+ * of state `which`, where this rank keeps them: the part inside its shard
+ * (none when they do not meet). What a checkpoint is loaded through, so
+ * that any world size and stage read the same files (DeepSpeed's
+ * universal checkpoint: the flat layout does not depend on either). */
+int pile_optim_put(pile_optim *o, pile_optim_state which, const float *src, size_t first, size_t count,
+                   pile_err *err);
+/* The ranks the state is sharded over: 1 at stage 0 (each rank keeps it
+ * whole) or on one rank. */
+int pile_optim_shards(const pile_optim *o);
+
 /* Zeroes the gradients: where a step's sum over micro-batches starts. */
 void pile_optim_zero_grad(pile_optim *o);
 

@@ -364,7 +364,8 @@ static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_lev
 
 static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, pile_err *err)
 {
-    pile_checkpoint_save_opts o = {t->tok_files, without_tokenizer, t->data_json.data};
+    pile_checkpoint_save_opts o = {
+        .tokenizer = t->tok_files, .without_tokenizer = without_tokenizer, .data_json = t->data_json.data};
     return pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
                                    err);
 }
