@@ -4,11 +4,16 @@
  * (comm_internal.h's table) whose collectives meet at a barrier and sum
  * in rank order, so every rank computes the same bits and the stages can
  * be compared exactly where the arithmetic allows it:
- *  - stage 1 and 2 (one micro-batch per rank), with and without offload
- *    and in buckets, take the same steps as stage 0 on as many ranks, bit
- *    for bit (the same sums in the same order, the same norm partials);
- *  - stage 2 with accumulation sums each micro-batch over the ranks
- *    first: within 1e-5 of stage 0;
+ *  - stages 1 to 3 (one micro-batch per rank), with and without offload
+ *    of the optimizer (and at stage 3 of the parameters) and in buckets,
+ *    take the same steps as stage 0 on as many ranks, bit for bit (the
+ *    same sums in the same order, the same norm partials);
+ *  - stages 2 and 3 with accumulation sum each micro-batch over the ranks
+ *    first: within 1e-5 of one rank;
+ *  - checkpoints: the ranks' shard files regrouped for another world size
+ *    and stage, bit for bit for the same ones;
+ *  - the bytes each step moves: 2x the parameters at stages 0 to 2, about
+ *    3x at stage 3 (the ZeRO paper's figures);
  *  - on 2 and 4 ranks every stage trains as one rank does on the same
  *    global batch: losses within 1e-5 relative, weights within 1e-5 in
  *    norm (the key biases apart: see g_exclude);
@@ -226,7 +231,7 @@ static void make_data(void)
 typedef struct run_cfg {
     int world;        /* 0: no communicator (one rank) */
     int stage;
-    int offload;
+    int offload;      /* 1: the optimizer; 2: the parameters too (stage 3) */
     size_t bucket;
     int micro;        /* micro-batches per rank per step */
     pile_dtype emulate;
@@ -240,6 +245,7 @@ typedef struct rank_out {
     pile_err err;
     double loss[STEPS];
     float *params;    /* the model's compute parameters at the end, flat */
+    double step_bytes;/* pile_optim_comm_bytes per step, over the parameters' bytes */
     size_t n, lo, shard;
 } rank_out;
 
@@ -279,7 +285,7 @@ static int save_sharded(const char *dir, pile_model *m, pile_optim *opt, int64_t
         st.step = step;
         st.loss_scale = 1.0;
         strcpy(st.tokenizer_spec, "bytes");
-        pile_checkpoint_save_opts so = {.master = master, .before_seal = sharded ? seal_wait : NULL};
+        pile_checkpoint_save_opts so = {.weights = master, .before_seal = sharded ? seal_wait : NULL};
         int sealed_rc = rc ? rc : pile_checkpoint_save_ex(dir, m, opt, &st, "{}", &so, err);
         rc = sealed_rc;
     } else if (sharded) {
@@ -315,17 +321,19 @@ static void rank_main(void *arg)
     TRY(pile_backend_open(&be, "cpu", 1, err));
     if (cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
     if (cfg->offload) TRY(pile_backend_open(&off, "cpu", 1, err));
+    if (cfg->offload == 2 && cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(off, cfg->emulate, err));
     const int rows = ROWS / W, mb = rows / cfg->micro;
     pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
     TRY(pile_model_create(&m, be, &mc, mb, T, err));
     pile_model_init(m, 3);
     pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
-    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket};
+    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket, cfg->offload == 2};
     TRY(pile_optim_create_zero(&opt, m, &ac, &z, err));
     int64_t tokens = 0;
     for (int i = 0; i < ROWS * T; i++) tokens += g_targets[i] >= 0;
     if (cfg->load) TRY(pile_checkpoint_load(cfg->load, m, opt, NULL, err));
     const int end = cfg->end ? cfg->end : STEPS;
+    const uint64_t bytes0 = pile_optim_comm_bytes(opt);
     for (int s = cfg->first; s < end; s++) {
         pile_optim_zero_grad(opt);
         double sums[2] = {0.0, 0.0};
@@ -344,12 +352,13 @@ static void rank_main(void *arg)
         /* a clipping threshold that the first steps' norms exceed */
         TRY(pile_optim_step(opt, sqrt(sums[1]), 0.5f, 3e-2f, err));
     }
-    if (cfg->save) TRY(save_sharded(cfg->save, m, opt, end, err));
     o->n = pile_model_flat_size(m);
+    o->step_bytes = (double)(pile_optim_comm_bytes(opt) - bytes0) / (end - cfg->first) / (double)(o->n * 4);
+    if (cfg->save) TRY(save_sharded(cfg->save, m, opt, end, err));
     pile_optim_shard(opt, &o->lo, &o->shard);
     o->params = malloc(o->n * sizeof *o->params);
     if (!o->params) o->rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-    else pile_backend_download(be, o->params, pile_model_params(m), o->n);
+    else TRY(pile_optim_gather_params(opt, o->params, err));
 done:
     pile_optim_free(opt);
     pile_model_free(m);
@@ -461,6 +470,11 @@ static void close_to(const char *name, const run_cfg *cfg, const rank_out *want)
     free_out(got);
 }
 
+/* TEST keeps the name's pointer until the case ends: one buffer each. */
+static char names[64][160];
+static int n_names;
+#define NAME(...) (snprintf(names[n_names % 64], sizeof names[0], __VA_ARGS__), names[n_names++ % 64])
+
 /* Losses of steps [from, STEPS) of got against want. */
 static double tail_loss_rel(const rank_out *got, const rank_out *want, int from)
 {
@@ -562,6 +576,21 @@ static void test_checkpoints(void)
         free_out(part);
         resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 1: the 4-rank stage 1 run bit for bit", z1, dir[2],
                 four, 1);
+        run_cfg z3 = z1;
+        z3.stage = 3;
+        z3.offload = 2;
+        resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 3 offloaded: the 4-rank stage 1 run bit for bit", z3,
+                dir[2], four, 1);
+        half = z3;
+        half.world = 2;
+        half.end = STEPS / 2;
+        half.save = dir[3];
+        TEST("checkpoints: 2 ranks at stage 3 save half way");
+        ok = run(&half, part) == 0;
+        ASSERT(ok);
+        free_out(part);
+        resumed("checkpoints: 2 ranks, stage 3 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[3], four,
+                0);
         /* a shard file missing: refused, named */
         snprintf(path, sizeof path, "%s/optimizer-00002-of-00004.safetensors", dir[0]);
         TEST("checkpoints: a missing shard file refused, named");
@@ -580,10 +609,33 @@ static void test_checkpoints(void)
     if (system(cmd) != 0) printf("# could not remove %s\n", root);
 }
 
-/* TEST keeps the name's pointer until the case ends: one buffer each. */
-static char names[64][160];
-static int n_names;
-#define NAME(...) (snprintf(names[n_names % 64], sizeof names[0], __VA_ARGS__), names[n_names++ % 64])
+/* The collectives' payload per step against the ZeRO paper's (section
+ * 7): 2x the parameters at stages 0 to 2 (an allreduce; a reduce-scatter
+ * and an all-gather), about 3x at stage 3 (the gathers before the forward
+ * and the backward, the reduce-scatter); the tiny model's embeddings,
+ * gathered twice in the forward (the tied output), add a little. */
+static void test_bytes(void)
+{
+    for (int stage = 0; stage <= 3; stage++) {
+        TEST(NAME("bytes communicated per step at stage %d, 4 ranks: %s the parameters'", stage,
+                  stage < 3 ? "2x" : "about 3x"));
+        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
+        rank_out out[MAXW];
+        if (run(&cfg, out) == 0) {
+            /* stages 1 to 3 pad the flat buffer to a multiple of 4 */
+            const double pad = (double)(out[0].shard * 4) / (double)out[0].n;
+            const double x = out[0].step_bytes;
+            printf("# %.4f x the parameters' bytes\n", x);
+            if (stage == 0) ASSERT(x == 2.0);
+            else if (stage < 3) ASSERT(fabs(x - 2.0 * pad) < 1e-12);
+            else ASSERT(x > 2.9 && x < 3.3);
+            for (int r = 1; r < 4; r++) ASSERT(out[r].step_bytes == x);
+        } else {
+            ASSERT(!"run failed");
+        }
+        free_out(out);
+    }
+}
 
 int main(void)
 {
@@ -613,6 +665,9 @@ int main(void)
     c.bucket = 100;
     c.offload = 1;
     exact("one rank: stage 2 in buckets of 100, offloaded, equals stage 0 bit for bit", &c, ref);
+    c.stage = 3;
+    c.offload = 2;
+    exact("one rank: stage 3, parameters and optimizer offloaded, equals stage 0 bit for bit", &c, ref);
 
     for (int W = 2; W <= 4; W += 2) {
         rank_out zero0[MAXW];
@@ -628,21 +683,23 @@ int main(void)
         static const struct {
             int stage, offload;
             size_t bucket;
-        } exact_cases[] = {{1, 0, 0}, {1, 1, 0}, {2, 0, 0}, {2, 1, 0}, {2, 0, 37}, {2, 1, 1000}};
+        } exact_cases[] = {{1, 0, 0}, {1, 1, 0}, {2, 0, 0}, {2, 1, 0}, {2, 0, 37}, {2, 1, 1000},
+                           {3, 0, 0}, {3, 1, 0}, {3, 2, 0}, {3, 2, 37}};
+        static const char *const where[] = {"", ", optimizer offloaded", ", parameters and optimizer offloaded"};
         for (size_t k = 0; k < sizeof exact_cases / sizeof exact_cases[0]; k++) {
             d.stage = exact_cases[k].stage;
             d.offload = exact_cases[k].offload;
             d.bucket = exact_cases[k].bucket;
-            exact(NAME("%d ranks, stage %d%s%s: stage 0's steps bit for bit", W, d.stage,
-                       d.offload ? ", offloaded" : "", d.bucket ? ", in buckets" : ""),
+            exact(NAME("%d ranks, stage %d%s%s: stage 0's steps bit for bit", W, d.stage, where[d.offload],
+                       d.bucket ? ", in buckets" : ""),
                   &d, zero0);
         }
-        /* stage 2 sums each micro-batch over the ranks before the next */
+        /* stages 2 and 3 sum each micro-batch over the ranks before the next */
         d.micro = 2;
-        for (int s = 0; s <= 2; s++) {
+        for (int s = 0; s <= 3; s++) {
             d.stage = s;
-            d.offload = s > 0;
-            d.bucket = s == 2 ? 64 : 0;
+            d.offload = s == 3 ? 2 : s > 0;
+            d.bucket = s >= 2 ? 64 : 0;
             close_to(NAME("%d ranks, stage %d%s, 2 micro-batches each: as one rank", W, s, s ? ", offloaded" : ""),
                      &d, ref);
         }
@@ -663,12 +720,17 @@ int main(void)
         exact("bf16 emulation, 2 ranks, stage 1 offloaded: stage 0's steps bit for bit", &e, ref_bf16);
         e.stage = 2;
         exact("bf16 emulation, 2 ranks, stage 2 offloaded: stage 0's steps bit for bit", &e, ref_bf16);
+        e.stage = 3;
+        exact("bf16 emulation, 2 ranks, stage 3, optimizer offloaded: stage 0's steps bit for bit", &e, ref_bf16);
+        e.offload = 2;
+        exact("bf16 emulation, 2 ranks, stage 3, parameters offloaded: stage 0's steps bit for bit", &e, ref_bf16);
     }
     free_out(ref_bf16);
 
     test_checkpoints();
+    test_bytes();
 
-    TEST("refusals: stage 3 and offload at stage 0 (not yet / DeepSpeed's rule)");
+    TEST("refusals: stage 4, and offload at stage 0 (DeepSpeed's rule)");
     {
         pile_err err;
         pile_backend *be = NULL;
@@ -677,10 +739,10 @@ int main(void)
         pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
         pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
         if (pile_backend_open(&be, "cpu", 1, &err) == 0 && pile_model_create(&m, be, &mc, 1, T, &err) == 0) {
-            pile_optim_zero z = {3, NULL, NULL, 0};
+            pile_optim_zero z = {4, NULL, NULL, 0, 0};
             ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
             ASSERT(o == NULL);
-            ASSERT(strstr(err.msg, "stage 3") != NULL);
+            ASSERT(strstr(err.msg, "stage 4") != NULL);
             z.stage = 0;
             z.offload = be;
             ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);

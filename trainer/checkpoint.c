@@ -148,8 +148,8 @@ static void fill_table(pile_model *m, const float *host, pile_st_tensor *t, cons
 }
 
 /* The weights: the optimizer's fp32 master weights when there is one
- * (exact in mixed precision; `master` when given: sharded over ranks, they
- * were gathered beforehand), else the model's parameters. */
+ * (exact in mixed precision), else the model's parameters; `master` when
+ * given instead (gathered from their shards beforehand). */
 static int write_weights(const char *tmp, pile_model *m, pile_optim *opt, const float *master, pile_err *err)
 {
     pile_buf path = {0};
@@ -160,8 +160,12 @@ static int write_weights(const char *tmp, pile_model *m, pile_optim *opt, const 
     if (!rc && !master && opt && pile_optim_shards(opt) > 1)
         rc = pile_err_set(err, PILE_EINVAL,
                           "cannot save the weights of an optimizer sharded over %d ranks without them gathered "
-                          "(pile_checkpoint_save_opts.master)",
+                          "(pile_checkpoint_save_opts.weights)",
                           pile_optim_shards(opt));
+    if (!rc && !master && !opt && !pile_model_params(m).data)
+        rc = pile_err_set(err, PILE_EINVAL,
+                          "cannot save the weights of a model partitioned over ranks without them gathered "
+                          "(pile_checkpoint_save_opts.weights)");
     if (!rc && !master) rc = download_flat(m, opt ? pile_optim_master(opt) : pile_model_params(m), &host, err);
     if (!rc) {
         fill_table(m, master ? master : host, t, NULL);
@@ -849,7 +853,7 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
 {
     pile_buf tmp = {0}, old = {0};
     int rc = begin_folder(dir, &tmp, &old, err);
-    if (!rc) rc = write_weights(tmp.data, m, opt, opts ? opts->master : NULL, err);
+    if (!rc) rc = write_weights(tmp.data, m, opt, opts ? opts->weights : NULL, err);
     /* sharded over ranks, each rank writes its own part of the moments */
     if (!rc && opt) {
         if (pile_optim_shards(opt) == 1) rc = write_moments(tmp.data, m, opt, err);

@@ -84,10 +84,14 @@ typedef struct pile_checkpoint_save_opts {
     /* a JSON object stored as trainer_state.json's "data" (the dataset's
      * identity, pile_data_identity), or NULL */
     const char *data_json;
-    /* an optimizer sharded over ranks (pile_optim_shards > 1): its whole
-     * fp32 master weights in host memory (pile_optim_gather, which every
-     * rank calls), for model.safetensors; borrowed. NULL otherwise. */
-    const float *master;
+    /* the weights for model.safetensors, whole, in host memory
+     * (pile_model_flat_size floats, borrowed), where no one holds them
+     * whole: an optimizer sharded over ranks (pile_optim_shards > 1; its
+     * master weights, pile_optim_gather, which every rank calls), or a
+     * model partitioned at ZeRO 3 saved without its optimizer (the
+     * compute parameters, pile_optim_gather_params). NULL: the
+     * optimizer's master weights, or without one the model's parameters. */
+    const float *weights;
     /* called with the folder being written ("<dir>.tmp") once this
      * process's files are in it and before it is sealed and renamed, or
      * NULL: where the other ranks of a sharded run write their shard

@@ -26,7 +26,15 @@ struct pile_optim {
     int own_gshard;
     pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
     pile_tensor staging;    /* offload with 16-bit parameters: the shard converted in obe before it goes up */
-    pile_tensor bucket_buf; /* stage 2 with buckets: world x bucket packed gradients (be) */
+    pile_tensor bucket_buf; /* stage 2 and 3 with buckets: world x bucket packed gradients (be) */
+    /* stage 3: the rank's shard of the compute parameters (pbe: be, or obe
+     * with offload_param), and two unit buffers the model reads from (be) */
+    pile_backend *pbe;
+    pile_tensor cshard;
+    pile_tensor unit_buf[2];
+    int unit_in[2];         /* the unit each holds; -1 none */
+    int last_unit;          /* the unit the model asked for last */
+    uint64_t comm_bytes;    /* payload of the collectives issued (see pile_optim_comm_bytes) */
     int master_is_compute;  /* master is the model's parameter buffer, not an allocation of ours */
     int64_t steps;
     pile_loss_scaler *scaler; /* fp16 only */
@@ -61,13 +69,17 @@ static int alloc_replicated(pile_optim *o, pile_tensor params)
     return o->master.data && o->grads.data && o->m.data && o->v.data ? 0 : PILE_ENOMEM;
 }
 
-/* The sharded state (stage 1 and 2), drawn as the buffers hold it:
+/* The sharded state (stage 1 to 3), drawn as the buffers hold it:
  *   be:  grads    [0 ........... padded)  whole, F32, summed over the micro-batches
  *                                          (stage 2: one micro-batch's, zeroed after each)
  *        gather   [0 ........... padded)  compute dtype, every rank's shard after the all-gather
- *        bucket_buf  world x bucket        stage 2 only, when the shard is cut into buckets
+ *        gather is stage 1 and 2's; stage 3 has instead
+ *        unit_buf[2]                       the largest unit's compute parameters, twice
+ *        bucket_buf  world x bucket        stage 2 and 3, when the shard is cut into buckets
  *   obe: master, m, v, gshard   [lo, lo + shard) of the flat layout, F32
  *        staging                           offload with 16-bit parameters only
+ *   pbe: cshard  [lo, lo + shard)          stage 3: compute parameters (pbe: obe with
+ *                                          offload_param, else be)
  * gshard is grads' own shard (in place) at stage 1 without offload. The
  * master weights start as the model's parameters, which the caller made
  * equal on every rank. */
@@ -81,16 +93,31 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
     o->m = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
     o->v = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
     o->grads = pile_backend_alloc(o->be, PILE_DTYPE_F32, o->padded);
-    o->gather = pile_backend_alloc(o->be, params.dtype, o->padded);
-    o->own_gshard = o->stage == 2 || o->obe != o->be;
+    o->own_gshard = o->stage >= 2 || o->obe != o->be;
     o->gshard = o->own_gshard ? pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard)
                               : pile_tensor_slice(o->grads, o->lo, o->shard);
-    int ok = o->master.data && o->m.data && o->v.data && o->grads.data && o->gather.data && o->gshard.data;
-    if (ok && o->obe != o->be && params.dtype != PILE_DTYPE_F32) {
+    int ok = o->master.data && o->m.data && o->v.data && o->grads.data && o->gshard.data;
+    if (ok && o->stage < 3) {
+        o->gather = pile_backend_alloc(o->be, params.dtype, o->padded);
+        ok = o->gather.data != NULL;
+    } else if (ok) {
+        o->cshard = pile_backend_alloc(o->pbe, params.dtype, o->shard);
+        size_t most = 0, first, count;
+        for (int u = 0; u < pile_model_unit_count(o->model); u++) {
+            pile_model_unit_range(o->model, u, &first, &count);
+            if (count > most) most = count;
+        }
+        for (int k = 0; k < 2; k++) {
+            o->unit_buf[k] = pile_backend_alloc(o->be, params.dtype, most);
+            o->unit_in[k] = -1;
+        }
+        ok = o->cshard.data && o->unit_buf[0].data && o->unit_buf[1].data;
+    }
+    if (ok && o->obe != o->pbe && params.dtype != PILE_DTYPE_F32) {
         o->staging = pile_backend_alloc(o->obe, params.dtype, o->shard);
         ok = o->staging.data != NULL;
     }
-    if (ok && o->stage == 2 && o->bucket) {
+    if (ok && o->stage >= 2 && o->bucket) {
         o->bucket_buf = pile_backend_alloc(o->be, PILE_DTYPE_F32, w * o->bucket);
         ok = o->bucket_buf.data != NULL;
     }
@@ -105,6 +132,56 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
     if (rc == 0) rc = pile_tensor_upload_f32(pile_tensor_slice(o->master, 0, real), host, real, err);
     free(host);
     return rc;
+}
+
+/* Gathers unit u into unit_buf[k]: each rank whose shard meets the unit's
+ * range broadcasts its piece, in rank order (every rank makes the same
+ * calls). The owner's piece comes from its compute shard, converted on
+ * the model's backend (rounded as it rounds) unless the shard is
+ * offloaded (then it was rounded where it was converted). */
+static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
+{
+    size_t first, count;
+    pile_model_unit_range(o->model, u, &first, &count);
+    const pile_tensor buf = o->unit_buf[k];
+    const size_t es = pile_dtype_size(buf.dtype);
+    o->unit_in[k] = -1;
+    for (int q = 0; q < o->world; q++) {
+        const size_t qlo = (size_t)q * o->shard, qhi = qlo + o->shard;
+        const size_t a = first > qlo ? first : qlo, b = first + count < qhi ? first + count : qhi;
+        if (a >= b) continue;
+        const pile_tensor piece = pile_tensor_slice(buf, a - first, b - a);
+        if (q == o->rank) {
+            const pile_tensor src = pile_tensor_slice(o->cshard, a - o->lo, b - a);
+            if (o->pbe == o->be) pile_backend_convert(o->be, piece, src, b - a);
+            else PILE_FORWARD_IF_ERR(pile_tensor_copy(piece, src, b - a, err));
+        }
+        PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+        if (o->comm)
+            PILE_FORWARD_IF_ERR(pile_comm_broadcast(o->comm, piece.data, b - a, comm_dtype(buf.dtype), q, NULL, err));
+        o->comm_bytes += (b - a) * es;
+    }
+    o->unit_in[k] = u;
+    return 0;
+}
+
+/* The model's fetch (model.h): unit u from the buffer that holds it, or
+ * gathered into the one not holding the unit asked for last; then `next`
+ * into the other, so that the model's next request finds it there (with
+ * collectives that finish before returning, "single" and "mpi", the
+ * prefetch does not overlap the compute; it would on a stream). */
+static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *err)
+{
+    pile_optim *o = ctx;
+    int k = o->unit_in[0] == u ? 0 : o->unit_in[1] == u ? 1 : -1;
+    if (k < 0) {
+        k = o->unit_in[0] == -1 ? 0 : o->unit_in[1] == -1 ? 1 : o->unit_in[0] == o->last_unit ? 1 : 0;
+        PILE_FORWARD_IF_ERR(gather_unit(o, u, k, err));
+    }
+    o->last_unit = u;
+    if (next >= 0 && o->unit_in[1 - k] != next && next != u) PILE_FORWARD_IF_ERR(gather_unit(o, next, 1 - k, err));
+    *view = o->unit_buf[k];
+    return 0;
 }
 
 int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_config *cfg, pile_err *err)
@@ -122,11 +199,16 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(!(cfg->eps >= 0.0f) || !(cfg->weight_decay >= 0.0f), err, PILE_EINVAL,
                    "invalid AdamW eps %g or weight decay %g: must be >= 0", (double)cfg->eps,
                    (double)cfg->weight_decay);
-    const pile_optim_zero none = {0, NULL, NULL, 0};
+    const pile_optim_zero none = {0, NULL, NULL, 0, 0};
     if (!z) z = &none;
     pile_backend *be = pile_model_backend(model);
-    PILE_RETURN_IF(z->stage < 0 || z->stage > 2, err, PILE_EINVAL,
-                   "ZeRO stage %d: the optimizer shards its state at stages 0 to 2", z->stage);
+    PILE_RETURN_IF(z->stage < 0 || z->stage > 3, err, PILE_EINVAL, "ZeRO stage %d: must be 0 to 3", z->stage);
+    PILE_RETURN_IF(z->offload_param && (z->stage != 3 || !z->offload), err, PILE_EINVAL,
+                   "parameter offload needs ZeRO stage 3 and an offload backend");
+    /* the offloaded parameter shard is rounded where it is converted */
+    PILE_RETURN_IF(z->offload_param && pile_backend_emulation(z->offload) != pile_backend_emulation(be), err,
+                   PILE_EINVAL, "parameter offload: the offload backend must emulate %s as the model's does",
+                   pile_dtype_name(pile_backend_emulation(be)));
     PILE_RETURN_IF(z->offload && z->stage == 0, err, PILE_EINVAL,
                    "optimizer offload needs ZeRO stage 1 or more (the offloaded state is the rank's shard)");
     PILE_RETURN_IF(z->offload && !pile_backend_host_memory(z->offload), err, PILE_EINVAL,
@@ -140,6 +222,8 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     o->model = model;
     o->be = be;
     o->obe = z->offload ? z->offload : be;
+    o->pbe = z->offload_param ? o->obe : be;
+    o->last_unit = -1;
     o->comm = z->comm;
     o->stage = z->stage;
     o->rank = z->comm ? pile_comm_rank(z->comm) : 0;
@@ -155,6 +239,8 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
         o->bucket = z->bucket_elems;
         if (o->bucket >= (o->n + (size_t)o->world - 1) / (size_t)o->world) o->bucket = 0;
         rc = alloc_sharded(o, params, err);
+        /* from here on the model reads its units through unit_fetch */
+        if (rc == 0 && o->stage == 3) rc = pile_model_partition(model, unit_fetch, o, err);
     }
     if (rc == PILE_ENOMEM)
         rc = pile_err_set(err, PILE_ENOMEM,
@@ -174,6 +260,9 @@ void pile_optim_free(pile_optim *o)
     if (!o) return;
     pile_loss_scaler_free(o->scaler);
     pile_backend_free(&o->bucket_buf);
+    pile_backend_free(&o->cshard);
+    pile_backend_free(&o->unit_buf[0]);
+    pile_backend_free(&o->unit_buf[1]);
     pile_backend_free(&o->staging);
     pile_backend_free(&o->gather);
     if (o->own_gshard) pile_backend_free(&o->gshard);
@@ -206,17 +295,37 @@ static pile_tensor state_tensor(pile_optim *o, pile_optim_state which)
 }
 
 int pile_optim_shards(const pile_optim *o) { return o->stage > 0 ? o->world : 1; }
+uint64_t pile_optim_comm_bytes(const pile_optim *o) { return o->comm_bytes; }
 
-int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err)
+/* The whole of t, this rank's shard of a flat buffer, as fp32 in host
+ * memory: all-gathered when there are other ranks. */
+static int gather_f32(pile_optim *o, pile_tensor t, float *host, pile_err *err)
 {
-    const pile_tensor t = state_tensor(o, which);
-    if (pile_optim_shards(o) == 1) return pile_tensor_download_f32(host, t, o->n, err);
     float *all = malloc(o->padded * sizeof *all);
     if (!all) return pile_err_set(err, PILE_ENOMEM, "out of memory for %zu floats of optimizer state", o->padded);
     int rc = pile_tensor_download_f32(all + o->lo, t, o->shard, err);
     if (rc == 0) rc = pile_comm_all_gather(o->comm, all, all + o->lo, o->padded, PILE_COMM_F32, NULL, err);
     if (rc == 0) memcpy(host, all, o->n * sizeof *host);
     free(all);
+    return rc;
+}
+
+int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err)
+{
+    const pile_tensor t = state_tensor(o, which);
+    if (pile_optim_shards(o) == 1) return pile_tensor_download_f32(host, t, o->n, err);
+    return gather_f32(o, t, host, err);
+}
+
+int pile_optim_gather_params(pile_optim *o, float *host, pile_err *err)
+{
+    if (o->stage < 3) return pile_tensor_download_f32(host, pile_model_params(o->model), o->n, err);
+    int rc = o->world == 1 ? pile_tensor_download_f32(host, o->cshard, o->n, err) : gather_f32(o, o->cshard, host, err);
+    /* a shard copied from offloaded master weights is rounded where it is
+     * read (gather_unit): here too */
+    const pile_dtype emu = pile_backend_emulation(o->be);
+    if (rc == 0 && o->pbe == o->be && o->obe != o->be && emu != PILE_DTYPE_F32)
+        pile_precision_round(host, o->n, emu == PILE_DTYPE_BF16 ? PILE_PRECISION_BF16 : PILE_PRECISION_FP16);
     return rc;
 }
 
@@ -258,6 +367,7 @@ int pile_optim_backward_done(pile_optim *o, pile_err *err)
         if (o->comm)
             PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->grads.data, o->padded,
                                                          PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+        o->comm_bytes += o->padded * 4;
         add_host(o->gshard, mine, o->shard);
     } else {
         /* bucket k holds each rank's k-th piece of its shard, in rank
@@ -272,6 +382,7 @@ int pile_optim_backward_done(pile_optim *o, pile_err *err)
             if (o->comm)
                 PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->bucket_buf.data, w * b,
                                                              PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+            o->comm_bytes += w * b * 4;
             add_host(pile_tensor_slice(o->gshard, k0, b), mine, b);
         }
     }
@@ -287,6 +398,7 @@ int pile_optim_reduce_gradients(pile_optim *o, double *sumsq, pile_err *err)
         if (o->comm) {
             PILE_FORWARD_IF_ERR(pile_comm_allreduce(o->comm, o->grads.data, o->n, PILE_COMM_F32, PILE_COMM_SUM,
                                                     NULL, err));
+            o->comm_bytes += 2 * o->n * 4; /* a ring allreduce: a reduce-scatter and an all-gather */
             pile_comm_partition(o->comm, o->n, &off, &cnt);
         }
         *sumsq = pile_backend_sumsq(o->be, pile_tensor_slice(o->grads, off, cnt), cnt);
@@ -297,6 +409,7 @@ int pile_optim_reduce_gradients(pile_optim *o, double *sumsq, pile_err *err)
         if (o->comm)
             PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->grads.data, o->padded,
                                                          PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+        o->comm_bytes += o->padded * 4;
         if (o->own_gshard) PILE_FORWARD_IF_ERR(pile_tensor_copy(o->gshard, mine, o->shard, err));
     }
     *sumsq = pile_backend_sumsq(o->obe, o->gshard, o->shard);
@@ -319,7 +432,21 @@ int pile_optim_update_model(pile_optim *o, pile_err *err)
     }
     /* the shard in the compute dtype into its place of the whole, then
      * every rank's; the last convert rounds as stage 0's does on an
-     * emulating backend (rounding twice changes nothing) */
+     * emulating backend (rounding twice changes nothing). Stage 3 stops
+     * at the shard: units are gathered when the model reads them. */
+    if (o->stage == 3) {
+        o->unit_in[0] = o->unit_in[1] = -1; /* the units held are stale */
+        if (o->obe == o->pbe) {
+            pile_backend_convert(o->pbe, o->cshard, o->master, o->shard);
+        } else if (o->staging.data) {
+            pile_backend_convert(o->obe, o->staging, o->master, o->shard);
+            PILE_FORWARD_IF_ERR(pile_tensor_copy(o->cshard, o->staging, o->shard, err));
+        } else {
+            PILE_FORWARD_IF_ERR(pile_tensor_copy(o->cshard, o->master, o->shard, err));
+        }
+        PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+        return pile_backend_sync(o->pbe, err);
+    }
     pile_tensor mine = pile_tensor_slice(o->gather, o->lo, o->shard);
     if (o->obe == o->be) {
         pile_backend_convert(o->be, mine, o->master, o->shard);
@@ -333,6 +460,7 @@ int pile_optim_update_model(pile_optim *o, pile_err *err)
     if (o->comm)
         PILE_FORWARD_IF_ERR(pile_comm_all_gather(o->comm, o->gather.data, mine.data, o->padded,
                                                  comm_dtype(o->gather.dtype), NULL, err));
+    o->comm_bytes += o->padded * pile_dtype_size(o->gather.dtype);
     pile_backend_convert(o->be, params, o->gather, o->n);
     return pile_backend_sync(o->be, err);
 }

@@ -46,17 +46,26 @@ typedef struct pile_optim pile_optim;
  *  - stage 2: plus the gradient accumulator is the shard only: after each
  *    micro-batch's backward the whole gradient is reduce-scattered in
  *    buckets of bucket_elems per rank into the owner's fp32 accumulator
- *    and the whole buffer starts again from zero.
+ *    and the whole buffer starts again from zero (the backward still
+ *    writes one whole fp32 gradient buffer: model.h's backward takes one).
+ *  - stage 3: plus the compute parameters are the rank's shard only: the
+ *    model is partitioned (pile_model_partition) and reads each unit (the
+ *    embeddings, a block, the final LayerNorm) from one of two buffers,
+ *    gathered from the owners before its forward and again before its
+ *    backward, the next unit gathered into the other buffer right after
+ *    (prefetch). offload_param keeps the parameter shard in the offload
+ *    backend (which must emulate what the model's does).
  * offload: a second backend object whose memory is the host's (the
  * "cpu" backend) for the master weights, moments and gradient shard:
  * gradients go down to it and updated parameters come up, AdamW runs
  * there (stage 1 and 2). On the cpu backend this is the same code path
  * with two backend objects. */
 typedef struct pile_optim_zero {
-    int stage;              /* 0, 1 or 2 */
+    int stage;              /* 0 to 3 */
     pile_comm *comm;        /* the ranks (borrowed; NULL: one rank) */
     pile_backend *offload;  /* borrowed; NULL: the model's backend */
-    size_t bucket_elems;    /* stage 2: reduce-scatter bucket per rank, elements; 0: one bucket */
+    size_t bucket_elems;    /* stage 2 and 3: reduce-scatter bucket per rank, elements; 0: one bucket */
+    int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
 } pile_optim_zero;
 
 /* What the optimizer owns, in its backend (the model's, today), each one
@@ -120,6 +129,10 @@ typedef enum pile_optim_state {
  * consolidated files are written from. PILE_ENOMEM, the backend's or the
  * communicator's error. */
 int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err);
+/* The model's compute parameters, whole, as fp32 in host memory
+ * (pile_model_flat_size floats): at stage 3 the ranks' shards
+ * all-gathered (a collective), else the model's own. */
+int pile_optim_gather_params(pile_optim *o, float *host, pile_err *err);
 /* Puts src[0..count), the values of flat elements [first, first + count)
  * of state `which`, where this rank keeps them: the part inside its shard
  * (none when they do not meet). What a checkpoint is loaded through, so
@@ -130,6 +143,14 @@ int pile_optim_put(pile_optim *o, pile_optim_state which, const float *src, size
 /* The ranks the state is sharded over: 1 at stage 0 (each rank keeps it
  * whole) or on one rank. */
 int pile_optim_shards(const pile_optim *o);
+/* Bytes of payload the collectives of gradients and parameters have
+ * moved so far, counted as the ZeRO paper counts them (Rajbhandari et al.
+ * 2020, section 7): an allreduce of n bytes is 2n (a reduce-scatter and an
+ * all-gather), a reduce-scatter or an all-gather of n bytes is n, a
+ * stage-3 unit broadcast its bytes; on one rank the same count for the
+ * collectives that would run. A step's bytes over the parameter bytes:
+ * 2 at stages 0 to 2, about 3 at stage 3. */
+uint64_t pile_optim_comm_bytes(const pile_optim *o);
 
 /* Zeroes the gradients: where a step's sum over micro-batches starts. */
 void pile_optim_zero_grad(pile_optim *o);

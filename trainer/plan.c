@@ -148,10 +148,13 @@ static int check(const pile_plan_settings *s, pile_err *err)
         PILE_RETURN_IF(s->ranks == 0 && (s->zero_stage != 0 || s->offload != PILE_OFFLOAD_NONE), err, PILE_EINVAL,
                        "the CPU backend runs one process: ZeRO, offload and nodes need --gpus");
         PILE_RETURN_IF(s->nodes != 1, err, PILE_EINVAL, "the CPU backend runs on one host: nodes need --gpus");
-        PILE_RETURN_IF(s->zero_stage < 0 || s->zero_stage > 2, err, PILE_EINVAL,
-                       "the CPU backend shards at ZeRO stages 0 to 2, not %d", s->zero_stage);
-        PILE_RETURN_IF(s->offload == PILE_OFFLOAD_ALL || (s->offload && s->zero_stage < 1), err, PILE_EINVAL,
-                       "the CPU backend offloads the optimizer at ZeRO stage 1 or 2 only");
+        PILE_RETURN_IF(s->zero_stage < 0 || s->zero_stage > 3, err, PILE_EINVAL, "ZeRO stage must be 0 to 3, not %d",
+                       s->zero_stage);
+        PILE_RETURN_IF((unsigned)s->offload > PILE_OFFLOAD_ALL, err, PILE_EINVAL, "invalid offload %d", (int)s->offload);
+        PILE_RETURN_IF(s->offload && s->zero_stage < 1, err, PILE_EINVAL,
+                       "offload of the optimizer needs ZeRO stage 1, 2 or 3, not %d", s->zero_stage);
+        PILE_RETURN_IF(s->offload == PILE_OFFLOAD_ALL && s->zero_stage != 3, err, PILE_EINVAL,
+                       "offload of the parameters needs ZeRO stage 3, not %d", s->zero_stage);
         return 0;
     }
     PILE_RETURN_IF(s->zero_stage < 0 || s->zero_stage > 3, err, PILE_EINVAL, "ZeRO stage must be 0 to 3, not %d",
@@ -372,22 +375,33 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
         /* the optimizer's tensors that --offload puts in another backend object */
         uint64_t offloaded = add(p->cpu[PILE_PLAN_MASTER], p->cpu[PILE_PLAN_MOMENTS]);
         if (s->zero_stage > 0) {
-            /* optim.c's sharded layout: the whole gradient padded to the
-             * ranks, the rank's shard of master weights and moments (and,
-             * at stage 2 or offloaded, its own gradient shard), the
-             * all-gather's whole copy of the parameters, stage 2's packed
-             * buckets (at DeepSpeed's default size) */
+            /* optim.c's sharded layout, one allocation each (counted as
+             * the backend counts them, unrounded): the whole gradient
+             * padded to the ranks, the rank's shard of master weights and
+             * moments (and, from stage 2 or offloaded, its own gradient
+             * shard), stage 2's packed buckets (at DeepSpeed's default
+             * size); the parameters whole plus the all-gather's copy
+             * (stages 1 and 2), or the rank's shard of them and two
+             * buffers of the largest unit (stage 3: the embeddings, a
+             * block or ln_f) */
             const uint64_t w = s->ranks > 1 ? (uint64_t)s->ranks : 1, P = p->params_allocated;
             const uint64_t shard = (P + w - 1) / w, padded = mul(shard, w);
-            const uint64_t own_shard = s->zero_stage == 2 || s->offload ? region(shard, 4) : 0;
-            p->cpu[PILE_PLAN_GRADS32] = add(region(padded, 4), own_shard);
-            p->cpu[PILE_PLAN_MASTER] = region(shard, 4);
-            p->cpu[PILE_PLAN_MOMENTS] = mul(2, region(shard, 4));
-            p->cpu[PILE_PLAN_ZERO_BUFFERS] = region(padded, 4);
-            if (s->zero_stage == 2 && DS_REDUCE_BUCKET < shard)
+            const uint64_t own_shard = s->zero_stage >= 2 || s->offload ? mul(shard, 4) : 0;
+            p->cpu[PILE_PLAN_GRADS32] = add(mul(padded, 4), own_shard);
+            p->cpu[PILE_PLAN_MASTER] = mul(shard, 4);
+            p->cpu[PILE_PLAN_MOMENTS] = mul(2, mul(shard, 4));
+            if (s->zero_stage < 3) {
+                p->cpu[PILE_PLAN_ZERO_BUFFERS] = mul(padded, 4);
+            } else {
+                const uint64_t unit = umax(add(mul(Vp, C), mul(Tp, C)), p->block_params);
+                p->cpu[PILE_PLAN_PARAMS] = mul(shard, 4);
+                p->cpu[PILE_PLAN_ZERO_BUFFERS] = mul(2, mul(unit, 4));
+            }
+            if (s->zero_stage >= 2 && DS_REDUCE_BUCKET < shard)
                 p->cpu[PILE_PLAN_ZERO_BUFFERS] =
-                    add(p->cpu[PILE_PLAN_ZERO_BUFFERS], region(mul(w, DS_REDUCE_BUCKET), 4));
+                    add(p->cpu[PILE_PLAN_ZERO_BUFFERS], mul(mul(w, DS_REDUCE_BUCKET), 4));
             offloaded = add(add(p->cpu[PILE_PLAN_MASTER], p->cpu[PILE_PLAN_MOMENTS]), own_shard);
+            if (s->offload == PILE_OFFLOAD_ALL) offloaded = add(offloaded, p->cpu[PILE_PLAN_PARAMS]);
         }
         p->cpu[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
         p->backend_bytes = add(add(add(p->cpu[PILE_PLAN_PARAMS], p->cpu[PILE_PLAN_GRADS32]),
@@ -888,7 +902,9 @@ int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc,
     /* the run's sharding, every rank on this host (the launcher's local
      * world; one host is what a CPU run is) */
     s.zero_stage = c->zero_stage;
-    s.offload = c->offload_optimizer ? PILE_OFFLOAD_OPTIMIZER : PILE_OFFLOAD_NONE;
+    s.offload = c->offload_param && c->zero_stage == 3 ? PILE_OFFLOAD_ALL
+                : c->offload_optimizer                    ? PILE_OFFLOAD_OPTIMIZER
+                                                          : PILE_OFFLOAD_NONE;
     s.ranks = c->world_size;
     s.threads = pile_backend_threads(be);
     s.backend = be;

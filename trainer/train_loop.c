@@ -362,12 +362,39 @@ static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_lev
     }
 }
 
+/* The weights a checkpoint holds, whole, when no rank holds them whole:
+ * sharded over ranks (the master weights, gathered from their shards: a
+ * collective) or at ZeRO 3 (the compute parameters likewise, for a
+ * weights-only folder). NULL with *weights NULL when the model or the
+ * optimizer holds them (the save downloads them itself). */
+static int gather_weights(trainer *t, int with_optimizer, float **weights, pile_err *err)
+{
+    *weights = NULL;
+    const int master = with_optimizer || pile_optim_master_is_compute(t->opt);
+    if (pile_optim_shards(t->opt) == 1 && (master || pile_optim_zero_stage(t->opt) < 3)) return 0;
+    *weights = malloc(pile_model_flat_size(t->model) * sizeof **weights);
+    if (!*weights) return pile_err_set(err, PILE_ENOMEM, "out of memory for a host copy of the weights");
+    int rc = master ? pile_optim_gather(t->opt, PILE_OPTIM_MASTER, *weights, err)
+                    : pile_optim_gather_params(t->opt, *weights, err);
+    if (rc < 0) {
+        free(*weights);
+        *weights = NULL;
+    }
+    return rc;
+}
+
 static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, pile_err *err)
 {
-    pile_checkpoint_save_opts o = {
-        .tokenizer = t->tok_files, .without_tokenizer = without_tokenizer, .data_json = t->data_json.data};
-    return pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
-                                   err);
+    float *weights;
+    PILE_FORWARD_IF_ERR(gather_weights(t, with_optimizer, &weights, err));
+    pile_checkpoint_save_opts o = {.tokenizer = t->tok_files,
+                                   .without_tokenizer = without_tokenizer,
+                                   .data_json = t->data_json.data,
+                                   .weights = weights};
+    int rc = pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
+                                     err);
+    free(weights);
+    return rc;
 }
 
 /* After a checkpoint failed to write (disk full, a folder gone, the
@@ -974,14 +1001,13 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     PILE_RETURN_IF(c->world_size != pile_comm_world_size(t->comm), err, PILE_EINVAL,
                    "world_size %d: this build trains in one process only (communicator '%s', world size %d)",
                    c->world_size, pile_comm_name(t->comm), pile_comm_world_size(t->comm));
-    PILE_RETURN_IF(c->zero_stage == 3, err, PILE_EINVAL,
-                   "ZeRO stage 3 (parameters partitioned) is not implemented yet: use --zero 2 (gradients and "
-                   "optimizer state partitioned)");
-    PILE_RETURN_IF(c->offload_param, err, PILE_EINVAL,
-                   "offload_param (--offload all) needs ZeRO stage 3, which is not implemented yet: use "
-                   "--offload optimizer");
+    /* DeepSpeed's rules */
+    PILE_RETURN_IF(c->offload_param && c->zero_stage != 3, err, PILE_EINVAL,
+                   "offload_param (--offload all) needs ZeRO stage 3 (--zero 3), not %d", c->zero_stage);
+    PILE_RETURN_IF(c->offload_param && !c->offload_optimizer, err, PILE_EINVAL,
+                   "offload_param (--offload all) needs offload_optimizer too");
     PILE_RETURN_IF(c->offload_optimizer && c->zero_stage < 1, err, PILE_EINVAL,
-                   "offload_optimizer (--offload optimizer) needs ZeRO stage 1 or 2 (--zero 1), as in DeepSpeed");
+                   "offload_optimizer (--offload optimizer) needs ZeRO stage 1, 2 or 3 (--zero 1)");
     /* the backend before the run folder: a name this build lacks ('cuda'
      * without CUDA) is refused before the folder is made */
     PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, c->threads, err));
@@ -1076,9 +1102,13 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* ZeRO: the collectives of one rank are identities, so the
      * communicator is handed over only when there are others */
     pile_optim_zero zc = {c->zero_stage, pile_comm_world_size(t->comm) > 1 ? t->comm : NULL, NULL,
-                          (size_t)c->reduce_bucket_size};
+                          (size_t)c->reduce_bucket_size, c->offload_param};
     if (c->offload_optimizer) {
         if ((rc = pile_backend_open(&t->offload, "cpu", c->threads, err)) < 0) goto out;
+        /* the offloaded parameter shard is rounded where the model's would be */
+        if (pile_backend_emulation(t->be) != PILE_DTYPE_F32 &&
+            (rc = pile_backend_set_emulation(t->offload, pile_backend_emulation(t->be), err)) < 0)
+            goto out;
         zc.offload = t->offload;
     }
     if ((rc = pile_optim_create_zero(&t->opt, t->model, &ac, &zc, err)) < 0) goto out;
