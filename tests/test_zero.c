@@ -414,11 +414,12 @@ static void weights_rel(const float *a, const float *b, size_t n, double floor, 
     *elem = worst;
 }
 
-static double loss_rel(const rank_out *a, const rank_out *b)
+/* The largest relative difference of the losses of steps [from, STEPS). */
+static double loss_rel(const rank_out *got, const rank_out *want, int from)
 {
     double worst = 0.0;
-    for (int s = 0; s < STEPS; s++) {
-        double d = fabs(a->loss[s] - b->loss[s]) / fabs(b->loss[s]);
+    for (int s = from; s < STEPS; s++) {
+        double d = fabs(got->loss[s] - want->loss[s]) / fabs(want->loss[s]);
         if (!(d <= worst)) worst = d;
     }
     return worst;
@@ -434,76 +435,24 @@ static void check_ranks(const rank_out *out, int W)
     ASSERT(out[W - 1].lo < out[0].n && out[W - 1].lo + out[W - 1].shard >= out[0].n);
 }
 
-static void exact(const char *name, const run_cfg *cfg, const rank_out *want)
+/* Runs cfg and compares its weights and its losses from step cfg->first
+ * on with want's: bit for bit, or within 1e-5 relative (the losses each,
+ * the weights as a whole; AdamW divides each gradient by its own running
+ * size, so an element whose gradient is small moves by a rounding
+ * difference's worth more: each element within 1e-4, measured 3e-5 at
+ * most). */
+static void check_run(const char *name, const run_cfg *cfg, const rank_out *want, int bits)
 {
     TEST(name);
     rank_out got[MAXW];
     if (run(cfg, got) == 0) {
         check_ranks(got, cfg->world ? cfg->world : 1);
-        ASSERT_MEM_EQ(got[0].params, want[0].params, want[0].n * sizeof(float));
-        ASSERT_MEM_EQ(got[0].loss, want[0].loss, sizeof want[0].loss);
-    } else {
-        ASSERT(!"run failed");
-    }
-    free_out(got);
-}
-
-static void close_to(const char *name, const run_cfg *cfg, const rank_out *want)
-{
-    TEST(name);
-    rank_out got[MAXW];
-    if (run(cfg, got) == 0) {
-        check_ranks(got, cfg->world ? cfg->world : 1);
-        /* 1e-5 relative: the losses each, the weights as a whole; AdamW
-         * divides each gradient by its own running size, so an element
-         * whose gradient is small moves by a rounding difference's worth
-         * more: each element within 1e-4 (measured: 3e-5 at most) */
-        double dn, de, dl = loss_rel(&got[0], &want[0]);
-        weights_rel(got[0].params, want[0].params, want[0].n, 1e-2, &dn, &de);
-        printf("# losses within %.2e relative, weights %.2e (each %.2e)\n", dl, dn, de);
-        ASSERT(dl <= 1e-5);
-        ASSERT(dn <= 1e-5);
-        ASSERT(de <= 1e-4);
-    } else {
-        ASSERT(!"run failed");
-    }
-    free_out(got);
-}
-
-/* TEST keeps the name's pointer until the case ends: one buffer each. */
-static char names[64][160];
-static int n_names;
-#define NAME(...) (snprintf(names[n_names % 64], sizeof names[0], __VA_ARGS__), names[n_names++ % 64])
-
-/* Losses of steps [from, STEPS) of got against want. */
-static double tail_loss_rel(const rank_out *got, const rank_out *want, int from)
-{
-    double worst = 0.0;
-    for (int s = from; s < STEPS; s++) {
-        double d = fabs(got->loss[s] - want->loss[s]) / fabs(want->loss[s]);
-        if (!(d <= worst)) worst = d;
-    }
-    return worst;
-}
-
-/* A run of cfg resumed from `load` for the second half of the steps:
- * every rank's weights and the losses against `want` (an uninterrupted
- * run), bit for bit or within 1e-5 (losses each, weights in norm). */
-static void resumed(const char *name, run_cfg cfg, const char *load, const rank_out *want, int bits)
-{
-    TEST(name);
-    rank_out got[MAXW];
-    cfg.first = STEPS / 2;
-    cfg.end = 0;
-    cfg.load = load;
-    cfg.save = NULL;
-    if (run(&cfg, got) == 0) {
-        check_ranks(got, cfg.world ? cfg.world : 1);
+        const int from = cfg->first;
         if (bits) {
             ASSERT_MEM_EQ(got[0].params, want[0].params, want[0].n * sizeof(float));
-            ASSERT_MEM_EQ(got[0].loss + STEPS / 2, want[0].loss + STEPS / 2, sizeof(double) * (STEPS - STEPS / 2));
+            ASSERT_MEM_EQ(got[0].loss + from, want[0].loss + from, sizeof(double) * (size_t)(STEPS - from));
         } else {
-            double dn, de, dl = tail_loss_rel(&got[0], &want[0], STEPS / 2);
+            double dn, de, dl = loss_rel(&got[0], &want[0], from);
             weights_rel(got[0].params, want[0].params, want[0].n, 1e-2, &dn, &de);
             printf("# losses within %.2e relative, weights %.2e (each %.2e)\n", dl, dn, de);
             ASSERT(dl <= 1e-5);
@@ -514,6 +463,38 @@ static void resumed(const char *name, run_cfg cfg, const char *load, const rank_
         ASSERT(!"run failed");
     }
     free_out(got);
+}
+
+static void exact(const char *name, const run_cfg *cfg, const rank_out *want) { check_run(name, cfg, want, 1); }
+static void close_to(const char *name, const run_cfg *cfg, const rank_out *want) { check_run(name, cfg, want, 0); }
+
+/* TEST keeps the name's pointer until the case ends: one buffer each. */
+static char names[64][160];
+static int n_names;
+#define NAME(...) (snprintf(names[n_names % 64], sizeof names[0], __VA_ARGS__), names[n_names++ % 64])
+
+/* A run of cfg resumed from `load` for the second half of the steps,
+ * against `want` (an uninterrupted run). */
+static void resumed(const char *name, run_cfg cfg, const char *load, const rank_out *want, int bits)
+{
+    cfg.first = STEPS / 2;
+    cfg.end = 0;
+    cfg.load = load;
+    cfg.save = NULL;
+    check_run(name, &cfg, want, bits);
+}
+
+/* Runs the first half of cfg's steps and saves into dir: 1 when it did. */
+static int save_half(const char *name, run_cfg cfg, const char *dir)
+{
+    TEST(name);
+    rank_out out[MAXW];
+    cfg.end = STEPS / 2;
+    cfg.save = dir;
+    int ok = run(&cfg, out) == 0;
+    ASSERT(ok);
+    free_out(out);
+    return ok;
 }
 
 /* Checkpoints of sharded runs: the ranks' shard files, written in the
@@ -528,18 +509,13 @@ static void test_checkpoints(void)
         return;
     }
     for (int i = 0; i < 4; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
-    rank_out two[MAXW], four[MAXW], part[MAXW];
+    rank_out two[MAXW], four[MAXW];
     const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
     const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
     int ok = run(&z2, two) == 0 && run(&z1, four) == 0;
     ASSERT(ok);
-    run_cfg half = z1;
-    half.end = STEPS / 2;
-    half.save = dir[0];
-    TEST("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder");
-    ok = ok && run(&half, part) == 0;
-    ASSERT(ok);
-    free_out(part);
+    ok = ok && save_half("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder",
+                         z1, dir[0]);
     char path[400];
     for (int r = 0; ok && r < 4; r++) {
         snprintf(path, sizeof path, "%s/optimizer-%05d-of-00004.safetensors", dir[0], r);
@@ -554,43 +530,28 @@ static void test_checkpoints(void)
                 four, 1);
         resumed("checkpoints: 4 ranks, stage 1 -> 2 ranks, stage 2, offloaded: the 2-rank run within 1e-5", z2,
                 dir[0], two, 0);
-        half = z2;
-        half.end = STEPS / 2;
-        half.save = dir[1];
-        TEST("checkpoints: 2 ranks at stage 2 save half way");
-        ok = run(&half, part) == 0;
-        ASSERT(ok);
-        free_out(part);
-        resumed("checkpoints: 2 ranks, stage 2 -> 2 ranks, stage 2: the uninterrupted run bit for bit", z2, dir[1],
-                two, 1);
-        resumed("checkpoints: 2 ranks, stage 2 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[1], four,
-                0);
+        if (save_half("checkpoints: 2 ranks at stage 2 save half way", z2, dir[1])) {
+            resumed("checkpoints: 2 ranks, stage 2 -> 2 ranks, stage 2: the uninterrupted run bit for bit", z2,
+                    dir[1], two, 1);
+            resumed("checkpoints: 2 ranks, stage 2 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[1],
+                    four, 0);
+        }
         /* stage 0 writes optimizer.safetensors whole; 4 shards read it */
-        half = z1;
-        half.stage = 0;
-        half.end = STEPS / 2;
-        half.save = dir[2];
-        TEST("checkpoints: 4 ranks at stage 0 save half way (consolidated moments)");
-        ok = run(&half, part) == 0;
-        ASSERT(ok);
-        free_out(part);
-        resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 1: the 4-rank stage 1 run bit for bit", z1, dir[2],
-                four, 1);
-        run_cfg z3 = z1;
+        run_cfg z0 = z1, z3 = z1;
+        z0.stage = 0;
         z3.stage = 3;
         z3.offload = 2;
-        resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 3 offloaded: the 4-rank stage 1 run bit for bit", z3,
-                dir[2], four, 1);
-        half = z3;
-        half.world = 2;
-        half.end = STEPS / 2;
-        half.save = dir[3];
-        TEST("checkpoints: 2 ranks at stage 3 save half way");
-        ok = run(&half, part) == 0;
-        ASSERT(ok);
-        free_out(part);
-        resumed("checkpoints: 2 ranks, stage 3 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[3], four,
-                0);
+        if (save_half("checkpoints: 4 ranks at stage 0 save half way (consolidated moments)", z0, dir[2])) {
+            resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 1: the 4-rank stage 1 run bit for bit", z1,
+                    dir[2], four, 1);
+            resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 3 offloaded: the 4-rank stage 1 run bit for "
+                    "bit",
+                    z3, dir[2], four, 1);
+        }
+        z3.world = 2;
+        if (save_half("checkpoints: 2 ranks at stage 3 save half way", z3, dir[3]))
+            resumed("checkpoints: 2 ranks, stage 3 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[3],
+                    four, 0);
         /* a shard file missing: refused, named */
         snprintf(path, sizeof path, "%s/optimizer-00002-of-00004.safetensors", dir[0]);
         TEST("checkpoints: a missing shard file refused, named");
