@@ -290,15 +290,19 @@ static void test_deepspeed(void)
     TEST("DeepSpeed: reduce_bucket_size as DeepSpeed writes it (5e8), offload to nvme warned and not taken");
     pile_train_config_defaults(&c);
     ASSERT_EQ(c.reduce_bucket_size, 500000000);
-    p = write_file("ds.json", "{\"zero_optimization\": {\"stage\": 1, \"reduce_bucket_size\": 2e5,\n"
-                              "   \"stage3_prefetch_bucket_size\": 5e7,\n"
+    ASSERT_EQ(c.stage3_prefetch_bucket_size, 50000000);
+    p = write_file("ds.json", "{\"zero_optimization\": {\"stage\": 3, \"reduce_bucket_size\": 2e5,\n"
+                              "   \"stage3_prefetch_bucket_size\": 1000, \"stage3_param_persistence_threshold\": 10,\n"
                               "   \"offload_optimizer\": {\"device\": \"nvme\"}}}");
     OK(pile_train_config_load_deepspeed(&c, p, &w, &err), &err);
-    ASSERT_EQ(c.zero_stage, 1);
+    ASSERT_EQ(c.zero_stage, 3);
     ASSERT_EQ(c.reduce_bucket_size, 200000);
+    ASSERT_EQ(c.stage3_prefetch_bucket_size, 1000);
     ASSERT_EQ(c.offload_optimizer, 0);
     ASSERT(has(&w, "offload_optimizer to 'nvme' not supported, ignored"));
-    ASSERT(has(&w, "key 'zero_optimization.stage3_prefetch_bucket_size' not supported"));
+    ASSERT(has(&w, "key 'zero_optimization.stage3_param_persistence_threshold' not supported"));
+    ASSERT(!has(&w, "stage3_prefetch_bucket_size"));
+    ASSERT(!has(&w, "reduce_bucket_size"));
     w.len = 0;
 
     TEST("flags: --zero N and --offload MODE");

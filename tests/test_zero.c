@@ -236,6 +236,7 @@ typedef struct run_cfg {
     int micro;        /* micro-batches per rank per step */
     pile_dtype emulate;
     int first, end;   /* the steps it runs: [first, end); 0, 0: all */
+    int no_prefetch;  /* stage 3: no unit gathered ahead */
     const char *load; /* a checkpoint folder to resume from first, or NULL */
     const char *save; /* a checkpoint folder to save at the end, or NULL */
 } run_cfg;
@@ -327,7 +328,7 @@ static void rank_main(void *arg)
     TRY(pile_model_create(&m, be, &mc, mb, T, err));
     pile_model_init(m, 3);
     pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
-    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket, cfg->offload == 2};
+    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket, cfg->offload == 2, cfg->no_prefetch ? 0 : SIZE_MAX};
     TRY(pile_optim_create_zero(&opt, m, &ac, &z, err));
     int64_t tokens = 0;
     for (int i = 0; i < ROWS * T; i++) tokens += g_targets[i] >= 0;
@@ -510,8 +511,8 @@ static void test_checkpoints(void)
     }
     for (int i = 0; i < 4; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
     rank_out two[MAXW], four[MAXW];
-    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
-    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
+    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
+    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
     int ok = run(&z2, two) == 0 && run(&z1, four) == 0;
     ASSERT(ok);
     ok = ok && save_half("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder",
@@ -580,7 +581,7 @@ static void test_bytes(void)
     for (int stage = 0; stage <= 3; stage++) {
         TEST(NAME("bytes communicated per step at stage %d, 4 ranks: %s the parameters'", stage,
                   stage < 3 ? "2x" : "about 3x"));
-        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
+        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
         rank_out out[MAXW];
         if (run(&cfg, out) == 0) {
             /* stages 1 to 3 pad the flat buffer to a multiple of 4 */
@@ -608,7 +609,7 @@ int main(void)
     }
     rank_out ref[MAXW], ref_bf16[MAXW];
     TEST("one rank, stage 0: the reference trains");
-    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, NULL, NULL};
+    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
     int ok = run(&base, ref) == 0;
     ASSERT(ok);
     if (ok) ASSERT(ref[0].loss[STEPS - 1] < ref[0].loss[0]);
@@ -646,6 +647,10 @@ int main(void)
             size_t bucket;
         } exact_cases[] = {{1, 0, 0}, {1, 1, 0}, {2, 0, 0}, {2, 1, 0}, {2, 0, 37}, {2, 1, 1000},
                            {3, 0, 0}, {3, 1, 0}, {3, 2, 0}, {3, 2, 37}};
+        d.no_prefetch = 1;
+        d.stage = 3;
+        exact(NAME("%d ranks, stage 3 without prefetch: stage 0's steps bit for bit", W), &d, zero0);
+        d.no_prefetch = 0;
         static const char *const where[] = {"", ", optimizer offloaded", ", parameters and optimizer offloaded"};
         for (size_t k = 0; k < sizeof exact_cases / sizeof exact_cases[0]; k++) {
             d.stage = exact_cases[k].stage;
@@ -700,7 +705,7 @@ int main(void)
         pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
         pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
         if (pile_backend_open(&be, "cpu", 1, &err) == 0 && pile_model_create(&m, be, &mc, 1, T, &err) == 0) {
-            pile_optim_zero z = {4, NULL, NULL, 0, 0};
+            pile_optim_zero z = {4, NULL, NULL, 0, 0, 0};
             ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
             ASSERT(o == NULL);
             ASSERT(strstr(err.msg, "stage 4") != NULL);

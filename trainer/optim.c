@@ -34,6 +34,7 @@ struct pile_optim {
     pile_tensor unit_buf[2];
     int unit_in[2];         /* the unit each holds; -1 none */
     int last_unit;          /* the unit the model asked for last */
+    size_t prefetch;        /* units of at most this many parameters are gathered ahead */
     uint64_t comm_bytes;    /* payload of the collectives issued (see pile_optim_comm_bytes) */
     int master_is_compute;  /* master is the model's parameter buffer, not an allocation of ours */
     int64_t steps;
@@ -167,7 +168,8 @@ static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
 
 /* The model's fetch (model.h): unit u from the buffer that holds it, or
  * gathered into the one not holding the unit asked for last; then `next`
- * into the other, so that the model's next request finds it there (with
+ * into the other (DeepSpeed's stage3_prefetch_bucket_size: when it is no
+ * larger than that), so that the model's next request finds it there (with
  * collectives that finish before returning, "single" and "mpi", the
  * prefetch does not overlap the compute; it would on a stream). */
 static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *err)
@@ -179,7 +181,10 @@ static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *e
         PILE_FORWARD_IF_ERR(gather_unit(o, u, k, err));
     }
     o->last_unit = u;
-    if (next >= 0 && o->unit_in[1 - k] != next && next != u) PILE_FORWARD_IF_ERR(gather_unit(o, next, 1 - k, err));
+    size_t first, count = 0;
+    if (next >= 0) pile_model_unit_range(o->model, next, &first, &count);
+    if (next >= 0 && o->unit_in[1 - k] != next && next != u && count <= o->prefetch)
+        PILE_FORWARD_IF_ERR(gather_unit(o, next, 1 - k, err));
     *view = o->unit_buf[k];
     return 0;
 }
@@ -199,7 +204,7 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(!(cfg->eps >= 0.0f) || !(cfg->weight_decay >= 0.0f), err, PILE_EINVAL,
                    "invalid AdamW eps %g or weight decay %g: must be >= 0", (double)cfg->eps,
                    (double)cfg->weight_decay);
-    const pile_optim_zero none = {0, NULL, NULL, 0, 0};
+    const pile_optim_zero none = {0, NULL, NULL, 0, 0, 0};
     if (!z) z = &none;
     pile_backend *be = pile_model_backend(model);
     PILE_RETURN_IF(z->stage < 0 || z->stage > 3, err, PILE_EINVAL, "ZeRO stage %d: must be 0 to 3", z->stage);
@@ -224,6 +229,7 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     o->obe = z->offload ? z->offload : be;
     o->pbe = z->offload_param ? o->obe : be;
     o->last_unit = -1;
+    o->prefetch = z->prefetch_elems;
     o->comm = z->comm;
     o->stage = z->stage;
     o->rank = z->comm ? pile_comm_rank(z->comm) : 0;

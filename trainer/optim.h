@@ -53,7 +53,7 @@ typedef struct pile_optim pile_optim;
  *    embeddings, a block, the final LayerNorm) from one of two buffers,
  *    gathered from the owners before its forward and again before its
  *    backward, the next unit gathered into the other buffer right after
- *    (prefetch). offload_param keeps the parameter shard in the offload
+ *    (prefetch) when it has at most prefetch_elems parameters. offload_param keeps the parameter shard in the offload
  *    backend (which must emulate what the model's does).
  * offload: a second backend object whose memory is the host's (the
  * "cpu" backend) for the master weights, moments and gradient shard:
@@ -66,6 +66,7 @@ typedef struct pile_optim_zero {
     pile_backend *offload;  /* borrowed; NULL: the model's backend */
     size_t bucket_elems;    /* stage 2 and 3: reduce-scatter bucket per rank, elements; 0: one bucket */
     int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
+    size_t prefetch_elems;  /* stage 3: a unit of at most this many parameters is gathered ahead */
 } pile_optim_zero;
 
 /* What the optimizer owns, in its backend (the model's, today), each one

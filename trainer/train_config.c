@@ -104,7 +104,9 @@ static const field fields[] = {
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY,
           "master weights, moments and gradient shard in host memory, AdamW there (ZeRO 1 or 2; --offload optimizer)"),
     FIELD(offload_param, NULL, T_BOOL, R_ANY, "ZeRO 3 parameter offload (not yet; `plan` uses it; --offload all)"),
-    FIELD(reduce_bucket_size, NULL, T_I64, R_POS, "ZeRO 2: gradient elements per rank reduce-scattered at once"),
+    FIELD(reduce_bucket_size, NULL, T_I64, R_POS, "ZeRO 2 and 3: gradient elements per rank reduce-scattered at once"),
+    FIELD(stage3_prefetch_bucket_size, NULL, T_I64, R_NONNEG,
+          "ZeRO 3: a layer of at most this many parameters is gathered while the one before computes (0: none)"),
     FIELD(loss_scale, NULL, T_DBL, R_ANY, "fp16 static loss scale (0: dynamic)"),
     FIELD(initial_scale_power, NULL, T_INT, R_NONNEG, "fp16 dynamic loss scale starts at 2^this (0 to 127)"),
     FIELD(loss_scale_window, NULL, T_INT, R_POS, "fp16 steps without overflow before the scale doubles"),
@@ -189,7 +191,8 @@ void pile_train_config_defaults(pile_train_config *c)
     c->log_interval = 1;
     c->precision = PILE_PRECISION_FP32;
     c->world_size = 1;
-    c->reduce_bucket_size = 500000000; /* DeepSpeed's default */
+    c->reduce_bucket_size = 500000000; /* DeepSpeed's defaults */
+    c->stage3_prefetch_bucket_size = 50000000;
     c->initial_scale_power = 16;
     c->loss_scale_window = 1000;
     c->hysteresis = 2;
@@ -670,8 +673,10 @@ static int ds_zero(ds_ctx *x, const pile_json *z)
             if (x->c->zero_stage > 3)
                 return pile_err_set(x->err, PILE_EINVAL, "'%s': 'zero_optimization.stage' must be 0 to 3, not %d",
                                     x->path, x->c->zero_stage);
-        } else if (!strcmp(k, "reduce_bucket_size")) {
-            PILE_FORWARD_IF_ERR(ds_set(x, "reduce_bucket_size", v, "zero_optimization.reduce_bucket_size"));
+        } else if (!strcmp(k, "reduce_bucket_size") || !strcmp(k, "stage3_prefetch_bucket_size")) {
+            char key[64];
+            snprintf(key, sizeof key, "zero_optimization.%s", k);
+            if (!is_auto(v)) PILE_FORWARD_IF_ERR(ds_set(x, k, v, key));
         } else if (!strcmp(k, "offload_optimizer")) {
             int on = 0;
             PILE_FORWARD_IF_ERR(ds_offload(x, v, "offload_optimizer", &on));

@@ -83,6 +83,7 @@ typedef struct pile_train_config {
     int offload_optimizer;     /* 0; 1: master weights, moments and the gradient shard in host memory */
     int offload_param;         /* 0; 1: the parameter shards too (stage 3) */
     int64_t reduce_bucket_size; /* stage 2's reduce-scatter bucket, elements (DeepSpeed's 5e8) */
+    int64_t stage3_prefetch_bucket_size; /* stage 3: units up to this many parameters prefetched (5e7) */
     /* fp16 loss scaling (loss_scaler.h has the rules): ds_config.json's
      * fp16 block, or flags */
     double loss_scale;         /* 0 = dynamic; > 0 = this static scale */

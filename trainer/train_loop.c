@@ -1102,7 +1102,7 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* ZeRO: the collectives of one rank are identities, so the
      * communicator is handed over only when there are others */
     pile_optim_zero zc = {c->zero_stage, pile_comm_world_size(t->comm) > 1 ? t->comm : NULL, NULL,
-                          (size_t)c->reduce_bucket_size, c->offload_param};
+                          (size_t)c->reduce_bucket_size, c->offload_param, (size_t)c->stage3_prefetch_bucket_size};
     if (c->offload_optimizer) {
         if ((rc = pile_backend_open(&t->offload, "cpu", c->threads, err)) < 0) goto out;
         /* the offloaded parameter shard is rounded where the model's would be */
