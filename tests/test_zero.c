@@ -261,47 +261,6 @@ typedef struct rank_job {
         if ((o->rc = (expr)) < 0) goto done;  \
     } while (0)
 
-/* The folder-writing protocol of a sharded save, as a launcher's ranks
- * would run it: the master weights gathered (every rank), rank 0 writes
- * the folder, and before it seals it the other ranks write their shard
- * files into "<dir>.tmp"; barriers between. */
-static int seal_wait(void *ctx, const char *tmp, pile_err *err)
-{
-    (void)ctx, (void)tmp, (void)err;
-    uv_barrier_wait(&g_team.bar); /* the folder is there: the others write */
-    uv_barrier_wait(&g_team.bar); /* they have */
-    return 0;
-}
-
-static int save_sharded(const char *dir, pile_model *m, pile_optim *opt, int64_t step, pile_err *err)
-{
-    const size_t n = pile_model_flat_size(m);
-    float *master = malloc(n * sizeof *master);
-    if (!master) return PILE_ENOMEM;
-    int rc = pile_optim_gather(opt, PILE_OPTIM_MASTER, master, err);
-    const int sharded = pile_optim_shards(opt) > 1;
-    if (tl_rank == 0) {
-        pile_train_state st;
-        memset(&st, 0, sizeof st);
-        st.step = step;
-        st.loss_scale = 1.0;
-        strcpy(st.tokenizer_spec, "bytes");
-        pile_checkpoint_save_opts so = {.weights = master, .before_seal = sharded ? seal_wait : NULL};
-        int sealed_rc = rc ? rc : pile_checkpoint_save_ex(dir, m, opt, &st, "{}", &so, err);
-        rc = sealed_rc;
-    } else if (sharded) {
-        uv_barrier_wait(&g_team.bar);
-        char tmp[512];
-        snprintf(tmp, sizeof tmp, "%s.tmp", dir);
-        int wrc = pile_checkpoint_write_optim_shard(tmp, m, opt, err);
-        uv_barrier_wait(&g_team.bar);
-        if (!rc) rc = wrc;
-    }
-    uv_barrier_wait(&g_team.bar); /* renamed */
-    free(master);
-    return rc;
-}
-
 /* One rank's training: its slice of the global batch in cfg->micro
  * micro-batches, the gradient scaled by one over the global token count,
  * the loop's reduction (pile_optim_reduce_gradients, then the loss and the
@@ -355,7 +314,14 @@ static void rank_main(void *arg)
     }
     o->n = pile_model_flat_size(m);
     o->step_bytes = (double)(pile_optim_comm_bytes(opt) - bytes0) / (end - cfg->first) / (double)(o->n * 4);
-    if (cfg->save) TRY(save_sharded(cfg->save, m, opt, end, err));
+    if (cfg->save) {
+        pile_train_state st;
+        memset(&st, 0, sizeof st);
+        st.step = end;
+        st.loss_scale = 1.0;
+        strcpy(st.tokenizer_spec, "bytes");
+        TRY(pile_checkpoint_save_ranks(cfg->save, m, opt, 1, &st, "{}", NULL, comm, err));
+    }
     pile_optim_shard(opt, &o->lo, &o->shard);
     o->params = malloc(o->n * sizeof *o->params);
     if (!o->params) o->rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
@@ -553,13 +519,27 @@ static void test_checkpoints(void)
         if (save_half("checkpoints: 2 ranks at stage 3 save half way", z3, dir[3]))
             resumed("checkpoints: 2 ranks, stage 3 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[3],
                     four, 0);
+        /* rank 0 cannot make the folder: no rank writes, every rank fails */
+        TEST("checkpoints: a save rank 0 cannot make fails on every rank, nothing written");
+        snprintf(path, sizeof path, "%s/file", root);
+        FILE *f = fopen(path, "w");
+        ASSERT(f != NULL);
+        if (f) fclose(f);
+        snprintf(path, sizeof path, "%s/file/ck", root);
+        run_cfg bad = z2;
+        bad.end = STEPS / 2;
+        bad.save = path;
+        rank_out got[MAXW];
+        ASSERT(run(&bad, got) < 0);
+        ASSERT(strstr(got[0].err.msg, "file/ck") != NULL);
+        ASSERT(strstr(got[1].err.msg, "rank 0 could not write checkpoint") != NULL);
+        free_out(got);
         /* a shard file missing: refused, named */
         snprintf(path, sizeof path, "%s/optimizer-00002-of-00004.safetensors", dir[0]);
         TEST("checkpoints: a missing shard file refused, named");
         ASSERT(unlink(path) == 0);
         run_cfg miss = z2;
         miss.load = dir[0];
-        rank_out got[MAXW];
         ASSERT(run(&miss, got) < 0);
         ASSERT(strstr(got[0].err.msg, "optimizer-00002-of-00004.safetensors") != NULL);
         free_out(got);

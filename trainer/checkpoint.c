@@ -805,13 +805,19 @@ out:
 
 /* "<dir>.tmp" and "<dir>.old" for dir; then the state a crash may have left
  * cleared, and an empty "<dir>.tmp" made to write into. */
-static int begin_folder(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
+/* "<dir><suffix>" (".tmp", ".old"), dir without its trailing slashes. */
+static int sibling(const char *dir, const char *suffix, pile_buf *out, pile_err *err)
 {
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;
     if (!dl) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: empty folder name");
-    if (pile_buf_printf(tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(old, "%.*s.old", (int)dl, dir))
-        return OOM(err);
+    return pile_buf_printf(out, "%.*s%s", (int)dl, dir, suffix) ? OOM(err) : 0;
+}
+
+static int begin_folder(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(sibling(dir, ".tmp", tmp, err));
+    PILE_FORWARD_IF_ERR(sibling(dir, ".old", old, err));
     /* A crash between the two renames of publish leaves only <dir>.old: it
      * is the last whole checkpoint, so it comes back before anything else. */
     if (!pile_fs_is_dir(dir) && pile_fs_is_dir(old->data) && rename(old->data, dir) != 0)
@@ -875,6 +881,97 @@ int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const 
                          const char *config_json, pile_err *err)
 {
     return pile_checkpoint_save_ex(dir, m, opt, st, config_json, NULL, err);
+}
+
+/* The weights for model.safetensors where no rank holds them whole:
+ * sharded over ranks, the master weights gathered from their shards (a
+ * collective); at ZeRO 3 without the optimizer's state, the compute
+ * parameters likewise. *weights NULL when the save can download them
+ * itself. */
+static int gather_weights(pile_model *m, pile_optim *opt, int with_optimizer, float **weights, pile_err *err)
+{
+    *weights = NULL;
+    const int master = with_optimizer || pile_optim_master_is_compute(opt);
+    if (pile_optim_shards(opt) == 1 && (master || pile_optim_zero_stage(opt) < 3)) return 0;
+    *weights = malloc(pile_model_flat_size(m) * sizeof **weights);
+    if (!*weights) return pile_err_set(err, PILE_ENOMEM, "out of memory for a host copy of the weights");
+    int rc = master ? pile_optim_gather(opt, PILE_OPTIM_MASTER, *weights, err)
+                    : pile_optim_gather_params(opt, *weights, err);
+    if (rc < 0) {
+        free(*weights);
+        *weights = NULL;
+    }
+    return rc;
+}
+
+/* A flag from every rank, the largest back: a barrier that says whether
+ * any rank failed. */
+static int64_t agree(pile_comm *comm, int64_t flag, int *rc, pile_err *err)
+{
+    int r = pile_comm_allreduce_i64(comm, &flag, 1, PILE_COMM_MAX, err);
+    if (r < 0 && *rc == 0) *rc = r;
+    return r < 0 ? 1 : flag;
+}
+
+typedef struct seal_ctx {
+    pile_comm *comm;
+    int called;
+} seal_ctx;
+
+/* Rank 0's before_seal: tells the other ranks the folder is there (0:
+ * write your shards), then learns whether they did (the first that did
+ * not, plus one). */
+static int seal_ranks(void *ctx, const char *tmp, pile_err *err)
+{
+    (void)tmp;
+    seal_ctx *s = ctx;
+    s->called = 1;
+    int rc = 0;
+    agree(s->comm, 0, &rc, err);
+    int64_t failed = agree(s->comm, 0, &rc, err);
+    if (rc == 0 && failed)
+        rc = pile_err_set(err, PILE_EIO, "rank %lld could not write its optimizer shard (its log says why)",
+                          (long long)failed - 1);
+    return rc;
+}
+
+int pile_checkpoint_save_ranks(const char *dir, pile_model *m, pile_optim *opt, int with_optimizer,
+                               const pile_train_state *st, const char *config_json,
+                               const pile_checkpoint_save_opts *opts, pile_comm *comm, pile_err *err)
+{
+    const int world = comm ? pile_comm_world_size(comm) : 1, rank = comm ? pile_comm_rank(comm) : 0;
+    const int sharded = with_optimizer && pile_optim_shards(opt) > 1;
+    float *weights = NULL;
+    int rc = gather_weights(m, opt, with_optimizer, &weights, err);
+    if (rank == 0) {
+        seal_ctx seal = {comm, 0};
+        pile_checkpoint_save_opts o = {0};
+        if (opts) o = *opts;
+        o.weights = weights;
+        if (sharded) {
+            o.before_seal = seal_ranks;
+            o.before_seal_ctx = &seal;
+        }
+        if (rc == 0) rc = pile_checkpoint_save_ex(dir, m, with_optimizer ? opt : NULL, st, config_json, &o, err);
+        /* failed before the folder was ready: the others write nothing */
+        if (sharded && !seal.called) {
+            agree(comm, 1, &rc, err);
+            agree(comm, 0, &rc, err);
+        }
+    } else if (sharded) {
+        pile_buf tmp = {0};
+        int wrc = 0;
+        if (agree(comm, 0, &wrc, err) == 0 && (wrc = sibling(dir, ".tmp", &tmp, err)) == 0)
+            wrc = pile_checkpoint_write_optim_shard(tmp.data, m, opt, err);
+        agree(comm, wrc < 0 ? rank + 1 : 0, &wrc, err);
+        pile_buf_free(&tmp);
+        if (rc == 0) rc = wrc;
+    }
+    free(weights);
+    /* everyone learns whether the folder was written */
+    if (world > 1 && agree(comm, rank == 0 && rc < 0, &rc, err) && rc == 0)
+        rc = pile_err_set(err, PILE_EIO, "rank 0 could not write checkpoint '%s' (its log says why)", dir);
+    return rc;
 }
 
 uint64_t pile_checkpoint_size_estimate(const pile_model *m, int with_optimizer, uint64_t tokenizer_bytes)

@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "model.h"
 #include "optim.h"
 #include "pile_buf.h"
@@ -113,6 +114,18 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
 /* pile_checkpoint_save_ex with no options. */
 int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                          const char *config_json, pile_err *err);
+
+/* A save by every rank of a run (comm: its ranks; NULL or one rank: this
+ * process alone), all of them calling it: the weights gathered where no
+ * rank holds them whole (opts->weights is set here), rank 0 writes the
+ * folder (pile_checkpoint_save_ex) and, when the optimizer's state is
+ * sharded, the other ranks write their shard files into "<dir>.tmp" before
+ * rank 0 seals and renames it; every rank returns 0 only when the folder
+ * is complete (PILE_EIO naming the rank that failed). with_optimizer 0:
+ * the weights only (best_model); opt is needed either way. */
+int pile_checkpoint_save_ranks(const char *dir, pile_model *m, pile_optim *opt, int with_optimizer,
+                               const pile_train_state *st, const char *config_json,
+                               const pile_checkpoint_save_opts *opts, pile_comm *comm, pile_err *err);
 
 /* This rank's shard of a sharded optimizer's moments, written as
  * <folder>/optimizer-RRRRR-of-WWWWW.safetensors (see above) into a

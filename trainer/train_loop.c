@@ -362,39 +362,14 @@ static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_lev
     }
 }
 
-/* The weights a checkpoint holds, whole, when no rank holds them whole:
- * sharded over ranks (the master weights, gathered from their shards: a
- * collective) or at ZeRO 3 (the compute parameters likewise, for a
- * weights-only folder). NULL with *weights NULL when the model or the
- * optimizer holds them (the save downloads them itself). */
-static int gather_weights(trainer *t, int with_optimizer, float **weights, pile_err *err)
-{
-    *weights = NULL;
-    const int master = with_optimizer || pile_optim_master_is_compute(t->opt);
-    if (pile_optim_shards(t->opt) == 1 && (master || pile_optim_zero_stage(t->opt) < 3)) return 0;
-    *weights = malloc(pile_model_flat_size(t->model) * sizeof **weights);
-    if (!*weights) return pile_err_set(err, PILE_ENOMEM, "out of memory for a host copy of the weights");
-    int rc = master ? pile_optim_gather(t->opt, PILE_OPTIM_MASTER, *weights, err)
-                    : pile_optim_gather_params(t->opt, *weights, err);
-    if (rc < 0) {
-        free(*weights);
-        *weights = NULL;
-    }
-    return rc;
-}
-
+/* Every rank calls it (pile_checkpoint_save_ranks: rank 0 writes the
+ * folder, each rank its optimizer shard when the state is sharded). */
 static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, pile_err *err)
 {
-    float *weights;
-    PILE_FORWARD_IF_ERR(gather_weights(t, with_optimizer, &weights, err));
-    pile_checkpoint_save_opts o = {.tokenizer = t->tok_files,
-                                   .without_tokenizer = without_tokenizer,
-                                   .data_json = t->data_json.data,
-                                   .weights = weights};
-    int rc = pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
-                                     err);
-    free(weights);
-    return rc;
+    pile_checkpoint_save_opts o = {
+        .tokenizer = t->tok_files, .without_tokenizer = without_tokenizer, .data_json = t->data_json.data};
+    return pile_checkpoint_save_ranks(dir, t->model, t->opt, with_optimizer, &t->st, t->config_json.data, &o,
+                                      t->comm, err);
 }
 
 /* After a checkpoint failed to write (disk full, a folder gone, the
