@@ -239,6 +239,7 @@ typedef struct run_cfg {
     int no_prefetch;  /* stage 3: no unit gathered ahead */
     const char *load; /* a checkpoint folder to resume from first, or NULL */
     const char *save; /* a checkpoint folder to save at the end, or NULL */
+    pile_comm *ext;   /* a communicator between processes (--ranks), or NULL */
 } run_cfg;
 
 typedef struct rank_out {
@@ -277,7 +278,8 @@ static void rank_main(void *arg)
     pile_backend *be = NULL, *off = NULL;
     pile_model *m = NULL;
     pile_optim *opt = NULL;
-    if (cfg->world) TRY(pile__comm_open_ops(&comm, &team_ops, NULL, err));
+    if (cfg->ext) comm = cfg->ext;
+    else if (cfg->world) TRY(pile__comm_open_ops(&comm, &team_ops, NULL, err));
     TRY(pile_backend_open(&be, "cpu", 1, err));
     if (cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
     if (cfg->offload) TRY(pile_backend_open(&off, "cpu", 1, err));
@@ -331,7 +333,7 @@ done:
     pile_model_free(m);
     pile_backend_close(off);
     pile_backend_close(be);
-    pile_comm_close(comm);
+    if (comm != cfg->ext) pile_comm_close(comm);
 }
 
 /* Runs cfg on its ranks (threads); out[0..world) filled. 0 when every
@@ -477,8 +479,8 @@ static void test_checkpoints(void)
     }
     for (int i = 0; i < 4; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
     rank_out two[MAXW], four[MAXW];
-    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
-    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
+    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
+    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
     int ok = run(&z2, two) == 0 && run(&z1, four) == 0;
     ASSERT(ok);
     ok = ok && save_half("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder",
@@ -561,7 +563,7 @@ static void test_bytes(void)
     for (int stage = 0; stage <= 3; stage++) {
         TEST(NAME("bytes communicated per step at stage %d, 4 ranks: %s the parameters'", stage,
                   stage < 3 ? "2x" : "about 3x"));
-        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
+        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
         rank_out out[MAXW];
         if (run(&cfg, out) == 0) {
             /* stages 1 to 3 pad the flat buffer to a multiple of 4 */
@@ -579,9 +581,63 @@ static void test_bytes(void)
     }
 }
 
-int main(void)
+/* Under mpirun (zero_ranks.sh): each process is a rank of a real "mpi"
+ * communicator; every stage and offload against one rank computed in this
+ * process, within 1e-5 (Open MPI's allreduce and reduce-scatter may add
+ * in different orders, so stages need not agree bit for bit here; each
+ * line says whether they did). One line "rank R: ok" or the failures, per
+ * rank. */
+static int main_ranks(void)
+{
+    pile_err err;
+    pile_comm *comm = NULL;
+    if (pile_comm_open_auto(&comm, NULL, &err) < 0) {
+        printf("# %s\n", err.msg);
+        return 1;
+    }
+    const int W = pile_comm_world_size(comm), R = pile_comm_rank(comm);
+    tl_rank = R;
+    rank_out one = {0}, got = {0};
+    const run_cfg single = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
+    run_cfg d = {W, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, comm};
+    rank_job j1 = {&single, 0, &one};
+    rank_main(&j1);
+    int bad = one.rc < 0;
+    static const int cases[][3] = {{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {2, 0, 0}, {2, 1, 37}, {3, 0, 0}, {3, 2, 0}};
+    for (size_t k = 0; !bad && k < sizeof cases / sizeof cases[0]; k++) {
+        d.stage = cases[k][0];
+        d.offload = cases[k][1];
+        d.bucket = (size_t)cases[k][2];
+        rank_job j = {&d, R, &got};
+        rank_main(&j);
+        double dn = 1, de = 1, dl = 1;
+        if (got.rc == 0) {
+            weights_rel(got.params, one.params, one.n, 1e-2, &dn, &de);
+            dl = loss_rel(&got, &one, 0);
+        }
+        const int fine = got.rc == 0 && dn <= 1e-5 && de <= 1e-4 && dl <= 1e-5;
+        printf("# rank %d of %d, stage %d offload %d against one rank: losses %.2e, weights %.2e (each %.2e)%s\n", R,
+               W, d.stage, d.offload, dl, dn, de, got.rc < 0 ? got.err.msg : fine ? "" : ": too far");
+        bad |= !fine;
+        free(got.params);
+        got.params = NULL;
+    }
+    printf("rank %d: %s (mpi, %d ranks)\n", R, bad ? "FAILED" : "ok", W);
+    free(one.params);
+    pile_comm_close(comm);
+    return bad;
+}
+
+int main(int argc, char **argv)
 {
     make_data();
+    if (argc > 1 && !strcmp(argv[1], "--ranks")) {
+        pile_err err0;
+        if (find_key_biases(&err0) < 0) return 1;
+        int rc = main_ranks();
+        free(g_exclude);
+        return rc;
+    }
     pile_err err0;
     if (find_key_biases(&err0) < 0) {
         printf("# %s\nnot ok 1 - the model's tensor table\n1..1\n", err0.msg);
@@ -589,7 +645,7 @@ int main(void)
     }
     rank_out ref[MAXW], ref_bf16[MAXW];
     TEST("one rank, stage 0: the reference trains");
-    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL};
+    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
     int ok = run(&base, ref) == 0;
     ASSERT(ok);
     if (ok) ASSERT(ref[0].loss[STEPS - 1] < ref[0].loss[0]);

@@ -979,8 +979,6 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     /* DeepSpeed's rules */
     PILE_RETURN_IF(c->offload_param && c->zero_stage != 3, err, PILE_EINVAL,
                    "offload_param (--offload all) needs ZeRO stage 3 (--zero 3), not %d", c->zero_stage);
-    PILE_RETURN_IF(c->offload_param && !c->offload_optimizer, err, PILE_EINVAL,
-                   "offload_param (--offload all) needs offload_optimizer too");
     PILE_RETURN_IF(c->offload_optimizer && c->zero_stage < 1, err, PILE_EINVAL,
                    "offload_optimizer (--offload optimizer) needs ZeRO stage 1, 2 or 3 (--zero 1)");
     /* the backend before the run folder: a name this build lacks ('cuda'
@@ -1078,7 +1076,8 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
      * communicator is handed over only when there are others */
     pile_optim_zero zc = {c->zero_stage, pile_comm_world_size(t->comm) > 1 ? t->comm : NULL, NULL,
                           (size_t)c->reduce_bucket_size, c->offload_param, (size_t)c->stage3_prefetch_bucket_size};
-    if (c->offload_optimizer) {
+    /* offload_param alone offloads the optimizer too (the planner's "all") */
+    if (c->offload_optimizer || c->offload_param) {
         if ((rc = pile_backend_open(&t->offload, "cpu", c->threads, err)) < 0) goto out;
         /* the offloaded parameter shard is rounded where the model's would be */
         if (pile_backend_emulation(t->be) != PILE_DTYPE_F32 &&
