@@ -80,6 +80,50 @@ static void test_cpu_matches_backend(pile_backend *be)
     }
 }
 
+/* The sharded stages on one rank, as the trainer runs --zero N
+ * [--offload ...]: the model's backend holds what the plan says (the
+ * offloaded tensors are the other backend's). */
+static void test_cpu_zero_matches_backend(pile_backend *be)
+{
+    TEST("cpu: ZeRO 1 to 3, offloaded or not: the plan equals the backend's allocations");
+    static const int shapes[][7] = {{2, 2, 64, 256, 64, 4, 64}, {3, 3, 48, 1000, 40, 3, 33}, {1, 1, 8, 5, 7, 1, 7}};
+    pile_backend *off = NULL;
+    pile_err err;
+    OK(pile_backend_open(&off, "cpu", 1, &err), &err);
+    for (size_t i = 0; off && i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *x = shapes[i];
+        for (int stage = 1; stage <= 3; stage++) {
+            for (int o = 0; o <= (stage == 3 ? 2 : 1); o++) {
+                pile_plan_settings s = cpu_settings(be, x[0], x[1], x[2], x[3], x[4], x[5], x[6]);
+                s.zero_stage = stage;
+                s.offload = (pile_offload)o;
+                s.ranks = 1;
+                pile_plan p;
+                OK(pile_plan_compute(&s, &p, &err), &err);
+                pile_model_config mc = {s.vocab_size, s.n_positions, s.n_layer, s.n_head,
+                                        s.n_embd,     0.0f,          s.recompute, PILE_DTYPE_F32};
+                pile_model *m = NULL;
+                pile_optim *opt = NULL;
+                pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0};
+                pile_optim_zero z = {stage, NULL, o ? off : NULL, 0, o == 2, 0};
+                size_t before = pile_backend_bytes_in_use(be);
+                OK(pile_model_create(&m, be, &mc, s.batch_size, s.seq_len, &err), &err);
+                if (m) OK(pile_optim_create_zero(&opt, m, &ac, &z, &err), &err);
+                if (m && opt) {
+                    size_t got = pile_backend_bytes_in_use(be) - before;
+                    if (got != p.backend_bytes)
+                        printf("# shape %zu, stage %d, offload %d: backend %zu, plan %" PRIu64 "\n", i, stage, o, got,
+                               p.backend_bytes);
+                    ASSERT_EQ(got, p.backend_bytes);
+                }
+                pile_optim_free(opt);
+                pile_model_free(m);
+            }
+        }
+    }
+    pile_backend_close(off);
+}
+
 static void test_gpt2_counts(pile_backend *be)
 {
     TEST("gpt2: 124M parameters, DeepSpeed's largest layer (wte), activations per recompute mode");
@@ -300,6 +344,7 @@ int main(void)
         return 1;
     }
     test_cpu_matches_backend(be);
+    test_cpu_zero_matches_backend(be);
     test_gpt2_counts(be);
     /* bf16 on the CPU: emulated in fp32 storage, fp32 master weights beside */
     pile_backend *be16 = NULL;

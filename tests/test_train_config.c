@@ -274,7 +274,7 @@ static void test_deepspeed(void)
     ASSERT(has(&w, want));
     ASSERT(has(&w, "key 'wall_clock_breakdown' not supported"));
     ASSERT(has(&w, "key 'zero_optimization.overlap_comm' not supported"));
-    ASSERT(has(&w, "offload_optimizer to 'cpu' not supported yet"));
+    ASSERT(!has(&w, "offload_optimizer to")); /* the cpu is where it goes */
     ASSERT(has(&w, "optimizer 'Lamb' not supported; using AdamW"));
     ASSERT(has(&w, "key 'optimizer.params.max_coeff' not supported"));
     w.len = 0;
@@ -286,6 +286,44 @@ static void test_deepspeed(void)
     ASSERT(c.min_lr == 0);
     ASSERT_EQ(c.warmup_steps, 0);
     ASSERT(has(&w, "decays linearly"));
+
+    TEST("DeepSpeed: reduce_bucket_size as DeepSpeed writes it (5e8), offload to nvme warned and not taken");
+    pile_train_config_defaults(&c);
+    ASSERT_EQ(c.reduce_bucket_size, 500000000);
+    ASSERT_EQ(c.stage3_prefetch_bucket_size, 50000000);
+    p = write_file("ds.json", "{\"zero_optimization\": {\"stage\": 3, \"reduce_bucket_size\": 2e5,\n"
+                              "   \"stage3_prefetch_bucket_size\": 1000, \"stage3_param_persistence_threshold\": 10,\n"
+                              "   \"offload_optimizer\": {\"device\": \"nvme\"}}}");
+    OK(pile_train_config_load_deepspeed(&c, p, &w, &err), &err);
+    ASSERT_EQ(c.zero_stage, 3);
+    ASSERT_EQ(c.reduce_bucket_size, 200000);
+    ASSERT_EQ(c.stage3_prefetch_bucket_size, 1000);
+    ASSERT_EQ(c.offload_optimizer, 0);
+    ASSERT(has(&w, "offload_optimizer to 'nvme' not supported, ignored"));
+    ASSERT(has(&w, "key 'zero_optimization.stage3_param_persistence_threshold' not supported"));
+    ASSERT(!has(&w, "stage3_prefetch_bucket_size"));
+    ASSERT(!has(&w, "reduce_bucket_size"));
+    w.len = 0;
+
+    TEST("flags: --zero N and --offload MODE");
+    pile_train_config_defaults(&c);
+    {
+        char *argv[] = {"x", "--zero", "2", "--offload", "optimizer", "--reduce-bucket-size=1000"};
+        ASSERT_EQ(pile_train_config_parse_args(&c, 6, argv, 1, &err), 6);
+        ASSERT_EQ(c.zero_stage, 2);
+        ASSERT_EQ(c.offload_optimizer, 1);
+        ASSERT_EQ(c.offload_param, 0);
+        ASSERT_EQ(c.reduce_bucket_size, 1000);
+        char *all[] = {"x", "--offload=all"};
+        ASSERT_EQ(pile_train_config_parse_args(&c, 2, all, 1, &err), 2);
+        ASSERT(c.offload_optimizer && c.offload_param);
+        char *none[] = {"x", "--offload", "none"};
+        ASSERT_EQ(pile_train_config_parse_args(&c, 3, none, 1, &err), 3);
+        ASSERT(!c.offload_optimizer && !c.offload_param);
+        char *bad[] = {"x", "--offload", "gpu"};
+        ASSERT_EQ(pile_train_config_parse_args(&c, 3, bad, 1, &err), PILE_EINVAL);
+        ASSERT(strstr(err.msg, "unknown offload 'gpu' (choices: none, optimizer, all)") != NULL);
+    }
 
     TEST("DeepSpeed: warmup_max_lr is the peak whatever the key order");
     /* DeepSpeed's WarmupLR and WarmupDecayLR set the optimizer's rate themselves */

@@ -1254,7 +1254,7 @@ static void test_unsealed_and_seal(void)
     pile_fs_join(&dir, run.data, "step-0000002");
     pile_buf_printf(&tmp, "%s.tmp", dir.data);
     pile_train_state st = sample_state(2);
-    pile_checkpoint_save_opts o = {NULL, 0, NULL, 1};
+    pile_checkpoint_save_opts o = {.unsealed = 1};
     ASSERT_OK(pile_checkpoint_save_ex(dir.data, a.m, a.o, &st, config_json, &o, &err), EP);
     /* the old folder stays whole until the seal; the new one is not sealed */
     ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
@@ -1448,7 +1448,7 @@ static void test_tokenizer_late(void)
     ASSERT(unlink(src.data) == 0);
 
     /* read before the source went: the checkpoint carries it whole */
-    pile_checkpoint_save_opts o = {tok, 0, "{\"fingerprint\": \"ab\", \"shards\": []}", 0};
+    pile_checkpoint_save_opts o = {.tokenizer = tok, .data_json = "{\"fingerprint\": \"ab\", \"shards\": []}"};
     ASSERT_OK(pile_checkpoint_save_ex(in_run(&dir, run.data, "step-0000006"), a.m, a.o, &st, config_json, &o, &err), EP);
     pile_buf got = {0};
     ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "tokenizer/tok.json"), &got, &err), EP);
@@ -1467,7 +1467,7 @@ static void test_tokenizer_late(void)
               PILE_ENOENT);
     ASSERT(!exists(dir.data) && strstr(err.msg, "tok.json"));
     /* the salvage: everything but the tokenizer's files, which resumes */
-    pile_checkpoint_save_opts salvage = {NULL, 1, NULL, 0};
+    pile_checkpoint_save_opts salvage = {.without_tokenizer = 1};
     st.step = 7;
     ASSERT_OK(pile_checkpoint_save_ex(dir.data, b.m, b.o, &st, config_json, &salvage, &err), EP);
     ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);

@@ -209,6 +209,40 @@ resumed() {
 }
 resumed bf16 BF BR
 
+# --- ZeRO on one rank: --zero 1, 2 and 3 (with --offload: the optimizer's
+# tensors, and the parameter shard, in a second cpu backend) shard over a
+# world of one through the sharded code paths, so they take --zero 0's
+# steps bit for bit (one micro-batch a step: stage 2's shard is 0 + the
+# gradient); the checkpoint does not depend on the stage: a --zero 3 run
+# resumes as --zero 0 bit for bit; DeepSpeed's offload rules refused
+run "$TR" $COMMON --eval_interval 5 --save_interval 6 --zero 3 --offload all --reduce_bucket_size 1000 \
+    --checkpoint_dir Z3
+expect "--zero 3 --offload all: 12 steps" 0 "trained 12 of 12 steps"
+losses Z3/metrics.jsonl > z3.loss
+check "--zero 3 --offload all, buckets of 1000: every step's train/loss equals --zero 0's, bit for bit" \
+    cmp -s a.loss z3.loss
+check "... and the validation loss at step 10" \
+    test "$(val_at Z3/metrics.jsonl 10 val/loss)" = "$(val_at A/metrics.jsonl 10 val/loss)"
+for z in "1" "2 --offload optimizer"; do
+    d=Z$(echo "$z" | tr -dc 0-9)
+    run "$TR" $COMMON --eval_interval 5 --zero $z --checkpoint_dir "$d"
+    losses "$d/metrics.jsonl" > "$d.loss"
+    check "--zero $z: every step's train/loss equals --zero 0's, bit for bit" cmp -s a.loss "$d.loss"
+done
+mkdir -p Z0 && cp -r Z3/step-0000006 Z0/ && echo step-0000006 > Z0/latest
+run "$TR" $COMMON --eval_interval 5 --save_interval 6 --zero 0 --checkpoint_dir Z0 --resume
+expect "a --zero 3 checkpoint resumed with --zero 0 runs to step 12" 0 "trained 12 of 12 steps"
+losses Z3/metrics.jsonl | awk '$1 > 6' > z0.want
+losses Z0/metrics.jsonl > z0.got
+check "... its train/loss equal the --zero 3 run's, bit for bit" sh -c 'test -s z0.got && cmp -s z0.want z0.got'
+run "$TR" $COMMON --zero 2 --offload all --checkpoint_dir ZX
+expect "--offload all at --zero 2 refused: it needs stage 3" 1 "offload_param \\(--offload all\\) needs ZeRO stage 3"
+run "$TR" $COMMON --offload optimizer --checkpoint_dir ZX
+expect "--offload optimizer at --zero 0 refused" 1 "needs ZeRO stage 1, 2 or 3"
+run "$TR" $COMMON --offload nvme --checkpoint_dir ZX
+expect "--offload with an unknown word: exit 2, the choices named" 2 "unknown offload 'nvme' \\(choices: none, optimizer, all\\)"
+check "no run folder made by the refusals" test ! -e ZX
+
 # --- --precision fp16: emulated as bf16 is (values rounded to fp16 where a
 # GPU stores them), with DeepSpeed's dynamic loss scaling; it learns as
 # fp32 does, every step records its loss scale, and a resumed run

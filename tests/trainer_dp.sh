@@ -77,6 +77,26 @@ run $MPIRUN -np 4 "$TR" $COMMON --batch_size 2 --accumulation_steps 1 --checkpoi
 expect "4 ranks, batch 2 x 1 each: trains" 0 "trained 20 of 20 steps"
 compare "... the same losses and weights as 1 rank (1e-5)" one four step-0000020 1e-5
 
+# ZeRO over processes: each stage on 2 ranks trains as 1 rank does, its
+# checkpoints sharded (each rank's optimizer-RRRRR-of-00002 file)
+for z in "1" "2 --offload optimizer" "3 --offload all"; do
+    d=zero$(echo "$z" | cut -c1)
+    # shellcheck disable=SC2086
+    run $MPIRUN -np 2 "$TR" $COMMON --batch_size 2 --accumulation_steps 2 --zero $z --checkpoint_dir $d
+    expect "2 ranks, --zero $z: trains" 0 "trained 20 of 20 steps"
+    compare "... the same losses and weights as 1 rank (1e-5)" one $d step-0000020 1e-5
+    check "... each rank's optimizer shard in the checkpoint" \
+        test -f $d/step-0000020/optimizer-00000-of-00002.safetensors -a -f $d/step-0000020/optimizer-00001-of-00002.safetensors
+done
+# a 2-rank ZeRO 2 checkpoint resumed on 4 ranks at ZeRO 3: the shards regrouped
+cp -r zero2 regroup
+rm -rf regroup/step-0000020 regroup/best_model
+echo step-0000010 > regroup/latest
+# shellcheck disable=SC2086
+run $MPIRUN -np 4 "$TR" $COMMON --batch_size 2 --accumulation_steps 1 --zero 3 --checkpoint_dir regroup --resume
+expect "4 ranks at --zero 3 resume a 2-rank --zero 2 checkpoint" 0 "trained 20 of 20 steps"
+compare "... and end where the 2-rank run did, to 1e-5" zero2 regroup step-0000020 1e-5
+
 # resume: the step-10 checkpoint of the 2-rank run, continued on 2 ranks
 cp -r two resumed
 rm -rf resumed/step-0000020 resumed/best_model

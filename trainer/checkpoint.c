@@ -148,17 +148,27 @@ static void fill_table(pile_model *m, const float *host, pile_st_tensor *t, cons
 }
 
 /* The weights: the optimizer's fp32 master weights when there is one
- * (exact in mixed precision), else the model's parameters. */
-static int write_weights(const char *tmp, pile_model *m, pile_optim *opt, pile_err *err)
+ * (exact in mixed precision), else the model's parameters; `master` when
+ * given instead (gathered from their shards beforehand). */
+static int write_weights(const char *tmp, pile_model *m, pile_optim *opt, const float *master, pile_err *err)
 {
     pile_buf path = {0};
     float *host = NULL;
     size_t n = pile_model_tensor_count(m);
     pile_st_tensor *t = calloc(n ? n : 1, sizeof *t);
     int rc = t ? path_of(&path, tmp, "model.safetensors", err) : OOM(err);
-    if (!rc) rc = download_flat(m, opt ? pile_optim_master(opt) : pile_model_params(m), &host, err);
+    if (!rc && !master && opt && pile_optim_shards(opt) > 1)
+        rc = pile_err_set(err, PILE_EINVAL,
+                          "cannot save the weights of an optimizer sharded over %d ranks without them gathered "
+                          "(pile_checkpoint_save_opts.weights)",
+                          pile_optim_shards(opt));
+    if (!rc && !master && !opt && !pile_model_params(m).data)
+        rc = pile_err_set(err, PILE_EINVAL,
+                          "cannot save the weights of a model partitioned over ranks without them gathered "
+                          "(pile_checkpoint_save_opts.weights)");
+    if (!rc && !master) rc = download_flat(m, opt ? pile_optim_master(opt) : pile_model_params(m), &host, err);
     if (!rc) {
-        fill_table(m, host, t, NULL);
+        fill_table(m, master ? master : host, t, NULL);
         /* transformers refuses a safetensors file without format "pt" */
         static const char *const meta[] = {"format", "pt", NULL};
         rc = pile_st_write(path.data, t, n, meta, err);
@@ -208,6 +218,55 @@ out:
     pile_buf_free(&path);
     pile_buf_free(&names);
     pile_buf_free(&step);
+    return rc;
+}
+
+/* "optimizer-RRRRR-of-WWWWW.safetensors": rank r of w's shard file. */
+static int shard_name(pile_buf *out, const char *dir, int r, int w, pile_err *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "optimizer-%05d-of-%05d.safetensors", r, w);
+    return path_of(out, dir, name, err);
+}
+
+/* Flat elements [lo, hi) of n that rank r of w owns (optim.h's rule:
+ * shards of ceil(n / w), the last ones shorter or empty). */
+static void shard_range(size_t n, int r, int w, size_t *lo, size_t *hi)
+{
+    const size_t shard = (n + (size_t)w - 1) / (size_t)w;
+    *lo = (size_t)r * shard < n ? (size_t)r * shard : n;
+    *hi = *lo + shard < n ? *lo + shard : n;
+}
+
+int pile_checkpoint_write_optim_shard(const char *dir, pile_model *m, pile_optim *opt, pile_err *err)
+{
+    const int w = pile_optim_shards(opt);
+    size_t off, count, n = pile_model_flat_size(m);
+    pile_optim_shard(opt, &off, &count);
+    const int r = (int)(off / (count ? count : 1));
+    size_t lo, hi;
+    shard_range(n, r, w, &lo, &hi);
+    const size_t real = hi - lo;
+    pile_buf path = {0}, step = {0}, first = {0}, total = {0};
+    float *h = malloc(2 * (real ? real : 1) * sizeof *h);
+    int rc = h ? shard_name(&path, dir, r, w, err) : OOM(err);
+    if (!rc && real) rc = pile_tensor_download_f32(h, pile_optim_m(opt), real, err);
+    if (!rc && real) rc = pile_tensor_download_f32(h + real, pile_optim_v(opt), real, err);
+    if (!rc && (pile_buf_printf(&step, "%lld", (long long)pile_optim_steps(opt)) ||
+                pile_buf_printf(&first, "%zu", lo) || pile_buf_printf(&total, "%zu", n)))
+        rc = OOM(err);
+    if (!rc) {
+        /* 1-D slices of the flat layout; the range follows from the name
+         * and the model, the metadata says it for people */
+        pile_st_tensor t[2] = {{"m", 1, {(int64_t)real}, h}, {"v", 1, {(int64_t)real}, h + real}};
+        const char *meta[] = {"format", "pt", "step", step.data, "offset", first.data, "flat_size", total.data, NULL};
+        rc = pile_st_write(path.data, t, 2, meta, err);
+    }
+    free(h);
+    pile_buf_free(&path);
+    pile_buf_free(&step);
+    pile_buf_free(&first);
+    pile_buf_free(&total);
     return rc;
 }
 
@@ -744,16 +803,21 @@ out:
 
 /* ------------------------------------------------------------ saving */
 
-/* "<dir>.tmp" (where a save writes) and "<dir>.old" (where a replaced
- * folder waits) for dir. */
-static int folder_names(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
+/* "<dir><suffix>" (".tmp", ".old"), dir without its trailing slashes. */
+static int sibling(const char *dir, const char *suffix, pile_buf *out, pile_err *err)
 {
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;
     if (!dl) return pile_err_set(err, PILE_EINVAL, "cannot save a checkpoint: empty folder name");
-    if (pile_buf_printf(tmp, "%.*s.tmp", (int)dl, dir) || pile_buf_printf(old, "%.*s.old", (int)dl, dir))
-        return OOM(err);
-    return 0;
+    return pile_buf_printf(out, "%.*s%s", (int)dl, dir, suffix) ? OOM(err) : 0;
+}
+
+/* "<dir>.tmp" (where a save writes) and "<dir>.old" (where a replaced
+ * folder waits) for dir. */
+static int folder_names(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(sibling(dir, ".tmp", tmp, err));
+    return sibling(dir, ".old", old, err);
 }
 
 /* folder_names; then the state a crash may have left cleared, and an
@@ -802,12 +866,17 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
 {
     pile_buf tmp = {0}, old = {0};
     int rc = begin_folder(dir, &tmp, &old, err);
-    if (!rc) rc = write_weights(tmp.data, m, opt, err);
-    if (!rc && opt) rc = write_moments(tmp.data, m, opt, err);
+    if (!rc) rc = write_weights(tmp.data, m, opt, opts ? opts->weights : NULL, err);
+    /* sharded over ranks, each rank writes its own part of the moments */
+    if (!rc && opt) {
+        if (pile_optim_shards(opt) == 1) rc = write_moments(tmp.data, m, opt, err);
+        else rc = pile_checkpoint_write_optim_shard(tmp.data, m, opt, err);
+    }
     if (!rc) rc = write_state(tmp.data, st, opt, config_json, opts ? opts->data_json : NULL, err);
     if (!rc) rc = write_tokenizer(tmp.data, st, opts, err);
     if (!rc && !(opts && opts->without_tokenizer)) rc = write_hf_tokenizer(tmp.data, m, err);
     if (!rc) rc = write_config(tmp.data, m, st, err);
+    if (!rc && opts && opts->before_seal) rc = opts->before_seal(opts->before_seal_ctx, tmp.data, err);
     if (!rc && !(opts && opts->unsealed)) rc = finish_folder(tmp.data, dir, old.data, err);
     if (rc && tmp.data) drop_folder(tmp.data, err);
     pile_buf_free(&tmp);
@@ -832,6 +901,97 @@ int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const 
                          const char *config_json, pile_err *err)
 {
     return pile_checkpoint_save_ex(dir, m, opt, st, config_json, NULL, err);
+}
+
+/* The weights for model.safetensors where no rank holds them whole:
+ * sharded over ranks, the master weights gathered from their shards (a
+ * collective); at ZeRO 3 without the optimizer's state, the compute
+ * parameters likewise. *weights NULL when the save can download them
+ * itself. */
+static int gather_weights(pile_model *m, pile_optim *opt, int with_optimizer, float **weights, pile_err *err)
+{
+    *weights = NULL;
+    const int master = with_optimizer || pile_optim_master_is_compute(opt);
+    if (pile_optim_shards(opt) == 1 && (master || pile_optim_zero_stage(opt) < 3)) return 0;
+    *weights = malloc(pile_model_flat_size(m) * sizeof **weights);
+    if (!*weights) return pile_err_set(err, PILE_ENOMEM, "out of memory for a host copy of the weights");
+    int rc = master ? pile_optim_gather(opt, PILE_OPTIM_MASTER, *weights, err)
+                    : pile_optim_gather_params(opt, *weights, err);
+    if (rc < 0) {
+        free(*weights);
+        *weights = NULL;
+    }
+    return rc;
+}
+
+/* A flag from every rank, the largest back: a barrier that says whether
+ * any rank failed. */
+static int64_t agree(pile_comm *comm, int64_t flag, int *rc, pile_err *err)
+{
+    int r = pile_comm_allreduce_i64(comm, &flag, 1, PILE_COMM_MAX, err);
+    if (r < 0 && *rc == 0) *rc = r;
+    return r < 0 ? 1 : flag;
+}
+
+typedef struct seal_ctx {
+    pile_comm *comm;
+    int called;
+} seal_ctx;
+
+/* Rank 0's before_seal: tells the other ranks the folder is there (0:
+ * write your shards), then learns whether they did (the first that did
+ * not, plus one). */
+static int seal_ranks(void *ctx, const char *tmp, pile_err *err)
+{
+    (void)tmp;
+    seal_ctx *s = ctx;
+    s->called = 1;
+    int rc = 0;
+    agree(s->comm, 0, &rc, err);
+    int64_t failed = agree(s->comm, 0, &rc, err);
+    if (rc == 0 && failed)
+        rc = pile_err_set(err, PILE_EIO, "rank %lld could not write its optimizer shard (its log says why)",
+                          (long long)failed - 1);
+    return rc;
+}
+
+int pile_checkpoint_save_ranks(const char *dir, pile_model *m, pile_optim *opt, int with_optimizer,
+                               const pile_train_state *st, const char *config_json,
+                               const pile_checkpoint_save_opts *opts, pile_comm *comm, pile_err *err)
+{
+    const int world = comm ? pile_comm_world_size(comm) : 1, rank = comm ? pile_comm_rank(comm) : 0;
+    const int sharded = with_optimizer && pile_optim_shards(opt) > 1;
+    float *weights = NULL;
+    int rc = gather_weights(m, opt, with_optimizer, &weights, err);
+    if (rank == 0) {
+        seal_ctx seal = {comm, 0};
+        pile_checkpoint_save_opts o = {0};
+        if (opts) o = *opts;
+        o.weights = weights;
+        if (sharded) {
+            o.before_seal = seal_ranks;
+            o.before_seal_ctx = &seal;
+        }
+        if (rc == 0) rc = pile_checkpoint_save_ex(dir, m, with_optimizer ? opt : NULL, st, config_json, &o, err);
+        /* failed before the folder was ready: the others write nothing */
+        if (sharded && !seal.called) {
+            agree(comm, 1, &rc, err);
+            agree(comm, 0, &rc, err);
+        }
+    } else if (sharded) {
+        pile_buf tmp = {0};
+        int wrc = 0;
+        if (agree(comm, 0, &wrc, err) == 0 && (wrc = sibling(dir, ".tmp", &tmp, err)) == 0)
+            wrc = pile_checkpoint_write_optim_shard(tmp.data, m, opt, err);
+        agree(comm, wrc < 0 ? rank + 1 : 0, &wrc, err);
+        pile_buf_free(&tmp);
+        if (rc == 0) rc = wrc;
+    }
+    free(weights);
+    /* everyone learns whether the folder was written */
+    if (world > 1 && agree(comm, rank == 0 && rc < 0, &rc, err) && rc == 0)
+        rc = pile_err_set(err, PILE_EIO, "rank 0 could not write checkpoint '%s' (its log says why)", dir);
+    return rc;
 }
 
 uint64_t pile_checkpoint_size_estimate(const pile_model *m, int with_optimizer, uint64_t tokenizer_bytes)
@@ -872,6 +1032,13 @@ static int copy_stream(const char *src, const char *dst, pile_err *err)
     return rc;
 }
 
+/* optimizer.safetensors or a rank's optimizer-RRRRR-of-WWWWW.safetensors */
+static int is_optimizer_file(const char *f)
+{
+    size_t n = strlen(f);
+    return !strncmp(f, "optimizer", 9) && !strchr(f, '/') && n > 12 && !strcmp(f + n - 12, ".safetensors");
+}
+
 int pile_checkpoint_copy(const char *src, const char *dst, int weights_only, pile_err *err)
 {
     int rc = pile_checkpoint_verify(src, err);
@@ -882,7 +1049,7 @@ int pile_checkpoint_copy(const char *src, const char *dst, int weights_only, pil
     if (!rc) rc = begin_folder(dst, &tmp, &old, err);
     for (size_t i = 0; !rc && i < files.n; i++) {
         const char *f = files.v[i];
-        if (!strcmp(f, CHECKSUMS) || (weights_only && !strcmp(f, "optimizer.safetensors"))) continue;
+        if (!strcmp(f, CHECKSUMS) || (weights_only && is_optimizer_file(f))) continue;
         if ((rc = path_of(&from, src, f, err)) || (rc = path_of(&to, tmp.data, f, err))) break;
         char *slash = strrchr(to.data, '/');
         if (slash > to.data + tmp.len) {
@@ -1122,12 +1289,29 @@ static const pile_st_tensor *find_tensor(const pile_st_file *f, const char *pref
     return pile_st_find(f, tmp->data);
 }
 
-/* Checks a file against the model's table (under the name prefix "" or
- * "m." / "v."), then uploads each tensor to dst + its offset, the padded
- * rows of wte zero. Nothing is uploaded unless everything matches. */
-static int load_table(const char *dir, const char *file, pile_model *m, const char *const *prefixes,
-                      const pile_tensor *dsts, int nbuf, pile_err *err)
+/* Where load_table puts tensor values: flat elements [first, first +
+ * count) of buffer b. */
+typedef struct put_target {
+    pile_model *m;
+    pile_optim *opt;                  /* NULL: the model's parameters (buffer 0) */
+    const pile_optim_state *states;   /* with opt: which state buffer b is */
+} put_target;
+
+static int put_values(const put_target *to, int b, const float *src, size_t first, size_t count, pile_err *err)
 {
+    if (!to->opt) return pile_tensor_upload_f32(pile_tensor_slice(pile_model_params(to->m), first, count), src, count, err);
+    return pile_optim_put(to->opt, to->states[b], src, first, count, err);
+}
+
+/* Checks a file against the model's table (under the name prefix "" or
+ * "m." / "v."), then puts each tensor at its offset of buffer b (the
+ * padded rows of wte zero): into the model, or into the part of the
+ * optimizer's state this rank keeps. Nothing is put unless everything
+ * matches. */
+static int load_table(const char *dir, const char *file, const put_target *to, const char *const *prefixes,
+                      int nbuf, pile_err *err)
+{
+    pile_model *m = to->m;
     pile_buf path = {0}, tmp = {0};
     pile_st_file *f = NULL;
     size_t n = pile_model_tensor_count(m);
@@ -1178,9 +1362,8 @@ static int load_table(const char *dir, const char *file, pile_model *m, const ch
         for (size_t i = 0; i < n; i++) {
             const pile_tensor_info *ti = pile_model_tensor(m, i);
             const pile_st_tensor *t = found[(size_t)b * n + i];
-            const pile_tensor dst = pile_tensor_slice(dsts[b], ti->offset, ti->numel);
             if (ti->numel == ti->saved_numel) {
-                if ((rc = pile_tensor_upload_f32(dst, t->data, ti->saved_numel, err)) < 0) goto out;
+                if ((rc = put_values(to, b, t->data, ti->offset, ti->numel, err)) < 0) goto out;
                 continue;
             }
             /* wte: the saved rows, then zeros for the padding */
@@ -1191,7 +1374,7 @@ static int load_table(const char *dir, const char *file, pile_model *m, const ch
                 goto out;
             }
             memcpy(pad, t->data, ti->saved_numel * sizeof(float));
-            if ((rc = pile_tensor_upload_f32(dst, pad, ti->numel, err)) < 0) goto out;
+            if ((rc = put_values(to, b, pad, ti->offset, ti->numel, err)) < 0) goto out;
         }
     }
 out:
@@ -1222,19 +1405,70 @@ static int load_scaler(const char *dir, pile_loss_scaler *ls, pile_err *err)
     return rc;
 }
 
+/* The moments from the ranks' shard files of a run sharded over w ranks
+ * (any w, any stage: each rank here takes the parts of every file that
+ * meet its own shard). Every file of the run must be there and hold its
+ * range whole: PILE_EMISMATCH naming the first that is not. */
+static int load_shards(const char *dir, pile_model *m, pile_optim *opt, pile_err *err)
+{
+    name_list files = {0};
+    pile_buf path = {0};
+    pile_st_file *f = NULL;
+    int rc = list_files(dir, "", 0, &files, err), w = 0;
+    for (size_t i = 0; !rc && i < files.n; i++) {
+        int r, k, end = 0;
+        if (sscanf(files.v[i], "optimizer-%5d-of-%5d.safetensors%n", &r, &k, &end) == 2 && end &&
+            !files.v[i][end] && k > 0) {
+            w = k;
+            break;
+        }
+    }
+    if (!rc && !w)
+        rc = pile_err_set(err, PILE_EMISMATCH, "no optimizer state in '%s' (optimizer.safetensors or a rank's "
+                                               "optimizer-*-of-*.safetensors)", dir);
+    const size_t n = pile_model_flat_size(m);
+    for (int r = 0; !rc && r < w; r++) {
+        size_t lo, hi;
+        shard_range(n, r, w, &lo, &hi);
+        if ((rc = shard_name(&path, dir, r, w, err)) || (rc = pile_st_open(&f, path.data, err))) break;
+        static const char *const names[] = {"m", "v"};
+        for (int b = 0; !rc && b < 2; b++) {
+            const pile_st_tensor *t = pile_st_find(f, names[b]);
+            if (!t || t->ndim != 1 || t->shape[0] != (int64_t)(hi - lo))
+                rc = pile_err_set(err, PILE_EMISMATCH,
+                                  "'%s' does not hold '%s' as %zu values (elements %zu to %zu of a model of %zu, "
+                                  "rank %d of %d)",
+                                  path.data, names[b], hi - lo, lo, hi, n, r, w);
+            else rc = pile_optim_put(opt, b ? PILE_OPTIM_V : PILE_OPTIM_M, t->data, lo, hi - lo, err);
+        }
+        pile_st_close(f);
+        f = NULL;
+    }
+    names_free(&files);
+    pile_buf_free(&path);
+    return rc;
+}
+
 int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_train_state *st, pile_err *err)
 {
     pile_train_state state = {0};
     if (opt || st) PILE_FORWARD_IF_ERR(read_state(dir, &state, err));
     static const char *const model_prefix[] = {""};
-    /* with an optimizer the weights are its master weights, which it then
-     * writes into the model's compute parameters */
-    const pile_tensor params[] = {opt ? pile_optim_master(opt) : pile_model_params(m)};
-    PILE_FORWARD_IF_ERR(load_table(dir, "model.safetensors", m, model_prefix, params, 1, err));
+    /* with an optimizer the weights are its master weights (the part
+     * this rank keeps), which it then writes into the model's compute
+     * parameters */
+    static const pile_optim_state master[] = {PILE_OPTIM_MASTER}, moments[] = {PILE_OPTIM_M, PILE_OPTIM_V};
+    const put_target weights = {m, opt, master}, moment_to = {m, opt, moments};
+    PILE_FORWARD_IF_ERR(load_table(dir, "model.safetensors", &weights, model_prefix, 1, err));
     if (opt) {
         static const char *const moment_prefix[] = {"m.", "v."};
-        const pile_tensor moments[] = {pile_optim_m(opt), pile_optim_v(opt)};
-        PILE_FORWARD_IF_ERR(load_table(dir, "optimizer.safetensors", m, moment_prefix, moments, 2, err));
+        pile_buf one = {0};
+        int rc = path_of(&one, dir, "optimizer.safetensors", err);
+        const int consolidated = !rc && access(one.data, F_OK) == 0;
+        pile_buf_free(&one);
+        if (rc) return rc;
+        if (consolidated) PILE_FORWARD_IF_ERR(load_table(dir, "optimizer.safetensors", &moment_to, moment_prefix, 2, err));
+        else PILE_FORWARD_IF_ERR(load_shards(dir, m, opt, err));
         PILE_FORWARD_IF_ERR(pile_optim_update_model(opt, err));
         pile_loss_scaler *ls = pile_optim_loss_scaler(opt);
         if (ls) PILE_FORWARD_IF_ERR(load_scaler(dir, ls, err));

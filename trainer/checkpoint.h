@@ -4,7 +4,13 @@
  *                                (wte without the vocabulary padding): the
  *                                optimizer's master weights when saved with one
  *   <dir>/config.json            GPT2LMHeadModel config (+ a "pile" block)
- *   <dir>/optimizer.safetensors  AdamW moments "m.<name>" and "v.<name>"
+ *   <dir>/optimizer.safetensors  AdamW moments "m.<name>" and "v.<name>"; or,
+ *                                of a run whose optimizer state is sharded
+ *                                over W ranks (ZeRO 1 and 2, optim.h), one
+ *   <dir>/optimizer-RRRRR-of-WWWWW.safetensors per rank: "m" and "v" as
+ *                                1-D fp32, elements [R x S, R x S + S) of
+ *                                the flat layout (S = ceil(flat / W), the
+ *                                last ones shorter), written by that rank
  *   <dir>/trainer_state.json     step, epoch, data position, best val loss,
  *                                loss scale, the resolved configuration
  *   <dir>/tokenizer/             the tokenizer's file(s), copied, plus
@@ -33,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "model.h"
 #include "optim.h"
 #include "pile_buf.h"
@@ -86,6 +93,22 @@ typedef struct pile_checkpoint_save_opts {
      * renamed), for the other ranks of a run to add their files to;
      * pile_checkpoint_seal finishes it once every rank is done */
     int unsealed;
+    /* the weights for model.safetensors, whole, in host memory
+     * (pile_model_flat_size floats, borrowed), where no one holds them
+     * whole: an optimizer sharded over ranks (pile_optim_shards > 1; its
+     * master weights, pile_optim_gather, which every rank calls), or a
+     * model partitioned at ZeRO 3 saved without its optimizer (the
+     * compute parameters, pile_optim_gather_params). NULL: the
+     * optimizer's master weights, or without one the model's parameters. */
+    const float *weights;
+    /* called with the folder being written ("<dir>.tmp") once this
+     * process's files are in it and before it is sealed and renamed, or
+     * NULL: where the other ranks of a sharded run write their shard
+     * files (pile_checkpoint_write_optim_shard) and the writer waits for
+     * them, so that checksums.json covers them and the folder appears
+     * whole or not at all. Non-zero fails the save (err filled). */
+    int (*before_seal)(void *ctx, const char *tmp_dir, pile_err *err);
+    void *before_seal_ctx;
 } pile_checkpoint_save_opts;
 
 /* Writes a checkpoint folder (see above), all of it or nothing: on failure
@@ -104,6 +127,25 @@ int pile_checkpoint_seal(const char *dir, pile_err *err);
 /* pile_checkpoint_save_ex with no options. */
 int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                          const char *config_json, pile_err *err);
+
+/* A save by every rank of a run (comm: its ranks; NULL or one rank: this
+ * process alone), all of them calling it: the weights gathered where no
+ * rank holds them whole (opts->weights is set here), rank 0 writes the
+ * folder (pile_checkpoint_save_ex) and, when the optimizer's state is
+ * sharded, the other ranks write their shard files into "<dir>.tmp" before
+ * rank 0 seals and renames it; every rank returns 0 only when the folder
+ * is complete (PILE_EIO naming the rank that failed). with_optimizer 0:
+ * the weights only (best_model); opt is needed either way. */
+int pile_checkpoint_save_ranks(const char *dir, pile_model *m, pile_optim *opt, int with_optimizer,
+                               const pile_train_state *st, const char *config_json,
+                               const pile_checkpoint_save_opts *opts, pile_comm *comm, pile_err *err);
+
+/* This rank's shard of a sharded optimizer's moments, written as
+ * <folder>/optimizer-RRRRR-of-WWWWW.safetensors (see above) into a
+ * checkpoint folder being written (the tmp_dir of before_seal); the rank
+ * whose process saves calls pile_checkpoint_save_ex, which writes its own.
+ * Every rank's file must be there for a load. */
+int pile_checkpoint_write_optim_shard(const char *folder, pile_model *m, pile_optim *opt, pile_err *err);
 
 /* About how many bytes a checkpoint of this model takes (weights, and
  * with_optimizer the two AdamW moments; the small JSON files; tokenizer
@@ -132,7 +174,11 @@ int pile_checkpoint_read_model_config(const char *dir, pile_model_config *cfg, p
  * optimizer's master weights, which it then writes into the model, when
  * opt != NULL, else into the model's parameters. Names and
  * shapes are checked against the model's tensor table; a missing, extra
- * or misshapen tensor is PILE_EMISMATCH naming it. */
+ * or misshapen tensor is PILE_EMISMATCH naming it. A sharded optimizer
+ * takes the part of each state in its shard, whatever the world size and
+ * ZeRO stage the checkpoint was written with (its moments consolidated in
+ * optimizer.safetensors or in the ranks' shard files, regrouped): every
+ * rank calls it (a collective: the compute parameters are all-gathered). */
 int pile_checkpoint_load(const char *dir, pile_model *m, pile_optim *opt, pile_train_state *st, pile_err *err);
 /* The state of a checkpoint folder (trainer_state.json) without loading
  * anything else. */

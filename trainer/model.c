@@ -110,6 +110,12 @@ struct pile_model {
     pile_tensor dec_mean, dec_rstd, dec_att, dec_logits;
     pile_tensor dec_token;
     int dec_filled;
+
+    /* ZeRO 3: the parameters come unit by unit from fetch (params absent) */
+    pile_model_fetch_fn fetch;
+    void *fetch_ctx;
+    int unit;               /* the unit `view` holds; -1 none */
+    pile_tensor view;
 };
 
 static uint64_t splitmix64(uint64_t *state)
@@ -239,11 +245,62 @@ static int build_table(pile_model *m)
     return 0;
 }
 
-/* Tensor idx of the parameters, and of a gradient buffer in the same
- * layout. */
+/* Parameter units (model.h): 0 embeddings, 1 + l block l, L + 1 ln_f. */
+static int unit_of(const pile_model *m, int idx)
+{
+    if (idx < T_LAYER0) return 0;
+    if (idx >= T_LAYER0 + m->cfg.n_layer * T_PER_LAYER) return m->cfg.n_layer + 1;
+    return 1 + (idx - T_LAYER0) / T_PER_LAYER;
+}
+
+static int unit_first_tensor(int unit)
+{
+    if (unit == 0) return T_WTE;
+    return T_LAYER0 + (unit - 1) * T_PER_LAYER; /* ln_f: just after the last block */
+}
+
+int pile_model_unit_count(const pile_model *m) { return m->cfg.n_layer + 2; }
+
+void pile_model_unit_range(const pile_model *m, int unit, size_t *first, size_t *count)
+{
+    const int a = unit_first_tensor(unit);
+    const int b = unit == m->cfg.n_layer + 1 ? (int)m->n_tensors : unit_first_tensor(unit + 1);
+    *first = m->tensors[a].offset;
+    *count = m->tensors[b - 1].offset + m->tensors[b - 1].numel - *first;
+}
+
+/* Tensor idx of the parameters (from the unit fetched, partitioned: a
+ * unit other than the one held gives the absent tensor, which an op
+ * refuses), and of a gradient buffer in the same layout. */
 static pile_tensor param(pile_model *m, int idx)
 {
-    return pile_tensor_slice(m->params, m->tensors[idx].offset, m->tensors[idx].numel);
+    if (!m->fetch) return pile_tensor_slice(m->params, m->tensors[idx].offset, m->tensors[idx].numel);
+    const int u = unit_of(m, idx);
+    if (u != m->unit) return PILE_NO_TENSOR;
+    const size_t first = m->tensors[unit_first_tensor(u)].offset;
+    return pile_tensor_slice(m->view, m->tensors[idx].offset - first, m->tensors[idx].numel);
+}
+
+/* Makes unit u's parameters readable (partitioned: fetches them, naming
+ * the next); whole parameters need nothing. */
+static int use_unit(pile_model *m, int u, int next, pile_err *err)
+{
+    if (!m->fetch) return 0;
+    m->unit = -1;
+    PILE_FORWARD_IF_ERR(m->fetch(m->fetch_ctx, u, next, &m->view, err));
+    m->unit = u;
+    return 0;
+}
+
+int pile_model_partition(pile_model *m, pile_model_fetch_fn fetch, void *ctx, pile_err *err)
+{
+    PILE_RETURN_IF(m->fetch, err, PILE_EINVAL, "the model's parameters are partitioned already");
+    pile_backend_free(&m->params);
+    pile_backend_free(&m->dec);
+    m->fetch = fetch;
+    m->fetch_ctx = ctx;
+    m->unit = -1;
+    return 0;
 }
 static pile_tensor grad(pile_model *m, pile_tensor grads, int idx)
 {
@@ -587,16 +644,21 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
         doc = m->doc_start;
     }
 
+    PILE_FORWARD_IF_ERR(use_unit(m, 0, 1, err));
     pile_backend_embed_fwd(be, m->encoded, m->tokens, param(m, T_WTE), param(m, T_WPE), B, T, C);
     if (drop) pile_backend_dropout(be, m->encoded, NC, p, site_seed(dropout_seed, -1, SITE_EMBED));
     pile_tensor x = m->encoded;
     for (int l = 0; l < L; l++) {
+        PILE_FORWARD_IF_ERR(use_unit(m, 1 + l, 2 + l, err));
         block_fwd(m, l, x, B, T, doc, drop, dropout_seed, 1);
         x = m->layers[l].resid3;
     }
     const size_t nt = m->n_tensors;
+    PILE_FORWARD_IF_ERR(use_unit(m, L + 1, 0, err));
     pile_backend_layernorm_fwd(be, m->lnf, m->lnf_mean, m->lnf_rstd, x, param(m, (int)nt - 2),
                                param(m, (int)nt - 1), N, C);
+    /* a training forward's backward starts with ln_f */
+    PILE_FORWARD_IF_ERR(use_unit(m, 0, grad_scale != 0.0f ? L + 1 : -1, err));
     pile_backend_logits_fwd(be, m->logits, m->lnf, param(m, T_WTE), N, C, Vp);
     pile_backend_softmax_ce(be, m->logits, m->losses, m->correct, m->targets, N, V, Vp, grad_scale);
 
@@ -653,14 +715,17 @@ int pile_model_backward(pile_model *m, pile_tensor grads, pile_err *err)
     /* logits hold dlogits (softmax_ce wrote them); dres starts the sum
      * over the residual stream at the last block's output. */
     pile_backend_zero(be, m->dsmall, NC);
+    PILE_FORWARD_IF_ERR(use_unit(m, 0, L + 1, err));
     pile_backend_logits_bwd(be, m->dsmall, grad(m, grads, T_WTE), m->logits, m->lnf, param(m, T_WTE), N, C, Vp);
     pile_backend_zero(be, dres, NC);
     const pile_tensor last = L > 0 ? m->layers[L - 1].resid3 : m->encoded;
+    PILE_FORWARD_IF_ERR(use_unit(m, L + 1, L, err));
     pile_backend_layernorm_bwd(be, dres, grad(m, grads, (int)nt - 2), grad(m, grads, (int)nt - 1), m->dsmall, last,
                                param(m, (int)nt - 2), m->lnf_mean, m->lnf_rstd, N, C);
 
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *a = &m->layers[l];
+        PILE_FORWARD_IF_ERR(use_unit(m, 1 + l, l > 0 ? l : -1, err));
         const pile_tensor x = l > 0 ? m->layers[l - 1].resid3 : m->encoded;
         if (m->cfg.recompute == PILE_RECOMPUTE_BLOCK) {
             block_fwd(m, l, x, B, T, doc, m->last_dropout, m->last_seed, 0);
@@ -752,6 +817,7 @@ static size_t carve_decode(pile_model *m, pile_tensor base)
 
 int pile_model_decode_begin(pile_model *m, pile_err *err)
 {
+    PILE_RETURN_IF(m->fetch, err, PILE_EINVAL, "cannot decode: the parameters are partitioned over ranks (ZeRO 3)");
     if (!m->dec.data) {
         size_t bytes = carve_decode(m, PILE_NO_TENSOR);
         m->dec = pile_backend_alloc(m->be, PILE_DTYPE_U8, bytes);

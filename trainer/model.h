@@ -122,6 +122,29 @@ size_t pile_model_flat_size(const pile_model *m);
 pile_tensor pile_model_params(pile_model *m);
 pile_tensor pile_model_param(pile_model *m, size_t i);
 
+/* ZeRO stage 3 (optim.h): the parameters held in pieces over the ranks,
+ * never whole. The model reads them by units, each a range of the flat
+ * layout: unit 0 the embeddings (wte, wpe), unit 1 + l block l, unit
+ * n_layer + 1 the final LayerNorm. Before it reads a unit the model calls
+ * fetch(ctx, unit, next, &view, err), which returns the unit's parameters
+ * (view: the compute dtype, laid out as the flat range, valid until the
+ * next call) and may start gathering `next`, the unit the model will ask
+ * for after this one (-1: none known), so that it arrives while this one
+ * computes. The order: a forward asks for 0, 1 .. n_layer, n_layer + 1,
+ * then 0 again (the tied output embedding); a backward for 0, n_layer + 1,
+ * then the blocks from the last to the first. pile_model_partition frees
+ * the whole parameter buffer (pile_model_params is then the absent tensor)
+ * and reads through fetch from then on; a fetch error fails the forward or
+ * backward that asked. Decoding (pile_model_decode_*) needs the whole
+ * parameters and is refused. */
+typedef int (*pile_model_fetch_fn)(void *ctx, int unit, int next, pile_tensor *view, pile_err *err);
+int pile_model_unit_count(const pile_model *m);
+/* Unit u's range of the flat layout. */
+void pile_model_unit_range(const pile_model *m, int unit, size_t *first, size_t *count);
+/* Once, after the parameters were initialised or loaded and copied where
+ * fetch will find them. PILE_EINVAL when already partitioned. */
+int pile_model_partition(pile_model *m, pile_model_fetch_fn fetch, void *ctx, pile_err *err);
+
 /* One batch in host memory. tokens and targets are [B*T]; targets[i] < 0
  * means no loss at i. doc_start is NULL (plain causal attention) or [B*T]
  * (see pile_backend_attention_fwd). */

@@ -8,33 +8,49 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct pile_optim {
     pile_model *model;
-    pile_backend *be;
+    pile_backend *be;  /* the model's: its parameters and the whole gradient */
+    pile_backend *obe; /* the optimizer's tensors': be, or the offload backend */
+    pile_comm *comm;   /* NULL: one rank */
+    int stage, rank, world;
+    size_t n;          /* pile_model_flat_size */
+    size_t padded;     /* n rounded up to a multiple of world (stage >= 1) */
+    size_t lo, shard;  /* the rank's shard: [lo, lo + shard) */
+    size_t bucket;     /* stage 2: elements per rank and bucket; 0: the whole shard at once */
     pile_adamw_config cfg;
     pile_tensor master, grads, m, v;
-    int master_is_compute; /* master is the model's parameter buffer, not an allocation of ours */
+    pile_tensor gshard;     /* the gradients the step reads: grads (stage 0), its shard, or own_gshard */
+    int own_gshard;
+    pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
+    pile_tensor staging;    /* offload with 16-bit parameters: the shard converted in obe before it goes up */
+    pile_tensor bucket_buf; /* stage 2 and 3 with buckets: world x bucket packed gradients (be) */
+    /* stage 3: the rank's shard of the compute parameters (pbe: be, or obe
+     * with offload_param), and two unit buffers the model reads from (be) */
+    pile_backend *pbe;
+    pile_tensor cshard;
+    pile_tensor unit_buf[2];
+    int unit_in[2];         /* the unit each holds; -1 none */
+    int last_unit;          /* the unit the model asked for last */
+    size_t prefetch;        /* units of at most this many parameters are gathered ahead */
+    uint64_t comm_bytes;    /* payload of the collectives issued (see pile_optim_comm_bytes) */
+    int master_is_compute;  /* master is the model's parameter buffer, not an allocation of ours */
     int64_t steps;
     pile_loss_scaler *scaler; /* fp16 only */
 };
 
-int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_config *cfg, pile_err *err)
+static pile_comm_dtype comm_dtype(pile_dtype dt)
 {
-    *out = NULL;
-    PILE_RETURN_IF(!(cfg->beta1 >= 0.0f && cfg->beta1 < 1.0f) || !(cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f), err,
-                   PILE_EINVAL, "invalid AdamW betas (%g, %g): each must be in [0, 1)", (double)cfg->beta1,
-                   (double)cfg->beta2);
-    PILE_RETURN_IF(!(cfg->eps >= 0.0f) || !(cfg->weight_decay >= 0.0f), err, PILE_EINVAL,
-                   "invalid AdamW eps %g or weight decay %g: must be >= 0", (double)cfg->eps,
-                   (double)cfg->weight_decay);
-    pile_optim *o = calloc(1, sizeof *o);
-    if (!o) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the optimizer");
-    o->model = model;
-    o->be = pile_model_backend(model);
-    o->cfg = *cfg;
-    const size_t n = pile_model_flat_size(model);
-    const pile_tensor params = pile_model_params(model);
+    return dt == PILE_DTYPE_BF16 ? PILE_COMM_BF16 : dt == PILE_DTYPE_F16 ? PILE_COMM_F16 : PILE_COMM_F32;
+}
+
+/* The stage-0 state: one buffer each of the flat size, the master
+ * weights shared with the model's F32 parameters where they can be. */
+static int alloc_replicated(pile_optim *o, pile_tensor params)
+{
+    const size_t n = o->n;
     /* one buffer unless the model computes in 16 bits (or emulates it) */
     o->master_is_compute = params.dtype == PILE_DTYPE_F32 && params.be == o->be &&
                            pile_backend_emulation(o->be) == PILE_DTYPE_F32;
@@ -48,15 +64,195 @@ int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_conf
         else if (o->master.data) pile_backend_convert(o->be, o->master, params, n);
     }
     o->grads = pile_backend_alloc(o->be, PILE_DTYPE_F32, n);
+    o->gshard = o->grads;
     o->m = pile_backend_alloc(o->be, PILE_DTYPE_F32, n);
     o->v = pile_backend_alloc(o->be, PILE_DTYPE_F32, n);
-    if (!o->master.data || !o->grads.data || !o->m.data || !o->v.data) {
-        pile_optim_free(o);
-        return pile_err_set(err, PILE_ENOMEM,
-                            "cannot allocate the optimizer's gradients, moments and master weights (%zu bytes each)",
-                            n * sizeof(float));
+    return o->master.data && o->grads.data && o->m.data && o->v.data ? 0 : PILE_ENOMEM;
+}
+
+/* The sharded state (stage 1 to 3), drawn as the buffers hold it:
+ *   be:  grads    [0 ........... padded)  whole, F32, summed over the micro-batches
+ *                                          (stage 2: one micro-batch's, zeroed after each)
+ *        gather   [0 ........... padded)  compute dtype, every rank's shard after the all-gather
+ *        gather is stage 1 and 2's; stage 3 has instead
+ *        unit_buf[2]                       the largest unit's compute parameters, twice
+ *        bucket_buf  world x bucket        stage 2 and 3, when the shard is cut into buckets
+ *   obe: master, m, v, gshard   [lo, lo + shard) of the flat layout, F32
+ *        staging                           offload with 16-bit parameters only
+ *   pbe: cshard  [lo, lo + shard)          stage 3: compute parameters (pbe: obe with
+ *                                          offload_param, else be)
+ * gshard is grads' own shard (in place) at stage 1 without offload. The
+ * master weights start as the model's parameters, which the caller made
+ * equal on every rank. */
+static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
+{
+    const size_t w = (size_t)o->world;
+    o->padded = (o->n + w - 1) / w * w;
+    o->shard = o->padded / w;
+    o->lo = (size_t)o->rank * o->shard;
+    o->master = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
+    o->m = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
+    o->v = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
+    o->grads = pile_backend_alloc(o->be, PILE_DTYPE_F32, o->padded);
+    o->own_gshard = o->stage >= 2 || o->obe != o->be;
+    o->gshard = o->own_gshard ? pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard)
+                              : pile_tensor_slice(o->grads, o->lo, o->shard);
+    int ok = o->master.data && o->m.data && o->v.data && o->grads.data && o->gshard.data;
+    if (ok && o->stage < 3) {
+        o->gather = pile_backend_alloc(o->be, params.dtype, o->padded);
+        ok = o->gather.data != NULL;
+    } else if (ok) {
+        o->cshard = pile_backend_alloc(o->pbe, params.dtype, o->shard);
+        size_t most = 0, first, count;
+        for (int u = 0; u < pile_model_unit_count(o->model); u++) {
+            pile_model_unit_range(o->model, u, &first, &count);
+            if (count > most) most = count;
+        }
+        for (int k = 0; k < 2; k++) {
+            o->unit_buf[k] = pile_backend_alloc(o->be, params.dtype, most);
+            o->unit_in[k] = -1;
+        }
+        ok = o->cshard.data && o->unit_buf[0].data && o->unit_buf[1].data;
     }
-    int rc = pile_optim_update_model(o, err); /* the compute copy, rounded as it will be after each step */
+    if (ok && o->obe != o->pbe && params.dtype != PILE_DTYPE_F32) {
+        o->staging = pile_backend_alloc(o->obe, params.dtype, o->shard);
+        ok = o->staging.data != NULL;
+    }
+    if (ok && o->stage >= 2 && o->bucket) {
+        o->bucket_buf = pile_backend_alloc(o->be, PILE_DTYPE_F32, w * o->bucket);
+        ok = o->bucket_buf.data != NULL;
+    }
+    if (!ok) return PILE_ENOMEM;
+    /* the shard's real elements (the padding stays zero), through fp32 in
+     * host memory: any compute dtype, any pair of backends */
+    const size_t real = o->lo < o->n ? (o->n - o->lo < o->shard ? o->n - o->lo : o->shard) : 0;
+    if (!real) return 0;
+    float *host = malloc(real * sizeof *host);
+    if (!host) return PILE_ENOMEM;
+    int rc = pile_tensor_download_f32(host, pile_tensor_slice(params, o->lo, real), real, err);
+    if (rc == 0) rc = pile_tensor_upload_f32(pile_tensor_slice(o->master, 0, real), host, real, err);
+    free(host);
+    return rc;
+}
+
+/* Gathers unit u into unit_buf[k]: each rank whose shard meets the unit's
+ * range broadcasts its piece, in rank order (every rank makes the same
+ * calls). The owner's piece comes from its compute shard, converted on
+ * the model's backend (rounded as it rounds) unless the shard is
+ * offloaded (then it was rounded where it was converted). */
+static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
+{
+    size_t first, count;
+    pile_model_unit_range(o->model, u, &first, &count);
+    const pile_tensor buf = o->unit_buf[k];
+    const size_t es = pile_dtype_size(buf.dtype);
+    o->unit_in[k] = -1;
+    for (int q = 0; q < o->world; q++) {
+        const size_t qlo = (size_t)q * o->shard, qhi = qlo + o->shard;
+        const size_t a = first > qlo ? first : qlo, b = first + count < qhi ? first + count : qhi;
+        if (a >= b) continue;
+        const pile_tensor piece = pile_tensor_slice(buf, a - first, b - a);
+        if (q == o->rank) {
+            const pile_tensor src = pile_tensor_slice(o->cshard, a - o->lo, b - a);
+            if (o->pbe == o->be) pile_backend_convert(o->be, piece, src, b - a);
+            else PILE_FORWARD_IF_ERR(pile_tensor_copy(piece, src, b - a, err));
+        }
+        PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+        if (o->comm)
+            PILE_FORWARD_IF_ERR(pile_comm_broadcast(o->comm, piece.data, b - a, comm_dtype(buf.dtype), q, NULL, err));
+        o->comm_bytes += (b - a) * es;
+    }
+    o->unit_in[k] = u;
+    return 0;
+}
+
+/* The model's fetch (model.h): unit u from the buffer that holds it, or
+ * gathered into the one not holding the unit asked for last; then `next`
+ * into the other (DeepSpeed's stage3_prefetch_bucket_size: when it is no
+ * larger than that), so that the model's next request finds it there (with
+ * collectives that finish before returning, "single" and "mpi", the
+ * prefetch does not overlap the compute; it would on a stream). */
+static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *err)
+{
+    pile_optim *o = ctx;
+    int k = o->unit_in[0] == u ? 0 : o->unit_in[1] == u ? 1 : -1;
+    if (k < 0) {
+        k = o->unit_in[0] == -1 ? 0 : o->unit_in[1] == -1 ? 1 : o->unit_in[0] == o->last_unit ? 1 : 0;
+        PILE_FORWARD_IF_ERR(gather_unit(o, u, k, err));
+    }
+    o->last_unit = u;
+    size_t first, count = 0;
+    if (next >= 0) pile_model_unit_range(o->model, next, &first, &count);
+    if (next >= 0 && o->unit_in[1 - k] != next && next != u && count <= o->prefetch)
+        PILE_FORWARD_IF_ERR(gather_unit(o, next, 1 - k, err));
+    *view = o->unit_buf[k];
+    return 0;
+}
+
+int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_config *cfg, pile_err *err)
+{
+    return pile_optim_create_zero(out, model, cfg, NULL, err);
+}
+
+int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw_config *cfg,
+                           const pile_optim_zero *z, pile_err *err)
+{
+    *out = NULL;
+    PILE_RETURN_IF(!(cfg->beta1 >= 0.0f && cfg->beta1 < 1.0f) || !(cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f), err,
+                   PILE_EINVAL, "invalid AdamW betas (%g, %g): each must be in [0, 1)", (double)cfg->beta1,
+                   (double)cfg->beta2);
+    PILE_RETURN_IF(!(cfg->eps >= 0.0f) || !(cfg->weight_decay >= 0.0f), err, PILE_EINVAL,
+                   "invalid AdamW eps %g or weight decay %g: must be >= 0", (double)cfg->eps,
+                   (double)cfg->weight_decay);
+    const pile_optim_zero none = {0, NULL, NULL, 0, 0, 0};
+    if (!z) z = &none;
+    pile_backend *be = pile_model_backend(model);
+    PILE_RETURN_IF(z->stage < 0 || z->stage > 3, err, PILE_EINVAL, "ZeRO stage %d: must be 0 to 3", z->stage);
+    PILE_RETURN_IF(z->offload_param && (z->stage != 3 || !z->offload), err, PILE_EINVAL,
+                   "parameter offload needs ZeRO stage 3 and an offload backend");
+    /* the offloaded parameter shard is rounded where it is converted */
+    PILE_RETURN_IF(z->offload_param && pile_backend_emulation(z->offload) != pile_backend_emulation(be), err,
+                   PILE_EINVAL, "parameter offload: the offload backend must emulate %s as the model's does",
+                   pile_dtype_name(pile_backend_emulation(be)));
+    PILE_RETURN_IF(z->offload && z->stage == 0, err, PILE_EINVAL,
+                   "optimizer offload needs ZeRO stage 1 or more (the offloaded state is the rank's shard)");
+    PILE_RETURN_IF(z->offload && !pile_backend_host_memory(z->offload), err, PILE_EINVAL,
+                   "cannot offload the optimizer to the %s backend: its memory is not the host's",
+                   pile_backend_name(z->offload));
+    PILE_RETURN_IF((z->comm || z->stage > 0) && !pile_backend_host_memory(be), err, PILE_EINVAL,
+                   "cannot %s gradients in the %s backend's memory: the '%s' communicator works on host memory",
+                   z->stage ? "shard" : "reduce", pile_backend_name(be), z->comm ? pile_comm_name(z->comm) : "single");
+    pile_optim *o = calloc(1, sizeof *o);
+    if (!o) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the optimizer");
+    o->model = model;
+    o->be = be;
+    o->obe = z->offload ? z->offload : be;
+    o->pbe = z->offload_param ? o->obe : be;
+    o->last_unit = -1;
+    o->prefetch = z->prefetch_elems;
+    o->comm = z->comm;
+    o->stage = z->stage;
+    o->rank = z->comm ? pile_comm_rank(z->comm) : 0;
+    o->world = z->comm ? pile_comm_world_size(z->comm) : 1;
+    o->cfg = *cfg;
+    o->n = pile_model_flat_size(model);
+    o->padded = o->shard = o->n;
+    const pile_tensor params = pile_model_params(model);
+    int rc = 0;
+    if (o->stage == 0) rc = alloc_replicated(o, params);
+    else {
+        /* a bucket as large as the shard is the shard at once, in place */
+        o->bucket = z->bucket_elems;
+        if (o->bucket >= (o->n + (size_t)o->world - 1) / (size_t)o->world) o->bucket = 0;
+        rc = alloc_sharded(o, params, err);
+        /* from here on the model reads its units through unit_fetch */
+        if (rc == 0 && o->stage == 3) rc = pile_model_partition(model, unit_fetch, o, err);
+    }
+    if (rc == PILE_ENOMEM)
+        rc = pile_err_set(err, PILE_ENOMEM,
+                          "cannot allocate the optimizer's gradients, moments and master weights (%zu bytes each)",
+                          o->shard * sizeof(float));
+    if (rc == 0) rc = pile_optim_update_model(o, err); /* the compute copy, rounded as it will be after each step */
     if (rc < 0) {
         pile_optim_free(o);
         return rc;
@@ -69,6 +265,13 @@ void pile_optim_free(pile_optim *o)
 {
     if (!o) return;
     pile_loss_scaler_free(o->scaler);
+    pile_backend_free(&o->bucket_buf);
+    pile_backend_free(&o->cshard);
+    pile_backend_free(&o->unit_buf[0]);
+    pile_backend_free(&o->unit_buf[1]);
+    pile_backend_free(&o->staging);
+    pile_backend_free(&o->gather);
+    if (o->own_gshard) pile_backend_free(&o->gshard);
     pile_backend_free(&o->v);
     pile_backend_free(&o->m);
     pile_backend_free(&o->grads);
@@ -78,23 +281,193 @@ void pile_optim_free(pile_optim *o)
 
 pile_tensor pile_optim_master(pile_optim *o) { return o->master; }
 pile_tensor pile_optim_grads(pile_optim *o) { return o->grads; }
+pile_tensor pile_optim_grad_shard(pile_optim *o) { return o->gshard; }
 pile_tensor pile_optim_m(pile_optim *o) { return o->m; }
 pile_tensor pile_optim_v(pile_optim *o) { return o->v; }
 int pile_optim_master_is_compute(const pile_optim *o) { return o->master_is_compute; }
 int64_t pile_optim_steps(const pile_optim *o) { return o->steps; }
 void pile_optim_set_steps(pile_optim *o, int64_t steps) { o->steps = steps; }
+int pile_optim_zero_stage(const pile_optim *o) { return o->stage; }
 
-void pile_optim_zero_grad(pile_optim *o) { pile_backend_zero(o->be, o->grads, o->grads.n); }
+void pile_optim_shard(const pile_optim *o, size_t *offset, size_t *count)
+{
+    *offset = o->lo;
+    *count = o->shard;
+}
+
+static pile_tensor state_tensor(pile_optim *o, pile_optim_state which)
+{
+    return which == PILE_OPTIM_MASTER ? o->master : which == PILE_OPTIM_M ? o->m : o->v;
+}
+
+int pile_optim_shards(const pile_optim *o) { return o->stage > 0 ? o->world : 1; }
+uint64_t pile_optim_comm_bytes(const pile_optim *o) { return o->comm_bytes; }
+
+/* The whole of t, this rank's shard of a flat buffer, as fp32 in host
+ * memory: all-gathered when there are other ranks. */
+static int gather_f32(pile_optim *o, pile_tensor t, float *host, pile_err *err)
+{
+    float *all = malloc(o->padded * sizeof *all);
+    if (!all) return pile_err_set(err, PILE_ENOMEM, "out of memory for %zu floats of optimizer state", o->padded);
+    int rc = pile_tensor_download_f32(all + o->lo, t, o->shard, err);
+    if (rc == 0) rc = pile_comm_all_gather(o->comm, all, all + o->lo, o->padded, PILE_COMM_F32, NULL, err);
+    if (rc == 0) memcpy(host, all, o->n * sizeof *host);
+    free(all);
+    return rc;
+}
+
+int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err)
+{
+    const pile_tensor t = state_tensor(o, which);
+    if (pile_optim_shards(o) == 1) return pile_tensor_download_f32(host, t, o->n, err);
+    return gather_f32(o, t, host, err);
+}
+
+int pile_optim_gather_params(pile_optim *o, float *host, pile_err *err)
+{
+    if (o->stage < 3) return pile_tensor_download_f32(host, pile_model_params(o->model), o->n, err);
+    int rc = o->world == 1 ? pile_tensor_download_f32(host, o->cshard, o->n, err) : gather_f32(o, o->cshard, host, err);
+    /* a shard copied from offloaded master weights is rounded where it is
+     * read (gather_unit): here too */
+    const pile_dtype emu = pile_backend_emulation(o->be);
+    if (rc == 0 && o->pbe == o->be && o->obe != o->be && emu != PILE_DTYPE_F32)
+        pile_precision_round(host, o->n, emu == PILE_DTYPE_BF16 ? PILE_PRECISION_BF16 : PILE_PRECISION_FP16);
+    return rc;
+}
+
+int pile_optim_put(pile_optim *o, pile_optim_state which, const float *src, size_t first, size_t count,
+                   pile_err *err)
+{
+    const size_t hi = o->lo + o->shard < o->n ? o->lo + o->shard : o->n;
+    const size_t a = first > o->lo ? first : o->lo;
+    const size_t b = first + count < hi ? first + count : hi;
+    if (a >= b) return 0;
+    return pile_tensor_upload_f32(pile_tensor_slice(state_tensor(o, which), a - o->lo, b - a), src + (a - first),
+                                  b - a, err);
+}
+
+void pile_optim_zero_grad(pile_optim *o)
+{
+    pile_backend_zero(o->be, o->grads, o->grads.n);
+    if (o->own_gshard) pile_backend_zero(o->obe, o->gshard, o->shard);
+}
+
+/* dst[0..n) += src[0..n), both F32 in host memory (the backends'
+ * memory is the host's: checked at create). Not a backend op since an
+ * emulating backend would round an F32 add to 16 bits. */
+static void add_host(pile_tensor dst, pile_tensor src, size_t n)
+{
+    float *d = dst.data;
+    const float *s = src.data;
+    for (size_t i = 0; i < n; i++) d[i] += s[i];
+}
+
+int pile_optim_backward_done(pile_optim *o, pile_err *err)
+{
+    if (o->stage < 2) return 0;
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+    const size_t w = (size_t)o->world, r = (size_t)o->rank;
+    if (!o->bucket) {
+        pile_tensor mine = pile_tensor_slice(o->grads, o->lo, o->shard);
+        if (o->comm)
+            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->grads.data, o->padded,
+                                                         PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+        o->comm_bytes += o->padded * 4;
+        add_host(o->gshard, mine, o->shard);
+    } else {
+        /* bucket k holds each rank's k-th piece of its shard, in rank
+         * order: a reduce-scatter of it leaves every rank its own piece */
+        for (size_t k0 = 0; k0 < o->shard; k0 += o->bucket) {
+            const size_t b = o->shard - k0 < o->bucket ? o->shard - k0 : o->bucket;
+            for (size_t q = 0; q < w; q++)
+                pile_backend_copy(o->be, pile_tensor_slice(o->bucket_buf, q * b, b),
+                                  pile_tensor_slice(o->grads, q * o->shard + k0, b), b);
+            PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+            pile_tensor mine = pile_tensor_slice(o->bucket_buf, r * b, b);
+            if (o->comm)
+                PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->bucket_buf.data, w * b,
+                                                             PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+            o->comm_bytes += w * b * 4;
+            add_host(pile_tensor_slice(o->gshard, k0, b), mine, b);
+        }
+    }
+    pile_backend_zero(o->be, o->grads, o->grads.n);
+    return 0;
+}
+
+int pile_optim_reduce_gradients(pile_optim *o, double *sumsq, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* the backward's results, before the host reads them */
+    if (o->stage == 0) {
+        size_t off = 0, cnt = o->n;
+        if (o->comm) {
+            PILE_FORWARD_IF_ERR(pile_comm_allreduce(o->comm, o->grads.data, o->n, PILE_COMM_F32, PILE_COMM_SUM,
+                                                    NULL, err));
+            o->comm_bytes += 2 * o->n * 4; /* a ring allreduce: a reduce-scatter and an all-gather */
+            pile_comm_partition(o->comm, o->n, &off, &cnt);
+        }
+        *sumsq = pile_backend_sumsq(o->be, pile_tensor_slice(o->grads, off, cnt), cnt);
+        return 0;
+    }
+    if (o->stage == 1) {
+        pile_tensor mine = pile_tensor_slice(o->grads, o->lo, o->shard);
+        if (o->comm)
+            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->grads.data, o->padded,
+                                                         PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+        o->comm_bytes += o->padded * 4;
+        if (o->own_gshard) PILE_FORWARD_IF_ERR(pile_tensor_copy(o->gshard, mine, o->shard, err));
+    }
+    *sumsq = pile_backend_sumsq(o->obe, o->gshard, o->shard);
+    return 0;
+}
 
 double pile_optim_grad_norm(pile_optim *o)
 {
-    /* padded wte rows hold zero gradients, so the whole buffer serves */
-    return sqrt(pile_backend_sumsq(o->be, o->grads, o->grads.n));
+    /* padded wte rows and the shards' padding hold zero gradients, so the
+     * whole buffer serves */
+    return sqrt(pile_backend_sumsq(o->obe, o->gshard, o->gshard.n));
 }
 
 int pile_optim_update_model(pile_optim *o, pile_err *err)
 {
-    if (!o->master_is_compute) pile_backend_convert(o->be, pile_model_params(o->model), o->master, o->master.n);
+    const pile_tensor params = pile_model_params(o->model);
+    if (o->stage == 0) {
+        if (!o->master_is_compute) pile_backend_convert(o->be, params, o->master, o->master.n);
+        return pile_backend_sync(o->be, err);
+    }
+    /* the shard in the compute dtype into its place of the whole, then
+     * every rank's; the last convert rounds as stage 0's does on an
+     * emulating backend (rounding twice changes nothing). Stage 3 stops
+     * at the shard: units are gathered when the model reads them. */
+    if (o->stage == 3) {
+        o->unit_in[0] = o->unit_in[1] = -1; /* the units held are stale */
+        if (o->obe == o->pbe) {
+            pile_backend_convert(o->pbe, o->cshard, o->master, o->shard);
+        } else if (o->staging.data) {
+            pile_backend_convert(o->obe, o->staging, o->master, o->shard);
+            PILE_FORWARD_IF_ERR(pile_tensor_copy(o->cshard, o->staging, o->shard, err));
+        } else {
+            PILE_FORWARD_IF_ERR(pile_tensor_copy(o->cshard, o->master, o->shard, err));
+        }
+        PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+        return pile_backend_sync(o->pbe, err);
+    }
+    pile_tensor mine = pile_tensor_slice(o->gather, o->lo, o->shard);
+    if (o->obe == o->be) {
+        pile_backend_convert(o->be, mine, o->master, o->shard);
+    } else if (o->staging.data) {
+        pile_backend_convert(o->obe, o->staging, o->master, o->shard);
+        PILE_FORWARD_IF_ERR(pile_tensor_copy(mine, o->staging, o->shard, err));
+    } else {
+        PILE_FORWARD_IF_ERR(pile_tensor_copy(mine, o->master, o->shard, err));
+    }
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+    if (o->comm)
+        PILE_FORWARD_IF_ERR(pile_comm_all_gather(o->comm, o->gather.data, mine.data, o->padded,
+                                                 comm_dtype(o->gather.dtype), NULL, err));
+    o->comm_bytes += o->padded * pile_dtype_size(o->gather.dtype);
+    pile_backend_convert(o->be, params, o->gather, o->n);
     return pile_backend_sync(o->be, err);
 }
 
@@ -106,15 +479,20 @@ int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, p
     if (max_norm > 0.0f) {
         /* torch computes the coefficient in the gradients' dtype (fp32) */
         float coef = max_norm / ((float)grad_norm + 1e-6f);
-        if (coef < 1.0f) pile_backend_scale(o->be, o->grads, o->grads.n, coef);
+        if (coef < 1.0f) pile_backend_scale(o->obe, o->gshard, o->gshard.n, coef);
     }
     int64_t t = o->steps + 1;
+    const size_t lo = o->lo, hi = o->lo + o->shard;
     for (size_t i = 0; i < pile_model_tensor_count(model); i++) {
         const pile_tensor_info *ti = pile_model_tensor(model, i);
         float wd = ti->decay || o->cfg.decay_all ? o->cfg.weight_decay : 0.0f;
-        /* saved_numel: wte's padded rows come last and stay exactly zero */
-        const size_t at = ti->offset, n = ti->saved_numel;
-        pile_backend_adamw(o->be, pile_tensor_slice(o->master, at, n), pile_tensor_slice(o->grads, at, n),
+        /* saved_numel: wte's padded rows come last and stay exactly zero;
+         * of each tensor, the part in this rank's shard */
+        const size_t a = ti->offset > lo ? ti->offset : lo;
+        const size_t b = ti->offset + ti->saved_numel < hi ? ti->offset + ti->saved_numel : hi;
+        if (a >= b) continue;
+        const size_t at = a - lo, n = b - a;
+        pile_backend_adamw(o->obe, pile_tensor_slice(o->master, at, n), pile_tensor_slice(o->gshard, at, n),
                            pile_tensor_slice(o->m, at, n), pile_tensor_slice(o->v, at, n), n, lr, o->cfg.beta1,
                            o->cfg.beta2, o->cfg.eps, wd, t);
     }
@@ -149,7 +527,7 @@ int pile_optim_step_scaled(pile_optim *o, double grad_norm, int overflow, float 
         /* powers of two (and any scale that converts to fp32 exactly):
          * dividing by the scale is exact where nothing underflows */
         if (ls.scale != 1.0) {
-            pile_backend_scale(o->be, o->grads, o->grads.n, (float)(1.0 / ls.scale));
+            pile_backend_scale(o->obe, o->gshard, o->gshard.n, (float)(1.0 / ls.scale));
             norm = grad_norm / ls.scale;
         }
     } else if (out) {

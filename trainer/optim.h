@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "comm/comm.h"
 #include "loss_scaler.h"
 #include "model.h"
 #include "pile_error.h"
@@ -31,6 +32,43 @@ typedef struct pile_adamw_config {
 
 typedef struct pile_optim pile_optim;
 
+/* How the training state is divided over the ranks (ZeRO, Rajbhandari et
+ * al. 2020) and where it lives. The flat buffers (pile_model_flat_size
+ * elements) are padded to a multiple of the world size and cut into equal
+ * shards, rank r owning [r * shard, (r + 1) * shard): reduce-scatter's
+ * and all-gather's rule (comm.h), so any model divides over any number of
+ * ranks and the ranks' shards cover the model once.
+ *  - stage 0: everything replicated; the gradients are allreduced.
+ *  - stage 1: master weights and moments are the rank's shard only; the
+ *    gradients (a whole buffer, accumulated over the micro-batches) are
+ *    reduce-scattered to their owner at the end of the step, and the
+ *    updated compute parameters all-gathered.
+ *  - stage 2: plus the gradient accumulator is the shard only: after each
+ *    micro-batch's backward the whole gradient is reduce-scattered in
+ *    buckets of bucket_elems per rank into the owner's fp32 accumulator
+ *    and the whole buffer starts again from zero (the backward still
+ *    writes one whole fp32 gradient buffer: model.h's backward takes one).
+ *  - stage 3: plus the compute parameters are the rank's shard only: the
+ *    model is partitioned (pile_model_partition) and reads each unit (the
+ *    embeddings, a block, the final LayerNorm) from one of two buffers,
+ *    gathered from the owners before its forward and again before its
+ *    backward, the next unit gathered into the other buffer right after
+ *    (prefetch) when it has at most prefetch_elems parameters. offload_param keeps the parameter shard in the offload
+ *    backend (which must emulate what the model's does).
+ * offload: a second backend object whose memory is the host's (the
+ * "cpu" backend) for the master weights, moments and gradient shard:
+ * gradients go down to it and updated parameters come up, AdamW runs
+ * there (stage 1 and 2). On the cpu backend this is the same code path
+ * with two backend objects. */
+typedef struct pile_optim_zero {
+    int stage;              /* 0 to 3 */
+    pile_comm *comm;        /* the ranks (borrowed; NULL: one rank) */
+    pile_backend *offload;  /* borrowed; NULL: the model's backend */
+    size_t bucket_elems;    /* stage 2 and 3: reduce-scatter bucket per rank, elements; 0: one bucket */
+    int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
+    size_t prefetch_elems;  /* stage 3: a unit of at most this many parameters is gathered ahead */
+} pile_optim_zero;
+
 /* What the optimizer owns, in its backend (the model's, today), each one
  * allocation in the model's flat tensor layout (pile_model_flat_size
  * elements): the fp32 master weights, the gradients (F32, accumulated by
@@ -46,32 +84,107 @@ typedef struct pile_optim pile_optim;
  * create takes the model's current parameters as the master weights (init
  * or load them into the model first) and zero moments and gradients. */
 int pile_optim_create(pile_optim **out, pile_model *m, const pile_adamw_config *cfg, pile_err *err);
+/* The same, sharded as z says (NULL: stage 0 on one rank, which is
+ * pile_optim_create). Every rank creates it with the same model (the same
+ * initial parameters) and z. PILE_EINVAL for a stage outside 0 to 2, an
+ * offload at stage 0 (DeepSpeed's rule: offload shards the state first),
+ * an offload backend whose memory is not the host's, or sharding on a
+ * communicator that cannot reach the model backend's memory (host memory
+ * for "single" and "mpi"). */
+int pile_optim_create_zero(pile_optim **out, pile_model *m, const pile_adamw_config *cfg, const pile_optim_zero *z,
+                           pile_err *err);
 void pile_optim_free(pile_optim *o); /* accepts NULL */
-/* Its tensors (F32, backend memory, the optimizer's for its lifetime). */
+/* Its tensors (F32, backend memory, the optimizer's for its lifetime).
+ * grads: the whole buffer the backward accumulates into (the model's
+ * backend). master, m, v and grad_shard: the rank's shard, elements
+ * [offset, offset + count) of the flat layout (pile_optim_shard), in the
+ * offload backend when there is one; at stage 0 the shard is the whole
+ * buffer and grad_shard is grads. Elements past pile_model_flat_size
+ * (padding) stay zero. */
 pile_tensor pile_optim_master(pile_optim *o);
 pile_tensor pile_optim_grads(pile_optim *o);
+pile_tensor pile_optim_grad_shard(pile_optim *o);
 pile_tensor pile_optim_m(pile_optim *o);
 pile_tensor pile_optim_v(pile_optim *o);
+/* The rank's shard of the flat buffers: its first element and its length
+ * (equal on every rank; the whole unpadded buffer at stage 0), and the
+ * stage. */
+void pile_optim_shard(const pile_optim *o, size_t *offset, size_t *count);
+int pile_optim_zero_stage(const pile_optim *o);
 /* 1 when the master weights are the model's compute parameters (F32). */
 int pile_optim_master_is_compute(const pile_optim *o);
 /* Optimizer steps taken so far (the t of bias correction is steps + 1). */
 int64_t pile_optim_steps(const pile_optim *o);
 void pile_optim_set_steps(pile_optim *o, int64_t steps);
 
+/* Which of the optimizer's fp32 states (the same flat layout each). */
+typedef enum pile_optim_state {
+    PILE_OPTIM_MASTER = 0,
+    PILE_OPTIM_M = 1,
+    PILE_OPTIM_V = 2,
+} pile_optim_state;
+
+/* The whole of state `which` as fp32 in host memory (pile_model_flat_size
+ * floats): the rank's own at stage 0, every rank's shard all-gathered
+ * above (a collective: every rank calls it). What a checkpoint's
+ * consolidated files are written from. PILE_ENOMEM, the backend's or the
+ * communicator's error. */
+int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err);
+/* The model's compute parameters, whole, as fp32 in host memory
+ * (pile_model_flat_size floats): at stage 3 the ranks' shards
+ * all-gathered (a collective), else the model's own. */
+int pile_optim_gather_params(pile_optim *o, float *host, pile_err *err);
+/* Puts src[0..count), the values of flat elements [first, first + count)
+ * of state `which`, where this rank keeps them: the part inside its shard
+ * (none when they do not meet). What a checkpoint is loaded through, so
+ * that any world size and stage read the same files (DeepSpeed's
+ * universal checkpoint: the flat layout does not depend on either). */
+int pile_optim_put(pile_optim *o, pile_optim_state which, const float *src, size_t first, size_t count,
+                   pile_err *err);
+/* The ranks the state is sharded over: 1 at stage 0 (each rank keeps it
+ * whole) or on one rank. */
+int pile_optim_shards(const pile_optim *o);
+/* Bytes of payload the collectives of gradients and parameters have
+ * moved so far, counted as the ZeRO paper counts them (Rajbhandari et al.
+ * 2020, section 7): an allreduce of n bytes is 2n (a reduce-scatter and an
+ * all-gather), a reduce-scatter or an all-gather of n bytes is n, a
+ * stage-3 unit broadcast its bytes; on one rank the same count for the
+ * collectives that would run. A step's bytes over the parameter bytes:
+ * 2 at stages 0 to 2, about 3 at stage 3. */
+uint64_t pile_optim_comm_bytes(const pile_optim *o);
+
 /* Zeroes the gradients: where a step's sum over micro-batches starts. */
 void pile_optim_zero_grad(pile_optim *o);
 
-/* Global L2 norm of the gradients on one rank; NaN when the backend has
- * failed. (Over several ranks the loop sums each rank's partition through
- * the communicator, comm/comm.h, instead.) */
+/* After each micro-batch's backward: at stage 2 the whole gradient is
+ * reduce-scattered (in buckets) and added to the rank's fp32 shard, and
+ * the whole buffer zeroed for the next micro-batch; a no-op below stage
+ * 2. A collective: every rank calls it as often. 0, the backend's sticky
+ * error or the communicator's. */
+int pile_optim_backward_done(pile_optim *o, pile_err *err);
+
+/* At the end of the step's accumulation: the gradients summed over the
+ * ranks (stage 0: allreduced; 1: reduce-scattered to the owner; 2:
+ * already there), moved to the offload backend when there is one, and
+ * *sumsq = this rank's part of the global squared norm (its partition of
+ * the whole at stage 0, its shard above), which the caller sums over the
+ * ranks (the norm is the square root of the sum) together with whatever
+ * else it reduces. A collective. On one rank at stage 0 the norm is
+ * pile_optim_grad_norm's, bit for bit. */
+int pile_optim_reduce_gradients(pile_optim *o, double *sumsq, pile_err *err);
+
+/* L2 norm of the gradients the step reads on this rank (at stage 0 the
+ * whole; above, the shard): the global norm on one rank. NaN when the
+ * backend has failed. */
 double pile_optim_grad_norm(pile_optim *o);
 
 /* One optimizer step on the gradients, reduced over the ranks already,
  * given their global norm: clipping to max_norm (<= 0: none), one AdamW
- * step with learning rate lr on the master weights, counted, then the
- * model's compute parameters written from them. 0, or the backend's sticky
- * error; PILE_EINVAL, changing nothing, for a norm that is not finite (the
- * caller decides whether that ends the run). */
+ * step with learning rate lr on the master weights (the rank's shard),
+ * counted, then the model's compute parameters written from them (from
+ * stage 1 all-gathered: a collective). 0, or the backend's sticky error
+ * or the communicator's; PILE_EINVAL, changing nothing, for a norm that
+ * is not finite (the caller decides whether that ends the run). */
 int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, pile_err *err);
 
 /* fp16's loss scaling (loss_scaler.h): the optimizer creates and owns a
@@ -99,7 +212,8 @@ int pile_optim_step_scaled(pile_optim *o, double grad_norm, int overflow, float 
                            double *unscaled_norm, pile_loss_scaler_step *out, pile_err *err);
 
 /* Writes the model's compute parameters from the master weights (after a
- * checkpoint was loaded into them). A no-op when they are one buffer. */
+ * checkpoint was loaded into them; from stage 1 an all-gather, a
+ * collective). A no-op when they are one buffer. */
 int pile_optim_update_model(pile_optim *o, pile_err *err);
 
 /* Learning rate of optimizer step `step` (0-based) out of total_steps. */

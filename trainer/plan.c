@@ -144,8 +144,17 @@ static int check(const pile_plan_settings *s, pile_err *err)
     if (s->gpus == 0) {
         PILE_RETURN_IF(s->threads < 1, err, PILE_EINVAL, "invalid thread count %d", s->threads);
         PILE_RETURN_IF(!s->backend, err, PILE_EINVAL, "a plan for the CPU backend needs the backend");
-        PILE_RETURN_IF(s->zero_stage != 0 || s->offload != PILE_OFFLOAD_NONE || s->nodes != 1, err, PILE_EINVAL,
+        PILE_RETURN_IF(s->ranks < 0, err, PILE_EINVAL, "invalid number of ranks %d", s->ranks);
+        PILE_RETURN_IF(s->ranks == 0 && (s->zero_stage != 0 || s->offload != PILE_OFFLOAD_NONE), err, PILE_EINVAL,
                        "the CPU backend runs one process: ZeRO, offload and nodes need --gpus");
+        PILE_RETURN_IF(s->nodes != 1, err, PILE_EINVAL, "the CPU backend runs on one host: nodes need --gpus");
+        PILE_RETURN_IF(s->zero_stage < 0 || s->zero_stage > 3, err, PILE_EINVAL, "ZeRO stage must be 0 to 3, not %d",
+                       s->zero_stage);
+        PILE_RETURN_IF((unsigned)s->offload > PILE_OFFLOAD_ALL, err, PILE_EINVAL, "invalid offload %d", (int)s->offload);
+        PILE_RETURN_IF(s->offload && s->zero_stage < 1, err, PILE_EINVAL,
+                       "offload of the optimizer needs ZeRO stage 1, 2 or 3, not %d", s->zero_stage);
+        PILE_RETURN_IF(s->offload == PILE_OFFLOAD_ALL && s->zero_stage != 3, err, PILE_EINVAL,
+                       "offload of the parameters needs ZeRO stage 3, not %d", s->zero_stage);
         return 0;
     }
     PILE_RETURN_IF(s->zero_stage < 0 || s->zero_stage > 3, err, PILE_EINVAL, "ZeRO stage must be 0 to 3, not %d",
@@ -363,8 +372,42 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
         /* bf16 is emulated in fp32 storage, and the optimizer keeps its
          * own fp32 master weights beside the rounded compute copy */
         if (s->precision == PILE_PRECISION_BF16) p->cpu[PILE_PLAN_MASTER] = flat;
+        /* the optimizer's tensors that --offload puts in another backend object */
+        uint64_t offloaded = add(p->cpu[PILE_PLAN_MASTER], p->cpu[PILE_PLAN_MOMENTS]);
+        if (s->zero_stage > 0) {
+            /* optim.c's sharded layout, one allocation each (counted as
+             * the backend counts them, unrounded): the whole gradient
+             * padded to the ranks, the rank's shard of master weights and
+             * moments (and, from stage 2 or offloaded, its own gradient
+             * shard), stage 2's packed buckets (at DeepSpeed's default
+             * size); the parameters whole plus the all-gather's copy
+             * (stages 1 and 2), or the rank's shard of them and two
+             * buffers of the largest unit (stage 3: the embeddings, a
+             * block or ln_f) */
+            const uint64_t w = s->ranks > 1 ? (uint64_t)s->ranks : 1, P = p->params_allocated;
+            const uint64_t shard = (P + w - 1) / w, padded = mul(shard, w);
+            const uint64_t own_shard = s->zero_stage >= 2 || s->offload ? mul(shard, 4) : 0;
+            p->cpu[PILE_PLAN_GRADS32] = add(mul(padded, 4), own_shard);
+            p->cpu[PILE_PLAN_MASTER] = mul(shard, 4);
+            p->cpu[PILE_PLAN_MOMENTS] = mul(2, mul(shard, 4));
+            if (s->zero_stage < 3) {
+                p->cpu[PILE_PLAN_ZERO_BUFFERS] = mul(padded, 4);
+            } else {
+                const uint64_t unit = umax(add(mul(Vp, C), mul(Tp, C)), p->block_params);
+                p->cpu[PILE_PLAN_PARAMS] = mul(shard, 4);
+                p->cpu[PILE_PLAN_ZERO_BUFFERS] = mul(2, mul(unit, 4));
+            }
+            if (s->zero_stage >= 2 && DS_REDUCE_BUCKET < shard)
+                p->cpu[PILE_PLAN_ZERO_BUFFERS] =
+                    add(p->cpu[PILE_PLAN_ZERO_BUFFERS], mul(mul(w, DS_REDUCE_BUCKET), 4));
+            offloaded = add(add(p->cpu[PILE_PLAN_MASTER], p->cpu[PILE_PLAN_MOMENTS]), own_shard);
+            if (s->offload == PILE_OFFLOAD_ALL) offloaded = add(offloaded, p->cpu[PILE_PLAN_PARAMS]);
+        }
         p->cpu[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
-        p->backend_bytes = add(add(add(mul(4, flat), p->cpu[PILE_PLAN_MASTER]), acts), p->cpu[PILE_PLAN_ATT_SCRATCH]);
+        p->backend_bytes = add(add(add(p->cpu[PILE_PLAN_PARAMS], p->cpu[PILE_PLAN_GRADS32]),
+                                   add(p->cpu[PILE_PLAN_MOMENTS], p->cpu[PILE_PLAN_MASTER])),
+                               add(add(acts, p->cpu[PILE_PLAN_ATT_SCRATCH]), p->cpu[PILE_PLAN_ZERO_BUFFERS]));
+        if (s->offload != PILE_OFFLOAD_NONE) p->backend_bytes -= offloaded;
         p->cpu[PILE_PLAN_BATCH] = add(p->cpu[PILE_PLAN_BATCH], host_batch);
         /* a checkpoint downloads both moments to the host at once */
         p->cpu[PILE_PLAN_CHECKPOINT] = mul(2, flat);
@@ -408,6 +451,8 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
         p->total_gpu = add(p->total_gpu, p->gpu[r]);
         p->total_cpu = add(p->total_cpu, p->cpu[r]);
     }
+    /* the CPU backend's rows are one process's; the host holds every rank's */
+    if (!gpu && s->ranks > 1) p->total_cpu = mul(p->total_cpu, (uint64_t)s->ranks);
 
     p->fits_gpu = gpu && s->gpu_mem ? p->total_gpu <= s->gpu_mem : -1;
     p->fits_cpu = s->cpu_mem ? p->total_cpu <= s->cpu_mem : -1;
@@ -866,6 +911,13 @@ int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc,
     pile_plan_settings s;
     /* the model as the trainer builds it, on its backend, computing in fp32 */
     PILE_FORWARD_IF_ERR(run_settings(c, mc, T, &s, err));
+    /* the run's sharding, every rank on this host (the launcher's local
+     * world; one host is what a CPU run is) */
+    s.zero_stage = c->zero_stage;
+    s.offload = c->offload_param && c->zero_stage == 3 ? PILE_OFFLOAD_ALL
+                : c->offload_optimizer                    ? PILE_OFFLOAD_OPTIMIZER
+                                                          : PILE_OFFLOAD_NONE;
+    s.ranks = c->world_size;
     s.threads = pile_backend_threads(be);
     s.backend = be;
     const char *source;

@@ -77,6 +77,12 @@ typedef struct pile_plan_settings {
     int zero_stage;        /* 0..3 (GPUs only) */
     pile_offload offload;  /* GPUs only; optimizer needs ZeRO >= 1, all needs ZeRO 3 */
     int threads;           /* the CPU backend's threads (the runtime's share is per thread) */
+    /* the CPU backend: processes training together on this host (the
+     * run's world size), each holding the table below; 0: one process,
+     * and ZeRO and offload refused (the plan command's CPU plan). From 1
+     * on, zero_stage 0 to 2 and offload optimizer are planned as optim.c
+     * shards them (pile_optim_zero) and the totals are all ranks'. */
+    int ranks;
     /* the CPU backend the run uses (gpus == 0): attention's saved state and
      * scratch are its pile_backend_attention_saved_bytes / _scratch_bytes;
      * borrowed for the call only. NULL on GPUs (FlashAttention's: one fp32

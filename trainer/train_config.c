@@ -100,9 +100,14 @@ static const field fields[] = {
           "the backward instead of kept; less memory, the same results"),
     FIELD(world_size, NULL, T_INT, R_POS,
           "processes training together: the launcher's (mpirun, srun, torchrun), else 1; another is refused"),
-    FIELD(zero_stage, NULL, T_INT, R_NONNEG, "DeepSpeed ZeRO stage (kept for later backends)"),
-    FIELD(offload_optimizer, NULL, T_BOOL, R_ANY, "optimizer state offload (kept for later backends)"),
-    FIELD(offload_param, NULL, T_BOOL, R_ANY, "ZeRO 3 parameter offload (kept for later backends; `plan` uses it)"),
+    FIELD(zero_stage, "zero", T_INT, R_NONNEG,
+          "ZeRO stage: 0 replicated, 1 optimizer state sharded over the ranks, 2 gradients too (3: not yet)"),
+    FIELD(offload_optimizer, NULL, T_BOOL, R_ANY,
+          "master weights, moments and gradient shard in host memory, AdamW there (ZeRO 1 or 2; --offload optimizer)"),
+    FIELD(offload_param, NULL, T_BOOL, R_ANY, "ZeRO 3 parameter offload (not yet; `plan` uses it; --offload all)"),
+    FIELD(reduce_bucket_size, NULL, T_I64, R_POS, "ZeRO 2 and 3: gradient elements per rank reduce-scattered at once"),
+    FIELD(stage3_prefetch_bucket_size, NULL, T_I64, R_NONNEG,
+          "ZeRO 3: a layer of at most this many parameters is gathered while the one before computes (0: none)"),
     FIELD(loss_scale, NULL, T_DBL, R_ANY, "fp16 static loss scale (0: dynamic)"),
     FIELD(initial_scale_power, NULL, T_INT, R_NONNEG, "fp16 dynamic loss scale starts at 2^this (0 to 127)"),
     FIELD(loss_scale_window, NULL, T_INT, R_POS, "fp16 steps without overflow before the scale doubles"),
@@ -187,6 +192,8 @@ void pile_train_config_defaults(pile_train_config *c)
     c->log_interval = 1;
     c->precision = PILE_PRECISION_FP32;
     c->world_size = 1;
+    c->reduce_bucket_size = 500000000; /* DeepSpeed's defaults */
+    c->stage3_prefetch_bucket_size = 50000000;
     c->initial_scale_power = 16;
     c->loss_scale_window = 1000;
     c->hysteresis = 2;
@@ -647,8 +654,11 @@ static int ds_offload(ds_ctx *x, const pile_json *v, const char *what, int *on)
         if (strcmp(dev, "cpu") && strcmp(dev, "nvme"))
             return pile_err_set(x->err, PILE_EINVAL, "'%s': '%s.device' must be \"none\", \"cpu\" or \"nvme\", not '%s'",
                                 x->path, key, dev);
+        if (!strcmp(dev, "nvme")) {
+            warn(x->warnings, "'%s': %s to 'nvme' not supported, ignored (\"cpu\" is)", x->path, what);
+            continue;
+        }
         *on = 1;
-        warn(x->warnings, "'%s': %s to '%s' not supported yet, ignored", x->path, what, dev);
     }
     return 0;
 }
@@ -664,6 +674,10 @@ static int ds_zero(ds_ctx *x, const pile_json *z)
             if (x->c->zero_stage > 3)
                 return pile_err_set(x->err, PILE_EINVAL, "'%s': 'zero_optimization.stage' must be 0 to 3, not %d",
                                     x->path, x->c->zero_stage);
+        } else if (!strcmp(k, "reduce_bucket_size") || !strcmp(k, "stage3_prefetch_bucket_size")) {
+            char key[64];
+            snprintf(key, sizeof key, "zero_optimization.%s", k);
+            if (!is_auto(v)) PILE_FORWARD_IF_ERR(ds_set(x, k, v, key));
         } else if (!strcmp(k, "offload_optimizer")) {
             int on = 0;
             PILE_FORWARD_IF_ERR(ds_offload(x, v, "offload_optimizer", &on));
@@ -817,6 +831,17 @@ static int parse_flags(pile_train_config *c, int argc, char **argv, int first, p
             if (eq && !parse_bool(eq + 1, &hf[k]))
                 return pile_err_set(err, PILE_EINVAL, "%s: '%s' is not true or false", flag, eq + 1);
             if (!eq) hf[k] = 1;
+            continue;
+        }
+        if (!strcmp(name, "offload")) {
+            /* one word for the two switches, as `plan` takes it */
+            const char *value = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+            PILE_RETURN_IF(!value, err, PILE_EINVAL, "%s needs a value", flag);
+            int which = !strcmp(value, "none") ? 0 : !strcmp(value, "optimizer") ? 1 : !strcmp(value, "all") ? 2 : -1;
+            PILE_RETURN_IF(which < 0, err, PILE_EINVAL, "%s: unknown offload '%s' (choices: none, optimizer, all)",
+                           flag, value);
+            c->offload_optimizer = which >= 1;
+            c->offload_param = which == 2;
             continue;
         }
         int negated = 0;
@@ -1119,6 +1144,8 @@ void pile_train_config_help(pile_buf *out)
         put_value(out, &d, f, 0);
         pile_buf_append_str(out, ")\n");
     }
+    pile_buf_printf(out, "  %-28s %s\n", "--offload MODE",
+                    "none, optimizer (--offload_optimizer) or all (--offload_param too)");
     pile_buf_append_str(out, "  Flags take --name VALUE or --name=VALUE, with dashes or underscores.\n"
                              "  Also read (in --config files and as flags), as Hugging Face names them:\n   ");
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)

@@ -4,8 +4,9 @@
  * below, the names Python training scripts use; several apply in order,
  * and two keys for one field in one file are refused), a DeepSpeed ds_config.json
  * (--deepspeed), then command-line flags (--batch_size / --batch-size).
- * Everything read that the trainer does not do yet (ZeRO stages, offload,
- * unknown keys) is named in a warning, never dropped in silence.
+ * Everything read that the trainer does not do (unknown keys, ds_config
+ * fields that do not apply) is named in a warning, never dropped in
+ * silence.
  * pile_train_config_to_json writes the resolved values (what
  * --print-config shows), in the form --config reads back. */
 #ifndef PILE_TRAIN_CONFIG_H
@@ -76,10 +77,13 @@ typedef struct pile_train_config {
     int skip_memory_check;     /* start even when plan.h says the run does not fit */
     int world_size;            /* from the launcher; 1 */
 
-    /* read from ds_config.json, kept for the backends that will use them */
+    /* ZeRO (optim.h's pile_optim_zero): --zero / --offload, or
+     * ds_config.json's zero_optimization */
     int zero_stage;            /* 0 */
-    int offload_optimizer;     /* 0 */
-    int offload_param;         /* 0 */
+    int offload_optimizer;     /* 0; 1: master weights, moments and the gradient shard in host memory */
+    int offload_param;         /* 0; 1: the parameter shards too (stage 3) */
+    int64_t reduce_bucket_size; /* stage 2's reduce-scatter bucket, elements (DeepSpeed's 5e8) */
+    int64_t stage3_prefetch_bucket_size; /* stage 3: units up to this many parameters prefetched (5e7) */
     /* fp16 loss scaling (loss_scaler.h has the rules): ds_config.json's
      * fp16 block, or flags */
     double loss_scale;         /* 0 = dynamic; > 0 = this static scale */
@@ -109,7 +113,8 @@ int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf
  * hysteresis, consecutive_hysteresis, min_loss_scale}, bf16 {enabled}
  * (both enabled: PILE_EINVAL; an explicit "enabled" replaces the precision
  * set before, with a warning when that was not fp32), zero_optimization
- * {stage, offload_optimizer, offload_param}, steps_per_print, seed. "auto"
+ * {stage, reduce_bucket_size, offload_optimizer / offload_param {device:
+ * none or cpu}; the rest warned}, steps_per_print, seed. "auto"
  * leaves the current value. */
 int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err);
 /* Applies command-line flags argv[first..argc). Returns the index of the

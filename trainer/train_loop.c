@@ -266,7 +266,8 @@ static int evaluate_batch(pile_model *m, const pile_data *d, const char *dir, ui
  * and `pile-trainer eval`, so equal settings give equal bits. With comm
  * (NULL: this process alone) the samples are split over the ranks in
  * pile_comm_partition's ranges, each rank running the same number of
- * batches (its last ones short or empty) so that they meet after each,
+ * batches (its last ones short, or one row whose sums are dropped) so that
+ * they meet after each,
  * and the sums are reduced: every rank gets the whole result.
  * Returns 1, with nothing in *res, when a stop signal arrived meanwhile
  * (on any rank): validating the whole Pile val set takes long, and a job
@@ -297,6 +298,13 @@ static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t 
             int b = count - i < (uint64_t)B ? (int)(count - i) : B;
             rc = evaluate_batch(m, d, dir, first + i, b, doc_mask, doc_mask_loss, hb, guard, &loss_sum, &tokens,
                                 &correct, err);
+        } else if (comm && pile_comm_world_size(comm) > 1) {
+            /* no rows left here, but a forward all the same, its sums
+             * dropped: at ZeRO 3 each forward gathers the parameters from
+             * every rank, a collective the others are in */
+            double ls = 0;
+            int64_t tk = 0, cr = 0;
+            rc = evaluate_batch(m, d, dir, 0, 1, doc_mask, doc_mask_loss, hb, guard, &ls, &tk, &cr, err);
         }
     }
     if (comm) {
@@ -389,6 +397,7 @@ typedef struct trainer {
     pile_fs_lock *lock; /* checkpoint_dir's, held for the whole run */
     pile_backend *be;
     pile_err backend_why; /* why auto passed a backend over (a CUDA build without a device), for the notice */
+    pile_backend *offload; /* --offload optimizer: a second cpu backend for the optimizer's tensors, or NULL */
     pile_comm *comm; /* the ranks training together ("single": this process alone) */
     int rank, world; /* this process's place among them */
     pile_log rank_log; /* ranks but 0: what only this rank sees (a damaged row it read), prefixed "rank N: " */
@@ -468,7 +477,10 @@ static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_lev
 static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, int unsealed,
                             pile_err *err)
 {
-    pile_checkpoint_save_opts o = {t->tok_files, without_tokenizer, t->data_json.data, unsealed};
+    pile_checkpoint_save_opts o = {.tokenizer = t->tok_files,
+                                   .without_tokenizer = without_tokenizer,
+                                   .data_json = t->data_json.data,
+                                   .unsealed = unsealed};
     return pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
                                    err);
 }
@@ -477,6 +489,17 @@ static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int
 static int write_metrics(trainer *t, const char *const *tags, const double *values, size_t n, pile_err *err)
 {
     return t->metrics ? pile_metrics_write(t->metrics, t->st.step, tags, values, n, err) : 0;
+}
+
+/* The training state is spread over the ranks (the optimizer sharded by
+ * ZeRO 1-3 over several, or the parameters partitioned at stage 3, even on
+ * one: the model then holds them unit by unit): a checkpoint then takes
+ * every rank (pile_checkpoint_save_ranks gathers the weights for rank 0's
+ * model.safetensors and has each rank write its optimizer shard), and
+ * rank 0 alone cannot save the whole state (no salvage). */
+static int state_sharded(const trainer *t)
+{
+    return pile_optim_shards(t->opt) > 1 || pile_optim_zero_stage(t->opt) >= 3;
 }
 
 /* After a checkpoint failed to write (disk full, a folder gone, the
@@ -526,8 +549,8 @@ static int salvage(trainer *t, const char *name, pile_err *err)
 /* This rank's own files of checkpoint folder `tmp` (the unsealed
  * "<dir>.tmp" rank 0 made), written while rank 0 waits to seal it. At ZeRO
  * stage 0 every rank holds the same state and rank 0 writes all of it:
- * the others have nothing to add. (The place for a rank's shard of a
- * partitioned optimizer.) */
+ * the others have nothing to add. (A sharded state is saved by
+ * pile_checkpoint_save_ranks instead: save_checkpoint.) */
 static int write_rank_files(trainer *t, const char *tmp, pile_err *err)
 {
     (void)t, (void)tmp, (void)err;
@@ -549,16 +572,26 @@ static int save_checkpoint(trainer *t, const char *name, pile_err *err)
                  ? pile_err_set(err, PILE_ENOMEM, "out of memory")
                  : 0;
     int own = rc; /* rank 0's own failure (not one it was told of), which it salvages */
-    /* rank 0 first, so that "<dir>.tmp" exists (made afresh) before the others write into it */
-    if (rc == 0 && t->rank == 0) rc = own = write_checkpoint(t, path.data, 1, 0, 1, err);
-    rc = meet(t->comm, rc, NULL, err);
-    if (rc == 0) rc = write_rank_files(t, tmp.data, err);
-    rc = meet(t->comm, rc, NULL, err);
-    if (rc == 0 && t->rank == 0) rc = own = pile_checkpoint_seal(path.data, err);
+    const int sharded = state_sharded(t);
+    if (sharded) {
+        /* every rank: rank 0 the folder, each its optimizer shard, sealed when all are in */
+        pile_checkpoint_save_opts o = {
+            .tokenizer = t->tok_files, .without_tokenizer = 0, .data_json = t->data_json.data};
+        if (rc == 0)
+            rc = pile_checkpoint_save_ranks(path.data, t->model, t->opt, 1, &t->st, t->config_json.data, &o, t->comm,
+                                            err);
+    } else {
+        /* rank 0 first, so that "<dir>.tmp" exists (made afresh) before the others write into it */
+        if (rc == 0 && t->rank == 0) rc = own = write_checkpoint(t, path.data, 1, 0, 1, err);
+        rc = meet(t->comm, rc, NULL, err);
+        if (rc == 0) rc = write_rank_files(t, tmp.data, err);
+        rc = meet(t->comm, rc, NULL, err);
+        if (rc == 0 && t->rank == 0) rc = own = pile_checkpoint_seal(path.data, err);
+    }
     if (rc == 0 && t->rank == 0) rc = own = pile_checkpoint_set_latest(c->checkpoint_dir, name, err);
     pile_buf_free(&path);
     pile_buf_free(&tmp);
-    if (own < 0 && t->rank == 0) rc = salvage(t, name, err);
+    if (own < 0 && t->rank == 0 && !sharded) rc = salvage(t, name, err);
     PILE_FORWARD_IF_ERR(meet(t->comm, rc, NULL, err));
     snprintf(t->last_saved, sizeof t->last_saved, "%s", name);
     t->last_save_step = t->st.step;
@@ -577,11 +610,22 @@ static int save_checkpoint(trainer *t, const char *name, pile_err *err)
 }
 
 /* best_model/: weights only (it is for use; the resumable state is in
- * epoch-* and step-*), rank 0's alone to write: the caller has the ranks
- * meet after it. */
+ * epoch-* and step-*). Every rank calls it: rank 0 writes it, with the
+ * others' help where the weights are spread over them (ZeRO 3); the
+ * caller has the ranks meet after it. */
 static int save_best_model(trainer *t, pile_err *err)
 {
     pile_buf path = {0};
+    if (state_sharded(t)) {
+        pile_checkpoint_save_opts o = {.tokenizer = t->tok_files, .data_json = t->data_json.data};
+        int rc = pile_fs_join(&path, t->cfg->checkpoint_dir, "best_model")
+                     ? pile_err_set(err, PILE_ENOMEM, "out of memory")
+                     : pile_checkpoint_save_ranks(path.data, t->model, t->opt, 0, &t->st, t->config_json.data, &o,
+                                                  t->comm, err);
+        pile_buf_free(&path);
+        return rc;
+    }
+    if (t->rank != 0) return 0;
     int rc = pile_fs_join(&path, t->cfg->checkpoint_dir, "best_model")
                  ? pile_err_set(err, PILE_ENOMEM, "out of memory")
                  : write_checkpoint(t, path.data, 0, 0, 0, err);
@@ -627,7 +671,7 @@ static int validate(trainer *t, pile_err *err)
         t->st.best_val_loss = r.loss;
         t->st.best_step = t->st.step;
         t->best_missing = 0;
-        PILE_FORWARD_IF_ERR(meet(t->comm, t->rank == 0 ? save_best_model(t, err) : 0, NULL, err));
+        PILE_FORWARD_IF_ERR(meet(t->comm, save_best_model(t, err), NULL, err));
     }
     return 0;
 }
@@ -934,7 +978,14 @@ static int check_best_model(trainer *t, pile_err *err)
                         best.data, was, st->step, aside.data);
     }
     if (!want) goto out;
-    if (st->best_step == st->step) {
+    if (st->best_step == st->step && state_sharded(t)) {
+        /* rank 0 alone here, and the weights are spread over the ranks */
+        t->best_missing = 1;
+        pile_log_printf(t->log, PILE_LOG_WARN,
+                        "best_model/ is rewritten at the next improvement (the weights of step %" PRId64
+                        " are sharded over the ranks)",
+                        st->step);
+    } else if (st->best_step == st->step) {
         rc = save_best_model(t, err);
     } else if (st->best_step < 0 || pile_checkpoint_find_step(c->checkpoint_dir, st->best_step, &src, &e2) < 0) {
         t->best_missing = 1;
@@ -994,25 +1045,18 @@ static void log_progress(trainer *t, double loss, double lr, double gnorm, doubl
                     scale, corrupt);
 }
 
-/* "Reduce gradients": the step's gradient summed over the ranks, and the
- * sums every rank needs, in one scalar allreduce: the loss sum, and the
- * squares of the gradient (each rank sums its partition of the whole
- * gradient, so that the ranks' partial sums add up to the global norm's).
- * On one rank the allreduces leave everything as it is and the partition
- * is the whole buffer: the norm is pile_optim_grad_norm's, bit for bit. */
+/* "Reduce gradients": the step's gradient summed over the ranks (to
+ * each rank's shard from ZeRO stage 1 on: pile_optim_reduce_gradients),
+ * and the sums every rank needs, in one scalar allreduce: the loss sum,
+ * and the squares of the gradient (each rank sums its partition or shard,
+ * so that the ranks' partial sums add up to the global norm's). On one
+ * rank at stage 0 the allreduces leave everything as it is and the
+ * partition is the whole buffer: the norm is pile_optim_grad_norm's, bit
+ * for bit. */
 static int reduce_gradients(trainer *t, double *loss_sum, double *gnorm, pile_err *err)
 {
-    /* the optimizer's gradients; "single" works on host memory, which the
-     * cpu backend's is (a device backend comes with "nccl") */
-    const pile_tensor g = pile_optim_grads(t->opt);
-    size_t n = g.n, off, cnt;
-    PILE_RETURN_IF(!pile_backend_host_memory(t->be), err, PILE_EINVAL,
-                   "the '%s' communicator cannot reduce gradients in the %s backend's memory", pile_comm_name(t->comm),
-                   pile_backend_name(t->be));
-    PILE_FORWARD_IF_ERR(pile_backend_sync(t->be, err)); /* the backward's results, before the host reads them */
-    PILE_FORWARD_IF_ERR(pile_comm_allreduce(t->comm, g.data, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
-    pile_comm_partition(t->comm, n, &off, &cnt);
-    double sums[2] = {*loss_sum, pile_backend_sumsq(t->be, pile_tensor_slice(g, off, cnt), cnt)};
+    double sums[2] = {*loss_sum, 0.0};
+    PILE_FORWARD_IF_ERR(pile_optim_reduce_gradients(t->opt, &sums[1], err));
     PILE_FORWARD_IF_ERR(pile_comm_allreduce_f64(t->comm, sums, 2, PILE_COMM_SUM, err));
     *loss_sum = sums[0];
     *gnorm = sqrt(sums[1]);
@@ -1090,6 +1134,7 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
             PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, micro),
                                                    scale, &fs, err));
             PILE_FORWARD_IF_ERR(pile_model_backward(t->model, pile_optim_grads(t->opt), err));
+            PILE_FORWARD_IF_ERR(pile_optim_backward_done(t->opt, err));
             loss_sum += fs.loss_sum;
             row += (size_t)b;
         }
@@ -1142,6 +1187,7 @@ static void trainer_close(trainer *t)
     pile_optim_free(t->opt);
     pile_model_free(t->model);
     pile_data_close(t->data);
+    pile_backend_close(t->offload);
     pile_backend_close(t->be);
     pile_comm_close(t->comm);
     host_batch_free(&t->step_batch);
@@ -1299,7 +1345,19 @@ static int open_state(trainer *t, const pile_train_config *c, const pile_model_c
     /* the optimizer takes the model's parameters as its master weights: a
      * new run's initial ones, or (resume) the checkpoint's, loaded into it */
     if (!c->resume) pile_model_init(t->model, c->seed);
-    PILE_FORWARD_IF_ERR(pile_optim_create(&t->opt, t->model, &ac, err));
+    /* ZeRO: the collectives of one rank are identities, so the
+     * communicator is handed over only when there are others */
+    pile_optim_zero zc = {c->zero_stage, pile_comm_world_size(t->comm) > 1 ? t->comm : NULL, NULL,
+                          (size_t)c->reduce_bucket_size, c->offload_param, (size_t)c->stage3_prefetch_bucket_size};
+    /* offload_param alone offloads the optimizer too (the planner's "all") */
+    if (c->offload_optimizer || c->offload_param) {
+        PILE_FORWARD_IF_ERR(pile_backend_open(&t->offload, "cpu", pile_backend_threads(t->be), err));
+        /* the offloaded parameter shard is rounded where the model's would be */
+        if (pile_backend_emulation(t->be) != PILE_DTYPE_F32)
+            PILE_FORWARD_IF_ERR(pile_backend_set_emulation(t->offload, pile_backend_emulation(t->be), err));
+        zc.offload = t->offload;
+    }
+    PILE_FORWARD_IF_ERR(pile_optim_create_zero(&t->opt, t->model, &ac, &zc, err));
     if (c->precision == PILE_PRECISION_FP16) {
         pile_loss_scaler_config lsc;
         pile_train_config_loss_scaler(c, &lsc);
@@ -1383,6 +1441,11 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     *resumed_from = -1;
     PILE_RETURN_IF(c->accumulation_steps < 1 || c->batch_size < 1, err, PILE_EINVAL,
                    "batch_size %d and accumulation_steps %d must be positive", c->batch_size, c->accumulation_steps);
+    /* DeepSpeed's rules */
+    PILE_RETURN_IF(c->offload_param && c->zero_stage != 3, err, PILE_EINVAL,
+                   "offload_param (--offload all) needs ZeRO stage 3 (--zero 3), not %d", c->zero_stage);
+    PILE_RETURN_IF(c->offload_optimizer && c->zero_stage < 1, err, PILE_EINVAL,
+                   "offload_optimizer (--offload optimizer) needs ZeRO stage 1, 2 or 3 (--zero 1)");
     int threads = 0; /* set by open_comm; 0 keeps -Wmaybe-uninitialized quiet */
     PILE_FORWARD_IF_ERR(open_comm(t, c, &threads, err));
     if (t->rank != 0) {
@@ -1402,11 +1465,6 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
                    "%d ranks on the %s backend: the '%s' communicator reduces gradients in host memory, and this "
                    "build has no communicator for device memory (NCCL)",
                    t->world, pile_backend_name(t->be), pile_comm_name(t->comm));
-    if (t->world > 1 && (c->zero_stage > 0 || c->offload_optimizer || c->offload_param))
-        pile_log_printf(t->log, PILE_LOG_WARN,
-                        "ZeRO stage %d%s is not in this build: every rank holds the whole optimizer state (stage 0), "
-                        "which trains the same steps with more memory",
-                        c->zero_stage, c->offload_optimizer || c->offload_param ? " with offload" : "");
     pile_model_config mc;
     pile_buf ckpt = {0};
     int rc = t->rank == 0 ? open_run_folder(t, c, err) : 0;
