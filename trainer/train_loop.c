@@ -647,7 +647,7 @@ static int validate(trainer *t, pile_err *err)
         t->st.pending_val = 0; /* nothing to validate on: nothing owed */
         return 0;
     }
-    pile_eval_result r;
+    pile_eval_result r = {0};
     int rc = evaluate(t->model, t->data, c->data, c->eval_rows, c->batch_size, c->doc_mask, c->doc_mask_loss,
                       &t->val_batch, &t->guard, t->comm, &r, err);
     if (rc < 0) return rc;
