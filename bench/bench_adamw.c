@@ -6,16 +6,9 @@
  *   bench_adamw N_PARAMS THREADS [REPS] */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "backend.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "pile_progress.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -57,13 +50,13 @@ int main(int argc, char **argv)
     if (!dt) return 1;
     pile_backend_adamw(be, t[0], t[1], t[2], t[3], n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1); /* warm: pages touched */
     for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
+        double t0 = pile_now();
         pile_backend_adamw(be, t[0], t[1], t[2], t[3], n, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, r + 2);
         if (pile_backend_sync(be, &err)) {
             fprintf(stderr, "bench_adamw: %s\n", err.msg);
             return 1;
         }
-        dt[r] = now_s() - t0;
+        dt[r] = pile_now() - t0;
     }
     qsort(dt, (size_t)reps, sizeof *dt, cmp_double);
     double med = dt[reps / 2];

@@ -8,16 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "comm/comm.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "pile_progress.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -47,10 +40,10 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < n; i++) x[i] = (float)(i % 7);
         for (int k = -1; k < repeats; k++) { /* one warm-up */
             if (pile_comm_barrier(c, &err) < 0) goto fail;
-            double t0 = now_s();
+            double t0 = pile_now();
             if (pile_comm_allreduce(c, x, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err) < 0) goto fail;
             /* the slowest rank's time: the call ends for all when it ends for the last */
-            double dt = now_s() - t0;
+            double dt = pile_now() - t0;
             if (pile_comm_allreduce_f64(c, &dt, 1, PILE_COMM_MAX, &err) < 0) goto fail;
             if (k >= 0) t[k] = dt;
         }
