@@ -473,14 +473,12 @@ static void print_notes(const pile_log *log, const pile_buf *notes, pile_log_lev
     }
 }
 
-/* unsealed: left as "<dir>.tmp" for the other ranks' files (pile_checkpoint_seal) */
-static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, int unsealed,
-                            pile_err *err)
+/* Rank 0 alone, with the whole state in its hands: best_model and the
+ * salvage of a failed save. */
+static int write_checkpoint(trainer *t, const char *dir, int with_optimizer, int without_tokenizer, pile_err *err)
 {
-    pile_checkpoint_save_opts o = {.tokenizer = t->tok_files,
-                                   .without_tokenizer = without_tokenizer,
-                                   .data_json = t->data_json.data,
-                                   .unsealed = unsealed};
+    pile_checkpoint_save_opts o = {
+        .tokenizer = t->tok_files, .without_tokenizer = without_tokenizer, .data_json = t->data_json.data};
     return pile_checkpoint_save_ex(dir, t->model, with_optimizer ? t->opt : NULL, &t->st, t->config_json.data, &o,
                                    err);
 }
@@ -518,14 +516,14 @@ static int salvage(trainer *t, const char *name, pile_err *err)
     const char *sname = strcmp(name, "best_model") ? name : step_name;
     pile_buf path = {0}, tail = {0};
     int saved = 0;
-    if (!pile_fs_join(&path, c->checkpoint_dir, sname) && write_checkpoint(t, path.data, 1, 1, 0, &e2) == 0 &&
+    if (!pile_fs_join(&path, c->checkpoint_dir, sname) && write_checkpoint(t, path.data, 1, 1, &e2) == 0 &&
         pile_checkpoint_set_latest(c->checkpoint_dir, sname, &e2) == 0) {
         pile_buf_printf(&tail, "the model and optimizer state were saved without the tokenizer's files in '%s': "
                         "continue with --resume once the cause is fixed", path.data);
         saved = 1;
     }
     if (!saved && c->fallback_dir[0] && !pile_fs_join(&path, c->fallback_dir, sname) &&
-        (write_checkpoint(t, path.data, 1, 0, 0, &e2) == 0 || write_checkpoint(t, path.data, 1, 1, 0, &e2) == 0)) {
+        (write_checkpoint(t, path.data, 1, 0, &e2) == 0 || write_checkpoint(t, path.data, 1, 1, &e2) == 0)) {
         pile_buf_printf(&tail, "the model and optimizer state were saved in '%s': move that folder into '%s' and "
                         "name it in '%s/latest' (mv '%s' '%s/' && echo %s > '%s/latest'), then continue with --resume",
                         path.data, c->checkpoint_dir, c->checkpoint_dir, path.data, c->checkpoint_dir, sname,
@@ -546,52 +544,27 @@ static int salvage(trainer *t, const char *name, pile_err *err)
     return rc;
 }
 
-/* This rank's own files of checkpoint folder `tmp` (the unsealed
- * "<dir>.tmp" rank 0 made), written while rank 0 waits to seal it. At ZeRO
- * stage 0 every rank holds the same state and rank 0 writes all of it:
- * the others have nothing to add. (A sharded state is saved by
- * pile_checkpoint_save_ranks instead: save_checkpoint.) */
-static int write_rank_files(trainer *t, const char *tmp, pile_err *err)
-{
-    (void)t, (void)tmp, (void)err;
-    return 0;
-}
-
 /* A checkpoint with its optimizer state, made by every rank together
- * (each calls this at the same point): rank 0 writes the model, optimizer
- * state, configuration and tokenizer into "<dir>.tmp"; every rank adds
- * its own files; once all have finished (they meet), rank 0 seals the
- * folder, renames it into place and names it in latest, so that a folder
- * is complete only when every rank is done. A failure of rank 0's own is
- * salvaged there (see salvage) and stops every rank. */
+ * (each calls this at the same point; pile_checkpoint_save_ranks): rank 0
+ * writes the model, optimizer state, configuration and tokenizer into
+ * "<dir>.tmp", every rank adds its optimizer shard where the state is
+ * sharded, and rank 0 seals the folder and renames it into place only once
+ * all have finished, then names it in latest. A failure of rank 0's own,
+ * with the whole state in its hands (not sharded), is salvaged there (see
+ * salvage); any failure stops every rank. */
 static int save_checkpoint(trainer *t, const char *name, pile_err *err)
 {
     const pile_train_config *c = t->cfg;
-    pile_buf path = {0}, tmp = {0};
-    int rc = pile_fs_join(&path, c->checkpoint_dir, name) || pile_buf_printf(&tmp, "%s.tmp", path.data)
+    pile_buf path = {0};
+    pile_checkpoint_save_opts o = {.tokenizer = t->tok_files, .data_json = t->data_json.data};
+    int rc = pile_fs_join(&path, c->checkpoint_dir, name)
                  ? pile_err_set(err, PILE_ENOMEM, "out of memory")
-                 : 0;
-    int own = rc; /* rank 0's own failure (not one it was told of), which it salvages */
-    const int sharded = state_sharded(t);
-    if (sharded) {
-        /* every rank: rank 0 the folder, each its optimizer shard, sealed when all are in */
-        pile_checkpoint_save_opts o = {
-            .tokenizer = t->tok_files, .without_tokenizer = 0, .data_json = t->data_json.data};
-        if (rc == 0)
-            rc = pile_checkpoint_save_ranks(path.data, t->model, t->opt, 1, &t->st, t->config_json.data, &o, t->comm,
-                                            err);
-    } else {
-        /* rank 0 first, so that "<dir>.tmp" exists (made afresh) before the others write into it */
-        if (rc == 0 && t->rank == 0) rc = own = write_checkpoint(t, path.data, 1, 0, 1, err);
-        rc = meet(t->comm, rc, NULL, err);
-        if (rc == 0) rc = write_rank_files(t, tmp.data, err);
-        rc = meet(t->comm, rc, NULL, err);
-        if (rc == 0 && t->rank == 0) rc = own = pile_checkpoint_seal(path.data, err);
-    }
-    if (rc == 0 && t->rank == 0) rc = own = pile_checkpoint_set_latest(c->checkpoint_dir, name, err);
+                 : pile_checkpoint_save_ranks(path.data, t->model, t->opt, 1, &t->st, t->config_json.data, &o,
+                                              t->comm, err);
+    if (rc == 0 && t->rank == 0) rc = pile_checkpoint_set_latest(c->checkpoint_dir, name, err);
     pile_buf_free(&path);
-    pile_buf_free(&tmp);
-    if (own < 0 && t->rank == 0 && !sharded) rc = salvage(t, name, err);
+    /* rank 0's failures are its own (the others' are named in theirs) */
+    if (rc < 0 && t->rank == 0 && !state_sharded(t)) rc = salvage(t, name, err);
     PILE_FORWARD_IF_ERR(meet(t->comm, rc, NULL, err));
     snprintf(t->last_saved, sizeof t->last_saved, "%s", name);
     t->last_save_step = t->st.step;
@@ -628,7 +601,7 @@ static int save_best_model(trainer *t, pile_err *err)
     if (t->rank != 0) return 0;
     int rc = pile_fs_join(&path, t->cfg->checkpoint_dir, "best_model")
                  ? pile_err_set(err, PILE_ENOMEM, "out of memory")
-                 : write_checkpoint(t, path.data, 0, 0, 0, err);
+                 : write_checkpoint(t, path.data, 0, 0, err);
     pile_buf_free(&path);
     return rc < 0 ? salvage(t, "best_model", err) : 0;
 }
