@@ -10,7 +10,6 @@
 # Speaks TAP; the trainer's part skips when the sample data is absent.
 set -u
 . "$(dirname "$0")/tap.sh"
-abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 TR=$(abs "$1")
 PREP=$(abs "$2")
 SRC=$(abs "${PILE_SOURCE_ROOT:-.}/data/sample")

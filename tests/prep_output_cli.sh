@@ -22,7 +22,6 @@
 # Speaks TAP; exits 77 when the corpus is absent.
 set -u
 . "$(dirname "$0")/tap.sh"
-abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 PREP=$(abs "$1")
 DUMP=$(abs "$2")
 TOK=$(abs "$3")

@@ -12,6 +12,8 @@ check() { # check NAME CMD...
 }
 # fail NAME: not ok, followed by what the last `run` printed
 fail() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; sed 's/^/# /' "$TMP/out" "$TMP/err" 2>/dev/null | head -20; }
+# abs PATH: PATH made absolute against the current folder (a script cds into its TMP)
+abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 # run CMD...: stdout to $TMP/out, stderr to $TMP/err, status to $st
 run() { "$@" > "$TMP/out" 2> "$TMP/err"; st=$?; }
 # expect NAME STATUS PATTERN (grep -E over stdout+stderr)

@@ -14,7 +14,6 @@
 # Speaks TAP; exits 77 when the sample data is absent.
 set -u
 . "$(dirname "$0")/tap.sh"
-abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 TR=$(abs "$1")
 PREP=$(abs "$2")
 TOK=$(abs "$3")

@@ -18,7 +18,6 @@
 # build of pile-trainer.
 set -u
 . "$(dirname "$0")/tap.sh"
-abs() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 TR=$(abs "$1")
 PREP=$(abs "$2")
 PY=$3
