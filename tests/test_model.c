@@ -1,7 +1,8 @@
 /* The model and the optimizer on a tiny GPT-2 (V=61 so the vocabulary is
  * padded to 64): every parameter tensor's gradient against central finite
  * differences (plain causal, within documents, through dropout), GPT-2
- * initialisation, evaluation vs training forwards, determinism, AdamW's
+ * initialisation, evaluation vs training forwards, determinism, staged
+ * batches against direct ones, AdamW's
  * decay flags and bias correction, clipping, and the schedule. */
 #include <math.h>
 #include <stdlib.h>
@@ -422,6 +423,110 @@ static void test_determinism(void)
     free(g1);
     free(g2);
     free(g3);
+    pile_model_free(m);
+}
+
+/* Staged batches (pile_model_stage, then forwards on NULL) give the bits
+ * of direct forwards on the same batches, in the order staged, through
+ * both input sets: full batches with documents, then the short last
+ * micro-batch of an epoch (fewer rows and positions), then one without
+ * documents; with the host arrays overwritten once staged. And the rules:
+ * at most two staged, a second only after the backward, a direct forward
+ * beside one staged batch, unstage. */
+static void test_staging(void)
+{
+    TEST("staged batches: the direct forward's bits, in staging order; the double buffer's rules");
+    enum { NB = 4 };
+    pile_model *m = make_model(0.1f);
+    ASSERT(m != NULL);
+    if (!m) return;
+    randomize(m, 11);
+    const size_t n = pile_model_flat_size(m);
+    /* the batches' arrays, host copies that the staged path overwrites */
+    static int32_t tok[NB][B * T], tgt[NB][B * T], doc[NB][B * T];
+    const int rows[NB] = {B, B, 1, B}, len[NB] = {T, T, 7, T}, with_doc[NB] = {1, 1, 1, 0};
+    for (int k = 0; k < NB; k++)
+        for (int r = 0; r < rows[k]; r++)
+            for (int t = 0; t < len[k]; t++) {
+                int i = r * len[k] + t, src = r * T + t;
+                tok[k][i] = (tokens[src] + 7 * k) % V;
+                tgt[k][i] = targets[src] < 0 ? -1 : (targets[src] + 7 * k) % V;
+                doc[k][i] = docs[src];
+            }
+    pile_batch bt[NB];
+    for (int k = 0; k < NB; k++)
+        bt[k] = (pile_batch){rows[k], len[k], tok[k], tgt[k], with_doc[k] ? doc[k] : NULL};
+
+    pile_batch plain = {B, T, tokens, targets, docs}; /* a valid batch, for the refusals */
+    pile_fwd_stats want[NB], got;
+    float *gwant[NB] = {NULL};
+    for (int k = 0; k < NB; k++) {
+        zero_grad(m);
+        ASSERT_OK(pile_model_forward(m, &bt[k], 1, 100 + (uint64_t)k, 0.03f, &want[k], E), E);
+        ASSERT_OK(pile_model_backward(m, grads, E), E);
+        gwant[k] = download_grads(m);
+        ASSERT(gwant[k] != NULL);
+    }
+
+    ASSERT_EQ(pile_model_forward(m, NULL, 1, 1, 0.03f, &got, E), PILE_EINVAL);
+    ASSERT_OK(pile_model_stage(m, &bt[0], E), E);
+    for (int k = 0; k < NB; k++) {
+        if (k + 1 < NB) {
+            ASSERT_OK(pile_model_stage(m, &bt[k + 1], E), E);
+            ASSERT_EQ(pile_model_staged(m), 2);
+            /* both staged batches were copied: the host arrays may change */
+            memset(tok[k + 1], 0x7f, sizeof tok[k + 1]);
+            memset(tgt[k + 1], 0x7f, sizeof tgt[k + 1]);
+            memset(doc[k + 1], 0x7f, sizeof doc[k + 1]);
+            ASSERT_EQ(pile_model_stage(m, &plain, E), PILE_EINVAL); /* a third */
+            ASSERT_EQ(pile_model_forward(m, &plain, 0, 0, 0.0f, &got, E), PILE_EINVAL);
+        }
+        if (k == 0) {
+            memset(tok[0], 0x7f, sizeof tok[0]);
+            memset(tgt[0], 0x7f, sizeof tgt[0]);
+        }
+        zero_grad(m);
+        ASSERT_OK(pile_model_forward(m, NULL, 1, 100 + (uint64_t)k, 0.03f, &got, E), E);
+        ASSERT(memcmp(&got.loss_sum, &want[k].loss_sum, sizeof got.loss_sum) == 0);
+        ASSERT_EQ(got.n_tokens, want[k].n_tokens);
+        ASSERT_EQ(got.n_correct, want[k].n_correct);
+        if (k + 1 < NB) /* the last forward's inputs are the second one's set: its backward comes first */
+            ASSERT_EQ(pile_model_stage(m, &plain, E), PILE_EINVAL);
+        ASSERT_OK(pile_model_backward(m, grads, E), E);
+        float *g = download_grads(m);
+        ASSERT(g != NULL);
+        if (g && gwant[k]) ASSERT_MEM_EQ(g, gwant[k], n * sizeof *g);
+        free(g);
+    }
+    ASSERT_EQ(pile_model_staged(m), 0);
+
+    /* one staged batch stays through a direct (validation) forward */
+    for (int r = 0; r < B * T; r++) { /* batch 1 again, the way it was */
+        tok[1][r] = (tokens[r] + 7) % V;
+        tgt[1][r] = targets[r] < 0 ? -1 : (targets[r] + 7) % V;
+        doc[1][r] = docs[r];
+    }
+    ASSERT_OK(pile_model_stage(m, &bt[1], E), E);
+    double direct = loss_of(m, &plain, 0, 0);
+    ASSERT(direct == direct);
+    ASSERT_EQ(pile_model_staged(m), 1);
+    zero_grad(m);
+    ASSERT_OK(pile_model_forward(m, NULL, 1, 101, 0.03f, &got, E), E);
+    ASSERT(memcmp(&got.loss_sum, &want[1].loss_sum, sizeof got.loss_sum) == 0);
+    ASSERT_OK(pile_model_backward(m, grads, E), E);
+
+    /* a bad batch is refused and stages nothing; unstage forgets */
+    int32_t bad = tokens[0];
+    tokens[0] = V;
+    ASSERT_EQ(pile_model_stage(m, &plain, E), PILE_EINVAL);
+    tokens[0] = bad;
+    ASSERT_EQ(pile_model_staged(m), 0);
+    ASSERT_OK(pile_model_stage(m, &plain, E), E);
+    pile_model_unstage(m);
+    ASSERT_EQ(pile_model_staged(m), 0);
+    ASSERT_EQ(pile_model_forward(m, NULL, 0, 0, 0.0f, &got, E), PILE_EINVAL);
+    ASSERT_OK(pile_backend_sync(be, E), E);
+    for (int k = 0; k < NB; k++) free(gwant[k]);
     pile_model_free(m);
 }
 
@@ -979,6 +1084,7 @@ int main(void)
     TEST("gradients against finite differences, through dropout");
     gradcheck(1, 0.2f);
     test_determinism();
+    test_staging();
     test_recompute();
     test_decode();
     test_dropout();

@@ -331,6 +331,48 @@ void pile_backend_upload(pile_backend *be, pile_tensor dst, const void *host_src
     be->iface->upload(be, dst, host_src, n * pile_dtype_size(dst.dtype));
 }
 
+/* Each staged upload starts on 256 bytes of the staging memory: the
+ * alignment of a device's fastest copies. */
+#define STAGE_ALIGN ((size_t)256)
+
+int pile_backend_stage_reserve(pile_backend *be, size_t bytes, pile_err *err)
+{
+    if (bytes <= be->stage_cap) return 0;
+    PILE_RETURN_IF(be->stage_used, err, PILE_EINVAL,
+                   "cannot grow the %s backend's staging memory while a staged group is open", be->name);
+    if (be->iface->stage_reserve) {
+        /* nothing queued may still read the staging memory replaced */
+        PILE_FORWARD_IF_ERR(pile_backend_sync(be, err));
+        PILE_FORWARD_IF_ERR(be->iface->stage_reserve(be, bytes, err));
+    }
+    be->stage_cap = bytes;
+    return 0;
+}
+
+void pile_backend_stage_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t n)
+{
+    if (!mem_arg(be, "stage_upload", "dst", dst, n) || !n) return;
+    const size_t bytes = n * pile_dtype_size(dst.dtype);
+    const size_t took = bytes > SIZE_MAX - STAGE_ALIGN ? SIZE_MAX : (bytes + STAGE_ALIGN - 1) / STAGE_ALIGN * STAGE_ALIGN;
+    if (took > be->stage_cap - be->stage_used) {
+        pile__backend_fail(be, PILE_EINVAL, "stage_upload",
+                           "%zu bytes more in a group that holds %zu of the %zu bytes reserved "
+                           "(pile_backend_stage_reserve)",
+                           bytes, be->stage_used, be->stage_cap);
+        return;
+    }
+    if (be->iface->stage_upload) be->iface->stage_upload(be, dst, host_src, bytes, be->stage_used);
+    else be->iface->upload(be, dst, host_src, bytes);
+    be->stage_used += took;
+}
+
+void pile_backend_stage_wait(pile_backend *be)
+{
+    if (!be->stage_used) return;
+    if (be->iface->stage_wait && !be->failed) be->iface->stage_wait(be);
+    be->stage_used = 0;
+}
+
 void pile_backend_download(pile_backend *be, void *host_dst, pile_tensor src, size_t n)
 {
     if (!mem_arg(be, "download", "src", src, n) || !n) return;

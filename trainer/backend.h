@@ -218,6 +218,34 @@ int pile_backend_reserve(pile_backend *be, size_t bytes, pile_err *err);
 /* n elements between host memory and dst / src's first elements. */
 void pile_backend_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t n);
 void pile_backend_download(pile_backend *be, void *host_dst, pile_tensor src, size_t n);
+/* Staged uploads: host data that travels to the device while the ops
+ * queued before it compute (the next micro-batch while the current one
+ * runs). A device backend copies each upload at once into host staging
+ * memory of its own (pinned, which a device reads without the CPU) and
+ * from there to dst on a copy queue beside the ops' queue; a backend
+ * without one (the CPU's) uploads at once, as pile_backend_upload: the
+ * bits are the same either way.
+ *
+ * The uploads between two pile_backend_stage_wait calls form a group, at
+ * most `bytes` of staging memory together (pile_backend_stage_reserve;
+ * each upload takes its bytes rounded up to 256). Ordering:
+ *  - a group's first upload is ordered after every op queued before it,
+ *    so dst may be a tensor those ops still read;
+ *  - ops queued after the group's pile_backend_stage_wait see its data;
+ *  - ops queued between the two may run while it travels, so they must
+ *    not touch the group's dst tensors.
+ * host_src may be reused when stage_upload returns. */
+/* Staging memory for groups of up to `bytes`: allocated on the first
+ * call, grown by a larger one (which waits for the backend first), kept
+ * by a smaller one. 0, or PILE_ENOMEM (err says how much). */
+int pile_backend_stage_reserve(pile_backend *be, size_t bytes, pile_err *err);
+/* n elements of host_src into dst[0..n), staged. Beyond the reserved
+ * bytes: a sticky error naming both sizes. */
+void pile_backend_stage_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t n);
+/* Ends the group: the ops queued from now on see its uploads (a device's
+ * op queue waits for its copy queue there, without the CPU waiting). */
+void pile_backend_stage_wait(pile_backend *be);
+
 /* dst[0..n) = src[0..n), one dtype, both in this backend, not overlapping. */
 void pile_backend_copy(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n);
 void pile_backend_zero(pile_backend *be, pile_tensor t, size_t n);

@@ -31,6 +31,16 @@ typedef struct pile_backend_i {
     void (*sync)(pile_backend *be);
 
     void (*upload)(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes);
+    /* Staged uploads (pile_backend_stage_*); all three NULL in a backend
+     * without a copy queue, whose staged uploads are plain uploads.
+     * stage_reserve: host staging memory of at least `bytes` (backend.c
+     * calls it only to grow, after a sync). stage_upload: `bytes` from
+     * host_src at byte `offset` of the staging memory and on to dst;
+     * offset 0 starts a group (backend.c checks offset + bytes against
+     * the reserve). stage_wait: ops queued after it see the group. */
+    int (*stage_reserve)(pile_backend *be, size_t bytes, pile_err *err);
+    void (*stage_upload)(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes, size_t offset);
+    void (*stage_wait)(pile_backend *be);
     void (*download)(pile_backend *be, void *host_dst, pile_tensor src, size_t bytes);
     void (*copy)(pile_backend *be, pile_tensor dst, pile_tensor src, size_t bytes);
     void (*zero)(pile_backend *be, pile_tensor t, size_t bytes);
@@ -78,6 +88,8 @@ struct pile_backend {
     int host_memory;    /* its memory is host memory */
     pile_dtype emulate; /* F32: none; BF16 / F16: compute outputs rounded (pile_backend_set_emulation) */
     size_t bytes_peak;  /* the most bytes_in_use said after an allocation */
+    size_t stage_cap;   /* staging memory reserved (pile_backend_stage_reserve), bytes */
+    size_t stage_used;  /* of it, taken by the open group's uploads; 0: no group open */
     int failed;         /* the sticky error is set: ops do nothing */
     pile_err error;
 };

@@ -61,6 +61,13 @@ typedef struct layer_acts {
     pile_tensor resid3;
 } layer_acts;
 
+/* One batch's inputs in the backend, and what the host knows of them. */
+typedef struct batch_in {
+    pile_tensor tokens, targets, doc_start;
+    int B, T, has_doc;
+    int64_t n_tokens; /* positions with a target */
+} batch_in;
+
 /* Tensors are views into three allocations: params (the compute dtype,
  * the tensor table's flat layout), acts (U8, carved by carve() into
  * tensors of the compute dtype, F32 statistics and I32 ids) and dec
@@ -88,7 +95,17 @@ struct pile_model {
     pile_tensor losses;
     pile_tensor dresid, dbranch, dsmall, dwide;
     pile_tensor att_scratch; /* the attention's work space, shared by all layers */
-    pile_tensor tokens, targets, doc_start, correct;
+    pile_tensor tokens, targets, doc_start; /* the last forward's inputs: in[cur]'s */
+    pile_tensor correct;
+
+    /* Two sets of inputs, so that the next batch is staged (pile_model_stage)
+     * while the last one's forward and backward still read theirs. Staged
+     * batches wait in order: the oldest in in[1 - cur], a second in in[cur]
+     * (staged once the last forward's backward was queued). */
+    batch_in in[2];
+    int cur;
+    int n_staged;   /* 0, 1 or 2 */
+    int stage_open; /* the newest staged batch's upload group is not ended yet (pile_backend_stage_wait) */
 
     /* host mirrors for the per-row stats of a forward */
     float *host_losses;
@@ -332,7 +349,9 @@ static int lt(int l, int k) { return T_LAYER0 + l * T_PER_LAYER + k; }
  * (gelu), C (block); once: the shared set (8 C for gelu, 16 C + 4 + saved
  * for block), the attention's scratch, the embedding output, final
  * LayerNorm and logits (C + 2 + Vp), and the backward's gradients (dresid
- * C, dsmall C, dwide 4 C, and dbranch C when dropout needs a masked copy). */
+ * C, dsmall C, dwide 4 C, and dbranch C when dropout needs a masked copy);
+ * per position, two sets of inputs (3 int32 each: one staged while the
+ * other computes) and the correct flags. */
 static size_t carve(pile_model *m, pile_tensor base)
 {
     const size_t N = (size_t)m->max_batch * (size_t)m->seq_len;
@@ -388,9 +407,11 @@ static size_t carve(pile_model *m, pile_tensor base)
     if (m->cfg.dropout > 0.0f) REGION(m->dbranch, DT, N * C);
     REGION(m->dsmall, DT, N * C);
     REGION(m->dwide, DT, N * 4 * C);
-    REGION(m->tokens, I32, N);
-    REGION(m->targets, I32, N);
-    REGION(m->doc_start, I32, N);
+    for (int k = 0; k < 2; k++) {
+        REGION(m->in[k].tokens, I32, N);
+        REGION(m->in[k].targets, I32, N);
+        REGION(m->in[k].doc_start, I32, N);
+    }
     REGION(m->correct, I32, N);
     return at;
 }
@@ -461,6 +482,17 @@ int pile_model_create(pile_model **out, pile_backend *be, const pile_model_confi
                             act_bytes, max_batch, seq_len);
     }
     carve(m, m->acts);
+    m->tokens = m->in[0].tokens;
+    m->targets = m->in[0].targets;
+    m->doc_start = m->in[0].doc_start;
+    /* host staging for one batch's three arrays, each rounded as
+     * pile_backend_stage_upload rounds them */
+    const size_t stage = 3 * ((N * sizeof(int32_t) + 255) / 256 * 256);
+    rc = pile_backend_stage_reserve(be, stage, err);
+    if (rc < 0) {
+        pile_model_free(m);
+        return rc;
+    }
     *out = m;
     return 0;
 oom_params: {
@@ -623,26 +655,87 @@ static void block_fwd(pile_model *m, int l, pile_tensor x, int B, int T, pile_te
     pile_backend_add(be, a->resid3, a->resid2, a->resid3, NC);
 }
 
+/* Puts batch's shape and target count into in; its arrays are the
+ * caller's to upload. */
+static void describe(batch_in *in, const pile_batch *batch)
+{
+    const size_t N = (size_t)batch->B * (size_t)batch->T;
+    in->B = batch->B;
+    in->T = batch->T;
+    in->has_doc = batch->doc_start != NULL;
+    in->n_tokens = 0;
+    for (size_t i = 0; i < N; i++) in->n_tokens += batch->targets[i] >= 0;
+}
+
+int pile_model_stage(pile_model *m, const pile_batch *batch, pile_err *err)
+{
+    PILE_RETURN_IF(m->n_staged == 2, err, PILE_EINVAL, "cannot stage a third batch: two wait for their forward");
+    /* the second goes where the last forward's inputs are */
+    PILE_RETURN_IF(m->n_staged == 1 && m->bwd_ready, err, PILE_EINVAL,
+                   "cannot stage a second batch before the last forward's backward: it reads that forward's inputs");
+    PILE_FORWARD_IF_ERR(check_batch(m, batch, err));
+    pile_backend *be = m->be;
+    /* the batch before is the next forward's: its uploads are waited for
+     * there, this one's travel during that forward */
+    if (m->stage_open) pile_backend_stage_wait(be);
+    m->stage_open = 0;
+    batch_in *in = &m->in[m->n_staged ? m->cur : 1 - m->cur];
+    describe(in, batch);
+    const size_t N = (size_t)batch->B * (size_t)batch->T;
+    pile_backend_stage_upload(be, in->tokens, batch->tokens, N);
+    pile_backend_stage_upload(be, in->targets, batch->targets, N);
+    if (batch->doc_start) pile_backend_stage_upload(be, in->doc_start, batch->doc_start, N);
+    m->stage_open = 1;
+    m->n_staged++;
+    return 0;
+}
+
+int pile_model_staged(const pile_model *m) { return m->n_staged; }
+
+void pile_model_unstage(pile_model *m)
+{
+    /* a copy in flight lands before any later one into the same tensors:
+     * staged uploads travel in order */
+    if (m->stage_open) pile_backend_stage_wait(m->be);
+    m->stage_open = 0;
+    m->n_staged = 0;
+}
+
 int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uint64_t dropout_seed,
                        float grad_scale, pile_fwd_stats *stats, pile_err *err)
 {
     pile_backend *be = m->be;
     m->bwd_ready = 0;
     m->logits_valid = 0;
-    PILE_FORWARD_IF_ERR(check_batch(m, batch, err));
-    const int B = batch->B, T = batch->T, C = m->cfg.n_embd, L = m->cfg.n_layer;
+    batch_in *in;
+    if (batch) {
+        /* in[cur] is free unless a second batch is staged there */
+        PILE_RETURN_IF(m->n_staged == 2, err, PILE_EINVAL,
+                       "cannot run a forward on another batch while two staged batches wait");
+        PILE_FORWARD_IF_ERR(check_batch(m, batch, err));
+        in = &m->in[m->cur];
+        describe(in, batch);
+        const size_t n = (size_t)batch->B * (size_t)batch->T;
+        pile_backend_upload(be, in->tokens, batch->tokens, n);
+        pile_backend_upload(be, in->targets, batch->targets, n);
+        if (batch->doc_start) pile_backend_upload(be, in->doc_start, batch->doc_start, n);
+    } else {
+        PILE_RETURN_IF(!m->n_staged, err, PILE_EINVAL, "cannot run a forward on the staged batch: none is staged");
+        if (m->n_staged == 1 && m->stage_open) pile_backend_stage_wait(be);
+        if (m->n_staged == 1) m->stage_open = 0;
+        m->cur = 1 - m->cur;
+        m->n_staged--;
+        in = &m->in[m->cur];
+    }
+    m->tokens = in->tokens;
+    m->targets = in->targets;
+    m->doc_start = in->doc_start;
+    const int B = in->B, T = in->T, C = m->cfg.n_embd, L = m->cfg.n_layer;
     const int N = B * T, V = m->cfg.vocab_size, Vp = m->Vp;
     const size_t NC = (size_t)N * (size_t)C;
     const float p = m->cfg.dropout;
     const int drop = training && p > 0.0f;
-
-    pile_backend_upload(be, m->tokens, batch->tokens, (size_t)N);
-    pile_backend_upload(be, m->targets, batch->targets, (size_t)N);
-    pile_tensor doc = PILE_NO_TENSOR;
-    if (batch->doc_start) {
-        pile_backend_upload(be, m->doc_start, batch->doc_start, (size_t)N);
-        doc = m->doc_start;
-    }
+    const pile_tensor doc = in->has_doc ? m->doc_start : PILE_NO_TENSOR;
 
     PILE_FORWARD_IF_ERR(use_unit(m, 0, 1, err));
     pile_backend_embed_fwd(be, m->encoded, m->tokens, param(m, T_WTE), param(m, T_WPE), B, T, C);
@@ -666,11 +759,13 @@ int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uin
     pile_backend_download(be, m->host_correct, m->correct, (size_t)N);
     /* the stats are read back here, so this is where a fault shows */
     PILE_FORWARD_IF_ERR(pile_backend_sync(be, err));
-    pile_fwd_stats s = {0.0, 0, 0};
+    /* a position without a target has loss 0 and is never correct
+     * (pile_backend_softmax_ce): summing every position adds +0.0 there,
+     * the same bits as skipping it, and needs no host copy of a staged
+     * batch's targets */
+    pile_fwd_stats s = {0.0, in->n_tokens, 0};
     for (int i = 0; i < N; i++) {
-        if (batch->targets[i] < 0) continue;
         s.loss_sum += (double)m->host_losses[i];
-        s.n_tokens++;
         s.n_correct += m->host_correct[i] != 0;
     }
     if (stats) *stats = s;

@@ -162,7 +162,29 @@ typedef struct pile_fwd_stats {
     int64_t n_correct;/* positions whose argmax equals the target */
 } pile_fwd_stats;
 
-/* Forward pass. training != 0 applies dropout with masks drawn from
+/* Staging: the next batch's inputs sent to the backend while the current
+ * one computes (a device copies them on a queue of its own, from pinned
+ * memory: pile_backend_stage_upload), then a forward with batch NULL runs
+ * on the oldest staged batch. Staged batches wait in the order staged, at
+ * most two: the model keeps two sets of inputs, so with one waiting a
+ * second may be staged once the last forward's backward was called (the
+ * backward reads that forward's inputs, whose set the second one takes).
+ * A loop stages micro-batch i + 1, then runs the forward and backward of
+ * micro-batch i. The results are those of pile_model_forward(batch): the
+ * same uploads, earlier. */
+/* Checks batch as pile_model_forward does and stages it; its arrays may
+ * be reused when this returns. PILE_EINVAL for a bad batch, with two
+ * batches staged, or with one staged while a backward is due. */
+int pile_model_stage(pile_model *m, const pile_batch *batch, pile_err *err);
+/* The staged batches waiting for their forward: 0, 1 or 2. */
+int pile_model_staged(const pile_model *m);
+/* Forgets the staged batches (a loop that will not run them). */
+void pile_model_unstage(pile_model *m);
+
+/* Forward pass, on batch, or with batch NULL on the oldest staged batch
+ * (PILE_EINVAL when none is; a batch given while two are staged is
+ * PILE_EINVAL too, one staged batch stays staged for a later forward).
+ * training != 0 applies dropout with masks drawn from
  * dropout_seed (distinct per micro-step; the caller derives it from the
  * run seed and the step). grad_scale != 0 also prepares the backward:
  * the next pile_model_backward computes the gradient of

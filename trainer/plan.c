@@ -353,8 +353,9 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
     col[PILE_PLAN_LOGITS] = add(region(mul(N, Vp), a), region(N, 4));
     col[PILE_PLAN_BACKWARD] =
         add(add(region(NC, a), s->dropout ? region(NC, a) : 0), add(region(NC, a), region(mul(4, NC), a)));
-    /* tokens, targets, document starts, correct flags (int32) */
-    col[PILE_PLAN_BATCH] = mul(4, region(N, 4));
+    /* tokens, targets, document starts twice (the next micro-batch is
+     * staged while this one computes), correct flags (int32) */
+    col[PILE_PLAN_BATCH] = mul(7, region(N, 4));
     const uint64_t acts = add(add(add(col[PILE_PLAN_ACTIVATIONS], col[PILE_PLAN_ATTENTION]),
                                   add(col[PILE_PLAN_RECOMPUTE], col[PILE_PLAN_EMBED])),
                               add(add(col[PILE_PLAN_LOGITS], col[PILE_PLAN_BACKWARD]), col[PILE_PLAN_BATCH]));

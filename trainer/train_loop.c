@@ -413,7 +413,12 @@ typedef struct trainer {
     pile_buf data_json;                   /* the shards' identity, recorded in each checkpoint */
     pile_checkpoint_tokenizer *tok_files; /* read at start, carried by each checkpoint */
     host_batch step_batch; /* accumulation_steps x batch_size rows */
-    host_batch val_batch;  /* batch_size rows */
+    host_batch val_batch;  /* batch_size rows; during a step, the next step's first micro-batch (prefetch_next_step) */
+    /* the next step's first micro-batch is staged in the model: the step
+     * at (prefetch_epoch, prefetch_pos) starts with it */
+    int prefetched;
+    int64_t prefetch_epoch;
+    uint64_t prefetch_pos;
     int64_t steps_per_epoch, total_steps, warmup_steps, total_epochs;
     double min_lr;
     int64_t last_val_step, last_save_step;
@@ -1066,19 +1071,81 @@ static int gather_rows(trainer *t, uint64_t at, uint64_t end, size_t *row, int64
  * but the rank and the world size. The target tokens are counted over
  * all ranks, and gradients accumulated scaled by 1 / tokens, so the
  * step's loss is the token mean over the whole global batch. */
+/* The step at pos: its rows over all ranks, and this rank's [lo, hi) of
+ * them. */
+static void step_share(const trainer *t, uint64_t pos, uint64_t *step_rows, uint64_t *lo, uint64_t *hi)
+{
+    const uint64_t N = t->info->train_samples;
+    const uint64_t per_rank = (uint64_t)t->cfg->batch_size * (uint64_t)t->cfg->accumulation_steps;
+    *step_rows = N - pos < per_rank * (uint64_t)t->world ? N - pos : per_rank * (uint64_t)t->world;
+    *lo = per_rank * (uint64_t)t->rank;
+    if (*lo > *step_rows) *lo = *step_rows;
+    *hi = *step_rows - *lo < per_rank ? *step_rows : *lo + per_rank;
+}
+
+/* Stages micro-batch k of the step's `rows` rows in step_batch: the
+ * batch_size rows from k batch_size on (fewer at the end). */
+static int stage_micro(trainer *t, size_t rows, int k, pile_err *err)
+{
+    const pile_train_config *c = t->cfg;
+    const size_t first = (size_t)k * (size_t)c->batch_size, o = first * (size_t)t->T;
+    const int b = rows - first < (size_t)c->batch_size ? (int)(rows - first) : c->batch_size;
+    pile_batch batch = {b, t->T, t->step_batch.tokens + o, t->step_batch.targets + o,
+                        c->doc_mask ? t->step_batch.doc_start + o : NULL};
+    return pile_model_stage(t->model, &batch, err);
+}
+
+/* The next step's first micro-batch, staged while this step's last one
+ * computes, so that the copy to a device overlaps compute across steps
+ * too. Its rows are the ones that step's gather_rows will read (the
+ * epoch's order depends on (seed, epoch, position) alone), read here
+ * into val_batch, which is free during a step. Nothing here may stop the
+ * run or change its state: a row that does not read (a damaged one) or a
+ * batch the model refuses is simply not staged, and the next step reads
+ * and reports it as it always did. No collective either (ranks without
+ * micro-batches never come here). */
+static void prefetch_next_step(trainer *t, uint64_t step_rows)
+{
+    const pile_train_config *c = t->cfg;
+    const int T = t->T;
+    t->prefetched = 0;
+    if (t->st.step + 1 >= t->total_steps) return;
+    int64_t epoch = t->st.epoch;
+    uint64_t pos = t->st.position + step_rows, rows, lo, hi;
+    if (pos >= t->info->train_samples) epoch++, pos = 0;
+    step_share(t, pos, &rows, &lo, &hi);
+    const int b = hi - lo < (uint64_t)c->batch_size ? (int)(hi - lo) : c->batch_size;
+    if (b == 0) return;
+    host_batch *hb = &t->val_batch;
+    pile_err e;
+    for (int r = 0; r < b; r++) {
+        size_t o = (size_t)r * (size_t)T;
+        uint64_t i = pile_data_epoch_sample(t->data, c->seed, (uint64_t)epoch, pos + lo + (uint64_t)r);
+        if (pile_data_sample(t->data, 0, i, c->doc_mask_loss, hb->tokens + o, hb->targets + o,
+                             c->doc_mask ? hb->doc_start + o : NULL, &e) < 0)
+            return;
+    }
+    pile_batch batch = {b, T, hb->tokens, hb->targets, c->doc_mask ? hb->doc_start : NULL};
+    if (pile_model_stage(t->model, &batch, &e) < 0) return;
+    t->prefetched = 1;
+    t->prefetch_epoch = epoch;
+    t->prefetch_pos = pos;
+}
+
 static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *lr_out, int64_t *tokens_out,
                       pile_err *err)
 {
     const pile_train_config *c = t->cfg;
-    const uint64_t N = t->info->train_samples;
-    const int T = t->T;
     const uint64_t pos = t->st.position;
-    const uint64_t per_rank = (uint64_t)c->batch_size * (uint64_t)c->accumulation_steps;
-    const uint64_t step_rows = N - pos < per_rank * (uint64_t)t->world ? N - pos : per_rank * (uint64_t)t->world;
-    uint64_t lo = per_rank * (uint64_t)t->rank;
-    if (lo > step_rows) lo = step_rows;
-    const uint64_t hi = step_rows - lo < per_rank ? step_rows : lo + per_rank;
+    uint64_t step_rows, lo, hi;
+    step_share(t, pos, &step_rows, &lo, &hi);
     const int n_micro = (int)((hi - lo + (uint64_t)c->batch_size - 1) / (uint64_t)c->batch_size);
+    /* the first micro-batch came staged from the step before, unless
+     * something ran in between that left it out (a model made anew) */
+    const int prefetched = t->prefetched && t->prefetch_epoch == t->st.epoch && t->prefetch_pos == pos &&
+                           pile_model_staged(t->model) == 1;
+    t->prefetched = 0;
+    if (!prefetched) pile_model_unstage(t->model);
     int64_t tokens = 0;
     size_t row = 0;
     int rc = gather_rows(t, pos + lo, pos + hi, &row, &tokens, err);
@@ -1093,24 +1160,26 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     t->step_scale = loss_scale;
     if (tokens > 0) {
         const float scale = (float)(loss_scale / (double)tokens);
-        /* every micro-batch is full but perhaps the epoch's last */
+        /* every micro-batch is full but perhaps the epoch's last; the
+         * next one (the next step's first after the last) is staged before
+         * each forward, so that it travels to a device while this one
+         * computes */
         const size_t rows = row;
-        row = 0;
+        if (!prefetched) PILE_FORWARD_IF_ERR(stage_micro(t, rows, 0, err));
         for (int mi = 0; mi < n_micro; mi++) {
-            size_t o = row * (size_t)T;
-            int b = rows - row < (size_t)c->batch_size ? (int)(rows - row) : c->batch_size;
-            pile_batch batch = {b, T, t->step_batch.tokens + o, t->step_batch.targets + o,
-                                c->doc_mask ? t->step_batch.doc_start + o : NULL};
+            if (mi + 1 < n_micro) PILE_FORWARD_IF_ERR(stage_micro(t, rows, mi + 1, err));
+            else prefetch_next_step(t, step_rows);
             pile_fwd_stats fs;
             /* the micro-batch's number in the global batch: another mask on each rank */
             const int micro = t->rank * c->accumulation_steps + mi;
-            PILE_FORWARD_IF_ERR(pile_model_forward(t->model, &batch, 1, dropout_seed(c->seed, t->st.step, micro),
+            PILE_FORWARD_IF_ERR(pile_model_forward(t->model, NULL, 1, dropout_seed(c->seed, t->st.step, micro),
                                                    scale, &fs, err));
             PILE_FORWARD_IF_ERR(pile_model_backward(t->model, pile_optim_grads(t->opt), err));
             PILE_FORWARD_IF_ERR(pile_optim_backward_done(t->opt, err));
             loss_sum += fs.loss_sum;
-            row += (size_t)b;
         }
+    } else {
+        pile_model_unstage(t->model); /* a step without targets runs no micro-batch */
     }
     double gnorm = 0.0;
     PILE_FORWARD_IF_ERR(reduce_gradients(t, &loss_sum, &gnorm, err));

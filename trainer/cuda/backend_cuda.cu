@@ -1,6 +1,6 @@
 /* The CUDA backend's registry entry ("cuda"), its state and memory: one
  * device, a compute stream every op runs on in call order, a copy stream
- * for the prefetch of the next batch, cuBLASLt's handle and workspace,
+ * for the staged upload of the next batch (pinned host memory, events), cuBLASLt's handle and workspace,
  * the device arena and the ops table. The ops themselves live in
  * matmul.cu, kernels.cu and attention.cu (cuda_internal.h says which).
  * Written to be read beside the CPU backend (trainer/cpu/backend_cpu.c):
@@ -56,6 +56,11 @@ typedef struct cuda_state {
     size_t arena_size;
     block_list arena;  /* tiles [arena_base, arena_base + arena_size) */
     block_list direct; /* cudaMalloc'ed one by one, all used */
+    /* staged uploads (see "staged uploads" below) */
+    char *stage_host;    /* pinned, stage_bytes */
+    size_t stage_bytes;
+    cudaEvent_t staged;   /* on copy_stream, after the last staged copy */
+    cudaEvent_t computed; /* on stream, at the last group's start */
 } cuda_state;
 
 static cuda_state *state_of(const pile_backend *be) { return (cuda_state *)be->ctx; }
@@ -92,6 +97,9 @@ static void release(cuda_state *s)
     free(s->direct.b);
     free(s->arena.b);
     if (s->arena_base) (void)cudaFree(s->arena_base);
+    if (s->stage_host) (void)cudaFreeHost(s->stage_host);
+    if (s->staged) (void)cudaEventDestroy(s->staged);
+    if (s->computed) (void)cudaEventDestroy(s->computed);
     if (c->scratch) (void)cudaFree(c->scratch);
     if (c->lt_workspace) (void)cudaFree(c->lt_workspace);
     if (c->lt) (void)cublasLtDestroy(c->lt);
@@ -308,6 +316,9 @@ static void cuda_free(pile_backend *be, void *p)
         }
         block *b = &s->arena.b[lo];
         if (b->off != off || !b->used) return; /* not a block's start: never handed out */
+        /* a staged copy (copy_stream) into it may still run: the ops
+         * queued from now on, which may reuse it, come after the copies */
+        if (s->staged) check_call(be, cudaStreamWaitEvent(c->stream, s->staged, 0), "free");
         b->used = 0;
         c->bytes_in_use -= b->size;
         if (lo + 1 < s->arena.n && !s->arena.b[lo + 1].used) {
@@ -362,6 +373,73 @@ void pile__cuda_zero(pile_backend *be, pile_tensor t, size_t bytes)
     check_call(be, cudaMemsetAsync(t.data, 0, bytes, pile__cuda_ctx(be)->stream), "zero");
 }
 
+/* -------------------------------------------------- staged uploads */
+
+/* The next micro-batch's inputs (pile_backend_stage_*): the host copies
+ * them into pinned memory (stage_host), from which copy_stream moves them
+ * to the device while `stream` computes the current one. Two events order
+ * the streams; the host waits only where it reuses the pinned memory:
+ *  - computed: recorded on `stream` at a group's first upload, and
+ *    copy_stream waits for it, so a group overwrites no tensor that an op
+ *    queued before still reads;
+ *  - staged: recorded on copy_stream after each copy; stage_wait makes
+ *    `stream` wait for it, and a group's first upload has the host wait
+ *    for it before overwriting the pinned memory. In the training loop
+ *    the last group's copy ran during the forward before, which the host
+ *    waited for: that wait costs nothing there.
+ * One pinned buffer of one group (batch_size x max_length x 3 int32 in
+ * the trainer), so the host memory the planner counts is all there is. */
+static int cuda_stage_reserve(pile_backend *be, size_t bytes, pile_err *err)
+{
+    cuda_state *s = state_of(be);
+    cudaError_t e = cudaSuccess;
+    if (!s->staged) e = cudaEventCreateWithFlags(&s->staged, cudaEventDisableTiming);
+    if (e == cudaSuccess && !s->computed) e = cudaEventCreateWithFlags(&s->computed, cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return pile_err_set(err, PILE_EIO, "cannot create the events of staged uploads: %s", cudaGetErrorString(e));
+    }
+    if (s->stage_host) (void)cudaFreeHost(s->stage_host);
+    s->stage_host = NULL;
+    s->stage_bytes = 0;
+    e = cudaHostAlloc((void **)&s->stage_host, bytes, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        s->stage_host = NULL;
+        return pile_err_set(err, e == cudaErrorMemoryAllocation ? PILE_ENOMEM : PILE_EIO,
+                            "cannot allocate %zu bytes of pinned host memory for staged uploads: %s", bytes,
+                            cudaGetErrorString(e));
+    }
+    s->stage_bytes = bytes;
+    return 0;
+}
+
+static void cuda_stage_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes, size_t offset)
+{
+    cuda_state *s = state_of(be);
+    pile_cuda_ctx *c = &s->pub;
+    if (!s->stage_host || offset + bytes > s->stage_bytes) { /* backend.c checked against its reserve */
+        pile__backend_fail(be, PILE_EINVAL, "stage_upload", "no pinned memory for %zu bytes at %zu", bytes, offset);
+        return;
+    }
+    if (offset == 0) {
+        check_call(be, cudaEventSynchronize(s->staged), "stage_upload");
+        if (!be->failed) check_call(be, cudaEventRecord(s->computed, c->stream), "stage_upload");
+        if (!be->failed) check_call(be, cudaStreamWaitEvent(c->copy_stream, s->computed, 0), "stage_upload");
+        if (be->failed) return;
+    }
+    memcpy(s->stage_host + offset, host_src, bytes);
+    check_call(be, cudaMemcpyAsync(dst.data, s->stage_host + offset, bytes, cudaMemcpyHostToDevice, c->copy_stream),
+               "stage_upload");
+    if (!be->failed) check_call(be, cudaEventRecord(s->staged, c->copy_stream), "stage_upload");
+}
+
+static void cuda_stage_wait(pile_backend *be)
+{
+    cuda_state *s = state_of(be);
+    check_call(be, cudaStreamWaitEvent(s->pub.stream, s->staged, 0), "stage_wait");
+}
+
 /* Waits for both streams; a fault of an earlier kernel shows here (the
  * sticky error of the CUDA context), named "sync" since the op that
  * caused it is not known. */
@@ -396,6 +474,9 @@ static pile_backend_i cuda_iface_table(void)
     t.reserve = cuda_reserve;
     t.sync = cuda_sync;
     t.upload = pile__cuda_upload;
+    t.stage_reserve = cuda_stage_reserve;
+    t.stage_upload = cuda_stage_upload;
+    t.stage_wait = cuda_stage_wait;
     t.download = pile__cuda_download;
     t.copy = pile__cuda_copy;
     t.zero = pile__cuda_zero;
