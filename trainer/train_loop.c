@@ -1061,16 +1061,6 @@ static int gather_rows(trainer *t, uint64_t at, uint64_t end, size_t *row, int64
     return 0;
 }
 
-/* One optimizer step at (epoch, position): the step takes the next
- * batch_size x accumulation_steps x world_size samples of the epoch's
- * order (fewer at the epoch's end), and rank r the r-th run of
- * batch_size x accumulation_steps of them (the last ranks' shorter or
- * empty at the epoch's end), cut into micro-batches of batch_size: the
- * very micro-batches one process would run with accumulation_steps x
- * world_size, and each its dropout masks. The slices depend on nothing
- * but the rank and the world size. The target tokens are counted over
- * all ranks, and gradients accumulated scaled by 1 / tokens, so the
- * step's loss is the token mean over the whole global batch. */
 /* The step at pos: its rows over all ranks, and this rank's [lo, hi) of
  * them. */
 static void step_share(const trainer *t, uint64_t pos, uint64_t *step_rows, uint64_t *lo, uint64_t *hi)
@@ -1132,6 +1122,16 @@ static void prefetch_next_step(trainer *t, uint64_t step_rows)
     t->prefetch_pos = pos;
 }
 
+/* One optimizer step at (epoch, position): the step takes the next
+ * batch_size x accumulation_steps x world_size samples of the epoch's
+ * order (fewer at the epoch's end), and rank r the r-th run of
+ * batch_size x accumulation_steps of them (the last ranks' shorter or
+ * empty at the epoch's end), cut into micro-batches of batch_size: the
+ * very micro-batches one process would run with accumulation_steps x
+ * world_size, and each its dropout masks. The slices depend on nothing
+ * but the rank and the world size. The target tokens are counted over
+ * all ranks, and gradients accumulated scaled by 1 / tokens, so the
+ * step's loss is the token mean over the whole global batch. */
 static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *lr_out, int64_t *tokens_out,
                       pile_err *err)
 {
