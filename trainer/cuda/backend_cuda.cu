@@ -1,7 +1,7 @@
 /* The CUDA backend's registry entry ("cuda"), its state and memory: one
  * device, a compute stream every op runs on in call order, a copy stream
- * for the staged upload of the next batch (pinned host memory, events), cuBLASLt's handle and workspace,
- * the device arena and the ops table. The ops themselves live in
+ * for the staged upload of the next batch (pinned host memory, events),
+ * cuBLASLt's handle and workspace, the device arena and the ops table. The ops themselves live in
  * matmul.cu, kernels.cu and attention.cu (cuda_internal.h says which).
  * Written to be read beside the CPU backend (trainer/cpu/backend_cpu.c):
  * the same entries, the same contracts (backend.h). Nothing here has run
@@ -20,11 +20,12 @@
  * fit) and splits off the rest; free marks its block free and merges it
  * with free neighbours, so two free blocks are never adjacent. Requests
  * the arena cannot serve (none reserved, or it is full) go to cudaMalloc,
- * listed apart. Reuse needs no event: every op runs on `stream`, in the
+ * listed apart. Reuse needs no event but one: every op runs on `stream`, in the
  * order it was called, so memory freed after an op is only reused by ops
- * queued after it. Device scratch and cuBLASLt's workspace are their own
- * cudaMallocs, outside the arena and outside bytes_in_use (which counts
- * tensors, as the CPU backend's does). */
+ * queued after it (a staged upload, on copy_stream, is the exception:
+ * free makes `stream` wait for it). Device scratch and cuBLASLt's
+ * workspace are their own cudaMallocs, outside the arena and outside
+ * bytes_in_use (which counts tensors, as the CPU backend's does). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
