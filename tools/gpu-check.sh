@@ -1,7 +1,8 @@
 #!/bin/bash
 # gpu-check.sh: the first command to run on a machine with an NVIDIA GPU.
 # It builds the project with the CUDA backend, runs tests/gpu (every kernel
-# against fp64 references, the trainer on the GPU against the CPU), a short
+# against fp64 references, the trainer on the GPU against the CPU),
+# tests/test_backend (its cuda cases: the arena, staged uploads), a short
 # training run, the benchmark (bench/train-gpu.sh, short), the kernel test
 # again under compute-sanitizer (memcheck, racecheck) where the machine
 # supports it, prints the versions of the driver, CUDA, cuBLAS, cuDNN, NCCL
@@ -307,6 +308,10 @@ if [ $FAILED = 0 ]; then
     # --- tests/gpu
     NOTE="meson test --suite gpu"
     step tests-gpu meson test -C "$BUILD" --no-rebuild --print-errorlogs --suite gpu
+    # --- the backend's unit test, whose cuda cases (the arena, staged
+    # uploads through pinned memory and the copy stream) need the device
+    NOTE="tests/test_backend on cuda"
+    step backend-cuda "$BUILD/tests/test_backend"
     # --- a short training run: GPT-2's tokenizer, the small model, bf16
     train() {
         local d=$OUT/train
