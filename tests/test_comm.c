@@ -5,10 +5,14 @@
  * for rank 1 of 2 or 3 (comm_internal.h) drives what one rank cannot
  * show: counts that do not divide over the ranks, a root out of range,
  * the in-place shares of other ranks, partitions, and that a refused call
- * never reaches the implementation. */
+ * never reaches the implementation; and the communication thread: jobs
+ * and other threads' calls in submission order on that thread, submit
+ * returning before its job runs, and a failed job failing what follows. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <uv.h>
 
 #include "comm/comm.h"
 #include "comm/comm_internal.h"
@@ -324,10 +328,18 @@ static int fake_broadcast_bytes(void *impl, void *buf, size_t bytes, int root, p
     return 0;
 }
 
+/* What the communication thread's test saw: the jobs' numbers and 'b'
+ * for a barrier in the order they ran, and the thread each ran on. */
+static char thr_log[32];
+static size_t thr_len;
+static uv_thread_t thr_where;
+
 static int fake_barrier(void *impl, pile_err *err)
 {
     (void)impl, (void)err;
     fake_calls++;
+    thr_where = uv_thread_self();
+    if (thr_len < sizeof thr_log - 1) thr_log[thr_len++] = 'b';
     return 0;
 }
 
@@ -404,6 +416,81 @@ static void test_world(void)
     ASSERT_EQ(fake_calls, 2);
     pile_comm_close(c);
     ASSERT_EQ(fake_closed, 1);
+}
+
+static uv_sem_t thr_gate;
+
+/* A job: logs arg[0]; arg[1] & 1: first waits for thr_gate; & 2: fails
+ * as the tcp communicator does when a peer died. */
+static int thr_job(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
+{
+    (void)c, (void)ctx;
+    if (arg[1] & 1) uv_sem_wait(&thr_gate);
+    thr_where = uv_thread_self();
+    if (thr_len < sizeof thr_log - 1) thr_log[thr_len++] = (char)('0' + arg[0]);
+    if (arg[1] & 2)
+        return pile_err_set(err, PILE_EIO,
+                            "cannot allreduce (rank 1 of 2): rank 0 (previous in the ring) closed its connection");
+    return 0;
+}
+
+static void test_thread(void)
+{
+    TEST("communication thread: jobs, then other threads' calls, in order on it; a failure fails what follows");
+    pile_err err;
+    pile_comm *c = open_fake(1, 2, &err);
+    ASSERT(c != NULL);
+    if (!c || uv_sem_init(&thr_gate, 0) != 0) return;
+    const uv_thread_t self = uv_thread_self();
+    memset(thr_log, 0, sizeof thr_log);
+    thr_len = 0;
+    uint64_t t0 = 99, t1 = 0, t2 = 0, t3 = 0;
+    /* without the thread a job runs at once, here */
+    ASSERT_EQ(pile_comm_threaded(c), 0);
+    OK(pile_comm_submit(c, thr_job, NULL, 0, 0, 0, &t0, &err), &err);
+    ASSERT_STR_EQ(thr_log, "0");
+    ASSERT(uv_thread_equal(&thr_where, &self));
+    ASSERT_EQ(t0, 0);
+    OK(pile_comm_wait(c, t0, &err), &err);
+    OK(pile_comm_drain(c, &err), &err);
+
+    OK(pile_comm_thread_start(c, &err), &err);
+    ASSERT_EQ(pile_comm_threaded(c), 1);
+    REFUSED(pile_comm_thread_start(c, &err), &err, "has its communication thread already");
+    /* job 1 holds the thread: submit returns before it ran, and the
+     * jobs after it and the barrier wait their turn */
+    OK(pile_comm_submit(c, thr_job, NULL, 1, 1, 0, &t1, &err), &err);
+    OK(pile_comm_submit(c, thr_job, NULL, 2, 0, 0, &t2, &err), &err);
+    ASSERT_STR_EQ(thr_log, "0");
+    ASSERT(t1 > 0 && t2 == t1 + 1);
+    uv_sem_post(&thr_gate);
+    fake_calls = 0;
+    OK(pile_comm_barrier(c, &err), &err);
+    ASSERT_STR_EQ(thr_log, "012b");
+    ASSERT_EQ(fake_calls, 1);
+    ASSERT(!uv_thread_equal(&thr_where, &self)); /* made on the comm's thread */
+    OK(pile_comm_wait(c, t2, &err), &err);
+
+    /* job 4 fails: job 5 is passed over, and every later wait, submit
+     * and call returns job 4's error */
+    OK(pile_comm_submit(c, thr_job, NULL, 4, 3, 0, NULL, &err), &err);
+    OK(pile_comm_submit(c, thr_job, NULL, 5, 0, 0, &t3, &err), &err);
+    uv_sem_post(&thr_gate);
+    ASSERT_EQ(pile_comm_wait(c, t3, &err), PILE_EIO);
+    ASSERT_STR_EQ(err.msg, "cannot allreduce (rank 1 of 2): rank 0 (previous in the ring) closed its connection");
+    ASSERT_STR_EQ(thr_log, "012b4");
+    err.msg[0] = '\0';
+    ASSERT_EQ(pile_comm_submit(c, thr_job, NULL, 6, 0, 0, NULL, &err), PILE_EIO);
+    ASSERT(strstr(err.msg, "closed its connection") != NULL);
+    double d[2] = {0, 0};
+    err.msg[0] = '\0';
+    ASSERT_EQ(pile_comm_allreduce_f64(c, d, 2, PILE_COMM_SUM, &err), PILE_EIO);
+    ASSERT(strstr(err.msg, "closed its connection") != NULL);
+    ASSERT_EQ(pile_comm_drain(c, &err), PILE_EIO);
+    ASSERT_EQ(fake_calls, 1);
+    ASSERT_STR_EQ(thr_log, "012b4");
+    pile_comm_close(c); /* joins the thread */
+    uv_sem_destroy(&thr_gate);
 }
 
 static void test_partition(void)
@@ -671,6 +758,7 @@ int main(void)
     test_broadcast();
     test_refusals();
     test_world();
+    test_thread();
     test_partition();
     test_bad_open();
     test_env_launchers();

@@ -254,7 +254,7 @@ static void test_deepspeed(void)
     TEST("DeepSpeed: ZeRO, offload, optimizer, scheduler, unknown keys");
     pile_train_config_defaults(&c);
     p = write_file("ds.json",
-                   "{\"zero_optimization\": {\"stage\": 2, \"overlap_comm\": true,\n"
+                   "{\"zero_optimization\": {\"stage\": 2, \"overlap_comm\": false, \"contiguous_gradients\": true,\n"
                    "   \"offload_optimizer\": {\"device\": \"cpu\", \"pin_memory\": true}},\n"
                    " \"optimizer\": {\"type\": \"Lamb\", \"params\": {\"lr\": 0.002, \"max_coeff\": 0.3}},\n"
                    " \"scheduler\": {\"type\": \"WarmupCosineLR\", \"params\": {\"warmup_num_steps\": 100,\n"
@@ -273,7 +273,9 @@ static void test_deepspeed(void)
     snprintf(want, sizeof want, "'%s': key 'activation_checkpointing' not supported, ignored", p);
     ASSERT(has(&w, want));
     ASSERT(has(&w, "key 'wall_clock_breakdown' not supported"));
-    ASSERT(has(&w, "key 'zero_optimization.overlap_comm' not supported"));
+    ASSERT(has(&w, "key 'zero_optimization.contiguous_gradients' not supported"));
+    ASSERT_EQ(c.overlap_comm, 0); /* taken: the collectives then block */
+    ASSERT(!has(&w, "overlap_comm"));
     ASSERT(!has(&w, "offload_optimizer to")); /* the cpu is where it goes */
     ASSERT(has(&w, "optimizer 'Lamb' not supported; using AdamW"));
     ASSERT(has(&w, "key 'optimizer.params.max_coeff' not supported"));
@@ -291,6 +293,7 @@ static void test_deepspeed(void)
     pile_train_config_defaults(&c);
     ASSERT_EQ(c.reduce_bucket_size, 500000000);
     ASSERT_EQ(c.stage3_prefetch_bucket_size, 50000000);
+    ASSERT_EQ(c.overlap_comm, 1); /* collectives overlap unless told not to */
     p = write_file("ds.json", "{\"zero_optimization\": {\"stage\": 3, \"reduce_bucket_size\": 2e5,\n"
                               "   \"stage3_prefetch_bucket_size\": 1000, \"stage3_param_persistence_threshold\": 10,\n"
                               "   \"offload_optimizer\": {\"device\": \"nvme\"}}}");

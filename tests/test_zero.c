@@ -17,6 +17,8 @@
  *  - on 2 and 4 ranks every stage trains as one rank does on the same
  *    global batch: losses within 1e-5 relative, weights within 1e-5 in
  *    norm (the key biases apart: see g_exclude);
+ *  - with the communicator's thread (overlap), every stage takes the same
+ *    steps as without it, bit for bit;
  *  - on one rank (no communicator) stages 1 and 2 are stage 0 bit for bit;
  *  - bf16 emulation through the offload's staging rounds as stage 0;
  *  - every rank ends with the same parameters, and the shards cover the
@@ -54,11 +56,19 @@ typedef struct team {
 
 static team g_team;
 static _Thread_local int tl_rank;
+/* A rank's end of the team, its impl: the rank travels with the calls,
+ * which its communication thread may make instead of the rank's own. */
+typedef struct member {
+    team *t;
+    int rank;
+} member;
+static member g_member[MAXW];
 
 static int team_open(void **impl, const pile__comm_setup *setup, int *rank, int *world_size, pile_err *err)
 {
     (void)setup, (void)err;
-    *impl = &g_team;
+    g_member[tl_rank] = (member){&g_team, tl_rank};
+    *impl = &g_member[tl_rank];
     *rank = tl_rank;
     *world_size = g_team.world;
     return 0;
@@ -69,11 +79,15 @@ static void team_close(void *impl) { (void)impl; }
 /* Each rank publishes its buffer; after the first barrier every rank
  * reads the others'; after the second none reads any more, so a rank
  * may write its own and publish again. */
-static void publish(team *t, const void *p)
+static team *publish(void *impl, const void *p)
 {
-    t->in[tl_rank] = p;
-    uv_barrier_wait(&t->bar);
+    const member *me = impl;
+    me->t->in[me->rank] = p;
+    uv_barrier_wait(&me->t->bar);
+    return me->t;
 }
+
+static int rank_of(const void *impl) { return ((const member *)impl)->rank; }
 
 static double reduce_at(team *t, int kind, size_t i, pile_comm_op op)
 {
@@ -112,26 +126,23 @@ static int team_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype d
                           pile_err *err)
 {
     (void)dt, (void)stream, (void)err;
-    publish(impl, buf);
-    return reduce_into(impl, 0, buf, 0, count, op);
+    return reduce_into(publish(impl, buf), 0, buf, 0, count, op);
 }
 
 static int team_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
                                pile_comm_op op, void *stream, pile_err *err)
 {
     (void)dt, (void)stream, (void)err;
-    team *t = impl;
-    publish(t, in);
+    team *t = publish(impl, in);
     const size_t chunk = count / (size_t)t->world;
-    return reduce_into(t, 0, out, (size_t)tl_rank * chunk, chunk, op);
+    return reduce_into(t, 0, out, (size_t)rank_of(impl) * chunk, chunk, op);
 }
 
 static int team_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
                            pile_err *err)
 {
     (void)stream, (void)err;
-    team *t = impl;
-    publish(t, in);
+    team *t = publish(impl, in);
     const size_t bytes = count / (size_t)t->world * pile_comm_dtype_size(dt);
     /* a rank writes only its own out, never where another rank's in lies */
     for (int q = 0; q < t->world; q++) memmove((char *)out + (size_t)q * bytes, t->in[q], bytes);
@@ -142,9 +153,8 @@ static int team_all_gather(void *impl, void *out, const void *in, size_t count, 
 static int team_broadcast_bytes(void *impl, void *buf, size_t bytes, int root, pile_err *err)
 {
     (void)err;
-    team *t = impl;
-    publish(t, buf);
-    if (tl_rank != root) memcpy(buf, t->in[root], bytes);
+    team *t = publish(impl, buf);
+    if (rank_of(impl) != root) memcpy(buf, t->in[root], bytes);
     uv_barrier_wait(&t->bar);
     return 0;
 }
@@ -159,21 +169,19 @@ static int team_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype d
 static int team_allreduce_f64(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err)
 {
     (void)err;
-    publish(impl, v);
-    return reduce_into(impl, 1, v, 0, n, op);
+    return reduce_into(publish(impl, v), 1, v, 0, n, op);
 }
 
 static int team_allreduce_i64(void *impl, int64_t *v, size_t n, pile_comm_op op, pile_err *err)
 {
     (void)err;
-    publish(impl, v);
-    return reduce_into(impl, 2, v, 0, n, op);
+    return reduce_into(publish(impl, v), 2, v, 0, n, op);
 }
 
 static int team_barrier(void *impl, pile_err *err)
 {
     (void)err;
-    uv_barrier_wait(&((team *)impl)->bar);
+    uv_barrier_wait(&((member *)impl)->t->bar);
     return 0;
 }
 
@@ -240,6 +248,7 @@ typedef struct run_cfg {
     const char *load; /* a checkpoint folder to resume from first, or NULL */
     const char *save; /* a checkpoint folder to save at the end, or NULL */
     pile_comm *ext;   /* a communicator between processes (--ranks), or NULL */
+    int overlap;      /* collectives on the communicator's thread (not with ext) */
 } run_cfg;
 
 typedef struct rank_out {
@@ -280,6 +289,7 @@ static void rank_main(void *arg)
     pile_optim *opt = NULL;
     if (cfg->ext) comm = cfg->ext;
     else if (cfg->world) TRY(pile__comm_open_ops(&comm, &team_ops, NULL, err));
+    if (cfg->overlap && comm != cfg->ext) TRY(pile_comm_thread_start(comm, err));
     TRY(pile_backend_open(&be, "cpu", 1, err));
     if (cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
     if (cfg->offload) TRY(pile_backend_open(&off, "cpu", 1, err));
@@ -304,6 +314,7 @@ static void rank_main(void *arg)
             pile_batch b = {mb, T, g_tokens + at, g_targets + at, NULL};
             pile_fwd_stats st;
             TRY(pile_model_forward(m, &b, 1, 0, 1.0f / (float)tokens, &st, err));
+            pile_optim_begin_backward(opt, k == cfg->micro - 1);
             TRY(pile_model_backward(m, pile_optim_grads(opt), err));
             TRY(pile_optim_backward_done(opt, err));
             sums[0] += st.loss_sum;
@@ -479,8 +490,8 @@ static void test_checkpoints(void)
     }
     for (int i = 0; i < 4; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
     rank_out two[MAXW], four[MAXW];
-    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
-    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
+    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
+    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
     int ok = run(&z2, two) == 0 && run(&z1, four) == 0;
     ASSERT(ok);
     ok = ok && save_half("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder",
@@ -563,7 +574,7 @@ static void test_bytes(void)
     for (int stage = 0; stage <= 3; stage++) {
         TEST(NAME("bytes communicated per step at stage %d, 4 ranks: %s the parameters'", stage,
                   stage < 3 ? "2x" : "about 3x"));
-        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
+        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
         rank_out out[MAXW];
         if (run(&cfg, out) == 0) {
             /* stages 1 to 3 pad the flat buffer to a multiple of 4 */
@@ -598,8 +609,8 @@ static int main_ranks(void)
     const int W = pile_comm_world_size(comm), R = pile_comm_rank(comm);
     tl_rank = R;
     rank_out one = {0}, got = {0};
-    const run_cfg single = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
-    run_cfg d = {W, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, comm};
+    const run_cfg single = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
+    run_cfg d = {W, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, comm, 0};
     rank_job j1 = {&single, 0, &one};
     rank_main(&j1);
     int bad = one.rc < 0;
@@ -645,7 +656,7 @@ int main(int argc, char **argv)
     }
     rank_out ref[MAXW], ref_bf16[MAXW];
     TEST("one rank, stage 0: the reference trains");
-    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL};
+    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
     int ok = run(&base, ref) == 0;
     ASSERT(ok);
     if (ok) ASSERT(ref[0].loss[STEPS - 1] < ref[0].loss[0]);
@@ -704,6 +715,29 @@ int main(int argc, char **argv)
             d.bucket = s >= 2 ? 64 : 0;
             close_to(NAME("%d ranks, stage %d%s, 2 micro-batches each: as one rank", W, s, s ? ", offloaded" : ""),
                      &d, ref);
+        }
+        /* the communicator's thread (overlap): gradient buckets reduced as
+         * the backward finishes their layers, stage 3's gathers ahead of
+         * the compute; each stage takes the blocking run's steps bit for bit */
+        static const int overlap_cases[][2] = {{0, 0}, {1, 0}, {1, 1}, {2, 0}, {2, 1}, {3, 0}, {3, 2}};
+        for (size_t k = 0; k < sizeof overlap_cases / sizeof overlap_cases[0]; k++) {
+            rank_out blocking[MAXW];
+            d.stage = overlap_cases[k][0];
+            d.offload = overlap_cases[k][1];
+            d.bucket = 37;
+            d.overlap = 0;
+            TEST(NAME("(%d ranks, stage %d%s in buckets of 37, 2 micro-batches each, blocking)", W, d.stage,
+                      where[d.offload]));
+            if (run(&d, blocking) == 0) {
+                d.overlap = 1;
+                exact(NAME("%d ranks, stage %d%s, overlapped: the blocking run's steps bit for bit", W, d.stage,
+                           where[d.offload]),
+                      &d, blocking);
+                d.overlap = 0;
+            } else {
+                ASSERT(!"run failed");
+            }
+            free_out(blocking);
         }
         free_out(zero0);
     }

@@ -132,6 +132,8 @@ struct pile_model {
     pile_model_fetch_fn fetch;
     void *fetch_ctx;
     int unit;               /* the unit `view` holds; -1 none */
+    pile_model_grad_fn grad_ready; /* pile_model_set_grad_hook's, or NULL */
+    void *grad_ctx;
     pile_tensor view;
 };
 
@@ -307,6 +309,18 @@ static int use_unit(pile_model *m, int u, int next, pile_err *err)
     PILE_FORWARD_IF_ERR(m->fetch(m->fetch_ctx, u, next, &m->view, err));
     m->unit = u;
     return 0;
+}
+
+void pile_model_set_grad_hook(pile_model *m, pile_model_grad_fn fn, void *ctx)
+{
+    m->grad_ready = fn;
+    m->grad_ctx = ctx;
+}
+
+/* Unit u's gradients are final (pile_model_set_grad_hook). */
+static int grads_done(pile_model *m, int u, pile_err *err)
+{
+    return m->grad_ready ? m->grad_ready(m->grad_ctx, u, err) : 0;
 }
 
 int pile_model_partition(pile_model *m, pile_model_fetch_fn fetch, void *ctx, pile_err *err)
@@ -817,6 +831,7 @@ int pile_model_backward(pile_model *m, pile_tensor grads, pile_err *err)
     PILE_FORWARD_IF_ERR(use_unit(m, L + 1, L, err));
     pile_backend_layernorm_bwd(be, dres, grad(m, grads, (int)nt - 2), grad(m, grads, (int)nt - 1), m->dsmall, last,
                                param(m, (int)nt - 2), m->lnf_mean, m->lnf_rstd, N, C);
+    PILE_FORWARD_IF_ERR(grads_done(m, L + 1, err));
 
     for (int l = L - 1; l >= 0; l--) {
         layer_acts *a = &m->layers[l];
@@ -857,12 +872,13 @@ int pile_model_backward(pile_model *m, pile_tensor grads, pile_err *err)
                                 param(m, lt(l, T_ATTN_W)), N, C, 3 * C);
         pile_backend_layernorm_bwd(be, dres, grad(m, grads, lt(l, T_LN1_W)), grad(m, grads, lt(l, T_LN1_B)), m->dsmall, x,
                                    param(m, lt(l, T_LN1_W)), a->ln1_mean, a->ln1_rstd, N, C);
+        PILE_FORWARD_IF_ERR(grads_done(m, 1 + l, err));
     }
     /* embedding: encoded = dropout(wte[tok] + wpe[t]); dres is free to mask in place */
     if (m->last_dropout) pile_backend_dropout(be, dres, NC, m->cfg.dropout, site_seed(m->last_seed, -1, SITE_EMBED));
     pile_backend_embed_bwd(be, grad(m, grads, T_WTE), grad(m, grads, T_WPE), dres, m->tokens, B, T, C);
     m->bwd_ready = 0; /* the activations it read are spent (fch_gelu took gradients) */
-    return 0;
+    return grads_done(m, 0, err);
 }
 
 void pile_model_copy_logits(pile_model *m, int b, int t, float *host_out)

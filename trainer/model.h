@@ -145,6 +145,18 @@ void pile_model_unit_range(const pile_model *m, int unit, size_t *first, size_t 
  * fetch will find them. PILE_EINVAL when already partitioned. */
 int pile_model_partition(pile_model *m, pile_model_fetch_fn fetch, void *ctx, pile_err *err);
 
+/* Gradient overlap (optim.h): pile_model_backward calls grad_ready(ctx,
+ * unit, err) as each unit's gradients become final for that backward
+ * (their last op issued to the backend, not necessarily finished): unit
+ * n_layer + 1 (ln_f), then the blocks from the last to the first, then 0
+ * (the embeddings, last: the tied output layer's gradient goes into wte
+ * first). The units lie in the flat layout in order, unit 0 first, so
+ * after unit u the gradients from u's first element to the end are final
+ * and the caller may read them while the backward goes on below. An error
+ * fails the backward. fn NULL: none (the default). */
+typedef int (*pile_model_grad_fn)(void *ctx, int unit, pile_err *err);
+void pile_model_set_grad_hook(pile_model *m, pile_model_grad_fn fn, void *ctx);
+
 /* One batch in host memory. tokens and targets are [B*T]; targets[i] < 0
  * means no loss at i. doc_start is NULL (plain causal attention) or [B*T]
  * (see pile_backend_attention_fwd). */

@@ -19,20 +19,25 @@ struct pile_optim {
     size_t n;          /* pile_model_flat_size */
     size_t padded;     /* n rounded up to a multiple of world (stage >= 1) */
     size_t lo, shard;  /* the rank's shard: [lo, lo + shard) */
-    size_t bucket;     /* stage 2: elements per rank and bucket; 0: the whole shard at once */
+    size_t bucket;     /* elements per rank and bucket (stage 0: of the allreduce); 0: all at once */
     pile_adamw_config cfg;
     pile_tensor master, grads, m, v;
     pile_tensor gshard;     /* the gradients the step reads: grads (stage 0), its shard, or own_gshard */
     int own_gshard;
     pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
     pile_tensor staging;    /* offload with 16-bit parameters: the shard converted in obe before it goes up */
-    pile_tensor bucket_buf; /* stage 2 and 3 with buckets: world x bucket packed gradients (be) */
+    pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be) */
+    /* the gradients reduced while the backward runs (pile_optim_begin_backward) */
+    int last;               /* the current backward is the step's last micro-batch's */
+    size_t left;            /* buckets not submitted yet this round: those below left x bucket_span */
+    uint64_t ticket;        /* the last gradient bucket submitted */
     /* stage 3: the rank's shard of the compute parameters (pbe: be, or obe
      * with offload_param), and two unit buffers the model reads from (be) */
     pile_backend *pbe;
     pile_tensor cshard;
     pile_tensor unit_buf[2];
-    int unit_in[2];         /* the unit each holds; -1 none */
+    int unit_in[2];         /* the unit each holds (or is being gathered into it); -1 none */
+    uint64_t unit_ticket[2];/* the gather into each still in flight on the comm's thread; 0 none */
     int last_unit;          /* the unit the model asked for last */
     size_t prefetch;        /* units of at most this many parameters are gathered ahead */
     uint64_t comm_bytes;    /* payload of the collectives issued (see pile_optim_comm_bytes) */
@@ -76,7 +81,7 @@ static int alloc_replicated(pile_optim *o, pile_tensor params)
  *        gather   [0 ........... padded)  compute dtype, every rank's shard after the all-gather
  *        gather is stage 1 and 2's; stage 3 has instead
  *        unit_buf[2]                       the largest unit's compute parameters, twice
- *        bucket_buf  world x bucket        stage 2 and 3, when the shard is cut into buckets
+ *        bucket_buf  world x bucket        when the shard is cut into buckets
  *   obe: master, m, v, gshard   [lo, lo + shard) of the flat layout, F32
  *        staging                           offload with 16-bit parameters only
  *   pbe: cshard  [lo, lo + shard)          stage 3: compute parameters (pbe: obe with
@@ -118,7 +123,7 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
         o->staging = pile_backend_alloc(o->obe, params.dtype, o->shard);
         ok = o->staging.data != NULL;
     }
-    if (ok && o->stage >= 2 && o->bucket) {
+    if (ok && o->bucket) {
         o->bucket_buf = pile_backend_alloc(o->be, PILE_DTYPE_F32, w * o->bucket);
         ok = o->bucket_buf.data != NULL;
     }
@@ -135,33 +140,76 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
     return rc;
 }
 
-/* Gathers unit u into unit_buf[k]: each rank whose shard meets the unit's
- * range broadcasts its piece, in rank order (every rank makes the same
- * calls). The owner's piece comes from its compute shard, converted on
- * the model's backend (rounded as it rounds) unless the shard is
- * offloaded (then it was rounded where it was converted). */
-static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
+/* The pieces of unit u over the ranks' shards: rank q's is [*a, *b) of
+ * the flat layout (empty when *a >= *b). */
+static void unit_piece(const pile_optim *o, int u, int q, size_t *a, size_t *b)
 {
     size_t first, count;
     pile_model_unit_range(o->model, u, &first, &count);
-    const pile_tensor buf = o->unit_buf[k];
-    const size_t es = pile_dtype_size(buf.dtype);
-    o->unit_in[k] = -1;
+    const size_t qlo = (size_t)q * o->shard, qhi = qlo + o->shard;
+    *a = first > qlo ? first : qlo;
+    *b = first + count < qhi ? first + count : qhi;
+}
+
+/* A job (comm.h): every rank whose shard meets unit arg[0] broadcasts its
+ * piece of unit_buf[arg[1]], in rank order (every rank makes the same
+ * calls). */
+static int broadcast_unit(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
+{
+    pile_optim *o = ctx;
+    const int u = (int)arg[0];
+    const pile_tensor buf = o->unit_buf[arg[1]];
+    size_t first, count, a, b;
+    pile_model_unit_range(o->model, u, &first, &count);
     for (int q = 0; q < o->world; q++) {
-        const size_t qlo = (size_t)q * o->shard, qhi = qlo + o->shard;
-        const size_t a = first > qlo ? first : qlo, b = first + count < qhi ? first + count : qhi;
-        if (a >= b) continue;
-        const pile_tensor piece = pile_tensor_slice(buf, a - first, b - a);
-        if (q == o->rank) {
-            const pile_tensor src = pile_tensor_slice(o->cshard, a - o->lo, b - a);
-            if (o->pbe == o->be) pile_backend_convert(o->be, piece, src, b - a);
-            else PILE_FORWARD_IF_ERR(pile_tensor_copy(piece, src, b - a, err));
-        }
-        PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
-        if (o->comm)
-            PILE_FORWARD_IF_ERR(pile_comm_broadcast(o->comm, piece.data, b - a, comm_dtype(buf.dtype), q, NULL, err));
-        o->comm_bytes += (b - a) * es;
+        unit_piece(o, u, q, &a, &b);
+        if (a < b)
+            PILE_FORWARD_IF_ERR(pile_comm_broadcast(c, pile_tensor_slice(buf, a - first, b - a).data, b - a,
+                                                    comm_dtype(buf.dtype), q, NULL, err));
     }
+    return 0;
+}
+
+/* Waits for the gather into unit_buf[k], if one is in flight. */
+static int unit_claim(pile_optim *o, int k, pile_err *err)
+{
+    const uint64_t t = o->unit_ticket[k];
+    if (!t) return 0;
+    o->unit_ticket[k] = 0;
+    const int rc = pile_comm_wait(o->comm, t, err);
+    if (rc < 0) o->unit_in[k] = -1;
+    return rc;
+}
+
+/* Starts gathering unit u into unit_buf[k]: this rank's piece, from its
+ * compute shard, converted on the model's backend (rounded as it rounds)
+ * unless the shard is offloaded (then it was rounded where it was
+ * converted), then the broadcasts on the comm's thread when it has one
+ * (unit_claim waits for them), else here. */
+static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(unit_claim(o, k, err)); /* a gather into k still in flight is overwritten */
+    size_t first, count, a, b;
+    pile_model_unit_range(o->model, u, &first, &count);
+    const pile_tensor buf = o->unit_buf[k];
+    o->unit_in[k] = -1;
+    unit_piece(o, u, o->rank, &a, &b);
+    if (a < b) {
+        const pile_tensor piece = pile_tensor_slice(buf, a - first, b - a);
+        const pile_tensor src = pile_tensor_slice(o->cshard, a - o->lo, b - a);
+        if (o->pbe == o->be) pile_backend_convert(o->be, piece, src, b - a);
+        else PILE_FORWARD_IF_ERR(pile_tensor_copy(piece, src, b - a, err));
+    }
+    /* the piece written, and the unit k held before read by the model's
+     * last ops, before the thread touches the buffer */
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+    for (int q = 0; q < o->world; q++) {
+        unit_piece(o, u, q, &a, &b);
+        if (a < b) o->comm_bytes += (b - a) * pile_dtype_size(buf.dtype);
+    }
+    if (o->comm)
+        PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, broadcast_unit, o, (size_t)u, (size_t)k, 0,
+                                             &o->unit_ticket[k], err));
     o->unit_in[k] = u;
     return 0;
 }
@@ -169,9 +217,9 @@ static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
 /* The model's fetch (model.h): unit u from the buffer that holds it, or
  * gathered into the one not holding the unit asked for last; then `next`
  * into the other (DeepSpeed's stage3_prefetch_bucket_size: when it is no
- * larger than that), so that the model's next request finds it there (with
- * collectives that finish before returning, "single" and "mpi", the
- * prefetch does not overlap the compute; it would on a stream). */
+ * larger than that), so that the model's next request finds it there.
+ * With the comm's thread the prefetch's broadcasts run while the model
+ * computes on u; without it they finish before this returns. */
 static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *err)
 {
     pile_optim *o = ctx;
@@ -180,6 +228,7 @@ static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *e
         k = o->unit_in[0] == -1 ? 0 : o->unit_in[1] == -1 ? 1 : o->unit_in[0] == o->last_unit ? 1 : 0;
         PILE_FORWARD_IF_ERR(gather_unit(o, u, k, err));
     }
+    PILE_FORWARD_IF_ERR(unit_claim(o, k, err));
     o->last_unit = u;
     size_t first, count = 0;
     if (next >= 0) pile_model_unit_range(o->model, next, &first, &count);
@@ -188,6 +237,9 @@ static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *e
     *view = o->unit_buf[k];
     return 0;
 }
+
+static size_t bucket_count(const pile_optim *o);
+static int grads_ready(void *ctx, int unit, pile_err *err);
 
 int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_config *cfg, pile_err *err)
 {
@@ -239,11 +291,11 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     o->padded = o->shard = o->n;
     const pile_tensor params = pile_model_params(model);
     int rc = 0;
+    /* a bucket as large as the shard is the shard at once, in place */
+    o->bucket = z->bucket_elems;
+    if (o->bucket >= (o->n + (size_t)o->world - 1) / (size_t)o->world) o->bucket = 0;
     if (o->stage == 0) rc = alloc_replicated(o, params);
     else {
-        /* a bucket as large as the shard is the shard at once, in place */
-        o->bucket = z->bucket_elems;
-        if (o->bucket >= (o->n + (size_t)o->world - 1) / (size_t)o->world) o->bucket = 0;
         rc = alloc_sharded(o, params, err);
         /* from here on the model reads its units through unit_fetch */
         if (rc == 0 && o->stage == 3) rc = pile_model_partition(model, unit_fetch, o, err);
@@ -257,6 +309,8 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
         pile_optim_free(o);
         return rc;
     }
+    o->left = bucket_count(o);
+    pile_model_set_grad_hook(model, grads_ready, o);
     *out = o;
     return 0;
 }
@@ -264,6 +318,10 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
 void pile_optim_free(pile_optim *o)
 {
     if (!o) return;
+    /* no job of the comm's thread may still read or write what is freed
+     * here (a failed queue runs none: its error was the caller's) */
+    if (o->comm) pile_comm_drain(o->comm, NULL);
+    pile_model_set_grad_hook(o->model, NULL, NULL);
     pile_loss_scaler_free(o->scaler);
     pile_backend_free(&o->bucket_buf);
     pile_backend_free(&o->cshard);
@@ -350,11 +408,13 @@ void pile_optim_zero_grad(pile_optim *o)
 {
     pile_backend_zero(o->be, o->grads, o->grads.n);
     if (o->own_gshard) pile_backend_zero(o->obe, o->gshard, o->shard);
+    o->last = 0;
 }
 
 /* dst[0..n) += src[0..n), both F32 in host memory (the backends'
  * memory is the host's: checked at create). Not a backend op since an
- * emulating backend would round an F32 add to 16 bits. */
+ * emulating backend would round an F32 add to 16 bits, and it runs on the
+ * comm's thread, beside the backward. */
 static void add_host(pile_tensor dst, pile_tensor src, size_t n)
 {
     float *d = dst.data;
@@ -362,61 +422,128 @@ static void add_host(pile_tensor dst, pile_tensor src, size_t n)
     for (size_t i = 0; i < n; i++) d[i] += s[i];
 }
 
+/* dst[0..n) = src[0..n), F32 in host memory, as add_host (a copy rounds
+ * nothing on any backend). */
+static void copy_host(pile_tensor dst, pile_tensor src, size_t n)
+{
+    memcpy(dst.data, src.data, n * sizeof(float));
+}
+
+/* The gradient buckets, fixed by the bucket size and the flat layout
+ * (never by timing, so every rank cuts them alike). Stage 0: consecutive
+ * ranges of world x bucket elements of the whole, each allreduced. Above:
+ * ranges [k0, k0 + bucket) of the shard, bucket k0 holding every rank's
+ * piece at k0 of its shard, reduce-scattered to the owners. Either way
+ * bucket j's lowest element in the flat layout is j x bucket_span, so it
+ * is final once the backward has finished everything from there up. */
+static size_t bucket_span(const pile_optim *o)
+{
+    if (o->stage == 0) return o->bucket ? o->bucket * (size_t)o->world : o->n;
+    return o->bucket ? o->bucket : o->shard;
+}
+
+static size_t bucket_count(const pile_optim *o)
+{
+    const size_t span = bucket_span(o), total = o->stage == 0 ? o->n : o->shard;
+    return span ? (total + span - 1) / span : 0;
+}
+
+/* A job (comm.h): bucket [arg[0], arg[0] + arg[1]) reduced over the ranks
+ * (c NULL: one rank) and, from stage 1, into the rank's gradient shard:
+ * added at stages 2 and 3 (the micro-batches' sum), copied at stage 1.
+ * The pieces are packed into bucket_buf by hand: it runs on the comm's
+ * thread, where the backend is not to be called. */
+static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
+{
+    pile_optim *o = ctx;
+    const size_t k0 = arg[0], b = arg[1], w = (size_t)o->world, r = (size_t)o->rank;
+    if (o->stage == 0)
+        return pile_comm_allreduce(c, pile_tensor_slice(o->grads, k0, b).data, b, PILE_COMM_F32, PILE_COMM_SUM, NULL,
+                                   err);
+    pile_tensor mine;
+    if (!o->bucket) {
+        mine = pile_tensor_slice(o->grads, o->lo, o->shard);
+        if (c)
+            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, o->grads.data, o->padded, PILE_COMM_F32,
+                                                         PILE_COMM_SUM, NULL, err));
+    } else {
+        for (size_t q = 0; q < w; q++)
+            copy_host(pile_tensor_slice(o->bucket_buf, q * b, b), pile_tensor_slice(o->grads, q * o->shard + k0, b), b);
+        mine = pile_tensor_slice(o->bucket_buf, r * b, b);
+        if (c)
+            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, o->bucket_buf.data, w * b, PILE_COMM_F32,
+                                                         PILE_COMM_SUM, NULL, err));
+    }
+    const pile_tensor dst = pile_tensor_slice(o->gshard, k0, b);
+    if (o->stage >= 2) add_host(dst, mine, b);
+    else if (dst.data != mine.data) copy_host(dst, mine, b);
+    return 0;
+}
+
+/* Submits the buckets not submitted yet whose elements are all at or
+ * above `final` (0: all), highest first, as the backward finishes them. */
+static int submit_buckets(pile_optim *o, size_t final, pile_err *err)
+{
+    const size_t span = bucket_span(o), total = o->stage == 0 ? o->n : o->shard;
+    if (o->stage == 0 && !o->comm) {
+        o->left = 0; /* one rank: nothing to reduce */
+        return 0;
+    }
+    while (o->left > 0 && (o->left - 1) * span >= final) {
+        const size_t k0 = --o->left * span, b = total - k0 < span ? total - k0 : span;
+        o->comm_bytes += o->stage == 0 ? 2 * b * 4 /* a ring allreduce: a reduce-scatter and an all-gather */
+                                       : (size_t)o->world * b * 4;
+        if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, reduce_bucket, o, k0, b, 0, &o->ticket, err));
+        else PILE_FORWARD_IF_ERR(reduce_bucket(NULL, o, (const size_t[3]){k0, b, 0}, err));
+    }
+    return 0;
+}
+
+/* The rest of this round's buckets submitted, all of them finished, and
+ * the next round set up. */
+static int finish_buckets(pile_optim *o, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* the backward's results, before the host reads them */
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+    PILE_FORWARD_IF_ERR(submit_buckets(o, 0, err));
+    if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->ticket, err));
+    o->left = bucket_count(o);
+    return 0;
+}
+
+/* The model's gradient hook (model.h): with the comm's thread, the
+ * buckets that unit's end made final go to it while the backward goes on
+ * (every backward from stage 2, the step's last below). */
+static int grads_ready(void *ctx, int unit, pile_err *err)
+{
+    pile_optim *o = ctx;
+    if (!o->comm || !pile_comm_threaded(o->comm) || (o->stage < 2 && !o->last)) return 0;
+    size_t first = 0, count;
+    if (unit > 0) pile_model_unit_range(o->model, unit, &first, &count);
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* its gradients written before the thread reads them */
+    return submit_buckets(o, first, err);
+}
+
+void pile_optim_begin_backward(pile_optim *o, int last) { o->last = last != 0; }
+
 int pile_optim_backward_done(pile_optim *o, pile_err *err)
 {
     if (o->stage < 2) return 0;
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
-    const size_t w = (size_t)o->world, r = (size_t)o->rank;
-    if (!o->bucket) {
-        pile_tensor mine = pile_tensor_slice(o->grads, o->lo, o->shard);
-        if (o->comm)
-            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->grads.data, o->padded,
-                                                         PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
-        o->comm_bytes += o->padded * 4;
-        add_host(o->gshard, mine, o->shard);
-    } else {
-        /* bucket k holds each rank's k-th piece of its shard, in rank
-         * order: a reduce-scatter of it leaves every rank its own piece */
-        for (size_t k0 = 0; k0 < o->shard; k0 += o->bucket) {
-            const size_t b = o->shard - k0 < o->bucket ? o->shard - k0 : o->bucket;
-            for (size_t q = 0; q < w; q++)
-                pile_backend_copy(o->be, pile_tensor_slice(o->bucket_buf, q * b, b),
-                                  pile_tensor_slice(o->grads, q * o->shard + k0, b), b);
-            PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
-            pile_tensor mine = pile_tensor_slice(o->bucket_buf, r * b, b);
-            if (o->comm)
-                PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->bucket_buf.data, w * b,
-                                                             PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
-            o->comm_bytes += w * b * 4;
-            add_host(pile_tensor_slice(o->gshard, k0, b), mine, b);
-        }
-    }
+    PILE_FORWARD_IF_ERR(finish_buckets(o, err));
     pile_backend_zero(o->be, o->grads, o->grads.n);
     return 0;
 }
 
 int pile_optim_reduce_gradients(pile_optim *o, double *sumsq, pile_err *err)
 {
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* the backward's results, before the host reads them */
+    if (o->stage < 2) PILE_FORWARD_IF_ERR(finish_buckets(o, err));
+    else PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+    o->last = 0;
     if (o->stage == 0) {
         size_t off = 0, cnt = o->n;
-        if (o->comm) {
-            PILE_FORWARD_IF_ERR(pile_comm_allreduce(o->comm, o->grads.data, o->n, PILE_COMM_F32, PILE_COMM_SUM,
-                                                    NULL, err));
-            o->comm_bytes += 2 * o->n * 4; /* a ring allreduce: a reduce-scatter and an all-gather */
-            pile_comm_partition(o->comm, o->n, &off, &cnt);
-        }
+        if (o->comm) pile_comm_partition(o->comm, o->n, &off, &cnt);
         *sumsq = pile_backend_sumsq(o->be, pile_tensor_slice(o->grads, off, cnt), cnt);
         return 0;
-    }
-    if (o->stage == 1) {
-        pile_tensor mine = pile_tensor_slice(o->grads, o->lo, o->shard);
-        if (o->comm)
-            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->grads.data, o->padded,
-                                                         PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
-        o->comm_bytes += o->padded * 4;
-        if (o->own_gshard) PILE_FORWARD_IF_ERR(pile_tensor_copy(o->gshard, mine, o->shard, err));
     }
     *sumsq = pile_backend_sumsq(o->obe, o->gshard, o->shard);
     return 0;
@@ -441,6 +568,8 @@ int pile_optim_update_model(pile_optim *o, pile_err *err)
      * emulating backend (rounding twice changes nothing). Stage 3 stops
      * at the shard: units are gathered when the model reads them. */
     if (o->stage == 3) {
+        PILE_FORWARD_IF_ERR(unit_claim(o, 0, err));
+        PILE_FORWARD_IF_ERR(unit_claim(o, 1, err));
         o->unit_in[0] = o->unit_in[1] = -1; /* the units held are stale */
         if (o->obe == o->pbe) {
             pile_backend_convert(o->pbe, o->cshard, o->master, o->shard);

@@ -55,6 +55,31 @@ typedef struct pile_optim pile_optim;
  *    backward, the next unit gathered into the other buffer right after
  *    (prefetch) when it has at most prefetch_elems parameters. offload_param keeps the parameter shard in the offload
  *    backend (which must emulate what the model's does).
+ * Overlap: when the communicator has its thread (comm.h,
+ * pile_comm_thread_start) the gradients are reduced in buckets while the
+ * backward computes the layers below them: the model tells the optimizer
+ * as each unit's gradients are final (pile_model_set_grad_hook), and the
+ * buckets all of whose elements are then final go to the thread, during
+ * the step's last backward at stages 0 and 1 (pile_optim_begin_backward
+ * says which that is) and every backward at stages 2 and 3; the step
+ * waits for them all before the norm (pile_optim_reduce_gradients, or
+ * pile_optim_backward_done at stages 2 and 3). At stage 3 the next unit's
+ * gathers run on the thread while the model computes on the current one.
+ * The buckets are the same with and without the thread (fixed by
+ * bucket_elems and the flat layout), and so is each bucket's reduction,
+ * element by element: the results are the same bits either way. Without
+ * the thread every collective finishes where it is issued, at the end of
+ * the backward. Stage 0 buckets are consecutive ranges of world x
+ * bucket_elems elements; from stage 1 bucket k holds every rank's k-th
+ * piece of its shard, so it is final only once the backward has passed
+ * rank 0's piece: the embeddings, which the backward finishes last, keep
+ * the buckets of rank 0's shard until the end.
+ * Every optimizer call that waits on the thread returns its failure (a
+ * dead peer: the message names the operation and the rank), and the
+ * optimizer never leaves a job of its own in flight when it returns from
+ * pile_optim_reduce_gradients, pile_optim_backward_done,
+ * pile_optim_update_model or pile_optim_free; other calls on the
+ * communicator may be made at any time (comm.h queues them in order).
  * offload: a second backend object whose memory is the host's (the
  * "cpu" backend) for the master weights, moments and gradient shard:
  * gradients go down to it and updated parameters come up, AdamW runs
@@ -64,7 +89,7 @@ typedef struct pile_optim_zero {
     int stage;              /* 0 to 3 */
     pile_comm *comm;        /* the ranks (borrowed; NULL: one rank) */
     pile_backend *offload;  /* borrowed; NULL: the model's backend */
-    size_t bucket_elems;    /* stage 2 and 3: reduce-scatter bucket per rank, elements; 0: one bucket */
+    size_t bucket_elems;    /* gradient bucket per rank, elements (stage 0: of the allreduce); 0: one bucket */
     int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
     size_t prefetch_elems;  /* stage 3: a unit of at most this many parameters is gathered ahead */
 } pile_optim_zero;
@@ -156,8 +181,15 @@ uint64_t pile_optim_comm_bytes(const pile_optim *o);
 /* Zeroes the gradients: where a step's sum over micro-batches starts. */
 void pile_optim_zero_grad(pile_optim *o);
 
-/* After each micro-batch's backward: at stage 2 the whole gradient is
- * reduce-scattered (in buckets) and added to the rank's fp32 shard, and
+/* Before each micro-batch's backward (optional): last non-zero for the
+ * step's last one, whose gradients stages 0 and 1 then reduce on the
+ * communicator's thread as the backward produces them (without the call,
+ * or without the thread, all at pile_optim_reduce_gradients). */
+void pile_optim_begin_backward(pile_optim *o, int last);
+
+/* After each micro-batch's backward: at stages 2 and 3 the whole
+ * gradient is reduce-scattered (in buckets; those the communicator's
+ * thread has not done yet) and added to the rank's fp32 shard, and
  * the whole buffer zeroed for the next micro-batch; a no-op below stage
  * 2. A collective: every rank calls it as often. 0, the backend's sticky
  * error or the communicator's. */

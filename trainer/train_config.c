@@ -105,9 +105,15 @@ static const field fields[] = {
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY,
           "master weights, moments and gradient shard in host memory, AdamW there (ZeRO 1 to 3; --offload optimizer)"),
     FIELD(offload_param, NULL, T_BOOL, R_ANY, "ZeRO 3: the parameter shard in host memory too (--offload all)"),
-    FIELD(reduce_bucket_size, NULL, T_I64, R_POS, "ZeRO 2 and 3: gradient elements per rank reduce-scattered at once"),
+    FIELD(reduce_bucket_size, NULL, T_I64, R_POS,
+          "gradient elements per rank reduced at once (ZeRO 0: allreduced in buckets of world_size x this); a "
+          "bucket smaller than a rank's share is what lets the reduction overlap the backward"),
     FIELD(stage3_prefetch_bucket_size, NULL, T_I64, R_NONNEG,
           "ZeRO 3: a layer of at most this many parameters is gathered while the one before computes (0: none)"),
+    FIELD(overlap_comm, NULL, T_BOOL, R_ANY,
+          "several ranks: collectives on a thread of their own, so that gradient buckets are reduced while the "
+          "backward computes earlier layers and ZeRO 3 gathers the next layer during this one (default: on; the "
+          "same results either way)"),
     FIELD(loss_scale, NULL, T_DBL, R_ANY, "fp16 static loss scale (0: dynamic)"),
     FIELD(initial_scale_power, NULL, T_INT, R_NONNEG, "fp16 dynamic loss scale starts at 2^this (0 to 127)"),
     FIELD(loss_scale_window, NULL, T_INT, R_POS, "fp16 steps without overflow before the scale doubles"),
@@ -194,6 +200,7 @@ void pile_train_config_defaults(pile_train_config *c)
     c->world_size = 1;
     c->reduce_bucket_size = 500000000; /* DeepSpeed's defaults */
     c->stage3_prefetch_bucket_size = 50000000;
+    c->overlap_comm = 1;
     c->initial_scale_power = 16;
     c->loss_scale_window = 1000;
     c->hysteresis = 2;
@@ -674,7 +681,8 @@ static int ds_zero(ds_ctx *x, const pile_json *z)
             if (x->c->zero_stage > 3)
                 return pile_err_set(x->err, PILE_EINVAL, "'%s': 'zero_optimization.stage' must be 0 to 3, not %d",
                                     x->path, x->c->zero_stage);
-        } else if (!strcmp(k, "reduce_bucket_size") || !strcmp(k, "stage3_prefetch_bucket_size")) {
+        } else if (!strcmp(k, "reduce_bucket_size") || !strcmp(k, "stage3_prefetch_bucket_size") ||
+                   !strcmp(k, "overlap_comm")) {
             char key[64];
             snprintf(key, sizeof key, "zero_optimization.%s", k);
             if (!is_auto(v)) PILE_FORWARD_IF_ERR(ds_set(x, k, v, key));

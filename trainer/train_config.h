@@ -82,8 +82,9 @@ typedef struct pile_train_config {
     int zero_stage;            /* 0 */
     int offload_optimizer;     /* 0; 1: master weights, moments and the gradient shard in host memory */
     int offload_param;         /* 0; 1: the parameter shards too (stage 3) */
-    int64_t reduce_bucket_size; /* stage 2's reduce-scatter bucket, elements (DeepSpeed's 5e8) */
+    int64_t reduce_bucket_size; /* gradient bucket per rank, elements (DeepSpeed's 5e8) */
     int64_t stage3_prefetch_bucket_size; /* stage 3: units up to this many parameters prefetched (5e7) */
+    int overlap_comm;          /* 1: collectives on the communicator's thread, overlapping the compute */
     /* fp16 loss scaling (loss_scaler.h has the rules): ds_config.json's
      * fp16 block, or flags */
     double loss_scale;         /* 0 = dynamic; > 0 = this static scale */
@@ -113,8 +114,9 @@ int pile_train_config_load_json(pile_train_config *c, const char *path, pile_buf
  * hysteresis, consecutive_hysteresis, min_loss_scale}, bf16 {enabled}
  * (both enabled: PILE_EINVAL; an explicit "enabled" replaces the precision
  * set before, with a warning when that was not fp32), zero_optimization
- * {stage, reduce_bucket_size, offload_optimizer / offload_param {device:
- * none or cpu}; the rest warned}, steps_per_print, seed. "auto"
+ * {stage, reduce_bucket_size, stage3_prefetch_bucket_size, overlap_comm,
+ * offload_optimizer / offload_param {device: none or cpu}; the rest
+ * warned}, steps_per_print, seed. "auto"
  * leaves the current value. */
 int pile_train_config_load_deepspeed(pile_train_config *c, const char *path, pile_buf *warnings, pile_err *err);
 /* Applies command-line flags argv[first..argc). Returns the index of the

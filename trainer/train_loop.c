@@ -1174,6 +1174,7 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
             const int micro = t->rank * c->accumulation_steps + mi;
             PILE_FORWARD_IF_ERR(pile_model_forward(t->model, NULL, 1, dropout_seed(c->seed, t->st.step, micro),
                                                    scale, &fs, err));
+            pile_optim_begin_backward(t->opt, mi == n_micro - 1);
             PILE_FORWARD_IF_ERR(pile_model_backward(t->model, pile_optim_grads(t->opt), err));
             PILE_FORWARD_IF_ERR(pile_optim_backward_done(t->opt, err));
             loss_sum += fs.loss_sum;
@@ -1262,6 +1263,8 @@ static int open_comm(trainer *t, const pile_train_config *c, int *threads, pile_
     PILE_FORWARD_IF_ERR(pile_comm_open_auto(&t->comm, &o, err));
     t->rank = pile_comm_rank(t->comm);
     t->world = pile_comm_world_size(t->comm);
+    /* from here every call goes through the thread (comm.h), in order */
+    if (c->overlap_comm && t->world > 1) PILE_FORWARD_IF_ERR(pile_comm_thread_start(t->comm, err));
     *threads = c->threads;
     if (*threads == 0 && env.local_world_size > 1) {
         *threads = pile_backend_usable_cores() / env.local_world_size;

@@ -1,7 +1,9 @@
 /* pile_comm's front (comm.h): the registry of implementations by name, and
  * the argument checks every call passes before it reaches one, so that a
  * wrong call fails the same way whatever the world size (on one rank most
- * of them would otherwise go unnoticed until the first multi-rank run). */
+ * of them would otherwise go unnoticed until the first multi-rank run).
+ * While the comm has its communication thread (comm_thread.c), a checked
+ * call from any other thread is handed to it as a job and waited for. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@ struct pile_comm {
     const pile__comm_ops *ops;
     void *impl;
     int rank, world_size;
+    pile__comm_queue *q; /* the communication thread, or NULL */
 };
 
 static const pile__comm_ops *const registry[] = {
@@ -104,6 +107,7 @@ int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err 
 void pile_comm_close(pile_comm *c)
 {
     if (!c) return;
+    pile__comm_queue_stop(c->q);
     c->ops->close(c->impl);
     free(c);
 }
@@ -219,6 +223,58 @@ static int check_scalars(const char *what, const void *v, size_t n, pile_comm_op
 
 /* ------------------------------------------------------------- calls */
 
+/* One checked call, as the thread makes it for another thread. */
+typedef enum call_kind {
+    CALL_ALLREDUCE,
+    CALL_REDUCE_SCATTER,
+    CALL_ALL_GATHER,
+    CALL_BROADCAST,
+    CALL_ALLREDUCE_F64,
+    CALL_ALLREDUCE_I64,
+    CALL_BROADCAST_BYTES,
+    CALL_BARRIER,
+} call_kind;
+
+typedef struct call {
+    call_kind kind;
+    void *out;
+    const void *in;
+    size_t count;
+    pile_comm_dtype dt;
+    pile_comm_op op;
+    int root;
+    void *stream;
+} call;
+
+static int make_call(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
+{
+    (void)arg;
+    const call *k = ctx;
+    void *impl = c->impl;
+    switch (k->kind) {
+    case CALL_ALLREDUCE: return c->ops->allreduce(impl, k->out, k->count, k->dt, k->op, k->stream, err);
+    case CALL_REDUCE_SCATTER:
+        return c->ops->reduce_scatter(impl, k->out, k->in, k->count, k->dt, k->op, k->stream, err);
+    case CALL_ALL_GATHER: return c->ops->all_gather(impl, k->out, k->in, k->count, k->dt, k->stream, err);
+    case CALL_BROADCAST: return c->ops->broadcast(impl, k->out, k->count, k->dt, k->root, k->stream, err);
+    case CALL_ALLREDUCE_F64: return c->ops->allreduce_f64(impl, k->out, k->count, k->op, err);
+    case CALL_ALLREDUCE_I64: return c->ops->allreduce_i64(impl, k->out, k->count, k->op, err);
+    case CALL_BROADCAST_BYTES: return c->ops->broadcast_bytes(impl, k->out, k->count, k->root, err);
+    case CALL_BARRIER: return c->ops->barrier(impl, err);
+    }
+    return pile_err_set(err, PILE_EINVAL, "unknown communicator call %d", (int)k->kind);
+}
+
+/* Here, or on the comm's thread behind what was queued before it. */
+static int dispatch(pile_comm *c, const call *k, pile_err *err)
+{
+    static const size_t none[3] = {0, 0, 0};
+    if (!c->q || pile__comm_queue_on_thread(c->q)) return make_call(c, (void *)k, none, err);
+    uint64_t ticket = 0;
+    PILE_FORWARD_IF_ERR(pile__comm_queue_submit(c->q, make_call, (void *)k, none, &ticket, err));
+    return pile__comm_queue_wait(c->q, ticket, err);
+}
+
 int pile_comm_allreduce(pile_comm *c, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
                         pile_err *err)
 {
@@ -226,7 +282,8 @@ int pile_comm_allreduce(pile_comm *c, void *buf, size_t count, pile_comm_dtype d
     PILE_FORWARD_IF_ERR(check_reduction(what, dt, op, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, buf, count, dt, NULL, err));
     if (count == 0) return 0;
-    return c->ops->allreduce(c->impl, buf, count, dt, op, stream, err);
+    const call k = {CALL_ALLREDUCE, buf, NULL, count, dt, op, 0, stream};
+    return dispatch(c, &k, err);
 }
 
 int pile_comm_reduce_scatter(pile_comm *c, void *out, const void *in, size_t count, pile_comm_dtype dt,
@@ -240,7 +297,8 @@ int pile_comm_reduce_scatter(pile_comm *c, void *out, const void *in, size_t cou
     PILE_FORWARD_IF_ERR(check_buffer(what, out, count / (size_t)c->world_size, dt, NULL, err));
     if (count == 0) return 0;
     PILE_FORWARD_IF_ERR(check_in_place(c, what, in, out, bytes, err));
-    return c->ops->reduce_scatter(c->impl, out, in, count, dt, op, stream, err);
+    const call k = {CALL_REDUCE_SCATTER, out, in, count, dt, op, 0, stream};
+    return dispatch(c, &k, err);
 }
 
 int pile_comm_all_gather(pile_comm *c, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
@@ -253,7 +311,8 @@ int pile_comm_all_gather(pile_comm *c, void *out, const void *in, size_t count, 
     PILE_FORWARD_IF_ERR(check_buffer(what, in, count / (size_t)c->world_size, dt, NULL, err));
     if (count == 0) return 0;
     PILE_FORWARD_IF_ERR(check_in_place(c, what, out, in, bytes, err));
-    return c->ops->all_gather(c->impl, out, in, count, dt, stream, err);
+    const call k = {CALL_ALL_GATHER, out, in, count, dt, PILE_COMM_SUM, 0, stream};
+    return dispatch(c, &k, err);
 }
 
 int pile_comm_broadcast(pile_comm *c, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
@@ -263,21 +322,24 @@ int pile_comm_broadcast(pile_comm *c, void *buf, size_t count, pile_comm_dtype d
     PILE_FORWARD_IF_ERR(check_root(c, root, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, buf, count, dt, NULL, err));
     if (count == 0) return 0;
-    return c->ops->broadcast(c->impl, buf, count, dt, root, stream, err);
+    const call k = {CALL_BROADCAST, buf, NULL, count, dt, PILE_COMM_SUM, root, stream};
+    return dispatch(c, &k, err);
 }
 
 int pile_comm_allreduce_f64(pile_comm *c, double *v, size_t n, pile_comm_op op, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(check_scalars("allreduce", v, n, op, err));
     if (n == 0) return 0;
-    return c->ops->allreduce_f64(c->impl, v, n, op, err);
+    const call k = {CALL_ALLREDUCE_F64, v, NULL, n, PILE_COMM_F32, op, 0, NULL};
+    return dispatch(c, &k, err);
 }
 
 int pile_comm_allreduce_i64(pile_comm *c, int64_t *v, size_t n, pile_comm_op op, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(check_scalars("allreduce", v, n, op, err));
     if (n == 0) return 0;
-    return c->ops->allreduce_i64(c->impl, v, n, op, err);
+    const call k = {CALL_ALLREDUCE_I64, v, NULL, n, PILE_COMM_F32, op, 0, NULL};
+    return dispatch(c, &k, err);
 }
 
 int pile_comm_broadcast_bytes(pile_comm *c, void *buf, size_t bytes, int root, pile_err *err)
@@ -285,10 +347,41 @@ int pile_comm_broadcast_bytes(pile_comm *c, void *buf, size_t bytes, int root, p
     PILE_FORWARD_IF_ERR(check_root(c, root, err));
     PILE_RETURN_IF(bytes && !buf, err, PILE_EINVAL, "cannot broadcast %zu bytes: no buffer", bytes);
     if (bytes == 0) return 0;
-    return c->ops->broadcast_bytes(c->impl, buf, bytes, root, err);
+    const call k = {CALL_BROADCAST_BYTES, buf, NULL, bytes, PILE_COMM_F32, PILE_COMM_SUM, root, NULL};
+    return dispatch(c, &k, err);
 }
 
 int pile_comm_barrier(pile_comm *c, pile_err *err)
 {
-    return c->ops->barrier(c->impl, err);
+    const call k = {CALL_BARRIER, NULL, NULL, 0, PILE_COMM_F32, PILE_COMM_SUM, 0, NULL};
+    return dispatch(c, &k, err);
+}
+
+/* ------------------------------------------------ the communication thread */
+
+int pile_comm_thread_start(pile_comm *c, pile_err *err)
+{
+    PILE_RETURN_IF(c->q, err, PILE_EINVAL, "communicator '%s' has its communication thread already", c->ops->name);
+    return pile__comm_queue_start(&c->q, c, err);
+}
+
+int pile_comm_threaded(const pile_comm *c) { return c->q != NULL; }
+
+int pile_comm_submit(pile_comm *c, pile_comm_job_fn fn, void *ctx, size_t a0, size_t a1, size_t a2,
+                     uint64_t *ticket, pile_err *err)
+{
+    const size_t arg[3] = {a0, a1, a2};
+    if (ticket) *ticket = 0;
+    if (!c->q) return fn(c, ctx, arg, err);
+    return pile__comm_queue_submit(c->q, fn, ctx, arg, ticket, err);
+}
+
+int pile_comm_wait(pile_comm *c, uint64_t ticket, pile_err *err)
+{
+    return c->q ? pile__comm_queue_wait(c->q, ticket, err) : 0;
+}
+
+int pile_comm_drain(pile_comm *c, pile_err *err)
+{
+    return c->q ? pile__comm_queue_wait(c->q, pile__comm_queue_submitted(c->q), err) : 0;
 }

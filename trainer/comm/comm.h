@@ -49,7 +49,10 @@
  * the "single" implementation cannot see ("tcp" fails every rank's call
  * saying how the calls differ; MPI's behaviour is undefined).
  *
- * Not thread-safe: one caller thread per pile_comm. */
+ * Not thread-safe: one caller thread per pile_comm, but for its own
+ * communication thread (pile_comm_thread_start, below): while that runs,
+ * every call from any thread is handed to it and made there, in the order
+ * the calls and submitted jobs came. */
 #ifndef PILE_COMM_H
 #define PILE_COMM_H
 
@@ -207,6 +210,49 @@ int pile_comm_barrier(pile_comm *c, pile_err *err);
  * one call (a step's token count; its loss sum and norm partial sum). */
 int pile_comm_allreduce_f64(pile_comm *c, double *v, size_t n, pile_comm_op op, pile_err *err);
 int pile_comm_allreduce_i64(pile_comm *c, int64_t *v, size_t n, pile_comm_op op, pile_err *err);
+
+/* ---------------------------------------------------------- the communication thread
+ * So that collectives overlap the caller's compute on the host
+ * communicators ("mpi", "tcp"; "nccl" has streams for this): a thread of
+ * the pile_comm that runs jobs, each a function that makes collectives on
+ * the comm (and copies or adds the host buffers around them), one at a
+ * time in the order they were submitted.
+ *
+ * While the thread runs it is the comm's one caller: every other call on
+ * the comm (tensors, scalars, barrier; from any thread) is queued behind
+ * the jobs submitted before it and returns once the thread has made it,
+ * with its result. So each rank's calls reach the wire in its program
+ * order, as without the thread, and a caller never needs to drain the
+ * queue before a plain call. A job must not wait on the queue (it runs
+ * on the thread that would have to finish it).
+ *
+ * A job that fails (a peer died: the call's message names the operation
+ * and the ranks) fails the queue: the jobs after it are not run, and every
+ * later wait, submit and call returns that first error. */
+
+/* A job: ctx and arg as submitted; 0 or a negative PILE_E* with *err
+ * filled. */
+typedef int (*pile_comm_job_fn)(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err);
+
+/* Starts the comm's thread (once; PILE_EINVAL when it runs already;
+ * PILE_EIO when no thread can be made). pile_comm_close drains and joins
+ * it. */
+int pile_comm_thread_start(pile_comm *c, pile_err *err);
+/* 1 while the comm has its thread. */
+int pile_comm_threaded(const pile_comm *c);
+
+/* Queues fn(c, ctx, {a0, a1, a2}) behind every job and call before it and
+ * returns at once, *ticket naming it for pile_comm_wait (ticket may be
+ * NULL). Without the thread the job runs here before the call returns,
+ * its result returned. ctx and whatever the job reads or writes belong to
+ * the job until it is waited for. PILE_ENOMEM, or the queue's failure. */
+int pile_comm_submit(pile_comm *c, pile_comm_job_fn fn, void *ctx, size_t a0, size_t a1, size_t a2,
+                     uint64_t *ticket, pile_err *err);
+/* Returns once the job `ticket` and all before it have run (0 or an old
+ * ticket: at once): 0, or the queue's failure. Without the thread: 0. */
+int pile_comm_wait(pile_comm *c, uint64_t ticket, pile_err *err);
+/* Waits for every job submitted so far. */
+int pile_comm_drain(pile_comm *c, pile_err *err);
 
 #ifdef __cplusplus
 }

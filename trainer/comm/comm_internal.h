@@ -50,4 +50,16 @@ int pile__comm_first_host(const char *list, char *out, size_t cap, pile_err *err
  * checks at world sizes above 1. */
 int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, const pile_comm_options *opt, pile_err *err);
 
+/* The communication thread's queue (comm_thread.c; comm.h says what it
+ * does): started and stopped by comm.c, which routes the calls of other
+ * threads through it. */
+typedef struct pile__comm_queue pile__comm_queue;
+int pile__comm_queue_start(pile__comm_queue **q, pile_comm *c, pile_err *err);
+void pile__comm_queue_stop(pile__comm_queue *q); /* runs what is queued, then joins; accepts NULL */
+int pile__comm_queue_on_thread(const pile__comm_queue *q);
+int pile__comm_queue_submit(pile__comm_queue *q, pile_comm_job_fn fn, void *ctx, const size_t arg[3],
+                            uint64_t *ticket, pile_err *err);
+int pile__comm_queue_wait(pile__comm_queue *q, uint64_t ticket, pile_err *err);
+uint64_t pile__comm_queue_submitted(pile__comm_queue *q);
+
 #endif
