@@ -20,8 +20,11 @@ not asked for: the attention's key bias has a true gradient of zero
 (softmax is unchanged by a constant added to a row), so AdamW's update of
 it is its rounding noise normalised, and elements near zero differ in
 relative terms wherever the sums are added in another order. With tol 0
-the files' bytes (and optimizer.safetensors') must be equal."""
+the files' bytes (and optimizer.safetensors', or every rank's
+optimizer-RRRRR-of-NNNNN.safetensors) must be equal."""
+import glob
 import json
+import os
 import struct
 import sys
 
@@ -68,8 +71,11 @@ def main():
         return 1
     worst = max(abs(la[k] - lb[k]) / abs(la[k]) for k in la)
     bad = [k for k in la if abs(la[k] - lb[k]) > tol * abs(la[k])]
-    files = ["model.safetensors"] + (["optimizer.safetensors"] if tol == 0 else [])
+    files = ["model.safetensors"]
     if tol == 0:
+        # the optimizer's state: whole, or each rank's shard (ZeRO 1 to 3)
+        opt = sorted(os.path.basename(p) for p in glob.glob("%s/%s/optimizer*.safetensors" % (a, ckpt)))
+        files += opt or ["optimizer.safetensors"]
         for name in files:
             with open("%s/%s/%s" % (a, ckpt, name), "rb") as fa, open("%s/%s/%s" % (b, ckpt, name), "rb") as fb:
                 if fa.read() != fb.read():

@@ -31,6 +31,7 @@ struct pile_optim {
     int last;               /* the current backward is the step's last micro-batch's */
     size_t left;            /* buckets not submitted yet this round: those below left x bucket_span */
     uint64_t ticket;        /* the last gradient bucket submitted */
+    uint64_t early_bytes;   /* of comm_bytes, the buckets submitted with layers still to compute */
     /* stage 3: the rank's shard of the compute parameters (pbe: be, or obe
      * with offload_param), and two unit buffers the model reads from (be) */
     pile_backend *pbe;
@@ -360,6 +361,7 @@ static pile_tensor state_tensor(pile_optim *o, pile_optim_state which)
 
 int pile_optim_shards(const pile_optim *o) { return o->stage > 0 ? o->world : 1; }
 uint64_t pile_optim_comm_bytes(const pile_optim *o) { return o->comm_bytes; }
+uint64_t pile_optim_overlap_bytes(const pile_optim *o) { return o->early_bytes; }
 
 /* The whole of t, this rank's shard of a flat buffer, as fp32 in host
  * memory: all-gathered when there are other ranks. */
@@ -484,6 +486,7 @@ static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err 
  * above `final` (0: all), highest first, as the backward finishes them. */
 static int submit_buckets(pile_optim *o, size_t final, pile_err *err)
 {
+    const uint64_t before = o->comm_bytes;
     const size_t span = bucket_span(o), total = o->stage == 0 ? o->n : o->shard;
     if (o->stage == 0 && !o->comm) {
         o->left = 0; /* one rank: nothing to reduce */
@@ -496,6 +499,7 @@ static int submit_buckets(pile_optim *o, size_t final, pile_err *err)
         if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, reduce_bucket, o, k0, b, 0, &o->ticket, err));
         else PILE_FORWARD_IF_ERR(reduce_bucket(NULL, o, (const size_t[3]){k0, b, 0}, err));
     }
+    if (final > 0) o->early_bytes += o->comm_bytes - before;
     return 0;
 }
 

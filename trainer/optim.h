@@ -177,6 +177,10 @@ int pile_optim_shards(const pile_optim *o);
  * collectives that would run. A step's bytes over the parameter bytes:
  * 2 at stages 0 to 2, about 3 at stage 3. */
 uint64_t pile_optim_comm_bytes(const pile_optim *o);
+/* Of those, the gradient buckets' bytes handed to the communicator's
+ * thread while the backward still had layers to compute: how much of the
+ * reduction could overlap it (0 without the thread). */
+uint64_t pile_optim_overlap_bytes(const pile_optim *o);
 
 /* Zeroes the gradients: where a step's sum over micro-batches starts. */
 void pile_optim_zero_grad(pile_optim *o);
