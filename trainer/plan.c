@@ -380,7 +380,7 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
              * the backend counts them, unrounded): the whole gradient
              * padded to the ranks, the rank's shard of master weights and
              * moments (and, from stage 2 or offloaded, its own gradient
-             * shard), stage 2's packed buckets (at DeepSpeed's default
+             * shard), the packed buckets of stages 1 to 3 (at DeepSpeed's default
              * size); the parameters whole plus the all-gather's copy
              * (stages 1 and 2), or the rank's shard of them and two
              * buffers of the largest unit (stage 3: the embeddings, a
@@ -398,7 +398,7 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
                 p->cpu[PILE_PLAN_PARAMS] = mul(shard, 4);
                 p->cpu[PILE_PLAN_ZERO_BUFFERS] = mul(2, mul(unit, 4));
             }
-            if (s->zero_stage >= 2 && DS_REDUCE_BUCKET < shard)
+            if (DS_REDUCE_BUCKET < shard)
                 p->cpu[PILE_PLAN_ZERO_BUFFERS] =
                     add(p->cpu[PILE_PLAN_ZERO_BUFFERS], mul(mul(w, DS_REDUCE_BUCKET), 4));
             offloaded = add(add(p->cpu[PILE_PLAN_MASTER], p->cpu[PILE_PLAN_MOMENTS]), own_shard);
