@@ -30,6 +30,14 @@ tap_skip_unless() {
         fi
     done
 }
+# tap_skip_unless_numpy PYTHON: skip the whole script (exit 77) unless PYTHON
+# imports numpy (tests/dp_compare.py reads the weights with it)
+tap_skip_unless_numpy() {
+    if ! "$1" -c 'import numpy' > /dev/null 2>&1; then
+        echo "1..0 # SKIP numpy cannot be imported (tests/dp_compare.py reads the weights with it)"
+        exit 77
+    fi
+}
 # tap_tmpdir NAME: TMP becomes a fresh $TMPDIR/pile-NAME-XXXXXX, removed on exit
 tap_tmpdir() {
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-$1-XXXXXX") || exit 1

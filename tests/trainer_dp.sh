@@ -31,10 +31,7 @@ if [ "$HAVE_MPI" != 1 ] || ! command -v mpirun > /dev/null 2>&1; then
     echo "1..0 # SKIP no mpirun, or this build has no MPI (tools/install-deps.sh installs Open MPI)"
     exit 77
 fi
-if ! "$PY" -c 'import numpy' > /dev/null 2>&1; then
-    echo "1..0 # SKIP numpy cannot be imported (tests/dp_compare.py reads the weights with it)"
-    exit 77
-fi
+tap_skip_unless_numpy "$PY"
 # compare NAME RUN_A RUN_B CHECKPOINT TOLERANCE [OPTION...]: dp_compare.py's verdict, its figures as a comment
 compare() {
     name=$1

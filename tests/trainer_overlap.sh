@@ -20,10 +20,7 @@ CMP=$(abs "$(dirname "$0")/dp_compare.py")
 SRC=${PILE_SOURCE_ROOT:-.}/data/sample
 tap_skip_unless "no sample data at $SRC" "$SRC/val.jsonl.zst" "$SRC/train/00.jsonl.zst"
 SRC=$(abs "$SRC")
-if ! "$PY" -c 'import numpy' > /dev/null 2>&1; then
-    echo "1..0 # SKIP numpy cannot be imported (tests/dp_compare.py reads the weights with it)"
-    exit 77
-fi
+tap_skip_unless_numpy "$PY"
 if ! "$TR" launch --help > /dev/null 2>&1; then
     echo "1..0 # SKIP this pile-trainer has no launch command"
     exit 77
