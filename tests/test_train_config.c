@@ -293,7 +293,7 @@ static void test_deepspeed(void)
     pile_train_config_defaults(&c);
     ASSERT_EQ(c.reduce_bucket_size, 500000000);
     ASSERT_EQ(c.stage3_prefetch_bucket_size, 50000000);
-    ASSERT_EQ(c.overlap_comm, 1); /* collectives overlap unless told not to */
+    ASSERT_EQ(c.overlap_comm, 0); /* collectives block unless told to overlap */
     p = write_file("ds.json", "{\"zero_optimization\": {\"stage\": 3, \"reduce_bucket_size\": 2e5,\n"
                               "   \"stage3_prefetch_bucket_size\": 1000, \"stage3_param_persistence_threshold\": 10,\n"
                               "   \"offload_optimizer\": {\"device\": \"nvme\"}}}");

@@ -42,7 +42,7 @@ for z in "0" "1" "2" "3" "3 --offload all"; do
     run "$TR" launch --nproc 2 $COMMON --zero $z --no_overlap_comm --checkpoint_dir $d-block
     expect "--zero $z, blocking: trains" 0 "trained 6 of 6 steps"
     # shellcheck disable=SC2086
-    run "$TR" launch --nproc 2 $COMMON --zero $z --checkpoint_dir $d-overlap
+    run "$TR" launch --nproc 2 $COMMON --zero $z --overlap_comm --checkpoint_dir $d-overlap
     expect "--zero $z, overlapped: trains" 0 "trained 6 of 6 steps"
     if "$PY" "$CMP" "$d-block" "$d-overlap" step-0000006 0 > cmp.txt 2>&1; then
         ok "... the blocking run's losses, weights and optimizer state bit for bit"
@@ -55,7 +55,7 @@ done
 # SIGKILL to rank 1 mid-run at stage 2 (its buckets on the thread): rank 0
 # fails within the grace period, naming the collective and the dead rank
 # shellcheck disable=SC2086
-"$TR" launch --nproc 2 --grace 60 $COMMON --max_steps 100000 --eval_interval 0 --save_interval 0 --zero 2 \
+"$TR" launch --nproc 2 --grace 60 $COMMON --max_steps 100000 --eval_interval 0 --save_interval 0 --zero 2 --overlap_comm \
     --checkpoint_dir killed > kill.out 2> kill.err &
 lp=$!
 i=0

@@ -200,7 +200,7 @@ void pile_train_config_defaults(pile_train_config *c)
     c->world_size = 1;
     c->reduce_bucket_size = 500000000; /* DeepSpeed's defaults */
     c->stage3_prefetch_bucket_size = 50000000;
-    c->overlap_comm = 1;
+    c->overlap_comm = 0; /* measured slower where no core is spare: bench/RESULTS.md */
     c->initial_scale_power = 16;
     c->loss_scale_window = 1000;
     c->hysteresis = 2;
