@@ -6,7 +6,10 @@
  * Tolerances: forward |got - ref| <= 2e-5 * (1 + |ref|); gradients
  * |got - fd| <= 1e-4 * (1 + |fd|) with h = 1e-3 (fd's own error is ~1e-6). */
 #include <math.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -1385,6 +1388,99 @@ static void test_emulation(void)
     pile_backend_close(emu);
 }
 
+/* ------------------------------------------------------------ devsim */
+
+/* 1 when touching p on the host kills a child process (a signal, or a
+ * sanitizer's report and exit status): the memory is not the host's. */
+static int faults(volatile float *p, int write)
+{
+    fflush(stdout); /* the child must not repeat buffered TAP lines */
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(3); /* the sanitizer's report is expected */
+        if (write) p[1] = 1.0f;
+        else if (p[1] == 12345.0f) _exit(1);
+        _exit(0);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return 0;
+    if (WIFSIGNALED(status)) printf("# %s: signal %d\n", write ? "write" : "read", WTERMSIG(status));
+    else printf("# %s: exit status %d\n", write ? "write" : "read", WEXITSTATUS(status));
+    return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+/* The devsim backend: found by name but never the default, its memory not
+ * the host's (a host read or write of a tensor faults), moved only by
+ * upload, download and copies (views included, between backends too), and
+ * every op the cpu's bit for bit, with and without 16-bit emulation. */
+static void test_devsim(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *d = NULL, *d2 = NULL, *c = NULL;
+    ASSERT(!strstr(pile_backend_names(), "devsim"));
+    ASSERT(strcmp(pile_backend_default_name(NULL), "devsim"));
+    ASSERT_EQ(pile_backend_probe("devsim", &err), 0);
+    ASSERT_EQ(pile_backend_open(&c, "devsimx", 1, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "for testing: devsim"));
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    ASSERT_OK(pile_backend_open(&d2, "devsim", 1, &err), ep);
+    ASSERT_OK(pile_backend_open(&c, "cpu", 1, &err), ep);
+    if (!d || !d2 || !c) goto out;
+    ASSERT_STR_EQ(pile_backend_name(d), "devsim");
+    ASSERT_EQ(pile_backend_host_memory(d), 0);
+    ASSERT(pile_backend_device_name(d) == NULL);
+    pile_tensor t = pile_backend_alloc(d, F32, 1000), t2 = pile_backend_alloc(d2, F32, 1000);
+    pile_tensor h = pile_backend_alloc(c, F32, 1000);
+    ASSERT(t.data && t2.data && h.data);
+    ASSERT(pile_backend_bytes_in_use(d) >= 4000);
+    float in[1000], back[1000];
+    for (int i = 0; i < 1000; i++) in[i] = (float)i * 0.5f;
+    pile_backend_upload(d, t, in, 1000);
+    pile_backend_download(d, back, pile_tensor_slice(t, 10, 5), 5);
+    ASSERT(back[0] == 5.0f && back[4] == 7.0f);
+    ASSERT(faults(t.data, 0));
+    ASSERT(faults(pile_tensor_slice(t, 500, 10).data, 1));
+    /* between backends: device to host, host to device, device to device */
+    ASSERT_OK(pile_tensor_copy(h, t, 1000, &err), ep);
+    ASSERT_MEM_EQ((float *)h.data, in, sizeof in);
+    ((float *)h.data)[3] = -1.0f;
+    ASSERT_OK(pile_tensor_copy(t2, h, 1000, &err), ep);
+    ASSERT_OK(pile_tensor_copy(t, t2, 1000, &err), ep);
+    pile_backend_download(d, back, t, 1000);
+    ASSERT(back[3] == -1.0f && back[999] == 499.5f);
+    ASSERT_OK(pile_backend_sync(d, &err), ep);
+    pile_backend_free(&t), pile_backend_free(&t2), pile_backend_free(&h);
+    ASSERT_EQ(pile_backend_bytes_in_use(d), 0);
+    /* another backend's tensor is refused as the cpu refuses it */
+    t = pile_backend_alloc(c, F32, 4);
+    pile_backend_zero(d2, t, 4);
+    ASSERT_EQ(pile_backend_sync(d2, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "devsim backend: zero"));
+    pile_backend_free(&t);
+    /* every op: the same bits as the cpu's, plain and emulating bf16 */
+    float *host = hrand(200000, 1);
+    for (int emu = 0; emu < 2; emu++) {
+        const pile_dtype dt = emu ? PILE_DTYPE_BF16 : F32;
+        ASSERT_OK(pile_backend_set_emulation(c, dt, &err), ep);
+        ASSERT_OK(pile_backend_set_emulation(d, dt, &err), ep);
+        size_t lc, ld;
+        nseg = 0;
+        float *rc = run_all(c, host, &lc);
+        nseg = 0;
+        float *rd = run_all(d, host, &ld);
+        ASSERT_EQ(lc, ld);
+        ASSERT_MEM_EQ(rc, rd, lc * 4);
+        free(rc), free(rd);
+    }
+    free(host);
+    ASSERT_EQ(pile_backend_bytes_in_use(d), 0);
+out:
+    pile_backend_close(d);
+    pile_backend_close(d2);
+    pile_backend_close(c);
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -1527,6 +1623,8 @@ int main(void)
     test_sticky_error();
     TEST("bf16 / fp16 emulation: compute outputs rounded as 16-bit stores, F32 ones not");
     test_emulation();
+    TEST("devsim: not the host's memory (reads and writes fault), copies in and out, every op the cpu's bits");
+    test_devsim();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);
         return 1;

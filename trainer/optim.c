@@ -219,9 +219,10 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(z->offload && !pile_backend_host_memory(z->offload), err, PILE_EINVAL,
                    "cannot offload the optimizer to the %s backend: its memory is not the host's",
                    pile_backend_name(z->offload));
-    PILE_RETURN_IF((z->comm || z->stage > 0) && !pile_backend_host_memory(be), err, PILE_EINVAL,
+    /* one rank (no communicator) exchanges nothing: any backend's memory */
+    PILE_RETURN_IF(z->comm && !pile_backend_host_memory(be), err, PILE_EINVAL,
                    "cannot %s gradients in the %s backend's memory: the '%s' communicator works on host memory",
-                   z->stage ? "shard" : "reduce", pile_backend_name(be), z->comm ? pile_comm_name(z->comm) : "single");
+                   z->stage ? "shard" : "reduce", pile_backend_name(be), pile_comm_name(z->comm));
     pile_optim *o = calloc(1, sizeof *o);
     if (!o) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the optimizer");
     o->model = model;
@@ -352,14 +353,36 @@ void pile_optim_zero_grad(pile_optim *o)
     if (o->own_gshard) pile_backend_zero(o->obe, o->gshard, o->shard);
 }
 
-/* dst[0..n) += src[0..n), both F32 in host memory (the backends'
- * memory is the host's: checked at create). Not a backend op since an
- * emulating backend would round an F32 add to 16 bits. */
-static void add_host(pile_tensor dst, pile_tensor src, size_t n)
+/* dst[0..n) += src[0..n), F32, in fp32 whatever the backends: on the
+ * host where both are host memory, else a backend add where dst's
+ * backend holds src too and does not emulate 16 bits (an emulating one
+ * would round an F32 add), else through host buffers (a device's
+ * gradient into an offloaded shard, or on an emulating device: one rank's
+ * stage 2 and 3 on the devsim backend). */
+static int add_f32(pile_tensor dst, pile_tensor src, size_t n, pile_err *err)
 {
-    float *d = dst.data;
-    const float *s = src.data;
-    for (size_t i = 0; i < n; i++) d[i] += s[i];
+    const int dh = pile_backend_host_memory(dst.be), sh = pile_backend_host_memory(src.be);
+    if (!n) return 0;
+    if ((!dh || !sh) && dst.be == src.be && pile_backend_emulation(dst.be) == PILE_DTYPE_F32 &&
+        pile_backend_supports(dst.be, PILE_OP_ADD, PILE_DTYPE_F32)) {
+        pile_backend_add(dst.be, dst, dst, src, n);
+        return pile_backend_sync(dst.be, err);
+    }
+    float *d = dst.data, *s = src.data, *buf = NULL;
+    if (!dh || !sh) {
+        buf = malloc((!dh + !sh) * n * sizeof *buf);
+        PILE_RETURN_IF(!buf, err, PILE_ENOMEM, "out of memory for %zu floats of gradients", n);
+        if (!dh) d = buf;
+        if (!sh) s = buf + (dh ? 0 : n);
+    }
+    int rc = dh ? 0 : pile_tensor_download_f32(d, dst, n, err);
+    if (rc == 0 && !sh) rc = pile_tensor_download_f32(s, src, n, err);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) d[i] += s[i];
+        if (!dh) rc = pile_tensor_upload_f32(dst, d, n, err);
+    }
+    free(buf);
+    return rc;
 }
 
 int pile_optim_backward_done(pile_optim *o, pile_err *err)
@@ -374,7 +397,7 @@ int pile_optim_backward_done(pile_optim *o, pile_err *err)
             PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->grads.data, o->padded,
                                                          PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
         o->comm_bytes += o->padded * 4;
-        add_host(o->gshard, mine, o->shard);
+        PILE_FORWARD_IF_ERR(add_f32(o->gshard, mine, o->shard, err));
     } else {
         /* bucket k holds each rank's k-th piece of its shard, in rank
          * order: a reduce-scatter of it leaves every rank its own piece */
@@ -389,7 +412,7 @@ int pile_optim_backward_done(pile_optim *o, pile_err *err)
                 PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(o->comm, mine.data, o->bucket_buf.data, w * b,
                                                              PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
             o->comm_bytes += w * b * 4;
-            add_host(pile_tensor_slice(o->gshard, k0, b), mine, b);
+            PILE_FORWARD_IF_ERR(add_f32(pile_tensor_slice(o->gshard, k0, b), mine, b, err));
         }
     }
     pile_backend_zero(o->be, o->grads, o->grads.n);

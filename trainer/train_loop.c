@@ -2003,7 +2003,8 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, const pile_
     }
     if ((rc = pile_tokenizer_open(&tok, spec.data[0] ? spec.data : "bytes", err)) < 0) goto out;
     /* weights only: a save_pretrained folder has no trainer_state.json */
-    if ((rc = open_checkpoint_model(ckpt, "cpu", o->threads, 1, &be, &m, NULL, err)) < 0) goto out;
+    if ((rc = open_checkpoint_model(ckpt, o->backend && o->backend[0] ? o->backend : "cpu", o->threads, 1, &be,
+                                    &m, NULL, err)) < 0) goto out;
     const pile_model_config *mc = pile_model_get_config(m);
     if ((int64_t)pile_tokenizer_vocab_size(tok) != mc->vocab_size) {
         rc = pile_err_set(err, PILE_EMISMATCH,
