@@ -8,7 +8,8 @@
 # clipping, an evaluation and a checkpoint each epoch and best_model; bf16
 # with --doc-mask, dropout; fp16 with the loss scaler's overflows and
 # --recompute; ZeRO 1, 2 and 3 at world size 1, with optimizer and
-# parameter offload. A devsim run resumed from its step-6 checkpoint
+# parameter offload (stage 2 and 3's gradient add: on the device in fp32,
+# through the host when emulating 16 bits or into an offloaded shard). A devsim run resumed from its step-6 checkpoint
 # continues bit for bit; eval of its checkpoint (on the backend it
 # records) and sample --backend devsim equal the cpu's.
 #   devsim_cli.sh PILE_TRAINER PILE_PREP
@@ -115,7 +116,8 @@ pair fp16 $SHORT --precision fp16 --initial_scale_power 24 --recompute block --a
 check "fp16: the loss scaler skipped overflowing steps" grep -q "skipped" fp16.dev.m
 resumed fp16 $SHORT --precision fp16 --initial_scale_power 24 --recompute block --accumulation_steps 2
 pair zero1 $SHORT --zero 1
-pair zero2 $SHORT --zero 2 --offload optimizer --precision bf16 --reduce_bucket_size 1000
+pair zero1off $SHORT --zero 1 --offload optimizer
+pair zero2 $SHORT --zero 2 --reduce_bucket_size 1000
 pair zero3 $SHORT --zero 3 --precision fp16 --accumulation_steps 2
 resumed zero3 $SHORT --zero 3 --precision fp16 --accumulation_steps 2
 pair zero3off $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_size 1000
