@@ -9,9 +9,12 @@
 # with --doc-mask, dropout; fp16 with the loss scaler's overflows and
 # --recompute; ZeRO 1, 2 and 3 at world size 1, with optimizer and
 # parameter offload (stage 2 and 3's gradient add: on the device in fp32,
-# through the host when emulating 16 bits or into an offloaded shard). A devsim run resumed from its step-6 checkpoint
-# continues bit for bit; eval of its checkpoint (on the backend it
-# records) and sample --backend devsim equal the cpu's.
+# through the host when emulating 16 bits or into an offloaded shard). A
+# devsim run resumed from its step-6 checkpoint continues bit for bit;
+# eval of its checkpoint (on the backend it records) and sample --backend
+# devsim equal the cpu's. devsim16 stores
+# the compute tensors in 16 bits, as a device does: its bf16 and fp16 runs
+# (ZeRO too) equal the cpu's emulation, bit for bit.
 #   devsim_cli.sh PILE_TRAINER PILE_PREP
 # Speaks TAP; exits 77 when the sample data is absent.
 set -u
@@ -51,26 +54,27 @@ losses() {
 
 COMMON="--data shards --model tiny --threads 1 --eval_rows 32 --seed 7"
 # pair NAME ARGS...: NAME-cpu and NAME-dev train with ARGS on the cpu and
-# devsim backends; the devsim run's metrics and checkpoint files must be
+# the $DEV backend; the $DEV run's metrics and checkpoint files must be
 # the cpu run's, bit for bit
+DEV=devsim
 pair() {
     name=$1
     shift
     run "$TR" $COMMON "$@" --backend cpu --checkpoint_dir "$name-cpu"
     cst=$st
-    run "$TR" $COMMON "$@" --backend devsim --checkpoint_dir "$name-dev"
+    run "$TR" $COMMON "$@" --backend $DEV --checkpoint_dir "$name-dev"
     if [ $cst -eq 0 ] && [ $st -eq 0 ] && grep -q "^epoch .* gpu [0-9]*/[0-9]* MiB" err; then
-        ok "$name: trains on the cpu and on devsim (device memory in its progress line)"
+        ok "$name: trains on the cpu and on $DEV (device memory in its progress line)"
     else
-        fail "$name: trains on both backends (cpu status $cst, devsim $st)"
+        fail "$name: trains on both backends (cpu status $cst, $DEV $st)"
         return
     fi
     metrics "$name-cpu/metrics.jsonl" > "$name.cpu.m"
     metrics "$name-dev/metrics.jsonl" > "$name.dev.m"
     if [ -s "$name.cpu.m" ] && cmp -s "$name.cpu.m" "$name.dev.m"; then
-        ok "$name: devsim's metrics ($(wc -l < "$name.cpu.m") records) equal the cpu's, bit for bit"
+        ok "$name: $DEV's metrics ($(wc -l < "$name.cpu.m") records) equal the cpu's, bit for bit"
     else
-        not_ok "$name: devsim's metrics equal the cpu's" "$(diff "$name.cpu.m" "$name.dev.m" | head -n 4 | tr '\n' '|')"
+        not_ok "$name: $DEV's metrics equal the cpu's" "$(diff "$name.cpu.m" "$name.dev.m" | head -n 4 | tr '\n' '|')"
     fi
     files=$(cd "$name-cpu" && find . -name '*.safetensors' | sort)
     bad=""
@@ -82,19 +86,19 @@ pair() {
     fi
 }
 
-# resumed NAME ARGS...: NAME-dev's step-6 checkpoint resumed on devsim
+# resumed NAME ARGS...: NAME-dev's step-6 checkpoint resumed on $DEV
 # with ARGS continues as NAME-dev did, bit for bit
 resumed() {
     name=$1
     shift
     mkdir -p "$name-res" && cp -r "$name-dev/step-0000006" "$name-res/" && echo step-0000006 > "$name-res/latest"
-    run "$TR" $COMMON "$@" --backend devsim --checkpoint_dir "$name-res" --resume
+    run "$TR" $COMMON "$@" --backend $DEV --checkpoint_dir "$name-res" --resume
     losses "$name-dev/metrics.jsonl" | awk '$1 > 6' > "$name.want"
     losses "$name-res/metrics.jsonl" > "$name.got"
     if [ $st -eq 0 ] && [ -s "$name.got" ] && cmp -s "$name.want" "$name.got"; then
-        ok "$name: resumed on devsim from step 6, its train/loss equal the uninterrupted run's, bit for bit"
+        ok "$name: resumed on $DEV from step 6, its train/loss equal the uninterrupted run's, bit for bit"
     else
-        not_ok "$name: resumed on devsim bit for bit (status $st)" \
+        not_ok "$name: resumed on $DEV bit for bit (status $st)" \
             "$(diff "$name.want" "$name.got" | head -n 4 | tr '\n' '|')" "$(tail -n 2 err)"
     fi
     if cmp -s "$name-dev/step-0000012/model.safetensors" "$name-res/step-0000012/model.safetensors"; then
@@ -121,6 +125,19 @@ pair zero2 $SHORT --zero 2 --reduce_bucket_size 1000
 pair zero3 $SHORT --zero 3 --precision fp16 --accumulation_steps 2
 resumed zero3 $SHORT --zero 3 --precision fp16 --accumulation_steps 2
 pair zero3off $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_size 1000
+
+# devsim16: compute tensors stored in bf16 / fp16 as a device stores them
+# (the ops widen them to fp32 and round their output back: where the cpu's
+# emulation rounds), so the paths of 16-bit parameters run too: their
+# initialisation, conversions to and from fp32 masters and checkpoints,
+# ZeRO's staging and gathers
+DEV=devsim16
+pair bf16n $SHORT --precision bf16 --doc-mask --dropout 0.1
+resumed bf16n $SHORT --precision bf16 --doc-mask --dropout 0.1
+pair fp16n $SHORT --precision fp16 --initial_scale_power 24 --recompute block --accumulation_steps 2
+pair zero2n $SHORT --zero 2 --precision fp16 --accumulation_steps 2 --reduce_bucket_size 1000
+pair zero3n $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_size 1000
+resumed zero3n $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_size 1000
 
 # eval runs on the backend the checkpoint records
 check "fp32: the devsim run's checkpoint records its backend" \

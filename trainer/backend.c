@@ -24,8 +24,8 @@ static const pile_backend_reg *const registry[] = {
     &pile__backend_cpu_reg,
 };
 #define N_REG (sizeof registry / sizeof registry[0])
-/* Opened by name only, never the default: "devsim" (testing). */
-static const pile_backend_reg *const testing[] = {&pile__backend_devsim_reg};
+/* Opened by name only, never the default: "devsim", "devsim16" (testing). */
+static const pile_backend_reg *const testing[] = {&pile__backend_devsim_reg, &pile__backend_devsim16_reg};
 #define N_TESTING (sizeof testing / sizeof testing[0])
 
 #ifdef PILE_HAVE_CUDA
@@ -50,7 +50,7 @@ static const pile_backend_reg *find_reg(const char *name, pile_err *err)
                      "cannot use backend 'cuda': this build has no CUDA backend (pile-trainer was configured "
                      "without the CUDA toolkit); available: " NAMES);
     else
-        pile_err_set(err, PILE_EINVAL, "unknown backend '%s' (available: " NAMES "; for testing: devsim)", name);
+        pile_err_set(err, PILE_EINVAL, "unknown backend '%s' (available: " NAMES "; for testing: devsim, devsim16)", name);
     return NULL;
 }
 

@@ -18,11 +18,13 @@
 #include <stdlib.h>
 
 #include "backend_internal.h"
+#include "precision.h"
 
 #define DEVSIM_TAG ((uintptr_t)1 << 62 | (uintptr_t)1 << 55)
 
 typedef struct devsim_ctx {
     pile_backend cpu; /* the inner CPU backend: its ops do the work */
+    int native16;     /* devsim16: compute tensors of bf16 / f16 storage */
 } devsim_ctx;
 
 static pile_backend *inner(const pile_backend *be)
@@ -69,6 +71,8 @@ static void devsim_close(pile_backend *be)
 static int devsim_supports(const pile_backend *be, pile_op op, pile_dtype dt)
 {
     const pile_backend *c = inner(be);
+    if (((const devsim_ctx *)be->ctx)->native16 && (dt == PILE_DTYPE_BF16 || dt == PILE_DTYPE_F16))
+        return op != PILE_OP_SUMSQ && op != PILE_OP_SCALE && op != PILE_OP_ADAMW;
     return c->iface->supports(c, op, dt);
 }
 
@@ -142,69 +146,113 @@ static void devsim_round(pile_backend *be, pile_tensor t, size_t n, pile_precisi
     settle(be);
 }
 
+/* Compute operands stored in 16 bits (devsim16) go to the CPU's fp32 op
+ * widened into host buffers, and the op's output is rounded back: the
+ * store the CPU's emulation rounds, so the bits are the same. F32, I32
+ * and U8 operands are only translated. */
+typedef struct wide_set {
+    pile_backend *be;
+    int n, failed;
+    pile_tensor orig[10];
+    float *buf[10];
+    int out[10];
+} wide_set;
+
+static pile_tensor W(wide_set *w, pile_tensor x, int is_out)
+{
+    pile_tensor r = in(w->be, x);
+    if (!x.data || (x.dtype != PILE_DTYPE_BF16 && x.dtype != PILE_DTYPE_F16)) return r;
+    float *f = aligned_alloc(64, (x.n * sizeof *f + 63) / 64 * 64);
+    if (!f) {
+        w->failed = 1;
+        pile__backend_fail(w->be, PILE_ENOMEM, "devsim", "cannot widen %zu %s values", x.n, pile_dtype_name(x.dtype));
+        return r;
+    }
+    if (x.dtype == PILE_DTYPE_BF16) pile_bf16_to_fp32_array(f, r.data, x.n);
+    else pile_fp16_to_fp32_array(f, r.data, x.n);
+    w->orig[w->n] = r;
+    w->buf[w->n] = f;
+    w->out[w->n++] = is_out;
+    return (pile_tensor){f, x.n, PILE_DTYPE_F32, r.be};
+}
+
+/* The op may run: every operand was widened. */
+static pile_backend *ready(wide_set *w)
+{
+    return w->failed ? NULL : inner(w->be);
+}
+
+static void done(wide_set *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        const pile_tensor o = w->orig[i];
+        if (w->out[i] && !w->failed && o.dtype == PILE_DTYPE_BF16) pile_fp32_to_bf16_array(o.data, w->buf[i], o.n);
+        else if (w->out[i] && !w->failed) pile_fp32_to_fp16_array(o.data, w->buf[i], o.n);
+        free(w->buf[i]);
+    }
+    settle(w->be);
+}
+
+#define OPS_BEGIN wide_set w_ = {be, 0, 0, {{0}}, {0}, {0}}; pile_backend *c
+#define OUT(x) W(&w_, x, 1)
+#define IN(x) W(&w_, x, 0)
+#define RUN(op, ...) if ((c = ready(&w_)) != NULL) c->iface->op(c, __VA_ARGS__); done(&w_)
+
 static void devsim_embed_fwd(pile_backend *be, pile_tensor out, pile_tensor tokens, pile_tensor wte, pile_tensor wpe,
                              int B, int T, int C)
 {
-    pile_backend *c = inner(be);
-    c->iface->embed_fwd(c, U(out), U(tokens), U(wte), U(wpe), B, T, C);
-    settle(be);
+    OPS_BEGIN;
+    RUN(embed_fwd, OUT(out), IN(tokens), IN(wte), IN(wpe), B, T, C);
 }
 
 static void devsim_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, pile_tensor dout,
                              pile_tensor tokens, int B, int T, int C)
 {
-    pile_backend *c = inner(be);
-    c->iface->embed_bwd(c, U(dwte), U(dwpe), U(dout), U(tokens), B, T, C);
-    settle(be);
+    OPS_BEGIN;
+    RUN(embed_bwd, IN(dwte), IN(dwpe), IN(dout), IN(tokens), B, T, C);
 }
 
 static void devsim_layernorm_fwd(pile_backend *be, pile_tensor out, pile_tensor mean, pile_tensor rstd,
                                  pile_tensor inp, pile_tensor w, pile_tensor b, int N, int C)
 {
-    pile_backend *c = inner(be);
-    c->iface->layernorm_fwd(c, U(out), U(mean), U(rstd), U(inp), U(w), U(b), N, C);
-    settle(be);
+    OPS_BEGIN;
+    RUN(layernorm_fwd, OUT(out), IN(mean), IN(rstd), IN(inp), IN(w), IN(b), N, C);
 }
 
 static void devsim_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw, pile_tensor db,
                                  pile_tensor dout, pile_tensor inp, pile_tensor w, pile_tensor mean,
                                  pile_tensor rstd, int N, int C)
 {
-    pile_backend *c = inner(be);
-    c->iface->layernorm_bwd(c, U(dinp), U(dw), U(db), U(dout), U(inp), U(w), U(mean), U(rstd), N, C);
-    settle(be);
+    OPS_BEGIN;
+    RUN(layernorm_bwd, OUT(dinp), IN(dw), IN(db), IN(dout), IN(inp), IN(w), IN(mean), IN(rstd), N, C);
 }
 
-static void devsim_matmul_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor W, pile_tensor bias,
+static void devsim_matmul_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor Wt, pile_tensor bias,
                               int N, int IC, int OC)
 {
-    pile_backend *c = inner(be);
-    c->iface->matmul_fwd(c, U(out), U(inp), U(W), U(bias), N, IC, OC);
-    settle(be);
+    OPS_BEGIN;
+    RUN(matmul_fwd, OUT(out), IN(inp), IN(Wt), IN(bias), N, IC, OC);
 }
 
 static void devsim_matmul_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dW, pile_tensor dbias,
-                              pile_tensor dout, pile_tensor inp, pile_tensor W, int N, int IC, int OC)
+                              pile_tensor dout, pile_tensor inp, pile_tensor Wt, int N, int IC, int OC)
 {
-    pile_backend *c = inner(be);
-    c->iface->matmul_bwd(c, U(dinp), U(dW), U(dbias), U(dout), U(inp), U(W), N, IC, OC);
-    settle(be);
+    OPS_BEGIN;
+    RUN(matmul_bwd, OUT(dinp), IN(dW), IN(dbias), IN(dout), IN(inp), IN(Wt), N, IC, OC);
 }
 
 static void devsim_logits_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor wte, int N, int C,
                               int Vp)
 {
-    pile_backend *c = inner(be);
-    c->iface->logits_fwd(c, U(out), U(inp), U(wte), N, C, Vp);
-    settle(be);
+    OPS_BEGIN;
+    RUN(logits_fwd, OUT(out), IN(inp), IN(wte), N, C, Vp);
 }
 
 static void devsim_logits_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dwte, pile_tensor dout,
                               pile_tensor inp, pile_tensor wte, int N, int C, int Vp)
 {
-    pile_backend *c = inner(be);
-    c->iface->logits_bwd(c, U(dinp), U(dwte), U(dout), U(inp), U(wte), N, C, Vp);
-    settle(be);
+    OPS_BEGIN;
+    RUN(logits_bwd, OUT(dinp), IN(dwte), IN(dout), IN(inp), IN(wte), N, C, Vp);
 }
 
 static size_t devsim_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH)
@@ -222,65 +270,62 @@ static size_t devsim_attention_scratch_bytes(const pile_backend *be, int B, int 
 static void devsim_attention_fwd(pile_backend *be, pile_tensor out, pile_tensor saved, pile_tensor scratch,
                                  pile_tensor qkv, pile_tensor doc_start, int B, int T, int C, int NH)
 {
-    pile_backend *c = inner(be);
-    c->iface->attention_fwd(c, U(out), U(saved), U(scratch), U(qkv), U(doc_start), B, T, C, NH);
-    settle(be);
+    OPS_BEGIN;
+    RUN(attention_fwd, OUT(out), IN(saved), IN(scratch), IN(qkv), IN(doc_start), B, T, C, NH);
 }
 
 static void devsim_attention_bwd(pile_backend *be, pile_tensor dqkv, pile_tensor scratch, pile_tensor dout,
                                  pile_tensor qkv, pile_tensor out, pile_tensor saved, pile_tensor doc_start, int B,
                                  int T, int C, int NH)
 {
-    pile_backend *c = inner(be);
-    c->iface->attention_bwd(c, U(dqkv), U(scratch), U(dout), U(qkv), U(out), U(saved), U(doc_start), B, T,
-                                     C, NH);
-    settle(be);
+    OPS_BEGIN;
+    RUN(attention_bwd, OUT(dqkv), IN(scratch), IN(dout), IN(qkv), IN(out), IN(saved), IN(doc_start), B, T, C, NH);
 }
 
 static void devsim_attention_decode(pile_backend *be, pile_tensor out, pile_tensor att, pile_tensor q,
                                     pile_tensor kcache, pile_tensor vcache, int t, int C, int NH)
 {
-    pile_backend *c = inner(be);
-    c->iface->attention_decode(c, U(out), U(att), U(q), U(kcache), U(vcache), t, C, NH);
-    settle(be);
+    OPS_BEGIN;
+    RUN(attention_decode, OUT(out), IN(att), IN(q), IN(kcache), IN(vcache), t, C, NH);
 }
 
 static void devsim_gelu_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, size_t n)
 {
-    pile_backend *c = inner(be);
-    c->iface->gelu_fwd(c, U(out), U(inp), n);
-    settle(be);
+    OPS_BEGIN;
+    RUN(gelu_fwd, OUT(out), IN(inp), n);
 }
 
 static void devsim_gelu_bwd(pile_backend *be, pile_tensor dinp, pile_tensor inp, pile_tensor dout, size_t n)
 {
-    pile_backend *c = inner(be);
-    c->iface->gelu_bwd(c, U(dinp), U(inp), U(dout), n);
-    settle(be);
+    OPS_BEGIN;
+    RUN(gelu_bwd, OUT(dinp), IN(inp), IN(dout), n);
 }
 
 static void devsim_add(pile_backend *be, pile_tensor out, pile_tensor a, pile_tensor b, size_t n)
 {
-    pile_backend *c = inner(be);
-    c->iface->add(c, U(out), U(a), U(b), n);
-    settle(be);
+    OPS_BEGIN;
+    RUN(add, OUT(out), IN(a), IN(b), n);
 }
 
 static void devsim_dropout(pile_backend *be, pile_tensor x, size_t n, float p, uint64_t seed)
 {
-    pile_backend *c = inner(be);
-    c->iface->dropout(c, U(x), n, p, seed);
-    settle(be);
+    OPS_BEGIN;
+    RUN(dropout, OUT(x), n, p, seed);
 }
 
 static void devsim_softmax_ce(pile_backend *be, pile_tensor logits, pile_tensor losses, pile_tensor correct,
                               pile_tensor targets, int N, int V, int Vp, float grad_scale)
 {
-    pile_backend *c = inner(be);
-    c->iface->softmax_ce(c, U(logits), U(losses), U(correct), U(targets), N, V, Vp, grad_scale);
-    settle(be);
+    OPS_BEGIN;
+    RUN(softmax_ce, OUT(logits), IN(losses), IN(correct), IN(targets), N, V, Vp, grad_scale);
 }
 
+#undef OPS_BEGIN
+#undef OUT
+#undef IN
+#undef RUN
+
+/* sumsq, scale and adamw take F32 only */
 static double devsim_sumsq(pile_backend *be, pile_tensor x, size_t n)
 {
     pile_backend *c = inner(be);
@@ -342,10 +387,11 @@ static const pile_backend_i devsim_iface = {
     .adamw = devsim_adamw,
 };
 
-static int devsim_open(pile_backend *be, pile_err *err)
+static int open_as(pile_backend *be, int native16, pile_err *err)
 {
     devsim_ctx *d = calloc(1, sizeof *d);
-    PILE_RETURN_IF(!d, err, PILE_ENOMEM, "cannot allocate the devsim backend");
+    PILE_RETURN_IF(!d, err, PILE_ENOMEM, "cannot allocate the %s backend", be->name);
+    d->native16 = native16;
     d->cpu.name = "cpu";
     d->cpu.threads = be->threads;
     int rc = pile__backend_cpu_reg.open(&d->cpu, err);
@@ -360,4 +406,15 @@ static int devsim_open(pile_backend *be, pile_err *err)
     return 0;
 }
 
+static int devsim_open(pile_backend *be, pile_err *err)
+{
+    return open_as(be, 0, err);
+}
+
+static int devsim16_open(pile_backend *be, pile_err *err)
+{
+    return open_as(be, 1, err);
+}
+
 const pile_backend_reg pile__backend_devsim_reg = {"devsim", devsim_probe, devsim_open};
+const pile_backend_reg pile__backend_devsim16_reg = {"devsim16", devsim_probe, devsim16_open};
