@@ -1410,6 +1410,52 @@ static int faults(volatile float *p, int write)
     return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
 }
 
+/* devsim16 stores compute tensors in bf16 and widens them for the cpu's
+ * ops: a matmul's output and the input gradient it accumulates into are
+ * the bits of the cpu emulating bf16 (given emu, an open cpu backend). */
+static void test_devsim16(pile_backend *emu)
+{
+    pile_err err, *ep = &err;
+    pile_backend *d = NULL;
+    ASSERT_OK(pile_backend_open(&d, "devsim16", 1, &err), ep);
+    if (!d) return;
+    const pile_dtype H = PILE_DTYPE_BF16;
+    ASSERT(pile_backend_supports(d, PILE_OP_MATMUL_FWD, H) && !pile_backend_supports(d, PILE_OP_ADAMW, H));
+    ASSERT(!pile_backend_supports(emu, PILE_OP_MATMUL_FWD, H));
+    ASSERT_OK(pile_backend_set_emulation(emu, H, &err), ep);
+    enum { N = 19, IC = 33, OC = 27 };
+    const size_t nx = (size_t)N * IC, nw = (size_t)IC * OC, no = (size_t)N * OC;
+    float *x = hrand(nx, 1), *w = hrand(nw, 1), *g = hrand(no, 1), *dx = hrand(nx, 1);
+    pile_precision_round(x, nx, PILE_PRECISION_BF16), pile_precision_round(w, nw, PILE_PRECISION_BF16);
+    pile_precision_round(g, no, PILE_PRECISION_BF16), pile_precision_round(dx, nx, PILE_PRECISION_BF16);
+    float *got[2][2];
+    pile_backend *bk[2] = {emu, d};
+    for (int k = 0; k < 2; k++) {
+        pile_backend *b = bk[k];
+        const pile_dtype dt = k ? H : F32;
+        pile_tensor tx = pile_backend_alloc(b, dt, nx), tw = pile_backend_alloc(b, dt, nw);
+        pile_tensor tg = pile_backend_alloc(b, dt, no), tdx = pile_backend_alloc(b, dt, nx);
+        pile_tensor to = pile_backend_alloc(b, dt, no), tdw = pile_backend_alloc(b, F32, nw);
+        ASSERT_OK(pile_tensor_upload_f32(tx, x, nx, &err), ep);
+        ASSERT_OK(pile_tensor_upload_f32(tw, w, nw, &err), ep);
+        ASSERT_OK(pile_tensor_upload_f32(tg, g, no, &err), ep);
+        ASSERT_OK(pile_tensor_upload_f32(tdx, dx, nx, &err), ep);
+        pile_backend_matmul_fwd(b, to, tx, tw, NONE, N, IC, OC);
+        pile_backend_matmul_bwd(b, tdx, tdw, NONE, tg, tx, tw, N, IC, OC);
+        got[k][0] = malloc(no * 4), got[k][1] = malloc(nx * 4);
+        ASSERT_OK(pile_tensor_download_f32(got[k][0], to, no, &err), ep);
+        ASSERT_OK(pile_tensor_download_f32(got[k][1], tdx, nx, &err), ep);
+        pile_tensor all[] = {tx, tw, tg, tdx, to, tdw};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(&all[i]);
+    }
+    ASSERT_MEM_EQ(got[0][0], got[1][0], no * 4);
+    ASSERT_MEM_EQ(got[0][1], got[1][1], nx * 4);
+    ASSERT_OK(pile_backend_set_emulation(emu, F32, &err), ep);
+    for (int k = 0; k < 2; k++) free(got[k][0]), free(got[k][1]);
+    free(x), free(w), free(g), free(dx);
+    pile_backend_close(d);
+}
+
 /* The devsim backend: found by name but never the default, its memory not
  * the host's (a host read or write of a tensor faults), moved only by
  * upload, download and copies (views included, between backends too), and
@@ -1475,6 +1521,7 @@ static void test_devsim(void)
     }
     free(host);
     ASSERT_EQ(pile_backend_bytes_in_use(d), 0);
+    test_devsim16(c);
 out:
     pile_backend_close(d);
     pile_backend_close(d2);
@@ -1623,7 +1670,8 @@ int main(void)
     test_sticky_error();
     TEST("bf16 / fp16 emulation: compute outputs rounded as 16-bit stores, F32 ones not");
     test_emulation();
-    TEST("devsim: not the host's memory (reads and writes fault), copies in and out, every op the cpu's bits");
+    TEST("devsim: not the host's memory (reads and writes fault), copies in and out, every op the cpu's bits; "
+         "devsim16's bf16 tensors");
     test_devsim();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);

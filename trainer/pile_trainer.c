@@ -110,8 +110,8 @@ static const char sample_help[] =
     "  --top_k K             sample among the K likeliest tokens (default 0: all)\n"
     "  --seed S              sampling seed (default 42): the same seed, the same text\n"
     "  --threads N           CPU threads (default 0: every usable core; at most that)\n"
-    "  --backend NAME        compute backend (default cpu; devsim: for testing, the host\n"
-    "                        side of a device run checked without a device)\n"
+    "  --backend NAME        compute backend (default cpu; devsim, devsim16: for testing,\n"
+    "                        the host side of a device run checked without a device)\n"
     "  -h, --help            this help\n";
 
 static const char plan_help[] =

@@ -13,7 +13,8 @@
  *
  * It holds an inner CPU backend (its own object, opened with the CPU's
  * registry entry) and translates every operand into it: untagged data,
- * inner owner. No global state: the tag is a constant. */
+ * inner owner. "devsim16" also stores compute tensors in bf16 / f16, as a
+ * device does (see W below). No global state: the tag is a constant. */
 #include <stdint.h>
 #include <stdlib.h>
 
