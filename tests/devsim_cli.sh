@@ -42,15 +42,6 @@ fi
 metrics() {
     sed -E 's/"(time|train\/tokens_per_sec|train\/mfu|mem\/[a-z_]+|gpu\/[a-z_]+)": *[^,}]*,? *//g' "$1"
 }
-# train/loss of each step: "STEP VALUE" lines
-losses() {
-    awk '/"train\/loss"/ {
-        if (!match($0, /"step": *[0-9]+/)) next
-        s = substr($0, RSTART, RLENGTH); sub(/.*: */, "", s)
-        if (!match($0, /"train\/loss": *[^,}]+/)) next
-        v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v)
-        print s, v }' "$1" | sort -n
-}
 
 COMMON="--data shards --model tiny --threads 1 --eval_rows 32 --seed 7"
 # pair NAME ARGS...: NAME-cpu and NAME-dev train with ARGS on the cpu and

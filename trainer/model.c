@@ -612,6 +612,7 @@ void pile_model_init(pile_model *m, uint64_t seed)
 
 void pile_model_init_values(pile_model *m, uint64_t seed, float *host)
 {
+    memset(host, 0, pile_model_flat_size(m) * sizeof *host); /* any gap between tensors */
     init_all(m, seed, host);
 }
 
