@@ -43,6 +43,15 @@ tap_tmpdir() {
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-$1-XXXXXX") || exit 1
     trap 'rm -rf "$TMP"' EXIT
 }
+# train/loss of each step of a run's metrics.jsonl, as written: "STEP VALUE" lines
+losses() {
+    awk '/"train\/loss"/ {
+        if (!match($0, /"step": *[0-9]+/)) next
+        s = substr($0, RSTART, RLENGTH); sub(/.*: */, "", s)
+        if (!match($0, /"train\/loss": *[^,}]+/)) next
+        v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v)
+        print s, v }' "$1" | sort -n
+}
 tap_done() {
     echo "1..$n"
     [ $failed -eq 0 ]

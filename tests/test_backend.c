@@ -6,7 +6,10 @@
  * Tolerances: forward |got - ref| <= 2e-5 * (1 + |ref|); gradients
  * |got - fd| <= 1e-4 * (1 + |fd|) with h = 1e-3 (fd's own error is ~1e-6). */
 #include <math.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -1385,6 +1388,146 @@ static void test_emulation(void)
     pile_backend_close(emu);
 }
 
+/* ------------------------------------------------------------ devsim */
+
+/* 1 when touching p on the host kills a child process (a signal, or a
+ * sanitizer's report and exit status): the memory is not the host's. */
+static int faults(volatile float *p, int write)
+{
+    fflush(stdout); /* the child must not repeat buffered TAP lines */
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(3); /* the sanitizer's report is expected */
+        if (write) p[1] = 1.0f;
+        else if (p[1] == 12345.0f) _exit(1);
+        _exit(0);
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return 0;
+    if (WIFSIGNALED(status)) printf("# %s: signal %d\n", write ? "write" : "read", WTERMSIG(status));
+    else printf("# %s: exit status %d\n", write ? "write" : "read", WEXITSTATUS(status));
+    return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+}
+
+/* devsim16 stores compute tensors in bf16 and widens them for the cpu's
+ * ops: a matmul's output and the input gradient it accumulates into are
+ * the bits of the cpu emulating bf16 (given emu, an open cpu backend). */
+static void test_devsim16(pile_backend *emu)
+{
+    pile_err err, *ep = &err;
+    pile_backend *d = NULL;
+    ASSERT_OK(pile_backend_open(&d, "devsim16", 1, &err), ep);
+    if (!d) return;
+    const pile_dtype H = PILE_DTYPE_BF16;
+    ASSERT(pile_backend_supports(d, PILE_OP_MATMUL_FWD, H) && !pile_backend_supports(d, PILE_OP_ADAMW, H));
+    ASSERT(!pile_backend_supports(emu, PILE_OP_MATMUL_FWD, H));
+    ASSERT_OK(pile_backend_set_emulation(emu, H, &err), ep);
+    enum { N = 19, IC = 33, OC = 27 };
+    const size_t nx = (size_t)N * IC, nw = (size_t)IC * OC, no = (size_t)N * OC;
+    float *x = hrand(nx, 1), *w = hrand(nw, 1), *g = hrand(no, 1), *dx = hrand(nx, 1);
+    pile_precision_round(x, nx, PILE_PRECISION_BF16), pile_precision_round(w, nw, PILE_PRECISION_BF16);
+    pile_precision_round(g, no, PILE_PRECISION_BF16), pile_precision_round(dx, nx, PILE_PRECISION_BF16);
+    float *got[2][2];
+    pile_backend *bk[2] = {emu, d};
+    for (int k = 0; k < 2; k++) {
+        pile_backend *b = bk[k];
+        const pile_dtype dt = k ? H : F32;
+        pile_tensor tx = pile_backend_alloc(b, dt, nx), tw = pile_backend_alloc(b, dt, nw);
+        pile_tensor tg = pile_backend_alloc(b, dt, no), tdx = pile_backend_alloc(b, dt, nx);
+        pile_tensor to = pile_backend_alloc(b, dt, no), tdw = pile_backend_alloc(b, F32, nw);
+        ASSERT_OK(pile_tensor_upload_f32(tx, x, nx, &err), ep);
+        ASSERT_OK(pile_tensor_upload_f32(tw, w, nw, &err), ep);
+        ASSERT_OK(pile_tensor_upload_f32(tg, g, no, &err), ep);
+        ASSERT_OK(pile_tensor_upload_f32(tdx, dx, nx, &err), ep);
+        pile_backend_matmul_fwd(b, to, tx, tw, NONE, N, IC, OC);
+        pile_backend_matmul_bwd(b, tdx, tdw, NONE, tg, tx, tw, N, IC, OC);
+        got[k][0] = malloc(no * 4), got[k][1] = malloc(nx * 4);
+        ASSERT_OK(pile_tensor_download_f32(got[k][0], to, no, &err), ep);
+        ASSERT_OK(pile_tensor_download_f32(got[k][1], tdx, nx, &err), ep);
+        pile_tensor all[] = {tx, tw, tg, tdx, to, tdw};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) pile_backend_free(&all[i]);
+    }
+    ASSERT_MEM_EQ(got[0][0], got[1][0], no * 4);
+    ASSERT_MEM_EQ(got[0][1], got[1][1], nx * 4);
+    ASSERT_OK(pile_backend_set_emulation(emu, F32, &err), ep);
+    for (int k = 0; k < 2; k++) free(got[k][0]), free(got[k][1]);
+    free(x), free(w), free(g), free(dx);
+    pile_backend_close(d);
+}
+
+/* The devsim backend: found by name but never the default, its memory not
+ * the host's (a host read or write of a tensor faults), moved only by
+ * upload, download and copies (views included, between backends too), and
+ * every op the cpu's bit for bit, with and without 16-bit emulation. */
+static void test_devsim(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *d = NULL, *d2 = NULL, *c = NULL;
+    ASSERT(!strstr(pile_backend_names(), "devsim"));
+    ASSERT(strcmp(pile_backend_default_name(NULL), "devsim"));
+    ASSERT_EQ(pile_backend_probe("devsim", &err), 0);
+    ASSERT_EQ(pile_backend_open(&c, "devsimx", 1, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "for testing: devsim"));
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    ASSERT_OK(pile_backend_open(&d2, "devsim", 1, &err), ep);
+    ASSERT_OK(pile_backend_open(&c, "cpu", 1, &err), ep);
+    if (!d || !d2 || !c) goto out;
+    ASSERT_STR_EQ(pile_backend_name(d), "devsim");
+    ASSERT_EQ(pile_backend_host_memory(d), 0);
+    ASSERT(pile_backend_device_name(d) == NULL);
+    pile_tensor t = pile_backend_alloc(d, F32, 1000), t2 = pile_backend_alloc(d2, F32, 1000);
+    pile_tensor h = pile_backend_alloc(c, F32, 1000);
+    ASSERT(t.data && t2.data && h.data);
+    ASSERT(pile_backend_bytes_in_use(d) >= 4000);
+    float in[1000], back[1000];
+    for (int i = 0; i < 1000; i++) in[i] = (float)i * 0.5f;
+    pile_backend_upload(d, t, in, 1000);
+    pile_backend_download(d, back, pile_tensor_slice(t, 10, 5), 5);
+    ASSERT(back[0] == 5.0f && back[4] == 7.0f);
+    ASSERT(faults(t.data, 0));
+    ASSERT(faults(pile_tensor_slice(t, 500, 10).data, 1));
+    /* between backends: device to host, host to device, device to device */
+    ASSERT_OK(pile_tensor_copy(h, t, 1000, &err), ep);
+    ASSERT_MEM_EQ((float *)h.data, in, sizeof in);
+    ((float *)h.data)[3] = -1.0f;
+    ASSERT_OK(pile_tensor_copy(t2, h, 1000, &err), ep);
+    ASSERT_OK(pile_tensor_copy(t, t2, 1000, &err), ep);
+    pile_backend_download(d, back, t, 1000);
+    ASSERT(back[3] == -1.0f && back[999] == 499.5f);
+    ASSERT_OK(pile_backend_sync(d, &err), ep);
+    pile_backend_free(&t), pile_backend_free(&t2), pile_backend_free(&h);
+    ASSERT_EQ(pile_backend_bytes_in_use(d), 0);
+    /* another backend's tensor is refused as the cpu refuses it */
+    t = pile_backend_alloc(c, F32, 4);
+    pile_backend_zero(d2, t, 4);
+    ASSERT_EQ(pile_backend_sync(d2, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "devsim backend: zero"));
+    pile_backend_free(&t);
+    /* every op: the same bits as the cpu's, plain and emulating bf16 */
+    float *host = hrand(200000, 1);
+    for (int emu = 0; emu < 2; emu++) {
+        const pile_dtype dt = emu ? PILE_DTYPE_BF16 : F32;
+        ASSERT_OK(pile_backend_set_emulation(c, dt, &err), ep);
+        ASSERT_OK(pile_backend_set_emulation(d, dt, &err), ep);
+        size_t lc, ld;
+        nseg = 0;
+        float *rc = run_all(c, host, &lc);
+        nseg = 0;
+        float *rd = run_all(d, host, &ld);
+        ASSERT_EQ(lc, ld);
+        ASSERT_MEM_EQ(rc, rd, lc * 4);
+        free(rc), free(rd);
+    }
+    free(host);
+    ASSERT_EQ(pile_backend_bytes_in_use(d), 0);
+    test_devsim16(c);
+out:
+    pile_backend_close(d);
+    pile_backend_close(d2);
+    pile_backend_close(c);
+}
+
 static double now(void)
 {
     struct timespec ts;
@@ -1527,6 +1670,9 @@ int main(void)
     test_sticky_error();
     TEST("bf16 / fp16 emulation: compute outputs rounded as 16-bit stores, F32 ones not");
     test_emulation();
+    TEST("devsim: not the host's memory (reads and writes fault), copies in and out, every op the cpu's bits; "
+         "devsim16's bf16 tensors");
+    test_devsim();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);
         return 1;

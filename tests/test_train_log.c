@@ -361,7 +361,7 @@ static void test_eval_sample(void)
     ASSERT(lines_are_clean(&c));
     capture_clear(&c);
 
-    pile_sample_opts o = {"In the beginning", NULL, 24, 1.0, 0, 42, 1};
+    pile_sample_opts o = {"In the beginning", NULL, 24, 1.0, 0, 42, 1, NULL};
     ASSERT_EQ(watch_start(&w, "sample"), 0);
     rc = pile_trainer_sample(ckpt, &o, &log, &err);
     ASSERT_EQ(watch_stop(&w), 0);
@@ -389,7 +389,7 @@ static void test_no_log(void)
     snprintf(ckpt, sizeof ckpt, "%s/nolog/step-0000002", tmp);
     pile_eval_result res;
     int erc = pile_trainer_eval(ckpt, NULL, 4, 0, 1, NULL, &res, &err);
-    pile_sample_opts o = {"x", NULL, 4, 0.0, 0, 1, 1};
+    pile_sample_opts o = {"x", NULL, 4, 0.0, 0, 1, 1, NULL};
     int src = pile_trainer_sample(ckpt, &o, NULL, &err);
     ASSERT_EQ(watch_stop(&w), 0);
     ASSERT_EQ(rc, 0);

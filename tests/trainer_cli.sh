@@ -29,15 +29,6 @@ if ! "$PREP" -q -o shards -L 64 -t bytes "$SRC" > out 2> err; then
     exit 1
 fi
 
-# train/loss of each step of a run's metrics.jsonl, as written: "STEP VALUE" lines
-losses() {
-    awk '/"train\/loss"/ {
-        if (!match($0, /"step": *[0-9]+/)) next
-        s = substr($0, RSTART, RLENGTH); sub(/.*: */, "", s)
-        if (!match($0, /"train\/loss": *[^,}]+/)) next
-        v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v)
-        print s, v }' "$1" | sort -n
-}
 # the value of "KEY" in the val record of step STEP
 val_at() {
     awk -v step="$2" -v key="$3" '{

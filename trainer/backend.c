@@ -24,6 +24,9 @@ static const pile_backend_reg *const registry[] = {
     &pile__backend_cpu_reg,
 };
 #define N_REG (sizeof registry / sizeof registry[0])
+/* Opened by name only, never the default: "devsim", "devsim16" (testing). */
+static const pile_backend_reg *const testing[] = {&pile__backend_devsim_reg, &pile__backend_devsim16_reg};
+#define N_TESTING (sizeof testing / sizeof testing[0])
 
 #ifdef PILE_HAVE_CUDA
 #define NAMES "cuda,cpu"
@@ -40,12 +43,14 @@ static const pile_backend_reg *find_reg(const char *name, pile_err *err)
 {
     for (size_t i = 0; i < N_REG; i++)
         if (!strcmp(registry[i]->name, name)) return registry[i];
+    for (size_t i = 0; i < N_TESTING; i++)
+        if (!strcmp(testing[i]->name, name)) return testing[i];
     if (!strcmp(name, "cuda"))
         pile_err_set(err, PILE_ENOENT,
                      "cannot use backend 'cuda': this build has no CUDA backend (pile-trainer was configured "
                      "without the CUDA toolkit); available: " NAMES);
     else
-        pile_err_set(err, PILE_EINVAL, "unknown backend '%s' (available: " NAMES ")", name);
+        pile_err_set(err, PILE_EINVAL, "unknown backend '%s' (available: " NAMES "; for testing: devsim, devsim16)", name);
     return NULL;
 }
 

@@ -8,6 +8,19 @@
  * name ("cpu", "cuda") or left to pile_backend_default_name. Collectives
  * are not here: they are a pile_comm's (comm/comm.h).
  *
+ * "devsim" (trainer/cpu/backend_devsim.c) is for testing: the host side
+ * of a device run, checked without a device. Its ops are the CPU
+ * backend's (the same bits), but pile_backend_host_memory says 0 and every
+ * tensor's data is an address the host cannot use (the real one with bits
+ * 62 and 55 flipped: offsets within a tensor work, any host read or write
+ * faults), so code that dereferences a tensor instead of going through
+ * upload / download / copy crashes on it. "devsim16" is the same but
+ * computes in BF16 and F16 as a device does (supports says so): its ops
+ * widen 16-bit operands to fp32 for the CPU's arithmetic and round the
+ * output back, which is where the CPU's emulation rounds, so its results
+ * are the emulation's bits. Opened by name only: never the default, not
+ * in pile_backend_names. No state but their own objects'.
+ *
  * What a backend owns: the memory it hands out (pile_backend_alloc), the
  * work queued on it, and its sticky error. Nothing else: the model owns its
  * parameters and activations, the optimizer its master weights, gradients
@@ -122,8 +135,8 @@ int pile_backend_probe(const char *name, pile_err *err);
  * NULL) says so, for the notice the caller shows; else why->code is 0. */
 const char *pile_backend_default_name(pile_err *why);
 
-/* Opens a backend by name ("cpu", "cuda"; NULL, "" or "auto": the
- * default). threads: the host threads it may use; <= 0: every usable
+/* Opens a backend by name ("cpu", "cuda", "devsim", "devsim16"; NULL, ""
+ * or "auto": the default). threads: the host threads it may use; <= 0: every usable
  * core; more than pile_backend_usable_cores() are capped there (threads
  * beyond the cores only wait on each other). PILE_EINVAL / PILE_ENOENT /
  * PILE_EIO as pile_backend_probe, PILE_ENOMEM. */

@@ -106,6 +106,8 @@ typedef struct pile_backend_reg {
 } pile_backend_reg;
 
 extern const pile_backend_reg pile__backend_cpu_reg;
+extern const pile_backend_reg pile__backend_devsim_reg;
+extern const pile_backend_reg pile__backend_devsim16_reg;
 #ifdef PILE_HAVE_CUDA
 extern const pile_backend_reg pile__backend_cuda_reg;
 #endif

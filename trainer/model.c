@@ -557,7 +557,9 @@ pile_tensor pile_model_param(pile_model *m, size_t i)
  * fixed chunks so init needs no allocation (it cannot fail). */
 #define INIT_CHUNK 4096
 
-static void init_tensor(pile_model *m, size_t idx, uint64_t seed, double mean, double std, size_t n)
+/* Into the compute parameters (rounded to their dtype), or as fp32 into
+ * host[] at the tensor's offset when host is given. */
+static void init_tensor(pile_model *m, size_t idx, uint64_t seed, double mean, double std, size_t n, float *host)
 {
     float chunk[INIT_CHUNK];
     uint16_t half[INIT_CHUNK];
@@ -578,6 +580,11 @@ static void init_tensor(pile_model *m, size_t idx, uint64_t seed, double mean, d
             chunk[i] = (float)(mean + std * r * cos(2.0 * M_PI * u2));
             if (i + 1 < k) chunk[i + 1] = (float)(mean + std * r * sin(2.0 * M_PI * u2));
         }
+        if (host) {
+            memcpy(host + m->tensors[idx].offset + done, chunk, k * sizeof *chunk);
+            done += k;
+            continue;
+        }
         /* 16-bit parameters take the fp32 draws rounded (precision.h) */
         const void *src = chunk;
         if (m->dt == PILE_DTYPE_BF16) pile_fp32_to_bf16_array(half, chunk, k), src = half;
@@ -587,7 +594,7 @@ static void init_tensor(pile_model *m, size_t idx, uint64_t seed, double mean, d
     }
 }
 
-void pile_model_init(pile_model *m, uint64_t seed)
+static void init_all(pile_model *m, uint64_t seed, float *host)
 {
     const double std = 0.02, proj_std = 0.02 / sqrt(2.0 * m->cfg.n_layer);
     for (size_t i = 0; i < m->n_tensors; i++) {
@@ -603,11 +610,24 @@ void pile_model_init(pile_model *m, uint64_t seed)
         } else if (k == T_LN1_W || k == T_LN2_W || i == m->n_tensors - 2) {
             mu = 1.0;
         }
-        init_tensor(m, i, seed, mu, sd, t->saved_numel);
-        if (t->numel > t->saved_numel)
+        init_tensor(m, i, seed, mu, sd, t->saved_numel, host);
+        if (t->numel > t->saved_numel && host)
+            memset(host + t->offset + t->saved_numel, 0, (t->numel - t->saved_numel) * sizeof *host);
+        else if (t->numel > t->saved_numel)
             pile_backend_zero(m->be, pile_tensor_slice(m->params, t->offset + t->saved_numel, t->numel - t->saved_numel),
                               t->numel - t->saved_numel);
     }
+}
+
+void pile_model_init(pile_model *m, uint64_t seed)
+{
+    init_all(m, seed, NULL);
+}
+
+void pile_model_init_values(pile_model *m, uint64_t seed, float *host)
+{
+    memset(host, 0, pile_model_flat_size(m) * sizeof *host); /* any gap between tensors */
+    init_all(m, seed, host);
 }
 
 /* ----------------------------------------------------------- forward */

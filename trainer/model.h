@@ -107,6 +107,11 @@ pile_backend *pile_model_backend(const pile_model *m);
  * in fp32 and rounded to the compute dtype. Into the compute parameters:
  * an optimizer created afterwards takes them as its master weights. */
 void pile_model_init(pile_model *m, uint64_t seed);
+/* The same draws in fp32, unrounded, into host[pile_model_flat_size]
+ * (padding 0), the parameters untouched: the master weights of a model
+ * whose parameters are 16-bit tensors (an emulating backend's F32
+ * parameters hold them unrounded until the optimizer's first write). */
+void pile_model_init_values(pile_model *m, uint64_t seed, float *host);
 
 size_t pile_model_tensor_count(const pile_model *m);
 const pile_tensor_info *pile_model_tensor(const pile_model *m, size_t i);

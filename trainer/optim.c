@@ -272,9 +272,10 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(z->offload && !pile_backend_host_memory(z->offload), err, PILE_EINVAL,
                    "cannot offload the optimizer to the %s backend: its memory is not the host's",
                    pile_backend_name(z->offload));
-    PILE_RETURN_IF((z->comm || z->stage > 0) && !pile_backend_host_memory(be), err, PILE_EINVAL,
+    /* one rank (no communicator) exchanges nothing: any backend's memory */
+    PILE_RETURN_IF(z->comm && !pile_backend_host_memory(be), err, PILE_EINVAL,
                    "cannot %s gradients in the %s backend's memory: the '%s' communicator works on host memory",
-                   z->stage ? "shard" : "reduce", pile_backend_name(be), z->comm ? pile_comm_name(z->comm) : "single");
+                   z->stage ? "shard" : "reduce", pile_backend_name(be), pile_comm_name(z->comm));
     pile_optim *o = calloc(1, sizeof *o);
     if (!o) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the optimizer");
     o->model = model;
@@ -413,22 +414,51 @@ void pile_optim_zero_grad(pile_optim *o)
     o->last = 0;
 }
 
-/* dst[0..n) += src[0..n), both F32 in host memory (the backends'
- * memory is the host's: checked at create). Not a backend op since an
- * emulating backend would round an F32 add to 16 bits, and it runs on the
- * comm's thread, beside the backward. */
-static void add_host(pile_tensor dst, pile_tensor src, size_t n)
+/* dst[0..n) += src[0..n), F32, in fp32 whatever the backends: on the
+ * host where both are host memory, else a backend add where dst's
+ * backend holds src too and does not emulate 16 bits (an emulating one
+ * would round an F32 add), else through host buffers (a device's
+ * gradient into an offloaded shard, or on an emulating device: one rank's
+ * stage 2 and 3 on the devsim backend). Only host memory with host
+ * memory is added on the comm's thread (a backend is not called there):
+ * a device's gradient reaches here only without a communicator, on the
+ * caller's thread (checked at create). */
+static int add_f32(pile_tensor dst, pile_tensor src, size_t n, pile_err *err)
 {
-    float *d = dst.data;
-    const float *s = src.data;
-    for (size_t i = 0; i < n; i++) d[i] += s[i];
+    const int dh = pile_backend_host_memory(dst.be), sh = pile_backend_host_memory(src.be);
+    if (!n) return 0;
+    if ((!dh || !sh) && dst.be == src.be && pile_backend_emulation(dst.be) == PILE_DTYPE_F32 &&
+        pile_backend_supports(dst.be, PILE_OP_ADD, PILE_DTYPE_F32)) {
+        pile_backend_add(dst.be, dst, dst, src, n);
+        return pile_backend_sync(dst.be, err);
+    }
+    float *d = dst.data, *s = src.data, *buf = NULL;
+    if (!dh || !sh) {
+        buf = malloc((!dh + !sh) * n * sizeof *buf);
+        PILE_RETURN_IF(!buf, err, PILE_ENOMEM, "out of memory for %zu floats of gradients", n);
+        if (!dh) d = buf;
+        if (!sh) s = buf + (dh ? 0 : n);
+    }
+    int rc = dh ? 0 : pile_tensor_download_f32(d, dst, n, err);
+    if (rc == 0 && !sh) rc = pile_tensor_download_f32(s, src, n, err);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) d[i] += s[i];
+        if (!dh) rc = pile_tensor_upload_f32(dst, d, n, err);
+    }
+    free(buf);
+    return rc;
 }
 
-/* dst[0..n) = src[0..n), F32 in host memory, as add_host (a copy rounds
- * nothing on any backend). */
-static void copy_host(pile_tensor dst, pile_tensor src, size_t n)
+/* dst[0..n) = src[0..n), F32, as add_f32: a memcpy where both are host
+ * memory (on the comm's thread too), else the backends' copy (a copy
+ * rounds nothing on any backend). */
+static int copy_f32(pile_tensor dst, pile_tensor src, size_t n, pile_err *err)
 {
-    memcpy(dst.data, src.data, n * sizeof(float));
+    if (pile_backend_host_memory(dst.be) && pile_backend_host_memory(src.be)) {
+        memcpy(dst.data, src.data, n * sizeof(float));
+        return 0;
+    }
+    return pile_tensor_copy(dst, src, n, err);
 }
 
 /* The gradient buckets, fixed by the bucket size and the flat layout
@@ -453,8 +483,10 @@ static size_t bucket_count(const pile_optim *o)
 /* A job (comm.h): bucket [arg[0], arg[0] + arg[1]) reduced over the ranks
  * (c NULL: one rank) and, from stage 1, into the rank's gradient shard:
  * added at stages 2 and 3 (the micro-batches' sum), copied at stage 1.
- * The pieces are packed into bucket_buf by hand: it runs on the comm's
- * thread, where the backend is not to be called. */
+ * On the comm's thread (host memory, checked at create) the pieces are
+ * packed and added by hand, since the backend is not to be called there;
+ * a device's buckets (one rank, no comm) run on the caller's thread
+ * through the backend (copy_f32, add_f32). */
 static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
 {
     pile_optim *o = ctx;
@@ -470,15 +502,16 @@ static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err 
                                                          PILE_COMM_SUM, NULL, err));
     } else {
         for (size_t q = 0; q < w; q++)
-            copy_host(pile_tensor_slice(o->bucket_buf, q * b, b), pile_tensor_slice(o->grads, q * o->shard + k0, b), b);
+            PILE_FORWARD_IF_ERR(copy_f32(pile_tensor_slice(o->bucket_buf, q * b, b),
+                                         pile_tensor_slice(o->grads, q * o->shard + k0, b), b, err));
         mine = pile_tensor_slice(o->bucket_buf, r * b, b);
         if (c)
             PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, o->bucket_buf.data, w * b, PILE_COMM_F32,
                                                          PILE_COMM_SUM, NULL, err));
     }
     const pile_tensor dst = pile_tensor_slice(o->gshard, k0, b);
-    if (o->stage >= 2) add_host(dst, mine, b);
-    else if (dst.data != mine.data) copy_host(dst, mine, b);
+    if (o->stage >= 2) return add_f32(dst, mine, b, err);
+    if (dst.data != mine.data || dst.be != mine.be) return copy_f32(dst, mine, b, err);
     return 0;
 }
 

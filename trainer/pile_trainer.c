@@ -110,6 +110,8 @@ static const char sample_help[] =
     "  --top_k K             sample among the K likeliest tokens (default 0: all)\n"
     "  --seed S              sampling seed (default 42): the same seed, the same text\n"
     "  --threads N           CPU threads (default 0: every usable core; at most that)\n"
+    "  --backend NAME        compute backend (default cpu; devsim, devsim16: for testing,\n"
+    "                        the host side of a device run checked without a device)\n"
     "  -h, --help            this help\n";
 
 static const char plan_help[] =
@@ -479,7 +481,7 @@ static int cmd_eval(int argc, char **argv, const pile_log *log)
 static int cmd_sample(int argc, char **argv, const pile_log *log)
 {
     const char *ckpt = NULL;
-    pile_sample_opts o = {NULL, NULL, 200, 1.0, 0, 42, 0};
+    pile_sample_opts o = {NULL, NULL, 200, 1.0, 0, 42, 0, NULL};
     for (int i = 2; i < argc; i++) {
         opt_word w;
         if (split_option(argv[i], &w) < 0)
@@ -490,7 +492,8 @@ static int cmd_sample(int argc, char **argv, const pile_log *log)
             return 0;
         }
         static const char *const known[] = {"checkpoint", "prompt", "max-new-tokens", "temperature",
-                                            "top-k",      "seed",   "threads",        "tokenizer"};
+                                            "top-k",      "seed",   "threads",        "tokenizer",
+                                            "backend"};
         size_t k = 0;
         while (k < sizeof known / sizeof known[0] && strcmp(known[k], w.name)) k++;
         if (k == sizeof known / sizeof known[0]) return usage_error("sample ", "unknown option '%s'", argv[i]);
@@ -523,7 +526,8 @@ static int cmd_sample(int argc, char **argv, const pile_log *log)
             if (parse_i64(v, 0, INT32_MAX, &x) < 0) return usage_error("sample ", "bad --threads '%s'", v);
             o.threads = capped_threads((int)x);
             break;
-        default: o.tokenizer = v; break;
+        case 7: o.tokenizer = v; break;
+        default: o.backend = v; break;
         }
     }
     if (!ckpt) return usage_error("sample ", "%smissing --checkpoint DIR", "");

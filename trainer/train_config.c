@@ -83,7 +83,9 @@ static const field fields[] = {
     FIELD(resume, NULL, T_BOOL, R_ANY, "continue from the newest checkpoint in checkpoint_dir that passes its checks"),
     FIELD(allow_data_change, NULL, T_BOOL, R_ANY, "let --resume continue on shards other than the checkpoint's"),
     FIELD(backend, NULL, T_STR, R_ANY,
-          "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu)"),
+          "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu); "
+          "devsim and devsim16 (16-bit tensors, as a device stores them) are for testing: the cpu's operations "
+          "on memory the host cannot read, the host side of a device run checked without a device"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
     FIELD(peak_tflops, NULL, T_DBL, R_ANY,
           "the device's peak TFLOP/s for MFU (train/mfu): 0 looks it up by the GPU's name (A100, H100, H200); "

@@ -1403,6 +1403,18 @@ static int open_state(trainer *t, const pile_train_config *c, const pile_model_c
         zc.offload = t->offload;
     }
     PILE_FORWARD_IF_ERR(pile_optim_create_zero(&t->opt, t->model, &ac, &zc, err));
+    if (!c->resume && mc->dtype != PILE_DTYPE_F32) {
+        /* 16-bit parameters: the master weights take the unrounded draws,
+         * as on an emulating backend, not the parameters' rounding */
+        const size_t n = pile_model_flat_size(t->model);
+        float *init = malloc(n * sizeof *init);
+        PILE_RETURN_IF(!init, err, PILE_ENOMEM, "cannot allocate %zu initial master weights", n);
+        pile_model_init_values(t->model, c->seed, init);
+        int rc = pile_optim_put(t->opt, PILE_OPTIM_MASTER, init, 0, n, err);
+        free(init);
+        PILE_FORWARD_IF_ERR(rc);
+        PILE_FORWARD_IF_ERR(pile_optim_update_model(t->opt, err));
+    }
     if (c->precision == PILE_PRECISION_FP16) {
         pile_loss_scaler_config lsc;
         pile_train_config_loss_scaler(c, &lsc);
@@ -2006,7 +2018,8 @@ int pile_trainer_sample(const char *ckpt, const pile_sample_opts *o, const pile_
     }
     if ((rc = pile_tokenizer_open(&tok, spec.data[0] ? spec.data : "bytes", err)) < 0) goto out;
     /* weights only: a save_pretrained folder has no trainer_state.json */
-    if ((rc = open_checkpoint_model(ckpt, "cpu", o->threads, 1, &be, &m, NULL, err)) < 0) goto out;
+    if ((rc = open_checkpoint_model(ckpt, o->backend && o->backend[0] ? o->backend : "cpu", o->threads, 1, &be,
+                                    &m, NULL, err)) < 0) goto out;
     const pile_model_config *mc = pile_model_get_config(m);
     if ((int64_t)pile_tokenizer_vocab_size(tok) != mc->vocab_size) {
         rc = pile_err_set(err, PILE_EMISMATCH,

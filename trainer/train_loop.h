@@ -73,6 +73,7 @@ typedef struct pile_sample_opts {
     int top_k;          /* 0 = whole vocabulary */
     uint64_t seed;
     int threads;
+    const char *backend; /* NULL or "": cpu */
 } pile_sample_opts;
 
 /* Hands the prompt, then its continuation as it is generated, then a

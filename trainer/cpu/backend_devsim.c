@@ -1,0 +1,421 @@
+/* The "devsim" backend: the host side of a device run, checked without a
+ * device. It computes with the CPU backend's functions (each op is the
+ * CPU's, bit for bit), but says its memory is not the host's
+ * (host_memory 0) and hands out addresses the host cannot use: every
+ * tensor's data is the real address with DEVSIM_TAG's bits flipped, which
+ * makes it non-canonical on x86-64 (bit 62) and a kernel-half address on
+ * AArch64 (bit 55, below the top byte that AArch64 ignores). Offsets
+ * within a tensor still work (views, carves), but any read or write
+ * through such a pointer on the host faults at once. So a trainer path
+ * that dereferences tensor data instead of going through
+ * pile_backend_upload / _download / copy, or that takes host memory for
+ * granted, crashes here as it would read garbage on a GPU.
+ *
+ * It holds an inner CPU backend (its own object, opened with the CPU's
+ * registry entry) and translates every operand into it: untagged data,
+ * inner owner. "devsim16" also stores compute tensors in bf16 / f16, as a
+ * device does (see W below). No global state: the tag is a constant. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "backend_internal.h"
+#include "precision.h"
+
+#define DEVSIM_TAG ((uintptr_t)1 << 62 | (uintptr_t)1 << 55)
+
+typedef struct devsim_ctx {
+    pile_backend cpu; /* the inner CPU backend: its ops do the work */
+    int native16;     /* devsim16: compute tensors of bf16 / f16 storage */
+} devsim_ctx;
+
+static pile_backend *inner(const pile_backend *be)
+{
+    return &((devsim_ctx *)be->ctx)->cpu;
+}
+
+static void *tag(void *p)
+{
+    return p ? (void *)((uintptr_t)p ^ DEVSIM_TAG) : NULL;
+}
+
+/* A tensor of ours as the inner backend's: real address, inner owner. */
+static pile_tensor in(const pile_backend *be, pile_tensor t)
+{
+    t.data = tag(t.data);
+    t.be = inner(be);
+    return t;
+}
+
+/* An op's sticky error inside the CPU backend becomes ours. */
+static void settle(pile_backend *be)
+{
+    pile_backend *c = inner(be);
+    if (c->failed && !be->failed) {
+        be->failed = 1;
+        be->error = c->error;
+    }
+}
+
+static int devsim_probe(pile_err *err)
+{
+    (void)err;
+    return 0;
+}
+
+static void devsim_close(pile_backend *be)
+{
+    pile_backend *c = inner(be);
+    if (c->iface) c->iface->close(c);
+    free(be->ctx);
+}
+
+static int devsim_supports(const pile_backend *be, pile_op op, pile_dtype dt)
+{
+    const pile_backend *c = inner(be);
+    if (((const devsim_ctx *)be->ctx)->native16 && (dt == PILE_DTYPE_BF16 || dt == PILE_DTYPE_F16))
+        return op != PILE_OP_SUMSQ && op != PILE_OP_SCALE && op != PILE_OP_ADAMW;
+    return c->iface->supports(c, op, dt);
+}
+
+static void *devsim_alloc(pile_backend *be, size_t bytes)
+{
+    pile_backend *c = inner(be);
+    return tag(c->iface->alloc(c, bytes));
+}
+
+static void devsim_free(pile_backend *be, void *p)
+{
+    pile_backend *c = inner(be);
+    c->iface->free(c, tag(p));
+}
+
+static size_t devsim_bytes_in_use(const pile_backend *be)
+{
+    const pile_backend *c = inner(be);
+    return c->iface->bytes_in_use(c);
+}
+
+static void devsim_sync(pile_backend *be)
+{
+    pile_backend *c = inner(be);
+    c->iface->sync(c);
+    settle(be);
+}
+
+/* Every op below: the CPU's, on the operands translated (U). */
+#define U(x) in(be, x)
+
+static void devsim_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes)
+{
+    pile_backend *c = inner(be);
+    c->iface->upload(c, U(dst), host_src, bytes);
+    settle(be);
+}
+
+static void devsim_download(pile_backend *be, void *host_dst, pile_tensor src, size_t bytes)
+{
+    pile_backend *c = inner(be);
+    c->iface->download(c, host_dst, U(src), bytes);
+    settle(be);
+}
+
+static void devsim_copy(pile_backend *be, pile_tensor dst, pile_tensor src, size_t bytes)
+{
+    pile_backend *c = inner(be);
+    c->iface->copy(c, U(dst), U(src), bytes);
+    settle(be);
+}
+
+static void devsim_zero(pile_backend *be, pile_tensor t, size_t bytes)
+{
+    pile_backend *c = inner(be);
+    c->iface->zero(c, U(t), bytes);
+    settle(be);
+}
+
+static void devsim_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n)
+{
+    pile_backend *c = inner(be);
+    c->iface->convert(c, U(dst), U(src), n);
+    settle(be);
+}
+
+static void devsim_round(pile_backend *be, pile_tensor t, size_t n, pile_precision p)
+{
+    pile_backend *c = inner(be);
+    c->iface->round(c, U(t), n, p);
+    settle(be);
+}
+
+/* Compute operands stored in 16 bits (devsim16) go to the CPU's fp32 op
+ * widened into host buffers, and the op's output is rounded back: the
+ * store the CPU's emulation rounds, so the bits are the same. F32, I32
+ * and U8 operands are only translated. */
+typedef struct wide_set {
+    pile_backend *be;
+    int n, failed;
+    pile_tensor orig[10];
+    float *buf[10];
+    int out[10];
+} wide_set;
+
+static pile_tensor W(wide_set *w, pile_tensor x, int is_out)
+{
+    pile_tensor r = in(w->be, x);
+    if (!x.data || (x.dtype != PILE_DTYPE_BF16 && x.dtype != PILE_DTYPE_F16)) return r;
+    float *f = aligned_alloc(64, (x.n * sizeof *f + 63) / 64 * 64);
+    if (!f) {
+        w->failed = 1;
+        pile__backend_fail(w->be, PILE_ENOMEM, "devsim", "cannot widen %zu %s values", x.n, pile_dtype_name(x.dtype));
+        return r;
+    }
+    if (x.dtype == PILE_DTYPE_BF16) pile_bf16_to_fp32_array(f, r.data, x.n);
+    else pile_fp16_to_fp32_array(f, r.data, x.n);
+    w->orig[w->n] = r;
+    w->buf[w->n] = f;
+    w->out[w->n++] = is_out;
+    return (pile_tensor){f, x.n, PILE_DTYPE_F32, r.be};
+}
+
+/* The op may run: every operand was widened. */
+static pile_backend *ready(wide_set *w)
+{
+    return w->failed ? NULL : inner(w->be);
+}
+
+static void done(wide_set *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        const pile_tensor o = w->orig[i];
+        if (w->out[i] && !w->failed && o.dtype == PILE_DTYPE_BF16) pile_fp32_to_bf16_array(o.data, w->buf[i], o.n);
+        else if (w->out[i] && !w->failed) pile_fp32_to_fp16_array(o.data, w->buf[i], o.n);
+        free(w->buf[i]);
+    }
+    settle(w->be);
+}
+
+#define OPS_BEGIN wide_set w_ = {be, 0, 0, {{0}}, {0}, {0}}; pile_backend *c
+#define OUT(x) W(&w_, x, 1)
+#define IN(x) W(&w_, x, 0)
+#define RUN(op, ...) if ((c = ready(&w_)) != NULL) c->iface->op(c, __VA_ARGS__); done(&w_)
+
+static void devsim_embed_fwd(pile_backend *be, pile_tensor out, pile_tensor tokens, pile_tensor wte, pile_tensor wpe,
+                             int B, int T, int C)
+{
+    OPS_BEGIN;
+    RUN(embed_fwd, OUT(out), IN(tokens), IN(wte), IN(wpe), B, T, C);
+}
+
+static void devsim_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, pile_tensor dout,
+                             pile_tensor tokens, int B, int T, int C)
+{
+    OPS_BEGIN;
+    RUN(embed_bwd, IN(dwte), IN(dwpe), IN(dout), IN(tokens), B, T, C);
+}
+
+static void devsim_layernorm_fwd(pile_backend *be, pile_tensor out, pile_tensor mean, pile_tensor rstd,
+                                 pile_tensor inp, pile_tensor w, pile_tensor b, int N, int C)
+{
+    OPS_BEGIN;
+    RUN(layernorm_fwd, OUT(out), IN(mean), IN(rstd), IN(inp), IN(w), IN(b), N, C);
+}
+
+static void devsim_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw, pile_tensor db,
+                                 pile_tensor dout, pile_tensor inp, pile_tensor w, pile_tensor mean,
+                                 pile_tensor rstd, int N, int C)
+{
+    OPS_BEGIN;
+    RUN(layernorm_bwd, OUT(dinp), IN(dw), IN(db), IN(dout), IN(inp), IN(w), IN(mean), IN(rstd), N, C);
+}
+
+static void devsim_matmul_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor Wt, pile_tensor bias,
+                              int N, int IC, int OC)
+{
+    OPS_BEGIN;
+    RUN(matmul_fwd, OUT(out), IN(inp), IN(Wt), IN(bias), N, IC, OC);
+}
+
+static void devsim_matmul_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dW, pile_tensor dbias,
+                              pile_tensor dout, pile_tensor inp, pile_tensor Wt, int N, int IC, int OC)
+{
+    OPS_BEGIN;
+    RUN(matmul_bwd, OUT(dinp), IN(dW), IN(dbias), IN(dout), IN(inp), IN(Wt), N, IC, OC);
+}
+
+static void devsim_logits_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor wte, int N, int C,
+                              int Vp)
+{
+    OPS_BEGIN;
+    RUN(logits_fwd, OUT(out), IN(inp), IN(wte), N, C, Vp);
+}
+
+static void devsim_logits_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dwte, pile_tensor dout,
+                              pile_tensor inp, pile_tensor wte, int N, int C, int Vp)
+{
+    OPS_BEGIN;
+    RUN(logits_bwd, OUT(dinp), IN(dwte), IN(dout), IN(inp), IN(wte), N, C, Vp);
+}
+
+static size_t devsim_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH)
+{
+    const pile_backend *c = inner(be);
+    return c->iface->attention_saved_bytes(c, B, T, C, NH);
+}
+
+static size_t devsim_attention_scratch_bytes(const pile_backend *be, int B, int T, int C, int NH)
+{
+    const pile_backend *c = inner(be);
+    return c->iface->attention_scratch_bytes(c, B, T, C, NH);
+}
+
+static void devsim_attention_fwd(pile_backend *be, pile_tensor out, pile_tensor saved, pile_tensor scratch,
+                                 pile_tensor qkv, pile_tensor doc_start, int B, int T, int C, int NH)
+{
+    OPS_BEGIN;
+    RUN(attention_fwd, OUT(out), IN(saved), IN(scratch), IN(qkv), IN(doc_start), B, T, C, NH);
+}
+
+static void devsim_attention_bwd(pile_backend *be, pile_tensor dqkv, pile_tensor scratch, pile_tensor dout,
+                                 pile_tensor qkv, pile_tensor out, pile_tensor saved, pile_tensor doc_start, int B,
+                                 int T, int C, int NH)
+{
+    OPS_BEGIN;
+    RUN(attention_bwd, OUT(dqkv), IN(scratch), IN(dout), IN(qkv), IN(out), IN(saved), IN(doc_start), B, T, C, NH);
+}
+
+static void devsim_attention_decode(pile_backend *be, pile_tensor out, pile_tensor att, pile_tensor q,
+                                    pile_tensor kcache, pile_tensor vcache, int t, int C, int NH)
+{
+    OPS_BEGIN;
+    RUN(attention_decode, OUT(out), IN(att), IN(q), IN(kcache), IN(vcache), t, C, NH);
+}
+
+static void devsim_gelu_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, size_t n)
+{
+    OPS_BEGIN;
+    RUN(gelu_fwd, OUT(out), IN(inp), n);
+}
+
+static void devsim_gelu_bwd(pile_backend *be, pile_tensor dinp, pile_tensor inp, pile_tensor dout, size_t n)
+{
+    OPS_BEGIN;
+    RUN(gelu_bwd, OUT(dinp), IN(inp), IN(dout), n);
+}
+
+static void devsim_add(pile_backend *be, pile_tensor out, pile_tensor a, pile_tensor b, size_t n)
+{
+    OPS_BEGIN;
+    RUN(add, OUT(out), IN(a), IN(b), n);
+}
+
+static void devsim_dropout(pile_backend *be, pile_tensor x, size_t n, float p, uint64_t seed)
+{
+    OPS_BEGIN;
+    RUN(dropout, OUT(x), n, p, seed);
+}
+
+static void devsim_softmax_ce(pile_backend *be, pile_tensor logits, pile_tensor losses, pile_tensor correct,
+                              pile_tensor targets, int N, int V, int Vp, float grad_scale)
+{
+    OPS_BEGIN;
+    RUN(softmax_ce, OUT(logits), IN(losses), IN(correct), IN(targets), N, V, Vp, grad_scale);
+}
+
+#undef OPS_BEGIN
+#undef OUT
+#undef IN
+#undef RUN
+
+/* sumsq, scale and adamw take F32 only */
+static double devsim_sumsq(pile_backend *be, pile_tensor x, size_t n)
+{
+    pile_backend *c = inner(be);
+    double s = c->iface->sumsq(c, U(x), n);
+    settle(be);
+    return s;
+}
+
+static void devsim_scale(pile_backend *be, pile_tensor x, size_t n, float s)
+{
+    pile_backend *c = inner(be);
+    c->iface->scale(c, U(x), n, s);
+    settle(be);
+}
+
+static void devsim_adamw(pile_backend *be, pile_tensor p, pile_tensor g, pile_tensor m, pile_tensor v, size_t n,
+                         float lr, float beta1, float beta2, float eps, float wd, int64_t t)
+{
+    pile_backend *c = inner(be);
+    c->iface->adamw(c, U(p), U(g), U(m), U(v), n, lr, beta1, beta2, eps, wd, t);
+    settle(be);
+}
+
+#undef U
+
+static const pile_backend_i devsim_iface = {
+    .close = devsim_close,
+    .supports = devsim_supports,
+    .alloc = devsim_alloc,
+    .free = devsim_free,
+    .bytes_in_use = devsim_bytes_in_use,
+    .sync = devsim_sync,
+    .upload = devsim_upload,
+    .download = devsim_download,
+    .copy = devsim_copy,
+    .zero = devsim_zero,
+    .convert = devsim_convert,
+    .round = devsim_round,
+    .embed_fwd = devsim_embed_fwd,
+    .embed_bwd = devsim_embed_bwd,
+    .layernorm_fwd = devsim_layernorm_fwd,
+    .layernorm_bwd = devsim_layernorm_bwd,
+    .matmul_fwd = devsim_matmul_fwd,
+    .matmul_bwd = devsim_matmul_bwd,
+    .logits_fwd = devsim_logits_fwd,
+    .logits_bwd = devsim_logits_bwd,
+    .attention_saved_bytes = devsim_attention_saved_bytes,
+    .attention_scratch_bytes = devsim_attention_scratch_bytes,
+    .attention_fwd = devsim_attention_fwd,
+    .attention_bwd = devsim_attention_bwd,
+    .attention_decode = devsim_attention_decode,
+    .gelu_fwd = devsim_gelu_fwd,
+    .gelu_bwd = devsim_gelu_bwd,
+    .add = devsim_add,
+    .dropout = devsim_dropout,
+    .softmax_ce = devsim_softmax_ce,
+    .sumsq = devsim_sumsq,
+    .scale = devsim_scale,
+    .adamw = devsim_adamw,
+};
+
+static int open_as(pile_backend *be, int native16, pile_err *err)
+{
+    devsim_ctx *d = calloc(1, sizeof *d);
+    PILE_RETURN_IF(!d, err, PILE_ENOMEM, "cannot allocate the %s backend", be->name);
+    d->native16 = native16;
+    d->cpu.name = "cpu";
+    d->cpu.threads = be->threads;
+    int rc = pile__backend_cpu_reg.open(&d->cpu, err);
+    if (rc < 0) {
+        free(d);
+        return rc;
+    }
+    be->iface = &devsim_iface;
+    be->ctx = d;
+    be->threads = d->cpu.threads;
+    be->host_memory = 0;
+    return 0;
+}
+
+static int devsim_open(pile_backend *be, pile_err *err)
+{
+    return open_as(be, 0, err);
+}
+
+static int devsim16_open(pile_backend *be, pile_err *err)
+{
+    return open_as(be, 1, err);
+}
+
+const pile_backend_reg pile__backend_devsim_reg = {"devsim", devsim_probe, devsim_open};
+const pile_backend_reg pile__backend_devsim16_reg = {"devsim16", devsim_probe, devsim16_open};
