@@ -5,9 +5,10 @@
  * (version 2; version 1 is still read) and drawn again at the top of
  * shards/shard.c.
  *
- * Writer: one thread. Reader: any number of threads may use one pile_shard
- * at once; its only state that changes after open is the record of rows
- * already checked (pile_shard_check_row), updated atomically. */
+ * Writer: one thread, and any threads filling rows it reserved. Reader:
+ * any number of threads may use one pile_shard at once; its only state that
+ * changes after open is the record of rows already checked
+ * (pile_shard_check_row), updated atomically. */
 #ifndef PILE_SHARDS_H
 #define PILE_SHARDS_H
 
@@ -56,6 +57,8 @@ typedef struct pile_shard_params {
     pile_split split;
     uint8_t tokenizer_fp[PILE_SHARD_FP_BYTES];
     uint32_t version; /* 0: PILE_SHARD_VERSION; 1: version 1, without row checksums (to test readers of old shards) */
+    uint32_t buffers; /* the writer's ring: 4 MiB buffers that rows reserved ahead of their ids may take
+                         (pile_shard_writer_reserve_row); 0: 2, and never fewer than a row's and one more */
 } pile_shard_params;
 
 /* The header values of a shard, as the reader exposes them. */
@@ -84,11 +87,13 @@ typedef struct pile_shard_info {
 typedef struct pile_shard_writer pile_shard_writer;
 
 /* Starts a shard that will appear at `path` only when finished: rows go to
- * "<path>.tmp". A writer is used by one thread at a time; once its first
- * 4 MiB buffer is full it starts a thread of its own that checksums (the
- * data section's and each row's) and writes full buffers while rows go into
- * another (finish waits for it, close ends it); a failed background write is
- * reported by a later call. */
+ * "<path>.tmp". A writer is used by one thread at a time (but for
+ * pile_shard_writer_fill). Rows pass through a ring of 4 MiB buffers
+ * (params->buffers); once rows reach past the first, the writer starts a
+ * thread of its own that checksums (the data section's and each row's) and
+ * writes each buffer, in file order, as soon as every byte of it is in
+ * place, while rows go into the others (finish waits for it, close ends it);
+ * a failed background write is reported by a later call. */
 int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile_shard_params *params,
                            pile_err *err);
 
@@ -132,6 +137,35 @@ typedef struct pile_shard_piece {
 int pile_shard_writer_add_row_gather(pile_shard_writer *w, const pile_shard_piece *pieces, uint32_t npieces,
                                      const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset,
                                      pile_err *err);
+
+/* Rows whose ids other threads put in place: the writer's thread reserves
+ * a row's place in the file (reserve_row), any threads fill its ids, in
+ * pieces, in any order and at the same time (fill), and the writer's
+ * thread commits its table entry (commit_row) before or after the fills;
+ * rows are reserved and committed in file order, one at a time (reserve
+ * again only once the last is committed). A buffer leaves when all its
+ * bytes are filled and all rows beginning in it are committed, so every
+ * reserved row must be filled whole (ids and padding) before finish.
+ *
+ * reserve_row: *slot gets the row's place (for fill). When the ring holds
+ * no room for it (the rows before it not all filled yet), waits for the
+ * fills, or with `wait` 0 returns 1 at once, having reserved nothing: a
+ * caller that would fill some of those rows itself fills them first. */
+int pile_shard_writer_reserve_row(pile_shard_writer *w, int wait, uint64_t *slot, pile_err *err);
+
+/* Puts n ids at positions at..at+n of the reserved row `slot`: from ids (at
+ * the shard's width, any alignment), or, ids NULL, the pad id. Each is
+ * checked to be below vocab_size as it is copied: one that is not fails
+ * the writer (PILE_EINVAL; a later call reports it). Thread-safe: fills of
+ * different positions may run at once, beside the writer's thread. */
+int pile_shard_writer_fill(pile_shard_writer *w, uint64_t slot, uint32_t at, const void *ids, uint32_t n,
+                           pile_err *err);
+
+/* The table entry of the reserved row: its true length (the fills put
+ * padding after it), document starts and lead subset, checked as for
+ * add_row (a refused entry fails the writer: the row's place is taken). */
+int pile_shard_writer_commit_row(pile_shard_writer *w, uint32_t len, const pile_shard_doc *docs, uint32_t ndocs,
+                                 uint16_t lead_subset, pile_err *err);
 
 /* Bytes per token id in a shard of this vocabulary size: 2 or 4. */
 uint32_t pile_shard_token_bytes(uint32_t vocab_size);

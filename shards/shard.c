@@ -187,32 +187,39 @@ static uint64_t align_up(uint64_t x, uint64_t a)
 
 /* ================================================================ writer */
 
+/* The data section leaves through a ring of WRITE_BUF_BYTES buffers that
+ * hold the file's bytes in order: file offset o lives in buffer
+ * (o / WRITE_BUF_BYTES) % nbuf, at o % WRITE_BUF_BYTES. A row's place is
+ * reserved (pos moves on by a row), its ids are put in place by any thread
+ * (fill), and its table entry is committed; a buffer leaves (checksums, then
+ * a direct write, by the I/O thread) once every byte of it is in place and
+ * every row that begins in it is committed, so the rows' bytes can be
+ * filled by many threads at once, in any order, and still leave in file
+ * order, which is what the checksums need. */
 struct pile_shard_writer {
     char *path;
     char *tmp_path;
     int fd;
     int direct; /* fd is O_DIRECT: only whole DIRECT_ALIGN blocks from an aligned buffer */
     int finished;
-    int failed; /* a write failed: the file is incomplete, only close is useful */
+    atomic_int failed; /* a write or a fill failed: the file is incomplete, only close is useful */
+    pile_err fail_err; /* why, for a failed fill (set once, under io_mu) */
     pile_shard_params params;
     uint32_t version; /* the format written: 1, or 2 with row checksums */
     uint32_t width;
+    size_t row_bytes;
     uint64_t token_count;
     /* The checksums of the data section and (version 2) of each row are
-     * taken as bytes leave the buffer (by the I/O thread for a background
-     * write), not as rows come in, so that the caller's thread, the one
-     * packing rows, does not pay for them. Spans leave in file order, so
-     * one pass sees every row's bytes in order even when a row is split
-     * between two spans. hash_skip: bytes at the front of the next span that
-     * are not data (the header's room); data_open: 0 once finish has hashed
-     * the data's tail; hash_row: the row whose bytes come next, hash_left of
+     * taken as a buffer leaves, in file order, so one pass sees every row's
+     * bytes in order even when a row is split between two buffers.
+     * hash_skip: bytes at the front of the next span that are not data (the
+     * header's room); hash_row: the row whose bytes come next, hash_left of
      * them still to come (0: it has not begun). The row's table entry and
      * document starts, which its checksum begins with, are in rows[],
-     * docs[] and row_ndocs[] before its bytes enter the buffer; those arrays
-     * and sums[] are grown only while the I/O thread is idle. */
+     * docs[] and row_ndocs[] once committed; those arrays and sums[] are
+     * grown only while the I/O thread is idle. */
     XXH3_state_t *data_hash;
     size_t hash_skip;
-    int data_open;
     uint64_t hash_row;
     size_t hash_left;
     uint32_t *row_ndocs; /* version 2: each row's document starts */
@@ -220,18 +227,19 @@ struct pile_shard_writer {
     XXH3_state_t *row_hash; /* version 2: the row being hashed */
     uint64_t *sums;         /* version 2: each row's checksum */
     size_t sums_cap;
-    unsigned char *buf;
-    size_t buf_len;
-    /* Background writes: a full buffer is swapped with io_buf and written by
-     * the I/O thread while rows go on into the other, so that the caller
-     * never waits for the disk unless it is slower than the caller. The
-     * thread touches only io_buf, fd and direct, and those only while
-     * io_busy; the caller waits for it before it touches them. Started at
-     * the first full buffer; without it (no memory, no thread) writes are
-     * made in place. */
-    unsigned char *io_buf;
-    size_t io_len;
-    size_t io_hash_from; /* io_buf[io_hash_from, io_len) is data to hash (io_len or more: none) */
+    /* the ring */
+    unsigned char *ring;          /* nbuf * WRITE_BUF_BYTES, DIRECT_ALIGN-aligned */
+    size_t nbuf;
+    atomic_size_t *filled;        /* per buffer: bytes in place in its present lap */
+    atomic_uint_fast64_t filled_total; /* data bytes filled since open */
+    atomic_uint_fast64_t committed_end; /* file offset where the last committed row ends */
+    uint64_t pos;                 /* file offset where the next reserved row begins */
+    uint64_t written;             /* bytes that left the ring (a multiple of the buffer until finish); io_mu */
+    uint64_t reserved;            /* rows reserved (nrows + 1 while one awaits its commit) */
+    /* The I/O thread (started when the first row reaches past the first
+     * buffer; without it, no memory or no thread, the thread that reserves
+     * rows writes buffers itself) touches fd, direct, the hash state and
+     * the buffer leaving, only while io_busy. */
     int io_state; /* 0 not started, 1 running, -1 unavailable */
     int io_busy, io_quit, io_rc;
     double io_cpu; /* the I/O thread's CPU seconds, set as it ends */
@@ -315,12 +323,11 @@ static void hash_span(pile_shard_writer *w, const unsigned char *p, size_t n)
         data_hash_update(w->data_hash, p, n);
         return;
     }
-    size_t row_bytes = (size_t)w->params.max_length * w->width;
     while (n) {
         if (!w->hash_left) {
             const shard_row *e = &w->rows[w->hash_row];
             row_hash_begin(w->row_hash, w->hash_row, e, w->docs + e->first_doc, w->row_ndocs[w->hash_row]);
-            w->hash_left = row_bytes;
+            w->hash_left = w->row_bytes;
         }
         size_t k = n < w->hash_left ? n : w->hash_left;
         data_hash_update(w->data_hash, p, k);
@@ -335,43 +342,64 @@ static void hash_span(pile_shard_writer *w, const unsigned char *p, size_t n)
     }
 }
 
+static unsigned char *ring_at(const pile_shard_writer *w, uint64_t off)
+{
+    return w->ring + (size_t)((off / WRITE_BUF_BYTES) % w->nbuf) * WRITE_BUF_BYTES + (size_t)(off % WRITE_BUF_BYTES);
+}
+
+/* 1 when the buffer at `written` may leave: every byte of it in place and
+ * every row that begins in it committed (io_mu held). */
+static int ring_ready(pile_shard_writer *w)
+{
+    size_t k = (size_t)((w->written / WRITE_BUF_BYTES) % w->nbuf);
+    return atomic_load(&w->filled[k]) == WRITE_BUF_BYTES &&
+           atomic_load(&w->committed_end) >= w->written + WRITE_BUF_BYTES;
+}
+
+/* Checksums and writes the first len bytes of the buffer at `written`
+ * (io_mu not held; by the I/O thread, or by the writer's thread when there
+ * is none or the thread has ended). */
+static int ring_leave(pile_shard_writer *w, size_t len, pile_err *err)
+{
+    const unsigned char *b = ring_at(w, w->written);
+    size_t skip = w->hash_skip < len ? w->hash_skip : len;
+    w->hash_skip -= skip;
+    if (skip < len) hash_span(w, b + skip, len - skip);
+    return writer_write_out(w, b, len, err);
+}
+
+/* The buffer at `written` has left (io_mu held). */
+static void ring_advance(pile_shard_writer *w)
+{
+    atomic_store(&w->filled[(w->written / WRITE_BUF_BYTES) % w->nbuf], 0);
+    w->written += WRITE_BUF_BYTES;
+    uv_cond_broadcast(&w->io_cv);
+}
+
 static void writer_io_main(void *arg)
 {
     pile_shard_writer *w = arg;
     uv_mutex_lock(&w->io_mu);
     for (;;) {
-        while (!w->io_busy && !w->io_quit) uv_cond_wait(&w->io_cv, &w->io_mu);
-        if (!w->io_busy) break;
+        while (!w->io_quit && (w->io_rc || !ring_ready(w))) uv_cond_wait(&w->io_cv, &w->io_mu);
+        if (w->io_rc || !ring_ready(w)) break;
+        w->io_busy = 1;
         uv_mutex_unlock(&w->io_mu);
         pile_err e;
         pile_err_clear(&e);
-        if (w->io_hash_from < w->io_len)
-            hash_span(w, w->io_buf + w->io_hash_from, w->io_len - w->io_hash_from);
-        int rc = writer_write_out(w, w->io_buf, w->io_len, &e);
+        int rc = ring_leave(w, WRITE_BUF_BYTES, &e);
         uv_mutex_lock(&w->io_mu);
-        if (rc && !w->io_rc) {
+        w->io_busy = 0;
+        if (rc) {
             w->io_rc = rc;
             w->io_err = e;
+            uv_cond_broadcast(&w->io_cv);
+        } else {
+            ring_advance(w);
         }
-        w->io_busy = 0;
-        uv_cond_broadcast(&w->io_cv);
     }
     w->io_cpu = pile_cpu_now(); /* this thread's clock: read by the joiner */
     uv_mutex_unlock(&w->io_mu);
-}
-
-/* Waits until the I/O thread has written what it was given; its error, if
- * it met one, is the writer's from then on. */
-static int writer_io_wait(pile_shard_writer *w, pile_err *err)
-{
-    if (w->io_state != 1) return 0;
-    uv_mutex_lock(&w->io_mu);
-    while (w->io_busy) uv_cond_wait(&w->io_cv, &w->io_mu);
-    int rc = w->io_rc;
-    if (rc) *err = w->io_err;
-    uv_mutex_unlock(&w->io_mu);
-    if (rc) w->failed = 1;
-    return rc;
 }
 
 static void writer_io_stop(pile_shard_writer *w)
@@ -382,104 +410,90 @@ static void writer_io_stop(pile_shard_writer *w)
         uv_cond_broadcast(&w->io_cv);
         uv_mutex_unlock(&w->io_mu);
         uv_thread_join(&w->io_thread);
-        uv_cond_destroy(&w->io_cv);
-        uv_mutex_destroy(&w->io_mu);
     }
-    w->io_state = 0;
+    w->io_state = -1; /* from now on the writer's thread writes what is left */
 }
 
-/* The I/O thread and its buffer, at the first full buffer; 1 when running. */
-static int writer_io_start(pile_shard_writer *w)
+/* The I/O thread, once rows reach past the first buffer. */
+static void writer_io_start(pile_shard_writer *w)
 {
-    if (w->io_state) return w->io_state == 1;
-    w->io_state = -1;
-    void *b = NULL;
-    if (posix_memalign(&b, DIRECT_ALIGN, WRITE_BUF_BYTES) != 0) return 0;
-    w->io_buf = b;
-    if (uv_mutex_init(&w->io_mu)) return 0;
-    if (uv_cond_init(&w->io_cv)) {
-        uv_mutex_destroy(&w->io_mu);
-        return 0;
-    }
-    if (uv_thread_create(&w->io_thread, writer_io_main, w)) {
-        uv_cond_destroy(&w->io_cv);
-        uv_mutex_destroy(&w->io_mu);
-        return 0;
-    }
-    w->io_state = 1;
-    return 1;
+    if (w->io_state) return;
+    w->io_state = uv_thread_create(&w->io_thread, writer_io_main, w) == 0 ? 1 : -1;
 }
 
-/* Where the data in buf[0, len), about to leave the buffer, starts: len or
- * more when there is none. */
-static size_t data_hash_from(pile_shard_writer *w, size_t len)
+/* The writer's error once it failed (a write, or a fill), or 0. */
+static int writer_failed(pile_shard_writer *w, pile_err *err)
 {
-    if (!w->data_open) return SIZE_MAX;
-    size_t skip = w->hash_skip < len ? w->hash_skip : len;
-    w->hash_skip -= skip;
-    return skip;
+    if (!atomic_load(&w->failed)) return 0;
+    uv_mutex_lock(&w->io_mu);
+    int rc = w->fail_err.code ? w->fail_err.code : PILE_EIO;
+    *err = w->fail_err;
+    if (!w->fail_err.code) pile_err_set(err, PILE_EIO, "cannot go on with '%s': an earlier write failed", w->path);
+    uv_mutex_unlock(&w->io_mu);
+    return rc;
 }
 
-/* Writes the buffer out. With `all` == 0 the writing goes on in the
- * background where it can (the buffers are swapped), and an O_DIRECT writer
- * writes only the whole blocks and moves the tail (less than a block) to the
- * front of the buffer, so that every direct write stays aligned. */
-static int writer_flush_some(pile_shard_writer *w, int all, pile_err *err)
+/* Marks the writer failed with err's message (the first one stays). */
+static int writer_fail(pile_shard_writer *w, int rc, const pile_err *err)
 {
-    PILE_FORWARD_IF_ERR(writer_io_wait(w, err));
-    size_t len = w->buf_len;
-    if (!all && w->direct) len -= len % DIRECT_ALIGN;
-    if (!len) return 0;
-    size_t hash_from = data_hash_from(w, len);
-    if (!all && writer_io_start(w)) {
-        unsigned char *full = w->buf;
-        w->buf = w->io_buf;
-        w->buf_len -= len;
-        if (w->buf_len) memcpy(w->buf, full + len, w->buf_len);
-        uv_mutex_lock(&w->io_mu);
-        w->io_buf = full;
-        w->io_len = len;
-        w->io_hash_from = hash_from;
-        w->io_busy = 1;
-        uv_cond_broadcast(&w->io_cv);
-        uv_mutex_unlock(&w->io_mu);
-        return 0;
+    uv_mutex_lock(&w->io_mu);
+    if (!atomic_load(&w->failed)) {
+        w->fail_err = *err;
+        w->fail_err.code = rc;
+        atomic_store(&w->failed, 1);
     }
-    if (hash_from < len) hash_span(w, w->buf + hash_from, len - hash_from);
-    int rc = writer_write_out(w, w->buf, len, err);
+    uv_mutex_unlock(&w->io_mu);
+    return rc;
+}
+
+/* Waits while the buffer at `written` must leave before off can be reached
+ * (until written + ring > off); with `wait` 0, returns 1 instead of
+ * waiting. Writes buffers itself when no I/O thread runs. */
+static int ring_make_room(pile_shard_writer *w, uint64_t off, int wait, pile_err *err)
+{
+    uint64_t span = (uint64_t)w->nbuf * WRITE_BUF_BYTES;
+    int rc = 0;
+    uv_mutex_lock(&w->io_mu);
+    while (!w->io_rc && off > w->written + span) {
+        if (!wait) {
+            uv_mutex_unlock(&w->io_mu);
+            return 1;
+        }
+        if (w->io_state != 1 && ring_ready(w)) {
+            uv_mutex_unlock(&w->io_mu);
+            pile_err e;
+            pile_err_clear(&e);
+            rc = ring_leave(w, WRITE_BUF_BYTES, &e);
+            uv_mutex_lock(&w->io_mu);
+            if (rc) {
+                w->io_rc = rc;
+                w->io_err = e;
+            } else {
+                ring_advance(w);
+            }
+            continue;
+        }
+        uv_cond_wait(&w->io_cv, &w->io_mu);
+    }
+    rc = w->io_rc;
+    pile_err e = w->io_err;
+    uv_mutex_unlock(&w->io_mu);
     if (rc) {
-        w->failed = 1;
-        return rc;
+        writer_fail(w, rc, &e);
+        *err = e;
     }
-    w->buf_len -= len;
-    if (w->buf_len) memmove(w->buf, w->buf + len, w->buf_len);
-    return 0;
-}
-
-static int writer_flush(pile_shard_writer *w, pile_err *err)
-{
-    return writer_flush_some(w, 1, err);
-}
-
-static int writer_put(pile_shard_writer *w, const void *data, size_t len, pile_err *err)
-{
-    const unsigned char *p = data;
-    while (len) {
-        if (w->buf_len == WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush(w, err));
-        size_t n = WRITE_BUF_BYTES - w->buf_len;
-        if (n > len) n = len;
-        memcpy(w->buf + w->buf_len, p, n);
-        w->buf_len += n;
-        p += n;
-        len -= n;
-    }
-    return 0;
+    return rc;
 }
 
 static void writer_free(pile_shard_writer *w)
 {
     writer_io_stop(w);
-    free(w->io_buf);
+    if (w->filled) {
+        uv_cond_destroy(&w->io_cv);
+        uv_mutex_destroy(&w->io_mu);
+    }
+    free(w->ring);
+    free(w->filled);
     for (uint32_t i = 0; i < w->nsubsets; i++) free(w->subsets[i]);
     free(w->subsets);
     free(w->subset_lens);
@@ -488,7 +502,6 @@ static void writer_free(pile_shard_writer *w)
     free(w->docs);
     free(w->sums);
     free(w->row_ndocs);
-    free(w->buf);
     if (w->data_hash) XXH3_freeState(w->data_hash);
     if (w->row_hash) XXH3_freeState(w->row_hash);
     free(w->path);
@@ -528,14 +541,31 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
     w->params = *params;
     w->version = version;
     w->width = width;
+    w->row_bytes = (size_t)params->max_length * width;
+    /* the ring holds a row wherever it begins in a buffer, and one more */
+    size_t need = (w->row_bytes + WRITE_BUF_BYTES - 1) / WRITE_BUF_BYTES + 1;
+    w->nbuf = params->buffers > need ? params->buffers : need;
     size_t plen = strlen(path);
     w->path = strdup(path);
     w->tmp_path = malloc(plen + 5);
-    void *buf = NULL;
-    if (posix_memalign(&buf, DIRECT_ALIGN, WRITE_BUF_BYTES) == 0) w->buf = buf;
+    void *ring = NULL;
+    if (w->nbuf <= SIZE_MAX / WRITE_BUF_BYTES && posix_memalign(&ring, DIRECT_ALIGN, w->nbuf * WRITE_BUF_BYTES) == 0)
+        w->ring = ring;
+    w->filled = calloc(w->nbuf, sizeof *w->filled);
     w->data_hash = XXH3_createState();
     if (version >= 2) w->row_hash = XXH3_createState();
-    if (!w->path || !w->tmp_path || !w->buf || !w->data_hash || (version >= 2 && !w->row_hash)) {
+    int sync_ok = 0;
+    if (w->filled) {
+        if (uv_mutex_init(&w->io_mu) == 0) {
+            if (uv_cond_init(&w->io_cv) == 0) sync_ok = 1;
+            else uv_mutex_destroy(&w->io_mu);
+        }
+        if (!sync_ok) {
+            free(w->filled);
+            w->filled = NULL;
+        }
+    }
+    if (!w->path || !w->tmp_path || !w->ring || !w->filled || !w->data_hash || (version >= 2 && !w->row_hash)) {
         writer_free(w);
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
     }
@@ -554,10 +584,11 @@ int pile_shard_writer_open(pile_shard_writer **out, const char *path, const pile
         return rc;
     }
     /* Room for the header, which is written last. */
-    memset(w->buf, 0, SHARD_DATA_OFFSET);
-    w->buf_len = SHARD_DATA_OFFSET;
+    memset(w->ring, 0, SHARD_DATA_OFFSET);
+    atomic_store(&w->filled[0], SHARD_DATA_OFFSET);
+    atomic_store(&w->committed_end, SHARD_DATA_OFFSET);
+    w->pos = SHARD_DATA_OFFSET;
     w->hash_skip = SHARD_DATA_OFFSET;
-    w->data_open = 1;
     *out = w;
     return 0;
 }
@@ -653,16 +684,20 @@ static int bad_token(const pile_shard_writer *w, uint64_t row, const uint32_t *t
                         row, w->path, tokens[t], t, w->params.vocab_size);
 }
 
-/* What every row is checked for before its tokens go out; fills *entry and
- * starts the row's checksum. */
-static int row_begin(pile_shard_writer *w, uint32_t len, const pile_shard_doc *docs, uint32_t ndocs,
-                     uint16_t lead_subset, shard_row *entry, pile_err *err)
+static int writer_usable(pile_shard_writer *w, pile_err *err)
+{
+    if (w->finished || atomic_load(&w->failed))
+        return pile_err_set(err, PILE_EINVAL, "cannot add a row to '%s': the writer is %s", w->path,
+                            w->finished ? "finished" : "in a failed state");
+    return 0;
+}
+
+/* What every row's table entry is checked for before it is committed. */
+static int row_check(const pile_shard_writer *w, uint32_t len, const pile_shard_doc *docs, uint32_t ndocs,
+                     uint16_t lead_subset, pile_err *err)
 {
     const pile_shard_params *p = &w->params;
     uint64_t row = w->nrows;
-    if (w->finished || w->failed)
-        return pile_err_set(err, PILE_EINVAL, "cannot add a row to '%s': the writer is %s", w->path,
-                            w->finished ? "finished" : "in a failed state");
     if (len > p->max_length)
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': length %" PRIu32
                             " exceeds max_length %" PRIu32, row, w->path, len, p->max_length);
@@ -691,123 +726,51 @@ static int row_begin(pile_shard_writer *w, uint32_t len, const pile_shard_doc *d
     if (len > 0 && !starts_doc && p->pack == PILE_PACK_BEST_FIT)
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a best-fit row must begin with"
                             " a segment start", row, w->path);
-    /* the I/O thread reads these arrays (hash_span): it must be idle when they move */
-    if ((w->nrows + 1 > w->rows_cap || w->ndocs + ndocs > w->docs_cap ||
-         (w->version >= 2 && (w->nrows + 1 > w->sums_cap || w->nrows + 1 > w->row_ndocs_cap))))
-        PILE_FORWARD_IF_ERR(writer_io_wait(w, err));
-    if (grow((void **)&w->rows, &w->rows_cap, w->nrows + 1, sizeof *w->rows) ||
-        grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs) ||
-        (w->version >= 2 && (grow((void **)&w->sums, &w->sums_cap, w->nrows + 1, sizeof *w->sums) ||
-                             grow((void **)&w->row_ndocs, &w->row_ndocs_cap, w->nrows + 1, sizeof *w->row_ndocs))))
-        return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    *entry = (shard_row){w->ndocs, len, lead_subset, (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0)};
-    /* in place before the row's bytes can leave the buffer: its checksum begins with them */
-    w->rows[w->nrows] = *entry;
-    if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
-    if (w->version >= 2) w->row_ndocs[w->nrows] = ndocs;
     return 0;
 }
 
-/* Counts the row begun by row_begin, its tokens written. */
-static void row_end(pile_shard_writer *w, const shard_row *entry, uint32_t ndocs)
+/* Puts n ids at file offset off in the ring, across buffers: from src
+ * (src_width bytes each, any alignment; 4-byte ids are narrowed to a
+ * 2-byte shard's width), or, src NULL, the pad id. Returns the largest id
+ * put (0 for padding). Counts the bytes in place; a buffer that is
+ * complete wakes the I/O thread. Any thread; ranges of different calls do
+ * not overlap. */
+static uint32_t ring_put(pile_shard_writer *w, uint64_t off, const unsigned char *src, uint32_t src_width, size_t n)
 {
-    w->nrows++;
-    w->ndocs += ndocs;
-    w->token_count += entry->length;
-}
-
-int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint32_t len,
-                              const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset, pile_err *err)
-{
-    const pile_shard_params *p = &w->params;
-    uint64_t row = w->nrows;
-    shard_row entry;
-    PILE_FORWARD_IF_ERR(row_begin(w, len, docs, ndocs, lead_subset, &entry, err));
-    size_t row_bytes = (size_t)p->max_length * w->width;
-    if (row_bytes <= WRITE_BUF_BYTES - DIRECT_ALIGN) {
-        /* The usual case: the whole row goes into the buffer in one pass that
-         * narrows the ids and finds the largest; it only counts once checked. */
-        if (w->buf_len + row_bytes > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
-        unsigned char *dst = w->buf + w->buf_len;
-        uint32_t top = 0;
-        if (w->width == 2) {
-            /* buf is aligned and buf_len even while rows are written */
-            uint16_t *d = (uint16_t *)(void *)dst;
-            for (uint32_t k = 0; k < len; k++) {
-                uint32_t v = tokens[k];
-                top = v > top ? v : top;
-                d[k] = (uint16_t)v;
-            }
-            for (uint32_t k = len; k < p->max_length; k++) d[k] = (uint16_t)p->pad_id;
-        } else {
-            uint32_t *d = (uint32_t *)(void *)dst;
-            for (uint32_t k = 0; k < len; k++) {
-                uint32_t v = tokens[k];
-                top = v > top ? v : top;
-                d[k] = v;
-            }
-            for (uint32_t k = len; k < p->max_length; k++) d[k] = p->pad_id;
-        }
-        if (len && top >= p->vocab_size) return bad_token(w, row, tokens, len, err);
-        w->buf_len += row_bytes;
-    } else {
-        uint32_t top = 0;
-        for (uint32_t t = 0; t < len; t++) top = tokens[t] > top ? tokens[t] : top;
-        if (len && top >= p->vocab_size) return bad_token(w, row, tokens, len, err);
-        /* Rows larger than the buffer go out in pieces, narrowed to the width. */
-        uint32_t pos = 0;
-        while (pos < p->max_length) {
-            if (w->buf_len + w->width > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
-            size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
-            uint32_t n = p->max_length - pos;
-            if (n > room) n = (uint32_t)room;
-            unsigned char *dst = w->buf + w->buf_len;
-            for (uint32_t k = 0; k < n; k++) {
-                uint32_t v = pos + k < len ? tokens[pos + k] : p->pad_id;
-                if (w->width == 2) {
-                    uint16_t v16 = (uint16_t)v;
-                    memcpy(dst + 2 * (size_t)k, &v16, 2);
-                } else {
-                    memcpy(dst + 4 * (size_t)k, &v, 4);
-                }
-            }
-            w->buf_len += (size_t)n * w->width;
-            pos += n;
-        }
-    }
-
-    row_end(w, &entry, ndocs);
-    return 0;
-}
-
-/* Puts n ids into the buffer, flushing as it fills: from src (width bytes
- * each, any alignment), range-checked on the way (*top: the largest seen),
- * or, src NULL, the pad id. buf is aligned and buf_len a multiple of the
- * width while rows are written; memcpy of one id compiles to a load. */
-static int put_ids(pile_shard_writer *w, const unsigned char *src, size_t n, uint32_t *top, pile_err *err)
-{
-    const uint32_t pad = w->params.pad_id;
+    const uint32_t pad = w->params.pad_id, W = w->width;
+    uint32_t top = 0;
+    size_t total = n * W;
     while (n) {
-        if (w->buf_len + w->width > WRITE_BUF_BYTES) PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
-        size_t room = (WRITE_BUF_BYTES - w->buf_len) / w->width;
+        unsigned char *dst = ring_at(w, off);
+        size_t room = (WRITE_BUF_BYTES - (size_t)(off % WRITE_BUF_BYTES)) / W;
         size_t k = n < room ? n : room;
-        unsigned char *dst = w->buf + w->buf_len;
-        if (w->width == 2) {
+        /* the ring is aligned and every row begins at a multiple of the width */
+        if (W == 2) {
             uint16_t *d = (uint16_t *)(void *)dst;
-            uint16_t t16 = 0;
-            if (!src)
+            uint32_t t = 0;
+            if (!src) {
                 for (size_t j = 0; j < k; j++) d[j] = (uint16_t)pad;
-            else
+            } else if (src_width == 2) {
+                uint16_t t16 = 0;
                 for (size_t j = 0; j < k; j++) {
                     uint16_t v;
-                    memcpy(&v, src + 2 * j, 2);
+                    memcpy(&v, src + 2 * j, 2); /* one load, any alignment */
                     d[j] = v;
                     t16 = v > t16 ? v : t16;
                 }
-            *top = t16 > *top ? t16 : *top;
+                t = t16;
+            } else {
+                for (size_t j = 0; j < k; j++) {
+                    uint32_t v;
+                    memcpy(&v, src + 4 * j, 4);
+                    d[j] = (uint16_t)v;
+                    t = v > t ? v : t;
+                }
+            }
+            top = t > top ? t : top;
         } else {
             uint32_t *d = (uint32_t *)(void *)dst;
-            uint32_t t = *top;
+            uint32_t t = top;
             if (!src)
                 for (size_t j = 0; j < k; j++) d[j] = pad;
             else
@@ -817,13 +780,111 @@ static int put_ids(pile_shard_writer *w, const unsigned char *src, size_t n, uin
                     d[j] = v;
                     t = v > t ? v : t;
                 }
-            *top = t;
+            top = t;
         }
-        w->buf_len += k * w->width;
+        size_t bytes = k * W;
+        size_t b = (size_t)((off / WRITE_BUF_BYTES) % w->nbuf);
+        if (atomic_fetch_add(&w->filled[b], bytes) + bytes == WRITE_BUF_BYTES) {
+            uv_mutex_lock(&w->io_mu);
+            uv_cond_broadcast(&w->io_cv);
+            uv_mutex_unlock(&w->io_mu);
+        }
+        off += bytes;
         n -= k;
-        if (src) src += k * w->width;
+        if (src) src += k * src_width;
+    }
+    atomic_fetch_add(&w->filled_total, total);
+    return top;
+}
+
+int pile_shard_writer_reserve_row(pile_shard_writer *w, int wait, uint64_t *slot, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(writer_usable(w, err));
+    if (w->reserved != w->nrows)
+        return pile_err_set(err, PILE_EINVAL, "cannot reserve row %" PRIu64 " of '%s': row %" PRIu64
+                            " is reserved and not committed", (uint64_t)w->reserved, w->path, (uint64_t)w->nrows);
+    uint64_t end = w->pos + w->row_bytes;
+    if (end > WRITE_BUF_BYTES) writer_io_start(w);
+    int rc = ring_make_room(w, end, wait, err);
+    if (rc) return rc;
+    *slot = w->pos;
+    w->pos = end;
+    w->reserved++;
+    return 0;
+}
+
+int pile_shard_writer_fill(pile_shard_writer *w, uint64_t slot, uint32_t at, const void *ids, uint32_t n,
+                           pile_err *err)
+{
+    if (slot < SHARD_DATA_OFFSET || (slot - SHARD_DATA_OFFSET) % w->row_bytes || at > w->params.max_length ||
+        n > w->params.max_length - at)
+        return pile_err_set(err, PILE_EINVAL, "cannot fill '%s': ids %" PRIu32 "..%" PRIu64 " of the row at byte %"
+                            PRIu64 " are not in a row of %" PRIu32, w->path, at, (uint64_t)at + n, slot,
+                            w->params.max_length);
+    uint32_t top = ring_put(w, slot + (uint64_t)at * w->width, ids, w->width, n);
+    if (ids && n && top >= w->params.vocab_size) {
+        pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a token id is >= vocab_size %" PRIu32,
+                     (slot - SHARD_DATA_OFFSET) / w->row_bytes, w->path, w->params.vocab_size);
+        return writer_fail(w, PILE_EINVAL, err);
     }
     return 0;
+}
+
+int pile_shard_writer_commit_row(pile_shard_writer *w, uint32_t len, const pile_shard_doc *docs, uint32_t ndocs,
+                                 uint16_t lead_subset, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(writer_failed(w, err));
+    PILE_FORWARD_IF_ERR(writer_usable(w, err));
+    if (w->reserved != w->nrows + 1)
+        return pile_err_set(err, PILE_EINVAL, "cannot commit row %" PRIu64 " of '%s': it is not reserved",
+                            (uint64_t)w->nrows, w->path);
+    int rc = row_check(w, len, docs, ndocs, lead_subset, err);
+    if (rc) return writer_fail(w, rc, err); /* its place in the file is taken */
+    /* the I/O thread reads these arrays (hash_span): it must be idle when they move */
+    if ((w->nrows + 1 > w->rows_cap || w->ndocs + ndocs > w->docs_cap ||
+         (w->version >= 2 && (w->nrows + 1 > w->sums_cap || w->nrows + 1 > w->row_ndocs_cap)))) {
+        uv_mutex_lock(&w->io_mu);
+        while (w->io_busy) uv_cond_wait(&w->io_cv, &w->io_mu);
+        if (grow((void **)&w->rows, &w->rows_cap, w->nrows + 1, sizeof *w->rows) ||
+            grow((void **)&w->docs, &w->docs_cap, w->ndocs + ndocs, sizeof *w->docs) ||
+            (w->version >= 2 && (grow((void **)&w->sums, &w->sums_cap, w->nrows + 1, sizeof *w->sums) ||
+                                 grow((void **)&w->row_ndocs, &w->row_ndocs_cap, w->nrows + 1,
+                                      sizeof *w->row_ndocs))))
+            rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+        uv_mutex_unlock(&w->io_mu);
+        if (rc) return writer_fail(w, rc, err);
+    }
+    int starts_doc = ndocs > 0 && docs[0].offset == 0;
+    w->rows[w->nrows] = (shard_row){w->ndocs, len, lead_subset, (uint16_t)(len > 0 && !starts_doc ? ROW_CONTINUES : 0)};
+    if (ndocs) memcpy(w->docs + w->ndocs, docs, ndocs * sizeof *docs);
+    if (w->version >= 2) w->row_ndocs[w->nrows] = ndocs;
+    w->nrows++;
+    w->ndocs += ndocs;
+    w->token_count += len;
+    /* published after the entry: the I/O thread hashes a row once it sees it committed */
+    uint64_t end = SHARD_DATA_OFFSET + (uint64_t)w->nrows * w->row_bytes;
+    uint64_t was = atomic_exchange(&w->committed_end, end);
+    if (was / WRITE_BUF_BYTES != end / WRITE_BUF_BYTES) {
+        uv_mutex_lock(&w->io_mu);
+        uv_cond_broadcast(&w->io_cv);
+        uv_mutex_unlock(&w->io_mu);
+    }
+    return 0;
+}
+
+int pile_shard_writer_add_row(pile_shard_writer *w, const uint32_t *tokens, uint32_t len,
+                              const pile_shard_doc *docs, uint32_t ndocs, uint16_t lead_subset, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(writer_usable(w, err));
+    PILE_FORWARD_IF_ERR(row_check(w, len, docs, ndocs, lead_subset, err));
+    uint32_t top = 0;
+    for (uint32_t t = 0; t < len; t++) top = tokens[t] > top ? tokens[t] : top;
+    if (len && top >= w->params.vocab_size) return bad_token(w, w->nrows, tokens, len, err);
+    uint64_t slot;
+    PILE_FORWARD_IF_ERR(pile_shard_writer_reserve_row(w, 1, &slot, err));
+    ring_put(w, slot, (const unsigned char *)tokens, 4, len);
+    ring_put(w, slot + (uint64_t)len * w->width, NULL, 0, w->params.max_length - len);
+    return pile_shard_writer_commit_row(w, len, docs, ndocs, lead_subset, err);
 }
 
 int pile_shard_writer_add_row_gather(pile_shard_writer *w, const pile_shard_piece *pieces, uint32_t npieces,
@@ -837,25 +898,21 @@ int pile_shard_writer_add_row_gather(pile_shard_writer *w, const pile_shard_piec
         return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': length %" PRIu64
                             " exceeds max_length %" PRIu32, (uint64_t)w->nrows, w->path, total, p->max_length);
     uint32_t len = (uint32_t)total;
-    shard_row entry;
-    PILE_FORWARD_IF_ERR(row_begin(w, len, docs, ndocs, lead_subset, &entry, err));
-    /* a row that does not fit what is left of the buffer starts a new one */
-    if (w->buf_len + (size_t)p->max_length * w->width > WRITE_BUF_BYTES)
-        PILE_FORWARD_IF_ERR(writer_flush_some(w, 0, err));
-    /* the ids' range, checked as they go into the buffer: the caller
-     * narrowed them, this keeps the file's promise */
-    uint32_t top = 0;
-    for (uint32_t i = 0; i < npieces; i++)
-        if (pieces[i].len) PILE_FORWARD_IF_ERR(put_ids(w, pieces[i].ids, pieces[i].len, &top, err));
-    uint32_t pad_top = 0;
-    PILE_FORWARD_IF_ERR(put_ids(w, NULL, p->max_length - len, &pad_top, err));
-    if (len && top >= p->vocab_size) {
-        w->failed = 1; /* the bytes are in the buffer already */
-        return pile_err_set(err, PILE_EINVAL, "cannot add row %" PRIu64 " to '%s': a token id is >= vocab_size %" PRIu32,
-                            (uint64_t)w->nrows, w->path, p->vocab_size);
+    PILE_FORWARD_IF_ERR(writer_usable(w, err));
+    PILE_FORWARD_IF_ERR(row_check(w, len, docs, ndocs, lead_subset, err));
+    uint64_t slot;
+    PILE_FORWARD_IF_ERR(pile_shard_writer_reserve_row(w, 1, &slot, err));
+    /* the ids' range, checked as they go into the ring: the caller narrowed
+     * them, this keeps the file's promise */
+    uint32_t at = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < npieces; i++) {
+        if (pieces[i].len && !rc) rc = pile_shard_writer_fill(w, slot, at, pieces[i].ids, pieces[i].len, err);
+        at += pieces[i].len;
     }
-    row_end(w, &entry, ndocs);
-    return 0;
+    if (rc) return rc; /* the writer has failed: the bytes are in the ring */
+    PILE_FORWARD_IF_ERR(pile_shard_writer_fill(w, slot, len, NULL, p->max_length - len, err));
+    return pile_shard_writer_commit_row(w, len, docs, ndocs, lead_subset, err);
 }
 
 int pile_shard_writer_add_row_packed(pile_shard_writer *w, const void *ids, uint32_t len,
@@ -909,10 +966,29 @@ static void info_from_header(pile_shard_info *info, const shard_header *h, uint6
     memcpy(info->tokenizer_fp, h->tokenizer_fp, PILE_SHARD_FP_BYTES);
 }
 
+/* The data's last buffers: the full ones (the I/O thread's, while it runs),
+ * then the tail, through the page cache. */
+static int writer_data_end(pile_shard_writer *w, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(ring_make_room(w, w->pos + (uint64_t)(w->nbuf - 1) * WRITE_BUF_BYTES + 1, 1, err));
+    writer_io_stop(w); /* idle, every full buffer gone: its CPU time is final */
+    size_t tail = (size_t)(w->pos - w->written);
+    int rc = writer_undirect(w, err);
+    if (!rc && tail) rc = ring_leave(w, tail, err);
+    return rc;
+}
+
 int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_err *err)
 {
     if (w->finished) return pile_err_set(err, PILE_EINVAL, "cannot finish '%s' twice", w->path);
-    if (w->failed) return pile_err_set(err, PILE_EIO, "cannot finish '%s': an earlier write failed", w->path);
+    if (atomic_load(&w->failed)) {
+        pile_err why;
+        writer_failed(w, &why);
+        return pile_err_set(err, PILE_EIO, "cannot finish '%s': an earlier write failed (%s)", w->path, why.msg);
+    }
+    if (w->reserved != w->nrows || atomic_load(&w->filled_total) != w->pos - SHARD_DATA_OFFSET)
+        return pile_err_set(err, PILE_EINVAL, "cannot finish '%s': a reserved row is not %s", w->path,
+                            w->reserved != w->nrows ? "committed" : "filled");
     const pile_shard_params *p = &w->params;
     shard_header h;
     memset(&h, 0, sizeof h);
@@ -939,54 +1015,43 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
     h.docs_offset = h.rows_offset + h.rows_size;
     h.docs_size = (uint64_t)w->ndocs * sizeof(pile_shard_doc);
     h.subsets_offset = h.docs_offset + h.docs_size;
-    /* the data's tail, still in the buffer, after what the I/O thread hashed */
-    PILE_FORWARD_IF_ERR(writer_io_wait(w, err));
-    size_t from = data_hash_from(w, w->buf_len);
-    if (from < w->buf_len) hash_span(w, w->buf + from, w->buf_len - from);
-    w->data_open = 0;
+    int rc = writer_data_end(w, err);
+    if (rc) {
+        atomic_store(&w->failed, 1);
+        return rc;
+    }
     h.data_xxh3 = XXH3_64bits_digest(w->data_hash);
     h.rows_xxh3 = XXH3_64bits(w->rows, h.rows_size);
     h.docs_xxh3 = XXH3_64bits(w->docs, h.docs_size);
 
+    /* the tables after the data, each in one write */
     static const unsigned char zeros[8];
-    int rc = writer_put(w, zeros, (size_t)(h.rows_offset - h.data_offset - h.data_size), err);
-    if (!rc && h.rows_size) rc = writer_put(w, w->rows, h.rows_size, err);
-    if (!rc && h.docs_size) rc = writer_put(w, w->docs, h.docs_size, err);
-    /* The subset table is hashed as it is written. */
-    XXH3_state_t *sh = XXH3_createState();
-    if (!sh) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
-    if (!rc) {
-        XXH3_64bits_reset(sh);
-        uint32_t count = w->nsubsets;
-        XXH3_64bits_update(sh, &count, 4);
-        rc = writer_put(w, &count, 4, err);
-        h.subsets_size = 4;
-        for (uint32_t i = 0; !rc && i < w->nsubsets; i++) {
-            uint16_t len = w->subset_lens[i];
-            XXH3_64bits_update(sh, &len, 2);
-            XXH3_64bits_update(sh, w->subsets[i], len);
-            rc = writer_put(w, &len, 2, err);
-            if (!rc) rc = writer_put(w, w->subsets[i], len, err);
-            h.subsets_size += 2u + len;
-        }
-        h.subsets_xxh3 = XXH3_64bits_digest(sh);
+    pile_buf subs = {0};
+    uint32_t count = w->nsubsets;
+    if (pile_buf_append(&subs, &count, 4)) rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
+    for (uint32_t i = 0; !rc && i < w->nsubsets; i++) {
+        uint16_t len = w->subset_lens[i];
+        if (pile_buf_append(&subs, &len, 2) || pile_buf_append(&subs, w->subsets[i], len))
+            rc = pile_err_set(err, PILE_ENOMEM, "out of memory");
     }
-    XXH3_freeState(sh);
+    h.subsets_size = subs.len;
+    if (!rc) h.subsets_xxh3 = XXH3_64bits(subs.data, subs.len);
+    const char *tp = w->tmp_path;
+    if (!rc) rc = write_all(w->fd, zeros, (size_t)(h.rows_offset - h.data_offset - h.data_size), tp, err);
+    if (!rc && h.rows_size) rc = write_all(w->fd, w->rows, h.rows_size, tp, err);
+    if (!rc && h.docs_size) rc = write_all(w->fd, w->docs, h.docs_size, tp, err);
+    if (!rc) rc = write_all(w->fd, subs.data, subs.len, tp, err);
+    pile_buf_free(&subs);
     if (!rc && w->version >= 2) {
         uint64_t subsets_end = h.subsets_offset + h.subsets_size;
         h.checks_offset = align_up(subsets_end, 8);
         h.checks_size = (uint64_t)w->nrows * sizeof *w->sums;
         h.checks_xxh3 = XXH3_64bits(w->sums, h.checks_size);
-        rc = writer_put(w, zeros, (size_t)(h.checks_offset - subsets_end), err);
-        if (!rc && h.checks_size) rc = writer_put(w, w->sums, h.checks_size, err);
+        rc = write_all(w->fd, zeros, (size_t)(h.checks_offset - subsets_end), tp, err);
+        if (!rc && h.checks_size) rc = write_all(w->fd, w->sums, h.checks_size, tp, err);
     }
-    if (!rc) rc = writer_flush(w, err);
-    writer_io_stop(w); /* idle after the flush: its CPU time is final */
-    /* A file whose size is a multiple of the block leaves the fd direct, and
-     * the 256-byte header below is no whole block. */
-    if (!rc) rc = writer_undirect(w, err);
     if (rc) {
-        w->failed = 1;
+        atomic_store(&w->failed, 1);
         return rc;
     }
     h.header_xxh3 = header_checksum(&h);
@@ -996,21 +1061,21 @@ int pile_shard_writer_finish(pile_shard_writer *w, pile_shard_info *info, pile_e
         n = pwrite(w->fd, &h, sizeof h, 0);
     } while (n < 0 && errno == EINTR);
     if (n != (ssize_t)sizeof h) {
-        w->failed = 1;
+        atomic_store(&w->failed, 1);
         return pile_err_sys(err, PILE_EIO, n < 0 ? errno : EIO, "cannot write the header of '%s'", w->tmp_path);
     }
     if (fsync(w->fd) != 0) {
-        w->failed = 1;
+        atomic_store(&w->failed, 1);
         return pile_err_sys(err, PILE_EIO, errno, "cannot fsync '%s'", w->tmp_path);
     }
     int fd = w->fd;
     w->fd = -1;
     if (close(fd) != 0) {
-        w->failed = 1;
+        atomic_store(&w->failed, 1);
         return pile_err_sys(err, PILE_EIO, errno, "cannot close '%s'", w->tmp_path);
     }
     if (rename(w->tmp_path, w->path) != 0) {
-        w->failed = 1;
+        atomic_store(&w->failed, 1);
         return pile_err_sys(err, PILE_EIO, errno, "cannot rename '%s' to '%s'", w->tmp_path, w->path);
     }
     w->finished = 1;
