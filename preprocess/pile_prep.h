@@ -164,11 +164,14 @@ typedef struct pile_prep_result {
     uint64_t peak_rss;         /* the process's peak resident memory, bytes */
     /* thread-seconds spent in each stage (sums over threads) */
     double read_s, parse_s, tokenize_s, pack_s;
-    double write_s;            /* the part of pack_s spent in the shard writer (copy, checksums, writes) */
+    double write_s;            /* the part of pack_s spent in the shard writer (reserving and committing rows,
+                                  waiting for room in its ring, finishing shards) */
+    double copy_s;             /* the workers' copies of the ids into the rows (and best-fit's window) that the
+                                  packing thread decided (pack_s has those it did itself, rarely) */
     /* CPU seconds of each stage's threads (sums): what a loaded machine does not inflate.
        Read once a chunk: a worker's CPU is shared between parse and tokenize, the packing
        thread's between pack and write, as their wall times are */
-    double read_cpu, parse_cpu, tokenize_cpu, pack_cpu, write_cpu;
+    double read_cpu, parse_cpu, tokenize_cpu, pack_cpu, write_cpu, copy_cpu;
     double bg_write_cpu;       /* the shard writers' background threads: checksums and disk writes */
     int readers;               /* the most inputs read at once (one reader thread each) */
     double pipeline_s;         /* wall time of reading, tokenizing and packing (the stage shares' base) */

@@ -1,7 +1,7 @@
 /* What the pile-prep sources share: the running statistics, the job state
  * the manifest records (and a resumed run restores), and the packer. The
  * pipeline threads live in prep_pipeline.c; everything here is used by the
- * packer's thread only. */
+ * packer's thread only, but for the copies it hands to its sink. */
 #ifndef PILE_PREP_INTERNAL_H
 #define PILE_PREP_INTERNAL_H
 
@@ -261,10 +261,30 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
 
 typedef struct prep_packer prep_packer;
 
+/* Where the packer's copies go: it decides where ids go (from token counts
+ * alone) and leaves the copying to the sink, which may do it later and in
+ * other threads (pile-prep's workers), in any order but one: the copies
+ * handed over while one chunk of documents was packed are done in the
+ * order they were given. */
+typedef struct prep_sink {
+    void *ctx;
+    /* n ids at the shards' width from src: into positions at..at+n of row
+     * `slot` of writer w (pile_shard_writer_fill; src NULL: padding), or, w
+     * NULL, to dst. src stays valid until drain, or until the chunk it lies
+     * in is done with (pile__prep_packer_doc). */
+    int (*move)(void *ctx, pile_shard_writer *w, uint64_t slot, uint32_t at, unsigned char *dst,
+                const unsigned char *src, uint32_t n, pile_err *err);
+    /* Returns once every copy handed over so far is done. */
+    int (*drain)(void *ctx, pile_err *err);
+} prep_sink;
+
 int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err);
 void pile__prep_packer_free(prep_packer *pk);
+/* Sets the sink (before the first document). */
+void pile__prep_packer_set_sink(prep_packer *pk, const prep_sink *sink);
 
-/* Seconds spent in the shard writer so far (part of the packer's time). */
+/* Seconds spent in the shard writer so far (part of the packer's time):
+ * reserving and committing rows, waiting for room, finishing shards. */
 double pile__prep_packer_write_s(const prep_packer *pk);
 /* CPU seconds the shard writers' background threads (checksums, disk
  * writes) used for the shards finished so far. */
@@ -280,20 +300,14 @@ int pile__prep_packer_subset(prep_packer *pk, uint32_t gid, int fallback, uint32
 
 /* One document of split `split` from line `lineno` of input `input`:
  * tokens holds n ids at the shards' width (pile_shard_token_bytes), the
- * last the end-of-text id. They must stay where they are until
- * pile__prep_packer_release: a concat row is handed to the writer from
- * them, and a later document whose ids follow them in memory extends that
- * row without a copy. tok_off tokens at its start
- * were already emitted by an interrupted run and are dropped. The document
- * must already be counted in st->stats (the packer takes it back while it
- * writes a manifest whose resume point lies inside it). */
+ * last the end-of-text id. They must stay where they are until the copies
+ * the packer hands its sink meanwhile are done: the sink copies from them.
+ * tok_off tokens at its start were already emitted by an interrupted run
+ * and are dropped. The document must already be counted in st->stats (the
+ * packer takes it back while it writes a manifest whose resume point lies
+ * inside it). */
 int pile__prep_packer_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const void *tokens,
                           size_t n, uint64_t tok_off, uint32_t subset, unsigned repairs, pile_err *err);
-
-/* The memory of the documents given so far is about to be reused (a chunk
- * is done): the row being filled, which may still point into it, is copied
- * into the packer's own. Accepts NULL. */
-void pile__prep_packer_release(prep_packer *pk);
 
 /* The split's last input is done (next_input: the first input after it):
  * flush the last row / window and finish the shard. */

@@ -3,8 +3,10 @@
  * shard where the next one starts, so that a killed run can be resumed to
  * exactly the same bytes. It runs in one thread and sees documents strictly
  * in input order, which is what makes the output independent of threads.
- * The ids come already narrowed to the shards' width by the workers, so
- * what is left here per token is a copy and the writer's checksums. */
+ * It decides places from token counts only: each row's place in the shard
+ * writer's ring is reserved here, and the copies of the ids into it (and,
+ * for best-fit, into the window) are handed to a sink (prep_sink), which
+ * pile-prep's pipeline gives to its workers. Nothing here touches an id. */
 #include "prep_internal.h"
 
 #include <inttypes.h>
@@ -127,7 +129,7 @@ long pile__prep_bfd_pack(prep_bfd *b, const uint32_t *len, size_t n, uint32_t *b
 /* --------------------------------------------------------------- packer */
 
 typedef struct win_doc {
-    uint64_t tok_off; /* into win_tokens */
+    uint64_t tok_off; /* into the window */
     uint32_t len;
     uint32_t gid;
 } win_doc;
@@ -136,7 +138,8 @@ struct prep_packer {
     prep_state *st;
     uint32_t L;
     size_t width; /* bytes per id: the shards' width, as the workers narrowed them */
-    double t_write; /* seconds in the shard writer (copy, checksums, writes, finishing) */
+    prep_sink sink;
+    double t_write; /* seconds in the shard writer (reserving and committing rows, finishing shards) */
     double io_cpu;  /* CPU seconds of the finished shards' writers' background threads */
     /* the open shard */
     pile_shard_writer *w;
@@ -152,16 +155,19 @@ struct prep_packer {
     uint64_t shard_seq;
     uint32_t shard_names;
     uint32_t fallback_gid; /* UINT32_MAX until interned */
-    /* the row being filled (concat) */
-    unsigned char *row; /* L ids of `width` bytes */
-    const unsigned char *row_src; /* the row's ids so far, where the caller's memory holds them; NULL: in row */
+    /* the row being filled (concat): reserved at `slot` of the open shard */
+    uint64_t slot;
     uint32_t row_len, ndocs, lead;
     uint32_t *doc_off, *doc_gid;
     uint16_t *doc_flags;
     pile_shard_doc *docs_scratch;
-    pile_shard_piece *pieces; /* a best-fit row's segments (L of them at most) */
-    /* the window being filled (best-fit) */
-    pile_buf win_tokens; /* ids of `width` bytes */
+    /* the window being filled (best-fit): win_ids[wi], win_len ids of
+     * `width` bytes; the other window's ids may still be on their way to the
+     * rows (every copy is done before a window closes: sink.drain) */
+    unsigned char *win_ids[2];
+    size_t win_cap[2];
+    int wi;
+    uint64_t win_len;
     win_doc *win;
     size_t n_win, cap_win;
     prep_bfd *bfd;
@@ -180,17 +186,21 @@ int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err)
     pk->width = pile_shard_token_bytes(st->vocab_size);
     pk->fallback_gid = UINT32_MAX;
     size_t L = pk->L;
-    pk->row = malloc(L * pk->width);
     pk->doc_off = malloc(L * sizeof *pk->doc_off);
     pk->doc_gid = malloc(L * sizeof *pk->doc_gid);
     pk->doc_flags = malloc(L * sizeof *pk->doc_flags);
     pk->docs_scratch = malloc(L * sizeof *pk->docs_scratch);
     if (st->pack == PILE_PACK_BEST_FIT) {
         pk->bfd = pile__prep_bfd_create(pk->L);
-        pk->pieces = malloc(L * sizeof *pk->pieces);
+        /* a window closes once it holds window_rows rows' worth: room for that and a row more */
+        size_t cap = ((size_t)st->window_rows + 1) * L;
+        for (int i = 0; i < 2; i++) {
+            pk->win_ids[i] = malloc(cap * pk->width);
+            pk->win_cap[i] = pk->win_ids[i] ? cap : 0;
+        }
     }
-    if (!pk->row || !pk->doc_off || !pk->doc_gid || !pk->doc_flags || !pk->docs_scratch ||
-        (st->pack == PILE_PACK_BEST_FIT && (!pk->bfd || !pk->pieces))) {
+    if (!pk->doc_off || !pk->doc_gid || !pk->doc_flags || !pk->docs_scratch ||
+        (st->pack == PILE_PACK_BEST_FIT && (!pk->bfd || !pk->win_ids[0] || !pk->win_ids[1]))) {
         pile__prep_packer_free(pk);
         return pile_err_set(err, PILE_ENOMEM, "out of memory");
     }
@@ -204,13 +214,12 @@ void pile__prep_packer_free(prep_packer *pk)
     pile_shard_writer_close(pk->w);
     free(pk->sub_map);
     free(pk->named_in);
-    free(pk->row);
     free(pk->doc_off);
     free(pk->doc_gid);
     free(pk->doc_flags);
     free(pk->docs_scratch);
-    free(pk->pieces);
-    pile_buf_free(&pk->win_tokens);
+    free(pk->win_ids[0]);
+    free(pk->win_ids[1]);
     free(pk->win);
     pile__prep_bfd_free(pk->bfd);
     free(pk->p_len);
@@ -238,6 +247,8 @@ static int open_shard(prep_packer *pk, pile_split split, pile_err *err)
     prm.pad_id = st->eot_id;
     prm.pack = st->pack;
     prm.split = split;
+    /* rows the workers have not filled yet: a chunk's worth per worker, about */
+    prm.buffers = 2 + (uint32_t)(st->threads < 62 ? st->threads : 62);
     memcpy(prm.tokenizer_fp, st->tok_fp,
            PILE_SHARD_FP_BYTES < PILE_TOKENIZER_FP_BYTES ? PILE_SHARD_FP_BYTES : PILE_TOKENIZER_FP_BYTES);
     int rc = pile_shard_writer_open(&pk->w, path.data, &prm, err);
@@ -331,13 +342,32 @@ static int local_subset(prep_packer *pk, uint32_t gid, uint16_t *out, pile_err *
     return 0;
 }
 
-/* A row of len ids made of the pieces (one run, or best-fit's segments
- * where the window holds them), with its document starts. */
-static int emit_row(prep_packer *pk, pile_split split, const pile_shard_piece *pieces, uint32_t npieces, uint32_t len,
-                    const uint32_t *off, const uint32_t *gid, const uint16_t *flags, uint32_t ndocs, uint32_t lead,
-                    pile_err *err)
+void pile__prep_packer_set_sink(prep_packer *pk, const prep_sink *sink)
+{
+    pk->sink = *sink;
+}
+
+/* The place of the next row in the open shard (opened first if none is),
+ * in *slot. When the writer's ring is full of rows not filled yet, the
+ * sink's copies are done first (some may be waiting on this thread). */
+static int reserve_row(prep_packer *pk, pile_split split, uint64_t *slot, pile_err *err)
 {
     if (!pk->w) PILE_FORWARD_IF_ERR(open_shard(pk, split, err));
+    double t0 = pile_now();
+    int rc = pile_shard_writer_reserve_row(pk->w, 0, slot, err);
+    if (rc == 1) {
+        rc = pk->sink.drain(pk->sink.ctx, err);
+        if (!rc) rc = pile_shard_writer_reserve_row(pk->w, 1, slot, err);
+    }
+    pk->t_write += pile_now() - t0;
+    return rc;
+}
+
+/* Commits the row reserved at `slot`: len ids, whose copies are already
+ * with the sink, padding after them, and its document starts. */
+static int emit_row(prep_packer *pk, pile_split split, uint64_t slot, uint32_t len, const uint32_t *off,
+                    const uint32_t *gid, const uint16_t *flags, uint32_t ndocs, uint32_t lead, pile_err *err)
+{
     for (uint32_t i = 0; i < ndocs; i++) {
         pk->docs_scratch[i].offset = off[i];
         pk->docs_scratch[i].flags = flags[i];
@@ -345,8 +375,9 @@ static int emit_row(prep_packer *pk, pile_split split, const pile_shard_piece *p
     }
     uint16_t lead_local = 0;
     PILE_FORWARD_IF_ERR(local_subset(pk, lead, &lead_local, err));
+    if (len < pk->L) PILE_FORWARD_IF_ERR(pk->sink.move(pk->sink.ctx, pk->w, slot, len, NULL, NULL, pk->L - len, err));
     double t0 = pile_now();
-    int rc = pile_shard_writer_add_row_gather(pk->w, pieces, npieces, pk->docs_scratch, ndocs, lead_local, err);
+    int rc = pile_shard_writer_commit_row(pk->w, len, pk->docs_scratch, ndocs, lead_local, err);
     pk->t_write += pile_now() - t0;
     if (rc) return rc;
     pk->w_rows++;
@@ -384,6 +415,8 @@ static int finish_shard(prep_packer *pk, prep_resume r, const partial_doc *parti
 {
     prep_state *st = pk->st;
     pile_shard_info info;
+    /* every row's ids in place first */
+    PILE_FORWARD_IF_ERR(pk->sink.drain(pk->sink.ctx, err));
     double t0 = pile_now();
     int rc = pile_shard_writer_finish(pk->w, &info, err);
     pk->t_write += pile_now() - t0;
@@ -444,17 +477,14 @@ static int row_done(prep_packer *pk, pile_split split, size_t input, uint64_t li
     return finish_shard(pk, r, NULL, err);
 }
 
-/* Concat fills each row from the documents' ids where they lie, in the
- * chunk the workers narrowed them into: while the row's ids so far are one
- * run of memory (row_src), nothing is copied, and a row that lies inside
- * one chunk (most rows, documents short or long) goes to the writer from
- * there. Only a row that spans two chunks (the end of one and the start of
- * the next) is gathered in pk->row, when the first is released. */
+/* Concat: each row's place is reserved when its first id comes, and each
+ * piece of a document in it becomes one copy from where the document's ids
+ * lie (the chunk the workers narrowed them into); a row across two chunks
+ * is two copies, one from each. */
 static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t lineno, const unsigned char *tokens,
                       size_t n, uint64_t pos, uint32_t gid, unsigned repairs, pile_err *err)
 {
     const uint32_t L = pk->L;
-    const size_t wd = pk->width;
     if (pos == 0) {
         pk->doc_off[pk->ndocs] = pk->row_len;
         pk->doc_gid[pk->ndocs] = gid;
@@ -462,37 +492,23 @@ static int concat_doc(prep_packer *pk, pile_split split, size_t input, uint64_t 
         pk->ndocs++;
     }
     while (pos < n) {
-        const unsigned char *src = tokens + pos * wd;
         if (pk->row_len == 0) {
             pk->lead = gid;
-            pk->row_src = src;
+            PILE_FORWARD_IF_ERR(reserve_row(pk, split, &pk->slot, err));
         }
         size_t take = n - pos < (size_t)(L - pk->row_len) ? n - pos : (size_t)(L - pk->row_len);
-        if (pk->row_src && src != pk->row_src + (size_t)pk->row_len * wd) {
-            /* not where the row's ids so far end: gather it from here on */
-            memcpy(pk->row, pk->row_src, (size_t)pk->row_len * wd);
-            pk->row_src = NULL;
-        }
-        if (!pk->row_src) memcpy(pk->row + pk->row_len * wd, src, take * wd);
+        PILE_FORWARD_IF_ERR(pk->sink.move(pk->sink.ctx, pk->w, pk->slot, pk->row_len, NULL, tokens + pos * pk->width,
+                                          (uint32_t)take, err));
         pos += take;
         pk->row_len += (uint32_t)take;
         if (pk->row_len < L) break;
-        pile_shard_piece one = {pk->row_src ? pk->row_src : pk->row, L};
-        PILE_FORWARD_IF_ERR(emit_row(pk, split, &one, 1, L, pk->doc_off, pk->doc_gid, pk->doc_flags, pk->ndocs,
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->slot, L, pk->doc_off, pk->doc_gid, pk->doc_flags, pk->ndocs,
                                      pk->lead, err));
         pk->row_len = 0;
         pk->ndocs = 0;
-        pk->row_src = NULL;
         PILE_FORWARD_IF_ERR(row_done(pk, split, input, lineno, n, pos, gid, repairs, err));
     }
     return 0;
-}
-
-void pile__prep_packer_release(prep_packer *pk)
-{
-    if (!pk || !pk->row_src) return;
-    memcpy(pk->row, pk->row_src, (size_t)pk->row_len * pk->width);
-    pk->row_src = NULL;
 }
 
 static int grow_u32(uint32_t **p, size_t n)
@@ -511,6 +527,8 @@ static int close_window(prep_packer *pk, pile_split split, int may_finish, prep_
 {
     if (pk->n_win == 0) return 0;
     const uint32_t L = pk->L;
+    /* every id of the window in place, and the other window's copies done (it is next) */
+    PILE_FORWARD_IF_ERR(pk->sink.drain(pk->sink.ctx, err));
     size_t np = 0;
     for (size_t d = 0; d < pk->n_win; d++) np += (pk->win[d].len + L - 1) / L;
     if (np > pk->p_cap) {
@@ -549,25 +567,30 @@ static int close_window(prep_packer *pk, pile_split split, int may_finish, prep_
         else pk->p_next[pk->bin_tail[b]] = (uint32_t)i + 1;
         pk->bin_tail[b] = (uint32_t)i;
     }
+    const unsigned char *ids = pk->win_ids[pk->wi];
     for (size_t b = 0; b < nbins; b++) {
         uint32_t len = 0, nd = 0;
+        uint64_t slot;
+        PILE_FORWARD_IF_ERR(reserve_row(pk, split, &slot, err));
         for (uint32_t i1 = pk->bin_head[b]; i1; i1 = pk->p_next[i1 - 1]) {
             uint32_t i = i1 - 1;
             const win_doc *wd = &pk->win[pk->p_doc[i]];
-            /* the writer gathers the row from the window: no copy here */
-            pk->pieces[nd].ids = pk->win_tokens.data + (wd->tok_off + pk->p_start[i]) * pk->width;
-            pk->pieces[nd].len = pk->p_len[i];
+            /* each segment copied from the window into its place in the row */
+            PILE_FORWARD_IF_ERR(pk->sink.move(pk->sink.ctx, pk->w, slot, len, NULL,
+                                              ids + (wd->tok_off + pk->p_start[i]) * pk->width, pk->p_len[i], err));
             pk->doc_off[nd] = len;
             pk->doc_gid[nd] = wd->gid;
             pk->doc_flags[nd] = pk->p_start[i] ? PILE_DOC_CONTINUED : 0;
             nd++;
             len += pk->p_len[i];
         }
-        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->pieces, nd, len, pk->doc_off, pk->doc_gid, pk->doc_flags, nd,
-                                     pk->doc_gid[0], err));
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, slot, len, pk->doc_off, pk->doc_gid, pk->doc_flags, nd, pk->doc_gid[0],
+                                     err));
     }
+    /* the next window fills the other buffer while this one's copies are on their way */
     pk->n_win = 0;
-    pk->win_tokens.len = 0;
+    pk->win_len = 0;
+    pk->wi ^= 1;
     if (may_finish && pk->w && pk->w_rows >= pk->st->rows_per_shard) PILE_FORWARD_IF_ERR(finish_shard(pk, r, NULL, err));
     return 0;
 }
@@ -583,12 +606,24 @@ static int bestfit_doc(prep_packer *pk, pile_split split, size_t input, uint64_t
         pk->win = v;
         pk->cap_win = cap;
     }
-    pk->win[pk->n_win].tok_off = pk->win_tokens.len / pk->width;
+    int wi = pk->wi;
+    if (pk->win_len + n > pk->win_cap[wi]) {
+        /* a document longer than the room left: the window grows, once no copy goes to or from it */
+        PILE_FORWARD_IF_ERR(pk->sink.drain(pk->sink.ctx, err));
+        size_t cap = pk->win_cap[wi] * 2 > pk->win_len + n ? pk->win_cap[wi] * 2 : pk->win_len + n;
+        unsigned char *v = realloc(pk->win_ids[wi], cap * pk->width);
+        if (!v) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        pk->win_ids[wi] = v;
+        pk->win_cap[wi] = cap;
+    }
+    pk->win[pk->n_win].tok_off = pk->win_len;
     pk->win[pk->n_win].len = (uint32_t)n;
     pk->win[pk->n_win].gid = gid;
     pk->n_win++;
-    if (pile_buf_append(&pk->win_tokens, tokens, n * pk->width)) return pile_err_set(err, PILE_ENOMEM, "out of memory");
-    if (pk->win_tokens.len / pk->width >= (uint64_t)pk->st->window_rows * pk->L) {
+    PILE_FORWARD_IF_ERR(pk->sink.move(pk->sink.ctx, NULL, 0, 0, pk->win_ids[wi] + pk->win_len * pk->width, tokens,
+                                      (uint32_t)n, err));
+    pk->win_len += n;
+    if (pk->win_len >= (uint64_t)pk->st->window_rows * pk->L) {
         prep_resume r = {input, lineno + 1, 0, 0};
         return close_window(pk, split, 1, r, err);
     }
@@ -613,12 +648,10 @@ int pile__prep_packer_end_split(prep_packer *pk, pile_split split, size_t next_i
     if (pk->st->pack == PILE_PACK_BEST_FIT) {
         PILE_FORWARD_IF_ERR(close_window(pk, split, 0, r, err));
     } else if (pk->row_len) {
-        pile_shard_piece one = {pk->row_src ? pk->row_src : pk->row, pk->row_len};
-        PILE_FORWARD_IF_ERR(emit_row(pk, split, &one, 1, pk->row_len, pk->doc_off, pk->doc_gid, pk->doc_flags,
+        PILE_FORWARD_IF_ERR(emit_row(pk, split, pk->slot, pk->row_len, pk->doc_off, pk->doc_gid, pk->doc_flags,
                                      pk->ndocs, pk->lead, err));
         pk->row_len = 0;
         pk->ndocs = 0;
-        pk->row_src = NULL;
     }
     if (pk->w) PILE_FORWARD_IF_ERR(finish_shard(pk, r, NULL, err));
     return 0;

@@ -4,9 +4,13 @@
  * files), N workers parse and tokenize whole chunks (one JSON parser and one
  * encoder each) and narrow the ids to the shards' width, and the calling
  * thread packs the chunk results strictly in input order (input, then chunk
- * within it). Chunks live in a pool of slots, so memory is bounded by the
- * pool whatever the input size, and the output depends only on the order of
- * the lines, never on the number of threads or on timing. */
+ * within it). Packing only decides where each id goes, from token counts:
+ * the copies it decides for a chunk (into the rows' places in the shard
+ * writer's ring, for best-fit into its window first) go back to the workers
+ * as one job, which they take before any new chunk to tokenize. Chunks live
+ * in a pool of slots, so memory is bounded by the pool whatever the input
+ * size, and the output depends only on the order of the lines, never on
+ * the number of threads or on timing. */
 #include "prep_internal.h"
 
 #include <dirent.h>
@@ -51,8 +55,18 @@ typedef struct item {
 } item;
 
 /* A slot is FREE, being FILLed by a reader, READ (waiting for a worker), at
- * WORK, or DONE (waiting for the packer). */
-enum { SLOT_FREE, SLOT_FILL, SLOT_READ, SLOT_WORK, SLOT_DONE };
+ * WORK, DONE (waiting for the packer), PACKED (its copies waiting for a
+ * worker) or at COPY. */
+enum { SLOT_FREE, SLOT_FILL, SLOT_READ, SLOT_WORK, SLOT_DONE, SLOT_PACKED, SLOT_COPY };
+
+/* One copy the packer decided (prep_sink.move). */
+typedef struct move {
+    pile_shard_writer *w;
+    uint64_t slot;
+    unsigned char *dst;
+    const unsigned char *src;
+    uint32_t at, n;
+} move;
 
 typedef struct chunk {
     size_t input;
@@ -69,6 +83,8 @@ typedef struct chunk {
     size_t n, cap;
     pile_ids tokens;  /* the documents' ids, narrowed in place to one stream at the shards' width (narrow_doc) */
     pile_buf strs;
+    move *moves;       /* the packer's copies out of (and, best-fit, into its window from) this chunk */
+    size_t nmoves, cap_moves;
     int state;
     double t_parse, t_tok;     /* wall seconds */
     double cpu_parse, cpu_tok; /* the worker's CPU seconds */
@@ -93,6 +109,9 @@ typedef struct pipe {
     uv_cond_t cv;
     size_t used;          /* slots not free */
     size_t ready;         /* slots READ */
+    size_t packed, copying; /* slots PACKED, COPY */
+    int copy_rc;          /* the first copy that failed, and why */
+    pile_err copy_err;
     size_t in_flight;     /* line bytes of chunks read and not yet packed */
     size_t next_claim;    /* the next input a reader takes */
     size_t first_open;    /* the lowest input not wholly read */
@@ -102,8 +121,8 @@ typedef struct pipe {
     int reading, reading_max; /* inputs being read now, and the most at once */
     int readers_left, stop_claims, abort;
     /* thread-seconds so far (live, for the progress line), and CPU seconds */
-    double t_read, t_parse, t_tok;
-    double cpu_read, cpu_parse, cpu_tok;
+    double t_read, t_parse, t_tok, t_copy;
+    double cpu_read, cpu_parse, cpu_tok, cpu_copy;
     uint64_t jsonl_bytes; /* decompressed line bytes read */
     size_t decoder_bytes; /* the most one input's decompressor held */
 } pipe_t;
@@ -113,6 +132,7 @@ static void chunk_free(chunk *c)
     pile_buf_free(&c->text);
     pile_buf_free(&c->strs);
     pile_ids_free(&c->tokens);
+    free(c->moves);
     free(c->lines);
     free(c->items);
 }
@@ -153,6 +173,7 @@ static chunk *acquire(pipe_t *p, size_t i, uint64_t seq)
     if (c->tokens.cap > SLOT_KEEP_BYTES / sizeof *c->tokens.data) pile_ids_free(&c->tokens);
     c->text.len = c->strs.len = c->tokens.len = 0;
     c->n = 0;
+    c->nmoves = 0;
     c->longest = 0;
     c->last = c->truncated = c->rc = 0;
     c->t_parse = c->t_tok = c->cpu_parse = c->cpu_tok = 0;
@@ -470,6 +491,61 @@ typedef struct worker {
     int rc;
 } worker;
 
+/* The slot's chunk is done with (mu held). */
+static void slot_release(pipe_t *p, chunk *c)
+{
+    c->state = SLOT_FREE;
+    p->used--;
+    p->in_flight -= c->text_bytes;
+    uv_cond_broadcast(&p->cv);
+}
+
+/* Does a chunk's copies, in order; the first failure is the pipe's. */
+static void run_moves(pipe_t *p, chunk *c, size_t from)
+{
+    for (size_t k = from; k < c->nmoves; k++) {
+        const move *m = &c->moves[k];
+        if (!m->w) {
+            memcpy(m->dst, m->src, (size_t)m->n * p->width);
+            continue;
+        }
+        pile_err e;
+        int rc = pile_shard_writer_fill(m->w, m->slot, m->at, m->src, m->n, &e);
+        if (rc) {
+            uv_mutex_lock(&p->mu);
+            if (!p->copy_rc) {
+                p->copy_rc = rc;
+                p->copy_err = e;
+            }
+            uv_mutex_unlock(&p->mu);
+            break;
+        }
+    }
+}
+
+/* Takes a PACKED chunk, does its copies and frees its slot (mu held, and
+ * held again on return); 0 when there was none. */
+static int copy_one(pipe_t *p)
+{
+    chunk *c = NULL;
+    for (size_t s = 0; s < p->nslots && !c; s++)
+        if (p->slots[s].state == SLOT_PACKED) c = &p->slots[s];
+    if (!c) return 0;
+    c->state = SLOT_COPY;
+    p->packed--;
+    p->copying++;
+    uv_mutex_unlock(&p->mu);
+    double t0 = pile_now(), c0 = pile_cpu_now();
+    run_moves(p, c, 0);
+    double t = pile_now() - t0, cpu = pile_cpu_now() - c0;
+    uv_mutex_lock(&p->mu);
+    p->t_copy += t;
+    p->cpu_copy += cpu;
+    p->copying--;
+    slot_release(p, c);
+    return 1;
+}
+
 static void worker_main(void *arg)
 {
     worker *w = arg;
@@ -483,8 +559,11 @@ static void worker_main(void *arg)
     }
     uv_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->abort && !p->ready && p->readers_left) uv_cond_wait(&p->cv, &p->mu);
-        if (p->abort || !p->ready) break;
+        /* copies come from the packer until it ends the job (abort) */
+        while (!p->abort && !p->ready && !p->packed) uv_cond_wait(&p->cv, &p->mu);
+        if (p->abort) break;
+        /* copies first: their slots and the writer's ring wait for them */
+        if (copy_one(p)) continue;
         /* the oldest chunk read: the packer needs it first */
         chunk *c = NULL;
         for (size_t s = 0; s < p->nslots; s++) {
@@ -531,6 +610,8 @@ static void worker_main(void *arg)
 typedef struct run_ctx {
     prep_state *st;
     prep_packer *pk;
+    pipe_t *p;
+    chunk *cur; /* the chunk being packed: the packer's copies join its job */
     const pile_prep_opts *opts;
     unsigned width; /* bytes per id in the chunks' narrowed stream */
     uint64_t reported_skips, reported_repairs, reported_names;
@@ -578,6 +659,42 @@ static const char *repair_words(unsigned r)
         return "invalid UTF-8 and lone surrogates replaced by U+FFFD";
     if (r & PILE_REPAIR_UTF8) return "invalid UTF-8 replaced by U+FFFD";
     return "lone surrogate escapes replaced by U+FFFD";
+}
+
+static int sink_move(void *ctx, pile_shard_writer *w, uint64_t slot, uint32_t at, unsigned char *dst,
+                     const unsigned char *src, uint32_t n, pile_err *err)
+{
+    run_ctx *x = ctx;
+    chunk *c = x->cur;
+    if (c->nmoves == c->cap_moves) {
+        size_t cap = c->cap_moves ? c->cap_moves * 2 : 256;
+        move *v = realloc(c->moves, cap * sizeof *v);
+        if (!v) return pile_err_set(err, PILE_ENOMEM, "out of memory");
+        c->moves = v;
+        c->cap_moves = cap;
+    }
+    c->moves[c->nmoves++] = (move){w, slot, dst, src, at, n};
+    return 0;
+}
+
+/* Every copy handed over so far done: the chunk being packed's here, the
+ * jobs no worker has taken here too, then a wait for those being done. */
+static int sink_drain(void *ctx, pile_err *err)
+{
+    run_ctx *x = ctx;
+    pipe_t *p = x->p;
+    if (x->cur) {
+        run_moves(p, x->cur, 0);
+        x->cur->nmoves = 0;
+    }
+    uv_mutex_lock(&p->mu);
+    while (!p->copy_rc && (copy_one(p) || p->copying)) {
+        if (p->copying && !p->packed) uv_cond_wait(&p->cv, &p->mu);
+    }
+    int rc = p->copy_rc;
+    if (rc) *err = p->copy_err;
+    uv_mutex_unlock(&p->mu);
+    return rc;
 }
 
 static int pack_chunk(run_ctx *x, chunk *c, pile_err *err)
@@ -781,7 +898,9 @@ void pile_prep_result_free(pile_prep_result *res)
 
 /* The busiest stage: each stage's busy thread-seconds over what its threads
  * had (wall time x threads; readers: the most inputs read at once), so a
- * user sees whether more cores would help. Fills *name and returns its share. */
+ * user sees whether more cores would help. The workers' stage is named
+ * parse+tokenize and counts their copies of the ids into the rows too.
+ * Fills *name and returns its share. */
 static double busiest(double wall, double read_s, int readers, double work_s, int workers, double pack_s,
                       const char **name)
 {
@@ -804,8 +923,8 @@ void pile__prep_stage_line(const pile_prep_result *res, pile_buf *out)
 {
     const char *name;
     double w = res->pipeline_s > 1e-9 ? res->pipeline_s : 1e-9;
-    double share = busiest(res->pipeline_s, res->read_s, res->readers, res->parse_s + res->tokenize_s, res->threads,
-                           res->pack_s, &name);
+    double work = res->parse_s + res->tokenize_s + res->copy_s;
+    double share = busiest(res->pipeline_s, res->read_s, res->readers, work, res->threads, res->pack_s, &name);
     const char *advice = !strcmp(name, "parse+tokenize")
                              ? "more threads (and cores) would make it faster"
                          : !strcmp(name, "read")
@@ -816,7 +935,7 @@ void pile__prep_stage_line(const pile_prep_result *res, pile_buf *out)
                     "busiest stage: %s, %.0f%% of the wall time (read %.0f%% of %d reader%s, parse+tokenize %.0f%% "
                     "of %d worker%s, pack+write %.0f%% of 1): %s\n",
                     name, 100 * share, 100 * res->read_s / (w * (res->readers > 0 ? res->readers : 1)), res->readers,
-                    res->readers == 1 ? "" : "s", 100 * (res->parse_s + res->tokenize_s) / (w * res->threads),
+                    res->readers == 1 ? "" : "s", 100 * work / (w * res->threads),
                     res->threads, res->threads == 1 ? "" : "s", 100 * res->pack_s / w, advice);
 }
 
@@ -882,7 +1001,8 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     res->input_bytes = total - before;
     pile_progress *prog = pile_progress_create(o->progress, o->progress != NULL, total);
 
-    run_ctx x = {.st = st, .pk = pk, .opts = o, .width = p.width, .resume_pending = st->resume.tok_off > 0};
+    run_ctx x = {.st = st, .pk = pk, .p = &p, .opts = o, .width = p.width, .resume_pending = st->resume.tok_off > 0};
+    pile__prep_packer_set_sink(pk, &(prep_sink){&x, sink_move, sink_drain});
     prep_split_stats tot0;
     pile__prep_stats_total(&st->stats, &tot0);
     for (int k = 1; k < PILE_SKIP_COUNT; k++) x.reported_skips += tot0.skipped[k];
@@ -932,8 +1052,18 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
                 break;
             }
             double t0 = pile_now(), c0 = pile_cpu_now();
+            x.cur = c;
             rc = pack_chunk(&x, c, err);
-            pile__prep_packer_release(pk); /* before the slot is reused */
+            x.cur = NULL;
+            if (!rc) {
+                /* a copy that failed (an id over the vocabulary: the workers checked them, so never) */
+                uv_mutex_lock(&p.mu);
+                if (p.copy_rc) {
+                    rc = p.copy_rc;
+                    *err = p.copy_err;
+                }
+                uv_mutex_unlock(&p.mu);
+            }
             t_pack += pile_now() - t0;
             cpu_pack += pile_cpu_now() - c0;
             last = c->last;
@@ -942,19 +1072,23 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
                 pile__prep_stats_total(&st->stats, &tot);
                 const char *name;
                 uv_mutex_lock(&p.mu);
-                double share = busiest(pile_now() - t_begin, p.t_read, p.reading_max, p.t_parse + p.t_tok, threads,
-                                       t_pack, &name);
+                double share = busiest(pile_now() - t_begin, p.t_read, p.reading_max,
+                                       p.t_parse + p.t_tok + p.t_copy, threads, t_pack, &name);
                 uv_mutex_unlock(&p.mu);
                 char note[64];
                 snprintf(note, sizeof note, "busiest: %s %.0f%%", name, 100 * share);
                 pile_progress_note(prog, note);
                 pile_progress_update(prog, c->bytes_done, tot.docs - docs_base, tot.tokens - toks_base, 0);
             }
+            /* its copies to the workers; the slot is free once they are done */
             uv_mutex_lock(&p.mu);
-            c->state = SLOT_FREE;
-            p.used--;
-            p.in_flight -= c->text_bytes;
-            uv_cond_broadcast(&p.cv);
+            if (c->nmoves && !rc) {
+                c->state = SLOT_PACKED;
+                p.packed++;
+                uv_cond_broadcast(&p.cv);
+            } else {
+                slot_release(&p, c);
+            }
             uv_mutex_unlock(&p.mu);
         }
     }
@@ -976,6 +1110,8 @@ int pile__prep_pipeline(prep_state *st, const pile_tokenizer *tok, pile_prep_res
     res->decoder_bytes = p.decoder_bytes;
     res->parse_s = p.t_parse;
     res->tokenize_s = p.t_tok;
+    res->copy_s = p.t_copy;
+    res->copy_cpu = p.cpu_copy;
     res->pack_s = t_pack;
     res->write_s = pile__prep_packer_write_s(pk);
     res->read_cpu = p.cpu_read;
@@ -1356,20 +1492,22 @@ int pile_prep_run(const pile_prep_opts *opts, pile_prep_result *res_out, pile_er
                         st.n_shards, res->shards_kept, res->wall_s, (double)res->jsonl_bytes / 1e6 / w,
                         (double)res->input_bytes / 1e6 / w, (double)res->tokens / 1e6 / w);
         summary_check_line(res, &res->summary);
-        double outside = res->read_s + res->parse_s + res->pack_s;
+        double outside = res->read_s + res->parse_s + res->pack_s + res->copy_s;
         pile_buf_printf(&res->summary,
                         "stage time (thread-seconds): read %.2f, parse %.2f, tokenize %.2f, pack+write %.2f "
-                        "(of which write %.2f) (read+parse+pack = %.1f%% of tokenize)\n",
-                        res->read_s, res->parse_s, res->tokenize_s, res->pack_s, res->write_s,
+                        "(of which write %.2f), copy %.2f (read+parse+pack+copy = %.1f%% of tokenize)\n",
+                        res->read_s, res->parse_s, res->tokenize_s, res->pack_s, res->write_s, res->copy_s,
                         res->tokenize_s > 0 ? 100.0 * outside / res->tokenize_s : 0.0);
         pile_buf_printf(&res->summary,
                         "stage CPU (thread-seconds): read %.3f, parse %.3f, tokenize %.3f, pack %.3f, write %.3f, "
-                        "background-write %.3f (all but tokenize = %.1f%% of tokenize; background-write: the shard "
-                        "writer's own thread, checksums and disk writes)\n",
+                        "copy %.3f, background-write %.3f (all but tokenize = %.1f%% of tokenize; pack and write: "
+                        "the packing thread; copy: the workers' copies of the ids into the rows; background-write: "
+                        "the shard writer's own thread, checksums and disk writes)\n",
                         res->read_cpu, res->parse_cpu, res->tokenize_cpu, res->pack_cpu, res->write_cpu,
-                        res->bg_write_cpu,
+                        res->copy_cpu, res->bg_write_cpu,
                         res->tokenize_cpu > 0 ? 100.0 * (res->read_cpu + res->parse_cpu + res->pack_cpu +
-                                                         res->write_cpu + res->bg_write_cpu) / res->tokenize_cpu
+                                                         res->write_cpu + res->copy_cpu + res->bg_write_cpu) /
+                                                    res->tokenize_cpu
                                               : 0.0);
         pile__prep_stage_line(res, &res->summary);
         struct rusage ru;
