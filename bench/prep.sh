@@ -53,7 +53,8 @@ echo "pile-prep $("$PREP" --version | cut -d' ' -f2), commit $(git -C "$ROOT" re
 # run CORPUS TOKNAME J REP [BINARY]: one run, one line of runs.tsv:
 # corpus tok j rep jsonl_mb wall mbs mtoks rss read parse tokenize pack write readers busiest share
 #   read_cpu parse_cpu tokenize_cpu pack_cpu write_cpu bg_write_cpu (the writer's background thread; empty
-#   for a pile-prep that does not report it)
+#   for a pile-prep that does not report it) copy_cpu (the workers' copies of the ids into the rows; empty
+#   for a pile-prep whose packing thread copies them, counted in pack and write)
 run() {
     r_corpus=$1 r_tok=$2 r_j=$3 r_rep=$4 r_bin=${5:-$PREP}
     r_spec=bytes
@@ -91,14 +92,15 @@ run() {
                 if ($i == "pack") kc = $(i + 1)
                 if ($i == "write") wc = $(i + 1)
                 if ($i == "background-write") bw = $(i + 1)
+                if ($i == "copy") cc = $(i + 1)
             }
         }
         /^busiest stage:/ { bn = $3; sub(/,$/, "", bn); bs = $4 }
         /inputs? read at once at most/ { for (i = 1; i <= NF; i++) if ($i ~ /^\(?[0-9]+$/ && $(i + 1) ~ /^inputs?$/) { nr = $i; gsub(/\(/, "", nr) } }
         /Maximum resident set size/ { rss = $NF / 1024 }
         END {
-            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-                   name, tok, j, rep, wall * mbs, wall, mbs, tps, rss, rd, ps, tk, pw - wr, wr, nr, bn, bs, rc, pc, tc, kc, wc, bw
+            printf "%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+                   name, tok, j, rep, wall * mbs, wall, mbs, tps, rss, rd, ps, tk, pw - wr, wr, nr, bn, bs, rc, pc, tc, kc, wc, bw, cc
         }' "$TMP/err" >>"$TMP/runs.tsv"
 }
 
@@ -130,7 +132,7 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 sort -t"$(printf '\t')" -k1,1 -k2,2 -k3,3n -k6,6g "$TMP/runs.tsv" | awk -F'\t' '
     { key = $1 FS $2 FS $3; if (key in seen) next; seen[key] = 1
       share = $12 > 0 ? ($10 + $11 + $13 + $14) / $12 * 100 : 0
-      cpu = $20 > 0 ? sprintf("%.1f%%", ($18 + $19 + $21 + $22 + $23) / $20 * 100) : ""
+      cpu = $20 > 0 ? sprintf("%.1f%%", ($18 + $19 + $21 + $22 + $23 + $24) / $20 * 100) : ""
       printf "| %s | %.0f | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %.2f | %s | %.1f%% | %s | %s | %s %s |\n",
              $1, $5, $2, $3, $6, $7, $8, $9, $10, $11, $12, $13, $14, share, cpu, $15, $16, $17 }'
 
@@ -168,10 +170,11 @@ echo
 echo "Stages alone, one thread, GPT-2 on $(basename "$BIG"): CPU seconds of each stage's threads (each the least over"
 echo "the -j 1 runs; CPU time, which a loaded machine does not inflate as it does wall time; decompress: \`zstd -dc\`"
 echo "of the same files, $(printf '%.2f' "$dec") s at best; split lines = read - decompress: the line reader and the copy into"
-echo "chunks; pack + write: the packing thread (rows, the copy of the ids into the writer's buffer, finishing shards);"
-echo "background-write: the shard writer's own thread (the data and row checksums, the disk writes)), and the ceilings"
-echo "they imply: one reader per input file read at once (1 + cores/4 of them, at most the job's files), one packing"
-echo "thread, one background writer, and all stages sharing the cores:"
+echo "chunks; pack + write: the packing thread (placing rows, reserving and committing them in the writer, finishing"
+echo "shards); copy: the workers' copies of the ids into the rows (a pile-prep without it copies on the packing"
+echo "thread); background-write: the shard writer's own thread (the data and row checksums, the disk writes)), and the"
+echo "ceilings they imply: one reader per input file read at once (1 + cores/4 of them, at most the job's files), one"
+echo "packing thread, one background writer, and all stages sharing the cores:"
 echo
 awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
     $1 == big && $2 == "gpt2" && $3 == 1 {
@@ -179,13 +182,14 @@ awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
         if (rd == "" || $18 < rd) rd = $18; if (ps == "" || $19 < ps) ps = $19; if (tk == "" || $20 < tk) tk = $20
         if (pk == "" || $21 < pk) pk = $21; if (wr == "" || $22 < wr) wr = $22
         if ($23 != "" && (bw == "" || $23 < bw)) bw = $23
+        if ($24 != "" && (cc == "" || $24 < cc)) cc = $24
     }
     END {
         sp = rd - dec; if (sp < 0.001) sp = 0.001
-        n = split("decompress split-lines parse tokenize pack write background-write", name, " ")
-        t[1] = dec; t[2] = sp; t[3] = ps; t[4] = tk; t[5] = pk; t[6] = wr; t[7] = bw + 0
+        n = split("decompress split-lines parse tokenize pack write copy background-write", name, " ")
+        t[1] = dec; t[2] = sp; t[3] = ps; t[4] = tk; t[5] = pk; t[6] = wr; t[7] = cc + 0; t[8] = bw + 0
         for (i = 1; i <= n; i++) if (t[i] < 0.001) t[i] = 0.001  # below the clock: at most a millisecond
-        pk = t[5]; wr = t[6]; bw = t[7]
+        pk = t[5]; wr = t[6]; cc = t[7]; bw = t[8]
         printf "| stage | CPU seconds | MB/s of JSONL on one thread | share of tokenize |\n|---|---|---|---|\n"
         other = 0
         for (i = 1; i <= n; i++) {
@@ -193,8 +197,8 @@ awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
             if (i != 4) other += t[i]
         }
         printf "| everything but tokenize | %.3f | | %.1f%% |\n", other, 100 * other / tk
-        cpu = dec + sp + ps + tk + pk + wr + bw
-        printf "\nTokenizing on 64 cores: %.0f MB/s of JSONL. One packing thread (pack + write): %.0f MB/s; the writer'"'"'s background thread: %.0f MB/s; one reader (decompress + split): %.0f MB/s.\n\n", 64 * mb / tk, mb / (pk + wr), mb / bw, mb / (dec + sp)
+        cpu = dec + sp + ps + tk + pk + wr + cc + bw
+        printf "\nTokenizing on 64 cores: %.0f MB/s of JSONL. One packing thread (pack + write): %.0f MB/s; the copies on one worker: %.0f MB/s; the writer'"'"'s background thread: %.0f MB/s; one reader (decompress + split): %.0f MB/s.\n\n", 64 * mb / tk, mb / (pk + wr), mb / cc, mb / bw, mb / (dec + sp)
         printf "| cores | all stages on the cores | readers (files: %d) | the packing thread | the background writer | ceiling | limited by |\n|---|---|---|---|---|---|---|\n", files
         split("8 32 128", cores, " ")
         for (c = 1; c <= 3; c++) {
