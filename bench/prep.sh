@@ -187,7 +187,8 @@ awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
     END {
         sp = rd - dec; if (sp < 0.001) sp = 0.001
         n = split("decompress split-lines parse tokenize pack write copy background-write", name, " ")
-        t[1] = dec; t[2] = sp; t[3] = ps; t[4] = tk; t[5] = pk; t[6] = wr; t[7] = cc + 0; t[8] = bw + 0
+        t[1] = dec + 0; t[2] = sp + 0; t[3] = ps + 0; t[4] = tk + 0; t[5] = pk + 0; t[6] = wr + 0; t[7] = cc + 0
+        t[8] = bw + 0  # numbers, not the fields'"'"' strings: the clamp below compares them
         for (i = 1; i <= n; i++) if (t[i] < 0.001) t[i] = 0.001  # below the clock: at most a millisecond
         pk = t[5]; wr = t[6]; cc = t[7]; bw = t[8]
         printf "| stage | CPU seconds | MB/s of JSONL on one thread | share of tokenize |\n|---|---|---|---|\n"

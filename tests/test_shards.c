@@ -563,6 +563,191 @@ static void test_packed(uint32_t vocab, uint32_t max_length, int ndocs, const ch
     pile_buf_free(&row);
 }
 
+/* Rows whose ids other threads fill: the writer's thread reserves each row
+ * and commits it at once, FILLERS threads fill the pieces (three of ids,
+ * one of padding) in a scrambled order; the ring holds only a few rows'
+ * worth, so reserving must wait for fills (the fillers start only once a
+ * reserve without waiting has found the ring full). */
+#define FILLERS 4
+
+typedef struct fill_piece {
+    uint64_t slot;
+    uint32_t at, n;
+    const unsigned char *ids; /* NULL: padding */
+} fill_piece;
+
+typedef struct fill_queue {
+    pile_shard_writer *w;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    fill_piece *v;
+    size_t n, cap;
+    int hold, done, failed; /* hold: the fillers wait until the ring has been found full once */
+} fill_queue;
+
+static void filler_main(void *arg)
+{
+    fill_queue *q = arg;
+    uv_mutex_lock(&q->mu);
+    for (;;) {
+        while ((q->hold || !q->n) && !q->done) uv_cond_wait(&q->cv, &q->mu);
+        if (!q->n) break;
+        size_t k = rnd((uint32_t)q->n); /* any piece waiting, not the oldest */
+        fill_piece f = q->v[k];
+        q->v[k] = q->v[--q->n];
+        uv_mutex_unlock(&q->mu);
+        pile_err err;
+        int rc = pile_shard_writer_fill(q->w, f.slot, f.at, f.ids, f.n, &err);
+        uv_mutex_lock(&q->mu);
+        if (rc) q->failed = 1;
+    }
+    uv_mutex_unlock(&q->mu);
+}
+
+static void fill_push(fill_queue *q, fill_piece f)
+{
+    uv_mutex_lock(&q->mu);
+    if (q->n == q->cap) {
+        q->cap = q->cap ? 2 * q->cap : 64;
+        q->v = realloc(q->v, q->cap * sizeof *q->v);
+    }
+    q->v[q->n++] = f;
+    uv_cond_broadcast(&q->cv);
+    uv_mutex_unlock(&q->mu);
+}
+
+static void test_filled_rows(uint32_t vocab, uint32_t max_length, int ndocs, const char *name)
+{
+    pile_buf pb = {0}, pb2 = {0}, a = {0}, b = {0}, ids = {0};
+    model m;
+    model_concat(&m, vocab, max_length, ndocs);
+    const char *ref = tpath(&pb, name);
+    pile_buf_printf(&pb2, "%s.filled", ref);
+    pile_err err = {0};
+    CHECK_OK(model_write(&m, ref, NULL, &err), &err);
+    size_t width = pile_shard_token_bytes(vocab);
+    /* every row's ids at the shard's width, one after the other */
+    size_t *start = calloc(m.nrows + 1, sizeof *start);
+    for (size_t i = 0; i < m.nrows; i++) {
+        start[i] = ids.len;
+        for (uint32_t t = 0; t < m.rows[i].len; t++) {
+            uint16_t v16 = (uint16_t)m.rows[i].tokens[t];
+            pile_buf_append(&ids, width == 2 ? (const void *)&v16 : (const void *)&m.rows[i].tokens[t], width);
+        }
+    }
+    pile_shard_params prm = m.params;
+    prm.buffers = 3;
+    pile_shard_writer *w;
+    int rc = pile_shard_writer_open(&w, pb2.data, &prm, &err);
+    REQUIRE_OK(rc, &err);
+    uint16_t sid[3];
+    for (int i = 0; i < 3 && !rc; i++) rc = pile_shard_writer_subset(w, m.subsets[i], strlen(m.subsets[i]), &sid[i], &err);
+    fill_queue q = {.w = w, .hold = 1};
+    ASSERT_EQ(uv_mutex_init(&q.mu), 0);
+    ASSERT_EQ(uv_cond_init(&q.cv), 0);
+    uv_thread_t th[FILLERS];
+    for (int t = 0; t < FILLERS; t++) ASSERT_EQ(uv_thread_create(&th[t], filler_main, &q), 0);
+    size_t full = 0;
+    for (size_t i = 0; i < m.nrows && !rc; i++) {
+        const model_row *r = &m.rows[i];
+        uint64_t slot;
+        rc = pile_shard_writer_reserve_row(w, 0, &slot, &err);
+        if (rc == 1) {
+            full++;
+            uv_mutex_lock(&q.mu);
+            q.hold = 0;
+            uv_cond_broadcast(&q.cv);
+            uv_mutex_unlock(&q.mu);
+            rc = pile_shard_writer_reserve_row(w, 1, &slot, &err);
+        }
+        if (rc) break;
+        const unsigned char *row = (const unsigned char *)ids.data + start[i];
+        uint32_t cut1 = r->len / 3, cut2 = 2 * r->len / 3;
+        fill_piece f[4] = {{slot, 0, cut1, row},
+                           {slot, cut1, cut2 - cut1, row + (size_t)cut1 * width},
+                           {slot, cut2, r->len - cut2, row + (size_t)cut2 * width},
+                           {slot, r->len, max_length - r->len, NULL}};
+        /* most rows committed before their ids are all in, every 5th after (filled here): a buffer
+         * leaves only once it has both */
+        for (int k = 0; k < 4 && !rc; k++)
+            if (f[k].n && i % 5 == 0) rc = pile_shard_writer_fill(w, f[k].slot, f[k].at, f[k].ids, f[k].n, &err);
+            else if (f[k].n) fill_push(&q, f[k]);
+        if (!rc) rc = pile_shard_writer_commit_row(w, r->len, r->docs, r->ndocs, r->lead, &err);
+    }
+    CHECK_OK(rc, &err);
+    uv_mutex_lock(&q.mu);
+    q.hold = 0;
+    q.done = 1;
+    uv_cond_broadcast(&q.cv);
+    uv_mutex_unlock(&q.mu);
+    for (int t = 0; t < FILLERS; t++) uv_thread_join(&th[t]);
+    ASSERT_EQ(q.failed, 0);
+    /* three buffers hold fewer than all the rows: reserving had to wait for fills */
+    ASSERT((uint64_t)m.nrows * max_length * width > 3u * (4u << 20) ? full > 0 : 1);
+    if (!rc) CHECK_OK(pile_shard_writer_finish(w, NULL, &err), &err);
+    pile_shard_writer_close(w);
+    if (pile_fs_read_file(ref, &a, &err) == 0 && pile_fs_read_file(pb2.data, &b, &err) == 0) {
+        ASSERT_EQ(a.len, b.len);
+        ASSERT(a.len == b.len && memcmp(a.data, b.data, a.len) == 0);
+    } else {
+        PILE_FAIL_("cannot read back: %s", err.msg);
+    }
+    uv_cond_destroy(&q.cv);
+    uv_mutex_destroy(&q.mu);
+    free(q.v);
+    free(start);
+    model_free(&m);
+    pile_buf_free(&pb);
+    pile_buf_free(&pb2);
+    pile_buf_free(&a);
+    pile_buf_free(&b);
+    pile_buf_free(&ids);
+}
+
+/* The reserve / fill / commit protocol's refusals. */
+static void test_filled_refusals(void)
+{
+    pile_buf pb = {0};
+    pile_err err = {0};
+    pile_shard_params p;
+    memset(&p, 0, sizeof p);
+    p.max_length = 8;
+    p.vocab_size = 1000;
+    p.eot_id = 999;
+    p.pad_id = 999;
+    const char *path = tpath(&pb, "refusals.shard");
+    pile_shard_writer *w;
+    int rc = pile_shard_writer_open(&w, path, &p, &err);
+    REQUIRE_OK(rc, &err);
+    uint16_t sub, ids[8] = {1, 2, 3, 4, 5, 6, 7, 999}, bad[2] = {5, 1000};
+    pile_shard_doc doc = {0, 0, 0};
+    uint64_t slot, slot2;
+    CHECK_OK(pile_shard_writer_subset(w, "Pile-CC", 7, &sub, &err), &err);
+    ASSERT_EQ(pile_shard_writer_commit_row(w, 8, &doc, 1, sub, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "not reserved") != NULL);
+    CHECK_OK(pile_shard_writer_reserve_row(w, 1, &slot, &err), &err);
+    ASSERT_EQ(pile_shard_writer_reserve_row(w, 1, &slot2, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "not committed") != NULL);
+    ASSERT_EQ(pile_shard_writer_fill(w, slot, 6, ids, 3, &err), PILE_EINVAL);
+    ASSERT_EQ(pile_shard_writer_fill(w, slot + 2, 0, ids, 1, &err), PILE_EINVAL);
+    CHECK_OK(pile_shard_writer_fill(w, slot, 0, ids, 5, &err), &err);
+    CHECK_OK(pile_shard_writer_commit_row(w, 8, &doc, 1, sub, &err), &err);
+    /* three ids missing: finish refuses */
+    ASSERT_EQ(pile_shard_writer_finish(w, NULL, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "not filled") != NULL);
+    CHECK_OK(pile_shard_writer_fill(w, slot, 5, ids + 5, 3, &err), &err);
+    /* an id over the vocabulary fails the writer */
+    CHECK_OK(pile_shard_writer_reserve_row(w, 1, &slot2, &err), &err);
+    ASSERT_EQ(pile_shard_writer_fill(w, slot2, 0, bad, 2, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "vocab_size") != NULL);
+    ASSERT_EQ(pile_shard_writer_commit_row(w, 2, &doc, 1, sub, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "vocab_size") != NULL);
+    ASSERT(pile_shard_writer_finish(w, NULL, &err) < 0);
+    pile_shard_writer_close(w);
+    ASSERT(!file_exists(path));
+    pile_buf_free(&pb);
+}
+
 /* ------------------------------------------------------- damaged files */
 
 static int write_bytes(const char *path, const void *data, size_t len)
@@ -1311,6 +1496,14 @@ int main(void)
     test_packed(100000, 96, 150, "packed4.shard");
     test_packed(50257, 2200000, 3, "packed-big.shard");
     test_packed(50257, 3001, 2000, "packed-many.shard");
+    TEST("writer: rows reserved and committed by one thread, their ids filled by 4 others in a scrambled order "
+         "through a 3-buffer ring, give add_row's bytes (2- and 4-byte ids, rows over a buffer)");
+    test_filled_rows(50257, 2048, 6000, "filled2.shard");
+    test_filled_rows(100000, 333, 3000, "filled4.shard");
+    test_filled_rows(50257, 3000000, 3, "filled-big.shard");
+    TEST("writer: reserve / fill / commit refusals: commit before reserve, two reserved, a fill past the row or "
+         "off a row, finish with ids missing, an id over the vocabulary");
+    test_filled_refusals();
     TEST("writer: .tmp while writing, refused rows, abandoned writer leaves nothing");
     test_tmp_and_abandon();
     test_damage();
