@@ -235,6 +235,7 @@ struct pile_shard_writer {
     atomic_uint_fast64_t committed_end; /* file offset where the last committed row ends */
     uint64_t pos;                 /* file offset where the next reserved row begins */
     uint64_t written;             /* bytes that left the ring (a multiple of the buffer until finish); io_mu */
+    uint64_t room_end;            /* written + the ring's size when last looked at (written only grows) */
     uint64_t reserved;            /* rows reserved (nrows + 1 while one awaits its commit) */
     /* The I/O thread (started when the first row reaches past the first
      * buffer; without it, no memory or no thread, the thread that reserves
@@ -453,6 +454,7 @@ static int ring_make_room(pile_shard_writer *w, uint64_t off, int wait, pile_err
 {
     uint64_t span = (uint64_t)w->nbuf * WRITE_BUF_BYTES;
     int rc = 0;
+    if (off <= w->room_end) return 0; /* no lock for most rows */
     uv_mutex_lock(&w->io_mu);
     while (!w->io_rc && off > w->written + span) {
         if (!wait) {
@@ -477,6 +479,7 @@ static int ring_make_room(pile_shard_writer *w, uint64_t off, int wait, pile_err
     }
     rc = w->io_rc;
     pile_err e = w->io_err;
+    w->room_end = w->written + span;
     uv_mutex_unlock(&w->io_mu);
     if (rc) {
         writer_fail(w, rc, &e);
@@ -972,6 +975,10 @@ static int writer_data_end(pile_shard_writer *w, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(ring_make_room(w, w->pos + (uint64_t)(w->nbuf - 1) * WRITE_BUF_BYTES + 1, 1, err));
     writer_io_stop(w); /* idle, every full buffer gone: its CPU time is final */
+    if (w->io_rc) { /* met after the last look (ring_make_room looks only when out of room) */
+        *err = w->io_err;
+        return w->io_rc;
+    }
     size_t tail = (size_t)(w->pos - w->written);
     int rc = writer_undirect(w, err);
     if (!rc && tail) rc = ring_leave(w, tail, err);
