@@ -192,8 +192,10 @@ int pile__prep_packer_create(prep_packer **out, prep_state *st, pile_err *err)
     pk->docs_scratch = malloc(L * sizeof *pk->docs_scratch);
     if (st->pack == PILE_PACK_BEST_FIT) {
         pk->bfd = pile__prep_bfd_create(pk->L);
-        /* a window closes once it holds window_rows rows' worth: room for that and a row more */
+        /* a window closes once it holds window_rows rows' worth: room for that and a row more, or
+         * for 4M ids to begin with when that is more (rows of millions of ids), grown as needed */
         size_t cap = ((size_t)st->window_rows + 1) * L;
+        if (cap > (size_t)1 << 22) cap = (size_t)1 << 22;
         for (int i = 0; i < 2; i++) {
             pk->win_ids[i] = malloc(cap * pk->width);
             pk->win_cap[i] = pk->win_ids[i] ? cap : 0;
