@@ -1,7 +1,8 @@
 #!/bin/bash
 # gpu-check.sh: the first command to run on a machine with an NVIDIA GPU.
 # It builds the project with the CUDA backend, runs tests/gpu (every kernel
-# against fp64 references, the trainer on the GPU against the CPU),
+# against fp64 references, the trainer on the GPU against the CPU, the
+# "nccl" communicator at world size 1: one GPU cannot check more),
 # tests/test_backend (its cuda cases: the arena, staged uploads), a short
 # training run, the benchmark (bench/train-gpu.sh, short), the kernel test
 # again under compute-sanitizer (memcheck, racecheck) where the machine
@@ -312,6 +313,19 @@ if [ $FAILED = 0 ]; then
     # uploads through pinned memory and the copy stream) need the device
     NOTE="tests/test_backend on cuda"
     step backend-cuda "$BUILD/tests/test_backend"
+    # --- NCCL: the build has the "nccl" communicator, and one rank of it
+    # runs every call on device buffers (tests/gpu/test_nccl.c). One GPU
+    # can only check world size 1 (each reduction is then the identity);
+    # more ranks need as many GPUs.
+    nccl() {
+        if [ ! -x "$BUILD/tests/gpu/test_nccl" ]; then
+            echo "this build has no \"nccl\" communicator (NCCL not found beside CUDA: meson setup's summary, 'NCCL communicator')"
+            return 1
+        fi
+        "$BUILD/tests/gpu/test_nccl"
+    }
+    NOTE="world size 1 only: one GPU cannot check more ranks"
+    step nccl nccl
     # --- a short training run: GPT-2's tokenizer, the small model, bf16
     train() {
         local d=$OUT/train
