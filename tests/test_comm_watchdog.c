@@ -9,6 +9,7 @@
  *    enqueue that stays in progress or fails: abort called exactly once,
  *    the message naming the operation and the rank, every later call
  *    refused with it;
+ *  - a call is never made on an aborted communicator;
  *  - all slots busy: a new call waits for the oldest;
  *  - the watchdog's own thread aborts a hung call with nobody waiting. */
 #include <stdio.h>
@@ -232,6 +233,54 @@ static void test_enqueue(void)
     pile__watchdog_free(w);
 }
 
+/* An NCCL call as enqueue runs it: answers `answer`, counts its calls. */
+typedef struct fake_call {
+    fake *f;
+    int answer, calls;
+} fake_call;
+
+static int f_enqueue(void *arg, char *why, size_t cap)
+{
+    fake_call *c = arg;
+    c->calls++;
+    if (c->answer == 1) c->f->state = 1; /* in progress: the communicator's state says so */
+    if (c->answer < 0) snprintf(why, cap, "ncclAllReduce: invalid usage");
+    return c->answer;
+}
+
+static void test_enqueue_call(void)
+{
+    TEST("enqueue: a call enqueued at once, one in progress waited for, one failing aborts");
+    fake f;
+    pile__watchdog *w = make(&f, 10, 2);
+    pile_err err;
+    int a = -1;
+    fake_call call = {&f, 0, 0};
+    OK(pile__watchdog_begin(w, "allreduce 3 fp32 elements", &a, &err), &err);
+    OK(pile__watchdog_enqueue(w, a, f_enqueue, &call, &err), &err);
+    ASSERT_EQ(call.calls, 1);
+    pile__watchdog_launched(w, a);
+    f.done[a] = 1;
+    OK(pile__watchdog_wait(w, a, &err), &err);
+    call.answer = 1;
+    f.state_polls = 5;
+    OK(pile__watchdog_begin(w, "allreduce 3 fp32 elements", &a, &err), &err);
+    OK(pile__watchdog_enqueue(w, a, f_enqueue, &call, &err), &err);
+    ASSERT_EQ(f.state, 0); /* waited until enqueued */
+    ASSERT_EQ(f.aborts, 0);
+    pile__watchdog_end(w, a);
+    call.answer = -1;
+    OK(pile__watchdog_begin(w, "allreduce 3 fp32 elements", &a, &err), &err);
+    ASSERT_EQ(pile__watchdog_enqueue(w, a, f_enqueue, &call, &err), PILE_EIO);
+    ASSERT_STR_EQ(err.msg, "cannot allreduce 3 fp32 elements (rank 1 of 4): ncclAllReduce: invalid usage; the "
+                           "communicator was aborted");
+    ASSERT_EQ(f.aborts, 1);
+    const int calls = call.calls;
+    ASSERT_EQ(pile__watchdog_enqueue(w, a, f_enqueue, &call, &err), PILE_EIO);
+    ASSERT_EQ(call.calls, calls); /* never called on an aborted communicator */
+    pile__watchdog_free(w);
+}
+
 static void test_slots(void)
 {
     TEST("every slot busy: a new call waits for the oldest to finish");
@@ -311,6 +360,7 @@ int main(void)
     test_deadline();
     test_async_error();
     test_enqueue();
+    test_enqueue_call();
     test_slots();
     test_thread();
     return TEST_DONE();

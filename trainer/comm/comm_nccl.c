@@ -92,7 +92,10 @@ static int io_done(void *ctx, int slot, char *why, size_t cap)
 static void io_abort(void *ctx)
 {
     nccl_comm *n = ctx;
-    (void)ncclCommAbort(n->comm);
+    /* it frees the communicator: nothing may use it after (the watchdog
+     * calls no io function on a failed communicator but this one, once) */
+    if (n->comm) (void)ncclCommAbort(n->comm);
+    n->comm = NULL;
 }
 
 static double io_now(void *ctx)
@@ -108,6 +111,17 @@ static void io_sleep(void *ctx, double s)
     (void)ctx;
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
+}
+
+/* An NCCL call's result as the watchdog's enqueue wants it: 0, 1 (in
+ * progress) or -1 with why filled. */
+static int nccl_result(nccl_comm *n, ncclResult_t r, const char *call, char *why, size_t cap)
+{
+    if (r == ncclSuccess) return 0;
+    if (r == ncclInProgress) return 1;
+    const char *last = n->comm ? ncclGetLastError(n->comm) : NULL;
+    snprintf(why, cap, "%s: %s%s%s", call, ncclGetErrorString(r), last && *last ? ": " : "", last ? last : "");
+    return -1;
 }
 
 /* -------------------------------------------------------- open, close */
@@ -136,6 +150,28 @@ typedef struct boot_msg {
     int32_t ok;
     ncclUniqueId id;
 } boot_msg;
+
+typedef struct init_args {
+    nccl_comm *n;
+    const boot_msg *msg;
+} init_args;
+
+static int enqueue_init(void *arg, char *why, size_t cap)
+{
+    const init_args *a = arg;
+    /* non-blocking: creation, too, answers ncclInProgress and is waited
+     * for against the deadline */
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclResult_t r = ncclCommInitRankConfig(&a->n->comm, a->n->world, a->msg->id, a->n->rank, &config);
+    return nccl_result(a->n, r, "ncclCommInitRankConfig", why, cap);
+}
+
+static int enqueue_finalize(void *arg, char *why, size_t cap)
+{
+    nccl_comm *n = arg;
+    return nccl_result(n, ncclCommFinalize(n->comm), "ncclCommFinalize", why, cap);
+}
 
 static int nccl_open(void **impl, const pile__comm_setup *setup, int *rank, int *world_size, pile_err *err)
 {
@@ -195,23 +231,13 @@ static int nccl_open(void **impl, const pile__comm_setup *setup, int *rank, int 
         nccl_close(n);
         return rc;
     }
-    /* non-blocking: creation, too, answers ncclInProgress and is waited
-     * for against the deadline */
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    config.blocking = 0;
     char what[96];
     snprintf(what, sizeof what, "open the NCCL communicator of %d ranks", n->world);
     int slot = -1;
     rc = pile__watchdog_begin(n->wd, what, &slot, err);
     if (rc == 0) {
-        r = ncclCommInitRankConfig(&n->comm, n->world, msg.id, n->rank, &config);
-        if (r == ncclSuccess || r == ncclInProgress) rc = pile__watchdog_wait_enqueued(n->wd, slot, err);
-        else {
-            char why[256];
-            snprintf(why, sizeof why, "ncclCommInitRankConfig: %s", ncclGetErrorString(r));
-            rc = n->comm ? pile__watchdog_fail(n->wd, slot, why, err)
-                         : pile_err_set(err, PILE_EIO, "cannot %s (rank %d of %d): %s", what, n->rank, n->world, why);
-        }
+        init_args a = {n, &msg};
+        rc = pile__watchdog_enqueue(n->wd, slot, enqueue_init, &a, err);
         if (rc == 0) pile__watchdog_end(n->wd, slot);
     }
     if (rc == 0) rc = pile__watchdog_start(n->wd, PERIOD_S, err);
@@ -232,16 +258,13 @@ static void nccl_close(void *impl)
     if (n->comm && n->wd && !pile__watchdog_aborted(n->wd)) {
         /* flush what was issued, within the deadline (else abort) */
         int slot = -1;
-        if (pile__watchdog_begin(n->wd, "close the NCCL communicator", &slot, NULL) == 0) {
-            ncclResult_t r = ncclCommFinalize(n->comm);
-            if (r == ncclSuccess || r == ncclInProgress) (void)pile__watchdog_wait_enqueued(n->wd, slot, NULL);
-            else (void)pile__watchdog_fail(n->wd, slot, ncclGetErrorString(r), NULL);
+        if (pile__watchdog_begin(n->wd, "close the NCCL communicator", &slot, NULL) == 0 &&
+            pile__watchdog_enqueue(n->wd, slot, enqueue_finalize, n, NULL) == 0)
             pile__watchdog_end(n->wd, slot);
-        }
     }
     const int aborted = n->wd && pile__watchdog_aborted(n->wd);
     pile__watchdog_free(n->wd); /* its thread polls the communicator: stopped first */
-    if (n->comm && !aborted) (void)ncclCommDestroy(n->comm); /* an aborted one is freed already */
+    if (n->comm && !aborted) (void)ncclCommDestroy(n->comm); /* an aborted one is freed (and NULL) */
     for (int i = 0; i < n->n_events; i++) (void)cudaEventDestroy(n->events[i]);
     if (n->own) (void)cudaStreamDestroy(n->own);
     (void)cudaGetLastError();
@@ -270,6 +293,7 @@ static ncclDataType_t nccl_type(pile_comm_dtype dt)
 
 static ncclResult_t launch(nccl_comm *n, const call *c, cudaStream_t s)
 {
+    if (!n->comm) return ncclInvalidUsage;
     const ncclDataType_t t = nccl_type(c->dt);
     const ncclRedOp_t op = c->op == PILE_COMM_MAX ? ncclMax : ncclSum;
     const size_t share = c->count / (size_t)n->world;
@@ -283,6 +307,18 @@ static ncclResult_t launch(nccl_comm *n, const call *c, cudaStream_t s)
 }
 
 static const char *const kind_name[] = {"allreduce", "reduce-scatter", "all-gather", "broadcast"};
+
+typedef struct launch_args {
+    nccl_comm *n;
+    const call *c;
+    cudaStream_t s;
+} launch_args;
+
+static int enqueue_call(void *arg, char *why, size_t cap)
+{
+    const launch_args *a = arg;
+    return nccl_result(a->n, launch(a->n, a->c, a->s), "NCCL", why, cap);
+}
 
 /* Enqueues c on `stream` (or on the communicator's own, finished at
  * return) under the watchdog. */
@@ -302,13 +338,8 @@ static int run(nccl_comm *n, const call *c, void *stream, pile_err *err)
         snprintf(why, sizeof why, "CUDA: %s", cudaGetErrorString(e));
         return pile__watchdog_fail(n->wd, slot, why, err);
     }
-    const ncclResult_t r = launch(n, c, s);
-    if (r == ncclInProgress) PILE_FORWARD_IF_ERR(pile__watchdog_wait_enqueued(n->wd, slot, err));
-    else if (r != ncclSuccess) {
-        const char *last = ncclGetLastError(n->comm);
-        snprintf(why, sizeof why, "NCCL: %s%s%s", ncclGetErrorString(r), last && *last ? ": " : "", last ? last : "");
-        return pile__watchdog_fail(n->wd, slot, why, err);
-    }
+    launch_args a = {n, c, s};
+    PILE_FORWARD_IF_ERR(pile__watchdog_enqueue(n->wd, slot, enqueue_call, &a, err));
     e = cudaEventRecord(n->events[slot], s);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();

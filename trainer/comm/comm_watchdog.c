@@ -222,6 +222,22 @@ int pile__watchdog_wait_enqueued(pile__watchdog *w, int i, pile_err *err)
     }
 }
 
+int pile__watchdog_enqueue(pile__watchdog *w, int i, int (*enqueue)(void *arg, char *why, size_t cap), void *arg,
+                           pile_err *err)
+{
+    uv_mutex_lock(&w->mu);
+    if (w->failed) {
+        int rc = failure(w, err);
+        uv_mutex_unlock(&w->mu);
+        return rc;
+    }
+    char why[512] = "";
+    const int st = enqueue(arg, why, sizeof why);
+    const int rc = st < 0 ? fail_locked(w, w->slots[i].what, why, err) : 0;
+    uv_mutex_unlock(&w->mu);
+    return st == 1 ? pile__watchdog_wait_enqueued(w, i, err) : rc;
+}
+
 void pile__watchdog_launched(pile__watchdog *w, int i)
 {
     uv_mutex_lock(&w->mu);

@@ -65,6 +65,16 @@ int pile__watchdog_tick(pile__watchdog *w, pile_err *err);
  * state ENQUEUING. */
 int pile__watchdog_begin(pile__watchdog *w, const char *what, int *slot, pile_err *err);
 
+/* Runs enqueue(arg, why, cap), a call of the communicator (an NCCL
+ * collective, its creation), with the lock held unless the communicator
+ * failed before: abort frees NCCL's communicator, and must never fall
+ * between that check and the call. enqueue answers 0 (enqueued), 1 (in
+ * progress: then waited for as by wait_enqueued) or < 0 (failed, why
+ * filled: the communicator is aborted). 0, or PILE_EIO with the
+ * message. */
+int pile__watchdog_enqueue(pile__watchdog *w, int slot, int (*enqueue)(void *arg, char *why, size_t cap), void *arg,
+                           pile_err *err);
+
 /* The caller, after an enqueue that said "in progress": waits until the
  * state is no longer 1. 0, or PILE_EIO on a failure or the deadline
  * (then the communicator is aborted and the slot free). */
