@@ -692,6 +692,26 @@ static void test_env_errors(void)
     ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "single");
 }
 
+static void test_local_device(void)
+{
+    TEST("the local rank's GPU: its number among those seen, or refused naming both and CUDA_VISIBLE_DEVICES");
+    pile_err err;
+    pile_comm_env e;
+    OK(parse_env(&e, &err, ENV("RANK=5", "WORLD_SIZE=8", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=4", "MASTER_ADDR=n1",
+                               "MASTER_PORT=29400")),
+       &err);
+    int dev = -1;
+    OK(pile_comm_local_device(&e, 4, ENV("HOME=/"), "cannot open CUDA device", &dev, &err), &err);
+    ASSERT_EQ(dev, 1);
+    ASSERT_EQ(pile_comm_local_device(&e, 1, ENV("CUDA_VISIBLE_DEVICES=5"), "cannot open CUDA device", &dev, &err),
+              PILE_EINVAL);
+    ASSERT_EQ(dev, -1);
+    ASSERT_STR_EQ(err.msg, "cannot open CUDA device 1 for local rank 1 (torchrun): this machine shows 1 CUDA device "
+                           "(CUDA_VISIBLE_DEVICES=5); start at most 1 rank per machine, each seeing all of its GPUs");
+    ASSERT_EQ(pile_comm_local_device(&e, 0, ENV("HOME=/"), "cannot open CUDA device", &dev, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "this machine shows 0 CUDA devices; start at most 0 ranks") != NULL);
+}
+
 static void test_first_host(void)
 {
     TEST("Slurm node lists: the first host");
@@ -724,6 +744,7 @@ static void test_first_host(void)
 int main(void)
 {
     test_device_memory();
+    test_local_device();
     test_open();
     test_dtype_and_partition();
     test_allreduce();

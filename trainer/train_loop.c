@@ -1517,6 +1517,11 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
                    PILE_EINVAL, "%d ranks on the %s backend: the '%s' communicator works on %s memory", t->world,
                    pile_backend_name(t->be), pile_comm_name(t->comm),
                    pile_comm_device_memory(t->comm) ? "device" : "host");
+    /* the optimizer would refuse it too, but after the run folder is made */
+    PILE_RETURN_IF(pile_comm_device_memory(t->comm) && c->zero_stage > 0, err, PILE_EINVAL,
+                   "ZeRO stage %d on %d ranks of the %s backend: over the '%s' communicator this build takes stage 0 "
+                   "only (--zero 0; stages 1 to 3 still read the shards in host memory)",
+                   c->zero_stage, t->world, pile_backend_name(t->be), pile_comm_name(t->comm));
     pile_model_config mc;
     pile_buf ckpt = {0};
     int rc = t->rank == 0 ? open_run_folder(t, c, err) : 0;

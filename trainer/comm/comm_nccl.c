@@ -184,12 +184,9 @@ static int nccl_open(void **impl, const pile__comm_setup *setup, int *rank, int 
         return pile_err_set(err, PILE_EIO, "cannot open communicator 'nccl': no CUDA device (cudaGetDeviceCount: %s)",
                             cudaGetErrorString(ce));
     }
-    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-    PILE_RETURN_IF(env->local_rank >= count, err, PILE_EINVAL,
-                   "cannot open communicator 'nccl' for local rank %d (%s): this machine shows %d CUDA device%s%s%s%s; "
-                   "start at most %d ranks per machine",
-                   env->local_rank, pile_comm_launcher_name(env->launcher), count, count == 1 ? "" : "s",
-                   visible ? " (CUDA_VISIBLE_DEVICES=" : "", visible ? visible : "", visible ? ")" : "", count);
+    int device = -1;
+    PILE_FORWARD_IF_ERR(
+        pile_comm_local_device(env, count, NULL, "cannot open communicator 'nccl' on CUDA device", &device, err));
     /* the bootstrap first: a rank that cannot reach the others fails
      * before it holds any device resource */
     const char *host = pile_comm_auto_name(env, err);
@@ -205,7 +202,7 @@ static int nccl_open(void **impl, const pile__comm_setup *setup, int *rank, int 
     n->boot = boot;
     n->rank = pile_comm_rank(boot);
     n->world = pile_comm_world_size(boot);
-    n->device = env->local_rank;
+    n->device = device;
     OPEN_CUDA(cudaSetDevice(n->device), "cudaSetDevice");
     OPEN_CUDA(cudaStreamCreateWithFlags(&n->own, cudaStreamNonBlocking), "cudaStreamCreate");
     for (; n->n_events < SLOTS; n->n_events++)

@@ -140,20 +140,12 @@ static int cuda_open(pile_backend *be, pile_err *err)
      * (comm.h; 0 without a launcher), as the "nccl" communicator takes */
     pile_comm_env env;
     PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
-    const int dev = env.local_rank;
-    int n_dev = 0;
+    int n_dev = 0, dev = -1;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess) {
         (void)cudaGetLastError();
         n_dev = 0;
     }
-    if (dev >= n_dev) {
-        const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-        return pile_err_set(err, PILE_EINVAL,
-                            "cannot open CUDA device %d for local rank %d (%s): this machine shows %d CUDA device%s%s%s%s; "
-                            "start at most %d ranks per machine",
-                            dev, dev, pile_comm_launcher_name(env.launcher), n_dev, n_dev == 1 ? "" : "s",
-                            visible ? " (CUDA_VISIBLE_DEVICES=" : "", visible ? visible : "", visible ? ")" : "", n_dev);
-    }
+    PILE_FORWARD_IF_ERR(pile_comm_local_device(&env, n_dev, NULL, "cannot open CUDA device", &dev, err));
     cuda_state *s = (cuda_state *)calloc(1, sizeof *s);
     PILE_RETURN_IF(!s, err, PILE_ENOMEM, "cannot allocate the cuda backend");
     pile_cuda_ctx *c = &s->pub;
