@@ -1269,7 +1269,8 @@ static int read_launch(const pile_train_config *c, pile_comm_env *env, int *thre
  * between GPUs), and its place among them. */
 static int open_comm(trainer *t, const pile_comm_env *env, pile_err *err)
 {
-    const pile_comm_options o = {.env = env, .device_memory = !pile_backend_host_memory(t->be)};
+    const pile_comm_options o = {
+        .env = env, .timeout_s = t->cfg->dist_timeout, .device_memory = !pile_backend_host_memory(t->be)};
     PILE_FORWARD_IF_ERR(pile_comm_open_auto(&t->comm, &o, err));
     t->rank = pile_comm_rank(t->comm);
     t->world = pile_comm_world_size(t->comm);
