@@ -168,7 +168,10 @@ fi
 if [ $MODE = check-prepared ]; then
     deps_env || { echo "gpu-check.sh --check-prepared: no prepared folder at $DEPS (run --prepare first)" >&2; exit 1; }
     [ "$(id -u)" = 0 ] || { echo "gpu-check.sh --check-prepared: needs root (a private mount namespace)" >&2; exit 1; }
-    # a build folder of its own, set up afresh (--check-prepared --keep-build: rebuilt in place)
+    # a build folder of its own, set up afresh (--check-prepared --keep-build: rebuilt in place);
+    # without MPI, which the folder does not carry (a GPU machine's build
+    # takes its own Open MPI if it has one): this machine's libopen-rte has
+    # a RUNPATH of its own and would load the system's zlib
     B=$ROOT/build-gpu-check-prepared
     [ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$B"
     # hide the system's copies of what was prepared: every header and .pc
@@ -200,7 +203,7 @@ if [ $MODE = check-prepared ]; then
         rc=0
         "$2/tests/gpu/test_gpu_kernels" > "$4/gpu_kernels.log" 2>&1 || rc=$?
         [ $rc = 0 ] || [ $rc = 77 ] || { echo "test_gpu_kernels failed"; exit 1; }
-    ' check "$hide" "$B" "$ROOT" "$(mkdir -p "$OUT" && echo "$OUT")" "${SETUP_ARGS[@]}"
+    ' check "$hide" "$B" "$ROOT" "$(mkdir -p "$OUT" && echo "$OUT")" "${SETUP_ARGS[@]}" -Dmpi=disabled
     rc=$?
     if [ $rc -ne 0 ]; then
         echo "gpu-check.sh --check-prepared: FAILED (logs in $OUT)"
