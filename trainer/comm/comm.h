@@ -54,9 +54,12 @@
  * implementation. Every rank must make the same calls with the same
  * counts, dtypes and roots in the same order; one that does not is a bug
  * the "single" implementation cannot see ("tcp" fails every rank's call
- * saying how the calls differ; MPI's behaviour is undefined).
+ * saying how the calls differ; MPI's behaviour is undefined). A "nccl"
+ * call given a stream returns 0 once enqueued: its own failure (a dead
+ * peer, the timeout) fails the communicator's next call, of any kind.
  *
- * Not thread-safe: one caller thread per pile_comm. */
+ * Not thread-safe: one caller thread per pile_comm ("nccl" runs a
+ * watchdog thread of its own inside). */
 #ifndef PILE_COMM_H
 #define PILE_COMM_H
 
