@@ -20,10 +20,16 @@
 
 /* The communicators this build has, in comm.c's order. */
 #ifdef PILE_HAVE_MPI
-#define BUILD_HAS "single, mpi, tcp"
+#define HAS_MPI ", mpi"
 #else
-#define BUILD_HAS "single, tcp"
+#define HAS_MPI ""
 #endif
+#ifdef PILE_HAVE_NCCL
+#define HAS_NCCL ", nccl"
+#else
+#define HAS_NCCL ""
+#endif
+#define BUILD_HAS "single" HAS_MPI ", tcp" HAS_NCCL
 
 /* expr fails with PILE_EINVAL and a message holding `word`. */
 #define REFUSED(expr, errp, word)                                                                       \
@@ -68,13 +74,66 @@ static void test_open(void)
     pile_comm_close(NULL);
 
     pile_comm *bad = (pile_comm *)&err; /* must be reset to NULL */
-    ASSERT_EQ(pile_comm_open(&bad, "nccl", &err), PILE_EINVAL);
+    ASSERT_EQ(pile_comm_open(&bad, "gloo", &err), PILE_EINVAL);
     ASSERT(bad == NULL);
-    ASSERT_STR_EQ(err.msg, "unknown communicator 'nccl' (this build has: " BUILD_HAS ")");
+    ASSERT_STR_EQ(err.msg, "unknown communicator 'gloo' (this build has: " BUILD_HAS ")");
     bad = (pile_comm *)&err;
     ASSERT_EQ(pile_comm_open(&bad, NULL, &err), PILE_EINVAL);
     ASSERT(bad == NULL);
     REFUSED(pile_comm_open(&bad, "", &err), &err, "unknown communicator ''");
+}
+
+static void test_device_memory(void)
+{
+    TEST("memory: the host communicators take host memory; device memory picks 'nccl' for more than one rank");
+    pile_err err;
+    pile_comm *c = NULL;
+    OK(pile_comm_open(&c, "single", &err), &err);
+    if (c) ASSERT_EQ(pile_comm_device_memory(c), 0);
+    pile_comm_close(c);
+    pile_comm_env e;
+    memset(&e, 0, sizeof e);
+    e.launcher = PILE_COMM_LAUNCHER_TORCHRUN;
+    e.rank = 1;
+    e.world_size = e.local_world_size = 2;
+    e.local_rank = 1;
+    ASSERT_STR_EQ(pile_comm_auto_name_for(&e, 0, &err), "tcp");
+#ifdef PILE_HAVE_NCCL
+    ASSERT_STR_EQ(pile_comm_auto_name_for(&e, 1, &err), "nccl");
+#else
+    ASSERT(pile_comm_auto_name_for(&e, 1, &err) == NULL);
+    ASSERT_EQ(err.code, PILE_EINVAL);
+    ASSERT(strstr(err.msg, "cannot run as rank 1 of 2 on a device's memory: this build has no communicator") != NULL);
+#endif
+    e.rank = e.local_rank = 0;
+    e.world_size = e.local_world_size = 1;
+    ASSERT_STR_EQ(pile_comm_auto_name_for(&e, 1, &err), "single"); /* one rank: nothing to communicate */
+
+#ifdef PILE_HAVE_NCCL
+    TEST("nccl: one rank on this machine's GPU, or refused saying there is none");
+    const pile_comm_options o = {.env = &e, .timeout_s = 60};
+    int rc = pile_comm_open_opts(&c, "nccl", &o, &err);
+    if (rc == 0) {
+        /* a GPU machine (tools/gpu-check.sh): tests/gpu/test_nccl.c does the collectives */
+        ASSERT_STR_EQ(pile_comm_name(c), "nccl");
+        ASSERT_EQ(pile_comm_device_memory(c), 1);
+        ASSERT_EQ(pile_comm_world_size(c), 1);
+        int64_t v = 5;
+        OK(pile_comm_allreduce_i64(c, &v, 1, PILE_COMM_SUM, &err), &err);
+        ASSERT_EQ(v, 5);
+        pile_comm_close(c);
+    } else {
+        ASSERT_EQ(rc, PILE_EIO);
+        ASSERT(c == NULL);
+        ASSERT(strstr(err.msg, "cannot open communicator 'nccl': no CUDA device") != NULL);
+    }
+    /* a local rank beyond the devices, as on a machine given too many ranks */
+    e.local_rank = 1000;
+    e.local_world_size = 1001;
+    ASSERT(pile_comm_open_opts(&c, "nccl", &o, &err) < 0);
+    ASSERT(c == NULL);
+    ASSERT(strstr(err.msg, "cannot open communicator 'nccl'") != NULL);
+#endif
 }
 
 static void test_dtype_and_partition(void)
@@ -346,7 +405,7 @@ static int fake_barrier(void *impl, pile_err *err)
 static const pile__comm_ops fake_ops = {
     "fake",          fake_open,      fake_close,         fake_allreduce,     fake_reduce_scatter,
     fake_all_gather, fake_broadcast, fake_allreduce_f64, fake_allreduce_i64, fake_broadcast_bytes,
-    fake_barrier,
+    fake_barrier,    0,
 };
 
 static pile_comm *open_fake(int rank, int world, pile_err *err)
@@ -720,6 +779,26 @@ static void test_env_errors(void)
     ASSERT_STR_EQ(pile_comm_auto_name(&e, &err), "single");
 }
 
+static void test_local_device(void)
+{
+    TEST("the local rank's GPU: its number among those seen, or refused naming both and CUDA_VISIBLE_DEVICES");
+    pile_err err;
+    pile_comm_env e;
+    OK(parse_env(&e, &err, ENV("RANK=5", "WORLD_SIZE=8", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=4", "MASTER_ADDR=n1",
+                               "MASTER_PORT=29400")),
+       &err);
+    int dev = -1;
+    OK(pile_comm_local_device(&e, 4, ENV("HOME=/"), "cannot open CUDA device", &dev, &err), &err);
+    ASSERT_EQ(dev, 1);
+    ASSERT_EQ(pile_comm_local_device(&e, 1, ENV("CUDA_VISIBLE_DEVICES=5"), "cannot open CUDA device", &dev, &err),
+              PILE_EINVAL);
+    ASSERT_EQ(dev, -1);
+    ASSERT_STR_EQ(err.msg, "cannot open CUDA device 1 for local rank 1 (torchrun): this machine shows 1 CUDA device "
+                           "(CUDA_VISIBLE_DEVICES=5); start at most 1 rank per machine, each seeing all of its GPUs");
+    ASSERT_EQ(pile_comm_local_device(&e, 0, ENV("HOME=/"), "cannot open CUDA device", &dev, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "this machine shows 0 CUDA devices; start at most 0 ranks") != NULL);
+}
+
 static void test_first_host(void)
 {
     TEST("Slurm node lists: the first host");
@@ -751,6 +830,8 @@ static void test_first_host(void)
 
 int main(void)
 {
+    test_device_memory();
+    test_local_device();
     test_open();
     test_dtype_and_partition();
     test_allreduce();

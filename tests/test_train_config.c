@@ -61,6 +61,7 @@ static void test_defaults(void)
     ASSERT_EQ(c.eval_interval, 0);
     ASSERT_EQ(c.eval_rows, 0);
     ASSERT(c.val_fraction == 0.01);
+    ASSERT(c.dist_timeout == 600);
     ASSERT_EQ(c.log_interval, 1);
     ASSERT_EQ(c.save_interval, 0);
     ASSERT_EQ(c.threads, 0);
@@ -328,6 +329,15 @@ static void test_deepspeed(void)
         ASSERT(strstr(err.msg, "unknown offload 'gpu' (choices: none, optimizer, all)") != NULL);
     }
 
+    TEST("flags: --dist_timeout SECONDS, the ranks' deadline");
+    pile_train_config_defaults(&c);
+    {
+        char *argv[] = {"x", "--dist_timeout", "30.5"};
+        ASSERT_EQ(pile_train_config_parse_args(&c, 3, argv, 1, &err), 3);
+        ASSERT(c.dist_timeout == 30.5);
+        OK(pile_train_config_check(&c, &err), &err);
+    }
+
     TEST("DeepSpeed: warmup_max_lr is the peak whatever the key order");
     /* DeepSpeed's WarmupLR and WarmupDecayLR set the optimizer's rate themselves */
     pile_train_config_defaults(&c);
@@ -582,6 +592,7 @@ static void test_check(void)
     BAD((c.n_embd = 100, c.n_head = 3), "n_embd 100 is not divisible by n_head 3");
     BAD(c.doc_mask_loss = 1, "doc_mask_loss needs doc_mask");
     BAD(c.val_fraction = 0.6, "val_fraction");
+    BAD(c.dist_timeout = 0, "dist_timeout");
     BAD(c.max_length = -1, "max_length");
     BAD(c.world_size = 0, "world_size");
     BAD((c.precision = PILE_PRECISION_FP16, c.loss_scale = -1),

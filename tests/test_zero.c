@@ -782,7 +782,7 @@ int main(int argc, char **argv)
     test_checkpoints();
     test_bytes();
 
-    TEST("refusals: stage 4, and offload at stage 0 (DeepSpeed's rule)");
+    TEST("refusals: stage 4, offload at stage 0 (DeepSpeed's rule), a communicator on device memory with host tensors");
     {
         pile_err err;
         pile_backend *be = NULL;
@@ -799,6 +799,21 @@ int main(int argc, char **argv)
             z.offload = be;
             ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
             ASSERT(strstr(err.msg, "offload") != NULL);
+            /* a communicator on device memory ("nccl") with the cpu backend's tensors */
+            pile__comm_ops dev_ops = team_ops;
+            dev_ops.name = "device";
+            dev_ops.device_memory = 1;
+            pile_comm *dc = NULL;
+            tl_rank = 0;
+            OK(pile__comm_open_ops(&dc, &dev_ops, NULL, &err), &err);
+            ASSERT(dc && pile_comm_device_memory(dc));
+            z.offload = NULL;
+            z.comm = dc;
+            ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
+            ASSERT(o == NULL);
+            ASSERT_STR_EQ(err.msg, "cannot reduce gradients in the cpu backend's memory: the 'device' communicator "
+                                   "works on device memory");
+            pile_comm_close(dc);
         } else {
             ASSERT(!"setup failed");
         }

@@ -12,7 +12,8 @@
 # start is refused before any folder; a damaged row that one rank reads
 # stops every rank, that rank saying which row (or, with --skip_corrupt_rows,
 # is named by that rank and counted); `pile-trainer launch --nproc 2` (the
-# tcp communicator) trains as mpirun's ranks do.
+# tcp communicator) trains as mpirun's ranks do, and a rank whose rank 0
+# never comes fails at --dist_timeout naming the address.
 #   trainer_dp.sh PILE_TRAINER PILE_PREP PYTHON SHARD_TOOL HAVE_MPI(1|0)
 # Speaks TAP; exits 77 without the sample data, mpirun, numpy, or an MPI
 # build of pile-trainer.
@@ -206,9 +207,16 @@ if "$TR" launch --help > /dev/null 2>&1; then
     run "$TR" launch --nproc 2 $COMMON --data bad --checkpoint_dir badtcp
     expect "... a damaged row rank 1 reads: rank 0 stops too, saying which rank failed" 1 \
         "rank 0: stopping: rank 1 of 2 failed"
+    # rank 1 of torchrun's environment with no rank 0 anywhere: --dist_timeout is the rendezvous's deadline
+    port=$((20000 + $$ % 20000))
+    # shellcheck disable=SC2086
+    run env RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+        "$TR" $COMMON --dist_timeout 2 --checkpoint_dir lone
+    expect "... rank 1 without rank 0: fails at --dist_timeout 2, naming the address" 1 \
+        "cannot reach rank 0 at '127.0.0.1:$((port + 1))' \(MASTER_ADDR, MASTER_PORT \+ 1\) within 2 s"
 else
     for c in "pile-trainer launch --nproc 2 (tcp): trains" "... the same losses and weights as 1 rank" \
-        "... a damaged row rank 1 reads: rank 0 stops too"; do
+        "... a damaged row rank 1 reads: rank 0 stops too" "... rank 1 without rank 0: fails at --dist_timeout 2"; do
         n=$((n + 1))
         echo "ok $n - $c # SKIP this pile-trainer has no launch command"
     done

@@ -1,7 +1,8 @@
 #!/bin/bash
 # gpu-check.sh: the first command to run on a machine with an NVIDIA GPU.
 # It builds the project with the CUDA backend, runs tests/gpu (every kernel
-# against fp64 references, the trainer on the GPU against the CPU),
+# against fp64 references, the trainer on the GPU against the CPU, the
+# "nccl" communicator at world size 1: one GPU cannot check more),
 # tests/test_backend (its cuda cases: the arena, staged uploads), a short
 # training run, the benchmark (bench/train-gpu.sh, short), the kernel test
 # again under compute-sanitizer (memcheck, racecheck) where the machine
@@ -167,7 +168,10 @@ fi
 if [ $MODE = check-prepared ]; then
     deps_env || { echo "gpu-check.sh --check-prepared: no prepared folder at $DEPS (run --prepare first)" >&2; exit 1; }
     [ "$(id -u)" = 0 ] || { echo "gpu-check.sh --check-prepared: needs root (a private mount namespace)" >&2; exit 1; }
-    # a build folder of its own, set up afresh (--check-prepared --keep-build: rebuilt in place)
+    # a build folder of its own, set up afresh (--check-prepared --keep-build: rebuilt in place);
+    # without MPI, which the folder does not carry (a GPU machine's build
+    # takes its own Open MPI if it has one): this machine's libopen-rte has
+    # a RUNPATH of its own and would load the system's zlib
     B=$ROOT/build-gpu-check-prepared
     [ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$B"
     # hide the system's copies of what was prepared: every header and .pc
@@ -199,7 +203,7 @@ if [ $MODE = check-prepared ]; then
         rc=0
         "$2/tests/gpu/test_gpu_kernels" > "$4/gpu_kernels.log" 2>&1 || rc=$?
         [ $rc = 0 ] || [ $rc = 77 ] || { echo "test_gpu_kernels failed"; exit 1; }
-    ' check "$hide" "$B" "$ROOT" "$(mkdir -p "$OUT" && echo "$OUT")" "${SETUP_ARGS[@]}"
+    ' check "$hide" "$B" "$ROOT" "$(mkdir -p "$OUT" && echo "$OUT")" "${SETUP_ARGS[@]}" -Dmpi=disabled
     rc=$?
     if [ $rc -ne 0 ]; then
         echo "gpu-check.sh --check-prepared: FAILED (logs in $OUT)"
@@ -312,6 +316,19 @@ if [ $FAILED = 0 ]; then
     # uploads through pinned memory and the copy stream) need the device
     NOTE="tests/test_backend on cuda"
     step backend-cuda "$BUILD/tests/test_backend"
+    # --- NCCL: the build has the "nccl" communicator, and one rank of it
+    # runs every call on device buffers (tests/gpu/test_nccl.c). One GPU
+    # can only check world size 1 (each reduction is then the identity);
+    # more ranks need as many GPUs.
+    nccl() {
+        if [ ! -x "$BUILD/tests/gpu/test_nccl" ]; then
+            echo "this build has no \"nccl\" communicator (NCCL not found beside CUDA: meson setup's summary, 'NCCL communicator')"
+            return 1
+        fi
+        "$BUILD/tests/gpu/test_nccl"
+    }
+    NOTE="world size 1 only: one GPU cannot check more ranks"
+    step nccl nccl
     # --- a short training run: GPT-2's tokenizer, the small model, bf16
     train() {
         local d=$OUT/train

@@ -1,7 +1,8 @@
 /* `pile-trainer launch`: N ranks on this machine with the environment
  * torchrun --standalone --nproc_per_node N gives them (RANK, WORLD_SIZE,
  * LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so that they
- * meet through the "tcp" communicator's rendezvous (trainer/comm/comm.h).
+ * meet through the "tcp" communicator's rendezvous (trainer/comm/comm.h;
+ * on GPUs "nccl" bootstraps over it, each rank on its LOCAL_RANK's device).
  * Part of the command line, not the library: it forks, waits, signals and
  * prints. The ranks run in a process group of their own, so that a
  * terminal's Ctrl-C reaches them once, passed on by the launcher, and they
@@ -30,10 +31,12 @@ static const char launch_help[] =
     "Starts N ranks of `pile-trainer train [train options]` on this machine, with\n"
     "the environment `torchrun --standalone --nproc_per_node N` gives (RANK,\n"
     "WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT);\n"
-    "the ranks meet over TCP on MASTER_PORT + 1. Each rank's output goes to this\n"
-    "terminal. SIGINT, SIGTERM and SIGHUP are passed on to every rank. When a rank\n"
-    "fails, the others are given --grace seconds to end (their collectives fail by\n"
-    "themselves), then SIGTERM, then after --grace more SIGKILL.\n"
+    "the ranks meet over TCP on MASTER_PORT + 1 (on GPUs, --backend cuda, rank r\n"
+    "takes device r and the gradients go over NCCL, set up through that meeting).\n"
+    "Each rank's output goes to this terminal. SIGINT, SIGTERM and SIGHUP are passed\n"
+    "on to every rank. When a rank fails, the others are given --grace seconds to\n"
+    "end (their collectives fail by themselves), then SIGTERM, then after --grace\n"
+    "more SIGKILL.\n"
     "For many machines, start pile-trainer with srun or mpirun instead (README).\n"
     "\n"
     "Launch options:\n"

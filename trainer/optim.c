@@ -272,10 +272,21 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(z->offload && !pile_backend_host_memory(z->offload), err, PILE_EINVAL,
                    "cannot offload the optimizer to the %s backend: its memory is not the host's",
                    pile_backend_name(z->offload));
-    /* one rank (no communicator) exchanges nothing: any backend's memory */
-    PILE_RETURN_IF(z->comm && !pile_backend_host_memory(be), err, PILE_EINVAL,
+    /* the communicator works on the memory the backend's tensors are in;
+     * one rank (no communicator) exchanges nothing: any backend's memory */
+    const int comm_device = z->comm && pile_comm_device_memory(z->comm);
+    PILE_RETURN_IF(z->comm && !comm_device && !pile_backend_host_memory(be), err, PILE_EINVAL,
                    "cannot %s gradients in the %s backend's memory: the '%s' communicator works on host memory",
                    z->stage ? "shard" : "reduce", pile_backend_name(be), pile_comm_name(z->comm));
+    PILE_RETURN_IF(comm_device && pile_backend_host_memory(be), err, PILE_EINVAL,
+                   "cannot reduce gradients in the %s backend's memory: the '%s' communicator works on device memory",
+                   pile_backend_name(be), pile_comm_name(z->comm));
+    /* stages 1 to 3 still pass host buffers to the communicator (stage
+     * 2's accumulation, the checkpoints' gather of the shards) */
+    PILE_RETURN_IF(comm_device && z->stage > 0, err, PILE_EINVAL,
+                   "cannot shard gradients over the '%s' communicator: ZeRO stage %d reads the shards in host "
+                   "memory; over device memory this build takes stage 0 only (--zero 0)",
+                   pile_comm_name(z->comm), z->stage);
     pile_optim *o = calloc(1, sizeof *o);
     if (!o) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the optimizer");
     o->model = model;

@@ -102,6 +102,9 @@ static const field fields[] = {
           "the backward instead of kept; less memory, the same results"),
     FIELD(world_size, NULL, T_INT, R_POS,
           "processes training together: the launcher's (mpirun, srun, torchrun), else 1; another is refused"),
+    FIELD(dist_timeout, NULL, T_DBL, R_ANY,
+          "seconds a rank waits for its peers (the rendezvous, each collective) before it fails, naming the call "
+          "and the peer, instead of hanging"),
     FIELD(zero_stage, "zero", T_INT, R_NONNEG,
           "ZeRO stage: 0 replicated, 1 optimizer state sharded over the ranks, 2 gradients too, 3 parameters too"),
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY,
@@ -200,6 +203,7 @@ void pile_train_config_defaults(pile_train_config *c)
     c->log_interval = 1;
     c->precision = PILE_PRECISION_FP32;
     c->world_size = 1;
+    c->dist_timeout = 600; /* torch.distributed's default (comm.h: PILE_COMM_TIMEOUT_DEFAULT_S) */
     c->reduce_bucket_size = 500000000; /* DeepSpeed's defaults */
     c->stage3_prefetch_bucket_size = 50000000;
     c->overlap_comm = 0; /* measured slower where no core is spare: bench/RESULTS.md */
@@ -1036,6 +1040,8 @@ int pile_train_config_check(const pile_train_config *c, pile_err *err)
     PILE_RETURN_IF(c->doc_mask_loss && !c->doc_mask, err, PILE_EINVAL, "doc_mask_loss needs doc_mask");
     PILE_RETURN_IF(!(c->val_fraction >= 0 && c->val_fraction <= 0.5), err, PILE_EINVAL,
                    "val_fraction must be in [0, 0.5], not %g", c->val_fraction);
+    PILE_RETURN_IF(!(c->dist_timeout > 0), err, PILE_EINVAL, "dist_timeout must be positive, not %g",
+                   c->dist_timeout);
     PILE_RETURN_IF(!(c->weight_decay >= 0), err, PILE_EINVAL, "weight_decay must not be negative, not %g",
                    c->weight_decay);
     PILE_RETURN_IF(!(c->adam_beta1 >= 0 && c->adam_beta1 < 1), err, PILE_EINVAL,

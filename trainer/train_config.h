@@ -76,6 +76,7 @@ typedef struct pile_train_config {
     char recompute[8];         /* "none", "gelu" or "block" (pile_recompute): memory against time */
     int skip_memory_check;     /* start even when plan.h says the run does not fit */
     int world_size;            /* from the launcher; 1 */
+    double dist_timeout;       /* seconds the ranks wait for a peer (rendezvous, each collective); 600 */
 
     /* ZeRO (optim.h's pile_optim_zero): --zero / --offload, or
      * ds_config.json's zero_optimization */

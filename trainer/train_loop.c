@@ -1242,34 +1242,41 @@ static void trainer_close(trainer *t)
     pile_fs_lock_close(t->lock);
 }
 
-/* The communicator of the ranks this process trains with, as the
- * launcher's environment says (pile_comm_open_auto: "single" without a
- * launcher, "mpi" under mpirun or srun), and its place among them. A
- * world_size the launcher did not start is refused here, before any
- * folder exists. *threads: the CPU threads a rank takes when none are
- * given, its share of the cores with the machine's other ranks. */
-static int open_comm(trainer *t, const pile_train_config *c, int *threads, pile_err *err)
+/* Where this process stands in the job, from the launcher's environment,
+ * checked against world_size before any folder exists. *threads: the CPU
+ * threads a rank takes when none are given, its share of the cores with
+ * the machine's other ranks. */
+static int read_launch(const pile_train_config *c, pile_comm_env *env, int *threads, pile_err *err)
 {
-    pile_comm_env env;
-    PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
-    PILE_RETURN_IF(c->world_size != env.world_size, err, PILE_EINVAL,
+    PILE_FORWARD_IF_ERR(pile_comm_env_parse(env, NULL, err));
+    PILE_RETURN_IF(c->world_size != env->world_size, err, PILE_EINVAL,
                    "world_size %d, but %s started %d rank%s: start as many with the launcher (mpirun -np, srun "
                    "--ntasks, torchrun --nproc_per_node), or leave world_size out",
                    c->world_size,
-                   env.launcher == PILE_COMM_LAUNCHER_NONE ? "no launcher (one process)"
-                                                           : pile_comm_launcher_name(env.launcher),
-                   env.world_size, env.world_size == 1 ? "" : "s");
-    const pile_comm_options o = {&env, 0};
+                   env->launcher == PILE_COMM_LAUNCHER_NONE ? "no launcher (one process)"
+                                                            : pile_comm_launcher_name(env->launcher),
+                   env->world_size, env->world_size == 1 ? "" : "s");
+    *threads = c->threads;
+    if (*threads == 0 && env->local_world_size > 1) {
+        *threads = pile_backend_usable_cores() / env->local_world_size;
+        if (*threads < 1) *threads = 1;
+    }
+    return 0;
+}
+
+/* The communicator of the ranks this process trains with, for the memory
+ * the backend's tensors are in (pile_comm_open_auto: "single" without a
+ * launcher, "mpi" under mpirun or srun, "tcp" under torchrun, "nccl"
+ * between GPUs), and its place among them. */
+static int open_comm(trainer *t, const pile_comm_env *env, pile_err *err)
+{
+    const pile_comm_options o = {
+        .env = env, .timeout_s = t->cfg->dist_timeout, .device_memory = !pile_backend_host_memory(t->be)};
     PILE_FORWARD_IF_ERR(pile_comm_open_auto(&t->comm, &o, err));
     t->rank = pile_comm_rank(t->comm);
     t->world = pile_comm_world_size(t->comm);
     /* from here every call goes through the thread (comm.h), in order */
-    if (c->overlap_comm && t->world > 1) PILE_FORWARD_IF_ERR(pile_comm_thread_start(t->comm, err));
-    *threads = c->threads;
-    if (*threads == 0 && env.local_world_size > 1) {
-        *threads = pile_backend_usable_cores() / env.local_world_size;
-        if (*threads < 1) *threads = 1;
-    }
+    if (t->cfg->overlap_comm && t->world > 1) PILE_FORWARD_IF_ERR(pile_comm_thread_start(t->comm, err));
     return 0;
 }
 
@@ -1503,8 +1510,15 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
                    "offload_param (--offload all) needs ZeRO stage 3 (--zero 3), not %d", c->zero_stage);
     PILE_RETURN_IF(c->offload_optimizer && c->zero_stage < 1, err, PILE_EINVAL,
                    "offload_optimizer (--offload optimizer) needs ZeRO stage 1, 2 or 3 (--zero 1)");
-    int threads = 0; /* set by open_comm; 0 keeps -Wmaybe-uninitialized quiet */
-    PILE_FORWARD_IF_ERR(open_comm(t, c, &threads, err));
+    int threads = 0; /* set by read_launch; 0 keeps -Wmaybe-uninitialized quiet */
+    pile_comm_env env;
+    PILE_FORWARD_IF_ERR(read_launch(c, &env, &threads, err));
+    /* the backend before the communicator, which works on its memory
+     * (device: "nccl"; the device of the local rank), and before the run
+     * folder: a name this build lacks ('cuda' without CUDA) is refused
+     * before the folder is made */
+    PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, threads, err));
+    PILE_FORWARD_IF_ERR(open_comm(t, &env, err));
     if (t->rank != 0) {
         t->rank_log = (pile_log){rank_log_fn, t, 0, 0};
         t->log = NULL;
@@ -1512,16 +1526,18 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     t->guard.skip = c->skip_corrupt_rows;
     t->guard.offer_skip = 1;
     t->guard.log = t->rank == 0 ? log : &t->rank_log;
-    /* the backend before the run folder: a name this build lacks ('cuda'
-     * without CUDA) is refused before the folder is made */
-    PILE_FORWARD_IF_ERR(pile_backend_open(&t->be, c->backend, threads, err));
     if (t->backend_why.code)
         pile_log_printf(t->log, PILE_LOG_INFO, "%s: training on the %s backend", t->backend_why.msg,
                         pile_backend_name(t->be));
-    PILE_RETURN_IF(t->world > 1 && !pile_backend_host_memory(t->be), err, PILE_EINVAL,
-                   "%d ranks on the %s backend: the '%s' communicator reduces gradients in host memory, and this "
-                   "build has no communicator for device memory (NCCL)",
-                   t->world, pile_backend_name(t->be), pile_comm_name(t->comm));
+    PILE_RETURN_IF(t->world > 1 && pile_comm_device_memory(t->comm) == pile_backend_host_memory(t->be), err,
+                   PILE_EINVAL, "%d ranks on the %s backend: the '%s' communicator works on %s memory", t->world,
+                   pile_backend_name(t->be), pile_comm_name(t->comm),
+                   pile_comm_device_memory(t->comm) ? "device" : "host");
+    /* the optimizer would refuse it too, but after the run folder is made */
+    PILE_RETURN_IF(pile_comm_device_memory(t->comm) && c->zero_stage > 0, err, PILE_EINVAL,
+                   "ZeRO stage %d on %d ranks of the %s backend: over the '%s' communicator this build takes stage 0 "
+                   "only (--zero 0; stages 1 to 3 still read the shards in host memory)",
+                   c->zero_stage, t->world, pile_backend_name(t->be), pile_comm_name(t->comm));
     pile_model_config mc;
     pile_buf ckpt = {0};
     int rc = t->rank == 0 ? open_run_folder(t, c, err) : 0;

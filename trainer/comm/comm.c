@@ -24,6 +24,9 @@ static const pile__comm_ops *const registry[] = {
     &pile__comm_mpi_ops,
 #endif
     &pile__comm_tcp_ops,
+#ifdef PILE_HAVE_NCCL
+    &pile__comm_nccl_ops,
+#endif
 };
 #define N_REGISTRY (sizeof registry / sizeof registry[0])
 
@@ -89,17 +92,32 @@ const char *pile_comm_auto_name(const pile_comm_env *env, pile_err *err)
 #endif
 }
 
+const char *pile_comm_auto_name_for(const pile_comm_env *env, int device_memory, pile_err *err)
+{
+    if (!device_memory || env->world_size == 1) return pile_comm_auto_name(env, err);
+#ifdef PILE_HAVE_NCCL
+    (void)err;
+    return "nccl";
+#else
+    pile_err_set(err, PILE_EINVAL,
+                 "cannot run as rank %d of %d on a device's memory: this build has no communicator for it (NCCL: "
+                 "build with CUDA and NCCL found, see the README's dependencies; or train on the cpu backend)",
+                 env->rank, env->world_size);
+    return NULL;
+#endif
+}
+
 int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err *err)
 {
     *out = NULL;
     pile_comm_env env;
-    pile_comm_options o = {NULL, 0};
+    pile_comm_options o = {NULL, 0, 0};
     if (opt) o = *opt;
     if (!o.env) {
         PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
         o.env = &env;
     }
-    const char *name = pile_comm_auto_name(o.env, err);
+    const char *name = pile_comm_auto_name_for(o.env, o.device_memory, err);
     if (!name) return err ? err->code : PILE_EINVAL;
     return pile_comm_open_opts(out, name, &o, err);
 }
@@ -125,6 +143,11 @@ int pile_comm_rank(const pile_comm *c)
 int pile_comm_world_size(const pile_comm *c)
 {
     return c->world_size;
+}
+
+int pile_comm_device_memory(const pile_comm *c)
+{
+    return c->ops->device_memory;
 }
 
 size_t pile_comm_dtype_size(pile_comm_dtype dt)

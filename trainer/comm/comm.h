@@ -24,14 +24,21 @@
  *    a message naming the operation and the peer, instead of a hang
  *    (comm_tcp.c). Reductions are in one fixed order per element, the
  *    same bits on every run.
- * What comes later behind this same header, an entry of comm.c's table
- * (comm_internal.h) with no change to callers:
- *  - "nccl": buffers in GPU memory; each tensor call is enqueued on the
- *    `stream` it is given (a cudaStream_t) and completes in that stream's
- *    order, so that gradient reduction overlaps the backward; a wait on
- *    the stream, and a watchdog that aborts the communicator when a peer
- *    dies, come with it. It bootstraps over "mpi" or "tcp": rank 0's
- *    unique id goes out by pile_comm_broadcast_bytes.
+ *  - "nccl" (builds with CUDA and NCCL): buffers in the memory of this
+ *    rank's GPU, the device of its local rank (as the cuda backend's).
+ *    Each tensor call is enqueued on the `stream` it is given (a
+ *    cudaStream_t) and completes in that stream's order, so that gradient
+ *    reduction can overlap the backward; a call given no stream waits for
+ *    the device, runs and is finished at return, as the host ones are.
+ *    It bootstraps over "mpi" or "tcp" (pile_comm_auto_name): rank 0's
+ *    unique id goes out by pile_comm_broadcast_bytes, and that host
+ *    communicator carries the scalars, the barrier and broadcast_bytes.
+ *    The NCCL communicator is non-blocking: a watchdog polls its async
+ *    error and each call's completion against the timeout, and on a
+ *    failure or the timeout aborts it (ncclCommAbort), so that every
+ *    rank's next call fails naming the operation and the rank instead of
+ *    hanging (comm_nccl.c, comm_watchdog.h). It has not run on a GPU yet:
+ *    it builds and links; the watchdog's logic is tested on the CPU.
  *
  * Buffers are plain (pointer, count, dtype) in the memory the
  * implementation works on (host memory for "single", "mpi" and "tcp",
@@ -47,9 +54,12 @@
  * implementation. Every rank must make the same calls with the same
  * counts, dtypes and roots in the same order; one that does not is a bug
  * the "single" implementation cannot see ("tcp" fails every rank's call
- * saying how the calls differ; MPI's behaviour is undefined).
+ * saying how the calls differ; MPI's behaviour is undefined). A "nccl"
+ * call given a stream returns 0 once enqueued: its own failure (a dead
+ * peer, the timeout) fails the communicator's next call, of any kind.
  *
- * Not thread-safe: one caller thread per pile_comm, but for its own
+ * Not thread-safe: one caller thread per pile_comm ("nccl" runs a
+ * watchdog thread of its own inside), but for its own
  * communication thread (pile_comm_thread_start, below): while that runs,
  * every call from any thread is handed to it and made there, in the order
  * the calls and submitted jobs came. */
@@ -120,6 +130,16 @@ typedef struct pile_comm_env {
  * and world size (one machine) where a launcher does not give them. */
 int pile_comm_env_parse(pile_comm_env *env, const char *const *envp, pile_err *err);
 
+/* The GPU this rank computes and communicates on, among the n_devices
+ * it sees: its local rank (one process per GPU, as torchrun and DeepSpeed
+ * do). A local rank beyond them is PILE_EINVAL naming both, the launcher
+ * and CUDA_VISIBLE_DEVICES (read from envp as pile_comm_env_parse reads
+ * it; a launcher that gives each rank one device of its own leaves every
+ * rank but the first without its device). `what` begins the message
+ * ("cannot open CUDA device"). */
+int pile_comm_local_device(const pile_comm_env *env, int n_devices, const char *const *envp, const char *what,
+                           int *device, pile_err *err);
+
 /* "none", "torchrun", "slurm", "openmpi", "pmi" ("?" outside the enum). */
 const char *pile_comm_launcher_name(pile_comm_launcher l);
 
@@ -131,9 +151,13 @@ const char *pile_comm_launcher_name(pile_comm_launcher l);
 typedef struct pile_comm_options {
     const pile_comm_env *env; /* NULL: pile_comm_env_parse of this process's environment */
     double timeout_s;         /* <= 0: PILE_COMM_TIMEOUT_DEFAULT_S */
+    /* pile_comm_open_auto: 1 when the caller's tensors are in device
+     * memory (a device backend's), which picks "nccl" for more than one
+     * rank */
+    int device_memory;
 } pile_comm_options;
 
-/* Opens the communicator `name` ("single", "mpi", "tcp") for this
+/* Opens the communicator `name` ("single", "mpi", "tcp", "nccl") for this
  * process's place in the job (opt may be NULL: the environment and the
  * default timeout). An unknown name, or one this build lacks, is
  * PILE_EINVAL naming those it has. *out is NULL on failure. */
@@ -144,16 +168,25 @@ int pile_comm_open(pile_comm **out, const char *name, pile_err *err);
 
 /* The communicator the environment asks for: "single" for a world of one
  * rank, "mpi" under an MPI launcher, "tcp" under torchrun or srun
- * without MPI. Under an MPI launcher in a build without MPI it is
- * PILE_EINVAL saying how to get it. pile_comm_auto_name says which,
- * without opening anything (NULL and *err filled when none can be). */
+ * without MPI; with opt->device_memory and more than one rank, "nccl".
+ * Under an MPI launcher in a build without MPI, or for device memory in a
+ * build without NCCL, it is PILE_EINVAL saying how to get it.
+ * pile_comm_auto_name (host memory) and pile_comm_auto_name_for say
+ * which, without opening anything (NULL and *err filled when none can
+ * be). */
 int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err *err);
 const char *pile_comm_auto_name(const pile_comm_env *env, pile_err *err);
+const char *pile_comm_auto_name_for(const pile_comm_env *env, int device_memory, pile_err *err);
 void pile_comm_close(pile_comm *c); /* accepts NULL */
 
 const char *pile_comm_name(const pile_comm *c);
 int pile_comm_rank(const pile_comm *c);       /* 0 .. world_size - 1 */
 int pile_comm_world_size(const pile_comm *c); /* >= 1 */
+
+/* 1 when c's tensor buffers are in device memory ("nccl"), 0 when in host
+ * memory ("single", "mpi", "tcp"): a backend's tensors and its
+ * communicator's must agree (the optimizer checks). */
+int pile_comm_device_memory(const pile_comm *c);
 
 /* Bytes of one element of dt (4 or 2); 0 for a value outside the enum. */
 size_t pile_comm_dtype_size(pile_comm_dtype dt);
@@ -166,8 +199,10 @@ void pile_comm_partition(const pile_comm *c, size_t n, size_t *offset, size_t *c
 
 /* ---------------------------------------------------------- tensors
  * `stream`: where an implementation with streams enqueues the call
- * ("nccl": a cudaStream_t; NULL, its default). "single", "mpi" and "tcp"
- * finish before returning and ignore it. */
+ * ("nccl": a cudaStream_t of its device; the call returns once enqueued
+ * and completes in the stream's order. NULL: after all the work given to
+ * the device so far, finished when the call returns). "single", "mpi"
+ * and "tcp" finish before returning and ignore it. */
 
 /* buf[0..count) = op over all ranks of each rank's buf, in place. dt must
  * be PILE_COMM_F32. */

@@ -209,3 +209,21 @@ int pile_comm_env_parse(pile_comm_env *env, const char *const *envp, pile_err *e
     }
     return 0;
 }
+
+int pile_comm_local_device(const pile_comm_env *env, int n_devices, const char *const *envp, const char *what,
+                           int *device, pile_err *err)
+{
+    *device = -1;
+    if (!envp) envp = (const char *const *)environ;
+    if (env->local_rank < n_devices) {
+        *device = env->local_rank;
+        return 0;
+    }
+    const char *visible = env_get(envp, "CUDA_VISIBLE_DEVICES");
+    return pile_err_set(err, PILE_EINVAL,
+                        "%s %d for local rank %d (%s): this machine shows %d CUDA device%s%s%s%s; start at most %d "
+                        "rank%s per machine, each seeing all of its GPUs",
+                        what, env->local_rank, env->local_rank, pile_comm_launcher_name(env->launcher), n_devices,
+                        n_devices == 1 ? "" : "s", visible ? " (CUDA_VISIBLE_DEVICES=" : "", visible ? visible : "",
+                        visible ? ")" : "", n_devices, n_devices == 1 ? "" : "s");
+}

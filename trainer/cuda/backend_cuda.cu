@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "comm/comm.h"
 #include "cuda_internal.h"
 
 /* Tensors start on 256 bytes (cudaMalloc's own alignment, more than the
@@ -135,9 +136,16 @@ static const pile_backend_i cuda_iface = cuda_iface_table();
 
 static int cuda_open(pile_backend *be, pile_err *err)
 {
-    /* The device: 0 for now. Data-parallel training (the sharding issue)
-     * picks LOCAL_RANK's here, one process per GPU. */
-    const int dev = 0;
+    /* One process per GPU: the device of the launcher's local rank
+     * (comm.h; 0 without a launcher), as the "nccl" communicator takes */
+    pile_comm_env env;
+    PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
+    int n_dev = 0, dev = -1;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess) {
+        (void)cudaGetLastError();
+        n_dev = 0;
+    }
+    PILE_FORWARD_IF_ERR(pile_comm_local_device(&env, n_dev, NULL, "cannot open CUDA device", &dev, err));
     cuda_state *s = (cuda_state *)calloc(1, sizeof *s);
     PILE_RETURN_IF(!s, err, PILE_ENOMEM, "cannot allocate the cuda backend");
     pile_cuda_ctx *c = &s->pub;
