@@ -5,12 +5,14 @@
  * 4M values, a quarter of them arbitrary bit patterns (NaN, infinities,
  * subnormals, huge), the rest in [-20, 20] and [-5, 5]; dropout at five
  * probabilities and three seeds. Equal means the same bits (any NaN
- * matches any NaN). */
+ * matches any NaN). And the planner's attention rows for a GPU run
+ * against what the backend's attention says it allocates. */
 #include <math.h>
 
 #include "backend.h"
 #include "kernels.cuh"
 #include "pile_test.h"
+#include "plan.h"
 
 #define N ((size_t)1 << 22)
 
@@ -83,6 +85,25 @@ int main(void)
     ASSERT_EQ(bad, 0);
     ASSERT(kept > N && kept < 15 * N); /* both outcomes occurred */
     ASSERT_EQ(pile_backend_sync(be, &err), 0);
+
+    TEST("plan: a GPU run's attention rows are the CUDA backend's sizes (saved per layer, scratch once)");
+    pile_plan_settings st;
+    memset(&st, 0, sizeof st);
+    st.n_layer = 3;
+    st.n_head = 5;
+    st.n_embd = 320;
+    st.vocab_size = 1000;
+    st.n_positions = st.seq_len = 77;
+    st.batch_size = 3;
+    st.precision = PILE_PRECISION_BF16;
+    st.gpus = st.nodes = 1;
+    pile_plan p;
+    ASSERT_EQ(pile_plan_compute(&st, &p, &err), 0);
+    const uint64_t saved = pile__cuda_attention_saved_bytes(NULL, 3, 77, 320, 5);
+    const uint64_t scratch = pile__cuda_attention_scratch_bytes(NULL, 3, 77, 320, 5);
+    ASSERT_EQ(p.gpu[PILE_PLAN_ATTENTION], 3 * ((saved + 63) / 64 * 64));
+    ASSERT_EQ(p.gpu[PILE_PLAN_ATT_SCRATCH], (scratch + 63) / 64 * 64);
+    ASSERT(scratch > 0);
 
     pile_backend_free(&tx);
     pile_backend_free(&td);

@@ -3,7 +3,8 @@
  * (pile_backend_bytes_in_use) over shapes, recompute modes and dropout;
  * the parameter count against the model's; DeepSpeed's estimators on
  * values DeepSpeed 0.19.8 itself returned; the GPU model states summing to
- * DeepSpeed's figure; the verdicts; the advice (each option fits, the
+ * DeepSpeed's figure; the GPU's attention rows (the CUDA backend's
+ * saved state and scratch); the verdicts; the advice (each option fits, the
  * settings did not); the refusals. tests/reference/plan_ref.py compares a
  * table of settings with DeepSpeed's functions. */
 #include <stdint.h>
@@ -249,6 +250,38 @@ static void test_gpu_states(void)
     ASSERT(p.layer_bytes[0] < p32.layer_bytes[0] && p.layer_bytes[0] > p32.layer_bytes[0] / 2);
 }
 
+/* attention.cu keeps fp32 [B, NH, T] per layer (the log-sum-exp) and as
+ * much once, shared by all layers, for its backward's D: the GPU plan
+ * counts both where the CUDA backend's arena holds them. */
+static void test_gpu_attention(void)
+{
+    TEST("gpu: attention's saved state per layer and its backward's scratch once, as the CUDA backend allocates");
+    pile_err err;
+    static const int shapes[][4] = {{8, 1024, 12, 12}, {3, 33, 3, 2}, {1, 7, 1, 1}}; /* B, T, NH, L */
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int B = shapes[i][0], T = shapes[i][1], NH = shapes[i][2], L = shapes[i][3];
+        const uint64_t rows = (uint64_t)B * NH * T * 4, rounded = (rows + 63) / 64 * 64;
+        for (int r = 0; r < 3; r++) {
+            pile_plan_settings s = gpu_settings(1, 1, 0, PILE_OFFLOAD_NONE);
+            s.batch_size = B;
+            s.seq_len = T;
+            s.n_head = NH;
+            s.n_layer = L;
+            s.n_embd = 64 * NH;
+            s.recompute = (pile_recompute)r;
+            pile_plan p;
+            OK(pile_plan_compute(&s, &p, &err), &err);
+            ASSERT_EQ(p.gpu[PILE_PLAN_ATT_SCRATCH], rounded);
+            /* recompute block refills one layer's */
+            ASSERT_EQ(p.gpu[PILE_PLAN_ATTENTION], r == PILE_RECOMPUTE_BLOCK ? rounded : (uint64_t)L * rounded);
+            ASSERT_EQ(p.cpu[PILE_PLAN_ATT_SCRATCH], 0);
+            uint64_t sum = 0;
+            for (int k = 0; k < PILE_PLAN_ROWS; k++) sum += p.gpu[k];
+            ASSERT_EQ(p.total_gpu, sum);
+        }
+    }
+}
+
 static void test_verdicts_and_advice(void)
 {
     TEST("fits: judged against --gpu-mem and --cpu-mem; advice that fits");
@@ -362,6 +395,7 @@ int main(void)
     pile_backend_close(be16);
     test_deepspeed_formulas();
     test_gpu_states();
+    test_gpu_attention();
     test_verdicts_and_advice();
     test_refusals(be);
     pile_backend_close(be);

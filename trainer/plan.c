@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/cuda_sizes.h"
+
 /* What a CPU run holds beyond its buffers: the program, its libraries,
  * OpenMP's threads and OpenBLAS's packing buffers, glibc's arenas: an
  * allowance, not measured alone (whole plans of GPT-2 runs land within
@@ -194,17 +196,19 @@ static void layer_bytes_of(const layer_parts *lp, pile_recompute rc, uint64_t *l
     *shared = add(own ? 0 : add(lp->base, lp->att), rc != PILE_RECOMPUTE_NONE ? lp->mlp : 0);
 }
 
-/* What attention keeps for the backward per layer, and its scratch: the
- * CPU backend's own figures; on GPUs FlashAttention's log-sum-exp, one
- * fp32 per row and head, its tiles living in shared memory. */
+/* What attention keeps for the backward per layer, and its scratch (one
+ * for all layers): the CPU backend's own figures; on GPUs the CUDA
+ * backend's (cuda/cuda_sizes.h, where attention.cu takes them from):
+ * FlashAttention's log-sum-exp and the backward's D, each one fp32 per
+ * row and head, its tiles living in shared memory. */
 static void attention_sizes(const pile_plan_settings *s, uint64_t *saved, uint64_t *scratch)
 {
     if (s->gpus == 0) {
         *saved = pile_backend_attention_saved_bytes(s->backend, s->batch_size, s->seq_len, s->n_embd, s->n_head);
         *scratch = pile_backend_attention_scratch_bytes(s->backend, s->batch_size, s->seq_len, s->n_embd, s->n_head);
     } else {
-        *saved = mul(mul((uint64_t)s->batch_size, (uint64_t)s->n_head), mul((uint64_t)s->seq_len, 4));
-        *scratch = 0;
+        *saved = pile__cuda_attention_saved_size(s->batch_size, s->seq_len, s->n_head);
+        *scratch = pile__cuda_attention_scratch_size(s->batch_size, s->seq_len, s->n_head);
     }
 }
 
@@ -346,6 +350,7 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
     for (int r = 0; r < 3; r++) layer_bytes_of(&lp, (pile_recompute)r, &p->layer_bytes[r], &p->shared_bytes[r]);
     const int block = s->recompute == PILE_RECOMPUTE_BLOCK;
     uint64_t *col = gpu ? p->gpu : p->cpu;
+    col[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
     col[PILE_PLAN_ACTIVATIONS] = mul(L, p->layer_bytes[s->recompute] - (block ? 0 : lp.att));
     col[PILE_PLAN_ATTENTION] = block ? lp.att : mul(L, lp.att);
     col[PILE_PLAN_RECOMPUTE] = p->shared_bytes[s->recompute] - (block ? lp.att : 0);
@@ -404,7 +409,6 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
             offloaded = add(add(p->cpu[PILE_PLAN_MASTER], p->cpu[PILE_PLAN_MOMENTS]), own_shard);
             if (s->offload == PILE_OFFLOAD_ALL) offloaded = add(offloaded, p->cpu[PILE_PLAN_PARAMS]);
         }
-        p->cpu[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
         p->backend_bytes = add(add(add(p->cpu[PILE_PLAN_PARAMS], p->cpu[PILE_PLAN_GRADS32]),
                                    add(p->cpu[PILE_PLAN_MOMENTS], p->cpu[PILE_PLAN_MASTER])),
                                add(add(acts, p->cpu[PILE_PLAN_ATT_SCRATCH]), p->cpu[PILE_PLAN_ZERO_BUFFERS]));

@@ -85,8 +85,9 @@ typedef struct pile_plan_settings {
     int ranks;
     /* the CPU backend the run uses (gpus == 0): attention's saved state and
      * scratch are its pile_backend_attention_saved_bytes / _scratch_bytes;
-     * borrowed for the call only. NULL on GPUs (FlashAttention's: one fp32
-     * log-sum-exp per row and head, no scratch beyond its tiles). */
+     * borrowed for the call only. NULL on GPUs (the CUDA backend's, from
+     * trainer/cuda/cuda_sizes.h: one fp32 log-sum-exp per row and head
+     * kept per layer, and the backward's D, as much, once). */
     const pile_backend *backend;
     /* what there is; 0 = unknown (fits is then not judged on that side) */
     uint64_t gpu_mem;      /* bytes per GPU */
@@ -110,7 +111,8 @@ typedef enum pile_plan_row {
     PILE_PLAN_EMBED,         /* the embedding's output and the final LayerNorm */
     PILE_PLAN_LOGITS,        /* the classifier's [N, Vp] buffer and the per-row losses */
     PILE_PLAN_BACKWARD,      /* the backward's activation gradients */
-    PILE_PLAN_ATT_SCRATCH,   /* attention's work space (the CPU's, per thread) */
+    PILE_PLAN_ATT_SCRATCH,   /* attention's work space, one for all layers (the CPU's per thread;
+                                the CUDA backend's backward D, fp32 [B, NH, T]) */
     PILE_PLAN_BATCH,         /* tokens, targets, document starts: backend and host copies */
     PILE_PLAN_ZERO_BUFFERS,  /* ZeRO 2/3 reduce bucket; ZeRO 3 whole-block gathers beyond GATHERED */
     PILE_PLAN_CHECKPOINT,    /* the CPU backend: host copies of the moments while a checkpoint is written */
