@@ -4,8 +4,8 @@
 # would, not judged: 0), --json's keys, DeepSpeed's 235B setting, the CPU
 # backend against --cpu-mem; and the trainer refusing a run that cannot fit
 # before its first step, with the planner's numbers and the flag that
-# overrides, on shards of the bundled sample (every run of trainer_cli.sh
-# passes the same check and fits).
+# overrides, alone and as two ranks on one host, on shards of the bundled
+# sample (every run of trainer_cli.sh passes the same check and fits).
 #   plan_cli.sh PILE_TRAINER PILE_PREP
 # Speaks TAP; the trainer's part skips when the sample data is absent.
 set -u
@@ -72,6 +72,12 @@ check "--json: params 124439808" grep -Eq '"params": 124439808,' out
 run "$TR" plan --model gpt2 --precision bf16 --gpus 8 --zero 2 --json
 expect "--json, not judged: fits null" 0 '"fits": null'
 
+# --- attention on one GPU: the CUDA backend's saved state per layer and the
+# backward's D once, each fp32 [8, 12, 1024] (trainer/cuda/cuda_sizes.h)
+run "$TR" plan --model gpt2 --gpus 1 --batch_size 8 --max_length 1024 --json
+expect "--gpus 1: attention's scratch is the CUDA backend's (393216 bytes)" 0 \
+    '"gpu": \{[^}]*"attention": 4718592, [^}]*"attention_scratch": 393216,'
+
 # --- precision: none given is what the backend defaults to
 run "$TR" plan --model gpt2 --gpus 8 --zero 2 --json
 expect "no precision, GPUs: planned in bf16 (a CUDA run's default)" 0 '"precision": "bf16"'
@@ -124,6 +130,16 @@ if [ -f "$SRC/val.jsonl.zst" ] && [ -f "$SRC/train/00.jsonl.zst" ]; then
     run "$TR" plan --data shards --n_layer 96 --n_head 128 --n_embd 16384
     expect "plan with the run's flags: the shards' vocabulary, the same figure ($need), exit 3" 3 \
         "DOES NOT FIT: needs $need,"
+    # two ranks on this host (launch: LOCAL_WORLD_SIZE 2) hold two tables:
+    # the sum is checked, each rank's figure (the one-rank run's) named
+    run timeout 120 "$TR" launch --nproc 2 --data shards --checkpoint_dir C2 --n_layer 96 --n_head 128 \
+        --n_embd 16384 --max_steps 2
+    expect "launch --nproc 2: both ranks against the host, refused before step 1 (exit 1)" 1 \
+        "rank 0: the run does not fit in memory: its 2 ranks on this host need [0-9.]+ TiB \($need each\)"
+    check "... the total is twice one rank's" sh -c "sed -n 's/.*on this host need \([0-9.]*\) TiB (\([0-9.]*\) TiB each).*/\1 \2/p' '$TMP/err' |
+        awk '{ d = \$1 - 2 * \$2; exit !(NF == 2 && d < 0.06 && d > -0.06) }'"
+    check "... the other rank stops, naming rank 0" grep -q "rank 1: stopping: rank 0 of 2 failed" err
+    check "... no checkpoint" test ! -e C2/latest
     run "$TR" --data shards --checkpoint_dir D --max_steps 1 --batch_size 2 --print-config --skip_memory_check
     expect "--skip_memory_check is a setting (--print-config)" 0 '"skip_memory_check": true'
 else

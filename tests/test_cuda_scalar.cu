@@ -1,22 +1,40 @@
-/* The CUDA kernels' copies of the CPU backend's scalar functions
- * (trainer/cuda/kernels.cuh: expf through GELU forward and backward, the
- * dropout draw and its threshold) against the CPU backend itself, bit for
- * bit, evaluated on the host: no GPU needed, so CI checks them. Inputs:
- * 4M values, a quarter of them arbitrary bit patterns (NaN, infinities,
+/* The scalar functions the CUDA kernels take from the CPU backend
+ * (trainer/cpu/scalar_math.h through trainer/cuda/kernels.cuh: expf
+ * through GELU forward and backward, the dropout draw and its threshold),
+ * compiled by nvcc's host side, against the CPU backend's vectorised
+ * loops, bit for bit, evaluated on the host: no GPU needed, so CI checks
+ * them. Inputs: 4M values, a quarter of them arbitrary bit patterns (NaN, infinities,
  * subnormals, huge), the rest in [-20, 20] and [-5, 5]; dropout at five
  * probabilities and three seeds. Equal means the same bits (any NaN
- * matches any NaN). */
+ * matches any NaN). And the planner's attention rows for a GPU run
+ * against what the backend's attention says it allocates. */
 #include <math.h>
+#include <string.h>
 
 #include "backend.h"
 #include "kernels.cuh"
 #include "pile_test.h"
+#include "plan.h"
 
 #define N ((size_t)1 << 22)
 
+static uint32_t f32_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float f32_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 static float urand(double lo, double hi) { return (float)(lo + (hi - lo) * (double)(pile_test_rng() >> 11) / 9007199254740992.0); }
 
-static int same(float a, float b) { return pile_f32_bits(a) == pile_f32_bits(b) || (isnan(a) && isnan(b)); }
+static int same(float a, float b) { return f32_bits(a) == f32_bits(b) || (isnan(a) && isnan(b)); }
 
 int main(void)
 {
@@ -29,7 +47,7 @@ int main(void)
     pile_test_rng_state = 20261203;
     float *x = (float *)malloc(N * 4), *d = (float *)malloc(N * 4), *acc = (float *)malloc(N * 4), *got = (float *)malloc(N * 4);
     for (size_t i = 0; i < N; i++) {
-        x[i] = i % 4 == 0 ? pile_f32_of((uint32_t)pile_test_rng()) : i % 4 == 1 ? urand(-20, 20) : urand(-5, 5);
+        x[i] = i % 4 == 0 ? f32_of((uint32_t)pile_test_rng()) : i % 4 == 1 ? urand(-20, 20) : urand(-5, 5);
         d[i] = urand(-1, 1);
         acc[i] = urand(-1, 1);
     }
@@ -83,6 +101,25 @@ int main(void)
     ASSERT_EQ(bad, 0);
     ASSERT(kept > N && kept < 15 * N); /* both outcomes occurred */
     ASSERT_EQ(pile_backend_sync(be, &err), 0);
+
+    TEST("plan: a GPU run's attention rows are the CUDA backend's sizes (saved per layer, scratch once)");
+    pile_plan_settings st;
+    memset(&st, 0, sizeof st);
+    st.n_layer = 3;
+    st.n_head = 5;
+    st.n_embd = 320;
+    st.vocab_size = 1000;
+    st.n_positions = st.seq_len = 77;
+    st.batch_size = 3;
+    st.precision = PILE_PRECISION_BF16;
+    st.gpus = st.nodes = 1;
+    pile_plan p;
+    ASSERT_EQ(pile_plan_compute(&st, &p, &err), 0);
+    const uint64_t saved = pile__cuda_attention_saved_bytes(NULL, 3, 77, 320, 5);
+    const uint64_t scratch = pile__cuda_attention_scratch_bytes(NULL, 3, 77, 320, 5);
+    ASSERT_EQ(p.gpu[PILE_PLAN_ATTENTION], 3 * ((saved + 63) / 64 * 64));
+    ASSERT_EQ(p.gpu[PILE_PLAN_ATT_SCRATCH], (scratch + 63) / 64 * 64);
+    ASSERT(scratch > 0);
 
     pile_backend_free(&tx);
     pile_backend_free(&td);

@@ -3,8 +3,10 @@
  * (pile_backend_bytes_in_use) over shapes, recompute modes and dropout;
  * the parameter count against the model's; DeepSpeed's estimators on
  * values DeepSpeed 0.19.8 itself returned; the GPU model states summing to
- * DeepSpeed's figure; the verdicts; the advice (each option fits, the
- * settings did not); the refusals. tests/reference/plan_ref.py compares a
+ * DeepSpeed's figure; the GPU's attention rows (the CUDA backend's
+ * saved state and scratch); the trainer's host check with several ranks
+ * on one host; the verdicts; the advice (each option fits, the settings
+ * did not); the refusals. tests/reference/plan_ref.py compares a
  * table of settings with DeepSpeed's functions. */
 #include <stdint.h>
 #include <string.h>
@@ -249,6 +251,91 @@ static void test_gpu_states(void)
     ASSERT(p.layer_bytes[0] < p32.layer_bytes[0] && p.layer_bytes[0] > p32.layer_bytes[0] / 2);
 }
 
+/* attention.cu keeps fp32 [B, NH, T] per layer (the log-sum-exp) and as
+ * much once, shared by all layers, for its backward's D: the GPU plan
+ * counts both where the CUDA backend's arena holds them. */
+static void test_gpu_attention(void)
+{
+    TEST("gpu: attention's saved state per layer and its backward's scratch once, as the CUDA backend allocates");
+    pile_err err;
+    static const int shapes[][4] = {{8, 1024, 12, 12}, {3, 33, 3, 2}, {1, 7, 1, 1}}; /* B, T, NH, L */
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int B = shapes[i][0], T = shapes[i][1], NH = shapes[i][2], L = shapes[i][3];
+        const uint64_t rows = (uint64_t)B * NH * T * 4, rounded = (rows + 63) / 64 * 64;
+        for (int r = 0; r < 3; r++) {
+            pile_plan_settings s = gpu_settings(1, 1, 0, PILE_OFFLOAD_NONE);
+            s.batch_size = B;
+            s.seq_len = T;
+            s.n_head = NH;
+            s.n_layer = L;
+            s.n_embd = 64 * NH;
+            s.recompute = (pile_recompute)r;
+            pile_plan p;
+            OK(pile_plan_compute(&s, &p, &err), &err);
+            ASSERT_EQ(p.gpu[PILE_PLAN_ATT_SCRATCH], rounded);
+            /* recompute block refills one layer's */
+            ASSERT_EQ(p.gpu[PILE_PLAN_ATTENTION], r == PILE_RECOMPUTE_BLOCK ? rounded : (uint64_t)L * rounded);
+            ASSERT_EQ(p.cpu[PILE_PLAN_ATT_SCRATCH], 0);
+            uint64_t sum = 0;
+            for (int k = 0; k < PILE_PLAN_ROWS; k++) sum += p.gpu[k];
+            ASSERT_EQ(p.total_gpu, sum);
+        }
+    }
+}
+
+/* The trainer's check before step 1 (pile_plan_check_host, as
+ * pile_plan_check_run calls it with MemAvailable): the host holds every
+ * rank on it, each with its own table, sharded over all the run's ranks. */
+static void test_host_check_ranks(pile_backend *be)
+{
+    TEST("host check: the ranks on one host together against its memory; the message names each, how many, the sum");
+    pile_err err;
+    pile_plan p;
+    pile_plan_settings s = cpu_settings(be, 2, 2, 64, 256, 64, 4, 64);
+    s.ranks = 2;
+    s.local_ranks = 1;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    const uint64_t one = p.process_cpu;
+    ASSERT_EQ(p.total_cpu, one);
+    /* room for one rank and a half */
+    s.cpu_mem = one + one / 2;
+    ASSERT_EQ(pile_plan_check_host(&s, "MemAvailable", &err), 0);
+    s.local_ranks = 2;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT_EQ(p.process_cpu, one);
+    ASSERT_EQ(p.total_cpu, 2 * one);
+    ASSERT_EQ(pile_plan_check_host(&s, "MemAvailable", &err), PILE_ELIMIT);
+    printf("# %s\n", err.msg);
+    ASSERT(strstr(err.msg, "its 2 ranks on this host need ") != NULL);
+    ASSERT(strstr(err.msg, " each)") != NULL && strstr(err.msg, "(MemAvailable)") != NULL);
+    ASSERT(strstr(err.msg, "each rank's parameters ") != NULL && strstr(err.msg, "--skip_memory_check") != NULL);
+    /* 0 local ranks: all of them, on one host */
+    s.local_ranks = 0;
+    ASSERT_EQ(pile_plan_check_host(&s, "MemAvailable", &err), PILE_ELIMIT);
+    /* one rank in the same room: its own message, no ranks named */
+    s.ranks = 1;
+    s.local_ranks = 1;
+    s.cpu_mem = one - 1;
+    ASSERT_EQ(pile_plan_check_host(&s, "MemAvailable", &err), PILE_ELIMIT);
+    ASSERT(strstr(err.msg, "the run does not fit in memory: it needs ") != NULL && strstr(err.msg, "ranks") == NULL);
+    s.cpu_mem = 0;
+    ASSERT_EQ(pile_plan_check_host(&s, NULL, &err), 0); /* unknown: not judged */
+    /* 4 ranks on 2 hosts at ZeRO 2: each host holds 2 of the 4-way shards */
+    s = cpu_settings(be, 2, 2, 64, 256, 64, 4, 64);
+    s.zero_stage = 2;
+    s.ranks = 4;
+    s.local_ranks = 2;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT_EQ(p.total_cpu, 2 * p.process_cpu);
+    pile_plan q;
+    s.local_ranks = 4;
+    OK(pile_plan_compute(&s, &q, &err), &err);
+    ASSERT_EQ(q.process_cpu, p.process_cpu);
+    ASSERT_EQ(q.total_cpu, 4 * p.process_cpu);
+    s.local_ranks = 5;
+    ASSERT_EQ(pile_plan_compute(&s, &p, &err), PILE_EINVAL);
+}
+
 static void test_verdicts_and_advice(void)
 {
     TEST("fits: judged against --gpu-mem and --cpu-mem; advice that fits");
@@ -362,6 +449,8 @@ int main(void)
     pile_backend_close(be16);
     test_deepspeed_formulas();
     test_gpu_states();
+    test_gpu_attention();
+    test_host_check_ranks(be);
     test_verdicts_and_advice();
     test_refusals(be);
     pile_backend_close(be);

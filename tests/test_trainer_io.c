@@ -1241,9 +1241,34 @@ static void test_checksums(void)
     pile_buf_free(&dst);
 }
 
-static void test_unsealed_and_seal(void)
+/* What a before_seal callback (pile_checkpoint_save_ranks' other ranks)
+ * sees and adds: the folder being written, the old one still whole. */
+typedef struct seal_check {
+    const char *dir;
+    int fail; /* return PILE_EIO instead of adding the file */
+    int called, old_whole, have_weights, have_checksums;
+} seal_check;
+
+static int other_rank_writes(void *ctx, const char *tmp, pile_err *err)
 {
-    TEST("checkpoint: an unsealed save waits in <dir>.tmp for other ranks' files; seal lists them and renames");
+    seal_check *c = ctx;
+    pile_buf p = {0};
+    pile_err e;
+    c->called = 1;
+    c->old_whole = pile_checkpoint_verify(c->dir, &e) == 0;
+    c->have_weights = exists(in_run(&p, tmp, "model.safetensors"));
+    c->have_checksums = exists(in_run(&p, tmp, "checksums.json"));
+    int rc = c->fail ? pile_err_set(err, PILE_EIO, "rank 1 could not write its optimizer shard")
+             : write_bytes(in_run(&p, tmp, "optimizer-rank1.safetensors"), "shard", 5) ? PILE_EIO
+                                                                                         : 0;
+    pile_buf_free(&p);
+    return rc;
+}
+
+static void test_before_seal(void)
+{
+    TEST("checkpoint: another rank's files join <dir>.tmp before the seal; checksums cover them; a failed rank "
+         "leaves the old folder");
     pile_err err = {0};
     pile_buf run = {0}, dir = {0}, tmp = {0}, p = {0}, text = {0};
     fixture a;
@@ -1254,15 +1279,20 @@ static void test_unsealed_and_seal(void)
     pile_fs_join(&dir, run.data, "step-0000002");
     pile_buf_printf(&tmp, "%s.tmp", dir.data);
     pile_train_state st = sample_state(2);
-    pile_checkpoint_save_opts o = {.unsealed = 1};
-    ASSERT_OK(pile_checkpoint_save_ex(dir.data, a.m, a.o, &st, config_json, &o, &err), EP);
-    /* the old folder stays whole until the seal; the new one is not sealed */
+    /* a rank that fails: the save fails with its error, nothing new stays */
+    seal_check c = {dir.data, 1, 0, 0, 0, 0};
+    pile_checkpoint_save_opts o = {.before_seal = other_rank_writes, .before_seal_ctx = &c};
+    ASSERT_EQ(pile_checkpoint_save_ex(dir.data, a.m, a.o, &st, config_json, &o, &err), PILE_EIO);
+    ASSERT(strstr(err.msg, "rank 1 could not write") != NULL);
+    ASSERT(c.called && c.old_whole && c.have_weights && !c.have_checksums);
+    ASSERT(!exists(tmp.data));
     ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
-    ASSERT(exists(in_run(&p, tmp.data, "model.safetensors")));
-    ASSERT(!exists(in_run(&p, tmp.data, "checksums.json")));
-    /* another rank adds its own file before rank 0 seals */
-    ASSERT(write_bytes(in_run(&p, tmp.data, "optimizer-rank1.safetensors"), "shard", 5) == 0);
-    ASSERT_OK(pile_checkpoint_seal(dir.data, &err), EP);
+    ASSERT(!exists(in_run(&p, dir.data, "optimizer-rank1.safetensors")));
+    /* a rank that writes its file: sealed and renamed with it */
+    c = (seal_check){dir.data, 0, 0, 0, 0, 0};
+    ASSERT_OK(pile_checkpoint_save_ex(dir.data, a.m, a.o, &st, config_json, &o, &err), EP);
+    /* the old folder stays whole until the seal; the new one is not sealed yet */
+    ASSERT(c.called && c.old_whole && c.have_weights && !c.have_checksums);
     ASSERT(!exists(tmp.data));
     ASSERT_OK(pile_checkpoint_verify(dir.data, &err), EP);
     ASSERT_OK(pile_fs_read_file(in_run(&p, dir.data, "checksums.json"), &text, &err), EP);
@@ -1271,9 +1301,6 @@ static void test_unsealed_and_seal(void)
     ASSERT(write_bytes(in_run(&p, dir.data, "optimizer-rank1.safetensors"), "shaRd", 5) == 0);
     ASSERT_EQ(pile_checkpoint_verify(dir.data, &err), PILE_ECORRUPT);
     ASSERT(strstr(err.msg, "optimizer-rank1.safetensors"));
-    /* nothing to seal */
-    ASSERT_EQ(pile_checkpoint_seal(dir.data, &err), PILE_ENOENT);
-    ASSERT(strstr(err.msg, "is gone") && strstr(err.msg, "step-0000002.tmp"));
     fixture_free(&a);
     pile_buf_free(&run);
     pile_buf_free(&dir);
@@ -1574,7 +1601,7 @@ int main(int argc, char **argv)
     test_hf_folder();
     test_state_and_latest();
     test_checksums();
-    test_unsealed_and_seal();
+    test_before_seal();
     test_resumable();
     test_clean_and_prune();
     test_tokenizer_late();

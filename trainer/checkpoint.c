@@ -813,18 +813,12 @@ static int sibling(const char *dir, const char *suffix, pile_buf *out, pile_err 
 }
 
 /* "<dir>.tmp" (where a save writes) and "<dir>.old" (where a replaced
- * folder waits) for dir. */
-static int folder_names(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
-{
-    PILE_FORWARD_IF_ERR(sibling(dir, ".tmp", tmp, err));
-    return sibling(dir, ".old", old, err);
-}
-
-/* folder_names; then the state a crash may have left cleared, and an
- * empty "<dir>.tmp" made to write into. */
+ * folder waits) for dir; then the state a crash may have left cleared,
+ * and an empty "<dir>.tmp" made to write into. */
 static int begin_folder(const char *dir, pile_buf *tmp, pile_buf *old, pile_err *err)
 {
-    PILE_FORWARD_IF_ERR(folder_names(dir, tmp, old, err));
+    PILE_FORWARD_IF_ERR(sibling(dir, ".tmp", tmp, err));
+    PILE_FORWARD_IF_ERR(sibling(dir, ".old", old, err));
     /* A crash between the two renames of publish leaves only <dir>.old: it
      * is the last whole checkpoint, so it comes back before anything else. */
     if (!pile_fs_is_dir(dir) && pile_fs_is_dir(old->data) && rename(old->data, dir) != 0)
@@ -877,21 +871,8 @@ int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, con
     if (!rc && !(opts && opts->without_tokenizer)) rc = write_hf_tokenizer(tmp.data, m, err);
     if (!rc) rc = write_config(tmp.data, m, st, err);
     if (!rc && opts && opts->before_seal) rc = opts->before_seal(opts->before_seal_ctx, tmp.data, err);
-    if (!rc && !(opts && opts->unsealed)) rc = finish_folder(tmp.data, dir, old.data, err);
+    if (!rc) rc = finish_folder(tmp.data, dir, old.data, err);
     if (rc && tmp.data) drop_folder(tmp.data, err);
-    pile_buf_free(&tmp);
-    pile_buf_free(&old);
-    return rc;
-}
-
-int pile_checkpoint_seal(const char *dir, pile_err *err)
-{
-    pile_buf tmp = {0}, old = {0};
-    int rc = folder_names(dir, &tmp, &old, err);
-    if (!rc && !pile_fs_is_dir(tmp.data))
-        rc = pile_err_set(err, PILE_ENOENT, "cannot finish checkpoint '%s': '%s' is gone", dir, tmp.data);
-    else if (!rc && (rc = finish_folder(tmp.data, dir, old.data, err)) < 0)
-        drop_folder(tmp.data, err);
     pile_buf_free(&tmp);
     pile_buf_free(&old);
     return rc;

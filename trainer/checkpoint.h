@@ -27,10 +27,10 @@
  * A folder is written under "<dir>.tmp", every file fsynced, then renamed
  * over <dir> (an existing one is moved aside first and removed after), and
  * the parent fsynced: a crash leaves the old checkpoint or the new one,
- * never a mix. In a run of several ranks rank 0 saves with
- * opts->unsealed, the other ranks add their own files to "<dir>.tmp", and
- * rank 0 seals it (pile_checkpoint_seal) once every rank has finished:
- * checksums.json then covers every rank's files. <checkpoint_dir>/latest
+ * never a mix. In a run of several ranks (pile_checkpoint_save_ranks)
+ * the other ranks add their own files to "<dir>.tmp" before rank 0 seals
+ * and renames it (opts->before_seal): checksums.json then covers every
+ * rank's files. <checkpoint_dir>/latest
  * (one line, a folder name) is replaced atomically after each save and
  * names the newest. */
 #ifndef PILE_CHECKPOINT_H
@@ -89,10 +89,6 @@ typedef struct pile_checkpoint_save_opts {
     /* a JSON object stored as trainer_state.json's "data" (the dataset's
      * identity, pile_data_identity), or NULL */
     const char *data_json;
-    /* 1: leave the folder unfinished as "<dir>.tmp" (no checksums.json, not
-     * renamed), for the other ranks of a run to add their files to;
-     * pile_checkpoint_seal finishes it once every rank is done */
-    int unsealed;
     /* the weights for model.safetensors, whole, in host memory
      * (pile_model_flat_size floats, borrowed), where no one holds them
      * whole: an optimizer sharded over ranks (pile_optim_shards > 1; its
@@ -119,11 +115,6 @@ typedef struct pile_checkpoint_save_opts {
  * may be NULL. */
 int pile_checkpoint_save_ex(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                             const char *config_json, const pile_checkpoint_save_opts *opts, pile_err *err);
-/* Finishes a folder saved with opts->unsealed: checksums.json over every
- * file in "<dir>.tmp" (whichever rank wrote it), fsync, rename over dir as
- * a save does. PILE_ENOENT when "<dir>.tmp" does not exist; on failure
- * "<dir>.tmp" is removed and the previous dir left as it was. */
-int pile_checkpoint_seal(const char *dir, pile_err *err);
 /* pile_checkpoint_save_ex with no options. */
 int pile_checkpoint_save(const char *dir, pile_model *m, pile_optim *opt, const pile_train_state *st,
                          const char *config_json, pile_err *err);

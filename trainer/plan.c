@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/cuda_sizes.h"
+
 /* What a CPU run holds beyond its buffers: the program, its libraries,
  * OpenMP's threads and OpenBLAS's packing buffers, glibc's arenas: an
  * allowance, not measured alone (whole plans of GPT-2 runs land within
@@ -145,6 +147,8 @@ static int check(const pile_plan_settings *s, pile_err *err)
         PILE_RETURN_IF(s->threads < 1, err, PILE_EINVAL, "invalid thread count %d", s->threads);
         PILE_RETURN_IF(!s->backend, err, PILE_EINVAL, "a plan for the CPU backend needs the backend");
         PILE_RETURN_IF(s->ranks < 0, err, PILE_EINVAL, "invalid number of ranks %d", s->ranks);
+        PILE_RETURN_IF(s->local_ranks < 0 || s->local_ranks > (s->ranks > 1 ? s->ranks : 1), err, PILE_EINVAL,
+                       "invalid number of ranks on this host %d (of %d)", s->local_ranks, s->ranks);
         PILE_RETURN_IF(s->ranks == 0 && (s->zero_stage != 0 || s->offload != PILE_OFFLOAD_NONE), err, PILE_EINVAL,
                        "the CPU backend runs one process: ZeRO, offload and nodes need --gpus");
         PILE_RETURN_IF(s->nodes != 1, err, PILE_EINVAL, "the CPU backend runs on one host: nodes need --gpus");
@@ -194,17 +198,19 @@ static void layer_bytes_of(const layer_parts *lp, pile_recompute rc, uint64_t *l
     *shared = add(own ? 0 : add(lp->base, lp->att), rc != PILE_RECOMPUTE_NONE ? lp->mlp : 0);
 }
 
-/* What attention keeps for the backward per layer, and its scratch: the
- * CPU backend's own figures; on GPUs FlashAttention's log-sum-exp, one
- * fp32 per row and head, its tiles living in shared memory. */
+/* What attention keeps for the backward per layer, and its scratch (one
+ * for all layers): the CPU backend's own figures; on GPUs the CUDA
+ * backend's (cuda/cuda_sizes.h, where attention.cu takes them from):
+ * FlashAttention's log-sum-exp and the backward's D, each one fp32 per
+ * row and head, its tiles living in shared memory. */
 static void attention_sizes(const pile_plan_settings *s, uint64_t *saved, uint64_t *scratch)
 {
     if (s->gpus == 0) {
         *saved = pile_backend_attention_saved_bytes(s->backend, s->batch_size, s->seq_len, s->n_embd, s->n_head);
         *scratch = pile_backend_attention_scratch_bytes(s->backend, s->batch_size, s->seq_len, s->n_embd, s->n_head);
     } else {
-        *saved = mul(mul((uint64_t)s->batch_size, (uint64_t)s->n_head), mul((uint64_t)s->seq_len, 4));
-        *scratch = 0;
+        *saved = pile__cuda_attention_saved_size(s->batch_size, s->seq_len, s->n_head);
+        *scratch = pile__cuda_attention_scratch_size(s->batch_size, s->seq_len, s->n_head);
     }
 }
 
@@ -346,6 +352,7 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
     for (int r = 0; r < 3; r++) layer_bytes_of(&lp, (pile_recompute)r, &p->layer_bytes[r], &p->shared_bytes[r]);
     const int block = s->recompute == PILE_RECOMPUTE_BLOCK;
     uint64_t *col = gpu ? p->gpu : p->cpu;
+    col[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
     col[PILE_PLAN_ACTIVATIONS] = mul(L, p->layer_bytes[s->recompute] - (block ? 0 : lp.att));
     col[PILE_PLAN_ATTENTION] = block ? lp.att : mul(L, lp.att);
     col[PILE_PLAN_RECOMPUTE] = p->shared_bytes[s->recompute] - (block ? lp.att : 0);
@@ -404,7 +411,6 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
             offloaded = add(add(p->cpu[PILE_PLAN_MASTER], p->cpu[PILE_PLAN_MOMENTS]), own_shard);
             if (s->offload == PILE_OFFLOAD_ALL) offloaded = add(offloaded, p->cpu[PILE_PLAN_PARAMS]);
         }
-        p->cpu[PILE_PLAN_ATT_SCRATCH] = region(att_scratch, 1);
         p->backend_bytes = add(add(add(p->cpu[PILE_PLAN_PARAMS], p->cpu[PILE_PLAN_GRADS32]),
                                    add(p->cpu[PILE_PLAN_MOMENTS], p->cpu[PILE_PLAN_MASTER])),
                                add(add(acts, p->cpu[PILE_PLAN_ATT_SCRATCH]), p->cpu[PILE_PLAN_ZERO_BUFFERS]));
@@ -452,8 +458,13 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
         p->total_gpu = add(p->total_gpu, p->gpu[r]);
         p->total_cpu = add(p->total_cpu, p->cpu[r]);
     }
-    /* the CPU backend's rows are one process's; the host holds every rank's */
-    if (!gpu && s->ranks > 1) p->total_cpu = mul(p->total_cpu, (uint64_t)s->ranks);
+    /* the CPU backend's rows are one process's; the host holds those of
+     * every rank on it */
+    if (!gpu) {
+        const int local = s->local_ranks > 0 ? s->local_ranks : s->ranks;
+        p->process_cpu = p->total_cpu;
+        if (local > 1) p->total_cpu = mul(p->total_cpu, (uint64_t)local);
+    }
 
     p->fits_gpu = gpu && s->gpu_mem ? p->total_gpu <= s->gpu_mem : -1;
     p->fits_cpu = s->cpu_mem ? p->total_cpu <= s->cpu_mem : -1;
@@ -904,40 +915,51 @@ static int run_settings(const pile_train_config *c, const pile_model_config *mc,
     return 0;
 }
 
+int pile_plan_check_host(const pile_plan_settings *s, const char *source, pile_err *err)
+{
+    if (!s->cpu_mem) return 0;
+    pile_plan p;
+    PILE_FORWARD_IF_ERR(pile_plan_compute(s, &p, err));
+    if (p.fits_cpu != 0) return 0;
+    const int local = s->local_ranks > 0 ? s->local_ranks : s->ranks;
+    char need[160];
+    if (local > 1)
+        snprintf(need, sizeof need, "its %d ranks on this host need %s (%s each)", local, human(p.total_cpu).s,
+                 human(p.process_cpu).s);
+    else snprintf(need, sizeof need, "it needs %s", human(p.total_cpu).s);
+    const uint64_t acts = p.cpu[PILE_PLAN_ACTIVATIONS] + p.cpu[PILE_PLAN_RECOMPUTE] + p.cpu[PILE_PLAN_ATTENTION];
+    return pile_err_set(err, PILE_ELIMIT,
+                        "the run does not fit in memory: %s, the host has %s available (%s): %sparameters "
+                        "%s, gradients %s, AdamW moments %s, activations %s (recompute %s), logits %s, checkpoint "
+                        "copies %s; `pile-trainer plan` with the same flags shows the whole plan and what would "
+                        "fit; --skip_memory_check runs it anyway",
+                        need, human(s->cpu_mem).s, source ? source : "--cpu-mem", local > 1 ? "each rank's " : "",
+                        human(p.cpu[PILE_PLAN_PARAMS]).s, human(p.cpu[PILE_PLAN_GRADS32]).s,
+                        human(p.cpu[PILE_PLAN_MOMENTS]).s, human(acts).s,
+                        pile_model_recompute_name(s->recompute), human(p.cpu[PILE_PLAN_LOGITS]).s,
+                        human(p.cpu[PILE_PLAN_CHECKPOINT]).s);
+}
+
 int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc, const pile_backend *be, int T,
-                        pile_err *err)
+                        int local_ranks, pile_err *err)
 {
     if (c->skip_memory_check) return 0;
     if (!pile_backend_host_memory(be)) return 0; /* a device's: pile_plan_reserve */
     pile_plan_settings s;
     /* the model as the trainer builds it, on its backend, computing in fp32 */
     PILE_FORWARD_IF_ERR(run_settings(c, mc, T, &s, err));
-    /* the run's sharding, every rank on this host (the launcher's local
-     * world; one host is what a CPU run is) */
+    /* the run's sharding over all its ranks; the host holds its own ranks' */
     s.zero_stage = c->zero_stage;
     s.offload = c->offload_param && c->zero_stage == 3 ? PILE_OFFLOAD_ALL
                 : c->offload_optimizer                    ? PILE_OFFLOAD_OPTIMIZER
                                                           : PILE_OFFLOAD_NONE;
     s.ranks = c->world_size;
+    s.local_ranks = local_ranks;
     s.threads = pile_backend_threads(be);
     s.backend = be;
     const char *source;
     s.cpu_mem = pile_plan_host_available(&source);
-    if (!s.cpu_mem) return 0;
-    pile_plan p;
-    PILE_FORWARD_IF_ERR(pile_plan_compute(&s, &p, err));
-    if (p.fits_cpu != 0) return 0;
-    const uint64_t acts = p.cpu[PILE_PLAN_ACTIVATIONS] + p.cpu[PILE_PLAN_RECOMPUTE] + p.cpu[PILE_PLAN_ATTENTION];
-    return pile_err_set(err, PILE_ELIMIT,
-                        "the run does not fit in memory: it needs %s, the host has %s available (%s): parameters "
-                        "%s, gradients %s, AdamW moments %s, activations %s (recompute %s), logits %s, checkpoint "
-                        "copies %s; `pile-trainer plan` with the same flags shows the whole plan and what would "
-                        "fit; --skip_memory_check runs it anyway",
-                        human(p.total_cpu).s, human(s.cpu_mem).s, source,
-                        human(p.cpu[PILE_PLAN_PARAMS]).s, human(p.cpu[PILE_PLAN_GRADS32]).s,
-                        human(p.cpu[PILE_PLAN_MOMENTS]).s, human(acts).s,
-                        pile_model_recompute_name(s.recompute), human(p.cpu[PILE_PLAN_LOGITS]).s,
-                        human(p.cpu[PILE_PLAN_CHECKPOINT]).s);
+    return pile_plan_check_host(&s, source, err);
 }
 
 int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, pile_backend *be, int T, pile_err *err)

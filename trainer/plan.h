@@ -81,12 +81,17 @@ typedef struct pile_plan_settings {
      * run's world size), each holding the table below; 0: one process,
      * and ZeRO and offload refused (the plan command's CPU plan). From 1
      * on, zero_stage 0 to 2 and offload optimizer are planned as optim.c
-     * shards them (pile_optim_zero) and the totals are all ranks'. */
+     * shards them (pile_optim_zero). */
     int ranks;
+    /* of those, the ranks on this host (the launcher's local world size),
+     * whose tables the host holds side by side: total_cpu is that many
+     * times one process's. 0: all `ranks` (one host). */
+    int local_ranks;
     /* the CPU backend the run uses (gpus == 0): attention's saved state and
      * scratch are its pile_backend_attention_saved_bytes / _scratch_bytes;
-     * borrowed for the call only. NULL on GPUs (FlashAttention's: one fp32
-     * log-sum-exp per row and head, no scratch beyond its tiles). */
+     * borrowed for the call only. NULL on GPUs (the CUDA backend's, from
+     * trainer/cuda/cuda_sizes.h: one fp32 log-sum-exp per row and head
+     * kept per layer, and the backward's D, as much, once). */
     const pile_backend *backend;
     /* what there is; 0 = unknown (fits is then not judged on that side) */
     uint64_t gpu_mem;      /* bytes per GPU */
@@ -110,7 +115,8 @@ typedef enum pile_plan_row {
     PILE_PLAN_EMBED,         /* the embedding's output and the final LayerNorm */
     PILE_PLAN_LOGITS,        /* the classifier's [N, Vp] buffer and the per-row losses */
     PILE_PLAN_BACKWARD,      /* the backward's activation gradients */
-    PILE_PLAN_ATT_SCRATCH,   /* attention's work space (the CPU's, per thread) */
+    PILE_PLAN_ATT_SCRATCH,   /* attention's work space, one for all layers (the CPU's per thread;
+                                the CUDA backend's backward D, fp32 [B, NH, T]) */
     PILE_PLAN_BATCH,         /* tokens, targets, document starts: backend and host copies */
     PILE_PLAN_ZERO_BUFFERS,  /* ZeRO 2/3 reduce bucket; ZeRO 3 whole-block gathers beyond GATHERED */
     PILE_PLAN_CHECKPOINT,    /* the CPU backend: host copies of the moments while a checkpoint is written */
@@ -148,6 +154,8 @@ typedef struct pile_plan {
     uint64_t model_states_cpu;  /* rows PARAMS..HOST_SIZING, per node */
     uint64_t host_states;       /* the states the host holds, exactly (HOST_SIZING not included) */
     uint64_t total_gpu, total_cpu;
+    uint64_t process_cpu;       /* the CPU backend: one process's rows summed (total_cpu: the host's,
+                                   every local rank's); 0 on GPUs */
     uint64_t backend_bytes;     /* the CPU backend: what pile_backend_bytes_in_use says once the model
                                    and the optimizer are created (0 on GPUs) */
     /* DeepSpeed's estimator for the same setting: ZeRO 1 and 2 take
@@ -225,12 +233,23 @@ int pile_plan_settings_from_config(const pile_train_config *c, int vocab_size, i
 uint64_t pile_plan_host_available(const char **source);
 
 /* The trainer's check before its first step: plans the run (CPU backend
- * be, model mc, micro-batch of c's batch_size x T) against what the host
- * has now. 0 when it fits or the memory cannot be read; PILE_ELIMIT when
- * it does not, with the planned total, the largest rows and what is
- * available in the message, and the flag that runs it anyway. */
+ * be, model mc, micro-batch of c's batch_size x T, c's world_size ranks
+ * for ZeRO's shards, local_ranks of them on this host) against what the
+ * host has now: pile_plan_check_host with cpu_mem from
+ * pile_plan_host_available. 0 when it fits, when the memory cannot be
+ * read, on a device backend or with skip_memory_check. One process of the
+ * host calls it while no rank has allocated its model: the others' share
+ * is already counted. */
 int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc, const pile_backend *be, int T,
-                        pile_err *err);
+                        int local_ranks, pile_err *err);
+
+/* The host side of a CPU plan: s planned against s->cpu_mem (0: not
+ * judged, 0 returned), which came from `source` ("MemAvailable"). 0 when
+ * it fits; PILE_ELIMIT when it does not, the message naming the total
+ * (with several ranks on the host: one rank's figure, the number of ranks
+ * and their sum), what is available, the largest rows and the flag that
+ * runs it anyway. Another error of pile_plan_compute as it is. */
+int pile_plan_check_host(const pile_plan_settings *s, const char *source, pile_err *err);
 
 /* A device backend's memory for the run (be's pile_backend_reserve),
  * taken before the model is made: the plan of one GPU holding the whole

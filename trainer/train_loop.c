@@ -400,6 +400,7 @@ typedef struct trainer {
     pile_backend *offload; /* --offload optimizer: a second cpu backend for the optimizer's tensors, or NULL */
     pile_comm *comm; /* the ranks training together ("single": this process alone) */
     int rank, world; /* this process's place among them */
+    int local_rank, local_world; /* and among those on this host (the launcher's) */
     pile_log rank_log; /* ranks but 0: what only this rank sees (a damaged row it read), prefixed "rank N: " */
     const pile_log *user_log; /* the caller's, which rank_log forwards to */
     pile_data *data;
@@ -1275,6 +1276,8 @@ static int open_comm(trainer *t, const pile_comm_env *env, pile_err *err)
     PILE_FORWARD_IF_ERR(pile_comm_open_auto(&t->comm, &o, err));
     t->rank = pile_comm_rank(t->comm);
     t->world = pile_comm_world_size(t->comm);
+    t->local_rank = env->local_rank;
+    t->local_world = env->local_world_size;
     /* from here every call goes through the thread (comm.h), in order */
     if (t->cfg->overlap_comm && t->world > 1) PILE_FORWARD_IF_ERR(pile_comm_thread_start(t->comm, err));
     return 0;
@@ -1383,7 +1386,6 @@ static int open_state(trainer *t, const pile_train_config *c, const pile_model_c
     }
     pile_adamw_config ac = {(float)c->adam_beta1, (float)c->adam_beta2, (float)c->adam_epsilon,
                             (float)c->weight_decay, c->decay_all};
-    PILE_FORWARD_IF_ERR(pile_plan_check_run(c, mc, t->be, t->T, err));
     PILE_FORWARD_IF_ERR(pile_plan_reserve(c, mc, t->be, t->T, err));
     PILE_FORWARD_IF_ERR(pile_model_create(&t->model, t->be, mc, c->batch_size, t->T, err));
     /* MFU: the position table is a lookup, the only parameters no product uses */
@@ -1543,6 +1545,9 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
     int rc = t->rank == 0 ? open_run_folder(t, c, err) : 0;
     if (rc == 0) rc = open_data(t, c, &mc, err);
     if (rc == 0 && t->rank == 0) rc = find_checkpoint(t, c, &ckpt, err);
+    /* the host's memory against all its ranks, read by one of them before
+     * any has allocated its model (the meet below holds them back) */
+    if (rc == 0 && t->local_rank == 0) rc = pile_plan_check_run(c, &mc, t->be, t->T, t->local_world, err);
     rc = meet(t->comm, rc, NULL, err);
     if (rc == 0 && c->resume) rc = share_checkpoint_path(t, &ckpt, err);
     if (rc == 0) rc = open_state(t, c, &mc, ckpt.data, resumed_from, err);

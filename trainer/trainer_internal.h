@@ -4,20 +4,10 @@
 
 #include <stdint.h>
 
-/* The splitmix64 finaliser (Steele, Lea, Flood 2014; Stafford's variant
- * 13 constants): a bijection on 64 bits that mixes every input bit into
- * every output bit. The trainer's seeds, dropout masks, initialisation
- * streams and data order are all built on it, so they repeat on any
- * machine. */
-static inline uint64_t pile__mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-/* splitmix64's golden-ratio increment. */
-#define PILE__GOLDEN 0x9E3779B97F4A7C15ull
+/* pile__mix64 (splitmix64), on which the trainer's seeds, dropout masks,
+ * initialisation streams and data order are built, and PILE__GOLDEN:
+ * with the CPU backend's other functions the CUDA kernels share. */
+#include "cpu/scalar_math.h"
 
 /* A hot loop also compiled for AVX-512 and AVX2, picked at load time
  * (GCC's function multi-versioning: the release build targets baseline

@@ -19,6 +19,7 @@
 
 #include "backend_cpu.h"
 #include "backend_internal.h"
+#include "cpu/scalar_math.h"
 #include "precision.h"
 #include "trainer_internal.h"
 
@@ -90,51 +91,6 @@ typedef struct {
 #define USE_MAP 1
 #endif
 _Static_assert(sizeof(alloc_head) <= ALIGN, "the allocation header fits before the 64-byte aligned block");
-
-/* exp(x) for float as Cephes' expf computes it (range reduction by ln 2
- * split in two parts, degree-6 polynomial, 2^n built in the exponent
- * bits; within 2 ulp), written in plain arithmetic so that `omp simd` loops
- * vectorise it: libm's expf is a scalar call, and the softmaxes and GELU
- * spend most of their time in it. Inputs are clamped to [-87, 88]. */
-static inline float vexpf(float x)
-{
-    /* the clamps as a bitwise select on the comparisons' masks: exact
-     * (x + (c - x) rounds far from c once |x| > 2^30: GELU of 1e6 gave
-     * 5e5) and still vectorised (a conditional or a multiply-select here
-     * stops GCC's vectoriser). A NaN x stays NaN. */
-    union {
-        float f;
-        uint32_t u;
-    } cx = {x}, clo = {-87.0f}, chi = {88.0f};
-    uint32_t mlo = 0u - (uint32_t)(x < -87.0f), mhi = 0u - (uint32_t)(x > 88.0f);
-    cx.u = (cx.u & ~(mlo | mhi)) | (clo.u & mlo) | (chi.u & mhi);
-    x = cx.f;
-    /* round to nearest by the 1.5 * 2^23 trick (no SSE4.1 roundps needed);
-     * the integer is then the low mantissa bits of the shifted sum, read
-     * through a union rather than converted: a NaN x must give NaN, not
-     * the undefined behaviour of converting NaN to int */
-    union {
-        float f;
-        int32_t i;
-    } t;
-    t.f = x * 1.44269504088896341f + 12582912.0f;
-    float n = t.f - 12582912.0f;
-    int32_t ni = t.i - 0x4B400000;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    union {
-        uint32_t u;
-        float f;
-    } e;
-    e.u = (uint32_t)(ni + 127) << 23;
-    return y * e.f;
-}
 
 /* The backend's state beyond the generic struct pile_backend. */
 typedef struct cpu_ctx {
@@ -524,7 +480,7 @@ static void cpu_logits_bwd(pile_backend *be, pile_tensor dinp_, pile_tensor dwte
  *
  * Every value is computed by one thread in an order fixed by the shapes,
  * so the bits depend neither on the thread count nor on the timing, and no
- * atomics are needed. Masked entries are set to zero by index (vexpf
+ * atomics are needed. Masked entries are set to zero by index (pile_vexpf
  * clamps, so exp(-inf) would not be 0). ATT_BC covers T <= 256 in one key
  * block: there the online softmax has nothing to rescale and the forward
  * does what a plain softmax would; diagonal blocks multiply their masked
@@ -624,7 +580,7 @@ HOT static void att_online_rows(float *S, float *acc, float *m, float *l, const 
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int j = a; j < e; j++) {
-            s[j] = vexpf(s[j] - mnew);
+            s[j] = pile_vexpf(s[j] - mnew);
             sum += s[j];
         }
         for (int j = 0; j < a; j++) s[j] = 0.0f;
@@ -632,7 +588,7 @@ HOT static void att_online_rows(float *S, float *acc, float *m, float *l, const 
         if (m[i] == -INFINITY) {
             l[i] = sum; /* the accumulator row is still zero */
         } else {
-            const float alpha = vexpf(m[i] - mnew);
+            const float alpha = pile_vexpf(m[i] - mnew);
             l[i] = l[i] * alpha + sum;
             if (alpha != 1.0f) {
                 float *o = acc + (size_t)i * hs;
@@ -731,7 +687,7 @@ HOT static void att_bwd_rows(float *P, float *dS, const float *lse, const float 
         const float L = lse[i], Di = D[i];
 #pragma omp simd
         for (int j = a; j < e; j++) {
-            p[j] = vexpf(p[j] - L);
+            p[j] = pile_vexpf(p[j] - L);
             d[j] = p[j] * (d[j] - Di);
         }
         for (int j = 0; j < a; j++) p[j] = d[j] = 0.0f;
@@ -816,7 +772,7 @@ static void cpu_attention_decode(pile_backend *be, pile_tensor out_, pile_tensor
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
         for (int s = 0; s < n; s++) {
-            p[s] = vexpf(p[s] - mx);
+            p[s] = pile_vexpf(p[s] - mx);
             sum += p[s];
         }
         float inv = 1.0f / sum;
@@ -834,33 +790,17 @@ static void cpu_attention_decode(pile_backend *be, pile_tensor out_, pile_tensor
 
 /* --------------------------------------------------------------- GELU */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_A 0.044715f
-
-/* HF gelu_new, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3),
- * evaluated as x * sigmoid(2u), the same function: one vexpf and no
- * cancellation for either sign of x (libm's tanhf is slow and scalar). */
+/* scalar_math.h's pile_gelu (HF gelu_new) and its derivative. */
 HOT static void gelu_fwd_range(float *out, const float *inp, size_t n)
 {
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_K * (x + GELU_A * x * x * x);
-        out[i] = x / (1.0f + vexpf(-2.0f * u));
-    }
+    for (size_t i = 0; i < n; i++) out[i] = pile_gelu(inp[i]);
 }
 
 HOT static void gelu_bwd_range(float *dinp, const float *inp, const float *dout, size_t n)
 {
 #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_K * (x + GELU_A * x * x * x);
-        float sg = 1.0f / (1.0f + vexpf(-2.0f * u)); /* (1 + tanh u) / 2 */
-        float sech2 = 4.0f * sg * (1.0f - sg);       /* 1 - tanh^2 u */
-        float g = sg + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-        dinp[i] += g * dout[i];
-    }
+    for (size_t i = 0; i < n; i++) dinp[i] += pile_gelu_grad(inp[i]) * dout[i];
 }
 
 HOT static void add_range(float *out, const float *a, const float *b, size_t n)
@@ -907,13 +847,6 @@ static void cpu_add(pile_backend *be, pile_tensor out_, pile_tensor a_, pile_ten
 
 /* ------------------------------------------------------------ dropout */
 
-/* splitmix64's output for counter i of stream `seed`: a stateless hash,
- * so any element's mask can be recomputed in any order. */
-static inline uint64_t mix64(uint64_t seed, uint64_t i)
-{
-    return pile__mix64(seed + (i + 1) * PILE__GOLDEN);
-}
-
 static void cpu_dropout(pile_backend *be, pile_tensor x_, size_t n, float p, uint64_t seed)
 {
     float *x = x_.data;
@@ -927,8 +860,7 @@ static void cpu_dropout(pile_backend *be, pile_tensor x_, size_t n, float p, uin
     float s = 1.0f / (1.0f - p);
 #pragma omp parallel for num_threads(be->threads) schedule(static) if (n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)(mix64(seed, i) >> 40);
-        x[i] = u >= thresh ? x[i] * s : 0.0f;
+        x[i] = pile_dropout_draw(seed, i) >= thresh ? x[i] * s : 0.0f;
     }
 }
 
@@ -960,12 +892,12 @@ HOT static void ce_row(float *x, float *loss, int32_t *correct, int tgt, int V, 
         if (keep) {
 #pragma omp simd reduction(+ : ps)
             for (int j = j0; j < j1; j++) {
-                x[j] = vexpf(x[j] - mx);
+                x[j] = pile_vexpf(x[j] - mx);
                 ps += x[j];
             }
         } else {
 #pragma omp simd reduction(+ : ps)
-            for (int j = j0; j < j1; j++) ps += vexpf(x[j] - mx);
+            for (int j = j0; j < j1; j++) ps += pile_vexpf(x[j] - mx);
         }
         sum += ps;
     }

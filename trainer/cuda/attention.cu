@@ -49,6 +49,7 @@
 
 #include "cuda_dtype.cuh"
 #include "cuda_internal.h"
+#include "cuda_sizes.h"
 #endif
 
 namespace pile_att {
@@ -445,14 +446,14 @@ size_t pile__cuda_attention_saved_bytes(const pile_backend *be, int B, int T, in
 {
     (void)be;
     (void)C;
-    return (size_t)B * (size_t)NH * (size_t)T * sizeof(float);
+    return (size_t)pile__cuda_attention_saved_size(B, T, NH);
 }
 
 size_t pile__cuda_attention_scratch_bytes(const pile_backend *be, int B, int T, int C, int NH)
 {
     (void)be;
     (void)C;
-    return (size_t)B * (size_t)NH * (size_t)T * sizeof(float);
+    return (size_t)pile__cuda_attention_scratch_size(B, T, NH);
 }
 
 void pile__cuda_attention_fwd(pile_backend *be, pile_tensor out, pile_tensor saved, pile_tensor scratch,

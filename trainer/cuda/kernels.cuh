@@ -1,10 +1,10 @@
 /* What the kernel files (kernels_*.cu) share: 8-element packs loaded and
  * stored with 16-byte accesses where the tensors allow it, grid sizing for
- * grid-stride loops, deterministic warp and block reductions, and device
- * copies of the CPU backend's scalar functions (its expf, GELU, the
- * dropout draw) so that the two backends compute the same function; those
- * are __host__ __device__, so a host program can check them against the
- * CPU backend where no GPU exists.
+ * grid-stride loops, deterministic warp and block reductions, and the
+ * CPU backend's scalar functions (its expf, GELU, the dropout draw, from
+ * trainer/cpu/scalar_math.h) so that the two backends compute the same
+ * function; those are __host__ __device__, so a host program can check
+ * the CPU backend's vectorised loops against them where no GPU exists.
  *
  * Rounding: the CPU backend is C11 compiled by GCC, which in ISO mode does
  * not contract a * b + c into a fused multiply-add; nvcc does unless told
@@ -131,77 +131,8 @@ __device__ __forceinline__ float pile_max_step(float mx, float x) { return x > m
 
 /* ------------------------------------------- the CPU's scalar functions */
 
-__host__ __device__ __forceinline__ uint32_t pile_f32_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-__host__ __device__ __forceinline__ float pile_f32_of(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
-/* backend_cpu.c's vexpf (Cephes' expf: range reduction by ln 2 in two
- * parts, degree-6 polynomial, 2^n in the exponent bits; inputs clamped to
- * [-87, 88], NaN stays NaN), operation for operation, so that GELU and the
- * softmax exponentials are the CPU's. */
-__host__ __device__ __forceinline__ float pile_vexpf(float x)
-{
-    const uint32_t mlo = 0u - (uint32_t)(x < -87.0f), mhi = 0u - (uint32_t)(x > 88.0f);
-    x = pile_f32_of((pile_f32_bits(x) & ~(mlo | mhi)) | (pile_f32_bits(-87.0f) & mlo) | (pile_f32_bits(88.0f) & mhi));
-    const float t = x * 1.44269504088896341f + 12582912.0f;
-    const float n = t - 12582912.0f;
-    const int32_t ni = (int32_t)pile_f32_bits(t) - 0x4B400000;
-    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float y = p * r * r + r + 1.0f;
-    return y * pile_f32_of((uint32_t)(ni + 127) << 23);
-}
-
-/* trainer_internal.h's pile__mix64 and PILE__GOLDEN (splitmix64): dropout's
- * mask must be the CPU's for the same seed. */
-__host__ __device__ __forceinline__ uint64_t pile_mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-#define PILE_GOLDEN 0x9E3779B97F4A7C15ull
-
-/* backend_cpu.c's dropout draw for element i of stream `seed`: the top 24
- * bits of splitmix64's output for counter i. */
-__host__ __device__ __forceinline__ uint32_t pile_dropout_draw(uint64_t seed, uint64_t i)
-{
-    return (uint32_t)(pile_mix64(seed + (i + 1) * PILE_GOLDEN) >> 40);
-}
-
-#define PILE_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define PILE_GELU_A 0.044715f
-
-/* backend_cpu.c's gelu_fwd_range: HF gelu_new, 0.5 x (1 + tanh(u)) with
- * u = sqrt(2/pi) (x + 0.044715 x^3), as x * sigmoid(2u). */
-__host__ __device__ __forceinline__ float pile_gelu(float x)
-{
-    const float u = PILE_GELU_K * (x + PILE_GELU_A * x * x * x);
-    return x / (1.0f + pile_vexpf(-2.0f * u));
-}
-
-/* backend_cpu.c's gelu_bwd_range: d gelu / dx. */
-__host__ __device__ __forceinline__ float pile_gelu_grad(float x)
-{
-    const float u = PILE_GELU_K * (x + PILE_GELU_A * x * x * x);
-    const float sg = 1.0f / (1.0f + pile_vexpf(-2.0f * u)); /* (1 + tanh u) / 2 */
-    const float sech2 = 4.0f * sg * (1.0f - sg);             /* 1 - tanh^2 u */
-    return sg + 0.5f * x * sech2 * PILE_GELU_K * (1.0f + 3.0f * PILE_GELU_A * x * x);
-}
+/* Cephes' expf, GELU and its derivative, the dropout draw: the CPU
+ * backend's own definitions (__host__ __device__ here). */
+#include "cpu/scalar_math.h"
 
 #endif
