@@ -52,6 +52,13 @@ losses() {
         v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v)
         print s, v }' "$1" | sort -n
 }
+# signal_rank PARENT VAR=VALUE SIGNAL: SIGNAL to each child of the launcher
+# PARENT whose environment holds VAR=VALUE (the rank a test stops)
+signal_rank() {
+    for p in $(ps -o pid= --ppid "$1"); do
+        if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "$2"; then kill -"$3" "$p"; fi
+    done
+}
 tap_done() {
     echo "1..$n"
     [ $failed -eq 0 ]

@@ -130,9 +130,7 @@ while [ ! -e sig/step-0000004/model.safetensors ] && [ $i -lt 2400 ] && kill -0 
     i=$((i + 1))
 done
 # rank 1: the child of mpirun whose environment says so
-for p in $(ps -o pid= --ppid $mp); do
-    if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=1; then kill -TERM "$p"; fi
-done
+signal_rank $mp OMPI_COMM_WORLD_RANK=1 TERM
 wait $mp
 st=$?
 k=$(sed -n 's/^interrupted at step \([0-9]*\):.*/\1/p' sig.err)

@@ -65,9 +65,7 @@ while [ "${steps:-0}" -lt 3 ] && [ $i -lt 1200 ] && kill -0 $lp 2> /dev/null; do
     i=$((i + 1))
     steps=$(grep -c '"train/loss"' killed/metrics.jsonl 2> /dev/null)
 done
-for p in $(ps -o pid= --ppid $lp); do
-    if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx RANK=1; then kill -KILL "$p"; fi
-done
+signal_rank $lp RANK=1 KILL
 wait $lp
 st=$?
 if [ $st -ne 0 ] && grep -q "pile-trainer launch: rank 1 (pid [0-9]*) was killed by signal 9" kill.err &&
