@@ -22,7 +22,8 @@ THREADS=${PILE_BENCH_THREADS:-1}
 REPEAT=${PILE_BENCH_REPEAT:-5}
 
 if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" "$ROOT" --buildtype=release >/dev/null
+    # the driver links the static libraries by hand: no CUDA or MPI in them
+    meson setup "$BUILD" "$ROOT" --buildtype=release -Dcuda=disabled -Dmpi=disabled >/dev/null
 fi
 ninja -C "$BUILD" trainer/libpile_trainer.a common/libpile_common.a >&2
 [ -z "$OLD" ] || ninja -C "$OLD" trainer/libpile_trainer.a common/libpile_common.a >&2
@@ -49,24 +50,32 @@ int main(int argc, char **argv)
     pile_err err;
     if (pile_backend_open(&be, "cpu", threads, &err) < 0) return 1;
     size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
-    float *h = malloc(nq * 4), *q = pile_backend_alloc(be, nq * 4), *o = pile_backend_alloc(be, no * 4);
-    float *d = pile_backend_alloc(be, no * 4), *g = pile_backend_alloc(be, nq * 4);
+    float *h = malloc(nq * 4);
     srand(1);
     for (size_t i = 0; i < nq; i++) h[i] = (float)rand() / RAND_MAX - 0.5f;
+#ifdef OLD_API
+    float *q = pile_backend_alloc(be, nq * 4), *o = pile_backend_alloc(be, no * 4);
+    float *d = pile_backend_alloc(be, no * 4), *g = pile_backend_alloc(be, nq * 4);
     pile_backend_upload(be, q, h, nq * 4);
     pile_backend_upload(be, d, h, no * 4);
-#ifdef OLD_API
     size_t na = (size_t)B * NH * T * T * 4;
     float *sv = pile_backend_alloc(be, na), *sc = pile_backend_alloc(be, na);
 #define FWD() pile_backend_attention_fwd(be, o, sv, q, NULL, B, T, C, NH)
 #define BWD() pile_backend_attention_bwd(be, g, sc, d, q, sv, NULL, B, T, C, NH)
-#else
-    void *sv = pile_backend_alloc(be, pile_backend_attention_saved_bytes(be, B, T, C, NH));
-    void *sc = pile_backend_alloc(be, pile_backend_attention_scratch_bytes(be, B, T, C, NH));
-#define FWD() pile_backend_attention_fwd(be, o, sv, sc, q, NULL, B, T, C, NH)
-#define BWD() pile_backend_attention_bwd(be, g, sc, d, q, o, sv, NULL, B, T, C, NH)
-#endif
     if (!q || !o || !d || !g || !sv || !sc) return 1;
+#else
+    /* today's interface: tensors, the saved and scratch sizes in bytes */
+    pile_tensor q = pile_backend_alloc(be, PILE_DTYPE_F32, nq), o = pile_backend_alloc(be, PILE_DTYPE_F32, no);
+    pile_tensor d = pile_backend_alloc(be, PILE_DTYPE_F32, no), g = pile_backend_alloc(be, PILE_DTYPE_F32, nq);
+    pile_tensor sv = pile_backend_alloc(be, PILE_DTYPE_U8, pile_backend_attention_saved_bytes(be, B, T, C, NH));
+    pile_tensor sc = pile_backend_alloc(be, PILE_DTYPE_U8, pile_backend_attention_scratch_bytes(be, B, T, C, NH));
+    const pile_tensor none = PILE_NO_TENSOR;
+    if (!q.data || !o.data || !d.data || !g.data || !sv.data || !sc.data) return 1;
+    pile_backend_upload(be, q, h, nq);
+    pile_backend_upload(be, d, h, no);
+#define FWD() pile_backend_attention_fwd(be, o, sv, sc, q, none, B, T, C, NH)
+#define BWD() pile_backend_attention_bwd(be, g, sc, d, q, o, sv, none, B, T, C, NH)
+#endif
     double bf = 1e30, bb = 1e30;
     for (int r = 0; r < reps; r++) {
         double t0 = cpu();
@@ -77,6 +86,12 @@ int main(int argc, char **argv)
         bf = t1 - t0 < bf ? t1 - t0 : bf;
         bb = t2 - t1 < bb ? t2 - t1 : bb;
     }
+#ifndef OLD_API
+    if (pile_backend_sync(be, &err) < 0) { /* an op refused does nothing: no time to report */
+        fprintf(stderr, "attention: %s\n", err.msg);
+        return 1;
+    }
+#endif
     printf("%.2f %.2f\n", bf * 1e3, bb * 1e3);
     return 0;
 }
@@ -90,7 +105,7 @@ build() {
     # shellcheck disable=SC2086
     cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp ${3:-} -I"$src/trainer" -I"$src/common" \
         -isystem "/usr/include/$(gcc -print-multiarch)/openblas-openmp" "$TMP/drv.c" \
-        "$1/trainer/libpile_trainer.a" "$1/common/libpile_common.a" -L"$blas" -Wl,-rpath,"$blas" -lopenblas -lm \
+        "$1/trainer/libpile_trainer.a" "$1/common/libpile_common.a" -L"$blas" -Wl,-rpath,"$blas" -lopenblas -luv -lm \
         -o "$2"
 }
 build "$BUILD" "$TMP/new"
