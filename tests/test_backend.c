@@ -1579,8 +1579,10 @@ static void probe(void)
  * upload's does (the host array overwritten once staged), ops queued
  * after stage_wait see it, a group's first upload waits for the ops
  * queued before it (it overwrites what the last add read), groups past
- * the reserve fail with both sizes, and a reserve grows, never shrinks. */
-static void test_stage(const char *name)
+ * the reserve fail with both sizes, and a reserve grows, never shrinks.
+ * in_flight (devsim): until stage_wait the group's tensors read poisoned
+ * (int32 zero, float NaN), and what lands there is what was staged. */
+static void test_stage(const char *name, int in_flight)
 {
     pile_err err, *ep = &err;
     pile_backend *b = NULL;
@@ -1605,6 +1607,16 @@ static void test_stage(const char *name)
         pile_backend_stage_upload(b, a, h, N);
         pile_backend_stage_upload(b, x, hf, N);
         for (int i = 0; i < N; i++) h[i] = -1, hf[i] = -1.0f; /* copied already */
+        if (in_flight) {
+            /* devsim: the copies run at stage_wait, the tensors poisoned
+             * until then (as a device's copy in flight leaves them) */
+            pile_backend_download(b, got, a, N);
+            pile_backend_download(b, gf, x, N);
+            ASSERT_OK(pile_backend_sync(b, &err), ep);
+            int poisoned = 0;
+            for (int i = 0; i < N; i++) poisoned += got[i] == 0 && isnan(gf[i]);
+            ASSERT_EQ(poisoned, N);
+        }
         pile_backend_stage_wait(b);
         pile_backend_add(b, z, x, x, N);
         pile_backend_download(b, got, a, N);
@@ -1659,10 +1671,13 @@ int main(void)
         TEST("cuda backend memory # SKIP no CUDA device or a build without CUDA");
     }
     TEST("staged uploads (cpu: plain uploads): the same data, in order with the ops, the reserve enforced");
-    test_stage("cpu");
+    test_stage("cpu", 0);
+    TEST("staged uploads on devsim and devsim16: poisoned until stage_wait, copied from staging memory there");
+    test_stage("devsim", 1);
+    test_stage("devsim16", 1);
     if (pile_backend_probe("cuda", &no_cuda) == 0) {
         TEST("staged uploads on cuda: pinned memory, the copy stream and its events");
-        test_stage("cuda");
+        test_stage("cuda", 0);
     } else {
         TEST("staged uploads on cuda # SKIP no CUDA device or a build without CUDA");
     }

@@ -14,18 +14,32 @@
  * It holds an inner CPU backend (its own object, opened with the CPU's
  * registry entry) and translates every operand into it: untagged data,
  * inner owner. "devsim16" also stores compute tensors in bf16 / f16, as a
- * device does (see W below). No global state: the tag is a constant. */
+ * device does (see W below). Staged uploads travel as late as a device's
+ * copy queue may carry them (see "staged uploads" below). No global
+ * state: the tag is a constant. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend_internal.h"
 #include "precision.h"
 
 #define DEVSIM_TAG ((uintptr_t)1 << 62 | (uintptr_t)1 << 55)
 
+/* A staged upload in flight: pinned[offset, offset + bytes) to dst. */
+typedef struct staged_copy {
+    pile_tensor dst;
+    size_t offset, bytes;
+} staged_copy;
+
 typedef struct devsim_ctx {
     pile_backend cpu; /* the inner CPU backend: its ops do the work */
     int native16;     /* devsim16: compute tensors of bf16 / f16 storage */
+    /* staged uploads: the host staging memory a device copies from, and
+     * the open group's copies, carried out at its stage_wait */
+    unsigned char *pinned;
+    staged_copy *copies; /* room for one group's: at most pinned's bytes / 256 */
+    size_t n_copies;
 } devsim_ctx;
 
 static pile_backend *inner(const pile_backend *be)
@@ -64,9 +78,12 @@ static int devsim_probe(pile_err *err)
 
 static void devsim_close(pile_backend *be)
 {
+    devsim_ctx *d = be->ctx;
     pile_backend *c = inner(be);
     if (c->iface) c->iface->close(c);
-    free(be->ctx);
+    free(d->pinned);
+    free(d->copies);
+    free(d);
 }
 
 static int devsim_supports(const pile_backend *be, pile_op op, pile_dtype dt)
@@ -83,9 +100,15 @@ static void *devsim_alloc(pile_backend *be, size_t bytes)
     return tag(c->iface->alloc(c, bytes));
 }
 
+static void land_copies(pile_backend *be);
+
 static void devsim_free(pile_backend *be, void *p)
 {
     pile_backend *c = inner(be);
+    /* a device's staged copy into the block may still run: the ops after
+     * the free wait for the copies (the CUDA backend's free does), so they
+     * land now, before the memory can be handed out again */
+    land_copies(be);
     c->iface->free(c, tag(p));
 }
 
@@ -110,6 +133,71 @@ static void devsim_upload(pile_backend *be, pile_tensor dst, const void *host_sr
     pile_backend *c = inner(be);
     c->iface->upload(c, U(dst), host_src, bytes);
     settle(be);
+}
+
+/* ------------------------------------------------------- staged uploads
+ * What a device's copy queue allows, at its latest (backend.h): at
+ * stage_upload the data is copied into the backend's staging memory (a
+ * device's pinned memory, so host_src is free at once, as the contract
+ * says) and dst is poisoned at once, since a copy in flight may already
+ * have written part of it: float tensors become NaN, the others zero
+ * (in range as a token, a target or a document start, so that a reader
+ * computes wrong numbers rather than reading out of bounds). The copy
+ * itself runs only at stage_wait, from the staging memory, as a device's
+ * may run that late. So a trainer that reads a group's dst before its
+ * stage_wait, or whose uploads overwrite staging memory still to be
+ * copied, gets other bits than on the cpu backend: the bit-for-bit tests
+ * (tests/devsim_cli.sh, tests/test_model.c) then fail. pile_backend_sync
+ * does not land a group: ops between its upload and its wait must not
+ * touch its tensors, whatever else they wait for. */
+
+static int devsim_stage_reserve(pile_backend *be, size_t bytes, pile_err *err)
+{
+    devsim_ctx *d = be->ctx;
+    /* backend.c grows the reserve only between groups: nothing in flight */
+    unsigned char *p = malloc(bytes);
+    staged_copy *cp = malloc((bytes / 256 + 1) * sizeof *cp);
+    if (!p || !cp) {
+        free(p);
+        free(cp);
+        return pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu bytes of staging memory", bytes);
+    }
+    free(d->pinned);
+    free(d->copies);
+    d->pinned = p;
+    d->copies = cp;
+    d->n_copies = 0;
+    return 0;
+}
+
+static void devsim_stage_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes, size_t offset)
+{
+    devsim_ctx *d = be->ctx;
+    /* a group's first upload: the group before was waited for (or the
+     * backend failed and will run no op again) */
+    if (offset == 0) d->n_copies = 0;
+    memcpy(d->pinned + offset, host_src, bytes);
+    const int is_float = dst.dtype == PILE_DTYPE_F32 || dst.dtype == PILE_DTYPE_BF16 || dst.dtype == PILE_DTYPE_F16;
+    memset(tag(dst.data), is_float ? 0xff : 0, bytes);
+    d->copies[d->n_copies++] = (staged_copy){dst, offset, bytes};
+}
+
+/* The open group's copies, in the order staged. */
+static void land_copies(pile_backend *be)
+{
+    devsim_ctx *d = be->ctx;
+    pile_backend *c = inner(be);
+    for (size_t i = 0; i < d->n_copies && !be->failed; i++) {
+        const staged_copy *k = &d->copies[i];
+        c->iface->upload(c, in(be, k->dst), d->pinned + k->offset, k->bytes);
+        settle(be);
+    }
+    d->n_copies = 0;
+}
+
+static void devsim_stage_wait(pile_backend *be)
+{
+    land_copies(be);
 }
 
 static void devsim_download(pile_backend *be, void *host_dst, pile_tensor src, size_t bytes)
@@ -360,6 +448,9 @@ static const pile_backend_i devsim_iface = {
     .bytes_in_use = devsim_bytes_in_use,
     .sync = devsim_sync,
     .upload = devsim_upload,
+    .stage_reserve = devsim_stage_reserve,
+    .stage_upload = devsim_stage_upload,
+    .stage_wait = devsim_stage_wait,
     .download = devsim_download,
     .copy = devsim_copy,
     .zero = devsim_zero,
