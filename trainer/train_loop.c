@@ -238,27 +238,42 @@ static int meet(pile_comm *comm, int rc, int64_t *flag, pile_err *err)
 
 /* -------------------------------------------------------------- evaluate */
 
-/* One batch of validation samples [i, i + b): its loss sum, tokens and
- * correct predictions added to the totals. */
-static int evaluate_batch(pile_model *m, const pile_data *d, const char *dir, uint64_t i, int b, int doc_mask,
-                          int doc_mask_loss, host_batch *hb, corrupt_guard *guard, double *loss_sum,
-                          int64_t *tokens, int64_t *correct, pile_err *err)
+/* Validation samples [i, i + b) read into hb, checked, and staged in m
+ * (hb is free again once staged). The samples the guard leaves out are
+ * counted into *skipped, for the caller to add to the guard's count once
+ * the batch is evaluated: a batch read ahead and never run (a stop)
+ * leaves nothing out. */
+static int stage_val_batch(pile_model *m, const pile_data *d, const char *dir, uint64_t i, int b, int doc_mask,
+                           int doc_mask_loss, host_batch *hb, corrupt_guard *guard, uint64_t *skipped,
+                           pile_err *err)
 {
     const int T = hb->T;
-    for (int r = 0; r < b; r++) {
+    corrupt_guard g = *guard;
+    int rc = 0;
+    for (int r = 0; r < b && rc == 0; r++) {
         size_t o = (size_t)r * (size_t)T;
         int got = pile_data_sample(d, 1, i + (uint64_t)r, doc_mask_loss, hb->tokens + o, hb->targets + o,
                                    doc_mask ? hb->doc_start + o : NULL, err);
-        PILE_FORWARD_IF_ERR(guard_sample(guard, d, dir, 1, i + (uint64_t)r, got, err));
-        PILE_FORWARD_IF_ERR(check_sample_ids(hb->tokens + o, hb->targets + o, T, d, 1, i + (uint64_t)r, dir, err));
+        rc = guard_sample(&g, d, dir, 1, i + (uint64_t)r, got, err);
+        if (rc >= 0) rc = check_sample_ids(hb->tokens + o, hb->targets + o, T, d, 1, i + (uint64_t)r, dir, err);
     }
+    guard->rows_named = g.rows_named; /* a damaged row is named once, when read */
+    *skipped = g.samples - guard->samples;
+    PILE_FORWARD_IF_ERR(rc);
     pile_batch batch = {b, T, hb->tokens, hb->targets, doc_mask ? hb->doc_start : NULL};
-    pile_fwd_stats st;
-    PILE_FORWARD_IF_ERR(pile_model_forward(m, &batch, 0, 0, 0.0f, &st, err));
-    *loss_sum += st.loss_sum;
-    *tokens += st.n_tokens;
-    *correct += st.n_correct;
-    return 0;
+    return pile_model_stage(m, &batch, err);
+}
+
+/* The rows of batch i (from i = 0 in steps of B) of a rank's evaluation:
+ * [*at, *at + return) of its share [first, first + count); past them, with
+ * filler, one row (sample 0) whose sums are dropped, since at ZeRO 3 each
+ * forward gathers the parameters from every rank, a collective the others
+ * are in; else 0, no batch. */
+static int val_batch_rows(uint64_t i, size_t first, size_t count, int B, int filler, uint64_t *at)
+{
+    *at = i < count ? first + i : 0;
+    if (i >= count) return filler;
+    return count - i < (uint64_t)B ? (int)(count - i) : B;
 }
 
 /* Loss, accuracy and perplexity over the first `rows` validation samples
@@ -269,6 +284,10 @@ static int evaluate_batch(pile_model *m, const pile_data *d, const char *dir, ui
  * batches (its last ones short, or one row whose sums are dropped) so that
  * they meet after each,
  * and the sums are reduced: every rank gets the whole result.
+ * Each batch is staged (pile_model_stage) before the ranks meet over it,
+ * and the next one while it computes, so that on a device its copy
+ * overlaps the forward, as in training; a training step's first
+ * micro-batch staged ahead is unstaged (the step stages it again).
  * Returns 1, with nothing in *res, when a stop signal arrived meanwhile
  * (on any rank): validating the whole Pile val set takes long, and a job
  * being preempted has seconds to write its checkpoint, which comes first. */
@@ -286,26 +305,45 @@ static int evaluate(pile_model *m, const pile_data *d, const char *dir, int64_t 
         const uint64_t W = (uint64_t)pile_comm_world_size(comm);
         span = n / W + (n % W != 0);
     }
+    const int filler = comm && pile_comm_world_size(comm) > 1;
     double loss_sum = 0;
     int64_t tokens = 0, correct = 0;
-    int rc = 0;
+    pile_model_unstage(m);
+    uint64_t at = 0, skipped = 0;
+    int b = span > 0 ? val_batch_rows(0, first, count, B, filler, &at) : 0; /* batch i's rows here */
+    int rc = b ? stage_val_batch(m, d, dir, at, b, doc_mask, doc_mask_loss, hb, guard, &skipped, err) : 0;
     for (uint64_t i = 0;; i += (uint64_t)B) {
         int64_t stop = i < span && g_stop_signal;
-        PILE_FORWARD_IF_ERR(meet(comm, rc, &stop, err));
+        rc = meet(comm, rc, &stop, err);
+        if (rc < 0 || i >= span || stop) pile_model_unstage(m);
+        PILE_FORWARD_IF_ERR(rc);
         if (i >= span) break;
         if (stop) return 1;
-        if (i < count) {
-            int b = count - i < (uint64_t)B ? (int)(count - i) : B;
-            rc = evaluate_batch(m, d, dir, first + i, b, doc_mask, doc_mask_loss, hb, guard, &loss_sum, &tokens,
-                                &correct, err);
-        } else if (comm && pile_comm_world_size(comm) > 1) {
-            /* no rows left here, but a forward all the same, its sums
-             * dropped: at ZeRO 3 each forward gathers the parameters from
-             * every rank, a collective the others are in */
-            double ls = 0;
-            int64_t tk = 0, cr = 0;
-            rc = evaluate_batch(m, d, dir, 0, 1, doc_mask, doc_mask_loss, hb, guard, &ls, &tk, &cr, err);
+        /* the next batch travels while this one computes; a failure to
+         * read it is reported after this one, where the ranks meet */
+        const uint64_t next = i + (uint64_t)B;
+        uint64_t skipped_next = 0;
+        const int b_next = next < span ? val_batch_rows(next, first, count, B, filler, &at) : 0;
+        pile_err next_err;
+        int rc_next = b_next ? stage_val_batch(m, d, dir, at, b_next, doc_mask, doc_mask_loss, hb, guard,
+                                               &skipped_next, &next_err)
+                             : 0;
+        if (b) {
+            pile_fwd_stats st;
+            rc = pile_model_forward(m, NULL, 0, 0, 0.0f, &st, err);
+            if (rc == 0 && i < count) {
+                loss_sum += st.loss_sum;
+                tokens += st.n_tokens;
+                correct += st.n_correct;
+                guard->samples += skipped;
+            }
         }
+        if (rc == 0 && rc_next < 0) {
+            rc = rc_next;
+            *err = next_err;
+        }
+        b = b_next;
+        skipped = skipped_next;
     }
     if (comm) {
         int64_t counts[2] = {tokens, correct};
@@ -414,11 +452,13 @@ typedef struct trainer {
     pile_buf data_json;                   /* the shards' identity, recorded in each checkpoint */
     pile_checkpoint_tokenizer *tok_files; /* read at start, carried by each checkpoint */
     host_batch step_batch; /* accumulation_steps x batch_size rows */
-    host_batch val_batch;  /* batch_size rows; during a step, the next step's first micro-batch (prefetch_next_step) */
-    /* the next step's first micro-batch is staged in the model: the step
-     * at (prefetch_epoch, prefetch_pos) starts with it */
+    host_batch val_batch;  /* batch_size rows: validation's */
+    /* the next step's first micro-batch was read ahead into step_batch's
+     * first rows (prefetch_next_step) and staged in the model: the step at
+     * (prefetch_epoch, prefetch_pos) starts with those `prefetched` rows,
+     * their `prefetch_tokens` targets */
     int prefetched;
-    int64_t prefetch_epoch;
+    int64_t prefetch_epoch, prefetch_tokens;
     uint64_t prefetch_pos;
     int64_t steps_per_epoch, total_steps, warmup_steps, total_epochs;
     double min_lr;
@@ -1088,13 +1128,15 @@ static int stage_micro(trainer *t, size_t rows, int k, pile_err *err)
 
 /* The next step's first micro-batch, staged while this step's last one
  * computes, so that the copy to a device overlaps compute across steps
- * too. Its rows are the ones that step's gather_rows will read (the
- * epoch's order depends on (seed, epoch, position) alone), read here
- * into val_batch, which is free during a step. Nothing here may stop the
- * run or change its state: a row that does not read (a damaged one) or a
- * batch the model refuses is simply not staged, and the next step reads
- * and reports it as it always did. No collective either (ranks without
- * micro-batches never come here). */
+ * too. Its rows are the ones that step reads first (the epoch's order
+ * depends on (seed, epoch, position) alone), read here, with gather_rows'
+ * checks, into step_batch's first rows, which the last micro-batch no
+ * longer needs (staged: copied), and that step reads them no more.
+ * Nothing here may stop the run or change its state: a row that does not
+ * read or check (a damaged one) leaves nothing read ahead, and the next
+ * step reads and reports it as it always did; a batch the model refuses
+ * is left for that step to stage, and refused there. No collective either
+ * (ranks without micro-batches never come here). */
 static void prefetch_next_step(trainer *t, uint64_t step_rows)
 {
     const pile_train_config *c = t->cfg;
@@ -1107,20 +1149,24 @@ static void prefetch_next_step(trainer *t, uint64_t step_rows)
     step_share(t, pos, &rows, &lo, &hi);
     const int b = hi - lo < (uint64_t)c->batch_size ? (int)(hi - lo) : c->batch_size;
     if (b == 0) return;
-    host_batch *hb = &t->val_batch;
+    host_batch *hb = &t->step_batch;
     pile_err e;
+    int64_t tokens = 0;
     for (int r = 0; r < b; r++) {
         size_t o = (size_t)r * (size_t)T;
         uint64_t i = pile_data_epoch_sample(t->data, c->seed, (uint64_t)epoch, pos + lo + (uint64_t)r);
-        if (pile_data_sample(t->data, 0, i, c->doc_mask_loss, hb->tokens + o, hb->targets + o,
-                             c->doc_mask ? hb->doc_start + o : NULL, &e) < 0)
-            return;
+        int n = pile_data_sample(t->data, 0, i, c->doc_mask_loss, hb->tokens + o, hb->targets + o,
+                                 c->doc_mask ? hb->doc_start + o : NULL, &e);
+        /* guard_sample passes a row that reads as it is */
+        if (n < 0 || check_sample_ids(hb->tokens + o, hb->targets + o, T, t->data, 0, i, c->data, &e) < 0) return;
+        tokens += n;
     }
-    pile_batch batch = {b, T, hb->tokens, hb->targets, c->doc_mask ? hb->doc_start : NULL};
-    if (pile_model_stage(t->model, &batch, &e) < 0) return;
-    t->prefetched = 1;
+    t->prefetched = b;
     t->prefetch_epoch = epoch;
     t->prefetch_pos = pos;
+    t->prefetch_tokens = tokens;
+    pile_batch batch = {b, T, hb->tokens, hb->targets, c->doc_mask ? hb->doc_start : NULL};
+    (void)pile_model_stage(t->model, &batch, &e);
 }
 
 /* One optimizer step at (epoch, position): the step takes the next
@@ -1141,15 +1187,18 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     uint64_t step_rows, lo, hi;
     step_share(t, pos, &step_rows, &lo, &hi);
     const int n_micro = (int)((hi - lo + (uint64_t)c->batch_size - 1) / (uint64_t)c->batch_size);
-    /* the first micro-batch came staged from the step before, unless
-     * something ran in between that left it out (a model made anew) */
-    const int prefetched = t->prefetched && t->prefetch_epoch == t->st.epoch && t->prefetch_pos == pos &&
-                           pile_model_staged(t->model) == 1;
+    /* the first micro-batch's rows came read ahead by the step before,
+     * and staged unless something ran in between that left it out (a
+     * validation, a model made anew): then it is staged again from them */
+    const int ahead = t->prefetched && t->prefetch_epoch == t->st.epoch && t->prefetch_pos == pos
+                          ? t->prefetched
+                          : 0;
+    const int staged = ahead && pile_model_staged(t->model) == 1;
     t->prefetched = 0;
-    if (!prefetched) pile_model_unstage(t->model);
-    int64_t tokens = 0;
-    size_t row = 0;
-    int rc = gather_rows(t, pos + lo, pos + hi, &row, &tokens, err);
+    if (!staged) pile_model_unstage(t->model);
+    int64_t tokens = ahead ? t->prefetch_tokens : 0;
+    size_t row = (size_t)ahead;
+    int rc = gather_rows(t, pos + lo + (uint64_t)ahead, pos + hi, &row, &tokens, err);
     /* a damaged row on one rank stops every rank (each rank's message says which) */
     PILE_FORWARD_IF_ERR(meet(t->comm, rc, NULL, err));
     PILE_FORWARD_IF_ERR(pile_comm_allreduce_i64(t->comm, &tokens, 1, PILE_COMM_SUM, err));
@@ -1166,7 +1215,7 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
          * each forward, so that it travels to a device while this one
          * computes */
         const size_t rows = row;
-        if (!prefetched) PILE_FORWARD_IF_ERR(stage_micro(t, rows, 0, err));
+        if (!staged) PILE_FORWARD_IF_ERR(stage_micro(t, rows, 0, err));
         for (int mi = 0; mi < n_micro; mi++) {
             if (mi + 1 < n_micro) PILE_FORWARD_IF_ERR(stage_micro(t, rows, mi + 1, err));
             else prefetch_next_step(t, step_rows);
