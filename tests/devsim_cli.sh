@@ -12,7 +12,10 @@
 # through the host when emulating 16 bits or into an offloaded shard). A
 # devsim run resumed from its step-6 checkpoint continues bit for bit;
 # eval of its checkpoint (on the backend it records) and sample --backend
-# devsim equal the cpu's. devsim16 stores
+# devsim equal the cpu's. devsim's staged uploads land only at stage_wait,
+# their tensors poisoned until then, so these runs also check that the
+# trainer waits for each staged batch (training's, validation's, eval's)
+# before reading it. devsim16 stores
 # the compute tensors in 16 bits, as a device does: its bf16 and fp16 runs
 # (ZeRO too) equal the cpu's emulation, bit for bit.
 #   devsim_cli.sh PILE_TRAINER PILE_PREP
@@ -133,14 +136,17 @@ resumed zero3n $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_si
 # eval runs on the backend the checkpoint records
 check "fp32: the devsim run's checkpoint records its backend" \
     grep -q '"backend": *"devsim"' fp32-dev/best_model/trainer_state.json
-run "$TR" eval --checkpoint fp32-cpu/best_model --json
-cp out eval.cpu
-run "$TR" eval --checkpoint fp32-dev/best_model --json
-if [ $st -eq 0 ] && grep -q '"loss"' out && cmp -s eval.cpu out; then
-    ok "eval of the devsim run's best_model, on devsim: the cpu's numbers, bit for bit"
-else
-    fail "eval on devsim equals the cpu's (status $st)"
-fi
+# (its batches staged, the next while one computes; batch 5: a short last one)
+for how in "" "--batch_size 5"; do
+    run "$TR" eval --checkpoint fp32-cpu/best_model --json $how
+    cp out eval.cpu
+    run "$TR" eval --checkpoint fp32-dev/best_model --json $how
+    if [ $st -eq 0 ] && grep -q '"loss"' out && cmp -s eval.cpu out; then
+        ok "eval${how:+ $how} of the devsim run's best_model, on devsim: the cpu's numbers, bit for bit"
+    else
+        fail "eval${how:+ $how} on devsim equals the cpu's (status $st)"
+    fi
+done
 for how in "--temperature 0" "--top_k 5 --seed 3"; do
     run "$TR" sample --checkpoint fp32-cpu/best_model --prompt "The " --max_new_tokens 24 $how --backend cpu
     cp out sample.cpu

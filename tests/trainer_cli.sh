@@ -4,7 +4,8 @@
 # a short training run's checkpoints and metrics, bit-exact resume after
 # SIGTERM, --recompute giving the same losses, refusals (no checkpoint, a
 # used folder, changed settings, another tokenizer, divergence), damaged shards (a row failing its checksum stops
-# the run before its use, or is skipped and counted; version 1 shards),
+# the run before its use, or is skipped and counted, also in a micro-batch
+# read ahead for the next step; version 1 shards),
 # eval against the run's own validation, sampling; nothing lost: one run
 # per folder, SIGUSR1/SIGHUP and exit 75, owed validations, damaged
 # checkpoints found by their checksums, resume fallbacks and a rollback's
@@ -511,6 +512,34 @@ check "... metrics.jsonl: data/corrupt_rows 1" grep -q '"data/corrupt_rows": *1[
 run "$TR" $ONE --data sm --skip_corrupt_rows --checkpoint_dir R4
 expect "--skip_corrupt_rows on whole shards: nothing skipped, said so" 0 "^corrupt rows skipped: 0 \(0 samples left out\)"
 check "... metrics.jsonl: data/corrupt_rows 0" grep -q '"data/corrupt_rows": *0[,}]' R4/metrics.jsonl
+# A step's first micro-batch is read ahead, with every check, during the
+# step before (and staged while that one computes): a damaged row there
+# stops the run at that step, before it runs, named as above, and is
+# skipped once with --skip_corrupt_rows. One micro-batch a step; with seed
+# 2, row 5 is first read for step 10 (flipped: in its second sample).
+AHEAD="--model tiny --batch_size 16 --threads 1 --eval_rows 16 --max_length 32 --log_interval 1 --seed 2 --max_steps 12"
+run "$TR" $AHEAD --data sm --checkpoint_dir RA0
+t0=$(tokens_of "$TMP/out")
+cp -r sm smbad2
+"$STOOL" flip smbad2/train-00000.shard $((4096 + 5 * 128 + 80))
+run "$TR" $AHEAD --data smbad2 --checkpoint_dir RA1
+expect "a damaged row in a micro-batch read ahead: exit 1, naming the shard, the row and both checksums" 1 \
+    "cannot use train sample [0-9]+: 'smbad2/train-00000.shard': row 5 fails its checksum \(computed [0-9a-f]{16}, the shard records [0-9a-f]{16}\)"
+check "... at step 10, before it ran (9 steps recorded)" test "$(grep -c '"train/loss"' RA1/metrics.jsonl)" -eq 9
+run "$TR" $AHEAD --data smbad2 --skip_corrupt_rows --checkpoint_dir RA2
+expect "... --skip_corrupt_rows: the run finishes, the row skipped once (its one sample in these steps)" 0 \
+    "^corrupt rows skipped: 1 \(1 samples left out\)"
+check "... named once" test "$(grep -c "skipping a corrupt row" "$TMP/err")" -eq 1
+t2=$(tokens_of "$TMP/out")
+check "... it trained on every token but the sample's 31 targets ($t0 - $t2)" test "$((t0 - t2))" -eq 31
+# in format version 1 (no row checksums), by the ids
+cp -r sm smv1bad
+"$STOOL" to-v1 smv1bad/*.shard
+"$STOOL" flip smv1bad/train-00000.shard $((4096 + 5 * 128 + 81))
+run "$TR" $AHEAD --data smv1bad --checkpoint_dir RA3
+expect "a version 1 row read ahead with an id past the vocabulary: exit 1, the id, the sample, the folder named" 1 \
+    "token id 265 in train sample [0-9]+ \(position 8\) is outside the vocabulary of 257: the shards in 'smv1bad' are damaged"
+check "... at step 10, before it ran (9 steps recorded)" test "$(grep -c '"train/loss"' RA3/metrics.jsonl)" -eq 9
 # format version 1: read, with one warning that its rows cannot be verified
 cp -r sm smv1
 "$STOOL" to-v1 smv1/*.shard
