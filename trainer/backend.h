@@ -247,7 +247,9 @@ void pile_backend_download(pile_backend *be, void *host_dst, pile_tensor src, si
  *  - ops queued after the group's pile_backend_stage_wait see its data;
  *  - ops queued between the two may run while it travels, so they must
  *    not touch the group's dst tensors.
- * host_src may be reused when stage_upload returns. */
+ * host_src may be reused when stage_upload returns. The devsim backends
+ * hold a group to the latest a device may: dst poisoned at stage_upload,
+ * the data landing there only at stage_wait. */
 /* Staging memory for groups of up to `bytes`: allocated on the first
  * call, grown by a larger one (which waits for the backend first), kept
  * by a smaller one. 0, or PILE_ENOMEM (err says how much). */
