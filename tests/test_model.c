@@ -1072,6 +1072,7 @@ static void on_backend(const char *name, void (*test)(const char *), const char 
     pile_backend *const was_be = be;
     const pile_tensor was_grads = grads;
     be = NULL;
+    grads = PILE_NO_TENSOR;
     if (pile_backend_open(&be, name, 1, E) < 0 || !(grads = pile_backend_alloc(be, PILE_DTYPE_F32, was_grads.n)).data) {
         TEST(title);
         PILE_FAIL_("cannot open the %s backend: %s", name, E->msg);
