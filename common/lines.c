@@ -4,11 +4,15 @@
  * per-line copy or malloc) with PILE_LINES_PADDING writable bytes after each,
  * made safe by stashing the bytes that padding overlaps and restoring them on
  * the next call. Memory stays bounded by the line cap: a longer line is
- * streamed past and only its length is kept. */
+ * streamed past and only its length is kept. Block mode decodes straight
+ * into the caller's buffer instead and cuts it into lines there, holding
+ * back only the incomplete last line, so a reader that passes buffers of
+ * lines to other threads copies nothing else. */
 #include "pile_lines.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +63,7 @@ struct pile_lines {
     int eof;                      /* no more data will arrive */
     int truncated;
     int bom_checked;
+    int block_end; /* block mode handed out the last line */
     uint64_t lineno;
 
     /* padding stash: bytes after the last returned line, restored on the next call */
@@ -343,14 +348,13 @@ static int make_room(pile_lines *r, pile_err *err)
     return 0;
 }
 
-static int fill_plain(pile_lines *r, pile_err *err)
+static int fill_plain(pile_lines *r, char *dst, size_t room, size_t *got, pile_err *err)
 {
-    size_t dcap = r->cap - PILE_LINES_PADDING;
-    ssize_t k = read_some(r->fd, r->buf + r->end, dcap - r->end);
+    ssize_t k = read_some(r->fd, dst, room);
     if (k < 0) return pile_err_sys(err, PILE_EIO, errno, "cannot read '%s'", r->path);
     if (k == 0) r->eof = 1;
     r->file_pos += (uint64_t)k;
-    r->end += (size_t)k;
+    *got = (size_t)k;
     return 0;
 }
 
@@ -373,13 +377,12 @@ static uint64_t compressed_at(const pile_lines *r)
     return r->file_pos - (r->in_len - r->in_pos);
 }
 
-/* Decompresses into the window until some output arrives or the input ends.
- * The end of input with the decoder still inside a frame is a clean cut;
- * a ZSTD error is corruption. */
-static int fill_zstd(pile_lines *r, pile_err *err)
+/* Decompresses into dst[0..room) until some output arrives or the input
+ * ends. The end of input with the decoder still inside a frame is a clean
+ * cut; a ZSTD error is corruption. */
+static int fill_zstd(pile_lines *r, char *dst, size_t room, size_t *got, pile_err *err)
 {
-    size_t dcap = r->cap - PILE_LINES_PADDING;
-    ZSTD_outBuffer out = {r->buf + r->end, dcap - r->end, 0};
+    ZSTD_outBuffer out = {dst, room, 0};
     while (out.pos == 0) {
         PILE_FORWARD_IF_ERR(refill_input(r, err));
         ZSTD_inBuffer in = {r->in, r->in_len, r->in_pos};
@@ -406,22 +409,21 @@ static int fill_zstd(pile_lines *r, pile_err *err)
         /* only a call that made progress tells where the frame stands */
         r->zret = ret;
     }
-    r->end += out.pos;
+    *got = out.pos;
     return 0;
 }
 
-/* Inflates into the window until some output arrives or the input ends.
+/* Inflates into dst[0..room) until some output arrives or the input ends.
  * Members follow one another (RFC 1952 section 2.2: concatenated gzip files
  * are one file, as pigz and bgzip write them); the input ending inside a
  * member is a clean cut, anything else zlib refuses is corruption. */
-static int fill_gzip(pile_lines *r, pile_err *err)
+static int fill_gzip(pile_lines *r, char *dst, size_t room, size_t *got, pile_err *err)
 {
-    size_t dcap = r->cap - PILE_LINES_PADDING;
     z_stream *z = &r->gz;
-    z->next_out = (Bytef *)(r->buf + r->end);
-    z->avail_out = (uInt)(dcap - r->end);
-    uInt room = z->avail_out;
-    while (z->avail_out == room) {
+    uInt avail = room > UINT_MAX ? UINT_MAX : (uInt)room;
+    z->next_out = (Bytef *)dst;
+    z->avail_out = avail;
+    while (z->avail_out == avail) {
         PILE_FORWARD_IF_ERR(refill_input(r, err));
         if (r->in_pos == r->in_len) {
             r->eof = 1;
@@ -443,23 +445,35 @@ static int fill_gzip(pile_lines *r, pile_err *err)
                                 r->path, (unsigned long long)compressed_at(r), z->msg ? z->msg : zError(zr));
         }
     }
-    r->end += room - z->avail_out;
+    *got = avail - z->avail_out;
     return 0;
 }
 
-static int fill_data(pile_lines *r, pile_err *err)
+/* Decoded (or, plain, read) bytes into dst[0..room): *got of them, 0 only
+ * at the end of the data (r->eof). */
+static int fill_data(pile_lines *r, char *dst, size_t room, size_t *got, pile_err *err)
 {
+    *got = 0;
     switch (r->codec) {
-    case CODEC_ZSTD: return fill_zstd(r, err);
-    case CODEC_GZIP: return fill_gzip(r, err);
-    default: return fill_plain(r, err);
+    case CODEC_ZSTD: return fill_zstd(r, dst, room, got, err);
+    case CODEC_GZIP: return fill_gzip(r, dst, room, got, err);
+    default: return fill_plain(r, dst, room, got, err);
     }
+}
+
+/* More data after the window's end. */
+static int fill_window(pile_lines *r, pile_err *err)
+{
+    size_t got;
+    PILE_FORWARD_IF_ERR(fill_data(r, r->buf + r->end, r->cap - PILE_LINES_PADDING - r->end, &got, err));
+    r->end += got;
+    return 0;
 }
 
 static int fill(pile_lines *r, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(make_room(r, err));
-    return fill_data(r, err);
+    return fill_window(r, err);
 }
 
 static void stash_padding(pile_lines *r, char *after)
@@ -478,7 +492,7 @@ static int skip_long(pile_lines *r, pile_line *line, pile_err *err)
         r->base += r->end;
         r->start = r->end = r->scan = 0;
         if (r->eof) break;
-        PILE_FORWARD_IF_ERR(fill_data(r, err));
+        PILE_FORWARD_IF_ERR(fill_window(r, err));
         char *nl = memchr(r->buf, '\n', r->end);
         if (nl) {
             size_t k = (size_t)(nl - r->buf);
@@ -551,6 +565,153 @@ int pile_lines_next(pile_lines *r, pile_line *line, pile_err *err)
     stash_padding(r, r->buf + r->end);
     r->start = r->scan = r->end;
     return 1;
+}
+
+/* ------------------------------------------------------------ block mode */
+
+/* A block being cut into lines: buf->data[0] is at stream offset `base`;
+ * lines before `start` were handed out. */
+typedef struct block {
+    pile_buf *buf;
+    uint64_t base;
+    size_t start;
+    int reported, stop;
+    unsigned flags; /* for the next line handed out (the BOM's) */
+    pile_lines_fn fn;
+    void *ctx;
+} block;
+
+/* Hands out one line of `len` bytes at b->start (data NULL: too long; its
+ * stream offset then given by `offset`). */
+static int block_line(pile_lines *r, block *b, uint64_t offset, size_t len, pile_line_status status, pile_err *err)
+{
+    pile_line ln = {.data = status == PILE_LINE_TOO_LONG ? NULL : b->buf->data + b->start,
+                    .len = len,
+                    .lineno = ++r->lineno,
+                    .offset = offset,
+                    .status = status,
+                    .flags = b->flags};
+    b->flags = 0;
+    b->reported = 1;
+    int rc = b->fn(b->ctx, &ln, err);
+    if (rc < 0) return rc;
+    if (rc > 0) b->stop = 1;
+    return 0;
+}
+
+/* Decodes more after b->buf's end, growing it when it has no room left
+ * (the caller grows it only while no line of this block is out). */
+static int block_fill(pile_lines *r, block *b, pile_err *err)
+{
+    pile_buf *buf = b->buf;
+    if (buf->cap - buf->len < MIN_READ + PILE_LINES_PADDING &&
+        pile_buf_reserve(buf, buf->len + MIN_READ + PILE_LINES_PADDING)) /* about doubles it */
+        return pile_err_set(err, PILE_ENOMEM, "out of memory reading '%s'", r->path);
+    size_t got;
+    PILE_FORWARD_IF_ERR(fill_data(r, buf->data + buf->len, buf->cap - buf->len - PILE_LINES_PADDING, &got, err));
+    buf->len += got;
+    return 0;
+}
+
+/* Streams past the line at b->start, over max_line bytes with no end in
+ * the buffer yet (and no line of this block out, so the buffer's bytes are
+ * all this line's and may be overwritten): hands it out as too long, and
+ * leaves the bytes after its end in the buffer, from b->start on. */
+static int block_skip_long(pile_lines *r, block *b, pile_err *err)
+{
+    pile_buf *buf = b->buf;
+    uint64_t offset = b->base + b->start, len = buf->len - b->start;
+    for (;;) {
+        b->base += buf->len;
+        buf->len = b->start = 0;
+        if (r->eof) break;
+        size_t got;
+        PILE_FORWARD_IF_ERR(fill_data(r, buf->data, buf->cap - PILE_LINES_PADDING, &got, err));
+        buf->len = got;
+        char *nl = memchr(buf->data, '\n', got);
+        if (nl) {
+            size_t k = (size_t)(nl - buf->data);
+            len += k;
+            b->start = k + 1;
+            break;
+        }
+        len += got;
+    }
+    return block_line(r, b, offset, (size_t)len, PILE_LINE_TOO_LONG, err);
+}
+
+int pile_lines_next_block(pile_lines *r, pile_buf *buf, size_t want, pile_lines_fn fn, void *ctx, pile_err *err)
+{
+    buf->len = 0;
+    if (r->block_end) return 0;
+    /* the line held back last time (first: what open read of a plain file) */
+    size_t carry = r->end - r->start;
+    size_t need = (want > carry + MIN_READ ? want : carry + MIN_READ) + PILE_LINES_PADDING;
+    if (buf->cap < need && pile_buf_reserve(buf, need))
+        return pile_err_set(err, PILE_ENOMEM, "out of memory reading '%s'", r->path);
+    if (carry) memcpy(buf->data, r->buf + r->start, carry);
+    buf->len = carry;
+    block b = {.buf = buf, .base = r->base + r->start, .fn = fn, .ctx = ctx};
+    r->base += r->end;
+    r->start = r->end = r->scan = 0;
+    size_t scan = 0;
+    while (!r->bom_checked) {
+        if (buf->len < 3 && !r->eof) {
+            PILE_FORWARD_IF_ERR(block_fill(r, &b, err));
+            continue;
+        }
+        r->bom_checked = 1;
+        if (buf->len >= 3 && memcmp(buf->data, "\xEF\xBB\xBF", 3) == 0) {
+            b.start = scan = 3;
+            b.flags = PILE_LINE_HAD_BOM;
+        }
+    }
+    for (;;) {
+        char *nl;
+        while (!b.stop && (nl = memchr(buf->data + scan, '\n', buf->len - scan)) != NULL) {
+            size_t at = (size_t)(nl - buf->data), len = at - b.start;
+            PILE_FORWARD_IF_ERR(block_line(r, &b, b.base + b.start,
+                                           len, len > r->max_line ? PILE_LINE_TOO_LONG : PILE_LINE_COMPLETE, err));
+            b.start = scan = at + 1;
+            if (b.start >= want) b.stop = 1;
+        }
+        if (b.stop) break;
+        scan = buf->len;
+        size_t partial = buf->len - b.start;
+        if (r->eof) {
+            /* the last line, without a '\n' */
+            if (partial)
+                PILE_FORWARD_IF_ERR(block_line(r, &b, b.base + b.start, partial,
+                                               partial > r->max_line ? PILE_LINE_TOO_LONG
+                                               : r->truncated        ? PILE_LINE_CUT
+                                                                     : PILE_LINE_COMPLETE,
+                                               err));
+            b.start = buf->len;
+            r->block_end = 1;
+            break;
+        }
+        if (partial > r->max_line) {
+            /* the next block streams past it, or this one, which it ends */
+            if (!b.reported) PILE_FORWARD_IF_ERR(block_skip_long(r, &b, err));
+            break;
+        }
+        /* the buffer grows only while no line is out: their data points into it */
+        if (b.reported && buf->cap - buf->len < MIN_READ + PILE_LINES_PADDING) break;
+        PILE_FORWARD_IF_ERR(block_fill(r, &b, err));
+    }
+    /* hold back what follows the last line handed out */
+    size_t rest = buf->len - b.start;
+    if (rest + PILE_LINES_PADDING > r->cap) {
+        char *nb = realloc(r->buf, rest + PILE_LINES_PADDING);
+        if (!nb) return pile_err_set(err, PILE_ENOMEM, "out of memory reading '%s'", r->path);
+        r->buf = nb;
+        r->cap = rest + PILE_LINES_PADDING;
+    }
+    if (rest) memcpy(r->buf, buf->data + b.start, rest);
+    r->end = rest;
+    r->base = b.base + b.start;
+    memset(buf->data + buf->len, 0, PILE_LINES_PADDING);
+    return r->block_end ? 0 : 1;
 }
 
 uint64_t pile_lines_bytes_read(const pile_lines *r)

@@ -1,6 +1,7 @@
 /* Streaming line reader for JSON lines, plain or compressed with zstd or
  * gzip (streaming decompression, never a whole file in memory). Hands out one line at a time
- * with the padding simdjson wants after it, so the JSON parser copies nothing.
+ * with the padding simdjson wants after it, so the JSON parser copies nothing,
+ * or (block mode) many lines at once in a buffer the caller passes on.
  * An opaque reader is used by one thread at a time. */
 #ifndef PILE_LINES_H
 #define PILE_LINES_H
@@ -8,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pile_buf.h"
 #include "pile_error.h"
 
 #ifdef __cplusplus
@@ -76,6 +78,29 @@ void pile_lines_close(pile_lines *r);
  * complete line is returned, then the cut tail as PILE_LINE_CUT (if
  * non-empty), then 0, and pile_lines_truncated() turns true. */
 int pile_lines_next(pile_lines *r, pile_line *line, pile_err *err);
+
+/* Receives one line of pile_lines_next_block: 0 to go on, 1 to end the
+ * block after this line, or a negative PILE_E* (err filled), which the
+ * block call returns. */
+typedef int (*pile_lines_fn)(void *ctx, const pile_line *line, pile_err *err);
+
+/* Block mode, for a reader that hands lines to other threads in batches:
+ * the data is decompressed (or, plain, read) straight into `buf`, a buffer
+ * the caller owns and may pass on, and cut into lines there, so no line is
+ * copied. buf's content is replaced: the line the last call held back
+ * (at most one, unless fn ended a block early), then new data, until the
+ * whole lines in it reach `want` bytes, fn ends the block, or the file
+ * ends; it grows (pile_buf_reserve) only for a line that does not fit.
+ * fn gets each line in order, as pile_lines_next would hand them out: data
+ * points into buf (valid until buf is changed), the bytes after each line
+ * up to data + len + PILE_LINES_PADDING lie inside buf (the next line's, or
+ * zeros after the last), and the caller may write there once the reader
+ * is done with buf (this call returned). The incomplete line at the end is
+ * held back (copied into the reader) for the next call. Returns 1 when
+ * more may follow, 0 when the file ended (this call's lines were its last;
+ * later calls hand out none), or a negative PILE_E* as pile_lines_next, or
+ * fn's. Use either this or pile_lines_next on one reader, not both. */
+int pile_lines_next_block(pile_lines *r, pile_buf *buf, size_t want, pile_lines_fn fn, void *ctx, pile_err *err);
 
 /* Bytes of the file consumed so far (compressed bytes for .zst / .gz): for progress. */
 uint64_t pile_lines_bytes_read(const pile_lines *r);

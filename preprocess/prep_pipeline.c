@@ -1,7 +1,8 @@
 /* pile-prep's pipeline: reader threads cut the inputs into numbered chunks
- * of whole lines (several inputs at once, each read by one reader: one
- * zstd frame decompresses on one core, so the parallelism comes from the
- * files), N workers parse and tokenize whole chunks (one JSON parser and one
+ * of whole lines, decoded straight into the chunks' buffers and found there
+ * (no line is copied but the one a chunk's end cuts; several inputs at
+ * once, each read by one reader: one zstd frame decompresses on one core,
+ * so the parallelism comes from the files), N workers parse and tokenize whole chunks (one JSON parser and one
  * encoder each) and narrow the ids to the shards' width, and the calling
  * thread packs the chunk results strictly in input order (input, then chunk
  * within it). Packing only decides where each id goes, from token counts:
@@ -196,15 +197,31 @@ static void submit(pipe_t *p, chunk *c, double t_read, double cpu_read)
     uv_mutex_unlock(&p->mu);
 }
 
-static int chunk_add_line(chunk *c, const pile_line *ln)
+/* ----------------------------------------------------------------- readers */
+
+/* What a reader's line callback needs: the chunk its block fills, the
+ * first line this run wants (a resumed input starts inside), and counts. */
+typedef struct block_ctx {
+    chunk *c;
+    uint64_t skip_below, seen, jsonl_bytes;
+} block_ctx;
+
+/* Records one line of the chunk's block (pile_lines_fn): its text stays in
+ * the chunk's buffer, where the reader decoded it. */
+static int chunk_add_line(void *ctx, const pile_line *ln, pile_err *err)
 {
+    block_ctx *x = ctx;
+    chunk *c = x->c;
+    x->seen = ln->lineno;
+    if (ln->lineno < x->skip_below) return 0;
+    x->jsonl_bytes += ln->len + 1;
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 256;
         line_rec *l = realloc(c->lines, cap * sizeof *l);
-        if (!l) return PILE_ENOMEM;
+        if (!l) return pile_err_set(err, PILE_ENOMEM, "out of memory");
         c->lines = l;
         item *it = realloc(c->items, cap * sizeof *it);
-        if (!it) return PILE_ENOMEM;
+        if (!it) return pile_err_set(err, PILE_ENOMEM, "out of memory");
         c->items = it;
         c->cap = cap;
     }
@@ -212,18 +229,10 @@ static int chunk_add_line(chunk *c, const pile_line *ln)
     r->lineno = ln->lineno;
     r->status = (uint8_t)ln->status;
     r->len = ln->len;
-    r->off = c->text.len;
+    r->off = ln->data ? (size_t)(ln->data - c->text.data) : 0;
     if (ln->len > c->longest) c->longest = ln->len;
-    if (ln->status != PILE_LINE_TOO_LONG) {
-        if (pile_buf_reserve(&c->text, ln->len + PILE_LINES_PADDING)) return PILE_ENOMEM;
-        if (ln->len) memcpy(c->text.data + c->text.len, ln->data, ln->len);
-        memset(c->text.data + c->text.len + ln->len, 0, PILE_LINES_PADDING);
-        c->text.len += ln->len + PILE_LINES_PADDING;
-    }
-    return 0;
+    return c->n >= CHUNK_MAX_LINES;
 }
-
-/* ----------------------------------------------------------------- readers */
 
 static pile_lines_opts reader_opts(const prep_state *st)
 {
@@ -249,39 +258,32 @@ static int read_input(pipe_t *p, size_t i, reader_acc *acc)
     chunk *c = acquire(p, i, seq++);
     if (!c) return 1;
     const char *path = st->order[i]->path;
-    uint64_t skip_below = i == p->start.input ? p->start.line : 1;
+    block_ctx x = {c, i == p->start.input ? p->start.line : 1, 0, 0};
     pile_lines *lr = NULL;
     pile_err lerr;
     pile_err_clear(&lerr);
     double t0 = pile_now(), c0 = pile_cpu_now();
     int rc = pile_lines_open(&lr, path, &lo, &lerr);
-    uint64_t seen = 0;
-    pile_line ln;
     while (rc == 0) {
-        int r = pile_lines_next(lr, &ln, &lerr);
+        int r = pile_lines_next_block(lr, &c->text, CHUNK_BYTES, chunk_add_line, &x, &lerr);
         if (r <= 0) {
             rc = r;
             break;
         }
-        seen = ln.lineno;
-        if (ln.lineno < skip_below) continue;
-        acc->jsonl_bytes += ln.len + 1;
-        if (chunk_add_line(c, &ln)) {
-            rc = pile_err_set(&lerr, PILE_ENOMEM, "out of memory");
-            break;
-        }
-        if (c->text.len >= CHUNK_BYTES || c->n >= CHUNK_MAX_LINES) {
-            c->bytes_done = done_before + pile_lines_bytes_read(lr);
-            submit(p, c, pile_now() - t0, pile_cpu_now() - c0);
-            c = acquire(p, i, seq++);
-            t0 = pile_now();
-            c0 = pile_cpu_now();
-            if (!c) {
-                pile_lines_close(lr);
-                return 1;
-            }
+        if (c->n == 0) continue; /* all before the resume point: the buffer is filled again */
+        c->bytes_done = done_before + pile_lines_bytes_read(lr);
+        submit(p, c, pile_now() - t0, pile_cpu_now() - c0);
+        x.c = c = acquire(p, i, seq++);
+        t0 = pile_now();
+        c0 = pile_cpu_now();
+        if (!c) {
+            acc->jsonl_bytes += x.jsonl_bytes;
+            pile_lines_close(lr);
+            return 1;
         }
     }
+    acc->jsonl_bytes += x.jsonl_bytes;
+    uint64_t seen = x.seen, skip_below = x.skip_below;
     if (rc == 0 && seen + 1 < skip_below)
         rc = pile_err_set(&lerr, PILE_EMISMATCH,
                           "cannot resume: '%s' has %" PRIu64 " lines, the interrupted run had read %" PRIu64
@@ -437,7 +439,14 @@ static void process_chunk(pipe_t *p, chunk *c, pile_jsonl_parser *parser, pile_e
             pile_jsonl_doc doc;
             detail[0] = '\0';
             double t0 = pile_now();
-            int r = pile_jsonl_parse(parser, c->text.data + l->off, l->len, &doc, detail, sizeof detail);
+            /* The line's padding is the next line's start (or zeros): the
+             * parser sees zeros there, as it would after a copy, and the
+             * next line gets its bytes back */
+            char *line = c->text.data + l->off, pad[PILE_LINES_PADDING];
+            memcpy(pad, line + l->len, sizeof pad);
+            memset(line + l->len, 0, sizeof pad);
+            int r = pile_jsonl_parse(parser, line, l->len, &doc, detail, sizeof detail);
+            memcpy(line + l->len, pad, sizeof pad);
             double t1 = pile_now();
             c->t_parse += t1 - t0;
             if (r < 0) {

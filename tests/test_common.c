@@ -3,7 +3,9 @@
  * bound), the JSON-lines parser (and its text and subset keys) against the
  * reference outcomes in ref/bad.r50k.jsonl, UTF-8 repair on the Unicode
  * standard's own examples, the tree and writer, and seeded random inputs
- * checked against the independent validator in json_internal.h. */
+ * checked against the independent validator in json_internal.h. Every read
+ * of a file by lines is repeated in block mode (read_lines), which must hand
+ * out the same lines. */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -85,7 +87,102 @@ static void lines_free(line_list *l)
     memset(l, 0, sizeof *l);
 }
 
-/* Reads the whole file; returns the open error or 0. */
+static line_rec *lines_push(line_list *out, const pile_line *ln)
+{
+    if (out->n == out->cap) {
+        out->cap = out->cap ? out->cap * 2 : 256;
+        out->v = realloc(out->v, out->cap * sizeof *out->v);
+    }
+    line_rec *x = &out->v[out->n++];
+    x->data = NULL;
+    if (ln->data) {
+        x->data = malloc(ln->len + 1);
+        memcpy(x->data, ln->data, ln->len);
+        x->data[ln->len] = 0;
+    }
+    x->len = ln->len;
+    x->lineno = ln->lineno;
+    x->offset = ln->offset;
+    x->status = (int)ln->status;
+    x->flags = ln->flags;
+    return x;
+}
+
+/* Block mode's callback: copies the line out, checks that its padding lies
+ * inside the block's buffer, and ends the block every `stop_every` lines. */
+typedef struct block_read {
+    line_list *out;
+    const pile_buf *buf;
+    size_t stop_every, in_block;
+    int bad_padding;
+} block_read;
+
+static int block_line_cb(void *ctx, const pile_line *ln, pile_err *err)
+{
+    (void)err;
+    block_read *b = ctx;
+    lines_push(b->out, ln);
+    if (ln->data && (ln->data < b->buf->data ||
+                     ln->data + ln->len + PILE_LINES_PADDING > b->buf->data + b->buf->len + PILE_LINES_PADDING ||
+                     b->buf->len + PILE_LINES_PADDING > b->buf->cap))
+        b->bad_padding = 1;
+    b->in_block++;
+    return b->stop_every && b->in_block % b->stop_every == 0;
+}
+
+/* The whole file in block mode, blocks of `want` bytes. */
+static int read_lines_block(const char *path, size_t max_line, size_t want, size_t stop_every, line_list *out,
+                            size_t *blocks, int *bad_padding)
+{
+    memset(out, 0, sizeof *out);
+    pile_lines_opts opts = {.max_line = max_line};
+    pile_lines *r;
+    int rc = pile_lines_open(&r, path, &opts, &out->err);
+    if (rc < 0) return rc;
+    pile_buf buf = {0};
+    block_read b = {out, &buf, stop_every, 0, 0};
+    *blocks = 0;
+    do {
+        b.in_block = 0;
+        rc = pile_lines_next_block(r, &buf, want, block_line_cb, &b, &out->err);
+        if (b.in_block) ++*blocks;
+        /* after the last line of a block: zeros */
+        if (rc >= 0 && buf.len && memcmp(buf.data + buf.len, (char[PILE_LINES_PADDING]){0}, PILE_LINES_PADDING))
+            b.bad_padding = 1;
+    } while (rc == 1);
+    /* the end is sticky */
+    if (rc == 0) {
+        b.in_block = 0;
+        if (pile_lines_next_block(r, &buf, want, block_line_cb, &b, &out->err) != 0 || b.in_block) b.bad_padding = 1;
+    }
+    out->rc = rc;
+    out->truncated = pile_lines_truncated(r);
+    *bad_padding = b.bad_padding;
+    pile_buf_free(&buf);
+    pile_lines_close(r);
+    return 0;
+}
+
+static void same_lines(const line_list *a, const line_list *b, const char *what)
+{
+    int same = a->n == b->n && a->rc == b->rc && a->truncated == b->truncated;
+    for (size_t i = 0; same && i < a->n; i++) {
+        const line_rec *x = &a->v[i], *y = &b->v[i];
+        same = x->len == y->len && x->lineno == y->lineno && x->offset == y->offset && x->status == y->status &&
+               x->flags == y->flags && !x->data == !y->data && (!x->data || !memcmp(x->data, y->data, x->len));
+        if (!same) PILE_FAIL_("%s: line %zu differs (len %zu/%zu, status %d/%d, offset %llu/%llu)", what, i + 1,
+                              x->len, y->len, x->status, y->status, (unsigned long long)x->offset,
+                              (unsigned long long)y->offset);
+    }
+    if (a->n != b->n || a->rc != b->rc || a->truncated != b->truncated)
+        PILE_FAIL_("%s: %zu lines, rc %d, truncated %d against %zu, %d, %d", what, a->n, a->rc, a->truncated, b->n,
+                   b->rc, b->truncated);
+}
+
+/* Reads the whole file with pile_lines_next; returns the open error or 0.
+ * Block mode must hand out the same lines whatever the block size (one
+ * line, 4 KiB, the default 1 MiB; blocks ended early by the callback too),
+ * which every test of the reader thus checks as well. */
 static int read_lines(const char *path, size_t max_line, line_list *out)
 {
     memset(out, 0, sizeof *out);
@@ -94,27 +191,30 @@ static int read_lines(const char *path, size_t max_line, line_list *out)
     int rc = pile_lines_open(&r, path, &opts, &out->err);
     if (rc < 0) return rc;
     pile_line ln;
-    while ((rc = pile_lines_next(r, &ln, &out->err)) == 1) {
-        if (out->n == out->cap) {
-            out->cap = out->cap ? out->cap * 2 : 256;
-            out->v = realloc(out->v, out->cap * sizeof *out->v);
-        }
-        line_rec *x = &out->v[out->n++];
-        x->data = NULL;
-        if (ln.data) {
-            x->data = malloc(ln.len + 1);
-            memcpy(x->data, ln.data, ln.len);
-            x->data[ln.len] = 0;
-        }
-        x->len = ln.len;
-        x->lineno = ln.lineno;
-        x->offset = ln.offset;
-        x->status = (int)ln.status;
-        x->flags = ln.flags;
-    }
+    while ((rc = pile_lines_next(r, &ln, &out->err)) == 1) lines_push(out, &ln);
     out->rc = rc;
     out->truncated = pile_lines_truncated(r);
     pile_lines_close(r);
+    static const struct {
+        size_t want, stop_every;
+    } modes[] = {{1, 0}, {4096, 0}, {1u << 20, 0}, {1u << 20, 3}};
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        line_list b;
+        size_t blocks;
+        int bad_padding;
+        char what[160];
+        snprintf(what, sizeof what, "block mode (blocks of %zu bytes%s) hands out the same lines", modes[m].want,
+                 modes[m].stop_every ? ", ended every 3 lines" : "");
+        if (read_lines_block(path, max_line, modes[m].want, modes[m].stop_every, &b, &blocks, &bad_padding) < 0) {
+            PILE_FAIL_("%s: cannot open: %s", what, b.err.msg);
+            continue;
+        }
+        same_lines(out, &b, what);
+        if (bad_padding) PILE_FAIL_("%s: a line's padding is not inside the block, or not zeros after the last", what);
+        /* one-line blocks: as many as there are lines */
+        if (modes[m].want == 1 && b.rc == 0 && blocks != b.n) PILE_FAIL_("%zu one-line blocks for %zu lines", blocks, b.n);
+        lines_free(&b);
+    }
     return 0;
 }
 
@@ -385,6 +485,52 @@ static void test_lines_max_line(void)
     pile_buf_free(&p);
     pile_buf_free(&a);
     pile_buf_free(&z);
+}
+
+static int fail_third(void *ctx, const pile_line *ln, pile_err *err)
+{
+    int *n = ctx;
+    if (++*n == 3) return pile_err_set(err, PILE_ENOMEM, "out of memory at line %llu", (unsigned long long)ln->lineno);
+    return 0;
+}
+
+static void test_lines_block(void)
+{
+    TEST("lines: block mode returns its callback's error; lines lie in the caller's buffer, whole");
+    pile_buf p = {0}, buf = {0};
+    pile_err err;
+    REQUIRE(write_file(tmp_path("blk.jsonl", &p), "a\nbb\nccc\ndddd\n", 14) == 0);
+    pile_lines *r;
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("blk.jsonl", &p), NULL, &err), &err);
+    int n = 0;
+    ASSERT_EQ(pile_lines_next_block(r, &buf, 1u << 20, fail_third, &n, &err), PILE_ENOMEM);
+    ASSERT_STR_EQ(err.msg, "out of memory at line 3");
+    pile_lines_close(r);
+    /* blocks of 4 bytes: whole lines until they reach 4 bytes, the rest held back */
+    line_list l = {0};
+    block_read b = {&l, &buf, 0, 0, 0};
+    REQUIRE_OK(pile_lines_open(&r, tmp_path("blk.jsonl", &p), NULL, &err), &err);
+    ASSERT_EQ(pile_lines_next_block(r, &buf, 4, block_line_cb, &b, &err), 1);
+    ASSERT_EQ(l.n, 2);
+    ASSERT_EQ(buf.len, 14); /* one read, all of it, cut after "bb\n" */
+    ASSERT_EQ(pile_lines_next_block(r, &buf, 4, block_line_cb, &b, &err), 1);
+    ASSERT_EQ(l.n, 3);
+    ASSERT_EQ(buf.len, 9); /* "ccc\ndddd\n" held back */
+    ASSERT_EQ(pile_lines_next_block(r, &buf, 4, block_line_cb, &b, &err), 1);
+    ASSERT_EQ(l.n, 4);
+    if (l.n == 4) {
+        ASSERT_STR_EQ(l.v[3].data, "dddd");
+        ASSERT_EQ(l.v[3].offset, 9);
+    }
+    /* the end of the file shows on the next read */
+    ASSERT_EQ(pile_lines_next_block(r, &buf, 4, block_line_cb, &b, &err), 0);
+    ASSERT_EQ(l.n, 4);
+    ASSERT_EQ(buf.len, 0);
+    ASSERT_EQ(b.bad_padding, 0);
+    pile_lines_close(r);
+    lines_free(&l);
+    pile_buf_free(&buf);
+    pile_buf_free(&p);
 }
 
 static void test_lines_truncated(void)
@@ -1434,6 +1580,7 @@ int main(void)
     test_utf8();
     test_lines_plain_vs_zstd();
     test_lines_max_line();
+    test_lines_block();
     test_lines_truncated();
     test_lines_gzip();
     test_lines_window();
