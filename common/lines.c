@@ -25,6 +25,7 @@
 #define PLAIN_CHUNK (4u << 20) /* window size for plain files: one read() fills most of it */
 #define ZSTD_CHUNK (1u << 20)  /* decompressed window and compressed read size for .zst and .gz */
 #define MIN_READ (64u << 10)   /* make room before reading less than this */
+#define TOP_UP (16u << 10)     /* block mode: what is read at a time past the block's size */
 /* zstd's own limits (zstd.h keeps them behind ZSTD_STATIC_LINKING_ONLY): the
  * default window a decoder accepts, and the largest a 64-bit one can. */
 #define WINDOW_LOG_DEFAULT 27
@@ -599,16 +600,20 @@ static int block_line(pile_lines *r, block *b, uint64_t offset, size_t len, pile
     return 0;
 }
 
-/* Decodes more after b->buf's end, growing it when it has no room left
- * (the caller grows it only while no line of this block is out). */
-static int block_fill(pile_lines *r, block *b, pile_err *err)
+/* Decodes more after b->buf's end: up to `want` bytes in all, then a
+ * little at a time (TOP_UP) until the line that crosses it ends, so that
+ * little is held back for the next block. Grows the buffer when it has no
+ * room left (the caller grows it only while no line of this block is out). */
+static int block_fill(pile_lines *r, block *b, size_t want, pile_err *err)
 {
     pile_buf *buf = b->buf;
     if (buf->cap - buf->len < MIN_READ + PILE_LINES_PADDING &&
         pile_buf_reserve(buf, buf->len + MIN_READ + PILE_LINES_PADDING)) /* about doubles it */
         return pile_err_set(err, PILE_ENOMEM, "out of memory reading '%s'", r->path);
+    size_t room = buf->cap - buf->len - PILE_LINES_PADDING, ask = want > buf->len ? want - buf->len : 0;
+    if (ask < TOP_UP) ask = TOP_UP;
     size_t got;
-    PILE_FORWARD_IF_ERR(fill_data(r, buf->data + buf->len, buf->cap - buf->len - PILE_LINES_PADDING, &got, err));
+    PILE_FORWARD_IF_ERR(fill_data(r, buf->data + buf->len, ask < room ? ask : room, &got, err));
     buf->len += got;
     return 0;
 }
@@ -657,7 +662,7 @@ int pile_lines_next_block(pile_lines *r, pile_buf *buf, size_t want, pile_lines_
     size_t scan = 0;
     while (!r->bom_checked) {
         if (buf->len < 3 && !r->eof) {
-            PILE_FORWARD_IF_ERR(block_fill(r, &b, err));
+            PILE_FORWARD_IF_ERR(block_fill(r, &b, want, err));
             continue;
         }
         r->bom_checked = 1;
@@ -697,7 +702,7 @@ int pile_lines_next_block(pile_lines *r, pile_buf *buf, size_t want, pile_lines_
         }
         /* the buffer grows only while no line is out: their data points into it */
         if (b.reported && buf->cap - buf->len < MIN_READ + PILE_LINES_PADDING) break;
-        PILE_FORWARD_IF_ERR(block_fill(r, &b, err));
+        PILE_FORWARD_IF_ERR(block_fill(r, &b, want, err));
     }
     /* hold back what follows the last line handed out */
     size_t rest = buf->len - b.start;
