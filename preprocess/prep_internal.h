@@ -212,6 +212,8 @@ typedef struct prep_tok_source {
 } prep_tok_source;
 
 int pile__prep_tok_source_read(prep_tok_source *ts, const char *spec, pile_err *err);
+/* 1 when a and b hold the same files with the same bytes. */
+int pile__prep_tok_source_same(const prep_tok_source *a, const prep_tok_source *b);
 void pile__prep_tok_source_free(prep_tok_source *ts);
 
 /* --force: removes what st (filled by pile__prep_manifest_files) records,
@@ -234,7 +236,9 @@ int pile__prep_output_check(const prep_state *rec, int have_record, int megatron
  * files of an earlier copy this one does not replace (still recorded) and
  * records the new copy in st (tok_files, tok_spec), *changed set when the
  * record changed; write writes the files not already there as they should
- * be, reads the copy back and checks its fingerprint. */
+ * be and reads the copy back: the bytes the tokenizer was built from (read
+ * before and after it was opened), under the same file names, are that
+ * tokenizer. */
 int pile__prep_output_tokenizer_plan(prep_state *st, const prep_tok_source *ts, int *changed, pile_err *err);
 int pile__prep_output_tokenizer_write(const prep_state *st, const prep_tok_source *ts, pile_err *err);
 
