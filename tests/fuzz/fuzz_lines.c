@@ -3,7 +3,8 @@
  * (usually plain, or zstd / gzip when it starts with a magic number) and
  * once zstd-compressed and once gzip-compressed, each cut at a fuzzer-chosen
  * point; lines must match the input bytes and a cut must read as a
- * truncation, never as an error.
+ * truncation, never as an error. Block mode (pile_lines_next_block, with a
+ * block size the input picks) must hand out the same lines.
  *
  * Run: tools/fuzz.sh (seeds: pieces of the corpus files in
  * tests/fuzz/corpus/fuzz_lines, from tests/fuzz/make_corpus.py). */
@@ -29,6 +30,58 @@ static int as_file(const void *p, size_t n, char *path, size_t cap)
     return fd;
 }
 
+typedef struct seen_line {
+    uint64_t offset, lineno;
+    size_t len;
+    int status;
+    unsigned flags;
+} seen_line;
+
+typedef struct block_check {
+    const seen_line *v;
+    size_t n, at;
+    const uint8_t *plain;
+    const pile_buf *buf;
+} block_check;
+
+static int block_cb(void *ctx, const pile_line *ln, pile_err *err)
+{
+    (void)err;
+    block_check *b = ctx;
+    if (b->at >= b->n) abort();
+    const seen_line *s = &b->v[b->at++];
+    if (ln->offset != s->offset || ln->lineno != s->lineno || ln->len != s->len || (int)ln->status != s->status ||
+        ln->flags != s->flags)
+        abort();
+    if (ln->status != PILE_LINE_TOO_LONG) {
+        if (!ln->data || memcmp(ln->data, b->plain + s->offset, ln->len) != 0) abort();
+        /* the padding lies inside the caller's buffer */
+        if (ln->data + ln->len + PILE_LINES_PADDING > b->buf->data + b->buf->cap) abort();
+    } else if (ln->data) {
+        abort();
+    }
+    return 0;
+}
+
+/* Reads every line in block mode (blocks of `want` bytes): the lines of
+ * line mode, v[0..n), and then the same end. */
+static void read_blocks(const char *path, const uint8_t *plain, const seen_line *v, size_t n, size_t want,
+                        int expect_cut)
+{
+    pile_lines_opts opts = {.max_line = 256};
+    pile_lines *r;
+    pile_err err;
+    if (pile_lines_open(&r, path, &opts, &err) < 0) abort();
+    pile_buf buf = {0};
+    block_check b = {v, n, 0, plain, &buf};
+    int rc;
+    while ((rc = pile_lines_next_block(r, &buf, want, block_cb, &b, &err)) == 1) {
+    }
+    if (rc < 0 || b.at != n || pile_lines_truncated(r) != expect_cut) abort();
+    pile_buf_free(&buf);
+    pile_lines_close(r);
+}
+
 /* Reads every line; lines of a plain input must re-join to the input. */
 static void read_all(const char *path, const uint8_t *plain, size_t plain_n, int expect_cut)
 {
@@ -40,7 +93,15 @@ static void read_all(const char *path, const uint8_t *plain, size_t plain_n, int
     int rc;
     size_t pos = 0;
     int bom = plain_n >= 3 && memcmp(plain, "\xEF\xBB\xBF", 3) == 0;
+    seen_line *v = NULL;
+    size_t n = 0, cap = 0;
     while ((rc = pile_lines_next(r, &ln, &err)) == 1) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            v = realloc(v, cap * sizeof *v);
+            if (!v) abort();
+        }
+        v[n++] = (seen_line){ln.offset, ln.lineno, ln.len, (int)ln.status, ln.flags};
         /* a cut stream may end inside the BOM: then it is data, not a BOM */
         if (ln.lineno == 1 && (ln.flags & PILE_LINE_HAD_BOM)) {
             if (!bom) abort();
@@ -61,6 +122,9 @@ static void read_all(const char *path, const uint8_t *plain, size_t plain_n, int
     if (rc < 0) abort();
     if (pile_lines_truncated(r) != expect_cut) abort();
     pile_lines_close(r);
+    /* a block size the input picks: from one line per block to many */
+    read_blocks(path, plain, v, n, plain_n ? (size_t)plain[plain_n / 2] * 7 : 1, expect_cut);
+    free(v);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
