@@ -18,7 +18,8 @@
 # ceiling's job, default 30: the Pile's train files), PILE_BENCH_TMP (output
 # folder, default under /var/tmp), PILE_BENCH_OLD_PREP (another pile-prep
 # binary, say main's: run beside this one in every repeat, its rows marked
-# "old"), PILE_BENCH_PERF=1: also profile one GPT-2
+# "old"), PILE_BENCH_TOKS (default "bytes gpt2"), PILE_BENCH_SMALL=0: leave
+# out the shared corpus (a quicker A/B of the large one), PILE_BENCH_PERF=1: also profile one GPT-2
 # run at --threads 1 on the large corpus with `perf record --call-graph dwarf`
 # and print each stage's share of the CPU samples (a sample counts as
 # tokenizer when any frame of its stack is a tokenizer function).
@@ -106,8 +107,10 @@ run() {
 
 : >"$TMP/runs.tsv"
 : >"$TMP/dec"
-for corpus in "$SHARED/corpus" "$BIG"; do
-    for tok in bytes gpt2; do
+CORPORA="$SHARED/corpus $BIG"
+[ "${PILE_BENCH_SMALL:-1}" != 0 ] || CORPORA=$BIG
+for corpus in $CORPORA; do
+    for tok in ${PILE_BENCH_TOKS:-bytes gpt2}; do
         rep=1
         while [ $rep -le "$REPEATS" ]; do
             if [ "$corpus" = "$BIG" ] && [ $tok = gpt2 ]; then
@@ -169,15 +172,19 @@ dec=$(sort -g "$TMP/dec" | head -1)
 echo
 echo "Stages alone, one thread, GPT-2 on $(basename "$BIG"): CPU seconds of each stage's threads (each the least over"
 echo "the -j 1 runs; CPU time, which a loaded machine does not inflate as it does wall time; decompress: \`zstd -dc\`"
-echo "of the same files, $(printf '%.2f' "$dec") s at best; split lines = read - decompress: the line reader and the copy into"
-echo "chunks; pack + write: the packing thread (placing rows, reserving and committing them in the writer, finishing"
-echo "shards); copy: the workers' copies of the ids into the rows (a pile-prep without it copies on the packing"
-echo "thread); background-write: the shard writer's own thread (the data and row checksums, the disk writes)), and the"
+echo "of the same files, $(printf '%.2f' "$dec") s at best; split lines = read - decompress: the line reader (cutting the"
+echo "decoded blocks into lines; in a pile-prep before its block reader, also copying each line into a chunk) and"
+echo "decoding beside the workers rather than alone; pack + write: the packing thread (placing rows, reserving and"
+echo "committing them in the writer, finishing shards); copy: the workers' copies of the ids into the rows (a pile-prep"
+echo "without it copies on the packing thread); background-write: the shard writer's own thread (the data and row checksums, the disk writes)), and the"
 echo "ceilings they imply: one reader per input file read at once (1 + cores/4 of them, at most the job's files), one"
-echo "packing thread, one background writer, and all stages sharing the cores:"
+echo "packing thread, one background writer, and all stages sharing the cores (with PILE_BENCH_OLD_PREP, the old"
+echo "binary's table follows):"
+for stage_tok in gpt2 ${PILE_BENCH_OLD_PREP:+gpt2-old}; do
+[ $stage_tok = gpt2 ] || { echo; echo "The same for the old binary (PILE_BENCH_OLD_PREP), from its runs beside this one's:"; }
 echo
-awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
-    $1 == big && $2 == "gpt2" && $3 == 1 {
+awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" -v tok="$stage_tok" '
+    $1 == big && $2 == tok && $3 == 1 {
         if (mb == "" || $5 > mb) mb = $5
         if (rd == "" || $18 < rd) rd = $18; if (ps == "" || $19 < ps) ps = $19; if (tk == "" || $20 < tk) tk = $20
         if (pk == "" || $21 < pk) pk = $21; if (wr == "" || $22 < wr) wr = $22
@@ -210,6 +217,7 @@ awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" '
             printf "| %d | %.0f MB/s | %.0f MB/s (%d) | %.0f MB/s | %.0f MB/s | %.0f MB/s | %s |\n", N, a, r, nr, p, b, lim, why
         }
     }' "$TMP/runs.tsv"
+done
 
 [ "${PILE_BENCH_PERF:-0}" = 1 ] || exit 0
 command -v perf >/dev/null || { echo "bench/prep.sh: PILE_BENCH_PERF=1 needs perf" >&2; exit 1; }
