@@ -167,6 +167,27 @@ if [ -n "${PILE_BENCH_OLD_PREP:-}" ]; then
                   split(key, f, FS); printf "| %s | %s | %s | %s | %.2fx |\n", f[1], f[2], f[3], list[key], med } }' "$TMP/runs.tsv" | sort
 fi
 
+if [ -n "${PILE_BENCH_OLD_PREP:-}" ]; then
+    echo
+    echo "CPU seconds per stage at --threads 1, the median over the repeats (CPU time, which a loaded machine inflates"
+    echo "less than wall time), this build and the old one; 'other' is everything but tokenize (read, parse, pack,"
+    echo "write, copy, background-write), also as a share of tokenize:"
+    echo
+    echo "| corpus | tokenizer | build | read | parse | tokenize | pack+write | copy | background-write | other | other/tokenize |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    awk -F'\t' '$3 == 1 { t = $2; b = "this"; if (t ~ /-old$/) { sub(/-old$/, "", t); b = "old" }
+            k = $1 FS t FS b; n[k]++
+            v[k, 1, n[k]] = $18; v[k, 2, n[k]] = $19; v[k, 3, n[k]] = $20; v[k, 4, n[k]] = $21 + $22
+            v[k, 5, n[k]] = $24 + 0; v[k, 6, n[k]] = $23 + 0; v[k, 7, n[k]] = $18 + $19 + $21 + $22 + $23 + $24 }
+        function med(k, c,   m, i, j, t, a) { m = n[k]; for (i = 1; i <= m; i++) a[i] = v[k, c, i] + 0
+            for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+        END { for (k in n) { split(k, f, FS); o = med(k, 7); tk = med(k, 3)
+                  printf "| %s | %s | %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.1f%% |\n", f[1], f[2], f[3],
+                         med(k, 1), med(k, 2), tk, med(k, 4), med(k, 5), med(k, 6), o, (tk > 0 ? 100 * o / tk : 0) } }' \
+        "$TMP/runs.tsv" | sort
+fi
+
 # --- each stage alone, one thread: GPT-2 on the large corpus
 dec=$(sort -g "$TMP/dec" | head -1)
 echo
