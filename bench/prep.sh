@@ -188,6 +188,32 @@ if [ -n "${PILE_BENCH_OLD_PREP:-}" ]; then
         "$TMP/runs.tsv" | sort
 fi
 
+# --- start-up: a one-document input with GPT-2 (opening the tokenizer, copying it into OUT, the lock, the
+# manifest): serial time that every run pays, so a short job's 2-thread ratio with it
+printf '{"text": "hello world", "meta": {"pile_set_name": "x"}}\n' >"$TMP/one.jsonl"
+: >"$TMP/startup"
+rep=1
+while [ $rep -le "$REPEATS" ]; do
+    for b in "$PREP" ${PILE_BENCH_OLD_PREP:+"$PILE_BENCH_OLD_PREP"}; do
+        rm -rf "$TMP/out"
+        name=this; [ "$b" = "$PREP" ] || name=old
+        /usr/bin/time -f "$name %e %U %S" -o "$TMP/stime" "$b" --force -o "$TMP/out" -j 1 -t "$SHARED/fixtures/gpt2" \
+            "$TMP/one.jsonl" >/dev/null 2>&1
+        cat "$TMP/stime" >>"$TMP/startup"
+    done
+    rep=$((rep + 1))
+done
+echo
+echo "Start-up: one document, GPT-2, --threads 1 (wall and CPU seconds, median of $REPEATS):"
+echo
+echo "| build | wall s | CPU s (user + sys) |"
+echo "|---|---|---|"
+awk '{ n[$1]++; w[$1, n[$1]] = $2; c[$1, n[$1]] = $3 + $4 }
+    function med(a, m,   k, i, j, t, x) { k = n[m]; for (i = 1; i <= k; i++) x[i] = a[m, i]
+        for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+        return k % 2 ? x[(k + 1) / 2] : (x[k / 2] + x[k / 2 + 1]) / 2 }
+    END { for (m in n) printf "| %s | %.2f | %.2f |\n", m, med(w, m), med(c, m) }' "$TMP/startup" | sort -r
+
 # --- each stage alone, one thread: GPT-2 on the large corpus
 dec=$(sort -g "$TMP/dec" | head -1)
 echo
