@@ -602,8 +602,9 @@ static int block_line(pile_lines *r, block *b, uint64_t offset, size_t len, pile
 
 /* Decodes more after b->buf's end: up to `want` bytes in all, then a
  * little at a time (TOP_UP) until the line that crosses it ends, so that
- * little is held back for the next block. Grows the buffer when it has no
- * room left (the caller grows it only while no line of this block is out). */
+ * little is held back for the next block; as much as fits while one line
+ * longer than a block is being read. Grows the buffer when it has no room
+ * left (the caller grows it only while no line of this block is out). */
 static int block_fill(pile_lines *r, block *b, size_t want, pile_err *err)
 {
     pile_buf *buf = b->buf;
@@ -612,6 +613,7 @@ static int block_fill(pile_lines *r, block *b, size_t want, pile_err *err)
         return pile_err_set(err, PILE_ENOMEM, "out of memory reading '%s'", r->path);
     size_t room = buf->cap - buf->len - PILE_LINES_PADDING, ask = want > buf->len ? want - buf->len : 0;
     if (ask < TOP_UP) ask = TOP_UP;
+    if (!b->reported && buf->len >= want) ask = room;
     size_t got;
     PILE_FORWARD_IF_ERR(fill_data(r, buf->data + buf->len, ask < room ? ask : room, &got, err));
     buf->len += got;
