@@ -2,8 +2,9 @@
  * of whole lines, decoded straight into the chunks' buffers and found there
  * (no line is copied but the one a chunk's end cuts; several inputs at
  * once, each read by one reader: one zstd frame decompresses on one core,
- * so the parallelism comes from the files), N workers parse and tokenize whole chunks (one JSON parser and one
- * encoder each) and narrow the ids to the shards' width, and the calling
+ * so the parallelism comes from the files), N workers parse and tokenize
+ * whole chunks (one JSON parser and one encoder each) and narrow the ids
+ * to the shards' width, and the calling
  * thread packs the chunk results strictly in input order (input, then chunk
  * within it). Packing only decides where each id goes, from token counts:
  * the copies it decides for a chunk (into the rows' places in the shard
