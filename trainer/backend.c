@@ -7,6 +7,7 @@
  * a device backend can defer its own faults to pile_backend_sync. */
 #include "backend_internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
@@ -237,6 +238,14 @@ size_t pile_backend_bytes_peak(const pile_backend *be) { return be->bytes_peak; 
 int pile_backend_reserve(pile_backend *be, size_t bytes, pile_err *err)
 {
     return be->iface->reserve ? be->iface->reserve(be, bytes, err) : 0;
+}
+
+int pile_backend_reserve_scratch(pile_backend *be, int B, int T, int C, pile_err *err)
+{
+    PILE_RETURN_IF(B < 1 || T < 1 || C < 1 || C > INT_MAX / 4 || (int64_t)B * T > INT_MAX / 4, err, PILE_EINVAL,
+                   "cannot reserve the %s backend's scratch for micro-batches of %d x %d, width %d",
+                   pile_backend_name(be), B, T, C);
+    return be->iface->reserve_scratch ? be->iface->reserve_scratch(be, B, T, C, err) : 0;
 }
 
 /* ---------------------------------------------------- operand checks */

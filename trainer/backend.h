@@ -227,6 +227,19 @@ size_t pile_backend_bytes_peak(const pile_backend *be);
  * says how much was asked and how much the device has free); PILE_EINVAL
  * when the backend reserved already. */
 int pile_backend_reserve(pile_backend *be, size_t bytes, pile_err *err);
+/* The work space a device backend's ops use beyond their operands (the
+ * CUDA backend's: partial sums of its deterministic reductions and
+ * embed_bwd's sort, sized in trainer/cuda/cuda_sizes.h), for the training
+ * of a model of width C on micro-batches of at most B x T: taken once, up
+ * front, from what pile_backend_reserve took (its own allocation when
+ * nothing was reserved), after which no op allocates; an op that would
+ * need more than was taken fails with a sticky error naming both sizes (a
+ * planning bug). Ops that need none (every forward) run without it. Call
+ * it before the first backward. Nothing to do on the CPU backend. 0;
+ * PILE_ENOMEM when the memory is not there (err says how much); PILE_EINVAL
+ * when taken already; PILE_EIO when the backend finds its planned size too
+ * small for what its libraries ask (a bug, named with both sizes). */
+int pile_backend_reserve_scratch(pile_backend *be, int B, int T, int C, pile_err *err);
 
 /* n elements between host memory and dst / src's first elements. */
 void pile_backend_upload(pile_backend *be, pile_tensor dst, const void *host_src, size_t n);

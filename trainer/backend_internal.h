@@ -26,6 +26,9 @@ typedef struct pile_backend_i {
     /* pile_backend_reserve: takes `bytes` up front for the allocations to
      * come; NULL where there is nothing to do (the CPU's). */
     int (*reserve)(pile_backend *be, size_t bytes, pile_err *err);
+    /* pile_backend_reserve_scratch (B, T, C checked positive); NULL where
+     * no op needs work space of the backend's own (the CPU's). */
+    int (*reserve_scratch)(pile_backend *be, int B, int T, int C, pile_err *err);
     /* Waits for the queued work; an asynchronous fault found there is
      * recorded with pile__backend_fail (sync then reports it). */
     void (*sync)(pile_backend *be);

@@ -8,7 +8,8 @@
  * arithmetic (DeepSpeed 0.19.8, runtime/zero/stage_1_and_2.py and
  * stage3.py), written here from the formulas
  * (tests/reference/plan_ref.py compares them with DeepSpeed's functions),
- * and the CUDA backend's intended layout for the rest. */
+ * and the CUDA backend's intended layout for the rest, its attention and
+ * scratch from cuda/cuda_sizes.h, which the backend sizes them from too. */
 #include "plan.h"
 
 #include <inttypes.h>
@@ -112,8 +113,8 @@ const char *pile_plan_offload_name(pile_offload o) { return (unsigned)o < 3 ? of
 static const char *const row_keys[PILE_PLAN_ROWS] = {
     "parameters",      "gradients_16bit",   "gradients_fp32",   "master_weights", "moments",
     "gathered_layer",  "host_sizing",       "activations",      "recompute_set",  "attention",
-    "embeddings",      "logits",            "backward_buffers", "attention_scratch", "batch",
-    "zero_buffers",    "checkpoint_copies", "runtime",
+    "embeddings",      "logits",            "backward_buffers", "attention_scratch", "op_scratch",
+    "batch",           "zero_buffers",      "checkpoint_copies", "runtime",
 };
 
 const char *pile_plan_row_key(pile_plan_row r) { return (unsigned)r < PILE_PLAN_ROWS ? row_keys[r] : "?"; }
@@ -434,6 +435,9 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
             zb = add(zb, gathers > p->gpu[PILE_PLAN_GATHERED] ? gathers - p->gpu[PILE_PLAN_GATHERED] : 0);
         }
         p->gpu[PILE_PLAN_ZERO_BUFFERS] = zb;
+        /* what the backward's reductions and sort and the norm's sumsq
+         * use beyond their operands, at this micro-batch */
+        p->gpu[PILE_PLAN_OP_SCRATCH] = pile__cuda_scratch_size(s->batch_size, s->seq_len, s->n_embd);
         p->gpu[PILE_PLAN_RUNTIME] = GPU_CUBLASLT_WORKSPACE + GPU_CONTEXT;
         /* host: each process's batches and a pinned copy of the next micro-batch */
         p->cpu[PILE_PLAN_BATCH] = mul((uint64_t)s->gpus, add(host_batch, mul(12, N)));
@@ -629,6 +633,7 @@ static const char *const row_labels[PILE_PLAN_ROWS] = {
     "logits and losses",
     "backward's buffers",
     "attention's scratch",
+    "ops' scratch",
     "batches",
     "ZeRO buckets and gathers",
     "checkpoint copies",
@@ -962,9 +967,11 @@ int pile_plan_check_run(const pile_train_config *c, const pile_model_config *mc,
     return pile_plan_check_host(&s, source, err);
 }
 
-int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, pile_backend *be, int T, pile_err *err)
+/* The arena: the plan of the run on one GPU, less what is not the
+ * backend's to hand out. */
+static int reserve_arena(const pile_train_config *c, const pile_model_config *mc, pile_backend *be, int T,
+                         pile_err *err)
 {
-    if (c->skip_memory_check || pile_backend_host_memory(be)) return 0;
     pile_plan_settings s;
     /* the model as the trainer builds it, on one GPU */
     PILE_FORWARD_IF_ERR(run_settings(c, mc, T, &s, err));
@@ -981,15 +988,26 @@ int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, p
     if (rc != PILE_ENOMEM) return pile_err_set(err, rc, "%s", why.msg);
     const uint64_t acts = p.gpu[PILE_PLAN_ACTIVATIONS] + p.gpu[PILE_PLAN_RECOMPUTE] + p.gpu[PILE_PLAN_ATTENTION];
     const uint64_t grads = p.gpu[PILE_PLAN_GRADS16] + p.gpu[PILE_PLAN_GRADS32];
+    const uint64_t scratch = p.gpu[PILE_PLAN_ATT_SCRATCH] + p.gpu[PILE_PLAN_OP_SCRATCH];
     return pile_err_set(err, PILE_ELIMIT,
                         "the run does not fit on the GPU: it needs %s for parameters %s, gradients %s, master "
-                        "weights %s, AdamW moments %s, activations %s (recompute %s), logits %s and the backward's "
-                        "%s (%s); a smaller batch_size (with more accumulation_steps for the same batch), "
-                        "--recompute gelu or block, or ZeRO sharding over more GPUs needs less: `pile-trainer plan "
-                        "--gpus 1` with the same flags shows the whole plan and what would fit; --skip_memory_check "
-                        "allocates as it goes instead",
+                        "weights %s, AdamW moments %s, activations %s (recompute %s), logits %s, the backward's "
+                        "%s and scratch %s (%s); a smaller batch_size (with more accumulation_steps for the same "
+                        "batch), --recompute gelu or block, or ZeRO sharding over more GPUs needs less: "
+                        "`pile-trainer plan --gpus 1` with the same flags shows the whole plan and what would fit; "
+                        "--skip_memory_check allocates as it goes instead",
                         human(want).s, human(p.gpu[PILE_PLAN_PARAMS]).s, human(grads).s,
                         human(p.gpu[PILE_PLAN_MASTER]).s, human(p.gpu[PILE_PLAN_MOMENTS]).s, human(acts).s,
                         pile_model_recompute_name(s.recompute), human(p.gpu[PILE_PLAN_LOGITS]).s,
-                        human(p.gpu[PILE_PLAN_BACKWARD]).s, why.msg);
+                        human(p.gpu[PILE_PLAN_BACKWARD]).s, human(scratch).s, why.msg);
+}
+
+int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, pile_backend *be, int T, pile_err *err)
+{
+    if (pile_backend_host_memory(be)) return 0;
+    if (!c->skip_memory_check) PILE_FORWARD_IF_ERR(reserve_arena(c, mc, be, T, err));
+    /* the ops' scratch (the plan's op_scratch row) from what was just
+     * reserved, or on its own with skip_memory_check: never an allocation
+     * in the middle of a step */
+    return pile_backend_reserve_scratch(be, c->batch_size, T, mc->n_embd, err);
 }

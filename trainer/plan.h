@@ -22,8 +22,10 @@
  *    and the rest of a GPU run as the CUDA backend will lay it out: the
  *    activations model.c keeps for each recompute mode in the compute
  *    precision (LayerNorm statistics and attention's log-sum-exp in fp32),
- *    the fp32 logits, the backward's buffers, ZeRO's buckets and gathers,
- *    and the CUDA runtime (an assumed figure: never measured here).
+ *    the fp32 logits, the backward's buffers, the ops' scratch
+ *    (trainer/cuda/cuda_sizes.h, as the backend sizes it), ZeRO's buckets
+ *    and gathers, and the CUDA runtime (an assumed figure: never measured
+ *    here).
  *
  * Sizes are bytes, saturating at UINT64_MAX rather than wrapping. */
 #ifndef PILE_PLAN_H
@@ -117,6 +119,9 @@ typedef enum pile_plan_row {
     PILE_PLAN_BACKWARD,      /* the backward's activation gradients */
     PILE_PLAN_ATT_SCRATCH,   /* attention's work space, one for all layers (the CPU's per thread;
                                 the CUDA backend's backward D, fp32 [B, NH, T]) */
+    PILE_PLAN_OP_SCRATCH,    /* the other ops' work space, one for the run: the CUDA backend's
+                                (its reductions' partial sums, embed_bwd's sort), taken with the
+                                arena (pile_backend_reserve_scratch); none on the CPU */
     PILE_PLAN_BATCH,         /* tokens, targets, document starts: backend and host copies */
     PILE_PLAN_ZERO_BUFFERS,  /* ZeRO 2/3 reduce bucket; ZeRO 3 whole-block gathers beyond GATHERED */
     PILE_PLAN_CHECKPOINT,    /* the CPU backend: host copies of the moments while a checkpoint is written */
@@ -254,10 +259,12 @@ int pile_plan_check_host(const pile_plan_settings *s, const char *source, pile_e
 /* A device backend's memory for the run (be's pile_backend_reserve),
  * taken before the model is made: the plan of one GPU holding the whole
  * model (c's batch_size x T), less the CUDA context and cuBLASLt's
- * workspace, which are not the backend's to hand out. Nothing to do on the
- * CPU backend or with skip_memory_check. 0; PILE_ELIMIT when the device
- * has not that much, naming the planned total, its largest rows and what
- * to change; another error of the backend as it is. */
+ * workspace, which are not the backend's to hand out; then the ops'
+ * scratch from it (pile_backend_reserve_scratch: the plan's op_scratch
+ * row). With skip_memory_check only the scratch, on its own. Nothing to
+ * do on the CPU backend. 0; PILE_ELIMIT when the device has not that much,
+ * naming the planned total, its largest rows and what to change; another
+ * error of the backend as it is. */
 int pile_plan_reserve(const pile_train_config *c, const pile_model_config *mc, pile_backend *be, int T,
                       pile_err *err);
 

@@ -23,9 +23,13 @@
  * listed apart. Reuse needs no event but one: every op runs on `stream`, in the
  * order it was called, so memory freed after an op is only reused by ops
  * queued after it (a staged upload, on copy_stream, is the exception:
- * free makes `stream` wait for it). Device scratch and cuBLASLt's
- * workspace are their own cudaMallocs, outside the arena and outside
- * bytes_in_use (which counts tensors, as the CPU backend's does). */
+ * free makes `stream` wait for it). The ops' scratch
+ * (pile_backend_reserve_scratch) is the arena's first block, taken once
+ * for the run's shapes and never grown (its own cudaMalloc when nothing
+ * was reserved); it and cuBLASLt's workspace (a cudaMalloc of its own,
+ * not planned in the arena) are outside bytes_in_use, which counts
+ * tensors, as the CPU backend's does. */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +62,7 @@ typedef struct cuda_state {
     size_t arena_size;
     block_list arena;  /* tiles [arena_base, arena_base + arena_size) */
     block_list direct; /* cudaMalloc'ed one by one, all used */
+    int scratch_own;   /* pub.scratch is a cudaMalloc of its own, not an arena block */
     /* staged uploads (see "staged uploads" below) */
     char *stage_host;    /* pinned, stage_bytes */
     size_t stage_bytes;
@@ -102,7 +107,7 @@ static void release(cuda_state *s)
     if (s->stage_host) (void)cudaFreeHost(s->stage_host);
     if (s->staged) (void)cudaEventDestroy(s->staged);
     if (s->computed) (void)cudaEventDestroy(s->computed);
-    if (c->scratch) (void)cudaFree(c->scratch);
+    if (c->scratch && s->scratch_own) (void)cudaFree(c->scratch);
     if (c->lt_workspace) (void)cudaFree(c->lt_workspace);
     if (c->lt) (void)cublasLtDestroy(c->lt);
     if (c->copy_stream) (void)cudaStreamDestroy(c->copy_stream);
@@ -187,24 +192,19 @@ void *pile__cuda_scratch(pile_backend *be, size_t bytes, const char *op)
 {
     pile_cuda_ctx *c = pile__cuda_ctx(be);
     if (be->failed) return NULL;
-    if (bytes <= c->scratch_bytes && c->scratch) return c->scratch;
-    /* cudaFree waits for the device, so queued ops still reading the old
-     * scratch finish first; growth is rare (the first calls at the
-     * largest shapes) */
-    size_t want = bytes ? (bytes + MIB - 1) / MIB * MIB : MIB;
-    if (c->scratch) (void)cudaFree(c->scratch);
-    c->scratch = NULL;
-    c->scratch_bytes = 0;
-    cudaError_t e = cudaMalloc(&c->scratch, want);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        c->scratch = NULL;
-        pile__backend_fail(be, e == cudaErrorMemoryAllocation ? PILE_ENOMEM : PILE_EIO, op,
-                           "cannot allocate %zu MiB of device scratch: %s", want / MIB, cudaGetErrorString(e));
-        return NULL;
-    }
-    c->scratch_bytes = want;
-    return c->scratch;
+    if (c->scratch && bytes <= c->scratch_bytes) return c->scratch;
+    /* never an allocation here, in the middle of a run: what the ops ask
+     * at the run's shapes was planned (cuda_sizes.h) and taken up front */
+    if (!c->scratch)
+        pile__backend_fail(be, PILE_EINVAL, op,
+                           "needs %zu bytes of device scratch, and none was reserved (pile_backend_reserve_scratch)",
+                           bytes);
+    else
+        pile__backend_fail(be, PILE_EINVAL, op,
+                           "needs %zu bytes of device scratch, above the %zu reserved for the run's shapes "
+                           "(trainer/cuda/cuda_sizes.h: a planning bug)",
+                           bytes, c->scratch_bytes);
+    return NULL;
 }
 
 /* ---------------------------------------------------------- memory */
@@ -284,6 +284,55 @@ static void *arena_take(cuda_state *s, size_t size)
         return s->arena_base + b->off;
     }
     return NULL;
+}
+
+/* The ops' scratch for the run's shapes (cuda_sizes.h's figure, which
+ * plan.c counts): the arena's first free block that holds it, else a
+ * cudaMalloc of its own; either way before the first step. CUB sizes its
+ * sort's storage only on a device, so its answer for the largest sort
+ * (n = B*T keys of 32 bits) is checked here against the closed-form
+ * bound the plan took: a CUB that asks more fails the run at its start,
+ * not at its first backward. */
+static int cuda_reserve_scratch(pile_backend *be, int B, int T, int C, pile_err *err)
+{
+    cuda_state *s = state_of(be);
+    pile_cuda_ctx *c = &s->pub;
+    PILE_RETURN_IF(c->scratch, err, PILE_EINVAL, "the cuda backend's scratch is reserved already (%zu bytes)",
+                   c->scratch_bytes);
+    const int n = B * T; /* backend.c checked that it fits an int, 4 times over */
+    size_t sort_bytes = 0;
+    cudaError_t e = pile__cuda_sort_temp_bytes(n, 32, c->stream, &sort_bytes);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return pile_err_set(err, PILE_EIO, "cannot size the token sort of %d positions: %s", n, cudaGetErrorString(e));
+    }
+    const uint64_t ids = 4 * pile__cuda_embed_ids_size(n), bound = pile__cuda_embed_bwd_scratch_size(n);
+    PILE_RETURN_IF(ids + sort_bytes > bound, err, PILE_EIO,
+                   "the token sort of %d positions needs %zu bytes of CUB's storage (and %" PRIu64 " of keys), above "
+                   "the %" PRIu64 " bytes trainer/cuda/cuda_sizes.h plans for both: its bound needs raising for this CUB",
+                   n, sort_bytes, ids, bound);
+    const size_t want = (size_t)pile__cuda_scratch_size(B, T, C);
+    void *p = s->arena_base ? arena_take(s, want) : NULL; /* a multiple of ALIGN already */
+    int own = 0;
+    if (!p) {
+        e = cudaMalloc(&p, want);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            size_t free_b = 0, total_b = 0;
+            (void)cudaMemGetInfo(&free_b, &total_b);
+            (void)cudaGetLastError();
+            return pile_err_set(err, e == cudaErrorMemoryAllocation ? PILE_ENOMEM : PILE_EIO,
+                                "cannot allocate %.1f MiB of scratch on CUDA device %d (%s: %.1f GiB free of %.1f "
+                                "GiB): %s",
+                                (double)want / MIB, c->device, c->prop.name, (double)free_b / (1 << 30),
+                                (double)total_b / (1 << 30), cudaGetErrorString(e));
+        }
+        own = 1;
+    }
+    c->scratch = p;
+    c->scratch_bytes = want;
+    s->scratch_own = own;
+    return 0;
 }
 
 static void *cuda_alloc(pile_backend *be, size_t bytes)
@@ -481,6 +530,7 @@ static pile_backend_i cuda_iface_table(void)
     t.free = cuda_free;
     t.bytes_in_use = cuda_bytes_in_use;
     t.reserve = cuda_reserve;
+    t.reserve_scratch = cuda_reserve_scratch;
     t.sync = cuda_sync;
     t.upload = pile__cuda_upload;
     t.stage_reserve = cuda_stage_reserve;

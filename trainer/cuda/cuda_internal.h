@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "backend_internal.h"
+#include "cuda_sizes.h"
 
 typedef struct pile_cuda_ctx {
     int device;
@@ -33,7 +34,8 @@ typedef struct pile_cuda_ctx {
     void *lt_workspace; /* cuBLASLt's workspace for `stream` */
     size_t lt_workspace_bytes;
     /* Device scratch that ops use for partial results (per-block sums of
-     * a deterministic reduction): pile__cuda_scratch. */
+     * a deterministic reduction) and embed_bwd's sort: pile__cuda_scratch.
+     * Taken once (pile_backend_reserve_scratch), never grown. */
     void *scratch;
     size_t scratch_bytes;
     void *matmul_plans; /* matmul.cu's plan cache (its own type) */
@@ -42,10 +44,12 @@ typedef struct pile_cuda_ctx {
 
 static inline pile_cuda_ctx *pile__cuda_ctx(pile_backend *be) { return (pile_cuda_ctx *)be->ctx; }
 
-/* Device scratch of at least `bytes`, valid until the next call of this
- * function on the same backend (ops run in stream order, so an op may use
- * it freely until it returns). Grown (never shrunk) on demand; NULL with
- * the sticky error set when it cannot grow. */
+/* The device scratch, at least `bytes` of it, which every op shares (ops
+ * run in stream order, so an op may use it freely until it returns). An
+ * op asks for its figure of cuda_sizes.h at its shape, which the
+ * reservation for the run's shapes covers; more than was reserved (or
+ * none reserved) is a planning bug: NULL, with the sticky error naming
+ * `op` and both sizes. It never allocates. */
 void *pile__cuda_scratch(pile_backend *be, size_t bytes, const char *op);
 
 /* After a launch: records cudaGetLastError as the sticky error of `op`.
@@ -71,6 +75,9 @@ void pile__cuda_matmul_close(pile_backend *be); /* frees the plan cache */
 void pile__cuda_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n);
 void pile__cuda_embed_fwd(pile_backend *be, pile_tensor out, pile_tensor tokens, pile_tensor wte, pile_tensor wpe, int B, int T, int C);
 void pile__cuda_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, pile_tensor dout, pile_tensor tokens, int B, int T, int C);
+/* CUB's temporary storage for embed_bwd's sort of n (token, position)
+ * pairs on key bits [0, end_bit), as CUB says on the current device. */
+cudaError_t pile__cuda_sort_temp_bytes(int n, int end_bit, cudaStream_t stream, size_t *bytes);
 void pile__cuda_layernorm_fwd(pile_backend *be, pile_tensor out, pile_tensor mean, pile_tensor rstd, pile_tensor inp, pile_tensor w, pile_tensor b, int N, int C);
 void pile__cuda_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw, pile_tensor db, pile_tensor dout, pile_tensor inp, pile_tensor w, pile_tensor mean,
                               pile_tensor rstd, int N, int C);

@@ -12,18 +12,14 @@
  *    channels) adds the batch rows in order, the CPU's order too.
  *  - layernorm_bwd's dw, db: per-chunk column sums of a fixed number of
  *    rows into pile__cuda_scratch, then one thread per channel adds the
- *    chunks in order. The chunks depend on N alone. */
+ *    chunks in order. The chunks depend on N alone.
+ * The scratch each op takes is its figure in cuda_sizes.h. */
 #include <cub/device/device_radix_sort.cuh>
 
 #include "kernels.cuh"
 
 #define ROW_THREADS 128   /* threads per row of the embedding kernels */
 #define LN_ROWS_PER_BLOCK 8 /* LayerNorm: one warp per row */
-#define LN_MIN_CHUNK 64     /* layernorm_bwd: rows per column-sum chunk, at least */
-#define LN_MAX_CHUNKS 1024  /* and at most this many chunks */
-
-/* a byte offset rounded up to 256, for tensors carved from the scratch */
-static inline size_t up256(size_t x) { return (x + 255) / 256 * 256; }
 
 /* ----------------------------------------------------------- embeddings */
 
@@ -117,6 +113,13 @@ __global__ void embed_bwd_wte_kernel(float *dwte, const T *dout, const uint32_t 
     }
 }
 
+cudaError_t pile__cuda_sort_temp_bytes(int n, int end_bit, cudaStream_t stream, size_t *bytes)
+{
+    *bytes = 0;
+    return cub::DeviceRadixSort::SortPairs(nullptr, *bytes, (const uint32_t *)nullptr, (uint32_t *)nullptr,
+                                           (const int32_t *)nullptr, (int32_t *)nullptr, n, 0, end_bit, stream);
+}
+
 void pile__cuda_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, pile_tensor dout, pile_tensor tokens, int B, int T,
                           int C)
 {
@@ -138,14 +141,23 @@ void pile__cuda_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, 
     int end_bit = 1;
     while (end_bit < 32 && ((uint64_t)1 << end_bit) <= (uint64_t)vrows) end_bit++;
     size_t sort_bytes = 0;
-    if (cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, (const uint32_t *)nullptr, (uint32_t *)nullptr, (const int32_t *)nullptr,
-                                        (int32_t *)nullptr, n, 0, end_bit, ctx->stream) != cudaSuccess) {
+    if (pile__cuda_sort_temp_bytes(n, end_bit, ctx->stream, &sort_bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
         pile__backend_fail(be, PILE_EIO, "embed_bwd", "cannot size the token sort of %d positions", n);
         return;
     }
-    /* scratch: keys and positions before and after the sort, the sort's own space */
-    const size_t ids = up256((size_t)n * 4);
-    char *s = (char *)pile__cuda_scratch(be, 4 * ids + sort_bytes, "embed_bwd");
+    /* scratch: keys and positions before and after the sort, the sort's
+     * own space, within cuda_sizes.h's bound (which reserve_scratch
+     * checked at the run's largest n) */
+    const size_t ids = (size_t)pile__cuda_embed_ids_size(n), want = (size_t)pile__cuda_embed_bwd_scratch_size(n);
+    if (4 * ids + sort_bytes > want) {
+        pile__backend_fail(be, PILE_EIO, "embed_bwd",
+                           "the token sort of %d positions needs %zu bytes of CUB's storage, above the bound of "
+                           "trainer/cuda/cuda_sizes.h (%zu bytes with the keys)",
+                           n, sort_bytes, want);
+        return;
+    }
+    char *s = (char *)pile__cuda_scratch(be, want, "embed_bwd");
     if (!s) return;
     uint32_t *key_in = (uint32_t *)s, *key = (uint32_t *)(s + ids);
     int32_t *pos_in = (int32_t *)(s + 2 * ids), *pos = (int32_t *)(s + 3 * ids);
@@ -328,11 +340,10 @@ void pile__cuda_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw
     if (pile__cuda_check(be, "layernorm_bwd")) return;
 
     /* dw, db: chunks of rows fixed by N alone */
-    int rows_per_chunk = (N + LN_MAX_CHUNKS - 1) / LN_MAX_CHUNKS;
-    if (rows_per_chunk < LN_MIN_CHUNK) rows_per_chunk = LN_MIN_CHUNK;
+    const int rows_per_chunk = pile__cuda_ln_chunk_rows(N);
     const int chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
-    const size_t part = up256((size_t)chunks * C * sizeof(float));
-    char *s = (char *)pile__cuda_scratch(be, 2 * part, "layernorm_bwd");
+    const size_t part = (size_t)pile__cuda_layernorm_bwd_part_size(N, C); /* >= chunks * C floats */
+    char *s = (char *)pile__cuda_scratch(be, (size_t)pile__cuda_layernorm_bwd_scratch_size(N, C), "layernorm_bwd");
     if (!s) return;
     float *pw = (float *)s, *pb = (float *)(s + part);
     const int packs = (C + PILE_PACK - 1) / PILE_PACK;

@@ -11,10 +11,9 @@
 
 /* ---------------------------------------------------------------- sumsq */
 
-/* Partials: at most SUMSQ_PARTS chunks of at least SUMSQ_MIN_CHUNK
- * elements (a multiple of PILE_PACK), one block each. */
-#define SUMSQ_PARTS 1024
-#define SUMSQ_MIN_CHUNK 8192
+/* Partials: at most PILE_CUDA_SUMSQ_PARTS chunks of at least
+ * PILE_CUDA_SUMSQ_MIN_CHUNK elements (a multiple of PILE_PACK), one block
+ * each (cuda_sizes.h, which sizes their scratch). */
 #define SUMSQ_THREADS 256
 
 /* part[b] = sum of x[i]^2 over chunk b, in double: each thread walks its
@@ -49,10 +48,10 @@ double pile__cuda_sumsq(pile_backend *be, pile_tensor x, size_t n)
 {
     pile_cuda_ctx *ctx = pile__cuda_ctx(be);
     if (!n) return 0.0;
-    size_t chunk = (n + SUMSQ_PARTS - 1) / SUMSQ_PARTS;
-    chunk = chunk < SUMSQ_MIN_CHUNK ? SUMSQ_MIN_CHUNK : (chunk + PILE_PACK - 1) / PILE_PACK * PILE_PACK;
-    const int nparts = (int)((n + chunk - 1) / chunk);
-    double *part = (double *)pile__cuda_scratch(be, (size_t)(nparts + 1) * sizeof(double), "sumsq");
+    size_t chunk = (n + PILE_CUDA_SUMSQ_PARTS - 1) / PILE_CUDA_SUMSQ_PARTS;
+    chunk = chunk < PILE_CUDA_SUMSQ_MIN_CHUNK ? PILE_CUDA_SUMSQ_MIN_CHUNK : (chunk + PILE_PACK - 1) / PILE_PACK * PILE_PACK;
+    const int nparts = (int)((n + chunk - 1) / chunk); /* at most PILE_CUDA_SUMSQ_PARTS */
+    double *part = (double *)pile__cuda_scratch(be, (size_t)pile__cuda_sumsq_scratch_size(), "sumsq");
     if (!part) return NAN;
     sumsq_part_kernel<<<nparts, SUMSQ_THREADS, 0, ctx->stream>>>(part + 1, (const float *)x.data, n, chunk,
                                                                   pile_aligned16(x.data));

@@ -282,10 +282,9 @@ static void colsum_add(pile_backend *be, const char *op, float *acc, pile_tensor
 {
     pile_cuda_ctx *c = pile__cuda_ctx(be);
     if (be->failed || N == 0 || C == 0) return;
-    int per = 128;
-    if ((N + per - 1) / per > 65535) per = (N + 65534) / 65535; /* gridDim.y's limit */
+    const int per = pile__cuda_colsum_chunk_rows(N); /* chunks within gridDim.y's limit */
     const int chunks = (N + per - 1) / per;
-    float *part = (float *)pile__cuda_scratch(be, (size_t)chunks * C * sizeof(float), op);
+    float *part = (float *)pile__cuda_scratch(be, (size_t)pile__cuda_matmul_bwd_scratch_size(N, C), op);
     if (!part) return;
     const dim3 grid((unsigned)((C + 255) / 256), (unsigned)chunks);
     PILE_CUDA_DISPATCH(x.dtype, T, colsum_partial<T><<<grid, 256, 0, c->stream>>>(part, (const T *)x.data, N, C, per));
