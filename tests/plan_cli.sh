@@ -73,10 +73,15 @@ run "$TR" plan --model gpt2 --precision bf16 --gpus 8 --zero 2 --json
 expect "--json, not judged: fits null" 0 '"fits": null'
 
 # --- attention on one GPU: the CUDA backend's saved state per layer and the
-# backward's D once, each fp32 [8, 12, 1024] (trainer/cuda/cuda_sizes.h)
+# backward's D once, each fp32 [8, 12, 1024], and the other ops' scratch
+# (trainer/cuda/cuda_sizes.h)
 run "$TR" plan --model gpt2 --gpus 1 --batch_size 8 --max_length 1024 --json
 expect "--gpus 1: attention's scratch is the CUDA backend's (393216 bytes)" 0 \
     '"gpu": \{[^}]*"attention": 4718592, [^}]*"attention_scratch": 393216,'
+check "--gpus 1: the ops' scratch is the CUDA backend's (786432 bytes: layernorm_bwd's partials)" \
+    grep -Eq '"gpu": \{[^}]*"op_scratch": 786432,' out
+run "$TR" plan --model gpt2 --gpus 1 --batch_size 8 --max_length 1024
+expect "--gpus 1, as text: the ops' scratch row" 0 "ops' scratch +768 KiB"
 
 # --- precision: none given is what the backend defaults to
 run "$TR" plan --model gpt2 --gpus 8 --zero 2 --json

@@ -283,6 +283,42 @@ static void test_gpu_attention(void)
     }
 }
 
+/* The CUDA backend's ops' scratch (trainer/cuda/cuda_sizes.h; the .cu
+ * files' own requests are checked in tests/test_cuda_scalar.cu, built
+ * with CUDA): a row of its own on a GPU plan, counted in the total, none
+ * on the CPU, whose backend takes none. */
+static void test_gpu_op_scratch(pile_backend *be)
+{
+    TEST("gpu: the ops' scratch is a row of the plan (GPT-2 124M at 8 x 1024: 768 KiB), none on the CPU");
+    pile_err err;
+    pile_plan p;
+    pile_plan_settings s = gpu_settings(1, 1, 0, PILE_OFFLOAD_NONE);
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    /* N = 8192 rows: layernorm_bwd's partials, 2 x 128 chunks of 64 rows
+     * x 768 floats, as large as c_fc's bias partials, 64 chunks of 128
+     * rows x 3072 floats; the sort of 8192 tokens and sumsq's 1025
+     * doubles are smaller */
+    ASSERT_EQ(p.gpu[PILE_PLAN_OP_SCRATCH], 2 * 128 * 768 * 4);
+    ASSERT_EQ(p.gpu[PILE_PLAN_OP_SCRATCH], 64 * 3072 * 4);
+    uint64_t sum = 0;
+    for (int k = 0; k < PILE_PLAN_ROWS; k++) sum += p.gpu[k];
+    ASSERT_EQ(p.total_gpu, sum);
+    ASSERT_STR_EQ(pile_plan_row_key(PILE_PLAN_OP_SCRATCH), "op_scratch");
+    /* a narrow model: the sort (keys, positions and CUB's storage) is the
+     * largest */
+    s.n_embd = s.n_head = 8;
+    OK(pile_plan_compute(&s, &p, &err), &err);
+    ASSERT(p.gpu[PILE_PLAN_OP_SCRATCH] > 4 * 8192 * 4);
+    /* the CPU backend: no such scratch, and nothing to reserve */
+    pile_plan_settings c = cpu_settings(be, 2, 2, 64, 256, 64, 4, 64);
+    OK(pile_plan_compute(&c, &p, &err), &err);
+    ASSERT_EQ(p.cpu[PILE_PLAN_OP_SCRATCH], 0);
+    ASSERT_EQ(p.gpu[PILE_PLAN_OP_SCRATCH], 0);
+    ASSERT_EQ(pile_backend_reserve_scratch(be, 4, 64, 64, &err), 0);
+    ASSERT_EQ(pile_backend_reserve_scratch(be, 0, 64, 64, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "0 x 64") != NULL);
+}
+
 /* The trainer's check before step 1 (pile_plan_check_host, as
  * pile_plan_check_run calls it with MemAvailable): the host holds every
  * rank on it, each with its own table, sharded over all the run's ranks. */
@@ -450,6 +486,7 @@ int main(void)
     test_deepspeed_formulas();
     test_gpu_states();
     test_gpu_attention();
+    test_gpu_op_scratch(be);
     test_host_check_ranks(be);
     test_verdicts_and_advice();
     test_refusals(be);

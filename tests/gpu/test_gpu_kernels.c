@@ -81,6 +81,10 @@ static int mode_open(mode *m, pile_err *err)
     } else {
         m->cdt = dt;
     }
+    /* the ops' scratch, taken up front as a run takes it, for the largest
+     * shapes below: 300 rows (tokens) of up to 768 channels, biases of up
+     * to 4 x 768 (nothing to do on the CPU) */
+    if (rc == 0) rc = pile_backend_reserve_scratch(m->be, 1, 300, 768, err);
     return rc;
 }
 

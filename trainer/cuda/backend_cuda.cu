@@ -286,6 +286,8 @@ static void *arena_take(cuda_state *s, size_t size)
     return NULL;
 }
 
+size_t pile__cuda_scratch_bytes(int B, int T, int C) { return (size_t)pile__cuda_scratch_size(B, T, C); }
+
 /* The ops' scratch for the run's shapes (cuda_sizes.h's figure, which
  * plan.c counts): the arena's first free block that holds it, else a
  * cudaMalloc of its own; either way before the first step. CUB sizes its
@@ -311,7 +313,7 @@ static int cuda_reserve_scratch(pile_backend *be, int B, int T, int C, pile_err 
                    "the token sort of %d positions needs %zu bytes of CUB's storage (and %" PRIu64 " of keys), above "
                    "the %" PRIu64 " bytes trainer/cuda/cuda_sizes.h plans for both: its bound needs raising for this CUB",
                    n, sort_bytes, ids, bound);
-    const size_t want = (size_t)pile__cuda_scratch_size(B, T, C);
+    const size_t want = pile__cuda_scratch_bytes(B, T, C);
     void *p = s->arena_base ? arena_take(s, want) : NULL; /* a multiple of ALIGN already */
     int own = 0;
     if (!p) {

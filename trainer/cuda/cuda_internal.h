@@ -51,6 +51,9 @@ static inline pile_cuda_ctx *pile__cuda_ctx(pile_backend *be) { return (pile_cud
  * none reserved) is a planning bug: NULL, with the sticky error naming
  * `op` and both sizes. It never allocates. */
 void *pile__cuda_scratch(pile_backend *be, size_t bytes, const char *op);
+/* What pile_backend_reserve_scratch takes for micro-batches of up to
+ * B x T, width C (cuda_sizes.h's pile__cuda_scratch_size). */
+size_t pile__cuda_scratch_bytes(int B, int T, int C);
 
 /* After a launch: records cudaGetLastError as the sticky error of `op`.
  * Returns 0 when all is well. */
