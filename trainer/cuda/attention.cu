@@ -134,6 +134,30 @@ static __device__ int block_first_key(const int32_t *doc_start, int b, int T, in
     return first;
 }
 
+/* Where a thread works, the same in every kernel below: its block is
+ * tile blockIdx.x of ROWS positions (queries or keys) of head blockIdx.y
+ * of batch row blockIdx.z; its group of G threads owns one position, the
+ * thread being the group's g-th. */
+struct att_place {
+    int b, h, g;
+    int first, end; /* the block's positions: first .. end-1, end <= T */
+    int pos;        /* the group's */
+    bool exists;    /* pos < T (the last tile's rest have none) */
+};
+
+template <int HS> __device__ __forceinline__ att_place place_of(int T)
+{
+    att_place a;
+    a.b = blockIdx.z;
+    a.h = blockIdx.y;
+    a.g = threadIdx.x % cfg<HS>::G;
+    a.first = blockIdx.x * cfg<HS>::ROWS;
+    a.end = min(a.first + cfg<HS>::ROWS, T);
+    a.pos = a.first + (int)threadIdx.x / cfg<HS>::G;
+    a.exists = a.pos < T;
+    return a;
+}
+
 /* Forward: block (query tile, h, b); thread group per query row t. */
 template <int HS, typename E>
 __global__ void __launch_bounds__(cfg<HS>::THREADS)
@@ -141,10 +165,9 @@ __global__ void __launch_bounds__(cfg<HS>::THREADS)
 {
     constexpr int G = cfg<HS>::G, DPT = cfg<HS>::DPT, TILE = cfg<HS>::TILE;
     __shared__ float Ks[TILE][HS], Vs[TILE][HS];
-    const int b = blockIdx.z, h = blockIdx.y, g = threadIdx.x % G;
-    const int r0 = blockIdx.x * cfg<HS>::ROWS, r1 = min(r0 + cfg<HS>::ROWS, T);
-    const int t = r0 + (int)threadIdx.x / G;
-    const bool row = t < T;
+    const att_place at = place_of<HS>(T);
+    const int b = at.b, h = at.h, g = at.g, r0 = at.first, r1 = at.end, t = at.pos;
+    const bool row = at.exists;
     const size_t C3 = (size_t)3 * C;
     const E *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * (size_t)C;
     const int lo = row ? first_key(doc_start, b, T, t) : T; /* a row past T sees nothing */
@@ -224,10 +247,9 @@ __global__ void __launch_bounds__(cfg<HS>::THREADS)
 {
     constexpr int G = cfg<HS>::G, DPT = cfg<HS>::DPT, TILE = cfg<HS>::TILE;
     __shared__ float Ks[TILE][HS], Vs[TILE][HS];
-    const int b = blockIdx.z, h = blockIdx.y, g = threadIdx.x % G;
-    const int r0 = blockIdx.x * cfg<HS>::ROWS, r1 = min(r0 + cfg<HS>::ROWS, T);
-    const int t = r0 + (int)threadIdx.x / G;
-    const bool row = t < T;
+    const att_place at = place_of<HS>(T);
+    const int b = at.b, h = at.h, g = at.g, r0 = at.first, r1 = at.end, t = at.pos;
+    const bool row = at.exists;
     const size_t C3 = (size_t)3 * C, oi = ((size_t)b * T + t) * C + (size_t)h * hs, ri = ((size_t)b * NH + h) * T + t;
     const E *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * (size_t)C;
     const int lo = row ? first_key(doc_start, b, T, t) : T;
@@ -290,10 +312,9 @@ __global__ void __launch_bounds__(cfg<HS>::THREADS)
     __shared__ float Qs[TILE][HS], dOs[TILE][HS];
     __shared__ float Ls[TILE], Ds[TILE];
     __shared__ int Lo[TILE];
-    const int b = blockIdx.z, h = blockIdx.y, g = threadIdx.x % G;
-    const int s0 = blockIdx.x * cfg<HS>::ROWS, s1 = min(s0 + cfg<HS>::ROWS, T);
-    const int key = s0 + (int)threadIdx.x / G;
-    const bool exists = key < T;
+    const att_place at = place_of<HS>(T);
+    const int b = at.b, h = at.h, g = at.g, s0 = at.first, s1 = at.end, key = at.pos;
+    const bool exists = at.exists;
     const size_t C3 = (size_t)3 * C, r0 = ((size_t)b * NH + h) * T;
     const E *q = qkv + (size_t)b * T * C3 + (size_t)h * hs, *k = q + C, *v = q + 2 * (size_t)C;
     const E *dO = dout + (size_t)b * T * C + (size_t)h * hs;
