@@ -29,7 +29,7 @@
 #else
 #define HAS_NCCL ""
 #endif
-#define BUILD_HAS "single" HAS_MPI ", tcp" HAS_NCCL
+#define BUILD_HAS "single" HAS_MPI ", tcp" HAS_NCCL ", devsim"
 
 /* expr fails with PILE_EINVAL and a message holding `word`. */
 #define REFUSED(expr, errp, word)                                                                       \
