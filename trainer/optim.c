@@ -537,18 +537,24 @@ static size_t bucket_count(const pile_optim *o)
  * device's (split) it runs the reduce only and the caller packs and
  * lands, since the backend is not to be called on the thread; without
  * the thread all three run on the caller's. */
+/* Rank q's piece of a bucket of b elements in slot s: slots are world x
+ * bucket elements apart, whatever b (the last bucket is shorter). */
+static pile_tensor bucket_piece(const pile_optim *o, int s, size_t q, size_t b)
+{
+    return pile_tensor_slice(o->bucket_buf, (size_t)s * (size_t)o->world * o->bucket + q * b, b);
+}
+
 static pile_tensor bucket_mine(const pile_optim *o, int s, size_t b)
 {
     if (!o->bucket) return pile_tensor_slice(o->grads, o->lo, o->shard);
-    return pile_tensor_slice(o->bucket_buf, ((size_t)s * (size_t)o->world + (size_t)o->rank) * b, b);
+    return bucket_piece(o, s, (size_t)o->rank, b);
 }
 
 static int pack_bucket(pile_optim *o, int s, size_t k0, size_t b, pile_err *err)
 {
     const size_t w = (size_t)o->world;
     for (size_t q = 0; o->bucket && q < w; q++)
-        PILE_FORWARD_IF_ERR(copy_f32(pile_tensor_slice(o->bucket_buf, ((size_t)s * w + q) * b, b),
-                                     pile_tensor_slice(o->grads, q * o->shard + k0, b), b, err));
+        PILE_FORWARD_IF_ERR(copy_f32(bucket_piece(o, s, q, b), pile_tensor_slice(o->grads, q * o->shard + k0, b), b, err));
     return 0;
 }
 
@@ -575,7 +581,7 @@ static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err 
     if (!arg[2]) PILE_FORWARD_IF_ERR(pack_bucket(o, s, k0, b, err));
     const pile_tensor mine = bucket_mine(o, s, b);
     const size_t w = (size_t)o->world;
-    const pile_tensor all = o->bucket ? pile_tensor_slice(o->bucket_buf, (size_t)s * w * b, w * b) : o->grads;
+    const pile_tensor all = o->bucket ? bucket_piece(o, s, 0, w * b) : o->grads;
     if (c)
         PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, all.data, o->bucket ? w * b : o->padded,
                                                      PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
