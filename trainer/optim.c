@@ -526,17 +526,6 @@ static size_t bucket_count(const pile_optim *o)
     return span ? (total + span - 1) / span : 0;
 }
 
-/* A bucket of the shard (from stage 1) goes through three phases:
- *  - pack: every rank's piece of it copied into slot s of bucket_buf
- *    (with buckets; without, the whole buffer is reduced in place);
- *  - reduce: the reduce-scatter (c NULL: one rank, nothing);
- *  - land: the rank's reduced piece into its gradient shard, added at
- *    stages 2 and 3 (the micro-batches' sum), copied at stage 1.
- * Where the comm's thread works on host memory it runs all three (the
- * copies and adds by hand, no backend call); where it works on a
- * device's (split) it runs the reduce only and the caller packs and
- * lands, since the backend is not to be called on the thread; without
- * the thread all three run on the caller's. */
 /* Rank q's piece of a bucket of b elements in slot s: slots are world x
  * bucket elements apart, whatever b (the last bucket is shorter). */
 static pile_tensor bucket_piece(const pile_optim *o, int s, size_t q, size_t b)
@@ -550,11 +539,23 @@ static pile_tensor bucket_mine(const pile_optim *o, int s, size_t b)
     return bucket_piece(o, s, (size_t)o->rank, b);
 }
 
+/* A bucket of the shard (from stage 1) goes through three phases:
+ *  - pack: every rank's piece of it copied into slot s of bucket_buf
+ *    (with buckets; without, the whole buffer is reduced in place);
+ *  - reduce: the reduce-scatter (c NULL: one rank, nothing);
+ *  - land: the rank's reduced piece into its gradient shard, added at
+ *    stages 2 and 3 (the micro-batches' sum), copied at stage 1.
+ * Where the comm's thread works on host memory it runs all three (the
+ * copies and adds by hand, no backend call); where it works on a
+ * device's (split) it runs the reduce only and the caller packs and
+ * lands, since the backend is not to be called on the thread; without
+ * the thread all three run on the caller's. */
 static int pack_bucket(pile_optim *o, int s, size_t k0, size_t b, pile_err *err)
 {
     const size_t w = (size_t)o->world;
     for (size_t q = 0; o->bucket && q < w; q++)
-        PILE_FORWARD_IF_ERR(copy_f32(bucket_piece(o, s, q, b), pile_tensor_slice(o->grads, q * o->shard + k0, b), b, err));
+        PILE_FORWARD_IF_ERR(
+            copy_f32(bucket_piece(o, s, q, b), pile_tensor_slice(o->grads, q * o->shard + k0, b), b, err));
     return 0;
 }
 
