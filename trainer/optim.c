@@ -27,7 +27,7 @@ struct pile_optim {
     pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
     pile_tensor staging;    /* offload with 16-bit parameters: the shard converted in obe before it goes up */
     pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be), twice when split */
-    float *add_host;        /* add_f32's host staging (2 x bucket_span floats), where it needs one */
+    float *add_host;        /* add_f32's host staging: a bucket of each side not in host memory, where needed */
     /* the gradients reduced while the backward runs (pile_optim_begin_backward) */
     int last;               /* the current backward is the step's last micro-batch's */
     /* split (device memory with the comm's thread, from stage 1): the
@@ -326,10 +326,11 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
                           "cannot allocate the optimizer's gradients, moments and master weights (%zu bytes each)",
                           o->shard * sizeof(float));
     if (rc == 0 && o->stage >= 2 && add_needs_host(o)) {
+        /* a bucket of each side that is not host memory */
         const size_t span = o->bucket ? o->bucket : o->shard;
-        o->add_host = malloc(2 * span * sizeof *o->add_host);
-        if (!o->add_host)
-            rc = pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu floats to add gradients in", 2 * span);
+        const size_t n = (size_t)(!pile_backend_host_memory(o->be) + !pile_backend_host_memory(o->obe)) * span;
+        o->add_host = malloc(n * sizeof *o->add_host);
+        if (!o->add_host) rc = pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu floats to add gradients in", n);
     }
     if (rc == 0) rc = pile_optim_update_model(o, err); /* the compute copy, rounded as it will be after each step */
     if (rc < 0) {
