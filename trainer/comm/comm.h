@@ -56,9 +56,9 @@
  * Buffers are plain (pointer, count, dtype) in the memory the
  * implementation works on (host memory for "single", "mpi" and "tcp",
  * device memory for "nccl" and "devsim"): pile_comm depends on no tensor
- * type. Scalars (token
- * counts, loss sums, norm partial sums, overflow flags) are host values in
- * every implementation, and their call returns with the result in place.
+ * type. Scalars (token counts, loss sums, norm partial sums, overflow
+ * flags) are host values in every implementation, and their call returns
+ * with the result in place.
  *
  * Errors: 0 or a negative PILE_E* with *err filled. A call whose
  * arguments are wrong (a NULL buffer, a dtype the operation cannot reduce,
@@ -174,9 +174,9 @@ typedef struct pile_comm_options {
     const char *device_comm;
 } pile_comm_options;
 
-/* Opens the communicator `name` ("single", "mpi", "tcp", "nccl", "devsim") for this
- * process's place in the job (opt may be NULL: the environment and the
- * default timeout). An unknown name, or one this build lacks, is
+/* Opens the communicator `name` ("single", "mpi", "tcp", "nccl",
+ * "devsim") for this process's place in the job (opt may be NULL: the
+ * environment and the default timeout). An unknown name, or one this build lacks, is
  * PILE_EINVAL naming those it has. *out is NULL on failure. */
 int pile_comm_open_opts(pile_comm **out, const char *name, const pile_comm_options *opt, pile_err *err);
 
@@ -201,9 +201,9 @@ const char *pile_comm_name(const pile_comm *c);
 int pile_comm_rank(const pile_comm *c);       /* 0 .. world_size - 1 */
 int pile_comm_world_size(const pile_comm *c); /* >= 1 */
 
-/* 1 when c's tensor buffers are in device memory ("nccl", "devsim"), 0 when in host
- * memory ("single", "mpi", "tcp"): a backend's tensors and its
- * communicator's must agree (the optimizer checks). */
+/* 1 when c's tensor buffers are in device memory ("nccl", "devsim"), 0
+ * when in host memory ("single", "mpi", "tcp"): a backend's tensors and
+ * its communicator's must agree (the optimizer checks). */
 int pile_comm_device_memory(const pile_comm *c);
 
 /* Bytes of one element of dt (4 or 2); 0 for a value outside the enum. */
