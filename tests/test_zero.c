@@ -552,13 +552,13 @@ static int save_half(const char *name, run_cfg cfg, const char *dir)
  * (and a stage-0 checkpoint's consolidated moments cut into shards). */
 static void test_checkpoints(void)
 {
-    char root[256], dir[4][300];
+    char root[256], dir[5][300];
     TEST("checkpoints: a folder for the runs");
     if (!pile_test_tmpdir(root, sizeof root, "zero")) {
         ASSERT(!"mkdtemp");
         return;
     }
-    for (int i = 0; i < 4; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
+    for (int i = 0; i < 5; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
     rank_out two[MAXW], four[MAXW];
     const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
     const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
@@ -597,7 +597,21 @@ static void test_checkpoints(void)
             resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 3 offloaded: the 4-rank stage 1 run bit for "
                     "bit",
                     z3, dir[2], four, 1);
+            /* loaded on devsim ranks: the regrouped shards put through the
+             * model's backend, the team on its memory */
+            run_cfg d3 = z3;
+            d3.device = 1;
+            d3.offload = 0;
+            resumed("checkpoints: 4 ranks, stage 0 -> 4 devsim ranks, stage 3: the 4-rank stage 1 run bit for bit",
+                    d3, dir[2], four, 1);
         }
+        /* saved on devsim ranks: the master weights gathered through the
+         * model's backend */
+        run_cfg d1 = z1;
+        d1.device = 1;
+        if (save_half("checkpoints: 4 devsim ranks at stage 1 save half way", d1, dir[4]))
+            resumed("checkpoints: 4 devsim ranks, stage 1 -> 4 ranks, stage 1: the uninterrupted run bit for bit", z1,
+                    dir[4], four, 1);
         z3.world = 2;
         if (save_half("checkpoints: 2 ranks at stage 3 save half way", z3, dir[3]))
             resumed("checkpoints: 2 ranks, stage 3 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[3],
