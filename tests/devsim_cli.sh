@@ -17,13 +17,19 @@
 # trainer waits for each staged batch (training's, validation's, eval's)
 # before reading it. devsim16 stores
 # the compute tensors in 16 bits, as a device does: its bf16 and fp16 runs
-# (ZeRO too) equal the cpu's emulation, bit for bit.
-#   devsim_cli.sh PILE_TRAINER PILE_PREP
-# Speaks TAP; exits 77 when the sample data is absent.
+# (ZeRO too) equal the cpu's emulation, bit for bit. On 2 ranks (mpirun,
+# and `pile-trainer launch`: the "devsim" communicator, which takes device
+# buffers only, over "mpi" or "tcp"), ZeRO 0 to 3, with optimizer and
+# parameter offload, overlap_comm and buckets, equal the cpu's 2-rank
+# runs bit for bit, and so do their resumed runs.
+#   devsim_cli.sh PILE_TRAINER PILE_PREP [HAVE_MPI(1|0)]
+# Speaks TAP; exits 77 when the sample data is absent; the mpirun cases
+# skip without mpirun or an MPI build.
 set -u
 . "$(dirname "$0")/tap.sh"
 TR=$(abs "$1")
 PREP=$(abs "$2")
+HAVE_MPI=${3:-0}
 SRC=${PILE_SOURCE_ROOT:-.}/data/sample
 tap_skip_unless "no sample data at $SRC" "$SRC/val.jsonl.zst" "$SRC/train/00.jsonl.zst"
 SRC=$(abs "$SRC")
@@ -48,15 +54,17 @@ metrics() {
 
 COMMON="--data shards --model tiny --threads 1 --eval_rows 32 --seed 7"
 # pair NAME ARGS...: NAME-cpu and NAME-dev train with ARGS on the cpu and
-# the $DEV backend; the $DEV run's metrics and checkpoint files must be
-# the cpu run's, bit for bit
+# the $DEV backend, started by $RUN (one process, mpirun, launch); the
+# $DEV run's metrics and checkpoint files must be the cpu run's, bit for
+# bit
 DEV=devsim
+RUN=$TR
 pair() {
     name=$1
     shift
-    run "$TR" $COMMON "$@" --backend cpu --checkpoint_dir "$name-cpu"
+    run $RUN $COMMON "$@" --backend cpu --checkpoint_dir "$name-cpu"
     cst=$st
-    run "$TR" $COMMON "$@" --backend $DEV --checkpoint_dir "$name-dev"
+    run $RUN $COMMON "$@" --backend $DEV --checkpoint_dir "$name-dev"
     if [ $cst -eq 0 ] && [ $st -eq 0 ] && grep -q "^epoch .* gpu [0-9]*/[0-9]* MiB" err; then
         ok "$name: trains on the cpu and on $DEV (device memory in its progress line)"
     else
@@ -86,7 +94,7 @@ resumed() {
     name=$1
     shift
     mkdir -p "$name-res" && cp -r "$name-dev/step-0000006" "$name-res/" && echo step-0000006 > "$name-res/latest"
-    run "$TR" $COMMON "$@" --backend $DEV --checkpoint_dir "$name-res" --resume
+    run $RUN $COMMON "$@" --backend $DEV --checkpoint_dir "$name-res" --resume
     losses "$name-dev/metrics.jsonl" | awk '$1 > 6' > "$name.want"
     losses "$name-res/metrics.jsonl" > "$name.got"
     if [ $st -eq 0 ] && [ -s "$name.got" ] && cmp -s "$name.want" "$name.got"; then
@@ -132,6 +140,46 @@ pair fp16n $SHORT --precision fp16 --initial_scale_power 24 --recompute block --
 pair zero2n $SHORT --zero 2 --precision fp16 --accumulation_steps 2 --reduce_bucket_size 1000
 pair zero3n $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_size 1000
 resumed zero3n $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_size 1000
+
+# 2 ranks: the devsim backends' tensors go to the "devsim" communicator
+# (device buffers only: a host buffer handed to it fails the run naming
+# the call), over "mpi" under mpirun and "tcp" under launch
+DEV=devsim
+MPIRUN=""
+if [ "$HAVE_MPI" = 1 ] && command -v mpirun > /dev/null 2>&1; then
+    MPIRUN="mpirun --oversubscribe"
+    [ "$(id -u)" = 0 ] && MPIRUN="$MPIRUN --allow-run-as-root"
+    # Open MPI's own allocations left at MPI_Finalize are not the trainer's leaks
+    [ -n "${ASAN_OPTIONS:-}" ] && MPIRUN="$MPIRUN -x ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0"
+fi
+if [ -n "$MPIRUN" ]; then
+    RUN="$MPIRUN -np 2 $TR"
+    pair mpi0 $SHORT --zero 0 --accumulation_steps 2 --gradient_clipping 0.5
+    check "mpi0: the devsim run says its communicator" grep -q "on each of 2 ranks (devsim)" err
+    pair mpi1off $SHORT --zero 1 --offload optimizer --overlap_comm --reduce_bucket_size 1000
+    pair mpi2 $SHORT --zero 2 --overlap_comm --reduce_bucket_size 1000 --accumulation_steps 2
+    resumed mpi2 $SHORT --zero 2 --overlap_comm --reduce_bucket_size 1000 --accumulation_steps 2
+    pair mpi3 $SHORT --zero 3 --precision fp16 --accumulation_steps 2
+    resumed mpi3 $SHORT --zero 3 --precision fp16 --accumulation_steps 2
+    pair mpi3off $SHORT --zero 3 --offload all --precision bf16 --reduce_bucket_size 1000 --overlap_comm
+    DEV=devsim16
+    pair mpi3n $SHORT --zero 3 --offload optimizer --precision bf16 --overlap_comm --reduce_bucket_size 1000
+    DEV=devsim
+else
+    for c in mpi0 mpi1off mpi2 mpi2-res mpi3 mpi3-res mpi3off mpi3n; do
+        case $c in *-res) k=2 ;; mpi0) k=4 ;; *) k=3 ;; esac
+        while [ $k -gt 0 ]; do
+            n=$((n + 1))
+            echo "ok $n - $c: 2 ranks under mpirun # SKIP no mpirun, or this build has no MPI"
+            k=$((k - 1))
+        done
+    done
+fi
+RUN="$TR launch --nproc 2"
+pair tcp3 $SHORT --zero 3 --offload optimizer --precision bf16 --reduce_bucket_size 1000
+check "tcp3: the devsim run says its communicator" grep -q "on each of 2 ranks (devsim)" err
+resumed tcp3 $SHORT --zero 3 --offload optimizer --precision bf16 --reduce_bucket_size 1000
+RUN=$TR
 
 # eval runs on the backend the checkpoint records
 check "fp32: the devsim run's checkpoint records its backend" \

@@ -7,13 +7,16 @@
  * the in-place shares of other ranks, partitions, and that a refused call
  * never reaches the implementation; and the communication thread: jobs
  * and other threads' calls in submission order on that thread, submit
- * returning before its job runs, and a failed job failing what follows. */
+ * returning before its job runs, and a failed job failing what follows;
+ * the "devsim" communicator taking a devsim backend's tensors and
+ * refusing host buffers. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include <uv.h>
 
+#include "backend.h"
 #include "comm/comm.h"
 #include "comm/comm_internal.h"
 #include "pile_test.h"
@@ -29,7 +32,7 @@
 #else
 #define HAS_NCCL ""
 #endif
-#define BUILD_HAS "single" HAS_MPI ", tcp" HAS_NCCL
+#define BUILD_HAS "single" HAS_MPI ", tcp" HAS_NCCL ", devsim"
 
 /* expr fails with PILE_EINVAL and a message holding `word`. */
 #define REFUSED(expr, errp, word)                                                                       \
@@ -134,6 +137,70 @@ static void test_device_memory(void)
     ASSERT(c == NULL);
     ASSERT(strstr(err.msg, "cannot open communicator 'nccl'") != NULL);
 #endif
+}
+
+static void test_devsim(void)
+{
+    TEST("devsim: a devsim backend's tensors go through untagged, on device memory; host buffers refused naming the "
+         "call");
+    pile_err err;
+    pile_comm_env e;
+    memset(&e, 0, sizeof e);
+    e.world_size = e.local_world_size = 1;
+    const pile_comm_options o = {.env = &e, .timeout_s = 60};
+    pile_comm *c = NULL;
+    pile_backend *be = NULL;
+    OK(pile_comm_open_opts(&c, "devsim", &o, &err), &err);
+    OK(pile_backend_open(&be, "devsim", 1, &err), &err);
+    if (!c || !be) {
+        pile_comm_close(c);
+        pile_backend_close(be);
+        return;
+    }
+    ASSERT_STR_EQ(pile_comm_name(c), "devsim");
+    ASSERT_EQ(pile_comm_device_memory(c), 1);
+    ASSERT_EQ(pile_comm_world_size(c), 1);
+    float h[9], got[9], host[9];
+    fill_f32(h, 9, 0x5eedu);
+    memset(host, 0, sizeof host);
+    pile_tensor a = pile_backend_alloc(be, PILE_DTYPE_F32, 9), b = pile_backend_alloc(be, PILE_DTYPE_F32, 9);
+    ASSERT(a.data && b.data && pile_backend_devsim_host_address(a.data) != NULL);
+    ASSERT(pile_backend_devsim_host_address(host) == NULL && pile_backend_devsim_host_address(NULL) == NULL);
+    pile_backend_upload(be, a, h, 9);
+    /* "single" underneath copies through the untagged addresses: a tagged
+     * one would fault there */
+    OK(pile_comm_all_gather(c, b.data, a.data, 9, PILE_COMM_F32, NULL, &err), &err);
+    pile_backend_download(be, got, b, 9);
+    ASSERT(memcmp(got, h, sizeof h) == 0);
+    pile_backend_zero(be, b, 9);
+    OK(pile_comm_reduce_scatter(c, b.data, a.data, 9, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+    pile_backend_download(be, got, b, 9);
+    ASSERT(memcmp(got, h, sizeof h) == 0);
+    OK(pile_comm_allreduce(c, a.data, 9, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err);
+    OK(pile_comm_broadcast(c, pile_tensor_slice(a, 2, 7).data, 7, PILE_COMM_BF16, 0, NULL, &err), &err);
+    REFUSED(pile_comm_allreduce(c, host, 9, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err, "cannot allreduce: 0x");
+    ASSERT(strstr(err.msg, "is a host buffer, and the 'devsim' communicator takes device memory only") != NULL);
+    REFUSED(pile_comm_reduce_scatter(c, host, a.data, 9, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err,
+            "cannot reduce-scatter: 0x");
+    REFUSED(pile_comm_reduce_scatter(c, b.data, host, 9, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err), &err,
+            "cannot reduce-scatter: 0x");
+    REFUSED(pile_comm_all_gather(c, host, a.data, 9, PILE_COMM_F32, NULL, &err), &err, "cannot all-gather: 0x");
+    REFUSED(pile_comm_all_gather(c, b.data, host, 9, PILE_COMM_F32, NULL, &err), &err, "cannot all-gather: 0x");
+    REFUSED(pile_comm_broadcast(c, host, 9, PILE_COMM_F16, 0, NULL, &err), &err, "cannot broadcast: 0x");
+    pile_backend_download(be, got, a, 9);
+    ASSERT(memcmp(got, h, sizeof h) == 0);
+    /* scalars, bytes and the barrier are host memory, as for every communicator */
+    int64_t v = 3;
+    double d = 0.5;
+    OK(pile_comm_allreduce_i64(c, &v, 1, PILE_COMM_MAX, &err), &err);
+    OK(pile_comm_allreduce_f64(c, &d, 1, PILE_COMM_SUM, &err), &err);
+    OK(pile_comm_broadcast_bytes(c, host, sizeof host, 0, &err), &err);
+    OK(pile_comm_barrier(c, &err), &err);
+    ASSERT(v == 3 && d == 0.5);
+    pile_backend_free(&a);
+    pile_backend_free(&b);
+    pile_backend_close(be);
+    pile_comm_close(c);
 }
 
 static void test_dtype_and_partition(void)
@@ -837,6 +904,7 @@ int main(void)
     test_allreduce();
     test_copies();
     test_broadcast();
+    test_devsim();
     test_refusals();
     test_world();
     test_thread();

@@ -316,7 +316,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: test_comm_ranks check NAME | die RANK N | hang RANK N | mismatch [--timeout S]\n");
         return 2;
     }
-    pile_comm_options opt = {NULL, 0, 0};
+    pile_comm_options opt = {NULL, 0, 0, NULL};
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--timeout")) opt.timeout_s = atof(argv[i + 1]);
     pile_err err;

@@ -19,6 +19,9 @@
  *    norm (the key biases apart: see g_exclude);
  *  - with the communicator's thread (overlap), every stage takes the same
  *    steps as without it, bit for bit;
+ *  - the model on the devsim backend with the communicator on its memory
+ *    (its tensors only, as "devsim" and "nccl"): the same steps again,
+ *    bit for bit, overlapped too;
  *  - on one rank (no communicator) stages 1 and 2 are stage 0 bit for bit;
  *  - bf16 emulation through the offload's staging rounds as stage 0;
  *  - every rank ends with the same parameters, and the shards cover the
@@ -30,6 +33,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "backend.h"
 #include "checkpoint.h"
 #include "comm/comm.h"
 #include "comm/comm_internal.h"
@@ -199,6 +203,65 @@ static const pile__comm_ops team_ops = {
     .barrier = team_barrier,
 };
 
+/* The team on device memory, as "devsim" is "mpi" on it (comm_devsim.c):
+ * a devsim backend's tensors only (any other buffer refused), untagged
+ * for the team. */
+static int dev_addr(const void *p, void **host, pile_err *err)
+{
+    *host = pile_backend_devsim_host_address(p);
+    PILE_RETURN_IF(!*host, err, PILE_EINVAL, "%p is a host buffer, not a devsim tensor's", p);
+    return 0;
+}
+
+static int dev_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
+                         pile_err *err)
+{
+    void *b;
+    PILE_FORWARD_IF_ERR(dev_addr(buf, &b, err));
+    return team_allreduce(impl, b, count, dt, op, stream, err);
+}
+
+static int dev_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
+                              pile_comm_op op, void *stream, pile_err *err)
+{
+    void *o, *i;
+    PILE_FORWARD_IF_ERR(dev_addr(out, &o, err));
+    PILE_FORWARD_IF_ERR(dev_addr(in, &i, err));
+    return team_reduce_scatter(impl, o, i, count, dt, op, stream, err);
+}
+
+static int dev_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
+                          pile_err *err)
+{
+    void *o, *i;
+    PILE_FORWARD_IF_ERR(dev_addr(out, &o, err));
+    PILE_FORWARD_IF_ERR(dev_addr(in, &i, err));
+    return team_all_gather(impl, o, i, count, dt, stream, err);
+}
+
+static int dev_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
+                         pile_err *err)
+{
+    void *b;
+    PILE_FORWARD_IF_ERR(dev_addr(buf, &b, err));
+    return team_broadcast(impl, b, count, dt, root, stream, err);
+}
+
+static const pile__comm_ops dev_ops = {
+    .name = "threads-devsim",
+    .device_memory = 1,
+    .open = team_open,
+    .close = team_close,
+    .allreduce = dev_allreduce,
+    .reduce_scatter = dev_reduce_scatter,
+    .all_gather = dev_all_gather,
+    .broadcast = dev_broadcast,
+    .allreduce_f64 = team_allreduce_f64,
+    .allreduce_i64 = team_allreduce_i64,
+    .broadcast_bytes = team_broadcast_bytes,
+    .barrier = team_barrier,
+};
+
 /* ------------------------------------------------------------ a run */
 
 static int32_t g_tokens[ROWS * T], g_targets[ROWS * T];
@@ -249,6 +312,7 @@ typedef struct run_cfg {
     const char *save; /* a checkpoint folder to save at the end, or NULL */
     pile_comm *ext;   /* a communicator between processes (--ranks), or NULL */
     int overlap;      /* collectives on the communicator's thread (not with ext) */
+    int device;       /* the model on the devsim backend, the team on its memory (dev_ops) */
 } run_cfg;
 
 typedef struct rank_out {
@@ -289,9 +353,9 @@ static void rank_main(void *arg)
     pile_model *m = NULL;
     pile_optim *opt = NULL;
     if (cfg->ext) comm = cfg->ext;
-    else if (cfg->world) TRY(pile__comm_open_ops(&comm, &team_ops, NULL, err));
+    else if (cfg->world) TRY(pile__comm_open_ops(&comm, cfg->device ? &dev_ops : &team_ops, NULL, err));
     if (cfg->overlap && comm != cfg->ext) TRY(pile_comm_thread_start(comm, err));
-    TRY(pile_backend_open(&be, "cpu", 1, err));
+    TRY(pile_backend_open(&be, cfg->device ? "devsim" : "cpu", 1, err));
     if (cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
     if (cfg->offload) TRY(pile_backend_open(&off, "cpu", 1, err));
     if (cfg->offload == 2 && cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(off, cfg->emulate, err));
@@ -488,16 +552,16 @@ static int save_half(const char *name, run_cfg cfg, const char *dir)
  * (and a stage-0 checkpoint's consolidated moments cut into shards). */
 static void test_checkpoints(void)
 {
-    char root[256], dir[4][300];
+    char root[256], dir[5][300];
     TEST("checkpoints: a folder for the runs");
     if (!pile_test_tmpdir(root, sizeof root, "zero")) {
         ASSERT(!"mkdtemp");
         return;
     }
-    for (int i = 0; i < 4; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
+    for (int i = 0; i < 5; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
     rank_out two[MAXW], four[MAXW];
-    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
-    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
+    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
+    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
     int ok = run(&z2, two) == 0 && run(&z1, four) == 0;
     ASSERT(ok);
     ok = ok && save_half("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder",
@@ -533,7 +597,21 @@ static void test_checkpoints(void)
             resumed("checkpoints: 4 ranks, stage 0 -> 4 ranks, stage 3 offloaded: the 4-rank stage 1 run bit for "
                     "bit",
                     z3, dir[2], four, 1);
+            /* loaded on devsim ranks: the regrouped shards put through the
+             * model's backend, the team on its memory */
+            run_cfg d3 = z3;
+            d3.device = 1;
+            d3.offload = 0;
+            resumed("checkpoints: 4 ranks, stage 0 -> 4 devsim ranks, stage 3: the 4-rank stage 1 run bit for bit",
+                    d3, dir[2], four, 1);
         }
+        /* saved on devsim ranks: the master weights gathered through the
+         * model's backend */
+        run_cfg d1 = z1;
+        d1.device = 1;
+        if (save_half("checkpoints: 4 devsim ranks at stage 1 save half way", d1, dir[4]))
+            resumed("checkpoints: 4 devsim ranks, stage 1 -> 4 ranks, stage 1: the uninterrupted run bit for bit", z1,
+                    dir[4], four, 1);
         z3.world = 2;
         if (save_half("checkpoints: 2 ranks at stage 3 save half way", z3, dir[3]))
             resumed("checkpoints: 2 ranks, stage 3 -> 4 ranks, stage 1: the 4-rank run within 1e-5", z1, dir[3],
@@ -580,7 +658,7 @@ static void test_bytes(void)
     for (int stage = 0; stage <= 3; stage++) {
         TEST(NAME("bytes communicated per step at stage %d, 4 ranks: %s the parameters'", stage,
                   stage < 3 ? "2x" : "about 3x"));
-        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
+        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
         rank_out out[MAXW];
         if (run(&cfg, out) == 0) {
             /* stages 1 to 3 pad the flat buffer to a multiple of 4 */
@@ -615,8 +693,8 @@ static int main_ranks(void)
     const int W = pile_comm_world_size(comm), R = pile_comm_rank(comm);
     tl_rank = R;
     rank_out one = {0}, got = {0};
-    const run_cfg single = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
-    run_cfg d = {W, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, comm, 0};
+    const run_cfg single = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
+    run_cfg d = {W, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, comm, 0, 0};
     rank_job j1 = {&single, 0, &one};
     rank_main(&j1);
     int bad = one.rc < 0;
@@ -662,7 +740,7 @@ int main(int argc, char **argv)
     }
     rank_out ref[MAXW], ref_bf16[MAXW];
     TEST("one rank, stage 0: the reference trains");
-    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0};
+    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
     int ok = run(&base, ref) == 0;
     ASSERT(ok);
     if (ok) ASSERT(ref[0].loss[STEPS - 1] < ref[0].loss[0]);
@@ -712,6 +790,12 @@ int main(int argc, char **argv)
             exact(NAME("%d ranks, stage %d%s%s: stage 0's steps bit for bit", W, d.stage, where[d.offload],
                        d.bucket ? ", in buckets" : ""),
                   &d, zero0);
+            /* the model on the devsim backend, the communicator on its memory */
+            d.device = 1;
+            exact(NAME("%d devsim ranks, stage %d%s%s: stage 0's steps bit for bit", W, d.stage, where[d.offload],
+                       d.bucket ? ", in buckets" : ""),
+                  &d, zero0);
+            d.device = 0;
         }
         /* stages 2 and 3 sum each micro-batch over the ranks before the next */
         d.micro = 2;
@@ -749,6 +833,13 @@ int main(int argc, char **argv)
                 printf("# %.0f%% of the gradient bytes handed over during the backward\n",
                        100.0 * (double)g_overlap / (STEPS * per_step));
                 if (W == 2 || d.stage == 0) ASSERT(g_overlap > 0);
+                /* device memory: the buckets packed and landed on the
+                 * caller's thread, the thread only reducing */
+                d.device = 1;
+                exact(NAME("%d devsim ranks, stage %d%s, overlapped: the blocking run's steps bit for bit", W,
+                           d.stage, where[d.offload]),
+                      &d, blocking);
+                d.device = 0;
                 d.overlap = 0;
             } else {
                 ASSERT(!"run failed");
@@ -776,6 +867,15 @@ int main(int argc, char **argv)
         exact("bf16 emulation, 2 ranks, stage 3, optimizer offloaded: stage 0's steps bit for bit", &e, ref_bf16);
         e.offload = 2;
         exact("bf16 emulation, 2 ranks, stage 3, parameters offloaded: stage 0's steps bit for bit", &e, ref_bf16);
+        /* an emulating device adds the gradients through host staging */
+        e.device = 1;
+        e.stage = 2;
+        e.offload = 0;
+        e.bucket = 37;
+        exact("bf16 emulation, 2 devsim ranks, stage 2 in buckets: stage 0's steps bit for bit", &e, ref_bf16);
+        e.overlap = 1;
+        exact("bf16 emulation, 2 devsim ranks, stage 2 in buckets, overlapped: stage 0's steps bit for bit", &e,
+              ref_bf16);
     }
     free_out(ref_bf16);
 

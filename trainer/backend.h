@@ -147,6 +147,10 @@ int pile_backend_threads(const pile_backend *be);
 /* 1 when the backend's memory is host memory (the CPU's): another
  * backend may then read and write its tensors as host buffers. */
 int pile_backend_host_memory(const pile_backend *be);
+/* For the "devsim" communicator (comm/comm.h, testing): the host address
+ * behind p when p is an address a devsim backend handed out (a tensor's
+ * data, or inside it), else NULL (a host pointer, or NULL). */
+void *pile_backend_devsim_host_address(const void *p);
 /* The device it computes on, by name ("NVIDIA H100 80GB HBM3": what a
  * peak-FLOPs table is looked up by); NULL for a backend without one (the
  * CPU's). Lives as long as the backend. */

@@ -26,9 +26,21 @@ struct pile_optim {
     int own_gshard;
     pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
     pile_tensor staging;    /* offload with 16-bit parameters: the shard converted in obe before it goes up */
-    pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be) */
+    pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be), twice when split */
+    float *add_host;        /* add_f32's host staging: a bucket of each side not in host memory, where needed */
     /* the gradients reduced while the backward runs (pile_optim_begin_backward) */
     int last;               /* the current backward is the step's last micro-batch's */
+    /* split (device memory with the comm's thread, from stage 1): the
+     * backend is not called on the thread, so the caller packs a bucket
+     * into one of two slots before its job and lands it in the shard after
+     * (reduce_bucket's phases); per slot, the bucket in flight there */
+    int split;
+    struct {
+        size_t k0, b;
+        uint64_t ticket;
+        int busy;
+    } slot[2];
+    int next_slot;
     size_t left;            /* buckets not submitted yet this round: those below left x bucket_span */
     uint64_t ticket;        /* the last gradient bucket submitted */
     uint64_t early_bytes;   /* of comm_bytes, the buckets submitted with layers still to compute */
@@ -125,7 +137,7 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
         ok = o->staging.data != NULL;
     }
     if (ok && o->bucket) {
-        o->bucket_buf = pile_backend_alloc(o->be, PILE_DTYPE_F32, w * o->bucket);
+        o->bucket_buf = pile_backend_alloc(o->be, PILE_DTYPE_F32, (o->split ? 2 : 1) * w * o->bucket);
         ok = o->bucket_buf.data != NULL;
     }
     if (!ok) return PILE_ENOMEM;
@@ -241,6 +253,7 @@ static int unit_fetch(void *ctx, int u, int next, pile_tensor *view, pile_err *e
 
 static size_t bucket_count(const pile_optim *o);
 static int grads_ready(void *ctx, int unit, pile_err *err);
+static int add_needs_host(const pile_optim *o);
 
 int pile_optim_create(pile_optim **out, pile_model *model, const pile_adamw_config *cfg, pile_err *err)
 {
@@ -281,12 +294,6 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(comm_device && pile_backend_host_memory(be), err, PILE_EINVAL,
                    "cannot reduce gradients in the %s backend's memory: the '%s' communicator works on device memory",
                    pile_backend_name(be), pile_comm_name(z->comm));
-    /* stages 1 to 3 still pass host buffers to the communicator (stage
-     * 2's accumulation, the checkpoints' gather of the shards) */
-    PILE_RETURN_IF(comm_device && z->stage > 0, err, PILE_EINVAL,
-                   "cannot shard gradients over the '%s' communicator: ZeRO stage %d reads the shards in host "
-                   "memory; over device memory this build takes stage 0 only (--zero 0)",
-                   pile_comm_name(z->comm), z->stage);
     pile_optim *o = calloc(1, sizeof *o);
     if (!o) return pile_err_set(err, PILE_ENOMEM, "cannot allocate the optimizer");
     o->model = model;
@@ -297,6 +304,7 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     o->prefetch = z->prefetch_elems;
     o->comm = z->comm;
     o->stage = z->stage;
+    o->split = comm_device && z->stage > 0 && pile_comm_threaded(z->comm);
     o->rank = z->comm ? pile_comm_rank(z->comm) : 0;
     o->world = z->comm ? pile_comm_world_size(z->comm) : 1;
     o->cfg = *cfg;
@@ -317,6 +325,13 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
         rc = pile_err_set(err, PILE_ENOMEM,
                           "cannot allocate the optimizer's gradients, moments and master weights (%zu bytes each)",
                           o->shard * sizeof(float));
+    if (rc == 0 && o->stage >= 2 && add_needs_host(o)) {
+        /* a bucket of each side that is not host memory */
+        const size_t span = o->bucket ? o->bucket : o->shard;
+        const size_t n = (size_t)(!pile_backend_host_memory(o->be) + !pile_backend_host_memory(o->obe)) * span;
+        o->add_host = malloc(n * sizeof *o->add_host);
+        if (!o->add_host) rc = pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu floats to add gradients in", n);
+    }
     if (rc == 0) rc = pile_optim_update_model(o, err); /* the compute copy, rounded as it will be after each step */
     if (rc < 0) {
         pile_optim_free(o);
@@ -336,6 +351,7 @@ void pile_optim_free(pile_optim *o)
     if (o->comm) pile_comm_drain(o->comm, NULL);
     pile_model_set_grad_hook(o->model, NULL, NULL);
     pile_loss_scaler_free(o->scaler);
+    free(o->add_host);
     pile_backend_free(&o->bucket_buf);
     pile_backend_free(&o->cshard);
     pile_backend_free(&o->unit_buf[0]);
@@ -375,16 +391,35 @@ int pile_optim_shards(const pile_optim *o) { return o->stage > 0 ? o->world : 1;
 uint64_t pile_optim_comm_bytes(const pile_optim *o) { return o->comm_bytes; }
 uint64_t pile_optim_overlap_bytes(const pile_optim *o) { return o->early_bytes; }
 
-/* The whole of t, this rank's shard of a flat buffer, as fp32 in host
- * memory: all-gathered when there are other ranks. */
+/* At most this many elements of each rank's shard are gathered at once
+ * (gather_f32): 16 MiB of fp32 a rank in the model's backend, whatever
+ * the model's size. */
+#define GATHER_PIECE ((size_t)1 << 22)
+
+/* The whole of t, this rank's shard of a flat buffer (any float dtype),
+ * as fp32 in host memory: every rank's shard all-gathered piece by piece
+ * in a buffer of the model's backend, the memory the communicator works
+ * on (a device's too), and each piece downloaded into its place. */
 static int gather_f32(pile_optim *o, pile_tensor t, float *host, pile_err *err)
 {
-    float *all = malloc(o->padded * sizeof *all);
-    if (!all) return pile_err_set(err, PILE_ENOMEM, "out of memory for %zu floats of optimizer state", o->padded);
-    int rc = pile_tensor_download_f32(all + o->lo, t, o->shard, err);
-    if (rc == 0) rc = pile_comm_all_gather(o->comm, all, all + o->lo, o->padded, PILE_COMM_F32, NULL, err);
-    if (rc == 0) memcpy(host, all, o->n * sizeof *host);
-    free(all);
+    const size_t w = (size_t)o->world, piece = o->shard < GATHER_PIECE ? o->shard : GATHER_PIECE;
+    pile_tensor buf = pile_backend_alloc(o->be, t.dtype, w * piece);
+    PILE_RETURN_IF(!buf.data, err, PILE_ENOMEM, "cannot allocate %zu elements to gather the optimizer's state in",
+                   w * piece);
+    int rc = 0;
+    for (size_t k = 0; rc == 0 && k < o->shard; k += piece) {
+        const size_t p = o->shard - k < piece ? o->shard - k : piece;
+        const pile_tensor mine = pile_tensor_slice(buf, (size_t)o->rank * p, p);
+        rc = pile_tensor_copy(mine, pile_tensor_slice(t, k, p), p, err);
+        if (rc == 0) rc = pile_backend_sync(o->be, err); /* the piece written before the communicator reads it */
+        if (rc == 0) rc = pile_comm_all_gather(o->comm, buf.data, mine.data, w * p, comm_dtype(t.dtype), NULL, err);
+        for (size_t q = 0; rc == 0 && q < w; q++) {
+            const size_t first = q * o->shard + k; /* padding past n is not wanted */
+            const size_t cnt = first >= o->n ? 0 : o->n - first < p ? o->n - first : p;
+            if (cnt) rc = pile_tensor_download_f32(host + first, pile_tensor_slice(buf, q * p, cnt), cnt, err);
+        }
+    }
+    pile_backend_free(&buf);
     return rc;
 }
 
@@ -425,38 +460,39 @@ void pile_optim_zero_grad(pile_optim *o)
     o->last = 0;
 }
 
-/* dst[0..n) += src[0..n), F32, in fp32 whatever the backends: on the
- * host where both are host memory, else a backend add where dst's
- * backend holds src too and does not emulate 16 bits (an emulating one
- * would round an F32 add), else through host buffers (a device's
- * gradient into an offloaded shard, or on an emulating device: one rank's
- * stage 2 and 3 on the devsim backend). Only host memory with host
- * memory is added on the comm's thread (a backend is not called there):
- * a device's gradient reaches here only without a communicator, on the
- * caller's thread (checked at create). */
-static int add_f32(pile_tensor dst, pile_tensor src, size_t n, pile_err *err)
+/* Whether add_f32 goes through host buffers (o->add_host) for the
+ * gradient shard: some of it is a device's, and the device cannot add
+ * there itself in fp32 (the shard offloaded, or an emulating backend,
+ * whose add would round: one rank's stage 2 and 3 on devsim with 16-bit
+ * precision). */
+static int add_needs_host(const pile_optim *o)
+{
+    if (pile_backend_host_memory(o->be) && pile_backend_host_memory(o->obe)) return 0;
+    return !(o->obe == o->be && pile_backend_emulation(o->be) == PILE_DTYPE_F32 &&
+             pile_backend_supports(o->be, PILE_OP_ADD, PILE_DTYPE_F32));
+}
+
+/* dst[0..n) += src[0..n) (n <= bucket_span), F32, in fp32 whatever the
+ * backends: dst the gradient shard (obe), src the reduced gradients
+ * (be). On the host where both are host memory (on the comm's thread
+ * too), else a backend add where the device can, else through
+ * o->add_host; those two call a backend, so only on the caller's thread
+ * (split, or no thread). */
+static int add_f32(pile_optim *o, pile_tensor dst, pile_tensor src, size_t n, pile_err *err)
 {
     const int dh = pile_backend_host_memory(dst.be), sh = pile_backend_host_memory(src.be);
     if (!n) return 0;
-    if ((!dh || !sh) && dst.be == src.be && pile_backend_emulation(dst.be) == PILE_DTYPE_F32 &&
-        pile_backend_supports(dst.be, PILE_OP_ADD, PILE_DTYPE_F32)) {
+    if ((!dh || !sh) && !add_needs_host(o)) {
         pile_backend_add(dst.be, dst, dst, src, n);
         return pile_backend_sync(dst.be, err);
     }
-    float *d = dst.data, *s = src.data, *buf = NULL;
-    if (!dh || !sh) {
-        buf = malloc((!dh + !sh) * n * sizeof *buf);
-        PILE_RETURN_IF(!buf, err, PILE_ENOMEM, "out of memory for %zu floats of gradients", n);
-        if (!dh) d = buf;
-        if (!sh) s = buf + (dh ? 0 : n);
-    }
+    float *d = dh ? dst.data : o->add_host, *s = sh ? src.data : o->add_host + (dh ? 0 : n);
     int rc = dh ? 0 : pile_tensor_download_f32(d, dst, n, err);
     if (rc == 0 && !sh) rc = pile_tensor_download_f32(s, src, n, err);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++) d[i] += s[i];
         if (!dh) rc = pile_tensor_upload_f32(dst, d, n, err);
     }
-    free(buf);
     return rc;
 }
 
@@ -491,38 +527,93 @@ static size_t bucket_count(const pile_optim *o)
     return span ? (total + span - 1) / span : 0;
 }
 
-/* A job (comm.h): bucket [arg[0], arg[0] + arg[1]) reduced over the ranks
- * (c NULL: one rank) and, from stage 1, into the rank's gradient shard:
- * added at stages 2 and 3 (the micro-batches' sum), copied at stage 1.
- * On the comm's thread (host memory, checked at create) the pieces are
- * packed and added by hand, since the backend is not to be called there;
- * a device's buckets (one rank, no comm) run on the caller's thread
- * through the backend (copy_f32, add_f32). */
+/* Rank q's piece of a bucket of b elements in slot s: slots are world x
+ * bucket elements apart, whatever b (the last bucket is shorter). */
+static pile_tensor bucket_piece(const pile_optim *o, int s, size_t q, size_t b)
+{
+    return pile_tensor_slice(o->bucket_buf, (size_t)s * (size_t)o->world * o->bucket + q * b, b);
+}
+
+static pile_tensor bucket_mine(const pile_optim *o, int s, size_t b)
+{
+    if (!o->bucket) return pile_tensor_slice(o->grads, o->lo, o->shard);
+    return bucket_piece(o, s, (size_t)o->rank, b);
+}
+
+/* A bucket of the shard (from stage 1) goes through three phases:
+ *  - pack: every rank's piece of it copied into slot s of bucket_buf
+ *    (with buckets; without, the whole buffer is reduced in place);
+ *  - reduce: the reduce-scatter (c NULL: one rank, nothing);
+ *  - land: the rank's reduced piece into its gradient shard, added at
+ *    stages 2 and 3 (the micro-batches' sum), copied at stage 1.
+ * Where the comm's thread works on host memory it runs all three (the
+ * copies and adds by hand, no backend call); where it works on a
+ * device's (split) it runs the reduce only and the caller packs and
+ * lands, since the backend is not to be called on the thread; without
+ * the thread all three run on the caller's. */
+static int pack_bucket(pile_optim *o, int s, size_t k0, size_t b, pile_err *err)
+{
+    const size_t w = (size_t)o->world;
+    for (size_t q = 0; o->bucket && q < w; q++)
+        PILE_FORWARD_IF_ERR(
+            copy_f32(bucket_piece(o, s, q, b), pile_tensor_slice(o->grads, q * o->shard + k0, b), b, err));
+    return 0;
+}
+
+static int land_bucket(pile_optim *o, int s, size_t k0, size_t b, pile_err *err)
+{
+    const pile_tensor dst = pile_tensor_slice(o->gshard, k0, b), mine = bucket_mine(o, s, b);
+    if (o->stage >= 2) return add_f32(o, dst, mine, b, err);
+    if (dst.data != mine.data || dst.be != mine.be) return copy_f32(dst, mine, b, err);
+    return 0;
+}
+
+/* A job (comm.h): bucket [arg[0], arg[0] + arg[1]) reduced over the
+ * ranks (c NULL: one rank): allreduced at stage 0; from stage 1 the
+ * phases above, all three for arg[2] 0, the reduce of slot arg[2] - 1
+ * alone otherwise (split). */
 static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
 {
     pile_optim *o = ctx;
-    const size_t k0 = arg[0], b = arg[1], w = (size_t)o->world, r = (size_t)o->rank;
+    const size_t k0 = arg[0], b = arg[1];
     if (o->stage == 0)
         return pile_comm_allreduce(c, pile_tensor_slice(o->grads, k0, b).data, b, PILE_COMM_F32, PILE_COMM_SUM, NULL,
                                    err);
-    pile_tensor mine;
-    if (!o->bucket) {
-        mine = pile_tensor_slice(o->grads, o->lo, o->shard);
-        if (c)
-            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, o->grads.data, o->padded, PILE_COMM_F32,
-                                                         PILE_COMM_SUM, NULL, err));
-    } else {
-        for (size_t q = 0; q < w; q++)
-            PILE_FORWARD_IF_ERR(copy_f32(pile_tensor_slice(o->bucket_buf, q * b, b),
-                                         pile_tensor_slice(o->grads, q * o->shard + k0, b), b, err));
-        mine = pile_tensor_slice(o->bucket_buf, r * b, b);
-        if (c)
-            PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, o->bucket_buf.data, w * b, PILE_COMM_F32,
-                                                         PILE_COMM_SUM, NULL, err));
-    }
-    const pile_tensor dst = pile_tensor_slice(o->gshard, k0, b);
-    if (o->stage >= 2) return add_f32(dst, mine, b, err);
-    if (dst.data != mine.data || dst.be != mine.be) return copy_f32(dst, mine, b, err);
+    const int s = arg[2] ? (int)arg[2] - 1 : 0;
+    if (!arg[2]) PILE_FORWARD_IF_ERR(pack_bucket(o, s, k0, b, err));
+    const pile_tensor mine = bucket_mine(o, s, b);
+    const size_t w = (size_t)o->world;
+    const pile_tensor all = o->bucket ? bucket_piece(o, s, 0, w * b) : o->grads;
+    if (c)
+        PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, all.data, o->bucket ? w * b : o->padded,
+                                                     PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+    return arg[2] ? 0 : land_bucket(o, s, k0, b, err);
+}
+
+/* Split: waits for the bucket in flight in slot s, if any, and lands it. */
+static int land_slot(pile_optim *o, int s, pile_err *err)
+{
+    if (!o->slot[s].busy) return 0;
+    o->slot[s].busy = 0;
+    PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->slot[s].ticket, err));
+    return land_bucket(o, s, o->slot[s].k0, o->slot[s].b, err);
+}
+
+/* Split: bucket [k0, k0 + b) packed into the next slot (once the bucket
+ * before in that slot has landed) and its reduce submitted: two buckets
+ * in flight at most. */
+static int submit_split(pile_optim *o, size_t k0, size_t b, pile_err *err)
+{
+    const int s = o->next_slot;
+    o->next_slot ^= 1;
+    PILE_FORWARD_IF_ERR(land_slot(o, s, err));
+    PILE_FORWARD_IF_ERR(pack_bucket(o, s, k0, b, err));
+    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* packed before the thread's communicator reads it */
+    PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, reduce_bucket, o, k0, b, (size_t)s + 1, &o->ticket, err));
+    o->slot[s].k0 = k0;
+    o->slot[s].b = b;
+    o->slot[s].ticket = o->ticket;
+    o->slot[s].busy = 1;
     return 0;
 }
 
@@ -540,21 +631,23 @@ static int submit_buckets(pile_optim *o, size_t final, pile_err *err)
         const size_t k0 = --o->left * span, b = total - k0 < span ? total - k0 : span;
         o->comm_bytes += o->stage == 0 ? 2 * b * 4 /* a ring allreduce: a reduce-scatter and an all-gather */
                                        : (size_t)o->world * b * 4;
-        if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, reduce_bucket, o, k0, b, 0, &o->ticket, err));
+        if (o->split) PILE_FORWARD_IF_ERR(submit_split(o, k0, b, err));
+        else if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, reduce_bucket, o, k0, b, 0, &o->ticket, err));
         else PILE_FORWARD_IF_ERR(reduce_bucket(NULL, o, (const size_t[3]){k0, b, 0}, err));
     }
     if (final > 0) o->early_bytes += o->comm_bytes - before;
     return 0;
 }
 
-/* The rest of this round's buckets submitted, all of them finished, and
- * the next round set up. */
+/* The rest of this round's buckets submitted, all of them finished (and
+ * landed), and the next round set up. */
 static int finish_buckets(pile_optim *o, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* the backward's results, before the host reads them */
     PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
     PILE_FORWARD_IF_ERR(submit_buckets(o, 0, err));
     if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->ticket, err));
+    for (int k = 0; k < 2; k++) PILE_FORWARD_IF_ERR(land_slot(o, o->next_slot ^ k, err)); /* the older first */
     o->left = bucket_count(o);
     return 0;
 }

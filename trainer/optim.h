@@ -69,7 +69,12 @@ typedef struct pile_optim pile_optim;
  * bucket_elems and the flat layout), and so is each bucket's reduction,
  * element by element: the results are the same bits either way. Without
  * the thread every collective finishes where it is issued, at the end of
- * the backward. Stage 0 buckets are consecutive ranges of world x
+ * the backward. On a communicator of device memory ("nccl", "devsim")
+ * the backend is not called on the thread: from stage 1 the caller
+ * packs each bucket before its job and adds (or copies) it into the
+ * shard after it, two buckets in flight at most, and the thread only
+ * reduces (stage 0's allreduces and stage 3's gathers are nothing but
+ * collectives there). Stage 0 buckets are consecutive ranges of world x
  * bucket_elems elements; from stage 1 bucket k holds every rank's k-th
  * piece of its shard, so it is final only once the backward has passed
  * rank 0's piece: the embeddings, which the backward finishes last, keep
@@ -111,11 +116,14 @@ typedef struct pile_optim_zero {
 int pile_optim_create(pile_optim **out, pile_model *m, const pile_adamw_config *cfg, pile_err *err);
 /* The same, sharded as z says (NULL: stage 0 on one rank, which is
  * pile_optim_create). Every rank creates it with the same model (the same
- * initial parameters) and z. PILE_EINVAL for a stage outside 0 to 2, an
+ * initial parameters) and z. PILE_EINVAL for a stage outside 0 to 3, an
  * offload at stage 0 (DeepSpeed's rule: offload shards the state first),
- * an offload backend whose memory is not the host's, or sharding on a
- * communicator that cannot reach the model backend's memory (host memory
- * for "single" and "mpi"). */
+ * an offload backend whose memory is not the host's, or a communicator
+ * that cannot reach the model backend's memory (host memory for
+ * "single", "mpi" and "tcp", device memory for "nccl" and "devsim").
+ * Every buffer the optimizer hands the communicator is a tensor of the
+ * model's backend, so every stage, with and without offload, runs over
+ * either kind. */
 int pile_optim_create_zero(pile_optim **out, pile_model *m, const pile_adamw_config *cfg, const pile_optim_zero *z,
                            pile_err *err);
 void pile_optim_free(pile_optim *o); /* accepts NULL */
@@ -151,9 +159,10 @@ typedef enum pile_optim_state {
 
 /* The whole of state `which` as fp32 in host memory (pile_model_flat_size
  * floats): the rank's own at stage 0, every rank's shard all-gathered
- * above (a collective: every rank calls it). What a checkpoint's
- * consolidated files are written from. PILE_ENOMEM, the backend's or the
- * communicator's error. */
+ * above (a collective: every rank calls it; through a buffer of the
+ * model's backend, up to 4 Mi elements of each shard at a time). What a
+ * checkpoint's consolidated files are written from. PILE_ENOMEM, the
+ * backend's or the communicator's error. */
 int pile_optim_gather(pile_optim *o, pile_optim_state which, float *host, pile_err *err);
 /* The model's compute parameters, whole, as fp32 in host memory
  * (pile_model_flat_size floats): at stage 3 the ranks' shards

@@ -85,7 +85,8 @@ static const field fields[] = {
     FIELD(backend, NULL, T_STR, R_ANY,
           "compute backend: cpu, cuda, or auto (cuda when this build has it and a device is usable, else cpu); "
           "devsim and devsim16 (16-bit tensors, as a device stores them) are for testing: the cpu's operations "
-          "on memory the host cannot read, the host side of a device run checked without a device"),
+          "on memory the host cannot read, the host side of a device run checked without a device (several "
+          "ranks: through the devsim communicator, which takes device buffers only, as nccl)"),
     FIELD(threads, NULL, T_INT, R_NONNEG, "threads (0: every usable core; more are capped at that, with a warning)"),
     FIELD(peak_tflops, NULL, T_DBL, R_ANY,
           "the device's peak TFLOP/s for MFU (train/mfu): 0 looks it up by the GPU's name (A100, H100, H200); "
@@ -106,7 +107,8 @@ static const field fields[] = {
           "seconds a rank waits for its peers (the rendezvous, each collective) before it fails, naming the call "
           "and the peer, instead of hanging"),
     FIELD(zero_stage, "zero", T_INT, R_NONNEG,
-          "ZeRO stage: 0 replicated, 1 optimizer state sharded over the ranks, 2 gradients too, 3 parameters too"),
+          "ZeRO stage: 0 replicated, 1 optimizer state sharded over the ranks, 2 gradients too, 3 parameters too "
+          "(every stage on GPUs too, over nccl: checked on devsim ranks, never run on GPUs)"),
     FIELD(offload_optimizer, NULL, T_BOOL, R_ANY,
           "master weights, moments and gradient shard in host memory, AdamW there (ZeRO 1 to 3; --offload optimizer)"),
     FIELD(offload_param, NULL, T_BOOL, R_ANY, "ZeRO 3: the parameter shard in host memory too (--offload all)"),

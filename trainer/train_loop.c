@@ -1317,11 +1317,15 @@ static int read_launch(const pile_train_config *c, pile_comm_env *env, int *thre
 /* The communicator of the ranks this process trains with, for the memory
  * the backend's tensors are in (pile_comm_open_auto: "single" without a
  * launcher, "mpi" under mpirun or srun, "tcp" under torchrun, "nccl"
- * between GPUs), and its place among them. */
+ * between GPUs, "devsim" between the devsim backends' ranks: the device
+ * path checked without a device), and its place among them. */
 static int open_comm(trainer *t, const pile_comm_env *env, pile_err *err)
 {
-    const pile_comm_options o = {
-        .env = env, .timeout_s = t->cfg->dist_timeout, .device_memory = !pile_backend_host_memory(t->be)};
+    const char *be = pile_backend_name(t->be);
+    const pile_comm_options o = {.env = env,
+                                 .timeout_s = t->cfg->dist_timeout,
+                                 .device_memory = !pile_backend_host_memory(t->be),
+                                 .device_comm = strncmp(be, "devsim", 6) == 0 ? "devsim" : NULL};
     PILE_FORWARD_IF_ERR(pile_comm_open_auto(&t->comm, &o, err));
     t->rank = pile_comm_rank(t->comm);
     t->world = pile_comm_world_size(t->comm);
@@ -1584,11 +1588,6 @@ static int trainer_open(trainer *t, const pile_train_config *c, const pile_log *
                    PILE_EINVAL, "%d ranks on the %s backend: the '%s' communicator works on %s memory", t->world,
                    pile_backend_name(t->be), pile_comm_name(t->comm),
                    pile_comm_device_memory(t->comm) ? "device" : "host");
-    /* the optimizer would refuse it too, but after the run folder is made */
-    PILE_RETURN_IF(pile_comm_device_memory(t->comm) && c->zero_stage > 0, err, PILE_EINVAL,
-                   "ZeRO stage %d on %d ranks of the %s backend: over the '%s' communicator this build takes stage 0 "
-                   "only (--zero 0; stages 1 to 3 still read the shards in host memory)",
-                   c->zero_stage, t->world, pile_backend_name(t->be), pile_comm_name(t->comm));
     pile_model_config mc;
     pile_buf ckpt = {0};
     int rc = t->rank == 0 ? open_run_folder(t, c, err) : 0;

@@ -27,6 +27,7 @@ static const pile__comm_ops *const registry[] = {
 #ifdef PILE_HAVE_NCCL
     &pile__comm_nccl_ops,
 #endif
+    &pile__comm_devsim_ops,
 };
 #define N_REGISTRY (sizeof registry / sizeof registry[0])
 
@@ -111,13 +112,15 @@ int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err 
 {
     *out = NULL;
     pile_comm_env env;
-    pile_comm_options o = {NULL, 0, 0};
+    pile_comm_options o = {NULL, 0, 0, NULL};
     if (opt) o = *opt;
     if (!o.env) {
         PILE_FORWARD_IF_ERR(pile_comm_env_parse(&env, NULL, err));
         o.env = &env;
     }
-    const char *name = pile_comm_auto_name_for(o.env, o.device_memory, err);
+    const char *name = o.device_memory && o.device_comm && o.env->world_size > 1
+                           ? o.device_comm
+                           : pile_comm_auto_name_for(o.env, o.device_memory, err);
     if (!name) return err ? err->code : PILE_EINVAL;
     return pile_comm_open_opts(out, name, &o, err);
 }

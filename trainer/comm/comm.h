@@ -38,13 +38,27 @@
  *    failure or the timeout aborts it (ncclCommAbort), so that every
  *    rank's next call fails naming the operation and the rank instead of
  *    hanging (comm_nccl.c, comm_watchdog.h). It has not run on a GPU yet:
- *    it builds and links; the watchdog's logic is tested on the CPU.
+ *    it builds and links; the watchdog's logic is tested on the CPU, and
+ *    the trainer's use of a device communicator (ZeRO 0 to 3, offload,
+ *    checkpoints) through "devsim".
+ *  - "devsim" (testing): "nccl"'s stand-in for the devsim backends
+ *    (backend.h), whose tensors are host memory behind addresses the host
+ *    cannot use. Its tensor calls take only such addresses: any other
+ *    buffer (a host one) is refused with PILE_EINVAL naming the call, as
+ *    a host buffer handed to "nccl" would be garbage to it. They are
+ *    forwarded, untagged, to the job's host communicator ("mpi" or
+ *    "tcp", pile_comm_auto_name), which carries the scalars, the barrier
+ *    and broadcast_bytes too, as "nccl"'s bootstrap does; streams are
+ *    ignored (every call is finished at return). pile_comm_open_auto
+ *    takes it with opt->device_comm, as the trainer does on the devsim
+ *    backends (comm_devsim.c).
  *
  * Buffers are plain (pointer, count, dtype) in the memory the
  * implementation works on (host memory for "single", "mpi" and "tcp",
- * device memory for "nccl"): pile_comm depends on no tensor type. Scalars (token
- * counts, loss sums, norm partial sums, overflow flags) are host values in
- * every implementation, and their call returns with the result in place.
+ * device memory for "nccl" and "devsim"): pile_comm depends on no tensor
+ * type. Scalars (token counts, loss sums, norm partial sums, overflow
+ * flags) are host values in every implementation, and their call returns
+ * with the result in place.
  *
  * Errors: 0 or a negative PILE_E* with *err filled. A call whose
  * arguments are wrong (a NULL buffer, a dtype the operation cannot reduce,
@@ -155,11 +169,14 @@ typedef struct pile_comm_options {
      * memory (a device backend's), which picks "nccl" for more than one
      * rank */
     int device_memory;
+    /* with device_memory and more than one rank: the communicator to open
+     * instead of "nccl" ("devsim" for the devsim backends); NULL: "nccl" */
+    const char *device_comm;
 } pile_comm_options;
 
-/* Opens the communicator `name` ("single", "mpi", "tcp", "nccl") for this
- * process's place in the job (opt may be NULL: the environment and the
- * default timeout). An unknown name, or one this build lacks, is
+/* Opens the communicator `name` ("single", "mpi", "tcp", "nccl",
+ * "devsim") for this process's place in the job (opt may be NULL: the
+ * environment and the default timeout). An unknown name, or one this build lacks, is
  * PILE_EINVAL naming those it has. *out is NULL on failure. */
 int pile_comm_open_opts(pile_comm **out, const char *name, const pile_comm_options *opt, pile_err *err);
 
@@ -168,7 +185,8 @@ int pile_comm_open(pile_comm **out, const char *name, pile_err *err);
 
 /* The communicator the environment asks for: "single" for a world of one
  * rank, "mpi" under an MPI launcher, "tcp" under torchrun or srun
- * without MPI; with opt->device_memory and more than one rank, "nccl".
+ * without MPI; with opt->device_memory and more than one rank, "nccl"
+ * (or opt->device_comm).
  * Under an MPI launcher in a build without MPI, or for device memory in a
  * build without NCCL, it is PILE_EINVAL saying how to get it.
  * pile_comm_auto_name (host memory) and pile_comm_auto_name_for say
@@ -183,9 +201,9 @@ const char *pile_comm_name(const pile_comm *c);
 int pile_comm_rank(const pile_comm *c);       /* 0 .. world_size - 1 */
 int pile_comm_world_size(const pile_comm *c); /* >= 1 */
 
-/* 1 when c's tensor buffers are in device memory ("nccl"), 0 when in host
- * memory ("single", "mpi", "tcp"): a backend's tensors and its
- * communicator's must agree (the optimizer checks). */
+/* 1 when c's tensor buffers are in device memory ("nccl", "devsim"), 0
+ * when in host memory ("single", "mpi", "tcp"): a backend's tensors and
+ * its communicator's must agree (the optimizer checks). */
 int pile_comm_device_memory(const pile_comm *c);
 
 /* Bytes of one element of dt (4 or 2); 0 for a value outside the enum. */

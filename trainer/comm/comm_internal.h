@@ -33,7 +33,7 @@ typedef struct pile__comm_ops {
     int (*allreduce_i64)(void *impl, int64_t *v, size_t n, pile_comm_op op, pile_err *err);
     int (*broadcast_bytes)(void *impl, void *buf, size_t bytes, int root, pile_err *err);
     int (*barrier)(void *impl, pile_err *err);
-    int device_memory; /* 1: tensor buffers in device memory ("nccl"); 0: host memory */
+    int device_memory; /* 1: tensor buffers in device memory ("nccl", "devsim"); 0: host memory */
 } pile__comm_ops;
 
 extern const pile__comm_ops pile__comm_single_ops;
@@ -44,6 +44,7 @@ extern const pile__comm_ops pile__comm_tcp_ops;
 #ifdef PILE_HAVE_NCCL
 extern const pile__comm_ops pile__comm_nccl_ops;
 #endif
+extern const pile__comm_ops pile__comm_devsim_ops;
 
 /* The first host of a Slurm node list ("gpu[01-04,07],cpu1" -> "gpu01")
  * into out[0..cap). PILE_EINVAL on a list it cannot read. */

@@ -508,5 +508,15 @@ static int devsim16_open(pile_backend *be, pile_err *err)
     return open_as(be, 1, err);
 }
 
+void *pile_backend_devsim_host_address(const void *p)
+{
+    /* both bits set: a user-space host address never has both, bit 62
+     * being clear on x86-64 (addresses below 2^56, 5-level paging too)
+     * and bit 55 on AArch64 (it picks the kernel's half), whatever a
+     * tagging allocator puts in the top byte there */
+    const uintptr_t a = (uintptr_t)p;
+    return (a & DEVSIM_TAG) == DEVSIM_TAG ? (void *)(a ^ DEVSIM_TAG) : NULL;
+}
+
 const pile_backend_reg pile__backend_devsim_reg = {"devsim", devsim_probe, devsim_open};
 const pile_backend_reg pile__backend_devsim16_reg = {"devsim16", devsim_probe, devsim16_open};

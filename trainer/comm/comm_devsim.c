@@ -1,0 +1,115 @@
+/* The "devsim" communicator, for testing: what "nccl" is to a GPU run,
+ * for the devsim backends (trainer/cpu/backend_devsim.c), whose tensors
+ * are host memory behind addresses the host cannot use. Its tensor calls
+ * take only such addresses, so that a trainer path handing a host buffer
+ * to a device's communicator (where NCCL would read garbage or fault) is
+ * refused here with PILE_EINVAL naming the call; the addresses are
+ * untagged and the call made on the job's host communicator ("mpi" or
+ * "tcp", pile_comm_auto_name, the one "nccl" bootstraps over), which
+ * also carries the scalars, broadcast_bytes and the barrier, as it does
+ * for "nccl". Streams are ignored: every call is finished at return. */
+#include "backend.h"
+#include "comm_internal.h"
+
+static int devsim_open(void **impl, const pile__comm_setup *setup, int *rank, int *world_size, pile_err *err)
+{
+    *impl = NULL;
+    const char *name = pile_comm_auto_name(setup->env, err);
+    if (!name) return err ? err->code : PILE_EINVAL;
+    pile_comm *host = NULL;
+    const pile_comm_options o = {.env = setup->env, .timeout_s = setup->timeout_s};
+    PILE_FORWARD_IF_ERR(pile_comm_open_opts(&host, name, &o, err));
+    *impl = host;
+    *rank = pile_comm_rank(host);
+    *world_size = pile_comm_world_size(host);
+    return 0;
+}
+
+static void devsim_close(void *impl)
+{
+    pile_comm_close(impl);
+}
+
+/* p's host address, or the refusal of a buffer outside device memory. */
+static int device(const char *what, const void *p, void **host, pile_err *err)
+{
+    *host = pile_backend_devsim_host_address(p);
+    PILE_RETURN_IF(!*host, err, PILE_EINVAL,
+                   "cannot %s: %p is a host buffer, and the 'devsim' communicator takes device memory only (a "
+                   "devsim backend's tensors)",
+                   what, p);
+    return 0;
+}
+
+static int devsim_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
+                            pile_err *err)
+{
+    (void)stream;
+    void *b;
+    PILE_FORWARD_IF_ERR(device("allreduce", buf, &b, err));
+    return pile_comm_allreduce(impl, b, count, dt, op, NULL, err);
+}
+
+static int devsim_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
+                                 pile_comm_op op, void *stream, pile_err *err)
+{
+    (void)stream;
+    void *o, *i;
+    PILE_FORWARD_IF_ERR(device("reduce-scatter", out, &o, err));
+    PILE_FORWARD_IF_ERR(device("reduce-scatter", in, &i, err));
+    return pile_comm_reduce_scatter(impl, o, i, count, dt, op, NULL, err);
+}
+
+static int devsim_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
+                             pile_err *err)
+{
+    (void)stream;
+    void *o, *i;
+    PILE_FORWARD_IF_ERR(device("all-gather", out, &o, err));
+    PILE_FORWARD_IF_ERR(device("all-gather", in, &i, err));
+    return pile_comm_all_gather(impl, o, i, count, dt, NULL, err);
+}
+
+static int devsim_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
+                            pile_err *err)
+{
+    (void)stream;
+    void *b;
+    PILE_FORWARD_IF_ERR(device("broadcast", buf, &b, err));
+    return pile_comm_broadcast(impl, b, count, dt, root, NULL, err);
+}
+
+static int devsim_allreduce_f64(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    return pile_comm_allreduce_f64(impl, v, n, op, err);
+}
+
+static int devsim_allreduce_i64(void *impl, int64_t *v, size_t n, pile_comm_op op, pile_err *err)
+{
+    return pile_comm_allreduce_i64(impl, v, n, op, err);
+}
+
+static int devsim_broadcast_bytes(void *impl, void *buf, size_t bytes, int root, pile_err *err)
+{
+    return pile_comm_broadcast_bytes(impl, buf, bytes, root, err);
+}
+
+static int devsim_barrier(void *impl, pile_err *err)
+{
+    return pile_comm_barrier(impl, err);
+}
+
+const pile__comm_ops pile__comm_devsim_ops = {
+    .name = "devsim",
+    .device_memory = 1,
+    .open = devsim_open,
+    .close = devsim_close,
+    .allreduce = devsim_allreduce,
+    .reduce_scatter = devsim_reduce_scatter,
+    .all_gather = devsim_all_gather,
+    .broadcast = devsim_broadcast,
+    .allreduce_f64 = devsim_allreduce_f64,
+    .allreduce_i64 = devsim_allreduce_i64,
+    .broadcast_bytes = devsim_broadcast_bytes,
+    .barrier = devsim_barrier,
+};
