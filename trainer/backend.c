@@ -116,6 +116,7 @@ void pile_backend_close(pile_backend *be)
 const char *pile_backend_name(const pile_backend *be) { return be->name; }
 int pile_backend_threads(const pile_backend *be) { return be->threads; }
 int pile_backend_host_memory(const pile_backend *be) { return be->host_memory; }
+const char *pile_backend_device_comm(const pile_backend *be) { return be->device_comm; }
 const char *pile_backend_device_name(const pile_backend *be)
 {
     return be->iface->device_name ? be->iface->device_name(be) : NULL;

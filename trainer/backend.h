@@ -147,6 +147,11 @@ int pile_backend_threads(const pile_backend *be);
 /* 1 when the backend's memory is host memory (the CPU's): another
  * backend may then read and write its tensors as host buffers. */
 int pile_backend_host_memory(const pile_backend *be);
+/* The communicator (trainer/comm/comm.h) whose tensor calls work on this
+ * backend's memory between ranks: "nccl" for cuda, "devsim" for the
+ * devsim backends; NULL where the memory is the host's (any host
+ * communicator serves). */
+const char *pile_backend_device_comm(const pile_backend *be);
 /* For the "devsim" communicator (comm/comm.h, testing): the host address
  * behind p when p is an address a devsim backend handed out (a tensor's
  * data, or inside it), else NULL (a host pointer, or NULL). */

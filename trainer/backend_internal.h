@@ -89,6 +89,7 @@ struct pile_backend {
     const char *name;
     int threads;        /* host threads it may use */
     int host_memory;    /* its memory is host memory */
+    const char *device_comm; /* pile_backend_device_comm: NULL for host memory */
     pile_dtype emulate; /* F32: none; BF16 / F16: compute outputs rounded (pile_backend_set_emulation) */
     size_t bytes_peak;  /* the most bytes_in_use said after an allocation */
     size_t stage_cap;   /* staging memory reserved (pile_backend_stage_reserve), bytes */
@@ -103,7 +104,7 @@ typedef struct pile_backend_reg {
     /* 0 when the backend can be opened in this process, else PILE_EIO
      * with why (no device, a library that does not load). */
     int (*probe)(pile_err *err);
-    /* Fills be->iface, ctx, host_memory; be->threads holds the capped
+    /* Fills be->iface, ctx, host_memory, device_comm; be->threads holds the capped
      * request and may be changed. */
     int (*open)(pile_backend *be, pile_err *err);
 } pile_backend_reg;

@@ -1321,11 +1321,10 @@ static int read_launch(const pile_train_config *c, pile_comm_env *env, int *thre
  * path checked without a device), and its place among them. */
 static int open_comm(trainer *t, const pile_comm_env *env, pile_err *err)
 {
-    const char *be = pile_backend_name(t->be);
     const pile_comm_options o = {.env = env,
                                  .timeout_s = t->cfg->dist_timeout,
                                  .device_memory = !pile_backend_host_memory(t->be),
-                                 .device_comm = strncmp(be, "devsim", 6) == 0 ? "devsim" : NULL};
+                                 .device_comm = pile_backend_device_comm(t->be)};
     PILE_FORWARD_IF_ERR(pile_comm_open_auto(&t->comm, &o, err));
     t->rank = pile_comm_rank(t->comm);
     t->world = pile_comm_world_size(t->comm);

@@ -50,8 +50,8 @@
  *    "tcp", pile_comm_auto_name), which carries the scalars, the barrier
  *    and broadcast_bytes too, as "nccl"'s bootstrap does; streams are
  *    ignored (every call is finished at return). pile_comm_open_auto
- *    takes it with opt->device_comm, as the trainer does on the devsim
- *    backends (comm_devsim.c).
+ *    takes it with opt->device_comm, which the trainer takes from its
+ *    backend (pile_backend_device_comm: "devsim" on the devsim backends).
  *
  * Buffers are plain (pointer, count, dtype) in the memory the
  * implementation works on (host memory for "single", "mpi" and "tcp",
@@ -170,7 +170,8 @@ typedef struct pile_comm_options {
      * rank */
     int device_memory;
     /* with device_memory and more than one rank: the communicator to open
-     * instead of "nccl" ("devsim" for the devsim backends); NULL: "nccl" */
+     * (pile_backend_device_comm: "nccl", or "devsim" for the devsim
+     * backends); NULL: "nccl" */
     const char *device_comm;
 } pile_comm_options;
 

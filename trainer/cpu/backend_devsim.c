@@ -495,6 +495,7 @@ static int open_as(pile_backend *be, int native16, pile_err *err)
     be->ctx = d;
     be->threads = d->cpu.threads;
     be->host_memory = 0;
+    be->device_comm = "devsim";
     return 0;
 }
 

@@ -174,6 +174,7 @@ static int cuda_open(pile_backend *be, pile_err *err)
     be->iface = &cuda_iface;
     be->ctx = s;
     be->host_memory = 0;
+    be->device_comm = "nccl";
     return 0;
 }
 
