@@ -5,12 +5,15 @@
 # target for a short while (tools/fuzz.sh, clang + ASan + UBSan, in
 # build-fuzz/); and the release build that tools/demo.sh makes, compiled
 # only (-O3 warns where -O2 does not, and warnings are errors), in
-# build-release/. Ends with one line "N passed, N failed, N skipped" over all
-# three, each fuzz target counted as one test; exits non-zero on any failure.
+# build-release/. Ends with one line "N passed, N failed, N skipped" over
+# all three, each fuzz target counted as one test; exits non-zero on any
+# failure.
 # Where nvcc and cuBLASLt are found (meson's -Dcuda=auto), the plain, ASan
 # and release builds compile the CUDA backend (trainer/cuda/) and the fuzz
 # build does not (tools/fuzz.sh: -Dcuda=disabled); without a GPU the tests
-# check its no-device paths.
+# check its no-device paths. The sanitizer and release passes compile the
+# kernels to PTX only (-Dgpu_code=ptx): the plain pass compiles
+# them in full, ptxas and its spill check included.
 #
 #   tools/test.sh [--quick] [--suite NAME] [--build-dir DIR] [--no-deps]
 #                 [--fuzz-seconds N]
@@ -138,7 +141,9 @@ if [ $QUICK = 0 ] && [ $MESON = 1 ]; then
   no_slow=()
   [ "$SUITE" = slow ] || no_slow=(--no-suite slow --no-suite bench)
   [ "$SUITE" = reference ] || no_slow+=(--no-suite reference)
+  # (the plain pass compiled the CUDA kernels in full: PTX is enough here)
   pass "$BUILD-asan" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dgpu_code=ptx \
     -- --timeout-multiplier 4 "${suite_args[@]}" "${no_slow[@]}"
 fi
 
@@ -146,7 +151,7 @@ fi
 if [ $QUICK = 0 ] && [ -z "$SUITE" ]; then
   say "configuring and building $BUILD-release (release: compiled only)"
   rlog=$(mktemp)
-  if ! { setup "$BUILD-release" --buildtype=release && meson compile -C "$BUILD-release"; } >"$rlog" 2>&1; then
+  if ! { setup "$BUILD-release" --buildtype=release -Dgpu_code=ptx && meson compile -C "$BUILD-release"; } >"$rlog" 2>&1; then
     tail -n 60 "$rlog" >&2
     say "FAILED: release build of $BUILD-release"
     build_failures=$((build_failures + 1))
