@@ -21,7 +21,7 @@ if ! "$PREP" -q -o shards -L 64 -t bytes "$SRC" > out 2> err; then
 fi
 T=64
 
-run "$TR" --data shards --checkpoint_dir run1 --max_steps 4 --batch_size 4 --log_interval 1 --eval_interval 0 \
+run "$TR" --data shards --checkpoint_dir run1 --max_steps 4 --batch_size 4 --log_interval 1 --eval_interval 0 --eval_rows 32 \
     --threads 1 --backend cpu --peak_tflops 0.5
 expect "a run with --peak_tflops trains" 0 "step 4/4"
 expect "the progress line shows mfu" 0 "tok/s [0-9,]+ mfu [0-9.]+% eta"
@@ -42,7 +42,7 @@ awk -v dims="$dims" -v T=$T '
     END { if (N <= 0 || n != 4) { print "# " n " train/mfu values, parameters " N; bad = 1 }; exit bad }' run1/metrics.jsonl
 check "train/mfu in metrics.jsonl is tokens/s x (6N + 12LHQT) / peak, every logged step" test $? -eq 0
 
-run "$TR" --data shards --checkpoint_dir run2 --max_steps 2 --batch_size 4 --log_interval 1 --eval_interval 0 \
+run "$TR" --data shards --checkpoint_dir run2 --max_steps 2 --batch_size 4 --log_interval 1 --eval_interval 0 --eval_rows 32 \
     --threads 1 --backend cpu
 expect "without --peak_tflops the cpu run trains" 0 "step 2/2"
 check "without --peak_tflops no mfu in the progress line" sh -c "! grep -q ' mfu ' '$TMP/err' '$TMP/out'"
