@@ -9,6 +9,9 @@
 #   --build-dir DIR  the clang build folder, in the repository unless the
 #                    path is absolute (default build-fuzz)
 #   --jobs N         N libFuzzer processes per target (-fork=N; default 1)
+#   --parallel N     N targets fuzzed at once (default 1; tools/test.sh
+#                    gives the machine's core count); each target's lines
+#                    print when it ends, in target order
 #   --keep-going     a finding does not end a target's run: its input is
 #                    kept and fuzzing goes on to the end of SECONDS (for
 #                    runs of hours; fork mode)
@@ -40,6 +43,7 @@ TARGETS=()
 WORK=
 BUILD=build-fuzz
 JOBS=1
+PAR=1
 KEEP_GOING=0
 DO_BUILD=1
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
@@ -54,6 +58,8 @@ while [ $# -gt 0 ]; do
     --build-dir=*) BUILD=${1#--build-dir=}; shift ;;
     --jobs) [ $# -ge 2 ] || die "--jobs needs a number"; JOBS=$2; shift 2 ;;
     --jobs=*) JOBS=${1#--jobs=}; shift ;;
+    --parallel) [ $# -ge 2 ] || die "--parallel needs a number"; PAR=$2; shift 2 ;;
+    --parallel=*) PAR=${1#--parallel=}; shift ;;
     --keep-going) KEEP_GOING=1; shift ;;
     --no-build) DO_BUILD=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -63,6 +69,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [[ $JOBS =~ ^[0-9]+$ ]] && [ "$JOBS" -gt 0 ] || die "--jobs must be a positive whole number, not '$JOBS'"
+[[ $PAR =~ ^[0-9]+$ ]] && [ "$PAR" -gt 0 ] || die "--parallel must be a positive whole number, not '$PAR'"
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 for t in "${TARGETS[@]}"; do
   [[ " ${ALL[*]} " == *" $t "* ]] || die "unknown target '$t' (known: ${ALL[*]})"
@@ -158,62 +165,95 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export PILE_SHARED=$SHARED
 export TMPDIR=$FUZZ_TMP
 
-: >"$WORK/results.tsv"
-found=0
-ran=0
-for t in "${TARGETS[@]}"; do
-  exe=$BUILD/tests/fuzz/$t
+# fuzz_one T: one target's run. Its result line goes to
+# WORK/results.d/T.tsv, its messages to stdout; exits 1 when it found
+# something. Runs in a subshell of its own (--parallel).
+fuzz_one() {
+  local t=$1
+  local exe=$BUILD/tests/fuzz/$t
+  local exe_abs
   exe_abs=$(realpath -- "$exe" 2>/dev/null || echo "$exe")
-  log=$WORK/logs/$t.log
-  crashes=$WORK/crashes/$t
-  [ -x "$exe" ] || die "no '$exe' (build it, or drop --no-build)"
+  local log=$WORK/logs/$t.log crashes=$WORK/crashes/$t res=$WORK/results.d/$t.tsv
   if [ $t = fuzz_tokenizer ] && [ ! -f "$SHARED/fixtures/gpt2/encoder.json" ]; then
     say "$t: skipped: no GPT-2 fixture in $SHARED/fixtures/gpt2 (set PILE_SHARED)"
-    printf '%s\tSKIP\t0\t0\t0\n' $t >>"$WORK/results.tsv"
-    continue
+    printf '%s\tSKIP\t0\t0\t0\n' $t >"$res"
+    return 0
   fi
   mkdir -p "$WORK/corpus/$t" "$crashes"
-  dirs=("$WORK/corpus/$t" "tests/fuzz/corpus/$t")
+  local dirs=("$WORK/corpus/$t" "tests/fuzz/corpus/$t")
   [ -d "$WORK/fresh/$t" ] && dirs+=("$WORK/fresh/$t")
-  args=(-max_total_time="$SECS" -max_len="$(max_len $t)" -timeout=30 -rss_limit_mb=2048
+  local args=(-max_total_time="$SECS" -max_len="$(max_len $t)" -timeout=30 -rss_limit_mb=2048
         -artifact_prefix="$crashes/" -print_final_stats=1 -detect_leaks=$LEAKS)
   [ "$JOBS" -gt 1 ] || [ $KEEP_GOING = 1 ] && args+=(-fork="$JOBS")
   [ $KEEP_GOING = 1 ] && args+=(-ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+  local before corpus_before
   before=$(ls "$crashes" | wc -l)
   corpus_before=$(ls "$WORK/corpus/$t" | wc -l)
   say "$t: ${SECS} s over ${dirs[*]#$ROOT/}"
-  t0=$SECONDS
-  rc=0
+  local t0=$SECONDS rc=0
   # (the outer timeout only guards against a run that never ends: libFuzzer
   # itself stops at -max_total_time, and an input stuck over 30 s is a finding)
   timeout -k 10 $((SECS + 300)) "$exe" "${args[@]}" "${dirs[@]}" >"$log" 2>&1 || rc=$?
-  took=$((SECONDS - t0))
-  ran=$((ran + 1))
+  local took=$((SECONDS - t0)) runs new
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   [ -n "$runs" ] || runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -1)
   runs=${runs:-?}
   new=$(( $(ls "$WORK/corpus/$t" | wc -l) - corpus_before ))
+  local art
   mapfile -t art < <(ls -t "$crashes" | head -n $(( $(ls "$crashes" | wc -l) - before )))
   if [ $rc = 0 ] && [ ${#art[@]} = 0 ]; then
     say "$t: ok: ${took} s, $runs inputs, $new new in $WORK/corpus/$t"
-    printf '%s\tOK\t%s\t%s\t%s\n' $t "$took" "$runs" "$new" >>"$WORK/results.tsv"
-    continue
+    printf '%s\tOK\t%s\t%s\t%s\n' $t "$took" "$runs" "$new" >"$res"
+    return 0
   fi
-  found=$((found + 1))
-  printf '%s\tFAIL\t%s\t%s\t%s\n' $t "$took" "$runs" "$new" >>"$WORK/results.tsv"
+  printf '%s\tFAIL\t%s\t%s\t%s\n' $t "$took" "$runs" "$new" >"$res"
   if [ ${#art[@]} -gt 0 ]; then
-    say "$t: FOUND ${#art[@]} after ${took} s (exit $rc), in $crashes/:" >&2
+    say "$t: FOUND ${#art[@]} after ${took} s (exit $rc), in $crashes/:"
     for a in "${art[@]}"; do
-      echo "  $crashes/$a" >&2
-      echo "    replay: PILE_SHARED=$SHARED UBSAN_OPTIONS=$UBSAN_OPTIONS $exe_abs $crashes/$a" >&2
+      echo "  $crashes/$a"
+      echo "    replay: PILE_SHARED=$SHARED UBSAN_OPTIONS=$UBSAN_OPTIONS $exe_abs $crashes/$a"
     done
   else
-    say "$t: FAILED after ${took} s (exit $rc) without a crash file; see $log" >&2
+    say "$t: FAILED after ${took} s (exit $rc) without a crash file; see $log"
   fi
   # the sanitizer's report (or libFuzzer's) from the end of the log
   grep -a -n -m1 -E '^==[0-9]+==|runtime error:|^ALARM|deadly signal|out-of-memory|^INFO: a leak' "$log" >/dev/null &&
     sed -n "$(grep -a -n -m1 -E '^==[0-9]+==|runtime error:|^ALARM|deadly signal|out-of-memory|^INFO: a leak' "$log" |
-      cut -d: -f1),+40p" "$log" | sed 's/^/  | /' >&2
+      cut -d: -f1),+40p" "$log" | sed 's/^/  | /'
+  return 1
+}
+
+for t in "${TARGETS[@]}"; do
+  [ -x "$BUILD/tests/fuzz/$t" ] || die "no '$BUILD/tests/fuzz/$t' (build it, or drop --no-build)"
+done
+rm -rf "$WORK/results.d"
+mkdir -p "$WORK/results.d"
+# up to PAR targets at once; each one's messages are kept and printed,
+# in target order, once it and those before it have ended
+pids=()
+for i in "${!TARGETS[@]}"; do
+  t=${TARGETS[$i]}
+  while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do wait -n || true; done
+  fuzz_one "$t" >"$WORK/results.d/$t.out" 2>&1 &
+  pids[$i]=$!
+done
+found=0
+ran=0
+: >"$WORK/results.tsv"
+for i in "${!TARGETS[@]}"; do
+  t=${TARGETS[$i]}
+  rc=0
+  wait "${pids[$i]}" || rc=$?
+  if [ $rc = 0 ]; then cat "$WORK/results.d/$t.out"; else cat "$WORK/results.d/$t.out" >&2; found=$((found + 1)); fi
+  if [ -f "$WORK/results.d/$t.tsv" ]; then
+    cat "$WORK/results.d/$t.tsv" >>"$WORK/results.tsv"
+    grep -q "	SKIP	" "$WORK/results.d/$t.tsv" || ran=$((ran + 1))
+  else
+    # (it stopped before writing its line: counted as a failure)
+    [ $rc != 0 ] || found=$((found + 1))
+    printf '%s\tFAIL\t0\t?\t0\n' $t >>"$WORK/results.tsv"
+    ran=$((ran + 1))
+  fi
 done
 
 if [ $found = 0 ]; then

@@ -166,7 +166,7 @@ if [ $QUICK = 0 ] && [ "$FUZZ_SECS" -gt 0 ] && { [ -z "$SUITE" ] || [ "$SUITE" =
   rm -f "$BUILD-fuzz/run/results.tsv"
   frc=0
   env ${SHARED:+PILE_SHARED="$SHARED"} tools/fuzz.sh --build-dir "$BUILD-fuzz" --work "$BUILD-fuzz/run" \
-    "$FUZZ_SECS" || frc=$?
+    --parallel "$(nproc)" "$FUZZ_SECS" || frc=$?
   case $frc in
     0|1) fuzz_results=$BUILD-fuzz/run/results.tsv ;;
     77) fuzz_results=skip ;;
