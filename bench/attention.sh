@@ -13,6 +13,7 @@
 # per call, B = TOKENS / T, default 2048), PILE_BENCH_THREADS (1),
 # PILE_BENCH_REPEAT (5).
 set -eu
+. "$(dirname "$0")/driver.sh"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build-bench-train}
 OLD=${2:-}
@@ -30,18 +31,8 @@ ninja -C "$BUILD" trainer/libpile_trainer.a common/libpile_common.a >&2
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-bench-att-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 cat > "$TMP/drv.c" <<'EOF'
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
 #include "backend.h"
-
-static double cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench_driver.h"
 
 int main(int argc, char **argv)
 {
@@ -96,20 +87,8 @@ int main(int argc, char **argv)
     return 0;
 }
 EOF
-# build DIR OUT [CFLAGS]: the driver against DIR's libraries
-build() {
-    src=$(sed -n 's/.*"source": *"\([^"]*\)".*/\1/p' "$1/meson-info/meson-info.json")
-    blas=$(pkg-config --variable=libdir openblas 2>/dev/null || true)
-    omp=/usr/lib/$(gcc -print-multiarch)/openblas-openmp
-    [ -d "$omp" ] && blas=$omp
-    # shellcheck disable=SC2086
-    cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp ${3:-} -I"$src/trainer" -I"$src/common" \
-        -isystem "/usr/include/$(gcc -print-multiarch)/openblas-openmp" "$TMP/drv.c" \
-        "$1/trainer/libpile_trainer.a" "$1/common/libpile_common.a" -L"$blas" -Wl,-rpath,"$blas" -lopenblas -luv -lm \
-        -o "$2"
-}
-build "$BUILD" "$TMP/new"
-[ -z "$OLD" ] || build "$OLD" "$TMP/old" -DOLD_API
+bench_driver_build "$BUILD" "$TMP/drv.c" "$TMP/new"
+[ -z "$OLD" ] || bench_driver_build "$OLD" "$TMP/drv.c" "$TMP/old" -DOLD_API
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "C 768, 12 heads, $TOKENS positions per call (B = $TOKENS / T), causal, $THREADS thread(s), CPU ms, best of $REPEAT"

@@ -12,6 +12,7 @@
 # libpile_common.a are used). Env: PILE_BENCH_N (elements, default 2^23),
 # PILE_BENCH_THREADS (1), PILE_BENCH_REPEAT (5), PILE_BENCH_ROUNDS (5).
 set -eu
+. "$(dirname "$0")/driver.sh"
 NEW=$1
 OLD=$2
 N=${PILE_BENCH_N:-8388608}
@@ -22,27 +23,8 @@ for b in "$NEW" "$OLD"; do ninja -C "$b" trainer/libpile_trainer.a common/libpil
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pile-bench-scalar-XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 cat > "$TMP/drv.c" <<'EOF'
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
 #include "backend.h"
-
-static double cpu(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-#define BEST(var, call)                                  \
-    for (int r_ = 0; r_ < reps; r_++) {                  \
-        double t0_ = cpu();                              \
-        call;                                            \
-        double t_ = cpu() - t0_;                         \
-        var = t_ < var ? t_ : var;                       \
-    }
+#include "bench_driver.h"
 
 int main(int argc, char **argv)
 {
@@ -80,15 +62,8 @@ int main(int argc, char **argv)
     return 0;
 }
 EOF
-# build DIR OUT: the driver against DIR's libraries
-build() {
-    src=$(sed -n 's/.*"source": *"\([^"]*\)".*/\1/p' "$1/meson-info/meson-info.json")
-    omp=/usr/lib/$(gcc -print-multiarch)/openblas-openmp
-    cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I"$src/trainer" -I"$src/common" "$TMP/drv.c" \
-        "$1/trainer/libpile_trainer.a" "$1/common/libpile_common.a" -L"$omp" -Wl,-rpath,"$omp" -lopenblas -lm -o "$2"
-}
-build "$NEW" "$TMP/new"
-build "$OLD" "$TMP/old"
+bench_driver_build "$NEW" "$TMP/drv.c" "$TMP/new"
+bench_driver_build "$OLD" "$TMP/drv.c" "$TMP/old"
 : > "$TMP/new.txt"
 : > "$TMP/old.txt"
 for r in $(seq "$ROUNDS"); do
