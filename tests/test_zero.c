@@ -205,7 +205,10 @@ static const pile__comm_ops team_ops = {
 
 /* The team on device memory, as "devsim" is "mpi" on it (comm_devsim.c):
  * a devsim backend's tensors only (any other buffer refused), untagged
- * for the team. */
+ * for the team; a call given the devsim backend's comm stream is queued
+ * there (pile_backend_devsim_enqueue) and made when the rank's ops wait
+ * for the stream, its outputs poisoned until then, so that the
+ * optimizer's orderings are checked as "devsim" checks them. */
 static int dev_addr(const void *p, void **host, pile_err *err)
 {
     *host = pile_backend_devsim_host_address(p);
@@ -213,38 +216,64 @@ static int dev_addr(const void *p, void **host, pile_err *err)
     return 0;
 }
 
+typedef struct dev_call {
+    int kind; /* 0 allreduce, 1 reduce-scatter, 2 all-gather, 3 broadcast */
+    void *impl, *out;
+    const void *in;
+    size_t count;
+    pile_comm_dtype dt;
+    pile_comm_op op;
+    int root;
+} dev_call;
+
+static int dev_make(void *arg, pile_err *err)
+{
+    const dev_call *c = arg;
+    if (c->kind == 0) return team_allreduce(c->impl, c->out, c->count, c->dt, c->op, NULL, err);
+    if (c->kind == 1) return team_reduce_scatter(c->impl, c->out, c->in, c->count, c->dt, c->op, NULL, err);
+    if (c->kind == 2) return team_all_gather(c->impl, c->out, c->in, c->count, c->dt, NULL, err);
+    return team_broadcast(c->impl, c->out, c->count, c->dt, c->root, NULL, err);
+}
+
+static int dev_submit(dev_call *c, void *out, const void *in, void *stream, pile_err *err)
+{
+    void *i;
+    PILE_FORWARD_IF_ERR(dev_addr(out, &c->out, err));
+    PILE_FORWARD_IF_ERR(dev_addr(in, &i, err));
+    c->in = i;
+    if (!stream) return dev_make(c, err);
+    const size_t es = pile_comm_dtype_size(c->dt), w = (size_t)g_team.world;
+    return pile_backend_devsim_enqueue(stream, dev_make, c, sizeof *c, c->out,
+                                       (c->kind == 1 ? c->count / w : c->count) * es, c->in,
+                                       (c->kind == 2 ? c->count / w : c->count) * es, err);
+}
+
 static int dev_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
                          pile_err *err)
 {
-    void *b;
-    PILE_FORWARD_IF_ERR(dev_addr(buf, &b, err));
-    return team_allreduce(impl, b, count, dt, op, stream, err);
+    dev_call c = {0, impl, NULL, NULL, count, dt, op, 0};
+    return dev_submit(&c, buf, buf, stream, err);
 }
 
 static int dev_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
                               pile_comm_op op, void *stream, pile_err *err)
 {
-    void *o, *i;
-    PILE_FORWARD_IF_ERR(dev_addr(out, &o, err));
-    PILE_FORWARD_IF_ERR(dev_addr(in, &i, err));
-    return team_reduce_scatter(impl, o, i, count, dt, op, stream, err);
+    dev_call c = {1, impl, NULL, NULL, count, dt, op, 0};
+    return dev_submit(&c, out, in, stream, err);
 }
 
 static int dev_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
                           pile_err *err)
 {
-    void *o, *i;
-    PILE_FORWARD_IF_ERR(dev_addr(out, &o, err));
-    PILE_FORWARD_IF_ERR(dev_addr(in, &i, err));
-    return team_all_gather(impl, o, i, count, dt, stream, err);
+    dev_call c = {2, impl, NULL, NULL, count, dt, PILE_COMM_SUM, 0};
+    return dev_submit(&c, out, in, stream, err);
 }
 
 static int dev_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
                          pile_err *err)
 {
-    void *b;
-    PILE_FORWARD_IF_ERR(dev_addr(buf, &b, err));
-    return team_broadcast(impl, b, count, dt, root, stream, err);
+    dev_call c = {3, impl, NULL, NULL, count, dt, PILE_COMM_SUM, root};
+    return dev_submit(&c, buf, buf, stream, err);
 }
 
 static const pile__comm_ops dev_ops = {
@@ -354,7 +383,8 @@ static void rank_main(void *arg)
     pile_optim *opt = NULL;
     if (cfg->ext) comm = cfg->ext;
     else if (cfg->world) TRY(pile__comm_open_ops(&comm, cfg->device ? &dev_ops : &team_ops, NULL, err));
-    if (cfg->overlap && comm != cfg->ext) TRY(pile_comm_thread_start(comm, err));
+    /* on device memory the optimizer overlaps on the comm stream (no thread), as the trainer does */
+    if (cfg->overlap && comm != cfg->ext && !cfg->device) TRY(pile_comm_thread_start(comm, err));
     TRY(pile_backend_open(&be, cfg->device ? "devsim" : "cpu", 1, err));
     if (cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
     if (cfg->offload) TRY(pile_backend_open(&off, "cpu", 1, err));
@@ -364,7 +394,8 @@ static void rank_main(void *arg)
     TRY(pile_model_create(&m, be, &mc, mb, T, err));
     pile_model_init(m, 3);
     pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
-    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket, cfg->offload == 2, cfg->no_prefetch ? 0 : SIZE_MAX};
+    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket, cfg->offload == 2, cfg->no_prefetch ? 0 : SIZE_MAX,
+                         cfg->overlap};
     TRY(pile_optim_create_zero(&opt, m, &ac, &z, err));
     int64_t tokens = 0;
     for (int i = 0; i < ROWS * T; i++) tokens += g_targets[i] >= 0;
@@ -833,12 +864,14 @@ int main(int argc, char **argv)
                 printf("# %.0f%% of the gradient bytes handed over during the backward\n",
                        100.0 * (double)g_overlap / (STEPS * per_step));
                 if (W == 2 || d.stage == 0) ASSERT(g_overlap > 0);
-                /* device memory: the buckets packed and landed on the
-                 * caller's thread, the thread only reducing */
+                /* device memory: no thread, the buckets reduced on the
+                 * comm stream as the backward produces them, packed and
+                 * landed by the caller */
                 d.device = 1;
                 exact(NAME("%d devsim ranks, stage %d%s, overlapped: the blocking run's steps bit for bit", W,
                            d.stage, where[d.offload]),
                       &d, blocking);
+                if (W == 2 || d.stage == 0) ASSERT(g_overlap > 0);
                 d.device = 0;
                 d.overlap = 0;
             } else {
@@ -891,7 +924,7 @@ int main(int argc, char **argv)
         pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
         pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
         if (pile_backend_open(&be, "cpu", 1, &err) == 0 && pile_model_create(&m, be, &mc, 1, T, &err) == 0) {
-            pile_optim_zero z = {4, NULL, NULL, 0, 0, 0};
+            pile_optim_zero z = {4, NULL, NULL, 0, 0, 0, 0};
             ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
             ASSERT(o == NULL);
             ASSERT(strstr(err.msg, "stage 4") != NULL);

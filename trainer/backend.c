@@ -388,6 +388,21 @@ void pile_backend_stage_wait(pile_backend *be)
     be->stage_used = 0;
 }
 
+void *pile_backend_comm_stream(pile_backend *be)
+{
+    return be->iface->comm_stream ? be->iface->comm_stream(be) : NULL;
+}
+
+void pile_backend_comm_wait_compute(pile_backend *be)
+{
+    if (be->iface->comm_wait_compute && !be->failed) be->iface->comm_wait_compute(be);
+}
+
+void pile_backend_compute_wait_comm(pile_backend *be)
+{
+    if (be->iface->compute_wait_comm && !be->failed) be->iface->compute_wait_comm(be);
+}
+
 void pile_backend_download(pile_backend *be, void *host_dst, pile_tensor src, size_t n)
 {
     if (!mem_arg(be, "download", "src", src, n) || !n) return;

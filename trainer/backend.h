@@ -283,6 +283,55 @@ void pile_backend_stage_upload(pile_backend *be, pile_tensor dst, const void *ho
  * op queue waits for its copy queue there, without the CPU waiting). */
 void pile_backend_stage_wait(pile_backend *be);
 
+/* The communication stream: where a device communicator's tensor calls
+ * (comm/comm.h, their `stream`) run beside the ops, so that a bucket's
+ * reduction overlaps the backward of the layers below it. Ops and
+ * communication are ordered only by the two calls below, neither of which
+ * makes the host wait:
+ *  - pile_backend_comm_wait_compute: the communication given from now on
+ *    runs after the ops queued so far (its inputs written by them, its
+ *    outputs no longer read by them);
+ *  - pile_backend_compute_wait_comm: the ops queued from now on run after
+ *    the communication given so far (they see its outputs, and may
+ *    overwrite its inputs).
+ * So between a call and the first compute_wait_comm after it, no op may
+ * read the call's outputs or write its inputs. pile_backend_sync waits
+ * for the communication too (on cuda), but does not order it: only
+ * compute_wait_comm does. Freeing a tensor orders the ops queued after it
+ * behind the communication given so far (the memory may be handed out
+ * again).
+ *
+ * pile_backend_comm_stream: an opaque handle for the tensor calls of the
+ * backend's device communicator (pile_backend_device_comm): a
+ * cudaStream_t of its own on cuda; on the devsim backends the queue of
+ * the "devsim" communicator (below); NULL on the CPU, whose memory is the
+ * host's (host communicators finish every call before returning, and the
+ * two calls do nothing). Lives as long as the backend.
+ *
+ * The devsim backends hold communication to the latest a device may: a
+ * tensor call given their stream is queued, not made; its outputs are
+ * poisoned (NaN) at once, and its inputs read only when it runs, at the
+ * next compute_wait_comm (or when a tensor is freed). So a result read
+ * before compute_wait_comm, or an input overwritten before it, gives other
+ * bits than the cpu backend. (A missing comm_wait_compute they cannot
+ * show: their ops are done when called.) */
+void *pile_backend_comm_stream(pile_backend *be);
+void pile_backend_comm_wait_compute(pile_backend *be);
+void pile_backend_compute_wait_comm(pile_backend *be);
+/* The devsim stream's queue (for the "devsim" communicator and tests):
+ * queues fn(arg) on `stream` (pile_backend_comm_stream of a devsim
+ * backend), arg copied (arg_bytes). The call writes out[0..out_bytes) and
+ * reads in[0..in_bytes), host addresses (untagged): out is poisoned now;
+ * where in and out overlap (a call in place), those bytes are kept now
+ * and put back just before fn runs, so that the call reads them as they
+ * were, unless something wrote there in between. fn's failure becomes
+ * the backend's sticky error ("comm: ..."), and the queue's later calls
+ * are not made. PILE_EINVAL for a stream that is not a devsim backend's,
+ * PILE_ENOMEM. */
+typedef int (*pile_backend_devsim_fn)(void *arg, pile_err *err);
+int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const void *arg, size_t arg_bytes,
+                                void *out, size_t out_bytes, const void *in, size_t in_bytes, pile_err *err);
+
 /* dst[0..n) = src[0..n), one dtype, both in this backend, not overlapping. */
 void pile_backend_copy(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n);
 void pile_backend_zero(pile_backend *be, pile_tensor t, size_t n);

@@ -26,18 +26,21 @@ struct pile_optim {
     int own_gshard;
     pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
     pile_tensor staging;    /* offload with 16-bit parameters: the shard converted in obe before it goes up */
-    pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be), twice when split */
+    pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be), twice with streams */
     float *add_host;        /* add_f32's host staging: a bucket of each side not in host memory, where needed */
     /* the gradients reduced while the backward runs (pile_optim_begin_backward) */
     int last;               /* the current backward is the step's last micro-batch's */
-    /* split (device memory with the comm's thread, from stage 1): the
-     * backend is not called on the thread, so the caller packs a bucket
-     * into one of two slots before its job and lands it in the shard after
-     * (reduce_bucket's phases); per slot, the bucket in flight there */
-    int split;
+    /* streams (a device communicator): the collectives run on the model
+     * backend's comm stream (pile_backend_comm_stream), ordered against
+     * its ops by pile_backend_comm_wait_compute / _compute_wait_comm, the
+     * host waiting for neither; from stage 1 the caller packs a bucket
+     * into one of two slots before its reduce and lands it in the shard
+     * after (reduce_bucket's phases); per slot, the bucket in flight there */
+    int streams;
+    void *stream; /* the comm stream; NULL without streams */
+    int overlap;  /* buckets reduced while the backward runs: on the comm's thread, or on the stream */
     struct {
         size_t k0, b;
-        uint64_t ticket;
         int busy;
     } slot[2];
     int next_slot;
@@ -50,7 +53,7 @@ struct pile_optim {
     pile_tensor cshard;
     pile_tensor unit_buf[2];
     int unit_in[2];         /* the unit each holds (or is being gathered into it); -1 none */
-    uint64_t unit_ticket[2];/* the gather into each still in flight on the comm's thread; 0 none */
+    uint64_t unit_ticket[2];/* the gather into each still in flight: the comm's thread's ticket, 1 on the stream; 0 none */
     int last_unit;          /* the unit the model asked for last */
     size_t prefetch;        /* units of at most this many parameters are gathered ahead */
     uint64_t comm_bytes;    /* payload of the collectives issued (see pile_optim_comm_bytes) */
@@ -137,7 +140,7 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
         ok = o->staging.data != NULL;
     }
     if (ok && o->bucket) {
-        o->bucket_buf = pile_backend_alloc(o->be, PILE_DTYPE_F32, (o->split ? 2 : 1) * w * o->bucket);
+        o->bucket_buf = pile_backend_alloc(o->be, PILE_DTYPE_F32, (o->streams ? 2 : 1) * w * o->bucket);
         ok = o->bucket_buf.data != NULL;
     }
     if (!ok) return PILE_ENOMEM;
@@ -178,7 +181,7 @@ static int broadcast_unit(pile_comm *c, void *ctx, const size_t arg[3], pile_err
         unit_piece(o, u, q, &a, &b);
         if (a < b)
             PILE_FORWARD_IF_ERR(pile_comm_broadcast(c, pile_tensor_slice(buf, a - first, b - a).data, b - a,
-                                                    comm_dtype(buf.dtype), q, NULL, err));
+                                                    comm_dtype(buf.dtype), q, o->stream, err));
     }
     return 0;
 }
@@ -189,6 +192,10 @@ static int unit_claim(pile_optim *o, int k, pile_err *err)
     const uint64_t t = o->unit_ticket[k];
     if (!t) return 0;
     o->unit_ticket[k] = 0;
+    if (o->streams) {
+        pile_backend_compute_wait_comm(o->be); /* gathered before the model reads it */
+        return 0;
+    }
     const int rc = pile_comm_wait(o->comm, t, err);
     if (rc < 0) o->unit_in[k] = -1;
     return rc;
@@ -214,15 +221,20 @@ static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
         else PILE_FORWARD_IF_ERR(pile_tensor_copy(piece, src, b - a, err));
     }
     /* the piece written, and the unit k held before read by the model's
-     * last ops, before the thread touches the buffer */
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+     * last ops, before the communication touches the buffer */
+    if (o->streams) pile_backend_comm_wait_compute(o->be);
+    else PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
     for (int q = 0; q < o->world; q++) {
         unit_piece(o, u, q, &a, &b);
         if (a < b) o->comm_bytes += (b - a) * pile_dtype_size(buf.dtype);
     }
-    if (o->comm)
+    if (o->streams) {
+        PILE_FORWARD_IF_ERR(broadcast_unit(o->comm, o, (const size_t[3]){(size_t)u, (size_t)k, 0}, err));
+        o->unit_ticket[k] = 1;
+    } else if (o->comm) {
         PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, broadcast_unit, o, (size_t)u, (size_t)k, 0,
                                              &o->unit_ticket[k], err));
+    }
     o->unit_in[k] = u;
     return 0;
 }
@@ -270,7 +282,7 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(!(cfg->eps >= 0.0f) || !(cfg->weight_decay >= 0.0f), err, PILE_EINVAL,
                    "invalid AdamW eps %g or weight decay %g: must be >= 0", (double)cfg->eps,
                    (double)cfg->weight_decay);
-    const pile_optim_zero none = {0, NULL, NULL, 0, 0, 0};
+    const pile_optim_zero none = {0, NULL, NULL, 0, 0, 0, 0};
     if (!z) z = &none;
     pile_backend *be = pile_model_backend(model);
     PILE_RETURN_IF(z->stage < 0 || z->stage > 3, err, PILE_EINVAL, "ZeRO stage %d: must be 0 to 3", z->stage);
@@ -304,7 +316,9 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     o->prefetch = z->prefetch_elems;
     o->comm = z->comm;
     o->stage = z->stage;
-    o->split = comm_device && z->stage > 0 && pile_comm_threaded(z->comm);
+    o->streams = comm_device;
+    o->stream = comm_device ? pile_backend_comm_stream(be) : NULL;
+    o->overlap = z->comm && (pile_comm_threaded(z->comm) || (o->streams && z->overlap));
     o->rank = z->comm ? pile_comm_rank(z->comm) : 0;
     o->world = z->comm ? pile_comm_world_size(z->comm) : 1;
     o->cfg = *cfg;
@@ -349,6 +363,7 @@ void pile_optim_free(pile_optim *o)
     /* no job of the comm's thread may still read or write what is freed
      * here (a failed queue runs none: its error was the caller's) */
     if (o->comm) pile_comm_drain(o->comm, NULL);
+    if (o->streams) pile_backend_compute_wait_comm(o->be);
     pile_model_set_grad_hook(o->model, NULL, NULL);
     pile_loss_scaler_free(o->scaler);
     free(o->add_host);
@@ -477,7 +492,7 @@ static int add_needs_host(const pile_optim *o)
  * (be). On the host where both are host memory (on the comm's thread
  * too), else a backend add where the device can, else through
  * o->add_host; those two call a backend, so only on the caller's thread
- * (split, or no thread). */
+ * (streams, or no thread). */
 static int add_f32(pile_optim *o, pile_tensor dst, pile_tensor src, size_t n, pile_err *err)
 {
     const int dh = pile_backend_host_memory(dst.be), sh = pile_backend_host_memory(src.be);
@@ -547,10 +562,10 @@ static pile_tensor bucket_mine(const pile_optim *o, int s, size_t b)
  *  - land: the rank's reduced piece into its gradient shard, added at
  *    stages 2 and 3 (the micro-batches' sum), copied at stage 1.
  * Where the comm's thread works on host memory it runs all three (the
- * copies and adds by hand, no backend call); where it works on a
- * device's (split) it runs the reduce only and the caller packs and
- * lands, since the backend is not to be called on the thread; without
- * the thread all three run on the caller's. */
+ * copies and adds by hand, no backend call); with streams (device
+ * memory) the caller packs, enqueues the reduce on the comm stream and
+ * lands it once the ops wait for it (submit_stream); without either all
+ * three run on the caller's thread. */
 static int pack_bucket(pile_optim *o, int s, size_t k0, size_t b, pile_err *err)
 {
     const size_t w = (size_t)o->world;
@@ -571,14 +586,14 @@ static int land_bucket(pile_optim *o, int s, size_t k0, size_t b, pile_err *err)
 /* A job (comm.h): bucket [arg[0], arg[0] + arg[1]) reduced over the
  * ranks (c NULL: one rank): allreduced at stage 0; from stage 1 the
  * phases above, all three for arg[2] 0, the reduce of slot arg[2] - 1
- * alone otherwise (split). */
+ * alone otherwise (streams). */
 static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
 {
     pile_optim *o = ctx;
     const size_t k0 = arg[0], b = arg[1];
     if (o->stage == 0)
-        return pile_comm_allreduce(c, pile_tensor_slice(o->grads, k0, b).data, b, PILE_COMM_F32, PILE_COMM_SUM, NULL,
-                                   err);
+        return pile_comm_allreduce(c, pile_tensor_slice(o->grads, k0, b).data, b, PILE_COMM_F32, PILE_COMM_SUM,
+                                   o->stream, err);
     const int s = arg[2] ? (int)arg[2] - 1 : 0;
     if (!arg[2]) PILE_FORWARD_IF_ERR(pack_bucket(o, s, k0, b, err));
     const pile_tensor mine = bucket_mine(o, s, b);
@@ -586,33 +601,38 @@ static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err 
     const pile_tensor all = o->bucket ? bucket_piece(o, s, 0, w * b) : o->grads;
     if (c)
         PILE_FORWARD_IF_ERR(pile_comm_reduce_scatter(c, mine.data, all.data, o->bucket ? w * b : o->padded,
-                                                     PILE_COMM_F32, PILE_COMM_SUM, NULL, err));
+                                                     PILE_COMM_F32, PILE_COMM_SUM, o->stream, err));
     return arg[2] ? 0 : land_bucket(o, s, k0, b, err);
 }
 
-/* Split: waits for the bucket in flight in slot s, if any, and lands it. */
+/* Streams: the bucket in flight in slot s, if any, landed once the ops
+ * wait for its reduce. */
 static int land_slot(pile_optim *o, int s, pile_err *err)
 {
     if (!o->slot[s].busy) return 0;
     o->slot[s].busy = 0;
-    PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->slot[s].ticket, err));
+    pile_backend_compute_wait_comm(o->be);
     return land_bucket(o, s, o->slot[s].k0, o->slot[s].b, err);
 }
 
-/* Split: bucket [k0, k0 + b) packed into the next slot (once the bucket
- * before in that slot has landed) and its reduce submitted: two buckets
- * in flight at most. */
-static int submit_split(pile_optim *o, size_t k0, size_t b, pile_err *err)
+/* Streams: bucket [k0, k0 + b) reduced on the comm stream once the ops
+ * that wrote it are done; from stage 1 packed first into the next slot
+ * (once the bucket before in that slot has landed): two buckets in flight
+ * at most. Stage 0 reduces in place, waited for by finish_buckets. */
+static int submit_stream(pile_optim *o, size_t k0, size_t b, pile_err *err)
 {
+    if (o->stage == 0) {
+        pile_backend_comm_wait_compute(o->be);
+        return reduce_bucket(o->comm, o, (const size_t[3]){k0, b, 0}, err);
+    }
     const int s = o->next_slot;
     o->next_slot ^= 1;
     PILE_FORWARD_IF_ERR(land_slot(o, s, err));
     PILE_FORWARD_IF_ERR(pack_bucket(o, s, k0, b, err));
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* packed before the thread's communicator reads it */
-    PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, reduce_bucket, o, k0, b, (size_t)s + 1, &o->ticket, err));
+    pile_backend_comm_wait_compute(o->be);
+    PILE_FORWARD_IF_ERR(reduce_bucket(o->comm, o, (const size_t[3]){k0, b, (size_t)s + 1}, err));
     o->slot[s].k0 = k0;
     o->slot[s].b = b;
-    o->slot[s].ticket = o->ticket;
     o->slot[s].busy = 1;
     return 0;
 }
@@ -631,7 +651,7 @@ static int submit_buckets(pile_optim *o, size_t final, pile_err *err)
         const size_t k0 = --o->left * span, b = total - k0 < span ? total - k0 : span;
         o->comm_bytes += o->stage == 0 ? 2 * b * 4 /* a ring allreduce: a reduce-scatter and an all-gather */
                                        : (size_t)o->world * b * 4;
-        if (o->split) PILE_FORWARD_IF_ERR(submit_split(o, k0, b, err));
+        if (o->streams) PILE_FORWARD_IF_ERR(submit_stream(o, k0, b, err));
         else if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, reduce_bucket, o, k0, b, 0, &o->ticket, err));
         else PILE_FORWARD_IF_ERR(reduce_bucket(NULL, o, (const size_t[3]){k0, b, 0}, err));
     }
@@ -643,25 +663,30 @@ static int submit_buckets(pile_optim *o, size_t final, pile_err *err)
  * landed), and the next round set up. */
 static int finish_buckets(pile_optim *o, pile_err *err)
 {
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* the backward's results, before the host reads them */
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+    if (!o->streams) { /* the backward's results, before the host (or the comm's thread) reads them */
+        PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+        PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+    }
     PILE_FORWARD_IF_ERR(submit_buckets(o, 0, err));
-    if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->ticket, err));
+    if (o->streams) pile_backend_compute_wait_comm(o->be);
+    else if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->ticket, err));
     for (int k = 0; k < 2; k++) PILE_FORWARD_IF_ERR(land_slot(o, o->next_slot ^ k, err)); /* the older first */
     o->left = bucket_count(o);
     return 0;
 }
 
-/* The model's gradient hook (model.h): with the comm's thread, the
- * buckets that unit's end made final go to it while the backward goes on
- * (every backward from stage 2, the step's last below). */
+/* The model's gradient hook (model.h): with overlap, the buckets that
+ * unit's end made final go to the comm's thread, or to the comm stream,
+ * while the backward goes on (every backward from stage 2, the step's
+ * last below). */
 static int grads_ready(void *ctx, int unit, pile_err *err)
 {
     pile_optim *o = ctx;
-    if (!o->comm || !pile_comm_threaded(o->comm) || (o->stage < 2 && !o->last)) return 0;
+    if (!o->overlap || (o->stage < 2 && !o->last)) return 0;
     size_t first = 0, count;
     if (unit > 0) pile_model_unit_range(o->model, unit, &first, &count);
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err)); /* its gradients written before the thread reads them */
+    /* its gradients written before the thread reads them (the stream waits by itself) */
+    if (!o->streams) PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
     return submit_buckets(o, first, err);
 }
 
@@ -732,10 +757,12 @@ int pile_optim_update_model(pile_optim *o, pile_err *err)
     } else {
         PILE_FORWARD_IF_ERR(pile_tensor_copy(mine, o->master, o->shard, err));
     }
-    PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+    if (o->streams) pile_backend_comm_wait_compute(o->be);
+    else PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
     if (o->comm)
         PILE_FORWARD_IF_ERR(pile_comm_all_gather(o->comm, o->gather.data, mine.data, o->padded,
-                                                 comm_dtype(o->gather.dtype), NULL, err));
+                                                 comm_dtype(o->gather.dtype), o->stream, err));
+    if (o->streams) pile_backend_compute_wait_comm(o->be);
     o->comm_bytes += o->padded * pile_dtype_size(o->gather.dtype);
     pile_backend_convert(o->be, params, o->gather, o->n);
     return pile_backend_sync(o->be, err);

@@ -56,25 +56,32 @@ typedef struct pile_optim pile_optim;
  *    (prefetch) when it has at most prefetch_elems parameters. offload_param keeps the parameter shard in the offload
  *    backend (which must emulate what the model's does).
  * Overlap: when the communicator has its thread (comm.h,
- * pile_comm_thread_start) the gradients are reduced in buckets while the
+ * pile_comm_thread_start; host memory), or works on device memory with
+ * `overlap` set (streams, below), the gradients are reduced in buckets while the
  * backward computes the layers below them: the model tells the optimizer
  * as each unit's gradients are final (pile_model_set_grad_hook), and the
- * buckets all of whose elements are then final go to the thread, during
+ * buckets all of whose elements are then final go to the thread (or the
+ * comm stream), during
  * the step's last backward at stages 0 and 1 (pile_optim_begin_backward
  * says which that is) and every backward at stages 2 and 3; the step
  * waits for them all before the norm (pile_optim_reduce_gradients, or
  * pile_optim_backward_done at stages 2 and 3). At stage 3 the next unit's
- * gathers run on the thread while the model computes on the current one.
+ * gathers run on the thread (or the stream) while the model computes on
+ * the current one.
  * The buckets are the same with and without the thread (fixed by
  * bucket_elems and the flat layout), and so is each bucket's reduction,
  * element by element: the results are the same bits either way. Without
  * the thread every collective finishes where it is issued, at the end of
- * the backward. On a communicator of device memory ("nccl", "devsim")
- * the backend is not called on the thread: from stage 1 the caller
- * packs each bucket before its job and adds (or copies) it into the
- * shard after it, two buckets in flight at most, and the thread only
- * reduces (stage 0's allreduces and stage 3's gathers are nothing but
- * collectives there). Stage 0 buckets are consecutive ranges of world x
+ * the backward. Streams: on a communicator of device memory ("nccl",
+ * "devsim") every collective is enqueued on the model backend's comm
+ * stream (pile_backend_comm_stream) after pile_backend_comm_wait_compute
+ * (its input written), and the ops wait for it
+ * (pile_backend_compute_wait_comm) right before the first that reads its
+ * result: the host waits for neither, so the collectives overlap the
+ * compute without the thread (the optimizer uses no job of the thread
+ * there). From stage 1 the caller packs each bucket into one of two slots
+ * before its reduce and adds (or copies) it into the shard after it, two
+ * buckets in flight at most. Stage 0 buckets are consecutive ranges of world x
  * bucket_elems elements; from stage 1 bucket k holds every rank's k-th
  * piece of its shard, so it is final only once the backward has passed
  * rank 0's piece: the embeddings, which the backward finishes last, keep
@@ -97,6 +104,7 @@ typedef struct pile_optim_zero {
     size_t bucket_elems;    /* gradient bucket per rank, elements (stage 0: of the allreduce); 0: one bucket */
     int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
     size_t prefetch_elems;  /* stage 3: a unit of at most this many parameters is gathered ahead */
+    int overlap;            /* device memory (streams): reduce buckets during the backward (see Overlap) */
 } pile_optim_zero;
 
 /* What the optimizer owns, in its backend (the model's, today), each one
@@ -187,8 +195,8 @@ int pile_optim_shards(const pile_optim *o);
  * 2 at stages 0 to 2, about 3 at stage 3. */
 uint64_t pile_optim_comm_bytes(const pile_optim *o);
 /* Of those, the gradient buckets' bytes handed to the communicator's
- * thread while the backward still had layers to compute: how much of the
- * reduction could overlap it (0 without the thread). */
+ * thread (or comm stream) while the backward still had layers to compute:
+ * how much of the reduction could overlap it (0 without overlap). */
 uint64_t pile_optim_overlap_bytes(const pile_optim *o);
 
 /* Zeroes the gradients: where a step's sum over micro-batches starts. */

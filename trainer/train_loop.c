@@ -1330,8 +1330,11 @@ static int open_comm(trainer *t, const pile_comm_env *env, pile_err *err)
     t->world = pile_comm_world_size(t->comm);
     t->local_rank = env->local_rank;
     t->local_world = env->local_world_size;
-    /* from here every call goes through the thread (comm.h), in order */
-    if (t->cfg->overlap_comm && t->world > 1) PILE_FORWARD_IF_ERR(pile_comm_thread_start(t->comm, err));
+    /* from here every call goes through the thread (comm.h), in order; a
+     * communicator of device memory overlaps on the backend's comm stream
+     * instead (optim.h, streams), which needs no thread */
+    if (t->cfg->overlap_comm && t->world > 1 && !pile_comm_device_memory(t->comm))
+        PILE_FORWARD_IF_ERR(pile_comm_thread_start(t->comm, err));
     return 0;
 }
 
@@ -1454,7 +1457,8 @@ static int open_state(trainer *t, const pile_train_config *c, const pile_model_c
     /* ZeRO: the collectives of one rank are identities, so the
      * communicator is handed over only when there are others */
     pile_optim_zero zc = {c->zero_stage, pile_comm_world_size(t->comm) > 1 ? t->comm : NULL, NULL,
-                          (size_t)c->reduce_bucket_size, c->offload_param, (size_t)c->stage3_prefetch_bucket_size};
+                          (size_t)c->reduce_bucket_size, c->offload_param, (size_t)c->stage3_prefetch_bucket_size,
+                          c->overlap_comm};
     /* offload_param alone offloads the optimizer too (the planner's "all") */
     if (c->offload_optimizer || c->offload_param) {
         PILE_FORWARD_IF_ERR(pile_backend_open(&t->offload, "cpu", pile_backend_threads(t->be), err));

@@ -48,8 +48,12 @@
  *    a host buffer handed to "nccl" would be garbage to it. They are
  *    forwarded, untagged, to the job's host communicator ("mpi" or
  *    "tcp", pile_comm_auto_name), which carries the scalars, the barrier
- *    and broadcast_bytes too, as "nccl"'s bootstrap does; streams are
- *    ignored (every call is finished at return). pile_comm_open_auto
+ *    and broadcast_bytes too, as "nccl"'s bootstrap does. A call given
+ *    a devsim backend's comm stream (pile_backend_comm_stream) is queued
+ *    there and made only when the backend's ops are made to wait for the
+ *    stream, its outputs poisoned until then (backend.h), so that a
+ *    missing or misplaced ordering changes the bits; a call given no
+ *    stream is finished at return. pile_comm_open_auto
  *    takes it with opt->device_comm, which the trainer takes from its
  *    backend (pile_backend_device_comm: "devsim" on the devsim backends).
  *
@@ -218,10 +222,13 @@ void pile_comm_partition(const pile_comm *c, size_t n, size_t *offset, size_t *c
 
 /* ---------------------------------------------------------- tensors
  * `stream`: where an implementation with streams enqueues the call
- * ("nccl": a cudaStream_t of its device; the call returns once enqueued
- * and completes in the stream's order. NULL: after all the work given to
- * the device so far, finished when the call returns). "single", "mpi"
- * and "tcp" finish before returning and ignore it. */
+ * ("nccl": a cudaStream_t of its device, the backend's comm stream
+ * (pile_backend_comm_stream); the call returns once enqueued and
+ * completes in the stream's order, which the caller orders against its
+ * ops with pile_backend_comm_wait_compute / _compute_wait_comm. NULL:
+ * after all the work given to the device so far, finished when the call
+ * returns). "devsim" queues it on a devsim backend's stream. "single",
+ * "mpi" and "tcp" finish before returning and ignore it. */
 
 /* buf[0..count) = op over all ranks of each rank's buf, in place. dt must
  * be PILE_COMM_F32. */

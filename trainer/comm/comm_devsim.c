@@ -7,7 +7,11 @@
  * untagged and the call made on the job's host communicator ("mpi" or
  * "tcp", pile_comm_auto_name, the one "nccl" bootstraps over), which
  * also carries the scalars, broadcast_bytes and the barrier, as it does
- * for "nccl". Streams are ignored: every call is finished at return. */
+ * for "nccl". A call given a stream (a devsim backend's comm stream,
+ * pile_backend_comm_stream) is queued there and made when the backend's
+ * ops are made to wait for the stream, as "nccl"'s would complete on a
+ * GPU at the latest (backend.h says how the devsim backends hold it); a
+ * call given none is made at once. */
 #include "backend.h"
 #include "comm_internal.h"
 
@@ -41,42 +45,73 @@ static int device(const char *what, const void *p, void **host, pile_err *err)
     return 0;
 }
 
+/* A tensor call on the host communicator, made now (no stream) or
+ * queued on the devsim backend's comm stream (backend.h), which makes it
+ * when the ops are made to wait for the stream, as a device would. */
+typedef enum kind { ALLREDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST } kind;
+
+typedef struct call {
+    kind k;
+    pile_comm *host;
+    void *out;
+    const void *in;
+    size_t count;
+    pile_comm_dtype dt;
+    pile_comm_op op;
+    int root;
+} call;
+
+static int make(void *arg, pile_err *err)
+{
+    const call *c = arg;
+    switch (c->k) {
+    case ALLREDUCE: return pile_comm_allreduce(c->host, c->out, c->count, c->dt, c->op, NULL, err);
+    case REDUCE_SCATTER: return pile_comm_reduce_scatter(c->host, c->out, c->in, c->count, c->dt, c->op, NULL, err);
+    case ALL_GATHER: return pile_comm_all_gather(c->host, c->out, c->in, c->count, c->dt, NULL, err);
+    case BROADCAST: return pile_comm_broadcast(c->host, c->out, c->count, c->dt, c->root, NULL, err);
+    }
+    return pile_err_set(err, PILE_EINVAL, "unknown collective");
+}
+
+static int submit(call *c, void *stream, const char *what, void *out, const void *in, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(device(what, out, &c->out, err));
+    void *i;
+    PILE_FORWARD_IF_ERR(device(what, in, &i, err));
+    c->in = i;
+    if (!stream) return make(c, err);
+    const size_t es = pile_comm_dtype_size(c->dt), w = (size_t)pile_comm_world_size(c->host);
+    const size_t out_n = c->k == REDUCE_SCATTER ? c->count / w : c->count;
+    const size_t in_n = c->k == ALL_GATHER ? c->count / w : c->count;
+    return pile_backend_devsim_enqueue(stream, make, c, sizeof *c, c->out, out_n * es, c->in, in_n * es, err);
+}
+
 static int devsim_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
                             pile_err *err)
 {
-    (void)stream;
-    void *b;
-    PILE_FORWARD_IF_ERR(device("allreduce", buf, &b, err));
-    return pile_comm_allreduce(impl, b, count, dt, op, NULL, err);
+    call c = {ALLREDUCE, impl, NULL, NULL, count, dt, op, 0};
+    return submit(&c, stream, "allreduce", buf, buf, err);
 }
 
 static int devsim_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
                                  pile_comm_op op, void *stream, pile_err *err)
 {
-    (void)stream;
-    void *o, *i;
-    PILE_FORWARD_IF_ERR(device("reduce-scatter", out, &o, err));
-    PILE_FORWARD_IF_ERR(device("reduce-scatter", in, &i, err));
-    return pile_comm_reduce_scatter(impl, o, i, count, dt, op, NULL, err);
+    call c = {REDUCE_SCATTER, impl, NULL, NULL, count, dt, op, 0};
+    return submit(&c, stream, "reduce-scatter", out, in, err);
 }
 
 static int devsim_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
                              pile_err *err)
 {
-    (void)stream;
-    void *o, *i;
-    PILE_FORWARD_IF_ERR(device("all-gather", out, &o, err));
-    PILE_FORWARD_IF_ERR(device("all-gather", in, &i, err));
-    return pile_comm_all_gather(impl, o, i, count, dt, NULL, err);
+    call c = {ALL_GATHER, impl, NULL, NULL, count, dt, PILE_COMM_SUM, 0};
+    return submit(&c, stream, "all-gather", out, in, err);
 }
 
 static int devsim_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
                             pile_err *err)
 {
-    (void)stream;
-    void *b;
-    PILE_FORWARD_IF_ERR(device("broadcast", buf, &b, err));
-    return pile_comm_broadcast(impl, b, count, dt, root, NULL, err);
+    call c = {BROADCAST, impl, NULL, NULL, count, dt, PILE_COMM_SUM, root};
+    return submit(&c, stream, "broadcast", buf, buf, err);
 }
 
 static int devsim_allreduce_f64(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err)

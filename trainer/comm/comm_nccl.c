@@ -27,10 +27,14 @@
  * the operation and the rank; each rank's own watchdog does the same,
  * so every rank exits non-zero, none hangs.
  *
- * A tensor call given no stream (NULL) is ordered after all the work
- * given to the device so far (cudaDeviceSynchronize), runs on a stream of
- * the communicator's own and is finished when it returns, as the host
- * communicators' calls are: the optimizer's calls today. */
+ * The optimizer gives its collectives the cuda backend's comm stream
+ * (pile_backend_comm_stream), which it orders against the compute stream
+ * with events (pile_backend_comm_wait_compute / _compute_wait_comm): the
+ * call returns once enqueued, and the watchdog polls its event there. A
+ * tensor call given no stream (NULL: the checkpoints' gathers) is ordered
+ * after all the work given to the device so far (cudaDeviceSynchronize),
+ * runs on a stream of the communicator's own and is finished when it
+ * returns, as the host communicators' calls are. */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 #include <stdio.h>

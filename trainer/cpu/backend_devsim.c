@@ -32,6 +32,17 @@ typedef struct staged_copy {
     size_t offset, bytes;
 } staged_copy;
 
+/* A tensor call queued on the comm stream (see "the comm stream" below):
+ * fn(arg), and the bytes of its input it overlaps its output with, kept
+ * at enqueue (keep, to be put back at keep_at). */
+typedef struct comm_call {
+    pile_backend_devsim_fn fn;
+    void *arg;
+    unsigned char *keep;
+    void *keep_at;
+    size_t keep_bytes;
+} comm_call;
+
 typedef struct devsim_ctx {
     pile_backend cpu; /* the inner CPU backend: its ops do the work */
     int native16;     /* devsim16: compute tensors of bf16 / f16 storage */
@@ -40,6 +51,8 @@ typedef struct devsim_ctx {
     unsigned char *pinned;
     staged_copy *copies; /* room for one group's: at most pinned's bytes / 256 */
     size_t n_copies;
+    comm_call *calls; /* the comm stream's queue, in the order given */
+    size_t n_calls, cap_calls;
 } devsim_ctx;
 
 static pile_backend *inner(const pile_backend *be)
@@ -76,10 +89,14 @@ static int devsim_probe(pile_err *err)
     return 0;
 }
 
+static void drop_calls(devsim_ctx *d, size_t from);
+
 static void devsim_close(pile_backend *be)
 {
     devsim_ctx *d = be->ctx;
     pile_backend *c = inner(be);
+    drop_calls(d, 0);
+    free(d->calls);
     if (c->iface) c->iface->close(c);
     free(d->pinned);
     free(d->copies);
@@ -101,14 +118,16 @@ static void *devsim_alloc(pile_backend *be, size_t bytes)
 }
 
 static void land_copies(pile_backend *be);
+static void run_calls(pile_backend *be);
 
 static void devsim_free(pile_backend *be, void *p)
 {
     pile_backend *c = inner(be);
-    /* a device's staged copy into the block may still run: the ops after
-     * the free wait for the copies (the CUDA backend's free does), so they
-     * land now, before the memory can be handed out again */
+    /* a device's staged copy or collective into the block may still run:
+     * the ops after the free wait for them (the CUDA backend's free does),
+     * so they land now, before the memory can be handed out again */
     land_copies(be);
+    run_calls(be);
     c->iface->free(c, tag(p));
 }
 
@@ -198,6 +217,91 @@ static void land_copies(pile_backend *be)
 static void devsim_stage_wait(pile_backend *be)
 {
     land_copies(be);
+}
+
+/* ------------------------------------------------------ the comm stream
+ * What a device's communication stream allows, at its latest (backend.h):
+ * a tensor call given the stream (the "devsim" communicator's, or a
+ * test's) is queued with its arguments; its outputs are poisoned at once
+ * (NaN in every float dtype), since a collective in flight may have
+ * written part of them; it runs, reading its inputs then, only when the
+ * ops are made to wait for the stream (compute_wait_comm) or a tensor is
+ * freed. Where it works in place, the input bytes under its output are
+ * kept at enqueue and put back when it runs: what the caller wrote there
+ * in between is lost, as a device's collective would have overwritten it.
+ * The stream's handle is the backend itself, tagged as a tensor's
+ * address is (no host code may use it but pile_backend_devsim_enqueue). */
+
+static const pile_backend_i devsim_iface;
+
+static void *devsim_comm_stream(pile_backend *be)
+{
+    return tag(be);
+}
+
+static void devsim_comm_wait_compute(pile_backend *be)
+{
+    (void)be; /* every op is done when called: the stream sees it */
+}
+
+static void drop_calls(devsim_ctx *d, size_t from)
+{
+    for (size_t i = from; i < d->n_calls; i++) {
+        free(d->calls[i].arg);
+        free(d->calls[i].keep);
+    }
+    d->n_calls = 0;
+}
+
+/* The queued calls in order; after a failure the rest are dropped. */
+static void run_calls(pile_backend *be)
+{
+    devsim_ctx *d = be->ctx;
+    size_t i = 0;
+    for (; i < d->n_calls && !be->failed; i++) {
+        comm_call *k = &d->calls[i];
+        if (k->keep) memcpy(k->keep_at, k->keep, k->keep_bytes);
+        pile_err e;
+        const int rc = k->fn(k->arg, &e);
+        if (rc < 0) pile__backend_fail(be, rc, "comm", "%s", e.msg);
+        free(k->arg);
+        free(k->keep);
+    }
+    drop_calls(d, i);
+}
+
+int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const void *arg, size_t arg_bytes,
+                                void *out, size_t out_bytes, const void *in, size_t in_bytes, pile_err *err)
+{
+    pile_backend *be = pile_backend_devsim_host_address(stream);
+    PILE_RETURN_IF(!be || be->iface != &devsim_iface, err, PILE_EINVAL,
+                   "cannot queue a collective: %p is not a devsim backend's comm stream", stream);
+    devsim_ctx *d = be->ctx;
+    if (d->n_calls == d->cap_calls) {
+        const size_t cap = d->cap_calls ? 2 * d->cap_calls : 16;
+        comm_call *p = realloc(d->calls, cap * sizeof *p);
+        PILE_RETURN_IF(!p, err, PILE_ENOMEM, "cannot queue a collective: out of memory");
+        d->calls = p;
+        d->cap_calls = cap;
+    }
+    comm_call k = {fn, malloc(arg_bytes ? arg_bytes : 1), NULL, NULL, 0};
+    const uintptr_t o0 = (uintptr_t)out, o1 = o0 + out_bytes, i0 = (uintptr_t)in, i1 = i0 + in_bytes;
+    const uintptr_t lo = o0 > i0 ? o0 : i0, hi = o1 < i1 ? o1 : i1;
+    if (lo < hi) {
+        k.keep_at = (void *)lo;
+        k.keep_bytes = hi - lo;
+        k.keep = malloc(k.keep_bytes);
+    }
+    if (!k.arg || (k.keep_bytes && !k.keep)) {
+        free(k.arg);
+        free(k.keep);
+        return pile_err_set(err, PILE_ENOMEM, "cannot queue a collective: out of memory");
+    }
+    memcpy(k.arg, arg, arg_bytes);
+    if (k.keep) memcpy(k.keep, k.keep_at, k.keep_bytes);
+    memset(out, 0xff, out_bytes);
+    d->calls[d->n_calls++] = k;
+    return 0;
 }
 
 static void devsim_download(pile_backend *be, void *host_dst, pile_tensor src, size_t bytes)
@@ -451,6 +555,9 @@ static const pile_backend_i devsim_iface = {
     .stage_reserve = devsim_stage_reserve,
     .stage_upload = devsim_stage_upload,
     .stage_wait = devsim_stage_wait,
+    .comm_stream = devsim_comm_stream,
+    .comm_wait_compute = devsim_comm_wait_compute,
+    .compute_wait_comm = run_calls,
     .download = devsim_download,
     .copy = devsim_copy,
     .zero = devsim_zero,

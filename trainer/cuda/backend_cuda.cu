@@ -1,7 +1,8 @@
 /* The CUDA backend's registry entry ("cuda"), its state and memory: one
  * device, a compute stream every op runs on in call order, a copy stream
  * for the staged upload of the next batch (pinned host memory, events),
- * cuBLASLt's handle and workspace, the device arena and the ops table. The ops themselves live in
+ * cuBLASLt's handle and workspace, a comm stream for the device
+ * communicator's collectives (events), the device arena and the ops table. The ops themselves live in
  * matmul.cu, kernels.cu and attention.cu (cuda_internal.h says which).
  * Written to be read beside the CPU backend (trainer/cpu/backend_cpu.c):
  * the same entries, the same contracts (backend.h). Nothing here has run
@@ -22,8 +23,8 @@
  * the arena cannot serve (none reserved, or it is full) go to cudaMalloc,
  * listed apart. Reuse needs no event but one: every op runs on `stream`, in the
  * order it was called, so memory freed after an op is only reused by ops
- * queued after it (a staged upload, on copy_stream, is the exception:
- * free makes `stream` wait for it). The ops' scratch
+ * queued after it (a staged upload, on copy_stream, and a collective, on
+ * comm_stream, are the exceptions: free makes `stream` wait for them). The ops' scratch
  * (pile_backend_reserve_scratch) is the arena's first block, taken once
  * for the run's shapes and never grown (its own cudaMalloc when nothing
  * was reserved); it and cuBLASLt's workspace (a cudaMalloc of its own,
@@ -68,6 +69,10 @@ typedef struct cuda_state {
     size_t stage_bytes;
     cudaEvent_t staged;   /* on copy_stream, after the last staged copy */
     cudaEvent_t computed; /* on stream, at the last group's start */
+    /* the comm stream (see "the comm stream" below) */
+    cudaStream_t comm_stream;
+    cudaEvent_t to_comm;   /* on stream: the ops given before the last comm_wait_compute */
+    cudaEvent_t from_comm; /* on comm_stream: the collectives given before the last compute_wait_comm */
 } cuda_state;
 
 static cuda_state *state_of(const pile_backend *be) { return (cuda_state *)be->ctx; }
@@ -100,6 +105,7 @@ static void release(cuda_state *s)
     /* nothing may still run on what is freed below */
     if (c->stream) (void)cudaStreamSynchronize(c->stream);
     if (c->copy_stream) (void)cudaStreamSynchronize(c->copy_stream);
+    if (s->comm_stream) (void)cudaStreamSynchronize(s->comm_stream);
     for (size_t i = 0; i < s->direct.n; i++) (void)cudaFree((void *)(uintptr_t)s->direct.b[i].off);
     free(s->direct.b);
     free(s->arena.b);
@@ -107,6 +113,9 @@ static void release(cuda_state *s)
     if (s->stage_host) (void)cudaFreeHost(s->stage_host);
     if (s->staged) (void)cudaEventDestroy(s->staged);
     if (s->computed) (void)cudaEventDestroy(s->computed);
+    if (s->to_comm) (void)cudaEventDestroy(s->to_comm);
+    if (s->from_comm) (void)cudaEventDestroy(s->from_comm);
+    if (s->comm_stream) (void)cudaStreamDestroy(s->comm_stream);
     if (c->scratch && s->scratch_own) (void)cudaFree(c->scratch);
     if (c->lt_workspace) (void)cudaFree(c->lt_workspace);
     if (c->lt) (void)cublasLtDestroy(c->lt);
@@ -161,6 +170,9 @@ static int cuda_open(pile_backend *be, pile_err *err)
      * stream, which libraries may use */
     OPEN_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     OPEN_CHECK(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    OPEN_CHECK(cudaStreamCreateWithFlags(&s->comm_stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    OPEN_CHECK(cudaEventCreateWithFlags(&s->to_comm, cudaEventDisableTiming), "cudaEventCreate");
+    OPEN_CHECK(cudaEventCreateWithFlags(&s->from_comm, cudaEventDisableTiming), "cudaEventCreate");
     cublasStatus_t st = cublasLtCreate(&c->lt);
     if (st != CUBLAS_STATUS_SUCCESS) {
         pile_err_set(err, PILE_EIO, "cannot open CUDA device %d: cublasLtCreate: %s", dev, cublasLtGetStatusString(st));
@@ -380,6 +392,9 @@ static void cuda_free(pile_backend *be, void *p)
         /* a staged copy (copy_stream) into it may still run: the ops
          * queued from now on, which may reuse it, come after the copies */
         if (s->staged) check_call(be, cudaStreamWaitEvent(c->stream, s->staged, 0), "free");
+        /* so may a collective on the comm stream (backend.h) */
+        check_call(be, cudaEventRecord(s->from_comm, s->comm_stream), "free");
+        check_call(be, cudaStreamWaitEvent(c->stream, s->from_comm, 0), "free");
         b->used = 0;
         c->bytes_in_use -= b->size;
         if (lo + 1 < s->arena.n && !s->arena.b[lo + 1].used) {
@@ -501,13 +516,40 @@ static void cuda_stage_wait(pile_backend *be)
     check_call(be, cudaStreamWaitEvent(s->pub.stream, s->staged, 0), "stage_wait");
 }
 
-/* Waits for both streams; a fault of an earlier kernel shows here (the
- * sticky error of the CUDA context), named "sync" since the op that
+/* ------------------------------------------------------ the comm stream
+ * Where the device communicator ("nccl") enqueues the collectives it is
+ * given this stream (backend.h), beside `stream`; an event each way
+ * orders them, the host waiting for neither: cudaStreamWaitEvent waits
+ * for the event's record at the time of the call, so each event is
+ * recorded anew at every ordering. */
+
+static void *cuda_comm_stream(pile_backend *be)
+{
+    return (void *)state_of(be)->comm_stream;
+}
+
+static void cuda_comm_wait_compute(pile_backend *be)
+{
+    cuda_state *s = state_of(be);
+    check_call(be, cudaEventRecord(s->to_comm, s->pub.stream), "comm_wait_compute");
+    if (!be->failed) check_call(be, cudaStreamWaitEvent(s->comm_stream, s->to_comm, 0), "comm_wait_compute");
+}
+
+static void cuda_compute_wait_comm(pile_backend *be)
+{
+    cuda_state *s = state_of(be);
+    check_call(be, cudaEventRecord(s->from_comm, s->comm_stream), "compute_wait_comm");
+    if (!be->failed) check_call(be, cudaStreamWaitEvent(s->pub.stream, s->from_comm, 0), "compute_wait_comm");
+}
+
+/* Waits for the three streams; a fault of an earlier kernel shows here
+ * (the sticky error of the CUDA context), named "sync" since the op that
  * caused it is not known. */
 static void cuda_sync(pile_backend *be)
 {
     pile_cuda_ctx *c = pile__cuda_ctx(be);
-    check_call(be, cudaStreamSynchronize(c->copy_stream), "sync");
+    check_call(be, cudaStreamSynchronize(state_of(be)->comm_stream), "sync");
+    if (!be->failed) check_call(be, cudaStreamSynchronize(c->copy_stream), "sync");
     if (!be->failed) check_call(be, cudaStreamSynchronize(c->stream), "sync");
     if (!be->failed) pile__cuda_check(be, "sync");
 }
@@ -539,6 +581,9 @@ static pile_backend_i cuda_iface_table(void)
     t.stage_reserve = cuda_stage_reserve;
     t.stage_upload = cuda_stage_upload;
     t.stage_wait = cuda_stage_wait;
+    t.comm_stream = cuda_comm_stream;
+    t.comm_wait_compute = cuda_comm_wait_compute;
+    t.compute_wait_comm = cuda_compute_wait_comm;
     t.download = pile__cuda_download;
     t.copy = pile__cuda_copy;
     t.zero = pile__cuda_zero;
