@@ -21,10 +21,13 @@
 # and `pile-trainer launch`: the "devsim" communicator, which takes device
 # buffers only, over "mpi" or "tcp"), ZeRO 0 to 3, with optimizer and
 # parameter offload, overlap_comm and buckets, equal the cpu's 2-rank
-# runs bit for bit, and so do their resumed runs. Under a sanitizer about
-# half of these runs are skipped (tap.sh: plain_only); those left still
-# take every ZeRO stage, both devsim backends, offload, overlap, resume
-# and both launchers.
+# runs bit for bit, and so do their resumed runs; their collectives go on
+# devsim's comm stream, which makes them only when the ops wait for it
+# (outputs poisoned until then), so these runs also check the optimizer's
+# orderings of communication and compute. Under a sanitizer about half of
+# these runs are skipped (tap.sh: plain_only); those left still take
+# every ZeRO stage, both devsim backends, offload, overlap, resume and
+# both launchers.
 #   devsim_cli.sh PILE_TRAINER PILE_PREP [HAVE_MPI(1|0)]
 # Speaks TAP; exits 77 when the sample data is absent; the mpirun cases
 # skip without mpirun or an MPI build.

@@ -21,7 +21,9 @@
  *    steps as without it, bit for bit;
  *  - the model on the devsim backend with the communicator on its memory
  *    (its tensors only, as "devsim" and "nccl"): the same steps again,
- *    bit for bit, overlapped too;
+ *    bit for bit, overlapped too; its collectives queued on the backend's
+ *    comm stream, outputs poisoned until the ops wait for it, so that a
+ *    missing or misplaced ordering in the optimizer changes the bits;
  *  - on one rank (no communicator) stages 1 and 2 are stage 0 bit for bit;
  *  - bf16 emulation through the offload's staging rounds as stage 0;
  *  - every rank ends with the same parameters, and the shards cover the
