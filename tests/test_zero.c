@@ -205,94 +205,6 @@ static const pile__comm_ops team_ops = {
     .barrier = team_barrier,
 };
 
-/* The team on device memory, as "devsim" is "mpi" on it (comm_devsim.c):
- * a devsim backend's tensors only (any other buffer refused), untagged
- * for the team; a call given the devsim backend's comm stream is queued
- * there (pile_backend_devsim_enqueue) and made when the rank's ops wait
- * for the stream, its outputs poisoned until then, so that the
- * optimizer's orderings are checked as "devsim" checks them. */
-static int dev_addr(const void *p, void **host, pile_err *err)
-{
-    *host = pile_backend_devsim_host_address(p);
-    PILE_RETURN_IF(!*host, err, PILE_EINVAL, "%p is a host buffer, not a devsim tensor's", p);
-    return 0;
-}
-
-typedef struct dev_call {
-    int kind; /* 0 allreduce, 1 reduce-scatter, 2 all-gather, 3 broadcast */
-    void *impl, *out;
-    const void *in;
-    size_t count;
-    pile_comm_dtype dt;
-    pile_comm_op op;
-    int root;
-} dev_call;
-
-static int dev_make(void *arg, pile_err *err)
-{
-    const dev_call *c = arg;
-    if (c->kind == 0) return team_allreduce(c->impl, c->out, c->count, c->dt, c->op, NULL, err);
-    if (c->kind == 1) return team_reduce_scatter(c->impl, c->out, c->in, c->count, c->dt, c->op, NULL, err);
-    if (c->kind == 2) return team_all_gather(c->impl, c->out, c->in, c->count, c->dt, NULL, err);
-    return team_broadcast(c->impl, c->out, c->count, c->dt, c->root, NULL, err);
-}
-
-static int dev_submit(dev_call *c, void *out, const void *in, void *stream, pile_err *err)
-{
-    void *i;
-    PILE_FORWARD_IF_ERR(dev_addr(out, &c->out, err));
-    PILE_FORWARD_IF_ERR(dev_addr(in, &i, err));
-    c->in = i;
-    if (!stream) return dev_make(c, err);
-    const size_t es = pile_comm_dtype_size(c->dt), w = (size_t)g_team.world;
-    return pile_backend_devsim_enqueue(stream, dev_make, c, sizeof *c, c->out,
-                                       (c->kind == 1 ? c->count / w : c->count) * es, c->in,
-                                       (c->kind == 2 ? c->count / w : c->count) * es, err);
-}
-
-static int dev_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
-                         pile_err *err)
-{
-    dev_call c = {0, impl, NULL, NULL, count, dt, op, 0};
-    return dev_submit(&c, buf, buf, stream, err);
-}
-
-static int dev_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
-                              pile_comm_op op, void *stream, pile_err *err)
-{
-    dev_call c = {1, impl, NULL, NULL, count, dt, op, 0};
-    return dev_submit(&c, out, in, stream, err);
-}
-
-static int dev_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
-                          pile_err *err)
-{
-    dev_call c = {2, impl, NULL, NULL, count, dt, PILE_COMM_SUM, 0};
-    return dev_submit(&c, out, in, stream, err);
-}
-
-static int dev_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
-                         pile_err *err)
-{
-    dev_call c = {3, impl, NULL, NULL, count, dt, PILE_COMM_SUM, root};
-    return dev_submit(&c, buf, buf, stream, err);
-}
-
-static const pile__comm_ops dev_ops = {
-    .name = "threads-devsim",
-    .device_memory = 1,
-    .open = team_open,
-    .close = team_close,
-    .allreduce = dev_allreduce,
-    .reduce_scatter = dev_reduce_scatter,
-    .all_gather = dev_all_gather,
-    .broadcast = dev_broadcast,
-    .allreduce_f64 = team_allreduce_f64,
-    .allreduce_i64 = team_allreduce_i64,
-    .broadcast_bytes = team_broadcast_bytes,
-    .barrier = team_barrier,
-};
-
 /* ------------------------------------------------------------ a run */
 
 static int32_t g_tokens[ROWS * T], g_targets[ROWS * T];
@@ -343,7 +255,7 @@ typedef struct run_cfg {
     const char *save; /* a checkpoint folder to save at the end, or NULL */
     pile_comm *ext;   /* a communicator between processes (--ranks), or NULL */
     int overlap;      /* collectives on the communicator's thread (not with ext) */
-    int device;       /* the model on the devsim backend, the team on its memory (dev_ops) */
+    int device;       /* the model on the devsim backend, the "devsim" communicator over the team */
 } run_cfg;
 
 typedef struct rank_out {
@@ -384,7 +296,16 @@ static void rank_main(void *arg)
     pile_model *m = NULL;
     pile_optim *opt = NULL;
     if (cfg->ext) comm = cfg->ext;
-    else if (cfg->world) TRY(pile__comm_open_ops(&comm, cfg->device ? &dev_ops : &team_ops, NULL, err));
+    else if (cfg->world) TRY(pile__comm_open_ops(&comm, &team_ops, NULL, err));
+    if (cfg->device && comm && comm != cfg->ext) {
+        /* the team on device memory, as "devsim" is "mpi" on it: a devsim
+         * backend's tensors only, their collectives queued on its comm
+         * stream (comm_devsim.c) */
+        pile_comm *team = comm;
+        comm = NULL;
+        TRY(pile__comm_open_over(&comm, &pile__comm_devsim_ops, team, pile_comm_rank(team), pile_comm_world_size(team),
+                                 err));
+    }
     /* on device memory the optimizer overlaps on the comm stream (no thread), as the trainer does */
     if (cfg->overlap && comm != cfg->ext && !cfg->device) TRY(pile_comm_thread_start(comm, err));
     TRY(pile_backend_open(&be, cfg->device ? "devsim" : "cpu", 1, err));

@@ -58,6 +58,23 @@ int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, const pile_c
     return 0;
 }
 
+int pile__comm_open_over(pile_comm **out, const pile__comm_ops *ops, void *impl, int rank, int world_size,
+                         pile_err *err)
+{
+    *out = NULL;
+    pile_comm *c = calloc(1, sizeof *c);
+    if (!c) {
+        ops->close(impl);
+        return pile_err_set(err, PILE_ENOMEM, "out of memory");
+    }
+    c->ops = ops;
+    c->impl = impl;
+    c->rank = rank;
+    c->world_size = world_size;
+    *out = c;
+    return 0;
+}
+
 int pile_comm_open_opts(pile_comm **out, const char *name, const pile_comm_options *opt, pile_err *err)
 {
     *out = NULL;
@@ -249,28 +266,9 @@ static int check_scalars(const char *what, const void *v, size_t n, pile_comm_op
 
 /* ------------------------------------------------------------- calls */
 
-/* One checked call, as the thread makes it for another thread. */
-typedef enum call_kind {
-    CALL_ALLREDUCE,
-    CALL_REDUCE_SCATTER,
-    CALL_ALL_GATHER,
-    CALL_BROADCAST,
-    CALL_ALLREDUCE_F64,
-    CALL_ALLREDUCE_I64,
-    CALL_BROADCAST_BYTES,
-    CALL_BARRIER,
-} call_kind;
-
-typedef struct call {
-    call_kind kind;
-    void *out;
-    const void *in;
-    size_t count;
-    pile_comm_dtype dt;
-    pile_comm_op op;
-    int root;
-    void *stream;
-} call;
+/* One checked call (comm_internal.h), as the thread makes it for another
+ * thread. */
+typedef pile__comm_call call;
 
 static int make_call(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err)
 {
@@ -278,21 +276,21 @@ static int make_call(pile_comm *c, void *ctx, const size_t arg[3], pile_err *err
     const call *k = ctx;
     void *impl = c->impl;
     switch (k->kind) {
-    case CALL_ALLREDUCE: return c->ops->allreduce(impl, k->out, k->count, k->dt, k->op, k->stream, err);
-    case CALL_REDUCE_SCATTER:
+    case PILE__CALL_ALLREDUCE: return c->ops->allreduce(impl, k->out, k->count, k->dt, k->op, k->stream, err);
+    case PILE__CALL_REDUCE_SCATTER:
         return c->ops->reduce_scatter(impl, k->out, k->in, k->count, k->dt, k->op, k->stream, err);
-    case CALL_ALL_GATHER: return c->ops->all_gather(impl, k->out, k->in, k->count, k->dt, k->stream, err);
-    case CALL_BROADCAST: return c->ops->broadcast(impl, k->out, k->count, k->dt, k->root, k->stream, err);
-    case CALL_ALLREDUCE_F64: return c->ops->allreduce_f64(impl, k->out, k->count, k->op, err);
-    case CALL_ALLREDUCE_I64: return c->ops->allreduce_i64(impl, k->out, k->count, k->op, err);
-    case CALL_BROADCAST_BYTES: return c->ops->broadcast_bytes(impl, k->out, k->count, k->root, err);
-    case CALL_BARRIER: return c->ops->barrier(impl, err);
+    case PILE__CALL_ALL_GATHER: return c->ops->all_gather(impl, k->out, k->in, k->count, k->dt, k->stream, err);
+    case PILE__CALL_BROADCAST: return c->ops->broadcast(impl, k->out, k->count, k->dt, k->root, k->stream, err);
+    case PILE__CALL_ALLREDUCE_F64: return c->ops->allreduce_f64(impl, k->out, k->count, k->op, err);
+    case PILE__CALL_ALLREDUCE_I64: return c->ops->allreduce_i64(impl, k->out, k->count, k->op, err);
+    case PILE__CALL_BROADCAST_BYTES: return c->ops->broadcast_bytes(impl, k->out, k->count, k->root, err);
+    case PILE__CALL_BARRIER: return c->ops->barrier(impl, err);
     }
     return pile_err_set(err, PILE_EINVAL, "unknown communicator call %d", (int)k->kind);
 }
 
 /* Here, or on the comm's thread behind what was queued before it. */
-static int dispatch(pile_comm *c, const call *k, pile_err *err)
+int pile__comm_make(pile_comm *c, const pile__comm_call *k, pile_err *err)
 {
     static const size_t none[3] = {0, 0, 0};
     if (!c->q || pile__comm_queue_on_thread(c->q)) return make_call(c, (void *)k, none, err);
@@ -308,8 +306,8 @@ int pile_comm_allreduce(pile_comm *c, void *buf, size_t count, pile_comm_dtype d
     PILE_FORWARD_IF_ERR(check_reduction(what, dt, op, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, buf, count, dt, NULL, err));
     if (count == 0) return 0;
-    const call k = {CALL_ALLREDUCE, buf, NULL, count, dt, op, 0, stream};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_ALLREDUCE, buf, NULL, count, dt, op, 0, stream};
+    return pile__comm_make(c, &k, err);
 }
 
 int pile_comm_reduce_scatter(pile_comm *c, void *out, const void *in, size_t count, pile_comm_dtype dt,
@@ -323,8 +321,8 @@ int pile_comm_reduce_scatter(pile_comm *c, void *out, const void *in, size_t cou
     PILE_FORWARD_IF_ERR(check_buffer(what, out, count / (size_t)c->world_size, dt, NULL, err));
     if (count == 0) return 0;
     PILE_FORWARD_IF_ERR(check_in_place(c, what, in, out, bytes, err));
-    const call k = {CALL_REDUCE_SCATTER, out, in, count, dt, op, 0, stream};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_REDUCE_SCATTER, out, in, count, dt, op, 0, stream};
+    return pile__comm_make(c, &k, err);
 }
 
 int pile_comm_all_gather(pile_comm *c, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
@@ -337,8 +335,8 @@ int pile_comm_all_gather(pile_comm *c, void *out, const void *in, size_t count, 
     PILE_FORWARD_IF_ERR(check_buffer(what, in, count / (size_t)c->world_size, dt, NULL, err));
     if (count == 0) return 0;
     PILE_FORWARD_IF_ERR(check_in_place(c, what, out, in, bytes, err));
-    const call k = {CALL_ALL_GATHER, out, in, count, dt, PILE_COMM_SUM, 0, stream};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_ALL_GATHER, out, in, count, dt, PILE_COMM_SUM, 0, stream};
+    return pile__comm_make(c, &k, err);
 }
 
 int pile_comm_broadcast(pile_comm *c, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
@@ -348,24 +346,24 @@ int pile_comm_broadcast(pile_comm *c, void *buf, size_t count, pile_comm_dtype d
     PILE_FORWARD_IF_ERR(check_root(c, root, err));
     PILE_FORWARD_IF_ERR(check_buffer(what, buf, count, dt, NULL, err));
     if (count == 0) return 0;
-    const call k = {CALL_BROADCAST, buf, NULL, count, dt, PILE_COMM_SUM, root, stream};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_BROADCAST, buf, NULL, count, dt, PILE_COMM_SUM, root, stream};
+    return pile__comm_make(c, &k, err);
 }
 
 int pile_comm_allreduce_f64(pile_comm *c, double *v, size_t n, pile_comm_op op, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(check_scalars("allreduce", v, n, op, err));
     if (n == 0) return 0;
-    const call k = {CALL_ALLREDUCE_F64, v, NULL, n, PILE_COMM_F32, op, 0, NULL};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_ALLREDUCE_F64, v, NULL, n, PILE_COMM_F32, op, 0, NULL};
+    return pile__comm_make(c, &k, err);
 }
 
 int pile_comm_allreduce_i64(pile_comm *c, int64_t *v, size_t n, pile_comm_op op, pile_err *err)
 {
     PILE_FORWARD_IF_ERR(check_scalars("allreduce", v, n, op, err));
     if (n == 0) return 0;
-    const call k = {CALL_ALLREDUCE_I64, v, NULL, n, PILE_COMM_F32, op, 0, NULL};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_ALLREDUCE_I64, v, NULL, n, PILE_COMM_F32, op, 0, NULL};
+    return pile__comm_make(c, &k, err);
 }
 
 int pile_comm_broadcast_bytes(pile_comm *c, void *buf, size_t bytes, int root, pile_err *err)
@@ -373,14 +371,14 @@ int pile_comm_broadcast_bytes(pile_comm *c, void *buf, size_t bytes, int root, p
     PILE_FORWARD_IF_ERR(check_root(c, root, err));
     PILE_RETURN_IF(bytes && !buf, err, PILE_EINVAL, "cannot broadcast %zu bytes: no buffer", bytes);
     if (bytes == 0) return 0;
-    const call k = {CALL_BROADCAST_BYTES, buf, NULL, bytes, PILE_COMM_F32, PILE_COMM_SUM, root, NULL};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_BROADCAST_BYTES, buf, NULL, bytes, PILE_COMM_F32, PILE_COMM_SUM, root, NULL};
+    return pile__comm_make(c, &k, err);
 }
 
 int pile_comm_barrier(pile_comm *c, pile_err *err)
 {
-    const call k = {CALL_BARRIER, NULL, NULL, 0, PILE_COMM_F32, PILE_COMM_SUM, 0, NULL};
-    return dispatch(c, &k, err);
+    const call k = {PILE__CALL_BARRIER, NULL, NULL, 0, PILE_COMM_F32, PILE_COMM_SUM, 0, NULL};
+    return pile__comm_make(c, &k, err);
 }
 
 /* ------------------------------------------------ the communication thread */

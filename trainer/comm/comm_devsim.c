@@ -48,70 +48,58 @@ static int device(const char *what, const void *p, void **host, pile_err *err)
 /* A tensor call on the host communicator, made now (no stream) or
  * queued on the devsim backend's comm stream (backend.h), which makes it
  * when the ops are made to wait for the stream, as a device would. */
-typedef enum kind { ALLREDUCE, REDUCE_SCATTER, ALL_GATHER, BROADCAST } kind;
-
-typedef struct call {
-    kind k;
+typedef struct deferred {
     pile_comm *host;
-    void *out;
-    const void *in;
-    size_t count;
-    pile_comm_dtype dt;
-    pile_comm_op op;
-    int root;
-} call;
+    pile__comm_call k;
+} deferred;
 
 static int make(void *arg, pile_err *err)
 {
-    const call *c = arg;
-    switch (c->k) {
-    case ALLREDUCE: return pile_comm_allreduce(c->host, c->out, c->count, c->dt, c->op, NULL, err);
-    case REDUCE_SCATTER: return pile_comm_reduce_scatter(c->host, c->out, c->in, c->count, c->dt, c->op, NULL, err);
-    case ALL_GATHER: return pile_comm_all_gather(c->host, c->out, c->in, c->count, c->dt, NULL, err);
-    case BROADCAST: return pile_comm_broadcast(c->host, c->out, c->count, c->dt, c->root, NULL, err);
-    }
-    return pile_err_set(err, PILE_EINVAL, "unknown collective");
+    const deferred *d = arg;
+    return pile__comm_make(d->host, &d->k, err);
 }
 
-static int submit(call *c, void *stream, const char *what, void *out, const void *in, pile_err *err)
+/* k with device addresses (in NULL: in place, out's), made on the host
+ * communicator; out_n and in_n: the elements it writes and reads. */
+static int submit(pile_comm *host, pile__comm_call k, void *stream, const char *what, size_t out_n, size_t in_n,
+                  pile_err *err)
 {
-    PILE_FORWARD_IF_ERR(device(what, out, &c->out, err));
-    void *i;
-    PILE_FORWARD_IF_ERR(device(what, in, &i, err));
-    c->in = i;
-    if (!stream) return make(c, err);
-    const size_t es = pile_comm_dtype_size(c->dt), w = (size_t)pile_comm_world_size(c->host);
-    const size_t out_n = c->k == REDUCE_SCATTER ? c->count / w : c->count;
-    const size_t in_n = c->k == ALL_GATHER ? c->count / w : c->count;
-    return pile_backend_devsim_enqueue(stream, make, c, sizeof *c, c->out, out_n * es, c->in, in_n * es, err);
+    void *in;
+    PILE_FORWARD_IF_ERR(device(what, k.in ? k.in : k.out, &in, err));
+    PILE_FORWARD_IF_ERR(device(what, k.out, &k.out, err));
+    k.in = k.in ? in : NULL;
+    const deferred d = {host, k};
+    if (!stream) return make((void *)&d, err);
+    const size_t es = pile_comm_dtype_size(k.dt);
+    return pile_backend_devsim_enqueue(stream, make, &d, sizeof d, k.out, out_n * es, in, in_n * es, err);
 }
 
 static int devsim_allreduce(void *impl, void *buf, size_t count, pile_comm_dtype dt, pile_comm_op op, void *stream,
                             pile_err *err)
 {
-    call c = {ALLREDUCE, impl, NULL, NULL, count, dt, op, 0};
-    return submit(&c, stream, "allreduce", buf, buf, err);
+    const pile__comm_call k = {PILE__CALL_ALLREDUCE, buf, NULL, count, dt, op, 0, NULL};
+    return submit(impl, k, stream, "allreduce", count, count, err);
 }
 
 static int devsim_reduce_scatter(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt,
                                  pile_comm_op op, void *stream, pile_err *err)
 {
-    call c = {REDUCE_SCATTER, impl, NULL, NULL, count, dt, op, 0};
-    return submit(&c, stream, "reduce-scatter", out, in, err);
+    const pile__comm_call k = {PILE__CALL_REDUCE_SCATTER, out, in, count, dt, op, 0, NULL};
+    return submit(impl, k, stream, "reduce-scatter", count / (size_t)pile_comm_world_size(impl), count, err);
 }
 
 static int devsim_all_gather(void *impl, void *out, const void *in, size_t count, pile_comm_dtype dt, void *stream,
                              pile_err *err)
 {
-    call c = {ALL_GATHER, impl, NULL, NULL, count, dt, PILE_COMM_SUM, 0};
-    return submit(&c, stream, "all-gather", out, in, err);
+    const pile__comm_call k = {PILE__CALL_ALL_GATHER, out, in, count, dt, PILE_COMM_SUM, 0, NULL};
+    return submit(impl, k, stream, "all-gather", count, count / (size_t)pile_comm_world_size(impl), err);
 }
 
 static int devsim_broadcast(void *impl, void *buf, size_t count, pile_comm_dtype dt, int root, void *stream,
                             pile_err *err)
 {
-    call c = {BROADCAST, impl, NULL, NULL, count, dt, PILE_COMM_SUM, root};
-    return submit(&c, stream, "broadcast", buf, buf, err);
+    const pile__comm_call k = {PILE__CALL_BROADCAST, buf, NULL, count, dt, PILE_COMM_SUM, root, NULL};
+    return submit(impl, k, stream, "broadcast", count, count, err);
 }
 
 static int devsim_allreduce_f64(void *impl, double *v, size_t n, pile_comm_op op, pile_err *err)

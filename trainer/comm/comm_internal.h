@@ -46,6 +46,34 @@ extern const pile__comm_ops pile__comm_nccl_ops;
 #endif
 extern const pile__comm_ops pile__comm_devsim_ops;
 
+/* One call, its arguments checked (comm.c), for a caller that makes it
+ * later or elsewhere: the comm's thread, the "devsim" communicator's
+ * stream. pile__comm_make makes it on c (through c's thread when it has
+ * one), as the public call would after its checks. */
+typedef enum pile__comm_call_kind {
+    PILE__CALL_ALLREDUCE,
+    PILE__CALL_REDUCE_SCATTER,
+    PILE__CALL_ALL_GATHER,
+    PILE__CALL_BROADCAST,
+    PILE__CALL_ALLREDUCE_F64,
+    PILE__CALL_ALLREDUCE_I64,
+    PILE__CALL_BROADCAST_BYTES,
+    PILE__CALL_BARRIER,
+} pile__comm_call_kind;
+
+typedef struct pile__comm_call {
+    pile__comm_call_kind kind;
+    void *out;
+    const void *in;
+    size_t count;
+    pile_comm_dtype dt;
+    pile_comm_op op;
+    int root;
+    void *stream;
+} pile__comm_call;
+
+int pile__comm_make(pile_comm *c, const pile__comm_call *k, pile_err *err);
+
 /* The first host of a Slurm node list ("gpu[01-04,07],cpu1" -> "gpu01")
  * into out[0..cap). PILE_EINVAL on a list it cannot read. */
 int pile__comm_first_host(const char *list, char *out, size_t cap, pile_err *err);
@@ -54,6 +82,11 @@ int pile__comm_first_host(const char *list, char *out, size_t cap, pile_err *err
  * registry. Tests hand in a table of their own to drive the argument
  * checks at world sizes above 1. */
 int pile__comm_open_ops(pile_comm **out, const pile__comm_ops *ops, const pile_comm_options *opt, pile_err *err);
+/* A communicator over `ops` whose state is `impl`, made already (taken
+ * over: ops->close closes it, on failure too), at rank of world_size:
+ * tests put "devsim" over a host communicator of their own. */
+int pile__comm_open_over(pile_comm **out, const pile__comm_ops *ops, void *impl, int rank, int world_size,
+                         pile_err *err);
 
 /* The communication thread's queue (comm_thread.c; comm.h says what it
  * does): started and stopped by comm.c, which routes the calls of other
