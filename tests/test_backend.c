@@ -1410,6 +1410,96 @@ static int faults(volatile float *p, int write)
     return WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
 }
 
+/* A stand-in collective for the comm stream's tests: out[i] = 2 in[i]
+ * (host addresses), counting its runs; fails when asked to. */
+typedef struct twice_arg {
+    float *out;
+    const float *in;
+    size_t n;
+    int *runs;
+    int fail;
+} twice_arg;
+
+static int twice(void *arg, pile_err *err)
+{
+    const twice_arg *a = arg;
+    if (a->fail) return pile_err_set(err, PILE_EIO, "a peer died");
+    for (size_t i = 0; i < a->n; i++) a->out[i] = 2.0f * a->in[i];
+    ++*a->runs;
+    return 0;
+}
+
+/* The comm stream (backend.h): nothing on the cpu; on devsim a queued
+ * call poisons its output at once and runs, reading its input then, only
+ * at compute_wait_comm or a free (not at sync); in place, the input it
+ * had at enqueue is what it reads; a failed call is the sticky error and
+ * the calls after it are dropped. */
+static void test_comm_stream(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *c = NULL, *d = NULL;
+    ASSERT_OK(pile_backend_open(&c, "cpu", 1, &err), ep);
+    ASSERT(pile_backend_comm_stream(c) == NULL);
+    pile_backend_comm_wait_compute(c); /* nothing to order */
+    pile_backend_compute_wait_comm(c);
+    int runs = 0;
+    float v[4] = {0};
+    twice_arg a = {v, v, 4, &runs, 0};
+    ASSERT_EQ(pile_backend_devsim_enqueue(pile_backend_comm_stream(c), twice, &a, sizeof a, v, 16, v, 16, &err),
+              PILE_EINVAL);
+    ASSERT(strstr(err.msg, "not a devsim backend's comm stream"));
+    ASSERT_EQ(pile_backend_devsim_enqueue(v, twice, &a, sizeof a, v, 16, v, 16, &err), PILE_EINVAL);
+    pile_backend_close(c);
+
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    void *st = pile_backend_comm_stream(d);
+    ASSERT(st != NULL);
+    pile_tensor x = pile_backend_alloc(d, PILE_DTYPE_F32, 4), y = pile_backend_alloc(d, PILE_DTYPE_F32, 4);
+    pile_tensor z = pile_backend_alloc(d, PILE_DTYPE_F32, 4);
+    float *hx = pile_backend_devsim_host_address(x.data), *hy = pile_backend_devsim_host_address(y.data);
+    const float one[4] = {1, 2, 3, 4}, ten[4] = {10, 20, 30, 40};
+    float got[4];
+    pile_backend_upload(d, x, one, 4);
+    a = (twice_arg){hy, hx, 4, &runs, 0};
+    pile_backend_comm_wait_compute(d);
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hy, 16, hx, 16, &err), ep);
+    pile_backend_download(d, got, y, 4);
+    ASSERT(isnan(got[0]) && isnan(got[3])); /* read before the ops waited: poison */
+    ASSERT_OK(pile_backend_sync(d, &err), ep);
+    ASSERT_EQ(runs, 0); /* sync does not order the stream */
+    pile_backend_upload(d, x, ten, 4); /* the input overwritten before the call ran */
+    pile_backend_compute_wait_comm(d);
+    ASSERT_EQ(runs, 1);
+    pile_backend_download(d, got, y, 4);
+    ASSERT(got[0] == 20.0f && got[3] == 80.0f); /* it read the input as it was when it ran */
+    /* in place: what the caller wrote before the call ran is lost */
+    pile_backend_upload(d, x, one, 4);
+    a = (twice_arg){hx, hx, 4, &runs, 0};
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hx, 16, hx, 16, &err), ep);
+    pile_backend_upload(d, x, ten, 4);
+    pile_backend_compute_wait_comm(d);
+    pile_backend_download(d, got, x, 4);
+    ASSERT(got[0] == 2.0f && got[3] == 8.0f);
+    /* a free orders the ops after it behind the stream */
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hx, 16, hx, 16, &err), ep);
+    pile_backend_free(&z);
+    ASSERT_EQ(runs, 3);
+    /* a failure: the backend's sticky error, the calls after it not made */
+    twice_arg bad = a;
+    bad.fail = 1;
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &bad, sizeof bad, hx, 16, hx, 16, &err), ep);
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hx, 16, hx, 16, &err), ep);
+    pile_backend_compute_wait_comm(d);
+    ASSERT_EQ(runs, 3);
+    ASSERT_EQ(pile_backend_sync(d, &err), PILE_EIO);
+    ASSERT(strstr(err.msg, "comm") && strstr(err.msg, "a peer died"));
+    /* what is still queued at close is dropped (ASan: nothing leaks) */
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hx, 16, hx, 16, &err), ep);
+    pile_backend_free(&x);
+    pile_backend_free(&y);
+    pile_backend_close(d);
+}
+
 /* devsim16 stores compute tensors in bf16 and widens them for the cpu's
  * ops: a matmul's output and the input gradient it accumulates into are
  * the bits of the cpu emulating bf16 (given emu, an open cpu backend). */
@@ -1688,6 +1778,9 @@ int main(void)
     TEST("devsim: not the host's memory (reads and writes fault), copies in and out, every op the cpu's bits; "
          "devsim16's bf16 tensors");
     test_devsim();
+    TEST("the comm stream: nothing on the cpu; on devsim queued calls poison their outputs and run at "
+         "compute_wait_comm or a free, reading their inputs then");
+    test_comm_stream();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);
         return 1;
