@@ -118,9 +118,9 @@ static const field fields[] = {
     FIELD(stage3_prefetch_bucket_size, NULL, T_I64, R_NONNEG,
           "ZeRO 3: a layer of at most this many parameters is gathered while the one before computes (0: none)"),
     FIELD(overlap_comm, NULL, T_BOOL, R_ANY,
-          "several ranks: collectives on a thread of their own, so that gradient buckets are reduced while the "
-          "backward computes earlier layers and ZeRO 3 gathers the next layer during this one; the same results "
-          "either way"),
+          "several ranks: gradient buckets reduced while the backward computes earlier layers and ZeRO 3 gathers "
+          "the next layer during this one (host memory: on a thread of their own; GPUs: on the backend's comm "
+          "stream, where every collective runs with or without it); the same results either way"),
     FIELD(loss_scale, NULL, T_DBL, R_ANY, "fp16 static loss scale (0: dynamic)"),
     FIELD(initial_scale_power, NULL, T_INT, R_NONNEG, "fp16 dynamic loss scale starts at 2^this (0 to 127)"),
     FIELD(loss_scale_window, NULL, T_INT, R_POS, "fp16 steps without overflow before the scale doubles"),
