@@ -131,8 +131,14 @@ int main(void)
     const int W = pile_comm_world_size(c);
     printf("# rank %d of %d, %d CUDA device%s here%s\n", pile_comm_rank(c), W, n_dev, n_dev == 1 ? "" : "s",
            W == 1 ? " (one rank: reductions are the identity here; several GPUs check the sums)" : "");
+    /* A blocking stream (cudaStreamDefault), not a non-blocking one: the
+     * test fills and reads its buffers with cudaMemcpy, on the legacy
+     * default stream, and a copy from pageable memory may return before
+     * its DMA has landed (CUDA Runtime API, "API synchronization
+     * behavior"); only a blocking stream waits for the legacy stream's
+     * work before its own, so that the collectives read what was copied. */
     cudaStream_t s = NULL;
-    if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
+    if (cudaStreamCreateWithFlags(&s, cudaStreamDefault) != cudaSuccess) {
         TEST("a stream");
         ASSERT(!"created");
         return TEST_DONE();
