@@ -144,15 +144,27 @@ static int plan_make(pile_backend *be, const char *op, const plan_key *key, cons
         rc = lt_check(be, cublasLtMatmulPreferenceSetAttribute(pref, prefs[i].attr, prefs[i].value, prefs[i].size), op,
                       "preference");
     cublasLtMatmulHeuristicResult_t res;
+    memset(&res, 0, sizeof res);
     int found = 0;
-    if (!rc)
-        rc = lt_check(be, cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->d, p->d, pref, 1, &res, &found),
-                      op, "heuristic");
+    cublasStatus_t hs = CUBLAS_STATUS_SUCCESS;
+    if (!rc) hs = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->a, p->b, p->d, p->d, pref, 1, &res, &found);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (rc) return -1;
-    if (found < 1) {
-        pile__backend_fail(be, PILE_EIO, op, "cuBLASLt has no algorithm for m %d n %d k %d (types %d, %d)", key->m,
-                           key->n, key->k, key->ab, key->cd);
+    /* No algorithm comes back as CUBLAS_STATUS_NOT_SUPPORTED or as no
+     * result, and a result counts only when its state is success
+     * (cublasLtMatmulAlgoGetHeuristic's documentation): either way the
+     * message names the whole problem, which is what a first run on a new
+     * GPU or library needs to see */
+    if (hs != CUBLAS_STATUS_SUCCESS || found < 1 || res.state != CUBLAS_STATUS_SUCCESS) {
+        pile__backend_fail(be, PILE_EIO, op,
+                           "cuBLASLt has no algorithm for m %d n %d k %d, op(A) %s op(B) %s, types %d (A, B) %d (D), "
+                           "ld %d %d %d, alignment %d %d %d, bias %s, workspace %zu bytes: %s",
+                           key->m, key->n, key->k, key->ta == CUBLAS_OP_N ? "N" : "T",
+                           key->tb == CUBLAS_OP_N ? "N" : "T", key->ab, key->cd, key->lda, key->ldb, key->ldd, key->align_a, key->align_b, key->align_d,
+                           key->bias ? "yes" : "no", c->lt_workspace_bytes,
+                           cublasLtGetStatusString(hs != CUBLAS_STATUS_SUCCESS ? hs
+                                                   : found < 1               ? CUBLAS_STATUS_NOT_SUPPORTED
+                                                                             : res.state));
         return -1;
     }
     p->algo = res.algo;
