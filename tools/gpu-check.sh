@@ -244,14 +244,14 @@ START=$(date +%s)
 say() { echo "$*" | tee -a "$LOG"; }
 ROWS=()
 FAILED=0
-# in_time S CMD...: CMD (a function of this script or a program) in a
-# shell of its own under `timeout`, which ends the whole process group
-# (ninja's nvcc, meson's tests, python) after S seconds, and kills it 10 s
-# later if it still runs; 124 or 137 then
+# in_time S CMD...: CMD (a function of this script, given the globals the
+# functions read, or a program) in a shell of its own under `timeout`,
+# which ends the whole process group (ninja's nvcc, meson's tests, python)
+# after S seconds, and kills it 10 s later if it still runs; 124 or 137 then
 in_time() {
     local t=$1
     shift
-    timeout -k 10 "$t" bash -c "$(declare -p ROOT BUILD OUT DEPS SETUP_ARGS CS 2> /dev/null); $(declare -f); \"\$@\"" \
+    timeout -k 10 "$t" bash -c "$(declare -p ROOT BUILD OUT DEPS SETUP_ARGS TARGETS CS 2> /dev/null); $(declare -f); \"\$@\"" \
         gpu-check "$@"
 }
 # step NAME LIMIT CMD...: runs CMD, for at most LIMIT seconds or what is
