@@ -37,8 +37,9 @@
 # always printed: a step the budget leaves no time for is listed "not
 # run". The build uses -Dwerror=false (CI holds the warnings; a newer
 # host compiler's new warning must not cost a GPU session) and only the
-# targets the check runs. The training run's files go under the build
-# folder, so that --out DIR holds the logs alone.
+# targets the check runs; where CUDA's folder has no NCCL, it takes the
+# one of torch's pip wheel (nvidia-nccl-*). The training run's files go
+# under the build folder, so that --out DIR holds the logs alone.
 # Exit: 0 every step passed (or skipped), 1 a step failed, timed out or
 # did not run, 2 bad usage, 77 no GPU here.
 set -u
@@ -338,6 +339,25 @@ if deps_env; then
 else
     say "no prepared folder at $DEPS: building with the system's libraries"
 fi
+# NCCL: the build looks for it in CUDA's folder alone
+# (trainer/comm/meson.build); where that has none, the NCCL of torch's pip
+# wheel (nvidia-nccl-*: include/nccl.h, lib/libnccl.so.2) is offered
+# through the compiler's search paths (C_INCLUDE_PATH; LIBRARY_PATH to a
+# libnccl.so link beside the build, the name the linker wants) and the
+# loader's (LD_LIBRARY_PATH, for every step after)
+nccl_env() {
+    local cuda d
+    cuda=$(dirname "$(dirname "$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)")")
+    [ ! -f "$cuda/include/nccl.h" ] || return 1
+    d=$(python3 -c 'import nvidia.nccl as m; print(list(m.__path__)[0])' 2> /dev/null) || return 1
+    [ -f "$d/include/nccl.h" ] && [ -f "$d/lib/libnccl.so.2" ] || return 1
+    mkdir -p "$BUILD-nccl" && ln -sf "$d/lib/libnccl.so.2" "$BUILD-nccl/libnccl.so" || return 1
+    export C_INCLUDE_PATH="$d/include${C_INCLUDE_PATH:+:$C_INCLUDE_PATH}"
+    export LIBRARY_PATH="$BUILD-nccl${LIBRARY_PATH:+:$LIBRARY_PATH}"
+    export LD_LIBRARY_PATH="$d/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "no NCCL in $cuda: building with pip's, from $d"
+}
+nccl_env
 # the targets the steps below run (meson test --suite gpu, the bench)
 TARGETS="trainer/pile-trainer preprocess/pile-prep tests/test_backend tests/gpu/test_gpu_kernels"
 build() {
