@@ -409,7 +409,8 @@ if [ $BUILT = 0 ]; then
             echo "this build has no \"nccl\" communicator (NCCL not found beside CUDA: meson setup's summary, 'NCCL communicator')"
             return 1
         fi
-        "$BUILD/tests/gpu/test_nccl"
+        # NCCL says why it failed only when asked (NCCL_DEBUG)
+        NCCL_DEBUG=${NCCL_DEBUG:-WARN} "$BUILD/tests/gpu/test_nccl"
     }
     NOTE="world size 1 only: one GPU cannot check more ranks"
     step nccl 60 nccl
