@@ -381,7 +381,7 @@ build() {
 NOTE="$(grep -q "option('cuda'" "$ROOT/meson_options.txt" && echo "-Dcuda=enabled" || echo "no cuda option yet")"
 step build 300 build
 BUILT=$?
-[ $BUILT = 0 ] || say "the build failed: nothing more to check"
+[ $BUILT = 0 ] || say "the build did not pass: nothing more to check"
 
 if [ $BUILT = 0 ]; then
     # --- tests/gpu
