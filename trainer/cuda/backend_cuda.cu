@@ -21,7 +21,8 @@
  * fit) and splits off the rest; free marks its block free and merges it
  * with free neighbours, so two free blocks are never adjacent. Requests
  * the arena cannot serve (none reserved, or it is full) go to cudaMalloc,
- * listed apart. Reuse needs no event but one: every op runs on `stream`, in the
+ * listed apart, and to cudaFree once the three streams have drained. Reuse in
+ * the arena needs no event but one: every op runs on `stream`, in the
  * order it was called, so memory freed after an op is only reused by ops
  * queued after it (a staged upload, on copy_stream, and a collective, on
  * comm_stream, are the exceptions: free makes `stream` wait for them). The ops' scratch
@@ -411,7 +412,12 @@ static void cuda_free(pile_backend *be, void *p)
         if (s->direct.b[i].off != (size_t)(uintptr_t)p) continue;
         c->bytes_in_use -= s->direct.b[i].size;
         list_remove(&s->direct, i);
-        /* cudaFree waits for the device: no queued op still uses it */
+        /* no queued op, staged copy or collective may still use it:
+         * cudaFree "may perform implicit synchronization" (CUDA Runtime
+         * API), which promises nothing, so the streams are waited for first */
+        check_call(be, cudaStreamSynchronize(c->copy_stream), "free");
+        check_call(be, cudaStreamSynchronize(s->comm_stream), "free");
+        check_call(be, cudaStreamSynchronize(c->stream), "free");
         (void)cudaFree(p);
         (void)cudaGetLastError();
         return;
