@@ -848,7 +848,7 @@ static void test_env_errors(void)
 
 static void test_local_device(void)
 {
-    TEST("the local rank's GPU: its number among those seen, or refused naming both and CUDA_VISIBLE_DEVICES");
+    TEST("the local rank's GPU: its number among those seen, the one CUDA_VISIBLE_DEVICES binds to it, or refused naming both");
     pile_err err;
     pile_comm_env e;
     OK(parse_env(&e, &err, ENV("RANK=5", "WORLD_SIZE=8", "LOCAL_RANK=1", "LOCAL_WORLD_SIZE=4", "MASTER_ADDR=n1",
@@ -857,11 +857,24 @@ static void test_local_device(void)
     int dev = -1;
     OK(pile_comm_local_device(&e, 4, ENV("HOME=/"), "cannot open CUDA device", &dev, &err), &err);
     ASSERT_EQ(dev, 1);
-    ASSERT_EQ(pile_comm_local_device(&e, 1, ENV("CUDA_VISIBLE_DEVICES=5"), "cannot open CUDA device", &dev, &err),
+    /* one GPU bound to this rank by its launcher (Slurm's --gpus-per-task 1): it is device 0 */
+    OK(pile_comm_local_device(&e, 1, ENV("CUDA_VISIBLE_DEVICES=5"), "cannot open CUDA device", &dev, &err), &err);
+    ASSERT_EQ(dev, 0);
+    OK(pile_comm_local_device(&e, 1, ENV("CUDA_VISIBLE_DEVICES=GPU-8a1f"), "cannot open CUDA device", &dev, &err),
+       &err);
+    ASSERT_EQ(dev, 0);
+    /* ... but not one device among several named, nor one seen without CUDA_VISIBLE_DEVICES */
+    ASSERT_EQ(pile_comm_local_device(&e, 1, ENV("CUDA_VISIBLE_DEVICES=5,6"), "cannot open CUDA device", &dev, &err),
               PILE_EINVAL);
     ASSERT_EQ(dev, -1);
     ASSERT_STR_EQ(err.msg, "cannot open CUDA device 1 for local rank 1 (torchrun): this machine shows 1 CUDA device "
-                           "(CUDA_VISIBLE_DEVICES=5); start at most 1 rank per machine, each seeing all of its GPUs");
+                           "(CUDA_VISIBLE_DEVICES=5,6); start at most 1 rank per machine, each seeing all of its GPUs");
+    ASSERT_EQ(pile_comm_local_device(&e, 1, ENV("HOME=/"), "cannot open CUDA device", &dev, &err), PILE_EINVAL);
+    ASSERT_EQ(pile_comm_local_device(&e, 1, ENV("CUDA_VISIBLE_DEVICES="), "cannot open CUDA device", &dev, &err),
+              PILE_EINVAL);
+    ASSERT_EQ(pile_comm_local_device(&e, 2, ENV("CUDA_VISIBLE_DEVICES=2,3"), "cannot open CUDA device", &dev, &err),
+              0);
+    ASSERT_EQ(dev, 1);
     ASSERT_EQ(pile_comm_local_device(&e, 0, ENV("HOME=/"), "cannot open CUDA device", &dev, &err), PILE_EINVAL);
     ASSERT(strstr(err.msg, "this machine shows 0 CUDA devices; start at most 0 ranks") != NULL);
 }

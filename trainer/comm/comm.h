@@ -150,11 +150,12 @@ int pile_comm_env_parse(pile_comm_env *env, const char *const *envp, pile_err *e
 
 /* The GPU this rank computes and communicates on, among the n_devices
  * it sees: its local rank (one process per GPU, as torchrun and DeepSpeed
- * do). A local rank beyond them is PILE_EINVAL naming both, the launcher
- * and CUDA_VISIBLE_DEVICES (read from envp as pile_comm_env_parse reads
- * it; a launcher that gives each rank one device of its own leaves every
- * rank but the first without its device). `what` begins the message
- * ("cannot open CUDA device"). */
+ * do); or device 0 when it sees one device and CUDA_VISIBLE_DEVICES (read
+ * from envp as pile_comm_env_parse reads it) names exactly one: a
+ * launcher that binds one GPU to each rank (Slurm's --gpus-per-task 1).
+ * Otherwise a local rank beyond them is PILE_EINVAL naming both, the
+ * launcher and CUDA_VISIBLE_DEVICES. `what` begins the message ("cannot
+ * open CUDA device"). */
 int pile_comm_local_device(const pile_comm_env *env, int n_devices, const char *const *envp, const char *what,
                            int *device, pile_err *err);
 

@@ -220,6 +220,15 @@ int pile_comm_local_device(const pile_comm_env *env, int n_devices, const char *
         return 0;
     }
     const char *visible = env_get(envp, "CUDA_VISIBLE_DEVICES");
+    /* A launcher that binds one GPU to each rank (Slurm's --gpus-per-task
+     * 1, --gpu-bind=single:1, site wrappers) shows it as device 0 through
+     * CUDA_VISIBLE_DEVICES naming that one device: it is this rank's.
+     * (Two ranks given the same one are NCCL's to refuse: "Duplicate GPU
+     * detected".) */
+    if (n_devices == 1 && visible && *visible && !strchr(visible, ',')) {
+        *device = 0;
+        return 0;
+    }
     return pile_err_set(err, PILE_EINVAL,
                         "%s %d for local rank %d (%s): this machine shows %d CUDA device%s%s%s%s; start at most %d "
                         "rank%s per machine, each seeing all of its GPUs",
