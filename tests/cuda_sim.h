@@ -1,17 +1,19 @@
-/* A host stand-in for the few CUDA features that the kernels of
- * trainer/cuda/attention.cu use, so that a test compiles those kernels
- * with the host C++ compiler and runs them where no GPU exists (this
- * machine, CI). Each block's threads are fibers (ucontext) on the calling
- * thread, blocks run one after another; __syncthreads is a barrier over
- * the block, __shfl_xor_sync an exchange over the warp's 32 threads behind
- * a barrier; __shared__ variables are statics (one block runs at a time).
+/* A host stand-in for the CUDA features that the kernels of trainer/cuda/
+ * use, so that a test compiles those kernels with the host C++ compiler
+ * and runs them where no GPU exists (this machine, CI). Each block's
+ * threads are fibers (ucontext) on the calling thread, blocks run one
+ * after another; __syncthreads is a barrier over the block,
+ * __shfl_xor_sync an exchange over the warp's 32 threads behind a
+ * barrier; __shared__ variables are statics (one block runs at a time).
  * A barrier that not every thread of its block or warp reaches (a
  * divergent __syncthreads or shuffle, undefined on a GPU) stops the launch
- * with a message instead of hanging. What it cannot show is the GPU's own
- * behaviour: timing, its memory model beyond these barriers, launch
- * limits, its arithmetic (expf's last bits). Include it before the .cu
- * file, which then leaves out its CUDA headers and launches
- * (PILE_CUDA_SIM). */
+ * with a message instead of hanging, and so does a launch outside the
+ * GPU's limits (block size, grid size). What it cannot show is the GPU's
+ * own behaviour: timing, its memory model beyond these barriers, its
+ * arithmetic (expf's last bits). Include it before the .cu file, which
+ * then leaves out its CUDA headers (PILE_CUDA_SIM); PILE_LAUNCH
+ * (cuda_internal.h) runs a kernel through cuda_sim::launch here.
+ * cuda_sim_runtime.h adds what the ops' host wrappers call. */
 #ifndef PILE_CUDA_SIM_H
 #define PILE_CUDA_SIM_H
 
@@ -22,6 +24,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -53,8 +56,21 @@ using std::max;
 using std::min;
 
 struct dim3 {
-    unsigned x = 1, y = 1, z = 1;
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
+
+/* CUDA's 16-byte vector (kernels.cuh's packs) */
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+
+inline float __int_as_float(int i)
+{
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
 
 /* One fiber runs at a time, so these are plain globals, set by the
  * scheduler before it switches to a thread. */
@@ -83,11 +99,11 @@ struct block {
     ucontext_t main;
     barrier all;
     std::vector<barrier> warps;
-    /* shuffle slots, two per type: shuffle k of a warp writes slot k % 2,
-     * so one barrier per shuffle keeps its reads apart from the writes of
-     * shuffle k + 1 (which come after barrier k + 1, after every read) */
-    std::vector<float> f[2];
-    std::vector<int> i[2];
+    /* shuffle slots, two per thread, 8 bytes each (any shuffled type):
+     * shuffle k of a warp writes slot k % 2, so one barrier per shuffle
+     * keeps its reads apart from the writes of shuffle k + 1 (which come
+     * after barrier k + 1, after every read) */
+    std::vector<uint64_t> slot[2];
     std::vector<unsigned> phase;
     std::function<void()> body;
 #ifdef CUDA_SIM_ASAN
@@ -138,13 +154,16 @@ inline void wait(barrier &b)
     to_scheduler(false);
 }
 
-template <typename V> inline V shfl_xor(std::vector<V> (&slot)[2], V v, int o)
+template <typename V> inline V shfl_xor(V v, int o)
 {
+    static_assert(sizeof(V) <= sizeof(uint64_t), "a shuffled value fits a slot");
     const int t = (int)threadIdx.x, w = t / 32;
-    std::vector<V> &s = slot[cur->phase[(size_t)t]++ & 1];
-    s[(size_t)t] = v;
+    std::vector<uint64_t> &s = cur->slot[cur->phase[(size_t)t]++ & 1];
+    memcpy(&s[(size_t)t], &v, sizeof v);
     wait(cur->warps[(size_t)w]);
-    return s[(size_t)(w * 32 + ((t % 32) ^ o))];
+    V r;
+    memcpy(&r, &s[(size_t)(w * 32 + ((t % 32) ^ o))], sizeof r);
+    return r;
 }
 
 /* A fresh thread that starts in entry(). (getcontext and swapcontext
@@ -185,10 +204,7 @@ template <typename F> void run_block(dim3 idx, int threads, F &body)
     b.all.n = threads;
     b.warps.resize((size_t)threads / 32);
     for (barrier &w : b.warps) w.n = 32;
-    for (int k = 0; k < 2; k++) {
-        b.f[k].resize((size_t)threads);
-        b.i[k].resize((size_t)threads);
-    }
+    for (int k = 0; k < 2; k++) b.slot[k].resize((size_t)threads);
     b.phase.assign((size_t)threads, 0);
     cur = &b;
     blockIdx = idx;
@@ -211,10 +227,23 @@ template <typename F> void run_block(dim3 idx, int threads, F &body)
     cur = nullptr;
 }
 
+[[noreturn]] inline void refuse(const char *what, dim3 grid, int threads)
+{
+    fprintf(stderr, "cuda_sim: a launch of (%u, %u, %u) blocks of %d threads: %s\n", grid.x, grid.y, grid.z, threads,
+            what);
+    abort();
+}
+
 /* kernel<<<grid, threads>>>(...) as cuda_sim::launch(grid, threads, [&] {
- * kernel(...); }); threads: a multiple of 32. */
+ * kernel(...); }). A launch a GPU refuses stops here: threads not in 1 ..
+ * 1024, or (the simulator's own limit) not a multiple of 32; an empty
+ * grid, or one above 2^31 - 1 blocks in x or 65535 in y or z. */
 template <typename F> void launch(dim3 grid, int threads, F body)
 {
+    if (threads < 1 || threads > 1024) refuse("not 1 to 1024 threads per block", grid, threads);
+    if (threads % 32) refuse("threads per block not a multiple of 32 (the simulator's warps)", grid, threads);
+    if (!grid.x || !grid.y || !grid.z) refuse("an empty grid (a GPU fails the launch)", grid, threads);
+    if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) refuse("a grid beyond the GPU's limits", grid, threads);
     gridDim = grid;
     blockDim = dim3{(unsigned)threads, 1, 1};
     for (unsigned z = 0; z < grid.z; z++)
@@ -222,11 +251,28 @@ template <typename F> void launch(dim3 grid, int threads, F body)
             for (unsigned x = 0; x < grid.x; x++) run_block(dim3{x, y, z}, threads, body);
 }
 
+/* PILE_LAUNCH(grid, block, stream, kernel)(args...) (cuda_internal.h):
+ * launcher(grid, block, stream).run(kernel) returns what takes the
+ * arguments and launches. Blocks are one-dimensional here, as in every
+ * kernel of trainer/cuda; the stream is ignored (one stream, in order). */
+struct launcher {
+    dim3 grid, block;
+    template <typename S> launcher(dim3 g, dim3 b, S) : grid(g), block(b) {}
+    template <typename... P> auto run(void (*kernel)(P...)) const
+    {
+        if (block.y != 1 || block.z != 1) refuse("a block of more than one dimension", grid, (int)block.x);
+        const dim3 g = grid;
+        const int threads = (int)block.x;
+        return [=](auto... a) { launch(g, threads, [&] { kernel(a...); }); };
+    }
+};
+
 } /* namespace cuda_sim */
 
 inline void __syncthreads() { cuda_sim::wait(cuda_sim::cur->all); }
-inline float __shfl_xor_sync(unsigned, float v, int o) { return cuda_sim::shfl_xor(cuda_sim::cur->f, v, o); }
-inline int __shfl_xor_sync(unsigned, int v, int o) { return cuda_sim::shfl_xor(cuda_sim::cur->i, v, o); }
+inline float __shfl_xor_sync(unsigned, float v, int o) { return cuda_sim::shfl_xor(v, o); }
+inline double __shfl_xor_sync(unsigned, double v, int o) { return cuda_sim::shfl_xor(v, o); }
+inline int __shfl_xor_sync(unsigned, int v, int o) { return cuda_sim::shfl_xor(v, o); }
 
 /* cuda_dtype.cuh's element types and their loads and stores: bf16 and
  * fp16 as their bits, converted by precision.h (round to nearest even,
@@ -245,5 +291,8 @@ template <typename T> T pile_cuda_store(float x);
 template <> inline float pile_cuda_store<float>(float x) { return x; }
 template <> inline sim_bf16 pile_cuda_store<sim_bf16>(float x) { return sim_bf16{pile_fp32_to_bf16(x)}; }
 template <> inline sim_f16 pile_cuda_store<sim_f16>(float x) { return sim_f16{pile_fp32_to_fp16(x)}; }
+/* cuda_dtype.cuh's PILE_CUDA_DISPATCH names CUDA's types */
+typedef sim_bf16 __nv_bfloat16;
+typedef sim_f16 __half;
 
 #endif

@@ -7,10 +7,13 @@
 #ifndef PILE_CUDA_DTYPE_CUH
 #define PILE_CUDA_DTYPE_CUH
 
+#include "backend.h"
+
+/* Under PILE_CUDA_SIM (tests/cuda_sim.h: the kernels compiled for the
+ * host) the types and their loads and stores are the simulator's. */
+#ifndef PILE_CUDA_SIM
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
-#include "backend.h"
 
 __device__ __forceinline__ float pile_cuda_load(float x) { return x; }
 __device__ __forceinline__ float pile_cuda_load(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -20,6 +23,7 @@ template <typename T> __device__ __forceinline__ T pile_cuda_store(float x);
 template <> __device__ __forceinline__ float pile_cuda_store<float>(float x) { return x; }
 template <> __device__ __forceinline__ __nv_bfloat16 pile_cuda_store<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <> __device__ __forceinline__ __half pile_cuda_store<__half>(float x) { return __float2half_rn(x); }
+#endif
 
 /* Runs BODY with T the element type of compute dtype DT (F32, BF16, F16);
  * another dtype runs nothing (backend.c never passes one). */

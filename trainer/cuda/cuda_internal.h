@@ -17,8 +17,10 @@
 #ifndef PILE_CUDA_INTERNAL_H
 #define PILE_CUDA_INTERNAL_H
 
+#ifndef PILE_CUDA_SIM /* tests/cuda_sim_runtime.h stands in for both */
 #include <cuda_runtime.h>
 #include <cublasLt.h>
+#endif
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +43,17 @@ typedef struct pile_cuda_ctx {
     void *matmul_plans; /* matmul.cu's plan cache (its own type) */
     size_t bytes_in_use, bytes_peak;
 } pile_cuda_ctx;
+
+/* PILE_LAUNCH(grid, block, stream, kernel)(args...) is
+ * kernel<<<grid, block, 0, stream>>>(args...): the same launch under nvcc
+ * (the same machine code), and under PILE_CUDA_SIM (tests/cuda_sim.h) the
+ * kernel run on the host by cuda_sim::launch, so that a test runs the ops'
+ * own host code, launch geometry included. */
+#ifdef PILE_CUDA_SIM
+#define PILE_LAUNCH(grid, block, stream, ...) cuda_sim::launcher((grid), (block), (stream)).run(__VA_ARGS__)
+#else
+#define PILE_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<(grid), (block), 0, (stream)>>>
+#endif
 
 static inline pile_cuda_ctx *pile__cuda_ctx(pile_backend *be) { return (pile_cuda_ctx *)be->ctx; }
 

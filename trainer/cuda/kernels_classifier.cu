@@ -130,7 +130,7 @@ void pile__cuda_softmax_ce(pile_backend *be, pile_tensor logits, pile_tensor los
     if (N <= 0) return;
     const bool vec = Vp % PILE_PACK == 0 && pile_aligned16(logits.data);
     PILE_CUDA_DISPATCH(logits.dtype, T,
-                       softmax_ce_kernel<T><<<(unsigned)N, CE_THREADS, 0, pile__cuda_ctx(be)->stream>>>(
+                       PILE_LAUNCH((unsigned)N, CE_THREADS, pile__cuda_ctx(be)->stream, softmax_ce_kernel<T>)(
                            (T *)logits.data, (float *)losses.data, (int32_t *)correct.data, (const int32_t *)targets.data, V, Vp,
                            grad_scale, vec));
     pile__cuda_check(be, "softmax_ce");

@@ -34,7 +34,7 @@ void pile__cuda_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size
     const unsigned blocks = pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK);
     PILE_CUDA_DISPATCH(dst.dtype, TD,
                        PILE_CUDA_DISPATCH(src.dtype, TS,
-                                          convert_kernel<TD, TS><<<blocks, PILE_THREADS, 0, ctx->stream>>>(
+                                          PILE_LAUNCH(blocks, PILE_THREADS, ctx->stream, convert_kernel<TD, TS>)(
                                               (TD *)dst.data, (const TS *)src.data, n, vec)));
     pile__cuda_check(be, "convert");
 }
@@ -74,7 +74,7 @@ void pile__cuda_gelu_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, siz
     const bool vec = pile_aligned16(out.data) && pile_aligned16(inp.data);
     const unsigned blocks = pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK);
     PILE_CUDA_DISPATCH(out.dtype, T,
-                       gelu_fwd_kernel<T><<<blocks, PILE_THREADS, 0, pile__cuda_ctx(be)->stream>>>(
+                       PILE_LAUNCH(blocks, PILE_THREADS, pile__cuda_ctx(be)->stream, gelu_fwd_kernel<T>)(
                            (T *)out.data, (const T *)inp.data, n, vec));
     pile__cuda_check(be, "gelu_fwd");
 }
@@ -85,7 +85,7 @@ void pile__cuda_gelu_bwd(pile_backend *be, pile_tensor dinp, pile_tensor inp, pi
     const bool vec = pile_aligned16(dinp.data) && pile_aligned16(inp.data) && pile_aligned16(dout.data);
     const unsigned blocks = pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK);
     PILE_CUDA_DISPATCH(dout.dtype, T,
-                       gelu_bwd_kernel<T><<<blocks, PILE_THREADS, 0, pile__cuda_ctx(be)->stream>>>(
+                       PILE_LAUNCH(blocks, PILE_THREADS, pile__cuda_ctx(be)->stream, gelu_bwd_kernel<T>)(
                            (T *)dinp.data, (const T *)inp.data, (const T *)dout.data, n, vec));
     pile__cuda_check(be, "gelu_bwd");
 }
@@ -113,7 +113,7 @@ void pile__cuda_add(pile_backend *be, pile_tensor out, pile_tensor a, pile_tenso
     const bool vec = pile_aligned16(out.data) && pile_aligned16(a.data) && pile_aligned16(b.data);
     const unsigned blocks = pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK);
     PILE_CUDA_DISPATCH(out.dtype, T,
-                       add_kernel<T><<<blocks, PILE_THREADS, 0, pile__cuda_ctx(be)->stream>>>(
+                       PILE_LAUNCH(blocks, PILE_THREADS, pile__cuda_ctx(be)->stream, add_kernel<T>)(
                            (T *)out.data, (const T *)a.data, (const T *)b.data, n, vec));
     pile__cuda_check(be, "add");
 }
@@ -152,6 +152,6 @@ void pile__cuda_dropout(pile_backend *be, pile_tensor x, size_t n, float p, uint
     const bool vec = pile_aligned16(x.data);
     const unsigned blocks = pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK);
     PILE_CUDA_DISPATCH(x.dtype, T,
-                       dropout_kernel<T><<<blocks, PILE_THREADS, 0, ctx->stream>>>((T *)x.data, n, thresh, s, seed, vec));
+                       PILE_LAUNCH(blocks, PILE_THREADS, ctx->stream, dropout_kernel<T>)((T *)x.data, n, thresh, s, seed, vec));
     pile__cuda_check(be, "dropout");
 }

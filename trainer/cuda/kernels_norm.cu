@@ -14,7 +14,9 @@
  *    rows into pile__cuda_scratch, then one thread per channel adds the
  *    chunks in order. The chunks depend on N alone.
  * The scratch each op takes is its figure in cuda_sizes.h. */
+#ifndef PILE_CUDA_SIM /* tests/cuda_sim_runtime.h has a stand-in */
 #include <cub/device/device_radix_sort.cuh>
+#endif
 
 #include "kernels.cuh"
 
@@ -55,7 +57,7 @@ void pile__cuda_embed_fwd(pile_backend *be, pile_tensor out, pile_tensor tokens,
     const bool vec = C % PILE_PACK == 0 && pile_aligned16(out.data) && pile_aligned16(wte.data) && pile_aligned16(wpe.data);
     const unsigned blocks = (unsigned)(rows < 65536 ? rows : 65536);
     PILE_CUDA_DISPATCH(out.dtype, TT,
-                       embed_fwd_kernel<TT><<<blocks, ROW_THREADS, 0, pile__cuda_ctx(be)->stream>>>(
+                       PILE_LAUNCH(blocks, ROW_THREADS, pile__cuda_ctx(be)->stream, embed_fwd_kernel<TT>)(
                            (TT *)out.data, (const int32_t *)tokens.data, (const TT *)wte.data, (const TT *)wpe.data, rows, T, C,
                            (long)(wte.n / (size_t)C), vec));
     pile__cuda_check(be, "embed_fwd");
@@ -131,8 +133,9 @@ void pile__cuda_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, 
 
     /* dwpe */
     const bool vec_pe = TC % PILE_PACK == 0 && pile_aligned16(dwpe.data) && pile_aligned16(dout.data);
+    const unsigned blocks_pe = pile_blocks(be, (TC + PILE_PACK - 1) / PILE_PACK);
     PILE_CUDA_DISPATCH(dout.dtype, TT,
-                       embed_bwd_wpe_kernel<TT><<<pile_blocks(be, (TC + PILE_PACK - 1) / PILE_PACK), PILE_THREADS, 0, ctx->stream>>>(
+                       PILE_LAUNCH(blocks_pe, PILE_THREADS, ctx->stream, embed_bwd_wpe_kernel<TT>)(
                            (float *)dwpe.data, (const TT *)dout.data, B, TC, vec_pe));
     if (pile__cuda_check(be, "embed_bwd")) return;
 
@@ -161,8 +164,8 @@ void pile__cuda_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, 
     if (!s) return;
     uint32_t *key_in = (uint32_t *)s, *key = (uint32_t *)(s + ids);
     int32_t *pos_in = (int32_t *)(s + 2 * ids), *pos = (int32_t *)(s + 3 * ids);
-    embed_keys_kernel<<<pile_blocks(be, (size_t)n), PILE_THREADS, 0, ctx->stream>>>(key_in, pos_in, (const int32_t *)tokens.data, n,
-                                                                                   vrows);
+    PILE_LAUNCH(pile_blocks(be, (size_t)n), PILE_THREADS, ctx->stream, embed_keys_kernel)(
+        key_in, pos_in, (const int32_t *)tokens.data, n, vrows);
     if (pile__cuda_check(be, "embed_bwd")) return;
     if (cub::DeviceRadixSort::SortPairs(s + 4 * ids, sort_bytes, key_in, key, pos_in, pos, n, 0, end_bit, ctx->stream) != cudaSuccess) {
         pile__cuda_check(be, "embed_bwd");
@@ -171,8 +174,8 @@ void pile__cuda_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, 
     }
     const bool vec_te = C % PILE_PACK == 0 && pile_aligned16(dwte.data) && pile_aligned16(dout.data);
     PILE_CUDA_DISPATCH(dout.dtype, TT,
-                       embed_bwd_wte_kernel<TT><<<n, ROW_THREADS, 0, ctx->stream>>>((float *)dwte.data, (const TT *)dout.data, key, pos,
-                                                                                    n, C, vrows, vec_te));
+                       PILE_LAUNCH(n, ROW_THREADS, ctx->stream, embed_bwd_wte_kernel<TT>)(
+                           (float *)dwte.data, (const TT *)dout.data, key, pos, n, C, vrows, vec_te));
     pile__cuda_check(be, "embed_bwd");
 }
 
@@ -233,7 +236,7 @@ void pile__cuda_layernorm_fwd(pile_backend *be, pile_tensor out, pile_tensor mea
                      pile_aligned16(b.data);
     const unsigned blocks = (unsigned)((N + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
     PILE_CUDA_DISPATCH(out.dtype, T,
-                       layernorm_fwd_kernel<T><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, pile__cuda_ctx(be)->stream>>>(
+                       PILE_LAUNCH(blocks, 32 * LN_ROWS_PER_BLOCK, pile__cuda_ctx(be)->stream, layernorm_fwd_kernel<T>)(
                            (T *)out.data, (float *)mean.data, (float *)rstd.data, (const T *)inp.data, (const T *)w.data,
                            (const T *)b.data, N, C, vec));
     pile__cuda_check(be, "layernorm_fwd");
@@ -332,11 +335,11 @@ void pile__cuda_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw
     if (!N || !C) return;
     const bool vec = C % PILE_PACK == 0 && pile_aligned16(dinp.data) && pile_aligned16(dout.data) && pile_aligned16(inp.data) &&
                      pile_aligned16(w.data);
+    const unsigned blocks = (unsigned)((N + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
     PILE_CUDA_DISPATCH(dout.dtype, T,
-                       layernorm_bwd_dx_kernel<T><<<(unsigned)((N + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK), 32 * LN_ROWS_PER_BLOCK,
-                                                    0, st>>>((T *)dinp.data, (const T *)dout.data, (const T *)inp.data,
-                                                             (const T *)w.data, (const float *)mean.data, (const float *)rstd.data, N,
-                                                             C, vec));
+                       PILE_LAUNCH(blocks, 32 * LN_ROWS_PER_BLOCK, st, layernorm_bwd_dx_kernel<T>)(
+                           (T *)dinp.data, (const T *)dout.data, (const T *)inp.data, (const T *)w.data,
+                           (const float *)mean.data, (const float *)rstd.data, N, C, vec));
     if (pile__cuda_check(be, "layernorm_bwd")) return;
 
     /* dw, db: chunks of rows fixed by N alone */
@@ -350,11 +353,11 @@ void pile__cuda_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw
     const dim3 grid((unsigned)chunks, (unsigned)((packs + PILE_THREADS - 1) / PILE_THREADS));
     const bool vec_cols = C % PILE_PACK == 0 && pile_aligned16(dout.data) && pile_aligned16(inp.data) && pile_aligned16(s);
     PILE_CUDA_DISPATCH(dout.dtype, T,
-                       layernorm_bwd_cols_kernel<T><<<grid, PILE_THREADS, 0, st>>>(pw, pb, (const T *)dout.data, (const T *)inp.data,
-                                                                                   (const float *)mean.data, (const float *)rstd.data, N,
-                                                                                   C, rows_per_chunk, vec_cols));
+                       PILE_LAUNCH(grid, PILE_THREADS, st, layernorm_bwd_cols_kernel<T>)(
+                           pw, pb, (const T *)dout.data, (const T *)inp.data, (const float *)mean.data,
+                           (const float *)rstd.data, N, C, rows_per_chunk, vec_cols));
     if (pile__cuda_check(be, "layernorm_bwd")) return;
-    layernorm_bwd_total_kernel<<<(unsigned)((C + PILE_THREADS - 1) / PILE_THREADS), PILE_THREADS, 0, st>>>(
+    PILE_LAUNCH((unsigned)((C + PILE_THREADS - 1) / PILE_THREADS), PILE_THREADS, st, layernorm_bwd_total_kernel)(
         (float *)dw.data, (float *)db.data, pw, pb, chunks, C);
     pile__cuda_check(be, "layernorm_bwd");
 }

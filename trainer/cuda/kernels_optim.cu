@@ -53,10 +53,10 @@ double pile__cuda_sumsq(pile_backend *be, pile_tensor x, size_t n)
     const int nparts = (int)((n + chunk - 1) / chunk); /* at most PILE_CUDA_SUMSQ_PARTS */
     double *part = (double *)pile__cuda_scratch(be, (size_t)pile__cuda_sumsq_scratch_size(), "sumsq");
     if (!part) return NAN;
-    sumsq_part_kernel<<<nparts, SUMSQ_THREADS, 0, ctx->stream>>>(part + 1, (const float *)x.data, n, chunk,
+    PILE_LAUNCH(nparts, SUMSQ_THREADS, ctx->stream, sumsq_part_kernel)(part + 1, (const float *)x.data, n, chunk,
                                                                   pile_aligned16(x.data));
     if (pile__cuda_check(be, "sumsq")) return NAN;
-    sumsq_total_kernel<<<1, SUMSQ_THREADS, 0, ctx->stream>>>(part, part + 1, nparts);
+    PILE_LAUNCH(1, SUMSQ_THREADS, ctx->stream, sumsq_total_kernel)(part, part + 1, nparts);
     if (pile__cuda_check(be, "sumsq")) return NAN;
     double s = NAN;
     cudaMemcpyAsync(&s, part, sizeof s, cudaMemcpyDeviceToHost, ctx->stream);
@@ -82,7 +82,7 @@ __global__ void scale_kernel(float *x, size_t n, float s, bool vec)
 void pile__cuda_scale(pile_backend *be, pile_tensor x, size_t n, float s)
 {
     if (!n) return;
-    scale_kernel<<<pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK), PILE_THREADS, 0, pile__cuda_ctx(be)->stream>>>(
+    PILE_LAUNCH(pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK), PILE_THREADS, pile__cuda_ctx(be)->stream, scale_kernel)(
         (float *)x.data, n, s, pile_aligned16(x.data));
     pile__cuda_check(be, "scale");
 }
@@ -137,7 +137,7 @@ void pile__cuda_adamw(pile_backend *be, pile_tensor p, pile_tensor g, pile_tenso
     a.w1 = 1.0f - beta1;
     a.w2 = 1.0f - beta2;
     const bool vec = pile_aligned16(p.data) && pile_aligned16(g.data) && pile_aligned16(m.data) && pile_aligned16(v.data);
-    adamw_kernel<<<pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK), PILE_THREADS, 0, pile__cuda_ctx(be)->stream>>>(
+    PILE_LAUNCH(pile_blocks(be, (n + PILE_PACK - 1) / PILE_PACK), PILE_THREADS, pile__cuda_ctx(be)->stream, adamw_kernel)(
         (float *)p.data, (const float *)g.data, (float *)m.data, (float *)v.data, n, a, vec);
     pile__cuda_check(be, "adamw");
 }

@@ -231,7 +231,7 @@ static void lt_matmul(pile_backend *be, const char *op, cublasOperation_t ta, cu
         /* only the forward (ldd == m, D contiguous) passes beta 0 */
         const size_t total = (size_t)m * n;
         const unsigned blocks = (unsigned)((total + 255) / 256);
-        PILE_CUDA_DISPATCH(cd, T, fill_rows<T><<<blocks, 256, 0, c->stream>>>((T *)D, (const T *)bias, n, m));
+        PILE_CUDA_DISPATCH(cd, T, PILE_LAUNCH(blocks, 256, c->stream, fill_rows<T>)((T *)D, (const T *)bias, n, m));
         pile__cuda_check(be, op);
         return;
     }
@@ -299,9 +299,9 @@ static void colsum_add(pile_backend *be, const char *op, float *acc, pile_tensor
     float *part = (float *)pile__cuda_scratch(be, (size_t)pile__cuda_matmul_bwd_scratch_size(N, C), op);
     if (!part) return;
     const dim3 grid((unsigned)((C + 255) / 256), (unsigned)chunks);
-    PILE_CUDA_DISPATCH(x.dtype, T, colsum_partial<T><<<grid, 256, 0, c->stream>>>(part, (const T *)x.data, N, C, per));
+    PILE_CUDA_DISPATCH(x.dtype, T, PILE_LAUNCH(grid, 256, c->stream, colsum_partial<T>)(part, (const T *)x.data, N, C, per));
     if (pile__cuda_check(be, op)) return;
-    colsum_finish<<<(unsigned)((C + 255) / 256), 256, 0, c->stream>>>(acc, part, chunks, C);
+    PILE_LAUNCH((unsigned)((C + 255) / 256), 256, c->stream, colsum_finish)(acc, part, chunks, C);
     pile__cuda_check(be, op);
 }
 
