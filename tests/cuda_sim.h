@@ -60,9 +60,28 @@ struct dim3 {
     dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-/* CUDA's 16-byte vector (kernels.cuh's packs) */
+namespace cuda_sim {
+[[noreturn]] void misaligned(const void *p, const char *what);
+}
+
+/* CUDA's 16-byte vector (kernels.cuh's packs). A GPU faults on a 16-byte
+ * load or store at an address that is not a multiple of 16 (x86 would not
+ * mind): a copy from or into one checks the address and stops with a
+ * message there. */
 struct alignas(16) uint4 {
     unsigned x, y, z, w;
+    uint4() = default;
+    uint4(const uint4 &o) : x(o.x), y(o.y), z(o.z), w(o.w)
+    {
+        if ((uintptr_t)&o & 15) cuda_sim::misaligned(&o, "load");
+    }
+    uint4 &operator=(const uint4 &o)
+    {
+        if ((uintptr_t)&o & 15) cuda_sim::misaligned(&o, "load");
+        if ((uintptr_t)this & 15) cuda_sim::misaligned(this, "store");
+        x = o.x, y = o.y, z = o.z, w = o.w;
+        return *this;
+    }
 };
 
 inline float __int_as_float(int i)
@@ -85,9 +104,21 @@ struct barrier {
     std::vector<int> waiting;
 };
 
+/* The threads' stacks, kept from block to block and launch to launch (a
+ * fresh allocation per thread made every launch pay for faulting its
+ * pages in again, and for malloc's perturbation where that is on, as
+ * under meson test): stack t serves thread t of whichever block runs. */
+inline std::vector<std::unique_ptr<char[]>> stacks;
+
+inline char *stack_of(int t)
+{
+    while (stacks.size() <= (size_t)t) stacks.emplace_back(new char[STACK]);
+    return stacks[(size_t)t].get();
+}
+
 struct thread {
     ucontext_t ctx;
-    std::unique_ptr<char[]> stack{new char[STACK]};
+    char *stack;
     bool done = false;
 };
 
@@ -113,6 +144,13 @@ struct block {
 };
 
 inline block *cur;
+
+[[noreturn]] inline void misaligned(const void *p, const char *what)
+{
+    fprintf(stderr, "cuda_sim: block (%u, %u, %u) thread %u: a 16-byte %s at %p, not a multiple of 16 (a GPU faults)\n",
+            blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, what, p);
+    abort();
+}
 
 /* From the running thread back to the scheduler; dying: it has returned. */
 __attribute__((noinline)) inline void to_scheduler(bool dying)
@@ -169,11 +207,12 @@ template <typename V> inline V shfl_xor(V v, int o)
 /* A fresh thread that starts in entry(). (getcontext and swapcontext
  * return twice: each lives in a small function of its own, with nothing
  * there that a second return could find clobbered.) */
-__attribute__((noinline)) inline thread *new_thread()
+__attribute__((noinline)) inline thread *new_thread(int t)
 {
     thread *th = new thread;
+    th->stack = stack_of(t);
     getcontext(&th->ctx);
-    th->ctx.uc_stack.ss_sp = th->stack.get();
+    th->ctx.uc_stack.ss_sp = th->stack;
     th->ctx.uc_stack.ss_size = STACK;
     th->ctx.uc_link = nullptr;
     makecontext(&th->ctx, entry, 0);
@@ -188,7 +227,7 @@ __attribute__((noinline)) inline void switch_to(block *b, int t)
     thread *th = b->th[(size_t)t].get();
 #ifdef CUDA_SIM_ASAN
     void *fake = nullptr;
-    __sanitizer_start_switch_fiber(&fake, th->stack.get(), STACK);
+    __sanitizer_start_switch_fiber(&fake, th->stack, STACK);
 #endif
     swapcontext(&b->main, &th->ctx);
 #ifdef CUDA_SIM_ASAN
@@ -209,7 +248,7 @@ template <typename F> void run_block(dim3 idx, int threads, F &body)
     cur = &b;
     blockIdx = idx;
     for (int t = 0; t < threads; t++) {
-        b.th.emplace_back(new_thread());
+        b.th.emplace_back(new_thread(t));
         b.runnable.push_back(t);
     }
     while (!b.runnable.empty()) {
