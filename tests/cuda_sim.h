@@ -2,7 +2,7 @@
  * use, so that a test compiles those kernels with the host C++ compiler
  * and runs them where no GPU exists (this machine, CI). Each block's
  * threads are fibers (ucontext) on the calling thread, blocks run one
- * after another; __syncthreads is a barrier over the block,
+ * after another in a shuffled order; __syncthreads is a barrier over the block,
  * __shfl_xor_sync an exchange over the warp's 32 threads behind a
  * barrier; __shared__ variables are statics (one block runs at a time).
  * A barrier that not every thread of its block or warp reaches (a
@@ -31,6 +31,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "precision.h"
@@ -285,9 +286,16 @@ template <typename F> void launch(dim3 grid, int threads, F body)
     if (grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) refuse("a grid beyond the GPU's limits", grid, threads);
     gridDim = grid;
     blockDim = dim3{(unsigned)threads, 1, 1};
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) run_block(dim3{x, y, z}, threads, body);
+    /* The blocks one after another in a shuffled order, a fixed one per
+     * launch: a GPU runs them in any order, so a result that depends on
+     * theirs (two blocks adding into one output) differs here from the
+     * in-order one a reference computes. */
+    static uint64_t launches = 0;
+    std::vector<size_t> order((size_t)grid.x * grid.y * grid.z);
+    for (size_t k = 0; k < order.size(); k++) order[k] = k;
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(++launches));
+    for (size_t k : order)
+        run_block(dim3{(unsigned)(k % grid.x), (unsigned)(k / grid.x % grid.y), (unsigned)(k / grid.x / grid.y)}, threads, body);
 }
 
 /* PILE_LAUNCH(grid, block, stream, kernel)(args...) (cuda_internal.h):
