@@ -43,15 +43,8 @@
  * nvcc-built ops under the same names. */
 #define pile__cuda_adamw sim_adamw
 #define pile__cuda_add sim_add
-#define pile__cuda_attention_bwd sim_attention_bwd
-#define pile__cuda_attention_decode sim_attention_decode
-#define pile__cuda_attention_fwd sim_attention_fwd
-#define pile__cuda_attention_saved_bytes sim_attention_saved_bytes
-#define pile__cuda_attention_scratch_bytes sim_attention_scratch_bytes
 #define pile__cuda_check sim_check
 #define pile__cuda_convert sim_convert
-#define pile__cuda_copy sim_copy
-#define pile__cuda_download sim_download
 #define pile__cuda_dropout sim_dropout
 #define pile__cuda_embed_bwd sim_embed_bwd
 #define pile__cuda_embed_fwd sim_embed_fwd
@@ -69,8 +62,6 @@
 #define pile__cuda_softmax_ce sim_softmax_ce
 #define pile__cuda_sort_temp_bytes sim_sort_temp_bytes
 #define pile__cuda_sumsq sim_sumsq
-#define pile__cuda_upload sim_upload
-#define pile__cuda_zero sim_zero
 namespace ops {
 /* backend_cuda.cu's two helpers that the ops call, as it defines them */
 void *pile__cuda_scratch(pile_backend *be, size_t bytes, const char *op);
