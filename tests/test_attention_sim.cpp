@@ -17,24 +17,10 @@
 #include "cuda/attention.cu"
 
 #include "backend.h"
+#include "cuda_sim_check.h"
 #include "pile_test.h"
 
 static pile_backend *be;
-
-static float urand(void) /* [-1, 1) */
-{
-    return (float)((double)(pile_test_rng() >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
-
-/* n values of amplitude amp, already representable in dt. */
-static std::vector<float> rnd(size_t n, float amp, pile_dtype dt)
-{
-    std::vector<float> v(n);
-    for (float &x : v) x = amp * urand();
-    if (dt != PILE_DTYPE_F32)
-        pile_precision_round(v.data(), n, dt == PILE_DTYPE_BF16 ? PILE_PRECISION_BF16 : PILE_PRECISION_FP16);
-    return v;
-}
 
 /* Document starts, kind 1: documents of mean length 16; kind 2: any
  * value in -3 .. t+3 per position (the backends clamp to 0 .. t). */
@@ -70,27 +56,6 @@ template <typename E> static std::vector<float> to_f(const std::vector<E> &e)
 template <typename E> static std::vector<E> poisoned(size_t n)
 {
     return std::vector<E>(n, pile_cuda_store<E>(NAN));
-}
-
-/* 0 when every got[i] is within tolerance of want[i] (NaN is not);
- * else 1, with the worst element printed. */
-static int close_to(const char *what, const float *got, const float *want, size_t n, pile_dtype dt)
-{
-    const double rel = dt == PILE_DTYPE_F32 ? 1e-5 : dt == PILE_DTYPE_BF16 ? 1.0 / 128 : 1.0 / 1024, abs_ = 1e-5;
-    size_t bad = 0, worst = 0;
-    double worst_ex = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)got[i] - want[i]), tol = rel * fabs(want[i]) + abs_;
-        if (!(d <= tol)) {
-            const double ex = d != d ? INFINITY : d / tol;
-            if (!bad || ex > worst_ex) worst = i, worst_ex = ex;
-            bad++;
-        }
-    }
-    if (bad)
-        printf("# %s: %zu of %zu off, worst [%zu]: %.9g against %.9g\n", what, bad, n, worst, got[worst],
-               want[worst]);
-    return bad != 0;
 }
 
 /* attention.cu's launches (pile__cuda_attention_fwd, _bwd), here. */

@@ -35,6 +35,7 @@
 #include "kernels.cuh"
 
 #include "backend.h"
+#include "cuda_sim_check.h"
 #include "pile_test.h"
 
 /* The .cu files in a namespace of their own, and the functions of
@@ -213,21 +214,6 @@ template <typename E> struct arr {
     }
 };
 
-static float urand(void) /* [-1, 1) */
-{
-    return (float)((double)(pile_test_rng() >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
-
-/* n values of amplitude amp, already representable in dt */
-static std::vector<float> rnd(size_t n, float amp, pile_dtype dt)
-{
-    std::vector<float> v(n);
-    for (float &x : v) x = amp * urand();
-    if (dt == PILE_DTYPE_BF16 || dt == PILE_DTYPE_F16)
-        pile_precision_round(v.data(), n, dt == PILE_DTYPE_BF16 ? PILE_PRECISION_BF16 : PILE_PRECISION_FP16);
-    return v;
-}
-
 /* ------------------------------------------------- the CPU reference */
 
 static void set_emulation(pile_dtype dt)
@@ -302,25 +288,10 @@ static bool bits(const char *what, const std::vector<float> &got, const std::vec
     return bad == 0;
 }
 
-static double rel_of(pile_dtype dt) { return dt == PILE_DTYPE_F32 ? 1e-5 : dt == PILE_DTYPE_BF16 ? 1.0 / 128 : 1.0 / 1024; }
-
 static bool close(const char *what, const std::vector<float> &got, const std::vector<float> &want, double rel,
                   double abs_ = 1e-5)
 {
-    size_t bad = 0, worst = 0;
-    double worst_ex = 0;
-    for (size_t i = 0; i < want.size(); i++) {
-        const double d = fabs((double)got[i] - want[i]), tol = rel * fabs(want[i]) + abs_;
-        if (!(d <= tol)) {
-            const double ex = d != d ? INFINITY : d / tol;
-            if (!bad || ex > worst_ex) worst = i, worst_ex = ex;
-            bad++;
-        }
-    }
-    if (bad)
-        printf("# %s: %zu of %zu off, worst [%zu]: %.9g against %.9g\n", what, bad, want.size(), worst, got[worst],
-               want[worst]);
-    return bad == 0;
+    return !close_to(what, got.data(), want.data(), want.size(), rel, abs_);
 }
 
 /* ------------------------------------------------------ element-wise */
