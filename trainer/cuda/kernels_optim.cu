@@ -54,7 +54,7 @@ double pile__cuda_sumsq(pile_backend *be, pile_tensor x, size_t n)
     double *part = (double *)pile__cuda_scratch(be, (size_t)pile__cuda_sumsq_scratch_size(), "sumsq");
     if (!part) return NAN;
     PILE_LAUNCH(nparts, SUMSQ_THREADS, ctx->stream, sumsq_part_kernel)(part + 1, (const float *)x.data, n, chunk,
-                                                                  pile_aligned16(x.data));
+                                                                       pile_aligned16(x.data));
     if (pile__cuda_check(be, "sumsq")) return NAN;
     PILE_LAUNCH(1, SUMSQ_THREADS, ctx->stream, sumsq_total_kernel)(part, part + 1, nparts);
     if (pile__cuda_check(be, "sumsq")) return NAN;
