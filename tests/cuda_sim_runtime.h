@@ -126,6 +126,7 @@ struct cublasLtMatmulAlgo_t {
 };
 struct cublasLtMatmulHeuristicResult_t {
     cublasLtMatmulAlgo_t algo;
+    cublasStatus_t state;
 };
 
 #define CUDA_SIM_LT_UNSUPPORTED(name) \
