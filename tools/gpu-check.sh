@@ -2,11 +2,13 @@
 # gpu-check.sh: the first command to run on a machine with an NVIDIA GPU.
 # It builds the project with the CUDA backend, runs tests/gpu (every kernel
 # against fp64 references, the trainer on the GPU against the CPU, the
-# "nccl" communicator at world size 1: one GPU cannot check more),
-# tests/test_backend (its cuda cases: the arena, staged uploads), a short
-# training run, the benchmark (bench/train-gpu.sh, short), the kernel test
-# again under compute-sanitizer (memcheck, racecheck) where the machine
-# supports it, prints the versions of the driver, CUDA, cuBLAS, cuDNN, NCCL
+# "nccl" communicator at world size 1), tests/test_backend (its cuda
+# cases: the arena, staged uploads), the trainer at ZeRO 3 over "nccl" on
+# two ranks sharing the GPU (NCCL_HOSTID: NCCL takes them for two hosts)
+# against one rank, a short training run, the benchmark
+# (bench/train-gpu.sh, short), the kernel test again under
+# compute-sanitizer (memcheck, racecheck) where the machine supports it,
+# prints the versions of the driver, CUDA, cuBLAS, cuDNN, NCCL
 # and torch, and ends with one table. The full log goes into --out DIR.
 #
 # The GPU machine needs the CUDA toolkit, a C compiler, meson, ninja and
@@ -414,6 +416,45 @@ if [ $BUILT = 0 ]; then
     }
     NOTE="world size 1 only: one GPU cannot check more ranks"
     step nccl 60 nccl
+    # --- the trainer's own "nccl" path on this one GPU: two ranks share it,
+    # NCCL told they are two hosts (NCCL_HOSTID; it refuses two ranks on
+    # one GPU of one host: "Duplicate GPU detected") that talk over
+    # loopback sockets. ZeRO 3 in fp32 (the rendezvous, the comm stream,
+    # reduce-scatters, the layers' gathers, the checkpoint's) against one
+    # rank with the same global batch: every step's loss to 1e-4.
+    zero2on1() {
+        [ -x "$BUILD/tests/gpu/test_nccl" ] || { echo "this build has no \"nccl\" communicator"; return 77; }
+        local d=$BUILD/gpu-check-zero dev=${CUDA_VISIBLE_DEVICES:-0} port=$((20000 + RANDOM % 20000)) r st=0
+        dev=${dev%%,*}
+        rm -rf "$d" && mkdir -p "$d"
+        "$BUILD/preprocess/pile-prep" -q -o "$d/shards" -L 64 -t bytes "$ROOT/data/sample" || return 1
+        local common=(--data "$d/shards" --backend cuda --precision fp32 --model tiny --max_steps 20 --threads 1
+                      --eval_interval 10 --eval_rows 64 --log_interval 1 --seed 7)
+        CUDA_VISIBLE_DEVICES=$dev "$BUILD/trainer/pile-trainer" "${common[@]}" --batch_size 2 --accumulation_steps 4 \
+            --checkpoint_dir "$d/one" > "$d/one.log" 2>&1 || { tail -n 20 "$d/one.log"; return 1; }
+        local pids=()
+        for r in 0 1; do
+            env RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+                CUDA_VISIBLE_DEVICES=$dev NCCL_HOSTID=pile-gpu-check-$r NCCL_SOCKET_IFNAME=lo \
+                NCCL_DEBUG=${NCCL_DEBUG:-WARN} "$BUILD/trainer/pile-trainer" "${common[@]}" --batch_size 2 \
+                --accumulation_steps 2 --zero 3 --checkpoint_dir "$d/two" > "$d/two-$r.log" 2>&1 &
+            pids+=($!)
+        done
+        for r in 0 1; do wait "${pids[$r]}" || st=1; done
+        if [ $st != 0 ]; then
+            for r in 0 1; do echo "rank $r:"; tail -n 15 "$d/two-$r.log"; done
+            return 1
+        fi
+        grep -h "on each of 2 ranks" "$d/two-0.log" | head -n 1
+        # train/loss of each step of both runs, side by side
+        losses() { sed -n 's/.*"step": *\([0-9]*\).*"train\/loss": *\([^,}]*\).*/\1 \2/p' "$1" | sort -n; }
+        join <(losses "$d/one/metrics.jsonl") <(losses "$d/two/metrics.jsonl") |
+            awk '{ e = ($2 - $3) / $2; e = e < 0 ? -e : e; if (e > m) m = e; n++ }
+                 END { printf "%d steps; largest relative loss difference, 2 ranks against 1: %.2g\n", n, m
+                       exit !(n == 20 && m <= 1e-4) }'
+    }
+    NOTE="2 ranks on one GPU (NCCL_HOSTID), ZeRO 3 fp32 vs 1 rank"
+    step zero-nccl 90 zero2on1
     # --- a short training run: GPT-2's tokenizer, the small model, bf16
     train() {
         local d=$BUILD/gpu-check-train
