@@ -446,8 +446,9 @@ if [ $BUILT = 0 ]; then
             return 1
         fi
         grep -h "on each of 2 ranks" "$d/two-0.log" | head -n 1
-        # train/loss of each step of both runs, side by side
-        losses() { sed -n 's/.*"step": *\([0-9]*\).*"train\/loss": *\([^,}]*\).*/\1 \2/p' "$1" | sort -n; }
+        # train/loss of each step of both runs, side by side (tests/tap.sh's
+        # losses; sourced in this step's own shell)
+        . "$ROOT/tests/tap.sh"
         join <(losses "$d/one/metrics.jsonl") <(losses "$d/two/metrics.jsonl") |
             awk '{ e = ($2 - $3) / $2; e = e < 0 ? -e : e; if (e > m) m = e; n++ }
                  END { printf "%d steps; largest relative loss difference, 2 ranks against 1: %.2g\n", n, m
