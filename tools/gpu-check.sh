@@ -5,7 +5,9 @@
 # "nccl" communicator at world size 1), tests/test_backend (its cuda
 # cases: the arena, staged uploads), the trainer at ZeRO 3 over "nccl" on
 # two ranks sharing the GPU (NCCL_HOSTID: NCCL takes them for two hosts)
-# against one rank, a short training run, the benchmark
+# against one rank, the parts of an offloaded optimizer step (AdamW on the
+# host against streaming the state through the GPU), a short training
+# run, the benchmark
 # (bench/train-gpu.sh, short), the kernel test again under
 # compute-sanitizer (memcheck, racecheck) where the machine supports it,
 # prints the versions of the driver, CUDA, cuBLAS, cuDNN, NCCL
@@ -371,6 +373,8 @@ build() {
     local t=$TARGETS
     # the "nccl" communicator's test, where meson found NCCL
     grep -q '^build tests/gpu/test_nccl:' "$BUILD/build.ninja" && t="$t tests/gpu/test_nccl"
+    # the offload step's program (CUDA builds only)
+    grep -q '^build bench/bench_offload:' "$BUILD/build.ninja" && t="$t bench/bench_offload"
     # shellcheck disable=SC2086
     ninja -C "$BUILD" $t || return 1
     # the CUDA backend must be in the build (the backend opens before the
@@ -456,6 +460,16 @@ if [ $BUILT = 0 ]; then
     }
     NOTE="2 ranks on one GPU (NCCL_HOSTID), ZeRO 3 fp32 vs 1 rank"
     step zero-nccl 90 zero2on1
+    # --- issue 10's choice for an offloaded optimizer: AdamW on the host
+    # (what --offload optimizer does) against streaming the state through
+    # the GPU, by their parts (pinned copies each way, AdamW on both
+    # backends) on a shard of 2^27 parameters; bench/offload-gpu.sh
+    offload() {
+        [ -x "$BUILD/bench/bench_offload" ] || { echo "this build has no bench_offload (no CUDA backend)"; return 1; }
+        "$BUILD/bench/bench_offload" 134217728 0 5
+    }
+    NOTE="AdamW on the host vs streaming: its verdict in offload.log"
+    step offload 60 offload
     # --- a short training run: GPT-2's tokenizer, the small model, bf16
     train() {
         local d=$BUILD/gpu-check-train
