@@ -263,6 +263,11 @@ awk -F'\t' -v dec="$dec" -v files="$FILES" -v big="$(basename "$BIG")" -v tok="$
             if (b < lim) { lim = b; why = "background writer" }
             printf "| %d | %.0f MB/s | %.0f MB/s (%d) | %.0f MB/s | %.0f MB/s | %.0f MB/s | %s |\n", N, a, r, nr, p, b, lim, why
         }
+        # 2 workers against 1 on a 2-core machine: at -j 1 the other
+        # threads have the second core to themselves, at -j 2 they share
+        # both cores with the workers
+        w = ps + tk + cc; o = dec + sp + pk + wr + bw
+        printf "\nOn 2 cores, 2 threads against 1: the workers parse, tokenize and copy (W = %.3f s); the other threads (R = %.3f s) have the second core to themselves at -j 1 and share both at -j 2, so the ratio is at most 2W / (W + R) = %.2fx, and %.2fx were every stage but decompression free. The single-threaded start-up lowers a measured ratio below these.\n", w, o, 2 * w / (w + o), 2 * w / (w + dec)
     }' "$TMP/runs.tsv"
 done
 
