@@ -70,7 +70,7 @@ int main(int argc, char **argv)
     if (rc == 0) pile_model_init(m, 42);
     pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
     const int world = comm ? pile_comm_world_size(comm) : 1, rank = comm ? pile_comm_rank(comm) : 0;
-    pile_optim_zero z = {stage, world > 1 ? comm : NULL, off, bucket, offload == 2, SIZE_MAX};
+    pile_optim_zero z = {stage, world > 1 ? comm : NULL, off, bucket, offload == 2, SIZE_MAX, 0, 0};
     if (rc == 0 && overlap && world > 1) rc = pile_comm_thread_start(comm, &err);
     if (rc == 0) rc = pile_optim_create_zero(&o, m, &ac, &z, &err);
     const size_t N = (size_t)B * (size_t)T;

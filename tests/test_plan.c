@@ -107,7 +107,7 @@ static void test_cpu_zero_matches_backend(pile_backend *be)
                 pile_model *m = NULL;
                 pile_optim *opt = NULL;
                 pile_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0};
-                pile_optim_zero z = {stage, NULL, o ? off : NULL, 0, o == 2, 0, 0};
+                pile_optim_zero z = {stage, NULL, o ? off : NULL, 0, o == 2, 0, 0, 0};
                 size_t before = pile_backend_bytes_in_use(be);
                 OK(pile_model_create(&m, be, &mc, s.batch_size, s.seq_len, &err), &err);
                 if (m) OK(pile_optim_create_zero(&opt, m, &ac, &z, &err), &err);

@@ -255,7 +255,9 @@ typedef struct run_cfg {
     const char *save; /* a checkpoint folder to save at the end, or NULL */
     pile_comm *ext;   /* a communicator between processes (--ranks), or NULL */
     int overlap;      /* collectives on the communicator's thread (not with ext) */
-    int device;       /* the model on the devsim backend, the "devsim" communicator over the team */
+    int device;       /* the model on the devsim backend, the "devsim" communicator over the team; 2:
+                         devsim16, storing the parameters in emulate's dtype */
+    size_t chunk;     /* offload to devsim: the step in chunks of this many elements (0: the default) */
 } run_cfg;
 
 typedef struct rank_out {
@@ -308,18 +310,32 @@ static void rank_main(void *arg)
     }
     /* on device memory the optimizer overlaps on the comm stream (no thread), as the trainer does */
     if (cfg->overlap && comm != cfg->ext && !cfg->device) TRY(pile_comm_thread_start(comm, err));
-    TRY(pile_backend_open(&be, cfg->device ? "devsim" : "cpu", 1, err));
-    if (cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
+    TRY(pile_backend_open(&be, cfg->device == 2 ? "devsim16" : cfg->device ? "devsim" : "cpu", 1, err));
+    /* devsim16 stores 16 bits as a device does: nothing to emulate */
+    const int store16 = cfg->device == 2 && cfg->emulate != PILE_DTYPE_F32;
+    if (cfg->emulate != PILE_DTYPE_F32 && !store16) TRY(pile_backend_set_emulation(be, cfg->emulate, err));
     if (cfg->offload) TRY(pile_backend_open(&off, "cpu", 1, err));
     if (cfg->offload == 2 && cfg->emulate != PILE_DTYPE_F32) TRY(pile_backend_set_emulation(off, cfg->emulate, err));
     const int rows = ROWS / W, mb = rows / cfg->micro;
-    pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
+    pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, store16 ? cfg->emulate : PILE_DTYPE_F32};
     TRY(pile_model_create(&m, be, &mc, mb, T, err));
     pile_model_init(m, 3);
     pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
-    pile_optim_zero z = {cfg->stage, comm, off, cfg->bucket, cfg->offload == 2, cfg->no_prefetch ? 0 : SIZE_MAX,
-                         cfg->overlap};
+    pile_optim_zero z = {cfg->stage,   comm, off, cfg->bucket, cfg->offload == 2, cfg->no_prefetch ? 0 : SIZE_MAX,
+                         cfg->overlap, cfg->chunk};
     TRY(pile_optim_create_zero(&opt, m, &ac, &z, err));
+    if (store16) {
+        /* the master weights take the unrounded draws, as the trainer
+         * puts them (and an emulating backend keeps them) */
+        const size_t n = pile_model_flat_size(m);
+        float *init = malloc(n * sizeof *init);
+        if (!init) TRY(pile_err_set(err, PILE_ENOMEM, "out of memory"));
+        pile_model_init_values(m, 3, init);
+        o->rc = pile_optim_put(opt, PILE_OPTIM_MASTER, init, 0, n, err);
+        free(init);
+        TRY(o->rc);
+        TRY(pile_optim_update_model(opt, err));
+    }
     int64_t tokens = 0;
     for (int i = 0; i < ROWS * T; i++) tokens += g_targets[i] >= 0;
     if (cfg->load) TRY(pile_checkpoint_load(cfg->load, m, opt, NULL, err));
@@ -514,8 +530,8 @@ static void test_checkpoints(void)
     }
     for (int i = 0; i < 5; i++) snprintf(dir[i], sizeof dir[i], "%s/ck%d", root, i);
     rank_out two[MAXW], four[MAXW];
-    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
-    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
+    const run_cfg z2 = {2, 2, 1, 64, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0};
+    const run_cfg z1 = {4, 1, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0};
     int ok = run(&z2, two) == 0 && run(&z1, four) == 0;
     ASSERT(ok);
     ok = ok && save_half("checkpoints: 4 ranks at stage 1 save half way: every rank's shard file in the sealed folder",
@@ -612,7 +628,7 @@ static void test_bytes(void)
     for (int stage = 0; stage <= 3; stage++) {
         TEST(NAME("bytes communicated per step at stage %d, 4 ranks: %s the parameters'", stage,
                   stage < 3 ? "2x" : "about 3x"));
-        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
+        const run_cfg cfg = {4, stage, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0};
         rank_out out[MAXW];
         if (run(&cfg, out) == 0) {
             /* stages 1 to 3 pad the flat buffer to a multiple of 4 */
@@ -647,8 +663,8 @@ static int main_ranks(void)
     const int W = pile_comm_world_size(comm), R = pile_comm_rank(comm);
     tl_rank = R;
     rank_out one = {0}, got = {0};
-    const run_cfg single = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
-    run_cfg d = {W, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, comm, 0, 0};
+    const run_cfg single = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0};
+    run_cfg d = {W, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, comm, 0, 0, 0};
     rank_job j1 = {&single, 0, &one};
     rank_main(&j1);
     int bad = one.rc < 0;
@@ -694,7 +710,7 @@ int main(int argc, char **argv)
     }
     rank_out ref[MAXW], ref_bf16[MAXW];
     TEST("one rank, stage 0: the reference trains");
-    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0};
+    const run_cfg base = {0, 0, 0, 0, 1, PILE_DTYPE_F32, 0, 0, 0, NULL, NULL, NULL, 0, 0, 0};
     int ok = run(&base, ref) == 0;
     ASSERT(ok);
     if (ok) ASSERT(ref[0].loss[STEPS - 1] < ref[0].loss[0]);
@@ -744,12 +760,17 @@ int main(int argc, char **argv)
             exact(NAME("%d ranks, stage %d%s%s: stage 0's steps bit for bit", W, d.stage, where[d.offload],
                        d.bucket ? ", in buckets" : ""),
                   &d, zero0);
-            /* the model on the devsim backend, the communicator on its memory */
+            /* the model on the devsim backend, the communicator on its
+             * memory; an offloaded step in chunks of 100 elements, which
+             * cut tensors and shards anywhere (staged uploads: poisoned
+             * until waited for) */
             d.device = 1;
-            exact(NAME("%d devsim ranks, stage %d%s%s: stage 0's steps bit for bit", W, d.stage, where[d.offload],
-                       d.bucket ? ", in buckets" : ""),
+            d.chunk = d.offload == 1 ? 100 : 0;
+            exact(NAME("%d devsim ranks, stage %d%s%s%s: stage 0's steps bit for bit", W, d.stage, where[d.offload],
+                       d.bucket ? ", in buckets" : "", d.chunk ? ", stepped in chunks of 100" : ""),
                   &d, zero0);
             d.device = 0;
+            d.chunk = 0;
         }
         /* stages 2 and 3 sum each micro-batch over the ranks before the next */
         d.micro = 2;
@@ -791,11 +812,13 @@ int main(int argc, char **argv)
                  * comm stream as the backward produces them, packed and
                  * landed by the caller */
                 d.device = 1;
-                exact(NAME("%d devsim ranks, stage %d%s, overlapped: the blocking run's steps bit for bit", W,
-                           d.stage, where[d.offload]),
+                d.chunk = d.offload == 1 ? 100 : 0;
+                exact(NAME("%d devsim ranks, stage %d%s, overlapped%s: the blocking run's steps bit for bit", W,
+                           d.stage, where[d.offload], d.chunk ? ", stepped in chunks of 100" : ""),
                       &d, blocking);
                 if (W == 2 || d.stage == 0) ASSERT(g_overlap > 0);
                 d.device = 0;
+                d.chunk = 0;
                 d.overlap = 0;
             } else {
                 ASSERT(!"run failed");
@@ -832,6 +855,20 @@ int main(int argc, char **argv)
         e.overlap = 1;
         exact("bf16 emulation, 2 devsim ranks, stage 2 in buckets, overlapped: stage 0's steps bit for bit", &e,
               ref_bf16);
+        /* bf16 parameters on the device: each chunk converted on the host
+         * (the offload's staging) before it goes up */
+        e.device = 2;
+        e.offload = 1;
+        e.bucket = 0;
+        e.overlap = 0;
+        for (int s = 1; s <= 3; s++) {
+            e.stage = s;
+            e.chunk = s == 1 ? 0 : 100;
+            exact(NAME("bf16, 2 devsim16 ranks, stage %d, optimizer offloaded, stepped %s: stage 0's steps bit for "
+                       "bit",
+                       s, e.chunk ? "in chunks of 100" : "in one chunk"),
+                  &e, ref_bf16);
+        }
     }
     free_out(ref_bf16);
 
@@ -847,7 +884,7 @@ int main(int argc, char **argv)
         pile_model_config mc = {V, NPOS, NL, NH, C, 0.0f, PILE_RECOMPUTE_NONE, PILE_DTYPE_F32};
         pile_adamw_config ac = {0.9f, 0.95f, 1e-8f, 0.1f, 0};
         if (pile_backend_open(&be, "cpu", 1, &err) == 0 && pile_model_create(&m, be, &mc, 1, T, &err) == 0) {
-            pile_optim_zero z = {4, NULL, NULL, 0, 0, 0, 0};
+            pile_optim_zero z = {4, NULL, NULL, 0, 0, 0, 0, 0};
             ASSERT_EQ(pile_optim_create_zero(&o, m, &ac, &z, &err), PILE_EINVAL);
             ASSERT(o == NULL);
             ASSERT(strstr(err.msg, "stage 4") != NULL);

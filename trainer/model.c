@@ -735,6 +735,12 @@ void pile_model_unstage(pile_model *m)
     m->n_staged = 0;
 }
 
+void pile_model_stage_wait(pile_model *m)
+{
+    if (m->stage_open) pile_backend_stage_wait(m->be);
+    m->stage_open = 0;
+}
+
 int pile_model_forward(pile_model *m, const pile_batch *batch, int training, uint64_t dropout_seed,
                        float grad_scale, pile_fwd_stats *stats, pile_err *err)
 {

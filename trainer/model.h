@@ -197,6 +197,11 @@ int pile_model_stage(pile_model *m, const pile_batch *batch, pile_err *err);
 int pile_model_staged(const pile_model *m);
 /* Forgets the staged batches (a loop that will not run them). */
 void pile_model_unstage(pile_model *m);
+/* Ends the upload group of the newest staged batch now
+ * (pile_backend_stage_wait) rather than at the forward that runs it, so
+ * that the backend's next staged upload starts a group of its own (the
+ * optimizer's, optim.h: offload). The batches stay staged. */
+void pile_model_stage_wait(pile_model *m);
 
 /* Forward pass, on batch, or with batch NULL on the oldest staged batch
  * (PILE_EINVAL when none is; a batch given while two are staged is

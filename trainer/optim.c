@@ -25,7 +25,8 @@ struct pile_optim {
     pile_tensor gshard;     /* the gradients the step reads: grads (stage 0), its shard, or own_gshard */
     int own_gshard;
     pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
-    pile_tensor staging;    /* offload with 16-bit parameters: the shard converted in obe before it goes up */
+    pile_tensor staging;    /* offload with 16-bit parameters: the shard (a chunk) converted in obe before it goes up */
+    size_t chunk;           /* offload to a device: the step in chunks of this many elements (step_chunked); 0: in one piece */
     pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be), twice with streams */
     float *add_host;        /* add_f32's host staging: a bucket of each side not in host memory, where needed */
     /* the gradients reduced while the backward runs (pile_optim_begin_backward) */
@@ -99,7 +100,8 @@ static int alloc_replicated(pile_optim *o, pile_tensor params)
  *        unit_buf[2]                       the largest unit's compute parameters, twice
  *        bucket_buf  world x bucket        when the shard is cut into buckets
  *   obe: master, m, v, gshard   [lo, lo + shard) of the flat layout, F32
- *        staging                           offload with 16-bit parameters only
+ *        staging                           offload with 16-bit parameters only: the
+ *                                          shard, or a chunk (offload to a device)
  *   pbe: cshard  [lo, lo + shard)          stage 3: compute parameters (pbe: obe with
  *                                          offload_param, else be)
  * gshard is grads' own shard (in place) at stage 1 without offload. The
@@ -111,6 +113,7 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
     o->padded = (o->n + w - 1) / w * w;
     o->shard = o->padded / w;
     o->lo = (size_t)o->rank * o->shard;
+    if (o->chunk > o->shard) o->chunk = o->shard;
     o->master = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
     o->m = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
     o->v = pile_backend_alloc(o->obe, PILE_DTYPE_F32, o->shard);
@@ -136,7 +139,7 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
         ok = o->cshard.data && o->unit_buf[0].data && o->unit_buf[1].data;
     }
     if (ok && o->obe != o->pbe && params.dtype != PILE_DTYPE_F32) {
-        o->staging = pile_backend_alloc(o->obe, params.dtype, o->shard);
+        o->staging = pile_backend_alloc(o->obe, params.dtype, o->chunk ? o->chunk : o->shard);
         ok = o->staging.data != NULL;
     }
     if (ok && o->bucket) {
@@ -282,7 +285,7 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     PILE_RETURN_IF(!(cfg->eps >= 0.0f) || !(cfg->weight_decay >= 0.0f), err, PILE_EINVAL,
                    "invalid AdamW eps %g or weight decay %g: must be >= 0", (double)cfg->eps,
                    (double)cfg->weight_decay);
-    const pile_optim_zero none = {0, NULL, NULL, 0, 0, 0, 0};
+    const pile_optim_zero none = {0, NULL, NULL, 0, 0, 0, 0, 0};
     if (!z) z = &none;
     pile_backend *be = pile_model_backend(model);
     PILE_RETURN_IF(z->stage < 0 || z->stage > 3, err, PILE_EINVAL, "ZeRO stage %d: must be 0 to 3", z->stage);
@@ -319,6 +322,11 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     o->streams = comm_device;
     o->stream = comm_device ? pile_backend_comm_stream(be) : NULL;
     o->overlap = z->comm && (pile_comm_threaded(z->comm) || (o->streams && z->overlap));
+    /* on a device the offloaded step overlaps its uploads (step_chunked);
+     * host memory keeps the one-piece path, and an offloaded parameter
+     * shard goes up only when the model reads a unit */
+    if (z->offload && !pile_backend_host_memory(be) && !z->offload_param)
+        o->chunk = z->offload_chunk ? z->offload_chunk : PILE_OPTIM_OFFLOAD_CHUNK;
     o->rank = z->comm ? pile_comm_rank(z->comm) : 0;
     o->world = z->comm ? pile_comm_world_size(z->comm) : 1;
     o->cfg = *cfg;
@@ -345,6 +353,12 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
         const size_t n = (size_t)(!pile_backend_host_memory(o->be) + !pile_backend_host_memory(o->obe)) * span;
         o->add_host = malloc(n * sizeof *o->add_host);
         if (!o->add_host) rc = pile_err_set(err, PILE_ENOMEM, "cannot allocate %zu floats to add gradients in", n);
+    }
+    if (rc == 0 && o->chunk) {
+        /* staging memory for one chunk's upload at a time; the model's
+         * batches share it (the backend keeps the larger reserve) */
+        const size_t bytes = o->chunk * pile_dtype_size(params.dtype);
+        rc = pile_backend_stage_reserve(be, (bytes + 255) / 256 * 256, err);
     }
     if (rc == 0) rc = pile_optim_update_model(o, err); /* the compute copy, rounded as it will be after each step */
     if (rc < 0) {
@@ -722,6 +736,89 @@ double pile_optim_grad_norm(pile_optim *o)
     return sqrt(pile_backend_sumsq(o->obe, o->gshard, o->gshard.n));
 }
 
+/* One AdamW step (t) on the master weights of flat elements [a0, b0)
+ * of the rank's shard, tensor by tensor (each its weight decay). */
+static void adamw_flat(pile_optim *o, size_t a0, size_t b0, float lr, int64_t t)
+{
+    pile_model *model = o->model;
+    for (size_t i = 0; i < pile_model_tensor_count(model); i++) {
+        const pile_tensor_info *ti = pile_model_tensor(model, i);
+        float wd = ti->decay || o->cfg.decay_all ? o->cfg.weight_decay : 0.0f;
+        /* saved_numel: wte's padded rows come last and stay exactly zero;
+         * of each tensor, the part in [a0, b0) */
+        const size_t a = ti->offset > a0 ? ti->offset : a0;
+        const size_t b = ti->offset + ti->saved_numel < b0 ? ti->offset + ti->saved_numel : b0;
+        if (a >= b) continue;
+        const size_t at = a - o->lo, n = b - a;
+        pile_backend_adamw(o->obe, pile_tensor_slice(o->master, at, n), pile_tensor_slice(o->gshard, at, n),
+                           pile_tensor_slice(o->m, at, n), pile_tensor_slice(o->v, at, n), n, lr, o->cfg.beta1,
+                           o->cfg.beta2, o->cfg.eps, wd, t);
+    }
+}
+
+/* Stages 1 and 2: the rank's shard is in its place of `gather`, in the
+ * compute dtype; every rank's gathered, and the whole into the model's
+ * parameters (the last convert rounds as stage 0's does on an emulating
+ * backend: rounding twice changes nothing). */
+static int gather_params(pile_optim *o, pile_tensor mine, pile_err *err)
+{
+    if (o->streams) pile_backend_comm_wait_compute(o->be);
+    else PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
+    if (o->comm)
+        PILE_FORWARD_IF_ERR(pile_comm_all_gather(o->comm, o->gather.data, mine.data, o->padded,
+                                                 comm_dtype(o->gather.dtype), o->stream, err));
+    if (o->streams) pile_backend_compute_wait_comm(o->be);
+    o->comm_bytes += o->padded * pile_dtype_size(o->gather.dtype);
+    pile_backend_convert(o->be, pile_model_params(o->model), o->gather, o->n);
+    return pile_backend_sync(o->be, err);
+}
+
+/* Stage 3: the units the model holds are stale once the shard changes
+ * (and gathers still in flight read it). */
+static int drop_units(pile_optim *o, pile_err *err)
+{
+    PILE_FORWARD_IF_ERR(unit_claim(o, 0, err));
+    PILE_FORWARD_IF_ERR(unit_claim(o, 1, err));
+    o->unit_in[0] = o->unit_in[1] = -1;
+    return 0;
+}
+
+/* Offload to a device (o->chunk): the compute parameters written from
+ * the master weights chunk by chunk, each chunk first stepped by AdamW
+ * when `step` (lr, t), converted on obe (16-bit parameters) and staged up
+ * (optim.h, offload): the copy of chunk k travels while the host steps
+ * chunk k + 1. Each chunk is a group of its own, ended at once: no op is
+ * queued between its upload and its wait, and ops and collectives queued
+ * after see it. The destination is the shard's place in `gather` (stages
+ * 1 and 2, gathered after the last chunk) or the compute shard (stage 3). */
+static int step_chunked(pile_optim *o, int step, float lr, int64_t t, pile_err *err)
+{
+    if (o->stage == 3) PILE_FORWARD_IF_ERR(drop_units(o, err));
+    const pile_tensor dst = o->stage == 3 ? o->cshard : pile_tensor_slice(o->gather, o->lo, o->shard);
+    /* the next batch, staged while the step's last micro-batch ran, has
+     * its group still open: a chunk joining that group would be ordered
+     * only after the ops queued before the group began (backend.h), not
+     * after the backward since, which may still read dst (stage 3's
+     * gathers convert from cshard). Its copy has long landed: ending the
+     * group costs nothing, and the model finds it ended. */
+    pile_model_stage_wait(o->model);
+    for (size_t c0 = 0; c0 < o->shard; c0 += o->chunk) {
+        const size_t n = o->shard - c0 < o->chunk ? o->shard - c0 : o->chunk;
+        if (step) adamw_flat(o, o->lo + c0, o->lo + c0 + n, lr, t);
+        pile_tensor src = pile_tensor_slice(o->master, c0, n);
+        if (o->staging.data) {
+            pile_backend_convert(o->obe, o->staging, src, n);
+            src = o->staging;
+        }
+        /* the chunk written before the host copies it */
+        PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+        pile_backend_stage_upload(o->be, pile_tensor_slice(dst, c0, n), src.data, n);
+        pile_backend_stage_wait(o->be);
+    }
+    if (o->stage < 3) return gather_params(o, dst, err);
+    return pile_backend_sync(o->be, err);
+}
+
 int pile_optim_update_model(pile_optim *o, pile_err *err)
 {
     const pile_tensor params = pile_model_params(o->model);
@@ -729,14 +826,12 @@ int pile_optim_update_model(pile_optim *o, pile_err *err)
         if (!o->master_is_compute) pile_backend_convert(o->be, params, o->master, o->master.n);
         return pile_backend_sync(o->be, err);
     }
+    if (o->chunk) return step_chunked(o, 0, 0.0f, 0, err);
     /* the shard in the compute dtype into its place of the whole, then
-     * every rank's; the last convert rounds as stage 0's does on an
-     * emulating backend (rounding twice changes nothing). Stage 3 stops
-     * at the shard: units are gathered when the model reads them. */
+     * every rank's. Stage 3 stops at the shard: units are gathered when
+     * the model reads them. */
     if (o->stage == 3) {
-        PILE_FORWARD_IF_ERR(unit_claim(o, 0, err));
-        PILE_FORWARD_IF_ERR(unit_claim(o, 1, err));
-        o->unit_in[0] = o->unit_in[1] = -1; /* the units held are stale */
+        PILE_FORWARD_IF_ERR(drop_units(o, err));
         if (o->obe == o->pbe) {
             pile_backend_convert(o->pbe, o->cshard, o->master, o->shard);
         } else if (o->staging.data) {
@@ -757,20 +852,11 @@ int pile_optim_update_model(pile_optim *o, pile_err *err)
     } else {
         PILE_FORWARD_IF_ERR(pile_tensor_copy(mine, o->master, o->shard, err));
     }
-    if (o->streams) pile_backend_comm_wait_compute(o->be);
-    else PILE_FORWARD_IF_ERR(pile_backend_sync(o->be, err));
-    if (o->comm)
-        PILE_FORWARD_IF_ERR(pile_comm_all_gather(o->comm, o->gather.data, mine.data, o->padded,
-                                                 comm_dtype(o->gather.dtype), o->stream, err));
-    if (o->streams) pile_backend_compute_wait_comm(o->be);
-    o->comm_bytes += o->padded * pile_dtype_size(o->gather.dtype);
-    pile_backend_convert(o->be, params, o->gather, o->n);
-    return pile_backend_sync(o->be, err);
+    return gather_params(o, mine, err);
 }
 
 int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, pile_err *err)
 {
-    pile_model *model = o->model;
     PILE_RETURN_IF(!isfinite(grad_norm), err, PILE_EINVAL, "cannot take an optimizer step: gradient norm %g",
                    grad_norm);
     if (max_norm > 0.0f) {
@@ -779,21 +865,12 @@ int pile_optim_step(pile_optim *o, double grad_norm, float max_norm, float lr, p
         if (coef < 1.0f) pile_backend_scale(o->obe, o->gshard, o->gshard.n, coef);
     }
     int64_t t = o->steps + 1;
-    const size_t lo = o->lo, hi = o->lo + o->shard;
-    for (size_t i = 0; i < pile_model_tensor_count(model); i++) {
-        const pile_tensor_info *ti = pile_model_tensor(model, i);
-        float wd = ti->decay || o->cfg.decay_all ? o->cfg.weight_decay : 0.0f;
-        /* saved_numel: wte's padded rows come last and stay exactly zero;
-         * of each tensor, the part in this rank's shard */
-        const size_t a = ti->offset > lo ? ti->offset : lo;
-        const size_t b = ti->offset + ti->saved_numel < hi ? ti->offset + ti->saved_numel : hi;
-        if (a >= b) continue;
-        const size_t at = a - lo, n = b - a;
-        pile_backend_adamw(o->obe, pile_tensor_slice(o->master, at, n), pile_tensor_slice(o->gshard, at, n),
-                           pile_tensor_slice(o->m, at, n), pile_tensor_slice(o->v, at, n), n, lr, o->cfg.beta1,
-                           o->cfg.beta2, o->cfg.eps, wd, t);
+    if (o->chunk) {
+        PILE_FORWARD_IF_ERR(step_chunked(o, 1, lr, t, err));
+    } else {
+        adamw_flat(o, o->lo, o->lo + o->shard, lr, t);
+        PILE_FORWARD_IF_ERR(pile_optim_update_model(o, err));
     }
-    PILE_FORWARD_IF_ERR(pile_optim_update_model(o, err));
     o->steps = t;
     return 0;
 }

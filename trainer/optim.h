@@ -96,7 +96,36 @@ typedef struct pile_optim pile_optim;
  * "cpu" backend) for the master weights, moments and gradient shard:
  * gradients go down to it and updated parameters come up, AdamW runs
  * there (stage 1 and 2). On the cpu backend this is the same code path
- * with two backend objects. */
+ * with two backend objects. On a device (a model backend whose memory is
+ * not the host's) the two directions overlap the host's work as
+ * DeepSpeed's do:
+ *  - up: the step runs in chunks of offload_chunk elements of the shard
+ *    (PILE_OPTIM_OFFLOAD_CHUNK): each chunk's AdamW, its conversion to
+ *    the compute dtype (on the offload backend), then its staged upload
+ *    (pile_backend_stage_upload: copied into pinned memory at once, on to
+ *    the device on the copy queue) into the all-gather's buffer (stages 1
+ *    and 2) or the compute shard (stage 3), so that chunk k's copy runs
+ *    while chunk k + 1's AdamW does; each chunk is a staged group of its
+ *    own, waited for (pile_backend_stage_wait) before any op or
+ *    collective reads it. The model's staged batch (the next step's
+ *    first, staged during this step's last micro-batch) has its group
+ *    ended first (pile_model_stage_wait), since an upload joining an open
+ *    group would be ordered only after the ops queued before that group
+ *    began. The same bits as in one piece: AdamW and the conversion are
+ *    element-wise. offload_param keeps the shard on the host: nothing
+ *    goes up at the step, so it steps in one piece.
+ *  - down: each gradient bucket goes down as it lands (land_bucket: the
+ *    reduce-scatter's result added into the offloaded shard on the
+ *    host): at stages 2 and 3 with overlap while the backward runs (a
+ *    slot's bucket lands when the slot is reused, the last ones after the
+ *    backward), else after each micro-batch's backward; at stage 1 after
+ *    the step's last one. What overlaps the backward there is the
+ *    reduce-scatter (comm stream), not the copy down: that is a download
+ *    on the ops' queue which the host waits for (cuda: the queue drained
+ *    up to it, the backward queued so far included), so the host queues
+ *    nothing meanwhile and the copy overlaps neither compute nor AdamW.
+ * None of this has run on a GPU yet: the devsim backends check its
+ * orderings (tests/test_zero.c, tests/devsim_cli.sh). */
 typedef struct pile_optim_zero {
     int stage;              /* 0 to 3 */
     pile_comm *comm;        /* the ranks (borrowed; NULL: one rank) */
@@ -105,7 +134,20 @@ typedef struct pile_optim_zero {
     int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
     size_t prefetch_elems;  /* stage 3: a unit of at most this many parameters is gathered ahead */
     int overlap;            /* device memory (streams): reduce buckets during the backward (see Overlap) */
+    size_t offload_chunk;   /* offload to a device's model: elements per chunk of the step (0: PILE_OPTIM_OFFLOAD_CHUNK) */
 } pile_optim_zero;
+
+/* The offloaded step's chunk (offload, a model backend whose memory is
+ * not the host's, the parameters not offloaded): 4 Mi elements. Its AdamW
+ * on the host (20 bytes of state and gradient read, 12 written per
+ * element: some milliseconds) outlasts its copy up (8 MiB in bf16: about
+ * 0.3 ms over PCIe at 25 GB/s), so every chunk's copy hides under the
+ * next chunk's AdamW and only the last one's shows; the pinned staging it
+ * needs (8 or 16 MiB) is small beside the model, and a chunk's own costs
+ * (a copy call, two events, a backend sync: tens of microseconds) stay
+ * under a percent. DeepSpeed's CPU Adam works in tiles of 128 Mi
+ * (csrc/includes/simd.h's TILE), double-buffered. */
+#define PILE_OPTIM_OFFLOAD_CHUNK ((size_t)1 << 22)
 
 /* What the optimizer owns, in its backend (the model's, today), each one
  * allocation in the model's flat tensor layout (pile_model_flat_size

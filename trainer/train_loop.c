@@ -1458,7 +1458,7 @@ static int open_state(trainer *t, const pile_train_config *c, const pile_model_c
      * communicator is handed over only when there are others */
     pile_optim_zero zc = {c->zero_stage, pile_comm_world_size(t->comm) > 1 ? t->comm : NULL, NULL,
                           (size_t)c->reduce_bucket_size, c->offload_param, (size_t)c->stage3_prefetch_bucket_size,
-                          c->overlap_comm};
+                          c->overlap_comm, 0};
     /* offload_param alone offloads the optimizer too (the planner's "all") */
     if (c->offload_optimizer || c->offload_param) {
         PILE_FORWARD_IF_ERR(pile_backend_open(&t->offload, "cpu", pile_backend_threads(t->be), err));
