@@ -23,7 +23,10 @@
  *    (its tensors only, as "devsim" and "nccl"): the same steps again,
  *    bit for bit, overlapped too; its collectives queued on the backend's
  *    comm stream, outputs poisoned until the ops wait for it, so that a
- *    missing or misplaced ordering in the optimizer changes the bits;
+ *    missing or misplaced ordering in the optimizer changes the bits; the
+ *    offloaded step in chunks of 100 elements, each a staged upload
+ *    poisoned until waited for (and on devsim16, bf16 parameters: each
+ *    chunk converted on the host first), stage 0's steps bit for bit;
  *  - on one rank (no communicator) stages 1 and 2 are stage 0 bit for bit;
  *  - bf16 emulation through the offload's staging rounds as stage 0;
  *  - every rank ends with the same parameters, and the shards cover the

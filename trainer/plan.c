@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cuda/cuda_sizes.h"
+#include "optim.h"
 
 /* What a CPU run holds beyond its buffers: the program, its libraries,
  * OpenMP's threads and OpenBLAS's packing buffers, glibc's arenas: an
@@ -441,6 +442,15 @@ int pile_plan_compute(const pile_plan_settings *s, pile_plan *out, pile_err *err
         p->gpu[PILE_PLAN_RUNTIME] = GPU_CUBLASLT_WORKSPACE + GPU_CONTEXT;
         /* host: each process's batches and a pinned copy of the next micro-batch */
         p->cpu[PILE_PLAN_BATCH] = mul((uint64_t)s->gpus, add(host_batch, mul(12, N)));
+        if (s->offload == PILE_OFFLOAD_OPTIMIZER) {
+            /* the offloaded step's chunk (optim.h): the pinned staging
+             * grown from the batch's to a chunk of the rank's parameters
+             * in the compute dtype, and (16 bits) the chunk converted */
+            const uint64_t shard = (p->params + G - 1) / G, es = s->precision == PILE_PRECISION_FP32 ? 4 : 2;
+            const uint64_t chunk = mul(shard < PILE_OPTIM_OFFLOAD_CHUNK ? shard : PILE_OPTIM_OFFLOAD_CHUNK, es);
+            const uint64_t more = add(chunk > mul(12, N) ? chunk - mul(12, N) : 0, es == 2 ? chunk : 0);
+            p->cpu[PILE_PLAN_ZERO_BUFFERS] = mul((uint64_t)s->gpus, more);
+        }
         p->backend_bytes = 0;
     }
 

@@ -123,7 +123,8 @@ typedef enum pile_plan_row {
                                 (its reductions' partial sums, embed_bwd's sort), taken with the
                                 arena (pile_backend_reserve_scratch); none on the CPU */
     PILE_PLAN_BATCH,         /* tokens, targets, document starts: backend and host copies */
-    PILE_PLAN_ZERO_BUFFERS,  /* ZeRO 2/3 reduce bucket; ZeRO 3 whole-block gathers beyond GATHERED */
+    PILE_PLAN_ZERO_BUFFERS,  /* ZeRO 2/3 reduce bucket; ZeRO 3 whole-block gathers beyond GATHERED;
+                                on the host beside GPUs: the offloaded step's chunk staging */
     PILE_PLAN_CHECKPOINT,    /* the CPU backend: host copies of the moments while a checkpoint is written */
     PILE_PLAN_RUNTIME,       /* libraries, threads, BLAS buffers (CPU, an allowance) or the CUDA runtime
                                 and cuBLASLt's workspace (GPU, assumed) */
