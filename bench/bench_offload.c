@@ -13,9 +13,10 @@
  * favour by that much.)
  * Parts: pinned copies up, down and both at once (two streams, the bus's
  * two directions), the cuda backend's AdamW and the CPU backend's. Each
- * way's time is given twice: its parts one after the other (what the
- * trainer does today for "host"), and the largest part alone (perfect
- * overlap, in chunks: a bound no implementation beats). When one way's
+ * way's time is given twice: its parts one after the other, and the
+ * largest part alone (perfect overlap, in chunks: a bound no
+ * implementation beats; for "host" the trainer's chunked step, optim.h's
+ * offload, overlaps the copy up with AdamW, the copy down not). When one way's
  * bound is slower than the other's sum, the verdict needs no
  * implementation of the slower one; otherwise it says so.
  *
