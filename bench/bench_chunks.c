@@ -65,7 +65,10 @@ int main(int argc, char **argv)
     }
     /* values that keep the arithmetic ordinary (no denormals, no zeros) */
     float *p = t[0].data, *g = t[1].data;
-    for (size_t i = 0; i < n; i++) p[i] = 0.02f * (float)((i * 2654435761u) % 1000) / 1000.0f, g[i] = 1e-3f * (float)(i % 97);
+    for (size_t i = 0; i < n; i++) {
+        p[i] = 0.02f * (float)((i * 2654435761u) % 1000) / 1000.0f;
+        g[i] = 1e-3f * (float)(i % 97);
+    }
     memset(pinned, 0, n * 2);
     const size_t ways[2] = {n, chunk};
     int64_t k = 1;

@@ -26,7 +26,7 @@ struct pile_optim {
     int own_gshard;
     pile_tensor gather;     /* stage >= 1: padded compute parameters, all-gathered (be) */
     pile_tensor staging;    /* offload with 16-bit parameters: the shard (a chunk) converted in obe before it goes up */
-    size_t chunk;           /* offload to a device: the step in chunks of this many elements (step_chunked); 0: in one piece */
+    size_t chunk;           /* offload to a device: the step in chunks of this many elements; 0: one piece */
     pile_tensor bucket_buf; /* stage 1 to 3 with buckets: world x bucket packed gradients (be), twice with streams */
     float *add_host;        /* add_f32's host staging: a bucket of each side not in host memory, where needed */
     /* the gradients reduced while the backward runs (pile_optim_begin_backward) */

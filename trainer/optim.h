@@ -134,12 +134,12 @@ typedef struct pile_optim_zero {
     int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
     size_t prefetch_elems;  /* stage 3: a unit of at most this many parameters is gathered ahead */
     int overlap;            /* device memory (streams): reduce buckets during the backward (see Overlap) */
-    size_t offload_chunk;   /* offload to a device's model: elements per chunk of the step (0: PILE_OPTIM_OFFLOAD_CHUNK) */
+    size_t offload_chunk;   /* offload, model on a device: elements per chunk of the step (0: the default below) */
 } pile_optim_zero;
 
 /* The offloaded step's chunk (offload, a model backend whose memory is
  * not the host's, the parameters not offloaded): 4 Mi elements. Its AdamW
- * on the host (20 bytes of state and gradient read, 12 written per
+ * on the host (16 bytes of state and gradient read, 12 written per
  * element: some milliseconds) outlasts its copy up (8 MiB in bf16: about
  * 0.3 ms over PCIe at 25 GB/s), so every chunk's copy hides under the
  * next chunk's AdamW and only the last one's shows; the pinned staging it
