@@ -1475,12 +1475,14 @@ static void test_comm_stream(void)
     /* in place: what the caller wrote before the call ran is lost */
     pile_backend_upload(d, x, one, 4);
     a = (twice_arg){hx, hx, 4, &runs, 0};
+    pile_backend_comm_wait_compute(d);
     ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hx, 16, hx, 16, &err), ep);
     pile_backend_upload(d, x, ten, 4);
     pile_backend_compute_wait_comm(d);
     pile_backend_download(d, got, x, 4);
     ASSERT(got[0] == 2.0f && got[3] == 8.0f);
     /* a free orders the ops after it behind the stream */
+    pile_backend_comm_wait_compute(d);
     ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hx, 16, hx, 16, &err), ep);
     pile_backend_free(&z);
     ASSERT_EQ(runs, 3);
@@ -1497,6 +1499,241 @@ static void test_comm_stream(void)
     ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hx, 16, hx, 16, &err), ep);
     pile_backend_free(&x);
     pile_backend_free(&y);
+    pile_backend_close(d);
+}
+
+/* ------------------------------------------------------- comm hazards */
+
+static int noop(void *arg, pile_err *err)
+{
+    (void)arg, (void)err;
+    return 0;
+}
+
+/* A case of the hazards' table (devsim's "hazards"): what one op writes,
+ * operand by operand. Shapes small; operands zeroed (valid tokens,
+ * targets and document starts), each 3 elements longer than the op
+ * needs unless it is written whole. */
+enum { HB = 2, HT = 3, HC = 4, HNH = 2, HV = 5, HVP = 8, HN = HB * HT, HSPARE = 3 };
+
+typedef struct hz_case {
+    const char *op; /* as the message names it */
+    int n;
+    pile_tensor x[8];
+    const char *name[8];
+    size_t wbytes[8]; /* of x[i], the leading bytes the op writes; 0: read only */
+} hz_case;
+
+static pile_tensor hz_arg(pile_backend *d, hz_case *h, const char *name, pile_dtype dt, size_t n, size_t written,
+                          int whole)
+{
+    pile_tensor t = pile_backend_alloc(d, dt, n + (whole ? 0 : HSPARE));
+    h->x[h->n] = t;
+    h->name[h->n] = name;
+    h->wbytes[h->n++] = (whole ? t.n : written) * pile_dtype_size(dt);
+    return t;
+}
+
+/* Builds case k on d (compute dtype cd) and runs its op after a
+ * comm_wait_compute; 0 past the last case. */
+static int hz_build(pile_backend *d, int k, pile_dtype cd, hz_case *h)
+{
+    memset(h, 0, sizeof *h);
+    const size_t NC = (size_t)HN * HC, sv = pile_backend_attention_saved_bytes(d, HB, HT, HC, HNH),
+                 sc = pile_backend_attention_scratch_bytes(d, HB, HT, HC, HNH);
+    float host[64] = {0};
+#define A(name, dt, n, w) hz_arg(d, h, name, dt, n, w, 0)
+#define R(name, dt, n) hz_arg(d, h, name, dt, n, 0, 0)
+    pile_tensor a, b, c, e, f, g, m, v;
+    switch (k) {
+    case 0: h->op = "upload", a = A("dst", F32, 8, 8); break;
+    case 1: h->op = "copy", a = A("dst", cd, 8, 8), b = R("src", cd, 8); break;
+    case 2: h->op = "zero", a = A("t", cd, 8, 8); break;
+    case 3: h->op = "convert", a = A("dst", cd, 8, 8), b = R("src", F32, 8); break;
+    case 4: h->op = "download", a = R("src", F32, 8); break;
+    case 5: h->op = "embed_fwd", a = A("out", cd, NC, NC), b = R("tokens", I32, HN), c = R("wte", cd, HVP * HC);
+        e = R("wpe", cd, HT * HC); break;
+    case 6: h->op = "embed_bwd", a = hz_arg(d, h, "dwte", F32, HVP * HC, 0, 1), b = A("dwpe", F32, HT * HC, HT * HC);
+        c = R("dout", cd, NC), e = R("tokens", I32, HN); break;
+    case 7: h->op = "layernorm_fwd", a = A("out", cd, NC, NC), b = A("mean", F32, HN, HN), c = A("rstd", F32, HN, HN);
+        e = R("inp", cd, NC), f = R("w", cd, HC), g = R("b", cd, HC); break;
+    case 8: h->op = "layernorm_bwd", a = A("dinp", cd, NC, NC), b = A("dw", F32, HC, HC), c = A("db", F32, HC, HC);
+        e = R("dout", cd, NC), f = R("inp", cd, NC), g = R("w", cd, HC), m = R("mean", F32, HN), v = R("rstd", F32, HN);
+        break;
+    case 9: h->op = "matmul_fwd", a = A("out", cd, HN * 5, HN * 5), b = R("inp", cd, NC), c = R("W", cd, HC * 5);
+        e = R("bias", cd, 5); break;
+    case 10: h->op = "matmul_bwd", a = A("dinp", cd, NC, NC), b = A("dW", F32, HC * 5, HC * 5), c = A("dbias", F32, 5, 5);
+        e = R("dout", cd, HN * 5), f = R("inp", cd, NC), g = R("W", cd, HC * 5); break;
+    case 11: h->op = "logits_fwd", a = A("out", cd, HN * HVP, HN * HVP), b = R("inp", cd, NC), c = R("wte", cd, HVP * HC);
+        break;
+    case 12: h->op = "logits_bwd", a = A("dinp", cd, NC, NC), b = A("dwte", F32, HVP * HC, HVP * HC);
+        c = R("dout", cd, HN * HVP), e = R("inp", cd, NC), f = R("wte", cd, HVP * HC); break;
+    case 13: h->op = "attention_fwd", a = A("out", cd, NC, NC), b = A("saved", U8, sv, sv), c = A("scratch", U8, sc, sc);
+        e = R("qkv", cd, 3 * NC), f = R("doc_start", I32, HN); break;
+    case 14: h->op = "attention_bwd", a = A("dqkv", cd, 3 * NC, 3 * NC), b = A("scratch", U8, sc, sc);
+        c = R("dout", cd, NC), e = R("qkv", cd, 3 * NC), f = R("out", cd, NC), g = R("saved", U8, sv);
+        m = R("doc_start", I32, HN); break;
+    case 15: h->op = "attention_decode", a = A("out", cd, HC, HC), b = A("att", F32, HNH * 3, HNH * 3);
+        c = R("q", cd, HC), e = R("kcache", cd, 3 * HC), f = R("vcache", cd, 3 * HC); break;
+    case 16: h->op = "gelu_fwd", a = A("out", cd, 8, 8), b = R("inp", cd, 8); break;
+    case 17: h->op = "gelu_bwd", a = A("dinp", cd, 8, 8), b = R("inp", cd, 8), c = R("dout", cd, 8); break;
+    case 18: h->op = "add", a = A("out", cd, 8, 8), b = R("a", cd, 8), c = R("b", cd, 8); break;
+    case 19: h->op = "dropout", a = A("x", cd, 8, 8); break;
+    case 20: h->op = "dropout", a = R("x", cd, 8); break; /* p 0 */
+    case 21: h->op = "softmax_ce", a = A("logits", cd, HN * HVP, HN * HVP), b = A("losses", F32, HN, HN);
+        c = A("correct", I32, HN, HN), e = R("targets", I32, HN); break;
+    case 22: h->op = "softmax_ce", a = R("logits", cd, HN * HVP), b = A("losses", F32, HN, HN); /* no gradient */
+        c = A("correct", I32, HN, HN), e = R("targets", I32, HN); break;
+    case 23: h->op = "sumsq", a = R("x", F32, 8); break;
+    case 24: h->op = "scale", a = A("x", F32, 8, 8); break;
+    case 25: h->op = "adamw", a = A("p", F32, 8, 8), b = R("g", F32, 8), c = A("m", F32, 8, 8), e = A("v", F32, 8, 8);
+        break;
+    case 26: h->op = "stage_upload", a = A("dst", I32, 8, 8); break;
+    default: return 0;
+    }
+#undef A
+#undef R
+    pile_err err;
+    if (pile_backend_stage_reserve(d, 256, &err) < 0) return 0;
+    pile_backend_comm_wait_compute(d); /* the allocations' zeroing */
+    switch (k) {
+    case 0: pile_backend_upload(d, a, host, 8); break;
+    case 1: pile_backend_copy(d, a, b, 8); break;
+    case 2: pile_backend_zero(d, a, 8); break;
+    case 3: pile_backend_convert(d, a, b, 8); break;
+    case 4: pile_backend_download(d, host, a, 8); break;
+    case 5: pile_backend_embed_fwd(d, a, b, c, e, HB, HT, HC); break;
+    case 6: pile_backend_embed_bwd(d, a, b, c, e, HB, HT, HC); break;
+    case 7: pile_backend_layernorm_fwd(d, a, b, c, e, f, g, HN, HC); break;
+    case 8: pile_backend_layernorm_bwd(d, a, b, c, e, f, g, m, v, HN, HC); break;
+    case 9: pile_backend_matmul_fwd(d, a, b, c, e, HN, HC, 5); break;
+    case 10: pile_backend_matmul_bwd(d, a, b, c, e, f, g, HN, HC, 5); break;
+    case 11: pile_backend_logits_fwd(d, a, b, c, HN, HC, HVP); break;
+    case 12: pile_backend_logits_bwd(d, a, b, c, e, f, HN, HC, HVP); break;
+    case 13: pile_backend_attention_fwd(d, a, b, c, e, f, HB, HT, HC, HNH); break;
+    case 14: pile_backend_attention_bwd(d, a, b, c, e, f, g, m, HB, HT, HC, HNH); break;
+    case 15: pile_backend_attention_decode(d, a, b, c, e, f, 2, HC, HNH); break;
+    case 16: pile_backend_gelu_fwd(d, a, b, 8); break;
+    case 17: pile_backend_gelu_bwd(d, a, b, c, 8); break;
+    case 18: pile_backend_add(d, a, b, c, 8); break;
+    case 19: pile_backend_dropout(d, a, 8, 0.5f, 1); break;
+    case 20: pile_backend_dropout(d, a, 8, 0.0f, 1); break;
+    case 21: pile_backend_softmax_ce(d, a, b, c, e, HN, HV, HVP, 1.0f); break;
+    case 22: pile_backend_softmax_ce(d, a, b, c, e, HN, HV, HVP, 0.0f); break;
+    case 23: (void)pile_backend_sumsq(d, a, 8); break;
+    case 24: pile_backend_scale(d, a, 8, 2.0f); break;
+    case 25: pile_backend_adamw(d, a, b, c, e, 8, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1); break;
+    case 26: pile_backend_stage_upload(d, a, host, 8); break;
+    }
+    (void)f, (void)g, (void)m, (void)v;
+    return 1;
+}
+
+/* Queues a call on d's stream that reads bytes [from, to) of t: 0, or
+ * the error (err) of a hazard. */
+static int hz_read(pile_backend *d, pile_tensor t, size_t from, size_t to, pile_err *err)
+{
+    char *p = pile_backend_devsim_host_address(t.data);
+    char out[4];
+    return pile_backend_devsim_enqueue(pile_backend_comm_stream(d), noop, NULL, 0, out, sizeof out, p + from,
+                                       to - from, err);
+}
+
+/* Every op on devsim (f32) and devsim16 (bf16 compute tensors): a call
+ * that reads the last byte an op wrote into an operand, without
+ * comm_wait_compute after the op, fails the backend naming the op and
+ * the operand; one that reads an operand the op only reads, or the bytes
+ * past what it wrote, does not. A staged upload's dst is a hazard until
+ * its stage_wait and after it until comm_wait_compute; sync clears too. */
+static void test_comm_hazards(void)
+{
+    pile_err err;
+    static const struct {
+        const char *name;
+        pile_dtype cd;
+    } kinds[] = {{"devsim", PILE_DTYPE_F32}, {"devsim16", PILE_DTYPE_BF16}};
+    int checked = 0;
+    for (size_t kd = 0; kd < 2; kd++) {
+        for (int k = 0, n = 1; n > 0; k++) {
+            n = 0;
+            for (int i = 0, tail = 0; i <= n && i < 8; i += tail, tail ^= 1) {
+                pile_backend *d = NULL;
+                if (pile_backend_open(&d, kinds[kd].name, 1, &err) < 0) {
+                    ASSERT(!"cannot open a devsim backend");
+                    return;
+                }
+                (void)pile_backend_comm_stream(d); /* writes are recorded from here on */
+                hz_case h;
+                n = hz_build(d, k, kinds[kd].cd, &h) ? h.n : 0;
+                const size_t w = i < n ? h.wbytes[i] : 0, all = i < n ? pile_tensor_bytes(h.x[i]) : 0;
+                if (i < n && (!tail || (w && w < all))) {
+                    const int rc = tail ? hz_read(d, h.x[i], w, all, &err)
+                                   : w  ? hz_read(d, h.x[i], w - 1, w, &err)
+                                        : hz_read(d, h.x[i], 0, all, &err);
+                    const int want = w && !tail;
+                    if (want != (rc == PILE_EINVAL))
+                        PILE_FAIL_("%s %s '%s' (%s): %s", kinds[kd].name, h.op, h.name[i],
+                                   tail ? "the bytes past what it wrote" : w ? "written" : "read only",
+                                   rc ? err.msg : "no hazard found");
+                    if (want && rc == PILE_EINVAL) {
+                        char named[64];
+                        snprintf(named, sizeof named, "by %s ('%s',", h.op, h.name[i]);
+                        if (!strstr(err.msg, named) || pile_backend_sync(d, NULL) != PILE_EINVAL)
+                            PILE_FAIL_("%s: not named, or not the sticky error: %s", named, err.msg);
+                    }
+                    checked++;
+                }
+                for (int j = 0; j < n; j++) pile_backend_free(&h.x[j]);
+                pile_backend_close(d);
+            }
+        }
+    }
+    printf("# %d operands checked\n", checked);
+    ASSERT(checked > 150);
+
+    /* the orderings that clear it, the staged copies, an allocation */
+    pile_backend *d = NULL;
+    pile_err *ep = &err;
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    if (!d) return;
+    void *st = pile_backend_comm_stream(d);
+    pile_tensor x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
+    ASSERT_EQ(hz_read(d, x, 0, 4, &err), PILE_EINVAL); /* the allocation's zeroing */
+    ASSERT(strstr(err.msg, "written by alloc ('zeroed', 32 bytes)") && strstr(err.msg, "comm_wait_compute"));
+    pile_backend_close(d);
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    st = pile_backend_comm_stream(d);
+    x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
+    const float host[8] = {0};
+    pile_backend_sync(d, NULL); /* every op done */
+    ASSERT_OK(hz_read(d, x, 0, 32, &err), ep);
+    ASSERT_OK(pile_backend_stage_reserve(d, 256, &err), ep);
+    pile_backend_stage_upload(d, x, host, 8);
+    pile_backend_comm_wait_compute(d);
+    ASSERT_EQ(hz_read(d, x, 28, 32, &err), PILE_EINVAL); /* in flight until stage_wait */
+    ASSERT(strstr(err.msg, "stage_upload") != NULL);
+    pile_backend_close(d);
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    st = pile_backend_comm_stream(d);
+    x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
+    ASSERT_OK(pile_backend_stage_reserve(d, 256, &err), ep);
+    pile_backend_comm_wait_compute(d);
+    pile_backend_stage_upload(d, x, host, 8);
+    pile_backend_stage_wait(d);
+    pile_backend_upload(d, y, host, 4); /* adjacent runs of one op's operand merge */
+    pile_backend_upload(d, pile_tensor_slice(y, 4, 4), host, 4);
+    ASSERT_EQ(hz_read(d, x, 0, 4, &err), PILE_EINVAL); /* landed at stage_wait: written there */
+    ASSERT(strstr(err.msg, "stage_upload ('dst', 32 bytes)") != NULL);
+    pile_backend_close(d);
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    st = pile_backend_comm_stream(d);
+    x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
+    pile_backend_comm_wait_compute(d);
+    pile_backend_upload(d, y, host, 4);
+    pile_backend_upload(d, pile_tensor_slice(y, 4, 4), host, 4);
+    char *hy = pile_backend_devsim_host_address(y.data);
+    ASSERT_EQ(pile_backend_devsim_enqueue(st, noop, NULL, 0, hy + 8, 4, NULL, 0, &err), PILE_EINVAL); /* writes */
+    ASSERT(strstr(err.msg, "a collective writes 4 bytes, 4 of them (from byte 0) written by upload ('dst', 32 bytes)"));
     pile_backend_close(d);
 }
 
@@ -1781,6 +2018,9 @@ int main(void)
     TEST("the comm stream: nothing on the cpu; on devsim queued calls poison their outputs and run at "
          "compute_wait_comm or a free, reading their inputs then");
     test_comm_stream();
+    TEST("comm hazards on devsim: a collective queued after an op that wrote its input, with no "
+         "comm_wait_compute between, fails naming the op; per op, exactly the operands it writes");
+    test_comm_hazards();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);
         return 1;

@@ -313,8 +313,15 @@ void pile_backend_stage_wait(pile_backend *be);
  * poisoned (NaN) at once, and its inputs read only when it runs, at the
  * next compute_wait_comm (or when a tensor is freed). So a result read
  * before compute_wait_comm, or an input overwritten before it, gives other
- * bits than the cpu backend. (A missing comm_wait_compute they cannot
- * show: their ops are done when called.) */
+ * bits than the cpu backend. A missing comm_wait_compute, which the bits
+ * cannot show (their ops are done when called), they find by address:
+ * from the first pile_backend_comm_stream call on, every op records the
+ * bytes it writes (the operands this header says it writes, accumulated
+ * gradients included, the whole of embed_bwd's dwte; an alloc's zeroing
+ * too, which a device runs on its compute stream) until the next
+ * comm_wait_compute or pile_backend_sync (after which every op queued is
+ * done), and a tensor call whose input or output meets those bytes, or a
+ * staged upload's dst before its stage_wait, fails the backend (below). */
 void *pile_backend_comm_stream(pile_backend *be);
 void pile_backend_comm_wait_compute(pile_backend *be);
 void pile_backend_compute_wait_comm(pile_backend *be);
@@ -326,8 +333,12 @@ void pile_backend_compute_wait_comm(pile_backend *be);
  * and put back just before fn runs, so that the call reads them as they
  * were, unless something wrote there in between. fn's failure becomes
  * the backend's sticky error ("comm: ..."), and the queue's later calls
- * are not made. PILE_EINVAL for a stream that is not a devsim backend's,
- * PILE_ENOMEM. */
+ * are not made. PILE_EINVAL for a stream that is not a devsim backend's;
+ * PILE_EINVAL too, the call not queued and the backend failed with the
+ * same message, when in or out meets what an op wrote since the last
+ * comm_wait_compute (above: "comm: a collective reads 4096 bytes, 512 of
+ * them (from byte 0) written by matmul_bwd ('dW', 2048 bytes) after the
+ * last comm_wait_compute: ..."); PILE_ENOMEM. */
 typedef int (*pile_backend_devsim_fn)(void *arg, pile_err *err);
 int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const void *arg, size_t arg_bytes,
                                 void *out, size_t out_bytes, const void *in, size_t in_bytes, pile_err *err);

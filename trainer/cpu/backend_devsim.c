@@ -43,6 +43,13 @@ typedef struct comm_call {
     size_t keep_bytes;
 } comm_call;
 
+/* Bytes [lo, hi) of host memory that op's operand wrote (runs of one
+ * operand of one op merged) since the last comm_wait_compute or sync. */
+typedef struct written {
+    uintptr_t lo, hi;
+    const char *op, *operand;
+} written;
+
 typedef struct devsim_ctx {
     pile_backend cpu; /* the inner CPU backend: its ops do the work */
     int native16;     /* devsim16: compute tensors of bf16 / f16 storage */
@@ -53,6 +60,11 @@ typedef struct devsim_ctx {
     size_t n_copies;
     comm_call *calls; /* the comm stream's queue, in the order given */
     size_t n_calls, cap_calls;
+    /* what the ops wrote since the comm stream last waited for them (see
+     * "hazards" below); recorded once the stream was asked for */
+    int track;
+    written *wrote;
+    size_t n_wrote, cap_wrote;
 } devsim_ctx;
 
 static pile_backend *inner(const pile_backend *be)
@@ -97,6 +109,7 @@ static void devsim_close(pile_backend *be)
     pile_backend *c = inner(be);
     drop_calls(d, 0);
     free(d->calls);
+    free(d->wrote);
     if (c->iface) c->iface->close(c);
     free(d->pinned);
     free(d->copies);
@@ -111,10 +124,15 @@ static int devsim_supports(const pile_backend *be, pile_op op, pile_dtype dt)
     return c->iface->supports(c, op, dt);
 }
 
+static void wrote(pile_backend *be, const char *op, const char *operand, pile_tensor t, size_t bytes);
+
 static void *devsim_alloc(pile_backend *be, size_t bytes)
 {
     pile_backend *c = inner(be);
-    return tag(c->iface->alloc(c, bytes));
+    void *p = tag(c->iface->alloc(c, bytes));
+    /* zeroed on a device's compute stream (the CUDA backend's memset) */
+    wrote(be, "alloc", "zeroed", (pile_tensor){p, bytes, PILE_DTYPE_U8, be}, bytes);
+    return p;
 }
 
 static void land_copies(pile_backend *be);
@@ -142,6 +160,9 @@ static void devsim_sync(pile_backend *be)
     pile_backend *c = inner(be);
     c->iface->sync(c);
     settle(be);
+    /* every op queued so far is done: a collective given from now on
+     * finds their outputs whatever its stream waits for */
+    ((devsim_ctx *)be->ctx)->n_wrote = 0;
 }
 
 /* Every op below: the CPU's, on the operands translated (U). */
@@ -152,6 +173,7 @@ static void devsim_upload(pile_backend *be, pile_tensor dst, const void *host_sr
     pile_backend *c = inner(be);
     c->iface->upload(c, U(dst), host_src, bytes);
     settle(be);
+    wrote(be, "upload", "dst", dst, bytes);
 }
 
 /* ------------------------------------------------------- staged uploads
@@ -210,6 +232,7 @@ static void land_copies(pile_backend *be)
         const staged_copy *k = &d->copies[i];
         c->iface->upload(c, in(be, k->dst), d->pinned + k->offset, k->bytes);
         settle(be);
+        wrote(be, "stage_upload", "dst", k->dst, k->bytes);
     }
     d->n_copies = 0;
 }
@@ -236,12 +259,79 @@ static const pile_backend_i devsim_iface;
 
 static void *devsim_comm_stream(pile_backend *be)
 {
+    ((devsim_ctx *)be->ctx)->track = 1; /* from now on a collective may be queued */
     return tag(be);
+}
+
+/* ------------------------------------------------------------- hazards
+ * The one ordering the queue above cannot show by itself: its ops are
+ * done when called, so a collective queued without comm_wait_compute
+ * after the op that wrote its input still reads the right bits, where a
+ * device's comm stream could run it before that op is done. So, once the
+ * stream was asked for, every op records the bytes it writes (each
+ * operand backend.h says it writes, accumulators included, the whole of
+ * it: embed_bwd's dwte too, whose rows depend on the tokens; an alloc's
+ * zeroing too, which a device runs on its compute stream), runs of one
+ * operand of one op merged; comm_wait_compute and sync (after which every
+ * op queued is done) clear the record. pile_backend_devsim_enqueue checks
+ * the call's input and output against it, and against the staged copies
+ * still in flight, and fails the backend on an overlap, naming the op. */
+
+static void wrote(pile_backend *be, const char *op, const char *operand, pile_tensor t, size_t bytes)
+{
+    devsim_ctx *d = be->ctx;
+    if (!d->track || !t.data || !bytes) return;
+    const uintptr_t lo = (uintptr_t)tag(t.data), hi = lo + bytes;
+    for (size_t i = d->n_wrote; i-- > 0;) { /* the latest first: a layer's op repeats the one before */
+        written *w = &d->wrote[i];
+        if (w->op != op || w->operand != operand || lo > w->hi || hi < w->lo) continue;
+        if (lo < w->lo) w->lo = lo;
+        if (hi > w->hi) w->hi = hi;
+        return;
+    }
+    if (d->n_wrote == d->cap_wrote) {
+        const size_t cap = d->cap_wrote ? 2 * d->cap_wrote : 64;
+        written *p = realloc(d->wrote, cap * sizeof *p);
+        if (!p) {
+            pile__backend_fail(be, PILE_ENOMEM, "devsim", "cannot record what %s wrote", op);
+            return;
+        }
+        d->wrote = p;
+        d->cap_wrote = cap;
+    }
+    d->wrote[d->n_wrote++] = (written){lo, hi, op, operand};
 }
 
 static void devsim_comm_wait_compute(pile_backend *be)
 {
-    (void)be; /* every op is done when called: the stream sees it */
+    ((devsim_ctx *)be->ctx)->n_wrote = 0; /* the stream waits for every op queued so far */
+}
+
+/* 0, or the sticky error (in err too) when the collective's `what`
+ * ("reads", "writes") bytes [p, p + n) meet what an op wrote since the
+ * last comm_wait_compute or a staged copy in flight. */
+static int hazard(pile_backend *be, const char *what, const void *p, size_t n, pile_err *err)
+{
+    devsim_ctx *d = be->ctx;
+    const uintptr_t a = (uintptr_t)p, b = a + n;
+    for (size_t i = 0; i < d->n_wrote + d->n_copies; i++) {
+        const int staged = i >= d->n_wrote;
+        const written w = staged ? (written){(uintptr_t)tag(d->copies[i - d->n_wrote].dst.data),
+                                             (uintptr_t)tag(d->copies[i - d->n_wrote].dst.data) +
+                                                 d->copies[i - d->n_wrote].bytes,
+                                             "stage_upload", "dst"}
+                                 : d->wrote[i];
+        const uintptr_t lo = a > w.lo ? a : w.lo, hi = b < w.hi ? b : w.hi;
+        if (lo >= hi) continue;
+        pile__backend_fail(be, PILE_EINVAL, "comm",
+                           "a collective %s %zu bytes, %zu of them (from byte %zu) written by %s ('%s', %zu bytes) "
+                           "%s: on a device it may run before that op is done",
+                           what, n, (size_t)(hi - lo), (size_t)(lo - a), w.op, w.operand, (size_t)(w.hi - w.lo),
+                           staged ? "before its stage_wait" : "after the last comm_wait_compute");
+        if (err) *err = be->error;
+        return be->error.code;
+    }
+    return 0;
 }
 
 static void drop_calls(devsim_ctx *d, size_t from)
@@ -277,6 +367,10 @@ int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const v
     PILE_RETURN_IF(!be || be->iface != &devsim_iface, err, PILE_EINVAL,
                    "cannot queue a collective: %p is not a devsim backend's comm stream", stream);
     devsim_ctx *d = be->ctx;
+    if (!be->failed) {
+        PILE_FORWARD_IF_ERR(hazard(be, "reads", in, in_bytes, err));
+        PILE_FORWARD_IF_ERR(hazard(be, "writes", out, out_bytes, err));
+    }
     if (d->n_calls == d->cap_calls) {
         const size_t cap = d->cap_calls ? 2 * d->cap_calls : 16;
         comm_call *p = realloc(d->calls, cap * sizeof *p);
@@ -311,11 +405,15 @@ static void devsim_download(pile_backend *be, void *host_dst, pile_tensor src, s
     settle(be);
 }
 
+/* what an op wrote (see "hazards"): n elements of operand t */
+#define WROTE(op, t, n) wrote(be, op, #t, t, (size_t)(n) * pile_dtype_size((t).dtype))
+
 static void devsim_copy(pile_backend *be, pile_tensor dst, pile_tensor src, size_t bytes)
 {
     pile_backend *c = inner(be);
     c->iface->copy(c, U(dst), U(src), bytes);
     settle(be);
+    wrote(be, "copy", "dst", dst, bytes);
 }
 
 static void devsim_zero(pile_backend *be, pile_tensor t, size_t bytes)
@@ -323,6 +421,7 @@ static void devsim_zero(pile_backend *be, pile_tensor t, size_t bytes)
     pile_backend *c = inner(be);
     c->iface->zero(c, U(t), bytes);
     settle(be);
+    wrote(be, "zero", "t", t, bytes);
 }
 
 static void devsim_convert(pile_backend *be, pile_tensor dst, pile_tensor src, size_t n)
@@ -330,6 +429,7 @@ static void devsim_convert(pile_backend *be, pile_tensor dst, pile_tensor src, s
     pile_backend *c = inner(be);
     c->iface->convert(c, U(dst), U(src), n);
     settle(be);
+    WROTE("convert", dst, n);
 }
 
 static void devsim_round(pile_backend *be, pile_tensor t, size_t n, pile_precision p)
@@ -337,6 +437,7 @@ static void devsim_round(pile_backend *be, pile_tensor t, size_t n, pile_precisi
     pile_backend *c = inner(be);
     c->iface->round(c, U(t), n, p);
     settle(be);
+    WROTE("round", t, n);
 }
 
 /* Compute operands stored in 16 bits (devsim16) go to the CPU's fp32 op
@@ -394,58 +495,75 @@ static void done(wide_set *w)
 static void devsim_embed_fwd(pile_backend *be, pile_tensor out, pile_tensor tokens, pile_tensor wte, pile_tensor wpe,
                              int B, int T, int C)
 {
+    const char *o = pile_op_name(PILE_OP_EMBED_FWD);
     OPS_BEGIN;
     RUN(embed_fwd, OUT(out), IN(tokens), IN(wte), IN(wpe), B, T, C);
+    WROTE(o, out, (size_t)B * T * C);
 }
 
 static void devsim_embed_bwd(pile_backend *be, pile_tensor dwte, pile_tensor dwpe, pile_tensor dout,
                              pile_tensor tokens, int B, int T, int C)
 {
+    const char *o = pile_op_name(PILE_OP_EMBED_BWD);
     OPS_BEGIN;
     RUN(embed_bwd, IN(dwte), IN(dwpe), IN(dout), IN(tokens), B, T, C);
+    WROTE(o, dwte, dwte.n); /* the tokens' rows: the whole */
+    WROTE(o, dwpe, (size_t)T * C);
 }
 
 static void devsim_layernorm_fwd(pile_backend *be, pile_tensor out, pile_tensor mean, pile_tensor rstd,
                                  pile_tensor inp, pile_tensor w, pile_tensor b, int N, int C)
 {
+    const char *o = pile_op_name(PILE_OP_LAYERNORM_FWD);
     OPS_BEGIN;
     RUN(layernorm_fwd, OUT(out), IN(mean), IN(rstd), IN(inp), IN(w), IN(b), N, C);
+    WROTE(o, out, (size_t)N * C), WROTE(o, mean, N), WROTE(o, rstd, N);
 }
 
 static void devsim_layernorm_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dw, pile_tensor db,
                                  pile_tensor dout, pile_tensor inp, pile_tensor w, pile_tensor mean,
                                  pile_tensor rstd, int N, int C)
 {
+    const char *o = pile_op_name(PILE_OP_LAYERNORM_BWD);
     OPS_BEGIN;
     RUN(layernorm_bwd, OUT(dinp), IN(dw), IN(db), IN(dout), IN(inp), IN(w), IN(mean), IN(rstd), N, C);
+    WROTE(o, dinp, (size_t)N * C), WROTE(o, dw, C), WROTE(o, db, C);
 }
 
 static void devsim_matmul_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor Wt, pile_tensor bias,
                               int N, int IC, int OC)
 {
+    const char *o = pile_op_name(PILE_OP_MATMUL_FWD);
     OPS_BEGIN;
     RUN(matmul_fwd, OUT(out), IN(inp), IN(Wt), IN(bias), N, IC, OC);
+    WROTE(o, out, (size_t)N * OC);
 }
 
 static void devsim_matmul_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dW, pile_tensor dbias,
                               pile_tensor dout, pile_tensor inp, pile_tensor Wt, int N, int IC, int OC)
 {
+    const char *o = pile_op_name(PILE_OP_MATMUL_BWD);
     OPS_BEGIN;
     RUN(matmul_bwd, OUT(dinp), IN(dW), IN(dbias), IN(dout), IN(inp), IN(Wt), N, IC, OC);
+    WROTE(o, dinp, (size_t)N * IC), WROTE(o, dW, (size_t)IC * OC), WROTE(o, dbias, OC);
 }
 
 static void devsim_logits_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, pile_tensor wte, int N, int C,
                               int Vp)
 {
+    const char *o = pile_op_name(PILE_OP_LOGITS_FWD);
     OPS_BEGIN;
     RUN(logits_fwd, OUT(out), IN(inp), IN(wte), N, C, Vp);
+    WROTE(o, out, (size_t)N * Vp);
 }
 
 static void devsim_logits_bwd(pile_backend *be, pile_tensor dinp, pile_tensor dwte, pile_tensor dout,
                               pile_tensor inp, pile_tensor wte, int N, int C, int Vp)
 {
+    const char *o = pile_op_name(PILE_OP_LOGITS_BWD);
     OPS_BEGIN;
     RUN(logits_bwd, OUT(dinp), IN(dwte), IN(dout), IN(inp), IN(wte), N, C, Vp);
+    WROTE(o, dinp, (size_t)N * C), WROTE(o, dwte, (size_t)Vp * C);
 }
 
 static size_t devsim_attention_saved_bytes(const pile_backend *be, int B, int T, int C, int NH)
@@ -463,54 +581,74 @@ static size_t devsim_attention_scratch_bytes(const pile_backend *be, int B, int 
 static void devsim_attention_fwd(pile_backend *be, pile_tensor out, pile_tensor saved, pile_tensor scratch,
                                  pile_tensor qkv, pile_tensor doc_start, int B, int T, int C, int NH)
 {
+    const char *o = pile_op_name(PILE_OP_ATTENTION_FWD);
     OPS_BEGIN;
     RUN(attention_fwd, OUT(out), IN(saved), IN(scratch), IN(qkv), IN(doc_start), B, T, C, NH);
+    WROTE(o, out, (size_t)B * T * C);
+    WROTE(o, saved, devsim_attention_saved_bytes(be, B, T, C, NH));
+    WROTE(o, scratch, devsim_attention_scratch_bytes(be, B, T, C, NH));
 }
 
 static void devsim_attention_bwd(pile_backend *be, pile_tensor dqkv, pile_tensor scratch, pile_tensor dout,
                                  pile_tensor qkv, pile_tensor out, pile_tensor saved, pile_tensor doc_start, int B,
                                  int T, int C, int NH)
 {
+    const char *o = pile_op_name(PILE_OP_ATTENTION_BWD);
     OPS_BEGIN;
     RUN(attention_bwd, OUT(dqkv), IN(scratch), IN(dout), IN(qkv), IN(out), IN(saved), IN(doc_start), B, T, C, NH);
+    WROTE(o, dqkv, (size_t)B * T * 3 * C);
+    WROTE(o, scratch, devsim_attention_scratch_bytes(be, B, T, C, NH));
 }
 
 static void devsim_attention_decode(pile_backend *be, pile_tensor out, pile_tensor att, pile_tensor q,
                                     pile_tensor kcache, pile_tensor vcache, int t, int C, int NH)
 {
+    const char *o = pile_op_name(PILE_OP_ATTENTION_DECODE);
     OPS_BEGIN;
     RUN(attention_decode, OUT(out), IN(att), IN(q), IN(kcache), IN(vcache), t, C, NH);
+    WROTE(o, out, C), WROTE(o, att, (size_t)NH * (t + 1));
 }
 
 static void devsim_gelu_fwd(pile_backend *be, pile_tensor out, pile_tensor inp, size_t n)
 {
+    const char *o = pile_op_name(PILE_OP_GELU_FWD);
     OPS_BEGIN;
     RUN(gelu_fwd, OUT(out), IN(inp), n);
+    WROTE(o, out, n);
 }
 
 static void devsim_gelu_bwd(pile_backend *be, pile_tensor dinp, pile_tensor inp, pile_tensor dout, size_t n)
 {
+    const char *o = pile_op_name(PILE_OP_GELU_BWD);
     OPS_BEGIN;
     RUN(gelu_bwd, OUT(dinp), IN(inp), IN(dout), n);
+    WROTE(o, dinp, n);
 }
 
 static void devsim_add(pile_backend *be, pile_tensor out, pile_tensor a, pile_tensor b, size_t n)
 {
+    const char *o = pile_op_name(PILE_OP_ADD);
     OPS_BEGIN;
     RUN(add, OUT(out), IN(a), IN(b), n);
+    WROTE(o, out, n);
 }
 
 static void devsim_dropout(pile_backend *be, pile_tensor x, size_t n, float p, uint64_t seed)
 {
+    const char *o = pile_op_name(PILE_OP_DROPOUT);
     OPS_BEGIN;
     RUN(dropout, OUT(x), n, p, seed);
+    if (p > 0.0f) WROTE(o, x, n); /* p 0: untouched */
 }
 
 static void devsim_softmax_ce(pile_backend *be, pile_tensor logits, pile_tensor losses, pile_tensor correct,
                               pile_tensor targets, int N, int V, int Vp, float grad_scale)
 {
+    const char *o = pile_op_name(PILE_OP_SOFTMAX_CE);
     OPS_BEGIN;
     RUN(softmax_ce, OUT(logits), IN(losses), IN(correct), IN(targets), N, V, Vp, grad_scale);
+    WROTE(o, losses, N), WROTE(o, correct, N);
+    if (grad_scale != 0.0f) WROTE(o, logits, (size_t)N * Vp); /* the gradient, in place */
 }
 
 #undef OPS_BEGIN
@@ -532,6 +670,7 @@ static void devsim_scale(pile_backend *be, pile_tensor x, size_t n, float s)
     pile_backend *c = inner(be);
     c->iface->scale(c, U(x), n, s);
     settle(be);
+    WROTE(pile_op_name(PILE_OP_SCALE), x, n);
 }
 
 static void devsim_adamw(pile_backend *be, pile_tensor p, pile_tensor g, pile_tensor m, pile_tensor v, size_t n,
@@ -540,9 +679,12 @@ static void devsim_adamw(pile_backend *be, pile_tensor p, pile_tensor g, pile_te
     pile_backend *c = inner(be);
     c->iface->adamw(c, U(p), U(g), U(m), U(v), n, lr, beta1, beta2, eps, wd, t);
     settle(be);
+    const char *o = pile_op_name(PILE_OP_ADAMW);
+    WROTE(o, p, n), WROTE(o, m, n), WROTE(o, v, n);
 }
 
 #undef U
+#undef WROTE
 
 static const pile_backend_i devsim_iface = {
     .close = devsim_close,
