@@ -1502,6 +1502,82 @@ static void test_comm_stream(void)
     pile_backend_close(d);
 }
 
+/* Marks (backend.h): 0 and nothing to wait for on the cpu; on devsim a
+ * mark counts the calls given, and waiting for one runs the calls up to
+ * it only: the later ones stay queued, their outputs poisoned, until a
+ * later mark or compute_wait_comm; a mark never given is a sticky error. */
+static void test_comm_marks(void)
+{
+    pile_err err, *ep = &err;
+    pile_backend *c = NULL, *d = NULL;
+    ASSERT_OK(pile_backend_open(&c, "cpu", 1, &err), ep);
+    if (!c) return;
+    ASSERT_EQ(pile_backend_comm_mark(c), 0);
+    pile_backend_compute_wait_mark(c, 7); /* nothing to order */
+    ASSERT_OK(pile_backend_sync(c, &err), ep);
+    pile_backend_close(c);
+
+    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+    if (!d) return;
+    void *st = pile_backend_comm_stream(d);
+    ASSERT_EQ(pile_backend_comm_mark(d), 0); /* nothing given */
+    pile_tensor x = pile_backend_alloc(d, F32, 4), y = pile_backend_alloc(d, F32, 4), z = pile_backend_alloc(d, F32, 4);
+    float *hx = pile_backend_devsim_host_address(x.data), *hy = pile_backend_devsim_host_address(y.data);
+    float *hz = pile_backend_devsim_host_address(z.data);
+    const float one[4] = {1, 2, 3, 4};
+    float got[4];
+    int runs = 0;
+    pile_backend_upload(d, x, one, 4);
+    pile_backend_comm_wait_compute(d);
+    twice_arg a = {hy, hx, 4, &runs, 0}, b = {hz, hx, 4, &runs, 0};
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hy, 16, hx, 16, &err), ep);
+    const uint64_t m1 = pile_backend_comm_mark(d);
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &b, sizeof b, hz, 16, hx, 16, &err), ep);
+    const uint64_t m2 = pile_backend_comm_mark(d);
+    ASSERT(m1 > 0 && m2 > m1);
+    pile_backend_compute_wait_mark(d, 0); /* nothing */
+    ASSERT_EQ(runs, 0);
+    pile_backend_compute_wait_mark(d, m1);
+    ASSERT_EQ(runs, 1); /* the call up to m1, not the one after it */
+    pile_backend_download(d, got, y, 4);
+    ASSERT(got[0] == 2.0f && got[3] == 8.0f);
+    pile_backend_download(d, got, z, 4);
+    ASSERT(isnan(got[0]) && isnan(got[3])); /* still queued: poisoned */
+    pile_backend_compute_wait_mark(d, m1); /* again: nothing more */
+    ASSERT_EQ(runs, 1);
+    pile_backend_compute_wait_mark(d, m2);
+    ASSERT_EQ(runs, 2);
+    pile_backend_download(d, got, z, 4);
+    ASSERT(got[0] == 2.0f && got[3] == 8.0f);
+    /* three queued, the middle mark waited for, then compute_wait_comm: all */
+    pile_tensor w = pile_backend_alloc(d, F32, 4);
+    twice_arg e = {pile_backend_devsim_host_address(w.data), hx, 4, &runs, 0};
+    pile_backend_comm_wait_compute(d); /* w's zeroing */
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &a, sizeof a, hy, 16, hx, 16, &err), ep);
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &b, sizeof b, hz, 16, hx, 16, &err), ep);
+    const uint64_t m4 = pile_backend_comm_mark(d);
+    ASSERT_OK(pile_backend_devsim_enqueue(st, twice, &e, sizeof e, e.out, 16, hx, 16, &err), ep);
+    ASSERT_EQ(m4, m2 + 2);
+    pile_backend_compute_wait_mark(d, m4);
+    ASSERT_EQ(runs, 4);
+    pile_backend_download(d, got, w, 4);
+    ASSERT(isnan(got[0])); /* the third, given after m4 */
+    pile_backend_compute_wait_comm(d);
+    ASSERT_EQ(runs, 5);
+    pile_backend_download(d, got, w, 4);
+    ASSERT(got[1] == 4.0f);
+    pile_backend_free(&w);
+    ASSERT_OK(pile_backend_sync(d, &err), ep);
+    /* a mark the stream never gave */
+    pile_backend_compute_wait_mark(d, pile_backend_comm_mark(d) + 1);
+    ASSERT_EQ(pile_backend_sync(d, &err), PILE_EINVAL);
+    ASSERT(strstr(err.msg, "compute_wait_mark: mark 6 was never given (the comm stream is at 5)") != NULL);
+    pile_backend_free(&x);
+    pile_backend_free(&y);
+    pile_backend_free(&z);
+    pile_backend_close(d);
+}
+
 /* ------------------------------------------------------- comm hazards */
 
 static int noop(void *arg, pile_err *err)
@@ -2021,6 +2097,9 @@ int main(void)
     TEST("comm hazards on devsim: a collective queued after an op that wrote its input, with no "
          "comm_wait_compute between, fails naming the op; per op, exactly the operands it writes");
     test_comm_hazards();
+    TEST("comm marks: nothing on the cpu; on devsim waiting for a mark runs the calls up to it, the later "
+         "ones stay queued and poisoned");
+    test_comm_marks();
     if (pile_backend_open(&be, "cpu", 0, &err) < 0) {
         printf("Bail out! cannot open the cpu backend: %s\n", err.msg);
         return 1;

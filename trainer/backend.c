@@ -403,6 +403,16 @@ void pile_backend_compute_wait_comm(pile_backend *be)
     if (be->iface->compute_wait_comm && !be->failed) be->iface->compute_wait_comm(be);
 }
 
+uint64_t pile_backend_comm_mark(pile_backend *be)
+{
+    return be->iface->comm_mark && !be->failed ? be->iface->comm_mark(be) : 0;
+}
+
+void pile_backend_compute_wait_mark(pile_backend *be, uint64_t mark)
+{
+    if (be->iface->compute_wait_mark && !be->failed && mark) be->iface->compute_wait_mark(be, mark);
+}
+
 void pile_backend_download(pile_backend *be, void *host_dst, pile_tensor src, size_t n)
 {
     if (!mem_arg(be, "download", "src", src, n) || !n) return;

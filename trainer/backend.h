@@ -311,7 +311,8 @@ void pile_backend_stage_wait(pile_backend *be);
  * The devsim backends hold communication to the latest a device may: a
  * tensor call given their stream is queued, not made; its outputs are
  * poisoned (NaN) at once, and its inputs read only when it runs, at the
- * next compute_wait_comm (or when a tensor is freed). So a result read
+ * next compute_wait_comm (or compute_wait_mark for a mark after it, or
+ * when a tensor is freed). So a result read
  * before compute_wait_comm, or an input overwritten before it, gives other
  * bits than the cpu backend. A missing comm_wait_compute, which the bits
  * cannot show (their ops are done when called), they find by address:
@@ -325,6 +326,23 @@ void pile_backend_stage_wait(pile_backend *be);
 void *pile_backend_comm_stream(pile_backend *be);
 void pile_backend_comm_wait_compute(pile_backend *be);
 void pile_backend_compute_wait_comm(pile_backend *be);
+/* Marks, so that the ops wait for one collective and not for those given
+ * after it (a bucket's reduce, not the next bucket's: more than one in
+ * flight). pile_backend_comm_mark: a point on the comm stream after the
+ * communication given so far, as a number that grows with each call
+ * given (0: nothing given, or a backend without a comm stream or
+ * failed). pile_backend_compute_wait_mark: the ops queued from now on run
+ * after the communication given up to `mark` (0 does nothing; a mark
+ * never given is a sticky error), so they see its outputs and may
+ * overwrite its inputs; compute_wait_comm is the wait for the latest
+ * mark. On cuda a mark is an event of a small ring recorded on the comm
+ * stream: waiting for a mark whose event was recorded again since (eight
+ * marks later) waits for the later communication too, which is safe, only
+ * later. On the cpu both do nothing. The devsim backends run the queued
+ * calls up to the mark only: the later ones stay queued, their outputs
+ * poisoned. */
+uint64_t pile_backend_comm_mark(pile_backend *be);
+void pile_backend_compute_wait_mark(pile_backend *be, uint64_t mark);
 /* The devsim stream's queue (for the "devsim" communicator and tests):
  * queues fn(arg) on `stream` (pile_backend_comm_stream of a devsim
  * backend), arg copied (arg_bytes). The call writes out[0..out_bytes) and

@@ -44,11 +44,15 @@ typedef struct pile_backend_i {
     int (*stage_reserve)(pile_backend *be, size_t bytes, pile_err *err);
     void (*stage_upload)(pile_backend *be, pile_tensor dst, const void *host_src, size_t bytes, size_t offset);
     void (*stage_wait)(pile_backend *be);
-    /* The communication stream (pile_backend_comm_stream and its two
-     * orderings); all three NULL in a backend whose memory is the host's. */
+    /* The communication stream (pile_backend_comm_stream, its two
+     * orderings and its marks); all five NULL in a backend whose memory
+     * is the host's. compute_wait_mark is given a mark in 1..the latest
+     * (backend.c passes 0 by). */
     void *(*comm_stream)(pile_backend *be);
     void (*comm_wait_compute)(pile_backend *be);
     void (*compute_wait_comm)(pile_backend *be);
+    uint64_t (*comm_mark)(pile_backend *be);
+    void (*compute_wait_mark)(pile_backend *be, uint64_t mark);
     void (*download)(pile_backend *be, void *host_dst, pile_tensor src, size_t bytes);
     void (*copy)(pile_backend *be, pile_tensor dst, pile_tensor src, size_t bytes);
     void (*zero)(pile_backend *be, pile_tensor t, size_t bytes);

@@ -43,8 +43,10 @@ struct pile_optim {
     struct {
         size_t k0, b;
         int busy;
+        uint64_t mark; /* the comm stream's mark after its reduce (pile_backend_comm_mark) */
     } slot[2];
     int next_slot;
+    uint64_t waited;        /* streams: the ops wait for the comm stream up to this mark already */
     size_t left;            /* buckets not submitted yet this round: those below left x bucket_span */
     uint64_t ticket;        /* the last gradient bucket submitted */
     uint64_t early_bytes;   /* of comm_bytes, the buckets submitted with layers still to compute */
@@ -54,7 +56,7 @@ struct pile_optim {
     pile_tensor cshard;
     pile_tensor unit_buf[2];
     int unit_in[2];         /* the unit each holds (or is being gathered into it); -1 none */
-    uint64_t unit_ticket[2];/* the gather into each still in flight: the comm's thread's ticket, 1 on the stream; 0 none */
+    uint64_t unit_ticket[2];/* the gather into each still in flight: the comm's thread's ticket, or the stream's mark after it; 0 none */
     int last_unit;          /* the unit the model asked for last */
     size_t prefetch;        /* units of at most this many parameters are gathered ahead */
     uint64_t comm_bytes;    /* payload of the collectives issued (see pile_optim_comm_bytes) */
@@ -189,6 +191,17 @@ static int broadcast_unit(pile_comm *c, void *ctx, const size_t arg[3], pile_err
     return 0;
 }
 
+/* Streams: the ops queued from now on run after the communication given
+ * up to `mark` (0: none), unless they wait for it already: only that far,
+ * so that what was given after it (the next bucket's reduce, the other
+ * unit buffer's gather) stays in flight. */
+static void wait_mark(pile_optim *o, uint64_t mark)
+{
+    if (mark <= o->waited) return;
+    pile_backend_compute_wait_mark(o->be, mark);
+    o->waited = mark;
+}
+
 /* Waits for the gather into unit_buf[k], if one is in flight. */
 static int unit_claim(pile_optim *o, int k, pile_err *err)
 {
@@ -196,7 +209,7 @@ static int unit_claim(pile_optim *o, int k, pile_err *err)
     if (!t) return 0;
     o->unit_ticket[k] = 0;
     if (o->streams) {
-        pile_backend_compute_wait_comm(o->be); /* gathered before the model reads it */
+        wait_mark(o, t); /* gathered before the model reads it */
         return 0;
     }
     const int rc = pile_comm_wait(o->comm, t, err);
@@ -233,7 +246,7 @@ static int gather_unit(pile_optim *o, int u, int k, pile_err *err)
     }
     if (o->streams) {
         PILE_FORWARD_IF_ERR(broadcast_unit(o->comm, o, (const size_t[3]){(size_t)u, (size_t)k, 0}, err));
-        o->unit_ticket[k] = 1;
+        o->unit_ticket[k] = pile_backend_comm_mark(o->be);
     } else if (o->comm) {
         PILE_FORWARD_IF_ERR(pile_comm_submit(o->comm, broadcast_unit, o, (size_t)u, (size_t)k, 0,
                                              &o->unit_ticket[k], err));
@@ -620,12 +633,12 @@ static int reduce_bucket(pile_comm *c, void *ctx, const size_t arg[3], pile_err 
 }
 
 /* Streams: the bucket in flight in slot s, if any, landed once the ops
- * wait for its reduce. */
+ * wait for its reduce (and not for the other slot's, given after it). */
 static int land_slot(pile_optim *o, int s, pile_err *err)
 {
     if (!o->slot[s].busy) return 0;
     o->slot[s].busy = 0;
-    pile_backend_compute_wait_comm(o->be);
+    wait_mark(o, o->slot[s].mark);
     return land_bucket(o, s, o->slot[s].k0, o->slot[s].b, err);
 }
 
@@ -645,6 +658,7 @@ static int submit_stream(pile_optim *o, size_t k0, size_t b, pile_err *err)
     PILE_FORWARD_IF_ERR(pack_bucket(o, s, k0, b, err));
     pile_backend_comm_wait_compute(o->be);
     PILE_FORWARD_IF_ERR(reduce_bucket(o->comm, o, (const size_t[3]){k0, b, (size_t)s + 1}, err));
+    o->slot[s].mark = pile_backend_comm_mark(o->be);
     o->slot[s].k0 = k0;
     o->slot[s].b = b;
     o->slot[s].busy = 1;
@@ -682,8 +696,17 @@ static int finish_buckets(pile_optim *o, pile_err *err)
         PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
     }
     PILE_FORWARD_IF_ERR(submit_buckets(o, 0, err));
-    if (o->streams) pile_backend_compute_wait_comm(o->be);
-    else if (o->comm) PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->ticket, err));
+    if (o->streams && o->stage == 0) {
+        wait_mark(o, pile_backend_comm_mark(o->be)); /* the allreduces, in place */
+    } else if (o->streams) {
+        /* one wait for both slots: the newer's mark covers the older's reduce */
+        uint64_t last = 0;
+        for (int k = 0; k < 2; k++)
+            if (o->slot[k].busy && o->slot[k].mark > last) last = o->slot[k].mark;
+        wait_mark(o, last);
+    } else if (o->comm) {
+        PILE_FORWARD_IF_ERR(pile_comm_wait(o->comm, o->ticket, err));
+    }
     for (int k = 0; k < 2; k++) PILE_FORWARD_IF_ERR(land_slot(o, o->next_slot ^ k, err)); /* the older first */
     o->left = bucket_count(o);
     return 0;
@@ -767,7 +790,7 @@ static int gather_params(pile_optim *o, pile_tensor mine, pile_err *err)
     if (o->comm)
         PILE_FORWARD_IF_ERR(pile_comm_all_gather(o->comm, o->gather.data, mine.data, o->padded,
                                                  comm_dtype(o->gather.dtype), o->stream, err));
-    if (o->streams) pile_backend_compute_wait_comm(o->be);
+    if (o->streams) wait_mark(o, pile_backend_comm_mark(o->be));
     o->comm_bytes += o->padded * pile_dtype_size(o->gather.dtype);
     pile_backend_convert(o->be, pile_model_params(o->model), o->gather, o->n);
     return pile_backend_sync(o->be, err);

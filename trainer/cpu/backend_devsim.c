@@ -17,6 +17,7 @@
  * device does (see W below). Staged uploads travel as late as a device's
  * copy queue may carry them (see "staged uploads" below). No global
  * state: the tag is a constant. */
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ typedef struct staged_copy {
  * fn(arg), and the bytes of its input it overlaps its output with, kept
  * at enqueue (keep, to be put back at keep_at). */
 typedef struct comm_call {
+    uint64_t mark; /* the stream's mark just after it (pile_backend_comm_mark) */
     pile_backend_devsim_fn fn;
     void *arg;
     unsigned char *keep;
@@ -60,6 +62,7 @@ typedef struct devsim_ctx {
     size_t n_copies;
     comm_call *calls; /* the comm stream's queue, in the order given */
     size_t n_calls, cap_calls;
+    uint64_t given;   /* calls given the stream since it opened: its latest mark */
     /* what the ops wrote since the comm stream last waited for them (see
      * "hazards" below); recorded once the stream was asked for */
     int track;
@@ -248,8 +251,8 @@ static void devsim_stage_wait(pile_backend *be)
  * test's) is queued with its arguments; its outputs are poisoned at once
  * (NaN in every float dtype), since a collective in flight may have
  * written part of them; it runs, reading its inputs then, only when the
- * ops are made to wait for the stream (compute_wait_comm) or a tensor is
- * freed. Where it works in place, the input bytes under its output are
+ * ops are made to wait for it (compute_wait_comm; compute_wait_mark for
+ * the calls up to a mark) or a tensor is freed. Where it works in place, the input bytes under its output are
  * kept at enqueue and put back when it runs: what the caller wrote there
  * in between is lost, as a device's collective would have overwritten it.
  * The stream's handle is the backend itself, tagged as a tensor's
@@ -343,12 +346,13 @@ static void drop_calls(devsim_ctx *d, size_t from)
     d->n_calls = 0;
 }
 
-/* The queued calls in order; after a failure the rest are dropped. */
-static void run_calls(pile_backend *be)
+/* The queued calls up to `mark`, in order (the later ones stay queued,
+ * their outputs poisoned); after a failure the rest are dropped. */
+static void run_upto(pile_backend *be, uint64_t mark)
 {
     devsim_ctx *d = be->ctx;
     size_t i = 0;
-    for (; i < d->n_calls && !be->failed; i++) {
+    for (; i < d->n_calls && d->calls[i].mark <= mark && !be->failed; i++) {
         comm_call *k = &d->calls[i];
         if (k->keep) memcpy(k->keep_at, k->keep, k->keep_bytes);
         pile_err e;
@@ -357,7 +361,34 @@ static void run_calls(pile_backend *be)
         free(k->arg);
         free(k->keep);
     }
-    drop_calls(d, i);
+    if (be->failed) {
+        drop_calls(d, i);
+        return;
+    }
+    memmove(d->calls, d->calls + i, (d->n_calls - i) * sizeof *d->calls);
+    d->n_calls -= i;
+}
+
+static void run_calls(pile_backend *be)
+{
+    run_upto(be, UINT64_MAX);
+}
+
+/* Marks: the number of calls given so far; waiting for one runs the
+ * calls up to it, as late as a device may run the rest. */
+static uint64_t devsim_comm_mark(pile_backend *be)
+{
+    return ((devsim_ctx *)be->ctx)->given;
+}
+
+static void devsim_compute_wait_mark(pile_backend *be, uint64_t mark)
+{
+    const uint64_t given = ((devsim_ctx *)be->ctx)->given;
+    if (mark > given)
+        pile__backend_fail(be, PILE_EINVAL, "compute_wait_mark",
+                           "mark %" PRIu64 " was never given (the comm stream is at %" PRIu64 ")", mark, given);
+    else
+        run_upto(be, mark);
 }
 
 int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const void *arg, size_t arg_bytes,
@@ -378,7 +409,7 @@ int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const v
         d->calls = p;
         d->cap_calls = cap;
     }
-    comm_call k = {fn, malloc(arg_bytes ? arg_bytes : 1), NULL, NULL, 0};
+    comm_call k = {d->given + 1, fn, malloc(arg_bytes ? arg_bytes : 1), NULL, NULL, 0};
     const uintptr_t o0 = (uintptr_t)out, o1 = o0 + out_bytes, i0 = (uintptr_t)in, i1 = i0 + in_bytes;
     const uintptr_t lo = o0 > i0 ? o0 : i0, hi = o1 < i1 ? o1 : i1;
     if (lo < hi) {
@@ -395,6 +426,7 @@ int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const v
     if (k.keep) memcpy(k.keep, k.keep_at, k.keep_bytes);
     memset(out, 0xff, out_bytes);
     d->calls[d->n_calls++] = k;
+    d->given++;
     return 0;
 }
 
@@ -700,6 +732,8 @@ static const pile_backend_i devsim_iface = {
     .comm_stream = devsim_comm_stream,
     .comm_wait_compute = devsim_comm_wait_compute,
     .compute_wait_comm = run_calls,
+    .comm_mark = devsim_comm_mark,
+    .compute_wait_mark = devsim_compute_wait_mark,
     .download = devsim_download,
     .copy = devsim_copy,
     .zero = devsim_zero,

@@ -45,6 +45,9 @@
  * alignment class. */
 #define ALIGN ((size_t)256)
 #define MIB ((size_t)1 << 20)
+/* Events for the comm stream's marks: the optimizer waits for at most
+ * four at a time (two gradient slots, two ZeRO-3 unit buffers) */
+#define MARK_RING 8
 
 typedef struct block {
     size_t off, size; /* for a cudaMalloc'ed block: off is the address */
@@ -74,6 +77,8 @@ typedef struct cuda_state {
     cudaStream_t comm_stream;
     cudaEvent_t to_comm;   /* on stream: the ops given before the last comm_wait_compute */
     cudaEvent_t from_comm; /* on comm_stream: the collectives given before the last compute_wait_comm */
+    cudaEvent_t marks[MARK_RING]; /* on comm_stream: mark m's at marks[m % MARK_RING] */
+    uint64_t mark;                /* the latest mark (pile_backend_comm_mark) */
 } cuda_state;
 
 static cuda_state *state_of(const pile_backend *be) { return (cuda_state *)be->ctx; }
@@ -116,6 +121,8 @@ static void release(cuda_state *s)
     if (s->computed) (void)cudaEventDestroy(s->computed);
     if (s->to_comm) (void)cudaEventDestroy(s->to_comm);
     if (s->from_comm) (void)cudaEventDestroy(s->from_comm);
+    for (int i = 0; i < MARK_RING; i++)
+        if (s->marks[i]) (void)cudaEventDestroy(s->marks[i]);
     if (s->comm_stream) (void)cudaStreamDestroy(s->comm_stream);
     if (c->scratch && s->scratch_own) (void)cudaFree(c->scratch);
     if (c->lt_workspace) (void)cudaFree(c->lt_workspace);
@@ -174,6 +181,8 @@ static int cuda_open(pile_backend *be, pile_err *err)
     OPEN_CHECK(cudaStreamCreateWithFlags(&s->comm_stream, cudaStreamNonBlocking), "cudaStreamCreate");
     OPEN_CHECK(cudaEventCreateWithFlags(&s->to_comm, cudaEventDisableTiming), "cudaEventCreate");
     OPEN_CHECK(cudaEventCreateWithFlags(&s->from_comm, cudaEventDisableTiming), "cudaEventCreate");
+    for (int i = 0; i < MARK_RING; i++)
+        OPEN_CHECK(cudaEventCreateWithFlags(&s->marks[i], cudaEventDisableTiming), "cudaEventCreate");
     cublasStatus_t st = cublasLtCreate(&c->lt);
     if (st != CUBLAS_STATUS_SUCCESS) {
         pile_err_set(err, PILE_EIO, "cannot open CUDA device %d: cublasLtCreate: %s", dev, cublasLtGetStatusString(st));
@@ -548,6 +557,27 @@ static void cuda_compute_wait_comm(pile_backend *be)
     if (!be->failed) check_call(be, cudaStreamWaitEvent(s->pub.stream, s->from_comm, 0), "compute_wait_comm");
 }
 
+/* Mark m is the event marks[m % MARK_RING], recorded on the comm stream
+ * when m was taken. Eight marks later it is recorded again, and a wait
+ * for m then waits for that later point: safe, only later (backend.h). */
+static uint64_t cuda_comm_mark(pile_backend *be)
+{
+    cuda_state *s = state_of(be);
+    check_call(be, cudaEventRecord(s->marks[(s->mark + 1) % MARK_RING], s->comm_stream), "comm_mark");
+    if (!be->failed) s->mark++;
+    return be->failed ? 0 : s->mark;
+}
+
+static void cuda_compute_wait_mark(pile_backend *be, uint64_t mark)
+{
+    cuda_state *s = state_of(be);
+    if (mark > s->mark)
+        pile__backend_fail(be, PILE_EINVAL, "compute_wait_mark",
+                           "mark %" PRIu64 " was never given (the comm stream is at %" PRIu64 ")", mark, s->mark);
+    else
+        check_call(be, cudaStreamWaitEvent(s->pub.stream, s->marks[mark % MARK_RING], 0), "compute_wait_mark");
+}
+
 /* Waits for the three streams; a fault of an earlier kernel shows here
  * (the sticky error of the CUDA context), named "sync" since the op that
  * caused it is not known. */
@@ -590,6 +620,8 @@ static pile_backend_i cuda_iface_table(void)
     t.comm_stream = cuda_comm_stream;
     t.comm_wait_compute = cuda_comm_wait_compute;
     t.compute_wait_comm = cuda_compute_wait_comm;
+    t.comm_mark = cuda_comm_mark;
+    t.compute_wait_mark = cuda_compute_wait_mark;
     t.download = pile__cuda_download;
     t.copy = pile__cuda_copy;
     t.zero = pile__cuda_zero;
