@@ -81,7 +81,9 @@ typedef struct pile_optim pile_optim;
  * compute without the thread (the optimizer uses no job of the thread
  * there). From stage 1 the caller packs each bucket into one of two slots
  * before its reduce and adds (or copies) it into the shard after it, two
- * buckets in flight at most. Stage 0 buckets are consecutive ranges of world x
+ * buckets in flight at most: a slot lands once the ops wait for its own
+ * reduce (pile_backend_compute_wait_mark), the newer bucket's still in
+ * flight; a ZeRO-3 unit buffer likewise waits for its own gather only. Stage 0 buckets are consecutive ranges of world x
  * bucket_elems elements; from stage 1 bucket k holds every rank's k-th
  * piece of its shard, so it is final only once the backward has passed
  * rank 0's piece: the embeddings, which the backward finishes last, keep
