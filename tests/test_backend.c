@@ -1767,50 +1767,48 @@ static void test_comm_hazards(void)
     printf("# %d operands checked\n", checked);
     ASSERT(checked > 150);
 
-    /* the orderings that clear it, the staged copies, an allocation */
-    pile_backend *d = NULL;
+    /* the orderings that clear it, the staged copies, an allocation:
+     * each on a fresh backend, x and y 8 floats, tracked from the start */
     pile_err *ep = &err;
-    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
-    if (!d) return;
-    void *st = pile_backend_comm_stream(d);
-    pile_tensor x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
-    ASSERT_EQ(hz_read(d, x, 0, 4, &err), PILE_EINVAL); /* the allocation's zeroing */
-    ASSERT(strstr(err.msg, "written by alloc ('zeroed', 32 bytes)") && strstr(err.msg, "comm_wait_compute"));
-    pile_backend_close(d);
-    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
-    st = pile_backend_comm_stream(d);
-    x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
     const float host[8] = {0};
-    pile_backend_sync(d, NULL); /* every op done */
-    ASSERT_OK(hz_read(d, x, 0, 32, &err), ep);
-    ASSERT_OK(pile_backend_stage_reserve(d, 256, &err), ep);
-    pile_backend_stage_upload(d, x, host, 8);
-    pile_backend_comm_wait_compute(d);
-    ASSERT_EQ(hz_read(d, x, 28, 32, &err), PILE_EINVAL); /* in flight until stage_wait */
-    ASSERT(strstr(err.msg, "stage_upload") != NULL);
-    pile_backend_close(d);
-    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
-    st = pile_backend_comm_stream(d);
-    x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
-    ASSERT_OK(pile_backend_stage_reserve(d, 256, &err), ep);
-    pile_backend_comm_wait_compute(d);
-    pile_backend_stage_upload(d, x, host, 8);
-    pile_backend_stage_wait(d);
-    pile_backend_upload(d, y, host, 4); /* adjacent runs of one op's operand merge */
-    pile_backend_upload(d, pile_tensor_slice(y, 4, 4), host, 4);
-    ASSERT_EQ(hz_read(d, x, 0, 4, &err), PILE_EINVAL); /* landed at stage_wait: written there */
-    ASSERT(strstr(err.msg, "stage_upload ('dst', 32 bytes)") != NULL);
-    pile_backend_close(d);
-    ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
-    st = pile_backend_comm_stream(d);
-    x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
-    pile_backend_comm_wait_compute(d);
-    pile_backend_upload(d, y, host, 4);
-    pile_backend_upload(d, pile_tensor_slice(y, 4, 4), host, 4);
-    char *hy = pile_backend_devsim_host_address(y.data);
-    ASSERT_EQ(pile_backend_devsim_enqueue(st, noop, NULL, 0, hy + 8, 4, NULL, 0, &err), PILE_EINVAL); /* writes */
-    ASSERT(strstr(err.msg, "a collective writes 4 bytes, 4 of them (from byte 0) written by upload ('dst', 32 bytes)"));
-    pile_backend_close(d);
+    pile_backend *d = NULL;
+    pile_tensor x = NONE, y = NONE;
+    for (int part = 0; part < 4; part++) {
+        ASSERT_OK(pile_backend_open(&d, "devsim", 1, &err), ep);
+        if (!d) return;
+        void *st = pile_backend_comm_stream(d);
+        x = pile_backend_alloc(d, F32, 8), y = pile_backend_alloc(d, F32, 8);
+        /* (a reserve waits for the backend: after the allocation's check) */
+        if (part > 0) ASSERT_OK(pile_backend_stage_reserve(d, 256, &err), ep);
+        if (part == 0) {
+            ASSERT_EQ(hz_read(d, x, 0, 4, &err), PILE_EINVAL); /* the allocation's zeroing */
+            ASSERT(strstr(err.msg, "written by alloc ('zeroed', 32 bytes) after the last comm_wait_compute"));
+        } else if (part == 1) {
+            pile_backend_sync(d, NULL); /* every op done */
+            ASSERT_OK(hz_read(d, x, 0, 32, &err), ep);
+            pile_backend_stage_upload(d, x, host, 8);
+            pile_backend_comm_wait_compute(d);
+            ASSERT_EQ(hz_read(d, x, 28, 32, &err), PILE_EINVAL); /* in flight until stage_wait */
+            ASSERT(strstr(err.msg, "written by stage_upload ('dst', 32 bytes) before its stage_wait"));
+        } else if (part == 2) {
+            pile_backend_comm_wait_compute(d);
+            pile_backend_stage_upload(d, x, host, 8);
+            pile_backend_stage_wait(d);
+            ASSERT_EQ(hz_read(d, x, 0, 4, &err), PILE_EINVAL); /* landed at stage_wait: written there */
+            ASSERT(strstr(err.msg, "written by stage_upload ('dst', 32 bytes) after the last comm_wait_compute"));
+        } else {
+            pile_backend_comm_wait_compute(d);
+            pile_backend_upload(d, y, host, 4); /* adjacent runs of one op's operand merge */
+            pile_backend_upload(d, pile_tensor_slice(y, 4, 4), host, 4);
+            char *hy = pile_backend_devsim_host_address(y.data);
+            ASSERT_EQ(pile_backend_devsim_enqueue(st, noop, NULL, 0, hy + 8, 4, NULL, 0, &err), PILE_EINVAL);
+            ASSERT(strstr(err.msg, "a collective writes 4 bytes, 4 of them (from byte 0) written by upload ('dst', "
+                                   "32 bytes)"));
+        }
+        pile_backend_free(&x);
+        pile_backend_free(&y);
+        pile_backend_close(d);
+    }
 }
 
 /* devsim16 stores compute tensors in bf16 and widens them for the cpu's

@@ -365,7 +365,7 @@ static void run_upto(pile_backend *be, uint64_t mark)
         drop_calls(d, i);
         return;
     }
-    memmove(d->calls, d->calls + i, (d->n_calls - i) * sizeof *d->calls);
+    if (i && i < d->n_calls) memmove(d->calls, d->calls + i, (d->n_calls - i) * sizeof *d->calls);
     d->n_calls -= i;
 }
 
@@ -422,7 +422,7 @@ int pile_backend_devsim_enqueue(void *stream, pile_backend_devsim_fn fn, const v
         free(k.keep);
         return pile_err_set(err, PILE_ENOMEM, "cannot queue a collective: out of memory");
     }
-    memcpy(k.arg, arg, arg_bytes);
+    if (arg_bytes) memcpy(k.arg, arg, arg_bytes);
     if (k.keep) memcpy(k.keep, k.keep_at, k.keep_bytes);
     memset(out, 0xff, out_bytes);
     d->calls[d->n_calls++] = k;
