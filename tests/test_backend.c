@@ -1521,7 +1521,8 @@ static void test_comm_marks(void)
     if (!d) return;
     void *st = pile_backend_comm_stream(d);
     ASSERT_EQ(pile_backend_comm_mark(d), 0); /* nothing given */
-    pile_tensor x = pile_backend_alloc(d, F32, 4), y = pile_backend_alloc(d, F32, 4), z = pile_backend_alloc(d, F32, 4);
+    pile_tensor x = pile_backend_alloc(d, F32, 4), y = pile_backend_alloc(d, F32, 4);
+    pile_tensor z = pile_backend_alloc(d, F32, 4);
     float *hx = pile_backend_devsim_host_address(x.data), *hy = pile_backend_devsim_host_address(y.data);
     float *hz = pile_backend_devsim_host_address(z.data);
     const float one[4] = {1, 2, 3, 4};
@@ -1631,20 +1632,24 @@ static int hz_build(pile_backend *d, int k, pile_dtype cd, hz_case *h)
         e = R("wpe", cd, HT * HC); break;
     case 6: h->op = "embed_bwd", a = hz_arg(d, h, "dwte", F32, HVP * HC, 0, 1), b = A("dwpe", F32, HT * HC, HT * HC);
         c = R("dout", cd, NC), e = R("tokens", I32, HN); break;
-    case 7: h->op = "layernorm_fwd", a = A("out", cd, NC, NC), b = A("mean", F32, HN, HN), c = A("rstd", F32, HN, HN);
+    case 7: h->op = "layernorm_fwd", a = A("out", cd, NC, NC), b = A("mean", F32, HN, HN);
+        c = A("rstd", F32, HN, HN);
         e = R("inp", cd, NC), f = R("w", cd, HC), g = R("b", cd, HC); break;
     case 8: h->op = "layernorm_bwd", a = A("dinp", cd, NC, NC), b = A("dw", F32, HC, HC), c = A("db", F32, HC, HC);
-        e = R("dout", cd, NC), f = R("inp", cd, NC), g = R("w", cd, HC), m = R("mean", F32, HN), v = R("rstd", F32, HN);
+        e = R("dout", cd, NC), f = R("inp", cd, NC), g = R("w", cd, HC), m = R("mean", F32, HN);
+        v = R("rstd", F32, HN);
         break;
     case 9: h->op = "matmul_fwd", a = A("out", cd, HN * 5, HN * 5), b = R("inp", cd, NC), c = R("W", cd, HC * 5);
         e = R("bias", cd, 5); break;
-    case 10: h->op = "matmul_bwd", a = A("dinp", cd, NC, NC), b = A("dW", F32, HC * 5, HC * 5), c = A("dbias", F32, 5, 5);
+    case 10: h->op = "matmul_bwd", a = A("dinp", cd, NC, NC), b = A("dW", F32, HC * 5, HC * 5);
+        c = A("dbias", F32, 5, 5);
         e = R("dout", cd, HN * 5), f = R("inp", cd, NC), g = R("W", cd, HC * 5); break;
-    case 11: h->op = "logits_fwd", a = A("out", cd, HN * HVP, HN * HVP), b = R("inp", cd, NC), c = R("wte", cd, HVP * HC);
-        break;
+    case 11: h->op = "logits_fwd", a = A("out", cd, HN * HVP, HN * HVP), b = R("inp", cd, NC);
+        c = R("wte", cd, HVP * HC); break;
     case 12: h->op = "logits_bwd", a = A("dinp", cd, NC, NC), b = A("dwte", F32, HVP * HC, HVP * HC);
         c = R("dout", cd, HN * HVP), e = R("inp", cd, NC), f = R("wte", cd, HVP * HC); break;
-    case 13: h->op = "attention_fwd", a = A("out", cd, NC, NC), b = A("saved", U8, sv, sv), c = A("scratch", U8, sc, sc);
+    case 13: h->op = "attention_fwd", a = A("out", cd, NC, NC), b = A("saved", U8, sv, sv);
+        c = A("scratch", U8, sc, sc);
         e = R("qkv", cd, 3 * NC), f = R("doc_start", I32, HN); break;
     case 14: h->op = "attention_bwd", a = A("dqkv", cd, 3 * NC, 3 * NC), b = A("scratch", U8, sc, sc);
         c = R("dout", cd, NC), e = R("qkv", cd, 3 * NC), f = R("out", cd, NC), g = R("saved", U8, sv);
@@ -1662,8 +1667,8 @@ static int hz_build(pile_backend *d, int k, pile_dtype cd, hz_case *h)
         c = A("correct", I32, HN, HN), e = R("targets", I32, HN); break;
     case 23: h->op = "sumsq", a = R("x", F32, 8); break;
     case 24: h->op = "scale", a = A("x", F32, 8, 8); break;
-    case 25: h->op = "adamw", a = A("p", F32, 8, 8), b = R("g", F32, 8), c = A("m", F32, 8, 8), e = A("v", F32, 8, 8);
-        break;
+    case 25: h->op = "adamw", a = A("p", F32, 8, 8), b = R("g", F32, 8), c = A("m", F32, 8, 8);
+        e = A("v", F32, 8, 8); break;
     case 26: h->op = "stage_upload", a = A("dst", I32, 8, 8); break;
     default: return 0;
     }

@@ -56,7 +56,8 @@ struct pile_optim {
     pile_tensor cshard;
     pile_tensor unit_buf[2];
     int unit_in[2];         /* the unit each holds (or is being gathered into it); -1 none */
-    uint64_t unit_ticket[2];/* the gather into each still in flight: the comm's thread's ticket, or the stream's mark after it; 0 none */
+    /* the gather into each still in flight: the comm's thread's ticket, or the stream's mark after it; 0 none */
+    uint64_t unit_ticket[2];
     int last_unit;          /* the unit the model asked for last */
     size_t prefetch;        /* units of at most this many parameters are gathered ahead */
     uint64_t comm_bytes;    /* payload of the collectives issued (see pile_optim_comm_bytes) */

@@ -83,8 +83,9 @@ typedef struct pile_optim pile_optim;
  * before its reduce and adds (or copies) it into the shard after it, two
  * buckets in flight at most: a slot lands once the ops wait for its own
  * reduce (pile_backend_compute_wait_mark), the newer bucket's still in
- * flight; a ZeRO-3 unit buffer likewise waits for its own gather only. Stage 0 buckets are consecutive ranges of world x
- * bucket_elems elements; from stage 1 bucket k holds every rank's k-th
+ * flight; a ZeRO-3 unit buffer likewise waits for its own gather only.
+ * Stage 0 buckets are consecutive ranges of world x bucket_elems
+ * elements; from stage 1 bucket k holds every rank's k-th
  * piece of its shard, so it is final only once the backward has passed
  * rank 0's piece: the embeddings, which the backward finishes last, keep
  * the buckets of rank 0's shard until the end.

@@ -252,9 +252,10 @@ static void devsim_stage_wait(pile_backend *be)
  * (NaN in every float dtype), since a collective in flight may have
  * written part of them; it runs, reading its inputs then, only when the
  * ops are made to wait for it (compute_wait_comm; compute_wait_mark for
- * the calls up to a mark) or a tensor is freed. Where it works in place, the input bytes under its output are
- * kept at enqueue and put back when it runs: what the caller wrote there
- * in between is lost, as a device's collective would have overwritten it.
+ * the calls up to a mark) or a tensor is freed. Where it works in place,
+ * the input bytes under its output are kept at enqueue and put back when
+ * it runs: what the caller wrote there in between is lost, as a device's
+ * collective would have overwritten it.
  * The stream's handle is the backend itself, tagged as a tensor's
  * address is (no host code may use it but pile_backend_devsim_enqueue). */
 

@@ -45,8 +45,9 @@
  * alignment class. */
 #define ALIGN ((size_t)256)
 #define MIB ((size_t)1 << 20)
-/* Events for the comm stream's marks: the optimizer waits for at most
- * four at a time (two gradient slots, two ZeRO-3 unit buffers) */
+/* Events for the comm stream's marks: the optimizer holds four at most
+ * (two gradient slots, two ZeRO-3 unit buffers); one taken eight marks
+ * before is waited for later, safely (cuda_comm_mark) */
 #define MARK_RING 8
 
 typedef struct block {
