@@ -61,6 +61,17 @@ if [ -n "$MPIRUN" ]; then
     else
         fail "mpirun -np 3, rank 1 killed mid-allreduce (status $st, ${took}s)"
     fi
+    # rank 2 of 3 fails on its own (an error, not a signal) while the others
+    # wait for it in an allreduce: it says why and abandons the communicator
+    # (no MPI_Finalize, which would wait for them), and mpirun ends the job
+    start=$(date +%s)
+    run timeout $DEADLINE $MPIRUN -np 3 "$RANKS" fail 2 5
+    took=$(( $(date +%s) - start ))
+    if [ $st -ne 0 ] && [ $st -ne 124 ] && grep -q "rank 2: failing alone before allreduce 5" "$TMP/err"; then
+        ok "mpirun -np 3, rank 2 fails alone: it says so and the job ends (status $st) in ${took}s, not a hang"
+    else
+        fail "mpirun -np 3, rank 2 fails alone (status $st, ${took}s; 124: the job hung)"
+    fi
 else
     echo "# skipped the mpirun checks: no mpirun, or this build has no MPI (tools/install-deps.sh installs Open MPI)"
 fi

@@ -472,7 +472,7 @@ static int fake_barrier(void *impl, pile_err *err)
 static const pile__comm_ops fake_ops = {
     "fake",          fake_open,      fake_close,         fake_allreduce,     fake_reduce_scatter,
     fake_all_gather, fake_broadcast, fake_allreduce_f64, fake_allreduce_i64, fake_broadcast_bytes,
-    fake_barrier,    0,
+    fake_barrier,    0,              NULL,
 };
 
 static pile_comm *open_fake(int rank, int world, pile_err *err)

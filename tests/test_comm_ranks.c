@@ -10,6 +10,9 @@
  *   test_comm_ranks die RANK N    allreduces until rank RANK kills itself
  *                                 (SIGKILL) in the Nth, mid-collective
  *   test_comm_ranks hang RANK N   the same, but rank RANK stops (SIGSTOP)
+ *   test_comm_ranks fail RANK N   rank RANK fails on its own before the
+ *                                 Nth, says so, abandons the communicator
+ *                                 (pile_comm_abandon) and exits 3
  *   test_comm_ranks mismatch      rank 0 calls allreduce where the others
  *                                 call broadcast: every rank must fail
  *
@@ -294,6 +297,36 @@ static int run_fault(int stop, int victim, int at)
     }
 }
 
+/* Rank `victim` fails on its own before its allreduce number `at` (an
+ * error of its own in the middle of training: a full disk, a bad row),
+ * says so and abandons the communicator, as pile-trainer does; the others
+ * go on to that allreduce, which it never joins. The job must end, not
+ * hang: exit 3 is the victim's. */
+static int run_fail_alone(int victim, int at)
+{
+    const size_t n = 1024;
+    float *x = xmalloc(n * 4);
+    for (int it = 0; it <= at + 1000; it++) {
+        for (size_t i = 0; i < n; i++) x[i] = exact_value(g_rank, i);
+        if (g_rank == victim && it == at) {
+            fprintf(stderr, "rank %d: failing alone before allreduce %d\n", g_rank, it);
+            free(x);
+            pile_comm_abandon(g_comm);
+            g_comm = NULL;
+            return 3;
+        }
+        pile_err err;
+        if (pile_comm_allreduce(g_comm, x, n, PILE_COMM_F32, PILE_COMM_SUM, NULL, &err) < 0) {
+            fprintf(stderr, "rank %d: %s\n", g_rank, err.msg);
+            free(x);
+            return 1;
+        }
+    }
+    fprintf(stderr, "rank %d: allreduce %d succeeded without rank %d\n", g_rank, at, victim);
+    free(x);
+    return 2;
+}
+
 /* A bug every rank must be told of: the calls differ. Exit 0 only if
  * this rank's call failed. */
 static int run_mismatch(void)
@@ -313,7 +346,7 @@ static int run_mismatch(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: test_comm_ranks check NAME | die RANK N | hang RANK N | mismatch [--timeout S]\n");
+        fprintf(stderr, "usage: test_comm_ranks check NAME | die RANK N | hang RANK N | fail RANK N | mismatch [--timeout S]\n");
         return 2;
     }
     pile_comm_options opt = {NULL, 0, 0, NULL};
@@ -331,6 +364,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "mismatch")) rc = run_mismatch();
     else if ((!strcmp(argv[1], "die") || !strcmp(argv[1], "hang")) && argc >= 4)
         rc = run_fault(!strcmp(argv[1], "hang"), atoi(argv[2]), atoi(argv[3]));
+    else if (!strcmp(argv[1], "fail") && argc >= 4) rc = run_fail_alone(atoi(argv[2]), atoi(argv[3]));
     pile_comm_close(g_comm);
     return rc;
 }

@@ -1274,7 +1274,9 @@ static int train_step(trainer *t, double *loss_out, double *gnorm_out, double *l
     return 0;
 }
 
-static void trainer_close(trainer *t)
+/* failed: the run failed after its start, where this rank's failure may
+ * not be the others' (pile_comm_abandon: nothing that waits for them) */
+static void trainer_close(trainer *t, int failed)
 {
     pile_metrics_close(t->metrics);
     pile_optim_free(t->opt);
@@ -1282,7 +1284,8 @@ static void trainer_close(trainer *t)
     pile_data_close(t->data);
     pile_backend_close(t->offload);
     pile_backend_close(t->be);
-    pile_comm_close(t->comm);
+    if (failed) pile_comm_abandon(t->comm);
+    else pile_comm_close(t->comm);
     host_batch_free(&t->step_batch);
     host_batch_free(&t->val_batch);
     pile_buf_free(&t->config_json);
@@ -1628,7 +1631,7 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
     int rc = trainer_open(&t, cfg, log, &resumed_from, err);
     if (rc < 0) {
         name_rank(&t, err);
-        trainer_close(&t);
+        trainer_close(&t, 0); /* the ranks met on it (trainer_open) */
         return rc;
     }
     const pile_train_config *c = cfg;
@@ -1856,7 +1859,10 @@ int pile_trainer_train(const pile_train_config *given, const pile_log *log, pile
         if (interrupted) rc = PILE_TRAINER_STOPPED;
     }
     if (rc < 0) name_rank(&t, err);
-    trainer_close(&t);
+    /* a step's failure may be this rank's alone while the others wait in
+     * a collective: closing must not wait for them (an MPI_Finalize would
+     * hang the job with the message unsaid) */
+    trainer_close(&t, rc < 0);
     return rc;
 }
 

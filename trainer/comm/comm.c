@@ -145,8 +145,17 @@ int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err 
 void pile_comm_close(pile_comm *c)
 {
     if (!c) return;
-    pile__comm_queue_stop(c->q);
+    pile__comm_queue_stop(c->q, 0);
     c->ops->close(c->impl);
+    free(c);
+}
+
+void pile_comm_abandon(pile_comm *c)
+{
+    if (!c) return;
+    pile__comm_queue_stop(c->q, 1);
+    if (c->ops->abandon) c->ops->abandon(c->impl);
+    else c->ops->close(c->impl);
     free(c);
 }
 

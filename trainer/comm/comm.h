@@ -202,6 +202,18 @@ int pile_comm_open_auto(pile_comm **out, const pile_comm_options *opt, pile_err 
 const char *pile_comm_auto_name(const pile_comm_env *env, pile_err *err);
 const char *pile_comm_auto_name_for(const pile_comm_env *env, int device_memory, pile_err *err);
 void pile_comm_close(pile_comm *c); /* accepts NULL */
+/* Closes c after a failure of this rank that the others may not share
+ * (an error in the middle of training, while they go on to their next
+ * collective): nothing that waits for them. The comm's thread finishes
+ * the job it is running (the other ranks run it too) and passes over the
+ * rest. "mpi" does not finalize MPI, since MPI_Finalize waits for every
+ * rank and the others, inside a collective, never come: the process must
+ * then exit, with a failure, after saying why, and its launcher takes it
+ * for a failed rank and ends the others (mpirun: "exiting improperly").
+ * "tcp" closes its sockets, as at close: the others' next call fails
+ * naming this rank. "nccl" and "devsim" abandon their host communicator.
+ * Accepts NULL. */
+void pile_comm_abandon(pile_comm *c);
 
 const char *pile_comm_name(const pile_comm *c);
 int pile_comm_rank(const pile_comm *c);       /* 0 .. world_size - 1 */

@@ -34,6 +34,11 @@ static void devsim_close(void *impl)
     pile_comm_close(impl);
 }
 
+static void devsim_abandon(void *impl)
+{
+    pile_comm_abandon(impl);
+}
+
 /* p's host address, or the refusal of a buffer outside device memory. */
 static int device(const char *what, const void *p, void **host, pile_err *err)
 {
@@ -127,6 +132,7 @@ const pile__comm_ops pile__comm_devsim_ops = {
     .device_memory = 1,
     .open = devsim_open,
     .close = devsim_close,
+    .abandon = devsim_abandon,
     .allreduce = devsim_allreduce,
     .reduce_scatter = devsim_reduce_scatter,
     .all_gather = devsim_all_gather,

@@ -34,6 +34,10 @@ typedef struct pile__comm_ops {
     int (*broadcast_bytes)(void *impl, void *buf, size_t bytes, int root, pile_err *err);
     int (*barrier)(void *impl, pile_err *err);
     int device_memory; /* 1: tensor buffers in device memory ("nccl", "devsim"); 0: host memory */
+    /* pile_comm_abandon's close: nothing that waits for the other ranks
+     * (NULL: close has nothing such; last, so that
+     * positional tables may leave it out) */
+    void (*abandon)(void *impl);
 } pile__comm_ops;
 
 extern const pile__comm_ops pile__comm_single_ops;
@@ -93,7 +97,9 @@ int pile__comm_open_over(pile_comm **out, const pile__comm_ops *ops, void *impl,
  * threads through it. */
 typedef struct pile__comm_queue pile__comm_queue;
 int pile__comm_queue_start(pile__comm_queue **q, pile_comm *c, pile_err *err);
-void pile__comm_queue_stop(pile__comm_queue *q); /* runs what is queued, then joins; accepts NULL */
+/* Runs what is queued (drop: only the job running now, the rest passed
+ * over as after a failure), then joins; accepts NULL. */
+void pile__comm_queue_stop(pile__comm_queue *q, int drop);
 int pile__comm_queue_on_thread(const pile__comm_queue *q);
 int pile__comm_queue_submit(pile__comm_queue *q, pile_comm_job_fn fn, void *ctx, const size_t arg[3],
                             uint64_t *ticket, pile_err *err);

@@ -18,6 +18,7 @@
  * itself keeps it). */
 static int n_open;
 static int we_initialized;
+static int abandoned; /* a communicator was abandoned: MPI is never finalized (mpi_abandon) */
 
 /* Elements per MPI call: below INT_MAX, a multiple of everything. */
 #define PIECE ((size_t)1 << 30)
@@ -103,7 +104,18 @@ static void mpi_close(void *impl)
     if (!m) return;
     MPI_Comm_free(&m->comm);
     free(m);
-    if (--n_open == 0 && we_initialized) MPI_Finalize();
+    if (--n_open == 0 && we_initialized && !abandoned) MPI_Finalize();
+}
+
+/* pile_comm_abandon: MPI_Comm_free is collective, and MPI_Finalize
+ * waits for every rank (Open MPI's ends with a fence of all of them):
+ * neither, and no MPI_Finalize later in this process either. */
+static void mpi_abandon(void *impl)
+{
+    if (!impl) return;
+    free(impl);
+    n_open--;
+    abandoned = 1;
 }
 
 static MPI_Op mpi_op(pile_comm_op op)
@@ -225,6 +237,7 @@ const pile__comm_ops pile__comm_mpi_ops = {
     .name = "mpi",
     .open = mpi_open,
     .close = mpi_close,
+    .abandon = mpi_abandon,
     .allreduce = mpi_allreduce,
     .reduce_scatter = mpi_reduce_scatter,
     .all_gather = mpi_all_gather,

@@ -252,11 +252,12 @@ static int nccl_open(void **impl, const pile__comm_setup *setup, int *rank, int 
     return 0;
 }
 
-static void nccl_close(void *impl)
+/* abandon (pile_comm_abandon): no flush, which would wait for the other
+ * ranks' side of what was issued; the communicator aborted instead. */
+static void release(nccl_comm *n, int abandon)
 {
-    nccl_comm *n = impl;
     if (!n) return;
-    if (n->comm && n->wd && !pile__watchdog_aborted(n->wd)) {
+    if (!abandon && n->comm && n->wd && !pile__watchdog_aborted(n->wd)) {
         /* flush what was issued, within the deadline (else abort) */
         int slot = -1;
         if (pile__watchdog_begin(n->wd, "close the NCCL communicator", &slot, NULL) == 0 &&
@@ -265,12 +266,26 @@ static void nccl_close(void *impl)
     }
     const int aborted = n->wd && pile__watchdog_aborted(n->wd);
     pile__watchdog_free(n->wd); /* its thread polls the communicator: stopped first */
-    if (n->comm && !aborted) (void)ncclCommDestroy(n->comm); /* an aborted one is freed (and NULL) */
+    if (n->comm && !aborted) { /* an aborted one is freed (and NULL) */
+        if (abandon) (void)ncclCommAbort(n->comm);
+        else (void)ncclCommDestroy(n->comm);
+    }
     for (int i = 0; i < n->n_events; i++) (void)cudaEventDestroy(n->events[i]);
     if (n->own) (void)cudaStreamDestroy(n->own);
     (void)cudaGetLastError();
-    pile_comm_close(n->boot);
+    if (abandon) pile_comm_abandon(n->boot);
+    else pile_comm_close(n->boot);
     free(n);
+}
+
+static void nccl_close(void *impl)
+{
+    release(impl, 0);
+}
+
+static void nccl_abandon(void *impl)
+{
+    release(impl, 1);
 }
 
 /* ------------------------------------------------------------ tensors */
@@ -424,6 +439,7 @@ const pile__comm_ops pile__comm_nccl_ops = {
     .device_memory = 1,
     .open = nccl_open,
     .close = nccl_close,
+    .abandon = nccl_abandon,
     .allreduce = nccl_allreduce,
     .reduce_scatter = nccl_reduce_scatter,
     .all_gather = nccl_all_gather,

@@ -89,11 +89,16 @@ int pile__comm_queue_start(pile__comm_queue **out, pile_comm *c, pile_err *err)
                                 pile_comm_name(c));
 }
 
-void pile__comm_queue_stop(pile__comm_queue *q)
+void pile__comm_queue_stop(pile__comm_queue *q, int drop)
 {
     if (!q) return;
     uv_mutex_lock(&q->mu);
     q->stop = 1;
+    if (drop && !q->failed) { /* the jobs left are passed over, as after a failure */
+        q->failed = 1;
+        pile_err_set(&q->error, PILE_EIO, "the communicator was abandoned");
+        q->error.code = PILE_EIO;
+    }
     uv_cond_signal(&q->work);
     uv_mutex_unlock(&q->mu);
     uv_thread_join(&q->thread); /* it runs what was queued first */
