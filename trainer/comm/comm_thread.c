@@ -101,7 +101,7 @@ void pile__comm_queue_stop(pile__comm_queue *q, int drop)
     }
     uv_cond_signal(&q->work);
     uv_mutex_unlock(&q->mu);
-    uv_thread_join(&q->thread); /* it runs what was queued first */
+    uv_thread_join(&q->thread); /* it runs what was queued first (or passes over it: drop) */
     uv_cond_destroy(&q->idle);
     uv_cond_destroy(&q->work);
     uv_mutex_destroy(&q->mu);
