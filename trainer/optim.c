@@ -103,8 +103,8 @@ static int alloc_replicated(pile_optim *o, pile_tensor params)
  *        unit_buf[2]                       the largest unit's compute parameters, twice
  *        bucket_buf  world x bucket        when the shard is cut into buckets
  *   obe: master, m, v, gshard   [lo, lo + shard) of the flat layout, F32
- *        staging                           offload with 16-bit parameters only: the
- *                                          shard, or a chunk (offload to a device)
+ *        staging                           offload with 16-bit parameters only: a
+ *                                          chunk of the shard (step_chunked)
  *   pbe: cshard  [lo, lo + shard)          stage 3: compute parameters (pbe: obe with
  *                                          offload_param, else be)
  * gshard is grads' own shard (in place) at stage 1 without offload. The
@@ -142,7 +142,7 @@ static int alloc_sharded(pile_optim *o, pile_tensor params, pile_err *err)
         ok = o->cshard.data && o->unit_buf[0].data && o->unit_buf[1].data;
     }
     if (ok && o->obe != o->pbe && params.dtype != PILE_DTYPE_F32) {
-        o->staging = pile_backend_alloc(o->obe, params.dtype, o->chunk ? o->chunk : o->shard);
+        o->staging = pile_backend_alloc(o->obe, params.dtype, o->chunk);
         ok = o->staging.data != NULL;
     }
     if (ok && o->bucket) {
@@ -336,10 +336,11 @@ int pile_optim_create_zero(pile_optim **out, pile_model *model, const pile_adamw
     o->streams = comm_device;
     o->stream = comm_device ? pile_backend_comm_stream(be) : NULL;
     o->overlap = z->comm && (pile_comm_threaded(z->comm) || (o->streams && z->overlap));
-    /* on a device the offloaded step overlaps its uploads (step_chunked);
-     * host memory keeps the one-piece path, and an offloaded parameter
-     * shard goes up only when the model reads a unit */
-    if (z->offload && !pile_backend_host_memory(be) && !z->offload_param)
+    /* the offloaded step in chunks (step_chunked), whose uploads overlap
+     * the host's AdamW on a device (on host memory an upload is a copy:
+     * the same path, the same bits); an offloaded parameter shard goes up
+     * only when the model reads a unit */
+    if (z->offload && !z->offload_param)
         o->chunk = z->offload_chunk ? z->offload_chunk : PILE_OPTIM_OFFLOAD_CHUNK;
     o->rank = z->comm ? pile_comm_rank(z->comm) : 0;
     o->world = z->comm ? pile_comm_world_size(z->comm) : 1;
@@ -807,7 +808,7 @@ static int drop_units(pile_optim *o, pile_err *err)
     return 0;
 }
 
-/* Offload to a device (o->chunk): the compute parameters written from
+/* Offload (o->chunk): the compute parameters written from
  * the master weights chunk by chunk, each chunk first stepped by AdamW
  * when `step` (lr, t), converted on obe (16-bit parameters) and staged up
  * (optim.h, offload): the copy of chunk k travels while the host steps
@@ -850,32 +851,18 @@ int pile_optim_update_model(pile_optim *o, pile_err *err)
         if (!o->master_is_compute) pile_backend_convert(o->be, params, o->master, o->master.n);
         return pile_backend_sync(o->be, err);
     }
-    if (o->chunk) return step_chunked(o, 0, 0.0f, 0, err);
-    /* the shard in the compute dtype into its place of the whole, then
-     * every rank's. Stage 3 stops at the shard: units are gathered when
-     * the model reads them. */
+    if (o->chunk) return step_chunked(o, 0, 0.0f, 0, err); /* offloaded master weights */
+    /* the master weights where the compute shard is (obe == pbe): the
+     * shard in the compute dtype into its place of the whole, then every
+     * rank's. Stage 3 stops at the shard: units are gathered when the
+     * model reads them. */
     if (o->stage == 3) {
         PILE_FORWARD_IF_ERR(drop_units(o, err));
-        if (o->obe == o->pbe) {
-            pile_backend_convert(o->pbe, o->cshard, o->master, o->shard);
-        } else if (o->staging.data) {
-            pile_backend_convert(o->obe, o->staging, o->master, o->shard);
-            PILE_FORWARD_IF_ERR(pile_tensor_copy(o->cshard, o->staging, o->shard, err));
-        } else {
-            PILE_FORWARD_IF_ERR(pile_tensor_copy(o->cshard, o->master, o->shard, err));
-        }
-        PILE_FORWARD_IF_ERR(pile_backend_sync(o->obe, err));
+        pile_backend_convert(o->pbe, o->cshard, o->master, o->shard);
         return pile_backend_sync(o->pbe, err);
     }
-    pile_tensor mine = pile_tensor_slice(o->gather, o->lo, o->shard);
-    if (o->obe == o->be) {
-        pile_backend_convert(o->be, mine, o->master, o->shard);
-    } else if (o->staging.data) {
-        pile_backend_convert(o->obe, o->staging, o->master, o->shard);
-        PILE_FORWARD_IF_ERR(pile_tensor_copy(mine, o->staging, o->shard, err));
-    } else {
-        PILE_FORWARD_IF_ERR(pile_tensor_copy(mine, o->master, o->shard, err));
-    }
+    const pile_tensor mine = pile_tensor_slice(o->gather, o->lo, o->shard);
+    pile_backend_convert(o->be, mine, o->master, o->shard);
     return gather_params(o, mine, err);
 }
 

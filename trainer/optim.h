@@ -103,6 +103,7 @@ typedef struct pile_optim pile_optim;
  * not the host's) the two directions overlap the host's work as
  * DeepSpeed's do:
  *  - up: the step runs in chunks of offload_chunk elements of the shard
+ *    (on the cpu backend too, where an upload is a copy: one path)
  *    (PILE_OPTIM_OFFLOAD_CHUNK): each chunk's AdamW, its conversion to
  *    the compute dtype (on the offload backend), then its staged upload
  *    (pile_backend_stage_upload: copied into pinned memory at once, on to
@@ -137,14 +138,13 @@ typedef struct pile_optim_zero {
     int offload_param;      /* stage 3: the compute parameters' shard in the offload backend too */
     size_t prefetch_elems;  /* stage 3: a unit of at most this many parameters is gathered ahead */
     int overlap;            /* device memory (streams): reduce buckets during the backward (see Overlap) */
-    size_t offload_chunk;   /* offload, model on a device: elements per chunk of the step (0: the default below) */
+    size_t offload_chunk;   /* offload: elements per chunk of the step (0: the default below) */
 } pile_optim_zero;
 
-/* The offloaded step's chunk (offload, a model backend whose memory is
- * not the host's, the parameters not offloaded): 4 Mi elements. Its AdamW
- * on the host (16 bytes of state and gradient read, 12 written per
- * element: some milliseconds) outlasts its copy up (8 MiB in bf16: about
- * 0.3 ms over PCIe at 25 GB/s), so every chunk's copy hides under the
+/* The offloaded step's chunk (offload, the parameters not offloaded): 4
+ * Mi elements. On a device its AdamW on the host (16 bytes of state and
+ * gradient read, 12 written per element: some milliseconds) outlasts its
+ * copy up (8 MiB in bf16: about 0.3 ms over PCIe at 25 GB/s), so every chunk's copy hides under the
  * next chunk's AdamW and only the last one's shows; the pinned staging it
  * needs (8 or 16 MiB) is small beside the model, and a chunk's own costs
  * (a copy call, two events, a backend sync: tens of microseconds) stay
