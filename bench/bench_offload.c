@@ -28,21 +28,10 @@
 #include <string.h>
 
 #include "backend.h"
+#include "bench_driver.h"
 #include "pile_progress.h"
 
 #define CHUNK ((size_t)64 << 20) /* bytes per copy: large enough for the bus's rate */
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n)
-{
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return t[n / 2];
-}
 
 static int cuda_ok(cudaError_t e, const char *what)
 {
@@ -75,19 +64,20 @@ static double time_copies(int dir, void *host_up, void *host_down, void *dev_up,
         if (!cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize")) return -1;
         t[r] = pile_now() - t0;
     }
-    return median(t, reps);
+    return bench_median(t, reps);
 }
 
 /* Seconds per AdamW step over n parameters on `be` (median of reps), the
- * state filled from `init` (n floats) first. */
-static double time_adamw(pile_backend *be, size_t n, const float *init, int reps, pile_err *err)
+ * parameters and gradients uploaded from p and g first (n floats each;
+ * the moments start at 0). */
+static double time_adamw(pile_backend *be, size_t n, const float *p, const float *g, int reps, pile_err *err)
 {
     pile_tensor t[4];
     int ok = 1;
     for (int i = 0; i < 4; i++) {
         t[i] = pile_backend_alloc(be, PILE_DTYPE_F32, n);
         if (!t[i].data) ok = 0;
-        else pile_backend_upload(be, t[i], init, n);
+        else if (i < 2) pile_backend_upload(be, t[i], i ? g : p, n);
     }
     double s[64], r = -1;
     if (!ok) {
@@ -102,7 +92,7 @@ static double time_adamw(pile_backend *be, size_t n, const float *init, int reps
         if (pile_backend_sync(be, err)) goto fail;
         s[k] = pile_now() - t0;
     }
-    r = median(s, reps);
+    r = bench_median(s, reps);
     goto out;
 fail:
     fprintf(stderr, "bench_offload: AdamW on the %s backend: %s\n", pile_backend_name(be), err->msg);
@@ -158,19 +148,19 @@ int main(int argc, char **argv)
     const double up_gbs = bytes / up / 1e9, down_gbs = bytes / down / 1e9, duplex_gbs = bytes / both / 1e9;
 
     /* AdamW on each backend, from the same values (no denormals, no zeros) */
-    float *init = hu; /* reused: 12n bytes hold n floats */
-    for (size_t i = 0; i < n; i++) init[i] = 0.02f * (float)((i * 2654435761u) % 1000) / 1000.0f + 1e-3f;
+    float *p = hu, *g = p + n; /* reused: 12n bytes hold 3n floats */
+    bench_adamw_inputs(p, g, n);
     pile_err err = {0};
-    pile_backend *gpu = NULL, *cpu = NULL;
-    if (pile_backend_open(&gpu, "cuda", 0, &err) || pile_backend_open(&cpu, "cpu", threads, &err)) {
+    pile_backend *dev = NULL, *host = NULL;
+    if (pile_backend_open(&dev, "cuda", 0, &err) || pile_backend_open(&host, "cpu", threads, &err)) {
         fprintf(stderr, "bench_offload: %s\n", err.msg);
         return 1;
     }
-    const double adam_gpu = time_adamw(gpu, n, init, reps, &err);
-    const double adam_cpu = time_adamw(cpu, n, init, reps, &err);
-    const int cpu_threads = pile_backend_threads(cpu);
-    pile_backend_close(gpu);
-    pile_backend_close(cpu);
+    const double adam_gpu = time_adamw(dev, n, p, g, reps, &err);
+    const double adam_cpu = time_adamw(host, n, p, g, reps, &err);
+    const int cpu_threads = pile_backend_threads(host);
+    pile_backend_close(dev);
+    pile_backend_close(host);
     cudaFreeHost(hu);
     if (adam_gpu < 0 || adam_cpu < 0) return 1;
 
